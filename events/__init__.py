@@ -1,0 +1,1 @@
+"""The event contract of Relaydesk: facts, subjects, codec and the JetStream store."""

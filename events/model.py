@@ -1,0 +1,304 @@
+"""Every fact Relaydesk records, as frozen msgspec Structs in one tagged union.
+
+Rules of the contract: names are past-tense facts; a new field always has a default;
+a tag is never reused. Readers tolerate tags they do not know (see ``events.codec``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+import msgspec
+
+Channel = Literal["sms", "email", "chat", "social"]
+CHANNELS: tuple[Channel, ...] = ("sms", "email", "chat", "social")
+AgentStatus = Literal["available", "away", "offline"]
+
+DEFAULT_CAPACITY: dict[str, int] = {"chat": 3, "sms": 3, "social": 3, "email": 5}
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    url: str | None = None
+    content_type: str | None = None
+    name: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+class Requirements(msgspec.Struct, frozen=True, kw_only=True):
+    """What an agent must offer to take a conversation."""
+
+    skills: dict[str, int] = {}
+    language: str | None = None
+    fallback_languages: tuple[str, ...] = ()
+    min_tier: int = 1
+    priority: int = 0
+    sla_due: datetime | None = None
+    preferred_agent: str | None = None
+    excluded_agents: tuple[str, ...] = ()
+
+
+class AgentProfile(msgspec.Struct, frozen=True, kw_only=True):
+    name: str = ""
+    skills: dict[str, int] = {}
+    languages: dict[str, int] = {}
+    tier: int = 1
+    capacity: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_CAPACITY))
+    max_total: int | None = None
+
+
+class DecisionReason(msgspec.Struct, frozen=True, kw_only=True):
+    """Machine-readable why: which rule chose this agent, with its score parts."""
+
+    rule: str
+    step: int = 0
+    score: dict[str, float] = {}
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    at: datetime
+
+
+# --- on rd.inbound.<channel>: what a connector heard from a provider ---------------
+
+
+class InboundMessage(Event, tag="inbound_message", frozen=True, kw_only=True):
+    channel: Channel
+    provider: str
+    provider_message_id: str
+    sender: str
+    recipient: str = ""
+    text: str = ""
+    sender_name: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    thread_ref: str | None = None
+    public: bool = False
+    metadata: dict[str, str] = {}
+
+
+# --- on rd.evt.c.<customer>.<conversation> -----------------------------------------
+
+
+class CustomerEvent(Event, frozen=True, kw_only=True):
+    customer_id: str
+
+
+class ConversationEvent(CustomerEvent, frozen=True, kw_only=True):
+    conversation_id: str
+
+
+class CustomerCreated(CustomerEvent, tag="customer_created", frozen=True, kw_only=True):
+    identity: str
+
+
+class CustomerProfileUpdated(CustomerEvent, tag="customer_profile_updated", frozen=True, kw_only=True):
+    tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    preferred_language: str | None = None
+    crm_id: str | None = None
+    actor: str = ""
+
+
+class CustomersMerged(CustomerEvent, tag="customers_merged", frozen=True, kw_only=True):
+    """An operator merged ``merged_id`` into this customer (the survivor; on the survivor's
+    ``_customer`` subject). Nothing is rewritten: the merged customer's history, open
+    conversations, case owner and identities follow the survivor from here on."""
+
+    merged_id: str
+    actor: str = ""
+
+
+class IdentityLinked(CustomerEvent, tag="identity_linked", frozen=True, kw_only=True):
+    """An operator (or an import) linked another address (``<kind>:<address>``) to this customer."""
+
+    identity: str
+    actor: str = ""
+
+
+class ConversationOpened(ConversationEvent, tag="conversation_opened", frozen=True, kw_only=True):
+    channel: Channel
+    contact: str
+    public: bool = False
+
+
+class MessageReceived(ConversationEvent, tag="message_received", frozen=True, kw_only=True):
+    channel: Channel
+    message_id: str
+    provider_message_id: str
+    text: str = ""
+    language: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    # The connector's facts about the message, copied from ``InboundMessage.metadata`` by
+    # intake: what a reply needs (social: platform, kind, page_id / phone_number_id, comment_id).
+    metadata: dict[str, str] = {}
+
+
+class RoutingRequested(ConversationEvent, tag="routing_requested", frozen=True, kw_only=True):
+    channel: Channel
+    requirements: Requirements
+
+
+class AgentOffered(ConversationEvent, tag="agent_offered", frozen=True, kw_only=True):
+    agent_id: str
+    expires_at: datetime
+    reason: DecisionReason
+
+
+class OfferAccepted(ConversationEvent, tag="offer_accepted", frozen=True, kw_only=True):
+    agent_id: str
+    actor: str = ""
+
+
+class OfferDeclined(ConversationEvent, tag="offer_declined", frozen=True, kw_only=True):
+    agent_id: str
+    actor: str = ""
+
+
+class OfferExpired(ConversationEvent, tag="offer_expired", frozen=True, kw_only=True):
+    agent_id: str
+
+
+class ConversationAssigned(ConversationEvent, tag="conversation_assigned", frozen=True, kw_only=True):
+    agent_id: str
+    channel: Channel
+    reason: DecisionReason
+
+
+class EscalationStepReached(ConversationEvent, tag="escalation_step_reached", frozen=True, kw_only=True):
+    step: int
+    relaxation: str
+
+
+class ConversationTransferred(ConversationEvent, tag="conversation_transferred", frozen=True, kw_only=True):
+    from_agent: str | None = None
+    to_agent: str | None = None
+    to_skill: str | None = None
+    to_tier: int | None = None
+    transfer_count: int = 1
+    actor: str = ""
+    note: str = ""
+
+
+class ConversationEscalated(ConversationEvent, tag="conversation_escalated", frozen=True, kw_only=True):
+    from_agent: str | None = None
+    to_tier: int
+    reason: str = ""
+    actor: str = ""
+
+
+class ConversationReleased(ConversationEvent, tag="conversation_released", frozen=True, kw_only=True):
+    """An agent handed a conversation back (went offline); it routes again."""
+
+    agent_id: str
+    reason: str = ""
+
+
+class ConversationResolved(ConversationEvent, tag="conversation_resolved", frozen=True, kw_only=True):
+    agent_id: str | None = None
+    actor: str = ""
+
+
+class ReplyRequested(ConversationEvent, tag="reply_requested", frozen=True, kw_only=True):
+    channel: Channel
+    reply_id: str
+    agent_id: str | None = None
+    text: str = ""
+    actor: str = ""
+
+
+class MessageSent(ConversationEvent, tag="message_sent", frozen=True, kw_only=True):
+    channel: Channel
+    reply_id: str
+    provider_message_id: str = ""
+
+
+class DeliveryFailed(ConversationEvent, tag="delivery_failed", frozen=True, kw_only=True):
+    channel: Channel
+    reply_id: str
+    reason: str
+
+
+# --- on rd.evt.a.<agent> ------------------------------------------------------------
+
+
+class AgentProfileUpdated(Event, tag="agent_profile_updated", frozen=True, kw_only=True):
+    agent_id: str
+    profile: AgentProfile
+    actor: str = ""
+
+
+class AgentStatusChanged(Event, tag="agent_status_changed", frozen=True, kw_only=True):
+    agent_id: str
+    status: AgentStatus
+    actor: str = ""
+    reason: str = ""
+
+
+class AgentTokenIssued(Event, tag="agent_token_issued", frozen=True, kw_only=True):
+    """An operator issued a bearer token to an agent. Only its sha256 is kept: the token
+    itself is shown once, in the API answer. Lives on rd.evt.a.<agent>."""
+
+    agent_id: str
+    token_id: str
+    token_hash: str
+    label: str = ""
+    actor: str = ""
+
+
+class AgentTokenRevoked(Event, tag="agent_token_revoked", frozen=True, kw_only=True):
+    agent_id: str
+    token_id: str
+    actor: str = ""
+
+
+# --- on rd.out.<channel>: a command for the channel's connector ---------------------
+
+
+class DeliverReply(msgspec.Struct, frozen=True, kw_only=True, tag="deliver_reply", tag_field="type"):
+    """Imperative: the connector sends ``text`` to ``contact`` on ``channel``."""
+
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    reply_id: str
+    contact: str
+    text: str
+    thread_ref: str | None = None
+    metadata: dict[str, str] = {}
+
+
+LogEvent: TypeAlias = (
+    CustomerCreated
+    | CustomerProfileUpdated
+    | CustomersMerged
+    | IdentityLinked
+    | ConversationOpened
+    | MessageReceived
+    | RoutingRequested
+    | AgentOffered
+    | OfferAccepted
+    | OfferDeclined
+    | OfferExpired
+    | ConversationAssigned
+    | EscalationStepReached
+    | ConversationTransferred
+    | ConversationEscalated
+    | ConversationReleased
+    | ConversationResolved
+    | ReplyRequested
+    | MessageSent
+    | DeliveryFailed
+    | AgentProfileUpdated
+    | AgentStatusChanged
+    | AgentTokenIssued
+    | AgentTokenRevoked
+)
+"""Everything that may stand in RD_EVENTS."""
+
+
+class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A fact written by a newer Relaydesk; kept, shown, never folded."""
+
+    type: str
+    raw: bytes

@@ -1,0 +1,272 @@
+"""The JetStream event store: append with an expected subject sequence, read, replay, follow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
+
+from events import subjects
+from events.codec import decode_log_event, encode
+from events.model import LogEvent, UnknownEvent
+
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+MSG_ID = "Nats-Msg-Id"
+WRONG_LAST_SEQUENCE = 10071
+
+
+class ConcurrencyError(Exception):
+    """Someone else appended to the subject since the state the caller decided on."""
+
+    def __init__(self, subject: str, expected: int | None) -> None:
+        super().__init__(f"{subject}: expected last sequence {expected}, the log has moved on")
+        self.subject = subject
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    subject: str
+    event: LogEvent | UnknownEvent
+
+
+@dataclass(frozen=True)
+class Append:
+    """One event to append; ``expected`` is the subject's last sequence the caller saw
+    (0: the subject must be empty; None: no check). ``expected_subject`` checks ``expected``
+    against another subject, wildcards allowed (``rd.evt.c.<customer>.>`` guards a whole
+    customer). ``msg_id`` makes retries idempotent."""
+
+    event: LogEvent
+    expected: int | None = None
+    subject: str | None = None
+    expected_subject: str | None = None
+    msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def target(self) -> str:
+        return self.subject or subjects.for_event(self.event)
+
+    def headers(self) -> dict[str, str]:
+        h = {MSG_ID: self.msg_id}
+        if self.expected is not None:
+            h[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
+            if self.expected_subject:
+                h[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.expected_subject
+        return h
+
+
+class EventStore:
+    def __init__(self, nc: NATS, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.js = js
+        self.timeout = timeout
+
+    # -- writing --------------------------------------------------------------------
+
+    async def append(self, item: Append) -> int:
+        """Append one event and return its stream sequence, or raise ConcurrencyError."""
+        subject = item.target()
+        try:
+            ack = await self.js.publish(subject, encode(item.event), timeout=self.timeout, headers=item.headers())
+        except APIError as err:
+            return await self._resolve_conflict(item, subject, err)
+        return int(ack.seq)
+
+    async def append_many(self, items: Sequence[Append], *, in_flight: int = 256) -> list[int | ConcurrencyError]:
+        """Pipeline many appends, each guarded by its own expected sequence.
+
+        Requests go out concurrently on one connection. nats-py's ``publish_async`` is not
+        used: it loses the error of a rejected publish (its reply handler raises instead of
+        failing the future), and a rejection is exactly what the guard needs to report.
+        """
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(item: Append) -> int | ConcurrencyError:
+            async with gate:
+                try:
+                    return await self.append(item)
+                except ConcurrencyError as conflict:
+                    return conflict
+
+        return list(await asyncio.gather(*(one(i) for i in items)))
+
+    async def _resolve_conflict(self, item: Append, subject: str, err: APIError) -> int:
+        if err.err_code != WRONG_LAST_SEQUENCE:
+            raise err
+        # A retry of an append that was in fact stored fails with 10071, not a duplicate
+        # ack: if the subject's last message carries our msg id, it is ours.
+        last = await self._last_msg(subject)
+        if last is not None and last[1] == item.msg_id:
+            return last[0]
+        raise ConcurrencyError(subject, item.expected) from err
+
+    async def _last_msg(self, subject: str) -> tuple[int, str | None] | None:
+        try:
+            raw = await self.js.get_last_msg(subjects.EVENTS_STREAM, subject, direct=True)
+        except NotFoundError:
+            return None
+        headers = raw.headers or {}
+        return int(raw.seq or 0), headers.get(MSG_ID)
+
+    async def last_subject_seq(self, subject: str) -> int:
+        last = await self._last_msg(subject)
+        return last[0] if last else 0
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(subjects.EVENTS_STREAM)
+        return int(info.state.last_seq)
+
+    # -- reading --------------------------------------------------------------------
+
+    async def read(self, filter_subject: str = subjects.EVENTS_ALL, from_seq: int = 1) -> list[StoredEvent]:
+        """Every event on ``filter_subject`` from ``from_seq`` up to now."""
+        out: list[StoredEvent] = []
+        async for batch in self.replay(filter_subject, from_seq):
+            out.extend(batch)
+        return out
+
+    async def read_customer(self, customer_id: str) -> list[StoredEvent]:
+        return await self.read(subjects.customer_filter(customer_id))
+
+    async def replay(
+        self, filter_subject: str = subjects.EVENTS_ALL, from_seq: int = 1, batch: int = 1000
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Batches of events up to the end of the log as it stood when the replay began."""
+        end = await self.last_seq()
+        if end < from_seq:
+            return
+        sub = await self._ordered(filter_subject, from_seq)
+        consumer: str | None = None
+        try:
+            info = await sub.consumer_info()
+            consumer = info.name
+            # Nothing matches the filter: nothing left and nothing delivered to us. (The
+            # delivered *stream* sequence is no guide: a filtered consumer moves it past
+            # messages that do not match.)
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if info.num_pending == 0 and not delivered:
+                return
+            chunk: list[StoredEvent] = []
+            while True:
+                msg = await sub.next_msg(timeout=self.timeout)
+                stored = to_stored(msg)
+                if stored.seq > end:
+                    break
+                chunk.append(stored)
+                if len(chunk) >= batch:
+                    yield chunk
+                    chunk = []
+                if stored.seq >= end or msg.metadata.num_pending == 0:
+                    break
+            if chunk:
+                yield chunk
+        finally:
+            await sub.unsubscribe()
+            if consumer:
+                # An unsubscribed consumer lingers on the server until its inactivity
+                # threshold; the server caps how many may exist, and busy readers (intake
+                # reads a customer per message) would reach the cap. Delete it now.
+                with contextlib.suppress(NotFoundError, asyncio.TimeoutError):
+                    await self.js.delete_consumer(subjects.EVENTS_STREAM, consumer)
+
+    async def follow(self, filter_subject: str = subjects.EVENTS_ALL, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
+        """Every event from ``from_seq`` on, forever."""
+        tail = await self.tail(filter_subject, from_seq)
+        try:
+            while True:
+                stored = await tail.next(timeout=None)
+                if stored is not None:
+                    yield stored
+        finally:
+            await tail.close()
+
+    async def tail(self, filter_subject: str = subjects.EVENTS_ALL, from_seq: int = 1) -> Tail:
+        """A live view of the log from ``from_seq``: an ordered consumer (recreated by the
+        client at the next sequence after a reconnect) feeding a local queue, so callers
+        can both wait for the next event and drain what has arrived without waiting."""
+        tail = Tail()
+        tail.sub = await self.js.subscribe(
+            filter_subject,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            cb=tail.on_msg,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(1, from_seq),
+                ack_policy=AckPolicy.NONE,
+            ),
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+        return tail
+
+    async def _ordered(self, filter_subject: str, from_seq: int) -> JetStreamContext.PushSubscription:
+        return await self.js.subscribe(
+            filter_subject,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(1, from_seq),
+                ack_policy=AckPolicy.NONE,
+            ),
+            pending_msgs_limit=100_000,
+        )
+
+
+def to_stored(msg: Msg) -> StoredEvent:
+    return StoredEvent(seq=int(msg.metadata.sequence.stream), subject=msg.subject, event=decode_log_event(msg.data))
+
+
+class Tail:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self.sub: JetStreamContext.PushSubscription | None = None
+        self._arrived = asyncio.Event()
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.queue.put_nowait(to_stored(msg))
+        self._arrived.set()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Until something has arrived (True) or ``timeout`` passed (False); takes nothing."""
+        if not self.queue.empty():
+            return True
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def next(self, timeout: float | None) -> StoredEvent | None:
+        """The next event, or None when ``timeout`` passes without one."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def drain(self, limit: int = 10_000) -> list[StoredEvent]:
+        """What has already arrived, without waiting."""
+        out: list[StoredEvent] = []
+        while len(out) < limit:
+            try:
+                out.append(self.queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            await self.sub.unsubscribe()
+            self.sub = None

@@ -1,0 +1,86 @@
+"""NATS names: streams, subjects and KV buckets (see the NATS layout in the design)."""
+
+from __future__ import annotations
+
+import re
+
+from events.model import (
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    AgentTokenIssued,
+    AgentTokenRevoked,
+    CustomerEvent,
+    Event,
+)
+
+INBOUND_STREAM = "RD_INBOUND"
+EVENTS_STREAM = "RD_EVENTS"
+OUTBOUND_STREAM = "RD_OUTBOUND"
+IDENTITY_BUCKET = "rd_identity"
+LEASE_BUCKET = "rd_leases"
+STATE_BUCKET = "rd_state"
+SNAPSHOT_BUCKET = "rd_snapshots"
+
+INBOUND_ALL = "rd.inbound.>"
+EVENTS_ALL = "rd.evt.>"
+CUSTOMER_EVENTS_ALL = "rd.evt.c.>"
+AGENT_EVENTS_ALL = "rd.evt.a.>"
+OUTBOUND_ALL = "rd.out.>"
+
+# The token that stands where a conversation id would, for customer-level facts.
+CUSTOMER_SCOPE = "_customer"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class InvalidToken(ValueError):
+    pass
+
+
+def token(value: str) -> str:
+    """A value safe to stand as one NATS subject token (ids are generated to fit)."""
+    if not _TOKEN.match(value):
+        raise InvalidToken(f"not a valid subject token: {value!r}")
+    return value
+
+
+def inbound(channel: str) -> str:
+    return f"rd.inbound.{token(channel)}"
+
+
+def outbound(channel: str) -> str:
+    return f"rd.out.{token(channel)}"
+
+
+def conversation(customer_id: str, conversation_id: str) -> str:
+    return f"rd.evt.c.{token(customer_id)}.{token(conversation_id)}"
+
+
+def customer_scope(customer_id: str) -> str:
+    return conversation(customer_id, CUSTOMER_SCOPE)
+
+
+def customer_filter(customer_id: str) -> str:
+    return f"rd.evt.c.{token(customer_id)}.>"
+
+
+def agent(agent_id: str) -> str:
+    return f"rd.evt.a.{token(agent_id)}"
+
+
+def for_event(event: Event) -> str:
+    """The subject a log event belongs on."""
+    if isinstance(event, (AgentProfileUpdated, AgentStatusChanged, AgentTokenIssued, AgentTokenRevoked)):
+        return agent(event.agent_id)
+    if isinstance(event, CustomerEvent):
+        conversation_id = getattr(event, "conversation_id", CUSTOMER_SCOPE)
+        return conversation(event.customer_id, conversation_id)
+    raise TypeError(f"{type(event).__name__} has no place in {EVENTS_STREAM}")
+
+
+def parse_conversation_subject(subject: str) -> tuple[str, str] | None:
+    """(customer_id, conversation_id) for an ``rd.evt.c`` subject, else None."""
+    parts = subject.split(".")
+    if len(parts) == 5 and parts[:3] == ["rd", "evt", "c"]:
+        return parts[3], parts[4]
+    return None
