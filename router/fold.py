@@ -1,0 +1,362 @@
+"""Folding the log into routing state: ``evolve(state, seq, subject, event) -> state``.
+
+``evolve`` MUTATES and returns the state it is given: with 100,000 conversations a copy per
+event would cost more than the routing itself. Callers that need the old state keep a
+snapshot (``router.snapshot.dump``) instead. It ignores events at or below
+``state.last_seq`` (a replay after a snapshot folds nothing twice) and ``UnknownEvent``
+(a newer writer's fact this version cannot interpret).
+
+The fold records facts only; policy is applied by ``router.decide``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from events import subjects
+from events.model import (
+    AgentOffered,
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationOpened,
+    ConversationReleased,
+    ConversationResolved,
+    ConversationTransferred,
+    CustomerCreated,
+    CustomerProfileUpdated,
+    CustomersMerged,
+    EscalationStepReached,
+    LogEvent,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    Requirements,
+    RoutingRequested,
+    UnknownEvent,
+)
+from router import index
+from router.state import AgentView, ConversationView, CustomerView, RouterState
+
+# The relaxation name that drops the case-owner / transfer-target preference.
+DROP_PREFERRED = "drop_preferred"
+
+
+def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | UnknownEvent) -> RouterState:
+    """Fold one stored event into ``state`` (in place) and return it."""
+    if seq <= state.last_seq:
+        return state
+    state.last_seq = seq
+    if isinstance(event, UnknownEvent):
+        return state
+    conversation = _conversation_for(state, subject, create=isinstance(event, ConversationOpened | RoutingRequested))
+    if conversation is not None:
+        conversation.subject_seq = seq
+    _apply(state, conversation, event)
+    if conversation is not None:
+        conversation_id = subject.rsplit(".", 1)[1]
+        index.touched(state, conversation_id, conversation)
+    index.tidy_timers(state)
+    return state
+
+
+def _conversation_for(state: RouterState, subject: str, *, create: bool) -> ConversationView | None:
+    """The view of the conversation the subject names. Only an opening or a routing request
+    creates one: a reply delivered after the conversation was resolved (and dropped) must
+    not bring it back."""
+    parsed = subjects.parse_conversation_subject(subject)
+    if parsed is None or parsed[1] == subjects.CUSTOMER_SCOPE:
+        return None
+    customer_id, conversation_id = parsed
+    found = state.conversations.get(conversation_id)
+    if found is None and create:
+        found = ConversationView(customer_id=customer_id)
+        state.conversations[conversation_id] = found
+    return found
+
+
+def _customer(state: RouterState, customer_id: str) -> CustomerView:
+    found = state.customers.get(customer_id)
+    if found is None:
+        found = CustomerView()
+        state.customers[customer_id] = found
+    return found
+
+
+def _survivor(state: RouterState, customer_id: str) -> CustomerView:
+    """The view that stands for ``customer_id``: its own, or the survivor's after a merge."""
+    return _customer(state, _root_id(state, customer_id))
+
+
+def _root_id(state: RouterState, customer_id: str) -> str:
+    current = customer_id
+    for _ in range(64):  # merges never form a cycle (``_merge`` refuses one); bounded anyway
+        view = state.customers.get(current)
+        if view is None or view.merged_into is None:
+            return current
+        current = view.merged_into
+    return current
+
+
+def _merge(state: RouterState, survivor_id: str, merged_id: str) -> None:
+    """``merged_id`` follows ``survivor_id`` from now on: its open conversations count as the
+    survivor's, and the more current case owner of the two stays the owner. The survivor's
+    profile (tier, flags, language) stands. A merge into itself, into its own family, or of a
+    customer already merged elsewhere changes nothing (the first merge in the log stands)."""
+    root = _root_id(state, survivor_id)
+    if _root_id(state, merged_id) == root:
+        return
+    merged = _customer(state, merged_id)
+    if merged.merged_into is not None:
+        return
+    survivor = _customer(state, root)
+    survivor.open_conversations |= merged.open_conversations
+    merged.open_conversations = set()
+    if _owner_is_more_current(merged, survivor):
+        survivor.last_agent = merged.last_agent
+        survivor.last_agent_resolved_at = merged.last_agent_resolved_at
+    merged.merged_into = survivor_id
+    # The merged customer's waiting conversations now queue with the survivor's tier and flags.
+    for conversation_id in sorted(survivor.open_conversations):
+        open_conv = state.conversations.get(conversation_id)
+        if open_conv is not None and open_conv.status == "waiting":
+            index.requeue(state, conversation_id, open_conv)
+
+
+def _owner_is_more_current(candidate: CustomerView, current: CustomerView) -> bool:
+    """An open case beats a resolved one; between resolved ones, the later one wins."""
+    if candidate.last_agent is None:
+        return False
+    if current.last_agent is None:
+        return True
+    if current.last_agent_resolved_at is None:
+        return False
+    if candidate.last_agent_resolved_at is None:
+        return True
+    return candidate.last_agent_resolved_at > current.last_agent_resolved_at
+
+
+def _agent(state: RouterState, agent_id: str) -> AgentView:
+    found = state.agents.get(agent_id)
+    if found is None:
+        found = AgentView()
+        state.agents[agent_id] = found
+    return found
+
+
+def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -> None:
+    match event:
+        case AgentProfileUpdated():
+            agent = _agent(state, event.agent_id)
+            index.agent_leaving(state, event.agent_id, agent)
+            agent.profile = event.profile
+            index.agent_changed(state, event.agent_id, agent, roster=True)
+        case AgentStatusChanged():
+            agent = _agent(state, event.agent_id)
+            index.agent_leaving(state, event.agent_id, agent)
+            agent.status = event.status
+            if event.status == "available":
+                agent.expired_in_a_row = 0
+            index.agent_changed(state, event.agent_id, agent, roster=True)
+            index.status_changed(state, event.agent_id, agent)
+        case CustomerCreated():
+            _customer(state, event.customer_id)
+        case CustomerProfileUpdated():
+            customer = _customer(state, event.customer_id)
+            customer.tier = event.tier
+            customer.flags = tuple(event.flags)
+            customer.preferred_language = event.preferred_language
+            # Tier and flags are part of each waiting conversation's queue signature.
+            for conversation_id in sorted(customer.open_conversations):
+                open_conv = state.conversations.get(conversation_id)
+                if open_conv is not None and open_conv.status == "waiting":
+                    index.requeue(state, conversation_id, open_conv)
+        case CustomersMerged():
+            _merge(state, event.customer_id, event.merged_id)
+        case _ if conv is None:
+            return
+        case ConversationOpened():
+            conv.customer_id = event.customer_id
+            conv.channel = event.channel
+            conv.public = event.public
+            conv.opened_at = event.at
+            _survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
+        case RoutingRequested():
+            _routing_requested(state, event.conversation_id, conv, event)
+        case AgentOffered():
+            _take(state, event.conversation_id, conv, event.agent_id, event.at)
+            conv.status = "offered"
+            conv.offer_expires_at = event.expires_at
+            conv.reason = event.reason
+            index.offer_made(state, event.conversation_id, conv)
+        case ConversationAssigned():
+            if conv.agent_id != event.agent_id:
+                _take(state, event.conversation_id, conv, event.agent_id, event.at)
+            conv.status = "assigned"
+            conv.offer_expires_at = None
+            conv.reason = event.reason
+            _became_owner(state, conv, event.agent_id)
+        case OfferAccepted():
+            if conv.status == "offered" and conv.agent_id == event.agent_id:
+                conv.status = "assigned"
+                conv.offer_expires_at = None
+                accepted_by = _agent(state, event.agent_id)
+                accepted_by.expired_in_a_row = 0
+                index.streak_changed(state, event.agent_id, accepted_by)
+                _became_owner(state, conv, event.agent_id)
+        case OfferDeclined() | OfferExpired():
+            if conv.status == "offered" and conv.agent_id == event.agent_id:
+                agent = _agent(state, event.agent_id)
+                if isinstance(event, OfferExpired):
+                    agent.expired_in_a_row += 1
+                else:
+                    agent.expired_in_a_row = 0
+                index.streak_changed(state, event.agent_id, agent)
+                _exclude(conv, event.agent_id)
+                _drop_holder(state, event.conversation_id, conv)
+                _wait(state, event.conversation_id, conv)
+        case EscalationStepReached():
+            if event.step == 0 or event.relaxation == DROP_PREFERRED:
+                conv.preference_dropped = True
+            conv.step = max(conv.step, event.step)
+            if conv.status == "waiting":
+                index.requeue(state, event.conversation_id, conv)
+        case ConversationTransferred():
+            conv.transfer_count = max(conv.transfer_count + 1, event.transfer_count)
+            away_from = event.from_agent or conv.agent_id
+            if away_from is not None and away_from != event.to_agent:
+                _exclude(conv, away_from)
+            _drop_holder(state, event.conversation_id, conv)
+            if event.to_skill is not None:
+                level = conv.requirements.skills.get(event.to_skill, 1)
+                conv.requirements = _with_skills(conv, {event.to_skill: level})
+            if event.to_tier is not None:
+                conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
+            conv.preferred_agent = event.to_agent
+            conv.preferred_is_transfer = event.to_agent is not None
+            if event.to_agent is not None and event.to_agent in conv.excluded:
+                conv.excluded.remove(event.to_agent)
+            _restart_wait(state, event.conversation_id, conv, event.at)
+        case ConversationEscalated():
+            conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
+            _drop_holder(state, event.conversation_id, conv)
+            conv.preferred_agent = None
+            conv.preferred_is_transfer = False
+            _restart_wait(state, event.conversation_id, conv, event.at)
+        case ConversationReleased():
+            if conv.agent_id == event.agent_id and conv.status in ("offered", "assigned"):
+                _drop_holder(state, event.conversation_id, conv)
+                # The owner just left: waiting for them again would only delay the customer.
+                conv.preferred_agent = None
+                conv.preferred_is_transfer = False
+                _restart_wait(state, event.conversation_id, conv, event.at)
+        case ConversationResolved():
+            holder = conv.agent_id or event.agent_id
+            if conv.status in ("waiting",):
+                index.leave_queue(state, event.conversation_id, conv)
+            _drop_holder(state, event.conversation_id, conv)
+            conv.status = "resolved"
+            customer = _survivor(state, conv.customer_id)
+            customer.open_conversations.discard(event.conversation_id)
+            if holder is not None:
+                customer.last_agent = holder
+                customer.last_agent_resolved_at = event.at
+            # A resolved conversation needs no routing state: what routing still needs (the
+            # case owner) is on the customer. Dropping it keeps memory and snapshots in step
+            # with open work, not with history. A later event on its subject starts a fresh
+            # view whose subject sequence is that event's, which is all a re-route needs.
+            del state.conversations[event.conversation_id]
+        case _:
+            # Messages, replies, deliveries: only the subject sequence (set above) matters here.
+            return
+
+
+def _routing_requested(
+    state: RouterState, conversation_id: str, conv: ConversationView, event: RoutingRequested
+) -> None:
+    conv.channel = event.channel
+    conv.requirements = event.requirements
+    customer = _survivor(state, conv.customer_id)
+    customer.open_conversations.add(conversation_id)
+    if conv.status in ("new", "resolved"):
+        conv.excluded = list(event.requirements.excluded_agents)
+        conv.transfer_count = 0
+        conv.escalated_tier = 0
+        # The case owner: an explicit preference, else whoever last served this customer.
+        # Whether that agent still counts (recently enough, available) is policy: decide.
+        conv.preferred_agent = event.requirements.preferred_agent or customer.last_agent
+        conv.preferred_is_transfer = False
+        _restart_wait(state, conversation_id, conv, event.at)
+    elif conv.status == "waiting":
+        index.requeue(state, conversation_id, conv)
+    # Offered or assigned: the new requirements apply if it is routed again.
+
+
+def _with_skills(conv: ConversationView, skills: dict[str, int]) -> Requirements:
+    return msgspec.structs.replace(conv.requirements, skills=skills)
+
+
+def _exclude(conv: ConversationView, agent_id: str) -> None:
+    if agent_id not in conv.excluded:
+        conv.excluded.append(agent_id)
+
+
+def _take(state: RouterState, conversation_id: str, conv: ConversationView, agent_id: str, at: datetime) -> None:
+    """``agent_id`` now holds the conversation (offer or assignment): capacity is taken."""
+    if conv.status == "waiting":
+        index.leave_queue(state, conversation_id, conv)
+    _drop_holder(state, conversation_id, conv)
+    agent = _agent(state, agent_id)
+    index.agent_leaving(state, agent_id, agent)
+    agent.load[conv.channel] = agent.load.get(conv.channel, 0) + 1
+    agent.holding.add(conversation_id)
+    agent.last_work_at = at
+    index.agent_changed(state, agent_id, agent)
+    conv.agent_id = agent_id
+
+
+def _drop_holder(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """The holding agent (if any) lets go: capacity is freed."""
+    if conv.agent_id is None:
+        return
+    agent = state.agents.get(conv.agent_id)
+    if agent is not None and conversation_id in agent.holding:
+        index.agent_leaving(state, conv.agent_id, agent)
+        agent.holding.discard(conversation_id)
+        left = agent.load.get(conv.channel, 0) - 1
+        if left > 0:
+            agent.load[conv.channel] = left
+        else:
+            agent.load.pop(conv.channel, None)
+        index.agent_changed(state, conv.agent_id, agent)
+    state.release_pending.discard(conversation_id)
+    conv.agent_id = None
+    conv.offer_expires_at = None
+
+
+def _became_owner(state: RouterState, conv: ConversationView, agent_id: str) -> None:
+    customer = _survivor(state, conv.customer_id)
+    customer.last_agent = agent_id
+    customer.last_agent_resolved_at = None
+
+
+def _restart_wait(state: RouterState, conversation_id: str, conv: ConversationView, at: datetime) -> None:
+    """A new waiting episode: escalation starts over from step 0."""
+    if conv.status == "waiting":
+        index.leave_queue(state, conversation_id, conv)
+    conv.waiting_since = at
+    conv.step = 0
+    conv.preference_dropped = False
+    conv.status = "waiting"
+    conv.reason = None
+    index.enter_queue(state, conversation_id, conv)
+
+
+def _wait(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """Back to waiting in the same episode (declined, expired): keeps its place and step."""
+    conv.status = "waiting"
+    conv.reason = None
+    index.enter_queue(state, conversation_id, conv)

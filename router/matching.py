@@ -1,0 +1,233 @@
+"""One round of decisions: capacity used so far, and the two searches over the indexes —
+the best free agent for a conversation, and the best waiting conversation for an agent.
+
+Choice among eligible agents (after the case owner, see ``router.decide``): the lowest
+tier that may take the work, then the primary language before fallbacks, then the best
+skill level (``RouterPolicy.skill_fit``), then lowest occupancy, then longest idle, then
+agent id. Queue order: effective priority, then SLA due time, then waiting since, then id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+from events.model import AgentOffered, Channel, ConversationAssigned, DecisionReason, LogEvent
+from router import effective as eff_
+from router.effective import Effective
+from router.heaps import in_order
+from router.index import agent_key, agent_lookup_keys, conversation_valid
+from router.policy import RouterPolicy
+from router.state import ANY, AgentView, ConversationView, QueueSignature, RouterState
+
+# How many valid but unsuitable entries (other skills missing, excluded) a search looks
+# past in one heap before giving up; stale entries do not count (compaction bounds them).
+SEARCH_DEPTH = 256
+# How many conversations with exclusions a queue scan may fail on before it stops: a
+# conversation without exclusions that finds nobody means nobody fits the whole queue.
+EXCLUDED_FAILURES = 32
+
+Rank = tuple[int, float, float, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An event to append; ``expected`` is the last sequence of its subject the decision
+    was made on (None: append without a check, used for agent subjects)."""
+
+    event: LogEvent
+    expected: int | None
+
+
+@dataclass(slots=True)
+class Candidate:
+    conversation_id: str
+    conv: ConversationView
+    eff: Effective
+    rank: Rank
+
+
+@dataclass
+class Round:
+    state: RouterState
+    now: datetime
+    policy: RouterPolicy
+    decisions: list[Decision] = field(default_factory=list)
+    used: dict[tuple[str, str], int] = field(default_factory=dict)
+    used_total: dict[str, int] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)  # conversations decided on in this round
+    withdrawn: set[str] = field(default_factory=set)  # agents set away in this round
+    ceilings: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.now_ts = self.now.timestamp()
+        cache = self.state.__dict__.get("_effective")
+        if (
+            cache is None
+            or (cache[0] is not self.policy and cache[0] != self.policy)
+            or len(cache[1]) > 4 * len(self.state.queues) + 1024
+        ):
+            cache = (self.policy, {})
+            self.state.__dict__["_effective"] = cache
+        self._effective = cast(dict[str, Effective], cache[1])
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def full(self) -> bool:
+        return len(self.decisions) >= self.policy.max_decisions_per_call
+
+    def room(self, agent_id: str, agent: AgentView, channel: str) -> int:
+        profile = agent.profile
+        free = profile.capacity.get(channel, 0) - agent.load.get(channel, 0) - self.used.get((agent_id, channel), 0)
+        if profile.max_total is not None:
+            free = min(free, profile.max_total - agent.total_load() - self.used_total.get(agent_id, 0))
+        return free
+
+    def queue_effective(self, key: str) -> Effective:
+        found = self._effective.get(key)
+        if found is None:
+            found = self._effective[key] = eff_.effective(self.state.queue_signatures[key], self.policy)
+        return found
+
+    def ceiling(self, key: str, eff: Effective) -> int:
+        found = self.ceilings.get(key)
+        if found is None:
+            found = self.ceilings[key] = eff_.tier_ceiling(self.state, eff)
+        return found
+
+    def rank(self, conv: ConversationView, sig: QueueSignature, eff: Effective, conversation_id: str) -> Rank:
+        prio = eff_.priority(conv, sig, eff, self.now_ts, self.policy.aging_seconds)
+        since = conv.waiting_since.timestamp() if conv.waiting_since else 0.0
+        return (-prio, eff_.sla_due(conv, eff), since, conversation_id)
+
+    def emit(self, event: LogEvent, expected: int | None, conversation_id: str | None = None) -> None:
+        self.decisions.append(Decision(event=event, expected=expected))
+        if conversation_id is not None:
+            self.taken.add(conversation_id)
+
+    def give(
+        self,
+        conversation_id: str,
+        conv: ConversationView,
+        agent_id: str,
+        agent: AgentView,
+        *,
+        rule: str,
+        priority: int,
+        level: int,
+    ) -> None:
+        """Offer or assign (per the channel's mode), with the reason and its score parts."""
+        last = agent.last_work_at.timestamp() if agent.last_work_at else None
+        since = conv.waiting_since.timestamp() if conv.waiting_since else self.now_ts
+        reason = DecisionReason(
+            rule=rule,
+            step=conv.step,
+            score={
+                "priority": float(priority),
+                "tier": float(agent.profile.tier),
+                "skill": float(level),
+                "occupancy": round(agent.occupancy(), 3),
+                "idle_s": round(self.now_ts - last, 1) if last is not None else -1.0,
+                "waited_s": round(self.now_ts - since, 1),
+            },
+        )
+        ids = {
+            "at": self.now,
+            "customer_id": conv.customer_id,
+            "conversation_id": conversation_id,
+            "agent_id": agent_id,
+        }
+        event: LogEvent
+        if conv.channel in self.policy.offer_channels:
+            expires = self.now + timedelta(seconds=self.policy.offer_timeout_seconds)
+            event = AgentOffered(**ids, expires_at=expires, reason=reason)  # type: ignore[arg-type]
+        else:
+            event = ConversationAssigned(**ids, channel=cast(Channel, conv.channel), reason=reason)  # type: ignore[arg-type]
+        self.emit(event, conv.subject_seq, conversation_id)
+        self.used[(agent_id, conv.channel)] = self.used.get((agent_id, conv.channel), 0) + 1
+        self.used_total[agent_id] = self.used_total.get(agent_id, 0) + 1
+
+
+# --- the best agent for a conversation ---------------------------------------------------
+
+
+def best_agent(rnd: Round, eff: Effective, ceiling: int, conv: ConversationView) -> tuple[str, AgentView, int] | None:
+    """(agent id, agent, skill level) of the best free agent for ``conv``, or None."""
+    state = rnd.state
+    languages = eff.languages or (ANY,)
+    levels = eff_.levels(eff, rnd.policy)
+    for tier in range(eff.min_tier, min(ceiling, state.max_agent_tier) + 1):
+        for language in languages:
+            for level in levels:
+                heap = state.free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level))
+                if not heap:
+                    continue
+                looked = 0
+                for entry in in_order(heap):
+                    agent_id = entry[2]
+                    agent = state.agents.get(agent_id)
+                    if agent is None or agent.version != entry[3]:
+                        continue  # stale
+                    if (
+                        agent_id not in conv.excluded
+                        and agent_id not in rnd.withdrawn
+                        and rnd.room(agent_id, agent, eff.channel) > 0
+                        and _other_skills(agent, eff)
+                    ):
+                        return agent_id, agent, level
+                    looked += 1
+                    if looked >= SEARCH_DEPTH:
+                        break
+    return None
+
+
+def _other_skills(agent: AgentView, eff: Effective) -> bool:
+    skills = agent.profile.skills
+    return all(skills.get(name, 0) >= level for name, level in eff.skills.items())
+
+
+# --- the best conversation for an agent --------------------------------------------------
+
+
+def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) -> Candidate | None:
+    """The first waiting conversation in queue order this agent may take on ``channel``."""
+    state = rnd.state
+    best: Candidate | None = None
+    seen: set[str] = set()
+    for lookup in agent_lookup_keys(agent, channel):
+        for key in state.queue_lookup.get(lookup, ()):
+            if key in seen:
+                continue
+            seen.add(key)
+            eff = rnd.queue_effective(key)
+            tier = agent.profile.tier
+            # The ceiling is never below the minimum tier: only a higher tier needs it worked out.
+            if tier < eff.min_tier or not eff_.agent_fits(agent, eff, eff_.UNBOUNDED_TIER):
+                continue
+            if tier > eff.min_tier and tier > rnd.ceiling(key, eff):
+                continue
+            head = _first_open(rnd, key, agent_id)
+            if head is None:
+                continue
+            conversation_id, conv = head
+            rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
+            if best is None or rank < best.rank:
+                best = Candidate(conversation_id, conv, eff, rank)
+    return best
+
+
+def _first_open(rnd: Round, key: str, agent_id: str) -> tuple[str, ConversationView] | None:
+    """The queue's first live conversation not yet decided on and not excluding the agent."""
+    state = rnd.state
+    looked = 0
+    for entry in in_order(state.queues[key]):
+        if not conversation_valid(state, entry) or entry[1] in rnd.taken:
+            continue
+        conv = state.conversations[entry[1]]
+        if agent_id not in conv.excluded:
+            return entry[1], conv
+        looked += 1
+        if looked >= SEARCH_DEPTH:
+            break
+    return None

@@ -1,0 +1,102 @@
+"""Routing policy settings: plain data, decoded from the [router] table of the config.
+
+Every field has a default, so an empty ``[router]`` table gives the shipped policy. The
+config loader decodes it with ``msgspec.convert(table, RouterPolicy, strict=False)``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Relaxations an escalation step may apply (``EscalationStep.relaxation``).
+DROP_PREFERRED = "drop_preferred"  # stop holding the conversation for its case owner / transfer target
+LOWER_SKILL_MIN = "lower_skill_min"  # every required skill level minus one (never below 1)
+ALLOW_TIER_UP = "allow_tier_up"  # the tier ceiling rises by one (see RouterPolicy.tier_headroom)
+FALLBACK_LANGUAGE = "fallback_language"  # accept the conversation's fallback languages (or the policy's)
+ANY_AGENT_WITH_SKILL = "any_agent_with_skill"  # skills at level 1, any language, no tier ceiling
+RELAXATIONS = (DROP_PREFERRED, LOWER_SKILL_MIN, ALLOW_TIER_UP, FALLBACK_LANGUAGE, ANY_AGENT_WITH_SKILL)
+
+
+class EscalationStep(msgspec.Struct, frozen=True, kw_only=True):
+    """Reached when a conversation has waited ``after_seconds`` since it started waiting
+    (cumulative, not since the previous step) and is still not offered or assigned."""
+
+    after_seconds: float
+    relaxation: str
+
+
+class CustomerTierRule(msgspec.Struct, frozen=True, kw_only=True):
+    priority_boost: int = 0
+    min_agent_tier: int = 1
+
+
+def _default_sla() -> dict[str, float]:
+    return {"chat": 60.0, "sms": 300.0, "social": 900.0, "email": 14_400.0}
+
+
+def _default_tiers() -> dict[str, CustomerTierRule]:
+    return {
+        "standard": CustomerTierRule(priority_boost=0, min_agent_tier=1),
+        "gold": CustomerTierRule(priority_boost=10, min_agent_tier=1),
+        "platinum": CustomerTierRule(priority_boost=20, min_agent_tier=2),
+    }
+
+
+DEFAULT_STEPS: tuple[EscalationStep, ...] = (
+    EscalationStep(after_seconds=30, relaxation=ALLOW_TIER_UP),
+    EscalationStep(after_seconds=60, relaxation=FALLBACK_LANGUAGE),
+    EscalationStep(after_seconds=120, relaxation=LOWER_SKILL_MIN),
+    EscalationStep(after_seconds=300, relaxation=ANY_AGENT_WITH_SKILL),
+)
+
+
+class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    # --- offers -------------------------------------------------------------------
+    # Channels whose conversations are offered (accept/decline); the others are assigned directly.
+    offer_channels: tuple[str, ...] = ("chat", "sms", "social")
+    offer_timeout_seconds: float = 30.0
+    # An available agent who lets this many offers in a row expire is set away (0: never).
+    expiries_before_away: int = 3
+
+    # --- queue order ----------------------------------------------------------------
+    # Seconds after the conversation started waiting by which an agent should have it.
+    sla_seconds: dict[str, float] = msgspec.field(default_factory=_default_sla)
+    # Aging: one priority point per this many seconds waited, so nothing starves (0: off).
+    aging_seconds: float = 60.0
+    # Customer tiers: priority boost and minimum agent tier. Unknown tiers count as none.
+    customer_tiers: dict[str, CustomerTierRule] = msgspec.field(default_factory=_default_tiers)
+    # Customer flags that send a conversation to ``flag_min_tier`` or above at ``flag_priority``.
+    priority_flags: tuple[str, ...] = ("regulatory_risk", "media_attention", "executive_escalation")
+    flag_min_tier: int = 2
+    flag_priority: int = 1000
+    # Public posts (social) are seen by everyone: a priority boost.
+    public_boost: int = 5
+
+    # --- choice of agent ------------------------------------------------------------
+    # The case owner: a returning customer's open conversation's agent, or the agent of a
+    # conversation resolved at most this long ago.
+    case_owner_window_seconds: float = 72 * 3600.0
+    # How long a conversation is held for its case owner (or transfer target) to have room
+    # before it routes to anyone eligible.
+    case_owner_wait_seconds: float = 30.0
+    # Among eligible agents of the lowest fitting tier: "highest" skill level first, or
+    # "closest" (the lowest level that meets the minimum, keeping experts free).
+    skill_fit: str = "highest"
+    # The tier ceiling: a conversation goes to the lowest tier that has an available agent
+    # able to take it ("natural tier") plus this headroom, plus one per allow_tier_up step.
+    # So a specialist is not spent on frontline work while a frontline agent is on shift.
+    tier_headroom: int = 0
+    # Languages accepted after a fallback_language step when the conversation names none.
+    fallback_languages: tuple[str, ...] = ("en",)
+    escalation_steps: tuple[EscalationStep, ...] = DEFAULT_STEPS
+
+    # --- transfers and agent state --------------------------------------------------
+    # The transfer that makes the count reach this goes to ``specialist_tier`` or above.
+    specialist_after_transfers: int = 3
+    specialist_tier: int = 2
+    # An agent going offline hands back conversations on these channels (and every pending offer).
+    release_on_offline: tuple[str, ...] = ("chat", "sms", "social")
+
+    # --- work per call ----------------------------------------------------------------
+    # Upper bound of decisions in one decide call, so one call stays short under a burst.
+    max_decisions_per_call: int = 1000

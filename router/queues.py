@@ -1,0 +1,96 @@
+"""What is waiting, per queue: the read model behind ``GET /v1/queues``.
+
+Pure like the rest of ``router``: give it the state, the time and the policy. It walks
+every waiting conversation once (O(waiting)), which suits an API call, not a hot path.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from router import effective as eff_
+from router.index import conversation_valid
+from router.policy import RouterPolicy
+from router.state import RouterState
+
+
+class QueueSummary(msgspec.Struct, frozen=True, kw_only=True):
+    key: str  # the queue signature key (stable while the queue has members)
+    channel: str
+    skills: dict[str, int]  # as required now (relaxations applied)
+    language: str | None
+    languages: tuple[str, ...] | None  # accepted now (None: any)
+    min_tier: int
+    customer_tier: str
+    flags: tuple[str, ...]
+    public: bool
+    priority: int  # requirement priority plus tier, flag and public boosts (before aging)
+    step: int  # escalation steps reached
+    waiting: int
+    oldest_wait_seconds: float
+    sla_at_risk: int  # due within ``risk_share`` of the channel's SLA, not yet breached
+    sla_breached: int
+
+
+class HeldSummary(msgspec.Struct, frozen=True, kw_only=True):
+    agent_id: str  # the case owner or transfer target they wait for
+    waiting: int
+    oldest_wait_seconds: float
+
+
+def queue_summaries(
+    state: RouterState, now_ts: float, policy: RouterPolicy, *, risk_share: float = 0.25
+) -> list[QueueSummary]:
+    """Every non-empty queue, most urgent first (priority, then oldest wait)."""
+    out: list[QueueSummary] = []
+    for key, heap in state.queues.items():
+        sig = state.queue_signatures[key]
+        eff = eff_.effective(sig, policy)
+        waiting = at_risk = breached = 0
+        oldest = now_ts
+        for entry in heap:
+            if not conversation_valid(state, entry):
+                continue
+            conv = state.conversations[entry[1]]
+            waiting += 1
+            since = conv.waiting_since.timestamp() if conv.waiting_since else now_ts
+            oldest = min(oldest, since)
+            due = eff_.sla_due(conv, eff)
+            if due <= now_ts:
+                breached += 1
+            elif due - now_ts <= risk_share * eff.sla_seconds:
+                at_risk += 1
+        if waiting == 0:
+            continue
+        out.append(
+            QueueSummary(
+                key=key,
+                channel=sig.channel,
+                skills=eff.skills,
+                language=sig.language,
+                languages=eff.languages,
+                min_tier=eff.min_tier,
+                customer_tier=sig.customer_tier,
+                flags=sig.flags,
+                public=sig.public,
+                priority=sig.priority + eff.boost,
+                step=sig.step,
+                waiting=waiting,
+                oldest_wait_seconds=round(now_ts - oldest, 3),
+                sla_at_risk=at_risk,
+                sla_breached=breached,
+            )
+        )
+    out.sort(key=lambda q: (-q.priority, -q.oldest_wait_seconds, q.key))
+    return out
+
+
+def held_summaries(state: RouterState, now_ts: float) -> list[HeldSummary]:
+    """Conversations held for a preferred agent, per agent."""
+    out: list[HeldSummary] = []
+    for agent_id, heap in sorted(state.held.items()):
+        live = [entry for entry in heap if conversation_valid(state, entry)]
+        if live:
+            oldest = min(entry[0] for entry in live)
+            out.append(HeldSummary(agent_id=agent_id, waiting=len(live), oldest_wait_seconds=round(now_ts - oldest, 3)))
+    return out

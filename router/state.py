@@ -1,0 +1,211 @@
+"""Routing state: what the router knows, folded from the log (see ``router.fold``).
+
+Everything here is plain msgspec data so a snapshot is one encode (``router.snapshot``).
+The state holds facts only; anything that depends on the policy (priority boosts, tier
+rules, escalation waits) is computed at decide time, because ``evolve`` is not given a
+policy and the same log must fold to the same state under any configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+import msgspec
+
+from events.model import AgentProfile, DecisionReason, Requirements
+
+AGENT_STATUSES = ("available", "away", "offline")
+# A resolved conversation leaves ``RouterState.conversations`` (see router.fold), so
+# 'resolved' is only ever seen on the view the fold is about to drop.
+CONVERSATION_STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
+
+
+class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    profile: AgentProfile = msgspec.field(default_factory=AgentProfile)
+    # 'available' | 'away' | 'offline'; an agent known only by its profile is offline.
+    status: str = "offline"
+    # Per channel: assigned conversations plus pending offers (an offer holds capacity).
+    load: dict[str, int] = {}
+    # Conversations this agent holds (assigned or offered), by id.
+    holding: set[str] = set()
+    # When this agent last received work (offer or assignment); None: never. Longest idle wins ties.
+    last_work_at: datetime | None = None
+    # Offers that expired in a row without an answer; reset by accept, decline or coming back.
+    expired_in_a_row: int = 0
+    # Bumped on every change that can alter the agent's place in the free-agent index.
+    version: int = 0
+
+    def total_load(self) -> int:
+        return sum(self.load.values())
+
+    def free_on(self, channel: str) -> int:
+        """Slots left on ``channel``, counting the overall cap."""
+        free = self.profile.capacity.get(channel, 0) - self.load.get(channel, 0)
+        if self.profile.max_total is not None:
+            free = min(free, self.profile.max_total - self.total_load())
+        return max(free, 0)
+
+    def occupancy(self) -> float:
+        """Share of total capacity in use (0.0 idle .. 1.0 full)."""
+        total = sum(self.profile.capacity.values())
+        if self.profile.max_total is not None:
+            total = min(total, self.profile.max_total)
+        return self.total_load() / total if total > 0 else 1.0
+
+
+class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    customer_id: str
+    channel: str = "chat"
+    # 'new' (opened, no routing request yet) | 'waiting' | 'offered' | 'assigned'
+    status: str = "new"
+    agent_id: str | None = None  # the agent holding it (assigned) or offered it
+    requirements: Requirements = msgspec.field(default_factory=Requirements)
+    # Stream sequence of the last event on rd.evt.c.<customer>.<conversation>: the expected
+    # last subject sequence for the router's next append there.
+    subject_seq: int = 0
+    reason: DecisionReason | None = None
+    transfer_count: int = 0
+    public: bool = False
+    opened_at: datetime | None = None
+    waiting_since: datetime | None = None  # first routing request of this episode; kept across re-routes
+    offer_expires_at: datetime | None = None
+    # Escalation: the highest policy step reached (0: none) and whether the case-owner
+    # preference has been dropped.
+    step: int = 0
+    preference_dropped: bool = False
+    # Agents this conversation must not go to again (declined, let the offer expire, transferred away).
+    excluded: list[str] = []
+    # The agent this conversation should go back to: the case owner or a transfer target.
+    preferred_agent: str | None = None
+    preferred_is_transfer: bool = False  # a transfer target skips skill checks (an operator chose)
+    escalated_tier: int = 0  # minimum agent tier set by ConversationEscalated / transfer to a tier / 3rd transfer
+    # Where it waits: a key of RouterState.queues (or of RouterState.held while held for its
+    # preferred agent); "" when not waiting. ``enqueued`` numbers its entries into queues and
+    # timers so an entry left behind by an earlier wait is recognised as stale.
+    queue_key: str = ""
+    enqueued: int = 0
+
+    def is_held(self) -> bool:
+        """Waiting for its preferred agent (case owner or transfer target) rather than anyone."""
+        return self.preferred_agent is not None and not self.preference_dropped
+
+
+class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    preferred_language: str | None = None
+    # The agent who last held one of this customer's conversations (the case owner), and when
+    # that conversation was resolved (None while it is still open).
+    last_agent: str | None = None
+    last_agent_resolved_at: datetime | None = None
+    open_conversations: set[str] = set()
+    # Set when this customer was merged into another (``CustomersMerged``): the survivor's
+    # view then stands for this one (see ``RouterState.customer``).
+    merged_into: str | None = None
+
+
+class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The facts that decide who may take a waiting conversation; equal signatures share a queue.
+
+    Only facts, no policy: decide turns a signature into effective requirements.
+    """
+
+    channel: str
+    skills: tuple[tuple[str, int], ...] = ()
+    language: str | None = None
+    fallback_languages: tuple[str, ...] = ()
+    min_tier: int = 1  # from the requirements and escalations
+    transfers: int = 0
+    customer_tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    public: bool = False
+    priority: int = 0
+    step: int = 0  # escalation steps reached
+    # With its own SLA due time (from the requirements) a conversation waits in a queue ordered
+    # by that time; otherwise by waiting time, which in one queue (one channel) is the same order.
+    explicit_sla: bool = False
+
+    def primary_skill(self) -> tuple[str, int]:
+        """The skill agents are looked up by: the highest minimum (ties: name); '*' for none."""
+        if not self.skills:
+            return ANY, 0
+        return max(self.skills, key=lambda item: (item[1], item[0]))
+
+
+ANY = "*"  # stands for "any skill" / "any language" in index keys
+RELAXED = "~"  # queue lookup key for conversations at an escalation step (may accept more languages)
+
+# Heap entries. Conversations: (waiting since or SLA due (epoch s), conversation id, enqueued number).
+Entry = tuple[float, str, int]
+# Free agents: (occupancy, last work (epoch s, 0: never), agent id, agent version).
+AgentEntry = tuple[float, float, str, int]
+
+
+@dataclass
+class PendingWork:
+    """What decide still has to look at: marks set by the fold, cleared by decide once it
+    examined an item and found nothing to do. A cache, not a fact: it is neither compared
+    nor snapshotted, and a state without one (fresh or loaded) starts with a full scan."""
+
+    full: bool = True
+    agents: set[str] = field(default_factory=set)
+    queues: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
+    releases: set[str] = field(default_factory=set)  # members of RouterState.release_pending to judge
+
+
+class RouterState(msgspec.Struct, kw_only=True, dict=True):
+    last_seq: int = 0  # last stream sequence folded
+    agents: dict[str, AgentView] = {}
+    conversations: dict[str, ConversationView] = {}  # open ones: resolved conversations are dropped
+    customers: dict[str, CustomerView] = {}
+
+    # --- indexes (maintained by router.index; derived, but snapshotted with the facts) ---
+    # Waiting conversations by queue signature key: heaps ordered by waiting time.
+    queues: dict[str, list[Entry]] = {}
+    queue_signatures: dict[str, QueueSignature] = {}
+    queue_sizes: dict[str, int] = {}  # live members per queue (the heaps hold stale entries too)
+    queued: int = 0  # live members of all queues
+    # "channel|skill|language" (language '*' none, '~' escalated) -> queue keys, for agents looking for work.
+    queue_lookup: dict[str, set[str]] = {}
+    # Conversations held for their preferred agent, by that agent.
+    held: dict[str, list[Entry]] = {}
+    # Timers, as heaps: holds (by waiting since), escalation steps (by steps reached), offers (by expiry).
+    held_timers: list[Entry] = []
+    step_timers: dict[int, list[Entry]] = {}
+    offer_timers: list[Entry] = []
+    # Available agents with a free slot, by "channel|skill|language|tier|level".
+    free_agents: dict[str, list[AgentEntry]] = {}
+    free_live: dict[str, int] = {}
+    # Available agents with any capacity on the channel (busy or not), same keys: who is on shift.
+    capable: dict[str, int] = {}
+    max_agent_tier: int = 1
+    # Conversations held by an agent who went offline, to hand back.
+    release_pending: set[str] = set()
+    # Agents whose last offer outcomes were expiries.
+    streaking_agents: set[str] = set()
+
+    @property
+    def pending(self) -> PendingWork:
+        work = self.__dict__.get("_pending")
+        if work is None:
+            work = PendingWork()
+            self.__dict__["_pending"] = work
+        return cast(PendingWork, work)
+
+    def customer(self, customer_id: str) -> CustomerView | None:
+        """The view that stands for ``customer_id``: its own, or after a merge the survivor's
+        (following merges of merges). Conversations keep their own customer id (it names their
+        subject); tier, flags and the case owner are read through here."""
+        found = self.customers.get(customer_id)
+        for _ in range(64):  # merges never form a cycle (the fold refuses one); bounded anyway
+            if found is None or found.merged_into is None:
+                return found
+            found = self.customers.get(found.merged_into)
+        return found
+
+    def agent_load(self, agent_id: str) -> dict[str, int]:
+        agent = self.agents.get(agent_id)
+        return dict(agent.load) if agent else {}
