@@ -1,0 +1,1 @@
+"""Channel connectors, one sub-package per channel, plus the SDK integrators build on."""

@@ -1,0 +1,1 @@
+"""Web chat connector: widget, sessions, WebSocket (see ``connectors/chat/README.md``)."""

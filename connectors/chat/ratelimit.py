@@ -1,0 +1,53 @@
+"""The per-address rate limit of visitor messages: a token bucket per address, on this instance."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from connectors.sdk import ConnectorError
+
+
+class RateLimited(ConnectorError):
+    status = 429
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per address: ``per_minute`` messages a minute, bursts up to ``per_minute``."""
+
+    per_minute: int
+    max_keys: int = 50_000
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    @property
+    def _rate(self) -> float:
+        return self.per_minute / 60.0
+
+    def _tokens(self, key: str, t: float) -> float:
+        """The tokens ``key`` has at time ``t`` (a full bucket for a new key)."""
+        tokens, last = self._buckets.get(key, (float(self.per_minute), t))
+        return min(float(self.per_minute), tokens + (t - last) * self._rate)
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 if a message may go now (and count it), else the seconds to wait."""
+        if self.per_minute <= 0:
+            return 0.0
+        t = time.monotonic() if now is None else now
+        tokens = self._tokens(key, t)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, t)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return 0.0
+        self._buckets[key] = (tokens, t)
+        return (1.0 - tokens) / self._rate
+
+    def take_wait(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may send again, without counting anything."""
+        if self.per_minute <= 0 or key not in self._buckets:
+            return 0.0
+        tokens = self._tokens(key, time.monotonic() if now is None else now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate

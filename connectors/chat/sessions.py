@@ -1,0 +1,111 @@
+"""The pages' side of the HTTP API: ``POST /sessions`` (a session token for a visitor or a
+logged-in user), CORS preflights, the widget script and the demo page."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from importlib import resources
+
+from aiohttp import web
+
+from connectors.sdk import Malformed, ProviderRequest
+
+from . import tokens
+from .history import HistoryUnavailable
+from .origins import cors_headers, origin_allowed, refused
+from .part import ChatPart
+
+
+def _static(name: str) -> str:
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+
+
+class SessionEndpoints(ChatPart):
+    async def preflight(self, request: ProviderRequest) -> web.StreamResponse:
+        headers = cors_headers(self.origins, request)
+        if not headers:
+            return refused()
+        return web.Response(status=204, headers=headers)
+
+    async def widget(self, _request: ProviderRequest) -> web.StreamResponse:
+        return web.Response(
+            text=_static("widget.js"),
+            content_type="application/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    async def demo(self, _request: ProviderRequest) -> web.StreamResponse:
+        # The widget key is public: every embedding page carries it.
+        key = json.dumps(self.settings.widget_key).replace("<", "\\u003c")
+        page = _static("index.html").replace("{{WIDGET_KEY}}", key)
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    async def create(self, request: ProviderRequest) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        if not origin or not origin_allowed(self.origins, origin, request):
+            self.log.warning("session.rejected", reason="origin not allowed")
+            return refused()
+        cors = cors_headers(self.origins, request)
+
+        def fail(status: int, reason: str) -> web.Response:
+            self.log.warning("session.rejected", status=status, reason=reason)
+            return web.json_response({"error": reason}, status=status, headers=cors)
+
+        try:
+            body = request.json()
+        except Malformed as err:
+            return fail(400, err.reason)
+        if not isinstance(body, dict):
+            return fail(400, "body must be a JSON object")
+        key = body.get("widget_key")
+        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), self.settings.widget_key.encode()):
+            return fail(403, "unknown widget key")
+        visitor_id = body.get("visitor_id")
+        if visitor_id is None or visitor_id == "":
+            visitor_id = tokens.new_visitor_id()
+        elif not isinstance(visitor_id, str) or not tokens.VISITOR_ID.fullmatch(visitor_id):
+            return fail(400, "visitor_id malformed")
+        identity_token = body.get("identity_token")
+        name = verified_email = ""
+        if identity_token not in (None, ""):
+            try:
+                identity = tokens.verify_identity_jwt(
+                    self.settings.identity_jwt_secret, identity_token, audience=self.settings.identity_jwt_audience
+                )
+            except tokens.TokenError as err:
+                return fail(401, str(err))
+            address = tokens.user_address(identity.subject)
+            name, verified_email = identity.name, identity.verified_email
+        else:
+            address = tokens.visitor_address(self.settings.session_secret, visitor_id)
+        try:
+            last_seq = await self.history.last_seq(address)
+        except HistoryUnavailable as err:
+            self.log.warning("session.unavailable", reason=str(err))
+            return web.json_response(
+                {"error": "chat history unavailable", "retryable": True},
+                status=503,
+                headers={**cors, "Retry-After": "5"},
+            )
+        expires = int(time.time() + self.settings.token_ttl)
+        claims = tokens.SessionClaims(address, expires, name, verified_email)
+        token = tokens.issue_token(self.settings.session_secret, claims)
+        self.log.info("session.created", identified=address.startswith("user:"))
+        return web.json_response(
+            {
+                "visitor_id": visitor_id,
+                "token": token,
+                "expires_in": int(self.settings.token_ttl),
+                "expires_at": expires,
+                "identified": address.startswith("user:"),
+                "epoch": self.history.epoch,
+                "last_seq": last_seq,
+                "ws_path": "/ws",
+                "max_message_bytes": self.settings.max_message_bytes,
+                "rate_limit_per_minute": self.settings.rate_limit_per_minute,
+            },
+            headers={**cors, "Cache-Control": "no-store"},
+        )

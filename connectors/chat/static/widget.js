@@ -1,0 +1,313 @@
+/* Relaydesk web chat widget. Plain JS, no build step, no dependencies.
+ *
+ * Embed:
+ *   <script src="https://chat.example.com/widget.js" data-widget-key="KEY" async></script>
+ * or mount it yourself (e.g. for a logged-in user whose identity JWT your backend signed):
+ *   RelaydeskChat.mount({server: "https://chat.example.com", widgetKey: "KEY",
+ *                        identityToken: function () { return fetch("/chat-jwt").then(r => r.text()); },
+ *                        container: document.getElementById("chat")});
+ *
+ * Protocol (connectors/chat/README.md): POST /sessions -> token; WebSocket /ws?after_seq=N&epoch=E,
+ * first frame {"type":"auth","token":...}; {"type":"message","client_msg_id","text"} -> ack with seq;
+ * replies arrive as {"type":"reply","seq","text"}. Unacknowledged messages are sent again, with the
+ * same client_msg_id, after a reconnect (the server makes that idempotent).
+ * seq is the frame's sequence in the server's history stream: it only grows (across restarts and
+ * instances) but is not dense, so it is compared, never counted. epoch names that stream; a new
+ * epoch means the numbering started over.
+ */
+(function () {
+  "use strict";
+
+  var CSS =
+    ".rd-chat{font:14px/1.4 system-ui,sans-serif;width:320px;border:1px solid #ccd;border-radius:8px;" +
+    "background:#fff;display:flex;flex-direction:column;box-shadow:0 4px 16px rgba(0,0,0,.12)}" +
+    ".rd-chat.rd-floating{position:fixed;right:16px;bottom:16px;z-index:2147483000}" +
+    ".rd-head{padding:8px 12px;background:#24408e;color:#fff;border-radius:8px 8px 0 0;display:flex;" +
+    "justify-content:space-between}" +
+    ".rd-log{height:300px;overflow-y:auto;padding:8px;display:flex;flex-direction:column;gap:6px}" +
+    ".rd-msg{max-width:80%;padding:6px 10px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}" +
+    ".rd-mine{align-self:flex-end;background:#dfe7fb}.rd-mine[data-state=pending]{opacity:.6}" +
+    ".rd-mine[data-state=failed]{background:#fbdfdf}" +
+    ".rd-reply{align-self:flex-start;background:#eee}" +
+    ".rd-note{align-self:center;color:#a33;font-size:12px}" +
+    ".rd-form{display:flex;border-top:1px solid #ccd}" +
+    ".rd-form textarea{flex:1;border:0;padding:8px;resize:none;font:inherit}" +
+    ".rd-form button{border:0;background:#24408e;color:#fff;padding:0 14px;cursor:pointer}";
+
+  function randomId() {
+    if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text; // never innerHTML: texts come from people
+    return node;
+  }
+
+  function storage() {
+    try { return window.localStorage; } catch (e) { return null; }
+  }
+
+  function Chat(opts) {
+    if (!opts || !opts.widgetKey) throw new Error("RelaydeskChat: widgetKey is required");
+    this.server = (opts.server || window.location.origin).replace(/\/+$/, "");
+    this.widgetKey = opts.widgetKey;
+    this.identityToken = opts.identityToken || null;
+    this.storeKey = "relaydesk.chat." + this.server + "." + this.widgetKey + ".visitor";
+    this.visitorId = (storage() && storage().getItem(this.storeKey)) || "";
+    this.lastSeq = 0;          // highest seq seen on this page; a fresh page fetches all kept history
+    this.epoch = "";
+    this.seen = {};            // seq -> true
+    this.pending = {};         // client_msg_id -> {text, node, timer}
+    this.order = [];           // client_msg_ids not yet acknowledged, in send order
+    this.ws = null;
+    this.ready = false;
+    this.backoff = 1000;
+    this.closed = false;
+    this.build(opts.container);
+    this.connect();
+  }
+
+  Chat.prototype.build = function (container) {
+    if (!document.getElementById("rd-chat-style")) {
+      var style = el("style");
+      style.id = "rd-chat-style";
+      style.textContent = CSS;
+      document.head.appendChild(style);
+    }
+    var root = el("div", "rd-chat" + (container ? "" : " rd-floating"));
+    var head = el("div", "rd-head");
+    head.appendChild(el("span", "", "Chat with us"));
+    this.statusNode = el("span", "rd-status", "connecting…");
+    this.statusNode.id = "rd-chat-status";
+    head.appendChild(this.statusNode);
+    this.log = el("div", "rd-log");
+    this.log.id = "rd-chat-log";
+    this.log.setAttribute("aria-live", "polite");
+    var form = el("form", "rd-form");
+    this.input = el("textarea");
+    this.input.id = "rd-chat-input";
+    this.input.rows = 2;
+    this.input.placeholder = "Type a message…";
+    var button = el("button", "", "Send");
+    button.id = "rd-chat-send";
+    button.type = "submit";
+    form.appendChild(this.input);
+    form.appendChild(button);
+    root.appendChild(head);
+    root.appendChild(this.log);
+    root.appendChild(form);
+    var self = this;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var text = self.input.value;
+      if (text.trim()) { self.send(text); self.input.value = ""; }
+    });
+    this.input.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit ? form.requestSubmit() : button.click(); }
+    });
+    (container || document.body).appendChild(root);
+    this.root = root;
+  };
+
+  Chat.prototype.status = function (text) { this.statusNode.textContent = text; };
+
+  Chat.prototype.note = function (text) { this.append(el("div", "rd-msg rd-note", text)); };
+
+  Chat.prototype.append = function (node) {
+    this.log.appendChild(node);
+    this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  Chat.prototype.identity = function () {
+    var source = this.identityToken;
+    if (!source) return Promise.resolve(null);
+    return Promise.resolve(typeof source === "function" ? source() : source);
+  };
+
+  Chat.prototype.connect = function () {
+    var self = this;
+    if (self.closed) return;
+    self.status("connecting…");
+    self.identity().then(function (jwt) {
+      var body = {widget_key: self.widgetKey, visitor_id: self.visitorId || undefined};
+      if (jwt) body.identity_token = jwt;
+      return fetch(self.server + "/sessions", {
+        method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body), credentials: "omit"
+      });
+    }).then(function (resp) {
+      return resp.json().then(function (data) { return {status: resp.status, data: data}; });
+    }).then(function (res) {
+      if (res.status !== 200) {
+        self.status("offline");
+        self.note("Chat unavailable: " + (res.data && res.data.error || res.status));
+        // Bad key or origin will not heal by itself; try again slowly (a new identity JWT may help).
+        self.retry(res.status >= 500 ? null : 30000);
+        return;
+      }
+      self.visitorId = res.data.visitor_id;
+      if (storage()) storage().setItem(self.storeKey, self.visitorId);
+      self.open(res.data.token);
+    }).catch(function () {
+      self.status("offline");
+      self.retry(null);
+    });
+  };
+
+  Chat.prototype.retry = function (delay) {
+    var self = this;
+    if (self.closed || self.retryTimer) return;
+    var wait = delay || self.backoff;
+    self.backoff = Math.min(self.backoff * 2, 30000);
+    self.retryTimer = setTimeout(function () { self.retryTimer = null; self.connect(); }, wait);
+  };
+
+  Chat.prototype.open = function (token) {
+    var self = this;
+    var url = self.server.replace(/^http/, "ws") + "/ws?after_seq=" + self.lastSeq + "&epoch=" + encodeURIComponent(self.epoch);
+    var ws = new WebSocket(url);
+    self.ws = ws;
+    ws.onopen = function () {
+      ws.send(JSON.stringify({type: "auth", token: token, after_seq: self.lastSeq, epoch: self.epoch}));
+    };
+    ws.onmessage = function (ev) {
+      var frame;
+      try { frame = JSON.parse(ev.data); } catch (e) { return; }
+      self.handle(frame);
+    };
+    ws.onclose = function (ev) {
+      if (self.ws !== ws) return;
+      self.ready = false;
+      self.ws = null;
+      self.status("reconnecting…");
+      // 4401: the session token expired or is invalid: a new session is fetched right away.
+      self.retry(ev.code === 4401 ? 200 : null);
+    };
+  };
+
+  Chat.prototype.handle = function (frame) {
+    var self = this;
+    switch (frame.type) {
+      case "ready":
+        if (frame.epoch !== self.epoch) {  // another history stream: its numbering starts over
+          self.epoch = frame.epoch;
+          self.lastSeq = 0;
+          self.seen = {};
+        }
+        self.ready = true;
+        self.backoff = 1000;
+        self.status("online");
+        self.order.slice().forEach(function (id) { self.transmit(id); });
+        break;
+      case "ack":
+        self.acked(frame.client_msg_id, frame.seq);
+        break;
+      case "message":      // a message of this visitor: from another tab, or history after a reload
+        if (self.pending[frame.client_msg_id]) { self.acked(frame.client_msg_id, frame.seq); break; }
+        if (self.mark(frame.seq)) {
+          var mine = el("div", "rd-msg rd-mine", frame.text);
+          mine.setAttribute("data-state", "acked");
+          mine.setAttribute("data-seq", frame.seq);
+          mine.setAttribute("data-client-msg-id", frame.client_msg_id);
+          self.append(mine);
+        }
+        break;
+      case "reply":
+        if (self.mark(frame.seq)) {
+          var reply = el("div", "rd-msg rd-reply", frame.text);
+          reply.setAttribute("data-seq", frame.seq);
+          if (frame.from) reply.title = frame.from;
+          self.append(reply);
+        }
+        break;
+      case "error":
+        self.failed(frame);
+        break;
+      default:
+        break;
+    }
+  };
+
+  Chat.prototype.mark = function (seq) {
+    if (typeof seq !== "number" || this.seen[seq]) return false;
+    this.seen[seq] = true;
+    if (seq > this.lastSeq) this.lastSeq = seq;
+    return true;
+  };
+
+  Chat.prototype.send = function (text) {
+    var id = randomId();
+    var node = el("div", "rd-msg rd-mine", text);
+    node.setAttribute("data-state", "pending");
+    node.setAttribute("data-client-msg-id", id);
+    this.append(node);
+    this.pending[id] = {text: text, node: node, timer: null, tries: 0};
+    this.order.push(id);
+    this.transmit(id);
+    return id;
+  };
+
+  Chat.prototype.transmit = function (id) {
+    var item = this.pending[id];
+    if (!item || !this.ready || !this.ws) return;  // sent on the next "ready"
+    this.ws.send(JSON.stringify({type: "message", client_msg_id: id, text: item.text}));
+  };
+
+  Chat.prototype.acked = function (id, seq) {
+    var item = this.pending[id];
+    this.mark(seq);
+    if (!item) return;
+    if (item.timer) clearTimeout(item.timer);
+    item.node.setAttribute("data-state", "acked");
+    item.node.setAttribute("data-seq", seq);
+    delete this.pending[id];
+    this.order = this.order.filter(function (x) { return x !== id; });
+  };
+
+  Chat.prototype.failed = function (frame) {
+    var self = this;
+    var id = frame.client_msg_id;
+    var item = id && self.pending[id];
+    if (!item) { self.note(frame.reason || frame.code); return; }
+    if (frame.retryable) {  // same client_msg_id again: the server makes the resend idempotent
+      if (item.timer) clearTimeout(item.timer);
+      item.tries = (item.tries || 0) + 1;
+      var wait = Math.max(frame.retry_after || 1, Math.min(Math.pow(2, item.tries - 1), 30));
+      item.timer = setTimeout(function () { item.timer = null; self.transmit(id); }, 1000 * wait);
+      return;
+    }
+    item.node.setAttribute("data-state", "failed");
+    item.node.title = frame.reason || frame.code;
+    delete self.pending[id];
+    self.order = self.order.filter(function (x) { return x !== id; });
+    self.note("Not sent: " + (frame.reason || frame.code));
+  };
+
+  Chat.prototype.close = function () {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000);
+    this.root.remove();
+  };
+
+  var api = {
+    mount: function (opts) { return new Chat(opts); }
+  };
+  window.RelaydeskChat = api;
+
+  var script = document.currentScript;
+  if (script && script.getAttribute("data-widget-key")) {
+    var start = function () {
+      api.instance = api.mount({
+        widgetKey: script.getAttribute("data-widget-key"),
+        server: script.getAttribute("data-server") || new URL(script.src, window.location.href).origin
+      });
+    };
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+    else start();
+  }
+})();

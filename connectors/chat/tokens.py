@@ -1,0 +1,181 @@
+"""Credentials of the web chat: visitor ids, session tokens and the site's identity JWT.
+
+* **Visitor id**: 192 random bits (base64url), made by ``POST /sessions`` and kept by the widget
+  in ``localStorage``; sent back to resume. It is a bearer secret of the browser, so it never
+  appears in events: the chat *address* of an anonymous visitor is
+  ``visitor:<HMAC-SHA256(session_secret, visitor id), 128 bits hex>``.
+* **Session token**: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(session_secret, …))>``,
+  valid ``token_ttl`` seconds (default 300). It is sent in the first WebSocket frame (never in
+  a URL) or as ``Authorization: Bearer`` on ``POST /messages``.
+* **Identity JWT** (logged-in users): HS256, signed by the site's backend with
+  ``identity_jwt_secret``, ``sub`` and ``exp`` required, lifetime at most one hour. A verified
+  JWT makes the address ``user:<sub>``; ``name`` becomes the sender name and an ``email`` with
+  ``email_verified: true`` is passed on as metadata ``verified_email`` (never used as the address).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.types import Options
+
+TOKEN_VERSION = "v1"
+VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_JWT_LIFETIME = 3600
+JWT_LEEWAY = 30
+_SUBJECT_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class TokenError(ValueError):
+    """A credential that does not hold; ``str(err)`` is a reason safe to show the client."""
+
+
+def new_visitor_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, label: bytes, data: bytes) -> bytes:
+    return hmac.new(secret.encode(), label + b"\0" + data, hashlib.sha256).digest()
+
+
+def visitor_address(secret: str, visitor_id: str) -> str:
+    """The stable, non-secret chat address of an anonymous visitor."""
+    return "visitor:" + _mac(secret, b"visitor-address", visitor_id.encode()).hex()[:32]
+
+
+def user_address(subject: str) -> str:
+    return "user:" + subject
+
+
+def valid_address(address: str) -> bool:
+    kind, _, rest = address.partition(":")
+    if kind == "visitor":
+        return bool(re.fullmatch(r"[0-9a-f]{32}", rest))
+    if kind == "user":
+        return 0 < len(rest) <= 256 and not _SUBJECT_BAD.search(rest)
+    return False
+
+
+def provider_message_id(address: str, client_msg_id: str) -> str:
+    """Stable per (address, client_msg_id), opaque (it is logged and becomes ``Nats-Msg-Id``)."""
+    return hashlib.sha256(f"{address}\n{client_msg_id}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    address: str
+    expires: int
+    name: str = ""
+    verified_email: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"a": self.address, "x": self.expires}
+        if self.name:
+            out["n"] = self.name
+        if self.verified_email:
+            out["m"] = self.verified_email
+        return out
+
+
+def issue_token(secret: str, claims: SessionClaims) -> str:
+    payload = _b64(json.dumps(claims.to_json(), separators=(",", ":")).encode())
+    signed = f"{TOKEN_VERSION}.{payload}"
+    return f"{signed}.{_b64(_mac(secret, b'session-token', signed.encode()))}"
+
+
+def verify_token(secret: str, token: object, *, now: float | None = None) -> SessionClaims:
+    if not isinstance(token, str) or not token:
+        raise TokenError("session token missing")
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != TOKEN_VERSION:
+        raise TokenError("session token malformed")
+    signed = f"{parts[0]}.{parts[1]}"
+    try:
+        given = _unb64(parts[2])
+    except ValueError as err:
+        raise TokenError("session token malformed") from err
+    if not hmac.compare_digest(given, _mac(secret, b"session-token", signed.encode())):
+        raise TokenError("session token signature invalid")
+    try:
+        raw = json.loads(_unb64(parts[1]))
+        claims = SessionClaims(
+            address=str(raw["a"]),
+            expires=int(raw["x"]),
+            name=str(raw.get("n", "")),
+            verified_email=str(raw.get("m", "")),
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise TokenError("session token malformed") from err
+    if claims.expires <= (time.time() if now is None else now):
+        raise TokenError("session token expired")
+    return claims
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    name: str = ""
+    verified_email: str = ""
+
+
+def verify_identity_jwt(secret: str, token: object, *, audience: str = "", now: float | None = None) -> Identity:
+    """The logged-in user the site's backend vouches for; ``TokenError`` with a reason otherwise."""
+    if not secret:
+        raise TokenError("identity tokens are not enabled on this chat server")
+    if not isinstance(token, str) or not token:
+        raise TokenError("identity token malformed")
+    options: Options = {"require": ["exp", "sub"], "verify_aud": bool(audience)}
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=audience or None,
+            options=options,
+            leeway=JWT_LEEWAY,
+        )
+    except jwt.ExpiredSignatureError as err:
+        raise TokenError("identity token expired") from err
+    except jwt.InvalidSignatureError as err:
+        raise TokenError("identity token signature invalid") from err
+    except jwt.MissingRequiredClaimError as err:
+        raise TokenError(f"identity token lacks the {err.claim!r} claim") from err
+    except jwt.InvalidAlgorithmError as err:
+        raise TokenError("identity token algorithm not allowed (HS256 only)") from err
+    except jwt.InvalidAudienceError as err:
+        raise TokenError("identity token audience invalid") from err
+    except jwt.ImmatureSignatureError as err:
+        raise TokenError("identity token not valid yet") from err
+    except jwt.PyJWTError as err:
+        raise TokenError("identity token malformed") from err
+    exp = claims["exp"]
+    issued = claims.get("iat")
+    current = time.time() if now is None else now
+    start = issued if isinstance(issued, (int, float)) else current
+    if not isinstance(exp, (int, float)) or exp - start > MAX_JWT_LIFETIME + JWT_LEEWAY:
+        raise TokenError("identity token lifetime over 1 h")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject or len(subject) > 256 or _SUBJECT_BAD.search(subject):
+        raise TokenError("identity token subject invalid")
+    name = claims.get("name")
+    email = claims.get("email")
+    verified = email if isinstance(email, str) and "@" in email and claims.get("email_verified") is True else ""
+    return Identity(subject=subject, name=name[:200] if isinstance(name, str) else "", verified_email=verified)

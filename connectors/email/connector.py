@@ -1,0 +1,330 @@
+"""The email connector: ``relaydesk connector email``.
+
+Inbound, three doors, one pipeline (parse → attachments to the object store → publish on
+``rd.inbound.email`` with ``Nats-Msg-Id: email:<Message-ID>`` → success only after the ack):
+  * SMTP on ``smtp_host:smtp_port`` (127.0.0.1:2525), aiosmtpd; STARTTLS/AUTH configurable;
+  * an IMAP poller for mailboxes that live elsewhere (Gmail/Workspace, Exchange), when
+    ``imap_host`` is set;
+  * ``POST /email/inbound`` on the HTTP port: the raw message as the body, signed with
+    ``X-Relaydesk-Signature: sha256=<hex HMAC-SHA256(http_secret, body)>``; envelope
+    recipients in ``X-Envelope-To`` (comma-separated; else taken from the headers).
+Outbound: ``DeliverReply`` on ``rd.out.email`` is sent by SMTP (``send_*`` settings),
+threaded under the customer's message (see ``outbound.py`` for what the reply must carry).
+Bounces of our replies become ``DeliveryFailed`` on the reply's conversation instead of
+being published (``bounces.py``).
+
+Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import ClassVar
+
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ObjectStoreConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError, ServiceUnavailableError
+from nats.js.object_store import ObjectStore
+
+from connectors.sdk import (
+    Connector,
+    ConnectorSettings,
+    DeliveryResult,
+    Malformed,
+    ProviderRequest,
+    Route,
+    Unauthentic,
+    Unavailable,
+)
+from connectors.sdk.metrics import Metrics
+from connectors.sdk.publish import InboundPublisher, Published
+from events import subjects
+from events.model import Channel, DeliverReply, InboundMessage
+from events.store import EventStore
+
+from . import outbound
+from .bounces import SentReplies, our_id, record_bounce
+from .imap import ImapPoller
+from .parse import AttachmentBody, ParsedEmail, bounce_reason, header_recipients, is_address, parse_email
+from .settings import EmailSettings
+from .smtp_server import EmailHandler, SmtpServer
+
+log = structlog.get_logger("relaydesk.connector.email")
+
+SIGNATURE_HEADER = "X-Relaydesk-Signature"
+ENVELOPE_TO_HEADER = "X-Envelope-To"
+ENVELOPE_FROM_HEADER = "X-Envelope-From"
+INBOUND_PATH = "/email/inbound"
+
+
+def fingerprint(value: str) -> str:
+    return "h:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Relaydesk-Signature`` value for ``body`` (for MTAs/relays posting raw mail)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class EmailConnector(Connector):
+    name: ClassVar[str] = "email"
+    channel: ClassVar[Channel] = "email"
+    provider: ClassVar[str] = "email"
+    Settings: ClassVar[type[ConnectorSettings]] = EmailSettings
+    inbound_paths: ClassVar[tuple[str, ...]] = ()
+
+    settings: EmailSettings
+
+    def __init__(self, settings: ConnectorSettings) -> None:
+        if not isinstance(settings, EmailSettings):
+            raise TypeError("EmailConnector needs EmailSettings")
+        super().__init__(settings)
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.publisher: InboundPublisher | None = None
+        self.metrics: Metrics = Metrics(self.name, self.channel)
+        self.smtp: SmtpServer | None = None
+        self.imap: ImapPoller | None = None
+        self._objects: ObjectStore | None = None
+        self.sent: SentReplies | None = None
+        self.store: EventStore | None = None
+        self.smtp_address: tuple[str, int] | None = None
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def attach(self, nc: NATS, publisher: InboundPublisher | None = None, metrics: Metrics | None = None) -> None:
+        """Give the connector the NATS connection (and the runtime's publisher and metrics).
+        The ``ConnectorRuntime`` calls it before ``startup``; call it yourself only to run the
+        connector some other way."""
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.publisher = publisher or InboundPublisher(nc, self.js, ack_timeout=self.settings.ack_timeout)
+        self.sent = SentReplies(self.js, timeout=self.settings.ack_timeout)
+        self.store = EventStore(nc, self.js, timeout=self.settings.ack_timeout)
+        if metrics is not None:
+            self.metrics = metrics
+
+    async def startup(self) -> None:
+        if self.publisher is None:
+            raise RuntimeError("email connector: no NATS connection (run it in a ConnectorRuntime or attach())")
+        s = self.settings
+        if not s.domain_set():
+            log.warning("email.no_domains", hint="set [connectors.email] domains; every recipient gets 550")
+        try:
+            await self._object_store()
+        except Exception as err:  # NATS may come later: attachments then wait for it (451)
+            log.warning("email.object_store_unavailable", error=type(err).__name__)
+        if s.smtp_enabled:
+            self.smtp = SmtpServer(s, EmailHandler(s, self._ingest_smtp, self.metrics.reject))
+            try:
+                self.smtp_address = await self.smtp.start()
+            except OSError as err:
+                self.smtp = None
+                raise SystemExit(
+                    f"connector email cannot listen for SMTP on {s.smtp_host}:{s.smtp_port}: {err.strerror}"
+                ) from err
+            log.info("email.smtp_listening", host=self.smtp_address[0], port=self.smtp_address[1])
+        if s.imap_host:
+            assert self.js is not None
+            kv = await self.js.key_value(subjects.STATE_BUCKET)
+            self.imap = ImapPoller(s, kv, self._ingest_imap)
+            self.imap.start()
+
+    async def shutdown(self) -> None:
+        if self.smtp is not None:
+            await self.smtp.stop()
+            self.smtp = None
+        if self.imap is not None:
+            await self.imap.stop()
+            self.imap = None
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def _object_store(self) -> ObjectStore:
+        if self._objects is not None:
+            return self._objects
+        if self.js is None:
+            raise Unavailable("not connected")
+        bucket = self.settings.attachment_bucket
+        try:
+            self._objects = await self.js.object_store(bucket)
+        except (BucketNotFoundError, NotFoundError, ServiceUnavailableError):
+            self._objects = await self.js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket))
+        return self._objects
+
+    async def store_attachments(self, attachments: Sequence[AttachmentBody]) -> None:
+        """Bodies into the object store under their sha256 (a retry stores nothing twice)."""
+        if not attachments:
+            return
+        try:
+            async with asyncio.timeout(self.settings.ack_timeout * 4):
+                store = await self._object_store()
+                for item in attachments:
+                    name = item.meta.sha256 or hashlib.sha256(item.data).hexdigest()
+                    try:
+                        info = await store.get_info(name)
+                        if not info.deleted:
+                            continue
+                    except ObjectNotFoundError:
+                        pass
+                    await store.put(name, item.data)
+        except Unavailable:
+            raise
+        except Exception as err:
+            raise Unavailable(f"attachments not stored: {type(err).__name__}") from err
+
+    async def ingest(
+        self, raw: bytes, *, recipients: Sequence[str], source: str, mail_from: str | None = None
+    ) -> Published:
+        """Parse, store attachments, publish; returns once JetStream acknowledged.
+        Raises ``Malformed`` (do not retry) or ``Unavailable`` (retry later)."""
+        if self.publisher is None:
+            raise Unavailable("email connector not started")
+        parsed: ParsedEmail = parse_email(
+            raw, recipients=recipients, settings=self.settings, received_at=self.now(), source=source,
+            mail_from=mail_from,
+        )  # fmt: skip
+        recorded = await self._bounce_of_ours(parsed)
+        if recorded is not None:
+            return recorded
+        await self.store_attachments(parsed.attachments)
+        self.metrics.inc("received")
+        [item] = await self.publisher.publish([parsed.message])
+        self.metrics.inc("duplicates" if item.duplicate else "published")
+        log.info(
+            "inbound.duplicate" if item.duplicate else "inbound.published",
+            source=source,
+            # Message-IDs often embed an address or a host name: a fingerprint correlates as well.
+            message_ref=fingerprint(parsed.message.provider_message_id),
+            seq=item.seq,
+            auto=parsed.message.metadata.get("auto"),
+            attachments=len(parsed.attachments),
+        )
+        return item
+
+    async def _bounce_of_ours(self, parsed: ParsedEmail) -> Published | None:
+        """A failed-delivery bounce of one of our replies: ``DeliveryFailed`` appended to the
+        reply's conversation (once), and nothing published. None for everything else
+        (unknown Message-ID, delay/success reports, any other mail): published as usual."""
+        md = parsed.message.metadata
+        if md.get("auto") != "bounce" or self.sent is None or self.store is None:
+            return None
+        local = our_id(md.get("bounced_message_id"))
+        if local is None or (parsed.report is not None and not parsed.report.failed):
+            return None
+        try:
+            async with asyncio.timeout(self.settings.ack_timeout * 4):
+                sent = await self.sent.lookup(local)
+                if sent is None:
+                    return None
+                reason = bounce_reason(parsed.report)
+                seq, before = await record_bounce(self.store, sent, reason, self.now())
+        except Exception as err:
+            raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
+        # The SDK's counters: a recorded bounce counts as a message received and acknowledged.
+        self.metrics.inc("received")
+        self.metrics.inc("duplicates" if before else "published")
+        log.info(
+            "inbound.bounce_recorded",
+            reply_id=sent.reply_id,
+            conversation_id=sent.conversation_id,
+            seq=seq,
+            duplicate=before,
+            reason=reason,
+        )
+        return Published(parsed.message, seq, before)
+
+    async def _ingest_smtp(self, raw: bytes, recipients: list[str], mail_from: str) -> int:
+        try:
+            item = await self.ingest(raw, recipients=recipients, source="smtp", mail_from=mail_from)
+        except Unavailable:
+            self.metrics.inc("unavailable")
+            raise
+        return item.seq
+
+    def mailbox_recipients(self, raw: bytes) -> list[str]:
+        domains = self.settings.domain_set()
+        ours = [a for a in header_recipients(raw) if a.rpartition("@")[2].lower() in domains]
+        if ours:
+            return ours
+        fallback = self.settings.imap_recipient or self.settings.imap_user
+        return [fallback] if is_address(fallback) else []
+
+    async def _ingest_imap(self, raw: bytes) -> None:
+        await self.ingest(raw, recipients=self.mailbox_recipients(raw), source="imap")
+
+    # -- HTTP: raw MIME posted by an MTA or relay ----------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", INBOUND_PATH, handler=self._on_http)]
+
+    def verify(self, request: ProviderRequest) -> None:
+        secret = self.settings.http_secret
+        if not secret:
+            raise Unauthentic("raw MIME inbound is not configured (http_secret)")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not given or not hmac.compare_digest(given.encode(), sign(secret, request.body).encode()):
+            raise Unauthentic(f"missing or wrong {SIGNATURE_HEADER}")
+
+    def _http_recipients(self, request: ProviderRequest) -> list[str]:
+        domains = self.settings.domain_set()
+        header = request.headers.get(ENVELOPE_TO_HEADER, "")
+        named = [a.strip() for a in header.split(",") if a.strip()] if header else header_recipients(request.body)
+        ours = [a for a in named if is_address(a) and a.rpartition("@")[2].lower() in domains]
+        if not ours:
+            raise Malformed("no recipient in a domain handled here")
+        return ours
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        """The message in a raw-MIME request (attachment bodies are not stored here)."""
+        parsed = parse_email(
+            request.body, recipients=self._http_recipients(request), settings=self.settings,
+            received_at=self.now(), source="http", mail_from=request.headers.get(ENVELOPE_FROM_HEADER),
+        )  # fmt: skip
+        return [parsed.message]
+
+    async def _on_http(self, request: ProviderRequest) -> web.StreamResponse:
+        item = await self.ingest(
+            request.body,
+            recipients=self._http_recipients(request),
+            source="http",
+            mail_from=request.headers.get(ENVELOPE_FROM_HEADER),
+        )
+        return web.json_response({"accepted": 1, "duplicate": item.duplicate})
+
+    # -- outbound -------------------------------------------------------------------------------
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        s = self.settings
+        if not s.send_host:
+            return DeliveryResult.failed("email connector: send_host is not configured")
+        try:
+            mail = outbound.build_reply(reply, s)
+        except ValueError as err:
+            return DeliveryResult.failed(f"email connector: {err}")
+        result = await asyncio.to_thread(outbound.send, mail, s)
+        if result.ok:
+            await self._remember_sent(reply, mail.message_id)
+        return result
+
+    async def _remember_sent(self, reply: DeliverReply, message_id: str) -> None:
+        """Keep reply → conversation for its bounce. Best effort: the mail is gone, and a
+        failure here must not turn a sent reply into a failed one (its bounce, should one
+        come, is then published as an unmatched bounce, as before)."""
+        if self.sent is None:
+            return
+        for attempt in range(3):
+            try:
+                await self.sent.remember(reply, message_id, self.now())
+                return
+            except Exception as err:
+                if attempt == 2:
+                    log.warning("outbound.sent_not_remembered", reply_id=reply.reply_id, error=type(err).__name__)
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))

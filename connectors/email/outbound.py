@@ -1,0 +1,123 @@
+"""Replies by SMTP: build the message threaded under the customer's, send it with smtplib.
+
+What ``DeliverReply`` carries (the API fills it from the conversation's last inbound
+``MessageReceived``: ``thread_ref = provider_message_id``, ``metadata = its metadata``, which
+intake copies from ``InboundMessage.metadata``):
+  * ``contact``: the customer's address (To);
+  * ``thread_ref``: the customer's Message-ID (bare or in brackets) → In-Reply-To
+    (a synthetic ``sha256:…`` id, for mail that had none, is ignored);
+  * ``metadata["references"]``: that message's References → References = these + parent;
+  * ``metadata["subject"]``: its Subject → "Re: <subject>" (one Re:);
+  * ``metadata["from"]``, else the first of ``metadata["recipients"]``: the address the
+    customer wrote to (billing@…), used as From when its domain is one of ``domains``;
+    otherwise ``from_address``.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+
+from connectors.sdk import DeliveryResult
+from events.model import DeliverReply
+
+from . import threads
+from .parse import is_address
+from .settings import EmailSettings
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    message: EmailMessage
+    message_id: str  # bare
+    envelope_from: str
+    to: str
+
+
+def from_address(reply: DeliverReply, settings: EmailSettings) -> str:
+    wanted = (reply.metadata.get("from") or reply.metadata.get("recipients", "").split(",")[0]).strip()
+    if wanted and is_address(wanted) and threads.split_address(wanted).domain in settings.domain_set():
+        return threads.split_address(wanted).base
+    return settings.from_address
+
+
+def build_reply(reply: DeliverReply, settings: EmailSettings) -> OutgoingMail:
+    """The reply as a MIME message. Raises ValueError when it cannot be addressed."""
+    to = reply.contact.strip()
+    if not is_address(to):
+        raise ValueError("contact is not an email address")
+    sender = from_address(reply, settings)
+    if not sender or not is_address(sender):
+        raise ValueError("no from_address configured")
+    domain = settings.message_id_domain or threads.split_address(sender).domain
+    # One id per reply: a retry after an ambiguous failure sends the same Message-ID, which
+    # mail clients and servers collapse, and MessageSent names exactly what was sent.
+    message_id = f"rd.{_SAFE_ID.sub('', reply.reply_id)[:100]}@{domain}"
+    token = threads.make_token(reply.conversation_id, settings.thread_token_secret)
+
+    msg = EmailMessage()
+    msg["From"] = formataddr((settings.from_name, sender)) if settings.from_name else sender
+    msg["To"] = to
+    subject = " ".join(reply.metadata.get("subject", "").split())  # one line, whatever was stored
+    msg["Subject"] = threads.reply_subject(subject, settings.default_subject, token if settings.subject_tag else "")
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = f"<{message_id}>"
+    parent = reply.thread_ref if reply.thread_ref and not reply.thread_ref.startswith("sha256:") else None
+    in_reply_to, references = threads.reply_references(parent, reply.metadata.get("references"))
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    if settings.reply_to_token:
+        local, _, dom = threads.plus_address(sender, token).rpartition("@")
+        msg["Reply-To"] = HeaderAddress(settings.from_name, local, dom)
+    msg.set_content(reply.text)
+    return OutgoingMail(msg, message_id, settings.bounce_address or sender, to)
+
+
+def send(mail: OutgoingMail, settings: EmailSettings) -> DeliveryResult:
+    """Blocking SMTP submission (run it in a thread). 4xx and connection trouble are
+    retryable; 5xx is not."""
+    s = settings
+    timeout = s.deliver_timeout
+    context = ssl.create_default_context()
+    try:
+        client: smtplib.SMTP
+        if s.send_ssl:
+            client = smtplib.SMTP_SSL(s.send_host, s.send_port, timeout=timeout, context=context)
+        else:
+            client = smtplib.SMTP(s.send_host, s.send_port, timeout=timeout)
+        with client:
+            client.ehlo()
+            if not s.send_ssl and s.send_starttls and client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+            elif s.send_user and not s.send_ssl:
+                # Never send a password in clear.
+                return DeliveryResult.failed("smtp server does not offer STARTTLS; refusing to log in in clear")
+            if s.send_user:
+                client.login(s.send_user, s.send_password)
+            refused = client.send_message(mail.message, from_addr=mail.envelope_from, to_addrs=[mail.to])
+            if refused:
+                code = next(iter(refused.values()))[0]
+                return DeliveryResult.failed(f"smtp {code}: recipient refused", retryable=400 <= code < 500)
+    except smtplib.SMTPRecipientsRefused as err:
+        code = next(iter(err.recipients.values()))[0] if err.recipients else 550
+        return DeliveryResult.failed(f"smtp {code}: recipient refused", retryable=400 <= code < 500)
+    except smtplib.SMTPAuthenticationError as err:
+        return DeliveryResult.failed(f"smtp {err.smtp_code}: authentication failed")
+    except smtplib.SMTPResponseException as err:
+        detail = err.smtp_error.decode("utf-8", "replace") if isinstance(err.smtp_error, bytes) else str(err.smtp_error)
+        return DeliveryResult.failed(f"smtp {err.smtp_code}: {detail[:200]}", retryable=400 <= err.smtp_code < 500)
+    except smtplib.SMTPNotSupportedError as err:
+        return DeliveryResult.failed(f"smtp: {err}"[:200])
+    except (smtplib.SMTPException, OSError) as err:
+        return DeliveryResult.failed(f"smtp server unreachable ({type(err).__name__})", retryable=True)
+    return DeliveryResult.sent(mail.message_id)

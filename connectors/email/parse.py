@@ -1,0 +1,365 @@
+"""One RFC 5322 message → one ``InboundMessage`` plus its attachment bodies. Pure (no I/O)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr
+
+from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]
+
+from connectors.sdk import Malformed
+from events.model import Attachment, InboundMessage
+
+from . import threads
+from .html import html_to_text
+from .settings import EmailSettings
+
+PROVIDER = "email"
+_NULL_SENDERS = {"", "<>"}
+_DAEMONS = ("mailer-daemon", "postmaster")
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+\.?[^\s@<>()\[\],;:\"]*$")
+_ID_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class AttachmentBody:
+    meta: Attachment
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a delivery-status report (RFC 3464) says about the first recipient it reports
+    as failed (else the first it names): ``action`` (failed/delayed/delivered/relayed/
+    expanded), ``status`` (``5.1.1``) and ``diagnostic`` (the remote server's answer)."""
+
+    action: str
+    status: str = ""
+    diagnostic: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+
+@dataclass(frozen=True)
+class ParsedEmail:
+    message: InboundMessage
+    attachments: tuple[AttachmentBody, ...]
+    # For a bounce: its machine-readable report, when it has one (message/delivery-status).
+    report: DeliveryReport | None = None
+
+
+def attachment_url(bucket: str, sha256: str) -> str:
+    return f"nats-object://{bucket}/{sha256}"
+
+
+def is_address(value: str) -> bool:
+    return bool(_ADDRESS.match(value.strip()))
+
+
+def parse_email(
+    raw: bytes,
+    *,
+    recipients: Sequence[str],
+    settings: EmailSettings,
+    received_at: datetime,
+    source: str,
+    mail_from: str | None = None,
+) -> ParsedEmail:
+    """Parse ``raw``. ``recipients``: the accepted envelope recipients (SMTP) or the addresses
+    this mailbox receives for (IMAP/HTTP), first one first; ``mail_from``: the envelope sender
+    when known. Raises ``Malformed`` when the message has no usable sender."""
+    if not raw.strip():
+        raise Malformed("empty message")
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    if not isinstance(msg, EmailMessage) or not msg.keys():
+        raise Malformed("not an RFC 5322 message (no header fields)")
+
+    sender, sender_name = _sender(msg, mail_from)
+    metadata: dict[str, str] = {"source": source}
+
+    message_ids = threads.msgids(_header(msg, "Message-ID"))
+    if message_ids:
+        provider_message_id = _ID_UNSAFE.sub("", message_ids[0])[:250]
+        metadata["message_id"] = f"<{provider_message_id}>"
+    else:
+        # No Message-ID: the same bytes retried are still one event.
+        provider_message_id = "sha256:" + hashlib.sha256(raw).hexdigest()[:40]
+
+    subject = _header(msg, "Subject")[:500]
+    if subject:
+        metadata["subject"] = subject
+    if date := _header(msg, "Date"):
+        metadata["date"] = date[:100]
+
+    # -- recipient and threading --------------------------------------------------------
+    recipient = ""
+    if recipients:
+        first = threads.split_address(recipients[0])
+        recipient = first.base
+        metadata["recipients"] = ",".join(threads.split_address(r).base for r in recipients[:20])
+    for rcpt in recipients:
+        token = threads.split_address(rcpt).token
+        if token and (conversation := threads.read_token(token, settings.thread_token_secret)):
+            metadata["thread_token"] = conversation
+            break
+    tag = threads.subject_token(subject)
+    if tag and (conversation := threads.read_token(tag, settings.thread_token_secret)):
+        metadata["subject_tag"] = conversation
+
+    in_reply_to = threads.msgids(_header(msg, "In-Reply-To"))
+    references = threads.msgids(_header(msg, "References"))[-threads.MAX_REFERENCES :]
+    if in_reply_to:
+        metadata["in_reply_to"] = threads.bracket(in_reply_to[:1])
+    if references:
+        metadata["references"] = threads.bracket(references)
+    thread_ref = in_reply_to[0] if in_reply_to else (references[-1] if references else None)
+
+    # -- automatic mail -------------------------------------------------------------------
+    auto = classify_auto(msg, mail_from, sender)
+    report: DeliveryReport | None = None
+    if auto is not None:
+        metadata["auto"], metadata["auto_reason"] = auto
+        if auto[0] == "bounce" and (original := _bounced_message_id(msg)):
+            metadata["bounced_message_id"] = f"<{original}>"
+            thread_ref = original
+        if auto[0] == "bounce":
+            report = delivery_report(msg)
+
+    # -- body -------------------------------------------------------------------------------
+    text, html_only = _body_text(msg)
+    if html_only:
+        metadata["html_only"] = "true"
+    if len(text) > settings.max_text_chars:
+        text = text[: settings.max_text_chars]
+        metadata["truncated"] = "true"
+    if settings.strip_quotes and text and auto is None:
+        latest = _latest_reply(text, settings.quote_languages)
+        if latest and latest.strip() != text.strip():
+            text = latest.strip()
+            metadata["quote_stripped"] = "true"
+
+    attachments = _attachments(msg, settings)
+    if len(attachments) > settings.max_attachments:
+        metadata["attachments_dropped"] = str(len(attachments) - settings.max_attachments)
+        attachments = attachments[: settings.max_attachments]
+
+    message = InboundMessage(
+        at=received_at,
+        channel="email",
+        provider=PROVIDER,
+        provider_message_id=provider_message_id,
+        sender=sender,
+        recipient=recipient,
+        text=text,
+        sender_name=sender_name,
+        attachments=tuple(a.meta for a in attachments),
+        thread_ref=thread_ref,
+        metadata=metadata,
+    )
+    return ParsedEmail(message, tuple(attachments), report)
+
+
+def header_recipients(raw: bytes) -> list[str]:
+    """Addresses a delivered message names as its recipients, most specific first
+    (Delivered-To, X-Original-To, Envelope-To, To, Cc) — for mail read from a mailbox."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    out: list[str] = []
+    for name in ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc"):
+        for _, address in getaddresses([str(v) for v in msg.get_all(name, [])]):
+            address = address.strip()
+            if address and is_address(address) and address.lower() not in {a.lower() for a in out}:
+                out.append(address)
+    return out
+
+
+# -- pieces --------------------------------------------------------------------------------
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the policy cannot parse at all
+        return ""
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
+    name, address = "", ""
+    try:
+        header = msg["From"]
+        addresses = getattr(header, "addresses", ()) if header is not None else ()
+        if addresses:
+            first = addresses[0]
+            name, address = first.display_name, first.addr_spec
+    except Exception:
+        pass
+    if not address:
+        name, address = parseaddr(_header(msg, "From"))
+    if not address or not is_address(address):
+        if mail_from and is_address(mail_from):
+            address = mail_from
+        else:
+            raise Malformed("no valid From address")
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}", (name.strip() or None)
+
+
+def classify_auto(msg: EmailMessage, mail_from: str | None, sender: str) -> tuple[str, str] | None:
+    """("bounce" | "auto-reply" | "bulk", reason) for automatic mail (RFC 3834 and friends)."""
+    ctype = msg.get_content_type()
+    report_type = str(msg.get_param("report-type", "") or "").lower()
+    if ctype == "multipart/report" and report_type == "delivery-status":
+        return "bounce", "delivery-status report"
+    null_sender = mail_from is not None and mail_from.strip() in _NULL_SENDERS
+    return_path = _header(msg, "Return-Path")
+    if return_path.replace(" ", "") == "<>":
+        null_sender = True
+    local = sender.rpartition("@")[0].lower()
+    if null_sender and local in _DAEMONS:
+        return "bounce", "null sender from mailer daemon"
+    if ctype == "multipart/report":
+        return "auto-reply", f"report {report_type or 'unknown'}"
+    auto_submitted = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
+    if auto_submitted and auto_submitted != "no":
+        return "auto-reply", f"auto-submitted {auto_submitted}"[:60]
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        if _header(msg, name):
+            return "auto-reply", name.lower()
+    precedence = _header(msg, "Precedence").lower()
+    if precedence in ("bulk", "junk", "list"):
+        return "bulk", f"precedence {precedence}"
+    if precedence == "auto_reply":
+        return "auto-reply", "precedence auto_reply"
+    if _header(msg, "List-Id"):
+        return "bulk", "list-id"
+    if _header(msg, "List-Unsubscribe"):
+        return "bulk", "list-unsubscribe"
+    if null_sender:
+        return "auto-reply", "null sender"
+    if local in _DAEMONS:
+        return "bounce", "mailer daemon"
+    return None
+
+
+def _bounced_message_id(msg: EmailMessage) -> str | None:
+    """The Message-ID of the message a delivery report is about (ours, usually)."""
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in ("text/rfc822-headers", "message/rfc822", "message/rfc822-headers"):
+            if ctype == "message/rfc822":
+                inner = part.get_payload(0) if part.is_multipart() else None
+                ids = threads.msgids(_header(inner, "Message-ID")) if isinstance(inner, Message) else []
+            else:
+                payload = part.get_payload(decode=True)
+                data = payload if isinstance(payload, bytes) else str(part.get_payload()).encode()
+                inner_msg = email.message_from_bytes(data, policy=email.policy.compat32)
+                ids = threads.msgids(str(inner_msg.get("Message-ID", "")))
+            if ids:
+                return ids[0]
+    return None
+
+
+def delivery_report(msg: Message) -> DeliveryReport | None:
+    """The per-recipient fields of the ``message/delivery-status`` part, if there is one."""
+    blocks: list[Message] = []
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                blocks = [b for b in payload if isinstance(b, Message)]
+            elif isinstance(payload, str):  # a parser that left it as text
+                chunks = re.split(r"\r?\n\s*\r?\n", payload.strip())
+                blocks = [email.message_from_string(c, policy=email.policy.compat32) for c in chunks]
+            break
+    recipients = [b for b in blocks if _header(b, "Action")]
+    if not recipients:
+        return None
+    chosen = next((b for b in recipients if _header(b, "Action").lower() == "failed"), recipients[0])
+    return DeliveryReport(
+        action=_header(chosen, "Action").lower()[:40],
+        status=_header(chosen, "Status")[:40],
+        diagnostic=_header(chosen, "Diagnostic-Code")[:500],
+    )
+
+
+_MAILBOX = re.compile(r"<?[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+>?")
+
+
+def bounce_reason(report: DeliveryReport | None) -> str:
+    """``bounced: <status> (<diagnostic>)`` on one line, addresses masked, at most 200 chars."""
+    if report is None:
+        return "bounced: no delivery-status report"
+    diagnostic = " ".join(_MAILBOX.sub("[address]", report.diagnostic).split())
+    status = " ".join(report.status.split())
+    if status and diagnostic:
+        text = f"{status} ({diagnostic})"
+    else:
+        text = status or diagnostic or report.action or "delivery failed"
+    reason = f"bounced: {text}"
+    return reason if len(reason) <= 200 else reason[:199] + "…"
+
+
+def _decoded(part: EmailMessage) -> str:
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    return content if isinstance(content, str) else ""
+
+
+def _body_text(msg: EmailMessage) -> tuple[str, bool]:
+    """(text, came from HTML only). Plain preferred; HTML converted."""
+    body = msg.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return "", False
+    if not isinstance(body, EmailMessage):
+        return "", False
+    content = _decoded(body)
+    if body.get_content_type() == "text/html":
+        return html_to_text(content), True
+    return content.replace("\r\n", "\n").strip(), False
+
+
+def _latest_reply(text: str, languages: list[str]) -> str | None:
+    try:
+        latest = EmailReplyParser(languages=languages).parse_reply(text)
+    except Exception:  # the parser is heuristic; never lose the message over it
+        return None
+    return latest if isinstance(latest, str) else None
+
+
+def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentBody]:
+    out: list[AttachmentBody] = []
+    if not msg.is_multipart():
+        return out
+    for part in msg.iter_attachments():
+        if not isinstance(part, EmailMessage):
+            continue
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload(0) if part.is_multipart() else part.get_payload()
+            data = inner.as_bytes() if isinstance(inner, Message) else str(inner).encode()
+        else:
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+        digest = hashlib.sha256(data).hexdigest()
+        name = part.get_filename()
+        meta = Attachment(
+            url=attachment_url(settings.attachment_bucket, digest),
+            content_type=ctype,
+            name=str(name)[:255] if name else None,
+            size=len(data),
+            sha256=digest,
+        )
+        out.append(AttachmentBody(meta, data))
+    return out

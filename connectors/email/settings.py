@@ -1,0 +1,89 @@
+"""``[connectors.email]``: every key with its default (env: ``RELAYDESK_CONNECTOR_EMAIL_<KEY>``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from connectors.sdk import ConnectorSettings
+
+MiB = 1024 * 1024
+
+
+class EmailSettings(ConnectorSettings, kw_only=True):
+    # HTTP side (health, metrics, raw-MIME inbound route POST /email/inbound).
+    port: int = 8085
+    # Largest message accepted, in bytes: SMTP answers 552 5.3.4 above it, HTTP 413.
+    max_body_bytes: int = 25 * MiB
+
+    # -- inbound SMTP ---------------------------------------------------------------------
+    smtp_enabled: bool = True
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_hostname: str = ""  # name in the greeting; "" = this machine's host name
+    smtp_timeout: float = 300.0  # idle seconds before a client is dropped
+    # Recipient domains accepted (case-insensitive); any other recipient gets 550 5.1.1.
+    # A comma-separated string is accepted too (from the environment).
+    domains: list[str] | str = msgspec.field(default_factory=lambda: ["localhost"])
+    max_recipients: int = 50
+    # STARTTLS is offered when both paths are set; require_tls refuses MAIL before it.
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_tls: bool = False
+    # AUTH PLAIN/LOGIN is offered when users are set ({"user": "password"});
+    # auth_required refuses MAIL before AUTH; auth_require_tls offers AUTH only after STARTTLS.
+    auth_users: dict[str, str] = {}
+    auth_required: bool = False
+    auth_require_tls: bool = True
+
+    # -- raw MIME over HTTP (an MTA pipe or relay posting the message) --------------------
+    # HMAC-SHA256 secret for X-Relaydesk-Signature: sha256=<hex of HMAC(secret, body)>;
+    # "" = the route answers 403 to everything.
+    http_secret: str = ""
+
+    # -- parsing ------------------------------------------------------------------------
+    strip_quotes: bool = True
+    quote_languages: list[str] = msgspec.field(default_factory=lambda: ["en", "de", "fr", "es", "it", "nl"])
+    max_text_chars: int = 100_000  # longer bodies are cut (metadata truncated=true)
+    max_attachments: int = 50
+    attachment_bucket: str = "rd_attachments"  # JetStream object store, created if missing
+
+    # -- threading ----------------------------------------------------------------------
+    # Signs plus-address tokens and subject tags (support+cv_x.<sig>@…); "" = unsigned.
+    thread_token_secret: str = ""
+    reply_to_token: bool = True  # replies carry Reply-To: <local>+<token>@<domain>
+    subject_tag: bool = False  # replies carry "[#<token>]" in the subject
+
+    # -- IMAP poller (off unless imap_host is set) ------------------------------------------
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_ssl: bool = True
+    imap_starttls: bool = False
+    imap_user: str = ""
+    imap_password: str = ""
+    imap_mailbox: str = "INBOX"
+    imap_poll_interval: float = 60.0
+    imap_idle: bool = True  # wait with IDLE between polls where the server offers it
+    imap_timeout: float = 30.0
+    # First start on a mailbox: "new" = only mail arriving from now on, "all" = everything in it.
+    imap_start: Literal["new", "all"] = "new"
+    # The address this mailbox receives for, when the headers do not name one of `domains`.
+    imap_recipient: str = ""
+
+    # -- outbound SMTP (replies) --------------------------------------------------------------
+    send_host: str = ""
+    send_port: int = 587
+    send_user: str = ""
+    send_password: str = ""
+    send_starttls: bool = True  # STARTTLS when the server offers it (required if send_user is set)
+    send_ssl: bool = False  # implicit TLS (port 465)
+    from_address: str = ""  # e.g. support@example.com
+    from_name: str = ""
+    bounce_address: str = ""  # envelope sender (MAIL FROM); "" = from_address
+    message_id_domain: str = ""  # "" = the from address's domain
+    default_subject: str = "Your request"
+
+    def domain_set(self) -> frozenset[str]:
+        raw = self.domains.split(",") if isinstance(self.domains, str) else self.domains
+        return frozenset(d.strip().lower().lstrip("@") for d in raw if d.strip())

@@ -1,0 +1,35 @@
+"""Connector SDK: subclass ``Connector``, run it with ``ConnectorRuntime``, test it with
+``connectors.sdk.conformance``. See ``connectors/README.md``."""
+
+from .base import Connector, ConnectorSettings, DeliveryResult, ProviderRequest, Route, utcnow
+from .errors import (
+    ConnectorConfigError,
+    ConnectorError,
+    ConnectorNotFound,
+    Malformed,
+    PermanentDeliveryError,
+    TooLarge,
+    TransientDeliveryError,
+    Unauthentic,
+    Unavailable,
+)
+from .publish import msg_id
+
+__all__ = [
+    "Connector",
+    "ConnectorConfigError",
+    "ConnectorError",
+    "ConnectorNotFound",
+    "ConnectorSettings",
+    "DeliveryResult",
+    "Malformed",
+    "PermanentDeliveryError",
+    "ProviderRequest",
+    "Route",
+    "TooLarge",
+    "TransientDeliveryError",
+    "Unauthentic",
+    "Unavailable",
+    "msg_id",
+    "utcnow",
+]

@@ -1,0 +1,267 @@
+"""What an integrator implements: a ``Connector`` subclass with its ``Settings``.
+
+A connector knows only its provider's wire format. It says which HTTP paths it serves,
+how to check that a request really comes from the provider (``verify``), how to turn a
+request into ``InboundMessage``s (``parse``) and how to send a reply (``deliver``). The SDK
+(``connectors.sdk.runtime.ConnectorRuntime``) does everything else: body size limits,
+publishing to ``rd.inbound.<channel>`` with ``Nats-Msg-Id``, waiting for the JetStream ack
+before answering success, 503 when NATS is away, metrics, structured logs, and the outbound
+worker with retries that records ``MessageSent`` / ``DeliveryFailed``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+from urllib.parse import parse_qsl
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+from events.model import Channel, DeliverReply, InboundMessage
+
+from .errors import ConnectorConfigError, Malformed
+
+_log = structlog.get_logger("relaydesk.connector")
+
+
+class ConnectorSettings(msgspec.Struct, kw_only=True):
+    """Settings every connector has; a connector's ``Settings`` subclasses this and adds
+    its own (secrets, base URLs). Built from the raw ``[connectors.<name>]`` table with
+    ``Connector.from_config(raw)``; values from the environment may be strings."""
+
+    # Read by `relaydesk up` (false: not started); ignored by the connector itself.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Seconds to wait for JetStream to acknowledge every message of one request; past it: 503.
+    ack_timeout: float = 5.0
+    # Largest request body accepted; bigger gets 413.
+    max_body_bytes: int = 1024 * 1024
+    # Outbound: run the worker that delivers rd.out.<channel> commands.
+    outbound: bool = True
+    # Tries per reply (first included) for transient provider failures, and backoff base (s).
+    deliver_attempts: int = 4
+    deliver_backoff: float = 0.5
+    # Total time for one provider API call (s).
+    deliver_timeout: float = 15.0
+    # Fetch batch and idle wait of the outbound pull consumer.
+    outbound_batch: int = 10
+    outbound_fetch_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """An HTTP request from the provider, body already read (within the size limit)."""
+
+    method: str
+    scheme: str  # as the server saw it (behind a TLS proxy: http)
+    host: str  # the Host header, port included when sent
+    raw_path: str  # path and query exactly as sent (percent-encoding kept)
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    raw: web.Request | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        """The URL as received, byte for byte (scheme and host as this server saw them)."""
+        return f"{self.scheme}://{self.host}{self.raw_path}"
+
+    @property
+    def path(self) -> str:
+        return self.raw_path.split("?", 1)[0]
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return URL(self.raw_path, encoded=True).query
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    def form(self) -> MultiDictProxy[str]:
+        """The body as ``application/x-www-form-urlencoded`` (UTF-8), strictly: bad
+        encoding raises ``Malformed``. Repeated names keep every value, in order."""
+        try:
+            text = self.body.decode("utf-8")
+            pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+        except (UnicodeDecodeError, ValueError) as err:
+            raise Malformed("body is not valid UTF-8 form encoding") from err
+        return MultiDictProxy(MultiDict(pairs))
+
+    def json(self) -> Any:
+        """The body as JSON; anything else raises ``Malformed``."""
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise Malformed("body is not valid JSON") from err
+
+
+Handler = Callable[[ProviderRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP route. Without ``handler`` it is an inbound webhook: the SDK runs
+    verify → parse → publish → ``accepted``. With a ``handler`` (status callbacks,
+    GET verification challenges) the SDK reads the body within the size limit, calls
+    ``verify`` first when ``verify`` is true, then the handler; SDK errors raised by the
+    handler become the usual JSON answers."""
+
+    method: str
+    path: str
+    handler: Handler | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What ``deliver`` reports. ``retryable`` failures are tried again with backoff,
+    up to ``deliver_attempts``; the last failure becomes ``DeliveryFailed(reason)``."""
+
+    ok: bool
+    provider_message_id: str = ""
+    reason: str = ""
+    retryable: bool = False
+
+    @classmethod
+    def sent(cls, provider_message_id: str = "") -> DeliveryResult:
+        return cls(ok=True, provider_message_id=provider_message_id)
+
+    @classmethod
+    def failed(cls, reason: str, *, retryable: bool = False) -> DeliveryResult:
+        return cls(ok=False, reason=reason, retryable=retryable)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Connector(ABC):
+    """Base class of every connector.
+
+    Subclasses set ``name`` (the entry-point and config-table name), ``channel`` (the
+    ``Channel`` of the events, and the subjects ``rd.inbound.<channel>`` / ``rd.out.<channel>``),
+    ``provider`` (recorded on each ``InboundMessage``), ``Settings`` and ``inbound_paths``
+    (POST webhooks), then implement ``verify``, ``parse`` and ``deliver``.
+
+    Build one with ``MyConnector.from_config(raw_table)``; run it with
+    ``ConnectorRuntime(connector, nc)``.
+    """
+
+    name: ClassVar[str]
+    channel: ClassVar[Channel]
+    provider: ClassVar[str] = ""
+    Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    inbound_paths: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: ConnectorSettings) -> None:
+        self.settings = settings
+        self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any] | None = None) -> Self:
+        """Build from a raw ``[connectors.<name>]`` table (strings from env are converted).
+        Raises ``ConnectorConfigError`` on a bad value; unknown keys are logged and ignored."""
+        table = dict(raw or {})
+        try:
+            settings = msgspec.convert(table, cls.Settings, strict=False)
+        except msgspec.ValidationError as err:
+            raise ConnectorConfigError(f"[connectors.{cls.name}] {err}") from err
+        known = {f.name for f in msgspec.structs.fields(cls.Settings)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            _log.warning("connector.unknown_settings", connector=cls.name, keys=unknown, known=sorted(known))
+        return cls(settings)
+
+    # -- what the integrator writes ---------------------------------------------------
+
+    @abstractmethod
+    def verify(self, request: ProviderRequest) -> None:
+        """Raise ``Unauthentic(reason)`` unless the request provably comes from the provider.
+        May raise ``Malformed`` when the request cannot even be checked."""
+
+    @abstractmethod
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        """The customer messages in a verified request (possibly none), each with a stable
+        ``provider_message_id``; raise ``Malformed(reason)`` when it cannot be understood."""
+
+    @abstractmethod
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        """Send ``reply.text`` to ``reply.contact`` through the provider's API (use ``self.http``).
+        Return ``DeliveryResult.sent(id)`` or ``.failed(reason, retryable=...)``; raising
+        ``TransientDeliveryError``, ``aiohttp.ClientError`` or ``TimeoutError`` also retries."""
+
+    # -- optional hooks ------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        """Every route served; by default one inbound POST route per ``inbound_paths``."""
+        return [Route("POST", path) for path in self.inbound_paths]
+
+    def accepted(self, request: ProviderRequest, messages: Sequence[InboundMessage]) -> web.StreamResponse:
+        """The success answer, sent only once every message is acknowledged by JetStream."""
+        return web.json_response({"accepted": len(messages)})
+
+    def attach(self, nc: Any, publisher: Any = None, metrics: Any = None) -> None:
+        """Called by the runtime before ``startup``: the NATS connection, the runtime's
+        inbound publisher and its metrics, for connectors that publish from somewhere other
+        than an HTTP route (an SMTP server, a poller). HTTP-only connectors ignore it."""
+        self.nc = nc
+        if publisher is not None:
+            self.publisher = publisher
+        if metrics is not None:
+            self.metrics = metrics
+
+    async def startup(self) -> None:
+        """Called by the runtime before serving (``self.http`` is ready, ``attach`` done)."""
+        return None
+
+    async def stopping(self) -> None:
+        """Called by the runtime before the HTTP server stops: close long-lived requests
+        (WebSockets, streams) here, or the server waits for them."""
+        return None
+
+    async def shutdown(self) -> None:
+        """Called by the runtime after serving stopped, before ``self.http`` closes."""
+        return None
+
+    # -- provided -----------------------------------------------------------------------
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """An HTTP client for the provider's API, opened by the runtime (or ``open_http``)."""
+        if self._http is None or self._http.closed:
+            raise RuntimeError(f"{self.name}: HTTP client not open (start the ConnectorRuntime first)")
+        return self._http
+
+    async def open_http(self) -> None:
+        if self._http is None or self._http.closed:
+            timeout = aiohttp.ClientTimeout(total=self.settings.deliver_timeout)
+            self._http = aiohttp.ClientSession(timeout=timeout)
+
+    async def close_http(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @staticmethod
+    def now() -> datetime:
+        return utcnow()
+
+
+_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+_EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with phone numbers and email addresses masked, for logs of provider errors."""
+    return _EMAIL.sub("[email]", _PHONE.sub("[number]", text))

