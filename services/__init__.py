@@ -1,0 +1,1 @@
+"""The processes of Relaydesk and their wiring."""

@@ -1,0 +1,94 @@
+"""The calling agent's own API: who am I, my work, my status.
+
+With an agent token these act for that agent; with the operator token they take
+``?agent=<id>`` (the console's operator view uses it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from events.model import AgentStatusChanged
+from router.state import RouterState
+from services.api.auth import AGENT
+from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
+from services.api.views import agent_json, conversation_json
+
+log = structlog.get_logger(__name__)
+
+
+class StatusBody(msgspec.Struct, kw_only=True):
+    status: str
+    reason: str = ""
+
+
+def calling_agent(request: web.Request, deps: ApiDeps) -> str:
+    """The agent a request acts for: its token's, or ``?agent=`` for the operator."""
+    agent_id = request.get(AGENT) or request.query.get("agent")
+    if not agent_id:
+        raise ApiError(400, "use an agent token, or ?agent=<id> with the operator token")
+    if agent_id not in deps.live.state.agents:
+        raise ApiError(404, f"no agent {agent_id}")
+    return agent_id
+
+
+def work_json(state: RouterState, agent_id: str) -> dict[str, Any]:
+    offers: list[dict[str, Any]] = []
+    assigned: list[dict[str, Any]] = []
+    for cid, conv in state.conversations.items():
+        if conv.agent_id != agent_id or conv.status not in ("offered", "assigned"):
+            continue
+        item = conversation_json(cid, conv)
+        customer = state.customers.get(conv.customer_id)
+        item["customer_tier"] = customer.tier if customer else "standard"
+        item["customer_flags"] = list(customer.flags) if customer else []
+        (offers if conv.status == "offered" else assigned).append(item)
+    offers.sort(key=lambda c: c.get("offer_expires_at") or "")
+    assigned.sort(key=lambda c: c.get("waiting_since") or "")
+    agent = state.agents.get(agent_id)
+    return {
+        "agent": agent_json(agent_id, agent) if agent else {"id": agent_id},
+        "offers": offers,
+        "assigned": assigned,
+        "seq": state.last_seq,
+    }
+
+
+def routes(deps: ApiDeps) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    @r.get("/v1/agent/me")
+    async def me(request: web.Request) -> web.Response:
+        if request.get(AGENT) is None and "agent" not in request.query:
+            return ok({"actor": request[ACTOR], "operator": True})
+        agent_id = calling_agent(request, deps)
+        return ok(
+            {"actor": request[ACTOR], "operator": request[ACTOR] == "operator", **work_json(deps.live.state, agent_id)}
+        )
+
+    @r.get("/v1/agent/work")
+    async def work(request: web.Request) -> web.Response:
+        return ok(work_json(deps.live.state, calling_agent(request, deps)))
+
+    @r.post("/v1/agent/status")
+    async def status(request: web.Request) -> web.Response:
+        agent_id = calling_agent(request, deps)
+        body = await read_body(request, StatusBody)
+        if body.status not in ("available", "away", "offline"):
+            return json_error(400, "status is one of available, away, offline")
+        event = AgentStatusChanged(
+            at=deps.clock(),
+            agent_id=agent_id,
+            status=body.status,  # type: ignore[arg-type]
+            actor=request[ACTOR],
+            reason=body.reason[:200],
+        )
+        await deps.append(event, None)
+        log.info("api.agent_status", agent_id=agent_id, status=body.status, actor=request[ACTOR])
+        return ok(agent_json(agent_id, deps.live.state.agents[agent_id]))
+
+    return r

@@ -1,0 +1,68 @@
+"""Shared pieces of the API: dependencies, JSON answers, body decoding, the actor key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from events.model import LogEvent
+from events.store import Append, EventStore
+from router.policy import RouterPolicy
+from services.api.readmodel import LiveState
+from services.identity import IdentityDirectory
+from services.timelines.store import TimelineStore
+
+T = TypeVar("T")
+
+# Who is acting: "operator" or "agent:<id>"; set by the auth middleware, put on every event.
+ACTOR = web.RequestKey("actor", str)
+
+
+@dataclass
+class ApiDeps:
+    nc: NATS
+    store: EventStore
+    live: LiveState
+    timelines: TimelineStore | None
+    directory: IdentityDirectory
+    token: str
+    policy: RouterPolicy = field(default_factory=RouterPolicy)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def append(self, event: LogEvent, expected: int | None) -> int:
+        """Append, then wait until the live view includes it (read-your-writes)."""
+        seq = await self.store.append(Append(event, expected=expected))
+        await self.live.wait_for(seq)
+        return seq
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
+
+
+def json_error(status: int, reason: str, **extra: object) -> web.Response:
+    return ok({"error": reason, **extra}, status)
+
+
+class ApiError(web.HTTPException):
+    """Raise to answer at once with ``{"error": reason}`` and ``status``."""
+
+    def __init__(self, status: int, reason: str, **extra: object) -> None:
+        self.status_code = status
+        super().__init__(text=msgspec.json.encode({"error": reason, **extra}).decode(), content_type="application/json")
+
+
+async def read_body(request: web.Request, kind: type[T]) -> T:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as err:
+        raise ApiError(400, f"invalid body: {err}") from err
+    except msgspec.DecodeError as err:
+        raise ApiError(400, "body is not valid JSON") from err

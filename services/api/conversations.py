@@ -1,0 +1,250 @@
+"""Conversations: queries over the live routing view, and the actions on one conversation
+(accept, decline, transfer, escalate, resolve, reply), each appended as an event with its
+actor and the conversation's last sequence as the expected one."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from events import subjects
+from events.codec import encode
+from events.model import (
+    ConversationEscalated,
+    ConversationOpened,
+    ConversationResolved,
+    ConversationTransferred,
+    DeliverReply,
+    LogEvent,
+    MessageReceived,
+    OfferAccepted,
+    OfferDeclined,
+    ReplyRequested,
+)
+from events.store import ConcurrencyError
+from router.state import ConversationView
+from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
+from services.api.views import conversation_json, queues_json, summary_json
+
+log = structlog.get_logger(__name__)
+
+
+class AgentActionBody(msgspec.Struct, kw_only=True):
+    agent_id: str | None = None
+
+
+class TransferBody(msgspec.Struct, kw_only=True):
+    to_agent: str | None = None
+    to_skill: str | None = None
+    to_tier: int | None = None
+    note: str = ""
+
+
+class EscalateBody(msgspec.Struct, kw_only=True):
+    to_tier: int
+    reason: str = ""
+
+
+class ReplyBody(msgspec.Struct, kw_only=True):
+    text: str
+
+
+def routes(deps: ApiDeps) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    def conversation(conversation_id: str) -> ConversationView:
+        conv = deps.live.state.conversations.get(conversation_id)
+        if conv is None:
+            raise ApiError(404, f"no conversation {conversation_id}")
+        return conv
+
+    async def command(event: LogEvent, conv: ConversationView, cid: str, status: int = 200) -> web.Response:
+        try:
+            seq = await deps.append(event, conv.subject_seq)
+        except ConcurrencyError:
+            return json_error(409, "the conversation changed meanwhile; fetch it and try again")
+        log.info("api.command", command=type(event).__name__, conversation_id=cid, customer_id=conv.customer_id)
+        now = deps.live.state.conversations.get(cid)
+        # A resolved conversation has left the routing view: say what happened to it.
+        body = conversation_json(cid, now) if now is not None else {"id": cid, "status": "resolved"}
+        return ok({"seq": seq, "conversation": body}, status)
+
+    @r.get("/v1/conversations")
+    async def list_conversations(request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        agent = request.query.get("agent")
+        if status == "resolved":
+            if deps.timelines is None:
+                return json_error(503, "resolved conversations are read from the timelines, not available here")
+            summaries = await deps.timelines.conversations(status="resolved", agent_id=agent, limit=500)
+            resolved = [summary_json(s) for s in summaries]
+            return ok({"conversations": resolved, "count": len(resolved)})
+        out = [
+            conversation_json(cid, conv)
+            for cid, conv in deps.live.state.conversations.items()
+            if (status is None or conv.status == status) and (agent is None or conv.agent_id == agent)
+        ]
+        return ok({"conversations": out, "count": len(out)})
+
+    @r.get("/v1/conversations/{id}")
+    async def get_conversation(request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        conv = deps.live.state.conversations.get(cid)
+        if conv is not None:
+            return ok(conversation_json(cid, conv))
+        # The routing view forgets resolved conversations; their summary lives on.
+        summary = await deps.timelines.conversation(cid) if deps.timelines else None
+        if summary is None:
+            return json_error(404, f"no conversation {cid}")
+        return ok(summary_json(summary))
+
+    @r.get("/v1/queues")
+    async def queues(request: web.Request) -> web.Response:
+        return ok(queues_json(deps.live.state, deps.clock(), deps.policy))
+
+    async def answer_offer(request: web.Request, *, accepted: bool) -> web.Response:
+        cid = request.match_info["id"]
+        body = await read_body(request, AgentActionBody)
+        conv = conversation(cid)
+        if conv.status != "offered" or conv.agent_id is None:
+            return json_error(409, f"conversation {cid} has no open offer", status=conv.status)
+        agent_id = body.agent_id or conv.agent_id
+        if agent_id != conv.agent_id:
+            return json_error(409, f"the open offer is for another agent, not {agent_id}")
+        cls = OfferAccepted if accepted else OfferDeclined
+        event = cls(
+            at=deps.clock(), customer_id=conv.customer_id, conversation_id=cid, agent_id=agent_id, actor=request[ACTOR]
+        )
+        return await command(event, conv, cid)
+
+    @r.post("/v1/conversations/{id}/accept")
+    async def accept(request: web.Request) -> web.Response:
+        return await answer_offer(request, accepted=True)
+
+    @r.post("/v1/conversations/{id}/decline")
+    async def decline(request: web.Request) -> web.Response:
+        return await answer_offer(request, accepted=False)
+
+    @r.post("/v1/conversations/{id}/transfer")
+    async def transfer(request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        body = await read_body(request, TransferBody)
+        if not (body.to_agent or body.to_skill or body.to_tier):
+            return json_error(400, "name a target: to_agent, to_skill or to_tier")
+        if body.to_agent and body.to_agent not in deps.live.state.agents:
+            return json_error(404, f"no agent {body.to_agent}")
+        if body.to_tier is not None and not 1 <= body.to_tier <= 3:
+            return json_error(400, "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)")
+        conv = conversation(cid)
+        if conv.status == "resolved":
+            return json_error(409, f"conversation {cid} is resolved")
+        event = ConversationTransferred(
+            at=deps.clock(),
+            customer_id=conv.customer_id,
+            conversation_id=cid,
+            from_agent=conv.agent_id,
+            to_agent=body.to_agent,
+            to_skill=body.to_skill,
+            to_tier=body.to_tier,
+            transfer_count=conv.transfer_count + 1,
+            actor=request[ACTOR],
+            note=body.note,
+        )
+        return await command(event, conv, cid)
+
+    @r.post("/v1/conversations/{id}/escalate")
+    async def escalate(request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        body = await read_body(request, EscalateBody)
+        if not 1 <= body.to_tier <= 3:
+            return json_error(400, "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)")
+        conv = conversation(cid)
+        if conv.status == "resolved":
+            return json_error(409, f"conversation {cid} is resolved")
+        event = ConversationEscalated(
+            at=deps.clock(),
+            customer_id=conv.customer_id,
+            conversation_id=cid,
+            from_agent=conv.agent_id,
+            to_tier=body.to_tier,
+            reason=body.reason,
+            actor=request[ACTOR],
+        )
+        return await command(event, conv, cid)
+
+    @r.post("/v1/conversations/{id}/resolve")
+    async def resolve(request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        conv = conversation(cid)
+        if conv.status == "resolved":
+            return json_error(409, f"conversation {cid} is already resolved")
+        event = ConversationResolved(
+            at=deps.clock(),
+            customer_id=conv.customer_id,
+            conversation_id=cid,
+            agent_id=conv.agent_id,
+            actor=request[ACTOR],
+        )
+        return await command(event, conv, cid)
+
+    async def reply_route(customer_id: str, conversation_id: str) -> tuple[str, str | None, dict[str, str]] | None:
+        """(contact, thread_ref, metadata) for a reply: where the conversation opened, and
+        what the customer's last message said about its provider-side thread."""
+        contact: str | None = None
+        last: MessageReceived | None = None
+        for stored in await deps.store.read(subjects.conversation(customer_id, conversation_id)):
+            if isinstance(stored.event, ConversationOpened):
+                contact = stored.event.contact
+            elif isinstance(stored.event, MessageReceived) and not stored.event.metadata.get("auto"):
+                last = stored.event  # never thread a reply under an auto-reply or a bounce
+        if contact is None:
+            return None
+        if last is None:
+            return contact, None, {}
+        metadata = {**last.metadata, "last_customer_message_at": last.at.isoformat()}
+        return contact, last.provider_message_id, metadata
+
+    @r.post("/v1/conversations/{id}/reply")
+    async def reply(request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        body = await read_body(request, ReplyBody)
+        if not body.text.strip():
+            return json_error(400, "text is empty")
+        conv = conversation(cid)
+        route = await reply_route(conv.customer_id, cid)
+        if route is None:
+            return json_error(409, f"conversation {cid} has no customer address to reply to")
+        contact, thread_ref, metadata = route
+        reply_id = "rp_" + uuid.uuid4().hex[:20]
+        event = ReplyRequested(
+            at=deps.clock(),
+            customer_id=conv.customer_id,
+            conversation_id=cid,
+            channel=conv.channel,  # type: ignore[arg-type]
+            reply_id=reply_id,
+            agent_id=conv.agent_id,
+            text=body.text,
+            actor=request[ACTOR],
+        )
+        response = await command(event, conv, cid, status=202)
+        if response.status == 202:
+            deliver = DeliverReply(
+                conversation_id=cid,
+                customer_id=conv.customer_id,
+                channel=conv.channel,  # type: ignore[arg-type]
+                reply_id=reply_id,
+                contact=contact,
+                text=body.text,
+                thread_ref=thread_ref,
+                metadata=metadata,
+            )
+            # The reply is in the log first; the outbound stream dedupes a retried command.
+            await deps.nc.jetstream().publish(
+                subjects.outbound(conv.channel), encode(deliver), headers={"Nats-Msg-Id": reply_id}
+            )
+        return response
+
+    return r

@@ -1,0 +1,173 @@
+"""Customers: find, search and read them, page through their timeline, set their profile,
+link addresses to them and merge two of them (``services.customers`` does the work)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.customers import CustomerError, Customers, Profile
+from services.customers.service import KNOWN_FLAGS, check_customer_id
+from services.identity import InvalidAddress
+
+__all__ = ["KNOWN_FLAGS", "routes"]
+
+
+class ProfileBody(msgspec.Struct, kw_only=True):
+    tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    preferred_language: str | None = None
+    crm_id: str | None = None
+
+
+class LinkBody(msgspec.Struct, kw_only=True):
+    identity: str
+    merge: bool = False
+
+
+class MergeBody(msgspec.Struct, kw_only=True):
+    other: str
+
+
+def _refusal(err: CustomerError) -> web.Response:
+    return json_error(err.status, err.reason, **err.extra)
+
+
+def routes(deps: ApiDeps) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+    customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
+
+    @r.get("/v1/customers")
+    async def find_customers(request: web.Request) -> web.Response:
+        """``?identity=<channel>:<address>`` (exact, from the identity index) or ``?q=``
+        (substring of the id, any identity or the CRM id; ``&tier=``, ``&limit=``)."""
+        raw = request.query.get("identity")
+        if raw is not None:
+            try:
+                identity = deps.directory.parse(raw)
+            except InvalidAddress as err:
+                return json_error(400, str(err))
+            customer_id = await deps.directory.lookup(identity)
+            if customer_id is None:
+                return json_error(404, "no customer with that identity")
+            customer_id = await customers.survivor(customer_id)
+            return ok({"customers": [{"customer_id": customer_id, "identity": identity}]})
+        if "q" not in request.query and "tier" not in request.query:
+            return json_error(400, "give ?identity=<channel>:<address> (e.g. sms:+15551234567) or ?q=<text>")
+        if deps.timelines is None:
+            return json_error(503, "timelines are not available in this process")
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return json_error(400, "limit must be an integer")
+        if not 1 <= limit <= 1000:
+            return json_error(400, "limit goes from 1 to 1000")
+        q = request.query.get("q") or None
+        tier = request.query.get("tier") or None
+        found = await deps.timelines.customers(q=q, tier=tier, limit=limit)
+        exact = await _by_address(q) if q is not None else None
+        known = {c.customer_id for c in found}
+        if exact is not None and exact.customer_id not in known and tier in (None, exact.tier):
+            found = [exact, *found][:limit]
+        return ok({"customers": msgspec.to_builtins(found), "count": len(found)})
+
+    async def _by_address(q: str) -> Any:
+        """``q`` written as an address (``email:ann@example.com``): its customer, found through
+        the identity index, which also knows addresses linked by operators and imports."""
+        if ":" not in q or deps.timelines is None:
+            return None
+        try:
+            identity = deps.directory.parse(q)
+        except InvalidAddress:
+            return None
+        owner = await deps.directory.lookup(identity)
+        return await deps.timelines.customer(await customers.survivor(owner)) if owner else None
+
+    @r.get("/v1/customers/{id}")
+    async def get_customer(request: web.Request) -> web.Response:
+        """Profile, identities (also those of customers merged into it), merged_into."""
+        customer_id = request.match_info["id"]
+        try:
+            facts = await customers.facts(customer_id)
+        except CustomerError as err:
+            return _refusal(err)
+        summary = await deps.timelines.customer(customer_id) if deps.timelines is not None else None
+        if summary is None and not facts.exists:
+            return json_error(404, f"no customer {customer_id}")
+        body: dict[str, Any] = {"customer_id": customer_id, "identities": [], "merged": [], "merged_into": None}
+        if summary is not None:
+            body.update(msgspec.to_builtins(summary))
+        if facts.profiled or summary is None:
+            # The log's profile is never behind the projection's.
+            body.update(
+                tier=facts.profile.tier,
+                flags=list(facts.profile.flags),
+                preferred_language=facts.profile.preferred_language,
+                crm_id=facts.profile.crm_id,
+            )
+        body["identities"] = sorted({*body["identities"], *await customers.identities(customer_id)})
+        body["merged_into"] = await deps.directory.merged_into(customer_id) or body.get("merged_into")
+        return ok(body)
+
+    @r.get("/v1/customers/{id}/timeline")
+    async def timeline(request: web.Request) -> web.Response:
+        if deps.timelines is None:
+            return json_error(503, "timelines are not available in this process")
+        try:
+            after = int(request.query.get("after", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return json_error(400, "after and limit must be integers")
+        if not 1 <= limit <= 1000:
+            return json_error(400, "limit goes from 1 to 1000")
+        entries = await deps.timelines.timeline(
+            request.match_info["id"], after=after, limit=limit, channel=request.query.get("channel")
+        )
+        items = msgspec.to_builtins(entries)
+        next_after = items[-1]["seq"] if len(items) == limit else None
+        return ok({"customer_id": request.match_info["id"], "entries": items, "next_after": next_after})
+
+    @r.put("/v1/customers/{id}")
+    async def put_profile(request: web.Request) -> web.Response:
+        """Tier, flags, preferred language and CRM id: the router sees a change at once."""
+        customer_id = request.match_info["id"]
+        body = await read_body(request, ProfileBody)
+        profile = Profile(body.tier, tuple(body.flags), body.preferred_language, body.crm_id)
+        try:
+            check_customer_id(customer_id)
+            customers.check_profile(profile)
+            into = await deps.directory.merged_into(customer_id)
+            if into is not None:
+                return json_error(
+                    409, f"{customer_id} was merged into {into}; update that customer instead", merged_into=into
+                )
+            await customers.set_profile(customer_id, profile, request[ACTOR])
+        except CustomerError as err:
+            return _refusal(err)
+        return ok({"customer_id": customer_id, **msgspec.to_builtins(body)})
+
+    @r.post("/v1/customers/{id}/identities")
+    async def link_identity(request: web.Request) -> web.Response:
+        """``{"identity": "email:ann@example.com", "merge": false}``: 409 when the address
+        belongs to another customer, unless ``merge`` (then that customer is merged in)."""
+        body = await read_body(request, LinkBody)
+        try:
+            result = await customers.link(request.match_info["id"], body.identity, request[ACTOR], merge=body.merge)
+        except CustomerError as err:
+            return _refusal(err)
+        return ok(result)
+
+    @r.post("/v1/customers/{id}/merge")
+    async def merge_customers(request: web.Request) -> web.Response:
+        """``{"other": "<customer id>"}``: the other customer is merged into this one."""
+        body = await read_body(request, MergeBody)
+        try:
+            result = await customers.merge(request.match_info["id"], body.other, request[ACTOR])
+        except CustomerError as err:
+            return _refusal(err)
+        return ok(result)
+
+    return r

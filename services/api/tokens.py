@@ -1,0 +1,151 @@
+"""Agent bearer tokens: issued by operators, stored hashed in the log, revocable.
+
+The token table is the fold of ``AgentTokenIssued`` / ``AgentTokenRevoked`` on
+``rd.evt.a.>``; a restarted API rebuilds it by reading those subjects again. A token is
+``rdat_`` followed by 43 url-safe characters (256 random bits); only its sha256 is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from events.model import AgentTokenIssued, AgentTokenRevoked
+from events.store import StoredEvent
+from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.api.readmodel import LiveState
+
+log = structlog.get_logger(__name__)
+
+TOKEN_PREFIX = "rdat_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass
+class TokenRecord:
+    agent_id: str
+    token_id: str
+    token_hash: str
+    label: str
+    issued_at: str
+    revoked: bool = False
+
+
+class TokenTable:
+    """The fold of agent tokens, by hash. It reads nothing itself: the API's ``LiveState``
+    hands it every event (``install``), so tokens issued before a restart count at once."""
+
+    def __init__(self) -> None:
+        self.by_hash: dict[str, TokenRecord] = {}
+        self.by_id: dict[str, TokenRecord] = {}
+
+    def apply(self, stored: StoredEvent) -> None:
+        event = stored.event
+        if isinstance(event, AgentTokenIssued):
+            record = TokenRecord(event.agent_id, event.token_id, event.token_hash, event.label, event.at.isoformat())
+            self.by_hash[event.token_hash] = record
+            self.by_id[event.token_id] = record
+        elif isinstance(event, AgentTokenRevoked):
+            found = self.by_id.get(event.token_id)
+            if found is not None and found.agent_id == event.agent_id:
+                found.revoked = True
+                self.by_hash.pop(found.token_hash, None)
+
+    def agent_for(self, token: str) -> str | None:
+        record = self.by_hash.get(hash_token(token))
+        return None if record is None or record.revoked else record.agent_id
+
+    def of_agent(self, agent_id: str) -> list[TokenRecord]:
+        return [r for r in self.by_id.values() if r.agent_id == agent_id]
+
+
+TOKENS = web.AppKey("agent_tokens", TokenTable)
+
+
+def install(app: web.Application, table: TokenTable, live: LiveState) -> None:
+    """Feed the table from the API's log reader (before it starts)."""
+    app[TOKENS] = table
+    live.add_fold(table.apply)
+
+
+class IssueBody(msgspec.Struct, kw_only=True):
+    label: str = ""
+
+
+def record_json(record: TokenRecord) -> dict[str, object]:
+    return {
+        "token_id": record.token_id,
+        "agent_id": record.agent_id,
+        "label": record.label,
+        "issued_at": record.issued_at,
+        "revoked": record.revoked,
+    }
+
+
+def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    def operator_only(request: web.Request) -> web.Response | None:
+        if request[ACTOR] != "operator":
+            return json_error(403, "only an operator manages agent tokens")
+        return None
+
+    @r.post("/v1/agents/{id}/tokens")
+    async def issue(request: web.Request) -> web.Response:
+        if (refused := operator_only(request)) is not None:
+            return refused
+        aid = request.match_info["id"]
+        if aid not in deps.live.state.agents:
+            return json_error(404, f"no agent {aid}")
+        body = await read_body(request, IssueBody)
+        token = new_token()
+        token_id = "tk_" + uuid.uuid4().hex[:16]
+        event = AgentTokenIssued(
+            at=deps.clock(),
+            agent_id=aid,
+            token_id=token_id,
+            token_hash=hash_token(token),
+            label=body.label[:200],
+            actor=request[ACTOR],
+        )
+        await deps.append(event, None)
+        log.info("api.agent_token_issued", agent_id=aid, token_id=token_id)
+        answer = record_json(table.by_id[token_id])
+        return ok({**answer, "token": token, "note": "shown once; only its hash is kept"}, status=201)
+
+    @r.get("/v1/agents/{id}/tokens")
+    async def list_tokens(request: web.Request) -> web.Response:
+        if (refused := operator_only(request)) is not None:
+            return refused
+        aid = request.match_info["id"]
+        return ok({"tokens": [record_json(t) for t in table.of_agent(aid)]})
+
+    @r.delete("/v1/agents/{id}/tokens/{token_id}")
+    async def revoke(request: web.Request) -> web.Response:
+        if (refused := operator_only(request)) is not None:
+            return refused
+        aid, token_id = request.match_info["id"], request.match_info["token_id"]
+        record = table.by_id.get(token_id)
+        if record is None or record.agent_id != aid:
+            return json_error(404, f"agent {aid} has no token {token_id}")
+        if not record.revoked:
+            await deps.append(
+                AgentTokenRevoked(at=deps.clock(), agent_id=aid, token_id=token_id, actor=request[ACTOR]), None
+            )
+            log.info("api.agent_token_revoked", agent_id=aid, token_id=token_id)
+        return ok(record_json(record))
+
+    return r

@@ -1,0 +1,60 @@
+"""JSON shapes the API serves, built from the routing view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from router.policy import RouterPolicy
+from router.queues import held_summaries, queue_summaries
+from router.state import AgentView, ConversationView, RouterState
+
+
+def conversation_json(conversation_id: str, conv: ConversationView) -> dict[str, Any]:
+    return {
+        "id": conversation_id,
+        "customer_id": conv.customer_id,
+        "channel": conv.channel,
+        "status": conv.status,
+        "agent_id": conv.agent_id,
+        "public": conv.public,
+        "requirements": msgspec.to_builtins(conv.requirements),
+        "reason": msgspec.to_builtins(conv.reason) if conv.reason else None,
+        "transfer_count": conv.transfer_count,
+        "escalation_step": conv.step,
+        "opened_at": msgspec.to_builtins(conv.opened_at),
+        "waiting_since": msgspec.to_builtins(conv.waiting_since),
+        "offer_expires_at": msgspec.to_builtins(conv.offer_expires_at),
+    }
+
+
+def summary_json(summary: Any) -> dict[str, Any]:
+    """A conversation the routing view no longer holds (resolved), from the timelines."""
+    body: dict[str, Any] = msgspec.to_builtins(summary)
+    body["id"] = body.pop("conversation_id")
+    body["reason"] = body.pop("last_reason", None)
+    return body
+
+
+def agent_json(agent_id: str, agent: AgentView) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "name": agent.profile.name,
+        "status": agent.status,
+        "tier": agent.profile.tier,
+        "skills": agent.profile.skills,
+        "languages": agent.profile.languages,
+        "capacity": agent.profile.capacity,
+        "max_total": agent.profile.max_total,
+        "load": dict(agent.load),
+        "occupancy": round(agent.occupancy(), 3),
+        "holding": sorted(agent.holding),
+    }
+
+
+def queues_json(state: RouterState, now: datetime, policy: RouterPolicy) -> dict[str, Any]:
+    queues = msgspec.to_builtins(queue_summaries(state, now.timestamp(), policy))
+    held = msgspec.to_builtins(held_summaries(state, now.timestamp()))
+    return {"queues": queues, "held_for_agents": held, "total_waiting": sum(q["waiting"] for q in queues)}

@@ -1,0 +1,277 @@
+"""``relaydesk bench decide``: how long one routing decision takes at scale.
+
+Builds synthetic router states by folding events (agents with random skills, languages,
+tiers and capacities, every agent busy to capacity, then N conversations waiting), and
+times ``router.decide`` in the two situations that happen all day:
+
+- freed: an agent's conversation is resolved, decide gives the slot to the best waiting
+  conversation it may take (one decision per call);
+- arrival: a new conversation arrives while every agent is busy (decide looks, decides nothing).
+
+Prints median and p99 microseconds per decide call and the peak memory (RSS) of the
+process that built the state. Each cell runs in its own process so peaks do not mix.
+A benchmark, not a test: it asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+
+from events import subjects
+from events.model import (
+    AgentProfile,
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    Channel,
+    ConversationAssigned,
+    ConversationOpened,
+    ConversationResolved,
+    DecisionReason,
+    LogEvent,
+    Requirements,
+    RoutingRequested,
+)
+from router.decide import decide
+from router.fold import evolve
+from router.policy import RouterPolicy
+from router.state import RouterState
+
+SKILLS = ("billing", "technical", "shipping", "returns", "account", "sales", "privacy", "general")
+LANGUAGES = ("en", "es", "fr", "de", "pt")
+CAPACITY: dict[str, int] = {"chat": 2, "sms": 1, "email": 2}
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+REASON = DecisionReason(rule="bench")
+
+
+@dataclass(frozen=True)
+class Cell:
+    agents: int
+    waiting: int
+    decisions: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Result:
+    cell: Cell
+    build_s: float
+    freed_median_us: float
+    freed_p99_us: float
+    freed_decided: int
+    arrival_median_us: float
+    arrival_p99_us: float
+    peak_mb: float
+    queues: int
+    fold_us: float  # mean per event folded while building
+
+
+class Bench:
+    """A state plus the log position, folded the way the runner folds."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = RouterState()
+        self.seq = 0
+        self.rng = random.Random(seed)
+        self.conversations = 0
+        self.fold_ns = 0
+
+    def fold(self, event: LogEvent) -> None:
+        self.seq += 1
+        subject = subjects.for_event(event)
+        t0 = time.perf_counter_ns()
+        evolve(self.state, self.seq, subject, event)
+        self.fold_ns += time.perf_counter_ns() - t0
+
+    def profile(self) -> AgentProfile:
+        rng = self.rng
+        skills = {skill: rng.randint(1, 5) for skill in rng.sample(SKILLS, rng.randint(1, 3))}
+        languages = {lang: 5 for lang in rng.sample(LANGUAGES, rng.choice((1, 1, 2)))}
+        tier = rng.choices((1, 2, 3), weights=(70, 25, 5))[0]
+        return AgentProfile(skills=skills, languages=languages, tier=tier, capacity=dict(CAPACITY))
+
+    def requirements(self, profile: AgentProfile | None = None) -> Requirements:
+        """Requirements drawn like intake's (one skill, sometimes two); fitted to ``profile`` if given."""
+        rng = self.rng
+        if profile is not None:
+            skill = rng.choice(sorted(profile.skills))
+            return Requirements(
+                skills={skill: 1}, language=rng.choice(sorted(profile.languages)), priority=rng.choice((0, 0, 1))
+            )
+        skills = {skill: rng.choice((1, 1, 2, 3)) for skill in rng.sample(SKILLS, rng.choice((1, 1, 1, 2)))}
+        return Requirements(
+            skills=skills,
+            language=rng.choices(LANGUAGES, weights=(50, 20, 10, 10, 10))[0],
+            priority=rng.choice((0, 0, 1, 2)),
+        )
+
+    def open(self, channel: Channel, req: Requirements, when: datetime) -> tuple[str, str]:
+        self.conversations += 1
+        conversation_id = f"c{self.conversations}"
+        customer_id = f"k{self.conversations}"
+        self.fold(
+            ConversationOpened(
+                at=when, customer_id=customer_id, conversation_id=conversation_id, channel=channel, contact="x"
+            )
+        )
+        self.fold(
+            RoutingRequested(
+                at=when, customer_id=customer_id, conversation_id=conversation_id, channel=channel, requirements=req
+            )
+        )
+        return customer_id, conversation_id
+
+
+def build(cell: Cell) -> Bench:
+    """Every agent busy to capacity, then ``cell.waiting`` conversations waiting."""
+    bench = Bench(cell.seed)
+    busy_since = T0 - timedelta(minutes=10)
+    for n in range(cell.agents):
+        agent_id = f"a{n}"
+        profile = bench.profile()
+        bench.fold(AgentProfileUpdated(at=busy_since, agent_id=agent_id, profile=profile))
+        bench.fold(AgentStatusChanged(at=busy_since, agent_id=agent_id, status="available"))
+        for channel, slots in CAPACITY.items():
+            for _ in range(slots):
+                customer_id, conversation_id = bench.open(channel, bench.requirements(profile), busy_since)  # type: ignore[arg-type]
+                bench.fold(
+                    ConversationAssigned(
+                        at=busy_since,
+                        customer_id=customer_id,
+                        conversation_id=conversation_id,
+                        agent_id=agent_id,
+                        channel=channel,  # type: ignore[arg-type]
+                        reason=REASON,
+                    )
+                )
+    channels: list[Channel] = ["chat", "chat", "sms", "email"]
+    for n in range(cell.waiting):
+        # Arrivals spread over the last 20 s: inside every escalation wait, so the timed calls route.
+        when = T0 - timedelta(seconds=20 * (cell.waiting - n) / cell.waiting)
+        bench.open(bench.rng.choice(channels), bench.requirements(), when)
+    return bench
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run_cell(cell: Cell) -> Result:
+    started = time.perf_counter()
+    bench = build(cell)
+    build_s = time.perf_counter() - started
+    fold_us = bench.fold_ns / 1000 / bench.seq
+    state = bench.state
+    policy = RouterPolicy()
+    now = T0
+    # The first call on a state decide has not seen scans everything once (as after a restart).
+    for _ in range(100):
+        decisions = decide(state, now, policy)
+        if not decisions:
+            break
+        for decision in decisions:
+            bench.fold(decision.event)
+
+    freed: list[float] = []
+    decided = 0
+    held = [
+        (conv.customer_id, conversation_id)
+        for conversation_id, conv in state.conversations.items()
+        if conv.status in ("assigned", "offered")
+    ]
+    bench.rng.shuffle(held)
+    for customer_id, conversation_id in held[: cell.decisions]:
+        now += timedelta(milliseconds=1)
+        bench.fold(ConversationResolved(at=now, customer_id=customer_id, conversation_id=conversation_id))
+        t0 = time.perf_counter_ns()
+        decisions = decide(state, now, policy)
+        freed.append((time.perf_counter_ns() - t0) / 1000)
+        decided += len(decisions)
+        for decision in decisions:
+            bench.fold(decision.event)
+
+    arrival: list[float] = []
+    for _ in range(cell.decisions):
+        now += timedelta(milliseconds=1)
+        bench.open(bench.rng.choice(("chat", "email")), bench.requirements(), now)  # type: ignore[arg-type]
+        t0 = time.perf_counter_ns()
+        decisions = decide(state, now, policy)
+        arrival.append((time.perf_counter_ns() - t0) / 1000)
+        for decision in decisions:
+            bench.fold(decision.event)
+
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return Result(
+        cell=cell,
+        build_s=build_s,
+        freed_median_us=statistics.median(freed) if freed else 0.0,
+        freed_p99_us=percentile(freed, 0.99) if freed else 0.0,
+        freed_decided=decided,
+        arrival_median_us=statistics.median(arrival) if arrival else 0.0,
+        arrival_p99_us=percentile(arrival, 0.99) if arrival else 0.0,
+        peak_mb=peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024 / 1024,
+        queues=len(state.queues),
+        fold_us=fold_us,
+    )
+
+
+def run_isolated(cell: Cell) -> Result:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(run_cell, cell).result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relaydesk bench decide", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller grid (100/1,000 agents x 1,000/10,000 waiting)")
+    parser.add_argument("--agents", type=int, nargs="+", help="agent counts (default 100 1000 10000)")
+    parser.add_argument("--waiting", type=int, nargs="+", help="waiting counts (default 1000 100000)")
+    parser.add_argument("--decisions", type=int, default=None, help="timed decide calls per situation (default 2000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--in-process", action="store_true", help="run cells in this process (peak memory then accumulates)"
+    )
+    args = parser.parse_args(argv)
+
+    agents = args.agents or ([100, 1000] if args.quick else [100, 1000, 10_000])
+    waiting = args.waiting or ([1000, 10_000] if args.quick else [1000, 100_000])
+    decisions = args.decisions or (500 if args.quick else 2000)
+    print(
+        f"{'agents':>7} {'waiting':>8} {'queues':>6} | {'freed med µs':>12} {'p99 µs':>8} {'decided':>7} | "
+        f"{'arrival med µs':>14} {'p99 µs':>8} | {'peak MB':>8} {'build s':>7} {'fold µs/ev':>10}"
+    )
+    results: list[Result] = []
+    for n_agents in agents:
+        for n_waiting in waiting:
+            cell = Cell(agents=n_agents, waiting=n_waiting, decisions=decisions, seed=args.seed)
+            result = run_cell(cell) if args.in_process else run_isolated(cell)
+            results.append(result)
+            print(
+                f"{n_agents:>7} {n_waiting:>8} {result.queues:>6} | {result.freed_median_us:>12.1f} "
+                f"{result.freed_p99_us:>8.1f} {result.freed_decided:>7} | {result.arrival_median_us:>14.1f} "
+                f"{result.arrival_p99_us:>8.1f} | {result.peak_mb:>8.1f} {result.build_s:>7.1f} "
+                f"{result.fold_us:>10.1f}",
+                flush=True,
+            )
+    for n_waiting in waiting:
+        row = [r for r in results if r.cell.waiting == n_waiting]
+        if len(row) > 1 and row[0].freed_median_us > 0:
+            growth = row[-1].freed_median_us / row[0].freed_median_us
+            print(
+                f"growth of the freed median from {row[0].cell.agents} to {row[-1].cell.agents} agents "
+                f"at {n_waiting} waiting: {growth:.2f}x"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

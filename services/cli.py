@@ -1,0 +1,203 @@
+"""The ``relaydesk`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from services import logs
+from services.config import Config, ConfigError, load
+
+HELP = """\
+Relaydesk: an event-sourced conversation router for customer service.
+
+One machine:     relaydesk up                 (embedded NATS, every service, demo agents)
+One service:     relaydesk intake | router | projector | api | delivery | connector NAME
+                 (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
+Tools:           relaydesk bench decide | rebuild timelines [--customer ID]
+                 relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
+                 relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
+
+Configuration: --config FILE (TOML), then RELAYDESK_* environment variables, e.g.
+RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_API_PORT.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
+    parser.add_argument("--nats-url", metavar="URL", help="NATS server (overrides RELAYDESK_NATS_URL)")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning, error (default info)")
+    parser.add_argument(
+        "--log-format", choices=("console", "json"), default=None, help="default: console on a terminal"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaydesk", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run everything on this machine (embedded NATS unless RELAYDESK_NATS_URL)")
+    _common(up)
+    up.add_argument("--data-dir", metavar="DIR", help="where the log and timelines live (default ./.relaydesk)")
+    up.add_argument("--nats-port", type=int, metavar="N", help="embedded NATS port (default 4222, or a free one)")
+    up.add_argument("--api-port", type=int, metavar="N", help="API port (default 8080)")
+    up.add_argument("--sms-port", type=int, metavar="N", help="SMS connector port (default 8081)")
+
+    projector = sub.add_parser("projector", help="fold the log into customer timelines")
+    _common(projector)
+    projector.add_argument(
+        "--partition",
+        metavar="I/N",
+        help="share the work with N-1 other projectors: this one folds customers with hash mod N == I",
+    )
+    for name, text in (
+        ("intake", "turn inbound provider messages into customers and conversations"),
+        ("router", "assign conversations to agents (one active, others stand by)"),
+        ("api", "serve the HTTP API"),
+        ("delivery", "deliver offers and assignments to agents' webhooks, Slack and email"),
+    ):
+        _common(sub.add_parser(name, help=text))
+    connector = sub.add_parser("connector", help="run one channel connector (e.g. sms)")
+    _common(connector)
+    connector.add_argument("name", help="connector name (installed connectors: relaydesk.connectors entry points)")
+
+    bench = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
+    bench.add_argument("what", choices=("decide",))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark (try: decide --help)")
+
+    rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
+    _common(rebuild)
+    rebuild.add_argument("what", choices=("timelines",))
+    rebuild.add_argument("--customer", metavar="ID", help="rebuild only this customer's timeline")
+    rebuild.add_argument("--target", metavar="PATH_OR_DSN", help="default: the configured projection store")
+
+    from services.customers.command import add_parser as add_customers_parser
+
+    add_customers_parser(sub, _common)
+
+    report = sub.add_parser("report", help="service metrics (from the API): a table, and a PNG chart with --png")
+    _common(report)
+    report.add_argument("--from", dest="start", metavar="DATE", help="ISO date or date-time (default: 7 days ago)")
+    report.add_argument("--to", dest="end", metavar="DATE", help="exclusive; a plain date includes that day")
+    report.add_argument("--group-by", choices=("channel", "agent", "queue", "day", "conversation"))
+    report.add_argument("--reopen-hours", type=float, metavar="H", help="reopen window (default 24)")
+    report.add_argument("--png", metavar="FILE", help="also write a chart: SLA attainment and waiting time per hour")
+    report.add_argument("--json", action="store_true", help="print the API's JSON instead of the table")
+    report.add_argument("--api", metavar="URL", help="default: http://<[api] host>:<[api] port>")
+    report.add_argument("--token", help="operator token (default: RELAYDESK_API_TOKEN or <data dir>/api-token)")
+    report.add_argument("--data-dir", metavar="DIR", help="where `relaydesk up` keeps the token")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        config = load(args.config)
+    except ConfigError as err:
+        raise SystemExit(f"relaydesk: {err}") from err
+    if getattr(args, "nats_url", None):
+        config.nats.url = args.nats_url
+    if getattr(args, "data_dir", None):
+        config.data.dir = args.data_dir
+    if getattr(args, "nats_port", None):
+        config.nats.port = args.nats_port
+    if getattr(args, "api_port", None):
+        config.api.port = args.api_port
+    if getattr(args, "partition", None):
+        config.projection.partition = args.partition
+    try:
+        config.projection.partition_pair()
+    except ConfigError as err:
+        raise SystemExit(f"relaydesk: {err}") from err
+    if getattr(args, "sms_port", None):
+        config.connectors.setdefault("sms", {})["port"] = args.sms_port
+    return config
+
+
+def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Config, *extra: Any) -> int:
+    from services.bootstrap import connect
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with connect(config) as bus:
+            await service(config, bus, *extra, stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "bench":
+        from services.bench_decide import main as bench_main
+
+        return bench_main(args.rest)
+    logs.configure(args.log_level, args.log_format)
+    config = _config(args)
+    from services import runners
+
+    if args.command == "up":
+        from services.up import main as up_main
+
+        return up_main(config)
+    if args.command == "intake":
+        if not config.nats.url:
+            raise SystemExit("relaydesk intake: set RELAYDESK_NATS_URL or [nats] url")
+        return _run_service(runners.run_intake, config, config.nats.url)
+    if args.command == "router":
+        return _run_service(runners.run_router, config)
+    if args.command == "projector":
+        return _run_service(runners.run_projector, config)
+    if args.command == "api":
+        from services.bootstrap import api_token
+
+        token, _ = api_token(config, None)
+        return _run_service(runners.run_api, config, token)
+    if args.command == "delivery":
+        return _run_service(runners.run_delivery, config)
+    if args.command == "connector":
+        return _run_service(runners.run_connector, config, args.name)
+    if args.command == "rebuild":
+        from services.rebuild import rebuild_command
+
+        if not config.nats.url:
+            raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url")
+        return asyncio.run(rebuild_command(config.nats.url, args.target or config.projection_target, args.customer))
+    if args.command == "report":
+        from services.reports.command import report_command
+
+        return report_command(
+            config,
+            start=args.start,
+            end=args.end,
+            group_by=args.group_by,
+            reopen_hours=args.reopen_hours,
+            png=args.png,
+            as_json=args.json,
+            api=args.api,
+            token=args.token,
+        )
+    if args.command == "customers":
+        from services.customers.command import customers_command
+
+        return customers_command(args, config)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The agent console: one static page (HTML + JS, no build step) served by the API at
+``/console``. The page itself needs no token; everything it shows comes from the API with
+the token the user typed (kept in sessionStorage, sent as a bearer header)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+STATIC = Path(__file__).parent / "static"
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+FILES = ("index.html", "console.js", "console.css")
+HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+}
+
+
+def _serve(name: str) -> web.Response:
+    path = STATIC / name
+    return web.Response(body=path.read_bytes(), content_type=TYPES[path.suffix], charset="utf-8", headers=HEADERS)
+
+
+def routes() -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    @r.get("/console")
+    async def index(request: web.Request) -> web.Response:
+        return _serve("index.html")
+
+    @r.get("/console/{name}")
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in FILES:
+            raise web.HTTPNotFound()
+        return _serve(name)
+
+    return r

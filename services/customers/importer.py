@@ -1,0 +1,373 @@
+"""``relaydesk customers import FILE``: customers (identities, tier, flags, preferred language,
+CRM id) from a CSV or JSON Lines file.
+
+Every line is checked and imported on its own: a bad line is reported with its number and the
+reason, and the others go on. Re-running the same file changes nothing: a line's identities
+find the customer they already belong to, missing ones are linked, and the profile is written
+only when it differs. A line whose identities belong to two different customers is refused
+(merge them first): the importer never merges on its own.
+
+CSV: a header row; columns ``identity`` or ``identities`` (several separated by ``;``, e.g.
+``sms:+15551234567;email:ann@example.com``), ``tier``, ``flags`` (``;``-separated),
+``preferred_language``, ``crm_id``. JSON Lines: one object per line with the same keys
+(``identities`` and ``flags`` may be lists). An empty cell or a missing key leaves that part
+of the profile as it is. Other columns (``name``...) are ignored and listed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from services.customers.service import KNOWN_FLAGS, CustomerError, Customers, Profile
+from services.identity import InvalidAddress, mask, new_customer_id, parse_identity
+
+Outcome = Literal["created", "updated", "unchanged"]
+COLUMNS = ("identity", "identities", "tier", "flags", "preferred_language", "crm_id")
+PROFILE_KEYS = ("tier", "flags", "preferred_language", "crm_id")
+_SPLIT = re.compile(r"[;,|]")
+_FLAG_SPLIT = re.compile(r"[;,|\s]+")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class RowError(ValueError):
+    """A line that cannot be imported, and why."""
+
+
+class FileError(ValueError):
+    """The file as a whole cannot be read (no identity column, unknown format...)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    identities: tuple[str, ...]
+    profile: dict[str, Any]  # only what the line gives: tier, flags, preferred_language, crm_id
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    lines: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def summary(self) -> str:
+        would = "would be " if self.dry_run else ""
+        return (
+            f"{self.lines} lines: {self.created} {would}created, {self.updated} {would}updated, "
+            f"{self.unchanged} unchanged, {len(self.errors)} failed"
+        )
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def detect_format(path: Path, text: str) -> Literal["csv", "jsonl"]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    first = text.lstrip()[:1]
+    return "jsonl" if first == "{" else "csv"
+
+
+def read_records(
+    text: str, fmt: Literal["csv", "jsonl"], ignored: list[str]
+) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
+    """(line number, record or the reason it is unreadable), in file order."""
+    if fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield number, LineError(number, f"not valid JSON: {err.msg} (column {err.colno})")
+                continue
+            if not isinstance(record, dict):
+                yield number, LineError(number, "not a JSON object")
+                continue
+            record = {str(k).strip().lower(): v for k, v in record.items()}
+            for key in record:
+                if key not in COLUMNS and key not in ignored:
+                    ignored.append(key)
+            yield number, record
+        return
+    reader = csv.DictReader(io.StringIO(text))
+    header = [(name or "").strip().lower() for name in reader.fieldnames or []]
+    if not {"identity", "identities"} & set(header):
+        raise FileError("the file has no identity or identities column (first line: the column names)")
+    ignored.extend(name for name in header if name not in COLUMNS and name)
+    reader.fieldnames = header
+    for raw in reader:
+        number = reader.line_num
+        if None in raw:
+            yield number, LineError(number, f"more cells than columns ({len(header)})")
+            continue
+        yield number, {k: v for k, v in raw.items() if k in COLUMNS}
+
+
+def _as_list(value: Any, splitter: re.Pattern[str], what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in splitter.split(value) if part.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise RowError(f"{what} must be text or a list of text")
+
+
+def _text(record: dict[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RowError(f"{key} must be text")
+    return value.strip() or None
+
+
+def parse_row(
+    number: int,
+    record: dict[str, Any],
+    customers: Customers,
+) -> Row:
+    """Check one record: identities normalised, tier and flags known, language plausible."""
+    raw_identities = [
+        *_as_list(record.get("identity"), _SPLIT, "identity"),
+        *_as_list(record.get("identities"), _SPLIT, "identities"),
+    ]
+    if not raw_identities:
+        raise RowError("no identity (e.g. sms:+15551234567 or email:ann@example.com)")
+    identities: list[str] = []
+    for n, raw in enumerate(raw_identities, start=1):
+        try:
+            identity = parse_identity(raw, customers.directory.rules)
+        except InvalidAddress as err:
+            raise RowError(f"identity {n} ({mask(raw)}): {err}") from err
+        if identity not in identities:
+            identities.append(identity)
+    profile: dict[str, Any] = {}
+    tier = _text(record, "tier")
+    if tier is not None:
+        tier = tier.lower()
+        if tier not in customers.policy.customer_tiers:
+            raise RowError(f"unknown tier {tier!r} (known: {', '.join(sorted(customers.policy.customer_tiers))})")
+        profile["tier"] = tier
+    if record.get("flags") not in (None, ""):
+        flags = [f.lower() for f in _as_list(record.get("flags"), _FLAG_SPLIT, "flags")]
+        known = {*KNOWN_FLAGS, *customers.policy.priority_flags}
+        unknown = sorted(set(flags) - known)
+        if unknown:
+            raise RowError(f"unknown flags {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        profile["flags"] = tuple(sorted(set(flags)))
+    language = _text(record, "preferred_language")
+    if language is not None:
+        if not _LANGUAGE.match(language):
+            raise RowError(f"preferred_language {language!r} is not a language code (e.g. en, es, pt-BR)")
+        profile["preferred_language"] = language.replace("_", "-")
+    crm_id = _text(record, "crm_id")
+    if crm_id is not None:
+        profile["crm_id"] = crm_id
+    return Row(number, tuple(identities), profile)
+
+
+# -- importing ------------------------------------------------------------------------
+
+
+@dataclass
+class Importer:
+    customers: Customers
+    dry_run: bool = False
+    actor: str = "import"
+    # A dry run writes nothing, so it remembers what earlier lines would have written: the
+    # identities they would have given out, and the profiles of customers they would create.
+    planned: dict[str, str] = field(default_factory=dict)
+    planned_profiles: dict[str, Profile] = field(default_factory=dict)
+
+    async def import_row(self, row: Row) -> Outcome:
+        directory = self.customers.directory
+        owners: dict[str, str] = {}
+        for identity in row.identities:
+            owner = self.planned.get(identity) or await directory.lookup(identity)
+            if owner is not None:
+                owners[identity] = owner if owner in self.planned_profiles else await self.customers.survivor(owner)
+        distinct = sorted(set(owners.values()))
+        if len(distinct) > 1:
+            found = ", ".join(f"{mask(i)} belongs to {c}" for i, c in owners.items())
+            raise RowError(f"identities of different customers: {found}; merge those customers first")
+        if self.dry_run:
+            return await self._dry_run(row, distinct[0] if distinct else None)
+        created = False
+        if distinct:
+            customer_id = distinct[0]
+        else:
+            candidate = new_customer_id()
+            customer_id = await directory.claim(row.identities[0], candidate)
+            if customer_id != candidate:  # someone (intake, another import) was quicker
+                customer_id = await self.customers.survivor(customer_id)
+        facts = await self.customers.facts(customer_id)
+        if not facts.created:
+            first = next((i for i in row.identities if owners.get(i, customer_id) == customer_id), row.identities[0])
+            created = await self.customers.create(customer_id, first, self.actor)
+        changed = False
+        known = set(await self.customers.identities(customer_id))
+        for identity in row.identities:
+            if identity in known:
+                continue
+            try:
+                result = await self.customers.link(customer_id, identity, self.actor)
+            except CustomerError as err:
+                raise RowError(f"{mask(identity)}: {err.reason}") from err
+            changed = changed or bool(result["linked"])
+        if row.profile:
+            changed = await self._set_profile(customer_id, row) or changed
+        return "created" if created else "updated" if changed else "unchanged"
+
+    async def _set_profile(self, customer_id: str, row: Row) -> bool:
+        """The line's profile over the current one, written only if that changes it; another
+        writer in between (a concurrent line, an operator) means read again and retry."""
+        for attempt in range(5):
+            facts = await self.customers.facts(customer_id)
+            desired = dataclasses.replace(facts.profile, **row.profile)
+            try:
+                return await self.customers.set_profile(customer_id, desired, self.actor, only_if_changed=True)
+            except CustomerError as err:
+                if err.status != 409 or attempt == 4:
+                    raise RowError(err.reason) from err
+        return False
+
+    async def _dry_run(self, row: Row, customer_id: str | None) -> Outcome:
+        if customer_id is None:
+            customer_id = f"(new, line {row.line})"
+            self.planned.update(dict.fromkeys(row.identities, customer_id))
+            self.planned_profiles[customer_id] = dataclasses.replace(Profile(), **row.profile)
+            return "created"
+        if customer_id in self.planned_profiles:
+            known = {i for i, c in self.planned.items() if c == customer_id}
+            current = self.planned_profiles[customer_id]
+        else:
+            facts = await self.customers.facts(customer_id)
+            if not facts.created:
+                return "created"
+            known = set(await self.customers.identities(customer_id))
+            current = self.planned_profiles.get(customer_id, facts.profile)
+        desired = dataclasses.replace(current, **row.profile)
+        new = [i for i in row.identities if i not in known]
+        self.planned.update(dict.fromkeys(new, customer_id))
+        if new or desired != current:
+            self.planned_profiles[customer_id] = desired
+            return "updated"
+        return "unchanged"
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise FileError(f"cannot read {path}: {err}") from err
+
+
+async def import_file(
+    path: Path,
+    customers: Customers,
+    *,
+    dry_run: bool = False,
+    fmt: Literal["csv", "jsonl"] | None = None,
+    progress: Any = None,
+    on_error: Any = None,
+    concurrency: int = 8,
+) -> ImportReport:
+    """Import every line of ``path``. ``progress``: a ``rich.progress.Progress`` to advance;
+    ``on_error(LineError)``: called as each bad line is met (the report has them all, in
+    line order). Lines that share an identity are imported one after the other in file
+    order; unrelated lines run ``concurrency`` at a time."""
+    text = read_text(path)
+    report = ImportReport(dry_run=dry_run)
+    records = list(read_records(text, fmt or detect_format(path, text), report.ignored_columns))
+    task = progress.add_task("import customers", total=len(records)) if progress is not None else None
+    importer = Importer(customers, dry_run=dry_run)
+
+    def failed(number: int, reason: str) -> None:
+        error = LineError(number, reason)
+        report.errors.append(error)
+        if on_error is not None:
+            on_error(error)
+        if progress is not None:
+            progress.advance(task)
+
+    rows: list[Row] = []
+    for number, record in records:
+        report.lines += 1
+        try:
+            if isinstance(record, LineError):
+                raise RowError(record.reason)
+            rows.append(parse_row(number, record, customers))
+        except RowError as err:
+            failed(number, str(err))
+
+    async def one(row: Row) -> None:
+        try:
+            report.count(await importer.import_row(row))
+        except (RowError, CustomerError) as err:
+            failed(row.line, str(err))
+            return
+        except Exception as err:  # NATS trouble on this line: say so, go on with the next
+            failed(row.line, f"not imported: {err!r}")
+            return
+        if progress is not None:
+            progress.advance(task)
+
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def lane(members: list[Row]) -> None:
+        async with gate:
+            for row in members:
+                await one(row)
+
+    await asyncio.gather(*(lane(members) for members in lanes(rows)))
+    report.errors.sort(key=lambda e: e.line)
+    return report
+
+
+def lanes(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped so that rows sharing an identity (directly or through other rows) are in
+    one group, in file order: each group is imported in order, groups side by side."""
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_row: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        for identity in row.identities:
+            j = first_row.setdefault(identity, i)
+            parent[find(i)] = find(j)
+    groups: dict[int, list[Row]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(find(i), []).append(row)
+    return list(groups.values())

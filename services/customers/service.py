@@ -1,0 +1,332 @@
+"""Customers as operators manage them: link an address, merge two customers, set a profile.
+
+The log is the truth: a customer's identities are its ``CustomerCreated`` identity and its
+``IdentityLinked`` events, its profile its last ``CustomerProfileUpdated``, and the customers
+merged into it its ``CustomersMerged`` events, all on ``rd.evt.c.<customer>._customer``. The
+``rd_identity`` bucket is the index intake resolves addresses with: a link claims an address
+create-only, a merge moves the merged customer's addresses to the survivor. A merge is written
+as ONE ``CustomersMerged`` on the survivor's subject; nothing is rewritten, and the router, the
+timelines and intake read the merged customer's history through the survivor.
+
+Used by the API (``services.api.customers``) and the CLI (``relaydesk customers ...``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from nats.js.errors import NotFoundError
+
+from events import subjects
+from events.codec import decode_log_event
+from events.model import (
+    CustomerCreated,
+    CustomerProfileUpdated,
+    CustomersMerged,
+    IdentityLinked,
+    LogEvent,
+)
+from events.store import Append, ConcurrencyError, EventStore, StoredEvent
+from router.policy import RouterPolicy
+from services.identity import IdentityDirectory, InvalidAddress
+
+log = structlog.get_logger(__name__)
+
+KNOWN_FLAGS = ("regulatory_risk", "media_attention", "executive_escalation")
+CONFLICT_RETRIES = 5
+
+
+class CustomerError(Exception):
+    """A refusal with an HTTP status and a reason (and extra JSON fields)."""
+
+    def __init__(self, status: int, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Profile:
+    tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    preferred_language: str | None = None
+    crm_id: str | None = None
+
+
+@dataclass
+class CustomerFacts:
+    """What a customer's own ``_customer`` subject says."""
+
+    customer_id: str
+    last_seq: int = 0  # of rd.evt.c.<customer>._customer (0: no such customer)
+    created: bool = False
+    identities: list[str] = field(default_factory=list)
+    profile: Profile = field(default_factory=Profile)
+    profiled: bool = False  # a CustomerProfileUpdated exists
+    merged: list[str] = field(default_factory=list)  # customers merged into this one, directly
+
+    @property
+    def exists(self) -> bool:
+        return self.last_seq > 0
+
+
+def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
+    facts = CustomerFacts(customer_id)
+    for stored in events:
+        facts.last_seq = max(facts.last_seq, stored.seq)
+        e = stored.event
+        if isinstance(e, CustomerCreated):
+            facts.created = True
+            if e.identity not in facts.identities:
+                facts.identities.append(e.identity)
+        elif isinstance(e, IdentityLinked):
+            if e.identity not in facts.identities:
+                facts.identities.append(e.identity)
+        elif isinstance(e, CustomerProfileUpdated):
+            facts.profiled = True
+            facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id)
+        elif isinstance(e, CustomersMerged) and e.merged_id not in facts.merged:
+            facts.merged.append(e.merged_id)
+    return facts
+
+
+def check_customer_id(customer_id: str) -> str:
+    try:
+        return subjects.token(customer_id)
+    except subjects.InvalidToken as err:
+        raise CustomerError(400, "not a customer id") from err
+
+
+@dataclass
+class Customers:
+    store: EventStore
+    directory: IdentityDirectory
+    policy: RouterPolicy = field(default_factory=RouterPolicy)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Called with the sequence of each append (the API waits until its live view has it).
+    appended: Callable[[int], Awaitable[object]] | None = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def facts(self, customer_id: str) -> CustomerFacts:
+        check_customer_id(customer_id)
+        return fold_facts(customer_id, await self.read_subject(subjects.customer_scope(customer_id)))
+
+    async def read_subject(self, subject: str) -> list[StoredEvent]:
+        """Every event on one subject, by direct gets ("next message on this subject"): a
+        ``_customer`` subject holds a handful of events, and an import reads thousands of
+        them, more than ephemeral consumers (one per ``EventStore.read``) should be made for."""
+        out: list[StoredEvent] = []
+        seq = 1
+        while True:
+            try:
+                raw = await self.store.js.get_msg(
+                    subjects.EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=True
+                )
+            except NotFoundError:
+                return out
+            if not raw.seq or raw.data is None:
+                return out
+            out.append(StoredEvent(seq=int(raw.seq), subject=raw.subject or subject, event=decode_log_event(raw.data)))
+            seq = int(raw.seq) + 1
+
+    async def existing(self, customer_id: str) -> CustomerFacts:
+        facts = await self.facts(customer_id)
+        if not facts.exists:
+            raise CustomerError(404, f"no customer {customer_id}")
+        return facts
+
+    async def family(self, customer_id: str) -> list[CustomerFacts]:
+        """The customer and every customer merged into it, merges of merges included."""
+        out: list[CustomerFacts] = []
+        todo, seen = [customer_id], {customer_id}
+        while todo:
+            facts = await self.facts(todo.pop(0))
+            out.append(facts)
+            for merged in facts.merged:
+                if merged not in seen:
+                    seen.add(merged)
+                    todo.append(merged)
+        return out
+
+    async def identities(self, customer_id: str) -> list[str]:
+        """Every address of the customer and of the customers merged into it (from the log)."""
+        found = {i for facts in await self.family(customer_id) for i in facts.identities}
+        return sorted(found)
+
+    async def survivor(self, customer_id: str) -> str:
+        """The customer that stands for ``customer_id`` now (itself unless merged away)."""
+        current = customer_id
+        for _ in range(64):
+            into = await self.directory.merged_into(current)
+            if into is None:
+                return current
+            current = into
+        return current
+
+    async def _not_merged_away(self, customer_id: str, doing: str) -> None:
+        into = await self.directory.merged_into(customer_id)
+        if into is not None:
+            raise CustomerError(
+                409, f"{customer_id} was merged into {into}; {doing} that customer instead", merged_into=into
+            )
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def _append(self, event: LogEvent, expected: int | None, expected_subject: str | None = None) -> int:
+        seq = await self.store.append(Append(event, expected=expected, expected_subject=expected_subject))
+        if self.appended is not None:
+            await self.appended(seq)
+        return seq
+
+    def check_profile(self, profile: Profile) -> None:
+        if profile.tier not in self.policy.customer_tiers:
+            raise CustomerError(400, f"unknown tier {profile.tier!r}", tiers=sorted(self.policy.customer_tiers))
+        unknown = sorted(set(profile.flags) - set(KNOWN_FLAGS) - set(self.policy.priority_flags))
+        if unknown:
+            raise CustomerError(
+                400, f"unknown flags {unknown}", flags=sorted({*KNOWN_FLAGS, *self.policy.priority_flags})
+            )
+
+    async def set_profile(
+        self, customer_id: str, profile: Profile, actor: str, *, only_if_changed: bool = False
+    ) -> bool:
+        """Append ``CustomerProfileUpdated`` (the router sees it at once). Returns whether it
+        was written (``only_if_changed``: not when the profile already is exactly this)."""
+        self.check_profile(profile)
+        facts = await self.existing(customer_id)
+        if only_if_changed and facts.profile == profile:
+            return False
+        event = CustomerProfileUpdated(
+            at=self.clock(),
+            customer_id=customer_id,
+            tier=profile.tier,
+            flags=profile.flags,
+            preferred_language=profile.preferred_language,
+            crm_id=profile.crm_id,
+            actor=actor,
+        )
+        try:
+            await self._append(event, facts.last_seq)
+        except ConcurrencyError as err:
+            raise CustomerError(409, "the customer changed meanwhile; try again") from err
+        return True
+
+    async def create(self, customer_id: str, identity: str, actor: str = "") -> bool:
+        """Write ``CustomerCreated`` for a customer whose first address was just claimed,
+        unless it exists already (intake may have written it meanwhile). Returns whether
+        this call wrote it."""
+        for _ in range(CONFLICT_RETRIES):
+            facts = await self.facts(customer_id)
+            if facts.created:
+                return False
+            try:
+                # Guarded on the _customer subject, where intake writes CustomerCreated too:
+                # whoever comes second re-reads and finds the customer created.
+                await self._append(
+                    CustomerCreated(at=self.clock(), customer_id=customer_id, identity=identity), facts.last_seq
+                )
+            except ConcurrencyError:
+                continue
+            return True
+        raise CustomerError(409, f"customer {customer_id} kept changing; try again")
+
+    async def link(self, customer_id: str, raw_identity: str, actor: str, *, merge: bool = False) -> dict[str, Any]:
+        """Give an address to a customer. An address of another customer is refused (409)
+        unless ``merge``: then that customer is merged into this one."""
+        check_customer_id(customer_id)
+        try:
+            identity = self.directory.parse(raw_identity)
+        except InvalidAddress as err:
+            raise CustomerError(400, str(err)) from err
+        await self.existing(customer_id)
+        await self._not_merged_away(customer_id, "link to")
+        owner = await self.directory.claim(identity, customer_id)
+        merged: str | None = None
+        if owner != customer_id:
+            owner = await self.survivor(owner)
+            if owner == customer_id:
+                await self.directory.link(identity, customer_id)  # a pointer the merge left behind
+            elif merge:
+                await self.merge(customer_id, owner, actor)
+                merged = owner
+            else:
+                raise CustomerError(
+                    409,
+                    "that address belongs to another customer: link it with merge (API: merge true, CLI: --merge)"
+                    " to merge that customer into this one",
+                    customer_id=owner,
+                )
+        linked = await self._record_link(customer_id, identity, actor)
+        log.info("customers.linked", customer_id=customer_id, identity=identity, merged=merged, new=linked)
+        return {
+            "customer_id": customer_id,
+            "identity": identity,
+            "linked": linked or merged is not None,
+            "merged": merged,
+        }
+
+    async def _record_link(self, customer_id: str, identity: str, actor: str) -> bool:
+        """``IdentityLinked`` unless the customer (or its family) has the address already."""
+        for _ in range(CONFLICT_RETRIES):
+            family = await self.family(customer_id)
+            if any(identity in facts.identities for facts in family):
+                return False
+            event = IdentityLinked(at=self.clock(), customer_id=customer_id, identity=identity, actor=actor)
+            try:
+                await self._append(event, family[0].last_seq)
+            except ConcurrencyError:
+                continue
+            return True
+        raise CustomerError(409, "the customer changed meanwhile; try again")
+
+    async def merge(self, survivor: str, other: str, actor: str) -> dict[str, Any]:
+        """Merge ``other`` into ``survivor``: one ``CustomersMerged`` on the survivor's subject,
+        then the other customer's addresses (and those of customers merged into it) point at
+        the survivor. The survivor's profile stands."""
+        check_customer_id(survivor)
+        check_customer_id(other)
+        if survivor == other:
+            raise CustomerError(400, "a customer cannot be merged into itself")
+        await self.existing(survivor)
+        await self.existing(other)
+        await self._not_merged_away(survivor, "merge into")
+        on_record = await self.directory.merged_into(other)
+        if on_record is not None:
+            facts = await self.facts(on_record)
+            if on_record != survivor or other in facts.merged:
+                raise CustomerError(409, f"{other} was already merged into {on_record}", merged_into=on_record)
+            # A merge that stopped between the marker and the event (a crash): finish it.
+        else:
+            on_record = await self.directory.mark_merged(other, survivor)
+            if on_record != survivor:
+                raise CustomerError(409, f"{other} was already merged into {on_record}", merged_into=on_record)
+        try:
+            seq = await self._append_merge(survivor, other, actor)
+        except BaseException:
+            await self.directory.unmark_merged(other)
+            raise
+        moved = await self._move_identities(survivor, other)
+        log.info("customers.merged", customer_id=survivor, merged_id=other, identities_moved=len(moved), seq=seq)
+        return {"customer_id": survivor, "merged_id": other, "identities_moved": moved, "seq": seq}
+
+    async def _append_merge(self, survivor: str, other: str, actor: str) -> int:
+        for _ in range(CONFLICT_RETRIES):
+            facts = await self.existing(survivor)
+            event = CustomersMerged(at=self.clock(), customer_id=survivor, merged_id=other, actor=actor)
+            try:
+                return await self._append(event, facts.last_seq)
+            except ConcurrencyError:
+                continue
+        raise CustomerError(409, "the customer changed meanwhile; try again")
+
+    async def _move_identities(self, survivor: str, other: str) -> list[str]:
+        moved = await self.identities(other)
+        for identity in moved:
+            await self.directory.link(identity, survivor)
+        return moved

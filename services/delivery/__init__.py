@@ -1,0 +1,1 @@
+"""Delivery of agents' work into the tools they already use: signed webhooks, Slack, email."""

@@ -1,0 +1,173 @@
+"""From log facts to notices for agents: what happened, for whom, with what to show.
+
+``Facts`` folds the log (the router's own ``evolve`` plus the little a notification adds:
+the customer's masked address and the first lines of their last message) and turns each
+new fact into notices: ``offer`` (AgentOffered), ``assigned`` (ConversationAssigned),
+``message`` (a customer wrote again on a conversation an agent holds), ``offer_expired``,
+``released``. ``Holders`` is the light version the live stream uses to know which agent an
+event concerns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from events import subjects
+from events.model import (
+    AgentOffered,
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    AgentTokenIssued,
+    AgentTokenRevoked,
+    ConversationAssigned,
+    ConversationOpened,
+    ConversationReleased,
+    ConversationResolved,
+    ConversationTransferred,
+    MessageReceived,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    ReplyRequested,
+)
+from events.store import StoredEvent
+from router.fold import evolve
+from router.state import RouterState
+
+
+@dataclass(frozen=True)
+class Notice:
+    agent_id: str
+    kind: str
+    seq: int
+    conversation_id: str
+    customer_id: str
+    body: dict[str, Any]
+
+
+def mask_contact(contact: str) -> str:
+    """Enough to recognise, not enough to use: ``+1555•••4567``, ``j•••@example.com``."""
+    if "@" in contact:
+        local, _, domain = contact.partition("@")
+        return f"{local[:1]}•••@{domain}"
+    if len(contact) <= 6:
+        return "•••"
+    return f"{contact[:4]}•••{contact[-4:]}"
+
+
+def preview(text: str, lines: int, limit: int = 300) -> str:
+    kept = [line.strip() for line in text.splitlines() if line.strip()][:lines]
+    out = "\n".join(kept)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+class Facts:
+    def __init__(self, *, console_url: str, api_url: str, preview_lines: int = 3) -> None:
+        self.state = RouterState()
+        self.previews: dict[str, str] = {}
+        self.contacts: dict[str, str] = {}
+        self.console_url = console_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")
+        self.preview_lines = preview_lines
+
+    def apply(self, stored: StoredEvent) -> list[Notice]:
+        """Fold one event; the notices it makes (computed on the state after it)."""
+        event = stored.event
+        if isinstance(event, ConversationOpened):
+            self.contacts[event.conversation_id] = event.contact
+        elif isinstance(event, MessageReceived):
+            self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
+        self.state = evolve(self.state, stored.seq, stored.subject, event)
+        notices: list[Notice] = []
+        if isinstance(event, AgentOffered):
+            notices.append(self._notice("offer", event.agent_id, stored, event.conversation_id, event.customer_id))
+        elif isinstance(event, ConversationAssigned):
+            notices.append(self._notice("assigned", event.agent_id, stored, event.conversation_id, event.customer_id))
+        elif isinstance(event, OfferExpired):
+            notices.append(
+                self._notice("offer_expired", event.agent_id, stored, event.conversation_id, event.customer_id)
+            )
+        elif isinstance(event, ConversationReleased):
+            notices.append(self._notice("released", event.agent_id, stored, event.conversation_id, event.customer_id))
+        elif isinstance(event, MessageReceived):
+            conv = self.state.conversations.get(event.conversation_id)
+            if conv is not None and conv.status == "assigned" and conv.agent_id:
+                notices.append(self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id))
+        if isinstance(event, ConversationResolved):
+            self.previews.pop(event.conversation_id, None)
+            self.contacts.pop(event.conversation_id, None)
+        return notices
+
+    def _notice(self, kind: str, agent_id: str, stored: StoredEvent, cid: str, customer_id: str) -> Notice:
+        conv = self.state.conversations.get(cid)
+        customer = self.state.customers.get(customer_id)
+        at: datetime = stored.event.at  # type: ignore[union-attr]
+        waiting_since = conv.waiting_since if conv is not None else None
+        body: dict[str, Any] = {
+            "notice": kind,
+            "seq": stored.seq,
+            "at": at.isoformat(),
+            "agent_id": agent_id,
+            "conversation": {
+                "id": cid,
+                "customer_id": customer_id,
+                "channel": conv.channel if conv else None,
+                "status": conv.status if conv else None,
+                "public": conv.public if conv else False,
+            },
+            "customer": {
+                "id": customer_id,
+                "tier": customer.tier if customer else "standard",
+                "flags": list(customer.flags) if customer else [],
+                "contact": mask_contact(self.contacts.get(cid, "")) if cid in self.contacts else None,
+            },
+            "requirements": msgspec.to_builtins(conv.requirements) if conv else {},
+            "wait_seconds": round((at - waiting_since).total_seconds(), 1) if waiting_since else None,
+            "offer_expires_at": conv.offer_expires_at.isoformat() if conv and conv.offer_expires_at else None,
+            "preview": self.previews.get(cid, ""),
+            "links": {
+                "console": f"{self.console_url}#conversation={cid}",
+                "accept": f"{self.console_url}#accept={cid}",
+                "accept_api": f"{self.api_url}/v1/conversations/{cid}/accept",
+            },
+        }
+        return Notice(agent_id, kind, stored.seq, cid, customer_id, body)
+
+
+class Holders:
+    """Which agent each conversation is with (offered or assigned), from the events alone."""
+
+    def __init__(self, initial: dict[str, str] | None = None) -> None:
+        self.holder: dict[str, str] = dict(initial or {})
+
+    def concerned(self, stored: StoredEvent) -> set[str]:
+        """Agents ``stored`` concerns; updates who holds what."""
+        event = stored.event
+        parsed = subjects.parse_conversation_subject(stored.subject)
+        cid = parsed[1] if parsed else ""
+        before = self.holder.get(cid)
+        out: set[str] = {before} if before else set()
+        match event:
+            case AgentOffered() | ConversationAssigned():
+                self.holder[cid] = event.agent_id
+                out.add(event.agent_id)
+            case OfferAccepted():
+                out.add(event.agent_id)
+            case OfferDeclined() | OfferExpired() | ConversationReleased():
+                if before == event.agent_id:
+                    self.holder.pop(cid, None)
+                out.add(event.agent_id)
+            case ConversationTransferred():
+                self.holder.pop(cid, None)
+                out.update(a for a in (event.from_agent, event.to_agent) if a)
+            case ConversationResolved():
+                self.holder.pop(cid, None)
+            case ReplyRequested() if event.agent_id:
+                out.add(event.agent_id)
+            case AgentStatusChanged() | AgentProfileUpdated() | AgentTokenIssued() | AgentTokenRevoked():
+                out = {event.agent_id}
+        return out

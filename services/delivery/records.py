@@ -1,0 +1,85 @@
+"""Delivery records: one per (fact, endpoint, agent), in the ``rd_deliveries`` KV bucket.
+
+A record holds the notice as sent (so a retry sends the same content), every attempt with
+its outcome, and the status: ``pending`` (being delivered or waiting for its next try),
+``delivered``, ``failed`` (dead-lettered, with the reason) or ``retry_requested`` (an
+operator asked for a new round; the delivery service picks it up). Keys are deterministic
+(``dl-<seq>-<endpoint>-<agent>``), so a delivery service that restarts behind its
+checkpoint never creates a second record for the same fact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+BUCKET = "rd_deliveries"
+RECORD_TTL = 14 * 24 * 3600.0  # records vanish two weeks after their last change
+
+Status = Literal["pending", "delivered", "failed", "retry_requested"]
+STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "retry_requested")
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    round: int = 1  # 1, then 2 after an operator's retry, ...
+    n: int  # attempt number within its round
+    at: datetime
+    ok: bool
+    status_code: int | None = None
+    error: str = ""
+    ms: int = 0
+
+
+class DeliveryRecord(msgspec.Struct, kw_only=True):
+    id: str
+    endpoint_id: str
+    kind: str
+    agent_id: str
+    notice: str  # offer, assigned, message, ...
+    seq: int
+    conversation_id: str = ""
+    customer_id: str = ""
+    status: Status = "pending"
+    created_at: datetime
+    updated_at: datetime
+    rounds: int = 1
+    attempts: list[Attempt] = []
+    reason: str = ""
+    next_attempt_at: datetime | None = None
+    body: dict[str, Any] = {}
+
+
+def record_id(seq: int, endpoint_id: str, agent_id: str) -> str:
+    return f"dl-{seq}-{endpoint_id}-{agent_id}"
+
+
+_decoder = msgspec.json.Decoder(DeliveryRecord)
+
+
+def decode(raw: bytes) -> DeliveryRecord:
+    return _decoder.decode(raw)
+
+
+def encode(record: DeliveryRecord) -> bytes:
+    return msgspec.json.encode(record)
+
+
+async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, ttl=RECORD_TTL, replicas=replicas))
+
+
+def summary(record: DeliveryRecord, *, with_body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(record)
+    if not with_body:
+        out.pop("body", None)
+    out["attempt_count"] = len(record.attempts)
+    return out

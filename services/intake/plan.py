@@ -1,0 +1,214 @@
+"""What intake appends for one inbound message, decided from the customer's history alone.
+
+Pure: no I/O, no clock. The shell (``services.intake``) reads the history, calls ``plan``
+and appends the result; on a concurrency conflict it reads again and plans again, so the
+plan must be correct for any history, including one a crashed earlier attempt left half
+written (a conversation opened but its routing never requested).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from events import subjects
+from events.model import (
+    ConversationOpened,
+    ConversationResolved,
+    CustomerCreated,
+    CustomerProfileUpdated,
+    CustomersMerged,
+    InboundMessage,
+    LogEvent,
+    MessageReceived,
+    MessageSent,
+    Requirements,
+    RoutingRequested,
+)
+from events.store import StoredEvent
+
+
+@dataclass
+class OpenConversation:
+    conversation_id: str
+    channel: str
+    public: bool
+    routing_requested: bool = False
+    # Whose subject the conversation lives on: after a merge, a conversation the merged
+    # customer opened goes on there (empty: the customer being planned for).
+    customer_id: str = ""
+    contact: str = ""  # the address the customer wrote from
+
+
+@dataclass
+class CustomerHistory:
+    last_seq: int = 0
+    # The last sequence per customer of the family (the customer and those merged into it):
+    # the expected sequence for an append guarded by that customer's subjects.
+    seqs: dict[str, int] = field(default_factory=dict)
+    # Customers merged into the ones folded (``CustomersMerged.merged_id``): their histories
+    # belong to this one (intake reads them too).
+    merged: set[str] = field(default_factory=set)
+    created: bool = False
+    preferred_language: str | None = None
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    open: dict[str, OpenConversation] = field(default_factory=dict)
+    # Provider message ids (ours and the customer's) → the conversation they belong to:
+    # how an email reply finds its thread.
+    threads: dict[str, str] = field(default_factory=dict)
+
+    def open_on(self, channel: str, public: bool, contact: str | None = None) -> OpenConversation | None:
+        """The open conversation on ``channel``; after a merge there may be several (one per
+        customer of the family): the one with the same contact address first."""
+        found = [c for c in self.open.values() if c.channel == channel and c.public == public]
+        for conv in found:
+            if contact is not None and conv.contact == contact:
+                return conv
+        return found[0] if found else None
+
+    def threaded(self, message: InboundMessage) -> OpenConversation | None:
+        """The open conversation this message replies to, by thread evidence only: the
+        parent id, then References (last to first), then the reply-to token, then the
+        subject tag. Tokens and tags name a conversation; they count only when it is this
+        customer's (a token is not proof of identity)."""
+        meta = message.metadata
+        refs = [message.thread_ref or "", *reversed(meta.get("references", "").split())]
+        for ref in refs:
+            conv = self.open.get(self.threads.get(ref.strip(), ""))
+            if ref and conv is not None:
+                return conv
+        for key in ("thread_token", "subject_tag"):
+            conv = self.open.get(meta.get(key, ""))
+            if conv is not None:
+                return conv
+        return None
+
+
+def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) -> CustomerHistory:
+    """Fold a customer's history; after a merge, the histories of the customers merged into
+    it too (``customer_id`` names the survivor: only its own profile counts)."""
+    h = CustomerHistory()
+    for stored in sorted(events, key=lambda s: s.seq):
+        h.last_seq = max(h.last_seq, stored.seq)
+        e = stored.event
+        owner = getattr(e, "customer_id", None)
+        if isinstance(owner, str):
+            h.seqs[owner] = max(h.seqs.get(owner, 0), stored.seq)
+        if isinstance(e, CustomerCreated):
+            h.created = True
+        elif isinstance(e, CustomersMerged):
+            h.merged.add(e.merged_id)
+        elif isinstance(e, CustomerProfileUpdated):
+            if customer_id is None or e.customer_id == customer_id:
+                h.preferred_language = e.preferred_language or h.preferred_language
+        elif isinstance(e, ConversationOpened):
+            h.open[e.conversation_id] = OpenConversation(
+                e.conversation_id, e.channel, e.public, False, e.customer_id, e.contact
+            )
+        elif isinstance(e, MessageReceived):
+            h.seen.add((e.channel, e.provider_message_id))
+            h.threads[e.provider_message_id] = e.conversation_id
+        elif isinstance(e, MessageSent):
+            if e.provider_message_id:
+                h.threads[e.provider_message_id] = e.conversation_id
+        elif isinstance(e, RoutingRequested):
+            if e.conversation_id in h.open:
+                h.open[e.conversation_id].routing_requested = True
+        elif isinstance(e, ConversationResolved):
+            h.open.pop(e.conversation_id, None)
+    return h
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What intake worked out about the message before planning."""
+
+    identity: str
+    language: str
+    skills: dict[str, int]
+    priority: int
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def plan(
+    history: CustomerHistory,
+    customer_id: str,
+    message: InboundMessage,
+    triage: Triage,
+    now: datetime,
+    make_id: Callable[[str], str] = new_id,
+) -> list[LogEvent]:
+    """The events to append, in order; empty when the message was already recorded."""
+    if (message.channel, message.provider_message_id) in history.seen:
+        return []
+    automatic = is_automatic(message)
+    if message.channel == "email":
+        # Mail threads: a new mail without thread evidence is a new conversation.
+        conv = history.threaded(message)
+    else:
+        conv = history.open_on(message.channel, message.public, message.sender)
+    if automatic and conv is None:
+        return []  # out-of-office, bulk, bounce: recorded only inside a thread, never routed
+    events: list[LogEvent] = []
+    if not history.created:
+        events.append(CustomerCreated(at=now, customer_id=customer_id, identity=triage.identity))
+    if conv is not None:
+        # A conversation the merged-away customer opened stays on its own subjects.
+        customer_id = conv.customer_id or customer_id
+    else:
+        conv = OpenConversation(make_id("cv"), message.channel, message.public)
+        events.append(
+            ConversationOpened(
+                at=now,
+                customer_id=customer_id,
+                conversation_id=conv.conversation_id,
+                channel=message.channel,
+                contact=message.sender,
+                public=message.public,
+            )
+        )
+    events.append(
+        MessageReceived(
+            at=message.at,
+            customer_id=customer_id,
+            conversation_id=conv.conversation_id,
+            channel=message.channel,
+            message_id=make_id("msg"),
+            provider_message_id=message.provider_message_id,
+            text=message.text,
+            language=triage.language,
+            attachments=message.attachments,
+            # Where a reply must go (page, phone-number id, email thread) is the provider's
+            # business: kept as given, handed back to the connector with each reply.
+            metadata=dict(message.metadata),
+        )
+    )
+    if not conv.routing_requested and not automatic:
+        events.append(
+            RoutingRequested(
+                at=now,
+                customer_id=customer_id,
+                conversation_id=conv.conversation_id,
+                channel=message.channel,
+                requirements=Requirements(
+                    skills=triage.skills,
+                    language=history.preferred_language or triage.language,
+                    priority=triage.priority,
+                ),
+            )
+        )
+    return events
+
+
+def is_automatic(message: InboundMessage) -> bool:
+    """Mail no person wrote (RFC 3834 auto-replies, bulk, bounces), flagged by the connector."""
+    return bool(message.metadata.get("auto"))
+
+
+def customer_guard(customer_id: str) -> str:
+    return subjects.customer_filter(customer_id)

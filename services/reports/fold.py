@@ -1,0 +1,286 @@
+"""The service-metrics fold: pure, from stored events to per-conversation and per-offer facts.
+
+No I/O and no clock reads. ``evolve(state, stored)`` folds one event of ``rd.evt.c.>`` into a
+``ReportState``; folding the same log always gives the same state, so the figures can be
+rebuilt at any time and a replay gives the same numbers as the live run.
+
+The state holds *facts* (timestamps, agents, counts), not figures: everything that depends
+on a choice made when reading (the report window, the SLA policy for conversations without
+an explicit due time, the reopen window, "now" for conversations still waiting) is applied
+by ``services.reports.metrics``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from events.model import (
+    CHANNELS,
+    AgentOffered,
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationEvent,
+    ConversationOpened,
+    ConversationReleased,
+    ConversationResolved,
+    ConversationTransferred,
+    CustomersMerged,
+    MessageReceived,
+    MessageSent,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    ReplyRequested,
+    Requirements,
+    RoutingRequested,
+)
+from events.store import StoredEvent
+
+REPORT_FOLD_VERSION = 2
+"""Bump whenever ``evolve`` derives different facts from the same events."""
+
+OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
+
+
+def utc(value: datetime) -> datetime:
+    """Events carry aware datetimes; a naive one is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def queue_name(channel: str, requirements: Requirements) -> str:
+    """The reporting queue: the channel and the skills the conversation entered with,
+    e.g. ``sms:billing``, ``chat:billing+technical``, ``email:any``."""
+    skills = "+".join(sorted(requirements.skills)) or "any"
+    return f"{channel}:{skills}"
+
+
+class ConversationFacts(msgspec.Struct, kw_only=True):
+    """What the log says about one conversation, as far as service metrics care."""
+
+    conversation_id: str
+    customer_id: str
+    channel: str | None = None
+    queue: str | None = None  # first routing request's channel and skills
+    opened_at: datetime | None = None
+    first_message_at: datetime | None = None  # the customer's first message
+    routed_at: datetime | None = None  # first RoutingRequested
+    sla_due: datetime | None = None  # first RoutingRequested's explicit requirements.sla_due
+    priority: int = 0
+    first_assigned_at: datetime | None = None  # first ConversationAssigned or OfferAccepted
+    first_agent: str | None = None  # who took it first: the agent metrics are attributed to
+    agent_id: str | None = None  # who holds it now (or held it when it was resolved)
+    first_response_at: datetime | None = None  # first ReplyRequested or MessageSent
+    resolved_at: datetime | None = None  # first resolution
+    resolved_by: str | None = None
+    transfers: int = 0
+    transferred_by: list[str] = []  # the agent each transfer took it away from ("" if none)
+    offers: int = 0
+    offers_declined: int = 0
+    offers_expired: int = 0
+    # Reopen links (same customer, same channel): the resolution this conversation followed,
+    # and the first new conversation that followed this one's resolution.
+    previous_conversation_id: str | None = None
+    previous_resolved_at: datetime | None = None
+    next_conversation_id: str | None = None
+    next_opened_at: datetime | None = None
+    last_seq: int = 0
+
+    @property
+    def day_at(self) -> datetime | None:
+        """When the conversation counts as having started (its report day and hour)."""
+        return self.opened_at or self.routed_at or self.first_message_at
+
+
+class OfferFact(msgspec.Struct, kw_only=True):
+    seq: int
+    conversation_id: str
+    agent_id: str
+    channel: str | None
+    queue: str | None
+    offered_at: datetime
+    outcome: OfferOutcome = "pending"
+    answered_at: datetime | None = None
+
+
+class ReportState(msgspec.Struct, kw_only=True):
+    conversations: dict[str, ConversationFacts] = {}
+    offers: list[OfferFact] = []
+    # (customer, channel) -> the last resolved conversation no newer conversation followed yet
+    last_resolved: dict[str, str] = {}
+    merged_into: dict[str, str] = {}  # customer merged away -> the customer it was merged into
+    open_offer: dict[str, int] = {}  # conversation id -> index in ``offers`` of its pending offer
+    last_seq: int = 0
+    fold_version: int = REPORT_FOLD_VERSION
+
+
+def _contact_key(customer_id: str, channel: str) -> str:
+    return f"{customer_id}\x1f{channel}"
+
+
+def survivor(state: ReportState, customer_id: str) -> str:
+    """The customer ``customer_id`` now is (itself unless merged away, through any chain)."""
+    seen = {customer_id}
+    while (nxt := state.merged_into.get(customer_id)) is not None and nxt not in seen:
+        seen.add(nxt)
+        customer_id = nxt
+    return customer_id
+
+
+def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
+    """Reopens follow a merge: the merged customer's last resolution per channel becomes the
+    survivor's if it is the more recent one."""
+    if not merged_id or survivor(state, survivor_id) == merged_id or merged_id == survivor_id:
+        return
+    state.merged_into[merged_id] = survivor_id
+    target = survivor(state, survivor_id)
+    for channel in CHANNELS:
+        moved = state.last_resolved.pop(_contact_key(merged_id, channel), None)
+        if moved is None:
+            continue
+        key = _contact_key(target, channel)
+        current_id = state.last_resolved.get(key)
+        current = state.conversations.get(current_id) if current_id else None
+        candidate = state.conversations[moved]
+        newer = current is None or (
+            current.resolved_at is not None
+            and candidate.resolved_at is not None
+            and current.resolved_at <= candidate.resolved_at
+        )
+        if newer:
+            state.last_resolved[key] = moved
+
+
+def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
+    """Fold one stored event into ``state`` (in place; also returned). Events at or below
+    ``state.last_seq`` are ignored, so a replay of an overlapping range counts nothing twice.
+    Non-conversation events (customers, agents, unknown tags) only advance the sequence."""
+    if stored.seq <= state.last_seq:
+        return state
+    state.last_seq = stored.seq
+    ev = stored.event
+    if isinstance(ev, CustomersMerged):
+        _merged(state, ev.customer_id, ev.merged_id)
+        return state
+    if not isinstance(ev, ConversationEvent):
+        return state
+    cid = ev.conversation_id
+    conv = state.conversations.get(cid)
+    if conv is None:
+        conv = ConversationFacts(conversation_id=cid, customer_id=ev.customer_id)
+        state.conversations[cid] = conv
+    conv.last_seq = stored.seq
+    at = utc(ev.at)
+
+    match ev:
+        case ConversationOpened():
+            conv.channel = ev.channel
+            if conv.opened_at is None:
+                conv.opened_at = at
+                _link_reopen(state, conv, ev.channel, at)
+        case MessageReceived():
+            conv.channel = conv.channel or ev.channel
+            if conv.first_message_at is None:
+                conv.first_message_at = utc(ev.at)
+        case RoutingRequested():
+            conv.channel = conv.channel or ev.channel
+            if conv.routed_at is None:
+                conv.routed_at = at
+                conv.queue = queue_name(ev.channel, ev.requirements)
+                conv.priority = ev.requirements.priority
+                conv.sla_due = None if ev.requirements.sla_due is None else utc(ev.requirements.sla_due)
+        case AgentOffered():
+            _settle_offer(state, cid, "withdrawn", at)
+            conv.offers += 1
+            state.open_offer[cid] = len(state.offers)
+            state.offers.append(
+                OfferFact(
+                    seq=stored.seq,
+                    conversation_id=cid,
+                    agent_id=ev.agent_id,
+                    channel=conv.channel,
+                    queue=conv.queue,
+                    offered_at=at,
+                )
+            )
+        case OfferAccepted():
+            # The router honours an accept only for the open offer to that agent; so do we.
+            if _settle_offer(state, cid, "accepted", at, agent_id=ev.agent_id):
+                _assigned(conv, ev.agent_id, at)
+        case ConversationAssigned():
+            _settle_offer(state, cid, "withdrawn", at)
+            conv.channel = conv.channel or ev.channel
+            _assigned(conv, ev.agent_id, at)
+        case OfferDeclined():
+            if _settle_offer(state, cid, "declined", at, agent_id=ev.agent_id):
+                conv.offers_declined += 1
+        case OfferExpired():
+            if _settle_offer(state, cid, "expired", at, agent_id=ev.agent_id):
+                conv.offers_expired += 1
+        case ConversationTransferred():
+            _settle_offer(state, cid, "withdrawn", at)
+            conv.transfers += 1
+            conv.transferred_by.append(ev.from_agent or conv.agent_id or "")
+            conv.agent_id = None
+        case ConversationEscalated() | ConversationReleased():
+            _settle_offer(state, cid, "withdrawn", at)
+            conv.agent_id = None
+        case ConversationResolved():
+            _settle_offer(state, cid, "withdrawn", at)
+            if conv.resolved_at is None:
+                conv.resolved_at = at
+                conv.resolved_by = ev.agent_id or conv.agent_id
+                if conv.channel is not None and conv.next_opened_at is None:
+                    state.last_resolved[_contact_key(survivor(state, conv.customer_id), conv.channel)] = cid
+        case ReplyRequested() | MessageSent():
+            if conv.first_response_at is None:
+                conv.first_response_at = at
+    return state
+
+
+def fold_all(events: list[StoredEvent], state: ReportState | None = None) -> ReportState:
+    state = ReportState() if state is None else state
+    for stored in events:
+        evolve(state, stored)
+    return state
+
+
+def _assigned(conv: ConversationFacts, agent_id: str, at: datetime) -> None:
+    conv.agent_id = agent_id
+    if conv.first_assigned_at is None:
+        conv.first_assigned_at = at
+        conv.first_agent = agent_id
+
+
+def _settle_offer(
+    state: ReportState, cid: str, outcome: OfferOutcome, at: datetime, *, agent_id: str | None = None
+) -> bool:
+    """Close the conversation's pending offer with ``outcome``; False if there was none
+    (or it was for another agent than ``agent_id``)."""
+    index = state.open_offer.get(cid)
+    if index is None:
+        return False
+    offer = state.offers[index]
+    if agent_id is not None and offer.agent_id != agent_id:
+        return False
+    del state.open_offer[cid]
+    offer.outcome = outcome
+    offer.answered_at = at
+    return True
+
+
+def _link_reopen(state: ReportState, conv: ConversationFacts, channel: str, at: datetime) -> None:
+    """A new conversation on the channel of the customer's last resolved one: link both (the
+    reopen window is applied when reading). The first new conversation takes the link.
+    Customers merged into one count as one."""
+    key = _contact_key(survivor(state, conv.customer_id), channel)
+    previous_id = state.last_resolved.pop(key, None)
+    previous = state.conversations.get(previous_id) if previous_id else None
+    if previous is None or previous.resolved_at is None or previous.conversation_id == conv.conversation_id:
+        return
+    previous.next_conversation_id = conv.conversation_id
+    previous.next_opened_at = at
+    conv.previous_conversation_id = previous.conversation_id
+    conv.previous_resolved_at = previous.resolved_at

@@ -1,0 +1,294 @@
+"""Service figures from the folded facts: pure, given the window, the policy and "now".
+
+Definitions (all times UTC, durations in seconds):
+
+* **first response time**: the customer's first message (``MessageReceived.at``) to the first
+  agent reply (``ReplyRequested`` or ``MessageSent``, whichever is first).
+* **time to assign** (also the *wait* in the hourly series): the first ``RoutingRequested`` to
+  the first ``ConversationAssigned`` or ``OfferAccepted``.
+* **handle time**: first assignment to resolution.
+* **SLA attainment**: share of conversations assigned at or before their due time, the first
+  routing request's ``requirements.sla_due`` or else routing time + ``[router] sla_seconds`` of
+  the channel. Still waiting and past due counts as breached; still waiting and not yet due,
+  or closed unassigned before the due time, is not counted either way.
+* **reopen**: a resolved conversation is *reopened* when the same customer opens a new
+  conversation on the same channel within ``reopen_hours`` (default 24) of its resolution.
+  Reopen rate = reopened / resolved.
+* **first-contact resolution**: resolved with no transfer and not reopened; rate = FCR / resolved.
+* **offer decline / expiry rate**: declined (expired) offers / offers answered (accepted,
+  declined or expired; offers withdrawn by a transfer or still pending are not answered).
+
+Grouping: a conversation belongs to the window, day and hour of its opening and to the
+agent who first took it (``(unassigned)`` if nobody did yet), its channel and its queue
+(channel and required skills at first routing). An offer belongs to the day it was made, the
+agent it was made to, and its conversation's channel and queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.reports.fold import ConversationFacts, OfferFact, ReportState
+
+GROUP_BYS = ("channel", "agent", "queue", "day", "conversation")
+DEFAULT_REOPEN_HOURS = 24.0
+UNASSIGNED = "(unassigned)"
+NOT_ROUTED = "(not routed)"
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    start: datetime  # inclusive
+    end: datetime  # exclusive
+    group_by: str | None = None
+    reopen_hours: float = DEFAULT_REOPEN_HOURS
+
+
+@dataclass(frozen=True)
+class ConversationFigures:
+    first_response: float | None
+    time_to_assign: float | None
+    handle: float | None
+    resolved: bool
+    reopened: bool
+    is_reopen: bool
+    fcr: bool
+    sla: str | None  # "met", "breached" or None (not counted)
+    transfers: int
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def sla_due(conv: ConversationFacts, sla_seconds: Mapping[str, float]) -> datetime | None:
+    if conv.sla_due is not None:
+        return conv.sla_due
+    if conv.routed_at is None or conv.channel is None:
+        return None
+    seconds = sla_seconds.get(conv.channel)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return conv.routed_at + timedelta(seconds=seconds)
+
+
+def figures(
+    conv: ConversationFacts, *, now: datetime, sla_seconds: Mapping[str, float], reopen_hours: float
+) -> ConversationFigures:
+    window = timedelta(hours=reopen_hours)
+    resolved = conv.resolved_at is not None
+    reopened = (
+        conv.resolved_at is not None
+        and conv.next_opened_at is not None
+        and conv.next_opened_at - conv.resolved_at <= window
+    )
+    opened = conv.day_at
+    is_reopen = (
+        conv.previous_resolved_at is not None and opened is not None and opened - conv.previous_resolved_at <= window
+    )
+    due = sla_due(conv, sla_seconds)
+    sla: str | None = None
+    if due is not None:
+        if conv.first_assigned_at is not None:
+            sla = "met" if conv.first_assigned_at <= due else "breached"
+        elif (conv.resolved_at or now) > due:
+            sla = "breached"
+    return ConversationFigures(
+        first_response=_seconds(conv.first_message_at or conv.opened_at, conv.first_response_at),
+        time_to_assign=_seconds(conv.routed_at, conv.first_assigned_at),
+        handle=_seconds(conv.first_assigned_at, conv.resolved_at),
+        resolved=resolved,
+        reopened=reopened,
+        is_reopen=is_reopen,
+        fcr=resolved and conv.transfers == 0 and not reopened,
+        sla=sla,
+        transfers=conv.transfers,
+    )
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    """Count, mean, median and 90th percentile (nearest rank), rounded to milliseconds."""
+    if not values:
+        return {"count": 0, "mean": None, "median": None, "p90": None}
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    p90 = ordered[max(0, math.ceil(0.9 * n) - 1)]
+    return {"count": n, "mean": round(sum(ordered) / n, 3), "median": round(median, 3), "p90": round(p90, 3)}
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+@dataclass
+class Bucket:
+    conversations: int = 0
+    assigned: int = 0
+    responded: int = 0
+    resolved: int = 0
+    first_response: list[float] = field(default_factory=list)
+    time_to_assign: list[float] = field(default_factory=list)
+    handle: list[float] = field(default_factory=list)
+    transfers: int = 0
+    transferred: int = 0
+    reopened: int = 0
+    reopens: int = 0
+    fcr: int = 0
+    sla_met: int = 0
+    sla_breached: int = 0
+    offers: int = 0
+    accepted: int = 0
+    declined: int = 0
+    expired: int = 0
+
+    def add(self, f: ConversationFigures) -> None:
+        self.conversations += 1
+        if f.time_to_assign is not None:
+            self.assigned += 1
+            self.time_to_assign.append(f.time_to_assign)
+        if f.first_response is not None:
+            self.responded += 1
+            self.first_response.append(f.first_response)
+        if f.handle is not None:
+            self.handle.append(f.handle)
+        self.resolved += f.resolved
+        self.transfers += f.transfers
+        self.transferred += f.transfers > 0
+        self.reopened += f.reopened
+        self.reopens += f.is_reopen
+        self.fcr += f.fcr
+        self.sla_met += f.sla == "met"
+        self.sla_breached += f.sla == "breached"
+
+    def add_offer(self, offer: OfferFact) -> None:
+        self.offers += 1
+        self.accepted += offer.outcome == "accepted"
+        self.declined += offer.outcome == "declined"
+        self.expired += offer.outcome == "expired"
+
+    def json(self) -> dict[str, Any]:
+        answered = self.accepted + self.declined + self.expired
+        return {
+            "conversations": self.conversations,
+            "assigned": self.assigned,
+            "responded": self.responded,
+            "resolved": self.resolved,
+            "first_response_seconds": stats(self.first_response),
+            "time_to_assign_seconds": stats(self.time_to_assign),
+            "handle_seconds": stats(self.handle),
+            "transfers": self.transfers,
+            "transferred_conversations": self.transferred,
+            "reopened": self.reopened,
+            "reopens": self.reopens,
+            "reopen_rate": _rate(self.reopened, self.resolved),
+            "first_contact_resolutions": self.fcr,
+            "fcr_rate": _rate(self.fcr, self.resolved),
+            "sla_met": self.sla_met,
+            "sla_breached": self.sla_breached,
+            "sla_attainment": _rate(self.sla_met, self.sla_met + self.sla_breached),
+            "offers": self.offers,
+            "offers_accepted": self.accepted,
+            "offers_declined": self.declined,
+            "offers_expired": self.expired,
+            "decline_rate": _rate(self.declined, answered),
+            "expiry_rate": _rate(self.expired, answered),
+        }
+
+
+def conversation_key(group_by: str) -> Callable[[ConversationFacts], str]:
+    def key(conv: ConversationFacts) -> str:
+        match group_by:
+            case "channel":
+                return conv.channel or "unknown"
+            case "agent":
+                return conv.first_agent or UNASSIGNED
+            case "queue":
+                return conv.queue or NOT_ROUTED
+            case "day":
+                return conv.day_at.date().isoformat() if conv.day_at else "unknown"
+        return conv.conversation_id
+
+    return key
+
+
+def offer_key(group_by: str) -> Callable[[OfferFact], str]:
+    def key(offer: OfferFact) -> str:
+        match group_by:
+            case "channel":
+                return offer.channel or "unknown"
+            case "agent":
+                return offer.agent_id
+            case "queue":
+                return offer.queue or NOT_ROUTED
+            case "day":
+                return offer.offered_at.date().isoformat()
+        return offer.conversation_id
+
+    return key
+
+
+def in_window(conversations: Iterable[ConversationFacts], start: datetime, end: datetime) -> list[ConversationFacts]:
+    return [c for c in conversations if c.day_at is not None and start <= c.day_at < end]
+
+
+def service_report(
+    state: ReportState, query: ReportQuery, *, now: datetime, sla_seconds: Mapping[str, float]
+) -> dict[str, Any]:
+    """The report as the API serves it: totals, one row per group, and the hourly series."""
+    if query.group_by is not None and query.group_by not in GROUP_BYS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}")
+    convs = in_window(state.conversations.values(), query.start, query.end)
+    offers = [o for o in state.offers if query.start <= o.offered_at < query.end]
+    total = Bucket()
+    groups: dict[str, Bucket] = {}
+    hours = [Bucket() for _ in range(24)]
+    ckey = conversation_key(query.group_by) if query.group_by else None
+    okey = offer_key(query.group_by) if query.group_by else None
+    for conv in convs:
+        f = figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
+        total.add(f)
+        if ckey is not None:
+            groups.setdefault(ckey(conv), Bucket()).add(f)
+        start = conv.routed_at or conv.day_at
+        if start is not None:
+            hours[start.hour].add(f)
+    for offer in offers:
+        total.add_offer(offer)
+        if okey is not None:
+            groups.setdefault(okey(offer), Bucket()).add_offer(offer)
+        hours[offer.offered_at.hour].add_offer(offer)
+    return {
+        "from": query.start.isoformat(),
+        "to": query.end.isoformat(),
+        "group_by": query.group_by,
+        "reopen_hours": query.reopen_hours,
+        "sla_seconds": {channel: sla_seconds[channel] for channel in sorted(sla_seconds)},
+        "as_of_seq": state.last_seq,
+        "generated_at": now.isoformat(),
+        "total": total.json(),
+        "groups": [{"key": key, **groups[key].json()} for key in sorted(groups)],
+        "by_hour": [_hour_json(hour, bucket) for hour, bucket in enumerate(hours)],
+    }
+
+
+def _hour_json(hour: int, bucket: Bucket) -> dict[str, Any]:
+    wait = stats(bucket.time_to_assign)
+    return {
+        "hour": hour,
+        "conversations": bucket.conversations,
+        "assigned": bucket.assigned,
+        "mean_wait_seconds": wait["mean"],
+        "median_wait_seconds": wait["median"],
+        "p90_wait_seconds": wait["p90"],
+        "sla_met": bucket.sla_met,
+        "sla_breached": bucket.sla_breached,
+        "sla_attainment": _rate(bucket.sla_met, bucket.sla_met + bucket.sla_breached),
+    }

@@ -1,0 +1,191 @@
+"""The metrics projection kept up to date from the event log, and report parameters.
+
+``ReportProjection`` holds the fold's state in memory and, before each report, folds what
+the log gained since (``EventStore.replay`` from where it stopped). The API starts folding
+the whole of ``rd.evt.c.>`` when it starts, so the figures are always the fold of the log as
+it stands: rebuilt by construction, identical for the same log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+
+import msgspec
+import structlog
+
+from events import subjects
+from events.store import EventStore
+from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
+from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
+
+log = structlog.get_logger("relaydesk.reports")
+
+DEFAULT_DAYS = 7
+MAX_REOPEN_HOURS = 24 * 90
+SNAPSHOT_NAME = "reports"
+SNAPSHOT_EVERY = 50_000
+"""Save a snapshot of the fold (object ``reports`` in ``rd_snapshots``) after this many newly
+folded events, so a restarted API folds only the log after it. 0: never."""
+
+
+class ReportSnapshot(msgspec.Struct, kw_only=True):
+    version: int
+    through: int
+    state: ReportState
+
+
+def dump_snapshot(state: ReportState, through: int) -> bytes:
+    """msgpack, zlib-compressed (ids repeat a lot: about 110 bytes per conversation)."""
+    raw = msgspec.msgpack.encode(ReportSnapshot(version=REPORT_FOLD_VERSION, through=through, state=state))
+    return zlib.compress(raw, 1)
+
+
+def load_snapshot(data: bytes) -> ReportSnapshot | None:
+    """The snapshot, or None if it was written by another fold version (or is unreadable)."""
+    try:
+        snap = msgspec.msgpack.decode(zlib.decompress(data), type=ReportSnapshot)
+    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return snap if snap.version == REPORT_FOLD_VERSION and snap.state.fold_version == REPORT_FOLD_VERSION else None
+
+
+class ReportProjection:
+    """The metrics fold of the log, in memory. One catch-up runs at a time (a task that
+    outlives the request that started it: a client giving up does not waste the work)."""
+
+    def __init__(
+        self, store: EventStore, *, batch: int = 1000, snapshot_every: int | None = None, read_snapshot: bool = True
+    ) -> None:
+        self.store = store
+        self.batch = batch
+        self.snapshot_every = SNAPSHOT_EVERY if snapshot_every is None else snapshot_every
+        self.state = ReportState()
+        self.through = 0  # the log is folded up to here (customer events or not)
+        self.target = 0  # the end of the log the running catch-up is folding towards
+        self.snapshot_loaded = False
+        self._looked_for_snapshot = not read_snapshot
+        self._since_snapshot = 0
+        self._task: asyncio.Task[int] | None = None
+        self._saving: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[int]:
+        """The running catch-up, or a new one (needs a running event loop)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._catch_up(), name="reports-catch-up")
+            self._task.add_done_callback(_log_failure)
+        return self._task
+
+    async def catch_up(self) -> int:
+        """Fold everything appended to the log before this call; returns the last folded
+        sequence. Joins a running catch-up, then (if that one began before this call) folds
+        whatever it did not see."""
+        running = self._task
+        if running is not None and not running.done():
+            await asyncio.shield(running)
+        return await asyncio.shield(self.start())
+
+    async def _catch_up(self) -> int:
+        if not self._looked_for_snapshot:
+            await self._load_snapshot()
+        end = await self.store.last_seq()
+        if self.snapshot_loaded and self.through > end:  # a snapshot of another (older, longer) log
+            log.warning("reports.snapshot_ignored", reason="beyond the end of the log", through=self.through, end=end)
+            self.state, self.through, self.snapshot_loaded = ReportState(), 0, False
+        if end <= self.through:
+            return self.state.last_seq  # nothing new (the common case: one stream-info request)
+        self.target = end
+        before = self.state.last_seq
+        async for chunk in self.store.replay(subjects.CUSTOMER_EVENTS_ALL, self.through + 1, batch=self.batch):
+            for stored in chunk:
+                evolve(self.state, stored)
+        # Everything up to ``end`` is folded (agent events are not ours, but behind us too). A
+        # replay that fails half way leaves ``through`` alone: the next one skips what was folded.
+        self.through = max(end, self.state.last_seq)
+        if self.state.last_seq != before:
+            log.info("reports.caught_up", from_seq=before + 1, to_seq=self.state.last_seq)
+        self._since_snapshot += self.state.last_seq - before
+        if 0 < self.snapshot_every <= self._since_snapshot and (self._saving is None or self._saving.done()):
+            # Encoded now (synchronously: a consistent state), stored in the background.
+            data = dump_snapshot(self.state, self.through)
+            self._since_snapshot = 0
+            self._saving = asyncio.create_task(self._save_snapshot(data, self.through), name="reports-snapshot")
+        return self.state.last_seq
+
+    async def _load_snapshot(self) -> None:
+        self._looked_for_snapshot = True
+        try:
+            obs = await self.store.js.object_store(subjects.SNAPSHOT_BUCKET)
+            found = await obs.get(SNAPSHOT_NAME)
+        except Exception as err:  # none yet, or no object store: fold from the start
+            log.debug("reports.no_snapshot", reason=repr(err))
+            return
+        snap = load_snapshot(found.data or b"")
+        if snap is None:
+            log.warning("reports.snapshot_ignored", reason="another fold version or unreadable")
+            return
+        self.state, self.through, self.snapshot_loaded = snap.state, snap.through, True
+        log.info("reports.snapshot_loaded", through=snap.through, conversations=len(snap.state.conversations))
+
+    async def _save_snapshot(self, data: bytes, through: int) -> None:
+        try:
+            obs = await self.store.js.object_store(subjects.SNAPSHOT_BUCKET)
+            await obs.put(SNAPSHOT_NAME, data)
+        except Exception as err:  # a snapshot only saves time; the log stays the truth
+            log.warning("reports.snapshot_failed", error=repr(err))
+            return
+        log.info("reports.snapshot_saved", through=through, size=len(data))
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.warning("reports.catch_up_failed", error=repr(err))
+
+
+class BadQuery(ValueError):
+    """A report parameter that cannot be used; the message says which and why."""
+
+
+def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
+    """``2026-11-23`` (a whole day: the start of it, or for ``to`` the end of it) or an ISO
+    date-time (``2026-11-23T08:00:00Z``; without an offset, UTC)."""
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time(0), tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as err:
+        raise BadQuery(
+            f"{name} must be an ISO date (2026-11-23) or date-time (2026-11-23T08:00:00Z), not {raw!r}"
+        ) from err
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
+    """``from`` (inclusive), ``to`` (exclusive; a plain date includes that day), ``group_by``,
+    ``reopen_hours``. Defaults: the last 7 days up to now, no grouping, 24 hours."""
+    unknown = sorted(set(params) - {"from", "to", "group_by", "reopen_hours"})
+    if unknown:
+        raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours")
+    end = parse_instant("to", params["to"], end=True) if params.get("to") else now
+    start = end - timedelta(days=DEFAULT_DAYS)
+    if params.get("from"):
+        start = parse_instant("from", params["from"], end=False)
+    if start >= end:
+        raise BadQuery(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
+    group_by = params.get("group_by") or None
+    if group_by is not None and group_by not in GROUP_BYS:
+        raise BadQuery(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
+    reopen_hours = DEFAULT_REOPEN_HOURS
+    if params.get("reopen_hours"):
+        try:
+            reopen_hours = float(params["reopen_hours"])
+        except ValueError as err:
+            raise BadQuery("reopen_hours must be a number of hours") from err
+        if not 0 <= reopen_hours <= MAX_REOPEN_HOURS:
+            raise BadQuery(f"reopen_hours goes from 0 to {MAX_REOPEN_HOURS}")
+    return ReportQuery(start=start, end=end, group_by=group_by, reopen_hours=reopen_hours)

@@ -1,0 +1,166 @@
+"""Showing a service report (the JSON of ``GET /v1/reports/service``): a rich table, a PNG.
+
+The chart is drawn with matplotlib's Agg canvas directly (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+Report = dict[str, Any]
+
+
+def duration(seconds: float | None) -> str:
+    """42s, 12m05s, 3h04m; "-" when there is nothing to show."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.0f}%"
+
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("conv.", "conversations"),
+    ("re-\nsolved", "resolved"),
+    ("FRT", "first_response_seconds"),
+    ("as-\nsign", "time_to_assign_seconds"),
+    ("p90", "time_to_assign_seconds"),
+    ("han-\ndle", "handle_seconds"),
+    ("trans-\nfers", "transfers"),
+    ("re-\nopen", "reopen_rate"),
+    ("FCR", "fcr_rate"),
+    ("SLA", "sla_attainment"),
+    ("of-\nfers", "offers"),
+    ("de-\nclined", "decline_rate"),
+    ("ex-\npired", "expiry_rate"),
+)
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for header, key in COLUMNS:
+        value = row[key]
+        if isinstance(value, dict):
+            out.append(duration(value["p90" if header == "p90" else "median"]))
+        elif key.endswith("_rate") or key == "sla_attainment":
+            out.append(percent(value))
+        else:
+            out.append(str(value))
+    return out
+
+
+def window(report: Report) -> str:
+    """``2026-11-23``, ``2026-11-01 to 2026-11-23`` (whole days, inclusive) or
+    ``2026-11-23 08:00 to 2026-11-23 12:00`` (UTC)."""
+    start, end = datetime.fromisoformat(report["from"]), datetime.fromisoformat(report["to"])
+    if start.time() == end.time() == time(0):
+        last = (end - timedelta(days=1)).date()
+        return f"{start.date()}" if last == start.date() else f"{start.date()} to {last}"
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+
+
+def title(report: Report) -> str:
+    by = f" by {report['group_by']}" if report.get("group_by") else ""
+    return f"Service report{by}, {window(report)} (UTC)"
+
+
+def table(report: Report) -> Table:
+    t = Table(
+        title=title(report),
+        caption=(
+            "FRT: first response, assign: time to assign, handle: handle time (medians; p90 of time to "
+            f"assign). Log sequence {report['as_of_seq']}."
+        ),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+        collapse_padding=True,
+    )
+    t.add_column(report.get("group_by") or "", style="bold", no_wrap=True)
+    for header, _ in COLUMNS:
+        t.add_column(header, justify="right", no_wrap=True)
+    for row in report["groups"]:
+        t.add_row(str(row["key"]), *_cells(row))
+    t.add_row("total", *_cells(report["total"]), style="bold", end_section=True)
+    return t
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    (console or Console()).print(table(report))
+
+
+def write_chart(report: Report, path: str | Path) -> Path:
+    """A PNG of SLA attainment (line, right axis) and median time to assign (bars, left axis)
+    per hour of the day the conversations were routed (UTC), for the report's window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    hours = report["by_hour"]
+    x = [h["hour"] for h in hours]
+    waits = [h["median_wait_seconds"] or 0.0 for h in hours]
+    attainment = [math.nan if h["sla_attainment"] is None else h["sla_attainment"] * 100 for h in hours]
+    use_minutes = max(waits, default=0.0) >= 180
+    scale, unit = (60.0, "min") if use_minutes else (1.0, "s")
+
+    fig = Figure(figsize=(10, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bars = ax.bar(x, [w / scale for w in waits], color="#7aa6c2", label=f"median time to assign ({unit})")
+    for rect, h in zip(bars, hours, strict=True):
+        if h["conversations"]:
+            ax.annotate(
+                str(h["conversations"]),
+                (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="#555555",
+            )
+    ax.set_xlabel("hour of day the conversation was routed (UTC); numbers: conversations")
+    ax.set_ylabel(f"median time to assign ({unit})")
+    ax.set_xticks(x, [f"{h:02d}" for h in x])
+    ax.set_xlim(-0.6, 23.6)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_ylim(bottom=0, top=None if any(waits) else 1)
+    if not report["total"]["conversations"]:
+        ax.text(0.5, 0.5, "no conversations in this window", transform=ax.transAxes, ha="center", color="#555555")
+
+    ax2 = ax.twinx()
+    (line,) = ax2.plot(x, attainment, color="#d1495b", marker="o", linewidth=2, label="SLA attainment")
+    ax2.set_ylabel("SLA attainment")
+    ax2.set_ylim(0, 105)
+    ax2.yaxis.set_major_formatter(PercentFormatter())
+    handles: list[Any] = [bars, line]
+    overall = report["total"]["sla_attainment"]
+    if overall is not None:
+        ref = ax2.axhline(overall * 100, color="#d1495b", linestyle="--", linewidth=1, alpha=0.7)
+        ref.set_label(f"overall SLA attainment {overall * 100:.1f}%")
+        handles.append(ref)
+    total = report["total"]
+    ax.set_title(
+        f"SLA attainment and waiting time per hour\n{window(report)} (UTC): "
+        f"{total['conversations']} conversations, median wait "
+        f"{duration(total['time_to_assign_seconds']['median'])}",
+        fontsize=11,
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out

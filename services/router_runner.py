@@ -1,0 +1,173 @@
+"""The router process: folds the log into routing state, and while it holds the lease,
+decides and appends. Policy lives in ``router``; this module only moves events and time.
+
+Protocol: decisions are always made on state that already contains every decision this
+instance appended before. After appending, the runner waits until its own appends have
+come back through the log before it decides again, and every conversation decision is
+appended with the conversation's last subject sequence, so a stale or deposed leader
+gets a conflict instead of assigning a conversation twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+from events import subjects
+from events.store import Append, ConcurrencyError, EventStore, Tail
+from router import snapshot
+from router.decide import decide
+from router.fold import evolve
+from router.policy import RouterPolicy
+from router.state import RouterState
+from services.lease import Lease
+
+log = structlog.get_logger(__name__)
+
+SNAPSHOT_NAME = "router"
+
+
+class RouterRunner:
+    def __init__(
+        self,
+        nc: NATS,
+        policy: RouterPolicy,
+        *,
+        instance_id: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tick: float = 0.2,
+        lease_ttl: float = 5.0,
+        snapshot_every: int = 5_000,
+        use_snapshot: bool = True,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.store = EventStore(nc, self.js)
+        self.policy = policy
+        self.instance_id = instance_id or f"router-{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.tick = tick
+        self.lease_ttl = lease_ttl
+        self.snapshot_every = snapshot_every
+        self.use_snapshot = use_snapshot
+        self.state = RouterState()
+        self.pending_until = 0  # highest sequence we appended and have not yet folded
+        self.decisions_appended = 0
+        self._since_snapshot = 0
+        self.ready = asyncio.Event()  # caught up with the log as it stood at start
+        self.leading = asyncio.Event()
+
+    # -- state ----------------------------------------------------------------------
+
+    async def _load_snapshot(self) -> None:
+        if not self.use_snapshot:
+            return
+        try:
+            obs = await self.js.object_store(subjects.SNAPSHOT_BUCKET)
+            result = await obs.get(SNAPSHOT_NAME)
+        except (ObjectNotFoundError, NotFoundError):
+            return
+        if result.data:
+            try:
+                self.state = snapshot.load(result.data)
+            except snapshot.IncompatibleSnapshot as err:
+                # Written by another version: the log is the truth, so fold it all again.
+                log.warning("router.snapshot_ignored", reason=str(err))
+                return
+            log.info("router.snapshot_loaded", seq=self.state.last_seq, conversations=len(self.state.conversations))
+
+    async def _save_snapshot(self) -> None:
+        data = snapshot.dump(self.state)
+        obs = await self.js.object_store(subjects.SNAPSHOT_BUCKET)
+        await obs.put(SNAPSHOT_NAME, data)
+        self._since_snapshot = 0
+        log.info("router.snapshot_saved", seq=self.state.last_seq, size=len(data))
+
+    def _fold(self, tail: Tail) -> int:
+        batch = tail.drain()
+        for stored in batch:
+            self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
+        self._since_snapshot += len(batch)
+        return len(batch)
+
+    # -- deciding -------------------------------------------------------------------
+
+    async def decide_once(self) -> int:
+        """Decide on the current state and append; returns how many decisions stood."""
+        if self.state.last_seq < self.pending_until:
+            return 0  # our previous decisions are not folded yet
+        decisions = decide(self.state, self.clock(), self.policy)
+        if not decisions:
+            return 0
+        results = await self.store.append_many([Append(d.event, expected=d.expected) for d in decisions])
+        stood = 0
+        for decision, result in zip(decisions, results, strict=True):
+            if isinstance(result, ConcurrencyError):
+                # Someone appended to that conversation since we folded it: we will see
+                # their event and decide again on the new state.
+                log.info("router.decision_conflict", decision=type(decision.event).__name__, subject=result.subject)
+                continue
+            stood += 1
+            self.pending_until = max(self.pending_until, result)
+            event = decision.event
+            log.info(
+                "router.decided",
+                decision=type(event).__name__,
+                conversation_id=getattr(event, "conversation_id", None),
+                customer_id=getattr(event, "customer_id", None),
+                agent_id=getattr(event, "agent_id", None),
+            )
+        self.decisions_appended += stood
+        return stood
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        kv = await self.js.key_value(subjects.LEASE_BUCKET)
+        lease = Lease(kv, "router", self.instance_id, ttl=self.lease_ttl)
+        await self._load_snapshot()
+        tail = await self.store.tail(subjects.EVENTS_ALL, self.state.last_seq + 1)
+        caught_up_at = await self.store.last_seq()
+        next_lease_check = 0.0
+        log.info("router.started", instance=self.instance_id, from_seq=self.state.last_seq + 1)
+        try:
+            while not stop.is_set():
+                await tail.wait(timeout=self.tick)  # wake on an event or a tick
+                self._fold(tail)
+                if not self.ready.is_set() and self.state.last_seq >= caught_up_at:
+                    self.ready.set()
+                    log.info("router.caught_up", seq=self.state.last_seq)
+                now = time.monotonic()
+                if now >= next_lease_check:
+                    next_lease_check = now + self.lease_ttl / 3
+                    if lease.held:
+                        await lease.renew()
+                    else:
+                        await lease.try_acquire()
+                    if lease.held and not self.leading.is_set():
+                        log.info("router.leading", instance=self.instance_id)
+                        self.leading.set()
+                    elif not lease.held and self.leading.is_set():
+                        log.warning("router.standing_down", instance=self.instance_id)
+                        self.leading.clear()
+                if self.leading.is_set() and self.ready.is_set():
+                    await self.decide_once()
+                if self._since_snapshot >= self.snapshot_every and self.leading.is_set():
+                    await self._save_snapshot()
+        finally:
+            await tail.close()
+            if lease.held:
+                with contextlib.suppress(Exception):
+                    if self.use_snapshot and self._since_snapshot:
+                        await self._save_snapshot()
+                    await lease.release()
+            self.leading.clear()
+            log.info("router.stopped", instance=self.instance_id)

@@ -1,0 +1,135 @@
+"""One coroutine per service: each runs until ``stop`` is set, then shuts down cleanly.
+``relaydesk up`` runs them all in one process; ``relaydesk <service>`` runs one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from aiohttp import web
+from faststream.nats import NatsBroker
+
+from events import subjects
+from services.api.app import ApiDeps, build_app
+from services.api.readmodel import LiveState
+from services.bootstrap import Bus
+from services.config import Config
+from services.identity import IdentityDirectory, IdentityRules
+from services.intake import Intake, register
+from services.projector import Projector
+from services.router_runner import RouterRunner
+from services.timelines import open_store
+
+log = structlog.get_logger(__name__)
+
+
+async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Event) -> None:
+    directory = IdentityDirectory(
+        await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
+    )
+    broker = NatsBroker(nats_url, logger=None)
+    register(broker, Intake(bus.store, directory, config.intake), workers=config.intake.workers)
+    async with broker:
+        await broker.start()
+        log.info("intake.started")
+        await stop.wait()
+    log.info("intake.stopped")
+
+
+async def run_router(config: Config, bus: Bus, stop: asyncio.Event, **options: Any) -> None:
+    settings = {
+        "lease_ttl": config.runner.lease_seconds,
+        "tick": config.runner.tick_seconds,
+        "snapshot_every": config.runner.snapshot_every,
+        "instance_id": config.runner.instance_id or None,
+    }
+    await RouterRunner(bus.nc, config.router, **{**settings, **options}).run(stop)
+
+
+async def run_projector(config: Config, bus: Bus, stop: asyncio.Event) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    timelines = await open_store(config.projection_target)
+    try:
+        partition = config.projection.partition_pair()
+        await Projector(bus.store, timelines, batch_size=config.projection.batch_size, partition=partition).run(stop)
+    finally:
+        await timelines.close()
+
+
+async def run_api(
+    config: Config, bus: Bus, token: str, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    live = LiveState(bus.store)
+    timelines = None
+    with contextlib.suppress(Exception):
+        timelines = await open_store(config.projection_target, readonly=True)
+    directory = IdentityDirectory(
+        await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
+    )
+    app = build_app(
+        ApiDeps(
+            nc=bus.nc,
+            store=bus.store,
+            live=live,
+            timelines=timelines,
+            directory=directory,
+            token=token,
+            policy=config.router,
+        )
+    )
+    await live.start()  # after build_app: its folds (agent tokens) must see the whole log
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.api.host, config.api.port)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        await live.stop()
+        raise SystemExit(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
+    log.info("api.started", url=f"http://{config.api.host}:{config.api.port}")
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await live.stop()
+        if timelines is not None:
+            await timelines.close()
+        log.info("api.stopped")
+
+
+async def run_connector(
+    config: Config, bus: Bus, name: str, stop: asyncio.Event, started: list[str] | None = None
+) -> None:
+    from connectors.sdk import registry
+    from connectors.sdk.errors import ConnectorConfigError
+    from connectors.sdk.runtime import ConnectorRuntime
+
+    try:
+        connector_cls = registry.load(name)
+        connector = connector_cls.from_config(config.connectors.get(name, {}))
+    except (registry.ConnectorNotFound, ConnectorConfigError) as err:
+        raise SystemExit(f"connector {name}: {err}") from err
+    runtime = ConnectorRuntime(connector, bus.nc)
+    urls = await runtime.start()
+    if started is not None:
+        started.extend(urls)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        log.info("connector.stopped", connector=name)
+
+
+async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event) -> None:
+    from services.delivery.service import DeliveryService
+
+    api_url = f"http://{config.api.host}:{config.api.port}"
+    service = DeliveryService(
+        bus.store, config.delivery, console_url=config.delivery.console_url or f"{api_url}/console", api_url=api_url
+    )
+    await service.run(stop)

@@ -1,0 +1,77 @@
+"""Folding a batch: every event of it through ``fold``, the summaries it touches through
+``merge``/``merge_customer``, on top of the summaries as committed before the batch. Pure:
+the backends pass the loaders and write the ``BatchRows`` it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+import msgspec
+
+from events.store import StoredEvent
+from services.timelines.fold_event import fold
+from services.timelines.rows import ConversationSummary, CustomerLink, CustomerSummary, TimelineEntry
+from services.timelines.summaries import merge, merge_customer
+
+S = TypeVar("S")
+
+
+class BatchRows(msgspec.Struct, kw_only=True):
+    entries: list[TimelineEntry]
+    summaries: dict[str, ConversationSummary]  # the final state of every summary the batch touched
+    customers: dict[str, CustomerSummary] = {}  # likewise for customers
+    links: list[CustomerLink] = []
+
+
+def _none(_key: str) -> None:
+    return None
+
+
+class _Known(Generic[S]):
+    """Summaries as the batch leaves them; each is loaded from the store at most once."""
+
+    def __init__(self, load: Callable[[str], S | None]) -> None:
+        self.rows: dict[str, S] = {}
+        self._load = load
+        self._loaded: set[str] = set()
+
+    def get(self, key: str) -> S | None:
+        if key not in self._loaded:
+            self._loaded.add(key)
+            found = self._load(key)
+            if found is not None:
+                self.rows[key] = found
+        return self.rows.get(key)
+
+
+def fold_batch(
+    events: Iterable[StoredEvent],
+    load_summary: Callable[[str], ConversationSummary | None],
+    load_customer: Callable[[str], CustomerSummary | None] = _none,
+) -> BatchRows:
+    """Fold a batch (in sequence order). ``load_summary``/``load_customer`` read a summary as
+    committed before the batch; each is loaded at most once. Entries without a channel take
+    their conversation's channel, so filtering a timeline by channel finds assignments too."""
+    entries: list[TimelineEntry] = []
+    summaries = _Known(load_summary)
+    customers = _Known(load_customer)
+    links: list[CustomerLink] = []
+    for stored in events:
+        folded = fold(stored)
+        if folded.link is not None:
+            links.append(folded.link)
+        if folded.customer is not None:
+            key = folded.customer.customer_id
+            customers.rows[key] = merge_customer(customers.get(key), folded.customer)
+        summary: ConversationSummary | None = None
+        if folded.change is not None:
+            cid = folded.change.conversation_id
+            summary = merge(summaries.get(cid), folded.change)
+            summaries.rows[cid] = summary
+        if folded.entry is not None:
+            e = folded.entry
+            if e.channel is None and summary is not None and summary.channel is not None:
+                e = msgspec.structs.replace(e, channel=summary.channel)
+            entries.append(e)
+    return BatchRows(entries=entries, summaries=summaries.rows, customers=customers.rows, links=links)

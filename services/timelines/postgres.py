@@ -1,0 +1,262 @@
+"""PostgreSQL timeline store (psycopg 3, async): ``RELAYDESK_PROJECTION_DSN=postgresql://...``.
+
+All tables live in one schema (default ``relaydesk_timelines``). One connection per store,
+used by one coroutine at a time; a broken connection is replaced on the next call.
+
+Concurrency: every writing transaction touches the ``checkpoints`` table first (a row lock on
+its key), so writers sharing a key serialise and a swap, which takes an exclusive lock on
+that table first, waits for running batches and makes new ones wait for it.
+
+Rebuild and swap: a rebuild fills a shadow schema ``<schema>__next``; ``swap_in`` renames the
+live schema away, renames the shadow one into its place and drops the old one, all in one
+transaction. Readers keep reading the old rows until it commits; their next statement
+resolves the names to the new tables (PostgreSQL re-plans prepared statements after DDL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from services.timelines.base import PlannedStore
+from services.timelines.fold import FOLD_VERSION
+from services.timelines.queries import SHADOW, TABLES, Sql
+from services.timelines.rowmap import RowCodec
+from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run_async, send
+from services.timelines.store import TimelineStore
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "relaydesk_timelines"
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
+_ADD_COLUMN = re.compile(r"^ALTER TABLE \{s\}\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) ")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS {s}.timeline (
+    customer_id text NOT NULL,
+    seq bigint NOT NULL,
+    conversation_id text,
+    at timestamptz NOT NULL,
+    kind text NOT NULL,
+    channel text,
+    direction text NOT NULL,
+    agent_id text,
+    message_id text,
+    text text,
+    reason jsonb,
+    detail jsonb,
+    PRIMARY KEY (customer_id, seq)
+);
+CREATE INDEX IF NOT EXISTS timeline_channel ON {s}.timeline (customer_id, channel, seq);
+CREATE TABLE IF NOT EXISTS {s}.conversations (
+    conversation_id text PRIMARY KEY,
+    customer_id text NOT NULL,
+    channel text,
+    status text NOT NULL,
+    agent_id text,
+    opened_at timestamptz,
+    last_activity_at timestamptz NOT NULL,
+    resolved_at timestamptz,
+    transfer_count integer NOT NULL,
+    message_count integer NOT NULL,
+    last_reason jsonb,
+    last_seq bigint NOT NULL
+);
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS sla_due timestamptz;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_assigned_at timestamptz;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_response_at timestamptz;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_declined integer NOT NULL DEFAULT 0;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_expired integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS conversations_status ON {s}.conversations (status, last_activity_at);
+CREATE INDEX IF NOT EXISTS conversations_agent ON {s}.conversations (agent_id, last_activity_at);
+CREATE INDEX IF NOT EXISTS conversations_customer ON {s}.conversations (customer_id, last_activity_at);
+CREATE TABLE IF NOT EXISTS {s}.checkpoints (key text PRIMARY KEY, seq bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.customers (
+    customer_id text PRIMARY KEY,
+    identities jsonb NOT NULL,
+    tier text,
+    flags jsonb NOT NULL,
+    preferred_language text,
+    crm_id text,
+    created_at timestamptz,
+    last_activity_at timestamptz,
+    conversation_count integer NOT NULL,
+    last_seq bigint NOT NULL,
+    search text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customers_activity ON {s}.customers (last_activity_at);
+CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.customer_links (
+    merged_id text PRIMARY KEY,
+    survivor_id text NOT NULL,
+    seq bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customer_links_survivor ON {s}.customer_links (survivor_id);
+"""
+
+
+def quoted(schema: str) -> str:
+    """The schema as an SQL identifier (``open`` only accepts names that need no escaping)."""
+    return f'"{schema}"'
+
+
+class PostgresSql(Sql):
+    param = "%s"
+    text_param = "%s::text"
+    contains = "strpos"
+    nulls_last = " NULLS LAST"
+    lock = " FOR UPDATE"
+    max_ids = 1 << 30  # one array parameter
+
+    def __init__(self, schema: str) -> None:
+        super().__init__({name: f"{quoted(schema)}.{name}" for name in TABLES})
+
+    def in_ids(self, column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        # One id (the usual case for a timeline): a plain index range scan.
+        if len(ids) == 1:
+            return f"{column} = %s", [ids[0]]
+        return f"{column} = ANY(%s)", [list(ids)]
+
+    def lock_checkpoint(self, key: str) -> Plan[int]:
+        """Lock the key's row, so writers sharing a key serialise (see the module docstring)."""
+        yield Execute(f"INSERT INTO {self.checkpoints} (key, seq) VALUES (%s, 0) ON CONFLICT (key) DO NOTHING", (key,))
+        rows = yield Fetch(f"{self.select_checkpoint} FOR UPDATE", (key,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_checkpoint(self, key: str, seq: int) -> Step:
+        return Execute(f"UPDATE {self.checkpoints} SET seq = %s WHERE key = %s", (seq, key))
+
+    def highest_checkpoint(self) -> Plan[int]:
+        rows = yield Fetch(f"SELECT key, seq FROM {self.checkpoints} ORDER BY key FOR UPDATE")
+        return max((int(r[1]) for r in rows), default=0)
+
+
+class PostgresRows(RowCodec):
+    """``timestamptz`` and ``jsonb``: psycopg maps both ways but for JSON going in."""
+
+    def json_out(self, value: dict[str, Any] | list[Any] | None) -> Any:
+        return None if value is None else Jsonb(value)
+
+
+ROWS = PostgresRows()
+
+
+async def _execute(cur: psycopg.AsyncCursor[Any], step: Step) -> Rows | None:
+    await send(step, cur)
+    return await cur.fetchall() if isinstance(step, Fetch) else None
+
+
+class PostgresTimelineStore(PlannedStore):
+    """See the module docstring. Create with ``await PostgresTimelineStore.open(dsn)``."""
+
+    def __init__(self, dsn: str, schema: str, conn: psycopg.AsyncConnection[Any], *, readonly: bool) -> None:
+        super().__init__(PostgresSql(schema), ROWS, readonly=readonly)
+        self.dsn = dsn
+        self.schema = schema
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    def _describe(self) -> str:
+        return f"schema {self.schema}"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, dsn: str, *, readonly: bool = False, schema: str = DEFAULT_SCHEMA) -> PostgresTimelineStore:
+        if not _NAME.match(schema):
+            raise ValueError(f"not a usable schema name: {schema!r} (lower case letters, digits, _)")
+        try:
+            await _ensure_schema(dsn, schema)
+        except psycopg.errors.InsufficientPrivilege:
+            if not readonly:
+                raise  # a reader may run as a user that cannot create; the projector creates
+        conn = await cls._connect(dsn, readonly)
+        return cls(dsn, schema, conn, readonly=readonly)
+
+    @staticmethod
+    async def _connect(dsn: str, readonly: bool) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name="relaydesk-timelines")
+        await conn.execute("SET TIME ZONE 'UTC'")
+        if readonly:
+            await conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        self._check_open()
+        if self._conn.closed or self._conn.broken:
+            self._conn = await self._connect(self.dsn, self.readonly)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._conn.close()
+
+    async def _read(self, plan: Plan[T]) -> T:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.cursor() as cur:
+                return await run_async(plan, lambda step: _execute(cur, step))
+
+    async def _write(self, plan: Plan[T]) -> T:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction(), conn.cursor() as cur:
+                return await run_async(plan, lambda step: _execute(cur, step))
+
+    # -- rebuild --------------------------------------------------------------------
+
+    async def begin_rebuild(self) -> PostgresTimelineStore:
+        self._write_guard()
+        shadow = self.schema + SHADOW
+        await self._write(each([Execute(f"DROP SCHEMA IF EXISTS {quoted(shadow)} CASCADE")]))
+        return await PostgresTimelineStore.open(self.dsn, schema=shadow)
+
+    async def swap_in(self, fresh: TimelineStore) -> int:
+        self._write_guard()
+        if not isinstance(fresh, PostgresTimelineStore) or fresh.schema != self.schema + SHADOW:
+            raise ValueError("swap_in takes the store returned by begin_rebuild")
+        await fresh.close()
+        return await self._write(self._swap(fresh.schema))
+
+    def _swap(self, shadow: str) -> Plan[int]:
+        live, old = quoted(self.schema), quoted(f"{self.schema}__old_{uuid.uuid4().hex[:8]}")
+        # First: make running batches finish and new ones wait (see the module docstring).
+        yield Execute(f"LOCK TABLE {self.sql.checkpoints} IN ACCESS EXCLUSIVE MODE")
+        seq = yield from self.sql.carry_checkpoints(PostgresSql(shadow))
+        yield Execute(f"ALTER SCHEMA {live} RENAME TO {old}")
+        yield Execute(f"ALTER SCHEMA {quoted(shadow)} RENAME TO {live}")
+        yield Execute(f"DROP SCHEMA {old} CASCADE")
+        return seq
+
+
+async def _ensure_schema(dsn: str, schema: str) -> None:
+    s = quoted(schema)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn, conn.transaction():
+        # Two processes starting at once must not race on CREATE ... IF NOT EXISTS.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"relaydesk:{schema}",))
+        cur = await conn.execute("SELECT to_regclass(%s)", (f"{s}.timeline",))
+        row = await cur.fetchone()
+        fresh = row is None or row[0] is None
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        cur = await conn.execute(
+            "SELECT table_name || '.' || column_name FROM information_schema.columns WHERE table_schema = %s",
+            (schema,),
+        )
+        have = {r[0] for r in await cur.fetchall()}
+        for stmt in (x.strip() for x in DDL.split(";")):
+            added = _ADD_COLUMN.match(stmt)
+            if not stmt or (added and f"{added[1]}.{added[2]}" in have):
+                continue  # ALTER TABLE takes an exclusive lock even when there is nothing to add
+            await conn.execute(stmt.format(s=s))
+        if fresh:
+            # Rows from an older Relaydesk without a meta table have no version: stale.
+            await conn.execute(PostgresSql(schema).insert_fold_version, (str(FOLD_VERSION),))

@@ -1,0 +1,223 @@
+"""The SQL both backends run, written once: ``Sql`` holds it for one copy of the tables.
+
+Text is the same for SQLite and PostgreSQL but for a few dialect words, which a backend's
+subclass sets: the placeholder, how a list of ids is matched, the substring function, and
+PostgreSQL's row locks (``FOR UPDATE``) and ``NULLS LAST``. The checkpoint steps of a write
+transaction differ more (PostgreSQL locks the key's row first) and are methods to override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from services.timelines.rowmap import (
+    CUSTOMER_COLUMNS,
+    ENTRY_COLUMNS,
+    LINK_COLUMNS,
+    SUMMARY_COLUMNS,
+    column_names,
+)
+from services.timelines.steps import Execute, Fetch, Plan, Step
+from services.timelines.store import DEFAULT_KEY
+
+TABLES = ("timeline", "conversations", "checkpoints", "customers", "meta", "customer_links")
+SHADOW = "__next"
+"""Suffix of the shadow copy a rebuild fills (SQLite: of each table; PostgreSQL: of the schema)."""
+
+
+class Sql:
+    """The statements for one copy of the tables (``names``: logical table name -> SQL name)."""
+
+    param = "?"
+    text_param = "?"  # a parameter whose type the statement does not give away
+    contains = "instr"  # (haystack, needle) -> position, 0 if absent
+    nulls_last = ""  # after DESC, where NULLs do not already sort last
+    lock = ""  # row locks on the summaries a write transaction reads
+    max_ids = 500  # ids per IN list
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        self.names = dict(names)
+        self.timeline = names["timeline"]
+        self.conversations = names["conversations"]
+        self.checkpoints = names["checkpoints"]
+        self.customers = names["customers"]
+        self.meta = names["meta"]
+        self.links = names["customer_links"]
+        p = self.param
+        # Every customer whose history shows on a customer's timeline: itself and whoever was
+        # merged into it, directly or through others (UNION, not UNION ALL: cycles end).
+        self.family = (
+            f"WITH RECURSIVE family(id) AS (SELECT {self.text_param} UNION SELECT l.merged_id FROM {self.links} l"
+            " JOIN family f ON l.survivor_id = f.id) "
+        )
+        self.insert_entry = (
+            f"INSERT INTO {self.timeline} ({ENTRY_COLUMNS}) VALUES ({self.params(ENTRY_COLUMNS)})"
+            " ON CONFLICT (customer_id, seq) DO NOTHING"
+        )
+        self.upsert_summary = self._upsert(self.conversations, SUMMARY_COLUMNS)
+        self.upsert_customer = self._upsert(self.customers, CUSTOMER_COLUMNS)
+        self.upsert_link = (
+            f"INSERT INTO {self.links} AS x ({LINK_COLUMNS}) VALUES ({self.params(LINK_COLUMNS)})"
+            " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = excluded.survivor_id, seq = excluded.seq"
+            " WHERE excluded.seq > x.seq"
+        )
+        self.select_checkpoint = f"SELECT seq FROM {self.checkpoints} WHERE key = {p}"
+        self.select_checkpoints = f"SELECT key, seq FROM {self.checkpoints}"
+        self.select_fold_version = f"SELECT value FROM {self.meta} WHERE key = 'fold_version'"
+        self.insert_fold_version = (
+            f"INSERT INTO {self.meta} (key, value) VALUES ('fold_version', {p}) ON CONFLICT DO NOTHING"
+        )
+
+    def params(self, columns: str) -> str:
+        return ", ".join([self.param] * len(column_names(columns)))
+
+    def _upsert(self, table: str, columns: str) -> str:
+        key, *rest = column_names(columns)
+        return (
+            f"INSERT INTO {table} ({columns}) VALUES ({self.params(columns)})"
+            f" ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest)
+        )
+
+    def in_ids(self, column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        """A condition that ``column`` is one of ``ids``, and its arguments."""
+        return f"{column} IN ({', '.join([self.param] * len(ids))})", list(ids)
+
+    # -- write transactions ---------------------------------------------------------------
+
+    def lock_checkpoint(self, key: str) -> Plan[int]:
+        """The checkpoint of ``key``, first thing in a write transaction."""
+        rows = yield Fetch(self.select_checkpoint, (key,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_checkpoint(self, key: str, seq: int) -> Step:
+        return Execute(
+            f"INSERT INTO {self.checkpoints} (key, seq) VALUES ({self.param}, {self.param})"
+            " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq",
+            (key, seq),
+        )
+
+    def highest_checkpoint(self) -> Plan[int]:
+        """The highest checkpoint of any key, first thing in a one-customer rebuild."""
+        rows = yield Fetch(f"SELECT COALESCE(MAX(seq), 0) FROM {self.checkpoints}")
+        return int(rows[0][0])
+
+    def select_by(self, table: str, columns: str, ids: Sequence[str]) -> list[Fetch]:
+        """The rows of ``table`` whose key (its first column) is one of ``ids``, for update."""
+        key = column_names(columns)[0]
+        out: list[Fetch] = []
+        for start in range(0, len(ids), self.max_ids):
+            where, args = self.in_ids(key, ids[start : start + self.max_ids])
+            out.append(Fetch(f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key}{self.lock}", args))
+        return out
+
+    def delete_customer(self, customer_id: str) -> list[Step]:
+        """Every row of one customer (and the links that merge others into it)."""
+        p = self.param
+        return [
+            Execute(f"DELETE FROM {self.timeline} WHERE customer_id = {p}", (customer_id,)),
+            Execute(f"DELETE FROM {self.conversations} WHERE customer_id = {p}", (customer_id,)),
+            Execute(f"DELETE FROM {self.customers} WHERE customer_id = {p}", (customer_id,)),
+            Execute(f"DELETE FROM {self.links} WHERE survivor_id = {p}", (customer_id,)),
+        ]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def timeline_page(
+        self, family: Sequence[str], after: int, limit: int, channel: str | None
+    ) -> tuple[str, list[Any]]:
+        p = self.param
+        where, args = self.in_ids("customer_id", family)
+        sql = f"SELECT {ENTRY_COLUMNS} FROM {self.timeline} WHERE {where} AND seq > {p}"
+        args.append(after)
+        if channel is not None:
+            sql += f" AND channel = {p}"
+            args.append(channel)
+        args.append(max(0, limit))
+        return sql + f" ORDER BY seq LIMIT {p}", args
+
+    def select_conversation(self) -> str:
+        return f"SELECT {SUMMARY_COLUMNS} FROM {self.conversations} WHERE conversation_id = {self.param}"
+
+    def conversation_list(
+        self, status: str | None, agent_id: str | None, customer_id: str | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        prefix = ""
+        if customer_id is not None:
+            prefix = self.family
+            args.append(customer_id)
+            where.append("customer_id IN (SELECT id FROM family)")
+        for column, value in (("status", status), ("agent_id", agent_id)):
+            if value is not None:
+                where.append(f"{column} = {self.param}")
+                args.append(value)
+        sql = f"{prefix}SELECT {SUMMARY_COLUMNS} FROM {self.conversations}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        args.append(max(0, limit))
+        return sql + f" ORDER BY last_activity_at DESC, conversation_id LIMIT {self.param}", args
+
+    def customer_family(self, customer_id: str) -> list[Fetch]:
+        """One customer's row, the rows of the customers merged into it, their ids, and the
+        customer it was merged into."""
+        p = self.param
+        return [
+            Fetch(f"SELECT {CUSTOMER_COLUMNS} FROM {self.customers} WHERE customer_id = {p}", (customer_id,)),
+            Fetch(
+                f"{self.family}SELECT {CUSTOMER_COLUMNS} FROM {self.customers}"
+                f" WHERE customer_id IN (SELECT id FROM family) AND customer_id != {p}",
+                (customer_id, customer_id),
+            ),
+            Fetch(f"{self.family}SELECT id FROM family WHERE id != {p}", (customer_id, customer_id)),
+            Fetch(f"SELECT survivor_id FROM {self.links} WHERE merged_id = {p}", (customer_id,)),
+        ]
+
+    def customer_list(self, q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if q:
+            where.append(f"{self.contains}(search, {self.param}) > 0")
+            args.append(q.lower())
+        if tier is not None:
+            where.append(f"tier = {self.param}")
+            args.append(tier)
+        sql = (
+            f"SELECT {CUSTOMER_COLUMNS}, survivor_id FROM {self.customers}"
+            f" LEFT JOIN {self.links} ON merged_id = customer_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        args.append(max(0, limit))
+        return sql + f" ORDER BY last_activity_at DESC{self.nulls_last}, customer_id LIMIT {self.param}", args
+
+    def dump(self) -> dict[str, str]:
+        return {
+            "timeline": f"SELECT {ENTRY_COLUMNS} FROM {self.timeline} ORDER BY customer_id, seq",
+            "conversations": f"SELECT {SUMMARY_COLUMNS} FROM {self.conversations} ORDER BY conversation_id",
+            "customers": f"SELECT {CUSTOMER_COLUMNS} FROM {self.customers} ORDER BY customer_id",
+            "customer_links": f"SELECT * FROM {self.links} ORDER BY merged_id",
+        }
+
+    # -- swap -------------------------------------------------------------------------------
+
+    def carry_checkpoints(self, fresh: Sql) -> Plan[int]:
+        """In the swap transaction: give ``fresh`` (the shadow copy) every checkpoint key of
+        this (live) copy, all at the fresh copy's checkpoint, and return that checkpoint."""
+        p = self.param
+        rows = yield Fetch(fresh.select_checkpoint, (DEFAULT_KEY,))
+        seq = int(rows[0][0]) if rows else 0
+        yield Execute(
+            f"INSERT INTO {fresh.checkpoints} (key, seq) SELECT key, {p} FROM {self.checkpoints} WHERE true"
+            " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq",
+            (seq,),
+        )
+        # Partitioned projectors run here: keep only their keys, or a stale DEFAULT_KEY would look
+        # like a projector that fell behind.
+        yield Execute(
+            f"DELETE FROM {fresh.checkpoints} WHERE key = {p} AND EXISTS (SELECT 1 FROM {self.checkpoints})"
+            f" AND NOT EXISTS (SELECT 1 FROM {self.checkpoints} WHERE key = {p})",
+            (DEFAULT_KEY, DEFAULT_KEY),
+        )
+        return seq

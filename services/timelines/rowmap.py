@@ -1,0 +1,172 @@
+"""Row <-> struct mapping, shared by the backends: the column lists and the tuples they hold.
+
+Both backends store the same columns in the same order; they differ only in how a timestamp
+and a JSON value are stored (SQLite: ISO-8601 text and JSON text; PostgreSQL: ``timestamptz``
+and ``jsonb``). ``RowCodec`` maps rows with the PostgreSQL values; a backend overrides the
+five value hooks where it stores something else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from services.timelines.rows import ConversationSummary, CustomerSummary, TimelineEntry, utc
+
+ENTRY_COLUMNS = (
+    "customer_id, seq, conversation_id, at, kind, channel, direction, agent_id, message_id, text, reason, detail"
+)
+SUMMARY_COLUMNS = (
+    "conversation_id, customer_id, channel, status, agent_id, opened_at, last_activity_at, resolved_at,"
+    " transfer_count, message_count, last_reason, last_seq,"
+    " priority, sla_due, first_assigned_at, first_response_at, offers_declined, offers_expired"
+)
+CUSTOMER_COLUMNS = (
+    "customer_id, identities, tier, flags, preferred_language, crm_id, created_at, last_activity_at,"
+    " conversation_count, last_seq, search"
+)
+LINK_COLUMNS = "merged_id, survivor_id, seq"
+
+
+def column_names(columns: str) -> list[str]:
+    return columns.replace(" ", "").split(",")
+
+
+class RowCodec:
+    """Structs to row tuples and back, in the column order above."""
+
+    # -- value hooks ------------------------------------------------------------------
+
+    def time_out(self, value: datetime | None) -> Any:
+        return value
+
+    def json_out(self, value: dict[str, Any] | list[Any] | None) -> Any:
+        return value
+
+    def time_in(self, value: Any) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def dict_in(self, value: Any) -> dict[str, Any] | None:
+        return value  # type: ignore[no-any-return]
+
+    def list_in(self, value: Any) -> list[str]:
+        return list(value)
+
+    def _required_time(self, value: Any) -> datetime:
+        out = self.time_in(value)
+        assert out is not None
+        return out
+
+    # -- timeline entries ---------------------------------------------------------------
+
+    def entry_row(self, e: TimelineEntry) -> tuple[Any, ...]:
+        return (
+            e.customer_id,
+            e.seq,
+            e.conversation_id,
+            self.time_out(e.at),
+            e.kind,
+            e.channel,
+            e.direction,
+            e.agent_id,
+            e.message_id,
+            e.text,
+            self.json_out(e.reason),
+            self.json_out(e.detail),
+        )
+
+    def row_entry(self, r: Sequence[Any]) -> TimelineEntry:
+        return TimelineEntry(
+            customer_id=r[0],
+            seq=int(r[1]),
+            conversation_id=r[2],
+            at=self._required_time(r[3]),
+            kind=r[4],
+            channel=r[5],
+            direction=r[6],
+            agent_id=r[7],
+            message_id=r[8],
+            text=r[9],
+            reason=self.dict_in(r[10]),
+            detail=self.dict_in(r[11]),
+        )
+
+    # -- conversation summaries ---------------------------------------------------------
+
+    def summary_row(self, s: ConversationSummary) -> tuple[Any, ...]:
+        t = self.time_out
+        return (
+            s.conversation_id,
+            s.customer_id,
+            s.channel,
+            s.status,
+            s.agent_id,
+            t(s.opened_at),
+            t(s.last_activity_at),
+            t(s.resolved_at),
+            s.transfer_count,
+            s.message_count,
+            self.json_out(s.last_reason),
+            s.last_seq,
+            s.priority,
+            t(s.sla_due),
+            t(s.first_assigned_at),
+            t(s.first_response_at),
+            s.offers_declined,
+            s.offers_expired,
+        )
+
+    def row_summary(self, r: Sequence[Any]) -> ConversationSummary:
+        t = self.time_in
+        return ConversationSummary(
+            conversation_id=r[0],
+            customer_id=r[1],
+            channel=r[2],
+            status=r[3],
+            agent_id=r[4],
+            opened_at=t(r[5]),
+            last_activity_at=self._required_time(r[6]),
+            resolved_at=t(r[7]),
+            transfer_count=int(r[8]),
+            message_count=int(r[9]),
+            last_reason=self.dict_in(r[10]),
+            last_seq=int(r[11]),
+            priority=int(r[12]),
+            sla_due=t(r[13]),
+            first_assigned_at=t(r[14]),
+            first_response_at=t(r[15]),
+            offers_declined=int(r[16]),
+            offers_expired=int(r[17]),
+        )
+
+    # -- customer summaries -------------------------------------------------------------
+
+    def customer_row(self, u: CustomerSummary) -> tuple[Any, ...]:
+        return (
+            u.customer_id,
+            self.json_out(u.identities),
+            u.tier,
+            self.json_out(u.flags),
+            u.preferred_language,
+            u.crm_id,
+            self.time_out(u.created_at),
+            self.time_out(u.last_activity_at),
+            u.conversation_count,
+            u.last_seq,
+            u.search_text(),
+        )
+
+    def row_customer(self, r: Sequence[Any]) -> CustomerSummary:
+        return CustomerSummary(
+            customer_id=r[0],
+            identities=self.list_in(r[1]),
+            tier=r[2],
+            flags=self.list_in(r[3]),
+            preferred_language=r[4],
+            crm_id=r[5],
+            created_at=self.time_in(r[6]),
+            last_activity_at=self.time_in(r[7]),
+            conversation_count=int(r[8]),
+            last_seq=int(r[9]),
+        )

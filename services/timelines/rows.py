@@ -1,0 +1,88 @@
+"""The rows the timeline projection writes and the API serves: timeline entries,
+conversation summaries, customer summaries and merge links. Plain data, stored as UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+Direction = Literal["in", "out", "none"]
+Status = Literal["waiting", "offered", "assigned", "resolved"]
+STATUSES: tuple[str, ...] = ("waiting", "offered", "assigned", "resolved")
+
+
+class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a customer's timeline; ``seq`` (the stream sequence) is its natural key."""
+
+    customer_id: str
+    seq: int
+    conversation_id: str | None
+    at: datetime
+    kind: str
+    channel: str | None = None
+    direction: Direction = "none"
+    agent_id: str | None = None
+    message_id: str | None = None
+    text: str | None = None
+    reason: dict[str, Any] | None = None  # the routing DecisionReason, where the event has one
+    detail: dict[str, Any] | None = None  # kind-specific extras (transfer target, step, failure reason...)
+
+
+class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
+    conversation_id: str
+    customer_id: str
+    channel: str | None
+    status: str
+    agent_id: str | None
+    opened_at: datetime | None
+    last_activity_at: datetime
+    resolved_at: datetime | None = None
+    transfer_count: int = 0
+    message_count: int = 0
+    last_reason: dict[str, Any] | None = None
+    last_seq: int = 0
+    # for service metrics (time to assign, first response, SLA attainment, decline rates):
+    priority: int = 0
+    sla_due: datetime | None = None
+    first_assigned_at: datetime | None = None
+    first_response_at: datetime | None = None
+    offers_declined: int = 0
+    offers_expired: int = 0
+
+
+class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One customer across every channel: identities, profile, activity."""
+
+    customer_id: str
+    identities: list[str] = []
+    tier: str | None = None
+    flags: list[str] = []
+    preferred_language: str | None = None
+    crm_id: str | None = None
+    created_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    conversation_count: int = 0
+    last_seq: int = 0
+    # Computed when read, from the merge links (never stored in the customer's own row, so a
+    # one-customer rebuild of either side keeps them right):
+    merged_into: str | None = None  # the surviving customer, if this one was merged away
+    merged: list[str] = []  # customers merged into this one, directly or through others
+
+    def search_text(self) -> str:
+        """What ``customers(q=...)`` matches against (lower case)."""
+        return " ".join([self.customer_id, *self.identities, self.crm_id or ""]).lower()
+
+
+class CustomerLink(msgspec.Struct, frozen=True, kw_only=True):
+    """``merged_id`` was merged into ``survivor_id``: its history shows on the survivor's timeline."""
+
+    merged_id: str
+    survivor_id: str
+    seq: int
+
+
+def utc(value: datetime) -> datetime:
+    """Events carry aware datetimes; a naive one is taken as UTC. Stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,289 @@
+"""SQLite timeline store: one file under the data dir, WAL mode.
+
+The projector is the one writer; API processes open the same file read-only and read
+concurrently (WAL readers never block the writer nor each other). The sqlite3 module is
+blocking, so every call runs on one dedicated thread per store (``run_in_executor`` with a
+single-worker pool), which also serialises use of the connection.
+
+Rebuild and swap: a rebuild writes a fresh copy into shadow tables (``timeline__next`` ...) in
+the same file, then ``swap_in`` drops the live tables and renames the shadow ones in ONE
+transaction. Readers keep serving the old rows until that commit and see the new ones on their
+next query, without reopening anything (SQLite re-prepares statements after a schema change).
+This is deliberately not "build timelines.db.rebuild, then os.replace": renaming a WAL-mode
+database under open connections pairs the new file with the old ``-wal``/``-shm`` files, which
+is one of SQLite's documented ways to corrupt a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from services.timelines.base import PlannedStore
+from services.timelines.codec import dump_json, iso, load_json, parse_iso
+from services.timelines.fold import FOLD_VERSION
+from services.timelines.queries import SHADOW, TABLES, Sql
+from services.timelines.rowmap import RowCodec
+from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
+from services.timelines.store import TimelineStore
+
+T = TypeVar("T")
+
+# Columns added after a table was first released: _ensure_schema adds them to older files
+# (and FOLD_VERSION goes up, so the projector refills them from the log).
+ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "conversations": [
+        ("priority", "INTEGER NOT NULL DEFAULT 0"),
+        ("sla_due", "TEXT"),
+        ("first_assigned_at", "TEXT"),
+        ("first_response_at", "TEXT"),
+        ("offers_declined", "INTEGER NOT NULL DEFAULT 0"),
+        ("offers_expired", "INTEGER NOT NULL DEFAULT 0"),
+    ]
+}
+
+
+def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
+    """Per table: its CREATE TABLE, then its indexes. Index names stay with their table across
+    a rename, so each generation of tables gets its own ``tag`` in its index names."""
+    t, c, k, u, m, lk = (name + suffix for name in TABLES)
+    return {
+        t: [
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+                customer_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                conversation_id TEXT,
+                at TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                channel TEXT,
+                direction TEXT NOT NULL,
+                agent_id TEXT,
+                message_id TEXT,
+                text TEXT,
+                reason TEXT,
+                detail TEXT,
+                PRIMARY KEY (customer_id, seq)
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_timeline_channel ON {t} (customer_id, channel, seq)",
+        ],
+        c: [
+            f"""CREATE TABLE IF NOT EXISTS {c} (
+                conversation_id TEXT PRIMARY KEY,
+                customer_id TEXT NOT NULL,
+                channel TEXT,
+                status TEXT NOT NULL,
+                agent_id TEXT,
+                opened_at TEXT,
+                last_activity_at TEXT NOT NULL,
+                resolved_at TEXT,
+                transfer_count INTEGER NOT NULL,
+                message_count INTEGER NOT NULL,
+                last_reason TEXT,
+                last_seq INTEGER NOT NULL,
+                priority INTEGER NOT NULL DEFAULT 0,
+                sla_due TEXT,
+                first_assigned_at TEXT,
+                first_response_at TEXT,
+                offers_declined INTEGER NOT NULL DEFAULT 0,
+                offers_expired INTEGER NOT NULL DEFAULT 0
+            )""",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_status ON {c} (status, last_activity_at)",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_agent ON {c} (agent_id, last_activity_at)",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_customer ON {c} (customer_id, last_activity_at)",
+        ],
+        k: [f"CREATE TABLE IF NOT EXISTS {k} (key TEXT PRIMARY KEY, seq INTEGER NOT NULL)"],
+        u: [
+            f"""CREATE TABLE IF NOT EXISTS {u} (
+                customer_id TEXT PRIMARY KEY,
+                identities TEXT NOT NULL,
+                tier TEXT,
+                flags TEXT NOT NULL,
+                preferred_language TEXT,
+                crm_id TEXT,
+                created_at TEXT,
+                last_activity_at TEXT,
+                conversation_count INTEGER NOT NULL,
+                last_seq INTEGER NOT NULL,
+                search TEXT NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_cust_activity ON {u} (last_activity_at)",
+        ],
+        m: [f"CREATE TABLE IF NOT EXISTS {m} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+        lk: [
+            f"""CREATE TABLE IF NOT EXISTS {lk} (
+                merged_id TEXT PRIMARY KEY,
+                survivor_id TEXT NOT NULL,
+                seq INTEGER NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_links_survivor ON {lk} (survivor_id)",
+        ],
+    }
+
+
+class SqliteRows(RowCodec):
+    """Timestamps as ISO-8601 UTC text, JSON as text."""
+
+    def time_out(self, value: Any) -> Any:
+        return iso(value)
+
+    def json_out(self, value: Any) -> Any:
+        return dump_json(value)
+
+    def time_in(self, value: Any) -> Any:
+        return parse_iso(value)
+
+    def dict_in(self, value: Any) -> Any:
+        return load_json(value)
+
+    def list_in(self, value: Any) -> Any:
+        return msgspec.json.decode(value)
+
+
+ROWS = SqliteRows()
+
+
+def _sql(suffix: str) -> Sql:
+    return Sql({name: name + suffix for name in TABLES})
+
+
+def _transaction(conn: sqlite3.Connection, plan: Plan[T]) -> T:
+    """Run ``plan`` in one write transaction on ``conn``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = run(plan, lambda step: _execute(conn, step))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+def _execute(conn: sqlite3.Connection, step: Step) -> Rows | None:
+    cur = send(step, conn)
+    return cur.fetchall() if isinstance(step, Fetch) else None
+
+
+class SqliteTimelineStore(PlannedStore):
+    """See the module docstring. Create with ``await SqliteTimelineStore.open(path)``."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, pool: ThreadPoolExecutor, *, readonly: bool, suffix: str):
+        super().__init__(_sql(suffix), ROWS, readonly=readonly)
+        self.path = path
+        self.suffix = suffix
+        self._conn = conn
+        self._pool = pool
+
+    def _describe(self) -> str:
+        return str(self.path)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, readonly: bool = False, suffix: str = "") -> SqliteTimelineStore:
+        p = Path(path)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"timelines:{p.name}")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(pool, cls._connect, p, readonly, suffix)
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        return cls(p, conn, pool, readonly=readonly, suffix=suffix)
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool, suffix: str) -> sqlite3.Connection:
+        if readonly:
+            # The API may start before the projector (or before it upgraded the schema): lay
+            # down what is missing first, where the file is writable at all.
+            try:
+                SqliteTimelineStore._connect(path, False, suffix).close()
+            except sqlite3.OperationalError:
+                if not path.exists():
+                    raise
+        if readonly:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _transaction(conn, _ensure_schema(suffix))
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._conn.close)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _read(self, plan: Plan[T]) -> T:
+        return await self._run(run, plan, lambda step: _execute(self._conn, step))
+
+    async def _write(self, plan: Plan[T]) -> T:
+        return await self._run(_transaction, self._conn, plan)
+
+    # -- rebuild --------------------------------------------------------------------
+
+    async def begin_rebuild(self) -> SqliteTimelineStore:
+        """A writable store over fresh, empty shadow tables in the same file."""
+        self._write_guard()
+        await self._write(each(Execute(f"DROP TABLE IF EXISTS {name}{SHADOW}") for name in TABLES))
+        return await SqliteTimelineStore.open(self.path, suffix=SHADOW)
+
+    async def swap_in(self, fresh: TimelineStore) -> int:
+        """Make the shadow tables of ``fresh`` the live ones, in one transaction. Every
+        checkpoint key the live copy had is set to the fresh copy's checkpoint, so running
+        projectors notice (CheckpointMismatch) and resume from there. Closes ``fresh``."""
+        self._write_guard()
+        if (
+            not isinstance(fresh, SqliteTimelineStore)
+            or fresh.path.resolve() != self.path.resolve()
+            or fresh.suffix != SHADOW
+        ):
+            raise ValueError("swap_in takes the store returned by begin_rebuild")
+        await fresh.close()
+        return await self._write(self._swap(fresh.sql))
+
+    def _swap(self, fresh: Sql) -> Plan[int]:
+        seq = yield from self.sql.carry_checkpoints(fresh)
+        for name in TABLES:
+            yield Execute(f"DROP TABLE IF EXISTS {name}")
+            yield Execute(f"ALTER TABLE {name}{SHADOW} RENAME TO {name}")
+        return seq
+
+
+def _ensure_schema(suffix: str) -> Plan[None]:
+    """Create the tables that are missing, add the columns older files lack."""
+    created: set[str] = set()
+    for table, statements in _schema(suffix, uuid.uuid4().hex[:8]).items():
+        exists = yield Fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        if not exists:
+            created.add(table)
+            for stmt in statements:
+                yield Execute(stmt)
+            continue
+        have = {r[1] for r in (yield Fetch(f"PRAGMA table_info({table})"))}
+        for column, decl in ADDED_COLUMNS.get(table.removesuffix(suffix) if suffix else table, []):
+            if column not in have:
+                yield Execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    if "timeline" + suffix in created:
+        # Rows from an older Relaydesk without a meta table have no version: stale.
+        yield Execute(_sql(suffix).insert_fold_version, (str(FOLD_VERSION),))

@@ -1,0 +1,135 @@
+"""The timeline store interface, shared by the SQLite and PostgreSQL backends.
+
+Exactly-once effect: ``apply`` writes the rows of a batch and the checkpoint (the last applied
+stream sequence) in ONE transaction and skips every event at or below the checkpoint, so a
+crash anywhere in a batch replays cleanly with no loss and no duplicates.
+
+Checkpoints are kept per *key*: ``"all"`` for a single projector, ``"p<i>of<n>"`` for one of
+``n`` projectors partitioned by customer (see ``partition_key``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from events.store import StoredEvent
+from services.timelines.fold import ConversationSummary, CustomerSummary, TimelineEntry
+
+DEFAULT_KEY = "all"
+
+
+class CheckpointMismatch(Exception):
+    """The store's checkpoint is not where the writer expected it: the store was rebuilt
+    and swapped in underneath a running projector (or another writer shares the key).
+    The projector resumes from ``actual + 1``."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"timeline checkpoint {key!r} is {actual}, expected {expected}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class ReadOnlyStore(Exception):
+    pass
+
+
+def partition_key(index: int, count: int) -> str:
+    if count <= 1:
+        return DEFAULT_KEY
+    if not 0 <= index < count:
+        raise ValueError(f"partition {index} not in 0..{count - 1}")
+    return f"p{index}of{count}"
+
+
+def partition_of(customer_id: str, count: int) -> int:
+    """Stable across processes and Python versions (unlike ``hash``)."""
+    return zlib.crc32(customer_id.encode()) % count if count > 1 else 0
+
+
+@runtime_checkable
+class TimelineStore(Protocol):
+    async def apply(
+        self,
+        batch: Sequence[StoredEvent],
+        *,
+        key: str = DEFAULT_KEY,
+        expect: int | None = None,
+        through: int | None = None,
+    ) -> None:
+        """Write the rows of ``batch`` and the checkpoint in one transaction. Events at or
+        below the checkpoint are skipped. ``expect``: raise CheckpointMismatch unless the
+        checkpoint is exactly this (a projector passes what it last applied). ``through``:
+        advance the checkpoint to this sequence even if the batch stops earlier (a
+        partitioned projector passes the last sequence it saw, its own or not)."""
+        ...
+
+    async def checkpoint(self, key: str = DEFAULT_KEY) -> int:
+        """The last applied sequence for ``key`` (0: nothing applied yet)."""
+        ...
+
+    async def fold_version(self) -> int | None:
+        """The ``FOLD_VERSION`` the stored rows were built with (None: unknown, older)."""
+        ...
+
+    async def checkpoints(self) -> dict[str, int]:
+        """Every checkpoint key and its sequence."""
+        ...
+
+    async def timeline(
+        self, customer_id: str, *, after: int = 0, limit: int = 100, channel: str | None = None
+    ) -> list[TimelineEntry]:
+        """The customer's entries with ``seq > after``, oldest first, at most ``limit``."""
+        ...
+
+    async def conversation(self, conversation_id: str) -> ConversationSummary | None: ...
+
+    async def conversations(
+        self,
+        *,
+        status: str | None = None,
+        agent_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ConversationSummary]:
+        """Most recently active first."""
+        ...
+
+    async def customer(self, customer_id: str) -> CustomerSummary | None:
+        """One customer: identities, profile (tier, flags, language, CRM id), activity."""
+        ...
+
+    async def customers(
+        self, *, q: str | None = None, tier: str | None = None, limit: int = 100
+    ) -> list[CustomerSummary]:
+        """Most recently active first; ``q`` matches a substring of the customer id, any
+        identity (``sms:+1555...``, ``email:ana@example.com``) or the CRM id, ignoring case."""
+        ...
+
+    async def replace_customer(self, customer_id: str, events: Sequence[StoredEvent], *, through: int) -> None:
+        """Replace every row of one customer by the fold of ``events`` (all of that customer's
+        events up to ``through``), in one transaction. Raises CheckpointMismatch (with the
+        highest checkpoint) if a projector has applied beyond ``through``: read further and retry."""
+        ...
+
+    async def begin_rebuild(self) -> TimelineStore:
+        """A writable store over a fresh, empty shadow copy (SQLite: shadow tables in the same
+        file; PostgreSQL: a shadow schema) that ``swap_in`` can make live."""
+        ...
+
+    async def swap_in(self, fresh: TimelineStore) -> int:
+        """Make ``fresh`` (from ``begin_rebuild``) the live copy in one transaction, set every
+        checkpoint key to its checkpoint, close it, and return that checkpoint."""
+        ...
+
+    async def dump(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every row of every table as stored (for comparing a rebuild with the live copy)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+FaultHook = Callable[[int], None]
+"""Called by a backend after writing each timeline row of a batch (tests inject crashes)."""

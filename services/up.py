@@ -1,0 +1,183 @@
+"""``relaydesk up``: every service in one process, with an embedded nats-server unless
+RELAYDESK_NATS_URL names one. Ctrl-C or SIGTERM stops everything, the server included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.bootstrap import api_token, connect, seed_agents
+from services.config import Config
+from services.embedded_nats import EmbeddedNats, pick_port
+from services.runners import run_api, run_connector, run_delivery, run_intake, run_projector, run_router
+
+log = structlog.get_logger(__name__)
+
+BUILT_IN_CONNECTORS = ("sms", "email", "social", "chat")
+SERVICES = ("intake", "router", "projector", "api", "delivery")
+
+
+def enabled_connectors(config: Config) -> list[str]:
+    """Connectors with a ``[connectors.<name>]`` table, unless it says ``enabled = false``."""
+    from connectors.sdk import registry
+
+    known = set(registry.available())
+    wanted = list(config.connectors)
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        log.warning("up.connectors_unknown", connectors=missing, known=sorted(known))
+    return [name for name in wanted if name in known and str(config.connectors[name].get("enabled", True)) != "false"]
+
+
+def with_built_in_connectors(config: Config, data_dir: Path) -> Config:
+    """``relaydesk up`` runs every built-in channel. Chat needs a widget key and a session
+    secret that survives restarts (visitor addresses derive from it): a demo key, and a
+    secret generated once and kept in the data dir, unless the config sets them."""
+    for name in BUILT_IN_CONNECTORS:
+        config.connectors.setdefault(name, {})
+    chat = config.connectors["chat"]
+    chat.setdefault("widget_key", "demo-widget-key")
+    if "session_secret" not in chat:
+        chat["session_secret"] = _kept_secret(data_dir / "chat-session-secret")
+    return config
+
+
+def _kept_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(36)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+@dataclass
+class Started:
+    """What ``serve_all`` reports once every service listens."""
+
+    nats_url: str
+    token: str
+    connector_urls: dict[str, list[str]] = field(default_factory=dict)
+
+
+async def serve_all(
+    config: Config,
+    nats_url: str,
+    token: str,
+    stop: asyncio.Event,
+    on_started: Callable[[Started], None] | None = None,
+    services: tuple[str, ...] = SERVICES,
+) -> int:
+    """Run ``services`` and every enabled connector until ``stop``; a service that fails
+    stops the others. Returns an exit code."""
+    exit_code = 0
+    async with connect(config, nats_url, name="relaydesk-up") as bus:
+        await seed_agents(bus.store, config)
+        started = Started(nats_url, token)
+        api_ready = asyncio.Event()
+        runners: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "intake": lambda: run_intake(config, bus, nats_url, stop),
+            "router": lambda: run_router(config, bus, stop),
+            "projector": lambda: run_projector(config, bus, stop),
+            "api": lambda: run_api(config, bus, token, stop, api_ready),
+            "delivery": lambda: run_delivery(config, bus, stop),
+        }
+        jobs = {name: runners[name]() for name in services}
+        if "api" not in services:
+            api_ready.set()
+        for name in enabled_connectors(config):
+            started.connector_urls[name] = []
+            jobs[f"connector {name}"] = run_connector(config, bus, name, stop, started.connector_urls[name])
+        tasks = {asyncio.create_task(job, name=name): name for name, job in jobs.items()}
+        ready_wait = asyncio.create_task(api_ready.wait())
+        done, _ = await asyncio.wait([ready_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if ready_wait in done:
+            for _ in range(100):  # connectors report where they listen right after binding
+                if all(started.connector_urls.values()):
+                    break
+                await asyncio.sleep(0.02)
+            if on_started is not None:
+                on_started(started)
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        ready_wait.cancel()
+        stop_wait.cancel()
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                message = str(result) if isinstance(result, SystemExit) else repr(result)
+                log.error("up.service_failed", service=tasks[task], error=message)
+                print(f"relaydesk: {tasks[task]} failed: {message}", file=sys.stderr)
+                exit_code = 1
+    return exit_code
+
+
+async def up(config: Config) -> int:
+    embedded: EmbeddedNats | None = None
+    config = with_built_in_connectors(config, config.data_dir)
+    nats_url = config.nats.url
+    if not nats_url:
+        port = pick_port("127.0.0.1", config.nats.port)
+        embedded = EmbeddedNats(store_dir=config.data_dir / "nats", port=port)
+        nats_url = await embedded.astart()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        token, new_token = api_token(config, config.data_dir)
+
+        def banner(started: Started) -> None:
+            print_banner(config, started, embedded is not None, new_token)
+
+        return await serve_all(config, nats_url, token, stop, banner)
+    finally:
+        if embedded is not None:
+            await embedded.astop()
+        print("relaydesk: stopped", file=sys.stderr)
+
+
+def print_banner(config: Config, started: Started, embedded: bool, new_token: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title="Relaydesk is up", show_header=True, header_style="bold")
+    table.add_column("service")
+    table.add_column("where")
+    table.add_row("NATS" + (" (embedded)" if embedded else ""), started.nats_url)
+    if embedded:
+        table.add_row("data dir", str(config.data_dir.resolve()))
+    table.add_row("API", f"http://{config.api.host}:{config.api.port}  (GET /healthz, /v1/...)")
+    table.add_row("agent console", f"http://{config.api.host}:{config.api.port}/console")
+    for name, urls in started.connector_urls.items():
+        table.add_row(f"connector {name}", ", ".join(urls) or "starting…")
+    table.add_row("intake, router, projector, delivery", "running")
+    console.print(table)
+    if new_token:
+        source = "generated, kept in the data dir"
+    elif config.api.token:
+        source = "from RELAYDESK_API_TOKEN / config"
+    else:
+        source = "from the data dir"
+    console.print(f"Operator token ({source}): [bold]{started.token}[/bold]")
+    api = f"http://{config.api.host}:{config.api.port}"
+    console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents")
+    console.print("Ctrl-C stops everything.")
+
+
+def main(config: Config) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(up(config))
+    return 0
