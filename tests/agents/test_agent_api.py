@@ -1,0 +1,161 @@
+"""Agent tokens and the agent API over a real nats-server: an agent acts only on its own
+offers and assignments, a revoked token is refused, the live stream carries the offer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from events.model import AgentStatusChanged, AgentTokenIssued, OfferAccepted, ReplyRequested
+from services.embedded_nats import EmbeddedNats
+
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> Any:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as system:
+        yield system
+
+
+async def test_agent_tokens_are_issued_by_operators_hashed_and_revocable(s: AgentSystem) -> None:
+    ava, ava_id = await s.issue_token("ava")
+    assert ava.startswith("rdat_") and len(ava) > 40
+    # Only the hash is in the log.
+    issued = [e.event for e in await s.store.read("rd.evt.a.ava") if isinstance(e.event, AgentTokenIssued)]
+    assert len(issued) == 1 and issued[0].token_id == ava_id and ava not in msgspec.json.encode(issued[0]).decode()
+    assert issued[0].actor == "operator"
+
+    status, me = await s.call("GET", "/v1/agent/me", ava)
+    assert status == 200, me
+    assert me["actor"] == "agent:ava" and me["agent"]["id"] == "ava"
+    # An agent does not manage tokens, nor reach operator endpoints.
+    status, body = await s.call("POST", "/v1/agents/ava/tokens", ava)
+    assert status == 403, body
+    status, body = await s.call("GET", "/v1/agents", ava)
+    assert status == 403 and "operator" in body["error"]
+    status, body = await s.call("GET", "/v1/deliveries", ava)
+    assert status == 403, body
+    status, body = await s.call("GET", "/v1/agents/ava", ava)
+    assert status == 200, body
+    status, body = await s.call("GET", "/v1/agents/bruno", ava)
+    assert status == 403, body
+
+    status, body = await s.call("GET", "/v1/agent/work", "rdat_not-a-real-token")
+    assert status == 401, body
+    status, body = await s.call("GET", "/v1/agents/ava/tokens")
+    assert status == 200 and [t["token_id"] for t in body["tokens"]] == [ava_id]
+    status, body = await s.call("DELETE", f"/v1/agents/ava/tokens/{ava_id}")
+    assert status == 200 and body["revoked"] is True
+    status, body = await s.call("GET", "/v1/agent/work", ava)
+    assert status == 401, body
+    status, body = await s.call("DELETE", "/v1/agents/bruno/tokens/" + ava_id)
+    assert status == 404, body
+
+
+async def test_an_agent_acts_only_on_its_own_offers(s: AgentSystem) -> None:
+    ava, _ = await s.issue_token("ava")
+    bruno, _ = await s.issue_token("bruno")
+    customer, cid = await s.open()
+    conv = await eventually(lambda: s.conversation(cid, "offered"))
+    assert conv["agent_id"] == "ava"
+
+    status, work = await s.call("GET", "/v1/agent/work", ava)
+    assert status == 200 and [c["id"] for c in work["offers"]] == [cid]
+    status, work = await s.call("GET", "/v1/agent/work", bruno)
+    assert status == 200 and work["offers"] == [] and work["assigned"] == []
+
+    for action in ("accept", "decline", "reply", "resolve"):
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/{action}", bruno, {"text": "hi"})
+        assert status == 403, (action, body)
+        assert body["error"] == f"conversation {cid} is not offered or assigned to you"
+    status, body = await s.call("GET", f"/v1/customers/{customer}/timeline", bruno)
+    assert status == 403, body
+
+    status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", ava, {})
+    assert status == 200, body
+    assert body["conversation"]["status"] == "assigned"
+    status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", ava, {})
+    assert status == 403 and "no open offer" in body["error"]
+    status, body = await s.call("POST", f"/v1/conversations/{cid}/reply", ava, {"text": "Happy to help!"})
+    assert status == 202, body
+
+    events = [e.event for e in await s.log(customer)]
+    accepted = [e for e in events if isinstance(e, OfferAccepted)]
+    replies = [e for e in events if isinstance(e, ReplyRequested)]
+    assert accepted[0].actor == "agent:ava"
+    assert replies[0].actor == "agent:ava" and replies[0].text == "Happy to help!" and replies[0].agent_id == "ava"
+
+    # Operators act on any conversation.
+    _, other = await s.open()
+    await eventually(lambda: s.conversation(other, "offered"))
+    status, body = await s.call("POST", f"/v1/conversations/{other}/decline", API_TOKEN, {})
+    assert status == 200, body
+    # Status through the agent API, with the actor on the event.
+    status, body = await s.call("POST", "/v1/agent/status", ava, {"status": "away"})
+    assert status == 200 and body["status"] == "away"
+    changes = [e.event for e in await s.store.read("rd.evt.a.ava") if isinstance(e.event, AgentStatusChanged)]
+    assert changes[-1].status == "away" and changes[-1].actor == "agent:ava"
+
+
+async def test_the_live_stream_carries_the_agents_offer(s: AgentSystem) -> None:
+    ava, ava_token_id = await s.issue_token("ava")
+    frames: list[tuple[str, dict[str, Any]]] = []
+    headers = {"Authorization": f"Bearer {ava}"}
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers=headers) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        reader = asyncio.create_task(_read_frames(r, frames))
+        try:
+            await eventually(_has(frames, "work"))
+            _, cid = await s.open()
+            offered = await eventually(_has(frames, "agent_offered"))
+            assert offered["conversation_id"] == cid and offered["agent_id"] == "ava"
+            assert offered["seq"] > 0
+            # Revoking the token ends the stream.
+            status, _ = await s.call("DELETE", f"/v1/agents/ava/tokens/{ava_token_id}")
+            assert status == 200
+            await eventually(_has(frames, "revoked"))
+        finally:
+            reader.cancel()
+    # Bruno's stream does not see Ava's offers.
+    bruno, _ = await s.issue_token("bruno")
+    bruno_frames: list[tuple[str, dict[str, Any]]] = []
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {bruno}"}) as r:
+        reader = asyncio.create_task(_read_frames(r, bruno_frames))
+        try:
+            await eventually(_has(bruno_frames, "work"))
+            await s.open()
+            await asyncio.sleep(1.0)
+            assert [k for k, _ in bruno_frames] == ["work"]
+        finally:
+            reader.cancel()
+    status, _ = await s.call("GET", "/v1/agent/stream", "nope")
+    assert status == 401
+
+
+def _has(frames: list[tuple[str, dict[str, Any]]], kind: str) -> Any:
+    async def probe() -> dict[str, Any] | None:
+        return next((data for k, data in frames if k == kind), None)
+
+    return probe
+
+
+async def _read_frames(response: aiohttp.ClientResponse, out: list[tuple[str, dict[str, Any]]]) -> None:
+    kind, data = "message", ""
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+        elif not line and data:
+            out.append((kind, msgspec.json.decode(data)))
+            kind, data = "message", ""

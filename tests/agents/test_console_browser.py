@@ -1,0 +1,114 @@
+"""The agent console in a real browser (headless Chromium: see tests/browser.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.model import OfferAccepted, ReplyRequested
+from services.embedded_nats import EmbeddedNats
+from tests.browser import in_thread, needs_chromium
+
+from .helpers import API_TOKEN, agent_system, agents_config, eventually
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = [pytest.mark.integration, needs_chromium]
+
+
+def visible(driver: Any, css: str, text: str | None = None, timeout: float = 15.0) -> Any:
+    def found(d: Any) -> Any:
+        for node in d.find_elements(By.CSS_SELECTOR, css):
+            if node.is_displayed() and (text is None or text in node.text):
+                return node
+        return False
+
+    # The work lists are re-rendered as the stream brings news: a node found may go stale.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(found, f"no visible {css} with {text!r}")
+
+
+def click(driver: Any, css: str, timeout: float = 15.0) -> None:
+    def clicked(d: Any) -> bool:
+        visible(d, css, timeout=timeout).click()
+        return True
+
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    wait.until(clicked, f"could not click {css}")
+
+
+async def test_an_agent_accepts_an_offer_and_replies_in_the_console(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        customer, cid = await s.open(text="my invoice is wrong")
+        await eventually(lambda: s.conversation(cid, "offered"))
+
+        def log_in_and_accept() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            visible(browser, "#who", "Ava")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#accept")
+            visible(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, "#message", "Accepted.")
+            visible(browser, "#live.on")  # the live stream is connected
+
+        await in_thread(log_in_and_accept)
+        conv = await eventually(lambda: s.conversation(cid, "assigned"))
+        assert conv["agent_id"] == "ava"
+
+        def see_timeline_and_reply() -> None:
+            visible(browser, "#timeline li", "my invoice is wrong", timeout=20)
+            visible(browser, "#reply-text").send_keys("Sorry about that, fixing it now.")
+            click(browser, "#send")
+            visible(browser, "#message", "Reply sent.")
+
+        await in_thread(see_timeline_and_reply)
+
+        async def replied() -> ReplyRequested | None:
+            for stored in await s.log(customer):
+                if isinstance(stored.event, ReplyRequested):
+                    return stored.event
+            return None
+
+        reply = await eventually(replied)
+        assert reply.text == "Sorry about that, fixing it now."
+        assert reply.actor == "agent:ava"
+        accepted = [e.event for e in await s.log(customer) if isinstance(e.event, OfferAccepted)]
+        assert accepted[0].actor == "agent:ava"
+
+        # A new offer shows up live, without a reload; the token survives a reload (sessionStorage).
+        _, second = await s.open()
+        await in_thread(lambda: visible(browser, f'#offers li[data-id="{second}"]'))
+        await in_thread(browser.refresh)
+        await in_thread(lambda: visible(browser, f'#offers li[data-id="{second}"]'))
+        # #accept=<id> (the link in Slack and email) selects the offer.
+        await in_thread(lambda: browser.get(s.api + f"/console#accept={second}"))
+        await in_thread(lambda: visible(browser, "#accept"))
+        assert (
+            await in_thread(lambda: browser.execute_script("return sessionStorage.getItem('relaydesk.token')")) == token
+        )
+
+
+async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: EmbeddedNats, browser: Any) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        _, cid = await s.open(language="fr")  # nobody speaks French: it waits in a queue
+        await eventually(lambda: s.conversation(cid, "waiting"))
+
+        def look() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(API_TOKEN)
+            click(browser, "#login-form button")
+            visible(browser, "#who", "operator")
+            visible(browser, "#agents td", "Ava")
+            visible(browser, "#queues td", "sms")
+
+        await in_thread(look)

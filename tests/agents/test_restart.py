@@ -1,0 +1,82 @@
+"""A restart rebuilds what the agents' side knew from the log and the KV buckets: tokens
+(issued and revoked) still hold, and facts already delivered are not delivered again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from services.delivery.service import DeliveryService
+from services.delivery.settings import Endpoint
+from services.embedded_nats import EmbeddedNats
+
+from .helpers import agent_system, agents_config, eventually, holds, receiver
+
+pytestmark = pytest.mark.integration
+
+
+async def test_tokens_and_delivery_checkpoint_survive_a_restart(tmp_path: Path, clean_nats: EmbeddedNats) -> None:
+    async with receiver() as hook:
+        endpoints = (Endpoint(kind="webhook", id="ava-hook", agent="ava", url=hook.url, secret="s3cret"),)
+        config = agents_config(tmp_path, clean_nats.url, endpoints)
+        async with agent_system(config, clean_nats) as s:
+            kept, _ = await s.issue_token("ava")
+            revoked, revoked_id = await s.issue_token("ava")
+            status, _ = await s.call("DELETE", f"/v1/agents/ava/tokens/{revoked_id}")
+            assert status == 200
+            _, first = await s.open()
+            await eventually(holds(lambda: len(hook.ok()) == 1))
+            # A live stream left open must not hold up the shutdown.
+            stream = await s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {kept}"})
+            assert stream.status == 200
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 10
+        stream.release()
+
+        async with agent_system(config, clean_nats) as s:
+            status, work = await s.call("GET", "/v1/agent/work", kept)
+            assert status == 200 and [c["id"] for c in work["offers"]] == [first]
+            status, _ = await s.call("GET", "/v1/agent/work", revoked)
+            assert status == 401
+            await asyncio.sleep(1.0)
+            assert len(hook.seen) == 1  # the first offer is not delivered again
+            _, second = await s.open()
+            await eventually(holds(lambda: len(hook.ok()) == 2))
+            assert hook.ok()[1].json()["conversation"]["id"] == second
+            assert len(await s.deliveries("delivered")) == 2
+
+
+async def test_a_standby_delivery_service_takes_over_without_sending_twice(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    async with receiver() as hook:
+        endpoints = (Endpoint(kind="webhook", id="ava-hook", agent="ava", url=hook.url, secret="s3cret"),)
+        config = agents_config(tmp_path, clean_nats.url, endpoints, lease_seconds=1.0)
+        async with agent_system(config, clean_nats, services=("router", "api")) as s:
+            api = s.api
+
+            def service(name: str) -> DeliveryService:
+                return DeliveryService(
+                    s.store, config.delivery, console_url=api + "/console", api_url=api, instance_id=name
+                )
+
+            stops = {"a": asyncio.Event(), "b": asyncio.Event()}
+            first = asyncio.create_task(service("a").run(stops["a"]))
+            await asyncio.sleep(0.5)  # "a" takes the lease
+            second = asyncio.create_task(service("b").run(stops["b"]))
+            try:
+                _, one = await s.open()
+                await eventually(holds(lambda: len(hook.ok()) == 1))
+                stops["a"].set()
+                await asyncio.wait_for(first, 10)
+                _, two = await s.open()
+                await eventually(holds(lambda: len(hook.ok()) == 2), timeout=20)
+                await asyncio.sleep(1.0)
+                assert [h.json()["conversation"]["id"] for h in hook.seen] == [one, two]
+            finally:
+                for stop in stops.values():
+                    stop.set()
+                await asyncio.gather(first, second, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""Pure pieces of the agents' side: signatures, backoff, rendering, settings, agent reach."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from router.state import ConversationView, RouterState
+from services.api.auth import agent_refusal
+from services.delivery import render
+from services.delivery.notices import mask_contact, preview
+from services.delivery.service import backoff, endpoint_ids, settings_problems
+from services.delivery.settings import DeliverySettings, Endpoint
+from services.delivery.signing import sign, verify
+
+
+def test_signature_is_hmac_sha256_of_t_dot_body() -> None:
+    body = b'{"notice":"offer"}'
+    header = sign("secret", body, t=1_700_000_000)
+    expected = hmac.new(b"secret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={expected}"
+    assert verify("secret", header, body, now=1_700_000_100)
+    assert not verify("secret", header, body + b" ", now=1_700_000_100)  # body changed
+    assert not verify("other", header, body, now=1_700_000_100)  # wrong secret
+    assert not verify("secret", header, body, now=1_700_000_000 + 301)  # too old: a replay
+    assert not verify("secret", "v1=abc", body)
+    assert not verify("secret", "t=x,v1=abc", body)
+    # Several v1 values (secret rotation on the sender's side): one match is enough.
+    assert verify("secret", f"t=1700000000,v1=deadbeef,v1={expected}", body, now=1_700_000_000)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    assert backoff(1, 1.0, 60.0, rng=lambda: 1.0) == 1.0
+    assert backoff(3, 1.0, 60.0, rng=lambda: 1.0) == 4.0
+    assert backoff(10, 1.0, 60.0, rng=lambda: 1.0) == 60.0
+    assert backoff(3, 1.0, 60.0, rng=lambda: 0.5) == 2.0
+    assert backoff(3, 1.0, 60.0, rng=lambda: 0.0) == 0.0
+
+
+def test_settings_problems_and_endpoint_ids() -> None:
+    settings = DeliverySettings(
+        teams={"billing": ("ava",)},
+        endpoints=(
+            Endpoint(kind="webhook", agent="ava", url="https://x.example/h", secret="s"),
+            Endpoint(kind="webhook", agent="ava", url="ftp://x", secret=""),
+            Endpoint(kind="slack", team="nope", url="https://hooks.slack.com/x"),
+            Endpoint(kind="email", agent="*", address="nobody"),
+            Endpoint(kind="slack", url="https://hooks.slack.com/x", id="bad id"),
+        ),
+    )
+    assert list(endpoint_ids(settings))[:4] == ["ava-webhook-1", "ava-webhook-2", "nope-slack-3", "all-email-4"]
+    problems = " | ".join(settings_problems(settings))
+    assert "ava-webhook-1" not in problems
+    for expected in (
+        "ava-webhook-2: webhook needs an http(s) url",
+        "ava-webhook-2: a webhook needs a secret",
+        "no team 'nope'",
+        "all-email-4: email needs an address",
+        "endpoint id 'bad id'",
+        "endpoint bad id: name an agent",
+    ):
+        assert expected in problems
+
+
+def test_masking_and_preview() -> None:
+    assert mask_contact("+15551234567") == "+155•••4567"
+    assert mask_contact("jane@example.com") == "j•••@example.com"
+    assert mask_contact("12") == "•••"
+    assert preview("a\n\n b \nc\nd", 3) == "a\nb\nc"
+    assert preview("x" * 400, 3).endswith("…")
+
+
+NOTICE: dict[str, Any] = {
+    "notice": "offer",
+    "conversation": {"id": "cv1", "channel": "chat"},
+    "customer": {"id": "cu1", "tier": "gold", "flags": ["media_attention"], "contact": "j•••@example.com"},
+    "requirements": {"language": "es", "skills": {"billing": 2}},
+    "wait_seconds": 75.0,
+    "offer_expires_at": "2026-01-01T00:00:30+00:00",
+    "preview": "Hola <b>\nnecesito ayuda",
+    "links": {"console": "http://c/console#conversation=cv1", "accept": "http://c/console#accept=cv1"},
+}
+
+
+def test_slack_message_shows_the_facts_and_an_accept_link() -> None:
+    message = render.slack(NOTICE)
+    text = str(message)
+    for expected in ("cu1", "chat", "gold · media_attention", "es", "billing ≥2", "1 min 15 s", "&lt;b&gt;"):
+        assert expected in text
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    assert actions["elements"][0]["url"] == "http://c/console#accept=cv1"
+
+
+def test_email_notification() -> None:
+    mail = render.email(NOTICE, sender="rd@example.com", to="ava@example.com", delivery_id="dl-1")
+    assert mail["Subject"] == "[Relaydesk] New offer: chat conversation cv1"
+    assert mail["X-Relaydesk-Delivery"] == "dl-1"
+    body = mail.get_content()
+    assert "Accept: http://c/console#accept=cv1" in body and "necesito ayuda" in body
+
+
+def test_agent_reach() -> None:
+    state = RouterState()
+    state.conversations["offered"] = ConversationView(customer_id="cu1", status="offered", agent_id="ava")
+    state.conversations["assigned"] = ConversationView(customer_id="cu2", status="assigned", agent_id="ava")
+    state.conversations["theirs"] = ConversationView(customer_id="cu3", status="offered", agent_id="bruno")
+    state.conversations["waiting"] = ConversationView(customer_id="cu4", status="waiting")
+    deps: Any = SimpleNamespace(live=SimpleNamespace(state=state), clock=lambda: datetime.now(UTC))
+
+    def reach(method: str, path: str) -> str | None:
+        return agent_refusal(deps, "ava", method, path)
+
+    assert reach("POST", "/v1/conversations/offered/accept") is None
+    assert reach("POST", "/v1/conversations/assigned/reply") is None
+    assert reach("GET", "/v1/conversations/assigned") is None
+    assert reach("POST", "/v1/conversations/assigned/accept") == "conversation assigned has no open offer for you"
+    assert reach("POST", "/v1/conversations/theirs/accept") == "conversation theirs is not offered or assigned to you"
+    assert reach("POST", "/v1/conversations/waiting/resolve") is not None
+    assert reach("POST", "/v1/conversations/unknown/accept") is None  # the handler answers 404
+    assert reach("GET", "/v1/customers/cu2/timeline") is None
+    assert reach("GET", "/v1/customers/cu3/timeline") is not None
+    assert reach("GET", "/v1/agent/work") is None
+    assert reach("POST", "/v1/agents/ava/status") is None
+    assert reach("POST", "/v1/agents/bruno/status") is not None
+    assert reach("PUT", "/v1/agents/ava") is not None
+    assert reach("GET", "/v1/conversations") is not None
+    assert reach("GET", "/v1/queues") is not None
+    assert reach("POST", "/v1/deliveries/x/retry") is not None
+
+
+def test_delivery_errors_keep_no_addresses() -> None:
+    from services.delivery.senders import _short
+
+    assert _short("550 <ava@agents.example>: no such user, call +1 555 123 4567") == (
+        "550 <<email>>: no such user, call <phone>"
+    )
+    assert _short("HTTP 503:\n  Service Unavailable") == "HTTP 503: Service Unavailable"
+    assert _short("x" * 500).endswith("…")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from events.store import EventStore
+from events.streams import ensure_streams
+from services import logs
+from services.embedded_nats import EmbeddedNats
+from tests.natsserver import nats_server
+
+logs.configure(level="warning", fmt="console")
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    with nats_server() as (url, _server):
+        yield url
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await ensure_streams(js)
+    try:
+        yield client
+    finally:
+        await client.drain()
+
+
+@pytest.fixture
+def store(nc: NATS) -> EventStore:
+    return EventStore(nc, nc.jetstream())
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique token so tests sharing one server never see each other's subjects."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def clean_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A nats-server of this test's own, for system tests that fold the whole log and so
+    must not see other tests' agents and conversations."""
+    server = EmbeddedNats(store_dir=tmp_path_factory.mktemp("nats") / "js")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    """A headless Chromium (skips when there is none; see tests/browser.py)."""
+    from tests.browser import headless_chromium
+
+    async with headless_chromium(tmp_path / "chromium") as driver:
+        yield driver

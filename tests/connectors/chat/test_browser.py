@@ -1,0 +1,122 @@
+"""The widget in a real browser (headless Chromium: see tests/browser.py)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from connectors.chat.connector import WebChatConnector
+from connectors.sdk.conformance import read_inbound
+from connectors.sdk.runtime import ConnectorRuntime
+from events import subjects
+from events.codec import encode
+from events.model import DeliverReply
+from services.embedded_nats import EmbeddedNats
+from tests.browser import in_thread, needs_chromium
+
+from .helpers import WIDGET_KEY, chat_config
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = [pytest.mark.integration, needs_chromium]
+
+
+def wait_for(driver: Any, css: str, text: str | None = None, timeout: float = 15.0) -> Any:
+    def found(d: Any) -> Any:
+        for node in d.find_elements(By.CSS_SELECTOR, css):
+            if text is None or node.text == text:
+                return node
+        return False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(found, f"no {css!r} with {text!r}")
+
+
+async def test_widget_sends_is_acked_and_shows_the_agent_reply(
+    own_nats: tuple[EmbeddedNats, NATS], browser: Any
+) -> None:
+    _, nc = own_nats
+    connector = WebChatConnector.from_config(chat_config(outbound=True, outbound_fetch_timeout=0.5))
+    runtime = ConnectorRuntime(connector, nc)
+    [url, *_] = await runtime.start()
+    try:
+        await in_thread(browser.get, url + "/")
+        await in_thread(wait_for, browser, "#rd-chat-status", "online")
+
+        text = "Hello from Chromium " + uuid.uuid4().hex[:6]
+        box = await in_thread(browser.find_element, By.CSS_SELECTOR, "#rd-chat-input")
+        await in_thread(box.send_keys, text)
+        await in_thread(lambda: browser.find_element(By.CSS_SELECTOR, "#rd-chat-send").click())
+        mine = await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', text)
+        assert await in_thread(mine.get_attribute, "data-seq") == "1"
+
+        # Acknowledged means on the stream: the event is there, from this visitor.
+        [event] = [p for p in await read_inbound(nc.jetstream(), "chat") if p.message.text == text]
+        address = event.message.sender
+        assert address.startswith("visitor:")
+
+        reply = DeliverReply(
+            conversation_id="conv_" + uuid.uuid4().hex[:12],
+            customer_id="cus_" + uuid.uuid4().hex[:12],
+            channel="chat",
+            reply_id="rep_" + uuid.uuid4().hex[:12],
+            contact=address,
+            text="An agent answers <b>not bold</b>",
+        )
+        await nc.jetstream().publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        node = await in_thread(wait_for, browser, ".rd-reply", reply.text)
+        assert await in_thread(node.get_attribute, "data-seq") == "2"
+        assert await in_thread(lambda: browser.find_elements(By.CSS_SELECTOR, ".rd-reply b")) == []  # text, not HTML
+
+        # A reload keeps the visitor (localStorage) and shows the conversation again.
+        await in_thread(browser.refresh)
+        await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', text)
+        await in_thread(wait_for, browser, ".rd-reply", reply.text)
+    finally:
+        await connector.stopping()
+        await runtime.stop()
+
+
+async def test_widget_embedded_on_another_origin(own_nats: tuple[EmbeddedNats, NATS], browser: Any) -> None:
+    """The script-tag embed on a site of another origin: CORS preflight, allowed Origin on the
+    socket, auto-mount from ``data-widget-key``; a site that is not allowed gets no chat."""
+    _, nc = own_nats
+    site = web.Application()
+    page: dict[str, str] = {}
+
+    async def serve(_request: web.Request) -> web.Response:
+        return web.Response(text=page["html"], content_type="text/html")
+
+    site.router.add_get("/", serve)
+    runner = web.AppRunner(site, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    site_port = runner.addresses[0][1]
+    site_origin = f"http://localhost:{site_port}"  # another host and port than the connector's
+    connector = WebChatConnector.from_config(chat_config(outbound=False, allowed_origins=[site_origin]))
+    runtime = ConnectorRuntime(connector, nc)
+    [url, *_] = await runtime.start()
+    page["html"] = (
+        "<!doctype html><html><head><title>shop</title></head><body><h1>Shop</h1>"
+        f'<script src="{url}/widget.js" data-widget-key="{WIDGET_KEY}" async></script></body></html>'
+    )
+    try:
+        await in_thread(browser.get, site_origin + "/")
+        await in_thread(wait_for, browser, "#rd-chat-status", "online")
+        box = await in_thread(browser.find_element, By.CSS_SELECTOR, "#rd-chat-input")
+        await in_thread(box.send_keys, "from the shop\n")  # Enter sends
+        await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', "from the shop")
+        assert [p.message.text for p in await read_inbound(nc.jetstream(), "chat")] == ["from the shop"]
+
+        # The same page on an origin that is not allowed: no session, nothing sent.
+        await in_thread(browser.get, f"http://127.0.0.1:{site_port}/")
+        await in_thread(wait_for, browser, "#rd-chat-status", "offline")
+    finally:
+        await connector.stopping()
+        await runtime.stop()
+        await runner.cleanup()

@@ -1,0 +1,118 @@
+"""The web chat connector passes the conformance kit.
+
+Mapping: the kit drives HTTP requests; the chat's HTTP inbound route is ``POST /messages``
+(``Authorization: Bearer <session token>``, JSON ``{"client_msg_id","text"}``); socket messages
+take the same code path (``_accept``: the runtime's publisher, then the history stream), so the
+kit checks the publish contract the socket relies on: one event per ``client_msg_id``, forged
+session token → 403, malformed → 400, oversized → 413, NATS down → 503.
+
+Chat has no provider API to call: ``deliver`` stores the reply in the history stream
+``RD_CHAT``, from which every instance holding a socket of the visitor pushes it. The kit's
+three outbound tests (which expect a request at a fake provider API) are replaced here by
+their chat meaning: a ``DeliverReply`` on ``rd.out.chat`` is stored for the visitor and
+``MessageSent`` recorded; a contact that is not a chat address → ``DeliveryFailed`` without
+retries; there is no transient provider failure to retry (nothing remote is called).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, ClassVar
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+
+from connectors.chat import tokens
+from connectors.chat.connector import WebChatConnector
+from connectors.sdk.conformance import ConnectorConformance, Harness, RecordedRequest, SampleRequest
+from events import subjects
+from events.codec import encode
+from events.model import DeliverReply, DeliveryFailed, MessageSent
+
+from .helpers import SECRET, WIDGET_KEY, open_session
+
+ADDRESS = tokens.visitor_address(SECRET, "conformance-visitor-0123456789")
+CLIENT_MSG_ID = "c-0001"
+
+
+def _token(secret: str = SECRET) -> str:
+    return tokens.issue_token(secret, tokens.SessionClaims(ADDRESS, int(time.time()) + 300))
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+class TestChatConformance(ConnectorConformance):
+    connector_class = WebChatConnector
+    reply_contact: ClassVar[str] = ADDRESS
+
+    def config(self, provider_url: str) -> dict[str, Any]:
+        return {"widget_key": WIDGET_KEY, "session_secret": SECRET}
+
+    def valid_request(self, base_url: str) -> SampleRequest:
+        body = json.dumps({"client_msg_id": CLIENT_MSG_ID, "text": "Is my order shipped?"}).encode()
+        return SampleRequest(
+            "/messages",
+            body,
+            _headers(_token()),
+            expect={
+                "provider_message_id": tokens.provider_message_id(ADDRESS, CLIENT_MSG_ID),
+                "sender": ADDRESS,
+                "text": "Is my order shipped?",
+                "provider": "webchat",
+            },
+        )
+
+    def forged_request(self, base_url: str) -> SampleRequest:
+        body = json.dumps({"client_msg_id": CLIENT_MSG_ID, "text": "forged"}).encode()
+        return SampleRequest("/messages", body, _headers(_token("a-guessed-secret-0123456789abcdefgh")))
+
+    def malformed_request(self, base_url: str) -> SampleRequest:
+        return SampleRequest("/messages", b'{"client_msg_id": ', _headers(_token()))
+
+    async def provider_accepts(self, request: web.Request) -> web.StreamResponse:
+        raise AssertionError("the chat connector calls no provider API")
+
+    def check_delivered(self, request: RecordedRequest, reply: DeliverReply) -> None:
+        raise AssertionError("the chat connector calls no provider API")
+
+    # -- outbound, in chat terms -----------------------------------------------------------
+
+    async def test_outbound_reply_is_delivered_and_recorded(self, harness: Harness) -> None:
+        reply = await self._send_reply(harness)
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, MessageSent), f"expected MessageSent, got {outcome!r}"
+        connector = harness.connector
+        assert isinstance(connector, WebChatConnector)
+        [frame] = await connector.history.read(ADDRESS, 0)  # in the stream RD_CHAT
+        assert (frame.kind, frame.key, frame.text) == ("reply", reply.reply_id, reply.text)
+        assert outcome.provider_message_id == f"{connector.history.epoch}-{frame.seq}"
+        assert harness.fake.requests == []
+
+    async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
+        pytest.skip("chat delivery calls no remote provider: there is no transient provider failure to retry")
+
+    async def test_outbound_rejection_is_delivery_failed(self, harness: Harness) -> None:
+        reply = msgspec.structs.replace(self.outbound_reply(), contact="+15550001111")
+        js = harness.nc.jetstream()
+        await js.publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, DeliveryFailed) and outcome.reason == "contact is not a web chat address"
+        assert harness.runtime.metrics["delivery_retries"] == 0
+
+    # -- sessions: the other HTTP entry ---------------------------------------------------
+
+    async def test_sessions_refuse_bad_key_origin_and_malformed(self, harness: Harness) -> None:
+        url = harness.base_url
+        assert (await open_session(url, widget_key="nope"))[0] == 403
+        assert (await open_session(url, origin="https://elsewhere.example"))[0] == 403
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url + "/sessions", data=b"{not json", headers={"Origin": url}) as resp,
+        ):
+            assert resp.status == 400 and "error" in await resp.json()
+        assert await harness.published() == []

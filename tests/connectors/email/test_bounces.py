@@ -1,0 +1,295 @@
+"""Bounces of our replies: the reply goes out to a local aiosmtpd sink, the DSN comes back
+by SMTP to the connector, and the conversation gets one ``DeliveryFailed``. Each world has a
+nats-server of its own (the outbound worker's durable consumer must not outlive it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from connectors.email.bounces import SentReply, our_id, record_bounce, sent_key
+from connectors.email.connector import EmailConnector
+from connectors.email.parse import DeliveryReport, bounce_reason, parse_email
+from connectors.email.settings import EmailSettings
+from connectors.sdk.runtime import ConnectorRuntime
+from events import subjects
+from events.codec import encode
+from events.model import DeliverReply, DeliveryFailed, MessageSent
+from events.store import Append, EventStore
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+
+from .helpers import SmtpSink, inbound_for, smtp_send
+
+DIAGNOSTIC = "smtp; 550 5.1.1 <ann@customer.test>: Recipient address rejected: User unknown"
+REASON = "bounced: 5.1.1 (smtp; 550 5.1.1 [address]: Recipient address rejected: User unknown)"
+
+
+def dsn(bounce_id: str, original_id: str, *, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """A Postfix-style delivery-status report about ``original_id``."""
+    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.customer.test>
+To: support@support.test
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <{bounce_id}>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
+
+--B1
+Content-Type: text/plain
+
+This is the mail system. Your message to <ann@customer.test> could not be delivered.
+
+--B1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.customer.test
+
+Final-Recipient: rfc822; ann@customer.test
+Original-Recipient: rfc822;ann@customer.test
+Action: {action}
+Status: {status}
+Remote-MTA: dns; mx2.customer.test
+Diagnostic-Code: {DIAGNOSTIC}
+
+--B1
+Content-Type: text/rfc822-headers
+
+From: Acme Support <support@support.test>
+To: ann@customer.test
+Message-ID: <{original_id}>
+Subject: Re: Invoice question
+
+--B1--
+""".encode()
+
+
+# -- pure ----------------------------------------------------------------------------------
+
+
+def test_our_ids_and_keys() -> None:
+    assert our_id("<rd.rep_1@support.test>") == "rep_1"
+    assert our_id("rd.rep_1@support.test") == "rep_1"
+    assert our_id("<c1@customer.test>") is None and our_id(None) is None
+    assert sent_key("rep_1") == "email.sent.rep_1"
+    odd = sent_key("a..b.")
+    assert odd.startswith("email.sent.x.") and ".." not in odd and not odd.endswith(".")
+
+
+def test_dsn_report_and_reason_without_addresses() -> None:
+    settings = EmailSettings(domains=["support.test"])
+    parsed = parse_email(
+        dsn("b1@mx.customer.test", "rd.rep_1@support.test"),
+        recipients=["support@support.test"], settings=settings, received_at=datetime.now(UTC), source="smtp",
+        mail_from="",
+    )  # fmt: skip
+    assert parsed.report == DeliveryReport(action="failed", status="5.1.1", diagnostic=DIAGNOSTIC)
+    assert bounce_reason(parsed.report) == REASON
+    assert "@" not in bounce_reason(parsed.report)
+    assert bounce_reason(None) == "bounced: no delivery-status report"
+    assert bounce_reason(DeliveryReport(action="failed", status="5.2.2")) == "bounced: 5.2.2"
+    assert len(bounce_reason(DeliveryReport(action="failed", diagnostic="x" * 500))) == 200
+
+
+# -- over NATS ------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    server: EmbeddedNats
+    nc: NATS
+    store: EventStore
+    sink: SmtpSink
+    connector: EmailConnector
+
+    @property
+    def smtp(self) -> tuple[str, int]:
+        assert self.connector.smtp_address is not None
+        return self.connector.smtp_address
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, **extra: Any) -> AsyncIterator[World]:
+    server = EmbeddedNats(store_dir=tmp_path / "nats")
+    await server.astart()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+    sink = SmtpSink()
+    runtime: ConnectorRuntime | None = None
+    try:
+        await ensure_streams(nc.jetstream())
+        port = await sink.start()
+        settings = {
+            "port": 0,
+            "smtp_port": 0,
+            "domains": ["support.test"],
+            "send_host": "127.0.0.1",
+            "send_port": port,
+            "from_address": "support@support.test",
+            "deliver_backoff": 0.05,
+            "outbound_fetch_timeout": 0.5,
+            "ack_timeout": 1.0,
+            **extra,
+        }
+        connector = EmailConnector.from_config(settings)
+        runtime = ConnectorRuntime(connector, nc)
+        await runtime.start()
+        yield World(server, nc, EventStore(nc, nc.jetstream()), sink, connector)
+    finally:
+        if runtime is not None:
+            await runtime.stop()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await sink.stop()
+        await server.astop()
+
+
+def new_reply() -> DeliverReply:
+    return DeliverReply(
+        conversation_id="cv_" + uuid.uuid4().hex[:20],
+        customer_id="cu_" + uuid.uuid4().hex[:20],
+        channel="email",
+        reply_id="rep_" + uuid.uuid4().hex[:12],
+        contact="ann@customer.test",
+        text="The corrected invoice is attached to your account.",
+        thread_ref="c1@customer.test",
+        metadata={"subject": "Invoice question"},
+    )
+
+
+async def conversation_events(store: EventStore, reply: DeliverReply) -> list[Any]:
+    return [s.event for s in await store.read(subjects.conversation(reply.customer_id, reply.conversation_id))]
+
+
+async def send_reply(w: World, reply: DeliverReply) -> str:
+    """Publish the command, wait for MessageSent; the Message-ID the sink received (bare)."""
+    await w.nc.jetstream().publish(subjects.outbound("email"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+    async with asyncio.timeout(15):
+        while not any(isinstance(e, MessageSent) for e in await conversation_events(w.store, reply)):
+            await asyncio.sleep(0.05)
+    [got] = await w.sink.wait_for(1)
+    sent = message_from_bytes(got.data, policy=policy.default)
+    message_id = str(sent["Message-ID"]).strip("<>")
+    assert message_id == f"rd.{reply.reply_id}@support.test"
+    return message_id
+
+
+def failures(events: list[Any]) -> list[DeliveryFailed]:
+    return [e for e in events if isinstance(e, DeliveryFailed)]
+
+
+@pytest.mark.integration
+async def test_bounce_of_our_reply_is_one_delivery_failed(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        reply = new_reply()
+        message_id = await send_reply(w, reply)
+        entry = await (await w.nc.jetstream().key_value(subjects.STATE_BUCKET)).get(f"email.sent.{reply.reply_id}")
+        assert entry.value is not None and reply.conversation_id.encode() in entry.value
+
+        bounce_id = f"b.{uuid.uuid4().hex[:8]}@mx.customer.test"
+        for _ in range(2):  # the MTA did not see our 250 and sends it again
+            result = await smtp_send(w.smtp, dsn(bounce_id, message_id), mail_from="")
+            assert result.data == 250, result
+        # Another MTA's report of the same failure, other bytes and Message-ID.
+        other = await smtp_send(w.smtp, dsn("x." + bounce_id, message_id), mail_from="")
+        assert other.data == 250
+
+        events = await conversation_events(w.store, reply)
+        [failed] = failures(events)
+        assert failed.reply_id == reply.reply_id and failed.channel == "email"
+        assert failed.customer_id == reply.customer_id and failed.conversation_id == reply.conversation_id
+        assert failed.reason == REASON
+        assert [type(e).__name__ for e in events] == ["MessageSent", "DeliveryFailed"]
+        # Recorded, not published: intake would only drop it.
+        assert await inbound_for(w.nc, bounce_id) == []
+        assert w.connector.metrics["published"] == 1
+        assert w.connector.metrics["duplicates"] == 2
+
+
+@pytest.mark.integration
+async def test_bounce_after_the_dedupe_window_still_appends_once(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        js = w.nc.jetstream()
+        config = (await js.stream_info(subjects.EVENTS_STREAM)).config
+        await js.update_stream(replace(config, duplicate_window=0.5))
+        reply = new_reply()
+        message_id = await send_reply(w, reply)
+        assert (await smtp_send(w.smtp, dsn("b1@mx.customer.test", message_id), mail_from="")).data == 250
+        # Something else happens on the conversation, and the dedupe window passes.
+        note = MessageSent(
+            at=datetime.now(UTC),
+            customer_id=reply.customer_id,
+            conversation_id=reply.conversation_id,
+            channel="email",
+            reply_id="rep_other",
+        )
+        await w.store.append(Append(note))
+        await asyncio.sleep(1.0)
+        assert (await smtp_send(w.smtp, dsn("b1@mx.customer.test", message_id), mail_from="")).data == 250
+        assert len(failures(await conversation_events(w.store, reply))) == 1
+
+
+@pytest.mark.integration
+async def test_record_bounce_is_idempotent_beyond_the_window(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        js = w.nc.jetstream()
+        config = (await js.stream_info(subjects.EVENTS_STREAM)).config
+        await js.update_stream(replace(config, duplicate_window=0.5))
+        sent = SentReply(reply_id="rep_direct", customer_id="cu_d1", conversation_id="cv_d1", sent_at=datetime.now(UTC))
+        first, before = await record_bounce(w.store, sent, "bounced: 5.1.1", datetime.now(UTC))
+        assert not before
+        await asyncio.sleep(0.8)
+        again, before = await record_bounce(w.store, sent, "bounced: 5.1.1", datetime.now(UTC))
+        assert before and again == first
+
+
+@pytest.mark.integration
+async def test_unknown_ids_and_delay_reports_append_nothing(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        reply = new_reply()
+        message_id = await send_reply(w, reply)
+        uid = uuid.uuid4().hex[:8]
+        # Ours in form, but never sent by us (or sent before bounces were remembered).
+        unknown = await smtp_send(w.smtp, dsn(f"u.{uid}@mx.test", f"rd.rep_never_{uid}@support.test"), mail_from="")
+        assert unknown.data == 250
+        # Not ours at all.
+        foreign = await smtp_send(w.smtp, dsn(f"f.{uid}@mx.test", f"{uid}@elsewhere.test"), mail_from="")
+        assert foreign.data == 250
+        # A delay warning about our reply is not a failure.
+        delayed = dsn(f"d.{uid}@mx.test", message_id, action="delayed", status="4.4.1")
+        assert (await smtp_send(w.smtp, delayed, mail_from="")).data == 250
+
+        everything = [s.event for s in await w.store.read(subjects.EVENTS_ALL)]
+        assert failures(everything) == []
+        # These go on as before: published, flagged as bounces, for intake to drop.
+        for bounce_id in (f"u.{uid}@mx.test", f"f.{uid}@mx.test", f"d.{uid}@mx.test"):
+            [item] = await inbound_for(w.nc, bounce_id, wait=2.0)
+            assert item.message.metadata["auto"] == "bounce"
+
+
+@pytest.mark.integration
+async def test_nats_away_is_451_and_the_retry_records_it(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        reply = new_reply()
+        message_id = await send_reply(w, reply)
+        await w.server.astop()
+        result = await smtp_send(w.smtp, dsn("b2@mx.customer.test", message_id), mail_from="")
+        assert result.data == 451 and result.data_text.startswith("4.3.0")
+        await w.server.astart()
+        async with asyncio.timeout(10):
+            while not w.nc.is_connected:
+                await asyncio.sleep(0.05)
+        result = await smtp_send(w.smtp, dsn("b2@mx.customer.test", message_id), mail_from="")
+        assert result.data == 250, result
+        [failed] = failures(await conversation_events(w.store, reply))
+        assert failed.reason == REASON

@@ -1,0 +1,141 @@
+"""Pure parts of the email connector: threading helpers, HTML to text, parse edge cases, settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.email.connector import EmailConnector
+from connectors.email.html import html_to_text
+from connectors.email.outbound import build_reply
+from connectors.email.parse import header_recipients, parse_email
+from connectors.email.settings import EmailSettings
+from connectors.email.threads import (
+    make_token,
+    msgids,
+    read_token,
+    reply_references,
+    reply_subject,
+    split_address,
+)
+from connectors.sdk import Malformed
+from events.model import DeliverReply
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def settings(**extra: object) -> EmailSettings:
+    s = EmailConnector.from_config({"domains": ["support.test"], **extra}).settings
+    assert isinstance(s, EmailSettings)
+    return s
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("Invoice", "Re: Invoice"),
+        ("Re: Invoice", "Re: Invoice"),
+        ("RE: re: Aw: Invoice", "Re: Invoice"),
+        ("Re[2]: Invoice", "Re: Invoice"),
+        ("SV: Faktura", "Re: Faktura"),
+        ("", "Re: Your request"),
+        (None, "Re: Your request"),
+        ("Regarding the invoice", "Re: Regarding the invoice"),
+    ],
+)
+def test_one_re_prefix(subject: str | None, expected: str) -> None:
+    assert reply_subject(subject, "Your request") == expected
+
+
+def test_reply_references() -> None:
+    assert reply_references("<p@x>", "<a@x> <b@x>") == ("<p@x>", "<a@x> <b@x> <p@x>")
+    assert reply_references("p@x", None) == ("<p@x>", "<p@x>")
+    assert reply_references("<p@x>", "<a@x> <p@x>") == ("<p@x>", "<a@x> <p@x>")
+    assert reply_references(None, None) == (None, None)
+    long = " ".join(f"<m{i}@x>" for i in range(40))
+    _, refs = reply_references("<p@x>", long)
+    assert refs is not None
+    ids = msgids(refs)
+    assert len(ids) == 20 and ids[0] == "m0@x" and ids[-1] == "p@x"
+
+
+def test_msgids() -> None:
+    assert msgids("<a@x>  <b@y>\r\n <a@x>") == ["a@x", "b@y"]
+    assert msgids("bare@id") == ["bare@id"]
+    assert msgids("") == [] and msgids(None) == []
+
+
+def test_tokens() -> None:
+    assert read_token(make_token("cv_abc")) == "cv_abc"
+    signed = make_token("cv_abc", "s")
+    assert read_token(signed, "s") == "cv_abc"
+    assert read_token(signed, "t") is None
+    assert read_token("cv_abc", "s") is None  # unsigned token when a secret is set
+    assert read_token("../etc", "") is None
+    a = split_address("Support+cv_1.x@Support.TEST")
+    assert (a.base, a.token, a.domain) == ("Support@support.test", "cv_1.x", "support.test")
+
+
+def test_html_to_text() -> None:
+    html = "<p>Hi&amp;bye</p><br><br><table><tr><td>a</td><td>b</td></tr></table><blockquote><p>old</p></blockquote>"
+    assert html_to_text(html) == "Hi&bye\n\na b\n> old"
+
+
+def test_no_from_is_malformed() -> None:
+    with pytest.raises(Malformed):
+        parse_email(b"Subject: x\r\n\r\nbody", recipients=[], settings=settings(), received_at=NOW, source="t")
+    with pytest.raises(Malformed):
+        parse_email(b"   ", recipients=[], settings=settings(), received_at=NOW, source="t")
+
+
+def test_envelope_sender_when_from_is_missing() -> None:
+    p = parse_email(
+        b"Subject: x\r\n\r\nbody",
+        recipients=["s@support.test"],
+        settings=settings(),
+        received_at=NOW,
+        source="t",
+        mail_from="bob@Example.TEST",
+    )
+    assert p.message.sender == "bob@example.test"
+
+
+def test_long_body_is_cut_and_non_utf8_charset_decoded() -> None:
+    raw = (
+        b"From: a@b.test\r\nMessage-ID: <l@b>\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ) + "Grüße ".encode("latin-1") * 10
+    p = parse_email(raw, recipients=[], settings=settings(max_text_chars=12), received_at=NOW, source="t")
+    assert p.message.text.startswith("Grüße Grüße")
+    assert len(p.message.text) <= 12
+    assert p.message.metadata["truncated"] == "true"
+
+
+def test_header_recipients_for_mailboxes() -> None:
+    raw = b"Delivered-To: help@support.test\r\nTo: Someone <x@y.test>, b@support.test\r\nCc: c@z.test\r\n\r\n"
+    assert header_recipients(raw) == ["help@support.test", "x@y.test", "b@support.test", "c@z.test"]
+
+
+def test_domains_from_a_comma_separated_env_value() -> None:
+    s = EmailConnector.from_config({"domains": "Support.test, billing.test"}).settings
+    assert isinstance(s, EmailSettings)
+    assert s.domain_set() == {"support.test", "billing.test"}
+
+
+def test_reply_headers_cannot_be_injected() -> None:
+    reply = DeliverReply(
+        conversation_id="cv_1",
+        customer_id="cu_1",
+        channel="email",
+        reply_id="rep_1",
+        contact="ann@customer.test",
+        text="hi",
+        thread_ref="<p@x>",
+        metadata={"subject": "x\r\nBcc: victim@evil.test", "references": "<a@x>\r\nBcc: v@e"},
+    )
+    mail = build_reply(reply, settings(from_address="support@support.test"))
+    data = mail.message.as_bytes()
+    assert b"\nBcc:" not in data
+    assert mail.message["References"] == "<a@x> <p@x>"
+    assert mail.message["Subject"] == "Re: x Bcc: victim@evil.test"

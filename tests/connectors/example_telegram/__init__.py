@@ -1,0 +1,1 @@
+"""A worked example for integrators: a Telegram connector built on the SDK (see connectors/README.md)."""

@@ -1,0 +1,193 @@
+"""The SDK's outbound worker with an in-memory connector: retries, outcomes, poison messages,
+and resuming after the nats-server restarts (nats.py pull subscriptions may not)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from connectors.sdk import (
+    Connector,
+    DeliveryResult,
+    PermanentDeliveryError,
+    ProviderRequest,
+    TransientDeliveryError,
+)
+from connectors.sdk.runtime import ConnectorRuntime
+from events import subjects
+from events.codec import encode
+from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
+from events.store import Append, EventStore
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+
+pytestmark = pytest.mark.integration
+
+
+class Script:
+    """What the fake provider does on each call for one contact."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, list[object]] = {}
+        self.calls: list[DeliverReply] = []
+
+
+class MemoryConnector(Connector):
+    name: ClassVar[str] = "memory"
+    channel: ClassVar[Channel] = "chat"
+    provider: ClassVar[str] = "memory"
+    script: Script
+
+    def verify(self, request: ProviderRequest) -> None:
+        return None
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        return []
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        self.script.calls.append(reply)
+        plan = self.script.plans.get(reply.contact, [])
+        step = plan.pop(0) if plan else "ok"
+        if isinstance(step, BaseException):
+            raise step
+        if isinstance(step, DeliveryResult):
+            return step
+        return DeliveryResult.sent(f"prov-{len(self.script.calls)}")
+
+
+@dataclass
+class Rig:
+    server: EmbeddedNats
+    nc: NATS
+    store: EventStore
+    runtime: ConnectorRuntime
+    script: Script
+
+    async def send(self, contact: str = "c1") -> DeliverReply:
+        reply = DeliverReply(
+            conversation_id="conv_" + uuid.uuid4().hex[:10],
+            customer_id="cus_" + uuid.uuid4().hex[:10],
+            channel="chat",
+            reply_id="rep_" + uuid.uuid4().hex[:10],
+            contact=contact,
+            text="hi",
+        )
+        await self.nc.jetstream().publish(subjects.outbound("chat"), encode(reply))
+        return reply
+
+    async def outcome(self, reply: DeliverReply, timeout: float = 15.0) -> MessageSent | DeliveryFailed:
+        subject = subjects.conversation(reply.customer_id, reply.conversation_id)
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(Exception):
+                    for stored in await self.store.read(subject):
+                        if isinstance(stored.event, (MessageSent, DeliveryFailed)):
+                            return stored.event
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    server = EmbeddedNats(store_dir=tmp_path / "js")
+    await server.astart()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    await ensure_streams(nc.jetstream())
+    connector = MemoryConnector.from_config(
+        {"port": 0, "deliver_attempts": 3, "deliver_backoff": 0.01, "outbound_fetch_timeout": 0.3}
+    )
+    connector.script = Script()
+    runtime = ConnectorRuntime(connector, nc)
+    await runtime.start()
+    try:
+        yield Rig(server, nc, EventStore(nc, nc.jetstream()), runtime, connector.script)
+    finally:
+        await runtime.stop()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await server.astop()
+
+
+async def test_sent_is_recorded_and_acked(rig: Rig) -> None:
+    reply = await rig.send()
+    outcome = await rig.outcome(reply)
+    assert isinstance(outcome, MessageSent)
+    assert outcome.provider_message_id == "prov-1"
+    assert outcome.reply_id == reply.reply_id
+    # The work queue is empty once acked.
+    await asyncio.sleep(0.2)
+    info = await rig.nc.jetstream().stream_info(subjects.OUTBOUND_STREAM)
+    assert info.state.messages == 0
+
+
+async def test_transient_errors_are_retried_then_fail(rig: Rig) -> None:
+    rig.script.plans["flaky"] = [TimeoutError(), TransientDeliveryError("rate limited")]
+    rig.script.plans["down"] = [TransientDeliveryError("503")] * 5
+    ok = await rig.send("flaky")
+    assert isinstance(await rig.outcome(ok), MessageSent)
+    bad = await rig.send("down")
+    failed = await rig.outcome(bad)
+    assert isinstance(failed, DeliveryFailed)
+    assert "503" in failed.reason and "3 attempts" in failed.reason
+    assert [c.contact for c in rig.script.calls] == ["flaky"] * 3 + ["down"] * 3
+    assert rig.runtime.metrics["delivery_retries"] == 4
+
+
+async def test_permanent_failures_are_not_retried(rig: Rig) -> None:
+    rig.script.plans["gone"] = [PermanentDeliveryError("number blocked")]
+    rig.script.plans["bug"] = [RuntimeError("oops")]
+    rig.script.plans["said-no"] = [DeliveryResult.failed("opted out")]
+    for contact, reason in (("gone", "number blocked"), ("bug", "connector error"), ("said-no", "opted out")):
+        outcome = await rig.outcome(await rig.send(contact))
+        assert isinstance(outcome, DeliveryFailed)
+        assert reason in outcome.reason
+    assert len(rig.script.calls) == 3
+
+
+async def test_undecodable_command_is_dropped_and_the_worker_goes_on(rig: Rig) -> None:
+    await rig.nc.jetstream().publish(subjects.outbound("chat"), b'{"type": "deliver_reply", "nonsense": 1}')
+    reply = await rig.send()
+    assert isinstance(await rig.outcome(reply), MessageSent)
+
+
+async def test_worker_resumes_after_server_restart(rig: Rig) -> None:
+    assert isinstance(await rig.outcome(await rig.send()), MessageSent)
+    await rig.server.astop()
+    await asyncio.sleep(0.5)
+    await rig.server.astart()  # same port, same store: streams and the durable survive
+    async with asyncio.timeout(10):
+        while not rig.nc.is_connected:
+            await asyncio.sleep(0.05)
+    reply = await rig.send()
+    assert isinstance(await rig.outcome(reply), MessageSent)
+    assert rig.runtime.worker is not None and rig.runtime.worker.health()["state"] == "running"
+
+
+async def test_stop_is_prompt_when_idle(rig: Rig) -> None:
+    async with asyncio.timeout(3):
+        await rig.runtime.stop()
+    assert rig.runtime.worker is None
+
+
+async def test_outcome_that_could_not_be_recorded_is_not_sent_twice(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_append = rig.runtime.store.append
+    failures = [ConnectionError("event log unreachable")]
+
+    async def flaky_append(item: Append) -> int:
+        if failures:
+            raise failures.pop()
+        return await real_append(item)
+
+    monkeypatch.setattr(rig.runtime.store, "append", flaky_append)
+    reply = await rig.send()
+    outcome = await rig.outcome(reply)
+    assert isinstance(outcome, MessageSent)
+    assert len(rig.script.calls) == 1  # redelivered, recorded, not delivered again

@@ -1,0 +1,166 @@
+"""Issue 6: an agent's reply through the API goes back out on the customer's own channel,
+to local stand-ins for the providers: a fake Twilio Messages API and an SMTP sink."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import smtplib
+from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from events.model import MessageSent
+from events.store import EventStore
+from services.embedded_nats import EmbeddedNats, free_port
+from tests.integration.system import eventually
+from tests.integration.test_walking_skeleton import System, accept_if_offered, running_system, system_config
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT_SID = "AC" + "1" * 32
+OUR_NUMBER = "+15557654321"
+
+
+class FakeTwilio:
+    """Twilio's Messages API, as far as Relaydesk uses it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+        self.auth: list[str | None] = []
+
+    async def create(self, request: web.Request) -> web.Response:
+        assert request.match_info["sid"] == ACCOUNT_SID
+        self.auth.append(request.headers.get("Authorization"))
+        self.messages.append(dict(await request.post()))  # type: ignore[arg-type]
+        return web.json_response({"sid": f"SM{len(self.messages):032d}", "status": "queued"}, status=201)
+
+
+@pytest.fixture
+async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
+    fake = FakeTwilio()
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield fake, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.mail: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mail.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[tuple[Sink, int]]:
+    sink = Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+async def reply(system: System, conversation: dict[str, Any], text: str) -> None:
+    status, body = await system.post(f"/v1/conversations/{conversation['id']}/reply", {"text": text})
+    assert status == 202, body
+
+
+async def sent_for(system: System, customer_id: str) -> list[MessageSent]:
+    import nats
+
+    nc = await nats.connect(system.nats.url)
+    try:
+        events = await EventStore(nc, nc.jetstream()).read_customer(customer_id)
+    finally:
+        await nc.close()
+    return [e.event for e in events if isinstance(e.event, MessageSent)]
+
+
+async def test_reply_to_an_sms_reaches_the_twilio_messages_api(
+    tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, base_url = fake_twilio
+    config = system_config(tmp_path, clean_nats.url)
+    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    async with running_system(config, clean_nats) as system:
+        phone = "+15551239876"
+        assert await system.send_sms("SM" + "d" * 32, phone, "my invoice is wrong") == 200
+        customer_id = await eventually(lambda: system.customer(phone))
+        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        await reply(system, conv, "Sorry about that, a refund is on its way.")
+        await eventually(lambda: _nonempty(fake.messages))
+        sent = await eventually(lambda: sent_for(system, customer_id))
+    assert fake.messages == [
+        {"To": phone, "From": OUR_NUMBER, "Body": "Sorry about that, a refund is on its way."}
+    ] or (
+        fake.messages[0]["To"] == phone
+        and fake.messages[0]["From"] == OUR_NUMBER
+        and fake.messages[0]["Body"] == "Sorry about that, a refund is on its way."
+    )
+    assert fake.auth[0] is not None and fake.auth[0].startswith("Basic ")
+    assert sent[0].provider_message_id.startswith("SM")
+
+
+async def test_reply_to_an_email_is_threaded_under_the_customers_message(
+    tmp_path: Path, clean_nats: EmbeddedNats, smtp_sink: tuple[Sink, int]
+) -> None:
+    sink, sink_port = smtp_sink
+    smtp_in = free_port()
+    config = system_config(tmp_path, clean_nats.url)
+    config.connectors["email"] = {
+        "port": free_port(),
+        "smtp_port": smtp_in,
+        "domains": ["support.example.com"],
+        "send_host": "127.0.0.1",
+        "send_port": sink_port,
+        "send_starttls": False,
+        "from_address": "help@support.example.com",
+    }
+    async with running_system(config, clean_nats) as system:
+        original = EmailMessage()
+        original["From"] = "Ann <ann@example.com>"
+        original["To"] = "help@support.example.com"
+        original["Subject"] = "Charged twice"
+        original["Message-ID"] = "<ann-1@example.com>"
+        original.set_content("Hello, my invoice shows two charges.")
+        await asyncio.to_thread(_send, smtp_in, original)
+
+        async def customer() -> str | None:
+            status, body = await system.get("/v1/customers", identity="email:ann@example.com")
+            return body["customers"][0]["customer_id"] if status == 200 else None
+
+        customer_id = await eventually(customer)
+        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        await reply(system, conv, "We have refunded the second charge.")
+        await eventually(lambda: _nonempty(sink.mail))
+    mail_from, rcpt_tos, content = sink.mail[0]
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    assert mail_from == "help@support.example.com"
+    assert rcpt_tos == ["ann@example.com"]
+    assert message["In-Reply-To"] == "<ann-1@example.com>"
+    assert "<ann-1@example.com>" in message["References"]
+    assert message["Subject"] == "Re: Charged twice"
+    assert "We have refunded the second charge." in message.get_body(preferencelist=("plain",)).get_content()
+
+
+def _send(port: int, message: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.send_message(message)
+
+
+async def _nonempty(items: list[Any]) -> bool:
+    return bool(items)

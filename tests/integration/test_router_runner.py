@@ -1,0 +1,87 @@
+"""The router runner over a real nats-server: it folds the log, decides while it holds the
+lease, and a restart (with or without snapshot) reassigns nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from events.model import AgentOffered, ConversationAssigned
+from events.store import EventStore
+from events.streams import ensure_streams
+from router.policy import RouterPolicy
+from services.bootstrap import seed_agents
+from services.config import Config
+from services.embedded_nats import EmbeddedNats
+from services.router_runner import RouterRunner
+from tests.integration.system import eventually, open_conversation
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
+    nc = await nats.connect(clean_nats.url)
+    await ensure_streams(nc.jetstream())
+    s = EventStore(nc, nc.jetstream())
+    await seed_agents(s, Config())
+    yield s
+    await nc.drain()
+
+
+@contextlib.asynccontextmanager
+async def running_router(url: str, policy: RouterPolicy, **options) -> AsyncIterator[RouterRunner]:  # type: ignore[no-untyped-def]
+    nc = await nats.connect(url)
+    runner = RouterRunner(nc, policy, tick=0.05, lease_ttl=1.0, **options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(runner.leading.wait(), 10)
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+
+
+def holder(events: list, conversation: str) -> str | None:  # type: ignore[type-arg]
+    for e in events:
+        if isinstance(e.event, (AgentOffered, ConversationAssigned)) and e.event.conversation_id == conversation:
+            return e.event.agent_id
+    return None
+
+
+async def routing_decisions(store: EventStore) -> list:  # type: ignore[type-arg]
+    return [e for e in await store.read() if isinstance(e.event, (AgentOffered, ConversationAssigned))]
+
+
+async def test_spanish_billing_goes_to_the_spanish_agent(clean_nats: EmbeddedNats, store: EventStore) -> None:
+    async with running_router(clean_nats.url, RouterPolicy()):
+        await open_conversation(store, "cu1", "cv1", skills={"billing": 1}, language="es", text="reembolso")
+        await open_conversation(store, "cu2", "cv2", skills={"billing": 1}, language="en", text="refund")
+        events = await eventually(lambda: _when(routing_decisions(store), 2))
+    assert holder(events, "cv1") == "bruno"
+    assert holder(events, "cv2") in {"ava", "bruno"}
+
+
+async def test_restart_reassigns_nothing(clean_nats: EmbeddedNats, store: EventStore) -> None:
+    async with running_router(clean_nats.url, RouterPolicy()):
+        for i in range(6):
+            await open_conversation(store, f"cu{i}", f"cv{i}")
+        await eventually(lambda: _when(routing_decisions(store), 6))
+    before = await routing_decisions(store)
+    for use_snapshot in (True, False):
+        async with running_router(clean_nats.url, RouterPolicy(), use_snapshot=use_snapshot) as runner:
+            await asyncio.wait_for(runner.ready.wait(), 10)
+            await asyncio.sleep(0.5)  # several ticks with nothing new to decide
+        assert runner.decisions_appended == 0
+    assert await routing_decisions(store) == before
+
+
+async def _when(probe, count: int):  # type: ignore[no-untyped-def]
+    events = await probe
+    return events if len(events) >= count else None

@@ -1,0 +1,426 @@
+"""One abstract suite every timeline backend passes (subclassed per backend below)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from events.model import ConversationOpened, CustomerCreated, CustomerProfileUpdated, LogEvent, UnknownEvent
+from events.store import StoredEvent
+from services.timelines import CheckpointMismatch, ConversationSummary, ReadOnlyStore, TimelineStore, open_store
+from tests.timelines.helpers import T0, Backend, CustomersMerged, Script, Seq, make_backend, new_id, pg_reachable
+
+
+class Crash(Exception):
+    pass
+
+
+class StoreContract:
+    """Subclasses set ``backend_name``; pytest collects only the ``Test*`` subclasses."""
+
+    backend_name: str
+
+    @pytest.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[Backend]:
+        b = make_backend(self.backend_name, tmp_path)
+        try:
+            yield b
+        finally:
+            await b.close_all()
+
+    @pytest.fixture
+    async def ts(self, backend: Backend) -> TimelineStore:
+        return await backend.open()
+
+    # -- rows per kind ------------------------------------------------------------
+
+    async def test_every_event_kind_writes_its_row(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        seq = Seq(gap=1)
+        batch = seq([s.created(), *s.full()])
+        await ts.apply(batch)
+        entries = await ts.timeline(s.customer, limit=1000)
+        assert [e.kind for e in entries] == [
+            "customer_created",
+            "opened",
+            "message_in",
+            "routing_requested",
+            "escalation_step",
+            "offered",
+            "offer_declined",
+            "offered",
+            "offer_expired",
+            "assigned",
+            "message_out",
+            "message_sent",
+            "transferred",
+            "offered",
+            "offer_accepted",
+            "escalated",
+            "assigned",
+            "message_out",
+            "delivery_failed",
+            "released",
+            "assigned",
+            "resolved",
+        ]
+        assert [e.seq for e in entries] == [b.seq for b in batch]
+        by_kind = {e.kind: e for e in entries}
+        msg = by_kind["message_in"]
+        assert (msg.direction, msg.text, msg.channel, msg.message_id) == ("in", "I was charged twice", "sms", "m1")
+        out = by_kind["message_out"]
+        assert (out.direction, out.agent_id) == ("out", "dora")
+        assigned = entries[9]
+        assert assigned.agent_id == "ava"
+        assert assigned.reason == {"rule": "best_fit", "step": 0, "score": {"load": -1.0, "skill": 3.0}}
+        assert assigned.channel == "sms"  # every entry of an sms conversation is on the sms channel
+        assert by_kind["escalation_step"].channel == "sms"
+        assert by_kind["transferred"].detail == {
+            "from_agent": "ava",
+            "to_agent": "chen",
+            "to_skill": "technical",
+            "transfer_count": 1,
+            "note": "n/a",
+        }
+        assert by_kind["delivery_failed"].detail == {"reason": "carrier rejected"}
+        assert entries[0].at.tzinfo is not None
+        opened = batch[1].event
+        assert isinstance(opened, ConversationOpened) and entries[1].at == opened.at
+
+    async def test_unknown_events_are_skipped_but_advance_the_checkpoint(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        batch = [
+            StoredEvent(
+                seq=1, subject=f"rd.evt.c.{s.customer}.{s.conversation}", event=UnknownEvent(type="x", raw=b"{}")
+            ),
+            *Seq(next=2)([s.opened()]),
+        ]
+        await ts.apply(batch)
+        assert [e.kind for e in await ts.timeline(s.customer)] == ["opened"]
+        assert await ts.checkpoint() == 2
+
+    # -- paging -------------------------------------------------------------------
+
+    async def test_paging_with_after_limit_and_channel(self, ts: TimelineStore) -> None:
+        cust = new_id("cu")
+        sms = Script(cust, new_id("cv"), channel="sms")
+        mail = Script(cust, new_id("cv"), channel="email")
+        other = Script(new_id("cu"), new_id("cv"))
+        events: list[LogEvent] = []
+        for i in range(5):
+            events += [sms.message(f"s{i}"), mail.message(f"e{i}"), other.message("not mine")]
+        events = [sms.opened(), mail.opened(), *events]
+        await ts.apply(Seq()(events))
+        page1 = await ts.timeline(cust, limit=4)
+        page2 = await ts.timeline(cust, after=page1[-1].seq, limit=4)
+        rest = await ts.timeline(cust, after=page2[-1].seq, limit=100)
+        everything = await ts.timeline(cust, limit=100)
+        assert len(everything) == 12
+        assert page1 + page2 + rest == everything
+        assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+        emails = await ts.timeline(cust, channel="email", limit=100)
+        assert [e.text for e in emails if e.kind == "message_in"] == [f"e{i}" for i in range(5)]
+        assert {e.channel for e in emails} == {"email"}
+        assert await ts.timeline(cust, after=everything[-1].seq) == []
+        assert await ts.timeline(new_id("nobody")) == []
+
+    # -- summaries ----------------------------------------------------------------
+
+    async def test_conversation_status_transitions(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        seq = Seq()
+
+        async def status_after(*events: object) -> tuple[str, str | None]:
+            await ts.apply(seq(list(events)))  # type: ignore[arg-type]
+            c = await ts.conversation(s.conversation)
+            assert c is not None
+            return c.status, c.agent_id
+
+        assert await status_after(s.opened(), s.message(), s.routing()) == ("waiting", None)
+        assert await status_after(s.offered("bruno")) == ("offered", "bruno")
+        assert await status_after(s.declined("bruno")) == ("waiting", None)
+        assert await status_after(s.offered("chen")) == ("offered", "chen")
+        assert await status_after(s.expired("chen")) == ("waiting", None)
+        assert await status_after(s.offered("ava"), s.accepted("ava")) == ("assigned", "ava")
+        assert await status_after(s.transferred("ava", "chen")) == ("waiting", None)
+        assert await status_after(s.assigned("chen")) == ("assigned", "chen")
+        assert await status_after(s.escalated("chen")) == ("waiting", None)
+        assert await status_after(s.assigned("dora")) == ("assigned", "dora")
+        assert await status_after(s.released("dora")) == ("waiting", None)
+        assert await status_after(s.assigned("ava"), s.reply("ava")) == ("assigned", "ava")
+        assert await status_after(s.resolved("ava")) == ("resolved", "ava")
+        c = await ts.conversation(s.conversation)
+        assert c is not None
+        assert c.channel == "sms"
+        assert c.customer_id == s.customer
+        assert c.transfer_count == 1
+        assert c.message_count == 2
+        assert c.opened_at is not None and c.resolved_at is not None
+        assert c.last_reason == {"rule": "best_fit", "step": 0, "score": {"load": -1.0, "skill": 3.0}}
+        assert c.last_activity_at == c.resolved_at
+        # what service metrics need: time to assign, first response, SLA, decline/expiry counts
+        at = {e.kind: e.at for e in reversed(await ts.timeline(s.customer, limit=1000))}  # first of each kind
+        assert c.priority == 2 and c.sla_due is not None and c.sla_due > at["routing_requested"]
+        assert c.first_assigned_at == at["offer_accepted"]
+        assert c.first_response_at == at["message_out"]
+        assert (c.offers_declined, c.offers_expired) == (1, 1)
+        assert await ts.conversation(new_id("none")) is None
+
+    async def test_conversations_filtered_by_status_and_agent(self, ts: TimelineStore) -> None:
+        cust = new_id("cu")
+        scripts = [Script(cust, new_id("cv")) for _ in range(4)]
+        a, b, c, d = scripts
+        events: list[LogEvent] = [x.opened() for x in scripts]
+        events += [a.assigned("ava"), b.assigned("ava"), c.offered("bruno"), b.resolved("ava")]
+        await ts.apply(Seq()(events))
+
+        def ids(rows: list[ConversationSummary]) -> list[str]:
+            return [r.conversation_id for r in rows]
+
+        assert ids(await ts.conversations(customer_id=cust, status="assigned")) == [a.conversation]
+        assert ids(await ts.conversations(customer_id=cust, status="offered")) == [c.conversation]
+        assert ids(await ts.conversations(customer_id=cust, status="waiting")) == [d.conversation]
+        assert set(ids(await ts.conversations(agent_id="ava", customer_id=cust))) == {a.conversation, b.conversation}
+        everything = await ts.conversations(customer_id=cust)
+        assert len(everything) == 4
+        # most recently active first
+        assert [r.last_activity_at for r in everything] == sorted(
+            (r.last_activity_at for r in everything), reverse=True
+        )
+        assert len(await ts.conversations(customer_id=cust, limit=2)) == 2
+
+    async def test_customer_summaries_and_search(self, ts: TimelineStore) -> None:
+        cust = new_id("cu")
+        sms = Script(cust, new_id("cv"), channel="sms")
+        mail = Script(cust, new_id("cv"), channel="email")
+        other = Script(new_id("cu"), new_id("cv"))
+        events: list[LogEvent] = [
+            sms.created(),
+            sms.opened(),
+            sms.message(),
+            CustomerCreated(at=T0, customer_id=cust, identity="email:Ana@Example.com"),
+            CustomerProfileUpdated(at=T0, customer_id=cust, tier="gold", flags=("media_attention",), crm_id="SF-77"),
+            mail.opened(),
+            mail.message(),
+            other.created(),
+            other.opened(),
+        ]
+        await ts.apply(Seq()(events))
+        c = await ts.customer(cust)
+        assert c is not None
+        assert c.identities == ["email:Ana@Example.com", "sms:+15551234567"]
+        assert (c.tier, c.flags, c.crm_id, c.conversation_count) == ("gold", ["media_attention"], "SF-77", 2)
+        assert c.created_at is not None and c.last_activity_at == events[6].at
+        assert await ts.customer(new_id("nobody")) is None
+        assert [x.customer_id for x in await ts.customers(q="ana@example")] == [cust]
+        assert [x.customer_id for x in await ts.customers(q="sf-77")] == [cust]
+        assert [x.customer_id for x in await ts.customers(q=cust.upper())] == [cust]
+        assert cust in [x.customer_id for x in await ts.customers(tier="gold")]
+        assert other.customer not in [x.customer_id for x in await ts.customers(tier="gold", limit=1000)]
+        assert await ts.customers(q="100%_nobody") == []
+
+    async def test_a_merge_shows_both_histories_on_the_survivor(self, ts: TimelineStore) -> None:
+        a = Script(new_id("cua"), new_id("cv"), channel="sms")
+        b = Script(new_id("cub"), new_id("cv"), channel="email")
+        c = Script(new_id("cuc"), new_id("cv"), channel="chat")
+        seq = Seq()
+        await ts.apply(seq([a.created(), a.opened(), a.message("from sms")]))
+        await ts.apply(seq([b.created(), b.opened(), b.message("from email")]))
+        await ts.apply(seq([c.created(), c.opened(), c.message("from chat")]))
+        merges = seq(
+            [
+                CustomersMerged(at=T0, customer_id=a.customer, merged_id=c.customer, actor="op"),
+                CustomersMerged(at=T0, customer_id=b.customer, merged_id=a.customer, actor="op"),
+            ]
+        )
+        await ts.apply(merges)
+        await ts.apply(seq([b.message("after the merge")]))
+        texts = [e.text for e in await ts.timeline(b.customer, limit=1000) if e.kind == "message_in"]
+        assert texts == ["from sms", "from email", "from chat", "after the merge"]
+        merged_entries = [e for e in await ts.timeline(b.customer, limit=1000) if e.kind == "customers_merged"]
+        assert [e.detail for e in merged_entries] == [
+            {"merged_id": c.customer, "actor": "op"},
+            {"merged_id": a.customer, "actor": "op"},
+        ]
+        assert [e.text for e in await ts.timeline(b.customer, channel="sms") if e.kind == "message_in"] == ["from sms"]
+        # the merged customer's own timeline is unchanged; nothing was rewritten
+        assert [e.text for e in await ts.timeline(a.customer) if e.kind == "message_in"] == ["from sms", "from chat"]
+        assert {x.conversation_id for x in await ts.conversations(customer_id=b.customer)} == {
+            a.conversation,
+            b.conversation,
+            c.conversation,
+        }
+        survivor = await ts.customer(b.customer)
+        assert survivor is not None
+        assert survivor.merged == sorted([a.customer, c.customer]) and survivor.merged_into is None
+        assert survivor.conversation_count == 3
+        assert survivor.identities == sorted({"sms:+15551234567", "email:+15551234567", "chat:+15551234567"})
+        gone = await ts.customer(a.customer)
+        assert gone is not None and gone.merged_into == b.customer
+        found = {x.customer_id: x.merged_into for x in await ts.customers(q=a.customer)}
+        assert found == {a.customer: b.customer}
+        # a one-customer rebuild of the survivor keeps the links
+        before = await ts.dump()
+        await ts.replace_customer(b.customer, seq.history(b.customer), through=await ts.checkpoint())
+        assert await ts.dump() == before
+
+    # -- checkpoint, idempotence, crashes ----------------------------------------
+
+    async def test_checkpoint_and_idempotence(self, ts: TimelineStore, backend: Backend) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        batch = Seq(next=10)(s.full())
+        assert await ts.checkpoint() == 0
+        await ts.apply(batch)
+        assert await ts.checkpoint() == batch[-1].seq
+        before = await ts.dump()
+        await ts.apply(batch)  # a replay of the same batch
+        await ts.apply(batch[3:9])  # and of a part of it
+        assert await ts.dump() == before
+        assert await ts.checkpoint() == batch[-1].seq
+        # an overlapping batch applies only its new part
+        more = Seq(next=batch[-1].seq + 1)([s.message("again")])
+        await ts.apply([*batch[-3:], *more])
+        assert len(await ts.timeline(s.customer, limit=1000)) == len(batch) + 1
+        conv = await ts.conversation(s.conversation)
+        assert conv is not None and conv.message_count == 4  # 1 in + 2 replies + "again"
+
+    async def test_through_and_expect(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq(next=5)([s.opened()]), through=9)
+        assert await ts.checkpoint() == 9
+        with pytest.raises(CheckpointMismatch) as caught:
+            await ts.apply(Seq(next=10)([s.message()]), expect=3)
+        assert caught.value.actual == 9
+        await ts.apply(Seq(next=10)([s.message()]), expect=9)
+        assert await ts.checkpoint() == 10
+
+    async def test_partition_keys_have_their_own_checkpoints(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq(next=3)([s.opened()]), key="p0of2")
+        await ts.apply([], key="p1of2", through=7)
+        assert await ts.checkpoint("p0of2") == 3
+        assert await ts.checkpoint("p1of2") == 7
+        assert await ts.checkpoint() == 0
+        assert await ts.checkpoints() == {"p0of2": 3, "p1of2": 7}
+
+    async def test_a_crash_mid_batch_leaves_nothing_and_replays_cleanly(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        seq = Seq()
+        first = seq([s.opened(), s.message("one")])
+        await ts.apply(first)
+        batch = seq([s.message("two"), s.routing(), s.assigned("ava"), s.reply("ava"), s.resolved("ava")])
+        before = await ts.dump()
+
+        def crash(i: int) -> None:
+            if i == 2:
+                raise Crash("power cut")
+
+        ts.fault_hook = crash  # type: ignore[attr-defined]
+        with pytest.raises(Crash):
+            await ts.apply(batch)
+        ts.fault_hook = None  # type: ignore[attr-defined]
+        assert await ts.dump() == before
+        assert await ts.checkpoint() == first[-1].seq
+        conv = await ts.conversation(s.conversation)
+        assert conv is not None and conv.status == "waiting" and conv.message_count == 1
+        await ts.apply(batch)
+        assert await ts.checkpoint() == batch[-1].seq
+        assert len(await ts.timeline(s.customer)) == 7
+        conv = await ts.conversation(s.conversation)
+        assert conv is not None and conv.status == "resolved" and conv.message_count == 3
+
+    async def test_a_reader_sees_the_writer_and_cannot_write(self, ts: TimelineStore, backend: Backend) -> None:
+        reader = await backend.open(readonly=True)
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq()([s.opened(), s.message()]))
+        assert len(await reader.timeline(s.customer)) == 2
+        assert await reader.checkpoint() == 2
+        with pytest.raises(ReadOnlyStore):
+            await reader.apply(Seq(next=3)([s.message()]))
+
+    async def test_concurrent_reads_during_writes(self, ts: TimelineStore, backend: Backend) -> None:
+        reader = await backend.open(readonly=True)
+        s = Script(new_id("cu"), new_id("cv"))
+        seq = Seq()
+        await ts.apply(seq([s.opened()]))
+
+        async def write() -> None:
+            for _ in range(20):
+                await ts.apply(seq([s.message() for _ in range(10)]))
+
+        async def read() -> list[int]:
+            seen = []
+            for _ in range(20):
+                seen.append(len(await reader.timeline(s.customer, limit=1000)))
+                await asyncio.sleep(0)
+            return seen
+
+        _, seen = await asyncio.gather(write(), read())
+        assert seen == sorted(seen)  # never goes backwards, never sees half a batch
+        assert all((n - 1) % 10 == 0 for n in seen)
+        assert len(await reader.timeline(s.customer, limit=1000)) == 201
+
+    async def test_rows_serialise_to_json(self, ts: TimelineStore) -> None:
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq()(s.full()))
+        body = msgspec.json.decode(msgspec.json.encode(await ts.timeline(s.customer, limit=3)))
+        assert body[1]["kind"] == "message_in" and body[1]["text"] == "I was charged twice"
+        assert body[0]["at"].endswith("Z")
+        conv = msgspec.json.decode(msgspec.json.encode(await ts.conversation(s.conversation)))
+        assert conv["status"] == "resolved"
+
+
+class TestSqliteStore(StoreContract):
+    backend_name = "sqlite"
+
+
+_pg_skip = pg_reachable()
+
+
+@pytest.mark.skipif(_pg_skip is not None, reason=_pg_skip or "")
+class TestPostgresStore(StoreContract):
+    backend_name = "postgres"
+
+    async def test_a_dropped_connection_is_replaced(self, ts: TimelineStore) -> None:
+        from services.timelines.postgres import PostgresTimelineStore
+
+        assert isinstance(ts, PostgresTimelineStore)
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq()([s.opened()]))
+        await ts._conn.close()  # as if the server went away between two batches
+        await ts.apply(Seq(next=2)([s.message()]))
+        assert len(await ts.timeline(s.customer)) == 2
+
+    async def test_an_older_schema_gets_the_new_columns(self, backend: Backend) -> None:
+        import psycopg
+
+        from tests.timelines.helpers import PG_DSN, drop_schemas
+
+        schema = new_id("t_old_")
+        async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE "{schema}".conversations (conversation_id text PRIMARY KEY, customer_id text NOT NULL,'
+                " channel text, status text NOT NULL, agent_id text, opened_at timestamptz,"
+                " last_activity_at timestamptz NOT NULL, resolved_at timestamptz, transfer_count integer NOT NULL,"
+                " message_count integer NOT NULL, last_reason jsonb, last_seq bigint NOT NULL)"
+            )
+            await conn.execute(
+                f'CREATE TABLE "{schema}".timeline (customer_id text, seq bigint, conversation_id text,'
+                " at timestamptz, kind text, channel text, direction text, agent_id text, message_id text,"
+                " text text, reason jsonb, detail jsonb, PRIMARY KEY (customer_id, seq))"
+            )
+        try:
+            ts = await open_store(PG_DSN, schema=schema)
+            s = Script(new_id("cu"), new_id("cv"))
+            await ts.apply(Seq()([s.opened(), s.routing()]))
+            conv = await ts.conversation(s.conversation)
+            assert conv is not None and conv.priority == 2
+            assert await ts.fold_version() is None  # the projector will rebuild it
+            await ts.close()
+        finally:
+            await drop_schemas(PG_DSN, schema)

@@ -1,0 +1,109 @@
+"""Escalation steps: each step reached is an event and relaxes the requirements."""
+
+from __future__ import annotations
+
+from events.model import EscalationStepReached
+from router.policy import EscalationStep, RouterPolicy
+from tests.unit.router.helpers import Log, agent, at, conversation, events_of, holder
+
+
+def steps(*pairs: tuple[float, str]) -> RouterPolicy:
+    return RouterPolicy(
+        offer_channels=(),
+        escalation_steps=tuple(EscalationStep(after_seconds=s, relaxation=r) for s, r in pairs),
+    )
+
+
+def test_step_is_reached_after_its_wait_as_an_event() -> None:
+    log = Log()
+    log.extend(conversation("c1", when=at(0)))
+    policy = steps((30, "lower_skill_min"))
+    assert log.step(at(29), policy) == []
+    [reached] = events_of(log.step(at(30), policy), EscalationStepReached)
+    assert (reached.step, reached.relaxation) == (1, "lower_skill_min")
+    assert log.state.conversations["c1"].step == 1
+    assert log.step(at(31), policy) == []  # no step left
+
+
+def test_step_waits_are_counted_from_when_the_conversation_started_waiting() -> None:
+    log = Log()
+    log.extend(conversation("c1", when=at(0)))
+    policy = steps((10, "lower_skill_min"), (20, "fallback_language"))
+    log.step(at(25), policy)
+    log.step(at(25), policy)
+    assert log.state.conversations["c1"].step == 2
+
+
+def test_lower_skill_min_lets_a_less_skilled_agent_take_it() -> None:
+    log = Log()
+    log.extend(agent("ava", skills={"billing": 2}))
+    log.extend(conversation("c1", skills={"billing": 3}, when=at(0)))
+    policy = steps((30, "lower_skill_min"))
+    assert log.step(at(5), policy) == []
+    log.step(at(30), policy)
+    log.step(at(31), policy)
+    assert holder(log, "c1") == "ava"
+    assert log.state.conversations["c1"].reason is not None
+    assert log.state.conversations["c1"].reason.step == 1  # type: ignore[union-attr]
+
+
+def test_fallback_language_accepts_the_conversation_fallbacks() -> None:
+    log = Log()
+    log.extend(agent("ava", languages={"en": 5}))
+    log.extend(conversation("c1", language="pt", when=at(0), fallback_languages=("es", "en")))
+    policy = steps((60, "fallback_language"))
+    assert log.step(at(59), policy) == []
+    log.step(at(60), policy)
+    log.step(at(61), policy)
+    assert holder(log, "c1") == "ava"
+
+
+def test_fallback_language_uses_policy_languages_when_the_conversation_names_none() -> None:
+    log = Log()
+    log.extend(agent("ava", languages={"en": 5}))
+    log.extend(conversation("c1", language="pt", when=at(0)))
+    log.step(at(60), steps((60, "fallback_language")))
+    log.step(at(61), steps((60, "fallback_language")))
+    assert holder(log, "c1") == "ava"
+
+
+def test_any_agent_with_skill_ignores_level_and_language() -> None:
+    log = Log()
+    log.extend(agent("ava", skills={"billing": 1}, languages={"fr": 5}))
+    log.extend(conversation("c1", skills={"billing": 4}, language="de", when=at(0)))
+    policy = steps((300, "any_agent_with_skill"))
+    assert log.step(at(100), policy) == []
+    log.step(at(300), policy)
+    log.step(at(301), policy)
+    assert holder(log, "c1") == "ava"
+
+
+def test_any_agent_with_skill_still_requires_the_skill() -> None:
+    log = Log()
+    log.extend(agent("ava", skills={"technical": 5}))
+    log.extend(conversation("c1", skills={"billing": 1}, when=at(0)))
+    policy = steps((1, "any_agent_with_skill"))
+    log.step(at(2), policy)
+    assert log.step(at(3), policy) == []
+
+
+def test_allow_tier_up_lets_a_specialist_take_frontline_work_while_frontline_is_busy() -> None:
+    log = Log()
+    log.extend(agent("ava", tier=1, capacity={"chat": 0, "sms": 0, "social": 0, "email": 1}))
+    log.extend(agent("chen", tier=2))
+    log.extend(conversation("c0", channel="email", when=at(0)))
+    log.extend(conversation("c1", channel="email", when=at(0)))
+    policy = steps((30, "allow_tier_up"))
+    log.step(at(1), policy)
+    assert holder(log, "c0") == "ava" and holder(log, "c1") is None
+    log.step(at(30), policy)
+    log.step(at(31), policy)
+    assert holder(log, "c1") == "chen"
+
+
+def test_a_conversation_gets_one_decision_per_round_even_when_a_step_is_due() -> None:
+    log = Log()
+    log.extend(conversation("c1", when=at(0)))
+    log.extend(agent("ava", when=at(50)))
+    decisions = log.decide(at(100), steps((30, "lower_skill_min")))
+    assert len(decisions) == 1  # the assignment; the step is moot

@@ -1,0 +1,98 @@
+"""The fold: idempotent by sequence, tolerant of unknown events, subject sequences kept."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from events.model import (
+    ConversationResolved,
+    MessageReceived,
+    MessageSent,
+    Requirements,
+    RoutingRequested,
+    UnknownEvent,
+)
+from router import snapshot
+from router.fold import evolve
+from router.policy import RouterPolicy
+from tests.unit.router.helpers import Log, agent, at, conversation, holder
+
+AUTO = RouterPolicy(offer_channels=(), escalation_steps=())
+
+
+def test_fold_ignores_sequences_already_folded() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    before = snapshot.dump(log.state)
+    for seq, subject, event in log.entries:
+        evolve(log.state, seq, subject, event)
+    assert snapshot.dump(log.state) == before
+
+
+def test_unknown_events_only_advance_the_sequence() -> None:
+    log = Log()
+    log.extend(conversation("c1"))
+    before = log.state.conversations["c1"].subject_seq
+    evolve(log.state, 99, "rd.evt.c.cu-c1.c1", UnknownEvent(type="from_the_future", raw=b"{}"))
+    assert log.state.last_seq == 99
+    assert log.state.conversations["c1"].subject_seq == before
+
+
+def test_every_event_on_the_subject_moves_the_expected_sequence() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    seq = log.append(
+        MessageReceived(
+            at=at(1), customer_id="cu-c1", conversation_id="c1", channel="chat", message_id="m", provider_message_id="p"
+        )
+    )
+    [decision] = log.decide(at(2), AUTO)
+    assert decision.expected == seq == log.state.conversations["c1"].subject_seq
+
+
+def test_resolved_conversations_leave_the_state_and_stray_events_do_not_bring_them_back() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    log.step(at(1), AUTO)
+    log.append(ConversationResolved(at=at(2), customer_id="cu-c1", conversation_id="c1"))
+    assert "c1" not in log.state.conversations
+    assert log.state.customers["cu-c1"].last_agent == "ava"
+    log.append(MessageSent(at=at(3), customer_id="cu-c1", conversation_id="c1", channel="chat", reply_id="r"))
+    assert "c1" not in log.state.conversations
+
+
+def test_a_routing_request_after_resolution_routes_again_with_the_right_expected_sequence() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    log.step(at(1), AUTO)
+    log.append(ConversationResolved(at=at(2), customer_id="cu-c1", conversation_id="c1"))
+    seq = log.append(
+        RoutingRequested(
+            at=at(3), customer_id="cu-c1", conversation_id="c1", channel="chat", requirements=Requirements()
+        )
+    )
+    [decision] = log.step(at(4), AUTO)
+    assert decision.expected == seq
+    assert holder(log, "c1") == "ava"
+
+
+def test_snapshot_round_trip_equals_and_replay_gives_the_same_state() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    log.extend(conversation("c2"))
+    log.step(at(1))
+    assert snapshot.load(snapshot.dump(log.state)) == log.state
+    assert log.replay() == log.state
+
+
+def test_a_snapshot_of_another_format_is_refused_so_the_log_is_replayed() -> None:
+    with pytest.raises(snapshot.IncompatibleSnapshot):
+        snapshot.load(msgspec.msgpack.encode({"format": snapshot.FORMAT + 1, "state": {}}))
+    with pytest.raises(snapshot.IncompatibleSnapshot):
+        snapshot.load(msgspec.msgpack.encode({"last_seq": 5}))  # an unversioned (older) snapshot

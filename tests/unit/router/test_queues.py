@@ -1,0 +1,38 @@
+"""The queue read model behind GET /v1/queues."""
+
+from __future__ import annotations
+
+from events.model import ConversationResolved
+from router.policy import RouterPolicy
+from router.queues import held_summaries, queue_summaries
+from tests.unit.router.helpers import Log, agent, at, conversation
+
+POLICY = RouterPolicy(offer_channels=(), escalation_steps=())
+
+
+def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
+    log = Log()
+    log.extend(conversation("c1", channel="chat", when=at(0)))
+    log.extend(conversation("c2", channel="chat", when=at(40)))
+    log.extend(conversation("c3", channel="chat", when=at(25), priority=2))
+    log.extend(conversation("e1", channel="email", when=at(0)))
+    summaries = queue_summaries(log.state, at(70).timestamp(), POLICY)
+    assert [(q.channel, q.priority, q.waiting) for q in summaries] == [("chat", 2, 1), ("chat", 0, 2), ("email", 0, 1)]
+    chat = summaries[1]
+    assert chat.oldest_wait_seconds == 70
+    assert (chat.sla_breached, chat.sla_at_risk) == (1, 0)  # c1 is past 60 s; c2 has 30 s of 60 left
+    assert summaries[0].sla_at_risk == 1  # c3: 15 s left of 60, within the last 25%
+    assert summaries[2].sla_breached == 0
+
+
+def test_conversations_held_for_their_case_owner_are_listed_per_agent() -> None:
+    log = Log()
+    log.extend(agent("bob", capacity={"chat": 1}))
+    log.extend(conversation("c0", customer_id="k", when=at(0)))
+    log.step(at(1), POLICY)
+    log.extend(conversation("c1", customer_id="k", when=at(2)))
+    [held] = held_summaries(log.state, at(10).timestamp())
+    assert (held.agent_id, held.waiting, held.oldest_wait_seconds) == ("bob", 1, 8)
+    log.append(ConversationResolved(at=at(11), customer_id="k", conversation_id="c0"))
+    log.step(at(12), POLICY)
+    assert held_summaries(log.state, at(13).timestamp()) == []
