@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run
 from services.timelines.store import TimelineStore
 
 T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 60.0
 
 # Columns added after a table was first released: _ensure_schema adds them to older files
 # (and FOLD_VERSION goes up, so the projector refills them from the log).
@@ -201,11 +204,12 @@ class SqliteTimelineStore(PlannedStore):
     def _connect(path: Path, readonly: bool, suffix: str) -> sqlite3.Connection:
         if readonly:
             # The API may start before the projector (or before it upgraded the schema): lay
-            # down what is missing first, where the file is writable at all.
+            # down what is missing first, where the file is writable at all. Only a file we
+            # may not write is let through; a busy one was waited for in _connect.
             try:
                 SqliteTimelineStore._connect(path, False, suffix).close()
-            except sqlite3.OperationalError:
-                if not path.exists():
+            except sqlite3.OperationalError as e:
+                if not path.exists() or _is_locked(e):
                     raise
         if readonly:
             conn = sqlite3.connect(
@@ -216,8 +220,8 @@ class SqliteTimelineStore(PlannedStore):
             return conn
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         _transaction(conn, _ensure_schema(suffix))
         return conn
@@ -268,6 +272,29 @@ class SqliteTimelineStore(PlannedStore):
             yield Execute(f"DROP TABLE IF EXISTS {name}")
             yield Execute(f"ALTER TABLE {name}{SHADOW} RENAME TO {name}")
         return seq
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch a file to WAL, waiting for other connections like a busy timeout would.
+
+    Two processes opening a fresh file at once (the projector and the API under ``relaydesk
+    up``) both try the switch; it needs an exclusive lock and SQLite fails it at once with
+    "database is locked" instead of calling the busy handler, so we retry it ourselves."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if not _is_locked(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def _ensure_schema(suffix: str) -> Plan[None]:
