@@ -189,17 +189,21 @@ class TwilioSmsConnector(Connector):
         return f"{s.api_base_url.rstrip('/')}/2010-04-01/Accounts/{s.account_sid}/Messages.json"
 
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
-        """Send through Twilio's Messages API. ``reply.metadata["from"]`` (the number the
-        customer wrote to) overrides ``from_number``."""
+        """Send through Twilio's Messages API, on the platform the customer last wrote on
+        (SMS or WhatsApp, ``metadata["platform"]``) and from the number they wrote to
+        (``metadata["from"]``), else from ``from_number`` / ``messaging_service_sid``."""
         s = self.settings
         if not s.account_sid or not s.auth_token:
             return DeliveryResult.failed("sms connector: account_sid and auth_token are needed to send")
-        form = {"To": reply.contact, "Body": reply.text}
-        sender = reply.metadata.get("from") or s.from_number
-        if s.messaging_service_sid and not reply.metadata.get("from"):
+        whatsapp = reply.metadata.get("platform", _platform(reply.contact)) == "whatsapp"
+        form = {"To": _on_platform(reply.contact, whatsapp), "Body": reply.text}
+        written_to = reply.metadata.get("from", "")
+        if s.messaging_service_sid and not written_to:
             form["MessagingServiceSid"] = s.messaging_service_sid
-        elif sender:
-            form["From"] = sender
+        elif sender := written_to or s.from_number:
+            # Twilio refuses a WhatsApp message from a plain number and an SMS from a
+            # whatsapp: one.
+            form["From"] = _on_platform(sender, whatsapp)
         else:
             return DeliveryResult.failed("sms connector: set from_number or messaging_service_sid to send")
         if s.status_callback_url:
@@ -223,9 +227,24 @@ class TwilioSmsConnector(Connector):
 
 def _metadata(form: MultiDictProxy[str], sender: str) -> dict[str, str]:
     out = {key: form[name] for name, key in _METADATA.items() if form.get(name)}
-    if sender.startswith("whatsapp:"):
-        out["platform"] = "whatsapp"  # WhatsApp through Twilio: same phone identity as SMS
+    # WhatsApp through Twilio is the same phone identity as SMS, but a reply must go back
+    # on the platform and from the number this message came in on.
+    out["platform"] = _platform(sender)
+    if written_to := form.get("To", "").strip():
+        out["from"] = written_to
     return out
+
+
+def _platform(address: str) -> str:
+    return "whatsapp" if address.strip().lower().startswith("whatsapp:") else "sms"
+
+
+def _on_platform(address: str, whatsapp: bool) -> str:
+    """``address`` as Twilio wants it on that platform: ``whatsapp:+1555…`` or ``+1555…``."""
+    number = address.strip()
+    if number.lower().startswith("whatsapp:"):
+        number = number[len("whatsapp:") :]
+    return f"whatsapp:{number}" if whatsapp else number
 
 
 def _json_object(raw: bytes) -> dict[str, object]:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -77,6 +78,33 @@ async def test_reply_from_the_number_the_customer_wrote_to(twilio: FakeProvider)
         await c.close_http()
     assert form_of(twilio)["From"] == "+15559870000"
     assert "MessagingServiceSid" not in form_of(twilio)
+
+
+@pytest.mark.parametrize(
+    ("contact", "metadata", "to", "sender"),
+    [
+        # the customer last wrote on WhatsApp to our WhatsApp sender
+        (
+            "+15551230000",
+            {"platform": "whatsapp", "from": "whatsapp:+14155238886"},
+            "whatsapp:+15551230000",
+            "whatsapp:+14155238886",
+        ),
+        # a WhatsApp conversation recorded before "from" was kept: from_number, on WhatsApp
+        ("whatsapp:+15551230000", {}, "whatsapp:+15551230000", "whatsapp:+15550000000"),
+        # opened on WhatsApp, last message by SMS: plain numbers both ways
+        ("whatsapp:+15551230000", {"platform": "sms", "from": "+15559870000"}, "+15551230000", "+15559870000"),
+    ],
+)
+async def test_reply_goes_out_on_the_platform_of_the_last_message(
+    twilio: FakeProvider, contact: str, metadata: dict[str, str], to: str, sender: str
+) -> None:
+    c = await connector(twilio, from_number="+15550000000")
+    try:
+        assert (await c.deliver(msgspec.structs.replace(reply(**metadata), contact=contact))).ok
+    finally:
+        await c.close_http()
+    assert (form_of(twilio)["To"], form_of(twilio)["From"]) == (to, sender)
 
 
 @pytest.mark.parametrize(

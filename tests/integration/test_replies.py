@@ -104,15 +104,53 @@ async def test_reply_to_an_sms_reaches_the_twilio_messages_api(
         await reply(system, conv, "Sorry about that, a refund is on its way.")
         await eventually(lambda: _nonempty(fake.messages))
         sent = await eventually(lambda: sent_for(system, customer_id))
-    assert fake.messages == [
-        {"To": phone, "From": OUR_NUMBER, "Body": "Sorry about that, a refund is on its way."}
-    ] or (
-        fake.messages[0]["To"] == phone
-        and fake.messages[0]["From"] == OUR_NUMBER
-        and fake.messages[0]["Body"] == "Sorry about that, a refund is on its way."
-    )
+    assert fake.messages == [{"To": phone, "From": OUR_NUMBER, "Body": "Sorry about that, a refund is on its way."}]
     assert fake.auth[0] is not None and fake.auth[0].startswith("Basic ")
     assert sent[0].provider_message_id.startswith("SM")
+
+
+async def test_replies_go_back_on_the_platform_and_number_the_customer_last_wrote_to(
+    tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str]
+) -> None:
+    """One Twilio account, two numbers: SMS on one, WhatsApp on the other. The customer (one
+    phone, so one customer and one conversation) writes by SMS, then by WhatsApp, then by SMS
+    again; each reply follows the last message."""
+    fake, base_url = fake_twilio
+    config = system_config(tmp_path, clean_nats.url)
+    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    sms_line, whatsapp_line = "+15550001111", "whatsapp:+14155238886"
+    async with running_system(config, clean_nats) as system:
+        phone = "+15551239876"
+        assert await system.send_sms("SM" + "a" * 32, phone, "my invoice is wrong", to=sms_line) == 200
+        customer_id = await eventually(lambda: system.customer(phone))
+        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        await reply(system, conv, "by sms")
+        await eventually(lambda: _count(fake.messages, 1))
+
+        assert await system.send_sms("SM" + "b" * 32, f"whatsapp:{phone}", "here on whatsapp", to=whatsapp_line) == 200
+        await eventually(lambda: _messages_in(system, customer_id, 2))
+        await reply(system, conv, "by whatsapp")
+        await eventually(lambda: _count(fake.messages, 2))
+
+        assert await system.send_sms("SM" + "c" * 32, phone, "back on sms", to=sms_line) == 200
+        await eventually(lambda: _messages_in(system, customer_id, 3))
+        await reply(system, conv, "sms again")
+        await eventually(lambda: _count(fake.messages, 3))
+    assert [(m["To"], m["From"], m["Body"]) for m in fake.messages] == [
+        (phone, sms_line, "by sms"),
+        (f"whatsapp:{phone}", whatsapp_line, "by whatsapp"),
+        (phone, sms_line, "sms again"),
+    ]
+
+
+async def _count(items: list[Any], n: int) -> bool:
+    return len(items) >= n
+
+
+async def _messages_in(system: System, customer_id: str, n: int) -> bool:
+    """The customer's ``n``-th message is recorded (a reply must see it to follow it)."""
+    status, body = await system.get(f"/v1/customers/{customer_id}/timeline")
+    return status == 200 and sum(e["kind"] == "message_in" for e in body["entries"]) >= n
 
 
 async def test_reply_to_an_email_is_threaded_under_the_customers_message(

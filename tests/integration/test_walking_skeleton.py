@@ -44,12 +44,14 @@ class System:
         async with self.http.post(self.api + path, json=body, headers=headers) as r:
             return r.status, await r.json()
 
-    async def send_sms(self, sid: str, sender: str, body: str, *, signature: str | None = None) -> int:
+    async def send_sms(
+        self, sid: str, sender: str, body: str, *, signature: str | None = None, to: str = "+15557654321"
+    ) -> int:
         params = {
             "MessageSid": sid,
             "AccountSid": "AC" + "0" * 32,
             "From": sender,
-            "To": "+15557654321",
+            "To": to,
             "Body": body,
             "NumMedia": "0",
         }
