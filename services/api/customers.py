@@ -3,17 +3,21 @@ link addresses to them and merge two of them (``services.customers`` does the wo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from aiohttp import web
 
+from events.model import Channel
 from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.service import KNOWN_FLAGS, check_customer_id
 from services.identity import InvalidAddress
 
 __all__ = ["KNOWN_FLAGS", "routes"]
+
+# The channels a timeline can be filtered by: those events carry (``events.model.Channel``).
+TIMELINE_CHANNELS: tuple[str, ...] = get_args(Channel)
 
 
 class ProfileBody(msgspec.Struct, kw_only=True):
@@ -114,8 +118,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
 
     @r.get("/v1/customers/{id}/timeline")
     async def timeline(request: web.Request) -> web.Response:
+        """Entries in sequence order, paged by ``?after=`` and ``&limit=``, ``&channel=``. A
+        merged-away customer is still served: its own part (the survivor's timeline has all)."""
         if deps.timelines is None:
             return json_error(503, "timelines are not available in this process")
+        customer_id = request.match_info["id"]
         try:
             after = int(request.query.get("after", "0"))
             limit = int(request.query.get("limit", "100"))
@@ -123,12 +130,26 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(400, "after and limit must be integers")
         if not 1 <= limit <= 1000:
             return json_error(400, "limit goes from 1 to 1000")
-        entries = await deps.timelines.timeline(
-            request.match_info["id"], after=after, limit=limit, channel=request.query.get("channel")
-        )
+        channel = request.query.get("channel") or None  # empty: every channel
+        if channel is not None and channel not in TIMELINE_CHANNELS:
+            return json_error(
+                400,
+                f"unknown channel {channel!r}: use one of {', '.join(TIMELINE_CHANNELS)}",
+                channels=list(TIMELINE_CHANNELS),
+            )
+        # Known to the projection, or (the projection may be behind) to the log: the same test
+        # as GET /v1/customers/{id}. Merged customers keep their rows and their log.
+        if await deps.timelines.customer(customer_id) is None:
+            try:
+                facts = await customers.facts(customer_id)
+            except CustomerError as err:
+                return _refusal(err)
+            if not facts.exists:
+                return json_error(404, f"no customer {customer_id}")
+        entries = await deps.timelines.timeline(customer_id, after=after, limit=limit, channel=channel)
         items = msgspec.to_builtins(entries)
         next_after = items[-1]["seq"] if len(items) == limit else None
-        return ok({"customer_id": request.match_info["id"], "entries": items, "next_after": next_after})
+        return ok({"customer_id": customer_id, "entries": items, "next_after": next_after})
 
     @r.put("/v1/customers/{id}")
     async def put_profile(request: web.Request) -> web.Response:

@@ -197,3 +197,33 @@ async def test_search_and_profile(desk: Desk) -> None:
     assert status == 404
     status, body = await desk.system.get("/v1/customers")
     assert status == 400
+
+
+async def test_timeline_of_an_unknown_customer_or_channel_is_refused(desk: Desk) -> None:
+    ann, other = await merged_pair(desk)
+    status, body = await desk.system.get("/v1/customers/cu_doesnotexist/timeline")
+    assert (status, body) == (404, {"error": "no customer cu_doesnotexist"})
+    status, body = await desk.system.get("/v1/customers/not a token!/timeline")
+    assert (status, body["error"]) == (400, "not a customer id"), body
+    status, body = await desk.system.get(f"/v1/customers/{ann}/timeline", channel="fax")
+    assert status == 400, body
+    assert body["error"] == "unknown channel 'fax': use one of sms, email, chat, social"
+    assert body["channels"] == ["sms", "email", "chat", "social"]
+    # A known channel (and an empty one, meaning every channel) still filters as before.
+    status, body = await desk.system.get(f"/v1/customers/{ann}/timeline", channel="sms")
+    assert status == 200, body
+    assert {e["channel"] for e in body["entries"]} == {"sms"}
+    assert "SMS from Ann: my invoice is wrong" in [e.get("text") for e in body["entries"]]
+    status, body = await desk.system.get(f"/v1/customers/{ann}/timeline", channel="")
+    assert status == 200 and len({e["channel"] for e in body["entries"]}) > 1, body
+
+    # A customer merged into another keeps its own timeline (its part of the survivor's).
+    status, body = await desk.system.post(f"/v1/customers/{ann}/merge", {"other": other})
+    assert status == 200, body
+    status, body = await desk.system.get(f"/v1/customers/{other}/timeline")
+    assert status == 200, body
+    texts = [e.get("text") for e in body["entries"] if e["kind"] == "message_in"]
+    assert texts == ["Email from Ann: about that invoice"]
+    assert {e["customer_id"] for e in body["entries"]} == {other}
+    status, body = await desk.system.get(f"/v1/customers/{other}/timeline", channel="fax")
+    assert status == 400, body
