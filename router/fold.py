@@ -254,7 +254,8 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 conv.preferred_is_transfer = False
                 _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationResolved():
-            holder = conv.agent_id or event.agent_id
+            # Only an agent who took the conversation becomes its case owner, not one merely offered it.
+            holder = (conv.agent_id if conv.status == "assigned" else None) or event.agent_id
             if conv.status in ("waiting",):
                 index.leave_queue(state, event.conversation_id, conv)
             _drop_holder(state, event.conversation_id, conv)

@@ -83,6 +83,10 @@ def agent_refusal(deps: ApiDeps, agent_id: str, method: str, path: str) -> str |
             return f"conversation {cid} is not offered or assigned to you"
         if action in ("accept", "decline") and conv.status != "offered":
             return f"conversation {cid} has no open offer for you"
+        if action not in ("accept", "decline") and conv.status != "assigned":
+            # Replying to a customer and then letting the offer lapse to someone else would
+            # leave two agents talking to one customer.
+            return f"conversation {cid} is offered to you: accept it first"
         return None
     if (m := _TIMELINE.match(path)) and method == "GET":
         customer_id = m.group(1)

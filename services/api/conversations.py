@@ -185,7 +185,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             at=deps.clock(),
             customer_id=conv.customer_id,
             conversation_id=cid,
-            agent_id=conv.agent_id,
+            agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
             actor=request[ACTOR],
         )
         return await command(event, conv, cid)
@@ -225,7 +225,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             conversation_id=cid,
             channel=conv.channel,  # type: ignore[arg-type]
             reply_id=reply_id,
-            agent_id=conv.agent_id,
+            agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
             text=body.text,
             actor=request[ACTOR],
         )

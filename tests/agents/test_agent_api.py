@@ -79,6 +79,10 @@ async def test_an_agent_acts_only_on_its_own_offers(s: AgentSystem) -> None:
     status, body = await s.call("GET", f"/v1/customers/{customer}/timeline", bruno)
     assert status == 403, body
 
+    for action in ("reply", "transfer", "escalate", "resolve"):
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/{action}", ava, {"text": "hi", "to_tier": 2})
+        assert status == 403, (action, body)
+        assert body["error"] == f"conversation {cid} is offered to you: accept it first"
     status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", ava, {})
     assert status == 200, body
     assert body["conversation"]["status"] == "assigned"

@@ -198,6 +198,8 @@ function showConversation() {
   $("decline").hidden = !offered;
   $("resolve").hidden = offered;
   $("reply-form").hidden = offered;
+  $("transfer-form").hidden = offered;
+  $("escalate-form").hidden = offered;
 }
 
 async function loadTimeline() {

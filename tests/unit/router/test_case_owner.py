@@ -87,3 +87,15 @@ def test_case_owner_without_the_needed_skill_is_not_waited_for() -> None:
     log.extend(conversation("again", customer_id="k", skills={"technical": 2}, when=at(20)))
     log.step(at(21), POLICY)
     assert holder(log, "again") == "tess"
+
+
+def test_an_agent_only_offered_the_conversation_does_not_become_its_case_owner() -> None:
+    offers = RouterPolicy(offer_channels=("chat",), escalation_steps=(), case_owner_wait_seconds=30)
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("first", customer_id="k", when=at(0)))
+    log.step(at(1), offers)
+    assert log.state.conversations["first"].status == "offered"
+    # An operator closes it before ava answers the offer (the API names no agent then).
+    log.append(ConversationResolved(at=at(5), customer_id="k", conversation_id="first"))
+    assert log.state.customers["k"].last_agent is None
