@@ -9,7 +9,8 @@ readers see the new rows on their next query. Nothing needs restarting.
 
 One customer (``customer=``): read ``rd.evt.c.<customer>.>`` straight from the stream and
 replace that customer's rows in one transaction, checked against the projectors' checkpoints
-so events they applied meanwhile are never lost.
+so events they applied meanwhile are never lost. A customer with no events in the log (a
+mistyped id) is refused (``NoCustomerEvents``) before the store is opened: nothing is touched.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ from services.projector import Projector
 from services.timelines import CheckpointMismatch, open_store
 
 log = structlog.get_logger("relaydesk.rebuild")
+
+
+class NoCustomerEvents(LookupError):
+    """A one-customer rebuild found no events for that customer in the log."""
+
+    def __init__(self, customer: str) -> None:
+        super().__init__(f"no events for customer {customer} in the log; nothing rebuilt")
+        self.customer = customer
 
 
 @dataclass(frozen=True)
@@ -139,15 +148,19 @@ async def _rebuild_customer(
 ) -> RebuildResult:
     started = time.monotonic()
     filter_subject = subjects.customer_filter(customer)
-    live = await open_store(target, schema=schema)
-    try:
+    with _progress(progress, f"rebuild {customer}", None) as (bar, task):
         through = await store.last_seq()
         events: list[StoredEvent] = []
-        with _progress(progress, f"rebuild {customer}", None) as (bar, task):
-            async for chunk in store.replay(filter_subject, 1):
-                events.extend(e for e in chunk if e.seq <= through)
-                if bar is not None and task is not None:
-                    bar.update(task, completed=len(events))
+        async for chunk in store.replay(filter_subject, 1):
+            events.extend(e for e in chunk if e.seq <= through)
+            if bar is not None and task is not None:
+                bar.update(task, completed=len(events))
+        if not events:
+            # Checked before the store is opened: replacing the rows with nothing would delete
+            # whatever rows that id has, and a SQLite target would be created.
+            raise NoCustomerEvents(customer)
+        live = await open_store(target, schema=schema)
+        try:
             while True:
                 try:
                     await live.replace_customer(customer, events, through=through)
@@ -160,8 +173,8 @@ async def _rebuild_customer(
                     through = ahead.actual
             if bar is not None and task is not None:
                 bar.update(task, total=len(events), completed=len(events))
-    finally:
-        await live.close()
+        finally:
+            await live.close()
     seconds = time.monotonic() - started
     log.info("rebuild.customer", customer_id=customer, events=len(events), through=through)
     return RebuildResult(target, customer, len(events), through, seconds, False)
@@ -187,6 +200,9 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
                 console.print(f"[red]{err}")
                 return 2
         result = await rebuild_timelines(EventStore(nc, js), target, customer=customer, progress=sys.stderr.isatty())
+    except NoCustomerEvents as err:
+        console.print(f"[red]{err}", soft_wrap=True)
+        return 1
     except Exception as err:
         log.error("rebuild.failed", error=repr(err), exc_info=True)
         console.print(f"[red]rebuild failed: {err!r}")

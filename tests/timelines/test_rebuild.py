@@ -4,6 +4,7 @@ is known) and both backends."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
-from services.rebuild import rebuild_command, rebuild_timelines
+from services.rebuild import NoCustomerEvents, rebuild_command, rebuild_timelines
+from services.timelines import open_store
 from tests.timelines.helpers import T0, Backend, Script, make_backend, new_id, pg_reachable
 
 pytestmark = pytest.mark.integration
@@ -211,6 +213,47 @@ async def test_rebuild_command(own_store: EventStore, clean_nats: EmbeddedNats, 
     assert await rebuild_command(clean_nats.url, target, s.customer) == 0
     assert await rebuild_command(clean_nats.url, target, "not a token!") == 2
     assert await rebuild_command("nats://127.0.0.1:1", target, None) == 2
+
+
+async def test_rebuild_of_a_customer_without_events_is_refused_and_touches_nothing(
+    own_store: EventStore, clean_nats: EmbeddedNats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = Script(new_id("cu"), new_id("cv"))
+    await append_all(own_store, [s.opened(), s.message()])
+    never = tmp_path / "never.db"
+    with pytest.raises(NoCustomerEvents, match="no events for customer cu_doesnotexist in the log; nothing rebuilt"):
+        await rebuild_timelines(own_store, str(never), customer="cu_doesnotexist", progress=False)
+    assert not never.exists()  # not even opened
+
+    capsys.readouterr()
+    assert await rebuild_command(clean_nats.url, str(never), "cu_doesnotexist") == 1
+    err = capsys.readouterr().err
+    assert "no events for customer cu_doesnotexist in the log; nothing rebuilt" in err
+    assert "rebuilt" not in err.replace("nothing rebuilt", "")
+    assert not never.exists()
+
+    # An existing store keeps its rows (a rebuild with no events would have emptied that id's).
+    target = tmp_path / "t.db"
+    assert await rebuild_command(clean_nats.url, str(target), None) == 0
+    ts = await open_store(str(target), readonly=True)
+    try:
+        before = await ts.dump()
+        assert await rebuild_command(clean_nats.url, str(target), "cu_doesnotexist") == 1
+        assert await ts.dump() == before
+    finally:
+        await ts.close()
+
+    # The command line: the message on stderr, exit status 1.
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "rebuild", "timelines", "--nats-url", clean_nats.url,
+        "--target", str(never), "--customer", "cu_doesnotexist",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err_bytes = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 1, err_bytes
+    assert b"no events for customer cu_doesnotexist in the log; nothing rebuilt" in err_bytes
+    assert out == b""
+    assert not never.exists()
 
 
 async def test_rebuild_under_partitioned_projectors_keeps_their_keys(
