@@ -110,7 +110,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         body = await read_body(request, AgentActionBody)
         conv = conversation(cid)
         if conv.status != "offered" or conv.agent_id is None:
-            return json_error(409, f"conversation {cid} has no open offer", status=conv.status)
+            return json_error(409, f"conversation {cid} has no open offer", conversation_status=conv.status)
         agent_id = body.agent_id or conv.agent_id
         if agent_id != conv.agent_id:
             return json_error(409, f"the open offer is for another agent, not {agent_id}")

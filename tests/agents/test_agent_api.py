@@ -88,6 +88,12 @@ async def test_an_agent_acts_only_on_its_own_offers(s: AgentSystem) -> None:
     assert body["conversation"]["status"] == "assigned"
     status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", ava, {})
     assert status == 403 and "no open offer" in body["error"]
+    for action in ("accept", "decline"):  # the operator may try, and is told why not
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/{action}", API_TOKEN, {})
+        assert (status, body) == (
+            409,
+            {"error": f"conversation {cid} has no open offer", "conversation_status": "assigned"},
+        )
     status, body = await s.call("POST", f"/v1/conversations/{cid}/reply", ava, {"text": "Happy to help!"})
     assert status == 202, body
 
