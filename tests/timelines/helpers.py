@@ -21,7 +21,6 @@ from events.model import (
     ConversationResolved,
     ConversationTransferred,
     CustomerCreated,
-    CustomerEvent,
     DecisionReason,
     DeliveryFailed,
     EscalationStepReached,
@@ -39,14 +38,6 @@ from events.store import StoredEvent
 from services.timelines import TimelineStore, open_store
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-class CustomersMerged(CustomerEvent, tag="customers_merged", frozen=True, kw_only=True):
-    """Stand-in for the merge event ``events.model`` does not carry yet: the shape the
-    projection expects (``customer_id`` = survivor, ``merged_id`` = merged away)."""
-
-    merged_id: str
-    actor: str = ""
 
 
 PG_DSN = os.environ.get("RELAYDESK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -171,10 +162,10 @@ class Seq:
     gap: int = 0  # leave holes, as agent events do in the real log
     log: list[StoredEvent] = field(default_factory=list)
 
-    def __call__(self, events: Sequence[LogEvent | CustomerEvent]) -> list[StoredEvent]:
+    def __call__(self, events: Sequence[LogEvent]) -> list[StoredEvent]:
         out: list[StoredEvent] = []
         for ev in events:
-            out.append(StoredEvent(seq=self.next, subject=subjects.for_event(ev), event=ev))  # type: ignore[arg-type]
+            out.append(StoredEvent(seq=self.next, subject=subjects.for_event(ev), event=ev))
             self.next += 1 + self.gap
         self.log.extend(out)
         return out

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from events.model import AgentStatusChanged, CustomerProfileUpdated, MessageReceived, UnknownEvent
+from events.model import AgentStatusChanged, CustomerProfileUpdated, CustomersMerged, MessageReceived, UnknownEvent
 from events.store import StoredEvent
 from services.timelines.fold import (
     KEEP,
@@ -17,7 +17,7 @@ from services.timelines.fold import (
     fold_batch,
     merge,
 )
-from tests.timelines.helpers import T0, CustomersMerged, Script, Seq
+from tests.timelines.helpers import T0, Script, Seq
 
 
 def test_message_in_carries_text_direction_and_channel() -> None:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import nats
 import pytest
 
-from events.model import AgentStatusChanged, LogEvent
+from events.model import (
+    AgentStatusChanged,
+    CustomerProfileUpdated,
+    CustomersMerged,
+    IdentityLinked,
+    LogEvent,
+)
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
@@ -58,15 +65,23 @@ async def backends(backend_name: str, tmp_path: Path) -> AsyncIterator[tuple[Bac
 
 
 def traffic(customers: int = 6) -> tuple[list[LogEvent], list[Script]]:
-    """Several customers on several channels, interleaved, with agent events between."""
+    """Several customers on several channels, interleaved, with agent events between, and the
+    customer-level events among them (see ``customer_events``)."""
     scripts: list[Script] = []
     streams: list[list[LogEvent]] = []
-    for i in range(customers):
-        cust = new_id("cu")
+    ids = [new_id("cu") for _ in range(customers)]
+    for i, cust in enumerate(ids):
         for channel in ("sms", "email") if i % 2 else ("chat",):
             s = Script(cust, new_id("cv"), channel=channel)
             scripts.append(s)
             streams.append([s.created(), *s.full(agent="ava" if i % 3 else "bruno")])
+    first_stream = {}
+    for n, s in enumerate(scripts):
+        first_stream.setdefault(s.customer, n)
+    for cust, placed in customer_events(ids).items():
+        stream = streams[first_stream[cust]]
+        for position, event in sorted(placed, key=lambda p: -p[0]):
+            stream.insert(position, event)
     out: list[LogEvent] = []
     while any(streams):
         for st in streams:
@@ -74,6 +89,53 @@ def traffic(customers: int = 6) -> tuple[list[LogEvent], list[Script]]:
                 out.append(st.pop(0))
         out.append(AgentStatusChanged(at=T0, agent_id="ava", status="available"))
     return out, scripts
+
+
+def customer_events(ids: Sequence[str]) -> dict[str, list[tuple[int, LogEvent]]]:
+    """Per customer, (position in its first conversation's events, event): an identity link
+    for each; two profile updates (the last one wins) for every third; merges of ``ids[1]``
+    into ``ids[2]`` and then ``ids[2]`` into ``ids[3]`` (a merge of merges), written mid-way,
+    so both customers' conversations go on before and after. ``ids[0]`` is never merged."""
+    at = T0 + timedelta(hours=1)
+    placed: dict[str, list[tuple[int, LogEvent]]] = {c: [] for c in ids}
+    for i, cust in enumerate(ids):
+        placed[cust].append(
+            (3, IdentityLinked(at=at, customer_id=cust, identity=f"email:customer{i}@example.com", actor="operator"))
+        )
+        if i % 3 == 0:
+            placed[cust] += [
+                (
+                    5,
+                    CustomerProfileUpdated(
+                        at=at, customer_id=cust, tier="gold", flags=("media_attention",), crm_id=f"CRM-{i}"
+                    ),
+                ),
+                (
+                    15,
+                    CustomerProfileUpdated(
+                        at=at + timedelta(minutes=1),
+                        customer_id=cust,
+                        tier="platinum",
+                        flags=("regulatory_risk", "executive_escalation"),
+                        preferred_language="es",
+                        crm_id=f"CRM-{i}",
+                        actor="operator",
+                    ),
+                ),
+            ]
+    if len(ids) >= 3:
+        placed[ids[2]].append((9, CustomersMerged(at=at, customer_id=ids[2], merged_id=ids[1], actor="operator")))
+    if len(ids) >= 4:
+        placed[ids[3]].append((13, CustomersMerged(at=at, customer_id=ids[3], merged_id=ids[2], actor="operator")))
+    return placed
+
+
+def kinds(rows: dict[str, list[tuple[object, ...]]]) -> set[object]:
+    """The timeline kinds in a ``dump()`` (its fifth column)."""
+    return {r[4] for r in rows["timeline"]}
+
+
+CUSTOMER_KINDS = {"customers_merged", "identity_linked", "profile_updated"}
 
 
 async def append_all(store: EventStore, events: Sequence[LogEvent]) -> None:
@@ -114,6 +176,14 @@ async def test_rebuild_gives_byte_for_byte_the_live_rows(
     live_rows, rebuilt_rows = await live.dump(), await rebuilt.dump()
     assert len(live_rows["timeline"]) == len([e for e in events if not isinstance(e, AgentStatusChanged)])
     assert len(live_rows["conversations"]) == len(scripts)
+    # customer-level events are in the comparison: links, profiles, merges (of merges)
+    assert kinds(live_rows) >= CUSTOMER_KINDS
+    assert len(live_rows["customer_links"]) == 2
+    ids = list(dict.fromkeys(s.customer for s in scripts))
+    survivor = await live.customer(ids[3])
+    assert survivor is not None and survivor.merged == sorted(ids[1:3])
+    profiled = await live.customer(ids[3])
+    assert profiled is not None and (profiled.tier, profiled.preferred_language) == ("platinum", "es")
     assert rebuilt_rows == live_rows
     assert repr(rebuilt_rows).encode() == repr(live_rows).encode()
 
@@ -173,17 +243,26 @@ async def _until(read: object, target: int) -> None:
 async def test_rebuild_one_customer(own_store: EventStore, backends: tuple[Backend, Backend]) -> None:
     live_b, _ = backends
     live = await live_b.open()
-    events, scripts = traffic(3)
+    events, scripts = traffic(4)
     await append_all(own_store, events)
     await Projector(own_store, live).catch_up()
     good = await live.dump()
-    victim = scripts[0].customer
-    # lose that customer's rows (as a bug might), leaving the others untouched
-    await live.replace_customer(victim, [], through=await live.checkpoint())
-    assert await live.timeline(victim) == []
-    result = await rebuild_timelines(own_store, live_b.target, customer=victim, schema=live_b.schema, progress=False)
-    assert not result.swapped and result.customer == victim and result.events > 0
-    assert await live.dump() == good
+    assert kinds(good) >= CUSTOMER_KINDS
+    ids = list(dict.fromkeys(s.customer for s in scripts))
+    # ids[0]: profiled, never merged; ids[1]: merged away; ids[2]: survivor of ids[1], then
+    # merged away itself; ids[3]: profiled, survivor of ids[2] (and so of ids[1]).
+    for victim in ids:
+        # lose that customer's rows (as a bug might), leaving the others untouched
+        await live.replace_customer(victim, [], through=await live.checkpoint())
+        assert await live.timeline(victim) == []
+        assert await live.dump() != good
+        result = await rebuild_timelines(
+            own_store, live_b.target, customer=victim, schema=live_b.schema, progress=False
+        )
+        assert not result.swapped and result.customer == victim and result.events > 0
+        rebuilt = await live.dump()
+        assert rebuilt == good, victim
+        assert repr(rebuilt).encode() == repr(good).encode()
 
 
 async def test_rebuild_one_customer_while_the_projector_is_ahead(

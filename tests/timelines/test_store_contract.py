@@ -9,10 +9,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from events.model import ConversationOpened, CustomerCreated, CustomerProfileUpdated, LogEvent, UnknownEvent
+from events.model import (
+    ConversationOpened,
+    CustomerCreated,
+    CustomerProfileUpdated,
+    CustomersMerged,
+    LogEvent,
+    UnknownEvent,
+)
 from events.store import StoredEvent
 from services.timelines import CheckpointMismatch, ConversationSummary, ReadOnlyStore, TimelineStore, open_store
-from tests.timelines.helpers import T0, Backend, CustomersMerged, Script, Seq, make_backend, new_id, pg_reachable
+from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend, new_id, pg_reachable
 
 
 class Crash(Exception):
