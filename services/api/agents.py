@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from events import subjects
-from events.model import AgentProfile, AgentProfileUpdated, AgentStatusChanged
+from events.model import DEFAULT_CAPACITY, AgentProfile, AgentProfileUpdated, AgentStatusChanged
 from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
 from services.api.views import agent_json
 
@@ -52,6 +52,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         except subjects.InvalidToken:
             return json_error(400, "agent id may use letters, digits, '-' and '_' only")
         profile = await read_body(request, AgentProfile)
+        # As in the config file: channels the body leaves out keep their default capacity
+        # (0 closes a channel), so {"capacity": {"sms": 1}} does not shut chat and email.
+        profile = msgspec.structs.replace(profile, capacity={**DEFAULT_CAPACITY, **profile.capacity})
         problem = profile_problem(profile)
         if problem:
             return json_error(400, problem)
