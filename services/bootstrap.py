@@ -75,6 +75,16 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0) -> NATS:
         raise SystemExit(f"cannot reach NATS at {url}: {str(err) or 'no answer in time'}") from err
 
 
+async def connect_for_tool(url: str) -> NATS:
+    """A connection for a one-shot command (import, rebuild): a few quick tries, and failures
+    said once by the caller, not as one traceback per try from nats.py's default handler."""
+
+    async def error_cb(err: Exception) -> None:
+        log.debug("nats.error", error=str(err))
+
+    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb)
+
+
 async def seed_agents(store: EventStore, config: Config) -> int:
     """Register the configured roster once: an agent whose subject already has events is
     left alone (the log, not the config, is the truth once an operator has edited it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -31,7 +32,9 @@ RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
     parser.add_argument("--nats-url", metavar="URL", help="NATS server (overrides RELAYDESK_NATS_URL)")
-    parser.add_argument("--log-level", default=None, help="debug, info, warning, error (default info)")
+    parser.add_argument(
+        "--log-level", default=None, help="debug, info, warning, error (default: info; warning for one-shot tools)"
+    )
     parser.add_argument(
         "--log-format", choices=("console", "json"), default=None, help="default: console on a terminal"
     )
@@ -136,6 +139,9 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
     return 0
 
 
+ONE_SHOT = frozenset({"customers", "rebuild", "report"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.bench_decide import main as bench_main
 
         return bench_main(args.rest)
-    logs.configure(args.log_level, args.log_format)
+    # Services log their work; one-shot tools (import, rebuild, report) speak to a person,
+    # and info lines would bury their report: only warnings unless asked.
+    quiet = args.command in ONE_SHOT and not os.environ.get("RELAYDESK_LOG_LEVEL")
+    logs.configure(args.log_level or ("warning" if quiet else None), args.log_format)
     config = _config(args)
     from services import runners
 

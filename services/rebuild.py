@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import nats
 import structlog
 from rich.console import Console
 from rich.progress import (
@@ -40,6 +39,7 @@ from rich.text import Text
 from events import subjects
 from events.store import EventStore, StoredEvent
 from events.streams import streams_exist
+from services.bootstrap import connect_for_tool
 from services.projector import Projector
 from services.timelines import CheckpointMismatch, open_store
 
@@ -184,7 +184,7 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
     """The CLI entry: connect, rebuild, print a one-line summary; returns the exit code."""
     console = Console(stderr=True)
     try:
-        nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
+        nc = await connect_for_tool(nats_url)
     except Exception as err:
         console.print(f"[red]cannot connect to NATS at {nats_url}: {err}")
         return 2

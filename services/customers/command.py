@@ -14,13 +14,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import nats
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from events import subjects
 from events.store import EventStore
 from events.streams import streams_exist
+from services.bootstrap import connect_for_tool
 from services.config import Config
 from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
@@ -66,7 +66,7 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
 async def _customers(config: Config) -> AsyncIterator[Customers]:
     url = config.nats.url
     try:
-        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+        nc = await connect_for_tool(url)
     except Exception as err:
         raise SystemExit(f"relaydesk customers: cannot connect to NATS at {url}: {err}") from err
     try:
