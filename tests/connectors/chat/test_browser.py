@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,10 @@ from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply
-from services.embedded_nats import EmbeddedNats
+from services.embedded_nats import EmbeddedNats, free_port
 from tests.browser import in_thread, needs_chromium
+from tests.integration.system import eventually
+from tests.integration.test_walking_skeleton import accept_if_offered, running_system, system_config
 
 from .helpers import WIDGET_KEY, chat_config
 
@@ -120,3 +123,32 @@ async def test_widget_embedded_on_another_origin(own_nats: tuple[EmbeddedNats, N
         await connector.stopping()
         await runtime.stop()
         await runner.cleanup()
+
+
+async def test_a_visitor_is_routed_to_an_agent_and_sees_the_reply(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """The whole road with every service running: the widget's message becomes a conversation
+    routed to an agent, whose reply through the API appears in the widget."""
+    config = system_config(tmp_path, clean_nats.url)
+    chat_port = free_port()
+    config.connectors["chat"] = chat_config(port=chat_port, outbound_fetch_timeout=0.5)
+    async with running_system(config, clean_nats) as system:
+        await in_thread(browser.get, f"http://127.0.0.1:{chat_port}/")
+        await in_thread(wait_for, browser, "#rd-chat-status", "online")
+        text = "My invoice is wrong " + uuid.uuid4().hex[:6]
+        box = await in_thread(browser.find_element, By.CSS_SELECTOR, "#rd-chat-input")
+        await in_thread(box.send_keys, text + "\n")
+        await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', text)
+
+        async def routed_chat() -> dict[str, Any] | None:
+            status, body = await system.get("/v1/conversations")
+            assert status == 200, body
+            chats = [c for c in body["conversations"] if c["channel"] == "chat" and c["agent_id"]]
+            return chats[0] if chats else None
+
+        conv = await accept_if_offered(system, await eventually(routed_chat))
+        assert conv["agent_id"] == "ava"  # English billing: the frontline billing agent
+        status, body = await system.post(f"/v1/conversations/{conv['id']}/reply", {"text": "Ava here, checking it."})
+        assert status == 202, body
+        await in_thread(wait_for, browser, ".rd-reply", "Ava here, checking it.")
