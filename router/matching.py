@@ -9,6 +9,7 @@ agent id. Queue order: effective priority, then SLA due time, then waiting since
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
@@ -17,13 +18,18 @@ from events.model import AgentOffered, Channel, ConversationAssigned, DecisionRe
 from router import effective as eff_
 from router.effective import Effective
 from router.heaps import in_order
-from router.index import agent_key, agent_lookup_keys, conversation_valid
+from router.index import MAX_LEVEL, agent_key, agent_lookup_keys, conversation_valid
 from router.policy import RouterPolicy
-from router.state import ANY, AgentView, ConversationView, QueueSignature, RouterState
+from router.state import ANY, AgentEntry, AgentView, ConversationView, QueueSignature, RouterState
 
-# How many valid but unsuitable entries (other skills missing, excluded) a search looks
-# past in one heap before giving up; stale entries do not count (compaction bounds them).
+# How many valid but unsuitable entries (other skills missing, excluded, used up in this
+# round) a search looks past in one heap before it switches to the exact fallback (the
+# rarest required skill's agents, see ``_exhaustive``); stale entries do not count
+# (compaction bounds them).
 SEARCH_DEPTH = 256
+# How many conversations excluding an agent its search for work looks past in one queue.
+# (The queue's own routing, ``decide._route_queue``, covers the rest of such a queue.)
+EXCLUDING_DEPTH = 256
 # How many conversations with exclusions a queue scan may fail on before it stops: a
 # conversation without exclusions that finds nobody means nobody fits the whole queue.
 EXCLUDED_FAILURES = 32
@@ -153,33 +159,99 @@ class Round:
 
 
 def best_agent(rnd: Round, eff: Effective, ceiling: int, conv: ConversationView) -> tuple[str, AgentView, int] | None:
-    """(agent id, agent, skill level) of the best free agent for ``conv``, or None."""
-    state = rnd.state
+    """(agent id, agent, skill level) of the best free agent for ``conv``, or None: then no
+    eligible free agent exists (the search never gives up on a depth limit)."""
     languages = eff.languages or (ANY,)
     levels = eff_.levels(eff, rnd.policy)
-    for tier in range(eff.min_tier, min(ceiling, state.max_agent_tier) + 1):
+    for tier in range(eff.min_tier, min(ceiling, rnd.state.max_agent_tier) + 1):
         for language in languages:
-            for level in levels:
-                heap = state.free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level))
-                if not heap:
-                    continue
-                looked = 0
-                for entry in in_order(heap):
-                    agent_id = entry[2]
-                    agent = state.agents.get(agent_id)
-                    if agent is None or agent.version != entry[3]:
-                        continue  # stale
-                    if (
-                        agent_id not in conv.excluded
-                        and agent_id not in rnd.withdrawn
-                        and rnd.room(agent_id, agent, eff.channel) > 0
-                        and _other_skills(agent, eff)
-                    ):
-                        return agent_id, agent, level
-                    looked += 1
-                    if looked >= SEARCH_DEPTH:
-                        break
+            found = _search_bucket(rnd, eff, conv, tier, language, levels)
+            if found is not None:
+                return found
     return None
+
+
+def _search_bucket(
+    rnd: Round, eff: Effective, conv: ConversationView, tier: int, language: str, levels: Sequence[int]
+) -> tuple[str, AgentView, int] | None:
+    """The best eligible free agent of one tier and language: the primary skill's heaps in
+    best-fit order, each walked in agent order. A walk that meets ``SEARCH_DEPTH`` unsuitable
+    agents (other skills missing, excluded, used up in this round) hands over to
+    ``_exhaustive``, which is exact, so "None" always means "nobody eligible here"."""
+    free_agents = rnd.state.free_agents
+    for level in levels:
+        heap = free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level))
+        if not heap:
+            continue
+        looked = 0
+        for entry in in_order(heap):
+            agent = _live(rnd.state, entry)
+            if agent is None:
+                continue  # stale
+            if _eligible(rnd, entry[2], agent, eff, conv):
+                return entry[2], agent, level
+            looked += 1
+            if looked >= SEARCH_DEPTH:
+                return _exhaustive(rnd, eff, conv, tier, language, levels)
+    return None
+
+
+def _exhaustive(
+    rnd: Round, eff: Effective, conv: ConversationView, tier: int, language: str, levels: Sequence[int]
+) -> tuple[str, AgentView, int] | None:
+    """The fallback: look at every free agent (of this tier and language) having the rarest
+    required skill, the smallest set any eligible agent must belong to, and keep the best by
+    the usual ranking (best fit of the primary level, then heap order: occupancy, idle, id).
+
+    Its cost is bounded by that set, never by all agents; it only runs when the top of a
+    primary-skill heap is crowded with agents lacking a rarer skill (or used up this round)."""
+    state = rnd.state
+    counts = {
+        name: sum(
+            state.free_live.get(agent_key(eff.channel, name, language, tier, level), 0)
+            for level in range(min(minimum, MAX_LEVEL), MAX_LEVEL + 1)
+        )
+        for name, minimum in eff.skills.items()
+    }
+    rarest = min(counts, key=lambda name: (counts[name], name), default=ANY)
+    if counts.get(rarest) == 0:
+        return None
+    if rarest == eff.primary:
+        # The primary skill is itself the rarest: the same walk, without a depth limit.
+        for level in levels:
+            heap = state.free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level), [])
+            for entry in in_order(heap):
+                agent = _live(state, entry)
+                if agent is not None and _eligible(rnd, entry[2], agent, eff, conv):
+                    return entry[2], agent, level
+        return None
+    order = {level: n for n, level in enumerate(levels)}
+    best: tuple[tuple[int, float, float, str], str, AgentView, int] | None = None
+    for level in range(min(eff.skills[rarest], MAX_LEVEL), MAX_LEVEL + 1):
+        for entry in state.free_agents.get(agent_key(eff.channel, rarest, language, tier, level), ()):
+            agent = _live(state, entry)
+            if agent is None or not _eligible(rnd, entry[2], agent, eff, conv):
+                continue
+            primary_level = min(agent.profile.skills.get(eff.primary, 0), MAX_LEVEL)
+            rank = (order.get(primary_level, len(order)), entry[0], entry[1], entry[2])
+            if best is None or rank < best[0]:
+                best = (rank, entry[2], agent, primary_level)
+    return (best[1], best[2], best[3]) if best is not None else None
+
+
+def _live(state: RouterState, entry: AgentEntry) -> AgentView | None:
+    agent = state.agents.get(entry[2])
+    return agent if agent is not None and agent.version == entry[3] else None
+
+
+def _eligible(rnd: Round, agent_id: str, agent: AgentView, eff: Effective, conv: ConversationView) -> bool:
+    """Tier and language come from the heap's key; the rest is checked here."""
+    return (
+        agent_id not in conv.excluded
+        and agent_id not in rnd.withdrawn
+        and rnd.room(agent_id, agent, eff.channel) > 0
+        and _other_skills(agent, eff)
+    )
 
 
 def _other_skills(agent: AgentView, eff: Effective) -> bool:
@@ -228,6 +300,6 @@ def _first_open(rnd: Round, key: str, agent_id: str) -> tuple[str, ConversationV
         if agent_id not in conv.excluded:
             return entry[1], conv
         looked += 1
-        if looked >= SEARCH_DEPTH:
+        if looked >= EXCLUDING_DEPTH:
             break
     return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from unittest import mock
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +39,7 @@ from events.model import (
     Requirements,
     RoutingRequested,
 )
-from router import snapshot
+from router import matching, snapshot
 from router.decide import Decision, decide
 from router.effective import effective
 from router.index import agent_key, agent_valid, conversation_valid, signature
@@ -364,8 +365,24 @@ def act(world: World, data: st.DataObject, op: str) -> None:
 def test_random_histories_keep_the_routing_invariants(
     data: st.DataObject, policy: RouterPolicy, ops: list[str]
 ) -> None:
+    run_history(data, policy, ops, hires=data.draw(st.integers(1, 4)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), policy=st.sampled_from(POLICIES), ops=st.lists(st.sampled_from(OPS), min_size=5, max_size=80))
+def test_the_agent_search_fallback_keeps_the_routing_invariants(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str]
+) -> None:
+    """With a search depth of 1, nearly every search that meets an unsuitable agent at the
+    top of a heap goes through the rarest-skill fallback: the same invariants must hold
+    (above all: nobody is left waiting while an eligible agent has room)."""
+    with mock.patch.object(matching, "SEARCH_DEPTH", 1):
+        run_history(data, policy, ops, hires=data.draw(st.integers(2, 8)))
+
+
+def run_history(data: st.DataObject, policy: RouterPolicy, ops: list[str], *, hires: int) -> None:
     world = World(policy)
-    for n in range(data.draw(st.integers(1, 4))):
+    for n in range(hires):
         act(world, data, "hire")
         assert f"a{n}" in world.log.state.agents
     for op in ops:
