@@ -38,6 +38,9 @@ class ApiSettings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     token: str = ""
+    # A reply still without MessageSent / DeliveryFailed after this long is queued for its
+    # connector again (deduplicated by reply id): the outbox half of the reply command.
+    reply_requeue_seconds: float = 30.0
 
 
 class ProjectionSettings(msgspec.Struct, kw_only=True):

@@ -77,6 +77,7 @@ async def run_api(
             directory=directory,
             token=token,
             policy=config.router,
+            reply_requeue_after=config.api.reply_requeue_seconds,
         )
     )
     await live.start()  # after build_app: its folds (agent tokens) must see the whole log

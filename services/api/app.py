@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import agent_api, agents, conversations, customers, deliveries, health, reports, stream, tokens
+from services.api import (
+    agent_api,
+    agents,
+    conversations,
+    customers,
+    deliveries,
+    health,
+    replies,
+    reports,
+    stream,
+    tokens,
+)
 from services.api.auth import bearer_auth
 from services.api.common import ApiDeps
 
@@ -20,6 +31,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=[bearer_auth(deps.token, table, deps)], client_max_size=256 * 1024)
     tokens.install(app, table, deps.live)
     stream.install(app)
+    replies.install(app, deps)
     for group in ROUTE_GROUPS:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))

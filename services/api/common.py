@@ -34,6 +34,8 @@ class ApiDeps:
     token: str
     policy: RouterPolicy = field(default_factory=RouterPolicy)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # A reply with no outcome after this long is queued for its connector again (replies.py).
+    reply_requeue_after: float = 30.0
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

@@ -10,22 +10,18 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from events import subjects
-from events.codec import encode
 from events.model import (
     ConversationEscalated,
-    ConversationOpened,
     ConversationResolved,
     ConversationTransferred,
-    DeliverReply,
     LogEvent,
-    MessageReceived,
     OfferAccepted,
     OfferDeclined,
     ReplyRequested,
 )
 from events.store import ConcurrencyError
 from router.state import ConversationView
+from services.api import replies
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
 from services.api.views import conversation_json, queues_json, summary_json
 
@@ -190,23 +186,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         )
         return await command(event, conv, cid)
 
-    async def reply_route(customer_id: str, conversation_id: str) -> tuple[str, str | None, dict[str, str]] | None:
-        """(contact, thread_ref, metadata) for a reply: where the conversation opened, and
-        what the customer's last message said about its provider-side thread."""
-        contact: str | None = None
-        last: MessageReceived | None = None
-        for stored in await deps.store.read(subjects.conversation(customer_id, conversation_id)):
-            if isinstance(stored.event, ConversationOpened):
-                contact = stored.event.contact
-            elif isinstance(stored.event, MessageReceived) and not stored.event.metadata.get("auto"):
-                last = stored.event  # never thread a reply under an auto-reply or a bounce
-        if contact is None:
-            return None
-        if last is None:
-            return contact, None, {}
-        metadata = {**last.metadata, "last_customer_message_at": last.at.isoformat()}
-        return contact, last.provider_message_id, metadata
-
     @r.post("/v1/conversations/{id}/reply")
     async def reply(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
@@ -214,10 +193,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if not body.text.strip():
             return json_error(400, "text is empty")
         conv = conversation(cid)
-        route = await reply_route(conv.customer_id, cid)
+        route = await replies.reply_route(deps.store, conv.customer_id, cid)
         if route is None:
             return json_error(409, f"conversation {cid} has no customer address to reply to")
-        contact, thread_ref, metadata = route
         reply_id = "rp_" + uuid.uuid4().hex[:20]
         event = ReplyRequested(
             at=deps.clock(),
@@ -231,20 +209,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         )
         response = await command(event, conv, cid, status=202)
         if response.status == 202:
-            deliver = DeliverReply(
-                conversation_id=cid,
-                customer_id=conv.customer_id,
-                channel=conv.channel,  # type: ignore[arg-type]
-                reply_id=reply_id,
-                contact=contact,
-                text=body.text,
-                thread_ref=thread_ref,
-                metadata=metadata,
-            )
-            # The reply is in the log first; the outbound stream dedupes a retried command.
-            await deps.nc.jetstream().publish(
-                subjects.outbound(conv.channel), encode(deliver), headers={"Nats-Msg-Id": reply_id}
-            )
+            # The reply is in the log: from here on it will go out. Queue it now; if that
+            # fails, the relay (replies.py) queues it from the log a little later.
+            try:
+                await replies.queue(deps.nc, replies.deliver_command(event, route))
+            except Exception as err:
+                log.warning("reply.queue_deferred", conversation_id=cid, customer_id=conv.customer_id, error=repr(err))
         return response
 
     return r

@@ -8,16 +8,19 @@ import email
 import email.policy
 import smtplib
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import nats
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from events.model import MessageSent
-from events.store import EventStore
+from events.model import MessageSent, ReplyRequested
+from events.store import Append, EventStore
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually
 from tests.integration.test_walking_skeleton import System, accept_if_offered, running_system, system_config
@@ -202,3 +205,49 @@ def _send(port: int, message: EmailMessage) -> None:
 
 async def _nonempty(items: list[Any]) -> bool:
     return bool(items)
+
+
+async def test_a_reply_recorded_but_never_queued_still_goes_out_once(
+    tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str]
+) -> None:
+    """The reply command writes twice (the log, then the outbound queue). A reply whose
+    second write was lost (the API killed in between) is queued again from the log; a reply
+    that did go out is not sent a second time."""
+    fake, base_url = fake_twilio
+    config = system_config(tmp_path, clean_nats.url)
+    config.api = msgspec.structs.replace(config.api, reply_requeue_seconds=0.3)
+    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    async with running_system(config, clean_nats) as system:
+        phone = "+15551230077"
+        assert await system.send_sms("SM" + "f" * 32, phone, "my invoice is wrong") == 200
+        customer_id = await eventually(lambda: system.customer(phone))
+        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        await reply(system, conv, "first, through the API")
+        await eventually(lambda: _count(fake.messages, 1))
+
+        # What the API writes first, without the second write.
+        nc = await nats.connect(clean_nats.url)
+        try:
+            lost = ReplyRequested(
+                at=datetime.now(UTC),
+                customer_id=customer_id,
+                conversation_id=conv["id"],
+                channel="sms",
+                reply_id="rp_lost_" + "0" * 12,
+                agent_id=conv["agent_id"],
+                text="second, never queued",
+                actor="operator",
+            )
+            await EventStore(nc, nc.jetstream()).append(Append(lost))
+        finally:
+            await nc.close()
+        await eventually(lambda: _count(fake.messages, 2))
+        sent = await eventually(lambda: _sent(system, customer_id, 2))
+        await asyncio.sleep(1.5)  # several sweeps of the relay
+    assert [m["Body"] for m in fake.messages] == ["first, through the API", "second, never queued"]
+    assert sorted(e.reply_id for e in sent)[-1] == "rp_lost_" + "0" * 12
+
+
+async def _sent(system: System, customer_id: str, n: int) -> list[MessageSent] | None:
+    sent = await sent_for(system, customer_id)
+    return sent if len(sent) >= n else None

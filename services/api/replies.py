@@ -1,0 +1,183 @@
+"""Replies leave through the log: the outbox half of ``POST /v1/conversations/{id}/reply``.
+
+The reply command appends ``ReplyRequested`` and then queues a ``DeliverReply`` on
+``rd.out.<channel>``: two writes. If the second one is lost (NATS away for a moment, the API
+process killed in between), the log says an agent replied and no connector ever hears of it.
+So the log is the outbox: every API process folds the replies still waiting for an outcome
+(``MessageSent`` or ``DeliveryFailed``) and, when one has waited ``requeue_after`` seconds,
+queues it again. That is always safe: ``RD_OUTBOUND`` drops a second message with the same
+``Nats-Msg-Id`` (the reply id) for a day, so a reply that was queued after all, or is being
+sent right now, is not sent twice; several API processes doing the same are harmless too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.codec import encode
+from events.model import ConversationOpened, DeliverReply, DeliveryFailed, MessageReceived, MessageSent, ReplyRequested
+from events.store import EventStore, StoredEvent
+from services.api.common import ApiDeps
+
+log = structlog.get_logger(__name__)
+
+# Older replies are beyond RD_OUTBOUND's duplicate window (a day): queuing them again could
+# send them twice, so they are left for an operator (the timeline shows no outcome).
+REQUEUE_HORIZON = timedelta(hours=23)
+RELAY_TASK = web.AppKey("reply_relay", asyncio.Task[None])
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRoute:
+    """Where a reply goes: the conversation's contact, the provider-side thread of the
+    customer's last message, and that message's provider metadata."""
+
+    contact: str
+    thread_ref: str | None
+    metadata: dict[str, str]
+
+
+async def reply_route(
+    store: EventStore, customer_id: str, conversation_id: str, before_seq: int | None = None
+) -> ReplyRoute | None:
+    """The route for a reply written now (or, with ``before_seq``, at that point of the log)."""
+    contact: str | None = None
+    last: MessageReceived | None = None
+    for stored in await store.read(subjects.conversation(customer_id, conversation_id)):
+        if before_seq is not None and stored.seq >= before_seq:
+            break
+        if isinstance(stored.event, ConversationOpened):
+            contact = stored.event.contact
+        elif isinstance(stored.event, MessageReceived) and not stored.event.metadata.get("auto"):
+            last = stored.event  # never thread a reply under an auto-reply or a bounce
+    if contact is None:
+        return None
+    if last is None:
+        return ReplyRoute(contact, None, {})
+    metadata = {**last.metadata, "last_customer_message_at": last.at.isoformat()}
+    return ReplyRoute(contact, last.provider_message_id, metadata)
+
+
+def deliver_command(reply: ReplyRequested, route: ReplyRoute) -> DeliverReply:
+    return DeliverReply(
+        conversation_id=reply.conversation_id,
+        customer_id=reply.customer_id,
+        channel=reply.channel,
+        reply_id=reply.reply_id,
+        contact=route.contact,
+        text=reply.text,
+        thread_ref=route.thread_ref,
+        metadata=route.metadata,
+    )
+
+
+async def queue(nc: NATS, deliver: DeliverReply) -> None:
+    """Put ``deliver`` on its channel's outbound queue (deduplicated by reply id)."""
+    await nc.jetstream().publish(
+        subjects.outbound(deliver.channel), encode(deliver), headers={"Nats-Msg-Id": deliver.reply_id}
+    )
+
+
+@dataclass(slots=True)
+class Pending:
+    seq: int
+    reply: ReplyRequested
+    queued_again_at: datetime | None = None
+
+
+class PendingReplies:
+    """A fold of the log: replies requested and not yet sent or failed, by reply id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Pending] = {}
+
+    def apply(self, stored: StoredEvent) -> None:
+        event = stored.event
+        if isinstance(event, ReplyRequested):
+            self.by_id[event.reply_id] = Pending(stored.seq, event)
+        elif isinstance(event, MessageSent | DeliveryFailed):
+            self.by_id.pop(event.reply_id, None)
+
+    def due(self, now: datetime, requeue_after: float) -> list[Pending]:
+        """Replies waiting longer than ``requeue_after`` (and not queued again within that
+        time), oldest first; replies past the horizon are forgotten."""
+        wait = timedelta(seconds=requeue_after)
+        out = []
+        for reply_id, pending in list(self.by_id.items()):
+            if now - pending.reply.at > REQUEUE_HORIZON:
+                del self.by_id[reply_id]
+                continue
+            last = pending.queued_again_at or pending.reply.at
+            if now - last >= wait:
+                out.append(pending)
+        return sorted(out, key=lambda p: p.seq)
+
+
+class ReplyRelay:
+    """Queues again the replies the fold says are still waiting (see the module docstring)."""
+
+    def __init__(
+        self, deps: ApiDeps, pending: PendingReplies, requeue_after: float, clock: Callable[[], datetime]
+    ) -> None:
+        self.deps = deps
+        self.pending = pending
+        self.requeue_after = requeue_after
+        self.clock = clock
+
+    async def sweep(self) -> int:
+        """Queue every due reply once; returns how many were queued."""
+        now = self.clock()
+        queued = 0
+        for item in self.pending.due(now, self.requeue_after):
+            reply = item.reply
+            bound = log.bind(
+                conversation_id=reply.conversation_id, customer_id=reply.customer_id, reply_id=reply.reply_id
+            )
+            route = await reply_route(self.deps.store, reply.customer_id, reply.conversation_id, before_seq=item.seq)
+            if route is None:
+                bound.warning("reply.no_route")
+                self.pending.by_id.pop(reply.reply_id, None)
+                continue
+            await queue(self.deps.nc, deliver_command(reply, route))
+            item.queued_again_at = now
+            queued += 1
+            bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))
+        return queued
+
+    async def run(self) -> None:
+        every = max(0.2, min(self.requeue_after / 2, 10.0))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.sweep()
+            except Exception as err:  # NATS away: the next sweep tries again
+                log.warning("reply.relay_failed", error=repr(err))
+
+
+def install(app: web.Application, deps: ApiDeps) -> None:
+    """Fold pending replies from the API's log reader; run the relay while the app runs."""
+    pending = PendingReplies()
+    deps.live.add_fold(pending.apply)
+    relay = ReplyRelay(deps, pending, deps.reply_requeue_after, deps.clock)
+
+    async def start(app: web.Application) -> None:
+        app[RELAY_TASK] = asyncio.create_task(relay.run(), name="reply-relay")
+
+    async def stop(app: web.Application) -> None:
+        task = app.get(RELAY_TASK)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
