@@ -39,6 +39,7 @@ from events.model import (
     UnknownEvent,
 )
 from router import index
+from router.policy import FORGIVE_DECLINES
 from router.state import AgentView, ConversationView, CustomerView, RouterState
 
 # The relaxation name that drops the case-owner / transfer-target preference.
@@ -215,13 +216,15 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 else:
                     agent.expired_in_a_row = 0
                 index.streak_changed(state, event.agent_id, agent)
-                _exclude(conv, event.agent_id)
+                _exclude(conv, event.agent_id, declined=True)
                 _drop_holder(state, event.conversation_id, conv)
                 _wait(state, event.conversation_id, conv)
         case EscalationStepReached():
             if event.step == 0 or event.relaxation == DROP_PREFERRED:
                 conv.preference_dropped = True
             conv.step = max(conv.step, event.step)
+            if event.relaxation == FORGIVE_DECLINES:
+                _forgive(conv)
             if conv.status == "waiting":
                 index.requeue(state, event.conversation_id, conv)
         case ConversationTransferred():
@@ -237,8 +240,8 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
             conv.preferred_agent = event.to_agent
             conv.preferred_is_transfer = event.to_agent is not None
-            if event.to_agent is not None and event.to_agent in conv.excluded:
-                conv.excluded.remove(event.to_agent)
+            if event.to_agent is not None:
+                _unexclude(conv, event.to_agent)
             _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationEscalated():
             conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
@@ -284,6 +287,7 @@ def _routing_requested(
     customer.open_conversations.add(conversation_id)
     if conv.status in ("new", "resolved"):
         conv.excluded = list(event.requirements.excluded_agents)
+        conv.declined = []
         conv.transfer_count = 0
         conv.escalated_tier = 0
         # The case owner: an explicit preference, else whoever last served this customer.
@@ -300,9 +304,31 @@ def _with_skills(conv: ConversationView, skills: dict[str, int]) -> Requirements
     return msgspec.structs.replace(conv.requirements, skills=skills)
 
 
-def _exclude(conv: ConversationView, agent_id: str) -> None:
+def _exclude(conv: ConversationView, agent_id: str, *, declined: bool = False) -> None:
+    """``declined``: excluded for declining or letting the offer expire (``forgive_declines``
+    may lift it); otherwise by name (a transfer away), which nothing but a transfer to that
+    agent lifts, even if the agent had declined before."""
     if agent_id not in conv.excluded:
         conv.excluded.append(agent_id)
+        if declined:
+            conv.declined.append(agent_id)
+    elif not declined and agent_id in conv.declined:
+        conv.declined.remove(agent_id)
+
+
+def _unexclude(conv: ConversationView, agent_id: str) -> None:
+    if agent_id in conv.excluded:
+        conv.excluded.remove(agent_id)
+    if agent_id in conv.declined:
+        conv.declined.remove(agent_id)
+
+
+def _forgive(conv: ConversationView) -> None:
+    """Exclusions from declines and expiries so far no longer apply (later ones count again)."""
+    if conv.declined:
+        forgiven = set(conv.declined)
+        conv.excluded = [agent_id for agent_id in conv.excluded if agent_id not in forgiven]
+        conv.declined = []
 
 
 def _take(state: RouterState, conversation_id: str, conv: ConversationView, agent_id: str, at: datetime) -> None:

@@ -14,7 +14,17 @@ LOWER_SKILL_MIN = "lower_skill_min"  # every required skill level minus one (nev
 ALLOW_TIER_UP = "allow_tier_up"  # the tier ceiling rises by one (see RouterPolicy.tier_headroom)
 FALLBACK_LANGUAGE = "fallback_language"  # accept the conversation's fallback languages (or the policy's)
 ANY_AGENT_WITH_SKILL = "any_agent_with_skill"  # skills at level 1, any language, no tier ceiling
-RELAXATIONS = (DROP_PREFERRED, LOWER_SKILL_MIN, ALLOW_TIER_UP, FALLBACK_LANGUAGE, ANY_AGENT_WITH_SKILL)
+# Agents excluded so far because they declined or let the offer expire may be offered it
+# again (exclusions named in the requirements or by a transfer stay). Applied by the fold.
+FORGIVE_DECLINES = "forgive_declines"
+RELAXATIONS = (
+    DROP_PREFERRED,
+    LOWER_SKILL_MIN,
+    ALLOW_TIER_UP,
+    FALLBACK_LANGUAGE,
+    ANY_AGENT_WITH_SKILL,
+    FORGIVE_DECLINES,
+)
 
 
 class EscalationStep(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +57,7 @@ DEFAULT_STEPS: tuple[EscalationStep, ...] = (
     EscalationStep(after_seconds=60, relaxation=FALLBACK_LANGUAGE),
     EscalationStep(after_seconds=120, relaxation=LOWER_SKILL_MIN),
     EscalationStep(after_seconds=300, relaxation=ANY_AGENT_WITH_SKILL),
+    EscalationStep(after_seconds=600, relaxation=FORGIVE_DECLINES),
 )
 
 

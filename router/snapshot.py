@@ -13,7 +13,8 @@ import msgspec
 from router.state import RouterState
 
 # Bump whenever the meaning or layout of RouterState's indexes changes.
-FORMAT = 1
+# 2: ConversationView.declined (which exclusions forgive_declines may lift).
+FORMAT = 2
 
 
 class IncompatibleSnapshot(ValueError):

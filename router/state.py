@@ -75,8 +75,12 @@ class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # preference has been dropped.
     step: int = 0
     preference_dropped: bool = False
-    # Agents this conversation must not go to again (declined, let the offer expire, transferred away).
+    # Agents this conversation must not go to again (declined, let the offer expire, transferred
+    # away, named in the requirements).
     excluded: list[str] = []
+    # The members of ``excluded`` that are there only because they declined or let the offer
+    # expire: a ``forgive_declines`` step lifts these (and only these).
+    declined: list[str] = []
     # The agent this conversation should go back to: the case owner or a transfer target.
     preferred_agent: str | None = None
     preferred_is_transfer: bool = False  # a transfer target skips skill checks (an operator chose)

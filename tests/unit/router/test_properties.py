@@ -43,7 +43,7 @@ from router import matching, snapshot
 from router.decide import Decision, decide
 from router.effective import effective
 from router.index import agent_key, agent_valid, conversation_valid, signature
-from router.policy import RouterPolicy
+from router.policy import ANY_AGENT_WITH_SKILL, FORGIVE_DECLINES, EscalationStep, RouterPolicy
 from router.state import ANY
 from tests.unit.router.helpers import T0, Log
 
@@ -54,6 +54,13 @@ POLICIES = (
     RouterPolicy(),
     RouterPolicy(offer_channels=(), case_owner_wait_seconds=5, aging_seconds=10),
     RouterPolicy(skill_fit="closest", expiries_before_away=1, offer_timeout_seconds=5),
+    RouterPolicy(
+        offer_timeout_seconds=5,
+        escalation_steps=(
+            EscalationStep(after_seconds=20, relaxation=FORGIVE_DECLINES),
+            EscalationStep(after_seconds=40, relaxation=ANY_AGENT_WITH_SKILL),
+        ),
+    ),
 )
 ENCODE = msgspec.json.Encoder().encode
 
@@ -66,6 +73,9 @@ class World:
         self.policy = policy
         self.clock = 0.0
         self.conversations = 0
+        # Exclusions by name (requirements, transfers away), per conversation: a model kept
+        # from the events the world writes; no relaxation may lift these.
+        self.explicit: dict[str, set[str]] = {}
 
     @property
     def now(self):  # type: ignore[no-untyped-def]
@@ -198,6 +208,15 @@ def check_indexes(log: Log) -> None:
     assert dict(expected_free) == state.free_live
 
 
+def check_exclusions(world: World) -> None:
+    """Forgiveness lifts only declines and expiries: exclusions by name stay."""
+    for conversation_id, conv in world.log.state.conversations.items():
+        assert set(conv.declined) <= set(conv.excluded), conversation_id
+        named = world.explicit.get(conversation_id, set())
+        assert named <= set(conv.excluded), (conversation_id, named, conv.excluded)
+        assert not named & set(conv.declined), conversation_id
+
+
 def check_nobody_left_waiting(world: World) -> None:
     """Once every step has been reached (any agent with the skill, no tier ceiling), no
     waiting conversation has an eligible agent with room."""
@@ -252,6 +271,7 @@ requirements = st.builds(
     language=st.sampled_from((*LANGUAGES, None)),
     min_tier=st.sampled_from((1, 1, 2)),
     priority=st.integers(0, 3),
+    excluded_agents=st.lists(st.sampled_from(("a0", "a1", "a2")), max_size=1).map(tuple),
 )
 OPS = (
     "open",
@@ -287,6 +307,7 @@ def act(world: World, data: st.DataObject, op: str) -> None:
         customer_id = f"k{data.draw(st.integers(0, 3))}"
         channel = data.draw(st.sampled_from(CHANNELS))
         req = data.draw(requirements)
+        world.explicit[conversation_id] = set(req.excluded_agents)
         events = [
             ConversationOpened(
                 at=now, customer_id=customer_id, conversation_id=conversation_id, channel=channel, contact="x"
@@ -331,11 +352,16 @@ def act(world: World, data: st.DataObject, op: str) -> None:
                 events = [ConversationEscalated(**ids, from_agent=conv.agent_id, to_tier=data.draw(st.integers(1, 3)))]  # type: ignore[arg-type]
             else:
                 target = data.draw(st.sampled_from(("agent", "skill", "tier", "none")))
+                to_agent = data.draw(st.sampled_from(agents)) if target == "agent" and agents else None
+                named = world.explicit.setdefault(conversation_id, set())
+                if conv.agent_id is not None and conv.agent_id != to_agent:
+                    named.add(conv.agent_id)
+                named.discard(to_agent)  # type: ignore[arg-type]
                 events = [
                     ConversationTransferred(
                         **ids,  # type: ignore[arg-type]
                         from_agent=conv.agent_id,
-                        to_agent=data.draw(st.sampled_from(agents)) if target == "agent" and agents else None,
+                        to_agent=to_agent,
                         to_skill=data.draw(st.sampled_from(SKILLS)) if target == "skill" else None,
                         to_tier=data.draw(st.integers(1, 3)) if target == "tier" else None,
                         transfer_count=conv.transfer_count + 1,
@@ -358,6 +384,7 @@ def act(world: World, data: st.DataObject, op: str) -> None:
         world.round(race=data.draw(st.integers(0, 50)))
     world.log.extend(events)
     check_holding(world.log)
+    check_exclusions(world)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -389,5 +416,6 @@ def run_history(data: st.DataObject, policy: RouterPolicy, ops: list[str], *, hi
         act(world, data, op)
     check_replay_and_snapshot(world)
     world.settle()
+    check_exclusions(world)
     check_nobody_left_waiting(world)
     check_replay_and_snapshot(world)
