@@ -155,7 +155,11 @@ def _fold(stored: StoredEvent) -> Folded:
                     direction="in",
                     message_id=ev.message_id,
                     text=ev.text,
-                    detail=_compact({"language": ev.language, "attachments": attachments}),
+                    # The platform tells WhatsApp from SMS on one Twilio channel, and
+                    # Messenger from Instagram on social.
+                    detail=_compact(
+                        {"language": ev.language, "platform": ev.metadata.get("platform"), "attachments": attachments}
+                    ),
                 ),
                 change=change(channel=ev.channel, messages=1),
             )

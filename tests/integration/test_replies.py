@@ -139,6 +139,10 @@ async def test_replies_go_back_on_the_platform_and_number_the_customer_last_wrot
         await eventually(lambda: _messages_in(system, customer_id, 3))
         await reply(system, conv, "sms again")
         await eventually(lambda: _count(fake.messages, 3))
+        status, timeline = await system.get(f"/v1/customers/{customer_id}/timeline")
+        assert status == 200, timeline
+        platforms = [e["detail"].get("platform") for e in timeline["entries"] if e["kind"] == "message_in"]
+        assert platforms == ["sms", "whatsapp", "sms"]  # one channel, and the timeline tells them apart
     assert [(m["To"], m["From"], m["Body"]) for m in fake.messages] == [
         (phone, sms_line, "by sms"),
         (f"whatsapp:{phone}", whatsapp_line, "by whatsapp"),
