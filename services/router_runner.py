@@ -28,11 +28,12 @@ from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState
-from services.lease import Lease
+from services.lease import NATS_UNAVAILABLE, Lease
 
 log = structlog.get_logger(__name__)
 
 SNAPSHOT_NAME = "router"
+MAX_BACKOFF = 5.0  # seconds between lease attempts while NATS is away
 
 
 class RouterRunner:
@@ -137,6 +138,7 @@ class RouterRunner:
         tail = await self.store.tail(subjects.EVENTS_ALL, self.state.last_seq + 1)
         caught_up_at = await self.store.last_seq()
         next_lease_check = 0.0
+        backoff = self.lease_ttl / 3
         log.info("router.started", instance=self.instance_id, from_seq=self.state.last_seq + 1)
         try:
             while not stop.is_set():
@@ -146,24 +148,37 @@ class RouterRunner:
                     self.ready.set()
                     log.info("router.caught_up", seq=self.state.last_seq)
                 now = time.monotonic()
-                if now >= next_lease_check:
-                    next_lease_check = now + self.lease_ttl / 3
-                    if lease.held:
-                        await lease.renew()
-                    else:
-                        await lease.try_acquire()
-                    if lease.held and not self.leading.is_set():
-                        log.info("router.leading", instance=self.instance_id)
-                        self.leading.set()
-                    elif not lease.held and self.leading.is_set():
-                        log.warning("router.standing_down", instance=self.instance_id)
-                        self.leading.clear()
-                if self.leading.is_set() and self.ready.is_set():
-                    await self.decide_once()
-                if self._since_snapshot >= self.snapshot_every and self.leading.is_set():
-                    await self._save_snapshot()
+                try:
+                    if now >= next_lease_check:
+                        next_lease_check = now + self.lease_ttl / 3
+                        await (lease.renew() if lease.held else lease.try_acquire())
+                        if lease.unavailable:
+                            # NATS is away: the lease is not held as far as we know. Back off.
+                            next_lease_check = now + backoff
+                            backoff = min(backoff * 2, MAX_BACKOFF)
+                        else:
+                            backoff = self.lease_ttl / 3
+                        if lease.held and not self.leading.is_set():
+                            await self._take_the_lead()
+                        elif not lease.held and self.leading.is_set():
+                            self._stand_down("lease lost" if not lease.unavailable else "NATS unavailable")
+                    if self.leading.is_set() and self.ready.is_set():
+                        await self.decide_once()
+                    if self._since_snapshot >= self.snapshot_every and self.leading.is_set():
+                        await self._save_snapshot()
+                except NATS_UNAVAILABLE as err:
+                    # An append or a snapshot that may or may not have happened: stop deciding
+                    # (the expected-sequence guards refuse whatever a stale leader appends),
+                    # and take the lease again once NATS answers.
+                    log.warning("router.nats_unavailable", instance=self.instance_id, error=repr(err))
+                    lease.forget()
+                    if self.leading.is_set():
+                        self._stand_down("NATS unavailable")
+                    next_lease_check = time.monotonic() + backoff
+                    backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
-            await tail.close()
+            with contextlib.suppress(*NATS_UNAVAILABLE):
+                await tail.close()
             if lease.held:
                 with contextlib.suppress(Exception):
                     if self.use_snapshot and self._since_snapshot:
@@ -171,3 +186,15 @@ class RouterRunner:
                     await lease.release()
             self.leading.clear()
             log.info("router.stopped", instance=self.instance_id)
+
+    async def _take_the_lead(self) -> None:
+        # Decide only on state that contains everything appended before we took the lease:
+        # a previous leader's last decisions, and ours whose outcome an outage left unknown
+        # (an append that timed out may still have been stored).
+        self.pending_until = max(self.pending_until, await self.store.last_seq())
+        log.info("router.leading", instance=self.instance_id, from_seq=self.pending_until)
+        self.leading.set()
+
+    def _stand_down(self, reason: str) -> None:
+        log.warning("router.standing_down", instance=self.instance_id, reason=reason)
+        self.leading.clear()

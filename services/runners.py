@@ -18,6 +18,7 @@ from services.bootstrap import Bus
 from services.config import Config
 from services.identity import IdentityDirectory, IdentityRules
 from services.intake import Intake, register
+from services.lease import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.router_runner import RouterRunner
 from services.timelines import open_store
@@ -31,10 +32,16 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     )
     broker = NatsBroker(nats_url, logger=None)
     register(broker, Intake(bus.store, directory, config.intake), workers=config.intake.workers)
-    async with broker:
-        await broker.start()
-        log.info("intake.started")
-        await stop.wait()
+    try:
+        async with broker:
+            await broker.start()
+            log.info("intake.started")
+            await stop.wait()
+    except NATS_UNAVAILABLE as err:
+        if not stop.is_set():
+            raise
+        # Stopped while NATS was away: closing the broker could not say goodbye to the server.
+        log.warning("intake.stopped_without_nats", error=repr(err))
     log.info("intake.stopped")
 
 

@@ -36,7 +36,7 @@ from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.lease import Lease
+from services.lease import NATS_UNAVAILABLE, Lease
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +139,7 @@ class DeliveryService:
         watcher: asyncio.Task[None] | None = None
         saved = self.checkpoint
         next_lease_check = 0.0
+        backoff = self.lease_ttl / 4
         try:
             while not stop.is_set():
                 # Renew well inside the lease: a late renewal lets a standby take over while
@@ -147,32 +148,47 @@ class DeliveryService:
                 for stored in tail.drain():
                     self._fold(stored)
                 now = asyncio.get_running_loop().time()
-                if now >= next_lease_check:
-                    next_lease_check = now + self.lease_ttl / 4
-                    await (lease.renew() if lease.held else lease.try_acquire())
-                    if lease.held and watcher is None:
-                        log.info("delivery.leading", instance=self.instance_id)
-                        self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
-                        watcher = asyncio.create_task(self._watch(), name="delivery-watch")
-                    elif not lease.held:
-                        if watcher is not None:
-                            log.warning("delivery.standing_down", instance=self.instance_id)
-                            watcher.cancel()
+                try:
+                    if now >= next_lease_check:
+                        next_lease_check = now + self.lease_ttl / 4
+                        await (lease.renew() if lease.held else lease.try_acquire())
+                        if lease.unavailable:  # NATS is away: not held as far as we know
+                            next_lease_check = now + backoff
+                            backoff = min(backoff * 2, 5.0)
+                        else:
+                            backoff = self.lease_ttl / 4
+                        if lease.held and watcher is None:
+                            log.info("delivery.leading", instance=self.instance_id)
+                            self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
+                            watcher = asyncio.create_task(self._watch(), name="delivery-watch")
+                        elif not lease.held:
+                            self._stand_down(watcher)
                             watcher = None
-                        # A standby keeps only what the active instance has not done yet.
-                        self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
-                        self._drop_done()
-                if lease.held:
-                    await self._notify_pending()
-                    if self.checkpoint > saved:
-                        await self._state_kv.put(CHECKPOINT_KEY, str(self.checkpoint).encode())
-                        saved = self.checkpoint
+                            if not lease.unavailable:
+                                # A standby keeps only what the active instance has not done yet.
+                                self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
+                                self._drop_done()
+                    if lease.held:
+                        await self._notify_pending()
+                        if self.checkpoint > saved:
+                            await self._state_kv.put(CHECKPOINT_KEY, str(self.checkpoint).encode())
+                            saved = self.checkpoint
+                except NATS_UNAVAILABLE as err:
+                    # A blip, not the end: stand down (the active instance's work is unknown)
+                    # and take the lease again from the saved checkpoint once NATS answers.
+                    log.warning("delivery.nats_unavailable", instance=self.instance_id, error=repr(err))
+                    lease.forget()
+                    self._stand_down(watcher)
+                    watcher = None
+                    next_lease_check = asyncio.get_running_loop().time() + backoff
+                    backoff = min(backoff * 2, 5.0)
         finally:
             if watcher is not None:
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, *NATS_UNAVAILABLE):
                     await watcher
-            await tail.close()
+            with contextlib.suppress(*NATS_UNAVAILABLE):
+                await tail.close()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -181,6 +197,12 @@ class DeliveryService:
                 with contextlib.suppress(Exception):
                     await lease.release()
             log.info("delivery.stopped", checkpoint=self.checkpoint)
+
+    def _stand_down(self, watcher: asyncio.Task[None] | None) -> None:
+        """Stop acting as the active instance: no new records, no watcher."""
+        if watcher is not None:
+            log.warning("delivery.standing_down", instance=self.instance_id)
+            watcher.cancel()
 
     async def _read_checkpoint(self) -> int:
         assert self._state_kv is not None
