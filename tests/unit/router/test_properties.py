@@ -112,8 +112,11 @@ class World:
 
     def settle(self) -> None:
         """Let every timer run out and decide until nothing more is decided, until an hour
-        passing changes nothing (a released conversation starts a new wait, for instance)."""
-        for _ in range(10):
+        passing changes nothing (a released conversation starts a new wait, for instance).
+
+        Offers nobody answers expire one per hour per conversation: each agent is tried
+        once, then (after forgive_declines) once more, so the bound grows with the agents."""
+        for _ in range(10 + 2 * len(self.log.state.agents)):
             self.clock += 3600
             rounds = 0
             while self.round():
@@ -203,7 +206,7 @@ def check_indexes(log: Log) -> None:
             if agent.free_on(channel) > 0:
                 expected_free.update(keys)
                 for key in keys:
-                    assert any(e[2] == agent_id and agent_valid(state, e) for e in state.free_agents[key])
+                    assert any(e[3] == agent_id and agent_valid(state, e) for e in state.free_agents[key])
     assert dict(expected_capable) == state.capable
     assert dict(expected_free) == state.free_live
 
