@@ -4,7 +4,8 @@ Two sides, both maintained by the fold through the hooks below:
 
 - agents: an available agent with a free slot on a channel sits in one heap per
   "channel|skill|language|tier|level" it can serve (plus '*' for "any skill"/"any language"),
-  ordered by occupancy, then longest idle, then id; ``capable`` counts who is on shift.
+  ordered by its level in that language (highest first; none under '*'), then occupancy,
+  then longest idle, then id; ``capable`` counts who is on shift.
 - conversations: a waiting conversation sits in the queue of its signature (see
   ``QueueSignature``), ordered by waiting time, or, while held for its preferred agent, in
   that agent's held heap; queues are found through ``queue_lookup`` by channel, skill and
@@ -55,14 +56,19 @@ def _agent_skills(agent: AgentView) -> list[tuple[str, int]]:
 
 
 def _agent_keys(agent: AgentView, channels: Iterable[str]) -> list[str]:
+    return [key for key, _ in _agent_keys_with_language_level(agent, channels)]
+
+
+def _agent_keys_with_language_level(agent: AgentView, channels: Iterable[str]) -> list[tuple[str, int]]:
+    """Index keys with the agent's level in the key's language (0 under '*', any language)."""
     skills = _agent_skills(agent)
-    languages = [*agent.profile.languages, ANY]
+    languages = [*agent.profile.languages.items(), (ANY, 0)]
     tier = agent.profile.tier
     return [
-        agent_key(channel, skill, language, tier, level)
+        (agent_key(channel, skill, language, tier, level), language_level)
         for channel in channels
         for skill, level in skills
-        for language in languages
+        for language, language_level in languages
     ]
 
 
@@ -112,8 +118,8 @@ def _queue_lookups(sig: QueueSignature) -> list[str]:
 
 
 def agent_valid(state: RouterState, entry: AgentEntry) -> bool:
-    agent = state.agents.get(entry[2])
-    return agent is not None and agent.version == entry[3]
+    agent = state.agents.get(entry[3])
+    return agent is not None and agent.version == entry[4]
 
 
 def agent_leaving(state: RouterState, agent_id: str, agent: AgentView) -> None:
@@ -154,13 +160,13 @@ def agent_changed(state: RouterState, agent_id: str, agent: AgentView, *, roster
     free = _free_channels(agent)
     if not free:
         return
-    entry: AgentEntry = (
-        agent.occupancy(),
-        agent.last_work_at.timestamp() if agent.last_work_at else 0.0,
-        agent_id,
-        agent.version,
-    )
-    for key in _agent_keys(agent, free):
+    occupancy = agent.occupancy()
+    last = agent.last_work_at.timestamp() if agent.last_work_at else 0.0
+    entries: dict[int, AgentEntry] = {}
+    for key, language_level in _agent_keys_with_language_level(agent, free):
+        entry = entries.get(language_level)
+        if entry is None:
+            entry = entries[language_level] = (-language_level, occupancy, last, agent_id, agent.version)
         heap = state.free_agents.setdefault(key, [])
         live = state.free_live.get(key, 0) + 1
         state.free_live[key] = live

@@ -3,8 +3,9 @@ the best free agent for a conversation, and the best waiting conversation for an
 
 Choice among eligible agents (after the case owner, see ``router.decide``): the lowest
 tier that may take the work, then the primary language before fallbacks, then the best
-skill level (``RouterPolicy.skill_fit``), then lowest occupancy, then longest idle, then
-agent id. Queue order: effective priority, then SLA due time, then waiting since, then id.
+skill level (``RouterPolicy.skill_fit``), then the highest level in that language, then
+lowest occupancy, then longest idle, then agent id. Queue order: effective priority, then
+SLA due time, then waiting since, then id.
 """
 
 from __future__ import annotations
@@ -188,8 +189,8 @@ def _search_bucket(
             agent = _live(rnd.state, entry)
             if agent is None:
                 continue  # stale
-            if _eligible(rnd, entry[2], agent, eff, conv):
-                return entry[2], agent, level
+            if _eligible(rnd, entry[3], agent, eff, conv):
+                return entry[3], agent, level
             looked += 1
             if looked >= SEARCH_DEPTH:
                 return _exhaustive(rnd, eff, conv, tier, language, levels)
@@ -201,7 +202,8 @@ def _exhaustive(
 ) -> tuple[str, AgentView, int] | None:
     """The fallback: look at every free agent (of this tier and language) having the rarest
     required skill, the smallest set any eligible agent must belong to, and keep the best by
-    the usual ranking (best fit of the primary level, then heap order: occupancy, idle, id).
+    the usual ranking (best fit of the primary level, then heap order: language level,
+    occupancy, idle, id).
 
     Its cost is bounded by that set, never by all agents; it only runs when the top of a
     primary-skill heap is crowded with agents lacking a rarer skill (or used up this round)."""
@@ -222,26 +224,26 @@ def _exhaustive(
             heap = state.free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level), [])
             for entry in in_order(heap):
                 agent = _live(state, entry)
-                if agent is not None and _eligible(rnd, entry[2], agent, eff, conv):
-                    return entry[2], agent, level
+                if agent is not None and _eligible(rnd, entry[3], agent, eff, conv):
+                    return entry[3], agent, level
         return None
     order = {level: n for n, level in enumerate(levels)}
-    best: tuple[tuple[int, float, float, str], str, AgentView, int] | None = None
+    best: tuple[tuple[int, int, float, float, str], str, AgentView, int] | None = None
     for level in range(min(eff.skills[rarest], MAX_LEVEL), MAX_LEVEL + 1):
         for entry in state.free_agents.get(agent_key(eff.channel, rarest, language, tier, level), ()):
             agent = _live(state, entry)
-            if agent is None or not _eligible(rnd, entry[2], agent, eff, conv):
+            if agent is None or not _eligible(rnd, entry[3], agent, eff, conv):
                 continue
             primary_level = min(agent.profile.skills.get(eff.primary, 0), MAX_LEVEL)
-            rank = (order.get(primary_level, len(order)), entry[0], entry[1], entry[2])
+            rank = (order.get(primary_level, len(order)), *entry[:4])
             if best is None or rank < best[0]:
-                best = (rank, entry[2], agent, primary_level)
+                best = (rank, entry[3], agent, primary_level)
     return (best[1], best[2], best[3]) if best is not None else None
 
 
 def _live(state: RouterState, entry: AgentEntry) -> AgentView | None:
-    agent = state.agents.get(entry[2])
-    return agent if agent is not None and agent.version == entry[3] else None
+    agent = state.agents.get(entry[3])
+    return agent if agent is not None and agent.version == entry[4] else None
 
 
 def _eligible(rnd: Round, agent_id: str, agent: AgentView, eff: Effective, conv: ConversationView) -> bool:

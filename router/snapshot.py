@@ -14,7 +14,8 @@ from router.state import RouterState
 
 # Bump whenever the meaning or layout of RouterState's indexes changes.
 # 2: ConversationView.declined (which exclusions forgive_declines may lift).
-FORMAT = 2
+# 3: free-agent heap entries lead with the agent's level in the heap's language.
+FORMAT = 3
 
 
 class IncompatibleSnapshot(ValueError):

@@ -143,8 +143,9 @@ RELAXED = "~"  # queue lookup key for conversations at an escalation step (may a
 
 # Heap entries. Conversations: (waiting since or SLA due (epoch s), conversation id, enqueued number).
 Entry = tuple[float, str, int]
-# Free agents: (occupancy, last work (epoch s, 0: never), agent id, agent version).
-AgentEntry = tuple[float, float, str, int]
+# Free agents: (minus the agent's level in the heap's language (0 under '*'), occupancy,
+# last work (epoch s, 0: never), agent id, agent version).
+AgentEntry = tuple[int, float, float, str, int]
 
 
 @dataclass

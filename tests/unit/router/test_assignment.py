@@ -203,3 +203,30 @@ def test_waiting_conversation_is_assigned_to_agent_with_skill_language_and_capac
     assert isinstance(decision.event, ConversationAssigned)
     assert decision.event.agent_id == "bruno"
     assert log.state.agents["bruno"].load == {"chat": 1}
+
+
+def test_higher_language_level_is_preferred_after_the_skill_level() -> None:
+    log = Log()
+    log.extend(agent("ava", languages={"en": 3}))
+    log.extend(agent("bo", languages={"en": 5, "es": 2}))
+    log.extend(conversation("c1", channel="email"))
+    log.step(at(1), AUTO)
+    assert holder(log, "c1") == "bo"  # same tier and skill level: the more fluent speaker
+
+
+def test_language_level_does_not_outrank_the_skill_level() -> None:
+    log = Log()
+    log.extend(agent("ava", skills={"billing": 5}, languages={"en": 2}))
+    log.extend(agent("bo", skills={"billing": 3}, languages={"en": 5}))
+    log.extend(conversation("c1", channel="email", skills={"billing": 1}))
+    log.step(at(1), AUTO)
+    assert holder(log, "c1") == "ava"
+
+
+def test_language_level_is_ignored_when_the_conversation_names_no_language() -> None:
+    log = Log()
+    log.extend(agent("ava", languages={"en": 1}))
+    log.extend(agent("bo", languages={"en": 5}))
+    log.extend(conversation("c1", channel="email", language=None))
+    log.step(at(1), AUTO)
+    assert holder(log, "c1") == "ava"  # tie on everything else: agent id
