@@ -23,7 +23,7 @@ from events.store import ConcurrencyError
 from router.state import ConversationView
 from services.api import replies
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
-from services.api.views import conversation_json, queues_json, summary_json
+from services.api.views import conversation_json, effective_json, queues_json, summary_json
 
 log = structlog.get_logger(__name__)
 
@@ -88,9 +88,10 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     @r.get("/v1/conversations/{id}")
     async def get_conversation(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
-        conv = deps.live.state.conversations.get(cid)
+        state = deps.live.state
+        conv = state.conversations.get(cid)
         if conv is not None:
-            return ok(conversation_json(cid, conv))
+            return ok({**conversation_json(cid, conv), "effective": effective_json(state, conv, deps.policy)})
         # The routing view forgets resolved conversations; their summary lives on.
         summary = await deps.timelines.conversation(cid) if deps.timelines else None
         if summary is None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from router.effective import effective
+from router.index import signature
 from router.policy import RouterPolicy
 from router.queues import held_summaries, queue_summaries
 from router.state import AgentView, ConversationView, RouterState
@@ -27,6 +29,22 @@ def conversation_json(conversation_id: str, conv: ConversationView) -> dict[str,
         "opened_at": msgspec.to_builtins(conv.opened_at),
         "waiting_since": msgspec.to_builtins(conv.waiting_since),
         "offer_expires_at": msgspec.to_builtins(conv.offer_expires_at),
+    }
+
+
+def effective_json(state: RouterState, conv: ConversationView, policy: RouterPolicy) -> dict[str, Any]:
+    """What the router applies now: ``requirements`` after the customer's tier and flags,
+    transfers, escalation and the escalation steps reached, plus the agents it skips."""
+    sig = signature(state, conv)
+    eff = effective(sig, policy)
+    return {
+        "skills": eff.skills,
+        "languages": list(eff.languages) if eff.languages is not None else None,
+        "min_tier": eff.min_tier,
+        "priority": sig.priority + eff.boost,
+        "customer_tier": sig.customer_tier,
+        "flags": list(sig.flags),
+        "excluded_agents": sorted(conv.excluded),
     }
 
 
