@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -9,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from events import subjects
 from events.model import (
@@ -36,11 +41,11 @@ from events.model import (
 )
 from events.store import StoredEvent
 from services.timelines import TimelineStore, open_store
+from tests.natsserver import docker_answers
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-PG_DSN = os.environ.get("RELAYDESK_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REASON = DecisionReason(rule="best_fit", step=0, score={"skill": 3.0, "load": -1.0})
 
 
@@ -202,17 +207,98 @@ class Backend:
             await drop_schemas(self.target, self.schema)
 
 
-def pg_reachable(dsn: str = PG_DSN) -> str | None:
-    """None when PostgreSQL answers, else the reason it does not."""
+PG_DSN_ENV = "RELAYDESK_TEST_PG_DSN"
+LOCAL_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_IMAGE = "postgres:16-alpine"
+
+
+@dataclass(frozen=True)
+class Postgres:
+    dsn: str | None  # None: no server answers, and the tests that need one skip
+    about: str  # where it runs, or why there is none
+
+
+@functools.cache
+def postgres() -> Postgres:
+    """The PostgreSQL server of this test process, found on first use: ``RELAYDESK_TEST_PG_DSN``
+    if set; else a testcontainers container when a Docker engine answers (as ``tests/natsserver``
+    picks NATS); else the local server at 127.0.0.1:5432, its ``test`` database created if
+    missing. Every test's tables live in a schema of its own (``make_backend``)."""
+    explicit = os.environ.get(PG_DSN_ENV)
+    if not explicit and docker_answers():
+        try:
+            return Postgres(_start_container(), f"a {PG_IMAGE} container")
+        except Exception as err:
+            return Postgres(None, f"a Docker engine answers, but the {PG_IMAGE} container did not start: {err}")
+    dsn = explicit or LOCAL_PG_DSN
+    reason = ensure_database(dsn)
+    return Postgres(None, reason) if reason else Postgres(dsn, f"PostgreSQL at {_where(dsn)}")
+
+
+def pg_dsn() -> str:
+    """The DSN for a test that needs PostgreSQL; skips the test, saying why, when there is none."""
+    found = postgres()
+    if found.dsn is None:
+        pytest.skip(found.about)
+    return found.dsn
+
+
+def _start_container() -> str:
     try:
-        import psycopg
-    except ImportError as err:  # pragma: no cover
-        return f"psycopg is not installed: {err}"
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # testcontainers before its community/ layout
+        from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer(PG_IMAGE, driver=None)  # driver=None: a plain postgresql:// URL
+    container.start()
+    atexit.register(container.stop)
+    return str(container.get_connection_url())
+
+
+def _where(dsn: str) -> str:
+    """``dsn`` without its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    d = conninfo_to_dict(dsn)
+    return f"{d.get('user') or '(default user)'}@{d.get('host', '')}:{d.get('port', 5432)}/{d.get('dbname')}"
+
+
+def ensure_database(dsn: str) -> str | None:
+    """None when ``dsn`` answers, creating its database (from the ``postgres`` maintenance
+    database) when the server has not got it; else why there is no PostgreSQL."""
+    import psycopg
+    from psycopg import errors, sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    def said(err: Exception) -> str:
+        return " ".join(str(err).split())
+
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:
             conn.execute("SELECT 1")
-    except Exception as err:
-        return f"no PostgreSQL at {dsn}: {err}"
+        return None
+    except psycopg.Error as err:
+        refused = f"no PostgreSQL at {_where(dsn)}: {said(err)}"
+    dbname = conninfo_to_dict(dsn).get("dbname")
+    if not dbname or dbname == "postgres":
+        return refused
+    try:
+        maintenance = psycopg.connect(make_conninfo(dsn, dbname="postgres"), connect_timeout=2, autocommit=True)
+    except psycopg.Error:
+        return refused  # no server answers (or it lets us in nowhere): the first refusal says why
+    try:
+        with maintenance:
+            if maintenance.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                return refused  # the database is there: the server refused for another reason
+            with contextlib.suppress(errors.DuplicateDatabase, errors.UniqueViolation):  # created meanwhile
+                maintenance.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    except psycopg.Error as err:
+        return f"{refused}; creating database {dbname!r} failed: {said(err)}"
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as err:
+        return f"created database {dbname!r}, but PostgreSQL at {_where(dsn)} refused: {said(err)}"
     return None
 
 
@@ -231,9 +317,10 @@ async def drop_schemas(dsn: str, schema: str) -> None:
 
 
 def make_backend(name: str, tmp_path: Path) -> Backend:
+    """A backend of its own: a fresh SQLite file, or a fresh schema (skips without PostgreSQL)."""
     if name == "sqlite":
         return Backend(name, str(tmp_path / "timelines.db"))
-    return Backend(name, PG_DSN, schema=new_id("t_"))
+    return Backend(name, pg_dsn(), schema=new_id("t_"))
 
 
 def iter_kinds(entries: list[Any]) -> Iterator[str]:
