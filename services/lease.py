@@ -43,6 +43,10 @@ NATS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 
+# Anything NATS or the socket can answer besides a result: for a lease holder, each means
+# "I cannot tell whether I still hold it". NATS_UNAVAILABLE is the expected part of it.
+NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
 
 class LeaseValue(msgspec.Struct):
     holder: str
@@ -125,7 +129,7 @@ class Lease:
             self._revision = None  # someone else got there first
             self._reached()
             return False
-        except NATS_UNAVAILABLE as err:
+        except NATS_ERRORS as err:
             return self._unreachable(err)
 
     async def renew(self) -> bool:
@@ -140,7 +144,7 @@ class Lease:
             self._revision = None
             self._reached()
             return False
-        except NATS_UNAVAILABLE as err:
+        except NATS_ERRORS as err:
             return self._unreachable(err)
         self._reached()
         return True

@@ -28,7 +28,7 @@ from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState
-from services.lease import NATS_UNAVAILABLE, Lease
+from services.lease import NATS_ERRORS, NATS_UNAVAILABLE, Lease
 
 log = structlog.get_logger(__name__)
 
@@ -166,7 +166,7 @@ class RouterRunner:
                         await self.decide_once()
                     if self._since_snapshot >= self.snapshot_every and self.leading.is_set():
                         await self._save_snapshot()
-                except NATS_UNAVAILABLE as err:
+                except NATS_ERRORS as err:
                     # An append or a snapshot that may or may not have happened: stop deciding
                     # (the expected-sequence guards refuse whatever a stale leader appends),
                     # and take the lease again once NATS answers.

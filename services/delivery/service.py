@@ -36,7 +36,7 @@ from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.lease import NATS_UNAVAILABLE, Lease
+from services.lease import NATS_ERRORS, NATS_UNAVAILABLE, Lease
 
 log = structlog.get_logger(__name__)
 
@@ -173,7 +173,7 @@ class DeliveryService:
                         if self.checkpoint > saved:
                             await self._state_kv.put(CHECKPOINT_KEY, str(self.checkpoint).encode())
                             saved = self.checkpoint
-                except NATS_UNAVAILABLE as err:
+                except NATS_ERRORS as err:
                     # A blip, not the end: stand down (the active instance's work is unknown)
                     # and take the lease again from the saved checkpoint once NATS answers.
                     log.warning("delivery.nats_unavailable", instance=self.instance_id, error=repr(err))
