@@ -26,6 +26,17 @@ from services.timelines import open_store
 log = structlog.get_logger(__name__)
 
 
+class ServiceFailed(Exception):
+    """A service cannot run (a port taken, a bad setting): the reason, for a person.
+
+    An ordinary exception on purpose: ``SystemExit`` raised inside an asyncio task escapes
+    the event loop and skips ``relaydesk up``'s orderly stop of the other services."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Event) -> None:
     directory = IdentityDirectory(
         await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
@@ -96,7 +107,7 @@ async def run_api(
     except OSError as err:
         await runner.cleanup()
         await live.stop()
-        raise SystemExit(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
+        raise ServiceFailed(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
     log.info("api.started", url=f"http://{config.api.host}:{config.api.port}")
     if ready is not None:
         ready.set()
@@ -121,9 +132,16 @@ async def run_connector(
         connector_cls = registry.load(name)
         connector = connector_cls.from_config(config.connectors.get(name, {}))
     except (registry.ConnectorNotFound, ConnectorConfigError) as err:
-        raise SystemExit(f"connector {name}: {err}") from err
+        raise ServiceFailed(f"connector {name}: {err}") from err
     runtime = ConnectorRuntime(connector, bus.nc)
-    urls = await runtime.start()
+    try:
+        urls = await runtime.start()
+    except SystemExit as err:  # the SDK's "cannot listen on …"
+        raise ServiceFailed(str(err)) from err
+    smtp = getattr(connector, "smtp_address", None)  # the email connector listens for SMTP too
+    if isinstance(smtp, tuple) and len(smtp) >= 2:
+        host = f"[{smtp[0]}]" if ":" in str(smtp[0]) else smtp[0]
+        urls = [*urls, f"smtp://{host}:{smtp[1]}"]
     if started is not None:
         started.extend(urls)
     try:

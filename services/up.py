@@ -8,7 +8,7 @@ import contextlib
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,15 @@ import structlog
 from services.bootstrap import api_token, connect, seed_agents
 from services.config import Config
 from services.embedded_nats import EmbeddedNats, pick_port
-from services.runners import run_api, run_connector, run_delivery, run_intake, run_projector, run_router
+from services.runners import (
+    ServiceFailed,
+    run_api,
+    run_connector,
+    run_delivery,
+    run_intake,
+    run_projector,
+    run_router,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +43,17 @@ def enabled_connectors(config: Config) -> list[str]:
     missing = [name for name in wanted if name not in known]
     if missing:
         log.warning("up.connectors_unknown", connectors=missing, known=sorted(known))
-    return [name for name in wanted if name in known and str(config.connectors[name].get("enabled", True)) != "false"]
+    return [name for name in wanted if name in known and is_enabled(config.connectors[name].get("enabled", True))]
+
+
+def is_enabled(value: object) -> bool:
+    """``enabled`` as TOML writes it (a bool) or as the environment does (a string):
+    false, 0, no and off (any case) disable."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off")
+    if value is None:
+        return True
+    return bool(value)
 
 
 def with_built_in_connectors(config: Config, data_dir: Path) -> Config:
@@ -79,8 +97,7 @@ async def serve_all(
     services: tuple[str, ...] = SERVICES,
 ) -> int:
     """Run ``services`` and every enabled connector until ``stop``; a service that fails
-    stops the others. Returns an exit code."""
-    exit_code = 0
+    stops the others at once (its reason printed first). Returns an exit code."""
     async with connect(config, nats_url, name="relaydesk-up") as bus:
         await seed_agents(bus.store, config)
         started = Started(nats_url, token)
@@ -98,29 +115,77 @@ async def serve_all(
         for name in enabled_connectors(config):
             started.connector_urls[name] = []
             jobs[f"connector {name}"] = run_connector(config, bus, name, stop, started.connector_urls[name])
-        tasks = {asyncio.create_task(job, name=name): name for name, job in jobs.items()}
+        tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
+        failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
-        done, _ = await asyncio.wait([ready_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        if ready_wait in done:
-            for _ in range(100):  # connectors report where they listen right after binding
-                if all(started.connector_urls.values()):
-                    break
-                await asyncio.sleep(0.02)
-            if on_started is not None:
-                on_started(started)
         stop_wait = asyncio.create_task(stop.wait())
-        await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        ready_wait.cancel()
-        stop_wait.cancel()
-        for task, result in zip(tasks, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                message = str(result) if isinstance(result, SystemExit) else repr(result)
-                log.error("up.service_failed", service=tasks[task], error=message)
-                print(f"relaydesk: {tasks[task]} failed: {message}", file=sys.stderr)
-                exit_code = 1
-    return exit_code
+        try:
+            done, _ = await asyncio.wait([ready_wait, stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if not failures.report(done) and ready_wait in done:
+                for _ in range(100):  # connectors report where they listen right after binding
+                    if all(started.connector_urls.values()) or any(task.done() for task in tasks):
+                        break
+                    await asyncio.sleep(0.02)
+                if not failures.report(task for task in tasks if task.done()) and on_started is not None:
+                    on_started(started)
+            if not stop.is_set() and not any(task.done() for task in tasks):
+                done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                failures.report(done)
+        finally:
+            stop.set()
+            ready_wait.cancel()
+            stop_wait.cancel()
+            await _stop_all(tasks)
+        failures.report(tasks)
+        return 1 if failures.seen else 0
+
+
+# How long the other services get to stop by themselves once one has failed or stop is set;
+# then they are cancelled.
+STOP_GRACE_SECONDS = 3.0
+
+
+async def _guarded(job: Coroutine[Any, Any, None]) -> None:
+    """``SystemExit`` raised inside a task escapes the event loop (skipping the orderly stop of
+    the others): turn it into an ordinary failure with the same reason."""
+    try:
+        await job
+    except SystemExit as err:
+        raise ServiceFailed(str(err.code) if err.code is not None else "exited") from err
+
+
+async def _stop_all(tasks: dict[asyncio.Task[None], str]) -> None:
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+    if pending:
+        log.warning("up.cancelling", services=sorted(tasks[t] for t in pending), after_seconds=STOP_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
+        if pending:
+            log.error("up.not_stopping", services=sorted(tasks[t] for t in pending))
+
+
+class _Failures:
+    """Say each failed service's reason once, the moment it is known."""
+
+    def __init__(self, tasks: dict[asyncio.Task[None], str]) -> None:
+        self.tasks = tasks
+        self.seen: set[asyncio.Task[None]] = set()
+
+    def report(self, done: Iterable[asyncio.Future[Any]]) -> bool:
+        """Report the failures among ``done``; True if any service has failed so far."""
+        for task in done:
+            if task not in self.tasks or task in self.seen or not task.done() or task.cancelled():
+                continue
+            err = task.exception()
+            if err is None:
+                continue
+            self.seen.add(task)
+            name = self.tasks[task]
+            message = str(err) if isinstance(err, ServiceFailed) else repr(err)
+            log.error("up.service_failed", service=name, error=message)
+            print(f"relaydesk: {name} failed: {message}", file=sys.stderr, flush=True)
+        return bool(self.seen)
 
 
 async def up(config: Config) -> int:
