@@ -26,7 +26,7 @@ from __future__ import annotations
 from services.timelines.batch import BatchRows, fold_batch
 from services.timelines.changes import KEEP, NOTHING, CustomerChange, Folded, SummaryChange
 from services.timelines.codec import dump_json, iso, load_json, parse_iso
-from services.timelines.fold_event import MERGE_TAG, fold, reason_dict
+from services.timelines.fold_event import fold, reason_dict
 from services.timelines.rows import (
     STATUSES,
     ConversationSummary,
@@ -47,7 +47,6 @@ store built by another version rebuilds it from the log (see ``Projector.run``).
 __all__ = [
     "FOLD_VERSION",
     "KEEP",
-    "MERGE_TAG",
     "NOTHING",
     "STATUSES",
     "BatchRows",

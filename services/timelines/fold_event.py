@@ -21,6 +21,7 @@ from events.model import (
     CustomerCreated,
     CustomerEvent,
     CustomerProfileUpdated,
+    CustomersMerged,
     DecisionReason,
     DeliveryFailed,
     EscalationStepReached,
@@ -36,11 +37,6 @@ from events.model import (
 from events.store import StoredEvent
 from services.timelines.changes import NOTHING, CustomerChange, Folded, SummaryChange
 from services.timelines.rows import CustomerLink, TimelineEntry, utc
-
-MERGE_TAG = "customers_merged"
-"""The merge event is matched by its tag and read by duck typing (``customer_id`` = the
-survivor, ``merged_id`` = the customer merged into it, ``actor``), so the projection is ready
-before ``events.model`` carries the event; a shape it does not recognise is skipped."""
 
 
 def reason_dict(reason: DecisionReason) -> dict[str, Any]:
@@ -101,18 +97,15 @@ def _fold(stored: StoredEvent) -> Folded:
         assert conversation_id is not None
         return SummaryChange(conversation_id=conversation_id, customer_id=customer_id, seq=seq, at=at, **fields)
 
-    if type(ev).__struct_config__.tag == MERGE_TAG:
-        merged_id = getattr(ev, "merged_id", None)
-        if not isinstance(merged_id, str) or not merged_id or merged_id == customer_id:
-            return NOTHING
-        return Folded(
-            entry=entry(
-                "customers_merged", detail=_compact({"merged_id": merged_id, "actor": getattr(ev, "actor", "")})
-            ),
-            link=CustomerLink(merged_id=merged_id, survivor_id=customer_id, seq=seq),
-        )
-
     match ev:
+        case CustomersMerged():
+            # customer_id is the survivor; a merge into itself is refused upstream, and skipped here.
+            if not ev.merged_id or ev.merged_id == customer_id:
+                return NOTHING
+            return Folded(
+                entry=entry("customers_merged", detail=_compact({"merged_id": ev.merged_id, "actor": ev.actor})),
+                link=CustomerLink(merged_id=ev.merged_id, survivor_id=customer_id, seq=seq),
+            )
         case IdentityLinked():
             return Folded(entry=entry("identity_linked", detail=_compact({"identity": ev.identity, "actor": ev.actor})))
         case CustomerCreated():
