@@ -134,8 +134,14 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
         async with connect(config) as bus:
             await service(config, bus, *extra, stop)
 
+    from services.runners import ServiceFailed
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except ServiceFailed as err:
+            # A reason a person can act on (a port in use, a missing setting), not a traceback.
+            raise SystemExit(f"relaydesk: {err}") from None
     return 0
 
 

@@ -99,6 +99,18 @@ def test_up_with_the_sms_port_taken_exits_1_at_once_with_the_reason_first(tmp_pa
     assert elapsed < 15
 
 
+def test_a_service_run_alone_with_its_port_taken_says_why_in_one_line(
+    tmp_path: Path, clean_nats: EmbeddedNats, taken_port: int
+) -> None:
+    env = up_env(tmp_path, RELAYDESK_NATS_URL=clean_nats.url, RELAYDESK_API_PORT=str(taken_port))
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "api"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"relaydesk: API cannot listen on 127.0.0.1:{taken_port}" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
 async def test_serve_all_with_the_api_port_taken_returns_1_promptly(
     tmp_path: Path, clean_nats: EmbeddedNats, taken_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
