@@ -41,7 +41,9 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     directory = IdentityDirectory(
         await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
     )
-    broker = NatsBroker(nats_url, logger=None)
+    # Reconnect for as long as it takes, like every other connection here (FastStream's
+    # default gives up after about two minutes and leaves intake deaf for good).
+    broker = NatsBroker(nats_url, logger=None, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     register(broker, Intake(bus.store, directory, config.intake), workers=config.intake.workers)
     try:
         async with broker:
