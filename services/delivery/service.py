@@ -344,7 +344,7 @@ class DeliveryService:
                 )
             )
             if outcome.ok:
-                record.status, record.reason = "delivered", ""
+                record.status, record.reason, record.next_attempt_at = "delivered", "", None
                 await self._save(record)
                 bound.info("delivery.delivered", attempt=n, round=record.rounds, kind=record.kind)
                 return

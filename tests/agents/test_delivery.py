@@ -90,6 +90,7 @@ async def test_two_500s_then_200_is_one_delivery_with_the_retries_recorded(
             [record] = await eventually(lambda: _by_endpoint(s, "delivered", 1))
             assert [a["status_code"] for a in record["attempts"]] == [500, 500, 200]
             assert [a["ok"] for a in record["attempts"]] == [False, False, True]
+            assert record.get("next_attempt_at") is None  # nothing is planned for a delivered record
             assert record["conversation_id"] == cid
             assert len(hook.ok()) == 1
             assert len(hook.seen) == 3
