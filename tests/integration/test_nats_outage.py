@@ -6,7 +6,7 @@ the same port with the same store dir, so the log survives, as it would on a rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -17,8 +17,8 @@ from events.streams import ensure_streams
 from services.bootstrap import seed_agents
 from services.config import load
 from services.embedded_nats import EmbeddedNats
+from tests.integration.routers import RouterProcesses, leader, routed
 from tests.integration.system import eventually, open_conversation
-from tests.integration.test_router_failover import CONFIG, RouterProcesses, leader, routed
 from tests.integration.test_walking_skeleton import accept_if_offered, running_system, system_config
 
 pytestmark = pytest.mark.integration
@@ -39,20 +39,6 @@ async def connected_store(url: str) -> EventStore:
     nc = await nats.connect(url)
     await ensure_streams(nc.jetstream())
     return EventStore(nc, nc.jetstream())
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "relaydesk.toml"
-    path.write_text(CONFIG)
-    return path
-
-
-@pytest.fixture
-def routers(clean_nats: EmbeddedNats, config_file: Path, tmp_path: Path) -> Iterator[RouterProcesses]:
-    procs = RouterProcesses(clean_nats.url, config_file, tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 @pytest.fixture

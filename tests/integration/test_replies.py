@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 
 from events.model import MessageSent, ReplyRequested
 from events.store import Append, EventStore
+from services.config import Config
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually
 from tests.integration.test_walking_skeleton import System, accept_if_offered, running_system, system_config
@@ -77,6 +78,18 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
     controller.stop()
 
 
+def with_fake_twilio(config: Config, base_url: str) -> None:
+    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+
+
+async def sms_conversation(system: System, sid: str, phone: str, to: str = OUR_NUMBER) -> tuple[str, dict[str, Any]]:
+    """A customer's first SMS, routed and held by an agent: (customer id, conversation)."""
+    assert await system.send_sms(sid, phone, "my invoice is wrong", to=to) == 200
+    customer_id = await eventually(lambda: system.customer(phone))
+    conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+    return customer_id, conv
+
+
 async def reply(system: System, conversation: dict[str, Any], text: str) -> None:
     status, body = await system.post(f"/v1/conversations/{conversation['id']}/reply", {"text": text})
     assert status == 202, body
@@ -98,14 +111,12 @@ async def test_reply_to_an_sms_reaches_the_twilio_messages_api(
 ) -> None:
     fake, base_url = fake_twilio
     config = system_config(tmp_path, clean_nats.url)
-    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    with_fake_twilio(config, base_url)
     async with running_system(config, clean_nats) as system:
         phone = "+15551239876"
-        assert await system.send_sms("SM" + "d" * 32, phone, "my invoice is wrong") == 200
-        customer_id = await eventually(lambda: system.customer(phone))
-        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        customer_id, conv = await sms_conversation(system, "SM" + "d" * 32, phone)
         await reply(system, conv, "Sorry about that, a refund is on its way.")
-        await eventually(lambda: _nonempty(fake.messages))
+        await eventually(lambda: _count(fake.messages, 1))
         sent = await eventually(lambda: sent_for(system, customer_id))
     assert fake.messages == [{"To": phone, "From": OUR_NUMBER, "Body": "Sorry about that, a refund is on its way."}]
     assert fake.auth[0] is not None and fake.auth[0].startswith("Basic ")
@@ -120,13 +131,11 @@ async def test_replies_go_back_on_the_platform_and_number_the_customer_last_wrot
     again; each reply follows the last message."""
     fake, base_url = fake_twilio
     config = system_config(tmp_path, clean_nats.url)
-    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    with_fake_twilio(config, base_url)
     sms_line, whatsapp_line = "+15550001111", "whatsapp:+14155238886"
     async with running_system(config, clean_nats) as system:
         phone = "+15551239876"
-        assert await system.send_sms("SM" + "a" * 32, phone, "my invoice is wrong", to=sms_line) == 200
-        customer_id = await eventually(lambda: system.customer(phone))
-        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        customer_id, conv = await sms_conversation(system, "SM" + "a" * 32, phone, to=sms_line)
         await reply(system, conv, "by sms")
         await eventually(lambda: _count(fake.messages, 1))
 
@@ -191,7 +200,7 @@ async def test_reply_to_an_email_is_threaded_under_the_customers_message(
         customer_id = await eventually(customer)
         conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
         await reply(system, conv, "We have refunded the second charge.")
-        await eventually(lambda: _nonempty(sink.mail))
+        await eventually(lambda: _count(sink.mail, 1))
     mail_from, rcpt_tos, content = sink.mail[0]
     message = email.message_from_bytes(content, policy=email.policy.default)
     assert mail_from == "help@support.example.com"
@@ -207,10 +216,6 @@ def _send(port: int, message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-async def _nonempty(items: list[Any]) -> bool:
-    return bool(items)
-
-
 async def test_a_reply_recorded_but_never_queued_still_goes_out_once(
     tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str]
 ) -> None:
@@ -220,12 +225,10 @@ async def test_a_reply_recorded_but_never_queued_still_goes_out_once(
     fake, base_url = fake_twilio
     config = system_config(tmp_path, clean_nats.url)
     config.api = msgspec.structs.replace(config.api, reply_requeue_seconds=0.3)
-    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
+    with_fake_twilio(config, base_url)
     async with running_system(config, clean_nats) as system:
         phone = "+15551230077"
-        assert await system.send_sms("SM" + "f" * 32, phone, "my invoice is wrong") == 200
-        customer_id = await eventually(lambda: system.customer(phone))
-        conv = await accept_if_offered(system, await eventually(lambda: system.conversation_of(customer_id)))
+        customer_id, conv = await sms_conversation(system, "SM" + "f" * 32, phone)
         await reply(system, conv, "first, through the API")
         await eventually(lambda: _count(fake.messages, 1))
 

@@ -1,0 +1,95 @@
+"""The router as real ``relaydesk router`` processes, for the tests that kill, restart and
+cut them off: a roster of 200 billing agents, their config file, the processes, and what the
+log says about leadership and routing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import nats
+
+from events import subjects
+from events.model import AgentOffered, ConversationAssigned
+from events.store import EventStore
+from services.lease import LeaseValue
+
+AGENTS = "\n".join(
+    f'[[agents]]\nid = "agent{i:03d}"\nskills = {{ billing = 3 }}\nlanguages = {{ en = 5 }}\ncapacity = {{ sms = 3 }}\n'
+    for i in range(200)
+)
+CONFIG = f"""
+[router]
+offer_channels = []
+
+[runner]
+lease_seconds = 1.0
+tick_seconds = 0.05
+snapshot_every = 200
+
+{AGENTS}
+"""
+
+
+class RouterProcesses:
+    def __init__(self, nats_url: str, config_file: Path, log_dir: Path) -> None:
+        self.nats_url = nats_url
+        self.config_file = config_file
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        env = {
+            **os.environ,
+            "RELAYDESK_NATS_URL": self.nats_url,
+            "RELAYDESK_RUNNER_INSTANCE_ID": name,
+            "RELAYDESK_LOG_FORMAT": "json",
+        }
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "router", "--config", str(self.config_file)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+async def routed(store: EventStore) -> Counter[str]:
+    """How many routing decisions each conversation got."""
+    counts: Counter[str] = Counter()
+    for stored in await store.read(subjects.CUSTOMER_EVENTS_ALL):
+        if isinstance(stored.event, (ConversationAssigned, AgentOffered)):
+            counts[stored.event.conversation_id] += 1
+    return counts
+
+
+async def leader(nc_url: str) -> str | None:
+    nc = await nats.connect(nc_url)
+    try:
+        kv = await nc.jetstream().key_value(subjects.LEASE_BUCKET)
+        entry = await kv.get("router")
+        return msgspec.json.decode(entry.value, type=LeaseValue).holder if entry.value else None
+    except Exception:
+        return None
+    finally:
+        await nc.close()
