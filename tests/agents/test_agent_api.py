@@ -4,7 +4,6 @@ offers and assignments, a revoked token is refused, the live stream carries the 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,17 +11,10 @@ import msgspec
 import pytest
 
 from events.model import AgentStatusChanged, AgentTokenIssued, OfferAccepted, ReplyRequested
-from services.embedded_nats import EmbeddedNats
 
-from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
+from .helpers import API_TOKEN, AgentSystem, eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> Any:
-    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as system:
-        yield system
 
 
 async def test_agent_tokens_are_issued_by_operators_hashed_and_revocable(s: AgentSystem) -> None:

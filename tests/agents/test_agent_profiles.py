@@ -3,23 +3,15 @@ router uses the new profile at once."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events.model import DEFAULT_CAPACITY
-from services.embedded_nats import EmbeddedNats
 
-from .helpers import AgentSystem, agent_system, agents_config, eventually
+from .helpers import AgentSystem, eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> Any:
-    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as system:
-        yield system
 
 
 async def test_an_agent_added_through_the_api_gets_work_for_its_language(s: AgentSystem) -> None:
