@@ -7,12 +7,16 @@ a tag is never reused. Readers tolerate tags they do not know (see ``events.code
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
-Channel = Literal["sms", "email", "chat", "social"]
-CHANNELS: tuple[Channel, ...] = ("sms", "email", "chat", "social")
+# A channel is a name, not a closed list: a connector package may bring its own
+# (``telegram``). It is a NATS subject token (``rd.inbound.<channel>``, ``rd.out.<channel>``).
+CHANNEL_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+Channel: TypeAlias = Annotated[str, msgspec.Meta(pattern=CHANNEL_PATTERN)]
+# The channels Relaydesk ships connectors for.
+CHANNELS: tuple[str, ...] = ("sms", "email", "chat", "social")
 AgentStatus = Literal["available", "away", "offline"]
 
 DEFAULT_CAPACITY: dict[str, int] = {"chat": 3, "sms": 3, "social": 3, "email": 5}

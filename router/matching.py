@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
 
-from events.model import AgentOffered, Channel, ConversationAssigned, DecisionReason, LogEvent
+from events.model import AgentOffered, ConversationAssigned, DecisionReason, LogEvent
 from router import effective as eff_
 from router.effective import Effective
 from router.heaps import in_order
@@ -139,18 +139,25 @@ class Round:
                 "waited_s": round(self.now_ts - since, 1),
             },
         )
-        ids = {
-            "at": self.now,
-            "customer_id": conv.customer_id,
-            "conversation_id": conversation_id,
-            "agent_id": agent_id,
-        }
         event: LogEvent
         if conv.channel in self.policy.offer_channels:
-            expires = self.now + timedelta(seconds=self.policy.offer_timeout_seconds)
-            event = AgentOffered(**ids, expires_at=expires, reason=reason)  # type: ignore[arg-type]
+            event = AgentOffered(
+                at=self.now,
+                customer_id=conv.customer_id,
+                conversation_id=conversation_id,
+                agent_id=agent_id,
+                expires_at=self.now + timedelta(seconds=self.policy.offer_timeout_seconds),
+                reason=reason,
+            )
         else:
-            event = ConversationAssigned(**ids, channel=cast(Channel, conv.channel), reason=reason)  # type: ignore[arg-type]
+            event = ConversationAssigned(
+                at=self.now,
+                customer_id=conv.customer_id,
+                conversation_id=conversation_id,
+                agent_id=agent_id,
+                channel=conv.channel,
+                reason=reason,
+            )
         self.emit(event, conv.subject_seq, conversation_id)
         self.used[(agent_id, conv.channel)] = self.used.get((agent_id, conv.channel), 0) + 1
         self.used_total[agent_id] = self.used_total.get(agent_id, 0) + 1

@@ -18,7 +18,6 @@ from typing import Literal
 import msgspec
 
 from events.model import (
-    CHANNELS,
     AgentOffered,
     ConversationAssigned,
     ConversationEscalated,
@@ -39,7 +38,7 @@ from events.model import (
 )
 from events.store import StoredEvent
 
-REPORT_FOLD_VERSION = 2
+REPORT_FOLD_VERSION = 3  # 3: channels_seen (channels are open: connectors bring their own)
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
@@ -111,6 +110,9 @@ class ReportState(msgspec.Struct, kw_only=True):
     # (customer, channel) -> the last resolved conversation no newer conversation followed yet
     last_resolved: dict[str, str] = {}
     merged_into: dict[str, str] = {}  # customer merged away -> the customer it was merged into
+    # Every channel a resolution was recorded on, in order of first sight (a list, not a set,
+    # so the state encodes the same however it was built).
+    channels_seen: list[str] = []
     open_offer: dict[str, int] = {}  # conversation id -> index in ``offers`` of its pending offer
     last_seq: int = 0
     fold_version: int = REPORT_FOLD_VERSION
@@ -136,7 +138,7 @@ def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
         return
     state.merged_into[merged_id] = survivor_id
     target = survivor(state, survivor_id)
-    for channel in CHANNELS:
+    for channel in state.channels_seen:
         moved = state.last_resolved.pop(_contact_key(merged_id, channel), None)
         if moved is None:
             continue
@@ -234,6 +236,8 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
                 conv.resolved_by = ev.agent_id or conv.agent_id
                 if conv.channel is not None and conv.next_opened_at is None:
                     state.last_resolved[_contact_key(survivor(state, conv.customer_id), conv.channel)] = cid
+                    if conv.channel not in state.channels_seen:
+                        state.channels_seen.append(conv.channel)
         case ReplyRequested() | MessageSent():
             if conv.first_response_at is None:
                 conv.first_response_at = at

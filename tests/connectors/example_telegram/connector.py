@@ -33,7 +33,7 @@ class TelegramSettings(ConnectorSettings, kw_only=True):
 
 class TelegramConnector(Connector):
     name: ClassVar[str] = "telegram"
-    channel: ClassVar[Channel] = "social"
+    channel: ClassVar[Channel] = "telegram"  # its own channel: its own queue, identities and capacity
     provider: ClassVar[str] = "telegram"
     Settings: ClassVar[type[ConnectorSettings]] = TelegramSettings
     inbound_paths: ClassVar[tuple[str, ...]] = ("/telegram/webhook",)
