@@ -148,14 +148,14 @@ def build(cell: Cell) -> Bench:
         bench.fold(AgentStatusChanged(at=busy_since, agent_id=agent_id, status="available"))
         for channel, slots in CAPACITY.items():
             for _ in range(slots):
-                customer_id, conversation_id = bench.open(channel, bench.requirements(profile), busy_since)  # type: ignore[arg-type]
+                customer_id, conversation_id = bench.open(channel, bench.requirements(profile), busy_since)
                 bench.fold(
                     ConversationAssigned(
                         at=busy_since,
                         customer_id=customer_id,
                         conversation_id=conversation_id,
                         agent_id=agent_id,
-                        channel=channel,  # type: ignore[arg-type]
+                        channel=channel,
                         reason=REASON,
                     )
                 )
@@ -211,7 +211,7 @@ def run_cell(cell: Cell) -> Result:
     arrival: list[float] = []
     for _ in range(cell.decisions):
         now += timedelta(milliseconds=1)
-        bench.open(bench.rng.choice(("chat", "email")), bench.requirements(), now)  # type: ignore[arg-type]
+        bench.open(bench.rng.choice(("chat", "email")), bench.requirements(), now)
         t0 = time.perf_counter_ns()
         decisions = decide(state, now, policy)
         arrival.append((time.perf_counter_ns() - t0) / 1000)

@@ -202,7 +202,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             at=deps.clock(),
             customer_id=conv.customer_id,
             conversation_id=cid,
-            channel=conv.channel,  # type: ignore[arg-type]
+            channel=conv.channel,
             reply_id=reply_id,
             agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
             text=body.text,
