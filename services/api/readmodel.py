@@ -24,16 +24,52 @@ log = structlog.get_logger(__name__)
 Fold = Callable[[StoredEvent], None]
 
 
+class Listener:
+    """Every event the live view applies after ``LiveState.listen()``, in order, for one
+    reader (a live stream). Bounded: a reader that falls ``limit`` events behind is cut off
+    (``overflowed``) rather than holding the process's memory; it resumes from the log."""
+
+    def __init__(self, owner: LiveState, limit: int) -> None:
+        self._owner = owner
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(limit)
+        self.overflowed = False
+
+    def offer(self, stored: StoredEvent) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(stored)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def next(self, timeout: float) -> StoredEvent | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def drain(self) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        while not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
+
+    def close(self) -> None:
+        self._owner._listeners.discard(self)
+
+
 class LiveState:
     """The API process's one reader of the log. It folds every event into the routing view
-    and hands it to the other folds registered before ``start`` (the agent-token table),
-    so the process reads the log once, however many views it keeps."""
+    and hands it to the other folds registered before ``start`` (the agent-token table) and
+    to the live streams listening, so the process reads the log once, however many views
+    and open streams it has."""
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self.state = RouterState()
         self.position = 0  # last stream sequence every fold has seen
         self._folds: list[Fold] = []
+        self._listeners: set[Listener] = set()
         self._tail: Tail | None = None
         self._task: asyncio.Task[None] | None = None
         self._advanced = asyncio.Condition()
@@ -42,6 +78,13 @@ class LiveState:
         if self._task is not None:
             raise RuntimeError("add folds before LiveState.start(): a late fold would miss the past")
         self._folds.append(fold)
+
+    def listen(self, limit: int = 10_000) -> Listener:
+        """Events applied from now on (after ``position``), for a reader that follows the log
+        without a consumer of its own on the server."""
+        listener = Listener(self, limit)
+        self._listeners.add(listener)
+        return listener
 
     async def start(self) -> None:
         """Catch up with the log as it stands, then follow it: once this returns, answers
@@ -65,6 +108,8 @@ class LiveState:
             for fold in self._folds:
                 fold(stored)
             self.position = max(self.position, stored.seq)
+            for listener in self._listeners:
+                listener.offer(stored)
 
     async def _run(self) -> None:
         assert self._tail is not None

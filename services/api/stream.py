@@ -5,8 +5,11 @@ fact that concerns the agent (offers, assignments, accepts, declines, expiries, 
 customer messages on conversations it holds, replies, resolutions, its status), each with
 ``id: <stream sequence>``. A client that reconnects with ``Last-Event-ID`` (or ``?after=``)
 continues after that sequence. A comment line every 15 s keeps proxies from closing the
-connection; a revoked token ends the stream. With the operator token, ``?agent=<id>``
-follows one agent and no agent follows every conversation and agent event.
+connection; a revoked token ends the stream, and so does falling 10,000 events behind (an
+``event: behind`` frame: reconnect with ``Last-Event-ID``). Streams follow the API process's
+one log reader (``LiveState.listen``), so open streams cost the NATS server nothing. With the
+operator token, ``?agent=<id>`` follows one agent and no agent follows every conversation and
+agent event.
 
 Browsers' ``EventSource`` cannot send an Authorization header; the console reads the stream
 with ``fetch`` instead (``services/console``).
@@ -82,8 +85,10 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
         request.app[STREAMS].add(closing)
         state = deps.live.state
         holders = Holders({cid: c.agent_id for cid, c in state.conversations.items() if c.agent_id})
-        start = (after if after is not None else state.last_seq) + 1
-        tail = await deps.store.tail(subjects.EVENTS_ALL, start)
+        # Follow the API's own log reader (no consumer per stream on the server); a client
+        # resuming from an older sequence first gets the gap, read from the log once.
+        listener = deps.live.listen()
+        caught_up = state.last_seq
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -92,30 +97,47 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
         bound.info("api.stream_opened", after=after)
         loop = asyncio.get_running_loop()
         last_write = loop.time()
+        sent = after if after is not None else caught_up
+
+        async def send(batch: list[StoredEvent]) -> None:
+            nonlocal sent, last_write
+            for stored in batch:
+                if stored.seq <= sent:
+                    continue  # the gap and the live feed overlap
+                sent = stored.seq
+                concerned = holders.concerned(stored)
+                if agent_id is None or agent_id in concerned:
+                    await response.write(frame(stored.seq, _kind(stored), event_json(stored)))
+                    last_write = loop.time()
+
         try:
             if agent_id:
-                await response.write(frame(state.last_seq, "work", work_json(state, agent_id)))
+                await response.write(frame(caught_up, "work", work_json(state, agent_id)))
             else:
-                await response.write(frame(state.last_seq, "hello", {"seq": state.last_seq}))
+                await response.write(frame(caught_up, "hello", {"seq": caught_up}))
+            if after is not None and after < caught_up:
+                gap = await deps.store.read(subjects.EVENTS_ALL, after + 1)
+                await send([stored for stored in gap if stored.seq <= caught_up])
             while not closing.is_set():
                 if request.get(AGENT) is not None and tokens.agent_for(bearer) != agent_id:
                     await response.write(frame(None, "revoked", {"error": "token revoked"}))
                     break
-                if not await tail.wait(timeout=1.0):
+                if listener.overflowed:
+                    # Too far behind to keep in memory: the client reconnects with Last-Event-ID.
+                    await response.write(frame(None, "behind", {"resume_after": sent}))
+                    break
+                first = await listener.next(timeout=1.0)
+                if first is None:
                     if loop.time() - last_write >= KEEPALIVE:
                         await response.write(b": ping\n\n")
                         last_write = loop.time()
                     continue
-                for stored in tail.drain():
-                    concerned = holders.concerned(stored)
-                    if agent_id is None or agent_id in concerned:
-                        await response.write(frame(stored.seq, _kind(stored), event_json(stored)))
-                        last_write = loop.time()
+                await send([first, *listener.drain()])
         except ConnectionResetError:
             pass
         finally:
             request.app[STREAMS].discard(closing)
-            await tail.close()
+            listener.close()
             bound.info("api.stream_closed")
         return response
 

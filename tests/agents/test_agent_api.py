@@ -10,6 +10,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from events import subjects
 from events.model import AgentStatusChanged, AgentTokenIssued, OfferAccepted, ReplyRequested
 
 from .helpers import API_TOKEN, AgentSystem, eventually
@@ -161,3 +162,64 @@ async def _read_frames(response: aiohttp.ClientResponse, out: list[tuple[str, di
         elif not line and data:
             out.append((kind, msgspec.json.decode(data)))
             kind, data = "message", ""
+
+
+async def test_a_stream_resumed_with_last_event_id_gets_what_it_missed_exactly_once(s: AgentSystem) -> None:
+    ava, _ = await s.issue_token("ava")
+    headers = {"Authorization": f"Bearer {ava}"}
+    first: list[tuple[str, dict[str, Any]]] = []
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers=headers) as r:
+        reader = asyncio.create_task(_read_frames(r, first))
+        try:
+            await eventually(_has(first, "work"))
+            _, one = await s.open()
+            seen = await eventually(_has(first, "agent_offered"))
+            assert seen["conversation_id"] == one
+        finally:
+            reader.cancel()
+
+    _, two = await s.open()  # offered while the client is away
+    await eventually(lambda: s.conversation(two, "offered"))
+    again: list[tuple[str, dict[str, Any]]] = []
+    resume = {**headers, "Last-Event-ID": str(seen["seq"])}
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers=resume) as r:
+        reader = asyncio.create_task(_read_frames(r, again))
+        try:
+            await eventually(_has(again, "agent_offered"))
+            _, three = await s.open()  # and one while it is back
+            await eventually(lambda: _offers(again, 2))
+            await asyncio.sleep(0.5)
+        finally:
+            reader.cancel()
+    offers = [data["conversation_id"] for kind, data in again if kind == "agent_offered"]
+    assert offers == [two, three]  # not the one seen before, nothing twice
+    seqs = [data["seq"] for kind, data in again if kind != "work"]
+    assert seqs == sorted(set(seqs))
+
+
+async def test_open_streams_cost_the_nats_server_no_consumers(s: AgentSystem) -> None:
+    async def consumers() -> int:
+        info = await s.store.js.stream_info(subjects.EVENTS_STREAM)
+        return int(info.state.consumer_count)
+
+    before = await consumers()
+    operator = {"Authorization": f"Bearer {API_TOKEN}"}
+    responses = [await s.system.http.get(s.api + "/v1/agent/stream", headers=operator) for _ in range(20)]
+    try:
+        assert all(r.status == 200 for r in responses)
+        frames: list[tuple[str, dict[str, Any]]] = []
+        reader = asyncio.create_task(_read_frames(responses[-1], frames))
+        await s.open()
+        await eventually(lambda: _offers(frames, 1))
+        assert await consumers() == before
+        reader.cancel()
+    finally:
+        for r in responses:
+            r.release()
+
+
+def _offers(frames: list[tuple[str, dict[str, Any]]], n: int) -> Any:
+    async def probe() -> bool:
+        return sum(kind == "agent_offered" for kind, _ in frames) >= n
+
+    return probe()
