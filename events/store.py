@@ -90,15 +90,24 @@ class EventStore:
         failing the future), and a rejection is exactly what the guard needs to report.
         """
         gate = asyncio.Semaphore(in_flight)
+        failures: list[BaseException] = []
 
-        async def one(item: Append) -> int | ConcurrencyError:
+        async def one(item: Append) -> int | ConcurrencyError | None:
             async with gate:
                 try:
                     return await self.append(item)
                 except ConcurrencyError as conflict:
                     return conflict
+                except Exception as err:
+                    # Recorded, not raised: every append runs to its end first, so none is
+                    # left running unobserved and the caller knows nothing is in flight.
+                    failures.append(err)
+                    return None
 
-        return list(await asyncio.gather(*(one(i) for i in items)))
+        results = await asyncio.gather(*(one(i) for i in items))
+        if failures:
+            raise failures[0]
+        return [result for result in results if result is not None]  # all of them, here
 
     async def _resolve_conflict(self, item: Append, subject: str, err: APIError) -> int:
         if err.err_code != WRONG_LAST_SEQUENCE:
