@@ -23,6 +23,7 @@ from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import StreamSettings, ensure_streams
 from services.config import Config
+from services.lease import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +42,33 @@ async def connect(config: Config, url: str | None = None, *, name: str = "relayd
         raise SystemExit("no NATS server: set RELAYDESK_NATS_URL or [nats] url, or use `relaydesk up`")
     nc = await connect_nats(target, name=name, timeout=config.nats.connect_timeout)
     try:
-        await ensure_streams(nc.jetstream(), StreamSettings(replicas=config.nats.replicas))
+        await _ensure_streams_patiently(nc, StreamSettings(replicas=config.nats.replicas))
         yield Bus(nc, EventStore(nc, nc.jetstream()))
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+# How long a starting service waits for NATS to answer its stream checks (a server restarting,
+# a cluster electing a leader) before it gives up and leaves the restart to its supervisor.
+STREAMS_PATIENCE_S = 60.0
+
+
+async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAMS_PATIENCE_S
+    pause = 0.25
+    while True:
+        try:
+            await ensure_streams(nc.jetstream(), settings)
+            return
+        except NATS_UNAVAILABLE as err:
+            if loop.time() >= deadline:
+                waited = f"{STREAMS_PATIENCE_S:.0f} s"
+                raise SystemExit(f"NATS did not answer the stream checks for {waited}: {err!r}") from err
+            log.warning("nats.not_ready", error=repr(err), retry_in_s=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 async def connect_nats(url: str, *, name: str, timeout: float = 5.0) -> NATS:

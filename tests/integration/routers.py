@@ -58,6 +58,11 @@ class RouterProcesses:
             stderr=subprocess.STDOUT,
         )
 
+    async def started(self, name: str) -> bool:
+        """The process got past start-up (connected, streams checked, following the log)."""
+        log = self.log_dir / f"{name}.log"
+        return log.exists() and '"router.started"' in log.read_text()
+
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
         proc.send_signal(signal.SIGKILL)

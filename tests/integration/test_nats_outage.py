@@ -55,6 +55,8 @@ async def test_routers_survive_an_outage_and_route_afterwards(
     routers.start("alpha")
     routers.start("beta")  # a hot standby: it must survive too
     await eventually(lambda: leader(clean_nats.url), timeout=20)
+    for name in ("alpha", "beta"):  # both running, not still starting, when NATS goes away
+        await eventually(lambda name=name: routers.started(name), timeout=30)
     store = await connected_store(clean_nats.url)
     await open_conversation(store, "cu-before", "cv-before")
     await eventually(lambda: _routed(store, "cv-before"), timeout=20)
