@@ -18,6 +18,7 @@ with ``fetch`` instead (``services/console``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgspec
@@ -116,8 +117,12 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
             else:
                 await response.write(frame(caught_up, "hello", {"seq": caught_up}))
             if after is not None and after < caught_up:
-                gap = await deps.store.read(subjects.EVENTS_ALL, after + 1)
-                await send([stored for stored in gap if stored.seq <= caught_up])
+                # In batches: a client resuming from long ago must not load the log into memory.
+                async with contextlib.aclosing(deps.store.replay(subjects.EVENTS_ALL, after + 1)) as batches:
+                    async for gap in batches:
+                        await send([stored for stored in gap if stored.seq <= caught_up])
+                        if gap and gap[-1].seq >= caught_up:
+                            break
             while not closing.is_set():
                 if request.get(AGENT) is not None and tokens.agent_for(bearer) != agent_id:
                     await response.write(frame(None, "revoked", {"error": "token revoked"}))
