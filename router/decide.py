@@ -41,6 +41,10 @@ def decide(state: RouterState, now: datetime, policy: RouterPolicy) -> list[Deci
     _route_queues(rnd, work)
     timers.end_holds(rnd)
     timers.reach_steps(rnd)
+    # Every agent given work this round is looked at again next round: if a decision loses
+    # to a conflict (the customer wrote meanwhile), the agent's slot is free after all, and
+    # the queues that lost out to it this round were let go on the belief it was taken.
+    work.agents.update(agent_id for agent_id, _channel in rnd.used)
     return rnd.decisions
 
 
