@@ -20,8 +20,7 @@ from events.streams import ensure_streams
 from services.config import AgentSeed, Config
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.system import eventually, open_conversation
-from tests.integration.test_walking_skeleton import API_TOKEN, System, running_system, system_config
+from tests.integration.system import API_TOKEN, System, eventually, open_conversation, running_system, system_config
 
 __all__ = ["API_TOKEN", "AgentSystem", "Receiver", "agent_system", "eventually", "holds", "receiver"]
 

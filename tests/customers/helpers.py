@@ -19,8 +19,7 @@ from events.codec import encode
 from events.model import Channel, InboundMessage
 from events.store import EventStore
 from services.embedded_nats import EmbeddedNats
-from tests.integration.system import eventually
-from tests.integration.test_walking_skeleton import System, running_system, system_config
+from tests.integration.system import System, eventually, running_system, system_config
 
 SERVICES = ("intake", "router", "projector", "api")
 

@@ -18,8 +18,7 @@ from services.bootstrap import seed_agents
 from services.config import load
 from services.embedded_nats import EmbeddedNats
 from tests.integration.routers import RouterProcesses, leader, routed
-from tests.integration.system import eventually, open_conversation
-from tests.integration.test_walking_skeleton import accept_if_offered, running_system, system_config
+from tests.integration.system import accept_if_offered, eventually, open_conversation, running_system, system_config
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import jwt
 import pytest
 
 from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.system import eventually
-from tests.integration.test_walking_skeleton import running_system, system_config
+from tests.integration.system import eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,7 @@ from events.model import MessageSent, ReplyRequested
 from events.store import Append, EventStore
 from services.config import Config
 from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.system import eventually
-from tests.integration.test_walking_skeleton import System, accept_if_offered, running_system, system_config
+from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
 

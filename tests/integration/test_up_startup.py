@@ -18,7 +18,7 @@ import pytest
 from services.config import load
 from services.embedded_nats import EmbeddedNats, free_port
 from services.up import Started, enabled_connectors, serve_all, with_built_in_connectors
-from tests.integration.test_walking_skeleton import API_TOKEN, system_config
+from tests.integration.system import API_TOKEN, system_config
 
 pytestmark = pytest.mark.integration
 

@@ -5,138 +5,22 @@ timeline, all observed through the public HTTP API."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from twilio.request_validator import RequestValidator
 
-from services.config import Config, load
-from services.embedded_nats import EmbeddedNats, free_port
-from services.up import Started, serve_all
-from tests.integration.system import eventually
+from services.embedded_nats import EmbeddedNats
+from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
-
-AUTH_TOKEN = "test-twilio-token"
-API_TOKEN = "test-operator-token"
-
-
-@dataclass
-class System:
-    config: Config
-    api: str
-    sms_url: str
-    http: aiohttp.ClientSession
-    nats: EmbeddedNats
-
-    async def get(self, path: str, **params: str) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        async with self.http.get(self.api + path, params=params, headers=headers) as r:
-            return r.status, await r.json()
-
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
-        async with self.http.post(self.api + path, json=body, headers=headers) as r:
-            return r.status, await r.json()
-
-    async def send_sms(
-        self, sid: str, sender: str, body: str, *, signature: str | None = None, to: str = "+15557654321"
-    ) -> int:
-        params = {
-            "MessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": sender,
-            "To": to,
-            "Body": body,
-            "NumMedia": "0",
-        }
-        sig = (
-            signature if signature is not None else RequestValidator(AUTH_TOKEN).compute_signature(self.sms_url, params)
-        )
-        async with self.http.post(self.sms_url, data=params, headers={"X-Twilio-Signature": sig}) as r:
-            return r.status
-
-    async def inbound_count(self) -> int:
-        import nats
-
-        nc = await nats.connect(self.nats.url)
-        try:
-            info = await nc.jetstream().stream_info("RD_INBOUND")
-            return int(info.state.messages)
-        finally:
-            await nc.close()
-
-    async def customer(self, phone: str) -> str | None:
-        status, body = await self.get("/v1/customers", identity=f"sms:{phone}")
-        return body["customers"][0]["customer_id"] if status == 200 else None
-
-    async def conversation_of(self, customer_id: str) -> dict[str, Any] | None:
-        status, body = await self.get("/v1/conversations")
-        assert status == 200, body
-        for conv in body["conversations"]:
-            if conv["customer_id"] == customer_id and conv["status"] in ("offered", "assigned"):
-                return conv  # type: ignore[no-any-return]
-        return None
-
-
-def system_config(tmp_path: Path, nats_url: str, **router: Any) -> Config:
-    env = {
-        "RELAYDESK_NATS_URL": nats_url,
-        "RELAYDESK_DATA_DIR": str(tmp_path / "data"),
-        "RELAYDESK_API_PORT": str(free_port()),
-        "RELAYDESK_CONNECTOR_SMS_PORT": str(free_port()),
-        "RELAYDESK_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "RELAYDESK_API_TOKEN": API_TOKEN,
-    }
-    config = load(env=env)
-    if router:
-        import msgspec
-
-        config.router = msgspec.structs.replace(config.router, **router)
-    return config
-
-
-@contextlib.asynccontextmanager
-async def running_system(
-    config: Config, nats: EmbeddedNats, services: tuple[str, ...] | None = None
-) -> AsyncIterator[System]:
-    stop = asyncio.Event()
-    started: list[Started] = []
-    kwargs = {"services": services} if services is not None else {}
-    task = asyncio.create_task(serve_all(config, nats.url, API_TOKEN, stop, started.append, **kwargs))
-    try:
-        await eventually(lambda: _ready(started, task), timeout=20)
-        sms_url = started[0].connector_urls["sms"][0].rstrip("/") + "/twilio/sms"
-        async with aiohttp.ClientSession() as http:
-            yield System(config, f"http://{config.api.host}:{config.api.port}", sms_url, http, nats)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 20) == 0
-
-
-async def _ready(started: list[Started], task: asyncio.Task[int]) -> bool:
-    if task.done():
-        raise AssertionError(f"the system stopped early: {task.result()!r}")
-    return bool(started)
 
 
 @pytest.fixture
 async def system(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[System]:
     async with running_system(system_config(tmp_path, clean_nats.url), clean_nats) as s:
         yield s
-
-
-async def accept_if_offered(system: System, conv: dict[str, Any]) -> dict[str, Any]:
-    if conv["status"] == "offered":
-        status, body = await system.post(f"/v1/conversations/{conv['id']}/accept", {})
-        assert status == 200, body
-        return body["conversation"]  # type: ignore[no-any-return]
-    return conv
 
 
 async def test_signed_sms_is_routed_to_the_spanish_agent_and_on_the_timeline(system: System) -> None:

@@ -23,7 +23,7 @@ from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.reports import ReportQuery, fold_all, service_report
 from services.reports.command import report_command
-from tests.integration.test_walking_skeleton import API_TOKEN, System, running_system, system_config
+from tests.integration.system import API_TOKEN, System, running_system, system_config
 from tests.reports.scenario import SLA, T0, Conv, scenario
 from tests.reports.synthetic import busy_day
 
@@ -187,8 +187,7 @@ async def test_a_real_conversation_through_every_service_shows_in_the_report(
     """SMS in, offered by the router, accepted, answered and resolved through the API."""
     from datetime import UTC, datetime
 
-    from tests.integration.system import eventually
-    from tests.integration.test_walking_skeleton import accept_if_offered
+    from tests.integration.system import accept_if_offered, eventually
 
     config = system_config(tmp_path, clean_nats.url)
     async with running_system(config, clean_nats) as system:

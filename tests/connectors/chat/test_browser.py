@@ -18,8 +18,7 @@ from events.codec import encode
 from events.model import DeliverReply
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.browser import in_thread, needs_chromium
-from tests.integration.system import eventually
-from tests.integration.test_walking_skeleton import accept_if_offered, running_system, system_config
+from tests.integration.system import accept_if_offered, eventually, running_system, system_config
 
 from .helpers import WIDGET_KEY, chat_config
 

@@ -16,8 +16,7 @@ from connectors.sdk import registry
 from connectors.sdk.conformance import FakeProvider
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.system import eventually
-from tests.integration.test_walking_skeleton import accept_if_offered, running_system, system_config
+from tests.integration.system import accept_if_offered, eventually, running_system, system_config
 
 from .connector import SECRET_HEADER
 from .test_conformance import BOT_TOKEN, SECRET, update
