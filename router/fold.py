@@ -285,7 +285,7 @@ def _routing_requested(
     conv.requirements = event.requirements
     customer = _survivor(state, conv.customer_id)
     customer.open_conversations.add(conversation_id)
-    if conv.status in ("new", "resolved"):
+    if conv.status == "new":  # a first request (a resolved view is dropped; a later one starts new)
         conv.excluded = list(event.requirements.excluded_agents)
         conv.declined = []
         conv.transfer_count = 0

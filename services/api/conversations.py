@@ -48,10 +48,14 @@ class ReplyBody(msgspec.Struct, kw_only=True):
     text: str
 
 
+TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
 
     def conversation(conversation_id: str) -> ConversationView:
+        # Open conversations only: the routing view drops a conversation once it is resolved.
         conv = deps.live.state.conversations.get(conversation_id)
         if conv is None:
             raise ApiError(404, f"no conversation {conversation_id}")
@@ -134,10 +138,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if body.to_agent and body.to_agent not in deps.live.state.agents:
             return json_error(404, f"no agent {body.to_agent}")
         if body.to_tier is not None and not 1 <= body.to_tier <= 3:
-            return json_error(400, "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)")
+            return json_error(400, TIER_RANGE)
         conv = conversation(cid)
-        if conv.status == "resolved":
-            return json_error(409, f"conversation {cid} is resolved")
         event = ConversationTransferred(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -157,10 +159,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         cid = request.match_info["id"]
         body = await read_body(request, EscalateBody)
         if not 1 <= body.to_tier <= 3:
-            return json_error(400, "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)")
+            return json_error(400, TIER_RANGE)
         conv = conversation(cid)
-        if conv.status == "resolved":
-            return json_error(409, f"conversation {cid} is resolved")
         event = ConversationEscalated(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -176,8 +176,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def resolve(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         conv = conversation(cid)
-        if conv.status == "resolved":
-            return json_error(409, f"conversation {cid} is already resolved")
         event = ConversationResolved(
             at=deps.clock(),
             customer_id=conv.customer_id,
