@@ -31,7 +31,7 @@ from events.store import StoredEvent
 from services.api.agent_api import work_json
 from services.api.auth import AGENT
 from services.api.common import ApiDeps, ApiError
-from services.api.tokens import TokenTable
+from services.api.tokens import TokenTable, hash_token
 from services.delivery.notices import Holders
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
             after = int(after_raw) if after_raw else None
         except ValueError as err:
             raise ApiError(400, "Last-Event-ID / after must be a stream sequence") from err
-        bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        token_hash = hash_token(request.headers.get("Authorization", "").partition(" ")[2].strip())
         closing = asyncio.Event()
         request.app[STREAMS].add(closing)
         state = deps.live.state
@@ -124,7 +124,7 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
                         if gap and gap[-1].seq >= caught_up:
                             break
             while not closing.is_set():
-                if request.get(AGENT) is not None and tokens.agent_for(bearer) != agent_id:
+                if request.get(AGENT) is not None and tokens.agent_for_hash(token_hash) != agent_id:
                     await response.write(frame(None, "revoked", {"error": "token revoked"}))
                     break
                 if listener.overflowed:

@@ -65,7 +65,11 @@ class TokenTable:
                 self.by_hash.pop(found.token_hash, None)
 
     def agent_for(self, token: str) -> str | None:
-        record = self.by_hash.get(hash_token(token))
+        return self.agent_for_hash(hash_token(token))
+
+    def agent_for_hash(self, token_hash: str) -> str | None:
+        """As ``agent_for``, for a caller that checks one token again and again (a live stream)."""
+        record = self.by_hash.get(token_hash)
         return None if record is None or record.revoked else record.agent_id
 
     def of_agent(self, agent_id: str) -> list[TokenRecord]:
