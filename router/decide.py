@@ -14,6 +14,7 @@ and found nothing to do for, so an idle tick costs next to nothing at any scale.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from events.model import AgentStatusChanged, ConversationReleased, EscalationStepReached
@@ -46,6 +47,20 @@ def decide(state: RouterState, now: datetime, policy: RouterPolicy) -> list[Deci
     # the queues that lost out to it this round were let go on the belief it was taken.
     work.agents.update(agent_id for agent_id, _channel in rnd.used)
     return rnd.decisions
+
+
+def _take_marks(rnd: Round, work: PendingWork, name: str) -> Iterator[str]:
+    """The marks in ``work.<name>``, in order, each unmarked as it is taken; when the round is
+    full the rest stay marked for the next one. The set is swapped for a new one: a set keeps
+    its table size after discards, and one may have held every agent once."""
+    todo = sorted(getattr(work, name))
+    marks: set[str] = set()
+    setattr(work, name, marks)
+    for n, item in enumerate(todo):
+        if rnd.full():
+            marks.update(todo[n:])
+            return
+        yield item
 
 
 def _mark_everything(state: RouterState, work: PendingWork) -> None:
@@ -86,11 +101,7 @@ def _release(rnd: Round) -> None:
     work = state.pending
     # Only what changed is judged: an offline agent's kept email would otherwise be looked
     # at every round until they come back.
-    todo, work.releases = sorted(work.releases), set()
-    for n, conversation_id in enumerate(todo):
-        if rnd.full():
-            work.releases.update(todo[n:])
-            return
+    for conversation_id in _take_marks(rnd, work, "releases"):
         if conversation_id not in state.release_pending:
             continue
         conv = state.conversations.get(conversation_id)
@@ -148,11 +159,7 @@ def _give_to_preferred(rnd: Round, conversation_id: str, conv: ConversationView,
 
 def _route_held(rnd: Round, work: PendingWork) -> None:
     state = rnd.state
-    todo, work.held = sorted(work.held), set()
-    for n, conversation_id in enumerate(todo):
-        if rnd.full():
-            work.held.update(todo[n:])
-            return
+    for conversation_id in _take_marks(rnd, work, "held"):
         conv = state.conversations.get(conversation_id)
         if conv is None or conv.status != "waiting" or not conv.is_held() or conversation_id in rnd.taken:
             continue
@@ -184,13 +191,7 @@ def _route_held(rnd: Round, work: PendingWork) -> None:
 
 def _route_agents(rnd: Round, work: PendingWork) -> None:
     state = rnd.state
-    # Swap the marks out (a set keeps its table size after discards, and this one may have
-    # held every agent once); what still needs a look goes back in.
-    todo, work.agents = sorted(work.agents), set()
-    for n, agent_id in enumerate(todo):
-        if rnd.full():
-            work.agents.update(todo[n:])
-            return
+    for agent_id in _take_marks(rnd, work, "agents"):
         agent = state.agents.get(agent_id)
         if agent is None or agent.status != "available" or agent_id in rnd.withdrawn:
             continue
