@@ -23,7 +23,7 @@ from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import StreamSettings, ensure_streams
 from services.config import Config
-from services.lease import NATS_UNAVAILABLE
+from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

@@ -11,41 +11,18 @@ takes the lease again if it is still ours or has lapsed. A blip is never an exce
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
+
 log = structlog.get_logger(__name__)
-
-# "NATS is away or not answering yet": the outcome of the request is unknown, and trying
-# again later is the cure. (A JetStream 503 is what a restarted server answers for a moment.)
-NATS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    nats.errors.TimeoutError,
-    asyncio.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.NoServersError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.ServerError,
-    nats.js.errors.NoStreamResponseError,
-    ConnectionError,
-)
-
-# Anything NATS or the socket can answer besides a result: for a lease holder, each means
-# "I cannot tell whether I still hold it". NATS_UNAVAILABLE is the expected part of it.
-NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
 
 class LeaseValue(msgspec.Struct):

@@ -28,7 +28,8 @@ from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState
-from services.lease import NATS_ERRORS, NATS_UNAVAILABLE, Lease
+from services.lease import Lease
+from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ from services.bootstrap import Bus
 from services.config import Config
 from services.identity import IdentityDirectory, IdentityRules
 from services.intake import Intake, register
-from services.lease import NATS_UNAVAILABLE
+from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.router_runner import RouterRunner
 from services.timelines import open_store

@@ -36,7 +36,8 @@ from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.lease import NATS_ERRORS, NATS_UNAVAILABLE, Lease
+from services.lease import Lease
+from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
