@@ -17,6 +17,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
 from events import subjects
+from events.parking import PARKED_BUCKET
 
 DAY = 24 * 3600.0
 
@@ -80,6 +81,7 @@ async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None =
         (subjects.IDENTITY_BUCKET, 1, 0.0),
         (subjects.LEASE_BUCKET, 1, 0.0),
         (subjects.STATE_BUCKET, 1, 0.0),
+        (PARKED_BUCKET, 1, 0.0),
     ):
         try:
             await js.key_value(bucket)
