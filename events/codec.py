@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
-from events.model import DeliverReply, Event, InboundMessage, LogEvent, UnknownEvent
+from events.model import DeliverReply, Event, InboundMessage, InboundRecord, LogEvent, UnknownEvent
 
 _encoder = msgspec.json.Encoder()
 _log_decoder: msgspec.json.Decoder[LogEvent] = msgspec.json.Decoder(LogEvent)
-_inbound_decoder = msgspec.json.Decoder(InboundMessage)
+_inbound_decoder: msgspec.json.Decoder[InboundRecord] = msgspec.json.Decoder(InboundRecord)
+_untagged_inbound_decoder = msgspec.json.Decoder(InboundMessage)
 _reply_decoder = msgspec.json.Decoder(DeliverReply)
 
 
@@ -23,24 +24,63 @@ def encode(value: Event | DeliverReply) -> bytes:
     return _encoder.encode(value)
 
 
-def decode_log_event(data: bytes) -> LogEvent | UnknownEvent:
-    """Decode one RD_EVENTS payload.
+class Undecodable(UnknownEvent, frozen=True, kw_only=True):
+    """A payload on the log that is no event at all: not JSON, no tag, or a known tag whose
+    fields do not validate. A poison message, not a newer writer's fact.
+
+    It is an ``UnknownEvent``, so every fold skips it the way it skips a fact from a newer
+    version (and still counts its sequence); the store quarantines it (see
+    ``events.quarantine``). ``type`` is the tag when one could be read, else "".
+    ``customer_id`` is the customer whose subject holds it (None off ``rd.evt.c``), so a
+    fold of a customer's history keeps its per-customer sequence right."""
+
+    error: str
+    customer_id: str | None = None
+
+
+def decode_log_event(data: bytes, *, subject: str = "") -> LogEvent | UnknownEvent:
+    """Decode one RD_EVENTS payload; never raises.
 
     A tag this version does not know was written by a newer one: it comes back as
-    ``UnknownEvent`` rather than an error, so old readers keep running. A payload with a
-    known tag that does not validate is a real bug and raises ``msgspec.ValidationError``.
+    ``UnknownEvent``, so old readers keep running. Anything else that does not decode
+    (bytes that are not JSON, no tag, a known tag whose fields do not validate) comes back
+    as ``Undecodable`` with the error: one bad message must not stop a reader of the log.
+    ``subject`` (where the payload was stored) names the customer of an ``Undecodable``.
     """
     try:
         return _log_decoder.decode(data)
-    except msgspec.ValidationError:
-        tag = _tag_decoder.decode(data).type
-        if tag and tag not in _KNOWN_TAGS:
+    except msgspec.DecodeError as err:  # ValidationError is a DecodeError
+        tag = _tag_of(data)
+        if tag and tag not in _KNOWN_TAGS and isinstance(err, msgspec.ValidationError):
             return UnknownEvent(type=tag, raw=bytes(data))
-        raise
+        return Undecodable(type=tag, raw=bytes(data), error=str(err), customer_id=_customer_of(subject))
 
 
-def decode_inbound(data: bytes) -> InboundMessage:
-    return _inbound_decoder.decode(data)
+def _tag_of(data: bytes) -> str:
+    try:
+        return _tag_decoder.decode(data).type
+    except msgspec.DecodeError:
+        return ""
+
+
+def _customer_of(subject: str) -> str | None:
+    parts = subject.split(".")
+    return parts[3] if len(parts) == 5 and parts[:3] == ["rd", "evt", "c"] else None
+
+
+def decode_inbound(data: bytes) -> InboundRecord:
+    """Decode one RD_INBOUND payload: an ``InboundMessage`` or a ``ReplyOutcomeReported``.
+
+    A message without a ``type`` (the single-struct decoder used to accept one) is an
+    ``InboundMessage``. Anything else that does not validate raises ``msgspec.ValidationError``
+    (or ``msgspec.DecodeError`` for bytes that are not JSON).
+    """
+    try:
+        return _inbound_decoder.decode(data)
+    except msgspec.ValidationError:
+        if _tag_decoder.decode(data).type:
+            raise
+        return _untagged_inbound_decoder.decode(data)
 
 
 def decode_reply(data: bytes) -> DeliverReply:

@@ -82,10 +82,16 @@ class ParkingLot:
         return self._kv
 
     async def park(self, record: ParkedMessage) -> bool:
-        """Record ``record`` unless that stream message is parked already. True if new."""
+        """Record ``record`` unless that stream message is parked already, or was and has
+        been dropped. True if new.
+
+        Strictly create-only (``update`` expecting no revision at all), not ``kv.create``:
+        that one recreates a dropped key, and every reader meeting a dropped quarantined
+        message again would park it again; it also reads the key back on a conflict, which
+        roles that may only write the bucket cannot do."""
         kv = await self._bucket()
         try:
-            await kv.create(record.key, _encoder.encode(record))
+            await kv.update(record.key, _encoder.encode(record), last=0)
         except KeyWrongLastSequenceError:
             return False
         return True

@@ -3,8 +3,9 @@
 ``evolve`` MUTATES and returns the state it is given: with 100,000 conversations a copy per
 event would cost more than the routing itself. Callers that need the old state keep a
 snapshot (``router.snapshot.dump``) instead. It ignores events at or below
-``state.last_seq`` (a replay after a snapshot folds nothing twice) and ``UnknownEvent``
-(a newer writer's fact this version cannot interpret).
+``state.last_seq`` (a replay after a snapshot folds nothing twice), and of an ``UnknownEvent``
+(a newer writer's fact this version cannot interpret, or a payload that did not decode) it
+keeps only the sequences.
 
 The fold records facts only; policy is applied by ``router.decide``.
 """
@@ -52,6 +53,12 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
         return state
     state.last_seq = seq
     if isinstance(event, UnknownEvent):
+        # Nothing to interpret (a newer writer's fact, or a quarantined one), but its subject
+        # moved on: decisions on that conversation are appended with this sequence as the
+        # expected one, or every one of them would conflict until the next event we know.
+        known = _conversation_for(state, subject, create=False)
+        if known is not None:
+            known.subject_seq = seq
         return state
     conversation = _conversation_for(state, subject, create=isinstance(event, ConversationOpened | RoutingRequested))
     if conversation is not None:

@@ -22,6 +22,10 @@ class IncompatibleSnapshot(ValueError):
     """Written by another version of the router (or not a router snapshot): replay the log."""
 
 
+class UnreadableSnapshot(IncompatibleSnapshot):
+    """Not a router snapshot at all (damaged, or something else stored under its name)."""
+
+
 class _Snapshot(msgspec.Struct, kw_only=True):
     format: int
     state: RouterState
@@ -39,7 +43,7 @@ def load(data: bytes) -> RouterState:
     try:
         snap = _decoder.decode(data)
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
-        raise IncompatibleSnapshot(f"not a router snapshot of format {FORMAT}: {err}") from err
+        raise UnreadableSnapshot(f"not a router snapshot of format {FORMAT}: {err}") from err
     if snap.format != FORMAT:
         raise IncompatibleSnapshot(f"snapshot format {snap.format}, this router reads {FORMAT}")
     return snap.state

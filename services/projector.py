@@ -23,11 +23,15 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from events import subjects
-from events.store import EventStore, StoredEvent
+from events.parking import describe_error
+from events.store import EventStore, StoredEvent, reading_as
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.store import CheckpointMismatch, TimelineStore, partition_key, partition_of
 
 log = structlog.get_logger("relaydesk.projector")
+
+# How many times an event the store refuses is tried on its own before it is quarantined.
+APPLY_ATTEMPTS = 3
 
 
 class Projector:
@@ -43,8 +47,9 @@ class Projector:
         resubscribe_after: float = 30.0,
         max_backoff: float = 10.0,
         rebuild_if_stale: bool = True,
+        reader: str = "projector",
     ) -> None:
-        self.store = store
+        self.store = reading_as(store, reader)
         self.timelines = timelines
         self.batch_size = max(1, batch_size)
         self.idle = idle
@@ -139,20 +144,22 @@ class Projector:
             await self.timelines.apply(mine, key=self.key, expect=self.position, through=through)
         except CheckpointMismatch:
             raise
-        except Exception:
+        except Exception as err:
             first = mine[0] if mine else chunk[0]
             scope = subjects.parse_conversation_subject(first.subject)
-            log.error(
-                "projector.apply_failed",
+            log.warning(
+                "projector.batch_refused",
                 key=self.key,
                 first_seq=chunk[0].seq,
                 last_seq=through,
                 events=len(mine),
                 customer_id=scope[0] if scope else None,
                 conversation_id=scope[1] if scope else None,
-                exc_info=True,
+                error=repr(err),
+                action="apply one event at a time",
             )
-            raise
+            await self._apply_singly(chunk)
+            return
         self.position = max(self.position, through)
         self.applied += len(mine)
         if mine:
@@ -166,6 +173,31 @@ class Projector:
                 customer_id=last[0] if last else None,
                 conversation_id=last[1] if last else None,
             )
+
+    async def _apply_singly(self, chunk: Sequence[StoredEvent]) -> None:
+        """Apply a refused batch one event at a time. An event the store keeps refusing while
+        it answers otherwise (its checkpoint reads fine) cannot be applied: it is quarantined
+        and the checkpoint moves past it. A store that does not answer raises: the caller
+        backs off and resumes from the checkpoint, nothing skipped."""
+        for stored in chunk:
+            mine = [stored] if self._mine(stored) else []
+            for attempt in range(APPLY_ATTEMPTS):
+                try:
+                    await self.timelines.apply(mine, key=self.key, expect=self.position, through=stored.seq)
+                    self.applied += len(mine)
+                    break
+                except CheckpointMismatch:
+                    raise
+                except Exception as err:
+                    await self.timelines.checkpoint(self.key)  # raises if the store itself is away
+                    if attempt + 1 < APPLY_ATTEMPTS:
+                        await asyncio.sleep(0.05 * 2**attempt)  # a passing lock or conflict
+                        continue
+                    await self.store.quarantine.record(
+                        self.store.reader, stored.seq, stored.subject, f"cannot apply: {describe_error(err)}"
+                    )
+                    await self.timelines.apply([], key=self.key, expect=self.position, through=stored.seq)
+            self.position = max(self.position, stored.seq)
 
     def _reconnects(self) -> int:
         stats = getattr(self.store.nc, "stats", None)

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from events import subjects
+from events.quarantine import QUARANTINED
 from events.store import Append, ConcurrencyError, EventStore, Tail
 from router import snapshot
 from router.decide import decide
@@ -52,7 +53,7 @@ class RouterRunner:
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
-        self.store = EventStore(nc, self.js)
+        self.store = EventStore(nc, self.js, reader="router")
         self.policy = policy
         self.instance_id = instance_id or f"router-{uuid.uuid4().hex[:8]}"
         self.clock = clock
@@ -77,14 +78,31 @@ class RouterRunner:
             result = await obs.get(SNAPSHOT_NAME)
         except (ObjectNotFoundError, NotFoundError):
             return
+        except NATS_UNAVAILABLE:
+            raise
+        except Exception as err:  # a damaged object (chunks, digest): the log is the truth
+            self._snapshot_ignored(f"unreadable: {err!r}")
+            return
         if result.data:
             try:
                 self.state = snapshot.load(result.data)
+            except snapshot.UnreadableSnapshot as err:
+                self._snapshot_ignored(str(err))
+                return
             except snapshot.IncompatibleSnapshot as err:
                 # Written by another version: the log is the truth, so fold it all again.
                 log.warning("router.snapshot_ignored", reason=str(err))
                 return
+            except Exception as err:  # not a snapshot we can use, whatever is wrong with it
+                self._snapshot_ignored(f"cannot load: {err!r}")
+                return
             log.info("router.snapshot_loaded", seq=self.state.last_seq, conversations=len(self.state.conversations))
+
+    def _snapshot_ignored(self, reason: str) -> None:
+        # Counted with the quarantined log messages (stream label: the snapshot bucket).
+        log.warning("router.snapshot_ignored", reason=reason, action="replay the whole log")
+        QUARANTINED.labels(reader="router", stream=subjects.SNAPSHOT_BUCKET).inc()
+        self.state = RouterState()
 
     async def _save_snapshot(self) -> None:
         data = snapshot.dump(self.state)
@@ -96,7 +114,13 @@ class RouterRunner:
     def _fold(self, tail: Tail) -> int:
         batch = tail.drain()
         for stored in batch:
-            self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
+            try:
+                self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
+            except Exception as err:
+                # An event the fold cannot apply: quarantined and skipped (its sequence counts,
+                # so a replay after a snapshot does not meet it again).
+                self.store.cannot_apply(stored, err)
+                self.state.last_seq = max(self.state.last_seq, stored.seq)
         self._since_snapshot += len(batch)
         return len(batch)
 

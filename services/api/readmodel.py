@@ -14,7 +14,7 @@ from collections.abc import Callable
 import structlog
 
 from events import subjects
-from events.store import EventStore, StoredEvent, Tail
+from events.store import EventStore, StoredEvent, Tail, reading_as
 from router.fold import evolve
 from router.state import RouterState
 
@@ -65,7 +65,7 @@ class LiveState:
     and open streams it has."""
 
     def __init__(self, store: EventStore) -> None:
-        self.store = store
+        self.store = reading_as(store, "api")
         self.state = RouterState()
         self.position = 0  # last stream sequence every fold has seen
         self._folds: list[Fold] = []
@@ -104,9 +104,18 @@ class LiveState:
 
     def _apply(self, batch: list[StoredEvent]) -> None:
         for stored in batch:
-            self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
+            # Each fold on its own: an event one of them cannot apply is quarantined (once) and
+            # skipped by that fold; the others, and everything after it, still count.
+            try:
+                self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
+            except Exception as err:
+                self.store.cannot_apply(stored, err)
+                self.state.last_seq = max(self.state.last_seq, stored.seq)
             for fold in self._folds:
-                fold(stored)
+                try:
+                    fold(stored)
+                except Exception as err:
+                    self.store.cannot_apply(stored, err)
             self.position = max(self.position, stored.seq)
             for listener in self._listeners:
                 listener.offer(stored)

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 
 from events import subjects
+from events.codec import Undecodable
 from events.model import UnknownEvent
 from events.store import StoredEvent
 from services.api.agent_api import work_json
@@ -106,6 +107,8 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
                 if stored.seq <= sent:
                     continue  # the gap and the live feed overlap
                 sent = stored.seq
+                if isinstance(stored.event, Undecodable):
+                    continue  # quarantined by the log reader: no fact to tell
                 concerned = holders.concerned(stored)
                 if agent_id is None or agent_id in concerned:
                     await response.write(frame(stored.seq, _kind(stored), event_json(stored)))
@@ -118,7 +121,7 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
                 await response.write(frame(caught_up, "hello", {"seq": caught_up}))
             if after is not None and after < caught_up:
                 # In batches: a client resuming from long ago must not load the log into memory.
-                async with contextlib.aclosing(deps.store.replay(subjects.EVENTS_ALL, after + 1)) as batches:
+                async with contextlib.aclosing(deps.live.store.replay(subjects.EVENTS_ALL, after + 1)) as batches:
                     async for gap in batches:
                         await send([stored for stored in gap if stored.seq <= caught_up])
                         if gap and gap[-1].seq >= caught_up:

@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from events import subjects
-from events.store import EventStore
+from events.store import EventStore, reading_as
 from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
 from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
 
@@ -59,7 +59,7 @@ class ReportProjection:
     def __init__(
         self, store: EventStore, *, batch: int = 1000, snapshot_every: int | None = None, read_snapshot: bool = True
     ) -> None:
-        self.store = store
+        self.store = reading_as(store, "reports")
         self.batch = batch
         self.snapshot_every = SNAPSHOT_EVERY if snapshot_every is None else snapshot_every
         self.state = ReportState()
@@ -100,7 +100,11 @@ class ReportProjection:
         before = self.state.last_seq
         async for chunk in self.store.replay(subjects.CUSTOMER_EVENTS_ALL, self.through + 1, batch=self.batch):
             for stored in chunk:
-                evolve(self.state, stored)
+                try:
+                    evolve(self.state, stored)
+                except Exception as err:  # quarantined (logged once, counted, parked) and skipped
+                    self.store.cannot_apply(stored, err)
+                    self.state.last_seq = max(self.state.last_seq, stored.seq)
         # Everything up to ``end`` is folded (agent events are not ours, but behind us too). A
         # replay that fails half way leaves ``through`` alone: the next one skips what was folded.
         self.through = max(end, self.state.last_seq)

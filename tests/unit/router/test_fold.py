@@ -31,13 +31,28 @@ def test_fold_ignores_sequences_already_folded() -> None:
     assert snapshot.dump(log.state) == before
 
 
-def test_unknown_events_only_advance_the_sequence() -> None:
+def test_unknown_events_only_advance_the_sequences() -> None:
     log = Log()
     log.extend(conversation("c1"))
-    before = log.state.conversations["c1"].subject_seq
     evolve(log.state, 99, "rd.evt.c.cu-c1.c1", UnknownEvent(type="from_the_future", raw=b"{}"))
     assert log.state.last_seq == 99
-    assert log.state.conversations["c1"].subject_seq == before
+    # The conversation's subject moved on: the next decision on it expects this sequence.
+    assert log.state.conversations["c1"].subject_seq == 99
+    evolve(log.state, 100, "rd.evt.c.cu-c9.c9", UnknownEvent(type="from_the_future", raw=b"{}"))
+    assert "c9" not in log.state.conversations  # nor does it bring a conversation into being
+
+
+def test_a_decision_after_an_unknown_event_expects_its_sequence() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1"))
+    subject, unknown = "rd.evt.c.cu-c1.c1", UnknownEvent(type="from_the_future", raw=b"{}")
+    seq = len(log.entries) + 1
+    log.entries.append((seq, subject, unknown))  # type: ignore[arg-type]
+    log.subject_last[subject] = seq
+    evolve(log.state, seq, subject, unknown)
+    [decision] = log.step(at(2), AUTO)  # appended as the runner does: a stale expectation fails
+    assert decision.expected == seq
 
 
 def test_every_event_on_the_subject_moves_the_expected_sequence() -> None:
