@@ -1,27 +1,40 @@
-"""The JetStream event store: append with an expected subject sequence, read, replay, follow."""
+"""The JetStream event store: append with an expected subject sequence, read, replay, follow.
+
+Reads never raise on a payload: one that does not decode comes back in its place as an
+``events.codec.Undecodable`` (folds skip it and count its sequence) and is quarantined under
+the store's ``reader`` name (``events.quarantine``: logged once, counted, parked).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events import subjects
-from events.codec import decode_log_event, encode
+from events.codec import Undecodable, decode_log_event, encode
 from events.model import LogEvent, UnknownEvent
+from events.parking import describe_error
+from events.personal import PersonalDataCipher
+from events.quarantine import Quarantine
 
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
 WRONG_LAST_SEQUENCE = 10071
+
+_log = structlog.get_logger(__name__)
 
 
 class ConcurrencyError(Exception):
@@ -66,18 +79,47 @@ class Append:
 
 
 class EventStore:
-    def __init__(self, nc: NATS, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+    """``reader`` names who reads through this store (router, projector, api, …): the name a
+    message it cannot decode is quarantined under (``events.quarantine``). One store serves
+    several readers in one process through ``for_reader``."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        *,
+        timeout: float = 5.0,
+        reader: str = "relaydesk",
+        quarantine: Quarantine | None = None,
+        cipher: PersonalDataCipher | None = None,
+    ) -> None:
         self.nc = nc
         self.js = js
         self.timeout = timeout
+        # Seals personal fields on append, opens them on every read (events.personal);
+        # None: written and read as they are (the router reads routing data only).
+        self.cipher = cipher
+        self.reader = reader
+        self.quarantine = quarantine or Quarantine(js)
+
+    def for_reader(self, reader: str) -> EventStore:
+        """This store (same connection, same quarantine), reading as ``reader``."""
+        view = copy.copy(self)
+        view.reader = reader
+        return view
 
     # -- writing --------------------------------------------------------------------
 
     async def append(self, item: Append) -> int:
         """Append one event and return its stream sequence, or raise ConcurrencyError."""
+        event = item.event if self.cipher is None else await self.cipher.seal(item.event)
+        return await self._publish(item, event)
+
+    async def _publish(self, item: Append, event: LogEvent) -> int:
+        """Append ``item`` as ``event`` (its personal fields already sealed)."""
         subject = item.target()
         try:
-            ack = await self.js.publish(subject, encode(item.event), timeout=self.timeout, headers=item.headers())
+            ack = await self.js.publish(subject, encode(event), timeout=self.timeout, headers=item.headers())
         except APIError as err:
             return await self._resolve_conflict(item, subject, err)
         return int(ack.seq)
@@ -91,11 +133,19 @@ class EventStore:
         """
         gate = asyncio.Semaphore(in_flight)
         failures: list[BaseException] = []
+        # Sealed first, all of them: the keys of new customers are then created together,
+        # not each in line before its customer's first append.
+        sealed = None if self.cipher is None else await self.cipher.seal_many([item.event for item in items])
 
-        async def one(item: Append) -> int | ConcurrencyError | None:
+        async def one(at: int, item: Append) -> int | ConcurrencyError | None:
             async with gate:
                 try:
-                    return await self.append(item)
+                    if sealed is None:
+                        return await self.append(item)
+                    event = sealed[at]
+                    if isinstance(event, Exception):
+                        raise event
+                    return await self._publish(item, event)
                 except ConcurrencyError as conflict:
                     return conflict
                 except Exception as err:
@@ -104,7 +154,7 @@ class EventStore:
                     failures.append(err)
                     return None
 
-        results = await asyncio.gather(*(one(i) for i in items))
+        results = await asyncio.gather(*(one(at, item) for at, item in enumerate(items)))
         if failures:
             raise failures[0]
         return [result for result in results if result is not None]  # all of them, here
@@ -134,6 +184,48 @@ class EventStore:
     async def last_seq(self) -> int:
         info = await self.js.stream_info(subjects.EVENTS_STREAM)
         return int(info.state.last_seq)
+
+    # -- quarantine -----------------------------------------------------------------
+
+    def cannot_apply(self, stored: StoredEvent, err: BaseException) -> None:
+        """A decoded event this reader's fold raised on: quarantine it (logged once, counted,
+        parked with its payload as stored) so the caller can skip it and go on."""
+        self.quarantine.record_soon(self.reader, stored.seq, stored.subject, f"cannot apply: {describe_error(err)}")
+
+    async def decoded(self, seq: int, subject: str, data: bytes, headers: dict[str, str] | None = None) -> StoredEvent:
+        """A payload read some other way (a direct get), decoded as every read decodes it."""
+        stored = StoredEvent(seq=seq, subject=subject, event=decode_log_event(data, subject=subject))
+        await self._screen(stored, headers)
+        return await self.opened(stored)
+
+    async def opened(self, stored: StoredEvent) -> StoredEvent:
+        """``stored`` with its personal fields opened (``events.personal``); as it is
+        without a cipher."""
+        if self.cipher is None:
+            return stored
+        event = await self.cipher.open(stored.event)
+        return stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event)
+
+    async def opened_all(self, chunk: list[StoredEvent]) -> list[StoredEvent]:
+        """``opened`` for a batch: the keys it needs are fetched together, not one by one."""
+        if self.cipher is None:
+            return chunk
+        events = await self.cipher.open_many([stored.event for stored in chunk])
+        return [
+            stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event)
+            for stored, event in zip(chunk, events, strict=True)
+        ]
+
+    async def _screen(self, stored: StoredEvent, headers: dict[str, str] | None) -> None:
+        if isinstance(stored.event, Undecodable):
+            await self.quarantine.record(
+                self.reader,
+                stored.seq,
+                stored.subject,
+                f"cannot decode: {stored.event.error}",
+                data=stored.event.raw,
+                headers=headers,
+            )
 
     # -- reading --------------------------------------------------------------------
 
@@ -171,14 +263,16 @@ class EventStore:
                 stored = to_stored(msg)
                 if stored.seq > end:
                     break
+                if isinstance(stored.event, Undecodable):
+                    await self._screen(stored, msg.headers)  # quarantined, and still handed on
                 chunk.append(stored)
                 if len(chunk) >= batch:
-                    yield chunk
+                    yield await self.opened_all(chunk)
                     chunk = []
                 if stored.seq >= end or msg.metadata.num_pending == 0:
                     break
             if chunk:
-                yield chunk
+                yield await self.opened_all(chunk)
         finally:
             await sub.unsubscribe()
             if consumer:
@@ -203,7 +297,7 @@ class EventStore:
         """A live view of the log from ``from_seq``: an ordered consumer (recreated by the
         client at the next sequence after a reconnect) feeding a local queue, so callers
         can both wait for the next event and drain what has arrived without waiting."""
-        tail = Tail()
+        tail = Tail(on_undecodable=self._screen_soon, opener=self.opened if self.cipher is not None else None)
         tail.sub = await self.js.subscribe(
             filter_subject,
             stream=subjects.EVENTS_STREAM,
@@ -219,6 +313,12 @@ class EventStore:
         )
         return tail
 
+    def _screen_soon(self, stored: StoredEvent) -> None:
+        if isinstance(stored.event, Undecodable):
+            self.quarantine.record_soon(
+                self.reader, stored.seq, stored.subject, f"cannot decode: {stored.event.error}", data=stored.event.raw
+            )
+
     async def _ordered(self, filter_subject: str, from_seq: int) -> JetStreamContext.PushSubscription:
         return await self.js.subscribe(
             filter_subject,
@@ -233,19 +333,56 @@ class EventStore:
         )
 
 
+def reading_as(store: EventStore, reader: str) -> EventStore:
+    """``store.for_reader(reader)``; a stand-in (a test's fake store) is used as it is."""
+    return store.for_reader(reader) if isinstance(store, EventStore) else store
+
+
 def to_stored(msg: Msg) -> StoredEvent:
-    return StoredEvent(seq=int(msg.metadata.sequence.stream), subject=msg.subject, event=decode_log_event(msg.data))
+    """Never raises on the payload: one that does not decode is an ``Undecodable`` event."""
+    return StoredEvent(
+        seq=int(msg.metadata.sequence.stream),
+        subject=msg.subject,
+        event=decode_log_event(msg.data, subject=msg.subject),
+    )
 
 
 class Tail:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_undecodable: Callable[[StoredEvent], None] | None = None,
+        opener: Callable[[StoredEvent], Awaitable[StoredEvent]] | None = None,
+    ) -> None:
         self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self.sub: JetStreamContext.PushSubscription | None = None
         self._arrived = asyncio.Event()
+        self._on_undecodable = on_undecodable
+        self._opener = opener
 
     async def on_msg(self, msg: Msg) -> None:
-        self.queue.put_nowait(to_stored(msg))
+        stored = to_stored(msg)
+        if self._on_undecodable is not None and isinstance(stored.event, Undecodable):
+            self._on_undecodable(stored)  # quarantined; still queued, so readers count its sequence
+        if self._opener is not None:
+            stored = await self._open_patiently(stored)
+        self.queue.put_nowait(stored)
         self._arrived.set()
+
+    async def _open_patiently(self, stored: StoredEvent) -> StoredEvent:
+        """Personal fields opened; while the key store does not answer (NATS away) wait and
+        try again: the consumer is ordered, so nothing after this event arrives meanwhile."""
+        assert self._opener is not None
+        pause = 0.2
+        while True:
+            try:
+                return await self._opener(stored)
+            except (TimeoutError, NatsError) as err:
+                _log.warning("store.open_retry", seq=stored.seq, subject=stored.subject, error=repr(err))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except Exception as err:  # never lose the event from the tail: passed on sealed
+                _log.error("store.open_failed", seq=stored.seq, subject=stored.subject, error=repr(err))
+                return stored
 
     async def wait(self, timeout: float | None) -> bool:
         """Until something has arrived (True) or ``timeout`` passed (False); takes nothing."""

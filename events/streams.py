@@ -18,8 +18,11 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, 
 
 from events import subjects
 from events.parking import PARKED_BUCKET
+from events.personal.keys import KEYS_ALL, KEYS_STREAM
 
 DAY = 24 * 3600.0
+# The API's Idempotency-Key records (services.api.idempotency), kept a day.
+IDEMPOTENCY_BUCKET = "rd_idempotency"
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,42 @@ def _stream_configs(s: StreamSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=DAY,
         ),
+        # Per-customer data keys (events.personal): one message per subject, deletable, so
+        # that destroying a key (a secure erase) shreds the customer's personal data.
+        StreamConfig(
+            name=KEYS_STREAM,
+            subjects=[KEYS_ALL],
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            deny_delete=False,
+            deny_purge=True,
+        ),
     ]
 
 
-async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None = None) -> None:
-    """Create what is missing, update what drifted; never deletes anything."""
+class StreamsMissing(RuntimeError):
+    """Streams or buckets are missing and this connection may not create them (its NATS role
+    only checks): the reason names them and says how to create them."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"NATS has no {', '.join(missing)}, and this service's NATS role may not create streams: "
+            "run `relaydesk up` or `relaydesk setup` with the tool role first"
+        )
+
+
+async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None = None, *, create: bool = True) -> None:
+    """Create what is missing, update what drifted; never deletes anything. With ``create``
+    false (a NATS role that may not manage streams) only check that everything exists, and
+    raise ``StreamsMissing`` naming what does not: no permission error is hidden behind a
+    request that times out."""
     s = settings or StreamSettings()
+    if not create:
+        await _check_streams(js, s)
+        return
     for config in _stream_configs(s):
         assert config.name is not None
         try:
@@ -82,6 +115,7 @@ async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None =
         (subjects.LEASE_BUCKET, 1, 0.0),
         (subjects.STATE_BUCKET, 1, 0.0),
         (PARKED_BUCKET, 1, 0.0),
+        (IDEMPOTENCY_BUCKET, 1, DAY),
     ):
         try:
             await js.key_value(bucket)
@@ -96,6 +130,22 @@ async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None =
         await js.create_object_store(
             subjects.SNAPSHOT_BUCKET, ObjectStoreConfig(bucket=subjects.SNAPSHOT_BUCKET, replicas=s.replicas)
         )
+
+
+_BUCKETS = (subjects.IDENTITY_BUCKET, subjects.LEASE_BUCKET, subjects.STATE_BUCKET, PARKED_BUCKET, IDEMPOTENCY_BUCKET)
+
+
+async def _check_streams(js: JetStreamContext, s: StreamSettings) -> None:
+    names = [c.name for c in _stream_configs(s) if c.name is not None]
+    names += [f"KV_{bucket}" for bucket in _BUCKETS] + [f"OBJ_{subjects.SNAPSHOT_BUCKET}"]
+    missing: list[str] = []
+    for name in names:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    if missing:
+        raise StreamsMissing(missing)
 
 
 async def streams_exist(js: JetStreamContext) -> bool:

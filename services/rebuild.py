@@ -37,6 +37,7 @@ from rich.progress import (
 from rich.text import Text
 
 from events import subjects
+from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import EventStore, StoredEvent
 from events.streams import streams_exist
 from services.bootstrap import connect_for_tool
@@ -111,7 +112,7 @@ async def rebuild_timelines(
     try:
         fresh = await live.begin_rebuild()
         try:
-            projector = Projector(store, fresh, batch_size=batch_size)
+            projector = Projector(store, fresh, batch_size=batch_size, reader="rebuild")
             end = await store.last_seq()
             folded = 0
             with _progress(progress, "rebuild timelines", end or None) as (bar, task):
@@ -199,7 +200,9 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
             except subjects.InvalidToken as err:
                 console.print(f"[red]{err}")
                 return 2
-        result = await rebuild_timelines(EventStore(nc, js), target, customer=customer, progress=sys.stderr.isatty())
+        store = EventStore(nc, js, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
+        result = await rebuild_timelines(store, target, customer=customer, progress=sys.stderr.isatty())
+        await store.quarantine.settle()
     except NoCustomerEvents as err:
         console.print(f"[red]{err}", soft_wrap=True)
         return 1

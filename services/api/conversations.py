@@ -211,7 +211,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             # The reply is in the log: from here on it will go out. Queue it now; if that
             # fails, the relay (replies.py) queues it from the log a little later.
             try:
-                await replies.queue(deps.nc, replies.deliver_command(event, route))
+                await replies.queue(deps.nc, replies.deliver_command(event, route), deps.store.cipher)
             except Exception as err:
                 log.warning("reply.queue_deferred", conversation_id=cid, customer_id=conv.customer_id, error=repr(err))
         return response

@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, DeliverReply, DeliveryFailed, MessageReceived, MessageSent, ReplyRequested
+from events.personal import KeyDestroyed, PersonalDataCipher
 from events.store import EventStore, StoredEvent
 from services.api.common import ApiDeps
 
@@ -80,8 +81,12 @@ def deliver_command(reply: ReplyRequested, route: ReplyRoute) -> DeliverReply:
     )
 
 
-async def queue(nc: NATS, deliver: DeliverReply) -> None:
-    """Put ``deliver`` on its channel's outbound queue (deduplicated by reply id)."""
+async def queue(nc: NATS, deliver: DeliverReply, cipher: PersonalDataCipher | None = None) -> None:
+    """Put ``deliver`` on its channel's outbound queue (deduplicated by reply id), its
+    contact, text and metadata sealed with ``cipher`` (the API store's): acknowledged work
+    messages are removed from disk, not erased, so they must not hold personal data."""
+    if cipher is not None:
+        deliver = await cipher.seal_reply(deliver)
     await nc.jetstream().publish(
         subjects.outbound(deliver.channel), encode(deliver), headers={"Nats-Msg-Id": deliver.reply_id}
     )
@@ -147,7 +152,12 @@ class ReplyRelay:
                 bound.warning("reply.no_route")
                 self.pending.by_id.pop(reply.reply_id, None)
                 continue
-            await queue(self.deps.nc, deliver_command(reply, route))
+            try:
+                await queue(self.deps.nc, deliver_command(reply, route), self.deps.store.cipher)
+            except KeyDestroyed:
+                bound.warning("reply.customer_erased", skipped="the reply: its customer was erased")
+                self.pending.by_id.pop(reply.reply_id, None)
+                continue
             item.queued_again_at = now
             queued += 1
             bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))

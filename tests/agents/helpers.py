@@ -17,6 +17,7 @@ from aiohttp import web
 
 from events.store import EventStore, StoredEvent
 from events.streams import ensure_streams
+from services.bootstrap import event_store
 from services.config import AgentSeed, Config
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
@@ -145,7 +146,7 @@ async def agent_system(
     await ensure_streams(nc.jetstream())
     try:
         async with running_system(config, server, services) as system:
-            yield AgentSystem(system, EventStore(nc, nc.jetstream()))
+            yield AgentSystem(system, event_store(nc))  # opens what the services sealed
     finally:
         await nc.drain()
 
