@@ -81,6 +81,56 @@ class InboundMessage(Event, tag="inbound_message", frozen=True, kw_only=True):
     metadata: dict[str, str] = {}
 
 
+ReplyOutcome = Literal["sent", "failed", "bounced"]
+
+
+class ReplyOutcomeReported(Event, tag="reply_outcome_reported", frozen=True, kw_only=True):
+    """A connector's report of what became of a reply (``DeliverReply``), on
+    ``rd.inbound.<channel>`` like the messages it hears: connectors never write the log.
+    Intake records it once per reply on the conversation's subject (``recorded``):
+    ``sent`` → ``MessageSent``; ``failed`` (the provider refused, retries ran out) and
+    ``bounced`` (a provider's later report, e.g. an email bounce) → ``DeliveryFailed``."""
+
+    channel: Channel
+    customer_id: str
+    conversation_id: str
+    reply_id: str
+    outcome: ReplyOutcome
+    provider_message_id: str = ""
+    reason: str = ""
+
+    def recorded(self) -> MessageSent | DeliveryFailed:
+        """The fact intake appends for this report (``at`` is when the connector saw it)."""
+        if self.outcome == "sent":
+            return MessageSent(
+                at=self.at,
+                customer_id=self.customer_id,
+                conversation_id=self.conversation_id,
+                channel=self.channel,
+                reply_id=self.reply_id,
+                provider_message_id=self.provider_message_id,
+            )
+        return DeliveryFailed(
+            at=self.at,
+            customer_id=self.customer_id,
+            conversation_id=self.conversation_id,
+            channel=self.channel,
+            reply_id=self.reply_id,
+            reason=self.failure_reason(),
+            bounced=self.outcome == "bounced",
+        )
+
+    def failure_reason(self) -> str:
+        """A bounce's reason always starts with ``bounced`` (how readers tell it apart)."""
+        if self.outcome == "bounced":
+            return self.reason if self.reason.startswith("bounced") else f"bounced: {self.reason or 'unknown'}"
+        return self.reason or "delivery failed"
+
+
+InboundRecord: TypeAlias = InboundMessage | ReplyOutcomeReported
+"""Everything that may stand on ``rd.inbound.<channel>``."""
+
+
 # --- on rd.evt.c.<customer>.<conversation> -----------------------------------------
 
 
@@ -120,10 +170,24 @@ class IdentityLinked(CustomerEvent, tag="identity_linked", frozen=True, kw_only=
     actor: str = ""
 
 
+class CustomerErased(CustomerEvent, tag="customer_erased", frozen=True, kw_only=True):
+    """An operator erased this customer on request (GDPR Art. 17), with ``merged_ids``: every
+    customer merged into it, erased together. On the customer's ``_customer`` subject. The
+    customer's data keys were destroyed first, so their personal fields in the log read as
+    ``[erased]`` from now on; readers forget what they hold of them (timelines redact)."""
+
+    reason: str = ""
+    actor: str = ""
+    merged_ids: tuple[str, ...] = ()
+
+
 class ConversationOpened(ConversationEvent, tag="conversation_opened", frozen=True, kw_only=True):
     channel: Channel
     contact: str
     public: bool = False
+    # The provider message id of the message that opened it (empty before 2026-12): how
+    # intake, redelivered that message after a crash, finds the conversation it had opened.
+    provider_message_id: str = ""
 
 
 class MessageReceived(ConversationEvent, tag="message_received", frozen=True, kw_only=True):
@@ -221,6 +285,9 @@ class DeliveryFailed(ConversationEvent, tag="delivery_failed", frozen=True, kw_o
     channel: Channel
     reply_id: str
     reason: str
+    # A provider's later report that a sent reply did not arrive (an email bounce), recorded
+    # beside its MessageSent; older bounces say so only by a reason starting "bounced".
+    bounced: bool = False
 
 
 # --- on rd.evt.a.<agent> ------------------------------------------------------------
@@ -248,6 +315,9 @@ class AgentTokenIssued(Event, tag="agent_token_issued", frozen=True, kw_only=Tru
     token_hash: str
     label: str = ""
     actor: str = ""
+    # HMAC-SHA256 by the API over agent id, token id and token hash with its signing key
+    # (services.api.tokens.token_proof): a token without a valid proof is ignored by the API.
+    proof: str = ""
 
 
 class AgentTokenRevoked(Event, tag="agent_token_revoked", frozen=True, kw_only=True):
@@ -277,6 +347,7 @@ LogEvent: TypeAlias = (
     | CustomerProfileUpdated
     | CustomersMerged
     | IdentityLinked
+    | CustomerErased
     | ConversationOpened
     | MessageReceived
     | RoutingRequested

@@ -218,6 +218,31 @@ class ChatHistory:
             raise HistoryUnavailable(f"history stream did not answer: {type(err).__name__}") from err
         return out
 
+    async def erase(self, address: str) -> int:
+        """Erasure (``relaydesk customers erase``): delete every frame of ``address`` with
+        JetStream's secure erase (the server overwrites the bytes on disk; the subject is a
+        hash, so no address is left). Returns how many frames went. The live copies were
+        never stored. Raises ``HistoryUnavailable`` when the stream does not answer."""
+        js = self._js()
+        subject = self.subject(address)
+        erased, seq = 0, 1
+        try:
+            while True:
+                try:
+                    raw = await js.get_msg(self.stream, seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                stored = int(raw.seq or 0)
+                if stored < seq:
+                    break
+                with contextlib.suppress(NotFoundError):  # gone meanwhile (its age, its limit)
+                    await js.delete_msg(self.stream, stored)
+                    erased += 1
+                seq = stored + 1
+        except (TimeoutError, NatsError, OSError) as err:
+            raise HistoryUnavailable(f"history stream did not answer: {type(err).__name__}") from err
+        return erased
+
     async def last_seq(self, address: str) -> int:
         """The sequence of the address's newest frame (0: none kept)."""
         try:

@@ -1,4 +1,4 @@
-"""Bounces of our own replies become ``DeliveryFailed`` on the reply's conversation.
+"""Bounces of our own replies are reported as their outcome; intake records ``DeliveryFailed``.
 
 Sending: after the SMTP server accepted a reply, ``SentReplies.remember`` keeps
 ``email.sent.<id>`` in the ``rd_state`` KV bucket: the reply, its customer and conversation
@@ -6,11 +6,12 @@ Sending: after the SMTP server accepted a reply, ``SentReplies.remember`` keeps
 none and per-message TTLs need a bucket created for them; an entry is ~200 bytes.
 
 Receiving: a bounce whose bounced Message-ID is ``rd.<id>@…`` with an entry, and whose
-delivery-status report says ``Action: failed`` (or that has no report at all), is recorded
-by ``record_bounce``: ``DeliveryFailed(reason="bounced: <status> (<diagnostic>)")`` with
-``Nats-Msg-Id: bounce:<reply_id>``. The conversation is read first and the append is guarded
-by its last sequence, so a bounce delivered again (minutes or days later) finds its
-``DeliveryFailed`` and appends nothing.
+delivery-status report says ``Action: failed`` (or that has no report at all), becomes
+``bounce_report``: a ``ReplyOutcomeReported(outcome="bounced", reason="bounced: <status>
+(<diagnostic>)")`` published on ``rd.inbound.email`` with ``Nats-Msg-Id:
+email.bounce:<reply_id>`` (the connector never writes the log). Intake appends
+``DeliveryFailed`` on the reply's conversation once: it reads the conversation first, so a
+bounce delivered again (minutes or days later, past any dedupe window) appends nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from events import subjects
-from events.model import DeliverReply, DeliveryFailed
-from events.store import Append, ConcurrencyError, EventStore, StoredEvent
+from events.model import DeliverReply, ReplyOutcomeReported
 
 KEY_PREFIX = "email.sent."
 _OUR_ID = re.compile(r"^<?rd\.([A-Za-z0-9._-]{1,100})@[^@>\s]+>?$")
@@ -55,10 +55,6 @@ def sent_key(local_id: str) -> str:
     if _PLAIN.match(local_id):
         return KEY_PREFIX + local_id
     return KEY_PREFIX + "x." + hashlib.sha256(local_id.encode()).hexdigest()[:40]
-
-
-def bounce_msg_id(reply_id: str) -> str:
-    return f"bounce:{reply_id}"
 
 
 class SentReplies:
@@ -100,38 +96,14 @@ class SentReplies:
             return None
 
 
-def _recorded(stored: list[StoredEvent], reply_id: str) -> int | None:
-    for item in stored:
-        event = item.event
-        if isinstance(event, DeliveryFailed) and event.reply_id == reply_id and event.reason.startswith("bounced"):
-            return item.seq
-    return None
-
-
-async def record_bounce(store: EventStore, sent: SentReply, reason: str, at: datetime) -> tuple[int, bool]:
-    """Append the bounce's ``DeliveryFailed`` once; returns (its stream sequence, already
-    recorded before). Raises NATS errors (the caller answers "try again later")."""
-    subject = subjects.conversation(sent.customer_id, sent.conversation_id)
-    event = DeliveryFailed(
+def bounce_report(sent: SentReply, reason: str, at: datetime) -> ReplyOutcomeReported:
+    """The outcome report of a bounce of ``sent`` (``reason``: ``bounced: …``)."""
+    return ReplyOutcomeReported(
         at=at,
         customer_id=sent.customer_id,
         conversation_id=sent.conversation_id,
         channel="email",
         reply_id=sent.reply_id,
+        outcome="bounced",
         reason=reason,
     )
-    for _ in range(5):
-        stored = await store.read(subject)
-        seen = _recorded(stored, sent.reply_id)
-        if seen is not None:
-            return seen, True
-        last = stored[-1].seq if stored else 0
-        try:
-            # Guarded by the last sequence read: a 10071 whose last message carries our
-            # msg id is resolved by the store as done; anything else appended meanwhile
-            # means read again.
-            seq = await store.append(Append(event, subject=subject, expected=last, msg_id=bounce_msg_id(sent.reply_id)))
-        except ConcurrencyError:
-            continue
-        return seq, False
-    raise ConcurrencyError(subject, None)

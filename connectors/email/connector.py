@@ -10,8 +10,9 @@ Inbound, three doors, one pipeline (parse â†’ attachments to the object store â†
     recipients in ``X-Envelope-To`` (comma-separated; else taken from the headers).
 Outbound: ``DeliverReply`` on ``rd.out.email`` is sent by SMTP (``send_*`` settings),
 threaded under the customer's message (see ``outbound.py`` for what the reply must carry).
-Bounces of our replies become ``DeliveryFailed`` on the reply's conversation instead of
-being published (``bounces.py``).
+A bounce of one of our replies is reported as that reply's outcome (``bounced``) instead of
+being published as a customer message; intake records ``DeliveryFailed`` on the reply's
+conversation (``bounces.py``). The connector never writes the log.
 
 Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
 """
@@ -46,10 +47,9 @@ from connectors.sdk.metrics import Metrics
 from connectors.sdk.publish import InboundPublisher, Published
 from events import subjects
 from events.model import Channel, DeliverReply, InboundMessage
-from events.store import EventStore
 
 from . import outbound
-from .bounces import SentReplies, our_id, record_bounce
+from .bounces import SentReplies, bounce_report, our_id
 from .imap import ImapPoller
 from .parse import AttachmentBody, ParsedEmail, bounce_reason, header_recipients, is_address, parse_email
 from .settings import EmailSettings
@@ -93,7 +93,6 @@ class EmailConnector(Connector):
         self.imap: ImapPoller | None = None
         self._objects: ObjectStore | None = None
         self.sent: SentReplies | None = None
-        self.store: EventStore | None = None
         self.smtp_address: tuple[str, int] | None = None
 
     # -- wiring -------------------------------------------------------------------------------
@@ -106,7 +105,6 @@ class EmailConnector(Connector):
         self.js = nc.jetstream()
         self.publisher = publisher or InboundPublisher(nc, self.js, ack_timeout=self.settings.ack_timeout)
         self.sent = SentReplies(self.js, timeout=self.settings.ack_timeout)
-        self.store = EventStore(nc, self.js, timeout=self.settings.ack_timeout)
         if metrics is not None:
             self.metrics = metrics
 
@@ -209,11 +207,12 @@ class EmailConnector(Connector):
         return item
 
     async def _bounce_of_ours(self, parsed: ParsedEmail) -> Published | None:
-        """A failed-delivery bounce of one of our replies: ``DeliveryFailed`` appended to the
-        reply's conversation (once), and nothing published. None for everything else
+        """A failed-delivery bounce of one of our replies: reported as the reply's outcome
+        (``bounced``; intake appends ``DeliveryFailed`` on its conversation once), and not
+        published as a customer message. None for everything else
         (unknown Message-ID, delay/success reports, any other mail): published as usual."""
         md = parsed.message.metadata
-        if md.get("auto") != "bounce" or self.sent is None or self.store is None:
+        if md.get("auto") != "bounce" or self.sent is None or self.publisher is None:
             return None
         local = our_id(md.get("bounced_message_id"))
         if local is None or (parsed.report is not None and not parsed.report.failed):
@@ -224,21 +223,22 @@ class EmailConnector(Connector):
                 if sent is None:
                     return None
                 reason = bounce_reason(parsed.report)
-                seq, before = await record_bounce(self.store, sent, reason, self.now())
+                reported = await self.publisher.report(bounce_report(sent, reason, self.now()))
         except Exception as err:
             raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
-        # The SDK's counters: a recorded bounce counts as a message received and acknowledged.
+        # The SDK's counters: a reported bounce counts as a message received and acknowledged.
         self.metrics.inc("received")
-        self.metrics.inc("duplicates" if before else "published")
+        self.metrics.inc("duplicates" if reported.duplicate else "published")
         log.info(
-            "inbound.bounce_recorded",
+            "inbound.bounce_reported",
             reply_id=sent.reply_id,
+            customer_id=sent.customer_id,
             conversation_id=sent.conversation_id,
-            seq=seq,
-            duplicate=before,
+            seq=reported.seq,
+            duplicate=reported.duplicate,
             reason=reason,
         )
-        return Published(parsed.message, seq, before)
+        return Published(parsed.message, reported.seq, reported.duplicate)
 
     async def _ingest_smtp(self, raw: bytes, recipients: list[str], mail_from: str) -> int:
         try:

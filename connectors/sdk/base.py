@@ -6,7 +6,9 @@ request into ``InboundMessage``s (``parse``) and how to send a reply (``deliver`
 (``connectors.sdk.runtime.ConnectorRuntime``) does everything else: body size limits,
 publishing to ``rd.inbound.<channel>`` with ``Nats-Msg-Id``, waiting for the JetStream ack
 before answering success, 503 when NATS is away, metrics, structured logs, and the outbound
-worker with retries that records ``MessageSent`` / ``DeliveryFailed``.
+worker with retries that reports each reply's outcome on ``rd.inbound.<channel>``
+(``ReplyOutcomeReported``); intake records it on the log as ``MessageSent`` /
+``DeliveryFailed``. A connector never writes the log itself.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ class Route:
 @dataclass(frozen=True)
 class DeliveryResult:
     """What ``deliver`` reports. ``retryable`` failures are tried again with backoff,
-    up to ``deliver_attempts``; the last failure becomes ``DeliveryFailed(reason)``."""
+    up to ``deliver_attempts``; the last failure is reported as failed with ``reason`` (and
+recorded by intake as ``DeliveryFailed(reason)``)."""
 
     ok: bool
     provider_message_id: str = ""

@@ -2,17 +2,23 @@
 
 A durable pull consumer on the ``RD_OUTBOUND`` work queue, filtered to the connector's
 channel. For each ``DeliverReply`` it calls ``Connector.deliver`` (transient failures are
-retried with exponential backoff and jitter), appends ``MessageSent`` or ``DeliveryFailed``
-to the conversation's subject, then acks. A fresh fetch request is issued every round and the
-subscription is rebuilt after errors or reconnects (nats.py pull subscriptions may not resume
-after a server restart). A redelivered command is checked against the log first, so a reply
-whose outcome is already recorded is not sent twice.
+retried with exponential backoff and jitter), publishes the outcome (``ReplyOutcomeReported``:
+sent with the provider's message id, or failed with the reason) on ``rd.inbound.<channel>``
+and acks once JetStream acknowledged it; intake records it on the log as ``MessageSent`` or
+``DeliveryFailed``, once per reply (a connector never writes the log). A fresh fetch request
+is issued every round and the subscription is rebuilt after errors or reconnects (nats.py
+pull subscriptions may not resume after a server restart). An outcome that could not be
+published is kept in memory: the command is handed back and its redelivery publishes the
+outcome without sending again. (A connector killed between the provider's answer and the
+ack sends that reply again when the command is redelivered: at least once, and intake still
+records one outcome.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections import OrderedDict
 from typing import Any
@@ -27,41 +33,53 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
 from events.codec import decode_reply
-from events.model import DeliverReply, DeliveryFailed, MessageSent
-from events.store import Append, EventStore
+from events.model import DeliverReply, ReplyOutcomeReported
+from events.parking import ParkingLot, describe_error
+from events.personal import ERASED, CustomerKeys, PersonalDataCipher
 
 from .base import Connector, DeliveryResult, scrub, utcnow
+from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .errors import PermanentDeliveryError, TransientDeliveryError
 from .metrics import Metrics
+from .publish import InboundPublisher
 
 log = structlog.get_logger("relaydesk.connector.outbound")
 
-Outcome = MessageSent | DeliveryFailed
+Outcome = ReplyOutcomeReported
+
+
+# A command whose outcome cannot be reported is tried 6 times over about 7.5 minutes, then
+# dead-lettered (terminated and parked in rd_parked); an undecodable one at once.
+REDELIVERY = Redelivery(max_deliver=6, retry_delays=(2.0, 10.0, 30.0, 120.0, 300.0))
 
 
 def durable_name(connector: Connector) -> str:
     return f"connector_{subjects.token(connector.name)}"
 
 
-def outcome_msg_id(reply: DeliverReply) -> str:
-    return f"delivery:{reply.channel}:{reply.reply_id}"
-
-
 class OutboundWorker:
-    def __init__(self, connector: Connector, nc: NATS, js: JetStreamContext, store: EventStore, metrics: Metrics):
+    def __init__(
+        self, connector: Connector, nc: NATS, js: JetStreamContext, publisher: InboundPublisher, metrics: Metrics
+    ):
         self.connector = connector
         self.nc = nc
         self.js = js
-        self.store = store
+        self.publisher = publisher
         self.metrics = metrics
         self.subject = subjects.outbound(connector.channel)
         self.durable = durable_name(connector)
+        self.reader = f"connector:{connector.name}"
+        self.redelivery = REDELIVERY
+        self.parking = ParkingLot(js)
+        # Opens the personal fields of commands sealed by the API (never seals: sealing=False).
+        self.cipher = PersonalDataCipher(CustomerKeys(js), sealing=False)
+        self._watch: MaxDeliveriesWatch | None = None
         self.state = "idle"
         self.last_error = ""
         self._stopping = False
         self._idle = True
         self._task: asyncio.Task[None] | None = None
-        # reply_id -> outcome already decided; a redelivery only re-records it.
+        # reply_id -> outcome already decided; a redelivery only reports it again.
         self._done: OrderedDict[str, Outcome] = OrderedDict()
         self.log = log.bind(connector=connector.name, channel=connector.channel)
 
@@ -103,17 +121,24 @@ class OutboundWorker:
         s = self.connector.settings
         # Long enough for every attempt; `in_progress` extends it before each try anyway.
         ack_wait = max(30.0, s.deliver_timeout * 2 + s.deliver_backoff * 2**s.deliver_attempts)
-        return ConsumerConfig(
-            durable_name=self.durable,
-            filter_subject=self.subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait,
-            max_deliver=-1,
-            max_ack_pending=1000,
+        # Bounded: max_deliver (the pause between tries is each nak's delay; see deadletter.py).
+        bounded = dataclasses.replace(self.redelivery, ack_wait=ack_wait)
+        return bounded.apply(
+            ConsumerConfig(
+                durable_name=self.durable,
+                filter_subject=self.subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                max_ack_pending=1000,
+            )
         )
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        # A durable made by an older version (max_deliver -1) gets the bounded settings in place.
+        await ensure_consumer(self.js, subjects.OUTBOUND_STREAM, self._consumer_config())
+        if self._watch is None:
+            self._watch = MaxDeliveriesWatch(self.nc, self.js, subjects.OUTBOUND_STREAM, self.durable, self.reader)
+            await self._watch.start()
         return await self.js.pull_subscribe(
             self.subject, durable=self.durable, stream=subjects.OUTBOUND_STREAM, config=self._consumer_config()
         )
@@ -131,6 +156,8 @@ class OutboundWorker:
                     sub = None
                 if sub is None:
                     self.state = "subscribing"
+                    # A subscription made now is good for the reconnects already seen.
+                    reconnects = self.nc.stats.get("reconnects", 0)
                     sub = await self._subscribe()
                     self.state = "running"
                     self.last_error = ""
@@ -170,6 +197,9 @@ class OutboundWorker:
                     self._idle = False
                 pause = min(pause * 2, 5.0)
         await _drop(sub)
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
 
     # -- one command ----------------------------------------------------------------------
 
@@ -177,72 +207,69 @@ class OutboundWorker:
         try:
             reply = decode_reply(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
-            self.log.error("outbound.undecodable", error=str(err)[:200])
-            await msg.term()
+            # It never will decode: parked at once (terminated, kept in rd_parked), not redelivered.
+            self.log.error("outbound.undecodable", error=str(err)[:200], stream_seq=msg.metadata.sequence.stream)
+            await dead_letter(self.parking, msg, reader=self.reader, error=describe_error(err))
             return
         rlog = self.log.bind(reply_id=reply.reply_id, conversation_id=reply.conversation_id)
+        try:
+            reply = await self.cipher.open_reply(reply)  # contact, text, metadata (events.personal)
+        except Exception as err:  # the key store did not answer: the command comes back later
+            rlog.warning("outbound.open_failed", error=type(err).__name__, skipped="this delivery, for now")
+            await self._retry_or_park(msg, rlog, f"the reply could not be opened: {describe_error(err)}")
+            return
         outcome = self._done.get(reply.reply_id)
-        if outcome is None and msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
-            outcome = await self._recorded(reply)
-            if outcome is not None:
-                rlog.info("outbound.already_recorded", outcome=type(outcome).__name__)
-                await msg.ack()
-                return
         if outcome is None:
-            result = await self._deliver(reply, msg, rlog)
+            if ERASED in (reply.contact, reply.text):  # the customer was erased: nothing to send, nowhere
+                result = DeliveryResult.failed("the customer's personal data was erased")
+            else:
+                result = await self._deliver(reply, msg, rlog)
             outcome = self._outcome(reply, result)
             self._remember(reply.reply_id, outcome)
-            if isinstance(outcome, MessageSent):
+            if outcome.outcome == "sent":
                 self.metrics.inc("delivered")
                 rlog.info("outbound.delivered", provider_message_id=outcome.provider_message_id)
             else:
                 self.metrics.inc("delivery_failed")
                 rlog.warning("outbound.failed", reason=scrub(outcome.reason))
         try:
-            await self.store.append(Append(outcome, msg_id=outcome_msg_id(reply)))
+            reported = await self.publisher.report(outcome)
+            rlog.debug("outbound.outcome_reported", seq=reported.seq, duplicate=reported.duplicate)
             await msg.ack()
             self._done.pop(reply.reply_id, None)
         except Exception as err:
-            # The outcome is remembered: the redelivery records it without sending again.
-            rlog.warning("outbound.record_failed", error=type(err).__name__)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=2.0)
+            # The outcome is remembered: the redelivery reports it without sending again.
+            rlog.warning("outbound.report_failed", error=type(err).__name__)
+            error = f"the outcome ({outcome.outcome}) could not be reported: {describe_error(err)}"
+            await self._retry_or_park(msg, rlog, error)
+
+    async def _retry_or_park(self, msg: Msg, rlog: Any, error: str) -> None:
+        """Hand ``msg`` back after the next pause, or, at its last allowed delivery, terminate
+        it and park it as a dead letter with ``error``: bounded, never a hot loop."""
+        delivered = msg.metadata.num_delivered or 1
+        try:
+            if self.redelivery.exhausted(delivered):
+                await dead_letter(self.parking, msg, reader=self.reader, error=error)
+            else:
+                await msg.nak(delay=self.redelivery.delay_after(delivered))
+        except Exception as settle_err:  # NATS away: the server redelivers after ack_wait
+            rlog.warning("outbound.settle_failed", error=type(settle_err).__name__, delivery=delivered)
 
     def _remember(self, reply_id: str, outcome: Outcome) -> None:
         self._done[reply_id] = outcome
         while len(self._done) > 10_000:
             self._done.popitem(last=False)
 
-    async def _recorded(self, reply: DeliverReply) -> Outcome | None:
-        """The outcome of ``reply`` if the log has it already (checked on redelivery only)."""
-        try:
-            stored = await self.store.read(subjects.conversation(reply.customer_id, reply.conversation_id))
-        except Exception as err:
-            self.log.warning("outbound.log_check_failed", error=type(err).__name__)
-            return None
-        for item in stored:
-            event = item.event
-            if isinstance(event, (MessageSent, DeliveryFailed)) and event.reply_id == reply.reply_id:
-                return event
-        return None
-
     def _outcome(self, reply: DeliverReply, result: DeliveryResult) -> Outcome:
-        if result.ok:
-            return MessageSent(
-                at=utcnow(),
-                customer_id=reply.customer_id,
-                conversation_id=reply.conversation_id,
-                channel=reply.channel,
-                reply_id=reply.reply_id,
-                provider_message_id=result.provider_message_id,
-            )
-        return DeliveryFailed(
+        return ReplyOutcomeReported(
             at=utcnow(),
             customer_id=reply.customer_id,
             conversation_id=reply.conversation_id,
             channel=reply.channel,
             reply_id=reply.reply_id,
-            reason=result.reason or "delivery failed",
+            outcome="sent" if result.ok else "failed",
+            provider_message_id=result.provider_message_id if result.ok else "",
+            reason="" if result.ok else (result.reason or "delivery failed"),
         )
 
     async def _deliver(self, reply: DeliverReply, msg: Msg, rlog: Any) -> DeliveryResult:

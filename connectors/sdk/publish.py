@@ -1,4 +1,6 @@
-"""Publishing inbound messages: ``Nats-Msg-Id`` dedupe, and success only after every ack."""
+"""Publishing on ``rd.inbound.<channel>``: the messages a connector hears and the outcomes of the
+replies it delivers. ``Nats-Msg-Id`` dedupe, and success only after every ack. A connector
+never writes the log: intake records both (see ``services.intake``)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from nats.js import JetStreamContext
 
 from events import subjects
 from events.codec import encode
-from events.model import InboundMessage
+from events.model import InboundMessage, ReplyOutcomeReported
 
 from .errors import Unavailable
 
@@ -22,6 +24,21 @@ MSG_ID = "Nats-Msg-Id"
 def msg_id(message: InboundMessage) -> str:
     """The dedupe id: ``<channel>:<provider message id>``."""
     return f"{message.channel}:{message.provider_message_id}"
+
+
+def outcome_msg_id(report: ReplyOutcomeReported) -> str:
+    """The dedupe id of a reply's outcome: ``<channel>.outcome:<reply id>`` (a bounce:
+    ``<channel>.bounce:<reply id>``). The dot keeps it apart from every message id (a
+    channel name has none), whatever a provider's message ids look like."""
+    kind = "bounce" if report.outcome == "bounced" else "outcome"
+    return f"{report.channel}.{kind}:{report.reply_id}"
+
+
+@dataclass(frozen=True)
+class Reported:
+    report: ReplyOutcomeReported
+    seq: int
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -67,3 +84,20 @@ class InboundPublisher:
                 raise result
             out.append(result)
         return out
+
+    async def report(self, report: ReplyOutcomeReported) -> Reported:
+        """Publish a reply's outcome on ``rd.inbound.<channel>``; return only when JetStream
+        acknowledged it. A retry (same reply, same kind) is deduplicated by JetStream, and
+        intake records one fact per reply whatever arrives. Raises ``Unavailable``."""
+        if self.nc.is_closed:
+            raise Unavailable("event bus connection is closed")
+        try:
+            ack = await self.js.publish(
+                subjects.inbound(report.channel),
+                encode(report),
+                timeout=self.ack_timeout,
+                headers={MSG_ID: outcome_msg_id(report)},
+            )
+        except (TimeoutError, NatsError, OSError) as err:
+            raise Unavailable(f"event bus did not acknowledge: {type(err).__name__}") from err
+        return Reported(report, int(ack.seq), bool(ack.duplicate))

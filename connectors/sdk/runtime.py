@@ -8,8 +8,6 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
-from events.store import EventStore
-
 from .base import Connector
 from .http import ConnectorApp
 from .metrics import Metrics
@@ -32,7 +30,6 @@ class ConnectorRuntime:
         self.js = nc.jetstream()
         self.metrics = Metrics(connector.name, connector.channel)
         self.publisher = InboundPublisher(nc, self.js, ack_timeout=connector.settings.ack_timeout)
-        self.store = EventStore(nc, self.js, timeout=connector.settings.ack_timeout)
         self.worker: OutboundWorker | None = None
         self.urls: list[str] = []
         self._runner: web.AppRunner | None = None
@@ -79,7 +76,7 @@ class ConnectorRuntime:
         self._runner = runner
         self.urls = [_url(addr) for addr in runner.addresses]
         if s.outbound:
-            self.worker = OutboundWorker(self.connector, self.nc, self.js, self.store, self.metrics)
+            self.worker = OutboundWorker(self.connector, self.nc, self.js, self.publisher, self.metrics)
             self.worker.start()
         self.log.info("connector.started", urls=self.urls, outbound=s.outbound)
         return self.urls

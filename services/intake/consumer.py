@@ -14,23 +14,34 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from connectors.sdk.deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from events import subjects
 from events.codec import decode_inbound
-from events.model import CustomerEvent, InboundMessage
-from events.store import Append, ConcurrencyError, EventStore, StoredEvent
+from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
+from events.parking import ParkingLot, describe_error
+from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
 from services.intake.language import LanguageDetector
+from services.intake.outcomes import record_outcome
 from services.intake.plan import Triage, customer_guard, fold_history, is_automatic, plan
 from services.intake.rules import RoutingRules
 
 log = structlog.get_logger(__name__)
 
 DURABLE = "intake"
+INBOX_PREFIX = b"_INBOX_intake."
+READER = "intake"
+# A failing inbound message is tried 6 times over about 7.5 minutes, then dead-lettered.
+REDELIVERY = Redelivery()
 MAX_CONFLICT_RETRIES = 12
 
 
@@ -42,7 +53,7 @@ class Intake:
         settings: IntakeSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.store = store
+        self.store = reading_as(store, "intake")  # the name its quarantined reads go by
         self.directory = directory
         self.settings = settings
         self.clock = clock
@@ -76,14 +87,41 @@ class Intake:
             priority=match.priority,
         )
 
-    async def handle(self, message: InboundMessage) -> str | None:
+    async def handle(self, record: InboundRecord, *, subject: str | None = None) -> str | None:
+        """Record one record from ``rd.inbound.<channel>``: a customer's message or a
+        connector's reply outcome. Returns the conversation id it was recorded on (None if
+        nothing was recorded). ``subject``: where it was published, when known."""
+        if isinstance(record, ReplyOutcomeReported):
+            return await self.handle_outcome(record, subject=subject)
+        return await self.handle_message(record)
+
+    async def handle_outcome(self, report: ReplyOutcomeReported, *, subject: str | None = None) -> str | None:
+        """``MessageSent`` / ``DeliveryFailed`` on the reply's conversation, once per reply
+        (see ``services.intake.outcomes``); the conversation id, None if nothing appended.
+        A report published on another channel's subject than it names is dropped: a
+        connector may speak only for its own channel's replies."""
+        if subject is not None and subject != subjects.inbound(report.channel):
+            log.warning(
+                "intake.outcome_dropped",
+                reason="published on another channel's subject",
+                nats_subject=subject,
+                channel=report.channel,
+                reply_id=report.reply_id,
+                customer_id=report.customer_id,
+                conversation_id=report.conversation_id,
+            )
+            return None
+        seq = await record_outcome(self.store, report)
+        return report.conversation_id if seq is not None else None
+
+    async def handle_message(self, message: InboundMessage) -> str | None:
         """Record one inbound message; returns its conversation id (None if dropped)."""
         bound = log.bind(channel=message.channel, provider_message_id=message.provider_message_id)
         try:
             triage = self.triage(message)
         except InvalidAddress as err:
             # The provider will not send a better address by retrying: drop, loudly.
-            bound.warning("intake.dropped", reason=str(err), sender=message.sender)
+            bound.warning("intake.dropped", reason=str(err))
             return None
         if is_automatic(message):
             # Automatic mail never creates a customer: only a known one's thread records it.
@@ -132,6 +170,8 @@ class Intake:
                 new_customer=created,
                 language=triage.language,
                 skills=sorted(triage.skills),
+                # A redelivery that completed what a crash cut short (services.intake.plan).
+                completed=(message.channel, message.provider_message_id) in history.seen,
             )
             return conversation_id
         raise RuntimeError(f"intake: customer {customer_id} kept changing; giving up for redelivery")
@@ -151,21 +191,76 @@ class Intake:
         return events
 
 
-def register(broker: NatsBroker, intake: Intake, *, workers: int = 4) -> None:
-    """Subscribe intake to ``rd.inbound.>`` on ``broker`` (durable, ack after append)."""
+def consumer_config(redelivery: Redelivery = REDELIVERY) -> ConsumerConfig:
+    """The ``intake`` durable: every inbound channel, at most ``max_deliver`` deliveries."""
+    return redelivery.apply(
+        ConsumerConfig(
+            durable_name=DURABLE,
+            filter_subject=subjects.INBOUND_ALL,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+    )
+
+
+async def prepare(nc: NATS, redelivery: Redelivery = REDELIVERY) -> MaxDeliveriesWatch:
+    """Before the broker starts: create the durable, or bring one an older version made
+    (``max_deliver -1``) to the bounded settings in place; and park what the server stops
+    redelivering on its own (a message that crashed intake on every delivery)."""
+    js = nc.jetstream()
+    await ensure_consumer(js, subjects.INBOUND_STREAM, consumer_config(redelivery))
+    watch = MaxDeliveriesWatch(nc, js, subjects.INBOUND_STREAM, DURABLE, READER)
+    await watch.start()
+    return watch
+
+
+def register(
+    broker: NatsBroker, intake: Intake, *, workers: int = 4, redelivery: Redelivery = REDELIVERY
+) -> None:
+    """Subscribe intake to ``rd.inbound.>`` on ``broker`` (durable, ack after append).
+
+    A message that does not decode is dead-lettered at once; one whose handling fails is
+    handed back after ``redelivery.delay_after(n)`` and dead-lettered (terminated, parked in
+    ``rd_parked``) after ``redelivery.max_deliver`` deliveries: never a hot loop."""
+    lot = ParkingLot(intake.store.js)
 
     @broker.subscriber(
         subjects.INBOUND_ALL,
         stream=JStream(subjects.INBOUND_STREAM, declare=False),
         durable=DURABLE,
+        config=consumer_config(redelivery),
         pull_sub=PullSub(batch_size=50, timeout=1.0),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=AckPolicy.MANUAL,
         max_workers=workers,
+        # FastStream fetches into ``_INBOX.<nuid>`` unless told otherwise; under `relaydesk up`'s
+        # NATS users each role may read only its own inbox (``_INBOX_<user>``).
+        inbox_prefix=INBOX_PREFIX,
     )
     async def on_inbound(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        delivered = raw.metadata.num_delivered or 1
+        bound = log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
         try:
-            await intake.handle(decode_inbound(msg.body))
+            try:
+                record = decode_inbound(msg.body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                # It never will decode: parked at once rather than redelivered.
+                bound.warning("intake.undecodable", error=describe_error(err)[:300])
+                await dead_letter(lot, raw, reader=READER, error=describe_error(err))
+                return
+            try:
+                await intake.handle(record, subject=raw.subject)
+            except Exception as err:
+                if redelivery.exhausted(delivered):
+                    bound.exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
+                    await dead_letter(lot, raw, reader=READER, error=describe_error(err))
+                else:
+                    delay = redelivery.delay_after(delivered)
+                    bound.exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
+                    await msg.nack(delay=delay)
+                return
+            await msg.ack()
         except Exception:
-            # Nacked for redelivery by FastStream; say why here, with our own ids bound.
-            log.exception("intake.failed", nats_subject=msg.raw_message.subject)
+            # Parking or acking failed (NATS away): the server redelivers it after ack_wait.
+            bound.exception("intake.settle_failed")
             raise

@@ -22,11 +22,12 @@ from connectors.sdk import (
     ProviderRequest,
     TransientDeliveryError,
 )
+from connectors.sdk.conformance import read_outcomes, wait_for_outcome
+from connectors.sdk.publish import Reported
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
-from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
-from events.store import Append, EventStore
+from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent, ReplyOutcomeReported
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
@@ -68,7 +69,6 @@ class MemoryConnector(Connector):
 class Rig:
     server: EmbeddedNats
     nc: NATS
-    store: EventStore
     runtime: ConnectorRuntime
     script: Script
 
@@ -85,14 +85,9 @@ class Rig:
         return reply
 
     async def outcome(self, reply: DeliverReply, timeout: float = 15.0) -> MessageSent | DeliveryFailed:
-        subject = subjects.conversation(reply.customer_id, reply.conversation_id)
-        async with asyncio.timeout(timeout):
-            while True:
-                with contextlib.suppress(Exception):
-                    for stored in await self.store.read(subject):
-                        if isinstance(stored.event, (MessageSent, DeliveryFailed)):
-                            return stored.event
-                await asyncio.sleep(0.05)
+        """What intake will record, from the outcome reported on ``rd.inbound.chat``."""
+        found = await wait_for_outcome(self.nc.jetstream(), "chat", reply.reply_id, timeout=timeout)
+        return found.recorded
 
 
 @pytest.fixture
@@ -108,7 +103,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     runtime = ConnectorRuntime(connector, nc)
     await runtime.start()
     try:
-        yield Rig(server, nc, EventStore(nc, nc.jetstream()), runtime, connector.script)
+        yield Rig(server, nc, runtime, connector.script)
     finally:
         await runtime.stop()
         with contextlib.suppress(Exception):
@@ -116,16 +111,22 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await server.astop()
 
 
-async def test_sent_is_recorded_and_acked(rig: Rig) -> None:
+async def test_sent_is_reported_on_inbound_and_acked(rig: Rig) -> None:
     reply = await rig.send()
     outcome = await rig.outcome(reply)
     assert isinstance(outcome, MessageSent)
     assert outcome.provider_message_id == "prov-1"
     assert outcome.reply_id == reply.reply_id
+    assert (outcome.customer_id, outcome.conversation_id) == (reply.customer_id, reply.conversation_id)
+    js = rig.nc.jetstream()
     # The work queue is empty once acked.
-    await asyncio.sleep(0.2)
-    info = await rig.nc.jetstream().stream_info(subjects.OUTBOUND_STREAM)
-    assert info.state.messages == 0
+    async with asyncio.timeout(10):
+        while (await js.stream_info(subjects.OUTBOUND_STREAM)).state.messages:
+            await asyncio.sleep(0.05)
+    [reported] = await read_outcomes(js, "chat", reply.reply_id)
+    assert reported.msg_id == f"chat.outcome:{reply.reply_id}"
+    # The connector wrote nothing to the log.
+    assert (await js.stream_info(subjects.EVENTS_STREAM)).state.messages == 0
 
 
 async def test_transient_errors_are_retried_then_fail(rig: Rig) -> None:
@@ -177,17 +178,19 @@ async def test_stop_is_prompt_when_idle(rig: Rig) -> None:
     assert rig.runtime.worker is None
 
 
-async def test_outcome_that_could_not_be_recorded_is_not_sent_twice(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_append = rig.runtime.store.append
-    failures = [ConnectionError("event log unreachable")]
+async def test_outcome_that_could_not_be_reported_is_not_sent_twice(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_report = rig.runtime.publisher.report
+    failures = [ConnectionError("event bus unreachable")]
 
-    async def flaky_append(item: Append) -> int:
+    async def flaky_report(report: ReplyOutcomeReported) -> Reported:
         if failures:
             raise failures.pop()
-        return await real_append(item)
+        return await real_report(report)
 
-    monkeypatch.setattr(rig.runtime.store, "append", flaky_append)
+    monkeypatch.setattr(rig.runtime.publisher, "report", flaky_report)
     reply = await rig.send()
     outcome = await rig.outcome(reply)
     assert isinstance(outcome, MessageSent)
-    assert len(rig.script.calls) == 1  # redelivered, recorded, not delivered again
+    assert not failures
+    assert len(rig.script.calls) == 1  # redelivered, reported, not delivered again
+    assert len(await read_outcomes(rig.nc.jetstream(), "chat", reply.reply_id)) == 1

@@ -1,6 +1,14 @@
 """Conformance kit for connector authors: subclass ``ConnectorConformance`` (see ``connectors/README.md``)."""
 
-from .helpers import FakeProvider, Published, RecordedRequest, read_inbound
+from .helpers import (
+    FakeProvider,
+    Published,
+    RecordedRequest,
+    ReportedOutcome,
+    read_inbound,
+    read_outcomes,
+    wait_for_outcome,
+)
 from .kit import ConnectorConformance, Harness, SampleRequest
 
 __all__ = [
@@ -9,6 +17,9 @@ __all__ = [
     "Harness",
     "Published",
     "RecordedRequest",
+    "ReportedOutcome",
     "SampleRequest",
     "read_inbound",
+    "read_outcomes",
+    "wait_for_outcome",
 ]

@@ -13,7 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
 from events.codec import decode_inbound
-from events.model import InboundMessage
+from events.model import DeliveryFailed, InboundMessage, InboundRecord, MessageSent, ReplyOutcomeReported
 
 from ..publish import MSG_ID
 
@@ -25,8 +25,21 @@ class Published:
     message: InboundMessage
 
 
-async def read_inbound(js: JetStreamContext, channel: str, *, idle: float = 0.3) -> list[Published]:
-    """Every message on ``rd.inbound.<channel>`` so far, oldest first."""
+@dataclass(frozen=True)
+class ReportedOutcome:
+    """A reply's outcome as the connector reported it on ``rd.inbound.<channel>``;
+    ``recorded`` is what intake appends to the log for it."""
+
+    seq: int
+    msg_id: str
+    report: ReplyOutcomeReported
+
+    @property
+    def recorded(self) -> MessageSent | DeliveryFailed:
+        return self.report.recorded()
+
+
+async def _read_records(js: JetStreamContext, channel: str, idle: float) -> list[tuple[int, str, InboundRecord]]:
     subject = subjects.inbound(channel)
     try:
         info = await js.stream_info(subjects.INBOUND_STREAM, subjects_filter=subject)
@@ -41,23 +54,52 @@ async def read_inbound(js: JetStreamContext, channel: str, *, idle: float = 0.3)
         ordered_consumer=True,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
     )
-    out: list[Published] = []
+    out: list[tuple[int, str, InboundRecord]] = []
     try:
         while len(out) < count:
             try:
                 msg = await sub.next_msg(timeout=max(idle, 2.0))
             except TimeoutError:
                 break
-            out.append(
-                Published(
-                    seq=int(msg.metadata.sequence.stream),
-                    msg_id=(msg.headers or {}).get(MSG_ID, ""),
-                    message=decode_inbound(msg.data),
-                )
-            )
+            msg_id = (msg.headers or {}).get(MSG_ID, "")
+            out.append((int(msg.metadata.sequence.stream), msg_id, decode_inbound(msg.data)))
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def read_inbound(js: JetStreamContext, channel: str, *, idle: float = 0.3) -> list[Published]:
+    """Every message on ``rd.inbound.<channel>`` so far, oldest first (reply outcomes left out)."""
+    return [
+        Published(seq=seq, msg_id=msg_id, message=record)
+        for seq, msg_id, record in await _read_records(js, channel, idle)
+        if isinstance(record, InboundMessage)
+    ]
+
+
+async def read_outcomes(
+    js: JetStreamContext, channel: str, reply_id: str | None = None, *, idle: float = 0.3
+) -> list[ReportedOutcome]:
+    """Every reply outcome reported on ``rd.inbound.<channel>`` so far (of ``reply_id`` only,
+    if given), oldest first."""
+    return [
+        ReportedOutcome(seq=seq, msg_id=msg_id, report=record)
+        for seq, msg_id, record in await _read_records(js, channel, idle)
+        if isinstance(record, ReplyOutcomeReported) and (reply_id is None or record.reply_id == reply_id)
+    ]
+
+
+async def wait_for_outcome(
+    js: JetStreamContext, channel: str, reply_id: str, *, timeout: float = 15.0
+) -> ReportedOutcome:
+    """The first outcome reported for ``reply_id`` on ``rd.inbound.<channel>``, once there
+    (``TimeoutError`` after ``timeout`` seconds)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await read_outcomes(js, channel, reply_id)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)

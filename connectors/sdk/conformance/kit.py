@@ -13,9 +13,11 @@ Contract checked:
   * malformed → 4xx with a JSON ``error``, nothing published;
   * a body over ``max_body_bytes`` → 413, nothing published;
   * NATS down → a retryable failure (5xx), never success;
-  * an outbound ``DeliverReply`` → delivered to the fake, ``MessageSent`` appended; a
-    transient provider failure (503) is retried; a rejection (4xx) → ``DeliveryFailed``
-    with a reason, without retries;
+  * an outbound ``DeliverReply`` → delivered to the fake, its outcome reported once on
+    ``rd.inbound.<channel>`` (``ReplyOutcomeReported``, ``Nats-Msg-Id:
+    <channel>.outcome:<reply id>``) for intake to record as ``MessageSent``, and nothing
+    written to the log by the connector; a transient provider failure (503) is retried; a
+    rejection (4xx) → reported failed (``DeliveryFailed``) with a reason, without retries;
   * ``/metrics`` and ``/healthz`` answer.
 """
 
@@ -40,13 +42,13 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, DeliveryFailed, MessageSent
-from events.store import EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
 from ..base import Connector
+from ..publish import outcome_msg_id
 from ..runtime import ConnectorRuntime
-from .helpers import FakeProvider, Published, RecordedRequest, read_inbound
+from .helpers import FakeProvider, Published, RecordedRequest, read_inbound, read_outcomes, wait_for_outcome
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,6 @@ class SampleRequest:
 class Harness:
     server: EmbeddedNats
     nc: NATS
-    store: EventStore
     fake: FakeProvider
     runtime: ConnectorRuntime
     base_url: str
@@ -96,7 +97,7 @@ class ConnectorConformance(ABC):
     connector_class: ClassVar[type[Connector]]
     # The address a reply goes to in ``outbound_reply`` (a phone number, a chat id…).
     reply_contact: ClassVar[str] = "customer-1"
-    # The id the fake provider API returns for a sent message, if MessageSent should carry it.
+    # The id the fake provider API returns for a sent message, if the outcome should carry it.
     expected_sent_id: ClassVar[str | None] = None
 
     # -- what the integrator provides -----------------------------------------------------
@@ -178,7 +179,7 @@ class ConnectorConformance(ABC):
             }
             runtime = ConnectorRuntime(self.connector_class.from_config(raw), nc)
             [base_url, *_] = await runtime.start()
-            yield Harness(server, nc, EventStore(nc, js), fake, runtime, base_url)
+            yield Harness(server, nc, fake, runtime, base_url)
         finally:
             if runtime is not None:
                 await runtime.stop()
@@ -262,15 +263,22 @@ class ConnectorConformance(ABC):
     async def _outcome(
         self, harness: Harness, reply: DeliverReply, timeout: float = 15.0
     ) -> MessageSent | DeliveryFailed:
-        subject = subjects.conversation(reply.customer_id, reply.conversation_id)
-        async with asyncio.timeout(timeout):
-            while True:
-                with contextlib.suppress(Exception):
-                    for stored in await harness.store.read(subject):
-                        event = stored.event
-                        if isinstance(event, (MessageSent, DeliveryFailed)) and event.reply_id == reply.reply_id:
-                            return event
-                await asyncio.sleep(0.05)
+        """The fact intake will record for ``reply``, from the outcome the connector reported
+        on ``rd.inbound.<channel>`` (connectors never write the log)."""
+        js = harness.nc.jetstream()
+        found = await wait_for_outcome(js, reply.channel, reply.reply_id, timeout=timeout)
+        report = found.report
+        assert found.msg_id == outcome_msg_id(report), f"outcome published with Nats-Msg-Id {found.msg_id!r}"
+        assert (report.customer_id, report.conversation_id, report.channel) == (
+            reply.customer_id,
+            reply.conversation_id,
+            reply.channel,
+        )
+        return found.recorded
+
+    async def _log_is_untouched(self, harness: Harness) -> None:
+        info = await harness.nc.jetstream().stream_info(subjects.EVENTS_STREAM)
+        assert info.state.messages == 0, "a connector must not write the log (RD_EVENTS)"
 
     async def test_outbound_reply_is_delivered_and_recorded(self, harness: Harness) -> None:
         reply = await self._send_reply(harness)
@@ -285,6 +293,12 @@ class ConnectorConformance(ABC):
             assert outcome.provider_message_id == self.expected_sent_id
         assert len(harness.fake.requests) == 1
         self.check_delivered(harness.fake.requests[0], reply)
+        # Acked after the report: the queue is empty, one report, nothing on the log.
+        async with asyncio.timeout(10):
+            while (await harness.nc.jetstream().stream_info(subjects.OUTBOUND_STREAM)).state.messages:
+                await asyncio.sleep(0.05)
+        assert len(await read_outcomes(harness.nc.jetstream(), reply.channel, reply.reply_id)) == 1
+        await self._log_is_untouched(harness)
 
     async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
         harness.fake.fail_next = 2

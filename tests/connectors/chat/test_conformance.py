@@ -9,9 +9,10 @@ session token → 403, malformed → 400, oversized → 413, NATS down → 503.
 Chat has no provider API to call: ``deliver`` stores the reply in the history stream
 ``RD_CHAT``, from which every instance holding a socket of the visitor pushes it. The kit's
 three outbound tests (which expect a request at a fake provider API) are replaced here by
-their chat meaning: a ``DeliverReply`` on ``rd.out.chat`` is stored for the visitor and
-``MessageSent`` recorded; a contact that is not a chat address → ``DeliveryFailed`` without
-retries; there is no transient provider failure to retry (nothing remote is called).
+their chat meaning: a ``DeliverReply`` on ``rd.out.chat`` is stored for the visitor and its
+outcome reported as sent (intake records ``MessageSent``); a contact that is not a chat
+address → reported failed (``DeliveryFailed``) without retries; there is no transient
+provider failure to retry (nothing remote is called).
 """
 
 from __future__ import annotations

@@ -288,3 +288,20 @@ async def test_reply_from_rd_out_chat_on_instance_a_reaches_the_socket_on_instan
         await b.stop()
         await a.stop()
         await nc_b.close()
+
+
+async def test_erasure_deletes_every_frame_of_one_address_and_no_other(nc: NATS) -> None:
+    from connectors.chat.history import ChatHistory
+
+    suffix = uuid.uuid4().hex[:8]
+    history = ChatHistory(stream=f"RD_CHAT_ERASE_{suffix}", prefix=f"rd.chaterase{suffix}", js=nc.jetstream())
+    await history.ensure()
+    ann, bob = f"user:ann-{suffix}", f"user:bob-{suffix}"
+    for n in range(3):
+        await history.append(ann, "message", f"a{n}", f"ann's words {n}")
+    await history.append(bob, "message", "b0", "bob's words")
+    assert await history.erase(ann) == 3
+    assert await history.read(ann, 0) == []
+    assert [f.text for f in await history.read(bob, 0)] == ["bob's words"]
+    assert await history.erase(ann) == 0
+    await nc.jetstream().delete_stream(history.stream)

@@ -14,11 +14,11 @@ from websockets.asyncio.client import connect
 
 from connectors.chat import tokens
 from connectors.chat.connector import Client, WebChatConnector
+from connectors.sdk.conformance import wait_for_outcome
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, MessageSent
-from events.store import EventStore
 from services.embedded_nats import EmbeddedNats
 
 from .conftest import StartChat
@@ -318,17 +318,10 @@ async def test_reply_published_to_rd_out_chat_reaches_the_socket(own_nats: tuple
             await js.publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
             frame = await recv_until(ws, "reply", timeout=10)
             assert (frame["text"], frame["reply_id"], frame["seq"]) == (reply.text, reply.reply_id, 1)
-        store = EventStore(nc, js)
-        async with asyncio.timeout(10):
-            while True:
-                events = [
-                    s.event for s in await store.read(subjects.conversation(reply.customer_id, reply.conversation_id))
-                ]
-                sent = [e for e in events if isinstance(e, MessageSent)]
-                if sent:
-                    break
-                await asyncio.sleep(0.05)
-        assert sent[0].reply_id == reply.reply_id and sent[0].provider_message_id.endswith("-1")
+        # Its outcome is reported on rd.inbound.chat, for intake to record.
+        sent = (await wait_for_outcome(js, "chat", reply.reply_id, timeout=10)).recorded
+        assert isinstance(sent, MessageSent)
+        assert sent.reply_id == reply.reply_id and sent.provider_message_id.endswith("-1")
     finally:
         await runtime.stop()
 

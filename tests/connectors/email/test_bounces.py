@@ -1,6 +1,8 @@
 """Bounces of our replies: the reply goes out to a local aiosmtpd sink, the DSN comes back
-by SMTP to the connector, and the conversation gets one ``DeliveryFailed``. Each world has a
-nats-server of its own (the outbound worker's durable consumer must not outlive it)."""
+by SMTP to the connector, which reports it as the reply's outcome on ``rd.inbound.email``;
+intake (running here, as in production) gives the conversation one ``DeliveryFailed``. Each
+world has a nats-server of its own (the outbound worker's and intake's durable consumers must
+not outlive it)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from connectors.email.bounces import SentReply, our_id, record_bounce, sent_key
+from connectors.email.bounces import SentReply, bounce_report, our_id, sent_key
 from connectors.email.connector import EmailConnector
 from connectors.email.parse import DeliveryReport, bounce_reason, parse_email
 from connectors.email.settings import EmailSettings
+from connectors.sdk.conformance import read_outcomes
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
@@ -30,6 +33,7 @@ from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
+from ..intake_rig import intake_caught_up, make_intake, request_reply, running_intake
 from .helpers import SmtpSink, inbound_for, smtp_send
 
 DIAGNOSTIC = "smtp; 550 5.1.1 <ann@customer.test>: Recipient address rejected: User unknown"
@@ -120,7 +124,7 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path, **extra: Any) -> AsyncIterator[World]:
+async def world(tmp_path: Path, *, intake: bool = True, **extra: Any) -> AsyncIterator[World]:
     server = EmbeddedNats(store_dir=tmp_path / "nats")
     await server.astart()
     nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
@@ -128,6 +132,7 @@ async def world(tmp_path: Path, **extra: Any) -> AsyncIterator[World]:
     runtime: ConnectorRuntime | None = None
     try:
         await ensure_streams(nc.jetstream())
+        intake_running = running_intake(server.url, nc) if intake else contextlib.nullcontext()
         port = await sink.start()
         settings = {
             "port": 0,
@@ -144,7 +149,8 @@ async def world(tmp_path: Path, **extra: Any) -> AsyncIterator[World]:
         connector = EmailConnector.from_config(settings)
         runtime = ConnectorRuntime(connector, nc)
         await runtime.start()
-        yield World(server, nc, EventStore(nc, nc.jetstream()), sink, connector)
+        async with intake_running:
+            yield World(server, nc, EventStore(nc, nc.jetstream()), sink, connector)
     finally:
         if runtime is not None:
             await runtime.stop()
@@ -171,11 +177,18 @@ async def conversation_events(store: EventStore, reply: DeliverReply) -> list[An
     return [s.event for s in await store.read(subjects.conversation(reply.customer_id, reply.conversation_id))]
 
 
-async def send_reply(w: World, reply: DeliverReply) -> str:
-    """Publish the command, wait for MessageSent; the Message-ID the sink received (bare)."""
+async def send_reply(w: World, reply: DeliverReply, *, logged: bool = True) -> str:
+    """Ask for the reply (``ReplyRequested``) and publish the command, wait for its outcome
+    (``MessageSent`` on the log when intake runs, else the report); the Message-ID the sink
+    received (bare)."""
+    await request_reply(w.store, reply)
     await w.nc.jetstream().publish(subjects.outbound("email"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
     async with asyncio.timeout(15):
-        while not any(isinstance(e, MessageSent) for e in await conversation_events(w.store, reply)):
+        while not (
+            any(isinstance(e, MessageSent) for e in await conversation_events(w.store, reply))
+            if logged
+            else await read_outcomes(w.nc.jetstream(), "email", reply.reply_id)
+        ):
             await asyncio.sleep(0.05)
     [got] = await w.sink.wait_for(1)
     sent = message_from_bytes(got.data, policy=policy.default)
@@ -204,13 +217,21 @@ async def test_bounce_of_our_reply_is_one_delivery_failed(tmp_path: Path) -> Non
         other = await smtp_send(w.smtp, dsn("x." + bounce_id, message_id), mail_from="")
         assert other.data == 250
 
+        # Reported once (the MTA's retry and the other report are duplicates of it)...
+        reports = await read_outcomes(w.nc.jetstream(), "email", reply.reply_id)
+        assert [(r.report.outcome, r.msg_id) for r in reports] == [
+            ("sent", f"email.outcome:{reply.reply_id}"),
+            ("bounced", f"email.bounce:{reply.reply_id}"),
+        ]
+        # ... and recorded by intake as one DeliveryFailed.
+        await intake_caught_up(w.nc)
         events = await conversation_events(w.store, reply)
         [failed] = failures(events)
         assert failed.reply_id == reply.reply_id and failed.channel == "email"
         assert failed.customer_id == reply.customer_id and failed.conversation_id == reply.conversation_id
         assert failed.reason == REASON
-        assert [type(e).__name__ for e in events] == ["MessageSent", "DeliveryFailed"]
-        # Recorded, not published: intake would only drop it.
+        assert [type(e).__name__ for e in events] == ["ReplyRequested", "MessageSent", "DeliveryFailed"]
+        # Reported, not published as a customer message: intake would only drop it.
         assert await inbound_for(w.nc, bounce_id) == []
         assert w.connector.metrics["published"] == 1
         assert w.connector.metrics["duplicates"] == 2
@@ -220,8 +241,9 @@ async def test_bounce_of_our_reply_is_one_delivery_failed(tmp_path: Path) -> Non
 async def test_bounce_after_the_dedupe_window_still_appends_once(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         js = w.nc.jetstream()
-        config = (await js.stream_info(subjects.EVENTS_STREAM)).config
-        await js.update_stream(replace(config, duplicate_window=0.5))
+        for stream in (subjects.EVENTS_STREAM, subjects.INBOUND_STREAM):
+            config = (await js.stream_info(stream)).config
+            await js.update_stream(replace(config, duplicate_window=0.5))
         reply = new_reply()
         message_id = await send_reply(w, reply)
         assert (await smtp_send(w.smtp, dsn("b1@mx.customer.test", message_id), mail_from="")).data == 250
@@ -234,23 +256,35 @@ async def test_bounce_after_the_dedupe_window_still_appends_once(tmp_path: Path)
             reply_id="rep_other",
         )
         await w.store.append(Append(note))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # past both dedupe windows: the bounce is reported again
         assert (await smtp_send(w.smtp, dsn("b1@mx.customer.test", message_id), mail_from="")).data == 250
+        bounces = [r for r in await read_outcomes(js, "email", reply.reply_id) if r.report.outcome == "bounced"]
+        assert len(bounces) == 2
+        await intake_caught_up(w.nc)
         assert len(failures(await conversation_events(w.store, reply))) == 1
 
 
 @pytest.mark.integration
-async def test_record_bounce_is_idempotent_beyond_the_window(tmp_path: Path) -> None:
-    async with world(tmp_path) as w:
+async def test_a_bounce_report_handled_again_beyond_the_window_appends_once(tmp_path: Path) -> None:
+    async with world(tmp_path, intake=False) as w:
         js = w.nc.jetstream()
         config = (await js.stream_info(subjects.EVENTS_STREAM)).config
         await js.update_stream(replace(config, duplicate_window=0.5))
-        sent = SentReply(reply_id="rep_direct", customer_id="cu_d1", conversation_id="cv_d1", sent_at=datetime.now(UTC))
-        first, before = await record_bounce(w.store, sent, "bounced: 5.1.1", datetime.now(UTC))
-        assert not before
-        await asyncio.sleep(0.8)
-        again, before = await record_bounce(w.store, sent, "bounced: 5.1.1", datetime.now(UTC))
-        assert before and again == first
+        reply = new_reply()
+        await request_reply(w.store, reply)
+        sent = SentReply(
+            reply_id=reply.reply_id,
+            customer_id=reply.customer_id,
+            conversation_id=reply.conversation_id,
+            sent_at=datetime.now(UTC),
+        )
+        intake = await make_intake(w.nc)
+        report = bounce_report(sent, "bounced: 5.1.1", datetime.now(UTC))
+        assert await intake.handle(report) == reply.conversation_id
+        await asyncio.sleep(0.8)  # past the log's dedupe window: only the history can tell
+        assert await intake.handle(report) is None
+        [failed] = failures(await conversation_events(w.store, reply))
+        assert failed.reason == "bounced: 5.1.1"
 
 
 @pytest.mark.integration
@@ -278,10 +312,10 @@ async def test_unknown_ids_and_delay_reports_append_nothing(tmp_path: Path) -> N
 
 
 @pytest.mark.integration
-async def test_nats_away_is_451_and_the_retry_records_it(tmp_path: Path) -> None:
-    async with world(tmp_path) as w:
+async def test_nats_away_is_451_and_the_retry_reports_it(tmp_path: Path) -> None:
+    async with world(tmp_path, intake=False) as w:
         reply = new_reply()
-        message_id = await send_reply(w, reply)
+        message_id = await send_reply(w, reply, logged=False)
         await w.server.astop()
         result = await smtp_send(w.smtp, dsn("b2@mx.customer.test", message_id), mail_from="")
         assert result.data == 451 and result.data_text.startswith("4.3.0")
@@ -291,5 +325,6 @@ async def test_nats_away_is_451_and_the_retry_records_it(tmp_path: Path) -> None
                 await asyncio.sleep(0.05)
         result = await smtp_send(w.smtp, dsn("b2@mx.customer.test", message_id), mail_from="")
         assert result.data == 250, result
-        [failed] = failures(await conversation_events(w.store, reply))
-        assert failed.reason == REASON
+        reports = await read_outcomes(w.nc.jetstream(), "email", reply.reply_id)
+        [bounce] = [r for r in reports if r.report.outcome == "bounced"]
+        assert isinstance(bounce.recorded, DeliveryFailed) and bounce.recorded.reason == REASON

@@ -3,7 +3,6 @@ nats-server of the test's own (the outbound worker's durable consumer must not o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -19,11 +18,11 @@ from nats.aio.client import Client as NATS
 
 from connectors.email.connector import EmailConnector
 from connectors.email.threads import make_token, read_token
+from connectors.sdk.conformance import wait_for_outcome
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, DeliveryFailed, MessageSent
-from events.store import EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.integration
 @dataclass
 class World:
     nc: NATS
-    store: EventStore
     sink: SmtpSink
     connector: EmailConnector
 
@@ -66,7 +64,7 @@ async def world(tmp_path: Path, **extra: Any) -> AsyncIterator[World]:
         connector = EmailConnector.from_config(settings)
         runtime = ConnectorRuntime(connector, nc)
         await runtime.start()
-        yield World(nc, EventStore(nc, nc.jetstream()), sink, connector)
+        yield World(nc, sink, connector)
     finally:
         if runtime is not None:
             await runtime.stop()
@@ -93,14 +91,9 @@ async def publish(nc: NATS, reply: DeliverReply) -> None:
     await nc.jetstream().publish(subjects.outbound("email"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
 
 
-async def outcome(store: EventStore, reply: DeliverReply, timeout: float = 15.0) -> MessageSent | DeliveryFailed:
-    subject = subjects.conversation(reply.customer_id, reply.conversation_id)
-    async with asyncio.timeout(timeout):
-        while True:
-            for stored in await store.read(subject):
-                if isinstance(stored.event, (MessageSent, DeliveryFailed)) and stored.event.reply_id == reply.reply_id:
-                    return stored.event
-            await asyncio.sleep(0.05)
+async def outcome(nc: NATS, reply: DeliverReply, timeout: float = 15.0) -> MessageSent | DeliveryFailed:
+    """What intake will record, from the outcome the connector reported on ``rd.inbound.email``."""
+    return (await wait_for_outcome(nc.jetstream(), "email", reply.reply_id, timeout=timeout)).recorded
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -118,7 +111,7 @@ async def test_reply_is_threaded_under_the_customers_message(tmp_path: Path) -> 
             **{"from": "billing@Billing.test"},
         )
         await publish(w.nc, reply)
-        sent = await outcome(w.store, reply)
+        sent = await outcome(w.nc, reply)
         assert isinstance(sent, MessageSent), sent
         [got] = await w.sink.wait_for(1)
         msg = parsed(got.data)
@@ -140,7 +133,7 @@ async def test_from_outside_our_domains_falls_back_to_from_address(tmp_path: Pat
     async with world(tmp_path) as w:
         reply = reply_to("c3@customer.test", **{"from": "ceo@elsewhere.test"})
         await publish(w.nc, reply)
-        assert isinstance(await outcome(w.store, reply), MessageSent)
+        assert isinstance(await outcome(w.nc, reply), MessageSent)
         [got] = await w.sink.wait_for(1)
         msg = parsed(got.data)
         assert msg["From"] == "Acme Support <support@support.test>"
@@ -154,7 +147,7 @@ async def test_signed_token_and_subject_tag_round_trip(tmp_path: Path) -> None:
     async with world(tmp_path, thread_token_secret="k3y", subject_tag=True) as w:
         reply = reply_to("c4@customer.test", subject="Help")
         await publish(w.nc, reply)
-        sent = await outcome(w.store, reply)
+        sent = await outcome(w.nc, reply)
         assert isinstance(sent, MessageSent)
         [got] = await w.sink.wait_for(1)
         ours = parsed(got.data)
@@ -188,7 +181,7 @@ async def test_permanent_refusal_is_delivery_failed_without_retry(tmp_path: Path
         w.sink.handler.answers = ["554 5.7.1 no thanks"]
         reply = reply_to("c5@customer.test")
         await publish(w.nc, reply)
-        failed = await outcome(w.store, reply)
+        failed = await outcome(w.nc, reply)
         assert isinstance(failed, DeliveryFailed)
         assert "554" in failed.reason
         assert len(w.sink.handler.received) == 1
@@ -198,7 +191,7 @@ async def test_unreachable_smtp_is_retried_then_failed(tmp_path: Path) -> None:
     async with world(tmp_path, send_port=1, deliver_attempts=2) as w:
         reply = reply_to("c6@customer.test")
         await publish(w.nc, reply)
-        failed = await outcome(w.store, reply)
+        failed = await outcome(w.nc, reply)
         assert isinstance(failed, DeliveryFailed)
         assert "unreachable" in failed.reason and "2 attempts" in failed.reason
 
@@ -214,7 +207,7 @@ async def test_not_an_address_is_delivery_failed(tmp_path: Path) -> None:
             text="hi",
         )
         await publish(w.nc, reply)
-        failed = await outcome(w.store, reply)
+        failed = await outcome(w.nc, reply)
         assert isinstance(failed, DeliveryFailed)
         assert w.sink.handler.received == []
 
@@ -243,7 +236,7 @@ async def test_reply_built_like_the_api_from_the_inbound_message(tmp_path: Path)
             metadata={**inbound.metadata, "last_customer_message_at": inbound.at.isoformat()},
         )
         await publish(w.nc, reply)
-        assert isinstance(await outcome(w.store, reply), MessageSent)
+        assert isinstance(await outcome(w.nc, reply), MessageSent)
         [got] = await w.sink.wait_for(1)
         msg = parsed(got.data)
         assert msg["To"] == "ann@customer.test"

@@ -1,6 +1,7 @@
 """A connector package brings its own channel: Telegram runs beside the built-in social
 connector under one ``serve_all``, its customers are routed to agents who have Telegram
-capacity, and replies go back through Telegram, never through Meta."""
+capacity, and replies go back through Telegram, never through Meta; the reply's outcome,
+reported by the connector on ``rd.inbound.telegram``, reaches the log through intake."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from aiohttp import web
 
 from connectors.sdk import registry
 from connectors.sdk.conformance import FakeProvider
+from events.model import MessageSent
+from events.store import EventStore
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import accept_if_offered, eventually, running_system, system_config
@@ -72,13 +76,24 @@ async def test_telegram_has_its_own_channel_beside_meta(
             status, body = await system.post(f"/v1/conversations/{conv['id']}/reply", {"text": "On it!"})
             assert status == 202, body
             await eventually(lambda: _has(telegram_api.requests))
+            [recorded] = await eventually(lambda: _sent(clean_nats.url, customer_id))
     finally:
         await telegram_api.stop()
         await meta_api.stop()
     [request] = telegram_api.requests
     assert json.loads(request.body) == {"chat_id": "42", "text": "On it!"}
     assert meta_api.requests == []
+    assert (recorded.channel, recorded.conversation_id, recorded.provider_message_id) == ("telegram", conv["id"], "99")
 
 
 async def _has(items: list[Any]) -> bool:
     return bool(items)
+
+
+async def _sent(nats_url: str, customer_id: str) -> list[MessageSent] | None:
+    nc = await nats.connect(nats_url)
+    try:
+        events = await EventStore(nc, nc.jetstream()).read_customer(customer_id)
+    finally:
+        await nc.close()
+    return [e.event for e in events if isinstance(e.event, MessageSent)] or None
