@@ -29,8 +29,9 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from connectors.sdk.deadletter import DEAD_LETTERS
 from events import subjects
-from events.store import EventStore, StoredEvent
+from events.store import EventStore, StoredEvent, reading_as
 from services.delivery import records
 from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
@@ -89,7 +90,7 @@ class DeliveryService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instance_id: str = "",
     ) -> None:
-        self.store = store
+        self.store = reading_as(store, "delivery")
         self.settings = settings
         self.endpoints = endpoint_ids(settings)
         self.facts = Facts(console_url=console_url, api_url=api_url, preview_lines=settings.preview_lines)
@@ -214,7 +215,11 @@ class DeliveryService:
         return int((entry.value or b"0").decode())
 
     def _fold(self, stored: StoredEvent) -> None:
-        notices = self.facts.apply(stored)
+        try:
+            notices = self.facts.apply(stored)
+        except Exception as err:  # quarantined (logged once, counted, parked): no notices from it
+            self.store.cannot_apply(stored, err)
+            notices = []
         if stored.seq <= self.checkpoint:
             return
         at = getattr(stored.event, "at", None)
@@ -285,7 +290,10 @@ class DeliveryService:
                     continue
                 try:
                     record = records.decode(entry.value)
-                except Exception:
+                except Exception as err:  # a record this version cannot read: said, and left alone
+                    log.warning(
+                        "delivery.record_unreadable", key=entry.key, revision=entry.revision, error=repr(err)[:300]
+                    )
                     continue
                 if record.status == "retry_requested" or (
                     record.status == "pending" and record.id not in self._inflight
@@ -362,4 +370,5 @@ class DeliveryService:
         tries = sum(1 for a in record.attempts if a.round == record.rounds)
         record.reason = f"{last} (after {tries} attempt{'s' if tries != 1 else ''})"
         await self._save(record)
+        DEAD_LETTERS.labels(reader="delivery", stream=records.BUCKET).inc()
         bound.warning("delivery.dead_lettered", reason=record.reason, round=record.rounds)

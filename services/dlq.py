@@ -1,0 +1,377 @@
+"""Parked messages for operators: ``relaydesk dlq list|show|retry|drop`` and ``relaydesk status``.
+
+Both kinds of parked records (``events.parking``) are listed: ``dead_letter`` (a work message
+on ``RD_INBOUND`` or ``RD_OUTBOUND`` that could not be decoded or failed every bounded
+redelivery, then was terminated) and ``quarantined`` (an event on the append-only log that a
+reader skipped). A dead letter can be re-driven: ``retry`` publishes its raw data and headers
+again on its original subject, with a fresh ``Nats-Msg-Id`` (``retry:<key>:<n>``) so the
+stream's dedupe window does not swallow it, then drops the record. A quarantined event is
+never re-driven (the log is append-only: fix forward with a corrective event, then ``drop``).
+
+The API (``services.api.dlq``) serves the same operations; these talk to NATS directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+from rich.console import Console
+
+from events.parking import ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
+from services.config import Config
+
+log = structlog.get_logger(__name__)
+
+RETRY_HEADER = "Relaydesk-Retry-Of"
+RETRIES_HEADER = "Relaydesk-Retries"
+KINDS: tuple[ParkedKind, ...] = ("dead_letter", "quarantined")
+
+
+class DlqError(Exception):
+    """An operation refused, with an HTTP-like status and a reason for a person."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def summary(record: ParkedMessage, *, with_data: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": record.key,
+        "kind": record.kind,
+        "stream": record.stream,
+        "seq": record.seq,
+        "subject": record.subject,
+        "reader": record.reader,
+        "error": record.error,
+        "deliveries": record.deliveries,
+        "parked_at": record.parked_at.isoformat(),
+        "size": len(record.data),
+        "retryable": record.kind == "dead_letter",
+    }
+    if with_data:
+        out["headers"] = dict(record.headers)
+        out["data"] = encode_payload_for_display(record.data)
+    else:
+        out["preview"] = record.preview(80)
+    return out
+
+
+class DeadLetters:
+    """What the CLI and the API do with parked records."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.js = nc.jetstream()
+        self.lot = ParkingLot(self.js)
+
+    async def list(self, kind: ParkedKind | None = None) -> list[ParkedMessage]:
+        return await self.lot.list(kind)
+
+    async def get(self, key: str) -> ParkedMessage:
+        record = await self.lot.get(key)
+        if record is None:
+            raise DlqError(404, f"nothing parked under {key}")
+        return record
+
+    async def retry(self, key: str, actor: str) -> dict[str, Any]:
+        """Publish the dead letter again on its subject, then drop the record."""
+        record = await self.get(key)
+        if record.kind != "dead_letter":
+            raise DlqError(
+                409,
+                f"{key} is a quarantined event on the append-only log {record.stream}: it is never re-driven. "
+                "Fix forward (append a corrective event), then drop the record.",
+            )
+        if not record.subject:
+            record = await self._with_payload_from_stream(record)
+        n = _int(record.headers.get(RETRIES_HEADER)) + 1
+        msg_id = f"retry:{key}:{n}"
+        headers = {k: v for k, v in record.headers.items() if not k.lower().startswith("nats-")}
+        headers.update({"Nats-Msg-Id": msg_id, RETRY_HEADER: key, RETRIES_HEADER: str(n)})
+        try:
+            ack = await self.js.publish(record.subject, record.data, stream=record.stream, headers=headers)
+        except Exception as err:  # no ack (NATS away, or this role may not publish there): keep the record
+            log.warning("dlq.retry_failed", key=key, nats_subject=record.subject, actor=actor, error=repr(err))
+            raise DlqError(
+                503, f"could not publish on {record.subject} ({type(err).__name__}: {err}); the record is kept"
+            ) from err
+        await self.lot.drop(key)
+        log.info(
+            "dlq.retried",
+            key=key,
+            nats_subject=record.subject,
+            new_seq=ack.seq,
+            duplicate=bool(ack.duplicate),
+            actor=actor,
+        )
+        return {
+            "key": key,
+            "subject": record.subject,
+            "stream": ack.stream,
+            "seq": ack.seq,
+            "msg_id": msg_id,
+            "duplicate": bool(ack.duplicate),
+        }
+
+    async def _with_payload_from_stream(self, record: ParkedMessage) -> ParkedMessage:
+        """A dead letter parked without its payload (its reader may not read the stream):
+        the message is still in the stream, read here by sequence."""
+        try:
+            raw = await self.js.get_msg(record.stream, record.seq)
+        except Exception as err:  # gone (expired) or NATS away: nothing to re-drive yet
+            raise DlqError(
+                409,
+                f"{record.key} was parked without its payload and {record.stream} no longer answers for it: {err!r}",
+            ) from err
+        return msgspec.structs.replace(
+            record, subject=raw.subject or "", data=raw.data or b"", headers=dict(raw.headers or {})
+        )
+
+    async def drop(self, key: str, actor: str) -> None:
+        if not await self.lot.drop(key):
+            raise DlqError(404, f"nothing parked under {key}")
+        log.info("dlq.dropped", key=key, actor=actor)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+async def status(nc: NATS) -> dict[str, Any]:
+    """Streams, durable consumers and parked counts, as one JSON-friendly report."""
+    js = nc.jetstream()
+    streams: list[dict[str, Any]] = []
+    consumers: list[dict[str, Any]] = []
+    for info in sorted(await js.streams_info(), key=lambda i: i.config.name or ""):
+        name = info.config.name or ""
+        if name.startswith(("KV_", "OBJ_")):
+            continue  # buckets: not streams an operator reads
+        streams.append(
+            {
+                "stream": name,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "last_seq": info.state.last_seq,
+            }
+        )
+        try:
+            infos = await js.consumers_info(name)
+        except NotFoundError:
+            infos = []
+        for c in sorted(infos, key=lambda c: c.name):
+            if not c.config.durable_name:
+                continue  # ordered/ephemeral readers come and go
+            consumers.append(
+                {
+                    "stream": name,
+                    "consumer": c.name,
+                    "pending": c.num_pending or 0,
+                    "ack_pending": c.num_ack_pending or 0,
+                    "redelivered": c.num_redelivered or 0,
+                    "max_deliver": c.config.max_deliver,
+                }
+            )
+    parked = await ParkingLot(js).counts()
+    server = nc.connected_server_version
+    return {
+        "nats": {
+            "reachable": True,
+            "url": str(nc.connected_url.geturl()) if nc.connected_url else "",
+            "server_version": f"{server.major}.{server.minor}.{server.patch}",
+        },
+        "streams": streams,
+        "consumers": consumers,
+        "parked": parked,
+    }
+
+
+# -- the command line ---------------------------------------------------------------------
+
+DLQ_HELP = """\
+Parked messages (needs RELAYDESK_NATS_URL or --nats-url):
+
+  relaydesk dlq list [--kind dead_letter|quarantined] [--json]
+                                  every parked message: key, kind, reader, subject, deliveries, error
+  relaydesk dlq show KEY [--json] one record with its headers and raw data
+  relaydesk dlq retry KEY         publish a dead letter again on its subject (fresh Nats-Msg-Id
+                                  retry:KEY:N), then drop the record; quarantined log events are
+                                  refused (the log is append-only: fix forward, then drop)
+  relaydesk dlq drop KEY          forget a record (after fixing forward, or when it is junk)
+
+A KEY is <stream>.<sequence>, e.g. RD_INBOUND.42.
+"""
+
+STATUS_HELP = """\
+Is NATS reachable, how many messages each stream holds, what each durable consumer has
+pending and redelivered, how many messages are parked (dead letters, quarantined events).
+Exits 1 when NATS cannot be reached.
+"""
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        help="dead letters and quarantined events: list, show, retry, drop",
+        description=DLQ_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list parked messages")
+    common(listing)
+    listing.add_argument("--kind", choices=KINDS, help="only this kind (default: both)")
+    listing.add_argument("--json", action="store_true", help="print JSON (one object with a list)")
+    show = actions.add_parser("show", help="show one parked message with its headers and data")
+    common(show)
+    show.add_argument("key", metavar="KEY", help="<stream>.<sequence>, as `dlq list` prints it")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    for name, text in (
+        ("retry", "publish a dead letter again on its original subject, then drop the record"),
+        ("drop", "forget a parked record"),
+    ):
+        action = actions.add_parser(name, help=text)
+        common(action)
+        action.add_argument("key", metavar="KEY", help="<stream>.<sequence>, as `dlq list` prints it")
+    st = sub.add_parser(
+        "status",
+        help="NATS, streams, consumers' pending and redelivered counts, parked counts",
+        description=STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(st)
+    st.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def _connect(url: str, config: Config) -> NATS:
+    from services.bootstrap import connect_for_tool
+
+    return await connect_for_tool(url, config)
+
+
+def dlq_command(args: argparse.Namespace, config: Config) -> int:
+    if not config.nats.url:
+        raise SystemExit("relaydesk dlq: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+    return asyncio.run(_dlq(args, config))
+
+
+async def _dlq(args: argparse.Namespace, config: Config) -> int:
+    url = config.nats.url
+    out = Console(soft_wrap=True, highlight=False)
+    try:
+        nc = await _connect(url, config)
+    except Exception as err:
+        print(f"relaydesk dlq: cannot connect to NATS at {url}: {err}", file=sys.stderr)
+        return 1
+    try:
+        dl = DeadLetters(nc)
+        if args.action == "list":
+            records = await dl.list(args.kind)
+            if args.json:
+                print(msgspec.json.encode({"parked": [summary(r) for r in records], "count": len(records)}).decode())
+            else:
+                _print_list(out, records)
+        elif args.action == "show":
+            record = await dl.get(args.key)
+            if args.json:
+                print(msgspec.json.encode(summary(record, with_data=True)).decode())
+            else:
+                _print_one(out, record)
+        elif args.action == "retry":
+            done = await dl.retry(args.key, "cli")
+            again = " (already re-published earlier: deduplicated)" if done["duplicate"] else ""
+            out.print(
+                f"{args.key}: re-published on {done['subject']} as {done['stream']}.{done['seq']}{again}; "
+                "record dropped"
+            )
+        else:
+            await dl.drop(args.key, "cli")
+            out.print(f"{args.key}: dropped")
+    except DlqError as err:
+        print(f"relaydesk dlq {args.action}: {err.reason}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.drain()
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:
+    """Plain aligned columns (no wrapping or truncation, so keys can be copied and grepped)."""
+    cells = [header, *[tuple(str(c) for c in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _print_list(out: Console, records: list[ParkedMessage]) -> None:
+    if not records:
+        out.print("nothing parked")
+        return
+    rows: list[tuple[object, ...]] = [
+        (r.key, r.kind, r.reader, r.subject, r.deliveries, r.parked_at.strftime("%Y-%m-%d %H:%M:%S"), r.error[:80])
+        for r in records
+    ]
+    out.print(_table(("KEY", "KIND", "READER", "SUBJECT", "DELIVERIES", "PARKED AT", "ERROR"), rows))
+    out.print(f"{len(records)} parked; `relaydesk dlq show KEY` for one, `retry KEY` to re-drive a dead letter")
+
+
+def _print_one(out: Console, r: ParkedMessage) -> None:
+    for name, value in summary(r).items():
+        if name != "preview":
+            out.print(f"{name:>11}: {value}")
+    for name, value in r.headers.items():
+        out.print(f"{'header':>11}: {name}: {value}")
+    out.print(f"{'data':>11}: {encode_payload_for_display(r.data)}")
+
+
+def status_command(args: argparse.Namespace, config: Config) -> int:
+    if not config.nats.url:
+        raise SystemExit("relaydesk status: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+    return asyncio.run(_status(config, as_json=args.json))
+
+
+async def _status(config: Config, *, as_json: bool) -> int:
+    url = config.nats.url
+    try:
+        nc = await _connect(url, config)
+    except Exception as err:
+        if as_json:
+            print(msgspec.json.encode({"nats": {"reachable": False, "url": url, "error": str(err)}}).decode())
+        else:
+            print(f"NATS at {url}: not reachable ({err})", file=sys.stderr)
+        return 1
+    try:
+        report = await status(nc)
+    finally:
+        await nc.drain()
+    if as_json:
+        print(msgspec.json.encode(report).decode())
+        return 0
+    out = Console(soft_wrap=True, highlight=False)
+    n = report["nats"]
+    out.print(f"NATS {n['url']}: reachable (server {n['server_version']})")
+    streams = [(s["stream"], s["messages"], s["bytes"], s["last_seq"]) for s in report["streams"]]
+    out.print(_table(("STREAM", "MESSAGES", "BYTES", "LAST SEQ"), streams))
+    consumers = [
+        (c["stream"], c["consumer"], c["pending"], c["ack_pending"], c["redelivered"], c["max_deliver"])
+        for c in report["consumers"]
+    ]
+    header = ("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "MAX DELIVER")
+    out.print("")
+    out.print(_table(header, consumers) if consumers else "no durable consumers yet")
+    out.print("")
+    parked = report["parked"]
+    out.print(
+        f"parked: {parked.get('dead_letter', 0)} dead letters, {parked.get('quarantined', 0)} quarantined"
+        " (relaydesk dlq list)"
+    )
+    return 0
