@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import structlog
 from aiohttp import web
 
+from events.personal import KeyDestroyed
 from services.api import (
     agent_api,
     agents,
     conversations,
     customers,
     deliveries,
+    dlq,
     health,
+    idempotency,
     replies,
     reports,
     stream,
     tokens,
 )
-from services.api.auth import bearer_auth
+from services.api.auth import authenticate, authorize
 from services.api.common import ApiDeps
 
 __all__ = ["ApiDeps", "build_app"]
 
-ROUTE_GROUPS = (health, conversations, customers, agents, agent_api, deliveries, reports)
+log = structlog.get_logger(__name__)
+
+ROUTE_GROUPS = (health, conversations, customers, agents, agent_api, deliveries, dlq, reports)
 
 
 def build_app(deps: ApiDeps) -> web.Application:
     from services import console
 
-    table = tokens.TokenTable()
-    app = web.Application(middlewares=[bearer_auth(deps.token, table, deps)], client_max_size=256 * 1024)
+    table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
+    # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
+    middlewares = [
+        authenticate(deps.token, table),
+        idempotency.idempotency(deps),
+        authorize(deps),
+        refuse_for_erased_customers,
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=256 * 1024)
     tokens.install(app, table, deps.live)
     stream.install(app)
     replies.install(app, deps)
@@ -38,3 +53,16 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.add_routes(stream.routes(deps, table))
     app.add_routes(console.routes())
     return app
+
+
+@web.middleware
+async def refuse_for_erased_customers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A command that would record personal data about an erased customer (a reply, a note)
+    cannot seal it (their key is destroyed, ``events.personal``): 410, not a 500."""
+    try:
+        return await handler(request)
+    except KeyDestroyed as err:
+        log.info("api.customer_erased_refused", method=request.method, path=request.path, key=str(err))
+        return web.json_response({"error": "this customer was erased: nothing about them can be recorded"}, status=410)

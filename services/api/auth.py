@@ -5,6 +5,11 @@ The operator token (``[api] token``) acts as ``operator`` on everything. An agen
 ``agent:<id>`` and reaches only its own things: ``/v1/agent/...``, its own agent record and
 status, the conversations offered or assigned to it (and their customers' timelines).
 Anything else is 403 with a reason; no token or an unknown/revoked one is 401.
+
+Two steps, two middlewares: ``authenticate`` (who is calling) and ``authorize`` (may they do
+this). The API puts the ``Idempotency-Key`` middleware between them, so that a retried
+command answers its first result even when the first run changed what the caller may do now
+(a retried accept finds the offer already accepted).
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from router.state import RouterState
 from services.api.common import ACTOR, ApiDeps, json_error
 from services.api.tokens import TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 PUBLIC_PREFIXES = ("/console",)
 
 # The agent acting (None for the operator); set by the middleware.
 AGENT = web.RequestKey("agent", str)
+# The agent token's id (absent for the operator): the scope of its Idempotency-Keys.
+TOKEN_ID = web.RequestKey("token_id", str)
 
 _CONVERSATION_ACTION = re.compile(r"^/v1/conversations/([^/]+)(?:/(accept|decline|reply|transfer|escalate|resolve))?$")
 _TIMELINE = re.compile(r"^/v1/customers/([^/]+)/timeline$")
@@ -42,6 +49,22 @@ def _is_public(path: str) -> bool:
 
 
 def bearer_auth(token: str, tokens: TokenTable | None, deps: ApiDeps | None) -> Middleware:
+    """``authenticate`` then ``authorize`` in one middleware."""
+    first = authenticate(token, tokens)
+    second = authorize(deps)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def then(req: web.Request) -> web.StreamResponse:
+            return await second(req, handler)
+
+        return await first(request, then)
+
+    return middleware
+
+
+def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
+    """Sets ``ACTOR`` (and for an agent ``AGENT`` and ``TOKEN_ID``) or answers 401."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -55,12 +78,24 @@ def bearer_auth(token: str, tokens: TokenTable | None, deps: ApiDeps | None) -> 
             request[ACTOR] = "operator"
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
-        agent_id = tokens.agent_for(bearer.strip()) if tokens is not None and scheme == "Bearer" else None
-        if agent_id is None:
+        record = tokens.record_for(bearer.strip()) if tokens is not None and scheme == "Bearer" else None
+        if record is None:
             return json_error(401, "invalid token")
-        request[ACTOR] = f"agent:{agent_id}"
-        request[AGENT] = agent_id
-        if deps is not None:
+        request[ACTOR] = f"agent:{record.agent_id}"
+        request[AGENT] = record.agent_id
+        request[TOKEN_ID] = record.token_id
+        return await handler(request)
+
+    return middleware
+
+
+def authorize(deps: ApiDeps | None) -> Middleware:
+    """An agent reaches only its own things (``agent_refusal``): 403 with the reason."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        agent_id = request.get(AGENT)
+        if deps is not None and agent_id is not None:
             refusal = agent_refusal(deps, agent_id, request.method, request.path)
             if refusal is not None:
                 return json_error(403, refusal)

@@ -36,6 +36,8 @@ class ApiDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # A reply with no outcome after this long is queued for its connector again (replies.py).
     reply_requeue_after: float = 30.0
+    # Signs agent tokens (tokens.py); empty: derived from the operator token.
+    signing_key: str = ""
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

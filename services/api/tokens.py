@@ -3,11 +3,18 @@
 The token table is the fold of ``AgentTokenIssued`` / ``AgentTokenRevoked`` on
 ``rd.evt.a.>``; a restarted API rebuilds it by reading those subjects again. A token is
 ``rdat_`` followed by 43 url-safe characters (256 random bits); only its sha256 is kept.
+
+Anything with NATS access could publish an ``AgentTokenIssued`` of its own making, so the
+event carries a ``proof``: an HMAC-SHA256 by the API, with its signing key (``[api]
+signing_key``, generated once by ``relaydesk up``), over agent id, token id and token hash.
+The table ignores (logs and counts) a token without a valid proof: a forged one never
+authenticates, and rotating the signing key invalidates every token issued before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
@@ -24,6 +32,26 @@ from services.api.readmodel import LiveState
 log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "rdat_"
+PROOF_CONTEXT = "relaydesk agent token v1"
+
+TOKENS_REFUSED = Counter(
+    "relaydesk_agent_tokens_refused_total",
+    "AgentTokenIssued events on the log the API ignored: no valid proof by its signing key",
+)
+
+
+def signing_key(configured: str, operator_token: str) -> bytes:
+    """The key agent tokens are signed with: the configured one, else one derived from the
+    operator token (then rotating the operator token invalidates agent tokens too)."""
+    if configured:
+        return configured.encode()
+    return hmac.new(operator_token.encode(), b"relaydesk api signing key v1", hashlib.sha256).digest()
+
+
+def token_proof(key: bytes, agent_id: str, token_id: str, token_hash: str) -> str:
+    """HMAC-SHA256 over the token's identity, unambiguous whatever the ids hold."""
+    message = msgspec.json.encode([PROOF_CONTEXT, agent_id, token_id, token_hash])
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def hash_token(token: str) -> str:
@@ -46,15 +74,48 @@ class TokenRecord:
 
 class TokenTable:
     """The fold of agent tokens, by hash. It reads nothing itself: the API's ``LiveState``
-    hands it every event (``install``), so tokens issued before a restart count at once."""
+    hands it every event (``install``), so tokens issued before a restart count at once.
+    Only tokens whose proof checks with ``key`` count (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes) -> None:
+        self.key = key
         self.by_hash: dict[str, TokenRecord] = {}
         self.by_id: dict[str, TokenRecord] = {}
+        self.refused = 0
+
+    def proof(self, agent_id: str, token_id: str, token_hash: str) -> str:
+        return token_proof(self.key, agent_id, token_id, token_hash)
 
     def apply(self, stored: StoredEvent) -> None:
         event = stored.event
         if isinstance(event, AgentTokenIssued):
+            expected = self.proof(event.agent_id, event.token_id, event.token_hash)
+            if not hmac.compare_digest(event.proof.encode(), expected.encode()):
+                self.refused += 1
+                TOKENS_REFUSED.inc()
+                log.warning(
+                    "api.agent_token_refused",
+                    reason="no valid proof: not issued by this API, or before its signing key changed",
+                    agent_id=event.agent_id,
+                    token_id=event.token_id,
+                    seq=stored.seq,
+                    subject=stored.subject,
+                    actor=event.actor,
+                )
+                return
+            if event.token_id in self.by_id:
+                # A copy of an earlier issue (say, replayed after its revocation) revives nothing.
+                self.refused += 1
+                TOKENS_REFUSED.inc()
+                log.warning(
+                    "api.agent_token_refused",
+                    reason="token id issued before",
+                    agent_id=event.agent_id,
+                    token_id=event.token_id,
+                    seq=stored.seq,
+                    subject=stored.subject,
+                )
+                return
             record = TokenRecord(event.agent_id, event.token_id, event.token_hash, event.label, event.at.isoformat())
             self.by_hash[event.token_hash] = record
             self.by_id[event.token_id] = record
@@ -66,6 +127,11 @@ class TokenTable:
 
     def agent_for(self, token: str) -> str | None:
         return self.agent_for_hash(hash_token(token))
+
+    def record_for(self, token: str) -> TokenRecord | None:
+        """The live (not revoked) record of ``token``."""
+        record = self.by_hash.get(hash_token(token))
+        return None if record is None or record.revoked else record
 
     def agent_for_hash(self, token_hash: str) -> str | None:
         """As ``agent_for``, for a caller that checks one token again and again (a live stream)."""
@@ -117,13 +183,15 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
         body = await read_body(request, IssueBody)
         token = new_token()
         token_id = "tk_" + uuid.uuid4().hex[:16]
+        token_hash = hash_token(token)
         event = AgentTokenIssued(
             at=deps.clock(),
             agent_id=aid,
             token_id=token_id,
-            token_hash=hash_token(token),
+            token_hash=token_hash,
             label=body.label[:200],
             actor=request[ACTOR],
+            proof=table.proof(aid, token_id, token_hash),
         )
         await deps.append(event, None)
         log.info("api.agent_token_issued", agent_id=aid, token_id=token_id)

@@ -3,7 +3,13 @@
 Pure: no I/O, no clock. The shell (``services.intake``) reads the history, calls ``plan``
 and appends the result; on a concurrency conflict it reads again and plans again, so the
 plan must be correct for any history, including one a crashed earlier attempt left half
-written (a conversation opened but its routing never requested).
+written: the plan for a message is a fixed sequence of steps (customer created, conversation
+opened, message received, routing requested), appended one at a time, and a crash may stop
+after any of them. Planning again for the same message (its redelivery) then yields exactly
+the steps still missing: the conversation the message opened is found by the message's id
+(``ConversationOpened.provider_message_id``), and a message already received whose open
+conversation never had its routing requested gets that request now. Automatic mail is never
+routed, and a conversation resolved since is left alone.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class OpenConversation:
     # customer opened goes on there (empty: the customer being planned for).
     customer_id: str = ""
     contact: str = ""  # the address the customer wrote from
+    opened_by: str = ""  # the provider message id that opened it (empty on older events)
 
 
 @dataclass
@@ -54,6 +61,8 @@ class CustomerHistory:
     created: bool = False
     preferred_language: str | None = None
     seen: set[tuple[str, str]] = field(default_factory=set)
+    # (channel, provider message id) → the conversation the message was received in.
+    received_in: dict[tuple[str, str], str] = field(default_factory=dict)
     open: dict[str, OpenConversation] = field(default_factory=dict)
     # Provider message ids (ours and the customer's) → the conversation they belong to:
     # how an email reply finds its thread.
@@ -67,6 +76,13 @@ class CustomerHistory:
             if contact is not None and conv.contact == contact:
                 return conv
         return found[0] if found else None
+
+    def opened_by(self, message: InboundMessage) -> OpenConversation | None:
+        """The open conversation this very message opened (a crash cut its recording short)."""
+        for conv in self.open.values():
+            if conv.opened_by and conv.opened_by == message.provider_message_id and conv.channel == message.channel:
+                return conv
+        return None
 
     def threaded(self, message: InboundMessage) -> OpenConversation | None:
         """The open conversation this message replies to, by thread evidence only: the
@@ -94,6 +110,11 @@ def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) 
         h.last_seq = max(h.last_seq, stored.seq)
         e = stored.event
         owner = getattr(e, "customer_id", None)
+        if not isinstance(owner, str):
+            # A newer version's event (or an undecodable one) names no customer in a way we
+            # read: its subject says whose it is, and it still moves that expected sequence.
+            parsed = subjects.parse_conversation_subject(stored.subject)
+            owner = parsed[0] if parsed else None
         if isinstance(owner, str):
             h.seqs[owner] = max(h.seqs.get(owner, 0), stored.seq)
         if isinstance(e, CustomerCreated):
@@ -105,10 +126,11 @@ def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) 
                 h.preferred_language = e.preferred_language or h.preferred_language
         elif isinstance(e, ConversationOpened):
             h.open[e.conversation_id] = OpenConversation(
-                e.conversation_id, e.channel, e.public, False, e.customer_id, e.contact
+                e.conversation_id, e.channel, e.public, False, e.customer_id, e.contact, e.provider_message_id
             )
         elif isinstance(e, MessageReceived):
             h.seen.add((e.channel, e.provider_message_id))
+            h.received_in[(e.channel, e.provider_message_id)] = e.conversation_id
             h.threads[e.provider_message_id] = e.conversation_id
         elif isinstance(e, MessageSent):
             if e.provider_message_id:
@@ -143,15 +165,15 @@ def plan(
     now: datetime,
     make_id: Callable[[str], str] = new_id,
 ) -> list[LogEvent]:
-    """The events to append, in order; empty when the message was already recorded."""
-    if (message.channel, message.provider_message_id) in history.seen:
-        return []
+    """The events to append, in order; empty when the message was already recorded whole.
+
+    For a message recorded in part (a crash between two appends), only what is missing."""
     automatic = is_automatic(message)
-    if message.channel == "email":
-        # Mail threads: a new mail without thread evidence is a new conversation.
-        conv = history.threaded(message)
-    else:
-        conv = history.open_on(message.channel, message.public, message.sender)
+    if (message.channel, message.provider_message_id) in history.seen:
+        return _completion(history, customer_id, message, triage, now, automatic)
+    # A conversation this message opened before a crash cut its recording short comes
+    # first: for mail without thread evidence nothing else would find it again.
+    conv = history.opened_by(message) or _continued(history, message)
     if automatic and conv is None:
         return []  # out-of-office, bulk, bounce: recorded only inside a thread, never routed
     events: list[LogEvent] = []
@@ -170,6 +192,7 @@ def plan(
                 channel=message.channel,
                 contact=message.sender,
                 public=message.public,
+                provider_message_id=message.provider_message_id,
             )
         )
     events.append(
@@ -189,20 +212,53 @@ def plan(
         )
     )
     if not conv.routing_requested and not automatic:
-        events.append(
-            RoutingRequested(
-                at=now,
-                customer_id=customer_id,
-                conversation_id=conv.conversation_id,
-                channel=message.channel,
-                requirements=Requirements(
-                    skills=triage.skills,
-                    language=history.preferred_language or triage.language,
-                    priority=triage.priority,
-                ),
-            )
-        )
+        events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now))
     return events
+
+
+def _continued(history: CustomerHistory, message: InboundMessage) -> OpenConversation | None:
+    if message.channel == "email":
+        # Mail threads: a new mail without thread evidence is a new conversation.
+        return history.threaded(message)
+    return history.open_on(message.channel, message.public, message.sender)
+
+
+def _completion(
+    history: CustomerHistory,
+    customer_id: str,
+    message: InboundMessage,
+    triage: Triage,
+    now: datetime,
+    automatic: bool,
+) -> list[LogEvent]:
+    """The steps after ``MessageReceived`` that a crash may have left out: the routing
+    request of the conversation the message was received in, while that conversation is
+    still open (one resolved since is not routed again) and unless the mail was automatic."""
+    conv = history.open.get(history.received_in.get((message.channel, message.provider_message_id), ""))
+    if conv is None or conv.routing_requested or automatic:
+        return []
+    return [_routing(history, conv.customer_id or customer_id, conv.conversation_id, message, triage, now)]
+
+
+def _routing(
+    history: CustomerHistory,
+    customer_id: str,
+    conversation_id: str,
+    message: InboundMessage,
+    triage: Triage,
+    now: datetime,
+) -> RoutingRequested:
+    return RoutingRequested(
+        at=now,
+        customer_id=customer_id,
+        conversation_id=conversation_id,
+        channel=message.channel,
+        requirements=Requirements(
+            skills=triage.skills,
+            language=history.preferred_language or triage.language,
+            priority=triage.priority,
+        ),
+    )
 
 
 def is_automatic(message: InboundMessage) -> bool:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.model import (
     ConversationOpened,
     ConversationResolved,
     CustomerCreated,
+    CustomerProfileUpdated,
+    CustomersMerged,
     InboundMessage,
+    LogEvent,
     MessageReceived,
+    Requirements,
     RoutingRequested,
 )
 from events.store import StoredEvent
-from services.intake.plan import Triage, fold_history, plan
+from services.intake.plan import Triage, fold_history, is_automatic, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TRIAGE = Triage(identity="phone:+15551234567", language="en", skills={"billing": 1}, priority=0)
@@ -26,7 +36,7 @@ def sms(sid: str, text: str = "my invoice is wrong") -> InboundMessage:
     )
 
 
-def ids():  # type: ignore[no-untyped-def]
+def ids() -> Callable[[str], str]:
     counter = itertools.count(1)
     return lambda prefix: f"{prefix}{next(counter)}"
 
@@ -134,3 +144,206 @@ def test_automatic_mail_is_recorded_in_its_thread_but_never_routed_or_opened() -
     assert [type(e) for e in in_thread] == [MessageReceived]
     stray = plan(history, "cu1", mail("<bulk@x>", auto="bulk"), TRIAGE, NOW, make_id)
     assert stray == []
+
+
+# --- a crash may cut the plan after any step: planning again completes exactly the rest -----
+
+CONTACTS = {"sms": "+15551234567", "chat": "visitor-42", "social": "psid-1001", "email": "ann@example.com"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One way a message arrives: channel, public or not, and for mail how it threads."""
+
+    name: str
+    channel: str
+    public: bool = False
+    thread_ref: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def message(self, sid: str) -> InboundMessage:
+        return InboundMessage(
+            at=NOW,
+            channel=self.channel,
+            provider="p",
+            provider_message_id=sid,
+            sender=CONTACTS[self.channel],
+            text="my invoice is wrong",
+            thread_ref=self.thread_ref,
+            public=self.public,
+            metadata=dict(self.metadata),
+        )
+
+
+SHAPES = (
+    Shape("sms", "sms"),
+    Shape("whatsapp via twilio", "sms", metadata=(("platform", "whatsapp"),)),
+    Shape("web chat", "chat"),
+    Shape("social direct message", "social", metadata=(("platform", "messenger"),)),
+    Shape("social public comment", "social", public=True, metadata=(("kind", "comment"),)),
+    Shape("new mail", "email"),
+    Shape("mail reply", "email", thread_ref="<base@x>"),
+    Shape("auto-reply in a thread", "email", thread_ref="<base@x>", metadata=(("auto", "auto-reply"),)),
+    Shape("stray bulk mail", "email", metadata=(("auto", "bulk"),)),
+)
+
+
+def past(kind: str, shape: Shape) -> list[LogEvent]:
+    """The customer's history before the message: new, or returning in several states."""
+    if kind == "new":
+        return []
+    events: list[LogEvent] = [CustomerCreated(at=NOW, customer_id="cu1", identity=TRIAGE.identity)]
+    channel = shape.channel if kind != "returning, open elsewhere" else ("chat" if shape.channel != "chat" else "sms")
+    conv = "base-cv1"
+    # After a merge, the merged customer's open conversation stays on its own subjects.
+    owner = "cu0" if kind == "returning, merged" else "cu1"
+    if owner != "cu1":
+        events.append(CustomersMerged(at=NOW, customer_id="cu1", merged_id=owner))
+    events += [
+        ConversationOpened(
+            at=NOW,
+            customer_id=owner,
+            conversation_id=conv,
+            channel=channel,
+            contact=CONTACTS[channel],
+            public=shape.public,
+        ),
+        MessageReceived(
+            at=NOW,
+            customer_id=owner,
+            conversation_id=conv,
+            channel=channel,
+            message_id="base-msg1",
+            provider_message_id="<base@x>",
+        ),
+    ]
+    if kind not in ("returning, open and never routed", "returning, merged"):
+        events.append(
+            RoutingRequested(
+                at=NOW, customer_id=owner, conversation_id=conv, channel=channel, requirements=Requirements()
+            )
+        )
+    if kind == "returning, resolved":
+        events.append(ConversationResolved(at=NOW, customer_id="cu1", conversation_id=conv))
+    if kind == "returning, prefers Spanish":
+        events.append(CustomerProfileUpdated(at=NOW, customer_id="cu1", preferred_language="es"))
+    return events
+
+
+CUSTOMERS = (
+    "new",
+    "returning, resolved",
+    "returning, open",
+    "returning, open elsewhere",
+    "returning, open and never routed",
+    "returning, prefers Spanish",
+    "returning, merged",  # its merged customer's conversation is open and never routed
+)
+
+
+def comparable(events: list[LogEvent]) -> list[LogEvent]:
+    """Events without the message id each planning draws afresh."""
+    return [msgspec.structs.replace(e, message_id="") if isinstance(e, MessageReceived) else e for e in events]
+
+
+def replan(history: list[LogEvent], message: InboundMessage, tag: str = "") -> list[LogEvent]:
+    """Plan with ids counted afresh (a planning that draws the same steps draws the same ids);
+    ``tag`` keeps the ids of different plannings apart."""
+    make_id = ids()
+    return plan(fold_history(stored(history), "cu1"), "cu1", message, TRIAGE, NOW, lambda p: tag + make_id(p))
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.sampled_from(SHAPES), customer=st.sampled_from(CUSTOMERS))
+def test_planning_again_after_a_cut_completes_exactly_the_missing_steps(shape: Shape, customer: str) -> None:
+    base = past(customer, shape)
+    message = shape.message("M1")
+    full = replan(base, message)
+    if is_automatic(message):
+        assert not any(isinstance(e, ConversationOpened | RoutingRequested) for e in full)
+    for cut in range(len(full) + 1):
+        written = [*base, *full[:cut]]
+        again = replan(written, message)
+        assert comparable(again) == comparable(full[cut:]), (shape.name, customer, cut)
+        assert replan([*written, *again], message) == []  # complete: nothing more to plan
+    # Whole: one MessageReceived for the message, and (unless automatic) its conversation's
+    # routing requested once.
+    log = [*base, *full]
+    received = [e for e in log if isinstance(e, MessageReceived) and e.provider_message_id == "M1"]
+    assert len(received) == (0 if not full else 1)
+    if received and not is_automatic(message):
+        conv = received[0].conversation_id
+        assert sum(isinstance(e, RoutingRequested) and e.conversation_id == conv for e in log) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.sampled_from(SHAPES),
+    customer=st.sampled_from(CUSTOMERS),
+    cut=st.integers(min_value=0, max_value=4),
+    meanwhile=st.sampled_from(("another message", "resolved", "nothing")),
+)
+def test_what_happened_in_between_is_respected(shape: Shape, customer: str, cut: int, meanwhile: str) -> None:
+    """Between the crash and the redelivery the customer wrote again, or the conversation
+    was resolved: the redelivery neither routes a resolved conversation nor routes twice."""
+    base = past(customer, shape)
+    message = shape.message("M1")
+    full = replan(base, message)
+    cut = min(cut, len(full))
+    written = [*base, *full[:cut]]
+    resolved: set[str] = set()
+    if meanwhile == "another message":
+        written += replan(written, shape.message("M2"), tag="m2-")
+    elif meanwhile == "resolved":
+        opened = fold_history(stored(written), "cu1").open
+        resolved = set(opened)
+        written += [ConversationResolved(at=NOW, customer_id="cu1", conversation_id=c) for c in sorted(opened)]
+    again = replan(written, message, tag="again-")
+    log = [*written, *again]
+    assert replan(log, message) == []
+    assert not [e for e in again if isinstance(e, RoutingRequested) and e.conversation_id in resolved]
+    assert sum(isinstance(e, MessageReceived) and e.provider_message_id == "M1" for e in log) <= 1
+    routed: dict[str, int] = {}
+    for e in log:
+        if isinstance(e, RoutingRequested):
+            routed[e.conversation_id] = routed.get(e.conversation_id, 0) + 1
+    assert all(n == 1 for n in routed.values()), routed
+    # The conversations holding this test's messages, when open and written by a person,
+    # are routed.
+    history = fold_history(stored(log), "cu1")
+    for e in log:
+        if isinstance(e, MessageReceived) and e.provider_message_id in ("M1", "M2") and not e.metadata.get("auto"):
+            conv = history.open.get(e.conversation_id)
+            assert conv is None or conv.routing_requested, (shape.name, customer, cut, meanwhile)
+    # No open conversation is left empty (a second one opened for the same message).
+    for c in history.open:
+        assert any(isinstance(e, MessageReceived) and e.conversation_id == c for e in log), c
+
+
+def test_an_opening_cut_after_its_message_is_routed_when_redelivered() -> None:
+    """The bug this guards: the redelivered message was seen, so nothing was planned."""
+    first = plan(fold_history([]), "cu1", sms("SM1"), TRIAGE, NOW, ids())
+    again = plan(fold_history(stored(first[:3])), "cu1", sms("SM1"), TRIAGE, NOW, ids())
+    assert [type(e) for e in again] == [RoutingRequested]
+    assert again[0].conversation_id == first[1].conversation_id  # type: ignore[union-attr]
+
+
+def test_a_new_mail_cut_after_its_opening_continues_that_conversation() -> None:
+    first = plan(fold_history([]), "cu1", mail("<m1@x>"), TRIAGE, NOW, ids())
+    again = plan(fold_history(stored(first[:2])), "cu1", mail("<m1@x>"), TRIAGE, NOW, ids())
+    assert [type(e) for e in again] == [MessageReceived, RoutingRequested]
+    assert {e.conversation_id for e in again} == {first[1].conversation_id}  # type: ignore[union-attr]
+
+
+def test_a_newer_versions_event_last_on_a_customers_subject_still_moves_the_expected_sequence() -> None:
+    from events.model import UnknownEvent
+
+    history = [
+        StoredEvent(
+            seq=1,
+            subject="rd.evt.c.cu_1._customer",
+            event=CustomerCreated(at=NOW, customer_id="cu_1", identity="phone:+1"),
+        ),
+        StoredEvent(seq=7, subject="rd.evt.c.cu_1.cv_9", event=UnknownEvent(type="from_the_future", raw=b"{}")),
+    ]
+    assert fold_history(history, "cu_1").seqs["cu_1"] == 7

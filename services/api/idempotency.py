@@ -1,0 +1,235 @@
+"""``Idempotency-Key`` on API commands: a retried command does the thing once and answers
+the first result.
+
+A command (POST, PUT, PATCH, DELETE under ``/v1``) sent with an ``Idempotency-Key`` header
+is recorded in the KV bucket ``rd_idempotency`` (kept 24 h), so the record holds across API
+processes and restarts. The record's key is a hash of the caller's scope (``operator``, or
+the agent token's id), the method, the path and the header's value:
+
+- first time: a ``running`` record is created (create-only: of two racing requests one
+  wins), the handler runs, and a 2xx or 4xx answer is kept (status, body, content type); a
+  5xx, a 409 or 429 (a conflict with what changed meanwhile, or a limit: nothing was done
+  and a retry may succeed) or an exception drops the record, so the client may retry;
+- again, same request: the first answer, with ``Idempotent-Replayed: true``;
+- again, another body (or query): 422 with the reason, nothing done;
+- again while the first still runs: 409 with the reason (and ``Retry-After``). A ``running``
+  record older than ``STALE_AFTER`` (its API process died mid-command) is taken over.
+
+It sits between authentication and authorization (see ``services.api.auth``): a retried
+accept answers the first accept's result although the offer is no longer open.
+
+Kept answers may hold what must not rest in NATS in clear (a new agent token, a customer's
+name): the body is sealed with AES-GCM under a key derived from the API's signing key, bound
+to its record. Rotating the signing key makes earlier records unreadable: such a retry is
+refused with 422 (use a new key) rather than run twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from typing import Literal
+
+import msgspec
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from events.streams import IDEMPOTENCY_BUCKET
+from services.api.auth import TOKEN_ID, Handler
+from services.api.common import ACTOR, ApiDeps, json_error
+from services.api.tokens import signing_key
+from services.nats_errors import NATS_UNAVAILABLE
+
+log = structlog.get_logger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED = "Idempotent-Replayed"
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_KEY_LENGTH = 255
+# A record still "running" after this long belongs to a request whose API process died.
+STALE_AFTER = 120.0
+# Larger answers are not kept (the command still ran once; a retry runs it again).
+MAX_KEPT_BODY = 512 * 1024
+# 4xx answers that say "not now" rather than "no": the same request may succeed later.
+RETRYABLE = frozenset({409, 429})
+
+
+class Record(msgspec.Struct, kw_only=True):
+    state: Literal["running", "done"]
+    fingerprint: str
+    started_at: float
+    status: int = 0
+    body: bytes = b""  # sealed: nonce + AES-GCM ciphertext (see the module docstring)
+    content_type: str = ""
+
+
+class Sealer:
+    """AES-GCM for kept answers, keyed from the API's signing key, bound to the record."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.aead = AESGCM(hmac.new(secret, b"relaydesk idempotency records v1", hashlib.sha256).digest())
+
+    def seal(self, kv_key: str, body: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self.aead.encrypt(nonce, body, kv_key.encode())
+
+    def open(self, kv_key: str, sealed: bytes) -> bytes | None:
+        try:
+            return self.aead.decrypt(sealed[:12], sealed[12:], kv_key.encode())
+        except (InvalidTag, ValueError):
+            return None
+
+
+def record_key(scope: str, method: str, path: str, key: str) -> str:
+    """The KV key: a hash, so any header value and path make a valid NATS KV key."""
+    return hashlib.sha256(msgspec.json.encode([scope, method, path, key])).hexdigest()
+
+
+def fingerprint(query: str, body: bytes) -> str:
+    """The request's content; JSON bodies by their value (key order and spaces aside)."""
+    try:
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(msgspec.json.encode([query, canonical])).hexdigest()
+
+
+def idempotency(deps: ApiDeps) -> Middleware:
+    bucket: list[KeyValue] = []
+    sealer = Sealer(signing_key(deps.signing_key, deps.token))
+
+    async def records() -> KeyValue:
+        if not bucket:
+            bucket.append(await deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
+        return bucket[0]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get(HEADER)
+        actor = request.get(ACTOR)
+        if key is None or request.method not in COMMAND_METHODS or not request.path.startswith("/v1/") or not actor:
+            return await handler(request)
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            return json_error(400, f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
+        scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else actor
+        kv_key = record_key(scope, request.method, request.path, key)
+        print_ = fingerprint(request.query_string, await request.read())
+        bound = log.bind(actor=actor, method=request.method, path=request.path, idempotency_record=kv_key[:16])
+        try:
+            kv = await records()
+            revision = await _claim(kv, kv_key, print_, sealer)
+        except _Answer as answer:
+            if answer.replayed:
+                bound.info("api.idempotent_replay", status=answer.response.status)
+            return answer.response
+        except NATS_UNAVAILABLE as err:
+            bound.warning("api.idempotency_unavailable", error=repr(err))
+            return json_error(503, "idempotency records unavailable (NATS): retry the request")
+        except BucketNotFoundError:
+            bound.error("api.idempotency_bucket_missing", bucket=IDEMPOTENCY_BUCKET)
+            return json_error(503, f"no KV bucket {IDEMPOTENCY_BUCKET}: run `relaydesk setup` to create it")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            await _finish(kv, kv_key, revision, print_, exc, sealer, bound)
+            raise
+        except BaseException:
+            await _release(kv, kv_key, revision, bound)
+            raise
+        await _finish(kv, kv_key, revision, print_, response, sealer, bound)
+        return response
+
+    return middleware
+
+
+class _Answer(Exception):
+    def __init__(self, response: web.Response, replayed: bool = False) -> None:
+        self.response = response
+        self.replayed = replayed
+
+
+async def _claim(kv: KeyValue, kv_key: str, print_: str, sealer: Sealer) -> int:
+    """Create the ``running`` record and return its revision, or raise ``_Answer`` with
+    what to say instead (the first result, 409 or 422)."""
+    running = msgspec.json.encode(Record(state="running", fingerprint=print_, started_at=time.time()))
+    for _ in range(3):
+        try:
+            return int(await kv.create(kv_key, running))
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(kv_key)
+        except KeyNotFoundError:
+            continue  # dropped in between (a 5xx): create again
+        first = msgspec.json.decode(entry.value or b"{}", type=Record)
+        if first.fingerprint != print_:
+            raise _Answer(
+                json_error(422, f"this {HEADER} was used with a different request (body or query); use a new key")
+            )
+        if first.state == "done":
+            body = sealer.open(kv_key, first.body)
+            if body is None:
+                reason = f"the first result of this {HEADER} is unreadable (the API signing key changed); use a new key"
+                raise _Answer(json_error(422, reason))
+            headers = {REPLAYED: "true"}
+            if first.content_type:
+                headers["Content-Type"] = first.content_type
+            raise _Answer(web.Response(status=first.status, body=body, headers=headers), replayed=True)
+        if time.time() - first.started_at < STALE_AFTER:
+            answer = json_error(409, f"a request with this {HEADER} is still running; retry in a moment")
+            answer.headers["Retry-After"] = "1"
+            raise _Answer(answer)
+        try:  # its API process died mid-command: take it over
+            return int(await kv.update(kv_key, running, last=entry.revision))
+        except KeyWrongLastSequenceError:
+            continue
+    raise _Answer(json_error(409, f"a request with this {HEADER} is still running; retry in a moment"))
+
+
+async def _finish(
+    kv: KeyValue,
+    kv_key: str,
+    revision: int,
+    print_: str,
+    response: web.StreamResponse,
+    sealer: Sealer,
+    bound: structlog.BoundLogger,
+) -> None:
+    """Keep a 2xx or 4xx answer (but 409, 429); drop the record otherwise (the command may be retried)."""
+    body = response.body if isinstance(response, web.Response) else None
+    kept_status = (200 <= response.status < 300 or 400 <= response.status < 500) and response.status not in RETRYABLE
+    if not isinstance(body, bytes) or len(body) > MAX_KEPT_BODY or not kept_status:
+        await _release(kv, kv_key, revision, bound)
+        return
+    done = Record(
+        state="done",
+        fingerprint=print_,
+        started_at=time.time(),
+        status=response.status,
+        body=sealer.seal(kv_key, body),
+        content_type=response.headers.get("Content-Type", ""),
+    )
+    try:
+        await kv.update(kv_key, msgspec.json.encode(done), last=revision)
+    except KeyWrongLastSequenceError:
+        bound.warning("api.idempotency_record_taken_over", status=response.status)
+    except NATS_UNAVAILABLE as err:
+        # The command is done; only its record is lost: a retry would run it again.
+        bound.warning("api.idempotency_record_not_kept", status=response.status, error=repr(err))
+
+
+async def _release(kv: KeyValue, kv_key: str, revision: int, bound: structlog.BoundLogger) -> None:
+    try:
+        await kv.delete(kv_key, last=revision)
+    except KeyWrongLastSequenceError:
+        bound.warning("api.idempotency_record_taken_over")
+    except NATS_UNAVAILABLE as err:
+        # Left "running": retries get 409 until STALE_AFTER, then run.
+        bound.warning("api.idempotency_record_not_released", error=repr(err))
