@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,10 +21,13 @@ from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.model import AgentProfileUpdated, AgentStatusChanged
+from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import Append, ConcurrencyError, EventStore
-from events.streams import StreamSettings, ensure_streams
-from services.config import Config
+from events.streams import StreamSettings, StreamsMissing, ensure_streams
+from services.config import Config, ConfigError, load
+from services.nats_auth import NatsAuth, role_credentials
 from services.nats_errors import NATS_UNAVAILABLE
+from services.nats_permissions import TOOL
 
 log = structlog.get_logger(__name__)
 
@@ -32,21 +36,64 @@ log = structlog.get_logger(__name__)
 class Bus:
     nc: NATS
     store: EventStore
+    auth: NatsAuth = field(default_factory=NatsAuth)
+
+
+def auth_for(config: Config, user: str = TOOL) -> NatsAuth:
+    """How a process of role ``user`` (``intake``, ``connector-sms``, ``tool``, …) connects:
+    the credentials configured (``[nats] user``, … / RELAYDESK_NATS_USER, …), else the ones
+    ``relaydesk up`` generated for that role in the data dir, else none (an anonymous server)."""
+    configured = NatsAuth.from_settings(config.nats)
+    if configured.has_identity:
+        return configured
+    generated = role_credentials(config.data_dir, user)
+    if generated is None:
+        return configured
+    return NatsAuth(
+        user=generated.user,
+        password=generated.password,
+        tls_ca=configured.tls_ca,
+        tls_cert=configured.tls_cert,
+        tls_key=configured.tls_key,
+    )
 
 
 @contextlib.asynccontextmanager
-async def connect(config: Config, url: str | None = None, *, name: str = "relaydesk") -> AsyncIterator[Bus]:
-    """Connect, make sure the streams exist, and drain the connection on the way out."""
+async def connect(
+    config: Config,
+    url: str | None = None,
+    *,
+    name: str = "relaydesk",
+    auth: NatsAuth | None = None,
+    role: str = TOOL,
+    check_only: bool = False,
+) -> AsyncIterator[Bus]:
+    """Connect as ``auth`` (default: ``auth_for(config, role)``), make sure the streams exist
+    (only check, with ``check_only`` or for a role that may not manage them), and drain the
+    connection on the way out."""
     target = url or config.nats.url
     if not target:
         raise SystemExit("no NATS server: set RELAYDESK_NATS_URL or [nats] url, or use `relaydesk up`")
-    nc = await connect_nats(target, name=name, timeout=config.nats.connect_timeout)
+    auth = auth if auth is not None else auth_for(config, role)
+    nc = await connect_nats(target, name=name, timeout=config.nats.connect_timeout, auth=auth)
     try:
-        await _ensure_streams_patiently(nc, StreamSettings(replicas=config.nats.replicas))
-        yield Bus(nc, EventStore(nc, nc.jetstream()))
+        settings = StreamSettings(replicas=config.nats.replicas)
+        await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams and not check_only)
+        yield Bus(nc, event_store(nc, config), auth)
     finally:
+        _DENIED.pop(id(nc), None)
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relaydesk") -> EventStore:
+    """The event store of every service but the router: it seals personal data on append
+    (``[security] encrypt_personal_data``) and opens it on every read (events.personal)."""
+    js = nc.jetstream()
+    sealing = config.security.encrypt_personal_data if config is not None else True
+    days = config.retention.message_days if config is not None else 0
+    cipher = PersonalDataCipher(CustomerKeys(js), sealing=sealing, message_days=days)
+    return EventStore(nc, js, reader=reader, cipher=cipher)
 
 
 # How long a starting service waits for NATS to answer its stream checks (a server restarting,
@@ -54,15 +101,25 @@ async def connect(config: Config, url: str | None = None, *, name: str = "relayd
 STREAMS_PATIENCE_S = 60.0
 
 
-async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings) -> None:
+async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, create: bool = True) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STREAMS_PATIENCE_S
     pause = 0.25
     while True:
         try:
-            await ensure_streams(nc.jetstream(), settings)
+            await ensure_streams(nc.jetstream(), settings, create=create)
             return
+        except StreamsMissing as err:
+            raise SystemExit(str(err)) from err
         except NATS_UNAVAILABLE as err:
+            denied = permission_denied(nc)
+            if denied:
+                # Not "NATS is slow": the server refused the request (it answers nothing, so
+                # the request timed out). Waiting longer would not help.
+                raise SystemExit(
+                    f"NATS refused the stream set-up ({denied}): this role may not manage streams; "
+                    "run `relaydesk up` or `relaydesk setup` with the tool role first"
+                ) from err
             if loop.time() >= deadline:
                 waited = f"{STREAMS_PATIENCE_S:.0f} s"
                 raise SystemExit(f"NATS did not answer the stream checks for {waited}: {err!r}") from err
@@ -71,8 +128,34 @@ async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings) -> None:
             pause = min(pause * 2, 5.0)
 
 
-async def connect_nats(url: str, *, name: str, timeout: float = 5.0) -> NATS:
+# Per connection, the permission violations the server reported (their text names the subject).
+_DENIED: dict[int, list[str]] = {}
+
+
+def permission_denied(nc: NATS) -> str:
+    """The last permission violation the server reported on ``nc`` ("" if none)."""
+    seen = _DENIED.get(id(nc))
+    return seen[-1] if seen else ""
+
+
+def _is_permission_error(err: Exception) -> bool:
+    return "permissions violation" in str(err).lower()
+
+
+async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsAuth | None = None) -> NATS:
+    denied: list[str] = []
+    refused: list[str] = []
+
     async def error_cb(err: Exception) -> None:
+        if _is_permission_error(err):
+            denied.append(str(err))
+            del denied[:-10]
+            log.error("nats.permission_denied", error=str(err), client=name, who=(auth or NatsAuth()).describe())
+            return
+        if "authorization violation" in str(err).lower():
+            refused.append(str(err))
+            log.error("nats.credentials_refused", client=name, who=(auth or NatsAuth()).describe())
+            return
         log.warning("nats.error", error=str(err))
 
     async def disconnected_cb() -> None:
@@ -82,6 +165,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0) -> NATS:
         log.info("nats.reconnected")
 
     # Bounded: on a first connection nats.py keeps retrying forever, deaf to SIGTERM.
+    options = (auth or NatsAuth()).connect_options()
     connecting = nats.connect(
         url,
         name=name,
@@ -91,21 +175,68 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0) -> NATS:
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb,
+        **options,
     )
     try:
-        return await asyncio.wait_for(connecting, timeout * 3)
-    except (TimeoutError, OSError, nats.errors.NoServersError) as err:
+        nc = await asyncio.wait_for(connecting, timeout * 3)
+    except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as err:
+        if refused or "authorization violation" in str(err).lower():
+            who = (auth or NatsAuth()).describe()
+            raise SystemExit(f"NATS at {url} refused the connection ({who}): check [nats] user/password") from err
+        if not isinstance(err, (TimeoutError, OSError, nats.errors.NoServersError)):
+            raise
         raise SystemExit(f"cannot reach NATS at {url}: {str(err) or 'no answer in time'}") from err
+    _DENIED[id(nc)] = denied
+    return nc
 
 
-async def connect_for_tool(url: str) -> NATS:
+# The configuration one-shot tools connect with, set once by the CLI (`--config`, environment).
+_tool_config: Config | None = None
+
+
+def configure_tools(config: Config) -> None:
+    """Tools (rebuild, customers, dlq, status) connect with ``config``'s credentials, or the
+    tool role's that ``relaydesk up`` generated in its data dir."""
+    global _tool_config
+    _tool_config = config
+
+
+def _config_for_tools() -> Config:
+    if _tool_config is not None:
+        return _tool_config
+    try:
+        return load()
+    except ConfigError as err:
+        raise SystemExit(f"relaydesk: {err}") from err
+
+
+async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
     """A connection for a one-shot command (import, rebuild): a few quick tries, and failures
-    said once by the caller, not as one traceback per try from nats.py's default handler."""
+    said once by the caller, not as one traceback per try from nats.py's default handler.
+    Connects as the tool role (see ``auth_for``)."""
+    auth = auth_for(config or _config_for_tools(), TOOL)
+
+    refused: list[str] = []
 
     async def error_cb(err: Exception) -> None:
+        if _is_permission_error(err):
+            log.error("nats.permission_denied", error=str(err), who=auth.describe())
+            return
+        if "authorization violation" in str(err).lower():
+            refused.append(str(err))
         log.debug("nats.error", error=str(err))
 
-    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb)
+    try:
+        return await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb, **auth.connect_options()
+        )
+    except nats.errors.NoServersError as err:
+        if refused:
+            raise nats.errors.Error(
+                f"NATS refused the credentials ({auth.describe()}): set [nats] user and RELAYDESK_NATS_PASSWORD, "
+                "or run where `relaydesk up` keeps its data dir (RELAYDESK_DATA_DIR)"
+            ) from err
+        raise
 
 
 async def seed_agents(store: EventStore, config: Config) -> int:
@@ -148,3 +279,36 @@ def api_token(config: Config, data_dir: Path | None) -> tuple[str, bool]:
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     return token, True
+
+
+SIGNING_KEY_FILE = "api-signing-key"
+
+
+def api_signing_key(config: Config, data_dir: Path | None, *, generate: bool = False) -> str:
+    """The key the API signs agent tokens with: configured, else the one kept 0600 in the
+    data dir (``generate``: made there once, as ``relaydesk up`` does), else empty (the API
+    then derives one from the operator token). Rotating it invalidates agent tokens."""
+    if config.api.signing_key:
+        return config.api.signing_key
+    if data_dir is None:
+        return ""
+    path = data_dir / SIGNING_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    if not generate:
+        return ""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    # Written whole under another name, then linked into place: a concurrent start reads
+    # either no file or the whole key, and the first to link wins.
+    draft = data_dir / f".{SIGNING_KEY_FILE}.{secrets.token_hex(4)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        key = path.read_text().strip()
+    finally:
+        draft.unlink()
+    return key

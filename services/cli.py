@@ -20,9 +20,13 @@ Relaydesk: an event-sourced conversation router for customer service.
 One machine:     relaydesk up                 (embedded NATS, every service, demo agents)
 One service:     relaydesk intake | router | projector | api | delivery | connector NAME
                  (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
-Tools:           relaydesk bench decide | rebuild timelines [--customer ID]
+Tools:           relaydesk bench decide|crypto | rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
+                 relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
+Operations:      relaydesk status [--json]       NATS, streams, consumers, parked counts (exit 1: no NATS)
+                 relaydesk dlq list|show KEY|retry KEY|drop KEY   dead letters and quarantined events
+                 relaydesk setup [--nats-auth-config]   streams and buckets (tool role); NATS users config
 
 Configuration: --config FILE (TOML), then RELAYDESK_* environment variables, e.g.
 RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_API_PORT.
@@ -32,6 +36,17 @@ RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
     parser.add_argument("--nats-url", metavar="URL", help="NATS server (overrides RELAYDESK_NATS_URL)")
+    nats_auth = parser.add_argument_group(
+        "NATS credentials",
+        "default: [nats] in the config / RELAYDESK_NATS_USER, _PASSWORD, _TOKEN, …; else the role's credentials "
+        "`relaydesk up` generated in the data dir. Passwords and tokens only by environment or config file.",
+    )
+    nats_auth.add_argument("--nats-user", metavar="USER", help="NATS user (password: RELAYDESK_NATS_PASSWORD)")
+    nats_auth.add_argument("--nats-creds", metavar="FILE", help="NATS .creds file (JWT + nkey; needs nkeys)")
+    nats_auth.add_argument("--nats-nkey-seed", metavar="FILE", help="file with an NATS nkey seed (needs nkeys)")
+    nats_auth.add_argument("--nats-tls-ca", metavar="FILE", help="CA bundle to verify the NATS server (TLS)")
+    nats_auth.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate for NATS (TLS)")
+    nats_auth.add_argument("--nats-tls-key", metavar="FILE", help="client certificate's key")
     parser.add_argument(
         "--log-level", default=None, help="debug, info, warning, error (default: info; warning for one-shot tools)"
     )
@@ -71,8 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(connector)
     connector.add_argument("name", help="connector name (installed connectors: relaydesk.connectors entry points)")
 
+    setup = sub.add_parser("setup", help="create the streams and buckets on NATS (as the tool role)")
+    _common(setup)
+    setup.add_argument(
+        "--nats-auth-config",
+        action="store_true",
+        help="only print the NATS users and permissions (deploy/nats/auth.conf; passwords from env variables)",
+    )
+
     bench = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
-    bench.add_argument("what", choices=("decide",))
+    bench.add_argument("what", choices=("decide", "crypto"))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark (try: decide --help)")
 
     rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
@@ -84,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.customers.command import add_parser as add_customers_parser
 
     add_customers_parser(sub, _common)
+
+    from services.dlq import add_parsers as add_dlq_parsers
+
+    add_dlq_parsers(sub, _common)
 
     report = sub.add_parser("report", help="service metrics (from the API): a table, and a PNG chart with --png")
     _common(report)
@@ -106,8 +133,17 @@ def _config(args: argparse.Namespace) -> Config:
         raise SystemExit(f"relaydesk: {err}") from err
     if getattr(args, "nats_url", None):
         config.nats.url = args.nats_url
+    for option in ("user", "creds", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
+        value = getattr(args, f"nats_{option}", None)
+        if value:
+            setattr(config.nats, option, value)
     if getattr(args, "data_dir", None):
         config.data.dir = args.data_dir
+    if not config.nats.url and args.command in ONE_SHOT:
+        # A tool on the machine where `relaydesk up` runs finds its embedded server.
+        from services.up import embedded_url
+
+        config.nats.url = embedded_url(config.data_dir)
     if getattr(args, "nats_port", None):
         config.nats.port = args.nats_port
     if getattr(args, "api_port", None):
@@ -123,7 +159,8 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Config, *extra: Any) -> int:
+def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Config, *extra: Any, role: str) -> int:
+    """Run one service as NATS role ``role`` (intake, router, …, connector-<name>)."""
     from services.bootstrap import connect
 
     async def main() -> None:
@@ -131,7 +168,7 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with connect(config) as bus:
+        async with connect(config, name=f"relaydesk-{role}", role=role) as bus:
             await service(config, bus, *extra, stop)
 
     from services.runners import ServiceFailed
@@ -145,7 +182,26 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
     return 0
 
 
-ONE_SHOT = frozenset({"customers", "rebuild", "report"})
+def _setup(config: Config, *, print_auth: bool) -> int:
+    """``relaydesk setup``: the streams and buckets, created or updated by the tool role."""
+    if print_auth:
+        from services.nats_permissions import cluster_auth_config
+
+        print(cluster_auth_config(), end="")
+        return 0
+    if not config.nats.url:
+        raise SystemExit("relaydesk setup: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+    from services.bootstrap import connect
+
+    async def main() -> None:
+        async with connect(config, name="relaydesk-setup", role="tool") as bus:
+            print(f"streams and buckets ready on {config.nats.url} (as {bus.auth.describe()})")
+
+    asyncio.run(main())
+    return 0
+
+
+ONE_SHOT = frozenset({"customers", "rebuild", "report", "dlq", "status", "setup"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "bench":
+        if args.what == "crypto":
+            from services.bench_crypto import main as bench_crypto_main
+
+            return bench_crypto_main(args.rest)
         from services.bench_decide import main as bench_main
 
         return bench_main(args.rest)
@@ -164,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level or ("warning" if quiet else None), args.log_format)
     config = _config(args)
     from services import runners
+    from services.bootstrap import configure_tools
 
+    configure_tools(config)  # rebuild, customers, dlq, status connect as the tool role
+
+    if args.command == "setup":
+        return _setup(config, print_auth=args.nats_auth_config)
     if args.command == "up":
         from services.up import main as up_main
 
@@ -172,25 +237,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "intake":
         if not config.nats.url:
             raise SystemExit("relaydesk intake: set RELAYDESK_NATS_URL or [nats] url")
-        return _run_service(runners.run_intake, config, config.nats.url)
+        return _run_service(runners.run_intake, config, config.nats.url, role="intake")
     if args.command == "router":
-        return _run_service(runners.run_router, config)
+        return _run_service(runners.run_router, config, role="router")
     if args.command == "projector":
-        return _run_service(runners.run_projector, config)
+        return _run_service(runners.run_projector, config, role="projector")
     if args.command == "api":
         from services.bootstrap import api_token
 
         token, _ = api_token(config, None)
-        return _run_service(runners.run_api, config, token)
+        return _run_service(runners.run_api, config, token, role="api")
     if args.command == "delivery":
-        return _run_service(runners.run_delivery, config)
+        return _run_service(runners.run_delivery, config, role="delivery")
     if args.command == "connector":
-        return _run_service(runners.run_connector, config, args.name)
+        from services.nats_permissions import connector_user
+
+        return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
     if args.command == "rebuild":
         from services.rebuild import rebuild_command
 
         if not config.nats.url:
-            raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url")
+            raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
         return asyncio.run(rebuild_command(config.nats.url, args.target or config.projection_target, args.customer))
     if args.command == "report":
         from services.reports.command import report_command
@@ -210,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         from services.customers.command import customers_command
 
         return customers_command(args, config)
+    if args.command == "dlq":
+        from services.dlq import dlq_command
+
+        return dlq_command(args, config)
+    if args.command == "status":
+        from services.dlq import status_command
+
+        return status_command(args, config)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -28,6 +28,28 @@ class NatsSettings(msgspec.Struct, kw_only=True):
     port: int = 4222  # the embedded server's preferred port; another if taken
     replicas: int = 1
     connect_timeout: float = 5.0
+    # Credentials (services/nats_auth.py). Empty: the role's credentials that `relaydesk up`
+    # generated in the data dir, if any, else anonymous. RELAYDESK_NATS_USER, … set them.
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    creds: str = ""  # a .creds file (JWT + nkey seed; needs the nkeys package)
+    nkey_seed: str = ""  # a file holding an nkey seed (needs the nkeys package)
+    tls_ca: str = ""  # CA bundle to verify the server (a tls:// URL, or any of these, turns TLS on)
+    tls_cert: str = ""  # client certificate, when the server verifies clients
+    tls_key: str = ""
+
+
+class SecuritySettings(msgspec.Struct, kw_only=True):
+    # Seal personal data in the log with a per-customer key (events.personal), so that
+    # erasing a customer destroys the key. Off: written in clear; sealed data still reads.
+    encrypt_personal_data: bool = True
+
+
+class RetentionSettings(msgspec.Struct, kw_only=True):
+    # Message bodies older than this many days become unreadable (their day keys are
+    # destroyed by a sweep); 0 keeps them.
+    message_days: int = 0
 
 
 class DataSettings(msgspec.Struct, kw_only=True):
@@ -41,6 +63,10 @@ class ApiSettings(msgspec.Struct, kw_only=True):
     # A reply still without MessageSent / DeliveryFailed after this long is queued for its
     # connector again (deduplicated by reply id): the outbox half of the reply command.
     reply_requeue_seconds: float = 30.0
+    # The key the API signs agent tokens with (services.api.tokens): empty, the one `up`
+    # generated into <data dir>/api-signing-key, else one derived from the operator token.
+    # Rotating it invalidates every agent token issued before.
+    signing_key: str = ""
 
 
 class ProjectionSettings(msgspec.Struct, kw_only=True):
@@ -153,6 +179,8 @@ class Config(msgspec.Struct, kw_only=True):
     runner: RunnerSettings = msgspec.field(default_factory=RunnerSettings)
     agents: tuple[AgentSeed, ...] = DEMO_ROSTER
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
 
     @property
     def data_dir(self) -> Path:

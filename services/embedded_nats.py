@@ -69,6 +69,8 @@ class EmbeddedNats:
     host: str = "127.0.0.1"
     port: int = 0
     monitor_port: int | None = None
+    # A server config file (users and permissions: services/nats_auth.py); flags win over it.
+    config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -76,7 +78,7 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> str:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the log: its owner's only
         if not self.port:
             self.port = free_port(self.host)
         args = [
@@ -93,6 +95,8 @@ class EmbeddedNats:
         ]
         if self.monitor_port:
             args += ["-m", str(self.monitor_port)]
+        if self.config_file is not None:
+            args += ["-c", str(self.config_file)]
         log_path = self.store_dir / "nats-server.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
@@ -110,7 +114,12 @@ class EmbeddedNats:
                 raise NatsServerError(f"nats-server exited with {self.process.returncode}; see {log_path}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    log.info("nats.embedded.started", url=self.url, store_dir=str(self.store_dir))
+                    log.info(
+                        "nats.embedded.started",
+                        url=self.url,
+                        store_dir=str(self.store_dir),
+                        authentication=self.config_file is not None,
+                    )
                     return self.url
             except OSError:
                 time.sleep(0.05)

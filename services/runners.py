@@ -14,12 +14,14 @@ from faststream.nats import NatsBroker
 from events import subjects
 from services.api.app import ApiDeps, build_app
 from services.api.readmodel import LiveState
-from services.bootstrap import Bus
+from services.bootstrap import Bus, api_signing_key
 from services.config import Config
 from services.identity import IdentityDirectory, IdentityRules
 from services.intake import Intake, register
+from services.intake.consumer import prepare as prepare_intake_consumer
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
+from services.retention import run_retention
 from services.router_runner import RouterRunner
 from services.timelines import open_store
 
@@ -43,8 +45,13 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     )
     # Reconnect for as long as it takes, like every other connection here (FastStream's
     # default gives up after about two minutes and leaves intake deaf for good).
-    broker = NatsBroker(nats_url, logger=None, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    # Its own connection, with the intake role's credentials (bus.auth) like the bus's.
+    broker = NatsBroker(
+        nats_url, logger=None, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **bus.auth.faststream_options()
+    )
     register(broker, Intake(bus.store, directory, config.intake), workers=config.intake.workers)
+    # Bounded redelivery: an older version's durable (max_deliver -1) is updated in place.
+    watch = await prepare_intake_consumer(bus.nc)
     try:
         async with broker:
             await broker.start()
@@ -55,6 +62,8 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
             raise
         # Stopped while NATS was away: closing the broker could not say goodbye to the server.
         log.warning("intake.stopped_without_nats", error=repr(err))
+    finally:
+        await watch.stop()
     log.info("intake.stopped")
 
 
@@ -98,6 +107,7 @@ async def run_api(
             token=token,
             policy=config.router,
             reply_requeue_after=config.api.reply_requeue_seconds,
+            signing_key=api_signing_key(config, config.data_dir),
         )
     )
     await live.start()  # after build_app: its folds (agent tokens) must see the whole log
@@ -113,9 +123,17 @@ async def run_api(
     log.info("api.started", url=f"http://{config.api.host}:{config.api.port}")
     if ready is not None:
         ready.set()
+    # [retention] message_days: erase day keys past retention (services/retention.py).
+    retention = (
+        asyncio.create_task(run_retention(bus.nc.jetstream(), config.retention.message_days, stop))
+        if config.retention.message_days > 0
+        else None
+    )
     try:
         await stop.wait()
     finally:
+        if retention is not None:
+            await retention
         await runner.cleanup()
         await live.stop()
         if timelines is not None:

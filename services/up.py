@@ -15,9 +15,11 @@ from typing import Any
 
 import structlog
 
-from services.bootstrap import api_token, connect, seed_agents
+from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
 from services.config import Config
 from services.embedded_nats import EmbeddedNats, pick_port
+from services.nats_auth import NatsAuth, RoleCredentials
+from services.nats_permissions import TOOL, connector_user
 from services.runners import (
     ServiceFailed,
     run_api,
@@ -69,6 +71,19 @@ def with_built_in_connectors(config: Config, data_dir: Path) -> Config:
     return config
 
 
+def _kept_url(data_dir: Path) -> Path:
+    return data_dir / EMBEDDED_URL_FILE
+
+
+EMBEDDED_URL_FILE = "nats-url"
+
+
+def embedded_url(data_dir: Path) -> str:
+    """The URL of the embedded server a running `relaydesk up` with this data dir started ("" if none)."""
+    path = _kept_url(data_dir)
+    return path.read_text().strip() if path.exists() else ""
+
+
 def _kept_secret(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
@@ -88,6 +103,13 @@ class Started:
     connector_urls: dict[str, list[str]] = field(default_factory=dict)
 
 
+def connector_channels(names: Iterable[str]) -> dict[str, str]:
+    """Connector name -> the channel it serves (its ``rd.inbound.<channel>``)."""
+    from connectors.sdk import registry
+
+    return {name: str(registry.load(name).channel) for name in names}
+
+
 async def serve_all(
     config: Config,
     nats_url: str,
@@ -95,25 +117,47 @@ async def serve_all(
     stop: asyncio.Event,
     on_started: Callable[[Started], None] | None = None,
     services: tuple[str, ...] = SERVICES,
+    credentials: RoleCredentials | None = None,
 ) -> int:
     """Run ``services`` and every enabled connector until ``stop``; a service that fails
-    stops the others at once (its reason printed first). Returns an exit code."""
-    async with connect(config, nats_url, name="relaydesk-up") as bus:
-        await seed_agents(bus.store, config)
+    stops the others at once (its reason printed first). Returns an exit code.
+
+    Each service and connector has its own NATS connection. With ``credentials`` (the users
+    ``up`` generated for its embedded server) each connects as its own role, and the tool role
+    sets up the streams first; without, all use ``[nats]``'s credentials (or none)."""
+    base = NatsAuth.from_settings(config.nats)
+
+    def auth(user: str) -> NatsAuth:
+        if credentials is None:
+            return base
+        if user not in credentials.passwords:
+            raise SystemExit(f"no NATS credentials for {user} in {credentials.directory}: restart `relaydesk up`")
+        return credentials.auth(user, base)
+
+    connectors = enabled_connectors(config)
+    async with contextlib.AsyncExitStack() as stack:
+        tool = await stack.enter_async_context(connect(config, nats_url, name="relaydesk-up", auth=auth(TOOL)))
+        await seed_agents(tool.store, config)
+        buses: dict[str, Bus] = {}
+        for user in [*services, *(connector_user(name) for name in connectors)]:
+            buses[user] = await stack.enter_async_context(
+                connect(config, nats_url, name=f"relaydesk-{user}", auth=auth(user), check_only=True)
+            )
         started = Started(nats_url, token)
         api_ready = asyncio.Event()
         runners: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "intake": lambda: run_intake(config, bus, nats_url, stop),
-            "router": lambda: run_router(config, bus, stop),
-            "projector": lambda: run_projector(config, bus, stop),
-            "api": lambda: run_api(config, bus, token, stop, api_ready),
-            "delivery": lambda: run_delivery(config, bus, stop),
+            "intake": lambda: run_intake(config, buses["intake"], nats_url, stop),
+            "router": lambda: run_router(config, buses["router"], stop),
+            "projector": lambda: run_projector(config, buses["projector"], stop),
+            "api": lambda: run_api(config, buses["api"], token, stop, api_ready),
+            "delivery": lambda: run_delivery(config, buses["delivery"], stop),
         }
         jobs = {name: runners[name]() for name in services}
         if "api" not in services:
             api_ready.set()
-        for name in enabled_connectors(config):
+        for name in connectors:
             started.connector_urls[name] = []
+            bus = buses[connector_user(name)]
             jobs[f"connector {name}"] = run_connector(config, bus, name, stop, started.connector_urls[name])
         tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
@@ -192,24 +236,34 @@ async def up(config: Config) -> int:
     embedded: EmbeddedNats | None = None
     config = with_built_in_connectors(config, config.data_dir)
     nats_url = config.nats.url
+    credentials: RoleCredentials | None = None
     if not nats_url:
+        # Security on by default: a user per role, generated once and kept in the data dir.
+        credentials = RoleCredentials.ensure(config.data_dir, connector_channels(enabled_connectors(config)))
         port = pick_port("127.0.0.1", config.nats.port)
-        embedded = EmbeddedNats(store_dir=config.data_dir / "nats", port=port)
+        embedded = EmbeddedNats(
+            store_dir=config.data_dir / "nats", port=port, config_file=credentials.write_server_config()
+        )
         nats_url = await embedded.astart()
+        # Where the tools (`relaydesk status`, `dlq`, `customers`, `rebuild`) find this server.
+        _kept_url(config.data_dir).write_text(nats_url + "\n")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         token, new_token = api_token(config, config.data_dir)
+        # Agent tokens are signed with it (services.api.tokens); made once, kept 0600.
+        api_signing_key(config, config.data_dir, generate=True)
 
         def banner(started: Started) -> None:
             print_banner(config, started, embedded is not None, new_token)
 
-        return await serve_all(config, nats_url, token, stop, banner)
+        return await serve_all(config, nats_url, token, stop, banner, credentials=credentials)
     finally:
         if embedded is not None:
             await embedded.astop()
+            _kept_url(config.data_dir).unlink(missing_ok=True)
         print("relaydesk: stopped", file=sys.stderr)
 
 
@@ -224,21 +278,24 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
     table.add_row("NATS" + (" (embedded)" if embedded else ""), started.nats_url)
     if embedded:
         table.add_row("data dir", str(config.data_dir.resolve()))
+        credentials = config.data_dir.resolve() / "nats-credentials"
+        table.add_row("NATS users", f"one per role, anonymous refused; passwords in {credentials}")
     table.add_row("API", f"http://{config.api.host}:{config.api.port}  (GET /healthz, /v1/...)")
     table.add_row("agent console", f"http://{config.api.host}:{config.api.port}/console")
     for name, urls in started.connector_urls.items():
         table.add_row(f"connector {name}", ", ".join(urls) or "starting…")
     table.add_row("intake, router, projector, delivery", "running")
     console.print(table)
-    if new_token:
-        source = "generated, kept in the data dir"
-    elif config.api.token:
-        source = "from RELAYDESK_API_TOKEN / config"
-    else:
-        source = "from the data dir"
-    console.print(f"Operator token ({source}): [bold]{started.token}[/bold]")
     api = f"http://{config.api.host}:{config.api.port}"
-    console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents")
+    # The token is shown once, when this start generated it; a terminal log must not hand out
+    # the operator's key on every start.
+    if new_token:
+        console.print(f"Operator token (generated, kept in the data dir): [bold]{started.token}[/bold]")
+        console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents")
+    else:
+        where = "RELAYDESK_API_TOKEN / config" if config.api.token else str(config.data_dir / "api-token")
+        console.print(f"Operator token: the one in {where} (not shown again)")
+        console.print(f'Try: curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/agents')
     console.print("Ctrl-C stops everything.")
 
 
