@@ -1,9 +1,26 @@
 """Who a customer is: channel addresses normalised to identities, resolved to customer ids
 through the ``rd_identity`` KV bucket with create-only writes (two racing first messages
-cannot make two customers)."""
+cannot make two customers).
+
+Keys hold no address: an identity's key is ``h.<HMAC-SHA256(identity) hex>`` under the system
+key ``identity`` (``events.personal.CustomerKeys.system_key``), since a KV key stays on disk in
+its messages' subjects (a deleted key's tombstone too). Earlier versions keyed the bucket by
+the address itself (``phone.=2B15551234567``): such a *legacy* key is moved to its hashed key
+the first time it is looked up, and ``relaydesk customers migrate-identities`` moves all of
+them at once and then removes every trace of the legacy keys (see ``migrate_all``). A bucket
+that holds no legacy key (a fresh one, or after ``migrate_all``) says so (``_meta.hashed``), and
+lookups then skip looking for one.
+
+A key that goes (an erasure, a move) is *purged*: a KV bucket's stream denies message deletes
+(so no secure erase), and a purge leaves one marker on the key's subject. On a hashed key that
+marker and the removed value (a customer id) say nothing about a person.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Mapping
@@ -11,8 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from events import subjects
+
+log = structlog.get_logger(__name__)
 
 # Which identity space each channel's addresses live in. SMS and WhatsApp share "phone",
 # so the same number on both is one customer.
@@ -129,9 +153,37 @@ def mask(identity: str) -> str:
 
 
 def kv_key(identity: str) -> str:
-    """A KV-safe key: '+' '@' ':' and friends escaped as =XX (reversible, readable)."""
+    """The *legacy* key (before keys were hashed): '+' '@' ':' and friends escaped as =XX
+    (reversible, readable, and so the address in clear)."""
     kind, _, address = identity.partition(":")
     return kind + "." + _KV_SAFE.sub(lambda m: "".join(f"={b:02X}" for b in m.group().encode()), address)
+
+
+_ESCAPED = re.compile(r"(?:=[0-9A-F]{2})+")
+
+
+def legacy_identity(key: str) -> str | None:
+    """The identity a legacy key (``kv_key``) stands for; None for any other key."""
+    kind, dot, address = key.partition(".")
+    if not dot or not address or key.startswith((HASHED_PREFIX, "_")):  # "_": _merged., _meta.
+        return None
+    try:
+        text = _ESCAPED.sub(lambda m: bytes.fromhex(m.group().replace("=", "")).decode(), address)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return f"{kind}:{text}"
+
+
+HASHED_PREFIX = "h."
+HASHED_ONLY_KEY = "_meta.hashed"
+"""Present once the bucket holds no legacy key (a fresh bucket, or after ``migrate_all``):
+lookups then skip the legacy key (one KV read fewer for an address not known yet)."""
+IDENTITY_KEY_NAME = "identity"  # the system key (RD_KEYS) the identity HMAC is keyed with
+
+
+def hashed_key(secret: bytes, identity: str) -> str:
+    """The bucket key of ``identity``: ``h.`` and its HMAC-SHA256 under ``secret``, in hex."""
+    return HASHED_PREFIX + hmac.new(secret, identity.encode(), hashlib.sha256).hexdigest()
 
 
 def new_customer_id() -> str:
@@ -144,9 +196,122 @@ MERGED_PREFIX = "_merged."
 
 
 class IdentityDirectory:
-    def __init__(self, kv: KeyValue, rules: IdentityRules = PLAIN) -> None:
+    """The ``rd_identity`` bucket. ``secret`` keys the HMAC of identities; without it, the
+    system key ``identity`` is read (created the first time) from ``RD_KEYS`` on first use."""
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        rules: IdentityRules = PLAIN,
+        *,
+        secret: bytes | None = None,
+        bucket: str = subjects.IDENTITY_BUCKET,
+    ) -> None:
         self.kv = kv
         self.rules = rules
+        self.bucket = bucket
+        self._secret = secret
+        self._legacy: bool | None = None  # may the bucket hold legacy keys? (None: not checked yet)
+
+    @property
+    def js(self) -> JetStreamContext:
+        js: JetStreamContext = self.kv._js  # nats-py keeps the bucket's JetStream context here
+        return js
+
+    async def secret(self) -> bytes:
+        if self._secret is None:
+            from events.personal import CustomerKeys
+
+            self._secret = await CustomerKeys(self.js).system_key(IDENTITY_KEY_NAME)
+        return self._secret
+
+    async def key(self, identity: str) -> str:
+        """The bucket key of ``identity`` (its HMAC: no address in clear)."""
+        return hashed_key(await self.secret(), identity)
+
+    async def _get(self, key: str) -> str | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def drop_key(self, key: str) -> bool:
+        """Remove ``key`` and its history (a KV purge); True if it held a value."""
+        if await self._get(key) is None:
+            return False
+        await self.kv.purge(key)
+        return True
+
+    async def _migrate(self, identity: str, hashed: str) -> str | None:
+        """A legacy key of ``identity``: moved to its hashed key (create-only: a hashed key
+        written meanwhile wins), then erased. Returns the owner now on record."""
+        legacy = kv_key(identity)
+        owner = await self._get(legacy)
+        if owner is None:
+            return None
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self.kv.create(hashed, owner.encode())
+        await self.drop_key(legacy)
+        log.info("identity.migrated", customer_id=owner, identity=mask(identity))
+        return await self._get(hashed)
+
+    async def migrate_all(self) -> int:
+        """Move every legacy key to its hashed key (``relaydesk customers migrate-identities``),
+        then remove the legacy keys' purge markers from the stream (a subject purge: their
+        subjects hold addresses); returns how many were moved. Safe to run again, and while
+        intake runs. (Bytes of removed messages stay in the bucket's files until NATS drops the
+        file block; ``relaydesk customers migrate-identities --compact`` rewrites the bucket.)"""
+        moved = 0
+        for key in await self._keys(with_deleted=True):
+            identity = legacy_identity(key)
+            if identity is None:
+                continue
+            if await self._migrate(identity, await self.key(identity)) is not None:
+                moved += 1
+            await self.js.purge_stream(f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{key}")
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self.kv.create(HASHED_ONLY_KEY, b"1")
+        return moved
+
+    async def _keys(self, *, with_deleted: bool) -> list[str]:
+        """Every key of the bucket (``with_deleted``: those whose last word is a delete or purge marker too)."""
+        watcher = await self.kv.watchall(ignore_deletes=not with_deleted, meta_only=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return keys
+
+    async def compact(self) -> int:
+        """Rewrite the bucket: read every current entry, delete the bucket's stream (its files
+        go, with whatever removed messages they still held), create it again and put the
+        entries back. Run with intake and the API stopped (lookups fail meanwhile). Returns
+        how many entries were kept."""
+        entries: dict[str, bytes] = {}
+        for key in await self._keys(with_deleted=False):
+            owner = await self._get(key) if legacy_identity(key) is None else None
+            if owner is not None:
+                entries[key] = owner.encode()
+        info = await self.js.stream_info(f"KV_{self.bucket}")
+        status = await self.kv.status()
+        await self.js.delete_key_value(self.bucket)
+        self.kv = await self.js.create_key_value(
+            KeyValueConfig(bucket=self.bucket, history=status.history, replicas=info.config.num_replicas or 1)
+        )
+        for key, value in entries.items():
+            await self.kv.put(key, value)
+        log.info("identity.compacted", entries=len(entries))
+        return len(entries)
+
+    async def forget(self, identity: str) -> bool:
+        """Remove ``identity``'s mapping (hashed and legacy keys)."""
+        dropped = await self.drop_key(await self.key(identity))
+        return await self.drop_key(kv_key(identity)) or dropped
 
     def identity(self, channel: str, address: str, *, platform: str | None = None) -> str:
         return identity_for(channel, address, platform=platform, rules=self.rules)
@@ -155,11 +320,25 @@ class IdentityDirectory:
         return parse_identity(text, self.rules)
 
     async def lookup(self, identity: str) -> str | None:
-        try:
-            entry = await self.kv.get(kv_key(identity))
-        except KeyNotFoundError:
-            return None
-        return entry.value.decode() if entry.value else None
+        hashed = await self.key(identity)
+        found = await self._get(hashed)
+        if found is not None or not await self._legacy_possible():
+            return found
+        return await self._migrate(identity, hashed)
+
+    async def _legacy_possible(self) -> bool:
+        """Checked once per directory: False when the bucket says it holds no legacy key, or
+        is still empty (then it says so from now on)."""
+        if self._legacy is None:
+            if await self._get(HASHED_ONLY_KEY) is not None:
+                self._legacy = False
+            elif not (await self.js.stream_info(f"KV_{self.bucket}")).state.messages:
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    await self.kv.create(HASHED_ONLY_KEY, b"1")
+                self._legacy = False
+            else:
+                self._legacy = True
+        return self._legacy
 
     async def resolve(self, identity: str) -> tuple[str, bool]:
         """The customer id for ``identity`` and whether this call created it."""
@@ -168,7 +347,7 @@ class IdentityDirectory:
             return existing, False
         candidate = new_customer_id()
         try:
-            await self.kv.create(kv_key(identity), candidate.encode())
+            await self.kv.create(await self.key(identity), candidate.encode())
         except KeyWrongLastSequenceError:
             winner = await self.lookup(identity)
             if winner is None:  # created and deleted in between: vanishingly rare, try again
@@ -179,8 +358,11 @@ class IdentityDirectory:
     async def claim(self, identity: str, customer_id: str) -> str:
         """Give ``identity`` to ``customer_id`` unless it already belongs to someone
         (create-only); returns whom it belongs to now."""
+        owner = await self.lookup(identity)  # (moves a legacy key first)
+        if owner is not None:
+            return owner
         try:
-            await self.kv.create(kv_key(identity), customer_id.encode())
+            await self.kv.create(await self.key(identity), customer_id.encode())
         except KeyWrongLastSequenceError:
             owner = await self.lookup(identity)
             if owner is None:
@@ -190,7 +372,8 @@ class IdentityDirectory:
 
     async def link(self, identity: str, customer_id: str) -> None:
         """Point ``identity`` at ``customer_id`` whoever had it (a merge moving addresses)."""
-        await self.kv.put(kv_key(identity), customer_id.encode())
+        await self.kv.put(await self.key(identity), customer_id.encode())
+        await self.drop_key(kv_key(identity))  # a legacy key would be found by nobody now
 
     async def merged_into(self, customer_id: str) -> str | None:
         try:

@@ -1,5 +1,5 @@
 """Customers: find, search and read them, page through their timeline, set their profile,
-link addresses to them and merge two of them (``services.customers`` does the work)."""
+link addresses to them, merge two of them and erase one (``services.customers`` does the work)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import msgspec
 from aiohttp import web
 
 from events.model import CHANNEL_PATTERN, CHANNELS
+from events.personal import CustomerKeys
 from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
 from services.customers import CustomerError, Customers, Profile
+from services.customers.erase import Eraser, ErasureTargets
 from services.customers.service import KNOWN_FLAGS, check_customer_id
 from services.identity import InvalidAddress
 
@@ -36,6 +38,10 @@ class LinkBody(msgspec.Struct, kw_only=True):
 
 class MergeBody(msgspec.Struct, kw_only=True):
     other: str
+
+
+class EraseBody(msgspec.Struct, kw_only=True):
+    reason: str = ""
 
 
 def _refusal(err: CustomerError) -> web.Response:
@@ -116,6 +122,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             )
         body["identities"] = sorted({*body["identities"], *await customers.identities(customer_id)})
         body["merged_into"] = await deps.directory.merged_into(customer_id) or body.get("merged_into")
+        if facts.erased or body.get("erased"):
+            # Nothing personal is left to show: no addresses, no CRM id.
+            body.update(erased=True, identities=[], crm_id=None)
         return ok(body)
 
     @r.get("/v1/customers/{id}/timeline")
@@ -182,6 +191,24 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         except CustomerError as err:
             return _refusal(err)
         return ok(result)
+
+    @r.delete("/v1/customers/{id}")
+    async def erase_customer(request: web.Request) -> web.Response:
+        """Erasure on request (operator only): ``{"reason": "…"}`` or ``?reason=`` (400 without).
+        The customer and every customer merged into it; 404 for an unknown customer; asking
+        again answers the same way (``already_erased``) and removes whatever was left."""
+        if request[ACTOR] != "operator":
+            return json_error(403, "only an operator may erase a customer")
+        body = await read_body(request, EraseBody)
+        reason = (body.reason or request.query.get("reason", "")).strip()
+        cipher = deps.store.cipher
+        keys = cipher.keys if cipher is not None else CustomerKeys(deps.store.js)
+        targets = getattr(deps, "erasure_targets", None) or ErasureTargets()
+        try:
+            report = await Eraser(customers, keys, targets).erase(request.match_info["id"], reason, request[ACTOR])
+        except CustomerError as err:
+            return _refusal(err)
+        return ok(report.to_json())
 
     @r.post("/v1/customers/{id}/merge")
     async def merge_customers(request: web.Request) -> web.Response:

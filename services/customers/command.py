@@ -1,4 +1,5 @@
-"""``relaydesk customers import FILE | link CUSTOMER IDENTITY | merge SURVIVOR OTHER``.
+"""``relaydesk customers import FILE | link CUSTOMER IDENTITY | merge SURVIVOR OTHER |
+erase CUSTOMER --reason TEXT | migrate-identities``.
 
 These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 ``RELAYDESK_NATS_URL`` or ``--nats-url``.
@@ -18,10 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from events import subjects
-from events.store import EventStore
+from events.personal import CustomerKeys
 from events.streams import streams_exist
-from services.bootstrap import connect_for_tool
+from services.bootstrap import connect_for_tool, event_store
 from services.config import Config
+from services.customers.erase import Eraser, ErasureTargets
 from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
@@ -34,6 +36,13 @@ Customers, straight on the event log (needs RELAYDESK_NATS_URL or --nats-url):
                                                   by number, the others imported; re-running changes nothing
   relaydesk customers link CUSTOMER IDENTITY [--merge]
   relaydesk customers merge SURVIVOR OTHER        OTHER is merged into SURVIVOR
+  relaydesk customers erase CUSTOMER --reason TEXT [--yes]
+                                                  erase a customer and every customer merged into
+                                                  it for good (GDPR Art. 17): keys, addresses, raw
+                                                  messages, chat history, attachments; timelines redacted
+  relaydesk customers migrate-identities [--compact]
+                                                  re-key rd_identity entries written before keys were
+                                                  hashed; --compact rewrites the bucket (intake stopped)
 """
 
 
@@ -60,13 +69,25 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     common(merge)
     merge.add_argument("survivor", metavar="SURVIVOR")
     merge.add_argument("other", metavar="OTHER")
+    erase = actions.add_parser("erase", help="erase a customer (and the customers merged into it) for good")
+    common(erase)
+    erase.add_argument("customer", metavar="CUSTOMER")
+    erase.add_argument("--reason", required=True, help="why (the request's reference); kept on the log")
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    migrate = actions.add_parser("migrate-identities", help="re-key rd_identity entries of earlier versions")
+    common(migrate)
+    migrate.add_argument(
+        "--compact",
+        action="store_true",
+        help="then rewrite the bucket so no removed entry's bytes stay on disk (stop intake and the API first)",
+    )
 
 
 @asynccontextmanager
 async def _customers(config: Config) -> AsyncIterator[Customers]:
     url = config.nats.url
     try:
-        nc = await connect_for_tool(url)
+        nc = await connect_for_tool(url, config)
     except Exception as err:
         raise SystemExit(f"relaydesk customers: cannot connect to NATS at {url}: {err}") from err
     try:
@@ -75,19 +96,87 @@ async def _customers(config: Config) -> AsyncIterator[Customers]:
             raise SystemExit(f"relaydesk customers: no Relaydesk event log on {url} (run relaydesk up first)")
         kv = await js.key_value(subjects.IDENTITY_BUCKET)
         directory = IdentityDirectory(kv, IdentityRules.from_settings(config.intake))
-        yield Customers(EventStore(nc, js), directory, config.router)
+        # Sealing and opening personal data like every service (events.personal).
+        yield Customers(event_store(nc, config).for_reader("customers"), directory, config.router)
     finally:
         await nc.drain()
 
 
 def customers_command(args: argparse.Namespace, config: Config) -> int:
     if not config.nats.url:
-        raise SystemExit("relaydesk customers: set RELAYDESK_NATS_URL or --nats-url")
+        raise SystemExit("relaydesk customers: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
     if args.action == "import":
         return asyncio.run(
             run_import(config, Path(args.file), dry_run=args.dry_run, fmt=args.format, concurrency=args.concurrency)
         )
+    if args.action == "erase":
+        return asyncio.run(run_erase(config, args.customer, args.reason, assume_yes=args.yes))
+    if args.action == "migrate-identities":
+        return asyncio.run(run_migrate_identities(config, compact=args.compact))
     return asyncio.run(_operator_action(config, args))
+
+
+def _confirmed(console: Console, customer_id: str) -> bool:
+    if not sys.stdin.isatty():
+        console.print("[red]relaydesk customers erase: not a terminal; pass --yes to erase without asking")
+        return False
+    console.print(
+        f"This erases {customer_id} and every customer merged into it for good: their keys, addresses,"
+        " raw messages, chat history and attachments. It cannot be undone."
+    )
+    return console.input(f"Type the customer id ({customer_id}) to go on: ").strip() == customer_id
+
+
+async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes: bool = False) -> int:
+    """Erase ``customer_id`` (see ``services.customers.erase``): each step on the terminal as it
+    ends, then what was removed. Exit 1 when refused (unknown customer: 404 …), 2 unconfirmed."""
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    if not assume_yes and not _confirmed(console, customer_id):
+        return 2
+    async with _customers(config) as customers:
+        keys = customers.store.cipher.keys if customers.store.cipher is not None else CustomerKeys(customers.store.js)
+        eraser = Eraser(
+            customers, keys, ErasureTargets.from_config(config), progress=lambda line: console.print(f"  {line}")
+        )
+        try:
+            with console.status(f"erasing {customer_id}…"):
+                report = await eraser.erase(customer_id, reason, "cli")
+        except CustomerError as err:
+            console.print(f"[red]refused ({err.status}): {err.reason}")
+            return 1
+    family = ", ".join(report.erased_ids)
+    console.print(
+        f"[bold]erased {report.customer_id}[/bold] (with: {family})"
+        if len(report.erased_ids) > 1
+        else f"[bold]erased {report.customer_id}[/bold]"
+    )
+    if report.already_erased:
+        console.print("it had been erased before: whatever was left was removed now")
+    for label, count in (
+        ("data keys destroyed", report.keys_destroyed),
+        ("identity mappings erased", report.identity_mappings),
+        ("raw messages erased (RD_INBOUND)", report.inbound_messages),
+        ("web chat frames erased", report.chat_frames),
+        ("attachments erased", report.attachments),
+        ("delivery records, dead letters purged", report.delivery_records),
+        ("open conversations resolved", report.conversations_resolved),
+    ):
+        console.print(f"  {label:<34} {count}")
+    console.print("timelines show the customer redacted once the projector has read the erasure")
+    return 0
+
+
+async def run_migrate_identities(config: Config, *, compact: bool = False) -> int:
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    async with _customers(config) as customers:
+        with console.status("re-keying rd_identity…"):
+            moved = await customers.directory.migrate_all()
+        console.print(f"{moved} identity mappings re-keyed (hashed); no key holds an address now")
+        if compact:
+            with console.status("rewriting rd_identity…"):
+                kept = await customers.directory.compact()
+            console.print(f"rd_identity rewritten: {kept} entries kept, the old files deleted")
+    return 0
 
 
 async def _operator_action(config: Config, args: argparse.Namespace) -> int:

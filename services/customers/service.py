@@ -22,9 +22,9 @@ import structlog
 from nats.js.errors import NotFoundError
 
 from events import subjects
-from events.codec import decode_log_event
 from events.model import (
     CustomerCreated,
+    CustomerErased,
     CustomerProfileUpdated,
     CustomersMerged,
     IdentityLinked,
@@ -32,7 +32,7 @@ from events.model import (
 )
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
 from router.policy import RouterPolicy
-from services.identity import IdentityDirectory, InvalidAddress
+from services.identity import IdentityDirectory, InvalidAddress, mask
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +69,7 @@ class CustomerFacts:
     profile: Profile = field(default_factory=Profile)
     profiled: bool = False  # a CustomerProfileUpdated exists
     merged: list[str] = field(default_factory=list)  # customers merged into this one, directly
+    erased: bool = False  # a CustomerErased stands on its subject (this customer was erased)
 
     @property
     def exists(self) -> bool:
@@ -92,6 +93,8 @@ def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
             facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id)
         elif isinstance(e, CustomersMerged) and e.merged_id not in facts.merged:
             facts.merged.append(e.merged_id)
+        elif isinstance(e, CustomerErased):
+            facts.erased = True
     return facts
 
 
@@ -132,13 +135,15 @@ class Customers:
                 return out
             if not raw.seq or raw.data is None:
                 return out
-            out.append(StoredEvent(seq=int(raw.seq), subject=raw.subject or subject, event=decode_log_event(raw.data)))
+            out.append(await self.store.decoded(int(raw.seq), raw.subject or subject, raw.data, raw.headers))
             seq = int(raw.seq) + 1
 
     async def existing(self, customer_id: str) -> CustomerFacts:
         facts = await self.facts(customer_id)
         if not facts.exists:
             raise CustomerError(404, f"no customer {customer_id}")
+        if facts.erased:
+            raise CustomerError(410, f"customer {customer_id} was erased")
         return facts
 
     async def family(self, customer_id: str) -> list[CustomerFacts]:
@@ -263,7 +268,7 @@ class Customers:
                     customer_id=owner,
                 )
         linked = await self._record_link(customer_id, identity, actor)
-        log.info("customers.linked", customer_id=customer_id, identity=identity, merged=merged, new=linked)
+        log.info("customers.linked", customer_id=customer_id, identity=mask(identity), merged=merged, new=linked)
         return {
             "customer_id": customer_id,
             "identity": identity,

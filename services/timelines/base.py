@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from events.model import CustomerEvent
+from events.model import CustomerErased, CustomerEvent
 from events.store import StoredEvent
 from services.timelines.batch import fold_batch
 from services.timelines.queries import Sql
+from services.timelines.redact import redact_customer, redact_entry
 from services.timelines.rowmap import CUSTOMER_COLUMNS, SUMMARY_COLUMNS, RowCodec
 from services.timelines.rows import ConversationSummary, CustomerSummary, TimelineEntry
 from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, single
@@ -39,7 +40,14 @@ def touched(events: Sequence[StoredEvent]) -> tuple[list[str], list[str]]:
     locked in the same order by every writer)."""
     conversations = {cid for e in events if isinstance(cid := getattr(e.event, "conversation_id", None), str)}
     customers = {e.event.customer_id for e in events if isinstance(e.event, CustomerEvent)}
+    # An erasure redacts the customers merged into the erased one as well.
+    customers.update(m for e in events if isinstance(e.event, CustomerErased) for m in e.event.merged_ids)
     return sorted(conversations), sorted(customers)
+
+
+def erases(events: Sequence[StoredEvent]) -> bool:
+    """Whether a batch holds an erasure (the backend then scrubs its files: ``_scrub``)."""
+    return any(isinstance(e.event, CustomerErased) for e in events)
 
 
 def fetch_all(steps: Sequence[Fetch]) -> Plan[Rows]:
@@ -91,6 +99,12 @@ class PlannedStore:
         if not batch and through is None and expect is None:
             return
         await self._write(self._apply(list(batch), key, expect, through))
+        if erases(batch):
+            await self._scrub()
+
+    async def _scrub(self) -> None:
+        """After an erasure committed: make the old versions of the rows unrecoverable from the
+        backend's files where it can (SQLite: checkpoint and truncate the WAL)."""
 
     def _apply(self, batch: list[StoredEvent], key: str, expect: int | None, through: int | None) -> Plan[None]:
         cp = yield from self.sql.lock_checkpoint(key)
@@ -103,19 +117,28 @@ class PlannedStore:
 
     async def replace_customer(self, customer_id: str, events: Sequence[StoredEvent], *, through: int) -> None:
         self._write_guard()
-        await self._write(self._replace_customer(customer_id, list(events), through))
+        if await self._write(self._replace_customer(customer_id, list(events), through)):
+            await self._scrub()
 
-    def _replace_customer(self, customer_id: str, events: list[StoredEvent], through: int) -> Plan[None]:
+    def _replace_customer(self, customer_id: str, events: list[StoredEvent], through: int) -> Plan[bool]:
         highest = yield from self.sql.highest_checkpoint()
         if highest > through:
             raise CheckpointMismatch("*", through, highest)
+        # Erased through another customer (merged into one that was erased): stays erased,
+        # though this customer's own events do not say so.
+        before = yield self.sql.select_customer(customer_id)
+        was_erased = bool(before) and self.rows.row_customer(before[0]).erased
         yield from self.sql.delete_customer(customer_id)
-        yield from self._write_rows(by_seq(events, through=through))
+        erased = yield from self._write_rows(by_seq(events, through=through))
+        if was_erased and customer_id not in erased:
+            yield from self._redact_stored([customer_id])
+        return was_erased or bool(erased)
 
-    def _write_rows(self, events: list[StoredEvent]) -> Plan[None]:
-        """Fold ``events`` on top of the summaries as committed and write the rows."""
+    def _write_rows(self, events: list[StoredEvent]) -> Plan[list[str]]:
+        """Fold ``events`` on top of the summaries as committed and write the rows; returns
+        the customers the batch erased (their stored rows are redacted too)."""
         if not events:
-            return
+            return []
         sql, codec = self.sql, self.rows
         conversation_ids, customer_ids = touched(events)
         found = yield from fetch_all(sql.select_by(sql.conversations, SUMMARY_COLUMNS, conversation_ids))
@@ -139,6 +162,28 @@ class PlannedStore:
         for statement, values in writes:
             if values:
                 yield ExecuteMany(statement, values)
+        if rows.erased:
+            yield from self._redact_stored(rows.erased)
+        return rows.erased
+
+    def _redact_stored(self, customer_ids: Sequence[str]) -> Plan[None]:
+        """Redact every stored timeline row and the customer row of ``customer_ids``."""
+        sql, codec = self.sql, self.rows
+        for customer_id in customer_ids:
+            updates: list[tuple[Any, ...]] = []
+            for row in (yield sql.select_entries(customer_id)):
+                entry = codec.row_entry(row)
+                redacted = redact_entry(entry)
+                if redacted != entry:
+                    detail = codec.json_out(redacted.detail)
+                    updates.append((redacted.channel, redacted.text, detail, customer_id, entry.seq))
+            if updates:
+                yield ExecuteMany(sql.redact_entry, updates)
+            found = yield sql.select_customer(customer_id)
+            if found:
+                yield ExecuteMany(
+                    sql.upsert_customer, [codec.customer_row(redact_customer(codec.row_customer(found[0])))]
+                )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -212,7 +257,7 @@ class PlannedStore:
     ) -> list[CustomerSummary]:
         return await self._query(
             Fetch(*self.sql.customer_list(q, tier, limit)),
-            lambda rows: [msgspec.structs.replace(self.rows.row_customer(r), merged_into=r[11]) for r in rows],
+            lambda rows: [msgspec.structs.replace(self.rows.row_customer(r), merged_into=r[12]) for r in rows],
         )
 
     async def dump(self) -> dict[str, list[tuple[object, ...]]]:

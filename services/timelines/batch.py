@@ -11,6 +11,7 @@ import msgspec
 
 from events.store import StoredEvent
 from services.timelines.fold_event import fold
+from services.timelines.redact import redact_customer, redact_entry
 from services.timelines.rows import ConversationSummary, CustomerLink, CustomerSummary, TimelineEntry
 from services.timelines.summaries import merge, merge_customer
 
@@ -22,10 +23,17 @@ class BatchRows(msgspec.Struct, kw_only=True):
     summaries: dict[str, ConversationSummary]  # the final state of every summary the batch touched
     customers: dict[str, CustomerSummary] = {}  # likewise for customers
     links: list[CustomerLink] = []
+    # Customers erased in this batch (CustomerErased): the store redacts the rows it already
+    # holds of them (the entries above are redacted already).
+    erased: list[str] = []
 
 
 def _none(_key: str) -> None:
     return None
+
+
+def _erased(customer: CustomerSummary | None) -> bool:
+    return customer is not None and customer.erased
 
 
 class _Known(Generic[S]):
@@ -57,13 +65,22 @@ def fold_batch(
     summaries = _Known(load_summary)
     customers = _Known(load_customer)
     links: list[CustomerLink] = []
+    erased: list[str] = []
     for stored in events:
         folded = fold(stored)
         if folded.link is not None:
             links.append(folded.link)
         if folded.customer is not None:
             key = folded.customer.customer_id
-            customers.rows[key] = merge_customer(customers.get(key), folded.customer)
+            merged = merge_customer(customers.get(key), folded.customer)
+            # An erased customer stays erased: what arrives later is redacted too.
+            customers.rows[key] = redact_customer(merged) if merged.erased else merged
+        for key in folded.erased:
+            current = customers.get(key)
+            if current is not None:  # a customer the projection never saw gets no row now
+                customers.rows[key] = redact_customer(current)
+            if key not in erased:
+                erased.append(key)
         summary: ConversationSummary | None = None
         if folded.change is not None:
             cid = folded.change.conversation_id
@@ -74,4 +91,6 @@ def fold_batch(
             if e.channel is None and summary is not None and summary.channel is not None:
                 e = msgspec.structs.replace(e, channel=summary.channel)
             entries.append(e)
-    return BatchRows(entries=entries, summaries=summaries.rows, customers=customers.rows, links=links)
+    # Entries of customers erased (in this batch or before it) lose their personal data.
+    entries = [redact_entry(e) if _erased(customers.get(e.customer_id)) else e for e in entries]
+    return BatchRows(entries=entries, summaries=summaries.rows, customers=customers.rows, links=links, erased=erased)

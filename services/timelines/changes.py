@@ -61,6 +61,7 @@ class Folded(msgspec.Struct, frozen=True, kw_only=True):
     change: SummaryChange | None = None
     customer: CustomerChange | None = None
     link: CustomerLink | None = None
+    erased: tuple[str, ...] = ()  # customers whose personal data the store redacts (CustomerErased)
 
 
 NOTHING = Folded()

@@ -19,6 +19,7 @@ from events.model import (
     ConversationResolved,
     ConversationTransferred,
     CustomerCreated,
+    CustomerErased,
     CustomerEvent,
     CustomerProfileUpdated,
     CustomersMerged,
@@ -98,6 +99,16 @@ def _fold(stored: StoredEvent) -> Folded:
         return SummaryChange(conversation_id=conversation_id, customer_id=customer_id, seq=seq, at=at, **fields)
 
     match ev:
+        case CustomerErased():
+            # The customer and everyone merged into it: their rows are redacted where they
+            # stand (``redact``), here and in every rebuild.
+            erased = tuple(dict.fromkeys([customer_id, *ev.merged_ids]))
+            return Folded(
+                entry=entry(
+                    "customer_erased", detail=_compact({"actor": ev.actor, "merged_ids": sorted(ev.merged_ids)})
+                ),
+                erased=erased,
+            )
         case CustomersMerged():
             # customer_id is the survivor; a merge into itself is refused upstream, and skipped here.
             if not ev.merged_id or ev.merged_id == customer_id:

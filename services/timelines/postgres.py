@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
+import structlog
 from psycopg.types.json import Jsonb
 
 from services.timelines.base import PlannedStore
@@ -32,6 +33,7 @@ from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run
 from services.timelines.store import TimelineStore
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 DEFAULT_SCHEMA = "relaydesk_timelines"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
@@ -91,6 +93,7 @@ CREATE TABLE IF NOT EXISTS {s}.customers (
     last_seq bigint NOT NULL,
     search text NOT NULL
 );
+ALTER TABLE {s}.customers ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS customers_activity ON {s}.customers (last_activity_at);
 CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.customer_links (
@@ -211,6 +214,19 @@ class PostgresTimelineStore(PlannedStore):
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
                 return await run_async(plan, lambda step: _execute(cur, step))
+
+    async def _scrub(self) -> None:
+        """After an erasure: VACUUM the tables an erasure rewrites, so the dead versions of the
+        redacted rows are removed rather than left until autovacuum comes by. (Their bytes may
+        stay in freed page space and in PostgreSQL's WAL until reused; see the README.)"""
+        async with self._lock:
+            conn = await self._connection()
+            for table in (self.sql.timeline, self.sql.customers):
+                try:
+                    await conn.execute(f"VACUUM {table}")
+                except psycopg.Error as err:  # e.g. not the table owner: the rows are redacted all the same
+                    log.warning("timelines.vacuum_skipped", table=table, error=type(err).__name__)
+                    return
 
     # -- rebuild --------------------------------------------------------------------
 

@@ -111,6 +111,23 @@ class Sql:
             out.append(Fetch(f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key}{self.lock}", args))
         return out
 
+    def select_entries(self, customer_id: str) -> Fetch:
+        """Every timeline row of one customer (to redact them)."""
+        return Fetch(f"SELECT {ENTRY_COLUMNS} FROM {self.timeline} WHERE customer_id = {self.param}", (customer_id,))
+
+    def select_customer(self, customer_id: str) -> Fetch:
+        return Fetch(
+            f"SELECT {CUSTOMER_COLUMNS} FROM {self.customers} WHERE customer_id = {self.param}", (customer_id,)
+        )
+
+    @property
+    def redact_entry(self) -> str:
+        """Overwrite the personal parts of one timeline row: channel, text, detail (by key)."""
+        p = self.param
+        return (
+            f"UPDATE {self.timeline} SET channel = {p}, text = {p}, detail = {p} WHERE customer_id = {p} AND seq = {p}"
+        )
+
     def delete_customer(self, customer_id: str) -> list[Step]:
         """Every row of one customer (and the links that merge others into it)."""
         p = self.param

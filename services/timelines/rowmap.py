@@ -24,7 +24,7 @@ SUMMARY_COLUMNS = (
 )
 CUSTOMER_COLUMNS = (
     "customer_id, identities, tier, flags, preferred_language, crm_id, created_at, last_activity_at,"
-    " conversation_count, last_seq, search"
+    " conversation_count, last_seq, search, erased"
 )
 LINK_COLUMNS = "merged_id, survivor_id, seq"
 
@@ -155,6 +155,7 @@ class RowCodec:
             u.conversation_count,
             u.last_seq,
             u.search_text(),
+            u.erased,
         )
 
     def row_customer(self, r: Sequence[Any]) -> CustomerSummary:
@@ -169,4 +170,5 @@ class RowCodec:
             last_activity_at=self.time_in(r[7]),
             conversation_count=int(r[8]),
             last_seq=int(r[9]),
+            erased=bool(r[11]),
         )

@@ -65,6 +65,7 @@ class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_activity_at: datetime | None = None
     conversation_count: int = 0
     last_seq: int = 0
+    erased: bool = False  # CustomerErased: identities and CRM id read as "[erased]"
     # Computed when read, from the merge links (never stored in the customer's own row, so a
     # one-customer rebuild of either side keeps them right):
     merged_into: str | None = None  # the surviving customer, if this one was merged away

@@ -17,6 +17,7 @@ is one of SQLite's documented ways to corrupt a database.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
 from services.timelines.base import PlannedStore
 from services.timelines.codec import dump_json, iso, load_json, parse_iso
@@ -36,6 +38,7 @@ from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run
 from services.timelines.store import TimelineStore
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -49,7 +52,8 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("first_response_at", "TEXT"),
         ("offers_declined", "INTEGER NOT NULL DEFAULT 0"),
         ("offers_expired", "INTEGER NOT NULL DEFAULT 0"),
-    ]
+    ],
+    "customers": [("erased", "INTEGER NOT NULL DEFAULT 0")],
 }
 
 
@@ -114,7 +118,8 @@ def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
                 last_activity_at TEXT,
                 conversation_count INTEGER NOT NULL,
                 last_seq INTEGER NOT NULL,
-                search TEXT NOT NULL
+                search TEXT NOT NULL,
+                erased INTEGER NOT NULL DEFAULT 0
             )""",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_cust_activity ON {u} (last_activity_at)",
         ],
@@ -218,11 +223,14 @@ class SqliteTimelineStore(PlannedStore):
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA query_only = ON")
             return conn
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Deleted and overwritten content is zeroed in the pages, not left in free space: what
+        # an erasure redacts is gone from the file once the WAL is checkpointed (``_scrub``).
+        conn.execute("PRAGMA secure_delete = ON")
         _transaction(conn, _ensure_schema(suffix))
         return conn
 
@@ -244,6 +252,13 @@ class SqliteTimelineStore(PlannedStore):
     async def _write(self, plan: Plan[T]) -> T:
         return await self._run(_transaction, self._conn, plan)
 
+    async def _scrub(self) -> None:
+        """After an erasure: copy the WAL into the database and truncate it, so the pages as
+        they were before the redaction are in neither file (secure_delete zeroed their space)."""
+        busy, _, _ = await self._run(lambda: self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+        if busy:
+            log.warning("timelines.wal_checkpoint_busy", path=str(self.path))
+
     # -- rebuild --------------------------------------------------------------------
 
     async def begin_rebuild(self) -> SqliteTimelineStore:
@@ -264,7 +279,9 @@ class SqliteTimelineStore(PlannedStore):
         ):
             raise ValueError("swap_in takes the store returned by begin_rebuild")
         await fresh.close()
-        return await self._write(self._swap(fresh.sql))
+        seq = await self._write(self._swap(fresh.sql))
+        await self._scrub()  # the old tables' pages (zeroed by secure_delete) leave the WAL too
+        return seq
 
     def _swap(self, fresh: Sql) -> Plan[int]:
         seq = yield from self.sql.carry_checkpoints(fresh)
@@ -272,6 +289,20 @@ class SqliteTimelineStore(PlannedStore):
             yield Execute(f"DROP TABLE IF EXISTS {name}")
             yield Execute(f"ALTER TABLE {name}{SHADOW} RENAME TO {name}")
         return seq
+
+
+def _private_file(path: Path) -> None:
+    """The database only for its owner (0600; its -wal and -shm files take the same mode from
+    it), in a directory made 0700 if this creates it. A file left 0644 by an older Relaydesk
+    is made 0600."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists():
+        for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if item.exists() and item.stat().st_mode & 0o077:
+                item.chmod(0o600)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:

@@ -18,6 +18,7 @@ from events import subjects
 from events.codec import encode
 from events.model import Channel, InboundMessage
 from events.store import EventStore
+from services.bootstrap import event_store
 from services.embedded_nats import EmbeddedNats
 from tests.integration.system import System, eventually, running_system, system_config
 
@@ -77,6 +78,7 @@ async def running_desk(tmp_path: Path, server: EmbeddedNats) -> AsyncIterator[De
     async with running_system(system_config(tmp_path, server.url), server, SERVICES) as system:
         nc = await nats.connect(server.url)
         try:
-            yield Desk(system, nc, EventStore(nc, nc.jetstream()))
+            # Opens personal data like the services do (events.personal seals it on the log).
+            yield Desk(system, nc, event_store(nc, system.config))
         finally:
             await nc.drain()

@@ -15,6 +15,7 @@ from events.model import CustomerCreated, CustomerProfileUpdated, IdentityLinked
 from events.store import EventStore
 from events.streams import ensure_streams
 from services import logs
+from services.bootstrap import event_store
 from services.cli import main
 from services.customers.importer import FileError, import_file
 from services.customers.service import Customers
@@ -58,7 +59,8 @@ async def customer_events(url: str, identity: str) -> tuple[str | None, list[obj
         customer_id = await directory.lookup(identity)
         if customer_id is None:
             return None, []
-        return customer_id, [s.event for s in await EventStore(nc, js).read_customer(customer_id)]
+        # Opened like the services read it (events.personal seals crm_id on the log).
+        return customer_id, [s.event for s in await event_store(nc).read_customer(customer_id)]
     finally:
         await nc.close()
 

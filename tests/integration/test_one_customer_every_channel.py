@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import pytest
 
+from services.config import Config
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually, running_system, system_config
 
@@ -26,6 +27,22 @@ META_SECRET = "meta-app-secret"
 CHAT_SECRET = "s" * 40
 JWT_SECRET = "j" * 40
 WIDGET_KEY = "wk_test"
+
+
+def with_every_channel(config: Config) -> tuple[int, int, int]:
+    """Email, Messenger and web chat beside SMS, each on a free port (replies go out by SMS
+    only); returns the SMTP, social and chat ports."""
+    smtp_port, social_port, chat_port = free_port(), free_port(), free_port()
+    config.connectors["email"] = {"port": free_port(), "smtp_port": smtp_port, "domains": ["support.example.com"]}
+    config.connectors["social"] = {"port": social_port, "app_secret": META_SECRET, "outbound": False}
+    config.connectors["chat"] = {
+        "port": chat_port,
+        "widget_key": WIDGET_KEY,
+        "session_secret": CHAT_SECRET,
+        "identity_jwt_secret": JWT_SECRET,
+        "outbound": False,
+    }
+    return smtp_port, social_port, chat_port
 
 
 def meta_message(psid: str, mid: str, text: str) -> bytes:
@@ -41,16 +58,7 @@ def meta_message(psid: str, mid: str, text: str) -> bytes:
 
 async def test_linked_addresses_put_every_channel_on_one_timeline(tmp_path: Path, clean_nats: EmbeddedNats) -> None:
     config = system_config(tmp_path, clean_nats.url)
-    smtp_port, social_port, chat_port = free_port(), free_port(), free_port()
-    config.connectors["email"] = {"port": free_port(), "smtp_port": smtp_port, "domains": ["support.example.com"]}
-    config.connectors["social"] = {"port": social_port, "app_secret": META_SECRET, "outbound": False}
-    config.connectors["chat"] = {
-        "port": chat_port,
-        "widget_key": WIDGET_KEY,
-        "session_secret": CHAT_SECRET,
-        "identity_jwt_secret": JWT_SECRET,
-        "outbound": False,
-    }
+    smtp_port, social_port, chat_port = with_every_channel(config)
     async with running_system(config, clean_nats) as system:
         # 1. SMS makes the customer.
         assert await system.send_sms("SM" + "e" * 32, "+15551234567", "my invoice is wrong") == 200

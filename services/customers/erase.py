@@ -1,0 +1,356 @@
+"""Erasure on request (GDPR Art. 17): ``relaydesk customers erase`` and ``DELETE /v1/customers/{id}``.
+
+A customer is one person, and a merge said two customers were the same person: the erasure
+takes the customer's *family*, the survivor and every customer merged into it. Asking for a
+merged-away customer erases the family of the customer it was merged into (the same person).
+
+In this order, so that a retry after a crash anywhere still knows what to delete (the keys,
+which make the log's copy of the identities readable, go last but one):
+
+1. read the family from the log: identities, provider message ids, attachments, open conversations;
+2. erase the identity mappings in ``rd_identity`` (new messages from those addresses make a new
+   customer from now on);
+3. erase the web chat history of the chat addresses (``RD_CHAT``);
+4. erase the raw provider messages of the family in ``RD_INBOUND`` (matched by sender identity,
+   provider message id or customer id) and, from them and the log, the email attachments;
+5. purge the family's delivery records (``rd_deliveries``: notices quote the first lines),
+   parked messages (``rd_parked``: a dead letter keeps its payload) and kept API answers
+   (``rd_idempotency``: a link's answer names the address);
+6. resolve the family's open conversations (nobody can reply to an erased person);
+7. destroy the family's data keys (``events.personal``): their personal data in ``RD_EVENTS``
+   reads as ``[erased]`` for good;
+8. append ``CustomerErased`` on the survivor's ``_customer`` subject (once): the projector
+   redacts the timelines, and every reader forgets the keys it cached.
+
+Every delete from a stream is a JetStream secure erase (the bytes on disk are overwritten),
+never a purge; KV buckets deny message deletes, so their entries are purged (the identity
+keys are HMACs, delivery records expire with their file blocks). Running it again is safe:
+what is gone stays gone, and ``CustomerErased`` is written once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from connectors.chat.history import ChatHistory
+from connectors.email.erasure import attachment_ref, erase_attachments
+from events import subjects
+from events.model import ConversationOpened, ConversationResolved, CustomerErased, MessageReceived
+from events.parking import PARKED_BUCKET
+from events.personal import ERASED, CustomerKeys
+from events.store import Append, ConcurrencyError
+from events.streams import IDEMPOTENCY_BUCKET
+from services.customers.scan import erase_msg, scan
+from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
+from services.identity import HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
+
+log = structlog.get_logger(__name__)
+
+DELIVERIES_BUCKET = "rd_deliveries"  # services.delivery.records.BUCKET (not imported: it pulls in delivery)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ErasureTargets:
+    """Where the channels keep what an erasure must find (from ``[connectors.chat]`` and
+    ``[connectors.email]``; the defaults otherwise)."""
+
+    chat_stream: str = "RD_CHAT"
+    chat_subject: str = "rd.chat"
+    attachment_bucket: str = "rd_attachments"
+
+    @classmethod
+    def from_config(cls, config: Any) -> ErasureTargets:
+        chat = dict(config.connectors.get("chat", {}))
+        email = dict(config.connectors.get("email", {}))
+        return cls(
+            chat_stream=str(chat.get("history_stream", cls.chat_stream)),
+            chat_subject=str(chat.get("history_subject", cls.chat_subject)),
+            attachment_bucket=str(email.get("attachment_bucket", cls.attachment_bucket)),
+        )
+
+
+@dataclass
+class ErasureReport:
+    requested: str  # the id asked for
+    customer_id: str  # the survivor of its family, whose subject holds CustomerErased
+    erased_ids: list[str]  # the whole family
+    already_erased: bool = False
+    seq: int | None = None  # of CustomerErased (None: it stood on the log already)
+    identity_mappings: int = 0
+    chat_frames: int = 0
+    inbound_messages: int = 0
+    attachments: int = 0
+    delivery_records: int = 0
+    conversations_resolved: int = 0
+    keys_destroyed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Inbound(msgspec.Struct):
+    """What an erasure needs of anything on ``rd.inbound.<channel>`` (a provider message or a
+    connector's reply outcome); everything else in it is ignored."""
+
+    type: str = ""
+    channel: str = ""
+    sender: str = ""
+    provider_message_id: str = ""
+    customer_id: str = ""
+    metadata: dict[str, str] = {}
+    attachments: list[dict[str, Any]] = []
+
+
+class _Record(msgspec.Struct):
+    """A delivery record (``customer_id``) or a parked message (``stream``, ``subject``, ``data``)."""
+
+    customer_id: str = ""
+    stream: str = ""
+    subject: str = ""
+    data: bytes = b""
+    # An API answer kept for Idempotency-Key (services.api.idempotency: bytes, so base64 in
+    # JSON); a delivery record's notice body is an object instead.
+    body: Any = None
+
+
+@dataclass
+class _Family:
+    ids: list[str]
+    identities: set[str] = field(default_factory=set)
+    provider_ids: set[str] = field(default_factory=set)
+    attachments: set[tuple[str, str]] = field(default_factory=set)
+    open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
+    conversations: set[str] = field(default_factory=set)  # every conversation of the family
+
+
+def _readable(identity: str) -> bool:
+    return bool(identity) and ERASED not in identity
+
+
+class Eraser:
+    def __init__(
+        self,
+        customers: Customers,
+        keys: CustomerKeys,
+        targets: ErasureTargets | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.customers = customers
+        self.keys = keys
+        self.targets = targets or ErasureTargets()
+        self.progress = progress or (lambda _line: None)
+        self.js = customers.store.js
+
+    async def erase(self, customer_id: str, reason: str, actor: str) -> ErasureReport:
+        """Erase ``customer_id``'s family (see the module docstring). Raises ``CustomerError``:
+        400 without a reason or for a malformed id, 404 for an unknown customer."""
+        check_customer_id(customer_id)
+        if not reason.strip():
+            raise CustomerError(400, "an erasure needs a reason (who asked, the request's reference)")
+        if not (await self.customers.facts(customer_id)).exists:
+            raise CustomerError(404, f"no customer {customer_id}")
+        survivor = await self.customers.survivor(customer_id)
+        family_facts = await self.customers.family(survivor)
+        report = ErasureReport(
+            requested=customer_id,
+            customer_id=survivor,
+            erased_ids=[f.customer_id for f in family_facts],
+            already_erased=family_facts[0].erased,
+        )
+        bound = log.bind(customer_id=survivor, requested=customer_id, family=len(report.erased_ids))
+        self.progress(f"erasing {survivor} and {len(report.erased_ids) - 1} merged customers")
+        family = await self._gather(family_facts)
+        self.progress(f"read the log: {len(family.identities)} addresses, {len(family.provider_ids)} messages")
+        report.identity_mappings = await self._identity_mappings(family)
+        self.progress(f"identity mappings erased: {report.identity_mappings}")
+        report.chat_frames = await self._chat(family)
+        self.progress(f"web chat history frames erased: {report.chat_frames}")
+        report.inbound_messages = await self._inbound(family)
+        self.progress(f"raw messages erased from {subjects.INBOUND_STREAM}: {report.inbound_messages}")
+        report.attachments = await erase_attachments(self.js, family.attachments)
+        self.progress(f"attachments erased: {report.attachments}")
+        report.delivery_records = await self._deliveries(family)
+        self.progress(f"delivery records, dead letters, kept API answers purged: {report.delivery_records}")
+        report.conversations_resolved = await self._resolve_open(family, actor)
+        self.progress(f"open conversations resolved: {report.conversations_resolved}")
+        for member in family.ids:
+            report.keys_destroyed += await self.keys.destroy(member)
+        self.progress(f"data keys destroyed: {report.keys_destroyed}")
+        report.seq = await self._record(survivor, family.ids, reason, actor)
+        bound.info("customers.erased", **{k: v for k, v in report.to_json().items() if isinstance(v, int)})
+        return report
+
+    # -- 1. what the log says ---------------------------------------------------------------
+
+    async def _gather(self, facts: Iterable[CustomerFacts]) -> _Family:
+        facts = list(facts)
+        family = _Family(ids=[f.customer_id for f in facts])
+        family.identities = {i for f in facts for i in f.identities if _readable(i)}
+        bucket = self.targets.attachment_bucket
+        for member in family.ids:
+            for stored in await self.customers.store.read_customer(member):
+                event = stored.event
+                if isinstance(event, MessageReceived):
+                    family.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
+                    for a in event.attachments:
+                        if ref := attachment_ref(a.url, a.sha256, bucket):
+                            family.attachments.add(ref)
+                elif isinstance(event, ConversationOpened):
+                    family.open_conversations[event.conversation_id] = event.customer_id
+                    family.conversations.add(event.conversation_id)
+                elif isinstance(event, ConversationResolved):
+                    family.open_conversations.pop(event.conversation_id, None)
+        return family
+
+    # -- 2. rd_identity ---------------------------------------------------------------------
+
+    async def _identity_mappings(self, family: _Family) -> int:
+        directory = self.customers.directory
+        erased = 0
+        for identity in sorted(family.identities):
+            erased += await directory.forget(identity)
+        # Whatever else still points at the family (an address the log no longer shows in clear,
+        # after an interrupted erasure): found by its value, a customer id.
+        bucket = directory.bucket
+        async for msg in scan(self.js, f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True):
+            key = msg.subject.removeprefix(f"$KV.{bucket}.")
+            if key.startswith(MERGED_PREFIX) or not msg.data:
+                continue
+            if msg.data.decode(errors="replace") in family.ids:
+                erased += await directory.drop_key(key)
+                if not key.startswith(HASHED_PREFIX):
+                    log.warning(
+                        "customers.erase_legacy_identity_key", hint="run relaydesk customers migrate-identities"
+                    )
+        return erased
+
+    # -- 3. RD_CHAT -------------------------------------------------------------------------
+
+    async def _chat(self, family: _Family) -> int:
+        history = ChatHistory(stream=self.targets.chat_stream, prefix=self.targets.chat_subject, js=self.js)
+        erased = 0
+        for identity in sorted(family.identities):
+            kind, _, address = identity.partition(":")
+            if kind == "chat" and address:
+                erased += await history.erase(address)
+        return erased
+
+    # -- 4. RD_INBOUND ----------------------------------------------------------------------
+
+    def _sender_identity(self, item: _Inbound) -> str | None:
+        try:
+            return identity_for(
+                item.channel,
+                item.sender,
+                platform=item.metadata.get("platform"),
+                rules=self.customers.directory.rules,
+            )
+        except InvalidAddress:
+            return None
+
+    def _inbound_match(self, item: _Inbound, family: _Family) -> bool:
+        return (
+            item.customer_id in family.ids
+            or f"{item.channel}:{item.provider_message_id}" in family.provider_ids
+            or (bool(item.sender) and self._sender_identity(item) in family.identities)
+        )
+
+    async def _inbound(self, family: _Family) -> int:
+        stream = subjects.INBOUND_STREAM
+        erased = 0
+        async for msg in scan(self.js, stream, subjects.INBOUND_ALL):
+            try:
+                item = msgspec.json.decode(msg.data, type=_Inbound)
+            except msgspec.MsgspecError:
+                continue  # not ours to read (a parked message stays where the DLQ shows it)
+            if not self._inbound_match(item, family):
+                continue
+            for a in item.attachments:
+                if ref := attachment_ref(a.get("url"), a.get("sha256"), self.targets.attachment_bucket):
+                    family.attachments.add(ref)
+            erased += await erase_msg(self.js, stream, msg.metadata.sequence.stream)
+        return erased
+
+    # -- 5. rd_deliveries -------------------------------------------------------------------
+
+    async def _deliveries(self, family: _Family) -> int:
+        """Delivery records (a notice quotes the first lines) and parked messages (a dead
+        letter holds the raw payload) of the family: purged (KV buckets deny message deletes)."""
+        purged = 0
+        for bucket in (DELIVERIES_BUCKET, PARKED_BUCKET, IDEMPOTENCY_BUCKET):
+            kv = None
+            async for msg in scan(self.js, f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True):
+                if not msg.data or not self._concerns(msg.data, family):
+                    continue
+                kv = kv or await self.js.key_value(bucket)
+                await kv.purge(msg.subject.removeprefix(f"$KV.{bucket}."))
+                purged += 1
+        return purged
+
+    def _concerns(self, data: bytes, family: _Family) -> bool:
+        try:
+            record = msgspec.json.decode(data, type=_Record)
+            if isinstance(record.body, str):  # a kept API answer (a link's answer names the address)
+                answer = base64.b64decode(record.body)
+                return any(i.encode() in answer for i in [*family.ids, *family.conversations])
+        except (msgspec.MsgspecError, binascii.Error):
+            log.warning("customers.erase_record_unreadable")
+            return False
+        if record.customer_id in family.ids:
+            return True
+        parsed = subjects.parse_conversation_subject(record.subject)
+        if parsed is not None:
+            return parsed[0] in family.ids
+        if record.stream == subjects.INBOUND_STREAM and record.data:
+            try:
+                return self._inbound_match(msgspec.json.decode(record.data, type=_Inbound), family)
+            except msgspec.MsgspecError:
+                return False
+        return False
+
+    # -- 6. open conversations --------------------------------------------------------------
+
+    async def _resolve_open(self, family: _Family, actor: str) -> int:
+        store = self.customers.store
+        resolved = 0
+        for conversation_id, owner in sorted(family.open_conversations.items()):
+            subject = subjects.conversation(owner, conversation_id)
+            event = ConversationResolved(
+                at=self.customers.clock(), customer_id=owner, conversation_id=conversation_id, actor=actor
+            )
+            for _ in range(CONFLICT_RETRIES):
+                try:
+                    await store.append(Append(event, expected=await store.last_subject_seq(subject)))
+                except ConcurrencyError:
+                    continue
+                resolved += 1
+                break
+            else:
+                log.warning("customers.erase_conversation_left_open", conversation_id=conversation_id)
+        return resolved
+
+    # -- 8. the fact --------------------------------------------------------------------------
+
+    async def _record(self, survivor: str, ids: list[str], reason: str, actor: str) -> int | None:
+        merged = tuple(i for i in ids if i != survivor)
+        for _ in range(CONFLICT_RETRIES):
+            facts = await self.customers.facts(survivor)
+            if facts.erased:
+                return None
+            event = CustomerErased(
+                at=self.customers.clock(), customer_id=survivor, reason=reason, actor=actor, merged_ids=merged
+            )
+            try:
+                return await self.customers._append(event, facts.last_seq)
+            except ConcurrencyError:
+                continue
+        raise CustomerError(409, "the customer kept changing; run the erasure again")

@@ -1,0 +1,104 @@
+"""``rd_identity`` keys are HMACs of identities (no address in clear on disk); lookups, links
+and merges work on them; keys written by earlier versions (the address itself) move over."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig
+
+from events import subjects
+from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    "identity",
+    ["phone:+15551234567", "email:Ann.O+news@Example.com", "chat:user:ann-42", "social:PSID_1", "email:é@x.fr"],
+)
+def test_a_legacy_key_gives_back_its_identity(identity: str) -> None:
+    assert legacy_identity(kv_key(identity)) == identity
+
+
+def test_hashed_keys_and_markers_are_not_legacy_keys() -> None:
+    assert legacy_identity(hashed_key(b"k" * 32, "phone:+15551234567")) is None
+    assert legacy_identity("_merged.cu_1") is None
+    assert hashed_key(b"a" * 32, "phone:+1") != hashed_key(b"b" * 32, "phone:+1")  # keyed
+
+
+async def stream_subjects(nc: NATS, uid: str, bucket: str = subjects.IDENTITY_BUCKET) -> list[str]:
+    info = await nc.jetstream().stream_info(f"KV_{bucket}", subjects_filter=">")
+    keys = [s.removeprefix(f"$KV.{bucket}.") for s in (info.state.subjects or {})]
+    return [k for k in keys if uid[:7] in k]
+
+
+async def directory(nc: NATS) -> IdentityDirectory:
+    return IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+
+
+async def test_an_identity_is_stored_under_its_hmac_and_found_again(nc: NATS, uid: str) -> None:
+    d = await directory(nc)
+    identity = f"email:ann-{uid}@example.com"
+    customer_id, created = await d.resolve(identity)
+    assert created and (await d.resolve(identity)) == (customer_id, False)
+    assert await d.lookup(identity) == customer_id
+    key = await d.key(identity)
+    assert key.startswith(HASHED_PREFIX) and uid not in key
+    assert (await d.kv.get(key)).value == customer_id.encode()
+    assert await stream_subjects(nc, uid) == []  # the address is in no subject
+    # claim and link work on the same keys
+    assert await d.claim(identity, "cu_someone_else") == customer_id
+    await d.link(identity, "cu_survivor")
+    assert await d.lookup(identity) == "cu_survivor"
+    # another directory (another process) derives the same keys from the system key
+    assert await (await directory(nc)).lookup(identity) == "cu_survivor"
+    assert await d.forget(identity) and await d.lookup(identity) is None
+
+
+async def test_a_legacy_key_moves_to_its_hmac_on_lookup_and_the_command_clears_the_rest(nc: NATS, uid: str) -> None:
+    js = nc.jetstream()
+    bucket = f"rd_identity_old_{uid}"
+    kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    looked_up, untouched = f"phone:+1555{uid[:7]}", f"email:old-{uid}@example.com"
+    for identity, owner in ((looked_up, "cu_old_1"), (untouched, "cu_old_2"), (f"chat:visitor-{uid}", "cu_old_3")):
+        await kv.put(kv_key(identity), owner.encode())  # as an earlier Relaydesk wrote it
+    assert len(await stream_subjects(nc, uid, bucket)) == 3  # their keys hold the addresses
+    d = IdentityDirectory(kv, bucket=bucket)
+    assert await d.lookup(looked_up) == "cu_old_1"
+    assert await d.claim(untouched, "cu_new") == "cu_old_2"  # claim migrates before it creates
+    assert await d.lookup(untouched) == "cu_old_2"
+    assert len(await stream_subjects(nc, uid, bucket)) == 3  # moved, but their purge markers are left
+
+    assert await d.migrate_all() == 1
+    assert await d.lookup(f"chat:visitor-{uid}") == "cu_old_3"
+    assert await stream_subjects(nc, uid, bucket) == []  # no legacy key nor its purge marker is left
+    assert await d.migrate_all() == 0
+    # From now on the bucket says it has no legacy key: a new directory skips looking for one.
+    await kv.put(kv_key(f"email:late-{uid}@example.com"), b"cu_late")
+    assert await IdentityDirectory(kv, bucket=bucket).lookup(f"email:late-{uid}@example.com") is None
+    await js.delete_key_value(bucket)
+
+
+def test_a_fresh_bucket_needs_no_legacy_lookups() -> None:
+    assert legacy_identity(HASHED_ONLY_KEY) is None
+
+
+async def test_compacting_rewrites_the_bucket_and_keeps_every_current_entry(nc: NATS, uid: str) -> None:
+    js = nc.jetstream()
+    bucket = f"rd_identity_{uid}"
+    d = IdentityDirectory(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), bucket=bucket)
+    kept, _ = await d.resolve(f"email:kept-{uid}@example.com")
+    gone, _ = await d.resolve(f"email:gone-{uid}@example.com")
+    await d.forget(f"email:gone-{uid}@example.com")
+    await d.mark_merged(gone, kept)
+    await d.kv.put(kv_key(f"email:legacy-{uid}@example.com"), b"cu_legacy")
+    assert await d.migrate_all() == 1
+    assert await d.compact() == 4  # with the "no legacy key" marker
+    assert await d.lookup(f"email:kept-{uid}@example.com") == kept
+    assert await d.lookup(f"email:legacy-{uid}@example.com") == "cu_legacy"
+    assert await d.lookup(f"email:gone-{uid}@example.com") is None
+    assert await d.merged_into(gone) == kept
+    info = await js.stream_info(f"KV_{bucket}")
+    assert info.state.messages == 4  # no purge marker, no removed value left in the new files
+    await js.delete_key_value(bucket)
