@@ -83,7 +83,8 @@ class Inbound(ChatPart):
         self.metrics.inc("received")
         [item] = await self.publisher.publish([message])
         self.metrics.inc("duplicates" if item.duplicate else "published")
-        self.log.info(
+        # Per message: debug (the counters carry the totals), as in every connector.
+        self.log.debug(
             "inbound.duplicate" if item.duplicate else "inbound.published",
             path=path,
             provider_message_id=message.provider_message_id,

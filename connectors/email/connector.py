@@ -195,7 +195,8 @@ class EmailConnector(Connector):
         self.metrics.inc("received")
         [item] = await self.publisher.publish([parsed.message])
         self.metrics.inc("duplicates" if item.duplicate else "published")
-        log.info(
+        # Per message: debug (the counters carry the totals), as in every connector.
+        log.debug(
             "inbound.duplicate" if item.duplicate else "inbound.published",
             source=source,
             # Message-IDs often embed an address or a host name: a fingerprint correlates as well.

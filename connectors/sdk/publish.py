@@ -73,7 +73,14 @@ class InboundPublisher:
             raise Unavailable("event bus connection is closed")
         try:
             async with asyncio.timeout(self.ack_timeout + 0.5):
-                results = await asyncio.gather(*(self.publish_one(m) for m in messages), return_exceptions=True)
+                if len(messages) == 1:  # the usual webhook: no task, no gather
+                    results: list[Published | BaseException] = []
+                    try:
+                        results.append(await self.publish_one(messages[0]))
+                    except (TimeoutError, NatsError, OSError) as err:
+                        results.append(err)
+                else:
+                    results = await asyncio.gather(*(self.publish_one(m) for m in messages), return_exceptions=True)
         except TimeoutError as err:
             raise Unavailable("event bus did not acknowledge in time") from err
         out: list[Published] = []

@@ -2,8 +2,9 @@
 
 Inbound: ``POST /twilio/sms`` (Twilio's form-encoded webhook, checked against
 ``X-Twilio-Signature``), answered with empty TwiML once JetStream acknowledged the message.
-Status callbacks on ``POST /twilio/status`` are verified and logged. Outbound: replies on
-``rd.out.sms`` go through ``POST {api_base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``.
+Status callbacks on ``POST /twilio/status`` are verified and logged (failures as warnings,
+the rest at debug). Outbound: replies on ``rd.out.sms`` go through
+``POST {api_base_url}/2010-04-01/Accounts/{account_sid}/Messages.json``.
 
 Settings (``[connectors.sms]``; ``RELAYDESK_TWILIO_AUTH_TOKEN`` sets ``auth_token``)::
 
@@ -47,8 +48,10 @@ from . import signature
 log = structlog.get_logger("relaydesk.connector.sms")
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_TWIML_EMPTY_BYTES = TWIML_EMPTY.encode()
 _SID = re.compile(r"^[A-Za-z]{2}[A-Za-z0-9]{1,62}$")
 MAX_MEDIA = 10
+_FAILED_STATUSES = frozenset({"failed", "undelivered"})
 # Form fields kept as metadata (no location fields: they describe the customer).
 _METADATA = {
     "AccountSid": "account_sid",
@@ -166,7 +169,7 @@ class TwilioSmsConnector(Connector):
         ]
 
     def accepted(self, request: ProviderRequest, messages: Sequence[InboundMessage]) -> web.StreamResponse:
-        return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
+        return web.Response(body=_TWIML_EMPTY_BYTES, content_type="text/xml", charset="utf-8")
 
     async def on_status(self, request: ProviderRequest) -> web.StreamResponse:
         """Delivery status callback: verified (by the SDK), logged, answered 200."""
@@ -174,12 +177,10 @@ class TwilioSmsConnector(Connector):
         sid = form.get("MessageSid", "")
         if not sid:
             raise Malformed("MessageSid is missing")
-        log.info(
-            "sms.status",
-            provider_message_id=sid,
-            status=form.get("MessageStatus") or form.get("SmsStatus") or "",
-            error_code=form.get("ErrorCode") or None,
-        )
+        status = form.get("MessageStatus") or form.get("SmsStatus") or ""
+        # Several callbacks per reply (queued, sent, delivered): debug, unless the reply failed.
+        report = log.warning if status in _FAILED_STATUSES else log.debug
+        report("sms.status", provider_message_id=sid, status=status, error_code=form.get("ErrorCode") or None)
         return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
 
     # -- outbound -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ carry ``bodySHA256=<hex>`` in the URL and the signature covers the URL alone.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 HMAC_SHA1 = "HMAC_SHA1"
 HMAC_SHA256 = "HMAC_SHA256"
 _DIGESTS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
+_DIGEST_NAMES = {HMAC_SHA1: "sha1", HMAC_SHA256: "sha256"}
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 Params = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -26,49 +28,56 @@ Params = Mapping[str, str] | Iterable[tuple[str, str]]
 
 def _pairs(params: Params) -> list[tuple[str, str]]:
     if isinstance(params, Mapping):
-        getall = getattr(params, "getall", None)
-        if getall is not None:  # a MultiDict: every value of every name
-            return [(name, value) for name in set(params) for value in getall(name)]
+        # A MultiDict's items() yields every value of every name; a dict's, its one value.
         return list(params.items())
     return list(params)
 
 
+def _params_part(params: Params) -> str:
+    """The parameters' share of the signed string: each distinct (name, value) pair, sorted
+    by name then value, as name + value."""
+    return "".join([name + value for name, value in sorted(set(_pairs(params)))])
+
+
 def signing_string(url: str, params: Params) -> str:
-    values: dict[str, set[str]] = {}
-    for name, value in _pairs(params):
-        values.setdefault(name, set()).add(value)
-    parts = [url]
-    for name in sorted(values):
-        for value in sorted(values[name]):
-            parts.append(name + value)
-    return "".join(parts)
+    return url + _params_part(params)
+
+
+def _mac(token: str, message: str, algorithm: str) -> str:
+    digest = _DIGEST_NAMES.get(algorithm.upper())
+    if digest is None:
+        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
+    # hmac.digest: OpenSSL's one-shot HMAC, without the Python HMAC object (a webhook's hot path).
+    mac = hmac.digest(token.encode("utf-8"), message.encode("utf-8"), digest)
+    return base64.b64encode(mac).decode("ascii")
 
 
 def compute(token: str, url: str, params: Params = (), algorithm: str = HMAC_SHA1) -> str:
-    digest = _DIGESTS.get(algorithm.upper())
-    if digest is None:
-        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
-    mac = hmac.new(token.encode("utf-8"), signing_string(url, params).encode("utf-8"), digest)
-    return base64.b64encode(mac.digest()).decode("ascii")
+    return _mac(token, signing_string(url, params), algorithm)
 
 
 def url_variants(url: str) -> list[str]:
     """``url`` as given, plus the same URL with the default port removed (when present)
     or added (when absent)."""
+    return list(_url_variants(url))
+
+
+@functools.lru_cache(maxsize=256)  # a connector is called on a handful of URLs, over and over
+def _url_variants(url: str) -> tuple[str, ...]:
     out = [url]
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return out
+        return tuple(out)
     default = _DEFAULT_PORTS.get(parts.scheme.lower())
     if default is None:
-        return out
+        return tuple(out)
     if port is None:
         out.append(urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")))
     elif port == default:
         out.append(urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])))
-    return out
+    return tuple(out)
 
 
 def algorithm_of(settings_header: str | None) -> str:
@@ -82,6 +91,8 @@ def algorithm_of(settings_header: str | None) -> str:
 
 def body_hash_ok(url: str, body: bytes) -> bool | None:
     """None when the URL has no ``bodySHA256``; else whether it matches the body."""
+    if "?" not in url:  # the usual webhook URL: no query to parse
+        return None
     query = parse_qs(urlsplit(url).query)
     expected = query.get("bodySHA256")
     if not expected:
@@ -95,7 +106,8 @@ def valid(token: str, url: str, params: Params, signature: str, algorithm: str =
     if not token or not signature or algorithm.upper() not in _DIGESTS:
         return False
     given = signature.strip().encode("ascii", "replace")
+    tail = _params_part(params)  # the same for every URL variant
     ok = False
     for variant in url_variants(url):
-        ok |= hmac.compare_digest(compute(token, variant, params, algorithm).encode("ascii"), given)
+        ok |= hmac.compare_digest(_mac(token, variant + tail, algorithm).encode("ascii"), given)
     return ok
