@@ -60,15 +60,48 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
         if known is not None:
             known.subject_seq = seq
         return state
-    conversation = _conversation_for(state, subject, create=isinstance(event, ConversationOpened | RoutingRequested))
+    kind = type(event)
+    conversation = _conversation_for(state, subject, create=kind in _CREATING)
     if conversation is not None:
         conversation.subject_seq = seq
-    _apply(state, conversation, event)
+    if kind in _APPLIED:
+        _apply(state, conversation, event)
     if conversation is not None:
         conversation_id = subject.rsplit(".", 1)[1]
         index.touched(state, conversation_id, conversation)
-    index.tidy_timers(state)
+    if kind in _TIMED:
+        index.tidy_timers(state)
     return state
+
+
+# Events that open a conversation's view; events ``_apply`` interprets (the rest, such as
+# messages, replies and deliveries, only move their subject's sequence); and events that can
+# make a timer entry stale (change a conversation's status or queue entry, or drop it), after
+# which the timer heaps are tidied (otherwise their tops are still live: nothing to pop).
+_CREATING: frozenset[type] = frozenset({ConversationOpened, RoutingRequested})
+_TIMED: frozenset[type] = frozenset(
+    {
+        RoutingRequested,
+        AgentOffered,
+        ConversationAssigned,
+        OfferAccepted,
+        OfferDeclined,
+        OfferExpired,
+        EscalationStepReached,
+        ConversationTransferred,
+        ConversationEscalated,
+        ConversationReleased,
+        ConversationResolved,
+        CustomerProfileUpdated,
+        CustomersMerged,
+    }
+)
+_APPLIED: frozenset[type] = _TIMED | {
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    CustomerCreated,
+    ConversationOpened,
+}
 
 
 def _conversation_for(state: RouterState, subject: str, *, create: bool) -> ConversationView | None:
@@ -344,11 +377,11 @@ def _take(state: RouterState, conversation_id: str, conv: ConversationView, agen
         index.leave_queue(state, conversation_id, conv)
     _drop_holder(state, conversation_id, conv)
     agent = _agent(state, agent_id)
-    index.agent_leaving(state, agent_id, agent)
+    before = index.load_changing(agent)
     agent.load[conv.channel] = agent.load.get(conv.channel, 0) + 1
     agent.holding.add(conversation_id)
     agent.last_work_at = at
-    index.agent_changed(state, agent_id, agent)
+    index.load_changed(state, agent_id, agent, before)
     conv.agent_id = agent_id
 
 
@@ -358,14 +391,14 @@ def _drop_holder(state: RouterState, conversation_id: str, conv: ConversationVie
         return
     agent = state.agents.get(conv.agent_id)
     if agent is not None and conversation_id in agent.holding:
-        index.agent_leaving(state, conv.agent_id, agent)
+        before = index.load_changing(agent)
         agent.holding.discard(conversation_id)
         left = agent.load.get(conv.channel, 0) - 1
         if left > 0:
             agent.load[conv.channel] = left
         else:
             agent.load.pop(conv.channel, None)
-        index.agent_changed(state, conv.agent_id, agent)
+        index.load_changed(state, conv.agent_id, agent, before)
     state.release_pending.discard(conversation_id)
     conv.agent_id = None
     conv.offer_expires_at = None

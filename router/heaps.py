@@ -44,3 +44,26 @@ def compact(heap: list[T], valid: Callable[[T], bool], live: int) -> None:
         heapq.heapify(heap)
     else:
         prune(heap, valid)
+
+
+def in_true_order(heap: list[T], current: Callable[[T], T | None]) -> Iterator[T]:
+    """The live entries of a heap whose entries may rank too well, in their true order.
+
+    ``current(entry)`` gives the entry as it ranks now, or None when it is stale. It must
+    never rank an entry better than the entry is stored (``current(e) >= e``): an entry that
+    only got worse may then stay where it is, and this walk sets it aside until nothing
+    stored ahead of it can come first. Visiting k entries costs O(k log k), as ``in_order``.
+    """
+    aside: list[T] = []
+    for entry in in_order(heap):
+        now = current(entry)
+        if now is None:
+            continue
+        while aside and aside[0] <= entry:
+            yield heapq.heappop(aside)
+        if now == entry:
+            yield entry
+        else:
+            heapq.heappush(aside, now)
+    while aside:
+        yield heapq.heappop(aside)

@@ -13,16 +13,32 @@ Two sides, both maintained by the fold through the hooks below:
 
 Entries are removed lazily (see ``router.heaps``). Each hook also marks what decide has to
 look at again in ``state.pending``.
+
+An event costs what it changes, not the agent's skills x languages: a load change never
+touches ``capable`` (who is on shift does not depend on load); taking work leaves the agent's
+entries in place (they may rank it better than it now ranks; readers re-rank what they visit,
+``heaps.in_true_order``) and only the channels it has no room left on lose it from their live
+counts; handing work back files it again on the channels it has room on (its place moved
+up). Queues are looked at again on a roster change only where a tier ceiling may have risen
+(the last agent on shift under some key left). Stale entries stay within twice the live
+ones plus a constant per heap. ``tests/unit/router/test_index_rebuild.py`` checks the result
+against indexes rebuilt from the facts after random histories.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import msgspec
 
 from router import heaps
+from router.index_keys import MAX_LEVEL as MAX_LEVEL
+from router.index_keys import ChannelKeys, capable_channels, free_channels, keys_by_channel, lookup_key, queue_group
+from router.index_keys import agent_key as agent_key
+from router.index_keys import agent_lookup_keys as agent_lookup_keys
+from router.index_keys import agent_lookups as agent_lookups
 from router.state import (
     ANY,
     RELAXED,
@@ -34,56 +50,7 @@ from router.state import (
     RouterState,
 )
 
-MAX_LEVEL = 5
 _key_encoder = msgspec.json.Encoder()
-
-
-# --- keys ----------------------------------------------------------------------------
-
-
-def agent_key(channel: str, skill: str, language: str, tier: int, level: int) -> str:
-    return f"{channel}|{skill}|{language}|{tier}|{level}"
-
-
-def lookup_key(channel: str, skill: str, language: str) -> str:
-    return f"{channel}|{skill}|{language}"
-
-
-def _agent_skills(agent: AgentView) -> list[tuple[str, int]]:
-    skills = [(name, min(level, MAX_LEVEL)) for name, level in agent.profile.skills.items() if level > 0]
-    skills.append((ANY, 0))
-    return skills
-
-
-def _agent_keys(agent: AgentView, channels: Iterable[str]) -> list[str]:
-    return [key for key, _ in _agent_keys_with_language_level(agent, channels)]
-
-
-def _agent_keys_with_language_level(agent: AgentView, channels: Iterable[str]) -> list[tuple[str, int]]:
-    """Index keys with the agent's level in the key's language (0 under '*', any language)."""
-    skills = _agent_skills(agent)
-    languages = [*agent.profile.languages.items(), (ANY, 0)]
-    tier = agent.profile.tier
-    return [
-        (agent_key(channel, skill, language, tier, level), language_level)
-        for channel in channels
-        for skill, level in skills
-        for language, language_level in languages
-    ]
-
-
-def agent_lookup_keys(agent: AgentView, channel: str) -> list[str]:
-    """The queue lookup keys under which work this agent might take is filed."""
-    languages = [*agent.profile.languages, ANY, RELAXED]
-    return [lookup_key(channel, skill, language) for skill, _ in _agent_skills(agent) for language in languages]
-
-
-def _capable_channels(agent: AgentView) -> list[str]:
-    return [channel for channel, slots in agent.profile.capacity.items() if slots > 0]
-
-
-def _free_channels(agent: AgentView) -> list[str]:
-    return [channel for channel in agent.profile.capacity if agent.free_on(channel) > 0]
 
 
 def signature(state: RouterState, conv: ConversationView) -> QueueSignature:
@@ -117,70 +84,195 @@ def _queue_lookups(sig: QueueSignature) -> list[str]:
 # --- agents --------------------------------------------------------------------------
 
 
-def agent_valid(state: RouterState, entry: AgentEntry) -> bool:
+def agent_valid(state: RouterState, entry: AgentEntry, channel: str) -> bool:
+    """Whether a free-agent entry filed under ``channel`` still stands for a free agent.
+
+    An entry may rank its agent better than it now ranks (see ``load_changed``): read the
+    heaps through ``current_entry`` / ``heaps.in_true_order``, not by the stored order alone."""
     agent = state.agents.get(entry[3])
-    return agent is not None and agent.version == entry[4]
+    return agent is not None and agent.version == entry[4] and agent.free_on(channel) > 0
+
+
+def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentEntry | None:
+    """The entry as the agent ranks now (occupancy, last work), or None when it is stale."""
+    agent = state.agents.get(entry[3])
+    if agent is None or agent.version != entry[4] or agent.free_on(channel) <= 0:
+        return None
+    occupancy, last = rank_now(agent)
+    if occupancy == entry[1] and last == entry[2]:
+        return entry
+    return (entry[0], occupancy, last, entry[3], entry[4])
+
+
+def rank_now(agent: AgentView) -> tuple[float, float]:
+    """The agent's changing part of its place in a free-agent heap: occupancy, then last work."""
+    return agent.occupancy(), agent.last_work_at.timestamp() if agent.last_work_at else 0.0
+
+
+class LoadMark(NamedTuple):
+    """What ``load_changed`` compares against: taken by ``load_changing`` before the change."""
+
+    free: tuple[str, ...]
+    rank: tuple[float, float]
+
+
+def load_changing(agent: AgentView) -> LoadMark:
+    """Call before an agent's load (or last work) changes; pass the mark to ``load_changed``."""
+    return LoadMark(tuple(free_channels(agent)), rank_now(agent))
+
+
+def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: LoadMark) -> None:
+    """An agent's load changed (work taken or handed back); its profile and status did not.
+
+    Touches only what changed. Who is on shift (``capable``) does not depend on load, so it is
+    left alone. When the agent took work its place in every heap got worse (more occupied,
+    worked more recently), and its entries stay where they are: they rank it no better than
+    it ranks, and readers re-rank what they visit (``heaps.in_true_order``); only the channels
+    it no longer has room on lose it from their live counts. When its place got better (work
+    handed back), its entries must move up: it is filed again on the channels it has room on.
+    """
+    if agent.status != "available":
+        return  # not filed anywhere (its entries went stale when it stopped being available)
+    free = tuple(free_channels(agent))
+    keys = keys_by_channel(state, agent_id, agent)
+    if set(free) <= set(before.free) and rank_now(agent) >= before.rank:
+        for channel in before.free:
+            if channel not in free:
+                for key, _ in keys.get(channel, ()):
+                    _free_gone(state, key, channel)
+    else:
+        agent.version += 1
+        for channel in before.free:
+            if channel not in free:
+                for key, _ in keys.get(channel, ()):
+                    _free_gone(state, key, channel)
+        _file_free(state, agent_id, agent, free, keys, counted=before.free)
+    if free:
+        state.pending.agents.add(agent_id)
+
+
+def _free_gone(state: RouterState, key: str, channel: str) -> None:
+    """One agent less with room under ``key``: its entry there is stale (dropped lazily, but
+    a heap never holds more than twice its live entries plus a constant)."""
+    live = state.free_live.get(key, 0) - 1
+    if live > 0:
+        state.free_live[key] = live
+        heap = state.free_agents.get(key)
+        if heap is not None and len(heap) > 2 * live + 64:
+            heaps.compact(heap, lambda e: agent_valid(state, e, channel), live)
+    else:
+        state.free_live.pop(key, None)
+        state.free_agents.pop(key, None)
+
+
+def _file_free(
+    state: RouterState,
+    agent_id: str,
+    agent: AgentView,
+    free: Iterable[str],
+    keys: ChannelKeys,
+    *,
+    counted: tuple[str, ...] = (),
+) -> None:
+    """Push the agent's entries (current version and rank) under every key of the channels it
+    has room on; ``counted``: channels whose live counts already include it (they stay)."""
+    occupancy, last = rank_now(agent)
+    entries: dict[int, AgentEntry] = {}
+    for channel in free:
+
+        def valid(e: AgentEntry, channel: str = channel) -> bool:
+            return agent_valid(state, e, channel)
+
+        for key, language_level in keys.get(channel, ()):
+            entry = entries.get(language_level)
+            if entry is None:
+                entry = entries[language_level] = (-language_level, occupancy, last, agent_id, agent.version)
+            heap = state.free_agents.get(key)
+            if heap is None:
+                heap = state.free_agents[key] = []
+            live = state.free_live.get(key, 0)
+            if channel not in counted:
+                live += 1
+                state.free_live[key] = live
+            heapq.heappush(heap, entry)
+            if heap[0] is not entry or len(heap) > 2 * live + 64:
+                heaps.compact(heap, valid, live)  # (a top just pushed is live: nothing to prune)
 
 
 def agent_leaving(state: RouterState, agent_id: str, agent: AgentView) -> None:
-    """Call before an agent's profile, status or load changes: withdraws its index entries."""
+    """Call before an agent's profile or status changes: withdraws its index entries."""
     agent.version += 1
     if agent.status != "available":
         return
-    for key in _agent_keys(agent, _capable_channels(agent)):
-        left = state.capable.get(key, 0) - 1
-        if left > 0:
-            state.capable[key] = left
-        else:
-            state.capable.pop(key, None)
-    for key in _agent_keys(agent, _free_channels(agent)):
-        live = state.free_live.get(key, 0) - 1
-        heap = state.free_agents.get(key)
-        if live > 0 and heap is not None:
-            state.free_live[key] = live
-            heaps.prune(heap, lambda e: agent_valid(state, e))
-        else:
-            state.free_live.pop(key, None)
-            state.free_agents.pop(key, None)
+    keys = keys_by_channel(state, agent_id, agent)
+    for channel in capable_channels(agent):
+        for key, _ in keys.get(channel, ()):
+            left = state.capable.get(key, 0) - 1
+            if left > 0:
+                state.capable[key] = left
+            else:
+                state.capable.pop(key, None)
+                _nobody_capable(state, key)
+                _roster_moved(state)
+    for channel in free_channels(agent):
+        for key, _ in keys.get(channel, ()):
+            _free_gone(state, key, channel)
 
 
 def agent_changed(state: RouterState, agent_id: str, agent: AgentView, *, roster: bool = False) -> None:
-    """Call after an agent's profile, status or load changed: files it again.
+    """Call after an agent's profile or status changed: files it again.
 
-    ``roster``: its status or profile changed, so who is on shift changed, which moves the
-    tier ceiling of the queues it could serve: those queues are looked at again.
+    ``roster``: its status or profile changed, so who is on shift changed. A queue's tier
+    ceiling rises only when the last agent on shift of some tier who could do its work leaves
+    (``agent_leaving`` marks those queues) or when a higher tier appears (marked here); an
+    agent coming on shift can only lower ceilings, and the work it can take itself is found
+    by looking at the agent (marked below when it has room).
     """
-    state.max_agent_tier = max(state.max_agent_tier, agent.profile.tier)
-    if roster:
-        _mark_queues_for(state, agent)
+    if agent.profile.tier > state.max_agent_tier:
+        state.max_agent_tier = agent.profile.tier
+        if roster:
+            _mark_queues_for(state, agent)
     if agent.status != "available":
         return
-    for key in _agent_keys(agent, _capable_channels(agent)):
-        state.capable[key] = state.capable.get(key, 0) + 1
-    free = _free_channels(agent)
+    keys = keys_by_channel(state, agent_id, agent)
+    for channel in capable_channels(agent):
+        for key, _ in keys.get(channel, ()):
+            count = state.capable.get(key, 0) + 1
+            state.capable[key] = count
+            if count == 1:
+                _roster_moved(state)
+    free = free_channels(agent)
     if not free:
         return
-    occupancy = agent.occupancy()
-    last = agent.last_work_at.timestamp() if agent.last_work_at else 0.0
-    entries: dict[int, AgentEntry] = {}
-    for key, language_level in _agent_keys_with_language_level(agent, free):
-        entry = entries.get(language_level)
-        if entry is None:
-            entry = entries[language_level] = (-language_level, occupancy, last, agent_id, agent.version)
-        heap = state.free_agents.setdefault(key, [])
-        live = state.free_live.get(key, 0) + 1
-        state.free_live[key] = live
-        heapq.heappush(heap, entry)
-        heaps.compact(heap, lambda e: agent_valid(state, e), live)
+    _file_free(state, agent_id, agent, free, keys)
     state.pending.agents.add(agent_id)
+
+
+def roster_generation(state: RouterState) -> int:
+    """Changes whenever some index key gains its first or loses its last agent on shift (what
+    tier ceilings depend on). A cache key, not a fact: a loaded state starts again at 0."""
+    generation: int = state.__dict__.get("_roster_generation", 0)
+    return generation
+
+
+def _roster_moved(state: RouterState) -> None:
+    state.__dict__["_roster_generation"] = roster_generation(state) + 1
+
+
+def _nobody_capable(state: RouterState, key: str) -> None:
+    """Nobody on shift is left under ``key``: the tier ceiling of queues looking there may rise."""
+    channel, skill, language, _ = key.split("|", 3)
+    marks = state.pending.queues
+    for lookup in (lookup_key(channel, skill, language), lookup_key(channel, skill, RELAXED)):
+        for found in state.queue_lookup.get(lookup, {}).values():
+            marks.update(found)
 
 
 def _mark_queues_for(state: RouterState, agent: AgentView) -> None:
     marks = state.pending.queues
     for channel in agent.profile.capacity:
         for key in agent_lookup_keys(agent, channel):
-            found = state.queue_lookup.get(key)
-            if found:
+            for found in state.queue_lookup.get(key, {}).values():
                 marks.update(found)
 
 
@@ -235,8 +327,9 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
         queue = state.queues[key] = []
         state.queue_signatures[key] = sig
         state.queue_sizes[key] = 0
+        group = queue_group(sig)
         for lookup in _queue_lookups(sig):
-            state.queue_lookup.setdefault(lookup, set()).add(key)
+            state.queue_lookup.setdefault(lookup, {}).setdefault(group, set()).add(key)
     due = conv.requirements.sla_due
     heapq.heappush(queue, (due.timestamp(), conversation_id, conv.enqueued) if due is not None else entry)
     state.queue_sizes[key] += 1
@@ -274,12 +367,16 @@ def _drop_queue(state: RouterState, key: str) -> None:
     state.queues.pop(key, None)
     state.queue_sizes.pop(key, None)
     state.pending.queues.discard(key)
+    group = queue_group(sig)
     for lookup in _queue_lookups(sig):
-        found = state.queue_lookup.get(lookup)
-        if found is not None:
+        groups = state.queue_lookup.get(lookup)
+        found = groups.get(group) if groups is not None else None
+        if groups is not None and found is not None:
             found.discard(key)
             if not found:
-                del state.queue_lookup[lookup]
+                del groups[group]
+                if not groups:
+                    del state.queue_lookup[lookup]
 
 
 def requeue(state: RouterState, conversation_id: str, conv: ConversationView) -> None:

@@ -10,16 +10,23 @@ SLA due time, then waiting since, then id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 from events.model import AgentOffered, ConversationAssigned, DecisionReason, LogEvent
 from router import effective as eff_
 from router.effective import Effective
-from router.heaps import in_order
-from router.index import MAX_LEVEL, agent_key, agent_lookup_keys, conversation_valid
+from router.heaps import in_order, in_true_order
+from router.index import (
+    MAX_LEVEL,
+    agent_key,
+    agent_lookups,
+    conversation_valid,
+    current_entry,
+    roster_generation,
+)
 from router.policy import RouterPolicy
 from router.state import ANY, AgentEntry, AgentView, ConversationView, QueueSignature, RouterState
 
@@ -36,6 +43,17 @@ EXCLUDING_DEPTH = 256
 EXCLUDED_FAILURES = 32
 
 Rank = tuple[int, float, float, str]
+
+
+class QueueHead(NamedTuple):
+    """Per queue, under one policy: its effective requirements, unpacked for the hot loop."""
+
+    eff: Effective
+    min_tier: int
+    skills: tuple[tuple[str, int], ...]
+    languages: tuple[str, ...] | None
+    base_priority: int  # requirement priority plus tier, flag and public boosts
+    explicit_sla: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +93,18 @@ class Round:
             or (cache[0] is not self.policy and cache[0] != self.policy)
             or len(cache[1]) > 4 * len(self.state.queues) + 1024
         ):
-            cache = (self.policy, {})
+            cache = (self.policy, {}, {})
             self.state.__dict__["_effective"] = cache
-        self._effective = cast(dict[str, Effective], cache[1])
+        self.effectives = cast(dict[str, Effective], cache[1])
+        self.heads = cast(dict[str, QueueHead], cache[2])
+        # Tier ceilings depend on the policy and on which index keys have someone on shift:
+        # kept across rounds until one of those changes (``index.roster_generation``).
+        roster = (roster_generation(self.state), self.state.max_agent_tier)
+        kept = self.state.__dict__.get("_ceilings")
+        if kept is None or kept[0] is not self.effectives or kept[1] != roster:
+            kept = (self.effectives, roster, {})
+            self.state.__dict__["_ceilings"] = kept
+        self.ceilings = cast(dict[str, int], kept[2])
 
     # -- bookkeeping ----------------------------------------------------------------
 
@@ -92,9 +119,20 @@ class Round:
         return free
 
     def queue_effective(self, key: str) -> Effective:
-        found = self._effective.get(key)
+        found = self.effectives.get(key)
         if found is None:
-            found = self._effective[key] = eff_.effective(self.state.queue_signatures[key], self.policy)
+            found = self.effectives[key] = eff_.effective(self.state.queue_signatures[key], self.policy)
+        return found
+
+    def queue_head(self, key: str) -> QueueHead:
+        """What ranking a queue's head needs besides the head (cached like ``queue_effective``)."""
+        found = self.heads.get(key)
+        if found is None:
+            eff = self.queue_effective(key)
+            sig = self.state.queue_signatures[key]
+            found = self.heads[key] = QueueHead(
+                eff, eff.min_tier, tuple(eff.skills.items()), eff.languages, sig.priority + eff.boost, sig.explicit_sla
+            )
         return found
 
     def ceiling(self, key: str, eff: Effective) -> int:
@@ -104,9 +142,15 @@ class Round:
         return found
 
     def rank(self, conv: ConversationView, sig: QueueSignature, eff: Effective, conversation_id: str) -> Rank:
-        prio = eff_.priority(conv, sig, eff, self.now_ts, self.policy.aging_seconds)
-        since = conv.waiting_since.timestamp() if conv.waiting_since else 0.0
-        return (-prio, eff_.sla_due(conv, eff), since, conversation_id)
+        # eff_.priority and eff_.sla_due, inlined: this runs for every queue an agent may serve.
+        waiting_since = conv.waiting_since
+        since = waiting_since.timestamp() if waiting_since is not None else 0.0
+        aging = self.policy.aging_seconds
+        prio = sig.priority + eff.boost
+        if waiting_since is not None and aging > 0:
+            prio += int(max(0.0, self.now_ts - since) // aging)
+        due = conv.requirements.sla_due
+        return (-prio, due.timestamp() if due is not None else since + eff.sla_seconds, since, conversation_id)
 
     def emit(self, event: LogEvent, expected: int | None, conversation_id: str | None = None) -> None:
         self.decisions.append(Decision(event=event, expected=expected))
@@ -191,14 +235,10 @@ def _search_bucket(
         heap = free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level))
         if not heap:
             continue
-        looked = 0
-        for entry in in_order(heap):
-            agent = _live(rnd.state, entry)
-            if agent is None:
-                continue  # stale
+        for looked, entry in enumerate(_free_in_order(rnd.state, heap, eff.channel), start=1):
+            agent = rnd.state.agents[entry[3]]
             if _eligible(rnd, entry[3], agent, eff, conv):
                 return entry[3], agent, level
-            looked += 1
             if looked >= SEARCH_DEPTH:
                 return _exhaustive(rnd, eff, conv, tier, language, levels)
     return None
@@ -229,28 +269,31 @@ def _exhaustive(
         # The primary skill is itself the rarest: the same walk, without a depth limit.
         for level in levels:
             heap = state.free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level), [])
-            for entry in in_order(heap):
-                agent = _live(state, entry)
-                if agent is not None and _eligible(rnd, entry[3], agent, eff, conv):
+            for entry in _free_in_order(state, heap, eff.channel):
+                agent = state.agents[entry[3]]
+                if _eligible(rnd, entry[3], agent, eff, conv):
                     return entry[3], agent, level
         return None
     order = {level: n for n, level in enumerate(levels)}
     best: tuple[tuple[int, int, float, float, str], str, AgentView, int] | None = None
     for level in range(min(eff.skills[rarest], MAX_LEVEL), MAX_LEVEL + 1):
-        for entry in state.free_agents.get(agent_key(eff.channel, rarest, language, tier, level), ()):
-            agent = _live(state, entry)
-            if agent is None or not _eligible(rnd, entry[3], agent, eff, conv):
+        for stored in state.free_agents.get(agent_key(eff.channel, rarest, language, tier, level), ()):
+            now = current_entry(state, stored, eff.channel)
+            if now is None:
+                continue
+            agent = state.agents[now[3]]
+            if not _eligible(rnd, now[3], agent, eff, conv):
                 continue
             primary_level = min(agent.profile.skills.get(eff.primary, 0), MAX_LEVEL)
-            rank = (order.get(primary_level, len(order)), *entry[:4])
+            rank = (order.get(primary_level, len(order)), *now[:4])
             if best is None or rank < best[0]:
-                best = (rank, entry[3], agent, primary_level)
+                best = (rank, now[3], agent, primary_level)
     return (best[1], best[2], best[3]) if best is not None else None
 
 
-def _live(state: RouterState, entry: AgentEntry) -> AgentView | None:
-    agent = state.agents.get(entry[3])
-    return agent if agent is not None and agent.version == entry[4] else None
+def _free_in_order(state: RouterState, heap: list[AgentEntry], channel: str) -> Iterator[AgentEntry]:
+    """A free-agent heap's live entries, best first, as the agents rank now (see ``index.load_changed``)."""
+    return in_true_order(heap, lambda entry: current_entry(state, entry, channel))
 
 
 def _eligible(rnd: Round, agent_id: str, agent: AgentView, eff: Effective, conv: ConversationView) -> bool:
@@ -272,29 +315,86 @@ def _other_skills(agent: AgentView, eff: Effective) -> bool:
 
 
 def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) -> Candidate | None:
-    """The first waiting conversation in queue order this agent may take on ``channel``."""
+    """The first waiting conversation in queue order this agent may take on ``channel``.
+
+    It looks at the head of every queue the agent may serve, so this loop is the hot path of
+    a freed slot: the checks of ``effective.agent_fits`` are inlined, and a queue ordered by
+    waiting time is ranked from its top entry alone (its head's waiting time), so a head that
+    cannot beat the best so far is never looked up."""
     state = rnd.state
+    conversations = state.conversations
+    queues = state.queues
+    heads = rnd.heads
+    taken = rnd.taken
+    profile = agent.profile
+    tier = profile.tier
+    skills = profile.skills
+    spoken = profile.languages
+    now_ts = rnd.now_ts
+    aging = rnd.policy.aging_seconds
     best: Candidate | None = None
-    seen: set[str] = set()
-    for lookup in agent_lookup_keys(agent, channel):
-        for key in state.queue_lookup.get(lookup, ()):
-            if key in seen:
-                continue
-            seen.add(key)
-            eff = rnd.queue_effective(key)
-            tier = agent.profile.tier
-            # The ceiling is never below the minimum tier: only a higher tier needs it worked out.
-            if tier < eff.min_tier or not eff_.agent_fits(agent, eff, eff_.UNBOUNDED_TIER):
-                continue
-            if tier > eff.min_tier and tier > rnd.ceiling(key, eff):
-                continue
-            head = _first_open(rnd, key, agent_id)
-            if head is None:
-                continue
-            conversation_id, conv = head
-            rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
-            if best is None or rank < best.rank:
-                best = Candidate(conversation_id, conv, eff, rank)
+    seen: set[str] = set()  # escalated queues are filed under two lookups
+    for lookup, groups in agent_lookups(state, agent_id, agent, channel):
+        filed = state.queue_lookup.get(lookup)
+        if not filed:
+            continue
+        for group in groups:
+            for key in filed.get(group, ()):
+                head_info = heads.get(key) or rnd.queue_head(key)
+                eff = head_info.eff
+                if eff.step > 0:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                if tier < head_info.min_tier:
+                    continue
+                fits = True
+                for name, level in head_info.skills:
+                    if skills.get(name, 0) < level:
+                        fits = False
+                        break
+                if not fits:
+                    continue
+                if head_info.languages is not None:
+                    for language in head_info.languages:
+                        if language in spoken:
+                            break
+                    else:
+                        continue
+                # The ceiling is never below the minimum tier: only a higher tier needs it worked out.
+                if tier > eff.min_tier and tier > rnd.ceiling(key, eff):
+                    continue
+                # The fold keeps a queue's top entry live (``index.leave_queue``): usually the head.
+                top = queues[key][0]
+                since = top[0]
+                quick = since > 0.0 and not head_info.explicit_sla
+                if quick:
+                    # Round.rank from the entry: in a queue ordered by waiting time no later
+                    # entry ranks better than the top, so one that cannot win is skipped.
+                    prio = head_info.base_priority
+                    if aging > 0:
+                        prio += int(max(0.0, now_ts - since) // aging)
+                    rank: Rank = (-prio, since + eff.sla_seconds, since, top[1])
+                    if best is not None and rank >= best.rank:
+                        continue
+                conv_or_none = conversations.get(top[1])
+                if (
+                    conv_or_none is not None
+                    and conv_or_none.enqueued == top[2]
+                    and top[1] not in taken
+                    and agent_id not in conv_or_none.excluded
+                ):
+                    conversation_id, conv = top[1], conv_or_none
+                else:
+                    head = _first_open(rnd, key, agent_id)
+                    if head is None:
+                        continue
+                    conversation_id, conv = head
+                    quick = False
+                if not quick:
+                    rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
+                if best is None or rank < best.rank:
+                    best = Candidate(conversation_id, conv, eff, rank)
     return best
 
 

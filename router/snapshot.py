@@ -15,7 +15,9 @@ from router.state import RouterState
 # Bump whenever the meaning or layout of RouterState's indexes changes.
 # 2: ConversationView.declined (which exclusions forgive_declines may lift).
 # 3: free-agent heap entries lead with the agent's level in the heap's language.
-FORMAT = 3
+# 4: free-agent entries may rank an agent better than it now ranks (read them re-ranked,
+#    see router.index.load_changed); queue_lookup is grouped by a second required skill.
+FORMAT = 4
 
 
 class IncompatibleSnapshot(ValueError):

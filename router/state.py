@@ -173,8 +173,9 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
     queue_signatures: dict[str, QueueSignature] = {}
     queue_sizes: dict[str, int] = {}  # live members per queue (the heaps hold stale entries too)
     queued: int = 0  # live members of all queues
-    # "channel|skill|language" (language '*' none, '~' escalated) -> queue keys, for agents looking for work.
-    queue_lookup: dict[str, set[str]] = {}
+    # "channel|skill|language" (language '*' none, '~' escalated) -> group ("<another required
+    # skill>|<minimum level>", see index_keys.queue_group) -> queue keys, for agents looking for work.
+    queue_lookup: dict[str, dict[str, set[str]]] = {}
     # Conversations held for their preferred agent, by that agent.
     held: dict[str, list[Entry]] = {}
     # Timers, as heaps: holds (by waiting since), escalation steps (by steps reached), offers (by expiry).

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from events.model import AgentProfile, AgentProfileUpdated, ConversationAssigned, ConversationResolved
+from events.model import (
+    AgentProfile,
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    ConversationAssigned,
+    ConversationResolved,
+)
 from router.policy import RouterPolicy
 from tests.unit.router.helpers import Log, agent, at, conversation, events_of, holder
 
@@ -230,3 +236,19 @@ def test_language_level_is_ignored_when_the_conversation_names_no_language() -> 
     log.extend(conversation("c1", channel="email", language=None))
     log.step(at(1), AUTO)
     assert holder(log, "c1") == "ava"  # tie on everything else: agent id
+
+
+def test_the_last_frontline_agent_leaving_the_shift_lets_the_free_specialist_take_the_work() -> None:
+    """The tier ceiling rises when the last frontline agent who could do the work goes away:
+    the waiting work is looked at again at once, not only when the specialist next changes."""
+    log = Log()
+    log.extend(agent("ava", tier=1, capacity={"chat": 1}))
+    log.extend(agent("chen", tier=2))
+    log.extend(conversation("c1", when=at(0)))
+    log.extend(conversation("c2", when=at(1)))
+    log.step(at(2), AUTO)
+    assert holder(log, "c2") is None  # a frontline agent is on shift: the specialist is kept free
+    assert log.step(at(3), AUTO) == []
+    log.append(AgentStatusChanged(at=at(4), agent_id="ava", status="away"))
+    log.step(at(5), AUTO)
+    assert holder(log, "c2") == "chen"

@@ -111,3 +111,18 @@ def test_a_snapshot_of_another_format_is_refused_so_the_log_is_replayed() -> Non
         snapshot.load(msgspec.msgpack.encode({"format": snapshot.FORMAT + 1, "state": {}}))
     with pytest.raises(snapshot.IncompatibleSnapshot):
         snapshot.load(msgspec.msgpack.encode({"last_seq": 5}))  # an unversioned (older) snapshot
+
+
+def test_every_event_the_fold_interprets_is_dispatched_to_it() -> None:
+    """``evolve`` calls ``_apply`` only for the event types it lists (the rest only move
+    their subject's sequence): a case added to ``_apply`` must be listed too."""
+    import inspect
+    import re
+
+    from router import fold
+
+    cases = [line for line in inspect.getsource(fold._apply).splitlines() if line.strip().startswith("case ")]
+    handled = {name for line in cases for name in re.findall(r"(\w+)\(\)", line)}
+    assert handled, "no cases found"
+    assert handled <= {kind.__name__ for kind in fold._APPLIED}
+    assert {kind.__name__ for kind in fold._TIMED} <= handled

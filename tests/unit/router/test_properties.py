@@ -206,7 +206,7 @@ def check_indexes(log: Log) -> None:
             if agent.free_on(channel) > 0:
                 expected_free.update(keys)
                 for key in keys:
-                    assert any(e[3] == agent_id and agent_valid(state, e) for e in state.free_agents[key])
+                    assert any(e[3] == agent_id and agent_valid(state, e, channel) for e in state.free_agents[key])
     assert dict(expected_capable) == state.capable
     assert dict(expected_free) == state.free_live
 
