@@ -43,6 +43,9 @@ def _stream_configs(s: StreamSettings) -> list[StreamConfig]:
             num_replicas=s.replicas,
             duplicate_window=s.inbound_dedupe_window,
             max_age=s.inbound_max_age,
+            # Intake reads the window other intake processes hold with batched direct gets
+            # (services/intake/ordering.py): one sender's messages stay in order.
+            allow_direct=True,
         ),
         StreamConfig(
             name=subjects.EVENTS_STREAM,

@@ -124,6 +124,8 @@ def _role_publish(role: str) -> list[str]:
             f"{API}.CONSUMER.UPDATE.{subjects.INBOUND_STREAM}.intake.>",
             f"{API}.CONSUMER.DURABLE.CREATE.{subjects.INBOUND_STREAM}.intake",
             f"{API}.STREAM.MSG.GET.{subjects.INBOUND_STREAM}",  # a dead letter's payload
+            # the window other intake processes hold (services/intake/ordering.py)
+            f"{API}.DIRECT.GET.{subjects.INBOUND_STREAM}",
             *read_kv(subjects.IDENTITY_BUCKET),
             *write_kv(subjects.IDENTITY_BUCKET),
             *read_kv(subjects.STATE_BUCKET),

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from events.parking import ParkedKind
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok
+from services.api.health import intake_lag
 from services.dlq import DeadLetters, DlqError, summary
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     @r.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
         operator_only(request)
+        await intake_lag(deps)  # refreshes the intake lag gauges (intake processes serve no HTTP)
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

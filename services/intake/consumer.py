@@ -1,8 +1,12 @@
 """Intake: inbound provider messages become customers, conversations and routing requests.
 
-Consumes ``rd.inbound.>`` through a durable JetStream pull consumer (FastStream); a message is
-acked only after its events are in the log, so a crash redelivers it, and the plan's dedupe
-on the provider message id makes the redelivery a no-op.
+Consumes ``rd.inbound.>`` through the durable JetStream pull consumer ``intake``: in service,
+a raw pull loop (``services.intake.worker``: ``fetch(batch)``, many messages in flight, no
+thread hop); ``register`` keeps a FastStream subscriber with the same handling (``settle``)
+for the tests and tools that run intake on a broker. A message is acked only after its
+events are in the log, so a crash redelivers it, and the plan's dedupe on the provider
+message id makes the redelivery a no-op. A customer's history is read with batched direct
+gets (``EventStore.read_customer_direct``): no consumer created per message.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +23,7 @@ import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -32,7 +37,7 @@ from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
 from services.intake.language import LanguageDetector
 from services.intake.outcomes import record_outcome
-from services.intake.plan import Triage, customer_guard, fold_history, is_automatic, plan
+from services.intake.plan import CustomerHistory, Triage, customer_guard, fold_history, is_automatic, plan
 from services.intake.rules import RoutingRules
 
 log = structlog.get_logger(__name__)
@@ -43,6 +48,11 @@ READER = "intake"
 # A failing inbound message is tried 6 times over about 7.5 minutes, then dead-lettered.
 REDELIVERY = Redelivery()
 MAX_CONFLICT_RETRIES = 12
+# How long a message waits for an earlier one of the same sender that another intake process
+# holds (``services.intake.ordering``) before it is recorded anyway (that one was dropped,
+# or is failing towards its dead letter).
+ORDER_WAIT_S = 5.0
+ORDER_POLL_S = 0.005
 
 
 class Intake:
@@ -87,13 +97,26 @@ class Intake:
             priority=match.priority,
         )
 
-    async def handle(self, record: InboundRecord, *, subject: str | None = None) -> str | None:
+    def identity_of(self, message: InboundMessage) -> str | None:
+        """The sender's identity (what orders a sender's messages), None if it has none."""
+        try:
+            return identity_for(
+                message.channel, message.sender, platform=message.metadata.get("platform"), rules=self.identity_rules
+            )
+        except InvalidAddress:
+            return None
+
+    async def handle(
+        self, record: InboundRecord, *, subject: str | None = None, earlier: Sequence[tuple[str, str]] = ()
+    ) -> str | None:
         """Record one record from ``rd.inbound.<channel>``: a customer's message or a
         connector's reply outcome. Returns the conversation id it was recorded on (None if
-        nothing was recorded). ``subject``: where it was published, when known."""
+        nothing was recorded). ``subject``: where it was published, when known. ``earlier``:
+        (channel, provider message id) of the same sender's earlier messages that another
+        intake process holds: this one waits for them to be recorded first."""
         if isinstance(record, ReplyOutcomeReported):
             return await self.handle_outcome(record, subject=subject)
-        return await self.handle_message(record)
+        return await self.handle_message(record, earlier=earlier)
 
     async def handle_outcome(self, report: ReplyOutcomeReported, *, subject: str | None = None) -> str | None:
         """``MessageSent`` / ``DeliveryFailed`` on the reply's conversation, once per reply
@@ -114,8 +137,11 @@ class Intake:
         seq = await record_outcome(self.store, report)
         return report.conversation_id if seq is not None else None
 
-    async def handle_message(self, message: InboundMessage) -> str | None:
-        """Record one inbound message; returns its conversation id (None if dropped)."""
+    async def handle_message(self, message: InboundMessage, *, earlier: Sequence[tuple[str, str]] = ()) -> str | None:
+        """Record one inbound message; returns its conversation id (None if dropped).
+
+        A sender's messages are recorded in the order they were handed in: the sender's lock
+        is taken before the first await, and ``asyncio.Lock`` serves waiters first come."""
         bound = log.bind(channel=message.channel, provider_message_id=message.provider_message_id)
         try:
             triage = self.triage(message)
@@ -123,6 +149,12 @@ class Intake:
             # The provider will not send a better address by retrying: drop, loudly.
             bound.warning("intake.dropped", reason=str(err))
             return None
+        async with self._lock("identity:" + triage.identity):
+            return await self._resolve_and_record(message, triage, earlier, bound)
+
+    async def _resolve_and_record(
+        self, message: InboundMessage, triage: Triage, earlier: Sequence[tuple[str, str]], bound: Any
+    ) -> str | None:
         if is_automatic(message):
             # Automatic mail never creates a customer: only a known one's thread records it.
             known = await self.directory.lookup(triage.identity)
@@ -134,13 +166,36 @@ class Intake:
             customer_id, created = await self.directory.resolve(triage.identity)
         bound = bound.bind(customer_id=customer_id)
         async with self._lock(customer_id):
-            return await self._record(message, triage, customer_id, created, bound)
+            return await self._record(message, triage, customer_id, created, bound, earlier)
+
+    async def _history_after(self, customer_id: str, earlier: Sequence[tuple[str, str]], bound: Any) -> CustomerHistory:
+        """The customer's history once ``earlier`` messages are on it (or ``ORDER_WAIT_S`` passed)."""
+        history = fold_history(await self.read_family(customer_id), customer_id)
+        if not earlier:
+            return history
+        deadline = asyncio.get_running_loop().time() + ORDER_WAIT_S
+        while any(key not in history.seen for key in earlier):
+            if asyncio.get_running_loop().time() >= deadline:
+                missing = [pid for key in earlier if key not in history.seen for pid in key[1:]]
+                bound.warning("intake.order_wait_expired", waited_s=ORDER_WAIT_S, missing=missing[:5])
+                break
+            await asyncio.sleep(ORDER_POLL_S)
+            history = fold_history(await self.read_family(customer_id), customer_id)
+        return history
 
     async def _record(
-        self, message: InboundMessage, triage: Triage, customer_id: str, created: bool, bound: Any
+        self,
+        message: InboundMessage,
+        triage: Triage,
+        customer_id: str,
+        created: bool,
+        bound: Any,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> str | None:
+        history = await self._history_after(customer_id, earlier, bound)
         for attempt in range(MAX_CONFLICT_RETRIES):
-            history = fold_history(await self.read_family(customer_id), customer_id)
+            if attempt:
+                history = fold_history(await self.read_family(customer_id), customer_id)
             events = plan(history, customer_id, message, triage, self.clock())
             if not events:
                 bound.info("intake.nothing_to_record", automatic=is_automatic(message))
@@ -183,7 +238,8 @@ class Intake:
         todo, seen = [customer_id], {customer_id}
         while todo:
             current = todo.pop()
-            own = await self.store.read_customer(current)
+            # A batched direct get: no consumer created (nats-server 2.11+; else a consumer).
+            own = await self.store.read_customer_direct(current)
             events.extend(own)
             for merged in sorted(fold_history(own, current).merged - seen):
                 seen.add(merged)
@@ -237,30 +293,57 @@ def register(
         inbox_prefix=INBOX_PREFIX,
     )
     async def on_inbound(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        delivered = raw.metadata.num_delivered or 1
-        bound = log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
+        await settle(intake, lot, msg.raw_message, redelivery)
+
+
+async def settle(
+    intake: Intake,
+    lot: ParkingLot,
+    raw: Msg,
+    redelivery: Redelivery = REDELIVERY,
+    *,
+    record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None = None,
+    earlier: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Record one delivered inbound message and settle it: ack after its events are in the
+    log; park an undecodable one at once; hand a failing one back after
+    ``redelivery.delay_after(n)`` and park it after ``redelivery.max_deliver`` deliveries.
+    ``record``: the message already decoded (or its decode error), when the caller did it.
+    Nothing is awaited before ``intake.handle`` takes the sender's lock (ordering)."""
+    delivered = raw.metadata.num_delivered or 1
+    bound = log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
+    try:
+        if record is None:
+            record = decode_record(raw.data)
+        if not isinstance(record, InboundRecord):
+            # It never will decode: parked at once rather than redelivered.
+            bound.warning("intake.undecodable", error=describe_error(record)[:300])
+            await dead_letter(lot, raw, reader=READER, error=describe_error(record))
+            return
         try:
-            try:
-                record = decode_inbound(msg.body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as err:
-                # It never will decode: parked at once rather than redelivered.
-                bound.warning("intake.undecodable", error=describe_error(err)[:300])
-                await dead_letter(lot, raw, reader=READER, error=describe_error(err))
-                return
-            try:
+            if earlier:
+                await intake.handle(record, subject=raw.subject, earlier=earlier)
+            else:  # (the signature older subclasses, e.g. tests' doubles, override)
                 await intake.handle(record, subject=raw.subject)
-            except Exception as err:
-                if redelivery.exhausted(delivered):
-                    bound.exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
-                    await dead_letter(lot, raw, reader=READER, error=describe_error(err))
-                else:
-                    delay = redelivery.delay_after(delivered)
-                    bound.exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
-                    await msg.nack(delay=delay)
-                return
-            await msg.ack()
-        except Exception:
-            # Parking or acking failed (NATS away): the server redelivers it after ack_wait.
-            bound.exception("intake.settle_failed")
-            raise
+        except Exception as err:
+            if redelivery.exhausted(delivered):
+                bound.exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
+                await dead_letter(lot, raw, reader=READER, error=describe_error(err))
+            else:
+                delay = redelivery.delay_after(delivered)
+                bound.exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
+                await raw.nak(delay=delay)
+            return
+        await raw.ack()  # a publish, not a request: acks are not serialised behind each other
+    except Exception:
+        # Parking or acking failed (NATS away): the server redelivers it after ack_wait.
+        bound.exception("intake.settle_failed")
+        raise
+
+
+def decode_record(data: bytes) -> InboundRecord | msgspec.DecodeError | msgspec.ValidationError:
+    """The record, or why it does not decode."""
+    try:
+        return decode_inbound(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        return err

@@ -1,0 +1,79 @@
+"""Intake lag: how many inbound messages wait on the ``intake`` consumer, and how old the
+oldest unprocessed one is. Exported as Prometheus gauges by every intake process and shown
+in the API's ``/readyz`` detail (both read the consumer's info; nothing is stored)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from prometheus_client import Gauge
+
+from events import subjects
+
+log = structlog.get_logger(__name__)
+
+DURABLE = "intake"
+
+PENDING = Gauge(
+    "relaydesk_intake_pending_messages",
+    "Inbound messages not yet recorded by intake: not delivered yet plus delivered and not acked",
+)
+OLDEST_AGE = Gauge(
+    "relaydesk_intake_oldest_pending_age_seconds",
+    "Age of the oldest inbound message intake has not recorded yet (0 when none waits)",
+)
+
+
+@dataclass(frozen=True)
+class Lag:
+    pending: int  # not delivered yet
+    in_flight: int  # delivered, not acked yet
+    oldest_age_s: float  # the oldest message not acked yet; 0.0 when nothing waits
+    ack_floor: int  # the stream sequence every message up to which is acked
+
+    @property
+    def unprocessed(self) -> int:
+        return self.pending + self.in_flight
+
+    def detail(self) -> dict[str, float | int]:
+        return {**asdict(self), "unprocessed": self.unprocessed}
+
+
+async def read_lag(js: JetStreamContext, *, now: datetime | None = None) -> Lag:
+    """The ``intake`` consumer's lag: two requests (consumer info; the oldest unacked message)."""
+    info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
+    floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    pending, in_flight = int(info.num_pending or 0), int(info.num_ack_pending or 0)
+    age = 0.0
+    if pending + in_flight:
+        try:
+            oldest = await js.get_msg(subjects.INBOUND_STREAM, seq=floor + 1, subject=subjects.INBOUND_ALL, next=True)
+        except NotFoundError:
+            oldest = None
+        if oldest is not None and oldest.time is not None:
+            stamp = oldest.time if oldest.time.tzinfo else oldest.time.replace(tzinfo=UTC)
+            age = max(0.0, ((now or datetime.now(UTC)) - stamp).total_seconds())
+    return Lag(pending=pending, in_flight=in_flight, oldest_age_s=round(age, 3), ack_floor=floor)
+
+
+def export(lag: Lag) -> None:
+    PENDING.set(lag.unprocessed)
+    OLDEST_AGE.set(lag.oldest_age_s)
+
+
+async def export_forever(js: JetStreamContext, stop: asyncio.Event, every: float = 5.0) -> None:
+    """Refresh the gauges every ``every`` seconds until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            export(await read_lag(js))
+        except Exception as err:  # NATS away or the consumer not there yet: the gauges keep their last value
+            log.warning("intake.lag_unreadable", error=repr(err))
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            continue
