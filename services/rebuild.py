@@ -20,29 +20,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from events import subjects
-from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import EventStore, StoredEvent
-from events.streams import streams_exist
-from services.bootstrap import connect_for_tool
-from services.projector import Projector
+from services.projector import REBUILD_BATCH, Projector
 from services.timelines import CheckpointMismatch, open_store
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 log = structlog.get_logger("relaydesk.rebuild")
 
@@ -69,10 +57,16 @@ class RebuildResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-class RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        return Text("-- ev/s" if speed is None else f"{speed:,.0f} ev/s", style="progress.data.speed")
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.speed
+            return Text("-- ev/s" if speed is None else f"{speed:,.0f} ev/s", style="progress.data.speed")
+
+    return RateColumn()
 
 
 @contextmanager
@@ -80,11 +74,22 @@ def _progress(enabled: bool, description: str, total: int | None) -> Iterator[tu
     if not enabled:
         yield None, None
         return
+    # rich only when a person watches (it costs imports a scripted rebuild does without)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
+        _rate_column(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -102,7 +107,7 @@ async def rebuild_timelines(
     customer: str | None = None,
     progress: bool = True,
     schema: str | None = None,
-    batch_size: int = 1000,
+    batch_size: int = REBUILD_BATCH,
 ) -> RebuildResult:
     """Rebuild the timeline store at ``target`` (a path or a postgresql:// DSN) from the log."""
     if customer is not None:
@@ -183,6 +188,12 @@ async def _rebuild_customer(
 
 async def rebuild_command(nats_url: str, target: str, customer: str | None) -> int:
     """The CLI entry: connect, rebuild, print a one-line summary; returns the exit code."""
+    from rich.console import Console
+
+    from events.personal import CustomerKeys, PersonalDataCipher
+    from events.streams import streams_exist
+    from services.bootstrap import connect_for_tool
+
     console = Console(stderr=True)
     try:
         nc = await connect_for_tool(nats_url)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 import structlog
 from psycopg.types.json import Jsonb
@@ -28,8 +29,8 @@ from psycopg.types.json import Jsonb
 from services.timelines.base import PlannedStore
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
-from services.timelines.rowmap import RowCodec
-from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run_async, send
+from services.timelines.rowmap import ENTRY_COLUMNS, RowCodec
+from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, each, run_async, send
 from services.timelines.store import TimelineStore
 
 T = TypeVar("T")
@@ -145,13 +146,28 @@ class PostgresRows(RowCodec):
     """``timestamptz`` and ``jsonb``: psycopg maps both ways but for JSON going in."""
 
     def json_out(self, value: dict[str, Any] | list[Any] | None) -> Any:
-        return None if value is None else Jsonb(value)
+        # msgspec's encoder, not the json module's (3-4x faster; jsonb stores the same value)
+        return None if value is None else Jsonb(value, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return _JSON.encode(value).decode()
+
+
+_JSON = msgspec.json.Encoder()
 
 
 ROWS = PostgresRows()
 
 
-async def _execute(cur: psycopg.AsyncCursor[Any], step: Step) -> Rows | None:
+async def _execute(cur: psycopg.AsyncCursor[Any], step: Step, copy: tuple[str, str] | None = None) -> Rows | None:
+    """``copy``: (the timeline insert, its COPY statement): a fresh shadow copy takes its
+    timeline rows by COPY (several times faster than inserts; nothing there to conflict with)."""
+    if copy is not None and isinstance(step, ExecuteMany) and step.sql == copy[0]:
+        async with cur.copy(copy[1]) as out:
+            for row in step.rows:
+                await out.write_row(row)
+        return None
     await send(step, cur)
     return await cur.fetchall() if isinstance(step, Fetch) else None
 
@@ -165,6 +181,9 @@ class PostgresTimelineStore(PlannedStore):
         self.schema = schema
         self._conn = conn
         self._lock = asyncio.Lock()
+        # Set on a shadow copy by ``begin_rebuild``: written by one rebuild, from empty, in
+        # log order, so no timeline row can already be there and COPY replaces the inserts.
+        self.bulk_load = False
 
     def _describe(self) -> str:
         return f"schema {self.schema}"
@@ -210,10 +229,13 @@ class PostgresTimelineStore(PlannedStore):
                 return await run_async(plan, lambda step: _execute(cur, step))
 
     async def _write(self, plan: Plan[T]) -> T:
+        copy = None
+        if self.bulk_load and self.fault_hook is None:
+            copy = (self.sql.insert_entry, f"COPY {self.sql.timeline} ({ENTRY_COLUMNS}) FROM STDIN")
         async with self._lock:
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
-                return await run_async(plan, lambda step: _execute(cur, step))
+                return await run_async(plan, lambda step: _execute(cur, step, copy))
 
     async def _scrub(self) -> None:
         """After an erasure: VACUUM the tables an erasure rewrites, so the dead versions of the
@@ -234,7 +256,9 @@ class PostgresTimelineStore(PlannedStore):
         self._write_guard()
         shadow = self.schema + SHADOW
         await self._write(each([Execute(f"DROP SCHEMA IF EXISTS {quoted(shadow)} CASCADE")]))
-        return await PostgresTimelineStore.open(self.dsn, schema=shadow)
+        fresh = await PostgresTimelineStore.open(self.dsn, schema=shadow)
+        fresh.bulk_load = True
+        return fresh
 
     async def swap_in(self, fresh: TimelineStore) -> int:
         self._write_guard()

@@ -1,0 +1,393 @@
+"""``relaydesk bench rebuild``: ``rebuild timelines`` against the ordered-replay ceiling.
+
+Writes an N-event log (default 1,000,000) into a throw-away nats-server: customers with a few
+conversations each, every conversation opened, a message in, routed, offered, accepted,
+assigned, replied to and sent, sometimes a second exchange, resolved; personal data sealed
+with a per-customer key as in production. Then, each in a fresh Python process started for
+it (so imports and peak RSS are its own, as for ``relaydesk rebuild``):
+
+- ceiling: an ordered consumer over ``rd.evt.c.>``, every message counted and dropped;
+- replay + open: the batched replay the rebuild reads with, decoded and opened, then dropped;
+- SQLite: ``rebuild_timelines`` into a fresh file;
+- PostgreSQL: the same into a fresh schema (skipped, with the reason, when no server answers:
+  ``--pg-dsn``, default ``RELAYDESK_TEST_PG_DSN`` or ``postgresql://postgres@127.0.0.1:5432/test``).
+
+Each line gives events/s over the process's whole life (start, imports, connect, work) and
+over the work alone, the ratio of the latter to the ceiling's, and the peak RSS. Figures on
+a shared machine are noisy: read the ratio. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"sqlite": 50_000.0, "postgresql": 30_000.0}
+CEILING_SHARE = 0.30
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+AGENTS = [f"agent{i:03d}" for i in range(200)]
+CHANNELS = ("sms", "email", "chat", "social")
+TEXTS = (
+    "Hello, I was charged twice for my order {n} last week and would like a refund of the second charge.",
+    "My parcel {n} never arrived, the tracking page has said 'in transit' for nine days now.",
+    "Can I change the delivery address of order {n}? I moved last month.",
+)
+
+
+@dataclass
+class Stage:
+    name: str
+    events: int = 0
+    wall_s: float = 0.0  # the whole child process: start, imports, connect, work
+    work_s: float = 0.0  # the work alone
+    peak_rss_mb: float = 0.0
+    skipped: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.work_s if self.work_s > 0 else 0.0
+
+    @property
+    def rate_all_in(self) -> float:
+        return self.events / self.wall_s if self.wall_s > 0 else 0.0
+
+
+# -- the log --------------------------------------------------------------------------------
+
+
+def conversation_events(customer: str, n: int, clock: datetime, new_customer: bool) -> Iterator[Any]:
+    """One conversation's events (10-14 of them), as the services write them."""
+    from events.model import (
+        AgentOffered,
+        ConversationAssigned,
+        ConversationOpened,
+        ConversationResolved,
+        CustomerCreated,
+        DecisionReason,
+        MessageReceived,
+        MessageSent,
+        OfferAccepted,
+        ReplyRequested,
+        Requirements,
+        RoutingRequested,
+    )
+
+    channel = CHANNELS[n % len(CHANNELS)]
+    contact = f"+1555{n % 10_000_000:07d}" if channel != "email" else f"person{n}@example.com"
+    conversation = f"v{uuid.uuid4().hex[:16]}"
+    agent = AGENTS[n % len(AGENTS)]
+    reason = DecisionReason(rule="best_fit", step=0, score={"skill": 3.0, "load": -0.5, "idle": 1.0})
+    t = clock
+
+    def at() -> datetime:
+        nonlocal t
+        t += timedelta(seconds=7)
+        return t
+
+    ids: dict[str, Any] = {"customer_id": customer, "conversation_id": conversation}
+    if new_customer:
+        yield CustomerCreated(at=at(), customer_id=customer, identity=f"{channel}:{contact}")
+    yield ConversationOpened(at=at(), **ids, channel=channel, contact=contact, provider_message_id=f"P{n}")
+    yield MessageReceived(
+        at=at(),
+        **ids,
+        channel=channel,
+        message_id=f"m{n}",
+        provider_message_id=f"P{n}",
+        text=TEXTS[n % len(TEXTS)].format(n=n),
+        language="en",
+    )
+    yield RoutingRequested(
+        at=at(),
+        **ids,
+        channel=channel,
+        requirements=Requirements(skills={"billing": 2}, language="en", priority=1, sla_due=t + timedelta(minutes=5)),
+    )
+    yield AgentOffered(at=at(), **ids, agent_id=agent, expires_at=t + timedelta(seconds=30), reason=reason)
+    yield OfferAccepted(at=at(), **ids, agent_id=agent, actor=agent)
+    yield ConversationAssigned(at=at(), **ids, agent_id=agent, channel=channel, reason=reason)
+    exchanges = 1 + n % 2
+    for k in range(exchanges):
+        reply = f"r{n}x{k}"
+        yield ReplyRequested(
+            at=at(),
+            **ids,
+            channel=channel,
+            reply_id=reply,
+            agent_id=agent,
+            text="Sorry about that! I have refunded the second charge.",
+            actor=agent,
+        )
+        yield MessageSent(at=at(), **ids, channel=channel, reply_id=reply, provider_message_id=f"S{n}x{k}")
+        if k + 1 < exchanges:
+            yield MessageReceived(
+                at=at(),
+                **ids,
+                channel=channel,
+                message_id=f"m{n}y{k}",
+                provider_message_id=f"P{n}y{k}",
+                text="Thank you, that was quick.",
+                language="en",
+            )
+    yield ConversationResolved(at=at(), **ids, agent_id=agent, actor=agent)
+
+
+def log_events(total: int) -> Iterator[Any]:
+    """About ``total`` events: customers of ~3 conversations each (so ~40 events a customer)."""
+    clock = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    made = n = 0
+    customer = ""
+    while made < total:
+        new = n % 3 == 0
+        if new:
+            customer = f"c{uuid.uuid4().hex[:16]}"
+        for event in conversation_events(customer, n, clock + timedelta(seconds=n), new):
+            if made >= total:
+                return
+            made += 1
+            yield event
+        n += 1
+
+
+async def write_log(url: str, total: int, chunk: int = 5_000) -> tuple[int, float]:
+    """Seal and publish ``total`` events; returns (events stored, seconds). Core publishes
+    (the stream captures them) with one acked publish per chunk as a barrier: the fastest way
+    to lay down a log, and the log is the same as the services write (sealed, Nats-Msg-Id)."""
+    import nats
+
+    from events import subjects
+    from events.codec import encode
+    from events.personal import CustomerKeys, PersonalDataCipher
+    from events.store import MSG_ID
+    from events.streams import ensure_streams
+
+    started = time.perf_counter()
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        cipher = PersonalDataCipher(CustomerKeys(js))
+        pending: list[Any] = []
+        written = 0
+
+        async def flush() -> None:
+            nonlocal written
+            sealed = await cipher.seal_many(pending)
+            for event in sealed:
+                if isinstance(event, Exception):
+                    raise event
+                await nc.publish(subjects.for_event(event), encode(event), headers={MSG_ID: uuid.uuid4().hex})
+            written += len(pending)
+            pending.clear()
+            last = sealed[-1]
+            assert not isinstance(last, Exception)
+            await js.publish("rd.evt.a.bench-barrier", b"", timeout=60)  # an agent subject: not replayed
+            print(f"\r  writing the log: {written:,}/{total:,}", end="", file=sys.stderr, flush=True)
+
+        for event in log_events(total):
+            pending.append(event)
+            if len(pending) >= chunk:
+                await flush()
+        if pending:
+            await flush()
+        print(file=sys.stderr)
+        state = (await js.stream_info(subjects.EVENTS_STREAM)).state
+        customer_events = int(state.messages) - (total + chunk - 1) // chunk
+        return customer_events, time.perf_counter() - started
+    finally:
+        await nc.drain()
+
+
+# -- the stages (each in its own process) -------------------------------------------------
+
+
+async def run_stage(stage: str, url: str, target: str, schema: str | None) -> dict[str, Any]:
+    import nats
+
+    from events import subjects
+    from events.personal import CustomerKeys, PersonalDataCipher
+    from events.store import EventStore
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        store = EventStore(nc, js, timeout=30.0, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
+        started = time.perf_counter()
+        if stage == "ceiling":
+            from events.replay import replay_discard
+
+            # the customer events, read as the whole stream (the server's fastest; see events.replay)
+            events = await replay_discard(store, subjects.EVENTS_ALL, count_only="rd.evt.c.")
+        elif stage == "ceiling-filtered":
+            from events.replay import replay_discard
+
+            events = await replay_discard(store, subjects.CUSTOMER_EVENTS_ALL)
+        elif stage == "ceiling-nats-py":
+            from events.replay import replay_discard
+
+            events = await replay_discard(store, subjects.EVENTS_ALL, count_only="rd.evt.c.", client="nats-py")
+        elif stage == "replay":
+            from events.replay import replay_batches
+
+            events = 0
+            async for chunk in replay_batches(store, subjects.CUSTOMER_EVENTS_ALL, 1):
+                events += len(chunk)
+        else:
+            from services.rebuild import rebuild_timelines
+
+            result = await rebuild_timelines(store, target, progress=False, schema=schema)
+            events = result.events
+        work = time.perf_counter() - started
+    finally:
+        await nc.drain()
+    return {"events": events, "work_s": work, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child(stage: str, url: str, target: str = "", schema: str | None = None) -> Stage:
+    args = [sys.executable, "-m", "services.bench_rebuild", "--stage", stage, "--nats-url", url, "--target", target]
+    if schema:
+        args += ["--schema", schema]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        return Stage(stage, skipped=f"failed: {said[-1] if said else done.returncode}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return Stage(stage, events=out["events"], wall_s=wall, work_s=out["work_s"], peak_rss_mb=out["peak_rss_mb"])
+
+
+def pg_answers(dsn: str) -> str | None:
+    """None when PostgreSQL answers at ``dsn``, else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as err:
+        return f"no PostgreSQL at {dsn}: {' '.join(str(err).split())}"
+    return None
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for suffix in ("", "__next"):
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}{suffix}" CASCADE')
+
+
+def bench(events: int, pg_dsn: str, rounds: int) -> tuple[list[Stage], dict[str, Any]]:
+    from services.embedded_nats import EmbeddedNats
+
+    stages: list[Stage] = []
+    about: dict[str, Any] = {"events_requested": events, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    with tempfile.TemporaryDirectory(prefix="relaydesk-bench-rebuild-") as tmp:
+        server = EmbeddedNats(store_dir=Path(tmp) / "js")
+        server.start()
+        try:
+            written, seconds = asyncio.run(write_log(server.url, events))
+            about.update(events_in_log=written, write_s=round(seconds, 2))
+            why_no_pg = pg_answers(pg_dsn)
+            about["postgresql"] = why_no_pg or pg_dsn
+            for round_ in range(rounds):
+                # The ceiling and each rebuild take turns, so each sees the same moment of the machine.
+                stages.append(child("ceiling", server.url))
+                stages.append(child("ceiling-filtered", server.url))
+                stages.append(child("ceiling-nats-py", server.url))
+                stages.append(child("replay", server.url))
+                stages.append(child("sqlite", server.url, str(Path(tmp) / f"timelines{round_}.db")))
+                if why_no_pg:
+                    stages.append(Stage("postgresql", skipped=why_no_pg))
+                else:
+                    schema = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
+                    try:
+                        stages.append(child("postgresql", server.url, pg_dsn, schema))
+                    finally:
+                        with contextlib.suppress(Exception):
+                            drop_schema(pg_dsn, schema)
+        finally:
+            server.stop()
+    return stages, about
+
+
+def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
+    ceilings = [s.rate for s in stages if s.name.startswith("ceiling") and not s.skipped]
+    ceiling = max(ceilings) if ceilings else 0.0
+    print(
+        f"\nlog: {about.get('events_in_log', 0):,} customer events (written in {about.get('write_s')} s); "
+        f"ceiling = ordered replay, discard: {ceiling:,.0f} ev/s (best of {len(ceilings)})"
+    )
+    print(f"{'stage':<12}{'events/s':>12}{'all-in ev/s':>13}{'of ceiling':>12}{'peak RSS MB':>13}  target")
+    rows: list[dict[str, Any]] = []
+    for s in stages:
+        if s.skipped:
+            print(f"{s.name:<12}  skipped: {s.skipped}")
+            rows.append({"stage": s.name, "skipped": s.skipped})
+            continue
+        share = s.rate / ceiling if ceiling else 0.0
+        target = TARGETS.get(s.name)
+        verdict = ""
+        if target is not None:
+            ok = s.rate >= target and share >= CEILING_SHARE
+            verdict = f"{'met' if ok else 'NOT met'} (>= {target:,.0f}/s and >= {CEILING_SHARE:.0%} of the ceiling)"
+        print(f"{s.name:<12}{s.rate:>12,.0f}{s.rate_all_in:>13,.0f}{share:>12.2f}{s.peak_rss_mb:>13,.0f}  {verdict}")
+        rows.append(
+            {
+                **asdict(s),
+                "rate": round(s.rate),
+                "rate_all_in": round(s.rate_all_in),
+                "share_of_ceiling": round(share, 3),
+                "target": target,
+            }
+        )
+    return {"about": about, "ceiling": round(ceiling), "stages": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relaydesk bench rebuild", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
+    parser.add_argument("--quick", action="store_true", help="100,000 events, one round")
+    parser.add_argument("--rounds", type=int, default=1, help="times each stage runs (default 1)")
+    parser.add_argument("--pg-dsn", default=os.environ.get("RELAYDESK_TEST_PG_DSN", DEFAULT_PG))
+    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    # internal: one stage in this process
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
+    parser.add_argument("--target", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--schema", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    from services import logs
+
+    logs.configure("warning")  # info lines of the stages would bury the table
+    if args.stage:
+        out = asyncio.run(run_stage(args.stage, args.nats_url, args.target, args.schema))
+        print(json.dumps(out))
+        return 0
+    events = 100_000 if args.quick else args.events
+    stages, about = bench(events, args.pg_dsn, 1 if args.quick else args.rounds)
+    out = report(stages, about)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
