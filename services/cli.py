@@ -20,7 +20,7 @@ Relaydesk: an event-sourced conversation router for customer service.
 One machine:     relaydesk up                 (embedded NATS, every service, demo agents)
 One service:     relaydesk intake | router | projector | api | delivery | connector NAME
                  (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
-Tools:           relaydesk bench decide|crypto | rebuild timelines [--customer ID]
+Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart | rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     bench = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
-    bench.add_argument("what", choices=("decide", "crypto"))
+    bench.add_argument("what", choices=("decide", "crypto", "rebuild", "ingest", "e2e", "route", "restart"))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark (try: decide --help)")
 
     rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
@@ -204,6 +204,14 @@ def _setup(config: Config, *, print_auth: bool) -> int:
 ONE_SHOT = frozenset({"customers", "rebuild", "report", "dlq", "status", "setup"})
 
 
+def _rebuild(args: argparse.Namespace, config: Config) -> int:
+    from services.rebuild import rebuild_command
+
+    if not config.nats.url:
+        raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+    return asyncio.run(rebuild_command(config.nats.url, args.target or config.projection_target, args.customer))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -215,6 +223,26 @@ def main(argv: list[str] | None = None) -> int:
             from services.bench_crypto import main as bench_crypto_main
 
             return bench_crypto_main(args.rest)
+        if args.what == "ingest":
+            from services.bench_ingest import main as bench_ingest_main
+
+            return bench_ingest_main(args.rest)
+        if args.what == "e2e":
+            from services.bench_e2e import main as bench_e2e_main
+
+            return bench_e2e_main(args.rest)
+        if args.what == "route":
+            from services.bench_route import main as bench_route_main
+
+            return bench_route_main(args.rest)
+        if args.what == "restart":
+            from services.bench_restart import main as bench_restart_main
+
+            return bench_restart_main(args.rest)
+        if args.what == "rebuild":
+            from services.bench_rebuild import main as bench_rebuild_main
+
+            return bench_rebuild_main(args.rest)
         from services.bench_decide import main as bench_main
 
         return bench_main(args.rest)
@@ -223,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command in ONE_SHOT and not os.environ.get("RELAYDESK_LOG_LEVEL")
     logs.configure(args.log_level or ("warning" if quiet else None), args.log_format)
     config = _config(args)
-    from services import runners
     from services.bootstrap import configure_tools
 
     configure_tools(config)  # rebuild, customers, dlq, status connect as the tool role
+    if args.command == "rebuild":
+        return _rebuild(args, config)
+    from services import runners  # the service stack (~1 s of imports): not on the rebuild path
 
     if args.command == "setup":
         return _setup(config, print_auth=args.nats_auth_config)
@@ -253,12 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         from services.nats_permissions import connector_user
 
         return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
-    if args.command == "rebuild":
-        from services.rebuild import rebuild_command
-
-        if not config.nats.url:
-            raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
-        return asyncio.run(rebuild_command(config.nats.url, args.target or config.projection_target, args.customer))
     if args.command == "report":
         from services.reports.command import report_command
 

@@ -4,21 +4,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
 from aiohttp import web
-from faststream.nats import NatsBroker
 
 from events import subjects
 from services.api.app import ApiDeps, build_app
+from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
 from services.identity import IdentityDirectory, IdentityRules
-from services.intake import Intake, register
+from services.intake import Intake
 from services.intake.consumer import prepare as prepare_intake_consumer
+from services.intake.worker import IntakeWorker
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention
@@ -43,24 +43,20 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     directory = IdentityDirectory(
         await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
     )
-    # Reconnect for as long as it takes, like every other connection here (FastStream's
-    # default gives up after about two minutes and leaves intake deaf for good).
-    # Its own connection, with the intake role's credentials (bus.auth) like the bus's.
-    broker = NatsBroker(
-        nats_url, logger=None, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **bus.auth.faststream_options()
-    )
-    register(broker, Intake(bus.store, directory, config.intake), workers=config.intake.workers)
+    # A raw pull consumer on the bus's connection (it reconnects for as long as it takes,
+    # with the intake role's credentials): fetch(batch), many messages in flight, no thread
+    # hop per message (services/intake/worker.py). ``nats_url`` is kept for the signature.
+    # ``[intake] workers`` (default 4) sets how many messages are in flight: 128 each.
+    in_flight = max(64, config.intake.workers * 128)
+    worker = IntakeWorker(bus.nc, Intake(bus.store, directory, config.intake), in_flight=in_flight)
     # Bounded redelivery: an older version's durable (max_deliver -1) is updated in place.
     watch = await prepare_intake_consumer(bus.nc)
     try:
-        async with broker:
-            await broker.start()
-            log.info("intake.started")
-            await stop.wait()
+        log.info("intake.started")
+        await worker.run(stop)
     except NATS_UNAVAILABLE as err:
         if not stop.is_set():
             raise
-        # Stopped while NATS was away: closing the broker could not say goodbye to the server.
         log.warning("intake.stopped_without_nats", error=repr(err))
     finally:
         await watch.stop()
@@ -90,10 +86,15 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event) -> None:
 async def run_api(
     config: Config, bus: Bus, token: str, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
+    """Listens at once (a port taken is reported before anything is read); answers 503 on
+    what needs the view until the view has caught up with the log (``/readyz`` says so);
+    ``ready`` is set once it has."""
     live = LiveState(bus.store)
     timelines = None
-    with contextlib.suppress(Exception):
+    try:
         timelines = await open_store(config.projection_target, readonly=True)
+    except Exception as err:  # no projection yet: resolved conversations are not shown
+        log.warning("api.timelines_unavailable", error=repr(err), skipped="resolved conversation summaries")
     directory = IdentityDirectory(
         await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
     )
@@ -110,7 +111,7 @@ async def run_api(
             signing_key=api_signing_key(config, config.data_dir),
         )
     )
-    await live.start()  # after build_app: its folds (agent tokens) must see the whole log
+    app.middlewares.insert(0, until_caught_up(live))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.api.host, config.api.port)
@@ -118,18 +119,25 @@ async def run_api(
         await site.start()
     except OSError as err:
         await runner.cleanup()
-        await live.stop()
+        if timelines is not None:
+            await timelines.close()
         raise ServiceFailed(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
-    log.info("api.started", url=f"http://{config.api.host}:{config.api.port}")
-    if ready is not None:
-        ready.set()
-    # [retention] message_days: erase day keys past retention (services/retention.py).
-    retention = (
-        asyncio.create_task(run_retention(bus.nc.jetstream(), config.retention.message_days, stop))
-        if config.retention.message_days > 0
-        else None
-    )
+    log.info("api.listening", url=f"http://{config.api.host}:{config.api.port}")
+    retention: asyncio.Task[None] | None = None
     try:
+        await live.begin()  # after build_app: its folds (agent tokens) must see the whole log
+        caught_up = asyncio.create_task(live.caught_up.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([caught_up, stopping], return_when=asyncio.FIRST_COMPLETED)
+        caught_up.cancel()
+        stopping.cancel()
+        if live.caught_up.is_set():
+            log.info("api.started", url=f"http://{config.api.host}:{config.api.port}", position=live.position)
+            if ready is not None:
+                ready.set()
+        # [retention] message_days: erase day keys past retention (services/retention.py).
+        if config.retention.message_days > 0:
+            retention = asyncio.create_task(run_retention(bus.nc.jetstream(), config.retention.message_days, stop))
         await stop.wait()
     finally:
         if retention is not None:

@@ -104,13 +104,20 @@ class PendingReplies:
 
     def __init__(self) -> None:
         self.by_id: dict[str, Pending] = {}
+        self.seen = 0  # last sequence applied
 
     def apply(self, stored: StoredEvent) -> None:
+        self.seen = max(self.seen, stored.seq)
         event = stored.event
         if isinstance(event, ReplyRequested):
             self.by_id[event.reply_id] = Pending(stored.seq, event)
         elif isinstance(event, MessageSent | DeliveryFailed):
             self.by_id.pop(event.reply_id, None)
+
+    def refeed_from(self) -> int:
+        """Where to read the log again from to rebuild this fold after a snapshot of the API's
+        view (its replies hold personal data, so they are not put in the snapshot)."""
+        return min((p.seq for p in self.by_id.values()), default=self.seen + 1)
 
     def due(self, now: datetime, requeue_after: float) -> list[Pending]:
         """Replies waiting longer than ``requeue_after`` (and not queued again within that
@@ -176,7 +183,7 @@ class ReplyRelay:
 def install(app: web.Application, deps: ApiDeps) -> None:
     """Fold pending replies from the API's log reader; run the relay while the app runs."""
     pending = PendingReplies()
-    deps.live.add_fold(pending.apply)
+    deps.live.add_fold(pending.apply, name="replies_pending", refeed_from=pending.refeed_from)
     relay = ReplyRelay(deps, pending, deps.reply_requeue_after, deps.clock)
 
     async def start(app: web.Application) -> None:

@@ -13,6 +13,7 @@ authenticates, and rotating the signing key invalidates every token issued befor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -125,6 +126,16 @@ class TokenTable:
                 found.revoked = True
                 self.by_hash.pop(found.token_hash, None)
 
+    def dump(self) -> bytes:
+        """For the API view's snapshot (hashes, ids and labels: no token, no personal data)."""
+        return msgspec.msgpack.encode([dataclasses.astuple(r) for r in self.by_id.values()])
+
+    def load(self, data: bytes) -> None:
+        rows = msgspec.msgpack.decode(data, type=list[tuple[str, str, str, str, str, bool]])
+        records = [TokenRecord(*row) for row in rows]
+        self.by_id = {r.token_id: r for r in records}
+        self.by_hash = {r.token_hash: r for r in records if not r.revoked}
+
     def agent_for(self, token: str) -> str | None:
         return self.agent_for_hash(hash_token(token))
 
@@ -148,7 +159,7 @@ TOKENS = web.AppKey("agent_tokens", TokenTable)
 def install(app: web.Application, table: TokenTable, live: LiveState) -> None:
     """Feed the table from the API's log reader (before it starts)."""
     app[TOKENS] = table
-    live.add_fold(table.apply)
+    live.add_fold(table.apply, name="agent_tokens", saved=table)
 
 
 class IssueBody(msgspec.Struct, kw_only=True):

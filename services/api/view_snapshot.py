@@ -1,0 +1,92 @@
+"""Snapshots of the API's view (object ``api`` in ``rd_snapshots``), so a restart reads only
+the log after the snapshot, not all of it.
+
+A snapshot holds the routing view at a stream sequence and, for each other fold the API runs
+(agent tokens, replies waiting for an outcome), either that fold's own dump or the sequence
+from which it must be fed again (a fold whose state holds personal data, which must not sit
+in clear in a snapshot, is fed again instead). One that cannot be read, or was written by
+another version, is ignored: the view is then folded from the whole log (and saved again).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+from events import subjects
+from events.quarantine import QUARANTINED
+from router import snapshot as router_snapshot
+from router.state import RouterState
+from services.nats_errors import NATS_UNAVAILABLE
+
+log = structlog.get_logger(__name__)
+
+SNAPSHOT_NAME = "api"
+# Bump whenever the layout of the snapshot, or of a fold's dump, changes.
+FORMAT = 1
+
+
+class ViewSnapshot(msgspec.Struct, kw_only=True):
+    format: int
+    router_format: int  # router.snapshot.FORMAT of the routing view inside
+    position: int  # last stream sequence every fold had applied
+    state: RouterState
+    dumps: dict[str, bytes] = {}  # fold name -> its own dump
+    refeed_from: dict[str, int] = {}  # fold name -> first sequence to feed it again from
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ViewSnapshot)
+
+
+class UnusableSnapshot(ValueError):
+    """Damaged, or written by another version: fold the whole log instead."""
+
+
+def dump(snap: ViewSnapshot) -> bytes:
+    return _encoder.encode(snap)
+
+
+def load(data: bytes) -> ViewSnapshot:
+    try:
+        snap = _decoder.decode(data)
+    except msgspec.DecodeError as err:
+        raise UnusableSnapshot(f"not an API view snapshot: {err}") from err
+    if snap.format != FORMAT or snap.router_format != router_snapshot.FORMAT:
+        raise UnusableSnapshot(
+            f"format {snap.format}/{snap.router_format}, this API reads {FORMAT}/{router_snapshot.FORMAT}"
+        )
+    return snap
+
+
+async def read(js: JetStreamContext) -> ViewSnapshot | None:
+    """The stored snapshot, or None (none yet, or not usable: logged and counted)."""
+    try:
+        obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+        found = await obs.get(SNAPSHOT_NAME)
+    except (ObjectNotFoundError, NotFoundError):
+        return None
+    except NATS_UNAVAILABLE:
+        raise
+    except Exception as err:  # a damaged object (chunks, digest): the log is the truth
+        log.warning("api.snapshot_ignored", reason=f"unreadable: {err!r}", action="fold the whole log")
+        QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
+        return None
+    if not found.data:
+        return None
+    try:
+        return load(found.data)
+    except UnusableSnapshot as err:
+        log.warning("api.snapshot_ignored", reason=str(err), action="fold the whole log")
+        QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
+        return None
+
+
+async def write(js: JetStreamContext, snap: ViewSnapshot) -> int:
+    """Store ``snap``; returns its size in bytes."""
+    data = dump(snap)
+    obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+    await obs.put(SNAPSHOT_NAME, data)
+    return len(data)

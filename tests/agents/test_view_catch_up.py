@@ -1,0 +1,203 @@
+"""The API's view never diverges from the log and starts from a snapshot: a reader forced
+into slow-consumer drops reads again what it lost; a restart reads only the log after the
+snapshot; the API listens before its view has caught up and answers 503 until it has."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.store import EventStore, StoredEvent
+from events.streams import ensure_streams
+from services.api import view_snapshot
+from services.api.logreader import LogReader
+from services.api.readmodel import LiveState
+from services.bootstrap import Bus
+from services.embedded_nats import EmbeddedNats
+from services.runners import ServiceFailed, run_api
+from tests.integration.system import API_TOKEN, eventually, system_config
+
+from .view_log import agents, fold_of_log, picture, write, write_conversations
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def connected(server: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        yield nc, EventStore(nc, js)
+    finally:
+        await nc.drain()
+
+
+class Counting:
+    """A fold with a snapshot of its own: how many events it saw."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def apply(self, stored: StoredEvent) -> None:
+        self.seen += 1
+
+    def dump(self) -> bytes:
+        return msgspec.msgpack.encode(self.seen)
+
+    def load(self, data: bytes) -> None:
+        self.seen = msgspec.msgpack.decode(data, type=int)
+
+
+async def test_a_reader_that_drops_messages_reads_them_again_and_the_view_equals_the_log(
+    clean_nats: EmbeddedNats,
+) -> None:
+    async with connected(clean_nats) as (_, store):
+        await write(store, agents(20))
+        await write_conversations(store, "a", 300, 20)
+        # A client buffer of 32 messages against batches of 256: nats-py drops much of every
+        # batch ("slow consumer"), and a slow fold keeps the reader behind a burst as well.
+        reader = LogReader(store.for_reader("api"), batch=256, pending_msgs_limit=32, wait=0.1)
+        live = LiveState(store, use_snapshot=False, reader=reader)
+        live.add_fold(lambda stored: time.sleep(0.0001) if stored.seq % 7 == 0 else None)
+        await live.begin()
+        try:
+            burst = asyncio.create_task(write_conversations(store, "b", 300, 20))
+            end = await burst
+            assert await live.wait_for(end, timeout=60), (live.progress(), end)
+            assert live.caught_up.is_set()
+            assert reader.rereads > 0, "the test did not force any lost message"
+            assert picture(live.state) == picture(await fold_of_log(store))
+            assert live.position == end
+        finally:
+            await live.stop()
+
+
+async def test_a_restart_reads_only_the_log_after_the_snapshot(clean_nats: EmbeddedNats) -> None:
+    async with connected(clean_nats) as (_, store):
+        await write(store, agents(50))
+        first_end = await write_conversations(store, "a", 5_000, 50)
+        assert first_end >= 20_000
+        saved, fed = Counting(), Counting()
+        first = LiveState(store)
+        first.add_fold(saved.apply, name="saved", saved=saved)
+        first.add_fold(fed.apply, name="fed", refeed_from=lambda: first_end - 99)  # the last 100 again
+        await first.start()
+        await first.save_snapshot()
+        await first.stop()
+        end = await write_conversations(store, "b", 100, 50)
+        tail = end - first_end
+
+        saved2, fed2 = Counting(), Counting()
+        second = LiveState(store)
+        second.add_fold(saved2.apply, name="saved", saved=saved2)
+        second.add_fold(fed2.apply, name="fed", refeed_from=lambda: 1)
+        await second.start()
+        try:
+            assert second.snapshot_position == first_end
+            assert second.reader.read == tail  # the log after the snapshot, not all of it
+            assert saved2.seen == end  # restored from the snapshot, then the tail
+            assert fed2.seen == 100 + tail  # fed again from where the snapshot said
+            assert picture(second.state) == picture(await fold_of_log(store))
+        finally:
+            await second.stop()
+
+
+async def test_a_damaged_snapshot_is_ignored_and_the_whole_log_folded(clean_nats: EmbeddedNats) -> None:
+    async with connected(clean_nats) as (nc, store):
+        end = await write_conversations(store, "a", 50, 5)
+        obs = await nc.jetstream().object_store(subjects.SNAPSHOT_BUCKET)
+        await obs.put(view_snapshot.SNAPSHOT_NAME, b"\x00 not a snapshot")
+        live = LiveState(store)
+        await live.start()
+        try:
+            assert live.snapshot_position is None and live.reader.read == end
+            assert picture(live.state) == picture(await fold_of_log(store))
+        finally:
+            await live.stop()
+
+
+class Gate:
+    """Holds the API's log reader before its first fetch until the test opens it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.open = asyncio.Event()
+        real = LogReader._fetch
+
+        async def held(reader: LogReader, last: int) -> Any:
+            await self.open.wait()
+            return await real(reader, last)
+
+        monkeypatch.setattr(LogReader, "_fetch", held)
+
+
+async def test_the_api_listens_at_once_and_answers_503_until_its_view_has_caught_up(
+    clean_nats: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = system_config(tmp_path, clean_nats.url)
+    base = f"http://{config.api.host}:{config.api.port}"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    gate = Gate(monkeypatch)
+    async with connected(clean_nats) as (nc, store), aiohttp.ClientSession() as http:
+        await write(store, agents(3))
+        end = await write_conversations(store, "a", 30, 3)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        api = asyncio.create_task(run_api(config, Bus(nc, store), API_TOKEN, stop, ready))
+        try:
+
+            async def answered() -> tuple[int, Any] | None:
+                try:
+                    async with http.get(base + "/readyz") as r:
+                        return r.status, await r.json()
+                except aiohttp.ClientConnectionError:
+                    return None
+
+            status, body = await eventually(answered)
+            assert status == 503 and body["view"]["caught_up"] is False
+            assert body["view"]["position"] == 0 and body["view"]["log_end"] == end
+            async with http.get(base + "/v1/conversations", headers=auth) as r:
+                assert r.status == 503 and r.headers["Retry-After"]
+                assert "not caught up" in (await r.json())["error"]
+            assert not ready.is_set()
+
+            gate.open.set()
+            await asyncio.wait_for(ready.wait(), 30)
+            async with http.get(base + "/readyz") as r:
+                assert r.status == 200 and (await r.json())["view"]["position"] == end
+            async with http.get(base + "/v1/conversations", headers=auth, params={"limit": "1000"}) as r:
+                assert r.status == 200
+                served = await r.json()
+            expected = picture(await fold_of_log(store))["conversations"]
+            rows = served["conversations"] if isinstance(served, dict) else served
+            assert {c["id"]: (c["status"], c["agent_id"]) for c in rows} == expected
+        finally:
+            stop.set()
+            await api
+
+
+async def test_a_port_clash_is_reported_before_the_log_is_read(
+    clean_nats: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = system_config(tmp_path, clean_nats.url)
+    gate = Gate(monkeypatch)  # never opened: reading the log would hang the test
+    holder = await asyncio.start_server(lambda r, w: None, config.api.host, config.api.port)
+    try:
+        async with connected(clean_nats) as (nc, store):
+            await write(store, agents(2))
+            with pytest.raises(ServiceFailed, match="cannot listen"):
+                await asyncio.wait_for(run_api(config, Bus(nc, store), API_TOKEN, asyncio.Event()), 20)
+            assert not gate.open.is_set()
+    finally:
+        holder.close()
+        await holder.wait_closed()
