@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -108,8 +109,10 @@ async def test_seal_hides_every_personal_value_and_open_restores_the_event(keys:
     original = message()
     sealed = await cipher.seal(original)
     raw = encode(sealed)
+    # Outside the envelopes (whose random base64 may spell anything short, like "Ana").
+    clear = re.sub(rb"rdenc1:[A-Za-z0-9_-]+", b"", raw)
     for secret in (b"Ana", b"600 111 222", b"passport", b"ana@example.com", b"media.example"):
-        assert secret not in raw
+        assert secret not in clear
     assert sealed.text.startswith(ENVELOPE)
     assert sealed.metadata["platform"] == "email"  # technical, stays clear
     assert (sealed.channel, sealed.language, sealed.conversation_id) == ("email", "es", "cv1")
