@@ -21,8 +21,10 @@ from typing import Literal
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
+
+from events.kv import bucket_keys
 
 PARKED_BUCKET = "rd_parked"
 
@@ -116,18 +118,7 @@ class ParkingLot:
 
     async def list(self, kind: ParkedKind | None = None) -> list[ParkedMessage]:
         """Every parked record (oldest stream position first within a stream)."""
-        try:
-            kv = await self._bucket()
-        except BucketNotFoundError:
-            return []
-        try:
-            keys = await kv.keys()
-        except (NotFoundError, KeyNotFoundError):
-            return []
-        except Exception as err:  # nats-py raises NoKeysError (a plain Error) on an empty bucket
-            if type(err).__name__ == "NoKeysError":
-                return []
-            raise
+        keys = await bucket_keys(self.js, PARKED_BUCKET)
         out: list[ParkedMessage] = []
         for key in keys:
             record = await self.get(key)

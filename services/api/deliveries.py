@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import structlog
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from events.kv import bucket_keys
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok
 from services.delivery import records
 
@@ -52,10 +53,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         except ValueError:
             return json_error(400, "limit must be an integer")
         bucket = await kv()
-        try:
-            keys = await bucket.keys()
-        except NoKeysError:
-            keys = []
+        keys = await bucket_keys(deps.nc.jetstream(), records.BUCKET)
         found: list[records.DeliveryRecord] = []
         for key in keys:
             try:

@@ -1,13 +1,16 @@
-"""Fixtures shared by the integration tests that run the router as processes."""
+"""Fixtures shared by the integration tests: routers as processes, and the dead-letter tests' private server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NATS
 
+from events.store import EventStore
 from services.embedded_nats import EmbeddedNats
+from tests.integration.dead_letters import private_nats, quiet_cli_logging
 from tests.integration.routers import CONFIG, RouterProcesses
 
 
@@ -23,3 +26,16 @@ def routers(clean_nats: EmbeddedNats, config_file: Path, tmp_path: Path) -> Iter
     procs = RouterProcesses(clean_nats.url, config_file, tmp_path)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture
+def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's logs kept out of captured output (the dead-letter tests read the CLI's)."""
+    quiet_cli_logging(monkeypatch)
+
+
+@pytest.fixture
+async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[str, NATS, EventStore]]:
+    """A private nats-server's URL, a connection and a store (dead-letter tests)."""
+    async with private_nats(clean_nats) as found:
+        yield found

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
@@ -23,7 +22,6 @@ from events.parking import ParkingLot
 from events.store import EventStore
 from services.config import IntakeSettings
 from services.dlq import RETRY_HEADER
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake, register
 from services.intake.consumer import DURABLE, REDELIVERY, prepare
@@ -33,25 +31,12 @@ from tests.integration.dead_letters import (
     cli,
     dead_letter_count,
     parked_where,
-    private_nats,
-    quiet_cli_logging,
     settled,
     sms,
 )
 from tests.integration.system import eventually
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    quiet_cli_logging(monkeypatch)
-
-
-@pytest.fixture
-async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[str, NATS, EventStore]]:
-    async with private_nats(clean_nats) as found:
-        yield found
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_logging")]
 
 
 class FailingIntake(Intake):

@@ -31,23 +31,10 @@ from tests.integration.dead_letters import (
     cli,
     dead_letter_count,
     parked_where,
-    private_nats,
-    quiet_cli_logging,
 )
 from tests.integration.system import API_TOKEN, eventually
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    quiet_cli_logging(monkeypatch)
-
-
-@pytest.fixture
-async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[str, NATS, EventStore]]:
-    async with private_nats(clean_nats) as found:
-        yield found
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quiet_logging")]
 
 
 # -- connector outbound -------------------------------------------------------------------------
