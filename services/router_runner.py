@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from events import subjects
+from events.objects import read_object
 from events.quarantine import QUARANTINED
 from events.store import Append, ConcurrencyError, EventStore, Tail
 from router import snapshot
@@ -74,8 +75,7 @@ class RouterRunner:
         if not self.use_snapshot:
             return
         try:
-            obs = await self.js.object_store(subjects.SNAPSHOT_BUCKET)
-            result = await obs.get(SNAPSHOT_NAME)
+            data = await read_object(self.js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
         except (ObjectNotFoundError, NotFoundError):
             return
         except NATS_UNAVAILABLE:
@@ -83,9 +83,9 @@ class RouterRunner:
         except Exception as err:  # a damaged object (chunks, digest): the log is the truth
             self._snapshot_ignored(f"unreadable: {err!r}")
             return
-        if result.data:
+        if data:
             try:
-                self.state = snapshot.load(result.data)
+                self.state = snapshot.load(data)
             except snapshot.UnreadableSnapshot as err:
                 self._snapshot_ignored(str(err))
                 return

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from events import subjects
+from events.objects import read_object
 from events.quarantine import QUARANTINED
 from router import snapshot as router_snapshot
 from router.state import RouterState
@@ -64,8 +65,7 @@ def load(data: bytes) -> ViewSnapshot:
 async def read(js: JetStreamContext) -> ViewSnapshot | None:
     """The stored snapshot, or None (none yet, or not usable: logged and counted)."""
     try:
-        obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
-        found = await obs.get(SNAPSHOT_NAME)
+        found = await read_object(js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
     except (ObjectNotFoundError, NotFoundError):
         return None
     except NATS_UNAVAILABLE:
@@ -74,10 +74,10 @@ async def read(js: JetStreamContext) -> ViewSnapshot | None:
         log.warning("api.snapshot_ignored", reason=f"unreadable: {err!r}", action="fold the whole log")
         QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
         return None
-    if not found.data:
+    if not found:
         return None
     try:
-        return load(found.data)
+        return load(found)
     except UnusableSnapshot as err:
         log.warning("api.snapshot_ignored", reason=str(err), action="fold the whole log")
         QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()

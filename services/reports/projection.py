@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from events import subjects
+from events.objects import read_object
 from events.store import EventStore, reading_as
 from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
 from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
@@ -121,12 +122,13 @@ class ReportProjection:
     async def _load_snapshot(self) -> None:
         self._looked_for_snapshot = True
         try:
-            obs = await self.store.js.object_store(subjects.SNAPSHOT_BUCKET)
-            found = await obs.get(SNAPSHOT_NAME)
-        except Exception as err:  # none yet, or no object store: fold from the start
-            log.debug("reports.no_snapshot", reason=repr(err))
+            found = await read_object(self.store.js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
+        except Exception as err:  # no object store, or a snapshot that never arrived: fold from the start
+            log.warning("reports.snapshot_unread", reason=repr(err), action="fold the whole log")
             return
-        snap = load_snapshot(found.data or b"")
+        if found is None:
+            return
+        snap = load_snapshot(found)
         if snap is None:
             log.warning("reports.snapshot_ignored", reason="another fold version or unreadable")
             return

@@ -65,6 +65,8 @@ async def test_standby_takes_over_during_a_burst_and_routes_each_once(
     routers.start("alpha")
     routers.start("beta")
     first = await eventually(lambda: leader(clean_nats.url), timeout=20)
+    standby = "beta" if first == "alpha" else "alpha"
+    await eventually(lambda: routers.started(standby), timeout=60)  # a hot standby, following the log
     burst = asyncio.create_task(open_many(store, "c", 500))
     await eventually(lambda: _routed_at_least(store, 20), timeout=60)
     routers.kill(first)  # the active router dies mid-burst
