@@ -34,6 +34,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from prometheus_client import Counter
 
 from events.parking import ParkedMessage, ParkingLot, now
+from events.skips import count_skip
 
 log = structlog.get_logger("relaydesk.deadletter")
 
@@ -175,7 +176,8 @@ class MaxDeliveriesWatch:
             try:
                 await self._sub.unsubscribe()
             except Exception as err:  # the connection is closing or gone: nothing to undo
-                log.debug("deadletter.watch_unsubscribe_skipped", error=repr(err))
+                log.debug("deadletter.watch_unsubscribe_skipped", nats_subject=self._sub.subject, error=repr(err))
+                count_skip("deadletter.watch_unsubscribe")
             self._sub = None
 
     async def _on_advisory(self, msg: Msg) -> None:
@@ -193,6 +195,7 @@ class MaxDeliveriesWatch:
             # Parked all the same, without the payload: it stays in the stream, where
             # `relaydesk dlq retry` (tool or api role) reads it by sequence.
             log.warning("deadletter.payload_not_read", stream=self.stream, seq=seq, reader=self.reader, error=repr(err))
+            count_skip("deadletter.payload_read")
         parked = ParkedMessage(
             stream=self.stream,
             seq=seq,
@@ -211,3 +214,4 @@ class MaxDeliveriesWatch:
             log.warning(
                 "deadletter.advisory_not_parked", stream=self.stream, seq=seq, reader=self.reader, error=repr(err)
             )
+            count_skip("deadletter.advisory_park")

@@ -36,6 +36,7 @@ from events.codec import decode_reply
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
+from events.skips import count_skip
 
 from .base import Connector, DeliveryResult, scrub, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
@@ -215,7 +216,13 @@ class OutboundWorker:
         try:
             reply = await self.cipher.open_reply(reply)  # contact, text, metadata (events.personal)
         except Exception as err:  # the key store did not answer: the command comes back later
-            rlog.warning("outbound.open_failed", error=type(err).__name__, skipped="this delivery, for now")
+            rlog.warning(
+                "outbound.open_failed",
+                error=type(err).__name__,
+                stream_seq=msg.metadata.sequence.stream,
+                skipped="this delivery, for now",
+            )
+            count_skip("outbound.open_reply")
             await self._retry_or_park(msg, rlog, f"the reply could not be opened: {describe_error(err)}")
             return
         outcome = self._done.get(reply.reply_id)
@@ -239,7 +246,8 @@ class OutboundWorker:
             self._done.pop(reply.reply_id, None)
         except Exception as err:
             # The outcome is remembered: the redelivery reports it without sending again.
-            rlog.warning("outbound.report_failed", error=type(err).__name__)
+            rlog.warning("outbound.report_failed", error=type(err).__name__, stream_seq=msg.metadata.sequence.stream)
+            count_skip("outbound.report_outcome")
             error = f"the outcome ({outcome.outcome}) could not be reported: {describe_error(err)}"
             await self._retry_or_park(msg, rlog, error)
 
@@ -253,7 +261,14 @@ class OutboundWorker:
             else:
                 await msg.nak(delay=self.redelivery.delay_after(delivered))
         except Exception as settle_err:  # NATS away: the server redelivers after ack_wait
-            rlog.warning("outbound.settle_failed", error=type(settle_err).__name__, delivery=delivered)
+            rlog.warning(
+                "outbound.settle_failed",
+                error=type(settle_err).__name__,
+                delivery=delivered,
+                stream_seq=msg.metadata.sequence.stream,
+                nats_subject=msg.subject,
+            )
+            count_skip("outbound.settle")
 
     def _remember(self, reply_id: str, outcome: Outcome) -> None:
         self._done[reply_id] = outcome

@@ -38,6 +38,7 @@ from events.personal.box import (
     has_envelope,
 )
 from events.personal.keys import PRELOAD_LIMIT, CustomerKeys
+from events.skips import count_skip
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +172,9 @@ class PersonalDataCipher:
                 async with gate:
                     try:
                         await self._sealing_box(customer_id)
-                    except Exception as err:  # in place of each of their events
+                    except Exception as err:  # raised by the caller in place of each of their events
+                        log.warning("personal.seal_key_unavailable", customer_id=customer_id, error=repr(err))
+                        count_skip("personal.seal_key")
                         failed[customer_id] = err
 
             await asyncio.gather(*(make(customer_id) for customer_id in missing))
@@ -192,7 +195,9 @@ class PersonalDataCipher:
                 continue
             try:  # a day key to make, or the cache started over meanwhile
                 out.append(await self.seal(event))
-            except Exception as err:
+            except Exception as err:  # raised by the caller in place of this event
+                log.warning("personal.seal_failed", customer_id=customer_id, error=repr(err))
+                count_skip("personal.seal")
                 out.append(err)
         return out
 
@@ -259,7 +264,10 @@ class PersonalDataCipher:
         try:
             return await self.keys.preload(limit=limit)
         except Exception as err:  # NATS slow or the role may not: keys are then read one by one
-            log.warning("personal.preload_failed", error=repr(err), skipped="loading every key at once")
+            log.warning(
+                "personal.preload_failed", error=repr(err), stream="RD_KEYS", skipped="loading every key at once"
+            )
+            count_skip("personal.preload")
             return 0
 
     def _box(self, customer_id: str) -> Box | None:
