@@ -219,33 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "bench":
-        if args.what == "crypto":
-            from services.bench_crypto import main as bench_crypto_main
+        import importlib
 
-            return bench_crypto_main(args.rest)
-        if args.what == "ingest":
-            from services.bench_ingest import main as bench_ingest_main
-
-            return bench_ingest_main(args.rest)
-        if args.what == "e2e":
-            from services.bench_e2e import main as bench_e2e_main
-
-            return bench_e2e_main(args.rest)
-        if args.what == "route":
-            from services.bench_route import main as bench_route_main
-
-            return bench_route_main(args.rest)
-        if args.what == "restart":
-            from services.bench_restart import main as bench_restart_main
-
-            return bench_restart_main(args.rest)
-        if args.what == "rebuild":
-            from services.bench_rebuild import main as bench_rebuild_main
-
-            return bench_rebuild_main(args.rest)
-        from services.bench_decide import main as bench_main
-
-        return bench_main(args.rest)
+        # One module per benchmark in services/bench/, named as the choice (`bench decide`, …).
+        bench = importlib.import_module(f"services.bench.{args.what}")
+        return int(bench.main(args.rest))
     # Services log their work; one-shot tools (import, rebuild, report) speak to a person,
     # and info lines would bury their report: only warnings unless asked.
     quiet = args.command in ONE_SHOT and not os.environ.get("RELAYDESK_LOG_LEVEL")

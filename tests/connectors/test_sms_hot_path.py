@@ -21,7 +21,7 @@ from connectors.sdk.base import ProviderRequest, parse_form
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms import signature
 from connectors.sms.connector import TwilioSmsConnector
-from services.loadgen import signed_request, twilio_params
+from services.bench.loadgen import signed_request, twilio_params
 
 TOKEN = "hot-path-token"
 

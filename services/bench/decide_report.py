@@ -1,4 +1,4 @@
-"""The report of ``relaydesk bench decide`` (see ``services.bench_decide``): the tables,
+"""The report of ``relaydesk bench decide`` (see ``services.bench.decide``): the tables,
 the figures measured before the fold was made incremental, and the reference workload
 that makes runs on a busy machine comparable."""
 
@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.bench_decide import Cell, Result
+    from services.bench.decide import Cell, Result
 
 TARGET_ALL_IN_US = 300.0
 

@@ -258,7 +258,7 @@ async def run_stage(stage: str, url: str, target: str, schema: str | None) -> di
 
 
 def child(stage: str, url: str, target: str = "", schema: str | None = None) -> Stage:
-    args = [sys.executable, "-m", "services.bench_rebuild", "--stage", stage, "--nats-url", url, "--target", target]
+    args = [sys.executable, "-m", "services.bench.rebuild", "--stage", stage, "--nats-url", url, "--target", target]
     if schema:
         args += ["--schema", schema]
     started = time.perf_counter()

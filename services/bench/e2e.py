@@ -10,7 +10,7 @@ One run, one throw-away nats-server (``EmbeddedNats`` in a temporary directory):
    the load spread over them.
 
 Every webhook comes from a new customer (a new number) and asks for billing: each must end in
-an ``AgentOffered`` on the log. The load comes from a separate process (``services.loadgen``).
+an ``AgentOffered`` on the log. The load comes from a separate process (``services.bench.loadgen``).
 Per connector count: webhooks accepted per second, conversations offered per second (first
 webhook sent to last offer on the log), p50/p99 from a webhook's send to its offer, and the
 connector processes' CPU per webhook. The target: offers/s ≥ 0.75 of the ceiling's webhooks/s
@@ -44,10 +44,10 @@ from nats.aio.msg import Msg
 from events import subjects
 from events.codec import decode_log_event
 from events.model import AgentOffered, MessageReceived
-from services.bench_ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
+from services.bench.ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
+from services.bench.loadgen import LoadGenerator
 from services.config import AgentSeed, Config, load
 from services.embedded_nats import free_port
-from services.loadgen import LoadGenerator
 from services.up import Started, serve_all
 
 TARGET = 0.75  # offers/s over the ceiling's webhooks/s

@@ -45,8 +45,8 @@ from events import subjects
 from events.codec import encode
 from events.model import InboundMessage
 from events.store import EXPECTED_LAST_SUBJECT_SEQ, EventStore
-from services.bench_e2e import Offers, process_cpu
-from services.bench_ingest import throwaway_nats
+from services.bench.e2e import Offers, process_cpu
+from services.bench.ingest import throwaway_nats
 from services.bootstrap import seed_agents
 from services.config import AgentSeed, Config
 

@@ -62,7 +62,7 @@ from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState
-from services.bench_decide_report import (
+from services.bench.decide_report import (
     BEFORE_10K_100K,
     BEFORE_FOLD_US,
     TARGET_ALL_IN_US,

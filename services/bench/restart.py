@@ -159,7 +159,7 @@ async def run_stage(stage: str, url: str) -> dict[str, Any]:
 
 
 def child(stage: str, url: str) -> dict[str, Any]:
-    args = [sys.executable, "-m", "services.bench_restart", "--stage", stage, "--nats-url", url]
+    args = [sys.executable, "-m", "services.bench.restart", "--stage", stage, "--nats-url", url]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         said = done.stderr.strip().splitlines()

@@ -11,7 +11,7 @@ directory, with the streams ``ensure_streams`` makes):
   form), publish it on ``rd.inbound.sms`` with a ``Nats-Msg-Id`` and wait for the JetStream
   ack, answer empty TwiML.
 
-The load comes from a separate process (``services.loadgen``: a raw asyncio HTTP client,
+The load comes from a separate process (``services.bench.loadgen``: a raw asyncio HTTP client,
 requests signed before the clock starts, ``--concurrency`` keep-alive connections). Rounds
 alternate ceiling and connector so each pair sees the same moment of a shared machine. Per
 side: webhooks/s (wall clock), p50/p99 latency, and this process's CPU per webhook (the
@@ -50,8 +50,8 @@ from nats.js import JetStreamContext
 from events import subjects
 from events.streams import ensure_streams
 from services import logs
+from services.bench.loadgen import Load, LoadGenerator
 from services.embedded_nats import EmbeddedNats
-from services.loadgen import Load, LoadGenerator
 
 TOKEN = "bench-token"
 RATE_TARGET = 0.75  # connector webhooks/s over the ceiling's
