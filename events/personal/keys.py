@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import msgspec
 import structlog
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
@@ -92,34 +94,41 @@ class CustomerKeys:
         most ``limit`` (a replay of the whole log then fetches none one by one). Returns how
         many were loaded (0 when there are more than ``limit``)."""
         info = await self.js.stream_info(KEYS_STREAM)
-        total, last = int(info.state.messages), int(info.state.last_seq)
+        total = int(info.state.messages)
         if total > limit:
             return 0
         self.preloaded = True  # (set first: a key made meanwhile is found on conflict anyway)
         if total == 0:
             return 0
+        loaded = 0
+        async for msg in self._each(KEYS_ALL):
+            try:
+                self._remember(msg.subject, _record_decoder.decode(msg.data))
+                loaded += 1
+            except msgspec.DecodeError as err:
+                log.warning("keys.record_unreadable", subject=msg.subject, error=type(err).__name__)
+        return loaded
+
+    async def _each(self, filter_subject: str) -> AsyncIterator[Msg]:
+        """Every message on ``filter_subject`` in RD_KEYS as it stands, through one ordered consumer."""
         sub = await self.js.subscribe(
-            KEYS_ALL,
+            filter_subject,
             stream=KEYS_STREAM,
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
-        loaded = 0
         try:
-            while True:
+            info = await sub.consumer_info()
+            # Empty when nothing is pending and nothing was pushed to us already.
+            pending = info.num_pending or (info.delivered.consumer_seq if info.delivered else 0)
+            while pending:
                 msg = await sub.next_msg(timeout=self.timeout)
-                try:
-                    self._remember(msg.subject, _record_decoder.decode(msg.data))
-                    loaded += 1
-                except msgspec.DecodeError as err:
-                    log.warning("keys.record_unreadable", subject=msg.subject, error=type(err).__name__)
-                if msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last:
-                    break
+                yield msg
+                pending = msg.metadata.num_pending
         finally:
             await sub.unsubscribe()
-        return loaded
 
     async def _get(self, subject: str) -> bytes | None:
         if subject in self._cache:
@@ -305,27 +314,11 @@ class CustomerKeys:
         if not stream.state.messages:
             return 0
         cutoff = f"d{before:%Y%m%d}"
-        sub = await self.js.subscribe(
-            DAY_KEYS_ALL,
-            stream=KEYS_STREAM,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
-        )
         old: list[tuple[int, str]] = []
-        try:
-            info = await sub.consumer_info()
-            # Empty when nothing is pending and nothing was pushed to us already.
-            pending = info.num_pending or (info.delivered.consumer_seq if info.delivered else 0)
-            while pending:
-                msg = await sub.next_msg(timeout=self.timeout)
-                day = msg.subject.rsplit(".", 1)[-1]
-                if _DAY_TOKEN.match(day) and day < cutoff:
-                    old.append((int(msg.metadata.sequence.stream), msg.subject))
-                pending = msg.metadata.num_pending
-        finally:
-            await sub.unsubscribe()
+        async for msg in self._each(DAY_KEYS_ALL):
+            day = msg.subject.rsplit(".", 1)[-1]
+            if _DAY_TOKEN.match(day) and day < cutoff:
+                old.append((int(msg.metadata.sequence.stream), msg.subject))
         erased = 0
         for seq, subject in old:
             try:

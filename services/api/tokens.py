@@ -87,35 +87,29 @@ class TokenTable:
     def proof(self, agent_id: str, token_id: str, token_hash: str) -> str:
         return token_proof(self.key, agent_id, token_id, token_hash)
 
+    def _refuse(self, stored: StoredEvent, event: AgentTokenIssued, reason: str) -> None:
+        self.refused += 1
+        TOKENS_REFUSED.inc()
+        log.warning(
+            "api.agent_token_refused",
+            reason=reason,
+            agent_id=event.agent_id,
+            token_id=event.token_id,
+            seq=stored.seq,
+            subject=stored.subject,
+            actor=event.actor,
+        )
+
     def apply(self, stored: StoredEvent) -> None:
         event = stored.event
         if isinstance(event, AgentTokenIssued):
             expected = self.proof(event.agent_id, event.token_id, event.token_hash)
             if not hmac.compare_digest(event.proof.encode(), expected.encode()):
-                self.refused += 1
-                TOKENS_REFUSED.inc()
-                log.warning(
-                    "api.agent_token_refused",
-                    reason="no valid proof: not issued by this API, or before its signing key changed",
-                    agent_id=event.agent_id,
-                    token_id=event.token_id,
-                    seq=stored.seq,
-                    subject=stored.subject,
-                    actor=event.actor,
-                )
+                self._refuse(stored, event, "no valid proof: not issued by this API, or before its signing key changed")
                 return
             if event.token_id in self.by_id:
                 # A copy of an earlier issue (say, replayed after its revocation) revives nothing.
-                self.refused += 1
-                TOKENS_REFUSED.inc()
-                log.warning(
-                    "api.agent_token_refused",
-                    reason="token id issued before",
-                    agent_id=event.agent_id,
-                    token_id=event.token_id,
-                    seq=stored.seq,
-                    subject=stored.subject,
-                )
+                self._refuse(stored, event, "token id issued before")
                 return
             record = TokenRecord(event.agent_id, event.token_id, event.token_hash, event.label, event.at.isoformat())
             self.by_hash[event.token_hash] = record
