@@ -20,13 +20,13 @@ from typing import Any
 import jwt
 import nats
 import pytest
-from aiohttp import web
 
 from events.personal import ERASED
 from services.bootstrap import event_store
-from services.embedded_nats import EmbeddedNats, free_port
+from services.embedded_nats import EmbeddedNats
 from services.rebuild import rebuild_timelines
 from services.timelines import open_store
+from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 from tests.integration.test_one_customer_every_channel import (
     JWT_SECRET,
@@ -35,7 +35,6 @@ from tests.integration.test_one_customer_every_channel import (
     meta_message,
     with_every_channel,
 )
-from tests.integration.test_replies import FakeTwilio, with_fake_twilio
 from tests.timelines.helpers import drop_schemas, new_id, postgres
 
 pytestmark = pytest.mark.integration
@@ -66,20 +65,6 @@ SECRETS = [
 
 
 @pytest.fixture
-async def twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    """The fake Twilio Messages API of tests/integration/test_replies.py."""
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
 async def pg_schema() -> AsyncIterator[str]:
     """A schema name of this test's own (and ``<it>_rebuilt``), dropped afterwards."""
     schema = new_id("erase_")
@@ -105,10 +90,10 @@ def dump_text(dump: dict[str, list[tuple[object, ...]]]) -> str:
 
 
 async def test_an_erased_customer_leaves_no_plain_text_anywhere(
-    tmp_path: Path, clean_nats: EmbeddedNats, twilio: tuple[FakeTwilio, str], pg_schema: str
+    tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str], pg_schema: str
 ) -> None:
     config = system_config(tmp_path, clean_nats.url)
-    with_fake_twilio(config, twilio[1])
+    with_fake_twilio(config, fake_twilio[1])
     config.runner.snapshot_every = 5  # snapshots exist, and are scanned too
     smtp_port, social_port, chat_port = with_every_channel(config)
     pg = postgres()

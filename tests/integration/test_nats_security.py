@@ -39,8 +39,8 @@ from services.nats_auth import CREDENTIALS_DIR, NatsAuth, RoleCredentials
 from services.nats_permissions import connector_user
 from services.up import BUILT_IN_CONNECTORS, Started, connector_channels, serve_all, with_built_in_connectors
 from tests.connectors.chat.helpers import SECRET, SITE, WIDGET_KEY, chat_socket, open_session, recv_until
+from tests.integration.fake_twilio import ACCOUNT_SID, OUR_NUMBER, FakeTwilio
 from tests.integration.system import API_TOKEN, System, accept_if_offered, eventually, system_config
-from tests.integration.test_replies import ACCOUNT_SID, OUR_NUMBER, FakeTwilio, fake_twilio  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +240,7 @@ def secured_config(tmp_path: Path, secured: Secured, twilio_url: str) -> Config:
 async def test_every_service_and_connector_works_end_to_end_under_its_own_role(
     tmp_path: Path,
     secured: Secured,
-    fake_twilio: tuple[FakeTwilio, str],  # noqa: F811
+    fake_twilio: tuple[FakeTwilio, str],
 ) -> None:
     fake, twilio_url = fake_twilio
     config = secured_config(tmp_path, secured, twilio_url)

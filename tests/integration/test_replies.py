@@ -7,7 +7,7 @@ import asyncio
 import email
 import email.policy
 import smtplib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,46 +16,15 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from events.model import MessageSent, ReplyRequested
 from events.store import Append, EventStore
-from services.config import Config
 from services.embedded_nats import EmbeddedNats, free_port
+from tests.integration.fake_twilio import OUR_NUMBER, FakeTwilio, with_fake_twilio
 from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
-
-ACCOUNT_SID = "AC" + "1" * 32
-OUR_NUMBER = "+15557654321"
-
-
-class FakeTwilio:
-    """Twilio's Messages API, as far as Relaydesk uses it."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, str]] = []
-        self.auth: list[str | None] = []
-
-    async def create(self, request: web.Request) -> web.Response:
-        assert request.match_info["sid"] == ACCOUNT_SID
-        self.auth.append(request.headers.get("Authorization"))
-        self.messages.append(dict(await request.post()))  # type: ignore[arg-type]
-        return web.json_response({"sid": f"SM{len(self.messages):032d}", "status": "queued"}, status=201)
-
-
-@pytest.fixture
-async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 class Sink:
@@ -75,10 +44,6 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
     controller.start()
     yield sink, port
     controller.stop()
-
-
-def with_fake_twilio(config: Config, base_url: str) -> None:
-    config.connectors["sms"].update(account_sid=ACCOUNT_SID, from_number=OUR_NUMBER, api_base_url=base_url)
 
 
 async def sms_conversation(system: System, sid: str, phone: str, to: str = OUR_NUMBER) -> tuple[str, dict[str, Any]]:
