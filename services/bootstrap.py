@@ -66,19 +66,20 @@ async def connect(
     name: str = "relaydesk",
     auth: NatsAuth | None = None,
     role: str = TOOL,
-    check_only: bool = False,
+    streams_ready: bool = False,
 ) -> AsyncIterator[Bus]:
     """Connect as ``auth`` (default: ``auth_for(config, role)``), make sure the streams exist
-    (only check, with ``check_only`` or for a role that may not manage them), and drain the
-    connection on the way out."""
+    (only check, for a role that may not manage them; neither with ``streams_ready``, when the
+    caller has just set them up on another connection), and drain the connection on the way out."""
     target = url or config.nats.url
     if not target:
         raise SystemExit("no NATS server: set RELAYDESK_NATS_URL or [nats] url, or use `relaydesk up`")
     auth = auth if auth is not None else auth_for(config, role)
     nc = await connect_nats(target, name=name, timeout=config.nats.connect_timeout, auth=auth)
     try:
-        settings = StreamSettings(replicas=config.nats.replicas)
-        await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams and not check_only)
+        if not streams_ready:
+            settings = StreamSettings(replicas=config.nats.replicas)
+            await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams)
         yield Bus(nc, event_store(nc, config), auth)
     finally:
         _DENIED.pop(id(nc), None)

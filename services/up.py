@@ -141,7 +141,7 @@ async def serve_all(
         buses: dict[str, Bus] = {}
         for user in [*services, *(connector_user(name) for name in connectors)]:
             buses[user] = await stack.enter_async_context(
-                connect(config, nats_url, name=f"relaydesk-{user}", auth=auth(user), check_only=True)
+                connect(config, nats_url, name=f"relaydesk-{user}", auth=auth(user), streams_ready=True)
             )
         started = Started(nats_url, token)
         api_ready = asyncio.Event()
