@@ -11,13 +11,10 @@ import asyncio
 import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-import structlog
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
@@ -25,17 +22,18 @@ from nats.js.errors import APIError, NotFoundError
 from events import subjects
 from events.codec import Undecodable, decode_log_event, encode
 from events.direct import DirectBatches
-from events.model import LogEvent, UnknownEvent
+from events.model import LogEvent
 from events.parking import describe_error
 from events.personal import PersonalDataCipher
 from events.quarantine import Quarantine
+from events.stored import StoredEvent as StoredEvent
+from events.stored import to_stored as to_stored
+from events.tail import Tail as Tail
 
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
 WRONG_LAST_SEQUENCE = 10071
-
-_log = structlog.get_logger(__name__)
 
 
 class ConcurrencyError(Exception):
@@ -45,13 +43,6 @@ class ConcurrencyError(Exception):
         super().__init__(f"{subject}: expected last sequence {expected}, the log has moved on")
         self.subject = subject
         self.expected = expected
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    seq: int
-    subject: str
-    event: LogEvent | UnknownEvent
 
 
 @dataclass(frozen=True)
@@ -368,83 +359,3 @@ class EventStore:
 def reading_as(store: EventStore, reader: str) -> EventStore:
     """``store.for_reader(reader)``; a stand-in (a test's fake store) is used as it is."""
     return store.for_reader(reader) if isinstance(store, EventStore) else store
-
-
-def to_stored(msg: Msg) -> StoredEvent:
-    """Never raises on the payload: one that does not decode is an ``Undecodable`` event."""
-    return StoredEvent(
-        seq=int(msg.metadata.sequence.stream),
-        subject=msg.subject,
-        event=decode_log_event(msg.data, subject=msg.subject),
-    )
-
-
-class Tail:
-    def __init__(
-        self,
-        on_undecodable: Callable[[StoredEvent], None] | None = None,
-        opener: Callable[[StoredEvent], Awaitable[StoredEvent]] | None = None,
-    ) -> None:
-        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
-        self.sub: JetStreamContext.PushSubscription | None = None
-        self._arrived = asyncio.Event()
-        self._on_undecodable = on_undecodable
-        self._opener = opener
-
-    async def on_msg(self, msg: Msg) -> None:
-        stored = to_stored(msg)
-        if self._on_undecodable is not None and isinstance(stored.event, Undecodable):
-            self._on_undecodable(stored)  # quarantined; still queued, so readers count its sequence
-        if self._opener is not None:
-            stored = await self._open_patiently(stored)
-        self.queue.put_nowait(stored)
-        self._arrived.set()
-
-    async def _open_patiently(self, stored: StoredEvent) -> StoredEvent:
-        """Personal fields opened; while the key store does not answer (NATS away) wait and
-        try again: the consumer is ordered, so nothing after this event arrives meanwhile."""
-        assert self._opener is not None
-        pause = 0.2
-        while True:
-            try:
-                return await self._opener(stored)
-            except (TimeoutError, NatsError) as err:
-                _log.warning("store.open_retry", seq=stored.seq, subject=stored.subject, error=repr(err))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-            except Exception as err:  # never lose the event from the tail: passed on sealed
-                _log.error("store.open_failed", seq=stored.seq, subject=stored.subject, error=repr(err))
-                return stored
-
-    async def wait(self, timeout: float | None) -> bool:
-        """Until something has arrived (True) or ``timeout`` passed (False); takes nothing."""
-        if not self.queue.empty():
-            return True
-        self._arrived.clear()
-        try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def next(self, timeout: float | None) -> StoredEvent | None:
-        """The next event, or None when ``timeout`` passes without one."""
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
-
-    def drain(self, limit: int = 10_000) -> list[StoredEvent]:
-        """What has already arrived, without waiting."""
-        out: list[StoredEvent] = []
-        while len(out) < limit:
-            try:
-                out.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out
-
-    async def close(self) -> None:
-        if self.sub is not None:
-            await self.sub.unsubscribe()
-            self.sub = None
