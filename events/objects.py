@@ -42,9 +42,7 @@ async def read_object(js: JetStreamContext, bucket: str, name: str, *, attempts:
         except ObjectNotFoundError:
             return None
         except TimeoutError:
-            log.warning(
-                "object.read_timed_out", bucket=bucket, name=name, attempt=attempt, timeout_s=round(timeout, 1)
-            )
+            log.warning("object.read_timed_out", bucket=bucket, name=name, attempt=attempt, timeout_s=round(timeout, 1))
             continue
         return result.data or b""
     raise ObjectUnreadable(f"{bucket}/{name}: no complete read in {attempts} attempts")

@@ -154,8 +154,8 @@ class Route:
 @dataclass(frozen=True)
 class DeliveryResult:
     """What ``deliver`` reports. ``retryable`` failures are tried again with backoff,
-    up to ``deliver_attempts``; the last failure is reported as failed with ``reason`` (and
-recorded by intake as ``DeliveryFailed(reason)``)."""
+        up to ``deliver_attempts``; the last failure is reported as failed with ``reason`` (and
+    recorded by intake as ``DeliveryFailed(reason)``)."""
 
     ok: bool
     provider_message_id: str = ""

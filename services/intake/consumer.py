@@ -270,9 +270,7 @@ async def prepare(nc: NATS, redelivery: Redelivery = REDELIVERY) -> MaxDeliverie
     return watch
 
 
-def register(
-    broker: NatsBroker, intake: Intake, *, workers: int = 4, redelivery: Redelivery = REDELIVERY
-) -> None:
+def register(broker: NatsBroker, intake: Intake, *, workers: int = 4, redelivery: Redelivery = REDELIVERY) -> None:
     """Subscribe intake to ``rd.inbound.>`` on ``broker`` (durable, ack after append).
 
     A message that does not decode is dead-lettered at once; one whose handling fails is
