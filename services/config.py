@@ -52,6 +52,24 @@ class RetentionSettings(msgspec.Struct, kw_only=True):
     message_days: int = 0
 
 
+class HealthSettings(msgspec.Struct, kw_only=True):
+    # Every service process serves /healthz, /readyz and /metrics here (services/health/).
+    # The image sets host 0.0.0.0. `relaydesk up` takes another free port when this one is
+    # taken; a single service fails at start instead. 0: no health listener.
+    host: str = "127.0.0.1"
+    port: int = 9090
+
+
+class TracingSettings(msgspec.Struct, kw_only=True):
+    # OpenTelemetry (services/tracing.py): off by default. On, a trace id set by the
+    # connector travels in NATS headers through intake, router and delivery and is on
+    # every log line of that message; spans go to the OTLP endpoint when one is set.
+    enabled: bool = False
+    otlp_endpoint: str = ""  # e.g. http://otel-collector:4318/v1/traces (OTLP over HTTP)
+    service_name: str = "relaydesk"
+    sample_ratio: float = 1.0
+
+
 class DataSettings(msgspec.Struct, kw_only=True):
     dir: str = ".relaydesk"
 
@@ -181,6 +199,8 @@ class Config(msgspec.Struct, kw_only=True):
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
 
     @property
     def data_dir(self) -> Path:
