@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dlq_parsers(sub, _common)
 
+    from services.status import add_parser as add_status_parser
+
+    add_status_parser(sub, _common)
+
     report = sub.add_parser("report", help="service metrics (from the API): a table, and a PNG chart with --png")
     _common(report)
     report.add_argument("--from", dest="start", metavar="DATE", help="ISO date or date-time (default: 7 days ago)")
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return dlq_command(args, config)
     if args.command == "status":
-        from services.dlq import status_command
+        from services.status import status_command
 
         return status_command(args, config)
     parser.error(f"unknown command {args.command}")

@@ -1,4 +1,4 @@
-"""Parked messages for operators: ``relaydesk dlq list|show|retry|drop`` and ``relaydesk status``.
+"""Parked messages for operators: ``relaydesk dlq list|show|retry|drop`` (``relaydesk status`` is services/status.py).
 
 Both kinds of parked records (``events.parking``) are listed: ``dead_letter`` (a work message
 on ``RD_INBOUND`` or ``RD_OUTBOUND`` that could not be decoded or failed every bounded
@@ -22,7 +22,6 @@ from typing import Any
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.errors import NotFoundError
 from rich.console import Console
 
 from events.parking import ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
@@ -149,54 +148,6 @@ def _int(value: str | None) -> int:
         return 0
 
 
-async def status(nc: NATS) -> dict[str, Any]:
-    """Streams, durable consumers and parked counts, as one JSON-friendly report."""
-    js = nc.jetstream()
-    streams: list[dict[str, Any]] = []
-    consumers: list[dict[str, Any]] = []
-    for info in sorted(await js.streams_info(), key=lambda i: i.config.name or ""):
-        name = info.config.name or ""
-        if name.startswith(("KV_", "OBJ_")):
-            continue  # buckets: not streams an operator reads
-        streams.append(
-            {
-                "stream": name,
-                "messages": info.state.messages,
-                "bytes": info.state.bytes,
-                "last_seq": info.state.last_seq,
-            }
-        )
-        try:
-            infos = await js.consumers_info(name)
-        except NotFoundError:
-            infos = []
-        for c in sorted(infos, key=lambda c: c.name):
-            if not c.config.durable_name:
-                continue  # ordered/ephemeral readers come and go
-            consumers.append(
-                {
-                    "stream": name,
-                    "consumer": c.name,
-                    "pending": c.num_pending or 0,
-                    "ack_pending": c.num_ack_pending or 0,
-                    "redelivered": c.num_redelivered or 0,
-                    "max_deliver": c.config.max_deliver,
-                }
-            )
-    parked = await ParkingLot(js).counts()
-    server = nc.connected_server_version
-    return {
-        "nats": {
-            "reachable": True,
-            "url": str(nc.connected_url.geturl()) if nc.connected_url else "",
-            "server_version": f"{server.major}.{server.minor}.{server.patch}",
-        },
-        "streams": streams,
-        "consumers": consumers,
-        "parked": parked,
-    }
-
-
 # -- the command line ---------------------------------------------------------------------
 
 DLQ_HELP = """\
@@ -211,12 +162,6 @@ Parked messages (needs RELAYDESK_NATS_URL or --nats-url):
   relaydesk dlq drop KEY          forget a record (after fixing forward, or when it is junk)
 
 A KEY is <stream>.<sequence>, e.g. RD_INBOUND.42.
-"""
-
-STATUS_HELP = """\
-Is NATS reachable, how many messages each stream holds, what each durable consumer has
-pending and redelivered, how many messages are parked (dead letters, quarantined events).
-Exits 1 when NATS cannot be reached.
 """
 
 
@@ -243,14 +188,6 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         action = actions.add_parser(name, help=text)
         common(action)
         action.add_argument("key", metavar="KEY", help="<stream>.<sequence>, as `dlq list` prints it")
-    st = sub.add_parser(
-        "status",
-        help="NATS, streams, consumers' pending and redelivered counts, parked counts",
-        description=STATUS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    common(st)
-    st.add_argument("--json", action="store_true", help="print JSON")
 
 
 async def _connect(url: str, config: Config) -> NATS:
@@ -331,47 +268,3 @@ def _print_one(out: Console, r: ParkedMessage) -> None:
     for name, value in r.headers.items():
         out.print(f"{'header':>11}: {name}: {value}")
     out.print(f"{'data':>11}: {encode_payload_for_display(r.data)}")
-
-
-def status_command(args: argparse.Namespace, config: Config) -> int:
-    if not config.nats.url:
-        raise SystemExit("relaydesk status: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
-    return asyncio.run(_status(config, as_json=args.json))
-
-
-async def _status(config: Config, *, as_json: bool) -> int:
-    url = config.nats.url
-    try:
-        nc = await _connect(url, config)
-    except Exception as err:
-        if as_json:
-            print(msgspec.json.encode({"nats": {"reachable": False, "url": url, "error": str(err)}}).decode())
-        else:
-            print(f"NATS at {url}: not reachable ({err})", file=sys.stderr)
-        return 1
-    try:
-        report = await status(nc)
-    finally:
-        await nc.drain()
-    if as_json:
-        print(msgspec.json.encode(report).decode())
-        return 0
-    out = Console(soft_wrap=True, highlight=False)
-    n = report["nats"]
-    out.print(f"NATS {n['url']}: reachable (server {n['server_version']})")
-    streams = [(s["stream"], s["messages"], s["bytes"], s["last_seq"]) for s in report["streams"]]
-    out.print(_table(("STREAM", "MESSAGES", "BYTES", "LAST SEQ"), streams))
-    consumers = [
-        (c["stream"], c["consumer"], c["pending"], c["ack_pending"], c["redelivered"], c["max_deliver"])
-        for c in report["consumers"]
-    ]
-    header = ("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "MAX DELIVER")
-    out.print("")
-    out.print(_table(header, consumers) if consumers else "no durable consumers yet")
-    out.print("")
-    parked = report["parked"]
-    out.print(
-        f"parked: {parked.get('dead_letter', 0)} dead letters, {parked.get('quarantined', 0)} quarantined"
-        " (relaydesk dlq list)"
-    )
-    return 0

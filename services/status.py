@@ -1,0 +1,260 @@
+"""``relaydesk status``: one look at a running deployment, for an operator.
+
+NATS and its streams, every durable consumer's lag, who leads (router, delivery), agents
+online and queue depths (the routing state folded from the router's snapshot plus the log
+after it, the way the router itself starts), and the parked counts. A table on a terminal,
+``--json`` for scripts. Read-only: it connects as the tool role and appends nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from rich.console import Console
+from rich.table import Table
+
+from events import subjects
+from events.objects import read_object
+from events.parking import ParkingLot
+from events.replay import replay_batches
+from events.store import EventStore
+from router import snapshot
+from router.fold import evolve
+from router.queues import queue_summaries
+from router.state import RouterState
+from services.config import Config
+from services.lease import LeaseValue
+
+log = structlog.get_logger(__name__)
+
+STATUS_HELP = """\
+Is NATS reachable; each stream's messages; each durable consumer's pending, unacknowledged
+and redelivered counts; who leads (router, delivery) and until when; agents by status; the
+waiting conversations per queue with the oldest wait; parked messages (dead letters,
+quarantined events). Exits 1 when NATS cannot be reached.
+"""
+
+LEASES = ("router", "delivery")
+
+
+async def _streams(nc: NATS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    js = nc.jetstream()
+    streams: list[dict[str, Any]] = []
+    consumers: list[dict[str, Any]] = []
+    for info in sorted(await js.streams_info(), key=lambda i: i.config.name or ""):
+        name = info.config.name or ""
+        if name.startswith(("KV_", "OBJ_")):
+            continue  # buckets: not streams an operator reads
+        streams.append(
+            {
+                "stream": name,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "last_seq": info.state.last_seq,
+                "replicas": info.config.num_replicas or 1,
+            }
+        )
+        try:
+            infos = await js.consumers_info(name)
+        except NotFoundError:
+            infos = []
+        for c in sorted(infos, key=lambda c: c.name):
+            if not c.config.durable_name:
+                continue  # ordered/ephemeral readers come and go
+            consumers.append(
+                {
+                    "stream": name,
+                    "consumer": c.name,
+                    "pending": c.num_pending or 0,
+                    "ack_pending": c.num_ack_pending or 0,
+                    "redelivered": c.num_redelivered or 0,
+                    "max_deliver": c.config.max_deliver,
+                }
+            )
+    return streams, consumers
+
+
+async def _leaders(nc: NATS, now: float) -> dict[str, dict[str, Any]]:
+    """Each lease's holder and whether it is still current (a lapsed lease: nobody leads)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        kv = await nc.jetstream().key_value(subjects.LEASE_BUCKET)
+    except NotFoundError:
+        return {name: {"holder": None, "current": False} for name in LEASES}
+    for name in LEASES:
+        try:
+            entry = await kv.get(name)
+        except KeyNotFoundError:
+            out[name] = {"holder": None, "current": False}
+            continue
+        try:
+            value = msgspec.json.decode(entry.value or b"", type=LeaseValue)
+        except msgspec.DecodeError as err:
+            log.warning("status.lease_unreadable", lease=name, error=str(err))
+            out[name] = {"holder": None, "current": False, "error": "unreadable lease value"}
+            continue
+        out[name] = {
+            "holder": value.holder,
+            "current": value.expires > now,
+            "expires_in_s": round(value.expires - now, 1),
+        }
+    return out
+
+
+async def routing_state(nc: NATS) -> RouterState:
+    """The router's state now: its last snapshot, then every event after it (as it starts)."""
+    js = nc.jetstream()
+    state = RouterState()
+    from services.router_runner import SNAPSHOT_NAME  # the service stack: only on this path
+
+    try:
+        data = await read_object(js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
+    except (ObjectNotFoundError, NotFoundError):
+        data = b""
+    if data:
+        try:
+            state = snapshot.load(data)
+        except Exception as err:  # the router ignores such a snapshot too; so do we, and say so
+            log.warning("status.snapshot_ignored", reason=repr(err), action="fold the whole log")
+            state = RouterState()
+    store = EventStore(nc, js, reader="status", timeout=30.0)
+    async for batch in replay_batches(store, subjects.EVENTS_ALL, state.last_seq + 1):
+        for stored in batch:
+            try:
+                state = evolve(state, stored.seq, stored.subject, stored.event)
+            except Exception as err:  # the router quarantines these; status only counts them
+                log.warning("status.event_skipped", seq=stored.seq, subject=stored.subject, error=repr(err))
+                state.last_seq = max(state.last_seq, stored.seq)
+    return state
+
+
+def routing_summary(state: RouterState, config: Config, now: datetime) -> dict[str, Any]:
+    agents = Counter(agent.status for agent in state.agents.values())
+    queues = msgspec.to_builtins(queue_summaries(state, now.timestamp(), config.router))
+    return {
+        "folded_to_seq": state.last_seq,
+        "agents": dict(sorted(agents.items())),
+        "agents_online": sum(n for status, n in agents.items() if status != "offline"),
+        "queues": queues,
+        "total_waiting": sum(q["waiting"] for q in queues),
+    }
+
+
+async def status(nc: NATS, config: Config | None = None) -> dict[str, Any]:
+    """Everything ``relaydesk status`` shows, as one JSON-friendly report."""
+    config = config or Config()
+    streams, consumers = await _streams(nc)
+    js = nc.jetstream()
+    server = nc.connected_server_version
+    return {
+        "nats": {
+            "reachable": True,
+            "url": str(nc.connected_url.geturl()) if nc.connected_url else "",
+            "server_version": f"{server.major}.{server.minor}.{server.patch}",
+        },
+        "streams": streams,
+        "consumers": consumers,
+        "leaders": await _leaders(nc, time.time()),
+        "routing": routing_summary(await routing_state(nc), config, datetime.now(UTC)),
+        "parked": await ParkingLot(js).counts(),
+    }
+
+
+def add_parser(sub: Any, common: Any) -> None:
+    st = sub.add_parser(
+        "status",
+        help="NATS, streams, consumer lag, leaders, agents, queues, parked counts",
+        description=STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(st)
+    st.add_argument("--json", action="store_true", help="print JSON")
+
+
+def status_command(args: argparse.Namespace, config: Config) -> int:
+    if not config.nats.url:
+        raise SystemExit("relaydesk status: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+    return asyncio.run(_status(config, as_json=args.json))
+
+
+async def _status(config: Config, *, as_json: bool) -> int:
+    from services.bootstrap import connect_for_tool
+
+    url = config.nats.url
+    try:
+        nc = await connect_for_tool(url, config)
+    except Exception as err:
+        if as_json:
+            print(msgspec.json.encode({"nats": {"reachable": False, "url": url, "error": str(err)}}).decode())
+        else:
+            print(f"NATS at {url}: not reachable ({err})")
+        return 1
+    try:
+        report = await status(nc, config)
+    finally:
+        await nc.drain()
+    if as_json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print_report(report, Console(soft_wrap=True, highlight=False))
+    return 0
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 or name in ("CONSUMER", "HOLDER", "QUEUE") else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def _queue_name(q: dict[str, Any]) -> str:
+    skills = "+".join(sorted(q["skills"])) or "any skill"
+    return f"{q['channel']} {skills} {q['language'] or 'any language'} tier>={q['min_tier']} {q['customer_tier']}"
+
+
+def print_report(report: dict[str, Any], out: Console) -> None:
+    n = report["nats"]
+    out.print(f"NATS {n['url']}: reachable (server {n['server_version']})\n")
+    streams = [(s["stream"], s["messages"], s["bytes"], s["last_seq"], s["replicas"]) for s in report["streams"]]
+    out.print(_table("Streams", ("STREAM", "MESSAGES", "BYTES", "LAST SEQ", "REPLICAS"), streams))
+    consumers = [
+        (c["stream"], c["consumer"], c["pending"], c["ack_pending"], c["redelivered"], c["max_deliver"])
+        for c in report["consumers"]
+    ]
+    out.print("")
+    if consumers:
+        header = ("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "MAX DELIVER")
+        out.print(_table("Consumers", header, consumers))
+    else:
+        out.print("no durable consumers yet")
+    leaders = [
+        (name, lead.get("holder") or "-", "yes" if lead.get("current") else "no (lapsed or never taken)")
+        for name, lead in report["leaders"].items()
+    ]
+    out.print("")
+    out.print(_table("Leaders", ("LEASE", "HOLDER", "CURRENT"), leaders))
+    routing = report["routing"]
+    agents = ", ".join(f"{n} {status}" for status, n in routing["agents"].items()) or "none"
+    out.print(f"\nAgents: {routing['agents_online']} online ({agents})")
+    queues = [
+        (_queue_name(q), q["waiting"], round(q["oldest_wait_seconds"], 1), q["sla_breached"]) for q in routing["queues"]
+    ]
+    out.print(f"Waiting: {routing['total_waiting']} (state folded to sequence {routing['folded_to_seq']})")
+    if queues:
+        out.print(_table("Queues", ("QUEUE", "WAITING", "OLDEST WAIT S", "SLA BREACHED"), queues))
+    parked = report["parked"]
+    out.print(
+        f"\nParked: {parked.get('dead_letter', 0)} dead letters, {parked.get('quarantined', 0)} quarantined"
+        " (relaydesk dlq list)"
+    )
