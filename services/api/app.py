@@ -15,6 +15,7 @@ from services.api import (
     customers,
     deliveries,
     dlq,
+    docs,
     health,
     idempotency,
     replies,
@@ -52,6 +53,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.add_routes(tokens.routes(deps, table))
     app.add_routes(stream.routes(deps, table))
     app.add_routes(console.routes())
+    app.add_routes(docs.routes())  # /openapi.json and /docs, no token
     return app
 
 

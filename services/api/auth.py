@@ -26,7 +26,7 @@ from services.api.common import ACTOR, ApiDeps, json_error
 from services.api.tokens import TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
 PUBLIC_PREFIXES = ("/console",)
 
 # The agent acting (None for the operator); set by the middleware.

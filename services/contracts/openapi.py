@@ -1,0 +1,174 @@
+"""The OpenAPI 3.1 document of the REST API, generated from the route table and the code's
+own msgspec types (``services.contracts.routes``), never written by hand."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from services.api.idempotency import COMMAND_METHODS, HEADER, MAX_KEY_LENGTH, REPLAYED
+from services.contracts import responses as rs
+from services.contracts.routes import ROUTES, Route, by_key
+
+REF = "#/components/schemas/{name}"
+PATH_PARAM = re.compile(r"\{([^}/]+)\}")
+
+DESCRIPTION = """\
+Relaydesk's HTTP API: agents, conversations and their commands, customers and their timelines,
+delivery records, parked messages and service reports.
+
+Authentication is a bearer token: the operator token (`[api] token`) acts as `operator` on
+everything; an agent token (issued with `POST /v1/agents/{id}/tokens`) acts for its agent and
+reaches only its own things (its record and status, `/v1/agent/...`, the conversations offered
+or assigned to it and their customers' timelines); anything else answers 403 with a reason.
+
+Every refusal is JSON `{"error": "<reason>"}` (schema `Error`), sometimes with more keys.
+Commands (POST, PUT, DELETE under `/v1`) take an `Idempotency-Key` header: a retry with the
+same key answers the first result (with `Idempotent-Replayed: true`) and does the thing once.
+"""
+
+
+def is_command(route: Route) -> bool:
+    return route.method in COMMAND_METHODS and route.path.startswith("/v1/")
+
+
+def _errors(route: Route) -> dict[int, str]:
+    """The refusals a route may answer: its own, plus those every route of its kind has."""
+    out: dict[int, str] = {}
+    if route.body is not None:
+        out[400] = "the body is not valid JSON or does not fit the schema"
+    if route.auth:
+        out[401] = "missing, unknown or revoked token"
+        out[403] = (
+            "an agent token reaching beyond its own agent and conversations"
+            if "agent" in route.auth
+            else "an agent token (operators only)"
+        )
+    if is_command(route):
+        out[409] = "the first request with this Idempotency-Key is still running"
+        out[422] = "this Idempotency-Key was used for another request"
+    for status, when in route.errors.items():
+        out[status] = f"{out[status]}; or {when}" if status in out and status in (400, 409) else when
+    return out
+
+
+def _schema_for(kind: Any, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    return refs[kind]
+
+
+def _content(kind: Any, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(kind, str):  # a media type that is not JSON (HTML, event stream, metrics)
+        return {kind: {"schema": {"type": "string"}}}
+    return {"application/json": {"schema": _schema_for(kind, refs)}}
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAM.findall(route.path)
+    ]
+    for q in route.query:
+        param: dict[str, Any] = {
+            "name": q.name,
+            "in": "query",
+            "description": q.description,
+            "schema": msgspec.json.schema(q.type),
+        }
+        if q.required:
+            param["required"] = True
+        params.append(param)
+    if is_command(route):
+        params.append({"$ref": "#/components/parameters/IdempotencyKey"})
+    return params
+
+
+def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", route.path).rstrip("_"),
+        "summary": route.summary,
+        "tags": [route.tag],
+        "security": [{"operatorToken": []}, *([{"agentToken": []}] if "agent" in route.auth else [])]
+        if route.auth
+        else [],
+    }
+    params = _parameters(route)
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        op["requestBody"] = {"required": route.body_required, "content": _content(route.body, refs)}
+    answers: dict[str, Any] = {}
+    for status, kind in sorted(route.responses.items()):
+        answer: dict[str, Any] = {
+            "description": "OK" if status < 300 else "see the body",
+            "content": _content(kind, refs),
+        }
+        if is_command(route) and status < 300:
+            answer["headers"] = {REPLAYED: {"$ref": "#/components/headers/IdempotentReplayed"}}
+        answers[str(status)] = answer
+    for status, when in sorted(_errors(route).items()):
+        if str(status) not in answers:
+            answers[str(status)] = {"description": when, "content": _content(rs.Error, refs)}
+    op["responses"] = answers
+    return op
+
+
+def _types() -> list[Any]:
+    """Every msgspec type the document names, in a stable order (first use)."""
+    seen: list[Any] = [rs.Error]
+    for route in ROUTES:
+        for kind in (route.body, *(route.responses[s] for s in sorted(route.responses))):
+            if kind is not None and not isinstance(kind, str) and kind not in seen:
+                seen.append(kind)
+    return seen
+
+
+def build() -> dict[str, Any]:
+    """The document as a dict; ``render`` gives its committed JSON text."""
+    by_key()  # refuses a route described twice
+    types = _types()
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    refs = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    tags = sorted({route.tag for route in ROUTES})
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Relaydesk API", "version": "v1", "description": DESCRIPTION},
+        "tags": [{"name": tag} for tag in tags],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the operator token ([api] token, RELAYDESK_API_TOKEN): acts as `operator`",
+                },
+                "agentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "rdat_…",
+                    "description": "an agent token (POST /v1/agents/{id}/tokens): acts for its agent only",
+                },
+            },
+            "parameters": {
+                "IdempotencyKey": {
+                    "name": HEADER,
+                    "in": "header",
+                    "required": False,
+                    "description": "makes the command safe to retry: the same key (per token, method and path)"
+                    " answers the first result for 24 hours and does the thing once",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                }
+            },
+            "headers": {
+                "IdempotentReplayed": {
+                    "description": "`true` when this is the kept answer of an earlier request with the same key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+    }

@@ -1,0 +1,427 @@
+"""The REST API's route table: one declarative row per route the aiohttp app registers.
+
+Each row names the request body's type (the very Struct the handler decodes with
+``read_body``), the answers by status (the Structs in ``services.contracts.responses``), the
+query parameters and who may call it. ``services.contracts.openapi`` turns the table into the
+OpenAPI document; ``tests/unit/test_contracts.py`` fails when ``build_app`` registers a route
+this table does not describe (or the other way round), so the document cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from events.model import AgentProfile
+from services.api import agent_api, agents, conversations, customers, tokens
+from services.contracts import responses as rs
+
+# Who may call: the operator's bearer token, an agent token (for the agent's own things only,
+# see services.api.auth.agent_refusal), or nobody needs a token.
+Auth = Literal["operator", "agent"]
+OPERATOR: tuple[Auth, ...] = ("operator",)
+BOTH: tuple[Auth, ...] = ("operator", "agent")
+PUBLIC: tuple[Auth, ...] = ()
+
+# Answers that are not JSON: a media type and a plain string schema.
+HTML = "text/html"
+EVENT_STREAM = "text/event-stream"
+PROMETHEUS = "text/plain"
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    type: Any = str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    responses: dict[int, Any]  # status -> a msgspec type, or a media type string (HTML...)
+    auth: tuple[Auth, ...] = OPERATOR
+    body: Any = None  # the Struct the handler decodes; every field has a default unless required
+    body_required: bool = False
+    query: tuple[Query, ...] = ()
+    errors: dict[int, str] = field(default_factory=dict)  # status -> when
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.path
+
+
+LIMIT = Query("limit", "at most this many (default 100)", int)
+AGENT_FOR_OPERATOR = Query("agent", "with the operator token: the agent to act for (the console's operator view)")
+
+NO_PARKED = {404: "no such parked message"}
+CONVERSATION_COMMAND = {
+    404: "no such open conversation",
+    409: "the conversation changed meanwhile, or the action does not fit its state",
+    410: "the customer was erased: nothing about them can be recorded",
+}
+
+ROUTES: tuple[Route, ...] = (
+    # --- no token -------------------------------------------------------------------
+    Route("GET", "/healthz", "Liveness", "health", {200: rs.Health}, auth=PUBLIC),
+    Route(
+        "GET",
+        "/readyz",
+        "Readiness: NATS, the streams and the API's view caught up with the log",
+        "health",
+        {200: rs.Readiness, 503: rs.Readiness},
+        auth=PUBLIC,
+    ),
+    Route("GET", "/openapi.json", "This document", "docs", {200: dict[str, Any]}, auth=PUBLIC),
+    Route("GET", "/docs", "A page rendering this document", "docs", {200: HTML}, auth=PUBLIC),
+    Route(
+        "GET",
+        "/console",
+        "The agent console (its data comes from the API with a token)",
+        "console",
+        {200: HTML},
+        auth=PUBLIC,
+    ),
+    Route(
+        "GET",
+        "/console/{name}",
+        "The console's static files (console.js, console.css)",
+        "console",
+        {200: HTML},
+        auth=PUBLIC,
+        errors={404: "no such file"},
+    ),
+    # --- agents ---------------------------------------------------------------------
+    Route("GET", "/v1/agents", "List agents with status and load", "agents", {200: rs.AgentList}),
+    Route("GET", "/v1/agents/{id}", "One agent", "agents", {200: rs.Agent}, auth=BOTH, errors={404: "no such agent"}),
+    Route(
+        "PUT",
+        "/v1/agents/{id}",
+        "Create or replace an agent's profile (channels left out keep their default capacity)",
+        "agents",
+        {200: rs.Agent, 201: rs.Agent},
+        body=AgentProfile,
+        errors={400: "invalid id or profile"},
+    ),
+    Route(
+        "POST",
+        "/v1/agents/{id}/status",
+        "Set an agent's status (available, away, offline)",
+        "agents",
+        {200: rs.Agent},
+        auth=BOTH,
+        body=agents.StatusBody,
+        body_required=True,
+        errors={400: "invalid status", 404: "no such agent"},
+    ),
+    Route(
+        "POST",
+        "/v1/agents/{id}/tokens",
+        "Issue an agent token (shown once; only its hash is kept)",
+        "tokens",
+        {201: rs.IssuedToken},
+        body=tokens.IssueBody,
+        errors={404: "no such agent"},
+    ),
+    Route("GET", "/v1/agents/{id}/tokens", "An agent's tokens (never the secrets)", "tokens", {200: rs.TokenList}),
+    Route(
+        "DELETE",
+        "/v1/agents/{id}/tokens/{token_id}",
+        "Revoke an agent token",
+        "tokens",
+        {200: rs.TokenRecord},
+        errors={404: "the agent has no such token"},
+    ),
+    # --- the calling agent --------------------------------------------------------------
+    Route(
+        "GET",
+        "/v1/agent/me",
+        "Who the token acts as, and the agent's work",
+        "agent",
+        {200: rs.AgentMe},
+        auth=BOTH,
+        query=(AGENT_FOR_OPERATOR,),
+        errors={404: "no such agent"},
+    ),
+    Route(
+        "GET",
+        "/v1/agent/work",
+        "The calling agent's offers and assigned conversations",
+        "agent",
+        {200: rs.AgentWork},
+        auth=BOTH,
+        query=(AGENT_FOR_OPERATOR,),
+        errors={400: "an operator token without ?agent=", 404: "no such agent"},
+    ),
+    Route(
+        "POST",
+        "/v1/agent/status",
+        "Set the calling agent's status",
+        "agent",
+        {200: rs.Agent},
+        auth=BOTH,
+        body=agent_api.StatusBody,
+        body_required=True,
+        query=(AGENT_FOR_OPERATOR,),
+        errors={400: "invalid status, or an operator token without ?agent=", 404: "no such agent"},
+    ),
+    Route(
+        "GET",
+        "/v1/agent/stream",
+        "Server-sent events: the agent's work, then every event that concerns it (resume with Last-Event-ID)",
+        "agent",
+        {200: EVENT_STREAM},
+        auth=BOTH,
+        query=(
+            AGENT_FOR_OPERATOR,
+            Query("after", "resume after this log sequence (or the Last-Event-ID header)", int),
+        ),
+        errors={400: "after is not a sequence", 404: "no such agent"},
+    ),
+    # --- conversations --------------------------------------------------------------
+    Route(
+        "GET",
+        "/v1/conversations",
+        "Open conversations from the routing view (status=resolved: from the timelines)",
+        "conversations",
+        {200: rs.ConversationList},
+        query=(
+            Query("status", "waiting, offered, assigned or resolved"),
+            Query("agent", "held or offered to this agent"),
+        ),
+        errors={503: "resolved conversations need the timelines"},
+    ),
+    Route(
+        "GET",
+        "/v1/conversations/{id}",
+        "One conversation, with the requirements the router applies now",
+        "conversations",
+        {200: rs.Conversation},
+        auth=BOTH,
+        errors={404: "no such conversation"},
+    ),
+    Route("GET", "/v1/queues", "Waiting conversations by queue", "conversations", {200: rs.Queues}),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/accept",
+        "Accept an open offer",
+        "conversations",
+        {200: rs.CommandResult},
+        auth=BOTH,
+        body=conversations.AgentActionBody,
+        errors=CONVERSATION_COMMAND,
+    ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/decline",
+        "Decline an open offer (it is routed again without that agent)",
+        "conversations",
+        {200: rs.CommandResult},
+        auth=BOTH,
+        body=conversations.AgentActionBody,
+        errors=CONVERSATION_COMMAND,
+    ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/transfer",
+        "Transfer to an agent, a skill or a tier",
+        "conversations",
+        {200: rs.CommandResult},
+        auth=BOTH,
+        body=conversations.TransferBody,
+        body_required=True,
+        errors={
+            **CONVERSATION_COMMAND,
+            400: "no target named, or to_tier out of 1-3",
+            404: "no such open conversation or target agent",
+        },
+    ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/escalate",
+        "Escalate to a tier",
+        "conversations",
+        {200: rs.CommandResult},
+        auth=BOTH,
+        body=conversations.EscalateBody,
+        body_required=True,
+        errors={**CONVERSATION_COMMAND, 400: "to_tier out of 1-3"},
+    ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/resolve",
+        "Resolve",
+        "conversations",
+        {200: rs.CommandResult},
+        auth=BOTH,
+        errors=CONVERSATION_COMMAND,
+    ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/reply",
+        "Reply to the customer on their channel (queued; the outcome comes as MessageSent or DeliveryFailed)",
+        "conversations",
+        {202: rs.CommandResult},
+        auth=BOTH,
+        body=conversations.ReplyBody,
+        body_required=True,
+        errors={
+            **CONVERSATION_COMMAND,
+            400: "empty text",
+            409: "the conversation changed meanwhile, or has no address to reply to",
+        },
+    ),
+    # --- customers ------------------------------------------------------------------
+    Route(
+        "GET",
+        "/v1/customers",
+        "Find a customer by address (identity) or search (q, tier)",
+        "customers",
+        {200: rs.CustomerList},
+        query=(
+            Query("identity", "<channel>:<address>, e.g. sms:+15551234567 (exact)"),
+            Query("q", "substring of the id, any identity or the CRM id"),
+            Query("tier", "customer tier"),
+            LIMIT,
+        ),
+        errors={400: "neither identity nor q given, or an invalid one", 404: "no customer with that identity"},
+    ),
+    Route(
+        "GET",
+        "/v1/customers/{id}",
+        "A customer: profile, identities, merges",
+        "customers",
+        {200: rs.Customer},
+        errors={400: "invalid customer id", 404: "no such customer"},
+    ),
+    Route(
+        "PUT",
+        "/v1/customers/{id}",
+        "Set a customer's tier, flags, preferred language and CRM id",
+        "customers",
+        {200: rs.ProfileResult},
+        body=customers.ProfileBody,
+        errors={400: "invalid profile", 404: "no such customer", 409: "the customer was merged into another"},
+    ),
+    Route(
+        "DELETE",
+        "/v1/customers/{id}",
+        "Erase a customer and every customer merged into it (crypto-shredding)",
+        "customers",
+        {200: rs.ErasureReport},
+        body=customers.EraseBody,
+        query=(Query("reason", "why (or the body's reason); required"),),
+        errors={400: "no reason given", 404: "no such customer"},
+    ),
+    Route(
+        "GET",
+        "/v1/customers/{id}/timeline",
+        "A customer's timeline across every channel, paged",
+        "customers",
+        {200: rs.Timeline},
+        auth=BOTH,
+        query=(
+            Query("after", "entries after this log sequence (next_after of the previous page)", int),
+            LIMIT,
+            Query("channel", "only this channel"),
+        ),
+        errors={400: "invalid paging or channel", 404: "no such customer", 503: "timelines are not available"},
+    ),
+    Route(
+        "POST",
+        "/v1/customers/{id}/identities",
+        "Link an address to a customer (merge: also merge its current owner in)",
+        "customers",
+        {200: rs.LinkResult},
+        body=customers.LinkBody,
+        body_required=True,
+        errors={400: "invalid address", 404: "no such customer", 409: "the address belongs to another customer"},
+    ),
+    Route(
+        "POST",
+        "/v1/customers/{id}/merge",
+        "Merge another customer into this one",
+        "customers",
+        {200: rs.MergeResult},
+        body=customers.MergeBody,
+        body_required=True,
+        errors={400: "a customer merged into itself", 404: "no such customer", 409: "already merged"},
+    ),
+    # --- deliveries, parked messages, metrics, reports -----------------------------------
+    Route(
+        "GET",
+        "/v1/deliveries",
+        "Delivery records to agents' endpoints, newest first",
+        "deliveries",
+        {200: rs.DeliveryList},
+        query=(
+            Query("status", "pending, delivered, failed or retry_requested"),
+            Query("agent", "for this agent"),
+            LIMIT,
+        ),
+        errors={400: "invalid status or limit"},
+    ),
+    Route(
+        "GET",
+        "/v1/deliveries/{id}",
+        "One delivery record, with the notice sent",
+        "deliveries",
+        {200: rs.Delivery},
+        errors={404: "no such delivery"},
+    ),
+    Route(
+        "POST",
+        "/v1/deliveries/{id}/retry",
+        "Deliver a failed record again",
+        "deliveries",
+        {202: rs.Delivery},
+        errors={404: "no such delivery", 409: "not failed, or changed meanwhile"},
+    ),
+    Route(
+        "GET",
+        "/v1/dlq",
+        "Parked messages: dead letters and quarantined log events",
+        "dlq",
+        {200: rs.ParkedList},
+        query=(Query("kind", "dead_letter or quarantined"), LIMIT),
+        errors={400: "invalid kind or limit"},
+    ),
+    Route("GET", "/v1/dlq/{key}", "One parked message with its payload", "dlq", {200: rs.Parked}, errors=NO_PARKED),
+    Route(
+        "POST",
+        "/v1/dlq/{key}/retry",
+        "Re-drive a dead letter on its original subject",
+        "dlq",
+        {202: rs.Retried},
+        errors={**NO_PARKED, 409: "a quarantined log event is not re-driven (the log is append-only)"},
+    ),
+    Route("DELETE", "/v1/dlq/{key}", "Drop a parked message", "dlq", {200: rs.Dropped}, errors=NO_PARKED),
+    Route("GET", "/metrics", "Prometheus metrics of this process", "metrics", {200: PROMETHEUS}),
+    Route(
+        "GET",
+        "/v1/reports/service",
+        "Service report: waits, SLA attainment, declines, reopen rate",
+        "reports",
+        {200: rs.ServiceReport},
+        query=(
+            Query("from", "start (ISO 8601; default: 24 hours before to)"),
+            Query("to", "end (ISO 8601; default: now)"),
+            Query("group_by", "channel, agent, queue, day or conversation"),
+            Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
+        ),
+        errors={400: "invalid query", 503: "the report projection is still folding the log, or NATS is away"},
+    ),
+)
+
+
+def by_key() -> dict[tuple[str, str], Route]:
+    table: dict[tuple[str, str], Route] = {}
+    for route in ROUTES:
+        if route.key in table:
+            raise ValueError(f"route {route.method} {route.path} is described twice")
+        table[route.key] = route
+    return table

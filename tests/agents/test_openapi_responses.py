@@ -1,0 +1,133 @@
+"""The OpenAPI document describes what the running API really answers: each answer's body
+converts (``msgspec.convert``) into the type the served document declares for that route and
+status, errors included; ``/openapi.json`` and ``/docs`` need no token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from services.contracts import generate, openapi
+
+from .helpers import AgentSystem, eventually
+
+pytestmark = pytest.mark.integration
+
+# Component name -> the msgspec type it was generated from.
+_types = openapi._types()
+_refs, _ = msgspec.json.schema_components(_types, ref_template=openapi.REF)
+TYPES: dict[str, Any] = {
+    ref["$ref"].rsplit("/", 1)[1]: kind for ref, kind in zip(_refs, _types, strict=True) if "$ref" in ref
+}
+
+
+class Contract:
+    def __init__(self, s: AgentSystem, document: dict[str, Any]) -> None:
+        self.s = s
+        self.document = document
+        self.checked: list[tuple[str, str, int]] = []
+
+    def declared(self, method: str, template: str, status: int) -> Any:
+        answers = self.document["paths"][template][method.lower()]["responses"]
+        assert str(status) in answers, f"{method} {template} answered {status}, which the document does not declare"
+        schema = answers[str(status)]["content"]["application/json"]["schema"]
+        return TYPES[schema["$ref"].rsplit("/", 1)[1]]
+
+    async def call(
+        self,
+        method: str,
+        template: str,
+        path: str | None = None,
+        *,
+        expect: int = 200,
+        token: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """Call the API; the answer must have ``expect`` status and fit its declared type."""
+        if token is None:
+            status, answer = await self.s.call(method, path or template, body=body)
+        else:
+            status, answer = await self.s.call(method, path or template, token, body=body)
+        assert status == expect, (method, path or template, status, answer)
+        kind = self.declared(method, template, status)
+        msgspec.convert(answer, kind)  # raises ValidationError naming the field that does not fit
+        self.checked.append((method, template, status))
+        return answer
+
+
+async def test_the_served_document_describes_the_real_answers(s: AgentSystem) -> None:
+    http = s.system.http
+    async with http.get(s.api + "/openapi.json") as r:  # no token
+        assert r.status == 200 and r.content_type == "application/json"
+        document = await r.json()
+    assert document == generate("openapi")
+    async with http.get(s.api + "/docs") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        assert 'href="openapi.json"' in await r.text()
+
+    c = Contract(s, document)
+    await c.call("GET", "/healthz")
+    await eventually(lambda: _ready(s))
+    await c.call("GET", "/readyz")
+    agents = await c.call("GET", "/v1/agents")
+    assert {a["id"] for a in agents["agents"]} == {"ava", "bruno"}
+    await c.call("GET", "/v1/agents/{id}", "/v1/agents/ava")
+
+    customer, cid = await s.open()
+    await eventually(lambda: s.conversation(cid, "offered"))
+    conv = await c.call("GET", "/v1/conversations/{id}", f"/v1/conversations/{cid}")
+    assert conv["effective"] is not None and conv["agent_id"] == "ava"
+    await c.call("GET", "/v1/conversations", "/v1/conversations?status=offered")
+    await c.call("GET", "/v1/queues")
+    await c.call("GET", "/v1/agent/work", "/v1/agent/work?agent=ava")
+
+    issued = await c.call("POST", "/v1/agents/{id}/tokens", "/v1/agents/ava/tokens", expect=201, body={"label": "t"})
+    me = await c.call("GET", "/v1/agent/me", token=issued["token"])
+    assert me["agent"]["id"] == "ava" and [o["id"] for o in me["offers"]] == [cid]
+    await c.call("GET", "/v1/agents/{id}/tokens", "/v1/agents/ava/tokens")
+    accepted = await c.call(
+        "POST", "/v1/conversations/{id}/accept", f"/v1/conversations/{cid}/accept", token=issued["token"]
+    )
+    assert accepted["conversation"]["status"] == "assigned"
+
+    await eventually(lambda: _found(s, f"/v1/customers/{customer}"))
+    await c.call("GET", "/v1/customers/{id}", f"/v1/customers/{customer}")
+    await c.call("GET", "/v1/customers", f"/v1/customers?q={customer}")
+    await eventually(lambda: _has_entries(s, customer))
+    timeline = await c.call("GET", "/v1/customers/{id}/timeline", f"/v1/customers/{customer}/timeline")
+    assert timeline["entries"]
+
+    resolved = await c.call("POST", "/v1/conversations/{id}/resolve", f"/v1/conversations/{cid}/resolve")
+    assert resolved["conversation"] == {"id": cid, "status": "resolved"}
+    # A resolved conversation is served from the timelines: the same declared type.
+    await eventually(lambda: s.conversation(cid, "resolved"))
+    await c.call("GET", "/v1/conversations/{id}", f"/v1/conversations/{cid}")
+    await c.call("GET", "/v1/deliveries")
+    await c.call("GET", "/v1/dlq")
+    await eventually(lambda: _found(s, "/v1/reports/service"))
+    await c.call("GET", "/v1/reports/service")
+
+    # Refusals: the common Error shape, with the status the document declares.
+    await c.call("GET", "/v1/agents/{id}", "/v1/agents/nobody", expect=404)
+    await c.call("PUT", "/v1/agents/{id}", "/v1/agents/zed", expect=400, body={"tier": "high"})
+    await c.call("POST", "/v1/conversations/{id}/accept", f"/v1/conversations/{cid}/accept", expect=404)
+    await c.call("GET", "/v1/agents", token="not-a-token", expect=401)
+    await c.call("GET", "/v1/agents", token=issued["token"], expect=403)
+    assert len(c.checked) >= 25
+
+
+async def _ready(s: AgentSystem) -> bool:
+    status, _ = await s.call("GET", "/readyz")
+    return status == 200
+
+
+async def _found(s: AgentSystem, path: str) -> bool:
+    status, _ = await s.call("GET", path)
+    return status == 200
+
+
+async def _has_entries(s: AgentSystem, customer: str) -> bool:
+    status, body = await s.call("GET", f"/v1/customers/{customer}/timeline")
+    return status == 200 and bool(body["entries"])
