@@ -131,7 +131,7 @@ def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: Lo
     it no longer has room on lose it from their live counts. When its place got better (work
     handed back), its entries must move up: it is filed again on the channels it has room on.
     """
-    if agent.status != "available":
+    if agent.status != "available" or state.for_reading:
         return  # not filed anywhere (its entries went stale when it stopped being available)
     free = tuple(free_channels(agent))
     keys = keys_by_channel(state, agent_id, agent)
@@ -202,7 +202,7 @@ def _file_free(
 def agent_leaving(state: RouterState, agent_id: str, agent: AgentView) -> None:
     """Call before an agent's profile or status changes: withdraws its index entries."""
     agent.version += 1
-    if agent.status != "available":
+    if agent.status != "available" or state.for_reading:
         return
     keys = keys_by_channel(state, agent_id, agent)
     for channel in capable_channels(agent):
@@ -232,7 +232,7 @@ def agent_changed(state: RouterState, agent_id: str, agent: AgentView, *, roster
         state.max_agent_tier = agent.profile.tier
         if roster:
             _mark_queues_for(state, agent)
-    if agent.status != "available":
+    if agent.status != "available" or state.for_reading:
         return
     keys = keys_by_channel(state, agent_id, agent)
     for channel in capable_channels(agent):
@@ -317,7 +317,8 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
     entry: Entry = (since, conversation_id, conv.enqueued)
     if conv.preferred_agent is not None and not conv.preference_dropped:
         heapq.heappush(state.held.setdefault(conv.preferred_agent, []), entry)
-        heapq.heappush(state.held_timers, entry)
+        if not state.for_reading:
+            heapq.heappush(state.held_timers, entry)
         state.pending.held.add(conversation_id)
         return
     sig = signature(state, conv)
@@ -335,6 +336,8 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
     state.queue_sizes[key] += 1
     state.queued += 1
     conv.queue_key = key
+    if state.for_reading:
+        return
     state.pending.queues.add(key)
     timers = state.step_timers.setdefault(conv.step, [])
     heapq.heappush(timers, entry)
@@ -397,7 +400,7 @@ def touched(state: RouterState, conversation_id: str, conv: ConversationView) ->
 
 
 def offer_made(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
-    if conv.offer_expires_at is not None:
+    if conv.offer_expires_at is not None and not state.for_reading:
         heapq.heappush(state.offer_timers, (conv.offer_expires_at.timestamp(), conversation_id, conv.enqueued))
 
 

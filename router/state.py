@@ -161,6 +161,17 @@ class PendingWork:
     releases: set[str] = field(default_factory=set)  # members of RouterState.release_pending to judge
 
 
+def reading_only(state: RouterState) -> RouterState:
+    """Keep only what a read model serves: the facts (agents, conversations, customers), the
+    queues with their signatures and sizes and the held heaps (``router.queues``'s summaries).
+    The agent side of the indexes (free agents, who is on shift), the timers and decide's
+    marks are decide's alone and are no longer kept up, so an agent's change costs no
+    re-filing under its skills x languages. A flag beside the facts, like ``pending``: it is
+    not snapshotted, so a loaded state is a full one until marked again."""
+    state.__dict__["_for_reading"] = True
+    return state
+
+
 class RouterState(msgspec.Struct, kw_only=True, dict=True):
     last_seq: int = 0  # last stream sequence folded
     agents: dict[str, AgentView] = {}
@@ -194,7 +205,14 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
     streaking_agents: set[str] = set()
 
     @property
+    def for_reading(self) -> bool:
+        """Folded for a read model (the API's view), never decided on: see ``reading_only``."""
+        return bool(self.__dict__.get("_for_reading", False))
+
+    @property
     def pending(self) -> PendingWork:
+        if self.for_reading:
+            return PendingWork()  # decide never runs here: its marks would only pile up
         work = self.__dict__.get("_pending")
         if work is None:
             work = PendingWork()

@@ -25,7 +25,7 @@ from events import subjects
 from events.store import EventStore, StoredEvent, reading_as
 from router import snapshot as router_snapshot
 from router.fold import evolve
-from router.state import RouterState
+from router.state import RouterState, reading_only
 from services.api import view_snapshot
 from services.api.logreader import LogReader
 
@@ -105,7 +105,7 @@ class LiveState:
         reader: LogReader | None = None,
     ) -> None:
         self.store = reading_as(store, "api")
-        self.state = RouterState()
+        self.state = reading_only(RouterState())  # the facts and queues it serves, not decide's indexes
         self.position = 0  # last stream sequence every fold has seen
         self.log_end = 0  # the log's last sequence when this view began
         self.caught_up = asyncio.Event()  # position reached log_end
@@ -173,7 +173,7 @@ class LiveState:
                 # fed again from where its snapshot says, or from the start
                 self._refeed[fold.name] = min(max(1, snap.refeed_from.get(fold.name, 1)), snap.position + 1)
         self._refeed = {name: seq for name, seq in self._refeed.items() if seq <= snap.position}
-        self.state = snap.state
+        self.state = reading_only(snap.state)
         self.position = snap.position
         self.snapshot_position = snap.position
         log.info(

@@ -36,7 +36,7 @@ from events.model import (
 )
 from events.store import StoredEvent
 from router.fold import evolve
-from router.state import RouterState
+from router.state import RouterState, reading_only
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def preview(text: str, lines: int, limit: int = 300) -> str:
 
 class Facts:
     def __init__(self, *, console_url: str, api_url: str, preview_lines: int = 3) -> None:
-        self.state = RouterState()
+        self.state = reading_only(RouterState())  # facts only: delivery never decides
         self.previews: dict[str, str] = {}
         self.contacts: dict[str, str] = {}
         self.console_url = console_url.rstrip("/")
