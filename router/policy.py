@@ -27,7 +27,7 @@ RELAXATIONS = (
 )
 
 
-class EscalationStep(msgspec.Struct, frozen=True, kw_only=True):
+class EscalationStep(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Reached when a conversation has waited ``after_seconds`` since it started waiting
     (cumulative, not since the previous step) and is still not offered or assigned."""
 
@@ -35,7 +35,7 @@ class EscalationStep(msgspec.Struct, frozen=True, kw_only=True):
     relaxation: str
 
 
-class CustomerTierRule(msgspec.Struct, frozen=True, kw_only=True):
+class CustomerTierRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     priority_boost: int = 0
     min_agent_tier: int = 1
 
@@ -61,7 +61,7 @@ DEFAULT_STEPS: tuple[EscalationStep, ...] = (
 )
 
 
-class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True):
+class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # --- offers -------------------------------------------------------------------
     # Channels whose conversations are offered (accept/decline); the others are assigned directly.
     offer_channels: tuple[str, ...] = ("chat", "sms", "social")

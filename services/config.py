@@ -3,12 +3,17 @@
 Every service takes the same file (``--config``). An override names a table and a key:
 ``RELAYDESK_API_PORT=9000`` sets ``[api] port``. A few well-known secrets have short names
 (``RELAYDESK_NATS_URL``, ``RELAYDESK_API_TOKEN``, ``RELAYDESK_TWILIO_AUTH_TOKEN``).
+``RELAYDESK_<NAME>_FILE=/run/secrets/x`` reads ``RELAYDESK_<NAME>`` from a file.
+
+Mistakes are errors, not silently ignored (services/config_strict.py): an unknown key in any
+table, an unknown RELAYDESK_* variable (except the few in ``config_strict.NOT_CONFIG``), a
+value of the wrong type. Each ``[connectors.<name>]`` table is checked by its connector.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +21,19 @@ import msgspec
 
 from events.model import AgentProfile
 from router.policy import RouterPolicy
+from services import config_strict as strict
 from services.delivery.settings import DeliverySettings
 
 
 class ConfigError(ValueError):
-    pass
+    """What is wrong with the configuration: one line per problem (``problems``)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
-class NatsSettings(msgspec.Struct, kw_only=True):
+class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = ""  # empty: `relaydesk up` starts an embedded server
     port: int = 4222  # the embedded server's preferred port; another if taken
     replicas: int = 1
@@ -40,19 +50,19 @@ class NatsSettings(msgspec.Struct, kw_only=True):
     tls_key: str = ""
 
 
-class SecuritySettings(msgspec.Struct, kw_only=True):
+class SecuritySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Seal personal data in the log with a per-customer key (events.personal), so that
     # erasing a customer destroys the key. Off: written in clear; sealed data still reads.
     encrypt_personal_data: bool = True
 
 
-class RetentionSettings(msgspec.Struct, kw_only=True):
+class RetentionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Message bodies older than this many days become unreadable (their day keys are
     # destroyed by a sweep); 0 keeps them.
     message_days: int = 0
 
 
-class HealthSettings(msgspec.Struct, kw_only=True):
+class HealthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Every service process serves /healthz, /readyz and /metrics here (services/health/).
     # The image sets host 0.0.0.0. `relaydesk up` takes another free port when this one is
     # taken; a single service fails at start instead. 0: no health listener.
@@ -60,7 +70,7 @@ class HealthSettings(msgspec.Struct, kw_only=True):
     port: int = 9090
 
 
-class TracingSettings(msgspec.Struct, kw_only=True):
+class TracingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # OpenTelemetry (services/tracing.py): off by default. On, a trace id set by the
     # connector travels in NATS headers through intake, router and delivery and is on
     # every log line of that message; spans go to the OTLP endpoint when one is set.
@@ -70,11 +80,11 @@ class TracingSettings(msgspec.Struct, kw_only=True):
     sample_ratio: float = 1.0
 
 
-class DataSettings(msgspec.Struct, kw_only=True):
+class DataSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dir: str = ".relaydesk"
 
 
-class ApiSettings(msgspec.Struct, kw_only=True):
+class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     token: str = ""
@@ -87,7 +97,7 @@ class ApiSettings(msgspec.Struct, kw_only=True):
     signing_key: str = ""
 
 
-class ProjectionSettings(msgspec.Struct, kw_only=True):
+class ProjectionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Empty: SQLite at <data dir>/timelines.db. Or postgresql://user@host/db.
     dsn: str = ""
     batch_size: int = 500
@@ -105,7 +115,7 @@ class ProjectionSettings(msgspec.Struct, kw_only=True):
         return i, n
 
 
-class RunnerSettings(msgspec.Struct, kw_only=True):
+class RunnerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the router process runs (not what it decides: that is [router])."""
 
     # A standby takes over this long after the active router stops renewing its lease.
@@ -118,7 +128,7 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     instance_id: str = ""
 
 
-class RoutingRule(msgspec.Struct, kw_only=True):
+class RoutingRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pattern: str = ""  # regex searched in the message text (case-insensitive)
     recipients: tuple[str, ...] = ()  # globs on the address written to, e.g. "billing@*"
     skills: dict[str, int] = {}
@@ -126,7 +136,7 @@ class RoutingRule(msgspec.Struct, kw_only=True):
     channels: tuple[str, ...] = ()
 
 
-class IntakeSettings(msgspec.Struct, kw_only=True):
+class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: int = 4
     languages: tuple[str, ...] = ("en", "es", "fr", "de", "pt", "it")
     default_language: str = "en"
@@ -144,7 +154,7 @@ class IntakeSettings(msgspec.Struct, kw_only=True):
     )
 
 
-class AgentSeed(msgspec.Struct, kw_only=True):
+class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: str
     name: str = ""
     skills: dict[str, int] = {}
@@ -185,7 +195,7 @@ DEMO_ROSTER: tuple[AgentSeed, ...] = (
 )
 
 
-class Config(msgspec.Struct, kw_only=True):
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     data: DataSettings = msgspec.field(default_factory=DataSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
@@ -218,53 +228,141 @@ SHORT_NAMES = {
     "RELAYDESK_META_APP_SECRET": ("connectors", "social.app_secret"),
     "RELAYDESK_DATA_DIR": ("data", "dir"),
 }
+CONNECTOR_PREFIX = "RELAYDESK_CONNECTOR_"
+# Tables an environment variable may set a key of (not the arrays of tables, not connectors).
+_ENV_TABLES = {
+    f.name: f.type
+    for f in msgspec.structs.fields(Config)
+    if f.name not in ("agents", "connectors") and isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)
+}
+_ENV_KEYS = {table: {f.name for f in msgspec.structs.fields(t)} for table, t in _ENV_TABLES.items()}
 
 
-def _overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    tables = {f.name for f in msgspec.structs.fields(Config) if f.name not in ("agents", "connectors")}
-    out: dict[str, dict[str, str]] = {}
-    for name, value in env.items():
+class _Overrides(msgspec.Struct):
+    values: dict[str, dict[str, str]]  # table -> key -> value ("connectors": "<name>.<key>")
+    origins: dict[tuple[str, str], str]  # (table, key) -> the variable that set it
+    problems: list[str]
+
+
+def _overrides(env: Mapping[str, str]) -> _Overrides:
+    out = _Overrides({}, {}, [])
+    known = strict.env_names(_ENV_KEYS, SHORT_NAMES)
+    for name, value in sorted(env.items()):
+        if not name.startswith(strict.ENV_PREFIX) or strict.is_not_config(name):
+            continue
         if name in SHORT_NAMES:
             table, key = SHORT_NAMES[name]
-        elif name.startswith("RELAYDESK_CONNECTOR_"):
-            rest = name[len("RELAYDESK_CONNECTOR_") :].lower()
-            connector, _, setting = rest.partition("_")
-            if not setting:
+        elif name.startswith(CONNECTOR_PREFIX):
+            # Connector keys are the connector's to check (Connector.from_config).
+            connector, _, setting = name[len(CONNECTOR_PREFIX) :].lower().partition("_")
+            if not connector or not setting:
+                out.problems.append(f"{name}: name a connector and a key, e.g. RELAYDESK_CONNECTOR_SMS_PORT")
                 continue
             table, key = "connectors", f"{connector}.{setting}"
-        elif name.startswith("RELAYDESK_"):
-            rest = name[len("RELAYDESK_") :].lower()
-            table, _, key = rest.partition("_")
-            if table not in tables or not key:
-                continue
         else:
-            continue
-        out.setdefault(table, {})[key] = value
+            table, _, key = name[len(strict.ENV_PREFIX) :].lower().partition("_")
+            if key not in _ENV_KEYS.get(table, ()):
+                out.problems.append(strict.unknown_variable(name, known))
+                continue
+        out.values.setdefault(table, {})[key] = value
+        out.origins[(table, key)] = name
     return out
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the TOML file (if any), apply environment overrides, validate."""
+    """Read the TOML file (if any), apply environment overrides, validate. Raises
+    ``ConfigError`` listing every problem found."""
+    config, problems = check(path, env)
+    if config is None or problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def check(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    connectors: Callable[[Mapping[str, Any]], list[str]] | None = None,
+) -> tuple[Config | None, list[str]]:
+    """The configuration and every problem with it (the config is None when it cannot be built).
+    ``connectors`` checks the ``[connectors.<name>]`` tables (``relaydesk config check`` passes
+    one; a service leaves its table to the connector, which checks it when it starts)."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
+            return None, [f"config file not found: {p}"]
         try:
             raw = msgspec.toml.decode(p.read_bytes())
         except msgspec.DecodeError as err:
-            raise ConfigError(f"{p}: not valid TOML: {err}") from err
-    for table, values in _overrides(env).items():
+            return None, [f"{p}: not valid TOML: {err}"]
+    env, problems = strict.read_secret_files(env)
+    overrides = _overrides(env)
+    problems += overrides.problems
+    for table, values in overrides.values.items():
         for key, value in values.items():
             if table == "connectors":
                 # RELAYDESK_CONNECTOR_SMS_PORT=9001 or a short name -> [connectors.sms] port
                 name, _, setting = key.partition(".")
                 raw.setdefault("connectors", {}).setdefault(name, {})[setting] = value
-            else:
-                raw.setdefault(table, {})[key] = value
+            elif isinstance(raw.setdefault(table, {}), dict):
+                raw[table][key] = value
+    problems += _nats_urls(raw)
+    problems += strict.unknown_keys(raw, Config)
+    if connectors is not None and isinstance(raw.get("connectors"), dict):
+        problems += connectors(raw["connectors"])
+    problems = [_blame(problem, overrides.origins) for problem in problems]
+    if problems:
+        return None, problems
+    # Table by table, so one bad value does not hide the next table's.
+    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    for table, value in raw.items():
+        try:
+            msgspec.convert(value, fields[table], strict=False)
+        except msgspec.ValidationError as err:
+            problems.append(_blame(strict.validation_problem(err, [table]), overrides.origins))
+    if problems:
+        return None, problems
     try:
         # strict=False lets "8080" from the environment stand for an int.
-        return msgspec.convert(raw, Config, strict=False)
+        config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as err:
-        raise ConfigError(f"invalid configuration: {err}") from err
+        return None, [strict.validation_problem(err, [])]
+    try:
+        config.projection.partition_pair()
+    except ConfigError as err:
+        problems += err.problems
+    return config, problems
+
+
+def _blame(problem: str, origins: Mapping[tuple[str, str], str]) -> str:
+    """``problem`` with the environment variable that set the key it names, if one did."""
+    for (table, key), name in origins.items():
+        if table == "connectors":
+            table, _, key = f"connectors.{key}".rpartition(".")
+        if problem.startswith((f"[{table}] {key}:", f"[{table}] unknown key {key!r}")):
+            return f"{problem} (set by {name})"
+    return problem
+
+
+def _nats_urls(raw: dict[str, Any]) -> list[str]:
+    """``[nats] url`` may be a list (TOML) or a comma-separated string: checked here, kept as
+    one comma-separated string (what ``services.nats_auth.server_list`` splits again)."""
+    nats = raw.get("nats")
+    if not isinstance(nats, dict) or "url" not in nats:
+        return []
+    url = nats["url"]
+    if isinstance(url, list):
+        if not all(isinstance(item, str) for item in url):
+            return ['[nats] url: a list of strings, e.g. url = ["nats://a:4222", "nats://b:4222"]']
+        url = nats["url"] = ",".join(item.strip() for item in url)
+    if not isinstance(url, str) or not url.strip():
+        return []  # empty: the embedded server; a wrong type is reported by the conversion
+    from services.nats_auth import server_list  # not at the top: nats_auth imports this module
+
+    try:
+        nats["url"] = ",".join(server_list(url))
+    except ConfigError as err:
+        return err.problems
+    return []

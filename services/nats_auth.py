@@ -21,12 +21,15 @@ from __future__ import annotations
 import json
 import secrets
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 
+from services.config import ConfigError
 from services.nats_permissions import SERVICE_ROLES, TOOL, connector_user, inbox_prefix, is_role_user, server_config
 
 if TYPE_CHECKING:
@@ -38,6 +41,62 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_DIR = "nats-credentials"
 SERVER_CONFIG = "nats-server.conf"
+
+
+# -- server URLs ----------------------------------------------------------------------------
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``****`` (for errors, logs, `config show`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:****@{host}").geturl()
+
+
+def server_list(url: str | Sequence[str]) -> list[str]:
+    """The NATS servers in ``[nats] url``: a comma-separated string or a list (TOML), so a
+    client can fail over between cluster nodes. Blanks are trimmed; an empty entry, a
+    scheme other than nats/tls/ws/wss or a URL without a host is a ``ConfigError`` naming it.
+    An entry without a scheme gets ``nats://`` (as nats.py does)."""
+    entries = url.split(",") if isinstance(url, str) else [part for item in url for part in str(item).split(",")]
+    servers: list[str] = []
+    for raw in entries:
+        entry = raw.strip()
+        if not entry:
+            raise ConfigError(f"[nats] url {redact_url(str(url))!r} has an empty entry (a stray comma?)")
+        if "://" not in entry:
+            entry = f"nats://{entry}"
+        try:
+            parts = urlsplit(entry)
+            port = parts.port
+        except ValueError as err:  # a port that is not a number, a broken IPv6 literal
+            raise ConfigError(f"[nats] url {redact_url(entry)!r} is not a valid URL: {err}") from err
+        if parts.scheme not in NATS_SCHEMES:
+            schemes = ", ".join(f"{s}://" for s in NATS_SCHEMES)
+            raise ConfigError(f"[nats] url {redact_url(entry)!r}: the scheme must be one of {schemes}")
+        if not parts.hostname:
+            raise ConfigError(f"[nats] url {redact_url(entry)!r} names no host")
+        if port == 0:
+            raise ConfigError(f"[nats] url {redact_url(entry)!r}: port 0 is not a server's port")
+        servers.append(entry)
+    if not servers:
+        raise ConfigError("[nats] url is empty")
+    return servers
+
+
+def describe_servers(url: str | Sequence[str]) -> str:
+    """For messages: the servers, comma-separated, passwords masked."""
+    if isinstance(url, str):
+        return ",".join(redact_url(part.strip()) for part in url.split(","))
+    return ",".join(redact_url(str(part)) for part in url)
 
 
 # -- credentials kept in the data dir --------------------------------------------------------

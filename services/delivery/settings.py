@@ -11,7 +11,7 @@ NOTICE_KINDS: tuple[str, ...] = ("offer", "assigned", "message", "offer_expired"
 DEFAULT_NOTICES: tuple[str, ...] = ("offer", "assigned", "message")
 
 
-class Endpoint(msgspec.Struct, kw_only=True, frozen=True):
+class Endpoint(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One place to notify. ``agent`` names one agent ("*": every agent); ``team`` names a
     list in ``[delivery.teams]``. ``url`` for webhook and slack, ``address`` for email;
     ``secret`` signs webhooks (``X-Relaydesk-Signature``)."""
@@ -26,7 +26,7 @@ class Endpoint(msgspec.Struct, kw_only=True, frozen=True):
     notices: tuple[str, ...] = DEFAULT_NOTICES
 
 
-class DeliverySettings(msgspec.Struct, kw_only=True):
+class DeliverySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     # Where links in notifications point ("" : http://<api host>:<api port>/console).
     console_url: str = ""

@@ -290,9 +290,13 @@ async def test_whatsapp_through_twilio_is_marked(nc: NATS, sms: tuple[ConnectorR
 def test_bad_settings_are_a_clear_error() -> None:
     with pytest.raises(ConnectorConfigError, match=r"\[connectors.sms\].*port"):
         TwilioSmsConnector.from_config({"port": "eighty"})
-    # Strings from the environment are converted; unknown keys are ignored (and logged).
-    c = TwilioSmsConnector.from_config({"port": "9001", "ack_timeout": "2.5", "outbound": "false", "tpyo": 1})
+    # Strings from the environment are converted; an unknown key is refused, named.
+    c = TwilioSmsConnector.from_config({"port": "9001", "ack_timeout": "2.5", "outbound": "false"})
     assert (c.settings.port, c.settings.ack_timeout, c.settings.outbound) == (9001, 2.5, False)
+    with pytest.raises(
+        ConnectorConfigError, match=r"\[connectors.sms\] unknown key 'auth_tokn' \(did you mean 'auth_token'\?\)"
+    ):
+        TwilioSmsConnector.from_config({"auth_tokn": "x"})
 
 
 async def test_logs_carry_ids_but_no_bodies_or_numbers(nc: NATS, uid: str) -> None:

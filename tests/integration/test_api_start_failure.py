@@ -1,0 +1,41 @@
+"""A service that cannot open what it is configured to use does not start: the API (and the
+projector) with a projection DSN it cannot reach exits with the reason in one line, instead of
+serving without timelines while /readyz says ready."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.embedded_nats import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("command", "who"), [("api", "API"), ("projector", "projector")])
+def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: Path, command: str, who: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
+    env.update(
+        {
+            "RELAYDESK_NATS_URL": nats_url,
+            "RELAYDESK_DATA_DIR": str(tmp_path / "data"),
+            "RELAYDESK_API_TOKEN": "test-operator-token",
+            "RELAYDESK_API_PORT": str(free_port()),
+            "RELAYDESK_HEALTH_PORT": "0",
+            # Port 1: nobody listens, the connection is refused at once.
+            "RELAYDESK_PROJECTION_DSN": "postgresql://nobody:hunter2@127.0.0.1:1/x",
+        }
+    )
+    # A deadline, not a sleep: a service that starts anyway would still be running at it.
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", command], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0
+    reason = [line for line in proc.stderr.splitlines() if line.startswith("relaydesk: ")]
+    assert reason, proc.stderr
+    assert f"{who} cannot open the projection store postgresql://nobody:****@127.0.0.1:1/x" in reason[0]
+    assert "hunter2" not in proc.stderr
