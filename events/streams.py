@@ -1,10 +1,16 @@
-"""Create the streams and KV buckets Relaydesk needs; safe to call on every start."""
+"""Every stream, KV bucket and object store Relaydesk uses, with its wanted config (the
+registry, ``stores``), and their set-up: ``ensure_streams`` creates what is missing, brings
+what drifted in line (``streams.updated``) and reports what NATS refuses to change; safe to
+call on every start. Stores created lazily by one service (the chat history, delivery records,
+email attachments) take their config from here too, and the same mechanics
+(``events.stream_setup``: ``patiently``, ``ensure_store``)."""
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -14,15 +20,52 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
 from events import subjects
 from events.parking import PARKED_BUCKET
 from events.personal.keys import KEYS_ALL, KEYS_STREAM
+from events.stream_setup import (
+    SETUP_BUDGET_S,
+    Drift,
+    DriftRefused,
+    Outcome,
+    SetupFailed,
+    StoreSpec,
+    ensure_store,
+    kv_spec,
+    objects_spec,
+    patiently,
+    stream_spec,
+)
+
+__all__ = [
+    "SETUP_BUDGET_S",
+    "Drift",
+    "DriftRefused",
+    "SetupFailed",
+    "StoreSpec",
+    "StreamSettings",
+    "StreamsMissing",
+    "ensure_store",
+    "ensure_streams",
+    "patiently",
+    "stores",
+    "stream_drift",
+]
+
+log = structlog.get_logger(__name__)
 
 DAY = 24 * 3600.0
 # The API's Idempotency-Key records (services.api.idempotency), kept a day.
 IDEMPOTENCY_BUCKET = "rd_idempotency"
+# Delivery records (services.delivery.records), created by the delivery service.
+DELIVERIES_BUCKET = "rd_deliveries"
+DELIVERY_RECORD_TTL = 14 * DAY  # records vanish two weeks after their last change
+# Email attachments (connectors.email, ``attachment_bucket``), created by the email connector.
+ATTACHMENTS_BUCKET = "rd_attachments"
+# The web chat's catch-up history (connectors.chat.history, ``history_stream``), created by
+# the chat connector from its own settings; setup only keeps its replicas in line.
+CHAT_STREAM = "RD_CHAT"
 
 
 @dataclass(frozen=True)
@@ -82,6 +125,35 @@ def _stream_configs(s: StreamSettings) -> list[StreamConfig]:
     ]
 
 
+def deliveries_bucket(replicas: int) -> KeyValueConfig:
+    return KeyValueConfig(bucket=DELIVERIES_BUCKET, history=1, ttl=DELIVERY_RECORD_TTL, replicas=replicas)
+
+
+def attachments_store(replicas: int, bucket: str = ATTACHMENTS_BUCKET) -> ObjectStoreConfig:
+    return ObjectStoreConfig(bucket=bucket, replicas=replicas)
+
+
+def stores(s: StreamSettings | None = None) -> list[StoreSpec]:
+    """Every stream, KV bucket and object store Relaydesk uses, with its wanted config."""
+    s = s or StreamSettings()
+    out = [stream_spec(config) for config in _stream_configs(s)]
+    for bucket, history, ttl in (
+        (subjects.IDENTITY_BUCKET, 1, 0.0),
+        (subjects.LEASE_BUCKET, 1, 0.0),
+        (subjects.STATE_BUCKET, 1, 0.0),
+        (PARKED_BUCKET, 1, 0.0),
+        (IDEMPOTENCY_BUCKET, 1, DAY),
+    ):
+        out.append(kv_spec(KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None, replicas=s.replicas)))
+    out.append(objects_spec(ObjectStoreConfig(bucket=subjects.SNAPSHOT_BUCKET, replicas=s.replicas)))
+    # Created lazily by their service (from the replicas it is given); setup keeps them in line.
+    out.append(kv_spec(deliveries_bucket(s.replicas), owner="delivery", required=False))
+    out.append(objects_spec(attachments_store(s.replicas), owner="connector email", required=False))
+    chat = StreamConfig(name=CHAT_STREAM, num_replicas=s.replicas)
+    out.append(StoreSpec(CHAT_STREAM, "stream", "connector chat", chat, ("num_replicas",), required=False))
+    return out
+
+
 class StreamsMissing(RuntimeError):
     """Streams or buckets are missing and this connection may not create them (its NATS role
     only checks): the reason names them and says how to create them."""
@@ -94,67 +166,64 @@ class StreamsMissing(RuntimeError):
         )
 
 
-async def ensure_streams(js: JetStreamContext, settings: StreamSettings | None = None, *, create: bool = True) -> None:
-    """Create what is missing, update what drifted; never deletes anything. With ``create``
-    false (a NATS role that may not manage streams) only check that everything exists, and
-    raise ``StreamsMissing`` naming what does not: no permission error is hidden behind a
-    request that times out."""
-    s = settings or StreamSettings()
-    if not create:
-        await _check_streams(js, s)
-        return
-    for config in _stream_configs(s):
-        assert config.name is not None
-        try:
-            await js.stream_info(config.name)
-        except NotFoundError:
-            await js.add_stream(config)
+async def _ensure_once(js: JetStreamContext, s: StreamSettings, *, create: bool) -> Outcome:
+    out = Outcome()
+    for spec in stores(s):
+        if spec.owner == "setup" and create:
+            drift, _ = await ensure_store(js, spec)
         else:
-            # Some settings (storage, retention) cannot change in place; keep what runs.
-            with contextlib.suppress(BadRequestError):
-                await js.update_stream(config)
-    for bucket, history, ttl in (
-        (subjects.IDENTITY_BUCKET, 1, 0.0),
-        (subjects.LEASE_BUCKET, 1, 0.0),
-        (subjects.STATE_BUCKET, 1, 0.0),
-        (PARKED_BUCKET, 1, 0.0),
-        (IDEMPOTENCY_BUCKET, 1, DAY),
-    ):
-        try:
-            await js.key_value(bucket)
-        except BucketNotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None, replicas=s.replicas)
-            )
-
-    try:
-        await js.object_store(subjects.SNAPSHOT_BUCKET)
-    except (BucketNotFoundError, NotFoundError, ServiceUnavailableError):
-        await js.create_object_store(
-            subjects.SNAPSHOT_BUCKET, ObjectStoreConfig(bucket=subjects.SNAPSHOT_BUCKET, replicas=s.replicas)
-        )
+            # Only check (a role that may not manage streams), or a lazily created store:
+            # setup brings an existing one in line but leaves its creation to its owner.
+            drift, current = await ensure_store(js, spec, create=False, update=create)
+            if current is None and spec.required:
+                out.missing.append(spec.name)
+        out.drift += drift
+    return out
 
 
-_BUCKETS = (subjects.IDENTITY_BUCKET, subjects.LEASE_BUCKET, subjects.STATE_BUCKET, PARKED_BUCKET, IDEMPOTENCY_BUCKET)
+async def ensure_streams(
+    js: JetStreamContext,
+    settings: StreamSettings | None = None,
+    *,
+    create: bool = True,
+    budget: float = SETUP_BUDGET_S,
+    give_up: Callable[[BaseException], str] | None = None,
+) -> list[Drift]:
+    """Create what is missing, update what drifted (``streams.updated``); never deletes
+    anything. Waits out a busy NATS for ``budget`` s (``SetupFailed`` after it). Raises
+    ``DriftRefused`` when NATS refuses to change a field in place (storage, retention, replicas
+    on a single server), naming stream and field. With ``create`` false (a NATS role that may
+    not manage streams) only check: ``StreamsMissing`` names what does not exist, and drift is
+    logged as a warning (``streams.drift``). Returns the drift found, each with its outcome."""
+    s = settings or StreamSettings()
+    outcome = await patiently(
+        lambda: _ensure_once(js, s, create=create), what="stream set-up", budget=budget, give_up=give_up
+    )
+    if outcome.missing:
+        raise StreamsMissing(outcome.missing)
+    if not create:
+        for d in outcome.drift:
+            log.warning("streams.drift", name=d.stream, field=d.field, old=d.old, new=d.new, fix="relaydesk setup")
+    elif outcome.refused:
+        raise DriftRefused(outcome.refused)
+    return outcome.drift
 
 
-async def _check_streams(js: JetStreamContext, s: StreamSettings) -> None:
-    names = [c.name for c in _stream_configs(s) if c.name is not None]
-    names += [f"KV_{bucket}" for bucket in _BUCKETS] + [f"OBJ_{subjects.SNAPSHOT_BUCKET}"]
-    missing: list[str] = []
-    for name in names:
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            missing.append(name)
-    if missing:
-        raise StreamsMissing(missing)
+async def stream_drift(js: JetStreamContext, settings: StreamSettings | None = None) -> list[Drift]:
+    """How every existing stream and bucket differs from the wanted config (changes nothing);
+    for ``relaydesk status``."""
+    out: list[Drift] = []
+    for spec in stores(settings):
+        drift, _ = await ensure_store(js, spec, create=False, update=False)
+        out += drift
+    return out
 
 
 async def streams_exist(js: JetStreamContext) -> bool:
     try:
         for name in (subjects.INBOUND_STREAM, subjects.EVENTS_STREAM, subjects.OUTBOUND_STREAM):
             await js.stream_info(name)
-    except Exception:
+    except Exception as err:
+        log.debug("streams.not_found", error=type(err).__name__)
         return False
     return True

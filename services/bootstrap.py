@@ -23,10 +23,9 @@ from events import subjects
 from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import Append, ConcurrencyError, EventStore
-from events.streams import StreamSettings, StreamsMissing, ensure_streams
+from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
-from services.nats_auth import NatsAuth, role_credentials
-from services.nats_errors import NATS_UNAVAILABLE
+from services.nats_auth import NatsAuth, describe_servers, role_credentials, server_list
 from services.nats_permissions import TOOL
 
 log = structlog.get_logger(__name__)
@@ -99,34 +98,25 @@ def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relayd
 
 # How long a starting service waits for NATS to answer its stream checks (a server restarting,
 # a cluster electing a leader) before it gives up and leaves the restart to its supervisor.
-STREAMS_PATIENCE_S = 60.0
+STREAMS_PATIENCE_S = SETUP_BUDGET_S
 
 
 async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, create: bool = True) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STREAMS_PATIENCE_S
-    pause = 0.25
-    while True:
-        try:
-            await ensure_streams(nc.jetstream(), settings, create=create)
-            return
-        except StreamsMissing as err:
-            raise SystemExit(str(err)) from err
-        except NATS_UNAVAILABLE as err:
-            denied = permission_denied(nc)
-            if denied:
-                # Not "NATS is slow": the server refused the request (it answers nothing, so
-                # the request timed out). Waiting longer would not help.
-                raise SystemExit(
-                    f"NATS refused the stream set-up ({denied}): this role may not manage streams; "
-                    "run `relaydesk up` or `relaydesk setup` with the tool role first"
-                ) from err
-            if loop.time() >= deadline:
-                waited = f"{STREAMS_PATIENCE_S:.0f} s"
-                raise SystemExit(f"NATS did not answer the stream checks for {waited}: {err!r}") from err
-            log.warning("nats.not_ready", error=repr(err), retry_in_s=pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+    def refused(_err: BaseException) -> str:
+        denied = permission_denied(nc)
+        # Not "NATS is slow": the server refused the request (it answers nothing, so the
+        # request timed out). Waiting longer would not help.
+        if not denied:
+            return ""
+        return (
+            f"NATS refused the stream set-up ({denied}): this role may not manage streams; "
+            "run `relaydesk up` or `relaydesk setup` with the tool role first"
+        )
+
+    try:
+        await ensure_streams(nc.jetstream(), settings, create=create, budget=STREAMS_PATIENCE_S, give_up=refused)
+    except (StreamsMissing, DriftRefused, SetupFailed) as err:
+        raise SystemExit(str(err)) from err
 
 
 # Per connection, the permission violations the server reported (their text names the subject).
@@ -165,10 +155,16 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
     async def reconnected_cb() -> None:
         log.info("nats.reconnected")
 
+    # One URL or several (a cluster: "nats://a:4222,nats://b:4222"): nats.py takes a list.
+    try:
+        servers = server_list(url)
+    except ConfigError as err:
+        raise SystemExit(f"relaydesk: {err}") from err
+    where = describe_servers(servers)  # for messages: passwords in URLs masked
     # Bounded: on a first connection nats.py keeps retrying forever, deaf to SIGTERM.
     options = (auth or NatsAuth()).connect_options()
     connecting = nats.connect(
-        url,
+        servers,
         name=name,
         connect_timeout=timeout,
         max_reconnect_attempts=-1,
@@ -183,10 +179,10 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
     except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as err:
         if refused or "authorization violation" in str(err).lower():
             who = (auth or NatsAuth()).describe()
-            raise SystemExit(f"NATS at {url} refused the connection ({who}): check [nats] user/password") from err
+            raise SystemExit(f"NATS at {where} refused the connection ({who}): check [nats] user/password") from err
         if not isinstance(err, (TimeoutError, OSError, nats.errors.NoServersError)):
             raise
-        raise SystemExit(f"cannot reach NATS at {url}: {str(err) or 'no answer in time'}") from err
+        raise SystemExit(f"cannot reach NATS at {where}: {str(err) or 'no answer in time'}") from err
     _DENIED[id(nc)] = denied
     return nc
 
@@ -228,8 +224,12 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
         log.debug("nats.error", error=str(err))
 
     try:
+        servers = server_list(url)
+    except ConfigError as err:
+        raise SystemExit(f"relaydesk: {err}") from err
+    try:
         return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb, **auth.connect_options()
+            servers, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb, **auth.connect_options()
         )
     except nats.errors.NoServersError as err:
         if refused:

@@ -79,7 +79,7 @@ class WebChatConnector(Connector):
             max_frames=settings.history_frames,
             max_age=settings.history_max_age,
             max_bytes=settings.history_bytes,
-            replicas=settings.history_replicas,
+            replicas=settings.history_replicas or settings.replicas,
             dedupe_window=settings.history_dedupe_window,
             timeout=settings.ack_timeout,
         )

@@ -34,8 +34,10 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import RePublish, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import RePublish, StorageType, StreamConfig, StreamInfo
+from nats.js.errors import NotFoundError
+
+from events.stream_setup import SETUP_BUDGET_S, SetupFailed, describe, ensure_store, patiently, stream_spec
 
 from .ratelimit import RateLimiter as RateLimiter  # it lived here; importable from here still
 
@@ -158,22 +160,23 @@ class ChatHistory:
             raise RuntimeError("chat history: no JetStream context (attach the connector first)")
         return self.js
 
-    async def ensure(self) -> None:
-        """Create the stream, or bring its limits in line with the settings; learn the epoch."""
+    async def ensure(self, budget: float = SETUP_BUDGET_S) -> None:
+        """Create the stream, or bring its limits in line with the settings (a field NATS
+        cannot change in place is logged, ``streams.update_refused``, and what runs is kept);
+        learn the epoch. A busy or electing NATS is waited out for ``budget`` seconds."""
         js = self._js()
-        config = self.config()
+        spec = stream_spec(self.config(), owner="connector chat", required=False)
+
+        async def setup() -> StreamInfo:
+            await ensure_store(js, spec)
+            return await js.stream_info(self.stream)
+
         try:
-            try:
-                info = await js.stream_info(self.stream)
-            except NotFoundError:
-                info = await js.add_stream(config)
-            else:
-                # Storage and a few others cannot change in place: keep what runs then.
-                with contextlib.suppress(BadRequestError):
-                    info = await js.update_stream(config)
-        except (TimeoutError, NatsError, OSError) as err:
+            info = await patiently(setup, what=f"history stream {self.stream}", budget=budget)
+        except (TimeoutError, NatsError, OSError, SetupFailed) as err:
             # The server's description says what is wrong (replicas over the cluster size, …).
-            raise HistoryUnavailable(f"history stream {self.stream}: {type(err).__name__} {err}") from err
+            reason = str(err) if isinstance(err, SetupFailed) else f"history stream {self.stream}: {describe(err)}"
+            raise HistoryUnavailable(reason) from err
         created = info.created.isoformat() if info.created else self.stream
         self.epoch = hashlib.sha256(f"{self.stream}\n{created}".encode()).hexdigest()[:12]
 

@@ -29,8 +29,7 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import ObjectStoreConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError, ServiceUnavailableError
+from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from connectors.sdk import (
@@ -47,6 +46,8 @@ from connectors.sdk.metrics import Metrics
 from connectors.sdk.publish import InboundPublisher, Published
 from events import subjects
 from events.model import Channel, DeliverReply, InboundMessage
+from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
+from events.streams import attachments_store
 
 from . import outbound
 from .bounces import SentReplies, bounce_report, our_id
@@ -115,7 +116,7 @@ class EmailConnector(Connector):
         if not s.domain_set():
             log.warning("email.no_domains", hint="set [connectors.email] domains; every recipient gets 550")
         try:
-            await self._object_store()
+            await self._object_store(budget=SETUP_BUDGET_S)
         except Exception as err:  # NATS may come later: attachments then wait for it (451)
             log.warning("email.object_store_unavailable", error=type(err).__name__)
         if s.smtp_enabled:
@@ -144,16 +145,20 @@ class EmailConnector(Connector):
 
     # -- the pipeline ---------------------------------------------------------------------------
 
-    async def _object_store(self) -> ObjectStore:
+    async def _object_store(self, budget: float = 0.0) -> ObjectStore:
         if self._objects is not None:
             return self._objects
         if self.js is None:
             raise Unavailable("not connected")
-        bucket = self.settings.attachment_bucket
-        try:
-            self._objects = await self.js.object_store(bucket)
-        except (BucketNotFoundError, NotFoundError, ServiceUnavailableError):
-            self._objects = await self.js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket))
+        js, bucket = self.js, self.settings.attachment_bucket
+        # Created with the replicas relaydesk passes ([nats] replicas), config from events.streams.
+        spec = objects_spec(attachments_store(self.settings.replicas, bucket), owner="connector email", required=False)
+
+        async def open_store() -> ObjectStore:
+            await ensure_store(js, spec)
+            return await js.object_store(bucket)
+
+        self._objects = await patiently(open_store, what=f"object store {bucket}", budget=budget)
         return self._objects
 
     async def store_attachments(self, attachments: Sequence[AttachmentBody]) -> None:

@@ -38,6 +38,8 @@ class ApiDeps:
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.
     signing_key: str = ""
+    # Replicas of a bucket the API creates when it is missing ([nats] replicas).
+    replicas: int = 1
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

@@ -25,7 +25,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
 
     async def kv() -> KeyValue:
         if not kv_holder:
-            kv_holder.append(await records.bucket(deps.nc.jetstream()))
+            # Created with the right replicas if no delivery service made it yet; brought in
+            # line only by the delivery service and setup (a request does not wait for NATS).
+            kv_holder.append(await records.bucket(deps.nc.jetstream(), deps.replicas, update=False, budget=0))
         return kv_holder[0]
 
     def operator_only(request: web.Request) -> None:

@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-BUCKET = "rd_deliveries"
-RECORD_TTL = 14 * 24 * 3600.0  # records vanish two weeks after their last change
+from events.stream_setup import SETUP_BUDGET_S, ensure_store, kv_spec, patiently
+from events.streams import DELIVERIES_BUCKET, DELIVERY_RECORD_TTL, deliveries_bucket
+
+BUCKET = DELIVERIES_BUCKET
+RECORD_TTL = DELIVERY_RECORD_TTL  # records vanish two weeks after their last change
 
 Status = Literal["pending", "delivered", "failed", "retry_requested"]
 STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "retry_requested")
@@ -70,11 +71,21 @@ def encode(record: DeliveryRecord) -> bytes:
     return msgspec.json.encode(record)
 
 
-async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
-    try:
+async def bucket(
+    js: JetStreamContext, replicas: int = 1, *, update: bool = True, budget: float = SETUP_BUDGET_S
+) -> KeyValue:
+    """The bucket, created with ``replicas`` if missing (its config: ``events.streams``); with
+    ``update`` an existing one is brought in line (the delivery service; the API only reads).
+    A busy NATS is waited out for ``budget`` seconds (0: one try, for a request handler)."""
+    spec = kv_spec(deliveries_bucket(replicas), owner="delivery", required=False)
+
+    async def open_bucket() -> KeyValue:
+        await ensure_store(js, spec, update=update)
         return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, ttl=RECORD_TTL, replicas=replicas))
+
+    if budget <= 0:
+        return await open_bucket()
+    return await patiently(open_bucket, what=f"KV bucket {BUCKET}", budget=budget)
 
 
 def summary(record: DeliveryRecord, *, with_body: bool = False) -> dict[str, Any]:

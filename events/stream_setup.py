@@ -1,0 +1,332 @@
+"""How a stream, KV bucket or object store is set up: patiently (a busy or electing NATS is
+waited out within a budget), and with its drift from the wanted config found, fixed where NATS
+allows it, and reported where it does not. The registry of what Relaydesk uses is
+``events.streams``; this module is the mechanics every creator shares."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# How long a start-up waits for NATS to answer its set-up calls (a server restarting, a
+# cluster electing its meta leader, a machine at load 8) before it gives up with the reason.
+SETUP_BUDGET_S = 60.0
+
+# "Not now" answers: the request may succeed later (a server restarting, a reconnect).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+    ConnectionError,
+)
+# JetStream errors that mean "not now" in a cluster: no meta leader yet (10008), not enough
+# resources or peers up for the replicas yet (10023, 10005). Other 4xx/5xx answers refuse.
+_TRANSIENT_CODES = frozenset({10005, 10008, 10023})
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, (*TRANSIENT, ServiceUnavailableError)):
+        return True
+    return isinstance(err, APIError) and err.err_code in _TRANSIENT_CODES
+
+
+class SetupFailed(RuntimeError):
+    """A set-up call did not succeed within its budget (or was refused): the reason, for a person."""
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, APIError):
+        return f"{type(err).__name__} {err.err_code or ''} {err.description or ''}".strip()
+    return f"{type(err).__name__} {err}".strip()
+
+
+async def patiently(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    budget: float = SETUP_BUDGET_S,
+    give_up: Callable[[BaseException], str] | None = None,
+) -> T:
+    """``await op()``, again after each timeout / no responders / 503 with a growing pause (one
+    log line per retry), until ``budget`` seconds have passed: then ``SetupFailed`` naming
+    ``what`` and the last error. ``give_up(err)`` may name a reason to stop waiting at once
+    (a permission refused looks like a timeout). Other errors are raised as they are."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    pause = 0.25
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await op()
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            reason = give_up(err) if give_up is not None else ""
+            if reason:
+                raise SetupFailed(f"{what}: {reason}") from err
+            left = deadline - loop.time()
+            if left <= 0:
+                raise SetupFailed(
+                    f"{what}: NATS did not answer within {budget:.0f} s ({tries} tries): {describe(err)}"
+                ) from err
+            wait = min(pause, left)
+            log.warning("nats.setup_retry", what=what, error=describe(err), retry_in_s=round(wait, 2), tries=tries)
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, 5.0)
+
+
+# -- specs and drift ------------------------------------------------------------------------
+
+Kind = Literal["stream", "kv", "objects"]
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One stream, KV bucket or object store and its wanted config. ``name`` is the JetStream
+    stream (``KV_<bucket>``, ``OBJ_<bucket>`` for buckets). ``owner`` creates it: ``setup``
+    (``ensure_streams``) or the service / connector that creates it lazily (setup then only
+    brings an existing one in line). ``checked``: the stream fields compared for drift."""
+
+    name: str
+    kind: Kind
+    owner: str
+    config: StreamConfig | KeyValueConfig | ObjectStoreConfig
+    checked: tuple[str, ...]
+    required: bool = True  # services refuse to start without it (``StreamsMissing``)
+
+    def wanted(self) -> dict[str, Any]:
+        c = self.config
+        if isinstance(c, StreamConfig):
+            return {f: getattr(c, f) for f in self.checked}
+        if isinstance(c, KeyValueConfig):
+            kv = {"num_replicas": c.replicas, "max_msgs_per_subject": c.history, "max_age": c.ttl}
+            return {f: kv[f] for f in self.checked}
+        obj = {"num_replicas": c.replicas, "max_age": c.ttl}
+        return {f: obj[f] for f in self.checked}
+
+
+STREAM_FIELDS = (
+    "subjects",
+    "retention",
+    "storage",
+    "num_replicas",
+    "max_age",
+    "discard",
+    "deny_delete",
+    "deny_purge",
+    "allow_direct",
+    "max_msgs_per_subject",
+)
+
+
+def stream_spec(config: StreamConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
+    """A stream's spec: the common fields, plus the optional ones the config sets."""
+    assert config.name is not None
+    extra = tuple(f for f in ("duplicate_window", "max_bytes", "republish") if getattr(config, f))
+    return StoreSpec(config.name, "stream", owner, config, STREAM_FIELDS + extra, required)
+
+
+def kv_spec(config: KeyValueConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
+    checked = ("num_replicas", "max_msgs_per_subject") + (("max_age",) if config.ttl else ())
+    return StoreSpec(f"KV_{config.bucket}", "kv", owner, config, checked, required)
+
+
+def objects_spec(config: ObjectStoreConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
+    return StoreSpec(f"OBJ_{config.bucket}", "objects", owner, config, ("num_replicas",), required)
+
+
+# What the server reports for a field left unset.
+_UNSET: dict[str, Any] = {
+    "retention": "limits",
+    "storage": "file",
+    "num_replicas": 1,
+    "max_age": 0.0,
+    "discard": "old",
+    "deny_delete": False,
+    "deny_purge": False,
+    "allow_direct": False,
+    "max_msgs_per_subject": -1,
+    "max_bytes": -1,
+    "republish": None,
+}
+
+
+def normalise(name: str, value: Any) -> Any:
+    """A field's value as comparable: enums by value, unset as the server's default, seconds
+    to the millisecond, subjects as a set, a republish as its parts."""
+    if value is None:
+        return _UNSET.get(name)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return tuple(sorted(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (getattr(value, "src", None), getattr(value, "dest", None), bool(getattr(value, "headers_only", False)))
+    if name in ("max_bytes", "max_msgs_per_subject") and value == 0:
+        return -1
+    return value
+
+
+Status = Literal["differs", "updated", "refused"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One field of one stream that differs from the wanted config."""
+
+    stream: str
+    field: str
+    old: Any
+    new: Any
+    status: Status = "differs"
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.stream}: {self.field} is {self.old!r}, wanted {self.new!r}"
+        if self.status == "refused":
+            text += f" (NATS refused the update: {self.reason})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class DriftRefused(RuntimeError):
+    """NATS refused to bring streams in line with the wanted config: the reason names each."""
+
+    def __init__(self, refused: Sequence[Drift]) -> None:
+        self.refused = list(refused)
+        super().__init__(
+            "; ".join(str(d) for d in refused)
+            + ": change the config back, or move the data to a new stream (NATS cannot change these in place)"
+        )
+
+
+def compare(spec: StoreSpec, actual: StreamConfig) -> list[Drift]:
+    out: list[Drift] = []
+    for name, want in spec.wanted().items():
+        have = normalise(name, getattr(actual, name, None))
+        wanted = normalise(name, want)
+        if have != wanted:
+            out.append(Drift(spec.name, name, have, wanted))
+    return out
+
+
+async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
+    c = spec.config
+    try:
+        if isinstance(c, StreamConfig):
+            await js.add_stream(c)
+        elif isinstance(c, KeyValueConfig):
+            await js.create_key_value(c)
+        else:
+            await js.create_object_store(c.bucket or spec.name.removeprefix("OBJ_"), c)
+    except APIError as err:
+        if is_transient(err):
+            raise
+        # e.g. replicas > 1 on a single server: no wait helps, the config must change.
+        raise SetupFailed(f"NATS refused to create {spec.name}: {describe(err)}") from err
+    log.info("streams.created", name=spec.name, kind=spec.kind, replicas=spec.wanted().get("num_replicas"))
+
+
+async def ensure_store(
+    js: JetStreamContext, spec: StoreSpec, *, create: bool = True, update: bool = True
+) -> tuple[list[Drift], StreamConfig | None]:
+    """Create ``spec`` if missing (``create``), else compare it with the wanted config and, with
+    ``update``, change the drifted fields in place (``streams.updated``): all at once, and on a
+    refusal one at a time, so each refusal names its field (``streams.update_refused``).
+    Returns the drift found (each with its outcome) and the stream's config as it stands
+    (None: missing, not created)."""
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        if not create:
+            return [], None
+        await _create(js, spec)
+        info = await js.stream_info(spec.name)
+        return [], info.config
+    current = info.config
+    found = compare(spec, current)
+    if not update:
+        return found, current
+    if not found:
+        return [], current
+    changes = {d.field: _raw(spec, d) for d in found}
+    try:
+        # All at once first: some fields only change together (max_age below the duplicate window).
+        current = (await js.update_stream(dataclasses.replace(current, **changes))).config
+    except APIError as err:
+        if is_transient(err):
+            raise
+        # Refused: one field at a time, so each refusal names its field and the rest still apply.
+        return await _update_each(js, spec, found, current), current
+    for d in found:
+        log.warning("streams.updated", name=spec.name, field=d.field, old=d.old, new=d.new)
+    return [dataclasses.replace(d, status="updated") for d in found], current
+
+
+def _raw(spec: StoreSpec, drift: Drift) -> Any:
+    """The value to send for a drifted field (the spec's own, or what the server means by unset)."""
+    raw = getattr(spec.config, drift.field) if isinstance(spec.config, StreamConfig) else drift.new
+    if raw is None and drift.field in ("max_age", "max_bytes", "max_msgs_per_subject"):
+        raw = 0 if drift.field == "max_age" else -1
+    return raw
+
+
+async def _update_each(js: JetStreamContext, spec: StoreSpec, found: list[Drift], current: StreamConfig) -> list[Drift]:
+    out: list[Drift] = []
+    for drift in found:
+        try:
+            current = (await js.update_stream(dataclasses.replace(current, **{drift.field: _raw(spec, drift)}))).config
+        except APIError as err:
+            if is_transient(err):
+                raise
+            refused = dataclasses.replace(drift, status="refused", reason=describe(err))
+            log.error("streams.update_refused", name=spec.name, field=drift.field, old=drift.old, new=drift.new,
+                      error=refused.reason)  # fmt: skip
+            out.append(refused)
+            continue
+        log.warning("streams.updated", name=spec.name, field=drift.field, old=drift.old, new=drift.new)
+        out.append(dataclasses.replace(drift, status="updated"))
+    return out
+
+
+@dataclass
+class Outcome:
+    """What one ``ensure_streams`` pass did."""
+
+    drift: list[Drift] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[Drift]:
+        return [d for d in self.drift if d.status == "refused"]
