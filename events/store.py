@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
@@ -21,6 +21,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from events import subjects
 from events.codec import Undecodable, decode_log_event, encode
+from events.counters import count_append
 from events.direct import DirectBatches
 from events.model import LogEvent
 from events.parking import describe_error
@@ -28,6 +29,7 @@ from events.personal import PersonalDataCipher
 from events.quarantine import Quarantine
 from events.stored import StoredEvent as StoredEvent
 from events.stored import to_stored as to_stored
+from events.stored import trace_context
 from events.tail import Tail as Tail
 
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -50,13 +52,15 @@ class Append:
     """One event to append; ``expected`` is the subject's last sequence the caller saw
     (0: the subject must be empty; None: no check). ``expected_subject`` checks ``expected``
     against another subject, wildcards allowed (``rd.evt.c.<customer>.>`` guards a whole
-    customer). ``msg_id`` makes retries idempotent."""
+    customer). ``msg_id`` makes retries idempotent. ``trace``: W3C trace context headers
+    (``traceparent``, ``tracestate``) written beside the event; None (tracing off): none."""
 
     event: LogEvent
     expected: int | None = None
     subject: str | None = None
     expected_subject: str | None = None
     msg_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    trace: Mapping[str, str] | None = None
 
     def target(self) -> str:
         return self.subject or subjects.for_event(self.event)
@@ -67,6 +71,8 @@ class Append:
             h[EXPECTED_LAST_SUBJECT_SEQ] = str(self.expected)
             if self.expected_subject:
                 h[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.expected_subject
+        if self.trace:
+            h.update(self.trace)
         return h
 
 
@@ -116,8 +122,11 @@ class EventStore:
         try:
             ack = await self.js.publish(subject, encode(event), timeout=self.timeout, headers=item.headers())
         except APIError as err:
-            return await self._resolve_conflict(item, subject, err)
-        return int(ack.seq)
+            seq = await self._resolve_conflict(item, subject, err)
+        else:
+            seq = int(ack.seq)
+        count_append(item.event)  # relaydesk_events_appended_total{type}
+        return seq
 
     async def append_many(self, items: Sequence[Append], *, in_flight: int = 256) -> list[int | ConcurrencyError]:
         """Pipeline many appends, each guarded by its own expected sequence.
@@ -189,7 +198,8 @@ class EventStore:
 
     async def decoded(self, seq: int, subject: str, data: bytes, headers: dict[str, str] | None = None) -> StoredEvent:
         """A payload read some other way (a direct get), decoded as every read decodes it."""
-        stored = StoredEvent(seq=seq, subject=subject, event=decode_log_event(data, subject=subject))
+        event = decode_log_event(data, subject=subject)
+        stored = StoredEvent(seq=seq, subject=subject, event=event, trace=trace_context(headers))
         await self._screen(stored, headers)
         return await self.opened(stored)
 
@@ -199,7 +209,7 @@ class EventStore:
         if self.cipher is None:
             return stored
         event = await self.cipher.open(stored.event)
-        return stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event)
+        return stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event, stored.trace)
 
     async def opened_all(self, chunk: list[StoredEvent]) -> list[StoredEvent]:
         """``opened`` for a batch: the keys it needs are fetched together, not one by one."""
@@ -207,7 +217,7 @@ class EventStore:
             return chunk
         events = await self.cipher.open_many([stored.event for stored in chunk])
         return [
-            stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event)
+            stored if event is stored.event else StoredEvent(stored.seq, stored.subject, event, stored.trace)
             for stored, event in zip(chunk, events, strict=True)
         ]
 
@@ -256,7 +266,8 @@ class EventStore:
             seq = got[-1][0] + 1
         out: list[StoredEvent] = []
         for seq, subject, data, headers in raws:
-            stored = StoredEvent(seq=seq, subject=subject, event=decode_log_event(data, subject=subject))
+            event = decode_log_event(data, subject=subject)
+            stored = StoredEvent(seq=seq, subject=subject, event=event, trace=trace_context(headers))
             if isinstance(stored.event, Undecodable):
                 await self._screen(stored, headers)  # quarantined, and still handed on
             out.append(stored)

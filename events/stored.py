@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 
 from events.codec import decode_log_event
 from events.model import LogEvent, UnknownEvent
+
+# W3C trace context (https://www.w3.org/TR/trace-context/) as written beside an event in its
+# NATS headers when tracing is on (services/tracing.py); nothing is written when it is off.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,20 @@ class StoredEvent:
     seq: int
     subject: str
     event: LogEvent | UnknownEvent
+    # The trace context the event was appended under (``traceparent``/``tracestate``), None
+    # when it carries none. Metadata, not part of the fact: equality ignores it.
+    trace: Mapping[str, str] | None = field(default=None, compare=False)
+
+
+def trace_context(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The W3C trace context in a message's headers, None when it carries none."""
+    if not headers:
+        return None
+    parent = headers.get(TRACEPARENT)
+    if not parent:
+        return None
+    state = headers.get(TRACESTATE)
+    return {TRACEPARENT: parent, TRACESTATE: state} if state else {TRACEPARENT: parent}
 
 
 def to_stored(msg: Msg) -> StoredEvent:
@@ -23,4 +43,5 @@ def to_stored(msg: Msg) -> StoredEvent:
         seq=int(msg.metadata.sequence.stream),
         subject=msg.subject,
         event=decode_log_event(msg.data, subject=msg.subject),
+        trace=trace_context(msg.headers),
     )

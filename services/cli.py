@@ -24,9 +24,11 @@ Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart 
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
+Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
 Operations:      relaydesk status [--json]       NATS, streams, consumers, parked counts (exit 1: no NATS)
                  relaydesk dlq list|show KEY|retry KEY|drop KEY   dead letters and quarantined events
                  relaydesk setup [--nats-auth-config]   streams and buckets (tool role); NATS users config
+                 relaydesk docs openapi|asyncapi [--check]   the API's and the NATS subjects' contracts
 
 Configuration: --config FILE (TOML), then RELAYDESK_* environment variables, e.g.
 RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_API_PORT.
@@ -35,7 +37,9 @@ RELAYDESK_NATS_URL, RELAYDESK_API_TOKEN, RELAYDESK_TWILIO_AUTH_TOKEN, RELAYDESK_
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
-    parser.add_argument("--nats-url", metavar="URL", help="NATS server (overrides RELAYDESK_NATS_URL)")
+    parser.add_argument(
+        "--nats-url", metavar="URL", help="NATS server, or several comma-separated (overrides RELAYDESK_NATS_URL)"
+    )
     nats_auth = parser.add_argument_group(
         "NATS credentials",
         "default: [nats] in the config / RELAYDESK_NATS_USER, _PASSWORD, _TOKEN, …; else the role's credentials "
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relaydesk", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"relaydesk {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     up = sub.add_parser("up", help="run everything on this machine (embedded NATS unless RELAYDESK_NATS_URL)")
@@ -116,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_status_parser(sub, _common)
 
+    docs = sub.add_parser("docs", help="print the OpenAPI or AsyncAPI document (generated from the code)")
+    docs.add_argument("what", choices=("openapi", "asyncapi"))
+    docs.add_argument("--check", action="store_true", help="compare with services/contracts/WHAT.json (1: differs)")
+
     report = sub.add_parser("report", help="service metrics (from the API): a table, and a PNG chart with --png")
     _common(report)
     report.add_argument("--from", dest="start", metavar="DATE", help="ISO date or date-time (default: 7 days ago)")
@@ -127,16 +136,49 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--api", metavar="URL", help="default: http://<[api] host>:<[api] port>")
     report.add_argument("--token", help="operator token (default: RELAYDESK_API_TOKEN or <data dir>/api-token)")
     report.add_argument("--data-dir", metavar="DIR", help="where `relaydesk up` keeps the token")
+
+    from services.config_command import add_parser as add_config_parser
+
+    add_config_parser(sub)
+    _describe(parser)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relaydesk")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every sub-command's ``--help`` starts with a line saying what it does: its ``help=``
+    text, unless it was given its own ``description=`` (so new commands get one for free)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            if not child.description and helps.get(name):
+                text = str(helps[name])
+                child.description = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+            _describe(child)
 
 
 def _config(args: argparse.Namespace) -> Config:
     try:
         config = load(args.config)
     except ConfigError as err:
-        raise SystemExit(f"relaydesk: {err}") from err
+        raise SystemExit("\n".join(f"relaydesk: {problem}" for problem in err.problems)) from err
     if getattr(args, "nats_url", None):
-        config.nats.url = args.nats_url
+        from services.nats_auth import server_list
+
+        try:
+            config.nats.url = ",".join(server_list(args.nats_url))
+        except ConfigError as err:
+            raise SystemExit(f"relaydesk: --nats-url: {err}") from err
     for option in ("user", "creds", "nkey_seed", "tls_ca", "tls_cert", "tls_key"):
         value = getattr(args, f"nats_{option}", None)
         if value:
@@ -172,10 +214,11 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with connect(config, name=f"relaydesk-{role}", role=role) as bus:
-            await service(config, bus, *extra, stop)
+        # The health port first: a port taken fails the start before anything else happens.
+        async with standalone_health(config) as health, connect(config, name=f"relaydesk-{role}", role=role) as bus:
+            await service(config, bus, *extra, stop, health=health)
 
-    from services.runners import ServiceFailed
+    from services.runners import ServiceFailed, standalone_health
 
     with contextlib.suppress(KeyboardInterrupt):
         try:
@@ -222,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "docs":  # offline: no config, no NATS
+        from services.contracts import command as docs_command
+
+        return docs_command(args.what, check_only=args.check)
+    if args.command == "config":
+        from services.config_command import config_command
+
+        return config_command(args)
     if args.command == "bench":
         import importlib
 
@@ -236,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     from services.bootstrap import configure_tools
 
     configure_tools(config)  # rebuild, customers, dlq, status connect as the tool role
+    if args.command not in ONE_SHOT:  # [tracing]: off by default, and then no OpenTelemetry import
+        from services import tracing
+
+        role = f"connector-{args.name}" if args.command == "connector" else args.command
+        tracing.configure(config.tracing, service=role)
     if args.command == "rebuild":
         return _rebuild(args, config)
     from services import runners  # the service stack (~1 s of imports): not on the rebuild path

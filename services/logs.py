@@ -11,6 +11,8 @@ from typing import Any
 
 import structlog
 
+from services import tracing
+
 # Keys whose values are message bodies or contact addresses: logged only as a short hash,
 # which still lets an operator correlate lines about the same address.
 SENSITIVE_KEYS = frozenset(
@@ -29,6 +31,17 @@ def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
     return event_dict
 
 
+def add_trace_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span (``services.tracing``) on every line
+    logged while a message is handled; nothing when tracing is off or no span is current.
+    Ids a caller logged itself (a span that is not current) are kept."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
+    return event_dict
+
+
 def configure(level: str | None = None, fmt: str | None = None) -> None:
     level_name = (level or os.environ.get("RELAYDESK_LOG_LEVEL") or "info").upper()
     fmt = fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
@@ -41,6 +54,7 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            add_trace_ids,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_pii,
             structlog.processors.format_exc_info,

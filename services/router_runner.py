@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -29,14 +31,29 @@ from router import snapshot
 from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
+from router.queues import queue_summaries
 from router.state import RouterState
+from services import tracing
 from services.lease import Lease
+from services.metrics import DECIDE_SECONDS, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger(__name__)
 
 SNAPSHOT_NAME = "router"
 MAX_BACKOFF = 5.0  # seconds between lease attempts while NATS is away
+# Queue gauges walk every waiting conversation (router.queues): at most this often.
+QUEUE_GAUGES_EVERY = 1.0
+OFFER_OUTCOMES = {
+    "AgentOffered": "offered",
+    "OfferAccepted": "accepted",
+    "OfferDeclined": "declined",
+    "OfferExpired": "expired",
+}
+TRACES_KEPT = 50_000  # conversations whose latest trace context is remembered (tracing on)
 
 
 class RouterRunner:
@@ -67,6 +84,11 @@ class RouterRunner:
         self.decisions_appended = 0
         self._since_snapshot = 0
         self.ready = asyncio.Event()  # caught up with the log as it stood at start
+        self._queue_gauges_at = 0.0
+        self._queue_keys: set[tuple[str, str]] = set()
+        # Tracing on: the trace context of each conversation's latest traced event, which a
+        # decision on that conversation continues (oldest forgotten first).
+        self._traces: OrderedDict[str, Mapping[str, str]] = OrderedDict()
         self.leading = asyncio.Event()
 
     # -- state ----------------------------------------------------------------------
@@ -113,7 +135,13 @@ class RouterRunner:
 
     def _fold(self, tail: Tail) -> int:
         batch = tail.drain()
+        live = self.ready.is_set()  # offers replayed at start were counted by whoever saw them live
         for stored in batch:
+            outcome = OFFER_OUTCOMES.get(type(stored.event).__name__) if live else None
+            if outcome is not None:
+                OFFERS.labels(outcome=outcome).inc()
+            if stored.trace is not None:
+                self._remember_trace(stored.event, stored.trace)
             try:
                 self.state = evolve(self.state, stored.seq, stored.subject, stored.event)
             except Exception as err:
@@ -124,18 +152,48 @@ class RouterRunner:
         self._since_snapshot += len(batch)
         return len(batch)
 
+    def _remember_trace(self, event: object, trace: Mapping[str, str]) -> None:
+        conversation_id = getattr(event, "conversation_id", None)
+        if conversation_id is None:
+            return
+        self._traces[conversation_id] = trace
+        self._traces.move_to_end(conversation_id)
+        if len(self._traces) > TRACES_KEPT:
+            self._traces.popitem(last=False)
+
+    def _decision_span(self, event: object) -> Span | None:
+        conversation_id = getattr(event, "conversation_id", None)
+        if conversation_id is None:
+            return None
+        attributes = {"relaydesk.decision": type(event).__name__, "relaydesk.conversation_id": conversation_id}
+        return tracing.start("router.decide", self._traces.get(conversation_id), attributes=attributes)
+
     # -- deciding -------------------------------------------------------------------
 
     async def decide_once(self) -> int:
         """Decide on the current state and append; returns how many decisions stood."""
         if self.state.last_seq < self.pending_until:
             return 0  # our previous decisions are not folded yet
-        decisions = decide(self.state, self.clock(), self.policy)
+        started = time.perf_counter()
+        now = self.clock()
+        decisions = decide(self.state, now, self.policy)
+        self._set_queue_gauges(now)
         if not decisions:
             return 0
-        results = await self.store.append_many([Append(d.event, expected=d.expected) for d in decisions])
+        # Tracing on: each decision in span ``router.decide``, continuing its conversation's trace.
+        spans = [self._decision_span(d.event) for d in decisions] if tracing.enabled() else [None] * len(decisions)
+        appends = [
+            Append(d.event, expected=d.expected, trace=tracing.headers(span) if span is not None else None)
+            for d, span in zip(decisions, spans, strict=True)
+        ]
+        try:
+            results = await self.store.append_many(appends)
+        finally:
+            for span in spans:
+                tracing.finish(span)
+        DECIDE_SECONDS.observe(time.perf_counter() - started)
         stood = 0
-        for decision, result in zip(decisions, results, strict=True):
+        for decision, result, span in zip(decisions, results, spans, strict=True):
             if isinstance(result, ConcurrencyError):
                 # Someone appended to that conversation since we folded it: we will see
                 # their event and decide again on the new state.
@@ -144,15 +202,40 @@ class RouterRunner:
             stood += 1
             self.pending_until = max(self.pending_until, result)
             event = decision.event
-            log.info(
-                "router.decided",
-                decision=type(event).__name__,
-                conversation_id=getattr(event, "conversation_id", None),
-                customer_id=getattr(event, "customer_id", None),
-                agent_id=getattr(event, "agent_id", None),
-            )
+            ROUTING_DECISIONS.labels(decision=type(event).__name__).inc()
+            with tracing.using(span):
+                log.info(
+                    "router.decided",
+                    decision=type(event).__name__,
+                    conversation_id=getattr(event, "conversation_id", None),
+                    customer_id=getattr(event, "customer_id", None),
+                    agent_id=getattr(event, "agent_id", None),
+                )
         self.decisions_appended += stood
         return stood
+
+    def _set_queue_gauges(self, now: datetime) -> None:
+        """Waiting conversations and the oldest wait per queue, at most every QUEUE_GAUGES_EVERY."""
+        tick = time.monotonic()
+        if tick - self._queue_gauges_at < QUEUE_GAUGES_EVERY:
+            return
+        self._queue_gauges_at = tick
+        seen: set[tuple[str, str]] = set()
+        for queue in queue_summaries(self.state, now.timestamp(), self.policy):
+            labels = (queue.key, queue.channel)
+            seen.add(labels)
+            QUEUE_DEPTH.labels(*labels).set(queue.waiting)
+            QUEUE_OLDEST_WAIT.labels(*labels).set(queue.oldest_wait_seconds)
+        self._clear_queue_gauges(keep=seen)
+        self._queue_keys = seen
+
+    def _clear_queue_gauges(self, keep: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> None:
+        """Drop this runner's queue series that are gone (all of them when it stops leading):
+        the registry is per process, and a stale gauge would read as a queue still waiting."""
+        for labels in self._queue_keys - keep:
+            QUEUE_DEPTH.remove(*labels)
+            QUEUE_OLDEST_WAIT.remove(*labels)
+        self._queue_keys = self._queue_keys & keep
 
     # -- the loop -------------------------------------------------------------------
 
@@ -210,6 +293,7 @@ class RouterRunner:
                         await self._save_snapshot()
                     await lease.release()
             self.leading.clear()
+            self._clear_queue_gauges()
             log.info("router.stopped", instance=self.instance_id)
 
     async def _take_the_lead(self) -> None:
@@ -223,3 +307,4 @@ class RouterRunner:
     def _stand_down(self, reason: str) -> None:
         log.warning("router.standing_down", instance=self.instance_id, reason=reason)
         self.leading.clear()
+        self._clear_queue_gauges()

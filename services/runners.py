@@ -4,28 +4,37 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
+from nats.js.kv import KeyValue
 
 from events import subjects
+from events.streams import SetupFailed, patiently
 from services.api.app import ApiDeps, build_app
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
+from services.health import Health, HealthPortTaken, serving
+from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory, IdentityRules
 from services.intake import Intake
 from services.intake.consumer import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
+from services.metrics import http_metrics
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention
 from services.router_runner import RouterRunner
-from services.timelines import open_store
+from services.timelines import TimelineStore, open_store
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class ServiceFailed(Exception):
@@ -39,10 +48,38 @@ class ServiceFailed(Exception):
         self.reason = reason
 
 
-async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Event) -> None:
-    directory = IdentityDirectory(
-        await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
+async def _patiently(op: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """A start-up call that waits out a busy NATS (events.streams.patiently), failing the
+    service with the reason after the budget rather than at the first timeout."""
+    try:
+        return await patiently(op, what=what)
+    except SetupFailed as err:
+        raise ServiceFailed(str(err)) from err
+
+
+async def _identity_bucket(bus: Bus) -> KeyValue:
+    js = bus.nc.jetstream()
+    return await _patiently(
+        lambda: js.key_value(subjects.IDENTITY_BUCKET), what=f"KV bucket {subjects.IDENTITY_BUCKET}"
     )
+
+
+@contextlib.asynccontextmanager
+async def standalone_health(config: Config) -> AsyncIterator[Health]:
+    """The health server of a process running one service (``relaydesk router`` …): on
+    ``[health] port`` or not at all; a port taken is a ``ServiceFailed`` naming it."""
+    health = Health()
+    try:
+        async with serving(config, health, any_port_if_taken=False):
+            yield health
+    except HealthPortTaken as err:
+        raise ServiceFailed(str(err)) from err
+
+
+async def run_intake(
+    config: Config, bus: Bus, nats_url: str, stop: asyncio.Event, *, health: Health | None = None
+) -> None:
+    directory = IdentityDirectory(await _identity_bucket(bus), IdentityRules.from_settings(config.intake))
     # A raw pull consumer on the bus's connection (it reconnects for as long as it takes,
     # with the intake role's credentials): fetch(batch), many messages in flight, no thread
     # hop per message (services/intake/worker.py). ``nats_url`` is kept for the signature.
@@ -50,7 +87,9 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     in_flight = max(64, config.intake.workers * 128)
     worker = IntakeWorker(bus.nc, Intake(bus.store, directory, config.intake), in_flight=in_flight)
     # Bounded redelivery: an older version's durable (max_deliver -1) is updated in place.
-    watch = await prepare_intake_consumer(bus.nc)
+    watch = await _patiently(lambda: prepare_intake_consumer(bus.nc), what="intake's durable consumer")
+    if health is not None:
+        health.add("intake", intake_check(bus.nc))
     try:
         log.info("intake.started")
         await worker.run(stop)
@@ -63,41 +102,71 @@ async def run_intake(config: Config, bus: Bus, nats_url: str, stop: asyncio.Even
     log.info("intake.stopped")
 
 
-async def run_router(config: Config, bus: Bus, stop: asyncio.Event, **options: Any) -> None:
+async def run_router(
+    config: Config, bus: Bus, stop: asyncio.Event, *, health: Health | None = None, **options: Any
+) -> None:
     settings = {
         "lease_ttl": config.runner.lease_seconds,
         "tick": config.runner.tick_seconds,
         "snapshot_every": config.runner.snapshot_every,
         "instance_id": config.runner.instance_id or None,
     }
-    await RouterRunner(bus.nc, config.router, **{**settings, **options}).run(stop)
+    runner = RouterRunner(bus.nc, config.router, **{**settings, **options})
+    if health is not None:
+
+        def detail() -> dict[str, Any]:
+            role = "leader" if runner.leading.is_set() else "standby"
+            return {"role": role, "instance": runner.instance_id, "caught_up": runner.ready.is_set()}
+
+        health.add("router", service_check(bus.nc, detail))
+    await runner.run(stop)
 
 
-async def run_projector(config: Config, bus: Bus, stop: asyncio.Event) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    timelines = await open_store(config.projection_target)
+async def _open_projection(config: Config, *, readonly: bool, service: str) -> TimelineStore:
+    """The timelines store, or ``ServiceFailed`` with the reason in one line (a DSN's
+    password masked): a wrong DSN or a database down is a failed start, not a traceback."""
+    if not config.projection.dsn:
+        config.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite in the data dir
+    try:
+        return await open_store(config.projection_target, readonly=readonly)
+    except Exception as err:
+        from services.nats_auth import redact_url
+
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        target = redact_url(config.projection_target)
+        raise ServiceFailed(f"{service} cannot open the projection store {target}: {reason}") from err
+
+
+async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health: Health | None = None) -> None:
+    timelines = await _open_projection(config, readonly=False, service="projector")
     try:
         partition = config.projection.partition_pair()
-        await Projector(bus.store, timelines, batch_size=config.projection.batch_size, partition=partition).run(stop)
+        projector = Projector(bus.store, timelines, batch_size=config.projection.batch_size, partition=partition)
+        if health is not None:
+            check = projector_check(bus.store, lambda: projector.position, projector.key, projector.filter_subject)
+            health.add("projector", check)
+        await projector.run(stop)
     finally:
         await timelines.close()
 
 
 async def run_api(
-    config: Config, bus: Bus, token: str, stop: asyncio.Event, ready: asyncio.Event | None = None
+    config: Config,
+    bus: Bus,
+    token: str,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    *,
+    health: Health | None = None,
 ) -> None:
     """Listens at once (a port taken is reported before anything is read); answers 503 on
     what needs the view until the view has caught up with the log (``/readyz`` says so);
     ``ready`` is set once it has."""
     live = LiveState(bus.store)
-    timelines = None
-    try:
-        timelines = await open_store(config.projection_target, readonly=True)
-    except Exception as err:  # no projection yet: resolved conversations are not shown
-        log.warning("api.timelines_unavailable", error=repr(err), skipped="resolved conversation summaries")
-    directory = IdentityDirectory(
-        await bus.nc.jetstream().key_value(subjects.IDENTITY_BUCKET), IdentityRules.from_settings(config.intake)
-    )
+    # A store it cannot open fails the start: serving without timelines while /readyz says
+    # ready hid a wrong DSN or a database that is down.
+    timelines = await _open_projection(config, readonly=True, service="API")
+    directory = IdentityDirectory(await _identity_bucket(bus), IdentityRules.from_settings(config.intake))
     app = build_app(
         ApiDeps(
             nc=bus.nc,
@@ -109,9 +178,11 @@ async def run_api(
             policy=config.router,
             reply_requeue_after=config.api.reply_requeue_seconds,
             signing_key=api_signing_key(config, config.data_dir),
+            replicas=config.nats.replicas,
         )
     )
     app.middlewares.insert(0, until_caught_up(live))
+    app.middlewares.insert(0, http_metrics("api"))  # outermost: 503s while catching up are timed too
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.api.host, config.api.port)
@@ -123,6 +194,15 @@ async def run_api(
             await timelines.close()
         raise ServiceFailed(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
     log.info("api.listening", url=f"http://{config.api.host}:{config.api.port}")
+    if health is not None:
+        health.add(
+            "api",
+            service_check(
+                bus.nc,
+                lambda: {"view": live.progress()},
+                ready=lambda: None if live.caught_up.is_set() else "the API's view has not caught up with the log yet",
+            ),
+        )
     retention: asyncio.Task[None] | None = None
     try:
         await live.begin()  # after build_app: its folds (agent tokens) must see the whole log
@@ -150,7 +230,13 @@ async def run_api(
 
 
 async def run_connector(
-    config: Config, bus: Bus, name: str, stop: asyncio.Event, started: list[str] | None = None
+    config: Config,
+    bus: Bus,
+    name: str,
+    stop: asyncio.Event,
+    started: list[str] | None = None,
+    *,
+    health: Health | None = None,
 ) -> None:
     from connectors.sdk import registry
     from connectors.sdk.errors import ConnectorConfigError
@@ -158,7 +244,9 @@ async def run_connector(
 
     try:
         connector_cls = registry.load(name)
-        connector = connector_cls.from_config(config.connectors.get(name, {}))
+        # The streams and buckets a connector creates follow [nats] replicas unless its table says.
+        raw = {"replicas": config.nats.replicas, **config.connectors.get(name, {})}
+        connector = connector_cls.from_config(raw)
     except (registry.ConnectorNotFound, ConnectorConfigError) as err:
         raise ServiceFailed(f"connector {name}: {err}") from err
     runtime = ConnectorRuntime(connector, bus.nc)
@@ -172,6 +260,8 @@ async def run_connector(
         urls = [*urls, f"smtp://{host}:{smtp[1]}"]
     if started is not None:
         started.extend(urls)
+    if health is not None:
+        health.add(f"connector {name}", service_check(bus.nc, lambda: {"urls": urls}))
     try:
         await stop.wait()
     finally:
@@ -179,11 +269,17 @@ async def run_connector(
         log.info("connector.stopped", connector=name)
 
 
-async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event) -> None:
+async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event, *, health: Health | None = None) -> None:
     from services.delivery.service import DeliveryService
 
     api_url = f"http://{config.api.host}:{config.api.port}"
     service = DeliveryService(
-        bus.store, config.delivery, console_url=config.delivery.console_url or f"{api_url}/console", api_url=api_url
+        bus.store,
+        config.delivery,
+        console_url=config.delivery.console_url or f"{api_url}/console",
+        api_url=api_url,
+        replicas=config.nats.replicas,
     )
+    if health is not None:
+        health.add("delivery", service_check(bus.nc, lambda: {"role": service.role, "instance": service.instance_id}))
     await service.run(stop)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from events.objects import read_object
 from events.parking import ParkingLot
 from events.replay import replay_batches
 from events.store import EventStore
+from events.streams import StreamSettings, stream_drift
 from router import snapshot
 from router.fold import evolve
 from router.queues import queue_summaries
@@ -166,6 +168,8 @@ async def status(nc: NATS, config: Config | None = None) -> dict[str, Any]:
         "leaders": await _leaders(nc, time.time()),
         "routing": routing_summary(await routing_state(nc), config, datetime.now(UTC)),
         "parked": await ParkingLot(js).counts(),
+        # Streams and buckets that differ from the wanted config ([nats] replicas, …).
+        "drift": [d.as_dict() for d in await stream_drift(js, StreamSettings(replicas=config.nats.replicas))],
     }
 
 
@@ -196,7 +200,7 @@ async def _status(config: Config, *, as_json: bool) -> int:
         if as_json:
             print(msgspec.json.encode({"nats": {"reachable": False, "url": url, "error": str(err)}}).decode())
         else:
-            print(f"NATS at {url}: not reachable ({err})")
+            print(f"NATS at {url}: not reachable ({err})", file=sys.stderr)
         return 1
     try:
         report = await status(nc, config)
@@ -253,6 +257,12 @@ def print_report(report: dict[str, Any], out: Console) -> None:
     out.print(f"Waiting: {routing['total_waiting']} (state folded to sequence {routing['folded_to_seq']})")
     if queues:
         out.print(_table("Queues", ("QUEUE", "WAITING", "OLDEST WAIT S", "SLA BREACHED"), queues))
+    drift = report.get("drift") or []
+    if drift:
+        rows = [(d["stream"], d["field"], d["old"], d["new"]) for d in drift]
+        out.print("")
+        out.print(_table("Drift from the wanted config (relaydesk setup fixes what NATS can change)",
+                         ("STREAM", "FIELD", "IS", "WANTED"), rows))  # fmt: skip
     parked = report["parked"]
     out.print(
         f"\nParked: {parked.get('dead_letter', 0)} dead letters, {parked.get('quarantined', 0)} quarantined"

@@ -18,6 +18,7 @@ import structlog
 from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
 from services.config import Config
 from services.embedded_nats import EmbeddedNats, pick_port
+from services.health import Health, serving
 from services.nats_auth import NatsAuth, RoleCredentials
 from services.nats_permissions import TOOL, connector_user
 from services.runners import (
@@ -101,6 +102,8 @@ class Started:
     nats_url: str
     token: str
     connector_urls: dict[str, list[str]] = field(default_factory=dict)
+    # The process's /healthz, /readyz and /metrics ("" when [health] port is 0).
+    health_url: str = ""
 
 
 def connector_channels(names: Iterable[str]) -> dict[str, str]:
@@ -136,6 +139,11 @@ async def serve_all(
 
     connectors = enabled_connectors(config)
     async with contextlib.AsyncExitStack() as stack:
+        # One health server for the whole process, every service's checks on it; a free port
+        # when [health] port is taken (several `up`s on one machine, tests).
+        health = await stack.enter_async_context(serving(config, Health(), any_port_if_taken=True))
+        for name in [*services, *(f"connector {c}" for c in connectors)]:
+            health.expect(name)
         tool = await stack.enter_async_context(connect(config, nats_url, name="relaydesk-up", auth=auth(TOOL)))
         await seed_agents(tool.store, config)
         buses: dict[str, Bus] = {}
@@ -144,13 +152,15 @@ async def serve_all(
                 connect(config, nats_url, name=f"relaydesk-{user}", auth=auth(user), streams_ready=True)
             )
         started = Started(nats_url, token)
+        if health.port:
+            started.health_url = f"http://{_url_host(config.health.host)}:{health.port}"
         api_ready = asyncio.Event()
         runners: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "intake": lambda: run_intake(config, buses["intake"], nats_url, stop),
-            "router": lambda: run_router(config, buses["router"], stop),
-            "projector": lambda: run_projector(config, buses["projector"], stop),
-            "api": lambda: run_api(config, buses["api"], token, stop, api_ready),
-            "delivery": lambda: run_delivery(config, buses["delivery"], stop),
+            "intake": lambda: run_intake(config, buses["intake"], nats_url, stop, health=health),
+            "router": lambda: run_router(config, buses["router"], stop, health=health),
+            "projector": lambda: run_projector(config, buses["projector"], stop, health=health),
+            "api": lambda: run_api(config, buses["api"], token, stop, api_ready, health=health),
+            "delivery": lambda: run_delivery(config, buses["delivery"], stop, health=health),
         }
         jobs = {name: runners[name]() for name in services}
         if "api" not in services:
@@ -158,7 +168,9 @@ async def serve_all(
         for name in connectors:
             started.connector_urls[name] = []
             bus = buses[connector_user(name)]
-            jobs[f"connector {name}"] = run_connector(config, bus, name, stop, started.connector_urls[name])
+            jobs[f"connector {name}"] = run_connector(
+                config, bus, name, stop, started.connector_urls[name], health=health
+            )
         tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
@@ -182,6 +194,12 @@ async def serve_all(
             await _stop_all(tasks)
         failures.report(tasks)
         return 1 if failures.seen else 0
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"  # listening everywhere: reachable here on loopback
+    return f"[{host}]" if ":" in host else host
 
 
 # How long the other services get to stop by themselves once one has failed or stop is set;
@@ -285,6 +303,8 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
     for name, urls in started.connector_urls.items():
         table.add_row(f"connector {name}", ", ".join(urls) or "starting…")
     table.add_row("intake, router, projector, delivery", "running")
+    if started.health_url:
+        table.add_row("health, metrics", f"{started.health_url}  (GET /healthz, /readyz, /metrics)")
     console.print(table)
     api = f"http://{config.api.host}:{config.api.port}"
     # The token is shown once, when this start generated it; a terminal log must not hand out

@@ -19,6 +19,11 @@ from tests.natsserver import nats_server
 
 logs.configure(level="warning", fmt="console")
 
+# Every service process listens on [health] port (9090) and a single service fails at start when
+# it is taken: the services tests start as subprocesses (two routers, several intakes, other
+# people's test runs on this machine) inherit "off" here. Tests of the health listener set a port.
+os.environ.setdefault("RELAYDESK_HEALTH_PORT", "0")
+
 # Property tests explore new random histories on every developer run (where a failure is a
 # find to keep as a regression test), and replay a fixed set in CI, so that a change lands
 # or not on its own merits, not on the luck of the draw.

@@ -59,6 +59,9 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     # Fetch batch and idle wait of the outbound pull consumer.
     outbound_batch: int = 10
     outbound_fetch_timeout: float = 2.0
+    # Replicas of the streams and buckets the connector creates (the chat history, email
+    # attachments); `relaydesk` passes `[nats] replicas` unless the table sets it.
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -200,16 +203,21 @@ class Connector(ABC):
     @classmethod
     def from_config(cls, raw: Mapping[str, Any] | None = None) -> Self:
         """Build from a raw ``[connectors.<name>]`` table (strings from env are converted).
-        Raises ``ConnectorConfigError`` on a bad value; unknown keys are logged and ignored."""
+        Raises ``ConnectorConfigError`` on a bad value or an unknown key (a typo would
+        otherwise leave a setting at its default unnoticed)."""
+        import difflib
+
         table = dict(raw or {})
+        known = {f.encode_name for f in msgspec.structs.fields(cls.Settings)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConnectorConfigError(f"[connectors.{cls.name}] unknown key {unknown[0]!r}{hint}")
         try:
             settings = msgspec.convert(table, cls.Settings, strict=False)
         except msgspec.ValidationError as err:
             raise ConnectorConfigError(f"[connectors.{cls.name}] {err}") from err
-        known = {f.name for f in msgspec.structs.fields(cls.Settings)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            _log.warning("connector.unknown_settings", connector=cls.name, keys=unknown, known=sorted(known))
         return cls(settings)
 
     # -- what the integrator writes ---------------------------------------------------

@@ -7,12 +7,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from events.model import InboundMessage
 
 from .base import Connector, ProviderRequest, Route
 from .errors import ConnectorError, Malformed, TooLarge, Unauthentic, Unavailable
-from .metrics import Metrics
+from .metrics import Metrics, exposition, http_metrics
 from .publish import InboundPublisher
 
 log = structlog.get_logger("relaydesk.connector")
@@ -66,7 +67,10 @@ class ConnectorApp:
 
     def build(self) -> web.Application:
         # Body size is enforced by read_request (JSON 413); aiohttp's own limit sits just above.
-        app = web.Application(client_max_size=self.connector.settings.max_body_bytes + 1)
+        app = web.Application(
+            client_max_size=self.connector.settings.max_body_bytes + 1,
+            middlewares=[http_metrics(f"connector {self.connector.name}")],
+        )
         for route in self.connector.routes():
             app.router.add_route(route.method, route.path, self._wrap(route))
         app.router.add_get("/metrics", self._metrics)
@@ -80,10 +84,10 @@ class ConnectorApp:
         limit = self.connector.settings.max_body_bytes
         verify = self.connector.verify if route.verify else None
         handler = route.handler
-        counts = self.metrics.counts
+        metrics = self.metrics
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            counts["requests"] += 1
+            metrics.inc("requests")
             try:
                 req = await read_request(request, limit)
                 if verify is not None:
@@ -114,15 +118,16 @@ class ConnectorApp:
         messages = list(self.connector.parse(req))
         for message in messages:
             self._check(message)
-        counts = self.metrics.counts
-        counts["received"] += len(messages)
+        metrics = self.metrics
+        metrics.inc("received", len(messages))
         for item in await self.publisher.publish(messages):
-            counts["duplicates" if item.duplicate else "published"] += 1
+            metrics.inc("duplicates" if item.duplicate else "published")
             # One line per message at debug (the hot path); the counters carry the totals.
             rlog.debug(
                 "inbound.duplicate" if item.duplicate else "inbound.published",
                 provider_message_id=item.message.provider_message_id,
                 seq=item.seq,
+                **item.trace_ids,
             )
         return self.connector.accepted(req, messages)
 
@@ -135,7 +140,8 @@ class ConnectorApp:
             raise ValueError(f"{self.connector.name}.parse returned a message without provider_message_id")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        # The whole process's registry: this connector's counters and everything else it runs.
+        return web.Response(body=exposition(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self.health()})

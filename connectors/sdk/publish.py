@@ -5,8 +5,9 @@ never writes the log: intake records both (see ``services.intake``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
@@ -19,6 +20,11 @@ from events.model import InboundMessage, ReplyOutcomeReported
 from .errors import Unavailable
 
 MSG_ID = "Nats-Msg-Id"
+
+# Tracing plugs in here when it is on (``services.tracing.configure``; connectors do not import
+# ``services``): around the publish of one message, its span, yielding the W3C trace context
+# headers to send with it. None (off, the default): nothing added, nothing imported.
+trace_inbound: Callable[[InboundMessage, str], AbstractContextManager[Mapping[str, str]]] | None = None
 
 
 def msg_id(message: InboundMessage) -> str:
@@ -46,6 +52,14 @@ class Published:
     message: InboundMessage
     seq: int
     duplicate: bool
+    # ``trace_id``/``span_id`` of the message's span, for the caller's log line; empty when off.
+    trace_ids: Mapping[str, str] = field(default_factory=dict)
+
+
+def _ids(trace: Mapping[str, str]) -> dict[str, str]:
+    """``trace_id``/``span_id`` from a W3C ``traceparent`` (version-trace-span-flags)."""
+    parts = trace.get("traceparent", "").split("-")
+    return {"trace_id": parts[1], "span_id": parts[2]} if len(parts) == 4 else {}
 
 
 class InboundPublisher:
@@ -55,13 +69,16 @@ class InboundPublisher:
         self.ack_timeout = ack_timeout
 
     async def publish_one(self, message: InboundMessage) -> Published:
-        ack = await self.js.publish(
-            subjects.inbound(message.channel),
-            encode(message),
-            timeout=self.ack_timeout,
-            headers={MSG_ID: msg_id(message)},
-        )
-        return Published(message, int(ack.seq), bool(ack.duplicate))
+        subject = subjects.inbound(message.channel)
+        headers = {MSG_ID: msg_id(message)}
+        tracer = trace_inbound
+        if tracer is None:
+            ack = await self.js.publish(subject, encode(message), timeout=self.ack_timeout, headers=headers)
+            return Published(message, int(ack.seq), bool(ack.duplicate))
+        with tracer(message, subject) as trace:
+            headers.update(trace)
+            ack = await self.js.publish(subject, encode(message), timeout=self.ack_timeout, headers=headers)
+        return Published(message, int(ack.seq), bool(ack.duplicate), _ids(trace))
 
     async def publish(self, messages: Sequence[InboundMessage]) -> list[Published]:
         """Publish all concurrently; return only when JetStream acknowledged each one.

@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -32,17 +32,20 @@ from nats.js.kv import KeyValue
 from connectors.sdk.deadletter import DEAD_LETTERS
 from events import subjects
 from events.store import EventStore, StoredEvent, reading_as
+from services import tracing
 from services.delivery import records
 from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.lease import Lease
+from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_KEY = "delivery.checkpoint"
+TRACES_KEPT = 10_000  # facts whose trace context is remembered for their deliveries (tracing on)
 
 
 def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
@@ -89,8 +92,10 @@ class DeliveryService:
         api_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instance_id: str = "",
+        replicas: int = 1,
     ) -> None:
         self.store = reading_as(store, "delivery")
+        self.replicas = replicas  # of the rd_deliveries bucket it creates ([nats] replicas)
         self.settings = settings
         self.endpoints = endpoint_ids(settings)
         self.facts = Facts(console_url=console_url, api_url=api_url, preview_lines=settings.preview_lines)
@@ -106,6 +111,11 @@ class DeliveryService:
         self._pending: deque[tuple[int, list[Notice]]] = deque()
         self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
         self.lease_ttl = settings.lease_seconds
+        # Tracing on: the trace context of recent facts by stream sequence, continued by the
+        # deliveries they cause (in memory: a delivery resumed after a restart starts none).
+        self._traces: OrderedDict[int, Mapping[str, str]] = OrderedDict()
+        # What /readyz says: starting, idle (nothing to deliver), leader or standby.
+        self.role = "starting"
 
     # -- which endpoints --------------------------------------------------------------
 
@@ -129,10 +139,11 @@ class DeliveryService:
         if not self.endpoints or not self.settings.enabled:
             reason = "no [[delivery.endpoints]] configured" if self.settings.enabled else "disabled"
             log.info("delivery.idle", reason=reason)
+            self.role = "idle"
             await stop.wait()
             return
         js = self.store.js
-        self._kv = await records.bucket(js)
+        self._kv = await records.bucket(js, self.replicas)
         self._state_kv = await js.key_value(subjects.STATE_BUCKET)
         lease = Lease(await js.key_value(subjects.LEASE_BUCKET), "delivery", self.instance_id, ttl=self.lease_ttl)
         self.checkpoint = await self._read_checkpoint()
@@ -170,6 +181,7 @@ class DeliveryService:
                                 # A standby keeps only what the active instance has not done yet.
                                 self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
                                 self._drop_done()
+                        self.role = "leader" if lease.held else "standby"
                     if lease.held:
                         await self._notify_pending()
                         if self.checkpoint > saved:
@@ -180,6 +192,7 @@ class DeliveryService:
                     # and take the lease again from the saved checkpoint once NATS answers.
                     log.warning("delivery.nats_unavailable", instance=self.instance_id, error=repr(err))
                     lease.forget()
+                    self.role = "standby"
                     self._stand_down(watcher)
                     watcher = None
                     next_lease_check = asyncio.get_running_loop().time() + backoff
@@ -215,6 +228,10 @@ class DeliveryService:
         return int((entry.value or b"0").decode())
 
     def _fold(self, stored: StoredEvent) -> None:
+        if stored.trace is not None:
+            self._traces[stored.seq] = stored.trace
+            if len(self._traces) > TRACES_KEPT:
+                self._traces.popitem(last=False)
         try:
             notices = self.facts.apply(stored)
         except Exception as err:  # quarantined (logged once, counted, parked): no notices from it
@@ -315,15 +332,19 @@ class DeliveryService:
             conversation_id=record.conversation_id,
             endpoint_id=record.endpoint_id,
         )
-        try:
-            async with self._gate:
-                await self._round(record, bound)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # a bug must not stop the other deliveries
-            bound.exception("delivery.crashed", error=repr(err))
-        finally:
-            self._inflight.discard(record.id)
+        # Tracing on: span ``delivery.notify`` continues the trace of the fact (the offer).
+        attributes = {"relaydesk.endpoint_kind": record.kind, "relaydesk.notice": record.notice}
+        trace = self._traces.get(record.seq)
+        with tracing.span("delivery.notify", trace, new_trace=False, kind="client", attributes=attributes):
+            try:
+                async with self._gate:
+                    await self._round(record, bound)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a bug must not stop the other deliveries
+                bound.exception("delivery.crashed", error=repr(err))
+            finally:
+                self._inflight.discard(record.id)
 
     async def _round(self, record: DeliveryRecord, bound: structlog.typing.FilteringBoundLogger) -> None:
         endpoint = self.endpoints.get(record.endpoint_id)
@@ -334,6 +355,7 @@ class DeliveryService:
         if endpoint is None:
             record.status, record.reason = "failed", f"endpoint {record.endpoint_id} is no longer configured"
             await self._save(record)
+            DELIVERY_FAILURES.labels(kind="gone").inc()
             bound.warning("delivery.failed", reason=record.reason)
             return
         # A pending record resumed after a restart continues its round where it stopped.
@@ -352,6 +374,7 @@ class DeliveryService:
                     ms=outcome.ms,
                 )
             )
+            DELIVERY_ATTEMPTS.labels(kind=endpoint.kind, result="ok" if outcome.ok else "failed").inc()
             if outcome.ok:
                 record.status, record.reason, record.next_attempt_at = "delivered", "", None
                 await self._save(record)
@@ -371,4 +394,5 @@ class DeliveryService:
         record.reason = f"{last} (after {tries} attempt{'s' if tries != 1 else ''})"
         await self._save(record)
         DEAD_LETTERS.labels(reader="delivery", stream=records.BUCKET).inc()
+        DELIVERY_FAILURES.labels(kind=endpoint.kind).inc()
         bound.warning("delivery.dead_lettered", reason=record.reason, round=record.rounds)

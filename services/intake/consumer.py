@@ -33,6 +33,8 @@ from events.codec import decode_inbound
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
+from events.stored import trace_context
+from services import tracing
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
 from services.intake.language import LanguageDetector
@@ -210,7 +212,12 @@ class Intake:
                     # Each append guards the whole customer: a racing intake (another
                     # replica, another channel) makes us re-read rather than fork.
                     expected = await self.store.append(
-                        Append(event, expected=expected, expected_subject=customer_guard(target))
+                        Append(
+                            event,
+                            expected=expected,
+                            expected_subject=customer_guard(target),
+                            trace=tracing.headers(),  # the message's trace, read on by router and delivery
+                        )
                     )
             except ConcurrencyError:
                 # Another replica (or the router) wrote to this customer: read again, after
@@ -295,6 +302,24 @@ def register(broker: NatsBroker, intake: Intake, *, workers: int = 4, redelivery
 
 
 async def settle(
+    intake: Intake,
+    lot: ParkingLot,
+    raw: Msg,
+    redelivery: Redelivery = REDELIVERY,
+    *,
+    record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None = None,
+    earlier: Sequence[tuple[str, str]] = (),
+) -> None:
+    """``_settle`` in span ``intake.record``, continuing the connector's trace (its
+    ``traceparent`` header) when tracing is on: every log line of the message carries it."""
+    if not tracing.enabled():
+        return await _settle(intake, lot, raw, redelivery, record=record, earlier=earlier)
+    attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
+    with tracing.span("intake.record", trace_context(raw.headers), kind="consumer", attributes=attributes):
+        return await _settle(intake, lot, raw, redelivery, record=record, earlier=earlier)
+
+
+async def _settle(
     intake: Intake,
     lot: ParkingLot,
     raw: Msg,

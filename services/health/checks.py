@@ -1,0 +1,147 @@
+"""Readiness checks: one per service in the process, each an async callable answering
+``CheckResult(ok, detail)``. ``Health`` holds them for the process's health server.
+
+A check never raises and never waits long: NATS calls carry a deadline, and a check that
+fails or times out answers not ready with the reason (``Health.run``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.store import EventStore
+from events.streams import streams_exist
+from services.intake.lag import DURABLE as INTAKE_DURABLE
+from services.metrics import PROJECTOR_LAG
+
+log = structlog.get_logger(__name__)
+
+# How long one check may take; NATS away makes requests wait for their own timeout.
+CHECK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Check = Callable[[], Awaitable[CheckResult]]
+
+
+async def _starting() -> CheckResult:
+    return CheckResult(False, {"reason": "starting"})
+
+
+class Health:
+    """The checks of one process. ``expect(name)`` reserves a failing "starting" check until
+    the service ``add``s its own, so ``/readyz`` is not ready before every service runs."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, Check] = {}
+        self.port = 0  # where the server listens (0: none)
+
+    def expect(self, name: str) -> None:
+        self.checks.setdefault(name, _starting)
+
+    def add(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+
+    def remove(self, name: str) -> None:
+        self.checks.pop(name, None)
+
+    async def run(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """Every check at once; (all passed, name -> {"ok", detail...})."""
+        names = list(self.checks)
+        results = await asyncio.gather(*(self._one(name, self.checks[name]) for name in names))
+        detail = {name: {"ok": r.ok, **r.detail} for name, r in zip(names, results, strict=True)}
+        return bool(names) and all(r.ok for r in results), detail
+
+    @staticmethod
+    async def _one(name: str, check: Check) -> CheckResult:
+        try:
+            return await asyncio.wait_for(check(), CHECK_SECONDS)
+        except TimeoutError:
+            return CheckResult(False, {"reason": f"check did not answer within {CHECK_SECONDS}s"})
+        except Exception as err:  # a check's own failure is "not ready", never a 500
+            log.warning("health.check_failed", check=name, error=repr(err))
+            return CheckResult(False, {"reason": repr(err)[:200]})
+
+
+async def nats_detail(nc: NATS, *, streams: bool = True) -> tuple[bool, dict[str, Any]]:
+    """NATS connected, and (``streams``) the Relaydesk streams present."""
+    connected = bool(nc.is_connected)
+    detail: dict[str, Any] = {"nats_connected": connected}
+    ok = connected
+    if streams:
+        present = connected and await streams_exist(nc.jetstream())
+        detail["streams"] = present
+        ok = ok and present
+    if not ok:
+        detail["reason"] = "NATS unavailable" if not connected else "streams missing"
+    return ok, detail
+
+
+def service_check(
+    nc: NATS,
+    detail: Callable[[], dict[str, Any]],
+    *,
+    streams: bool = True,
+    ready: Callable[[], str | None] | None = None,
+) -> Check:
+    """Ready when NATS (and the streams) are there and ``ready`` (if given) names no reason
+    not to be; ``detail`` adds what the service says of itself. Router and delivery say
+    ``role``: leader or standby, both ready (a standby is a healthy process that takes over
+    when the lease lapses)."""
+
+    async def check() -> CheckResult:
+        ok, nats = await nats_detail(nc, streams=streams)
+        out = {**detail(), **nats}
+        reason = ready() if ready is not None else None
+        if ok and reason:
+            ok, out["reason"] = False, reason
+        return CheckResult(ok, out)
+
+    return check
+
+
+def intake_check(nc: NATS) -> Check:
+    """Intake: NATS, the streams, and its durable consumer present."""
+
+    async def check() -> CheckResult:
+        ok, detail = await nats_detail(nc)
+        if ok:
+            try:
+                info = await nc.jetstream().consumer_info(
+                    subjects.INBOUND_STREAM, INTAKE_DURABLE, timeout=CHECK_SECONDS
+                )
+            except Exception as err:  # not found, or NATS gone since: not ready, said why
+                return CheckResult(False, {**detail, "consumer": False, "reason": f"consumer: {err!r}"[:200]})
+            detail["consumer"] = True
+            detail["pending"] = int(info.num_pending or 0)
+        return CheckResult(ok, detail)
+
+    return check
+
+
+def projector_check(store: EventStore, position: Callable[[], int], key: str, filter_subject: str) -> Check:
+    """Projector: ready when NATS and the streams are there; its lag (the last event on its
+    subjects minus its position) in the detail and the ``relaydesk_projector_lag_events`` gauge."""
+
+    async def check() -> CheckResult:
+        ok, detail = await nats_detail(store.nc)
+        if ok:
+            end = await store.last_subject_seq(filter_subject)
+            at = position()
+            lag = max(0, end - at)
+            PROJECTOR_LAG.labels(projector=key).set(lag)
+            detail.update(position=at, last_event=end, lag_events=lag)
+        return CheckResult(ok, detail)
+
+    return check
