@@ -42,6 +42,18 @@ def add_trace_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, An
     return event_dict
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured:
+    a stream swapped out and closed later (a test's capture, a redirected tool) must not
+    take every later log line down with "I/O operation on closed file"."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str | None = None, fmt: str | None = None) -> None:
     level_name = (level or os.environ.get("RELAYDESK_LOG_LEVEL") or "info").upper()
     fmt = fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
@@ -61,6 +73,6 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
