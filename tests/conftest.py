@@ -79,3 +79,25 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
 
     async with headless_chromium(tmp_path / "chromium") as driver:
         yield driver
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def no_task_left_behind() -> AsyncIterator[None]:
+    """At the end of the session, a task some test left running is named with where it
+    stands: cancelled, it must end (one that swallows its cancellation would hang the
+    session's loop on close, with nothing said)."""
+    import asyncio
+    import sys
+
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in left:
+        task.cancel()
+    if not left:
+        return
+    _, stuck = await asyncio.wait(left, timeout=10)
+    for task in stuck:
+        print(f"\nA task ignored its cancellation for 10 s: {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    assert not stuck, f"{len(stuck)} task(s) left running by the tests ignore cancellation (stacks above)"
