@@ -256,6 +256,7 @@ def print_report(report: dict[str, Any], out: Console) -> None:
     ]
     out.print(f"Waiting: {routing['total_waiting']} (state folded to sequence {routing['folded_to_seq']})")
     if queues:
+        out.print("")
         out.print(_table("Queues", ("QUEUE", "WAITING", "OLDEST WAIT S", "SLA BREACHED"), queues))
     drift = report.get("drift") or []
     if drift:

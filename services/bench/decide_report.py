@@ -84,6 +84,15 @@ def report(results: list[Result]) -> None:
             f"{before_ratio:>6} | {TARGET_ALL_IN_US:>9.0f}  {verdict}"
         )
     print()
+    print("the API's view folding the same events (reading_only: facts and queues, no agent-side indexes),")
+    print("per routed conversation, beside the router's fold of them")
+    for r in results:
+        share = r.read_fold_us / r.cycle_fold_us if r.cycle_fold_us else 0.0
+        print(
+            f"  {r.cell.agents:>6} agents x {r.cell.waiting:>6} waiting: read model {r.read_fold_us:>7.1f} µs, "
+            f"router's fold {r.cycle_fold_us:>7.1f} µs ({share:.2f}x)"
+        )
+    print()
     print("fold CPU per event, by type (cycle phase), and as a multiple of the floor (the fold of an")
     print("event that changes no routing state, such as a message on an assigned conversation; same run)")
     for r in results:
