@@ -169,7 +169,10 @@ async def test_worker_resumes_after_server_restart(rig: Rig) -> None:
             await asyncio.sleep(0.05)
     reply = await rig.send()
     assert isinstance(await rig.outcome(reply), MessageSent)
-    assert rig.runtime.worker is not None and rig.runtime.worker.health()["state"] == "running"
+    # Its consumer may still be re-subscribing after the restart a moment longer: it gets there.
+    async with asyncio.timeout(10):
+        while rig.runtime.worker is None or rig.runtime.worker.health()["state"] != "running":
+            await asyncio.sleep(0.05)
 
 
 async def test_stop_is_prompt_when_idle(rig: Rig) -> None:
