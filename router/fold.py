@@ -195,6 +195,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             index.agent_leaving(state, event.agent_id, agent)
             agent.profile = event.profile
             index.agent_changed(state, event.agent_id, agent, roster=True)
+            index.holds_changed(state, event.agent_id)  # it may no longer fit what waits for it
         case AgentStatusChanged():
             agent = _agent(state, event.agent_id)
             index.agent_leaving(state, event.agent_id, agent)
@@ -308,6 +309,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             if holder is not None:
                 customer.last_agent = holder
                 customer.last_agent_resolved_at = event.at
+                index.case_owner_changed(state, customer)
             # A resolved conversation needs no routing state: what routing still needs (the
             # case owner) is on the customer. Dropping it keeps memory and snapshots in step
             # with open work, not with history. A later event on its subject starts a fresh
@@ -408,6 +410,7 @@ def _became_owner(state: RouterState, conv: ConversationView, agent_id: str) -> 
     customer = _survivor(state, conv.customer_id)
     customer.last_agent = agent_id
     customer.last_agent_resolved_at = None
+    index.case_owner_changed(state, customer)
 
 
 def _restart_wait(state: RouterState, conversation_id: str, conv: ConversationView, at: datetime) -> None:

@@ -45,6 +45,7 @@ from router.state import (
     AgentEntry,
     AgentView,
     ConversationView,
+    CustomerView,
     Entry,
     QueueSignature,
     RouterState,
@@ -276,11 +277,26 @@ def _mark_queues_for(state: RouterState, agent: AgentView) -> None:
                 marks.update(found)
 
 
-def status_changed(state: RouterState, agent_id: str, agent: AgentView) -> None:
-    """Holds for this agent are judged again; an offline agent's conversations are handed back."""
+def holds_changed(state: RouterState, agent_id: str) -> None:
+    """Call after an agent's status or profile changed: whether it still counts for the
+    conversations held for it depends on both, so decide judges those holds again."""
     for entry in state.held.get(agent_id, ()):
         if conversation_valid(state, entry):
             state.pending.held.add(entry[1])
+
+
+def case_owner_changed(state: RouterState, customer: CustomerView) -> None:
+    """Call after a customer's case owner (or when its case was resolved) changed: a hold for
+    the former owner no longer counts, so decide judges the customer's holds again."""
+    for conversation_id in customer.open_conversations:
+        conv = state.conversations.get(conversation_id)
+        if conv is not None and conv.status == "waiting" and conv.is_held():
+            state.pending.held.add(conversation_id)
+
+
+def status_changed(state: RouterState, agent_id: str, agent: AgentView) -> None:
+    """Holds for this agent are judged again; an offline agent's conversations are handed back."""
+    holds_changed(state, agent_id)
     if agent.status == "offline":
         state.release_pending.update(agent.holding)
         state.pending.releases.update(agent.holding)
