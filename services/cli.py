@@ -25,7 +25,7 @@ Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart 
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
 Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
-Operations:      relaydesk status [--json]       streams, consumer lag, leaders, agents, queues, parked (exit 1: no NATS)
+Operations:      relaydesk status [--json]   streams, consumer lag, leaders, agents, queues, parked (1: no NATS)
                  relaydesk dlq list|show KEY|retry KEY|drop KEY   dead letters and quarantined events
                  relaydesk setup [--nats-auth-config]   streams and buckets (tool role); NATS users config
                  relaydesk docs openapi|asyncapi [--check]   the API's and the NATS subjects' contracts
