@@ -1,0 +1,161 @@
+"""The conversation side of the routing indexes (see ``router.index``): queue signatures,
+the queue heaps and their lookups, holds for a preferred agent, and the timers; entries are
+removed lazily (``router.heaps``), and each hook marks what decide has to look at again."""
+
+from __future__ import annotations
+
+import heapq
+
+import msgspec
+
+from router import heaps
+from router.index_keys import lookup_key, queue_group
+from router.state import ANY, RELAXED, ConversationView, Entry, QueueSignature, RouterState
+
+_key_encoder = msgspec.json.Encoder()
+
+
+def signature(state: RouterState, conv: ConversationView) -> QueueSignature:
+    req = conv.requirements
+    customer = state.customer(conv.customer_id)
+    return QueueSignature(
+        channel=conv.channel,
+        skills=tuple(sorted(req.skills.items())),
+        language=req.language or (customer.preferred_language if customer else None),
+        fallback_languages=tuple(req.fallback_languages),
+        min_tier=max(req.min_tier, conv.escalated_tier),
+        transfers=min(conv.transfer_count, 100),
+        customer_tier=customer.tier if customer else "standard",
+        flags=tuple(sorted(set(customer.flags))) if customer else (),
+        public=conv.public,
+        priority=req.priority,
+        step=conv.step,
+        explicit_sla=req.sla_due is not None,
+    )
+
+
+def _queue_lookups(sig: QueueSignature) -> list[str]:
+    skill, _ = sig.primary_skill()
+    keys = [lookup_key(sig.channel, skill, sig.language or ANY)]
+    if sig.step > 0:
+        # An escalated conversation may accept other languages (policy decides which).
+        keys.append(lookup_key(sig.channel, skill, RELAXED))
+    return keys
+
+
+# --- conversations -------------------------------------------------------------------
+
+
+def conversation_valid(state: RouterState, entry: Entry) -> bool:
+    conv = state.conversations.get(entry[1])
+    return conv is not None and conv.enqueued == entry[2]
+
+
+def offer_valid(state: RouterState, entry: Entry) -> bool:
+    conv = state.conversations.get(entry[1])
+    return conv is not None and conv.enqueued == entry[2] and conv.status == "offered"
+
+
+def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """The conversation is waiting (again): file it in its queue, or hold it for its preferred agent."""
+    conv.enqueued += 1
+    since = conv.waiting_since.timestamp() if conv.waiting_since else 0.0
+    entry: Entry = (since, conversation_id, conv.enqueued)
+    if conv.preferred_agent is not None and not conv.preference_dropped:
+        heapq.heappush(state.held.setdefault(conv.preferred_agent, []), entry)
+        if not state.for_reading:
+            heapq.heappush(state.held_timers, entry)
+        state.pending.held.add(conversation_id)
+        return
+    sig = signature(state, conv)
+    key = _key_encoder.encode(sig).decode()
+    queue = state.queues.get(key)
+    if queue is None:
+        queue = state.queues[key] = []
+        state.queue_signatures[key] = sig
+        state.queue_sizes[key] = 0
+        group = queue_group(sig)
+        for lookup in _queue_lookups(sig):
+            state.queue_lookup.setdefault(lookup, {}).setdefault(group, set()).add(key)
+    due = conv.requirements.sla_due
+    heapq.heappush(queue, (due.timestamp(), conversation_id, conv.enqueued) if due is not None else entry)
+    state.queue_sizes[key] += 1
+    state.queued += 1
+    conv.queue_key = key
+    if state.for_reading:
+        return
+    state.pending.queues.add(key)
+    timers = state.step_timers.setdefault(conv.step, [])
+    heapq.heappush(timers, entry)
+    heaps.compact(timers, lambda e: conversation_valid(state, e), state.queued)
+
+
+def leave_queue(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """The conversation stops waiting (or is about to be filed again): its entries go stale."""
+    conv.enqueued += 1
+    key = conv.queue_key
+    conv.queue_key = ""
+    if key:
+        state.queued -= 1
+        size = state.queue_sizes.get(key, 0) - 1
+        if size > 0:
+            state.queue_sizes[key] = size
+            heaps.compact(state.queues[key], lambda e: conversation_valid(state, e), size)
+        else:
+            _drop_queue(state, key)
+    elif conv.preferred_agent is not None:
+        held = state.held.get(conv.preferred_agent)
+        if held is not None:
+            heaps.prune(held, lambda e: conversation_valid(state, e))
+            if not held:
+                del state.held[conv.preferred_agent]
+
+
+def _drop_queue(state: RouterState, key: str) -> None:
+    sig = state.queue_signatures.pop(key)
+    state.queues.pop(key, None)
+    state.queue_sizes.pop(key, None)
+    state.pending.queues.discard(key)
+    group = queue_group(sig)
+    for lookup in _queue_lookups(sig):
+        groups = state.queue_lookup.get(lookup)
+        found = groups.get(group) if groups is not None else None
+        if groups is not None and found is not None:
+            found.discard(key)
+            if not found:
+                del groups[group]
+                if not groups:
+                    del state.queue_lookup[lookup]
+
+
+def requeue(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """A waiting conversation's signature may have changed: file it again (it keeps its waiting time)."""
+    leave_queue(state, conversation_id, conv)
+    enter_queue(state, conversation_id, conv)
+
+
+def touched(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    """Something happened on a waiting conversation's subject: decide looks at it again
+    (a decision of ours on it may have lost the race to this event)."""
+    if conv.status != "waiting":
+        return
+    if conv.queue_key:
+        state.pending.queues.add(conv.queue_key)
+    else:
+        state.pending.held.add(conversation_id)
+
+
+def offer_made(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
+    if conv.offer_expires_at is not None and not state.for_reading:
+        heapq.heappush(state.offer_timers, (conv.offer_expires_at.timestamp(), conversation_id, conv.enqueued))
+
+
+def tidy_timers(state: RouterState) -> None:
+    """Pop timers that no longer apply off the tops, so decide's scans start at live ones."""
+    heaps.prune(state.offer_timers, lambda e: offer_valid(state, e))
+    heaps.prune(state.held_timers, lambda e: conversation_valid(state, e))
+    for step in list(state.step_timers):
+        timers = state.step_timers[step]
+        heaps.prune(timers, lambda e: conversation_valid(state, e))
+        if not timers:
+            del state.step_timers[step]
