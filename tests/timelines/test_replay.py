@@ -4,6 +4,7 @@ repeated through flow control held back and through a gap in delivery."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,6 +107,9 @@ async def test_flow_control_held_back_loses_and_repeats_nothing(
     held: list[int] = []
 
     async def take(self: _OrderedReader, batch: int) -> list[tuple[int, Any]]:
+        # A slow reader (a busy fold): the server's deliveries pile up past the high-water mark
+        # while a flow control request waits, however fast this machine is today.
+        await asyncio.sleep(0.02)
         if self.withheld is not None:
             held.append(len(self.arrived))
         return await original(self, batch)
