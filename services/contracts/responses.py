@@ -19,7 +19,7 @@ from events.model import DecisionReason, Requirements
 from router.queues import HeldSummary, QueueSummary
 from services.customers.erase import ErasureReport
 from services.delivery.records import DeliveryRecord
-from services.timelines.rows import TimelineEntry
+from services.timelines.rows import CustomerSummary, TimelineEntry
 
 __all__ = [
     "Agent",
@@ -183,24 +183,12 @@ class AgentMe(msgspec.Struct, kw_only=True):
     seq: int | None = None
 
 
-class Customer(msgspec.Struct, kw_only=True):
-    """A customer across every channel. Found by ``?identity=``, only ``customer_id`` and
-    ``identity`` are given; an erased customer shows no identities and no CRM id."""
+class Customer(CustomerSummary, frozen=True, kw_only=True):
+    """A customer across every channel: the projection's ``CustomerSummary`` as served. Found by
+    ``?identity=``, only ``customer_id`` and ``identity`` are given; an erased customer shows no
+    identities and no CRM id."""
 
-    customer_id: str
     identity: str | None = None
-    identities: list[str] = []
-    tier: str | None = None
-    flags: list[str] = []
-    preferred_language: str | None = None
-    crm_id: str | None = None
-    created_at: datetime | None = None
-    last_activity_at: datetime | None = None
-    conversation_count: int = 0
-    last_seq: int = 0
-    erased: bool = False
-    merged_into: str | None = None
-    merged: list[str] = []
 
 
 class CustomerList(msgspec.Struct, kw_only=True):
