@@ -73,7 +73,13 @@ async def test_a_standby_delivery_service_takes_over_without_sending_twice(
                 stops["a"].set()
                 await asyncio.wait_for(first, 10)
                 _, two = await s.open()
-                await eventually(holds(lambda: len(hook.ok()) == 2), timeout=20)
+
+                def delivered_by_the_standby() -> bool:
+                    if second.done():  # a crashed standby: its error, not a timeout, is the finding
+                        raise AssertionError(f"the standby stopped: {second.exception()!r}")
+                    return len(hook.ok()) == 2
+
+                await eventually(holds(delivered_by_the_standby), timeout=20)
                 await asyncio.sleep(1.0)
                 assert [h.json()["conversation"]["id"] for h in hook.seen] == [one, two]
             finally:
