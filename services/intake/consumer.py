@@ -33,7 +33,6 @@ from events.codec import decode_inbound
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
-from events.stored import trace_context
 from services import tracing
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
@@ -310,29 +309,25 @@ async def settle(
     record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None = None,
     earlier: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """``_settle`` in span ``intake.record``, continuing the connector's trace (its
-    ``traceparent`` header) when tracing is on: every log line of the message carries it."""
-    if not tracing.enabled():
-        return await _settle(intake, lot, raw, redelivery, record=record, earlier=earlier)
-    attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
-    with tracing.span("intake.record", trace_context(raw.headers), kind="consumer", attributes=attributes):
-        return await _settle(intake, lot, raw, redelivery, record=record, earlier=earlier)
-
-
-async def _settle(
-    intake: Intake,
-    lot: ParkingLot,
-    raw: Msg,
-    redelivery: Redelivery = REDELIVERY,
-    *,
-    record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None = None,
-    earlier: Sequence[tuple[str, str]] = (),
-) -> None:
     """Record one delivered inbound message and settle it: ack after its events are in the
     log; park an undecodable one at once; hand a failing one back after
     ``redelivery.delay_after(n)`` and park it after ``redelivery.max_deliver`` deliveries.
     ``record``: the message already decoded (or its decode error), when the caller did it.
-    Nothing is awaited before ``intake.handle`` takes the sender's lock (ordering)."""
+    In span ``intake.record``, continuing the connector's trace, when tracing is on (off: a
+    no-op). Nothing is awaited before ``intake.handle`` takes the sender's lock (ordering)."""
+    attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
+    with tracing.span("intake.record", raw.headers, kind="consumer", attributes=attributes):
+        await _record_and_settle(intake, lot, raw, redelivery, record, earlier)
+
+
+async def _record_and_settle(
+    intake: Intake,
+    lot: ParkingLot,
+    raw: Msg,
+    redelivery: Redelivery,
+    record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None,
+    earlier: Sequence[tuple[str, str]],
+) -> None:
     delivered = raw.metadata.num_delivered or 1
     bound = log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
     try:
