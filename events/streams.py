@@ -20,12 +20,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.errors import APIError, NotFoundError
 
 from events import subjects
 from events.parking import PARKED_BUCKET
 from events.personal.keys import KEYS_ALL, KEYS_STREAM
 from events.stream_setup import (
     SETUP_BUDGET_S,
+    TRANSIENT,
     Drift,
     DriftRefused,
     Outcome,
@@ -219,11 +221,14 @@ async def stream_drift(js: JetStreamContext, settings: StreamSettings | None = N
     return out
 
 
+_NOT_READY: tuple[type[BaseException], ...] = (NotFoundError, APIError, *TRANSIENT)
+
+
 async def streams_exist(js: JetStreamContext) -> bool:
     try:
         for name in (subjects.INBOUND_STREAM, subjects.EVENTS_STREAM, subjects.OUTBOUND_STREAM):
             await js.stream_info(name)
-    except Exception as err:
+    except _NOT_READY as err:  # missing, or NATS not answering
         log.debug("streams.not_found", error=type(err).__name__)
         return False
     return True

@@ -11,6 +11,7 @@ from aiohttp import web
 from events.streams import streams_exist
 from services.api.common import ApiDeps, ok
 from services.intake.lag import export, read_lag
+from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -20,7 +21,7 @@ async def view_progress(deps: ApiDeps) -> dict[str, Any]:
     view = deps.live.progress()
     try:
         view["log_end"] = await deps.store.last_seq()
-    except Exception as err:  # NATS away: the probe still answers, without the log's end
+    except NATS_ERRORS as err:  # NATS away: the probe still answers, without the log's end
         log.debug("api.readyz_log_end_unknown", error=repr(err))
         view["log_end"] = None
     return view
@@ -30,7 +31,7 @@ async def intake_lag(deps: ApiDeps) -> dict[str, Any]:
     """Intake's lag (detail only: the API is ready whatever intake's backlog)."""
     try:
         lag = await asyncio.wait_for(read_lag(deps.nc.jetstream()), 2.0)
-    except Exception as err:  # NATS away, or no intake consumer yet: said, not fatal
+    except NATS_ERRORS as err:  # NATS away, or no intake consumer yet: said, not fatal
         log.debug("api.readyz_intake_lag_unknown", error=repr(err))
         return {"error": repr(err)[:200]}
     export(lag)  # the gauges on this process's /metrics too

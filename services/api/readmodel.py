@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from events import subjects
+from events.skips import count_skip
 from events.store import EventStore, StoredEvent, reading_as
 from router import snapshot as router_snapshot
 from router.fold import evolve
@@ -239,6 +240,7 @@ class LiveState:
                 raise
             except Exception as err:  # NATS away, a consumer refused: read again from where we are
                 log.error("api.view_read_failed", position=self.position, error=repr(err), action="read again")
+                count_skip("api.view_read")
                 await asyncio.sleep(1.0)
 
     async def _feed_again(self) -> None:
@@ -300,6 +302,7 @@ class LiveState:
             await obs.put(view_snapshot.SNAPSHOT_NAME, data)
         except Exception as err:  # the next one may succeed; the log is the truth anyway
             log.warning("api.snapshot_not_saved", seq=position, error=repr(err))
+            count_skip("api.snapshot_save")
             return
         self.snapshots_saved += 1
         log.info("api.snapshot_saved", seq=position, size=len(data))
