@@ -290,6 +290,16 @@ class DeliveryFailed(ConversationEvent, tag="delivery_failed", frozen=True, kw_o
     bounced: bool = False
 
 
+class NoteAdded(ConversationEvent, tag="note_added", frozen=True, kw_only=True):
+    """An agent, supervisor or operator wrote an internal note on a conversation. Never sent
+    to the customer; ``text`` is personal data (sealed like a message body)."""
+
+    note_id: str
+    text: str
+    agent_id: str | None = None
+    actor: str = ""
+
+
 # --- on rd.evt.a.<agent> ------------------------------------------------------------
 
 
@@ -304,6 +314,19 @@ class AgentStatusChanged(Event, tag="agent_status_changed", frozen=True, kw_only
     status: AgentStatus
     actor: str = ""
     reason: str = ""
+
+
+class AgentDeactivated(Event, tag="agent_deactivated", frozen=True, kw_only=True):
+    """An operator deactivated an agent (``DELETE /v1/agents/{id}``): no new work, history kept."""
+
+    agent_id: str
+    actor: str = ""
+    reason: str = ""
+
+
+class AgentReactivated(Event, tag="agent_reactivated", frozen=True, kw_only=True):
+    agent_id: str
+    actor: str = ""
 
 
 class AgentTokenIssued(Event, tag="agent_token_issued", frozen=True, kw_only=True):
@@ -364,8 +387,11 @@ LogEvent: TypeAlias = (
     | ReplyRequested
     | MessageSent
     | DeliveryFailed
+    | NoteAdded
     | AgentProfileUpdated
     | AgentStatusChanged
+    | AgentDeactivated
+    | AgentReactivated
     | AgentTokenIssued
     | AgentTokenRevoked
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from events.model import (
+    AgentDeactivated,
     AgentProfileUpdated,
+    AgentReactivated,
     AgentStatusChanged,
     AgentTokenIssued,
     AgentTokenRevoked,
@@ -13,6 +15,14 @@ from events.model import (
     Event,
 )
 
+AGENT_FACTS = (
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    AgentDeactivated,
+    AgentReactivated,
+    AgentTokenIssued,
+    AgentTokenRevoked,
+)
 INBOUND_STREAM = "RD_INBOUND"
 EVENTS_STREAM = "RD_EVENTS"
 OUTBOUND_STREAM = "RD_OUTBOUND"
@@ -70,7 +80,7 @@ def agent(agent_id: str) -> str:
 
 def for_event(event: Event) -> str:
     """The subject a log event belongs on."""
-    if isinstance(event, (AgentProfileUpdated, AgentStatusChanged, AgentTokenIssued, AgentTokenRevoked)):
+    if isinstance(event, AGENT_FACTS):
         return agent(event.agent_id)
     if isinstance(event, CustomerEvent):
         conversation_id = getattr(event, "conversation_id", CUSTOMER_SCOPE)

@@ -25,6 +25,7 @@ ConversationOpened          contact
 MessageReceived             text; attachments' name and url; metadata values, except the
                             technical keys in ``CLEAR_METADATA`` (platform, auto, page_id…)
 ReplyRequested              text
+NoteAdded                   text (an internal note)
 DeliveryFailed              reason (providers echo addresses in their errors)
 ConversationTransferred     note
 ConversationEscalated       reason
@@ -32,7 +33,7 @@ DeliverReply (RD_OUTBOUND)  contact, text, metadata values (as MessageReceived)
 =========================== =============================================================
 
 Retention (``[retention] message_days``, off by default): message bodies (the ``bodies`` of
-``PERSONAL_FIELDS``: MessageReceived and ReplyRequested ``text``) are sealed instead with the
+``PERSONAL_FIELDS``: MessageReceived, ReplyRequested and NoteAdded ``text``) are sealed instead with the
 customer's key of the event's day, ``rd.keys.<customer>.d<yyyymmdd>``, in the envelope
 ``rdenc1:d<yyyymmdd>:<base64url>``. A sweep (``services/retention.py``) erases day keys past
 retention; such bodies read as ``EXPIRED`` (``[expired]``). Erasing the customer erases their

@@ -20,6 +20,7 @@ from events.model import (
     DeliveryFailed,
     IdentityLinked,
     MessageReceived,
+    NoteAdded,
     ReplyRequested,
     UnknownEvent,
 )
@@ -72,6 +73,7 @@ PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
     ConversationOpened: Fields(strings=("contact",)),
     MessageReceived: Fields(strings=("text",), attachments=True, metadata=True, bodies=("text",)),
     ReplyRequested: Fields(strings=("text",), bodies=("text",)),
+    NoteAdded: Fields(strings=("text",), bodies=("text",)),
     DeliveryFailed: Fields(strings=("reason",)),
     ConversationTransferred: Fields(strings=("note",)),
     ConversationEscalated: Fields(strings=("reason",)),
