@@ -152,6 +152,8 @@ class CustomerProfileUpdated(CustomerEvent, tag="customer_profile_updated", froz
     preferred_language: str | None = None
     crm_id: str | None = None
     actor: str = ""
+    # The customer's name as the team knows it (personal data, sealed); None: not known.
+    name: str | None = None
 
 
 class CustomersMerged(CustomerEvent, tag="customers_merged", frozen=True, kw_only=True):

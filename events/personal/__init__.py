@@ -20,7 +20,7 @@ event                       sealed fields
 =========================== =============================================================
 CustomerCreated             identity (``<kind>:<address>``)
 IdentityLinked              identity
-CustomerProfileUpdated      crm_id
+CustomerProfileUpdated      crm_id, name
 ConversationOpened          contact
 MessageReceived             text; attachments' name and url; metadata values, except the
                             technical keys in ``CLEAR_METADATA`` (platform, auto, page_id…)

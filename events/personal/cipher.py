@@ -69,7 +69,7 @@ KEYS_IN_FLIGHT = 256
 PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
     CustomerCreated: Fields(strings=("identity",)),
     IdentityLinked: Fields(strings=("identity",)),
-    CustomerProfileUpdated: Fields(strings=("crm_id",)),
+    CustomerProfileUpdated: Fields(strings=("crm_id", "name")),
     ConversationOpened: Fields(strings=("contact",)),
     MessageReceived: Fields(strings=("text",), attachments=True, metadata=True, bodies=("text",)),
     ReplyRequested: Fields(strings=("text",), bodies=("text",)),
