@@ -1,7 +1,8 @@
 """Deciding: ``decide(state, now, policy) -> list[Decision]``.
 
 One call is one round. In order: agents who let too many offers expire are set away;
-conversations of agents gone offline are handed back; expired offers expire; then routing
+conversations of agents gone offline (or deactivated) are handed back; expired offers
+expire; agents whose wrap-up ended are looked at again; then routing
 (conversations held for their case owner or transfer target, agents with free slots, then
 queues with new work); then holds that ran out and escalation steps that are due. A round
 makes at most one decision per conversation, never gives an agent more than its free
@@ -19,9 +20,10 @@ from datetime import datetime
 
 from events.model import AgentStatusChanged, ConversationReleased, EscalationStepReached
 from router import effective as eff_
-from router import timers
+from router import timers, wrap_up
 from router.heaps import in_order
 from router.index import conversation_valid, signature
+from router.lifecycle import DEACTIVATED_REASON
 from router.matching import EXCLUDED_FAILURES, Candidate, Decision, Round, best_agent, best_waiting_for
 from router.policy import DROP_PREFERRED, RouterPolicy
 from router.state import AgentView, ConversationView, PendingWork, RouterState
@@ -37,6 +39,7 @@ def decide(state: RouterState, now: datetime, policy: RouterPolicy) -> list[Deci
     _set_away(rnd)
     _release(rnd)
     timers.expire_offers(rnd)
+    timers.end_wrap_ups(rnd)
     _route_held(rnd, work)
     _route_agents(rnd, work)
     _route_queues(rnd, work)
@@ -70,6 +73,7 @@ def _mark_everything(state: RouterState, work: PendingWork) -> None:
     for entries in state.held.values():
         work.held.update(entry[1] for entry in entries if conversation_valid(state, entry))
     work.releases.update(state.release_pending)
+    work.wrap_ups = wrap_up.timers_from_facts(state)
     work.full = False
 
 
@@ -96,7 +100,8 @@ def _set_away(rnd: Round) -> None:
 
 
 def _release(rnd: Round) -> None:
-    """An offline agent hands back pending offers and conversations on releasing channels."""
+    """An offline agent hands back pending offers and conversations on releasing channels; a
+    deactivated one (always offline, see ``router.lifecycle``) everything she holds."""
     state = rnd.state
     work = state.pending
     # Only what changed is judged: an offline agent's kept email would otherwise be looked
@@ -110,13 +115,13 @@ def _release(rnd: Round) -> None:
         agent = state.agents.get(conv.agent_id)
         if agent is None or agent.status != "offline":
             continue
-        if conv.status == "offered" or conv.channel in rnd.policy.release_on_offline:
+        if not agent.active or conv.status == "offered" or conv.channel in rnd.policy.release_on_offline:
             event = ConversationReleased(
                 at=rnd.now,
                 customer_id=conv.customer_id,
                 conversation_id=conversation_id,
                 agent_id=conv.agent_id,
-                reason="agent_offline",
+                reason="agent_offline" if agent.active else DEACTIVATED_REASON,
             )
             rnd.emit(event, conv.subject_seq, conversation_id)
             work.releases.add(conversation_id)  # until its release is folded

@@ -18,8 +18,10 @@ import msgspec
 
 from events import subjects
 from events.model import (
+    AgentDeactivated,
     AgentOffered,
     AgentProfileUpdated,
+    AgentReactivated,
     AgentStatusChanged,
     ConversationAssigned,
     ConversationEscalated,
@@ -39,7 +41,7 @@ from events.model import (
     RoutingRequested,
     UnknownEvent,
 )
-from router import index
+from router import index, lifecycle, wrap_up
 from router.policy import FORGIVE_DECLINES
 from router.state import AgentView, ConversationView, CustomerView, RouterState
 
@@ -99,6 +101,8 @@ _TIMED: frozenset[type] = frozenset(
 _APPLIED: frozenset[type] = _TIMED | {
     AgentProfileUpdated,
     AgentStatusChanged,
+    AgentDeactivated,
+    AgentReactivated,
     CustomerCreated,
     ConversationOpened,
 }
@@ -198,12 +202,18 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             index.holds_changed(state, event.agent_id)  # it may no longer fit what waits for it
         case AgentStatusChanged():
             agent = _agent(state, event.agent_id)
+            if not agent.active:
+                return  # deactivated: offline until reactivated (router.lifecycle)
             index.agent_leaving(state, event.agent_id, agent)
             agent.status = event.status
             if event.status == "available":
                 agent.expired_in_a_row = 0
             index.agent_changed(state, event.agent_id, agent, roster=True)
             index.status_changed(state, event.agent_id, agent)
+        case AgentDeactivated():
+            lifecycle.deactivate(state, event.agent_id, _agent(state, event.agent_id))
+        case AgentReactivated():
+            lifecycle.reactivate(state, event.agent_id, _agent(state, event.agent_id))
         case CustomerCreated():
             _customer(state, event.customer_id)
         case CustomerProfileUpdated():
@@ -300,9 +310,13 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
         case ConversationResolved():
             # Only an agent who took the conversation becomes its case owner, not one merely offered it.
             holder = (conv.agent_id if conv.status == "assigned" else None) or event.agent_id
+            # Wrap-up: the slot of the agent who held it and is named as resolving it stays taken.
+            wrapping = conv.agent_id if conv.status == "assigned" and conv.agent_id == event.agent_id else None
             if conv.status in ("waiting",):
                 index.leave_queue(state, event.conversation_id, conv)
             _drop_holder(state, event.conversation_id, conv)
+            if wrapping is not None:
+                wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
             conv.status = "resolved"
             customer = _survivor(state, conv.customer_id)
             customer.open_conversations.discard(event.conversation_id)
@@ -385,6 +399,7 @@ def _take(state: RouterState, conversation_id: str, conv: ConversationView, agen
     agent.last_work_at = at
     index.load_changed(state, agent_id, agent, before)
     conv.agent_id = agent_id
+    lifecycle.took_work(state, conversation_id, agent)
 
 
 def _drop_holder(state: RouterState, conversation_id: str, conv: ConversationView) -> None:

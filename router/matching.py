@@ -17,6 +17,7 @@ from typing import NamedTuple, cast
 
 from events.model import AgentOffered, ConversationAssigned, DecisionReason, LogEvent
 from router import effective as eff_
+from router import wrap_up
 from router.effective import Effective
 from router.heaps import in_order, in_true_order
 from router.index import (
@@ -113,9 +114,18 @@ class Round:
 
     def room(self, agent_id: str, agent: AgentView, channel: str) -> int:
         profile = agent.profile
-        free = profile.capacity.get(channel, 0) - agent.load.get(channel, 0) - self.used.get((agent_id, channel), 0)
+        # Slots in wrap-up are taken (router.wrap_up): the index files such an agent as free.
+        wrapping, wrapping_total = (0, 0)
+        if agent.wrap_up and self.policy.wrap_up_seconds:
+            wrapping, wrapping_total = wrap_up.busy(agent, channel, self.now_ts, self.policy)
+        free = (
+            profile.capacity.get(channel, 0)
+            - agent.load.get(channel, 0)
+            - self.used.get((agent_id, channel), 0)
+            - wrapping
+        )
         if profile.max_total is not None:
-            free = min(free, profile.max_total - agent.total_load() - self.used_total.get(agent_id, 0))
+            free = min(free, profile.max_total - agent.total_load() - self.used_total.get(agent_id, 0) - wrapping_total)
         return free
 
     def queue_effective(self, key: str) -> Effective:

@@ -107,6 +107,9 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     specialist_tier: int = 2
     # An agent going offline hands back conversations on these channels (and every pending offer).
     release_on_offline: tuple[str, ...] = ("chat", "sms", "social")
+    # Wrap-up time per channel: after an agent's conversation on that channel is resolved,
+    # its slot stays taken this many seconds before new work (a channel not named: none).
+    wrap_up_seconds: dict[str, float] = msgspec.field(default_factory=dict)
 
     # --- work per call ----------------------------------------------------------------
     # Upper bound of decisions in one decide call, so one call stays short under a burst.

@@ -17,6 +17,9 @@ from router.state import RouterState
 # 3: free-agent heap entries lead with the agent's level in the heap's language.
 # 4: free-agent entries may rank an agent better than it now ranks (read them re-ranked,
 #    see router.index.load_changed); queue_lookup is grouped by a second required skill.
+# (AgentView.active and AgentView.wrap_up are facts with defaults, not index layout: a
+# format-4 snapshot without them reads as active agents with no wrap-up, which is what they
+# were, since no earlier router had events that set them. So the format stays 4.)
 FORMAT = 4
 
 

@@ -36,6 +36,13 @@ class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
     expired_in_a_row: int = 0
     # Bumped on every change that can alter the agent's place in the free-agent index.
     version: int = 0
+    # False from AgentDeactivated until AgentReactivated. A deactivated agent is offline (the
+    # fold keeps her so and ignores status changes meanwhile): never indexed, offered or assigned.
+    active: bool = True
+    # Per channel: when she resolved her latest conversations there (the newest ``capacity``
+    # of them, see ``router.wrap_up``). Each keeps a slot taken until resolved_at +
+    # ``RouterPolicy.wrap_up_seconds[channel]``: a fact here, a duration in the policy.
+    wrap_up: dict[str, list[datetime]] = {}
 
     def total_load(self) -> int:
         return sum(self.load.values())
@@ -159,6 +166,10 @@ class PendingWork:
     queues: set[str] = field(default_factory=set)
     held: set[str] = field(default_factory=set)
     releases: set[str] = field(default_factory=set)  # members of RouterState.release_pending to judge
+    # Wrap-ups to wait out, per channel: heaps of (resolved at (epoch s), agent id). decide pops
+    # the ones that ended and looks at their agents again (``router.timers.end_wrap_ups``);
+    # a full look rebuilds them from ``AgentView.wrap_up``.
+    wrap_ups: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
 
 def reading_only(state: RouterState) -> RouterState:

@@ -1,7 +1,11 @@
 """Time-driven decisions, from ``now`` only: offer expiries, the end of a case-owner hold,
-and escalation steps. Each is an event, so the timeline shows why a conversation moved."""
+and escalation steps. Each is an event, so the timeline shows why a conversation moved.
+The end of a wrap-up is no event (nothing changed but the time): decide looks at the agent
+again, and the work she then takes says why."""
 
 from __future__ import annotations
+
+import heapq
 
 from events.model import EscalationStepReached, OfferExpired
 from router import policy as p
@@ -32,6 +36,20 @@ def expire_offers(rnd: Round) -> None:
             at=rnd.now, customer_id=conv.customer_id, conversation_id=conversation_id, agent_id=conv.agent_id
         )
         rnd.emit(event, conv.subject_seq, conversation_id)
+
+
+def end_wrap_ups(rnd: Round) -> None:
+    """Agents whose wrap-up ended by ``now`` are looked at again (they may have room now).
+
+    Per channel the wrap-up lasts the same, so each channel's heap ends in resolution order."""
+    work = rnd.state.pending
+    for channel in sorted(work.wrap_ups):
+        heap = work.wrap_ups[channel]
+        seconds = rnd.policy.wrap_up_seconds.get(channel, 0.0)
+        while heap and heap[0][0] + seconds <= rnd.now_ts:
+            work.agents.add(heapq.heappop(heap)[1])
+        if not heap:
+            del work.wrap_ups[channel]
 
 
 def end_holds(rnd: Round) -> None:
