@@ -343,6 +343,9 @@ class AgentTokenIssued(Event, tag="agent_token_issued", frozen=True, kw_only=Tru
     # HMAC-SHA256 by the API over agent id, token id and token hash with its signing key
     # (services.api.tokens.token_proof): a token without a valid proof is ignored by the API.
     proof: str = ""
+    # "agent" or "supervisor" (services.api.access); covered by the proof unless "agent", so
+    # tokens issued before roles existed keep their proof.
+    role: str = "agent"
 
 
 class AgentTokenRevoked(Event, tag="agent_token_revoked", frozen=True, kw_only=True):

@@ -18,7 +18,7 @@ HELP = """\
 Relaydesk: an event-sourced conversation router for customer service.
 
 One machine:     relaydesk up                 (embedded NATS, every service, demo agents)
-One service:     relaydesk intake | router | projector | api | delivery | connector NAME
+One service:     relaydesk intake | router | projector | api | delivery | connector NAME | sink NAME
                  (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
 Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart | rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     connector = sub.add_parser("connector", help="run one channel connector (e.g. sms)")
     _common(connector)
     connector.add_argument("name", help="connector name (installed connectors: relaydesk.connectors entry points)")
+    sink = sub.add_parser("sink", help="run one helpdesk sink (e.g. zendesk): two-way ticket sync")
+    _common(sink)
+    sink.add_argument("name", help="sink name (installed sinks: relaydesk.sinks entry points)")
+    sink.add_argument("--retry-parked", action="store_true", help="sync the events it parked once more, then exit")
 
     setup = sub.add_parser("setup", help="create the streams and buckets on NATS (as the tool role)")
     _common(setup)
@@ -323,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         from services.nats_permissions import connector_user
 
         return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
+    if args.command == "sink":
+        from services.sinks import runner as sinks
+
+        job = sinks.retry_parked if args.retry_parked else sinks.run_sink
+        return _run_service(job, config, args.name, role="tool")  # no sink role of its own yet
     if args.command == "report":
         from services.reports.command import report_command
 

@@ -22,7 +22,9 @@ import msgspec
 from events.model import AgentProfile
 from router.policy import RouterPolicy
 from services import config_strict as strict
+from services.api.console_settings import ConsoleSettings, console_problems
 from services.delivery.settings import DeliverySettings
+from services.delivery.slack_settings import SlackSettings
 
 
 class ConfigError(ValueError):
@@ -154,6 +156,21 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
 
 
+class RoutingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The registry of names routing knows (``GET /v1/skills``, ``GET /v1/languages``). An
+    agent, a routing rule or a transfer that names another is refused, so a typo cannot leave
+    work unroutable in silence (``registry_problems``, ``services.api.registry``)."""
+
+    skills: tuple[str, ...] = ("general", "billing", "technical")
+    # Empty: the [intake] languages and its default_language (what intake detects and routes by).
+    languages: tuple[str, ...] = ()
+
+    def known_languages(self, intake: IntakeSettings) -> tuple[str, ...]:
+        if self.languages:
+            return self.languages
+        return tuple(dict.fromkeys((*intake.languages, intake.default_language)))
+
+
 class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: str
     name: str = ""
@@ -202,15 +219,21 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     projection: ProjectionSettings = msgspec.field(default_factory=ProjectionSettings)
     # One table per connector, e.g. [connectors.sms]; each connector validates its own.
     connectors: dict[str, dict[str, Any]] = {}
+    # One table per helpdesk sink, e.g. [sinks.zendesk]; each sink validates its own
+    # (services/sinks: unknown keys and missing settings are errors when it starts).
+    sinks: dict[str, dict[str, Any]] = {}
     intake: IntakeSettings = msgspec.field(default_factory=IntakeSettings)
+    routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     router: RouterPolicy = msgspec.field(default_factory=RouterPolicy)
     runner: RunnerSettings = msgspec.field(default_factory=RunnerSettings)
     agents: tuple[AgentSeed, ...] = DEMO_ROSTER
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    slack: SlackSettings = msgspec.field(default_factory=SlackSettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
+    console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -229,11 +252,14 @@ SHORT_NAMES = {
     "RELAYDESK_DATA_DIR": ("data", "dir"),
 }
 CONNECTOR_PREFIX = "RELAYDESK_CONNECTOR_"
+SINK_PREFIX = "RELAYDESK_SINK_"  # RELAYDESK_SINK_ZENDESK_API_TOKEN -> [sinks.zendesk] api_token
 # Tables an environment variable may set a key of (not the arrays of tables, not connectors).
 _ENV_TABLES = {
     f.name: f.type
     for f in msgspec.structs.fields(Config)
-    if f.name not in ("agents", "connectors") and isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)
+    if f.name not in ("agents", "connectors", "sinks")
+    and isinstance(f.type, type)
+    and issubclass(f.type, msgspec.Struct)
 }
 _ENV_KEYS = {table: {f.name for f in msgspec.structs.fields(t)} for table, t in _ENV_TABLES.items()}
 
@@ -259,6 +285,12 @@ def _overrides(env: Mapping[str, str]) -> _Overrides:
                 out.problems.append(f"{name}: name a connector and a key, e.g. RELAYDESK_CONNECTOR_SMS_PORT")
                 continue
             table, key = "connectors", f"{connector}.{setting}"
+        elif name.startswith(SINK_PREFIX):
+            sink, _, setting = name[len(SINK_PREFIX) :].lower().partition("_")
+            if not sink or not setting:
+                out.problems.append(f"{name}: name a sink and a key, e.g. RELAYDESK_SINK_ZENDESK_API_TOKEN")
+                continue
+            table, key = "sinks", f"{sink}.{setting}"
         else:
             table, _, key = name[len(strict.ENV_PREFIX) :].lower().partition("_")
             if key not in _ENV_KEYS.get(table, ()):
@@ -302,10 +334,10 @@ def check(
     problems += overrides.problems
     for table, values in overrides.values.items():
         for key, value in values.items():
-            if table == "connectors":
+            if table in ("connectors", "sinks"):
                 # RELAYDESK_CONNECTOR_SMS_PORT=9001 or a short name -> [connectors.sms] port
                 name, _, setting = key.partition(".")
-                raw.setdefault("connectors", {}).setdefault(name, {})[setting] = value
+                raw.setdefault(table, {}).setdefault(name, {})[setting] = value
             elif isinstance(raw.setdefault(table, {}), dict):
                 raw[table][key] = value
     problems += _nats_urls(raw)
@@ -333,7 +365,34 @@ def check(
         config.projection.partition_pair()
     except ConfigError as err:
         problems += err.problems
+    problems += registry_problems(config)
+    problems += console_problems(config.console)
     return config, problems
+
+
+def registry_problems(config: Config) -> list[str]:
+    """Skill and language names in ``[intake]`` and ``[[agents]]`` that ``[routing]`` does not
+    list, each naming its key with the closest known name."""
+    skills, languages = config.routing.skills, config.routing.known_languages(config.intake)
+    # (where, kind, names); intake's own languages are the registry's unless [routing] lists its own.
+    intake_languages = (*config.intake.languages, config.intake.default_language) if config.routing.languages else ()
+    named: list[tuple[str, str, tuple[str, ...]]] = [
+        ("[intake] languages", "language", intake_languages),
+        ("[intake] default_skills", "skill", tuple(config.intake.default_skills)),
+        *((f"[[intake.rules]] #{i} skills", "skill", tuple(r.skills)) for i, r in enumerate(config.intake.rules, 1)),
+        *((f"[[agents]] #{i} skills", "skill", tuple(a.skills)) for i, a in enumerate(config.agents, 1)),
+        *((f"[[agents]] #{i} languages", "language", tuple(a.languages)) for i, a in enumerate(config.agents, 1)),
+    ]
+    problems = []
+    for where, kind, names in named:
+        known = skills if kind == "skill" else languages
+        for name in dict.fromkeys(names):
+            if name not in known:
+                problems.append(
+                    f"{where}: unknown {kind} {name!r}{strict.did_you_mean(name, known)}"
+                    f" (add it to [routing] {kind}s to use it)"
+                )
+    return problems
 
 
 def _blame(problem: str, origins: Mapping[tuple[str, str], str]) -> str:

@@ -65,7 +65,11 @@ def config_command(args: argparse.Namespace) -> int:
 
 
 def check_command(path: str, env: Mapping[str, str] | None = None) -> int:
-    _, problems = check(path, env, connectors=connector_problems)
+    config, problems = check(path, env, connectors=connector_problems)
+    if config is not None:  # [sinks.<name>] tables, each against its installed sink
+        from services.sinks.sdk.registry import table_problems
+
+        problems += table_problems(config.sinks)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)

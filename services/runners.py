@@ -17,6 +17,7 @@ from events.streams import SetupFailed, patiently
 from services.api.app import ApiDeps, build_app
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
+from services.api.registry import Registry
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
 from services.health import Health, HealthPortTaken, serving
@@ -179,6 +180,10 @@ async def run_api(
             reply_requeue_after=config.api.reply_requeue_seconds,
             signing_key=api_signing_key(config, config.data_dir),
             replicas=config.nats.replicas,
+            slack=config.slack,
+            console=config.console,
+            connectors=config.connectors,
+            registry=Registry.from_config(config),
         )
     )
     app.middlewares.insert(0, until_caught_up(live))
@@ -279,6 +284,7 @@ async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event, *, health:
         console_url=config.delivery.console_url or f"{api_url}/console",
         api_url=api_url,
         replicas=config.nats.replicas,
+        slack=config.slack,
     )
     if health is not None:
         health.add("delivery", service_check(bus.nc, lambda: {"role": service.role, "instance": service.instance_id}))

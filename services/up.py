@@ -171,6 +171,10 @@ async def serve_all(
             jobs[f"connector {name}"] = run_connector(
                 config, bus, name, stop, started.connector_urls[name], health=health
             )
+        from services.sinks.runner import enabled_sinks, run_sink
+
+        for name in enabled_sinks(config):  # [sinks.<name>] tables; as the tool role (no sink role yet)
+            jobs[f"sink {name}"] = run_sink(config, tool, name, stop, health=health)
         tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())

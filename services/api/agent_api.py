@@ -14,9 +14,11 @@ from aiohttp import web
 
 from events.model import AgentStatusChanged
 from router.state import RouterState
-from services.api.auth import AGENT
+from services.api import workspace
+from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
 from services.api.views import agent_json, conversation_json
+from services.api.workspace import WorkspaceFacts
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +38,18 @@ def calling_agent(request: web.Request, deps: ApiDeps) -> str:
     return agent_id
 
 
-def work_json(state: RouterState, agent_id: str) -> dict[str, Any]:
+def customers_in_work(state: RouterState, agent_id: str) -> list[str]:
+    return [
+        conv.customer_id
+        for conv in state.conversations.values()
+        if conv.agent_id == agent_id and conv.status in ("offered", "assigned")
+    ]
+
+
+def work_json(state: RouterState, agent_id: str, facts: WorkspaceFacts | None = None) -> dict[str, Any]:
+    """The agent's offers and assignments; with ``facts`` each item also says who the customer
+    is (``customer``: name, masked address, tier, flags), ``preview`` and ``subject``
+    (``services.api.workspace``). Names not known yet are looked up in the background."""
     offers: list[dict[str, Any]] = []
     assigned: list[dict[str, Any]] = []
     for cid, conv in state.conversations.items():
@@ -46,7 +59,11 @@ def work_json(state: RouterState, agent_id: str) -> dict[str, Any]:
         customer = state.customers.get(conv.customer_id)
         item["customer_tier"] = customer.tier if customer else "standard"
         item["customer_flags"] = list(customer.flags) if customer else []
+        if facts is not None:
+            item.update(facts.item_json(state, cid, conv.customer_id))
         (offers if conv.status == "offered" else assigned).append(item)
+    if facts is not None:
+        facts.look_up_soon(facts.missing_names(state, customers_in_work(state, agent_id)))
     offers.sort(key=lambda c: c.get("offer_expires_at") or "")
     assigned.sort(key=lambda c: c.get("waiting_since") or "")
     agent = state.agents.get(agent_id)
@@ -58,21 +75,32 @@ def work_json(state: RouterState, agent_id: str) -> dict[str, Any]:
     }
 
 
+async def names_ready(deps: ApiDeps, agent_id: str) -> None:
+    """Look up the names of the customers in the agent's work the workspace facts lack."""
+    facts = workspace.of(deps.live, deps.store)
+    await facts.look_up(facts.missing_names(deps.live.state, customers_in_work(deps.live.state, agent_id)))
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
+    facts = workspace.of(deps.live, deps.store)
+
+    async def enriched_work(agent_id: str) -> dict[str, Any]:
+        """``work_json`` with every customer's name looked up first (once per customer)."""
+        await names_ready(deps, agent_id)
+        return work_json(deps.live.state, agent_id, facts)
 
     @r.get("/v1/agent/me")
     async def me(request: web.Request) -> web.Response:
         if request.get(AGENT) is None and "agent" not in request.query:
-            return ok({"actor": request[ACTOR], "operator": True})
+            return ok({"actor": request[ACTOR], "operator": True, "role": "operator"})
         agent_id = calling_agent(request, deps)
-        return ok(
-            {"actor": request[ACTOR], "operator": request[ACTOR] == "operator", **work_json(deps.live.state, agent_id)}
-        )
+        who = {"actor": request[ACTOR], "operator": request[ACTOR] == "operator", "role": role_of(request)}
+        return ok({**who, **await enriched_work(agent_id)})
 
     @r.get("/v1/agent/work")
     async def work(request: web.Request) -> web.Response:
-        return ok(work_json(deps.live.state, calling_agent(request, deps)))
+        return ok(await enriched_work(calling_agent(request, deps)))
 
     @r.post("/v1/agent/status")
     async def status(request: web.Request) -> web.Response:

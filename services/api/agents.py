@@ -1,18 +1,70 @@
-"""Agents: profiles, status and load, read from the live routing view."""
+"""Agents: profiles, status and load, read from the live routing view; profile changes,
+deactivation and reactivation, appended on the agent's subject.
+
+``PUT`` and ``PATCH /v1/agents/{id}`` both keep what the body does not name: the new profile
+is the current one (a new agent: the defaults) with the named fields changed. ``skills`` and
+``languages``, when named, replace the agent's whole map (so a skill can be removed);
+``capacity`` changes only the channels it names (0 closes a channel); ``max_total: null``
+lifts the overall cap. Each change reads the agent's subject's last sequence and appends with
+it as the expected one, so two concurrent changes never lose one another's fields.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+import structlog
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
 from events import subjects
-from events.model import DEFAULT_CAPACITY, AgentProfile, AgentProfileUpdated, AgentStatusChanged
+from events.model import (
+    AgentDeactivated,
+    AgentProfile,
+    AgentProfileUpdated,
+    AgentReactivated,
+    AgentStatusChanged,
+    LogEvent,
+)
+from events.store import ConcurrencyError
+from router.state import AgentView
 from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
 from services.api.views import agent_json
+
+log = structlog.get_logger(__name__)
+
+# Attempts at a guarded append before answering 409 (another change kept landing first).
+CONFLICT_RETRIES = 5
 
 
 class StatusBody(msgspec.Struct, kw_only=True):
     status: str
+    reason: str = ""
+
+
+class AgentChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A profile change: only the fields named change. A misspelt field is refused (400)
+    rather than ignored, since ignoring it would silently change nothing."""
+
+    name: str | UnsetType = UNSET
+    skills: dict[str, int] | UnsetType = UNSET  # replaces the agent's skills
+    languages: dict[str, int] | UnsetType = UNSET  # replaces the agent's languages
+    tier: int | UnsetType = UNSET
+    capacity: dict[str, int] | UnsetType = UNSET  # per channel: the channels named change
+    max_total: int | UnsetType | None = UNSET  # null: no overall cap
+
+    def named(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
+
+    def applied_to(self, current: AgentProfile) -> AgentProfile:
+        named = self.named()
+        if "capacity" in named:
+            named["capacity"] = {**current.capacity, **named["capacity"]}
+        return msgspec.structs.replace(current, **named)
+
+
+class DeactivateBody(msgspec.Struct, kw_only=True):
     reason: str = ""
 
 
@@ -25,11 +77,53 @@ def profile_problem(profile: AgentProfile) -> str | None:
         return "language levels go from 1 to 5"
     if any(cap < 0 for cap in profile.capacity.values()):
         return "capacity cannot be negative"
+    if profile.max_total is not None and profile.max_total < 0:
+        return "max_total cannot be negative"
     return None
+
+
+def is_active(agent: AgentView) -> bool:
+    # ``AgentView.active`` is folded by the router from AgentDeactivated / AgentReactivated;
+    # read defensively so a view snapshotted before the field existed reads as active.
+    return bool(getattr(agent, "active", True))
 
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
+
+    async def guarded(aid: str) -> int:
+        """The agent subject's last sequence, once the live view has folded it."""
+        last = await deps.store.last_subject_seq(subjects.agent(aid))
+        await deps.live.wait_for(last)
+        return last
+
+    async def change_profile(request: web.Request) -> web.Response:
+        aid = request.match_info["id"]
+        try:
+            subjects.token(aid)
+        except subjects.InvalidToken:
+            return json_error(400, "agent id may use letters, digits, '-' and '_' only")
+        changes = await read_body(request, AgentChanges)
+        if changes.skills is not UNSET and (refusal := deps.registry.unknown_skills(changes.skills)):
+            return json_error(400, refusal.reason, **refusal.extra("skill"))
+        if changes.languages is not UNSET and (refusal := deps.registry.unknown_languages(changes.languages)):
+            return json_error(400, refusal.reason, **refusal.extra("language"))
+        for _ in range(CONFLICT_RETRIES):
+            last = await guarded(aid)
+            current = deps.live.state.agents.get(aid)
+            # A new agent starts from the defaults (every shipped channel open).
+            profile = changes.applied_to(current.profile if current is not None else AgentProfile())
+            problem = profile_problem(profile)
+            if problem:
+                return json_error(400, problem)
+            event = AgentProfileUpdated(at=deps.clock(), agent_id=aid, profile=profile, actor=request[ACTOR])
+            try:
+                await deps.append(event, last)
+            except ConcurrencyError:
+                continue  # another change landed first: apply ours to it
+            log.info("api.agent_profile_changed", agent_id=aid, fields=sorted(changes.named()))
+            return ok(agent_json(aid, deps.live.state.agents[aid]), status=201 if current is None else 200)
+        return json_error(409, f"agent {aid} kept changing meanwhile; try again")
 
     @r.get("/v1/agents")
     async def list_agents(request: web.Request) -> web.Response:
@@ -46,23 +140,46 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
 
     @r.put("/v1/agents/{id}")
     async def put_agent(request: web.Request) -> web.Response:
+        return await change_profile(request)
+
+    @r.patch("/v1/agents/{id}")
+    async def patch_agent(request: web.Request) -> web.Response:
+        return await change_profile(request)
+
+    async def set_active(request: web.Request, *, active: bool) -> web.Response:
+        """Deactivate or reactivate; asking for the state the agent is already in answers the
+        agent as it is and appends nothing (safe to retry without an Idempotency-Key)."""
         aid = request.match_info["id"]
-        try:
-            subjects.token(aid)
-        except subjects.InvalidToken:
-            return json_error(400, "agent id may use letters, digits, '-' and '_' only")
-        profile = await read_body(request, AgentProfile)
-        # As in the config file: channels the body leaves out keep their default capacity
-        # (0 closes a channel), so {"capacity": {"sms": 1}} does not shut chat and email.
-        profile = msgspec.structs.replace(profile, capacity={**DEFAULT_CAPACITY, **profile.capacity})
-        problem = profile_problem(profile)
-        if problem:
-            return json_error(400, problem)
-        created = aid not in deps.live.state.agents
-        await deps.append(
-            AgentProfileUpdated(at=deps.clock(), agent_id=aid, profile=profile, actor=request[ACTOR]), None
-        )
-        return ok(agent_json(aid, deps.live.state.agents[aid]), status=201 if created else 200)
+        body = await read_body(request, DeactivateBody) if not active else DeactivateBody()
+        for _ in range(CONFLICT_RETRIES):
+            if aid not in deps.live.state.agents:
+                return json_error(404, f"no agent {aid}")
+            last = await guarded(aid)
+            agent = deps.live.state.agents[aid]
+            if is_active(agent) == active:
+                return ok(agent_json(aid, agent))
+            event: LogEvent = (
+                AgentReactivated(at=deps.clock(), agent_id=aid, actor=request[ACTOR])
+                if active
+                else AgentDeactivated(at=deps.clock(), agent_id=aid, actor=request[ACTOR], reason=body.reason)
+            )
+            try:
+                await deps.append(event, last)
+            except ConcurrencyError:
+                continue
+            log.info("api.agent_activation", agent_id=aid, active=active)
+            return ok(agent_json(aid, deps.live.state.agents[aid]))
+        return json_error(409, f"agent {aid} kept changing meanwhile; try again")
+
+    @r.delete("/v1/agents/{id}")
+    async def deactivate_agent(request: web.Request) -> web.Response:
+        """The agent gets no new work and its tokens are refused (403); its history, profile
+        and tokens are kept, so ``POST /v1/agents/{id}/reactivate`` brings it back as it was."""
+        return await set_active(request, active=False)
+
+    @r.post("/v1/agents/{id}/reactivate")
+    async def reactivate_agent(request: web.Request) -> web.Response:
+        return await set_active(request, active=True)
 
     @r.post("/v1/agents/{id}/status")
     async def agent_status(request: web.Request) -> web.Response:

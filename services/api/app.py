@@ -9,8 +9,11 @@ from aiohttp import web
 
 from events.personal import KeyDestroyed
 from services.api import (
+    access,
     agent_api,
     agents,
+    attachments,
+    canned,
     conversations,
     customers,
     deliveries,
@@ -18,8 +21,12 @@ from services.api import (
     docs,
     health,
     idempotency,
+    notes,
+    registry,
     replies,
     reports,
+    session,
+    slack_routes,
     stream,
     tokens,
 )
@@ -30,7 +37,10 @@ __all__ = ["ApiDeps", "build_app"]
 
 log = structlog.get_logger(__name__)
 
-ROUTE_GROUPS = (health, conversations, customers, agents, agent_api, deliveries, dlq, reports)
+ROUTE_GROUPS = (
+    *(health, conversations, customers, agents, agent_api, deliveries, dlq, reports, registry, slack_routes),
+    *(notes, canned, attachments),  # the console's workspace: internal notes, canned replies, attachment links
+)
 
 
 def build_app(deps: ApiDeps) -> web.Application:
@@ -38,20 +48,25 @@ def build_app(deps: ApiDeps) -> web.Application:
 
     table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
+    authn = authenticate(deps.token, table)
+    sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     middlewares = [
-        authenticate(deps.token, table),
+        session.cookie_session(sessions),  # a console session cookie becomes the bearer (session.py)
+        authn,
         idempotency.idempotency(deps),
         authorize(deps),
         refuse_for_erased_customers,
     ]
     app = web.Application(middlewares=middlewares, client_max_size=256 * 1024)
     tokens.install(app, table, deps.live)
-    stream.install(app)
+    stream.install(app, deps.live)
+    access.install(app, deps.live)  # who held what: the access rules (services.api.access)
     replies.install(app, deps)
     for group in ROUTE_GROUPS:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))
     app.add_routes(stream.routes(deps, table))
+    app.add_routes(session.routes(sessions, authn))
     app.add_routes(console.routes())
     app.add_routes(docs.routes())  # /openapi.json and /docs, no token
     return app

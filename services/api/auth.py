@@ -1,10 +1,10 @@
-"""Bearer-token authentication and the agent's reach.
+"""Bearer-token authentication and who may do what.
 
-The operator token (``[api] token``) acts as ``operator`` on everything. An agent token
-(issued with ``POST /v1/agents/{id}/tokens``, see ``services.api.tokens``) acts as
-``agent:<id>`` and reaches only its own things: ``/v1/agent/...``, its own agent record and
-status, the conversations offered or assigned to it (and their customers' timelines).
-Anything else is 403 with a reason; no token or an unknown/revoked one is 401.
+The operator token (``[api] token``) acts as ``operator`` on everything. A token issued with
+``POST /v1/agents/{id}/tokens`` (see ``services.api.tokens``) acts as ``agent:<id>``, or as
+``supervisor:<id>`` when it was issued with ``"role": "supervisor"``; what each role may do
+is one table, ``services.api.access.RULES``. Anything else is 403 with a reason; no token or
+an unknown/revoked one is 401; a deactivated agent's tokens are 403.
 
 Two steps, two middlewares: ``authenticate`` (who is calling) and ``authorize`` (may they do
 this). The API puts the ``Idempotency-Key`` middleware between them, so that a retried
@@ -15,28 +15,35 @@ command answers its first result even when the first run changed what the caller
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from router.state import RouterState
+from services.api.access import CUSTODY, Custody, Role, refusal
 from services.api.common import ACTOR, ApiDeps, json_error
 from services.api.tokens import TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
-PUBLIC_PREFIXES = ("/console",)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/session"})
+PUBLIC_PREFIXES = ("/console", "/slack")  # /slack/…: Slack signs its requests (slack_routes)
 
-# The agent acting (None for the operator); set by the middleware.
+# The agent acting, for agent and supervisor tokens (absent for the operator); set by the middleware.
 AGENT = web.RequestKey("agent", str)
-# The agent token's id (absent for the operator): the scope of its Idempotency-Keys.
+# The token's id (absent for the operator): the scope of its Idempotency-Keys.
 TOKEN_ID = web.RequestKey("token_id", str)
+# "operator", "supervisor" or "agent" (see role_of).
+ROLE = web.RequestKey("role", str)
 
-_CONVERSATION_ACTION = re.compile(r"^/v1/conversations/([^/]+)(?:/(accept|decline|reply|transfer|escalate|resolve))?$")
-_TIMELINE = re.compile(r"^/v1/customers/([^/]+)/timeline$")
-_AGENT_SELF = re.compile(r"^/v1/agents/([^/]+)(/status)?$")
+
+def role_of(request: web.Request) -> Role:
+    """Who is calling, as a role: ``operator``, ``supervisor`` or ``agent``. (The rules for
+    notes, canned replies and every other route are in ``services.api.access.RULES``.)"""
+    role = request.get(ROLE)
+    if role in ("supervisor", "agent"):
+        return cast(Role, role)
+    return "operator" if request.get(ACTOR) == "operator" else "agent"  # unknown: the least
 
 
 def operator_auth(token: str) -> Middleware:
@@ -76,12 +83,14 @@ def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
             return json_error(401, "missing bearer token", hint="send 'Authorization: Bearer <token>'")
         if hmac.compare_digest(given.encode(), expected):
             request[ACTOR] = "operator"
+            request[ROLE] = "operator"
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
         record = tokens.record_for(bearer.strip()) if tokens is not None and scheme == "Bearer" else None
         if record is None:
             return json_error(401, "invalid token")
-        request[ACTOR] = f"agent:{record.agent_id}"
+        request[ACTOR] = f"{record.role}:{record.agent_id}"
+        request[ROLE] = record.role
         request[AGENT] = record.agent_id
         request[TOKEN_ID] = record.token_id
         return await handler(request)
@@ -90,60 +99,27 @@ def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
 
 
 def authorize(deps: ApiDeps | None) -> Middleware:
-    """An agent reaches only its own things (``agent_refusal``): 403 with the reason."""
+    """Agent and supervisor tokens reach what ``services.api.access.RULES`` says: 403 with the reason."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         agent_id = request.get(AGENT)
         if deps is not None and agent_id is not None:
-            refusal = agent_refusal(deps, agent_id, request.method, request.path)
-            if refusal is not None:
-                return json_error(403, refusal)
+            custody = request.app.get(CUSTODY)
+            why = agent_refusal(deps, agent_id, request.method, request.path, custody=custody, role=role_of(request))
+            if why is not None:
+                return json_error(403, why)
         return await handler(request)
 
     return middleware
 
 
-def agent_refusal(deps: ApiDeps, agent_id: str, method: str, path: str) -> str | None:
-    """Why ``agent_id`` may not do ``method path`` (None: it may)."""
-    if path.startswith("/v1/agent/"):
-        return None
+def agent_refusal(
+    deps: ApiDeps, agent_id: str, method: str, path: str, *, custody: Custody | None = None, role: Role = "agent"
+) -> str | None:
+    """Why a ``role`` token of ``agent_id`` may not do ``method path`` (None: it may)."""
     state = deps.live.state
-    if m := _CONVERSATION_ACTION.match(path):
-        cid, action = m.group(1), m.group(2)
-        conv = state.conversations.get(cid)
-        if conv is None:
-            return None  # the handler answers 404
-        if conv.agent_id != agent_id or conv.status not in ("offered", "assigned"):
-            return f"conversation {cid} is not offered or assigned to you"
-        if action in ("accept", "decline") and conv.status != "offered":
-            return f"conversation {cid} has no open offer for you"
-        if action not in ("accept", "decline") and conv.status != "assigned":
-            # Replying to a customer and then letting the offer lapse to someone else would
-            # leave two agents talking to one customer.
-            return f"conversation {cid} is offered to you: accept it first"
-        return None
-    if (m := _TIMELINE.match(path)) and method == "GET":
-        customer_id = m.group(1)
-        # After a merge the agent's conversation keeps the merged customer's id; the agent
-        # may read that part and the survivor's whole timeline.
-        mine = any(
-            c.agent_id == agent_id and customer_id in _customer_and_survivors(state, c.customer_id)
-            for c in state.conversations.values()
-        )
-        return None if mine else "you hold no conversation of this customer"
-    if (m := _AGENT_SELF.match(path)) and (method == "GET" or m.group(2)):
-        return None if m.group(1) == agent_id else "an agent token acts only for its own agent"
-    return "agent tokens may not use this endpoint (operator only)"
-
-
-def _customer_and_survivors(state: RouterState, customer_id: str) -> set[str]:
-    """``customer_id`` and every customer it was merged into, merges of merges included."""
-    found = {customer_id}
-    current = state.customers.get(customer_id)
-    for _ in range(64):  # the fold refuses merge cycles; bounded anyway
-        if current is None or current.merged_into is None:
-            break
-        found.add(current.merged_into)
-        current = state.customers.get(current.merged_into)
-    return found
+    agent = state.agents.get(agent_id)
+    if agent is not None and not getattr(agent, "active", True):
+        return f"agent {agent_id} is deactivated"
+    return refusal(role, agent_id, method, path, state, custody)

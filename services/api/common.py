@@ -14,7 +14,10 @@ from nats.aio.client import Client as NATS
 from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
+from services.api.console_settings import ConsoleSettings
 from services.api.readmodel import LiveState
+from services.api.registry import Registry
+from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
 from services.timelines.store import TimelineStore
 
@@ -40,6 +43,14 @@ class ApiDeps:
     signing_key: str = ""
     # Replicas of a bucket the API creates when it is missing ([nats] replicas).
     replicas: int = 1
+    # The Slack app (/slack/interactions, /slack/events): signing secret, users, bot token.
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    # The console's workspace: canned replies, the CRM link ([console], services.api.canned).
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    # The [connectors.<name>] tables: the credentials to fetch provider media (services.api.attachments).
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The skills and languages agents and transfers may name ([routing], services.api.registry).
+    registry: Registry = field(default_factory=Registry)
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

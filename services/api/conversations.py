@@ -20,10 +20,11 @@ from events.model import (
     ReplyRequested,
 )
 from events.store import ConcurrencyError
-from router.state import ConversationView
-from services.api import replies
+from router.state import ConversationView, RouterState
+from services.api import access, replies
+from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
-from services.api.views import conversation_json, effective_json, queues_json, summary_json
+from services.api.views import conversation_json, effective_json, queues_json, summary_json, waiting_because_json
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,8 @@ class TransferBody(msgspec.Struct, kw_only=True):
     to_skill: str | None = None
     to_tier: int | None = None
     note: str = ""
+    # A skill no active agent has is refused (409) unless this is set: then it waits for one.
+    queue_anyway: bool = False
 
 
 class EscalateBody(msgspec.Struct, kw_only=True):
@@ -49,6 +52,60 @@ class ReplyBody(msgspec.Struct, kw_only=True):
 
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
+
+
+def skill_holders(state: RouterState, skill: str) -> list[str]:
+    """Active agents with ``skill`` at any level (whatever their status: one may come online)."""
+    return [aid for aid, a in state.agents.items() if skill in a.profile.skills and getattr(a, "active", True)]
+
+
+# The events behind the commands, shared by the HTTP routes and the Slack app (slack_routes).
+
+
+def offer_answer(
+    deps: ApiDeps, conv: ConversationView, cid: str, agent_id: str, actor: str, *, accepted: bool
+) -> OfferAccepted | OfferDeclined:
+    cls = OfferAccepted if accepted else OfferDeclined
+    return cls(at=deps.clock(), customer_id=conv.customer_id, conversation_id=cid, agent_id=agent_id, actor=actor)
+
+
+def resolution(deps: ApiDeps, conv: ConversationView, cid: str, actor: str) -> ConversationResolved:
+    return ConversationResolved(
+        at=deps.clock(),
+        customer_id=conv.customer_id,
+        conversation_id=cid,
+        agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
+        actor=actor,
+    )
+
+
+async def reply_request(
+    deps: ApiDeps, conv: ConversationView, cid: str, text: str, actor: str, reply_id: str = ""
+) -> tuple[ReplyRequested, replies.ReplyRoute] | None:
+    """The reply event and where it goes; None when the conversation has no address to reply to."""
+    route = await replies.reply_route(deps.store, conv.customer_id, cid)
+    if route is None:
+        return None
+    event = ReplyRequested(
+        at=deps.clock(),
+        customer_id=conv.customer_id,
+        conversation_id=cid,
+        channel=conv.channel,
+        reply_id=reply_id or "rp_" + uuid.uuid4().hex[:20],
+        agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
+        text=text,
+        actor=actor,
+    )
+    return event, route
+
+
+async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.ReplyRoute) -> None:
+    """After the reply is in the log: from here on it will go out. Queue it now; if that
+    fails, the relay (replies.py) queues it from the log a little later."""
+    try:
+        await replies.queue(deps.nc, replies.deliver_command(event, route), deps.store.cipher)
+    except Exception as err:
+        log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))
 
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:
@@ -76,6 +133,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def list_conversations(request: web.Request) -> web.Response:
         status = request.query.get("status")
         agent = request.query.get("agent")
+        if role_of(request) == "agent":  # only hers (services.api.access)
+            custody = request.app.get(access.CUSTODY)
+            return await access.agent_conversations(deps, custody, request[AGENT], status, agent)
         if status == "resolved":
             if deps.timelines is None:
                 return json_error(503, "resolved conversations are read from the timelines, not available here")
@@ -95,7 +155,13 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         state = deps.live.state
         conv = state.conversations.get(cid)
         if conv is not None:
-            return ok({**conversation_json(cid, conv), "effective": effective_json(state, conv, deps.policy)})
+            return ok(
+                {
+                    **conversation_json(cid, conv),
+                    "effective": effective_json(state, conv, deps.policy),
+                    "waiting_because": waiting_because_json(state, conv, deps.clock(), deps.policy),
+                }
+            )
         # The routing view forgets resolved conversations; their summary lives on.
         summary = await deps.timelines.conversation(cid) if deps.timelines else None
         if summary is None:
@@ -115,10 +181,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         agent_id = body.agent_id or conv.agent_id
         if agent_id != conv.agent_id:
             return json_error(409, f"the open offer is for another agent, not {agent_id}")
-        cls = OfferAccepted if accepted else OfferDeclined
-        event = cls(
-            at=deps.clock(), customer_id=conv.customer_id, conversation_id=cid, agent_id=agent_id, actor=request[ACTOR]
-        )
+        event = offer_answer(deps, conv, cid, agent_id, request[ACTOR], accepted=accepted)
         return await command(event, conv, cid)
 
     @r.post("/v1/conversations/{id}/accept")
@@ -137,6 +200,14 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(400, "name a target: to_agent, to_skill or to_tier")
         if body.to_agent and body.to_agent not in deps.live.state.agents:
             return json_error(404, f"no agent {body.to_agent}")
+        if body.to_agent and not getattr(deps.live.state.agents[body.to_agent], "active", True):
+            return json_error(409, f"agent {body.to_agent} is deactivated")
+        if body.to_skill and (refusal := deps.registry.unknown_skills([body.to_skill])):
+            return json_error(400, refusal.reason, **refusal.extra("skill"))
+        if body.to_skill and not body.queue_anyway and not skill_holders(deps.live.state, body.to_skill):
+            return json_error(
+                409, f"no agent has skill {body.to_skill}", hint='send "queue_anyway": true to let it wait for one'
+            )
         if body.to_tier is not None and not 1 <= body.to_tier <= 3:
             return json_error(400, TIER_RANGE)
         conv = conversation(cid)
@@ -176,14 +247,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def resolve(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         conv = conversation(cid)
-        event = ConversationResolved(
-            at=deps.clock(),
-            customer_id=conv.customer_id,
-            conversation_id=cid,
-            agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
-            actor=request[ACTOR],
-        )
-        return await command(event, conv, cid)
+        return await command(resolution(deps, conv, cid, request[ACTOR]), conv, cid)
 
     @r.post("/v1/conversations/{id}/reply")
     async def reply(request: web.Request) -> web.Response:
@@ -192,28 +256,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if not body.text.strip():
             return json_error(400, "text is empty")
         conv = conversation(cid)
-        route = await replies.reply_route(deps.store, conv.customer_id, cid)
-        if route is None:
+        prepared = await reply_request(deps, conv, cid, body.text, request[ACTOR])
+        if prepared is None:
             return json_error(409, f"conversation {cid} has no customer address to reply to")
-        reply_id = "rp_" + uuid.uuid4().hex[:20]
-        event = ReplyRequested(
-            at=deps.clock(),
-            customer_id=conv.customer_id,
-            conversation_id=cid,
-            channel=conv.channel,
-            reply_id=reply_id,
-            agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
-            text=body.text,
-            actor=request[ACTOR],
-        )
-        response = await command(event, conv, cid, status=202)
+        response = await command(prepared[0], conv, cid, status=202)
         if response.status == 202:
-            # The reply is in the log: from here on it will go out. Queue it now; if that
-            # fails, the relay (replies.py) queues it from the log a little later.
-            try:
-                await replies.queue(deps.nc, replies.deliver_command(event, route), deps.store.cipher)
-            except Exception as err:
-                log.warning("reply.queue_deferred", conversation_id=cid, customer_id=conv.customer_id, error=repr(err))
+            await queue_reply(deps, *prepared)
         return response
 
     return r

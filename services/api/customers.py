@@ -7,28 +7,46 @@ import re
 from typing import Any
 
 import msgspec
+import structlog
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
-from events.model import CHANNEL_PATTERN, CHANNELS
+from events import subjects
+from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
 from events.personal import CustomerKeys
+from events.store import ConcurrencyError, StoredEvent
+from services.api import attachments, workspace
+from services.api import customer_panel as panel
 from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
-from services.customers.service import KNOWN_FLAGS, check_customer_id
+from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
 from services.identity import InvalidAddress
 
 __all__ = ["KNOWN_FLAGS", "routes"]
+
+log = structlog.get_logger(__name__)
+
+# Attempts at a guarded profile append before answering 409 (other changes kept landing first).
+PROFILE_CONFLICT_RETRIES = 5
 
 # A timeline filters by any channel name (a connector package may bring its own channel);
 # a string that cannot be one is refused.
 CHANNEL_NAME = re.compile(CHANNEL_PATTERN)
 
 
-class ProfileBody(msgspec.Struct, kw_only=True):
-    tier: str = "standard"
-    flags: tuple[str, ...] = ()
-    preferred_language: str | None = None
-    crm_id: str | None = None
+class ProfileBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT`` and ``PATCH /v1/customers/{id}``: only the fields named change; ``null`` clears
+    a nullable one. A misspelt field is refused (400) rather than ignored."""
+
+    tier: str | UnsetType = UNSET
+    flags: tuple[str, ...] | UnsetType = UNSET  # replaces the customer's flags
+    preferred_language: str | UnsetType | None = UNSET
+    crm_id: str | UnsetType | None = UNSET
+    name: str | UnsetType | None = UNSET
+
+    def named(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
 
 
 class LinkBody(msgspec.Struct, kw_only=True):
@@ -48,9 +66,28 @@ def _refusal(err: CustomerError) -> web.Response:
     return json_error(err.status, err.reason, **err.extra)
 
 
+def _last_profile(stored: list[StoredEvent]) -> CustomerProfileUpdated | None:
+    profiles = [e.event for e in stored if isinstance(e.event, CustomerProfileUpdated)]
+    return profiles[-1] if profiles else None
+
+
+def _profile_of(event: CustomerProfileUpdated) -> dict[str, Any]:
+    """What ``PUT``/``PATCH`` answer: the whole profile now."""
+    return {
+        "customer_id": event.customer_id,
+        "tier": event.tier,
+        "flags": list(event.flags),
+        "preferred_language": event.preferred_language,
+        "crm_id": event.crm_id,
+        "name": event.name,
+    }
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
+    workspace_facts = workspace.of(deps.live, deps.store)
+    links = attachments.links_for(deps)
 
     @r.get("/v1/customers")
     async def find_customers(request: web.Request) -> web.Response:
@@ -103,9 +140,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         """Profile, identities (also those of customers merged into it), merged_into."""
         customer_id = request.match_info["id"]
         try:
-            facts = await customers.facts(customer_id)
+            check_customer_id(customer_id)
+            stored = await customers.read_subject(subjects.customer_scope(customer_id))
         except CustomerError as err:
             return _refusal(err)
+        facts = fold_facts(customer_id, stored)
+        profile = _last_profile(stored)
         summary = await deps.timelines.customer(customer_id) if deps.timelines is not None else None
         if summary is None and not facts.exists:
             return json_error(404, f"no customer {customer_id}")
@@ -122,9 +162,14 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             )
         body["identities"] = sorted({*body["identities"], *await customers.identities(customer_id)})
         body["merged_into"] = await deps.directory.merged_into(customer_id) or body.get("merged_into")
+        # The console's customer panel (services.api.customer_panel).
+        state = deps.live.state
+        body["name"] = panel.display_name(workspace_facts, state, customer_id, profile.name if profile else None)
+        body["crm_url"] = panel.crm_url(deps.console.crm_url_template, body.get("crm_id"))
+        body["conversations"] = await panel.conversations(deps.timelines, state, customer_id)
         if facts.erased or body.get("erased"):
-            # Nothing personal is left to show: no addresses, no CRM id.
-            body.update(erased=True, identities=[], crm_id=None)
+            # Nothing personal is left to show: no addresses, no CRM id, no name.
+            body.update(erased=True, identities=[], crm_id=None, name=None, crm_url=None)
         return ok(body)
 
     @r.get("/v1/customers/{id}/timeline")
@@ -158,28 +203,57 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             if not facts.exists:
                 return json_error(404, f"no customer {customer_id}")
         entries = await deps.timelines.timeline(customer_id, after=after, limit=limit, channel=channel)
-        items = msgspec.to_builtins(entries)
+        items = links.with_urls(msgspec.to_builtins(entries), request[ACTOR])  # attachments.py
         next_after = items[-1]["seq"] if len(items) == limit else None
         return ok({"customer_id": customer_id, "entries": items, "next_after": next_after})
 
-    @r.put("/v1/customers/{id}")
-    async def put_profile(request: web.Request) -> web.Response:
-        """Tier, flags, preferred language and CRM id: the router sees a change at once."""
+    async def change_profile(request: web.Request) -> web.Response:
+        """The customer's last ``CustomerProfileUpdated`` (it carries the whole profile) with the
+        named fields changed, appended guarded by the ``_customer`` subject's last sequence:
+        what the body does not name is kept, also when two changes race."""
         customer_id = request.match_info["id"]
         body = await read_body(request, ProfileBody)
-        profile = Profile(body.tier, tuple(body.flags), body.preferred_language, body.crm_id)
+        changes = body.named()
+        language = changes.get("preferred_language")
+        if language is not None and (refusal := deps.registry.unknown_languages([language])):
+            return json_error(400, refusal.reason, **refusal.extra("language"))
         try:
             check_customer_id(customer_id)
-            customers.check_profile(profile)
             into = await deps.directory.merged_into(customer_id)
             if into is not None:
                 return json_error(
                     409, f"{customer_id} was merged into {into}; update that customer instead", merged_into=into
                 )
-            await customers.set_profile(customer_id, profile, request[ACTOR])
+            for _ in range(PROFILE_CONFLICT_RETRIES):
+                stored = await customers.read_subject(subjects.customer_scope(customer_id))
+                facts = fold_facts(customer_id, stored)
+                if not facts.exists:
+                    return json_error(404, f"no customer {customer_id}")
+                if facts.erased:
+                    return json_error(410, f"customer {customer_id} was erased")
+                current = _last_profile(stored) or CustomerProfileUpdated(at=deps.clock(), customer_id=customer_id)
+                event = msgspec.structs.replace(current, **changes, at=deps.clock(), actor=request[ACTOR])
+                customers.check_profile(Profile(event.tier, tuple(event.flags), event.preferred_language, event.crm_id))
+                if facts.profiled and _profile_of(event) == _profile_of(current):
+                    return ok(_profile_of(event))  # nothing changes: nothing appended
+                try:
+                    await deps.append(event, facts.last_seq)
+                except ConcurrencyError:
+                    continue  # another change landed first: apply ours to it
+                log.info("api.customer_profile_changed", customer_id=customer_id, fields=sorted(changes))
+                return ok(_profile_of(event))
         except CustomerError as err:
             return _refusal(err)
-        return ok({"customer_id": customer_id, **msgspec.to_builtins(body)})
+        return json_error(409, "the customer kept changing meanwhile; try again")
+
+    @r.put("/v1/customers/{id}")
+    async def put_profile(request: web.Request) -> web.Response:
+        """Tier, flags, preferred language, CRM id and name: the router sees a change at once."""
+        return await change_profile(request)
+
+    @r.patch("/v1/customers/{id}")
+    async def patch_profile(request: web.Request) -> web.Response:
+        return await change_profile(request)
 
     @r.post("/v1/customers/{id}/identities")
     async def link_identity(request: web.Request) -> web.Response:

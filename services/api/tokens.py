@@ -6,9 +6,11 @@ The token table is the fold of ``AgentTokenIssued`` / ``AgentTokenRevoked`` on
 
 Anything with NATS access could publish an ``AgentTokenIssued`` of its own making, so the
 event carries a ``proof``: an HMAC-SHA256 by the API, with its signing key (``[api]
-signing_key``, generated once by ``relaydesk up``), over agent id, token id and token hash.
-The table ignores (logs and counts) a token without a valid proof: a forged one never
-authenticates, and rotating the signing key invalidates every token issued before.
+signing_key``, generated once by ``relaydesk up``), over agent id, token id, token hash and
+(for any role but ``agent``) the role. The table ignores (logs and counts) a token without a
+valid proof: a forged one never authenticates, a role written into the event by anyone but
+the API fails the proof, and rotating the signing key invalidates every token issued before.
+Tokens issued before roles existed are agent tokens, and their proof (without a role) holds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "rdat_"
 PROOF_CONTEXT = "relaydesk agent token v1"
+ROLE_PROOF_CONTEXT = "relaydesk token with role v2"
+ROLES = ("agent", "supervisor")
 
 TOKENS_REFUSED = Counter(
     "relaydesk_agent_tokens_refused_total",
@@ -49,9 +53,13 @@ def signing_key(configured: str, operator_token: str) -> bytes:
     return hmac.new(operator_token.encode(), b"relaydesk api signing key v1", hashlib.sha256).digest()
 
 
-def token_proof(key: bytes, agent_id: str, token_id: str, token_hash: str) -> str:
-    """HMAC-SHA256 over the token's identity, unambiguous whatever the ids hold."""
-    message = msgspec.json.encode([PROOF_CONTEXT, agent_id, token_id, token_hash])
+def token_proof(key: bytes, agent_id: str, token_id: str, token_hash: str, role: str = "agent") -> str:
+    """HMAC-SHA256 over the token's identity and role, unambiguous whatever the ids hold. An
+    agent token's message is the one used before roles existed, so those tokens stay valid."""
+    if role == "agent":
+        message = msgspec.json.encode([PROOF_CONTEXT, agent_id, token_id, token_hash])
+    else:
+        message = msgspec.json.encode([ROLE_PROOF_CONTEXT, agent_id, token_id, token_hash, role])
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -71,6 +79,7 @@ class TokenRecord:
     label: str
     issued_at: str
     revoked: bool = False
+    role: str = "agent"  # or "supervisor" (services.api.access)
 
 
 class TokenTable:
@@ -84,8 +93,8 @@ class TokenTable:
         self.by_id: dict[str, TokenRecord] = {}
         self.refused = 0
 
-    def proof(self, agent_id: str, token_id: str, token_hash: str) -> str:
-        return token_proof(self.key, agent_id, token_id, token_hash)
+    def proof(self, agent_id: str, token_id: str, token_hash: str, role: str = "agent") -> str:
+        return token_proof(self.key, agent_id, token_id, token_hash, role)
 
     def _refuse(self, stored: StoredEvent, event: AgentTokenIssued, reason: str) -> None:
         self.refused += 1
@@ -103,15 +112,21 @@ class TokenTable:
     def apply(self, stored: StoredEvent) -> None:
         event = stored.event
         if isinstance(event, AgentTokenIssued):
-            expected = self.proof(event.agent_id, event.token_id, event.token_hash)
+            role = event.role
+            expected = self.proof(event.agent_id, event.token_id, event.token_hash, role)
             if not hmac.compare_digest(event.proof.encode(), expected.encode()):
                 self._refuse(stored, event, "no valid proof: not issued by this API, or before its signing key changed")
+                return
+            if role not in ROLES:
+                self._refuse(stored, event, f"unknown role {role!r}")
                 return
             if event.token_id in self.by_id:
                 # A copy of an earlier issue (say, replayed after its revocation) revives nothing.
                 self._refuse(stored, event, "token id issued before")
                 return
-            record = TokenRecord(event.agent_id, event.token_id, event.token_hash, event.label, event.at.isoformat())
+            record = TokenRecord(
+                event.agent_id, event.token_id, event.token_hash, event.label, event.at.isoformat(), role=role
+            )
             self.by_hash[event.token_hash] = record
             self.by_id[event.token_id] = record
         elif isinstance(event, AgentTokenRevoked):
@@ -125,8 +140,9 @@ class TokenTable:
         return msgspec.msgpack.encode([dataclasses.astuple(r) for r in self.by_id.values()])
 
     def load(self, data: bytes) -> None:
-        rows = msgspec.msgpack.decode(data, type=list[tuple[str, str, str, str, str, bool]])
-        records = [TokenRecord(*row) for row in rows]
+        # Rows saved before roles existed have six fields (the role defaults to agent).
+        rows = msgspec.msgpack.decode(data, type=list[list[str | bool]])
+        records = [TokenRecord(*row) for row in rows]  # type: ignore[arg-type]
         self.by_id = {r.token_id: r for r in records}
         self.by_hash = {r.token_hash: r for r in records if not r.revoked}
 
@@ -158,6 +174,7 @@ def install(app: web.Application, table: TokenTable, live: LiveState) -> None:
 
 class IssueBody(msgspec.Struct, kw_only=True):
     label: str = ""
+    role: str = "agent"  # or "supervisor"
 
 
 def record_json(record: TokenRecord) -> dict[str, object]:
@@ -167,6 +184,7 @@ def record_json(record: TokenRecord) -> dict[str, object]:
         "label": record.label,
         "issued_at": record.issued_at,
         "revoked": record.revoked,
+        "role": record.role,
     }
 
 
@@ -186,6 +204,8 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
         if aid not in deps.live.state.agents:
             return json_error(404, f"no agent {aid}")
         body = await read_body(request, IssueBody)
+        if body.role not in ROLES:
+            return json_error(400, f"role is one of {', '.join(ROLES)}")
         token = new_token()
         token_id = "tk_" + uuid.uuid4().hex[:16]
         token_hash = hash_token(token)
@@ -196,10 +216,11 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
             token_hash=token_hash,
             label=body.label[:200],
             actor=request[ACTOR],
-            proof=table.proof(aid, token_id, token_hash),
+            proof=table.proof(aid, token_id, token_hash, body.role),
+            role=body.role,
         )
         await deps.append(event, None)
-        log.info("api.agent_token_issued", agent_id=aid, token_id=token_id)
+        log.info("api.agent_token_issued", agent_id=aid, token_id=token_id, role=body.role)
         answer = record_json(table.by_id[token_id])
         return ok({**answer, "token": token, "note": "shown once; only its hash is kept"}, status=201)
 

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from router.effective import effective
+from router.explain import explained_queues, waiting_because
 from router.index import signature
 from router.policy import RouterPolicy
 from router.queues import held_summaries, queue_summaries
@@ -61,6 +62,8 @@ def agent_json(agent_id: str, agent: AgentView) -> dict[str, Any]:
         "id": agent_id,
         "name": agent.profile.name,
         "status": agent.status,
+        # False once deactivated (DELETE /v1/agents/{id}); read defensively for older views.
+        "active": bool(getattr(agent, "active", True)),
         "tier": agent.profile.tier,
         "skills": agent.profile.skills,
         "languages": agent.profile.languages,
@@ -72,7 +75,16 @@ def agent_json(agent_id: str, agent: AgentView) -> dict[str, Any]:
     }
 
 
+def waiting_because_json(state: RouterState, conv: ConversationView, now: datetime, policy: RouterPolicy) -> Any:
+    """Why a waiting or offered conversation has no agent working it (eligible agents and the
+    first blocking requirement, see ``router.explain``); None for other statuses."""
+    return msgspec.to_builtins(waiting_because(state, conv, now, policy))
+
+
 def queues_json(state: RouterState, now: datetime, policy: RouterPolicy) -> dict[str, Any]:
-    queues = msgspec.to_builtins(queue_summaries(state, now.timestamp(), policy))
+    # Each queue says why its work waits (eligible agents, blocking): O(queues x agents) here,
+    # never in the router's loop (its queue gauges use the plain summaries).
+    summaries = queue_summaries(state, now.timestamp(), policy)
+    queues = msgspec.to_builtins(explained_queues(state, summaries, now, policy))
     held = msgspec.to_builtins(held_summaries(state, now.timestamp()))
     return {"queues": queues, "held_for_agents": held, "total_waiting": sum(q["waiting"] for q in queues)}

@@ -1,6 +1,7 @@
-"""The agent console: one static page (HTML + JS, no build step) served by the API at
-``/console``. The page itself needs no token; everything it shows comes from the API with
-the token the user typed (kept in sessionStorage, sent as a bearer header)."""
+"""The agent console: one static page (HTML + JS modules, no build step) served by the API at
+``/console``. The page itself needs no token; everything it shows comes from the API. The
+token typed once is exchanged for an HttpOnly session cookie (``services.api.session``): the
+page's scripts never hold it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 STATIC = Path(__file__).parent / "static"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-FILES = ("index.html", "console.js", "console.css")
+FILES = ("index.html", "console.js", "core.js", "workspace.js", "supervisor.js", "console.css")
 HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",

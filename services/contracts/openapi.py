@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from services.api.access import roles_reaching
 from services.api.idempotency import COMMAND_METHODS, HEADER, MAX_KEY_LENGTH, REPLAYED
 from services.contracts import responses as rs
 from services.contracts.routes import ROUTES, Route, by_key
@@ -22,10 +23,13 @@ delivery records, parked messages and service reports.
 Authentication is a bearer token: the operator token (`[api] token`) acts as `operator` on
 everything; an agent token (issued with `POST /v1/agents/{id}/tokens`) acts for its agent and
 reaches only its own things (its record and status, `/v1/agent/...`, the conversations offered
-or assigned to it and their customers' timelines); anything else answers 403 with a reason.
+or assigned to it or that it held, and their customers); a supervisor token (issued with
+`"role": "supervisor"`) also sees every queue, conversation, agent and customer, moves work and
+sets agents' status, and administers nothing. Each operation's `security` lists the tokens that
+may call it (the rules: `services.api.access.RULES`); anything else answers 403 with a reason.
 
 Every refusal is JSON `{"error": "<reason>"}` (schema `Error`), sometimes with more keys.
-Commands (POST, PUT, DELETE under `/v1`) take an `Idempotency-Key` header: a retry with the
+Commands (POST, PUT, PATCH, DELETE under `/v1`) take an `Idempotency-Key` header: a retry with the
 same key answers the first result (with `Idempotent-Replayed: true`) and does the thing once.
 """
 
@@ -41,10 +45,13 @@ def _errors(route: Route) -> dict[int, str]:
         out[400] = "the body is not valid JSON or does not fit the schema"
     if route.auth:
         out[401] = "missing, unknown or revoked token"
+        reach = roles_reaching(route.method, route.path)
         out[403] = (
             "an agent token reaching beyond its own agent and conversations"
-            if "agent" in route.auth
-            else "an agent token (operators only)"
+            if "agent" in reach
+            else "an agent token (operators and supervisors only)"
+            if "supervisor" in reach
+            else "an agent or supervisor token (operators only)"
         )
     if is_command(route):
         out[409] = "the first request with this Idempotency-Key is still running"
@@ -89,9 +96,7 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         "operationId": route.method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", route.path).rstrip("_"),
         "summary": route.summary,
         "tags": [route.tag],
-        "security": [{"operatorToken": []}, *([{"agentToken": []}] if "agent" in route.auth else [])]
-        if route.auth
-        else [],
+        "security": [{f"{role}Token": []} for role in roles_reaching(route.method, route.path)] if route.auth else [],
     }
     params = _parameters(route)
     if params:
@@ -152,6 +157,12 @@ def build() -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "rdat_…",
                     "description": "an agent token (POST /v1/agents/{id}/tokens): acts for its agent only",
+                },
+                "supervisorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "rdat_…",
+                    "description": 'a supervisor token (POST /v1/agents/{id}/tokens with "role": "supervisor")',
                 },
             },
             "parameters": {

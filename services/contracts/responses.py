@@ -16,7 +16,9 @@ from typing import Any
 import msgspec
 
 from events.model import DecisionReason, Requirements
-from router.queues import HeldSummary, QueueSummary
+from router.explain import ExplainedQueue, WaitingBecause
+from router.queues import HeldSummary
+from services.api.customer_panel import PanelConversation
 from services.customers.erase import ErasureReport
 from services.delivery.records import DeliveryRecord
 from services.timelines.rows import CustomerSummary, TimelineEntry
@@ -51,6 +53,7 @@ __all__ = [
     "Timeline",
     "TokenList",
     "TokenRecord",
+    "WorkCustomer",
     "WorkItem",
 ]
 
@@ -91,6 +94,7 @@ class Agent(msgspec.Struct, kw_only=True):
     id: str
     name: str
     status: str
+    active: bool  # false once deactivated (DELETE /v1/agents/{id})
     tier: int
     skills: dict[str, int]
     languages: dict[str, int]
@@ -136,6 +140,8 @@ class Conversation(msgspec.Struct, kw_only=True):
     waiting_since: datetime | None = None
     offer_expires_at: datetime | None = None
     effective: Effective | None = None
+    # Waiting or offered: eligible agents and the first blocking requirement (null otherwise).
+    waiting_because: WaitingBecause | None = None
     last_activity_at: datetime | None = None
     resolved_at: datetime | None = None
     message_count: int | None = None
@@ -155,14 +161,26 @@ class CommandResult(msgspec.Struct, kw_only=True):
 
 
 class Queues(msgspec.Struct, kw_only=True):
-    queues: list[QueueSummary]
+    queues: list[ExplainedQueue]
     held_for_agents: list[HeldSummary]
     total_waiting: int
+
+
+class WorkCustomer(msgspec.Struct, kw_only=True):
+    """Who the customer is, for the console's work list (services.api.workspace)."""
+
+    name: str | None
+    address: str | None  # masked: "+1 •••• 0142", "a•••@example.com"
+    tier: str
+    flags: list[str]
 
 
 class WorkItem(Conversation, kw_only=True):
     customer_tier: str = "standard"
     customer_flags: list[str] = []
+    customer: WorkCustomer | None = None
+    preview: str | None = None  # the customer's last message, first 80 characters
+    subject: str | None = None  # the email subject, when the conversation came by email
 
 
 class AgentWork(msgspec.Struct, kw_only=True):
@@ -177,6 +195,7 @@ class AgentMe(msgspec.Struct, kw_only=True):
 
     actor: str
     operator: bool
+    role: str = "operator"  # "operator", "supervisor" or "agent" (services.api.access)
     agent: Agent | None = None
     offers: list[WorkItem] = []
     assigned: list[WorkItem] = []
@@ -189,6 +208,10 @@ class Customer(CustomerSummary, frozen=True, kw_only=True):
     identities and no CRM id."""
 
     identity: str | None = None
+    # GET /v1/customers/{id} only: the console's customer panel (services.api.customer_panel).
+    name: str | None = None
+    crm_url: str | None = None
+    conversations: list[PanelConversation] = []
 
 
 class CustomerList(msgspec.Struct, kw_only=True):
@@ -208,6 +231,7 @@ class ProfileResult(msgspec.Struct, kw_only=True):
     flags: list[str]
     preferred_language: str | None
     crm_id: str | None
+    name: str | None = None
 
 
 class LinkResult(msgspec.Struct, kw_only=True):
@@ -230,6 +254,7 @@ class TokenRecord(msgspec.Struct, kw_only=True):
     label: str
     issued_at: datetime
     revoked: bool
+    role: str = "agent"  # or "supervisor"
 
 
 class IssuedToken(TokenRecord, kw_only=True):

@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from events.model import AgentProfile
-from services.api import agent_api, agents, conversations, customers, tokens
+from services.api import agent_api, agents, canned, conversations, customers, notes, registry, session, tokens
 from services.contracts import responses as rs
 
-# Who may call: the operator's bearer token, an agent token (for the agent's own things only,
-# see services.api.auth.agent_refusal), or nobody needs a token.
+# Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
+# agent) the document lists comes from the access table, services.api.access.RULES.
 Auth = Literal["operator", "agent"]
 OPERATOR: tuple[Auth, ...] = ("operator",)
 BOTH: tuple[Auth, ...] = ("operator", "agent")
@@ -65,6 +64,13 @@ CONVERSATION_COMMAND = {
     410: "the customer was erased: nothing about them can be recorded",
 }
 
+PROFILE_ERRORS = {
+    400: "invalid profile or unknown language",
+    404: "no such customer",
+    409: "the customer was merged into another, or kept changing",
+    410: "the customer was erased",
+}
+
 ROUTES: tuple[Route, ...] = (
     # --- no token -------------------------------------------------------------------
     Route("GET", "/healthz", "Liveness", "health", {200: rs.Health}, auth=PUBLIC),
@@ -95,17 +101,79 @@ ROUTES: tuple[Route, ...] = (
         auth=PUBLIC,
         errors={404: "no such file"},
     ),
+    Route(
+        "POST",
+        "/v1/session",
+        "Sign the console in: the token exchanged for an HttpOnly session cookie (services.api.session)",
+        "console",
+        {200: session.SessionInfo},
+        auth=PUBLIC,
+        body=session.SessionBody,
+        body_required=True,
+        errors={401: "invalid token", 403: "a cross-site sign-in"},
+    ),
+    Route(
+        "DELETE",
+        "/v1/session",
+        "Sign the console out: the session cookie expires",
+        "console",
+        {200: session.SignedOut},
+        auth=PUBLIC,
+        errors={403: "a cross-site request (no Origin of this host, no X-Relaydesk-CSRF header)"},
+    ),
     # --- agents ---------------------------------------------------------------------
     Route("GET", "/v1/agents", "List agents with status and load", "agents", {200: rs.AgentList}),
     Route("GET", "/v1/agents/{id}", "One agent", "agents", {200: rs.Agent}, auth=BOTH, errors={404: "no such agent"}),
     Route(
         "PUT",
         "/v1/agents/{id}",
-        "Create or replace an agent's profile (channels left out keep their default capacity)",
+        "Create an agent or change its profile: fields left out are kept (a new agent: the defaults)",
         "agents",
         {200: rs.Agent, 201: rs.Agent},
-        body=AgentProfile,
-        errors={400: "invalid id or profile"},
+        body=agents.AgentChanges,
+        errors={400: "invalid id or profile, or an unknown skill or language", 409: "the agent kept changing"},
+    ),
+    Route(
+        "PATCH",
+        "/v1/agents/{id}",
+        "Change some fields of an agent's profile (the same as PUT: fields left out are kept)",
+        "agents",
+        {200: rs.Agent, 201: rs.Agent},
+        body=agents.AgentChanges,
+        errors={400: "invalid id or profile, or an unknown skill or language", 409: "the agent kept changing"},
+    ),
+    Route(
+        "DELETE",
+        "/v1/agents/{id}",
+        "Deactivate an agent: no new work, tokens refused, history kept (again: the same answer)",
+        "agents",
+        {200: rs.Agent},
+        body=agents.DeactivateBody,
+        errors={404: "no such agent", 409: "the agent kept changing"},
+    ),
+    Route(
+        "POST",
+        "/v1/agents/{id}/reactivate",
+        "Reactivate a deactivated agent (again: the same answer)",
+        "agents",
+        {200: rs.Agent},
+        errors={404: "no such agent", 409: "the agent kept changing"},
+    ),
+    Route(
+        "GET",
+        "/v1/skills",
+        "The skills agents, rules and transfers may name ([routing] skills)",
+        "agents",
+        {200: registry.SkillList},
+        auth=BOTH,
+    ),
+    Route(
+        "GET",
+        "/v1/languages",
+        "The languages agents and customers may name ([routing] languages)",
+        "agents",
+        {200: registry.LanguageList},
+        auth=BOTH,
     ),
     Route(
         "POST",
@@ -275,6 +343,53 @@ ROUTES: tuple[Route, ...] = (
             409: "the conversation changed meanwhile, or has no address to reply to",
         },
     ),
+    Route(
+        "POST",
+        "/v1/conversations/{id}/notes",
+        "Add an internal note (never sent to the customer; on the timeline as kind note)",
+        "conversations",
+        {201: notes.NoteResult},
+        auth=BOTH,
+        body=notes.NoteBody,
+        body_required=True,
+        errors={
+            400: "empty or too long text",
+            403: "not the agent holding the conversation",
+            404: "no such conversation",
+            410: "the customer was erased: nothing about them can be recorded",
+        },
+    ),
+    Route(
+        "GET",
+        "/v1/conversations/{id}/canned-replies",
+        "The canned replies ([console] canned_replies) with their placeholders filled for this conversation",
+        "conversations",
+        {200: canned.CannedReplies},
+        auth=BOTH,
+        errors={404: "no such open conversation"},
+    ),
+    Route(
+        "GET",
+        "/v1/canned-replies",
+        "The canned replies as configured ([console] canned_replies), placeholders unfilled",
+        "conversations",
+        {200: canned.CannedReplies},
+        auth=BOTH,
+    ),
+    Route(
+        "GET",
+        "/v1/attachments/{token}",
+        "An attachment's bytes, by the signed 5-minute link the timeline gives (services.api.attachments)",
+        "customers",
+        {200: "application/octet-stream"},
+        auth=BOTH,
+        errors={
+            403: "a forged, altered or expired link, or one made for another caller",
+            404: "no such message or attachment, or no longer stored",
+            410: "the customer was erased",
+            502: "the provider's media cannot be fetched (no credentials, refused, unreachable)",
+        },
+    ),
     # --- customers ------------------------------------------------------------------
     Route(
         "GET",
@@ -293,7 +408,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/customers/{id}",
-        "A customer: profile, identities, merges",
+        "A customer: profile, identities, merges, and for the console's panel name, CRM link, conversations",
         "customers",
         {200: rs.Customer},
         errors={400: "invalid customer id", 404: "no such customer"},
@@ -301,11 +416,20 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "PUT",
         "/v1/customers/{id}",
-        "Set a customer's tier, flags, preferred language and CRM id",
+        "Set a customer's tier, flags, preferred language, CRM id and name: fields left out are kept",
         "customers",
         {200: rs.ProfileResult},
         body=customers.ProfileBody,
-        errors={400: "invalid profile", 404: "no such customer", 409: "the customer was merged into another"},
+        errors=PROFILE_ERRORS,
+    ),
+    Route(
+        "PATCH",
+        "/v1/customers/{id}",
+        "Change some fields of a customer's profile (the same as PUT: fields left out are kept, null clears)",
+        "customers",
+        {200: rs.ProfileResult},
+        body=customers.ProfileBody,
+        errors=PROFILE_ERRORS,
     ),
     Route(
         "DELETE",
@@ -414,6 +538,33 @@ ROUTES: tuple[Route, ...] = (
             Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
         ),
         errors={400: "invalid query", 503: "the report projection is still folding the log, or NATS is away"},
+    ),
+    # --- the Slack app (no token: Slack's signature, services.api.slack_routes) ----------------
+    Route(
+        "POST",
+        "/slack/interactions",
+        "Slack interactivity: Accept / Decline / Resolve buttons (form field payload=, signed by Slack)",
+        "slack",
+        {200: dict[str, Any]},
+        auth=PUBLIC,
+        errors={
+            400: "no payload= form field holding JSON",
+            401: "X-Slack-Signature does not match, or X-Slack-Request-Timestamp is more than 5 minutes off",
+            404: "no [slack] signing_secret configured",
+        },
+    ),
+    Route(
+        "POST",
+        "/slack/events",
+        "Slack Events API: url_verification, and an agent's reply in a conversation's thread (signed by Slack)",
+        "slack",
+        {200: dict[str, Any]},
+        auth=PUBLIC,
+        errors={
+            400: "body is not a JSON object",
+            401: "X-Slack-Signature does not match, or X-Slack-Request-Timestamp is more than 5 minutes off",
+            404: "no [slack] signing_secret configured",
+        },
     ),
 )
 

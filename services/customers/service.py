@@ -56,6 +56,7 @@ class Profile:
     flags: tuple[str, ...] = ()
     preferred_language: str | None = None
     crm_id: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -90,7 +91,7 @@ def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
                 facts.identities.append(e.identity)
         elif isinstance(e, CustomerProfileUpdated):
             facts.profiled = True
-            facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id)
+            facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id, e.name)
         elif isinstance(e, CustomersMerged) and e.merged_id not in facts.merged:
             facts.merged.append(e.merged_id)
         elif isinstance(e, CustomerErased):
@@ -214,6 +215,7 @@ class Customers:
             flags=profile.flags,
             preferred_language=profile.preferred_language,
             crm_id=profile.crm_id,
+            name=profile.name,
             actor=actor,
         )
         try:

@@ -24,6 +24,7 @@ from events.model import (
     AgentTokenIssued,
     AgentTokenRevoked,
     ConversationAssigned,
+    ConversationEscalated,
     ConversationOpened,
     ConversationReleased,
     ConversationResolved,
@@ -81,8 +82,17 @@ class Facts:
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
-        self.state = evolve(self.state, stored.seq, stored.subject, event)
         notices: list[Notice] = []
+        if isinstance(event, ConversationResolved | ConversationTransferred | ConversationEscalated):
+            # Said before the fold forgets who held it (and, resolved, the facts to show).
+            held = self.state.conversations.get(event.conversation_id)
+            resolved = isinstance(event, ConversationResolved)
+            named = event.agent_id if isinstance(event, ConversationResolved) else event.from_agent
+            holder = named or (held.agent_id if held is not None else None)
+            if holder and (resolved or getattr(event, "to_agent", None) != holder):
+                kind = "resolved" if resolved else "transferred"
+                notices.append(self._notice(kind, holder, stored, event.conversation_id, event.customer_id))
+        self.state = evolve(self.state, stored.seq, stored.subject, event)
         if isinstance(event, AgentOffered):
             notices.append(self._notice("offer", event.agent_id, stored, event.conversation_id, event.customer_id))
         elif isinstance(event, ConversationAssigned):
@@ -93,6 +103,9 @@ class Facts:
             )
         elif isinstance(event, ConversationReleased):
             notices.append(self._notice("released", event.agent_id, stored, event.conversation_id, event.customer_id))
+        elif isinstance(event, OfferAccepted | OfferDeclined):
+            kind = "accepted" if isinstance(event, OfferAccepted) else "declined"
+            notices.append(self._notice(kind, event.agent_id, stored, event.conversation_id, event.customer_id))
         elif isinstance(event, MessageReceived):
             conv = self.state.conversations.get(event.conversation_id)
             if conv is not None and conv.status == "assigned" and conv.agent_id:
@@ -112,6 +125,7 @@ class Facts:
             "seq": stored.seq,
             "at": at.isoformat(),
             "agent_id": agent_id,
+            "agent_name": agent.profile.name if (agent := self.state.agents.get(agent_id)) else agent_id,
             "conversation": {
                 "id": cid,
                 "customer_id": customer_id,

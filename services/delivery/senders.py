@@ -11,10 +11,14 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from nats.js import JetStreamContext
 
-from services.delivery import render
+from services.delivery import render, teams
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.signing import HEADER, sign
+from services.delivery.slack_api import SlackApi
+from services.delivery.slack_app import SlackApp
+from services.delivery.slack_settings import SlackSettings
 
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 USER_AGENT = "Relaydesk-Delivery/1"
@@ -40,9 +44,18 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 class Senders:
-    def __init__(self, settings: DeliverySettings) -> None:
+    def __init__(
+        self, settings: DeliverySettings, *, slack: SlackSettings | None = None, js: JetStreamContext | None = None
+    ) -> None:
         self.settings = settings
         self._http: aiohttp.ClientSession | None = None
+        # Slack endpoints that name a channel post with the [slack] app's bot token (slack_app).
+        self.slack = slack or SlackSettings()
+        self.slack_app = (
+            SlackApp(SlackApi(self.slack, self.http, max_wait=settings.backoff_max), js, self.slack.slack_user_of)
+            if js is not None
+            else None
+        )
 
     async def close(self) -> None:
         if self._http is not None:
@@ -55,12 +68,16 @@ class Senders:
             )
         return self._http
 
-    async def send(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any]) -> Outcome:
+    async def send(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any], endpoint_id: str = "") -> Outcome:
         started = time.monotonic()
         if endpoint.kind == "webhook":
             outcome = await self._webhook(endpoint, delivery_id, body)
+        elif endpoint.slack_app:
+            outcome = await self._slack_app(endpoint_id or endpoint.id or endpoint.channel, endpoint, body)
         elif endpoint.kind == "slack":
             outcome = await self._post(endpoint.url, msgspec.json.encode(render.slack(body)), {})
+        elif endpoint.kind == "teams":
+            outcome = await self._post(endpoint.url, msgspec.json.encode(teams.message(body)), {})
         else:
             outcome = await self._email(endpoint, delivery_id, body)
         return Outcome(
@@ -75,6 +92,12 @@ class Senders:
             "X-Relaydesk-Notice": str(body.get("notice", "")),
         }
         return await self._post(endpoint.url, raw, headers)
+
+    async def _slack_app(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> Outcome:
+        if self.slack_app is None:
+            return Outcome(False, False, None, "slack app endpoints need the delivery service's NATS connection")
+        result = await self.slack_app.send(endpoint_id, endpoint, body)
+        return Outcome(result.ok, result.retryable, result.status_code, _short(result.error))
 
     async def _post(self, url: str, raw: bytes, headers: dict[str, str]) -> Outcome:
         try:

@@ -38,6 +38,7 @@ from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
+from services.delivery.slack_settings import SlackSettings, endpoint_problems
 from services.lease import Lease
 from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
@@ -57,7 +58,7 @@ def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
     return out
 
 
-def settings_problems(settings: DeliverySettings) -> list[str]:
+def settings_problems(settings: DeliverySettings, slack: SlackSettings | None = None) -> list[str]:
     problems = []
     for eid, endpoint in endpoint_ids(settings).items():
         try:
@@ -68,7 +69,9 @@ def settings_problems(settings: DeliverySettings) -> list[str]:
             problems.append(f"endpoint {eid}: name an agent (or '*') or a team")
         if endpoint.team and endpoint.team not in settings.teams:
             problems.append(f"endpoint {eid}: no team {endpoint.team!r} in [delivery.teams]")
-        if endpoint.kind in ("webhook", "slack") and not endpoint.url.startswith(("http://", "https://")):
+        if endpoint.kind == "slack":
+            problems += endpoint_problems(eid, endpoint.url, endpoint.channel, slack or SlackSettings())
+        elif endpoint.kind in ("webhook", "teams") and not endpoint.url.startswith(("http://", "https://")):
             problems.append(f"endpoint {eid}: {endpoint.kind} needs an http(s) url")
         if endpoint.kind == "webhook" and not endpoint.secret:
             problems.append(f"endpoint {eid}: a webhook needs a secret to sign with")
@@ -93,13 +96,14 @@ class DeliveryService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instance_id: str = "",
         replicas: int = 1,
+        slack: SlackSettings | None = None,
     ) -> None:
         self.store = reading_as(store, "delivery")
         self.replicas = replicas  # of the rd_deliveries bucket it creates ([nats] replicas)
         self.settings = settings
         self.endpoints = endpoint_ids(settings)
         self.facts = Facts(console_url=console_url, api_url=api_url, preview_lines=settings.preview_lines)
-        self.senders = Senders(settings)
+        self.senders = Senders(settings, slack=slack, js=self.store.js)
         self.clock = clock
         self.checkpoint = 0
         self._kv: KeyValue | None = None
@@ -122,7 +126,7 @@ class DeliveryService:
     def endpoints_for(self, agent_id: str, notice: str) -> list[tuple[str, Endpoint]]:
         out = []
         for eid, endpoint in self.endpoints.items():
-            if notice not in endpoint.notices:
+            if not endpoint.wants(notice):
                 continue
             if endpoint.agent in ("*", agent_id) or (
                 endpoint.team and agent_id in self.settings.teams.get(endpoint.team, ())
@@ -133,7 +137,7 @@ class DeliveryService:
     # -- running ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        problems = settings_problems(self.settings)
+        problems = settings_problems(self.settings, self.senders.slack)
         if problems:
             raise SystemExit("delivery: " + "; ".join(problems))
         if not self.endpoints or not self.settings.enabled:
@@ -362,7 +366,7 @@ class DeliveryService:
         done = sum(1 for a in record.attempts if a.round == record.rounds)
         outcome: Outcome | None = None
         for n in range(done + 1, self.settings.max_attempts + 1):
-            outcome = await self.senders.send(endpoint, record.id, record.body)
+            outcome = await self.senders.send(endpoint, record.id, record.body, record.endpoint_id)
             record.attempts.append(
                 Attempt(
                     round=record.rounds,

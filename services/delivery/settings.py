@@ -6,15 +6,40 @@ from typing import Literal
 
 import msgspec
 
-EndpointKind = Literal["webhook", "slack", "email"]
-NOTICE_KINDS: tuple[str, ...] = ("offer", "assigned", "message", "offer_expired", "released")
+EndpointKind = Literal["webhook", "slack", "email", "teams"]  # teams: a Workflows webhook (teams.py)
+NOTICE_KINDS: tuple[str, ...] = (
+    "offer",
+    "assigned",
+    "message",
+    "offer_expired",
+    "released",
+    "accepted",
+    "declined",
+    "resolved",
+    "transferred",
+)
+# A Slack app endpoint (one that names a `channel`) keeps the message it posted for a
+# conversation up to date whatever its `notices` say: these update it in place (or, for
+# "message", answer in its thread) rather than post a new one (services.delivery.slack_app).
+SLACK_IN_PLACE: tuple[str, ...] = (
+    "accepted",
+    "declined",
+    "offer_expired",
+    "released",
+    "resolved",
+    "transferred",
+    "message",
+)
 DEFAULT_NOTICES: tuple[str, ...] = ("offer", "assigned", "message")
 
 
 class Endpoint(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One place to notify. ``agent`` names one agent ("*": every agent); ``team`` names a
     list in ``[delivery.teams]``. ``url`` for webhook and slack, ``address`` for email;
-    ``secret`` signs webhooks (``X-Relaydesk-Signature``)."""
+    ``secret`` signs webhooks (``X-Relaydesk-Signature``). A slack endpoint posts either to an
+    incoming webhook (``url``) or, with the ``[slack]`` app's bot token, to ``channel``: a
+    channel id (``C0123ABCD``) or ``"dm"`` (each agent's direct messages with the app, the
+    agent's Slack user from ``[slack] users``), with Accept / Decline / Resolve buttons."""
 
     kind: EndpointKind
     id: str = ""  # default: "<agent or team>-<kind>-<n>"
@@ -24,6 +49,15 @@ class Endpoint(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     secret: str = ""
     address: str = ""
     notices: tuple[str, ...] = DEFAULT_NOTICES
+    channel: str = ""  # slack only: post with the Web API to this channel id, or "dm"
+
+    @property
+    def slack_app(self) -> bool:
+        """Posts with the Slack Web API (interactive), not an incoming webhook."""
+        return self.kind == "slack" and bool(self.channel)
+
+    def wants(self, notice: str) -> bool:
+        return notice in self.notices or (self.slack_app and notice in SLACK_IN_PLACE)
 
 
 class DeliverySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

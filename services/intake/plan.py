@@ -207,13 +207,22 @@ def plan(
             language=triage.language,
             attachments=message.attachments,
             # Where a reply must go (page, phone-number id, email thread) is the provider's
-            # business: kept as given, handed back to the connector with each reply.
-            metadata=dict(message.metadata),
+            # business: kept as given, handed back to the connector with each reply. The
+            # sender's display name (email From, WhatsApp profile) is kept for the console.
+            metadata=_with_sender_name(message),
         )
     )
     if not conv.routing_requested and not automatic:
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now))
     return events
+
+
+def _with_sender_name(message: InboundMessage) -> dict[str, str]:
+    """The message's metadata, with ``sender_name`` (sealed like the rest) when the connector heard one."""
+    metadata = dict(message.metadata)
+    if message.sender_name and "sender_name" not in metadata:
+        metadata["sender_name"] = message.sender_name[:200]
+    return metadata
 
 
 def _continued(history: CustomerHistory, message: InboundMessage) -> OpenConversation | None:

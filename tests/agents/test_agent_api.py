@@ -32,7 +32,7 @@ async def test_agent_tokens_are_issued_by_operators_hashed_and_revocable(s: Agen
     # An agent does not manage tokens, nor reach operator endpoints.
     status, body = await s.call("POST", "/v1/agents/ava/tokens", ava)
     assert status == 403, body
-    status, body = await s.call("GET", "/v1/agents", ava)
+    status, body = await s.call("GET", "/v1/dlq", ava)
     assert status == 403 and "operator" in body["error"]
     status, body = await s.call("GET", "/v1/deliveries", ava)
     assert status == 403, body

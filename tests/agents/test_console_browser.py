@@ -33,6 +33,11 @@ def visible(driver: Any, css: str, text: str | None = None, timeout: float = 15.
     return wait.until(found, f"no visible {css} with {text!r}")
 
 
+def displayed(driver: Any, css: str) -> bool:
+    """Whether any node matching ``css`` is on screen (a missing one is not)."""
+    return any(node.is_displayed() for node in driver.find_elements(By.CSS_SELECTOR, css))
+
+
 def click(driver: Any, css: str, timeout: float = 15.0) -> None:
     def clicked(d: Any) -> bool:
         visible(d, css, timeout=timeout).click()
@@ -85,17 +90,28 @@ async def test_an_agent_accepts_an_offer_and_replies_in_the_console(
         accepted = [e.event for e in await s.log(customer) if isinstance(e.event, OfferAccepted)]
         assert accepted[0].actor == "agent:ava"
 
-        # A new offer shows up live, without a reload; the token survives a reload (sessionStorage).
+        # A new offer shows up live, without a reload, with its countdown and a banner.
         _, second = await s.open()
-        await in_thread(lambda: visible(browser, f'#offers li[data-id="{second}"]'))
+        await in_thread(lambda: visible(browser, f'#offers li[data-id="{second}"] .countdown', " s"))
+        await in_thread(lambda: visible(browser, "#alert", "New offer on sms"))
+        # Signed in once per browser: a reload, or a new tab from a Slack or Teams link
+        # (#conversation=<id>), opens straight into the work, no token asked.
         await in_thread(browser.refresh)
         await in_thread(lambda: visible(browser, f'#offers li[data-id="{second}"]'))
-        # #accept=<id> (the link in Slack and email) selects the offer.
-        await in_thread(lambda: browser.get(s.api + f"/console#accept={second}"))
-        await in_thread(lambda: visible(browser, "#accept"))
-        assert (
-            await in_thread(lambda: browser.execute_script("return sessionStorage.getItem('relaydesk.token')")) == token
-        )
+
+        def open_link_in_a_new_tab() -> None:
+            browser.switch_to.new_window("tab")
+            browser.get(s.api + f"/console#conversation={second}")
+            visible(browser, "#who", "Ava")
+            visible(browser, "#accept")
+            visible(browser, f'#offers li.selected[data-id="{second}"]')
+            visible(browser, "#countdown", "s left to accept")
+            assert not displayed(browser, "#token")
+
+        await in_thread(open_link_in_a_new_tab)
+        # The page's scripts never hold the token: the session is an HttpOnly cookie.
+        storage = "return JSON.stringify(sessionStorage) + JSON.stringify(localStorage) + document.cookie"
+        assert token not in await in_thread(lambda: browser.execute_script(storage))
 
 
 async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: EmbeddedNats, browser: Any) -> None:
@@ -109,6 +125,7 @@ async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: Em
             click(browser, "#login-form button")
             visible(browser, "#who", "operator")
             visible(browser, "#agents td", "Ava")
-            visible(browser, "#queues td", "sms")
+            visible(browser, "#queues td", "SMS")
+            assert not displayed(browser, "#agent-view")  # an operator has no work list of her own
 
         await in_thread(look)

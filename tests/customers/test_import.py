@@ -4,6 +4,7 @@ second run imports nothing new (over a real nats-server)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -153,3 +154,21 @@ async def test_a_file_without_an_identity_column_is_refused_as_a_whole(nc: nats.
     path.write_text("phone,tier\n+15551234567,gold\n")
     with pytest.raises(FileError, match="no identity or identities column"):
         await import_file(path, customers)
+
+
+async def test_an_import_keeps_the_name_the_team_gave_the_customer(nc: nats.NATS, uid: str, tmp_path: Path) -> None:
+    # The file has no name column: the name set through the API (PATCH) must survive the import.
+    js = nc.jetstream()
+    customers = Customers(EventStore(nc, js), IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET)))
+    path = tmp_path / "customers.jsonl"
+    path.write_text(json.dumps({"identity": f"sms:{phone(uid, 6)}", "tier": "gold"}) + "\n")
+    await import_file(path, customers)
+    customer_id = await customers.directory.lookup(f"phone:{phone(uid, 6)}")
+    assert customer_id is not None
+    facts = await customers.facts(customer_id)
+    await customers.set_profile(customer_id, dataclasses.replace(facts.profile, name="Eve Adams"), "operator")
+    path.write_text(json.dumps({"identity": f"sms:{phone(uid, 6)}", "tier": "platinum"}) + "\n")
+    report = await import_file(path, customers)
+    assert report.updated == 1
+    facts = await customers.facts(customer_id)
+    assert (facts.profile.tier, facts.profile.name) == ("platinum", "Eve Adams")

@@ -83,7 +83,7 @@ def test_the_openapi_document_is_valid_and_complete() -> None:
         op = document["paths"][route.path][route.method.lower()]
         names = {p.get("name") for p in op.get("parameters", [])}
         assert set(re.findall(r"\{([^}]+)\}", route.path)) <= names, route.path
-        commands = route.method in ("POST", "PUT", "DELETE") and route.path.startswith("/v1/")
+        commands = route.method in ("POST", "PUT", "PATCH", "DELETE") and route.path.startswith("/v1/")
         has_key = {"$ref": "#/components/parameters/IdempotencyKey"} in op.get("parameters", [])
         assert has_key == commands, f"Idempotency-Key on {route.method} {route.path}"
         if route.auth:
@@ -101,6 +101,7 @@ def test_the_openapi_document_is_valid_and_complete() -> None:
         "to_skill",
         "to_tier",
         "note",
+        "queue_anyway",
     }
 
 

@@ -95,6 +95,12 @@ def message(customer: str = "cu1", text: str = "Hola, soy Ana: +34 600 111 222")
     )
 
 
+def outside_envelopes(raw: bytes) -> bytes:
+    """The encoded event without its envelopes, whose random base64 may spell anything short
+    (like "Ana")."""
+    return re.sub(rb"rdenc1:[A-Za-z0-9_:-]+", b"", raw)
+
+
 def plaintexts(event: Any) -> bytes:
     return encode(event)
 
@@ -109,8 +115,7 @@ async def test_seal_hides_every_personal_value_and_open_restores_the_event(keys:
     original = message()
     sealed = await cipher.seal(original)
     raw = encode(sealed)
-    # Outside the envelopes (whose random base64 may spell anything short, like "Ana").
-    clear = re.sub(rb"rdenc1:[A-Za-z0-9_-]+", b"", raw)
+    clear = outside_envelopes(raw)
     for secret in (b"Ana", b"600 111 222", b"passport", b"ana@example.com", b"media.example"):
         assert secret not in clear
     assert sealed.text.startswith(ENVELOPE)
@@ -236,7 +241,7 @@ async def test_deliver_reply_round_trip(keys: MemoryKeys) -> None:
         metadata={"platform": "whatsapp", "phone_number_id": "123", "subject": "Ana"},
     )
     sealed = await cipher.seal_reply(reply)
-    assert b"Ana" not in encode(sealed) and b"600111222" not in encode(sealed)
+    assert b"Ana" not in outside_envelopes(encode(sealed)) and b"600111222" not in encode(sealed)
     assert sealed.metadata["phone_number_id"] == "123"
     assert await cipher.open_reply(sealed) == reply
 
@@ -284,7 +289,7 @@ async def test_seal_many_seals_like_seal_and_puts_a_refusal_in_place(keys: Memor
     assert opened == [batch[0], batch[2], batch[3]]
     for s in sealed:
         if not isinstance(s, Exception):
-            assert b"Ana" not in encode(s) and s.metadata["platform"] == "email"
+            assert b"Ana" not in outside_envelopes(encode(s)) and s.metadata["platform"] == "email"
 
 
 async def test_seal_many_with_retention_uses_day_keys(keys: MemoryKeys) -> None:

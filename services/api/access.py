@@ -1,0 +1,378 @@
+"""Who may do what: the one table of the API's access rules, and the facts it needs.
+
+Three roles. The **operator** token (``[api] token``) may do everything. An **agent** token
+acts for one agent and reaches her own work; a **supervisor** token (an agent token issued
+with ``"role": "supervisor"``) does everything an agent may for herself and also sees every
+queue, conversation, agent and customer, moves work and sets any agent's status, but does not
+administer (tokens, config, parked messages, deliveries, agent and customer records).
+
+``RULES`` below is the table: one row per route, what an agent needs and what a supervisor
+needs. A route missing from it is operator only, so a new route is closed until someone
+adds its row. The README's "Who may do what" table is this one, written out.
+
+"Held" is a fact of the log, not of the routing view (which forgets resolved conversations):
+``Custody`` folds, for every conversation ever assigned, the agents it was assigned to (by the
+router or by accepting an offer) and whether it is resolved. An agent reads a conversation
+she holds now (offered or assigned to her) or held before, and the customers of those
+conversations (merges followed to the surviving customer).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+from aiohttp import web
+
+from events import subjects
+from events.model import ConversationAssigned, ConversationResolved, OfferAccepted
+from events.store import StoredEvent
+from router.state import RouterState
+from services.api.common import ApiDeps, json_error, ok
+from services.api.readmodel import LiveState
+from services.api.views import conversation_json, summary_json
+
+Role = Literal["operator", "supervisor", "agent"]
+ROLES: tuple[Role, ...] = ("operator", "supervisor", "agent")
+TOKEN_ROLES = ("agent", "supervisor")  # what POST /v1/agents/{id}/tokens may issue
+
+
+class Custody:
+    """The fold of who held which conversation: conversation -> (customer, agents it was
+    assigned to, resolved), and agent -> conversations she held. Only conversations that
+    were ever assigned are kept (an offer alone is not a hold)."""
+
+    def __init__(self) -> None:
+        self.customer_of: dict[str, str] = {}
+        self.holders: dict[str, list[str]] = {}
+        self.resolved: dict[str, int] = {}  # conversation -> seq of its resolution
+        self.last_seq: dict[str, int] = {}  # conversation -> seq of its last custody fact
+        self.held_by: dict[str, set[str]] = {}
+
+    def apply(self, stored: StoredEvent) -> None:
+        event = stored.event
+        if isinstance(event, ConversationAssigned | OfferAccepted):
+            self._held(stored, event.agent_id)
+        elif isinstance(event, ConversationResolved):
+            parsed = subjects.parse_conversation_subject(stored.subject)
+            if parsed is None:
+                return
+            if event.agent_id:
+                self._held(stored, event.agent_id)
+            if parsed[1] in self.holders:
+                self.resolved[parsed[1]] = stored.seq
+                self.last_seq[parsed[1]] = stored.seq
+
+    def _held(self, stored: StoredEvent, agent_id: str) -> None:
+        parsed = subjects.parse_conversation_subject(stored.subject)
+        if parsed is None:
+            return
+        customer_id, cid = parsed
+        self.customer_of[cid] = customer_id
+        holders = self.holders.setdefault(cid, [])
+        if agent_id not in holders:
+            holders.append(agent_id)
+        self.held_by.setdefault(agent_id, set()).add(cid)
+        self.last_seq[cid] = stored.seq
+        self.resolved.pop(cid, None)  # reopened work is open again
+
+    def held(self, agent_id: str, cid: str) -> bool:
+        return agent_id in self.holders.get(cid, ())
+
+    def conversations_of(self, agent_id: str) -> set[str]:
+        return self.held_by.get(agent_id, set())
+
+    def resolved_of(self, agent_id: str, limit: int) -> list[str]:
+        """Resolved conversations ``agent_id`` held, most recently resolved first."""
+        mine = [cid for cid in self.conversations_of(agent_id) if cid in self.resolved]
+        mine.sort(key=lambda cid: self.resolved[cid], reverse=True)
+        return mine[:limit]
+
+    def dump(self) -> bytes:
+        """For the API view's snapshot: ids only, no personal data."""
+        rows = [
+            (cid, customer, self.holders[cid], self.resolved.get(cid, 0), self.last_seq.get(cid, 0))
+            for cid, customer in self.customer_of.items()
+        ]
+        return msgspec.msgpack.encode(rows)
+
+    def load(self, data: bytes) -> None:
+        self.__init__()  # type: ignore[misc]
+        for cid, customer, holders, resolved, last in msgspec.msgpack.decode(
+            data, type=list[tuple[str, str, list[str], int, int]]
+        ):
+            self.customer_of[cid] = customer
+            self.holders[cid] = list(holders)
+            self.last_seq[cid] = last
+            if resolved:
+                self.resolved[cid] = resolved
+            for agent_id in holders:
+                self.held_by.setdefault(agent_id, set()).add(cid)
+
+
+CUSTODY = web.AppKey("custody", Custody)
+
+
+def install(app: web.Application, live: LiveState) -> Custody:
+    """Feed the custody fold from the API's log reader (before it starts)."""
+    custody = Custody()
+    app[CUSTODY] = custody
+    live.add_fold(custody.apply, name="custody", saved=custody)
+    return custody
+
+
+async def agent_conversations(
+    deps: ApiDeps, custody: Custody | None, agent_id: str, status: str | None, named: str | None, limit: int = 500
+) -> web.Response:
+    """``GET /v1/conversations`` for an agent token: only hers. Open ones offered or assigned
+    to her; with ``?status=resolved`` the resolved ones she held, most recently resolved first."""
+    if named not in (None, agent_id):
+        return json_error(403, "an agent token lists only its own conversations")
+    if status == "resolved":
+        if deps.timelines is None:
+            return json_error(503, "resolved conversations are read from the timelines, not available here")
+        held = custody.resolved_of(agent_id, limit) if custody is not None else []
+        found = [await deps.timelines.conversation(cid) for cid in held]
+        out = [summary_json(s) for s in found if s is not None]
+    else:
+        out = [
+            conversation_json(cid, conv)
+            for cid, conv in deps.live.state.conversations.items()
+            if conv.agent_id == agent_id and conv.status in ("offered", "assigned") and status in (None, conv.status)
+        ]
+    return ok({"conversations": out, "count": len(out)})
+
+
+# --- the checks a rule can name ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request as the rules see it."""
+
+    role: Role
+    agent_id: str
+    method: str
+    path: str
+    params: dict[str, str]
+    state: RouterState
+    custody: Custody | None
+
+
+Check = Callable[[Ask], str | None]  # why not (None: allowed)
+
+
+def allowed(ask: Ask) -> str | None:
+    return None
+
+
+def operator_only(ask: Ask) -> str | None:
+    return f"{ask.role} tokens may not use this endpoint (operator only)"
+
+
+def herself(ask: Ask) -> str | None:
+    return None if ask.params["id"] == ask.agent_id else f"an {ask.role} token acts only for its own agent"
+
+
+def _open_with_her(ask: Ask, wanted: str) -> str | None:
+    cid = ask.params["id"]
+    conv = ask.state.conversations.get(cid)
+    if conv is None:
+        return None  # not open: the handler answers 404
+    if conv.agent_id != ask.agent_id or conv.status not in ("offered", "assigned"):
+        return f"conversation {cid} is not offered or assigned to you"
+    if wanted == "offered" and conv.status != "offered":
+        return f"conversation {cid} has no open offer for you"
+    if wanted == "assigned" and conv.status != "assigned":
+        # Replying to a customer and then letting the offer lapse to someone else would
+        # leave two agents talking to one customer.
+        return f"conversation {cid} is offered to you: accept it first"
+    return None
+
+
+def offered_to_her(ask: Ask) -> str | None:
+    return _open_with_her(ask, "offered")
+
+
+def assigned_to_her(ask: Ask) -> str | None:
+    return _open_with_her(ask, "assigned")
+
+
+def reads_conversation(ask: Ask) -> str | None:
+    """Offered or assigned to her now, or assigned to her at any time before."""
+    cid = ask.params["id"]
+    conv = ask.state.conversations.get(cid)
+    if conv is not None and conv.agent_id == ask.agent_id and conv.status in ("offered", "assigned"):
+        return None
+    if ask.custody is not None and ask.custody.held(ask.agent_id, cid):
+        return None
+    return f"you do not hold and never held conversation {cid}"
+
+
+def reads_customer(ask: Ask) -> str | None:
+    customer_id = ask.params["id"]
+    return (
+        None
+        if customer_id in customers_reachable(ask.state, ask.custody, ask.agent_id)
+        else ("you hold no conversation of this customer and never held one")
+    )
+
+
+def lists_conversations(ask: Ask) -> str | None:
+    """An agent lists only her own (the handler filters); naming another agent is refused."""
+    return None  # the handler filters by role (services.api.conversations)
+
+
+def customers_reachable(state: RouterState, custody: Custody | None, agent_id: str) -> set[str]:
+    """Customers whose profile and timeline ``agent_id`` may read: those of conversations she
+    holds now or held before, and every customer those were merged into."""
+    own = {c.customer_id for c in state.conversations.values() if c.agent_id == agent_id}
+    if custody is not None:
+        own.update(custody.customer_of[cid] for cid in custody.conversations_of(agent_id))
+    reach: set[str] = set()
+    for customer_id in own:
+        reach |= customer_and_survivors(state, customer_id)
+    return reach
+
+
+def customer_and_survivors(state: RouterState, customer_id: str) -> set[str]:
+    """``customer_id`` and every customer it was merged into, merges of merges included."""
+    found = {customer_id}
+    current = state.customers.get(customer_id)
+    for _ in range(64):  # the fold refuses merge cycles; bounded anyway
+        if current is None or current.merged_into is None:
+            break
+        found.add(current.merged_into)
+        current = state.customers.get(current.merged_into)
+    return found
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    method: str
+    route: str  # as registered with aiohttp: {name} is one path segment
+    agent: Check
+    supervisor: Check
+    note: str = ""
+
+
+RULES: tuple[Rule, ...] = (
+    # her own desk
+    Rule("GET", "/v1/agent/me", allowed, allowed),
+    Rule("GET", "/v1/agent/work", allowed, allowed),
+    Rule("GET", "/v1/agent/stream", allowed, allowed, "her own events"),
+    Rule("POST", "/v1/agent/status", allowed, allowed),
+    # conversations
+    Rule("GET", "/v1/queues", operator_only, allowed),
+    Rule("GET", "/v1/conversations", lists_conversations, allowed, "an agent: only hers, open and resolved"),
+    Rule("GET", "/v1/conversations/{id}", reads_conversation, allowed, "an agent: held now or before"),
+    Rule("POST", "/v1/conversations/{id}/accept", offered_to_her, offered_to_her),
+    Rule("POST", "/v1/conversations/{id}/decline", offered_to_her, offered_to_her),
+    Rule("POST", "/v1/conversations/{id}/reply", assigned_to_her, assigned_to_her),
+    Rule("POST", "/v1/conversations/{id}/resolve", assigned_to_her, assigned_to_her),
+    Rule("POST", "/v1/conversations/{id}/escalate", assigned_to_her, assigned_to_her),
+    Rule("POST", "/v1/conversations/{id}/transfer", assigned_to_her, allowed, "a supervisor moves any"),
+    Rule("POST", "/v1/conversations/{id}/notes", assigned_to_her, allowed),
+    Rule("GET", "/v1/conversations/{id}/canned-replies", reads_conversation, allowed),
+    # customers: read only, and an agent only those she holds or held
+    Rule("GET", "/v1/customers", operator_only, allowed),
+    Rule("GET", "/v1/customers/{id}", reads_customer, allowed),
+    Rule("GET", "/v1/customers/{id}/timeline", reads_customer, allowed),
+    # agents: the roster for everyone (transfer picks an agent), changes for herself
+    Rule("GET", "/v1/agents", allowed, allowed),
+    Rule("GET", "/v1/agents/{id}", herself, allowed),
+    Rule("POST", "/v1/agents/{id}/status", herself, allowed),
+    # lists and links the console needs
+    Rule("GET", "/v1/skills", allowed, allowed),
+    Rule("GET", "/v1/languages", allowed, allowed),
+    Rule("GET", "/v1/canned-replies", allowed, allowed),
+    Rule("GET", "/v1/attachments/{token}", allowed, allowed, "the signed link is the permission"),
+    Rule("POST", "/v1/session", allowed, allowed),
+    Rule("DELETE", "/v1/session", allowed, allowed),
+    # figures without personal data
+    Rule("GET", "/v1/reports/service", operator_only, allowed),
+)
+# Everything else (tokens, config, parked messages, deliveries, PUT/PATCH/DELETE of agents and
+# customers, links, merges, erasure, metrics): operator only.
+
+
+def _pattern(route: str) -> re.Pattern[str]:
+    escaped = re.escape(route).replace(r"\{", "{").replace(r"\}", "}")
+    return re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", escaped) + "$")
+
+
+_COMPILED = [(rule, _pattern(rule.route)) for rule in RULES]
+
+
+def rule_for(method: str, path: str) -> tuple[Rule, dict[str, str]] | None:
+    for rule, pattern in _COMPILED:
+        if rule.method == method and (m := pattern.match(path)):
+            return rule, m.groupdict()
+    return None
+
+
+def refusal(
+    role: Role, agent_id: str, method: str, path: str, state: RouterState, custody: Custody | None
+) -> str | None:
+    """Why a ``role`` token of ``agent_id`` may not do ``method path`` (None: it may)."""
+    if role == "operator":
+        return None
+    if method == "HEAD":
+        method = "GET"
+    if path.startswith("/v1/agent/"):
+        return None  # her own desk: these act for the calling agent only
+    found = rule_for(method, path)
+    if found is None:
+        return f"{role} tokens may not use this endpoint (operator only)"
+    rule, params = found
+    check = rule.agent if role == "agent" else rule.supervisor
+    return check(Ask(role, agent_id, method, path, params, state, custody))
+
+
+def roles_reaching(method: str, route: str) -> tuple[Role, ...]:
+    """The roles that may call ``method route`` at least sometimes (for the OpenAPI document)."""
+    if route.startswith("/v1/agent/"):
+        return ROLES
+    found = rule_for(method, route)
+    if found is None:
+        return ("operator",)
+    rule = found[0]
+    return (
+        "operator",
+        *(["supervisor"] if rule.supervisor is not operator_only else []),
+        *(["agent"] if rule.agent is not operator_only else []),
+    )
+
+
+def table_markdown() -> str:
+    """The table as the README shows it (``python -c 'from services.api.access import
+    table_markdown; print(table_markdown())'``)."""
+    lines = ["| route | agent | supervisor | note |", "|---|---|---|---|"]
+    for rule in RULES:
+        cells = [_label(rule.agent), _label(rule.supervisor)]
+        lines.append(f"| `{rule.method} {rule.route}` | {cells[0]} | {cells[1]} | {rule.note} |")
+    lines.append("| `* /v1/agent/...` (any other) | yes | yes | acts for the caller only |")
+    lines.append("| anything else | no | no | operator only |")
+    return "\n".join(lines)
+
+
+def _label(check: Check) -> str:
+    return _LABELS.get(check, getattr(check, "__name__", "?"))
+
+
+_LABELS: dict[Check, str] = {
+    allowed: "yes",
+    operator_only: "no",
+    herself: "herself",
+    offered_to_her: "offered to her",
+    assigned_to_her: "assigned to her",
+    reads_conversation: "holds or held it",
+    reads_customer: "holds or held one of theirs",
+    lists_conversations: "hers only",
+}

@@ -1,0 +1,114 @@
+// The console's shared pieces: its one state, API calls, small DOM helpers.
+// Everything on screen is rendered from `state`; signing out replaces it with a fresh one.
+"use strict";
+
+export const $ = (id) => document.getElementById(id);
+
+// Sent on every call: the API refuses a cookie-signed command without it (CSRF, services/api/session.py).
+const CSRF = { "X-Relaydesk-CSRF": "1" };
+
+export function freshState() {
+  return {
+    epoch: 0, // bumped at every sign-in and sign-out: answers of an earlier session are dropped
+    me: null,
+    role: null, // "agent" | "supervisor" | "operator"
+    agentId: null,
+    page: "work", // "work" | "supervisor"
+    work: { offers: [], assigned: [] },
+    seenOffers: new Set(),
+    alerted: null, // the newest offer, for the banner
+    selected: null,
+    wanted: null,
+    timeline: [],
+    customer: null,
+    canned: [],
+    roster: null, // agents for transfer (null: could not be loaded)
+    skills: null,
+    supervisor: { queues: null, agents: [], conversations: [] },
+    stream: null,
+    timers: {},
+    intervals: [],
+    audio: null,
+  };
+}
+
+export const state = freshState();
+
+// Set by console.js: what to do when the API says the session is no longer valid.
+export const hooks = { unauthorized: () => {} };
+
+export class Stale extends Error {}
+
+export async function api(method, path, body) {
+  const epoch = state.epoch;
+  const headers = { ...CSRF };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = {};
+  try { data = await r.json(); } catch (_) { /* an empty body */ }
+  // Signed out (or in as someone else) while this was on its way: its answer is not shown.
+  if (epoch !== state.epoch) throw new Stale("signed out meanwhile");
+  if (r.status === 401 && state.me) hooks.unauthorized("Your session ended: sign in again.");
+  if (!r.ok) {
+    const err = new Error(data.error || "HTTP " + r.status);
+    err.status = r.status;
+    throw err;
+  }
+  return data;
+}
+
+export function say(text, isError, id = "message") {
+  const node = $(id);
+  node.textContent = text;
+  node.className = isError ? "error" : "";
+}
+
+export function debounce(name, fn, ms) {
+  clearTimeout(state.timers[name]);
+  state.timers[name] = setTimeout(fn, ms);
+}
+
+export function every(fn, ms) {
+  state.intervals.push(setInterval(fn, ms));
+}
+
+export function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+export function clear(...ids) {
+  for (const id of ids) $(id).replaceChildren();
+}
+
+// A short badge per channel (text, so no icon font or image is needed).
+const CHANNELS = { email: "✉", sms: "SMS", whatsapp: "WA", chat: "chat", webchat: "chat", social: "soc", voice: "tel" };
+
+export function channelIcon(channel) {
+  const name = channel || "?";
+  return el("span", { className: "ch ch-" + name.replace(/[^a-z0-9]/gi, ""), title: name, textContent: CHANNELS[name] || name });
+}
+
+export function secondsUntil(iso) {
+  return iso ? Math.max(0, Math.round((Date.parse(iso) - Date.now()) / 1000)) : null;
+}
+
+export function since(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 90 ? s + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
+}
+
+export function listOf(data, key) {
+  // Lists come bare or wrapped ({"agents": [...]}); a missing one is empty.
+  if (Array.isArray(data)) return data;
+  if (data && Array.isArray(data[key])) return data[key];
+  return [];
+}

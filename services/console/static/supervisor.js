@@ -1,0 +1,145 @@
+// The supervisor page (#supervisor): queues and why they wait, agents with load and status,
+// open conversations to move. For operator and supervisor tokens.
+"use strict";
+
+import { $, api, channelIcon, el, listOf, say, since, Stale, state } from "./core.js";
+
+const STATUSES = ["available", "away", "offline"];
+
+export async function refresh() {
+  if (!state.me || state.role === "agent") return;
+  const epoch = state.epoch;
+  const [queues, agents, conversations] = await Promise.allSettled([
+    api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/conversations"),
+  ]);
+  if (epoch !== state.epoch) return;
+  const sup = state.supervisor;
+  if (queues.status === "fulfilled") sup.queues = queues.value;
+  if (agents.status === "fulfilled") sup.agents = listOf(agents.value, "agents");
+  if (state.skills === null) {
+    try { state.skills = listOf(await api("GET", "/v1/skills"), "skills"); } catch (err) { state.skills = null; }
+    if (epoch !== state.epoch) return;
+  }
+  if (conversations.status === "fulfilled") {
+    sup.conversations = listOf(conversations.value, "conversations").filter((c) => c.status !== "resolved");
+  }
+  const failed = [queues, agents, conversations].find((r) => r.status === "rejected" && !(r.reason instanceof Stale));
+  // A failure is said; success leaves the last command's answer in place.
+  if (failed) say("Could not refresh: " + failed.reason.message, true, "sup-message");
+  render();
+}
+
+// Re-rendered only when the data changed, so a menu someone is opening is not replaced under them.
+const shown = {};
+function changed(name, data) {
+  const text = JSON.stringify(data);
+  if (shown[name] === text) return false;
+  shown[name] = text;
+  return true;
+}
+
+function render() {
+  const sup = state.supervisor;
+  const queues = sup.queues || { queues: [], held_for_agents: [] };
+  if (changed("queues", queues)) renderQueues(queues);
+  const withoutTimes = sup.conversations.map((c) => ({ ...c, waiting_since: undefined }));
+  if (changed("agents", sup.agents)) renderAgents(sup.agents);
+  if (changed("conversations", [withoutTimes, sup.agents.map((a) => [a.id, a.status])])) renderConversations();
+  for (const node of document.querySelectorAll("#open-conversations td.waiting[data-since]")) node.textContent = since(node.dataset.since);
+}
+
+function cell(value) {
+  return el("td", {}, value instanceof Node ? value : String(value ?? ""));
+}
+
+function renderQueues(data) {
+  $("queues").tBodies[0].replaceChildren(...listOf(data, "queues").map((q) => {
+    const e = q.eligible;
+    const eligible = e ? e.online + " online of " + e.total + ", " + e.with_free_capacity + " with room" : "—";
+    return el("tr", { className: q.blocking ? "blocked" : "" },
+      cell(channelIcon(q.channel)), cell(Object.entries(q.skills || {}).map(([k, v]) => k + "≥" + v).join(", ") || "—"),
+      cell(q.language || "any"), cell(q.min_tier), cell(q.customer_tier), cell(q.waiting),
+      cell(Math.round(q.oldest_wait_seconds || 0) + " s"), cell(q.sla_at_risk ?? 0), cell(q.sla_breached ?? 0),
+      cell(eligible), el("td", { className: "blocking", textContent: q.blocking || "" }));
+  }));
+  const held = data.held_for_agents || [];
+  $("held").textContent = held.length ? "Held for their agent: " + held.map((h) => h.agent_id + " " + h.waiting).join(", ") : "";
+}
+
+function renderAgents(agents) {
+  $("agents").tBodies[0].replaceChildren(...agents.map((a) => {
+    const load = Object.entries(a.load || {}).map(([k, v]) => k + " " + v + "/" + ((a.capacity || {})[k] || 0)).join(", ") || "—";
+    const pick = el("select", { className: "set-status", ariaLabel: "status of " + (a.name || a.id) },
+      ...STATUSES.map((s) => el("option", { value: s, textContent: s, selected: s === a.status })));
+    pick.addEventListener("change", () => setStatus(a.id, pick.value));
+    const row = el("tr", { className: a.active === false ? "inactive" : "" },
+      cell((a.name || a.id) + (a.active === false ? " (deactivated)" : "")), el("td", { className: "status st-" + a.status, textContent: a.status }),
+      cell(a.tier), cell(load), cell(Math.round((a.occupancy || 0) * 100) + "%"), cell(pick));
+    row.dataset.id = a.id;
+    return row;
+  }));
+}
+
+function renderConversations() {
+  const sup = state.supervisor;
+  const targets = [
+    ...sup.agents.filter((a) => a.active !== false).map((a) => ["agent:" + a.id, "agent " + (a.name || a.id) + " (" + a.status + ")"]),
+    ...(state.skills || skillsFromQueues()).map((s) => ["skill:" + s, "skill " + s]),
+  ];
+  $("open-conversations").tBodies[0].replaceChildren(...sup.conversations.map((c) => {
+    const pick = el("select", { className: "move-to" }, el("option", { value: "", textContent: "—" }),
+      ...targets.map(([value, label]) => el("option", { value, textContent: label })));
+    const button = el("button", { className: "move", textContent: "Move" });
+    button.addEventListener("click", () => move(c.id, pick.value));
+    const row = el("tr", {}, cell(c.id), cell(channelIcon(c.channel)), cell(c.status), cell(c.agent_id || "—"),
+      waitingCell(c.waiting_since), el("td", {}, pick, " ", button));
+    row.dataset.id = c.id;
+    return row;
+  }));
+}
+
+function waitingCell(iso) {
+  const node = el("td", { className: "waiting", textContent: iso ? since(iso) : "" });
+  if (iso) node.dataset.since = iso;
+  return node;
+}
+
+function skillsFromQueues() {
+  const names = new Set();
+  for (const q of listOf(state.supervisor.queues, "queues")) for (const k of Object.keys(q.skills || {})) names.add(k);
+  for (const a of state.supervisor.agents) for (const k of Object.keys(a.skills || {})) names.add(k);
+  return [...names].sort();
+}
+
+async function setStatus(agentId, status) {
+  try {
+    await api("POST", "/v1/agents/" + encodeURIComponent(agentId) + "/status", { status, reason: "set by a supervisor" });
+    say(agentId + " is " + status + ".", false, "sup-message");
+  } catch (err) {
+    if (!(err instanceof Stale)) say(err.message, true, "sup-message");
+  }
+  refresh();
+}
+
+async function move(cid, target) {
+  if (!target) { say("Pick an agent or a skill to move " + cid + " to.", true, "sup-message"); return; }
+  const [kind, name] = [target.slice(0, target.indexOf(":")), target.slice(target.indexOf(":") + 1)];
+  const body = kind === "agent" ? { to_agent: name } : { to_skill: name };
+  body.note = "moved by a supervisor";
+  try {
+    await api("POST", "/v1/conversations/" + encodeURIComponent(cid) + "/transfer", body);
+    say("Moved " + cid + " to " + kind + " " + name + ".", false, "sup-message");
+  } catch (err) {
+    if (!(err instanceof Stale)) say(err.message, true, "sup-message");
+  }
+  refresh();
+}
+
+export function wire() {}
+
+export function clear() {
+  for (const key of Object.keys(shown)) delete shown[key];
+  for (const id of ["queues", "agents", "open-conversations"]) $(id).tBodies[0].replaceChildren();
+  $("held").textContent = "";
+  $("sup-message").textContent = "";
+}

@@ -1,0 +1,353 @@
+// The agent's workspace: offers and assignments, the conversation (messages, notes, system
+// facts collapsed), the customer panel, replies, notes, canned replies, transfer and escalate.
+"use strict";
+
+import { $, api, channelIcon, clear as clearIds, debounce, el, listOf, say, secondsUntil, since, Stale, state } from "./core.js";
+
+// Timeline kinds that are words between people; anything else is a system fact.
+const SPOKEN = new Set(["message_in", "message_out", "message", "reply", "note", "note_added"]);
+const isNote = (e) => e.kind === "note" || e.kind === "note_added";
+
+// --- work lists ---------------------------------------------------------------------
+
+export function setWork(work, first = false) {
+  state.work = { offers: work.offers || [], assigned: work.assigned || [] };
+  if (work.agent && work.agent.status) $("status").value = work.agent.status;
+  const fresh = state.work.offers.filter((c) => !state.seenOffers.has(c.id));
+  for (const c of state.work.offers) state.seenOffers.add(c.id);
+  if (fresh.length && !first) alertOffer(fresh[0]);
+  if (state.wanted && find(state.wanted)) { const cid = state.wanted; state.wanted = null; select(cid); return; }
+  if (state.selected && !find(state.selected)) { state.selected = null; state.customer = null; state.timeline = []; }
+  renderWork();
+  renderConversation();
+}
+
+export async function refreshWork() {
+  try { setWork(await api("GET", "/v1/agent/work")); } catch (err) { if (!(err instanceof Stale)) say(err.message, true); }
+}
+
+export function onEvent(kind, body) {
+  if (kind === "agent_status_changed" && body.status) $("status").value = body.status;
+  debounce("work", refreshWork, 100);
+  if (body.conversation_id && body.conversation_id === state.selected) debounce("timeline", loadTimeline, 400);
+}
+
+function find(cid) {
+  return state.work.offers.find((c) => c.id === cid) || state.work.assigned.find((c) => c.id === cid) || null;
+}
+
+function customerName(c) {
+  const who = c.customer || {};
+  return who.name || who.address || c.customer_id;
+}
+
+function renderWork() {
+  renderList($("offers"), state.work.offers, true);
+  renderList($("assigned"), state.work.assigned, false);
+  renderAlert();
+}
+
+function renderList(list, items, offers) {
+  list.replaceChildren(...items.map((c) => {
+    const who = c.customer || {};
+    const tier = who.tier || c.customer_tier || "standard";
+    const flags = who.flags || c.customer_flags || [];
+    const req = c.requirements || {};
+    const facts = ["tier " + tier, req.language || "", ...flags].filter(Boolean).join(" · ");
+    const item = el("li", { className: (offers ? "offer" : "assigned") + (c.id === state.selected ? " selected" : "") },
+      el("div", { className: "line" }, channelIcon(c.channel), el("b", { className: "name", textContent: customerName(c) }),
+        offers ? el("span", { className: "countdown" }) : null),
+      who.name && who.address ? el("small", { className: "address", textContent: who.address }) : null,
+      c.subject ? el("small", { className: "subject", textContent: c.subject }) : null,
+      c.preview ? el("small", { className: "preview", textContent: c.preview }) : null,
+      el("small", { className: "facts", textContent: facts }));
+    item.dataset.id = c.id;
+    if (offers && c.offer_expires_at) item.dataset.expires = c.offer_expires_at;
+    item.addEventListener("click", () => select(c.id));
+    return item;
+  }));
+  tick();
+}
+
+// The banner of the newest offer, until it is opened, accepted, declined or expires.
+function renderAlert() {
+  const offer = state.alerted && state.work.offers.find((c) => c.id === state.alerted.id);
+  const left = offer ? secondsUntil(offer.offer_expires_at) : null;
+  const showing = !!offer && offer.id !== state.selected && left !== 0;
+  $("alert").hidden = !showing;
+  $("alert").textContent = showing ? "New offer on " + offer.channel + (left ? ": " + left + " s to accept" : "") : "";
+}
+
+// Each second: the offers' countdowns (the router takes an offer back when it expires).
+export function tick() {
+  renderAlert();
+  for (const node of document.querySelectorAll("#offers li[data-expires]")) {
+    const left = secondsUntil(node.dataset.expires);
+    const label = node.querySelector(".countdown");
+    label.textContent = left > 0 ? left + " s" : "expired";
+    label.classList.toggle("urgent", left <= 10);
+  }
+  const conv = find(state.selected);
+  const left = conv && conv.status === "offered" ? secondsUntil(conv.offer_expires_at) : null;
+  $("countdown").textContent = left === null ? "" : left > 0 ? left + " s left to accept" : "offer expired";
+}
+
+// --- a new offer: banner, sound, browser notification ------------------------------------
+
+export function unlockAlerts() {
+  try {
+    if (!state.audio && window.AudioContext) state.audio = new AudioContext();
+    if (window.Notification && Notification.permission === "default") Notification.requestPermission();
+  } catch (err) {
+    console.warn("alerts unavailable", err);
+  }
+}
+
+function alertOffer(offer) {
+  state.alerted = offer;
+  renderAlert();
+  beep();
+  if (window.Notification && Notification.permission === "granted" && document.visibilityState !== "visible") {
+    const note = new Notification("Relaydesk: new offer", { body: offer.channel + " · " + customerName(offer), tag: offer.id });
+    note.onclick = () => { window.focus(); select(offer.id); note.close(); };
+  }
+}
+
+function beep() {
+  const audio = state.audio;
+  if (!audio) return;
+  if (audio.state === "suspended") audio.resume();
+  const osc = audio.createOscillator();
+  const gain = audio.createGain();
+  osc.frequency.value = 880;
+  gain.gain.setValueAtTime(0.15, audio.currentTime);
+  gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.4);
+  osc.connect(gain).connect(audio.destination);
+  osc.start();
+  osc.stop(audio.currentTime + 0.4);
+}
+
+// --- the conversation ---------------------------------------------------------------
+
+// A link's conversation: shown when it is in her work, else said why not.
+export function open(cid) {
+  if (find(cid)) select(cid);
+  else {
+    state.wanted = cid;
+    say("That conversation is not offered or assigned to you (it may have been taken or resolved).", true);
+  }
+}
+
+function select(cid) {
+  const changed = cid !== state.selected;
+  state.selected = cid;
+  if (changed) { state.timeline = []; state.customer = null; state.canned = []; $("reply-text").value = ""; say(""); }
+  for (const li of document.querySelectorAll("ul.work li")) li.classList.toggle("selected", li.dataset.id === cid);
+  renderConversation();
+  loadTimeline();
+  loadCustomer();
+  loadCanned();
+}
+
+function renderConversation() {
+  const conv = find(state.selected);
+  $("placeholder").hidden = !!conv;
+  $("conversation").hidden = !conv;
+  if (!conv) { renderCustomer(); clearIds("timeline", "conv-title", "conv-subject", "conv-facts"); return; }
+  const req = conv.requirements || {};
+  $("conv-title").replaceChildren(channelIcon(conv.channel), " " + customerName(conv) + " (" + conv.status + ")");
+  $("conv-subject").textContent = conv.subject || "";
+  const skills = Object.entries(req.skills || {}).map(([k, v]) => k + "≥" + v).join(", ");
+  const wait = conv.waiting_since ? since(conv.waiting_since) + " waiting" : "";
+  $("conv-facts").textContent = ["tier " + ((conv.customer || {}).tier || conv.customer_tier || "standard"), req.language, skills, wait].filter(Boolean).join(" · ");
+  const offered = conv.status === "offered";
+  $("accept").hidden = !offered;
+  $("decline").hidden = !offered;
+  $("resolve").hidden = offered;
+  $("reply-form").hidden = offered;
+  $("move").hidden = offered;
+  tick();
+}
+
+async function loadTimeline() {
+  const conv = find(state.selected);
+  if (!conv) return;
+  const cid = conv.id;
+  try {
+    const data = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id) + "/timeline?limit=1000");
+    if (state.selected !== cid) return;
+    state.timeline = listOf(data, "entries").slice(-200);
+    renderTimeline();
+  } catch (err) {
+    if (!(err instanceof Stale) && err.status !== 403) say("Timeline: " + err.message, true);
+  }
+}
+
+function renderTimeline() {
+  const rows = [];
+  let facts = [];
+  const flush = () => { if (facts.length) rows.push(factsRow(facts)); facts = []; };
+  for (const e of state.timeline) {
+    if (SPOKEN.has(e.kind) && (e.text || attachmentsOf(e).length)) { flush(); rows.push(spokenRow(e)); }
+    else facts.push(e);
+  }
+  flush();
+  $("timeline").replaceChildren(...rows);
+  $("timeline").scrollTop = $("timeline").scrollHeight;
+}
+
+function attachmentsOf(e) {
+  return (e.attachments || (e.detail && e.detail.attachments) || []).filter((a) => a && (a.url || a.name));
+}
+
+function spokenRow(e) {
+  const other = e.conversation_id && e.conversation_id !== state.selected ? " other" : "";
+  const cls = (isNote(e) ? "note" : e.direction === "out" ? "out" : "in") + other;
+  const who = isNote(e) ? "internal note" + (e.agent_id ? " · " + e.agent_id : "") : e.direction === "out" ? (e.agent_id || "agent") : "customer";
+  const links = attachmentsOf(e).map((a) => {
+    // Only the API's own (authorised) links open; a provider's raw reference would not.
+    const usable = a.url && (a.url.startsWith("/") || /^https?:\/\//.test(a.url));
+    return usable ? el("a", { className: "attachment", href: a.url, target: "_blank", rel: "noopener", textContent: a.name || "attachment" })
+      : el("span", { className: "attachment", textContent: (a.name || "attachment") + " (not available)" });
+  });
+  return el("li", { className: cls }, el("span", { className: "text", textContent: e.text || "" }), ...links,
+    el("small", { textContent: who + " · " + new Date(e.at).toLocaleTimeString() }));
+}
+
+function factsRow(facts) {
+  const label = (e) => e.kind.replaceAll("_", " ");
+  const summary = el("summary", { textContent: facts.map(label).join(" · ") });
+  const items = facts.map((e) => el("li", { textContent: new Date(e.at).toLocaleTimeString() + " " + label(e) + (e.agent_id ? " · " + e.agent_id : "") }));
+  return el("li", { className: "facts" }, el("details", {}, summary, el("ul", {}, ...items)));
+}
+
+// --- the customer panel -------------------------------------------------------------
+
+async function loadCustomer() {
+  const conv = find(state.selected);
+  if (!conv) return;
+  const cid = conv.id;
+  try {
+    const customer = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id));
+    if (state.selected !== cid) return;
+    state.customer = customer;
+  } catch (err) {
+    if (err instanceof Stale) return;
+    state.customer = null;
+  }
+  renderCustomer();
+}
+
+function renderCustomer() {
+  const c = state.customer;
+  const conv = find(state.selected);
+  $("customer-panel").hidden = !c || !conv;
+  if (!c || !conv) { clearIds("cust-name", "cust-tier", "cust-facts", "cust-identities", "cust-history"); return; }
+  $("cust-name").textContent = c.name || (conv.customer || {}).name || c.customer_id;
+  $("cust-tier").replaceChildren(el("span", { className: "tier tier-" + (c.tier || "standard"), textContent: c.tier || "standard" }),
+    ...(c.flags || []).map((f) => el("span", { className: "flag", textContent: f.replaceAll("_", " ") })));
+  const facts = [["language", c.preferred_language], ["customer id", c.customer_id]];
+  const crm = c.crm_id ? (c.crm_url ? el("a", { href: c.crm_url, target: "_blank", rel: "noopener", textContent: c.crm_id }) : c.crm_id) : null;
+  const dl = [];
+  for (const [k, v] of facts) if (v) dl.push(el("dt", { textContent: k }), el("dd", { textContent: v }));
+  if (crm) dl.push(el("dt", { textContent: "CRM" }), el("dd", {}, crm));
+  $("cust-facts").replaceChildren(...dl);
+  $("cust-identities").replaceChildren(...(c.identities || []).map((i) => el("li", { textContent: typeof i === "string" ? i : i.address || JSON.stringify(i) })));
+  const history = (c.conversations || c.previous_conversations || []).filter((h) => (h.conversation_id || h.id) !== state.selected);
+  $("cust-history").replaceChildren(...(history.length ? history.map((h) => el("li", {},
+    channelIcon(h.channel), " " + (h.status || "") + " · " + (h.opened_at || h.last_activity_at ? new Date(h.opened_at || h.last_activity_at).toLocaleDateString() : "") +
+    (h.agent_id ? " · " + h.agent_id : ""))) : [el("li", { className: "none", textContent: "none" })]));
+}
+
+// --- canned replies and the pick lists ------------------------------------------------
+
+async function loadCanned() {
+  const cid = state.selected;
+  try {
+    // Filled in for this conversation ({customer.name} …); the plain list when that is missing.
+    let data;
+    try { data = await api("GET", "/v1/conversations/" + encodeURIComponent(cid) + "/canned-replies"); }
+    catch (err) { if (err instanceof Stale || err.status !== 404) throw err; data = await api("GET", "/v1/canned-replies"); }
+    if (state.selected !== cid) return;
+    state.canned = listOf(data, "canned_replies").length ? listOf(data, "canned_replies") : listOf(data, "replies");
+  } catch (err) {
+    if (err instanceof Stale) return;
+    state.canned = [];
+  }
+  $("canned").replaceChildren(el("option", { value: "", textContent: state.canned.length ? "—" : "none" }),
+    ...state.canned.map((c) => el("option", { value: c.id, textContent: c.title })));
+}
+
+export async function loadLists() {
+  const [agents, skills] = await Promise.allSettled([api("GET", "/v1/agents"), api("GET", "/v1/skills")]);
+  if (agents.status === "fulfilled") state.roster = listOf(agents.value, "agents");
+  if (skills.status === "fulfilled") state.skills = listOf(skills.value, "skills").map((s) => (typeof s === "string" ? s : s.name));
+  const others = (state.roster || []).filter((a) => a.id !== state.agentId && a.active !== false);
+  $("to-agent").replaceChildren(el("option", { value: "", textContent: "—" }),
+    ...others.map((a) => el("option", { value: a.id, textContent: (a.name || a.id) + " (" + a.status + ")" })));
+  $("to-skill").replaceChildren(el("option", { value: "", textContent: "—" }),
+    ...(state.skills || []).map((s) => el("option", { value: s, textContent: s })));
+}
+
+// --- commands -----------------------------------------------------------------------
+
+async function act(path, body, done) {
+  const cid = state.selected;
+  if (!cid) return false;
+  try {
+    await api("POST", "/v1/conversations/" + encodeURIComponent(cid) + "/" + path, body || {});
+    say(done);
+    await refreshWork();
+    debounce("timeline", loadTimeline, 300);
+    return true;
+  } catch (err) {
+    if (!(err instanceof Stale)) say(err.message, true);
+    return false;
+  }
+}
+
+export function wire() {
+  $("accept").addEventListener("click", () => act("accept", {}, "Accepted."));
+  $("decline").addEventListener("click", () => act("decline", {}, "Declined."));
+  $("resolve").addEventListener("click", () => act("resolve", {}, "Resolved."));
+  $("reply-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("reply-text").value;
+    if (text.trim() && await act("reply", { text }, "Reply sent.")) $("reply-text").value = "";
+  });
+  $("add-note").addEventListener("click", async () => {
+    const text = $("reply-text").value;
+    if (text.trim() && await act("notes", { text }, "Note added (the customer does not see it).")) $("reply-text").value = "";
+  });
+  $("canned").addEventListener("change", () => {
+    const picked = state.canned.find((c) => c.id === $("canned").value);
+    if (picked) $("reply-text").value = picked.text;
+    $("canned").value = "";
+  });
+  $("transfer-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = { note: $("note").value };
+    if ($("to-agent").value) body.to_agent = $("to-agent").value;
+    else if ($("to-skill").value) body.to_skill = $("to-skill").value;
+    else if ($("to-tier").value) body.to_tier = Number($("to-tier").value);
+    else { say("Pick an agent, a skill or a tier.", true); return; }
+    act("transfer", body, "Transferred.");
+  });
+  $("escalate-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act("escalate", { to_tier: Number($("esc-tier").value), reason: $("esc-reason").value }, "Escalated.");
+  });
+}
+
+// Signing out: every region that showed someone's work is emptied (state is already fresh).
+export function clear() {
+  clearIds("offers", "assigned", "timeline", "conv-title", "conv-subject", "conv-facts", "countdown", "message", "alert",
+    "cust-name", "cust-tier", "cust-facts", "cust-identities", "cust-history", "to-agent", "to-skill");
+  $("canned").replaceChildren(el("option", { value: "", textContent: "—" }));
+  for (const id of ["reply-text", "note", "esc-reason"]) $(id).value = "";
+  $("alert").hidden = true;
+  $("conversation").hidden = true;
+  $("placeholder").hidden = false;
+  $("customer-panel").hidden = true;
+  $("move").open = false;
+}

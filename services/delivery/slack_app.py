@@ -1,0 +1,120 @@
+"""Slack endpoints in app mode (``channel`` set): offers posted with the Web API, then kept up
+to date in place.
+
+Per (conversation, endpoint, agent) there is one message: the offer (or an assignment) is
+posted with ``chat.postMessage`` and its ``(channel, ts)`` remembered (``slack_refs``); later
+notices about that conversation redraw it with ``chat.update`` ("Accepted by Ava",
+"Declined", "Expired", "Resolved"), and a new customer message is posted in its thread, where
+the agent answers. Notices of one conversation are handled one at a time, in the order the
+delivery service hands them over, so an update never overtakes the post it updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from events import subjects
+from services.delivery import slack_blocks
+from services.delivery.settings import Endpoint
+from services.delivery.slack_api import SlackApi, SlackResult
+from services.delivery.slack_refs import MessageRef, SlackRefs
+from services.nats_errors import NATS_ERRORS
+
+log = structlog.get_logger(__name__)
+
+NOTHING_TO_UPDATE = SlackResult(True, False, None, "")
+
+
+class _Turn:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class SlackApp:
+    def __init__(self, api: SlackApi, js: JetStreamContext, slack_user_of: Callable[[str], str | None]) -> None:
+        self.api = api
+        self.js = js
+        self.slack_user_of = slack_user_of  # agent id -> Slack user id (for "dm")
+        self._refs: SlackRefs | None = None
+        # One notice at a time per (endpoint, conversation), in the order they arrive.
+        self._turns: dict[tuple[str, str], _Turn] = {}
+
+    async def refs(self) -> SlackRefs:
+        if self._refs is None:
+            kv: KeyValue = await self.js.key_value(subjects.STATE_BUCKET)
+            self._refs = SlackRefs(kv)
+        return self._refs
+
+    async def send(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> SlackResult:
+        cid = str(body.get("conversation", {}).get("id", ""))
+        key = (endpoint_id, cid)
+        turn = self._turns.setdefault(key, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                return await self._send(endpoint_id, endpoint, body)
+        except NATS_ERRORS as err:
+            # The message may be posted but not remembered: a retry posts it again (at least once).
+            log.warning("slack.refs_unavailable", conversation_id=cid, endpoint_id=endpoint_id, error=repr(err))
+            return SlackResult(False, True, None, f"NATS: {type(err).__name__}")
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                self._turns.pop(key, None)
+
+    async def _send(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> SlackResult:
+        kind = str(body.get("notice", ""))
+        cid = str(body.get("conversation", {}).get("id", ""))
+        agent_id = str(body.get("agent_id", ""))
+        bound = log.bind(conversation_id=cid, agent_id=agent_id, endpoint_id=endpoint_id, notice=kind)
+        refs = await self.refs()
+        ref = await refs.of_conversation(cid, endpoint_id, agent_id)
+        if kind == "message":
+            if ref is not None:
+                text, blocks = slack_blocks.thread_message(body)
+                return await self.api.post_message(ref.channel, text, blocks, thread_ts=ref.ts)
+            if kind not in endpoint.notices:
+                return NOTHING_TO_UPDATE
+        elif ref is not None and kind != "offer":
+            text, blocks = slack_blocks.conversation_message(body)
+            result = await self.api.update(ref.channel, ref.ts, text, blocks)
+            if result.ok and kind in slack_blocks.FINAL:
+                await refs.forget(ref)
+            bound.info("slack.updated", ok=result.ok, error=result.error)
+            return result
+        elif kind not in ("offer", "assigned") or kind not in endpoint.notices:
+            return NOTHING_TO_UPDATE  # nothing posted to update (or not wanted as a new message)
+        channel = endpoint.channel
+        if channel == "dm":
+            user = self.slack_user_of(agent_id)
+            if not user:
+                return SlackResult(False, False, None, f"agent {agent_id} has no Slack user in [slack] users")
+            channel = user
+        text, blocks = slack_blocks.conversation_message(body)
+        result = await self.api.post_message(channel, text, blocks)
+        if not result.ok:
+            return result
+        posted_in, ts = str(result.data.get("channel") or channel), str(result.data.get("ts") or "")
+        if ts and kind in ("offer", "assigned"):
+            if ref is not None:  # offered again: the new message is the one to keep current
+                await refs.forget(ref)
+            customer_id = str(body.get("conversation", {}).get("customer_id", ""))
+            await refs.save(
+                MessageRef(
+                    conversation_id=cid,
+                    customer_id=customer_id,
+                    agent_id=agent_id,
+                    endpoint_id=endpoint_id,
+                    channel=posted_in,
+                    ts=ts,
+                )
+            )
+        bound.info("slack.posted", channel=posted_in)
+        return result

@@ -1,0 +1,74 @@
+"""Where each conversation's Slack message is: ``(channel, ts)`` per (conversation, endpoint,
+agent), so that an accept, a decline, an expiry or a resolve updates that message in place,
+and a reply in its thread finds its conversation again.
+
+Kept in the ``rd_state`` KV bucket under the delivery service's own ``delivery.`` prefix (its
+NATS role may write there; the API's may read), two keys per message:
+
+- ``delivery.slack.cv.<conversation>.<endpoint>.<agent>``: the reference (delivery: update it);
+- ``delivery.slack.ts.<channel>.<ts>``: the same reference (API: a thread reply's conversation).
+
+A reference holds ids only (no customer data: erasure need not look here) and is removed once
+the message reaches its last state (declined, expired, handed back, resolved).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+PREFIX = "delivery.slack"
+
+
+class MessageRef(msgspec.Struct, kw_only=True):
+    conversation_id: str
+    customer_id: str
+    agent_id: str
+    endpoint_id: str
+    channel: str
+    ts: str
+
+
+def conversation_key(conversation_id: str, endpoint_id: str, agent_id: str) -> str:
+    return f"{PREFIX}.cv.{conversation_id}.{endpoint_id}.{agent_id}"
+
+
+def thread_key(channel: str, ts: str) -> str:
+    # Slack's ts is "<seconds>.<micros>": a dot would be a key level of its own.
+    return f"{PREFIX}.ts.{channel}.{ts.replace('.', '_')}"
+
+
+_decoder = msgspec.json.Decoder(MessageRef)
+
+
+class SlackRefs:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def _get(self, key: str) -> MessageRef | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:  # deleted
+            return None
+        return _decoder.decode(entry.value)
+
+    async def of_conversation(self, conversation_id: str, endpoint_id: str, agent_id: str) -> MessageRef | None:
+        return await self._get(conversation_key(conversation_id, endpoint_id, agent_id))
+
+    async def of_thread(self, channel: str, ts: str) -> MessageRef | None:
+        return await self._get(thread_key(channel, ts))
+
+    async def save(self, ref: MessageRef) -> None:
+        raw = msgspec.json.encode(ref)
+        await self.kv.put(thread_key(ref.channel, ref.ts), raw)
+        await self.kv.put(conversation_key(ref.conversation_id, ref.endpoint_id, ref.agent_id), raw)
+
+    async def forget(self, ref: MessageRef) -> None:
+        for key in (
+            conversation_key(ref.conversation_id, ref.endpoint_id, ref.agent_id),
+            thread_key(ref.channel, ref.ts),
+        ):
+            await self.kv.delete(key)  # a tombstone, whether or not the key was there

@@ -1,0 +1,1 @@
+"""Helpdesk sinks: two-way sync of conversations with Zendesk, Freshdesk and others (``sdk``)."""

@@ -1,0 +1,209 @@
+"""The conformance kit: a pytest base class every sink must pass.
+
+Subclass ``SinkConformance`` in a test module (the class name must start with ``Test``), set
+``sink_class``, and give the kit your sink's config and a fake of your helpdesk
+(``services.sinks.conformance.FakeHelpdesk``). Each test starts its own real nats-server,
+the sink in a ``SinkRuntime`` on a free port, and the fake.
+
+Contract checked:
+  * an assignment creates exactly one ticket holding the customer's message; later messages
+    become one comment each; replaying the log from the beginning (a lost position) and a
+    restart create no second ticket and no second comment;
+  * an agent's public reply in the helpdesk → one ``ReplyRequested`` (actor ``sink:<name>``)
+    and one ``DeliverReply`` on the customer's own ``rd.out.<channel>``, however often the
+    webhook comes;
+  * a webhook with a bad signature or secret → 401/403, nothing appended;
+  * no loops: a reply written in Relaydesk becomes one comment, and the helpdesk's webhook
+    about that comment is not sent back to the customer; the sink's own reply is not posted
+    back to the helpdesk;
+  * solving the ticket resolves the conversation (once);
+  * 429 with ``Retry-After``: waited out as long as it says, then the same call succeeds;
+  * 401 from the helpdesk: the event is parked (loudly, with a metric, visible in
+    ``/healthz``), and not retried in a loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import nats
+import pytest
+import pytest_asyncio
+
+from events.streams import ensure_streams
+from services.bootstrap import event_store
+from services.embedded_nats import EmbeddedNats
+
+from ..sdk import Sink, SinkRuntime
+from .fake import FakeHelpdesk
+from .rig import Rig, eventually
+
+
+class SinkConformance(ABC):
+    """Base class of a sink's conformance tests (see the module docstring)."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+
+    sink_class: ClassVar[type[Sink]]
+
+    @abstractmethod
+    def fake_helpdesk(self) -> FakeHelpdesk:
+        """The fake of your helpdesk's API (not started)."""
+
+    @abstractmethod
+    def config(self, api_url: str) -> dict[str, Any]:
+        """The raw ``[sinks.<name>]`` table pointing the sink at ``api_url``, with agent
+        ``ava`` mapped to a helpdesk user. The kit sets host, port and timings."""
+
+    def make_sink(self, api_url: str) -> Sink:
+        raw = {
+            **self.config(api_url),
+            "host": "127.0.0.1",
+            "port": 0,
+            "start": "beginning",
+            "api_backoff": 0.01,
+            "api_attempts": 3,
+            "retry_pause": 0.05,
+            "lease_seconds": 2.0,
+            "max_retry_after": 5.0,
+        }
+        return self.sink_class.from_config(raw)
+
+    @pytest_asyncio.fixture
+    async def rig(self, tmp_path: Path) -> AsyncIterator[Rig]:
+        server = EmbeddedNats(store_dir=tmp_path / "nats")
+        await server.astart()
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+        fake = self.fake_helpdesk()
+        runtime: SinkRuntime | None = None
+        rig: Rig | None = None
+        try:
+            await ensure_streams(nc.jetstream())
+            url = await fake.start()
+            store = event_store(nc)
+            runtime = SinkRuntime(self.make_sink(url), nc, store)
+            await runtime.start()
+            rig = Rig(nc, store, fake, runtime, lambda: self.make_sink(url))
+            yield rig
+        finally:
+            if rig is not None:
+                await rig.runtime.stop()
+            elif runtime is not None:
+                await runtime.stop()
+            with contextlib.suppress(Exception):
+                await nc.close()
+            await fake.stop()
+            await server.astop()
+
+    # -- Relaydesk → helpdesk ------------------------------------------------------------------
+
+    async def test_assignment_creates_one_ticket_and_replay_duplicates_nothing(self, rig: Rig) -> None:
+        customer, conversation = await rig.open_assigned("My invoice is wrong")
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        await rig.caught_up(customer)
+        assert [c.body for c in ticket.comments] == ["My invoice is wrong"]
+        assert ticket.assignee, "the agent's helpdesk user is the assignee"
+
+        await rig.restart(replay=True)
+        await rig.message(customer, conversation, "Any news?")
+        await rig.fake.wait_for(lambda: len(ticket.comments) == 2)
+        await rig.caught_up(customer)
+        await rig.restart()
+        await rig.caught_up(customer)
+        assert len(rig.fake.tickets_of(conversation)) == 1
+        assert [c.body for c in ticket.comments] == ["My invoice is wrong", "Any news?"]
+
+    # -- helpdesk → Relaydesk -----------------------------------------------------------------
+
+    async def test_an_agent_reply_in_the_helpdesk_reaches_the_customer_once(self, rig: Rig) -> None:
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        call = rig.fake.agent_reply(ticket, "We refunded you.")
+        for _ in range(2):  # the helpdesk retries a webhook
+            status, body = await rig.post(call)
+            assert status == 200, body
+        [reply] = await rig.replies(customer)
+        assert reply.text == "We refunded you." and reply.actor == f"sink:{rig.sink.name}"
+        out = await eventually(rig.outbound)
+        assert [(o.reply_id, o.text, o.contact, o.channel) for o in out] == [
+            (reply.reply_id, "We refunded you.", rig.contact, rig.channel)
+        ]
+        await rig.caught_up(customer)
+        assert [c.body for c in ticket.comments].count("We refunded you.") == 1, "the sink's own reply came back"
+
+    async def test_a_forged_webhook_is_refused_and_does_nothing(self, rig: Rig) -> None:
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        status, body = await rig.post(rig.fake.forge(rig.fake.agent_reply(ticket, "Send me your password")))
+        assert status in (401, 403) and "error" in body
+        status, _ = await rig.post(rig.fake.forge(rig.fake.solve(ticket)))
+        assert status in (401, 403)
+        assert await rig.replies(customer) == [] and await rig.resolutions(customer) == []
+
+    async def test_nothing_loops(self, rig: Rig) -> None:
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        await rig.agent_replies(customer, conversation, "Hello from Relaydesk")
+        await rig.fake.wait_for(lambda: any(c.body == "Hello from Relaydesk" for c in ticket.comments))
+        posted = next(c for c in ticket.comments if c.body == "Hello from Relaydesk")
+        status, body = await rig.post(rig.fake.echo(ticket, posted))
+        assert status == 200, body
+        first = ticket.comments[0]
+        status, body = await rig.post(rig.fake.echo(ticket, first))  # the customer's own message
+        assert status == 200, body
+        replies = await rig.replies(customer)
+        assert [r.text for r in replies] == ["Hello from Relaydesk"], "an echo went back to the customer"
+
+    async def test_solving_the_ticket_resolves_the_conversation_once(self, rig: Rig) -> None:
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        call = rig.fake.solve(ticket)
+        for _ in range(2):
+            status, body = await rig.post(call)
+            assert status == 200, body
+        [resolved] = await rig.resolutions(customer)
+        assert resolved.actor == f"sink:{rig.sink.name}"
+
+    # -- the helpdesk's bad days ----------------------------------------------------------------
+
+    async def test_a_429_is_waited_out_as_retry_after_says(self, rig: Rig) -> None:
+        rig.fake.rate_limit_next(1, retry_after="1")
+        customer, conversation = await rig.open_assigned()
+        await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        limited = [i for i, s in enumerate(rig.fake.seen) if s.status == 429]
+        assert len(limited) == 1
+        after = rig.fake.seen[limited[0] + 1]
+        assert after.at - rig.fake.seen[limited[0]].at >= 0.95, "Retry-After: 1 was not honoured"
+        await rig.caught_up(customer)
+        assert len(rig.fake.tickets_of(conversation)) == 1
+
+    async def test_refused_credentials_park_the_event_loudly_and_stop_there(self, rig: Rig) -> None:
+        rig.fake.refuse_auth = True
+        customer, conversation = await rig.open_assigned()
+        await rig.caught_up(customer)
+        calls = len(rig.fake.seen)
+        parked = await rig.sink.state.parked()
+        assert parked and all(p.auth for p in parked), parked
+        async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/healthz") as resp:
+            health = await resp.json()
+        assert health["auth_failed"] is True and health["parked"] == len(parked)
+        async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
+            assert resp.status == 503
+        # not redelivered in a loop: the number of calls stays where it was
+        await rig.message(customer, conversation, "hello?")
+        await rig.caught_up(customer)
+        assert len(rig.fake.seen) <= calls + 1
+
+        rig.fake.refuse_auth = False  # the operator fixed the token and re-drives the parked events
+        synced, still = await rig.runtime.retry_parked()
+        assert still == 0 and synced >= 1
+        assert rig.fake.ticket_of(conversation) is not None
+
+
+async def _async(value: Any) -> Any:
+    return value

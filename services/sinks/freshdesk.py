@@ -1,0 +1,241 @@
+"""The Freshdesk sink: the same two-way sync as Zendesk's, through the Freshdesk API v2.
+
+Relaydesk → Freshdesk: an assignment creates the ticket (``POST /api/v2/tickets``; the
+requester by ``unique_external_id`` = customer id, name, email or phone; ``responder_id`` =
+the agent's Freshdesk agent id; tags ``relaydesk``, channel, tier, language, skills and
+``rdconv_<conversation id>``, by which a ticket created just before a crash is found again);
+customer messages become incoming public notes by the requester, Relaydesk agents' replies
+public notes by the agent (no Freshdesk email: the customer has them on their own channel);
+a resolve sets status 4 (resolved).
+
+Freshdesk → Relaydesk: an automation rule ("Ticket is updated") triggers a webhook to the sink
+with the ticket id and the shared secret in a header (Freshdesk webhooks are not signed).
+The webhook is only a nudge: the sink reads the ticket's conversations and status from the
+API itself, sends every public agent reply it has not sent yet (by conversation id) to the
+customer, and resolves the conversation when the status is 4 (resolved) or 5 (closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import html
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
+
+from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest
+from .sdk.actions import ConversationFacts
+from .sdk.errors import Malformed
+
+TOKEN_HEADER = "X-Relaydesk-Webhook-Token"
+OPEN, RESOLVED, CLOSED = 2, 4, 5
+
+
+class FreshdeskSettings(SinkSettings, kw_only=True):
+    # https://<domain>.freshdesk.com, or api_url to point elsewhere.
+    domain: str = ""
+    api_url: str = ""
+    # Profile settings → Your API key.
+    api_key: str = ""
+    # The value the automation rule sends in the X-Relaydesk-Webhook-Token header.
+    webhook_secret: str = ""
+    # Relaydesk agent id → Freshdesk agent id (responder, author of her replies' notes).
+    agents: dict[str, int] = {}
+    tags: list[str] = []
+    subject: str = "Relaydesk {channel} conversation with {customer}"
+
+
+class FreshdeskSink(Sink):
+    name: ClassVar[str] = "freshdesk"
+    Settings: ClassVar[type[SinkSettings]] = FreshdeskSettings
+    webhook_paths: ClassVar[tuple[str, ...]] = ("/freshdesk/webhook",)
+
+    settings: FreshdeskSettings
+
+    def __init__(self, settings: SinkSettings) -> None:
+        if not isinstance(settings, FreshdeskSettings):
+            raise TypeError("FreshdeskSink needs FreshdeskSettings")
+        super().__init__(settings)
+
+    def problems(self) -> list[str]:
+        s = self.settings
+        out = []
+        if not (s.domain or s.api_url):
+            out.append("set domain (acme for acme.freshdesk.com) or api_url")
+        if not s.api_key:
+            out.append("set api_key")
+        if not s.webhook_secret:
+            out.append("set webhook_secret (sent by the automation rule in X-Relaydesk-Webhook-Token)")
+        return out
+
+    def make_api(self) -> ProviderApi:
+        s = self.settings
+        base = s.api_url or f"https://{s.domain}.freshdesk.com"
+        credentials = base64.b64encode(f"{s.api_key}:X".encode()).decode()
+        return ProviderApi(
+            self.name,
+            base,
+            f"Basic {credentials}",
+            attempts=s.api_attempts,
+            backoff=s.api_backoff,
+            timeout=s.api_timeout,
+            max_retry_after=s.max_retry_after,
+        )
+
+    # -- Relaydesk → Freshdesk -------------------------------------------------------------
+
+    async def handle(self, item: SinkEvent) -> None:
+        event = item.event
+        if isinstance(event, ConversationAssigned | OfferAccepted):
+            await self._assigned(event)
+            return
+        link = await self.state.link(getattr(event, "conversation_id", ""))
+        if link is None:
+            return  # not assigned yet: its messages go in when the ticket is created
+        if isinstance(event, MessageReceived) and not event.metadata.get("auto"):
+            await self._note(link, event.message_id, event.text or "(no text)", user=link.requester_id, incoming=True)
+        elif isinstance(event, ReplyRequested):
+            await self._note(link, event.reply_id, event.text, user=self._agent(event.agent_id), incoming=False)
+        elif isinstance(event, ConversationResolved):
+            await self.api.call("PUT", f"/api/v2/tickets/{link.ticket_id}", json={"status": RESOLVED})
+
+    def _agent(self, agent_id: str | None) -> str:
+        found = self.settings.agents.get(agent_id or "")
+        return str(found) if found else ""
+
+    async def _assigned(self, event: ConversationAssigned | OfferAccepted) -> None:
+        responder = self._agent(event.agent_id)
+        link = await self.state.link(event.conversation_id)
+        if link is not None:
+            if responder:
+                await self.api.call("PUT", f"/api/v2/tickets/{link.ticket_id}", json={"responder_id": int(responder)})
+            return
+        facts = await self.relaydesk.conversation(event.customer_id, event.conversation_id)
+        if facts is None:
+            return
+        messages = [m for m in facts.messages if not m.metadata.get("auto")]
+        found = await self._existing_ticket(event.conversation_id)
+        if found is not None:
+            ticket_id, requester = found
+            if messages:
+                await self.state.mark_synced(messages[0].message_id, "")  # the ticket's description
+        else:
+            ticket = self._new_ticket(facts, messages[0].text if messages else "", responder)
+            answer = await self.api.call("POST", "/api/v2/tickets", json=ticket)
+            ticket_id, requester = str(answer["id"]), str(answer.get("requester_id") or "")
+            if messages:
+                await self.state.mark_synced(messages[0].message_id, "")
+        link = Link(
+            conversation_id=event.conversation_id,
+            customer_id=event.customer_id,
+            ticket_id=ticket_id,
+            requester_id=requester,
+        )
+        await self.state.save_link(link)
+        for message in messages:
+            await self._note(link, message.message_id, message.text or "(no text)", user=requester, incoming=True)
+
+    def _new_ticket(self, facts: ConversationFacts, text: str, responder: str) -> dict[str, Any]:
+        ticket: dict[str, Any] = {
+            "subject": self.settings.subject.format(
+                channel=facts.channel, customer=facts.customer_name or facts.customer_id
+            ),
+            "description": _html(text or "(no text)"),
+            "name": facts.customer_name or facts.contact or facts.customer_id,
+            "unique_external_id": facts.customer_id,
+            "status": OPEN,
+            "priority": {"gold": 3, "platinum": 4}.get(facts.tier, 2),
+            "tags": self._tags(facts),
+        }
+        if "@" in facts.contact:
+            ticket["email"] = facts.contact
+        elif re.fullmatch(r"\+?[\d\s().-]{6,}", facts.contact):
+            ticket["phone"] = facts.contact
+        if responder:
+            ticket["responder_id"] = int(responder)
+        return ticket
+
+    async def _existing_ticket(self, conversation_id: str) -> tuple[str, str] | None:
+        query = f"\"tag:'{_conversation_tag(conversation_id)}'\""
+        answer = await self.api.call("GET", "/api/v2/search/tickets", params={"query": query})
+        results = (answer or {}).get("results") or []
+        if not results:
+            return None
+        return str(results[0]["id"]), str(results[0].get("requester_id") or "")
+
+    def _tags(self, facts: ConversationFacts) -> list[str]:
+        tags = ["relaydesk", f"channel_{facts.channel}", f"tier_{facts.tier}", _conversation_tag(facts.conversation_id)]
+        if facts.language:
+            tags.append(f"language_{facts.language}")
+        tags += [f"skill_{skill}" for skill in sorted(facts.skills)]
+        return tags + list(self.settings.tags)
+
+    async def _note(self, link: Link, item_id: str, text: str, *, user: str, incoming: bool) -> None:
+        if await self.state.synced(item_id):
+            return
+        note: dict[str, Any] = {"body": _html(text), "private": False, "incoming": incoming}
+        if user:
+            note["user_id"] = int(user)
+        await self.state.posting(link.ticket_id, text)
+        answer = await self.api.call("POST", f"/api/v2/tickets/{link.ticket_id}/notes", json=note)
+        note_id = str((answer or {}).get("id") or "")
+        await self.state.posted(link.ticket_id, text, note_id)
+        await self.state.mark_synced(item_id, note_id)
+
+    # -- Freshdesk → Relaydesk -----------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest) -> None:
+        token = request.headers.get(TOKEN_HEADER, "")
+        if not token or not hmac.compare_digest(token.encode(), self.settings.webhook_secret.encode()):
+            raise Unauthentic(f"missing or wrong {TOKEN_HEADER}")
+
+    async def webhook(self, request: WebhookRequest) -> Mapping[str, Any]:
+        payload = request.json()
+        ticket = payload.get("ticket_id") if isinstance(payload, dict) else None
+        if isinstance(ticket, dict):  # {"ticket_id": ...} or Freshdesk's {"freshdesk_webhook": {...}}
+            ticket = ticket.get("id")
+        if ticket is None and isinstance(payload, dict) and isinstance(payload.get("freshdesk_webhook"), dict):
+            ticket = payload["freshdesk_webhook"].get("ticket_id")
+        ticket_id = str(ticket or "").strip()
+        if not ticket_id.isdigit():
+            raise Malformed("ticket_id (a number) is missing")
+        link = await self.state.conversation_of(ticket_id)
+        if link is None:
+            return {"acted": False, "ignored": "not a Relaydesk ticket"}
+        sent = 0
+        for entry in await self.api.call("GET", f"/api/v2/tickets/{ticket_id}/conversations") or []:
+            if await self._relay(link, ticket_id, entry):
+                sent += 1
+        status = (await self.api.call("GET", f"/api/v2/tickets/{ticket_id}") or {}).get("status")
+        resolved = ""
+        if status in (RESOLVED, CLOSED):
+            resolved = await self.resolve(link.conversation_id, key=f"ticket:{ticket_id}:done")
+        return {"acted": bool(sent) or resolved == "done", "replies_sent": sent, "resolved": resolved}
+
+    async def _relay(self, link: Link, ticket_id: str, entry: Mapping[str, Any]) -> bool:
+        """Send one of the ticket's conversation entries to the customer if it is a public
+        agent reply nobody sent yet."""
+        entry_id = str(entry.get("id") or "")
+        text = str(entry.get("body_text") or "").strip()
+        if not entry_id or not text or entry.get("incoming") or entry.get("private"):
+            return False
+        if str(entry.get("user_id") or "") == link.requester_id:
+            return False
+        if await self.state.relayed(entry_id) or await self.state.is_ours(ticket_id, entry_id, text):
+            return False
+        outcome = await self.reply(link.conversation_id, text, key=f"conversation:{entry_id}")
+        if outcome in ("done", "already"):
+            await self.state.mark_relayed(entry_id, link.conversation_id)
+        return outcome == "done"
+
+
+def _conversation_tag(conversation_id: str) -> str:
+    return f"rdconv_{conversation_id}".lower()
+
+
+def _html(text: str) -> str:
+    """Freshdesk bodies are HTML: the text escaped, line breaks kept."""
+    return html.escape(text).replace("\n", "<br>")

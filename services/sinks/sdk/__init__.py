@@ -1,0 +1,33 @@
+"""Sink SDK: subclass ``Sink``, run it with ``SinkRuntime``, test it with
+``services.sinks.conformance``. See the README section "Helpdesk sync"."""
+
+from .actions import ConversationFacts, Relaydesk, stable_id
+from .api import ProviderApi, retry_after_seconds
+from .base import Sink, SinkEvent, SinkSettings, WebhookRequest
+from .errors import AuthFailed, Malformed, Rejected, SinkConfigError, SinkError, SinkNotFound, Transient, Unauthentic
+from .runtime import SinkRuntime
+from .state import Link, ParkedEvent, SinkState
+
+__all__ = [
+    "AuthFailed",
+    "ConversationFacts",
+    "Link",
+    "Malformed",
+    "ParkedEvent",
+    "ProviderApi",
+    "Rejected",
+    "Relaydesk",
+    "Sink",
+    "SinkConfigError",
+    "SinkError",
+    "SinkEvent",
+    "SinkNotFound",
+    "SinkRuntime",
+    "SinkSettings",
+    "SinkState",
+    "Transient",
+    "Unauthentic",
+    "WebhookRequest",
+    "retry_after_seconds",
+    "stable_id",
+]

@@ -1,0 +1,184 @@
+"""What a sink may do to Relaydesk: read a conversation, reply to the customer, resolve.
+
+The same facts the agent API appends (services/api/conversations.py), with the sink as the
+actor (``sink:<name>``), the conversation's last sequence as the expected one, and a message
+id derived from the helpdesk's own id of the action (a comment id, a status change), so a
+webhook the helpdesk sends twice, or a retry after a crash, appends once. A reply is queued
+for the customer's channel with the API's own functions (``services.api.replies``); if that
+queueing is lost, the API's reply relay queues it again from the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from events.model import (
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationOpened,
+    ConversationReleased,
+    ConversationResolved,
+    ConversationTransferred,
+    CustomerProfileUpdated,
+    MessageReceived,
+    OfferAccepted,
+    ReplyRequested,
+    RoutingRequested,
+)
+from events.store import Append, ConcurrencyError, EventStore
+from events.subjects import parse_conversation_subject
+from services.api import replies
+
+from .errors import Transient
+
+log = structlog.get_logger("relaydesk.sink")
+
+Outcome = Literal["done", "already", "resolved", "unknown"]
+
+
+@dataclass
+class ConversationFacts:
+    """One conversation as the log tells it, with its customer's profile (personal fields opened)."""
+
+    customer_id: str
+    conversation_id: str
+    channel: str = ""
+    contact: str = ""
+    status: Literal["open", "resolved"] = "open"
+    agent_id: str | None = None
+    tier: str = "standard"
+    flags: tuple[str, ...] = ()
+    customer_name: str | None = None
+    crm_id: str | None = None
+    language: str | None = None
+    skills: dict[str, int] = field(default_factory=dict)
+    messages: list[MessageReceived] = field(default_factory=list)
+    replies: dict[str, ReplyRequested] = field(default_factory=dict)
+    last_seq: int = 0  # the conversation subject's last sequence (the expected one for an append)
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """An id derived from ``parts``: the same action always gets the same id."""
+    return prefix + hashlib.sha256(":".join(parts).encode()).hexdigest()[:20]
+
+
+class Relaydesk:
+    def __init__(
+        self,
+        store: EventStore,
+        nc: NATS,
+        actor: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.nc = nc
+        self.actor = actor
+        self.clock = clock
+
+    async def conversation(self, customer_id: str, conversation_id: str) -> ConversationFacts | None:
+        """The conversation folded from its customer's events; None if the log has no such conversation."""
+        facts = ConversationFacts(customer_id=customer_id, conversation_id=conversation_id)
+        opened = False
+        for stored in await self.store.read_customer_direct(customer_id):
+            event = stored.event
+            if isinstance(event, CustomerProfileUpdated):
+                facts.tier, facts.flags, facts.crm_id = event.tier, event.flags, event.crm_id
+                if event.name is not None:
+                    facts.customer_name = event.name
+                facts.language = facts.language or event.preferred_language
+                continue
+            if parse_conversation_subject(stored.subject) != (customer_id, conversation_id):
+                continue
+            facts.last_seq = stored.seq
+            if isinstance(event, ConversationOpened):
+                opened = True
+                facts.channel, facts.contact = event.channel, event.contact
+            elif isinstance(event, MessageReceived):
+                facts.messages.append(event)
+                facts.language = event.language or facts.language
+            elif isinstance(event, RoutingRequested):
+                facts.skills = dict(event.requirements.skills)
+                facts.language = event.requirements.language or facts.language
+            elif isinstance(event, ConversationAssigned | OfferAccepted):
+                facts.agent_id = event.agent_id
+            elif isinstance(event, ConversationTransferred | ConversationEscalated | ConversationReleased):
+                facts.agent_id = None
+            elif isinstance(event, ReplyRequested):
+                facts.replies[event.reply_id] = event
+            elif isinstance(event, ConversationResolved):
+                facts.status, facts.agent_id = "resolved", None
+        return facts if opened else None
+
+    async def reply(self, customer_id: str, conversation_id: str, text: str, *, key: str) -> Outcome:
+        """Send ``text`` to the customer on the conversation's own channel, once per ``key``."""
+        reply_id = stable_id("rp_", self.actor, key)
+        bound = log.bind(actor=self.actor, conversation_id=conversation_id, customer_id=customer_id, reply_id=reply_id)
+        for _ in range(5):
+            facts = await self.conversation(customer_id, conversation_id)
+            if facts is None:
+                return "unknown"
+            if reply_id in facts.replies:
+                await self._queue(facts.replies[reply_id], bound)  # deduplicated by reply id: safe
+                return "already"
+            if facts.status == "resolved":
+                bound.info("sink.reply_refused", reason="the conversation is resolved")
+                return "resolved"
+            event = ReplyRequested(
+                at=self.clock(),
+                customer_id=customer_id,
+                conversation_id=conversation_id,
+                channel=facts.channel,
+                reply_id=reply_id,
+                agent_id=facts.agent_id,
+                text=text,
+                actor=self.actor,
+            )
+            try:
+                await self.store.append(Append(event, expected=facts.last_seq, msg_id=reply_id))
+            except ConcurrencyError:
+                continue  # the conversation moved on meanwhile: decide again on what it is now
+            bound.info("sink.reply_requested", channel=facts.channel)
+            await self._queue(event, bound)
+            return "done"
+        raise Transient(f"conversation {conversation_id} kept changing; try again")
+
+    async def _queue(self, reply: ReplyRequested, bound: structlog.typing.FilteringBoundLogger) -> None:
+        route = await replies.reply_route(self.store, reply.customer_id, reply.conversation_id)
+        if route is None:
+            bound.warning("sink.reply_no_route")
+            return
+        try:
+            await replies.queue(self.nc, replies.deliver_command(reply, route), self.store.cipher)
+        except Exception as err:  # in the log already: the API's reply relay queues it again
+            bound.warning("sink.reply_queue_deferred", error=repr(err))
+
+    async def resolve(self, customer_id: str, conversation_id: str, *, key: str) -> Outcome:
+        """Resolve the conversation (once: resolving a resolved conversation does nothing)."""
+        msg_id = stable_id("rs_", self.actor, key)
+        for _ in range(5):
+            facts = await self.conversation(customer_id, conversation_id)
+            if facts is None:
+                return "unknown"
+            if facts.status == "resolved":
+                return "already"
+            event = ConversationResolved(
+                at=self.clock(),
+                customer_id=customer_id,
+                conversation_id=conversation_id,
+                agent_id=facts.agent_id,
+                actor=self.actor,
+            )
+            try:
+                await self.store.append(Append(event, expected=facts.last_seq, msg_id=msg_id))
+            except ConcurrencyError:
+                continue
+            log.info("sink.resolved", actor=self.actor, conversation_id=conversation_id, customer_id=customer_id)
+            return "done"
+        raise Transient(f"conversation {conversation_id} kept changing; try again")

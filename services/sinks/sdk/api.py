@@ -1,0 +1,153 @@
+"""The helpdesk API client a sink calls through: retries, 429 Retry-After, auth errors.
+
+``ProviderApi.call`` sends one request and returns the decoded JSON body. It retries
+timeouts, connection errors and 5xx with exponential backoff and jitter, waits out a 429 for
+as long as its ``Retry-After`` says (capped by ``max_retry_after``), and raises:
+
+- ``AuthFailed`` on 401/403 (never retried: credentials do not fix themselves),
+- ``Rejected`` on any other 4xx (the request is wrong; retrying cannot help),
+- ``Transient`` once the attempts are spent (the caller tries the whole event again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from connectors.sdk.base import scrub
+
+from .errors import AuthFailed, Rejected, Transient
+from .metrics import SINK_API_CALLS, SINK_AUTH_FAILURES, SINK_RATE_LIMITED
+
+log = structlog.get_logger("relaydesk.sink")
+
+
+def retry_after_seconds(
+    value: str | None, default: float, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> float:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return default
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())
+
+
+class ProviderApi:
+    """One helpdesk's API: ``base_url``, an ``Authorization`` header, a session of its own."""
+
+    def __init__(
+        self,
+        sink: str,
+        base_url: str,
+        authorization: str,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        timeout: float = 15.0,
+        max_retry_after: float = 120.0,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.sink = sink
+        self.base_url = base_url.rstrip("/")
+        self.authorization = authorization
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.timeout = timeout
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._http: aiohttp.ClientSession | None = None
+        self.log = log.bind(sink=sink)
+
+    async def open(self) -> None:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """The JSON answer of ``method path`` (None for an empty body); see the module docstring."""
+        await self.open()
+        assert self._http is not None
+        url = self.base_url + path
+        sent = {"Authorization": self.authorization, "Accept": "application/json", **(headers or {})}
+        reason = "not attempted"
+        for attempt in range(1, self.attempts + 1):
+            wait = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+            try:
+                async with self._http.request(method, url, json=json, params=params, headers=sent) as resp:
+                    status = resp.status
+                    SINK_API_CALLS.labels(sink=self.sink, status=str(status)).inc()
+                    body = await resp.read()
+                    if status < 300:
+                        return _json(body)
+                    if status == 429:
+                        SINK_RATE_LIMITED.labels(sink=self.sink).inc()
+                        wait = min(self.max_retry_after, retry_after_seconds(resp.headers.get("Retry-After"), wait))
+                        reason = f"{method} {path}: rate limited (429)"
+                        self.log.warning("sink.rate_limited", path=path, retry_after_s=round(wait, 2), attempt=attempt)
+                    elif status in (401, 403):
+                        SINK_AUTH_FAILURES.labels(sink=self.sink).inc()
+                        self.log.error(
+                            "sink.auth_failed",
+                            path=path,
+                            status=status,
+                            action="check the sink's API credentials; the event is parked",
+                        )
+                        raise AuthFailed(f"{method} {path}: the helpdesk refused our credentials ({status})")
+                    elif 400 <= status < 500 and status != 408:
+                        raise Rejected(f"{method} {path}: refused ({status}) {_short(body)}")
+                    else:
+                        reason = f"{method} {path}: helpdesk error ({status})"
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                # The exception text may carry the URL (a token in it): keep the type only.
+                SINK_API_CALLS.labels(sink=self.sink, status="error").inc()
+                reason = f"{method} {path}: helpdesk unreachable ({type(err).__name__})"
+            if attempt < self.attempts:
+                self.log.info("sink.api_retry", path=path, attempt=attempt, wait_s=round(wait, 2), reason=reason)
+                await self._sleep(wait)
+        raise Transient(f"{reason} (after {self.attempts} attempts)")
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    import json
+
+    try:
+        return json.loads(body)
+    except ValueError as err:
+        raise Transient("the helpdesk answered success with a body that is not JSON") from err
+
+
+def _short(body: bytes, limit: int = 200) -> str:
+    """The start of an error body for the reason (providers put the cause there), with phone
+    numbers and email addresses masked: the reason is logged and parked."""
+    return scrub(body[:limit].decode("utf-8", errors="replace").replace("\n", " "))

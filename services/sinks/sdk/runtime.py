@@ -1,0 +1,332 @@
+"""Run one sink: follow the log from its saved position (one active instance, by lease) and
+serve the helpdesk's webhooks plus ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from events import subjects
+from events.codec import Undecodable
+from events.model import UnknownEvent
+from events.store import EventStore, StoredEvent, Tail
+from services.lease import Lease
+from services.nats_errors import NATS_ERRORS
+
+from .actions import Relaydesk
+from .base import Sink, SinkEvent, WebhookRequest
+from .errors import AuthFailed, Malformed, Rejected, SinkError, Transient, Unauthentic
+from .metrics import SINK_EVENTS, SINK_WEBHOOKS
+from .state import ParkedEvent, SinkState
+
+log = structlog.get_logger("relaydesk.sink")
+
+SAVE_EVERY = 200  # events passed over without handling before the position is saved anyway
+
+
+class SinkRuntime:
+    """``await start()`` opens the sink's bucket and API client, serves its webhooks on
+    ``settings.host:settings.port`` and starts following the log; it returns the URLs it
+    listens on. ``await stop()`` stops both (after the event being handled) and releases the
+    lease. The NATS connection and the store belong to the caller."""
+
+    def __init__(self, sink: Sink, nc: NATS, store: EventStore, *, instance_id: str = "") -> None:
+        self.sink = sink
+        self.nc = nc
+        self.store = store.for_reader(f"sink:{sink.name}") if isinstance(store, EventStore) else store
+        self.instance_id = instance_id or f"sink-{sink.name}-{uuid.uuid4().hex[:8]}"
+        self.urls: list[str] = []
+        self.role = "starting"  # standby | leader | stopped
+        self.position = 0
+        self.last_error = ""
+        self.auth_failed = False
+        self.stalled_on: int | None = None  # the event being retried after a passing failure
+        self._runner: web.AppRunner | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.log = log.bind(sink=sink.name, instance=self.instance_id)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def attach(self) -> None:
+        """Open the sink's bucket and API client and give them to the sink (``start`` does it;
+        a one-shot such as ``retry_parked`` calls it alone, then ``close``)."""
+        state = await SinkState.open(self.nc.jetstream(), self.sink.name, replicas=self.sink.settings.replicas)
+        api = self.sink.make_api()
+        await api.open()
+        self.sink.attach(state, Relaydesk(self.store, self.nc, self.sink.actor), api)
+
+    async def close(self) -> None:
+        await self.sink.api.close()
+
+    async def start(self) -> list[str]:
+        s = self.sink.settings
+        await self.attach()
+        api = self.sink.api
+        app = web.Application(client_max_size=s.max_body_bytes + 1)
+        for path in self.sink.webhook_paths:
+            app.router.add_post(path, self._webhook)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, s.host, s.port).start()
+        except OSError as err:
+            await runner.cleanup()
+            await api.close()
+            raise SinkError(f"sink {self.sink.name} cannot listen on {s.host}:{s.port}: {err.strerror}") from err
+        self._runner = runner
+        self.urls = [_url(addr) for addr in runner.addresses]
+        self._stop.clear()
+        self._follow = asyncio.create_task(self._follow_log(), name=f"sink-{self.sink.name}")
+        self.log.info("sink.started", urls=self.urls)
+        return self.urls
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._follow is not None:
+            await self._follow
+            self._follow = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.sink.api.close()
+        self.role = "stopped"
+        self.log.info("sink.stopped", position=self.position)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "sink": self.sink.name,
+            "role": self.role,
+            "instance": self.instance_id,
+            "position": self.position,
+            "nats": "connected" if self.nc.is_connected else "disconnected",
+            "auth_failed": self.auth_failed,
+            "stalled_on": self.stalled_on,
+            "last_error": self.last_error,
+        }
+
+    # -- following the log -----------------------------------------------------------------
+
+    async def _follow_log(self) -> None:
+        lease_kv = await self.nc.jetstream().key_value(subjects.LEASE_BUCKET)
+        lease = Lease(lease_kv, f"sink.{self.sink.name}", self.instance_id, ttl=self.sink.settings.lease_seconds)
+        self.role = "standby"
+        try:
+            while not self._stop.is_set():
+                if not await lease.try_acquire():
+                    await self._pause(lease.ttl / 2)
+                    continue
+                self.role = "leader"
+                self.log.info("sink.leading")
+                try:
+                    await self._lead(lease)
+                except NATS_ERRORS as err:
+                    self.last_error = f"NATS: {type(err).__name__}"
+                    self.log.warning("sink.nats_unavailable", error=repr(err))
+                    await self._pause(1.0)
+                self.role = "standby"
+        finally:
+            with contextlib.suppress(*NATS_ERRORS):
+                await lease.release()
+
+    async def _lead(self, lease: Lease) -> None:
+        state = self.sink.state
+        saved = await state.position()
+        if saved is None:
+            saved = await self.store.last_seq() if self.sink.settings.start == "end" else 0
+            await state.save_position(saved)
+        self.position = saved
+        tail = await self.store.tail(subjects.CUSTOMER_EVENTS_ALL, saved + 1)
+        renew_at = asyncio.get_running_loop().time() + lease.ttl / 3
+        unsaved = 0
+        try:
+            while not self._stop.is_set():
+                if asyncio.get_running_loop().time() >= renew_at:
+                    if not await lease.renew():
+                        self.log.warning("sink.lease_lost")
+                        return
+                    renew_at = asyncio.get_running_loop().time() + lease.ttl / 3
+                stored = await tail.next(timeout=min(1.0, lease.ttl / 3))
+                if stored is None:
+                    if unsaved:
+                        await state.save_position(self.position)
+                        unsaved = 0
+                    continue
+                if stored.seq <= self.position:
+                    continue
+                outcome = await self._apply(stored, lease)
+                if outcome == "lost":
+                    if not self._stop.is_set():
+                        self.log.warning("sink.lease_lost", seq=stored.seq)
+                    return
+                if outcome == "handled":
+                    await state.save_position(stored.seq)
+                    unsaved = 0
+                else:
+                    unsaved += 1
+                self.position = stored.seq
+                if unsaved >= SAVE_EVERY:
+                    await state.save_position(self.position)
+                    unsaved = 0
+        finally:
+            await _close(tail)
+
+    async def _apply(self, stored: StoredEvent, lease: Lease) -> str:
+        """Hand one event to the sink: "handled" (or parked), "passed" (not a kind the sink
+        handles), "lost" (the lease went while the event was being retried: the next leader
+        takes it from the saved position)."""
+        event = stored.event
+        if isinstance(event, UnknownEvent | Undecodable) or not isinstance(event, self.sink.handles):
+            return "passed"
+        if self.sink.is_own(event):
+            # The sink's own fact (a helpdesk reply, a solved ticket) coming back: the
+            # helpdesk has it already; syncing it again would loop.
+            SINK_EVENTS.labels(sink=self.sink.name, outcome="ignored").inc()
+            return "passed"
+        item = SinkEvent(stored.seq, stored.subject, event)
+        bound = self.log.bind(seq=stored.seq, event=type(event).__name__)
+        while not self._stop.is_set():
+            try:
+                await self.sink.handle(item)
+            except Transient as err:
+                # A passing failure: the same event again after a pause, never skipped.
+                self.stalled_on, self.last_error = stored.seq, err.reason
+                SINK_EVENTS.labels(sink=self.sink.name, outcome="retried").inc()
+                bound.warning("sink.event_retry", reason=err.reason, pause_s=self.sink.settings.retry_pause)
+                await self._pause(self.sink.settings.retry_pause)
+                if not await lease.renew():
+                    return "lost"
+                continue
+            except (AuthFailed, Rejected) as err:
+                await self._park(stored, err.reason, auth=isinstance(err, AuthFailed))
+                return "handled"
+            except NATS_ERRORS:
+                raise
+            except Exception as err:
+                bound.exception("sink.handle_crashed")
+                await self._park(stored, f"sink error ({type(err).__name__}: {str(err)[:200]})")
+                return "handled"
+            if self.stalled_on is not None:
+                self.stalled_on, self.last_error = None, ""
+            SINK_EVENTS.labels(sink=self.sink.name, outcome="handled").inc()
+            bound.debug("sink.event_handled")
+            return "handled"
+        return "lost"  # stopping: not handled, the position stays before it
+
+    async def _park(self, stored: StoredEvent, reason: str, *, auth: bool = False) -> None:
+        record = ParkedEvent(
+            seq=stored.seq,
+            subject=stored.subject,
+            type=type(stored.event).__name__,
+            error=reason,
+            parked_at=datetime.now(UTC),
+            auth=auth,
+        )
+        await self.sink.state.park(record)
+        SINK_EVENTS.labels(sink=self.sink.name, outcome="parked").inc()
+        self.last_error = reason
+        if auth:
+            self.auth_failed = True
+            self.log.error("sink.event_parked", seq=stored.seq, reason=reason, auth=True)
+        else:
+            self.log.warning("sink.event_parked", seq=stored.seq, reason=reason)
+
+    async def retry_parked(self) -> tuple[int, int]:
+        """Hand every parked event to the sink again, oldest first; (synced, still parked)."""
+        done = failed = 0
+        for record in await self.sink.state.parked():
+            found = [s for s in await self.store.read_direct(record.subject, record.seq) if s.seq == record.seq]
+            if not found or not isinstance(found[0].event, self.sink.handles):
+                await self.sink.state.unpark(record.seq)
+                continue
+            event = found[0].event
+            try:
+                await self.sink.handle(SinkEvent(record.seq, record.subject, event))
+            except SinkError as err:
+                failed += 1
+                self.log.warning("sink.parked_still_failing", seq=record.seq, reason=err.reason)
+                continue
+            await self.sink.state.unpark(record.seq)
+            done += 1
+        if not failed:
+            self.auth_failed = False
+        return done, failed
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _webhook(self, request: web.Request) -> web.StreamResponse:
+        limit = self.sink.settings.max_body_bytes
+        name = self.sink.name
+        if request.content_length is not None and request.content_length > limit:
+            SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
+            return web.json_response({"error": f"body over {limit} bytes"}, status=413)
+        body = await request.read()
+        req = WebhookRequest(request.method, request.path, request.headers, body)
+        try:
+            self.sink.verify(req)
+            answer = await self.sink.webhook(req)
+        except (Unauthentic, Malformed) as err:
+            SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
+            self.log.warning("sink.webhook_refused", status=err.status, reason=err.reason)
+            return web.json_response({"error": err.reason}, status=err.status)
+        except SinkError as err:
+            SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
+            self.log.warning("sink.webhook_failed", reason=err.reason)
+            # The helpdesk retries a 5xx: nothing was done that a retry would do twice.
+            return web.json_response({"error": err.reason}, status=503, headers={"Retry-After": "5"})
+        except NATS_ERRORS as err:
+            SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
+            self.log.warning("sink.webhook_nats_unavailable", error=repr(err))
+            return web.json_response({"error": "Relaydesk is unavailable"}, status=503, headers={"Retry-After": "5"})
+        except Exception:
+            SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
+            self.log.exception("sink.webhook_crashed")
+            return web.json_response({"error": "internal error"}, status=500)
+        outcome = "acted" if answer.get("acted") else "ignored"
+        SINK_WEBHOOKS.labels(sink=name, outcome=outcome).inc()
+        return web.json_response(dict(answer))
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        parked = len(await self.sink.state.parked())
+        return web.json_response({"status": "ok", "parked": parked, **self.health()})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        health = self.health()
+        problem = ""
+        if not self.nc.is_connected:
+            problem = "NATS is not connected"
+        elif self.auth_failed:
+            problem = "the helpdesk refuses the sink's credentials"
+        return web.json_response({"ready": not problem, "problem": problem, **health}, status=503 if problem else 200)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _close(tail: Tail) -> None:
+    try:
+        await tail.close()
+    except Exception as err:  # closing after a failure: the failure itself is logged by the caller
+        structlog.get_logger(__name__).warning("sink.tail_close_failed", error=repr(err))
+
+
+def _url(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -1,0 +1,173 @@
+"""A sink's own KV bucket (``rd_sink_<name>``): its position on the log and the mapping
+between conversations and helpdesk tickets.
+
+Keys (all written by the sink only):
+
+- ``position``: the last ``RD_EVENTS`` sequence handled (the next run resumes after it);
+- ``conv.<conversation id>``: the ``Link`` (ticket id, customer, requester id);
+- ``ticket.<ticket id>``: the conversation id (webhooks name the ticket);
+- ``synced.<message or reply id>``: the helpdesk comment posted for it (no second comment);
+- ``ours.<comment id>``: a comment the sink posted (never sent back to the customer);
+- ``posting.<ticket id>.<body hash>``: set while a comment is being posted, so a webhook
+  that arrives before the post returns is still recognised as ours;
+- ``relayed.<comment id>``: a helpdesk comment already sent to the customer (the reply id);
+- ``parked.<sequence>``: a log event the sink could not sync (``ParkedEvent``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from events.kv import bucket_keys
+
+
+class Link(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation and its helpdesk ticket."""
+
+    conversation_id: str
+    customer_id: str
+    ticket_id: str
+    requester_id: str = ""
+
+
+class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A log event a sink could not sync, kept for an operator (``relaydesk sink NAME --retry-parked``)."""
+
+    seq: int
+    subject: str
+    type: str
+    error: str
+    parked_at: datetime
+    auth: bool = False  # parked because the helpdesk refused the sink's credentials
+
+
+def bucket_name(sink: str) -> str:
+    return f"rd_sink_{sink}"
+
+
+def body_hash(text: str) -> str:
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:24]
+
+
+class SinkState:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
+        self.kv = kv
+        self.js = js
+        self.bucket = bucket
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, sink: str, *, replicas: int = 1) -> SinkState:
+        bucket = bucket_name(sink)
+        try:
+            kv = await js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, replicas=replicas, description=f"Relaydesk sink {sink}")
+            )
+        return cls(kv, js, bucket)
+
+    # -- plain values ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        return entry.value if entry.value else None
+
+    async def put(self, key: str, value: bytes | str) -> None:
+        await self.kv.put(key, value.encode() if isinstance(value, str) else value)
+
+    async def create(self, key: str, value: bytes | str) -> bool:
+        """Set ``key`` unless it is set already; True if this call set it."""
+        try:
+            await self.kv.update(key, value.encode() if isinstance(value, str) else value, last=0)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self.kv.purge(key)
+        except (KeyNotFoundError, NotFoundError):
+            return
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await bucket_keys(self.js, self.bucket, prefix + ">")
+
+    # -- position -------------------------------------------------------------------------------
+
+    async def position(self) -> int | None:
+        raw = await self.get("position")
+        return int(raw) if raw else None
+
+    async def save_position(self, seq: int) -> None:
+        await self.put("position", str(seq))
+
+    # -- links ------------------------------------------------------------------------------------
+
+    async def link(self, conversation_id: str) -> Link | None:
+        raw = await self.get(f"conv.{conversation_id}")
+        return msgspec.json.decode(raw, type=Link) if raw else None
+
+    async def conversation_of(self, ticket_id: str) -> Link | None:
+        raw = await self.get(f"ticket.{ticket_id}")
+        return await self.link(raw.decode()) if raw else None
+
+    async def save_link(self, link: Link) -> None:
+        await self.put(f"ticket.{link.ticket_id}", link.conversation_id)
+        await self.put(f"conv.{link.conversation_id}", msgspec.json.encode(link))
+
+    # -- comments -----------------------------------------------------------------------------------
+
+    async def synced(self, item_id: str) -> bool:
+        return await self.get(f"synced.{item_id}") is not None
+
+    async def mark_synced(self, item_id: str, comment_id: str) -> None:
+        await self.put(f"synced.{item_id}", comment_id or "-")
+
+    async def posting(self, ticket_id: str, text: str) -> None:
+        await self.put(f"posting.{ticket_id}.{body_hash(text)}", "1")
+
+    async def posted(self, ticket_id: str, text: str, comment_id: str) -> None:
+        """The post returned: remember its id; the body marker goes (an agent may later write
+        the same words in the helpdesk, and those must reach the customer)."""
+        if comment_id:
+            await self.put(f"ours.{comment_id}", ticket_id)
+        await self.delete(f"posting.{ticket_id}.{body_hash(text)}")
+
+    async def is_ours(self, ticket_id: str, comment_id: str, text: str) -> bool:
+        """A comment the sink posted itself (by id, or by body while its post was in flight)."""
+        if comment_id and await self.get(f"ours.{comment_id}") is not None:
+            return True
+        return await self.get(f"posting.{ticket_id}.{body_hash(text)}") is not None
+
+    async def relayed(self, comment_id: str) -> str | None:
+        raw = await self.get(f"relayed.{comment_id}")
+        return raw.decode() if raw else None
+
+    async def mark_relayed(self, comment_id: str, reply_id: str) -> None:
+        await self.put(f"relayed.{comment_id}", reply_id)
+
+    # -- parked ------------------------------------------------------------------------------------
+
+    async def park(self, record: ParkedEvent) -> None:
+        await self.put(f"parked.{record.seq}", msgspec.json.encode(record))
+
+    async def parked(self) -> list[ParkedEvent]:
+        out = []
+        for key in await self.keys("parked."):
+            raw = await self.get(key)
+            if raw:
+                out.append(msgspec.json.decode(raw, type=ParkedEvent))
+        return sorted(out, key=lambda r: r.seq)
+
+    async def unpark(self, seq: int) -> None:
+        await self.delete(f"parked.{seq}")

@@ -1,0 +1,149 @@
+"""A fake Freshdesk built from its documented API v2 shapes: tickets (create with
+unique_external_id/name/phone, view, update), notes, a ticket's conversations, ticket search by
+tag, API-key basic auth; and the webhook an automation rule sends (the ticket id, with the
+shared secret in a custom header). Statuses: 2 open, 3 pending, 4 resolved, 5 closed."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from services.sinks.conformance import FakeComment, FakeHelpdesk, FakeTicket, WebhookCall
+from services.sinks.freshdesk import TOKEN_HEADER
+
+API_KEY, SECRET = "fd-api-key", "fd-webhook-secret"
+AGENTS = {"ava": 7001, "bruno": 7002}
+
+
+def freshdesk_config(api_url: str) -> dict[str, Any]:
+    return {"api_url": api_url, "api_key": API_KEY, "webhook_secret": SECRET, "agents": AGENTS}
+
+
+def _text(body_html: str) -> str:
+    return html.unescape(body_html.replace("<br>", "\n"))
+
+
+class FakeFreshdesk(FakeHelpdesk):
+    def __init__(self) -> None:
+        super().__init__("Basic " + base64.b64encode(f"{API_KEY}:X".encode()).decode())
+        self.contacts: dict[str, int] = {}  # unique_external_id -> contact id
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v2/tickets", self._create)
+        app.router.add_get("/api/v2/search/tickets", self._search)
+        app.router.add_get("/api/v2/tickets/{id}", self._view)
+        app.router.add_put("/api/v2/tickets/{id}", self._update)
+        app.router.add_post("/api/v2/tickets/{id}/notes", self._note)
+        app.router.add_get("/api/v2/tickets/{id}/conversations", self._conversations)
+
+    def _json(self, ticket: FakeTicket) -> dict[str, Any]:
+        return {
+            "id": int(ticket.id),
+            "requester_id": int(ticket.requester),
+            "responder_id": int(ticket.assignee) if ticket.assignee else None,
+            "status": int(ticket.status),
+            "tags": ticket.tags,
+        }
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not body.get("unique_external_id") and not body.get("email") and not body.get("phone"):
+            return web.json_response({"description": "Validation failed", "errors": []}, status=400)
+        if body.get("phone") and not body.get("name"):
+            return web.json_response({"description": "Validation failed: name missing"}, status=400)
+        requester = self.contacts.setdefault(body["unique_external_id"], int(self.next_id()))
+        tags = list(body.get("tags", []))
+        conv = next((t[len("rdconv_") :] for t in tags if t.startswith("rdconv_")), "")
+        ticket = FakeTicket(
+            id=self.next_id(),
+            conversation_id=conv,
+            requester=str(requester),
+            assignee=str(body["responder_id"]) if body.get("responder_id") else None,
+            status=str(body.get("status", 2)),
+            tags=tags,
+        )
+        # The description is the ticket's first "comment" for the kit; it is not a conversation entry.
+        ticket.comments.append(FakeComment(id="desc", body=_text(body["description"]), author=str(requester)))
+        self.tickets[ticket.id] = ticket
+        return web.json_response(self._json(ticket), status=201)
+
+    async def _search(self, request: web.Request) -> web.Response:
+        match = re.fullmatch(r"\"tag:'([^']+)'\"", request.query.get("query", ""))
+        if match is None:
+            return web.json_response({"description": "Invalid query"}, status=400)
+        found = [self._json(t) for t in self.tickets.values() if match.group(1) in t.tags]
+        return web.json_response({"results": found, "total": len(found)})
+
+    async def _view(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"code": "access_denied"}, status=404)
+        return web.json_response(self._json(ticket))
+
+    async def _update(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"code": "access_denied"}, status=404)
+        body = await request.json()
+        if "status" in body:
+            ticket.status = str(body["status"])
+        if "responder_id" in body:
+            ticket.assignee = str(body["responder_id"])
+        return web.json_response(self._json(ticket))
+
+    async def _note(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"code": "access_denied"}, status=404)
+        body = await request.json()
+        note = FakeComment(
+            id=self.next_id(),
+            body=_text(body["body"]),
+            author=str(body.get("user_id", "")),
+            public=not body.get("private", True),
+            staff=not body.get("incoming", False),
+        )
+        ticket.comments.append(note)
+        return web.json_response(self._entry(note, source=2), status=201)
+
+    def _entry(self, comment: FakeComment, *, source: int) -> dict[str, Any]:
+        return {
+            "id": int(comment.id),
+            "body": html.escape(comment.body),
+            "body_text": comment.body,
+            "incoming": not comment.staff,
+            "private": not comment.public,
+            "user_id": int(comment.author) if comment.author.isdigit() else None,
+            "source": source,
+        }
+
+    async def _conversations(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"code": "access_denied"}, status=404)
+        return web.json_response([self._entry(c, source=0) for c in ticket.comments if c.id != "desc"])
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def _webhook(self, ticket: FakeTicket, *, secret: str = SECRET) -> WebhookCall:
+        body = json.dumps({"ticket_id": int(ticket.id), "status": ticket.status}).encode()
+        return WebhookCall("/freshdesk/webhook", body, {"Content-Type": "application/json", TOKEN_HEADER: secret})
+
+    def agent_reply(self, ticket: FakeTicket, text: str) -> WebhookCall:
+        ticket.comments.append(FakeComment(id=self.next_id(), body=text, author=str(AGENTS["ava"]), staff=True))
+        return self._webhook(ticket)
+
+    def solve(self, ticket: FakeTicket) -> WebhookCall:
+        ticket.status = "4"
+        return self._webhook(ticket)
+
+    def echo(self, ticket: FakeTicket, comment: FakeComment) -> WebhookCall:
+        return self._webhook(ticket)
+
+    def forge(self, call: WebhookCall) -> WebhookCall:
+        return WebhookCall(call.path, call.body, {**call.headers, TOKEN_HEADER: "guessed"})

@@ -1,0 +1,132 @@
+"""The registry of skills and languages (``[routing]``): the configuration refuses names it
+does not list, naming the key and the closest known name; partial profile changes keep what
+they do not name (``AgentChanges.applied_to``, checked over many generated changes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from msgspec import UNSET
+
+from events.model import DEFAULT_CAPACITY, AgentProfile
+from services.api.agents import AgentChanges
+from services.api.registry import Registry
+from services.config import ConfigError, load
+
+ADD_SKILL = " (add it to [routing] skills to use it)"
+ADD_LANGUAGE = " (add it to [routing] languages to use it)"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "relaydesk.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_configuration_uses_only_registered_names() -> None:
+    config = load(env={})
+    registry = Registry.from_config(config)
+    assert registry.skills == ("general", "billing", "technical")
+    assert registry.languages == ("en", "es", "fr", "de", "pt", "it")
+    assert registry == Registry()
+
+
+def test_unknown_skills_in_rules_and_agents_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[intake.rules]]
+pattern = "refund"
+skills = { biling = 2 }
+
+[[agents]]
+id = "ava"
+skills = { billing = 3, shiping = 1 }
+languages = { en = 5, esp = 2 }
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert caught.value.problems == [
+        "[[intake.rules]] #1 skills: unknown skill 'biling' (did you mean 'billing'?)" + ADD_SKILL,
+        "[[agents]] #1 skills: unknown skill 'shiping'" + ADD_SKILL,
+        "[[agents]] #1 languages: unknown language 'esp' (did you mean 'es'?)" + ADD_LANGUAGE,
+    ]
+
+
+def test_routing_lists_more_skills_and_its_own_languages(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[routing]
+skills = ["general", "billing", "technical", "shipping"]
+languages = ["en", "nl"]
+
+[intake]
+languages = ["en", "nl"]
+
+[[agents]]
+id = "ava"
+skills = { shipping = 3 }
+languages = { nl = 5 }
+""",
+    )
+    registry = Registry.from_config(load(path, env={}))
+    assert registry.languages == ("en", "nl") and "shipping" in registry.skills
+    # Then intake may detect only languages the registry lists.
+    path = write(tmp_path, '[routing]\nlanguages = ["en"]\n\n[intake]\nlanguages = ["en", "de"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert caught.value.problems == [
+        "[intake] languages: unknown language 'de'" + ADD_LANGUAGE,
+        "[[agents]] #2 languages: unknown language 'es'" + ADD_LANGUAGE,
+    ]
+
+
+def test_a_refusal_names_every_unknown_name_once() -> None:
+    refusal = Registry().unknown_skills(["biling", "billing", "zzz", "biling"])
+    assert refusal is not None
+    assert refusal.reason == (
+        "unknown skills 'biling' (did you mean 'billing'?), 'zzz': "
+        "known skills are general, billing, technical (see [routing] skills)"
+    )
+    assert Registry().unknown_languages(["en", "de"]) is None
+
+
+LEVELS = st.dictionaries(st.sampled_from(["general", "billing", "technical"]), st.integers(1, 5))
+CAPACITY = st.dictionaries(st.sampled_from(["chat", "sms", "email", "social", "telegram"]), st.integers(0, 9))
+PROFILES = st.builds(
+    AgentProfile,
+    name=st.text(max_size=5),
+    skills=LEVELS,
+    languages=st.dictionaries(st.sampled_from(["en", "es", "de"]), st.integers(1, 5)),
+    tier=st.integers(1, 3),
+    capacity=CAPACITY.map(lambda c: {**DEFAULT_CAPACITY, **c}),
+    max_total=st.none() | st.integers(0, 9),
+)
+CHANGES = st.builds(
+    AgentChanges,
+    name=st.just(UNSET) | st.text(max_size=5),
+    skills=st.just(UNSET) | LEVELS,
+    languages=st.just(UNSET) | st.dictionaries(st.sampled_from(["en", "fr"]), st.integers(1, 5)),
+    tier=st.just(UNSET) | st.integers(1, 3),
+    capacity=st.just(UNSET) | CAPACITY,
+    max_total=st.just(UNSET) | st.none() | st.integers(0, 9),
+)
+
+
+@given(PROFILES, CHANGES)
+def test_a_change_keeps_every_field_it_does_not_name(current: AgentProfile, change: AgentChanges) -> None:
+    after = change.applied_to(current)
+    named = change.named()
+    for field in AgentProfile.__struct_fields__:
+        if field == "capacity":
+            # Per channel: the channels named change, the others keep theirs.
+            assert after.capacity == {**current.capacity, **named.get("capacity", {})}
+        elif field in named:
+            assert getattr(after, field) == named[field]
+        else:
+            assert getattr(after, field) == getattr(current, field)
