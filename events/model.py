@@ -190,6 +190,12 @@ class ConversationOpened(ConversationEvent, tag="conversation_opened", frozen=Tr
     # The provider message id of the message that opened it (empty before 2026-12): how
     # intake, redelivered that message after a crash, finds the conversation it had opened.
     provider_message_id: str = ""
+    # Who started it when an agent or operator did (outbound-first, ``POST /v1/conversations``):
+    # the actor (``agent:<id>``, ``operator``); empty: the customer wrote first.
+    initiated_by: str = ""
+    # Outbound-first only: the provider facts a reply needs while the customer has not written
+    # in it yet (platform, the number or page to send from), like ``MessageReceived.metadata``.
+    metadata: dict[str, str] = {}
 
 
 class MessageReceived(ConversationEvent, tag="message_received", frozen=True, kw_only=True):
@@ -202,6 +208,10 @@ class MessageReceived(ConversationEvent, tag="message_received", frozen=True, kw
     # The connector's facts about the message, copied from ``InboundMessage.metadata`` by
     # intake: what a reply needs (social: platform, kind, page_id / phone_number_id, comment_id).
     metadata: dict[str, str] = {}
+    # The address the customer wrote this message from (``InboundMessage.sender``): replies go
+    # to the last one (a linked number, a merged customer, an email alias). Empty on events
+    # written before 2026-12: readers fall back to ``ConversationOpened.contact``.
+    contact: str = ""
 
 
 class RoutingRequested(ConversationEvent, tag="routing_requested", frozen=True, kw_only=True):
@@ -269,12 +279,30 @@ class ConversationResolved(ConversationEvent, tag="conversation_resolved", froze
     actor: str = ""
 
 
+class TemplateMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider-approved message template (WhatsApp), as configured in ``[[templates]]``.
+    No personal data: the values filled in travel sealed beside it (``template_values``)."""
+
+    name: str
+    language: str = "en_US"
+    # The template's parameters in order: {{1}}, {{2}}… on the Cloud API and Twilio.
+    parameters: tuple[str, ...] = ()
+    # Twilio Content API sid (``HX…``) of the same template, for WhatsApp through Twilio.
+    content_sid: str = ""
+
+
 class ReplyRequested(ConversationEvent, tag="reply_requested", frozen=True, kw_only=True):
     channel: Channel
     reply_id: str
     agent_id: str | None = None
     text: str = ""
     actor: str = ""
+    # Files the agent attached (uploaded to the object store, ``services.api.uploads``).
+    attachments: tuple[Attachment, ...] = ()
+    # A template message instead of free text (``text`` then holds its rendered preview), and
+    # its values in parameter order as a JSON array (personal data: sealed like ``text``).
+    template: TemplateMessage | None = None
+    template_values: str = ""
 
 
 class MessageSent(ConversationEvent, tag="message_sent", frozen=True, kw_only=True):
@@ -368,6 +396,12 @@ class DeliverReply(msgspec.Struct, frozen=True, kw_only=True, tag="deliver_reply
     text: str
     thread_ref: str | None = None
     metadata: dict[str, str] = {}
+    # Files to send with the text (``ReplyRequested.attachments``): each ``url`` is a
+    # short-lived signed public link the provider (or the connector) fetches the file from.
+    attachments: tuple[Attachment, ...] = ()
+    # Send this template instead of free text (``ReplyRequested.template``); values as there.
+    template: TemplateMessage | None = None
+    template_values: str = ""
 
 
 LogEvent: TypeAlias = (

@@ -328,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
     if args.command == "sink":
+        from services.nats_permissions import sink_user
         from services.sinks import runner as sinks
 
         job = sinks.retry_parked if args.retry_parked else sinks.run_sink
-        return _run_service(job, config, args.name, role="tool")  # no sink role of its own yet
+        return _run_service(job, config, args.name, role=sink_user(args.name))
     if args.command == "report":
         from services.reports.command import report_command
 

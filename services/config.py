@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -23,6 +23,7 @@ from events.model import AgentProfile
 from router.policy import RouterPolicy
 from services import config_strict as strict
 from services.api.console_settings import ConsoleSettings, console_problems
+from services.api.templates import TemplateSettings
 from services.delivery.settings import DeliverySettings
 from services.delivery.slack_settings import SlackSettings
 
@@ -93,6 +94,9 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A reply still without MessageSent / DeliveryFailed after this long is queued for its
     # connector again (deduplicated by reply id): the outbox half of the reply command.
     reply_requeue_seconds: float = 30.0
+    # The API's address as providers reach it (Twilio fetches MMS media from signed links
+    # under it, services.api.uploads); empty: http://<host>:<port>.
+    public_url: str = ""
     # The key the API signs agent tokens with (services.api.tokens): empty, the one `up`
     # generated into <data dir>/api-signing-key, else one derived from the operator token.
     # Rotating it invalidates every agent token issued before.
@@ -144,6 +148,10 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_language: str = "en"
     default_skills: dict[str, int] = msgspec.field(default_factory=lambda: {"general": 1})
     default_region: str = "US"
+    # How long a message intake took may go unacknowledged before NATS hands it to another
+    # intake (one that died mid-plan): a message accepted before a crash is routed this long
+    # after. Longer plans send in-progress acks (services.intake.consumer).
+    ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 5.0
     # Provider-specific email rules, only for the domains listed (services.identity.IdentityRules):
     # e.g. email_ignore_dots = ["gmail.com"], email_strip_plus = ["gmail.com"],
     # email_domain_aliases = { "googlemail.com" = "gmail.com" }.
@@ -234,6 +242,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
+    # WhatsApp message templates ([[templates]], services.api.templates).
+    templates: tuple[TemplateSettings, ...] = ()
 
     @property
     def data_dir(self) -> Path:

@@ -40,7 +40,14 @@ log = structlog.get_logger(__name__)
 
 # Which identity space each channel's addresses live in. SMS and WhatsApp share "phone",
 # so the same number on both is one customer.
-IDENTITY_KIND = {"sms": "phone", "whatsapp": "phone", "email": "email", "chat": "chat", "social": "social"}
+IDENTITY_KIND = {
+    "sms": "phone",
+    "whatsapp": "phone",
+    "voice": "phone",
+    "email": "email",
+    "chat": "chat",
+    "social": "social",
+}
 
 _KV_SAFE = re.compile(r"[^-_.a-zA-Z0-9]")
 

@@ -30,7 +30,15 @@ from urllib.parse import urlsplit
 import structlog
 
 from services.config import ConfigError
-from services.nats_permissions import SERVICE_ROLES, TOOL, connector_user, inbox_prefix, is_role_user, server_config
+from services.nats_permissions import (
+    SERVICE_ROLES,
+    TOOL,
+    connector_user,
+    inbox_prefix,
+    is_role_user,
+    server_config,
+    sink_user,
+)
 
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity
@@ -119,11 +127,13 @@ class RoleCredentials:
     channels: dict[str, str]  # connector user -> its channel
 
     @classmethod
-    def ensure(cls, data_dir: Path, connectors: dict[str, str]) -> RoleCredentials:
-        """Load the kept credentials, generating those missing. ``connectors``: name -> channel."""
+    def ensure(cls, data_dir: Path, connectors: dict[str, str], sinks: Sequence[str] = ()) -> RoleCredentials:
+        """Load the kept credentials, generating those missing. ``connectors``: name -> channel;
+        ``sinks``: the helpdesk sinks (``sink-<name>`` users)."""
         private_dir(data_dir)
         directory = private_dir(data_dir / CREDENTIALS_DIR)
         users = [TOOL, *SERVICE_ROLES, *(connector_user(name) for name in sorted(connectors))]
+        users += [sink_user(name) for name in sorted(sinks)]
         passwords = {user: _kept_password(directory / f"{user}.password") for user in users}
         channels = {connector_user(name): channel for name, channel in connectors.items()}
         return cls(directory, passwords, channels)

@@ -18,6 +18,7 @@ from events.parking import PARKED_BUCKET
 SERVICE_ROLES = ("intake", "router", "projector", "delivery", "api")
 TOOL = "tool"
 CONNECTOR_PREFIX = "connector-"
+SINK_PREFIX = "sink-"
 
 # Buckets and streams added by other parts of Relaydesk (names decided together).
 KEYS_STREAM = "RD_KEYS"
@@ -32,9 +33,20 @@ def connector_user(name: str) -> str:
     return CONNECTOR_PREFIX + subjects.token(name)
 
 
+def sink_user(name: str) -> str:
+    return SINK_PREFIX + subjects.token(name)
+
+
+def sink_bucket(name: str) -> str:
+    """A sink's own KV bucket (the same name as ``services.sinks.sdk.state.bucket_name``)."""
+    return f"rd_sink_{subjects.token(name)}"
+
+
 def is_role_user(user: str) -> bool:
     """A user name Relaydesk's own permissions know (and give a private inbox prefix)."""
-    return user in SERVICE_ROLES or user == TOOL or (user.startswith(CONNECTOR_PREFIX) and len(user) > 10)
+    if user in SERVICE_ROLES or user == TOOL:
+        return True
+    return any(user.startswith(prefix) and len(user) > len(prefix) for prefix in (CONNECTOR_PREFIX, SINK_PREFIX))
 
 
 def inbox_prefix(user: str) -> str:
@@ -194,6 +206,9 @@ def _connector_publish(name: str, channel: str) -> list[str]:
     ]
     if name == "chat":
         allow += [*create_stream(CHAT_STREAM), *read_stream(CHAT_STREAM), "rd.chat.h.>"]
+    if name == "voice":
+        # connectors.voice.bridge follows the log to bridge accepted calls (reads only).
+        allow += READ_LOG
     if name == "email":
         allow += [
             *read_kv(subjects.STATE_BUCKET),
@@ -204,6 +219,25 @@ def _connector_publish(name: str, channel: str) -> list[str]:
             *write_objects(ATTACHMENTS_BUCKET),
         ]
     return allow
+
+
+def _sink_publish(name: str) -> list[str]:
+    """What ``services/sinks/sdk`` touches: the log read from its saved position with an
+    ordered consumer (no durable: the position lives in its bucket) and direct gets of one
+    customer's events; ``ReplyRequested`` / ``ConversationResolved`` appended on a
+    conversation's subject (never an agent's); the reply queued on ``rd.out.<channel>`` for
+    the connector; its own bucket (created on first start) and its lease key ``sink.<name>``."""
+    bucket = sink_bucket(name)
+    return [
+        *READ_LOG,
+        subjects.CUSTOMER_EVENTS_ALL,
+        subjects.OUTBOUND_ALL,
+        *create_stream(_kv_stream(bucket)),
+        *read_kv(bucket),
+        *write_kv(bucket),
+        *read_kv(subjects.LEASE_BUCKET),
+        *write_kv(subjects.LEASE_BUCKET, f"sink.{subjects.token(name)}"),
+    ]
 
 
 def _max_deliveries(stream: str, durable: str) -> str:
@@ -221,6 +255,9 @@ def permissions(user: str, channel: str = "") -> dict[str, Any]:
         subscribe = [f"{inbox_prefix(user)}.>", _max_deliveries(subjects.OUTBOUND_STREAM, f"connector_{name}")]
         if name == "chat":
             subscribe.append("rd.chat.live.>")
+    elif user.startswith(SINK_PREFIX):
+        publish = _sink_publish(user[len(SINK_PREFIX) :])
+        subscribe = [f"{inbox_prefix(user)}.>"]  # the ordered consumer delivers to its own inbox
     else:
         publish = _role_publish(user)
         subscribe = [f"{inbox_prefix(user)}.>"]

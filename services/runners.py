@@ -87,8 +87,9 @@ async def run_intake(
     # ``[intake] workers`` (default 4) sets how many messages are in flight: 128 each.
     in_flight = max(64, config.intake.workers * 128)
     worker = IntakeWorker(bus.nc, Intake(bus.store, directory, config.intake), in_flight=in_flight)
-    # Bounded redelivery: an older version's durable (max_deliver -1) is updated in place.
-    watch = await _patiently(lambda: prepare_intake_consumer(bus.nc), what="intake's durable consumer")
+    # Bounded redelivery and [intake] ack_wait_seconds: an older version's durable is updated in place.
+    redelivery = worker.redelivery
+    watch = await _patiently(lambda: prepare_intake_consumer(bus.nc, redelivery), what="intake's durable consumer")
     if health is not None:
         health.add("intake", intake_check(bus.nc))
     try:
@@ -184,6 +185,8 @@ async def run_api(
             console=config.console,
             connectors=config.connectors,
             registry=Registry.from_config(config),
+            templates=config.templates,
+            public_url=config.api.public_url or f"http://{config.api.host}:{config.api.port}",
         )
     )
     app.middlewares.insert(0, until_caught_up(live))

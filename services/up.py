@@ -20,7 +20,7 @@ from services.config import Config
 from services.embedded_nats import EmbeddedNats, pick_port
 from services.health import Health, serving
 from services.nats_auth import NatsAuth, RoleCredentials
-from services.nats_permissions import TOOL, connector_user
+from services.nats_permissions import TOOL, connector_user, sink_user
 from services.runners import (
     ServiceFailed,
     run_api,
@@ -173,8 +173,11 @@ async def serve_all(
             )
         from services.sinks.runner import enabled_sinks, run_sink
 
-        for name in enabled_sinks(config):  # [sinks.<name>] tables; as the tool role (no sink role yet)
-            jobs[f"sink {name}"] = run_sink(config, tool, name, stop, health=health)
+        for name in enabled_sinks(config):  # [sinks.<name>] tables, each as its own sink-<name> role
+            sink_bus = await stack.enter_async_context(
+                connect(config, nats_url, name=f"relaydesk-sink-{name}", auth=auth(sink_user(name)), streams_ready=True)
+            )
+            jobs[f"sink {name}"] = run_sink(config, sink_bus, name, stop, health=health)
         tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
@@ -261,7 +264,10 @@ async def up(config: Config) -> int:
     credentials: RoleCredentials | None = None
     if not nats_url:
         # Security on by default: a user per role, generated once and kept in the data dir.
-        credentials = RoleCredentials.ensure(config.data_dir, connector_channels(enabled_connectors(config)))
+        from services.sinks.runner import enabled_sinks
+
+        connectors = connector_channels(enabled_connectors(config))
+        credentials = RoleCredentials.ensure(config.data_dir, connectors, enabled_sinks(config))
         port = pick_port("127.0.0.1", config.nats.port)
         embedded = EmbeddedNats(
             store_dir=config.data_dir / "nats", port=port, config_file=credentials.write_server_config()

@@ -134,7 +134,8 @@ class WebChatConnector(Connector):
             return DeliveryResult.failed("contact is not a web chat address")
         sender_name = reply.metadata.get("agent_name", "")
         try:
-            frame, new = await self.history.append(reply.contact, "reply", reply.reply_id, reply.text, sender_name)
+            text = with_file_links(reply)
+            frame, new = await self.history.append(reply.contact, "reply", reply.reply_id, text, sender_name)
         except HistoryUnavailable as err:
             self.log.warning("chat.reply_not_stored", reply_id=reply.reply_id, reason=str(err))
             return DeliveryResult.failed("chat history unavailable", retryable=True)
@@ -174,3 +175,10 @@ class WebChatConnector(Connector):
     async def shutdown(self) -> None:
         await self.stopping()
         await self.live.close()
+
+
+def with_file_links(reply: DeliverReply) -> str:
+    """The reply's text with one line per file: its name and its signed link (the widget
+    turns links into anchors; the link is valid for days, see services.api.uploads)."""
+    lines = [f"📎 {a.name or 'file'}: {a.url}" for a in reply.attachments if a.url]
+    return "\n".join([reply.text, *lines] if reply.text.strip() else lines)

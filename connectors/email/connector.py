@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import structlog
@@ -45,6 +46,7 @@ from connectors.sdk import (
 from connectors.sdk.metrics import Metrics
 from connectors.sdk.publish import InboundPublisher, Published
 from events import subjects
+from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
 from events.streams import attachments_store
@@ -55,6 +57,7 @@ from .imap import ImapPoller
 from .parse import AttachmentBody, ParsedEmail, bounce_reason, header_recipients, is_address, parse_email
 from .settings import EmailSettings
 from .smtp_server import EmailHandler, SmtpServer
+from .unparsed import park_unparsed
 
 log = structlog.get_logger("relaydesk.connector.email")
 
@@ -66,6 +69,13 @@ INBOUND_PATH = "/email/inbound"
 
 def fingerprint(value: str) -> str:
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A mail that could not be parsed, kept raw and parked (``unparsed.py``): accepted."""
+
+    key: str
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -184,15 +194,20 @@ class EmailConnector(Connector):
 
     async def ingest(
         self, raw: bytes, *, recipients: Sequence[str], source: str, mail_from: str | None = None
-    ) -> Published:
-        """Parse, store attachments, publish; returns once JetStream acknowledged.
-        Raises ``Malformed`` (do not retry) or ``Unavailable`` (retry later)."""
+    ) -> Published | Parked:
+        """Parse, store attachments, publish; returns once JetStream acknowledged. A mail that
+        cannot be parsed is stored raw and parked (``Parked``): it is never refused for its
+        content. Raises ``Unavailable`` (retry later) only: NATS did not answer."""
         if self.publisher is None:
             raise Unavailable("email connector not started")
-        parsed: ParsedEmail = parse_email(
-            raw, recipients=recipients, settings=self.settings, received_at=self.now(), source=source,
-            mail_from=mail_from,
-        )  # fmt: skip
+        try:
+            parsed: ParsedEmail = parse_email(
+                raw, recipients=recipients, settings=self.settings, received_at=self.now(), source=source,
+                mail_from=mail_from,
+            )  # fmt: skip
+            encode(parsed.message)  # what the bus will be given must encode: else it is parked now
+        except Exception as err:  # Malformed, or a mail no code path foresaw: kept, not refused
+            return await self._park(raw, source, err)
         recorded = await self._bounce_of_ours(parsed)
         if recorded is not None:
             return recorded
@@ -211,6 +226,17 @@ class EmailConnector(Connector):
             attachments=len(parsed.attachments),
         )
         return item
+
+    async def _park(self, raw: bytes, source: str, err: Exception) -> Parked:
+        reason = err.reason if isinstance(err, Malformed) else f"{type(err).__name__}: {err}"
+        self.metrics.reject("unparseable")
+        if self.js is None:
+            raise Unavailable("email connector not started")
+        key = await park_unparsed(
+            self.js, self._object_store, raw=raw, source=source, error=reason,
+            bucket=self.settings.attachment_bucket, timeout=self.settings.ack_timeout * 4,
+        )  # fmt: skip
+        return Parked(key)
 
     async def _bounce_of_ours(self, parsed: ParsedEmail) -> Published | None:
         """A failed-delivery bounce of one of our replies: reported as the reply's outcome
@@ -246,13 +272,13 @@ class EmailConnector(Connector):
         )
         return Published(parsed.message, reported.seq, reported.duplicate)
 
-    async def _ingest_smtp(self, raw: bytes, recipients: list[str], mail_from: str) -> int:
+    async def _ingest_smtp(self, raw: bytes, recipients: list[str], mail_from: str) -> str:
         try:
             item = await self.ingest(raw, recipients=recipients, source="smtp", mail_from=mail_from)
         except Unavailable:
             self.metrics.inc("unavailable")
             raise
-        return item.seq
+        return item.key if isinstance(item, Parked) else str(item.seq)
 
     def mailbox_recipients(self, raw: bytes) -> list[str]:
         domains = self.settings.domain_set()
@@ -262,8 +288,9 @@ class EmailConnector(Connector):
         fallback = self.settings.imap_recipient or self.settings.imap_user
         return [fallback] if is_address(fallback) else []
 
-    async def _ingest_imap(self, raw: bytes) -> None:
-        await self.ingest(raw, recipients=self.mailbox_recipients(raw), source="imap")
+    async def _ingest_imap(self, raw: bytes) -> bool:
+        item = await self.ingest(raw, recipients=self.mailbox_recipients(raw), source="imap")
+        return not isinstance(item, Parked)
 
     # -- HTTP: raw MIME posted by an MTA or relay ----------------------------------------------
 
@@ -302,6 +329,8 @@ class EmailConnector(Connector):
             source="http",
             mail_from=request.headers.get(ENVELOPE_FROM_HEADER),
         )
+        if isinstance(item, Parked):
+            return web.json_response({"accepted": 0, "parked": item.key})
         return web.json_response({"accepted": 1, "duplicate": item.duplicate})
 
     # -- outbound -------------------------------------------------------------------------------

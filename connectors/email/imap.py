@@ -30,8 +30,9 @@ from .settings import EmailSettings
 
 log = structlog.get_logger("relaydesk.connector.email.imap")
 
-# raw message -> None; raises Malformed (skip it) or Unavailable (stop, retry later).
-Ingest = Callable[[bytes], Awaitable[None]]
+# raw message -> True if it was published, False if it could not be parsed and was parked
+# instead; raises Unavailable (stop, retry later). Anything else is about that one mail.
+Ingest = Callable[[bytes], Awaitable[bool]]
 FETCH_BATCH = 25
 
 
@@ -66,6 +67,8 @@ class ImapPoller:
         self.state = "idle"
         self.last_error = ""
         self.published = 0
+        self.parked = 0  # mails that could not be parsed: stored raw and parked, then passed
+        self.skipped = 0  # mails that failed in a way nobody foresaw: logged and passed
         self.rounds = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +98,13 @@ class ImapPoller:
         self._wake.set()
 
     def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"state": self.state, "rounds": self.rounds, "published": self.published}
+        out: dict[str, Any] = {
+            "state": self.state,
+            "rounds": self.rounds,
+            "published": self.published,
+            "parked": self.parked,
+            "skipped": self.skipped,
+        }
         if self.last_error:
             out["last_error"] = self.last_error
         return out
@@ -191,6 +200,24 @@ class ImapPoller:
         except Exception as err:
             raise Unavailable(f"state not saved: {type(err).__name__}") from err
 
+    async def _ingest_one(self, uid: int, raw: bytes) -> None:
+        """One mail; only ``Unavailable`` (NATS away) stops the round. A mail that fails for
+        what it is must never hold the mailbox: it is parked by ``ingest`` or, failing in a
+        way nobody foresaw, logged, counted and passed (the state moves past its UID)."""
+        try:
+            if await self.ingest(raw):
+                self.published += 1
+            else:
+                self.parked += 1
+        except Unavailable:
+            raise
+        except Malformed as err:
+            self.skipped += 1
+            log.warning("email.imap_unparseable", uid=uid, reason=err.reason)
+        except Exception as err:
+            self.skipped += 1
+            log.warning("email.imap_mail_skipped", uid=uid, error=type(err).__name__)
+
     async def poll_once(self) -> int:
         """Publish every message newer than the saved state; returns how many were handled."""
         s = self.settings
@@ -233,11 +260,7 @@ class ImapPoller:
                     fetched = await asyncio.to_thread(client.fetch, [uid], ["BODY.PEEK[]"])
                     raw = fetched.get(uid, {}).get(b"BODY[]")
                     if raw:
-                        try:
-                            await self.ingest(bytes(raw))
-                            self.published += 1
-                        except Malformed as err:
-                            log.warning("email.imap_unparseable", uid=uid, reason=err.reason)
+                        await self._ingest_one(uid, bytes(raw))
                 state = MailboxState(uidvalidity, uid, time.time())
                 await self._save(state)
                 handled += 1

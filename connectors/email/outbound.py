@@ -10,7 +10,11 @@ intake copies from ``InboundMessage.metadata``):
   * ``metadata["subject"]``: its Subject → "Re: <subject>" (one Re:);
   * ``metadata["from"]``, else the first of ``metadata["recipients"]``: the address the
     customer wrote to (billing@…), used as From when its domain is one of ``domains``;
-    otherwise ``from_address``.
+    otherwise ``from_address``;
+  * ``metadata["cc"]``: the other people on the customer's mail (its To and Cc beyond our
+    own domains and the customer): with ``reply_all`` (the default) they are copied (Cc),
+    as a mail client's "Reply all" does. A copy refused by the receiving server does not
+    fail the reply; the customer's address refused does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
 from connectors.sdk import DeliveryResult
-from events.model import DeliverReply
+from events.model import Attachment, DeliverReply
 
 from . import threads
 from .parse import is_address
@@ -39,6 +43,9 @@ class OutgoingMail:
     message_id: str  # bare
     envelope_from: str
     to: str
+    cc: tuple[str, ...] = ()
+    # The reply's files (signed links to the API): downloaded and attached by ``send``.
+    files: tuple[Attachment, ...] = ()
 
 
 def from_address(reply: DeliverReply, settings: EmailSettings) -> str:
@@ -78,8 +85,29 @@ def build_reply(reply: DeliverReply, settings: EmailSettings) -> OutgoingMail:
     if settings.reply_to_token:
         local, _, dom = threads.plus_address(sender, token).rpartition("@")
         msg["Reply-To"] = HeaderAddress(settings.from_name, local, dom)
+    cc = copied(reply, settings, customer=to, sender=sender)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
     msg.set_content(reply.text)
-    return OutgoingMail(msg, message_id, settings.bounce_address or sender, to)
+    return OutgoingMail(msg, message_id, settings.bounce_address or sender, to, cc, reply.attachments)
+
+
+def copied(reply: DeliverReply, settings: EmailSettings, *, customer: str, sender: str) -> tuple[str, ...]:
+    """Who a reply to all copies: ``metadata["cc"]`` minus the customer, us and our domains."""
+    if not settings.reply_all:
+        return ()
+    ours = settings.domain_set()
+    skip = {customer.lower(), sender.lower()}
+    out: list[str] = []
+    for address in reply.metadata.get("cc", "").split(","):
+        address = address.strip()
+        if not address or not is_address(address) or address.lower() in skip:
+            continue
+        if threads.split_address(address).domain in ours:
+            continue
+        skip.add(address.lower())
+        out.append(address)
+    return tuple(out)
 
 
 def send(mail: OutgoingMail, settings: EmailSettings) -> DeliveryResult:
@@ -87,6 +115,8 @@ def send(mail: OutgoingMail, settings: EmailSettings) -> DeliveryResult:
     retryable; 5xx is not."""
     s = settings
     timeout = s.deliver_timeout
+    if mail.files and (problem := attach_files(mail.message, mail.files, timeout)):
+        return DeliveryResult.failed(problem, retryable=True)  # the API may be back in a moment
     context = ssl.create_default_context()
     try:
         client: smtplib.SMTP
@@ -104,9 +134,9 @@ def send(mail: OutgoingMail, settings: EmailSettings) -> DeliveryResult:
                 return DeliveryResult.failed("smtp server does not offer STARTTLS; refusing to log in in clear")
             if s.send_user:
                 client.login(s.send_user, s.send_password)
-            refused = client.send_message(mail.message, from_addr=mail.envelope_from, to_addrs=[mail.to])
-            if refused:
-                code = next(iter(refused.values()))[0]
+            refused = client.send_message(mail.message, from_addr=mail.envelope_from, to_addrs=[mail.to, *mail.cc])
+            if mail.to in refused:  # a copy refused (others were accepted) is not a failed reply
+                code = refused[mail.to][0]
                 return DeliveryResult.failed(f"smtp {code}: recipient refused", retryable=400 <= code < 500)
     except smtplib.SMTPRecipientsRefused as err:
         code = next(iter(err.recipients.values()))[0] if err.recipients else 550
@@ -121,3 +151,28 @@ def send(mail: OutgoingMail, settings: EmailSettings) -> DeliveryResult:
     except (smtplib.SMTPException, OSError) as err:
         return DeliveryResult.failed(f"smtp server unreachable ({type(err).__name__})", retryable=True)
     return DeliveryResult.sent(mail.message_id)
+
+
+MAX_FILE_BYTES = 25 * 1024 * 1024
+
+
+def attach_files(message: EmailMessage, files: tuple[Attachment, ...], timeout: float) -> str | None:
+    """Download each file from its signed link and attach it as a MIME part (blocking: runs
+    in ``send``'s thread). Returns why not, or None. Idempotent: a retry attaches afresh."""
+    import urllib.request
+
+    if any(part.get_content_disposition() == "attachment" for part in message.iter_attachments()):
+        return None  # attached by an earlier try of the same mail
+    for file in files:
+        if not file.url or not file.url.startswith(("https://", "http://")):
+            return f"attachment {file.name or '?'} has no link to download"
+        try:
+            with urllib.request.urlopen(file.url, timeout=timeout) as answer:  # http(s) only, checked above
+                data = answer.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            return f"attachment {file.name or '?'} could not be downloaded ({type(err).__name__})"
+        if len(data) > MAX_FILE_BYTES:
+            return f"attachment {file.name or '?'} is larger than {MAX_FILE_BYTES} bytes"
+        maintype, _, subtype = (file.content_type or "application/octet-stream").partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=file.name or "file")
+    return None

@@ -18,6 +18,8 @@ from connectors.sdk import Malformed
 from events.model import Attachment, InboundMessage
 
 from . import threads
+from .calendar import invitation_text
+from .charsets import clean_text, decode_bytes, utf8_header_section
 from .html import html_to_text
 from .settings import EmailSettings
 
@@ -26,6 +28,11 @@ _NULL_SENDERS = {"", "<>"}
 _DAEMONS = ("mailer-daemon", "postmaster")
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+\.?[^\s@<>()\[\],;:\"]*$")
 _ID_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
+# RFC 6532: header fields may carry raw UTF-8. (Python's parser still hands 8-bit header bytes
+# over as surrogate escapes whatever the policy: ``charsets.clean_text`` resolves them.)
+POLICY = email.policy.SMTPUTF8
+MAX_CC = 20
+_FILE_TYPES = {"image", "audio", "video", "application"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ def parse_email(
     when known. Raises ``Malformed`` when the message has no usable sender."""
     if not raw.strip():
         raise Malformed("empty message")
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    msg = email.message_from_bytes(utf8_header_section(raw), policy=POLICY)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise Malformed("not an RFC 5322 message (no header fields)")
 
@@ -138,6 +145,8 @@ def parse_email(
     text, html_only = _body_text(msg)
     if html_only:
         metadata["html_only"] = "true"
+    if not text.strip() and (invite := invitation_text(msg)):
+        text = invite
     if len(text) > settings.max_text_chars:
         text = text[: settings.max_text_chars]
         metadata["truncated"] = "true"
@@ -152,18 +161,22 @@ def parse_email(
         metadata["attachments_dropped"] = str(len(attachments) - settings.max_attachments)
         attachments = attachments[: settings.max_attachments]
 
+    if cc := _copied(msg, sender, settings.domain_set()):
+        metadata["cc"] = ",".join(cc)
+
     message = InboundMessage(
         at=received_at,
         channel="email",
         provider=PROVIDER,
-        provider_message_id=provider_message_id,
+        provider_message_id=clean_text(provider_message_id),
         sender=sender,
         recipient=recipient,
-        text=text,
+        text=clean_text(text),
         sender_name=sender_name,
         attachments=tuple(a.meta for a in attachments),
-        thread_ref=thread_ref,
-        metadata=metadata,
+        thread_ref=clean_text(thread_ref) if thread_ref else None,
+        # Every string from here on is text the codec can encode (no surrogate escapes).
+        metadata={key: clean_text(value) for key, value in metadata.items()},
     )
     return ParsedEmail(message, tuple(attachments), report)
 
@@ -189,7 +202,23 @@ def _header(msg: Message, name: str) -> str:
         value = msg.get(name)
     except Exception:  # a header the policy cannot parse at all
         return ""
-    return " ".join(str(value).split()) if value is not None else ""
+    return clean_text(" ".join(str(value).split())) if value is not None else ""
+
+
+def _copied(msg: EmailMessage, sender: str, ours: frozenset[str]) -> list[str]:
+    """The other people on the thread: To and Cc addresses beyond the sender and our own
+    domains (a reply to all copies them), at most ``MAX_CC``."""
+    out: list[str] = []
+    seen = {sender.lower()}
+    for name in ("To", "Cc"):
+        for _, address in getaddresses([_header(msg, name)]):
+            address = address.strip()
+            domain = address.rpartition("@")[2].lower()
+            if not is_address(address) or domain in ours or address.lower() in seen:
+                continue
+            seen.add(address.lower())
+            out.append(address)
+    return out[:MAX_CC]
 
 
 def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
@@ -202,6 +231,7 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
             name, address = first.display_name, first.addr_spec
     except Exception:
         pass
+    name, address = clean_text(name or ""), clean_text(address or "")
     if not address:
         name, address = parseaddr(_header(msg, "From"))
     if not address or not is_address(address):
@@ -308,26 +338,31 @@ def bounce_reason(report: DeliveryReport | None) -> str:
     return reason if len(reason) <= 200 else reason[:199] + "…"
 
 
-def _decoded(part: EmailMessage) -> str:
+def _decoded(part: Message) -> str:
+    """A text part's content, its transfer encoding undone and its charset read as a mail
+    client reads it (``charsets.decode_bytes``): never raises."""
     try:
-        content = part.get_content()
-    except (LookupError, UnicodeError, ValueError, AssertionError):
         payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+    except Exception:  # a transfer encoding broken beyond what the parser forgives
+        payload = None
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        return clean_text(raw) if isinstance(raw, str) else ""
+    return decode_bytes(payload, part.get_content_charset())
 
 
 def _body_text(msg: EmailMessage) -> tuple[str, bool]:
-    """(text, came from HTML only). Plain preferred; HTML converted."""
-    body = msg.get_body(preferencelist=("plain", "html"))
-    if body is None:
-        return "", False
-    if not isinstance(body, EmailMessage):
-        return "", False
-    content = _decoded(body)
-    if body.get_content_type() == "text/html":
-        return html_to_text(content), True
-    return content.replace("\r\n", "\n").strip(), False
+    """(text, came from HTML only). Plain preferred; HTML converted when there is no plain
+    part or the plain part is blank (a multipart/alternative whose text/plain is empty)."""
+    plain = msg.get_body(preferencelist=("plain",))
+    if isinstance(plain, EmailMessage):
+        text = _decoded(plain).replace("\r\n", "\n").strip()
+        if text:
+            return text, False
+    html = msg.get_body(preferencelist=("html",))
+    if isinstance(html, EmailMessage):
+        return html_to_text(_decoded(html)), True
+    return "", False
 
 
 def _latest_reply(text: str, languages: list[str]) -> str | None:
@@ -338,13 +373,34 @@ def _latest_reply(text: str, languages: list[str]) -> str | None:
     return latest if isinstance(latest, str) else None
 
 
+def _leaves(msg: Message) -> list[EmailMessage]:
+    """The non-multipart parts under ``msg``, without descending into attached messages."""
+    out: list[EmailMessage] = []
+    payload = msg.get_payload() if msg.is_multipart() and msg.get_content_maintype() == "multipart" else None
+    for part in payload if isinstance(payload, list) else ():
+        if not isinstance(part, Message):
+            continue
+        if part.get_content_maintype() == "multipart":
+            out.extend(_leaves(part))
+        elif isinstance(part, EmailMessage):
+            out.append(part)
+    return out
+
+
 def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentBody]:
     out: list[AttachmentBody] = []
     if not msg.is_multipart():
         return out
-    for part in msg.iter_attachments():
-        if not isinstance(part, EmailMessage):
-            continue
+    parts = [p for p in msg.iter_attachments() if isinstance(p, EmailMessage)]
+    # Files the top level does not list: inline images of an HTML body (multipart/related
+    # inside multipart/alternative), files inside a nested multipart. Text parts and
+    # report parts are the body or bounce machinery, not files.
+    listed = {id(p) for p in parts}
+    for part in _leaves(msg):
+        if id(part) not in listed and part.get_content_maintype() in _FILE_TYPES:
+            parts.append(part)
+            listed.add(id(part))
+    for part in parts:
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
             inner = part.get_payload(0) if part.is_multipart() else part.get_payload()
@@ -353,11 +409,14 @@ def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentB
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
         digest = hashlib.sha256(data).hexdigest()
-        name = part.get_filename()
+        try:
+            name = part.get_filename()
+        except Exception:  # an RFC 2231 parameter the parser cannot read: kept without a name
+            name = None
         meta = Attachment(
             url=attachment_url(settings.attachment_bucket, digest),
             content_type=ctype,
-            name=str(name)[:255] if name else None,
+            name=clean_text(str(name))[:255] if name else None,
             size=len(data),
             sha256=digest,
         )

@@ -83,6 +83,9 @@ class EmailSettings(ConnectorSettings, kw_only=True):
     bounce_address: str = ""  # envelope sender (MAIL FROM); "" = from_address
     message_id_domain: str = ""  # "" = the from address's domain
     default_subject: str = "Your request"
+    # Replies copy (Cc) the other people the customer's mail was addressed to (its To and Cc
+    # beyond our own domains), as "Reply all" does; false: the customer only.
+    reply_all: bool = True
 
     def domain_set(self) -> frozenset[str]:
         raw = self.domains.split(",") if isinstance(self.domains, str) else self.domains

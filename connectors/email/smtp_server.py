@@ -1,8 +1,10 @@
 """Inbound SMTP with aiosmtpd, served on the connector's own event loop.
 
-``250`` only after JetStream acknowledged the message; ``451 4.3.0`` when it did not;
-``550 5.1.1`` for recipients outside ``domains``; ``552 5.3.4`` over ``max_body_bytes``;
-``554 5.6.0`` for a message that cannot be parsed (no sender)."""
+``250`` only after JetStream acknowledged the message (or, for a message that cannot be
+parsed, after it was stored raw and parked: a mail is never refused for its content);
+``451 4.3.0`` when NATS did not answer; ``550 5.1.1`` for recipients outside ``domains``;
+``552 5.3.4`` over ``max_body_bytes``. SMTPUTF8 (RFC 6531) is offered and accepted on
+``MAIL FROM``: raw UTF-8 in addresses and header fields."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ log = structlog.get_logger("relaydesk.connector.email.smtp")
 # aiosmtpd logs every sender and recipient address at INFO on "mail.log": keep it quiet.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
-# (raw, envelope recipients, envelope sender) -> stream sequence; raises Malformed/Unavailable.
-Ingest = Callable[[bytes, list[str], str], Awaitable[int]]
+# (raw, envelope recipients, envelope sender) -> queue id (a stream sequence or a parked
+# record's key); raises Unavailable (or Malformed, answered 554, from an ingest that refuses).
+Ingest = Callable[[bytes, list[str], str], Awaitable[str]]
 Reject = Callable[[str], None]
 
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"

@@ -62,6 +62,10 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     # Replicas of the streams and buckets the connector creates (the chat history, email
     # attachments); `relaydesk` passes `[nats] replicas` unless the table sets it.
     replicas: int = 1
+    # Files in replies: the largest file and the types (exact, or prefixes like "image/") the
+    # API lets a reply on this channel carry; 0 / empty: the channel's defaults (services.api.uploads).
+    max_attachment_bytes: int = 0
+    attachment_types: list[str] = []
 
 
 @dataclass(frozen=True)

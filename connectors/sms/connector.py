@@ -41,6 +41,7 @@ from connectors.sdk import (
     Route,
     Unauthentic,
 )
+from connectors.sdk.outbound import template_values
 from events.model import Attachment, Channel, DeliverReply, InboundMessage
 
 from . import signature
@@ -198,6 +199,18 @@ class TwilioSmsConnector(Connector):
             return DeliveryResult.failed("sms connector: account_sid and auth_token are needed to send")
         whatsapp = reply.metadata.get("platform", _platform(reply.contact)) == "whatsapp"
         form = {"To": _on_platform(reply.contact, whatsapp), "Body": reply.text}
+        if reply.template is not None:
+            # WhatsApp templates through Twilio's Content API: the sid and {"1": …} variables.
+            values = template_values(reply)
+            if not whatsapp:
+                return DeliveryResult.failed("sms connector: templates are WhatsApp messages; this reply is an SMS")
+            if not reply.template.content_sid:
+                return DeliveryResult.failed(f"template {reply.template.name} has no content_sid for Twilio")
+            if values is None:
+                return DeliveryResult.failed(f"template {reply.template.name}: its parameter values are unreadable")
+            del form["Body"]
+            form["ContentSid"] = reply.template.content_sid
+            form["ContentVariables"] = json.dumps({str(i + 1): v for i, v in enumerate(values)})
         written_to = reply.metadata.get("from", "")
         if s.messaging_service_sid and not written_to:
             form["MessagingServiceSid"] = s.messaging_service_sid
@@ -209,9 +222,20 @@ class TwilioSmsConnector(Connector):
             return DeliveryResult.failed("sms connector: set from_number or messaging_service_sid to send")
         if s.status_callback_url:
             form["StatusCallback"] = s.status_callback_url
+        # Files go as MMS (WhatsApp: media messages): Twilio fetches each MediaUrl, a signed
+        # link to the API that needs no credentials. Twilio takes up to 10 per message.
+        media = [a.url for a in reply.attachments if a.url]
+        if len(media) > MAX_MEDIA:
+            return DeliveryResult.failed(f"twilio takes at most {MAX_MEDIA} files per message, not {len(media)}")
+        if media and reply.template is None:
+            if not form["Body"].strip():
+                del form["Body"]
+        else:
+            media = []
+        fields = [*form.items(), *(("MediaUrl", url) for url in media)]
         credentials = base64.b64encode(f"{s.account_sid}:{s.auth_token}".encode()).decode("ascii")
         headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
-        async with self.http.post(self.messages_url(), data=form, headers=headers) as resp:
+        async with self.http.post(self.messages_url(), data=fields, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
         data = _json_object(raw)

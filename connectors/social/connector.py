@@ -66,7 +66,8 @@ from connectors.sdk import (
     Unauthentic,
     utcnow,
 )
-from events.model import Channel, DeliverReply, InboundMessage
+from connectors.sdk.outbound import template_values
+from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 
 from . import signature, window
 from .payload import PayloadParser
@@ -193,7 +194,12 @@ class MetaConnector(Connector):
         kind = meta.get("kind") or "message"
         if platform not in TEXT_LIMITS:
             return DeliveryResult.failed(f"social connector: unknown platform {platform!r}")
-        if not reply.text.strip():
+        if reply.template is not None:
+            # Templates are how WhatsApp lets a business write outside the 24-hour window.
+            if platform != "whatsapp":
+                return DeliveryResult.failed(f"social connector: templates are WhatsApp messages, not {platform}")
+            return await self._send_whatsapp(reply)
+        if not reply.text.strip() and not reply.attachments:
             return DeliveryResult.failed("social connector: empty reply text")
         if len(reply.text) > TEXT_LIMITS[platform]:
             return DeliveryResult.failed(
@@ -212,6 +218,8 @@ class MetaConnector(Connector):
         )
         if not decision.ok:
             return DeliveryResult.failed(decision.reason)
+        if reply.attachments:
+            return await self._send_with_files(reply, platform, decision)
         if platform == "whatsapp":
             return await self._send_whatsapp(reply)
         return await self._send_messenger(reply, platform, decision)
@@ -248,8 +256,14 @@ class MetaConnector(Connector):
             "type": "text",
             "text": {"body": reply.text},
         }
+        if reply.template is not None:
+            values = template_values(reply)
+            if values is None:
+                return DeliveryResult.failed(f"template {reply.template.name}: its parameter values are unreadable")
+            body = {**body, "type": "template", "template": whatsapp_template(reply.template, values)}
+            del body["text"]
         quoted = reply.metadata.get("context_message_id")
-        if quoted:
+        if quoted and reply.template is None:
             body["context"] = {"message_id": quoted}
         status, data = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
         if status == 200:
@@ -257,6 +271,77 @@ class MetaConnector(Connector):
             first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
             return DeliveryResult.sent(_str(first.get("id")))
         return _failure("whatsapp", status, data)
+
+    async def _send_with_files(
+        self, reply: DeliverReply, platform: str, decision: window.WindowDecision
+    ) -> DeliveryResult:
+        """One message per file, by link (Meta fetches the signed URL): WhatsApp puts the text
+        as the first file's caption when it takes one; Messenger/Instagram send the text
+        first. A failure part way is retried whole (at least once: a file may come twice)."""
+        whatsapp = platform == "whatsapp"
+        files = [a for a in reply.attachments if a.url]
+        caption = whatsapp and bool(files) and _whatsapp_kind(files[0]) != "audio"
+        first_id = ""
+        if reply.text.strip() and not caption:
+            result = await (self._send_whatsapp(reply) if whatsapp else self._send_messenger(reply, platform, decision))
+            if not result.ok:
+                return result
+            first_id = result.provider_message_id or ""
+        for i, file in enumerate(files):
+            text = reply.text if caption and i == 0 else ""
+            result = await (
+                self._send_whatsapp_file(reply, file, text)
+                if whatsapp
+                else self._send_messenger_file(reply, platform, decision, file)
+            )
+            if not result.ok:
+                return result
+            first_id = first_id or result.provider_message_id or ""
+        return DeliveryResult.sent(first_id)
+
+    async def _send_whatsapp_file(self, reply: DeliverReply, file: Attachment, caption: str) -> DeliveryResult:
+        number_id = reply.metadata.get("phone_number_id") or self.settings.phone_number_id
+        if not _NODE.match(number_id):
+            return DeliveryResult.failed("social connector: whatsapp reply needs metadata phone_number_id")
+        kind = _whatsapp_kind(file)
+        media: dict[str, Any] = {"link": file.url}
+        if caption.strip():
+            media["caption"] = caption
+        if kind == "document":
+            media["filename"] = file.name or "file"
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "".join(ch for ch in reply.contact if ch.isdigit()),
+            "type": kind,
+            kind: media,
+        }
+        status, data = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
+        if status == 200:
+            messages = data.get("messages")
+            first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
+            return DeliveryResult.sent(_str(first.get("id")))
+        return _failure("whatsapp", status, data)
+
+    async def _send_messenger_file(
+        self, reply: DeliverReply, platform: str, decision: window.WindowDecision, file: Attachment
+    ) -> DeliveryResult:
+        page_id = reply.metadata.get("page_id") or self.settings.page_id
+        if not _NODE.match(page_id):
+            return DeliveryResult.failed(f"social connector: {platform} reply needs metadata page_id")
+        kind = (file.content_type or "").split("/")[0]
+        attachment = {"type": kind if kind in ("image", "video", "audio") else "file", "payload": {"url": file.url}}
+        body: dict[str, Any] = {
+            "recipient": {"id": reply.contact.strip()},
+            "messaging_type": decision.messaging_type,
+            "message": {"attachment": attachment},
+        }
+        if decision.tag:
+            body["tag"] = decision.tag
+        status, data = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
+        if status == 200:
+            return DeliveryResult.sent(_str(data.get("message_id")))
+        return _failure(platform, status, data)
 
     async def _reply_in_public(self, reply: DeliverReply, platform: str) -> DeliveryResult:
         meta = reply.metadata
@@ -292,6 +377,20 @@ class MetaConnector(Connector):
         except ValueError:
             data = {"error": {"message": raw[:200].decode("utf-8", "replace") or "no detail"}}
         return status, data if isinstance(data, dict) else {}
+
+
+def _whatsapp_kind(file: Attachment) -> str:
+    """The Cloud API media message type for a file: image, video, audio, else document."""
+    kind = (file.content_type or "").split("/")[0]
+    return kind if kind in ("image", "video", "audio") else "document"
+
+
+def whatsapp_template(template: TemplateMessage, values: list[str]) -> dict[str, Any]:
+    """Cloud API ``template`` object: name, language and the body's parameters in order."""
+    out: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+    if values:
+        out["components"] = [{"type": "body", "parameters": [{"type": "text", "text": v} for v in values]}]
+    return out
 
 
 def _str(value: Any) -> str:

@@ -70,14 +70,14 @@ PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
     CustomerCreated: Fields(strings=("identity",)),
     IdentityLinked: Fields(strings=("identity",)),
     CustomerProfileUpdated: Fields(strings=("crm_id", "name")),
-    ConversationOpened: Fields(strings=("contact",)),
-    MessageReceived: Fields(strings=("text",), attachments=True, metadata=True, bodies=("text",)),
-    ReplyRequested: Fields(strings=("text",), bodies=("text",)),
+    ConversationOpened: Fields(strings=("contact",), metadata=True),
+    MessageReceived: Fields(strings=("text", "contact"), attachments=True, metadata=True, bodies=("text",)),
+    ReplyRequested: Fields(strings=("text", "template_values"), attachments=True, bodies=("text",)),
     NoteAdded: Fields(strings=("text",), bodies=("text",)),
     DeliveryFailed: Fields(strings=("reason",)),
     ConversationTransferred: Fields(strings=("note",)),
     ConversationEscalated: Fields(strings=("reason",)),
-    DeliverReply: Fields(strings=("contact", "text"), metadata=True),
+    DeliverReply: Fields(strings=("contact", "text", "template_values"), attachments=True, metadata=True),
 }
 
 

@@ -271,6 +271,7 @@ RULES: tuple[Rule, ...] = (
     # conversations
     Rule("GET", "/v1/queues", operator_only, allowed),
     Rule("GET", "/v1/conversations", lists_conversations, allowed, "an agent: only hers, open and resolved"),
+    Rule("POST", "/v1/conversations", allowed, allowed, "outbound-first: an agent starts it for herself"),
     Rule("GET", "/v1/conversations/{id}", reads_conversation, allowed, "an agent: held now or before"),
     Rule("POST", "/v1/conversations/{id}/accept", offered_to_her, offered_to_her),
     Rule("POST", "/v1/conversations/{id}/decline", offered_to_her, offered_to_her),
@@ -292,6 +293,8 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/skills", allowed, allowed),
     Rule("GET", "/v1/languages", allowed, allowed),
     Rule("GET", "/v1/canned-replies", allowed, allowed),
+    Rule("GET", "/v1/templates", allowed, allowed),
+    Rule("POST", "/v1/uploads", allowed, allowed, "a file for a reply"),
     Rule("GET", "/v1/attachments/{token}", allowed, allowed, "the signed link is the permission"),
     Rule("POST", "/v1/session", allowed, allowed),
     Rule("DELETE", "/v1/session", allowed, allowed),

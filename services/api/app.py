@@ -22,13 +22,16 @@ from services.api import (
     health,
     idempotency,
     notes,
+    outbound,
     registry,
     replies,
     reports,
     session,
     slack_routes,
     stream,
+    templates,
     tokens,
+    uploads,
 )
 from services.api.auth import authenticate, authorize
 from services.api.common import ApiDeps
@@ -40,6 +43,7 @@ log = structlog.get_logger(__name__)
 ROUTE_GROUPS = (
     *(health, conversations, customers, agents, agent_api, deliveries, dlq, reports, registry, slack_routes),
     *(notes, canned, attachments),  # the console's workspace: internal notes, canned replies, attachment links
+    *(outbound, templates, uploads),  # agents start conversations, WhatsApp templates, files in replies
 )
 
 

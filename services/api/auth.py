@@ -27,7 +27,8 @@ from services.api.tokens import TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/session"})
-PUBLIC_PREFIXES = ("/console", "/slack")  # /slack/…: Slack signs its requests (slack_routes)
+PUBLIC_PREFIXES = ("/console", "/slack", "/v1/files")  # /slack/…: Slack signs its requests (slack_routes)
+# /v1/files/<token>: the signed link is the permission (providers fetch reply files; uploads.py)
 
 # The agent acting, for agent and supervisor tokens (absent for the operator); set by the middleware.
 AGENT = web.RequestKey("agent", str)

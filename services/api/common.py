@@ -17,6 +17,7 @@ from router.policy import RouterPolicy
 from services.api.console_settings import ConsoleSettings
 from services.api.readmodel import LiveState
 from services.api.registry import Registry
+from services.api.templates import TemplateSettings
 from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
 from services.timelines.store import TimelineStore
@@ -51,6 +52,10 @@ class ApiDeps:
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The skills and languages agents and transfers may name ([routing], services.api.registry).
     registry: Registry = field(default_factory=Registry)
+    # WhatsApp message templates ([[templates]], services.api.templates).
+    templates: tuple[TemplateSettings, ...] = ()
+    # The API as providers reach it: the base of signed file links (services.api.uploads).
+    public_url: str = "http://127.0.0.1:8080"
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

@@ -21,10 +21,17 @@ from events.model import (
 )
 from events.store import ConcurrencyError
 from router.state import ConversationView, RouterState
-from services.api import access, replies
+from services.api import access, replies, templates, uploads, workspace
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
-from services.api.views import conversation_json, effective_json, queues_json, summary_json, waiting_because_json
+from services.api.views import (
+    conversation_json,
+    conversation_subject,
+    effective_json,
+    queues_json,
+    summary_json,
+    waiting_because_json,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +55,12 @@ class EscalateBody(msgspec.Struct, kw_only=True):
 
 
 class ReplyBody(msgspec.Struct, kw_only=True):
-    text: str
+    text: str = ""
+    # A WhatsApp template instead of text (services.api.templates), its parameters by name.
+    template: str | None = None
+    parameters: dict[str, str] = {}
+    # Upload ids (POST /v1/uploads) to send with the text (services.api.uploads).
+    attachments: list[str] = []
 
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
@@ -80,7 +92,15 @@ def resolution(deps: ApiDeps, conv: ConversationView, cid: str, actor: str) -> C
 
 
 async def reply_request(
-    deps: ApiDeps, conv: ConversationView, cid: str, text: str, actor: str, reply_id: str = ""
+    deps: ApiDeps,
+    conv: ConversationView,
+    cid: str,
+    text: str,
+    actor: str,
+    reply_id: str = "",
+    *,
+    template: templates.ChosenTemplate | None = None,
+    attachments: list[str] | None = None,
 ) -> tuple[ReplyRequested, replies.ReplyRoute] | None:
     """The reply event and where it goes; None when the conversation has no address to reply to."""
     route = await replies.reply_route(deps.store, conv.customer_id, cid)
@@ -90,11 +110,14 @@ async def reply_request(
         at=deps.clock(),
         customer_id=conv.customer_id,
         conversation_id=cid,
-        channel=conv.channel,
+        channel=route.channel or conv.channel,  # the customer's last message's channel
         reply_id=reply_id or "rp_" + uuid.uuid4().hex[:20],
         agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
-        text=text,
+        text=template.preview if template is not None else text,
         actor=actor,
+        template=template.message if template is not None else None,
+        template_values=template.values_json if template is not None else "",
+        attachments=await uploads.attachments_for(deps, attachments or [], route.channel or conv.channel),
     )
     return event, route
 
@@ -103,7 +126,8 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
     """After the reply is in the log: from here on it will go out. Queue it now; if that
     fails, the relay (replies.py) queues it from the log a little later."""
     try:
-        await replies.queue(deps.nc, replies.deliver_command(event, route), deps.store.cipher)
+        deliver = uploads.with_links(deps, replies.deliver_command(event, route))
+        await replies.queue(deps.nc, deliver, deps.store.cipher)
     except Exception as err:
         log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))
 
@@ -158,6 +182,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return ok(
                 {
                     **conversation_json(cid, conv),
+                    "subject": conversation_subject(workspace.of(deps.live, deps.store), cid),
                     "effective": effective_json(state, conv, deps.policy),
                     "waiting_because": waiting_because_json(state, conv, deps.clock(), deps.policy),
                 }
@@ -253,10 +278,13 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def reply(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         body = await read_body(request, ReplyBody)
-        if not body.text.strip():
+        chosen = templates.resolve(deps, body.template, body.parameters)
+        if not body.text.strip() and chosen is None and not body.attachments:
             return json_error(400, "text is empty")
         conv = conversation(cid)
-        prepared = await reply_request(deps, conv, cid, body.text, request[ACTOR])
+        prepared = await reply_request(
+            deps, conv, cid, body.text, request[ACTOR], template=chosen, attachments=body.attachments
+        )
         if prepared is None:
             return json_error(409, f"conversation {cid} has no customer address to reply to")
         response = await command(prepared[0], conv, cid, status=202)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +27,7 @@ from events.codec import encode
 from events.model import ConversationOpened, DeliverReply, DeliveryFailed, MessageReceived, MessageSent, ReplyRequested
 from events.personal import KeyDestroyed, PersonalDataCipher
 from events.store import EventStore, StoredEvent
+from services.api import uploads
 from services.api.common import ApiDeps
 
 log = structlog.get_logger(__name__)
@@ -39,45 +40,73 @@ RELAY_TASK = web.AppKey("reply_relay", asyncio.Task[None])
 
 @dataclass(frozen=True, slots=True)
 class ReplyRoute:
-    """Where a reply goes: the conversation's contact, the provider-side thread of the
-    customer's last message, and that message's provider metadata."""
+    """Where a reply goes: the channel, address and provider facts (platform, the number,
+    page, phone-number id or mailbox the customer wrote to) of the customer's last message in
+    the conversation, and that message's provider-side thread. Before any message (or on
+    events older than ``MessageReceived.contact``): the conversation's opening."""
 
     contact: str
     thread_ref: str | None
     metadata: dict[str, str]
+    # The last message's channel: after a link or a merge it may differ from the opening's.
+    channel: str = ""
 
 
 async def reply_route(
     store: EventStore, customer_id: str, conversation_id: str, before_seq: int | None = None
 ) -> ReplyRoute | None:
     """The route for a reply written now (or, with ``before_seq``, at that point of the log)."""
-    contact: str | None = None
+    opened: ConversationOpened | None = None
     last: MessageReceived | None = None
     for stored in await store.read(subjects.conversation(customer_id, conversation_id)):
         if before_seq is not None and stored.seq >= before_seq:
             break
         if isinstance(stored.event, ConversationOpened):
-            contact = stored.event.contact
+            opened = stored.event
         elif isinstance(stored.event, MessageReceived) and not stored.event.metadata.get("auto"):
             last = stored.event  # never thread a reply under an auto-reply or a bounce
-    if contact is None:
+    if opened is None:
         return None
+    return route_of(opened, last)
+
+
+def route_of(opened: ConversationOpened, last: MessageReceived | None) -> ReplyRoute:
+    """The reply route of a conversation opened by ``opened`` whose last customer message is
+    ``last``. Address, platform and our number always come from the same message: mixing the
+    opening's address with the last message's platform sent SMS to a WhatsApp-only number."""
     if last is None:
-        return ReplyRoute(contact, None, {})
+        return ReplyRoute(opened.contact, None, dict(opened.metadata), opened.channel)
     metadata = {**last.metadata, "last_customer_message_at": last.at.isoformat()}
-    return ReplyRoute(contact, last.provider_message_id, metadata)
+    # An older event without its sender's address: the opening's (what earlier versions did).
+    contact = last.contact or opened.contact
+    return ReplyRoute(contact, last.provider_message_id, metadata, last.channel)
+
+
+def reply_channel(opened_channel: str, messages: Iterable[MessageReceived]) -> str:
+    """The channel a reply goes out on: the last customer message's (not an auto-reply's),
+    else the conversation's opening channel. For ``ReplyRequested.channel``."""
+    channel = opened_channel
+    for message in messages:
+        if not message.metadata.get("auto"):
+            channel = message.channel
+    return channel
 
 
 def deliver_command(reply: ReplyRequested, route: ReplyRoute) -> DeliverReply:
     return DeliverReply(
         conversation_id=reply.conversation_id,
         customer_id=reply.customer_id,
-        channel=reply.channel,
+        # The route's: a reply requested before replies followed the last message's channel
+        # (its ReplyRequested says the opening's) still goes where the customer last wrote.
+        channel=route.channel or reply.channel,
         reply_id=reply.reply_id,
         contact=route.contact,
         text=reply.text,
         thread_ref=route.thread_ref,
         metadata=route.metadata,
+        attachments=reply.attachments,
+        template=reply.template,
+        template_values=reply.template_values,
     )
 
 
@@ -160,7 +189,8 @@ class ReplyRelay:
                 self.pending.by_id.pop(reply.reply_id, None)
                 continue
             try:
-                await queue(self.deps.nc, deliver_command(reply, route), self.deps.store.cipher)
+                deliver = uploads.with_links(self.deps, deliver_command(reply, route))  # fresh file links
+                await queue(self.deps.nc, deliver, self.deps.store.cipher)
             except KeyDestroyed:
                 bound.warning("reply.customer_erased", skipped="the reply: its customer was erased")
                 self.pending.by_id.pop(reply.reply_id, None)

@@ -25,6 +25,11 @@ Streams follow the API process's one log reader (``LiveState.listen``), so open 
 the NATS server nothing. With the operator token, ``?agent=<id>`` follows one agent and no
 agent follows every conversation and agent event.
 
+A ``MessageReceived`` frame's attachments carry the same short-lived signed links as the
+timeline (``/v1/attachments/<token>``, made for the stream's caller, see
+``services/api/attachments.py``), never the stored location (``nats-object://…``, a Graph
+URL) a browser cannot open.
+
 Browsers' ``EventSource`` cannot send an Authorization header; the console reads the stream
 with ``fetch`` instead (``services/console``).
 """
@@ -42,13 +47,13 @@ from aiohttp import web
 
 from events import subjects
 from events.codec import Undecodable
-from events.model import UnknownEvent
+from events.model import MessageReceived, UnknownEvent
 from events.skips import count_skip
 from events.store import StoredEvent
-from services.api import workspace
+from services.api import attachments, workspace
 from services.api.agent_api import names_ready, work_json
 from services.api.auth import AGENT
-from services.api.common import ApiDeps, ApiError
+from services.api.common import ACTOR, ApiDeps, ApiError
 from services.api.readmodel import LiveState
 from services.api.tokens import TokenTable, hash_token
 from services.delivery.notices import Holders
@@ -70,6 +75,22 @@ def event_json(stored: StoredEvent) -> dict[str, Any]:
     if parsed and parsed[1] != subjects.CUSTOMER_SCOPE:
         body.setdefault("conversation_id", parsed[1])
     return body
+
+
+def with_attachment_links(stored: StoredEvent, body: dict[str, Any], links: attachments.Links, actor: str) -> None:
+    """A customer message's attachments as the timeline shows them: each ``url`` a signed
+    link for ``actor`` (or null when there is nothing to fetch), as ``Links.with_urls`` does."""
+    if not isinstance(stored.event, MessageReceived) or not body.get("attachments"):
+        return
+    body["attachments"] = list(body["attachments"])  # to_builtins keeps the struct's tuple
+    entry = {
+        "kind": "message_in",
+        "customer_id": stored.event.customer_id,
+        "seq": stored.seq,
+        "message_id": stored.event.message_id,
+        "detail": {"attachments": body["attachments"]},
+    }
+    links.with_urls([entry], actor)  # rewrites body["attachments"] in place
 
 
 def frame(seq: int | None, kind: str, data: Any) -> bytes:
@@ -147,6 +168,7 @@ def install(app: web.Application, live: LiveState) -> None:
 
 def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
     r = web.RouteTableDef()
+    links = attachments.links_for(deps)
 
     @r.get("/v1/agent/stream")
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -206,7 +228,9 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
                     continue  # quarantined by the log reader: no fact to tell
                 concerned = holders.concerned(stored)
                 if stored.seq > sent and (agent_id is None or agent_id in concerned):
-                    await response.write(frame(stored.seq, _kind(stored), event_json(stored)))
+                    body = event_json(stored)
+                    with_attachment_links(stored, body, links, request[ACTOR])
+                    await response.write(frame(stored.seq, _kind(stored), body))
                     last_write = loop.time()
 
         try:

@@ -13,6 +13,7 @@ from router.index import signature
 from router.policy import RouterPolicy
 from router.queues import held_summaries, queue_summaries
 from router.state import AgentView, ConversationView, RouterState
+from services.api.workspace import WorkspaceFacts
 
 
 def conversation_json(conversation_id: str, conv: ConversationView) -> dict[str, Any]:
@@ -31,6 +32,13 @@ def conversation_json(conversation_id: str, conv: ConversationView) -> dict[str,
         "waiting_since": msgspec.to_builtins(conv.waiting_since),
         "offer_expires_at": msgspec.to_builtins(conv.offer_expires_at),
     }
+
+
+def conversation_subject(facts: WorkspaceFacts, conversation_id: str) -> str | None:
+    """The subject of the conversation's first email (the workspace fold keeps it for the work
+    list; no read of the log). Personal data: served where the conversation may be read."""
+    found = facts.conversations.get(conversation_id)
+    return found.subject if found is not None else None
 
 
 def effective_json(state: RouterState, conv: ConversationView, policy: RouterPolicy) -> dict[str, Any]:

@@ -12,7 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from services.api import agent_api, agents, canned, conversations, customers, notes, registry, session, tokens
+from services.api import (
+    agent_api,
+    agents,
+    canned,
+    conversations,
+    customers,
+    notes,
+    outbound,
+    registry,
+    session,
+    templates,
+    tokens,
+    uploads,
+)
 from services.contracts import responses as rs
 
 # Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
@@ -367,6 +380,49 @@ ROUTES: tuple[Route, ...] = (
         {200: canned.CannedReplies},
         auth=BOTH,
         errors={404: "no such open conversation"},
+    ),
+    Route(
+        "POST",
+        "/v1/conversations",
+        "Start a conversation with a customer (outbound-first), assigned to the agent; its first message is sent",
+        "conversations",
+        {201: outbound.StartResult},
+        auth=BOTH,
+        body=outbound.StartBody,
+        body_required=True,
+        errors={
+            400: "no customer, address or first message; an unknown template or a missing parameter; a file too big",
+            403: "an agent token naming another agent",
+            404: "no such agent or customer",
+            409: "an open conversation exists on that channel, or the provider's window forbids writing first",
+            410: "the customer was erased",
+        },
+    ),
+    Route(
+        "GET",
+        "/v1/templates",
+        "The WhatsApp message templates ([[templates]]) a reply or a new conversation may send",
+        "conversations",
+        {200: templates.TemplateList},
+        auth=BOTH,
+    ),
+    Route(
+        "POST",
+        "/v1/uploads",
+        "Upload a file for a reply (raw body with its Content-Type, or multipart 'file'); answers its id",
+        "conversations",
+        {201: uploads.UploadResult},
+        auth=BOTH,
+        errors={400: "an empty file", 413: "larger than the largest file any channel takes"},
+    ),
+    Route(
+        "GET",
+        "/v1/files/{token}",
+        "A reply's file, by the signed link handed to the provider (no token: the link is the permission)",
+        "conversations",
+        {200: "application/octet-stream"},
+        auth=PUBLIC,
+        errors={403: "a forged, altered or expired link", 404: "no longer stored"},
     ),
     Route(
         "GET",

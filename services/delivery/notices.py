@@ -71,6 +71,7 @@ class Facts:
         self.state = reading_only(RouterState())  # facts only: delivery never decides
         self.previews: dict[str, str] = {}
         self.contacts: dict[str, str] = {}
+        self.subjects: dict[str, str] = {}  # the first email subject (email notices only: senders.py)
         self.console_url = console_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
         self.preview_lines = preview_lines
@@ -82,6 +83,8 @@ class Facts:
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
+            if (subject := event.metadata.get("subject", "").strip()) and not event.metadata.get("auto"):
+                self.subjects.setdefault(event.conversation_id, subject[:200])
         notices: list[Notice] = []
         if isinstance(event, ConversationResolved | ConversationTransferred | ConversationEscalated):
             # Said before the fold forgets who held it (and, resolved, the facts to show).
@@ -113,6 +116,7 @@ class Facts:
         if isinstance(event, ConversationResolved):
             self.previews.pop(event.conversation_id, None)
             self.contacts.pop(event.conversation_id, None)
+            self.subjects.pop(event.conversation_id, None)
         return notices
 
     def _notice(self, kind: str, agent_id: str, stored: StoredEvent, cid: str, customer_id: str) -> Notice:
@@ -143,6 +147,7 @@ class Facts:
             "wait_seconds": round((at - waiting_since).total_seconds(), 1) if waiting_since else None,
             "offer_expires_at": conv.offer_expires_at.isoformat() if conv and conv.offer_expires_at else None,
             "preview": self.previews.get(cid, ""),
+            "subject": self.subjects.get(cid),
             "links": {
                 "console": f"{self.console_url}#conversation={cid}",
                 "accept": f"{self.console_url}#accept={cid}",

@@ -107,6 +107,8 @@ def email(body: dict[str, Any], *, sender: str, to: str, delivery_id: str) -> Em
     message["X-Relaydesk-Delivery"] = delivery_id
     lines = [f"{title}", ""]
     lines += [f"{name}: {value}" for name, value in facts(body)]
+    if body.get("subject"):  # an email's subject: only in this notice to the agent's mailbox
+        lines.append("Subject: " + " ".join(str(body["subject"]).split()))
     if body.get("preview"):
         lines += ["", "Message:", *("  " + line for line in str(body["preview"]).splitlines())]
     links = body.get("links", {})

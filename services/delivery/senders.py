@@ -70,6 +70,8 @@ class Senders:
 
     async def send(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any], endpoint_id: str = "") -> Outcome:
         started = time.monotonic()
+        if endpoint.kind != "email":  # an email's subject goes to the agent's own mail only (README)
+            body = {k: v for k, v in body.items() if k != "subject"}
         if endpoint.kind == "webhook":
             outcome = await self._webhook(endpoint, delivery_id, body)
         elif endpoint.slack_app:
@@ -77,7 +79,8 @@ class Senders:
         elif endpoint.kind == "slack":
             outcome = await self._post(endpoint.url, msgspec.json.encode(render.slack(body)), {})
         elif endpoint.kind == "teams":
-            outcome = await self._post(endpoint.url, msgspec.json.encode(teams.message(body)), {})
+            posted = await teams.post(self.http(), endpoint.url, body, max_wait=self.settings.backoff_max)
+            outcome = Outcome(posted.ok, posted.retryable, posted.status_code, _short(posted.error))
         else:
             outcome = await self._email(endpoint, delivery_id, body)
         return Outcome(

@@ -4,7 +4,10 @@ Teams' Workflows app ("Post to a channel when a webhook request is received") ta
 a ``message`` whose ``attachments`` hold one card of content type
 ``application/vnd.microsoft.card.adaptive`` (schema 1.4, what Teams renders) and answers
 202 Accepted. Retries follow the other senders: 408/425/429 and 5xx are retried with backoff,
-another 4xx dead-letters the delivery.
+another 4xx dead-letters the delivery. When Workflows throttles (429, as Power Automate does
+under its request limits) its ``Retry-After`` (seconds or an HTTP date) is waited out, up to
+``max_wait``, before the attempt returns, as the Slack sender does: the next try never comes
+sooner than Teams asked.
 
 The card goes to a team channel that more people read than the agent it is for, so it carries
 routing facts only: what happened, for whom, the channel, tier and flags, language, skills,
@@ -14,13 +17,26 @@ or address.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
+import msgspec
+import structlog
+
 from services.delivery.render import TITLES
+
+log = structlog.get_logger(__name__)
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After still gets a pause
 
 
 def _skills(body: dict[str, Any]) -> str:
@@ -95,3 +111,64 @@ def message(body: dict[str, Any]) -> dict[str, Any]:
         f"{(body.get('conversation') or {}).get('id', '')}",
         "attachments": [{"contentType": CARD_TYPE, "contentUrl": None, "content": card(body)}],
     }
+
+
+@dataclass(frozen=True)
+class Posted:
+    """One post to a Workflows webhook: ``error`` is for the delivery record (the caller
+    shortens and blanks it); ``retry_after`` is what a 429 asked for (s), if it said."""
+
+    ok: bool
+    retryable: bool
+    status_code: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    *,
+    max_wait: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Posted:
+    """Post the notice's card to ``url``; on 429 wait ``Retry-After`` (at most ``max_wait``)."""
+    raw = msgspec.json.encode(message(body))
+    try:
+        async with http.post(url, data=raw, headers={"Content-Type": "application/json"}) as r:
+            text = await r.text(errors="replace")
+            status = r.status
+            retry_after = retry_after_seconds(r.headers.get("Retry-After"))
+    except TimeoutError:
+        return Posted(False, True, None, "timed out")
+    except aiohttp.ClientError as err:
+        return Posted(False, True, None, f"{type(err).__name__}: {err}")
+    if 200 <= status < 300:
+        return Posted(True, False, status)
+    if status == 429:
+        wait = min(retry_after if retry_after is not None else DEFAULT_RETRY_AFTER, max_wait)
+        log.info("teams.rate_limited", retry_after=retry_after, waiting_s=wait)
+        # Teams asked for a pause: honour it before anyone tries again.
+        await sleep(wait)
+    retryable = status >= 500 or status in RETRYABLE_HTTP
+    return Posted(False, retryable, status, f"HTTP {status}: {text}", retry_after)
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3);
+    None when missing or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())

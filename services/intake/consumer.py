@@ -12,6 +12,7 @@ gets (``EventStore.read_customer_direct``): no consumer created per message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import weakref
 from collections.abc import Callable, Sequence
@@ -46,8 +47,10 @@ log = structlog.get_logger(__name__)
 DURABLE = "intake"
 INBOX_PREFIX = b"_INBOX_intake."
 READER = "intake"
-# A failing inbound message is tried 6 times over about 7.5 minutes, then dead-lettered.
-REDELIVERY = Redelivery()
+# A failing inbound message is tried 6 times over about 7.5 minutes, then dead-lettered. One
+# taken by an intake that died before acking it goes to another after the ack wait
+# (``[intake] ack_wait_seconds``, 5 s by default, not JetStream's 30 s: chat's SLA is 60 s).
+REDELIVERY = Redelivery(ack_wait=IntakeSettings().ack_wait_seconds)
 MAX_CONFLICT_RETRIES = 12
 # How long a message waits for an earlier one of the same sender that another intake process
 # holds (``services.intake.ordering``) before it is recorded anyway (that one was dropped,
@@ -93,7 +96,8 @@ class Intake:
         match = self.rules.match(message.text, message.channel, recipient=message.recipient)
         return Triage(
             identity=identity,
-            language=self.detector.detect(message.text),
+            # A connector that asked (the voice menu) names the language; else it is detected.
+            language=message.metadata.get("language") or self.detector.detect(message.text),
             skills=match.skills,
             priority=match.priority,
         )
@@ -253,6 +257,11 @@ class Intake:
         return events
 
 
+def redelivery_for(settings: IntakeSettings) -> Redelivery:
+    """The intake consumer's redelivery with the configured ack wait."""
+    return dataclasses.replace(REDELIVERY, ack_wait=float(settings.ack_wait_seconds))
+
+
 def consumer_config(redelivery: Redelivery = REDELIVERY) -> ConsumerConfig:
     """The ``intake`` durable: every inbound channel, at most ``max_deliver`` deliveries."""
     return redelivery.apply(
@@ -267,8 +276,9 @@ def consumer_config(redelivery: Redelivery = REDELIVERY) -> ConsumerConfig:
 
 async def prepare(nc: NATS, redelivery: Redelivery = REDELIVERY) -> MaxDeliveriesWatch:
     """Before the broker starts: create the durable, or bring one an older version made
-    (``max_deliver -1``) to the bounded settings in place; and park what the server stops
-    redelivering on its own (a message that crashed intake on every delivery)."""
+    (``max_deliver -1``, JetStream's default 30 s ack wait) to the bounded settings and the
+    configured ack wait in place; and park what the server stops redelivering on its own (a
+    message that crashed intake on every delivery)."""
     js = nc.jetstream()
     await ensure_consumer(js, subjects.INBOUND_STREAM, consumer_config(redelivery))
     watch = MaxDeliveriesWatch(nc, js, subjects.INBOUND_STREAM, DURABLE, READER)

@@ -210,10 +210,21 @@ def plan(
             # business: kept as given, handed back to the connector with each reply. The
             # sender's display name (email From, WhatsApp profile) is kept for the console.
             metadata=_with_sender_name(message),
+            contact=message.sender,  # where the reply to this message goes (services.api.replies)
         )
     )
     if not conv.routing_requested and not automatic:
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now))
+    if message.metadata.get("resolves") == "1":
+        # A fact that ends the conversation (connectors.voice: the call with the agent ended).
+        events.append(
+            ConversationResolved(
+                at=message.at,
+                customer_id=customer_id,
+                conversation_id=conv.conversation_id,
+                actor=f"connector:{message.channel}",
+            )
+        )
     return events
 
 

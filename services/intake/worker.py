@@ -7,12 +7,19 @@ their sender's lock in that order: ``Intake.handle_message``); the tasks record 
 fetches again as soon as there is room under ``in_flight``. Several intake processes share
 the durable ``intake``: different customers in parallel, and one sender's messages in the
 order they were published (``services.intake.ordering``).
+
+The durable's ack wait is short (``[intake] ack_wait_seconds``, 5 s): what a dead intake held
+goes to another within seconds. A plan that takes longer (waiting for a sender's earlier
+message, conflict retries, a slow NATS) is kept from being handed out meanwhile by
+in-progress acks (``+WPI``) every third of the ack wait, for at most ``IN_PROGRESS_LIMIT_S``:
+a plan stuck longer is let go to be redelivered (and parked after ``max_deliver``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from msgspec import DecodeError, ValidationError
@@ -20,19 +27,28 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
 from connectors.sdk.deadletter import Redelivery
 from events import subjects
 from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
-from services.intake.consumer import DURABLE, REDELIVERY, Intake, decode_record, settle
+from services.intake.consumer import DURABLE, Intake, decode_record, redelivery_for, settle
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
 
 log = structlog.get_logger(__name__)
 
 Decoded = InboundRecord | DecodeError | ValidationError
+
+# How long one delivery is kept alive with in-progress acks before it is let go.
+IN_PROGRESS_LIMIT_S = 120.0
+IN_PROGRESS_ACKS = Counter(
+    "relaydesk_intake_in_progress_acks_total",
+    "In-progress acks (+WPI) intake sent for plans taking longer than a third of the ack wait, by outcome",
+    ["outcome"],
+)
 
 
 class IntakeWorker:
@@ -45,7 +61,7 @@ class IntakeWorker:
         *,
         batch: int = 128,
         in_flight: int = 512,
-        redelivery: Redelivery = REDELIVERY,
+        redelivery: Redelivery | None = None,
         lag_every: float = 5.0,
     ) -> None:
         self.nc = nc
@@ -53,11 +69,13 @@ class IntakeWorker:
         self.intake = intake
         self.batch = batch
         self.in_flight = in_flight
-        self.redelivery = redelivery
+        # The configured ack wait (``[intake] ack_wait_seconds``) unless a test names another.
+        self.redelivery = redelivery or redelivery_for(intake.settings)
         self.lag_every = lag_every
         self.lot = ParkingLot(self.js)
         self.window = OrderingWindow(self.js, DirectBatches(nc, 5.0), intake)
         self._tasks: dict[asyncio.Task[None], int] = {}  # in flight → its stream sequence
+        self._deliveries: dict[asyncio.Task[None], tuple[Msg, float]] = {}  # in flight → (message, taken at)
         self._room = asyncio.Event()
         self._room.set()
 
@@ -66,6 +84,7 @@ class IntakeWorker:
         # the role's NATS user).
         sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=subjects.INBOUND_STREAM)
         lag = asyncio.create_task(export_forever(self.js, stop, self.lag_every))
+        alive = asyncio.create_task(self._keep_alive())
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -89,9 +108,10 @@ class IntakeWorker:
             stopping.cancel()
             if self._tasks:  # let what is in flight finish (acked or handed back)
                 await asyncio.wait(list(self._tasks), timeout=10.0)
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
+            for task in (lag, alive):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(Exception):  # closing connection: nothing to undo on the server
                 await sub.unsubscribe()
 
@@ -114,11 +134,47 @@ class IntakeWorker:
     def _start(self, msg: Msg, record: Decoded, earlier: tuple[tuple[str, str], ...]) -> None:
         task = asyncio.create_task(settle(self.intake, self.lot, msg, self.redelivery, record=record, earlier=earlier))
         self._tasks[task] = msg.metadata.sequence.stream
+        self._deliveries[task] = (msg, time.monotonic())
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
+        self._deliveries.pop(task, None)
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             # settle logged it (intake.settle_failed); the server redelivers after ack_wait
             log.debug("intake.task_failed", error=repr(task.exception()))
+
+    async def _keep_alive(self) -> None:
+        """Every third of the ack wait, an in-progress ack for each delivery in flight at least
+        that long (younger ones are far from their ack wait): one loop, not a timer per message.
+        Runs until cancelled, through the drain of what is in flight after ``stop``."""
+        every = max(0.1, self.redelivery.ack_wait / 3)
+        while True:
+            await asyncio.sleep(every)
+            await self.still_working(time.monotonic() - every)
+
+    async def still_working(self, taken_before: float) -> int:
+        """``+WPI`` for the deliveries in flight taken before ``taken_before`` (monotonic) and
+        not held beyond ``IN_PROGRESS_LIMIT_S``; returns how many were sent."""
+        now, sent = time.monotonic(), 0
+        for task, (msg, taken_at) in list(self._deliveries.items()):
+            if taken_at > taken_before or task.done():
+                continue
+            if now - taken_at > IN_PROGRESS_LIMIT_S:
+                # Stuck: let the server hand it out again (it counts towards max_deliver).
+                self._deliveries.pop(task, None)
+                IN_PROGRESS_ACKS.labels(outcome="let_go").inc()
+                log.warning(
+                    "intake.plan_stuck", stream_seq=msg.metadata.sequence.stream, held_s=round(now - taken_at, 1)
+                )
+                continue
+            try:
+                await msg.in_progress()  # a publish: no round trip
+            except Exception as err:  # NATS away: the delivery may be redelivered; the plan is idempotent
+                IN_PROGRESS_ACKS.labels(outcome="failed").inc()
+                log.warning("intake.in_progress_failed", stream_seq=msg.metadata.sequence.stream, error=repr(err))
+                continue
+            IN_PROGRESS_ACKS.labels(outcome="sent").inc()
+            sent += 1
+        return sent

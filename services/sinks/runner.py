@@ -1,8 +1,8 @@
 """``relaydesk sink NAME`` and the sinks ``relaydesk up`` runs: one configured sink, until stopped.
 
-A sink connects as the tool role for now (it reads the log, appends replies and resolutions,
-queues replies on ``rd.out.<channel>`` and keeps its own bucket ``rd_sink_<name>``); a
-``sink-<name>`` NATS role of its own is still to be written (services/nats_permissions.py).
+A sink connects as its own NATS role ``sink-<name>`` (services/nats_permissions.py): it reads
+the log, appends replies and resolutions on conversation subjects, queues replies on
+``rd.out.<channel>``, keeps its own bucket ``rd_sink_<name>`` and its lease key ``sink.<name>``.
 """
 
 from __future__ import annotations

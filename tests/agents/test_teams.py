@@ -4,15 +4,23 @@ it takes a ``message`` with an adaptive-card attachment and answers 202; it thro
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from services.delivery import teams
 from services.delivery.service import settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.embedded_nats import EmbeddedNats
+from services.embedded_nats import EmbeddedNats, free_port
 
 from .helpers import agent_system, agents_config, eventually, holds, receiver
 
@@ -111,3 +119,88 @@ async def _delivered(s: Any, endpoint_id: str) -> list[dict[str, Any]] | None:
 
 async def _failed(s: Any) -> list[dict[str, Any]] | None:
     return await s.deliveries("failed") or None
+
+
+# -- throttling: Retry-After -------------------------------------------------------------------
+
+
+@dataclass
+class Workflow:
+    """A fake Workflows webhook that throttles as Power Automate documents it: ``throttle``
+    answers of 429 with ``Retry-After`` (header value), then 202 Accepted."""
+
+    retry_after: str
+    throttle: int = 1
+    url: str = ""
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each POST
+    cards: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append(time.monotonic())
+        message = await request.json()
+        if len(self.arrivals) <= self.throttle:
+            body = {"error": {"code": "TooManyRequests", "message": "Rate limit is exceeded. Try again later."}}
+            return web.json_response(body, status=429, headers={"Retry-After": self.retry_after})
+        self.cards.append(message["attachments"][0]["content"])
+        return web.Response(status=202)
+
+
+@contextlib.asynccontextmanager
+async def workflow(retry_after: str, throttle: int = 1) -> AsyncIterator[Workflow]:
+    fake = Workflow(retry_after, throttle)
+    app = web.Application()
+    app.router.add_post("/workflows/hook", fake.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{port}/workflows/hook"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_throttled_card_waits_for_retry_after_before_the_next_try(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    # The delivery's own backoff is ~50 ms here: only Retry-After makes the next try wait 1 s.
+    async with workflow(retry_after="1") as fake:
+        endpoints = (Endpoint(kind="teams", id="billing-teams", team="billing", url=fake.url),)
+        config = agents_config(tmp_path, clean_nats.url, endpoints, backoff_base=0.05, backoff_max=5.0)
+        async with agent_system(config, clean_nats) as s:
+            _, cid = await s.open(text=WORDS)
+            [record] = await eventually(lambda: _delivered(s, "billing-teams"))
+            assert record["attempt_count"] == 2
+            first, second = fake.arrivals[:2]
+            assert second - first >= 1.0, f"retried {second - first:.3f} s after a 429 asking for 1 s"
+            assert facts_of(fake.cards[0])["Conversation"] == cid
+
+
+async def test_retry_after_as_an_http_date_is_honoured_up_to_the_cap() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    async with workflow(retry_after=later, throttle=2) as fake, aiohttp.ClientSession() as http:
+        posted = await teams.post(http, fake.url, {"notice": "offer"}, max_wait=5.0, sleep=sleep)
+        assert (posted.ok, posted.retryable, posted.status_code) == (False, True, 429)
+        assert posted.retry_after is not None and 25 < posted.retry_after <= 30
+        assert waits == [5.0]  # capped: the delivery's backoff takes over from there
+        fake.retry_after = "0.2"
+        posted = await teams.post(http, fake.url, {"notice": "offer"}, max_wait=5.0, sleep=sleep)
+        assert waits == [5.0, 0.2] and posted.retry_after == 0.2
+        posted = await teams.post(http, fake.url, {"notice": "offer"}, max_wait=5.0, sleep=sleep)
+        assert posted.ok and posted.status_code == 202 and len(waits) == 2  # no pause after success
+
+
+def test_retry_after_values() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert teams.retry_after_seconds("7") == 7.0
+    assert teams.retry_after_seconds("Thu, 01 Jan 2026 00:00:09 GMT", lambda: now) == 9.0
+    assert teams.retry_after_seconds("Wed, 31 Dec 2025 23:59:00 GMT", lambda: now) == 0.0  # already past
+    assert teams.retry_after_seconds("-3") == 0.0
+    for unreadable in (None, "", "soon"):
+        assert teams.retry_after_seconds(unreadable) is None

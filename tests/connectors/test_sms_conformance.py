@@ -30,6 +30,7 @@ class TestSmsConformance(ConnectorConformance):
     connector_class = TwilioSmsConnector
     reply_contact: ClassVar[str] = "+15551230000"
     expected_sent_id: ClassVar[str | None] = SENT_SID
+    supports_attachments: ClassVar[bool | None] = True  # MMS MediaUrl
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {

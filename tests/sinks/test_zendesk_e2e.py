@@ -1,5 +1,5 @@
 """Zendesk two-way sync end to end over a real nats-server and every Relaydesk service:
-an SMS in → offered → accepted → a Zendesk ticket (tags, requester, assignee) → an agent's
+an SMS (or a WhatsApp message) in → offered → accepted → a Zendesk ticket (tags, requester, assignee) → an agent's
 public reply in Zendesk → the customer's SMS channel → ticket solved → conversation resolved;
 Relaydesk's own comments are not echoed, and a restarted sink creates no second ticket."""
 
@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
 import pytest
 
-from events.model import ConversationResolved, ReplyRequested
+from connectors.sdk.publish import InboundPublisher
+from events.model import ConversationResolved, DeliverReply, InboundMessage, ReplyRequested
 from services.bootstrap import event_store
 from services.embedded_nats import EmbeddedNats
 from services.sinks.conformance import Rig
@@ -136,3 +138,57 @@ async def test_relaydesk_up_runs_a_configured_sink(tmp_path: Path, clean_nats: E
             assert [c.body for c in ticket.comments] == ["Where is my parcel?"]
     finally:
         await fake.stop()
+
+
+async def test_whatsapp_to_zendesk_and_back(system: AgentSystem, rig: Rig) -> None:
+    """The customer writes on WhatsApp (as the social connector publishes it); the agent's public
+    reply in Zendesk goes out on rd.out.social with what the connector needs to send it on
+    WhatsApp (platform, phone_number_id, the customer's number); solving the ticket resolves."""
+    phone, number_id = "+15557770002", "106540352242922"
+    wamid = "wamid.HBgL" + uuid.uuid4().hex
+    message = InboundMessage(
+        at=datetime.now(UTC),
+        channel="social",
+        provider="meta",
+        provider_message_id=wamid,
+        sender=phone,
+        recipient=number_id,
+        text="My invoice is wrong, I was charged twice",
+        sender_name="Wanda",
+        metadata={"platform": "whatsapp", "kind": "message", "phone_number_id": number_id, "type": "text"},
+    )
+    await InboundPublisher(rig.nc).publish_one(message)
+    customer = await eventually(lambda: system.system.customer(phone))  # one phone identity space
+    conv = await eventually(lambda: system.system.conversation_of(customer))
+    cid = conv["id"]
+    assert conv["channel"] == "social"
+    await eventually(lambda: system.conversation(cid, "offered"))
+    code, body = await system.call("POST", f"/v1/conversations/{cid}/accept")
+    assert code == 200, body
+
+    ticket = await eventually(lambda: _value(rig.fake.ticket_of(cid)))
+    assert "channel_social" in ticket.tags
+    assert [c.body for c in ticket.comments] == ["My invoice is wrong, I was charged twice"]
+
+    code, body = await rig.post(rig.fake.agent_reply(ticket, "We refunded the second charge."))
+    assert code == 200 and body["acted"] is True, body
+
+    async def from_zendesk() -> list[ReplyRequested]:
+        return [r for r in await rig.replies(customer) if r.actor == "sink:zendesk"]
+
+    [reply] = await eventually(from_zendesk)
+    assert reply.channel == "social" and reply.agent_id == "ava"
+    rig.channel = "social"
+
+    async def sent() -> DeliverReply | None:
+        return next((o for o in await rig.outbound() if o.reply_id == reply.reply_id), None)
+
+    out = await eventually(sent)
+    assert out.channel == "social" and out.contact == phone and out.text == "We refunded the second charge."
+    assert out.metadata["platform"] == "whatsapp" and out.metadata["phone_number_id"] == number_id
+    assert out.thread_ref == wamid  # the customer's message, so WhatsApp shows the reply in context
+
+    code, body = await rig.post(rig.fake.solve(ticket))
+    assert code == 200 and body["acted"] is True, body
+    await eventually(lambda: system.conversation(cid, "resolved"))
+    assert [r.actor for r in await rig.events(customer, ConversationResolved)] == ["sink:zendesk"]

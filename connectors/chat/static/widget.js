@@ -48,6 +48,23 @@
     return node;
   }
 
+  // An agent's reply lists its files as "📎 <name>: <signed link>" lines (connectors/chat
+  // connector.with_file_links): those become links; everything else stays text.
+  function withFileLinks(node, text) {
+    text.split("\n").forEach(function (line, i) {
+      if (i) node.appendChild(document.createTextNode("\n"));
+      var m = /^\uD83D\uDCCE (.+): (https?:\/\/\S+)$/.exec(line);
+      if (!m) { node.appendChild(document.createTextNode(line)); return; }
+      var a = el("a", "rd-file", m[1]);
+      a.href = m[2];
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      node.appendChild(document.createTextNode("\uD83D\uDCCE "));
+      node.appendChild(a);
+    });
+    return node;
+  }
+
   function storage() {
     try { return window.localStorage; } catch (e) { return null; }
   }
@@ -218,7 +235,7 @@
         break;
       case "reply":
         if (self.mark(frame.seq)) {
-          var reply = el("div", "rd-msg rd-reply", frame.text);
+          var reply = withFileLinks(el("div", "rd-msg rd-reply"), frame.text || "");
           reply.setAttribute("data-seq", frame.seq);
           if (frame.from) reply.title = frame.from;
           self.append(reply);

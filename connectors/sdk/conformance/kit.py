@@ -18,6 +18,11 @@ Contract checked:
     <channel>.outcome:<reply id>``) for intake to record as ``MessageSent``, and nothing
     written to the log by the connector; a transient provider failure (503) is retried; a
     rejection (4xx) → reported failed (``DeliveryFailed``) with a reason, without retries;
+  * a ``DeliverReply`` with a file (``attachments``, a link the connector or its provider
+    fetches): with ``supports_attachments = True`` it is delivered and the file's link (or
+    its bytes, fetched from the link) reaches the provider (``check_delivered_file``); with
+    ``False`` it is reported failed with a reason, never sent as text alone (the customer
+    would miss the file without anyone knowing). Undeclared (None): skipped, with a hint;
   * ``/metrics`` and ``/healthz`` answer.
 """
 
@@ -31,8 +36,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote_plus
 
 import aiohttp
+import msgspec
 import nats
 import pytest
 import pytest_asyncio
@@ -41,7 +48,7 @@ from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.codec import encode
-from events.model import DeliverReply, DeliveryFailed, MessageSent
+from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
@@ -99,6 +106,8 @@ class ConnectorConformance(ABC):
     reply_contact: ClassVar[str] = "customer-1"
     # The id the fake provider API returns for a sent message, if the outcome should carry it.
     expected_sent_id: ClassVar[str | None] = None
+    # Whether the connector sends ``DeliverReply.attachments`` (None: not declared, not checked).
+    supports_attachments: ClassVar[bool | None] = None
 
     # -- what the integrator provides -----------------------------------------------------
 
@@ -138,6 +147,13 @@ class ConnectorConformance(ABC):
     @abstractmethod
     def check_delivered(self, request: RecordedRequest, reply: DeliverReply) -> None:
         """Assert the fake provider received ``reply`` in the provider's shape."""
+
+    def check_delivered_file(self, requests: list[RecordedRequest], reply: DeliverReply) -> None:
+        """Assert the provider was handed ``reply``'s file. By default: its link appears in a
+        request body (as is, or form-encoded); override for connectors that send the bytes."""
+        url = reply.attachments[0].url or ""
+        bodies = [r.body.decode("utf-8", "replace") for r in requests]
+        assert any(url in b or quote_plus(url) in b for b in bodies), f"no request carried the file link {url}"
 
     def outbound_reply(self) -> DeliverReply:
         channel = self.connector_class.channel
@@ -298,6 +314,29 @@ class ConnectorConformance(ABC):
             while (await harness.nc.jetstream().stream_info(subjects.OUTBOUND_STREAM)).state.messages:
                 await asyncio.sleep(0.05)
         assert len(await read_outcomes(harness.nc.jetstream(), reply.channel, reply.reply_id)) == 1
+        await self._log_is_untouched(harness)
+
+    async def test_outbound_reply_with_a_file(self, harness: Harness) -> None:
+        if self.supports_attachments is None:
+            pytest.skip("declare supports_attachments (True or False) to have files in replies checked")
+        base = self.outbound_reply()
+        file = Attachment(
+            url=f"{harness.fake.url.rstrip('/')}/files/kit-receipt.png?sig=abc",
+            content_type="image/png",
+            name="kit-receipt.png",
+            size=8,
+        )
+        reply = msgspec.structs.replace(base, attachments=(file,))
+        js = harness.nc.jetstream()
+        await js.publish(subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        outcome = await self._outcome(harness, reply)
+        if self.supports_attachments:
+            assert isinstance(outcome, MessageSent), f"a reply with a file was not sent: {outcome!r}"
+            self.check_delivered_file(list(harness.fake.requests), reply)
+        else:
+            assert isinstance(outcome, DeliveryFailed) and outcome.reason, (
+                "a connector that cannot send files must fail such a reply with a reason, not send its text alone"
+            )
         await self._log_is_untouched(harness)
 
     async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:

@@ -134,7 +134,7 @@ class Relaydesk:
                 at=self.clock(),
                 customer_id=customer_id,
                 conversation_id=conversation_id,
-                channel=facts.channel,
+                channel=replies.reply_channel(facts.channel, facts.messages),  # the customer's last message's
                 reply_id=reply_id,
                 agent_id=facts.agent_id,
                 text=text,

@@ -34,6 +34,7 @@ def _send(
     *,
     starttls: bool = False,
     login: tuple[str, str] | None = None,
+    mail_options: Sequence[str] = (),
 ) -> SmtpResult:
     result = SmtpResult()
     raw = re.sub(rb"(?<!\r)\n", b"\r\n", raw)  # smtplib sends bytes as they are: SMTP wants CRLF
@@ -47,7 +48,8 @@ def _send(
             client.ehlo()
         if login:
             client.login(*login)
-        result.mail = client.mail(mail_from)[0]
+        # SMTPUTF8 (RFC 6531) makes smtplib send MAIL FROM and RCPT TO as UTF-8.
+        result.mail = client.mail(mail_from, list(mail_options))[0]
         if result.mail != 250:
             return result
         for rcpt in rcpts:
@@ -67,9 +69,12 @@ async def smtp_send(
     rcpts: Sequence[str] = ("support@support.test",),
     starttls: bool = False,
     login: tuple[str, str] | None = None,
+    mail_options: Sequence[str] = (),
 ) -> SmtpResult:
     """Send with smtplib in a thread (the server runs on this test's event loop)."""
-    return await asyncio.to_thread(_send, address[0], address[1], raw, mail_from, rcpts, starttls=starttls, login=login)
+    return await asyncio.to_thread(
+        _send, address[0], address[1], raw, mail_from, rcpts, starttls=starttls, login=login, mail_options=mail_options
+    )
 
 
 def mail(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -20,7 +21,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from connectors.email.connector import ENVELOPE_TO_HEADER, SIGNATURE_HEADER, EmailConnector, sign
-from connectors.sdk.conformance import ConnectorConformance, FakeProvider, RecordedRequest, SampleRequest
+from connectors.sdk.conformance import ConnectorConformance, FakeProvider, Harness, RecordedRequest, SampleRequest
 from events.model import DeliverReply
 
 SECRET = "conformance-secret"
@@ -124,8 +125,17 @@ class TestEmailConformance(ConnectorConformance):
         return SampleRequest("/email/inbound", RAW, self._signed(RAW, secret="guessed"))
 
     def malformed_request(self, base_url: str) -> SampleRequest:
+        # A request the relay got wrong (no recipient of ours): 400. A *mail* that cannot be
+        # parsed is never refused: it is kept and parked (test_unparseable_mail_is_parked_not_refused).
+        headers = {**self._signed(RAW), ENVELOPE_TO_HEADER: "someone@elsewhere.test"}
+        return SampleRequest("/email/inbound", RAW, headers)
+
+    async def test_unparseable_mail_is_parked_not_refused(self, harness: Harness) -> None:
         body = b"this is not an email message"
-        return SampleRequest("/email/inbound", body, self._signed(body))
+        status, answer, _ = await harness.send(SampleRequest("/email/inbound", body, self._signed(body)))
+        assert status == 200, answer
+        assert json.loads(answer)["parked"].startswith("email.")
+        assert await harness.published() == []
 
     async def provider_accepts(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)

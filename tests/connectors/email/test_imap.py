@@ -227,3 +227,26 @@ async def test_wrong_password_keeps_retrying_without_crashing(nc: NATS, imap_por
             while connector.imap.state != "retrying":
                 await asyncio.sleep(0.05)
         assert connector.imap.last_error
+
+
+async def test_a_mail_that_fails_is_parked_and_the_mailbox_goes_on(nc: NATS, imap_port: int) -> None:
+    """Raw UTF-8 headers (which once failed every poll and held the mailbox) and a message with
+    no header at all, before an ordinary one: all three are passed, the bad one parked."""
+    uid = uuid.uuid4().hex[:12]
+    mailbox = f"Parked{uid}"
+    await asyncio.to_thread(create, imap_port, mailbox)
+    utf8 = (
+        f"From: Jürgen Müller <jm@customer.test>\r\nTo: help@support.test\r\nSubject: Grüße\r\n"
+        f"Message-ID: <{uid}.0@customer.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n"
+    ).encode()
+    junk = f"this is no mail {uid}, no header at all\r\n".encode()
+    for raw in (utf8, junk, mail(uid, n=2, to="help@support.test").as_bytes()):
+        await asyncio.to_thread(append, imap_port, raw, mailbox)
+    async with running(nc, settings(imap_port, mailbox, imap_start="all")) as connector:
+        [first] = await inbound_for(nc, f"{uid}.0@customer.test", wait=10)
+        assert len(await inbound_for(nc, f"{uid}.2@customer.test", wait=10)) == 1
+        await rounds(connector, 1)
+        assert connector.imap is not None
+        health = connector.imap.health()
+    assert first.message.sender_name == "Jürgen Müller" and first.message.text == "Grüße"
+    assert (health["published"], health["parked"], health["skipped"]) == (2, 1, 0)

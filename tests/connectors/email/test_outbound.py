@@ -244,3 +244,28 @@ async def test_reply_built_like_the_api_from_the_inbound_message(tmp_path: Path)
         assert msg["In-Reply-To"] == f"<{uid}.0@customer.test>"
         assert msg["References"] == f"<older@customer.test> <{uid}.0@customer.test>"
         assert msg["Subject"] == "Re: Invoice 42"
+
+
+async def test_reply_goes_to_all_the_customers_mail_was_addressed_to(tmp_path: Path) -> None:
+    """metadata.cc (the customer's To and Cc beyond our domains) is copied, like Reply all."""
+    async with world(tmp_path) as w:
+        cc = "anna@customer.test,ann@customer.test,help@support.test,Boss@Customer.test"
+        reply = reply_to("<c9@customer.test>", subject="Damaged parcel", cc=cc)
+        await publish(w.nc, reply)
+        sent = await outcome(w.nc, reply)
+        assert isinstance(sent, MessageSent), sent
+        [got] = await w.sink.wait_for(1)
+        assert got.rcpt_tos == ["ann@customer.test", "anna@customer.test", "Boss@Customer.test"]
+        msg = parsed(got.data)
+        assert msg["To"] == "ann@customer.test"
+        assert msg["Cc"] == "anna@customer.test, Boss@Customer.test"
+
+
+async def test_reply_all_off_answers_the_customer_only(tmp_path: Path) -> None:
+    async with world(tmp_path, reply_all=False) as w:
+        reply = reply_to("<c10@customer.test>", cc="anna@customer.test")
+        await publish(w.nc, reply)
+        assert isinstance(await outcome(w.nc, reply), MessageSent)
+        [got] = await w.sink.wait_for(1)
+        assert got.rcpt_tos == ["ann@customer.test"]
+        assert parsed(got.data)["Cc"] is None

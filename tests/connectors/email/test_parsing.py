@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors.email.charsets import clean_text, decode_bytes
 from connectors.email.connector import EmailConnector
 from connectors.email.html import html_to_text
 from connectors.email.outbound import build_reply
@@ -20,6 +21,7 @@ from connectors.email.threads import (
     split_address,
 )
 from connectors.sdk import Malformed
+from events.codec import encode
 from events.model import DeliverReply
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -139,3 +141,65 @@ def test_reply_headers_cannot_be_injected() -> None:
     assert b"\nBcc:" not in data
     assert mail.message["References"] == "<a@x> <p@x>"
     assert mail.message["Subject"] == "Re: x Bcc: victim@evil.test"
+
+
+@pytest.mark.parametrize(
+    ("data", "label", "expected"),
+    [
+        ("don’t – “x” €".encode("cp1252"), "iso-8859-1", "don’t – “x” €"),
+        ("don’t".encode("cp1252"), "us-ascii", "don’t"),
+        ("Grüße".encode(), "us-ascii", "Grüße"),  # 8-bit UTF-8 under an ASCII label
+        ("Grüße".encode(), "x-unknown-charset", "Grüße"),
+        ("Grüße".encode("latin-1"), "utf-8", "Grüße"),  # mislabelled: windows-1252 fallback
+        (b"a\x81b", "windows-1252", "a\x81b"),  # an undefined byte maps as in latin-1, no error
+        ("注文".encode("gb2312"), "gb2312", "注文"),
+    ],
+)
+def test_charsets_are_read_as_mail_clients_read_them(data: bytes, label: str, expected: str) -> None:
+    assert decode_bytes(data, label) == expected
+
+
+def test_clean_text_resolves_surrogates_and_c1_controls() -> None:
+    raw_utf8 = "Jürgen".encode().decode("ascii", "surrogateescape")
+    raw_latin1 = "Jürgen".encode("latin-1").decode("ascii", "surrogateescape")
+    assert clean_text(raw_utf8) == "Jürgen"
+    assert clean_text(raw_latin1) == "Jürgen"
+    assert clean_text("don\x92t") == "don’t"
+    assert clean_text("\ud800x") == "\ufffdx"
+
+
+def test_raw_8bit_headers_in_any_charset_are_text_the_codec_encodes() -> None:
+    for name in ("Jürgen Müller".encode(), "Jürgen Müller".encode("latin-1")):
+        raw = b"From: " + name + b" <jm@b.test>\r\nSubject: " + name + b"\r\nCc: x@y.test\r\n\r\nhi\r\n"
+        p = parse_email(raw, recipients=[], settings=settings(), received_at=NOW, source="t")
+        assert p.message.sender_name == "Jürgen Müller"
+        assert p.message.metadata["subject"] == "Jürgen Müller"
+        assert p.message.metadata["cc"] == "x@y.test"
+        encode(p.message)
+
+
+def test_blank_plain_part_gives_way_to_html() -> None:
+    raw = (
+        b"From: a@b.test\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/plain\r\n\r\n \r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+        b"<p>Line one<br>Line two <a href='https://x.test/a'>link</a></p>\r\n--b--\r\n"
+    )
+    p = parse_email(raw, recipients=[], settings=settings(), received_at=NOW, source="t")
+    assert p.message.text == "Line one\nLine two link (https://x.test/a)"
+    assert p.message.metadata["html_only"] == "true"
+
+
+def test_reply_all_copies_the_others_but_not_us_or_the_customer() -> None:
+    reply = DeliverReply(
+        conversation_id="cv_1",
+        customer_id="cu_1",
+        channel="email",
+        reply_id="rep_1",
+        contact="ann@customer.test",
+        text="hi",
+        metadata={"cc": "bob@customer.test, ANN@customer.test,team@support.test,not an address,bob@customer.test"},
+    )
+    mail = build_reply(reply, settings(from_address="support@support.test"))
+    assert mail.cc == ("bob@customer.test",)
+    assert mail.message["Cc"] == "bob@customer.test"
+    assert build_reply(reply, settings(from_address="support@support.test", reply_all=False)).cc == ()

@@ -22,6 +22,7 @@ from connectors.email.connector import EmailConnector
 from connectors.email.threads import make_token
 from connectors.sdk import registry
 from connectors.sdk.runtime import ConnectorRuntime
+from events.parking import ParkingLot
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
@@ -134,11 +135,22 @@ async def test_oversize_is_552(nc: NATS, email: EmailConnector, uid: str) -> Non
     assert await inbound_for(nc, msg_id(uid)) == []
 
 
-async def test_unparseable_mail_is_554(nc: NATS, email: EmailConnector, uid: str) -> None:
+async def test_unparseable_mail_is_accepted_stored_raw_and_parked(nc: NATS, email: EmailConnector, uid: str) -> None:
+    # Refusing it would make the sender's server retry for days, then bounce the customer.
     raw = b"Subject: no sender at all\r\nMessage-ID: <" + uid.encode() + b".0@customer.test>\r\n\r\nhi\r\n"
     result = await smtp_send(addr(email), raw, mail_from="")
-    assert result.data == 554
+    assert result.data == 250, result
     assert await inbound_for(nc, msg_id(uid)) == []
+    key = result.data_text.rsplit(" ", 1)[-1]
+    record = await ParkingLot(nc.jetstream()).get(key)
+    assert record is not None and record.reader == "connector:email" and "From" in record.error
+    assert record.data.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+    store = await nc.jetstream().object_store("rd_attachments")
+    stored = await store.get(record.headers["Relaydesk-Raw-Object"].rsplit("/", 1)[-1])
+    assert stored.data == record.data
+    # The sender retrying the same mail parks it once.
+    again = await smtp_send(addr(email), raw, mail_from="")
+    assert again.data == 250 and again.data_text.endswith(key)
 
 
 async def test_html_only_mail_becomes_text(nc: NATS, email: EmailConnector, uid: str) -> None:

@@ -51,6 +51,7 @@ class TestMetaConformance(ConnectorConformance):
     connector_class = MetaConnector
     reply_contact: ClassVar[str] = "PSID_1"
     expected_sent_id: ClassVar[str | None] = SENT_MID
+    supports_attachments: ClassVar[bool | None] = True  # media messages by link
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {

@@ -1,0 +1,446 @@
+"""Outbound-first: ``POST /v1/conversations`` starts a conversation with a customer.
+
+An agent (or an operator or supervisor, for an agent they name) writes first: a follow-up
+SMS, an email, a WhatsApp template. The conversation is opened already assigned to that
+agent, so the router never offers it to anyone else, and the first message is an ordinary
+reply (``ReplyRequested`` → ``DeliverReply``), sent by the channel's connector.
+
+Appended on ``rd.evt.c.<customer>.<conversation>``, in order:
+``ConversationOpened`` (``initiated_by`` = the actor; ``metadata`` = where a reply goes until
+the customer writes: platform, the number / page to send from), ``ConversationAssigned``
+(rule ``outbound_first``) and ``ReplyRequested``. The customer's answer is joined to it by
+intake like any follow-up on the channel (SMS, WhatsApp, Messenger: the open conversation of
+that address; email: the thread, as the reply's Message-ID is recorded by ``MessageSent``).
+
+Retries: with an ``Idempotency-Key`` the conversation and reply ids are derived from the key
+(and the caller), so a retry after a failure half way appends only the missing steps and a
+retry after success answers the first result (``services.api.idempotency``).
+
+Provider policy, checked before anything is written: Messenger and Instagram let a business
+write only within ``window_hours`` of the customer's last message (409 with the reason);
+WhatsApp outside its 24-hour window takes only a template (409 naming the templates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from events import subjects
+from events.model import (
+    ConversationAssigned,
+    ConversationOpened,
+    DecisionReason,
+    LogEvent,
+    MessageReceived,
+    ReplyRequested,
+)
+from events.store import Append, ConcurrencyError, StoredEvent
+from services.api import templates, uploads
+from services.api.auth import AGENT, TOKEN_ID, role_of
+from services.api.common import ACTOR, ApiDeps, ApiError, ok, read_body
+from services.api.conversations import queue_reply
+from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from services.api.replies import ReplyRoute
+from services.api.views import conversation_json
+from services.customers import CustomerError, Customers
+from services.identity import InvalidAddress, identity_for
+
+log = structlog.get_logger(__name__)
+
+OUTBOUND_RULE = "outbound_first"
+# What an address's kind (``sms:+1…``) means: the platform, and the channel it goes out on
+# unless the body names one (WhatsApp goes through the Cloud API connector when one runs).
+PLATFORMS: dict[str, tuple[str, ...]] = {
+    "sms": ("sms",),
+    "whatsapp": ("social", "sms"),
+    "email": ("email",),
+    "messenger": ("social",),
+    "instagram": ("social",),
+}
+WINDOWED = frozenset({"whatsapp", "messenger", "instagram"})
+
+
+class StartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: str = ""
+    customer_id: str | None = None
+    # ``<kind>:<address>``: sms:+15551234567, whatsapp:+15551234567, email:ann@example.com,
+    # messenger:<PSID>, instagram:<IGSID>
+    address: str | None = None
+    text: str = ""
+    template: str | None = None
+    parameters: dict[str, str] = {}
+    agent_id: str | None = None
+    subject: str = ""  # email: the subject line
+    attachments: list[str] = []  # upload ids (POST /v1/uploads)
+
+
+class StartResult(msgspec.Struct, kw_only=True):
+    """The answer to ``POST /v1/conversations`` (201)."""
+
+    seq: int
+    conversation: dict[str, Any]
+    customer_id: str
+    customer_created: bool
+    reply_id: str
+
+
+@dataclass
+class Target:
+    """Whom to write to, where, and what the log says about them."""
+
+    customer_id: str
+    identity: str  # ``<kind>:<normalised address>``
+    platform: str
+    channel: str
+    contact: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    created: bool = False
+
+
+def _refuse(status: int, reason: str, **extra: object) -> ApiError:
+    return ApiError(status, reason, **extra)
+
+
+def choose_agent(deps: ApiDeps, request: web.Request, named: str | None) -> str:
+    """The agent the conversation is assigned to: an agent token starts it for herself; an
+    operator or supervisor names one (a supervisor: herself by default)."""
+    role = role_of(request)
+    caller: str | None = request.get(AGENT)
+    agent_id: str | None
+    if role == "agent":
+        if named not in (None, caller):
+            raise _refuse(403, "an agent token starts conversations only for itself")
+        agent_id = caller
+    elif role == "supervisor":
+        agent_id = named or caller
+    else:
+        agent_id = named
+    if not agent_id:
+        raise _refuse(400, "name the agent who takes the conversation: agent_id")
+    agent = deps.live.state.agents.get(agent_id)
+    if agent is None:
+        raise _refuse(404, f"no agent {agent_id}")
+    if not getattr(agent, "active", True):
+        raise _refuse(409, f"agent {agent_id} is deactivated")
+    return agent_id
+
+
+def parse_address(address: str, channel: str, deps: ApiDeps) -> tuple[str, str, str]:
+    """(platform, channel, raw address) of ``<kind>:<address>``."""
+    kind, colon, raw = address.strip().partition(":")
+    kind = kind.strip().lower()
+    if not colon or kind not in PLATFORMS or not raw.strip():
+        kinds = ", ".join(f"{k}:…" for k in PLATFORMS)
+        raise _refuse(400, f"address must be <kind>:<address>, one of {kinds}", address_kind=kind)
+    return kind, pick_channel(kind, channel, deps), raw.strip()
+
+
+def pick_channel(platform: str, channel: str, deps: ApiDeps) -> str:
+    allowed = PLATFORMS[platform]
+    if channel:
+        if channel not in allowed:
+            raise _refuse(400, f"{platform} goes out on {' or '.join(allowed)}, not {channel}")
+        return channel
+    if len(allowed) > 1:
+        # The Cloud API connector when one is configured, else WhatsApp through Twilio.
+        configured = [c for c in allowed if c in deps.connectors]
+        return (configured or list(allowed))[0]
+    return allowed[0]
+
+
+def contact_for(platform: str, channel: str, identity: str) -> str:
+    """The contact a connector sends to, as that connector's inbound messages spell it."""
+    address = identity.partition(":")[2]
+    if platform == "whatsapp":
+        # Twilio: whatsapp:+E164; the Cloud API: the wa_id, digits with the country code.
+        return f"whatsapp:{address}" if channel == "sms" else address.lstrip("+")
+    return address
+
+
+def platform_of_identity(identity: str, channel: str) -> str | None:
+    kind = identity.partition(":")[0]
+    if channel == "sms" and kind == "phone":
+        return "sms"
+    if channel == "social" and kind == "phone":
+        return "whatsapp"
+    if channel == "email" and kind == "email":
+        return "email"
+    if channel == "social" and kind == "social":
+        return "messenger"  # the platform is corrected from the customer's messages (last_inbound)
+    return None
+
+
+class OutboundStarter:
+    def __init__(self, deps: ApiDeps) -> None:
+        self.deps = deps
+        self.customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
+
+    async def target(self, body: StartBody) -> Target:
+        deps = self.deps
+        if body.address:
+            platform, channel, raw = parse_address(body.address, body.channel, deps)
+            try:
+                identity = identity_for(channel, raw, platform=platform, rules=deps.directory.rules)
+            except InvalidAddress as err:
+                raise _refuse(400, f"address: {err}") from err
+            owner = await deps.directory.lookup(identity)
+            if body.customer_id and owner not in (None, body.customer_id):
+                raise _refuse(409, "that address belongs to another customer", customer_id=owner)
+            if owner is None and body.customer_id:
+                raise _refuse(
+                    409, "that address is not the customer's: link it first (POST /v1/customers/{id}/identities)"
+                )
+            # A new address becomes a customer only once the first message may go (``ensure_customer``).
+            customer_id = await self.customers.survivor(owner) if owner is not None else ""
+        elif body.customer_id:
+            customer_id, identity, platform, channel = await self._identity_of(body.customer_id, body.channel)
+        else:
+            raise _refuse(400, "name the customer: customer_id or address")
+        if channel == "chat":
+            raise _refuse(400, "web chat cannot be started by an agent: the visitor opens it")
+        return Target(customer_id, identity, platform, channel, contact_for(platform, channel, identity))
+
+    async def ensure_customer(self, target: Target) -> None:
+        """A new address: its customer, claimed create-only (a racing first message from the
+        customer resolves to the same one) and recorded."""
+        if target.customer_id:
+            return
+        customer_id, created = await self.deps.directory.resolve(target.identity)
+        if created:
+            await self.customers.create(customer_id, target.identity, actor="outbound")
+        target.customer_id = await self.customers.survivor(customer_id)
+        target.created = created
+
+    async def _identity_of(self, customer_id: str, channel: str) -> tuple[str, str, str, str]:
+        if not channel:
+            raise _refuse(400, "with customer_id, name the channel (sms, email, social)")
+        try:
+            facts = await self.customers.existing(customer_id)
+            survivor = await self.customers.survivor(facts.customer_id)
+            identities = await self.customers.identities(survivor)
+        except CustomerError as err:
+            raise _refuse(err.status, err.reason) from err
+        for identity in identities:
+            platform = platform_of_identity(identity, channel)
+            if platform is not None:
+                return survivor, identity, platform, channel
+        raise _refuse(409, f"customer {customer_id} has no address for {channel}: send address instead")
+
+    async def last_inbound(self, target: Target) -> MessageReceived | None:
+        """The customer's last message from this very address (its metadata says how to
+        answer it: page, phone number id; its time opens the providers' windows)."""
+        contacts: dict[str, str] = {}
+        last: MessageReceived | None = None
+        if not target.customer_id:
+            return None
+        for stored in await self._family_events(target.customer_id):
+            event = stored.event
+            if isinstance(event, ConversationOpened) and event.channel == target.channel:
+                contacts[event.conversation_id] = event.contact
+            elif isinstance(event, MessageReceived) and event.channel == target.channel:
+                if event.metadata.get("auto") or not self._same_address(contacts.get(event.conversation_id), target):
+                    continue
+                if last is None or event.at >= last.at:
+                    last = event
+        return last
+
+    def _same_address(self, contact: str | None, target: Target) -> bool:
+        if not contact:
+            return False
+        kind = "whatsapp" if target.platform == "whatsapp" else target.channel
+        try:
+            return identity_for(kind, contact, rules=self.deps.directory.rules) == target.identity
+        except InvalidAddress:
+            return False
+
+    async def _family_events(self, customer_id: str) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        for facts in await self.customers.family(customer_id):
+            events.extend(await self.deps.store.read_customer_direct(facts.customer_id))
+        return events
+
+    def open_on_channel(self, target: Target) -> str | None:
+        """An open conversation of this customer on this channel from this address: the
+        customer's answer would join that one, so the agent writes there instead."""
+        for cid, conv in self.deps.live.state.conversations.items():
+            if (
+                target.customer_id
+                and conv.customer_id == target.customer_id
+                and conv.channel == target.channel
+                and conv.status != "resolved"
+            ):
+                return cid
+        return None
+
+
+def window_refusal(
+    target: Target, last: MessageReceived | None, now: datetime, hours: float, *, template: bool
+) -> str | None:
+    """Why the provider would refuse a first message now (None: it may go)."""
+    if target.platform not in WINDOWED or hours <= 0:
+        return None
+    inside = last is not None and now - last.at <= timedelta(hours=hours)
+    if inside:
+        return None
+    since = "never wrote from this address" if last is None else f"last wrote {_ago(now - last.at)} ago"
+    if target.platform == "whatsapp":
+        if template:
+            return None
+        return f"outside WhatsApp's {hours:g}-hour window (the customer {since}): start it with a template"
+    return (
+        f"{target.platform} lets a business write only within {hours:g} hours of the customer's last message "
+        f"(the customer {since})"
+    )
+
+
+def _ago(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def derived_ids(request: web.Request) -> tuple[str, str]:
+    """Conversation and reply ids: from the Idempotency-Key (and the caller) when there is
+    one, so a retry finds what the first attempt wrote; random otherwise."""
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key:
+        from services.intake.plan import new_id
+
+        return new_id("cv"), new_id("rp")
+    scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else request.get(ACTOR, "")
+    digest = hashlib.sha256(msgspec.json.encode(["outbound", scope, key])).hexdigest()
+    return f"cv_{digest[:20]}", f"rp_{digest[20:40]}"
+
+
+def routes(deps: ApiDeps) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+    starter = OutboundStarter(deps)
+
+    @r.post("/v1/conversations")
+    async def start_conversation(request: web.Request) -> web.Response:
+        body = await read_body(request, StartBody)
+        agent_id = choose_agent(deps, request, body.agent_id)
+        if not body.text.strip() and not body.template and not body.attachments:
+            raise _refuse(400, "write the first message: text, template or attachments")
+        target = await starter.target(body)
+        chosen = templates.resolve(deps, body.template, body.parameters) if body.template else None
+        if chosen is not None and target.platform != "whatsapp":
+            raise _refuse(400, f"templates are WhatsApp messages; this address is {target.platform}")
+        cid, reply_id = derived_ids(request)
+        existing = deps.live.state.conversations.get(cid)
+        if existing is None and (open_cid := starter.open_on_channel(target)) is not None:
+            raise _refuse(
+                409,
+                f"the customer has an open conversation on {target.channel}: reply in it",
+                conversation_id=open_cid,
+            )
+        last = await starter.last_inbound(target)
+        social = deps.connectors.get("social", {})
+        hours = float(social.get("window_hours", 24.0)) if target.channel == "social" else 24.0
+        if target.platform in ("messenger", "instagram") and social.get("human_agent_tag") and hours > 0:
+            hours = max(hours, 7 * 24.0)  # the HUMAN_AGENT tag answers within 7 days (social.window)
+        why = window_refusal(target, last, deps.clock(), hours, template=chosen is not None)
+        if why is not None:
+            extra: dict[str, Any] = {"templates": templates.names(deps)} if target.platform == "whatsapp" else {}
+            raise _refuse(409, why, **extra)
+        target.metadata = route_metadata(target, last, body)
+        files = await uploads.attachments_for(deps, body.attachments, target.channel)
+        await starter.ensure_customer(target)
+        event = ReplyRequested(
+            at=deps.clock(),
+            customer_id=target.customer_id,
+            conversation_id=cid,
+            channel=target.channel,
+            reply_id=reply_id,
+            agent_id=agent_id,
+            text=chosen.preview if chosen is not None else body.text,
+            actor=request[ACTOR],
+            template=chosen.message if chosen is not None else None,
+            template_values=chosen.values_json if chosen is not None else "",
+            attachments=files,
+        )
+        seq = await append_missing(deps, target, cid, agent_id, request[ACTOR], event)
+        await queue_reply(deps, event, ReplyRoute(target.contact, None, dict(target.metadata), target.channel))
+        bound = log.bind(customer_id=target.customer_id, channel=target.channel, agent_id=agent_id)
+        bound.info("api.outbound_started", conversation_id=cid, reply_id=reply_id, new_customer=target.created)
+        conv = deps.live.state.conversations.get(cid)
+        body_out = conversation_json(cid, conv) if conv is not None else {"id": cid}
+        result = StartResult(
+            seq=seq,
+            conversation=body_out,
+            customer_id=target.customer_id,
+            customer_created=target.created,
+            reply_id=reply_id,
+        )
+        return ok(result, 201)
+
+    return r
+
+
+def route_metadata(target: Target, last: MessageReceived | None, body: StartBody) -> dict[str, str]:
+    """What the connector needs to send the first message: the platform, and from the
+    customer's last message on this address (if any) the page / number they wrote to."""
+    metadata: dict[str, str] = {}
+    if last is not None:
+        keep = ("platform", "page_id", "phone_number_id", "from", "recipients")
+        metadata.update({k: v for k, v in last.metadata.items() if k in keep and v})
+        metadata["last_customer_message_at"] = last.at.isoformat()
+    if target.channel in ("sms", "social"):
+        # A social identity does not say Messenger or Instagram: the customer's last message does.
+        platform = metadata.get("platform", "messenger") if target.platform == "messenger" else target.platform
+        metadata["platform"] = platform
+    if target.channel == "email" and body.subject.strip():
+        metadata["subject"] = " ".join(body.subject.split())
+    return metadata
+
+
+async def append_missing(
+    deps: ApiDeps, target: Target, cid: str, agent_id: str, actor: str, reply: ReplyRequested
+) -> int:
+    """Append what the conversation still lacks of opened → assigned → first reply (all of
+    it, unless a retry of the same command finds a part already written)."""
+    subject = subjects.conversation(target.customer_id, cid)
+    written = await deps.store.read(subject)
+    kinds = {type(s.event) for s in written}
+    last_seq = max((s.seq for s in written), default=0)
+    steps: list[LogEvent] = []
+    now = deps.clock()
+    if ConversationOpened not in kinds:
+        steps.append(
+            ConversationOpened(
+                at=now,
+                customer_id=target.customer_id,
+                conversation_id=cid,
+                channel=target.channel,
+                contact=target.contact,
+                initiated_by=actor,
+                metadata=dict(target.metadata),
+            )
+        )
+    if ConversationAssigned not in kinds:
+        steps.append(
+            ConversationAssigned(
+                at=now,
+                customer_id=target.customer_id,
+                conversation_id=cid,
+                agent_id=agent_id,
+                channel=target.channel,
+                reason=DecisionReason(rule=OUTBOUND_RULE),
+            )
+        )
+    if not any(isinstance(s.event, ReplyRequested) and s.event.reply_id == reply.reply_id for s in written):
+        steps.append(reply)
+    for step in steps:
+        try:
+            last_seq = await deps.store.append(Append(step, expected=last_seq))
+        except ConcurrencyError as err:
+            raise _refuse(409, "the conversation changed meanwhile; try again with the same Idempotency-Key") from err
+    if last_seq:
+        await deps.live.wait_for(last_seq)
+    return last_seq

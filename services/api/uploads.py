@@ -1,0 +1,278 @@
+"""Files in replies: ``POST /v1/uploads`` keeps a file, a reply names it, the connector sends it.
+
+1. ``POST /v1/uploads``: the body is the file (any ``Content-Type``; the name from
+   ``?name=`` or ``Content-Disposition``) or a ``multipart/form-data`` form with a ``file``
+   part. It is stored in the NATS object store ``rd_attachments`` as ``up_<id>`` (its name,
+   type, size and sha256 beside it) and answered with the id.
+2. ``POST /v1/conversations/{id}/reply`` (and ``POST /v1/conversations``) with
+   ``"attachments": ["up_…"]``: each file is checked against the limits of the channel the
+   reply goes out on (``CHANNEL_LIMITS``, or ``max_attachment_bytes`` / ``attachment_types``
+   in ``[connectors.<channel>]``) and recorded on ``ReplyRequested.attachments`` (url
+   ``nats-object://rd_attachments/up_…``, name sealed like a message's attachments).
+3. When the reply is queued for its connector (``with_links``), each url becomes a
+   short-lived signed public link, ``{[api] public_url}/v1/files/<token>``: no bearer, since
+   the provider fetches it (Twilio ``MediaUrl``, WhatsApp/Messenger media ``link``), the
+   email connector downloads it for a MIME part, the chat widget shows it. The token names
+   the object and its expiry, signed with HMAC-SHA256 under a key derived from the API's
+   signing key; a forged, altered or expired link is 403. Links live ``LINK_SECONDS`` (chat:
+   ``CHAT_LINK_SECONDS``, the widget's history shows them); the relay that queues a reply
+   again signs afresh.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+import msgspec
+import structlog
+from aiohttp import BodyPartReader, web
+from nats.js.api import ObjectMeta
+from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from events.model import Attachment, DeliverReply
+from events.objects import ObjectUnreadable, read_object
+from events.streams import ATTACHMENTS_BUCKET, attachments_store
+from services.api.common import ApiDeps, ApiError, json_error, ok
+from services.api.tokens import signing_key
+
+log = structlog.get_logger(__name__)
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # the largest any channel takes (Messenger: 25 MB)
+LINK_SECONDS = 3600
+CHAT_LINK_SECONDS = 7 * 24 * 3600
+OBJECT_PREFIX = f"nats-object://{ATTACHMENTS_BUCKET}/"
+FILES_PATH = "/v1/files/"
+_CONTEXT = b"relaydesk reply file links v1"
+_UPLOAD_ID = re.compile(r"^up_[0-9a-f]{32}$")
+_SAFE_NAME = re.compile(r"[^\w .()+-]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    types: tuple[str, ...]  # exact types or prefixes ending in "/"; empty: any
+
+    def refusal(self, channel: str, attachment: Attachment) -> str | None:
+        size, kind = attachment.size or 0, (attachment.content_type or "").lower()
+        if size > self.max_bytes:
+            return f"{attachment.name or 'file'} is {size} bytes; {channel} takes at most {self.max_bytes}"
+        if self.types and not any(kind == t or (t.endswith("/") and kind.startswith(t)) for t in self.types):
+            return f"{channel} does not take {kind or 'files without a type'} (takes {', '.join(self.types)})"
+        return None
+
+
+# What each provider documents (the smallest of its surfaces where they differ).
+CHANNEL_LIMITS: dict[str, Limits] = {
+    # Twilio MMS: 5 MB per message; images, audio, video, PDF, vCard.
+    "sms": Limits(5 * 1024 * 1024, ("image/", "audio/", "video/", "application/pdf", "text/vcard", "text/plain")),
+    # WhatsApp: images 5 MB, audio/video 16 MB, documents 100 MB; Messenger 25 MB.
+    "social": Limits(
+        5 * 1024 * 1024, ("image/jpeg", "image/png", "audio/", "video/mp4", "application/pdf", "text/plain")
+    ),
+    "email": Limits(10 * 1024 * 1024, ()),
+    "chat": Limits(10 * 1024 * 1024, ()),
+}
+
+
+def limits_for(deps: ApiDeps, channel: str) -> Limits:
+    base = CHANNEL_LIMITS.get(channel, Limits(5 * 1024 * 1024, ()))
+    table = deps.connectors.get(channel, {})
+    configured_bytes = int(table.get("max_attachment_bytes") or 0)
+    configured_types = tuple(str(t).lower() for t in table.get("attachment_types") or ())
+    return Limits(configured_bytes or base.max_bytes, configured_types or base.types)
+
+
+class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
+    """What the object's description holds."""
+
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+class UploadResult(StoredFile, frozen=True, kw_only=True):
+    """The answer to ``POST /v1/uploads`` (201): the id a reply names, and the file's facts."""
+
+    id: str
+
+
+async def _store(deps: ApiDeps) -> ObjectStore:
+    js = deps.nc.jetstream()
+    try:
+        return await js.object_store(ATTACHMENTS_BUCKET)
+    except BucketNotFoundError:
+        # Made by the email connector when it runs; the API makes it otherwise.
+        return await js.create_object_store(ATTACHMENTS_BUCKET, config=attachments_store(deps.replicas))
+
+
+def _file_name(raw: str) -> str:
+    name = _SAFE_NAME.sub("_", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip(" .")
+    return name[:120] or "file"
+
+
+async def _read_limited(reader: web.Request | BodyPartReader) -> bytes:
+    out = bytearray()
+    while True:
+        chunk = await (reader.content.read(65536) if isinstance(reader, web.Request) else reader.read_chunk(65536))
+        if not chunk:
+            return bytes(out)
+        out += chunk
+        if len(out) > MAX_UPLOAD_BYTES:
+            raise ApiError(413, f"a file takes at most {MAX_UPLOAD_BYTES} bytes")
+
+
+async def _received(request: web.Request) -> tuple[bytes, str, str]:
+    """(bytes, name, content type) from a raw body or a multipart form's ``file`` part."""
+    if request.content_type == "multipart/form-data":
+        multipart = await request.multipart()
+        async for part in multipart:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                kind = part.headers.get("Content-Type", "application/octet-stream")
+                # Clients percent-encode non-ASCII and spaces (RFC 7578 filename*=): decode it.
+                return await _read_limited(part), unquote(part.filename or "file"), kind
+        raise ApiError(400, "multipart upload without a 'file' part")
+    name = request.query.get("name") or ""
+    disposition = request.headers.get("Content-Disposition", "")
+    if not name and (found := re.search(r'filename="?([^";]+)"?', disposition)):
+        name = found.group(1)
+    return await _read_limited(request), name or "file", request.content_type or "application/octet-stream"
+
+
+async def upload(deps: ApiDeps, data: bytes, name: str, content_type: str) -> tuple[str, StoredFile]:
+    if not data:
+        raise ApiError(400, "the file is empty")
+    upload_id = "up_" + uuid.uuid4().hex
+    meta = StoredFile(
+        name=_file_name(name),
+        content_type=content_type.split(";")[0].strip().lower() or "application/octet-stream",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    store = await _store(deps)
+    await store.put(upload_id, data, meta=ObjectMeta(name=upload_id, description=msgspec.json.encode(meta).decode()))
+    return upload_id, meta
+
+
+async def attachments_for(deps: ApiDeps, ids: list[str], channel: str) -> tuple[Attachment, ...]:
+    """The uploads ``ids`` as a reply's attachments on ``channel``; 400 naming what is wrong."""
+    if not ids:
+        return ()
+    if len(ids) > 10:
+        raise ApiError(400, "at most 10 attachments per reply")
+    limits = limits_for(deps, channel)
+    store = await _store(deps)
+    out: list[Attachment] = []
+    for upload_id in ids:
+        if not _UPLOAD_ID.match(upload_id):
+            raise ApiError(400, f"not an upload id: {upload_id!r} (POST /v1/uploads gives one)")
+        try:
+            info = await store.get_info(upload_id)
+            stored = msgspec.json.decode(info.description or "", type=StoredFile)
+        except (ObjectNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            raise ApiError(400, f"no upload {upload_id}") from None
+        attachment = Attachment(
+            url=OBJECT_PREFIX + upload_id,
+            content_type=stored.content_type,
+            name=stored.name,
+            size=stored.size,
+            sha256=stored.sha256,
+        )
+        if why := limits.refusal(channel, attachment):
+            raise ApiError(400, why, attachment=upload_id)
+        out.append(attachment)
+    return tuple(out)
+
+
+# --- signed public links ------------------------------------------------------------------
+
+
+def _key(deps: ApiDeps) -> bytes:
+    return hmac.new(signing_key(deps.signing_key, deps.token), _CONTEXT, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def link(deps: ApiDeps, upload_id: str, seconds: int, now: float | None = None) -> str:
+    claims = _b64(msgspec.json.encode([upload_id, int((now or time.time()) + seconds)]))
+    mac = _b64(hmac.new(_key(deps), claims.encode(), hashlib.sha256).digest()[:20])
+    return f"{deps.public_url.rstrip('/')}{FILES_PATH}{claims}.{mac}"
+
+
+def _claims(deps: ApiDeps, token: str) -> str | None:
+    """The upload id a valid, unexpired token names (None: forged, altered or expired)."""
+    claims, _, mac = token.partition(".")
+    try:
+        expected = _b64(hmac.new(_key(deps), claims.encode(), hashlib.sha256).digest()[:20])
+        if not hmac.compare_digest(expected, mac):
+            return None
+        upload_id, expires = msgspec.json.decode(_unb64(claims), type=tuple[str, int])
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return upload_id if expires >= time.time() and _UPLOAD_ID.match(upload_id) else None
+
+
+def with_links(deps: ApiDeps, deliver: DeliverReply) -> DeliverReply:
+    """``deliver`` with each stored file's url replaced by a fresh signed public link."""
+    if not any(a.url and a.url.startswith(OBJECT_PREFIX) for a in deliver.attachments):
+        return deliver
+    seconds = CHAT_LINK_SECONDS if deliver.channel == "chat" else LINK_SECONDS
+    linked = tuple(
+        msgspec.structs.replace(a, url=link(deps, a.url.removeprefix(OBJECT_PREFIX), seconds))
+        if a.url and a.url.startswith(OBJECT_PREFIX)
+        else a
+        for a in deliver.attachments
+    )
+    return msgspec.structs.replace(deliver, attachments=linked)
+
+
+def routes(deps: ApiDeps) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    @r.post("/v1/uploads")
+    async def create_upload(request: web.Request) -> web.Response:
+        data, name, content_type = await _received(request)
+        upload_id, stored = await upload(deps, data, name, content_type)
+        log.info("api.uploaded", upload_id=upload_id, size=stored.size, content_type=stored.content_type)
+        return ok(UploadResult(id=upload_id, **msgspec.structs.asdict(stored)), 201)
+
+    @r.get(FILES_PATH + "{token}")
+    async def serve_file(request: web.Request) -> web.StreamResponse:
+        upload_id = _claims(deps, request.match_info["token"])
+        if upload_id is None:
+            return json_error(403, "this file link is invalid or expired")
+        store = await _store(deps)
+        try:
+            info = await store.get_info(upload_id)
+            stored = msgspec.json.decode(info.description or "", type=StoredFile)
+            data = await read_object(deps.nc.jetstream(), ATTACHMENTS_BUCKET, upload_id)
+        except (ObjectNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            data = None
+        except ObjectUnreadable as err:
+            log.warning("api.file_unreadable", upload_id=upload_id, error=str(err))
+            return json_error(503, "the file cannot be read right now; try again")
+        if data is None:
+            return json_error(404, "this file is gone")
+        headers = {
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(stored.name)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, max-age=300",
+        }
+        return web.Response(body=data, content_type=stored.content_type, headers=headers)
+
+    return r
