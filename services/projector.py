@@ -36,8 +36,9 @@ log = structlog.get_logger("relaydesk.projector")
 # How many times an event the store refuses is tried on its own before it is quarantined.
 APPLY_ATTEMPTS = 3
 # Events per batch of a whole-store rebuild: one read hand-over, one fold and one write
-# transaction each (measured with ``relaydesk bench rebuild``).
-REBUILD_BATCH = 20_000
+# transaction each (measured with ``relaydesk bench rebuild``: 10,000 fills the writer
+# process's pipeline sooner and drains it sooner than 20,000, for the same CPU).
+REBUILD_BATCH = 10_000
 
 
 class Projector:
@@ -85,6 +86,13 @@ class Projector:
                 continue
             return await self.timelines.checkpoint(self.key)
 
+    async def apply_batch(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
+        """Apply one batch read elsewhere (the rebuild's writer process,
+        ``services.timelines.bulk``) by the rules of ``catch_up``. ``through``: the last
+        sequence read, when it is past the batch's last event (events left out that fold to
+        nothing)."""
+        await self._apply(chunk, through=through)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log until ``stop`` is set; on NATS or store errors, back off and resume
         from the checkpoint. Pending events are flushed before returning."""
@@ -125,8 +133,12 @@ class Projector:
         log.warning("projector.stale_store", found=version, expected=FOLD_VERSION, action="rebuild from the log")
         fresh = await self.timelines.begin_rebuild()
         try:
-            rebuild = Projector(self.store, fresh, batch_size=max(self.batch_size, REBUILD_BATCH))
-            checkpoint = await rebuild.catch_up()
+            from services.rebuild import fill_fresh  # (which imports this module)
+
+            reader = self.store.reader if isinstance(self.store, EventStore) else "projector"
+            _, checkpoint = await fill_fresh(
+                self.store, fresh, batch_size=max(self.batch_size, REBUILD_BATCH), reader=reader
+            )
         except BaseException:
             await fresh.close()
             raise
@@ -149,22 +161,22 @@ class Projector:
         scope = subjects.parse_conversation_subject(stored.subject)
         return scope is not None and partition_of(scope[0], self.count) == self.index
 
-    async def _apply(self, chunk: Sequence[StoredEvent]) -> None:
-        if not chunk:
+    async def _apply(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
+        if not chunk and through is None:
             return
-        mine = [e for e in chunk if self._mine(e)]
-        through = chunk[-1].seq
+        mine = chunk if self.count <= 1 else [e for e in chunk if self._mine(e)]
+        through = max(through or 0, chunk[-1].seq if chunk else 0)
         try:
             await self.timelines.apply(mine, key=self.key, expect=self.position, through=through)
         except CheckpointMismatch:
             raise
         except Exception as err:
-            first = mine[0] if mine else chunk[0]
-            scope = subjects.parse_conversation_subject(first.subject)
+            first = mine[0] if mine else chunk[0] if chunk else None
+            scope = subjects.parse_conversation_subject(first.subject) if first else None
             log.warning(
                 "projector.batch_refused",
                 key=self.key,
-                first_seq=chunk[0].seq,
+                first_seq=chunk[0].seq if chunk else through,
                 last_seq=through,
                 events=len(mine),
                 customer_id=scope[0] if scope else None,
@@ -172,7 +184,7 @@ class Projector:
                 error=repr(err),
                 action="apply one event at a time",
             )
-            await self._apply_singly(chunk)
+            await self._apply_singly(chunk, through)
             return
         self.position = max(self.position, through)
         self.applied += len(mine)
@@ -188,7 +200,7 @@ class Projector:
                 conversation_id=last[1] if last else None,
             )
 
-    async def _apply_singly(self, chunk: Sequence[StoredEvent]) -> None:
+    async def _apply_singly(self, chunk: Sequence[StoredEvent], through: int) -> None:
         """Apply a refused batch one event at a time. An event the store keeps refusing while
         it answers otherwise (its checkpoint reads fine) cannot be applied: it is quarantined
         and the checkpoint moves past it. A store that does not answer raises: the caller
@@ -212,6 +224,9 @@ class Projector:
                     )
                     await self.timelines.apply([], key=self.key, expect=self.position, through=stored.seq)
             self.position = max(self.position, stored.seq)
+        if through > self.position:
+            await self.timelines.apply([], key=self.key, expect=self.position, through=through)
+            self.position = through
 
     def _reconnects(self) -> int:
         stats = getattr(self.store.nc, "stats", None)

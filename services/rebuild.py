@@ -17,22 +17,28 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+from nats.errors import Error as NatsError
 
 from events import subjects
-from events.store import EventStore, StoredEvent
+from events.personal.keys import PRELOAD_LIMIT
+from events.replay import bulk_gc, replay_arrivals
+from events.skips import count_skip
+from events.store import EventStore, StoredEvent, reading_as
 from services.projector import REBUILD_BATCH, Projector
-from services.timelines import CheckpointMismatch, open_store
+from services.timelines import CheckpointMismatch, TimelineStore, open_store
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 log = structlog.get_logger("relaydesk.rebuild")
+
+Writer = Literal["process", "inline"]  # where a whole-store rebuild folds and writes
 
 
 class NoCustomerEvents(LookupError):
@@ -108,8 +114,11 @@ async def rebuild_timelines(
     progress: bool = True,
     schema: str | None = None,
     batch_size: int = REBUILD_BATCH,
+    writer: Writer = "process",
 ) -> RebuildResult:
-    """Rebuild the timeline store at ``target`` (a path or a postgresql:// DSN) from the log."""
+    """Rebuild the timeline store at ``target`` (a path or a postgresql:// DSN) from the log.
+    ``writer``: ``"process"`` folds and writes in a second process while this one reads
+    (``services.timelines.bulk``); ``"inline"`` does everything here."""
     if customer is not None:
         return await _rebuild_customer(store, target, customer, progress=progress, schema=schema)
     started = time.monotonic()
@@ -117,25 +126,15 @@ async def rebuild_timelines(
     try:
         fresh = await live.begin_rebuild()
         try:
-            projector = Projector(store, fresh, batch_size=batch_size, reader="rebuild")
-            end = await store.last_seq()
-            folded = 0
-            with _progress(progress, "rebuild timelines", end or None) as (bar, task):
+            with _progress(progress, "rebuild timelines", await store.last_seq() or None) as (bar, task):
 
-                def on_batch(chunk: Sequence[StoredEvent]) -> None:
-                    nonlocal folded
-                    folded += len(chunk)
+                def on_batch(through: int) -> None:
                     if bar is not None and task is not None:
-                        bar.update(task, completed=chunk[-1].seq)  # log sequence: the bar's total is the log's end
+                        bar.update(task, completed=through)  # log sequence: the bar's total is the log's end
 
-                checkpoint = await projector.catch_up(on_batch=on_batch)
-                # Catch up with what arrived during the long pass, so the swap jumps the
-                # live projector back as little as possible.
-                for _ in range(5):
-                    before = checkpoint
-                    checkpoint = await projector.catch_up(on_batch=on_batch)
-                    if checkpoint == before:
-                        break
+                folded, checkpoint = await fill_fresh(
+                    store, fresh, batch_size=batch_size, on_batch=on_batch, writer=writer
+                )
                 if bar is not None and task is not None:
                     bar.update(task, total=bar.tasks[0].completed)
         except BaseException:
@@ -147,6 +146,105 @@ async def rebuild_timelines(
     seconds = time.monotonic() - started
     log.info("rebuild.swapped", events=folded, checkpoint=checkpoint, seconds=round(seconds, 3))
     return RebuildResult(target, None, folded, checkpoint, seconds, True)
+
+
+# Passes over the log after the first, for what arrived meanwhile (each shorter than the last),
+# so the swap jumps the live projector back as little as possible.
+CATCH_UP_PASSES = 5
+
+OnBatch = Callable[[int], None]  # after each batch: the log sequence read up to
+
+
+def _ignore(_through: int) -> None:
+    pass
+
+
+async def fill_fresh(
+    store: EventStore,
+    fresh: TimelineStore,
+    *,
+    batch_size: int = REBUILD_BATCH,
+    on_batch: OnBatch = _ignore,
+    writer: Writer = "process",
+    reader: str = "rebuild",
+) -> tuple[int, int]:
+    """Fold the whole log into ``fresh`` (from ``begin_rebuild``), caught up with what arrives
+    meanwhile; (events read, checkpoint). ``writer="process"``: read here, fold and write in
+    the writer process (``services.timelines.bulk``), where the log is a real event store and
+    the store a SQLite or PostgreSQL one; else all here. ``reader`` names who quarantines."""
+    from services.timelines.bulk import describe
+
+    with bulk_gc():
+        if writer == "process" and isinstance(store, EventStore) and describe(fresh) is not None:
+            return await _fill_in_a_process(reading_as(store, reader), fresh, batch_size, on_batch)
+        return await _fill_inline(store, fresh, batch_size, on_batch, reader)
+
+
+async def _fill_in_a_process(
+    reader: EventStore, fresh: TimelineStore, batch_size: int, on_batch: OnBatch
+) -> tuple[int, int]:
+    """Read here, fold and write in the writer process; (events read, checkpoint)."""
+    from services.timelines.bulk import BulkWriter
+
+    writer = await BulkWriter.start(fresh, reader=reader.reader)
+    try:
+        folded = 0
+        checkpoint = writer.checkpoint
+        if checkpoint == 0:
+            await _preload_keys(reader)  # while the writer process starts
+        for _ in range(1 + CATCH_UP_PASSES):
+            before = checkpoint
+            async for arrived in replay_arrivals(
+                reader, subjects.CUSTOMER_EVENTS_ALL, checkpoint + 1, batch=batch_size
+            ):
+                await writer.send(reader, arrived)
+                folded += len(arrived)
+                on_batch(arrived[-1].seq)
+            checkpoint = await writer.flush()
+            for refused in writer.refused:  # what the store would not take: as the projector does
+                await reader.quarantine.record(reader.reader, refused.seq, refused.subject, refused.error)
+            writer.refused.clear()
+            if checkpoint == before:
+                break
+        await writer.finish()
+    except BaseException:
+        await writer.abort()
+        raise
+    return folded, checkpoint
+
+
+async def _preload_keys(store: EventStore) -> None:
+    """Every customer key into the cipher's cache at once, before the log's messages crowd the
+    connection (read among them, the same keys took four times as long)."""
+    keys = store.cipher.keys if store.cipher is not None else None
+    if keys is None or keys.preloaded:
+        return
+    try:
+        await keys.preload(limit=PRELOAD_LIMIT)
+    except (NatsError, TimeoutError) as err:  # the replay then reads the keys as it meets them
+        log.warning("rebuild.key_preload_failed", error=repr(err), action="keys read as the replay needs them")
+        count_skip("rebuild.key_preload")
+
+
+async def _fill_inline(
+    store: EventStore, fresh: TimelineStore, batch_size: int, on_batch: OnBatch, reader: str
+) -> tuple[int, int]:
+    """Read, fold and write in this process (``writer="inline"``); (events read, checkpoint)."""
+    projector = Projector(store, fresh, batch_size=batch_size, reader=reader)
+    folded = 0
+
+    def count(chunk: Sequence[StoredEvent]) -> None:
+        nonlocal folded
+        folded += len(chunk)
+        on_batch(chunk[-1].seq)
+
+    checkpoint = await projector.catch_up(on_batch=count)
+    for _ in range(CATCH_UP_PASSES):
+        before = checkpoint
+        checkpoint = await projector.catch_up(on_batch=count)
+        if checkpoint == before:
+            break
+    return folded, checkpoint
 
 
 async def _rebuild_customer(

@@ -6,15 +6,20 @@ assigned, replied to and sent, sometimes a second exchange, resolved; personal d
 with a per-customer key as in production. Then, each in a fresh Python process started for
 it (so imports and peak RSS are its own, as for ``relaydesk rebuild``):
 
-- ceiling: an ordered consumer over ``rd.evt.c.>``, every message counted and dropped;
+- ceiling: an ordered consumer over ``rd.evt.c.>``, every message counted and dropped, read
+  three ways (``events.replay``'s reader on the whole stream, the same through the wildcard
+  filter, nats-py's ordered consumer); the best is the ceiling;
 - replay + open: the batched replay the rebuild reads with, decoded and opened, then dropped;
-- SQLite: ``rebuild_timelines`` into a fresh file;
+- SQLite: ``rebuild_timelines`` into a fresh file (reading here, folding and writing in its
+  writer process: ``services.timelines.bulk``);
 - PostgreSQL: the same into a fresh schema (skipped, with the reason, when no server answers:
   ``--pg-dsn``, default ``RELAYDESK_TEST_PG_DSN`` or ``postgresql://postgres@127.0.0.1:5432/test``).
 
 Each line gives events/s over the process's whole life (start, imports, connect, work) and
-over the work alone, the ratio of the latter to the ceiling's, and the peak RSS. Figures on
-a shared machine are noisy: read the ratio. A benchmark, not a test: it asserts nothing.
+over the work alone, the ratio of the latter to the ceiling's, the CPU per event of the work
+in every process of the stage (the writer process's included; the NATS and database servers'
+not) and the peak RSS of the largest process. Rates on a shared machine are noisy: read the
+ratio and the CPU per event. A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +59,14 @@ class Stage:
     events: int = 0
     wall_s: float = 0.0  # the whole child process: start, imports, connect, work
     work_s: float = 0.0  # the work alone
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # the largest process of the stage (the writer process's own, if larger)
+    cpu_s: float = 0.0  # CPU of the work, in every process of the stage (not the NATS or database server)
     skipped: str | None = None
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """The noise-proof figure: CPU per event does not depend on what else the machine runs."""
+        return self.cpu_s / self.events * 1e6 if self.events else 0.0
 
     @property
     def rate(self) -> float:
@@ -226,6 +237,7 @@ async def run_stage(stage: str, url: str, target: str, schema: str | None) -> di
     try:
         js = nc.jetstream()
         store = EventStore(nc, js, timeout=30.0, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
+        before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         if stage == "ceiling":
             from events.replay import replay_discard
@@ -241,20 +253,25 @@ async def run_stage(stage: str, url: str, target: str, schema: str | None) -> di
 
             events = await replay_discard(store, subjects.EVENTS_ALL, count_only="rd.evt.c.", client="nats-py")
         elif stage == "replay":
-            from events.replay import replay_batches
+            from events.replay import bulk_gc, replay_batches
 
             events = 0
-            async for chunk in replay_batches(store, subjects.CUSTOMER_EVENTS_ALL, 1):
-                events += len(chunk)
+            with bulk_gc():  # as the rebuild reads
+                async for chunk in replay_batches(store, subjects.CUSTOMER_EVENTS_ALL, 1):
+                    events += len(chunk)
         else:
             from services.rebuild import rebuild_timelines
 
             result = await rebuild_timelines(store, target, progress=False, schema=schema)
             events = result.events
         work = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         await nc.drain()
-    return {"events": events, "work_s": work, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    writer = resource.getrusage(resource.RUSAGE_CHILDREN)  # the rebuild's writer process, once it has exited
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) + writer.ru_utime + writer.ru_stime
+    peak = max(after.ru_maxrss, writer.ru_maxrss) / 1024
+    return {"events": events, "work_s": work, "peak_rss_mb": peak, "cpu_s": cpu}
 
 
 def child(stage: str, url: str, target: str = "", schema: str | None = None) -> Stage:
@@ -268,7 +285,14 @@ def child(stage: str, url: str, target: str = "", schema: str | None = None) -> 
         said = done.stderr.strip().splitlines()
         return Stage(stage, skipped=f"failed: {said[-1] if said else done.returncode}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    return Stage(stage, events=out["events"], wall_s=wall, work_s=out["work_s"], peak_rss_mb=out["peak_rss_mb"])
+    return Stage(
+        stage,
+        events=out["events"],
+        wall_s=wall,
+        work_s=out["work_s"],
+        peak_rss_mb=out["peak_rss_mb"],
+        cpu_s=out.get("cpu_s", 0.0),
+    )
 
 
 def pg_answers(dsn: str) -> str | None:
@@ -334,11 +358,14 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
         f"\nlog: {about.get('events_in_log', 0):,} customer events (written in {about.get('write_s')} s); "
         f"ceiling = ordered replay, discard: {ceiling:,.0f} ev/s (best of {len(ceilings)})"
     )
-    print(f"{'stage':<12}{'events/s':>12}{'all-in ev/s':>13}{'of ceiling':>12}{'peak RSS MB':>13}  target")
+    print(
+        f"{'stage':<17}{'events/s':>10}{'all-in ev/s':>13}{'of ceiling':>12}{'CPU us/ev':>11}{'peak RSS MB':>13}"
+        "  target"
+    )
     rows: list[dict[str, Any]] = []
     for s in stages:
         if s.skipped:
-            print(f"{s.name:<12}  skipped: {s.skipped}")
+            print(f"{s.name:<17}  skipped: {s.skipped}")
             rows.append({"stage": s.name, "skipped": s.skipped})
             continue
         share = s.rate / ceiling if ceiling else 0.0
@@ -347,13 +374,17 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
         if target is not None:
             ok = s.rate >= target and share >= CEILING_SHARE
             verdict = f"{'met' if ok else 'NOT met'} (>= {target:,.0f}/s and >= {CEILING_SHARE:.0%} of the ceiling)"
-        print(f"{s.name:<12}{s.rate:>12,.0f}{s.rate_all_in:>13,.0f}{share:>12.2f}{s.peak_rss_mb:>13,.0f}  {verdict}")
+        print(
+            f"{s.name:<17}{s.rate:>10,.0f}{s.rate_all_in:>13,.0f}{share:>12.2f}{s.cpu_us_per_event:>11.1f}"
+            f"{s.peak_rss_mb:>13,.0f}  {verdict}"
+        )
         rows.append(
             {
                 **asdict(s),
                 "rate": round(s.rate),
                 "rate_all_in": round(s.rate_all_in),
                 "share_of_ceiling": round(share, 3),
+                "cpu_us_per_event": round(s.cpu_us_per_event, 2),
                 "target": target,
             }
         )

@@ -11,6 +11,7 @@ one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,9 +31,18 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
+_SEQ = attrgetter("seq")
+_ENTRY_KEY = attrgetter("customer_id", "seq")
+
+
 def by_seq(events: Sequence[StoredEvent], *, after: int = 0, through: int | None = None) -> list[StoredEvent]:
     """The events with ``after < seq <= through``, in sequence order."""
-    return sorted((e for e in events if e.seq > after and (through is None or e.seq <= through)), key=lambda e: e.seq)
+    if through is None:
+        kept = [e for e in events if e.seq > after]
+    else:
+        kept = [e for e in events if after < e.seq <= through]
+    kept.sort(key=_SEQ)
+    return kept
 
 
 def touched(events: Sequence[StoredEvent]) -> tuple[list[str], list[str]]:
@@ -43,11 +53,6 @@ def touched(events: Sequence[StoredEvent]) -> tuple[list[str], list[str]]:
     # An erasure redacts the customers merged into the erased one as well.
     customers.update(m for e in events if isinstance(e.event, CustomerErased) for m in e.event.merged_ids)
     return sorted(conversations), sorted(customers)
-
-
-def erases(events: Sequence[StoredEvent]) -> bool:
-    """Whether a batch holds an erasure (the backend then scrubs its files: ``_scrub``)."""
-    return any(isinstance(e.event, CustomerErased) for e in events)
 
 
 def fetch_all(steps: Sequence[Fetch]) -> Plan[Rows]:
@@ -98,22 +103,23 @@ class PlannedStore:
         self._write_guard()
         if not batch and through is None and expect is None:
             return
-        await self._write(self._apply(list(batch), key, expect, through))
-        if erases(batch):
+        if await self._write(self._apply(list(batch), key, expect, through)):
             await self._scrub()
 
     async def _scrub(self) -> None:
         """After an erasure committed: make the old versions of the rows unrecoverable from the
         backend's files where it can (SQLite: checkpoint and truncate the WAL)."""
 
-    def _apply(self, batch: list[StoredEvent], key: str, expect: int | None, through: int | None) -> Plan[None]:
+    def _apply(self, batch: list[StoredEvent], key: str, expect: int | None, through: int | None) -> Plan[bool]:
+        """Returns whether the batch erased a customer (``_scrub`` then)."""
         cp = yield from self.sql.lock_checkpoint(key)
         if expect is not None and cp != expect:
             raise CheckpointMismatch(key, expect, cp)
-        yield from self._write_rows(by_seq(batch, after=cp))
-        new = max([cp, through or 0, *(e.seq for e in batch)])
+        erased = yield from self._write_rows(by_seq(batch, after=cp))
+        new = max(cp, through or 0, max(map(_SEQ, batch), default=0))
         if new != cp:
             yield self.sql.set_checkpoint(key, new)
+        return bool(erased)
 
     async def replace_customer(self, customer_id: str, events: Sequence[StoredEvent], *, through: int) -> None:
         self._write_guard()
@@ -150,7 +156,7 @@ class PlannedStore:
         if hook is None:
             if rows.entries:
                 # In key order: a large batch then writes each customer's pages once, together.
-                entries = sorted(rows.entries, key=lambda e: (e.customer_id, e.seq))
+                entries = sorted(rows.entries, key=_ENTRY_KEY)
                 yield ExecuteMany(sql.insert_entry, [codec.entry_row(e) for e in entries])
         else:
             for i, e in enumerate(rows.entries):

@@ -42,15 +42,18 @@ class _Known(Generic[S]):
     def __init__(self, load: Callable[[str], S | None]) -> None:
         self.rows: dict[str, S] = {}
         self._load = load
-        self._loaded: set[str] = set()
+        self._absent: set[str] = set()  # loaded, and not in the store
 
     def get(self, key: str) -> S | None:
-        if key not in self._loaded:
-            self._loaded.add(key)
-            found = self._load(key)
-            if found is not None:
-                self.rows[key] = found
-        return self.rows.get(key)
+        found = self.rows.get(key)  # one lookup in the common case (called several times an event)
+        if found is not None or key in self._absent:
+            return found
+        found = self._load(key)
+        if found is None:
+            self._absent.add(key)
+        else:
+            self.rows[key] = found
+        return found
 
 
 def fold_batch(
@@ -92,5 +95,7 @@ def fold_batch(
                 e = msgspec.structs.replace(e, channel=summary.channel)
             entries.append(e)
     # Entries of customers erased (in this batch or before it) lose their personal data.
-    entries = [redact_entry(e) if _erased(customers.get(e.customer_id)) else e for e in entries]
+    gone = {c for c in {e.customer_id for e in entries} if _erased(customers.get(c))}
+    if gone:
+        entries = [redact_entry(e) if e.customer_id in gone else e for e in entries]
     return BatchRows(entries=entries, summaries=summaries.rows, customers=customers.rows, links=links, erased=erased)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -10,10 +10,11 @@ import msgspec
 from services.timelines.rows import utc
 
 _json = msgspec.json.Encoder(order="sorted")
+_encode = _json.encode
 
 
 def dump_json(value: dict[str, Any] | list[Any] | None) -> str | None:
-    return None if value is None else _json.encode(value).decode()
+    return None if value is None else _encode(value).decode()
 
 
 def load_json(value: str | bytes | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -25,7 +26,9 @@ def load_json(value: str | bytes | dict[str, Any] | None) -> dict[str, Any] | No
 
 
 def iso(value: datetime | None) -> str | None:
-    return None if value is None else utc(value).isoformat()
+    if value is None:
+        return None
+    return (value if value.tzinfo is UTC else utc(value)).isoformat()
 
 
 def parse_iso(value: str | datetime | None) -> datetime | None:

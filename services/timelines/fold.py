@@ -39,8 +39,9 @@ from services.timelines.rows import (
 )
 from services.timelines.summaries import merge, merge_customer, with_family
 
-FOLD_VERSION = 5  # 3: identity_linked entries and linked identities on the customer; 4: platform of messages
+FOLD_VERSION = 6  # 3: identity_linked entries and linked identities on the customer; 4: platform of messages
 # 5: customer_erased entries, erased customers redacted
+# 6: note entries (NoteAdded)
 """Bump whenever the fold writes different rows for the same events: a projector that finds a
 store built by another version rebuilds it from the log (see ``Projector.run``)."""
 

@@ -29,6 +29,7 @@ from events.model import (
     IdentityLinked,
     MessageReceived,
     MessageSent,
+    NoteAdded,
     OfferAccepted,
     OfferDeclined,
     OfferExpired,
@@ -161,8 +162,14 @@ def _fold(stored: StoredEvent) -> Folded:
                     text=ev.text,
                     # The platform tells WhatsApp from SMS on one Twilio channel, and
                     # Messenger from Instagram on social.
+                    # ``subject``: an email's Subject (personal, erased like the text).
                     detail=_compact(
-                        {"language": ev.language, "platform": ev.metadata.get("platform"), "attachments": attachments}
+                        {
+                            "language": ev.language,
+                            "platform": ev.metadata.get("platform"),
+                            "subject": ev.metadata.get("subject"),
+                            "attachments": attachments,
+                        }
                     ),
                 ),
                 change=change(channel=ev.channel, messages=1),
@@ -282,6 +289,19 @@ def _fold(stored: StoredEvent) -> Folded:
                     detail=_compact({"actor": ev.actor}),
                 ),
                 change=change(channel=ev.channel, messages=1, responded=True),
+            )
+        case NoteAdded():
+            # An internal note: on the timeline for the team, never a message (no direction,
+            # not counted); erasure redacts its text like a message body.
+            return Folded(
+                entry=entry(
+                    "note",
+                    agent_id=ev.agent_id,
+                    message_id=ev.note_id,
+                    text=ev.text,
+                    detail=_compact({"actor": ev.actor}),
+                ),
+                change=change(activity=False),
             )
         case MessageSent():
             return Folded(

@@ -23,7 +23,7 @@ ERASED = "[erased]"
 """What an erased value reads as (the same word ``events.personal`` uses for a destroyed key)."""
 
 # Detail keys that hold personal data, by what replaces them.
-_ERASED_DETAIL = ("contact", "identity", "note", "crm_id")
+_ERASED_DETAIL = ("contact", "identity", "note", "crm_id", "subject")
 # Free text whose meaning depends on the entry: a failure reason may quote the address
 # (``bounced: 550 <ann@example.com> unknown``), an escalation reason is an agent's words.
 _ERASED_REASON_KINDS = ("delivery_failed", "escalated")

@@ -34,6 +34,7 @@ from services.timelines.codec import dump_json, iso, load_json, parse_iso
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
 from services.timelines.rowmap import RowCodec
+from services.timelines.rows import TimelineEntry
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
 from services.timelines.store import TimelineStore
 
@@ -153,6 +154,23 @@ class SqliteRows(RowCodec):
 
     def list_in(self, value: Any) -> Any:
         return msgspec.json.decode(value)
+
+    def entry_row(self, e: TimelineEntry) -> tuple[Any, ...]:
+        # The hooks inlined: a rebuild makes one of these per event.
+        return (
+            e.customer_id,
+            e.seq,
+            e.conversation_id,
+            iso(e.at),
+            e.kind,
+            e.channel,
+            e.direction,
+            e.agent_id,
+            e.message_id,
+            e.text,
+            None if e.reason is None else dump_json(e.reason),
+            None if e.detail is None else dump_json(e.detail),
+        )
 
 
 ROWS = SqliteRows()

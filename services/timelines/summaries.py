@@ -68,6 +68,15 @@ def merge_customer(current: CustomerSummary | None, change: CustomerChange) -> C
         current = CustomerSummary(customer_id=change.customer_id)
     elif change.seq <= current.last_seq:
         return current
+    if (
+        change.activity
+        and change.identity is None
+        and change.profile is None
+        and not change.created
+        and not change.conversations
+    ):
+        # Activity alone (most events of a conversation): the common case, without the dict.
+        return msgspec.structs.replace(current, last_seq=change.seq, last_activity_at=change.at)
     updates: dict[str, Any] = {"last_seq": change.seq}
     if change.identity is not None and change.identity not in current.identities:
         updates["identities"] = sorted([*current.identities, change.identity])
