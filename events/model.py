@@ -60,6 +60,23 @@ class DecisionReason(msgspec.Struct, frozen=True, kw_only=True):
     score: dict[str, float] = {}
 
 
+class LanguageEvidence(msgspec.Struct, frozen=True, kw_only=True):
+    """One piece of evidence for a conversation's language: its source (``text``, ``profile``,
+    ``history``, ``page``, ``browser``, ``provider``, ``phone``, ``email``, ``chosen``), the
+    language it pointed to and how far it counted (the text: its probability; a prior: its weight)."""
+
+    source: str
+    language: str
+    weight: float = 1.0
+
+
+class LanguageReason(msgspec.Struct, frozen=True, kw_only=True):
+    """Why intake chose a conversation's language (``services.intake.language``)."""
+
+    confidence: float
+    evidence: tuple[LanguageEvidence, ...] = ()
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: datetime
 
@@ -217,6 +234,18 @@ class MessageReceived(ConversationEvent, tag="message_received", frozen=True, kw
 class RoutingRequested(ConversationEvent, tag="routing_requested", frozen=True, kw_only=True):
     channel: Channel
     requirements: Requirements
+    # Why ``requirements.language`` (None on events written before 2026-12, or set by hand).
+    language_reason: LanguageReason | None = None
+
+
+class ConversationLanguageChanged(ConversationEvent, tag="conversation_language_changed", frozen=True, kw_only=True):
+    """A later customer message was confidently another language: the conversation's required
+    language is now ``language``. The router re-routes it if it is waiting; an offered or
+    assigned conversation keeps its agent (the language applies if it is routed again)."""
+
+    language: str
+    previous: str | None = None
+    reason: LanguageReason | None = None
 
 
 class AgentOffered(ConversationEvent, tag="agent_offered", frozen=True, kw_only=True):
@@ -413,6 +442,7 @@ LogEvent: TypeAlias = (
     | ConversationOpened
     | MessageReceived
     | RoutingRequested
+    | ConversationLanguageChanged
     | AgentOffered
     | OfferAccepted
     | OfferDeclined

@@ -25,6 +25,7 @@ from events.model import (
     AgentStatusChanged,
     ConversationAssigned,
     ConversationEscalated,
+    ConversationLanguageChanged,
     ConversationOpened,
     ConversationReleased,
     ConversationResolved,
@@ -84,6 +85,7 @@ _CREATING: frozenset[type] = frozenset({ConversationOpened, RoutingRequested})
 _TIMED: frozenset[type] = frozenset(
     {
         RoutingRequested,
+        ConversationLanguageChanged,
         AgentOffered,
         ConversationAssigned,
         OfferAccepted,
@@ -238,6 +240,12 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             _survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
         case RoutingRequested():
             _routing_requested(state, event.conversation_id, conv, event)
+        case ConversationLanguageChanged():
+            # A waiting conversation is re-queued under its new language (it keeps its
+            # place and step); an offered or assigned one keeps its agent.
+            conv.requirements = msgspec.structs.replace(conv.requirements, language=event.language)
+            if conv.status == "waiting":
+                index.requeue(state, event.conversation_id, conv)
         case AgentOffered():
             _take(state, event.conversation_id, conv, event.agent_id, event.at)
             conv.status = "offered"

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
 from events.model import AgentOffered, ConversationAssigned, DecisionReason, LogEvent
+from router import cross_channel, wrap_up
 from router import effective as eff_
-from router import wrap_up
 from router.effective import Effective
 from router.heaps import in_order, in_true_order
 from router.index import (
@@ -114,6 +114,8 @@ class Round:
 
     def room(self, agent_id: str, agent: AgentView, channel: str) -> int:
         profile = agent.profile
+        if self.policy.exclusive_channels and self._cross_channel_blocks(agent_id, agent, channel):
+            return 0
         # Slots in wrap-up are taken (router.wrap_up): the index files such an agent as free.
         wrapping, wrapping_total = (0, 0)
         if agent.wrap_up and self.policy.wrap_up_seconds:
@@ -127,6 +129,22 @@ class Round:
         if profile.max_total is not None:
             free = min(free, profile.max_total - agent.total_load() - self.used_total.get(agent_id, 0) - wrapping_total)
         return free
+
+    def _cross_channel_blocks(self, agent_id: str, agent: AgentView, channel: str) -> bool:
+        """``router.cross_channel``: a call (or other exclusive work) takes the agent whole."""
+        wrapping = bool(agent.wrap_up and self.policy.wrap_up_seconds)
+        if not wrapping and channel not in self.policy.exclusive_channels:
+            # The usual case, inlined (this runs for every agent a search visits).
+            load, used = agent.load, self.used
+            return any(load.get(name, 0) or used.get((agent_id, name), 0) for name in self.policy.exclusive_channels)
+        return cross_channel.blocks(
+            self.policy,
+            channel,
+            agent.load,
+            lambda name: self.used.get((agent_id, name), 0),
+            self.used_total.get(agent_id, 0),
+            lambda name: wrap_up.busy(agent, name, self.now_ts, self.policy)[0] if wrapping else 0,
+        )
 
     def queue_effective(self, key: str) -> Effective:
         found = self.effectives.get(key)

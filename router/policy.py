@@ -6,6 +6,8 @@ config loader decodes it with ``msgspec.convert(table, RouterPolicy, strict=Fals
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 # Relaxations an escalation step may apply (``EscalationStep.relaxation``).
@@ -41,7 +43,7 @@ class CustomerTierRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 
 def _default_sla() -> dict[str, float]:
-    return {"chat": 60.0, "sms": 300.0, "social": 900.0, "email": 14_400.0}
+    return {"chat": 60.0, "sms": 300.0, "social": 900.0, "email": 14_400.0, "voice": 20.0}
 
 
 def _default_tiers() -> dict[str, CustomerTierRule]:
@@ -71,6 +73,8 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     # --- queue order ----------------------------------------------------------------
     # Seconds after the conversation started waiting by which an agent should have it.
+    # Merged per channel over the defaults (like an agent's ``capacity``): naming a channel
+    # replaces that channel's value only; ``inf`` removes its SLA (see __post_init__).
     sla_seconds: dict[str, float] = msgspec.field(default_factory=_default_sla)
     # Aging: one priority point per this many seconds waited, so nothing starves (0: off).
     aging_seconds: float = 60.0
@@ -110,7 +114,21 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Wrap-up time per channel: after an agent's conversation on that channel is resolved,
     # its slot stays taken this many seconds before new work (a channel not named: none).
     wrap_up_seconds: dict[str, float] = msgspec.field(default_factory=dict)
+    # Cross-channel rule (router.cross_channel): while an agent holds work on one of these
+    # channels she gets no new work on any channel; and she gets work there only while she
+    # holds at most ``exclusive_max_other_load`` conversations elsewhere (None: no limit).
+    exclusive_channels: tuple[str, ...] = ("voice",)
+    exclusive_max_other_load: int | None = None
 
     # --- work per call ----------------------------------------------------------------
     # Upper bound of decisions in one decide call, so one call stays short under a burst.
     max_decisions_per_call: int = 1000
+
+    def __post_init__(self) -> None:
+        # ``sla_seconds = { telegram = 300 }`` used to drop every built-in channel's SLA while
+        # ``capacity = { telegram = 3 }`` kept the built-in capacities: both merge now.
+        # ``inf`` takes a channel out (no SLA: what a channel not named has).
+        merged = {**_default_sla(), **self.sla_seconds}
+        msgspec.structs.force_setattr(
+            self, "sla_seconds", {ch: sec for ch, sec in merged.items() if math.isfinite(sec)}
+        )

@@ -20,10 +20,12 @@ Relaydesk: an event-sourced conversation router for customer service.
 One machine:     relaydesk up                 (embedded NATS, every service, demo agents)
 One service:     relaydesk intake | router | projector | api | delivery | connector NAME | sink NAME
                  (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
-Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart | rebuild timelines [--customer ID]
+Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|language
+                 relaydesk rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
+                 relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality
 Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
 Operations:      relaydesk status [--json]   streams, consumer lag, leaders, agents, queues, parked (1: no NATS)
                  relaydesk dlq list|show KEY|retry KEY|drop KEY   dead letters and quarantined events
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     bench = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
-    bench.add_argument("what", choices=("decide", "crypto", "rebuild", "ingest", "e2e", "route", "restart"))
+    bench.add_argument("what", choices=("decide", "crypto", "rebuild", "ingest", "e2e", "route", "restart", "language"))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark (try: decide --help)")
 
     rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
@@ -142,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--api", metavar="URL", help="default: http://<[api] host>:<[api] port>")
     report.add_argument("--token", help="operator token (default: RELAYDESK_API_TOKEN or <data dir>/api-token)")
     report.add_argument("--data-dir", metavar="DIR", help="where `relaydesk up` keeps the token")
+
+    from services.simulator.command import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(sub.add_parser("simulate", help="simulate a day of traffic: the router against baselines"))
 
     from services.config_command import add_parser as add_config_parser
 
@@ -275,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.contracts import command as docs_command
 
         return docs_command(args.what, check_only=args.check)
+    if args.command == "simulate":  # offline: no config, no NATS
+        from services.simulator.command import main as simulate_main
+
+        return simulate_main(args)
     if args.command == "config":
         from services.config_command import config_command
 

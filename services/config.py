@@ -13,7 +13,7 @@ value of the wrong type. Each ``[connectors.<name>]`` table is checked by its co
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -280,7 +280,12 @@ class _Overrides(msgspec.Struct):
     problems: list[str]
 
 
-def _overrides(env: Mapping[str, str]) -> _Overrides:
+def _overrides(
+    env: Mapping[str, str], connector_names: Iterable[str] = (), sink_names: Iterable[str] = ()
+) -> _Overrides:
+    """``connector_names`` / ``sink_names``: the names a ``RELAYDESK_CONNECTOR_<NAME>_<KEY>`` /
+    ``RELAYDESK_SINK_<NAME>_<KEY>`` may mean (their tables and the installed ones), so a name
+    with ``_`` in it (``my_chan``) is split from its key unambiguously."""
     out = _Overrides({}, {}, [])
     known = strict.env_names(_ENV_KEYS, SHORT_NAMES)
     for name, value in sorted(env.items()):
@@ -290,13 +295,13 @@ def _overrides(env: Mapping[str, str]) -> _Overrides:
             table, key = SHORT_NAMES[name]
         elif name.startswith(CONNECTOR_PREFIX):
             # Connector keys are the connector's to check (Connector.from_config).
-            connector, _, setting = name[len(CONNECTOR_PREFIX) :].lower().partition("_")
+            connector, setting = strict.split_name_and_key(name[len(CONNECTOR_PREFIX) :], connector_names)
             if not connector or not setting:
                 out.problems.append(f"{name}: name a connector and a key, e.g. RELAYDESK_CONNECTOR_SMS_PORT")
                 continue
             table, key = "connectors", f"{connector}.{setting}"
         elif name.startswith(SINK_PREFIX):
-            sink, _, setting = name[len(SINK_PREFIX) :].lower().partition("_")
+            sink, setting = strict.split_name_and_key(name[len(SINK_PREFIX) :], sink_names)
             if not sink or not setting:
                 out.problems.append(f"{name}: name a sink and a key, e.g. RELAYDESK_SINK_ZENDESK_API_TOKEN")
                 continue
@@ -340,7 +345,7 @@ def check(
         except msgspec.DecodeError as err:
             return None, [f"{p}: not valid TOML: {err}"]
     env, problems = strict.read_secret_files(env)
-    overrides = _overrides(env)
+    overrides = _overrides(env, *_named_tables(raw, env))
     problems += overrides.problems
     for table, values in overrides.values.items():
         for key, value in values.items():
@@ -378,6 +383,23 @@ def check(
     problems += registry_problems(config)
     problems += console_problems(config.console)
     return config, problems
+
+
+def _named_tables(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[set[str], set[str]]:
+    """The connector and sink names an environment variable may name: the file's
+    ``[connectors.<name>]`` / ``[sinks.<name>]`` tables and the installed ones (entry points,
+    read only when such a variable is set)."""
+    connectors = set(raw.get("connectors") or {}) if isinstance(raw.get("connectors"), dict) else set()
+    sinks = set(raw.get("sinks") or {}) if isinstance(raw.get("sinks"), dict) else set()
+    if any(name.startswith(CONNECTOR_PREFIX) for name in env):
+        from connectors.sdk import registry  # not at the top: the SDK is the connectors' business
+
+        connectors.update(registry.available())
+    if any(name.startswith(SINK_PREFIX) for name in env):
+        from services.sinks.sdk import registry as sink_registry
+
+        sinks.update(sink_registry.available())
+    return connectors, sinks
 
 
 def registry_problems(config: Config) -> list[str]:

@@ -175,6 +175,18 @@ def env_names(tables: Mapping[str, Iterable[str]], short_names: Iterable[str]) -
     return sorted({*names, *short_names})
 
 
+def split_name_and_key(rest: str, names: Iterable[str]) -> tuple[str, str]:
+    """``my_chan_api_key`` as (connector or sink name, key): names may contain ``_`` as keys
+    do, so the longest known name the variable starts with wins (``my_chan`` before ``my``);
+    a name nobody knows is split at its first ``_`` (``RELAYDESK_CONNECTOR_SMS_PORT``)."""
+    rest = rest.lower()
+    for name in sorted({n.lower() for n in names}, key=len, reverse=True):
+        if rest.startswith(name + "_") and len(rest) > len(name) + 1:
+            return name, rest[len(name) + 1 :]
+    name, _, key = rest.partition("_")
+    return name, key
+
+
 def unknown_variable(name: str, known: Iterable[str]) -> str:
     # Compared without the common prefix, which would make every name look alike.
     rest = {k.removeprefix(ENV_PREFIX): k for k in known}

@@ -1,5 +1,6 @@
 """Connector SDK: subclass ``Connector``, run it with ``ConnectorRuntime``, test it with
-``connectors.sdk.conformance``. See ``connectors/README.md``."""
+``connectors.sdk.conformance``; HMAC webhook signatures: ``connectors.sdk.signatures``.
+See ``connectors/README.md``."""
 
 from .base import Connector, ConnectorSettings, DeliveryResult, ProviderRequest, Route, utcnow
 from .errors import (

@@ -6,8 +6,8 @@ re-serialisation changes the bytes.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from connectors.sdk.signatures import sign as sign_hmac_sha256
+from connectors.sdk.signatures import verify_hmac_sha256
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 PREFIX = "sha256="
@@ -15,18 +15,9 @@ PREFIX = "sha256="
 
 def sign(secret: str, body: bytes) -> str:
     """The header value Meta sends for ``body``."""
-    return PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return sign_hmac_sha256(secret, body, prefix=PREFIX)
 
 
 def valid(secret: str, body: bytes, header: str | None) -> bool:
     """Whether ``header`` is Meta's signature of ``body`` (constant-time comparison)."""
-    if not secret or not header:
-        return False
-    given = header.strip()
-    if given[: len(PREFIX)].lower() != PREFIX:
-        return False
-    digest = given[len(PREFIX) :].lower()
-    if len(digest) != 64:
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(digest.encode("ascii", "replace"), expected.encode("ascii"))
+    return verify_hmac_sha256(secret, body, header, prefix=PREFIX)

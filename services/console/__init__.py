@@ -11,7 +11,16 @@ from aiohttp import web
 
 STATIC = Path(__file__).parent / "static"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-FILES = ("index.html", "console.js", "core.js", "workspace.js", "supervisor.js", "console.css")
+FILES = (
+    "index.html",
+    "console.js",
+    "core.js",
+    "workspace.js",
+    "compose.js",
+    "outbound.js",
+    "supervisor.js",
+    "console.css",
+)
 HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",

@@ -201,7 +201,7 @@ class Intake:
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
                 history = fold_history(await self.read_family(customer_id), customer_id)
-            events = plan(history, customer_id, message, triage, self.clock())
+            events = plan(history, customer_id, message, triage, self.clock(), language=self.detector)
             if not events:
                 bound.info("intake.nothing_to_record", automatic=is_automatic(message))
                 return None

@@ -18,9 +18,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from events import subjects
 from events.model import (
+    ConversationLanguageChanged,
     ConversationOpened,
     ConversationResolved,
     CustomerCreated,
@@ -34,6 +36,13 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import StoredEvent
+from services.intake.language import CORRECTION_CONFIDENCE, LanguageDecision, priors_for
+
+# The conversation's latest messages a language decision reads (a long chat costs no more).
+LANGUAGE_TEXTS = 10
+
+if TYPE_CHECKING:
+    from services.intake.language import LanguageDetector
 
 
 @dataclass
@@ -67,6 +76,10 @@ class CustomerHistory:
     # Provider message ids (ours and the customer's) → the conversation they belong to:
     # how an email reply finds its thread.
     threads: dict[str, str] = field(default_factory=dict)
+    # conversation id → the customer's message texts, oldest first, and the language its
+    # routing asked for (``RoutingRequested``, then ``ConversationLanguageChanged``).
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    languages: dict[str, str] = field(default_factory=dict)
 
     def open_on(self, channel: str, public: bool, contact: str | None = None) -> OpenConversation | None:
         """The open conversation on ``channel``; after a merge there may be several (one per
@@ -132,12 +145,17 @@ def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) 
             h.seen.add((e.channel, e.provider_message_id))
             h.received_in[(e.channel, e.provider_message_id)] = e.conversation_id
             h.threads[e.provider_message_id] = e.conversation_id
+            h.texts.setdefault(e.conversation_id, []).append(e.text)
         elif isinstance(e, MessageSent):
             if e.provider_message_id:
                 h.threads[e.provider_message_id] = e.conversation_id
         elif isinstance(e, RoutingRequested):
             if e.conversation_id in h.open:
                 h.open[e.conversation_id].routing_requested = True
+            if e.requirements.language:
+                h.languages[e.conversation_id] = e.requirements.language
+        elif isinstance(e, ConversationLanguageChanged):
+            h.languages[e.conversation_id] = e.language
         elif isinstance(e, ConversationResolved):
             h.open.pop(e.conversation_id, None)
     return h
@@ -164,13 +182,18 @@ def plan(
     triage: Triage,
     now: datetime,
     make_id: Callable[[str], str] = new_id,
+    *,
+    language: LanguageDetector | None = None,
 ) -> list[LogEvent]:
     """The events to append, in order; empty when the message was already recorded whole.
 
-    For a message recorded in part (a crash between two appends), only what is missing."""
+    For a message recorded in part (a crash between two appends), only what is missing.
+    ``language``: decide the conversation's language from all the evidence (the text of its
+    messages, the customer's profile and earlier conversations, the sender's country, the
+    connector's locales); without it, the profile's language or else ``triage.language``."""
     automatic = is_automatic(message)
     if (message.channel, message.provider_message_id) in history.seen:
-        return _completion(history, customer_id, message, triage, now, automatic)
+        return _completion(history, customer_id, message, triage, now, automatic, language)
     # A conversation this message opened before a crash cut its recording short comes
     # first: for mail without thread evidence nothing else would find it again.
     conv = history.opened_by(message) or _continued(history, message)
@@ -214,7 +237,9 @@ def plan(
         )
     )
     if not conv.routing_requested and not automatic:
-        events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now))
+        events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now, language))
+    elif not automatic:
+        events.extend(_correction(history, customer_id, conv.conversation_id, message, now, language, unseen=True))
     if message.metadata.get("resolves") == "1":
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
@@ -250,14 +275,19 @@ def _completion(
     triage: Triage,
     now: datetime,
     automatic: bool,
+    language: LanguageDetector | None = None,
 ) -> list[LogEvent]:
     """The steps after ``MessageReceived`` that a crash may have left out: the routing
     request of the conversation the message was received in, while that conversation is
     still open (one resolved since is not routed again) and unless the mail was automatic."""
     conv = history.open.get(history.received_in.get((message.channel, message.provider_message_id), ""))
-    if conv is None or conv.routing_requested or automatic:
+    if conv is None or automatic:
         return []
-    return [_routing(history, conv.customer_id or customer_id, conv.conversation_id, message, triage, now)]
+    owner = conv.customer_id or customer_id
+    if conv.routing_requested:
+        # A language change the message called for, unless it was recorded (or overtaken).
+        return list(_correction(history, owner, conv.conversation_id, message, now, language, unseen=False))
+    return [_routing(history, owner, conv.conversation_id, message, triage, now, language)]
 
 
 def _routing(
@@ -267,7 +297,9 @@ def _routing(
     message: InboundMessage,
     triage: Triage,
     now: datetime,
+    language: LanguageDetector | None = None,
 ) -> RoutingRequested:
+    decision = _decide(history, conversation_id, message, language) if language is not None else None
     return RoutingRequested(
         at=now,
         customer_id=customer_id,
@@ -275,10 +307,66 @@ def _routing(
         channel=message.channel,
         requirements=Requirements(
             skills=triage.skills,
-            language=history.preferred_language or triage.language,
+            language=decision.language if decision else history.preferred_language or triage.language,
             priority=triage.priority,
         ),
+        language_reason=decision.reason() if decision else None,
     )
+
+
+def _decide(
+    history: CustomerHistory, conversation_id: str, message: InboundMessage, language: LanguageDetector
+) -> LanguageDecision:
+    """The conversation's language from all its customer messages so far (this one included)
+    and the priors; a language the customer chose (``metadata.language``, the voice menu) as is."""
+    chosen = message.metadata.get("language")
+    if chosen:
+        return LanguageDecision(chosen, 1.0, {}, chosen=True)
+    texts = list(history.texts.get(conversation_id, []))
+    if (message.channel, message.provider_message_id) not in history.seen:
+        texts.append(message.text)
+    texts = texts[-LANGUAGE_TEXTS:]
+    earlier = [lang for conv_id, lang in history.languages.items() if conv_id != conversation_id]
+    priors = priors_for(
+        message, language.languages, preferred_language=history.preferred_language, earlier_languages=earlier
+    )
+    return language.decide(texts, priors)
+
+
+def _correction(
+    history: CustomerHistory,
+    customer_id: str,
+    conversation_id: str,
+    message: InboundMessage,
+    now: datetime,
+    language: LanguageDetector | None,
+    *,
+    unseen: bool,
+) -> list[LogEvent]:
+    """``ConversationLanguageChanged`` when this later message is confidently another language
+    than the conversation's, and all the evidence agrees; else nothing. ``unseen``: the
+    message is not in the history yet. On a redelivery, only if the message is still the
+    conversation's latest (a later one decided since)."""
+    current = history.languages.get(conversation_id)
+    if language is None or not current or message.metadata.get("language") or not message.text.strip():
+        return []
+    texts = history.texts.get(conversation_id, [])
+    if not unseen and (not texts or texts[-1] != message.text):
+        return []
+    decision = _decide(history, conversation_id, message, language)
+    latest = language.text_scores(message.text)
+    if decision.language == current or latest.get(decision.language, 0.0) < CORRECTION_CONFIDENCE:
+        return []
+    return [
+        ConversationLanguageChanged(
+            at=now,
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            language=decision.language,
+            previous=current,
+            reason=decision.reason(),
+        )
+    ]
 
 
 def is_automatic(message: InboundMessage) -> bool:

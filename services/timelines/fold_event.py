@@ -14,6 +14,7 @@ from events.model import (
     ConversationAssigned,
     ConversationEscalated,
     ConversationEvent,
+    ConversationLanguageChanged,
     ConversationOpened,
     ConversationReleased,
     ConversationResolved,
@@ -147,7 +148,13 @@ def _fold(stored: StoredEvent) -> Folded:
         case ConversationOpened():
             return Folded(
                 entry=entry(
-                    "opened", channel=ev.channel, detail=_compact({"contact": ev.contact, "public": ev.public or None})
+                    "opened",
+                    channel=ev.channel,
+                    # The platform of an outbound-first conversation (WhatsApp on Twilio or the Cloud
+                    # API) before the customer answers: the console offers templates only by it.
+                    detail=_compact(
+                        {"contact": ev.contact, "public": ev.public or None, "platform": ev.metadata.get("platform")}
+                    ),
                 ),
                 change=change(channel=ev.channel, status="waiting", opened=True),
             )
@@ -188,6 +195,8 @@ def _fold(stored: StoredEvent) -> Folded:
                             "priority": req.priority,
                             "preferred_agent": req.preferred_agent,
                             "excluded_agents": list(req.excluded_agents),
+                            # Why this language: each piece of evidence and its weight (intake).
+                            "language_reason": msgspec.to_builtins(ev.language_reason) if ev.language_reason else None,
                         }
                     ),
                 ),
@@ -267,6 +276,9 @@ def _fold(stored: StoredEvent) -> Folded:
                 ),
                 change=change(status="waiting", agent_id=None),
             )
+        case ConversationLanguageChanged():
+            detail = {"language": ev.language, "previous": ev.previous, "reason": msgspec.to_builtins(ev.reason)}
+            return Folded(entry=entry("language_changed", detail=_compact(detail)), change=change(activity=False))
         case ConversationReleased():
             return Folded(
                 entry=entry("released", agent_id=ev.agent_id, detail=_compact({"reason": ev.reason})),

@@ -50,10 +50,16 @@ async def open_message(
     text: str,
     subject: str = "",
     attachment: Attachment | None = None,
+    at: datetime | None = None,
+    platform: str = "",
 ) -> None:
     """What intake appends for a customer's first message of a conversation (an email is
-    assigned at once, a message on a live channel is offered first)."""
-    now = datetime.now(UTC)
+    assigned at once, a message on a live channel is offered first). ``at``: when the customer
+    wrote (WhatsApp's window counts from it); ``platform``: e.g. whatsapp on the sms channel."""
+    now = at or datetime.now(UTC)
+    metadata = {"subject": subject, "sender_name": sender} if subject else {"sender_name": sender}
+    if platform:
+        metadata["platform"] = platform
     seq = await store.append(
         Append(
             ConversationOpened(
@@ -78,7 +84,7 @@ async def open_message(
                 text=text,
                 language="en",
                 attachments=(attachment,) if attachment else (),
-                metadata={"subject": subject, "sender_name": sender} if subject else {"sender_name": sender},
+                metadata=metadata,
             ),
             expected=seq,
         )

@@ -126,7 +126,7 @@ def test_a_connector_table_is_checked_by_its_connector(tmp_path: Path) -> None:
         "[connectors.sms] unknown key 'auth_tokn' (did you mean 'auth_token'?)",
         "[connectors.chat] port: expected `int`, got `str`",
         "[connectors.smss] no installed connector named 'smss' (did you mean 'sms'?); "
-        "installed: chat, email, sms, social",
+        "installed: chat, email, sms, social, voice",
     ]
 
 

@@ -5,6 +5,7 @@
 import { $, api, debounce, every, freshState, hooks, say, Stale, state } from "./core.js";
 import * as workspace from "./workspace.js";
 import * as supervisor from "./supervisor.js";
+import * as outbound from "./outbound.js";
 
 // --- signing in and out -------------------------------------------------------------
 
@@ -70,6 +71,7 @@ async function signOut(reason) {
   for (const id of Object.values(state.timers)) clearTimeout(id);
   Object.assign(state, freshState(), { epoch: state.epoch + 1 });
   workspace.clear();
+  outbound.clear();
   supervisor.clear();
   $("who").textContent = "";
   $("live").classList.remove("on");
@@ -170,5 +172,6 @@ $("status").addEventListener("change", async () => {
 });
 window.addEventListener("hashchange", readHash);
 workspace.wire();
+outbound.wire();
 supervisor.wire();
 enter(); // a session cookie from earlier signs this browser in without a token

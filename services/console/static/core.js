@@ -19,9 +19,16 @@ export function freshState() {
     alerted: null, // the newest offer, for the banner
     selected: null,
     wanted: null,
+    wantedNotice: null, // said once the wanted conversation opens
     timeline: [],
     customer: null,
     canned: [],
+    templates: [], // WhatsApp templates (GET /v1/templates)
+    files: [], // the reply's uploaded files: [{id, name, size, content_type}]
+    platforms: {}, // conversation id -> platform, for conversations started in this session
+    window: null, // the selected conversation's {whatsapp, lastAt} (compose.js)
+    shownMode: null,
+    newKey: null, // the Idempotency-Key of the new conversation being written (outbound.js)
     roster: null, // agents for transfer (null: could not be loaded)
     skills: null,
     supervisor: { queues: null, agents: [], conversations: [] },
@@ -39,9 +46,9 @@ export const hooks = { unauthorized: () => {} };
 
 export class Stale extends Error {}
 
-export async function api(method, path, body) {
+export async function api(method, path, body, extraHeaders) {
   const epoch = state.epoch;
-  const headers = { ...CSRF };
+  const headers = { ...CSRF, ...(extraHeaders || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, {
     method,
@@ -57,9 +64,36 @@ export async function api(method, path, body) {
   if (!r.ok) {
     const err = new Error(data.error || "HTTP " + r.status);
     err.status = r.status;
+    err.data = data;
     throw err;
   }
   return data;
+}
+
+// A file for a reply: its bytes as the body (POST /v1/uploads), answered with its upload id.
+export async function upload(file) {
+  const epoch = state.epoch;
+  const r = await fetch("/v1/uploads?name=" + encodeURIComponent(file.name), {
+    method: "POST",
+    headers: { ...CSRF, "Content-Type": file.type || "application/octet-stream" },
+    credentials: "same-origin",
+    body: file,
+  });
+  let data = {};
+  try { data = await r.json(); } catch (_) { /* an empty body */ }
+  if (epoch !== state.epoch) throw new Stale("signed out meanwhile");
+  if (r.status === 401 && state.me) hooks.unauthorized("Your session ended: sign in again.");
+  if (!r.ok) {
+    const err = new Error(data.error || "HTTP " + r.status);
+    err.status = r.status;
+    throw err;
+  }
+  return data;
+}
+
+// A key per command the person means once: a retry of the same form sends the same key.
+export function idempotencyKey() {
+  return window.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now() + "-" + Math.random().toString(16).slice(2);
 }
 
 export function say(text, isError, id = "message") {

@@ -3,6 +3,7 @@
 "use strict";
 
 import { $, api, channelIcon, clear as clearIds, debounce, el, listOf, say, secondsUntil, since, Stale, state } from "./core.js";
+import * as compose from "./compose.js";
 
 // Timeline kinds that are words between people; anything else is a system fact.
 const SPOKEN = new Set(["message_in", "message_out", "message", "reply", "note", "note_added"]);
@@ -16,7 +17,15 @@ export function setWork(work, first = false) {
   const fresh = state.work.offers.filter((c) => !state.seenOffers.has(c.id));
   for (const c of state.work.offers) state.seenOffers.add(c.id);
   if (fresh.length && !first) alertOffer(fresh[0]);
-  if (state.wanted && find(state.wanted)) { const cid = state.wanted; state.wanted = null; select(cid); return; }
+  if (state.wanted && find(state.wanted)) {
+    const cid = state.wanted;
+    const notice = state.wantedNotice;
+    state.wanted = null;
+    state.wantedNotice = null;
+    select(cid);
+    if (notice) say(notice);
+    return;
+  }
   if (state.selected && !find(state.selected)) { state.selected = null; state.customer = null; state.timeline = []; }
   renderWork();
   renderConversation();
@@ -81,6 +90,7 @@ function renderAlert() {
 // Each second: the offers' countdowns (the router takes an offer back when it expires).
 export function tick() {
   renderAlert();
+  if (state.selected) compose.renderMode();
   for (const node of document.querySelectorAll("#offers li[data-expires]")) {
     const left = secondsUntil(node.dataset.expires);
     const label = node.querySelector(".countdown");
@@ -129,6 +139,13 @@ function beep() {
 
 // --- the conversation ---------------------------------------------------------------
 
+// A conversation she just started: opened as soon as the work list has it.
+export async function expect(cid, notice) {
+  state.wanted = cid;
+  state.wantedNotice = notice;
+  await refreshWork();
+}
+
 // A link's conversation: shown when it is in her work, else said why not.
 export function open(cid) {
   if (find(cid)) select(cid);
@@ -141,7 +158,12 @@ export function open(cid) {
 function select(cid) {
   const changed = cid !== state.selected;
   state.selected = cid;
-  if (changed) { state.timeline = []; state.customer = null; state.canned = []; $("reply-text").value = ""; say(""); }
+  if (changed) {
+    state.timeline = []; state.customer = null; state.canned = []; $("reply-text").value = ""; say("");
+    compose.reset();
+    const conv = find(cid);
+    compose.setWindow(conv, []); // until the timeline says when the customer last wrote
+  }
   for (const li of document.querySelectorAll("ul.work li")) li.classList.toggle("selected", li.dataset.id === cid);
   renderConversation();
   loadTimeline();
@@ -155,7 +177,8 @@ function renderConversation() {
   $("conversation").hidden = !conv;
   if (!conv) { renderCustomer(); clearIds("timeline", "conv-title", "conv-subject", "conv-facts"); return; }
   const req = conv.requirements || {};
-  $("conv-title").replaceChildren(channelIcon(conv.channel), " " + customerName(conv) + " (" + conv.status + ")");
+  const whatsapp = state.window && state.window.whatsapp; // WhatsApp through Twilio is on the sms channel
+  $("conv-title").replaceChildren(channelIcon(whatsapp ? "whatsapp" : conv.channel), " " + customerName(conv) + " (" + conv.status + ")");
   $("conv-subject").textContent = conv.subject || "";
   const skills = Object.entries(req.skills || {}).map(([k, v]) => k + "≥" + v).join(", ");
   const wait = conv.waiting_since ? since(conv.waiting_since) + " waiting" : "";
@@ -169,15 +192,21 @@ function renderConversation() {
   tick();
 }
 
-async function loadTimeline() {
+async function loadTimeline(attempt = 0) {
   const conv = find(state.selected);
   if (!conv) return;
   const cid = conv.id;
   try {
     const data = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id) + "/timeline?limit=1000");
     if (state.selected !== cid) return;
-    state.timeline = listOf(data, "entries").slice(-200);
+    const entries = listOf(data, "entries");
+    compose.setWindow(conv, entries); // WhatsApp's window: from the customer's last message's `at`
+    renderConversation();
+    state.timeline = entries.slice(-200);
     renderTimeline();
+    // A conversation just started (or just routed) may not be on the timeline yet: look again shortly.
+    const spoken = entries.some((e) => e.conversation_id === cid && SPOKEN.has(e.kind));
+    if (!spoken && attempt < 5) debounce("timeline", () => loadTimeline(attempt + 1), 1000);
   } catch (err) {
     if (!(err instanceof Stale) && err.status !== 403) say("Timeline: " + err.message, true);
   }
@@ -281,6 +310,7 @@ async function loadCanned() {
 export async function loadLists() {
   const [agents, skills] = await Promise.allSettled([api("GET", "/v1/agents"), api("GET", "/v1/skills")]);
   if (agents.status === "fulfilled") state.roster = listOf(agents.value, "agents");
+  compose.loadTemplates();
   if (skills.status === "fulfilled") state.skills = listOf(skills.value, "skills").map((s) => (typeof s === "string" ? s : s.name));
   const others = (state.roster || []).filter((a) => a.id !== state.agentId && a.active !== false);
   $("to-agent").replaceChildren(el("option", { value: "", textContent: "—" }),
@@ -313,12 +343,20 @@ export function wire() {
   $("reply-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const text = $("reply-text").value;
-    if (text.trim() && await act("reply", { text }, "Reply sent.")) $("reply-text").value = "";
+    let body;
+    try { body = compose.replyBody(text); } catch (err) { say(err.message, true); return; }
+    if (!body) return;
+    const sent = body.template ? "Template sent." : body.attachments ? "Reply sent with " + body.attachments.length + " file(s)." : "Reply sent.";
+    if (await act("reply", body, sent)) {
+      if (!body.template) $("reply-text").value = ""; // outside the window the box holds a note draft
+      compose.reset();
+    }
   });
   $("add-note").addEventListener("click", async () => {
     const text = $("reply-text").value;
     if (text.trim() && await act("notes", { text }, "Note added (the customer does not see it).")) $("reply-text").value = "";
   });
+  compose.wire(say);
   $("canned").addEventListener("change", () => {
     const picked = state.canned.find((c) => c.id === $("canned").value);
     if (picked) $("reply-text").value = picked.text;
@@ -345,6 +383,7 @@ export function clear() {
     "cust-name", "cust-tier", "cust-facts", "cust-identities", "cust-history", "to-agent", "to-skill");
   $("canned").replaceChildren(el("option", { value: "", textContent: "—" }));
   for (const id of ["reply-text", "note", "esc-reason"]) $(id).value = "";
+  compose.clear();
   $("alert").hidden = true;
   $("conversation").hidden = true;
   $("placeholder").hidden = false;

@@ -22,6 +22,7 @@ from connectors.sdk import (
 from events.model import Channel, DeliverReply, InboundMessage
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+CAPTION_LIMIT = 1024  # sendDocument's caption
 
 
 class TelegramSettings(ConnectorSettings, kw_only=True):
@@ -67,7 +68,8 @@ class TelegramConnector(Connector):
                 channel=self.channel,
                 provider=self.provider,
                 # update_id is unique per bot: Telegram's retries of one update carry the same.
-                provider_message_id=f"telegram:{self.bot_id}:{update['update_id']}",
+                # No "telegram:" here: the SDK prefixes the channel (Nats-Msg-Id telegram:<bot>:<update>).
+                provider_message_id=f"{self.bot_id}:{update['update_id']}",
                 sender=str(chat["id"]),
                 sender_name=sender.get("first_name") if isinstance(sender, dict) else None,
                 text=message.get("text") or message.get("caption") or "",
@@ -80,9 +82,21 @@ class TelegramConnector(Connector):
         ]
 
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        if reply.template is not None:
+            return DeliveryResult.failed("telegram has no message templates")
+        body: dict[str, Any] = {"chat_id": reply.contact}
+        if not reply.attachments:
+            method, body["text"] = "sendMessage", reply.text
+        elif len(reply.attachments) == 1 and len(reply.text) <= CAPTION_LIMIT:
+            # Telegram fetches the file from the short-lived link itself; the text is its caption.
+            method, body["document"] = "sendDocument", reply.attachments[0].url
+            if reply.text:
+                body["caption"] = reply.text
+        else:
+            return DeliveryResult.failed(f"telegram: one file per reply, text up to {CAPTION_LIMIT} characters")
         s = self.settings
-        url = f"{s.api_base_url.rstrip('/')}/bot{s.bot_token}/sendMessage"
-        async with self.http.post(url, json={"chat_id": reply.contact, "text": reply.text}) as resp:
+        url = f"{s.api_base_url.rstrip('/')}/bot{s.bot_token}/{method}"
+        async with self.http.post(url, json=body) as resp:
             data: Any = await resp.json(content_type=None)
         if isinstance(data, dict) and data.get("ok"):
             return DeliveryResult.sent(str(data["result"]["message_id"]))

@@ -11,17 +11,19 @@ import asyncio
 import os
 import signal
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import aiohttp
 import nats
 import pytest
 
+from connectors.sdk import registry
 from events import subjects
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually
 
-from .connector import SECRET_HEADER
+from .connector import SECRET_HEADER, TelegramConnector
 from .test_conformance import BOT_TOKEN, SECRET, update
 
 pytestmark = pytest.mark.integration
@@ -84,3 +86,17 @@ async def test_an_installed_connector_package_runs_from_the_cli(tmp_path: Path, 
         code = await asyncio.wait_for(proc.wait(), 20)
         log.close()
     assert code == 0, (tmp_path / "connector.log").read_text()
+
+
+def test_entry_point_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `pip install relaydesk-telegram` does, declared in its pyproject.toml:
+    [project.entry-points."relaydesk.connectors"] telegram = "...connector:TelegramConnector"."""
+    ep = EntryPoint("telegram", "tests.connectors.example_telegram.connector:TelegramConnector", registry.GROUP)
+
+    def with_telegram(*, group: str) -> list[EntryPoint]:
+        return [*entry_points(group=group), ep]
+
+    monkeypatch.setattr(registry, "entry_points", with_telegram)
+    assert "telegram" in registry.available()
+    assert registry.load("telegram") is TelegramConnector
+    assert TelegramConnector.from_config({"bot_token": BOT_TOKEN, "port": "9000"}).settings.port == 9000

@@ -1,0 +1,1 @@
+"""Twilio Voice: calls become conversations, accepted calls are bridged to the agent."""

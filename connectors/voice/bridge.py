@@ -1,0 +1,204 @@
+"""Bridging accepted calls: a follower of the log that connects the caller to the agent.
+
+A connector never writes the log, but may read it. ``VoiceBridge`` reads ``rd.evt.c.>`` with a
+durable pull consumer (``connector_voice_bridge``, new events only) and, for each
+``OfferAccepted`` / ``ConversationAssigned`` of a voice conversation (the channel and the
+CallSid come from the conversation's ``ConversationOpened``, read by a direct get), looks up
+the agent's endpoint (``[connectors.voice] agents``) and:
+
+- while the call waits in the queue, redirects it through the Calls API
+  (``POST /Accounts/{sid}/Calls/{CallSid}.json``, ``Twiml=<Dial>…``): the caller leaves the
+  ``<Enqueue>`` and rings the agent's phone, SIP address or Twilio Client;
+- when the call is over (the caller asked for a callback, left a voicemail or hung up; Twilio
+  answers the update with error 21220 or 404), places a callback
+  (``POST /Accounts/{sid}/Calls.json``): the agent's endpoint is called first, and when she
+  answers, the customer is dialled from ``caller_id`` (or the number the customer called).
+
+A transfer (a new ``OfferAccepted`` on the same conversation) redirects the live call to the
+new agent the same way. A failed bridge is logged and counted; the event is acked (the call
+may have moved on: retrying an old bridge later would be wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events import subjects
+from events.codec import decode_log_event
+from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
+from events.personal import CustomerKeys, PersonalDataCipher
+from events.skips import count_skip
+
+from . import twiml
+
+if TYPE_CHECKING:
+    from .connector import TwilioVoiceConnector
+
+log = structlog.get_logger("relaydesk.connector.voice.bridge")
+
+DURABLE = "connector_voice_bridge"
+# Twilio: "Call is not in-progress. Cannot redirect."
+NOT_IN_PROGRESS = 21220
+
+
+class VoiceBridge:
+    def __init__(self, connector: TwilioVoiceConnector, nc: NATS, *, fetch_timeout: float = 1.0) -> None:
+        self.connector = connector
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.cipher = PersonalDataCipher(CustomerKeys(self.js), sealing=False)
+        self.fetch_timeout = fetch_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="voice-bridge")
+        # Subscribed before the connector serves: an accept right after the first call is seen.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _subscribe(self) -> Any:
+        config = ConsumerConfig(
+            durable_name=DURABLE,
+            filter_subject=subjects.CUSTOMER_EVENTS_ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,  # calls from before the first start are long over
+            ack_wait=60,
+            max_ack_pending=1000,
+        )
+        return await self.js.pull_subscribe(
+            subjects.CUSTOMER_EVENTS_ALL, durable=DURABLE, stream=subjects.EVENTS_STREAM, config=config
+        )
+
+    async def _run(self) -> None:
+        sub: Any = None
+        pause = 0.2
+        while True:
+            try:
+                if sub is None:
+                    sub = await self._subscribe()
+                    self._ready.set()
+                try:
+                    msgs = await sub.fetch(100, timeout=self.fetch_timeout)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    await self._handle(msg.subject, msg.data)
+                    await msg.ack()
+                pause = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("voice.bridge_fetch_failed", error=type(err).__name__, detail=str(err)[:200])
+                count_skip("voice.bridge_fetch")
+                with contextlib.suppress(Exception):
+                    if sub is not None:
+                        await sub.unsubscribe()
+                sub = None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _handle(self, subject: str, data: bytes) -> None:
+        event = decode_log_event(data, subject=subject)
+        if isinstance(event, ConversationAssigned) and event.channel != "voice":
+            return
+        if not isinstance(event, OfferAccepted | ConversationAssigned):
+            return
+        opened = await self._opening(subject)
+        if opened is None or opened.channel != "voice":
+            return
+        blog = log.bind(conversation_id=event.conversation_id, agent_id=event.agent_id)
+        try:
+            await self.bridge(opened, event.agent_id, blog)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            blog.error("voice.bridge_failed", error=type(err).__name__)
+            self.connector.metrics.inc("delivery_failed")
+
+    async def _opening(self, subject: str) -> ConversationOpened | None:
+        try:
+            raw = await self.js.get_msg(subjects.EVENTS_STREAM, seq=1, subject=subject, next=True, direct=True)
+        except Exception as err:
+            log.warning("voice.opening_unread", error=type(err).__name__, nats_subject=subject)
+            count_skip("voice.bridge_opening")
+            return None
+        event = decode_log_event(raw.data or b"", subject=subject)
+        return event if isinstance(event, ConversationOpened) else None
+
+    # -- the Calls API ------------------------------------------------------------------
+
+    async def bridge(self, opened: ConversationOpened, agent_id: str, blog: Any) -> None:
+        s = self.connector.settings
+        endpoint = s.agents.get(agent_id, "")
+        if not endpoint:
+            blog.error("voice.no_agent_endpoint", hint=f"set [connectors.voice] agents.{agent_id}")
+            self.connector.metrics.inc("delivery_failed")
+            return
+        call_sid = opened.provider_message_id
+        document = twiml.dial(
+            endpoint,
+            timeout=s.dial_timeout,
+            action=self.connector.url("/twilio/voice/status"),
+            message="Connecting you to an agent.",
+        )
+        status, body = await self._post(f"Calls/{call_sid}.json", {"Twiml": document})
+        if status in (200, 201):
+            blog.info("voice.bridged", call_sid=call_sid)
+            self.connector.metrics.inc("delivered")
+            return
+        if status == 404 or body.get("code") == NOT_IN_PROGRESS:
+            await self.call_back(opened, endpoint, blog)
+            return
+        blog.error("voice.bridge_refused", call_sid=call_sid, status=status, code=body.get("code"))
+        self.connector.metrics.inc("delivery_failed")
+
+    async def call_back(self, opened: ConversationOpened, endpoint: str, blog: Any) -> None:
+        """The caller is gone: ring the agent, then dial the customer once she answers."""
+        s = self.connector.settings
+        opened = await self.cipher.open(opened)
+        caller_id = s.caller_id
+        if not caller_id:
+            blog.error("voice.callback_impossible", hint="set [connectors.voice] caller_id")
+            self.connector.metrics.inc("delivery_failed")
+            return
+        document = twiml.dial(
+            opened.contact, timeout=s.dial_timeout * 2, caller_id=caller_id, message="Calling the customer back."
+        )
+        to = endpoint if endpoint.lower().startswith(("client:", "sip:", "sips:")) else endpoint.removeprefix("tel:")
+        # No StatusCallback: its From would be our own number, not the customer's.
+        form = {"To": to, "From": caller_id, "Twiml": document}
+        status, body = await self._post("Calls.json", form)
+        if status in (200, 201):
+            blog.info("voice.callback_placed", call_sid=body.get("sid"))
+            self.connector.metrics.inc("delivered")
+        else:
+            blog.error("voice.callback_refused", status=status, code=body.get("code"))
+            self.connector.metrics.inc("delivery_failed")
+
+    async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        s = self.connector.settings
+        url = f"{s.api_base_url.rstrip('/')}/2010-04-01/Accounts/{s.account_sid}/{path}"
+        credentials = base64.b64encode(f"{s.account_sid}:{s.auth_token}".encode()).decode("ascii")
+        headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
+        async with self.connector.http.post(url, data=form, headers=headers) as resp:
+            raw = await resp.read()
+            status = resp.status
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = {}
+        return status, data if isinstance(data, dict) else {}

@@ -1,0 +1,287 @@
+"""The Twilio Voice connector: calls become conversations on the ``voice`` channel.
+
+Webhooks (form-encoded, ``X-Twilio-Signature`` checked like SMS, every one answered with TwiML):
+
+- ``POST /twilio/voice`` (the number's "A call comes in" URL): the greeting, and the language
+  menu (``<Gather numDigits=1>``) when ``languages`` names more than one;
+- ``POST /twilio/voice/queue``: the caller chose (or the menu timed out): the call is
+  published on ``rd.inbound.voice`` (an ``InboundMessage``, ``provider_message_id`` = CallSid,
+  metadata ``kind=call``, ``call_sid``, ``language``), so intake opens a conversation and the
+  router offers it; only once JetStream acknowledged it the caller is put in the queue
+  (``<Enqueue>``, hold music from ``/twilio/voice/wait``);
+- ``POST /twilio/voice/wait``: one round of hold music; past ``wait_limit_seconds`` the caller
+  leaves the queue (``<Leave/>``) and ``/twilio/voice/left`` offers a callback (press 1,
+  ``kind=callback_request``) or a voicemail (``<Record>``: ``kind=voicemail`` with the recording
+  as an attachment, then ``kind=transcript`` with Twilio's transcription when it comes);
+- ``POST /twilio/voice/status`` (call status callback, and the bridge's ``<Dial>`` action):
+  ``kind=call_status`` messages ("Call completed (125 s)"), recorded on the open conversation's
+  timeline and never opening one (``auto=1``).
+
+Accepted calls are bridged by ``connectors.voice.bridge.VoiceBridge``. Replies typed into a
+voice conversation are refused (``deliver``): the call is the reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from connectors.sdk import Connector, ConnectorSettings, DeliveryResult, Malformed, ProviderRequest, Route, Unauthentic
+from connectors.sms import signature
+from events.model import Attachment, DeliverReply, InboundMessage
+
+from . import twiml
+from .settings import VoiceSettings
+
+log = structlog.get_logger("relaydesk.connector.voice")
+
+PATH = "/twilio/voice"
+QUEUE_PATH = f"{PATH}/queue"
+WAIT_PATH = f"{PATH}/wait"
+LEFT_PATH = f"{PATH}/left"
+AFTER_WAIT_PATH = f"{PATH}/after"
+RECORDED_PATH = f"{PATH}/recorded"
+TRANSCRIBED_PATH = f"{PATH}/transcribed"
+STATUS_PATH = f"{PATH}/status"
+# Statuses Twilio reports for a call or a <Dial> (CallStatus / DialCallStatus).
+FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+class TwilioVoiceConnector(Connector):
+    name: ClassVar[str] = "voice"
+    channel: ClassVar[str] = "voice"
+    provider: ClassVar[str] = "twilio"
+    Settings: ClassVar[type[ConnectorSettings]] = VoiceSettings
+
+    settings: VoiceSettings
+
+    def __init__(self, settings: ConnectorSettings) -> None:
+        if not isinstance(settings, VoiceSettings):
+            raise TypeError("TwilioVoiceConnector needs VoiceSettings")
+        super().__init__(settings)
+        self.bridge: object | None = None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", PATH, handler=self.on_call),
+            Route("POST", QUEUE_PATH, handler=self.on_queue),
+            Route("POST", WAIT_PATH, handler=self.on_wait),
+            Route("POST", LEFT_PATH, handler=self.on_left),
+            Route("POST", AFTER_WAIT_PATH, handler=self.on_after_wait),
+            Route("POST", RECORDED_PATH, handler=self.on_recorded),
+            Route("POST", TRANSCRIBED_PATH, handler=self.on_transcribed),
+            Route("POST", STATUS_PATH, handler=self.on_status),
+        ]
+
+    async def startup(self) -> None:
+        if not self.settings.auth_token:
+            log.warning("voice.no_auth_token", hint="set [connectors.voice] auth_token; every webhook gets 403")
+        if self.settings.bridge:
+            from .bridge import VoiceBridge
+
+            bridge = VoiceBridge(self, self.nc)
+            await bridge.start()
+            self.bridge = bridge
+
+    async def shutdown(self) -> None:
+        bridge = self.bridge
+        self.bridge = None
+        if bridge is not None:
+            from .bridge import VoiceBridge
+
+            assert isinstance(bridge, VoiceBridge)
+            await bridge.stop()
+
+    # -- signatures (as SMS) ----------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """A link for TwiML: absolute under ``public_base_url``, else relative (Twilio resolves it)."""
+        return self.settings.public_base_url.rstrip("/") + path
+
+    def public_url(self, request: ProviderRequest) -> str:
+        base = self.settings.public_base_url.rstrip("/")
+        return f"{base}{request.raw_path}" if base else request.url
+
+    def verify(self, request: ProviderRequest) -> None:
+        s = self.settings
+        if not s.auth_token:
+            raise Unauthentic("the voice connector has no auth_token configured")
+        sig = request.headers.get(signature.SIGNATURE_HEADER)
+        if not sig:
+            raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
+        settings_header = request.headers.get(signature.SETTINGS_HEADER)
+        key = s.signing_key_secret if settings_header and s.signing_key_secret else s.auth_token
+        url = self.public_url(request)
+        if not signature.valid(key, url, _form(request), sig, signature.algorithm_of(settings_header)):
+            hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
+            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {url.split('?', 1)[0]}{hint}")
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        """The call itself (what ``/twilio/voice/queue`` publishes)."""
+        form = _form(request)
+        return [self._message(form, "call", _call_sid(form), language=self.language_of(form.get("Digits", "")))]
+
+    # -- the call flow ------------------------------------------------------------------
+
+    def language_of(self, digits: str) -> str:
+        return self.settings.languages.get(digits.strip()[:1], self.settings.default_language)
+
+    async def on_call(self, request: ProviderRequest) -> web.StreamResponse:
+        form = _form(request)
+        _call_sid(form)
+        s = self.settings
+        if len(s.languages) > 1:
+            return _xml(twiml.greeting_menu(s.greeting, s.menu_prompt, self.url(QUEUE_PATH)))
+        return await self._enqueue(form, greeting=s.greeting)
+
+    async def on_queue(self, request: ProviderRequest) -> web.StreamResponse:
+        return await self._enqueue(_form(request))
+
+    async def _enqueue(self, form: MultiDictProxy[str], greeting: str = "") -> web.StreamResponse:
+        message = self._message(form, "call", _call_sid(form), language=self.language_of(form.get("Digits", "")))
+        # The caller is queued only once the conversation is safe in JetStream (else 503: Twilio
+        # plays its fallback URL); a retried webhook is one event (Nats-Msg-Id = voice:<CallSid>).
+        await self._publish(message)
+        s = self.settings
+        language = message.metadata["language"]
+        return _xml(twiml.enqueue(s.queue_name, self.url(WAIT_PATH), self.url(LEFT_PATH), greeting, language))
+
+    async def on_wait(self, request: ProviderRequest) -> web.StreamResponse:
+        form = _form(request)
+        try:
+            waited = float(form.get("QueueTime") or "0")
+        except ValueError as err:
+            raise Malformed("QueueTime is not a number") from err
+        if self.settings.wait_limit_seconds > 0 and waited >= self.settings.wait_limit_seconds:
+            return _xml(twiml.leave_queue())
+        return _xml(twiml.hold(self.settings.hold_music_url))
+
+    async def on_left(self, request: ProviderRequest) -> web.StreamResponse:
+        """The ``<Enqueue>`` action: the caller left the queue. ``leave``: the wait limit passed
+        (callback or voicemail); ``bridged``/``hangup``/...: nothing more to say."""
+        form = _form(request)
+        if form.get("QueueResult") != "leave":
+            return _xml(twiml.response())
+        return _xml(twiml.after_wait_menu(self.settings.after_wait_prompt, self.url(AFTER_WAIT_PATH)))
+
+    async def on_after_wait(self, request: ProviderRequest) -> web.StreamResponse:
+        form = _form(request)
+        call_sid = _call_sid(form)
+        s = self.settings
+        if form.get("Digits", "").strip() == "1":
+            await self._publish(
+                self._message(form, "callback_request", f"{call_sid}:callback", text="Callback requested")
+            )
+            return _xml(twiml.goodbye(s.callback_message))
+        return _xml(twiml.record("", self.url(RECORDED_PATH), self.url(TRANSCRIBED_PATH), s.max_voicemail_seconds))
+
+    async def on_recorded(self, request: ProviderRequest) -> web.StreamResponse:
+        form = _form(request)
+        recording = form.get("RecordingUrl", "").strip()
+        if recording:
+            sid = form.get("RecordingSid") or f"{_call_sid(form)}:voicemail"
+            attachment = Attachment(url=recording, content_type="audio/x-wav", name="voicemail.wav")
+            extra = {"recording_duration": form.get("RecordingDuration", "")}
+            message = self._message(form, "voicemail", sid, text="Voicemail", attachments=(attachment,), extra=extra)
+            await self._publish(message)
+        return _xml(twiml.goodbye(self.settings.voicemail_message))
+
+    async def on_transcribed(self, request: ProviderRequest) -> web.StreamResponse:
+        form = _form(request)
+        text = form.get("TranscriptionText", "")
+        if form.get("TranscriptionStatus", "completed") == "completed" and text:
+            sid = form.get("TranscriptionSid") or f"{_call_sid(form)}:transcript"
+            await self._publish(self._message(form, "transcript", sid, text=text, auto=True))
+        return _xml(twiml.response())
+
+    async def on_status(self, request: ProviderRequest) -> web.StreamResponse:
+        """Call status callbacks and the bridge's ``<Dial>`` action: a fact on the timeline."""
+        form = _form(request)
+        call_sid = _call_sid(form)
+        dial = bool(form.get("DialCallStatus"))
+        status = (form.get("DialCallStatus") or form.get("CallStatus") or "").strip()
+        if not status:
+            raise Malformed("CallStatus is missing")
+        duration = (form.get("DialCallDuration") or form.get("CallDuration") or "").strip()
+        text = f"Call {status.replace('-', ' ')}" + (f" ({duration} s)" if duration else "")
+        sid = f"{call_sid}:{'dial' if dial else 'call'}:{status}"
+        extra = {"call_status": status, "duration": duration, "leg": "agent" if dial else "caller"}
+        if dial and status == "completed":
+            extra["resolves"] = "1"  # the agent talked to the caller and the call ended: done
+        message = self._message(form, "call_status", sid, text=text, auto=True, extra=extra)
+        await self._publish(message)
+        log.info(
+            "voice.status", call_sid=call_sid, status=status, duration=duration or None, leg=message.metadata["leg"]
+        )
+        if dial and status != "completed":
+            # The agent did not pick up: the caller waits in the queue again.
+            return _xml(twiml.enqueue(self.settings.queue_name, self.url(WAIT_PATH), self.url(LEFT_PATH)))
+        return _xml(twiml.response())
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def _message(
+        self,
+        form: MultiDictProxy[str],
+        kind: str,
+        provider_message_id: str,
+        *,
+        text: str = "",
+        language: str = "",
+        attachments: tuple[Attachment, ...] = (),
+        auto: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> InboundMessage:
+        caller = (form.get("From") or form.get("Caller") or "").strip()
+        if not caller:
+            raise Malformed("From is missing")
+        called = (form.get("To") or form.get("Called") or "").strip()
+        metadata = {"kind": kind, "call_sid": _call_sid(form), "platform": "voice"}
+        if language:
+            metadata["language"] = language
+        if called:
+            metadata["from"] = called  # the number a callback is placed from
+        if auto:
+            metadata["auto"] = "1"  # a fact about a call, never a conversation of its own
+        metadata.update({key: value for key, value in (extra or {}).items() if value})
+        return InboundMessage(
+            at=self.now(),
+            channel="voice",
+            provider="twilio",
+            provider_message_id=provider_message_id,
+            sender=caller,
+            recipient=called,
+            text=text,
+            attachments=attachments,
+            metadata=metadata,
+        )
+
+    async def _publish(self, message: InboundMessage) -> None:
+        for item in await self.publisher.publish([message]):
+            self.metrics.inc("duplicates" if item.duplicate else "published")
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        return DeliveryResult.failed("a voice conversation is answered on the call: text replies are not sent")
+
+
+def _form(request: ProviderRequest) -> MultiDictProxy[str]:
+    if request.content_type not in ("application/x-www-form-urlencoded", ""):
+        raise Malformed(f"expected application/x-www-form-urlencoded, got {request.content_type}")
+    return request.form()
+
+
+def _call_sid(form: MultiDictProxy[str]) -> str:
+    sid = form.get("CallSid", "").strip()
+    if not sid.startswith("CA") or not sid[2:].isalnum() or len(sid) > 64:
+        raise Malformed("CallSid is missing or not a Twilio call sid")
+    return sid
+
+
+def _xml(document: str) -> web.Response:
+    return web.Response(text=document, content_type="text/xml", charset="utf-8")
