@@ -54,6 +54,7 @@ INLINE_PREFIXES = ("audio/", "video/")
 # Meta's CDNs serve Messenger / Instagram attachment URLs without a token (they are signed).
 META_CDN_SUFFIXES = (".fbcdn.net", ".fbsbx.com", ".cdninstagram.com")
 DEFAULT_GRAPH = "https://graph.facebook.com"
+DEFAULT_TWILIO_API = "https://api.twilio.com"
 
 
 class LinkClaims(msgspec.Struct, array_like=True, frozen=True):
@@ -135,14 +136,22 @@ def links_for(deps: ApiDeps) -> Links:
 
 
 async def fetch_provider_media(
-    http: aiohttp.ClientSession, url: str, metadata: dict[str, str], social: dict[str, Any]
+    http: aiohttp.ClientSession,
+    url: str,
+    metadata: dict[str, str],
+    social: dict[str, Any],
+    twilio: dict[str, Any] | None = None,
 ) -> tuple[bytes, str | None]:
     """The bytes of a provider's media URL, fetched with the provider's credentials.
 
     A Graph API media URL (WhatsApp: ``<graph>/<version>/<media id>``) answers JSON with a
     short-lived ``url``; both requests carry the token of the phone number / page the message
     came to (``page_tokens``), else the app's ``access_token`` (Meta's documented media flow).
-    Messenger and Instagram attachment URLs on Meta's CDNs are fetched as they are."""
+    Messenger and Instagram attachment URLs on Meta's CDNs are fetched as they are.
+    Twilio MMS media (``<api>/2010-04-01/Accounts/<sid>/Messages/<sid>/Media/<sid>``) is fetched
+    with HTTP basic auth (account sid, auth token of ``[connectors.sms]``), which Twilio asks for
+    when "HTTP Basic Authentication for media" is on and ignores otherwise; it answers with a
+    redirect to a short-lived signed URL, which aiohttp follows without the credentials."""
     parts = urlsplit(url)
     graph = urlsplit(str(social.get("graph_base_url") or DEFAULT_GRAPH))
     if parts.scheme not in ("http", "https"):
@@ -163,7 +172,22 @@ async def fetch_provider_media(
         return data, content_type or (info.get("mime_type") if isinstance(info, dict) else None)
     if parts.scheme == "https" and host.endswith(META_CDN_SUFFIXES):
         return await _get(http, url, {})  # type: ignore[no-any-return]
+    twilio = twilio or {}
+    api = urlsplit(str(twilio.get("api_base_url") or DEFAULT_TWILIO_API))
+    if (parts.scheme, parts.netloc) == (api.scheme, api.netloc):
+        sid = str(twilio.get("account_sid") or _account_in_path(parts.path))
+        token = str(twilio.get("auth_token") or "")
+        if not (sid and token):
+            raise MediaUnavailable(502, "no Twilio credentials configured ([connectors.sms] account_sid, auth_token)")
+        basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
+        return await _get(http, url, {"Authorization": f"Basic {basic}"})  # type: ignore[no-any-return]
     raise MediaUnavailable(502, f"no credentials to fetch media from {host or 'this URL'}")
+
+
+def _account_in_path(path: str) -> str:
+    """``AC…`` from ``/2010-04-01/Accounts/AC…/Messages/…`` ("" if the path has none)."""
+    parts = path.split("/")
+    return parts[parts.index("Accounts") + 1] if "Accounts" in parts[:-1] else ""
 
 
 def _fetchable(url: str, graph_scheme: str, graph_netloc: str) -> bool:
@@ -238,7 +262,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             raise MediaUnavailable(404, "the provider gave no location for this attachment")
         # A session per fetch: provider media is opened now and then, and its URLs are one-off.
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http:
-            return await fetch_provider_media(http, url, event.metadata, deps.connectors.get("social") or {})
+            return await fetch_provider_media(
+                http, url, event.metadata, deps.connectors.get("social") or {}, deps.connectors.get("sms") or {}
+            )
 
     @r.get("/v1/attachments/{token}")
     async def attachment(request: web.Request) -> web.StreamResponse:

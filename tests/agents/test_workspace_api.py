@@ -5,6 +5,7 @@ the customer panel, canned replies with placeholders and signed attachment links
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import uuid
@@ -430,8 +431,54 @@ async def test_whatsapp_media_is_fetched_with_the_phone_numbers_token() -> None:
         with pytest.raises(MediaUnavailable, match="no longer has this media") as gone:
             await fetch_provider_media(http, f"{graph}/v21.0/OTHER", {"phone_number_id": "PN1"}, social)
         assert gone.value.status == 404
-        with pytest.raises(MediaUnavailable, match=r"no credentials to fetch media from api\.twilio\.com"):
-            await fetch_provider_media(http, "https://api.twilio.com/2010-04-01/Accounts/AC1/Media/ME1", {}, social)
+        with pytest.raises(MediaUnavailable, match=r"no credentials to fetch media from cdn\.example\.com"):
+            await fetch_provider_media(http, "https://cdn.example.com/ME1", {}, social)
+
+
+@contextlib.asynccontextmanager
+async def fake_twilio_media() -> AsyncIterator[str]:
+    """Twilio's media URL as documented: with basic auth on, the account sid and auth token are
+    asked for, and the answer is a 302 to a short-lived signed URL on another host."""
+
+    async def media(request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(b"AC1:tw-token").decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
+        # 127.0.0.1 vs localhost: another origin, so the credentials must not follow the redirect.
+        raise web.HTTPFound(f"http://localhost:{request.url.port}/signed/ME1?Expires=60")
+
+    async def signed(request: web.Request) -> web.Response:
+        if "Authorization" in request.headers:
+            return web.Response(status=400, text="credentials leaked to the CDN")
+        return web.Response(body=MEDIA, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1", media)
+    app.router.add_get("/signed/ME1", signed)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_twilio_mms_media_is_fetched_with_the_accounts_credentials() -> None:
+    async with fake_twilio_media() as api, aiohttp.ClientSession() as http:
+        url = f"{api}/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
+        sms = {"api_base_url": api, "account_sid": "AC1", "auth_token": "tw-token"}
+        assert await fetch_provider_media(http, url, {}, {}, sms) == (MEDIA, "image/jpeg")
+        # The sid may also come from the URL when the config names none.
+        assert await fetch_provider_media(http, url, {}, {}, {"api_base_url": api, "auth_token": "tw-token"}) == (
+            MEDIA,
+            "image/jpeg",
+        )
+        with pytest.raises(MediaUnavailable, match="refused the credentials"):
+            await fetch_provider_media(http, url, {}, {}, {**sms, "auth_token": "wrong"})
+        with pytest.raises(MediaUnavailable, match="no Twilio credentials configured"):
+            await fetch_provider_media(http, url, {}, {}, {"api_base_url": api})
 
 
 async def test_a_whatsapp_attachment_opens_through_the_api(tmp_path: Path, clean_nats: EmbeddedNats) -> None:
