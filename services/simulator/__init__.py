@@ -1,0 +1,1 @@
+"""A discrete-event simulator of a contact centre's day: the real router against baselines."""
