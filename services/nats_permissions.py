@@ -300,7 +300,12 @@ def password_env(user: str) -> str:
     return "RELAYDESK_NATS_PASSWORD_" + user.upper().replace("-", "_")
 
 
-def cluster_auth_config(connectors: tuple[str, ...] = ("sms", "email", "social", "chat")) -> str:
-    """``deploy/nats/auth.conf``: the same users, passwords from environment variables."""
-    users = [TOOL, *SERVICE_ROLES, *(connector_user(name) for name in connectors)]
+def cluster_auth_config(
+    connectors: tuple[str, ...] = ("sms", "email", "social", "chat", "voice"),
+    sinks: tuple[str, ...] = ("zendesk", "freshdesk"),
+) -> str:
+    """``deploy/nats/auth.conf``: the same users, passwords from environment variables. The
+    sinks' users are there even where no sink runs (optional in deploy/): a user nobody
+    connects as grants nothing, and enabling a sink then needs no new cluster config."""
+    users = [TOOL, *SERVICE_ROLES, *(connector_user(name) for name in connectors), *(sink_user(n) for n in sinks)]
     return server_config({user: "$" + password_env(user) for user in users})

@@ -2,8 +2,10 @@
 # Writes every secret deploy/compose.yaml mounts, one file each, into this folder (gitignored),
 # plus nats.env (the per-role NATS passwords for the nats-server containers' auth.conf).
 # Existing files are kept, so running it again changes nothing; delete a file to rotate it.
-# Provider secrets (Twilio, Meta) get random placeholders: webhooks are then refused until you
-# write the real values into twilio_auth_token, meta_app_secret, meta_verify_token, meta_access_token.
+# Provider secrets (Twilio, Meta, Zendesk, Freshdesk) get random placeholders: webhooks are then
+# refused until you write the real values into twilio_auth_token (SMS and voice), meta_app_secret,
+# meta_verify_token, meta_access_token, and for a sink you run zendesk_api_token,
+# zendesk_webhook_secret / freshdesk_api_key, freshdesk_webhook_secret.
 set -euo pipefail
 cd "$(dirname "$0")"
 umask 077
@@ -11,9 +13,13 @@ chmod 700 .
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 
-NATS_ROLES=(tool intake router projector delivery api connector_sms connector_email connector_chat connector_social)
+# The sinks' NATS users are in auth.conf even when their (optional) services do not run, and
+# nats-server refuses a config naming an unset variable: their passwords are always written.
+NATS_ROLES=(tool intake router projector delivery api connector_sms connector_email connector_chat connector_social
+  connector_voice sink_zendesk sink_freshdesk)
 NAMES=(api_token api_signing_key postgres_password twilio_auth_token meta_app_secret meta_verify_token
-  meta_access_token chat_widget_key chat_session_secret email_http_secret email_thread_token_secret)
+  meta_access_token chat_widget_key chat_session_secret email_http_secret email_thread_token_secret
+  zendesk_api_token zendesk_webhook_secret freshdesk_api_key freshdesk_webhook_secret)
 for role in "${NATS_ROLES[@]}"; do NAMES+=("nats_password_$role"); done
 
 for name in "${NAMES[@]}"; do

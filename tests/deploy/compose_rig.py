@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,17 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Any]:
         raise ComposeError(f"{path}: no services")
     out: dict[str, Any] = _interpolate_tree(data, variables)
     return out
+
+
+def active_services(compose: Mapping[str, Any], profiles: Iterable[str] = ()) -> dict[str, Any]:
+    """The services ``docker compose --profile …`` starts: those without ``profiles``, and
+    those with one of ``profiles`` (an optional service, e.g. a helpdesk sink)."""
+    wanted = set(profiles)
+    return {
+        name: spec
+        for name, spec in compose["services"].items()
+        if not spec.get("profiles") or wanted & set(spec["profiles"])
+    }
 
 
 # -- one service's keys, short and long forms ----------------------------------------------

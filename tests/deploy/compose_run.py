@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ def listeners(cmd: list[str]) -> list[tuple[str, str, int]]:
         return []  # a one-shot tool: no listener
     if cmd[0] == "api":
         return [("RELAYDESK_API_HOST", "RELAYDESK_API_PORT", ApiSettings().port), HEALTH]
+    if cmd[0] == "sink":  # where the helpdesk's webhooks arrive (SinkSettings: no fixed default)
+        prefix = f"RELAYDESK_SINK_{cmd[1].upper()}_"
+        return [(prefix + "HOST", prefix + "PORT", 0), HEALTH]
     if cmd[0] == "connector":
         from connectors.sdk import registry
 
@@ -86,7 +89,7 @@ class Service:
 
 
 class ComposeRun:
-    def __init__(self, workdir: Path, variables: Mapping[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, variables: Mapping[str, str] | None = None, profiles: Iterable[str] = ()) -> None:
         self.workdir = workdir
         self.problems: list[str] = []
         self._checked: set[str] = set()  # services whose compose healthcheck ran
@@ -103,7 +106,8 @@ class ComposeRun:
         self.compose = rig.load_compose(DEPLOY / "compose.yaml", self.variables)
         self.image_env = rig.dockerfile_env(DEPLOY / "Dockerfile")
         self.services: dict[str, Service] = {}
-        for name, spec in self.compose["services"].items():
+        # As `docker compose --profile …`: a service with profiles runs only when one is named.
+        for name, spec in rig.active_services(self.compose, profiles).items():
             image = str(spec.get("image", ""))
             if image.startswith("postgres"):
                 self.db_service = name

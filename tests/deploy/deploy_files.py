@@ -24,7 +24,11 @@ COMPOSE_SERVICES = {
     "connector-email",
     "connector-chat",
     "connector-social",
+    "connector-voice",
+    "sink-zendesk",  # profile zendesk
+    "sink-freshdesk",  # profile freshdesk
 }
+SINKS = ("zendesk", "freshdesk")  # optional: a compose profile, a kustomize component each
 K8S_DEPLOYMENTS = {
     "intake",
     "router",
@@ -35,10 +39,22 @@ K8S_DEPLOYMENTS = {
     "connector-email",
     "connector-chat",
     "connector-social",
+    "connector-voice",
+    "sink-zendesk",  # the optional components (deploy/k8s/sinks/): checked like the rest
+    "sink-freshdesk",
 }
-PUBLIC = {"api", "connector-sms", "connector-email", "connector-chat", "connector-social"}
+PUBLIC = {
+    "api",
+    "connector-sms",
+    "connector-email",
+    "connector-chat",
+    "connector-social",
+    "connector-voice",
+    "sink-zendesk",
+    "sink-freshdesk",
+}
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|SIGNING_KEY|WIDGET_KEY|DSN|CREDS|SEED)", re.I)
-CONNECTORS = ("sms", "email", "chat", "social")
+CONNECTORS = ("sms", "email", "chat", "social", "voice")
 
 
 @functools.cache

@@ -103,3 +103,20 @@ def test_the_real_compose_file_maps_to_this_machine(tmp_path: Path) -> None:
             assert "RELAYDESK_HEALTH_PORT" in service.env, service.name
     dsn = run.setting("api", "RELAYDESK_PROJECTION_DSN")
     assert dsn == run.dsn
+
+
+def test_the_sinks_run_only_with_their_profile_and_voice_always(tmp_path: Path) -> None:
+    """As `docker compose up`: no helpdesk sink unless its profile is named; then each one's
+    webhook port is published, bound beyond loopback, and its secrets are mounted."""
+    plain = ComposeRun(tmp_path / "plain")
+    assert "connector-voice" in plain.services
+    assert not {"sink-zendesk", "sink-freshdesk"} & set(plain.services)
+
+    variables = {"RELAYDESK_SINK_ZENDESK_SUBDOMAIN": "acme", "RELAYDESK_SINK_FRESHDESK_DOMAIN": "acme"}
+    run = ComposeRun(tmp_path / "sinks", variables, profiles=["zendesk", "freshdesk"])
+    assert run.problems == []
+    assert run.setting("sink-zendesk", "RELAYDESK_SINK_ZENDESK_SUBDOMAIN") == "acme"
+    assert run.setting("sink-zendesk", "RELAYDESK_SINK_ZENDESK_API_TOKEN")
+    assert run.setting("sink-freshdesk", "RELAYDESK_SINK_FRESHDESK_API_KEY")
+    assert {8095, 9090} <= set(run.services["sink-zendesk"].ports)
+    assert {8096, 9090} <= set(run.services["sink-freshdesk"].ports)

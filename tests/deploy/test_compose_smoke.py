@@ -1,7 +1,9 @@
 """deploy/compose.yaml, run as local processes (no Docker engine here): the same three NATS
 nodes, ``setup``, every service with the command, environment and secrets compose gives it.
 An SMS, an email and a chat message each reach an agent; then the NATS node leading the log
-(``RD_EVENTS``) is killed, and a second SMS still routes and the chat still answers."""
+(``RD_EVENTS``) is killed, and a second SMS still routes and the chat still answers; last, a
+Twilio Voice call (connector-voice) reaches an agent. The optional helpdesk sinks (compose
+profiles) are not started, as ``docker compose up`` does not start them."""
 
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ class Smoke:
             "skills": {"general": 3, "billing": 3, "technical": 3},
             "languages": {"en": 5, "es": 5},
             "tier": 1,
-            "capacity": {"sms": 5, "chat": 5, "email": 5},
+            "capacity": {"sms": 5, "chat": 5, "email": 5, "voice": 1},
         }
         for agent in AGENTS:
 
@@ -148,6 +150,30 @@ class Smoke:
                 return True if resp.status == 200 else None
 
         await eventually(f"SMS from {sender} accepted", post, timeout)
+
+    async def call(self, caller: str, timeout: float = 60.0) -> str:
+        """A Twilio Voice call webhook, signed with the token compose gives connector-voice: the
+        caller is queued (``<Enqueue>``) once the call is safe in JetStream. Its CallSid."""
+        token = self.run.setting("connector-voice", "RELAYDESK_CONNECTOR_VOICE_AUTH_TOKEN")
+        assert token, "compose gives connector-voice no Twilio auth token"
+        base = self.run.url("connector-voice", 8086)
+        public = self.run.setting("connector-voice", "RELAYDESK_CONNECTOR_VOICE_PUBLIC_BASE_URL")
+        sid = "CA" + uuid.uuid4().hex
+        params = {"CallSid": sid, "AccountSid": "AC" + "1" * 32, "From": caller, "To": "+15557654321"}
+        params |= {"CallStatus": "ringing", "Direction": "inbound"}
+        signature = twilio_signature(token, (public or base).rstrip("/") + "/twilio/voice", params)
+        headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+
+        async def post() -> bool | None:
+            async with self.http.post(f"{base}/twilio/voice", data=urlencode(params), headers=headers) as resp:
+                assert resp.status < 400 or resp.status >= 500, f"call refused: {resp.status} {await resp.text()}"
+                if resp.status != 200:
+                    return None
+                assert "<Enqueue" in await resp.text(), "the caller is not put in the queue"
+                return True
+
+        await eventually(f"call from {caller} queued", post, timeout)
+        return sid
 
     async def email(self, sender: str, subject: str, body: str, timeout: float = 60.0) -> None:
         """SMTP to the published port, sent again after a 4xx as a mail server would."""
@@ -253,6 +279,11 @@ async def scenario(run: ComposeRun) -> None:
         running = [name for name, s in run.services.items() if name != victim and s.cmd != ["setup"]]
         await asyncio.to_thread(run.wait, running, 90)
         phase("every service ready again")
+
+        # Last: an agent on a call takes no other work (the cross-channel rule).
+        await smoke.call("+15551230003")
+        call = await smoke.conversation(lambda c: c["channel"] == "voice", "the caller", 60)
+        phase(f"call routed: {call['status']} to {call['agent_id']}")
 
 
 async def test_compose_runs_routes_every_channel_and_survives_a_nats_node(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from connectors.sdk import registry
 from deploy import check
 from services.cli import build_parser
 from services.config import load
+from services.runners import ServiceFailed
+from services.sinks.runner import build_sink
 from tests.deploy.deploy_files import (
     COMPOSE_SERVICES,
     CONNECTORS,
@@ -25,12 +27,20 @@ from tests.deploy.deploy_files import (
     K8S_DEPLOYMENTS,
     PUBLIC,
     SECRET_NAME,
+    SINKS,
     compose,
     dockerfile_env,
     k8s_docs,
     relaydesk_services,
     workloads,
 )
+
+# What an operator sets in deploy/.env for the optional sinks (README: "Helpdesk sinks").
+OPERATOR_ENV = {
+    "RELAYDESK_SINK_ZENDESK_SUBDOMAIN": "acme",
+    "RELAYDESK_SINK_ZENDESK_EMAIL": "support@acme.example",
+    "RELAYDESK_SINK_FRESHDESK_DOMAIN": "acme",
+}
 
 # -- every service, and only commands the CLI knows -------------------------------------------
 
@@ -216,6 +226,9 @@ def _load_config(env: dict[str, str], command: list[str]) -> None:
             config.connectors.get(command[1], {}), registry.load(command[1]).Settings, strict=False
         )
         assert settings.host == "0.0.0.0"
+    if command[0] == "sink":  # the sink itself: its settings complete, its webhooks beyond loopback
+        sink = build_sink(config, command[1])
+        assert sink.settings.host == "0.0.0.0" and sink.settings.port, command
 
 
 def _image_env() -> dict[str, str]:
@@ -226,7 +239,8 @@ def test_every_compose_service_environment_is_a_valid_configuration(tmp_path: Pa
     for name, spec in relaydesk_services().items():
         env = _image_env()
         for key, value in spec["environment"].items():
-            value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))  # compose's ${VAR:-default}
+            # compose's ${VAR:-default}: what an operator puts in deploy/.env, else the default
+            value = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: OPERATOR_ENV.get(m[1], m[2]), str(value))
             if value.startswith("/run/secrets/"):
                 secret = tmp_path / name / Path(value).name
                 secret.parent.mkdir(exist_ok=True)
@@ -272,3 +286,85 @@ def test_deploy_check_catches_a_broken_compose_file(monkeypatch: pytest.MonkeyPa
     problems = check.check_compose()
     assert any("api/healthcheck/interval" in p for p in problems), problems
     assert any("restart_policy" in p for p in problems), problems
+
+
+# -- the voice connector and the optional helpdesk sinks -------------------------------------------
+
+
+def test_voice_shares_the_sms_twilio_token_and_binds_beyond_loopback() -> None:
+    voice = relaydesk_services()["connector-voice"]
+    assert voice["ports"] == ["8086:8086"] and "profiles" not in voice
+    assert voice["environment"]["RELAYDESK_CONNECTOR_VOICE_AUTH_TOKEN_FILE"] == "/run/secrets/twilio_auth_token"
+    assert voice["environment"]["RELAYDESK_CONNECTOR_VOICE_HOST"] == "0.0.0.0"
+    (container,) = workloads()["connector-voice"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == 8086
+    # Not in the image: every container (and `relaydesk up` in it) would get a [connectors.voice] table.
+    assert not [k for k in dockerfile_env() if k.startswith("RELAYDESK_CONNECTOR_VOICE_")]
+
+
+def test_sinks_are_optional_a_compose_profile_and_a_kustomize_component_each() -> None:
+    services = relaydesk_services()
+    for name in SINKS:
+        assert services[f"sink-{name}"]["profiles"] == [name]
+        assert services[f"sink-{name}"]["command"] == ["sink", name]
+    assert [n for n, spec in services.items() if spec.get("profiles")] == [f"sink-{n}" for n in SINKS]
+    applied = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    assert "components" not in applied, "no sink runs unless the operator enables its component"
+    assert not [r for r in applied["resources"] if "sink" in r]
+    assert [c.name for c in check.optional_components()] == sorted(SINKS)
+    for component in check.optional_components():
+        spec = yaml.safe_load((component / "kustomization.yaml").read_text())
+        assert spec["kind"] == "Component", component
+
+
+def test_a_sink_without_its_settings_stops_saying_what_to_set(tmp_path: Path) -> None:
+    spec = relaydesk_services()["sink-zendesk"]
+    env = _image_env()
+    for key, value in spec["environment"].items():
+        env[key] = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))  # nothing in deploy/.env
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t")
+    env = {k: (str(secret) if v.startswith("/run/secrets/") else v) for k, v in env.items()}
+    with pytest.raises(ServiceFailed, match="subdomain"):
+        build_sink(load(None, env=env), "zendesk")
+
+
+def _kustomize(path: Path) -> list[dict[str, object]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (its built-in kustomize) is not installed")
+    done = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_kustomize_builds_without_and_with_the_sink_components(tmp_path: Path) -> None:
+    base = {(d["kind"], d["metadata"]["name"]) for d in _kustomize(DEPLOY / "k8s")}
+    assert ("Deployment", "relaydesk-connector-voice") in base
+    assert not [name for _, name in base if "sink" in str(name)]
+    enabled = tmp_path / "k8s"
+    shutil.copytree(DEPLOY / "k8s", enabled)
+    text = (enabled / "kustomization.yaml").read_text()
+    text = text.replace("# components:", "components:").replace("#   - sinks/", "  - sinks/")
+    (enabled / "kustomization.yaml").write_text(text)
+    docs = _kustomize(enabled)
+    for name in SINKS:
+        (deployment,) = [
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"relaydesk-sink-{name}"
+        ]
+        assert deployment["metadata"]["namespace"] == "relaydesk"  # the base's transformers apply to it
+
+
+def test_every_secret_key_a_pod_mounts_is_in_the_template_and_the_nats_servers_get_every_password() -> None:
+    (template,) = [d for d in k8s_docs() if d["kind"] == "Secret"]
+    keys = set(template["stringData"])
+    for component, spec in workloads().items():
+        (volume,) = [v for v in spec["spec"]["volumes"] if "secret" in v]
+        missing = {item["key"] for item in volume["secret"]["items"]} - keys
+        assert not missing, f"{component} mounts {missing}, which secret.template.yaml does not list"
+    auth = (DEPLOY / "nats" / "auth.conf").read_text()
+    wanted = set(re.findall(r"\$(RELAYDESK_NATS_PASSWORD_\w+)", auth))
+    values = yaml.safe_load((DEPLOY / "k8s" / "nats-values.yaml").read_text())
+    env = values["container"]["env"]
+    assert set(env) == wanted, "nats-server refuses a config naming an unset variable"
+    for variable, source in env.items():
+        assert source["valueFrom"]["secretKeyRef"]["key"] in keys, variable

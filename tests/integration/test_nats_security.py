@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import smtplib
 import stat
 import subprocess
@@ -383,7 +384,10 @@ async def test_a_server_with_the_cluster_users_takes_passwords_from_the_environm
     from services.nats_permissions import password_env
 
     users = ["tool", "intake", "router", "projector", "delivery", "api"]
-    users += [connector_user(name) for name in BUILT_IN_CONNECTORS]
+    users += [connector_user(name) for name in (*BUILT_IN_CONNECTORS, "voice")]
+    users += ["sink-zendesk", "sink-freshdesk"]  # optional in deploy/, but always in the cluster's users
+    shipped = set(re.findall(r'user: "([^"]+)"', (DEPLOY_NATS / "auth.conf").read_text()))
+    assert shipped == set(users), "every deployed service has its own NATS user, and nothing else does"
     for user in users:
         monkeypatch.setenv(password_env(user), f"pw-{user}")
     (tmp_path / "auth.conf").write_text((DEPLOY_NATS / "auth.conf").read_text())
@@ -402,6 +406,13 @@ async def test_a_server_with_the_cluster_users_takes_passwords_from_the_environm
         await nc.jetstream().publish("rd.inbound.sms", b"{}", timeout=5)  # its own subject: stored
         await eventually(lambda: _true(client.denied("rd.evt.a.ava")))
         await nc.close()
+        for user in ("connector-voice", "sink-zendesk", "sink-freshdesk"):  # the new users, their own passwords
+            nc = await nats.connect(server.url, allow_reconnect=False, **NatsAuth(user, f"pw-{user}").connect_options())
+            await nc.close()
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await nats.connect(
+                    server.url, allow_reconnect=False, error_cb=_quiet, **NatsAuth(user, "pw-tool").connect_options()
+                )
     finally:
         server.stop()
 
