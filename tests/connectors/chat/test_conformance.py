@@ -31,7 +31,7 @@ from connectors.chat.connector import WebChatConnector
 from connectors.sdk.conformance import ConnectorConformance, Harness, RecordedRequest, SampleRequest
 from events import subjects
 from events.codec import encode
-from events.model import DeliverReply, DeliveryFailed, MessageSent
+from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
 
 from .helpers import SECRET, WIDGET_KEY, open_session
 
@@ -92,6 +92,24 @@ class TestChatConformance(ConnectorConformance):
         [frame] = await connector.history.read(ADDRESS, 0)  # in the stream RD_CHAT
         assert (frame.kind, frame.key, frame.text) == ("reply", reply.reply_id, reply.text)
         assert outcome.provider_message_id == f"{connector.history.epoch}-{frame.seq}"
+        assert harness.fake.requests == []
+
+    async def test_outbound_reply_with_a_file(self, harness: Harness) -> None:
+        # Chat sends a file as a link line in the reply (the widget makes it a link), not to a provider.
+        file = Attachment(url="https://relay.test/v1/files/tok?sig=abc", content_type="image/png", name="receipt.png")
+        reply = msgspec.structs.replace(self.outbound_reply(), attachments=(file,))
+        await harness.nc.jetstream().publish(
+            subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id}
+        )
+        outcome = await self._outcome(harness, reply)
+        assert isinstance(outcome, MessageSent), f"a reply with a file was not sent: {outcome!r}"
+        connector = harness.connector
+        assert isinstance(connector, WebChatConnector)
+        [frame] = await connector.history.read(ADDRESS, 0)
+        assert (
+            frame.text.startswith(reply.text)
+            and "📎 receipt.png: https://relay.test/v1/files/tok?sig=abc" in frame.text
+        )
         assert harness.fake.requests == []
 
     async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
