@@ -24,9 +24,10 @@ from router import timers, wrap_up
 from router.heaps import in_order
 from router.index import conversation_valid, signature
 from router.lifecycle import DEACTIVATED_REASON
-from router.matching import EXCLUDED_FAILURES, Candidate, Decision, Round, best_agent, best_waiting_for
+from router.matching import EXCLUDED_FAILURES, Candidate, Decision, Round, best_agent
 from router.policy import DROP_PREFERRED, RouterPolicy
 from router.state import AgentView, ConversationView, PendingWork, RouterState
+from router.work_for_agent import best_waiting_for
 
 __all__ = ["Decision", "decide"]
 

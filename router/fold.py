@@ -42,9 +42,9 @@ from events.model import (
     RoutingRequested,
     UnknownEvent,
 )
-from router import index, lifecycle, wrap_up
+from router import customers, index, lifecycle, wrap_up
 from router.policy import FORGIVE_DECLINES
-from router.state import AgentView, ConversationView, CustomerView, RouterState
+from router.state import AgentView, ConversationView, RouterState
 
 # The relaxation name that drops the case-owner / transfer-target preference.
 DROP_PREFERRED = "drop_preferred"
@@ -125,67 +125,6 @@ def _conversation_for(state: RouterState, subject: str, *, create: bool) -> Conv
     return found
 
 
-def _customer(state: RouterState, customer_id: str) -> CustomerView:
-    found = state.customers.get(customer_id)
-    if found is None:
-        found = CustomerView()
-        state.customers[customer_id] = found
-    return found
-
-
-def _survivor(state: RouterState, customer_id: str) -> CustomerView:
-    """The view that stands for ``customer_id``: its own, or the survivor's after a merge."""
-    return _customer(state, _root_id(state, customer_id))
-
-
-def _root_id(state: RouterState, customer_id: str) -> str:
-    current = customer_id
-    for _ in range(64):  # merges never form a cycle (``_merge`` refuses one); bounded anyway
-        view = state.customers.get(current)
-        if view is None or view.merged_into is None:
-            return current
-        current = view.merged_into
-    return current
-
-
-def _merge(state: RouterState, survivor_id: str, merged_id: str) -> None:
-    """``merged_id`` follows ``survivor_id`` from now on: its open conversations count as the
-    survivor's, and the more current case owner of the two stays the owner. The survivor's
-    profile (tier, flags, language) stands. A merge into itself, into its own family, or of a
-    customer already merged elsewhere changes nothing (the first merge in the log stands)."""
-    root = _root_id(state, survivor_id)
-    if _root_id(state, merged_id) == root:
-        return
-    merged = _customer(state, merged_id)
-    if merged.merged_into is not None:
-        return
-    survivor = _customer(state, root)
-    survivor.open_conversations |= merged.open_conversations
-    merged.open_conversations = set()
-    if _owner_is_more_current(merged, survivor):
-        survivor.last_agent = merged.last_agent
-        survivor.last_agent_resolved_at = merged.last_agent_resolved_at
-    merged.merged_into = survivor_id
-    # The merged customer's waiting conversations now queue with the survivor's tier and flags.
-    for conversation_id in sorted(survivor.open_conversations):
-        open_conv = state.conversations.get(conversation_id)
-        if open_conv is not None and open_conv.status == "waiting":
-            index.requeue(state, conversation_id, open_conv)
-
-
-def _owner_is_more_current(candidate: CustomerView, current: CustomerView) -> bool:
-    """An open case beats a resolved one; between resolved ones, the later one wins."""
-    if candidate.last_agent is None:
-        return False
-    if current.last_agent is None:
-        return True
-    if current.last_agent_resolved_at is None:
-        return False
-    if candidate.last_agent_resolved_at is None:
-        return True
-    return candidate.last_agent_resolved_at > current.last_agent_resolved_at
-
-
 def _agent(state: RouterState, agent_id: str) -> AgentView:
     found = state.agents.get(agent_id)
     if found is None:
@@ -217,9 +156,9 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
         case AgentReactivated():
             lifecycle.reactivate(state, event.agent_id, _agent(state, event.agent_id))
         case CustomerCreated():
-            _customer(state, event.customer_id)
+            customers.customer(state, event.customer_id)
         case CustomerProfileUpdated():
-            customer = _customer(state, event.customer_id)
+            customer = customers.customer(state, event.customer_id)
             customer.tier = event.tier
             customer.flags = tuple(event.flags)
             customer.preferred_language = event.preferred_language
@@ -229,7 +168,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 if open_conv is not None and open_conv.status == "waiting":
                     index.requeue(state, conversation_id, open_conv)
         case CustomersMerged():
-            _merge(state, event.customer_id, event.merged_id)
+            customers.merge(state, event.customer_id, event.merged_id)
         case _ if conv is None:
             return
         case ConversationOpened():
@@ -237,7 +176,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             conv.channel = event.channel
             conv.public = event.public
             conv.opened_at = event.at
-            _survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
+            customers.survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
         case RoutingRequested():
             _routing_requested(state, event.conversation_id, conv, event)
         case ConversationLanguageChanged():
@@ -326,7 +265,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             if wrapping is not None:
                 wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
             conv.status = "resolved"
-            customer = _survivor(state, conv.customer_id)
+            customer = customers.survivor(state, conv.customer_id)
             customer.open_conversations.discard(event.conversation_id)
             if holder is not None:
                 customer.last_agent = holder
@@ -347,7 +286,7 @@ def _routing_requested(
 ) -> None:
     conv.channel = event.channel
     conv.requirements = event.requirements
-    customer = _survivor(state, conv.customer_id)
+    customer = customers.survivor(state, conv.customer_id)
     customer.open_conversations.add(conversation_id)
     if conv.status == "new":  # a first request (a resolved view is dropped; a later one starts new)
         conv.excluded = list(event.requirements.excluded_agents)
@@ -430,7 +369,7 @@ def _drop_holder(state: RouterState, conversation_id: str, conv: ConversationVie
 
 
 def _became_owner(state: RouterState, conv: ConversationView, agent_id: str) -> None:
-    customer = _survivor(state, conv.customer_id)
+    customer = customers.survivor(state, conv.customer_id)
     customer.last_agent = agent_id
     customer.last_agent_resolved_at = None
     index.case_owner_changed(state, customer)
