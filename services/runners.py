@@ -18,6 +18,7 @@ from services.api.app import ApiDeps, build_app
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
 from services.api.registry import Registry
+from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
 from services.health import Health, HealthPortTaken, serving
@@ -212,6 +213,7 @@ async def run_api(
             ),
         )
     retention: asyncio.Task[None] | None = None
+    upload_sweep: asyncio.Task[None] | None = None
     try:
         await live.begin()  # after build_app: its folds (agent tokens) must see the whole log
         caught_up = asyncio.create_task(live.caught_up.wait())
@@ -226,10 +228,14 @@ async def run_api(
         # [retention] message_days: erase day keys past retention (services/retention.py).
         if config.retention.message_days > 0:
             retention = asyncio.create_task(run_retention(bus.nc.jetstream(), config.retention.message_days, stop))
+        # Uploads no reply named within a day are erased (services/api/uploads.py).
+        upload_sweep = asyncio.create_task(run_upload_sweep(bus.nc.jetstream(), stop))
         await stop.wait()
     finally:
         if retention is not None:
             await retention
+        if upload_sweep is not None:
+            await upload_sweep
         await runner.cleanup()
         await live.stop()
         if timelines is not None:

@@ -17,10 +17,18 @@
    signing key; a forged, altered or expired link is 403. Links live ``LINK_SECONDS`` (chat:
    ``CHAT_LINK_SECONDS``, the widget's history shows them); the relay that queues a reply
    again signs afresh.
+
+Who owns a file: an upload no reply has named yet is nobody's (any agent's draft); it is
+marked ``draft`` in its description until the first reply names it. From then on it is the
+file sent to that reply's customer, and erasing the customer removes it
+(``services.customers.erase``; shared with whoever else got the very same upload). Drafts
+nobody used within ``UNUSED_UPLOAD_HOURS`` are erased by ``run_upload_sweep`` (hourly, in the
+API process). Uploads from before the mark existed carry none and are never swept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,20 +36,24 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
 import msgspec
 import structlog
 from aiohttp import BodyPartReader, web
-from nats.js.api import ObjectMeta
-from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
+from nats.js import JetStreamContext
+from nats.js.api import ObjectInfo, ObjectMeta
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
+from connectors.email.erasure import erase_attachments
 from events.model import Attachment, DeliverReply
 from events.objects import ObjectUnreadable, read_object
 from events.streams import ATTACHMENTS_BUCKET, attachments_store
 from services.api.common import ApiDeps, ApiError, json_error, ok
 from services.api.tokens import signing_key
+from services.customers.scan import scan
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +65,9 @@ FILES_PATH = "/v1/files/"
 _CONTEXT = b"relaydesk reply file links v1"
 _UPLOAD_ID = re.compile(r"^up_[0-9a-f]{32}$")
 _SAFE_NAME = re.compile(r"[^\w .()+-]")
+# An upload no reply named within this long is erased (an agent's abandoned draft).
+UNUSED_UPLOAD_HOURS = 24.0
+SWEEP_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,24 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str
     size: int
     sha256: str
+
+
+class _Described(StoredFile, frozen=True, kw_only=True):
+    """The description as stored: the file's facts, and whether no reply has named it yet."""
+
+    draft: bool = False  # absent (False) on uploads from before drafts were marked: never swept
+
+
+class _MetaRecord(msgspec.Struct):
+    """What the sweep needs of an object store's meta message (``$O.<bucket>.M.<name>``)."""
+
+    name: str = ""
+    description: str = ""
+    deleted: bool = False
+
+
+def _described(info: ObjectInfo) -> _Described:
+    return msgspec.json.decode(info.description or "", type=_Described)
 
 
 class UploadResult(StoredFile, frozen=True, kw_only=True):
@@ -158,7 +191,8 @@ async def upload(deps: ApiDeps, data: bytes, name: str, content_type: str) -> tu
         sha256=hashlib.sha256(data).hexdigest(),
     )
     store = await _store(deps)
-    await store.put(upload_id, data, meta=ObjectMeta(name=upload_id, description=msgspec.json.encode(meta).decode()))
+    described = msgspec.json.encode(_Described(**msgspec.structs.asdict(meta), draft=True)).decode()
+    await store.put(upload_id, data, meta=ObjectMeta(name=upload_id, description=described))
     return upload_id, meta
 
 
@@ -171,12 +205,13 @@ async def attachments_for(deps: ApiDeps, ids: list[str], channel: str) -> tuple[
     limits = limits_for(deps, channel)
     store = await _store(deps)
     out: list[Attachment] = []
+    drafts: list[tuple[str, ObjectInfo, _Described]] = []
     for upload_id in ids:
         if not _UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"not an upload id: {upload_id!r} (POST /v1/uploads gives one)")
         try:
             info = await store.get_info(upload_id)
-            stored = msgspec.json.decode(info.description or "", type=StoredFile)
+            stored = _described(info)
         except (ObjectNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
             raise ApiError(400, f"no upload {upload_id}") from None
         attachment = Attachment(
@@ -189,7 +224,73 @@ async def attachments_for(deps: ApiDeps, ids: list[str], channel: str) -> tuple[
         if why := limits.refusal(channel, attachment):
             raise ApiError(400, why, attachment=upload_id)
         out.append(attachment)
+        if stored.draft:
+            drafts.append((upload_id, info, stored))
+    for upload_id, info, stored in drafts:
+        await _mark_used(store, upload_id, info, stored)
     return tuple(out)
+
+
+async def _mark_used(store: ObjectStore, upload_id: str, info: ObjectInfo, stored: _Described) -> None:
+    """A reply names the upload: no longer a draft, so the sweep leaves it (erasure takes it).
+    Marked before the reply is appended: a reply that then fails leaves a kept file, never a
+    reply whose file was swept."""
+    used = msgspec.structs.replace(stored, draft=False)
+    meta = ObjectMeta(name=upload_id, description=msgspec.json.encode(used).decode(), headers=info.headers)
+    try:
+        await store.update_meta(upload_id, meta)
+    except (ObjectNotFoundError, ObjectDeletedError):
+        raise ApiError(400, f"no upload {upload_id}") from None  # swept or erased this very moment
+
+
+# --- the sweep of unused uploads ------------------------------------------------------------
+
+
+async def sweep_unused_uploads(
+    js: JetStreamContext, older_than_s: float = UNUSED_UPLOAD_HOURS * 3600, now: datetime | None = None
+) -> int:
+    """Erase (secure erase of their chunks) the drafts uploaded more than ``older_than_s`` ago
+    that no reply named; returns how many."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(seconds=older_than_s)
+    stale: list[str] = []
+    stream, metas = f"OBJ_{ATTACHMENTS_BUCKET}", f"$O.{ATTACHMENTS_BUCKET}.M.>"
+    async for msg in scan(js, stream, metas, last_per_subject=True):
+        try:
+            record = msgspec.json.decode(msg.data, type=_MetaRecord)
+            if not _UPLOAD_ID.match(record.name) or record.deleted or not record.description:
+                continue  # an email attachment, a raw mail, or gone already
+            draft = msgspec.json.decode(record.description, type=_Described).draft
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("api.upload_meta_unreadable", stream=stream, seq=msg.metadata.sequence.stream)
+            continue
+        # The meta message of a draft is the one its upload wrote: its time is the upload's.
+        if draft and msg.metadata.timestamp <= cutoff:
+            stale.append(record.name)
+    if not stale:
+        return 0
+    store = await js.object_store(ATTACHMENTS_BUCKET)
+    confirmed: list[tuple[str, str]] = []
+    for name in stale:  # again, just before: a reply may have named it meanwhile
+        try:
+            if _described(await store.get_info(name)).draft:
+                confirmed.append((ATTACHMENTS_BUCKET, name))
+        except (ObjectNotFoundError, NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return await erase_attachments(js, confirmed)
+
+
+async def run_upload_sweep(js: JetStreamContext, stop: asyncio.Event) -> None:
+    """Sweep unused uploads now and then every ``SWEEP_EVERY_S`` until ``stop``."""
+    while not stop.is_set():
+        try:
+            swept = await sweep_unused_uploads(js)
+            log.info("api.uploads_swept", unused_hours=UNUSED_UPLOAD_HOURS, erased=swept)
+        except Exception as err:  # NATS away: the next sweep tries again
+            log.warning("api.upload_sweep_failed", error=repr(err), skipped="this sweep")
+        try:
+            await asyncio.wait_for(stop.wait(), SWEEP_EVERY_S)
+        except TimeoutError:
+            continue
 
 
 # --- signed public links ------------------------------------------------------------------

@@ -158,6 +158,7 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
         ("raw messages erased (RD_INBOUND)", report.inbound_messages),
         ("web chat frames erased", report.chat_frames),
         ("attachments erased", report.attachments),
+        ("files sent in replies erased", report.reply_files),
         ("delivery records, dead letters purged", report.delivery_records),
         ("open conversations resolved", report.conversations_resolved),
     ):

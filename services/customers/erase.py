@@ -13,6 +13,9 @@ which make the log's copy of the identities readable, go last but one):
 3. erase the web chat history of the chat addresses (``RD_CHAT``);
 4. erase the raw provider messages of the family in ``RD_INBOUND`` (matched by sender identity,
    provider message id or customer id) and, from them and the log, the email attachments;
+   then the files agents sent them: the uploads (``up_…``) the family's ``ReplyRequested``
+   events name (every ``DeliverReply`` is made from one; a file sent to several customers
+   goes for all of them, like a shared email attachment);
 5. purge the family's delivery records (``rd_deliveries``: notices quote the first lines),
    parked messages (``rd_parked``: a dead letter keeps its payload) and kept API answers
    (``rd_idempotency``: a link's answer names the address);
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,7 +46,7 @@ import structlog
 from connectors.chat.history import ChatHistory
 from connectors.email.erasure import attachment_ref, erase_attachments
 from events import subjects
-from events.model import ConversationOpened, ConversationResolved, CustomerErased, MessageReceived
+from events.model import ConversationOpened, ConversationResolved, CustomerErased, MessageReceived, ReplyRequested
 from events.parking import PARKED_BUCKET
 from events.personal import ERASED, CustomerKeys
 from events.store import Append, ConcurrencyError
@@ -56,6 +60,9 @@ log = structlog.get_logger(__name__)
 DELIVERIES_BUCKET = "rd_deliveries"  # services.delivery.records.BUCKET (not imported: it pulls in delivery)
 
 Progress = Callable[[str], None]
+# A reply's file as ReplyRequested names it (services.api.uploads: OBJECT_PREFIX + "up_<hex>";
+# not imported: it pulls in the API).
+_UPLOAD_URL = re.compile(r"^nats-object://([A-Za-z0-9_-]+)/(up_[0-9a-f]{32})$")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class ErasureReport:
     chat_frames: int = 0
     inbound_messages: int = 0
     attachments: int = 0
+    reply_files: int = 0  # files agents sent the family (uploads named by their replies)
     delivery_records: int = 0
     conversations_resolved: int = 0
     keys_destroyed: int = 0
@@ -128,6 +136,7 @@ class _Family:
     identities: set[str] = field(default_factory=set)
     provider_ids: set[str] = field(default_factory=set)
     attachments: set[tuple[str, str]] = field(default_factory=set)
+    uploads: set[tuple[str, str]] = field(default_factory=set)  # (bucket, up_…) sent in replies
     open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
     conversations: set[str] = field(default_factory=set)  # every conversation of the family
 
@@ -178,6 +187,8 @@ class Eraser:
         self.progress(f"raw messages erased from {subjects.INBOUND_STREAM}: {report.inbound_messages}")
         report.attachments = await erase_attachments(self.js, family.attachments)
         self.progress(f"attachments erased: {report.attachments}")
+        report.reply_files = await erase_attachments(self.js, family.uploads)
+        self.progress(f"files sent in replies erased: {report.reply_files}")
         report.delivery_records = await self._deliveries(family)
         self.progress(f"delivery records, dead letters, kept API answers purged: {report.delivery_records}")
         report.conversations_resolved = await self._resolve_open(family, actor)
@@ -204,6 +215,10 @@ class Eraser:
                     for a in event.attachments:
                         if ref := attachment_ref(a.url, a.sha256, bucket):
                             family.attachments.add(ref)
+                elif isinstance(event, ReplyRequested):
+                    for a in event.attachments:  # the url stays clear (only the text is sealed)
+                        if a.url and (m := _UPLOAD_URL.match(a.url)):
+                            family.uploads.add((m.group(1), m.group(2)))
                 elif isinstance(event, ConversationOpened):
                     family.open_conversations[event.conversation_id] = event.customer_id
                     family.conversations.add(event.conversation_id)
