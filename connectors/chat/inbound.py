@@ -13,6 +13,7 @@ from events.model import Channel, InboundMessage
 
 from . import tokens
 from .history import HistoryUnavailable
+from .language import language_hints
 from .origins import cors_headers
 from .part import ChatPart, Shared
 from .ratelimit import RateLimited, RateLimiter
@@ -62,6 +63,8 @@ class Inbound(ChatPart):
         metadata = {"client_msg_id": client_msg_id, "visitor": claims.address.partition(":")[0]}
         if claims.verified_email:
             metadata["verified_email"] = claims.verified_email
+        # The widget's browser/page language: priors for short messages (invalid tags dropped).
+        metadata.update(language_hints(body))
         return InboundMessage(
             at=utcnow(),
             channel=self.channel,

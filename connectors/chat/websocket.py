@@ -17,6 +17,7 @@ from connectors.sdk.metrics import Metrics
 from . import tokens
 from .history import HistoryUnavailable
 from .inbound import Inbound
+from .language import HINT_FIELDS
 from .live import Client, LivePush
 from .origins import origin_allowed, refused
 from .part import ChatPart, Shared
@@ -184,7 +185,7 @@ class WebSocketEndpoint(ChatPart):
     async def _submit(self, client: Client, frame: dict[str, Any]) -> dict[str, Any]:
         """One socket message through ``Inbound.accept``, with the answers, metrics and logs that
         ``POST /messages`` gives (the socket stays authenticated after its token expires)."""
-        body = {"client_msg_id": frame.get("client_msg_id"), "text": frame.get("text")}
+        body = {key: frame.get(key) for key in ("client_msg_id", "text", *HINT_FIELDS)}
         try:
             client_msg_id, seq = await self.inbound.accept(client.claims, body, origin=client.id, path="ws")
         except (Unauthentic, Malformed, TooLarge) as err:

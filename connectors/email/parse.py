@@ -106,6 +106,8 @@ def parse_email(
         metadata["subject"] = subject
     if date := _header(msg, "Date"):
         metadata["date"] = date[:100]
+    if locale := content_language(msg):
+        metadata["locale"] = locale  # intake's "provider" prior for a short message
 
     # -- recipient and threading --------------------------------------------------------
     recipient = ""
@@ -195,6 +197,21 @@ def header_recipients(raw: bytes) -> list[str]:
 
 
 # -- pieces --------------------------------------------------------------------------------
+
+
+# RFC 3282 Content-Language: a list of BCP 47 tags ("de-DE, en"); the first is kept.
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def content_language(msg: EmailMessage) -> str | None:
+    """The first tag of ``Content-Language`` (the message's, else its plain-text body's); ``None``
+    when absent or not a language tag of at most 35 characters."""
+    header = _header(msg, "Content-Language")
+    if not header:
+        body = msg.get_body(preferencelist=("plain", "html"))
+        header = _header(body, "Content-Language") if isinstance(body, EmailMessage) and body is not msg else ""
+    first = header.split(",")[0].strip()
+    return first if len(first) <= 35 and _LANGUAGE_TAG.fullmatch(first) else None
 
 
 def _header(msg: Message, name: str) -> str:

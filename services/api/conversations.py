@@ -28,6 +28,7 @@ from services.api.views import (
     conversation_json,
     conversation_subject,
     effective_json,
+    language_reason_json,
     queues_json,
     summary_json,
     waiting_because_json,
@@ -185,6 +186,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                     "subject": conversation_subject(workspace.of(deps.live, deps.store), cid),
                     "effective": effective_json(state, conv, deps.policy),
                     "waiting_because": waiting_because_json(state, conv, deps.clock(), deps.policy),
+                    "language_reason": await language_reason_json(deps.store, conv.customer_id, cid),
                 }
             )
         # The routing view forgets resolved conversations; their summary lives on.

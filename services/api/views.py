@@ -6,7 +6,12 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
+from prometheus_client import Counter
 
+from events import subjects
+from events.model import ConversationLanguageChanged, RoutingRequested
+from events.store import EventStore
 from router.effective import effective
 from router.explain import explained_queues, waiting_because
 from router.index import signature
@@ -14,6 +19,13 @@ from router.policy import RouterPolicy
 from router.queues import held_summaries, queue_summaries
 from router.state import AgentView, ConversationView, RouterState
 from services.api.workspace import WorkspaceFacts
+
+log = structlog.get_logger(__name__)
+
+LANGUAGE_REASON_UNREAD = Counter(
+    "relaydesk_api_language_reason_unread_total",
+    "GET /v1/conversations/{id} answers without language_reason: the conversation's log could not be read",
+)
 
 
 def conversation_json(conversation_id: str, conv: ConversationView) -> dict[str, Any]:
@@ -39,6 +51,28 @@ def conversation_subject(facts: WorkspaceFacts, conversation_id: str) -> str | N
     list; no read of the log). Personal data: served where the conversation may be read."""
     found = facts.conversations.get(conversation_id)
     return found.subject if found is not None else None
+
+
+async def language_reason_json(store: EventStore, customer_id: str, conversation_id: str) -> dict[str, Any] | None:
+    """Why the conversation has its language: the reason of the latest ``RoutingRequested`` or
+    ``ConversationLanguageChanged`` (a later message corrected it). The routing view keeps no
+    reason (it routes by the language alone), so one direct get of the conversation's own
+    subject reads it: a few events, no consumer. ``None`` when none was recorded (events
+    written before 2026-12, a language set by hand) or the log did not answer."""
+    try:
+        events = await store.read_direct(subjects.conversation(customer_id, conversation_id))
+    except Exception as err:  # the rest of the answer stands without it
+        LANGUAGE_REASON_UNREAD.inc()
+        log.warning("api.language_reason_unread", conversation_id=conversation_id, error=repr(err))
+        return None
+    reason = None
+    for stored in events:
+        event = stored.event
+        if isinstance(event, RoutingRequested) and event.language_reason is not None:
+            reason = event.language_reason
+        elif isinstance(event, ConversationLanguageChanged) and event.reason is not None:
+            reason = event.reason
+    return msgspec.to_builtins(reason) if reason is not None else None
 
 
 def effective_json(state: RouterState, conv: ConversationView, policy: RouterPolicy) -> dict[str, Any]:
@@ -77,6 +111,7 @@ def agent_json(agent_id: str, agent: AgentView) -> dict[str, Any]:
         "languages": agent.profile.languages,
         "capacity": agent.profile.capacity,
         "max_total": agent.profile.max_total,
+        "voice": agent.profile.voice,
         "load": dict(agent.load),
         "occupancy": round(agent.occupancy(), 3),
         "holding": sorted(agent.holding),

@@ -23,6 +23,11 @@
   time out is not reserved for that task again.
 
 Chatwoot and Rocket.Chat assign directly (no accept step): they never see declines.
+
+Every baseline keeps the cross-channel rule the router applies (``[router] exclusive_channels``,
+default voice; ``exclusive_max_other_load``): a worker on a call takes nothing else, as any
+contact centre's phone system enforces (an agent on the phone is not also sent a chat), so
+the figures compare routing, not an impossible double booking.
 """
 
 from __future__ import annotations
@@ -41,9 +46,19 @@ class _Worker:
     status: str = "offline"
     load: dict[str, int] = field(default_factory=dict)
     last_work: float = -1.0  # last assignment or time it became unoccupied: longest idle first
+    # The router's cross-channel rule (``router.cross_channel``), from the scenario's [router].
+    exclusive: tuple[str, ...] = ()
+    exclusive_max_other_load: int | None = None
 
     def room(self, channel: str) -> bool:
-        return self.status == "available" and self.load.get(channel, 0) < self.agent.capacity.get(channel, 0)
+        if self.status != "available" or self.load.get(channel, 0) >= self.agent.capacity.get(channel, 0):
+            return False
+        if any(self.load.get(name, 0) for name in self.exclusive):
+            return False  # on a call (or a call reserved for her): nothing else
+        limit = self.exclusive_max_other_load
+        if channel in self.exclusive and limit is not None:
+            return sum(n for name, n in self.load.items() if name not in self.exclusive) <= limit
+        return True
 
     def total(self) -> int:
         return sum(self.load.values())
@@ -72,7 +87,13 @@ class _Baseline:
     # --- the engine's interface ----------------------------------------------------------
 
     def start(self, agents: list[Agent]) -> None:
-        self.workers = {a.agent_id: _Worker(a) for a in agents}
+        policy = self.scenario.router
+        self.workers = {
+            a.agent_id: _Worker(
+                a, exclusive=policy.exclusive_channels, exclusive_max_other_load=policy.exclusive_max_other_load
+            )
+            for a in agents
+        }
 
     def agent_status(self, now: float, agent_id: str, status: str) -> None:
         worker = self.workers[agent_id]
@@ -139,7 +160,7 @@ class _Baseline:
                 actions.append(Offer(cid, aid))
             else:
                 actions.append(Assign(cid, aid))
-            if not worker.room(channel):
+            if not worker.room(channel) or channel in worker.exclusive:  # a call closes her other channels
                 open_channels = {c for w in self.workers.values() for c in w.agent.capacity if w.room(c)}
         return actions, wakes
 

@@ -17,10 +17,8 @@ customer, and resolves the conversation when the status is 4 (resolved) or 5 (cl
 
 from __future__ import annotations
 
-import base64
 import hmac
 import html
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -73,17 +71,7 @@ class FreshdeskSink(Sink):
 
     def make_api(self) -> ProviderApi:
         s = self.settings
-        base = s.api_url or f"https://{s.domain}.freshdesk.com"
-        credentials = base64.b64encode(f"{s.api_key}:X".encode()).decode()
-        return ProviderApi(
-            self.name,
-            base,
-            f"Basic {credentials}",
-            attempts=s.api_attempts,
-            backoff=s.api_backoff,
-            timeout=s.api_timeout,
-            max_retry_after=s.max_retry_after,
-        )
+        return self.basic_auth_api(s.api_url or f"https://{s.domain}.freshdesk.com", s.api_key, "X")
 
     # -- Relaydesk → Freshdesk -------------------------------------------------------------
 
@@ -150,10 +138,7 @@ class FreshdeskSink(Sink):
             "priority": {"gold": 3, "platinum": 4}.get(facts.tier, 2),
             "tags": self._tags(facts),
         }
-        if "@" in facts.contact:
-            ticket["email"] = facts.contact
-        elif re.fullmatch(r"\+?[\d\s().-]{6,}", facts.contact):
-            ticket["phone"] = facts.contact
+        ticket.update(facts.contact_fields())
         if responder:
             ticket["responder_id"] = int(responder)
         return ticket

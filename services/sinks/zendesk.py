@@ -94,17 +94,7 @@ class ZendeskSink(Sink):
 
     def make_api(self) -> ProviderApi:
         s = self.settings
-        base = s.api_url or f"https://{s.subdomain}.zendesk.com"
-        credentials = base64.b64encode(f"{s.email}/token:{s.api_token}".encode()).decode()
-        return ProviderApi(
-            self.name,
-            base,
-            f"Basic {credentials}",
-            attempts=s.api_attempts,
-            backoff=s.api_backoff,
-            timeout=s.api_timeout,
-            max_retry_after=s.max_retry_after,
-        )
+        return self.basic_auth_api(s.api_url or f"https://{s.subdomain}.zendesk.com", f"{s.email}/token", s.api_token)
 
     # -- Relaydesk → Zendesk -------------------------------------------------------------------
 
@@ -190,10 +180,9 @@ class ZendeskSink(Sink):
             return known.decode()
         user: dict[str, Any] = {"name": facts.customer_name or facts.contact or facts.customer_id}
         user["external_id"] = facts.customer_id
-        if "@" in facts.contact:
-            user["email"], user["verified"] = facts.contact, True  # verified: no welcome email
-        elif re.fullmatch(r"\+?[\d\s().-]{6,}", facts.contact):
-            user["phone"] = facts.contact
+        user.update(facts.contact_fields())
+        if "email" in user:
+            user["verified"] = True  # no welcome email
         answer = await self.api.call("POST", "/api/v2/users/create_or_update.json", json={"user": user})
         user_id = str(answer["user"]["id"])
         await self.state.put(key, user_id)

@@ -8,7 +8,9 @@
  *                        container: document.getElementById("chat")});
  *
  * Protocol (connectors/chat/README.md): POST /sessions -> token; WebSocket /ws?after_seq=N&epoch=E,
- * first frame {"type":"auth","token":...}; {"type":"message","client_msg_id","text"} -> ack with seq;
+ * first frame {"type":"auth","token":...}; {"type":"message","client_msg_id","text","browser_language",
+ * "page_language"} -> ack with seq (the two language hints help the router pick the visitor's language
+ * when a message is a word or two);
  * replies arrive as {"type":"reply","seq","text"}. Unacknowledged messages are sent again, with the
  * same client_msg_id, after a reconnect (the server makes that idempotent).
  * seq is the frame's sequence in the server's history stream: it only grows (across restarts and
@@ -271,8 +273,20 @@
   Chat.prototype.transmit = function (id) {
     var item = this.pending[id];
     if (!item || !this.ready || !this.ws) return;  // sent on the next "ready"
-    this.ws.send(JSON.stringify({type: "message", client_msg_id: id, text: item.text}));
+    var frame = {type: "message", client_msg_id: id, text: item.text};
+    var hints = languageHints();
+    if (hints.browser_language) frame.browser_language = hints.browser_language;
+    if (hints.page_language) frame.page_language = hints.page_language;
+    this.ws.send(JSON.stringify(frame));
   };
+
+  // The visitor's browser language and the embedding page's <html lang>: read at each send (a
+  // page may switch language without a reload). Only hints: the server validates and may drop them.
+  function languageHints() {
+    var nav = typeof navigator !== "undefined" ? navigator : {};
+    var doc = typeof document !== "undefined" && document.documentElement ? document.documentElement : {};
+    return {browser_language: String(nav.language || "").slice(0, 35), page_language: String(doc.lang || "").slice(0, 35)};
+  }
 
   Chat.prototype.acked = function (id, seq) {
     var item = this.pending[id];

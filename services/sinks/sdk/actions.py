@@ -11,6 +11,7 @@ queueing is lost, the API's reply relay queues it again from the log.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,14 @@ class ConversationFacts:
     messages: list[MessageReceived] = field(default_factory=list)
     replies: dict[str, ReplyRequested] = field(default_factory=dict)
     last_seq: int = 0  # the conversation subject's last sequence (the expected one for an append)
+
+    def contact_fields(self) -> dict[str, str]:
+        """The contact as a helpdesk user's ``email`` or ``phone`` (neither: empty)."""
+        if "@" in self.contact:
+            return {"email": self.contact}
+        if re.fullmatch(r"\+?[\d\s().-]{6,}", self.contact):
+            return {"phone": self.contact}
+        return {}
 
 
 def stable_id(prefix: str, *parts: str) -> str:

@@ -17,6 +17,7 @@ helpdesk refuses (401/403 loudly, with a metric), and ``/healthz``, ``/readyz``,
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 from abc import ABC, abstractmethod
@@ -181,6 +182,20 @@ class Sink(ABC):
         answer. Raise ``Malformed`` for a body that cannot be understood."""
 
     # -- provided -------------------------------------------------------------------------
+
+    def basic_auth_api(self, base_url: str, user: str, password: str) -> ProviderApi:
+        """A ``make_api`` for a helpdesk with HTTP Basic auth, retrying as the settings say."""
+        s = self.settings
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return ProviderApi(
+            self.name,
+            base_url,
+            f"Basic {credentials}",
+            attempts=s.api_attempts,
+            backoff=s.api_backoff,
+            timeout=s.api_timeout,
+            max_retry_after=s.max_retry_after,
+        )
 
     def attach(self, state: SinkState, relaydesk: Relaydesk, api: ProviderApi) -> None:
         self.state = state
