@@ -50,6 +50,9 @@ class AgentProfile(msgspec.Struct, frozen=True, kw_only=True):
     tier: int = 1
     capacity: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_CAPACITY))
     max_total: int | None = None
+    # Where a call is bridged to this agent: "client:<identity>", "sip:<uri>" or "+E164"
+    # (connectors.voice; "" = the connector's ``[connectors.voice] agents`` entry).
+    voice: str = ""
 
 
 class DecisionReason(msgspec.Struct, frozen=True, kw_only=True):

@@ -188,6 +188,8 @@ class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     capacity: dict[str, int] = {}
     max_total: int | None = None
     status: str = "available"
+    # Where her calls ring (voice): "client:<identity>", "sip:<uri>" or "+E164".
+    voice: str = ""
 
     def profile(self) -> AgentProfile:
         base = AgentProfile()
@@ -198,6 +200,7 @@ class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             tier=self.tier,
             capacity={**base.capacity, **self.capacity},
             max_total=self.max_total,
+            voice=self.voice,
         )
 
 
@@ -415,7 +418,13 @@ def registry_problems(config: Config) -> list[str]:
         *((f"[[agents]] #{i} skills", "skill", tuple(a.skills)) for i, a in enumerate(config.agents, 1)),
         *((f"[[agents]] #{i} languages", "language", tuple(a.languages)) for i, a in enumerate(config.agents, 1)),
     ]
-    problems = []
+    from services.api.agents import voice_endpoint_problem  # here: the API imports this module
+
+    problems = [
+        f"[[agents]] #{i} voice: {problem}"
+        for i, a in enumerate(config.agents, 1)
+        if a.voice and (problem := voice_endpoint_problem(a.voice))
+    ]
     for where, kind, names in named:
         known = skills if kind == "skill" else languages
         for name in dict.fromkeys(names):

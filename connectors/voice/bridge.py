@@ -4,7 +4,8 @@ A connector never writes the log, but may read it. ``VoiceBridge`` reads ``rd.ev
 durable pull consumer (``connector_voice_bridge``, new events only) and, for each
 ``OfferAccepted`` / ``ConversationAssigned`` of a voice conversation (the channel and the
 CallSid come from the conversation's ``ConversationOpened``, read by a direct get), looks up
-the agent's endpoint (``[connectors.voice] agents``) and:
+the agent's endpoint (her profile's ``voice``, else ``[connectors.voice] agents``; see
+``endpoints``) and:
 
 - while the call waits in the queue, redirects it through the Calls API
   (``POST /Accounts/{sid}/Calls/{CallSid}.json``, ``Twiml=<Dial>…``): the caller leaves the
@@ -39,6 +40,7 @@ from events.personal import CustomerKeys, PersonalDataCipher
 from events.skips import count_skip
 
 from . import twiml
+from .endpoints import AgentEndpoints
 
 if TYPE_CHECKING:
     from .connector import TwilioVoiceConnector
@@ -57,6 +59,7 @@ class VoiceBridge:
         self.js = nc.jetstream()
         self.cipher = PersonalDataCipher(CustomerKeys(self.js), sealing=False)
         self.fetch_timeout = fetch_timeout
+        self.endpoints = AgentEndpoints(nc, connector.settings.agents)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -143,9 +146,10 @@ class VoiceBridge:
 
     async def bridge(self, opened: ConversationOpened, agent_id: str, blog: Any) -> None:
         s = self.connector.settings
-        endpoint = s.agents.get(agent_id, "")
+        endpoint = await self.endpoints.endpoint(agent_id)
         if not endpoint:
-            blog.error("voice.no_agent_endpoint", hint=f"set [connectors.voice] agents.{agent_id}")
+            hint = f"PATCH /v1/agents/{agent_id} with voice, or set [connectors.voice] agents.{agent_id}"
+            blog.error("voice.no_agent_endpoint", hint=hint)
             self.connector.metrics.inc("delivery_failed")
             return
         call_sid = opened.provider_message_id

@@ -208,6 +208,8 @@ class TwilioVoiceConnector(Connector):
             raise Malformed("CallStatus is missing")
         duration = (form.get("DialCallDuration") or form.get("CallDuration") or "").strip()
         text = f"Call {status.replace('-', ' ')}" + (f" ({duration} s)" if duration else "")
+        # Leg and status in the id, which the log keeps in clear (metadata values are sealed):
+        # services.reports.voice reads them from here. Keep the format.
         sid = f"{call_sid}:{'dial' if dial else 'call'}:{status}"
         extra = {"call_status": status, "duration": duration, "leg": "agent" if dial else "caller"}
         if dial and status == "completed":

@@ -53,6 +53,7 @@ class AgentChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tier: int | UnsetType = UNSET
     capacity: dict[str, int] | UnsetType = UNSET  # per channel: the channels named change
     max_total: int | UnsetType | None = UNSET  # null: no overall cap
+    voice: str | UnsetType = UNSET  # where calls ring: "client:<id>", "sip:<uri>", "+E164"; "" unsets
 
     def named(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
@@ -79,7 +80,27 @@ def profile_problem(profile: AgentProfile) -> str | None:
         return "capacity cannot be negative"
     if profile.max_total is not None and profile.max_total < 0:
         return "max_total cannot be negative"
-    return None
+    return voice_endpoint_problem(profile.voice)
+
+
+def voice_endpoint_problem(voice: str) -> str | None:
+    """Where connectors.voice bridges the agent's calls (``<Dial>``); "" for none."""
+    if not voice:
+        return None
+    kind, _, rest = voice.partition(":")
+    if any(c.isspace() or ord(c) < 32 for c in voice) or len(voice) > 256:
+        return "voice must have no spaces or control characters and at most 256 characters"
+    if kind.lower() == "client" and rest and all(c.isalnum() or c in "_-.@" for c in rest):
+        return None
+    if kind.lower() in ("sip", "sips") and "@" in rest:
+        return None
+    number = voice.removeprefix("tel:")
+    if number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16:
+        return None
+    return (
+        f"voice must be a Twilio Client identity (client:ava), a SIP address (sip:ava@pbx.example.com)"
+        f" or an E.164 phone number (+15553334444), not {voice!r}"
+    )
 
 
 def is_active(agent: AgentView) -> bool:

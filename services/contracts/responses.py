@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from events.model import DecisionReason, Requirements
+from events.model import DecisionReason, LanguageReason, Requirements
 from router.explain import ExplainedQueue, WaitingBecause
 from router.queues import HeldSummary
 from services.api.customer_panel import PanelConversation
@@ -100,6 +100,7 @@ class Agent(msgspec.Struct, kw_only=True):
     languages: dict[str, int]
     capacity: dict[str, int]
     max_total: int | None
+    voice: str = ""  # where calls ring (connectors.voice): client:<id>, sip:<uri>, +E164; "" none
     load: dict[str, int]
     occupancy: float
     holding: list[str]
@@ -142,6 +143,8 @@ class Conversation(msgspec.Struct, kw_only=True):
     effective: Effective | None = None
     # Waiting or offered: eligible agents and the first blocking requirement (null otherwise).
     waiting_because: WaitingBecause | None = None
+    # GET /v1/conversations/{id}: why ``requirements.language`` (each piece of evidence, weighed).
+    language_reason: LanguageReason | None = None
     last_activity_at: datetime | None = None
     resolved_at: datetime | None = None
     message_count: int | None = None

@@ -37,8 +37,9 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import StoredEvent
+from services.reports.voice import CallFacts, note_assignment, note_message
 
-REPORT_FOLD_VERSION = 3  # 3: channels_seen (channels are open: connectors bring their own)
+REPORT_FOLD_VERSION = 4  # 3: channels_seen (channels are open: connectors bring their own); 4: call facts
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
@@ -85,6 +86,7 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     previous_resolved_at: datetime | None = None
     next_conversation_id: str | None = None
     next_opened_at: datetime | None = None
+    call: CallFacts | None = None  # a voice conversation's call (services.reports.voice)
     last_seq: int = 0
 
     @property
@@ -186,6 +188,9 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             conv.channel = conv.channel or ev.channel
             if conv.first_message_at is None:
                 conv.first_message_at = utc(ev.at)
+            if ev.channel == "voice":
+                conv.call = conv.call or CallFacts()
+                note_message(conv.call, ev.metadata.get("kind", ""), ev.provider_message_id, at)
         case RoutingRequested():
             conv.channel = conv.channel or ev.channel
             if conv.routed_at is None:
@@ -253,6 +258,9 @@ def fold_all(events: list[StoredEvent], state: ReportState | None = None) -> Rep
 
 def _assigned(conv: ConversationFacts, agent_id: str, at: datetime) -> None:
     conv.agent_id = agent_id
+    if conv.channel == "voice":
+        conv.call = conv.call or CallFacts()
+        note_assignment(conv.call, at)
     if conv.first_assigned_at is None:
         conv.first_assigned_at = at
         conv.first_agent = agent_id

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.reports.fold import ConversationFacts, OfferFact, ReportState
+from services.reports.voice import CallFacts, CallFigures, VoiceBucket, call_figures
 
 GROUP_BYS = ("channel", "agent", "queue", "day", "conversation")
 DEFAULT_REOPEN_HOURS = 24.0
@@ -59,6 +60,7 @@ class ConversationFigures:
     fcr: bool
     sla: str | None  # "met", "breached" or None (not counted)
     transfers: int
+    call: CallFigures | None = None  # voice conversations only
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -109,6 +111,7 @@ def figures(
         fcr=resolved and conv.transfers == 0 and not reopened,
         sla=sla,
         transfers=conv.transfers,
+        call=call_figures(conv.call or CallFacts(), due) if conv.channel == "voice" else None,
     )
 
 
@@ -148,6 +151,7 @@ class Bucket:
     accepted: int = 0
     declined: int = 0
     expired: int = 0
+    voice: VoiceBucket = field(default_factory=VoiceBucket)  # the calls among the conversations
 
     def add(self, f: ConversationFigures) -> None:
         self.conversations += 1
@@ -167,6 +171,8 @@ class Bucket:
         self.fcr += f.fcr
         self.sla_met += f.sla == "met"
         self.sla_breached += f.sla == "breached"
+        if f.call is not None:
+            self.voice.add(f.call)
 
     def add_offer(self, offer: OfferFact) -> None:
         self.offers += 1
@@ -200,7 +206,28 @@ class Bucket:
             "offers_expired": self.expired,
             "decline_rate": _rate(self.declined, answered),
             "expiry_rate": _rate(self.expired, answered),
+            "voice": voice_json(self.voice),
         }
+
+
+def voice_json(bucket: VoiceBucket) -> dict[str, Any] | None:
+    """The call figures (``services.reports.voice``); None when the bucket holds no call."""
+    if not bucket.calls:
+        return None
+    return {
+        "calls": bucket.calls,
+        "answered": bucket.answered,
+        "answered_within_sla": bucket.answered_within_sla,
+        "service_level": _rate(bucket.answered_within_sla, bucket.calls),
+        "abandoned": bucket.abandoned,
+        "abandon_rate": _rate(bucket.abandoned, bucket.calls),
+        "missed": bucket.missed,
+        "agent_no_answer": bucket.agent_no_answer,
+        "voicemails": bucket.voicemails,
+        "callbacks_requested": bucket.callbacks_requested,
+        "callbacks_placed": bucket.callbacks_placed,
+        "handle_seconds": stats(bucket.handle),
+    }
 
 
 def conversation_key(group_by: str) -> Callable[[ConversationFacts], str]:

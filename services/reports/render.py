@@ -99,8 +99,66 @@ def table(report: Report) -> Table:
     return t
 
 
+VOICE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("calls", "calls"),
+    ("an-\nswered", "answered"),
+    ("in\nSLA", "service_level"),
+    ("aban-\ndoned", "abandoned"),
+    ("aban-\ndon %", "abandon_rate"),
+    ("missed", "missed"),
+    ("agent\nno ans.", "agent_no_answer"),
+    ("voice-\nmail", "voicemails"),
+    ("call-\nbacks", "callbacks_requested"),
+    ("placed", "callbacks_placed"),
+    ("AHT", "handle_seconds"),
+)
+
+
+def _voice_cells(voice: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for _, key in VOICE_COLUMNS:
+        value = voice[key]
+        if key == "handle_seconds":
+            out.append(duration(value["mean"]))
+        elif key in ("service_level", "abandon_rate"):
+            out.append(percent(value))
+        else:
+            out.append(str(value))
+    return out
+
+
+def voice_table(report: Report) -> Table | None:
+    """The calls of the report (None when it holds none): one row per group with calls."""
+    total = report["total"].get("voice")
+    if not total:
+        return None
+    t = Table(
+        title=f"Calls{' by ' + report['group_by'] if report.get('group_by') else ''}, {window(report)} (UTC)",
+        caption=(
+            "in SLA: answered with the agent rung within the voice SLA, of all calls; AHT: mean handle time "
+            "(ringing the agent who answered to the end of the call); placed: callbacks placed."
+        ),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+        collapse_padding=True,
+    )
+    t.add_column(report.get("group_by") or "", style="bold", no_wrap=True)
+    for header, _ in VOICE_COLUMNS:
+        t.add_column(header, justify="right", no_wrap=True)
+    for row in report["groups"]:
+        if row.get("voice"):
+            t.add_row(str(row["key"]), *_voice_cells(row["voice"]))
+    t.add_row("total", *_voice_cells(total), style="bold", end_section=True)
+    return t
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
-    (console or Console()).print(table(report))
+    out = console or Console()
+    out.print(table(report))
+    calls = voice_table(report)
+    if calls is not None:
+        out.print(calls)
 
 
 def write_chart(report: Report, path: str | Path) -> Path:

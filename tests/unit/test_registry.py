@@ -57,6 +57,15 @@ languages = { en = 5, esp = 2 }
     ]
 
 
+def test_an_agents_voice_endpoint_in_the_config_is_checked_and_seeded(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[[agents]]\nid = "ava"\nvoice = "ava-desk"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(bad, env={})
+    assert [p.split(":")[0] for p in caught.value.problems] == ["[[agents]] #1 voice"]
+    good = write(tmp_path, '[[agents]]\nid = "ava"\nvoice = "sip:ava@pbx.example.com"\n')
+    assert load(good, env={}).agents[0].profile().voice == "sip:ava@pbx.example.com"
+
+
 def test_routing_lists_more_skills_and_its_own_languages(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -14,7 +14,15 @@ import pytest
 
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.voice.connector import TwilioVoiceConnector
-from events.model import ConversationAssigned, ConversationOpened, DecisionReason, OfferAccepted
+from events.model import (
+    AgentProfile,
+    AgentProfileUpdated,
+    AgentStatusChanged,
+    ConversationAssigned,
+    ConversationOpened,
+    DecisionReason,
+    OfferAccepted,
+)
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
@@ -90,11 +98,17 @@ async def test_an_accepted_call_is_bridged_by_the_connector_role(
         assert first["path"].endswith(f"/Calls/{sid}.json")
         assert ET.fromstring(first["Twiml"]).findtext("Dial/Sip") == "sip:bea@pbx.example.com"
 
-        # A transfer accepted by another agent moves the live call to her phone.
+        # Cid's own profile names her Twilio Client (read under the role by direct gets); a
+        # status change after it on her subject changes nothing.
+        await store.append(
+            Append(AgentProfileUpdated(at=now, agent_id="cid", profile=AgentProfile(voice="client:cid-desk")))
+        )
+        await store.append(Append(AgentStatusChanged(at=now, agent_id="cid", status="available")))
+        # A transfer accepted by another agent moves the live call to her endpoint.
         offered_again = OfferAccepted(at=now, customer_id="cu_1", conversation_id="cv_1", agent_id="cid")
         await store.append(Append(offered_again, expected=seq))
         second = (await soon(lambda: _calls(twilio, 2)))[1]
-        assert ET.fromstring(second["Twiml"]).findtext("Dial/Number") == "+15553334444"
+        assert ET.fromstring(second["Twiml"]).findtext("Dial/Client") == "cid-desk"
 
         # An SMS conversation's assignment is none of the bridge's business.
         await store.append(
