@@ -112,14 +112,7 @@ def connector_problems(tables: Mapping[str, Any]) -> list[str]:
         except ConnectorNotFound as err:
             problems.append(f"[connectors.{name}] {err}")
             continue
-        unknown = strict.unknown_keys(table, settings, ["connectors", name])
-        problems += unknown
-        if unknown:
-            continue
-        try:
-            msgspec.convert(dict(table), settings, strict=False)
-        except msgspec.ValidationError as err:
-            problems.append(strict.validation_problem(err, ["connectors", name]))
+        problems += strict.settings_problems(table, settings, ["connectors", name])
     return problems
 
 

@@ -116,6 +116,19 @@ def _unknown(path: Sequence[str | int], key: str, fields: Mapping[str, Any], ite
     return f"{table_label(path)} unknown key {key!r}{did_you_mean(key, fields)}"
 
 
+def settings_problems(table: Mapping[str, Any], settings: type[Any], path: Sequence[str | int]) -> list[str]:
+    """What is wrong with a plugin's settings table: its unknown keys, else the values that
+    do not convert to ``settings`` (the check the plugin itself makes when it starts)."""
+    unknown = unknown_keys(table, settings, path)
+    if unknown:
+        return unknown
+    try:
+        msgspec.convert(dict(table), settings, strict=False)
+    except msgspec.ValidationError as err:
+        return [validation_problem(err, path)]
+    return []
+
+
 def validation_problem(err: msgspec.ValidationError, path: Sequence[str | int]) -> str:
     """msgspec's ``Expected `int`, got `str` - at `$.port``` as ``[api] port: expected `int`, got `str```."""
     text = str(err)

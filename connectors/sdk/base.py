@@ -13,13 +13,14 @@ worker with retries that reports each reply's outcome on ``rd.inbound.<channel>`
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import unquote
 
 import aiohttp
@@ -178,6 +179,28 @@ class DeliveryResult:
         return cls(ok=False, reason=reason, retryable=retryable)
 
 
+SettingsT = TypeVar("SettingsT", bound=msgspec.Struct)
+
+
+def convert_settings(
+    settings: type[SettingsT], raw: Mapping[str, Any] | None, section: str, error: type[Exception]
+) -> SettingsT:
+    """A plugin's ``Settings`` from its raw config table (strings from env are converted).
+    Raises ``error`` naming ``section`` on a bad value or an unknown key (a typo would
+    otherwise leave a setting at its default unnoticed)."""
+    table = dict(raw or {})
+    known = {f.encode_name for f in msgspec.structs.fields(settings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise error(f"{section} unknown key {unknown[0]!r}{hint}")
+    try:
+        return msgspec.convert(table, settings, strict=False)
+    except msgspec.ValidationError as err:
+        raise error(f"{section} {err}") from err
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -209,20 +232,7 @@ class Connector(ABC):
         """Build from a raw ``[connectors.<name>]`` table (strings from env are converted).
         Raises ``ConnectorConfigError`` on a bad value or an unknown key (a typo would
         otherwise leave a setting at its default unnoticed)."""
-        import difflib
-
-        table = dict(raw or {})
-        known = {f.encode_name for f in msgspec.structs.fields(cls.Settings)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConnectorConfigError(f"[connectors.{cls.name}] unknown key {unknown[0]!r}{hint}")
-        try:
-            settings = msgspec.convert(table, cls.Settings, strict=False)
-        except msgspec.ValidationError as err:
-            raise ConnectorConfigError(f"[connectors.{cls.name}] {err}") from err
-        return cls(settings)
+        return cls(convert_settings(cls.Settings, raw, f"[connectors.{cls.name}]", ConnectorConfigError))
 
     # -- what the integrator writes ---------------------------------------------------
 

@@ -14,12 +14,12 @@ TITLES = {
 }
 
 
-def _skills(body: dict[str, Any]) -> str:
+def skills_text(body: dict[str, Any]) -> str:
     skills = body.get("requirements", {}).get("skills", {}) or {}
     return ", ".join(f"{name} ≥{level}" for name, level in sorted(skills.items())) or "—"
 
 
-def _wait(body: dict[str, Any]) -> str:
+def wait_text(body: dict[str, Any]) -> str:
     seconds = body.get("wait_seconds")
     if seconds is None:
         return "—"
@@ -41,8 +41,8 @@ def facts(body: dict[str, Any]) -> list[tuple[str, str]]:
             + (f" · {', '.join(customer['flags'])}" if customer.get("flags") else ""),
         ),
         ("Language", str(body.get("requirements", {}).get("language") or "—")),
-        ("Skills", _skills(body)),
-        ("Wait", _wait(body)),
+        ("Skills", skills_text(body)),
+        ("Wait", wait_text(body)),
     ]
 
 

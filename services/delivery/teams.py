@@ -28,7 +28,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from services.delivery.render import TITLES
+from services.delivery.render import TITLES, skills_text, wait_text
 
 log = structlog.get_logger(__name__)
 
@@ -37,19 +37,6 @@ CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After still gets a pause
-
-
-def _skills(body: dict[str, Any]) -> str:
-    skills = body.get("requirements", {}).get("skills", {}) or {}
-    return ", ".join(f"{name} ≥{level}" for name, level in sorted(skills.items())) or "—"
-
-
-def _wait(body: dict[str, Any]) -> str:
-    seconds = body.get("wait_seconds")
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def facts(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -63,8 +50,8 @@ def facts(body: dict[str, Any]) -> list[dict[str, str]]:
         ("Channel", str(conv.get("channel") or "—")),
         ("Tier", tier),
         ("Language", str((body.get("requirements") or {}).get("language") or "—")),
-        ("Skills", _skills(body)),
-        ("Wait", _wait(body)),
+        ("Skills", skills_text(body)),
+        ("Wait", wait_text(body)),
     ]
     if body.get("notice") == "offer" and body.get("offer_expires_at"):
         rows.append(("Offer expires", str(body["offer_expires_at"])))

@@ -53,11 +53,6 @@ class FreshdeskSink(Sink):
 
     settings: FreshdeskSettings
 
-    def __init__(self, settings: SinkSettings) -> None:
-        if not isinstance(settings, FreshdeskSettings):
-            raise TypeError("FreshdeskSink needs FreshdeskSettings")
-        super().__init__(settings)
-
     def problems(self) -> list[str]:
         s = self.settings
         out = []

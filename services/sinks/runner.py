@@ -25,12 +25,10 @@ log = structlog.get_logger(__name__)
 
 def enabled_sinks(config: Config) -> list[str]:
     """Sinks with a ``[sinks.<name>]`` table, unless it says ``enabled = false``."""
-    out = []
-    for name, table in config.sinks.items():
-        enabled = table.get("enabled", True) if isinstance(table, dict) else True
-        if str(enabled).strip().lower() not in ("false", "0", "no", "off"):
-            out.append(name)
-    return out
+    from services.up import is_enabled
+
+    tables = config.sinks.items()
+    return [name for name, table in tables if not isinstance(table, dict) or is_enabled(table.get("enabled"))]
 
 
 def build_sink(config: Config, name: str) -> Sink:

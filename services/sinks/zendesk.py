@@ -76,11 +76,6 @@ class ZendeskSink(Sink):
 
     settings: ZendeskSettings
 
-    def __init__(self, settings: SinkSettings) -> None:
-        if not isinstance(settings, ZendeskSettings):
-            raise TypeError("ZendeskSink needs ZendeskSettings")
-        super().__init__(settings)
-
     def problems(self) -> list[str]:
         s = self.settings
         out = []

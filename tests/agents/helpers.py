@@ -118,6 +118,15 @@ class AgentSystem:
             return None
         return body  # type: ignore[no-any-return]
 
+    async def offered_to(self, cid: str, agent: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The conversation once it is offered to ``agent`` (waits for it)."""
+
+        async def probe() -> dict[str, Any] | None:
+            conv = await self.conversation(cid, "offered")
+            return conv if conv is not None and conv["agent_id"] == agent else None
+
+        return await eventually(probe, timeout=timeout)
+
     async def deliveries(self, status: str | None = None) -> list[dict[str, Any]]:
         path = "/v1/deliveries" + (f"?status={status}" if status else "")
         code, body = await self.call("GET", path)
@@ -126,6 +135,13 @@ class AgentSystem:
 
     async def log(self, customer_id: str) -> list[StoredEvent]:
         return await self.store.read_customer(customer_id)
+
+
+async def ok(s: AgentSystem, method: str, path: str, token: str = API_TOKEN, body: dict[str, Any] | None = None) -> Any:
+    """The answer of a call that must succeed (2xx)."""
+    status, answer = await s.call(method, path, token, body or {})
+    assert status < 300, (method, path, status, answer)
+    return answer
 
 
 def agents_config(tmp_path: Path, nats_url: str, endpoints: tuple[Endpoint, ...] = (), **delivery: Any) -> Config:

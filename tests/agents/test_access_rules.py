@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,7 @@ from services.api.access import Custody, customers_reachable, refusal
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats
 
-from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +34,6 @@ async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[AgentSyst
         yield system
 
 
-async def offered_to(s: AgentSystem, cid: str, agent: str) -> None:
-    async def probe() -> dict[str, Any] | None:
-        conv = await s.conversation(cid, "offered")
-        return conv if conv is not None and conv["agent_id"] == agent else None
-
-    await eventually(probe)
-
-
-async def ok(s: AgentSystem, method: str, path: str, token: str = API_TOKEN, body: dict[str, Any] | None = None) -> Any:
-    status, answer = await s.call(method, path, token, body or {})
-    assert status < 300, (method, path, status, answer)
-    return answer
-
-
 async def resolved(s: AgentSystem, cid: str) -> None:
     """Until the timelines (where resolved conversations live on) have it."""
     await eventually(lambda: s.conversation(cid, "resolved"))
@@ -58,16 +43,16 @@ async def test_a_resolved_conversation_is_read_only_by_those_who_held_it(s: Agen
     ava, bruno, carla = [(await s.issue_token(a))[0] for a in ("ava", "bruno", "carla")]
     # c1: Ava's alone.
     _, c1 = await s.open()
-    await offered_to(s, c1, "ava")
+    await s.offered_to(c1, "ava")
     await ok(s, "POST", f"/v1/conversations/{c1}/accept", ava)
     await ok(s, "POST", f"/v1/conversations/{c1}/resolve", ava)
     # c2: Ava's, then transferred to Bruno, who resolves it.
     _, c2 = await s.open()
-    await offered_to(s, c2, "ava")
+    await s.offered_to(c2, "ava")
     await ok(s, "POST", f"/v1/conversations/{c2}/accept", ava)
     await ok(s, "POST", "/v1/agents/bruno/status", body={"status": "available"})
     await ok(s, "POST", f"/v1/conversations/{c2}/transfer", ava, {"to_agent": "bruno"})
-    await offered_to(s, c2, "bruno")
+    await s.offered_to(c2, "bruno")
     await ok(s, "POST", f"/v1/conversations/{c2}/accept", bruno)
     # Still open: Ava held it before, so she reads it; Carla never did.
     assert (await ok(s, "GET", f"/v1/conversations/{c2}", ava))["agent_id"] == "bruno"
@@ -110,7 +95,7 @@ async def test_a_resolved_conversation_is_read_only_by_those_who_held_it(s: Agen
 async def test_an_agent_reads_the_customers_she_serves_or_served_and_writes_none(s: AgentSystem) -> None:
     ava, bruno = [(await s.issue_token(a))[0] for a in ("ava", "bruno")]
     customer, cid = await s.open()
-    await offered_to(s, cid, "ava")
+    await s.offered_to(cid, "ava")
     await eventually(lambda: _status(s, f"/v1/customers/{customer}", API_TOKEN, 200))
     # Offered to her: she may look the customer up before accepting.
     assert (await ok(s, "GET", f"/v1/customers/{customer}", ava))["customer_id"] == customer

@@ -4,27 +4,22 @@ location (``nats-object://…``, a Graph URL) a browser cannot open."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from events.model import Attachment, MessageReceived
-from events.store import Append
+from events.model import Attachment
 from events.streams import ATTACHMENTS_BUCKET, attachments_store
 
 from .helpers import API_TOKEN, AgentSystem, eventually, holds
-from .test_stream_resume import Frame, _read_frames, following
+from .test_stream_resume import Frame, customer_writes, following
 from .test_workspace_api import accepted_by_ava, call_with, open_with, w  # noqa: F401 - w: the fixture
 
 pytestmark = pytest.mark.integration
 
 PDF = b"%PDF-1.4 the invoice\n"
+INVOICE_TEXT = "here is the invoice"
 
 
 async def stored_pdf(s: AgentSystem) -> Attachment:
@@ -38,38 +33,6 @@ async def stored_pdf(s: AgentSystem) -> Attachment:
     return Attachment(url=f"nats-object://{ATTACHMENTS_BUCKET}/{digest}", content_type="application/pdf", name="a.pdf")
 
 
-async def customer_sends(s: AgentSystem, customer: str, cid: str, attachments: tuple[Attachment, ...]) -> str:
-    message_id = "m-" + uuid.uuid4().hex[:8]
-    event = MessageReceived(
-        at=datetime.now(UTC),
-        customer_id=customer,
-        conversation_id=cid,
-        channel="sms",
-        message_id=message_id,
-        provider_message_id="p-" + message_id,
-        text="here is the invoice",
-        language="en",
-        attachments=attachments,
-    )
-    await s.store.append(Append(event))
-    return message_id
-
-
-@contextlib.asynccontextmanager
-async def operator_following(s: AgentSystem, agent_id: str) -> AsyncIterator[list[Frame]]:
-    """The operator's stream of one agent (``?agent=``)."""
-    frames: list[Frame] = []
-    headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    async with s.system.http.get(s.api + f"/v1/agent/stream?agent={agent_id}", headers=headers) as r:
-        assert r.status == 200
-        reader = asyncio.create_task(_read_frames(r, frames))
-        try:
-            await eventually(holds(lambda: any(f.kind == "work" for f in frames)))
-            yield frames
-        finally:
-            reader.cancel()
-
-
 async def test_stream_attachments_are_signed_links_for_the_streams_caller(w: AgentSystem) -> None:  # noqa: F811
     ava, _ = await w.issue_token("ava")
     customer, cid, _ = await open_with(w)
@@ -77,7 +40,7 @@ async def test_stream_attachments_are_signed_links_for_the_streams_caller(w: Age
     graph = Attachment(url="https://graph.facebook.com/v21.0/MEDIA9", content_type="image/jpeg", name="photo")
     nowhere = Attachment(url=None, name="sticker")
     async with following(w, ava) as frames:
-        message_id = await customer_sends(w, customer, cid, (await stored_pdf(w), graph, nowhere))
+        message_id = await customer_writes(w, customer, cid, INVOICE_TEXT, (await stored_pdf(w), graph, nowhere))
 
         def received() -> Frame | None:
             return next(
@@ -104,8 +67,8 @@ async def test_an_operator_following_an_agent_gets_links_of_her_own(w: AgentSyst
     ava, _ = await w.issue_token("ava")
     customer, cid, _ = await open_with(w)
     await accepted_by_ava(w, cid, ava)
-    async with operator_following(w, "ava") as frames:
-        message_id = await customer_sends(w, customer, cid, (await stored_pdf(w),))
+    async with following(w, API_TOKEN, agent="ava") as frames:
+        message_id = await customer_writes(w, customer, cid, INVOICE_TEXT, (await stored_pdf(w),))
 
         def received() -> Frame | None:
             return next(

@@ -20,6 +20,7 @@ import pytest
 
 from events.model import (
     AgentOffered,
+    Attachment,
     ConversationTransferred,
     DecisionReason,
     MessageReceived,
@@ -61,12 +62,16 @@ async def _read_frames(response: aiohttp.ClientResponse, out: list[Frame]) -> No
 
 
 @contextlib.asynccontextmanager
-async def following(s: AgentSystem, token: str, last_id: int | None = None) -> AsyncIterator[list[Frame]]:
+async def following(
+    s: AgentSystem, token: str, last_id: int | None = None, *, agent: str | None = None
+) -> AsyncIterator[list[Frame]]:
+    """The caller's live stream, or with ``agent`` (an operator's token) that agent's."""
     headers = {"Authorization": f"Bearer {token}"}
     if last_id is not None:
         headers["Last-Event-ID"] = str(last_id)
     frames: list[Frame] = []
-    async with s.system.http.get(s.api + "/v1/agent/stream", headers=headers) as r:
+    query = f"?agent={agent}" if agent is not None else ""
+    async with s.system.http.get(s.api + "/v1/agent/stream" + query, headers=headers) as r:
         assert r.status == 200
         reader = asyncio.create_task(_read_frames(r, frames))
         try:
@@ -106,8 +111,10 @@ def has(frames: list[Frame], kind: str, cid: str, agent: str | None = None, n: i
     return holds(probe)
 
 
-async def customer_writes(s: AgentSystem, customer: str, cid: str) -> None:
-    """A customer message on an open conversation, as intake appends it."""
+async def customer_writes(
+    s: AgentSystem, customer: str, cid: str, text: str = "are you there?", attachments: tuple[Attachment, ...] = ()
+) -> str:
+    """A customer message on an open conversation, as intake appends it; its message id."""
     message_id = "m-" + uuid.uuid4().hex[:8]
     event = MessageReceived(
         at=datetime.now(UTC),
@@ -116,18 +123,12 @@ async def customer_writes(s: AgentSystem, customer: str, cid: str) -> None:
         channel="sms",
         message_id=message_id,
         provider_message_id="p-" + message_id,
-        text="are you there?",
+        text=text,
         language="en",
+        attachments=attachments,
     )
     await s.store.append(Append(event))
-
-
-async def offered_to(s: AgentSystem, cid: str, agent: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any] | None:
-        conv = await s.conversation(cid, "offered")
-        return conv if conv is not None and conv["agent_id"] == agent else None
-
-    return await eventually(probe, timeout=20)
+    return message_id
 
 
 async def operator(s: AgentSystem, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -141,30 +142,30 @@ async def test_a_resumed_stream_gets_exactly_what_a_connected_one_got(s: AgentSy
     async with following(s, ava) as witness:  # stays connected throughout
         async with following(s, ava) as gone:
             cu1, c1 = await s.open()
-            await offered_to(s, c1, "ava")
+            await s.offered_to(c1, "ava")
             status, body = await s.call("POST", f"/v1/conversations/{c1}/accept", ava, {})
             assert status == 200, body
             last = await eventually(has(gone, "offer_accepted", c1))
             assert last.id is not None
         # Ava's client is away from here on.
         cu3, c3 = await s.open()
-        await offered_to(s, c3, "ava")
+        await s.offered_to(c3, "ava")
         await customer_writes(s, cu1, c1)  # on a conversation she holds
         status, body = await s.call("POST", f"/v1/conversations/{c1}/reply", ava, {"text": "Yes, I am here."})
         assert status == 202, body
         await operator(s, "POST", "/v1/agents/bruno/status", {"status": "available"})
         # The offer to her expires and goes to Bruno, who takes it: from then on c3 is his.
-        await offered_to(s, c3, "bruno")
+        await s.offered_to(c3, "bruno")
         await operator(s, "POST", f"/v1/conversations/{c3}/accept", {"agent_id": "bruno"})
         await customer_writes(s, cu3, c3)
         # Her conversation is transferred away; what happens on it afterwards is not hers.
         await operator(s, "POST", f"/v1/conversations/{c1}/transfer", {"to_agent": "bruno"})
-        await offered_to(s, c1, "bruno")
+        await s.offered_to(c1, "bruno")
         await operator(s, "POST", f"/v1/conversations/{c1}/accept", {"agent_id": "bruno"})
         await customer_writes(s, cu1, c1)
         # And Bruno's conversation comes to her: only from the offer on is it hers.
         await operator(s, "POST", f"/v1/conversations/{c3}/transfer", {"to_agent": "ava"})
-        await offered_to(s, c3, "ava")
+        await s.offered_to(c3, "ava")
         await eventually(has(witness, "agent_offered", c3, "ava", n=2))
 
         async with following(s, ava, last_id=last.id) as resumed:
@@ -204,7 +205,7 @@ async def test_a_stream_resumed_at_its_position_gets_the_work_frame_with_that_id
     ava, _ = await s.issue_token("ava")
     async with following(s, ava) as first:
         _, c1 = await s.open()
-        await offered_to(s, c1, "ava")
+        await s.offered_to(c1, "ava")
         status, body = await s.call("POST", f"/v1/conversations/{c1}/accept", ava, {})
         assert status == 200, body
         accepted = await eventually(has(first, "offer_accepted", c1))

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +17,7 @@ from services.api.tokens import TokenTable, hash_token, new_token, token_proof
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats
 
-from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +35,6 @@ async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[AgentSyst
         yield system
 
 
-async def ok(s: AgentSystem, method: str, path: str, token: str = API_TOKEN, body: dict[str, Any] | None = None) -> Any:
-    status, answer = await s.call(method, path, token, body or {})
-    assert status < 300, (method, path, status, answer)
-    return answer
-
-
-async def offered_to(s: AgentSystem, cid: str, agent: str) -> None:
-    async def probe() -> dict[str, Any] | None:
-        conv = await s.conversation(cid, "offered")
-        return conv if conv is not None and conv["agent_id"] == agent else None
-
-    await eventually(probe)
-
-
 async def test_a_supervisor_sees_everything_moves_work_and_administers_nothing(s: AgentSystem) -> None:
     issued = await ok(s, "POST", "/v1/agents/sam/tokens", body={"label": "lead", "role": "supervisor"})
     assert issued["role"] == "supervisor"
@@ -62,7 +47,7 @@ async def test_a_supervisor_sees_everything_moves_work_and_administers_nothing(s
     assert (await ok(s, "GET", "/v1/agent/me", ava))["role"] == "agent"
 
     customer, cid = await s.open()
-    await offered_to(s, cid, "ava")
+    await s.offered_to(cid, "ava")
     await ok(s, "POST", f"/v1/conversations/{cid}/accept", ava)
     # Sees: queues, every conversation, agents, customers.
     await ok(s, "GET", "/v1/queues", sam)
@@ -76,7 +61,7 @@ async def test_a_supervisor_sees_everything_moves_work_and_administers_nothing(s
     # Acts: sets Bruno's status, moves Ava's conversation to him.
     assert (await ok(s, "POST", "/v1/agents/bruno/status", sam, {"status": "available"}))["status"] == "available"
     await ok(s, "POST", f"/v1/conversations/{cid}/transfer", sam, {"to_agent": "bruno"})
-    await offered_to(s, cid, "bruno")
+    await s.offered_to(cid, "bruno")
     events = [e.event for e in await s.log(customer)]
     moved = [e for e in events if isinstance(e, ConversationTransferred)]
     assert [(e.actor, e.from_agent, e.to_agent) for e in moved] == [("supervisor:sam", "ava", "bruno")]

@@ -38,7 +38,8 @@ from services.api.tokens import signing_key
 from services.api.workspace import WorkspaceFacts
 from services.bootstrap import api_signing_key
 from services.config import ConfigError, load
-from services.embedded_nats import EmbeddedNats, free_port
+from services.embedded_nats import EmbeddedNats
+from tests.fake_http import serving
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
 
@@ -405,14 +406,8 @@ async def fake_graph() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/v21.0/{media_id}", info)
     app.router.add_get("/whatsapp_business/attachments/", download)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_whatsapp_media_is_fetched_with_the_phone_numbers_token() -> None:
@@ -455,14 +450,8 @@ async def fake_twilio_media() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1", media)
     app.router.add_get("/signed/ME1", signed)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_twilio_mms_media_is_fetched_with_the_accounts_credentials() -> None:

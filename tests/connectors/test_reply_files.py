@@ -19,12 +19,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from connectors.chat.connector import with_file_links
 from events.model import Attachment, DeliverReply
 from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
+from tests.integration.fake_graph import FakeGraph, fake_graph_server
+from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server, with_fake_twilio
 from tests.integration.system import API_TOKEN, System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
@@ -36,15 +36,8 @@ PHONE_NUMBER_ID = "106540352242922"
 
 @pytest.fixture
 async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with fake_twilio_server() as found:
+        yield found
 
 
 async def upload(system: System, data: bytes, content_type: str, name: str) -> dict[str, Any]:
@@ -158,30 +151,10 @@ async def test_an_email_reply_carries_the_file_as_a_mime_attachment(tmp_path: Pa
     assert part.get_content() == pdf
 
 
-class FakeGraph:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def messages(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.sent.append(body)
-        wamid = f"wamid.OUT{len(self.sent)}"
-        return web.json_response(
-            {"messaging_product": "whatsapp", "contacts": [{"wa_id": body["to"]}], "messages": [{"id": wamid}]}
-        )
-
-
 @pytest.fixture
 async def fake_graph() -> AsyncIterator[tuple[FakeGraph, str]]:
-    fake = FakeGraph()
-    app = web.Application()
-    app.router.add_post("/{version}/{node}/messages", fake.messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with fake_graph_server() as found:
+        yield found
 
 
 async def test_a_whatsapp_reply_sends_the_file_by_link_with_the_text_as_caption(
@@ -210,9 +183,9 @@ async def test_a_whatsapp_reply_sends_the_file_by_link_with_the_text_as_caption(
         )
         assert status == 202, body
         await eventually(lambda: _at_least(graph.sent, 1))
-        link = graph.sent[0]["image"]["link"]
+        link = graph.sent[0][1]["image"]["link"]
         got = await fetch(system, link)
-    assert graph.sent[0] == {
+    assert graph.sent[0][1] == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": "15551239002",

@@ -12,13 +12,12 @@ from typing import Any
 
 import nats
 import pytest
-from aiohttp import web
 from nats.js.errors import ObjectNotFoundError
 
 from events.streams import ATTACHMENTS_BUCKET
 from services.api.uploads import sweep_unused_uploads
-from services.embedded_nats import EmbeddedNats, free_port
-from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
+from services.embedded_nats import EmbeddedNats
+from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server, with_fake_twilio
 from tests.integration.system import API_TOKEN, System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
@@ -28,15 +27,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 
 @pytest.fixture
 async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with fake_twilio_server() as found:
+        yield found
 
 
 async def upload(system: System, data: bytes, name: str) -> str:

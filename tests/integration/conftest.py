@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats, free_port
+from services.embedded_nats import EmbeddedNats
 from tests.integration.dead_letters import private_nats, quiet_cli_logging
-from tests.integration.fake_twilio import FakeTwilio
+from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server
 from tests.integration.routers import CONFIG, RouterProcesses
 
 
@@ -38,7 +37,7 @@ def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[str, NATS, EventStore]]:
-    """A private nats-server's URL, a connection and a store (dead-letter tests)."""
+    """The test server's URL, a connection and a store, streams made (intake's durable takes all of rd.inbound.>)."""
     async with private_nats(clean_nats) as found:
         yield found
 
@@ -46,12 +45,5 @@ async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[str, NATS, Ev
 @pytest.fixture
 async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
     """A fake Twilio Messages API on a free port: (the fake, its base URL)."""
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with fake_twilio_server() as found:
+        yield found

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from services.config import Config
+from tests.fake_http import serving_posts
 
 ACCOUNT_SID = "AC" + "1" * 32
 OUR_NUMBER = "+15557654321"
@@ -22,6 +26,14 @@ class FakeTwilio:
         self.auth.append(request.headers.get("Authorization"))
         self.messages.append(dict(await request.post()))  # type: ignore[arg-type]
         return web.json_response({"sid": f"SM{len(self.messages):032d}", "status": "queued"}, status=201)
+
+
+@contextlib.asynccontextmanager
+async def fake_twilio_server() -> AsyncIterator[tuple[FakeTwilio, str]]:
+    """A ``FakeTwilio`` on a free port: (the fake, its base URL)."""
+    fake = FakeTwilio()
+    async with serving_posts({"/2010-04-01/Accounts/{sid}/Messages.json": fake.create}) as url:
+        yield fake, url
 
 
 def with_fake_twilio(config: Config, base_url: str) -> None:

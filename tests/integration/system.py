@@ -15,7 +15,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from events.model import ConversationOpened, MessageReceived, Requirements, RoutingRequested
-from events.store import Append, EventStore
+from events.store import Append, EventStore, StoredEvent
 from services.config import Config, load
 from services.embedded_nats import EmbeddedNats, free_port
 from services.up import Started, serve_all
@@ -130,6 +130,16 @@ class System:
         try:
             info = await nc.jetstream().stream_info("RD_INBOUND")
             return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    async def customer_log(self, customer_id: str) -> list[StoredEvent]:
+        """The customer's events as the log holds them now (over a connection of its own)."""
+        import nats
+
+        nc = await nats.connect(self.nats.url)
+        try:
+            return await EventStore(nc, nc.jetstream()).read_customer(customer_id)
         finally:
             await nc.close()
 

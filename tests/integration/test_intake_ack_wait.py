@@ -16,11 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -29,7 +28,6 @@ from events import subjects
 from events.codec import encode
 from events.model import InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
-from events.streams import ensure_streams
 from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
@@ -97,14 +95,6 @@ class IntakeProcess:
 
 
 @pytest.fixture
-async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    yield nc, EventStore(nc, nc.jetstream())
-    await nc.drain()
-
-
-@pytest.fixture
 def processes() -> Iterator[list[IntakeProcess]]:
     started: list[IntakeProcess] = []
     yield started
@@ -135,9 +125,9 @@ async def routed(store: EventStore, sid: str) -> bool:
 
 
 async def test_a_message_taken_by_an_intake_killed_mid_plan_is_routed_one_ack_wait_after_the_restart(
-    clean_nats: EmbeddedNats, private: tuple[NATS, EventStore], processes: list[IntakeProcess], tmp_path: Path
+    clean_nats: EmbeddedNats, private: tuple[str, NATS, EventStore], processes: list[IntakeProcess], tmp_path: Path
 ) -> None:
-    nc, store = private
+    _, nc, store = private
     js = nc.jetstream()
     # The durable as an older version left it: JetStream's default 30 s ack wait, unbounded.
     await js.add_consumer(
@@ -191,9 +181,9 @@ async def test_a_message_taken_by_an_intake_killed_mid_plan_is_routed_one_ack_wa
     assert info.delivered.consumer_seq == 2 and info.delivered.stream_seq == 1
 
 
-async def test_a_plan_longer_than_the_ack_wait_is_recorded_once(private: tuple[NATS, EventStore]) -> None:
+async def test_a_plan_longer_than_the_ack_wait_is_recorded_once(private: tuple[str, NATS, EventStore]) -> None:
     """In process: a plan taking three ack waits is neither redelivered nor recorded twice."""
-    nc, store = private
+    _, nc, store = private
     js = nc.jetstream()
     settings = IntakeSettings(ack_wait_seconds=1.0)
     watch = await prepare(nc, redelivery_for(settings))

@@ -13,11 +13,10 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -25,7 +24,6 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
-from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from tests.integration.system import eventually
 
@@ -89,15 +87,6 @@ class IntakeProcess:
 
 
 @pytest.fixture
-async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
-    """A server of the test's own: intake's durable consumer takes all of rd.inbound.>."""
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    yield nc, EventStore(nc, nc.jetstream())
-    await nc.drain()
-
-
-@pytest.fixture
 def intake(clean_nats: EmbeddedNats, tmp_path: Path) -> Iterator[IntakeProcess]:
     process = IntakeProcess(clean_nats.url, tmp_path)
     yield process
@@ -117,9 +106,9 @@ def sms(customer: int) -> InboundMessage:
 
 
 async def test_kill_9_during_traffic_leaves_no_conversation_unrouted(
-    private: tuple[NATS, EventStore], intake: IntakeProcess
+    private: tuple[str, NATS, EventStore], intake: IntakeProcess
 ) -> None:
-    nc, store = private
+    _, nc, store = private
     js = nc.jetstream()
     messages = [sms(c) for c in range(CUSTOMERS)]
     per_wave = CUSTOMERS // WAVES

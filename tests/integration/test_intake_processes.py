@@ -10,11 +10,10 @@ order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -22,7 +21,6 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, CustomerCreated, InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
-from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, identity_for
 from tests.integration.system import eventually
@@ -34,15 +32,6 @@ CUSTOMERS = 50
 ROUNDS = 6  # messages per customer: 300 in the burst
 PROCESSES = 3
 DEADLINE_S = 120.0
-
-
-@pytest.fixture
-async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
-    """A server of the test's own: intake's durable consumer takes all of rd.inbound.>."""
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    yield nc, EventStore(nc, nc.jetstream())
-    await nc.drain()
 
 
 @pytest.fixture
@@ -73,9 +62,9 @@ def sms(customer: int, round_: int) -> InboundMessage:
 
 
 async def test_three_intake_processes_keep_each_customer_in_order(
-    private: tuple[NATS, EventStore], intakes: list[IntakeProcess]
+    private: tuple[str, NATS, EventStore], intakes: list[IntakeProcess]
 ) -> None:
-    nc, store = private
+    _, nc, store = private
     js = nc.jetstream()
     for process in intakes:
         process.start()

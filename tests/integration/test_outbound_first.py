@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from events.model import (
     AgentOffered,
@@ -29,8 +28,9 @@ from events.model import (
     MessageSent,
     ReplyRequested,
 )
-from events.store import EventStore, StoredEvent
+from events.store import StoredEvent
 from services.embedded_nats import EmbeddedNats, free_port
+from tests.integration.fake_graph import FakeGraph, fake_graph_server
 from tests.integration.fake_twilio import OUR_NUMBER, FakeTwilio, with_fake_twilio
 from tests.integration.system import System, eventually, running_system, system_config
 
@@ -53,16 +53,6 @@ async def agent_token(system: System, agent_id: str) -> str:
     status, body = await system.post(f"/v1/agents/{agent_id}/tokens", {"label": "outbound test"})
     assert status == 201, body
     return str(body["token"])
-
-
-async def customer_log(system: System, customer_id: str) -> list[StoredEvent]:
-    import nats
-
-    nc = await nats.connect(system.nats.url)
-    try:
-        return await EventStore(nc, nc.jetstream()).read_customer(customer_id)
-    finally:
-        await nc.close()
 
 
 def of_type(events: list[StoredEvent], kind: type) -> list[Any]:
@@ -108,7 +98,7 @@ async def test_an_agent_texts_a_new_number_first_and_the_answer_continues_her_co
         assert status == 202, body
         await eventually(lambda: _at_least(fake.messages, 2))
         await asyncio.sleep(0)
-        events = await customer_log(system, customer_id)
+        events = await system.customer_log(customer_id)
     assert [(m["To"], m["Body"]) for m in fake.messages] == [
         (phone, "Your repair is ready for pick-up."),
         (phone, "See you!"),
@@ -207,7 +197,7 @@ async def test_an_agent_emails_a_customer_first_and_the_answer_joins_the_thread(
             await asyncio.to_thread(_smtp_send, smtp_in, answer)
             await eventually(lambda: _has(system, customer_id, MessageReceived))
             status, conv, _ = await call(system, "GET", f"/v1/conversations/{cid}", token)
-            events = await customer_log(system, customer_id)
+            events = await system.customer_log(customer_id)
     finally:
         controller.stop()
     assert sink.mail[0][1] == ["ann@example.com"]
@@ -221,34 +211,10 @@ async def test_an_agent_emails_a_customer_first_and_the_answer_joins_the_thread(
 # --- WhatsApp (Cloud API) and Messenger: the providers' windows ------------------------------
 
 
-class FakeGraph:
-    """Graph API ``POST /{version}/{node}/messages``, answering as documented."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    async def messages(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.sent.append((request.match_info["node"], body))
-        if body.get("messaging_product") == "whatsapp":
-            wamid = f"wamid.HBgL{len(self.sent):010d}"
-            return web.json_response(
-                {"messaging_product": "whatsapp", "contacts": [{"wa_id": body["to"]}], "messages": [{"id": wamid}]}
-            )
-        return web.json_response({"recipient_id": body["recipient"]["id"], "message_id": f"m_{len(self.sent)}"})
-
-
 @pytest.fixture
 async def fake_graph() -> AsyncIterator[tuple[FakeGraph, str]]:
-    fake = FakeGraph()
-    app = web.Application()
-    app.router.add_post("/{version}/{node}/messages", fake.messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with fake_graph_server() as found:
+        yield found
 
 
 def whatsapp_inbound(wa_id: str, wamid: str, text: str) -> bytes:
@@ -348,7 +314,7 @@ async def test_whatsapp_first_contact_needs_a_template_and_messenger_needs_the_c
             system, "POST", "/v1/conversations", token, {"address": "messenger:PSID_NEW", "text": "hello"}
         )
         assert status == 409 and "messenger" in body["error"], body
-        events = await customer_log(system, customer_id)
+        events = await system.customer_log(customer_id)
     node, template_message = graph.sent[0]
     assert node == PHONE_NUMBER_ID
     assert template_message == {
@@ -386,7 +352,7 @@ async def _at_least(items: list[Any], n: int) -> bool:
 
 
 async def _has(system: System, customer_id: str, kind: type) -> bool:
-    return bool(of_type(await customer_log(system, customer_id), kind))
+    return bool(of_type(await system.customer_log(customer_id), kind))
 
 
 def test_the_router_leaves_a_conversation_opened_already_assigned_to_its_agent() -> None:

@@ -60,14 +60,7 @@ async def reply(system: System, conversation: dict[str, Any], text: str) -> None
 
 
 async def sent_for(system: System, customer_id: str) -> list[MessageSent]:
-    import nats
-
-    nc = await nats.connect(system.nats.url)
-    try:
-        events = await EventStore(nc, nc.jetstream()).read_customer(customer_id)
-    finally:
-        await nc.close()
-    return [e.event for e in events if isinstance(e.event, MessageSent)]
+    return [e.event for e in await system.customer_log(customer_id) if isinstance(e.event, MessageSent)]
 
 
 async def test_reply_to_an_sms_reaches_the_twilio_messages_api(

@@ -4,18 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import nats
 from aiohttp import web
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
 from events.codec import decode_inbound
 from events.model import DeliveryFailed, InboundMessage, InboundRecord, MessageSent, ReplyOutcomeReported
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
 
 from ..publish import MSG_ID
+
+
+async def serve_locally(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
+    """Serve a fake API on ``host`` (any free port): its runner (``cleanup`` stops it) and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, 0).start()
+    bound_host, port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def conformance_nats(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, NATS]]:
+    """A nats-server of the kit's own with Relaydesk's streams, and a connection that rides out
+    the restarts a kit's test makes."""
+    server = EmbeddedNats(store_dir=tmp_path / "nats")
+    await server.astart()
+    try:
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+        try:
+            await ensure_streams(nc.jetstream())
+            yield server, nc
+        finally:
+            with contextlib.suppress(Exception):  # closing a dead transport may raise
+                await nc.close()
+    finally:
+        await server.astop()
 
 
 @dataclass(frozen=True)
@@ -145,12 +177,7 @@ class FakeProvider:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_locally(app, self.host)
         return self.url
 
     async def stop(self) -> None:

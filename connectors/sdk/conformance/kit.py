@@ -29,7 +29,6 @@ Contract checked:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -40,7 +39,6 @@ from urllib.parse import quote_plus
 
 import aiohttp
 import msgspec
-import nats
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -49,13 +47,20 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.codec import encode
 from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
-from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 
 from ..base import Connector
 from ..publish import outcome_msg_id
 from ..runtime import ConnectorRuntime
-from .helpers import FakeProvider, Published, RecordedRequest, read_inbound, read_outcomes, wait_for_outcome
+from .helpers import (
+    FakeProvider,
+    Published,
+    RecordedRequest,
+    conformance_nats,
+    read_inbound,
+    read_outcomes,
+    wait_for_outcome,
+)
 
 
 @dataclass(frozen=True)
@@ -175,34 +180,27 @@ class ConnectorConformance(ABC):
 
     @pytest_asyncio.fixture
     async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
-        server = EmbeddedNats(store_dir=tmp_path / "nats")
-        await server.astart()
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
         fake = self.fake_provider()
         runtime: ConnectorRuntime | None = None
-        try:
-            js = nc.jetstream()
-            await ensure_streams(js)
-            await fake.start()
-            raw = {
-                **self.config(fake.url),
-                "host": "127.0.0.1",
-                "port": 0,
-                "ack_timeout": 1.0,
-                "deliver_backoff": 0.05,
-                "deliver_timeout": 5.0,
-                "outbound_fetch_timeout": 0.5,
-            }
-            runtime = ConnectorRuntime(self.connector_class.from_config(raw), nc)
-            [base_url, *_] = await runtime.start()
-            yield Harness(server, nc, fake, runtime, base_url)
-        finally:
-            if runtime is not None:
-                await runtime.stop()
-            with contextlib.suppress(Exception):  # closing a dead transport may raise
-                await nc.close()
-            await fake.stop()
-            await server.astop()
+        async with conformance_nats(tmp_path) as (server, nc):
+            try:
+                await fake.start()
+                raw = {
+                    **self.config(fake.url),
+                    "host": "127.0.0.1",
+                    "port": 0,
+                    "ack_timeout": 1.0,
+                    "deliver_backoff": 0.05,
+                    "deliver_timeout": 5.0,
+                    "outbound_fetch_timeout": 0.5,
+                }
+                runtime = ConnectorRuntime(self.connector_class.from_config(raw), nc)
+                [base_url, *_] = await runtime.start()
+                yield Harness(server, nc, fake, runtime, base_url)
+            finally:
+                if runtime is not None:
+                    await runtime.stop()
+                await fake.stop()
 
     # -- inbound --------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from connectors.sdk.conformance.helpers import serve_locally
+
 
 @dataclass(frozen=True)
 class WebhookCall:
@@ -99,11 +101,7 @@ class FakeHelpdesk(ABC):
     async def start(self) -> str:
         app = web.Application(middlewares=[self._gate])
         self.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_locally(app)
         return self.url
 
     async def stop(self) -> None:

@@ -24,20 +24,17 @@ Contract checked:
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
-import nats
 import pytest
 import pytest_asyncio
 
-from events.streams import ensure_streams
+from connectors.sdk.conformance.helpers import conformance_nats
 from services.bootstrap import event_store
-from services.embedded_nats import EmbeddedNats
 
 from ..sdk import Sink, SinkRuntime
 from .fake import FakeHelpdesk
@@ -76,29 +73,23 @@ class SinkConformance(ABC):
 
     @pytest_asyncio.fixture
     async def rig(self, tmp_path: Path) -> AsyncIterator[Rig]:
-        server = EmbeddedNats(store_dir=tmp_path / "nats")
-        await server.astart()
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
         fake = self.fake_helpdesk()
         runtime: SinkRuntime | None = None
         rig: Rig | None = None
-        try:
-            await ensure_streams(nc.jetstream())
-            url = await fake.start()
-            store = event_store(nc)
-            runtime = SinkRuntime(self.make_sink(url), nc, store)
-            await runtime.start()
-            rig = Rig(nc, store, fake, runtime, lambda: self.make_sink(url))
-            yield rig
-        finally:
-            if rig is not None:
-                await rig.runtime.stop()
-            elif runtime is not None:
-                await runtime.stop()
-            with contextlib.suppress(Exception):
-                await nc.close()
-            await fake.stop()
-            await server.astop()
+        async with conformance_nats(tmp_path) as (_, nc):
+            try:
+                url = await fake.start()
+                store = event_store(nc)
+                runtime = SinkRuntime(self.make_sink(url), nc, store)
+                await runtime.start()
+                rig = Rig(nc, store, fake, runtime, lambda: self.make_sink(url))
+                yield rig
+            finally:
+                if rig is not None:
+                    await rig.runtime.stop()
+                elif runtime is not None:
+                    await runtime.stop()
+                await fake.stop()
 
     # -- Relaydesk → helpdesk ------------------------------------------------------------------
 

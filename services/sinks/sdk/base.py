@@ -18,7 +18,6 @@ helpdesk refuses (401/403 loudly, with a metric), and ``/healthz``, ``/readyz``,
 from __future__ import annotations
 
 import base64
-import difflib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any, ClassVar, Literal, Self
 import msgspec
 from multidict import CIMultiDictProxy
 
+from connectors.sdk.base import convert_settings
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
@@ -122,6 +122,8 @@ class Sink(ABC):
     api: ProviderApi
 
     def __init__(self, settings: SinkSettings) -> None:
+        if not isinstance(settings, self.Settings):
+            raise TypeError(f"{type(self).__name__} needs {self.Settings.__name__}")
         self.settings = settings
 
     @classmethod
@@ -129,18 +131,7 @@ class Sink(ABC):
         """Build from a raw ``[sinks.<name>]`` table. ``SinkConfigError`` on an unknown key
         (a typo would leave a setting at its default unnoticed), a bad value, or what
         ``problems`` finds missing."""
-        table = dict(raw or {})
-        known = {f.encode_name for f in msgspec.structs.fields(cls.Settings)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SinkConfigError(f"[sinks.{cls.name}] unknown key {unknown[0]!r}{hint}")
-        try:
-            settings = msgspec.convert(table, cls.Settings, strict=False)
-        except msgspec.ValidationError as err:
-            raise SinkConfigError(f"[sinks.{cls.name}] {err}") from err
-        sink = cls(settings)
+        sink = cls(convert_settings(cls.Settings, raw, f"[sinks.{cls.name}]", SinkConfigError))
         problems = sink.problems()
         if problems:
             raise SinkConfigError(f"[sinks.{cls.name}] " + "; ".join(problems))

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-import msgspec
-
 from .base import Sink
 from .errors import SinkNotFound
 
@@ -60,13 +58,5 @@ def table_problems(tables: Mapping[str, Any]) -> list[str]:
         if not isinstance(table, Mapping):
             problems.append(f"[sinks.{name}] must be a table")
             continue
-        settings = load(name).Settings
-        unknown = strict.unknown_keys(table, settings, ["sinks", name])
-        problems += unknown
-        if unknown:
-            continue
-        try:
-            msgspec.convert(dict(table), settings, strict=False)
-        except msgspec.ValidationError as err:
-            problems.append(strict.validation_problem(err, ["sinks", name]))
+        problems += strict.settings_problems(table, load(name).Settings, ["sinks", name])
     return problems

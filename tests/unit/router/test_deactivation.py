@@ -4,6 +4,8 @@ come back offline with their profile."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,9 +173,11 @@ def act_with_lifecycle(world: World, data: st.DataObject, op: str) -> None:
     check_holding(world.log)
 
 
-def run_lifecycle_history(data: st.DataObject, policy: RouterPolicy, ops: list[str]) -> World:
-    """``test_properties.run_history`` over ``LIFECYCLE_OPS``."""
-    world = World(policy)
+def run_lifecycle_history(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str], make_world: Callable[[RouterPolicy], World] = World
+) -> World:
+    """``test_properties.run_history`` over ``LIFECYCLE_OPS`` (in a ``make_world`` world)."""
+    world = make_world(policy)
     for _ in range(data.draw(st.integers(1, 4))):
         act(world, data, "hire")
     for op in ops:

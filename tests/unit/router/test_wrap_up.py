@@ -15,14 +15,10 @@ from router import snapshot, wrap_up
 from router.decide import Decision, decide
 from router.policy import RouterPolicy
 from tests.unit.router.helpers import Log, agent, at, conversation, events_of, holder
-from tests.unit.router.test_deactivation import LIFECYCLE_OPS, act_with_lifecycle
+from tests.unit.router.test_deactivation import LIFECYCLE_OPS, run_lifecycle_history
 from tests.unit.router.test_properties import (
     POLICIES,
     World,
-    act,
-    check_exclusions,
-    check_nobody_left_waiting,
-    check_replay_and_snapshot,
 )
 
 WRAP = RouterPolicy(offer_channels=("chat",), wrap_up_seconds={"chat": 30.0})
@@ -168,13 +164,4 @@ def test_random_histories_with_wrap_ups_keep_the_routing_invariants(
     live state (which only looks at what changed, and at wrap-ups ending) finds nothing to
     do, a state loaded from its snapshot (which looks at everything) finds nothing either."""
     policy = msgspec.structs.replace(policy, wrap_up_seconds={"chat": 30.0, "email": 300.0, "sms": 5.0})
-    world = WrapWorld(policy)
-    for _ in range(data.draw(st.integers(1, 4))):
-        act(world, data, "hire")
-    for op in ops:
-        act_with_lifecycle(world, data, op)
-    check_replay_and_snapshot(world)
-    world.settle()
-    check_exclusions(world)
-    check_nobody_left_waiting(world)
-    check_replay_and_snapshot(world)
+    run_lifecycle_history(data, policy, ops, WrapWorld)
