@@ -46,6 +46,8 @@ from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_KEY = "delivery.checkpoint"
+# How long a stopping instance lets deliveries in flight finish (see ``_finish_in_flight``).
+STOP_GRACE_SECONDS = 5.0
 TRACES_KEPT = 10_000  # facts whose trace context is remembered for their deliveries (tracing on)
 
 
@@ -208,6 +210,7 @@ class DeliveryService:
                     await watcher
             with contextlib.suppress(*NATS_UNAVAILABLE):
                 await tail.close()
+            await self._finish_in_flight(lease)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -216,6 +219,20 @@ class DeliveryService:
                 with contextlib.suppress(Exception):
                     await lease.release()
             log.info("delivery.stopped", checkpoint=self.checkpoint)
+
+    async def _finish_in_flight(self, lease: Lease) -> None:
+        """On a stop, let deliveries in flight record their outcome (for up to
+        ``STOP_GRACE_SECONDS``, holding the lease meanwhile): a delivery cancelled between its
+        successful send and its record would be sent again by the next active instance. What is
+        still running then (a retry waiting out its backoff) is cancelled; its record says where
+        it stopped, and the next active instance resumes it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_SECONDS
+        while self._tasks and lease.held and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=min(self.lease_ttl / 4, deadline - loop.time()))
+            await lease.renew()  # False (lost, or NATS away) ends the wait: someone else may act now
+        if self._tasks:
+            log.info("delivery.stop_cancels", in_flight=len(self._tasks), instance=self.instance_id)
 
     def _stand_down(self, watcher: asyncio.Task[None] | None) -> None:
         """Stop acting as the active instance: no new records, no watcher."""

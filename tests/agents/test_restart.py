@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats
+from tests.fake_http import serving_posts
 
-from .helpers import agent_system, agents_config, eventually, holds, receiver
+from .helpers import AgentSystem, agent_system, agents_config, eventually, holds, receiver
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +80,62 @@ async def test_a_standby_delivery_service_takes_over_without_sending_twice(
                 def delivered_by_the_standby() -> bool:
                     if second.done():  # a crashed standby: its error, not a timeout, is the finding
                         raise AssertionError(f"the standby stopped: {second.exception()!r}")
-                    return len(hook.ok()) == 2
+                    return len(hook.ok()) >= 2
 
                 await eventually(holds(delivered_by_the_standby), timeout=20)
                 await asyncio.sleep(1.0)
+                # Not [one, one, two]: the stopping instance recorded its delivery of one before it
+                # let go, so the standby did not send it again.
                 assert [h.json()["conversation"]["id"] for h in hook.seen] == [one, two]
             finally:
                 for stop in stops.values():
                     stop.set()
                 await asyncio.gather(first, second, return_exceptions=True)
+
+
+async def test_a_stopping_delivery_service_finishes_the_delivery_in_flight(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    # The stop comes while the agent's tool is still answering: the stopping instance waits for
+    # the answer and records it, so the instance that takes over does not send it again.
+    arrived: list[str] = []
+    answering = asyncio.Event()
+
+    async def slow_tool(request: web.Request) -> web.Response:
+        arrived.append((await request.json())["conversation"]["id"])
+        answering.set()
+        await asyncio.sleep(1.5)
+        return web.Response(status=200)
+
+    async with serving_posts({"/hook": slow_tool}) as base:
+        endpoints = (Endpoint(kind="webhook", id="ava-hook", agent="ava", url=base + "/hook", secret="s3cret"),)
+        config = agents_config(tmp_path, clean_nats.url, endpoints, lease_seconds=1.0)
+        async with agent_system(config, clean_nats, services=("router", "api")) as s:
+
+            def service(name: str) -> DeliveryService:
+                return DeliveryService(
+                    s.store, config.delivery, console_url=s.api + "/console", api_url=s.api, instance_id=name
+                )
+
+            stop_a, stop_b = asyncio.Event(), asyncio.Event()
+            a = service("a")
+            first = asyncio.create_task(a.run(stop_a))
+            await eventually(holds(lambda: a.role == "leader"), timeout=10)
+            _, one = await s.open()
+            await asyncio.wait_for(answering.wait(), 20)
+            stop_a.set()  # while the tool is still answering
+            await asyncio.wait_for(first, 15)
+            second = asyncio.create_task(service("b").run(stop_b))
+            try:
+                delivered = await eventually(lambda: delivered_records(s), timeout=20)
+                await asyncio.sleep(2.0)  # time for a second send, if one were coming
+                assert arrived == [one]
+                assert [(d["conversation_id"], len(d["attempts"])) for d in delivered] == [(one, 1)]
+            finally:
+                stop_b.set()
+                await asyncio.gather(second, return_exceptions=True)
+
+
+async def delivered_records(s: AgentSystem) -> list[dict[str, Any]] | None:
+    found = await s.deliveries("delivered")
+    return found or None
