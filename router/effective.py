@@ -55,12 +55,11 @@ def effective(sig: QueueSignature, policy: p.RouterPolicy) -> Effective:
     tier_rule = policy.customer_tiers.get(sig.customer_tier)
     flagged = any(flag in policy.priority_flags for flag in sig.flags)
     transferred_out = 0 < policy.specialist_after_transfers <= sig.transfers
-    min_tier = max(
-        sig.min_tier,
-        tier_rule.min_agent_tier if tier_rule else 1,
-        policy.flag_min_tier if flagged else 1,
-        policy.specialist_tier if transferred_out else 1,
-    )
+    # What the customer's tier and flags ask for relaxes with ``lower_tier_min``; a tier the
+    # requirements name or a transfer asks for does not.
+    customer_min = max(tier_rule.min_agent_tier if tier_rule else 1, policy.flag_min_tier if flagged else 1)
+    customer_min = max(1, customer_min - reached.count(p.LOWER_TIER_MIN))
+    min_tier = max(sig.min_tier, customer_min, policy.specialist_tier if transferred_out else 1)
     boost = (tier_rule.priority_boost if tier_rule else 0) + (policy.flag_priority if flagged else 0)
     if sig.public:
         boost += policy.public_boost

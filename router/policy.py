@@ -16,6 +16,10 @@ LOWER_SKILL_MIN = "lower_skill_min"  # every required skill level minus one (nev
 ALLOW_TIER_UP = "allow_tier_up"  # the tier ceiling rises by one (see RouterPolicy.tier_headroom)
 FALLBACK_LANGUAGE = "fallback_language"  # accept the conversation's fallback languages (or the policy's)
 ANY_AGENT_WITH_SKILL = "any_agent_with_skill"  # skills at level 1, any language, no tier ceiling
+# The minimum agent tier that the customer's tier and flags ask for drops by one (never below
+# 1, nor below a tier the requirements or a transfer name): a VIP is served by the next tier
+# down rather than waiting for a specialist without a time limit. Not among the default steps.
+LOWER_TIER_MIN = "lower_tier_min"
 # Agents excluded so far because they declined or let the offer expire may be offered it
 # again (exclusions named in the requirements or by a transfer stay). Applied by the fold.
 FORGIVE_DECLINES = "forgive_declines"
@@ -26,6 +30,7 @@ RELAXATIONS = (
     FALLBACK_LANGUAGE,
     ANY_AGENT_WITH_SKILL,
     FORGIVE_DECLINES,
+    LOWER_TIER_MIN,
 )
 
 
@@ -125,6 +130,9 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_decisions_per_call: int = 1000
 
     def __post_init__(self) -> None:
+        unknown = [step.relaxation for step in self.escalation_steps if step.relaxation not in RELAXATIONS]
+        if unknown:  # a typo would otherwise be a step that relaxes nothing
+            raise ValueError(f"unknown escalation relaxation {unknown[0]!r} (known: {', '.join(RELAXATIONS)})")
         # ``sla_seconds = { telegram = 300 }`` used to drop every built-in channel's SLA while
         # ``capacity = { telegram = 3 }`` kept the built-in capacities: both merge now.
         # ``inf`` takes a channel out (no SLA: what a channel not named has).

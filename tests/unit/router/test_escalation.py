@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from events.model import EscalationStepReached
+import pytest
+
+from events.model import CustomerProfileUpdated, EscalationStepReached
 from router.policy import EscalationStep, RouterPolicy
 from tests.unit.router.helpers import Log, agent, at, conversation, events_of, holder
 
@@ -107,3 +109,33 @@ def test_a_conversation_gets_one_decision_per_round_even_when_a_step_is_due() ->
     log.extend(agent("ava", when=at(50)))
     decisions = log.decide(at(100), steps((30, "lower_skill_min")))
     assert len(decisions) == 1  # the assignment; the step is moot
+
+
+def test_lower_tier_min_lets_a_frontline_agent_serve_a_platinum_customer_after_the_wait() -> None:
+    # Platinum asks for a tier-2 agent; none is on shift. Without the step the customer waits
+    # for ever (the simulator's finding); with it, the frontline agent takes it after 900 s.
+    log = Log()
+    log.extend(agent("ava", tier=1))
+    log.extend(conversation("c1", customer_id="p", when=at(0)))
+    log.append(CustomerProfileUpdated(at=at(0), customer_id="p", tier="platinum"))
+    policy = steps((900, "lower_tier_min"))
+    log.step(at(899), policy)
+    assert holder(log, "c1") is None
+    log.step(at(900), policy)
+    log.step(at(901), policy)
+    assert holder(log, "c1") == "ava"
+
+
+def test_lower_tier_min_never_lowers_a_tier_the_requirements_name() -> None:
+    log = Log()
+    log.extend(agent("ava", tier=1))
+    log.extend(conversation("c1", when=at(0), min_tier=2))
+    policy = steps((10, "lower_tier_min"), (20, "lower_tier_min"))
+    log.step(at(30), policy)
+    log.step(at(31), policy)
+    assert holder(log, "c1") is None
+
+
+def test_an_unknown_relaxation_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown escalation relaxation 'alow_tier_up'"):
+        steps((30, "alow_tier_up"))
