@@ -48,6 +48,7 @@ from connectors.sdk.publish import InboundPublisher, Published
 from events import subjects
 from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
+from events.skips import count_skip
 from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
 from events.streams import attachments_store
 
@@ -361,5 +362,6 @@ class EmailConnector(Connector):
             except Exception as err:
                 if attempt == 2:
                     log.warning("outbound.sent_not_remembered", reply_id=reply.reply_id, error=type(err).__name__)
+                    count_skip("email.sent_not_remembered")
                     return
                 await asyncio.sleep(0.2 * (attempt + 1))

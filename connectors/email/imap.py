@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from connectors.sdk import Malformed, Unavailable
+from events.skips import count_skip
 
 from .settings import EmailSettings
 
@@ -213,9 +214,11 @@ class ImapPoller:
             raise
         except Malformed as err:
             self.skipped += 1
+            count_skip("email.imap_mail")
             log.warning("email.imap_unparseable", uid=uid, reason=err.reason)
         except Exception as err:
             self.skipped += 1
+            count_skip("email.imap_mail")
             log.warning("email.imap_mail_skipped", uid=uid, error=type(err).__name__)
 
     async def poll_once(self) -> int:

@@ -12,16 +12,29 @@ from datetime import datetime
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 
+import structlog
 from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]
 
 from connectors.sdk import Malformed
 from events.model import Attachment, InboundMessage
+from events.skips import count_skip
 
 from . import threads
 from .calendar import invitation_text
 from .charsets import clean_text, decode_bytes, utf8_header_section
 from .html import html_to_text
 from .settings import EmailSettings
+
+log = structlog.get_logger(__name__)
+
+
+def _forgiven(what: str, err: Exception) -> None:
+    """A part of a mail the parser could not read, passed over so the mail is still accepted:
+    said (which part, the error's type; never the content) and counted (``relaydesk_skipped_total``
+    with ``where="email.parse.<what>"``)."""
+    log.info("email.parse_forgiven", part=what, error=type(err).__name__)
+    count_skip(f"email.parse.{what}")
+
 
 PROVIDER = "email"
 _NULL_SENDERS = {"", "<>"}
@@ -217,7 +230,8 @@ def content_language(msg: EmailMessage) -> str | None:
 def _header(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
-    except Exception:  # a header the policy cannot parse at all
+    except Exception as err:  # a header the policy cannot parse at all
+        _forgiven(f"header.{name.lower()}", err)
         return ""
     return clean_text(" ".join(str(value).split())) if value is not None else ""
 
@@ -246,8 +260,8 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
         if addresses:
             first = addresses[0]
             name, address = first.display_name, first.addr_spec
-    except Exception:
-        pass
+    except Exception as err:  # read again below from the raw header
+        _forgiven("from", err)
     name, address = clean_text(name or ""), clean_text(address or "")
     if not address:
         name, address = parseaddr(_header(msg, "From"))
@@ -360,7 +374,8 @@ def _decoded(part: Message) -> str:
     client reads it (``charsets.decode_bytes``): never raises."""
     try:
         payload = part.get_payload(decode=True)
-    except Exception:  # a transfer encoding broken beyond what the parser forgives
+    except Exception as err:  # a transfer encoding broken beyond what the parser forgives
+        _forgiven("transfer_encoding", err)
         payload = None
     if not isinstance(payload, bytes):
         raw = part.get_payload()
@@ -385,7 +400,8 @@ def _body_text(msg: EmailMessage) -> tuple[str, bool]:
 def _latest_reply(text: str, languages: list[str]) -> str | None:
     try:
         latest = EmailReplyParser(languages=languages).parse_reply(text)
-    except Exception:  # the parser is heuristic; never lose the message over it
+    except Exception as err:  # the parser is heuristic; never lose the message over it
+        _forgiven("quoted_history", err)
         return None
     return latest if isinstance(latest, str) else None
 
@@ -428,7 +444,8 @@ def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentB
         digest = hashlib.sha256(data).hexdigest()
         try:
             name = part.get_filename()
-        except Exception:  # an RFC 2231 parameter the parser cannot read: kept without a name
+        except Exception as err:  # an RFC 2231 parameter the parser cannot read: kept without a name
+            _forgiven("attachment_name", err)
             name = None
         meta = Attachment(
             url=attachment_url(settings.attachment_bucket, digest),

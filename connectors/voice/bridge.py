@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
@@ -109,7 +110,8 @@ class VoiceBridge:
             except Exception as err:
                 log.warning("voice.bridge_fetch_failed", error=type(err).__name__, detail=str(err)[:200])
                 count_skip("voice.bridge_fetch")
-                with contextlib.suppress(Exception):
+                # A fresh subscription follows; the old one may already be gone with its connection.
+                with contextlib.suppress(NatsError, OSError):
                     if sub is not None:
                         await sub.unsubscribe()
                 sub = None

@@ -19,6 +19,7 @@ from events.model import (
     OfferDeclined,
     ReplyRequested,
 )
+from events.skips import count_skip
 from events.store import ConcurrencyError
 from router.state import ConversationView, RouterState
 from services.api import access, replies, templates, uploads, workspace
@@ -131,6 +132,7 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
         await replies.queue(deps.nc, deliver, deps.store.cipher)
     except Exception as err:
         log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))
+        count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log
 
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:

@@ -50,6 +50,7 @@ from nats.js.object_store import ObjectStore
 from connectors.email.erasure import erase_attachments
 from events.model import Attachment, DeliverReply
 from events.objects import ObjectUnreadable, read_object
+from events.skips import count_skip
 from events.streams import ATTACHMENTS_BUCKET, attachments_store
 from services.api.common import ApiDeps, ApiError, json_error, ok
 from services.api.tokens import signing_key
@@ -287,6 +288,7 @@ async def run_upload_sweep(js: JetStreamContext, stop: asyncio.Event) -> None:
             log.info("api.uploads_swept", unused_hours=UNUSED_UPLOAD_HOURS, erased=swept)
         except Exception as err:  # NATS away: the next sweep tries again
             log.warning("api.upload_sweep_failed", error=repr(err), skipped="this sweep")
+            count_skip("api.upload_sweep")
         try:
             await asyncio.wait_for(stop.wait(), SWEEP_EVERY_S)
         except TimeoutError:

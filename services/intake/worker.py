@@ -34,9 +34,11 @@ from events import subjects
 from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
+from events.skips import count_skip
 from services.intake.consumer import DURABLE, Intake, decode_record, redelivery_for, settle
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
+from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +103,7 @@ class IntakeWorker:
                     continue
                 except Exception as err:  # NATS away: the client reconnects; fetch again after a pause
                     log.warning("intake.fetch_failed", error=repr(err))
+                    count_skip("intake.fetch")
                     await asyncio.sleep(0.5)
                     continue
                 await self._dispatch(msgs)
@@ -112,7 +115,7 @@ class IntakeWorker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            with contextlib.suppress(Exception):  # closing connection: nothing to undo on the server
+            with contextlib.suppress(*NATS_ERRORS):  # closing connection: nothing to undo on the server
                 await sub.unsubscribe()
 
     async def _dispatch(self, msgs: list[Msg]) -> None:
@@ -122,6 +125,7 @@ class IntakeWorker:
             earlier = await self.window.earlier(own, self.held())
         except Exception as err:  # recorded without the cross-process check rather than not at all
             log.warning("intake.ordering_window_unreadable", error=repr(err))
+            count_skip("intake.ordering_window")
             earlier = {}
         for msg, record in decoded:
             seq = msg.metadata.sequence.stream

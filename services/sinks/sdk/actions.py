@@ -33,6 +33,7 @@ from events.model import (
     ReplyRequested,
     RoutingRequested,
 )
+from events.skips import count_skip
 from events.store import Append, ConcurrencyError, EventStore
 from events.subjects import parse_conversation_subject
 from services.api import replies
@@ -167,6 +168,7 @@ class Relaydesk:
             await replies.queue(self.nc, replies.deliver_command(reply, route), self.store.cipher)
         except Exception as err:  # in the log already: the API's reply relay queues it again
             bound.warning("sink.reply_queue_deferred", error=repr(err))
+            count_skip("sink.reply_queue")
 
     async def resolve(self, customer_id: str, conversation_id: str, *, key: str) -> Outcome:
         """Resolve the conversation (once: resolving a resolved conversation does nothing)."""

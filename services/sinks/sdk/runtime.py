@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from events import subjects
 from events.codec import Undecodable
 from events.model import UnknownEvent
+from events.skips import count_skip
 from events.store import EventStore, StoredEvent, Tail
 from services.lease import Lease
 from services.nats_errors import NATS_ERRORS
@@ -323,6 +324,7 @@ async def _close(tail: Tail) -> None:
         await tail.close()
     except Exception as err:  # closing after a failure: the failure itself is logged by the caller
         structlog.get_logger(__name__).warning("sink.tail_close_failed", error=repr(err))
+        count_skip("sink.tail_close")
 
 
 def _url(addr: Any) -> str:
