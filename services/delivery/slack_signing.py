@@ -9,9 +9,9 @@ from its clock (a replayed request).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
+
+from connectors.sdk.signatures import constant_time_equal, sign, timestamp_fresh
 
 SIGNATURE = "X-Slack-Signature"
 TIMESTAMP = "X-Slack-Request-Timestamp"
@@ -19,8 +19,7 @@ TOLERANCE = 300.0
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
-    return "v0=" + mac.hexdigest()
+    return sign(secret, b"v0:" + timestamp.encode() + b":" + body, prefix="v0=")
 
 
 def headers(secret: str, body: bytes, t: int | None = None) -> dict[str, str]:
@@ -40,12 +39,10 @@ def refusal(
     """Why the request is not Slack's (None: it is)."""
     if not timestamp or not given:
         return f"missing {TIMESTAMP} or {SIGNATURE}"
-    try:
-        t = int(timestamp)
-    except ValueError:
+    if not timestamp.isdigit():
         return f"{TIMESTAMP} is not a number"
-    if abs((time.time() if now is None else now) - t) > tolerance:
+    if not timestamp_fresh(timestamp, tolerance=tolerance, now=now):
         return f"{TIMESTAMP} is more than {tolerance:g} s from our clock"
-    if not hmac.compare_digest(signature(secret, timestamp, body).encode(), given.encode()):
+    if not constant_time_equal(signature(secret, timestamp, body), given):
         return "bad signature"
     return None

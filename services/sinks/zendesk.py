@@ -29,14 +29,12 @@ appended itself are never synced back to Zendesk (the SDK skips them).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from connectors.sdk.signatures import hmac_sha256_base64, verify_hmac_sha256
 from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
 
 from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest
@@ -220,8 +218,8 @@ class ZendeskSink(Sink):
         timestamp = request.headers.get(SIGNATURE_TIMESTAMP, "")
         if not signature or not timestamp:
             raise Unauthentic(f"missing {SIGNATURE} or {SIGNATURE_TIMESTAMP}")
-        expected = sign(self.settings.webhook_secret, timestamp, request.body)
-        if not hmac.compare_digest(expected, signature.strip()):
+        signed = timestamp.encode() + request.body
+        if not verify_hmac_sha256(self.settings.webhook_secret, signed, signature, encoding="base64"):
             raise Unauthentic("bad webhook signature")
         tolerance = self.settings.signature_tolerance
         if tolerance > 0:
@@ -282,8 +280,7 @@ class ZendeskSink(Sink):
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """Zendesk's webhook signature: base64 of HMAC-SHA256(secret, timestamp + body)."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    return hmac_sha256_base64(secret, timestamp.encode() + body)
 
 
 def _comment_id(answer: Any) -> str:
