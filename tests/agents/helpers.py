@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ import msgspec
 import nats
 from aiohttp import web
 
+from events.model import Attachment
 from events.store import EventStore, StoredEvent
-from events.streams import ensure_streams
+from events.stream_setup import ensure_store, objects_spec
+from events.streams import ATTACHMENTS_BUCKET, attachments_store, ensure_streams
 from services.bootstrap import event_store
 from services.config import AgentSeed, Config
 from services.delivery.settings import Endpoint
@@ -169,3 +172,13 @@ async def agent_system(
 
 async def settle(seconds: float = 0.3) -> None:
     await asyncio.sleep(seconds)
+
+
+async def stored_attachment(store: EventStore, data: bytes, *, name: str, content_type: str) -> Attachment:
+    """``data`` in the attachments object store as the email connector stores a mail's file
+    (the bucket made first, as the connector would, through ``events.stream_setup``)."""
+    js = store.js
+    await ensure_store(js, objects_spec(attachments_store(1), "test"))
+    digest = hashlib.sha256(data).hexdigest()
+    await (await js.object_store(ATTACHMENTS_BUCKET)).put(digest, data)
+    return Attachment(url=f"nats-object://{ATTACHMENTS_BUCKET}/{digest}", content_type=content_type, name=name)

@@ -4,15 +4,13 @@ location (``nats-object://…``, a Graph URL) a browser cannot open."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
 
 from events.model import Attachment
-from events.streams import ATTACHMENTS_BUCKET, attachments_store
 
-from .helpers import API_TOKEN, AgentSystem, eventually, holds
+from .helpers import API_TOKEN, AgentSystem, eventually, holds, stored_attachment
 from .test_stream_resume import Frame, customer_writes, following
 from .test_workspace_api import accepted_by_ava, call_with, open_with, w  # noqa: F401 - w: the fixture
 
@@ -23,14 +21,7 @@ INVOICE_TEXT = "here is the invoice"
 
 
 async def stored_pdf(s: AgentSystem) -> Attachment:
-    js = s.store.js
-    try:
-        objects = await js.object_store(ATTACHMENTS_BUCKET)
-    except Exception:  # first use on this server: the email connector would have made it
-        objects = await js.create_object_store(ATTACHMENTS_BUCKET, config=attachments_store(1))
-    digest = hashlib.sha256(PDF).hexdigest()
-    await objects.put(digest, PDF)
-    return Attachment(url=f"nats-object://{ATTACHMENTS_BUCKET}/{digest}", content_type="application/pdf", name="a.pdf")
+    return await stored_attachment(s.store, PDF, name="a.pdf", content_type="application/pdf")
 
 
 async def test_stream_attachments_are_signed_links_for_the_streams_caller(w: AgentSystem) -> None:  # noqa: F811

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import Append
-from events.streams import ATTACHMENTS_BUCKET, attachments_store
+from events.streams import ATTACHMENTS_BUCKET
 from router.state import RouterState
 from services.api.attachments import Links, MediaUnavailable, fetch_provider_media
 from services.api.console_settings import CannedReply, ConsoleSettings
@@ -41,7 +40,7 @@ from services.config import ConfigError, load
 from services.embedded_nats import EmbeddedNats
 from tests.fake_http import serving
 
-from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, stored_attachment
 
 pytestmark = pytest.mark.integration
 
@@ -314,16 +313,7 @@ async def test_canned_replies_are_filled_for_the_conversation(w: AgentSystem) ->
 
 async def test_an_attachment_opens_through_a_signed_link_for_its_caller_only(w: AgentSystem) -> None:
     data = b"%PDF-1.4 the invoice\n"
-    digest = hashlib.sha256(data).hexdigest()
-    js = w.store.js
-    try:
-        objects = await js.object_store(ATTACHMENTS_BUCKET)
-    except Exception:
-        objects = await js.create_object_store(ATTACHMENTS_BUCKET, config=attachments_store(1))
-    await objects.put(digest, data)
-    stored = Attachment(
-        url=f"nats-object://{ATTACHMENTS_BUCKET}/{digest}", content_type="application/pdf", name="invoice 42.pdf"
-    )
+    stored = await stored_attachment(w.store, data, name="invoice 42.pdf", content_type="application/pdf")
     missing = Attachment(url=f"nats-object://{ATTACHMENTS_BUCKET}/{'0' * 64}", name="gone.png")
     customer, _, seq = await open_with(w, attachments=(stored, missing))
 
