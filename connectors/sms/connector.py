@@ -39,12 +39,12 @@ from connectors.sdk import (
     Malformed,
     ProviderRequest,
     Route,
-    Unauthentic,
 )
 from connectors.sdk.outbound import template_values
 from events.model import Attachment, Channel, DeliverReply, InboundMessage
 
-from . import signature
+from . import twilio
+from .twilio import TwilioSettings
 
 log = structlog.get_logger("relaydesk.connector.sms")
 
@@ -66,18 +66,13 @@ _METADATA = {
 }
 
 
-class TwilioSmsSettings(ConnectorSettings, kw_only=True):
+class TwilioSmsSettings(TwilioSettings, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8081
     max_body_bytes: int = 64 * 1024
-    auth_token: str = ""
-    public_base_url: str = ""
-    account_sid: str = ""
     from_number: str = ""
     messaging_service_sid: str = ""
     status_callback_url: str = ""
-    signing_key_secret: str = ""
-    api_base_url: str = "https://api.twilio.com"
 
 
 class TwilioSmsConnector(Connector):
@@ -105,33 +100,13 @@ class TwilioSmsConnector(Connector):
 
     def public_url(self, request: ProviderRequest) -> str:
         """The URL Twilio called: ``public_base_url`` + path and query, else as received."""
-        base = self.settings.public_base_url.rstrip("/")
-        return f"{base}{request.raw_path}" if base else request.url
+        return twilio.public_url(self.settings, request)
 
     def verify(self, request: ProviderRequest) -> None:
-        s = self.settings
-        if not s.auth_token:
-            raise Unauthentic("the sms connector has no auth_token configured")
-        sig = request.headers.get(signature.SIGNATURE_HEADER)
-        if not sig:
-            raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
-        settings_header = request.headers.get(signature.SETTINGS_HEADER)
-        algorithm = signature.algorithm_of(settings_header)
-        key = s.signing_key_secret if settings_header and s.signing_key_secret else s.auth_token
-        url = self.public_url(request)
-        body_ok = signature.body_hash_ok(url, request.body)
-        if body_ok is False:
-            raise Unauthentic("bodySHA256 does not match the body")
-        params: MultiDictProxy[str] | tuple[()] = () if body_ok else self._form(request)
-        if not signature.valid(key, url, params, sig, algorithm):
-            where = url.split("?", 1)[0]
-            hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
-            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {where}{hint}")
+        twilio.verify(self.settings, request, "sms")
 
     def _form(self, request: ProviderRequest) -> MultiDictProxy[str]:
-        if request.content_type not in ("application/x-www-form-urlencoded", ""):
-            raise Malformed(f"expected application/x-www-form-urlencoded, got {request.content_type}")
-        return request.form()
+        return twilio.form(request)
 
     def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
         form = self._form(request)

@@ -30,8 +30,9 @@ import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from connectors.sdk import Connector, ConnectorSettings, DeliveryResult, Malformed, ProviderRequest, Route, Unauthentic
-from connectors.sms import signature
+from connectors.sdk import Connector, ConnectorSettings, DeliveryResult, Malformed, ProviderRequest, Route
+from connectors.sms import twilio
+from connectors.sms.twilio import form as _form
 from events.model import Attachment, DeliverReply, InboundMessage
 
 from . import twiml
@@ -103,22 +104,11 @@ class TwilioVoiceConnector(Connector):
         return self.settings.public_base_url.rstrip("/") + path
 
     def public_url(self, request: ProviderRequest) -> str:
-        base = self.settings.public_base_url.rstrip("/")
-        return f"{base}{request.raw_path}" if base else request.url
+        return twilio.public_url(self.settings, request)
 
     def verify(self, request: ProviderRequest) -> None:
-        s = self.settings
-        if not s.auth_token:
-            raise Unauthentic("the voice connector has no auth_token configured")
-        sig = request.headers.get(signature.SIGNATURE_HEADER)
-        if not sig:
-            raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
-        settings_header = request.headers.get(signature.SETTINGS_HEADER)
-        key = s.signing_key_secret if settings_header and s.signing_key_secret else s.auth_token
-        url = self.public_url(request)
-        if not signature.valid(key, url, _form(request), sig, signature.algorithm_of(settings_header)):
-            hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
-            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {url.split('?', 1)[0]}{hint}")
+        # Voice webhooks are form-encoded: no ``bodySHA256`` check.
+        twilio.verify(self.settings, request, "voice", body_hash=False)
 
     def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
         """The call itself (what ``/twilio/voice/queue`` publishes)."""
@@ -270,12 +260,6 @@ class TwilioVoiceConnector(Connector):
 
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
         return DeliveryResult.failed("a voice conversation is answered on the call: text replies are not sent")
-
-
-def _form(request: ProviderRequest) -> MultiDictProxy[str]:
-    if request.content_type not in ("application/x-www-form-urlencoded", ""):
-        raise Malformed(f"expected application/x-www-form-urlencoded, got {request.content_type}")
-    return request.form()
 
 
 def _call_sid(form: MultiDictProxy[str]) -> str:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from connectors.sdk import ConnectorSettings
+from connectors.sms.twilio import TwilioSettings
 
 # Twilio's own default hold music (the TwiML <Enqueue> documentation's waitUrl default).
 TWILIO_HOLD_MUSIC = "http://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
 
 
-class VoiceSettings(ConnectorSettings, kw_only=True):
+class VoiceSettings(TwilioSettings, kw_only=True):
     port: int = 8086  # the next free one after sms 8081, social 8082, chat 8083, email 8085
-    # Twilio account: checks webhook signatures (auth token) and calls the Calls API.
-    auth_token: str = ""
-    account_sid: str = ""
-    signing_key_secret: str = ""
-    # e.g. "https://relay.example.com" behind a proxy; "" = URL as received. TwiML links use it.
-    public_base_url: str = ""
-    api_base_url: str = "https://api.twilio.com"
+    # The Twilio account (TwilioSettings: auth_token, account_sid, signing_key_secret,
+    # public_base_url, api_base_url) checks webhook signatures and calls the Calls API;
+    # TwiML links use public_base_url.
     # What the caller hears, then the language menu: key -> language code. One entry (or none)
     # skips the menu. No key pressed: ``default_language``.
     greeting: str = "Thank you for calling. Please hold for the next available agent."

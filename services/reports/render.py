@@ -78,25 +78,43 @@ def title(report: Report) -> str:
     return f"Service report{by}, {window(report)} (UTC)"
 
 
-def table(report: Report) -> Table:
+def _table(
+    report: Report,
+    heading: str,
+    caption: str,
+    columns: tuple[tuple[str, str], ...],
+    rows: list[tuple[str, list[str]]],
+    total: list[str],
+) -> Table:
+    """The report's table layout: a group column, right-aligned ``columns``, ``rows`` (group
+    key, cells), then the bold total."""
     t = Table(
-        title=title(report),
-        caption=(
-            "FRT: first response, assign: time to assign, handle: handle time (medians; p90 of time to "
-            f"assign). Log sequence {report['as_of_seq']}."
-        ),
+        title=heading,
+        caption=caption,
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 0),
         collapse_padding=True,
     )
     t.add_column(report.get("group_by") or "", style="bold", no_wrap=True)
-    for header, _ in COLUMNS:
+    for header, _ in columns:
         t.add_column(header, justify="right", no_wrap=True)
-    for row in report["groups"]:
-        t.add_row(str(row["key"]), *_cells(row))
-    t.add_row("total", *_cells(report["total"]), style="bold", end_section=True)
+    for key, cells in rows:
+        t.add_row(key, *cells)
+    t.add_row("total", *total, style="bold", end_section=True)
     return t
+
+
+def table(report: Report) -> Table:
+    return _table(
+        report,
+        title(report),
+        "FRT: first response, assign: time to assign, handle: handle time (medians; p90 of time to "
+        f"assign). Log sequence {report['as_of_seq']}.",
+        COLUMNS,
+        [(str(row["key"]), _cells(row)) for row in report["groups"]],
+        _cells(report["total"]),
+    )
 
 
 VOICE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -132,25 +150,15 @@ def voice_table(report: Report) -> Table | None:
     total = report["total"].get("voice")
     if not total:
         return None
-    t = Table(
-        title=f"Calls{' by ' + report['group_by'] if report.get('group_by') else ''}, {window(report)} (UTC)",
-        caption=(
-            "in SLA: answered with the agent rung within the voice SLA, of all calls; AHT: mean handle time "
-            "(ringing the agent who answered to the end of the call); placed: callbacks placed."
-        ),
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 0),
-        collapse_padding=True,
+    return _table(
+        report,
+        f"Calls{' by ' + report['group_by'] if report.get('group_by') else ''}, {window(report)} (UTC)",
+        "in SLA: answered with the agent rung within the voice SLA, of all calls; AHT: mean handle time "
+        "(ringing the agent who answered to the end of the call); placed: callbacks placed.",
+        VOICE_COLUMNS,
+        [(str(row["key"]), _voice_cells(row["voice"])) for row in report["groups"] if row.get("voice")],
+        _voice_cells(total),
     )
-    t.add_column(report.get("group_by") or "", style="bold", no_wrap=True)
-    for header, _ in VOICE_COLUMNS:
-        t.add_column(header, justify="right", no_wrap=True)
-    for row in report["groups"]:
-        if row.get("voice"):
-            t.add_row(str(row["key"]), *_voice_cells(row["voice"]))
-    t.add_row("total", *_voice_cells(total), style="bold", end_section=True)
-    return t
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
