@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
-from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
@@ -110,10 +109,12 @@ class VoiceBridge:
             except Exception as err:
                 log.warning("voice.bridge_fetch_failed", error=type(err).__name__, detail=str(err)[:200])
                 count_skip("voice.bridge_fetch")
-                # A fresh subscription follows; the old one may already be gone with its connection.
-                with contextlib.suppress(NatsError, OSError):
-                    if sub is not None:
+                if sub is not None:  # a fresh subscription follows; the old one may be gone already
+                    try:
                         await sub.unsubscribe()
+                    except Exception as unsub_err:
+                        log.info("voice.bridge_unsubscribe_failed", error=type(unsub_err).__name__)
+                        count_skip("voice.bridge_unsubscribe")
                 sub = None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
