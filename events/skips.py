@@ -4,7 +4,13 @@ where it happens, naming what was skipped, and counted here by where it happened
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
 from prometheus_client import Counter
+
+_log = structlog.get_logger("relaydesk.skips")
 
 SKIPPED = Counter(
     "relaydesk_skipped_total",
@@ -15,3 +21,17 @@ SKIPPED = Counter(
 
 def count_skip(where: str) -> None:
     SKIPPED.labels(where=where).inc()
+
+
+@contextmanager
+def skipping(where: str, **context: object) -> Iterator[None]:
+    """Step past any error of the block, logged (``where``, the error's type, ``context``: name
+    the stream, subject or sequence skipped, never a body or an address) and counted.
+
+    For clean-up steps whose failure changes nothing for the user (an unsubscribe on a closing
+    connection, a lease release NATS does not answer); never for the work itself."""
+    try:
+        yield
+    except Exception as err:
+        _log.warning("skipped", where=where, error=type(err).__name__, **context)
+        count_skip(where)

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.personal import CustomerKeys, PersonalDataCipher
+from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
@@ -82,7 +83,7 @@ async def connect(
         yield Bus(nc, event_store(nc, config), auth)
     finally:
         _DENIED.pop(id(nc), None)
-        with contextlib.suppress(Exception):
+        with skipping("bus.drain"):
             await nc.drain()
 
 

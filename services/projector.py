@@ -27,6 +27,7 @@ import structlog
 from events import subjects
 from events.parking import describe_error
 from events.replay import replay_batches
+from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.store import CheckpointMismatch, TimelineStore, partition_key, partition_of
@@ -290,6 +291,4 @@ class Projector:
             if batch:
                 await self._apply(batch)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            await cancel_and_wait(pump)

@@ -26,6 +26,7 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 from events import subjects
 from events.objects import read_object
 from events.quarantine import QUARANTINED
+from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore, Tail
 from router import snapshot
 from router.decide import decide
@@ -288,7 +289,7 @@ class RouterRunner:
             with contextlib.suppress(*NATS_UNAVAILABLE):
                 await tail.close()
             if lease.held:
-                with contextlib.suppress(Exception):
+                with skipping("router.stop_snapshot_and_release"):
                     if self.use_snapshot and self._since_snapshot:
                         await self._save_snapshot()
                     await lease.release()

@@ -101,3 +101,29 @@ async def no_task_left_behind() -> AsyncIterator[None]:
         print(f"\nA task ignored its cancellation for 10 s: {task!r}", file=sys.stderr)
         task.print_stack(file=sys.stderr)
     assert not stuck, f"{len(stuck)} task(s) left running by the tests ignore cancellation (stacks above)"
+
+
+# A test that waits on a task that never ends (a swallowed cancel, a lost message) shows no
+# Python stack worth reading: the main thread sits in select(). Past this many seconds the
+# event loop prints every pending task's stack, before pytest-timeout fails the test.
+TASK_DUMP_AFTER = 300.0
+
+
+def _dump_tasks(nodeid: str) -> None:
+    import asyncio
+    import sys
+
+    print(f"\n--- {nodeid} still running after {TASK_DUMP_AFTER:.0f}s; pending asyncio tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+async def _task_dump_when_hung(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    import asyncio
+
+    handle = asyncio.get_running_loop().call_later(TASK_DUMP_AFTER, _dump_tasks, request.node.nodeid)
+    try:
+        yield
+    finally:
+        handle.cancel()

@@ -11,7 +11,6 @@ closed with 1013 and the widget reconnects with ``after_seq``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+
+from events.skips import skipping
+from events.stopping import cancel_and_wait
 
 from . import tokens
 from .history import HistoryUnavailable, LiveFrame
@@ -95,11 +97,8 @@ class LivePush(ChatPart):
             self._resync = asyncio.get_running_loop().create_task(self._resync_loop())
 
     async def close(self) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
-            self._resync = None
+        await cancel_and_wait(self._resync)
+        self._resync = None
         watches, self.watches = list(self.watches.values()), {}
         for watch in watches:
             await self._unsubscribe(watch)
@@ -157,7 +156,7 @@ class LivePush(ChatPart):
     async def _unsubscribe(self, watch: Watch) -> None:
         sub, watch.sub = watch.sub, None
         if sub is not None:
-            with contextlib.suppress(Exception):  # a closed or broken connection
+            with skipping("chat.live_unsubscribe", nats_subject=sub.subject):  # a closed or broken connection
                 await sub.unsubscribe()
 
     async def on_live(self, watch: Watch, msg: Msg) -> None:

@@ -5,7 +5,6 @@ authenticates; then the socket reads client frames, sends visitor messages throu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from typing import Any
 
@@ -13,6 +12,7 @@ from aiohttp import WSMsgType, web
 
 from connectors.sdk import ConnectorError, Malformed, ProviderRequest, TooLarge, Unauthentic, Unavailable
 from connectors.sdk.metrics import Metrics
+from events.skips import skipping
 
 from . import tokens
 from .history import HistoryUnavailable
@@ -91,7 +91,7 @@ class WebSocketEndpoint(ChatPart):
         except HistoryUnavailable as err:
             self.log.warning("socket.history_unavailable", reason=str(err))
             writer.cancel()
-            with contextlib.suppress(Exception):
+            with skipping("chat.socket_close"):
                 await ws.close(code=CLOSE_TRY_LATER, message=b"history unavailable: try again later")
             return
         except BaseException:
@@ -107,7 +107,7 @@ class WebSocketEndpoint(ChatPart):
             writer.cancel()
             await asyncio.gather(sender, writer, return_exceptions=True)
             await self.live.leave(client)
-            with contextlib.suppress(Exception):
+            with skipping("chat.socket_close"):
                 await ws.close()
             self.log.info("socket.closed", code=ws.close_code)
 

@@ -25,7 +25,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from connectors.sdk import Malformed, Unavailable
-from events.skips import count_skip
+from events.skips import count_skip, skipping
 
 from .settings import EmailSettings
 
@@ -166,7 +166,7 @@ class ImapPoller:
                     client.starttls()
                 client.login(s.imap_user, s.imap_password)
             except Exception:
-                with contextlib.suppress(Exception):
+                with skipping("email.imap_shutdown"):
                     client.shutdown()
                 raise
             return client
@@ -179,7 +179,7 @@ class ImapPoller:
     async def _disconnect(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            with contextlib.suppress(Exception):
+            with skipping("email.imap_logout"):
                 await asyncio.to_thread(client.logout)
 
     async def _load(self) -> MailboxState | None:

@@ -29,7 +29,6 @@ What a ``DeliverReply`` asks of a connector, beyond ``text`` to ``contact``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 from collections import OrderedDict
@@ -48,7 +47,8 @@ from events.codec import decode_reply
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
-from events.skips import count_skip
+from events.skips import count_skip, skipping
+from events.stopping import cancel_and_wait
 
 from .base import Connector, DeliveryResult, scrub, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
@@ -127,10 +127,7 @@ class OutboundWorker:
             task.cancel()
         except asyncio.CancelledError:
             pass
-        if not task.done():
-            task.cancel()
-        # Collect the result so no "exception never retrieved" is left behind.
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         self._task = None
         self.state = "stopped"
 
@@ -198,7 +195,7 @@ class OutboundWorker:
                     if self._stopping:
                         # Hand the rest back now rather than after ack_wait.
                         for rest in msgs[i:]:
-                            with contextlib.suppress(Exception):
+                            with skipping("outbound.nak_on_stop", nats_subject=rest.subject):
                                 await rest.nak()
                         break
                     await self._handle(msg)
@@ -316,7 +313,7 @@ class OutboundWorker:
         attempts = max(1, s.deliver_attempts)
         result = DeliveryResult.failed("not attempted")
         for attempt in range(1, attempts + 1):
-            with contextlib.suppress(Exception):
+            with skipping("outbound.in_progress", nats_subject=msg.subject):
                 await msg.in_progress()
             result = await self._attempt(reply)
             if result.ok or not result.retryable:
@@ -348,5 +345,5 @@ class OutboundWorker:
 
 async def _drop(sub: JetStreamContext.PullSubscription | None) -> None:
     if sub is not None:
-        with contextlib.suppress(Exception):
+        with skipping("outbound.unsubscribe"):
             await sub.unsubscribe()

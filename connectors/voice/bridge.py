@@ -38,6 +38,7 @@ from events.codec import decode_log_event
 from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
 from events.personal import CustomerKeys, PersonalDataCipher
 from events.skips import count_skip
+from events.stopping import cancel_and_wait
 
 from . import twiml
 from .endpoints import AgentEndpoints
@@ -70,10 +71,8 @@ class VoiceBridge:
             await asyncio.wait_for(self._ready.wait(), 10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _subscribe(self) -> Any:
         config = ConsumerConfig(

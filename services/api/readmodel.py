@@ -23,6 +23,7 @@ import structlog
 
 from events import subjects
 from events.skips import count_skip
+from events.stopping import cancel_all_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from router import snapshot as router_snapshot
 from router.fold import evolve
@@ -182,11 +183,7 @@ class LiveState:
         )
 
     async def stop(self) -> None:
-        for task in (self._task, self._saving):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_all_and_wait(t for t in (self._task, self._saving) if t is not None)
 
     def progress(self) -> dict[str, Any]:
         """For /readyz and 503 answers: where the view stands."""

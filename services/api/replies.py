@@ -13,7 +13,6 @@ sent right now, is not sent twice; several API processes doing the same are harm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, DeliverReply, DeliveryFailed, MessageReceived, MessageSent, ReplyRequested
 from events.personal import KeyDestroyed, PersonalDataCipher
+from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent
 from services.api import uploads
 from services.api.common import ApiDeps
@@ -220,11 +220,7 @@ def install(app: web.Application, deps: ApiDeps) -> None:
         app[RELAY_TASK] = asyncio.create_task(relay.run(), name="reply-relay")
 
     async def stop(app: web.Application) -> None:
-        task = app.get(RELAY_TASK)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(app.get(RELAY_TASK))
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

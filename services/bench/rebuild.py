@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -40,6 +39,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from events.skips import skipping
 
 TARGETS = {"sqlite": 50_000.0, "postgresql": 30_000.0}
 CEILING_SHARE = 0.30
@@ -344,7 +345,7 @@ def bench(events: int, pg_dsn: str, rounds: int) -> tuple[list[Stage], dict[str,
                     try:
                         stages.append(child("postgresql", server.url, pg_dsn, schema))
                     finally:
-                        with contextlib.suppress(Exception):
+                        with skipping("bench.drop_schema", schema=schema):
                             drop_schema(pg_dsn, schema)
         finally:
             server.stop()

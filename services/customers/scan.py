@@ -3,7 +3,6 @@ an erasure (``services.customers.erase``)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -11,6 +10,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+
+from events.skips import skipping
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ async def scan(
             if msg.metadata.num_pending == 0:
                 return
     finally:
-        with contextlib.suppress(Exception):  # the ordered consumer is ephemeral: gone with us anyway
+        with skipping("customers.scan_unsubscribe"):  # the ordered consumer is ephemeral: gone with us anyway
             await sub.unsubscribe()
 
 

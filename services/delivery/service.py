@@ -31,6 +31,8 @@ from nats.js.kv import KeyValue
 
 from connectors.sdk.deadletter import DEAD_LETTERS
 from events import subjects
+from events.skips import skipping
+from events.stopping import cancel_all_and_wait, cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services import tracing
 from services.delivery import records
@@ -181,7 +183,7 @@ class DeliveryService:
                             self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
                             watcher = asyncio.create_task(self._watch(), name="delivery-watch")
                         elif not lease.held:
-                            self._stand_down(watcher)
+                            await self._stand_down(watcher)
                             watcher = None
                             if not lease.unavailable:
                                 # A standby keeps only what the active instance has not done yet.
@@ -199,24 +201,19 @@ class DeliveryService:
                     log.warning("delivery.nats_unavailable", instance=self.instance_id, error=repr(err))
                     lease.forget()
                     self.role = "standby"
-                    self._stand_down(watcher)
+                    await self._stand_down(watcher)
                     watcher = None
                     next_lease_check = asyncio.get_running_loop().time() + backoff
                     backoff = min(backoff * 2, 5.0)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *NATS_UNAVAILABLE):
-                    await watcher
+            await cancel_and_wait(watcher)
             with contextlib.suppress(*NATS_UNAVAILABLE):
                 await tail.close()
             await self._finish_in_flight(lease)
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_all_and_wait(list(self._tasks))
             await self.senders.close()
             if lease.held:
-                with contextlib.suppress(Exception):
+                with skipping("delivery.lease_release"):
                     await lease.release()
             log.info("delivery.stopped", checkpoint=self.checkpoint)
 
@@ -234,11 +231,12 @@ class DeliveryService:
         if self._tasks:
             log.info("delivery.stop_cancels", in_flight=len(self._tasks), instance=self.instance_id)
 
-    def _stand_down(self, watcher: asyncio.Task[None] | None) -> None:
-        """Stop acting as the active instance: no new records, no watcher."""
+    async def _stand_down(self, watcher: asyncio.Task[None] | None) -> None:
+        """Stop acting as the active instance: no new records, no watcher (waited for: a
+        watcher that swallowed the cancel would go on delivering beside the new leader)."""
         if watcher is not None:
             log.warning("delivery.standing_down", instance=self.instance_id)
-            watcher.cancel()
+            await cancel_and_wait(watcher)
 
     async def _read_checkpoint(self) -> int:
         assert self._state_kv is not None
@@ -338,7 +336,7 @@ class DeliveryService:
                 ):
                     self._spawn(record)
         finally:
-            with contextlib.suppress(Exception):
+            with skipping("delivery.watcher_stop"):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _save(self, record: DeliveryRecord) -> None:

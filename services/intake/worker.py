@@ -35,6 +35,7 @@ from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
 from events.skips import count_skip
+from events.stopping import cancel_all_and_wait
 from services.intake.consumer import DURABLE, Intake, decode_record, redelivery_for, settle
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
@@ -111,10 +112,7 @@ class IntakeWorker:
             stopping.cancel()
             if self._tasks:  # let what is in flight finish (acked or handed back)
                 await asyncio.wait(list(self._tasks), timeout=10.0)
-            for task in (lag, alive):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all_and_wait((lag, alive))
             with contextlib.suppress(*NATS_ERRORS):  # closing connection: nothing to undo on the server
                 await sub.unsubscribe()
 
