@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 from connectors.sdk import ConnectorError, Malformed, ProviderRequest, TooLarge, Unauthentic, Unavailable
 from connectors.sdk.metrics import Metrics
 from events.skips import skipping
+from events.stopping import cancel_all_and_wait
 
 from . import tokens
 from .history import HistoryUnavailable
@@ -103,9 +104,7 @@ class WebSocketEndpoint(ChatPart):
         try:
             await self._reader(client, inbox)
         finally:
-            sender.cancel()
-            writer.cancel()
-            await asyncio.gather(sender, writer, return_exceptions=True)
+            await cancel_all_and_wait((sender, writer))
             await self.live.leave(client)
             with skipping("chat.socket_close"):
                 await ws.close()

@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 
 from connectors.sdk import Malformed, Unavailable
 from events.skips import count_skip, skipping
+from events.stopping import cancel_and_wait
 
 from .settings import EmailSettings
 
@@ -85,11 +86,10 @@ class ImapPoller:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
+            # A poll in progress may finish; past the IMAP timeout it is cancelled below, for sure.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), self.settings.imap_timeout + 5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         await self._disconnect()
         self.state = "stopped"
