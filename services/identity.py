@@ -18,6 +18,7 @@ marker and the removed value (a customer id) say nothing about a person.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -219,6 +220,7 @@ class IdentityDirectory:
         self.bucket = bucket
         self._secret = secret
         self._legacy: bool | None = None  # may the bucket hold legacy keys? (None: not checked yet)
+        self._legacy_check = asyncio.Lock()
 
     @property
     def js(self) -> JetStreamContext:
@@ -336,15 +338,20 @@ class IdentityDirectory:
     async def _legacy_possible(self) -> bool:
         """Checked once per directory: False when the bucket says it holds no legacy key, or
         is still empty (then it says so from now on)."""
-        if self._legacy is None:
-            if await self._get(HASHED_ONLY_KEY) is not None:
-                self._legacy = False
-            elif not (await self.js.stream_info(f"KV_{self.bucket}")).state.messages:
-                with contextlib.suppress(KeyWrongLastSequenceError):
-                    await self.kv.create(HASHED_ONLY_KEY, b"1")
-                self._legacy = False
-            else:
-                self._legacy = True
+        # One check at a time: two first lookups racing would see the bucket non-empty (the
+        # other's marker, or its new key) and conclude "legacy" for the life of the process.
+        async with self._legacy_check:
+            if self._legacy is None:
+                if await self._get(HASHED_ONLY_KEY) is not None:
+                    self._legacy = False
+                elif not (await self.js.stream_info(f"KV_{self.bucket}")).state.messages:
+                    with contextlib.suppress(KeyWrongLastSequenceError):
+                        await self.kv.create(HASHED_ONLY_KEY, b"1")
+                    self._legacy = False
+                else:
+                    # Another process may have marked it since the first get (an empty
+                    # bucket at its start): read the marker again before deciding.
+                    self._legacy = await self._get(HASHED_ONLY_KEY) is None
         return self._legacy
 
     async def resolve(self, identity: str) -> tuple[str, bool]:

@@ -3,12 +3,16 @@ and merges work on them; keys written by earlier versions (the address itself) m
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
 from events import subjects
 from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
+from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +106,47 @@ async def test_compacting_rewrites_the_bucket_and_keeps_every_current_entry(nc: 
     info = await js.stream_info(f"KV_{bucket}")
     assert info.state.messages == 4  # no purge marker, no removed value left in the new files
     await js.delete_key_value(bucket)
+
+
+class HeldMarkerRead(IdentityDirectory):
+    """The first read of the marker answers, then waits: another lookup runs in between."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held, self.release = asyncio.Event(), asyncio.Event()
+
+    async def _get(self, key: str) -> Any:
+        found = await super()._get(key)
+        if key == HASHED_ONLY_KEY and not self.held.is_set():
+            self.held.set()
+            await self.release.wait()
+        return found
+
+
+async def test_a_first_lookup_overtaken_by_another_does_not_conclude_the_bucket_holds_legacy_keys(
+    nc: NATS, uid: str
+) -> None:
+    # "Legacy" costs every later new customer an extra KV read for the life of the process. One
+    # lookup reads "no marker", another marks the fresh bucket and creates a customer, then the
+    # first sees a non-empty bucket: it must not conclude the bucket holds legacy keys.
+    js = nc.jetstream()
+    bucket = f"rd_identity_race_{uid}"
+    d = HeldMarkerRead(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), bucket=bucket)
+    try:
+        first = asyncio.create_task(d.lookup("phone:+15550000001"))
+        await asyncio.wait_for(d.held.wait(), 10)
+        second = asyncio.create_task(d.resolve("phone:+15550000002"))
+        lock = getattr(d, "_legacy_check", None)  # one check at a time: the second waits for it
+
+        async def overtaken_or_waiting() -> bool | None:
+            return second.done() or (lock is not None and lock.locked()) or None
+
+        await eventually(overtaken_or_waiting, timeout=10)
+        d.release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert d._legacy is False
+        # A process starting on the now non-empty bucket reads the marker, not "legacy".
+        other = IdentityDirectory(await js.key_value(bucket), bucket=bucket)
+        assert await other.lookup("phone:+15559999999") is None and other._legacy is False
+    finally:
+        await js.delete_key_value(bucket)
