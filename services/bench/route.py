@@ -168,6 +168,8 @@ class Processes:
             "RELAYDESK_LOG_FORMAT": "json",
             "RELAYDESK_LOG_LEVEL": self.log_level,
             "RELAYDESK_RUNNER_INSTANCE_ID": name,
+            # No health listener: a bench's processes must not fail on a port another run holds.
+            "RELAYDESK_HEALTH_PORT": "0",
         }
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(

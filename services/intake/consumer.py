@@ -6,13 +6,15 @@ thread hop); ``register`` keeps a FastStream subscriber with the same handling (
 for the tests and tools that run intake on a broker. A message is acked only after its
 events are in the log, so a crash redelivers it, and the plan's dedupe on the provider
 message id makes the redelivery a no-op. A customer's history is read with batched direct
-gets (``EventStore.read_customer_direct``): no consumer created per message.
+gets (``EventStore.read_customer_direct``); one this message created is not read at all (the
+first append's customer guard catches whatever a racing process wrote since).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import weakref
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ from events import subjects
 from events.codec import decode_inbound
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
+from events.skips import count_skip
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
 from services import tracing
 from services.config import IntakeSettings
@@ -57,6 +60,8 @@ MAX_CONFLICT_RETRIES = 12
 # or is failing towards its dead letter).
 ORDER_WAIT_S = 5.0
 ORDER_POLL_S = 0.005
+# Senders whose identity is kept: asked for three times a message, and a phone parse is dear.
+IDENTITY_CACHE = 16_384
 
 
 class Intake:
@@ -78,6 +83,22 @@ class Intake:
         # batch often holds several from the same person): they would only conflict on the
         # customer guard otherwise. Other intake replicas are kept apart by that guard.
         self._customer_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # A pure function of the address and the rules (fixed for this process's life).
+        self._identity = functools.lru_cache(maxsize=IDENTITY_CACHE)(self._identity_uncached)
+
+    async def warm_up(self) -> None:
+        """Before the first batch: the identity HMAC key and the bucket's legacy check, read
+        once here rather than by each of the first batch's hundreds of tasks at once (each
+        would read the key again; a late one would find the bucket no longer empty and read
+        every missing identity twice for the process's life)."""
+        try:
+            await self.directory.lookup("intake:warm-up")
+        except Exception as err:  # NATS not there yet: the first messages read them instead
+            log.warning("intake.warm_up_failed", error=repr(err))
+            count_skip("intake.warm_up")
+
+    def _identity_uncached(self, channel: str, sender: str, platform: str | None) -> str:
+        return identity_for(channel, sender, platform=platform, rules=self.identity_rules)
 
     def _lock(self, customer_id: str) -> asyncio.Lock:
         lock = self._customer_locks.get(customer_id)
@@ -87,27 +108,19 @@ class Intake:
         return lock
 
     def triage(self, message: InboundMessage) -> Triage:
-        identity = identity_for(
-            message.channel,
-            message.sender,
-            platform=message.metadata.get("platform"),
-            rules=self.identity_rules,
-        )
+        identity = self._identity(message.channel, message.sender, message.metadata.get("platform"))
         match = self.rules.match(message.text, message.channel, recipient=message.recipient)
+        # A connector that asked (the voice menu) names the language; else it is detected.
+        chosen = message.metadata.get("language")
+        language, scores = (chosen, None) if chosen else self.detector.detect_scored(message.text)
         return Triage(
-            identity=identity,
-            # A connector that asked (the voice menu) names the language; else it is detected.
-            language=message.metadata.get("language") or self.detector.detect(message.text),
-            skills=match.skills,
-            priority=match.priority,
+            identity=identity, language=language, skills=match.skills, priority=match.priority, text_scores=scores
         )
 
     def identity_of(self, message: InboundMessage) -> str | None:
         """The sender's identity (what orders a sender's messages), None if it has none."""
         try:
-            return identity_for(
-                message.channel, message.sender, platform=message.metadata.get("platform"), rules=self.identity_rules
-            )
+            return self._identity(message.channel, message.sender, message.metadata.get("platform"))
         except InvalidAddress:
             return None
 
@@ -197,7 +210,13 @@ class Intake:
         bound: Any,
         earlier: Sequence[tuple[str, str]] = (),
     ) -> str | None:
-        history = await self._history_after(customer_id, earlier, bound)
+        if created and not earlier:
+            # This call created the customer (a fresh id): nothing can be on its subjects but
+            # what a racing process appended since, and the first append's guard (expected 0
+            # on the whole customer) catches that and reads again. One round trip saved.
+            history = CustomerHistory()
+        else:
+            history = await self._history_after(customer_id, earlier, bound)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
                 history = fold_history(await self.read_family(customer_id), customer_id)
@@ -339,13 +358,17 @@ async def _record_and_settle(
     earlier: Sequence[tuple[str, str]],
 ) -> None:
     delivered = raw.metadata.num_delivered or 1
-    bound = log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
+
+    def bound() -> Any:
+        # Bound only when something is logged: a bind costs a logger (no caching, by config).
+        return log.bind(nats_subject=raw.subject, stream_seq=raw.metadata.sequence.stream, delivery=delivered)
+
     try:
         if record is None:
             record = decode_record(raw.data)
         if not isinstance(record, InboundRecord):
             # It never will decode: parked at once rather than redelivered.
-            bound.warning("intake.undecodable", error=describe_error(record)[:300])
+            bound().warning("intake.undecodable", error=describe_error(record)[:300])
             await dead_letter(lot, raw, reader=READER, error=describe_error(record))
             return
         try:
@@ -355,17 +378,17 @@ async def _record_and_settle(
                 await intake.handle(record, subject=raw.subject)
         except Exception as err:
             if redelivery.exhausted(delivered):
-                bound.exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
+                bound().exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
                 await dead_letter(lot, raw, reader=READER, error=describe_error(err))
             else:
                 delay = redelivery.delay_after(delivered)
-                bound.exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
+                bound().exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
                 await raw.nak(delay=delay)
             return
         await raw.ack()  # a publish, not a request: acks are not serialised behind each other
     except Exception:
         # Parking or acking failed (NATS away): the server redelivers it after ack_wait.
-        bound.exception("intake.settle_failed")
+        bound().exception("intake.settle_failed")
         raise
 
 

@@ -169,25 +169,39 @@ class LanguageDetector:
                     logs[lang] += odds
         return _normalised(logs)
 
-    def conversation_scores(self, texts: Sequence[str]) -> dict[str, float]:
+    def conversation_scores(
+        self, texts: Sequence[str], known: Mapping[str, Mapping[str, float]] | None = None
+    ) -> dict[str, float]:
         """All the customer's messages of a conversation, oldest first: each message's evidence
         multiplied in, the earlier ones counting ``EARLIER_MESSAGE_WEIGHT`` (a customer who
-        switches language is followed)."""
+        switches language is followed). ``known``: texts already scored (``text_scores``)."""
         logs: dict[str, float] = {}
         for age, text in enumerate(reversed(texts)):
-            scores = self.text_scores(text)
+            found = known.get(text) if known else None
+            scores = found if found is not None else self.text_scores(text)
             weight = 1.0 if age == 0 else EARLIER_MESSAGE_WEIGHT
             for lang, p in scores.items():
                 logs[lang] = logs.get(lang, 0.0) + weight * math.log(max(p, 1e-12))
         return _normalised(logs) if logs else {}
 
-    def decide(self, texts: Sequence[str], priors: Sequence[Prior] = ()) -> LanguageDecision:
-        return decide(self.conversation_scores(texts), priors, self.languages, self.default)
+    def decide(
+        self,
+        texts: Sequence[str],
+        priors: Sequence[Prior] = (),
+        known: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> LanguageDecision:
+        return decide(self.conversation_scores(texts, known), priors, self.languages, self.default)
 
     def detect(self, text: str) -> str:
         """The text's own language, or the default when the text alone does not tell."""
-        decision = decide(self.text_scores(text), (), self.languages, self.default)
-        return decision.language if decision.confidence >= self.min_confidence else self.default
+        return self.detect_scored(text)[0]
+
+    def detect_scored(self, text: str) -> tuple[str, dict[str, float]]:
+        """``detect`` and the ``text_scores`` it read: intake scores a message's text once
+        and hands the scores on to the conversation's decision (py3langid is its dearest step)."""
+        scores = self.text_scores(text)
+        decision = decide(scores, (), self.languages, self.default)
+        return (decision.language if decision.confidence >= self.min_confidence else self.default), scores
 
 
 def _normalised(logs: Mapping[str, float]) -> dict[str, float]:

@@ -9,6 +9,8 @@ widely spoken are listed. A country not listed says nothing (no prior), never "E
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 # Region (ISO 3166-1 alpha-2, as phonenumbers and ccTLDs name it) → language → share.
@@ -81,6 +83,7 @@ _TLD_REGION = {"uk": "GB"}
 _BRAND_TLDS = frozenset({"io", "co", "me", "tv", "ai", "fm", "ly", "to", "cc", "ws", "la", "sh", "gg", "so"})
 
 
+@functools.lru_cache(maxsize=16_384)  # pure, and phonenumbers' parse is dear: a returning sender's is kept
 def phone_region(number: str) -> str | None:
     """The country of an E.164 number ("+34600111222" → "ES"); None if it is not one."""
     if not number.startswith("+"):

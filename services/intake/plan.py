@@ -14,8 +14,8 @@ routed, and a conversation resolved since is left alone.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -169,10 +169,17 @@ class Triage:
     language: str
     skills: dict[str, int]
     priority: int
+    # The message text's own scores (``LanguageDetector.detect_scored``), when triage read
+    # them: the conversation's decision reuses them rather than scoring the text again.
+    text_scores: Mapping[str, float] | None = field(default=None, compare=False, repr=False)
+
+    def known_scores(self, message: InboundMessage) -> dict[str, Mapping[str, float]] | None:
+        return {message.text: self.text_scores} if self.text_scores is not None else None
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+    # 20 random hex digits, as ``uuid4().hex[:20]`` gave, without building a UUID.
+    return f"{prefix}_{os.urandom(10).hex()}"
 
 
 def plan(
@@ -239,7 +246,18 @@ def plan(
     if not conv.routing_requested and not automatic:
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now, language))
     elif not automatic:
-        events.extend(_correction(history, customer_id, conv.conversation_id, message, now, language, unseen=True))
+        events.extend(
+            _correction(
+                history,
+                customer_id,
+                conv.conversation_id,
+                message,
+                now,
+                language,
+                unseen=True,
+                known=triage.known_scores(message),
+            )
+        )
     if message.metadata.get("resolves") == "1":
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
@@ -286,7 +304,8 @@ def _completion(
     owner = conv.customer_id or customer_id
     if conv.routing_requested:
         # A language change the message called for, unless it was recorded (or overtaken).
-        return list(_correction(history, owner, conv.conversation_id, message, now, language, unseen=False))
+        known = triage.known_scores(message)
+        return _correction(history, owner, conv.conversation_id, message, now, language, unseen=False, known=known)
     return [_routing(history, owner, conv.conversation_id, message, triage, now, language)]
 
 
@@ -299,7 +318,8 @@ def _routing(
     now: datetime,
     language: LanguageDetector | None = None,
 ) -> RoutingRequested:
-    decision = _decide(history, conversation_id, message, language) if language is not None else None
+    known = triage.known_scores(message)
+    decision = _decide(history, conversation_id, message, language, known) if language is not None else None
     return RoutingRequested(
         at=now,
         customer_id=customer_id,
@@ -315,7 +335,11 @@ def _routing(
 
 
 def _decide(
-    history: CustomerHistory, conversation_id: str, message: InboundMessage, language: LanguageDetector
+    history: CustomerHistory,
+    conversation_id: str,
+    message: InboundMessage,
+    language: LanguageDetector,
+    known: Mapping[str, Mapping[str, float]] | None = None,
 ) -> LanguageDecision:
     """The conversation's language from all its customer messages so far (this one included)
     and the priors; a language the customer chose (``metadata.language``, the voice menu) as is."""
@@ -330,7 +354,7 @@ def _decide(
     priors = priors_for(
         message, language.languages, preferred_language=history.preferred_language, earlier_languages=earlier
     )
-    return language.decide(texts, priors)
+    return language.decide(texts, priors, known)
 
 
 def _correction(
@@ -342,6 +366,7 @@ def _correction(
     language: LanguageDetector | None,
     *,
     unseen: bool,
+    known: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[LogEvent]:
     """``ConversationLanguageChanged`` when this later message is confidently another language
     than the conversation's, and all the evidence agrees; else nothing. ``unseen``: the
@@ -353,8 +378,9 @@ def _correction(
     texts = history.texts.get(conversation_id, [])
     if not unseen and (not texts or texts[-1] != message.text):
         return []
-    decision = _decide(history, conversation_id, message, language)
-    latest = language.text_scores(message.text)
+    decision = _decide(history, conversation_id, message, language, known)
+    found = known.get(message.text) if known else None
+    latest = found if found is not None else language.text_scores(message.text)
     if decision.language == current or latest.get(decision.language, 0.0) < CORRECTION_CONFIDENCE:
         return []
     return [

@@ -86,6 +86,7 @@ class IntakeWorker:
         # Fetches are answered on the connection's own inbox prefix (``_INBOX_intake`` under
         # the role's NATS user).
         sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=subjects.INBOUND_STREAM)
+        await self.intake.warm_up()
         lag = asyncio.create_task(export_forever(self.js, stop, self.lag_every))
         alive = asyncio.create_task(self._keep_alive())
         stopping = asyncio.create_task(stop.wait())
