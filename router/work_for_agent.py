@@ -4,6 +4,8 @@ agent may serve (``router.index.agent_lookups``)."""
 
 from __future__ import annotations
 
+from math import inf
+
 from router.heaps import in_order
 from router.index import agent_lookups, conversation_valid
 from router.matching import EXCLUDING_DEPTH, Candidate, Rank, Round
@@ -15,10 +17,12 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
 
     It looks at the head of every queue the agent may serve, so this loop is the hot path of
     a freed slot: the checks of ``effective.agent_fits`` are inlined, and a queue ordered by
-    waiting time is ranked from its top entry alone (its head's waiting time), so a head that
-    cannot beat the best so far is never looked up."""
+    waiting time is ranked from its top entry alone (its head's waiting time) before anything
+    else, so a head that cannot beat the best so far costs neither the fit checks nor a look-up
+    of its conversation (whether the agent fits does not change which queues rank ahead)."""
     state = rnd.state
     conversations = state.conversations
+    queue_lookup = state.queue_lookup
     queues = state.queues
     heads = rnd.heads
     taken = rnd.taken
@@ -29,19 +33,44 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
     now_ts = rnd.now_ts
     aging = rnd.policy.aging_seconds
     best: Candidate | None = None
+    best_rank: Rank | None = None
+    # The best so far when it was ranked from its queue's top entry (else inf: unused). A head
+    # of no higher base priority, no shorter SLA and a strictly later waiting time ranks worse
+    # (its aging is no greater, its due time and waiting time later): it is skipped without
+    # working its rank out, which is what most heads come to once a good one is found.
+    best_since = inf
+    best_base = 0
+    best_sla = 0.0
     seen: set[str] = set()  # escalated queues are filed under two lookups
     for lookup, groups in agent_lookups(state, agent_id, agent, channel):
-        filed = state.queue_lookup.get(lookup)
+        filed = queue_lookup.get(lookup)
         if not filed:
             continue
         for group in groups:
-            for key in filed.get(group, ()):
+            keys = filed.get(group)
+            if not keys:
+                continue
+            for key in keys:
                 head_info = heads.get(key) or rnd.queue_head(key)
-                eff = head_info.eff
-                if eff.step > 0:
+                if head_info.escalated:
                     if key in seen:
                         continue
                     seen.add(key)
+                # The fold keeps a queue's top entry live (``index.leave_queue``): usually the head.
+                top = queues[key][0]
+                since = top[0]
+                quick = since > 0.0 and not head_info.explicit_sla
+                if quick:
+                    # Round.rank from the entry: in a queue ordered by waiting time no later
+                    # entry ranks better than the top, so one that cannot win is skipped.
+                    prio = head_info.base_priority
+                    if since > best_since and prio <= best_base and head_info.sla_seconds >= best_sla:
+                        continue
+                    if aging > 0 and now_ts > since:
+                        prio += int((now_ts - since) // aging)
+                    rank: Rank = (-prio, since + head_info.sla_seconds, since, top[1])
+                    if best_rank is not None and rank >= best_rank:
+                        continue
                 if tier < head_info.min_tier:
                     continue
                 fits = True
@@ -58,21 +87,9 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
                     else:
                         continue
                 # The ceiling is never below the minimum tier: only a higher tier needs it worked out.
-                if tier > eff.min_tier and tier > rnd.ceiling(key, eff):
+                eff = head_info.eff
+                if tier > head_info.min_tier and tier > rnd.ceiling(key, eff):
                     continue
-                # The fold keeps a queue's top entry live (``index.leave_queue``): usually the head.
-                top = queues[key][0]
-                since = top[0]
-                quick = since > 0.0 and not head_info.explicit_sla
-                if quick:
-                    # Round.rank from the entry: in a queue ordered by waiting time no later
-                    # entry ranks better than the top, so one that cannot win is skipped.
-                    prio = head_info.base_priority
-                    if aging > 0:
-                        prio += int(max(0.0, now_ts - since) // aging)
-                    rank: Rank = (-prio, since + eff.sla_seconds, since, top[1])
-                    if best is not None and rank >= best.rank:
-                        continue
                 conv_or_none = conversations.get(top[1])
                 if (
                     conv_or_none is not None
@@ -89,8 +106,13 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
                     quick = False
                 if not quick:
                     rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
-                if best is None or rank < best.rank:
+                if best_rank is None or rank < best_rank:
                     best = Candidate(conversation_id, conv, eff, rank)
+                    best_rank = rank
+                    if quick:
+                        best_since, best_base, best_sla = since, head_info.base_priority, head_info.sla_seconds
+                    else:
+                        best_since = inf
     return best
 
 

@@ -1,0 +1,71 @@
+"""``work_for_agent.best_waiting_for`` (the search over queue heads for a freed slot) gives
+the answer of the simple search: every queue of the channel the agent fits, its first open
+conversation in queue order, the best of those by rank. The fast search looks only at the
+queues filed under the agent's lookups and ranks a head before checking the agent fits it;
+neither may change the answer."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.effective import agent_fits, effective, tier_ceiling
+from router.heaps import in_order
+from router.index import conversation_valid
+from router.matching import Rank, Round
+from router.policy import RouterPolicy
+from router.state import AgentView
+from router.work_for_agent import best_waiting_for
+from tests.unit.router.test_properties import OPS, POLICIES, World, act
+
+
+def simple_search(rnd: Round, agent_id: str, agent: AgentView, channel: str) -> tuple[Rank, str] | None:
+    state = rnd.state
+    best: tuple[Rank, str] | None = None
+    for key, heap in state.queues.items():
+        sig = state.queue_signatures[key]
+        if sig.channel != channel:
+            continue
+        eff = effective(sig, rnd.policy)
+        if not agent_fits(agent, eff, tier_ceiling(state, eff)):
+            continue
+        for entry in in_order(heap):
+            if not conversation_valid(state, entry) or entry[1] in rnd.taken:
+                continue
+            conv = state.conversations[entry[1]]
+            if agent_id in conv.excluded:
+                continue
+            found = (rnd.rank(conv, sig, eff, entry[1]), entry[1])
+            if best is None or found < best:
+                best = found
+            break
+    return best
+
+
+def check_every_agent(world: World) -> None:
+    state = world.log.state
+    rnd = Round(state, world.now, world.policy)
+    for agent_id in sorted(state.agents):
+        agent = state.agents[agent_id]
+        for channel in agent.profile.capacity:
+            fast = best_waiting_for(rnd, agent_id, agent, channel)
+            expected = simple_search(rnd, agent_id, agent, channel)
+            got = (fast.rank, fast.conversation_id) if fast is not None else None
+            assert got == expected, (agent_id, channel)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    policy=st.sampled_from(POLICIES),
+    ops=st.lists(st.sampled_from([*OPS, "open", "open", "open"]), min_size=5, max_size=60),
+)
+def test_the_search_over_queue_heads_finds_what_the_simple_search_finds(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str]
+) -> None:
+    world = World(policy)
+    for _ in range(data.draw(st.integers(1, 5))):
+        act(world, data, "hire")
+    for op in ops:
+        act(world, data, op)
+        check_every_agent(world)
