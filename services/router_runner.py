@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
 from collections import OrderedDict
@@ -255,7 +256,11 @@ class RouterRunner:
                 self._fold(tail)
                 if not self.ready.is_set() and self.state.last_seq >= caught_up_at:
                     self.ready.set()
-                    log.info("router.caught_up", seq=self.state.last_seq)
+                    # The state folded so far (a million objects at a long log) is long-lived:
+                    # out of the collector's sight, a full collection no longer walks it in the
+                    # middle of a decision (~0.3 s each, measured by bench decide).
+                    gc.freeze()
+                    log.info("router.caught_up", seq=self.state.last_seq, frozen_objects=gc.get_freeze_count())
                 now = time.monotonic()
                 try:
                     if now >= next_lease_check:
@@ -295,6 +300,8 @@ class RouterRunner:
                     await lease.release()
             self.leading.clear()
             self._clear_queue_gauges()
+            if self.ready.is_set():
+                gc.unfreeze()  # what was frozen can be collected again once this router is gone
             log.info("router.stopped", instance=self.instance_id)
 
     async def _take_the_lead(self) -> None:
