@@ -13,7 +13,9 @@ last ``drop_raw_handler`` removes the dispatcher. Where this nats-py has no such
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -70,3 +72,80 @@ def parse_headers(raw: bytes | dict[str, str] | None) -> dict[str, str] | None:
         if sep:
             out[key.strip()] = value.strip()
     return out
+
+
+class DirectReadRefused(RuntimeError):
+    """The server answered a batched direct get with an error status (or not as a batch)."""
+
+
+def _header_fields(raw: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """The status line's code (b"" for a message) and the header fields, read off raw bytes."""
+    lines = raw.split(b"\r\n")
+    status = lines[0][9:12]  # b"NATS/1.0 204 EOB" -> b"204"; b"NATS/1.0" -> b""
+    fields: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(b":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return status, fields
+
+
+async def direct_read_all(
+    nc: Any, stream: str, filter_subject: str, on_message: Callable[[str, bytes], None], *, timeout: float, batch: int
+) -> int | None:
+    """Every message on ``filter_subject`` in ``stream`` as it stands, read with batched direct
+    gets (nats-server 2.11+, a stream with ``allow_direct``), each message handed to
+    ``on_message(subject, data)`` straight from the protocol parser: no consumer to create,
+    no ``Msg``, no task per message. Returns how many; None where this nats-py has no raw
+    delivery (the caller reads some other way). Raises ``DirectReadRefused`` when the server
+    does not answer batches, TimeoutError when a batch does not end within ``timeout``."""
+    handlers = raw_handlers(nc)
+    if handlers is None:
+        return None
+    inbox = nc.new_inbox()
+    ended: asyncio.Future[tuple[int, bool]] | None = None
+    last = 0  # the last stream sequence handed over
+    count = 0
+
+    def on_raw(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        nonlocal last, count
+        if ended is None or ended.done():
+            return  # the end of a batch given up on
+        status, fields = _header_fields(headers or b"")
+        if status == b"204":  # end of batch: more left after it?
+            ended.set_result((last, int(fields.get(b"Nats-Num-Pending", b"0") or 0) > 0))
+        elif status == b"404":  # nothing (more) matches
+            ended.set_result((last, False))
+        elif status or b"Nats-Num-Pending" not in fields:
+            ended.set_exception(DirectReadRefused(f"direct get on {stream} answered {headers!r}"))
+        else:
+            try:  # an error here would otherwise end up in nats-py's parser
+                last = int(fields[b"Nats-Sequence"])
+                on_message(fields[b"Nats-Subject"].decode(), data)
+            except Exception as err:
+                ended.set_exception(err)
+                return
+            count += 1
+
+    sub = await nc.subscribe(inbox, cb=_never_called, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    handlers[sub._id] = on_raw
+    try:
+        seq, more = 1, True
+        while more:
+            ended = asyncio.get_running_loop().create_future()
+            body = json.dumps({"seq": seq, "next_by_subj": filter_subject, "batch": batch}).encode()
+            await nc.publish(f"$JS.API.DIRECT.GET.{stream}", body, reply=inbox)
+            async with asyncio.timeout(timeout):
+                through, more = await ended
+            if more and through < seq:
+                raise DirectReadRefused(f"direct get on {stream} made no progress at sequence {seq}")
+            seq = through + 1
+    finally:
+        ended = None
+        drop_raw_handler(nc, sub._id)
+        await sub.unsubscribe()
+    return count
+
+
+async def _never_called(_msg: Any) -> None:
+    """The subscription's callback: its messages all go to the raw handler."""

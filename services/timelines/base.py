@@ -157,13 +157,13 @@ class PlannedStore:
             if rows.entries:
                 # In key order: a large batch then writes each customer's pages once, together.
                 entries = sorted(rows.entries, key=_ENTRY_KEY)
-                yield ExecuteMany(sql.insert_entry, [codec.entry_row(e) for e in entries])
+                yield ExecuteMany(sql.insert_entry, codec.entry_rows(entries))
         else:
             for i, e in enumerate(rows.entries):
                 yield Execute(sql.insert_entry, codec.entry_row(e))
                 hook(i)
         writes: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (sql.upsert_summary, [codec.summary_row(s) for s in rows.summaries.values()]),
+            (sql.upsert_summary, codec.summary_rows(rows.summaries.values())),
             (sql.upsert_customer, [codec.customer_row(u) for u in rows.customers.values()]),
             (sql.upsert_link, [(x.merged_id, x.survivor_id, x.seq) for x in rows.links]),
         ]

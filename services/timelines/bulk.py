@@ -23,6 +23,7 @@ pipe is private to the two processes.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import os
 import signal
@@ -36,6 +37,7 @@ import structlog
 from events.codec import Undecodable, decode_log_event
 from events.model import LogEvent, UnknownEvent
 from events.replay import Arrived, decode_arrivals
+from events.skips import count_skip
 from events.stored import StoredEvent
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("relaydesk.rebuild.writer")
 
 IN_FLIGHT = 2  # requests sent and not yet answered: one batch applying, one waiting in the pipe
+PIPE_BUFFER = 64 * 1024 * 1024  # what the reader may queue towards the writer (IN_FLIGHT bounds it)
+PIPE_SIZE = 1024 * 1024
 _LENGTH = struct.Struct(">I")
 
 
@@ -180,6 +184,7 @@ class BulkWriter:
             # It imports what this process could, wherever that came from.
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
+        _widen_pipes(process)
         writer = cls(process, await fresh.checkpoint())
         try:
             await writer._write(Open(backend=backend, target=target, name=name, reader=reader))
@@ -262,6 +267,28 @@ class BulkWriter:
             raise WriterFailed(f"the rebuild's writer process failed: {reply.error}")
         self.checkpoint = reply.checkpoint
         self.refused.extend(reply.refused)
+
+
+def _widen_pipes(process: asyncio.subprocess.Process) -> None:
+    """Let a whole batch or two wait in the pipe to the writer instead of in front of it.
+
+    ``drain`` would otherwise hold the reader until the writer had taken nearly all of a batch
+    (64 KiB at a time, on a thread that waits for the GIL while the fold runs): the reader
+    could not decode the next batch meanwhile. ``IN_FLIGHT`` bounds what waits. A bigger pipe
+    (Linux: up to ``/proc/sys/fs/pipe-max-size``, 1 MiB by default) means fewer reads there."""
+    stdin = process.stdin
+    if stdin is None:
+        return
+    stdin.transport.set_write_buffer_limits(high=PIPE_BUFFER)
+    pipe = stdin.transport.get_extra_info("pipe")
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is None or setsize is None:
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), setsize, PIPE_SIZE)
+    except OSError as err:  # above the system's limit, or not a pipe: the default size works
+        log.debug("rebuild.pipe_size_unchanged", error=repr(err))
+        count_skip("rebuild.pipe_size")
 
 
 # -- the child's side ---------------------------------------------------------------------

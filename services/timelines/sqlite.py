@@ -26,15 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import structlog
 
 from services.timelines.base import PlannedStore
-from services.timelines.codec import dump_json, iso, load_json, parse_iso
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
-from services.timelines.rowmap import RowCodec
-from services.timelines.rows import TimelineEntry
+from services.timelines.sqlite_rows import ROWS
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
 from services.timelines.store import TimelineStore
 
@@ -135,45 +132,6 @@ def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_links_survivor ON {lk} (survivor_id)",
         ],
     }
-
-
-class SqliteRows(RowCodec):
-    """Timestamps as ISO-8601 UTC text, JSON as text."""
-
-    def time_out(self, value: Any) -> Any:
-        return iso(value)
-
-    def json_out(self, value: Any) -> Any:
-        return dump_json(value)
-
-    def time_in(self, value: Any) -> Any:
-        return parse_iso(value)
-
-    def dict_in(self, value: Any) -> Any:
-        return load_json(value)
-
-    def list_in(self, value: Any) -> Any:
-        return msgspec.json.decode(value)
-
-    def entry_row(self, e: TimelineEntry) -> tuple[Any, ...]:
-        # The hooks inlined: a rebuild makes one of these per event.
-        return (
-            e.customer_id,
-            e.seq,
-            e.conversation_id,
-            iso(e.at),
-            e.kind,
-            e.channel,
-            e.direction,
-            e.agent_id,
-            e.message_id,
-            e.text,
-            None if e.reason is None else dump_json(e.reason),
-            None if e.detail is None else dump_json(e.detail),
-        )
-
-
-ROWS = SqliteRows()
 
 
 def _sql(suffix: str) -> Sql:

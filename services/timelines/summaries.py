@@ -26,40 +26,37 @@ def merge(current: ConversationSummary | None, change: SummaryChange) -> Convers
         )
     elif change.seq <= current.last_seq:
         return current
-    updates: dict[str, Any] = {"last_seq": change.seq}
-    if change.channel is not KEEP and change.channel is not None:
-        updates["channel"] = change.channel
-    if change.status is not KEEP:
-        updates["status"] = change.status
-        if change.status != "resolved":
-            updates["resolved_at"] = None
-    if change.agent_id is not KEEP:
-        updates["agent_id"] = change.agent_id
-    if change.last_reason is not KEEP:
-        updates["last_reason"] = change.last_reason
-    if change.opened and current.opened_at is None:
-        updates["opened_at"] = change.at
+    # Every field computed here and one struct made (a rebuild merges once an event): what a
+    # dict of updates and ``structs.replace`` did, without the dict.
+    at = change.at
+    status = change.status
     if change.resolved:
-        updates["resolved_at"] = change.at
-    if change.activity or current.last_seq == 0:
-        updates["last_activity_at"] = change.at
-    if change.messages:
-        updates["message_count"] = current.message_count + change.messages
-    if change.transfers:
-        updates["transfer_count"] = current.transfer_count + change.transfers
-    if change.priority is not KEEP:
-        updates["priority"] = change.priority
-    if change.sla_due is not KEEP:
-        updates["sla_due"] = change.sla_due
-    if change.assigned and current.first_assigned_at is None:
-        updates["first_assigned_at"] = change.at
-    if change.responded and current.first_response_at is None:
-        updates["first_response_at"] = change.at
-    if change.declined:
-        updates["offers_declined"] = current.offers_declined + change.declined
-    if change.expired:
-        updates["offers_expired"] = current.offers_expired + change.expired
-    return msgspec.structs.replace(current, **updates)
+        resolved_at = at
+    elif status is not KEEP and status != "resolved":
+        resolved_at = None
+    else:
+        resolved_at = current.resolved_at
+    channel = change.channel
+    return ConversationSummary(
+        conversation_id=current.conversation_id,
+        customer_id=current.customer_id,
+        channel=current.channel if channel is KEEP or channel is None else channel,
+        status=current.status if status is KEEP else status,
+        agent_id=current.agent_id if change.agent_id is KEEP else change.agent_id,
+        opened_at=at if change.opened and current.opened_at is None else current.opened_at,
+        last_activity_at=at if change.activity or current.last_seq == 0 else current.last_activity_at,
+        resolved_at=resolved_at,
+        transfer_count=current.transfer_count + change.transfers,
+        message_count=current.message_count + change.messages,
+        last_reason=current.last_reason if change.last_reason is KEEP else change.last_reason,
+        last_seq=change.seq,
+        priority=current.priority if change.priority is KEEP else change.priority,
+        sla_due=current.sla_due if change.sla_due is KEEP else change.sla_due,
+        first_assigned_at=at if change.assigned and current.first_assigned_at is None else current.first_assigned_at,
+        first_response_at=at if change.responded and current.first_response_at is None else current.first_response_at,
+        offers_declined=current.offers_declined + change.declined,
+        offers_expired=current.offers_expired + change.expired,
+    )
 
 
 def merge_customer(current: CustomerSummary | None, change: CustomerChange) -> CustomerSummary:
