@@ -3,7 +3,7 @@
 Both backends store the same columns in the same order; they differ only in how a timestamp
 and a JSON value are stored (SQLite: ISO-8601 text and JSON text; PostgreSQL: ``timestamptz``
 and ``jsonb``). ``RowCodec`` maps rows with the PostgreSQL values; a backend overrides the
-five value hooks where it stores something else.
+value hooks where it stores something else (``times_out`` does a batch at once).
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class RowCodec:
     def time_out(self, value: datetime | None) -> Any:
         return value
 
+    def times_out(self, values: Sequence[datetime | None]) -> list[Any]:
+        """``time_out`` of each (a backend may do them in one pass)."""
+        return [self.time_out(v) for v in values]
+
     def json_out(self, value: dict[str, Any] | list[Any] | None) -> Any:
         return value
 
@@ -76,24 +80,30 @@ class RowCodec:
     # -- timeline entries ---------------------------------------------------------------
 
     def entry_row(self, e: TimelineEntry) -> tuple[Any, ...]:
-        return (
-            e.customer_id,
-            e.seq,
-            e.conversation_id,
-            self.time_out(e.at),
-            e.kind,
-            e.channel,
-            e.direction,
-            e.agent_id,
-            e.message_id,
-            e.text,
-            self.json_out(e.reason),
-            self.json_out(e.detail),
-        )
+        return self.entry_rows((e,))[0]
 
     def entry_rows(self, entries: Iterable[TimelineEntry]) -> list[tuple[Any, ...]]:
-        """``entry_row`` of each (a backend may do them together)."""
-        return [self.entry_row(e) for e in entries]
+        # A batch's timestamps go through ``times_out`` together: a rebuild makes one row an event.
+        entries = list(entries)
+        ats = self.times_out([e.at for e in entries])
+        j = self.json_out
+        return [
+            (
+                e.customer_id,
+                e.seq,
+                e.conversation_id,
+                at,
+                e.kind,
+                e.channel,
+                e.direction,
+                e.agent_id,
+                e.message_id,
+                e.text,
+                j(e.reason),
+                j(e.detail),
+            )
+            for e, at in zip(entries, ats, strict=True)
+        ]
 
     def row_entry(self, r: Sequence[Any]) -> TimelineEntry:
         return TimelineEntry(
@@ -114,31 +124,47 @@ class RowCodec:
     # -- conversation summaries ---------------------------------------------------------
 
     def summary_row(self, s: ConversationSummary) -> tuple[Any, ...]:
-        t = self.time_out
-        return (
-            s.conversation_id,
-            s.customer_id,
-            s.channel,
-            s.status,
-            s.agent_id,
-            t(s.opened_at),
-            t(s.last_activity_at),
-            t(s.resolved_at),
-            s.transfer_count,
-            s.message_count,
-            self.json_out(s.last_reason),
-            s.last_seq,
-            s.priority,
-            t(s.sla_due),
-            t(s.first_assigned_at),
-            t(s.first_response_at),
-            s.offers_declined,
-            s.offers_expired,
-        )
+        return self.summary_rows((s,))[0]
 
     def summary_rows(self, summaries: Iterable[ConversationSummary]) -> list[tuple[Any, ...]]:
-        """``summary_row`` of each (a backend may do them together)."""
-        return [self.summary_row(s) for s in summaries]
+        summaries = list(summaries)
+        stamps = [
+            t
+            for s in summaries
+            for t in (
+                s.opened_at,
+                s.last_activity_at,
+                s.resolved_at,
+                s.sla_due,
+                s.first_assigned_at,
+                s.first_response_at,
+            )
+        ]
+        times = iter(self.times_out(stamps))
+        j = self.json_out
+        return [
+            (
+                s.conversation_id,
+                s.customer_id,
+                s.channel,
+                s.status,
+                s.agent_id,
+                next(times),  # opened_at
+                next(times),  # last_activity_at
+                next(times),  # resolved_at
+                s.transfer_count,
+                s.message_count,
+                j(s.last_reason),
+                s.last_seq,
+                s.priority,
+                next(times),  # sla_due
+                next(times),  # first_assigned_at
+                next(times),  # first_response_at
+                s.offers_declined,
+                s.offers_expired,
+            )
+            for s in summaries
+        ]
 
     def row_summary(self, r: Sequence[Any]) -> ConversationSummary:
         t = self.time_in

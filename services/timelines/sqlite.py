@@ -21,17 +21,20 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
 
 from services.timelines.base import PlannedStore
+from services.timelines.codec import dump_json, iso, load_json, parse_iso
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
-from services.timelines.sqlite_rows import ROWS
+from services.timelines.rowmap import RowCodec, iso_many
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
 from services.timelines.store import TimelineStore
 
@@ -132,6 +135,31 @@ def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_links_survivor ON {lk} (survivor_id)",
         ],
     }
+
+
+class SqliteRows(RowCodec):
+    """Timestamps as ISO-8601 UTC text, JSON as text."""
+
+    def time_out(self, value: Any) -> Any:
+        return iso(value)
+
+    def json_out(self, value: Any) -> Any:
+        return dump_json(value)
+
+    def time_in(self, value: Any) -> Any:
+        return parse_iso(value)
+
+    def dict_in(self, value: Any) -> Any:
+        return load_json(value)
+
+    def list_in(self, value: Any) -> Any:
+        return msgspec.json.decode(value)
+
+    def times_out(self, values: Sequence[datetime | None]) -> list[Any]:
+        return iso_many(values)  # one C pass for a batch's timestamps
+
+
+ROWS = SqliteRows()
 
 
 def _sql(suffix: str) -> Sql:
