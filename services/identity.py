@@ -234,6 +234,12 @@ class IdentityDirectory:
             self._secret = await CustomerKeys(self.js).system_key(IDENTITY_KEY_NAME)
         return self._secret
 
+    async def warm_up(self) -> None:
+        """Read the HMAC key and check the bucket for legacy keys now, once, rather than in the
+        first of many lookups at once (a process about to take a burst calls this first)."""
+        await self.secret()
+        await self._legacy_possible()
+
     async def key(self, identity: str) -> str:
         """The bucket key of ``identity`` (its HMAC: no address in clear)."""
         return hashed_key(await self.secret(), identity)

@@ -37,7 +37,7 @@ from events import subjects
 from events.codec import decode_log_event
 from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
 from events.personal import CustomerKeys, PersonalDataCipher
-from events.skips import count_skip
+from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
 from . import twiml
@@ -109,11 +109,8 @@ class VoiceBridge:
                 log.warning("voice.bridge_fetch_failed", error=type(err).__name__, detail=str(err)[:200])
                 count_skip("voice.bridge_fetch")
                 if sub is not None:  # a fresh subscription follows; the old one may be gone already
-                    try:
+                    with skipping("voice.bridge_unsubscribe", durable=DURABLE):
                         await sub.unsubscribe()
-                    except Exception as unsub_err:
-                        log.info("voice.bridge_unsubscribe_failed", error=type(unsub_err).__name__)
-                        count_skip("voice.bridge_unsubscribe")
                 sub = None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)

@@ -35,7 +35,7 @@ from events import subjects
 from events.codec import decode_inbound
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
-from events.skips import count_skip
+from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
 from services import tracing
 from services.config import IntakeSettings
@@ -91,11 +91,8 @@ class Intake:
         once here rather than by each of the first batch's hundreds of tasks at once (each
         would read the key again; a late one would find the bucket no longer empty and read
         every missing identity twice for the process's life)."""
-        try:
-            await self.directory.lookup("intake:warm-up")
-        except Exception as err:  # NATS not there yet: the first messages read them instead
-            log.warning("intake.warm_up_failed", error=repr(err))
-            count_skip("intake.warm_up")
+        with skipping("intake.warm_up"):  # NATS not there yet: the first messages read them instead
+            await self.directory.warm_up()
 
     def _identity_uncached(self, channel: str, sender: str, platform: str | None) -> str:
         return identity_for(channel, sender, platform=platform, rules=self.identity_rules)

@@ -110,7 +110,7 @@ async def test_identities_are_remembered_and_bad_addresses_are_not(private: tupl
 
 
 class Unreachable(IdentityDirectory):
-    async def lookup(self, identity: str) -> str | None:
+    async def secret(self) -> bytes:
         raise ConnectionError("NATS away")
 
 
