@@ -107,11 +107,12 @@ class Intake:
     def triage(self, message: InboundMessage) -> Triage:
         identity = self._identity(message.channel, message.sender, message.metadata.get("platform"))
         match = self.rules.match(message.text, message.channel, recipient=message.recipient)
-        # A connector that asked (the voice menu) names the language; else it is detected.
-        chosen = message.metadata.get("language")
-        language, scores = (chosen, None) if chosen else self.detector.detect_scored(message.text)
         return Triage(
-            identity=identity, language=language, skills=match.skills, priority=match.priority, text_scores=scores
+            identity=identity,
+            # A connector that asked (the voice menu) names the language; else it is detected.
+            language=message.metadata.get("language") or self.detector.detect(message.text),
+            skills=match.skills,
+            priority=match.priority,
         )
 
     def identity_of(self, message: InboundMessage) -> str | None:

@@ -15,6 +15,7 @@ the priors, and with nothing to go on the default language wins (it is the base 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ EARLIER_MESSAGE_WEIGHT = 0.5  # earlier messages of the conversation count half 
 # A later message moves the conversation to another language only when it alone says so
 # this confidently, and the decision over all the evidence agrees.
 CORRECTION_CONFIDENCE = 0.9
+# Texts whose scores are kept: more than the messages one intake process has in flight.
+SCORE_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,24 @@ class LanguageDetector:
         self.languages = tuple(dict.fromkeys([*languages, default]))
         self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         self._identifier.set_languages(list(self.languages))
+        self._scores: OrderedDict[str, dict[str, float]] = OrderedDict()
 
     def text_scores(self, text: str) -> dict[str, float]:
-        """The text's probability per language (empty: no letters to go on)."""
+        """The text's probability per language (empty: no letters to go on); not to be changed.
+
+        Kept for the last ``SCORE_CACHE`` texts: triage and the conversation's decision ask for
+        the same message, and a conversation's earlier messages are asked again with each new
+        one, while scoring (py3langid) is intake's dearest step."""
+        found = self._scores.get(text)
+        if found is None:
+            found = self._scores[text] = self._score(text)
+            if len(self._scores) > SCORE_CACHE:
+                self._scores.popitem(last=False)
+        else:
+            self._scores.move_to_end(text)
+        return found
+
+    def _score(self, text: str) -> dict[str, float]:
         words = language_lexicon.words(text)
         if not words:
             return {}
@@ -169,39 +187,25 @@ class LanguageDetector:
                     logs[lang] += odds
         return _normalised(logs)
 
-    def conversation_scores(
-        self, texts: Sequence[str], known: Mapping[str, Mapping[str, float]] | None = None
-    ) -> dict[str, float]:
+    def conversation_scores(self, texts: Sequence[str]) -> dict[str, float]:
         """All the customer's messages of a conversation, oldest first: each message's evidence
         multiplied in, the earlier ones counting ``EARLIER_MESSAGE_WEIGHT`` (a customer who
-        switches language is followed). ``known``: texts already scored (``text_scores``)."""
+        switches language is followed)."""
         logs: dict[str, float] = {}
         for age, text in enumerate(reversed(texts)):
-            found = known.get(text) if known else None
-            scores = found if found is not None else self.text_scores(text)
+            scores = self.text_scores(text)
             weight = 1.0 if age == 0 else EARLIER_MESSAGE_WEIGHT
             for lang, p in scores.items():
                 logs[lang] = logs.get(lang, 0.0) + weight * math.log(max(p, 1e-12))
         return _normalised(logs) if logs else {}
 
-    def decide(
-        self,
-        texts: Sequence[str],
-        priors: Sequence[Prior] = (),
-        known: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> LanguageDecision:
-        return decide(self.conversation_scores(texts, known), priors, self.languages, self.default)
+    def decide(self, texts: Sequence[str], priors: Sequence[Prior] = ()) -> LanguageDecision:
+        return decide(self.conversation_scores(texts), priors, self.languages, self.default)
 
     def detect(self, text: str) -> str:
         """The text's own language, or the default when the text alone does not tell."""
-        return self.detect_scored(text)[0]
-
-    def detect_scored(self, text: str) -> tuple[str, dict[str, float]]:
-        """``detect`` and the ``text_scores`` it read: intake scores a message's text once
-        and hands the scores on to the conversation's decision (py3langid is its dearest step)."""
-        scores = self.text_scores(text)
-        decision = decide(scores, (), self.languages, self.default)
-        return (decision.language if decision.confidence >= self.min_confidence else self.default), scores
+        decision = decide(self.text_scores(text), (), self.languages, self.default)
+        return decision.language if decision.confidence >= self.min_confidence else self.default
 
 
 def _normalised(logs: Mapping[str, float]) -> dict[str, float]:

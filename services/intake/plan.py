@@ -15,7 +15,7 @@ routed, and a conversation resolved since is left alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -169,12 +169,6 @@ class Triage:
     language: str
     skills: dict[str, int]
     priority: int
-    # The message text's own scores (``LanguageDetector.detect_scored``), when triage read
-    # them: the conversation's decision reuses them rather than scoring the text again.
-    text_scores: Mapping[str, float] | None = field(default=None, compare=False, repr=False)
-
-    def known_scores(self, message: InboundMessage) -> dict[str, Mapping[str, float]] | None:
-        return {message.text: self.text_scores} if self.text_scores is not None else None
 
 
 def new_id(prefix: str) -> str:
@@ -246,18 +240,7 @@ def plan(
     if not conv.routing_requested and not automatic:
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now, language))
     elif not automatic:
-        events.extend(
-            _correction(
-                history,
-                customer_id,
-                conv.conversation_id,
-                message,
-                now,
-                language,
-                unseen=True,
-                known=triage.known_scores(message),
-            )
-        )
+        events.extend(_correction(history, customer_id, conv.conversation_id, message, now, language, unseen=True))
     if message.metadata.get("resolves") == "1":
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
@@ -304,8 +287,7 @@ def _completion(
     owner = conv.customer_id or customer_id
     if conv.routing_requested:
         # A language change the message called for, unless it was recorded (or overtaken).
-        known = triage.known_scores(message)
-        return _correction(history, owner, conv.conversation_id, message, now, language, unseen=False, known=known)
+        return _correction(history, owner, conv.conversation_id, message, now, language, unseen=False)
     return [_routing(history, owner, conv.conversation_id, message, triage, now, language)]
 
 
@@ -318,8 +300,7 @@ def _routing(
     now: datetime,
     language: LanguageDetector | None = None,
 ) -> RoutingRequested:
-    known = triage.known_scores(message)
-    decision = _decide(history, conversation_id, message, language, known) if language is not None else None
+    decision = _decide(history, conversation_id, message, language) if language is not None else None
     return RoutingRequested(
         at=now,
         customer_id=customer_id,
@@ -339,7 +320,6 @@ def _decide(
     conversation_id: str,
     message: InboundMessage,
     language: LanguageDetector,
-    known: Mapping[str, Mapping[str, float]] | None = None,
 ) -> LanguageDecision:
     """The conversation's language from all its customer messages so far (this one included)
     and the priors; a language the customer chose (``metadata.language``, the voice menu) as is."""
@@ -354,7 +334,7 @@ def _decide(
     priors = priors_for(
         message, language.languages, preferred_language=history.preferred_language, earlier_languages=earlier
     )
-    return language.decide(texts, priors, known)
+    return language.decide(texts, priors)
 
 
 def _correction(
@@ -366,7 +346,6 @@ def _correction(
     language: LanguageDetector | None,
     *,
     unseen: bool,
-    known: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[LogEvent]:
     """``ConversationLanguageChanged`` when this later message is confidently another language
     than the conversation's, and all the evidence agrees; else nothing. ``unseen``: the
@@ -378,9 +357,8 @@ def _correction(
     texts = history.texts.get(conversation_id, [])
     if not unseen and (not texts or texts[-1] != message.text):
         return []
-    decision = _decide(history, conversation_id, message, language, known)
-    found = known.get(message.text) if known else None
-    latest = found if found is not None else language.text_scores(message.text)
+    decision = _decide(history, conversation_id, message, language)
+    latest = language.text_scores(message.text)
     if decision.language == current or latest.get(decision.language, 0.0) < CORRECTION_CONFIDENCE:
         return []
     return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -187,42 +188,27 @@ def test_the_timeline_shows_the_evidence(detector: LanguageDetector) -> None:
     assert [(e["source"], e["language"]) for e in reason["evidence"]] == [("text", "es"), ("phone", "en")]
 
 
-def triaged(text: str, detector: LanguageDetector) -> tuple[Triage, Triage]:
-    """The same triage without and with the text's scores (as intake's triage reads them)."""
-    language, scores = detector.detect_scored(text)
-    assert language == detector.detect(text) and scores == detector.text_scores(text)
-    bare = Triage(identity="phone:+1", language=language, skills={}, priority=0)
-    return bare, Triage(identity="phone:+1", language=language, skills={}, priority=0, text_scores=scores)
-
-
-def test_the_scores_triage_read_decide_as_scoring_again_would(detector: LanguageDetector) -> None:
-    def planned(history: list[LogEvent], text: str, triage: Triage) -> list[LogEvent]:
-        return plan(
-            fold_history(stored(history)), "cu1", message(text), triage, NOW, lambda p: p + "2", language=detector
-        )
-
-    first = routed("hello", detector)
-    for text in ("Hola, necesito un reembolso", "ok", "👍", "necesito ayuda con mi factura, me cobraron dos veces"):
-        bare, scored = triaged(text, detector)
-        assert planned([], text, scored) == planned([], text, bare), text
-        # A later message: the correction reads the message's own scores too.
-        assert planned(first, text, scored) == planned(first, text, bare), text
-
-
 def test_a_message_text_is_scored_once(detector: LanguageDetector, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Triage, the conversation's decision and the correction all ask for the same texts; the
+    # model (py3langid, intake's dearest step) reads each text once, and the plans are the same.
     text = "necesito ayuda con mi factura, me cobraron dos veces"
-    _, scored = triaged(text, detector)
-    first = routed("hello", detector)
-    calls: list[str] = []
-    original = detector.text_scores
+    counted, fresh = (LanguageDetector(detector.languages, detector.default) for _ in range(2))
+    first = routed("hello", counted)
+    scored: list[str] = []
+    model = counted._identifier
 
-    def counting(text: str) -> dict[str, float]:
-        calls.append(text)
-        return original(text)
+    class Counting:
+        def rank(self, text: str) -> Any:
+            scored.append(text)
+            return model.rank(text)
 
-    monkeypatch.setattr(detector, "text_scores", counting)
-    plan(fold_history([]), "cu1", message(text), scored, NOW, language=detector)
-    assert calls == []
-    events = plan(fold_history(stored(first)), "cu1", message(text), scored, NOW, language=detector)
-    assert [type(e) for e in events] == [MessageReceived, ConversationLanguageChanged]
-    assert calls == ["hello"]  # the conversation's earlier message only
+    monkeypatch.setattr(counted, "_identifier", Counting())
+    triage = Triage(identity="phone:+1", language=counted.detect(text), skills={}, priority=0)
+    new = plan(fold_history([]), "cu1", message(text), triage, NOW, lambda p: p + "2", language=counted)
+    later = plan(fold_history(stored(first)), "cu1", message(text), triage, NOW, lambda p: p + "2", language=counted)
+    assert [type(e) for e in later] == [MessageReceived, ConversationLanguageChanged]
+    assert scored == [text]  # "hello" was scored when it was routed
+    assert new == plan(fold_history([]), "cu1", message(text), triage, NOW, lambda p: p + "2", language=fresh)
+    assert later == plan(
+        fold_history(stored(first)), "cu1", message(text), triage, NOW, lambda p: p + "2", language=fresh
+    )
