@@ -5,6 +5,8 @@ per agent profile beside the state (``state.__dict__``: caches, not facts, never
 
 from __future__ import annotations
 
+import functools
+
 from events.model import AgentProfile
 from router.state import ANY, RELAXED, AgentView, QueueSignature, RouterState
 
@@ -79,27 +81,24 @@ def agent_lookups(state: RouterState, agent_id: str, agent: AgentView, channel: 
     found = cache.get((agent_id, channel))
     if found is not None and found[0] is agent.profile:
         return found[1]
-    # The pieces are shared by every agent with the same skills (and by every channel): after
-    # a restart each agent's first freed slot works these out, so they are made once per
-    # state, not once per agent.
-    parts: dict[tuple[str, int, tuple[str, ...]], tuple[str, ...]] | None = state.__dict__.get("_lookup_groups")
-    if parts is None:
-        parts = state.__dict__["_lookup_groups"] = {}
     languages = [*agent.profile.languages, ANY, RELAXED]
     names = tuple(name for name, level in agent.profile.skills.items() if level > 0)
     out: Lookups = []
     for skill, level in agent_skills(agent):
-        groups = parts.get((skill, level, names))
-        if groups is None:
-            if skill == ANY:
-                groups = ("|0",)
-            else:
-                others = ("", *(name for name in names if name != skill))
-                groups = tuple(f"{other}|{floor}" for other in others for floor in range(1, level + 1))
-            parts[(skill, level, names)] = groups
+        groups = _groups(skill, level, names)
         out.extend((lookup_key(channel, skill, language), groups) for language in languages)
     cache[(agent_id, channel)] = (agent.profile, out)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _groups(skill: str, level: int, skills: tuple[str, ...]) -> tuple[str, ...]:
+    """The groups an agent with ``skills`` looks in under ``skill`` at ``level``: the same for
+    every agent with those skills (after a restart each agent's first freed slot asks)."""
+    if skill == ANY:
+        return ("|0",)
+    others = ("", *(name for name in skills if name != skill))
+    return tuple(f"{other}|{floor}" for other in others for floor in range(1, level + 1))
 
 
 def queue_group(sig: QueueSignature) -> str:
