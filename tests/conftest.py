@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -110,9 +112,6 @@ TASK_DUMP_AFTER = 300.0
 
 
 def _dump_tasks(nodeid: str) -> None:
-    import asyncio
-    import sys
-
     print(f"\n--- {nodeid} still running after {TASK_DUMP_AFTER:.0f}s; pending asyncio tasks:", file=sys.stderr)
     for task in asyncio.all_tasks():
         task.print_stack(limit=12, file=sys.stderr)
@@ -120,8 +119,6 @@ def _dump_tasks(nodeid: str) -> None:
 
 @pytest.fixture(autouse=True)
 async def _task_dump_when_hung(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    import asyncio
-
     handle = asyncio.get_running_loop().call_later(TASK_DUMP_AFTER, _dump_tasks, request.node.nodeid)
     try:
         yield
