@@ -100,7 +100,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             except InvalidAddress as err:
                 return json_error(400, str(err))
             customer_id = await deps.directory.lookup(identity)
-            if customer_id is None:
+            # Intake names a new customer in the directory a moment before its first event is
+            # on the log: until then every other endpoint answers 404 for that id, so this does too.
+            if customer_id is None or not (await customers.facts(customer_id)).exists:
                 return json_error(404, "no customer with that identity")
             customer_id = await customers.survivor(customer_id)
             return ok({"customers": [{"customer_id": customer_id, "identity": identity}]})

@@ -12,6 +12,7 @@ import pytest
 from events import subjects
 from events.model import ConversationOpened, CustomersMerged, IdentityLinked, MessageReceived
 from services.embedded_nats import EmbeddedNats
+from services.identity import IdentityDirectory
 from tests.customers.helpers import Desk, running_desk
 from tests.integration.system import eventually
 
@@ -232,3 +233,18 @@ async def test_timeline_of_an_unknown_customer_or_channel_is_refused(desk: Desk)
     assert {e["customer_id"] for e in body["entries"]} == {other}
     status, body = await desk.system.get(f"/v1/customers/{other}/timeline", channel="Fax!")
     assert status == 400, body
+
+
+async def test_an_address_is_found_only_once_its_customer_is_on_the_log(desk: Desk) -> None:
+    # Intake names a new customer in the identity directory, then appends its first events: in
+    # between, a lookup by address must not hand out an id every other endpoint answers 404 for.
+    directory = IdentityDirectory(await desk.nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    named, created = await directory.resolve("phone:+15550001111")
+    assert created
+    status, _ = await desk.system.get("/v1/customers", identity="sms:+15550001111")
+    assert status == 404
+    await desk.write("sms", "+15550001111", "hello")  # intake records the customer it finds named
+    found = await desk.customer_of("sms:+15550001111")
+    assert found == named
+    status, body = await desk.system.post(f"/v1/customers/{found}/identities", {"identity": "chat:named-visitor"})
+    assert status == 200, body
