@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events import subjects
+from events.acked import publish_acked
 from events.codec import Undecodable, decode_log_event, encode
 from events.counters import count_append
 from events.direct import DirectBatches
@@ -120,11 +121,11 @@ class EventStore:
         """Append ``item`` as ``event`` (its personal fields already sealed)."""
         subject = item.target()
         try:
-            ack = await self.js.publish(subject, encode(event), timeout=self.timeout, headers=item.headers())
+            ack = await publish_acked(self.nc, subject, encode(event), timeout=self.timeout, headers=item.headers())
         except APIError as err:
             seq = await self._resolve_conflict(item, subject, err)
         else:
-            seq = int(ack.seq)
+            seq = ack.seq
         count_append(item.event)  # relaydesk_events_appended_total{type}
         return seq
 

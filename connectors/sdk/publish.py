@@ -14,6 +14,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from events import subjects
+from events.acked import publish_acked
 from events.codec import encode
 from events.model import InboundMessage, ReplyOutcomeReported
 
@@ -73,12 +74,12 @@ class InboundPublisher:
         headers = {MSG_ID: msg_id(message)}
         tracer = trace_inbound
         if tracer is None:
-            ack = await self.js.publish(subject, encode(message), timeout=self.ack_timeout, headers=headers)
-            return Published(message, int(ack.seq), bool(ack.duplicate))
+            ack = await publish_acked(self.nc, subject, encode(message), timeout=self.ack_timeout, headers=headers)
+            return Published(message, ack.seq, ack.duplicate)
         with tracer(message, subject) as trace:
             headers.update(trace)
-            ack = await self.js.publish(subject, encode(message), timeout=self.ack_timeout, headers=headers)
-        return Published(message, int(ack.seq), bool(ack.duplicate), _ids(trace))
+            ack = await publish_acked(self.nc, subject, encode(message), timeout=self.ack_timeout, headers=headers)
+        return Published(message, ack.seq, ack.duplicate, _ids(trace))
 
     async def publish(self, messages: Sequence[InboundMessage]) -> list[Published]:
         """Publish all concurrently; return only when JetStream acknowledged each one.
@@ -88,18 +89,18 @@ class InboundPublisher:
             return []
         if self.nc.is_closed:
             raise Unavailable("event bus connection is closed")
-        try:
-            async with asyncio.timeout(self.ack_timeout + 0.5):
-                if len(messages) == 1:  # the usual webhook: no task, no gather
-                    results: list[Published | BaseException] = []
-                    try:
-                        results.append(await self.publish_one(messages[0]))
-                    except (TimeoutError, NatsError, OSError) as err:
-                        results.append(err)
-                else:
+        results: list[Published | BaseException] = []
+        if len(messages) == 1:  # the usual webhook: no task, no gather, one timer (the ack's own)
+            try:
+                results.append(await self.publish_one(messages[0]))
+            except (TimeoutError, NatsError, OSError) as err:
+                results.append(err)
+        else:
+            try:
+                async with asyncio.timeout(self.ack_timeout + 0.5):
                     results = await asyncio.gather(*(self.publish_one(m) for m in messages), return_exceptions=True)
-        except TimeoutError as err:
-            raise Unavailable("event bus did not acknowledge in time") from err
+            except TimeoutError as err:
+                raise Unavailable("event bus did not acknowledge in time") from err
         out: list[Published] = []
         for result in results:
             if isinstance(result, (TimeoutError, NatsError, OSError)):
@@ -116,7 +117,8 @@ class InboundPublisher:
         if self.nc.is_closed:
             raise Unavailable("event bus connection is closed")
         try:
-            ack = await self.js.publish(
+            ack = await publish_acked(
+                self.nc,
                 subjects.inbound(report.channel),
                 encode(report),
                 timeout=self.ack_timeout,
@@ -124,4 +126,4 @@ class InboundPublisher:
             )
         except (TimeoutError, NatsError, OSError) as err:
             raise Unavailable(f"event bus did not acknowledge: {type(err).__name__}") from err
-        return Reported(report, int(ack.seq), bool(ack.duplicate))
+        return Reported(report, ack.seq, ack.duplicate)
