@@ -141,11 +141,18 @@ REGISTRY.register(_ConnectorCollector())
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+SERIES_KEPT = 256
+
+
 def http_metrics(server: str) -> Middleware:
     """An aiohttp middleware observing each request's latency in ``relaydesk_http_request_seconds``.
 
     The route label is the matched resource's pattern (``/v1/conversations/{id}``), never the
     raw path: ids in paths would make a series per conversation."""
+
+    # The labelled series per (method, route, status), looked up once: ``labels()`` costs a
+    # lock and a tuple per call, on every webhook. Bounded: a client can make up methods.
+    series: dict[tuple[str, str, int], Histogram] = {}
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -161,9 +168,13 @@ def http_metrics(server: str) -> Middleware:
         finally:
             info = request.match_info.route.resource
             route = info.canonical if info is not None else "unmatched"
-            HTTP_REQUEST_SECONDS.labels(server=server, method=request.method, route=route, status=str(status)).observe(
-                time.perf_counter() - started
-            )
+            key = (request.method, route, status)
+            child = series.get(key)
+            if child is None:
+                child = HTTP_REQUEST_SECONDS.labels(server=server, method=key[0], route=route, status=str(status))
+                if len(series) < SERIES_KEPT:
+                    series[key] = child
+            child.observe(time.perf_counter() - started)
 
     return observe
 
