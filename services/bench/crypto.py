@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import tempfile
 import time
@@ -269,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=500, help="SMS per intake pass; 0 skips intake (default 500)")
     parser.add_argument("--rounds", type=int, default=3, help="clear/sealed pairs (default 3)")
     parser.add_argument("--chunk", type=int, default=2_000, help="events per append_many call (default 2,000)")
+    parser.add_argument("--quick", action="store_true", help="2,000 events, 100 SMS, 1 round: for development")
+    parser.add_argument("--json", metavar="FILE", help="also write every round's rates and CPU per item as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.quick:
+        args.events, args.customers, args.messages, args.rounds = 2_000, 100, 100, 1
     logs.configure(level="warning", fmt="console")
     sizes = {"customers": args.customers, "events2": 2 * args.events, "messages": args.messages}
     labels = {name: label.format(**sizes) for name, label in FIGURES.items()}
@@ -279,4 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runs = asyncio.run(bench(args.events, args.customers, args.messages, args.rounds, args.chunk))
     report(runs, labels)
+    if args.json:
+        rounds = [{"sealed": r.sealed, "rate_per_s": r.rate, "cpu_us_per_item": r.cpu_us} for r in runs]
+        Path(args.json).write_text(json.dumps({"figures": labels, "target_cost": TARGET, "rounds": rounds}, indent=2))
     return 0

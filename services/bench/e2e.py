@@ -163,6 +163,9 @@ def _spawn(
             "RELAYDESK_CONNECTOR_SMS_HOST": "127.0.0.1",
             "RELAYDESK_CONNECTOR_SMS_PORT": str(port),
             "RELAYDESK_LOG_FORMAT": "json",
+            # Answers /readyz on its own port: no second listener (two processes would both
+            # want [health]'s 9090, and the second would stop with "port taken").
+            "RELAYDESK_HEALTH_PORT": "0",
         }
         procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log))
     return log, procs
