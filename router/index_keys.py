@@ -117,4 +117,12 @@ def capable_channels(agent: AgentView) -> list[str]:
 
 
 def free_channels(agent: AgentView) -> list[str]:
-    return [channel for channel in agent.profile.capacity if agent.free_on(channel) > 0]
+    """The channels ``agent.free_on`` gives room on (inlined: the fold asks before and after
+    every change of load)."""
+    profile = agent.profile
+    load = agent.load
+    if profile.max_total is None:
+        return [channel for channel, slots in profile.capacity.items() if slots - load.get(channel, 0) > 0]
+    if profile.max_total - sum(load.values()) <= 0:
+        return []
+    return [channel for channel, slots in profile.capacity.items() if slots - load.get(channel, 0) > 0]

@@ -8,7 +8,7 @@ import heapq
 
 import msgspec
 
-from router import heaps
+from router import heaps, queue_refs
 from router.index_keys import lookup_key, queue_group
 from router.state import ANY, RELAXED, ConversationView, Entry, QueueSignature, RouterState
 
@@ -70,15 +70,21 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
     sig = signature(state, conv)
     key = _key_encoder.encode(sig).decode()
     queue = state.queues.get(key)
+    new = queue is None
     if queue is None:
         queue = state.queues[key] = []
         state.queue_signatures[key] = sig
         state.queue_sizes[key] = 0
         group = queue_group(sig)
-        for lookup in _queue_lookups(sig):
+        lookups = _queue_lookups(sig)
+        for lookup in lookups:
             state.queue_lookup.setdefault(lookup, {}).setdefault(group, set()).add(key)
     due = conv.requirements.sla_due
     heapq.heappush(queue, (due.timestamp(), conversation_id, conv.enqueued) if due is not None else entry)
+    if new:
+        queue_refs.queue_filed(state, key, queue, lookups, group)
+    else:
+        queue_refs.top_changed(state, key, queue)
     state.queue_sizes[key] += 1
     state.queued += 1
     conv.queue_key = key
@@ -100,7 +106,9 @@ def leave_queue(state: RouterState, conversation_id: str, conv: ConversationView
         size = state.queue_sizes.get(key, 0) - 1
         if size > 0:
             state.queue_sizes[key] = size
-            heaps.compact(state.queues[key], lambda e: conversation_valid(state, e), size)
+            queue = state.queues[key]
+            heaps.compact(queue, lambda e: conversation_valid(state, e), size)
+            queue_refs.top_changed(state, key, queue)
         else:
             _drop_queue(state, key)
     elif conv.preferred_agent is not None:
@@ -117,7 +125,9 @@ def _drop_queue(state: RouterState, key: str) -> None:
     state.queue_sizes.pop(key, None)
     state.pending.queues.discard(key)
     group = queue_group(sig)
-    for lookup in _queue_lookups(sig):
+    lookups = _queue_lookups(sig)
+    queue_refs.queue_dropped(state, key, lookups, group)
+    for lookup in lookups:
         groups = state.queue_lookup.get(lookup)
         found = groups.get(group) if groups is not None else None
         if groups is not None and found is not None:

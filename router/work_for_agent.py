@@ -1,14 +1,15 @@
 """The agent side of a round: the best waiting conversation for an agent whose slot just
 freed (``router.decide``'s hot path when work ends), searched over the heads of the queues the
-agent may serve (``router.index.agent_lookups``)."""
+agent may serve (``router.index.agent_lookups``, walked in ``router.queue_refs``'s tree)."""
 
 from __future__ import annotations
 
 from math import inf
 
 from router.heaps import in_order
-from router.index import agent_lookups, conversation_valid
-from router.matching import EXCLUDING_DEPTH, Candidate, Rank, Round
+from router.index import conversation_valid
+from router.matching import EXCLUDING_DEPTH, Candidate, QueueHead, Rank, Round
+from router.queue_refs import QueueRef, agent_groups, queue_refs
 from router.state import AgentView, ConversationView
 
 
@@ -16,15 +17,17 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
     """The first waiting conversation in queue order this agent may take on ``channel``.
 
     It looks at the head of every queue the agent may serve, so this loop is the hot path of
-    a freed slot: the checks of ``effective.agent_fits`` are inlined, and a queue ordered by
-    waiting time is ranked from its top entry alone (its head's waiting time) before anything
-    else, so a head that cannot beat the best so far costs neither the fit checks nor a look-up
-    of its conversation (whether the agent fits does not change which queues rank ahead)."""
+    a freed slot, and its cost is memory fetches: it reads each queue through its record
+    (``router.queue_refs``: the top entry and the fields of its ``QueueHead`` side by side),
+    the checks of ``effective.agent_fits`` are inlined, and a queue ordered by waiting time is
+    ranked from its top entry alone before anything else, so a head that cannot beat the best
+    so far costs neither the fit checks nor a look-up of its conversation (whether the agent
+    fits does not change which queues rank ahead). An agent above a queue's minimum tier is
+    checked against its ceiling first: for a specialist that rejects most heads unranked."""
     state = rnd.state
     conversations = state.conversations
-    queue_lookup = state.queue_lookup
-    queues = state.queues
     heads = rnd.heads
+    ceilings = rnd.ceilings
     taken = rnd.taken
     profile = agent.profile
     tier = profile.tier
@@ -41,79 +44,91 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
     best_since = inf
     best_base = 0
     best_sla = 0.0
-    seen: set[str] = set()  # escalated queues are filed under two lookups
-    for lookup, groups in agent_lookups(state, agent_id, agent, channel):
-        filed = queue_lookup.get(lookup)
-        if not filed:
-            continue
-        for group in groups:
-            keys = filed.get(group)
-            if not keys:
+    seen: set[QueueRef] = set()  # escalated queues are filed under two lookups
+    for refs in agent_groups(queue_refs(state), agent, channel):
+        for ref in refs:
+            if ref.heads_for is not heads:
+                _cache_head(ref, rnd.queue_head(ref.key), heads)
+            since = ref.since
+            quick = ref.quick and since > 0.0
+            if quick and since > best_since and ref.base <= best_base and ref.sla >= best_sla:
                 continue
-            for key in keys:
-                head_info = heads.get(key) or rnd.queue_head(key)
-                if head_info.escalated:
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                # The fold keeps a queue's top entry live (``index.leave_queue``): usually the head.
-                top = queues[key][0]
-                since = top[0]
-                quick = since > 0.0 and not head_info.explicit_sla
-                if quick:
-                    # Round.rank from the entry: in a queue ordered by waiting time no later
-                    # entry ranks better than the top, so one that cannot win is skipped.
-                    prio = head_info.base_priority
-                    if since > best_since and prio <= best_base and head_info.sla_seconds >= best_sla:
-                        continue
-                    if aging > 0 and now_ts > since:
-                        prio += int((now_ts - since) // aging)
-                    rank: Rank = (-prio, since + head_info.sla_seconds, since, top[1])
-                    if best_rank is not None and rank >= best_rank:
-                        continue
-                if tier < head_info.min_tier:
+            if ref.escalated:
+                if ref in seen:
                     continue
-                fits = True
-                for name, level in head_info.skills:
-                    if skills.get(name, 0) < level:
-                        fits = False
+                seen.add(ref)
+            min_tier = ref.min_tier
+            if tier < min_tier:
+                continue
+            if tier > min_tier:
+                # The ceiling is never below the minimum tier: only a higher tier needs it.
+                if ref.ceiling_for is not ceilings:
+                    ref.ceiling = rnd.ceiling(ref.key, ref.head.eff)  # type: ignore[union-attr]
+                    ref.ceiling_for = ceilings
+                if tier > ref.ceiling:
+                    continue
+            top = ref.top
+            if quick:
+                # Round.rank from the entry: in a queue ordered by waiting time no later
+                # entry ranks better than the top, so one that cannot win is skipped.
+                prio = ref.base
+                if aging > 0 and now_ts > since:
+                    prio += int((now_ts - since) // aging)
+                rank: Rank = (-prio, since + ref.sla, since, top[1])
+                if best_rank is not None and rank >= best_rank:
+                    continue
+            head_info = ref.head
+            assert head_info is not None
+            fits = True
+            for name, level in head_info.skills:
+                if skills.get(name, 0) < level:
+                    fits = False
+                    break
+            if not fits:
+                continue
+            if head_info.languages is not None:
+                for language in head_info.languages:
+                    if language in spoken:
                         break
-                if not fits:
-                    continue
-                if head_info.languages is not None:
-                    for language in head_info.languages:
-                        if language in spoken:
-                            break
-                    else:
-                        continue
-                # The ceiling is never below the minimum tier: only a higher tier needs it worked out.
-                eff = head_info.eff
-                if tier > head_info.min_tier and tier > rnd.ceiling(key, eff):
-                    continue
-                conv_or_none = conversations.get(top[1])
-                if (
-                    conv_or_none is not None
-                    and conv_or_none.enqueued == top[2]
-                    and top[1] not in taken
-                    and agent_id not in conv_or_none.excluded
-                ):
-                    conversation_id, conv = top[1], conv_or_none
                 else:
-                    head = _first_open(rnd, key, agent_id)
-                    if head is None:
-                        continue
-                    conversation_id, conv = head
-                    quick = False
-                if not quick:
-                    rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
-                if best_rank is None or rank < best_rank:
-                    best = Candidate(conversation_id, conv, eff, rank)
-                    best_rank = rank
-                    if quick:
-                        best_since, best_base, best_sla = since, head_info.base_priority, head_info.sla_seconds
-                    else:
-                        best_since = inf
+                    continue
+            key = ref.key
+            eff = head_info.eff
+            conv_or_none = conversations.get(top[1])
+            if (
+                conv_or_none is not None
+                and conv_or_none.enqueued == top[2]
+                and top[1] not in taken
+                and agent_id not in conv_or_none.excluded
+            ):
+                conversation_id, conv = top[1], conv_or_none
+            else:
+                head = _first_open(rnd, key, agent_id)
+                if head is None:
+                    continue
+                conversation_id, conv = head
+                quick = False
+            if not quick:
+                rank = rnd.rank(conv, state.queue_signatures[key], eff, conversation_id)
+            if best_rank is None or rank < best_rank:
+                best = Candidate(conversation_id, conv, eff, rank)
+                best_rank = rank
+                if quick:
+                    best_since, best_base, best_sla = since, ref.base, ref.sla
+                else:
+                    best_since = inf
     return best
+
+
+def _cache_head(ref: QueueRef, head: QueueHead, heads: object) -> None:
+    """Copy what the search reads for every head onto the queue's record (see ``queue_refs``)."""
+    ref.head = head
+    ref.base = head.base_priority
+    ref.sla = head.sla_seconds
+    ref.quick = not head.explicit_sla
+    ref.escalated = head.escalated
+    ref.min_tier = head.min_tier
+    ref.heads_for = heads
 
 
 def _first_open(rnd: Round, key: str, agent_id: str) -> tuple[str, ConversationView] | None:
