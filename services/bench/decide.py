@@ -25,7 +25,9 @@ so peaks do not mix. The figures measured by the code before the fold was made i
 (same machine, same cell) are printed beside, as ``before``. The garbage collector's share of
 the all-in figure is printed under it (``GcClock``): one full collection landing in the timed
 cycles costs ~0.3 s at 10,000 agents x 100,000 waiting and would otherwise pass for a slower
-router. A benchmark, not a test: it asserts nothing about time.
+router. A benchmark, not a test: it asserts nothing about time. The synthetic world (agents,
+conversations, the timed fold) is ``services.bench.decide_workload``; the report's tables,
+reference workload and collector clock are ``services.bench.decide_report``.
 """
 
 from __future__ import annotations
@@ -33,38 +35,28 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import random
 import resource
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from multiprocessing import get_context
 
-from events import subjects
 from events.model import (
     AgentOffered,
-    AgentProfile,
-    AgentProfileUpdated,
     AgentStatusChanged,
     Channel,
     ConversationAssigned,
-    ConversationOpened,
     ConversationResolved,
-    DecisionReason,
     LogEvent,
     MessageReceived,
     OfferAccepted,
-    Requirements,
-    RoutingRequested,
 )
 from router import snapshot
 from router.decide import decide
-from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState, reading_only
 from services.bench.decide_report import (
@@ -76,20 +68,7 @@ from services.bench.decide_report import (
     reference_us,
     report,
 )
-
-SKILLS = ("billing", "technical", "shipping", "returns", "account", "sales", "privacy", "general")
-LANGUAGES = ("en", "es", "fr", "de", "pt")
-CAPACITY: dict[str, int] = {"chat": 2, "sms": 1, "email": 2}
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-REASON = DecisionReason(rule="bench")
-
-
-@dataclass(frozen=True)
-class Cell:
-    agents: int
-    waiting: int
-    decisions: int
-    seed: int
+from services.bench.decide_workload import T0, Bench, Cell, build
 
 
 @dataclass
@@ -118,105 +97,6 @@ class Result:
     reference_us: float = 0.0  # a fixed pure-Python workload (same run), to compare runs and versions
     cycle_gc_us: float = 0.0  # of the all-in figure, the garbage collector's share (``GcClock``)
     cycle_full_gcs: int = 0  # full collections inside the timed cycle phase
-
-
-class Bench:
-    """A state plus the log position, folded the way the runner folds."""
-
-    def __init__(self, seed: int) -> None:
-        self.state = RouterState()
-        self.reader: RouterState | None = None  # a read model folding the same events (cycle phase)
-        self.reader_ns = 0
-        self.seq = 0
-        self.rng = random.Random(seed)
-        self.conversations = 0
-        self.fold_ns = 0
-        self.by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # type -> [events, ns]
-
-    def fold(self, event: LogEvent) -> None:
-        self.seq += 1
-        subject = subjects.for_event(event)
-        GC.timing = True
-        t0 = time.thread_time_ns()
-        evolve(self.state, self.seq, subject, event)
-        took = time.thread_time_ns() - t0
-        GC.timing = False
-        self.fold_ns += took
-        slot = self.by_type[type(event).__name__]
-        slot[0] += 1
-        slot[1] += took
-        if self.reader is not None:
-            t0 = time.thread_time_ns()
-            evolve(self.reader, self.seq, subject, event)
-            self.reader_ns += time.thread_time_ns() - t0
-
-    def profile(self) -> AgentProfile:
-        rng = self.rng
-        skills = {skill: rng.randint(1, 5) for skill in rng.sample(SKILLS, rng.randint(1, 3))}
-        languages = {lang: 5 for lang in rng.sample(LANGUAGES, rng.choice((1, 1, 2)))}
-        tier = rng.choices((1, 2, 3), weights=(70, 25, 5))[0]
-        return AgentProfile(skills=skills, languages=languages, tier=tier, capacity=dict(CAPACITY))
-
-    def requirements(self, profile: AgentProfile | None = None) -> Requirements:
-        """Requirements drawn like intake's (one skill, sometimes two); fitted to ``profile`` if given."""
-        rng = self.rng
-        if profile is not None:
-            skill = rng.choice(sorted(profile.skills))
-            return Requirements(
-                skills={skill: 1}, language=rng.choice(sorted(profile.languages)), priority=rng.choice((0, 0, 1))
-            )
-        skills = {skill: rng.choice((1, 1, 2, 3)) for skill in rng.sample(SKILLS, rng.choice((1, 1, 1, 2)))}
-        return Requirements(
-            skills=skills,
-            language=rng.choices(LANGUAGES, weights=(50, 20, 10, 10, 10))[0],
-            priority=rng.choice((0, 0, 1, 2)),
-        )
-
-    def open(self, channel: Channel, req: Requirements, when: datetime) -> tuple[str, str]:
-        self.conversations += 1
-        conversation_id = f"c{self.conversations}"
-        customer_id = f"k{self.conversations}"
-        self.fold(
-            ConversationOpened(
-                at=when, customer_id=customer_id, conversation_id=conversation_id, channel=channel, contact="x"
-            )
-        )
-        self.fold(
-            RoutingRequested(
-                at=when, customer_id=customer_id, conversation_id=conversation_id, channel=channel, requirements=req
-            )
-        )
-        return customer_id, conversation_id
-
-
-def build(cell: Cell) -> Bench:
-    """Every agent busy to capacity, then ``cell.waiting`` conversations waiting."""
-    bench = Bench(cell.seed)
-    busy_since = T0 - timedelta(minutes=10)
-    for n in range(cell.agents):
-        agent_id = f"a{n}"
-        profile = bench.profile()
-        bench.fold(AgentProfileUpdated(at=busy_since, agent_id=agent_id, profile=profile))
-        bench.fold(AgentStatusChanged(at=busy_since, agent_id=agent_id, status="available"))
-        for channel, slots in CAPACITY.items():
-            for _ in range(slots):
-                customer_id, conversation_id = bench.open(channel, bench.requirements(profile), busy_since)
-                bench.fold(
-                    ConversationAssigned(
-                        at=busy_since,
-                        customer_id=customer_id,
-                        conversation_id=conversation_id,
-                        agent_id=agent_id,
-                        channel=channel,
-                        reason=REASON,
-                    )
-                )
-    channels: list[Channel] = ["chat", "chat", "sms", "email"]
-    for n in range(cell.waiting):
-        # Arrivals spread over the last 20 s: inside every escalation wait, so the timed calls route.
-        when = T0 - timedelta(seconds=20 * (cell.waiting - n) / cell.waiting)
-        bench.open(bench.rng.choice(channels), bench.requirements(), when)
-    return bench
 
 
 def percentile(values: Sequence[float], share: float) -> float:

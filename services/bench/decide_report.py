@@ -10,7 +10,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.bench.decide import Cell, Result
+    from services.bench.decide import Result
+    from services.bench.decide_workload import Cell
 
 TARGET_ALL_IN_US = 300.0
 
