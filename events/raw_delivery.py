@@ -9,6 +9,13 @@ raw headers) in a plain function call; every other message goes on to nats-py as
 last ``drop_raw_handler`` removes the dispatcher. Where this nats-py has no such entry point
 ``raw_handlers`` returns None and the caller subscribes with a callback as usual
 (``events.replay`` does both; its tests run both).
+
+While the dispatcher is in place the parser itself takes a shortcut (``_fast_parse``): a
+message with headers (every message of the log) that is whole in the buffer is cut out with
+``find`` and ``split`` and, for a raw subscription, handed over in a plain call, where
+nats-py's parser tries two regular expressions and awaits ``_process_msg`` for each. Anything
+else (a message cut off at the end of a read, one without headers, PING, INFO, errors) goes
+through nats-py's parser as before.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +54,102 @@ def raw_handlers(nc: Any) -> dict[int, RawHandler] | None:
 
     nc._process_msg = process_msg
     setattr(nc, _RAW_HANDLERS, table)
+    parser = getattr(nc, "_ps", None)
+    if parser is not None and _parser_fits(parser):
+        parser.parse = _fast_parse(parser, table, stats, process_msg)
     return table
+
+
+_HMSG = b"HMSG "
+_CRLF = b"\r\n"
+
+
+def _parser_fits(parser: Any) -> bool:
+    """Whether ``parser`` is nats-py's, as ``_fast_parse`` knows it (state names and fields)."""
+    module = sys.modules.get(type(parser).__module__)
+    return (
+        module is not None
+        and getattr(module, "AWAITING_CONTROL_LINE", None) == _AWAITING_CONTROL_LINE
+        and getattr(module, "AWAITING_MSG_PAYLOAD", None) == _AWAITING_MSG_PAYLOAD
+        and inspect.iscoroutinefunction(getattr(parser, "parse", None))
+        and all(hasattr(parser, name) for name in ("buf", "state", "needed", "header_needed", "msg_arg"))
+    )
+
+
+_AWAITING_CONTROL_LINE = 1  # nats-py's parser states: between two operations,
+_AWAITING_MSG_PAYLOAD = 2  # and after a message's line, waiting for the rest of it
+
+
+def _fast_parse(
+    parser: Any, table: dict[int, RawHandler], stats: dict[str, int], process_msg: Callable[..., Any]
+) -> Callable[[bytes], Any]:
+    """``parser.parse`` with a shortcut for messages with headers (see the module docstring).
+    One cut off at the end of a read stays in the buffer, line and all, until the rest comes;
+    another operation first in the buffer goes to nats-py's parser, with what follows it."""
+    original = parser.parse
+
+    async def parse(data: bytes = b"") -> None:
+        buf: bytearray = parser.buf
+        buf.extend(data)
+        if parser.state == _AWAITING_MSG_PAYLOAD:  # nats-py's parser stopped inside a message
+            if len(buf) < parser.needed + 2:
+                return
+            await _finish_message(parser, buf, process_msg)
+            if parser.buf is not buf:  # reset (a reconnect) meanwhile
+                return
+        start = 0  # what of ``buf`` is consumed (cut off once, at the end)
+        try:
+            while buf.startswith(_HMSG, start):
+                end = buf.find(_CRLF, start)
+                if end < 0:
+                    return  # the line is cut off: wait for the rest
+                # HMSG <subject> <sid> [<reply>] <header bytes> <total bytes>
+                args = bytes(buf[start + len(_HMSG) : end]).split()
+                if len(args) == 5:
+                    subject, sid, reply, head, total = args
+                elif len(args) == 4:
+                    subject, sid, head, total = args
+                    reply = b""
+                else:
+                    break  # not what we know: nats-py's parser says what it is
+                if not (sid.isdigit() and head.isdigit() and total.isdigit()):
+                    break
+                size, header_size, body = int(total), int(head), end + 2
+                if len(buf) < body + size + 2:
+                    return  # the message is cut off: wait for the rest
+                headers = bytes(buf[body : body + header_size]) if header_size else None
+                payload = bytes(buf[body + header_size : body + size])
+                start = body + size + 2
+                handler = table.get(int(sid))
+                if handler is None:  # nats-py's own delivery, with the buffer as it expects
+                    del buf[:start]
+                    start = 0
+                    await process_msg(int(sid), subject, reply, payload, headers)
+                    if parser.buf is not buf:
+                        return
+                    continue
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += len(payload)
+                handler(subject, reply, payload, headers)
+        finally:
+            if start:
+                del buf[:start]
+        if buf:
+            await original()
+
+    return parse
+
+
+async def _finish_message(parser: Any, buf: bytearray, process_msg: Callable[..., Any]) -> None:
+    """The message nats-py's parser began (its line read, the rest now in ``buf``), handed on
+    as that parser would."""
+    needed, header_size, arg = parser.needed, parser.header_needed, parser.msg_arg
+    headers = bytes(buf[:header_size]) if header_size > 0 else None
+    payload = bytes(buf[header_size:needed])
+    del buf[: needed + 2]
+    parser.header_needed = 0
+    parser.state = _AWAITING_CONTROL_LINE
+    await process_msg(arg["sid"], arg["subject"], arg["reply"], payload, headers)
 
 
 def drop_raw_handler(nc: Any, sid: int) -> None:
@@ -55,10 +158,13 @@ def drop_raw_handler(nc: Any, sid: int) -> None:
     if table is None:
         return
     table.pop(sid, None)
-    if not table:  # the last one: nats-py's own method again, no detour for anyone
+    if not table:  # the last one: nats-py's own methods again, no detour for anyone
         delattr(nc, _RAW_HANDLERS)
         if "_process_msg" in vars(nc):
             del nc._process_msg
+        parser = getattr(nc, "_ps", None)
+        if parser is not None and "parse" in vars(parser):
+            del parser.parse
 
 
 def parse_headers(raw: bytes | dict[str, str] | None) -> dict[str, str] | None:
