@@ -69,31 +69,34 @@ def fold_batch(
     customers = _Known(load_customer)
     links: list[CustomerLink] = []
     erased: list[str] = []
+    # Bound once: this loop runs once an event of the log in a rebuild.
+    known_summaries, known_customers = summaries.rows, customers.rows
+    summary_of, customer_of, add_entry = summaries.get, customers.get, entries.append
     for stored in events:
         folded = fold(stored)
         if folded.link is not None:
             links.append(folded.link)
-        if folded.customer is not None:
-            key = folded.customer.customer_id
-            merged = merge_customer(customers.get(key), folded.customer)
+        change = folded.customer
+        if change is not None:
+            key = change.customer_id
+            merged = merge_customer(customer_of(key), change)
             # An erased customer stays erased: what arrives later is redacted too.
-            customers.rows[key] = redact_customer(merged) if merged.erased else merged
+            known_customers[key] = redact_customer(merged) if merged.erased else merged
         for key in folded.erased:
-            current = customers.get(key)
+            current = customer_of(key)
             if current is not None:  # a customer the projection never saw gets no row now
-                customers.rows[key] = redact_customer(current)
+                known_customers[key] = redact_customer(current)
             if key not in erased:
                 erased.append(key)
-        summary: ConversationSummary | None = None
+        e = folded.entry
         if folded.change is not None:
             cid = folded.change.conversation_id
-            summary = merge(summaries.get(cid), folded.change)
-            summaries.rows[cid] = summary
-        if folded.entry is not None:
-            e = folded.entry
-            if e.channel is None and summary is not None and summary.channel is not None:
+            summary = merge(summary_of(cid), folded.change)
+            known_summaries[cid] = summary
+            if e is not None and e.channel is None and summary.channel is not None:
                 e = msgspec.structs.replace(e, channel=summary.channel)
-            entries.append(e)
+        if e is not None:
+            add_entry(e)
     # Entries of customers erased (in this batch or before it) lose their personal data.
     gone = {c for c in {e.customer_id for e in entries} if _erased(customers.get(c))}
     if gone:

@@ -19,6 +19,7 @@ from events.store import StoredEvent
 from services.timelines.changes import NOTHING, CustomerChange, Folded
 from services.timelines.fold_conversation import CONVERSATION_FOLDS, Fold, compact, entry_of
 from services.timelines.fold_conversation import reason_dict as reason_dict  # (fold.py imports it from here)
+from services.timelines.fold_messages import MESSAGE_FOLDS
 from services.timelines.rows import CustomerLink, utc
 
 
@@ -114,4 +115,5 @@ _FOLDS: dict[type, Fold] = {
     CustomerCreated: _customer_created,
     CustomerProfileUpdated: _profile_updated,
     **CONVERSATION_FOLDS,
+    **MESSAGE_FOLDS,
 }
