@@ -172,7 +172,7 @@ async def fill_fresh(
     meanwhile; (events read, checkpoint). ``writer="process"``: read here, fold and write in
     the writer process (``services.timelines.bulk``), where the log is a real event store and
     the store a SQLite or PostgreSQL one; else all here. ``reader`` names who quarantines."""
-    from services.timelines.bulk import describe
+    from services.timelines.bulk_parent import describe
 
     with bulk_gc():
         if writer == "process" and isinstance(store, EventStore) and describe(fresh) is not None:
@@ -184,7 +184,7 @@ async def _fill_in_a_process(
     reader: EventStore, fresh: TimelineStore, batch_size: int, on_batch: OnBatch
 ) -> tuple[int, int]:
     """Read here, fold and write in the writer process; (events read, checkpoint)."""
-    from services.timelines.bulk import BulkWriter
+    from services.timelines.bulk_parent import BulkWriter
 
     writer = await BulkWriter.start(fresh, reader=reader.reader)
     try:

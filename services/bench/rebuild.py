@@ -18,8 +18,10 @@ it (so imports and peak RSS are its own, as for ``relaydesk rebuild``):
 Each line gives events/s over the process's whole life (start, imports, connect, work) and
 over the work alone, the ratio of the latter to the ceiling's, the CPU per event of the work
 in every process of the stage (the writer process's included; the NATS and database servers'
-not) and the peak RSS of the largest process. Rates on a shared machine are noisy: read the
-ratio and the CPU per event. A benchmark, not a test: it asserts nothing.
+not), for a rebuild also split as read/write (the reader's; the writer process's, its imports
+included: the larger bounds the rate when each has a core of its own), and the peak RSS of the
+largest process. Rates on a shared machine are noisy: read the ratio and the CPU per event. A
+benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -62,12 +64,21 @@ class Stage:
     work_s: float = 0.0  # the work alone
     peak_rss_mb: float = 0.0  # the largest process of the stage (the writer process's own, if larger)
     cpu_s: float = 0.0  # CPU of the work, in every process of the stage (not the NATS or database server)
+    writer_cpu_s: float = 0.0  # of which the rebuild's writer process (its whole life, imports and all)
     skipped: str | None = None
 
     @property
     def cpu_us_per_event(self) -> float:
         """The noise-proof figure: CPU per event does not depend on what else the machine runs."""
         return self.cpu_s / self.events * 1e6 if self.events else 0.0
+
+    @property
+    def split(self) -> str:
+        """Reader/writer CPU per event of a rebuild (which process bounds it), else ""."""
+        if not self.events or not self.writer_cpu_s:
+            return ""
+        writer = self.writer_cpu_s / self.events * 1e6
+        return f"{self.cpu_us_per_event - writer:.1f}/{writer:.1f}"
 
     @property
     def rate(self) -> float:
@@ -272,7 +283,8 @@ async def run_stage(stage: str, url: str, target: str, schema: str | None) -> di
     writer = resource.getrusage(resource.RUSAGE_CHILDREN)  # the rebuild's writer process, once it has exited
     cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) + writer.ru_utime + writer.ru_stime
     peak = max(after.ru_maxrss, writer.ru_maxrss) / 1024
-    return {"events": events, "work_s": work, "peak_rss_mb": peak, "cpu_s": cpu}
+    writer_cpu = writer.ru_utime + writer.ru_stime
+    return {"events": events, "work_s": work, "peak_rss_mb": peak, "cpu_s": cpu, "writer_cpu_s": writer_cpu}
 
 
 def child(stage: str, url: str, target: str = "", schema: str | None = None) -> Stage:
@@ -293,6 +305,7 @@ def child(stage: str, url: str, target: str = "", schema: str | None = None) -> 
         work_s=out["work_s"],
         peak_rss_mb=out["peak_rss_mb"],
         cpu_s=out.get("cpu_s", 0.0),
+        writer_cpu_s=out.get("writer_cpu_s", 0.0),
     )
 
 
@@ -360,8 +373,8 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
         f"ceiling = ordered replay, discard: {ceiling:,.0f} ev/s (best of {len(ceilings)})"
     )
     print(
-        f"{'stage':<17}{'events/s':>10}{'all-in ev/s':>13}{'of ceiling':>12}{'CPU us/ev':>11}{'peak RSS MB':>13}"
-        "  target"
+        f"{'stage':<17}{'events/s':>10}{'all-in ev/s':>13}{'of ceiling':>12}{'CPU us/ev':>11}{'read/write':>12}"
+        f"{'peak RSS MB':>13}  target"
     )
     rows: list[dict[str, Any]] = []
     for s in stages:
@@ -377,7 +390,7 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
             verdict = f"{'met' if ok else 'NOT met'} (>= {target:,.0f}/s and >= {CEILING_SHARE:.0%} of the ceiling)"
         print(
             f"{s.name:<17}{s.rate:>10,.0f}{s.rate_all_in:>13,.0f}{share:>12.2f}{s.cpu_us_per_event:>11.1f}"
-            f"{s.peak_rss_mb:>13,.0f}  {verdict}"
+            f"{s.split:>12}{s.peak_rss_mb:>13,.0f}  {verdict}"
         )
         rows.append(
             {

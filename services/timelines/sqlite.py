@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
 WRITER_CACHE_KIB = 65_536
+BULK_CHECKPOINT_PAGES = 10_000  # the WAL a rebuild's writer lets grow between checkpoints (~40 MiB)
 
 # Columns added after a table was first released: _ensure_schema adds them to older files
 # (and FOLD_VERSION goes up, so the projector refills them from the log).
@@ -278,6 +279,15 @@ class SqliteTimelineStore(PlannedStore):
         # updated row by row all through the rebuild; nothing the rebuild reads needs them.
         await fresh._write(_drop_indexes(SHADOW))
         return fresh
+
+    async def for_bulk_load(self) -> None:
+        """For the rebuild's writer on the shadow copy: checkpoint the WAL every
+        ``BULK_CHECKPOINT_PAGES`` pages instead of every 1,000. Each batch rewrites pages all
+        over the timeline's key, and each checkpoint copies every page written since the last
+        into the file: fewer checkpoints copy a page fewer times (the commits of the bench log's
+        timeline rows took 1.0 instead of 1.45 us a row). The WAL grows to ~40 MiB meanwhile;
+        the swap truncates it (``_scrub``)."""
+        await self._run(self._conn.execute, f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES}")
 
     async def swap_in(self, fresh: TimelineStore) -> int:
         """Make the shadow tables of ``fresh`` the live ones, in one transaction. Every
