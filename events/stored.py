@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from nats.aio.msg import Msg
+from typing import TYPE_CHECKING
 
 from events.codec import decode_log_event
 from events.model import LogEvent, UnknownEvent
+
+if TYPE_CHECKING:  # a type only: the rebuild's writer reads stored events without nats-py
+    from nats.aio.msg import Msg
 
 # W3C trace context (https://www.w3.org/TR/trace-context/) as written beside an event in its
 # NATS headers when tracing is on (services/tracing.py); nothing is written when it is off.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from events.model import CustomerErased, CustomerEvent
-from events.store import StoredEvent
+from events.stored import StoredEvent
 from services.timelines.batch import fold_batch
 from services.timelines.queries import Sql
 from services.timelines.redact import redact_customer, redact_entry

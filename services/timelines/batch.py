@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from events.store import StoredEvent
+from events.stored import StoredEvent
 from services.timelines.fold_event import fold
 from services.timelines.redact import redact_customer, redact_entry
 from services.timelines.rows import ConversationSummary, CustomerLink, CustomerSummary, TimelineEntry

@@ -15,7 +15,7 @@ from events.model import (
     CustomersMerged,
     IdentityLinked,
 )
-from events.store import StoredEvent
+from events.stored import StoredEvent
 from services.timelines.changes import NOTHING, CustomerChange, Folded
 from services.timelines.fold_conversation import CONVERSATION_FOLDS, Fold, compact, entry_of
 from services.timelines.fold_conversation import reason_dict as reason_dict  # (fold.py imports it from here)

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from events.store import StoredEvent
+from events.stored import StoredEvent
 from services.timelines.fold import ConversationSummary, CustomerSummary, TimelineEntry
 
 DEFAULT_KEY = "all"
