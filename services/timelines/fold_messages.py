@@ -6,6 +6,7 @@ Pure: no I/O, no clock. Each builds its entry and summary change in place (see
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -106,41 +107,25 @@ def _note(ev: NoteAdded, seq: int, at: datetime) -> Folded:
 
 
 def _message_sent(ev: MessageSent, seq: int, at: datetime) -> Folded:
-    entry = TimelineEntry(
-        customer_id=ev.customer_id,
-        seq=seq,
-        conversation_id=ev.conversation_id,
-        at=at,
-        kind="message_sent",
-        channel=ev.channel,
-        direction="out",
-        message_id=ev.reply_id,
-        detail=compact({"provider_message_id": ev.provider_message_id}),
-    )
-    return Folded(
-        entry=entry,
-        change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            channel=ev.channel,
-            activity=False,
-        ),
-    )
+    return _reply_outcome(ev, seq, at, "message_sent", compact({"provider_message_id": ev.provider_message_id}))
 
 
 def _delivery_failed(ev: DeliveryFailed, seq: int, at: datetime) -> Folded:
+    return _reply_outcome(ev, seq, at, "delivery_failed", {"reason": ev.reason})
+
+
+def _reply_outcome(ev: MessageSent | DeliveryFailed, seq: int, at: datetime, kind: str, detail: Any) -> Folded:
+    """What became of a reply: on the timeline, not a message of its own (not counted)."""
     entry = TimelineEntry(
         customer_id=ev.customer_id,
         seq=seq,
         conversation_id=ev.conversation_id,
         at=at,
-        kind="delivery_failed",
+        kind=kind,
         channel=ev.channel,
         direction="out",
         message_id=ev.reply_id,
-        detail={"reason": ev.reason},
+        detail=detail,
     )
     return Folded(
         entry=entry,
