@@ -19,10 +19,13 @@ and decide call one module.
 An event costs what it changes, not the agent's skills x languages: a load change never
 touches ``capable`` (who is on shift does not depend on load); taking work leaves the agent's
 entries in place (they may rank it better than it now ranks; readers re-rank what they visit,
-``heaps.in_true_order``) and only the channels it has no room left on lose it from their live
-counts; handing work back files it again on the channels it has room on (its place moved
-up). Queues are looked at again on a roster change only where a tier ceiling may have risen
-(the last agent on shift under some key left). Stale entries stay within twice the live
+``heaps.in_true_order``) except where one is a heap's top, which is re-ranked at once with
+whatever comes up behind it (``settle_top``: every top ranks its agent as it is, so a search
+for the best free agent reads one entry, not every colleague's that ranks them too well), and
+only the channels it has no room left on lose it from their live counts; handing work back
+files it again on the channels it has room on (its place moved up). Queues are looked at
+again on a roster change only where a tier ceiling may have risen (the last agent on shift
+under some key left). Stale entries stay within twice the live
 ones plus a constant per heap. ``tests/unit/router/test_index_rebuild.py`` checks the result
 against indexes rebuilt from the facts after random histories.
 """
@@ -65,13 +68,13 @@ def agent_valid(state: RouterState, entry: AgentEntry, channel: str) -> bool:
     An entry may rank its agent better than it now ranks (see ``load_changed``): read the
     heaps through ``current_entry`` / ``heaps.in_true_order``, not by the stored order alone."""
     agent = state.agents.get(entry[3])
-    return agent is not None and agent.version == entry[4] and agent.free_on(channel) > 0
+    return agent is not None and agent.version == entry[4] and has_room(agent, channel)
 
 
 def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentEntry | None:
     """The entry as the agent ranks now (occupancy, last work), or None when it is stale."""
     agent = state.agents.get(entry[3])
-    if agent is None or agent.version != entry[4] or agent.free_on(channel) <= 0:
+    if agent is None or agent.version != entry[4] or not has_room(agent, channel):
         return None
     occupancy, last = rank_now(agent)
     if occupancy == entry[1] and last == entry[2]:
@@ -79,9 +82,26 @@ def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentE
     return (entry[0], occupancy, last, entry[3], entry[4])
 
 
+def has_room(agent: AgentView, channel: str) -> bool:
+    """``agent.free_on(channel) > 0``, inlined: every entry a search looks at asks."""
+    load = agent.load
+    profile = agent.profile
+    if profile.capacity.get(channel, 0) - load.get(channel, 0) <= 0:
+        return False
+    cap = profile.max_total
+    return cap is None or cap - sum(load.values()) > 0
+
+
 def rank_now(agent: AgentView) -> tuple[float, float]:
-    """The agent's changing part of its place in a free-agent heap: occupancy, then last work."""
-    return agent.occupancy(), agent.last_work_at.timestamp() if agent.last_work_at else 0.0
+    """The agent's changing part of its place in a free-agent heap: occupancy, then last
+    work (``AgentView.occupancy`` inlined, the same figure)."""
+    profile = agent.profile
+    total = sum(profile.capacity.values())
+    cap = profile.max_total
+    if cap is not None and cap < total:
+        total = cap
+    when = agent.last_work_at
+    return (sum(agent.load.values()) / total if total > 0 else 1.0), (when.timestamp() if when else 0.0)
 
 
 class LoadMark(NamedTuple):
@@ -103,38 +123,88 @@ def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: Lo
     left alone. When the agent took work its place in every heap got worse (more occupied,
     worked more recently), and its entries stay where they are: they rank it no better than
     it ranks, and readers re-rank what they visit (``heaps.in_true_order``); only the channels
-    it no longer has room on lose it from their live counts. When its place got better (work
-    handed back), its entries must move up: it is filed again on the channels it has room on.
+    it no longer has room on lose it from their live counts, and where its entry is a heap's
+    top it is re-ranked there (``settle_top``), so searches keep starting at a top that ranks
+    as it is. When its place got better (work handed back), its entries must move up: it is
+    filed again on the channels it has room on.
     """
     if agent.status != "available" or state.for_reading:
         return  # not filed anywhere (its entries went stale when it stopped being available)
     free = tuple(free_channels(agent))
     keys = keys_by_channel(state, agent_id, agent)
-    if set(free) <= set(before.free) and rank_now(agent) >= before.rank:
+    rank = rank_now(agent)
+    if set(free) <= set(before.free) and rank >= before.rank:
+        free_agents = state.free_agents
+        ranks: Ranks = {agent_id: rank}
         for channel in before.free:
             if channel not in free:
                 for key, _ in keys.get(channel, ()):
-                    _free_gone(state, key, channel)
+                    _free_gone(state, key, channel, agent_id, ranks)
+                continue
+            for key, _ in keys.get(channel, ()):
+                heap = free_agents.get(key)
+                if heap and heap[0][3] == agent_id:
+                    settle_top(state, heap, channel, ranks)
     else:
         agent.version += 1
         for channel in before.free:
             if channel not in free:
                 for key, _ in keys.get(channel, ()):
-                    _free_gone(state, key, channel)
+                    _free_gone(state, key, channel, agent_id)
         _file_free(state, agent_id, agent, free, keys, counted=before.free)
     if free:
         state.pending.agents.add(agent_id)
 
 
-def _free_gone(state: RouterState, key: str, channel: str) -> None:
+# Agents' ranks worked out during one fold step (no load changes meanwhile), by agent id:
+# an agent taking work tops many heaps with the same colleagues behind it.
+Ranks = dict[str, tuple[float, float]]
+
+
+def settle_top(state: RouterState, heap: list[AgentEntry], channel: str, ranks: Ranks | None = None) -> None:
+    """Make the heap's top rank its agent as it ranks now (dropping stale tops), so a search
+    that takes the top walks one entry instead of every entry that ranks its agent too well.
+
+    The fold calls it wherever a top may have changed: an agent taking work is usually the
+    top of the heaps it was found in (its entry moves down), an agent losing room or leaving
+    takes its entry off, a push below the top or a compaction. Each entry re-ranked here stays
+    exact until its agent's load changes again, so the cost is paid once per change of load
+    (amortised: at most one step per entry a change made stale), not once per search as a
+    reader re-ranking the same entries would. Entries only move down: a stored entry never
+    ranks its agent worse than it ranks. ``ranks``: a memo for this fold step (no load
+    changes within it; an agent taking work tops many heaps with the same colleagues behind)."""
+    agents = state.agents
+    if ranks is None:
+        ranks = {}
+    while heap:
+        top = heap[0]
+        agent_id = top[3]
+        agent = agents.get(agent_id)
+        if agent is None or agent.version != top[4] or not has_room(agent, channel):
+            heapq.heappop(heap)
+            continue
+        rank = ranks.get(agent_id)
+        if rank is None:
+            rank = ranks[agent_id] = rank_now(agent)
+        if rank[0] == top[1] and rank[1] == top[2]:
+            return
+        heapq.heapreplace(heap, (top[0], rank[0], rank[1], agent_id, top[4]))
+
+
+def _free_gone(state: RouterState, key: str, channel: str, agent_id: str, ranks: Ranks | None = None) -> None:
     """One agent less with room under ``key``: its entry there is stale (dropped lazily, but
-    a heap never holds more than twice its live entries plus a constant)."""
+    a heap never holds more than twice its live entries plus a constant; at once when it is
+    the top, see ``settle_top``)."""
     live = state.free_live.get(key, 0) - 1
     if live > 0:
         state.free_live[key] = live
         heap = state.free_agents.get(key)
-        if heap is not None and len(heap) > 2 * live + 64:
-            heaps.compact(heap, lambda e: agent_valid(state, e, channel), live)
+        if heap is not None:
+            if len(heap) > 2 * live + 64:
+                heaps.compact(heap, lambda e: agent_valid(state, e, channel), live)
+                settle_top(state, heap, channel, ranks)  # the new top may rank its agent too well
+            elif heap and heap[0][3] == agent_id:
+                settle_top(state, heap, channel, ranks)
     else:
         state.free_live.pop(key, None)
         state.free_agents.pop(key, None)
@@ -153,6 +223,7 @@ def _file_free(
     has room on; ``counted``: channels whose live counts already include it (they stay)."""
     occupancy, last = rank_now(agent)
     entries: dict[int, AgentEntry] = {}
+    ranks: Ranks = {agent_id: (occupancy, last)}
     for channel in free:
 
         def valid(e: AgentEntry, channel: str = channel) -> bool:
@@ -170,8 +241,11 @@ def _file_free(
                 live += 1
                 state.free_live[key] = live
             heapq.heappush(heap, entry)
-            if heap[0] is not entry or len(heap) > 2 * live + 64:
-                heaps.compact(heap, valid, live)  # (a top just pushed is live: nothing to prune)
+            if len(heap) > 2 * live + 64:
+                heaps.compact(heap, valid, live)
+                settle_top(state, heap, channel, ranks)
+            # Else the top is the entry just pushed, or the one before, which the fold keeps
+            # live and ranked as its agent is (``settle_top``): nothing to prune.
 
 
 def agent_leaving(state: RouterState, agent_id: str, agent: AgentView) -> None:
@@ -191,7 +265,7 @@ def agent_leaving(state: RouterState, agent_id: str, agent: AgentView) -> None:
                 _roster_moved(state)
     for channel in free_channels(agent):
         for key, _ in keys.get(channel, ()):
-            _free_gone(state, key, channel)
+            _free_gone(state, key, channel, agent_id)
 
 
 def agent_changed(state: RouterState, agent_id: str, agent: AgentView, *, roster: bool = False) -> None:

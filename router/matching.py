@@ -27,7 +27,7 @@ from router.index import (
     roster_generation,
 )
 from router.policy import RouterPolicy
-from router.state import ANY, AgentEntry, AgentView, ConversationView, QueueSignature, RouterState
+from router.state import ANY, AgentEntry, AgentView, ConversationView, Entry, QueueSignature, RouterState
 
 # How many valid but unsuitable entries (other skills missing, excluded, used up in this
 # round) a search looks past in one heap before it switches to the exact fallback (the
@@ -76,6 +76,16 @@ class Candidate:
     rank: Rank
 
 
+@dataclass(slots=True)
+class OpenHead:
+    """A queue's walk in order within one round (``work_for_agent.open_head``), resumed where
+    it stopped: the facts stand still within a round and conversations decided on only add up."""
+
+    walk: Iterator[Entry]
+    entry: Entry | None = None  # the first live entry not decided on when last looked
+    done: bool = False
+
+
 @dataclass
 class Round:
     state: RouterState
@@ -87,6 +97,7 @@ class Round:
     taken: set[str] = field(default_factory=set)  # conversations decided on in this round
     withdrawn: set[str] = field(default_factory=set)  # agents set away in this round
     ceilings: dict[str, int] = field(default_factory=dict)
+    open_heads: dict[str, OpenHead] = field(default_factory=dict)  # by queue key, for this round
 
     def __post_init__(self) -> None:
         self.now_ts = self.now.timestamp()

@@ -8,9 +8,9 @@ from math import inf
 
 from router.heaps import in_order
 from router.index import conversation_valid
-from router.matching import EXCLUDING_DEPTH, Candidate, QueueHead, Rank, Round
+from router.matching import EXCLUDING_DEPTH, Candidate, OpenHead, QueueHead, Rank, Round
 from router.queue_refs import QueueRef, agent_groups, queue_refs
-from router.state import AgentView, ConversationView
+from router.state import AgentView, ConversationView, Entry
 
 
 def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) -> Candidate | None:
@@ -134,6 +134,13 @@ def _cache_head(ref: QueueRef, head: QueueHead, heads: object) -> None:
 def _first_open(rnd: Round, key: str, agent_id: str) -> tuple[str, ConversationView] | None:
     """The queue's first live conversation not yet decided on and not excluding the agent."""
     state = rnd.state
+    entry = open_head(rnd, key)
+    if entry is None:
+        return None
+    conv = state.conversations[entry[1]]
+    if agent_id not in conv.excluded:
+        return entry[1], conv
+    # It excludes this agent (rare): the walk past such conversations, from the top.
     looked = 0
     for entry in in_order(state.queues[key]):
         if not conversation_valid(state, entry) or entry[1] in rnd.taken:
@@ -144,4 +151,28 @@ def _first_open(rnd: Round, key: str, agent_id: str) -> tuple[str, ConversationV
         looked += 1
         if looked >= EXCLUDING_DEPTH:
             break
+    return None
+
+
+def open_head(rnd: Round, key: str) -> Entry | None:
+    """The queue's first live entry not yet decided on in this round.
+
+    A round that gives many conversations of one queue away (a burst of new work spread over
+    the agents) asks for this after each: the walk is kept per queue for the round and resumed
+    past what was decided on since, so the round walks each queue once, not once per decision."""
+    cursor = rnd.open_heads.get(key)
+    if cursor is None:
+        cursor = rnd.open_heads[key] = OpenHead(in_order(rnd.state.queues[key]))
+    taken = rnd.taken
+    entry = cursor.entry
+    if entry is not None and entry[1] not in taken:
+        return entry
+    if not cursor.done:
+        state = rnd.state
+        for entry in cursor.walk:
+            if entry[1] not in taken and conversation_valid(state, entry):
+                cursor.entry = entry
+                return entry
+        cursor.done = True
+    cursor.entry = None
     return None

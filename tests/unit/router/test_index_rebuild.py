@@ -97,6 +97,9 @@ def check_rebuild(log: Log) -> None:
             current = now(entry)
             assert current is None or current >= entry, (key, entry, current)
         assert list(in_true_order(heap, now)) == sorted(e for e in map(now, heap) if e is not None)
+        # The fold keeps each top as its agent ranks now (``index.settle_top``): a search that
+        # takes the best free agent walks one entry, not every entry ranking its agent too well.
+        assert not heap or now(heap[0]) is heap[0], (key, heap[0], now(heap[0]))
     assert set(state.free_agents) <= set(state.free_live)
 
 
@@ -116,8 +119,10 @@ def test_incremental_indexes_equal_indexes_rebuilt_from_the_facts(
 
 
 def test_an_agent_who_only_got_busier_keeps_its_entries_and_ranks_as_it_is_now() -> None:
-    """The lazy path: taking work leaves the agent's entries where they were (no push), and
-    readers see it ranked by its occupancy now, behind an idler colleague."""
+    """Taking work pushes nothing for the agent: its entry on top of the heap is re-ranked in
+    place (``index.settle_top``), behind an idler colleague, so the next search starts at the
+    colleague; an entry of hers deeper in a heap stays as it was, ranking her too well, and
+    readers re-rank it (``heaps.in_true_order``)."""
     log = Log()
     for agent_id in ("a1", "a2"):
         log.extend(agent(agent_id, skills={"billing": 3}, languages={"en": 5}, capacity={"chat": 3}))
@@ -127,9 +132,26 @@ def test_an_agent_who_only_got_busier_keeps_its_entries_and_ranks_as_it_is_now()
     log.step(at(2))
     busier = holder(log, "c1")
     assert busier is not None
-    assert len(log.state.free_agents[key]) == pushed  # nothing pushed for the busier agent
-    stored = [entry[3] for entry in sorted(log.state.free_agents[key])]
-    assert stored[0] == busier  # its entry still ranks it as it was: idle, and first by id
-    walked = in_true_order(log.state.free_agents[key], lambda e: index.current_entry(log.state, e, "chat"))
-    assert [entry[3] for entry in walked] == [*sorted({"a1", "a2"} - {busier}), busier]
+    idler = next(iter({"a1", "a2"} - {busier}))
+    heap = log.state.free_agents[key]
+    assert len(heap) == pushed  # nothing pushed for the busier agent
+    assert heap[0][3] == idler and index.current_entry(log.state, heap[0], "chat") is heap[0]
+    walked = in_true_order(heap, lambda e: index.current_entry(log.state, e, "chat"))
+    assert [entry[3] for entry in walked] == [idler, busier]
     check_rebuild(log)
+
+
+def test_a_colleague_left_ranking_too_well_is_re_ranked_when_she_reaches_the_top() -> None:
+    """An agent who took work while not on top of a heap keeps an entry there that ranks her
+    too well; when the agents ahead of her take work and their entries move down, hers comes
+    up and is re-ranked then (``settle_top``), so every top ranks its agent as it is."""
+    log = Log()
+    for agent_id in ("a1", "a2", "a3"):
+        log.extend(agent(agent_id, skills={"billing": 3}, languages={"en": 5}, capacity={"chat": 3}))
+    for n in range(1, 5):  # one round: the best free agent takes all of it while she has room
+        log.extend(conversation(f"c{n}", skills={"billing": 1}, language="en", channel="chat", when=at(1)))
+    log.step(at(2))
+    for n in range(5, 9):
+        log.extend(conversation(f"c{n}", skills={"billing": 1}, language="en", channel="chat", when=at(3)))
+        log.step(at(3 + n))
+        check_rebuild(log)  # includes: each top ranks its agent as it ranks now

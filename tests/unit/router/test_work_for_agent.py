@@ -15,7 +15,7 @@ from router.index import conversation_valid
 from router.matching import Rank, Round
 from router.policy import RouterPolicy
 from router.state import AgentView
-from router.work_for_agent import best_waiting_for
+from router.work_for_agent import best_waiting_for, open_head
 from tests.unit.router.test_properties import OPS, POLICIES, World, act
 
 
@@ -69,3 +69,48 @@ def test_the_search_over_queue_heads_finds_what_the_simple_search_finds(
     for op in ops:
         act(world, data, op)
         check_every_agent(world)
+
+
+def check_a_round_giving_work_away(world: World) -> None:
+    """Within one round, as conversations are decided on one after another (``rnd.taken``
+    grows, as when a burst of new work is spread over the agents), the search still finds
+    what the simple search finds, and each queue's open head (the walk resumed per round,
+    ``work_for_agent.open_head``) is its first live conversation not decided on."""
+    state = world.log.state
+    rnd = Round(state, world.now, world.policy)
+    agents = sorted(state.agents)
+    for _ in range(len(state.conversations) + 1):
+        decided = False
+        for agent_id in agents:
+            agent = state.agents[agent_id]
+            for channel in agent.profile.capacity:
+                fast = best_waiting_for(rnd, agent_id, agent, channel)
+                expected = simple_search(rnd, agent_id, agent, channel)
+                assert ((fast.rank, fast.conversation_id) if fast is not None else None) == expected
+                if fast is not None:
+                    rnd.taken.add(fast.conversation_id)
+                    decided = True
+            for key, heap in state.queues.items():
+                first = next(
+                    (e for e in in_order(heap) if conversation_valid(state, e) and e[1] not in rnd.taken), None
+                )
+                assert open_head(rnd, key) == first, key
+        if not decided:
+            return
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    policy=st.sampled_from(POLICIES),
+    ops=st.lists(st.sampled_from([*OPS, "open", "open", "open"]), min_size=5, max_size=60),
+)
+def test_a_round_deciding_one_conversation_after_another_finds_what_the_simple_search_finds(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str]
+) -> None:
+    world = World(policy)
+    for _ in range(data.draw(st.integers(1, 5))):
+        act(world, data, "hire")
+    for op in ops:
+        act(world, data, op)
+    check_a_round_giving_work_away(world)
