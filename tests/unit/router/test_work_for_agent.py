@@ -6,6 +6,8 @@ neither may change the answer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,21 +56,34 @@ def check_every_agent(world: World) -> None:
             assert got == expected, (agent_id, channel)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    data=st.data(),
-    policy=st.sampled_from(POLICIES),
-    ops=st.lists(st.sampled_from([*OPS, "open", "open", "open"]), min_size=5, max_size=60),
-)
-def test_the_search_over_queue_heads_finds_what_the_simple_search_finds(
-    data: st.DataObject, policy: RouterPolicy, ops: list[str]
-) -> None:
+# Random histories: a few agents hired, then operations with new conversations three times
+# as likely as in the shared set (the searches are about waiting work).
+HISTORIES = {
+    "data": st.data(),
+    "policy": st.sampled_from(POLICIES),
+    "ops": st.lists(st.sampled_from([*OPS, "open", "open", "open"]), min_size=5, max_size=60),
+}
+
+
+def play(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str], after_each: Callable[[World], None] | None = None
+) -> World:
     world = World(policy)
     for _ in range(data.draw(st.integers(1, 5))):
         act(world, data, "hire")
     for op in ops:
         act(world, data, op)
-        check_every_agent(world)
+        if after_each is not None:
+            after_each(world)
+    return world
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**HISTORIES)
+def test_the_search_over_queue_heads_finds_what_the_simple_search_finds(
+    data: st.DataObject, policy: RouterPolicy, ops: list[str]
+) -> None:
+    play(data, policy, ops, after_each=check_every_agent)
 
 
 def check_a_round_giving_work_away(world: World) -> None:
@@ -100,17 +115,8 @@ def check_a_round_giving_work_away(world: World) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    data=st.data(),
-    policy=st.sampled_from(POLICIES),
-    ops=st.lists(st.sampled_from([*OPS, "open", "open", "open"]), min_size=5, max_size=60),
-)
+@given(**HISTORIES)
 def test_a_round_deciding_one_conversation_after_another_finds_what_the_simple_search_finds(
     data: st.DataObject, policy: RouterPolicy, ops: list[str]
 ) -> None:
-    world = World(policy)
-    for _ in range(data.draw(st.integers(1, 5))):
-        act(world, data, "hire")
-    for op in ops:
-        act(world, data, op)
-    check_a_round_giving_work_away(world)
+    check_a_round_giving_work_away(play(data, policy, ops))
