@@ -12,18 +12,17 @@ import msgspec
 
 from events.model import DeliveryFailed, MessageReceived, MessageSent, NoteAdded, ReplyRequested
 from services.timelines.changes import Folded, SummaryChange
-from services.timelines.fold_conversation import Fold, actor_detail, compact, conversation_rows
-from services.timelines.rows import TimelineEntry
+from services.timelines.fold_conversation import Fold, actor_detail, compact, conversation_rows, entry_of
 
 
 def _message_received(ev: MessageReceived, seq: int, at: datetime) -> Folded:
     attachments = [msgspec.to_builtins(a) for a in ev.attachments]
-    entry = TimelineEntry(
-        customer_id=ev.customer_id,
-        seq=seq,
-        conversation_id=ev.conversation_id,
-        at=at,
-        kind="message_in",
+    entry = entry_of(
+        ev,
+        seq,
+        at,
+        "message_in",
+        ev.conversation_id,
         channel=ev.channel,
         direction="in",
         message_id=ev.message_id,
@@ -53,12 +52,12 @@ def _message_received(ev: MessageReceived, seq: int, at: datetime) -> Folded:
 
 
 def _reply_requested(ev: ReplyRequested, seq: int, at: datetime) -> Folded:
-    entry = TimelineEntry(
-        customer_id=ev.customer_id,
-        seq=seq,
-        conversation_id=ev.conversation_id,
-        at=at,
-        kind="message_out",
+    entry = entry_of(
+        ev,
+        seq,
+        at,
+        "message_out",
+        ev.conversation_id,
         channel=ev.channel,
         direction="out",
         agent_id=ev.agent_id,
@@ -83,12 +82,12 @@ def _reply_requested(ev: ReplyRequested, seq: int, at: datetime) -> Folded:
 def _note(ev: NoteAdded, seq: int, at: datetime) -> Folded:
     # An internal note: on the timeline for the team, never a message (no direction, not
     # counted); erasure redacts its text like a message body.
-    entry = TimelineEntry(
-        customer_id=ev.customer_id,
-        seq=seq,
-        conversation_id=ev.conversation_id,
-        at=at,
-        kind="note",
+    entry = entry_of(
+        ev,
+        seq,
+        at,
+        "note",
+        ev.conversation_id,
         agent_id=ev.agent_id,
         message_id=ev.note_id,
         text=ev.text,
@@ -116,12 +115,12 @@ def _delivery_failed(ev: DeliveryFailed, seq: int, at: datetime) -> Folded:
 
 def _reply_outcome(ev: MessageSent | DeliveryFailed, seq: int, at: datetime, kind: str, detail: Any) -> Folded:
     """What became of a reply: on the timeline, not a message of its own (not counted)."""
-    entry = TimelineEntry(
-        customer_id=ev.customer_id,
-        seq=seq,
-        conversation_id=ev.conversation_id,
-        at=at,
-        kind=kind,
+    entry = entry_of(
+        ev,
+        seq,
+        at,
+        kind,
+        ev.conversation_id,
         channel=ev.channel,
         direction="out",
         message_id=ev.reply_id,
