@@ -14,8 +14,8 @@ the priors, and with nothing to go on the default language wins (it is the base 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -157,7 +157,8 @@ class LanguageDetector:
         self.languages = tuple(dict.fromkeys([*languages, default]))
         self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         self._identifier.set_languages(list(self.languages))
-        self._scores: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # The same least-recently-used cache as intake's identities (``Intake._identity``).
+        self._scored = functools.lru_cache(maxsize=SCORE_CACHE)(self._score)
 
     def text_scores(self, text: str) -> dict[str, float]:
         """The text's probability per language (empty: no letters to go on); not to be changed.
@@ -165,14 +166,7 @@ class LanguageDetector:
         Kept for the last ``SCORE_CACHE`` texts: triage and the conversation's decision ask for
         the same message, and a conversation's earlier messages are asked again with each new
         one, while scoring (py3langid) is intake's dearest step."""
-        found = self._scores.get(text)
-        if found is None:
-            found = self._scores[text] = self._score(text)
-            if len(self._scores) > SCORE_CACHE:
-                self._scores.popitem(last=False)
-        else:
-            self._scores.move_to_end(text)
-        return found
+        return self._scored(text)
 
     def _score(self, text: str) -> dict[str, float]:
         words = language_lexicon.words(text)
