@@ -68,13 +68,13 @@ def agent_valid(state: RouterState, entry: AgentEntry, channel: str) -> bool:
     An entry may rank its agent better than it now ranks (see ``load_changed``): read the
     heaps through ``current_entry`` / ``heaps.in_true_order``, not by the stored order alone."""
     agent = state.agents.get(entry[3])
-    return agent is not None and agent.version == entry[4] and has_room(agent, channel)
+    return agent is not None and agent.version == entry[4] and agent.has_room(channel)
 
 
 def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentEntry | None:
     """The entry as the agent ranks now (occupancy, last work), or None when it is stale."""
     agent = state.agents.get(entry[3])
-    if agent is None or agent.version != entry[4] or not has_room(agent, channel):
+    if agent is None or agent.version != entry[4] or not agent.has_room(channel):
         return None
     occupancy, last = rank_now(agent)
     if occupancy == entry[1] and last == entry[2]:
@@ -82,26 +82,10 @@ def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentE
     return (entry[0], occupancy, last, entry[3], entry[4])
 
 
-def has_room(agent: AgentView, channel: str) -> bool:
-    """``agent.free_on(channel) > 0``, inlined: every entry a search looks at asks."""
-    load = agent.load
-    profile = agent.profile
-    if profile.capacity.get(channel, 0) - load.get(channel, 0) <= 0:
-        return False
-    cap = profile.max_total
-    return cap is None or cap - sum(load.values()) > 0
-
-
 def rank_now(agent: AgentView) -> tuple[float, float]:
-    """The agent's changing part of its place in a free-agent heap: occupancy, then last
-    work (``AgentView.occupancy`` inlined, the same figure)."""
-    profile = agent.profile
-    total = sum(profile.capacity.values())
-    cap = profile.max_total
-    if cap is not None and cap < total:
-        total = cap
+    """The agent's changing part of its place in a free-agent heap: occupancy, then last work."""
     when = agent.last_work_at
-    return (sum(agent.load.values()) / total if total > 0 else 1.0), (when.timestamp() if when else 0.0)
+    return agent.occupancy(), (when.timestamp() if when else 0.0)
 
 
 class LoadMark(NamedTuple):
@@ -180,7 +164,7 @@ def settle_top(state: RouterState, heap: list[AgentEntry], channel: str, ranks: 
         top = heap[0]
         agent_id = top[3]
         agent = agents.get(agent_id)
-        if agent is None or agent.version != top[4] or not has_room(agent, channel):
+        if agent is None or agent.version != top[4] or not agent.has_room(channel):
             heapq.heappop(heap)
             continue
         rank = ranks.get(agent_id)

@@ -117,12 +117,4 @@ def capable_channels(agent: AgentView) -> list[str]:
 
 
 def free_channels(agent: AgentView) -> list[str]:
-    """The channels ``agent.free_on`` gives room on (inlined: the fold asks before and after
-    every change of load)."""
-    profile = agent.profile
-    load = agent.load
-    if profile.max_total is None:
-        return [channel for channel, slots in profile.capacity.items() if slots - load.get(channel, 0) > 0]
-    if profile.max_total - sum(load.values()) <= 0:
-        return []
-    return [channel for channel, slots in profile.capacity.items() if slots - load.get(channel, 0) > 0]
+    return agent.free_channels()

@@ -54,12 +54,30 @@ class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
             free = min(free, self.profile.max_total - self.total_load())
         return max(free, 0)
 
+    def has_room(self, channel: str) -> bool:
+        """``free_on(channel) > 0`` without the count: every free-agent entry a search or the
+        fold looks at asks, so the sum of the load is made only when there is a cap."""
+        load = self.load
+        profile = self.profile
+        if profile.capacity.get(channel, 0) - load.get(channel, 0) <= 0:
+            return False
+        cap = profile.max_total
+        return cap is None or cap - sum(load.values()) > 0
+
+    def free_channels(self) -> list[str]:
+        """The channels ``free_on`` gives room on (the fold asks before and after every load change)."""
+        load = self.load
+        cap = self.profile.max_total
+        if cap is not None and cap - sum(load.values()) <= 0:
+            return []
+        return [channel for channel, slots in self.profile.capacity.items() if slots - load.get(channel, 0) > 0]
+
     def occupancy(self) -> float:
         """Share of total capacity in use (0.0 idle .. 1.0 full)."""
         total = sum(self.profile.capacity.values())
         if self.profile.max_total is not None:
             total = min(total, self.profile.max_total)
-        return self.total_load() / total if total > 0 else 1.0
+        return sum(self.load.values()) / total if total > 0 else 1.0
 
 
 class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
