@@ -115,7 +115,7 @@ class EmailConnector(Connector):
         connector some other way."""
         self.nc = nc
         self.js = nc.jetstream()
-        self.publisher = publisher or InboundPublisher(nc, self.js, ack_timeout=self.settings.ack_timeout)
+        self.publisher = publisher or InboundPublisher(nc, ack_timeout=self.settings.ack_timeout)
         self.sent = SentReplies(self.js, timeout=self.settings.ack_timeout)
         if metrics is not None:
             self.metrics = metrics

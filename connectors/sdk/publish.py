@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
 from events import subjects
 from events.acked import publish_acked
@@ -64,9 +63,8 @@ def _ids(trace: Mapping[str, str]) -> dict[str, str]:
 
 
 class InboundPublisher:
-    def __init__(self, nc: NATS, js: JetStreamContext | None = None, *, ack_timeout: float = 5.0) -> None:
+    def __init__(self, nc: NATS, *, ack_timeout: float = 5.0) -> None:
         self.nc = nc
-        self.js = js or nc.jetstream()
         self.ack_timeout = ack_timeout
 
     async def publish_one(self, message: InboundMessage) -> Published:

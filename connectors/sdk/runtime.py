@@ -29,7 +29,7 @@ class ConnectorRuntime:
         self.nc = nc
         self.js = nc.jetstream()
         self.metrics = Metrics(connector.name, connector.channel)
-        self.publisher = InboundPublisher(nc, self.js, ack_timeout=connector.settings.ack_timeout)
+        self.publisher = InboundPublisher(nc, ack_timeout=connector.settings.ack_timeout)
         self.worker: OutboundWorker | None = None
         self.urls: list[str] = []
         self._runner: web.AppRunner | None = None

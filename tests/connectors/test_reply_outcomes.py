@@ -131,7 +131,7 @@ async def test_an_outcome_published_twice_is_one_message_sent(own: tuple[Embedde
     reply = deliver_reply()
     await request_reply(store, reply)
     report = report_of(reply, provider_message_id="SM" + "9" * 32)
-    publisher = InboundPublisher(nc, js)
+    publisher = InboundPublisher(nc)
     async with running_intake(server.url, nc):
         first = await publisher.report(report)
         again = await publisher.report(report)  # a connector's retry: JetStream dedupes it
