@@ -31,6 +31,8 @@ from services.timelines.bulk_pipe import LENGTH, Applied, Batch, Failed, Open, R
 from services.timelines.bulk_pipe import requests as _requests
 
 if TYPE_CHECKING:
+    from services.timelines.postgres import PostgresTimelineStore
+    from services.timelines.sqlite import SqliteTimelineStore
     from services.timelines.store import TimelineStore
 
 __all__ = ["IN_FLIGHT", "BulkWriter", "WriterFailed", "describe", "main"]
@@ -52,17 +54,16 @@ class _Refusals:
 
 
 async def _open(request: Open) -> TimelineStore:
+    store: SqliteTimelineStore | PostgresTimelineStore
     if request.backend == "sqlite":
         from services.timelines.sqlite import SqliteTimelineStore
 
-        sqlite = await SqliteTimelineStore.open(request.target, suffix=request.name)
-        await sqlite.for_bulk_load()
-        return sqlite
-    from services.timelines.postgres import PostgresTimelineStore
+        store = await SqliteTimelineStore.open(request.target, suffix=request.name)
+    else:
+        from services.timelines.postgres import PostgresTimelineStore
 
-    store = await PostgresTimelineStore.open(request.target, schema=request.name)
-    store.bulk_load = True  # a fresh shadow schema, written from empty in log order (see there)
-    await store.defer_indexes()
+        store = await PostgresTimelineStore.open(request.target, schema=request.name)
+    await store.for_bulk_load()
     return store
 
 

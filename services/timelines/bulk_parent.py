@@ -71,6 +71,7 @@ class BulkWriter:
         if described is None:
             raise TypeError(f"no writer process for {type(fresh).__name__}")
         backend, target, name = described
+        checkpoint = await fresh.checkpoint()  # before the process: nothing to stop if it fails
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -81,7 +82,7 @@ class BulkWriter:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
         _widen_pipes(process)
-        writer = cls(process, await fresh.checkpoint())
+        writer = cls(process, checkpoint)
         try:
             await writer._write(Open(backend=backend, target=target, name=name, reader=reader))
         except BaseException:

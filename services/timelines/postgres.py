@@ -107,7 +107,7 @@ CREATE INDEX IF NOT EXISTS customer_links_survivor ON {s}.customer_links (surviv
 
 
 # The secondary indexes (every CREATE INDEX of the DDL): a rebuild's shadow copy is filled
-# without them and they are built once, sorted, before the swap (``defer_indexes``).
+# without them and they are built once, sorted, before the swap (``for_bulk_load``).
 SECONDARY_INDEXES = [stmt.strip() for stmt in DDL.split(";") if stmt.strip().startswith("CREATE INDEX")]
 _INDEX_NAME = re.compile(r"^CREATE INDEX IF NOT EXISTS (\w+) ")
 
@@ -266,12 +266,14 @@ class PostgresTimelineStore(PlannedStore):
         fresh.bulk_load = True
         return fresh
 
-    async def defer_indexes(self) -> None:
-        """For the rebuild's writer on a shadow copy: drop its secondary indexes (``swap_in``
+    async def for_bulk_load(self) -> None:
+        """For the rebuild's writer on a shadow copy (written from empty in log order,
+        ``bulk_load``): drop its secondary indexes (``swap_in``
         builds them again, each in one sorted pass instead of an insert per row) and commit
         without waiting for the WAL flush. The latter risks nothing: a crash loses at most the
         last batches of a copy that is then never swapped in, and the swap's own commit, which
         waits for the flush, comes after every one of them in the WAL."""
+        self.bulk_load = True
         s = quoted(self.schema)
         names = [m[1] for m in map(_INDEX_NAME.match, SECONDARY_INDEXES) if m]
         await self._write(each(Execute(f"DROP INDEX IF EXISTS {s}.{name}") for name in names))
@@ -284,7 +286,7 @@ class PostgresTimelineStore(PlannedStore):
         if not isinstance(fresh, PostgresTimelineStore) or fresh.schema != self.schema + SHADOW:
             raise ValueError("swap_in takes the store returned by begin_rebuild")
         await fresh.close()
-        # The shadow copy's indexes (``defer_indexes``; IF NOT EXISTS: a copy that kept them
+        # The shadow copy's indexes (``for_bulk_load``; IF NOT EXISTS: a copy that kept them
         # keeps them), built before the swap so its lock is held no longer than before.
         shadow = quoted(fresh.schema)
         await self._write(each(Execute(stmt.format(s=shadow)) for stmt in SECONDARY_INDEXES))
