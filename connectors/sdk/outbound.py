@@ -47,6 +47,7 @@ from events.codec import decode_reply
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot, describe_error
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
+from events.pull import Puller
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
@@ -155,19 +156,19 @@ class OutboundWorker:
             )
         )
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self) -> Puller:
         # A durable made by an older version (max_deliver -1) gets the bounded settings in place.
         await ensure_consumer(self.js, subjects.OUTBOUND_STREAM, self._consumer_config())
         if self._watch is None:
             self._watch = MaxDeliveriesWatch(self.nc, self.js, subjects.OUTBOUND_STREAM, self.durable, self.reader)
             await self._watch.start()
-        return await self.js.pull_subscribe(
-            self.subject, durable=self.durable, stream=subjects.OUTBOUND_STREAM, config=self._consumer_config()
-        )
+        # Messages as soon as there are any: connector processes of a channel share the
+        # durable, and nats-py's fetch would hold a part batch up to its timeout (events.pull).
+        return await Puller(self.nc, subjects.OUTBOUND_STREAM, self.durable).start()
 
     async def _run(self) -> None:
         s = self.connector.settings
-        sub: JetStreamContext.PullSubscription | None = None
+        sub: Puller | None = None
         reconnects = self.nc.stats.get("reconnects", 0)
         pause = 0.2
         while not self._stopping:
@@ -186,9 +187,7 @@ class OutboundWorker:
                     self.log.info("outbound.subscribed", subject=self.subject, durable=self.durable)
                 try:
                     self._idle = True
-                    msgs = await sub.fetch(s.outbound_batch, timeout=s.outbound_fetch_timeout)
-                except TimeoutError:
-                    continue
+                    msgs = await sub.fetch(s.outbound_batch, s.outbound_fetch_timeout)
                 finally:
                     self._idle = False
                 for i, msg in enumerate(msgs):
@@ -343,7 +342,7 @@ class OutboundWorker:
             return DeliveryResult.failed(f"connector error ({type(err).__name__})")
 
 
-async def _drop(sub: JetStreamContext.PullSubscription | None) -> None:
+async def _drop(sub: Puller | None) -> None:
     if sub is not None:
         with skipping("outbound.unsubscribe"):
             await sub.unsubscribe()

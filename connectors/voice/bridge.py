@@ -33,10 +33,12 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from connectors.sdk.deadletter import ensure_consumer
 from events import subjects
 from events.codec import decode_log_event
 from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
 from events.personal import CustomerKeys, PersonalDataCipher
+from events.pull import Puller
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
@@ -74,7 +76,7 @@ class VoiceBridge:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def _subscribe(self) -> Any:
+    async def _subscribe(self) -> Puller:
         config = ConsumerConfig(
             durable_name=DURABLE,
             filter_subject=subjects.CUSTOMER_EVENTS_ALL,
@@ -83,22 +85,20 @@ class VoiceBridge:
             ack_wait=60,
             max_ack_pending=1000,
         )
-        return await self.js.pull_subscribe(
-            subjects.CUSTOMER_EVENTS_ALL, durable=DURABLE, stream=subjects.EVENTS_STREAM, config=config
-        )
+        await ensure_consumer(self.js, subjects.EVENTS_STREAM, config)
+        # Messages as soon as there are any: voice connector processes share the durable
+        # (events.pull).
+        return await Puller(self.nc, subjects.EVENTS_STREAM, DURABLE).start()
 
     async def _run(self) -> None:
-        sub: Any = None
+        sub: Puller | None = None
         pause = 0.2
         while True:
             try:
                 if sub is None:
                     sub = await self._subscribe()
                     self._ready.set()
-                try:
-                    msgs = await sub.fetch(100, timeout=self.fetch_timeout)
-                except TimeoutError:
-                    continue
+                msgs = await sub.fetch(100, self.fetch_timeout)
                 for msg in msgs:
                     await self._handle(msg.subject, msg.data)
                     await msg.ack()

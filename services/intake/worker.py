@@ -1,4 +1,4 @@
-"""Intake on a raw JetStream pull consumer: ``fetch(batch)``, many messages in flight, no
+"""Intake on a raw JetStream pull consumer (``events.pull``), many messages in flight, no
 thread hop per message.
 
 Each fetched message becomes a task at once (in delivery order, so a sender's messages take
@@ -26,7 +26,6 @@ import structlog
 from msgspec import DecodeError, ValidationError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
@@ -35,6 +34,7 @@ from events import subjects
 from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
+from events.pull import Puller
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
 from services.intake.consumer import DURABLE, Intake, decode_record, redelivery_for, settle
@@ -85,8 +85,9 @@ class IntakeWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         # Fetches are answered on the connection's own inbox prefix (``_INBOX_intake`` under
-        # the role's NATS user).
-        sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=subjects.INBOUND_STREAM)
+        # the role's NATS user), as soon as there is a message: several processes share the
+        # durable, and nats-py's fetch would hold a part batch up to its timeout (events.pull).
+        sub = await Puller(self.nc, subjects.INBOUND_STREAM, DURABLE).start()
         await self.intake.warm_up()
         # What is alive now (modules, the language model, phone metadata: ~90,000 objects,
         # ~20 ms a full collection) lives as long as the process: out of the collector's
@@ -105,15 +106,14 @@ class IntakeWorker:
                     waiter.cancel()
                     continue
                 try:
-                    msgs = await sub.fetch(min(self.batch, room), timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
+                    msgs = await sub.fetch(min(self.batch, room), 1.0)
                 except Exception as err:  # NATS away: the client reconnects; fetch again after a pause
                     log.warning("intake.fetch_failed", error=repr(err))
                     count_skip("intake.fetch")
                     await asyncio.sleep(0.5)
                     continue
-                await self._dispatch(msgs)
+                if msgs:
+                    await self._dispatch(msgs)
         finally:
             stopping.cancel()
             if self._tasks:  # let what is in flight finish (acked or handed back)
