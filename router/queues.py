@@ -85,6 +85,21 @@ def queue_summaries(
     return out
 
 
+def queue_depth(state: RouterState, key: str, now_ts: float) -> tuple[int, float]:
+    """One queue's waiting conversations and its oldest wait in seconds (the router's gauges):
+    O(the queue's entries), without the policy and SLA work of ``queue_summaries``."""
+    waiting, oldest = 0, now_ts
+    conversations = state.conversations
+    for entry in state.queues.get(key, ()):
+        conv = conversations.get(entry[1])
+        if conv is None or conv.enqueued != entry[2]:
+            continue
+        waiting += 1
+        if conv.waiting_since is not None:
+            oldest = min(oldest, conv.waiting_since.timestamp())
+    return waiting, round(now_ts - oldest, 3)
+
+
 def held_summaries(state: RouterState, now_ts: float) -> list[HeldSummary]:
     """Conversations held for a preferred agent, per agent."""
     out: list[HeldSummary] = []

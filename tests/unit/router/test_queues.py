@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from events.model import ConversationResolved
 from router.policy import RouterPolicy
-from router.queues import held_summaries, queue_summaries
+from router.queues import held_summaries, queue_depth, queue_summaries
 from tests.unit.router.helpers import Log, agent, at, conversation
 
 POLICY = RouterPolicy(offer_channels=(), escalation_steps=())
@@ -23,6 +23,22 @@ def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
     assert (chat.sla_breached, chat.sla_at_risk) == (1, 0)  # c1 is past 60 s; c2 has 30 s of 60 left
     assert summaries[0].sla_at_risk == 1  # c3: 15 s left of 60, within the last 25%
     assert summaries[2].sla_breached == 0
+
+
+def test_the_router_gauges_depth_is_the_summary_waiting_and_oldest_wait() -> None:
+    log = Log()
+    log.extend(conversation("c1", channel="chat", when=at(0)))
+    log.extend(conversation("c2", channel="chat", when=at(40)))
+    log.extend(conversation("c3", channel="chat", when=at(25), priority=2))
+    log.extend(conversation("e1", channel="email", when=at(5)))
+    log.append(ConversationResolved(at=at(50), customer_id="k", conversation_id="c1"))  # its entry stays, stale
+    now = at(70).timestamp()
+    summaries = queue_summaries(log.state, now, POLICY)
+    assert [queue_depth(log.state, q.key, now) for q in summaries] == [
+        (q.waiting, q.oldest_wait_seconds) for q in summaries
+    ]
+    assert sorted(queue_depth(log.state, q.key, now) for q in summaries) == [(1, 30.0), (1, 45.0), (1, 65.0)]
+    assert queue_depth(log.state, "no such queue", now) == (0, 0.0)
 
 
 def test_conversations_held_for_their_case_owner_are_listed_per_agent() -> None:
