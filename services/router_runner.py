@@ -40,6 +40,7 @@ from services import tracing
 from services.lease import Lease
 from services.metrics import DECIDE_SECONDS, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
+from services.spacing import Spacing
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -62,10 +63,8 @@ OFFER_OUTCOMES = {
     "OfferExpired": "expired",
 }
 TRACES_KEPT = 50_000  # conversations whose latest trace context is remembered (tracing on)
-# Encoding a snapshot stops the loop (the state must not change under it; 8 MB took 28 ms in
-# bench route), storing it does not. Snapshots are spaced so that encoding them takes at most
-# this share of the router's time, whatever ``snapshot_every`` says: a big state is saved less
-# often, and a restart replays a little more of the log instead of every decision waiting.
+# Encoding a snapshot stops the loop (8 MB took 28 ms in bench route), storing it does not:
+# at most this share of the router's time, whatever ``snapshot_every`` says (services.spacing).
 SNAPSHOT_DUTY = 0.01
 
 
@@ -97,7 +96,7 @@ class RouterRunner:
         self.decisions_appended = 0
         self._since_snapshot = 0
         self._saving: asyncio.Task[None] | None = None  # a snapshot being stored
-        self._next_snapshot_at = 0.0  # monotonic: SNAPSHOT_DUTY's spacing
+        self._snapshot_spacing = Spacing(SNAPSHOT_DUTY)
         self.ready = asyncio.Event()  # caught up with the log as it stood at start
         self._queue_keys: set[tuple[str, str]] = set()
         # Tracing on: the trace context of each conversation's latest traced event, which a
@@ -145,16 +144,15 @@ class RouterRunner:
             self._since_snapshot >= self.snapshot_every
             and self.leading.is_set()
             and (self._saving is None or self._saving.done())
-            and time.monotonic() >= self._next_snapshot_at
+            and self._snapshot_spacing.due()
         )
 
     def _save_soon(self) -> asyncio.Task[None]:
         """Encode the state now and store it in the background: decisions go on while the
         object store takes its chunks (one store at a time; ``_snapshot_due``)."""
-        began = time.perf_counter()
-        data = snapshot.dump(self.state)
-        encoded = time.perf_counter() - began
-        self._next_snapshot_at = time.monotonic() + encoded / SNAPSHOT_DUTY
+        with self._snapshot_spacing.run():
+            data = snapshot.dump(self.state)
+        encoded = self._snapshot_spacing.last_seconds
         self._since_snapshot = 0
         self._saving = asyncio.create_task(self._store(data, self.state.last_seq, encoded), name="router-snapshot")
         return self._saving

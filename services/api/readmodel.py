@@ -30,6 +30,7 @@ from router.fold import evolve
 from router.state import RouterState, reading_only
 from services.api import view_snapshot
 from services.api.logreader import LogReader
+from services.spacing import Spacing
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,9 @@ Fold = Callable[[StoredEvent], None]
 # when the catch-up read at least SNAPSHOT_AFTER_CATCH_UP events).
 SNAPSHOT_EVERY = 50_000
 SNAPSHOT_AFTER_CATCH_UP = 1_000
+# Encoding the view stops the loop that serves requests: at most this share of the time
+# (services.spacing), however often SNAPSHOT_EVERY events arrive.
+SNAPSHOT_DUTY = 0.01
 
 
 class SavedFold(Protocol):
@@ -122,6 +126,7 @@ class LiveState:
         self._task: asyncio.Task[None] | None = None
         self._saving: asyncio.Task[None] | None = None
         self._since_snapshot = 0
+        self._snapshot_spacing = Spacing(SNAPSHOT_DUTY)
         self._began_at = 0.0
         self._advanced = asyncio.Condition()
 
@@ -231,7 +236,11 @@ class LiveState:
                             self._advanced.notify_all()
                     if not self.caught_up.is_set() and self.position >= self.log_end:
                         self._now_caught_up()
-                    elif self.caught_up.is_set() and self._since_snapshot >= self.snapshot_every:
+                    elif (
+                        self.caught_up.is_set()
+                        and self._since_snapshot >= self.snapshot_every
+                        and self._snapshot_spacing.due()
+                    ):
                         self._save_soon()
             except asyncio.CancelledError:
                 raise
@@ -271,15 +280,18 @@ class LiveState:
         """Encode the view now (it changes as events arrive) and store it in the background."""
         if self._saving is not None and not self._saving.done():
             return
-        snap = view_snapshot.ViewSnapshot(
-            format=view_snapshot.FORMAT,
-            router_format=router_snapshot.FORMAT,
-            position=self.position,
-            state=self.state,
-            dumps={f.name: f.saved.dump() for f in self._folds if f.saved is not None},
-            refeed_from={f.name: f.refeed_from() for f in self._folds if f.saved is None and f.refeed_from is not None},
-        )
-        data = view_snapshot.dump(snap)
+        with self._snapshot_spacing.run():
+            snap = view_snapshot.ViewSnapshot(
+                format=view_snapshot.FORMAT,
+                router_format=router_snapshot.FORMAT,
+                position=self.position,
+                state=self.state,
+                dumps={f.name: f.saved.dump() for f in self._folds if f.saved is not None},
+                refeed_from={
+                    f.name: f.refeed_from() for f in self._folds if f.saved is None and f.refeed_from is not None
+                },
+            )
+            data = view_snapshot.dump(snap)
         self._since_snapshot = 0
         self._saving = asyncio.create_task(self._store(data, snap.position), name="api-view-snapshot")
 

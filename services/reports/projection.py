@@ -21,6 +21,7 @@ from events.objects import read_object
 from events.store import EventStore, reading_as
 from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
 from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
+from services.spacing import Spacing
 
 log = structlog.get_logger("relaydesk.reports")
 
@@ -28,6 +29,8 @@ DEFAULT_DAYS = 7
 MAX_REOPEN_HOURS = 24 * 90
 SNAPSHOT_NAME = "reports"
 SNAPSHOT_EVERY = 50_000
+# Encoding stops the API's loop: at most this share of the time (services.spacing).
+SNAPSHOT_DUTY = 0.01
 """Save a snapshot of the fold (object ``reports`` in ``rd_snapshots``) after this many newly
 folded events, so a restarted API folds only the log after it. 0: never."""
 
@@ -69,6 +72,7 @@ class ReportProjection:
         self.snapshot_loaded = False
         self._looked_for_snapshot = not read_snapshot
         self._since_snapshot = 0
+        self._snapshot_spacing = Spacing(SNAPSHOT_DUTY)
         self._task: asyncio.Task[int] | None = None
         self._saving: asyncio.Task[None] | None = None
 
@@ -112,9 +116,14 @@ class ReportProjection:
         if self.state.last_seq != before:
             log.info("reports.caught_up", from_seq=before + 1, to_seq=self.state.last_seq)
         self._since_snapshot += self.state.last_seq - before
-        if 0 < self.snapshot_every <= self._since_snapshot and (self._saving is None or self._saving.done()):
+        if (
+            0 < self.snapshot_every <= self._since_snapshot
+            and (self._saving is None or self._saving.done())
+            and self._snapshot_spacing.due()
+        ):
             # Encoded now (synchronously: a consistent state), stored in the background.
-            data = dump_snapshot(self.state, self.through)
+            with self._snapshot_spacing.run():
+                data = dump_snapshot(self.state, self.through)
             self._since_snapshot = 0
             self._saving = asyncio.create_task(self._save_snapshot(data, self.through), name="reports-snapshot")
         return self.state.last_seq
