@@ -63,10 +63,6 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ParkedMessage)
 
 
-def describe_error(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"[:2000]
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 

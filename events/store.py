@@ -24,8 +24,8 @@ from events.acked import publish_acked
 from events.codec import Undecodable, decode_log_event, encode
 from events.counters import count_append
 from events.direct import DirectBatches
+from events.errors import describe_error
 from events.model import LogEvent
-from events.parking import describe_error
 from events.personal import PersonalDataCipher
 from events.quarantine import Quarantine
 from events.stored import StoredEvent as StoredEvent

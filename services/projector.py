@@ -25,24 +25,22 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import structlog
 
 from events import subjects
-from events.parking import describe_error
 from events.replay import replay_batches
 from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
+from services.timelines.applier import BatchApplier
 from services.timelines.fold import FOLD_VERSION
-from services.timelines.store import CheckpointMismatch, TimelineStore, partition_key, partition_of
+from services.timelines.store import CheckpointMismatch, TimelineStore
 
 log = structlog.get_logger("relaydesk.projector")
 
-# How many times an event the store refuses is tried on its own before it is quarantined.
-APPLY_ATTEMPTS = 3
 # Events per batch of a whole-store rebuild: one read hand-over, one fold and one write
 # transaction each (measured with ``relaydesk bench rebuild``: 10,000 fills the writer
 # process's pipeline sooner and drains it sooner than 20,000, for the same CPU).
 REBUILD_BATCH = 10_000
 
 
-class Projector:
+class Projector(BatchApplier):
     def __init__(
         self,
         store: EventStore,
@@ -57,18 +55,14 @@ class Projector:
         rebuild_if_stale: bool = True,
         reader: str = "projector",
     ) -> None:
+        super().__init__(timelines, partition=partition)
         self.store = reading_as(store, reader)
-        self.timelines = timelines
         self.batch_size = max(1, batch_size)
         self.idle = idle
-        self.index, self.count = partition
-        self.key = partition_key(self.index, self.count)
         self.filter_subject = filter_subject
         self.resubscribe_after = resubscribe_after
         self.max_backoff = max_backoff
         self.auto_rebuild = rebuild_if_stale
-        self.applied = 0  # events handed to the store by this instance (for metrics/tests)
-        self.position = 0  # the checkpoint as this projector last saw it
 
     # -- public -----------------------------------------------------------------------
 
@@ -86,13 +80,6 @@ class Projector:
                 log.info("projector.checkpoint_moved", key=self.key, expected=moved.expected, actual=moved.actual)
                 continue
             return await self.timelines.checkpoint(self.key)
-
-    async def apply_batch(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
-        """Apply one batch read elsewhere (the rebuild's writer process,
-        ``services.timelines.bulk``) by the rules of ``catch_up``. ``through``: the last
-        sequence read, when it is past the batch's last event (events left out that fold to
-        nothing)."""
-        await self._apply(chunk, through=through)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log until ``stop`` is set; on NATS or store errors, back off and resume
@@ -156,78 +143,8 @@ class Projector:
             return replay_batches(self.store, self.filter_subject, from_seq, batch=self.batch_size)
         return self.store.replay(self.filter_subject, from_seq, batch=self.batch_size)
 
-    def _mine(self, stored: StoredEvent) -> bool:
-        if self.count <= 1:
-            return True
-        scope = subjects.parse_conversation_subject(stored.subject)
-        return scope is not None and partition_of(scope[0], self.count) == self.index
-
-    async def _apply(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
-        if not chunk and through is None:
-            return
-        mine = chunk if self.count <= 1 else [e for e in chunk if self._mine(e)]
-        through = max(through or 0, chunk[-1].seq if chunk else 0)
-        try:
-            await self.timelines.apply(mine, key=self.key, expect=self.position, through=through)
-        except CheckpointMismatch:
-            raise
-        except Exception as err:
-            first = mine[0] if mine else chunk[0] if chunk else None
-            scope = subjects.parse_conversation_subject(first.subject) if first else None
-            log.warning(
-                "projector.batch_refused",
-                key=self.key,
-                first_seq=chunk[0].seq if chunk else through,
-                last_seq=through,
-                events=len(mine),
-                customer_id=scope[0] if scope else None,
-                conversation_id=scope[1] if scope else None,
-                error=repr(err),
-                action="apply one event at a time",
-            )
-            await self._apply_singly(chunk, through)
-            return
-        self.position = max(self.position, through)
-        self.applied += len(mine)
-        if mine:
-            last = subjects.parse_conversation_subject(mine[-1].subject)
-            log.debug(
-                "projector.applied",
-                key=self.key,
-                events=len(mine),
-                first_seq=mine[0].seq,
-                last_seq=through,
-                customer_id=last[0] if last else None,
-                conversation_id=last[1] if last else None,
-            )
-
-    async def _apply_singly(self, chunk: Sequence[StoredEvent], through: int) -> None:
-        """Apply a refused batch one event at a time. An event the store keeps refusing while
-        it answers otherwise (its checkpoint reads fine) cannot be applied: it is quarantined
-        and the checkpoint moves past it. A store that does not answer raises: the caller
-        backs off and resumes from the checkpoint, nothing skipped."""
-        for stored in chunk:
-            mine = [stored] if self._mine(stored) else []
-            for attempt in range(APPLY_ATTEMPTS):
-                try:
-                    await self.timelines.apply(mine, key=self.key, expect=self.position, through=stored.seq)
-                    self.applied += len(mine)
-                    break
-                except CheckpointMismatch:
-                    raise
-                except Exception as err:
-                    await self.timelines.checkpoint(self.key)  # raises if the store itself is away
-                    if attempt + 1 < APPLY_ATTEMPTS:
-                        await asyncio.sleep(0.05 * 2**attempt)  # a passing lock or conflict
-                        continue
-                    await self.store.quarantine.record(
-                        self.store.reader, stored.seq, stored.subject, f"cannot apply: {describe_error(err)}"
-                    )
-                    await self.timelines.apply([], key=self.key, expect=self.position, through=stored.seq)
-            self.position = max(self.position, stored.seq)
-        if through > self.position:
-            await self.timelines.apply([], key=self.key, expect=self.position, through=through)
-            self.position = through
+    async def _quarantine(self, stored: StoredEvent, error: str) -> None:
+        await self.store.quarantine.record(self.store.reader, stored.seq, stored.subject, error)
 
     def _reconnects(self) -> int:
         stats = getattr(self.store.nc, "stats", None)

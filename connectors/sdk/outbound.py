@@ -44,8 +44,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import subjects
 from events.codec import decode_reply
+from events.errors import describe_error
 from events.model import DeliverReply, ReplyOutcomeReported
-from events.parking import ParkingLot, describe_error
+from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
 from events.pull import Puller
 from events.skips import count_skip, skipping

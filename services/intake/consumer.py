@@ -33,8 +33,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from connectors.sdk.deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from events import subjects
 from events.codec import decode_inbound
+from events.errors import describe_error
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
-from events.parking import ParkingLot, describe_error
+from events.parking import ParkingLot
 from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
 from services import tracing

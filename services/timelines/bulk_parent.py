@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 import structlog
 
-from events.model import UnknownEvent
+from events.model import LogEvent, UnknownEvent
+from events.personal.cipher import PERSONAL_FIELDS
 from events.replay import Arrived, decode_arrivals
 from events.skips import count_skip
-from services.timelines.bulk_pipe import LENGTH, Batch, Failed, Finish, Open, Refused, Shipped, crosses_as_stored, frame
+from services.timelines.bulk_pipe import LENGTH, Batch, Failed, Finish, Open, Refused, Shipped, frame
 from services.timelines.bulk_pipe import replies as _replies
 
 if TYPE_CHECKING:
@@ -32,6 +33,28 @@ log = structlog.get_logger("relaydesk.rebuild.writer")
 IN_FLIGHT = 2  # requests sent and not yet answered: one batch applying, one waiting in the pipe
 PIPE_BUFFER = 64 * 1024 * 1024  # what the reader may queue towards the writer (IN_FLIGHT bounds it)
 PIPE_SIZE = 1024 * 1024
+
+
+def _as_stored() -> frozenset[bytes]:
+    """The tags of the events with nothing to open: they cross the pipe as stored. Not
+    ``customer_erased``: the cipher must see it, in order, to forget the erased keys."""
+    tags: set[bytes] = set()
+    for cls in LogEvent.__args__:
+        tag = cls.__struct_config__.tag
+        if cls not in PERSONAL_FIELDS and isinstance(tag, str) and tag != "customer_erased":
+            tags.add(tag.encode())
+    return frozenset(tags)
+
+
+AS_STORED = _as_stored()
+TAG_AT = b'{"type":"'  # msgspec writes a struct's tag first
+_TAG_FROM = len(TAG_AT)
+
+
+def crosses_as_stored(data: bytes) -> bool:
+    """Whether an event, as stored, has nothing to open (its tag, read off the JSON without
+    decoding it, is in ``AS_STORED``)."""
+    return data.startswith(TAG_AT) and data[_TAG_FROM : data.find(b'"', _TAG_FROM)] in AS_STORED
 
 
 class WriterFailed(RuntimeError):

@@ -79,27 +79,3 @@ replies = msgspec.msgpack.Decoder(Reply)
 def frame(message: msgspec.Struct) -> bytes:
     body = _encoder.encode(message)
     return LENGTH.pack(len(body)) + body
-
-
-def _as_stored() -> frozenset[bytes]:
-    """The tags of the events with nothing to open: they cross the pipe as stored. Not
-    ``customer_erased``: the cipher must see it, in order, to forget the erased keys."""
-    from events.personal.cipher import PERSONAL_FIELDS
-
-    tags: set[bytes] = set()
-    for cls in LogEvent.__args__:
-        tag = cls.__struct_config__.tag
-        if cls not in PERSONAL_FIELDS and isinstance(tag, str) and tag != "customer_erased":
-            tags.add(tag.encode())
-    return frozenset(tags)
-
-
-AS_STORED = _as_stored()
-TAG_AT = b'{"type":"'  # msgspec writes a struct's tag first
-_TAG_FROM = len(TAG_AT)
-
-
-def crosses_as_stored(data: bytes) -> bool:
-    """Whether an event, as stored, has nothing to open (its tag, read off the JSON without
-    decoding it, is in ``AS_STORED``)."""
-    return data.startswith(TAG_AT) and data[_TAG_FROM : data.find(b'"', _TAG_FROM)] in AS_STORED

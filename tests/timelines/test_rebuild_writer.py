@@ -6,6 +6,8 @@ leave things as the in-process rebuild would."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import rebuild_timelines
-from services.timelines.bulk import BulkWriter, WriterFailed
+from services.timelines.bulk_parent import BulkWriter, WriterFailed
 from tests.timelines.helpers import Backend, Script, make_backend, new_id
 from tests.timelines.test_rebuild import append_all, live_projection, traffic
 
@@ -169,3 +171,15 @@ async def test_undecodable_events_are_quarantined_and_skipped_as_by_the_live_pro
     rebuilt = await process_b.open(readonly=True)
     assert await rebuilt.dump() == await live.dump()
     assert [e.text for e in await rebuilt.timeline(s.customer) if e.kind == "message_in"] == ["before", "after"]
+
+
+def test_the_writer_process_starts_without_nats_or_the_service_stack() -> None:
+    """Issue 10: no service stack imports on the rebuild path (nats-py and aiohttp alone took
+    0.3 s of the writer's start, its SSL context set-up included)."""
+    code = (
+        "import sys, services.timelines.bulk; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {'nats', 'aiohttp'} "
+        "or m in {'services.projector', 'events.store', 'services.config'})))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
