@@ -10,12 +10,18 @@ from tests.unit.router.helpers import Log, agent, at, conversation
 POLICY = RouterPolicy(offer_channels=(), escalation_steps=())
 
 
-def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
+def three_queues(email_at: int) -> Log:
+    """Chat at priority 0 (c1, c2) and 2 (c3), email (e1)."""
     log = Log()
     log.extend(conversation("c1", channel="chat", when=at(0)))
     log.extend(conversation("c2", channel="chat", when=at(40)))
     log.extend(conversation("c3", channel="chat", when=at(25), priority=2))
-    log.extend(conversation("e1", channel="email", when=at(0)))
+    log.extend(conversation("e1", channel="email", when=at(email_at)))
+    return log
+
+
+def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
+    log = three_queues(email_at=0)
     summaries = queue_summaries(log.state, at(70).timestamp(), POLICY)
     assert [(q.channel, q.priority, q.waiting) for q in summaries] == [("chat", 2, 1), ("chat", 0, 2), ("email", 0, 1)]
     chat = summaries[1]
@@ -26,11 +32,7 @@ def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
 
 
 def test_the_router_gauges_depth_is_the_summary_waiting_and_oldest_wait() -> None:
-    log = Log()
-    log.extend(conversation("c1", channel="chat", when=at(0)))
-    log.extend(conversation("c2", channel="chat", when=at(40)))
-    log.extend(conversation("c3", channel="chat", when=at(25), priority=2))
-    log.extend(conversation("e1", channel="email", when=at(5)))
+    log = three_queues(email_at=5)
     log.append(ConversationResolved(at=at(50), customer_id="k", conversation_id="c1"))  # its entry stays, stale
     now = at(70).timestamp()
     summaries = queue_summaries(log.state, now, POLICY)
