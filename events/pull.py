@@ -137,7 +137,9 @@ class Puller:
         if self._sub is None:
             return
         sub, self._sub = self._sub, None
-        await sub.unsubscribe()
+        # Unlike unsubscribe, drain waits until what the server sent before it saw us go has
+        # reached _got (nats-py leaves the method untyped).
+        await sub.drain()  # type: ignore[no-untyped-call]
         left: list[Msg] = []
         self._open = None
         self._take(left, len(self._got))

@@ -118,7 +118,7 @@ async def test_what_a_stopped_fetcher_was_brought_goes_to_another_at_once(nc: NA
         await js.publish(f"pull.{uid}.m", b"1")
         (first,) = await stopping.fetch(16, LONG_WAIT)
         await first.ack()  # "1" goes to the request still open
-        await _until(lambda: _num_ack_pending(js, stream, name), 1)
+        await _until(lambda: _delivered(js, stream, name), 2)
         await stopping.unsubscribe()
         (again,) = await asyncio.wait_for(other.fetch(16, LONG_WAIT), LONG_WAIT / 3)
         assert again.data == b"1"
@@ -127,8 +127,10 @@ async def test_what_a_stopped_fetcher_was_brought_goes_to_another_at_once(nc: NA
         await js.delete_stream(stream)
 
 
-async def _num_ack_pending(js: JetStreamContext, stream: str, name: str) -> int:
-    return (await js.consumer_info(stream, name)).num_ack_pending or 0
+async def _delivered(js: JetStreamContext, stream: str, name: str) -> int:
+    """The stream sequence of the last message the consumer handed out."""
+    delivered = (await js.consumer_info(stream, name)).delivered
+    return (delivered.stream_seq or 0) if delivered else 0
 
 
 async def _num_waiting(js: JetStreamContext, stream: str, name: str) -> int:
