@@ -35,6 +35,8 @@ LOST_AFTER_S = 1.0
 # A request the server ended at once without a message ("408 Requests Pending": the others'
 # requests cover every pending message) is not sent again before this pause.
 EARLY_END_PAUSE_S = 0.01
+# How long a stopping Puller waits for what the server already sent it (a round trip).
+DRAIN_WAIT_S = 2.0
 # Ends of a request: no messages, and request timeout or requests pending. A 409 (max waiting
 # exceeded, the consumer deleted, a leadership change) ends it too, an error when it came alone.
 _ENDS = frozenset({"404", "408"})
@@ -137,9 +139,13 @@ class Puller:
         if self._sub is None:
             return
         sub, self._sub = self._sub, None
-        # Unlike unsubscribe, drain waits until what the server sent before it saw us go has
-        # reached _got (nats-py leaves the method untyped).
-        await sub.drain()  # type: ignore[no-untyped-call]
+        if self.nc.is_connected:
+            # Unlike unsubscribe, drain waits until what the server sent before it saw us go
+            # has reached _got; bounded, as it takes a round trip (nats-py leaves it untyped).
+            with skipping("pull.drain", nats_subject=self.subject):
+                await asyncio.wait_for(sub.drain(), DRAIN_WAIT_S)  # type: ignore[no-untyped-call]
+        else:  # nothing can arrive: what was on its way is redelivered after the ack wait
+            await sub.unsubscribe()
         left: list[Msg] = []
         self._open = None
         self._take(left, len(self._got))
