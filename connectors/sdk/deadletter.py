@@ -73,7 +73,8 @@ class Redelivery:
 
 def _settings(config: ConsumerConfig) -> dict[str, Any]:
     return {
-        "max_deliver": config.max_deliver,
+        # Unset is the server's own default (-1, unbounded), as a consumer's info reports it.
+        "max_deliver": -1 if config.max_deliver is None else config.max_deliver,
         "ack_wait": config.ack_wait,
         "backoff": list(config.backoff or []),
     }

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,8 @@ import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
+from connectors.sdk.deadletter import ensure_consumer
 from events import subjects
 from events.codec import decode_log_event
 from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
@@ -86,10 +85,7 @@ class VoiceBridge:
             ack_wait=60,
             max_ack_pending=1000,
         )
-        try:
-            await self.js.consumer_info(subjects.EVENTS_STREAM, DURABLE)
-        except NotFoundError:  # named too: created on the CONSUMER.CREATE subject the role may use
-            await self.js.add_consumer(subjects.EVENTS_STREAM, dataclasses.replace(config, name=DURABLE))
+        await ensure_consumer(self.js, subjects.EVENTS_STREAM, config)
         # Messages as soon as there are any: voice connector processes share the durable
         # (events.pull).
         return await Puller(self.nc, subjects.EVENTS_STREAM, DURABLE).start()
