@@ -1,4 +1,5 @@
-"""Reading an object (a snapshot) from a JetStream object store without hanging.
+"""Reading an object (a snapshot) from a JetStream object store without hanging, and saving
+one whose loss only costs time.
 
 nats-py's ``ObjectStore.get`` reads the object's chunks from an ordered consumer and waits for
 them with no timeout. When the writer replaces the object between the reader's look at its
@@ -15,6 +16,8 @@ import asyncio
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
+
+from events.skips import count_skip
 
 log = structlog.get_logger(__name__)
 
@@ -46,3 +49,17 @@ async def read_object(js: JetStreamContext, bucket: str, name: str, *, attempts:
             continue
         return result.data or b""
     raise ObjectUnreadable(f"{bucket}/{name}: no complete read in {attempts} attempts")
+
+
+async def save_object(js: JetStreamContext, bucket: str, name: str, data: bytes, *, skip_as: str, seq: int) -> bool:
+    """Store ``data`` as ``name``; False when that failed, logged (bucket, name, the log
+    sequence it reflects) and counted as ``skip_as``. For snapshots: the log stays the truth,
+    and the next one may succeed."""
+    try:
+        obs = await js.object_store(bucket)
+        await obs.put(name, data)
+    except Exception as err:
+        log.warning("object.not_saved", where=skip_as, bucket=bucket, name=name, seq=seq, error=repr(err))
+        count_skip(skip_as)
+        return False
+    return True

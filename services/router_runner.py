@@ -25,9 +25,9 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from events import subjects
-from events.objects import read_object
+from events.objects import read_object, save_object
 from events.quarantine import QUARANTINED
-from events.skips import count_skip, skipping
+from events.skips import skipping
 from events.stopping import cancel_and_wait
 from events.store import Append, ConcurrencyError, EventStore, Tail
 from router import snapshot
@@ -159,12 +159,9 @@ class RouterRunner:
 
     async def _store(self, data: bytes, seq: int, encoded: float) -> None:
         began = time.perf_counter()
-        try:
-            obs = await self.js.object_store(subjects.SNAPSHOT_BUCKET)
-            await obs.put(SNAPSHOT_NAME, data)
-        except Exception as err:  # the next one may succeed; the log is the truth anyway
-            log.warning("router.snapshot_not_saved", seq=seq, error=repr(err), action="try again later")
-            count_skip("router.snapshot_save")
+        if not await save_object(
+            self.js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME, data, skip_as="router.snapshot_save", seq=seq
+        ):
             return
         log.info(
             "router.snapshot_saved",
@@ -173,12 +170,6 @@ class RouterRunner:
             encode_ms=round(encoded * 1000, 1),
             store_ms=round((time.perf_counter() - began) * 1000, 1),
         )
-
-    async def _save_snapshot(self) -> None:
-        """Save a snapshot now and wait for it (at stop)."""
-        if self._saving is not None:
-            await asyncio.wait([self._saving])
-        await self._save_soon()
 
     def _fold(self, tail: Tail) -> int:
         batch = tail.drain()
@@ -365,7 +356,7 @@ class RouterRunner:
             if lease.held:
                 with skipping("router.stop_snapshot_and_release"):
                     if self.use_snapshot and self._since_snapshot:
-                        await self._save_snapshot()
+                        await self._save_soon()
                     await lease.release()
             self.leading.clear()
             self._clear_queue_gauges()

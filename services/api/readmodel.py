@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from events import subjects
+from events.objects import save_object
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
 from events.store import EventStore, StoredEvent, reading_as
@@ -306,12 +307,14 @@ class LiveState:
         await self._saving
 
     async def _store(self, data: bytes, position: int) -> None:
-        try:
-            obs = await self.store.js.object_store(subjects.SNAPSHOT_BUCKET)
-            await obs.put(view_snapshot.SNAPSHOT_NAME, data)
-        except Exception as err:  # the next one may succeed; the log is the truth anyway
-            log.warning("api.snapshot_not_saved", seq=position, error=repr(err))
-            count_skip("api.snapshot_save")
+        if not await save_object(
+            self.store.js,
+            subjects.SNAPSHOT_BUCKET,
+            view_snapshot.SNAPSHOT_NAME,
+            data,
+            skip_as="api.snapshot_save",
+            seq=position,
+        ):
             return
         self.snapshots_saved += 1
         log.info("api.snapshot_saved", seq=position, size=len(data))

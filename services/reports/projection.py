@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from events import subjects
-from events.objects import read_object
+from events.objects import read_object, save_object
 from events.store import EventStore, reading_as
 from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
 from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
@@ -145,11 +145,9 @@ class ReportProjection:
         log.info("reports.snapshot_loaded", through=snap.through, conversations=len(snap.state.conversations))
 
     async def _save_snapshot(self, data: bytes, through: int) -> None:
-        try:
-            obs = await self.store.js.object_store(subjects.SNAPSHOT_BUCKET)
-            await obs.put(SNAPSHOT_NAME, data)
-        except Exception as err:  # a snapshot only saves time; the log stays the truth
-            log.warning("reports.snapshot_failed", error=repr(err))
+        if not await save_object(
+            self.store.js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME, data, skip_as="reports.snapshot_save", seq=through
+        ):
             return
         log.info("reports.snapshot_saved", through=through, size=len(data))
 
