@@ -194,6 +194,10 @@ def hashed_key(secret: bytes, identity: str) -> str:
     return HASHED_PREFIX + hmac.new(secret, identity.encode(), hashlib.sha256).hexdigest()
 
 
+# How many keys a directory remembers having met (~100 bytes each).
+MET_LIMIT = 100_000
+
+
 def new_customer_id() -> str:
     return "cu_" + uuid.uuid4().hex[:20]
 
@@ -221,6 +225,8 @@ class IdentityDirectory:
         self._secret = secret
         self._legacy: bool | None = None  # may the bucket hold legacy keys? (None: not checked yet)
         self._legacy_check = asyncio.Lock()
+        # Keys found or created here (insertion order: the oldest goes first): see ``resolve``.
+        self._met: dict[str, None] = {}
 
     @property
     def js(self) -> JetStreamContext:
@@ -361,19 +367,43 @@ class IdentityDirectory:
         return self._legacy
 
     async def resolve(self, identity: str) -> tuple[str, bool]:
-        """The customer id for ``identity`` and whether this call created it."""
+        """The customer id for ``identity`` and whether this call created it.
+
+        An identity this directory has not met yet is more likely a new customer than one it
+        met: for it the create comes first (one round trip for a new customer instead of a
+        read and a create; a known customer it had not met costs a failed create, then a read).
+        Only where the bucket holds no legacy key: a legacy one must be found before a create."""
+        hashed = await self.key(identity)
+        if hashed not in self._met and self._legacy is False:
+            candidate = new_customer_id()
+            try:
+                await self.kv.update(hashed, candidate.encode(), last=0)  # create-only, no read
+            except KeyWrongLastSequenceError:
+                pass  # it exists, or a delete/purge marker holds its subject: read it below
+            else:
+                self._meet(hashed)
+                return candidate, True
         existing = await self.lookup(identity)
         if existing:
+            self._meet(hashed)
             return existing, False
         candidate = new_customer_id()
         try:
-            await self.kv.create(await self.key(identity), candidate.encode())
+            await self.kv.create(hashed, candidate.encode())
         except KeyWrongLastSequenceError:
             winner = await self.lookup(identity)
             if winner is None:  # created and deleted in between: vanishingly rare, try again
                 return await self.resolve(identity)
+            self._meet(hashed)
             return winner, False
+        self._meet(hashed)
         return candidate, True
+
+    def _meet(self, hashed: str) -> None:
+        """Remember a key that holds a customer (the oldest forgotten past ``MET_LIMIT``)."""
+        self._met[hashed] = None
+        if len(self._met) > MET_LIMIT:
+            del self._met[next(iter(self._met))]
 
     async def claim(self, identity: str, customer_id: str) -> str:
         """Give ``identity`` to ``customer_id`` unless it already belongs to someone

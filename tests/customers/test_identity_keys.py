@@ -150,3 +150,54 @@ async def test_a_first_lookup_overtaken_by_another_does_not_conclude_the_bucket_
         assert await other.lookup("phone:+15559999999") is None and other._legacy is False
     finally:
         await js.delete_key_value(bucket)
+
+
+class CountingReads(IdentityDirectory):
+    """Counts the bucket reads its lookups make."""
+
+    reads = 0
+
+    async def _get(self, key: str) -> str | None:
+        self.reads += 1
+        return await super()._get(key)
+
+
+async def test_a_new_customer_costs_one_create_and_a_known_one_is_found_by_a_process_that_never_met_it(
+    nc: NATS, uid: str
+) -> None:
+    kv = await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)
+    first, second = CountingReads(kv), CountingReads(kv)
+    await first.warm_up()
+    await second.warm_up()
+    ann, bob = f"email:ann-{uid}@example.com", f"phone:+1555{int(uid[:7], 16) % 10_000_000:07d}"
+
+    before = first.reads
+    ann_id, created = await first.resolve(ann)
+    assert created and first.reads == before  # created without reading the bucket first
+    # Another process has never met Ann: it must find her, not make a second customer.
+    assert await second.resolve(ann) == (ann_id, False)
+    assert await first.resolve(ann) == (ann_id, False)
+
+    # Two processes meeting a new customer at once make one customer between them.
+    results = await asyncio.gather(first.resolve(bob), second.resolve(bob))
+    assert results[0][0] == results[1][0] and sorted(c for _, c in results) == [False, True]
+
+    # An erased customer who writes again is a new customer, even for a process that met them.
+    assert await first.forget(ann)
+    again, created = await first.resolve(ann)
+    assert created and again != ann_id
+    assert await second.resolve(ann) == (again, False)
+
+
+async def test_a_bucket_that_may_hold_legacy_keys_is_read_before_a_create(nc: NATS, uid: str) -> None:
+    js = nc.jetstream()
+    bucket = f"rd_identity_legacy_first_{uid}"
+    kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    try:
+        identity = f"phone:+1666{int(uid[:7], 16) % 10_000_000:07d}"
+        await kv.put(kv_key(identity), b"cu_from_before")  # as an earlier Relaydesk wrote it
+        d = IdentityDirectory(kv, bucket=bucket)
+        await d.warm_up()
+        assert await d.resolve(identity) == ("cu_from_before", False)
+    finally:
+        await js.delete_key_value(bucket)
