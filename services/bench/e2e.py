@@ -60,6 +60,7 @@ class Offers:
     webhook (``MessageReceived.provider_message_id``) and when each was first offered."""
 
     conversation_of: dict[str, str] = field(default_factory=dict)  # conversation -> MessageSid
+    received_at: dict[str, float] = field(default_factory=dict)  # MessageSid -> monotonic, intake's record seen
     offered_at: dict[str, float] = field(default_factory=dict)  # MessageSid -> monotonic
     pending: dict[str, float] = field(default_factory=dict)  # conversation -> offered before its message was seen
 
@@ -71,6 +72,7 @@ class Offers:
             return  # not ours to judge here: intake's quarantine deals with bad events
         if isinstance(event, MessageReceived):
             self.conversation_of.setdefault(event.conversation_id, event.provider_message_id)
+            self.received_at.setdefault(event.provider_message_id, now)
             if (at := self.pending.pop(event.conversation_id, None)) is not None:
                 self.offered_at.setdefault(event.provider_message_id, at)
         elif isinstance(event, AgentOffered):
