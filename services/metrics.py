@@ -17,7 +17,8 @@ re-exported here so this module is the catalogue:
 - ``relaydesk_inbound_messages_total{channel, outcome}`` and the per-connector
   ``relaydesk_connector_*_total`` (connectors.sdk.metrics),
 - ``relaydesk_intake_pending_messages`` / ``relaydesk_intake_oldest_pending_age_seconds``
-  (services.intake.lag).
+  (services.intake.lag), ``relaydesk_intake_recorded_total{channel, new_customer}``
+  (services.intake.consumer).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from connectors.sdk.metrics import http_metrics as http_metrics
 from events.counters import EVENTS_APPENDED as EVENTS_APPENDED
 from events.quarantine import QUARANTINED as QUARANTINED
 from events.skips import SKIPPED as SKIPPED
+from services.intake.consumer import RECORDED as INTAKE_RECORDED
 from services.intake.lag import OLDEST_AGE as INTAKE_OLDEST_AGE
 from services.intake.lag import PENDING as INTAKE_PENDING
 
@@ -44,6 +46,7 @@ __all__ = [
     "INBOUND_MESSAGES",
     "INTAKE_OLDEST_AGE",
     "INTAKE_PENDING",
+    "INTAKE_RECORDED",
     "OFFERS",
     "PROJECTOR_LAG",
     "QUARANTINED",

@@ -243,7 +243,8 @@ class RouterRunner:
             event = decision.event
             ROUTING_DECISIONS.labels(decision=type(event).__name__).inc()
             with tracing.using(span):
-                log.info(
+                # One per decision: debug (the log holds the decision, /metrics counts them).
+                log.debug(
                     "router.decided",
                     decision=type(event).__name__,
                     conversation_id=getattr(event, "conversation_id", None),

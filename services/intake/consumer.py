@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter
 
 from connectors.sdk.deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from events import subjects
@@ -47,6 +48,12 @@ from services.intake.plan import CustomerHistory, Triage, customer_guard, fold_h
 from services.intake.rules import RoutingRules
 
 log = structlog.get_logger(__name__)
+
+RECORDED = Counter(
+    "relaydesk_intake_recorded_total",
+    "Inbound messages intake recorded on the log, by channel and whether the message made a new customer",
+    ["channel", "new_customer"],
+)
 
 DURABLE = "intake"
 INBOX_PREFIX = b"_INBOX_intake."
@@ -247,7 +254,9 @@ class Intake:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             conversation_id = getattr(events[-1], "conversation_id", None)
-            bound.info(
+            RECORDED.labels(channel=message.channel, new_customer="true" if created else "false").inc()
+            # One per message: debug (the log holds what was recorded, RECORDED counts it).
+            bound.debug(
                 "intake.recorded",
                 conversation_id=conversation_id,
                 new_customer=created,

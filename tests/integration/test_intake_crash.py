@@ -55,6 +55,7 @@ class IntakeProcess:
             "RELAYDESK_NATS_URL": self.nats_url,
             "RELAYDESK_DATA_DIR": str(self.log_dir / "data"),
             "RELAYDESK_LOG_FORMAT": "json",
+            "RELAYDESK_LOG_LEVEL": "debug",  # each message's ``intake.recorded``
             "RELAYDESK_INTAKE_WORKERS": str(WORKERS),
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
