@@ -155,6 +155,15 @@ class RouterRunner:
         with self._snapshot_spacing.run():
             data = snapshot.dump(self.state)
         encoded = self._snapshot_spacing.last_seconds
+        if self.ready.is_set():
+            # What a snapshot holds is long-lived: frozen out of the collector's sight as at
+            # catch-up, so a full collection walks only what came since (one walked all the
+            # state grown since the start: 40-58 ms at 5,000-10,000 conversations in bench
+            # route, ~0.3 s at 100,000 waiting). The young generations go first, so that their
+            # cyclic garbage is collected rather than frozen; a frozen object that is dropped
+            # is still freed by its reference count.
+            gc.collect(1)
+            gc.freeze()
         self._since_snapshot = 0
         self._saving = asyncio.create_task(self._store(data, self.state.last_seq, encoded), name="router-snapshot")
         return self._saving

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import nats
@@ -119,3 +120,21 @@ async def test_routing_goes_on_while_a_snapshot_is_being_stored(clean_nats: Embe
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_saved_snapshot_freezes_the_state_out_of_the_collectors_sight(
+    clean_nats: EmbeddedNats, store: EventStore
+) -> None:
+    """A full collection must not walk the whole routing state: in a router up for days it
+    stopped decisions for ~0.3 s at 100,000 waiting. The state frozen at catch-up grows; each
+    snapshot freezes what it holds."""
+    async with running_router(clean_nats.url, RouterPolicy(), snapshot_every=1) as runner:
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        await open_conversation(store, "cu-frozen", "cv-frozen")
+        await eventually(lambda: _when(routing_decisions(store), 1))
+        await eventually(lambda: _true(runner._saving is not None and runner._saving.done()))
+        conversation = runner.state.conversations["cv-frozen"]
+        # gc.get_objects() lists what a collection walks; frozen objects are not among them.
+        walked = {id(obj) for obj in gc.get_objects()}
+        assert id(runner.state.conversations) not in walked
+        assert id(conversation) not in walked
