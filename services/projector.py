@@ -26,6 +26,7 @@ import structlog
 
 from events import subjects
 from events.replay import replay_batches
+from events.skips import count_skip
 from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services.timelines.applier import BatchApplier
@@ -145,6 +146,9 @@ class Projector(BatchApplier):
 
     async def _quarantine(self, stored: StoredEvent, error: str) -> None:
         await self.store.quarantine.record(self.store.reader, stored.seq, stored.subject, error)
+
+    def _batch_refused(self) -> None:
+        count_skip("projector.batch_apply")
 
     def _reconnects(self) -> int:
         stats = getattr(self.store.nc, "stats", None)

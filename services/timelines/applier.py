@@ -44,6 +44,10 @@ class BatchApplier:
         quarantine; the rebuild's writer: reported to the reader, which parks it)."""
         raise NotImplementedError
 
+    def _batch_refused(self) -> None:
+        """Count a batch the store refused (already logged; its events are applied singly):
+        the live projector counts it in ``/metrics``, the rebuild's writer has none."""
+
     def _mine(self, stored: StoredEvent) -> bool:
         if self.count <= 1:
             return True
@@ -73,6 +77,7 @@ class BatchApplier:
                 error=repr(err),
                 action="apply one event at a time",
             )
+            self._batch_refused()
             await self._apply_singly(chunk, through)
             return
         self.position = max(self.position, through)

@@ -14,6 +14,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 
 from events import subjects
 from events.codec import Undecodable
@@ -198,6 +199,10 @@ class Refusing:
         return getattr(self.inner, name)
 
 
+def refused_batches() -> float:
+    return REGISTRY.get_sample_value("relaydesk_skipped_total", {"where": "projector.batch_apply"}) or 0.0
+
+
 async def test_the_projector_quarantines_an_event_the_store_refuses_and_moves_past_it(
     store: EventStore, nc: NATS, tmp_path: Path
 ) -> None:
@@ -216,7 +221,9 @@ async def test_the_projector_quarantines_an_event_the_store_refuses_and_moves_pa
         assert await parked(nc.jetstream(), seqs[1]) is None
 
         refusing.away = False
+        refused_before = refused_batches()
         assert await projector.catch_up() == seqs[2]
+        assert refused_batches() == refused_before + 1  # the batch holding it, counted in /metrics
         kinds = [(e.seq, e.kind) for e in await timelines.timeline(s.customer)]
         assert [seq for seq, _ in kinds] == [seqs[0], seqs[2]]
         record = await parked(nc.jetstream(), seqs[1])
