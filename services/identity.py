@@ -341,7 +341,9 @@ class IdentityDirectory:
         return parse_identity(text, self.rules)
 
     async def lookup(self, identity: str) -> str | None:
-        hashed = await self.key(identity)
+        return await self._lookup(identity, await self.key(identity))
+
+    async def _lookup(self, identity: str, hashed: str) -> str | None:
         found = await self._get(hashed)
         if found is not None or not await self._legacy_possible():
             return found
@@ -383,7 +385,7 @@ class IdentityDirectory:
             else:
                 self._meet(hashed)
                 return candidate, True
-        existing = await self.lookup(identity)
+        existing = await self._lookup(identity, hashed)
         if existing:
             self._meet(hashed)
             return existing, False
@@ -391,7 +393,7 @@ class IdentityDirectory:
         try:
             await self.kv.create(hashed, candidate.encode())
         except KeyWrongLastSequenceError:
-            winner = await self.lookup(identity)
+            winner = await self._lookup(identity, hashed)
             if winner is None:  # created and deleted in between: vanishingly rare, try again
                 return await self.resolve(identity)
             self._meet(hashed)
