@@ -75,6 +75,7 @@ def _mark_everything(state: RouterState, work: PendingWork) -> None:
         work.held.update(entry[1] for entry in entries if conversation_valid(state, entry))
     work.releases.update(state.release_pending)
     work.wrap_ups = wrap_up.timers_from_facts(state)
+    work.streaks.update(state.streaking_agents)
     work.full = False
 
 
@@ -82,11 +83,23 @@ def _mark_everything(state: RouterState, work: PendingWork) -> None:
 
 
 def _set_away(rnd: Round) -> None:
+    """Sets away the available agents whose run of expired offers reached the limit. Only the
+    streaks that grew since the last round are judged: the agents who once let an offer expire
+    and then went on working pile up over a day, and were sorted and looked at every round."""
     limit = rnd.policy.expiries_before_away
+    state, work = rnd.state, rnd.state.pending
     if limit <= 0:
+        work.streaks.clear()
+        work.away_limit = limit
         return
-    for agent_id in sorted(rnd.state.streaking_agents):
-        agent = rnd.state.agents.get(agent_id)
+    if work.away_limit != limit:
+        work.streaks.update(state.streaking_agents)
+        work.away_limit = limit
+    if not work.streaks:
+        return
+    marks, work.streaks = work.streaks, set()
+    for agent_id in sorted(marks):
+        agent = state.agents.get(agent_id)
         if agent is None or agent.status != "available" or agent.expired_in_a_row < limit:
             continue
         event = AgentStatusChanged(
@@ -98,6 +111,8 @@ def _set_away(rnd: Round) -> None:
         )
         rnd.emit(event, None)
         rnd.withdrawn.add(agent_id)
+        # Judged again until her status change is folded: the decision may lose to a conflict.
+        work.streaks.add(agent_id)
 
 
 def _release(rnd: Round) -> None:

@@ -341,5 +341,6 @@ def status_changed(state: RouterState, agent_id: str, agent: AgentView) -> None:
 def streak_changed(state: RouterState, agent_id: str, agent: AgentView) -> None:
     if agent.expired_in_a_row > 0:
         state.streaking_agents.add(agent_id)
+        state.pending.streaks.add(agent_id)
     else:
         state.streaking_agents.discard(agent_id)

@@ -188,6 +188,11 @@ class PendingWork:
     # the ones that ended and looks at their agents again (``router.timers.end_wrap_ups``);
     # a full look rebuilds them from ``AgentView.wrap_up``.
     wrap_ups: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    # Agents whose run of expired offers grew (members of RouterState.streaking_agents), to set
+    # away once it reaches the policy's limit; ``away_limit`` is the limit they were last
+    # judged against (another limit: every streak is judged again).
+    streaks: set[str] = field(default_factory=set)
+    away_limit: int = -1
 
 
 def reading_only(state: RouterState) -> RouterState:

@@ -105,6 +105,39 @@ def test_agent_who_lets_offers_expire_in_a_row_is_set_away() -> None:
     assert events_of(log.step(at(now + 2), policy), AgentOffered) == []
 
 
+def _one_expiry_each(names: list[str], policy: RouterPolicy) -> tuple[Log, float]:
+    """Each agent lets one offer expire (one chat slot each, one conversation each)."""
+    log = Log()
+    for name in names:
+        log.extend(agent(name, capacity={"chat": 1}))
+    for n in range(len(names)):
+        log.extend(conversation(f"c{n}"))
+    log.step(at(1), policy)
+    assert {holder(log, f"c{n}") for n in range(len(names))} == set(names)
+    assert len(events_of(log.step(at(12), policy), OfferExpired)) == len(names)
+    return log, 12.0
+
+
+def test_a_streak_below_the_limit_is_judged_once_not_every_round() -> None:
+    # Agents who once let an offer expire pile up over a day; each round judges only the
+    # streaks that grew since the last one (it sorted and scanned all of them every round).
+    policy = RouterPolicy(offer_timeout_seconds=10, expiries_before_away=2, escalation_steps=())
+    log, now = _one_expiry_each(["ava", "bo", "cy"], policy)
+    assert log.state.streaking_agents == {"ava", "bo", "cy"}
+    assert events_of(log.step(at(now + 1), policy), AgentStatusChanged) == []
+    assert log.state.pending.streaks == set()
+    assert events_of(log.step(at(now + 2), policy), AgentStatusChanged) == []
+
+
+def test_a_lower_limit_judges_every_streak_again() -> None:
+    policy = RouterPolicy(offer_timeout_seconds=10, expiries_before_away=2, escalation_steps=())
+    log, now = _one_expiry_each(["ava", "bo"], policy)
+    assert events_of(log.step(at(now + 1), policy), AgentStatusChanged) == []
+    stricter = RouterPolicy(offer_timeout_seconds=10, expiries_before_away=1, escalation_steps=())
+    away = events_of(log.step(at(now + 2), stricter), AgentStatusChanged)
+    assert sorted((e.agent_id, e.status) for e in away) == [("ava", "away"), ("bo", "away")]
+
+
 def test_an_accepted_offer_resets_the_expiry_streak() -> None:
     log = Log()
     log.extend(agent("ava", capacity={"chat": 1}))
