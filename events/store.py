@@ -245,9 +245,10 @@ class EventStore:
     async def read_customer(self, customer_id: str) -> list[StoredEvent]:
         return await self.read(subjects.customer_filter(customer_id))
 
-    async def read_customer_direct(self, customer_id: str) -> list[StoredEvent]:
-        """``read_customer`` without creating a consumer (see ``read_direct``)."""
-        return await self.read_direct(subjects.customer_filter(customer_id))
+    async def read_customer_direct(self, customer_id: str, *, after: int = 0) -> list[StoredEvent]:
+        """``read_customer`` without creating a consumer (see ``read_direct``); ``after``: only
+        the events after that stream sequence."""
+        return await self.read_direct(subjects.customer_filter(customer_id), after + 1)
 
     async def read_direct(self, filter_subject: str, from_seq: int = 1, batch: int = 500) -> list[StoredEvent]:
         """Every event on ``filter_subject`` from ``from_seq``, read with batched direct gets

@@ -38,13 +38,14 @@ from events.errors import describe_error
 from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutcomeReported
 from events.parking import ParkingLot
 from events.skips import skipping
-from events.store import Append, ConcurrencyError, EventStore, StoredEvent, reading_as
+from events.store import Append, ConcurrencyError, EventStore, reading_as
 from services import tracing
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
+from services.intake.histories import Histories
 from services.intake.language import LanguageDetector
 from services.intake.outcomes import record_outcome
-from services.intake.plan import CustomerHistory, Triage, customer_guard, fold_history, is_automatic, plan
+from services.intake.plan import CustomerHistory, Triage, customer_guard, is_automatic, plan
 from services.intake.rules import RoutingRules
 
 log = structlog.get_logger(__name__)
@@ -91,6 +92,7 @@ class Intake:
         # batch often holds several from the same person): they would only conflict on the
         # customer guard otherwise. Other intake replicas are kept apart by that guard.
         self._customer_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.histories = Histories(self.store)
         # A pure function of the address and the rules (fixed for this process's life).
         self._identity = functools.lru_cache(maxsize=IDENTITY_CACHE)(self._identity_uncached)
 
@@ -194,7 +196,7 @@ class Intake:
 
     async def _history_after(self, customer_id: str, earlier: Sequence[tuple[str, str]], bound: Any) -> CustomerHistory:
         """The customer's history once ``earlier`` messages are on it (or ``ORDER_WAIT_S`` passed)."""
-        history = fold_history(await self.read_family(customer_id), customer_id)
+        history = await self.read_history(customer_id)
         if not earlier:
             return history
         deadline = asyncio.get_running_loop().time() + ORDER_WAIT_S
@@ -204,7 +206,7 @@ class Intake:
                 bound.warning("intake.order_wait_expired", waited_s=ORDER_WAIT_S, missing=missing[:5])
                 break
             await asyncio.sleep(ORDER_POLL_S)
-            history = fold_history(await self.read_family(customer_id), customer_id)
+            history = await self.read_history(customer_id)
         return history
 
     async def _record(
@@ -225,7 +227,7 @@ class Intake:
             history = await self._history_after(customer_id, earlier, bound)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
-                history = fold_history(await self.read_family(customer_id), customer_id)
+                history = await self.read_history(customer_id)
             events = plan(history, customer_id, message, triage, self.clock(), language=self.detector)
             if not events:
                 bound.info("intake.nothing_to_record", automatic=is_automatic(message))
@@ -268,20 +270,11 @@ class Intake:
             return conversation_id
         raise RuntimeError(f"intake: customer {customer_id} kept changing; giving up for redelivery")
 
-    async def read_family(self, customer_id: str) -> list[StoredEvent]:
+    async def read_history(self, customer_id: str) -> CustomerHistory:
         """The customer's history and that of every customer merged into it (``CustomersMerged``
-        on its ``_customer`` subject), merges of merges included."""
-        events: list[StoredEvent] = []
-        todo, seen = [customer_id], {customer_id}
-        while todo:
-            current = todo.pop()
-            # A batched direct get: no consumer created (nats-server 2.11+; else a consumer).
-            own = await self.store.read_customer_direct(current)
-            events.extend(own)
-            for merged in sorted(fold_history(own, current).merged - seen):
-                seen.add(merged)
-                todo.append(merged)
-        return events
+        on its ``_customer`` subject), merges of merges included: what was appended since this
+        process last read it, folded on (``services.intake.histories``)."""
+        return await self.histories.read(customer_id)
 
 
 def redelivery_for(settings: IntakeSettings) -> Redelivery:

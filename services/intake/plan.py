@@ -118,7 +118,16 @@ class CustomerHistory:
 def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) -> CustomerHistory:
     """Fold a customer's history; after a merge, the histories of the customers merged into
     it too (``customer_id`` names the survivor: only its own profile counts)."""
-    h = CustomerHistory()
+    return fold_into(CustomerHistory(), events, customer_id)
+
+
+def fold_into(h: CustomerHistory, events: Sequence[StoredEvent], customer_id: str | None = None) -> CustomerHistory:
+    """Fold more of a history into ``h`` (``services.intake.histories`` reads on from where it
+    read). Each customer's events must come after those of the same customer folded before;
+    across the customers of a family the order does not matter: what each event changes is
+    its customer's or its conversation's, and a conversation lives on one customer's
+    subjects. Keeps what a plan reads, no more: a conversation's last ``LANGUAGE_TEXTS``
+    texts while it is open."""
     for stored in sorted(events, key=lambda s: s.seq):
         h.last_seq = max(h.last_seq, stored.seq)
         e = stored.event
@@ -145,7 +154,10 @@ def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) 
             h.seen.add((e.channel, e.provider_message_id))
             h.received_in[(e.channel, e.provider_message_id)] = e.conversation_id
             h.threads[e.provider_message_id] = e.conversation_id
-            h.texts.setdefault(e.conversation_id, []).append(e.text)
+            texts = h.texts.setdefault(e.conversation_id, [])
+            texts.append(e.text)
+            if len(texts) > LANGUAGE_TEXTS:
+                del texts[0]
         elif isinstance(e, MessageSent):
             if e.provider_message_id:
                 h.threads[e.provider_message_id] = e.conversation_id
@@ -158,6 +170,7 @@ def fold_history(events: Sequence[StoredEvent], customer_id: str | None = None) 
             h.languages[e.conversation_id] = e.language
         elif isinstance(e, ConversationResolved):
             h.open.pop(e.conversation_id, None)
+            h.texts.pop(e.conversation_id, None)
     return h
 
 

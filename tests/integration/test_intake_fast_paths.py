@@ -11,10 +11,11 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.model import ConversationOpened, CustomerCreated, InboundMessage, MessageReceived, RoutingRequested
 from events.skips import SKIPPED
-from events.store import EventStore, StoredEvent
+from events.store import EventStore
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, InvalidAddress, identity_for
 from services.intake import Intake
+from services.intake.plan import CustomerHistory
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +41,13 @@ class SaysCreated(IdentityDirectory):
 
 def counting_reads(intake: Intake, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     reads: list[str] = []
-    read_family = intake.read_family
+    read_history = intake.read_history
 
-    async def counted(customer_id: str) -> list[StoredEvent]:
+    async def counted(customer_id: str) -> CustomerHistory:
         reads.append(customer_id)
-        return await read_family(customer_id)
+        return await read_history(customer_id)
 
-    monkeypatch.setattr(intake, "read_family", counted)
+    monkeypatch.setattr(intake, "read_history", counted)
     return reads
 
 

@@ -1,0 +1,107 @@
+"""Intake reads a returning customer's history on from where it last read it, over a real
+NATS: each message costs what was appended since, not the customer's whole past, and what
+others appended meanwhile (a resolution, an erasure) counts as a whole read would count it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.model import ConversationResolved, CustomerErased, InboundMessage, MessageReceived
+from events.store import Append, EventStore, StoredEvent
+from services.config import IntakeSettings
+from services.identity import IdentityDirectory, identity_for
+from services.intake import Intake
+
+pytestmark = pytest.mark.integration
+
+
+def sms(sid: str, sender: str, text: str) -> InboundMessage:
+    return InboundMessage(
+        at=datetime.now(UTC), channel="sms", provider="twilio", provider_message_id=sid, sender=sender, text=text
+    )
+
+
+def phone_for(uid: str) -> str:
+    return f"+1555{int(uid[:7], 16) % 10_000_000:07d}"
+
+
+def recording_reads(intake: Intake, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(after, events returned) for each read intake makes of a customer's subjects."""
+    reads: list[tuple[int, int]] = []
+    store = intake.histories.store
+    read = store.read_customer_direct
+
+    async def recorded(customer_id: str, *, after: int = 0) -> list[StoredEvent]:
+        got = await read(customer_id, after=after)
+        reads.append((after, len(got)))
+        return got
+
+    monkeypatch.setattr(store, "read_customer_direct", recorded)
+    return reads
+
+
+async def test_a_returning_customer_costs_what_was_appended_since_not_its_whole_history(
+    private: tuple[str, NATS, EventStore], uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, nc, store = private
+    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    intake = Intake(store, directory, IntakeSettings())
+    reads = recording_reads(intake, monkeypatch)
+    phone = phone_for(uid)
+
+    await intake.handle_message(sms(f"SM{uid}1", phone, "my invoice is wrong"))  # new: nothing read
+    await intake.handle_message(sms(f"SM{uid}2", phone, "the invoice is still wrong"))
+    await intake.handle_message(sms(f"SM{uid}3", phone, "please check the invoice"))
+    customer_id = await directory.lookup(identity_for("sms", phone))
+    assert customer_id is not None
+    log = await store.read_customer(customer_id)
+    # The first read takes the 4 events of the first message; the next, only the message after.
+    assert reads == [(0, 4), (log[3].seq, 1)]
+
+    # Someone else (an agent) resolves the conversation: the next message reads that too and
+    # opens a new conversation, as a whole read would have it.
+    first = log[1].event.conversation_id  # type: ignore[union-attr]
+    await store.append(
+        Append(ConversationResolved(at=datetime.now(UTC), customer_id=customer_id, conversation_id=first))
+    )
+    await intake.handle_message(sms(f"SM{uid}4", phone, "and now my refund"))
+    assert reads[2] == (log[4].seq, 2)  # the third message, and the resolution
+    received = [s.event for s in await store.read_customer(customer_id) if isinstance(s.event, MessageReceived)]
+    assert [m.conversation_id == first for m in received] == [True, True, True, False]
+
+
+async def test_an_erasure_on_the_log_drops_what_was_kept_and_reads_the_history_whole(
+    private: tuple[str, NATS, EventStore], uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, nc, store = private
+    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    intake = Intake(store, directory, IntakeSettings())
+    reads = recording_reads(intake, monkeypatch)
+    phone = phone_for(uid)
+    await intake.handle_message(sms(f"SM{uid}1", phone, "my invoice is wrong"))
+    await intake.handle_message(sms(f"SM{uid}2", phone, "the invoice is still wrong"))
+    customer_id = await directory.lookup(identity_for("sms", phone))
+    assert customer_id is not None
+    await store.append(Append(CustomerErased(at=datetime.now(UTC), customer_id=customer_id, reason="test")))
+    before = len(reads)
+    await intake.handle_message(sms(f"SM{uid}3", phone, "hello again"))
+    after_last, new = reads[before]
+    assert after_last > 0 and new == 2  # the second message and the erasure...
+    assert reads[before + 1] == (0, 6)  # ...then everything, read whole
+
+
+async def test_the_histories_kept_are_bounded(private: tuple[str, NATS, EventStore], uid: str) -> None:
+    _, nc, store = private
+    intake = Intake(
+        store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)), IntakeSettings()
+    )
+    intake.histories.limit = 2
+    for n in range(4):
+        phone = f"+1555{(int(uid[:6], 16) + n) % 10_000_000:07d}"
+        for m in range(2):  # the second message reads (and keeps) the customer's history
+            await intake.handle_message(sms(f"SM{uid}{n}{m}", phone, "my invoice is wrong"))
+    assert len(intake.histories) == 2
