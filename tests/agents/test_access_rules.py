@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from events.model import ConversationAssigned, ConversationResolved, DecisionReason
@@ -149,9 +150,13 @@ def test_custody_follows_merges_and_survives_a_snapshot() -> None:
     custody.apply(StoredEvent(2, subject, ConversationResolved(at=at, customer_id="cu_email", conversation_id="cv1")))
     again = Custody()
     again.load(custody.dump())
+    # A snapshot an API before 2026-12-06 saved: a row per conversation.
+    older = Custody()
+    older.load(msgspec.msgpack.encode([("cv1", "cu_email", ["ava"], 2, 2)]))
+    assert older.dump() == again.dump() == custody.dump()
     # The conversation left the routing view; the customer was merged into cu_sms since.
     state = RouterState(customers={"cu_email": CustomerView(merged_into="cu_sms"), "cu_sms": CustomerView()})
-    for fold in (custody, again):
+    for fold in (custody, again, older):
         assert customers_reachable(state, fold, "ava") == {"cu_email", "cu_sms"}
         assert customers_reachable(state, fold, "bruno") == set()
         assert fold.resolved_of("ava", 10) == ["cv1"]
