@@ -20,6 +20,7 @@ from typing import Literal
 import structlog
 from nats.aio.client import Client as NATS
 
+from events import subjects
 from events.model import (
     ConversationAssigned,
     ConversationEscalated,
@@ -93,10 +94,14 @@ class Relaydesk:
         self.clock = clock
 
     async def conversation(self, customer_id: str, conversation_id: str) -> ConversationFacts | None:
-        """The conversation folded from its customer's events; None if the log has no such conversation."""
+        """The conversation folded from its own events and its customer's (the profile); None
+        if the log has no such conversation. Only those two subjects are read: the customer's
+        other conversations, months of them, are none of this one's business."""
         facts = ConversationFacts(customer_id=customer_id, conversation_id=conversation_id)
         opened = False
-        for stored in await self.store.read_customer_direct(customer_id):
+        own = await self.store.read_direct(subjects.conversation(customer_id, conversation_id))
+        profile = await self.store.read_direct(subjects.customer_scope(customer_id))
+        for stored in sorted([*own, *profile], key=lambda s: s.seq):
             event = stored.event
             if isinstance(event, CustomerProfileUpdated):
                 facts.tier, facts.flags, facts.crm_id = event.tier, event.flags, event.crm_id
