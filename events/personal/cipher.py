@@ -123,6 +123,7 @@ class PersonalDataCipher:
         self._day_boxes: dict[tuple[str, str], Box] = {}  # (customer, dYYYYMMDD) -> day key at work
         self._generation = keys.generation
         self._preloaded = False
+        self._retired_before: date | None = None  # the retention cutoff day keys were dropped at
 
     def _aead(self, key: bytes | None) -> AESGCM | None:
         if key is None:
@@ -142,6 +143,7 @@ class PersonalDataCipher:
         if box is None or box.aead is None:
             box = await self._sealing_box(customer_id)
         if self.message_days and fields.bodies:
+            self._retire_days()
             day = _day_of(event)
             day_box = self._day_boxes.get((customer_id, day))
             if day_box is None or day_box.aead is None:
@@ -248,8 +250,18 @@ class PersonalDataCipher:
                 return apply(event, fields, _split(fields.bodies, day_box.open, box.open), only_envelopes=True)
         return apply(event, fields, box.open, only_envelopes=True)
 
+    def _retire_days(self) -> date:
+        """The retention cutoff; when it moved (once a day), the day keys before it are dropped
+        from the caches (``CustomerKeys.forget_days_before``)."""
+        cutoff = retention_cutoff(self.message_days)
+        if cutoff != self._retired_before:
+            self._retired_before = cutoff
+            self._day_boxes = {at: box for at, box in self._day_boxes.items() if _date_of(at[1]) >= cutoff}
+            self.keys.forget_days_before(cutoff)
+        return cutoff
+
     async def _day_box(self, customer_id: str, day: str) -> Box:
-        if self.message_days and _date_of(day) < retention_cutoff(self.message_days):
+        if self.message_days and _date_of(day) < self._retire_days():
             # Past retention: expired here even before the sweep destroys the key.
             return Box(None, customer_id, day, gone=EXPIRED)
         box = self._day_boxes.get((customer_id, day))

@@ -356,6 +356,23 @@ class CustomerKeys:
             log.info("keys.days_expired", erased=erased, before=before.isoformat())
         return erased
 
+    def forget_days_before(self, before: date) -> int:
+        """Drop the cached day keys of days before ``before`` (past retention, never used again
+        here: the cipher reads those bodies as expired without a key). A long-running process
+        sealed with one more key per customer and day and kept them all. Returns how many."""
+        cutoff = f"d{before:%Y%m%d}"
+        dropped = 0
+        for customer_id in list(self._days):
+            days = self._days[customer_id]
+            old = [subject for subject in days if subject.rpartition(".")[2] < cutoff]
+            for subject in old:
+                days.discard(subject)
+                self._cache.pop(subject, None)
+            dropped += len(old)
+            if not days:
+                del self._days[customer_id]
+        return dropped
+
     def forget(self, customer_id: str) -> None:
         """Drop the customer's cached keys (their day keys too): the next use reads RD_KEYS."""
         subject = key_subject(customer_id)

@@ -274,6 +274,47 @@ async def test_retention_expires_old_message_bodies_and_keeps_the_rest(nc: NATS,
     assert texts(await gone.read_customer(customer)) == [(ERASED, ERASED), (ERASED, ERASED)]  # erased wins
 
 
+async def test_a_long_running_process_drops_day_keys_once_they_pass_retention(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One day key per customer and day was cached for the process's life: the cache grew by
+    every active customer every day. Once a day is past retention its key is dropped."""
+    from events.personal import cipher as cipher_module
+    from events.personal.keys import day_subject
+
+    customer = f"cu{uid}"
+    js = nc.jetstream()
+    today = datetime.now(UTC)
+    earlier = today - timedelta(days=10)
+    keys = CustomerKeys(js)
+    store = EventStore(nc, js, cipher=PersonalDataCipher(keys, message_days=30))
+
+    def body(at: datetime, n: int) -> Append:
+        return Append(
+            MessageReceived(
+                at=at,
+                customer_id=customer,
+                conversation_id=f"cv{uid}",
+                channel="sms",
+                message_id=f"m{n}",
+                provider_message_id=f"SM{n}",
+                text=f"{TEXT} #{n}",
+            )
+        )
+
+    await append_in_order(store, [body(earlier, 1), body(today, 2)])
+    cached = keys._cache
+    assert day_subject(customer, earlier.date()) in cached and day_subject(customer, today.date()) in cached
+    # 25 days on, the earlier day is past the 30 days kept; today's is not.
+    later = today.date() + timedelta(days=25)
+    monkeypatch.setattr(cipher_module, "retention_cutoff", lambda days, at=None: later - timedelta(days=days))
+    await append_in_order(store, [body(today, 3)])
+    assert day_subject(customer, earlier.date()) not in cached
+    assert day_subject(customer, today.date()) in cached
+    texts = [e.event.text for e in await store.read_customer(customer) if isinstance(e.event, MessageReceived)]
+    assert texts == [EXPIRED, f"{TEXT} #2", f"{TEXT} #3"]
+
+
 async def test_a_replay_of_many_customers_loads_their_keys_at_once(nc: NATS, uid: str) -> None:
     writer = sealed_store(nc)
     start = await writer.last_seq() + 1

@@ -66,6 +66,9 @@ class MemoryKeys(CustomerKeys):
         self.forgotten.append(customer_id)
         self.generation += 1
 
+    def forget_days_before(self, before: date) -> int:
+        return 0  # nothing cached: ``days`` is the store itself
+
     def known(self, customer_id: str) -> bool:
         return customer_id in self.keys
 
