@@ -105,3 +105,22 @@ async def test_the_histories_kept_are_bounded(private: tuple[str, NATS, EventSto
         for m in range(2):  # the second message reads (and keeps) the customer's history
             await intake.handle_message(sms(f"SM{uid}{n}{m}", phone, "my invoice is wrong"))
     assert len(intake.histories) == 2
+
+
+async def test_a_history_unused_for_a_while_is_dropped(private: tuple[str, NATS, EventStore], uid: str) -> None:
+    """Intake does not follow the log: what it keeps of a customer (the last texts of open
+    conversations) goes after ``idle_s`` unused, so an erasure reaches it even if the customer
+    never writes again."""
+    _, nc, store = private
+    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    intake = Intake(store, directory, IntakeSettings())
+    now = [0.0]
+    intake.histories.clock = lambda: now[0]
+    quiet, busy = phone_for(uid), f"+1555{(int(uid[:7], 16) + 1) % 10_000_000:07d}"
+    for n in range(2):
+        await intake.handle_message(sms(f"SM{uid}q{n}", quiet, "my invoice is wrong"))
+    assert len(intake.histories) == 1
+    now[0] += intake.histories.idle_s + 1
+    for n in range(2):
+        await intake.handle_message(sms(f"SM{uid}b{n}", busy, "my invoice is wrong"))
+    assert len(intake.histories) == 1  # the busy one; the quiet one's went
