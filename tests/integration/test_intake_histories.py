@@ -10,23 +10,19 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
-from events.model import ConversationResolved, CustomerErased, InboundMessage, MessageReceived
+from events.model import ConversationResolved, CustomerErased, MessageReceived
 from events.store import Append, EventStore, StoredEvent
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake
+from tests.integration.test_intake_fast_paths import phone_for, sms
 
 pytestmark = pytest.mark.integration
 
 
-def sms(sid: str, sender: str, text: str) -> InboundMessage:
-    return InboundMessage(
-        at=datetime.now(UTC), channel="sms", provider="twilio", provider_message_id=sid, sender=sender, text=text
-    )
-
-
-def phone_for(uid: str) -> str:
-    return f"+1555{int(uid[:7], 16) % 10_000_000:07d}"
+async def an_intake(nc: NATS, store: EventStore) -> tuple[Intake, IdentityDirectory]:
+    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    return Intake(store, directory, IntakeSettings()), directory
 
 
 def recording_reads(intake: Intake, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
@@ -48,8 +44,7 @@ async def test_a_returning_customer_costs_what_was_appended_since_not_its_whole_
     private: tuple[str, NATS, EventStore], uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, nc, store = private
-    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
-    intake = Intake(store, directory, IntakeSettings())
+    intake, directory = await an_intake(nc, store)
     reads = recording_reads(intake, monkeypatch)
     phone = phone_for(uid)
 
@@ -78,8 +73,7 @@ async def test_an_erasure_on_the_log_drops_what_was_kept_and_reads_the_history_w
     private: tuple[str, NATS, EventStore], uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, nc, store = private
-    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
-    intake = Intake(store, directory, IntakeSettings())
+    intake, directory = await an_intake(nc, store)
     reads = recording_reads(intake, monkeypatch)
     phone = phone_for(uid)
     await intake.handle_message(sms(f"SM{uid}1", phone, "my invoice is wrong"))
@@ -96,9 +90,7 @@ async def test_an_erasure_on_the_log_drops_what_was_kept_and_reads_the_history_w
 
 async def test_the_histories_kept_are_bounded(private: tuple[str, NATS, EventStore], uid: str) -> None:
     _, nc, store = private
-    intake = Intake(
-        store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)), IntakeSettings()
-    )
+    intake, _ = await an_intake(nc, store)
     intake.histories.limit = 2
     for n in range(4):
         phone = f"+1555{(int(uid[:6], 16) + n) % 10_000_000:07d}"
@@ -112,8 +104,7 @@ async def test_a_history_unused_for_a_while_is_dropped(private: tuple[str, NATS,
     conversations) goes after ``idle_s`` unused, so an erasure reaches it even if the customer
     never writes again."""
     _, nc, store = private
-    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
-    intake = Intake(store, directory, IntakeSettings())
+    intake, _ = await an_intake(nc, store)
     now = [0.0]
     intake.histories.clock = lambda: now[0]
     quiet, busy = phone_for(uid), f"+1555{(int(uid[:7], 16) + 1) % 10_000_000:07d}"

@@ -230,6 +230,21 @@ async def test_destroy_overwrites_the_key_on_disk(own_server: tuple[NATS, Path])
     assert info.state.subjects == {key_subject("cu_disk"): 1}  # the tombstone
 
 
+def dated_body(customer: str, uid: str, at: datetime, n: int) -> MessageReceived:
+    """A customer message of day ``at`` (sealed with that day's key under ``message_days``)."""
+    return MessageReceived(
+        at=at,
+        customer_id=customer,
+        conversation_id=f"cv{uid}",
+        channel="sms",
+        message_id=f"m{n}",
+        provider_message_id=f"SM{n}",
+        text=f"{TEXT} #{n}",
+        language="en",
+        metadata={"sender_name": NAME},
+    )
+
+
 async def test_retention_expires_old_message_bodies_and_keeps_the_rest(nc: NATS, uid: str) -> None:
     customer = f"cu{uid}"
     js = nc.jetstream()
@@ -237,17 +252,7 @@ async def test_retention_expires_old_message_bodies_and_keeps_the_rest(nc: NATS,
     old_day = today - timedelta(days=40)
 
     def body(at: datetime, n: int) -> MessageReceived:
-        return MessageReceived(
-            at=at,
-            customer_id=customer,
-            conversation_id=f"cv{uid}",
-            channel="sms",
-            message_id=f"m{n}",
-            provider_message_id=f"SM{n}",
-            text=f"{TEXT} #{n}",
-            language="en",
-            metadata={"sender_name": NAME},
-        )
+        return dated_body(customer, uid, at, n)
 
     writer = EventStore(nc, js, cipher=PersonalDataCipher(CustomerKeys(js), message_days=30))
     await append_in_order(writer, [Append(body(old_day, 1)), Append(body(today, 2))])
@@ -290,17 +295,7 @@ async def test_a_long_running_process_drops_day_keys_once_they_pass_retention(
     store = EventStore(nc, js, cipher=PersonalDataCipher(keys, message_days=30))
 
     def body(at: datetime, n: int) -> Append:
-        return Append(
-            MessageReceived(
-                at=at,
-                customer_id=customer,
-                conversation_id=f"cv{uid}",
-                channel="sms",
-                message_id=f"m{n}",
-                provider_message_id=f"SM{n}",
-                text=f"{TEXT} #{n}",
-            )
-        )
+        return Append(dated_body(customer, uid, at, n))
 
     await append_in_order(store, [body(earlier, 1), body(today, 2)])
     cached = keys._cache
