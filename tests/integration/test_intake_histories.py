@@ -10,11 +10,20 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
-from events.model import ConversationResolved, CustomerErased, MessageReceived
+from events.model import (
+    ConversationOpened,
+    ConversationResolved,
+    CustomerCreated,
+    CustomerErased,
+    CustomersMerged,
+    MessageReceived,
+)
 from events.store import Append, EventStore, StoredEvent
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake
+from services.intake.histories import Histories
+from services.intake.plan import fold_history
 from tests.integration.test_intake_fast_paths import phone_for, sms
 
 pytestmark = pytest.mark.integration
@@ -115,3 +124,36 @@ async def test_a_history_unused_for_a_while_is_dropped(private: tuple[str, NATS,
     for n in range(2):
         await intake.handle_message(sms(f"SM{uid}b{n}", busy, "my invoice is wrong"))
     assert len(intake.histories) == 1  # the busy one; the quiet one's went
+
+
+async def test_a_customer_merged_in_since_the_last_read_is_read_whole(
+    private: tuple[str, NATS, EventStore], uid: str
+) -> None:
+    """After ``CustomersMerged``, the merged customer's history belongs to the survivor's: the
+    next read takes all of it, and later reads go on from where each customer was read."""
+    _, _, store = private
+    survivor, merged = f"cu_{uid}_a", f"cu_{uid}_b"
+    now = datetime.now(UTC)
+
+    def opened(customer: str, conv: str) -> Append:
+        return Append(
+            ConversationOpened(at=now, customer_id=customer, conversation_id=conv, channel="sms", contact="+1555")
+        )
+
+    await store.append(Append(CustomerCreated(at=now, customer_id=survivor, identity=f"sms:{uid}a")))
+    await store.append(opened(survivor, "cv_a"))
+    await store.append(Append(CustomerCreated(at=now, customer_id=merged, identity=f"sms:{uid}b")))
+    await store.append(opened(merged, "cv_b1"))
+    histories = Histories(store)
+    first = await histories.read(survivor)
+    assert set(first.open) == {"cv_a"} and first.merged == set()
+
+    await store.append(Append(CustomersMerged(at=now, customer_id=survivor, merged_id=merged)))
+    await store.append(opened(merged, "cv_b2"))
+    kept = await histories.read(survivor)
+    whole = fold_history([*await store.read_customer(survivor), *await store.read_customer(merged)], survivor)
+    assert kept == whole and set(kept.open) == {"cv_a", "cv_b1", "cv_b2"}
+
+    await store.append(opened(merged, "cv_b3"))
+    again = await histories.read(survivor)
+    assert "cv_b3" in again.open and again.seqs[merged] == (await store.read_customer(merged))[-1].seq
