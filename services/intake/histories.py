@@ -82,9 +82,6 @@ class Histories:
             self._kept.popitem(last=False)
         return kept.history
 
-    def forget(self, customer_id: str) -> None:
-        self._kept.pop(customer_id, None)
-
     def _drop_idle(self) -> None:
         idle_since = self.clock() - self.idle_s
         while self._kept:
