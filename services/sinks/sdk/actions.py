@@ -10,6 +10,7 @@ queueing is lost, the API's reply relay queues it again from the log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable
@@ -99,8 +100,10 @@ class Relaydesk:
         other conversations, months of them, are none of this one's business."""
         facts = ConversationFacts(customer_id=customer_id, conversation_id=conversation_id)
         opened = False
-        own = await self.store.read_direct(subjects.conversation(customer_id, conversation_id))
-        profile = await self.store.read_direct(subjects.customer_scope(customer_id))
+        own, profile = await asyncio.gather(  # two subjects, one round trip's wait
+            self.store.read_direct(subjects.conversation(customer_id, conversation_id)),
+            self.store.read_direct(subjects.customer_scope(customer_id)),
+        )
         for stored in sorted([*own, *profile], key=lambda s: s.seq):
             event = stored.event
             if isinstance(event, CustomerProfileUpdated):
