@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from events import subjects
-from events.objects import read_object, save_object
-from events.quarantine import QUARANTINED
+from events.objects import save_object
 from events.skips import skipping
 from events.stopping import cancel_and_wait
 from events.store import Append, ConcurrencyError, EventStore, Tail
@@ -41,6 +39,7 @@ from services.lease import Lease
 from services.metrics import DECIDE_SECONDS, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.spacing import Spacing
+from services.state_snapshots import read_state
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -111,35 +110,10 @@ class RouterRunner:
     async def _load_snapshot(self) -> None:
         if not self.use_snapshot:
             return
-        try:
-            data = await read_object(self.js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
-        except (ObjectNotFoundError, NotFoundError):
-            return
-        except NATS_UNAVAILABLE:
-            raise
-        except Exception as err:  # a damaged object (chunks, digest): the log is the truth
-            self._snapshot_ignored(f"unreadable: {err!r}")
-            return
-        if data:
-            try:
-                self.state = snapshot.load(data)
-            except snapshot.UnreadableSnapshot as err:
-                self._snapshot_ignored(str(err))
-                return
-            except snapshot.IncompatibleSnapshot as err:
-                # Written by another version: the log is the truth, so fold it all again.
-                log.warning("router.snapshot_ignored", reason=str(err))
-                return
-            except Exception as err:  # not a snapshot we can use, whatever is wrong with it
-                self._snapshot_ignored(f"cannot load: {err!r}")
-                return
+        state = await read_state(self.js, SNAPSHOT_NAME, reader="router")
+        if state is not None:
+            self.state = state
             log.info("router.snapshot_loaded", seq=self.state.last_seq, conversations=len(self.state.conversations))
-
-    def _snapshot_ignored(self, reason: str) -> None:
-        # Counted with the quarantined log messages (stream label: the snapshot bucket).
-        log.warning("router.snapshot_ignored", reason=reason, action="replay the whole log")
-        QUARANTINED.labels(reader="router", stream=subjects.SNAPSHOT_BUCKET).inc()
-        self.state = RouterState()
 
     def _snapshot_due(self) -> bool:
         return (
