@@ -10,6 +10,7 @@ event concerns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,19 +73,61 @@ class Facts:
         self.previews: dict[str, str] = {}
         self.contacts: dict[str, str] = {}
         self.subjects: dict[str, str] = {}  # the first email subject (email notices only: senders.py)
+        # Started from a snapshot: the conversations open in it, whose contact, preview and
+        # subject (personal data, not in a snapshot) are still to be read from the log, as
+        # they stood at ``unread_until`` (``unread_in``, then ``absorb``).
+        self.unread: set[str] = set()
+        self.unread_until = 0
         self.console_url = console_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
         self.preview_lines = preview_lines
 
-    def apply(self, stored: StoredEvent) -> list[Notice]:
-        """Fold one event; the notices it makes (computed on the state after it)."""
-        event = stored.event
+    def restore(self, state: RouterState) -> None:
+        """Start from a snapshot's state (``state.last_seq``: where to read the log on from).
+        The personal facts of the conversations open in it are read when first needed."""
+        self.state = reading_only(state)
+        self.previews.clear()
+        self.contacts.clear()
+        self.subjects.clear()
+        self.unread = set(state.conversations)
+        self.unread_until = state.last_seq
+
+    def unread_in(self, batch: Iterable[StoredEvent]) -> set[str]:
+        """The conversations of ``batch`` whose personal facts are still to be read."""
+        if not self.unread:
+            return set()
+        unread = self.unread
+        return {cid for stored in batch if (cid := getattr(stored.event, "conversation_id", None)) in unread}
+
+    def absorb(self, conversation_id: str, events: Iterable[StoredEvent]) -> None:
+        """The personal facts of a conversation open at the snapshot, from its events on the
+        log (those after the snapshot are left for ``apply``, in order)."""
+        for stored in events:
+            if stored.seq <= self.unread_until:
+                self._remember(stored.event)
+        self.unread.discard(conversation_id)
+
+    def _remember(self, event: object) -> None:
         if isinstance(event, ConversationOpened):
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
             if (subject := event.metadata.get("subject", "").strip()) and not event.metadata.get("auto"):
                 self.subjects.setdefault(event.conversation_id, subject[:200])
+        elif isinstance(event, ConversationResolved):
+            self._forget(event.conversation_id)
+
+    def _forget(self, conversation_id: str) -> None:
+        self.previews.pop(conversation_id, None)
+        self.contacts.pop(conversation_id, None)
+        self.subjects.pop(conversation_id, None)
+        self.unread.discard(conversation_id)
+
+    def apply(self, stored: StoredEvent) -> list[Notice]:
+        """Fold one event; the notices it makes (computed on the state after it)."""
+        event = stored.event
+        if isinstance(event, ConversationOpened | MessageReceived):
+            self._remember(event)
         notices: list[Notice] = []
         if isinstance(event, ConversationResolved | ConversationTransferred | ConversationEscalated):
             # Said before the fold forgets who held it (and, resolved, the facts to show).
@@ -114,9 +157,7 @@ class Facts:
             if conv is not None and conv.status == "assigned" and conv.agent_id:
                 notices.append(self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id))
         if isinstance(event, ConversationResolved):
-            self.previews.pop(event.conversation_id, None)
-            self.contacts.pop(event.conversation_id, None)
-            self.subjects.pop(event.conversation_id, None)
+            self._forget(event.conversation_id)
         return notices
 
     def _notice(self, kind: str, agent_id: str, stored: StoredEvent, cid: str, customer_id: str) -> Notice:

@@ -38,6 +38,7 @@ from services import tracing
 from services.delivery import records
 from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
+from services.delivery.restart import FactSnapshots
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.slack_settings import SlackSettings, endpoint_problems
@@ -101,6 +102,7 @@ class DeliveryService:
         instance_id: str = "",
         replicas: int = 1,
         slack: SlackSettings | None = None,
+        use_snapshot: bool = True,
     ) -> None:
         self.store = reading_as(store, "delivery")
         self.replicas = replicas  # of the rd_deliveries bucket it creates ([nats] replicas)
@@ -124,6 +126,7 @@ class DeliveryService:
         self._traces: OrderedDict[int, Mapping[str, str]] = OrderedDict()
         # What /readyz says: starting, idle (nothing to deliver), leader or standby.
         self.role = "starting"
+        self.snapshots = FactSnapshots(self.store, self.facts, enabled=use_snapshot, every=settings.snapshot_every)
 
     # -- which endpoints --------------------------------------------------------------
 
@@ -155,8 +158,9 @@ class DeliveryService:
         self._state_kv = await js.key_value(subjects.STATE_BUCKET)
         lease = Lease(await js.key_value(subjects.LEASE_BUCKET), "delivery", self.instance_id, ttl=self.lease_ttl)
         self.checkpoint = await self._read_checkpoint()
-        log.info("delivery.started", checkpoint=self.checkpoint, endpoints=sorted(self.endpoints))
-        tail = await self.store.tail(subjects.EVENTS_ALL, 1)
+        start = await self.snapshots.restore(self.checkpoint)
+        log.info("delivery.started", checkpoint=self.checkpoint, from_seq=start + 1, endpoints=sorted(self.endpoints))
+        tail = await self.store.tail(subjects.EVENTS_ALL, start + 1)
         watcher: asyncio.Task[None] | None = None
         saved = self.checkpoint
         next_lease_check = 0.0
@@ -166,7 +170,10 @@ class DeliveryService:
                 # Renew well inside the lease: a late renewal lets a standby take over while
                 # this instance still delivers, and a notice would go out twice.
                 await tail.wait(timeout=min(0.5, self.lease_ttl / 4))
-                for stored in tail.drain():
+                batch = tail.drain()
+                if self.facts.unread:
+                    await self.snapshots.read_unread(batch)
+                for stored in batch:
                     self._fold(stored)
                 now = asyncio.get_running_loop().time()
                 try:
@@ -195,6 +202,8 @@ class DeliveryService:
                         if self.checkpoint > saved:
                             await self._state_kv.put(CHECKPOINT_KEY, str(self.checkpoint).encode())
                             saved = self.checkpoint
+                        if self.snapshots.due(saved, len(self._pending)):
+                            self.snapshots.save_soon()
                 except NATS_ERRORS as err:
                     # A blip, not the end: stand down (the active instance's work is unknown)
                     # and take the lease again from the saved checkpoint once NATS answers.
@@ -209,6 +218,7 @@ class DeliveryService:
             await cancel_and_wait(watcher)
             with contextlib.suppress(*NATS_UNAVAILABLE):
                 await tail.close()
+            await self.snapshots.finish()
             await self._finish_in_flight(lease)
             await cancel_all_and_wait(list(self._tasks))
             await self.senders.close()
@@ -246,7 +256,10 @@ class DeliveryService:
             return 0
         return int((entry.value or b"0").decode())
 
+    # -- folding ---------------------------------------------------------------------------
+
     def _fold(self, stored: StoredEvent) -> None:
+        self.snapshots.since += 1
         if stored.trace is not None:
             self._traces[stored.seq] = stored.trace
             if len(self._traces) > TRACES_KEPT:
@@ -255,6 +268,8 @@ class DeliveryService:
             notices = self.facts.apply(stored)
         except Exception as err:  # quarantined (logged once, counted, parked): no notices from it
             self.store.cannot_apply(stored, err)
+            # Its sequence counts: a restart from a snapshot after it does not meet it again.
+            self.facts.state.last_seq = max(self.facts.state.last_seq, stored.seq)
             notices = []
         if stored.seq <= self.checkpoint:
             return
