@@ -1,5 +1,5 @@
-"""``relaydesk bench restart``: how long the router and the API take to start on a long log,
-with and without a snapshot, beside the ordered replay of the same log.
+"""``relaydesk bench restart``: how long the router, the API and the delivery service take to
+start on a long log, with and without a snapshot, beside the ordered replay of the same log.
 
 Writes N events (agents, then conversations opened, routed, offered, accepted, some resolved)
 to a nats-server of its own, then runs each stage in a process of its own (peak RSS is that
@@ -10,7 +10,11 @@ process's), taking turns:
   (``rd_snapshots/router``; none for "cold") and fold the log after it (``router.fold``). The
   cold stage saves the snapshot the next one starts from;
 - api cold / api snapshot: the API's view (``services.api.readmodel.LiveState``) from nothing,
-  or from its snapshot (``rd_snapshots/api``), until it has caught up with the log.
+  or from its snapshot (``rd_snapshots/api``), until it has caught up with the log;
+- delivery cold / delivery snapshot: the delivery service (``services.delivery.service``, one
+  webhook endpoint; the log's facts are too old to notify) from nothing, or from its snapshot
+  (``rd_snapshots/delivery``), until it has folded the whole log. The cold stage saves the
+  snapshot the next one starts from once it has caught up.
 
 Each time is printed beside the ceiling's, and as a share of it (the noise-proof figure on a
 shared machine). A benchmark, not a test: it asserts nothing.
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET_S = 5.0
-STAGES = ("ceiling", "router-cold", "router-snapshot", "api-cold", "api-snapshot")
+STAGES = ("ceiling", "router-cold", "router-snapshot", "api-cold", "api-snapshot", "delivery-cold", "delivery-snapshot")
 
 
 def log_events(total: int) -> Any:
@@ -141,6 +145,9 @@ async def run_stage(stage: str, url: str) -> dict[str, Any]:
             if stage == "router-cold":
                 await obs.put(SNAPSHOT_NAME, snapshot.dump(state))
             started = time.perf_counter() - took
+        elif stage.startswith("delivery"):
+            events, took = await delivery_start(store, save=stage == "delivery-cold")
+            started = time.perf_counter() - took
         else:
             from services.api.readmodel import LiveState
 
@@ -156,6 +163,38 @@ async def run_stage(stage: str, url: str) -> dict[str, Any]:
     finally:
         await nc.drain()
     return {"events": events, "work_s": work, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def delivery_start(store: Any, *, save: bool) -> tuple[int, float]:
+    """(events folded, seconds) until the delivery service has folded the whole log: from its
+    snapshot if there is one. ``save``: then save a snapshot at the end of the log."""
+    from services.delivery.service import DeliveryService
+    from services.delivery.settings import DeliverySettings, Endpoint
+
+    end = await store.last_seq()
+    hook = Endpoint(kind="webhook", id="bench", agent="*", url="http://127.0.0.1:9/", secret="bench")
+    service = DeliveryService(
+        store, DeliverySettings(endpoints=(hook,)), console_url="http://console", api_url="http://api"
+    )
+    stop = asyncio.Event()
+    began = time.perf_counter()
+    running = asyncio.create_task(service.run(stop))
+    try:
+        while service.facts.state.last_seq < end:
+            if running.done():
+                running.result()  # its failure, said
+                raise RuntimeError("the delivery service stopped before it caught up")
+            await asyncio.sleep(0.005)
+        took = time.perf_counter() - began
+        if save:
+            while service.checkpoint < end:  # the snapshot stands at the checkpoint
+                await asyncio.sleep(0.01)
+            service.snapshots.save_soon()
+            await service.snapshots.finish()
+    finally:
+        stop.set()
+        await running
+    return end - service.snapshots.started_from, took
 
 
 def child(stage: str, url: str) -> dict[str, Any]:
