@@ -52,6 +52,7 @@ CHECKPOINT_KEY = "delivery.checkpoint"
 # How long a stopping instance lets deliveries in flight finish (see ``_finish_in_flight``).
 STOP_GRACE_SECONDS = 5.0
 TRACES_KEPT = 10_000  # facts whose trace context is remembered for their deliveries (tracing on)
+WRITES_KEPT = 100_000  # records whose last write by this instance is remembered (see ``_written``)
 
 
 def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
@@ -116,6 +117,11 @@ class DeliveryService:
         self._state_kv: KeyValue | None = None
         self._gate = asyncio.Semaphore(max(1, settings.concurrency))
         self._inflight: set[str] = set()
+        # The revision of this instance's last write of each record. The watcher sees every
+        # write to the bucket, some time later: a record's creation seen after its delivery
+        # ended looks like a record left pending, and was sent again. An entry older than
+        # this instance's last write is a state it has moved past.
+        self._written: OrderedDict[str, int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Facts after the checkpoint not yet turned into records: (seq, notices).
         self._pending: deque[tuple[int, list[Notice]]] = deque()
@@ -312,7 +318,7 @@ class DeliveryService:
         # Claimed before it exists, so the watcher (which sees the creation) leaves it alone.
         self._inflight.add(record.id)
         try:
-            await self._kv.create(record.id, records.encode(record))
+            self._wrote(record.id, await self._kv.create(record.id, records.encode(record)))
         except KeyWrongLastSequenceError:
             # Made before a restart; the watcher resumes it if it is still pending.
             self._inflight.discard(record.id)
@@ -339,6 +345,11 @@ class DeliveryService:
             async for entry in watcher:
                 if entry is None or not entry.value:
                     continue
+                written = self._written.get(entry.key)
+                if written is not None:
+                    if entry.revision is not None and entry.revision < written:
+                        continue  # a state this instance has written over since
+                    del self._written[entry.key]
                 try:
                     record = records.decode(entry.value)
                 except Exception as err:  # a record this version cannot read: said, and left alone
@@ -357,7 +368,13 @@ class DeliveryService:
     async def _save(self, record: DeliveryRecord) -> None:
         assert self._kv is not None
         record.updated_at = self.clock()
-        await self._kv.put(record.id, records.encode(record))
+        self._wrote(record.id, await self._kv.put(record.id, records.encode(record)))
+
+    def _wrote(self, key: str, revision: int) -> None:
+        self._written[key] = revision
+        self._written.move_to_end(key)
+        if len(self._written) > WRITES_KEPT:
+            self._written.popitem(last=False)
 
     async def _deliver(self, record: DeliveryRecord) -> None:
         bound = log.bind(

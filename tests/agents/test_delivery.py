@@ -3,13 +3,18 @@ email, retries with backoff, dead letters and re-delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from events.model import MessageReceived
+from events.store import Append
+from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.delivery.signing import HEADER, verify
 from services.embedded_nats import EmbeddedNats, free_port
@@ -170,3 +175,51 @@ async def test_an_offer_reaches_the_agent_by_email(tmp_path: Path, clean_nats: E
             await eventually(lambda: _by_endpoint(s, "delivered", 1))
     finally:
         controller.stop()
+
+
+async def test_each_notice_goes_out_once_however_fast_the_receiver_answers(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    """The watcher sees each record's creation some time after it was made: seen after its
+    delivery had ended, it looked like a record left pending and was sent again. Most likely
+    at a start, when the notices waiting are created while the watcher is being set up."""
+    async with receiver() as hook, receiver(then=410) as refusing:
+        endpoints = (
+            Endpoint(kind="webhook", id="ava-hook", agent="ava", url=hook.url, secret=SECRET, notices=("message",)),
+            Endpoint(kind="webhook", id="ava-gone", agent="ava", url=refusing.url, secret=SECRET, notices=("message",)),
+        )
+        config = agents_config(tmp_path, clean_nats.url, endpoints)
+        async with agent_system(config, clean_nats, services=("router", "api")) as s:
+            customer, cid = await s.open(channel="email")  # e-mail is assigned at once
+            await eventually(lambda: s.conversation(cid, "assigned"))
+            messages = 40
+            for n in range(messages):
+                message = MessageReceived(
+                    at=datetime.now(UTC),
+                    customer_id=customer,
+                    conversation_id=cid,
+                    channel="email",
+                    message_id=f"m{n}-{cid}",
+                    provider_message_id=f"p{n}-{cid}",
+                    text=f"and another thing ({n})",
+                )
+                await s.store.append(Append(message))
+            delivery = DeliveryService(s.store, config.delivery, console_url=s.api + "/console", api_url=s.api)
+            stop = asyncio.Event()
+            running = asyncio.create_task(delivery.run(stop))
+            try:
+                await eventually(lambda: _by_endpoint(s, "delivered", messages))
+                # The watcher reads the bucket in order: once it has picked up an operator's
+                # retry made now, it has seen every creation before it.
+                [first_failed, *_] = await eventually(lambda: _by_endpoint(s, "failed", messages))
+                status, body = await s.call("POST", f"/v1/deliveries/{first_failed['id']}/retry")
+                assert status == 202, body
+                await eventually(holds(lambda: len(refusing.seen) >= messages + 1))
+                await eventually(lambda: _by_endpoint(s, "failed", messages))  # refused again
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 10)
+            ids = [seen.headers["X-Relaydesk-Delivery"] for seen in hook.seen]
+            assert len(ids) == messages and len(set(ids)) == messages
+            assert len(refusing.seen) == messages + 1
+            assert all(d["attempt_count"] == 1 for d in await s.deliveries("delivered"))
