@@ -309,6 +309,9 @@ class ConversationReleased(ConversationEvent, tag="conversation_released", froze
 class ConversationResolved(ConversationEvent, tag="conversation_resolved", frozen=True, kw_only=True):
     agent_id: str | None = None
     actor: str = ""
+    # Resolved by the customer's erasure (services.customers.erase): a notice of it quotes
+    # nothing of theirs.
+    erased: bool = False
 
 
 class TemplateMessage(msgspec.Struct, frozen=True, kw_only=True):

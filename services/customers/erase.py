@@ -19,7 +19,8 @@ which make the log's copy of the identities readable, go last but one):
 5. purge the family's delivery records (``rd_deliveries``: notices quote the first lines),
    parked messages (``rd_parked``: a dead letter keeps its payload) and kept API answers
    (``rd_idempotency``: a link's answer names the address);
-6. resolve the family's open conversations (nobody can reply to an erased person);
+6. resolve the family's open conversations (nobody can reply to an erased person), marked
+   ``erased``: the delivery service's resolved notices then quote nothing of theirs;
 7. destroy the family's data keys (``events.personal``): their personal data in ``RD_EVENTS``
    reads as ``[erased]`` for good;
 8. append ``CustomerErased`` on the survivor's ``_customer`` subject (once): the projector
@@ -340,7 +341,7 @@ class Eraser:
         for conversation_id, owner in sorted(family.open_conversations.items()):
             subject = subjects.conversation(owner, conversation_id)
             event = ConversationResolved(
-                at=self.customers.clock(), customer_id=owner, conversation_id=conversation_id, actor=actor
+                at=self.customers.clock(), customer_id=owner, conversation_id=conversation_id, actor=actor, erased=True
             )
             for _ in range(CONFLICT_RETRIES):
                 try:

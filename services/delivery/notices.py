@@ -128,6 +128,10 @@ class Facts:
         event = stored.event
         if isinstance(event, ConversationOpened | MessageReceived):
             self._remember(event)
+        elif isinstance(event, ConversationResolved) and event.erased:
+            # The person is being erased (their delivery records were just purged): the
+            # resolved notice, and its record, quote nothing of theirs.
+            self._forget(event.conversation_id)
         notices: list[Notice] = []
         if isinstance(event, ConversationResolved | ConversationTransferred | ConversationEscalated):
             # Said before the fold forgets who held it (and, resolved, the facts to show).

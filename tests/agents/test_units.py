@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from events.model import ConversationOpened, ConversationResolved, MessageReceived
+from events.stored import StoredEvent
 from router.state import ConversationView, RouterState
 from services.api.auth import agent_refusal
 from services.delivery import render
-from services.delivery.notices import mask_contact, preview
+from services.delivery.notices import Facts, mask_contact, preview
 from services.delivery.service import backoff, endpoint_ids, settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.signing import sign, verify
@@ -139,3 +141,34 @@ def test_delivery_errors_keep_no_addresses() -> None:
     )
     assert _short("HTTP 503:\n  Service Unavailable") == "HTTP 503: Service Unavailable"
     assert _short("x" * 500).endswith("…")
+
+
+def test_a_conversation_resolved_by_an_erasure_is_notified_without_quoting_the_customer() -> None:
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    for erased in (False, True):
+        facts = Facts(console_url="http://c", api_url="http://a")
+        log = [
+            ConversationOpened(
+                at=at, customer_id="cu1", conversation_id="cv1", channel="email", contact="+15551234567"
+            ),
+            MessageReceived(
+                at=at,
+                customer_id="cu1",
+                conversation_id="cv1",
+                channel="email",
+                message_id="m1",
+                provider_message_id="p1",
+                text="my passport number is X123",
+                metadata={"subject": "Passport"},
+            ),
+            ConversationResolved(at=at, customer_id="cu1", conversation_id="cv1", agent_id="ava", erased=erased),
+        ]
+        notices = [
+            n for seq, event in enumerate(log, 1) for n in facts.apply(StoredEvent(seq, "rd.evt.c.cu1.cv1", event))
+        ]
+        [resolved] = [n for n in notices if n.kind == "resolved"]
+        quoted = (resolved.body["preview"], resolved.body["customer"]["contact"], facts.subjects.get("cv1"))
+        if erased:
+            assert quoted == ("", None, None)
+        else:  # an ordinary resolution says what it was about
+            assert quoted[:2] == ("my passport number is X123", "+155•••4567")

@@ -21,6 +21,7 @@ import jwt
 import nats
 import pytest
 
+from events.model import ConversationResolved
 from events.personal import ERASED
 from services.bootstrap import event_store
 from services.embedded_nats import EmbeddedNats
@@ -116,6 +117,10 @@ async def test_an_erased_customer_leaves_no_plain_text_anywhere(
             assert report["inbound_messages"] >= 5 and report["chat_frames"] >= 1 and report["attachments"] == 1
             status, again = await _delete(system, f"/v1/customers/{customer_id}", "request 42")
             assert status == 200 and again["already_erased"] and again["seq"] is None
+            # Her open conversations were resolved as erased: the resolved notices quote nothing.
+            her_log = [s.event for s in await reader.read_customer(customer_id)]
+            resolved = [e for e in her_log if isinstance(e, ConversationResolved)]
+            assert resolved and all(e.erased for e in resolved)
 
             entries = await eventually(lambda: _redacted_timeline(system, customer_id), timeout=30)
             assert {e["channel"] for e in entries if e["direction"] == "in"} >= {"sms", "email", "social", "chat"}
