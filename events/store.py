@@ -334,19 +334,24 @@ class EventStore:
         client at the next sequence after a reconnect) feeding a local queue, so callers
         can both wait for the next event and drain what has arrived without waiting."""
         tail = Tail(on_undecodable=self._screen_soon, opener=self.opened if self.cipher is not None else None)
-        tail.sub = await self.js.subscribe(
-            filter_subject,
-            stream=subjects.EVENTS_STREAM,
-            ordered_consumer=True,
-            cb=tail.on_msg,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=max(1, from_seq),
-                ack_policy=AckPolicy.NONE,
-            ),
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
-        )
+
+        async def subscribe(start: int) -> JetStreamContext.PushSubscription:
+            return await self.js.subscribe(
+                filter_subject,
+                stream=subjects.EVENTS_STREAM,
+                ordered_consumer=True,
+                cb=tail.on_msg,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=start,
+                    ack_policy=AckPolicy.NONE,
+                ),
+                # Unbounded here: the tail bounds what waits by pausing (``events.tail``).
+                pending_msgs_limit=-1,
+                pending_bytes_limit=-1,
+            )
+
+        await tail.start(subscribe, from_seq)
         return tail
 
     def _screen_soon(self, stored: StoredEvent) -> None:

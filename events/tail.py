@@ -1,9 +1,19 @@
-"""A live view of the log: an ordered consumer feeding a local queue (``EventStore.tail``)."""
+"""A live view of the log: an ordered consumer feeding a local queue (``EventStore.tail``).
+
+The queue is bounded by pausing: a reader that folds slower than the log arrives (every cold
+start on a long log) held the whole log in memory, decoded (724 MB for a delivery service at
+1,000,000 events). Past ``PAUSE_AT`` events waiting, the tail stops its consumer (nats-py drops
+what it had not handed on yet, and the server sends no more); once the reader has taken all
+but ``RESUME_AT``, a new consumer starts after the last event queued. Nothing is skipped and
+nothing is queued twice. Blocking the callback instead does not bound anything: nats-py answers
+the server's flow control as it receives, and keeps the messages in its own pending queue.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 import structlog
 from nats.aio.msg import Msg
@@ -16,27 +26,88 @@ from events.stored import StoredEvent, to_stored
 
 _log = structlog.get_logger(__name__)
 
+PAUSE_AT = 20_000
+RESUME_AT = 5_000
+RESUBSCRIBE_PAUSE_MAX_S = 5.0
+
+Subscribe: TypeAlias = Callable[[int], Awaitable[JetStreamContext.PushSubscription]]  # from a stream sequence
+
 
 class Tail:
     def __init__(
         self,
         on_undecodable: Callable[[StoredEvent], None] | None = None,
         opener: Callable[[StoredEvent], Awaitable[StoredEvent]] | None = None,
+        *,
+        pause_at: int = PAUSE_AT,
+        resume_at: int = RESUME_AT,
     ) -> None:
         self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self.sub: JetStreamContext.PushSubscription | None = None
+        self.last_seq = 0  # of the last event queued
+        self.pauses = 0
+        self.pause_at, self.resume_at = pause_at, resume_at
+        self._subscribe: Subscribe | None = None
+        self._paused = False
+        self._switching: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
         self._on_undecodable = on_undecodable
         self._opener = opener
 
+    async def start(self, subscribe: Subscribe, from_seq: int) -> None:
+        """Follow the log from ``from_seq`` with consumers ``subscribe`` makes (its
+        subscription calls ``on_msg``)."""
+        self._subscribe = subscribe
+        self.last_seq = max(1, from_seq) - 1
+        self.sub = await subscribe(self.last_seq + 1)
+
     async def on_msg(self, msg: Msg) -> None:
         stored = to_stored(msg)
+        if stored.seq <= self.last_seq:  # queued already (cannot happen: a consumer starts after it)
+            return
         if self._on_undecodable is not None and isinstance(stored.event, Undecodable):
             self._on_undecodable(stored)  # quarantined; still queued, so readers count its sequence
         if self._opener is not None:
             stored = await self._open_patiently(stored)
         self.queue.put_nowait(stored)
+        self.last_seq = stored.seq
         self._arrived.set()
+        if not self._paused and self.queue.qsize() >= self.pause_at and self._subscribe is not None:
+            self._paused = True
+            self._switching = asyncio.create_task(self._pause(), name="tail-pause")
+
+    async def _pause(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()  # no more on_msg: what nats-py still held is read again later
+            except NatsError as err:  # the connection is closing: there is nothing to stop
+                _log.debug("tail.pause_unsubscribe_failed", after_seq=self.last_seq, error=repr(err))
+        self.pauses += 1
+        _log.debug("tail.paused", after_seq=self.last_seq, waiting=self.queue.qsize())
+
+    async def _resume(self) -> None:
+        assert self._subscribe is not None
+        pause = 0.2
+        while True:
+            try:
+                self.sub = await self._subscribe(self.last_seq + 1)
+                break
+            except (TimeoutError, NatsError) as err:  # NATS away: the reader has the queue meanwhile
+                _log.warning("tail.resume_retry", from_seq=self.last_seq + 1, error=repr(err))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESUBSCRIBE_PAUSE_MAX_S)
+        self._paused = False
+        _log.debug("tail.resumed", from_seq=self.last_seq + 1)
+
+    def _taken(self) -> None:
+        """After the reader took some: resume once little is left."""
+        if (
+            self._paused
+            and self.queue.qsize() <= self.resume_at
+            and (self._switching is None or self._switching.done())
+        ):
+            self._switching = asyncio.create_task(self._resume(), name="tail-resume")
 
     async def _open_patiently(self, stored: StoredEvent) -> StoredEvent:
         """Personal fields opened; while the key store does not answer (NATS away) wait and
@@ -69,9 +140,11 @@ class Tail:
     async def next(self, timeout: float | None) -> StoredEvent | None:
         """The next event, or None when ``timeout`` passes without one."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            stored = await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
             return None
+        self._taken()
+        return stored
 
     def drain(self, limit: int = 10_000) -> list[StoredEvent]:
         """What has already arrived, without waiting."""
@@ -81,9 +154,13 @@ class Tail:
                 out.append(self.queue.get_nowait())
             except asyncio.QueueEmpty:
                 break
+        self._taken()
         return out
 
     async def close(self) -> None:
+        if self._switching is not None:
+            self._switching.cancel()
+            await asyncio.gather(self._switching, return_exceptions=True)
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None

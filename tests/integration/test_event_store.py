@@ -116,3 +116,32 @@ async def test_many_reads_in_a_row_leave_no_consumers_behind(store: EventStore, 
     assert counts.count(1) == 600
     info = await store.js.stream_info("RD_EVENTS")
     assert info.state.consumer_count < 50
+
+
+async def test_a_tail_read_slowly_pauses_and_still_hands_on_every_event_once_in_order(
+    store: EventStore, uid: str
+) -> None:
+    """A reader slower than the log (a cold start on a long log) no longer holds the whole log
+    in memory: the tail stops its consumer past ``pause_at`` events waiting and starts a new
+    one after the last it queued. Across every pause, nothing is lost, doubled or reordered."""
+    cust = f"cu{uid}"
+    seqs = await store.append_many([Append(received(cust, f"cv{uid}-{n % 7}", n)) for n in range(6_000)])
+    assert all(isinstance(s, int) for s in seqs)
+    tail = await store.tail(subjects.customer_filter(cust), 1)
+    tail.pause_at, tail.resume_at = 300, 100
+    got: list[int] = []
+    most_waiting = 0
+    try:
+        while len(got) < len(seqs):
+            most_waiting = max(most_waiting, tail.queue.qsize())
+            batch = tail.drain(limit=50)
+            if not batch:
+                assert await tail.wait(timeout=10), f"stalled after {len(got)} events"
+                continue
+            got += [stored.seq for stored in batch]
+            await asyncio.sleep(0)  # a slow reader: the log arrives faster than this
+    finally:
+        await tail.close()
+    assert got == seqs
+    assert tail.pauses >= 3
+    assert most_waiting < len(seqs) / 2  # bounded: it did not queue the whole log
