@@ -49,6 +49,7 @@ class Tail:
         self.pause_at, self.resume_at = pause_at, resume_at
         self._subscribe: Subscribe | None = None
         self._paused = False
+        self._closed = False
         self._switching: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
         self._on_undecodable = on_undecodable
@@ -62,6 +63,8 @@ class Tail:
         self.sub = await subscribe(self.last_seq + 1)
 
     async def on_msg(self, msg: Msg) -> None:
+        if self._closed:  # a consumer a resume made while the tail was being closed
+            return
         stored = to_stored(msg)
         if stored.seq <= self.last_seq:  # queued already (cannot happen: a consumer starts after it)
             return
@@ -158,6 +161,7 @@ class Tail:
         return out
 
     async def close(self) -> None:
+        self._closed = True
         if self._switching is not None:
             self._switching.cancel()
             await asyncio.gather(self._switching, return_exceptions=True)
