@@ -107,6 +107,7 @@ class Tail:
         """After the reader took some: resume once little is left."""
         if (
             self._paused
+            and not self._closed
             and self.queue.qsize() <= self.resume_at
             and (self._switching is None or self._switching.done())
         ):
