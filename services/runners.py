@@ -296,5 +296,16 @@ async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event, *, health:
         slack=config.slack,
     )
     if health is not None:
-        health.add("delivery", service_check(bus.nc, lambda: {"role": service.role, "instance": service.instance_id}))
+        health.add(
+            "delivery",
+            service_check(
+                bus.nc,
+                lambda: {
+                    "role": service.role,
+                    "instance": service.instance_id,
+                    "checkpoint": service.checkpoint,  # the last log sequence turned into notices
+                    "started_from_snapshot": service.snapshots.started_from,  # 0: folded the whole log
+                },
+            ),
+        )
     await service.run(stop)

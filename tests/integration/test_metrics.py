@@ -131,7 +131,10 @@ async def test_delivery_attempts_and_its_lease_role_are_shown(clean_nats: Embedd
                     body = await resp.json()
                 return body if resp.status == 200 and body["checks"]["delivery"]["role"] == "leader" else None
 
-            await eventually(leading, timeout=30)
+            ready = await eventually(leading, timeout=30)
+            # Where it stands: a first start on an empty log folded it all, from no snapshot.
+            assert ready["checks"]["delivery"]["started_from_snapshot"] == 0
+            assert ready["checks"]["delivery"]["checkpoint"] >= 0
             before = await scrape(http, health)
             await s.open()
             await eventually(holds(lambda: len(hook.ok()) == 1), timeout=30)
