@@ -88,6 +88,10 @@ class Tail:
                 _log.debug("tail.pause_unsubscribe_failed", after_seq=self.last_seq, error=repr(err))
         self.pauses += 1
         _log.debug("tail.paused", after_seq=self.last_seq, waiting=self.queue.qsize())
+        if self.queue.qsize() <= self.resume_at and not self._closed:
+            # The reader took the rest while the consumer was stopping: nothing would call
+            # ``_taken`` again (it waits for an event), so go on at once.
+            await self._resume()
 
     async def _resume(self) -> None:
         assert self._subscribe is not None

@@ -145,3 +145,23 @@ async def test_a_tail_read_slowly_pauses_and_still_hands_on_every_event_once_in_
     assert got == seqs
     assert tail.pauses >= 3
     assert most_waiting < len(seqs) / 2  # bounded: it did not queue the whole log
+
+
+async def test_a_tail_whose_reader_takes_everything_at_once_does_not_stall_after_a_pause(
+    store: EventStore, uid: str
+) -> None:
+    """The reader may take every queued event while the paused consumer is still stopping:
+    the tail then goes on by itself (the reader, waiting for an event, asks nothing more)."""
+    cust = f"cu{uid}"
+    seqs = await store.append_many([Append(received(cust, f"cv{uid}", n)) for n in range(4_000)])
+    tail = await store.tail(subjects.customer_filter(cust), 1)
+    tail.pause_at, tail.resume_at = 20, 5
+    got: list[int] = []
+    try:
+        while len(got) < len(seqs):
+            if not await tail.wait(timeout=10):
+                raise AssertionError(f"stalled after {len(got)} events, {tail.pauses} pauses")
+            got += [stored.seq for stored in tail.drain()]
+    finally:
+        await tail.close()
+    assert got == seqs and tail.pauses >= 3

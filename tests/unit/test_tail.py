@@ -1,0 +1,60 @@
+"""The live tail's pausing (``events.tail``), with its consumers played by the test: what a
+reader gets across pauses, whatever the order in which the stopping and the reading happen."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+
+from events.codec import encode
+from events.model import MessageReceived
+from events.tail import Tail
+
+SUBJECT = "rd.evt.c.cu1.cv1"
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def _msg(seq: int) -> Msg:
+    event = MessageReceived(
+        at=NOW, customer_id="cu1", conversation_id="cv1", channel="sms", message_id=f"m{seq}", provider_message_id="p"
+    )
+    reply = f"$JS.ACK.RD_EVENTS.tail.1.{seq}.{seq}.1700000000000000000.0"
+    return Msg(_client=None, subject=SUBJECT, reply=reply, data=encode(event))  # type: ignore[arg-type]
+
+
+class SlowToStop:
+    """A consumer from ``start`` that takes a while to stop (a round trip to the server)."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.stopped = False
+
+    async def unsubscribe(self) -> None:
+        await asyncio.sleep(0.05)
+        self.stopped = True
+
+
+async def test_a_reader_that_took_everything_while_the_consumer_stopped_is_not_left_waiting() -> None:
+    consumers: list[SlowToStop] = []
+
+    async def subscribe(start: int) -> SlowToStop:
+        consumers.append(SlowToStop(start))
+        return consumers[-1]
+
+    tail = Tail(pause_at=5, resume_at=1)
+    await tail.start(subscribe, 1)  # type: ignore[arg-type]
+    for seq in range(1, 6):
+        await tail.on_msg(_msg(seq))  # the fifth pauses: the consumer starts stopping
+    assert [s.seq for s in tail.drain()] == [1, 2, 3, 4, 5]  # all taken before it has stopped
+    # Nothing calls the tail again (the reader waits for an event): it must go on by itself.
+    for _ in range(100):
+        if len(consumers) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert consumers[0].stopped
+    assert [c.start for c in consumers] == [1, 6]  # the next consumer starts after the last queued
+    await tail.on_msg(_msg(6))
+    assert [s.seq for s in tail.drain()] == [6]
+    await tail.close()
