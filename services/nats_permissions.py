@@ -9,6 +9,7 @@ Violation" log lines with every service running (tests/integration/test_nats_sec
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -108,9 +109,19 @@ def read_objects(bucket: str) -> list[str]:
     return read_stream(_obj_stream(bucket))
 
 
-def write_objects(bucket: str) -> list[str]:
-    # Replacing an object purges its old chunks (a filtered purge of the bucket's stream).
-    return [f"$O.{bucket}.>", f"{API}.STREAM.PURGE.{_obj_stream(bucket)}"]
+def write_objects(bucket: str, names: tuple[str, ...] = ()) -> list[str]:
+    """Store objects in ``bucket``; with ``names``, only objects of those names. Chunks go
+    under fresh NUIDs (any role writing there may add some), but an object is what its
+    metadata message names: the router, the API and delivery share ``rd_snapshots``, and none
+    may replace another's snapshot (the router would load a forged routing state). Replacing
+    an object purges its old chunks (a filtered purge of the bucket's stream)."""
+    meta = [f"$O.{bucket}.M.{object_key(name)}" for name in names] or [f"$O.{bucket}.M.>"]
+    return [f"$O.{bucket}.C.>", *meta, f"{API}.STREAM.PURGE.{_obj_stream(bucket)}"]
+
+
+def object_key(name: str) -> str:
+    """The token of an object's metadata subject, as nats-py writes it (``object_store.py``)."""
+    return base64.urlsafe_b64encode(name.encode()).decode()
 
 
 EVERYONE = [
@@ -149,7 +160,7 @@ def _role_publish(role: str) -> list[str]:
             *read_kv(subjects.LEASE_BUCKET),
             *write_kv(subjects.LEASE_BUCKET),
             *read_objects(subjects.SNAPSHOT_BUCKET),
-            *write_objects(subjects.SNAPSHOT_BUCKET),
+            *write_objects(subjects.SNAPSHOT_BUCKET, ("router",)),
         ]
     if role == "projector":
         return [*READ_LOG, *read_kv(subjects.STATE_BUCKET), *read_objects(subjects.SNAPSHOT_BUCKET)]
@@ -164,7 +175,7 @@ def _role_publish(role: str) -> list[str]:
             *read_kv(DELIVERIES_BUCKET),
             *write_kv(DELIVERIES_BUCKET),
             *read_objects(subjects.SNAPSHOT_BUCKET),  # its snapshot (services.delivery.restart)
-            *write_objects(subjects.SNAPSHOT_BUCKET),
+            *write_objects(subjects.SNAPSHOT_BUCKET, ("delivery",)),
         ]
     if role == "api":
         return [
@@ -184,7 +195,7 @@ def _role_publish(role: str) -> list[str]:
             *read_kv(IDEMPOTENCY_BUCKET),
             *write_kv(IDEMPOTENCY_BUCKET),
             *read_objects(subjects.SNAPSHOT_BUCKET),
-            *write_objects(subjects.SNAPSHOT_BUCKET),
+            *write_objects(subjects.SNAPSHOT_BUCKET, ("api", "reports")),  # its view; service reports
             # Erasure removes a customer's raw messages and attachments.
             f"{API}.STREAM.MSG.DELETE.{subjects.INBOUND_STREAM}",
             f"{API}.STREAM.MSG.DELETE.{CHAT_STREAM}",

@@ -37,7 +37,7 @@ from services.bootstrap import connect
 from services.config import Config
 from services.embedded_nats import EmbeddedNats, free_port
 from services.nats_auth import CREDENTIALS_DIR, NatsAuth, RoleCredentials
-from services.nats_permissions import connector_user
+from services.nats_permissions import connector_user, object_key
 from services.up import BUILT_IN_CONNECTORS, Started, connector_channels, serve_all, with_built_in_connectors
 from tests.connectors.chat.helpers import SECRET, SITE, WIDGET_KEY, chat_socket, open_session, recv_until
 from tests.integration.fake_twilio import ACCOUNT_SID, OUR_NUMBER, FakeTwilio
@@ -152,6 +152,26 @@ async def test_a_connector_cannot_append_to_the_log(secured: Secured, tool: NATS
     after = (await tool.jetstream().stream_info(subjects.EVENTS_STREAM)).state.last_seq
     assert after == before
     assert any(f'"{subject}"' in line and "connector-sms" in line for line in secured.violations())
+
+
+async def test_a_role_saves_only_its_own_snapshots(secured: Secured, tool: NATS) -> None:
+    """The router, the API and delivery share ``rd_snapshots``: each may save its own
+    snapshots, none may replace another's (the router would load a forged routing state)."""
+    from events.objects import read_object, save_object
+    from services.api.view_snapshot import SNAPSHOT_NAME as API_VIEW
+    from services.delivery.restart import SNAPSHOT_NAME as DELIVERY
+    from services.reports.projection import SNAPSHOT_NAME as REPORTS
+    from services.router_runner import SNAPSHOT_NAME as ROUTER
+
+    bucket = subjects.SNAPSHOT_BUCKET
+    for role, name in (("router", ROUTER), ("api", API_VIEW), ("api", REPORTS), ("delivery", DELIVERY)):
+        async with as_role(secured, role) as (nc, client):
+            assert await save_object(nc.jetstream(), bucket, name, f"{role}'s own".encode(), skip_as="test", seq=1)
+            assert not client.errors, (role, name, client.errors)
+    async with as_role(secured, "delivery") as (nc, client):
+        assert not await save_object(nc.jetstream(), bucket, ROUTER, b"forged state", skip_as="test", seq=1)
+    assert await read_object(tool.jetstream(), bucket, ROUTER) == b"router's own"
+    assert any("delivery" in line and f".M.{object_key(ROUTER)}" in line for line in secured.violations())
 
 
 async def test_a_connector_reads_only_its_own_channels_replies(secured: Secured, tool: NATS) -> None:
