@@ -132,7 +132,16 @@ async def test_a_saved_snapshot_freezes_the_state_out_of_the_collectors_sight(
         await asyncio.wait_for(runner.ready.wait(), 10)
         await open_conversation(store, "cu-frozen", "cv-frozen")
         await eventually(lambda: _when(routing_decisions(store), 1))
-        await eventually(lambda: _true(runner._saving is not None and runner._saving.done()))
+        # A snapshot saved after everything folded so far (an earlier one, of the seeded agents
+        # alone, froze an empty conversations dict, which the collector does not track).
+        await eventually(
+            lambda: _true(
+                "cv-frozen" in runner.state.conversations
+                and runner._since_snapshot == 0
+                and runner._saving is not None
+                and runner._saving.done()
+            )
+        )
         conversation = runner.state.conversations["cv-frozen"]
         # gc.get_objects() lists what a collection walks; frozen objects are not among them.
         walked = {id(obj) for obj in gc.get_objects()}
