@@ -32,22 +32,33 @@ async def read_state(js: JetStreamContext, name: str, *, reader: str) -> RouterS
     except NATS_UNAVAILABLE:
         raise
     except Exception as err:  # a damaged object (chunks, digest): the log is the truth
-        _ignored(reader, f"unreadable: {err!r}")
+        _ignored(reader, name, f"unreadable: {err!r}")
         return None
     if not data:
         return None
     try:
         return snapshot.load(data)
     except snapshot.UnreadableSnapshot as err:
-        _ignored(reader, str(err))
+        _ignored(reader, name, str(err))
     except snapshot.IncompatibleSnapshot as err:
-        # Written by another version: the log is the truth, so fold it all again.
-        log.warning(f"{reader}.snapshot_ignored", reason=str(err), action="replay the whole log")
+        # Written by another version: the log is the truth, so fold it all again (not counted:
+        # nothing is wrong with it).
+        _said(reader, name, str(err))
     except Exception as err:  # not a snapshot we can use, whatever is wrong with it
-        _ignored(reader, f"cannot load: {err!r}")
+        _ignored(reader, name, f"cannot load: {err!r}")
     return None
 
 
-def _ignored(reader: str, reason: str) -> None:
-    log.warning(f"{reader}.snapshot_ignored", reason=reason, action="replay the whole log")
+def _said(reader: str, name: str, reason: str) -> None:
+    log.warning(
+        f"{reader}.snapshot_ignored",
+        bucket=subjects.SNAPSHOT_BUCKET,
+        object=name,
+        reason=reason,
+        action="replay the whole log",
+    )
+
+
+def _ignored(reader: str, name: str, reason: str) -> None:
+    _said(reader, name, reason)
     QUARANTINED.labels(reader=reader, stream=subjects.SNAPSHOT_BUCKET).inc()
