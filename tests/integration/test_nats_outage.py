@@ -176,6 +176,6 @@ async def _paused(tail: object) -> bool:
 async def _appended(store: EventStore, items: list[object]) -> bool:
     try:
         done = await store.append_many(items)  # type: ignore[arg-type]
-    except Exception:  # NATS not back yet
+    except (nats.errors.Error, TimeoutError):  # NATS not back yet: asked again by ``eventually``
         return False
     return all(isinstance(seq, int) for seq in done)
