@@ -83,19 +83,14 @@ class Facts:
         self.preview_lines = preview_lines
 
     def restore(self, state: RouterState) -> None:
-        """Start from a snapshot's state (``state.last_seq``: where to read the log on from).
+        """Start (a new ``Facts``) from a snapshot's state (``state.last_seq``: where to read the log on from).
         The personal facts of the conversations open in it are read when first needed."""
         self.state = reading_only(state)
-        self.previews.clear()
-        self.contacts.clear()
-        self.subjects.clear()
         self.unread = set(state.conversations)
         self.unread_until = state.last_seq
 
     def unread_in(self, batch: Iterable[StoredEvent]) -> set[str]:
         """The conversations of ``batch`` whose personal facts are still to be read."""
-        if not self.unread:
-            return set()
         unread = self.unread
         return {cid for stored in batch if (cid := getattr(stored.event, "conversation_id", None)) in unread}
 
