@@ -174,7 +174,7 @@ def _role_publish(role: str) -> list[str]:
             *create_stream(_kv_stream(DELIVERIES_BUCKET)),
             *read_kv(DELIVERIES_BUCKET),
             *write_kv(DELIVERIES_BUCKET),
-            *read_objects(subjects.SNAPSHOT_BUCKET),  # its snapshot (services.delivery.restart)
+            *read_objects(subjects.SNAPSHOT_BUCKET),  # its snapshot (services.delivery.snapshots)
             *write_objects(subjects.SNAPSHOT_BUCKET, ("delivery",)),
         ]
     if role == "api":

@@ -38,10 +38,10 @@ from services import tracing
 from services.delivery import records
 from services.delivery.notices import Facts, Notice
 from services.delivery.records import Attempt, DeliveryRecord
-from services.delivery.restart import FactSnapshots
 from services.delivery.senders import Outcome, Senders
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.slack_settings import SlackSettings, endpoint_problems
+from services.delivery.snapshots import FactSnapshots
 from services.lease import Lease
 from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE

@@ -79,7 +79,7 @@ class DeliverySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # take over this long after it stops renewing.
     lease_seconds: float = 5.0
     preview_lines: int = 3
-    # Events folded between snapshots of what delivery knows, at least (services.delivery.restart).
+    # Events folded between snapshots of what delivery knows, at least (services.delivery.snapshots).
     snapshot_every: int = 10_000
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25

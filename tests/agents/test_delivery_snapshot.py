@@ -22,9 +22,9 @@ from events.store import Append, EventStore, StoredEvent
 from router import snapshot
 from router.policy import RouterPolicy
 from services.delivery.notices import Facts, Notice
-from services.delivery.restart import SNAPSHOT_NAME
 from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
+from services.delivery.snapshots import SNAPSHOT_NAME
 from services.embedded_nats import EmbeddedNats
 from services.state_snapshots import read_state
 from tests.unit.router.test_properties import OPS, POLICIES, World, act

@@ -159,7 +159,7 @@ async def test_a_role_saves_only_its_own_snapshots(secured: Secured, tool: NATS)
     snapshots, none may replace another's (the router would load a forged routing state)."""
     from events.objects import read_object, save_object
     from services.api.view_snapshot import SNAPSHOT_NAME as API_VIEW
-    from services.delivery.restart import SNAPSHOT_NAME as DELIVERY
+    from services.delivery.snapshots import SNAPSHOT_NAME as DELIVERY
     from services.reports.projection import SNAPSHOT_NAME as REPORTS
     from services.router_runner import SNAPSHOT_NAME as ROUTER
 
