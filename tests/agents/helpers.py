@@ -22,6 +22,7 @@ from events.stream_setup import ensure_store, objects_spec
 from events.streams import ATTACHMENTS_BUCKET, attachments_store, ensure_streams
 from services.bootstrap import event_store
 from services.config import AgentSeed, Config
+from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import API_TOKEN, System, eventually, open_conversation, running_system, system_config
@@ -138,6 +139,12 @@ class AgentSystem:
 
     async def log(self, customer_id: str) -> list[StoredEvent]:
         return await self.store.read_customer(customer_id)
+
+    def delivery_service(self, config: Config, instance_id: str = "") -> DeliveryService:
+        """A delivery service of this system's own, run by the test (``services`` without it)."""
+        return DeliveryService(
+            self.store, config.delivery, console_url=self.api + "/console", api_url=self.api, instance_id=instance_id
+        )
 
 
 async def ok(s: AgentSystem, method: str, path: str, token: str = API_TOKEN, body: dict[str, Any] | None = None) -> Any:

@@ -14,7 +14,6 @@ from aiosmtpd.controller import Controller
 
 from events.model import MessageReceived
 from events.store import Append
-from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.delivery.signing import HEADER, verify
 from services.embedded_nats import EmbeddedNats, free_port
@@ -204,7 +203,7 @@ async def test_each_notice_goes_out_once_however_fast_the_receiver_answers(
                     text=f"and another thing ({n})",
                 )
                 await s.store.append(Append(message))
-            delivery = DeliveryService(s.store, config.delivery, console_url=s.api + "/console", api_url=s.api)
+            delivery = s.delivery_service(config)
             stop = asyncio.Event()
             running = asyncio.create_task(delivery.run(stop))
             try:

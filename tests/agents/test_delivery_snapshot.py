@@ -22,7 +22,6 @@ from events.store import Append, EventStore, StoredEvent
 from router import snapshot
 from router.policy import RouterPolicy
 from services.delivery.notices import Facts, Notice
-from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.delivery.snapshots import SNAPSHOT_NAME
 from services.embedded_nats import EmbeddedNats
@@ -94,6 +93,20 @@ def test_notices_after_a_snapshot_are_those_of_a_fold_of_the_whole_log(
 # -- over a real nats-server ---------------------------------------------------------------
 
 
+def _email(customer: str, cid: str, n: int, text: str, *, subject: str) -> MessageReceived:
+    return MessageReceived(
+        at=datetime.now(UTC),
+        customer_id=customer,
+        conversation_id=cid,
+        channel="email",
+        message_id=f"m{n}-{cid}",
+        provider_message_id=f"p{n}-{cid}",
+        text=text,
+        language="en",
+        metadata={"subject": subject},
+    )
+
+
 async def _open_email(store: EventStore, customer: str, cid: str) -> None:
     now = datetime.now(UTC)
     seq = await store.append(
@@ -106,17 +119,7 @@ async def _open_email(store: EventStore, customer: str, cid: str) -> None:
     )
     seq = await store.append(
         Append(
-            MessageReceived(
-                at=now,
-                customer_id=customer,
-                conversation_id=cid,
-                channel="email",
-                message_id=f"m1-{cid}",
-                provider_message_id=f"p1-{cid}",
-                text="Where is my parcel?",
-                language="en",
-                metadata={"subject": "Parcel 42"},
-            ),
+            _email(customer, cid, 1, "Where is my parcel?", subject="Parcel 42"),
             expected=seq,
         )
     )
@@ -140,16 +143,11 @@ async def test_a_restarted_delivery_service_reads_on_from_its_snapshot(
         config = agents_config(tmp_path, clean_nats.url, endpoints, snapshot_every=1)
         async with agent_system(config, clean_nats, services=("router", "api")) as s:
 
-            def service(name: str) -> DeliveryService:
-                return DeliveryService(
-                    s.store, config.delivery, console_url=s.api + "/console", api_url=s.api, instance_id=name
-                )
-
             def notices(kind: str) -> list[dict[str, object]]:
                 return [body for seen in hook.ok() if (body := seen.json())["notice"] == kind]
 
             stop = asyncio.Event()
-            first = service("first")
+            first = s.delivery_service(config, "first")
             running = asyncio.create_task(first.run(stop))
             customer, cid = "cu" + uuid.uuid4().hex[:10], "cv" + uuid.uuid4().hex[:10]
             try:
@@ -170,23 +168,9 @@ async def test_a_restarted_delivery_service_reads_on_from_its_snapshot(
             # While no delivery service runs, the customer writes again.
             state = await read_state(s.store.js, SNAPSHOT_NAME, reader="test")
             assert state is not None and cid in state.conversations
-            await s.store.append(
-                Append(
-                    MessageReceived(
-                        at=datetime.now(UTC),
-                        customer_id=customer,
-                        conversation_id=cid,
-                        channel="email",
-                        message_id=f"m2-{cid}",
-                        provider_message_id=f"p2-{cid}",
-                        text="Any news?\nStill waiting",
-                        language="en",
-                        metadata={"subject": "Re: Parcel 42"},
-                    )
-                )
-            )
+            await s.store.append(Append(_email(customer, cid, 2, "Any news?\nStill waiting", subject="Re: Parcel 42")))
             stop = asyncio.Event()
-            second = service("second")
+            second = s.delivery_service(config, "second")
             running = asyncio.create_task(second.run(stop))
             try:
                 [message] = await eventually(holds(lambda: notices("message")))

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats
 from tests.fake_http import serving_posts
@@ -59,17 +58,10 @@ async def test_a_standby_delivery_service_takes_over_without_sending_twice(
         endpoints = (Endpoint(kind="webhook", id="ava-hook", agent="ava", url=hook.url, secret="s3cret"),)
         config = agents_config(tmp_path, clean_nats.url, endpoints, lease_seconds=1.0)
         async with agent_system(config, clean_nats, services=("router", "api")) as s:
-            api = s.api
-
-            def service(name: str) -> DeliveryService:
-                return DeliveryService(
-                    s.store, config.delivery, console_url=api + "/console", api_url=api, instance_id=name
-                )
-
             stops = {"a": asyncio.Event(), "b": asyncio.Event()}
-            first = asyncio.create_task(service("a").run(stops["a"]))
+            first = asyncio.create_task(s.delivery_service(config, "a").run(stops["a"]))
             await asyncio.sleep(0.5)  # "a" takes the lease
-            second = asyncio.create_task(service("b").run(stops["b"]))
+            second = asyncio.create_task(s.delivery_service(config, "b").run(stops["b"]))
             try:
                 _, one = await s.open()
                 await eventually(holds(lambda: len(hook.ok()) == 1))
@@ -111,21 +103,15 @@ async def test_a_stopping_delivery_service_finishes_the_delivery_in_flight(
         endpoints = (Endpoint(kind="webhook", id="ava-hook", agent="ava", url=base + "/hook", secret="s3cret"),)
         config = agents_config(tmp_path, clean_nats.url, endpoints, lease_seconds=1.0)
         async with agent_system(config, clean_nats, services=("router", "api")) as s:
-
-            def service(name: str) -> DeliveryService:
-                return DeliveryService(
-                    s.store, config.delivery, console_url=s.api + "/console", api_url=s.api, instance_id=name
-                )
-
             stop_a, stop_b = asyncio.Event(), asyncio.Event()
-            a = service("a")
+            a = s.delivery_service(config, "a")
             first = asyncio.create_task(a.run(stop_a))
             await eventually(holds(lambda: a.role == "leader"), timeout=10)
             _, one = await s.open()
             await asyncio.wait_for(answering.wait(), 20)
             stop_a.set()  # while the tool is still answering
             await asyncio.wait_for(first, 15)
-            second = asyncio.create_task(service("b").run(stop_b))
+            second = asyncio.create_task(s.delivery_service(config, "b").run(stop_b))
             try:
                 delivered = await eventually(lambda: delivered_records(s), timeout=20)
                 await asyncio.sleep(2.0)  # time for a second send, if one were coming
