@@ -19,22 +19,21 @@ from typing import Any
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from rich.console import Console
 from rich.table import Table
 
 from events import subjects
-from events.objects import read_object
 from events.parking import ParkingLot
 from events.replay import replay_batches
 from events.store import EventStore
 from events.streams import StreamSettings, stream_drift
-from router import snapshot
 from router.fold import evolve
 from router.queues import queue_summaries
 from router.state import RouterState
 from services.config import Config
 from services.lease import LeaseValue
+from services.state_snapshots import read_state
 
 log = structlog.get_logger(__name__)
 
@@ -115,19 +114,10 @@ async def _leaders(nc: NATS, now: float) -> dict[str, dict[str, Any]]:
 async def routing_state(nc: NATS) -> RouterState:
     """The router's state now: its last snapshot, then every event after it (as it starts)."""
     js = nc.jetstream()
-    state = RouterState()
     from services.router_runner import SNAPSHOT_NAME  # the service stack: only on this path
 
-    try:
-        data = await read_object(js, subjects.SNAPSHOT_BUCKET, SNAPSHOT_NAME)
-    except (ObjectNotFoundError, NotFoundError):
-        data = b""
-    if data:
-        try:
-            state = snapshot.load(data)
-        except Exception as err:  # the router ignores such a snapshot too; so do we, and say so
-            log.warning("status.snapshot_ignored", reason=repr(err), action="fold the whole log")
-            state = RouterState()
+    # Read as the router reads it: one it would ignore, we ignore too, and say so.
+    state = await read_state(js, SNAPSHOT_NAME, reader="status") or RouterState()
     store = EventStore(nc, js, reader="status", timeout=30.0)
     async for batch in replay_batches(store, subjects.EVENTS_ALL, state.last_seq + 1):
         for stored in batch:
