@@ -112,6 +112,14 @@ async def serving_connector(nc: NATS, token: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def throwaway_nats() -> AsyncIterator[str]:
+    async with throwaway_server() as server:
+        yield server.url
+
+
+@contextlib.asynccontextmanager
+async def throwaway_server() -> AsyncIterator[EmbeddedNats]:
+    """A nats-server of its own in a temporary directory, with Relaydesk's streams; the
+    server's process is there to read its CPU (``server.process.pid``)."""
     with tempfile.TemporaryDirectory(prefix="relaydesk-bench-") as tmp:
         server = EmbeddedNats(store_dir=Path(tmp) / "js")
         url = server.start()
@@ -121,7 +129,7 @@ async def throwaway_nats() -> AsyncIterator[str]:
                 await ensure_streams(nc.jetstream())
             finally:
                 await nc.close()
-            yield url
+            yield server
         finally:
             server.stop()
 

@@ -47,7 +47,7 @@ from events.codec import encode
 from events.model import InboundMessage
 from events.store import EXPECTED_LAST_SUBJECT_SEQ, EventStore
 from services.bench.e2e import Offers, process_cpu
-from services.bench.ingest import throwaway_nats
+from services.bench.ingest import throwaway_server
 from services.bootstrap import seed_agents
 from services.config import AgentSeed, Config
 
@@ -79,8 +79,12 @@ class RunFigures:
     saturation_offered: int = 0
     saturation_sent: int = 0
     ceiling_msgs_per_s: float = 0.0  # the bare loop on the same server, just before
+    # CPU per message of the bare loop (its client, and the server serving it)
+    ceiling_client_cpu_ms: float | None = None
+    ceiling_server_cpu_ms: float | None = None
     intake_cpu_ms: float | None = None  # CPU of the intake processes per conversation at saturation
     router_cpu_ms: float | None = None
+    server_cpu_ms: float | None = None  # the nats-server's, per conversation at saturation
     rates: list[RateFigures] = field(default_factory=list)
 
 
@@ -94,8 +98,16 @@ def _percentile(values: list[float], q: float) -> float | None:
 # -- the ceiling ---------------------------------------------------------------------------------
 
 
-async def measure_ceiling(nc: NATS, count: int) -> float:
-    """Bare fetch + conditional append, pipelined: messages/s."""
+@dataclass
+class Ceiling:
+    msgs_per_s: float
+    client_cpu_ms: float  # per message: the loop's own process
+    server_cpu_ms: float  # per message: the nats-server serving it
+
+
+async def measure_ceiling(nc: NATS, count: int, server_pid: int) -> Ceiling:
+    """Bare fetch + conditional append, pipelined: messages/s, and the CPU each message costs
+    the loop and the server."""
     js = nc.jetstream()
     run = uuid.uuid4().hex[:6]
     await js.add_stream(StreamConfig(name=f"BENCH_IN_{run}", subjects=[f"bench.{run}.in.>"]))
@@ -109,7 +121,7 @@ async def measure_ceiling(nc: NATS, count: int) -> float:
         f"bench.{run}.in.>", durable="ceiling", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
     )
     done = 0
-    start = time.perf_counter()
+    start, client_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu(server_pid)
     while done < count:
         msgs = await sub.fetch(256, timeout=5)
 
@@ -122,9 +134,11 @@ async def measure_ceiling(nc: NATS, count: int) -> float:
             await m.ack()
         done += len(msgs)
     elapsed = time.perf_counter() - start
+    client_ms = 1000 * (time.process_time() - client_cpu) / count
+    server_ms = 1000 * (process_cpu(server_pid) - server_cpu) / count
     await js.delete_stream(f"BENCH_IN_{run}")
     await js.delete_stream(f"BENCH_LOG_{run}")
-    return count / elapsed
+    return Ceiling(count / elapsed, client_ms, server_ms)
 
 
 # -- the pipeline --------------------------------------------------------------------------------
@@ -289,16 +303,19 @@ async def bench(args: argparse.Namespace) -> list[RunFigures]:
     and the ceiling measured on that same server first."""
     runs: list[RunFigures] = []
     for k in args.intakes:
-        async with throwaway_nats() as nats_url:
-            runs.append(await bench_one(args, nats_url, k))
+        async with throwaway_server() as server:
+            assert server.process is not None
+            runs.append(await bench_one(args, server.url, server.process.pid, k))
     return runs
 
 
-async def bench_one(args: argparse.Namespace, nats_url: str, k: int) -> RunFigures:
+async def bench_one(args: argparse.Namespace, nats_url: str, server_pid: int, k: int) -> RunFigures:
     figures = RunFigures(k)
     nc = await nats.connect(nats_url, name="bench-ceiling")
     try:
-        figures.ceiling_msgs_per_s = await measure_ceiling(nc, args.messages)
+        ceiling = await measure_ceiling(nc, args.messages, server_pid)
+        figures.ceiling_msgs_per_s = ceiling.msgs_per_s
+        figures.ceiling_client_cpu_ms, figures.ceiling_server_cpu_ms = ceiling.client_cpu_ms, ceiling.server_cpu_ms
         print(f"  ceiling (bare fetch + conditional append, pipelined): {figures.ceiling_msgs_per_s:,.0f} msg/s")
         config = Config()
         config.agents = roster(args.agents, args.messages + int(sum(RATES) * args.seconds) + 1000)
@@ -322,10 +339,13 @@ async def bench_one(args: argparse.Namespace, nats_url: str, k: int) -> RunFigur
                 pids = [procs.procs[name].pid for name in names]
                 cpu = [process_cpu(pid) for pid in pids]
                 router_cpu = process_cpu(procs.procs["router"].pid)
+                server_cpu = process_cpu(server_pid)
                 rate, offered = await saturation(nc, offers, args.messages, max(30.0, args.messages / 50))
                 used = sum(process_cpu(pid) - before for pid, before in zip(pids, cpu, strict=True))
                 figures.intake_cpu_ms = 1000 * used / max(offered, 1)
                 figures.router_cpu_ms = 1000 * (process_cpu(procs.procs["router"].pid) - router_cpu) / max(offered, 1)
+                # The server also serves this process's publishing and watching: a few percent.
+                figures.server_cpu_ms = 1000 * (process_cpu(server_pid) - server_cpu) / max(offered, 1)
                 figures.saturation_per_s, figures.saturation_offered = rate, offered
                 figures.saturation_sent = args.messages
                 print(f"  {k} intake: {rate or 0:,.0f} conv/s ({offered}/{args.messages})", flush=True)
@@ -366,6 +386,7 @@ def report(runs: list[RunFigures], args: argparse.Namespace) -> dict[str, Any]:
         print(f"{run.intakes:>7} | {ceiling:>7,.0f} | {rate:>7} | {_fmt(ratio, '.3f'):>9} | {cpu:>14} | {cells}")
     print(f"targets: ≥ {TARGET_RATIO} × ceiling; p99 < {TARGET_P99_MS:.0f} ms at 500/s   (* not every message offered)")
     print("CPU ms/conv: intake processes + router, at saturation")
+    print_cpu_budget(runs)
     return {
         "benchmark": "route",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
@@ -376,6 +397,31 @@ def report(runs: list[RunFigures], args: argparse.Namespace) -> dict[str, Any]:
             for run in runs
         ],
     }
+
+
+def print_cpu_budget(runs: list[RunFigures]) -> None:
+    """What a unit of work costs in CPU, client and server together, and how many units the
+    machine's cores could do at that cost: where the rates are CPU-bound, their ratio follows."""
+    cores = os.cpu_count() or 1
+    print()
+    print(f"CPU per unit at saturation, ms: clients + nats-server = all; what {cores} cores allow at that cost")
+    header = f"{'':<36} | {'clients':>13} | {'server':>6} | {'all':>6} | {'cores allow/s':>13}"
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        ceiling = f"ceiling, per message ({run.intakes} intake run)"
+        rows = [
+            (ceiling, [run.ceiling_client_cpu_ms], run.ceiling_server_cpu_ms),
+            (f"{run.intakes} intake, per conversation", [run.intake_cpu_ms, run.router_cpu_ms], run.server_cpu_ms),
+        ]
+        for label, clients, server in rows:
+            if server is None or any(c is None for c in clients):
+                continue
+            known = [c for c in clients if c is not None]
+            total = sum(known) + server
+            shown = " + ".join(f"{c:.2f}" for c in known)
+            allow = f"{1000 * cores / total:,.0f}" if total > 0 else "—"
+            print(f"{label:<36} | {shown:>13} | {server:>6.2f} | {total:>6.2f} | {allow:>13}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
