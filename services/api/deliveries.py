@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import structlog
 from aiohttp import web
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events.kv import bucket_keys
@@ -23,25 +23,32 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     kv_holder: list[KeyValue] = []
 
-    async def kv() -> KeyValue:
+    async def kv() -> KeyValue | None:
+        """The bucket, or None while no delivery service has made it: then there are no
+        records yet. The API only reads it: it neither creates it (its NATS role may not,
+        and a request would wait out the refusal) nor brings it in line."""
         if not kv_holder:
-            # Created with the right replicas if no delivery service made it yet; brought in
-            # line only by the delivery service and setup (a request does not wait for NATS).
-            kv_holder.append(await records.bucket(deps.nc.jetstream(), deps.replicas, update=False, budget=0))
+            try:
+                kv_holder.append(await deps.nc.jetstream().key_value(records.BUCKET))
+            except BucketNotFoundError:
+                return None
         return kv_holder[0]
 
     def operator_only(request: web.Request) -> None:
         if request[ACTOR] != "operator":
             raise ApiError(403, "delivery records are for operators")
 
-    async def load(delivery_id: str) -> tuple[records.DeliveryRecord, int]:
+    async def load(delivery_id: str) -> tuple[records.DeliveryRecord, KeyValue, int]:
+        bucket = await kv()
+        if bucket is None:
+            raise ApiError(404, f"no delivery {delivery_id}")
         try:
-            entry = await (await kv()).get(delivery_id)
+            entry = await bucket.get(delivery_id)
         except KeyNotFoundError as err:
             raise ApiError(404, f"no delivery {delivery_id}") from err
         if not entry.value:
             raise ApiError(404, f"no delivery {delivery_id}")
-        return records.decode(entry.value), int(entry.revision or 0)
+        return records.decode(entry.value), bucket, int(entry.revision or 0)
 
     @r.get("/v1/deliveries")
     async def list_deliveries(request: web.Request) -> web.Response:
@@ -55,6 +62,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         except ValueError:
             return json_error(400, "limit must be an integer")
         bucket = await kv()
+        if bucket is None:
+            return ok({"deliveries": [], "count": 0})
         keys = await bucket_keys(deps.nc.jetstream(), records.BUCKET)
         found: list[records.DeliveryRecord] = []
         for key in keys:
@@ -73,19 +82,19 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     @r.get("/v1/deliveries/{id}")
     async def get_delivery(request: web.Request) -> web.Response:
         operator_only(request)
-        record, _ = await load(request.match_info["id"])
+        record, _, _ = await load(request.match_info["id"])
         return ok(records.summary(record, with_body=True))
 
     @r.post("/v1/deliveries/{id}/retry")
     async def retry(request: web.Request) -> web.Response:
         operator_only(request)
-        record, revision = await load(request.match_info["id"])
+        record, bucket, revision = await load(request.match_info["id"])
         if record.status != "failed":
             return json_error(409, f"only failed deliveries are retried; this one is {record.status}")
         record.status = "retry_requested"
         record.updated_at = deps.clock()
         try:
-            await (await kv()).update(record.id, records.encode(record), last=revision)
+            await bucket.update(record.id, records.encode(record), last=revision)
         except KeyWrongLastSequenceError:
             return json_error(409, "the delivery changed meanwhile; fetch it and try again")
         log.info("api.delivery_retry", delivery_id=record.id, agent_id=record.agent_id, actor=request[ACTOR])

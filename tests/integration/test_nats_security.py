@@ -304,6 +304,45 @@ async def test_every_service_and_connector_works_end_to_end_under_its_own_role(
     assert secured.violations() == []
 
 
+async def test_before_delivery_made_its_bucket_the_api_has_no_delivery_records(
+    tmp_path: Path, secured: Secured, tool: NATS
+) -> None:
+    """The API may read delivery records but not create their bucket, which the delivery
+    service makes when it first runs. Until then there are no records: the API said so by
+    waiting out NATS's refusal to create it, then answering a blank 504."""
+    from services.runners import run_api
+
+    config = system_config(tmp_path, secured.url)
+    config.data.dir = str(secured.data_dir)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    async with connect(config, secured.url, auth=secured.credentials.auth("api"), role="api") as bus:
+        task = asyncio.create_task(run_api(config, bus, API_TOKEN, stop, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+            api = f"http://{config.api.host}:{config.api.port}"
+            headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=4)) as http:
+                async with http.get(f"{api}/v1/deliveries", params={"status": "failed"}) as r:
+                    assert (r.status, await r.json()) == (200, {"deliveries": [], "count": 0})
+                async with http.get(f"{api}/v1/deliveries/d-1") as r:
+                    assert (r.status, await r.json()) == (404, {"error": "no delivery d-1"})
+                async with http.post(f"{api}/v1/deliveries/d-1/retry") as r:
+                    assert r.status == 404, await r.text()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert not await _exists(tool, "KV_rd_deliveries")
+    assert [line for line in secured.violations() if "rd_deliveries" in line] == []
+
+
+async def _exists(nc: NATS, stream: str) -> bool:
+    try:
+        await nc.jetstream().stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
+
+
 async def _chat_round_trip(system: System, chat_url: str) -> None:
     status, session = await open_session(chat_url)
     assert status == 200, session
