@@ -7,8 +7,16 @@ config loader decodes it with ``msgspec.convert(table, RouterPolicy, strict=Fals
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import msgspec
+
+# What a setting can mean, checked when the policy is decoded (a config with ``sla_seconds =
+# { sms = -5 }`` or an agent tier of 9 is refused at load, naming the key and the range).
+Seconds = Annotated[float, msgspec.Meta(gt=0)]  # ``inf`` included (no SLA)
+Wait = Annotated[float, msgspec.Meta(ge=0)]  # 0: none, or off
+Count = Annotated[int, msgspec.Meta(ge=0)]
+AgentTier = Annotated[int, msgspec.Meta(ge=1, le=3)]  # frontline, specialist, supervisor
 
 # Relaxations an escalation step may apply (``EscalationStep.relaxation``).
 DROP_PREFERRED = "drop_preferred"  # stop holding the conversation for its case owner / transfer target
@@ -38,13 +46,13 @@ class EscalationStep(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Reached when a conversation has waited ``after_seconds`` since it started waiting
     (cumulative, not since the previous step) and is still not offered or assigned."""
 
-    after_seconds: float
+    after_seconds: Wait
     relaxation: str
 
 
 class CustomerTierRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     priority_boost: int = 0
-    min_agent_tier: int = 1
+    min_agent_tier: AgentTier = 1
 
 
 def _default_sla() -> dict[str, float]:
@@ -72,22 +80,22 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # --- offers -------------------------------------------------------------------
     # Channels whose conversations are offered (accept/decline); the others are assigned directly.
     offer_channels: tuple[str, ...] = ("chat", "sms", "social")
-    offer_timeout_seconds: float = 30.0
+    offer_timeout_seconds: Seconds = 30.0
     # An available agent who lets this many offers in a row expire is set away (0: never).
-    expiries_before_away: int = 3
+    expiries_before_away: Count = 3
 
     # --- queue order ----------------------------------------------------------------
     # Seconds after the conversation started waiting by which an agent should have it.
     # Merged per channel over the defaults (like an agent's ``capacity``): naming a channel
     # replaces that channel's value only; ``inf`` removes its SLA (see __post_init__).
-    sla_seconds: dict[str, float] = msgspec.field(default_factory=_default_sla)
+    sla_seconds: dict[str, Seconds] = msgspec.field(default_factory=_default_sla)
     # Aging: one priority point per this many seconds waited, so nothing starves (0: off).
-    aging_seconds: float = 60.0
+    aging_seconds: Wait = 60.0
     # Customer tiers: priority boost and minimum agent tier. Unknown tiers count as none.
     customer_tiers: dict[str, CustomerTierRule] = msgspec.field(default_factory=_default_tiers)
     # Customer flags that send a conversation to ``flag_min_tier`` or above at ``flag_priority``.
     priority_flags: tuple[str, ...] = ("regulatory_risk", "media_attention", "executive_escalation")
-    flag_min_tier: int = 2
+    flag_min_tier: AgentTier = 2
     flag_priority: int = 1000
     # Public posts (social) are seen by everyone: a priority boost.
     public_boost: int = 5
@@ -95,39 +103,39 @@ class RouterPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # --- choice of agent ------------------------------------------------------------
     # The case owner: a returning customer's open conversation's agent, or the agent of a
     # conversation resolved at most this long ago.
-    case_owner_window_seconds: float = 72 * 3600.0
+    case_owner_window_seconds: Wait = 72 * 3600.0
     # How long a conversation is held for its case owner (or transfer target) to have room
     # before it routes to anyone eligible.
-    case_owner_wait_seconds: float = 30.0
+    case_owner_wait_seconds: Wait = 30.0
     # Among eligible agents of the lowest fitting tier: "highest" skill level first, or
     # "closest" (the lowest level that meets the minimum, keeping experts free).
     skill_fit: str = "highest"
     # The tier ceiling: a conversation goes to the lowest tier that has an available agent
     # able to take it ("natural tier") plus this headroom, plus one per allow_tier_up step.
     # So a specialist is not spent on frontline work while a frontline agent is on shift.
-    tier_headroom: int = 0
+    tier_headroom: Count = 0
     # Languages accepted after a fallback_language step when the conversation names none.
     fallback_languages: tuple[str, ...] = ("en",)
     escalation_steps: tuple[EscalationStep, ...] = DEFAULT_STEPS
 
     # --- transfers and agent state --------------------------------------------------
     # The transfer that makes the count reach this goes to ``specialist_tier`` or above.
-    specialist_after_transfers: int = 3
-    specialist_tier: int = 2
+    specialist_after_transfers: Count = 3
+    specialist_tier: AgentTier = 2
     # An agent going offline hands back conversations on these channels (and every pending offer).
     release_on_offline: tuple[str, ...] = ("chat", "sms", "social")
     # Wrap-up time per channel: after an agent's conversation on that channel is resolved,
     # its slot stays taken this many seconds before new work (a channel not named: none).
-    wrap_up_seconds: dict[str, float] = msgspec.field(default_factory=dict)
+    wrap_up_seconds: dict[str, Wait] = msgspec.field(default_factory=dict)
     # Cross-channel rule (router.cross_channel): while an agent holds work on one of these
     # channels she gets no new work on any channel; and she gets work there only while she
     # holds at most ``exclusive_max_other_load`` conversations elsewhere (None: no limit).
     exclusive_channels: tuple[str, ...] = ("voice",)
-    exclusive_max_other_load: int | None = None
+    exclusive_max_other_load: Count | None = None
 
     # --- work per call ----------------------------------------------------------------
     # Upper bound of decisions in one decide call, so one call stays short under a burst.
-    max_decisions_per_call: int = 1000
+    max_decisions_per_call: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
     def __post_init__(self) -> None:
         unknown = [step.relaxation for step in self.escalation_steps if step.relaxation not in RELAXATIONS]

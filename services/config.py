@@ -36,11 +36,17 @@ class ConfigError(ValueError):
         self.problems = list(problems)
 
 
+# Values no deployment means: refused at load with the range (``relaydesk config check`` lists them).
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = ""  # empty: `relaydesk up` starts an embedded server
-    port: int = 4222  # the embedded server's preferred port; another if taken
-    replicas: int = 1
-    connect_timeout: float = 5.0
+    port: Port = 4222  # the embedded server's preferred port; another if taken
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1  # JetStream's own limit
+    connect_timeout: Seconds = 5.0
     # Credentials (services/nats_auth.py). Empty: the role's credentials that `relaydesk up`
     # generated in the data dir, if any, else anonymous. RELAYDESK_NATS_USER, … set them.
     user: str = ""
@@ -62,7 +68,7 @@ class SecuritySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 class RetentionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Message bodies older than this many days become unreadable (their day keys are
     # destroyed by a sweep); 0 keeps them.
-    message_days: int = 0
+    message_days: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class HealthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -70,7 +76,7 @@ class HealthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The image sets host 0.0.0.0. `relaydesk up` takes another free port when this one is
     # taken; a single service fails at start instead. 0: no health listener.
     host: str = "127.0.0.1"
-    port: int = 9090
+    port: Port = 9090
 
 
 class TracingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,7 +86,7 @@ class TracingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = False
     otlp_endpoint: str = ""  # e.g. http://otel-collector:4318/v1/traces (OTLP over HTTP)
     service_name: str = "relaydesk"
-    sample_ratio: float = 1.0
+    sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
 
 
 class DataSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -89,11 +95,11 @@ class DataSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     token: str = ""
     # A reply still without MessageSent / DeliveryFailed after this long is queued for its
     # connector again (deduplicated by reply id): the outbox half of the reply command.
-    reply_requeue_seconds: float = 30.0
+    reply_requeue_seconds: Seconds = 30.0
     # The API's address as providers reach it (Twilio fetches MMS media from signed links
     # under it, services.api.uploads); empty: http://<host>:<port>.
     public_url: str = ""
@@ -106,7 +112,7 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ProjectionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Empty: SQLite at <data dir>/timelines.db. Or postgresql://user@host/db.
     dsn: str = ""
-    batch_size: int = 500
+    batch_size: Count = 500
     # "I/N": one of N projectors sharing the work by customer (each keeps its own checkpoint).
     partition: str = "0/1"
 
@@ -125,11 +131,11 @@ class RunnerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the router process runs (not what it decides: that is [router])."""
 
     # A standby takes over this long after the active router stops renewing its lease.
-    lease_seconds: float = 5.0
+    lease_seconds: Seconds = 5.0
     # Timers (offer expiry, escalation waits) are checked at least this often.
-    tick_seconds: float = 0.2
+    tick_seconds: Seconds = 0.2
     # A snapshot of routing state every this many events, so restarts stay fast.
-    snapshot_every: int = 5_000
+    snapshot_every: Count = 5_000
     # Name of this router instance in the lease (empty: router-<random>).
     instance_id: str = ""
 
@@ -143,7 +149,7 @@ class RoutingRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    workers: int = 4
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
     languages: tuple[str, ...] = ("en", "es", "fr", "de", "pt", "it")
     default_language: str = "en"
     default_skills: dict[str, int] = msgspec.field(default_factory=lambda: {"general": 1})
@@ -167,7 +173,7 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class RoutingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The registry of names routing knows (``GET /v1/skills``, ``GET /v1/languages``). An
     agent, a routing rule or a transfer that names another is refused, so a typo cannot leave
-    work unroutable in silence (``registry_problems``, ``services.api.registry``)."""
+    work unroutable in silence (``services.config_names``, ``services.api.registry``)."""
 
     skills: tuple[str, ...] = ("general", "billing", "technical")
     # Empty: the [intake] languages and its default_language (what intake detects and routes by).
@@ -179,14 +185,20 @@ class RoutingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return tuple(dict.fromkeys((*intake.languages, intake.default_language)))
 
 
+# An agent's levels and room, as the API takes them (services.api.agents.profile_problem).
+Tier = Annotated[int, msgspec.Meta(ge=1, le=3)]  # frontline, specialist, supervisor
+Level = Annotated[int, msgspec.Meta(ge=1, le=5)]
+Slots = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+
+
 class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: str
     name: str = ""
-    skills: dict[str, int] = {}
-    languages: dict[str, int] = {}
-    tier: int = 1
-    capacity: dict[str, int] = {}
-    max_total: int | None = None
+    skills: dict[str, Level] = {}
+    languages: dict[str, Level] = {}
+    tier: Tier = 1
+    capacity: dict[str, Slots] = {}
+    max_total: Slots | None = None
     status: str = "available"
     # Where her calls ring (voice): "client:<identity>", "sip:<uri>" or "+E164".
     voice: str = ""
@@ -383,6 +395,8 @@ def check(
         config.projection.partition_pair()
     except ConfigError as err:
         problems += err.problems
+    from services.config_names import registry_problems  # it reads Config
+
     problems += registry_problems(config)
     problems += console_problems(config.console)
     return config, problems
@@ -403,37 +417,6 @@ def _named_tables(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[set[s
 
         sinks.update(sink_registry.available())
     return connectors, sinks
-
-
-def registry_problems(config: Config) -> list[str]:
-    """Skill and language names in ``[intake]`` and ``[[agents]]`` that ``[routing]`` does not
-    list, each naming its key with the closest known name."""
-    skills, languages = config.routing.skills, config.routing.known_languages(config.intake)
-    # (where, kind, names); intake's own languages are the registry's unless [routing] lists its own.
-    intake_languages = (*config.intake.languages, config.intake.default_language) if config.routing.languages else ()
-    named: list[tuple[str, str, tuple[str, ...]]] = [
-        ("[intake] languages", "language", intake_languages),
-        ("[intake] default_skills", "skill", tuple(config.intake.default_skills)),
-        *((f"[[intake.rules]] #{i} skills", "skill", tuple(r.skills)) for i, r in enumerate(config.intake.rules, 1)),
-        *((f"[[agents]] #{i} skills", "skill", tuple(a.skills)) for i, a in enumerate(config.agents, 1)),
-        *((f"[[agents]] #{i} languages", "language", tuple(a.languages)) for i, a in enumerate(config.agents, 1)),
-    ]
-    from services.api.agents import voice_endpoint_problem  # here: the API imports this module
-
-    problems = [
-        f"[[agents]] #{i} voice: {problem}"
-        for i, a in enumerate(config.agents, 1)
-        if a.voice and (problem := voice_endpoint_problem(a.voice))
-    ]
-    for where, kind, names in named:
-        known = skills if kind == "skill" else languages
-        for name in dict.fromkeys(names):
-            if name not in known:
-                problems.append(
-                    f"{where}: unknown {kind} {name!r}{strict.did_you_mean(name, known)}"
-                    f" (add it to [routing] {kind}s to use it)"
-                )
-    return problems
 
 
 def _blame(problem: str, origins: Mapping[tuple[str, str], str]) -> str:

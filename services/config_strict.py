@@ -137,6 +137,9 @@ def validation_problem(err: msgspec.ValidationError, path: Sequence[str | int]) 
         return f"{table_label(path)} {text}"
     parts: list[str | int] = list(path)
     inner = where.rstrip("`").removeprefix("$")
+    # msgspec does not name a table's key (``$.sla_seconds[...]``): the problem is one of its values.
+    of_value = inner.endswith("[...]")
+    inner = inner.replace("[...]", "")
     key = ""
     for token in inner.replace("]", "").replace("[", ".#").split("."):
         if not token:
@@ -150,7 +153,7 @@ def validation_problem(err: msgspec.ValidationError, path: Sequence[str | int]) 
             if key:
                 parts.append(key)
             key = token
-    detail = message[0].lower() + message[1:]
+    detail = ("each value: " if of_value else "") + message[0].lower() + message[1:]
     return f"{table_label(parts)} {key}: {detail}" if key else f"{table_label(parts)} {detail}"
 
 

@@ -85,6 +85,43 @@ def test_a_wrong_type_names_the_table_and_key(tmp_path: Path) -> None:
     ]
 
 
+def test_a_value_out_of_its_range_names_the_key_and_the_range(tmp_path: Path) -> None:
+    """Found by an operator: a port of 70000, a negative SLA, an agent of tier 9 and a
+    capacity for the channel "smss" all passed `config check` and failed later, or never."""
+    path = write(
+        tmp_path,
+        """
+[api]
+port = 70000
+[router]
+sla_seconds = { sms = -5 }
+[[agents]]
+id = "ava"
+tier = 9
+[[agents]]
+id = "bruno"
+capacity = { smss = 3, telegram = 2 }
+""",
+    )
+    _, problems = check(path, env={})
+    assert problems == [
+        "[api] port: expected `int` <= 65535",
+        "[router] sla_seconds: each value: expected `float` > 0.0",
+        "[[agents]] #1 tier: expected `int` <= 3",
+    ]
+    path = write(tmp_path, '[router]\nsla_seconds = { emial = 60 }\n[[agents]]\nid = "b"\ncapacity = { smss = 3 }\n')
+    _, problems = check(path, env={})
+    assert problems == [
+        "[router] sla_seconds: unknown channel 'emial' (did you mean 'email'?)",
+        "[[agents]] #1 capacity: unknown channel 'smss' (did you mean 'sms'?)",
+    ]
+    # A channel of its own (a connector made with the SDK) is not a typo.
+    path = write(
+        tmp_path, '[router]\nsla_seconds = { telegram = 60 }\n[[agents]]\nid = "b"\ncapacity = { telegram = 3 }\n'
+    )
+    assert load(path, env={}).agents[0].capacity == {"telegram": 3}
+
+
 def test_the_shipped_defaults_and_a_full_file_still_load(tmp_path: Path) -> None:
     config = load(
         write(
