@@ -150,8 +150,13 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
             return
         log.warning("nats.error", error=str(err))
 
+    connected: list[NATS] = []
+
     async def disconnected_cb() -> None:
-        log.warning("nats.disconnected")
+        if connected and (connected[0].is_closed or connected[0].is_draining):
+            log.debug("nats.disconnected", client=name, why="closed")  # our own close: nothing to warn of
+            return
+        log.warning("nats.disconnected", client=name)
 
     async def reconnected_cb() -> None:
         log.info("nats.reconnected")
@@ -185,6 +190,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
             raise
         raise SystemExit(f"cannot reach NATS at {where}: {str(err) or 'no answer in time'}") from err
     _DENIED[id(nc)] = denied
+    connected.append(nc)
     return nc
 
 
