@@ -128,18 +128,23 @@ def _confirmed(console: Console, customer_id: str) -> bool:
 
 
 async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes: bool = False) -> int:
-    """Erase ``customer_id`` (see ``services.customers.erase``): each step on the terminal as it
+    """Erase ``customer_id`` (see ``services.customers.erase``): each step on the spinner as it
     ends, then what was removed. Exit 1 when refused (unknown customer: 404 …), 2 unconfirmed."""
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     if not assume_yes and not _confirmed(console, customer_id):
         return 2
     async with _customers(config) as customers:
         keys = customers.store.cipher.keys if customers.store.cipher is not None else CustomerKeys(customers.store.js)
+        # Each step shows on the spinner as it ends; the counts are printed once, at the end.
+        status = console.status(f"erasing {customer_id}…")
         eraser = Eraser(
-            customers, keys, ErasureTargets.from_config(config), progress=lambda line: console.print(f"  {line}")
+            customers,
+            keys,
+            ErasureTargets.from_config(config),
+            progress=lambda line: status.update(f"erasing {customer_id}: {line}"),
         )
         try:
-            with console.status(f"erasing {customer_id}…"):
+            with status:
                 report = await eraser.erase(customer_id, reason, "cli")
         except CustomerError as err:
             console.print(f"[red]refused ({err.status}): {err.reason}")

@@ -126,6 +126,7 @@ def test_erase_removes_the_family_and_says_what_went(
     assert f"erased {survivor}" in out and merged in out
     assert "data keys destroyed" in out and "raw messages erased (RD_INBOUND)" in out
     assert " 2\n" in out.split("raw messages erased (RD_INBOUND)")[1].split("\n")[0] + "\n"
+    assert out.count("raw messages erased") == 1, out  # the counts once, not as steps and again
     texts, events, owner = asyncio.run(after(nats_url, uid, survivor))
     assert texts == [] and owner is None
     [erased] = [e for e in events if isinstance(e, CustomerErased)]
