@@ -35,10 +35,14 @@ from services.api import (
 )
 from services.api.auth import authenticate, authorize
 from services.api.common import ApiDeps
+from services.api.errors import json_errors
 
 __all__ = ["ApiDeps", "build_app"]
 
 log = structlog.get_logger(__name__)
+
+# The largest request body the API reads (aiohttp's client_max_size): 413 past it.
+BODY_LIMIT = 256 * 1024
 
 ROUTE_GROUPS = (
     *(health, conversations, customers, agents, agent_api, deliveries, dlq, reports, registry, slack_routes),
@@ -55,13 +59,14 @@ def build_app(deps: ApiDeps) -> web.Application:
     authn = authenticate(deps.token, table)
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     middlewares = [
+        json_errors(BODY_LIMIT),  # aiohttp's own errors (404, 405, 413) as {"error": ...} too
         session.cookie_session(sessions),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),
         authorize(deps),
         refuse_for_erased_customers,
     ]
-    app = web.Application(middlewares=middlewares, client_max_size=256 * 1024)
+    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
     tokens.install(app, table, deps.live)
     stream.install(app, deps.live)
     access.install(app, deps.live)  # who held what: the access rules (services.api.access)

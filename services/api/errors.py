@@ -1,0 +1,49 @@
+"""Every error the API answers is ``{"error": ...}`` JSON, also those aiohttp raises itself:
+no route (404), a method the route does not take (405, its ``Allow`` header kept), a body over
+the limit (413, the limit in KiB). An error already JSON (``ApiError``, ``json_error``) passes
+as it is; answers below 400 (redirects) and every non-error answer (the console's HTML and
+scripts, ``/docs``, the event stream) are untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The headers of the error kept on its JSON answer (aiohttp sets the body's own).
+_BODY_HEADERS = frozenset({hdrs.CONTENT_TYPE.lower(), hdrs.CONTENT_LENGTH.lower()})
+
+
+def json_errors(body_limit: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The outermost middleware: ``body_limit`` is the application's ``client_max_size``."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as err:
+            if err.status < 400 or (err.content_type or "").startswith("application/json"):
+                raise
+            reason, extra = describe(err, request, body_limit)
+            headers = {k: v for k, v in err.headers.items() if k.lower() not in _BODY_HEADERS}
+            return web.json_response({"error": reason, **extra}, status=err.status, headers=headers)
+
+    return middleware
+
+
+def describe(err: web.HTTPException, request: web.Request, body_limit: int) -> tuple[str, dict[str, Any]]:
+    """A sentence for a person (and fields for a program) saying what was wrong."""
+    if isinstance(err, web.HTTPMethodNotAllowed):
+        allowed = sorted(err.allowed_methods)
+        return f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}", {"allowed": allowed}
+    if isinstance(err, web.HTTPRequestEntityTooLarge):
+        return f"the request body is larger than the limit of {body_limit // 1024} KiB", {}
+    text = (err.text or "").strip()
+    if not text or text == f"{err.status}: {err.reason}":  # aiohttp's own plain text
+        if isinstance(err, web.HTTPNotFound):
+            return f"not found: {request.method} {request.path}", {}
+        return err.reason.lower(), {}
+    return text, {}
