@@ -40,7 +40,9 @@ OUTBOUND_ALL = "rd.out.>"
 # The token that stands where a conversation id would, for customer-level facts.
 CUSTOMER_SCOPE = "_customer"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# The longest id a subject token may be (agent ids, customer ids, conversation ids).
+TOKEN_MAX_LENGTH = 128
+_TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{1,{TOKEN_MAX_LENGTH}}}$")
 
 
 class InvalidToken(ValueError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import structlog
 from aiohttp import web
 
@@ -16,14 +15,14 @@ from events.model import AgentStatusChanged
 from router.state import RouterState
 from services.api import workspace
 from services.api.auth import AGENT, role_of
-from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, ApiError, Body, json_error, ok, read_body
 from services.api.views import agent_json, conversation_json
 from services.api.workspace import WorkspaceFacts
 
 log = structlog.get_logger(__name__)
 
 
-class StatusBody(msgspec.Struct, kw_only=True):
+class StatusBody(Body):
     status: str
     reason: str = ""
 

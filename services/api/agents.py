@@ -29,21 +29,25 @@ from events.model import (
 )
 from events.store import ConcurrencyError
 from router.state import AgentView
-from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, EmptyBody, id_problem, json_error, ok, read_body
 from services.api.views import agent_json
 
 log = structlog.get_logger(__name__)
 
 # Attempts at a guarded append before answering 409 (another change kept landing first).
 CONFLICT_RETRIES = 5
+# Bounds no contact centre reaches but that stop nonsense (a number meant for another field, a
+# runaway script): conversations at once on one channel, and on all channels together.
+MAX_CAPACITY = 1000
+MAX_TOTAL = 1000
 
 
-class StatusBody(msgspec.Struct, kw_only=True):
+class StatusBody(Body):
     status: str
     reason: str = ""
 
 
-class AgentChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class AgentChanges(Body):
     """A profile change: only the fields named change. A misspelt field is refused (400)
     rather than ignored, since ignoring it would silently change nothing."""
 
@@ -65,7 +69,7 @@ class AgentChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return msgspec.structs.replace(current, **named)
 
 
-class DeactivateBody(msgspec.Struct, kw_only=True):
+class DeactivateBody(Body):
     reason: str = ""
 
 
@@ -76,10 +80,11 @@ def profile_problem(profile: AgentProfile) -> str | None:
         return "skill levels go from 1 to 5"
     if any(not 1 <= level <= 5 for level in profile.languages.values()):
         return "language levels go from 1 to 5"
-    if any(cap < 0 for cap in profile.capacity.values()):
-        return "capacity cannot be negative"
-    if profile.max_total is not None and profile.max_total < 0:
-        return "max_total cannot be negative"
+    for channel, cap in profile.capacity.items():
+        if not 0 <= cap <= MAX_CAPACITY:
+            return f"capacity on {channel} goes from 0 to {MAX_CAPACITY} (0 closes the channel), not {cap}"
+    if profile.max_total is not None and not 0 <= profile.max_total <= MAX_TOTAL:
+        return f"max_total goes from 0 to {MAX_TOTAL} (null: no overall cap), not {profile.max_total}"
     return voice_endpoint_problem(profile.voice)
 
 
@@ -120,11 +125,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
 
     async def change_profile(request: web.Request) -> web.Response:
         aid = request.match_info["id"]
-        try:
-            subjects.token(aid)
-        except subjects.InvalidToken:
-            return json_error(400, "agent id may use letters, digits, '-' and '_' only")
+        if problem := id_problem("agent", aid):
+            return json_error(400, problem)
         changes = await read_body(request, AgentChanges)
+        if changes.capacity is not UNSET and (refusal := deps.registry.unknown_channels(changes.capacity)):
+            return json_error(400, refusal.reason, **refusal.extra("channel"))
         if changes.skills is not UNSET and (refusal := deps.registry.unknown_skills(changes.skills)):
             return json_error(400, refusal.reason, **refusal.extra("skill"))
         if changes.languages is not UNSET and (refusal := deps.registry.unknown_languages(changes.languages)):
@@ -171,7 +176,10 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         """Deactivate or reactivate; asking for the state the agent is already in answers the
         agent as it is and appends nothing (safe to retry without an Idempotency-Key)."""
         aid = request.match_info["id"]
+        # Reactivating takes no fields: a stray one is refused like any unknown field.
         body = await read_body(request, DeactivateBody) if not active else DeactivateBody()
+        if active:
+            await read_body(request, EmptyBody)
         for _ in range(CONFLICT_RETRIES):
             if aid not in deps.live.state.agents:
                 return json_error(404, f"no agent {aid}")

@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
+from events import subjects
 from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
@@ -21,8 +22,6 @@ from services.api.templates import TemplateSettings
 from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
 from services.timelines.store import TimelineStore
-
-T = TypeVar("T")
 
 # Who is acting: "operator" or "agent:<id>"; set by the auth middleware, put on every event.
 ACTOR = web.RequestKey("actor", str)
@@ -72,6 +71,18 @@ def json_error(status: int, reason: str, **extra: object) -> web.Response:
     return ok({"error": reason, **extra}, status)
 
 
+def id_problem(kind: str, value: str) -> str | None:
+    """Why ``value`` cannot be a ``kind`` id (it stands as a NATS subject token), else None:
+    the length when that is what is wrong, else the characters."""
+    if not 1 <= len(value) <= subjects.TOKEN_MAX_LENGTH:
+        return f"{kind} id takes 1 to {subjects.TOKEN_MAX_LENGTH} characters, not {len(value)}"
+    try:
+        subjects.token(value)
+    except subjects.InvalidToken:
+        return f"{kind} id may use letters, digits, '-' and '_' only"
+    return None
+
+
 class ApiError(web.HTTPException):
     """Raise to answer at once with ``{"error": reason}`` and ``status``."""
 
@@ -80,7 +91,21 @@ class ApiError(web.HTTPException):
         super().__init__(text=msgspec.json.encode({"error": reason, **extra}).decode(), content_type="application/json")
 
 
-async def read_body(request: web.Request, kind: type[T]) -> T:
+class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What every JSON request body decodes into: a field the endpoint does not know (a typo,
+    a field of another endpoint) is 400 ``Object contains unknown field``, never ignored."""
+
+
+class EmptyBody(Body):
+    """The body of a command that takes no fields: ``{}`` or none at all."""
+
+
+B = TypeVar("B", bound=Body)
+
+
+async def read_body(request: web.Request, kind: type[B]) -> B:
+    if not kind.__struct_config__.forbid_unknown_fields:  # a subclass turned it off
+        raise TypeError(f"{kind.__name__} must forbid unknown fields")
     raw = await request.read()
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)

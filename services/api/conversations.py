@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
 import structlog
 from aiohttp import web
 
@@ -24,7 +23,7 @@ from events.store import ConcurrencyError
 from router.state import ConversationView, RouterState
 from services.api import access, replies, templates, uploads, workspace
 from services.api.auth import AGENT, role_of
-from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
 from services.api.views import (
     conversation_json,
     conversation_subject,
@@ -38,11 +37,11 @@ from services.api.views import (
 log = structlog.get_logger(__name__)
 
 
-class AgentActionBody(msgspec.Struct, kw_only=True):
+class AgentActionBody(Body):
     agent_id: str | None = None
 
 
-class TransferBody(msgspec.Struct, kw_only=True):
+class TransferBody(Body):
     to_agent: str | None = None
     to_skill: str | None = None
     to_tier: int | None = None
@@ -50,13 +49,18 @@ class TransferBody(msgspec.Struct, kw_only=True):
     # A skill no active agent has is refused (409) unless this is set: then it waits for one.
     queue_anyway: bool = False
 
+    def targets(self) -> list[str]:
+        """The targets named: exactly one is a transfer (an agent, a skill or a tier)."""
+        named = {"to_agent": self.to_agent, "to_skill": self.to_skill, "to_tier": self.to_tier}
+        return [field for field, value in named.items() if value not in (None, "")]
 
-class EscalateBody(msgspec.Struct, kw_only=True):
+
+class EscalateBody(Body):
     to_tier: int
     reason: str = ""
 
 
-class ReplyBody(msgspec.Struct, kw_only=True):
+class ReplyBody(Body):
     text: str = ""
     # A WhatsApp template instead of text (services.api.templates), its parameters by name.
     template: str | None = None
@@ -66,6 +70,8 @@ class ReplyBody(msgspec.Struct, kw_only=True):
 
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
+# ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
+STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
 
 
 def skill_holders(state: RouterState, skill: str) -> list[str]:
@@ -160,6 +166,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def list_conversations(request: web.Request) -> web.Response:
         status = request.query.get("status")
         agent = request.query.get("agent")
+        if status is not None and status not in STATUSES:
+            return json_error(400, f"status is one of {', '.join(STATUSES)}, not {status!r}", statuses=list(STATUSES))
         if role_of(request) == "agent":  # only hers (services.api.access)
             custody = request.app.get(access.CUSTODY)
             return await access.agent_conversations(deps, custody, request[AGENT], status, agent)
@@ -225,8 +233,13 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def transfer(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         body = await read_body(request, TransferBody)
-        if not (body.to_agent or body.to_skill or body.to_tier):
+        targets = body.targets()
+        if not targets:
             return json_error(400, "name a target: to_agent, to_skill or to_tier")
+        if len(targets) == 2:  # a transfer goes to one target (README: the transfer endpoint)
+            return json_error(400, f"give {targets[0]} or {targets[1]}, not both")
+        if len(targets) > 2:
+            return json_error(400, "give one of to_agent, to_skill or to_tier, not several")
         if body.to_agent and body.to_agent not in deps.live.state.agents:
             return json_error(404, f"no agent {body.to_agent}")
         if body.to_agent and not getattr(deps.live.state.agents[body.to_agent], "active", True):
@@ -275,6 +288,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     @r.post("/v1/conversations/{id}/resolve")
     async def resolve(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
+        await read_body(request, EmptyBody)  # no fields: a stray one is refused, not ignored
         conv = conversation(cid)
         return await command(resolution(deps, conv, cid, request[ACTOR]), conv, cid)
 

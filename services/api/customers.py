@@ -17,7 +17,7 @@ from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
-from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
@@ -35,7 +35,7 @@ PROFILE_CONFLICT_RETRIES = 5
 CHANNEL_NAME = re.compile(CHANNEL_PATTERN)
 
 
-class ProfileBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ProfileBody(Body):
     """``PUT`` and ``PATCH /v1/customers/{id}``: only the fields named change; ``null`` clears
     a nullable one. A misspelt field is refused (400) rather than ignored."""
 
@@ -49,16 +49,16 @@ class ProfileBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
 
 
-class LinkBody(msgspec.Struct, kw_only=True):
+class LinkBody(Body):
     identity: str
     merge: bool = False
 
 
-class MergeBody(msgspec.Struct, kw_only=True):
+class MergeBody(Body):
     other: str
 
 
-class EraseBody(msgspec.Struct, kw_only=True):
+class EraseBody(Body):
     reason: str = ""
 
 

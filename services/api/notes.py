@@ -19,14 +19,14 @@ from aiohttp import web
 
 from events.model import NoteAdded
 from services.api.auth import AGENT, role_of
-from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 
 log = structlog.get_logger(__name__)
 
 MAX_NOTE_CHARS = 10_000
 
 
-class NoteBody(msgspec.Struct, kw_only=True):
+class NoteBody(Body):
     text: str
 
 

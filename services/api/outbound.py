@@ -44,7 +44,7 @@ from events.model import (
 from events.store import Append, ConcurrencyError, StoredEvent
 from services.api import templates, uploads
 from services.api.auth import AGENT, TOKEN_ID, role_of
-from services.api.common import ACTOR, ApiDeps, ApiError, ok, read_body
+from services.api.common import ACTOR, ApiDeps, ApiError, Body, ok, read_body
 from services.api.conversations import queue_reply
 from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from services.api.replies import ReplyRoute
@@ -67,7 +67,7 @@ PLATFORMS: dict[str, tuple[str, ...]] = {
 WINDOWED = frozenset({"whatsapp", "messenger", "instagram"})
 
 
-class StartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class StartBody(Body):
     channel: str = ""
     customer_id: str | None = None
     # ``<kind>:<address>``: sms:+15551234567, whatsapp:+15551234567, email:ann@example.com,

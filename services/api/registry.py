@@ -1,10 +1,17 @@
-"""The registry of skills and languages routing knows (``[routing] skills`` and ``languages``).
+"""The registry of skills and languages routing knows (``[routing] skills`` and ``languages``),
+and of the channels agents may be given capacity on.
 
 ``GET /v1/skills`` and ``GET /v1/languages`` list them, so the console can offer lists
 instead of free text. An agent profile (``PUT``/``PATCH /v1/agents/{id}``) or a transfer
 (``to_skill``) that names another is refused with 400 naming it, with the closest known name:
 a skill nobody spells the same way would leave work unroutable in silence. The configuration's
 own names (routing rules, ``[[agents]]``) are checked at start (``services.config.registry_problems``).
+
+Channels are open (``events.model.CHANNEL_PATTERN``: a connector package brings its own), so the
+known ones are the built-in ones (``services.config_names.BUILT_IN_CHANNELS``), each
+``[connectors.<name>]`` table and every channel the ``[router]`` settings or ``[[agents]]``
+capacities name (what the configuration takes as a channel of its own). A ``capacity`` in a
+body naming another is refused the same way as a skill.
 
 This module imports nothing from ``services.api.common`` so that ``ApiDeps`` can hold a
 ``Registry``; its routes answer with plain aiohttp JSON.
@@ -20,6 +27,7 @@ import msgspec
 from aiohttp import web
 
 from services.config import Config, IntakeSettings, RoutingSettings
+from services.config_names import BUILT_IN_CHANNELS
 from services.config_strict import did_you_mean
 
 if TYPE_CHECKING:
@@ -37,20 +45,51 @@ class Refusal:
         return {f"known_{kind}s": list(self.known)}
 
 
+def known_channels(config: Config) -> tuple[str, ...]:
+    """The built-in channels, then those the configuration names (see the module's docstring)."""
+    policy = config.router
+    named: list[Iterable[str]] = [
+        config.connectors,
+        policy.sla_seconds,
+        policy.wrap_up_seconds,
+        policy.offer_channels,
+        policy.release_on_offline,
+        policy.exclusive_channels,
+        *(agent.capacity for agent in config.agents),
+    ]
+    return tuple(dict.fromkeys((*BUILT_IN_CHANNELS, *(name for names in named for name in names))))
+
+
+# Where the refusal tells a person to look, per kind of name.
+WHERE = {
+    "skill": "see [routing] skills",
+    "language": "see [routing] languages",
+    "channel": "a connector's channel is known once [connectors.<name>] or [router] sla_seconds names it",
+}
+
+
 @dataclass(frozen=True)
 class Registry:
     skills: tuple[str, ...] = RoutingSettings().skills
     languages: tuple[str, ...] = RoutingSettings().known_languages(IntakeSettings())
+    channels: tuple[str, ...] = BUILT_IN_CHANNELS
 
     @classmethod
     def from_config(cls, config: Config) -> Registry:
-        return cls(skills=config.routing.skills, languages=config.routing.known_languages(config.intake))
+        return cls(
+            skills=config.routing.skills,
+            languages=config.routing.known_languages(config.intake),
+            channels=known_channels(config),
+        )
 
     def unknown_skills(self, names: Iterable[str]) -> Refusal | None:
         return _refusal("skill", names, self.skills)
 
     def unknown_languages(self, names: Iterable[str]) -> Refusal | None:
         return _refusal("language", names, self.languages)
+
+    def unknown_channels(self, names: Iterable[str]) -> Refusal | None:
+        return _refusal("channel", names, self.channels)
 
 
 def _refusal(kind: str, names: Iterable[str], known: tuple[str, ...]) -> Refusal | None:
@@ -59,7 +98,7 @@ def _refusal(kind: str, names: Iterable[str], known: tuple[str, ...]) -> Refusal
         return None
     each = ", ".join(f"{name!r}{did_you_mean(name, known)}" for name in unknown)
     plural = "s" if len(unknown) > 1 else ""
-    reason = f"unknown {kind}{plural} {each}: known {kind}s are {', '.join(known)} (see [routing] {kind}s)"
+    reason = f"unknown {kind}{plural} {each}: known {kind}s are {', '.join(known)} ({WHERE[kind]})"
     return Refusal(reason, known)
 
 

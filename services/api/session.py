@@ -44,7 +44,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from services.api.auth import Handler
-from services.api.common import ACTOR, json_error, ok, read_body
+from services.api.common import ACTOR, Body, json_error, ok, read_body
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,7 @@ SESSIONS_REFUSED = Counter(
 )
 
 
-class SessionBody(msgspec.Struct, kw_only=True):
+class SessionBody(Body):
     token: str
 
 

@@ -29,7 +29,7 @@ from prometheus_client import Counter
 
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
-from services.api.common import ACTOR, ApiDeps, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 from services.api.readmodel import LiveState
 
 log = structlog.get_logger(__name__)
@@ -172,7 +172,7 @@ def install(app: web.Application, table: TokenTable, live: LiveState) -> None:
     live.add_fold(table.apply, name="agent_tokens", saved=table)
 
 
-class IssueBody(msgspec.Struct, kw_only=True):
+class IssueBody(Body):
     label: str = ""
     role: str = "agent"  # or "supervisor"
 

@@ -16,6 +16,7 @@ from services.api import (
     agent_api,
     agents,
     canned,
+    common,
     conversations,
     customers,
     notes,
@@ -144,7 +145,11 @@ ROUTES: tuple[Route, ...] = (
         "agents",
         {200: rs.Agent, 201: rs.Agent},
         body=agents.AgentChanges,
-        errors={400: "invalid id or profile, or an unknown skill or language", 409: "the agent kept changing"},
+        errors={
+            400: "invalid id (1-128 letters, digits, '-', '_'), a number out of range (tier 1-3, levels 1-5,"
+            " capacity and max_total 0-1000), or an unknown skill, language or channel",
+            409: "the agent kept changing",
+        },
     ),
     Route(
         "PATCH",
@@ -153,7 +158,11 @@ ROUTES: tuple[Route, ...] = (
         "agents",
         {200: rs.Agent, 201: rs.Agent},
         body=agents.AgentChanges,
-        errors={400: "invalid id or profile, or an unknown skill or language", 409: "the agent kept changing"},
+        errors={
+            400: "invalid id (1-128 letters, digits, '-', '_'), a number out of range (tier 1-3, levels 1-5,"
+            " capacity and max_total 0-1000), or an unknown skill, language or channel",
+            409: "the agent kept changing",
+        },
     ),
     Route(
         "DELETE",
@@ -170,6 +179,7 @@ ROUTES: tuple[Route, ...] = (
         "Reactivate a deactivated agent (again: the same answer)",
         "agents",
         {200: rs.Agent},
+        body=common.EmptyBody,
         errors={404: "no such agent", 409: "the agent kept changing"},
     ),
     Route(
@@ -271,10 +281,10 @@ ROUTES: tuple[Route, ...] = (
         "conversations",
         {200: rs.ConversationList},
         query=(
-            Query("status", "waiting, offered, assigned or resolved"),
+            Query("status", "new, waiting, offered, assigned or resolved"),
             Query("agent", "held or offered to this agent"),
         ),
-        errors={503: "resolved conversations need the timelines"},
+        errors={400: "status is not one of its values", 503: "resolved conversations need the timelines"},
     ),
     Route(
         "GET",
@@ -317,7 +327,8 @@ ROUTES: tuple[Route, ...] = (
         body_required=True,
         errors={
             **CONVERSATION_COMMAND,
-            400: "no target named, or to_tier out of 1-3",
+            400: "no target or more than one named (to_agent, to_skill, to_tier), an unknown skill,"
+            " or to_tier out of 1-3",
             404: "no such open conversation or target agent",
         },
     ),
@@ -339,6 +350,7 @@ ROUTES: tuple[Route, ...] = (
         "conversations",
         {200: rs.CommandResult},
         auth=BOTH,
+        body=common.EmptyBody,
         errors=CONVERSATION_COMMAND,
     ),
     Route(

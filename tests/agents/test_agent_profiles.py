@@ -35,8 +35,10 @@ async def test_an_agent_added_through_the_api_gets_work_for_its_language(s: Agen
     [
         ("dora", {"tier": 4}, "tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"),
         ("dora", {"skills": {"billing": 9}}, "skill levels go from 1 to 5"),
-        ("dora", {"capacity": {"chat": -1}}, "capacity cannot be negative"),
+        ("dora", {"capacity": {"chat": -1}}, "capacity on chat goes from 0 to 1000 (0 closes the channel), not -1"),
+        ("dora", {"max_total": 10**24}, f"max_total goes from 0 to 1000 (null: no overall cap), not {10**24}"),
         ("do ra", {}, "agent id may use letters, digits, '-' and '_' only"),
+        ("d" * 129, {}, "agent id takes 1 to 128 characters, not 129"),
     ],
 )
 async def test_a_bad_profile_is_refused_with_a_reason(

@@ -139,3 +139,29 @@ def test_a_change_keeps_every_field_it_does_not_name(current: AgentProfile, chan
             assert getattr(after, field) == named[field]
         else:
             assert getattr(after, field) == getattr(current, field)
+
+
+def test_known_channels_are_the_built_in_ones_and_those_the_configuration_names(tmp_path: Path) -> None:
+    assert Registry().channels == ("sms", "email", "chat", "social", "voice")
+    path = write(
+        tmp_path,
+        """
+[router]
+sla_seconds = { line = 600 }
+
+[connectors.telegram]
+port = 9100
+
+[[agents]]
+id = "ava"
+capacity = { kakao = 2 }
+""",
+    )
+    registry = Registry.from_config(load(path, env={}))
+    assert registry.channels == ("sms", "email", "chat", "social", "voice", "telegram", "line", "kakao")
+    assert registry.unknown_channels(["telegram", "sms"]) is None
+    refusal = registry.unknown_channels(["telegran", "nochannel"])
+    assert refusal is not None and refusal.extra("channel") == {"known_channels": list(registry.channels)}
+    assert refusal.reason.startswith(
+        "unknown channels 'telegran' (did you mean 'telegram'?), 'nochannel': known channels are sms, email,"
+    )

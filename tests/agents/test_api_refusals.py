@@ -1,0 +1,140 @@
+"""What the API refuses, over a real nats-server, each with a 400 (or aiohttp's own 404, 405,
+413) in JSON that says what was wrong: channels named in a capacity come from the registry like
+skills, numbers on a profile have bounds, no body tolerates an unknown field, enum-like query
+parameters are checked, an id's length is told as such and a transfer names one target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.api.agents import MAX_CAPACITY, MAX_TOTAL
+
+from .helpers import API_TOKEN, AgentSystem, eventually
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+KNOWN_CHANNELS = ["sms", "email", "chat", "social", "voice"]
+
+
+async def raw(s: AgentSystem, method: str, path: str, **kwargs: Any) -> tuple[int, str, dict[str, str], Any]:
+    """Status, content type, headers and (JSON or text) body, whatever the answer's type."""
+    async with s.system.http.request(method, s.api + path, headers=AUTH, **kwargs) as r:
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, r.content_type, dict(r.headers), body
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_a_capacity_names_known_channels_only(s: AgentSystem, method: str) -> None:
+    status, body = await s.call(method, "/v1/agents/ava", body={"capacity": {"smss": 2}})
+    assert status == 400, body
+    assert body["error"].startswith("unknown channel 'smss' (did you mean 'sms'?): known channels are sms,"), body
+    assert body["known_channels"] == KNOWN_CHANNELS
+    status, body = await s.call(method, "/v1/agents/ava", body={"capacity": {"nochannel": 2}})
+    assert status == 400 and body["error"].startswith("unknown channel 'nochannel': known channels"), body
+    status, body = await s.call(method, "/v1/agents/newbie", body={"capacity": {"nochannel": 2, "sms": 1}})
+    assert status == 400, body
+    assert (await s.call("GET", "/v1/agents/newbie"))[0] == 404  # nothing was created
+    status, body = await s.call(method, "/v1/agents/ava", body={"capacity": {"voice": 1}})
+    assert status == 200 and body["capacity"]["voice"] == 1, body
+    assert "nochannel" not in body["capacity"]
+
+
+async def test_numbers_on_a_profile_have_bounds_named_in_the_refusal(s: AgentSystem) -> None:
+    refused = {
+        "max_total": ({"max_total": 999999999999999999999999}, f"max_total goes from 0 to {MAX_TOTAL}"),
+        "negative max_total": ({"max_total": -1}, f"max_total goes from 0 to {MAX_TOTAL}"),
+        "capacity": ({"capacity": {"sms": MAX_CAPACITY + 1}}, f"capacity on sms goes from 0 to {MAX_CAPACITY}"),
+        "negative capacity": ({"capacity": {"chat": -1}}, f"capacity on chat goes from 0 to {MAX_CAPACITY}"),
+        "tier": ({"tier": 4}, "tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"),
+    }
+    for what, (change, reason) in refused.items():
+        status, body = await s.call("PATCH", "/v1/agents/ava", body=change)
+        assert status == 400 and body["error"].startswith(reason), (what, body)
+    status, body = await s.call("PATCH", "/v1/agents/ava", body={"max_total": MAX_TOTAL, "capacity": {"sms": 0}})
+    assert status == 200 and (body["max_total"], body["capacity"]["sms"]) == (MAX_TOTAL, 0), body
+    status, body = await s.call("PATCH", "/v1/agents/ava", body={"capacity": {"email": MAX_CAPACITY}})
+    assert status == 200 and body["max_total"] == MAX_TOTAL, body
+
+
+async def test_no_body_tolerates_an_unknown_field(s: AgentSystem) -> None:
+    ava, _ = await s.issue_token("ava")
+    _, cid = await s.open(language="en")
+    await eventually(lambda: s.conversation(cid))
+    calls: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("POST", "/v1/agents/ava/status", API_TOKEN, {"status": "available"}),
+        ("POST", "/v1/agent/status", ava, {"status": "available"}),
+        ("POST", "/v1/agents/ava/tokens", API_TOKEN, {"label": "x"}),
+        ("DELETE", "/v1/agents/bruno", API_TOKEN, {"reason": "left"}),
+        ("POST", "/v1/agents/ava/reactivate", API_TOKEN, {}),
+        ("POST", f"/v1/conversations/{cid}/transfer", API_TOKEN, {"to_skill": "billing"}),
+        ("POST", f"/v1/conversations/{cid}/escalate", API_TOKEN, {"to_tier": 2}),
+        ("POST", f"/v1/conversations/{cid}/decline", API_TOKEN, {}),
+        ("POST", f"/v1/conversations/{cid}/notes", API_TOKEN, {"text": "a note"}),
+        ("POST", f"/v1/conversations/{cid}/resolve", API_TOKEN, {}),
+    ]
+    for method, path, token, body in calls:
+        status, answer = await s.call(method, path, token, {**body, "extra": 1})
+        assert (status, answer) == (400, {"error": "invalid body: Object contains unknown field `extra`"}), path
+    assert (await s.conversation(cid)) is not None  # nothing was resolved
+    status, answer = await s.call("GET", "/v1/agents/bruno")
+    assert status == 200 and answer["active"] is True, answer
+
+
+async def test_list_filters_name_their_allowed_values(s: AgentSystem) -> None:
+    ava, _ = await s.issue_token("ava")
+    allowed = ["new", "waiting", "offered", "assigned", "resolved"]
+    for token in (API_TOKEN, ava):
+        status, body = await s.call("GET", "/v1/conversations?status=bogus", token)
+        assert status == 400, body
+        assert body == {"error": f"status is one of {', '.join(allowed)}, not 'bogus'", "statuses": allowed}
+        assert (await s.call("GET", "/v1/conversations?status=waiting", token))[0] == 200
+
+
+async def test_an_agent_id_too_long_is_told_by_its_length(s: AgentSystem) -> None:
+    status, body = await s.call("PUT", "/v1/agents/" + "a" * 300, body={"name": "A"})
+    assert (status, body) == (400, {"error": "agent id takes 1 to 128 characters, not 300"})
+    status, body = await s.call("PUT", "/v1/agents/" + "a" * 128, body={"name": "A"})
+    assert status == 201, body
+    status, body = await s.call("PUT", "/v1/agents/a.b", body={"name": "A"})
+    assert (status, body) == (400, {"error": "agent id may use letters, digits, '-' and '_' only"})
+
+
+async def test_a_transfer_names_one_target(s: AgentSystem) -> None:
+    _, cid = await s.open(language="en")
+    await eventually(lambda: s.conversation(cid))
+    path = f"/v1/conversations/{cid}/transfer"
+    refused = [
+        ({"to_agent": "bruno", "to_skill": "billing"}, "give to_agent or to_skill, not both"),
+        ({"to_skill": "billing", "to_tier": 2}, "give to_skill or to_tier, not both"),
+        ({"to_agent": "bruno", "to_skill": "billing", "to_tier": 2}, "give one of to_agent, to_skill or to_tier"),
+    ]
+    for body, reason in refused:
+        status, answer = await s.call("POST", path, body=body)
+        assert status == 400 and answer["error"].startswith(reason), (body, answer)
+    status, answer = await s.call("POST", path, body={"to_agent": "bruno"})
+    assert status == 200 and answer["conversation"]["transfer_count"] == 1, answer
+
+
+async def test_aiohttp_own_errors_are_json_too(s: AgentSystem) -> None:
+    status, kind, _, body = await raw(s, "GET", "/v1/nothing-here")
+    assert (status, kind, body) == (404, "application/json", {"error": "not found: GET /v1/nothing-here"})
+
+    status, kind, headers, body = await raw(s, "POST", "/v1/agents")
+    assert (status, kind) == (405, "application/json"), body
+    assert body == {"error": "POST is not allowed on /v1/agents; allowed: GET, HEAD", "allowed": ["GET", "HEAD"]}
+    assert sorted(headers["Allow"].split(",")) == ["GET", "HEAD"]
+
+    big = b'{"name": "' + b"x" * (300 * 1024) + b'"}'
+    status, kind, _, body = await raw(s, "PATCH", "/v1/agents/ava", data=big)
+    assert (status, kind) == (413, "application/json"), body
+    assert body == {"error": "the request body is larger than the limit of 256 KiB"}
+
+    status, kind, _, body = await raw(s, "GET", "/console/nope.js")
+    assert (status, kind) == (404, "application/json"), body
+    # The pages that are not JSON still are not (only errors changed).
+    for path, expected in (("/console", "text/html"), ("/console/core.js", "text/javascript"), ("/docs", "text/html")):
+        status, kind, _, body = await raw(s, "GET", path)
+        assert (status, kind) == (200, expected), path
