@@ -2,14 +2,20 @@
 no route (404), a method the route does not take (405, its ``Allow`` header kept), a body over
 the limit (413, the limit in KiB). An error already JSON (``ApiError``, ``json_error``) passes
 as it is; answers below 400 (redirects) and every non-error answer (the console's HTML and
-scripts, ``/docs``, the event stream) are untouched."""
+scripts, ``/docs``, the event stream) are untouched. And NATS not answering in time (or at all)
+is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiohttp import hdrs, web
+
+from services.nats_errors import NATS_UNAVAILABLE
+
+log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,3 +53,20 @@ def describe(err: web.HTTPException, request: web.Request, body_limit: int) -> t
             return f"not found: {request.method} {request.path}", {}
         return err.reason.lower(), {}
     return text, {}
+
+
+NATS_AWAY = (
+    "NATS did not answer in time, so the outcome is unknown: retry the request "
+    "(a command retried with the same Idempotency-Key is done at most once)"
+)
+
+
+@web.middleware
+async def nats_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request that needed NATS while it was away or slow: 503 with ``Retry-After``.
+    Outside the idempotency middleware, which lets the key go on the exception."""
+    try:
+        return await handler(request)
+    except NATS_UNAVAILABLE as err:
+        log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))
+        return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
