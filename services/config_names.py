@@ -50,9 +50,12 @@ BUILT_IN_CHANNELS = (*CHANNELS, "voice")
 def channel_typos(config: Config) -> list[str]:
     """Channel names that look like a misspelt known one (``capacity = { smss = 3 }``). Any
     other name is taken as a channel of its own (a connector made with the SDK may run from
-    another config), so only a near miss of a built-in or configured channel is refused."""
+    another config), so only a near miss of a built-in, configured or installed connector's
+    channel is refused."""
     policy = config.router
-    known = {*BUILT_IN_CHANNELS, *config.connectors}
+    from connectors.sdk import registry  # here: loading the config stays free of the SDK otherwise
+
+    known = {*BUILT_IN_CHANNELS, *config.connectors, *registry.available()}
     named: list[tuple[str, Iterable[str]]] = [
         ("[router] sla_seconds", policy.sla_seconds),
         ("[router] wrap_up_seconds", policy.wrap_up_seconds),

@@ -15,12 +15,14 @@ from .errors import (
     Unavailable,
 )
 from .publish import msg_id
+from .runtime import ConnectorRuntime
 
 __all__ = [
     "Connector",
     "ConnectorConfigError",
     "ConnectorError",
     "ConnectorNotFound",
+    "ConnectorRuntime",
     "ConnectorSettings",
     "DeliveryResult",
     "Malformed",

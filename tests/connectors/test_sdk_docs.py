@@ -18,7 +18,7 @@ from connectors.sdk import ProviderRequest, msg_id, registry
 from events.model import DEFAULT_CAPACITY, ConversationOpened, MessageReceived, ReplyRequested
 from router.policy import RouterPolicy
 from services.api.replies import deliver_command, route_of
-from services.config import load
+from services.config import check, load
 from services.config_command import check_command
 from services.intake.plan import Triage, fold_history, plan
 from services.up import connector_channels, enabled_connectors, with_built_in_connectors
@@ -45,8 +45,17 @@ def telegram_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "entry_points", lambda *, group: [*entry_points(group=group), ep])
 
 
+# The example's test imports its connector from the package beside it; in an integrator's own
+# package (connectors/README.md §2) the test sits in tests/ and imports the installed package.
+IN_THE_EXAMPLE, IN_A_PACKAGE = "from .connector import", "from relaydesk_telegram.connector import"
+
+
 def test_the_readmes_python_is_the_example_code() -> None:
-    files = {path.name: source_without_docstring(path) for path in EXAMPLE.glob("*.py") if path.name != "__init__.py"}
+    files = {
+        path.name: source_without_docstring(path).replace(IN_THE_EXAMPLE, IN_A_PACKAGE)
+        for path in EXAMPLE.glob("*.py")
+        if path.name != "__init__.py"
+    }
     whole = [block for block in blocks("python") if block.startswith("from __future__")]
     assert whole == [files["connector.py"], files["test_conformance.py"]], (
         "connectors/README.md must show these files verbatim (from `from __future__` on): copy them in"
@@ -123,6 +132,17 @@ def test_the_readmes_agents_snippet_passes_config_check_and_replaces_the_demo_ro
     assert config.router.sla_seconds == {**RouterPolicy().sla_seconds, "telegram": 300.0}
     for block in blocks("toml"):
         msgspec.toml.decode(block.encode())
+
+
+def test_a_near_miss_of_an_installed_connectors_channel_is_refused_without_its_table(
+    tmp_path: Path, telegram_installed: None
+) -> None:
+    """Started from RELAYDESK_CONNECTOR_TELEGRAM_* alone, the channel has no table in the file:
+    ``telegrm`` passed `config check` then, and the agents never got telegram work."""
+    path = tmp_path / "relaydesk.toml"
+    path.write_text('[[agents]]\nid = "ava"\ncapacity = { telegrm = 2 }\n')
+    _, problems = check(path, env={})
+    assert problems == ["[[agents]] #1 capacity: unknown channel 'telegrm' (did you mean 'telegram'?)"]
 
 
 def test_relaydesk_up_runs_a_plug_in_connector_once_its_table_exists(tmp_path: Path, telegram_installed: None) -> None:
