@@ -241,12 +241,29 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
     return 0
 
 
+def _cluster_auth_config(config: Config) -> str:
+    """``--nats-auth-config``: deploy/nats/auth.conf's users, plus a user ``connector-<name>``
+    (as ``relaydesk up`` names them) for every installed plug-in connector and every enabled
+    ``[connectors.<name>]`` table of the config; nothing more without either."""
+    from connectors.sdk import registry
+    from connectors.sdk.errors import ConnectorNotFound
+    from services.nats_permissions import cluster_auth_config, cluster_connectors
+    from services.up import is_enabled
+
+    named = [name for name, table in config.connectors.items() if is_enabled(table.get("enabled", True))]
+    for name in sorted(set(named) - set(registry.available())):
+        print(f"relaydesk: connector {name!r} is not installed here: its user serves channel {name!r}", file=sys.stderr)
+    try:
+        channels = cluster_connectors(named)
+    except ConnectorNotFound as err:  # an installed plug-in that does not load
+        raise SystemExit(f"relaydesk: {err}") from None
+    return cluster_auth_config(tuple(channels), channels=channels)
+
+
 def _setup(config: Config, *, print_auth: bool) -> int:
     """``relaydesk setup``: the streams and buckets, created or updated by the tool role."""
     if print_auth:
-        from services.nats_permissions import cluster_auth_config
-
-        print(cluster_auth_config(), end="")
+        print(_cluster_auth_config(config), end="")
         return 0
     if not config.nats.url:
         raise SystemExit("relaydesk setup: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
