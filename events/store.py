@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -36,6 +37,8 @@ from events.tail import Tail as Tail
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MSG_ID = "Nats-Msg-Id"
+
+log = structlog.get_logger(__name__)
 WRONG_LAST_SEQUENCE = 10071
 
 
@@ -310,13 +313,20 @@ class EventStore:
             if chunk:
                 yield await self.opened_all(chunk)
         finally:
-            await sub.unsubscribe()
-            if consumer:
-                # An unsubscribed consumer lingers on the server until its inactivity
-                # threshold; the server caps how many may exist, and busy readers (intake
-                # reads a customer per message) would reach the cap. Delete it now.
-                with contextlib.suppress(NotFoundError, asyncio.TimeoutError):
-                    await self.js.delete_consumer(subjects.EVENTS_STREAM, consumer)
+            if self.nc.is_closed or self.nc.is_draining:
+                # Closed under the replay (a process stopping; a cancel is often on its way): the
+                # subscription went with the connection, the server drops the ephemeral consumer
+                # by itself, and a clean-up tried now would only raise ConnectionClosedError in
+                # place of what ended the replay (the cancel: asyncio.run's "unhandled exception").
+                log.debug("replay.stopped", reader=self.reader, reason="connection closed")
+            else:
+                await sub.unsubscribe()
+                if consumer:
+                    # An unsubscribed consumer lingers on the server until its inactivity
+                    # threshold; the server caps how many may exist, and busy readers (intake
+                    # reads a customer per message) would reach the cap. Delete it now.
+                    with contextlib.suppress(NotFoundError, asyncio.TimeoutError):
+                        await self.js.delete_consumer(subjects.EVENTS_STREAM, consumer)
 
     async def follow(self, filter_subject: str = subjects.EVENTS_ALL, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
         """Every event from ``from_seq`` on, forever."""

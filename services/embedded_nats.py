@@ -99,6 +99,9 @@ class EmbeddedNats:
     monitor_port: int | None = None
     # A server config file (users and permissions: services/nats_auth.py); flags win over it.
     config_file: Path | None = None
+    # Descriptors the server inherits: ``relaydesk up``'s data dir lock, so that the lock lasts
+    # as long as the server uses the store, even if ``up`` is killed first (services.data_dir_lock).
+    pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -134,6 +137,7 @@ class EmbeddedNats:
             # Its own session: a Ctrl-C reaches us, and we stop the server in order. But if we
             # die without stopping it (SIGKILL, a killed test run), it must not live on.
             start_new_session=True,
+            pass_fds=self.pass_fds,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + timeout

@@ -17,7 +17,8 @@ import structlog
 
 from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, pick_port
+from services.data_dir_lock import DataDirBusy, DataDirLock, lock_data_dir
+from services.embedded_nats import EmbeddedNats, NatsServerError, pick_port
 from services.health import Health, serving
 from services.nats_auth import NatsAuth, RoleCredentials
 from services.nats_permissions import TOOL, connector_user, sink_user
@@ -257,29 +258,37 @@ class _Failures:
         return bool(self.seen)
 
 
-async def up(config: Config) -> int:
+async def up(config: Config, lock: DataDirLock | None = None) -> int:
+    """Everything, until Ctrl-C or SIGTERM. ``main`` runs it holding the data dir's ``lock``
+    (services.data_dir_lock), so the files it writes there are its own until it exits; the
+    embedded nats-server holds the lock with it."""
     embedded: EmbeddedNats | None = None
+    url_file: Path | None = None  # written by this process, so removed by it (and only it)
     config = with_built_in_connectors(config, config.data_dir)
     nats_url = config.nats.url
     credentials: RoleCredentials | None = None
-    if not nats_url:
-        # Security on by default: a user per role, generated once and kept in the data dir.
-        from services.sinks.runner import enabled_sinks
-
-        connectors = connector_channels(enabled_connectors(config))
-        credentials = RoleCredentials.ensure(config.data_dir, connectors, enabled_sinks(config))
-        port = pick_port("127.0.0.1", config.nats.port)
-        embedded = EmbeddedNats(
-            store_dir=config.data_dir / "nats", port=port, config_file=credentials.write_server_config()
-        )
-        nats_url = await embedded.astart()
-        # Where the tools (`relaydesk status`, `dlq`, `customers`, `rebuild`) find this server.
-        _kept_url(config.data_dir).write_text(nats_url + "\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        if not nats_url:
+            # Security on by default: a user per role, generated once and kept in the data dir.
+            from services.sinks.runner import enabled_sinks
+
+            connectors = connector_channels(enabled_connectors(config))
+            credentials = RoleCredentials.ensure(config.data_dir, connectors, enabled_sinks(config))
+            port = pick_port("127.0.0.1", config.nats.port)
+            embedded = EmbeddedNats(
+                store_dir=config.data_dir / "nats",
+                port=port,
+                config_file=credentials.write_server_config(),
+                pass_fds=(lock.fileno(),) if lock is not None else (),
+            )
+            nats_url = await embedded.astart()
+            # Where the tools (`relaydesk status`, `dlq`, `customers`, `rebuild`) find this server.
+            url_file = _kept_url(config.data_dir)
+            url_file.write_text(nats_url + "\n")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         token, new_token = api_token(config, config.data_dir)
         # Agent tokens are signed with it (services.api.tokens); made once, kept 0600.
         api_signing_key(config, config.data_dir, generate=True)
@@ -291,8 +300,21 @@ async def up(config: Config) -> int:
     finally:
         if embedded is not None:
             await embedded.astop()
-            _kept_url(config.data_dir).unlink(missing_ok=True)
+        if url_file is not None:
+            _remove_own_url(url_file, nats_url)
         print("relaydesk: stopped", file=sys.stderr)
+
+
+def _remove_own_url(path: Path, url: str) -> None:
+    """Remove the ``nats-url`` this process wrote, unless it names another server by now."""
+    try:
+        current = path.read_text().strip()
+    except FileNotFoundError:
+        return
+    if current != url:
+        log.warning("up.nats_url_kept", path=str(path), ours=url, found=current, reason="written by another process")
+        return
+    path.unlink(missing_ok=True)
 
 
 def print_banner(config: Config, started: Started, embedded: bool, new_token: bool) -> None:
@@ -330,6 +352,14 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
 
 
 def main(config: Config) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(up(config))
+    """``relaydesk up``: refused at once, touching nothing, while another holds the data dir."""
+    try:
+        lock = lock_data_dir(config.data_dir)
+    except DataDirBusy as err:
+        raise SystemExit(f"relaydesk: {err}") from None
+    with lock, contextlib.suppress(KeyboardInterrupt):
+        try:
+            return asyncio.run(up(config, lock))
+        except NatsServerError as err:  # the embedded server did not start: its log says why
+            raise SystemExit(f"relaydesk: {err}") from None
     return 0

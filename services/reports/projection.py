@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
+import nats.errors
 import structlog
 
 from events import subjects
@@ -93,6 +94,14 @@ class ReportProjection:
         return await asyncio.shield(self.start())
 
     async def _catch_up(self) -> int:
+        try:
+            return await self._fold_new()
+        except asyncio.CancelledError:
+            # The process stopping (asyncio.run cancels what is left): folded so far is kept.
+            log.info("reports.catch_up_stopped", reason="cancelled", folded_seq=self.state.last_seq, target=self.target)
+            raise
+
+    async def _fold_new(self) -> int:
         if not self._looked_for_snapshot:
             await self._load_snapshot()
         end = await self.store.last_seq()
@@ -153,7 +162,13 @@ class ReportProjection:
 
 
 def _log_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and (err := task.exception()) is not None:
+    if task.cancelled() or (err := task.exception()) is None:
+        return
+    if isinstance(err, nats.errors.ConnectionClosedError):
+        # Its connection closed under it: the process is stopping (a report asked after that
+        # starts a new catch-up, and fails as a report would without NATS).
+        log.info("reports.catch_up_stopped", reason="connection closed")
+    else:
         log.warning("reports.catch_up_failed", error=repr(err))
 
 

@@ -6,14 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import nats
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from events import subjects
-from events.store import StoredEvent
+from events.store import Append, EventStore, StoredEvent
+from events.streams import ensure_streams
 from services.api import reports as reports_api
 from services.api.common import ApiDeps
+from services.embedded_nats import EmbeddedNats
 from services.reports import ReportProjection
 from tests.reports.scenario import scenario
 
@@ -105,3 +108,30 @@ def test_snapshots_round_trip_and_refuse_other_versions() -> None:
     import zlib
 
     assert load_snapshot(zlib.compress(other)) is None
+
+
+async def test_a_catch_up_cancelled_after_its_connection_closed_stops_as_cancelled(clean_nats: EmbeddedNats) -> None:
+    # `relaydesk up` failing part-way: the API's catch-up is still reading when the buses close,
+    # then asyncio.run cancels it. The replay's clean-up (an unsubscribe on the closed connection)
+    # raised ConnectionClosedError over the cancel: "unhandled exception during asyncio.run() shutdown".
+    nc = await nats.connect(clean_nats.url)
+    await ensure_streams(nc.jetstream())
+    store = EventStore(nc, nc.jetstream())
+    for event in scenario()[:5]:
+        await store.append(Append(event))
+    reading = asyncio.Event()
+
+    async def held(chunk: list[StoredEvent]) -> list[StoredEvent]:
+        reading.set()
+        await asyncio.Event().wait()  # inside the replay until cancelled
+        return chunk
+
+    store.opened_all = held  # type: ignore[method-assign]
+    projection = ReportProjection(store, batch=1, read_snapshot=False, snapshot_every=0)
+    task = projection.start()
+    await asyncio.wait_for(reading.wait(), 20)
+    await nc.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+    assert task.cancelled()  # not ConnectionClosedError: asyncio.run's shutdown has nothing to say

@@ -1,0 +1,106 @@
+"""One ``relaydesk up`` per data dir: an exclusive ``flock`` on ``<data dir>/up.lock``, held for
+the life of the process.
+
+Two instances on one data dir would run two nats-servers on one JetStream store (which can
+corrupt it) and remove each other's files (``nats-url``). The embedded nats-server inherits
+the locked descriptor, and the kernel releases the lock once both have ended, however they
+end (``kill -9`` too): never a stale lock to clean up, and never a new server on a store the
+old one is still flushing. The pid written into the file only names the holder in the refusal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+LOCK_FILE = "up.lock"
+
+
+class DataDirBusy(RuntimeError):
+    """Another process holds the data dir's lock."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "pid unknown"
+        if pid is not None and not _alive(pid):  # killed: its nats-server, stopping, holds the lock
+            holder += ", gone; its nats-server is still stopping"
+        super().__init__(
+            f"another `relaydesk up` ({holder}) is running with data dir {data_dir}; "
+            "stop it first, or give this one another --data-dir / RELAYDESK_DATA_DIR"
+        )
+        self.data_dir = data_dir
+        self.pid = pid
+
+
+class DataDirLock:
+    """The held lock (the open file descriptor that holds it)."""
+
+    def __init__(self, data_dir: Path, fd: int) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = fd
+
+    def fileno(self) -> int:
+        """The descriptor holding the lock: a child given it (nats-server) holds the lock too,
+        until the last of us has exited."""
+        if self._fd is None:
+            raise ValueError("the data dir lock was released")
+        return self._fd
+
+    def release(self) -> None:
+        """Unlock now rather than at exit (the file stays: removing it would race a new holder)."""
+        if self._fd is not None:
+            os.close(self._fd)  # released once no child (nats-server) holds it either
+            self._fd = None
+            log.info("up.data_dir_unlocked", data_dir=str(self.data_dir))
+
+    def __enter__(self) -> DataDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_data_dir(data_dir: Path) -> DataDirLock:
+    """Take ``data_dir``'s lock (creating the dir if missing), or raise ``DataDirBusy`` at once
+    without writing anything. Children inherit the descriptor only if given it (pass_fds)."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / LOCK_FILE
+    # No O_TRUNC: the holder's pid must survive a refused open. (Python descriptors are
+    # close-on-exec: no child holds the lock unless handed it, as the embedded nats-server is.)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _holder_pid(fd)
+        os.close(fd)
+        raise DataDirBusy(data_dir, pid) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    log.info("up.data_dir_locked", data_dir=str(data_dir), lock=str(path), pid=os.getpid())
+    return DataDirLock(data_dir, fd)
+
+
+def _holder_pid(fd: int) -> int | None:
+    """The pid the holder wrote (None if it has not written it yet, or wrote something else)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
