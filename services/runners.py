@@ -279,8 +279,7 @@ async def run_connector(
     try:
         await stop.wait()
     finally:
-        await runtime.stop()
-        log.info("connector.stopped", connector=name)
+        await runtime.stop()  # it logs connector.stopped
 
 
 async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event, *, health: Health | None = None) -> None:

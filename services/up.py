@@ -38,14 +38,15 @@ BUILT_IN_CONNECTORS = ("sms", "email", "social", "chat")
 SERVICES = ("intake", "router", "projector", "api", "delivery")
 
 
-def enabled_connectors(config: Config) -> list[str]:
-    """Connectors with a ``[connectors.<name>]`` table, unless it says ``enabled = false``."""
+def enabled_connectors(config: Config, *, warn: bool = True) -> list[str]:
+    """Connectors with a ``[connectors.<name>]`` table, unless it says ``enabled = false``;
+    ``warn``: log the tables no installed connector takes (once per start, not per call)."""
     from connectors.sdk import registry
 
     known = set(registry.available())
     wanted = list(config.connectors)
     missing = [name for name in wanted if name not in known]
-    if missing:
+    if missing and warn:
         log.warning("up.connectors_unknown", connectors=missing, known=sorted(known))
     return [name for name in wanted if name in known and is_enabled(config.connectors[name].get("enabled", True))]
 
@@ -272,7 +273,7 @@ async def up(config: Config, lock: DataDirLock | None = None) -> int:
             # Security on by default: a user per role, generated once and kept in the data dir.
             from services.sinks.runner import enabled_sinks
 
-            connectors = connector_channels(enabled_connectors(config))
+            connectors = connector_channels(enabled_connectors(config, warn=False))  # serve_all warns
             credentials = RoleCredentials.ensure(config.data_dir, connectors, enabled_sinks(config))
             port = pick_port("127.0.0.1", config.nats.port)
             embedded = EmbeddedNats(
@@ -343,11 +344,12 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
     # the operator's key on every start.
     if new_token:
         console.print(f"Operator token (generated, kept in the data dir): [bold]{started.token}[/bold]")
-        console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents")
+        # soft_wrap: a narrow terminal wraps the command itself, no newline in it to break a paste
+        console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents", soft_wrap=True)
     else:
         where = "RELAYDESK_API_TOKEN / config" if config.api.token else str(config.data_dir / "api-token")
         console.print(f"Operator token: the one in {where} (not shown again)")
-        console.print(f'Try: curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/agents')
+        console.print(f'Try: curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/agents', soft_wrap=True)
     console.print("Ctrl-C stops everything.")
 
 
