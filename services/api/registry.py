@@ -5,13 +5,14 @@ and of the channels agents may be given capacity on.
 instead of free text. An agent profile (``PUT``/``PATCH /v1/agents/{id}``) or a transfer
 (``to_skill``) that names another is refused with 400 naming it, with the closest known name:
 a skill nobody spells the same way would leave work unroutable in silence. The configuration's
-own names (routing rules, ``[[agents]]``) are checked at start (``services.config.registry_problems``).
+own names (routing rules, ``[[agents]]``) are checked at start (``services.config_names.registry_problems``).
 
 Channels are open (``events.model.CHANNEL_PATTERN``: a connector package brings its own), so the
-known ones are the built-in ones (``services.config_names.BUILT_IN_CHANNELS``), each
-``[connectors.<name>]`` table and every channel the ``[router]`` settings or ``[[agents]]``
-capacities name (what the configuration takes as a channel of its own). A ``capacity`` in a
-body naming another is refused the same way as a skill.
+known ones are the built-in ones (``services.config_names.BUILT_IN_CHANNELS``), those of the
+connectors installed (``connectors.sdk.registry``), each ``[connectors.<name>]`` table and every
+channel the ``[router]`` settings or ``[[agents]]`` capacities name (what the configuration
+takes as a channel of its own). A ``capacity`` in a body naming another is refused the same
+way as a skill.
 
 This module imports nothing from ``services.api.common`` so that ``ApiDeps`` can hold a
 ``Registry``; its routes answer with plain aiohttp JSON.
@@ -46,9 +47,13 @@ class Refusal:
 
 
 def known_channels(config: Config) -> tuple[str, ...]:
-    """The built-in channels, then those the configuration names (see the module's docstring)."""
+    """The built-in channels, then those of installed connectors and those the configuration
+    names (see the module's docstring)."""
+    from connectors.sdk import registry
+
     policy = config.router
     named: list[Iterable[str]] = [
+        registry.available(),
         config.connectors,
         policy.sla_seconds,
         policy.wrap_up_seconds,
@@ -64,7 +69,9 @@ def known_channels(config: Config) -> tuple[str, ...]:
 WHERE = {
     "skill": "see [routing] skills",
     "language": "see [routing] languages",
-    "channel": "a connector's channel is known once [connectors.<name>] or [router] sla_seconds names it",
+    "channel": (
+        "a connector's channel is known once it is installed, or [connectors.<name>] or [router] sla_seconds names it"
+    ),
 }
 
 
