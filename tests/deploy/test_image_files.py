@@ -1,6 +1,6 @@
 """The image (deploy/Dockerfile, .dockerignore, the locks): a numeric user, a health check,
-every listener on all interfaces, dependencies only from hash-pinned locks, and a build context
-without data, secrets or the virtualenv."""
+every listener on all interfaces, every published port exposed, dependencies only from
+hash-pinned locks, and a build context without data, secrets or the virtualenv."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from packaging.utils import canonicalize_name
 
 from connectors.sdk import registry
 from services.up import BUILT_IN_CONNECTORS
-from tests.deploy.deploy_files import CONNECTORS, DEPLOY, ROOT, dockerfile_env
+from tests.deploy import compose_rig as rig
+from tests.deploy.deploy_files import CONNECTORS, DEPLOY, ROOT, dockerfile_env, relaydesk_services, workloads
 
 
 def test_the_image_runs_as_a_numeric_user_with_a_healthcheck_from_the_lock() -> None:
@@ -101,3 +102,24 @@ def test_the_build_context_holds_sources_but_no_data_secrets_or_venv() -> None:
         ".mypy_cache/x",
     ):
         assert not _context_includes(path, patterns), path
+
+
+def _exposed() -> set[int]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.rsplit("\nFROM ", 1)[1]
+    return {int(p.split("/")[0]) for line in re.findall(r"^EXPOSE\s+(.+)$", final, re.M) for p in line.split()}
+
+
+def test_the_image_exposes_every_port_compose_and_kubernetes_publish_and_the_connectors_defaults() -> None:
+    published = {port for spec in relaydesk_services().values() for port in rig.published_ports(spec)}
+    for template in workloads().values():
+        (container,) = template["spec"]["containers"]
+        published |= {int(p["containerPort"]) for p in container.get("ports") or []}
+    exposed = _exposed()
+    assert published <= exposed, f"EXPOSE lacks {sorted(published - exposed)}"
+    assert exposed <= published, f"EXPOSE lists {sorted(exposed - published)}, which nothing publishes"
+    for name in CONNECTORS:  # what a connector listens on with no setting: <x>host's <x>port
+        defaults = msgspec.structs.asdict(registry.load(name).Settings())
+        hosts = [k for k, v in defaults.items() if k.endswith("host") and v in ("127.0.0.1", "localhost")]
+        ports = {int(defaults[k.removesuffix("host") + "port"]) for k in hosts}
+        assert ports and ports <= exposed, (name, sorted(ports - exposed))
