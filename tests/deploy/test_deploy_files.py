@@ -368,3 +368,82 @@ def test_every_secret_key_a_pod_mounts_is_in_the_template_and_the_nats_servers_g
     assert set(env) == wanted, "nats-server refuses a config naming an unset variable"
     for variable, source in env.items():
         assert source["valueFrom"]["secretKeyRef"]["key"] in keys, variable
+
+
+# -- compose and Kubernetes say the same; deploy/README.md says what compose reads ---------------
+
+
+def _configmap() -> dict[str, str]:
+    (configmap,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
+    return {str(k): str(v) for k, v in configmap["data"].items()}
+
+
+def test_compose_and_kubernetes_give_each_service_the_same_settings() -> None:
+    """Each variable a compose service sets, its Kubernetes pod gets (its own env or the shared
+    ConfigMap), and the other way round: a setting added on one side only (the voice caller id,
+    the SMS public URL) is one the other deployment runs without."""
+    shared = _configmap()
+    services = relaydesk_services()
+    for name, template in workloads().items():
+        spec = services["router-a" if name == "router" else name]
+        compose_keys = set(spec["environment"])
+        (container,) = template["spec"]["containers"]
+        own = {var["name"] for var in container.get("env") or []}
+        assert compose_keys <= own | set(shared), (
+            f"{name}: only compose sets {sorted(compose_keys - own - set(shared))}"
+        )
+        assert own <= compose_keys, f"{name}: only Kubernetes sets {sorted(own - compose_keys)}"
+        prefix = "RELAYDESK_" + name.upper().replace("-", "_") + "_"  # RELAYDESK_CONNECTOR_SMS_, …
+        mine = {k for k in shared if k.startswith(prefix)}
+        assert mine <= compose_keys, f"{name}: only the ConfigMap sets {sorted(mine - compose_keys)}"
+    everywhere = {k for spec in services.values() for k in spec["environment"]} | set(dockerfile_env())
+    assert set(shared) <= everywhere, (
+        f"the ConfigMap sets what no compose service does: {sorted(set(shared) - everywhere)}"
+    )
+
+
+# What a connector needs to send a reply or place a call (connectors/sms/connector.py's send,
+# connectors/voice/bridge.py's callback), besides its secrets.
+SENDING = {
+    "sms": ("ACCOUNT_SID", "FROM_NUMBER", "MESSAGING_SERVICE_SID", "PUBLIC_BASE_URL"),
+    "voice": ("ACCOUNT_SID", "CALLER_ID", "PUBLIC_BASE_URL"),
+}
+
+
+def test_twilio_connectors_get_what_sending_needs_on_compose_and_kubernetes() -> None:
+    shared = _configmap()
+    for name, keys in SENDING.items():
+        settings = registry.load(name).Settings
+        env = relaydesk_services()[f"connector-{name}"]["environment"]
+        for key in keys:
+            assert key.lower() in settings.__struct_fields__, (name, key)
+            variable = f"RELAYDESK_CONNECTOR_{name.upper()}_{key}"
+            assert env.get(variable) == f"${{{variable}:-}}", f"compose: {variable} from deploy/.env, empty by default"
+            assert variable in shared, f"Kubernetes: {variable} in the ConfigMap"
+
+
+def _compose_variables() -> set[str]:
+    """Every ${VAR} compose interpolates (what an operator may set in deploy/.env)."""
+    return set(re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()))
+
+
+def test_deploy_readme_documents_every_variable_compose_interpolates() -> None:
+    """deploy/README.md's "Compose variables" table: one row per ``${VAR}`` in compose.yaml,
+    saying truly which container variable of which service it sets, and its default."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("## Compose variables", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    wanted = _compose_variables()
+    assert documented == wanted, f"undocumented {sorted(wanted - documented)}, not read {sorted(documented - wanted)}"
+    services = relaydesk_services()
+    for row in rows:
+        variable, sets, what, default = (cell.strip() for cell in row.strip().strip("|").split("|"))
+        variable = variable.strip("`")
+        target = variable if sets == "the same" else sets.strip("`")
+        named = re.match(r"[\w-]+", what)
+        assert named, row
+        service = named[0]
+        value = services[service]["environment"].get(target)
+        expected = default.strip("`") if default.startswith("`") else ""  # "empty: …"
+        assert value == f"${{{variable}:-{expected}}}", f"{variable}: compose sets {service}'s {target} to {value}"
