@@ -101,7 +101,11 @@ def test_up_with_the_sms_port_taken_exits_1_at_once_with_the_reason_first(tmp_pa
 def test_a_service_run_alone_with_its_port_taken_says_why_in_one_line(
     tmp_path: Path, clean_nats: EmbeddedNats, taken_port: int
 ) -> None:
-    env = up_env(tmp_path, RELAYDESK_NATS_URL=clean_nats.url, RELAYDESK_API_PORT=str(taken_port))
+    # No health listener: a service run alone fails on a taken health port too, and another
+    # `relaydesk up` on this machine may hold the default one.
+    env = up_env(
+        tmp_path, RELAYDESK_NATS_URL=clean_nats.url, RELAYDESK_API_PORT=str(taken_port), RELAYDESK_HEALTH_PORT="0"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "api"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
     )
