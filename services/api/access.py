@@ -265,6 +265,13 @@ def _serves_directly(ask: Ask, customer_id: str) -> bool:
     return False
 
 
+def serves_customer(state: RouterState, custody: Custody | None, agent_id: str, customer_id: str) -> bool:
+    """Whether ``agent_id`` may read ``customer_id``'s profile and timeline (see ``reads_customer``)."""
+    if custody is not None and customer_id in custody.customers_served(agent_id):
+        return True
+    return customer_id in customers_reachable(state, custody, agent_id)
+
+
 def customers_reachable(state: RouterState, custody: Custody | None, agent_id: str) -> set[str]:
     """Customers whose profile and timeline ``agent_id`` may read: those of conversations she
     holds now or held before, and every customer those were merged into."""

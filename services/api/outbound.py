@@ -43,6 +43,7 @@ from events.model import (
 )
 from events.store import Append, ConcurrencyError, StoredEvent
 from services.api import templates, uploads
+from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, TOKEN_ID, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, ok, read_body
 from services.api.conversations import queue_reply
@@ -329,6 +330,16 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if not body.text.strip() and not body.template and not body.attachments:
             raise _refuse(400, "write the first message: text, template or attachments")
         target = await starter.target(body)
+        if role_of(request) == "agent" and target.customer_id:
+            # Writing first makes her the conversation's holder, and a holder reads the
+            # customer's whole history: only a customer she may read already, or a new address.
+            custody = request.app[CUSTODY]
+            if not serves_customer(deps.live.state, custody, agent_id, target.customer_id):
+                raise _refuse(
+                    403,
+                    "an agent starts conversations with new addresses and customers she has served; "
+                    "a supervisor or an operator may start this one for her (agent_id)",
+                )
         chosen = templates.resolve(deps, body.template, body.parameters) if body.template else None
         if chosen is not None and target.platform != "whatsapp":
             raise _refuse(400, f"templates are WhatsApp messages; this address is {target.platform}")

@@ -130,6 +130,14 @@ async def test_who_may_start_a_conversation_and_for_whom(
         # A second start while that conversation is open: answer in it instead.
         status, again = await system.post("/v1/conversations", {**first, "agent_id": "bruno"})
         assert status == 409 and again["conversation_id"] == body["conversation"]["id"]
+        # Ava never served this customer: writing first would make her a holder, who reads the
+        # whole history. Refused, by address or by id, and nothing said of its conversations.
+        for target in (first, {"customer_id": body["customer_id"], "channel": "sms", "text": "hi"}):
+            status, refused, _ = await call(system, "POST", "/v1/conversations", token, target)
+            assert status == 403 and refused["error"].startswith("an agent starts conversations with new"), refused
+            assert "conversation_id" not in refused
+        status, _, _ = await call(system, "GET", f"/v1/customers/{body['customer_id']}/timeline", token)
+        assert status == 403
         status, bad = await system.post("/v1/conversations", {"address": "fax:123", "text": "x", "agent_id": "ava"})
         assert status == 400 and "sms:" in bad["error"]
         # By customer id: the customer's phone on the channel named.
