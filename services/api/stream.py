@@ -7,8 +7,8 @@ each conversation just before ``e`` (``Holders.concerned``): an offer, assignmen
 decline, expiry, release or transfer naming her; any event on a conversation offered or
 assigned to her at that moment (customer messages, replies, notes, its resolution, its
 transfer away); the events of her own agent record (status, profile, tokens). A comment
-line every 15 s keeps proxies from closing the connection; a revoked token ends the stream,
-and so does falling 10,000 events behind (an ``event: behind`` frame: reconnect with
+line every 15 s keeps proxies from closing the connection; a revoked token or the agent's
+deactivation ends the stream, and so does falling 10,000 events behind (an ``event: behind`` frame: reconnect with
 ``Last-Event-ID``).
 
 Resuming with ``Last-Event-ID`` (or ``?after=``) sends exactly the frames a client that
@@ -251,6 +251,10 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
             while not closing.is_set():
                 if request.get(AGENT) is not None and tokens.agent_for_hash(token_hash) != agent_id:
                     await response.write(frame(None, "revoked", {"error": "token revoked"}))
+                    break
+                if agent_id and not getattr(deps.live.state.agents.get(agent_id), "active", True):
+                    # Her tokens are refused from now on (auth.agent_refusal): so is this stream.
+                    await response.write(frame(None, "revoked", {"error": f"agent {agent_id} is deactivated"}))
                     break
                 if listener.overflowed:
                     # Too far behind to keep in memory: the client reconnects with Last-Event-ID.

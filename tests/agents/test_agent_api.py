@@ -144,6 +144,22 @@ async def test_the_live_stream_carries_the_agents_offer(s: AgentSystem) -> None:
     assert status == 401
 
 
+async def test_deactivating_the_agent_ends_her_live_stream(s: AgentSystem) -> None:
+    """Her tokens are refused once she is deactivated: an open stream kept delivering her
+    events (found by an attack test)."""
+    bruno, _ = await s.issue_token("bruno")
+    frames: list[tuple[str, dict[str, Any]]] = []
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {bruno}"}) as r:
+        reader = asyncio.create_task(_read_frames(r, frames))
+        try:
+            await eventually(_has(frames, "work"))
+            assert (await s.call("DELETE", "/v1/agents/bruno", body={"reason": "left the team"}))[0] == 200
+            revoked = await eventually(_has(frames, "revoked"))
+            assert revoked == {"error": "agent bruno is deactivated"}
+        finally:
+            reader.cancel()
+
+
 def _has(frames: list[tuple[str, dict[str, Any]]], kind: str) -> Any:
     async def probe() -> dict[str, Any] | None:
         return next((data for k, data in frames if k == kind), None)
