@@ -16,6 +16,7 @@ The key is ``<stream>.<sequence>``: every reader of the same bad message parks o
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -59,6 +60,15 @@ def parked_key(stream: str, seq: int) -> str:
     return f"{stream}.{seq}"
 
 
+# Every key ``parked_key`` makes; also within what a KV key may be, so a key from outside (an
+# operator's URL: ``*``, ``>``, ``..``, a NUL) is never handed to the bucket, which raises on it.
+_PARKED_KEY = re.compile(r"[-/_=A-Za-z0-9]{1,200}\.[0-9]{1,20}")
+
+
+def is_parked_key(key: str) -> bool:
+    return _PARKED_KEY.fullmatch(key) is not None
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ParkedMessage)
 
@@ -95,6 +105,8 @@ class ParkingLot:
         return True
 
     async def get(self, key: str) -> ParkedMessage | None:
+        if not is_parked_key(key):
+            return None  # nothing is ever parked under it
         kv = await self._bucket()
         try:
             entry = await kv.get(key)

@@ -36,7 +36,7 @@ def json_object(data: str) -> dict[str, Any] | None:
     """A client's text frame as a JSON object; ``None`` if it is not one."""
     try:
         frame = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     return frame if isinstance(frame, dict) else None
 

@@ -119,6 +119,8 @@ class ProviderRequest:
             return json.loads(self.body)
         except (UnicodeDecodeError, ValueError) as err:
             raise Malformed("body is not valid JSON") from err
+        except RecursionError as err:  # '{"a":' * 10000: nested deeper than the parser goes
+            raise Malformed("body is JSON nested too deeply") from err
 
 
 def parse_form(text: str) -> list[tuple[str, str]]:

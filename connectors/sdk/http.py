@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from events.model import InboundMessage
@@ -25,6 +25,15 @@ _REJECT_KIND: dict[type[ConnectorError], str] = {
 }
 
 
+def unreadable_body(request: web.Request) -> str:
+    """Why a body the client sent cannot be read: a corrupt ``Content-Encoding`` (gzip,
+    deflate) or a broken chunked transfer. The caller's fault, a 400; not a crash."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip()
+    if encoding and encoding.lower() != "identity":
+        return f"the request body cannot be decoded (Content-Encoding: {encoding[:40]})"
+    return "the request body cannot be read"
+
+
 def error_response(status: int, reason: str, **extra: Any) -> web.Response:
     headers = {"Retry-After": "5"} if status == 503 else None
     return web.json_response({"error": reason, **extra}, status=status, headers=headers)
@@ -36,8 +45,10 @@ async def read_request(request: web.Request, limit: int) -> ProviderRequest:
         raise TooLarge(f"body over {limit} bytes")
     try:
         body = await request.read()
-    except web.HTTPRequestEntityTooLarge as err:
+    except web.HTTPRequestEntityTooLarge as err:  # also a gzip bomb: over the limit once inflated
         raise TooLarge(f"body over {limit} bytes") from err
+    except web.RequestPayloadError as err:  # corrupt gzip/deflate: the client's fault, not ours
+        raise Malformed(unreadable_body(request)) from err
     if len(body) > limit:
         raise TooLarge(f"body over {limit} bytes")
     return ProviderRequest(

@@ -250,6 +250,6 @@ def _on_platform(address: str, whatsapp: bool) -> str:
 def _json_object(raw: bytes) -> dict[str, object]:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

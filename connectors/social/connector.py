@@ -374,7 +374,7 @@ class MetaConnector(Connector):
             status = resp.status
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {"error": {"message": raw[:200].decode("utf-8", "replace") or "no detail"}}
         return status, data if isinstance(data, dict) else {}
 

@@ -202,6 +202,6 @@ class VoiceBridge:
             status = resp.status
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
         return status, data if isinstance(data, dict) else {}

@@ -29,7 +29,17 @@ from events.model import (
 )
 from events.store import ConcurrencyError
 from router.state import AgentView
-from services.api.common import ACTOR, ApiDeps, Body, EmptyBody, id_problem, json_error, ok, read_body
+from services.api.common import (
+    ACTOR,
+    ApiDeps,
+    Body,
+    EmptyBody,
+    id_problem,
+    json_error,
+    name_problem,
+    ok,
+    read_body,
+)
 from services.api.views import agent_json
 
 log = structlog.get_logger(__name__)
@@ -74,6 +84,8 @@ class DeactivateBody(Body):
 
 
 def profile_problem(profile: AgentProfile) -> str | None:
+    if problem := name_problem(profile.name):
+        return problem
     if not 1 <= profile.tier <= 3:
         return "tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
     if any(not 1 <= level <= 5 for level in profile.skills.values()):

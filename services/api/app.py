@@ -35,7 +35,7 @@ from services.api import (
 )
 from services.api.auth import authenticate, authorize
 from services.api.common import ApiDeps
-from services.api.errors import json_errors, nats_unavailable
+from services.api.errors import json_errors, nats_unavailable, undecodable_body
 
 __all__ = ["ApiDeps", "build_app"]
 
@@ -60,6 +60,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     middlewares = [
         json_errors(BODY_LIMIT),  # aiohttp's own errors (404, 405, 413) as {"error": ...} too
+        undecodable_body,  # a corrupt gzip/deflate body: a JSON 400, not a 500
         nats_unavailable,  # NATS away or slow: a JSON 503 (aiohttp answers a TimeoutError with a blank 504)
         session.cookie_session(sessions),  # a console session cookie becomes the bearer (session.py)
         authn,

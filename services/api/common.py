@@ -83,6 +83,16 @@ def id_problem(kind: str, value: str) -> str | None:
     return None
 
 
+MAX_NAME = 200  # a display name (an agent's, a customer's): shown in the console, kept in events
+
+
+def name_problem(name: str, field: str = "name") -> str | None:
+    """A display name over ``MAX_NAME`` characters (a runaway script, a paste) is refused."""
+    if len(name) > MAX_NAME:
+        return f"{field} takes at most {MAX_NAME} characters, not {len(name)}"
+    return None
+
+
 class ApiError(web.HTTPException):
     """Raise to answer at once with ``{"error": reason}`` and ``status``."""
 

@@ -17,7 +17,7 @@ from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
-from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
@@ -216,6 +216,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         customer_id = request.match_info["id"]
         body = await read_body(request, ProfileBody)
         changes = body.named()
+        if isinstance(body.name, str) and (problem := name_problem(body.name)):
+            return json_error(400, problem)
         language = changes.get("preferred_language")
         if language is not None and (refusal := deps.registry.unknown_languages([language])):
             return json_error(400, refusal.reason, **refusal.extra("language"))

@@ -2,7 +2,8 @@
 no route (404), a method the route does not take (405, its ``Allow`` header kept), a body over
 the limit (413, the limit in KiB). An error already JSON (``ApiError``, ``json_error``) passes
 as it is; answers below 400 (redirects) and every non-error answer (the console's HTML and
-scripts, ``/docs``, the event stream) are untouched. And NATS not answering in time (or at all)
+scripts, ``/docs``, the event stream) are untouched. A body that cannot be decoded (a corrupt
+gzip or deflate ``Content-Encoding``) is a JSON 400, not a crash. And NATS not answering in time (or at all)
 is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import structlog
 from aiohttp import hdrs, web
 
+from connectors.sdk.http import unreadable_body
 from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -53,6 +55,19 @@ def describe(err: web.HTTPException, request: web.Request, body_limit: int) -> t
             return f"not found: {request.method} {request.path}", {}
         return err.reason.lower(), {}
     return text, {}
+
+
+@web.middleware
+async def undecodable_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body aiohttp cannot read (corrupt gzip/deflate, broken chunking), wherever a handler
+    or a middleware reads it: a JSON 400 logged without a traceback. A body over the limit once
+    inflated (a gzip bomb) is aiohttp's 413, which passes through."""
+    try:
+        return await handler(request)
+    except web.RequestPayloadError as err:
+        reason = unreadable_body(request)
+        log.info("api.body_undecodable", method=request.method, path=request.path, error=str(err).strip())
+        return web.json_response({"error": reason}, status=400)
 
 
 NATS_AWAY = (

@@ -96,7 +96,7 @@ def fingerprint(query: str, body: bytes) -> str:
     """The request's content; JSON bodies by their value (key order and spaces aside)."""
     try:
         canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested deeper than msgspec goes
         canonical = body
     return hashlib.sha256(msgspec.json.encode([query, canonical])).hexdigest()
 

@@ -1,15 +1,21 @@
 """What the API refuses, over a real nats-server, each with a 400 (or aiohttp's own 404, 405,
 413) in JSON that says what was wrong: channels named in a capacity come from the registry like
 skills, numbers on a profile have bounds, no body tolerates an unknown field, enum-like query
-parameters are checked, an id's length is told as such and a transfer names one target."""
+parameters are checked, an id's length is told as such and a transfer names one target; a
+display name is bounded, a dead-letter key the KV bucket could not take is a 404 and a body
+whose Content-Encoding does not decode is a JSON 400."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from typing import Any
 
+import aiohttp
 import pytest
 
 from services.api.agents import MAX_CAPACITY, MAX_TOTAL
+from services.api.common import MAX_NAME
 
 from .helpers import API_TOKEN, AgentSystem, eventually
 
@@ -138,3 +144,40 @@ async def test_aiohttp_own_errors_are_json_too(s: AgentSystem) -> None:
     for path, expected in (("/console", "text/html"), ("/console/core.js", "text/javascript"), ("/docs", "text/html")):
         status, kind, _, body = await raw(s, "GET", path)
         assert (status, kind) == (200, expected), path
+
+
+async def test_a_display_name_has_a_length_bound(s: AgentSystem) -> None:
+    status, body = await s.call("PATCH", "/v1/agents/ava", body={"name": "x" * 200_000})
+    assert (status, body) == (400, {"error": f"name takes at most {MAX_NAME} characters, not 200000"})
+    status, body = await s.call("PATCH", "/v1/agents/ava", body={"name": "x" * MAX_NAME})
+    assert status == 200 and body["name"] == "x" * MAX_NAME, body
+    customer, _ = await s.open()
+    status, body = await s.call("PATCH", f"/v1/customers/{customer}", body={"name": "y" * (MAX_NAME + 1)})
+    assert (status, body) == (400, {"error": f"name takes at most {MAX_NAME} characters, not {MAX_NAME + 1}"})
+
+
+@pytest.mark.parametrize("key", ["*", "%3E", "RD..1", "%00", "cu_%20x", "RD_INBOUND.", ".1", "a%2Fb.1.2"])
+async def test_a_dead_letter_key_outside_the_bucket_rules_is_not_found(s: AgentSystem, key: str) -> None:
+    for method, path in (("GET", f"/v1/dlq/{key}"), ("DELETE", f"/v1/dlq/{key}"), ("POST", f"/v1/dlq/{key}/retry")):
+        status, kind, _, body = await raw(s, method, path)
+        assert (status, kind) == (404, "application/json"), (method, path, body)
+        assert body["error"].startswith("nothing parked under "), body
+    status, _, _, body = await raw(s, "GET", "/v1/dlq/RD_INBOUND.999999")  # well-formed, absent
+    assert (status, body) == (404, {"error": "nothing parked under RD_INBOUND.999999"})
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+async def test_a_body_that_cannot_be_decoded_is_a_json_400(s: AgentSystem, encoding: str) -> None:
+    headers = {**AUTH, "Content-Encoding": encoding, "Content-Type": "application/json"}
+    # A fresh connection each: aiohttp closes one whose body could not be read.
+    url = s.api + "/v1/agents/ava"
+    async with aiohttp.ClientSession() as http, http.patch(url, data=b"garbage", headers=headers) as r:
+        assert (r.status, r.content_type) == (400, "application/json")
+        assert await r.json() == {"error": f"the request body cannot be decoded (Content-Encoding: {encoding})"}
+    body = zlib.compress(b'{"tier": 2}') if encoding == "deflate" else gzip.compress(b'{"tier": 2}')
+    async with aiohttp.ClientSession() as http, http.patch(url, data=body, headers=headers) as r:
+        assert r.status == 200 and (await r.json())["tier"] == 2  # a well-formed compressed body still works
+    bomb = gzip.compress(b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    gzipped = {**headers, "Content-Encoding": "gzip"}
+    async with aiohttp.ClientSession() as http, http.patch(url, data=bomb, headers=gzipped) as r:
+        assert r.status == 413  # a gzip bomb stays refused by its inflated size

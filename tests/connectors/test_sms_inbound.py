@@ -180,6 +180,22 @@ async def test_malformed_is_400_and_publishes_nothing(
     assert len(await read_inbound(nc.jetstream(), "sms")) == before
 
 
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+async def test_a_body_that_cannot_be_decoded_is_400_not_a_crash(
+    nc: NATS, sms: tuple[ConnectorRuntime, str], encoding: str
+) -> None:
+    _, base = sms
+    headers = {"X-Twilio-Signature": "x", "Content-Encoding": encoding}  # no auth needed to get this far
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(base + "/twilio/sms", data=b"garbage", headers=headers) as r,
+        ):
+            assert (r.status, r.content_type) == (400, "application/json")
+            assert await r.json() == {"error": f"the request body cannot be decoded (Content-Encoding: {encoding})"}
+    assert [e["log_level"] for e in logs if e["event"].startswith("inbound.")] == ["warning"]
+
+
 async def test_public_base_url_behind_a_proxy(nc: NATS, uid: str) -> None:
     public = "https://relay.example.com"
     connector = TwilioSmsConnector.from_config(

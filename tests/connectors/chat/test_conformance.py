@@ -134,4 +134,11 @@ class TestChatConformance(ConnectorConformance):
             http.post(url + "/sessions", data=b"{not json", headers={"Origin": url}) as resp,
         ):
             assert resp.status == 400 and "error" in await resp.json()
+        # Nested deeper than the JSON parser goes, and a deflate body that does not inflate.
+        for body, headers in ((b'{"a":' * 10000, {}), (b"garbage", {"Content-Encoding": "deflate"})):
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(url + "/sessions", data=body, headers={"Origin": url, **headers}) as resp,
+            ):
+                assert resp.status == 400 and "error" in await resp.json(), body[:20]
         assert await harness.published() == []

@@ -236,7 +236,15 @@ async def test_no_app_secret_rejects_everything(nc: NATS, uid: str) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[]", b'{"object":"page"}', b'{"object":"page","entry":"x"}', "\u00e9".encode("latin-1")],
+    [
+        b"{not json",
+        b"[]",
+        b'{"object":"page"}',
+        b'{"object":"page","entry":"x"}',
+        "\u00e9".encode("latin-1"),
+        b'{"a":' * 10000,  # nested deeper than the JSON parser goes (a RecursionError, once a 500)
+        b"[" * 100000,
+    ],
 )
 async def test_malformed_is_400_and_publishes_nothing(
     nc: NATS, social: tuple[ConnectorRuntime, str], body: bytes
@@ -246,6 +254,18 @@ async def test_malformed_is_400_and_publishes_nothing(
     status, answer = await post(url, body, signed(body))
     assert status == 400 and "error" in answer
     assert len(await read_inbound(nc.jetstream(), "social")) == before
+    assert runtime.metrics["published"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+async def test_a_body_that_cannot_be_decoded_is_400_before_the_signature(
+    nc: NATS, social: tuple[ConnectorRuntime, str], encoding: str
+) -> None:
+    runtime, url = social
+    with structlog.testing.capture_logs() as logs:
+        status, answer = await post(url, b"garbage", {**signed(b"garbage"), "Content-Encoding": encoding})
+    assert (status, answer) == (400, {"error": f"the request body cannot be decoded (Content-Encoding: {encoding})"})
+    assert [e["log_level"] for e in logs if e["event"].startswith("inbound.")] == ["warning"]
     assert runtime.metrics["published"] == 0
 
 
