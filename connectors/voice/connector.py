@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import phonenumbers
 import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -122,8 +123,14 @@ class TwilioVoiceConnector(Connector):
 
     async def on_call(self, request: ProviderRequest) -> web.StreamResponse:
         form = _form(request)
-        _call_sid(form)
+        call_sid = _call_sid(form)
         s = self.settings
+        if not _is_phone_number(form.get("From") or form.get("Caller") or ""):
+            # Intake records a call by the caller's number: without one the caller would hold
+            # in the queue for an agent who is never put through.
+            log.info("voice.withheld_caller", call_sid=call_sid)
+            self.metrics.inc("rejected")
+            return _xml(twiml.goodbye(s.withheld_message))
         if len(s.languages) > 1:
             return _xml(twiml.greeting_menu(s.greeting, s.menu_prompt, self.url(QUEUE_PATH)))
         return await self._enqueue(form, greeting=s.greeting)
@@ -260,6 +267,16 @@ class TwilioVoiceConnector(Connector):
 
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
         return DeliveryResult.failed("a voice conversation is answered on the call: text replies are not sent")
+
+
+def _is_phone_number(caller: str) -> bool:
+    """A number intake can know the caller by (as ``services.identity.normalise_phone``
+    takes it): not "anonymous", a withheld number's stand-in, or a ``client:`` identity."""
+    try:
+        number = phonenumbers.parse(caller.strip(), None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_possible_number(number)
 
 
 def _call_sid(form: MultiDictProxy[str]) -> str:

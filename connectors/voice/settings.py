@@ -27,6 +27,11 @@ class VoiceSettings(TwilioSettings, kw_only=True):
         "All our agents are busy. Press 1 and we will call you back, or leave a message after the tone."
     )
     callback_message: str = "Thank you, an agent will call you back."
+    # A caller with no number to know them by (withheld, "anonymous", a Twilio Client): told
+    # so and not queued, since no conversation can be opened (or called back) for them.
+    withheld_message: str = (
+        "We cannot take calls from a withheld number. Please call again with your number shown, or write to us."
+    )
     voicemail_message: str = "Thank you for your message. Goodbye."
     max_voicemail_seconds: int = 120
     # Agent id -> endpoint the call is bridged to: "client:<identity>", "sip:<uri>" or "+E164".

@@ -254,7 +254,7 @@ def plan(
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now, language))
     elif not automatic:
         events.extend(_correction(history, customer_id, conv.conversation_id, message, now, language, unseen=True))
-    if message.metadata.get("resolves") == "1":
+    if message.metadata.get("resolves") == "1" and _same_call(conv, message):
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
             ConversationResolved(
@@ -273,6 +273,13 @@ def _with_sender_name(message: InboundMessage) -> dict[str, str]:
     if message.sender_name and "sender_name" not in metadata:
         metadata["sender_name"] = message.sender_name[:200]
     return metadata
+
+
+def _same_call(conv: OpenConversation, message: InboundMessage) -> bool:
+    """A call's end resolves the conversation that call opened, not the caller's current one
+    (a late status of an earlier call, or of a call that never reached an agent)."""
+    call = message.metadata.get("call_sid", "")
+    return not conv.opened_by or not call or conv.opened_by == call
 
 
 def _continued(history: CustomerHistory, message: InboundMessage) -> OpenConversation | None:

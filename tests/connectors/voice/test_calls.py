@@ -88,6 +88,44 @@ async def test_a_call_is_queued_assigned_and_bridged_to_the_agent(tmp_path: Path
         ] == []
 
 
+async def test_a_late_status_of_another_call_leaves_the_callers_conversation_open(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    """Found by an attack test: any ``DialCallStatus=completed`` from the caller's number
+    resolved the caller's open conversation, even for another (an earlier) call."""
+    sid, other = call_sid(11), call_sid(12)
+    async with voice_system(tmp_path, clean_nats, (AVA,)) as voice:
+        assert (await voice.webhook("/twilio/voice/queue", call_params(sid, Digits="1")))[0] == 200
+        customer_id = await soon(lambda: customer_of(voice))
+        conv = await soon(lambda: voice.system.conversation_of(customer_id))
+        late = call_params(other, CallStatus="completed", DialCallStatus="completed", DialCallDuration="30")
+        assert (await voice.webhook("/twilio/voice/status", late))[0] == 200
+        await soon(lambda: _texts(voice, customer_id, "Call completed (30 s)"))
+        status, body = await voice.system.get(f"/v1/conversations/{conv['id']}")
+        assert status == 200 and body["status"] != "resolved", body
+        # This call's own end resolves it.
+        ended = call_params(sid, CallStatus="in-progress", DialCallStatus="completed", DialCallDuration="90")
+        assert (await voice.webhook("/twilio/voice/status", ended))[0] == 200
+        await soon(lambda: _resolved(voice, conv["id"]))
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "+266696687", "client:alice"])
+async def test_a_caller_without_a_number_is_told_so_not_queued(
+    tmp_path: Path, clean_nats: EmbeddedNats, caller: str
+) -> None:
+    """Intake records a call by the caller's number: without one (withheld, a Twilio Client)
+    the caller held in the queue for an agent nobody would ever put through."""
+    async with voice_system(tmp_path, clean_nats, (AVA,)) as voice:
+        before = await voice.system.inbound_count()
+        status, text = await voice.webhook("/twilio/voice", call_params(call_sid(13), From=caller))
+        assert status == 200
+        document = twiml(text)
+        assert document.find("Enqueue") is None and document.find("Gather") is None
+        assert document.find("Hangup") is not None
+        assert "withheld number" in (document.findtext("Say") or "")
+        assert await voice.system.inbound_count() == before
+
+
 async def test_a_bad_signature_is_refused_and_publishes_nothing(tmp_path: Path, clean_nats: EmbeddedNats) -> None:
     async with voice_system(tmp_path, clean_nats, (AVA,)) as voice:
         before = await voice.system.inbound_count()
