@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from connectors.sdk import Malformed, Unavailable
 
@@ -38,12 +38,22 @@ TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 
 
 class _RelaydeskSMTP(SMTP):
-    """aiosmtpd's SMTP with enhanced status codes on its own size refusals."""
+    """aiosmtpd's SMTP with enhanced status codes on its own size refusals, and a second
+    STARTTLS refused (aiosmtpd would answer 220 and then fail the handshake inside the TLS
+    layer, with tracebacks in the log)."""
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
             status = TOO_BIG
         await super().push(status)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            log.info("email.smtp_starttls_repeated")
+            await self.push("503 5.5.1 TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
 
 class EmailHandler:

@@ -281,7 +281,8 @@ def _is_phone_number(caller: str) -> bool:
 
 def _call_sid(form: MultiDictProxy[str]) -> str:
     sid = form.get("CallSid", "").strip()
-    if not sid.startswith("CA") or not sid[2:].isalnum() or len(sid) > 64:
+    # ASCII only: str.isalnum alone takes "CA١٢٣"; the sid names a NATS message id and KV keys.
+    if not sid.startswith("CA") or not (sid[2:].isascii() and sid[2:].isalnum()) or len(sid) > 64:
         raise Malformed("CallSid is missing or not a Twilio call sid")
     return sid
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -43,7 +42,7 @@ from services.api.common import ApiDeps, json_error, ok
 from services.api.replies import ReplyRoute
 from services.delivery import slack_blocks, slack_signing
 from services.delivery.slack_api import SlackApi
-from services.delivery.slack_refs import SlackRefs
+from services.delivery.slack_refs import SlackRefs, is_thread
 
 log = structlog.get_logger(__name__)
 
@@ -140,17 +139,24 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(401, refused.reason)
         try:
             payload = msgspec.json.decode(parse_qs(raw.decode())["payload"][0])
-        except (KeyError, IndexError, UnicodeDecodeError, msgspec.DecodeError):
+        except (KeyError, IndexError, UnicodeDecodeError, msgspec.DecodeError, RecursionError):
+            log.warning("slack.malformed_request", path=request.path, reason="payload is not JSON")
             return json_error(400, "expected a form field payload= holding JSON")
         if not isinstance(payload, dict) or payload.get("type") != "block_actions":
             return ok({})  # other interaction types: nothing of ours
-        user = str((payload.get("user") or {}).get("id", ""))
-        container = payload.get("container") or {}
-        channel = str((payload.get("channel") or {}).get("id") or container.get("channel_id") or "")
-        for action in payload.get("actions") or []:
-            command = ACTION_COMMANDS.get(str(action.get("action_id", "")))
+        try:
+            clicked = msgspec.convert(payload, BlockActions)
+        except msgspec.ValidationError as err:
+            log.warning("slack.malformed_request", path=request.path, reason=str(err))
+            return json_error(400, f"unexpected block_actions payload: {err}")
+        user = clicked.user.id if clicked.user else ""
+        channel = (clicked.channel.id if clicked.channel else "") or (
+            clicked.container.channel_id if clicked.container else ""
+        )
+        for action in clicked.actions or []:
+            command = ACTION_COMMANDS.get(action.action_id)
             if command is not None:
-                await click(user, channel, command, str(action.get("value", "")), str(action.get("action_ts", "")))
+                await click(user, channel, command, action.value, action.action_ts)
         return ok({})
 
     async def click(user: str, channel: str, command: str, cid: str, action_ts: str) -> None:
@@ -192,21 +198,30 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(401, refused.reason)
         try:
             body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
+            log.warning("slack.malformed_request", path=request.path, reason="body is not JSON")
             return json_error(400, "body is not valid JSON")
         if not isinstance(body, dict):
             return json_error(400, "expected a JSON object")
         if body.get("type") == "url_verification":
             return ok({"challenge": str(body.get("challenge", ""))})
-        event = body.get("event") or {}
-        if body.get("type") != "event_callback" or not isinstance(event, dict) or event.get("type") != "message":
+        got = body.get("event") or {}
+        if body.get("type") != "event_callback" or not isinstance(got, dict) or got.get("type") != "message":
             return ok({})
         # Bots (our own thread posts among them) and edits, joins, deletions: never a reply.
-        if event.get("bot_id") or event.get("subtype") or not event.get("thread_ts"):
+        if got.get("bot_id") or got.get("subtype") or not got.get("thread_ts"):
             return ok({})
-        if event.get("thread_ts") == event.get("ts"):
+        try:
+            event = msgspec.convert(got, MessageEvent)
+        except msgspec.ValidationError as err:
+            log.warning("slack.malformed_request", path=request.path, reason=str(err))
+            return json_error(400, f"unexpected message event: {err}")
+        if event.thread_ts == event.ts:
             return ok({})  # a new top-level message, not a reply in a thread
-        event_id = str(body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}")
+        if not is_thread(event.channel, event.thread_ts):
+            log.warning("slack.malformed_request", path=request.path, reason="channel or thread_ts is not Slack's")
+            return json_error(400, "event.channel or event.thread_ts is not a Slack channel id or timestamp")
+        event_id = str(body.get("event_id") or f"{event.channel}:{event.ts}")
         key = await claim("event", event_id)
         if key is None:
             log.info("slack.event_repeated", event_id=event_id, retry=request.headers.get("X-Slack-Retry-Num"))
@@ -218,8 +233,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             raise
         return ok({})
 
-    async def thread_reply(event: dict[str, Any], event_id: str) -> None:
-        channel, thread_ts, user = str(event.get("channel", "")), str(event["thread_ts"]), str(event.get("user", ""))
+    async def thread_reply(event: MessageEvent, event_id: str) -> None:
+        channel, thread_ts, user = event.channel, event.thread_ts, event.user
         ref = await SlackRefs(await kv(subjects.STATE_BUCKET)).of_thread(channel, thread_ts)
         if ref is None:
             return  # a thread that is not one of our conversations' (or no longer open)
@@ -229,7 +244,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             # A teammate talking in the thread is not answering the customer.
             bound.info("slack.thread_message_ignored", reason="not the conversation's agent", agent_id=agent_id)
             return
-        text = unescape(str(event.get("text", ""))).strip()
+        text = unescape(event.text).strip()
         if not text:
             return
         cid = ref.conversation_id
@@ -252,6 +267,40 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         bound.info("slack.reply_requested", agent_id=agent_id, reply_id=reply_id)
 
     return r
+
+
+# What of Slack's payloads is read, typed: a payload of another shape (a user that is a
+# string, actions that are not a list of objects...) is a 400 and a log line, never a 500
+# (Slack retries a 5xx). Fields not named here are ignored.
+
+
+class SlackRef(msgspec.Struct):
+    id: str = ""
+
+
+class Container(msgspec.Struct):
+    channel_id: str = ""
+
+
+class Action(msgspec.Struct):
+    action_id: str = ""
+    value: str = ""
+    action_ts: str = ""
+
+
+class BlockActions(msgspec.Struct):
+    user: SlackRef | None = None
+    channel: SlackRef | None = None
+    container: Container | None = None
+    actions: list[Action] | None = None
+
+
+class MessageEvent(msgspec.Struct):
+    channel: str = ""
+    ts: str = ""
+    thread_ts: str = ""
+    user: str = ""
+    text: str = ""
 
 
 class _Refused(Exception):

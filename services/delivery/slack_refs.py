@@ -14,6 +14,8 @@ the message reaches its last state (declined, expired, handed back, resolved).
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -32,6 +34,16 @@ class MessageRef(msgspec.Struct, kw_only=True):
 
 def conversation_key(conversation_id: str, endpoint_id: str, agent_id: str) -> str:
     return f"{PREFIX}.cv.{conversation_id}.{endpoint_id}.{agent_id}"
+
+
+_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TS = re.compile(r"[0-9]{1,20}(\.[0-9]{1,12})?")
+
+
+def is_thread(channel: str, ts: str) -> bool:
+    """A Slack channel id and message ts as Slack makes them (``C0123ABC``, ``1700000000.000100``):
+    anything else (a space, ``*``, ``>``, non-ASCII digits) cannot be a KV key, nor our thread."""
+    return _CHANNEL.fullmatch(channel) is not None and _TS.fullmatch(ts) is not None
 
 
 def thread_key(channel: str, ts: str) -> str:
@@ -59,6 +71,8 @@ class SlackRefs:
         return await self._get(conversation_key(conversation_id, endpoint_id, agent_id))
 
     async def of_thread(self, channel: str, ts: str) -> MessageRef | None:
+        if not is_thread(channel, ts):
+            return None  # never a key we wrote (and no key at all)
         return await self._get(thread_key(channel, ts))
 
     async def save(self, ref: MessageRef) -> None:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
 
-from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest
+from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest, numeric_id
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
 
@@ -179,9 +179,9 @@ class FreshdeskSink(Sink):
             ticket = ticket.get("id")
         if ticket is None and isinstance(payload, dict) and isinstance(payload.get("freshdesk_webhook"), dict):
             ticket = payload["freshdesk_webhook"].get("ticket_id")
-        ticket_id = str(ticket or "").strip()
-        if not ticket_id.isdigit():
+        if ticket in (None, ""):
             raise Malformed("ticket_id (a number) is missing")
+        ticket_id = numeric_id(ticket, "ticket_id")
         link = await self.state.conversation_of(ticket_id)
         if link is None:
             return {"acted": False, "ignored": "not a Relaydesk ticket"}

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from connectors.sdk.signatures import hmac_sha256_base64, verify_hmac_sha256
 from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
 
-from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest
+from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest, numeric_id
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
 
@@ -241,9 +241,9 @@ class ZendeskSink(Sink):
         event = payload.get("event")
         if not isinstance(kind, str) or not isinstance(detail, dict) or not isinstance(event, dict):
             raise Malformed("expected a Zendesk event webhook: type, detail and event")
-        ticket_id = str(detail.get("id") or "")
-        if not ticket_id:
+        if detail.get("id") in (None, ""):
             raise Malformed("detail.id (the ticket) is missing")
+        ticket_id = numeric_id(detail["id"], "detail.id (the ticket)")
         link = await self.state.conversation_of(ticket_id)
         if link is None:
             return {"acted": False, "ignored": "not a Relaydesk ticket"}
@@ -261,8 +261,12 @@ class ZendeskSink(Sink):
         comment = event.get("comment")
         if not isinstance(comment, dict) or "id" not in comment:
             raise Malformed("event.comment with an id is missing")
-        comment_id = str(comment["id"])
-        body = str(comment.get("body") or "")
+        comment_id = numeric_id(comment["id"], "event.comment.id")
+        body = comment.get("body")
+        if body is None:
+            body = ""
+        if not isinstance(body, str):  # never str() an object into the customer's conversation
+            raise Malformed("event.comment.body must be a string")
         author: dict[str, Any] = comment["author"] if isinstance(comment.get("author"), dict) else {}
         if not comment.get("is_public"):
             return {"acted": False, "ignored": "an internal note"}

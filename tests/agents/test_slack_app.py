@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
@@ -21,6 +22,7 @@ from events.model import ConversationResolved, OfferAccepted, OfferDeclined, Rep
 from services.config import Config
 from services.delivery.settings import Endpoint
 from services.delivery.slack_settings import SlackSettings
+from services.delivery.slack_signing import headers as slack_headers
 from services.embedded_nats import EmbeddedNats, free_port
 from services.nats_auth import RoleCredentials
 from services.up import Started, connector_channels, enabled_connectors, serve_all
@@ -186,6 +188,61 @@ async def test_events_url_verification_and_signature(
         assert status == 401 and "more than 300 s" in answer["error"]
         async with s.system.http.post(s.api + "/slack/events", data=body) as r:
             assert r.status == 401
+
+
+BAD_CLICKS: list[dict[str, Any]] = [
+    {"user": "U0AVA"},
+    {"channel": "C0SUPPORT"},
+    {"container": ["C0SUPPORT"]},
+    {"actions": {"action_id": "accept"}},
+    {"actions": ["accept"]},
+    {"actions": 3},
+    {"actions": [{"action_id": {"x": 1}, "value": "cv_1"}]},
+]
+BAD_THREADS: list[dict[str, Any]] = [
+    {"channel": "C0 SUPPORT"},
+    {"channel": "C0*"},
+    {"channel": ">"},
+    {"channel": {"id": "C0SUPPORT"}},
+    {"thread_ts": "1700000000 .1"},
+    {"thread_ts": "1700000000.*"},
+    {"thread_ts": ">"},
+    {"thread_ts": {"ts": "1"}},
+    {"thread_ts": "١٧٠٠٠٠٠٠٠٠.1"},
+]
+
+
+async def test_signed_payloads_of_the_wrong_shape_are_400_never_5xx(
+    tmp_path: Path, clean_nats: EmbeddedNats, slack: FakeSlack
+) -> None:
+    async with agent_system(slack_config(tmp_path, clean_nats.url, slack), clean_nats) as s:
+        http = s.system.http
+
+        async def interaction(payload: str) -> tuple[int, Any]:
+            body = urlencode({"payload": payload}).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded", **slack_headers(SIGNING_SECRET, body)}
+            async with http.post(s.api + "/slack/interactions", data=body, headers=headers) as r:
+                return r.status, await r.json(content_type=None)
+
+        for bad in BAD_CLICKS:
+            status, answer = await interaction(msgspec.json.encode({"type": "block_actions", **bad}).decode())
+            assert status == 400, (bad, answer)
+        assert (await interaction("[" * 5000 + "]" * 5000))[0] == 400
+        deep = b'{"type":"event_callback","event":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        assert (await slack.send_event_body(http, s.api, deep))[0] == 400
+        assert (await slack.send_event_body(http, s.api, b"[" * 5000 + b"]" * 5000))[0] == 400
+        for bad in BAD_THREADS:
+            event = {
+                "type": "message",
+                "channel": "C0SUPPORT",
+                "user": "U0AVA",
+                "text": "hi",
+                "ts": "1700000001.000200",
+            }
+            event |= {"thread_ts": "1700000000.000100", **bad}
+            status, answer = await slack.event(http, s.api, event)
+            assert status == 400, (bad, answer)
+        assert slack.ephemerals == []
 
 
 async def test_decline_expiry_and_transfer_redraw_the_dm_and_a_reply_before_accepting_is_refused(

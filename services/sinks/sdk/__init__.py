@@ -3,7 +3,7 @@
 
 from .actions import ConversationFacts, Relaydesk, stable_id
 from .api import ProviderApi, retry_after_seconds
-from .base import Sink, SinkEvent, SinkSettings, WebhookRequest
+from .base import Sink, SinkEvent, SinkSettings, WebhookRequest, numeric_id
 from .errors import AuthFailed, Malformed, Rejected, SinkConfigError, SinkError, SinkNotFound, Transient, Unauthentic
 from .runtime import SinkRuntime
 from .state import Link, ParkedEvent, SinkState
@@ -28,6 +28,7 @@ __all__ = [
     "Transient",
     "Unauthentic",
     "WebhookRequest",
+    "numeric_id",
     "retry_after_seconds",
     "stable_id",
 ]

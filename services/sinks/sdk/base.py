@@ -95,6 +95,20 @@ class WebhookRequest:
             return json.loads(self.body)
         except (UnicodeDecodeError, ValueError) as err:
             raise Malformed("body is not valid JSON") from err
+        except RecursionError as err:  # '[' * 5000: nested deeper than the parser goes
+            raise Malformed("body is JSON nested too deeply") from err
+
+
+def numeric_id(value: object, field: str) -> str:
+    """A helpdesk id that is a number (an int, or a string of ASCII digits), as a string fit
+    for a KV key; ``Malformed`` naming ``field`` otherwise (``str.isdigit`` alone would take
+    ``"١٠٠٢"`` or ``"²"``, and ``">"`` or ``"a b"`` are no key at all)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit()) or len(text) > 30:
+        raise Malformed(f"{field} must be a number")
+    return text
 
 
 class Sink(ABC):

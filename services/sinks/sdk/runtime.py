@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
+from nats.js.errors import InvalidKeyError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events import subjects
@@ -290,6 +291,12 @@ class SinkRuntime:
             self.log.warning("sink.webhook_failed", reason=err.reason)
             # The helpdesk retries a 5xx: nothing was done that a retry would do twice.
             return web.json_response({"error": err.reason}, status=503, headers={"Retry-After": "5"})
+        except InvalidKeyError:
+            # An id from the webhook that is no KV key (a sink that did not check it): the
+            # request is at fault, not NATS; a 503 would have the helpdesk retry it forever.
+            SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
+            self.log.warning("sink.webhook_refused", status=400, reason="an id in the body is not a valid key")
+            return web.json_response({"error": "an id in the body is not a valid identifier"}, status=400)
         except NATS_ERRORS as err:
             SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
             self.log.warning("sink.webhook_nats_unavailable", error=repr(err))

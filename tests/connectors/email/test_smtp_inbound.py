@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import smtplib
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from email import policy as mail_policy
@@ -339,6 +341,26 @@ async def test_starttls_and_auth(nc: NATS, tmp_path: Path, uid: str) -> None:
             await smtp_send(addr(connector), mail(uid, n=3).as_bytes(), login=("relay", "s3cret"))
     assert len(await inbound_for(nc, msg_id(uid, 2))) == 1
     assert await inbound_for(nc, msg_id(uid, 1)) == []
+
+
+def _starttls_twice(address: tuple[str, int]) -> tuple[int, str, int]:
+    with smtplib.SMTP(address[0], address[1], timeout=10) as client:
+        client.ehlo()
+        client.starttls(context=ssl._create_unverified_context())
+        client.ehlo()
+        code, text = client.docmd("STARTTLS")
+        return code, text.decode(), client.noop()[0]
+
+
+async def test_a_second_starttls_is_refused_and_the_session_goes_on(
+    nc: NATS, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = self_signed(tmp_path)
+    async with running(nc, tls_cert=cert, tls_key=key) as connector:
+        code, text, after = await asyncio.to_thread(_starttls_twice, addr(connector))
+    assert (code, after) == (503, 250)
+    assert "TLS already active" in text
+    assert "Traceback" not in caplog.text
 
 
 async def test_smtp_port_taken_is_a_clear_exit(nc: NATS) -> None:

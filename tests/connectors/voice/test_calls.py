@@ -9,7 +9,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from multidict import MultiDict, MultiDictProxy
 
+from connectors.sdk import Malformed
+from connectors.voice.connector import _call_sid
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats
 
@@ -228,3 +231,10 @@ async def _resolved(voice: Voice, conversation_id: str) -> dict[str, Any] | None
     status, body = await voice.system.get(f"/v1/conversations/{conversation_id}")
     conv = body.get("conversation", body) if status == 200 else {}
     return conv if conv.get("status") == "resolved" else None
+
+
+@pytest.mark.parametrize("sid", ["CA١٢٣", "CA²", "CAab cd", "CA>", "CA1.*", "AB123", "CA"])
+def test_a_call_sid_is_ascii_letters_and_digits_only(sid: str) -> None:
+    with pytest.raises(Malformed, match="CallSid"):
+        _call_sid(MultiDictProxy(MultiDict(CallSid=sid)))
+    assert _call_sid(MultiDictProxy(MultiDict(CallSid=call_sid(7)))) == call_sid(7)
