@@ -13,6 +13,7 @@ first append's customer guard catches whatever a racing process wrote since).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import random
@@ -47,6 +48,7 @@ from services.intake.language import LanguageDetector
 from services.intake.outcomes import record_outcome
 from services.intake.plan import CustomerHistory, Triage, customer_guard, is_automatic, plan
 from services.intake.rules import RoutingRules
+from services.intake.turns import SenderTurns, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +71,9 @@ MAX_CONFLICT_RETRIES = 12
 # or is failing towards its dead letter).
 ORDER_WAIT_S = 5.0
 ORDER_POLL_S = 0.005
+# The stream sequence of the delivery being handled (set by ``settle``, one per task): a
+# sender's messages held here are recorded lowest sequence first (services.intake.turns).
+STREAM_SEQ: contextvars.ContextVar[int | None] = contextvars.ContextVar("intake_stream_seq", default=None)
 # Senders whose identity is kept: asked for three times a message, and a phone parse is dear.
 IDENTITY_CACHE = 16_384
 
@@ -92,6 +97,7 @@ class Intake:
         # batch often holds several from the same person): they would only conflict on the
         # customer guard otherwise. Other intake replicas are kept apart by that guard.
         self._customer_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.turns = SenderTurns()
         self.histories = Histories(self.store)
         # A pure function of the address and the rules (fixed for this process's life).
         self._identity = functools.lru_cache(maxsize=IDENTITY_CACHE)(self._identity_uncached)
@@ -166,8 +172,9 @@ class Intake:
     async def handle_message(self, message: InboundMessage, *, earlier: Sequence[tuple[str, str]] = ()) -> str | None:
         """Record one inbound message; returns its conversation id (None if dropped).
 
-        A sender's messages are recorded in the order they were handed in: the sender's lock
-        is taken before the first await, and ``asyncio.Lock`` serves waiters first come."""
+        A sender's messages held here are recorded lowest stream sequence first (the order
+        they were published; ``SenderTurns``, registered before the first await), each once
+        the ``earlier`` ones another process holds are recorded (or ``ORDER_WAIT_S`` passed)."""
         bound = log.bind(channel=message.channel, provider_message_id=message.provider_message_id)
         try:
             triage = self.triage(message)
@@ -175,12 +182,42 @@ class Intake:
             # The provider will not send a better address by retrying: drop, loudly.
             bound.warning("intake.dropped", reason=str(err))
             return None
-        async with self._lock("identity:" + triage.identity):
-            return await self._resolve_and_record(message, triage, earlier, bound)
+        sender = triage.identity
+        ticket = self.turns.hold(sender, STREAM_SEQ.get(), (message.channel, message.provider_message_id))
+        try:
+            if earlier:
+                await self._wait_for_earlier(sender, ticket, earlier, bound)
+            async with self.turns.turn(sender, ticket), self._lock("identity:" + sender):
+                return await self._resolve_and_record(message, triage, bound)
+        finally:
+            self.turns.leave(sender, ticket)
 
-    async def _resolve_and_record(
-        self, message: InboundMessage, triage: Triage, earlier: Sequence[tuple[str, str]], bound: Any
-    ) -> str | None:
+    async def _wait_for_earlier(
+        self, sender: str, ticket: Ticket, earlier: Sequence[tuple[str, str]], bound: Any
+    ) -> None:
+        """Until the ``earlier`` messages are on the customer's history or held here before
+        this one (its turn comes after theirs), or ``ORDER_WAIT_S`` passed: without holding
+        the sender's turn, which a redelivered earlier message needs."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ORDER_WAIT_S
+        customer_id: str | None = None
+        while True:
+            here = self.turns.held_before(sender, ticket, earlier)
+            missing = [key for key in earlier if key not in here]
+            if missing and customer_id is None:
+                customer_id = await self.directory.lookup(sender)
+            if missing and customer_id is not None:
+                seen = (await self.read_history(customer_id)).seen
+                missing = [key for key in missing if key not in seen]
+            if not missing:
+                return
+            if loop.time() >= deadline:
+                bound.warning("intake.order_wait_expired", waited_s=ORDER_WAIT_S, missing=[k[1] for k in missing][:5])
+                return
+            # No customer yet: its first message is not recorded either; look again less often.
+            await asyncio.sleep(ORDER_POLL_S if customer_id is not None else ORDER_POLL_S * 10)
+
+    async def _resolve_and_record(self, message: InboundMessage, triage: Triage, bound: Any) -> str | None:
         if is_automatic(message):
             # Automatic mail never creates a customer: only a known one's thread records it.
             known = await self.directory.lookup(triage.identity)
@@ -192,22 +229,7 @@ class Intake:
             customer_id, created = await self.directory.resolve(triage.identity)
         bound = bound.bind(customer_id=customer_id)
         async with self._lock(customer_id):
-            return await self._record(message, triage, customer_id, created, bound, earlier)
-
-    async def _history_after(self, customer_id: str, earlier: Sequence[tuple[str, str]], bound: Any) -> CustomerHistory:
-        """The customer's history once ``earlier`` messages are on it (or ``ORDER_WAIT_S`` passed)."""
-        history = await self.read_history(customer_id)
-        if not earlier:
-            return history
-        deadline = asyncio.get_running_loop().time() + ORDER_WAIT_S
-        while any(key not in history.seen for key in earlier):
-            if asyncio.get_running_loop().time() >= deadline:
-                missing = [pid for key in earlier if key not in history.seen for pid in key[1:]]
-                bound.warning("intake.order_wait_expired", waited_s=ORDER_WAIT_S, missing=missing[:5])
-                break
-            await asyncio.sleep(ORDER_POLL_S)
-            history = await self.read_history(customer_id)
-        return history
+            return await self._record(message, triage, customer_id, created, bound)
 
     async def _record(
         self,
@@ -216,15 +238,14 @@ class Intake:
         customer_id: str,
         created: bool,
         bound: Any,
-        earlier: Sequence[tuple[str, str]] = (),
     ) -> str | None:
-        if created and not earlier:
+        if created:
             # This call created the customer (a fresh id): nothing can be on its subjects but
             # what a racing process appended since, and the first append's guard (expected 0
             # on the whole customer) catches that and reads again. One round trip saved.
             history = CustomerHistory()
         else:
-            history = await self._history_after(customer_id, earlier, bound)
+            history = await self.read_history(customer_id)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
                 history = await self.read_history(customer_id)
@@ -359,6 +380,7 @@ async def _record_and_settle(
     earlier: Sequence[tuple[str, str]],
 ) -> None:
     delivered = raw.metadata.num_delivered or 1
+    STREAM_SEQ.set(raw.metadata.sequence.stream)  # this task's own context: its turn among its sender's
 
     def bound() -> Any:
         # Bound only when something is logged: a bind costs a logger (no caching, by config).

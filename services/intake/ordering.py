@@ -7,8 +7,8 @@ reads the window of messages other processes may still hold: those after the con
 floor and before its own newest, minus its own (one ``CONSUMER.INFO`` and, when that window
 is not empty, one batched direct get on ``RD_INBOUND``). A message of its own whose sender
 has an earlier message in that window waits until that one is on the customer's history
-(``Intake._history_after``; bounded by ``ORDER_WAIT_S``). Within one process the sender's
-lock, taken in delivery order, keeps the order.
+(``Intake._wait_for_earlier``; bounded by ``ORDER_WAIT_S``). Within one process the sender's
+turn (``services.intake.turns``) records the messages it holds lowest stream sequence first.
 """
 
 from __future__ import annotations
