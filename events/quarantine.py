@@ -39,6 +39,11 @@ QUARANTINED = Counter(
     ["reader", "stream"],
 )
 
+# What became of a quarantined message, as its log line says.
+PARKED = "skipped; parked in rd_parked (`relaydesk dlq list`)"
+PARKED_BEFORE = "skipped; parked before (or dropped by an operator since)"
+NOT_PARKED = "skipped; not parked (NATS refused): the next reader to meet it parks it"
+
 # How many (reader, stream, sequence) a process remembers having reported; past that it
 # forgets them all (a flood of poison), and reports again what it meets again.
 REMEMBER = 100_000
@@ -52,18 +57,31 @@ class Quarantine:
         self.lot = lot or ParkingLot(js)
         self._reported: set[tuple[str, str, int]] = set()
         self._parked: set[tuple[str, int]] = set()
-        self._parking: set[asyncio.Task[bool]] = set()
+        self._parking: set[asyncio.Task[None]] = set()
 
-    def report(self, reader: str, stream: str, seq: int, subject: str, error: str) -> bool:
+    def report(self, reader: str, stream: str, seq: int, subject: str, error: str, *, action: str = PARKED) -> bool:
         """Log and count one quarantined message, once per reader and process. True if new."""
+        if not self._first(reader, stream, seq):
+            return False
+        self._say(reader, stream, seq, subject, error, action)
+        return True
+
+    def _first(self, reader: str, stream: str, seq: int) -> bool:
+        """Whether this reader meets the message for the first time in this process (counted)."""
         key = (reader, stream, seq)
         if key in self._reported:
             return False
         if len(self._reported) >= REMEMBER:
             self._reported.clear()
         self._reported.add(key)
+        QUARANTINED.labels(reader=reader, stream=stream).inc()
+        return True
+
+    def _say(self, reader: str, stream: str, seq: int, subject: str, error: str, action: str) -> None:
+        # Parked now: a warning. Parked before (or dropped by an operator since): what every
+        # later reader, and every one-shot tool such as `relaydesk status`, meets: info.
         scope = subjects.parse_conversation_subject(subject)
-        log.warning(
+        (log.info if action == PARKED_BEFORE else log.warning)(
             "log.quarantined",
             reader=reader,
             stream=stream,
@@ -72,10 +90,8 @@ class Quarantine:
             customer_id=scope[0] if scope else None,
             conversation_id=scope[1] if scope and scope[1] != subjects.CUSTOMER_SCOPE else None,
             error=error[:500],
-            action="skipped; parked in rd_parked",
+            action=action,
         )
-        QUARANTINED.labels(reader=reader, stream=stream).inc()
-        return True
 
     async def record(
         self,
@@ -89,16 +105,30 @@ class Quarantine:
         stream: str = subjects.EVENTS_STREAM,
     ) -> None:
         """Report (once) and park (once) a message; ``data`` None: read it from the stream."""
-        self.report(reader, stream, seq, subject, error)
-        await self._park(reader, stream, seq, subject, error, data, headers)
+        first = self._first(reader, stream, seq)
+        await self._park_and_say(reader, stream, seq, subject, error, data, headers, first)
+
+    async def _park_and_say(
+        self,
+        reader: str,
+        stream: str,
+        seq: int,
+        subject: str,
+        error: str,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        first: bool,
+    ) -> None:
+        action = await self._park(reader, stream, seq, subject, error, data, headers)
+        if first:
+            self._say(reader, stream, seq, subject, error, action)
 
     def record_soon(self, reader: str, seq: int, subject: str, error: str, *, data: bytes | None = None) -> None:
-        """``record`` for synchronous code (a fold loop): reported now, parked in a task."""
-        self.report(reader, subjects.EVENTS_STREAM, seq, subject, error)
-        if (subjects.EVENTS_STREAM, seq) in self._parked:
-            return
+        """``record`` for synchronous code (a fold loop): counted now, parked and said in a task."""
+        stream = subjects.EVENTS_STREAM
+        first = self._first(reader, stream, seq)
         task = asyncio.get_running_loop().create_task(
-            self._park(reader, subjects.EVENTS_STREAM, seq, subject, error, data, None), name=f"park-{seq}"
+            self._park_and_say(reader, stream, seq, subject, error, data, None, first), name=f"park-{seq}"
         )
         self._parking.add(task)
         task.add_done_callback(self._parking.discard)
@@ -117,9 +147,10 @@ class Quarantine:
         error: str,
         data: bytes | None,
         headers: dict[str, str] | None,
-    ) -> bool:
+    ) -> str:
+        """What became of it: ``PARKED`` now, ``PARKED_BEFORE`` (or dropped since), ``NOT_PARKED``."""
         if (stream, seq) in self._parked:
-            return False
+            return PARKED_BEFORE
         if len(self._parked) >= REMEMBER:
             self._parked.clear()
         self._parked.add((stream, seq))
@@ -144,5 +175,5 @@ class Quarantine:
             # Not fatal, and not forgotten: the next reader to meet it parks it.
             self._parked.discard((stream, seq))
             log.warning("log.park_failed", reader=reader, stream=stream, seq=seq, subject=subject, error=repr(err))
-            return False
-        return new
+            return NOT_PARKED
+        return PARKED if new else PARKED_BEFORE
