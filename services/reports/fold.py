@@ -75,6 +75,7 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     first_response_at: datetime | None = None  # first ReplyRequested or MessageSent
     resolved_at: datetime | None = None  # first resolution
     resolved_by: str | None = None
+    erased: bool = False  # resolved by a customer's erasure: nobody served it to an end
     transfers: int = 0
     transferred_by: list[str] = []  # the agent each transfer took it away from ("" if none)
     offers: int = 0
@@ -239,6 +240,7 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             if conv.resolved_at is None:
                 conv.resolved_at = at
                 conv.resolved_by = ev.agent_id or conv.agent_id
+                conv.erased = ev.erased
                 if conv.channel is not None and conv.next_opened_at is None:
                     state.last_resolved[_contact_key(survivor(state, conv.customer_id), conv.channel)] = cid
                     if conv.channel not in state.channels_seen:

@@ -108,7 +108,8 @@ def figures(
         resolved=resolved,
         reopened=reopened,
         is_reopen=is_reopen,
-        fcr=resolved and conv.transfers == 0 and not reopened,
+        # An erasure's resolution served nobody: not a first-contact resolution.
+        fcr=resolved and not conv.erased and conv.transfers == 0 and not reopened,
         sla=sla,
         transfers=conv.transfers,
         call=call_figures(conv.call or CallFacts(), due) if conv.channel == "voice" else None,

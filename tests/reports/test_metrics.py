@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from events import subjects
-from events.model import LogEvent
+from events.model import ConversationResolved, LogEvent
 from events.store import StoredEvent
 from services.reports import ReportQuery, ReportState, evolve, fold_all, service_report
 from services.reports.metrics import figures
@@ -103,6 +103,17 @@ def test_the_reopen_window_is_a_report_parameter() -> None:
     total = report(scenario(), half_hour)["total"]
     assert (total["reopened"], total["reopen_rate"]) == (0, 0.0)
     assert (total["first_contact_resolutions"], total["fcr_rate"]) == (2, 0.6667)
+
+
+def test_a_conversation_resolved_by_an_erasure_is_no_first_contact_resolution() -> None:
+    """An operator's report read FCR 100% when its one resolution was an erasure's."""
+    served = Conv("x1", "S", "sms").open(0).assign(10, "ava").resolve(100, "ava")
+    erased = Conv("x2", "E", "sms").open(0)
+    erased.events.append(
+        ConversationResolved(at=at(50), customer_id="x2", conversation_id="E", agent_id=None, erased=True)
+    )
+    total = report([*served.events, *erased.events])["total"]
+    assert (total["resolved"], total["first_contact_resolutions"], total["fcr_rate"]) == (2, 1, 0.5)
 
 
 def test_a_new_conversation_on_another_channel_is_not_a_reopen() -> None:
