@@ -213,8 +213,15 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> 
 
 
 def _queue_name(q: dict[str, Any]) -> str:
-    skills = "+".join(sorted(q["skills"])) or "any skill"
-    return f"{q['channel']} {skills} {q['language'] or 'any language'} tier>={q['min_tier']} {q['customer_tier']}"
+    """What sets a queue apart: the same channel, skills and language at another escalation
+    step (its requirements relaxed, other languages accepted) is another queue."""
+    skills = "+".join(f"{name}>={level}" for name, level in sorted(q["skills"].items())) or "any skill"
+    language = q["language"] or "any language"
+    accepted = q.get("languages")
+    if accepted and list(accepted) != [q["language"]]:
+        language += f" (or {', '.join(lang for lang in accepted if lang != q['language'])})"
+    step = f" step {q['step']}" if q.get("step") else ""
+    return f"{q['channel']} {skills} {language} tier>={q['min_tier']} {q['customer_tier']}{step}"
 
 
 def print_report(report: dict[str, Any], out: Console) -> None:

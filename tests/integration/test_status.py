@@ -51,4 +51,4 @@ async def test_status_shows_leaders_agents_and_what_waits(
         code, out = await cli(capsys, "status", "--nats-url", clean_nats.url)
         assert code == 0
         assert "Leaders" in out and "router" in out and "Waiting: 1" in out
-        assert "sms legal tlh" in out
+        assert "sms legal>=1 tlh" in out
