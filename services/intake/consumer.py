@@ -207,8 +207,9 @@ class Intake:
             if missing and customer_id is None:
                 customer_id = await self.directory.lookup(sender)
             if missing and customer_id is not None:
-                seen = (await self.read_history(customer_id)).seen
-                missing = [key for key in missing if key not in seen]
+                async with self._lock(customer_id):  # Histories reads one at a time per customer
+                    seen = (await self.read_history(customer_id)).seen
+                    missing = [key for key in missing if key not in seen]
             if not missing:
                 return
             if loop.time() >= deadline:
