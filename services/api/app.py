@@ -33,7 +33,7 @@ from services.api import (
     tokens,
     uploads,
 )
-from services.api.auth import authenticate, authorize
+from services.api.auth import authenticate, authorize, deactivated
 from services.api.common import ApiDeps
 from services.api.errors import json_errors, nats_unavailable, undecodable_body
 
@@ -77,7 +77,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))
     app.add_routes(stream.routes(deps, table))
-    app.add_routes(session.routes(sessions, authn))
+    app.add_routes(session.routes(sessions, authn, refused=lambda agent_id: deactivated(deps, agent_id)))
     app.add_routes(console.routes())
     app.add_routes(docs.routes())  # /openapi.json and /docs, no token
     return app

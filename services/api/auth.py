@@ -119,8 +119,12 @@ def agent_refusal(
     deps: ApiDeps, agent_id: str, method: str, path: str, *, custody: Custody | None = None, role: Role = "agent"
 ) -> str | None:
     """Why a ``role`` token of ``agent_id`` may not do ``method path`` (None: it may)."""
-    state = deps.live.state
-    agent = state.agents.get(agent_id)
+    return deactivated(deps, agent_id) or refusal(role, agent_id, method, path, deps.live.state, custody)
+
+
+def deactivated(deps: ApiDeps, agent_id: str) -> str | None:
+    """Why ``agent_id``'s tokens are refused whatever they ask (None: they are not)."""
+    agent = deps.live.state.agents.get(agent_id)
     if agent is not None and not getattr(agent, "active", True):
         return f"agent {agent_id} is deactivated"
-    return refusal(role, agent_id, method, path, state, custody)
+    return None

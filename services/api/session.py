@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from multidict import CIMultiDict
 from prometheus_client import Counter
 
-from services.api.auth import Handler
+from services.api.auth import AGENT, Handler
 from services.api.common import ACTOR, Body, json_error, ok, read_body
 
 log = structlog.get_logger(__name__)
@@ -60,7 +60,7 @@ PROBE_PATH = "/v1/session/probe"
 SESSIONS_REFUSED = Counter(
     "relaydesk_console_sessions_refused_total",
     "Console session cookies or sign-ins refused",
-    ["reason"],  # unreadable (bad seal or expired), cross_site, invalid_token
+    ["reason"],  # unreadable (bad seal or expired), cross_site, invalid_token, refused_agent
 )
 
 
@@ -168,8 +168,11 @@ def cookie_session(sealer: SessionSealer) -> Middleware:
     return middleware
 
 
-def routes(sealer: SessionSealer, authenticate: Middleware) -> web.RouteTableDef:
-    """``authenticate``: the app's own middleware, so a sign-in checks what a bearer would."""
+def routes(
+    sealer: SessionSealer, authenticate: Middleware, refused: Callable[[str], str | None] = lambda _agent: None
+) -> web.RouteTableDef:
+    """``authenticate``: the app's own middleware, so a sign-in checks what a bearer would;
+    ``refused``: why an agent's tokens are refused whatever they ask (deactivated), if so."""
     r = web.RouteTableDef()
 
     @r.post("/v1/session")
@@ -183,8 +186,13 @@ def routes(sealer: SessionSealer, authenticate: Middleware) -> web.RouteTableDef
         token = body.token.strip()
         actor: list[str] = []
 
+        why: list[str] = []
+
         async def identified(checked: web.Request) -> web.StreamResponse:
             actor.append(checked[ACTOR])
+            agent_id = checked.get(AGENT)
+            if agent_id is not None and (reason := refused(agent_id)):
+                why.append(reason)
             return web.Response(status=204)
 
         probe = unchecked.clone(headers={"Authorization": f"Bearer {token}"})
@@ -193,6 +201,10 @@ def routes(sealer: SessionSealer, authenticate: Middleware) -> web.RouteTableDef
             SESSIONS_REFUSED.labels("invalid_token").inc()
             log.info("api.session_refused", status=answer.status)
             return json_error(401, "invalid token")
+        if why:  # every call would be refused: no session that only fails
+            SESSIONS_REFUSED.labels("refused_agent").inc()
+            log.info("api.session_refused", actor=actor[0], reason=why[0])
+            return json_error(403, why[0])
         value, expires = sealer.seal(token)
         info = SessionInfo(actor=actor[0], expires_at=datetime.fromtimestamp(expires, UTC).isoformat())
         response = ok(info)

@@ -59,6 +59,19 @@ async def test_a_token_signs_the_browser_in_once_and_the_cookie_acts_as_that_tok
         assert (await call(other, "GET", s.api + "/v1/agent/me"))[0] == 401
 
 
+async def test_a_deactivated_agents_token_signs_nobody_in(s: AgentSystem, browser_like: aiohttp.ClientSession) -> None:
+    """Every call of hers is refused once she is deactivated: a sign-in set a cookie anyway."""
+    token, _ = await s.issue_token("bruno")
+    assert (await s.call("DELETE", "/v1/agents/bruno", body={"reason": "left the team"}))[0] == 200
+
+    async def refused() -> tuple[int, Any, str] | None:
+        answer = await sign_in(browser_like, s.api, token)
+        return answer if answer[0] == 403 else None
+
+    _, body, set_cookie = await eventually(refused)
+    assert body["error"] == "agent bruno is deactivated" and COOKIE not in set_cookie
+
+
 async def test_behind_https_the_cookie_is_secure(s: AgentSystem, browser_like: aiohttp.ClientSession) -> None:
     status, body, set_cookie = await sign_in(browser_like, s.api, API_TOKEN, **{"X-Forwarded-Proto": "https"})
     assert status == 200 and body["actor"] == "operator"
