@@ -124,3 +124,19 @@ async def _task_dump_when_hung(request: pytest.FixtureRequest) -> AsyncIterator[
         yield
     finally:
         handle.cancel()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[dict[str, Any]]]:
+    """Every log line the test causes, debug included, as structlog event dicts."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)

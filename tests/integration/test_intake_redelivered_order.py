@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 import pytest
-import structlog
 from nats.aio.client import Client as NATS
 
 from events import subjects
@@ -41,17 +39,6 @@ async def store(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStor
     await nc.drain()
 
 
-@pytest.fixture
-def lines() -> Iterator[list[dict[str, Any]]]:
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with structlog.testing.capture_logs() as captured:
-            yield captured
-    finally:
-        structlog.configure(**saved)
-
-
 def sms(n: int) -> InboundMessage:
     return InboundMessage(
         at=datetime.now(UTC),
@@ -71,7 +58,7 @@ def delivered(intake: Intake, n: int, earlier: tuple[tuple[str, str], ...] = ())
 
 
 async def test_a_redelivered_earlier_message_goes_before_the_later_ones_held_here(
-    store: tuple[NATS, EventStore], lines: list[dict[str, Any]]
+    store: tuple[NATS, EventStore], log_lines: list[dict[str, Any]]
 ) -> None:
     nc, events = store
     directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
@@ -90,11 +77,11 @@ async def test_a_redelivered_earlier_message_goes_before_the_later_ones_held_her
     assert customer_id is not None
     texts = [e.event.text for e in await events.read_customer(customer_id) if isinstance(e.event, MessageReceived)]
     assert texts == [f"message {n}" for n in range(8)]
-    assert [line for line in lines if line["event"] == "intake.order_wait_expired"] == []
+    assert [line for line in log_lines if line["event"] == "intake.order_wait_expired"] == []
 
 
 async def test_a_sender_whose_earlier_message_never_comes_is_recorded_after_the_wait(
-    store: tuple[NATS, EventStore], lines: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    store: tuple[NATS, EventStore], log_lines: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The other process's message was dropped: the later ones go on, in their own order."""
     monkeypatch.setattr("services.intake.consumer.ORDER_WAIT_S", 0.3)
@@ -107,4 +94,4 @@ async def test_a_sender_whose_earlier_message_never_comes_is_recorded_after_the_
     assert customer_id is not None
     texts = [e.event.text for e in await events.read_customer(customer_id) if isinstance(e.event, MessageReceived)]
     assert texts == ["message 4", "message 5", "message 6"]
-    assert {line["event"] for line in lines if line["log_level"] == "warning"} == {"intake.order_wait_expired"}
+    assert {line["event"] for line in log_lines if line["log_level"] == "warning"} == {"intake.order_wait_expired"}

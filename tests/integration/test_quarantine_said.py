@@ -4,13 +4,11 @@ was "skipped; parked in rd_parked": it was not parked again (a dropped one never
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 import pytest
-import structlog
 from nats.aio.client import Client as NATS
 
 from events.parking import ParkingLot, parked_key
@@ -31,33 +29,22 @@ async def nc(clean_nats: EmbeddedNats) -> AsyncIterator[NATS]:
     await client.drain()
 
 
-@pytest.fixture
-def lines() -> Iterator[list[dict[str, Any]]]:
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with structlog.testing.capture_logs() as captured:
-            yield captured
-    finally:
-        structlog.configure(**saved)
-
-
-def said(lines: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [(ln["reader"], ln["log_level"], ln["action"]) for ln in lines if ln["event"] == "log.quarantined"]
+def said(log_lines: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(ln["reader"], ln["log_level"], ln["action"]) for ln in log_lines if ln["event"] == "log.quarantined"]
 
 
 async def test_a_dropped_quarantined_message_met_again_is_said_to_be_parked_before(
-    nc: NATS, lines: list[dict[str, Any]]
+    nc: NATS, log_lines: list[dict[str, Any]]
 ) -> None:
     js = nc.jetstream()
     seq = (await js.publish(SUBJECT, b"{not json")).seq
     await Quarantine(js).record("router", seq, SUBJECT, "cannot decode")
-    assert said(lines) == [("router", "warning", PARKED)]
+    assert said(log_lines) == [("router", "warning", PARKED)]
     assert await ParkingLot(js).drop(parked_key("RD_EVENTS", seq))
 
-    lines.clear()
+    log_lines.clear()
     later = Quarantine(js)  # another process: `relaydesk status`
     later.record_soon("status", seq, SUBJECT, "cannot decode")
     await later.settle()
-    assert said(lines) == [("status", "info", PARKED_BEFORE)]
+    assert said(log_lines) == [("status", "info", PARKED_BEFORE)]
     assert await ParkingLot(js).get(parked_key("RD_EVENTS", seq)) is None  # not parked again
