@@ -105,30 +105,17 @@ class Quarantine:
         stream: str = subjects.EVENTS_STREAM,
     ) -> None:
         """Report (once) and park (once) a message; ``data`` None: read it from the stream."""
-        first = self._first(reader, stream, seq)
-        await self._park_and_say(reader, stream, seq, subject, error, data, headers, first)
-
-    async def _park_and_say(
-        self,
-        reader: str,
-        stream: str,
-        seq: int,
-        subject: str,
-        error: str,
-        data: bytes | None,
-        headers: dict[str, str] | None,
-        first: bool,
-    ) -> None:
-        action = await self._park(reader, stream, seq, subject, error, data, headers)
-        if first:
-            self._say(reader, stream, seq, subject, error, action)
+        await self._park(reader, stream, seq, subject, error, data, headers, say=self._first(reader, stream, seq))
 
     def record_soon(self, reader: str, seq: int, subject: str, error: str, *, data: bytes | None = None) -> None:
         """``record`` for synchronous code (a fold loop): counted now, parked and said in a task."""
         stream = subjects.EVENTS_STREAM
-        first = self._first(reader, stream, seq)
+        if (stream, seq) in self._parked:  # this process parked it already: nothing to wait for
+            self.report(reader, stream, seq, subject, error, action=PARKED_BEFORE)
+            return
+        say = self._first(reader, stream, seq)
         task = asyncio.get_running_loop().create_task(
-            self._park_and_say(reader, stream, seq, subject, error, data, None, first), name=f"park-{seq}"
+            self._park(reader, stream, seq, subject, error, data, None, say=say), name=f"park-{seq}"
         )
         self._parking.add(task)
         task.add_done_callback(self._parking.discard)
@@ -147,19 +134,21 @@ class Quarantine:
         error: str,
         data: bytes | None,
         headers: dict[str, str] | None,
-    ) -> str:
-        """What became of it: ``PARKED`` now, ``PARKED_BEFORE`` (or dropped since), ``NOT_PARKED``."""
-        if (stream, seq) in self._parked:
-            return PARKED_BEFORE
-        if len(self._parked) >= REMEMBER:
-            self._parked.clear()
-        self._parked.add((stream, seq))
-        try:
-            if data is None:
-                raw = await self.js.get_msg(stream, seq, direct=True)
-                data, headers = raw.data or b"", dict(raw.headers or {})
-            new = await self.lot.park(
-                ParkedMessage(
+        *,
+        say: bool,
+    ) -> None:
+        """Park it once, and with ``say`` log what became of it: ``PARKED`` now,
+        ``PARKED_BEFORE`` (or dropped since), ``NOT_PARKED``."""
+        action = PARKED_BEFORE
+        if (stream, seq) not in self._parked:
+            if len(self._parked) >= REMEMBER:
+                self._parked.clear()
+            self._parked.add((stream, seq))
+            try:
+                if data is None:
+                    raw = await self.js.get_msg(stream, seq, direct=True)
+                    data, headers = raw.data or b"", dict(raw.headers or {})
+                parked = ParkedMessage(
                     stream=stream,
                     seq=seq,
                     subject=subject,
@@ -170,10 +159,11 @@ class Quarantine:
                     data=data,
                     headers=dict(headers or {}),
                 )
-            )
-        except Exception as err:
-            # Not fatal, and not forgotten: the next reader to meet it parks it.
-            self._parked.discard((stream, seq))
-            log.warning("log.park_failed", reader=reader, stream=stream, seq=seq, subject=subject, error=repr(err))
-            return NOT_PARKED
-        return PARKED if new else PARKED_BEFORE
+                action = PARKED if await self.lot.park(parked) else PARKED_BEFORE
+            except Exception as err:
+                # Not fatal, and not forgotten: the next reader to meet it parks it.
+                self._parked.discard((stream, seq))
+                log.warning("log.park_failed", reader=reader, stream=stream, seq=seq, subject=subject, error=repr(err))
+                action = NOT_PARKED
+        if say:
+            self._say(reader, stream, seq, subject, error, action)
