@@ -35,7 +35,7 @@ from services.api import (
 )
 from services.api.auth import authenticate, authorize, deactivated
 from services.api.common import ApiDeps
-from services.api.errors import json_errors, nats_unavailable, undecodable_body
+from services.api.errors import json_errors
 
 __all__ = ["ApiDeps", "build_app"]
 
@@ -59,9 +59,9 @@ def build_app(deps: ApiDeps) -> web.Application:
     authn = authenticate(deps.token, table)
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     middlewares = [
-        json_errors(BODY_LIMIT),  # aiohttp's own errors (404, 405, 413) as {"error": ...} too
-        undecodable_body,  # a corrupt gzip/deflate body: a JSON 400, not a 500
-        nats_unavailable,  # NATS away or slow: a JSON 503 (aiohttp answers a TimeoutError with a blank 504)
+        # aiohttp's own errors (404, 405, 413), a body that does not decode (400) and NATS away
+        # or slow (503; aiohttp answers a TimeoutError with a blank 504) as {"error": ...} too
+        json_errors(BODY_LIMIT),
         session.cookie_session(sessions),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),

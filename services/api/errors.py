@@ -8,25 +8,29 @@ is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 
 from connectors.sdk.http import unreadable_body
 from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 # The headers of the error kept on its JSON answer (aiohttp sets the body's own).
 _BODY_HEADERS = frozenset({hdrs.CONTENT_TYPE.lower(), hdrs.CONTENT_LENGTH.lower()})
 
+NATS_AWAY = (
+    "NATS did not answer in time, so the outcome is unknown: retry the request "
+    "(a command retried with the same Idempotency-Key is done at most once)"
+)
 
-def json_errors(body_limit: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """The outermost middleware: ``body_limit`` is the application's ``client_max_size``."""
+
+def json_errors(body_limit: int) -> Middleware:
+    """The outermost middleware (``body_limit``: the application's ``client_max_size``). Outside
+    the idempotency middleware too, which lets a key go when the request ends in an exception."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -38,6 +42,13 @@ def json_errors(body_limit: int) -> Callable[[web.Request, Handler], Awaitable[w
             reason, extra = describe(err, request, body_limit)
             headers = {k: v for k, v in err.headers.items() if k.lower() not in _BODY_HEADERS}
             return web.json_response({"error": reason, **extra}, status=err.status, headers=headers)
+        except web.RequestPayloadError as err:
+            # Wherever a handler or a middleware read the body; a gzip bomb is aiohttp's 413 above.
+            log.info("api.body_undecodable", method=request.method, path=request.path, error=str(err).strip())
+            return web.json_response({"error": unreadable_body(request)}, status=400)
+        except NATS_UNAVAILABLE as err:
+            log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))
+            return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
 
     return middleware
 
@@ -55,33 +66,3 @@ def describe(err: web.HTTPException, request: web.Request, body_limit: int) -> t
             return f"not found: {request.method} {request.path}", {}
         return err.reason.lower(), {}
     return text, {}
-
-
-@web.middleware
-async def undecodable_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A body aiohttp cannot read (corrupt gzip/deflate, broken chunking), wherever a handler
-    or a middleware reads it: a JSON 400 logged without a traceback. A body over the limit once
-    inflated (a gzip bomb) is aiohttp's 413, which passes through."""
-    try:
-        return await handler(request)
-    except web.RequestPayloadError as err:
-        reason = unreadable_body(request)
-        log.info("api.body_undecodable", method=request.method, path=request.path, error=str(err).strip())
-        return web.json_response({"error": reason}, status=400)
-
-
-NATS_AWAY = (
-    "NATS did not answer in time, so the outcome is unknown: retry the request "
-    "(a command retried with the same Idempotency-Key is done at most once)"
-)
-
-
-@web.middleware
-async def nats_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request that needed NATS while it was away or slow: 503 with ``Retry-After``.
-    Outside the idempotency middleware, which lets the key go on the exception."""
-    try:
-        return await handler(request)
-    except NATS_UNAVAILABLE as err:
-        log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))
-        return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})

@@ -8,7 +8,7 @@ import nats.errors
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.api.errors import NATS_AWAY, json_errors, nats_unavailable
+from services.api.errors import NATS_AWAY, json_errors
 
 
 async def test_nats_not_answering_is_a_json_503_to_retry() -> None:
@@ -18,7 +18,7 @@ async def test_nats_not_answering_is_a_json_503_to_retry() -> None:
     async def gone(_request: web.Request) -> web.Response:
         raise nats.errors.ConnectionClosedError
 
-    app = web.Application(middlewares=[json_errors(1024), nats_unavailable])
+    app = web.Application(middlewares=[json_errors(1024)])
     app.router.add_get("/slow", slow)
     app.router.add_post("/gone", gone)
     async with TestClient(TestServer(app)) as client:
