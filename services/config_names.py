@@ -47,16 +47,17 @@ def registry_problems(config: Config) -> list[str]:
 BUILT_IN_CHANNELS = (*CHANNELS, "voice")
 
 
-def channel_typos(config: Config) -> list[str]:
-    """Channel names that look like a misspelt known one (``capacity = { smss = 3 }``). Any
-    other name is taken as a channel of its own (a connector made with the SDK may run from
-    another config), so only a near miss of a built-in, configured or installed connector's
-    channel is refused."""
-    policy = config.router
+def served_channels(config: Config) -> tuple[str, ...]:
+    """The channels something serves: built in, installed, a ``[connectors.<name>]`` table."""
     from connectors.sdk import registry  # here: loading the config stays free of the SDK otherwise
 
-    known = {*BUILT_IN_CHANNELS, *config.connectors, *registry.available()}
-    named: list[tuple[str, Iterable[str]]] = [
+    return tuple(dict.fromkeys((*BUILT_IN_CHANNELS, *registry.available(), *config.connectors)))
+
+
+def named_channels(config: Config) -> list[tuple[str, Iterable[str]]]:
+    """(where, the channel names there) for every setting that names channels."""
+    policy = config.router
+    return [
         ("[router] sla_seconds", policy.sla_seconds),
         ("[router] wrap_up_seconds", policy.wrap_up_seconds),
         ("[router] offer_channels", policy.offer_channels),
@@ -64,8 +65,15 @@ def channel_typos(config: Config) -> list[str]:
         ("[router] exclusive_channels", policy.exclusive_channels),
         *((f"[[agents]] #{i} capacity", a.capacity) for i, a in enumerate(config.agents, 1)),
     ]
+
+
+def channel_typos(config: Config) -> list[str]:
+    """Channel names that look like a misspelt known one (``capacity = { smss = 3 }``). Any
+    other name is taken as a channel of its own (a connector made with the SDK may run from
+    another config), so only a near miss of a channel something serves is refused."""
+    known = set(served_channels(config))
     problems: list[str] = []
-    for where, names in named:
+    for where, names in named_channels(config):
         for name in dict.fromkeys(names):
             hint = "" if name in known else strict.did_you_mean(name, known)
             if hint:

@@ -28,7 +28,7 @@ import msgspec
 from aiohttp import web
 
 from services.config import Config, IntakeSettings, RoutingSettings
-from services.config_names import BUILT_IN_CHANNELS
+from services.config_names import BUILT_IN_CHANNELS, named_channels, served_channels
 from services.config_strict import did_you_mean
 
 if TYPE_CHECKING:
@@ -47,22 +47,10 @@ class Refusal:
 
 
 def known_channels(config: Config) -> tuple[str, ...]:
-    """The built-in channels, then those of installed connectors and those the configuration
-    names (see the module's docstring)."""
-    from connectors.sdk import registry
-
-    policy = config.router
-    named: list[Iterable[str]] = [
-        registry.available(),
-        config.connectors,
-        policy.sla_seconds,
-        policy.wrap_up_seconds,
-        policy.offer_channels,
-        policy.release_on_offline,
-        policy.exclusive_channels,
-        *(agent.capacity for agent in config.agents),
-    ]
-    return tuple(dict.fromkeys((*BUILT_IN_CHANNELS, *(name for names in named for name in names))))
+    """The channels something serves, then every one the configuration names (see the
+    module's docstring)."""
+    named = (name for _, names in named_channels(config) for name in names)
+    return tuple(dict.fromkeys((*served_channels(config), *named)))
 
 
 # Where the refusal tells a person to look, per kind of name.
