@@ -238,14 +238,9 @@ def reads_conversation(ask: Ask) -> str | None:
 
 
 def reads_customer(ask: Ask) -> str | None:
-    customer_id = ask.params["id"]
-    if _serves_directly(ask, customer_id):
-        return None  # the usual case, checked without working out everyone she may read
-    return (
-        None
-        if customer_id in customers_reachable(ask.state, ask.custody, ask.agent_id)
-        else ("you hold no conversation of this customer and never held one")
-    )
+    if serves_customer(ask.state, ask.custody, ask.agent_id, ask.params["id"]):
+        return None
+    return "you hold no conversation of this customer and never held one"
 
 
 def lists_conversations(ask: Ask) -> str | None:
@@ -253,22 +248,17 @@ def lists_conversations(ask: Ask) -> str | None:
     return None  # the handler filters by role (services.api.conversations)
 
 
-def _serves_directly(ask: Ask, customer_id: str) -> bool:
-    """She holds an open conversation of the customer, or held one of the customer's own."""
-    if ask.custody is not None and customer_id in ask.custody.customers_served(ask.agent_id):
-        return True
-    view = ask.state.customers.get(customer_id)
-    for cid in view.open_conversations if view is not None else ():
-        conv = ask.state.conversations.get(cid)
-        if conv is not None and conv.agent_id == ask.agent_id:
-            return True
-    return False
-
-
 def serves_customer(state: RouterState, custody: Custody | None, agent_id: str, customer_id: str) -> bool:
-    """Whether ``agent_id`` may read ``customer_id``'s profile and timeline (see ``reads_customer``)."""
+    """Whether ``agent_id`` may read ``customer_id``'s profile and timeline: she holds an open
+    conversation of the customer or held one of theirs (the usual case, checked without working
+    out everyone she may read), or of a customer merged into them."""
     if custody is not None and customer_id in custody.customers_served(agent_id):
         return True
+    view = state.customers.get(customer_id)
+    for cid in view.open_conversations if view is not None else ():
+        conv = state.conversations.get(cid)
+        if conv is not None and conv.agent_id == agent_id:
+            return True
     return customer_id in customers_reachable(state, custody, agent_id)
 
 
