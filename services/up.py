@@ -259,12 +259,12 @@ class _Failures:
         return bool(self.seen)
 
 
-async def up(config: Config, lock: DataDirLock | None = None) -> int:
-    """Everything, until Ctrl-C or SIGTERM. ``main`` runs it holding the data dir's ``lock``
-    (services.data_dir_lock), so the files it writes there are its own until it exits; the
+async def up(config: Config, lock: DataDirLock) -> int:
+    """Everything, until Ctrl-C or SIGTERM, holding the data dir's ``lock``
+    (services.data_dir_lock): the files it writes there are its own until it exits, and the
     embedded nats-server holds the lock with it."""
     embedded: EmbeddedNats | None = None
-    url_file: Path | None = None  # written by this process, so removed by it (and only it)
+    url_file: Path | None = None  # written by this process (then removed by it)
     config = with_built_in_connectors(config, config.data_dir)
     nats_url = config.nats.url
     credentials: RoleCredentials | None = None
@@ -280,7 +280,7 @@ async def up(config: Config, lock: DataDirLock | None = None) -> int:
                 store_dir=config.data_dir / "nats",
                 port=port,
                 config_file=credentials.write_server_config(),
-                pass_fds=(lock.fileno(),) if lock is not None else (),
+                pass_fds=(lock.fileno(),),
             )
             nats_url = await embedded.astart()
             # Where the tools (`relaydesk status`, `dlq`, `customers`, `rebuild`) find this server.
@@ -302,20 +302,8 @@ async def up(config: Config, lock: DataDirLock | None = None) -> int:
         if embedded is not None:
             await embedded.astop()
         if url_file is not None:
-            _remove_own_url(url_file, nats_url)
+            url_file.unlink(missing_ok=True)
         print("relaydesk: stopped", file=sys.stderr)
-
-
-def _remove_own_url(path: Path, url: str) -> None:
-    """Remove the ``nats-url`` this process wrote, unless it names another server by now."""
-    try:
-        current = path.read_text().strip()
-    except FileNotFoundError:
-        return
-    if current != url:
-        log.warning("up.nats_url_kept", path=str(path), ours=url, found=current, reason="written by another process")
-        return
-    path.unlink(missing_ok=True)
 
 
 def print_banner(config: Config, started: Started, embedded: bool, new_token: bool) -> None:
