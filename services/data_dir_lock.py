@@ -79,7 +79,7 @@ def lock_data_dir(data_dir: Path) -> DataDirLock:
         pid = _holder_pid(fd)
         os.close(fd)
         raise DataDirBusy(data_dir, pid) from None
-    except BaseException:
+    except OSError:  # no lock to be had here (a filesystem without flock): the descriptor goes
         os.close(fd)
         raise
     os.ftruncate(fd, 0)
