@@ -97,6 +97,7 @@ class Intake:
         # batch often holds several from the same person): they would only conflict on the
         # customer guard otherwise. Other intake replicas are kept apart by that guard.
         self._customer_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # One sender's messages one at a time, lowest stream sequence first (services.intake.turns).
         self.turns = SenderTurns()
         self.histories = Histories(self.store)
         # A pure function of the address and the rules (fixed for this process's life).
@@ -187,7 +188,7 @@ class Intake:
         try:
             if earlier:
                 await self._wait_for_earlier(sender, ticket, earlier, bound)
-            async with self.turns.turn(sender, ticket), self._lock("identity:" + sender):
+            async with self.turns.turn(sender, ticket):  # one of the sender's messages at a time
                 return await self._resolve_and_record(message, triage, bound)
         finally:
             self.turns.leave(sender, ticket)
