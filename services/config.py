@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import msgspec
 
 from events.model import AgentProfile
-from router.policy import RouterPolicy
+from router.policy import AgentTier, RouterPolicy, Seconds
 from services import config_strict as strict
 from services.api.console_settings import ConsoleSettings, console_problems
 from services.api.templates import TemplateSettings
@@ -37,9 +37,9 @@ class ConfigError(ValueError):
 
 
 # Values no deployment means: refused at load with the range (``relaydesk config check`` lists them).
+# (``router.policy`` has the rest: ``Seconds`` above 0, an ``AgentTier``.)
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-Count = Annotated[int, msgspec.Meta(ge=1)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
+OneOrMore = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -112,7 +112,7 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ProjectionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Empty: SQLite at <data dir>/timelines.db. Or postgresql://user@host/db.
     dsn: str = ""
-    batch_size: Count = 500
+    batch_size: OneOrMore = 500
     # "I/N": one of N projectors sharing the work by customer (each keeps its own checkpoint).
     partition: str = "0/1"
 
@@ -135,7 +135,7 @@ class RunnerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Timers (offer expiry, escalation waits) are checked at least this often.
     tick_seconds: Seconds = 0.2
     # A snapshot of routing state every this many events, so restarts stay fast.
-    snapshot_every: Count = 5_000
+    snapshot_every: OneOrMore = 5_000
     # Name of this router instance in the lease (empty: router-<random>).
     instance_id: str = ""
 
@@ -185,10 +185,12 @@ class RoutingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return tuple(dict.fromkeys((*intake.languages, intake.default_language)))
 
 
-# An agent's levels and room, as the API takes them (services.api.agents.profile_problem).
-Tier = Annotated[int, msgspec.Meta(ge=1, le=3)]  # frontline, specialist, supervisor
+# An agent's levels and room, as the API takes them too (services.api.agents.profile_problem).
+# The room: bounds no contact centre reaches but that stop nonsense (a number meant for another
+# field, a runaway script), for one channel and for all channels together.
+MAX_SLOTS = 1000
 Level = Annotated[int, msgspec.Meta(ge=1, le=5)]
-Slots = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+Slots = Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOTS)]
 
 
 class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -196,7 +198,7 @@ class AgentSeed(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str = ""
     skills: dict[str, Level] = {}
     languages: dict[str, Level] = {}
-    tier: Tier = 1
+    tier: AgentTier = 1
     capacity: dict[str, Slots] = {}
     max_total: Slots | None = None
     status: str = "available"

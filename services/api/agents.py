@@ -41,15 +41,14 @@ from services.api.common import (
     read_body,
 )
 from services.api.views import agent_json
+from services.config import MAX_SLOTS
 
 log = structlog.get_logger(__name__)
 
 # Attempts at a guarded append before answering 409 (another change kept landing first).
 CONFLICT_RETRIES = 5
-# Bounds no contact centre reaches but that stop nonsense (a number meant for another field, a
-# runaway script): conversations at once on one channel, and on all channels together.
-MAX_CAPACITY = 1000
-MAX_TOTAL = 1000
+# Conversations at once on one channel, and on all channels together (as in the config file).
+MAX_CAPACITY = MAX_TOTAL = MAX_SLOTS
 
 
 class StatusBody(Body):
