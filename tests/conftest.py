@@ -75,6 +75,17 @@ def clean_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNat
 
 
 @pytest.fixture
+async def clean_nc(clean_nats: EmbeddedNats) -> AsyncIterator[NATS]:
+    """A connection to this test's own nats-server (``clean_nats``), its streams made."""
+    client = await nats.connect(clean_nats.url)
+    await ensure_streams(client.jetstream())
+    try:
+        yield client
+    finally:
+        await client.drain()
+
+
+@pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     """A headless Chromium (skips when there is none; see tests/browser.py)."""
     from tests.browser import headless_chromium

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.model import InboundMessage, MessageReceived
 from events.store import EventStore
-from events.streams import ensure_streams
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake
 from services.intake.consumer import STREAM_SEQ
@@ -29,14 +25,6 @@ from services.intake.consumer import STREAM_SEQ
 pytestmark = pytest.mark.integration
 
 PHONE = "+15551230077"
-
-
-@pytest.fixture
-async def store(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    yield nc, EventStore(nc, nc.jetstream())
-    await nc.drain()
 
 
 def sms(n: int) -> InboundMessage:
@@ -58,9 +46,9 @@ def delivered(intake: Intake, n: int, earlier: tuple[tuple[str, str], ...] = ())
 
 
 async def test_a_redelivered_earlier_message_goes_before_the_later_ones_held_here(
-    store: tuple[NATS, EventStore], log_lines: list[dict[str, Any]]
+    clean_nc: NATS, log_lines: list[dict[str, Any]]
 ) -> None:
-    nc, events = store
+    nc, events = clean_nc, EventStore(clean_nc, clean_nc.jetstream())
     directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
     intake = Intake(events, directory, IntakeSettings())
     for n in range(3):
@@ -81,11 +69,11 @@ async def test_a_redelivered_earlier_message_goes_before_the_later_ones_held_her
 
 
 async def test_a_sender_whose_earlier_message_never_comes_is_recorded_after_the_wait(
-    store: tuple[NATS, EventStore], log_lines: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    clean_nc: NATS, log_lines: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The other process's message was dropped: the later ones go on, in their own order."""
     monkeypatch.setattr("services.intake.consumer.ORDER_WAIT_S", 0.3)
-    nc, events = store
+    nc, events = clean_nc, EventStore(clean_nc, clean_nc.jetstream())
     directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
     intake = Intake(events, directory, IntakeSettings())
     gone = ("sms", "SMorder3")

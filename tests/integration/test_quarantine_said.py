@@ -4,29 +4,17 @@ was "skipped; parked in rd_parked": it was not parked again (a dropped one never
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from events.parking import ParkingLot, parked_key
 from events.quarantine import PARKED, PARKED_BEFORE, Quarantine
-from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 
 SUBJECT = "rd.evt.c.cu1.cv1"
-
-
-@pytest.fixture
-async def nc(clean_nats: EmbeddedNats) -> AsyncIterator[NATS]:
-    client = await nats.connect(clean_nats.url)
-    await ensure_streams(client.jetstream())
-    yield client
-    await client.drain()
 
 
 def said(log_lines: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -34,9 +22,9 @@ def said(log_lines: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 async def test_a_dropped_quarantined_message_met_again_is_said_to_be_parked_before(
-    nc: NATS, log_lines: list[dict[str, Any]]
+    clean_nc: NATS, log_lines: list[dict[str, Any]]
 ) -> None:
-    js = nc.jetstream()
+    js = clean_nc.jetstream()
     seq = (await js.publish(SUBJECT, b"{not json")).seq
     await Quarantine(js).record("router", seq, SUBJECT, "cannot decode")
     assert said(log_lines) == [("router", "warning", PARKED)]
