@@ -4,6 +4,8 @@ offers and assignments, a revoked token is refused, the live stream carries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -108,38 +110,38 @@ async def test_an_agent_acts_only_on_its_own_offers(s: AgentSystem) -> None:
     assert changes[-1].status == "away" and changes[-1].actor == "agent:ava"
 
 
-async def test_the_live_stream_carries_the_agents_offer(s: AgentSystem) -> None:
-    ava, ava_token_id = await s.issue_token("ava")
+@contextlib.asynccontextmanager
+async def live_stream(s: AgentSystem, token: str) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+    """The frames of ``token``'s live stream as they come, once its first ``work`` frame has."""
     frames: list[tuple[str, dict[str, Any]]] = []
-    headers = {"Authorization": f"Bearer {ava}"}
-    async with s.system.http.get(s.api + "/v1/agent/stream", headers=headers) as r:
+    async with s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         reader = asyncio.create_task(_read_frames(r, frames))
         try:
             await eventually(_has(frames, "work"))
-            _, cid = await s.open()
-            offered = await eventually(_has(frames, "agent_offered"))
-            assert offered["conversation_id"] == cid and offered["agent_id"] == "ava"
-            assert offered["seq"] > 0
-            # Revoking the token ends the stream.
-            status, _ = await s.call("DELETE", f"/v1/agents/ava/tokens/{ava_token_id}")
-            assert status == 200
-            await eventually(_has(frames, "revoked"))
+            yield frames
         finally:
             reader.cancel()
+
+
+async def test_the_live_stream_carries_the_agents_offer(s: AgentSystem) -> None:
+    ava, ava_token_id = await s.issue_token("ava")
+    async with live_stream(s, ava) as frames:
+        _, cid = await s.open()
+        offered = await eventually(_has(frames, "agent_offered"))
+        assert offered["conversation_id"] == cid and offered["agent_id"] == "ava"
+        assert offered["seq"] > 0
+        # Revoking the token ends the stream.
+        status, _ = await s.call("DELETE", f"/v1/agents/ava/tokens/{ava_token_id}")
+        assert status == 200
+        await eventually(_has(frames, "revoked"))
     # Bruno's stream does not see Ava's offers.
     bruno, _ = await s.issue_token("bruno")
-    bruno_frames: list[tuple[str, dict[str, Any]]] = []
-    async with s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {bruno}"}) as r:
-        reader = asyncio.create_task(_read_frames(r, bruno_frames))
-        try:
-            await eventually(_has(bruno_frames, "work"))
-            await s.open()
-            await asyncio.sleep(1.0)
-            assert [k for k, _ in bruno_frames] == ["work"]
-        finally:
-            reader.cancel()
+    async with live_stream(s, bruno) as bruno_frames:
+        await s.open()
+        await asyncio.sleep(1.0)
+        assert [k for k, _ in bruno_frames] == ["work"]
     status, _ = await s.call("GET", "/v1/agent/stream", "nope")
     assert status == 401
 
@@ -148,16 +150,10 @@ async def test_deactivating_the_agent_ends_her_live_stream(s: AgentSystem) -> No
     """Her tokens are refused once she is deactivated: an open stream kept delivering her
     events (found by an attack test)."""
     bruno, _ = await s.issue_token("bruno")
-    frames: list[tuple[str, dict[str, Any]]] = []
-    async with s.system.http.get(s.api + "/v1/agent/stream", headers={"Authorization": f"Bearer {bruno}"}) as r:
-        reader = asyncio.create_task(_read_frames(r, frames))
-        try:
-            await eventually(_has(frames, "work"))
-            assert (await s.call("DELETE", "/v1/agents/bruno", body={"reason": "left the team"}))[0] == 200
-            revoked = await eventually(_has(frames, "revoked"))
-            assert revoked == {"error": "agent bruno is deactivated"}
-        finally:
-            reader.cancel()
+    async with live_stream(s, bruno) as frames:
+        assert (await s.call("DELETE", "/v1/agents/bruno", body={"reason": "left the team"}))[0] == 200
+        revoked = await eventually(_has(frames, "revoked"))
+        assert revoked == {"error": "agent bruno is deactivated"}
 
 
 def _has(frames: list[tuple[str, dict[str, Any]]], kind: str) -> Any:
