@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -309,12 +308,3 @@ class Connector(ABC):
     @staticmethod
     def now() -> datetime:
         return utcnow()
-
-
-_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
-_EMAIL = re.compile(r"[^\s@<>\"']+@[^\s@<>\"']+")
-
-
-def scrub(text: str) -> str:
-    """``text`` with phone numbers and email addresses masked, for logs of provider errors."""
-    return _EMAIL.sub("[email]", _PHONE.sub("[number]", text))

@@ -52,11 +52,12 @@ from events.pull import Puller
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
-from .base import Connector, DeliveryResult, scrub, utcnow
+from .base import Connector, DeliveryResult, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .errors import PermanentDeliveryError, TransientDeliveryError
 from .metrics import Metrics
 from .publish import InboundPublisher
+from .scrub import scrub
 
 log = structlog.get_logger("relaydesk.connector.outbound")
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 
@@ -18,6 +19,7 @@ from events.codec import encode
 from events.model import InboundMessage, ReplyOutcomeReported
 
 from .errors import Unavailable
+from .scrub import scrub
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -114,6 +116,11 @@ class InboundPublisher:
         intake records one fact per reply whatever arrives. Raises ``Unavailable``."""
         if self.nc.is_closed:
             raise Unavailable("event bus connection is closed")
+        if report.reason:
+            # A provider's refusal often quotes the address ("The 'To' number +44… is not
+            # valid"); RD_INBOUND holds it in clear, where no erasure of the customer reaches
+            # it once it arrives late.
+            report = msgspec.structs.replace(report, reason=scrub(report.reason))
         try:
             ack = await publish_acked(
                 self.nc,

@@ -125,6 +125,18 @@ async def outcomes_on_log(store: EventStore, reply: DeliverReply) -> list[Messag
 
 
 @pytest.mark.integration
+async def test_a_refusal_quoting_the_address_is_stored_without_it(own: tuple[EmbeddedNats, NATS, EventStore]) -> None:
+    """A provider's refusal names the number or mailbox it refused; RD_INBOUND keeps the
+    report in clear for days, out of reach of an erasure that ran before it arrived."""
+    _, nc, _ = own
+    reply = deliver_reply()
+    reason = "The 'To' number +447700900555 is not a valid phone number; ask zelda.q@example.org"
+    await InboundPublisher(nc).report(report_of(reply, "failed", reason=reason))
+    (stored,) = await read_outcomes(nc.jetstream(), "sms", reply.reply_id)
+    assert stored.report.reason == "The 'To' number [number] is not a valid phone number; ask [email]"
+
+
+@pytest.mark.integration
 async def test_an_outcome_published_twice_is_one_message_sent(own: tuple[EmbeddedNats, NATS, EventStore]) -> None:
     server, nc, store = own
     js = nc.jetstream()

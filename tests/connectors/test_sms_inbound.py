@@ -20,9 +20,9 @@ from nats.aio.client import Client as NATS
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from connectors.sdk import ConnectorConfigError, registry
-from connectors.sdk.base import scrub
 from connectors.sdk.conformance.helpers import read_inbound
 from connectors.sdk.runtime import ConnectorRuntime
+from connectors.sdk.scrub import scrub
 from connectors.sms.connector import TWIML_EMPTY, TwilioSmsConnector
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
