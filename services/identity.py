@@ -13,7 +13,10 @@ lookups then skip looking for one.
 
 A key that goes (an erasure, a move) is *purged*: a KV bucket's stream denies message deletes
 (so no secure erase), and a purge leaves one marker on the key's subject. On a hashed key that
-marker and the removed value (a customer id) say nothing about a person.
+marker and the removed value (a customer id) name no address to whoever reads the bucket alone;
+but the HMAC key lives in the NATS store too, so whoever holds the whole store can test a known
+address against the markers and learn that it was a customer's, and which (pseudonymous) one:
+README *Erasure* says what erasure does not reach.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from typing import Literal
 
@@ -59,6 +60,10 @@ STALE_AFTER = 120.0
 MAX_KEPT_BODY = 512 * 1024
 # 4xx answers that say "not now" rather than "no": the same request may succeed later.
 RETRYABLE = frozenset({409, 429})
+# What ``command_refs`` keeps: id-shaped values (a NATS subject token, as every id is), at most
+# this many per record.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+MAX_REFS = 64
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -68,6 +73,9 @@ class Record(msgspec.Struct, kw_only=True):
     status: int = 0
     body: bytes = b""  # sealed: nonce + AES-GCM ciphertext (see the module docstring)
     content_type: str = ""
+    # The ids the command named (its path, its body's and its answer's ``id``/``*_id``/``*_ids``
+    # fields), in clear: how an erasure finds the answers about a customer it cannot open.
+    refs: list[str] = []
 
 
 class Sealer:
@@ -90,6 +98,34 @@ class Sealer:
 def record_key(scope: str, method: str, path: str, key: str) -> str:
     """The KV key: a hash, so any header value and path make a valid NATS KV key."""
     return hashlib.sha256(msgspec.json.encode([scope, method, path, key])).hexdigest()
+
+
+def command_refs(path: str, *bodies: bytes) -> list[str]:
+    """The ids a command named: its path's segments and, in its JSON bodies (request and
+    answer), every string under a key ``id``, ``other``, ``*_id`` or ``*_ids``. Ids only,
+    never addresses or names (a record keeps these in clear)."""
+    refs = {segment for segment in path.split("/") if _ID.fullmatch(segment)}
+    for body in bodies:
+        try:
+            _collect_ids(msgspec.json.decode(body) if body else None, refs)
+        except (msgspec.DecodeError, RecursionError):
+            continue  # not JSON: its path names what it concerned
+    return sorted(refs)[:MAX_REFS]
+
+
+def _collect_ids(value: object, refs: set[str]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _collect_ids(item, refs)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("id", "other") or key.endswith("_id"):
+                if isinstance(item, str) and _ID.fullmatch(item):
+                    refs.add(item)
+            elif key.endswith("_ids") and isinstance(item, list):
+                refs.update(i for i in item if isinstance(i, str) and _ID.fullmatch(i))
+            else:
+                _collect_ids(item, refs)
 
 
 def fingerprint(query: str, body: bytes) -> str:
@@ -138,12 +174,12 @@ def idempotency(deps: ApiDeps) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            await _finish(kv, kv_key, revision, print_, exc, sealer, bound)
+            await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request)
             raise
         except BaseException:
             await _release(kv, kv_key, revision, bound)
             raise
-        await _finish(kv, kv_key, revision, print_, response, sealer, bound)
+        await _finish(kv, kv_key, revision, print_, response, sealer, bound, request)
         return response
 
     return middleware
@@ -201,6 +237,7 @@ async def _finish(
     response: web.StreamResponse,
     sealer: Sealer,
     bound: structlog.BoundLogger,
+    request: web.Request,
 ) -> None:
     """Keep a 2xx or 4xx answer (but 409, 429); drop the record otherwise (the command may be retried)."""
     body = response.body if isinstance(response, web.Response) else None
@@ -215,6 +252,7 @@ async def _finish(
         status=response.status,
         body=sealer.seal(kv_key, body),
         content_type=response.headers.get("Content-Type", ""),
+        refs=command_refs(request.path, await request.read(), body),
     )
     try:
         await kv.update(kv_key, msgspec.json.encode(done), last=revision)

@@ -164,6 +164,7 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
         ("web chat frames erased", report.chat_frames),
         ("attachments erased", report.attachments),
         ("files sent in replies erased", report.reply_files),
+        ("queued replies erased (RD_OUTBOUND)", report.queued_replies),
         ("delivery records, dead letters purged", report.delivery_records),
         ("open conversations resolved", report.conversations_resolved),
     ):

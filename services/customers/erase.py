@@ -13,12 +13,16 @@ which make the log's copy of the identities readable, go last but one):
 3. erase the web chat history of the chat addresses (``RD_CHAT``);
 4. erase the raw provider messages of the family in ``RD_INBOUND`` (matched by sender identity,
    provider message id or customer id) and, from them and the log, the email attachments;
-   then the files agents sent them: the uploads (``up_…``) the family's ``ReplyRequested``
-   events name (every ``DeliverReply`` is made from one; a file sent to several customers
-   goes for all of them, like a shared email attachment);
+   the replies to them still queued in ``RD_OUTBOUND``; then the files agents sent them: the
+   uploads (``up_…``) the family's ``ReplyRequested`` events name (every ``DeliverReply`` is
+   made from one; a file sent to several customers goes for all of them, like a shared email
+   attachment);
 5. purge the family's delivery records (``rd_deliveries``: notices quote the first lines),
-   parked messages (``rd_parked``: a dead letter keeps its payload) and kept API answers
-   (``rd_idempotency``: a link's answer names the address);
+   parked messages (``rd_parked``: a dead letter keeps its payload; an unparseable mail that
+   names one of their addresses goes with its raw bytes) and kept API answers
+   (``rd_idempotency``: a merge's answer names the addresses; found by the ids they name).
+   Messages and records are matched without decoding them strictly (``erase_match``):
+   malformed ones are the likeliest to be left behind;
 6. resolve the family's open conversations (nobody can reply to an erased person), marked
    ``erased``: the delivery service's resolved notices then quote nothing of theirs;
 7. destroy the family's data keys (``events.personal``): their personal data in ``RD_EVENTS``
@@ -34,14 +38,11 @@ what is gone stays gone, and ``CustomerErased`` is written once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import msgspec
 import structlog
 
 from connectors.chat.history import ChatHistory
@@ -52,7 +53,8 @@ from events.parking import PARKED_BUCKET
 from events.personal import ERASED, CustomerKeys
 from events.store import Append, ConcurrencyError
 from events.streams import IDEMPOTENCY_BUCKET
-from services.customers.scan import erase_msg, scan
+from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
+from services.customers.scan import erase_msg, messages, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
 from services.identity import HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
 
@@ -98,48 +100,13 @@ class ErasureReport:
     inbound_messages: int = 0
     attachments: int = 0
     reply_files: int = 0  # files agents sent the family (uploads named by their replies)
+    queued_replies: int = 0  # replies to them not yet sent (RD_OUTBOUND)
     delivery_records: int = 0
     conversations_resolved: int = 0
     keys_destroyed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _Inbound(msgspec.Struct):
-    """What an erasure needs of anything on ``rd.inbound.<channel>`` (a provider message or a
-    connector's reply outcome); everything else in it is ignored."""
-
-    type: str = ""
-    channel: str = ""
-    sender: str = ""
-    provider_message_id: str = ""
-    customer_id: str = ""
-    metadata: dict[str, str] = {}
-    attachments: list[dict[str, Any]] = []
-
-
-class _Record(msgspec.Struct):
-    """A delivery record (``customer_id``) or a parked message (``stream``, ``subject``, ``data``)."""
-
-    customer_id: str = ""
-    stream: str = ""
-    subject: str = ""
-    data: bytes = b""
-    # An API answer kept for Idempotency-Key (services.api.idempotency: bytes, so base64 in
-    # JSON); a delivery record's notice body is an object instead.
-    body: Any = None
-
-
-@dataclass
-class _Family:
-    ids: list[str]
-    identities: set[str] = field(default_factory=set)
-    provider_ids: set[str] = field(default_factory=set)
-    attachments: set[tuple[str, str]] = field(default_factory=set)
-    uploads: set[tuple[str, str]] = field(default_factory=set)  # (bucket, up_…) sent in replies
-    open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
-    conversations: set[str] = field(default_factory=set)  # every conversation of the family
 
 
 def _readable(identity: str) -> bool:
@@ -186,6 +153,8 @@ class Eraser:
         self.progress(f"web chat history frames erased: {report.chat_frames}")
         report.inbound_messages = await self._inbound(family)
         self.progress(f"raw messages erased from {subjects.INBOUND_STREAM}: {report.inbound_messages}")
+        report.queued_replies = await self._queued_replies(family)
+        self.progress(f"replies still queued erased from {subjects.OUTBOUND_STREAM}: {report.queued_replies}")
         report.attachments = await erase_attachments(self.js, family.attachments)
         self.progress(f"attachments erased: {report.attachments}")
         report.reply_files = await erase_attachments(self.js, family.uploads)
@@ -203,9 +172,9 @@ class Eraser:
 
     # -- 1. what the log says ---------------------------------------------------------------
 
-    async def _gather(self, facts: Iterable[CustomerFacts]) -> _Family:
+    async def _gather(self, facts: Iterable[CustomerFacts]) -> Family:
         facts = list(facts)
-        family = _Family(ids=[f.customer_id for f in facts])
+        family = Family(ids=[f.customer_id for f in facts])
         family.identities = {i for f in facts for i in f.identities if _readable(i)}
         bucket = self.targets.attachment_bucket
         for member in family.ids:
@@ -229,7 +198,7 @@ class Eraser:
 
     # -- 2. rd_identity ---------------------------------------------------------------------
 
-    async def _identity_mappings(self, family: _Family) -> int:
+    async def _identity_mappings(self, family: Family) -> int:
         directory = self.customers.directory
         erased = 0
         for identity in sorted(family.identities):
@@ -251,7 +220,7 @@ class Eraser:
 
     # -- 3. RD_CHAT -------------------------------------------------------------------------
 
-    async def _chat(self, family: _Family) -> int:
+    async def _chat(self, family: Family) -> int:
         history = ChatHistory(stream=self.targets.chat_stream, prefix=self.targets.chat_subject, js=self.js)
         erased = 0
         for identity in sorted(family.identities):
@@ -262,80 +231,64 @@ class Eraser:
 
     # -- 4. RD_INBOUND ----------------------------------------------------------------------
 
-    def _sender_identity(self, item: _Inbound) -> str | None:
+    def _sender_identity(self, channel: str, sender: str, platform: str | None) -> str | None:
         try:
-            return identity_for(
-                item.channel,
-                item.sender,
-                platform=item.metadata.get("platform"),
-                rules=self.customers.directory.rules,
-            )
+            return identity_for(channel, sender, platform=platform, rules=self.customers.directory.rules)
         except InvalidAddress:
             return None
 
-    def _inbound_match(self, item: _Inbound, family: _Family) -> bool:
-        return (
-            item.customer_id in family.ids
-            or f"{item.channel}:{item.provider_message_id}" in family.provider_ids
-            or (bool(item.sender) and self._sender_identity(item) in family.identities)
-        )
+    def _matcher(self, family: Family) -> FamilyMatcher:
+        return FamilyMatcher(family, self._sender_identity, self.targets.attachment_bucket)
 
-    async def _inbound(self, family: _Family) -> int:
+    async def _inbound(self, family: Family) -> int:
         stream = subjects.INBOUND_STREAM
+        matcher = self._matcher(family)
         erased = 0
         async for msg in scan(self.js, stream, subjects.INBOUND_ALL):
-            try:
-                item = msgspec.json.decode(msg.data, type=_Inbound)
-            except msgspec.MsgspecError:
-                continue  # not ours to read (a parked message stays where the DLQ shows it)
-            if not self._inbound_match(item, family):
+            item = matcher.inbound(msg.data)
+            if item is None:
                 continue
-            for a in item.attachments:
-                if ref := attachment_ref(a.get("url"), a.get("sha256"), self.targets.attachment_bucket):
-                    family.attachments.add(ref)
+            family.attachments.update(attachment_refs(item.attachments, self.targets.attachment_bucket))
             erased += await erase_msg(self.js, stream, msg.metadata.sequence.stream)
+        return erased
+
+    async def _queued_replies(self, family: Family) -> int:
+        """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the
+        customer's key cached (connectors do not read the log) would otherwise send one after
+        the erasure, on a retry. A send already under way when this runs still goes out."""
+        stream = subjects.OUTBOUND_STREAM
+        matcher = self._matcher(family)
+        erased = 0
+        async for seq, data in messages(self.js, stream, subjects.OUTBOUND_ALL):
+            if matcher.inbound(data) is not None:
+                erased += await erase_msg(self.js, stream, seq)
         return erased
 
     # -- 5. rd_deliveries -------------------------------------------------------------------
 
-    async def _deliveries(self, family: _Family) -> int:
-        """Delivery records (a notice quotes the first lines) and parked messages (a dead
-        letter holds the raw payload) of the family: purged (KV buckets deny message deletes)."""
+    async def _deliveries(self, family: Family) -> int:
+        """Delivery records (a notice quotes the first lines), parked messages (a dead letter
+        holds the raw payload; an unparseable mail's raw bytes go with it) and kept API answers
+        of the family: purged (KV buckets deny message deletes)."""
+        matcher = self._matcher(family)
         purged = 0
         for bucket in (DELIVERIES_BUCKET, PARKED_BUCKET, IDEMPOTENCY_BUCKET):
             kv = None
             async for msg in scan(self.js, f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True):
-                if not msg.data or not self._concerns(msg.data, family):
+                if not msg.data:
+                    continue
+                concerned, objects = matcher.record(msg.data)
+                if not concerned:
                     continue
                 kv = kv or await self.js.key_value(bucket)
                 await kv.purge(msg.subject.removeprefix(f"$KV.{bucket}."))
+                await erase_attachments(self.js, objects)
                 purged += 1
         return purged
 
-    def _concerns(self, data: bytes, family: _Family) -> bool:
-        try:
-            record = msgspec.json.decode(data, type=_Record)
-            if isinstance(record.body, str):  # a kept API answer (a link's answer names the address)
-                answer = base64.b64decode(record.body)
-                return any(i.encode() in answer for i in [*family.ids, *family.conversations])
-        except (msgspec.MsgspecError, binascii.Error):
-            log.warning("customers.erase_record_unreadable")
-            return False
-        if record.customer_id in family.ids:
-            return True
-        parsed = subjects.parse_conversation_subject(record.subject)
-        if parsed is not None:
-            return parsed[0] in family.ids
-        if record.stream == subjects.INBOUND_STREAM and record.data:
-            try:
-                return self._inbound_match(msgspec.json.decode(record.data, type=_Inbound), family)
-            except msgspec.MsgspecError:
-                return False
-        return False
-
     # -- 6. open conversations --------------------------------------------------------------
 
-    async def _resolve_open(self, family: _Family, actor: str) -> int:
+    async def _resolve_open(self, family: Family, actor: str) -> int:
         store = self.customers.store
         resolved = 0
         for conversation_id, owner in sorted(family.open_conversations.items()):

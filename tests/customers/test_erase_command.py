@@ -20,6 +20,7 @@ from events.parking import ParkedMessage, ParkingLot
 from events.personal import ERASED
 from events.streams import IDEMPOTENCY_BUCKET, ensure_streams
 from services import logs
+from services.api.idempotency import Record, Sealer, command_refs
 from services.bootstrap import event_store
 from services.cli import main
 from services.customers.service import Customers
@@ -70,10 +71,16 @@ async def seed(url: str, uid: str) -> tuple[str, str]:
         )  # fmt: skip
         await ParkingLot(js).park(parked)
         kept = await js.key_value(IDEMPOTENCY_BUCKET)
+        # As the API keeps one: the answer sealed (only the ids it names in clear).
         answer = msgspec.json.encode({"customer_id": ids[0], "identity": f"email:{uid}@example.com"})
-        await kept.put(
-            f"k{uid}", msgspec.json.encode({"state": "done", "fingerprint": "f", "started_at": 0.0, "body": answer})
+        record = Record(
+            state="done",
+            fingerprint="f",
+            started_at=0.0,
+            body=Sealer(b"the API's signing key").seal(f"k{uid}", answer),
+            refs=command_refs(f"/v1/customers/{ids[0]}/identities", b"", answer),
         )
+        await kept.put(f"k{uid}", msgspec.json.encode(record))
         return ids[0], ids[1]
     finally:
         await nc.close()
