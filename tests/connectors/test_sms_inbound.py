@@ -346,3 +346,5 @@ async def test_logs_carry_ids_but_no_bodies_or_numbers(nc: NATS, uid: str) -> No
 def test_scrub_masks_numbers_and_emails() -> None:
     text = "The 'To' number +1 (555) 123-0000 is not valid; contact ana@example.com"
     assert scrub(text) == "The 'To' number [number] is not valid; contact [email]"
+    # A status code is not a number to hide: a bounce's reason keeps it.
+    assert scrub("bounced: 5.1.1 (smtp; 550 5.1.1 user unknown)") == "bounced: 5.1.1 (smtp; 550 5.1.1 user unknown)"
