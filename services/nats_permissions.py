@@ -201,6 +201,9 @@ def _role_publish(role: str) -> list[str]:
             f"{API}.STREAM.MSG.DELETE.{subjects.INBOUND_STREAM}",
             f"{API}.STREAM.MSG.DELETE.{CHAT_STREAM}",
             f"{API}.STREAM.MSG.DELETE.{_obj_stream(ATTACHMENTS_BUCKET)}",
+            # ... and the replies to them still queued (read one by one: no consumer on a work queue).
+            f"{API}.STREAM.MSG.GET.{subjects.OUTBOUND_STREAM}",
+            f"{API}.STREAM.MSG.DELETE.{subjects.OUTBOUND_STREAM}",
             *read_stream(subjects.INBOUND_STREAM),
             *read_stream(CHAT_STREAM),
             *read_objects(ATTACHMENTS_BUCKET),
