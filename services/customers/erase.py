@@ -13,10 +13,9 @@ which make the log's copy of the identities readable, go last but one):
 3. erase the web chat history of the chat addresses (``RD_CHAT``);
 4. erase the raw provider messages of the family in ``RD_INBOUND`` (matched by sender identity,
    provider message id or customer id) and, from them and the log, the email attachments;
-   the replies to them still queued in ``RD_OUTBOUND``; then the files agents sent them: the
-   uploads (``up_…``) the family's ``ReplyRequested`` events name (every ``DeliverReply`` is
-   made from one; a file sent to several customers goes for all of them, like a shared email
-   attachment);
+   then the files agents sent them: the uploads (``up_…``) the family's ``ReplyRequested``
+   events name (every ``DeliverReply`` is made from one; a file sent to several customers
+   goes for all of them, like a shared email attachment);
 5. purge the family's delivery records (``rd_deliveries``: notices quote the first lines),
    parked messages (``rd_parked``: a dead letter keeps its payload; an unparseable mail that
    names one of their addresses goes with its raw bytes) and kept API answers
@@ -24,7 +23,9 @@ which make the log's copy of the identities readable, go last but one):
    Messages and records are matched without decoding them strictly (``erase_match``):
    malformed ones are the likeliest to be left behind;
 6. resolve the family's open conversations (nobody can reply to an erased person), marked
-   ``erased``: the delivery service's resolved notices then quote nothing of theirs;
+   ``erased``: the delivery service's resolved notices then quote nothing of theirs; then
+   erase the replies to them still queued in ``RD_OUTBOUND`` (a connector that kept their key
+   cached would send one on a retry);
 7. destroy the family's data keys (``events.personal``): their personal data in ``RD_EVENTS``
    reads as ``[erased]`` for good;
 8. append ``CustomerErased`` on the survivor's ``_customer`` subject (once): the projector
@@ -153,8 +154,6 @@ class Eraser:
         self.progress(f"web chat history frames erased: {report.chat_frames}")
         report.inbound_messages = await self._inbound(family)
         self.progress(f"raw messages erased from {subjects.INBOUND_STREAM}: {report.inbound_messages}")
-        report.queued_replies = await self._queued_replies(family)
-        self.progress(f"replies still queued erased from {subjects.OUTBOUND_STREAM}: {report.queued_replies}")
         report.attachments = await erase_attachments(self.js, family.attachments)
         self.progress(f"attachments erased: {report.attachments}")
         report.reply_files = await erase_attachments(self.js, family.uploads)
@@ -163,6 +162,10 @@ class Eraser:
         self.progress(f"delivery records, dead letters, kept API answers purged: {report.delivery_records}")
         report.conversations_resolved = await self._resolve_open(family, actor)
         self.progress(f"open conversations resolved: {report.conversations_resolved}")
+        # After the resolutions (a resolved conversation takes no new reply), before the keys
+        # (a reply queued meanwhile could still be sealed; none can after).
+        report.queued_replies = await self._queued_replies(family)
+        self.progress(f"replies still queued erased from {subjects.OUTBOUND_STREAM}: {report.queued_replies}")
         for member in family.ids:
             report.keys_destroyed += await self.keys.destroy(member)
         self.progress(f"data keys destroyed: {report.keys_destroyed}")
