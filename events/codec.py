@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from events.model import DeliverReply, Event, InboundMessage, InboundRecord, LogEvent, UnknownEvent
+from events.redact import redact_error
 
 _encoder = msgspec.json.Encoder()
 _log_decoder: msgspec.json.Decoder[LogEvent] = msgspec.json.Decoder(LogEvent)
@@ -53,7 +54,7 @@ def decode_log_event(data: bytes, *, subject: str = "") -> LogEvent | UnknownEve
         tag = _tag_of(data)
         if tag and tag not in _KNOWN_TAGS and isinstance(err, msgspec.ValidationError):
             return UnknownEvent(type=tag, raw=bytes(data))
-        return Undecodable(type=tag, raw=bytes(data), error=str(err), customer_id=_customer_of(subject))
+        return Undecodable(type=tag, raw=bytes(data), error=redact_error(str(err)), customer_id=_customer_of(subject))
 
 
 def _tag_of(data: bytes) -> str:

@@ -4,6 +4,10 @@ name errors as the rest do."""
 
 from __future__ import annotations
 
+from events.redact import redact_error
+
 
 def describe_error(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"[:2000]
+    """``Type: message``, bounded, without the values the message quotes (a rejected field's
+    value is the sender's data: an address, a name, a text)."""
+    return redact_error(f"{type(err).__name__}: {err}"[:2000])

@@ -49,6 +49,7 @@ from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
 from events.pull import Puller
+from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
@@ -57,7 +58,6 @@ from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_cons
 from .errors import PermanentDeliveryError, TransientDeliveryError
 from .metrics import Metrics
 from .publish import InboundPublisher
-from .scrub import scrub
 
 log = structlog.get_logger("relaydesk.connector.outbound")
 
@@ -231,7 +231,9 @@ class OutboundWorker:
             reply = decode_reply(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             # It never will decode: parked at once (terminated, kept in rd_parked), not redelivered.
-            self.log.error("outbound.undecodable", error=str(err)[:200], stream_seq=msg.metadata.sequence.stream)
+            self.log.error(
+                "outbound.undecodable", error=describe_error(err)[:200], stream_seq=msg.metadata.sequence.stream
+            )
             await dead_letter(self.parking, msg, reader=self.reader, error=describe_error(err))
             return
         rlog = self.log.bind(reply_id=reply.reply_id, conversation_id=reply.conversation_id)

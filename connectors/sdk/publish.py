@@ -17,9 +17,9 @@ from events import subjects
 from events.acked import publish_acked
 from events.codec import encode
 from events.model import InboundMessage, ReplyOutcomeReported
+from events.redact import scrub
 
 from .errors import Unavailable
-from .scrub import scrub
 
 MSG_ID = "Nats-Msg-Id"
 

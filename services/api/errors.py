@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from connectors.sdk.http import unreadable_body
+from events.redact import redact_error
 from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,9 @@ def json_errors(body_limit: int) -> Middleware:
             return web.json_response({"error": reason, **extra}, status=err.status, headers=headers)
         except web.RequestPayloadError as err:
             # Wherever a handler or a middleware read the body; a gzip bomb is aiohttp's 413 above.
-            log.info("api.body_undecodable", method=request.method, path=request.path, error=str(err).strip())
+            log.info(
+                "api.body_undecodable", method=request.method, path=request.path, error=redact_error(str(err).strip())
+            )
             return web.json_response({"error": unreadable_body(request)}, status=400)
         except NATS_UNAVAILABLE as err:
             log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))

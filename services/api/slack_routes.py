@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.model import LogEvent, ReplyRequested
+from events.redact import redact_error
 from events.skips import count_skip
 from events.store import ConcurrencyError
 from events.streams import IDEMPOTENCY_BUCKET
@@ -147,7 +148,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         try:
             clicked = msgspec.convert(payload, BlockActions)
         except msgspec.ValidationError as err:
-            log.warning("slack.malformed_request", path=request.path, reason=str(err))
+            log.warning("slack.malformed_request", path=request.path, reason=redact_error(str(err)))
             return json_error(400, f"unexpected block_actions payload: {err}")
         user = clicked.user.id if clicked.user else ""
         channel = (clicked.channel.id if clicked.channel else "") or (
@@ -214,7 +215,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         try:
             event = msgspec.convert(got, MessageEvent)
         except msgspec.ValidationError as err:
-            log.warning("slack.malformed_request", path=request.path, reason=str(err))
+            log.warning("slack.malformed_request", path=request.path, reason=redact_error(str(err)))
             return json_error(400, f"unexpected message event: {err}")
         if event.thread_ts == event.ts:
             return ok({})  # a new top-level message, not a reply in a thread

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import smtplib
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import aiohttp
 import msgspec
 from nats.js import JetStreamContext
 
+from events.redact import scrub
 from services.delivery import render, teams
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.signing import HEADER, sign
@@ -33,13 +33,9 @@ class Outcome:
     ms: int = 0
 
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
-
-
 def _short(text: str, limit: int = 200) -> str:
-    """One line, bounded, with addresses and phone numbers blanked (it is logged and stored)."""
-    text = _PHONE.sub("<phone>", _EMAIL.sub("<email>", " ".join(text.split())))
+    """One line, bounded, with addresses and phone numbers masked (it is logged and stored)."""
+    text = scrub(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -109,7 +105,9 @@ class Senders:
                 if 200 <= r.status < 300:
                     return Outcome(True, False, r.status)
                 retryable = r.status >= 500 or r.status in RETRYABLE_HTTP
-                return Outcome(False, retryable, r.status, _short(f"HTTP {r.status}: {text}"))
+                # Not the body: a receiver's refusal may quote what it refused (the notice's
+                # preview, the customer's words), and this reason is logged and stored.
+                return Outcome(False, retryable, r.status, f"HTTP {r.status} (a body of {len(text)} characters)")
         except TimeoutError:
             return Outcome(False, True, None, f"timed out after {self.settings.timeout:g} s")
         except aiohttp.ClientError as err:

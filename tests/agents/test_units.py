@@ -137,8 +137,9 @@ def test_delivery_errors_keep_no_addresses() -> None:
     from services.delivery.senders import _short
 
     assert _short("550 <ava@agents.example>: no such user, call +1 555 123 4567") == (
-        "550 <<email>>: no such user, call <phone>"
+        "550 <[email]>: no such user, call [number]"
     )
+    assert _short("refused at 2026-12-06T16:27:35Z") == "refused at 2026-12-06T16:27:35Z"  # a time is no number
     assert _short("HTTP 503:\n  Service Unavailable") == "HTTP 503: Service Unavailable"
     assert _short("x" * 500).endswith("…")
 

@@ -22,8 +22,8 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from connectors.sdk import ConnectorConfigError, registry
 from connectors.sdk.conformance.helpers import read_inbound
 from connectors.sdk.runtime import ConnectorRuntime
-from connectors.sdk.scrub import scrub
 from connectors.sms.connector import TWIML_EMPTY, TwilioSmsConnector
+from events.redact import scrub
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from connectors.sdk.scrub import scrub
+from events.redact import scrub
 
 from .errors import AuthFailed, Rejected, Transient
 from .metrics import SINK_API_CALLS, SINK_AUTH_FAILURES, SINK_RATE_LIMITED
