@@ -26,6 +26,7 @@ from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
+from services.data_dir_lock import make_data_dir
 from services.nats_auth import NatsAuth, describe_servers, role_credentials, server_list
 from services.nats_permissions import TOOL
 
@@ -282,7 +283,7 @@ def api_token(config: Config, data_dir: Path | None) -> tuple[str, bool]:
     path = data_dir / "api-token"
     if path.exists():
         return path.read_text().strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     token = secrets.token_urlsafe(24)
     path.touch(mode=0o600)
     path.write_text(token + "\n")
@@ -305,7 +306,7 @@ def api_signing_key(config: Config, data_dir: Path | None, *, generate: bool = F
         return path.read_text().strip()
     if not generate:
         return ""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     key = secrets.token_urlsafe(32)
     # Written whole under another name, then linked into place: a concurrent start reads
     # either no file or the whole key, and the first to link wins.

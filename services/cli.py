@@ -230,12 +230,13 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
         async with standalone_health(config) as health, connect(config, name=f"relaydesk-{role}", role=role) as bus:
             await service(config, bus, *extra, stop, health=health)
 
+    from services.data_dir_lock import DataDirUnusable
     from services.runners import ServiceFailed, standalone_health
 
     with contextlib.suppress(KeyboardInterrupt):
         try:
             asyncio.run(main())
-        except ServiceFailed as err:
+        except (ServiceFailed, DataDirUnusable) as err:
             # A reason a person can act on (a port in use, a missing setting), not a traceback.
             raise SystemExit(f"relaydesk: {err}") from None
     return 0

@@ -20,6 +20,20 @@ log = structlog.get_logger(__name__)
 LOCK_FILE = "up.lock"
 
 
+class DataDirUnusable(RuntimeError):
+    """The data dir cannot be created or written (a read-only mount, no permission)."""
+
+
+def make_data_dir(data_dir: Path) -> Path:
+    """``data_dir``, created 0700 if missing (README *Files*), or ``DataDirUnusable`` with the
+    reason in a sentence rather than a traceback."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise DataDirUnusable(f"cannot create the data dir {data_dir}: {err.strerror or err}") from err
+    return data_dir
+
+
 class DataDirBusy(RuntimeError):
     """Another process holds the data dir's lock."""
 
@@ -67,12 +81,14 @@ class DataDirLock:
 def lock_data_dir(data_dir: Path) -> DataDirLock:
     """Take ``data_dir``'s lock (creating the dir if missing), or raise ``DataDirBusy`` at once
     without writing anything. Children inherit the descriptor only if given it (pass_fds)."""
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir = make_data_dir(data_dir.resolve())
     path = data_dir / LOCK_FILE
     # No O_TRUNC: the holder's pid must survive a refused open. (Python descriptors are
     # close-on-exec: no child holds the lock unless handed it, as the embedded nats-server is.)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise DataDirUnusable(f"cannot write in the data dir {data_dir}: {err.strerror or err}") from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

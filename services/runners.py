@@ -21,6 +21,7 @@ from services.api.registry import Registry
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
+from services.data_dir_lock import make_data_dir
 from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory, IdentityRules
@@ -128,9 +129,9 @@ async def run_router(
 async def _open_projection(config: Config, *, readonly: bool, service: str) -> TimelineStore:
     """The timelines store, or ``ServiceFailed`` with the reason in one line (a DSN's
     password masked): a wrong DSN or a database down is a failed start, not a traceback."""
-    if not config.projection.dsn:
-        config.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite in the data dir
     try:
+        if not config.projection.dsn:
+            make_data_dir(config.data_dir)  # SQLite in the data dir
         return await open_store(config.projection_target, readonly=readonly)
     except Exception as err:
         from services.nats_auth import redact_url

@@ -17,7 +17,7 @@ import structlog
 
 from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
 from services.config import Config
-from services.data_dir_lock import DataDirBusy, DataDirLock, lock_data_dir
+from services.data_dir_lock import DataDirBusy, DataDirLock, DataDirUnusable, lock_data_dir
 from services.embedded_nats import EmbeddedNats, NatsServerError, pick_port
 from services.health import Health, serving
 from services.nats_auth import NatsAuth, RoleCredentials
@@ -345,7 +345,7 @@ def main(config: Config) -> int:
     """``relaydesk up``: refused at once, touching nothing, while another holds the data dir."""
     try:
         lock = lock_data_dir(config.data_dir)
-    except DataDirBusy as err:
+    except (DataDirBusy, DataDirUnusable) as err:
         raise SystemExit(f"relaydesk: {err}") from None
     with lock, contextlib.suppress(KeyboardInterrupt):
         try:

@@ -147,3 +147,29 @@ def test_a_second_up_on_the_same_data_dir_is_refused_and_leaves_the_first_alone(
     assert "Traceback" not in third.output(), third.output()[-3000:]
     assert "unhandled exception" not in third.output(), third.output()[-3000:]
     assert os.path.exists(data / "up.lock")  # kept: removing it would race a new holder
+
+
+def test_a_data_dir_that_cannot_be_made_stops_up_with_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir's parent should be\n")
+    done = relaydesk(up_env(tmp_path), "up", "--data-dir", str(blocker / "data"))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and f"cannot create the data dir {blocker / 'data'}" in done.stderr
+
+
+async def test_a_projector_that_cannot_make_its_data_dir_fails_its_start_with_the_reason(tmp_path: Path) -> None:
+    from services.config import load
+    from services.runners import ServiceFailed, _open_projection
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir's parent should be\n")
+    config = load(env={"RELAYDESK_DATA_DIR": str(blocker / "data"), "RELAYDESK_API_TOKEN": "t"})
+    with pytest.raises(ServiceFailed, match="projector cannot open the projection store"):
+        await _open_projection(config, readonly=False, service="projector")
+
+
+def test_a_service_makes_its_data_dir_private(tmp_path: Path) -> None:
+    from services.data_dir_lock import make_data_dir
+
+    made = make_data_dir(tmp_path / "new" / "data")
+    assert made.stat().st_mode & 0o777 == 0o700
