@@ -95,6 +95,7 @@ def connector_problems(tables: Mapping[str, Any]) -> list[str]:
     (the same check the connector makes when it starts)."""
     from connectors.sdk import registry
     from connectors.sdk.errors import ConnectorNotFound
+    from services.up import is_enabled
 
     installed = registry.available()
     problems: list[str] = []
@@ -108,12 +109,38 @@ def connector_problems(tables: Mapping[str, Any]) -> list[str]:
         if not isinstance(table, Mapping):
             continue  # not a table: the conversion of [connectors] reports it
         try:
-            settings = registry.load(name).Settings
+            connector = registry.load(name)
         except ConnectorNotFound as err:
             problems.append(f"[connectors.{name}] {err}")
             continue
-        problems += strict.settings_problems(table, settings, ["connectors", name])
+        found = strict.settings_problems(table, connector.Settings, ["connectors", name])
+        if not found and is_enabled(table.get("enabled", True)):
+            found += _start_problems(connector, name, table)
+        problems += found
     return problems
+
+
+def _start_problems(connector: Any, name: str, table: Mapping[str, Any]) -> list[str]:
+    """The connector's own checks, as it makes them at its start (a required key, a secret too
+    short). What ``relaydesk up`` fills in for chat (a demo widget key, a kept session secret)
+    is a warning only: the file serves ``up`` as well as ``relaydesk connector chat``."""
+    from connectors.sdk.errors import ConnectorConfigError
+
+    try:
+        connector.from_config(table)
+    except ConnectorConfigError as err:
+        if name != "chat":
+            return [str(err)]
+        try:
+            connector.from_config({"widget_key": "demo-widget-key", "session_secret": "s" * 32, **table})
+        except ConnectorConfigError as still:
+            return [str(still)]
+        print(
+            f"warning: {err}: `relaydesk connector chat` refuses to start with this file;"
+            " `relaydesk up` fills it in (a demo widget key, a session secret kept in the data dir)",
+            file=sys.stderr,
+        )
+    return []
 
 
 # -- masking ---------------------------------------------------------------------------------

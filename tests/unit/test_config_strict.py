@@ -272,6 +272,19 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"2 problems in {bad}" in err
 
 
+def test_config_check_runs_each_connectors_own_start_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A connector that refuses to start with the file fails `config check` too; what only
+    `relaydesk up` fills in (chat's widget key and session secret) is a warning."""
+    short = tmp_path / "short.toml"
+    short.write_text('[connectors.chat]\nwidget_key = "k"\nsession_secret = "short"\n')
+    assert main(["config", "check", str(short)]) == 1
+    assert "[connectors.chat] session_secret is required (at least 32 characters" in capsys.readouterr().err
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[connectors.chat]\nallowed_origins = ["https://shop.example"]\n')
+    assert main(["config", "check", str(bare)]) == 0
+    assert "warning: [connectors.chat] widget_key is required" in capsys.readouterr().err
+
+
 def test_config_check_includes_the_environment_unless_file_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
