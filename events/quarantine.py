@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from events import subjects
 from events.parking import ParkedMessage, ParkingLot, now
+from events.skips import count_skip
 
 log = structlog.get_logger("relaydesk.quarantine")
 
@@ -164,6 +165,7 @@ class Quarantine:
                 # Not fatal, and not forgotten: the next reader to meet it parks it.
                 self._parked.discard((stream, seq))
                 log.warning("log.park_failed", reader=reader, stream=stream, seq=seq, subject=subject, error=repr(err))
+                count_skip("log.park")
                 action = NOT_PARKED
         if say:
             self._say(reader, stream, seq, subject, error, action)
