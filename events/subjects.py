@@ -42,16 +42,21 @@ CUSTOMER_SCOPE = "_customer"
 
 # The longest id a subject token may be (agent ids, customer ids, conversation ids).
 TOKEN_MAX_LENGTH = 128
-_TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{1,{TOKEN_MAX_LENGTH}}}$")
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{TOKEN_MAX_LENGTH}}}")
 
 
 class InvalidToken(ValueError):
     pass
 
 
+def is_token(value: str) -> bool:
+    """Whether ``value`` may stand as one NATS subject token, as every id does."""
+    return _TOKEN.fullmatch(value) is not None
+
+
 def token(value: str) -> str:
     """A value safe to stand as one NATS subject token (ids are generated to fit)."""
-    if not _TOKEN.match(value):
+    if not is_token(value):
         raise InvalidToken(f"not a valid subject token: {value!r}")
     return value
 

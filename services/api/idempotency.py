@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import time
 from typing import Literal
 
@@ -43,6 +42,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from events.streams import IDEMPOTENCY_BUCKET
+from events.subjects import is_token
 from services.api.auth import TOKEN_ID, Handler
 from services.api.common import ACTOR, ApiDeps, json_error
 from services.api.tokens import signing_key
@@ -60,9 +60,7 @@ STALE_AFTER = 120.0
 MAX_KEPT_BODY = 512 * 1024
 # 4xx answers that say "not now" rather than "no": the same request may succeed later.
 RETRYABLE = frozenset({409, 429})
-# What ``command_refs`` keeps: id-shaped values (a NATS subject token, as every id is), at most
-# this many per record.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+# At most this many ids per record (``command_refs``).
 MAX_REFS = 64
 
 
@@ -102,9 +100,10 @@ def record_key(scope: str, method: str, path: str, key: str) -> str:
 
 def command_refs(path: str, *bodies: bytes) -> list[str]:
     """The ids a command named: its path's segments and, in its JSON bodies (request and
-    answer), every string under a key ``id``, ``other``, ``*_id`` or ``*_ids``. Ids only,
+    answer), every id-shaped string (a subject token, as every id is) under a key ``id``,
+    ``other``, ``*_id`` or ``*_ids``. Ids only,
     never addresses or names (a record keeps these in clear)."""
-    refs = {segment for segment in path.split("/") if _ID.fullmatch(segment)}
+    refs = {segment for segment in path.split("/") if is_token(segment)}
     for body in bodies:
         try:
             _collect_ids(msgspec.json.decode(body) if body else None, refs)
@@ -120,10 +119,10 @@ def _collect_ids(value: object, refs: set[str]) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             if key in ("id", "other") or key.endswith("_id"):
-                if isinstance(item, str) and _ID.fullmatch(item):
+                if isinstance(item, str) and is_token(item):
                     refs.add(item)
             elif key.endswith("_ids") and isinstance(item, list):
-                refs.update(i for i in item if isinstance(i, str) and _ID.fullmatch(i))
+                refs.update(i for i in item if isinstance(i, str) and is_token(i))
             else:
                 _collect_ids(item, refs)
 
