@@ -122,22 +122,24 @@ def connector_problems(tables: Mapping[str, Any]) -> list[str]:
 
 def _start_problems(connector: Any, name: str, table: Mapping[str, Any]) -> list[str]:
     """The connector's own checks, as it makes them at its start (a required key, a secret too
-    short). What ``relaydesk up`` fills in for chat (a demo widget key, a kept session secret)
-    is a warning only: the file serves ``up`` as well as ``relaydesk connector chat``."""
+    short). What ``relaydesk up`` fills in (``FILLED_BY_UP``: chat's widget key and session
+    secret) is a warning only: the file serves ``up`` as well as ``relaydesk connector <name>``."""
     from connectors.sdk.errors import ConnectorConfigError
+    from services.up import FILLED_BY_UP
 
     try:
         connector.from_config(table)
     except ConnectorConfigError as err:
-        if name != "chat":
+        filled = FILLED_BY_UP.get(name)
+        if not filled:
             return [str(err)]
-        try:
-            connector.from_config({"widget_key": "demo-widget-key", "session_secret": "s" * 32, **table})
+        try:  # a value long enough for any check stands in for what up fills in
+            connector.from_config({**dict.fromkeys(filled, "x" * 32), **table})
         except ConnectorConfigError as still:
             return [str(still)]
         print(
-            f"warning: {err}: `relaydesk connector chat` refuses to start with this file;"
-            " `relaydesk up` fills it in (a demo widget key, a session secret kept in the data dir)",
+            f"warning: {err}: `relaydesk connector {name}` refuses to start with this file;"
+            f" `relaydesk up` fills in {', '.join(filled)}",
             file=sys.stderr,
         )
     return []

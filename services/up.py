@@ -35,6 +35,10 @@ from services.runners import (
 log = structlog.get_logger(__name__)
 
 BUILT_IN_CONNECTORS = ("sms", "email", "social", "chat")
+DEMO_WIDGET_KEY = "demo-widget-key"
+# The settings ``up`` fills in where a [connectors.<name>] table leaves them out
+# (``with_built_in_connectors``); a connector started on its own has no such help.
+FILLED_BY_UP = {"chat": ("widget_key", "session_secret")}
 SERVICES = ("intake", "router", "projector", "api", "delivery")
 
 
@@ -68,7 +72,7 @@ def with_built_in_connectors(config: Config, data_dir: Path) -> Config:
     for name in BUILT_IN_CONNECTORS:
         config.connectors.setdefault(name, {})
     chat = config.connectors["chat"]
-    chat.setdefault("widget_key", "demo-widget-key")
+    chat.setdefault("widget_key", DEMO_WIDGET_KEY)
     if "session_secret" not in chat:
         chat["session_secret"] = _kept_secret(data_dir / "chat-session-secret")
     return config
