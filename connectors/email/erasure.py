@@ -19,6 +19,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 
+from events.msg_get import stored_messages
+
 log = structlog.get_logger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -49,18 +51,11 @@ async def erase_attachments(js: JetStreamContext, refs: Iterable[tuple[str, str]
         stream = f"OBJ_{bucket}"
         chunks = f"$O.{bucket}.C.{info.nuid}" if info.nuid else None
         count = 0
-        seq = 1
-        while chunks is not None:
-            try:
-                raw = await js.get_msg(stream, seq=seq, subject=chunks, next=True)
-            except NotFoundError:
-                break
-            if not raw.seq or int(raw.seq) < seq:
-                break
-            with contextlib.suppress(NotFoundError):
-                await js.delete_msg(stream, int(raw.seq))  # secure erase: overwritten on disk
-                count += 1
-            seq = int(raw.seq) + 1
+        if chunks is not None:
+            async for seq, _ in stored_messages(js, stream, chunks):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_msg(stream, seq)  # secure erase: overwritten on disk
+                    count += 1
         if not info.deleted:
             try:
                 await store.delete(name)  # marks it deleted, then purges the (now empty) chunk subject

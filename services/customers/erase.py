@@ -50,12 +50,13 @@ from connectors.chat.history import ChatHistory
 from connectors.email.erasure import attachment_ref, erase_attachments
 from events import subjects
 from events.model import ConversationOpened, ConversationResolved, CustomerErased, MessageReceived, ReplyRequested
+from events.msg_get import stored_messages
 from events.parking import PARKED_BUCKET
 from events.personal import ERASED, CustomerKeys
 from events.store import Append, ConcurrencyError
 from events.streams import IDEMPOTENCY_BUCKET
 from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
-from services.customers.scan import erase_msg, messages, scan
+from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
 from services.identity import HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
 
@@ -262,7 +263,7 @@ class Eraser:
         stream = subjects.OUTBOUND_STREAM
         matcher = self._matcher(family)
         erased = 0
-        async for seq, data in messages(self.js, stream, subjects.OUTBOUND_ALL):
+        async for seq, data in stored_messages(self.js, stream, subjects.OUTBOUND_ALL):
             if matcher.inbound(data) is not None:
                 erased += await erase_msg(self.js, stream, seq)
         return erased

@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from events.msg_get import stored_messages
 from events.skips import skipping
 
 log = structlog.get_logger(__name__)
@@ -66,27 +67,9 @@ async def erase_msg(js: JetStreamContext, stream: str, seq: int) -> bool:
         return False
 
 
-async def messages(
-    js: JetStreamContext, stream: str, filter_subject: str, *, limit: int = 1_000_000
-) -> AsyncIterator[tuple[int, bytes]]:
-    """(sequence, data) of every message of ``stream`` on ``filter_subject``, one stream get at
-    a time: no consumer, so it reads a work-queue stream its workers consume from (a second
-    consumer there is refused). Nothing when the stream does not exist."""
-    seq = 1
-    for _ in range(limit):
-        try:
-            raw = await js.get_msg(stream, seq=seq, subject=filter_subject, next=True)
-        except NotFoundError:  # past the last one (or no such stream)
-            return
-        if not raw.seq or int(raw.seq) < seq:
-            return
-        yield int(raw.seq), raw.data or b""
-        seq = int(raw.seq) + 1
-
-
 async def erase_subject(js: JetStreamContext, stream: str, subject: str, *, limit: int = 100_000) -> int:
     """Securely erase every message of ``stream`` on ``subject`` (one subject, no wildcard)."""
     erased = 0
-    async for seq, _ in messages(js, stream, subject, limit=limit):
+    async for seq, _ in stored_messages(js, stream, subject, limit=limit):
         erased += await erase_msg(js, stream, seq)
     return erased

@@ -27,9 +27,9 @@ from connectors.email.unparsed import park_unparsed
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, InboundMessage
+from events.msg_get import stored_messages
 from events.streams import ATTACHMENTS_BUCKET, IDEMPOTENCY_BUCKET
 from services.api.idempotency import Record
-from services.customers.scan import messages
 from services.embedded_nats import EmbeddedNats
 from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config
 
@@ -54,14 +54,14 @@ async def parked_keys(system: System) -> set[str]:
 
 async def kept_answers_naming(nc: NATS, customer_id: str) -> int:
     found = 0
-    async for _, data in messages(nc.jetstream(), f"KV_{IDEMPOTENCY_BUCKET}", f"$KV.{IDEMPOTENCY_BUCKET}.>"):
+    async for _, data in stored_messages(nc.jetstream(), f"KV_{IDEMPOTENCY_BUCKET}", f"$KV.{IDEMPOTENCY_BUCKET}.>"):
         if data and customer_id in msgspec.json.decode(data, type=Record).refs:
             found += 1
     return found
 
 
 async def held(nc: NATS, stream: str, filter_subject: str, needle: bytes) -> int:
-    return sum([needle in data async for _, data in messages(nc.jetstream(), stream, filter_subject)])
+    return sum([needle in data async for _, data in stored_messages(nc.jetstream(), stream, filter_subject)])
 
 
 async def test_an_erasure_leaves_no_kept_answer_dead_letter_unparsed_mail_or_queued_reply(
