@@ -256,18 +256,6 @@ class Eraser:
             erased += await erase_msg(self.js, stream, msg.metadata.sequence.stream)
         return erased
 
-    async def _queued_replies(self, family: Family) -> int:
-        """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the
-        customer's key cached (connectors do not read the log) would otherwise send one after
-        the erasure, on a retry. A send already under way when this runs still goes out."""
-        stream = subjects.OUTBOUND_STREAM
-        matcher = self._matcher(family)
-        erased = 0
-        async for seq, data in stored_messages(self.js, stream, subjects.OUTBOUND_ALL):
-            if matcher.inbound(data) is not None:
-                erased += await erase_msg(self.js, stream, seq)
-        return erased
-
     # -- 5. rd_deliveries -------------------------------------------------------------------
 
     async def _deliveries(self, family: Family) -> int:
@@ -310,6 +298,18 @@ class Eraser:
             else:
                 log.warning("customers.erase_conversation_left_open", conversation_id=conversation_id)
         return resolved
+
+    async def _queued_replies(self, family: Family) -> int:
+        """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the
+        customer's key cached (connectors do not read the log) would otherwise send one after
+        the erasure, on a retry. A send already under way when this runs still goes out."""
+        stream = subjects.OUTBOUND_STREAM
+        matcher = self._matcher(family)
+        erased = 0
+        async for seq, data in stored_messages(self.js, stream, subjects.OUTBOUND_ALL):
+            if matcher.inbound(data) is not None:
+                erased += await erase_msg(self.js, stream, seq)
+        return erased
 
     # -- 8. the fact --------------------------------------------------------------------------
 
