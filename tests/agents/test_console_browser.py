@@ -38,6 +38,12 @@ def displayed(driver: Any, css: str) -> bool:
     return any(node.is_displayed() for node in driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def gone(driver: Any, css: str, timeout: float = 15.0) -> None:
+    """Wait until no node matching ``css`` is on screen (the page redraws after a click)."""
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    wait.until(lambda d: not displayed(d, css), f"{css} still visible")
+
+
 def click(driver: Any, css: str, timeout: float = 15.0) -> None:
     def clicked(d: Any) -> bool:
         visible(d, css, timeout=timeout).click()

@@ -18,7 +18,7 @@ from tests.browser import in_thread, needs_chromium
 
 from .console_pages import create_customer, fit_window, open_message, screenshot
 from .helpers import AgentSystem, agent_system, agents_config, eventually
-from .test_console_browser import click, displayed, visible
+from .test_console_browser import click, displayed, gone, visible
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 
@@ -154,7 +154,7 @@ async def test_an_agent_attaches_files_to_a_reply_and_sees_the_channels_limits(
             visible(browser, "#reply-text").send_keys("Here it is.")
             click(browser, "#send")
             visible(browser, "#message", "Reply sent with 1 file(s).")
-            assert not displayed(browser, "#reply-files li")
+            gone(browser, "#reply-files li")
 
         await in_thread(reply_with_a_photo)
         sent = await eventually(lambda: _replies_of(s, "cu-tom"))
@@ -169,7 +169,7 @@ async def test_an_agent_attaches_files_to_a_reply_and_sees_the_channels_limits(
             # The channel's limit, as the API words it; the file stays listed to remove.
             visible(browser, "#message.error", "sms does not take")
             click(browser, "#reply-files button.remove")
-            assert not displayed(browser, "#reply-files li")
+            gone(browser, "#reply-files li")
 
         await in_thread(a_file_sms_does_not_take)
         assert len(replies(await s.log("cu-tom"))) == 1  # nothing more went out
