@@ -6,7 +6,6 @@ one place and services never construct their own dependencies.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -27,7 +26,8 @@ from events.store import Append, ConcurrencyError, EventStore
 from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
 from services.data_dir_lock import make_data_dir
-from services.nats_auth import NatsAuth, describe_servers, role_credentials, server_list
+from services.nats_auth import NatsAuth, role_credentials, server_list
+from services.nats_connection import connect_nats, forget, is_permission_error, permission_denied
 from services.nats_permissions import TOOL
 
 log = structlog.get_logger(__name__)
@@ -83,7 +83,7 @@ async def connect(
             await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams)
         yield Bus(nc, event_store(nc, config), auth)
     finally:
-        _DENIED.pop(id(nc), None)
+        forget(nc)
         with skipping("bus.drain"):
             await nc.drain()
 
@@ -121,80 +121,6 @@ async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, creat
         raise SystemExit(str(err)) from err
 
 
-# Per connection, the permission violations the server reported (their text names the subject).
-_DENIED: dict[int, list[str]] = {}
-
-
-def permission_denied(nc: NATS) -> str:
-    """The last permission violation the server reported on ``nc`` ("" if none)."""
-    seen = _DENIED.get(id(nc))
-    return seen[-1] if seen else ""
-
-
-def _is_permission_error(err: Exception) -> bool:
-    return "permissions violation" in str(err).lower()
-
-
-async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsAuth | None = None) -> NATS:
-    denied: list[str] = []
-    refused: list[str] = []
-
-    async def error_cb(err: Exception) -> None:
-        if _is_permission_error(err):
-            denied.append(str(err))
-            del denied[:-10]
-            log.error("nats.permission_denied", error=str(err), client=name, who=(auth or NatsAuth()).describe())
-            return
-        if "authorization violation" in str(err).lower():
-            refused.append(str(err))
-            log.error("nats.credentials_refused", client=name, who=(auth or NatsAuth()).describe())
-            return
-        log.warning("nats.error", error=str(err))
-
-    connected: list[NATS] = []
-
-    async def disconnected_cb() -> None:
-        if connected and (connected[0].is_closed or connected[0].is_draining):
-            log.debug("nats.disconnected", client=name, why="closed")  # our own close: nothing to warn of
-            return
-        log.warning("nats.disconnected", client=name)
-
-    async def reconnected_cb() -> None:
-        log.info("nats.reconnected")
-
-    # One URL or several (a cluster: "nats://a:4222,nats://b:4222"): nats.py takes a list.
-    try:
-        servers = server_list(url)
-    except ConfigError as err:
-        raise SystemExit(f"relaydesk: {err}") from err
-    where = describe_servers(servers)  # for messages: passwords in URLs masked
-    # Bounded: on a first connection nats.py keeps retrying forever, deaf to SIGTERM.
-    options = (auth or NatsAuth()).connect_options()
-    connecting = nats.connect(
-        servers,
-        name=name,
-        connect_timeout=timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        error_cb=error_cb,
-        disconnected_cb=disconnected_cb,
-        reconnected_cb=reconnected_cb,
-        **options,
-    )
-    try:
-        nc = await asyncio.wait_for(connecting, timeout * 3)
-    except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as err:
-        if refused or "authorization violation" in str(err).lower():
-            who = (auth or NatsAuth()).describe()
-            raise SystemExit(f"NATS at {where} refused the connection ({who}): check [nats] user/password") from err
-        if not isinstance(err, (TimeoutError, OSError, nats.errors.NoServersError)):
-            raise
-        raise SystemExit(f"cannot reach NATS at {where}: {str(err) or 'no answer in time'}") from err
-    _DENIED[id(nc)] = denied
-    connected.append(nc)
-    return nc
-
-
 # The configuration one-shot tools connect with, set once by the CLI (`--config`, environment).
 _tool_config: Config | None = None
 
@@ -224,7 +150,7 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
     refused: list[str] = []
 
     async def error_cb(err: Exception) -> None:
-        if _is_permission_error(err):
+        if is_permission_error(err):
             log.error("nats.permission_denied", error=str(err), who=auth.describe())
             return
         if "authorization violation" in str(err).lower():

@@ -220,6 +220,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Config, *extra: Any, role: str) -> int:
     """Run one service as NATS role ``role`` (intake, router, …, connector-<name>)."""
     from services.bootstrap import connect
+    from services.nats_connection import until_connection_lost
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -228,7 +229,7 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
             loop.add_signal_handler(sig, stop.set)
         # The health port first: a port taken fails the start before anything else happens.
         async with standalone_health(config) as health, connect(config, name=f"relaydesk-{role}", role=role) as bus:
-            await service(config, bus, *extra, stop, health=health)
+            await until_connection_lost(service(config, bus, *extra, stop, health=health), bus.nc, stop)
 
     from services.data_dir_lock import DataDirUnusable
     from services.runners import ServiceFailed, standalone_health

@@ -29,6 +29,7 @@ from services.intake import Intake
 from services.intake.consumer import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
+from services.nats_connection import ServiceFailed
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention
@@ -38,17 +39,6 @@ from services.timelines import TimelineStore, open_store
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-
-class ServiceFailed(Exception):
-    """A service cannot run (a port taken, a bad setting): the reason, for a person.
-
-    An ordinary exception on purpose: ``SystemExit`` raised inside an asyncio task escapes
-    the event loop and skips ``relaydesk up``'s orderly stop of the other services."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def _patiently(op: Callable[[], Awaitable[T]], *, what: str) -> T:

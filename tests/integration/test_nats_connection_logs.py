@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.bootstrap import connect_nats
 from services.embedded_nats import EmbeddedNats
+from services.nats_connection import connect_nats
 
 pytestmark = pytest.mark.integration
 
