@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events import subjects
+from services.config_strict import did_you_mean
 
 log = structlog.get_logger(__name__)
 
@@ -87,12 +88,17 @@ class IdentityRules:
     email_ignore_dots: frozenset[str] = frozenset()
     email_strip_plus: frozenset[str] = frozenset()
     email_domain_aliases: Mapping[str, str] = field(default_factory=dict)
+    # The kinds an operator may name in ``<kind>:<address>`` (``parse_identity``); None: any.
+    kinds: frozenset[str] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> IdentityRules:
+    def from_settings(cls, settings: Any, *, channels: Iterable[str] | None = None) -> IdentityRules:
         """From ``[intake]`` (``services.config.IntakeSettings``): ``default_region``,
-        ``email_ignore_dots``, ``email_strip_plus``, ``email_domain_aliases``."""
+        ``email_ignore_dots``, ``email_strip_plus``, ``email_domain_aliases``; with the
+        ``channels`` known (``services.api.registry.known_channels``), an identity an operator
+        names must be of one of them or of a kind they make (``phone``, ``email``, …)."""
         return cls(
+            kinds=None if channels is None else frozenset((*channels, *IDENTITY_KIND, *IDENTITY_KIND.values())),
             default_region=getattr(settings, "default_region", "US"),
             email_ignore_dots=frozenset(d.casefold() for d in getattr(settings, "email_ignore_dots", ())),
             email_strip_plus=frozenset(d.casefold() for d in getattr(settings, "email_strip_plus", ())),
@@ -149,6 +155,12 @@ def parse_identity(text: str, rules: IdentityRules = PLAIN) -> str:
     channel = channel.strip().lower()
     if not colon or not channel or not re.fullmatch(r"[a-z][a-z0-9_-]*", channel):
         raise InvalidAddress("an identity is <channel>:<address>, e.g. sms:+15551234567 or email:ann@example.com")
+    if rules.kinds is not None and channel not in rules.kinds:
+        # A kind no channel makes would be an address no message ever comes from: a typo.
+        raise InvalidAddress(
+            f"unknown identity kind {channel!r}{did_you_mean(channel, rules.kinds)}: "
+            f"known kinds are {', '.join(sorted(rules.kinds))}"
+        )
     return identity_for(channel, address, rules=rules)
 
 

@@ -17,7 +17,7 @@ from events.streams import SetupFailed, patiently
 from services.api.app import ApiDeps, build_app
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
-from services.api.registry import Registry
+from services.api.registry import Registry, known_channels
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
@@ -160,7 +160,8 @@ async def run_api(
     # A store it cannot open fails the start: serving without timelines while /readyz says
     # ready hid a wrong DSN or a database that is down.
     timelines = await _open_projection(config, readonly=True, service="API")
-    directory = IdentityDirectory(await _identity_bucket(bus), IdentityRules.from_settings(config.intake))
+    rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
+    directory = IdentityDirectory(await _identity_bucket(bus), rules)
     app = build_app(
         ApiDeps(
             nc=bus.nc,

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
+from services.api.registry import known_channels
 from services.bootstrap import connect_for_tool, event_store
 from services.config import Config
 from services.customers.erase import Eraser, ErasureTargets
@@ -95,7 +96,8 @@ async def _customers(config: Config) -> AsyncIterator[Customers]:
         if not await streams_exist(js):
             raise SystemExit(f"relaydesk customers: no Relaydesk event log on {url} (run relaydesk up first)")
         kv = await js.key_value(subjects.IDENTITY_BUCKET)
-        directory = IdentityDirectory(kv, IdentityRules.from_settings(config.intake))
+        rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
+        directory = IdentityDirectory(kv, rules)
         # Sealing and opening personal data like every service (events.personal).
         yield Customers(event_store(nc, config).for_reader("customers"), directory, config.router)
     finally:

@@ -163,6 +163,12 @@ async def test_linking_an_address(desk: Desk) -> None:
     # A bad address.
     status, body = await desk.system.post(f"/v1/customers/{ann}/identities", {"identity": "sms:12"})
     assert status == 400, body
+    # A kind no channel makes (a typo): refused, naming the near miss, nothing linked.
+    status, body = await desk.system.post(f"/v1/customers/{ann}/identities", {"identity": "emial:ann@example.org"})
+    assert status == 400, body
+    assert "unknown identity kind 'emial' (did you mean 'email'?)" in body["error"], body
+    status, body = await desk.system.get(f"/v1/customers/{ann}")
+    assert not [i for i in body["identities"] if i.startswith("emial:")], body
     # Another customer's address: refused, naming the owner; with merge: true, merged.
     status, body = await desk.system.post(
         f"/v1/customers/{ann}/identities", {"identity": "email:Ann.Other@example.com"}
