@@ -73,6 +73,11 @@ def conversation(customer_id: str, conversation_id: str) -> str:
     return f"rd.evt.c.{token(customer_id)}.{token(conversation_id)}"
 
 
+def conversation_filter(conversation_id: str) -> str:
+    """A conversation's subject whoever its customer (a wildcard: for a last-message get)."""
+    return f"rd.evt.c.*.{token(conversation_id)}"
+
+
 def customer_scope(customer_id: str) -> str:
     return conversation(customer_id, CUSTOMER_SCOPE)
 

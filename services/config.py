@@ -100,6 +100,9 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A reply still without MessageSent / DeliveryFailed after this long is queued for its
     # connector again (deduplicated by reply id): the outbox half of the reply command.
     reply_requeue_seconds: Seconds = 30.0
+    # /readyz says not ready when the API's view leaves an end of the log it saw unreached
+    # this long (a stopped reader, a paused process); a burst folded sooner is no lag.
+    view_stale_seconds: Seconds = 10.0
     # The API's address as providers reach it (Twilio fetches MMS media from signed links
     # under it, services.api.uploads); empty: http://<host>:<port>.
     public_url: str = ""

@@ -37,6 +37,7 @@ from services.intake.lag import OLDEST_AGE as INTAKE_OLDEST_AGE
 from services.intake.lag import PENDING as INTAKE_PENDING
 
 __all__ = [
+    "API_VIEW_LAG",
     "DEAD_LETTERS",
     "DECIDE_SECONDS",
     "DELIVERY_ATTEMPTS",
@@ -96,6 +97,13 @@ DELIVERY_FAILURES = Counter(
     "relaydesk_delivery_failures_total",
     "Deliveries that failed for good (every try failed, or the endpoint is gone), by endpoint kind",
     ["kind"],
+)
+
+# -- API ----------------------------------------------------------------------------
+
+API_VIEW_LAG = Gauge(
+    "relaydesk_api_view_lag_events",
+    "Events on the log the API's view has not folded yet (log end minus its position, at the last /readyz)",
 )
 
 # -- projector ----------------------------------------------------------------------

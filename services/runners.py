@@ -172,6 +172,7 @@ async def run_api(
             token=token,
             policy=config.router,
             reply_requeue_after=config.api.reply_requeue_seconds,
+            view_stale_after=config.api.view_stale_seconds,
             signing_key=api_signing_key(config, config.data_dir),
             replicas=config.nats.replicas,
             slack=config.slack,

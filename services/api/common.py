@@ -16,6 +16,7 @@ from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
 from services.api.console_settings import ConsoleSettings
+from services.api.readiness import STALE_AFTER_S
 from services.api.readmodel import LiveState
 from services.api.registry import Registry
 from services.api.templates import TemplateSettings
@@ -37,6 +38,8 @@ class ApiDeps:
     token: str
     policy: RouterPolicy = field(default_factory=RouterPolicy)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # /readyz says not ready when the view leaves an end of the log unreached this long (readiness.py).
+    view_stale_after: float = STALE_AFTER_S
     # A reply with no outcome after this long is queued for its connector again (replies.py).
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.

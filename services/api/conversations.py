@@ -9,6 +9,7 @@ import uuid
 import structlog
 from aiohttp import web
 
+from events import subjects
 from events.model import (
     ConversationEscalated,
     ConversationResolved,
@@ -202,8 +203,29 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         # The routing view forgets resolved conversations; their summary lives on.
         summary = await deps.timelines.conversation(cid) if deps.timelines else None
         if summary is None:
-            return json_error(404, f"no conversation {cid}")
+            return await not_found_or_not_yet(cid)
         return ok(summary_json(summary))
+
+    async def not_found_or_not_yet(cid: str) -> web.Response:
+        """404 only for a conversation the log does not hold: one resolved while the timelines
+        projection lags (the projector stopped, a rebuild) is 503 with ``Retry-After``."""
+        if deps.timelines is None or not subjects.is_token(cid):
+            return json_error(404, f"no conversation {cid}")
+        last = await deps.store.last_subject_seq(subjects.conversation_filter(cid))
+        if not last:
+            return json_error(404, f"no conversation {cid}")
+        projected = await deps.timelines.checkpoints()
+        if projected and min(projected.values()) >= last:
+            return json_error(404, f"no conversation {cid}")  # projected, and not there: erased
+        response = json_error(
+            503,
+            f"conversation {cid} is resolved, and the timelines projection has not recorded it yet "
+            f"(its last event is {last}; the projection stands at {min(projected.values(), default=0)})",
+            last_event=last,
+            projection=projected,
+        )
+        response.headers["Retry-After"] = "2"
+        return response
 
     @r.get("/v1/queues")
     async def queues(request: web.Request) -> web.Response:

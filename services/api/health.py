@@ -10,8 +10,11 @@ from aiohttp import web
 
 from events.streams import streams_exist
 from services.api.common import ApiDeps, ok
+from services.api.readiness import Freshness
 from services.intake.lag import export, read_lag
+from services.metrics import API_VIEW_LAG, PROJECTOR_LAG
 from services.nats_errors import NATS_ERRORS
+from services.timelines.store import DEFAULT_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +27,28 @@ async def view_progress(deps: ApiDeps) -> dict[str, Any]:
     except NATS_ERRORS as err:  # NATS away: the probe still answers, without the log's end
         log.debug("api.readyz_log_end_unknown", error=repr(err))
         view["log_end"] = None
+    if view["log_end"] is not None:
+        view["lag_events"] = max(0, view["log_end"] - view["position"])
+        API_VIEW_LAG.set(view["lag_events"])
     return view
+
+
+async def projection_progress(deps: ApiDeps, log_end: int | None) -> dict[str, Any]:
+    """Where the timelines projection the API reads stands (detail only: agents keep working
+    while it lags; what only it answers says so, see conversations.py)."""
+    if deps.timelines is None:
+        return {"configured": False}
+    try:
+        checkpoints = await deps.timelines.checkpoints()
+    except Exception as err:  # the database away: said here, the reads themselves fail loudly
+        log.warning("api.readyz_projection_unknown", error=repr(err)[:200])
+        return {"error": repr(err)[:200]}
+    out: dict[str, Any] = {"checkpoints": checkpoints}
+    # One projector over the whole log: its lag is plain (partitions each see a share of it).
+    if log_end is not None and set(checkpoints) <= {DEFAULT_KEY}:
+        out["lag_events"] = max(0, log_end - checkpoints.get(DEFAULT_KEY, 0))
+        PROJECTOR_LAG.labels(projector=DEFAULT_KEY).set(out["lag_events"])
+    return out
 
 
 async def intake_lag(deps: ApiDeps) -> dict[str, Any]:
@@ -45,15 +69,33 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def healthz(request: web.Request) -> web.Response:
         return ok({"status": "ok"})
 
+    freshness = Freshness(deps.view_stale_after)
+
     @r.get("/readyz")
     async def readyz(request: web.Request) -> web.Response:
         connected = deps.nc.is_connected
         streams = connected and await streams_exist(deps.nc.jetstream())
         view = await view_progress(deps)
-        body = {"nats_connected": connected, "streams": streams, "view": view, "intake": await intake_lag(deps)}
-        if streams and view["caught_up"]:
+        body = {
+            "nats_connected": connected,
+            "streams": streams,
+            "view": view,
+            "intake": await intake_lag(deps),
+            "projection": await projection_progress(deps, view["log_end"]),
+        }
+        stale = freshness.stale(view["position"], view["log_end"]) if view["log_end"] is not None else 0.0
+        if streams and view["caught_up"] and not stale:
             return ok({"status": "ready", **body})
-        reason = "the API's view has not caught up with the log yet" if streams else "NATS or its streams unavailable"
+        if not streams:
+            reason = "NATS or its streams unavailable"
+        elif not view["caught_up"]:
+            reason = "the API's view has not caught up with the log yet"
+        else:
+            reason = (
+                f"the API's view has fallen behind the log: {view['lag_events']} events behind, "
+                f"an end of the log it has not reached for {stale:.0f} s"
+            )
+            log.warning("api.view_behind", lag_events=view["lag_events"], seconds=round(stale, 1))
         return ok({"status": "not ready", "reason": reason, **body}, status=503)
 
     return r

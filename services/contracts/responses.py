@@ -77,16 +77,21 @@ class ViewProgress(msgspec.Struct, kw_only=True):
     snapshot_seq: int | None = None
     rereads: int = 0
     log_end: int | None = None
+    lag_events: int | None = None  # log_end - position, when NATS answered
 
 
 class Readiness(msgspec.Struct, kw_only=True):
-    """``/readyz``: 200 ``ready`` or 503 ``not ready`` with the reason."""
+    """``/readyz``: 200 ``ready`` or 503 ``not ready`` with the reason: NATS or the streams
+    away, the view not caught up yet, or a view that has fallen behind the log (an end of the
+    log left unreached for ``[api] view_stale_seconds``). ``intake`` and ``projection`` (the
+    timelines' checkpoints and lag) are detail: they never make the API unready."""
 
     status: str
     nats_connected: bool
     streams: bool
     view: ViewProgress
     intake: dict[str, Any]
+    projection: dict[str, Any] = {}
     reason: str | None = None
 
 

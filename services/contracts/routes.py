@@ -91,7 +91,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/readyz",
-        "Readiness: NATS, the streams and the API's view caught up with the log",
+        "Readiness: NATS, the streams and the API's view caught up with the log and keeping up",
         "health",
         {200: rs.Readiness, 503: rs.Readiness},
         auth=PUBLIC,
@@ -293,7 +293,10 @@ ROUTES: tuple[Route, ...] = (
         "conversations",
         {200: rs.Conversation},
         auth=BOTH,
-        errors={404: "no such conversation"},
+        errors={
+            404: "no such conversation",
+            503: "resolved, and the timelines projection has not recorded it yet (Retry-After)",
+        },
     ),
     Route("GET", "/v1/queues", "Waiting conversations by queue", "conversations", {200: rs.Queues}),
     Route(

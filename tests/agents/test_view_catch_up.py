@@ -201,3 +201,61 @@ async def test_a_port_clash_is_reported_before_the_log_is_read(
     finally:
         holder.close()
         await holder.wait_closed()
+
+
+async def test_a_view_that_stops_following_the_log_is_not_ready_and_unprojected_resolutions_are_503(
+    clean_nats: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the long-run audit: once caught up, the API stayed ready whatever its view
+    missed later, and a conversation resolved while the projector lagged was a 404."""
+    config = system_config(tmp_path, clean_nats.url)
+    config.api = msgspec.structs.replace(config.api, view_stale_seconds=1.0)
+    base = f"http://{config.api.host}:{config.api.port}"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    gate = Gate(monkeypatch)
+    gate.open.set()
+    async with connected(clean_nats) as (nc, store), aiohttp.ClientSession() as http:
+        await write(store, agents(3))
+        end = await write_conversations(store, "a", 30, 3)  # cv-a-0 is resolved
+        stop, ready = asyncio.Event(), asyncio.Event()
+        api = asyncio.create_task(run_api(config, Bus(nc, store), API_TOKEN, stop, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 30)
+
+            async def readyz() -> tuple[int, Any]:
+                async with http.get(base + "/readyz") as r:
+                    return r.status, await r.json()
+
+            status, body = await readyz()
+            assert status == 200, body
+            # No projector runs here: the timelines hold nothing of the log yet.
+            assert body["projection"]["lag_events"] == end, body
+            async with http.get(base + "/v1/conversations/cv-a-0", headers=auth) as r:
+                assert r.status == 503 and r.headers["Retry-After"], await r.text()
+                assert "has not recorded it yet" in (await r.json())["error"]
+            async with http.get(base + "/v1/conversations/cv-never", headers=auth) as r:
+                assert r.status == 404
+
+            gate.open.clear()  # the view's reader stops (a wedged subscription, a paused loop)
+            written = [end]
+
+            async def behind() -> dict[str, Any] | None:
+                # The log goes on (the fetch in flight when the gate closed still returns one).
+                written.append(await write_conversations(store, "b", 1, 3, start=len(written)))
+                status, body = await readyz()
+                return body if status == 503 else None
+
+            body = await eventually(behind, timeout=30)
+            assert "fallen behind the log" in body["reason"], body
+            assert body["view"]["lag_events"] > 0 and body["view"]["caught_up"] is True
+
+            gate.open.set()
+
+            async def ready_again() -> bool:
+                status, body = await readyz()
+                return status == 200 and body["view"]["position"] == written[-1]
+
+            await eventually(ready_again, timeout=30)
+        finally:
+            stop.set()
+            await api
