@@ -45,6 +45,8 @@ SNAPSHOT_AFTER_CATCH_UP = 1_000
 # Encoding the view stops the loop that serves requests: at most this share of the time
 # (services.spacing), however often SNAPSHOT_EVERY events arrive.
 SNAPSHOT_DUTY = 0.01
+# Subjects read at once when folds are fed their subjects again after a snapshot.
+REFEED_READS_IN_FLIGHT = 32
 
 
 class SavedFold(Protocol):
@@ -61,6 +63,7 @@ class _FoldEntry:
     apply: Fold
     saved: SavedFold | None
     refeed_from: Callable[[], int] | None
+    refeed_subjects: Callable[[], dict[str, int]] | None = None
 
 
 class Listener:
@@ -123,6 +126,8 @@ class LiveState:
         self.reader = reader or LogReader(self.store)
         self._folds: list[_FoldEntry] = []
         self._refeed: dict[str, int] = {}
+        self._refeed_subjects: dict[str, dict[str, int]] = {}  # fold name -> subject -> from seq
+        self.fed_again = 0  # events read again after the snapshot for folds it holds no dump of
         self._listeners: set[Listener] = set()
         self._task: asyncio.Task[None] | None = None
         self._saving: asyncio.Task[None] | None = None
@@ -138,15 +143,19 @@ class LiveState:
         name: str | None = None,
         saved: SavedFold | None = None,
         refeed_from: Callable[[], int] | None = None,
+        refeed_subjects: Callable[[], dict[str, int]] | None = None,
     ) -> None:
-        """``saved``: the fold's state goes into the view's snapshot; ``refeed_from``: after a
-        snapshot the fold is fed again from the sequence this gave when the snapshot was
-        taken; neither: fed the whole log again (the routing view still starts from the
-        snapshot)."""
+        """``saved``: the fold's state goes into the view's snapshot; ``refeed_subjects``:
+        after a snapshot the fold is fed again the events of only these subjects, each from
+        its sequence (subject -> first sequence, ids only, as it gave when the snapshot was
+        taken): what a fold of personal data about open conversations needs, however old
+        the oldest is; ``refeed_from``: fed again the whole log from that sequence (and
+        from it when a snapshot has no subjects for it); none: fed the whole log again (the
+        routing view still starts from the snapshot)."""
         if self._task is not None:
             raise RuntimeError("add folds before LiveState.start(): a late fold would miss the past")
         label = name or str(getattr(fold, "__qualname__", None) or repr(fold))
-        self._folds.append(_FoldEntry(label, fold, saved, refeed_from))
+        self._folds.append(_FoldEntry(label, fold, saved, refeed_from, refeed_subjects))
 
     def listen(self, limit: int = 10_000) -> Listener:
         """Events applied from now on (after ``position``), for a reader that follows the log
@@ -177,6 +186,8 @@ class LiveState:
         for fold in self._folds:
             if fold.saved is not None and fold.name in snap.dumps:
                 fold.saved.load(snap.dumps[fold.name])
+            elif fold.refeed_subjects is not None and fold.name in snap.refeed_subjects:
+                self._refeed_subjects[fold.name] = snap.refeed_subjects[fold.name]
             else:
                 # fed again from where its snapshot says, or from the start
                 self._refeed[fold.name] = min(max(1, snap.refeed_from.get(fold.name, 1)), snap.position + 1)
@@ -185,7 +196,11 @@ class LiveState:
         self.position = snap.position
         self.snapshot_position = snap.position
         log.info(
-            "api.snapshot_loaded", seq=snap.position, conversations=len(snap.state.conversations), refeed=self._refeed
+            "api.snapshot_loaded",
+            seq=snap.position,
+            conversations=len(snap.state.conversations),
+            refeed=self._refeed,
+            refeed_subjects={name: len(subjects) for name, subjects in self._refeed_subjects.items()},
         )
 
     async def stop(self) -> None:
@@ -226,6 +241,8 @@ class LiveState:
     async def _run(self) -> None:
         while True:
             try:
+                if self._refeed_subjects:
+                    await self._feed_subjects_again()
                 if self._refeed:
                     await self._feed_again()
                 if not self.caught_up.is_set() and self.position >= self.log_end:
@@ -250,6 +267,34 @@ class LiveState:
                 count_skip("api.view_read")
                 await asyncio.sleep(1.0)
 
+    async def _feed_subjects_again(self) -> None:
+        """After a snapshot: the folds it named subjects for see those subjects' events again,
+        up to it (many subjects read at once, each with batched direct gets)."""
+        until = self.snapshot_position or 0
+        limit = asyncio.Semaphore(REFEED_READS_IN_FLIGHT)
+
+        async def read(subject: str, from_seq: int) -> list[StoredEvent]:
+            async with limit:
+                return [s for s in await self.store.read_direct(subject, from_seq) if s.seq <= until]
+
+        read_again = 0
+        for name, wanted in self._refeed_subjects.items():
+            fold = next(f for f in self._folds if f.name == name)
+            found = await asyncio.gather(*(read(subject, seq) for subject, seq in wanted.items()))
+            events = sorted((stored for each in found for stored in each), key=lambda stored: stored.seq)
+            for stored in events:
+                self._apply_one(fold, stored)
+            read_again += len(events)
+        self.fed_again += read_again
+        log.info(
+            "api.folds_fed_again",
+            folds=sorted(self._refeed_subjects),
+            subjects=sum(len(wanted) for wanted in self._refeed_subjects.values()),
+            events=read_again,
+            until=until,
+        )
+        self._refeed_subjects = {}
+
     async def _feed_again(self) -> None:
         """After a snapshot: the folds it holds no dump for see the log again, up to it."""
         start = min(self._refeed.values())
@@ -261,6 +306,7 @@ class LiveState:
                     for fold in self._folds:
                         if fold.name in self._refeed and stored.seq >= self._refeed[fold.name]:
                             self._apply_one(fold, stored)
+                self.fed_again += len(batch)
         log.info("api.folds_fed_again", folds=sorted(self._refeed), from_seq=start, until=until)
         self._refeed = {}
 
@@ -290,6 +336,11 @@ class LiveState:
                 dumps={f.name: f.saved.dump() for f in self._folds if f.saved is not None},
                 refeed_from={
                     f.name: f.refeed_from() for f in self._folds if f.saved is None and f.refeed_from is not None
+                },
+                refeed_subjects={
+                    f.name: f.refeed_subjects()
+                    for f in self._folds
+                    if f.saved is None and f.refeed_subjects is not None
                 },
             )
             data = view_snapshot.dump(snap)

@@ -148,6 +148,15 @@ class PendingReplies:
         view (its replies hold personal data, so they are not put in the snapshot)."""
         return min((p.seq for p in self.by_id.values()), default=self.seen + 1)
 
+    def refeed_subjects(self) -> dict[str, int]:
+        """What to read again after a snapshot of the API's view: the conversation of each
+        reply waiting for an outcome, from its earliest such reply."""
+        out: dict[str, int] = {}
+        for pending in self.by_id.values():
+            subject = subjects.conversation(pending.reply.customer_id, pending.reply.conversation_id)
+            out[subject] = min(out.get(subject, pending.seq), pending.seq)
+        return out
+
     def due(self, now: datetime, requeue_after: float) -> list[Pending]:
         """Replies waiting longer than ``requeue_after`` (and not queued again within that
         time), oldest first; replies past the horizon are forgotten."""
@@ -213,7 +222,9 @@ class ReplyRelay:
 def install(app: web.Application, deps: ApiDeps) -> None:
     """Fold pending replies from the API's log reader; run the relay while the app runs."""
     pending = PendingReplies()
-    deps.live.add_fold(pending.apply, name="replies_pending", refeed_from=pending.refeed_from)
+    deps.live.add_fold(
+        pending.apply, name="replies_pending", refeed_from=pending.refeed_from, refeed_subjects=pending.refeed_subjects
+    )
     relay = ReplyRelay(deps, pending, deps.reply_requeue_after, deps.clock)
 
     async def start(app: web.Application) -> None:

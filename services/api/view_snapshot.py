@@ -2,10 +2,12 @@
 the log after the snapshot, not all of it.
 
 A snapshot holds the routing view at a stream sequence and, for each other fold the API runs
-(agent tokens, replies waiting for an outcome), either that fold's own dump or the sequence
-from which it must be fed again (a fold whose state holds personal data, which must not sit
-in clear in a snapshot, is fed again instead). One that cannot be read, or was written by
-another version, is ignored: the view is then folded from the whole log (and saved again).
+(agent tokens, replies waiting for an outcome), either that fold's own dump or what it must be
+fed again (a fold whose state holds personal data, which must not sit in clear in a snapshot,
+is fed again instead): the subjects it needs, each from a sequence (the open conversations of
+the workspace, the conversations with replies waiting), or the sequence to read the log from.
+One that cannot be read, or was written by another version, is ignored: the view is then
+folded from the whole log (and saved again).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ViewSnapshot(msgspec.Struct, kw_only=True):
     state: RouterState
     dumps: dict[str, bytes] = {}  # fold name -> its own dump
     refeed_from: dict[str, int] = {}  # fold name -> first sequence to feed it again from
+    # fold name -> subject -> first sequence: only these subjects' events are fed to it again
+    refeed_subjects: dict[str, dict[str, int]] = {}
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -8,7 +8,8 @@ email subject and the display name the connector heard (``metadata.sender_name``
 customer the name the team set (``CustomerProfileUpdated.name``), most recent first.
 
 These are personal data, so the fold is not in the view's snapshot: after a snapshot it is fed
-the log again from the oldest open conversation's first event (``refeed_from``). A customer's
+again the events of each open conversation, from its first one (``refeed_subjects``: one
+conversation left open for months costs its own events, not every event since). A customer's
 name can be older than that: a customer whose name the fold has not seen is looked up once on
 their own ``_customer`` subject (a handful of events, one direct-get round trip) and cached;
 later profile updates replace it as they are folded. The cache of names is bounded (LRU).
@@ -118,6 +119,15 @@ class WorkspaceFacts:
         """Where to read the log again from after a snapshot of the API's view."""
         return min((f.opened_seq for f in self.conversations.values()), default=self.seen + 1)
 
+    def refeed_subjects(self) -> dict[str, int]:
+        """What to read again after a snapshot of the API's view: each open conversation's
+        subject from its first event (the names are looked up again as they are asked for)."""
+        out: dict[str, int] = {}
+        for cid, facts in self.conversations.items():
+            subject = subjects.conversation(facts.customer_id, cid)
+            out[subject] = min(out.get(subject, facts.opened_seq), facts.opened_seq)
+        return out
+
     def _remember(self, customer_id: str, seq: int, name: str | None) -> None:
         current = self.names.get(customer_id)
         if current is not None and current[0] > seq:
@@ -223,5 +233,7 @@ def of(live: Any, store: EventStore | None = None) -> WorkspaceFacts:
         return WorkspaceFacts(store)
     if found is None:
         found = _BY_VIEW[live] = WorkspaceFacts(store)
-        live.add_fold(found.apply, name="workspace", refeed_from=found.refeed_from)
+        live.add_fold(
+            found.apply, name="workspace", refeed_from=found.refeed_from, refeed_subjects=found.refeed_subjects
+        )
     return found

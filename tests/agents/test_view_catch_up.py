@@ -18,17 +18,19 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
+from events.model import ConversationOpened, ConversationResolved, LogEvent, MessageReceived, ReplyRequested
 from events.store import EventStore, StoredEvent
 from events.streams import ensure_streams
-from services.api import view_snapshot
+from services.api import view_snapshot, workspace
 from services.api.logreader import LogReader
 from services.api.readmodel import LiveState
+from services.api.replies import PendingReplies
 from services.bootstrap import Bus
 from services.embedded_nats import EmbeddedNats
 from services.runners import ServiceFailed, run_api
 from tests.integration.system import API_TOKEN, eventually, system_config
 
-from .view_log import agents, fold_of_log, picture, write, write_conversations
+from .view_log import T0, agents, fold_of_log, picture, write, write_conversations
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +112,63 @@ async def test_a_restart_reads_only_the_log_after_the_snapshot(clean_nats: Embed
             assert saved2.seen == end  # restored from the snapshot, then the tail
             assert fed2.seen == 100 + tail  # fed again from where the snapshot said
             assert picture(second.state) == picture(await fold_of_log(store))
+        finally:
+            await second.stop()
+
+
+async def test_after_a_snapshot_a_conversation_open_for_months_costs_its_own_events_not_the_log_since(
+    clean_nats: EmbeddedNats,
+) -> None:
+    """Found by the long-run audit: the workspace and the replies waiting (personal data, not in
+    the snapshot) were fed the whole log again from the oldest open conversation, so one left
+    open for months made every API restart about as slow as a cold one."""
+    async with connected(clean_nats) as (_, store):
+        old = [
+            ConversationOpened(
+                at=T0, customer_id="cu-old", conversation_id="cv-old", channel="sms", contact="+15550001234"
+            ),
+            MessageReceived(
+                at=T0,
+                customer_id="cu-old",
+                conversation_id="cv-old",
+                channel="sms",
+                message_id="m-old",
+                provider_message_id="p-old",
+                text="the question I asked months ago",
+            ),
+            ReplyRequested(
+                at=T0, customer_id="cu-old", conversation_id="cv-old", channel="sms", reply_id="r-old", text="on it"
+            ),  # no outcome yet: still waiting
+        ]
+        await write(store, old)
+        since: list[LogEvent] = []
+        for i in range(2_000):  # every later conversation opened and resolved
+            cid, cust = f"cv-{i}", f"cu-{i}"
+            since.append(ConversationOpened(at=T0, customer_id=cust, conversation_id=cid, channel="sms", contact="+1"))
+            since.append(ConversationResolved(at=T0, customer_id=cust, conversation_id=cid, agent_id="ag0"))
+        end = await write(store, since)
+        first = LiveState(store)
+        workspace.of(first, store)
+        pending = PendingReplies()
+        first.add_fold(pending.apply, name="replies_pending", refeed_subjects=pending.refeed_subjects)
+        await first.start()
+        await first.save_snapshot()
+        await first.stop()
+
+        second = LiveState(store)
+        facts = workspace.of(second, store)
+        pending = PendingReplies()
+        second.add_fold(pending.apply, name="replies_pending", refeed_subjects=pending.refeed_subjects)
+        await second.start()
+        try:
+            assert second.snapshot_position == end
+            # Only the open conversation's own events are read again (once for each fold).
+            assert second.fed_again == 3 + 1, second.fed_again
+            assert list(pending.by_id) == ["r-old"]
+            item = facts.item_json(second.state, "cv-old", "cu-old")
+            assert item["preview"] == "the question I asked months ago"
+            assert item["customer"]["address"] == "+1 •••• 1234"
+            assert set(facts.conversations) == {"cv-old"}
         finally:
             await second.stop()
 
