@@ -6,7 +6,11 @@ start on a long log) held the whole log in memory, decoded (724 MB for a deliver
 what it had not handed on yet, and the server sends no more); once the reader has taken all
 but ``RESUME_AT``, a new consumer starts after the last event queued. Nothing is skipped and
 nothing is queued twice. Blocking the callback instead does not bound anything: nats-py answers
-the server's flow control as it receives, and keeps the messages in its own pending queue.
+the server's flow control as it receives, and keeps the messages in its own pending queue. So
+the callback only decodes and queues: sealed events are opened by a task of their own between
+two local queues (both counted for the pause). Opened in the callback, a reader that opens slower
+than the log arrives left the backlog in nats-py's queue, out of the pause's sight (1.1 GB at
+715,000 sealed events on a cold delivery start).
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ class Tail:
         pause_at: int = PAUSE_AT,
         resume_at: int = RESUME_AT,
     ) -> None:
-        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue()  # ready for the reader
+        self._sealed: asyncio.Queue[StoredEvent] = asyncio.Queue()  # received, to be opened first
+        self._opening: asyncio.Task[None] | None = None
+        self._being_opened = 0  # taken from ``_sealed``, not yet in ``queue``
         self.sub: JetStreamContext.PushSubscription | None = None
         self.last_seq = 0  # of the last event queued
         self.pauses = 0
@@ -71,13 +78,32 @@ class Tail:
         if self._on_undecodable is not None and isinstance(stored.event, Undecodable):
             self._on_undecodable(stored)  # quarantined; still queued, so readers count its sequence
         if self._opener is not None:
-            stored = await self._open_patiently(stored)
-        self.queue.put_nowait(stored)
+            self._sealed.put_nowait(stored)
+            if self._opening is None:
+                self._opening = asyncio.create_task(self._open_in_order(), name="tail-open")
+        else:
+            self._ready(stored)
         self.last_seq = stored.seq
-        self._arrived.set()
-        if not self._paused and self.queue.qsize() >= self.pause_at and self._subscribe is not None:
+        if not self._paused and self.waiting() >= self.pause_at and self._subscribe is not None:
             self._paused = True
             self._switching = asyncio.create_task(self._pause(), name="tail-pause")
+
+    def waiting(self) -> int:
+        """Events received and not yet taken by the reader (opened or not)."""
+        return self.queue.qsize() + self._sealed.qsize() + self._being_opened
+
+    def _ready(self, stored: StoredEvent) -> None:
+        self.queue.put_nowait(stored)
+        self._arrived.set()
+
+    async def _open_in_order(self) -> None:
+        while True:
+            stored = await self._sealed.get()
+            self._being_opened = 1
+            try:
+                self._ready(await self._open_patiently(stored))
+            finally:
+                self._being_opened = 0
 
     async def _pause(self) -> None:
         sub, self.sub = self.sub, None
@@ -87,8 +113,8 @@ class Tail:
             except NatsError as err:  # the connection is closing: there is nothing to stop
                 _log.debug("tail.pause_unsubscribe_failed", after_seq=self.last_seq, error=repr(err))
         self.pauses += 1
-        _log.debug("tail.paused", after_seq=self.last_seq, waiting=self.queue.qsize())
-        if self.queue.qsize() <= self.resume_at and not self._closed:
+        _log.debug("tail.paused", after_seq=self.last_seq, waiting=self.waiting())
+        if self.waiting() <= self.resume_at and not self._closed:
             # The reader took the rest while the consumer was stopping: nothing would call
             # ``_taken`` again (it waits for an event), so go on at once.
             await self._resume()
@@ -112,7 +138,7 @@ class Tail:
         if (
             self._paused
             and not self._closed
-            and self.queue.qsize() <= self.resume_at
+            and self.waiting() <= self.resume_at
             and (self._switching is None or self._switching.done())
         ):
             self._switching = asyncio.create_task(self._resume(), name="tail-resume")
@@ -167,9 +193,10 @@ class Tail:
 
     async def close(self) -> None:
         self._closed = True
-        if self._switching is not None:
-            self._switching.cancel()
-            await asyncio.gather(self._switching, return_exceptions=True)
+        for task in (self._switching, self._opening):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None

@@ -10,6 +10,7 @@ from nats.aio.msg import Msg
 
 from events.codec import encode
 from events.model import MessageReceived
+from events.stored import StoredEvent
 from events.tail import Tail
 
 SUBJECT = "rd.evt.c.cu1.cv1"
@@ -57,4 +58,46 @@ async def test_a_reader_that_took_everything_while_the_consumer_stopped_is_not_l
     assert [c.start for c in consumers] == [1, 6]  # the next consumer starts after the last queued
     await tail.on_msg(_msg(6))
     assert [s.seq for s in tail.drain()] == [6]
+    await tail.close()
+
+
+async def test_a_slow_opener_holds_the_backlog_where_the_pause_sees_it_and_keeps_the_order() -> None:
+    """Opening sealed events in the callback left the backlog in nats-py's own queue, out of
+    the pause's sight (1.1 GB on a cold delivery start at 715,000 sealed events)."""
+    consumers: list[SlowToStop] = []
+
+    async def subscribe(start: int) -> SlowToStop:
+        consumers.append(SlowToStop(start))
+        return consumers[-1]
+
+    release = asyncio.Event()
+
+    async def opener(stored: StoredEvent) -> StoredEvent:
+        await release.wait()  # a key store round trip, or much to decrypt
+        return stored
+
+    tail = Tail(opener=opener, pause_at=5, resume_at=1)
+    await tail.start(subscribe, 1)  # type: ignore[arg-type]
+    for seq in range(1, 6):
+        await asyncio.wait_for(tail.on_msg(_msg(seq)), 1)  # the callback never waits for the opener
+    for _ in range(100):
+        if consumers[0].stopped:
+            break
+        await asyncio.sleep(0.01)
+    assert consumers[0].stopped, "five events waiting to be opened did not pause the consumer"
+    assert tail.drain() == []  # nothing is handed on unopened
+    release.set()
+    assert await tail.wait(timeout=1)
+    taken: list[int] = []
+    for _ in range(100):
+        taken += [s.seq for s in tail.drain()]
+        if len(taken) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert taken == [1, 2, 3, 4, 5]
+    for _ in range(100):  # all taken: the tail goes on after the last one received
+        if len(consumers) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [c.start for c in consumers] == [1, 6]
     await tail.close()
