@@ -4,9 +4,13 @@
   in ``localStorage``; sent back to resume. It is a bearer secret of the browser, so it never
   appears in events: the chat *address* of an anonymous visitor is
   ``visitor:<HMAC-SHA256(session_secret, visitor id), 128 bits hex>``.
-* **Session token**: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(session_secret, …))>``,
-  valid ``token_ttl`` seconds (default 300). It is sent in the first WebSocket frame (never in
-  a URL) or as ``Authorization: Bearer`` on ``POST /messages``.
+* **Session token**: ``v2.<base64url(nonce ‖ AES-256-GCM(JSON claims))>``, the key derived from
+  ``session_secret``: sealed, not only signed, because the claims carry the visitor's name and
+  verified email, and a token can end up in a proxy's or a browser tool's log. Valid
+  ``token_ttl`` seconds (default 300). It is sent in the first WebSocket frame (never in a URL)
+  or as ``Authorization: Bearer`` on ``POST /messages``. ``v1`` tokens (claims signed in clear,
+  ``v1.<base64url(JSON)>.<base64url(HMAC)>``) are still accepted until they expire, so an
+  upgrade ends no session; none is issued any more.
 * **Identity JWT** (logged-in users): HS256, signed by the site's backend with
   ``identity_jwt_secret``, ``sub`` and ``exp`` required, lifetime at most one hour. A verified
   JWT makes the address ``user:<sub>``; ``name`` becomes the sender name and an ``email`` with
@@ -26,9 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.types import Options
 
-TOKEN_VERSION = "v1"
+TOKEN_VERSION = "v2"
+SIGNED_ONLY = "v1"  # accepted until expiry, never issued
+NONCE_BYTES = 12
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_JWT_LIFETIME = 3600
@@ -95,27 +103,49 @@ class SessionClaims:
         return out
 
 
+def _token_key(secret: str) -> AESGCM:
+    return AESGCM(_mac(secret, b"session-token-key", b""))
+
+
 def issue_token(secret: str, claims: SessionClaims) -> str:
-    payload = _b64(json.dumps(claims.to_json(), separators=(",", ":")).encode())
-    signed = f"{TOKEN_VERSION}.{payload}"
-    return f"{signed}.{_b64(_mac(secret, b'session-token', signed.encode()))}"
+    plain = json.dumps(claims.to_json(), separators=(",", ":")).encode()
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = _token_key(secret).encrypt(nonce, plain, TOKEN_VERSION.encode())
+    return f"{TOKEN_VERSION}.{_b64(nonce + sealed)}"
+
+
+def _claims_of(secret: str, parts: list[str]) -> bytes:
+    """The JSON claims of a v2 (sealed) or v1 (signed) token; ``TokenError`` if they do not hold."""
+    if parts[0] == TOKEN_VERSION and len(parts) == 2:
+        try:
+            data = _unb64(parts[1])
+        except ValueError as err:
+            raise TokenError("session token malformed") from err
+        if len(data) <= NONCE_BYTES:
+            raise TokenError("session token malformed")
+        try:
+            return _token_key(secret).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], TOKEN_VERSION.encode())
+        except InvalidTag as err:  # another secret, or altered
+            raise TokenError("session token signature invalid") from err
+    if parts[0] == SIGNED_ONLY and len(parts) == 3:
+        signed = f"{parts[0]}.{parts[1]}"
+        try:
+            given = _unb64(parts[2])
+            payload = _unb64(parts[1])
+        except ValueError as err:
+            raise TokenError("session token malformed") from err
+        if not hmac.compare_digest(given, _mac(secret, b"session-token", signed.encode())):
+            raise TokenError("session token signature invalid")
+        return payload
+    raise TokenError("session token malformed")
 
 
 def verify_token(secret: str, token: object, *, now: float | None = None) -> SessionClaims:
     if not isinstance(token, str) or not token:
         raise TokenError("session token missing")
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_VERSION:
-        raise TokenError("session token malformed")
-    signed = f"{parts[0]}.{parts[1]}"
+    payload = _claims_of(secret, token.split("."))
     try:
-        given = _unb64(parts[2])
-    except ValueError as err:
-        raise TokenError("session token malformed") from err
-    if not hmac.compare_digest(given, _mac(secret, b"session-token", signed.encode())):
-        raise TokenError("session token signature invalid")
-    try:
-        raw = json.loads(_unb64(parts[1]))
+        raw = json.loads(payload)
         claims = SessionClaims(
             address=str(raw["a"]),
             expires=int(raw["x"]),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -211,15 +214,35 @@ async def test_auth_frame_must_come_in_time(start_chat: StartChat) -> None:
 
 
 def test_session_token_round_trip_and_tampering() -> None:
-    claims = tokens.SessionClaims("user:7", int(time.time()) + 60, "Ada", "ada@example.com")
+    claims = tokens.SessionClaims("user:7", int(time.time()) + 60, "Ada Lovelace", "ada@example.com")
     token = tokens.issue_token(SECRET, claims)
     assert tokens.verify_token(SECRET, token) == claims
-    head, _payload, sig = token.split(".")
-    other = tokens.issue_token(SECRET, tokens.SessionClaims("user:8", claims.expires))
+    # The claims are sealed: the visitor's name and email are not readable from the token.
+    head, body = token.split(".")
+    assert head == "v2"
+    readable = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    assert b"Ada" not in readable and b"ada@example.com" not in readable and b"user:7" not in readable
+    altered = bytearray(readable)
+    altered[-1] ^= 1
     with pytest.raises(tokens.TokenError, match="signature invalid"):
-        tokens.verify_token(SECRET, f"{head}.{other.split('.')[1]}.{sig}")
+        tokens.verify_token(SECRET, f"v2.{base64.urlsafe_b64encode(bytes(altered)).decode().rstrip('=')}")
+    with pytest.raises(tokens.TokenError, match="signature invalid"):
+        tokens.verify_token(SECRET + "x", token)
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.verify_token(SECRET, token, now=claims.expires)
+    for malformed in ("v2.", "v2.!!!", "v2.AAAA", "v3.abc", f"{token}.extra"):
+        with pytest.raises(tokens.TokenError, match="malformed"):
+            tokens.verify_token(SECRET, malformed)
+
+
+def test_a_signed_v1_token_issued_before_an_upgrade_holds_until_it_expires() -> None:
+    payload = base64.urlsafe_b64encode(b'{"a":"user:7","x":%d,"n":"Ada"}' % (int(time.time()) + 60))
+    signed = "v1." + payload.decode().rstrip("=")
+    mac = hmac.new(SECRET.encode(), b"session-token\0" + signed.encode(), hashlib.sha256).digest()
+    token = f"{signed}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+    assert tokens.verify_token(SECRET, token).name == "Ada"
+    with pytest.raises(tokens.TokenError, match="signature invalid"):
+        tokens.verify_token(SECRET + "x", token)
 
 
 def test_addresses_and_message_ids() -> None:
