@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from events.skips import count_skip
 from events.streams import streams_exist
 from services.api.common import ApiDeps, ok
 from services.api.readiness import Freshness
@@ -41,7 +42,8 @@ async def projection_progress(deps: ApiDeps, log_end: int | None) -> dict[str, A
     try:
         checkpoints = await deps.timelines.checkpoints()
     except Exception as err:  # the database away: said here, the reads themselves fail loudly
-        log.warning("api.readyz_projection_unknown", error=repr(err)[:200])
+        log.warning("api.readyz_projection_unknown", error=repr(err)[:200], skipped="the projection's lag")
+        count_skip("api.readyz_projection")
         return {"error": repr(err)[:200]}
     out: dict[str, Any] = {"checkpoints": checkpoints}
     # One projector over the whole log: its lag is plain (partitions each see a share of it).
