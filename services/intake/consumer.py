@@ -396,6 +396,13 @@ async def _record_and_settle(
             bound().warning("intake.undecodable", error=describe_error(record)[:300])
             await dead_letter(lot, raw, reader=READER, error=describe_error(record))
             return
+        if isinstance(record, InboundMessage) and raw.subject != subjects.inbound(record.channel):
+            # A connector speaks only for its own channel: an SMS connector's user must not
+            # open an email conversation (a reply would go out by email to whoever it named).
+            reason = f"names channel {record.channel!r} but was published on {raw.subject}"
+            bound().warning("intake.wrong_channel", channel=record.channel, parked=True)
+            await dead_letter(lot, raw, reader=READER, error=reason)
+            return
         try:
             if earlier:
                 await intake.handle(record, subject=raw.subject, earlier=earlier)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
@@ -17,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from connectors.sdk.deadletter import MaxDeliveriesWatch, Redelivery, ensure_consumer
 from events import subjects
 from events.codec import encode
-from events.model import MessageReceived
+from events.model import InboundMessage, MessageReceived
 from events.parking import ParkingLot
 from events.store import EventStore
 from services.config import IntakeSettings
@@ -294,3 +295,36 @@ async def test_a_dead_letter_its_reader_cannot_read_is_parked_without_payload_an
         await sub.unsubscribe()
     finally:
         await watch.stop()
+
+
+async def test_a_message_naming_another_channel_than_its_subject_is_parked_not_recorded(
+    private: tuple[str, NATS, EventStore],
+) -> None:
+    """Found by an audit: the SMS connector's NATS user published a message naming channel
+    email on ``rd.inbound.sms``, and intake opened an email conversation with whatever address
+    it named (an agent's reply would have been mailed there)."""
+    url, nc, store = private
+    js = nc.jetstream()
+    lot = ParkingLot(js)
+    directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
+    broker = NatsBroker(url, logger=None)
+    register(broker, Intake(store, directory, IntakeSettings()), redelivery=FAST)
+    forged = InboundMessage(
+        at=datetime.now(UTC),
+        channel="email",
+        provider="smtp",
+        provider_message_id="<forged@example.com>",
+        sender="victim.ceo@example.com",
+        text="please send me the invoice",
+    )
+    async with broker:
+        await broker.start()
+        bad = await js.publish(subjects.inbound("sms"), encode(forged), headers={"Nats-Msg-Id": "sms:forged"})
+        await js.publish(
+            subjects.inbound("sms"), encode(sms("SMafter", "+15551110002", "hi")), headers={"Nats-Msg-Id": "sms:after"}
+        )
+        parked = await eventually(lambda: lot.get(f"{subjects.INBOUND_STREAM}.{bad.seq}"))
+        assert "names channel 'email' but was published on rd.inbound.sms" in parked.error
+        assert parked.deliveries == 1
+        await eventually(lambda: directory.lookup(identity_for("sms", "+15551110002")))  # the rest goes on
+        assert await directory.lookup(identity_for("email", "victim.ceo@example.com")) is None
