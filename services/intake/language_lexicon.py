@@ -147,6 +147,7 @@ def _build_near() -> dict[str, frozenset[str]]:
 
 
 _NEAR: dict[str, frozenset[str]] = _build_near()
+LONGEST = max(map(len, LEXICON))
 
 
 def lookup(word: str) -> tuple[frozenset[str], bool]:
@@ -156,7 +157,9 @@ def lookup(word: str) -> tuple[frozenset[str], bool]:
     exact = LEXICON.get(word)
     if exact is not None:
         return exact, True
-    if len(word) < 5:
+    if len(word) < 5 or len(word) > LONGEST + 1:
+        # Longer than any lexicon word with a letter added: nothing within one edit, and the
+        # deletions of a 100,000-letter "word" (an email can hold one) cost its length squared.
         return frozenset(), False
     found: set[str] = set()
     # A letter missing from the word: the word is a deletion of a lexicon word.

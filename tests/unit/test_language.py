@@ -212,3 +212,36 @@ def test_a_message_text_is_scored_once(detector: LanguageDetector, monkeypatch: 
     assert later == plan(
         fold_history(stored(first)), "cu1", message(text), triage, NOW, lambda p: p + "2", language=fresh
     )
+
+
+def test_a_huge_message_is_scored_by_its_opening_and_a_huge_word_costs_no_deletions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by an audit: one email holding a 100,000-letter run froze the whole `up` process
+    for seconds (the one-edit lookup built every deletion of the word: its length squared), and
+    a forged 600 KB text for about 100 s."""
+    from services.intake import language_lexicon
+
+    real = language_lexicon._deletions
+
+    def deletions(word: str) -> Any:
+        assert len(word) <= language_lexicon.LONGEST + 1, "a word no lexicon entry is near was edited"
+        return real(word)
+
+    monkeypatch.setattr(language_lexicon, "_deletions", deletions)
+    assert language_lexicon.lookup("a" * 100_000) == (frozenset(), False)
+    assert language_lexicon.lookup("reembolos")[0]  # a typo of a lexicon word still matches
+
+    seen: list[int] = []
+    detector = LanguageDetector(LANGUAGES, "en")
+    identifier = detector._identifier
+
+    class Measured:
+        def rank(self, text: str) -> Any:
+            seen.append(len(text))
+            return identifier.rank(text)
+
+    monkeypatch.setattr(detector, "_identifier", Measured())
+    text = "Hola, necesito un reembolso de mi pedido, gracias. " + "x" * 600_000
+    assert detector.detect(text) == "es"
+    assert seen and max(seen) <= 4_000
