@@ -63,6 +63,10 @@ class RowCodec:
     def json_out(self, value: dict[str, Any] | list[Any] | None) -> Any:
         return value
 
+    def text_out(self, value: str | None) -> str | None:
+        """Free text as the backend stores it (a customer's words, names, a CRM id)."""
+        return value
+
     def time_in(self, value: Any) -> datetime | None:
         return None if value is None else utc(value)
 
@@ -86,7 +90,7 @@ class RowCodec:
         # A batch's timestamps go through ``times_out`` together: a rebuild makes one row an event.
         entries = list(entries)
         ats = self.times_out([e.at for e in entries])
-        j = self.json_out
+        j, t = self.json_out, self.text_out
         return [
             (
                 e.customer_id,
@@ -98,7 +102,7 @@ class RowCodec:
                 e.direction,
                 e.agent_id,
                 e.message_id,
-                e.text,
+                t(e.text),
                 j(e.reason),
                 j(e.detail),
             )
@@ -198,12 +202,12 @@ class RowCodec:
             u.tier,
             self.json_out(u.flags),
             u.preferred_language,
-            u.crm_id,
+            self.text_out(u.crm_id),
             self.time_out(u.created_at),
             self.time_out(u.last_activity_at),
             u.conversation_count,
             u.last_seq,
-            u.search_text(),
+            self.text_out(u.search_text()),
             u.erased,
         )
 

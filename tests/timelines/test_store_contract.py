@@ -135,6 +135,19 @@ class StoreContract:
         assert await ts.timeline(cust, after=everything[-1].seq) == []
         assert await ts.timeline(new_id("nobody")) == []
 
+    async def test_a_message_with_a_nul_character_is_on_the_timeline(self, ts: TimelineStore) -> None:
+        """Found by an audit: PostgreSQL refused text and JSON holding NUL, so a signed SMS
+        ``x\\x00y`` was quarantined by the projector and missing from the timeline (SQLite kept it)."""
+        s = Script(new_id("cu"), new_id("cv"))
+        opened = msgspec.structs.replace(s.opened(), contact="+1555\x001234")  # in the entry's JSON detail
+        await ts.apply(Seq()([s.created(), opened, s.message("x\x00y"), s.message("after")]))
+        entries = await ts.timeline(s.customer, limit=100)
+        texts = [e.text for e in entries if e.kind == "message_in"]
+        assert len(texts) == 2 and texts[1] == "after"
+        assert texts[0] is not None and texts[0].startswith("x") and texts[0].endswith("y")
+        [contact] = [e.detail["contact"] for e in entries if e.kind == "opened" and e.detail]
+        assert contact.startswith("+1555") and contact.endswith("1234")
+
     # -- summaries ----------------------------------------------------------------
 
     async def test_conversation_status_transitions(self, ts: TimelineStore) -> None:
