@@ -104,6 +104,26 @@ class ApiError(web.HTTPException):
         super().__init__(text=msgspec.json.encode({"error": reason, **extra}).decode(), content_type="application/json")
 
 
+# The largest stream sequence a cursor may name (a signed 64-bit integer, as SQLite and
+# PostgreSQL store one).
+MAX_SEQ = 2**63 - 1
+
+
+def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int = MAX_SEQ) -> int:
+    """The integer query parameter ``name`` within ``low..high``, else ``ApiError`` 400 naming
+    it (a cursor too large for the database was a 500)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} goes from {low} to {high}")
+    return value
+
+
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What every JSON request body decodes into: a field the endpoint does not know (a typo,
     a field of another endpoint) is 400 ``Object contains unknown field``, never ignored."""

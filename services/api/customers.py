@@ -17,7 +17,7 @@ from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
-from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, query_int, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
@@ -110,12 +110,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(400, "give ?identity=<channel>:<address> (e.g. sms:+15551234567) or ?q=<text>")
         if deps.timelines is None:
             return json_error(503, "timelines are not available in this process")
-        try:
-            limit = int(request.query.get("limit", "100"))
-        except ValueError:
-            return json_error(400, "limit must be an integer")
-        if not 1 <= limit <= 1000:
-            return json_error(400, "limit goes from 1 to 1000")
+        limit = query_int(request, "limit", 100, low=1, high=1000)
         q = request.query.get("q") or None
         tier = request.query.get("tier") or None
         found = await deps.timelines.customers(q=q, tier=tier, limit=limit)
@@ -181,13 +176,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if deps.timelines is None:
             return json_error(503, "timelines are not available in this process")
         customer_id = request.match_info["id"]
-        try:
-            after = int(request.query.get("after", "0"))
-            limit = int(request.query.get("limit", "100"))
-        except ValueError:
-            return json_error(400, "after and limit must be integers")
-        if not 1 <= limit <= 1000:
-            return json_error(400, "limit goes from 1 to 1000")
+        after = query_int(request, "after", 0)
+        limit = query_int(request, "limit", 100, low=1, high=1000)
         channel = request.query.get("channel") or None  # empty: every channel
         if channel is not None and not CHANNEL_NAME.match(channel):
             return json_error(

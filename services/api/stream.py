@@ -53,7 +53,7 @@ from events.store import StoredEvent
 from services.api import attachments, workspace
 from services.api.agent_api import names_ready, work_json
 from services.api.auth import AGENT
-from services.api.common import ACTOR, ApiDeps, ApiError
+from services.api.common import ACTOR, MAX_SEQ, ApiDeps, ApiError
 from services.api.readmodel import LiveState
 from services.api.tokens import TokenTable, hash_token
 from services.delivery.notices import Holders
@@ -180,6 +180,8 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
             after = int(after_raw) if after_raw else None
         except ValueError as err:
             raise ApiError(400, "Last-Event-ID / after must be a stream sequence") from err
+        if after is not None and not 0 <= after <= MAX_SEQ:
+            raise ApiError(400, f"Last-Event-ID / after goes from 0 to {MAX_SEQ}")
         if agent_id:
             await names_ready(deps, agent_id)  # the work frame names the customers (workspace.py)
         token_hash = hash_token(request.headers.get("Authorization", "").partition(" ")[2].strip())

@@ -228,6 +228,15 @@ async def test_timeline_of_an_unknown_customer_or_channel_is_refused(desk: Desk)
     assert "SMS from Ann: my invoice is wrong" in [e.get("text") for e in body["entries"]]
     status, body = await desk.system.get(f"/v1/customers/{ann}/timeline", channel="")
     assert status == 200 and len({e["channel"] for e in body["entries"]}) > 1, body
+    # Cursors and limits out of range are the caller's mistake (a huge one was a 500).
+    for params, error in (
+        ({"after": "99999999999999999999999"}, "after goes from 0 to 9223372036854775807"),
+        ({"after": "-1"}, "after goes from 0 to 9223372036854775807"),
+        ({"after": "ten"}, "after must be an integer"),
+        ({"limit": "0"}, "limit goes from 1 to 1000"),
+    ):
+        status, body = await desk.system.get(f"/v1/customers/{ann}/timeline", **params)
+        assert (status, body["error"]) == (400, error), body
 
     # A customer merged into another keeps its own timeline (its part of the survivor's).
     status, body = await desk.system.post(f"/v1/customers/{ann}/merge", {"other": other})
