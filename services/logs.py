@@ -54,6 +54,59 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _http_fault(exc: BaseException | None) -> Any:
+    """The aiohttp parsing error (a 4xx ``HttpProcessingError``) behind ``exc``, if any."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+class ClientFaults(logging.Filter):
+    """aiohttp logs a request it could not parse or decode (a line or header too long, a
+    gzip body that is not gzip) as "Unhandled exception" with a traceback, though it is the
+    client's mistake and was answered 400: one line at warning, naming the kind, and never
+    the request's text (the parser's message quotes the start of the line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fault = _http_fault(record.exc_info[1] if record.exc_info else None)
+        if fault is not None:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info, record.exc_text = "http.bad_request", (), None, None
+            record.kind, record.status = type(fault).__name__, fault.code
+        return True
+
+
+def _stdlib_to_structlog(renderer: Any, level: int) -> None:
+    """Lines logged by libraries through ``logging`` (aiohttp, nats-py, asyncio) rendered like
+    ours, one JSON line each in containers: without it they came as multi-line plain text
+    tracebacks amid the JSON."""
+    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_pii, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=("kind", "status")),
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    handler.addFilter(ClientFaults())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "relaydesk", False)]:
+        root.removeHandler(old)
+    handler.relaydesk = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))  # libraries' info and debug chatter stays out
+
+
 def configure(level: str | None = None, fmt: str | None = None) -> None:
     level_name = (level or os.environ.get("RELAYDESK_LOG_LEVEL") or "info").upper()
     fmt = fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
@@ -76,3 +129,4 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    _stdlib_to_structlog(renderer, getattr(logging, level_name, logging.INFO))

@@ -1,0 +1,73 @@
+"""What libraries log through ``logging`` comes out like Relaydesk's own lines: one JSON line
+each in containers (found by an audit: aiohttp's tracebacks came as multi-line plain text amid
+the JSON), and a request aiohttp could not parse is one warning, not an error with a traceback
+quoting the request."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
+
+from services import logs
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    logs.configure("info", "json")
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _lines(err: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def _raise(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.usefixtures("json_logs")
+def test_a_request_aiohttp_could_not_parse_is_one_warning_without_the_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    too_long = _raise(LineTooLong("/customers/+15551234567/" + "a" * 200, "8190"))
+    logging.getLogger("aiohttp.server").error("Error handling request", exc_info=too_long)
+    try:
+        try:
+            raise ContentEncodingError("Can not decode content-encoding: gzip")
+        except ContentEncodingError as inner:
+            raise RuntimeError("payload") from inner
+    except RuntimeError as outer:
+        logging.getLogger("aiohttp.server").exception("Unhandled exception", exc_info=outer)
+    err = capsys.readouterr().err
+    lines = _lines(err)  # every line is JSON
+    assert [(line["event"], line["level"], line["kind"]) for line in lines] == [
+        ("http.bad_request", "warning", "LineTooLong"),
+        ("http.bad_request", "warning", "ContentEncodingError"),
+    ]
+    assert "Traceback" not in err and "15551234567" not in err
+
+
+@pytest.mark.usefixtures("json_logs")
+def test_another_librarys_error_is_one_json_line_with_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger("nats.aio.client").error("callback failed", exc_info=_raise(RuntimeError("boom")))
+    logging.getLogger("nats.aio.client").info("chatter")  # below warning: left out
+    [line] = _lines(capsys.readouterr().err)
+    assert line["event"] == "callback failed" and line["level"] == "error"
+    assert line["logger"] == "nats.aio.client"
+    assert "RuntimeError: boom" in str(line["exception"])
