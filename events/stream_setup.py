@@ -118,9 +118,15 @@ class StoreSpec:
         if isinstance(c, StreamConfig):
             return {f: getattr(c, f) for f in self.checked}
         if isinstance(c, KeyValueConfig):
-            kv = {"num_replicas": c.replicas, "max_msgs_per_subject": c.history, "max_age": c.ttl}
+            kv = {
+                "num_replicas": c.replicas,
+                "max_msgs_per_subject": c.history,
+                "max_age": c.ttl,
+                "max_bytes": c.max_bytes,
+                "max_msg_size": c.max_value_size,
+            }
             return {f: kv[f] for f in self.checked}
-        obj = {"num_replicas": c.replicas, "max_age": c.ttl}
+        obj = {"num_replicas": c.replicas, "max_age": c.ttl, "max_bytes": c.max_bytes}
         return {f: obj[f] for f in self.checked}
 
 
@@ -135,23 +141,30 @@ STREAM_FIELDS = (
     "deny_purge",
     "allow_direct",
     "max_msgs_per_subject",
+    # Limits: a stream someone made with room for ten messages took ten, then refused every
+    # append while the services said ready (found by an audit).
+    "max_msgs",
+    "max_bytes",
+    "max_msg_size",
 )
 
 
 def stream_spec(config: StreamConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
     """A stream's spec: the common fields, plus the optional ones the config sets."""
     assert config.name is not None
-    extra = tuple(f for f in ("duplicate_window", "max_bytes", "republish") if getattr(config, f))
+    extra = tuple(f for f in ("duplicate_window", "republish") if getattr(config, f))
     return StoreSpec(config.name, "stream", owner, config, STREAM_FIELDS + extra, required)
 
 
 def kv_spec(config: KeyValueConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
-    checked = ("num_replicas", "max_msgs_per_subject") + (("max_age",) if config.ttl else ())
+    checked = ("num_replicas", "max_msgs_per_subject", "max_bytes", "max_msg_size") + (
+        ("max_age",) if config.ttl else ()
+    )
     return StoreSpec(f"KV_{config.bucket}", "kv", owner, config, checked, required)
 
 
 def objects_spec(config: ObjectStoreConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
-    return StoreSpec(f"OBJ_{config.bucket}", "objects", owner, config, ("num_replicas",), required)
+    return StoreSpec(f"OBJ_{config.bucket}", "objects", owner, config, ("num_replicas", "max_bytes"), required)
 
 
 # What the server reports for a field left unset.
@@ -166,6 +179,8 @@ _UNSET: dict[str, Any] = {
     "allow_direct": False,
     "max_msgs_per_subject": -1,
     "max_bytes": -1,
+    "max_msgs": -1,
+    "max_msg_size": -1,
     "republish": None,
 }
 
@@ -185,7 +200,7 @@ def normalise(name: str, value: Any) -> Any:
         return tuple(sorted(value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (getattr(value, "src", None), getattr(value, "dest", None), bool(getattr(value, "headers_only", False)))
-    if name in ("max_bytes", "max_msgs_per_subject") and value == 0:
+    if name in ("max_bytes", "max_msgs_per_subject", "max_msgs", "max_msg_size") and value == 0:
         return -1
     return value
 

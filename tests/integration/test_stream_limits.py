@@ -1,0 +1,46 @@
+"""A stream made by someone else with limits of its own is brought in line at set-up.
+
+Found by an audit: an ``RD_EVENTS`` made beforehand with room for ten messages (and ``discard
+new``) was kept as it was; after ten events every append failed, customers' mail was accepted
+and then parked, and the services said ready."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+
+from events import subjects
+from events.streams import StreamSettings, ensure_streams, stream_drift
+from services.embedded_nats import EmbeddedNats
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_stream_with_limits_of_its_own_is_set_to_ours(clean_nats: EmbeddedNats) -> None:
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name=subjects.EVENTS_STREAM,
+                subjects=[subjects.EVENTS_ALL],
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                max_msgs=10,
+                max_bytes=100_000,
+                max_msg_size=512,
+            )
+        )
+        found = {d.field: (d.old, d.new) for d in await stream_drift(js, StreamSettings()) if d.stream == "RD_EVENTS"}
+        assert found["max_msgs"] == (10, -1)
+        assert found["max_bytes"] == (100_000, -1)
+        assert found["max_msg_size"] == (512, -1)
+        await ensure_streams(js, StreamSettings())
+        info = await js.stream_info(subjects.EVENTS_STREAM)
+        assert (info.config.max_msgs, info.config.max_bytes, info.config.max_msg_size) == (-1, -1, -1)
+        assert await stream_drift(js, StreamSettings()) == []
+        for i in range(20):  # more than it had room for
+            await js.publish(f"rd.evt.c.cu{i}.cv{i}", b"{}")
+    finally:
+        await nc.close()
