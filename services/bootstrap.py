@@ -7,7 +7,6 @@ one place and services never construct their own dependencies.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
-from services.data_dir_lock import make_data_dir
+from services.data_dir_lock import keep, make_data_dir, read_kept
 from services.nats_auth import NatsAuth, role_credentials, server_list
 from services.nats_connection import connect_nats, forget, is_permission_error, permission_denied
 from services.nats_permissions import TOOL
@@ -207,12 +206,11 @@ def api_token(config: Config, data_dir: Path | None) -> tuple[str, bool]:
     if data_dir is None:
         raise SystemExit("set RELAYDESK_API_TOKEN (the operator bearer token)")
     path = data_dir / "api-token"
-    if path.exists():
-        return path.read_text().strip(), False
+    kept = read_kept(path, "operator token", "RELAYDESK_API_TOKEN")
+    if kept is not None:
+        return kept, False
     make_data_dir(data_dir)
-    token = secrets.token_urlsafe(24)
-    path.touch(mode=0o600)
-    path.write_text(token + "\n")
+    token = keep(path, secrets.token_urlsafe(24), "operator token")
     return token, True
 
 
@@ -228,22 +226,9 @@ def api_signing_key(config: Config, data_dir: Path | None, *, generate: bool = F
     if data_dir is None:
         return ""
     path = data_dir / SIGNING_KEY_FILE
-    if path.exists():
-        return path.read_text().strip()
-    if not generate:
-        return ""
+    kept = read_kept(path, "API signing key", "RELAYDESK_API_SIGNING_KEY")
+    if kept is not None or not generate:
+        return kept or ""
     make_data_dir(data_dir)
-    key = secrets.token_urlsafe(32)
-    # Written whole under another name, then linked into place: a concurrent start reads
-    # either no file or the whole key, and the first to link wins.
-    draft = data_dir / f".{SIGNING_KEY_FILE}.{secrets.token_hex(4)}"
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    try:
-        os.link(draft, path)
-    except FileExistsError:
-        key = path.read_text().strip()
-    finally:
-        draft.unlink()
-    return key
+    # A concurrent start reads either no file or the whole key; the first to link wins.
+    return keep(path, secrets.token_urlsafe(32), "API signing key")

@@ -29,9 +29,49 @@ def make_data_dir(data_dir: Path) -> Path:
     reason in a sentence rather than a traceback."""
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError as err:  # mkdir says "File exists" of a file in the way
+        raise DataDirUnusable(f"the data dir {data_dir} is a file, not a directory") from err
     except OSError as err:
         raise DataDirUnusable(f"cannot create the data dir {data_dir}: {err.strerror or err}") from err
     return data_dir
+
+
+def read_kept(path: Path, what: str, instead: str) -> str | None:
+    """A secret kept in the data dir (the operator token, the signing key): None when there is
+    none yet, ``DataDirUnusable`` naming the fault when the file cannot serve (a directory, no
+    permission, empty: a start that crashed while writing it). An empty token file used to
+    start the API with a token nothing matches, locking the operator out without a word."""
+    remedy = f"remove it to have a new one made, or set {instead}"
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise DataDirUnusable(f"cannot read the {what} {path}: {why}; {remedy}") from err
+    if not value:
+        raise DataDirUnusable(f"the {what} {path} is empty; {remedy}")
+    return value
+
+
+def keep(path: Path, value: str, what: str) -> str:
+    """``value`` written 0600 at ``path``, whole under another name first, then linked into
+    place: a reader sees no file or the whole value, and of two concurrent writers the first
+    to link wins (its value is returned)."""
+    draft = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+    try:
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return read_kept(path, what, "it again") or value
+        finally:
+            draft.unlink()
+    except OSError as err:
+        raise DataDirUnusable(f"cannot write the {what} {path}: {err.strerror or err}") from err
+    return value
 
 
 class DataDirBusy(RuntimeError):

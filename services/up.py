@@ -273,6 +273,10 @@ async def up(config: Config, lock: DataDirLock) -> int:
     nats_url = config.nats.url
     credentials: RoleCredentials | None = None
     try:
+        # Before anything starts: a token file that cannot serve stops `up` with the reason.
+        token, new_token = api_token(config, config.data_dir)
+        # Agent tokens are signed with it (services.api.tokens); made once, kept 0600.
+        api_signing_key(config, config.data_dir, generate=True)
         if not nats_url:
             # Security on by default: a user per role, generated once and kept in the data dir.
             from services.sinks.runner import enabled_sinks
@@ -294,9 +298,6 @@ async def up(config: Config, lock: DataDirLock) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        token, new_token = api_token(config, config.data_dir)
-        # Agent tokens are signed with it (services.api.tokens); made once, kept 0600.
-        api_signing_key(config, config.data_dir, generate=True)
 
         def banner(started: Started) -> None:
             print_banner(config, started, embedded is not None, new_token)
@@ -354,6 +355,6 @@ def main(config: Config) -> int:
     with lock, contextlib.suppress(KeyboardInterrupt):
         try:
             return asyncio.run(up(config, lock))
-        except NatsServerError as err:  # the embedded server did not start: its log says why
+        except (NatsServerError, DataDirUnusable) as err:  # the embedded server's log says why; a file in the way
             raise SystemExit(f"relaydesk: {err}") from None
     return 0

@@ -173,3 +173,42 @@ def test_a_service_makes_its_data_dir_private(tmp_path: Path) -> None:
 
     made = make_data_dir(tmp_path / "new" / "data")
     assert made.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("fault", ["a file", "an empty token", "a directory for a token"])
+def test_a_data_dir_or_token_that_cannot_serve_stops_up_before_anything_starts(tmp_path: Path, fault: str) -> None:
+    """Found by an audit: an empty ``api-token`` started the API with a token nothing matches
+    (the operator locked out without a word), one that was a directory was a traceback, and a
+    data dir that was a file read "File exists"."""
+    data = tmp_path / "data"
+    if fault == "a file":
+        data.write_text("not a directory\n")
+        expected = f"the data dir {data} is a file, not a directory"
+    else:
+        data.mkdir(mode=0o700)
+        token = data / "api-token"
+        if fault == "an empty token":
+            token.write_text("")
+            expected = f"the operator token {token} is empty; remove it to have a new one made"
+        else:
+            token.mkdir()
+            expected = f"cannot read the operator token {token}: Is a directory; remove it"
+    env = up_env(tmp_path)
+    del env["RELAYDESK_API_TOKEN"]  # the token is the data dir's
+    done = relaydesk(env, "up", "--data-dir", str(data))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and expected in done.stderr, done.stderr
+    assert server_starts(data / "nats") == 0  # refused before its NATS started
+
+
+def test_the_operator_token_is_written_whole_and_kept(tmp_path: Path) -> None:
+    from services.bootstrap import api_token
+    from services.config import load
+
+    config = load(env={"RELAYDESK_DATA_DIR": str(tmp_path / "data")})
+    token, new = api_token(config, config.data_dir)
+    assert new and len(token) >= 32
+    assert api_token(config, config.data_dir) == (token, False)
+    kept = config.data_dir / "api-token"
+    assert kept.read_text() == token + "\n" and kept.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in config.data_dir.iterdir()] == ["api-token"]  # no draft left behind
