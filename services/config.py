@@ -379,16 +379,19 @@ def check(
     problems += strict.unknown_keys(raw, Config)
     if connectors is not None and isinstance(raw.get("connectors"), dict):
         problems += connectors(raw["connectors"])
-    problems = [_blame(problem, overrides.origins) for problem in problems]
-    if problems:
-        return None, problems
-    # Table by table, so one bad value does not hide the next table's.
+    # Table by table, so one bad value does not hide the next table's; and the values of the
+    # keys it knows even in a table with unknown ones (said above), so a check lists them all.
     fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
     for table, value in raw.items():
+        if table not in fields:
+            continue  # an unknown table: said above
         try:
-            msgspec.convert(value, fields[table], strict=False)
+            msgspec.convert(_known_keys(value, fields[table]), fields[table], strict=False)
         except msgspec.ValidationError as err:
-            problems.append(_blame(strict.validation_problem(err, [table]), overrides.origins))
+            problem = strict.validation_problem(err, [table])
+            if "unknown field" not in problem:  # a nested table's unknown key: said above
+                problems.append(problem)
+    problems = [_blame(problem, overrides.origins) for problem in problems]
     if problems:
         return None, problems
     try:
@@ -405,6 +408,14 @@ def check(
     problems += registry_problems(config)
     problems += console_problems(config.console)
     return config, problems
+
+
+def _known_keys(value: Any, table_type: Any) -> Any:
+    """A table's value without the keys its struct does not have (reported on their own)."""
+    if not isinstance(value, dict) or not (isinstance(table_type, type) and issubclass(table_type, msgspec.Struct)):
+        return value
+    known = {f.encode_name for f in msgspec.structs.fields(table_type)}
+    return {key: item for key, item in value.items() if key in known}
 
 
 def _named_tables(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[set[str], set[str]]:

@@ -272,6 +272,24 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"2 problems in {bad}" in err
 
 
+def test_config_check_lists_bad_values_beside_unknown_keys_even_in_the_same_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: a range error showed only once the unknown keys were fixed."""
+    bad = write(tmp_path, "[nats]\nreplicas = 9\nfoo = 1\n[api]\nbar = 2\nport = 99999\n[bogus]\nx = 1\n")
+    assert main(["config", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    for problem in (
+        "[nats] unknown key 'foo'",
+        "[api] unknown key 'bar'",
+        "unknown table [bogus]",
+        "[nats] replicas: expected `int` <= 5",
+        "[api] port: expected `int` <= 65535",
+        f"5 problems in {bad}",
+    ):
+        assert problem in err, err
+
+
 def test_config_check_runs_each_connectors_own_start_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A connector that refuses to start with the file fails `config check` too; what only
     `relaydesk up` fills in (chat's widget key and session secret) is a warning."""
