@@ -66,7 +66,7 @@ def keep(path: Path, value: str, what: str) -> str:
         try:
             os.link(draft, path)
         except FileExistsError:
-            return read_kept(path, what, "it again") or value
+            return read_kept(path, what, "its setting") or value  # another start linked first
         finally:
             draft.unlink()
     except OSError as err:
