@@ -78,12 +78,13 @@ async def run_intake(
     # hop per message (services/intake/worker.py). ``nats_url`` is kept for the signature.
     # ``[intake] workers`` (default 4) sets how many messages are in flight: 128 each.
     in_flight = max(64, config.intake.workers * 128)
-    worker = IntakeWorker(bus.nc, Intake(bus.store, directory, config.intake), in_flight=in_flight)
+    intake = Intake(bus.store, directory, config.intake)
+    worker = IntakeWorker(bus.nc, intake, in_flight=in_flight)
     # Bounded redelivery and [intake] ack_wait_seconds: an older version's durable is updated in place.
     redelivery = worker.redelivery
     watch = await _patiently(lambda: prepare_intake_consumer(bus.nc, redelivery), what="intake's durable consumer")
     if health is not None:
-        health.add("intake", intake_check(bus.nc))
+        health.add("intake", intake_check(bus.nc, lambda: (intake.failing_since, intake.last_failure)))
     try:
         log.info("intake.started")
         await worker.run(stop)

@@ -7,6 +7,7 @@ fails or times out answers not ready with the reason (``Health.run``)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,11 +112,21 @@ def service_check(
     return check
 
 
-def intake_check(nc: NATS) -> Check:
-    """Intake: NATS, the streams, and its durable consumer present."""
+# How long every message intake takes may fail to be recorded before it says not ready.
+INTAKE_FAILING_S = 30.0
+
+
+def intake_check(nc: NATS, failing: Callable[[], tuple[float | None, str]] | None = None) -> Check:
+    """Intake: NATS, the streams, and its durable consumer present; and (``failing``: since
+    when every message taken failed, and why) not failing to record anything for
+    ``INTAKE_FAILING_S`` (found by an audit: a stream refusing every append, intake ready)."""
 
     async def check() -> CheckResult:
         ok, detail = await nats_detail(nc)
+        since, why = failing() if failing is not None else (None, "")
+        if ok and since is not None and time.monotonic() - since >= INTAKE_FAILING_S:
+            seconds = round(time.monotonic() - since)
+            return CheckResult(False, {**detail, "reason": f"no message recorded for {seconds} s, each failing: {why}"})
         if ok:
             try:
                 info = await nc.jetstream().consumer_info(

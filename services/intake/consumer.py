@@ -17,6 +17,7 @@ import contextvars
 import dataclasses
 import functools
 import random
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,10 @@ class Intake:
         # One sender's messages one at a time, lowest stream sequence first (services.intake.turns).
         self.turns = SenderTurns()
         self.histories = Histories(self.store)
+        # Since when every message taken has failed to be recorded (None: the last one was):
+        # /readyz says so (services.health.checks.intake_check) rather than ready.
+        self.failing_since: float | None = None
+        self.last_failure = ""
         # A pure function of the address and the rules (fixed for this process's life).
         self._identity = functools.lru_cache(maxsize=IDENTITY_CACHE)(self._identity_uncached)
 
@@ -409,6 +414,9 @@ async def _record_and_settle(
             else:  # (the signature older subclasses, e.g. tests' doubles, override)
                 await intake.handle(record, subject=raw.subject)
         except Exception as err:
+            if intake.failing_since is None:
+                intake.failing_since = time.monotonic()
+            intake.last_failure = describe_error(err)[:300]
             if redelivery.exhausted(delivered):
                 bound().exception("intake.failed_for_good", max_deliver=redelivery.max_deliver)
                 await dead_letter(lot, raw, reader=READER, error=describe_error(err))
@@ -417,6 +425,7 @@ async def _record_and_settle(
                 bound().exception("intake.failed", retry_in_s=delay, max_deliver=redelivery.max_deliver)
                 await raw.nak(delay=delay)
             return
+        intake.failing_since = None
         await raw.ack()  # a publish, not a request: acks are not serialised behind each other
     except Exception:
         # Parking or acking failed (NATS away): the server redelivers it after ack_wait.

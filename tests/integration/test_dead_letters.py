@@ -153,6 +153,8 @@ async def test_a_message_that_keeps_failing_is_tried_a_bounded_number_of_times_t
         assert "identity directory is broken" in parked.error
         await eventually(lambda: settled(js, subjects.INBOUND_STREAM, DURABLE))  # terminated: not coming back
         assert intake.calls["SMpoison"] == FAST.max_deliver
+        # Nothing recorded since: intake's /readyz counts from its first failure (health.checks).
+        assert intake.failing_since is not None and "identity directory is broken" in intake.last_failure
 
         # Fixed: the operator re-drives it and it is recorded.
         FailingIntake.failing = set()
@@ -161,6 +163,11 @@ async def test_a_message_that_keeps_failing_is_tried_a_bounded_number_of_times_t
         customer_id = await eventually(lambda: directory.lookup(identity_for("sms", "+15551110002")))
         assert customer_id
         assert await lot.list() == []
+
+        async def recovered() -> bool:
+            return intake.failing_since is None  # a message recorded: no longer failing
+
+        await eventually(recovered)
 
         code, out = await cli(capsys, "status", "--json", "--nats-url", url)
         assert code == 0

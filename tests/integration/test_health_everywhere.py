@@ -149,3 +149,26 @@ async def test_a_single_router_process_serves_its_probes(
 async def _role(http: aiohttp.ClientSession, health: str, role: str) -> Any:
     status, body = await fetch(http, health + "/readyz")
     return body if status == 200 and body["checks"]["router"]["role"] == role else None
+
+
+async def test_intake_that_records_nothing_for_a_while_is_not_ready_and_says_why(clean_nc: Any) -> None:
+    """Found by an audit: with a stream refusing every append, intake parked customers'
+    messages one after another while its /readyz said ready."""
+    import time
+
+    from services.health.checks import INTAKE_FAILING_S, intake_check
+    from services.intake.consumer import REDELIVERY, prepare
+
+    watch = await prepare(clean_nc, REDELIVERY)
+    try:
+        failing: tuple[float | None, str] = (None, "")
+        check = intake_check(clean_nc, lambda: failing)
+        assert (await check()).ok
+        failing = (time.monotonic() - 5, "maximum messages exceeded")  # a moment: a hiccup
+        assert (await check()).ok
+        failing = (time.monotonic() - INTAKE_FAILING_S - 1, "maximum messages exceeded")
+        result = await check()
+        assert not result.ok
+        assert result.detail["reason"].startswith("no message recorded for 31 s, each failing: maximum messages")
+    finally:
+        await watch.stop()
