@@ -5,6 +5,7 @@ actor and the conversation's last sequence as the expected one."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 import structlog
 from aiohttp import web
@@ -59,6 +60,8 @@ class TransferBody(Body):
 class EscalateBody(Body):
     to_tier: int
     reason: str = ""
+    # A tier no active agent who could take it has is refused (409) unless this is set.
+    queue_anyway: bool = False
 
 
 class ReplyBody(Body):
@@ -78,6 +81,23 @@ STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
 def skill_holders(state: RouterState, skill: str) -> list[str]:
     """Active agents with ``skill`` at any level (whatever their status: one may come online)."""
     return [aid for aid, a in state.agents.items() if skill in a.profile.skills and getattr(a, "active", True)]
+
+
+def could_take(
+    state: RouterState, conv: ConversationView, *, skills: Iterable[str], min_tier: int, leaving: str | None
+) -> list[str]:
+    """Active agents (whatever their status: one may come online) who could be offered ``conv``
+    after a transfer or an escalation: every skill named, the tier, and not excluded from it
+    (nor ``leaving``, whom a transfer excludes). Found by an audit: a transfer to a skill only
+    its sender had, or to a tier nobody had, was accepted and the work waited for ever."""
+    out = []
+    for aid, agent in state.agents.items():
+        if not getattr(agent, "active", True) or aid == leaving or aid in conv.excluded:
+            continue
+        profile = agent.profile
+        if profile.tier >= min_tier and all(skill in profile.skills for skill in skills):
+            out.append(aid)
+    return out
 
 
 # The events behind the commands, shared by the HTTP routes and the Slack app (slack_routes).
@@ -142,15 +162,34 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
         count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log
 
 
+def _nobody(skill: str | None, tier: int | None, leaving: str | None) -> web.Response:
+    wanted = f"skill {skill}" if skill else f"tier {tier} or above"
+    besides = f" other than {leaving}" if leaving else ""
+    return json_error(
+        409,
+        f"no active agent{besides} with {wanted} could take this conversation (those it excludes left out)",
+        hint='send "queue_anyway": true to let it wait for one',
+    )
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
 
-    def conversation(conversation_id: str) -> ConversationView:
+    async def conversation(conversation_id: str) -> ConversationView:
         # Open conversations only: the routing view drops a conversation once it is resolved.
         conv = deps.live.state.conversations.get(conversation_id)
-        if conv is None:
-            raise ApiError(404, f"no conversation {conversation_id}")
-        return conv
+        if conv is not None:
+            return conv
+        if subjects.is_token(conversation_id) and await deps.store.last_subject_seq(
+            subjects.conversation_filter(conversation_id)
+        ):
+            # On the log and not open: resolved. A 404 read as "lost" to a caller retrying.
+            raise ApiError(
+                409,
+                f"conversation {conversation_id} is resolved: only an open conversation takes this",
+                conversation_status="resolved",
+            )
+        raise ApiError(404, f"no conversation {conversation_id}")
 
     async def command(event: LogEvent, conv: ConversationView, cid: str, status: int = 200) -> web.Response:
         try:
@@ -234,7 +273,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def answer_offer(request: web.Request, *, accepted: bool) -> web.Response:
         cid = request.match_info["id"]
         body = await read_body(request, AgentActionBody)
-        conv = conversation(cid)
+        conv = await conversation(cid)
         if conv.status != "offered" or conv.agent_id is None:
             return json_error(409, f"conversation {cid} has no open offer", conversation_status=conv.status)
         agent_id = body.agent_id or conv.agent_id
@@ -274,7 +313,15 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             )
         if body.to_tier is not None and not 1 <= body.to_tier <= 3:
             return json_error(400, TIER_RANGE)
-        conv = conversation(cid)
+        conv = await conversation(cid)
+        if body.to_agent and body.to_agent == conv.agent_id:
+            return json_error(409, f"{body.to_agent} already holds conversation {cid}")
+        if (body.to_skill or body.to_tier is not None) and not body.queue_anyway:
+            skills = [body.to_skill] if body.to_skill else list(conv.requirements.skills)
+            tier = max(conv.escalated_tier, body.to_tier or 0)
+            leaving = conv.agent_id
+            if not could_take(deps.live.state, conv, skills=skills, min_tier=tier, leaving=leaving):
+                return _nobody(body.to_skill, body.to_tier, leaving)
         event = ConversationTransferred(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -295,7 +342,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         body = await read_body(request, EscalateBody)
         if not 1 <= body.to_tier <= 3:
             return json_error(400, TIER_RANGE)
-        conv = conversation(cid)
+        conv = await conversation(cid)
+        skills = list(conv.requirements.skills)
+        tier = max(conv.escalated_tier, body.to_tier)
+        if not body.queue_anyway and not could_take(deps.live.state, conv, skills=skills, min_tier=tier, leaving=None):
+            return _nobody(None, body.to_tier, None)
         event = ConversationEscalated(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -311,7 +362,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def resolve(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         await read_body(request, EmptyBody)  # no fields: a stray one is refused, not ignored
-        conv = conversation(cid)
+        conv = await conversation(cid)
         return await command(resolution(deps, conv, cid, request[ACTOR]), conv, cid)
 
     @r.post("/v1/conversations/{id}/reply")
@@ -321,7 +372,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         chosen = templates.resolve(deps, body.template, body.parameters)
         if not body.text.strip() and chosen is None and not body.attachments:
             return json_error(400, "text is empty")
-        conv = conversation(cid)
+        conv = await conversation(cid)
         prepared = await reply_request(
             deps, conv, cid, body.text, request[ACTOR], template=chosen, attachments=body.attachments
         )

@@ -73,8 +73,9 @@ AGENT_FOR_OPERATOR = Query("agent", "with the operator token: the agent to act f
 
 NO_PARKED = {404: "no such parked message"}
 CONVERSATION_COMMAND = {
-    404: "no such open conversation",
-    409: "the conversation changed meanwhile, or the action does not fit its state",
+    404: "no such conversation",
+    409: "the conversation changed meanwhile, or the action does not fit its state (conversation_status"
+    " 'resolved': it is resolved; a transfer or escalation no active agent could take, unless queue_anyway)",
     410: "the customer was erased: nothing about them can be recorded",
 }
 
@@ -332,7 +333,7 @@ ROUTES: tuple[Route, ...] = (
             **CONVERSATION_COMMAND,
             400: "no target or more than one named (to_agent, to_skill, to_tier), an unknown skill,"
             " or to_tier out of 1-3",
-            404: "no such open conversation or target agent",
+            404: "no such conversation or target agent",
         },
     ),
     Route(

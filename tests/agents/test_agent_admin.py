@@ -145,3 +145,34 @@ async def test_deactivating_an_agent_keeps_her_history_and_refuses_her_tokens(s:
     assert [e.event.reason for e in stored if isinstance(e.event, AgentDeactivated)] == ["left the team"]
     status, body = await s.call("DELETE", "/v1/agents/nobody")
     assert (status, body) == (404, {"error": "no agent nobody"})
+
+
+async def test_a_transfer_or_escalation_nobody_could_take_is_refused_and_a_resolved_conversation_says_so(
+    s: AgentSystem,
+) -> None:
+    """Found by an audit: a transfer to a skill only its sender had, or to a tier nobody had,
+    was accepted and the work waited for ever; commands on a resolved conversation were 404."""
+    _, cid = await s.open(language="en")
+    await s.offered_to(cid, "ava")
+    status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", body={"agent_id": "ava"})
+    assert status == 200, body
+    path = f"/v1/conversations/{cid}"
+    status, body = await s.call("POST", path + "/transfer", body={"to_agent": "ava"})
+    assert (status, body["error"]) == (409, f"ava already holds conversation {cid}"), body
+    status, body = await s.call("POST", path + "/transfer", body={"to_tier": 2})
+    assert status == 409, body
+    assert body["error"].startswith("no active agent other than ava with tier 2 or above could take"), body
+    status, body = await s.call("POST", path + "/escalate", body={"to_tier": 3})
+    assert status == 409 and "with tier 3 or above" in body["error"], body
+    status, body = await s.call("POST", path + "/transfer", body={"to_skill": "billing"})  # bruno can
+    assert status == 200, body
+    status, body = await s.call("POST", path + "/escalate", body={"to_tier": 3, "queue_anyway": True})
+    assert status == 200, body
+
+    status, body = await s.call("POST", path + "/resolve", body={})
+    assert status == 200, body
+    for action, payload in (("resolve", {}), ("transfer", {"to_skill": "billing"}), ("escalate", {"to_tier": 1})):
+        status, body = await s.call("POST", f"{path}/{action}", body=payload)
+        assert (status, body.get("conversation_status")) == (409, "resolved"), (action, body)
+    status, _ = await s.call("POST", "/v1/conversations/cv_nosuch/resolve", body={})
+    assert status == 404
