@@ -55,7 +55,7 @@ def work_json(state: RouterState, agent_id: str, facts: WorkspaceFacts | None = 
         if conv.agent_id != agent_id or conv.status not in ("offered", "assigned"):
             continue
         item = conversation_json(cid, conv)
-        customer = state.customers.get(conv.customer_id)
+        customer = state.customer(conv.customer_id)  # the survivor's, after a merge
         item["customer_tier"] = customer.tier if customer else "standard"
         item["customer_flags"] = list(customer.flags) if customer else []
         if facts is not None:

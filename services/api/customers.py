@@ -15,6 +15,7 @@ from events import subjects
 from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
 from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
+from router.state import RouterState
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
 from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, query_int, read_body
@@ -83,6 +84,17 @@ def _profile_of(event: CustomerProfileUpdated) -> dict[str, Any]:
     }
 
 
+def _survivor_id(state: RouterState, customer_id: str) -> str:
+    """The customer standing for ``customer_id`` in the live view (itself unless merged away)."""
+    current = customer_id
+    for _ in range(64):  # merges never form a cycle (the fold refuses one); bounded anyway
+        view = state.customers.get(current)
+        if view is None or view.merged_into is None:
+            return current
+        current = view.merged_into
+    return current
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
@@ -113,12 +125,30 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         limit = query_int(request, "limit", 100, low=1, high=1000)
         q = request.query.get("q") or None
         tier = request.query.get("tier") or None
-        found = await deps.timelines.customers(q=q, tier=tier, limit=limit)
+        if tier is not None and tier not in deps.policy.customer_tiers:
+            return json_error(400, f"unknown tier {tier!r}", tiers=sorted(deps.policy.customer_tiers))
+        found = await _survivors(await deps.timelines.customers(q=q, tier=tier, limit=limit), tier)
         exact = await _by_address(q) if q is not None else None
         known = {c.customer_id for c in found}
         if exact is not None and exact.customer_id not in known and tier in (None, exact.tier):
             found = [exact, *found][:limit]
         return ok({"customers": msgspec.to_builtins(found), "count": len(found)})
+
+    async def _survivors(found: list[Any], tier: str | None) -> list[Any]:
+        """Each customer found, or the one it was merged into (found once): the search must
+        not answer with a customer the identity lookup says is gone (found by an audit)."""
+        assert deps.timelines is not None
+        out: dict[str, Any] = {}
+        for summary in found:
+            survivor = _survivor_id(deps.live.state, summary.customer_id)
+            if survivor in out:
+                continue
+            if survivor != summary.customer_id:
+                summary = await deps.timelines.customer(survivor)
+                if summary is None or (tier is not None and summary.tier != tier):
+                    continue
+            out[survivor] = summary
+        return list(out.values())
 
     async def _by_address(q: str) -> Any:
         """``q`` written as an address (``email:ann@example.com``): its customer, found through

@@ -84,6 +84,15 @@ async def test_merging_two_customers_shows_both_histories_and_the_next_messages_
 
     # The merged customer's address now finds the survivor.
     assert await desk.customer_of("email:Ann.Other@EXAMPLE.com") == ann
+    # So does a search: the merged-away customer is not an answer of its own (found by an audit).
+    async def searched() -> list[str] | None:
+        status, body = await desk.system.get("/v1/customers", q="Ann.Other")
+        ids = [c["customer_id"] for c in body["customers"]] if status == 200 else []
+        return ids if ids == [ann] else None
+
+    assert await eventually(searched) == [ann]
+    status, body = await desk.system.get("/v1/customers", tier="diamond")
+    assert (status, body["error"]) == (400, "unknown tier 'diamond'"), body
     # A new mail (no thread reference: a new conversation) lands on the survivor's subjects.
     await desk.write("email", "Ann.Other@example.com", "Email from Ann after the merge")
     entries = await desk.timeline_texts(ann, "Email from Ann after the merge")

@@ -257,7 +257,11 @@ async function loadCustomer() {
   if (!conv) return;
   const cid = conv.id;
   try {
-    const customer = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id));
+    let customer = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id));
+    // Merged into another: the agent works with the customer that stands for it now.
+    for (let hops = 0; customer && customer.merged_into && hops < 8; hops++) {
+      customer = await api("GET", "/v1/customers/" + encodeURIComponent(customer.merged_into));
+    }
     if (state.selected !== cid) return;
     state.customer = customer;
   } catch (err) {
