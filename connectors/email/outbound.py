@@ -73,10 +73,13 @@ def build_reply(reply: DeliverReply, settings: EmailSettings) -> OutgoingMail:
     msg["From"] = formataddr((settings.from_name, sender)) if settings.from_name else sender
     msg["To"] = to
     subject = " ".join(reply.metadata.get("subject", "").split())  # one line, whatever was stored
-    msg["Subject"] = threads.reply_subject(subject, settings.default_subject, token if settings.subject_tag else "")
+    parent = reply.thread_ref if reply.thread_ref and not reply.thread_ref.startswith("sha256:") else None
+    # "Re:" only on an answer to the customer's mail: an agent's first message is not one.
+    tag = token if settings.subject_tag else ""
+    replying = bool(reply.thread_ref)
+    msg["Subject"] = threads.reply_subject(subject, settings.default_subject, tag, replying=replying)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = f"<{message_id}>"
-    parent = reply.thread_ref if reply.thread_ref and not reply.thread_ref.startswith("sha256:") else None
     in_reply_to, references = threads.reply_references(parent, reply.metadata.get("references"))
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to

@@ -84,12 +84,13 @@ def subject_token(subject: str) -> str | None:
     return found.group(1) if found else None
 
 
-def reply_subject(subject: str | None, default: str, tag: str = "") -> str:
-    """``Re: <subject>`` with exactly one ``Re:`` (Re/AW/SV/… prefixes collapsed)."""
+def reply_subject(subject: str | None, default: str, tag: str = "", *, replying: bool = True) -> str:
+    """``Re: <subject>`` with exactly one ``Re:`` (Re/AW/SV/… prefixes collapsed); without
+    ``replying`` (a first message, answering no mail of the customer's) no ``Re:`` at all."""
     base = _REPLY_PREFIX.sub("", (subject or "").strip()) or default
     if tag and f"[#{tag}]" not in base:
         base = f"{base} [#{tag}]"
-    return f"Re: {base}"
+    return f"Re: {base}" if replying else base
 
 
 def reply_references(parent_id: str | None, parent_references: str | None) -> tuple[str | None, str | None]:

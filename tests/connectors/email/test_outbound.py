@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
@@ -140,6 +141,18 @@ async def test_from_outside_our_domains_falls_back_to_from_address(tmp_path: Pat
         assert msg["In-Reply-To"] == "<c3@customer.test>"
         assert msg["References"] == "<c3@customer.test>"
         assert msg["Subject"] == "Re: Your request"
+
+
+async def test_an_agents_first_mail_is_not_a_reply(tmp_path: Path) -> None:
+    """Found by an audit: a conversation the agent started went out as "Re: Your order"."""
+    async with world(tmp_path) as w:
+        reply = msgspec.structs.replace(reply_to("unused", subject="Your order"), thread_ref=None)
+        await publish(w.nc, reply)
+        assert isinstance(await outcome(w.nc, reply), MessageSent)
+        [got] = await w.sink.wait_for(1)
+        msg = parsed(got.data)
+        assert msg["Subject"] == "Your order"
+        assert msg["In-Reply-To"] is None and msg["References"] is None
 
 
 async def test_signed_token_and_subject_tag_round_trip(tmp_path: Path) -> None:
