@@ -61,6 +61,9 @@ class ConversationFigures:
     sla: str | None  # "met", "breached" or None (not counted)
     transfers: int
     call: CallFigures | None = None  # voice conversations only
+    # Held by an agent at some time: routed and taken, or opened by an agent (outbound-first,
+    # never routed, so no time to assign; found by an audit counted as not assigned).
+    assigned: bool = False
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -113,6 +116,7 @@ def figures(
         sla=sla,
         transfers=conv.transfers,
         call=call_figures(conv.call or CallFacts(), due) if conv.channel == "voice" else None,
+        assigned=conv.first_assigned_at is not None,
     )
 
 
@@ -156,8 +160,9 @@ class Bucket:
 
     def add(self, f: ConversationFigures) -> None:
         self.conversations += 1
-        if f.time_to_assign is not None:
+        if f.assigned or f.time_to_assign is not None:
             self.assigned += 1
+        if f.time_to_assign is not None:
             self.time_to_assign.append(f.time_to_assign)
         if f.first_response is not None:
             self.responded += 1

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from events import subjects
-from events.model import ConversationResolved, LogEvent
+from events.model import ConversationOpened, ConversationResolved, LogEvent
 from events.store import StoredEvent
 from services.reports import ReportQuery, ReportState, evolve, fold_all, service_report
 from services.reports.metrics import figures
@@ -114,6 +114,21 @@ def test_a_conversation_resolved_by_an_erasure_is_no_first_contact_resolution() 
     )
     total = report([*served.events, *erased.events])["total"]
     assert (total["resolved"], total["first_contact_resolutions"], total["fcr_rate"]) == (2, 1, 0.5)
+
+
+def test_a_conversation_an_agent_started_counts_as_assigned_without_a_time_to_assign() -> None:
+    """Found by an audit: outbound-first conversations (opened assigned, never routed) read
+    as 0 assigned on the agent's row."""
+    started = Conv("x1", "O", "email")
+    started.events += [
+        ConversationOpened(
+            at=at(0), customer_id="x1", conversation_id="O", channel="email", contact="a@b.c", initiated_by="agent:sue"
+        ),
+    ]
+    started.assign(0, "sue").resolve(600, "sue")
+    by_agent = groups(report(started.events, ReportQuery(start=DAY.start, end=DAY.end, group_by="agent")))
+    assert (by_agent["sue"]["conversations"], by_agent["sue"]["assigned"]) == (1, 1)
+    assert by_agent["sue"]["time_to_assign_seconds"]["count"] == 0  # never waited to be routed
 
 
 def test_a_new_conversation_on_another_channel_is_not_a_reopen() -> None:
