@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import structlog
+
 from services import logs
 from services.config import Config, ConfigError, load
 
@@ -225,18 +227,33 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        running: list[Health] = []
+
+        def on_signal() -> None:
+            stop.set()
+            # Still starting (connecting, waiting for NATS or a stream): nothing in flight to
+            # finish, so stop now. A supervisor's grace (10 s in compose, 30 s in Kubernetes)
+            # ran out while start-up waited up to a minute deaf to SIGTERM (found by an audit).
+            if me is not None and not (running and running[0].checks):
+                me.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         # The health port first: a port taken fails the start before anything else happens.
         async with standalone_health(config) as health, connect(config, name=f"relaydesk-{role}", role=role) as bus:
+            running.append(health)  # its checks, once the service adds them, say it runs
             await until_connection_lost(service(config, bus, *extra, stop, health=health), bus.nc, stop)
 
     from services.data_dir_lock import DataDirUnusable
+    from services.health import Health
     from services.runners import ServiceFailed, standalone_health
 
     with contextlib.suppress(KeyboardInterrupt):
         try:
             asyncio.run(main())
+        except asyncio.CancelledError:
+            structlog.get_logger(__name__).info("service.stopped_while_starting", role=role)
         except (ServiceFailed, DataDirUnusable) as err:
             # A reason a person can act on (a port in use, a missing setting), not a traceback.
             raise SystemExit(f"relaydesk: {err}") from None
@@ -279,6 +296,8 @@ def _setup(config: Config, *, print_auth: bool) -> int:
     return 0
 
 
+# The services a container runs, one each; `up` and the tools speak to a person.
+SERVICE_COMMANDS = frozenset({"intake", "router", "projector", "api", "delivery", "connector", "sink"})
 ONE_SHOT = frozenset({"customers", "rebuild", "report", "dlq", "status", "setup"})
 
 
@@ -293,6 +312,18 @@ def _rebuild(args: argparse.Namespace, config: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _main(parser, args)
+    except SystemExit as err:
+        # A service's last word in the log's format: one JSON line a log pipeline keeps, not a
+        # plain-text line among the JSON ones (found by an audit). Tools speak to a person.
+        if isinstance(err.code, str) and args.command in SERVICE_COMMANDS and logs.is_json(args.log_format):
+            logs.fatal(err.code.removeprefix("relaydesk: "), command=args.command)
+            raise SystemExit(1) from None
+        raise
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -107,9 +109,22 @@ def _stdlib_to_structlog(renderer: Any, level: int) -> None:
     root.setLevel(max(level, logging.WARNING))  # libraries' info and debug chatter stays out
 
 
+def is_json(fmt: str | None = None) -> bool:
+    """Whether lines go out as JSON: ``fmt``, else RELAYDESK_LOG_FORMAT, else JSON off a terminal."""
+    return (fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")) == "json"
+
+
+def fatal(reason: str, **fields: Any) -> None:
+    """The reason a process stops, as one JSON line on stderr (whether or not logging is set up)."""
+    line = {"event": "relaydesk.exit", "level": "critical", "reason": reason, **fields}
+    line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    sys.stderr.write(json.dumps(line, ensure_ascii=False) + "\n")
+    sys.stderr.flush()
+
+
 def configure(level: str | None = None, fmt: str | None = None) -> None:
     level_name = (level or os.environ.get("RELAYDESK_LOG_LEVEL") or "info").upper()
-    fmt = fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    fmt = "json" if is_json(fmt) else "console"
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -29,7 +29,7 @@ from services.intake import Intake
 from services.intake.consumer import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
-from services.nats_connection import ServiceFailed
+from services.nats_connection import ServiceFailed, permission_denied
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention
@@ -41,11 +41,21 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-async def _patiently(op: Callable[[], Awaitable[T]], *, what: str) -> T:
+async def _patiently(op: Callable[[], Awaitable[T]], *, what: str, bus: Bus) -> T:
     """A start-up call that waits out a busy NATS (events.streams.patiently), failing the
-    service with the reason after the budget rather than at the first timeout."""
+    service with the reason after the budget rather than at the first timeout, and at once
+    when NATS refused it a permission (that looks like a timeout: found by an audit, a
+    service started as the wrong user waited 60 s and then blamed NATS for not answering)."""
+    before = permission_denied(bus.nc)
+
+    def refused(_err: BaseException) -> str:
+        denied = permission_denied(bus.nc)
+        if not denied or denied == before:
+            return ""
+        return f"NATS refused it ({denied}) for {bus.auth.describe()}: is this the service's own NATS user?"
+
     try:
-        return await patiently(op, what=what)
+        return await patiently(op, what=what, give_up=refused)
     except SetupFailed as err:
         raise ServiceFailed(str(err)) from err
 
@@ -53,7 +63,7 @@ async def _patiently(op: Callable[[], Awaitable[T]], *, what: str) -> T:
 async def _identity_bucket(bus: Bus) -> KeyValue:
     js = bus.nc.jetstream()
     return await _patiently(
-        lambda: js.key_value(subjects.IDENTITY_BUCKET), what=f"KV bucket {subjects.IDENTITY_BUCKET}"
+        lambda: js.key_value(subjects.IDENTITY_BUCKET), what=f"KV bucket {subjects.IDENTITY_BUCKET}", bus=bus
     )
 
 
@@ -82,7 +92,9 @@ async def run_intake(
     worker = IntakeWorker(bus.nc, intake, in_flight=in_flight)
     # Bounded redelivery and [intake] ack_wait_seconds: an older version's durable is updated in place.
     redelivery = worker.redelivery
-    watch = await _patiently(lambda: prepare_intake_consumer(bus.nc, redelivery), what="intake's durable consumer")
+    watch = await _patiently(
+        lambda: prepare_intake_consumer(bus.nc, redelivery), what="intake's durable consumer", bus=bus
+    )
     if health is not None:
         health.add("intake", intake_check(bus.nc, lambda: (intake.failing_since, intake.last_failure)))
     try:

@@ -371,7 +371,10 @@ def refusal(
         return f"{role} tokens may not use this endpoint (operator only)"
     rule, params = found
     check = rule.agent if role == "agent" else rule.supervisor
-    return check(Ask(role, agent_id, method, path, params, state, custody))
+    why = check(Ask(role, agent_id, method, path, params, state, custody))
+    if why is not None and check is operator_only and role == "agent" and rule.supervisor is allowed:
+        return "agent tokens may not use this endpoint (operator and supervisors only)"
+    return why
 
 
 def roles_reaching(method: str, route: str) -> tuple[Role, ...]:

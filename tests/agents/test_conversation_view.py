@@ -24,7 +24,9 @@ async def test_the_effective_requirements_follow_declines_and_escalations(
 
         status, body = await s.call("POST", f"/v1/conversations/{cid}/decline", body={})
         assert status == 200, body
-        status, body = await s.call("POST", f"/v1/conversations/{cid}/escalate", body={"to_tier": 2, "reason": "legal"})
+        # Nobody here is tier 2: it waits for one (queue_anyway), as a team expecting a specialist would.
+        escalation = {"to_tier": 2, "reason": "legal", "queue_anyway": True}
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/escalate", body=escalation)
         assert status == 200, body
 
         status, conv = await s.call("GET", f"/v1/conversations/{cid}")

@@ -112,7 +112,8 @@ async def test_the_served_document_describes_the_real_answers(s: AgentSystem) ->
     # Refusals: the common Error shape, with the status the document declares.
     await c.call("GET", "/v1/agents/{id}", "/v1/agents/nobody", expect=404)
     await c.call("PUT", "/v1/agents/{id}", "/v1/agents/zed", expect=400, body={"tier": "high"})
-    await c.call("POST", "/v1/conversations/{id}/accept", f"/v1/conversations/{cid}/accept", expect=404)
+    await c.call("POST", "/v1/conversations/{id}/accept", f"/v1/conversations/{cid}/accept", expect=409)  # resolved
+    await c.call("POST", "/v1/conversations/{id}/accept", "/v1/conversations/cv-nosuch/accept", expect=404)
     await c.call("GET", "/v1/agents", token="not-a-token", expect=401)
     await c.call("GET", "/v1/queues", token=issued["token"], expect=403)
     assert len(c.checked) >= 25

@@ -84,6 +84,7 @@ async def test_merging_two_customers_shows_both_histories_and_the_next_messages_
 
     # The merged customer's address now finds the survivor.
     assert await desk.customer_of("email:Ann.Other@EXAMPLE.com") == ann
+
     # So does a search: the merged-away customer is not an answer of its own (found by an audit).
     async def searched() -> list[str] | None:
         status, body = await desk.system.get("/v1/customers", q="Ann.Other")

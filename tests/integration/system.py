@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,17 @@ from services.embedded_nats import EmbeddedNats, free_port
 from services.up import Started, serve_all
 
 T = TypeVar("T")
+
+
+def exit_reason(stderr: str) -> str:
+    """Why a service process exited, from its last word: the ``relaydesk.exit`` JSON line (its
+    logs in JSON, as off a terminal) or a plain ``relaydesk: …`` line; "" if it gave none."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{") and '"relaydesk.exit"' in line:
+            return str(json.loads(line)["reason"])
+        if line.startswith("relaydesk: "):
+            return line.removeprefix("relaydesk: ")
+    return ""
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, every: float = 0.05) -> T:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.embedded_nats import free_port
+from tests.integration.system import exit_reason
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,6 @@ def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: 
         [sys.executable, "-m", "services.cli", command], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode != 0
-    reason = [line for line in proc.stderr.splitlines() if line.startswith("relaydesk: ")]
-    assert reason, proc.stderr
-    assert f"{who} cannot open the projection store postgresql://nobody:****@127.0.0.1:1/x" in reason[0]
+    reason = exit_reason(proc.stderr)
+    assert f"{who} cannot open the projection store postgresql://nobody:****@127.0.0.1:1/x" in reason, proc.stderr
     assert "hunter2" not in proc.stderr
