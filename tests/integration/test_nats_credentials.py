@@ -32,7 +32,7 @@ def _users(password: str) -> str:
 class Service:
     """``relaydesk intake`` as a process, its stderr collected as it runs."""
 
-    def __init__(self, tmp_path: Path, nats_url: str, password: str) -> None:
+    def __init__(self, tmp_path: Path, nats_url: str, password: str, *, connect_timeout: float = 1) -> None:
         env = {
             key: value
             for key, value in os.environ.items()
@@ -42,7 +42,7 @@ class Service:
             RELAYDESK_NATS_URL=nats_url,
             RELAYDESK_NATS_USER="ops",
             RELAYDESK_NATS_PASSWORD=password,
-            RELAYDESK_NATS_CONNECT_TIMEOUT="1",
+            RELAYDESK_NATS_CONNECT_TIMEOUT=str(connect_timeout),
             RELAYDESK_DATA_DIR=str(tmp_path / "data"),
             RELAYDESK_LOG_FORMAT="json",
             RELAYDESK_HEALTH_PORT="0",
@@ -124,3 +124,39 @@ async def test_a_service_with_no_nats_to_reach_says_the_connection_was_refused(t
     assert reason.startswith("cannot reach NATS at nats://127.0.0.1:"), service.stderr[-3000:]
     assert reason.endswith("connection refused (tried for 3 s)"), service.stderr[-3000:]
     assert all(line.startswith("{") for line in service.stderr.splitlines()), "a line that is not JSON"
+
+
+async def test_sigterm_while_a_service_still_waits_for_nats_stops_it_at_once(tmp_path: Path) -> None:
+    """Found by an audit: start-up waited out its whole budget deaf to SIGTERM (57 s), past
+    any supervisor's grace; nothing is in flight yet, so it stops at once and cleanly."""
+    service = Service(tmp_path, f"nats://127.0.0.1:{free_port()}", "whatever", connect_timeout=20)
+    try:
+        await eventually(lambda: service.said('"nats.error"'), timeout=60)  # a refused attempt: waiting
+        service.proc.send_signal(signal.SIGTERM)
+        await eventually(service.exited, timeout=15)  # not the 60 s its connection budget allows
+    finally:
+        service.stop()
+    assert service.proc.returncode == 0, service.stderr[-3000:]
+
+
+async def test_a_permission_refused_at_start_fails_the_service_naming_the_user(tmp_path: Path) -> None:
+    """Found by an audit: a service run as another role's user waited 60 s and then said
+    "NATS did not answer"; a refused permission is not a slow NATS."""
+    config = tmp_path / "server.conf"
+    config.write_text(
+        'server_name: "relaydesk-embedded"\n'
+        'authorization { users = [ { user: "ops", password: "pw",'
+        ' permissions: { publish: { deny: ["$JS.API.CONSUMER.>"] } } } ] }\n'
+    )
+    server = EmbeddedNats(store_dir=tmp_path / "js", config_file=config)
+    await server.astart()
+    service = Service(tmp_path, server.url, "pw")
+    try:
+        await eventually(service.exited, timeout=45)  # not after the 60 s of patience a slow NATS gets
+    finally:
+        service.stop()
+        await server.astop()
+    reason = exit_reason(service.stderr)
+    assert service.proc.returncode == 1, service.stderr[-3000:]
+    assert reason.startswith("intake's durable consumer: NATS refused it"), reason
+    assert reason.endswith("for user ops: is this the service's own NATS user?"), reason
