@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Sequence
 from typing import ClassVar
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
@@ -41,7 +42,7 @@ from connectors.sdk import (
     Route,
 )
 from connectors.sdk.outbound import template_values
-from events.model import Attachment, Channel, DeliverReply, InboundMessage
+from events.model import Attachment, Channel, DeliverReply, InboundMessage, ReplyOutcomeReported
 
 from . import twilio
 from .twilio import TwilioSettings
@@ -148,15 +149,28 @@ class TwilioSmsConnector(Connector):
         return web.Response(body=_TWIML_EMPTY_BYTES, content_type="text/xml", charset="utf-8")
 
     async def on_status(self, request: ProviderRequest) -> web.StreamResponse:
-        """Delivery status callback: verified (by the SDK), logged, answered 200."""
+        """Delivery status callback: verified (by the SDK), logged, answered 200. A reply
+        Twilio could not deliver after all (``failed``, ``undelivered``: the number is gone, a
+        carrier refused) is reported as that reply's outcome, ``bounced``, so intake records
+        ``DeliveryFailed``: the reply is named by the callback URL ``deliver`` gave Twilio
+        (``_status_callback``), which Twilio's signature covers."""
         form = self._form(request)
         sid = form.get("MessageSid", "")
         if not sid:
             raise Malformed("MessageSid is missing")
         status = form.get("MessageStatus") or form.get("SmsStatus") or ""
+        code = form.get("ErrorCode") or None
         # Several callbacks per reply (queued, sent, delivered): debug, unless the reply failed.
         report = log.warning if status in _FAILED_STATUSES else log.debug
-        report("sms.status", provider_message_id=sid, status=status, error_code=form.get("ErrorCode") or None)
+        report("sms.status", provider_message_id=sid, status=status, error_code=code)
+        named = {key: request.query.get(param, "") for key, param in _REPLY_PARAMS.items()}
+        if status in _FAILED_STATUSES and all(named.values()):
+            reason = f"twilio {status}" + (f" error {code}" if code else "")
+            bounce = ReplyOutcomeReported(
+                at=self.now(), channel="sms", outcome="bounced", provider_message_id=sid, reason=reason, **named
+            )
+            reported = await self.publisher.report(bounce)  # Unavailable: 503, Twilio tries again
+            log.info("inbound.bounce_reported", reply_id=named["reply_id"], seq=reported.seq)
         return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
 
     # -- outbound -----------------------------------------------------------------------
@@ -196,7 +210,7 @@ class TwilioSmsConnector(Connector):
         else:
             return DeliveryResult.failed("sms connector: set from_number or messaging_service_sid to send")
         if s.status_callback_url:
-            form["StatusCallback"] = s.status_callback_url
+            form["StatusCallback"] = _status_callback(s.status_callback_url, reply)
         # Files go as MMS (WhatsApp: media messages): Twilio fetches each MediaUrl, a signed
         # link to the API that needs no credentials. Twilio takes up to 10 per message.
         media = [a.url for a in reply.attachments if a.url]
@@ -223,6 +237,16 @@ class TwilioSmsConnector(Connector):
         message = data.get("message") or raw[:200].decode("utf-8", "replace") or "no detail"
         reason = f"twilio {status}" + (f" error {code}" if code else "") + f": {message}"
         return DeliveryResult.failed(reason, retryable=status == 429 or status >= 500)
+
+
+# The reply a status callback is about, named in the callback URL (ids only, no personal data).
+_REPLY_PARAMS = {"reply_id": "rd_reply", "customer_id": "rd_customer", "conversation_id": "rd_conversation"}
+
+
+def _status_callback(url: str, reply: DeliverReply) -> str:
+    """``url`` naming ``reply``: Twilio calls it back as given, signed, with these ids."""
+    ids = {param: getattr(reply, key) for key, param in _REPLY_PARAMS.items()}
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(ids)}"
 
 
 def _metadata(form: MultiDictProxy[str], sender: str) -> dict[str, str]:

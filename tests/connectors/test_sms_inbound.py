@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from connectors.sdk import ConnectorConfigError, registry
-from connectors.sdk.conformance.helpers import read_inbound
+from connectors.sdk.conformance.helpers import read_inbound, read_outcomes
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TWIML_EMPTY, TwilioSmsConnector
 from events.redact import scrub
@@ -239,6 +239,27 @@ async def test_status_callback_is_verified(sms: tuple[ConnectorRuntime, str]) ->
     assert (await post(url, params, signed_headers(url, params)))[0] == 200
     bad = {**signed_headers(url, params), "X-Twilio-Signature": "nope"}
     assert (await post(url, params, bad))[0] == 403
+
+
+async def test_a_reply_twilio_could_not_deliver_is_reported_as_bounced(
+    nc: NATS, sms: tuple[ConnectorRuntime, str], uid: str
+) -> None:
+    """Found by an audit: ``undelivered`` and ``failed`` callbacks were only logged, so a reply
+    to a number that is gone read as sent. The callback URL ``deliver`` gave Twilio names the
+    reply (test_sms_outbound), and Twilio's signature covers it."""
+    _, base = sms
+    reply_id = f"rep_{uid}"
+    url = f"{base}/twilio/status?rd_reply={reply_id}&rd_customer=cu_{uid}&rd_conversation=cv_{uid}"
+    for status in ("sent", "undelivered"):
+        params = {"MessageSid": "SM" + "6" * 32, "MessageStatus": status, "ErrorCode": "30003"}
+        assert (await post(url, params, signed_headers(url, params)))[0] == 200
+    [reported] = await read_outcomes(nc.jetstream(), "sms", reply_id)
+    report = reported.report
+    assert (report.outcome, report.reason) == ("bounced", "twilio undelivered error 30003")
+    assert (report.customer_id, report.conversation_id) == (f"cu_{uid}", f"cv_{uid}")
+    # The ids are the signed URL's: another reply's ids in an unsigned URL are refused.
+    forged = f"{base}/twilio/status?rd_reply=rep_other&rd_customer=cu_x&rd_conversation=cv_x"
+    assert (await post(forged, params, signed_headers(url, params)))[0] == 403
 
 
 async def test_metrics_and_health(sms: tuple[ConnectorRuntime, str]) -> None:

@@ -66,7 +66,9 @@ async def test_messaging_service_sid_is_used_when_set(twilio: FakeProvider) -> N
         "To": "+15551230000",
         "Body": "Your refund is on its way",
         "MessagingServiceSid": "MG" + "1" * 32,
-        "StatusCallback": "https://x/status",
+        # The reply it is about, named in the (signed) callback URL: a later "undelivered" is
+        # reported as this reply's outcome (test_sms_inbound).
+        "StatusCallback": "https://x/status?rd_reply=rep1&rd_customer=cus1&rd_conversation=conv1",
     }
 
 
