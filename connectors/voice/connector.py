@@ -159,9 +159,22 @@ class TwilioVoiceConnector(Connector):
 
     async def on_left(self, request: ProviderRequest) -> web.StreamResponse:
         """The ``<Enqueue>`` action: the caller left the queue. ``leave``: the wait limit passed
-        (callback or voicemail); ``bridged``/``hangup``/...: nothing more to say."""
+        (callback or voicemail); ``hangup``: the caller hung up waiting, so the conversation is
+        resolved (abandoned; found by an audit: it stayed waiting and the router would offer a
+        dead call); ``bridged``/...: nothing more to say."""
         form = _form(request)
-        if form.get("QueueResult") != "leave":
+        result = form.get("QueueResult")
+        if result == "hangup":
+            call_sid = _call_sid(form)
+            # Its own status in the id (not the caller leg's "completed", which comes too and
+            # must not be taken for a duplicate of this one): reports read caller legs by it.
+            extra = {"call_status": "abandoned", "leg": "caller", "resolves": "1"}
+            text = "Caller hung up in the queue" + (f" ({form['QueueTime']} s)" if form.get("QueueTime") else "")
+            leg_id = f"{call_sid}:call:abandoned"
+            message = self._message(form, "call_status", leg_id, text=text, auto=True, extra=extra)
+            await self._publish(message)
+            log.info("voice.abandoned", call_sid=call_sid, queue_time=form.get("QueueTime") or None)
+        if result != "leave":
             return _xml(twiml.response())
         return _xml(twiml.after_wait_menu(self.settings.after_wait_prompt, self.url(AFTER_WAIT_PATH)))
 

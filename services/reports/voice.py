@@ -35,7 +35,9 @@ import msgspec
 
 CALLER_LEG = "call"
 AGENT_LEG = "dial"
-ENDED = frozenset({"completed", "canceled", "busy", "no-answer", "failed"})
+# "abandoned": the caller hung up in the queue (connectors.voice, the ``<Enqueue>`` action). It
+# resolves the conversation, so the caller leg's own "completed", coming after, is not recorded.
+ENDED = frozenset({"completed", "canceled", "busy", "no-answer", "failed", "abandoned"})
 NOT_ANSWERED = frozenset({"canceled", "busy", "no-answer", "failed"})
 
 

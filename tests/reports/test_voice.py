@@ -118,6 +118,16 @@ def test_a_hang_up_reported_before_the_end_of_the_talk_is_no_abandon() -> None:
     assert voice["callbacks_placed"] == 0
 
 
+def test_a_caller_who_hung_up_in_the_queue_is_abandoned() -> None:
+    """The voice connector resolves the conversation at the hang-up (``:call:abandoned``), so
+    the caller leg's own "completed" that follows is never on it."""
+    v, sid = call(10)
+    status(v, 30, sid, "call", "abandoned")
+    report = service_report(fold_all(stored(v.events)), DAY, now=NOW, sla_seconds=VOICE_SLA)
+    voice = report["total"]["voice"]
+    assert (voice["answered"], voice["abandoned"], voice["missed"]) == (0, 1, 1)
+
+
 def test_a_report_without_calls_has_no_voice_figures() -> None:
     chat = Conv("chatter", "chat1", "chat").open(0).assign(5, "ava")
     report = service_report(fold_all(stored(chat.events)), DAY, now=NOW, sla_seconds=VOICE_SLA)

@@ -112,6 +112,28 @@ async def test_a_late_status_of_another_call_leaves_the_callers_conversation_ope
         await soon(lambda: _resolved(voice, conv["id"]))
 
 
+async def test_a_caller_who_hangs_up_in_the_queue_leaves_no_call_to_offer(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    """Found by an audit: the caller hung up while queued and the conversation stayed waiting,
+    so the router would still offer an agent a dead call."""
+    sid = call_sid(14)
+    away = msgspec.structs.replace(AVA, status="away")
+    async with voice_system(tmp_path, clean_nats, (away,)) as voice:
+        assert (await voice.webhook("/twilio/voice/queue", call_params(sid, Digits="1")))[0] == 200
+        customer_id = await soon(lambda: customer_of(voice))
+        conv = await soon(lambda: _conversation(voice, customer_id))  # waiting: nobody is available
+        status, text = await voice.webhook("/twilio/voice/left", call_params(sid, QueueResult="hangup", QueueTime="12"))
+        assert status == 200 and twiml(text).find("Gather") is None
+        await soon(lambda: _texts(voice, customer_id, "Caller hung up in the queue (12 s)"))
+        await soon(lambda: _resolved(voice, conv["id"]))
+        # Its own status callback comes too: answered, and nothing reopened (it opens nothing).
+        ended = call_params(sid, CallStatus="completed", CallDuration="14")
+        assert (await voice.webhook("/twilio/voice/status", ended))[0] == 200
+        status, body = await voice.system.get(f"/v1/conversations/{conv['id']}")
+        assert status == 200 and body["status"] == "resolved", body
+
+
 @pytest.mark.parametrize("caller", ["anonymous", "+266696687", "client:alice"])
 async def test_a_caller_without_a_number_is_told_so_not_queued(
     tmp_path: Path, clean_nats: EmbeddedNats, caller: str
