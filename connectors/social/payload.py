@@ -33,6 +33,8 @@ import msgspec
 from connectors.sdk import Malformed
 from events.model import Attachment, Channel, InboundMessage
 
+# What an agent reads for a message the provider could not show us (``metadata.unsupported``).
+UNSUPPORTED_TEXT = "(The customer sent a message this channel cannot show.)"
 CHANNEL: Channel = "social"
 PROVIDER = "meta"
 
@@ -193,6 +195,9 @@ class PayloadParser:
             if quick:
                 metadata["quick_reply_payload"] = quick
             reply_to = _str(_obj(msg.get("reply_to")).get("mid"))
+            text = _text(msg.get("text"))
+            if msg.get("is_unsupported") and not text and not attachments:
+                text, metadata["unsupported"] = UNSUPPORTED_TEXT, "1"  # said, not an empty message
             return InboundMessage(
                 at=at,
                 channel=CHANNEL,
@@ -200,7 +205,7 @@ class PayloadParser:
                 provider_message_id=mid,
                 sender=sender,
                 recipient=recipient or page,
-                text=_text(msg.get("text")),
+                text=text,
                 attachments=attachments,
                 thread_ref=reply_to or None,
                 metadata=metadata,
@@ -344,7 +349,12 @@ class PayloadParser:
         elif kind == "reaction":
             batch.counts["reaction"] += 1
             return None
-        elif kind in ("system", "unsupported", "request_welcome"):
+        elif kind == "unsupported":
+            # The customer wrote (a poll, a view-once message…), Meta cannot show what: they
+            # still reached out, so it is on the timeline and routed (found by an audit: dropped).
+            text = UNSUPPORTED_TEXT
+            metadata["unsupported"] = "1"
+        elif kind in ("system", "request_welcome"):
             batch.counts["ignored_event"] += 1
             return None
         # location, contacts, order…: routed with empty text; agents see the type in metadata.

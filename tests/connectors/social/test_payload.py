@@ -9,7 +9,7 @@ import pytest
 
 from connectors.sdk import Malformed
 from connectors.social import window
-from connectors.social.payload import PayloadParser
+from connectors.social.payload import UNSUPPORTED_TEXT, PayloadParser
 from connectors.social.signature import sign, valid
 from events.model import InboundMessage
 from services.identity import identity_for
@@ -195,6 +195,17 @@ def test_whatsapp_media_interactive_reaction() -> None:
     assert messages[0].text == "broken"
     assert messages[1].text == "Yes" and messages[1].metadata["reply_payload"] == "yes"
     assert counts == {"reaction": 1}
+
+
+def test_a_message_meta_cannot_show_is_said_not_dropped_or_blank() -> None:
+    """Found by an audit: WhatsApp's ``unsupported`` was dropped (the customer's contact left
+    no trace) and Messenger's ``is_unsupported`` came through as an empty message."""
+    unsupported = {"from": "15551230000", "id": "wamid.U", "timestamp": "1700000000", "type": "unsupported"}
+    [wa], counts = parse(whatsapp([unsupported]))
+    assert (wa.provider_message_id, wa.text, wa.metadata["unsupported"]) == ("wamid.U", UNSUPPORTED_TEXT, "1")
+    assert counts == {}
+    [fb], _ = parse(page_batch(page_entry(messaging("PSID_1", "m_unsup", "", is_unsupported=True))))
+    assert (fb.provider_message_id, fb.text, fb.metadata["unsupported"]) == ("m_unsup", UNSUPPORTED_TEXT, "1")
 
 
 # -- public -----------------------------------------------------------------------------
