@@ -230,6 +230,26 @@ class PayloadParser:
                 text=_str(postback.get("title")),
                 metadata=metadata,
             )
+        if "message_edit" in event:
+            # The customer changed a message they sent: the new words, as a message of their
+            # own marking what they edit (found by an audit: dropped, the agent kept the old).
+            edit = _obj(event.get("message_edit"))
+            mid, text = _str(edit.get("mid")), _text(edit.get("text"))
+            if not mid or not sender or not text:
+                batch.counts["skipped"] += 1
+                return None
+            metadata.update(edit_of=mid)
+            return InboundMessage(
+                at=at,
+                channel=CHANNEL,
+                provider=PROVIDER,
+                provider_message_id=f"{mid}:edit:{_str(edit.get('num_edit')) or '1'}",
+                sender=sender,
+                recipient=recipient or page,
+                text=text,
+                thread_ref=mid,
+                metadata=metadata,
+            )
         if "read" in event or "delivery" in event:
             batch.counts["receipt"] += 1
         elif "reaction" in event:

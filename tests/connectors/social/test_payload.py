@@ -208,6 +208,18 @@ def test_a_message_meta_cannot_show_is_said_not_dropped_or_blank() -> None:
     assert (fb.provider_message_id, fb.text, fb.metadata["unsupported"]) == ("m_unsup", UNSUPPORTED_TEXT, "1")
 
 
+def test_a_messenger_edit_comes_through_as_the_new_words_naming_what_it_edits() -> None:
+    edit = {
+        "sender": {"id": "PSID_1"},
+        "recipient": {"id": PAGE_ID},
+        "timestamp": 1_700_000_000_000,
+        "message_edit": {"mid": "m_a1", "text": "first edited", "num_edit": 1},
+    }
+    [m], _ = parse(page_batch(page_entry(edit)))
+    assert (m.provider_message_id, m.text, m.metadata["edit_of"]) == ("m_a1:edit:1", "first edited", "m_a1")
+    assert m.sender == "PSID_1"
+
+
 # -- public -----------------------------------------------------------------------------
 
 
