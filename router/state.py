@@ -256,13 +256,25 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
     def customer(self, customer_id: str) -> CustomerView | None:
         """The view that stands for ``customer_id``: its own, or after a merge the survivor's
         (following merges of merges). Conversations keep their own customer id (it names their
-        subject); tier, flags and the case owner are read through here."""
+        subject); tier, flags and the case owner are read through here (on the router's hot
+        path: no list made, unlike ``merge_chain``)."""
         found = self.customers.get(customer_id)
         for _ in range(64):  # merges never form a cycle (the fold refuses one); bounded anyway
             if found is None or found.merged_into is None:
                 return found
             found = self.customers.get(found.merged_into)
         return found
+
+    def merge_chain(self, customer_id: str) -> list[str]:
+        """``customer_id``, then each customer it was merged into, the survivor last."""
+        chain = [customer_id]
+        current = self.customers.get(customer_id)
+        for _ in range(64):  # merges never form a cycle (the fold refuses one); bounded anyway
+            if current is None or current.merged_into is None or current.merged_into in chain:
+                break
+            chain.append(current.merged_into)
+            current = self.customers.get(current.merged_into)
+        return chain
 
     def agent_load(self, agent_id: str) -> dict[str, int]:
         agent = self.agents.get(agent_id)

@@ -276,14 +276,7 @@ def customers_reachable(state: RouterState, custody: Custody | None, agent_id: s
 
 def customer_and_survivors(state: RouterState, customer_id: str) -> set[str]:
     """``customer_id`` and every customer it was merged into, merges of merges included."""
-    found = {customer_id}
-    current = state.customers.get(customer_id)
-    for _ in range(64):  # the fold refuses merge cycles; bounded anyway
-        if current is None or current.merged_into is None:
-            break
-        found.add(current.merged_into)
-        current = state.customers.get(current.merged_into)
-    return found
+    return set(state.merge_chain(customer_id))
 
 
 # --- the table -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from events import subjects
 from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
 from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
-from router.state import RouterState
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
 from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, query_int, read_body
@@ -84,17 +83,6 @@ def _profile_of(event: CustomerProfileUpdated) -> dict[str, Any]:
     }
 
 
-def _survivor_id(state: RouterState, customer_id: str) -> str:
-    """The customer standing for ``customer_id`` in the live view (itself unless merged away)."""
-    current = customer_id
-    for _ in range(64):  # merges never form a cycle (the fold refuses one); bounded anyway
-        view = state.customers.get(current)
-        if view is None or view.merged_into is None:
-            return current
-        current = view.merged_into
-    return current
-
-
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
@@ -140,7 +128,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         assert deps.timelines is not None
         out: dict[str, Any] = {}
         for summary in found:
-            survivor = _survivor_id(deps.live.state, summary.customer_id)
+            survivor = deps.live.state.merge_chain(summary.customer_id)[-1]
             if survivor in out:
                 continue
             if survivor != summary.customer_id:

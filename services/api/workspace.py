@@ -211,14 +211,7 @@ class WorkspaceFacts:
 
 def _customer_and_survivors(state: RouterState, customer_id: str) -> list[str]:
     """The survivor first (its profile stands for a merged customer), then the customer."""
-    found = [customer_id]
-    current = state.customers.get(customer_id)
-    for _ in range(64):  # the fold refuses merge cycles; bounded anyway
-        if current is None or current.merged_into is None or current.merged_into in found:
-            break
-        found.insert(0, current.merged_into)
-        current = state.customers.get(current.merged_into)
-    return found
+    return state.merge_chain(customer_id)[::-1]
 
 
 _BY_VIEW: weakref.WeakKeyDictionary[Any, WorkspaceFacts] = weakref.WeakKeyDictionary()
