@@ -180,9 +180,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         conv = deps.live.state.conversations.get(conversation_id)
         if conv is not None:
             return conv
-        if subjects.is_token(conversation_id) and await deps.store.last_subject_seq(
-            subjects.conversation_filter(conversation_id)
-        ):
+        if await last_event_of(conversation_id):
             # On the log and not open: resolved. A 404 read as "lost" to a caller retrying.
             raise ApiError(
                 409,
@@ -190,6 +188,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 conversation_status="resolved",
             )
         raise ApiError(404, f"no conversation {conversation_id}")
+
+    async def last_event_of(conversation_id: str) -> int:
+        """The log's last event of a conversation, whoever its customer (0: none, or not an id)."""
+        if not subjects.is_token(conversation_id):
+            return 0
+        return await deps.store.last_subject_seq(subjects.conversation_filter(conversation_id))
 
     async def command(event: LogEvent, conv: ConversationView, cid: str, status: int = 200) -> web.Response:
         try:
@@ -248,18 +252,16 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def not_found_or_not_yet(cid: str) -> web.Response:
         """404 only for a conversation the log does not hold: one resolved while the timelines
         projection lags (the projector stopped, a rebuild) is 503 with ``Retry-After``."""
-        if deps.timelines is None or not subjects.is_token(cid):
-            return json_error(404, f"no conversation {cid}")
-        last = await deps.store.last_subject_seq(subjects.conversation_filter(cid))
-        if not last:
+        if deps.timelines is None or not (last := await last_event_of(cid)):
             return json_error(404, f"no conversation {cid}")
         projected = await deps.timelines.checkpoints()
-        if projected and min(projected.values()) >= last:
+        at = min(projected.values(), default=0)
+        if projected and at >= last:
             return json_error(404, f"no conversation {cid}")  # projected, and not there: erased
         response = json_error(
             503,
             f"conversation {cid} is resolved, and the timelines projection has not recorded it yet "
-            f"(its last event is {last}; the projection stands at {min(projected.values(), default=0)})",
+            f"(its last event is {last}; the projection stands at {at})",
             last_event=last,
             projection=projected,
         )
