@@ -127,7 +127,7 @@ class LiveState:
         self._folds: list[_FoldEntry] = []
         self._refeed: dict[str, int] = {}
         self._refeed_subjects: dict[str, dict[str, int]] = {}  # fold name -> subject -> from seq
-        self.fed_again = 0  # events read again after the snapshot for folds it holds no dump of
+        self.fed_again = 0  # events fed again after the snapshot to folds it holds no dump of (per fold)
         self._listeners: set[Listener] = set()
         self._task: asyncio.Task[None] | None = None
         self._saving: asyncio.Task[None] | None = None
@@ -269,28 +269,36 @@ class LiveState:
 
     async def _feed_subjects_again(self) -> None:
         """After a snapshot: the folds it named subjects for see those subjects' events again,
-        up to it (many subjects read at once, each with batched direct gets)."""
+        up to it. Each subject is read once for every fold that wants it (from the earliest
+        sequence any asks for), many at once, each with batched direct gets."""
         until = self.snapshot_position or 0
+        wanted = self._refeed_subjects
+        earliest: dict[str, int] = {}
+        for subjects_from in wanted.values():
+            for subject, seq in subjects_from.items():
+                earliest[subject] = min(earliest.get(subject, seq), seq)
         limit = asyncio.Semaphore(REFEED_READS_IN_FLIGHT)
 
         async def read(subject: str, from_seq: int) -> list[StoredEvent]:
             async with limit:
                 return [s for s in await self.store.read_direct(subject, from_seq) if s.seq <= until]
 
-        read_again = 0
-        for name, wanted in self._refeed_subjects.items():
-            fold = next(f for f in self._folds if f.name == name)
-            found = await asyncio.gather(*(read(subject, seq) for subject, seq in wanted.items()))
-            events = sorted((stored for each in found for stored in each), key=lambda stored: stored.seq)
-            for stored in events:
-                self._apply_one(fold, stored)
-            read_again += len(events)
-        self.fed_again += read_again
+        found = await asyncio.gather(*(read(subject, seq) for subject, seq in earliest.items()))
+        folds = [(fold, wanted[fold.name]) for fold in self._folds if fold.name in wanted]
+        fed = 0
+        for stored in sorted((stored for each in found for stored in each), key=lambda stored: stored.seq):
+            for fold, subjects_from in folds:
+                start = subjects_from.get(stored.subject)
+                if start is not None and stored.seq >= start:
+                    self._apply_one(fold, stored)
+                    fed += 1
+        self.fed_again += fed
         log.info(
             "api.folds_fed_again",
-            folds=sorted(self._refeed_subjects),
-            subjects=sum(len(wanted) for wanted in self._refeed_subjects.values()),
-            events=read_again,
+            folds=sorted(wanted),
+            subjects=len(earliest),
+            events=sum(len(each) for each in found),
+            fed=fed,
             until=until,
         )
         self._refeed_subjects = {}
@@ -306,7 +314,7 @@ class LiveState:
                     for fold in self._folds:
                         if fold.name in self._refeed and stored.seq >= self._refeed[fold.name]:
                             self._apply_one(fold, stored)
-                self.fed_again += len(batch)
+                            self.fed_again += 1
         log.info("api.folds_fed_again", folds=sorted(self._refeed), from_seq=start, until=until)
         self._refeed = {}
 
