@@ -24,9 +24,15 @@ from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
 from services.config import Config, ConfigError, load
-from services.data_dir_lock import keep, make_data_dir, read_kept
+from services.data_dir import keep, make_data_dir, read_kept
 from services.nats_auth import NatsAuth, role_credentials, server_list
-from services.nats_connection import connect_nats, forget, is_permission_error, permission_denied
+from services.nats_connection import (
+    connect_nats,
+    denials_from_now,
+    forget,
+    is_credentials_error,
+    is_permission_error,
+)
 from services.nats_permissions import TOOL
 
 log = structlog.get_logger(__name__)
@@ -103,11 +109,10 @@ STREAMS_PATIENCE_S = SETUP_BUDGET_S
 
 
 async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, create: bool = True) -> None:
+    denial = denials_from_now(nc)
+
     def refused(_err: BaseException) -> str:
-        denied = permission_denied(nc)
-        # Not "NATS is slow": the server refused the request (it answers nothing, so the
-        # request timed out). Waiting longer would not help.
-        if not denied:
+        if not (denied := denial()):
             return ""
         return (
             f"NATS refused the stream set-up ({denied}): this role may not manage streams; "
@@ -152,7 +157,7 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
         if is_permission_error(err):
             log.error("nats.permission_denied", error=str(err), who=auth.describe())
             return
-        if "authorization violation" in str(err).lower():
+        if is_credentials_error(err):
             refused.append(str(err))
         log.debug("nats.error", error=str(err))
 

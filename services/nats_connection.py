@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import nats
@@ -75,6 +75,19 @@ def permission_denied(nc: NATS) -> str:
     return seen[-1] if seen else ""
 
 
+def denials_from_now(nc: NATS) -> Callable[[], str]:
+    """The permission violation the server reports on ``nc`` after this call ("" while none):
+    a refused request answers nothing and so looks like a slow NATS, where waiting longer
+    would not help (``events.streams.patiently``'s ``give_up``)."""
+    before = permission_denied(nc)
+
+    def new() -> str:
+        denied = permission_denied(nc)
+        return denied if denied != before else ""
+
+    return new
+
+
 def watch_of(nc: NATS) -> ConnectionWatch | None:
     """The watch ``connect_nats`` keeps on ``nc`` (None for other connections)."""
     return _WATCHES.get(id(nc))
@@ -92,10 +105,14 @@ def is_permission_error(err: Exception) -> bool:
     return "permissions violation" in str(err).lower()
 
 
-def _is_credentials_error(err: BaseException | None) -> bool:
+def is_credentials_error(err: BaseException | None) -> bool:
     return err is not None and (
         isinstance(err, nats.errors.AuthorizationError) or "authorization violation" in str(err).lower()
     )
+
+
+# What a service whose login is refused after it had logged in says (tests match it).
+ROTATED = "were they rotated? Restart with the new [nats] password"
 
 
 def _why_unreachable(err: BaseException) -> str:
@@ -124,14 +141,14 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
             del denied[:-10]
             log.error("nats.permission_denied", error=str(err), client=name, who=who)
             return
-        if _is_credentials_error(err):
+        if is_credentials_error(err):
             refused.append(str(err))
             del refused[:-10]
             log.error("nats.credentials_refused", client=name, who=who)
             if connected:
                 watch.refused(
                     f"NATS at {where} has refused the credentials ({who}) on every reconnect for "
-                    f"{watch.patience:.0f} s: were they rotated? Restart with the new [nats] password"
+                    f"{watch.patience:.0f} s: {ROTATED}"
                 )
             return
         failures.append(_why_unreachable(err))
@@ -155,11 +172,8 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
         last = connected[0].last_error if connected else None
         if watch.closing or not isinstance(last, nats.errors.Error) or is_permission_error(last):
             return
-        if _is_credentials_error(last):
-            reason = (
-                f"NATS at {where} refused the credentials ({who}) and closed the connection: "
-                "were they rotated? Restart with the new [nats] password"
-            )
+        if is_credentials_error(last):
+            reason = f"NATS at {where} refused the credentials ({who}) and closed the connection: {ROTATED}"
         else:
             reason = f"NATS at {where} closed the connection: {last}"
         log.error("nats.closed", client=name, who=who, reason=reason)
@@ -188,7 +202,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
     try:
         nc = await asyncio.wait_for(connecting, timeout * 3)
     except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as err:
-        if refused or _is_credentials_error(err):
+        if refused or is_credentials_error(err):
             raise SystemExit(f"NATS at {where} refused the connection ({who}): check [nats] user/password") from err
         if not isinstance(err, (TimeoutError, OSError, nats.errors.NoServersError)):
             raise

@@ -21,7 +21,7 @@ from services.api.registry import Registry, known_channels
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
-from services.data_dir_lock import make_data_dir
+from services.data_dir import make_data_dir
 from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory, IdentityRules
@@ -29,7 +29,7 @@ from services.intake import Intake
 from services.intake.consumer import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
-from services.nats_connection import ServiceFailed, permission_denied
+from services.nats_connection import ServiceFailed, denials_from_now
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention
@@ -46,11 +46,10 @@ async def _patiently(op: Callable[[], Awaitable[T]], *, what: str, bus: Bus) -> 
     service with the reason after the budget rather than at the first timeout, and at once
     when NATS refused it a permission (that looks like a timeout: found by an audit, a
     service started as the wrong user waited 60 s and then blamed NATS for not answering)."""
-    before = permission_denied(bus.nc)
+    denial = denials_from_now(bus.nc)
 
     def refused(_err: BaseException) -> str:
-        denied = permission_denied(bus.nc)
-        if not denied or denied == before:
+        if not (denied := denial()):
             return ""
         return f"NATS refused it ({denied}) for {bus.auth.describe()}: is this the service's own NATS user?"
 
