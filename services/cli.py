@@ -245,7 +245,7 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
             running.append(health)  # its checks, once the service adds them, say it runs
             await until_connection_lost(service(config, bus, *extra, stop, health=health), bus.nc, stop)
 
-    from services.data_dir_lock import DataDirUnusable
+    from services.data_dir import DataDirUnusable
     from services.health import Health
     from services.runners import ServiceFailed, standalone_health
 

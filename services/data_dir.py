@@ -1,5 +1,7 @@
-"""One ``relaydesk up`` per data dir: an exclusive ``flock`` on ``<data dir>/up.lock``, held for
-the life of the process.
+"""The data dir: made 0700 by every process that needs it (``make_data_dir``), the secrets
+kept in it (the operator token, the signing key: ``read_kept`` / ``keep``), and one
+``relaydesk up`` per data dir: an exclusive ``flock`` on ``<data dir>/up.lock``, held for the
+life of the process.
 
 Two instances on one data dir would run two nats-servers on one JetStream store (which can
 corrupt it) and remove each other's files (``nats-url``). The embedded nats-server inherits

@@ -100,7 +100,7 @@ class EmbeddedNats:
     # A server config file (users and permissions: services/nats_auth.py); flags win over it.
     config_file: Path | None = None
     # Descriptors the server inherits: ``relaydesk up``'s data dir lock, so that the lock lasts
-    # as long as the server uses the store, even if ``up`` is killed first (services.data_dir_lock).
+    # as long as the server uses the store, even if ``up`` is killed first (services.data_dir).
     pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 

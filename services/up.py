@@ -17,7 +17,7 @@ import structlog
 
 from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
 from services.config import Config
-from services.data_dir_lock import DataDirBusy, DataDirLock, DataDirUnusable, lock_data_dir
+from services.data_dir import DataDirBusy, DataDirLock, DataDirUnusable, lock_data_dir
 from services.embedded_nats import EmbeddedNats, NatsServerError, pick_port
 from services.health import Health, serving
 from services.nats_auth import NatsAuth, RoleCredentials
@@ -265,7 +265,7 @@ class _Failures:
 
 async def up(config: Config, lock: DataDirLock) -> int:
     """Everything, until Ctrl-C or SIGTERM, holding the data dir's ``lock``
-    (services.data_dir_lock): the files it writes there are its own until it exits, and the
+    (services.data_dir): the files it writes there are its own until it exits, and the
     embedded nats-server holds the lock with it."""
     embedded: EmbeddedNats | None = None
     url_file: Path | None = None  # written by this process (then removed by it)

@@ -156,7 +156,7 @@ class PostgresRows(RowCodec):
         return None if value is None else Jsonb(value, dumps=_dumps)
 
     def text_out(self, value: str | None) -> str | None:
-        return value.replace("\x00", NUL_STAND_IN) if value and "\x00" in value else value
+        return _without_nul(value) if value else value
 
 
 # PostgreSQL's text and jsonb cannot hold NUL (SQLite's can): a customer's message with one was

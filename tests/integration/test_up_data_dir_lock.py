@@ -1,4 +1,4 @@
-"""One ``relaydesk up`` per data dir (services.data_dir_lock): a second one on the same data dir
+"""One ``relaydesk up`` per data dir (services.data_dir): a second one on the same data dir
 is refused at once with the first one's pid, starts no nats-server on its store and leaves the
 first one's files alone (``relaydesk status`` still finds it); another data dir runs beside it;
 and once the first is killed with -9 the lock is gone with it, so a new ``up`` starts."""
@@ -169,7 +169,7 @@ async def test_a_projector_that_cannot_make_its_data_dir_fails_its_start_with_th
 
 
 def test_a_service_makes_its_data_dir_private(tmp_path: Path) -> None:
-    from services.data_dir_lock import make_data_dir
+    from services.data_dir import make_data_dir
 
     made = make_data_dir(tmp_path / "new" / "data")
     assert made.stat().st_mode & 0o777 == 0o700

@@ -1,4 +1,4 @@
-"""One ``relaydesk up`` per data dir: the lock (services.data_dir_lock) refuses a second holder
+"""One ``relaydesk up`` per data dir: the lock (services.data_dir) refuses a second holder
 with the first one's pid, lets other data dirs be, and is gone once its holder has let go."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.data_dir_lock import LOCK_FILE, DataDirBusy, lock_data_dir
+from services.data_dir import LOCK_FILE, DataDirBusy, lock_data_dir
 
 
 def test_a_second_lock_on_the_same_data_dir_is_refused_naming_the_holder(tmp_path: Path) -> None:

@@ -34,11 +34,11 @@ def _lines(err: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in err.splitlines() if line.strip()]
 
 
-def _raise(exc: BaseException) -> BaseException:
-    try:
+def _raise(exc: Exception) -> BaseException:
+    """``exc`` raised once, so it carries a traceback as a logged exception does."""
+    with pytest.raises(type(exc)) as raised:
         raise exc
-    except BaseException as caught:
-        return caught
+    return raised.value
 
 
 @pytest.mark.usefixtures("json_logs")
