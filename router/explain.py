@@ -31,11 +31,13 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from events.model import ConversationEscalated, ConversationTransferred
 from router import effective as eff_
 from router import wrap_up
 from router.effective import Effective
+from router.fold import forgive, redirect
 from router.index import signature
-from router.policy import RouterPolicy
+from router.policy import FORGIVE_DECLINES, RouterPolicy
 from router.queues import QueueSummary
 from router.state import AgentView, ConversationView, RouterState
 from router.timers import hold_seconds
@@ -71,6 +73,7 @@ class _Ask:
 
 
 Roster = Sequence[tuple[str, AgentView]]
+_NEVER = datetime.min.replace(tzinfo=UTC)  # eligibility does not depend on the time
 
 
 def waiting_because(
@@ -91,6 +94,26 @@ def waiting_because(
         until = since + timedelta(seconds=hold_seconds(policy))
         blocking = f"held for {whom} {conv.preferred_agent} until {_iso(until)}"
     return WaitingBecause(eligible=counts, blocking=blocking)
+
+
+def nobody_could_take(
+    state: RouterState,
+    conv: ConversationView,
+    change: ConversationTransferred | ConversationEscalated,
+    policy: RouterPolicy,
+) -> str | None:
+    """Why no active agent could ever be offered ``conv`` after ``change``; None when one could
+    (whatever her status: she may come online). Judged as the conversation would stand at the
+    last escalation step, where the policy has relaxed all it will: work that only waits for a
+    fallback language or a lower skill level is not refused, work no step ever opens is."""
+    after = msgspec.structs.replace(conv, excluded=list(conv.excluded), declined=list(conv.declined))
+    redirect(after, change)
+    after.step = len(policy.escalation_steps)
+    if any(step.relaxation == FORGIVE_DECLINES for step in policy.escalation_steps):
+        forgive(after)
+    eff = eff_.effective(signature(state, after), policy)
+    _, blocking = _eligible(_roster(state), _Ask(eff, after.channel, frozenset(after.excluded), _NEVER, policy))
+    return blocking
 
 
 def explained_queues(

@@ -222,30 +222,12 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 conv.preference_dropped = True
             conv.step = max(conv.step, event.step)
             if event.relaxation == FORGIVE_DECLINES:
-                _forgive(conv)
+                forgive(conv)
             if conv.status == "waiting":
                 index.requeue(state, event.conversation_id, conv)
-        case ConversationTransferred():
-            conv.transfer_count = max(conv.transfer_count + 1, event.transfer_count)
-            away_from = event.from_agent or conv.agent_id
-            if away_from is not None and away_from != event.to_agent:
-                _exclude(conv, away_from)
+        case ConversationTransferred() | ConversationEscalated():
+            redirect(conv, event)
             _drop_holder(state, event.conversation_id, conv)
-            if event.to_skill is not None:
-                level = conv.requirements.skills.get(event.to_skill, 1)
-                conv.requirements = _with_skills(conv, {event.to_skill: level})
-            if event.to_tier is not None:
-                conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
-            conv.preferred_agent = event.to_agent
-            conv.preferred_is_transfer = event.to_agent is not None
-            if event.to_agent is not None:
-                _unexclude(conv, event.to_agent)
-            _restart_wait(state, event.conversation_id, conv, event.at)
-        case ConversationEscalated():
-            conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
-            _drop_holder(state, event.conversation_id, conv)
-            conv.preferred_agent = None
-            conv.preferred_is_transfer = False
             _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationReleased():
             if conv.agent_id == event.agent_id and conv.status in ("offered", "assigned"):
@@ -303,6 +285,30 @@ def _routing_requested(
     # Offered or assigned: the new requirements apply if it is routed again.
 
 
+def redirect(conv: ConversationView, event: ConversationTransferred | ConversationEscalated) -> None:
+    """What a transfer or an escalation changes in who may take ``conv``: the exclusions, the
+    skills, the tier and the agent it waits for (the holder lets go in the fold). The API
+    applies it to a copy to refuse a command nobody could take (``router.explain``)."""
+    if isinstance(event, ConversationEscalated):
+        conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
+        conv.preferred_agent = None
+        conv.preferred_is_transfer = False
+        return
+    conv.transfer_count = max(conv.transfer_count + 1, event.transfer_count)
+    away_from = event.from_agent or conv.agent_id
+    if away_from is not None and away_from != event.to_agent:
+        _exclude(conv, away_from)
+    if event.to_skill is not None:
+        level = conv.requirements.skills.get(event.to_skill, 1)
+        conv.requirements = _with_skills(conv, {event.to_skill: level})
+    if event.to_tier is not None:
+        conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
+    conv.preferred_agent = event.to_agent
+    conv.preferred_is_transfer = event.to_agent is not None
+    if event.to_agent is not None:
+        _unexclude(conv, event.to_agent)
+
+
 def _with_skills(conv: ConversationView, skills: dict[str, int]) -> Requirements:
     return msgspec.structs.replace(conv.requirements, skills=skills)
 
@@ -326,7 +332,7 @@ def _unexclude(conv: ConversationView, agent_id: str) -> None:
         conv.declined.remove(agent_id)
 
 
-def _forgive(conv: ConversationView) -> None:
+def forgive(conv: ConversationView) -> None:
     """Exclusions from declines and expiries so far no longer apply (later ones count again)."""
     if conv.declined:
         forgiven = set(conv.declined)

@@ -5,7 +5,6 @@ actor and the conversation's last sequence as the expected one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 
 import structlog
 from aiohttp import web
@@ -22,7 +21,8 @@ from events.model import (
 )
 from events.skips import count_skip
 from events.store import ConcurrencyError
-from router.state import ConversationView, RouterState
+from router.explain import nobody_could_take
+from router.state import ConversationView
 from services.api import access, replies, templates, uploads, workspace
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
@@ -76,28 +76,6 @@ class ReplyBody(Body):
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
 # ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
 STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
-
-
-def skill_holders(state: RouterState, skill: str) -> list[str]:
-    """Active agents with ``skill`` at any level (whatever their status: one may come online)."""
-    return [aid for aid, a in state.agents.items() if skill in a.profile.skills and getattr(a, "active", True)]
-
-
-def could_take(
-    state: RouterState, conv: ConversationView, *, skills: Iterable[str], min_tier: int, leaving: str | None
-) -> list[str]:
-    """Active agents (whatever their status: one may come online) who could be offered ``conv``
-    after a transfer or an escalation: every skill named, the tier, and not excluded from it
-    (nor ``leaving``, whom a transfer excludes). Found by an audit: a transfer to a skill only
-    its sender had, or to a tier nobody had, was accepted and the work waited for ever."""
-    out = []
-    for aid, agent in state.agents.items():
-        if not getattr(agent, "active", True) or aid == leaving or aid in conv.excluded:
-            continue
-        profile = agent.profile
-        if profile.tier >= min_tier and all(skill in profile.skills for skill in skills):
-            out.append(aid)
-    return out
 
 
 # The events behind the commands, shared by the HTTP routes and the Slack app (slack_routes).
@@ -162,12 +140,14 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
         count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log
 
 
-def _nobody(skill: str | None, tier: int | None, leaving: str | None) -> web.Response:
-    wanted = f"skill {skill}" if skill else f"tier {tier} or above"
-    besides = f" other than {leaving}" if leaving else ""
+def _nobody(command: str, blocking: str) -> web.Response:
+    """Found by an audit: a transfer to a skill only its sender had, or to a tier nobody had,
+    was accepted and the work waited for ever (and later one to a skill whose agents were all
+    below a VIP customer's tier minimum, or spoke none of its languages)."""
     return json_error(
         409,
-        f"no active agent{besides} with {wanted} could take this conversation (those it excludes left out)",
+        f"nobody could take this conversation after the {command}: {blocking}",
+        blocking=blocking,
         hint='send "queue_anyway": true to let it wait for one',
     )
 
@@ -309,21 +289,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(409, f"agent {body.to_agent} is deactivated")
         if body.to_skill and (refusal := deps.registry.unknown_skills([body.to_skill])):
             return json_error(400, refusal.reason, **refusal.extra("skill"))
-        if body.to_skill and not body.queue_anyway and not skill_holders(deps.live.state, body.to_skill):
-            return json_error(
-                409, f"no agent has skill {body.to_skill}", hint='send "queue_anyway": true to let it wait for one'
-            )
         if body.to_tier is not None and not 1 <= body.to_tier <= 3:
             return json_error(400, TIER_RANGE)
         conv = await conversation(cid)
         if body.to_agent and body.to_agent == conv.agent_id:
             return json_error(409, f"{body.to_agent} already holds conversation {cid}")
-        if (body.to_skill or body.to_tier is not None) and not body.queue_anyway:
-            skills = [body.to_skill] if body.to_skill else list(conv.requirements.skills)
-            tier = max(conv.escalated_tier, body.to_tier or 0)
-            leaving = conv.agent_id
-            if not could_take(deps.live.state, conv, skills=skills, min_tier=tier, leaving=leaving):
-                return _nobody(body.to_skill, body.to_tier, leaving)
         event = ConversationTransferred(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -336,6 +306,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             actor=request[ACTOR],
             note=body.note,
         )
+        checked = (body.to_skill is not None or body.to_tier is not None) and not body.queue_anyway
+        if checked and (blocking := nobody_could_take(deps.live.state, conv, event, deps.policy)):
+            return _nobody("transfer", blocking)
         return await command(event, conv, cid)
 
     @r.post("/v1/conversations/{id}/escalate")
@@ -345,10 +318,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if not 1 <= body.to_tier <= 3:
             return json_error(400, TIER_RANGE)
         conv = await conversation(cid)
-        skills = list(conv.requirements.skills)
-        tier = max(conv.escalated_tier, body.to_tier)
-        if not body.queue_anyway and not could_take(deps.live.state, conv, skills=skills, min_tier=tier, leaving=None):
-            return _nobody(None, body.to_tier, None)
         event = ConversationEscalated(
             at=deps.clock(),
             customer_id=conv.customer_id,
@@ -358,6 +327,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             reason=body.reason,
             actor=request[ACTOR],
         )
+        if not body.queue_anyway and (blocking := nobody_could_take(deps.live.state, conv, event, deps.policy)):
+            return _nobody("escalation", blocking)
         return await command(event, conv, cid)
 
     @r.post("/v1/conversations/{id}/resolve")

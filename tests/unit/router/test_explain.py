@@ -4,16 +4,21 @@ one test per reason, in the order they are checked."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from events.model import (
     AgentDeactivated,
     AgentStatusChanged,
+    ConversationEscalated,
     ConversationResolved,
+    ConversationTransferred,
+    CustomerProfileUpdated,
     LogEvent,
     OfferAccepted,
+    OfferDeclined,
 )
-from router.explain import EligibleAgents, WaitingBecause, explained_queues, waiting_because
-from router.policy import RouterPolicy
+from router.explain import EligibleAgents, WaitingBecause, explained_queues, nobody_could_take, waiting_because
+from router.policy import FALLBACK_LANGUAGE, EscalationStep, RouterPolicy
 from router.queues import queue_summaries
 from tests.unit.router.helpers import Log, agent, at, conversation, holder
 
@@ -180,3 +185,63 @@ def test_each_queue_says_why_its_work_waits() -> None:
         "de": (2, counts(1, 0, 0), "no eligible agent is online (1 away, 0 offline)"),
         "fr": (1, counts(0, 0, 0), "no agent speaks fr"),
     }
+
+
+# --- a transfer or an escalation nobody could take (the API refuses it, 409) ----------------
+
+
+def transfer(to_skill: str | None = None, to_tier: int | None = None, from_agent: str | None = None) -> Any:
+    return ConversationTransferred(
+        at=at(1), customer_id="cu-c1", conversation_id="c1", from_agent=from_agent, to_skill=to_skill, to_tier=to_tier
+    )
+
+
+WITHOUT_WIDENING = RouterPolicy(
+    escalation_steps=(EscalationStep(after_seconds=60, relaxation=FALLBACK_LANGUAGE),), fallback_languages=()
+)
+
+
+def test_a_transfer_to_a_skill_whose_agents_speak_none_of_the_languages_nobody_could_take() -> None:
+    log = Log()
+    log.extend([*agent("ava", skills={"billing": 3}, languages={"de": 5}), *agent("bruno", skills={"technical": 3})])
+    log.extend(conversation("c1", language="de"))
+    conv = log.state.conversations["c1"]
+    blocking = nobody_could_take(log.state, conv, transfer(to_skill="technical"), WITHOUT_WIDENING)
+    assert blocking == "no agent with technical>=1 speaks de"
+    # The shipped policy's any_agent_with_skill step (after 5 min) drops the language: bruno, then.
+    assert nobody_could_take(log.state, conv, transfer(to_skill="technical"), RouterPolicy()) is None
+    assert log.state.conversations["c1"].requirements.skills == {"billing": 1}  # the view itself untouched
+
+
+def test_a_transfer_below_the_customer_tiers_minimum_nobody_could_take() -> None:
+    log = Log()
+    log.extend([*agent("ava", skills={"billing": 3}, tier=2), *agent("bruno", skills={"technical": 3}, tier=1)])
+    log.extend(conversation("c1", customer_id="vip"))
+    log.extend([CustomerProfileUpdated(at=at(0), customer_id="vip", tier="platinum")])  # agents of tier 2 and up
+    conv = log.state.conversations["c1"]
+    blocking = nobody_could_take(log.state, conv, transfer(to_skill="technical"), RouterPolicy())
+    assert blocking == "no agent of tier >= 2 has technical>=1"
+    escalated = ConversationEscalated(at=at(1), customer_id="vip", conversation_id="c1", to_tier=3)
+    assert nobody_could_take(log.state, conv, escalated, RouterPolicy()) == "no agent of tier >= 3 has billing>=1"
+    assert nobody_could_take(log.state, conv, transfer(to_skill="billing"), RouterPolicy()) is None
+
+
+def test_agents_who_declined_count_where_a_step_forgives_them_and_the_one_transferring_away_never() -> None:
+    log = Log()
+    log.extend([*agent("ava"), *agent("bruno")])
+    log.extend(conversation("c1"))
+    log.step(at(1))
+    first = holder(log, "c1")
+    assert first is not None
+    log.extend([OfferDeclined(at=at(2), customer_id="cu-c1", conversation_id="c1", agent_id=first)])
+    log.step(at(3))
+    second = holder(log, "c1")
+    assert second is not None and second != first
+    log.extend([OfferAccepted(at=at(4), customer_id="cu-c1", conversation_id="c1", agent_id=second)])
+    conv = log.state.conversations["c1"]
+    assert conv.excluded == [first]
+    away = transfer(to_skill="billing", from_agent=second)
+    assert nobody_could_take(log.state, conv, away, RouterPolicy()) is None  # forgive_declines: the first again
+    blocking = nobody_could_take(log.state, conv, away, WITHOUT_WIDENING)
+    assert blocking is not None and blocking.startswith("every qualified agent is excluded"), blocking
+    assert blocking.endswith(", ".join(sorted([first, second])))
