@@ -48,10 +48,11 @@ BUILT_IN_CHANNELS = (*CHANNELS, "voice")
 
 
 def served_channels(config: Config) -> tuple[str, ...]:
-    """The channels something serves: built in, installed, a ``[connectors.<name>]`` table."""
+    """The channels something serves: built in, an installed connector's (its class names the
+    channel, which may differ from its name), a ``[connectors.<name>]`` table's."""
     from connectors.sdk import registry  # here: loading the config stays free of the SDK otherwise
 
-    return tuple(dict.fromkeys((*BUILT_IN_CHANNELS, *registry.available(), *config.connectors)))
+    return tuple(dict.fromkeys((*BUILT_IN_CHANNELS, *registry.channels(config.connectors).values())))
 
 
 def named_channels(config: Config) -> list[tuple[str, Iterable[str]]]:

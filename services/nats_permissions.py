@@ -345,7 +345,6 @@ def cluster_connectors(named: Iterable[str] = ()) -> dict[str, str]:
     from connectors.sdk import registry  # not at the top: the SDK is the connectors' business
 
     out = {name: name for name in SHIPPED_CONNECTORS}
-    installed = set(registry.available())
-    for name in sorted((installed | set(named)) - set(out)):
-        out[name] = str(registry.load(name).channel) if name in installed else name
+    for name, channel in registry.channels(named).items():
+        out.setdefault(name, channel)
     return out

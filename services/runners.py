@@ -17,7 +17,7 @@ from events.streams import SetupFailed, patiently
 from services.api.app import ApiDeps, build_app
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
-from services.api.registry import Registry, known_channels
+from services.api.registry import Registry, channel_connectors, known_channels
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
@@ -190,6 +190,7 @@ async def run_api(
             slack=config.slack,
             console=config.console,
             connectors=config.connectors,
+            channel_connectors=channel_connectors(config),
             registry=Registry.from_config(config),
             templates=config.templates,
             public_url=config.api.public_url or f"http://{config.api.host}:{config.api.port}",

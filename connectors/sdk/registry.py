@@ -10,6 +10,7 @@ after which ``relaydesk connector telegram`` can run it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 
 from .base import Connector
@@ -36,3 +37,12 @@ def load(name: str) -> type[Connector]:
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise ConnectorNotFound(f"entry point {name!r} ({ep.value}) is not a Connector subclass")
     return cls
+
+
+def channels(named: Iterable[str] = ()) -> dict[str, str]:
+    """Connector name -> the channel it serves, for every installed connector (its class says:
+    ``whatsapp_cloud`` may serve ``whatsapp``) and every one ``named`` that is not installed
+    here (a config's ``[connectors.<name>]`` table for a connector run elsewhere), which is
+    taken to serve the channel of its name."""
+    installed = set(available())
+    return {name: str(load(name).channel) if name in installed else name for name in sorted(installed | set(named))}

@@ -52,12 +52,19 @@ class ApiDeps:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     # The [connectors.<name>] tables: the credentials to fetch provider media (services.api.attachments).
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Channel -> the connector serving it, where its name is another (``whatsapp_cloud``
+    # serving ``whatsapp``): whose table holds that channel's settings (``connector_table``).
+    channel_connectors: dict[str, str] = field(default_factory=dict)
     # The skills and languages agents and transfers may name ([routing], services.api.registry).
     registry: Registry = field(default_factory=Registry)
     # WhatsApp message templates ([[templates]], services.api.templates).
     templates: tuple[TemplateSettings, ...] = ()
     # The API as providers reach it: the base of signed file links (services.api.uploads).
     public_url: str = "http://127.0.0.1:8080"
+
+    def connector_table(self, channel: str) -> dict[str, Any]:
+        """The ``[connectors.<name>]`` table of the connector serving ``channel`` (may be empty)."""
+        return self.connectors.get(self.channel_connectors.get(channel, channel)) or {}
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
         """Append, then wait until the live view includes it (read-your-writes)."""

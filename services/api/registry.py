@@ -53,6 +53,15 @@ def known_channels(config: Config) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*served_channels(config), *named)))
 
 
+def channel_connectors(config: Config) -> dict[str, str]:
+    """Channel -> the configured connector serving it, where the two names differ (see
+    ``ApiDeps.connector_table``)."""
+    from connectors.sdk import registry  # here: the API's import stays free of the SDK otherwise
+
+    served = registry.channels(config.connectors)
+    return {channel: name for name, channel in served.items() if name != channel and name in config.connectors}
+
+
 # Where the refusal tells a person to look, per kind of name.
 WHERE = {
     "skill": "see [routing] skills",

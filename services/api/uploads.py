@@ -100,7 +100,7 @@ CHANNEL_LIMITS: dict[str, Limits] = {
 
 def limits_for(deps: ApiDeps, channel: str) -> Limits:
     base = CHANNEL_LIMITS.get(channel, Limits(5 * 1024 * 1024, ()))
-    table = deps.connectors.get(channel, {})
+    table = deps.connector_table(channel)
     configured_bytes = int(table.get("max_attachment_bytes") or 0)
     configured_types = tuple(str(t).lower() for t in table.get("attachment_types") or ())
     return Limits(configured_bytes or base.max_bytes, configured_types or base.types)

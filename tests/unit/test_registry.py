@@ -4,17 +4,24 @@ they do not name (``AgentChanges.applied_to``, checked over many generated chang
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from msgspec import UNSET
 
-from events.model import DEFAULT_CAPACITY, AgentProfile
+from connectors.sdk import registry as sdk_registry
+from events.model import DEFAULT_CAPACITY, AgentProfile, Channel
 from services.api.agents import AgentChanges
-from services.api.registry import Registry
+from services.api.common import ApiDeps
+from services.api.registry import Registry, channel_connectors, known_channels
+from services.api.uploads import limits_for
 from services.config import ConfigError, load
+from services.identity import IdentityRules
+from tests.connectors.example_telegram.connector import TelegramConnector
 
 ADD_SKILL = " (add it to [routing] skills to use it)"
 ADD_LANGUAGE = " (add it to [routing] languages to use it)"
@@ -165,3 +172,50 @@ capacity = { kakao = 2 }
     assert refusal.reason.startswith(
         "unknown channels 'telegran' (did you mean 'telegram'?), 'nochannel': known channels are sms, email,"
     )
+
+
+class WhatsAppCloud(TelegramConnector):
+    """A plug-in whose name is not its channel: ``whatsapp_cloud`` serves ``whatsapp``."""
+
+    name: ClassVar[str] = "whatsapp_cloud"
+    channel: ClassVar[Channel] = "whatsapp"
+
+
+def test_a_plugin_serves_the_channel_its_class_names_not_its_entry_point_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an integrator: with ``name = "whatsapp_cloud"`` and ``channel = "whatsapp"``,
+    ``capacity = { whatsapp = 3 }`` was refused (did you mean 'whatsapp_cloud'?), so no agent
+    could ever take the channel, and its table's attachment limits were never found."""
+    ep = EntryPoint("whatsapp_cloud", f"{__name__}:WhatsAppCloud", sdk_registry.GROUP)
+    monkeypatch.setattr(sdk_registry, "entry_points", lambda *, group: [*entry_points(group=group), ep])
+    path = write(
+        tmp_path,
+        """
+[router]
+sla_seconds = { whatsapp = 300 }
+
+[connectors.whatsapp_cloud]
+max_attachment_bytes = 1000
+
+[[agents]]
+id = "ava"
+capacity = { whatsapp = 3 }
+""",
+    )
+    config = load(path, env={})
+    registry = Registry.from_config(config)
+    assert "whatsapp" in registry.channels and "whatsapp_cloud" not in registry.channels
+    assert registry.unknown_channels(["whatsapp"]) is None
+    deps = ApiDeps(
+        nc=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+        live=None,  # type: ignore[arg-type]
+        timelines=None,
+        directory=None,  # type: ignore[arg-type]
+        token="t",
+        connectors=config.connectors,
+        channel_connectors=channel_connectors(config),
+    )
+    assert limits_for(deps, "whatsapp").max_bytes == 1000
+    assert IdentityRules.from_settings(config.intake, channels=known_channels(config)).kinds >= {"whatsapp"}
