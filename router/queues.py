@@ -6,6 +6,8 @@ every waiting conversation once (O(waiting)), which suits an API call, not a hot
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from router import effective as eff_
@@ -56,9 +58,12 @@ def queue_summaries(
             since = conv.waiting_since.timestamp() if conv.waiting_since else now_ts
             oldest = min(oldest, since)
             due = eff_.sla_due(conv, eff)
+            # A channel without an SLA (inf) puts nothing at risk; a due time of its own is at
+            # risk in the last ``risk_share`` of its own span. (inf <= inf counted every one.)
+            span = eff.sla_seconds if math.isfinite(eff.sla_seconds) else due - since
             if due <= now_ts:
                 breached += 1
-            elif due - now_ts <= risk_share * eff.sla_seconds:
+            elif math.isfinite(due) and due - now_ts <= risk_share * span:
                 at_risk += 1
         if waiting == 0:
             continue

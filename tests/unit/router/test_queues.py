@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from events.model import ConversationResolved
 from router.policy import RouterPolicy
 from router.queues import held_summaries, queue_depth, queue_summaries
@@ -29,6 +31,22 @@ def test_waiting_per_signature_with_oldest_wait_and_sla_risk() -> None:
     assert (chat.sla_breached, chat.sla_at_risk) == (1, 0)  # c1 is past 60 s; c2 has 30 s of 60 left
     assert summaries[0].sla_at_risk == 1  # c3: 15 s left of 60, within the last 25%
     assert summaries[2].sla_breached == 0
+
+
+def test_a_channel_without_an_sla_puts_nothing_at_risk_and_its_own_due_time_counts() -> None:
+    """Found by an integrator: every conversation waiting on a channel without an SLA (a new
+    channel's default, or ``inf``) was counted at risk (``inf <= 0.25 * inf``)."""
+    policy = RouterPolicy(offer_channels=(), escalation_steps=(), sla_seconds={"chat": math.inf})
+    log = Log()
+    log.extend(conversation("c1", channel="chat", when=at(0)))
+    log.extend(conversation("f1", channel="forms", when=at(0)))
+    log.extend(conversation("c2", channel="chat", when=at(0), priority=1, sla_due=at(100)))  # 20 s of 100 left
+    summaries = queue_summaries(log.state, at(80).timestamp(), policy)
+    assert [(q.channel, q.waiting, q.sla_at_risk, q.sla_breached) for q in summaries] == [
+        ("chat", 1, 1, 0),
+        ("chat", 1, 0, 0),
+        ("forms", 1, 0, 0),
+    ]
 
 
 def test_the_router_gauges_depth_is_the_summary_waiting_and_oldest_wait() -> None:
