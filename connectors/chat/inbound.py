@@ -10,6 +10,7 @@ from connectors.sdk import Malformed, ProviderRequest, TooLarge, Unauthentic, Un
 from connectors.sdk.metrics import Metrics
 from connectors.sdk.publish import InboundPublisher
 from events.model import Channel, InboundMessage
+from events.text import blank
 
 from . import tokens
 from .history import HistoryUnavailable
@@ -51,9 +52,13 @@ class Inbound(ChatPart):
         client_msg_id, text = body.get("client_msg_id"), body.get("text")
         if not isinstance(client_msg_id, str) or not tokens.CLIENT_MSG_ID.fullmatch(client_msg_id):
             raise Malformed("client_msg_id must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-        if not isinstance(text, str) or not text.strip():
-            raise Malformed("text must be a non-empty string")
-        if len(text.encode("utf-8")) > self.settings.max_message_bytes:
+        if not isinstance(text, str) or blank(text):
+            raise Malformed("text must be a string with something visible in it")
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): was a crash answered "send it again"
+            raise Malformed("text is not Unicode text (it holds a lone UTF-16 surrogate)") from None
+        if size > self.settings.max_message_bytes:
             raise TooLarge(f"message over {self.settings.max_message_bytes} bytes")
         wait = self.limiter.take(claims.address)
         if wait:

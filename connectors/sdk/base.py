@@ -14,7 +14,6 @@ worker with retries that reports each reply's outcome on ``rd.inbound.<channel>`
 from __future__ import annotations
 
 import difflib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from yarl import URL
 
 from events.model import Channel, DeliverReply, InboundMessage
 
+from . import json_text
 from .errors import ConnectorConfigError, Malformed
 
 _log = structlog.get_logger("relaydesk.connector")
@@ -115,7 +115,9 @@ class ProviderRequest:
     def json(self) -> Any:
         """The body as JSON; anything else raises ``Malformed``."""
         try:
-            return json.loads(self.body)
+            return json_text.loads(self.body)
+        except json_text.NotText as err:
+            raise Malformed(f"body is not valid JSON text: {err}") from err
         except (UnicodeDecodeError, ValueError) as err:
             raise Malformed("body is not valid JSON") from err
         except RecursionError as err:  # '{"a":' * 10000: nested deeper than the parser goes

@@ -21,6 +21,7 @@ from events.model import (
 )
 from events.skips import count_skip
 from events.store import ConcurrencyError
+from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
 from services.api import access, replies, templates, uploads, workspace
@@ -343,7 +344,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         cid = request.match_info["id"]
         body = await read_body(request, ReplyBody)
         chosen = templates.resolve(deps, body.template, body.parameters)
-        if not body.text.strip() and chosen is None and not body.attachments:
+        if blank(body.text) and chosen is None and not body.attachments:
             return json_error(400, "text is empty")
         conv = await conversation(cid)
         prepared = await reply_request(

@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from events.model import NoteAdded
+from events.text import blank
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 
@@ -43,7 +44,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def add_note(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         body = await read_body(request, NoteBody)
-        if not body.text.strip():
+        if blank(body.text):
             return json_error(400, "text is empty")
         if len(body.text) > MAX_NOTE_CHARS:
             return json_error(400, f"a note holds at most {MAX_NOTE_CHARS} characters")

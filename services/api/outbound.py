@@ -42,6 +42,7 @@ from events.model import (
     ReplyRequested,
 )
 from events.store import Append, ConcurrencyError, StoredEvent
+from events.text import blank
 from services.api import templates, uploads
 from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, TOKEN_ID, role_of
@@ -327,7 +328,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def start_conversation(request: web.Request) -> web.Response:
         body = await read_body(request, StartBody)
         agent_id = choose_agent(deps, request, body.agent_id)
-        if not body.text.strip() and not body.template and not body.attachments:
+        if blank(body.text) and not body.template and not body.attachments:
             raise _refuse(400, "write the first message: text, template or attachments")
         target = await starter.target(body)
         if role_of(request) == "agent" and target.customer_id:

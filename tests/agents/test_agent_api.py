@@ -89,6 +89,11 @@ async def test_an_agent_acts_only_on_its_own_offers(s: AgentSystem) -> None:
             409,
             {"error": f"conversation {cid} has no open offer", "conversation_status": "assigned"},
         )
+    for invisible in ("", "  \n", "\u200b", "\u200d\ufeff\u2060", "\u3164"):  # a blank bubble for the customer
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/reply", ava, {"text": invisible})
+        assert (status, body) == (400, {"error": "text is empty"}), invisible
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/notes", ava, {"text": invisible})
+        assert (status, body) == (400, {"error": "text is empty"}), invisible
     status, body = await s.call("POST", f"/v1/conversations/{cid}/reply", ava, {"text": "Happy to help!"})
     assert status == 202, body
 

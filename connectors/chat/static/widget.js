@@ -19,6 +19,8 @@
  */
 (function () {
   "use strict";
+  // What events/text.py's blank() counts as nothing: whitespace, format characters, fillers.
+  var INVISIBLE = /[\s\p{Cf}\u115f\u1160\u3164\uffa0\u2800]/gu;
 
   var CSS =
     ".rd-chat{font:14px/1.4 system-ui,sans-serif;width:320px;border:1px solid #ccd;border-radius:8px;" +
@@ -123,8 +125,10 @@
     var self = this;
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var text = self.input.value;
-      if (text.trim()) { self.send(text); self.input.value = ""; }
+      // A lone surrogate (half an emoji, pasted) becomes U+FFFD, which the server stores; a
+      // message of zero-width characters only is not sent (the server refuses it as blank).
+      var text = self.input.value.toWellFormed ? self.input.value.toWellFormed() : self.input.value;
+      if (text.replace(INVISIBLE, "")) { self.send(text); self.input.value = ""; }
     });
     this.input.addEventListener("keydown", function (ev) {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit ? form.requestSubmit() : button.click(); }

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 
+import aiohttp
 import pytest
 import websockets
 from nats.aio.client import Client as NATS
@@ -341,3 +342,30 @@ async def test_a_client_that_does_not_read_is_closed_not_buffered_forever() -> N
     await client.closing
     assert closed == [(4429, b"too slow: reconnect with after_seq")]
     assert client.push({"type": "pong"}) is False  # nothing more is queued for it
+
+
+async def test_text_that_is_not_text_or_shows_nothing_is_refused_once_not_retried(
+    start_chat: StartChat, nc: NATS
+) -> None:
+    """Found by an audit: half an emoji (a lone UTF-16 surrogate) crashed the size check and
+    was answered "unavailable, send it again", so the widget resent it for ever; a message of
+    zero-width spaces opened a conversation agents saw as blank."""
+    _, url = await start_chat()
+    _, session = await open_session(url)
+    address = tokens.visitor_address(SECRET, session["visitor_id"])
+    async with chat_socket(url, session["token"]) as (ws, _):
+        await ws.send(json.dumps({"type": "message", "client_msg_id": "half", "text": "broken \ud83d emoji"}))
+        error = await recv(ws)
+        assert (error["code"], error["retryable"], error["client_msg_id"]) == ("invalid", False, "half"), error
+        assert "lone UTF-16 surrogate" in error["reason"]
+        await ws.send(json.dumps({"type": "message", "client_msg_id": "zw", "text": "\u200b\u200d\ufeff \u2060"}))
+        error = await recv(ws)
+        assert (error["code"], error["retryable"], error["client_msg_id"]) == ("invalid", False, "zw"), error
+        await ws.send(json.dumps({"type": "message", "client_msg_id": "ok", "text": "\u200bvisible 👍"}))
+        assert (await recv(ws))["type"] == "ack"
+    headers = {"Authorization": f"Bearer {session['token']}", "Origin": SITE, "Content-Type": "application/json"}
+    body = json.dumps({"client_msg_id": "half2", "text": "\udc00"}).encode()  # ASCII JSON, an escaped surrogate
+    async with aiohttp.ClientSession() as http, http.post(url + "/messages", data=body, headers=headers) as resp:
+        assert resp.status == 400, await resp.text()
+        assert "lone UTF-16 surrogate" in await resp.text()
+    assert [e.message.text for e in await inbound_for(nc.jetstream(), address, expect=1)] == ["\u200bvisible 👍"]
