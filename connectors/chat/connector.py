@@ -152,7 +152,7 @@ class WebChatConnector(Connector):
         if publisher is not None:
             self.inbound.publisher = publisher
         if metrics is not None:
-            self.inbound.metrics = self.websocket.metrics = metrics
+            self.inbound.metrics = self.websocket.metrics = self.sessions.metrics = metrics
 
     async def startup(self) -> None:
         """Create (or update) the history stream, idempotently: every instance does it."""

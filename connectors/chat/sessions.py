@@ -5,24 +5,43 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import time
 from importlib import resources
 
 from aiohttp import web
 
 from connectors.sdk import Malformed, ProviderRequest
+from connectors.sdk.metrics import Metrics
 
 from . import tokens
 from .history import HistoryUnavailable
 from .origins import cors_headers, origin_allowed, refused
-from .part import ChatPart
+from .part import ChatPart, Shared
+from .ratelimit import NewVisitorLimit
 
 
 def _static(name: str) -> str:
     return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
 
+def client_address(request: ProviderRequest, header: str) -> str:
+    """Who is asking, for the new-visitor limit: the last value of ``header`` (what the closest
+    proxy appended: earlier ones the client may have written itself), else the peer address."""
+    if header:
+        values = [v.strip() for v in ",".join(request.headers.getall(header, [])).split(",") if v.strip()]
+        if values:
+            return values[-1]
+    remote = request.raw.remote if request.raw is not None else None
+    return remote or "unknown"
+
+
 class SessionEndpoints(ChatPart):
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
+        self.new_visitors = NewVisitorLimit(self.settings.new_visitors_per_minute)
+        self.metrics: Metrics | None = None  # the runtime's, once attached
+
     async def preflight(self, request: ProviderRequest) -> web.StreamResponse:
         headers = cors_headers(self.origins, request)
         if not headers:
@@ -90,6 +109,23 @@ class SessionEndpoints(ChatPart):
                 status=503,
                 headers={**cors, "Retry-After": "5"},
             )
+        if last_seq == 0:
+            client = client_address(request, self.settings.client_address_header)
+            if wait := self.new_visitors.take(client, address):
+                if self.metrics is not None:
+                    self.metrics.reject("new_visitor_limit")
+                self.log.warning("session.rejected", status=429, reason="new visitors per minute from one address")
+                retry = max(1, math.ceil(wait))
+                return web.json_response(
+                    {
+                        "error": f"too many new visitors from one address: {self.settings.new_visitors_per_minute} a "
+                        f"minute; retry in {retry} s",
+                        "retryable": True,
+                        "retry_after": retry,
+                    },
+                    status=429,
+                    headers={**cors, "Retry-After": str(retry)},
+                )
         expires = int(time.time() + self.settings.token_ttl)
         claims = tokens.SessionClaims(address, expires, name, verified_email)
         token = tokens.issue_token(self.settings.session_secret, claims)

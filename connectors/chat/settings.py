@@ -33,6 +33,12 @@ class ChatSettings(ConnectorSettings, kw_only=True):
     token_ttl: float = 300.0
     # Messages per minute per address (visitor or user), bursts up to the same number; 0 = off.
     rate_limit_per_minute: int = 30
+    # New visitors (an address with no history yet) one client address may open sessions for,
+    # per minute, bursts up to the same number; a returning visitor is never counted; 0 = off.
+    new_visitors_per_minute: int = 10
+    # Behind a reverse proxy: the header carrying the client's address, whose last value (the
+    # one your proxy appended) is taken, e.g. "X-Forwarded-For"; "" = the peer's own address.
+    client_address_header: str = ""
     # Largest message text (UTF-8 bytes).
     max_message_bytes: int = 4096
     # WebSocket ping interval (s); a peer that does not answer within half of it is dropped.

@@ -169,7 +169,9 @@
         self.status("offline");
         self.note("Chat unavailable: " + (res.data && res.data.error || res.status));
         // Bad key or origin will not heal by itself; try again slowly (a new identity JWT may help).
-        self.retry(res.status >= 500 ? null : 30000);
+        // Too many new visitors from this network (429): when the server says.
+        var after = res.status === 429 && res.data && res.data.retry_after ? res.data.retry_after * 1000 : 30000;
+        self.retry(res.status >= 500 ? null : after);
         return;
       }
       self.visitorId = res.data.visitor_id;

@@ -143,6 +143,32 @@ async def test_identity_jwt_refused_when_not_configured(start_chat: StartChat) -
     assert (status, body["error"]) == (401, "identity tokens are not enabled on this chat server")
 
 
+async def test_new_visitors_from_one_address_are_limited_and_returning_ones_never(start_chat: StartChat) -> None:
+    """Found by an audit: a script minting visitor ids opened 300 sessions and conversations
+    in 0.7 s from one address, flooding the agents' queue."""
+    runtime, url = await start_chat(new_visitors_per_minute=3, client_address_header="X-Forwarded-For")
+    visitors = []
+    for _ in range(3):
+        status, body = await open_session(url)
+        assert status == 200, body
+        visitors.append(body["visitor_id"])
+    status, body = await open_session(url)
+    assert status == 429 and body["retryable"] is True and body["retry_after"] >= 1, body
+    assert body["error"].startswith("too many new visitors from one address: 3 a minute"), body
+    for visitor_id in visitors:  # reloading the page: the same visitors, not new ones
+        assert (await open_session(url, visitor_id=visitor_id))[0] == 200
+    # Behind a proxy, the address it appended is the client: another client is not held back;
+    # what a client wrote in the header itself (the first values) is not taken.
+    headers = {"Origin": SITE, "X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/sessions", json={"widget_key": WIDGET_KEY}, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        headers["X-Forwarded-For"] = "198.51.100.7, 127.0.0.1"
+        async with http.post(url + "/sessions", json={"widget_key": WIDGET_KEY}, headers=headers) as resp:
+            assert resp.status == 429
+    assert runtime.metrics.rejected_by_reason["new_visitor_limit"] == 2
+
+
 # -- HTTP details ---------------------------------------------------------------------------
 
 
