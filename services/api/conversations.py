@@ -134,7 +134,8 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
     """After the reply is in the log: from here on it will go out. Queue it now; if that
     fails, the relay (replies.py) queues it from the log a little later."""
     try:
-        deliver = uploads.with_links(deps, replies.deliver_command(event, route))
+        command = replies.deliver_command(event, route, replies.agent_name(deps.live.state, event))
+        deliver = uploads.with_links(deps, command)
         await replies.queue(deps.nc, deliver, deps.store.cipher)
     except Exception as err:
         log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))

@@ -8,10 +8,19 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from events.model import ConversationOpened, ConversationResolved, MessageReceived
+from events.model import (
+    AgentProfile,
+    AgentProfileUpdated,
+    ConversationOpened,
+    ConversationResolved,
+    MessageReceived,
+    ReplyRequested,
+)
 from events.stored import StoredEvent
+from router.fold import evolve
 from router.state import ConversationView, RouterState
 from services.api.auth import agent_refusal
+from services.api.replies import ReplyRoute, agent_name, deliver_command
 from services.delivery import render
 from services.delivery.notices import Facts, mask_contact, preview
 from services.delivery.service import backoff, endpoint_ids, settings_problems
@@ -173,3 +182,25 @@ def test_a_conversation_resolved_by_an_erasure_is_notified_without_quoting_the_c
             assert quoted == ("", None, None)
         else:  # an ordinary resolution says what it was about
             assert quoted[:2] == ("my passport number is X123", "+155•••4567")
+
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def test_a_reply_carries_the_agents_name_for_the_chat_to_show() -> None:
+    """Found by an audit: nothing set ``metadata["agent_name"]``, so the web chat never showed
+    who answered; an operator's reply names nobody."""
+    state = RouterState()
+    evolve(state, 1, "rd.evt.a.ava", AgentProfileUpdated(at=NOW, agent_id="ava", profile=AgentProfile(name="Ava S.")))
+    route = ReplyRoute(contact="visitor:abc", thread_ref=None, metadata={"visitor": "abc"}, channel="chat")
+
+    def reply(agent_id: str | None) -> ReplyRequested:
+        return ReplyRequested(
+            at=NOW, customer_id="cu", conversation_id="cv", channel="chat", reply_id="r1", agent_id=agent_id, text="hi"
+        )
+
+    by_ava = deliver_command(reply("ava"), route, agent_name(state, reply("ava")))
+    assert by_ava.metadata == {"visitor": "abc", "agent_name": "Ava S."}
+    by_operator = deliver_command(reply(None), route, agent_name(state, reply(None)))
+    assert by_operator.metadata == {"visitor": "abc"}
+    assert route.metadata == {"visitor": "abc"}  # the route itself untouched
