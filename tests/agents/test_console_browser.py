@@ -119,6 +119,18 @@ async def test_an_agent_accepts_an_offer_and_replies_in_the_console(
         storage = "return JSON.stringify(sessionStorage) + JSON.stringify(localStorage) + document.cookie"
         assert token not in await in_thread(lambda: browser.execute_script(storage))
 
+        # Moved away while she writes: she is told, and her unsent text is shown to copy.
+        # (Found by an audit: the conversation vanished without a word, the draft with it.)
+        def start_a_draft() -> None:
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, "#reply-text").send_keys("Half-written answer about the invoice")
+
+        await in_thread(start_a_draft)
+        status, body = await s.call("POST", f"/v1/conversations/{cid}/transfer", body={"to_agent": "bruno"})
+        assert status == 200, body
+        notice = await in_thread(lambda: visible(browser, "#message", "is no longer yours", timeout=20).text)
+        assert cid in notice and "Half-written answer about the invoice" in notice, notice
+
 
 async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: EmbeddedNats, browser: Any) -> None:
     async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
@@ -135,3 +147,4 @@ async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: Em
             assert not displayed(browser, "#agent-view")  # an operator has no work list of her own
 
         await in_thread(look)
+

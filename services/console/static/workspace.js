@@ -26,7 +26,16 @@ export function setWork(work, first = false) {
     if (notice) say(notice);
     return;
   }
-  if (state.selected && !find(state.selected)) { state.selected = null; state.customer = null; state.timeline = []; }
+  if (state.selected && !find(state.selected)) {
+    // Transferred, resolved or taken back by someone else: say so, and show what she had
+    // written and not sent (the box goes with the conversation). Found by an audit: it
+    // vanished without a word, the draft with it.
+    const gone = state.selected;
+    const draft = $("reply-text").value.trim();
+    state.selected = null; state.customer = null; state.timeline = [];
+    const kept = draft ? ` Your unsent text, to copy: «${draft}»` : "";
+    say(`Conversation ${gone} is no longer yours (transferred, resolved or taken back).${kept}`, true);
+  }
   renderWork();
   renderConversation();
 }
