@@ -114,6 +114,11 @@ async def reply_request(
     route = await replies.reply_route(deps.store, conv.customer_id, cid)
     if route is None:
         return None
+    platform = route.metadata.get("platform") or route.channel or conv.channel
+    if template is not None and platform != "whatsapp":
+        # As POST /v1/conversations says: found by an integrator, a connector without templates
+        # was handed one and sent its preview as plain text.
+        raise ApiError(400, f"templates are WhatsApp messages; this conversation's replies go out on {platform}")
     event = ReplyRequested(
         at=deps.clock(),
         customer_id=conv.customer_id,

@@ -322,6 +322,17 @@ async def test_whatsapp_first_contact_needs_a_template_and_messenger_needs_the_c
             system, "POST", "/v1/conversations", token, {"address": "messenger:PSID_NEW", "text": "hello"}
         )
         assert status == 409 and "messenger" in body["error"], body
+        # A template in an SMS conversation is refused, not sent as its preview in plain text
+        # (found by an integrator: a connector without templates was handed one).
+        sms = {"address": "sms:+15551230004", "text": "Your parcel is here"}
+        status, body, _ = await call(system, "POST", "/v1/conversations", token, sms)
+        assert status == 201, body
+        sms_reply = f"/v1/conversations/{body['conversation']['id']}/reply"
+        status, body, _ = await call(system, "POST", sms_reply, token, again)
+        assert (status, body["error"]) == (
+            400,
+            "templates are WhatsApp messages; this conversation's replies go out on sms",
+        )
         events = await system.customer_log(customer_id)
     node, template_message = graph.sent[0]
     assert node == PHONE_NUMBER_ID
