@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 
-_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+# Not inside a word: an id such as ``cv_2d8971234567ab`` is not a phone number.
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{5,}\d(?!\w)")
 # The fewest digits a phone number has (a subscriber number without its area code); fewer is
 # a code or a count ("550 5.1.1"), which stays; so does a date.
 PHONE_DIGITS = 7

@@ -13,13 +13,23 @@ from typing import Any
 
 import structlog
 
+from events.redact import scrub
 from services import tracing
 
 # Keys whose values are message bodies or contact addresses: logged only as a short hash,
 # which still lets an operator correlate lines about the same address.
 SENSITIVE_KEYS = frozenset(
-    {"text", "body", "email", "phone", "sender", "recipient", "contact", "address", "identity", "from_", "to"}
+    {
+        *("text", "body", "email", "phone", "sender", "recipient", "contact", "address", "identity", "from_", "to"),
+        # Found by an integrator: a connector's own names for them printed in clear.
+        *("sender_name", "display_name", "customer_name", "full_name", "first_name", "last_name", "caller"),
+        *("wa_id", "phone_number", "email_address"),
+    }
 )
+# Keys whose values are free text that may quote an address: an exception's text and
+# traceback, a provider's or a validator's reason. Phone numbers and email addresses in them
+# are masked (``events.redact.scrub``); the rest stays readable.
+FREE_TEXT_KEYS = frozenset({"event", "reason", "error", "exception", "detail", "why", "message"})
 
 
 def fingerprint(value: object) -> str:
@@ -27,9 +37,14 @@ def fingerprint(value: object) -> str:
 
 
 def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """After ``format_exc_info``: an exception's text is free text like any other."""
     for key in SENSITIVE_KEYS.intersection(event_dict):
         if event_dict[key] is not None:
             event_dict[key] = fingerprint(event_dict[key])
+    for key in FREE_TEXT_KEYS.intersection(event_dict):
+        value = event_dict[key]
+        if isinstance(value, str):
+            event_dict[key] = scrub(value)
     return event_dict
 
 
@@ -136,8 +151,8 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
             structlog.processors.add_log_level,
             add_trace_ids,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_pii,
             structlog.processors.format_exc_info,
+            redact_pii,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),

@@ -147,4 +147,3 @@ async def test_an_operator_sees_queues_and_agents(tmp_path: Path, clean_nats: Em
             assert not displayed(browser, "#agent-view")  # an operator has no work list of her own
 
         await in_thread(look)
-

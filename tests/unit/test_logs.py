@@ -71,3 +71,32 @@ def test_another_librarys_error_is_one_json_line_with_its_traceback(capsys: pyte
     assert line["event"] == "callback failed" and line["level"] == "error"
     assert line["logger"] == "nats.aio.client"
     assert "RuntimeError: boom" in str(line["exception"])
+
+
+@pytest.mark.usefixtures("json_logs")
+def test_personal_data_under_other_names_and_in_exception_text_is_not_logged_in_clear(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by an integrator: ``sender_name``, ``wa_id`` and an exception quoting an address
+    printed in clear (only ``email``, ``body`` and the like were hashed); ids stay readable."""
+    log = structlog.get_logger()
+    try:
+        int("ada@example.com")
+    except ValueError:
+        log.exception("inbound.crashed", conversation_id="cv_2d8971234567ab")
+    log.warning(
+        "inbound.rejected",
+        sender_name="Ada Lovelace",
+        wa_id="15551234567",
+        reason="no customer for +1 555 123 4567 or ada@example.com",
+        customer_id="cu_1234567890",
+    )
+    out = capsys.readouterr().err
+    for personal in ("ada@example.com", "Ada Lovelace", "15551234567", "555 123 4567"):
+        assert personal not in out, personal
+    crashed, rejected = _lines(out)
+    assert crashed["conversation_id"] == "cv_2d8971234567ab"
+    assert "ValueError: invalid literal for int() with base 10: '[email]'" in str(crashed["exception"])
+    assert rejected["reason"] == "no customer for [number] or [email]"
+    assert rejected["customer_id"] == "cu_1234567890"
+    assert str(rejected["sender_name"]).startswith("h:") and str(rejected["wa_id"]).startswith("h:")
