@@ -14,6 +14,7 @@ worker with retries that reports each reply's outcome on ``rd.inbound.<channel>`
 from __future__ import annotations
 
 import difflib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,31 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     # API lets a reply on this channel carry; 0 / empty: the channel's defaults (services.api.uploads).
     max_attachment_bytes: int = 0
     attachment_types: list[str] = []
+
+    def __post_init__(self) -> None:
+        # Checked here, not by annotations, so that a connector redeclaring ``port`` or
+        # ``max_body_bytes`` with its own default keeps the check. Found by an integrator:
+        # ``ack_timeout = -1`` answered every webhook 503 and ``max_body_bytes = -5`` every one 413.
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                bound = f"at least {low:g}" if high == math.inf else f"within {low:g}..{high:g}"
+                raise ValueError(f"{name} must be {bound}, not {value!r}")
+
+
+_TINY = 1e-3  # a timeout of zero is "never wait", which nothing here means
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("port", 0, 65535),
+    ("ack_timeout", _TINY, math.inf),
+    ("max_body_bytes", 1, math.inf),
+    ("deliver_attempts", 1, math.inf),
+    ("deliver_backoff", 0, math.inf),
+    ("deliver_timeout", _TINY, math.inf),
+    ("outbound_batch", 1, math.inf),
+    ("outbound_fetch_timeout", _TINY, math.inf),
+    ("replicas", 1, 5),
+    ("max_attachment_bytes", 0, math.inf),
+)
 
 
 @dataclass(frozen=True)

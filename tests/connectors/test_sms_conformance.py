@@ -31,6 +31,7 @@ class TestSmsConformance(ConnectorConformance):
     reply_contact: ClassVar[str] = "+15551230000"
     expected_sent_id: ClassVar[str | None] = SENT_SID
     supports_attachments: ClassVar[bool | None] = True  # MMS MediaUrl
+    body_signed: ClassVar[bool | None] = True  # X-Twilio-Signature covers the URL and every parameter
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {

@@ -165,6 +165,14 @@ def test_a_connector_table_is_checked_by_its_connector(tmp_path: Path) -> None:
         "[connectors.smss] no installed connector named 'smss' (did you mean 'sms'?); "
         "installed: chat, email, sms, social, voice",
     ]
+    # Values out of range, in a connector that redeclares the setting too (chat's port). Found by
+    # an integrator: ack_timeout = -1 answered every webhook 503, max_body_bytes = -5 every one 413.
+    path = write(tmp_path, "[connectors.sms]\nack_timeout = -1\n[connectors.chat]\nport = 70000\n")
+    _, problems = check(path, env={}, connectors=connector_problems)
+    assert problems == [
+        "[connectors.sms] ack_timeout must be at least 0.001, not -1.0",
+        "[connectors.chat] port must be within 0..65535, not 70000",
+    ]
 
 
 # -- the environment -----------------------------------------------------------------------

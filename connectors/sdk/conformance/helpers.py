@@ -156,25 +156,32 @@ class FakeProvider:
     handler: FakeHandler
     host: str = "127.0.0.1"
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Which requests are sends (the kit sets the suite's ``is_send``): only those are counted by
+    # the kit and failed by ``fail_next``; others (an OAuth token fetch, say) just answered.
+    is_send: Callable[[RecordedRequest], bool] = lambda _request: True
     fail_next: int = 0
     url: str = ""
     _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=dict(request.headers),
-                body=body,
-            )
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=body,
         )
-        if self.fail_next > 0:
+        self.requests.append(recorded)
+        if self.fail_next > 0 and self.is_send(recorded):
             self.fail_next -= 1
             return web.json_response({"message": "temporarily unavailable (fake)"}, status=503)
         return await self.handler(request)
+
+    @property
+    def sends(self) -> list[RecordedRequest]:
+        """The requests that were sends (``is_send``), in order."""
+        return [r for r in self.requests if self.is_send(r)]
 
     async def start(self) -> str:
         app = web.Application()

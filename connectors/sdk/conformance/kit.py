@@ -9,7 +9,9 @@ Contract checked:
   * a valid request → 2xx, exactly one event on ``rd.inbound.<channel>`` with
     ``Nats-Msg-Id: <channel>:<provider message id>`` and the expected fields;
   * the same provider message id twice → one event;
-  * bad authenticity → 401/403 with a JSON ``error``, nothing published;
+  * bad authenticity → 401/403 with a JSON ``error``, nothing published: the integrator's
+    forged sample, the valid sample without its headers (Content-Type kept), and, where
+    ``body_signed`` is declared, the valid sample with its body changed by one byte;
   * malformed → 4xx with a JSON ``error``, nothing published;
   * a body over ``max_body_bytes`` → 413, nothing published;
   * NATS down → a retryable failure (5xx), never success;
@@ -29,6 +31,7 @@ Contract checked:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -113,6 +116,9 @@ class ConnectorConformance(ABC):
     expected_sent_id: ClassVar[str | None] = None
     # Whether the connector sends ``DeliverReply.attachments`` (None: not declared, not checked).
     supports_attachments: ClassVar[bool | None] = None
+    # Whether the provider signs the body (an HMAC of it): then a changed body must be refused.
+    # False for a bearer token or a shared secret in a header (None: not declared, not checked).
+    body_signed: ClassVar[bool | None] = None
 
     # -- what the integrator provides -----------------------------------------------------
 
@@ -160,6 +166,12 @@ class ConnectorConformance(ABC):
         bodies = [r.body.decode("utf-8", "replace") for r in requests]
         assert any(url in b or quote_plus(url) in b for b in bodies), f"no request carried the file link {url}"
 
+    def is_send(self, request: RecordedRequest) -> bool:
+        """Whether ``request`` to the fake provider is a send (the kit counts those). Every
+        request by default; override when the connector also asks for something else (an
+        OAuth token before it sends, say)."""
+        return True
+
     def outbound_reply(self) -> DeliverReply:
         channel = self.connector_class.channel
         return DeliverReply(
@@ -180,7 +192,15 @@ class ConnectorConformance(ABC):
 
     @pytest_asyncio.fixture
     async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
+        async with self.running(tmp_path) as harness:
+            yield harness
+
+    @contextlib.asynccontextmanager
+    async def running(self, tmp_path: Path) -> AsyncIterator[Harness]:
+        """The connector, a nats-server and the fake provider, running (what ``harness`` gives
+        each test; a test of the kit itself uses it directly)."""
         fake = self.fake_provider()
+        fake.is_send = self.is_send
         runtime: ConnectorRuntime | None = None
         async with conformance_nats(tmp_path) as (server, nc):
             try:
@@ -235,6 +255,24 @@ class ConnectorConformance(ABC):
         status, body, ctype = await harness.send(self.forged_request(harness.base_url))
         assert status in (401, 403), f"forged request answered {status}"
         assert ctype == "application/json" and b'"error"' in body
+        assert await harness.published() == []
+
+    async def test_a_valid_request_without_its_headers_is_rejected(self, harness: Harness) -> None:
+        sample = self.valid_request(harness.base_url)
+        kept = {k: v for k, v in sample.headers.items() if k.lower() == "content-type"}
+        status, _, _ = await harness.send(SampleRequest(sample.path, sample.body, kept, sample.method))
+        assert status in (401, 403), f"the valid request without its authentication headers answered {status}"
+        assert await harness.published() == []
+
+    async def test_a_valid_request_with_a_changed_body_is_rejected(self, harness: Harness) -> None:
+        if self.body_signed is None:
+            pytest.skip("declare body_signed (True: the provider signs the body) to have a changed body checked")
+        if not self.body_signed:
+            pytest.skip("the provider does not sign the body (body_signed = False)")
+        sample = self.valid_request(harness.base_url)
+        changed = sample.body + b" "  # still JSON, still a form: only the signature tells
+        status, body, _ = await harness.send(SampleRequest(sample.path, changed, sample.headers, sample.method))
+        assert status in (401, 403), f"the valid request with a changed body answered {status}: {body[:200]!r}"
         assert await harness.published() == []
 
     async def test_malformed_is_4xx_and_publishes_nothing(self, harness: Harness) -> None:
@@ -305,8 +343,8 @@ class ConnectorConformance(ABC):
         )
         if self.expected_sent_id is not None:
             assert outcome.provider_message_id == self.expected_sent_id
-        assert len(harness.fake.requests) == 1
-        self.check_delivered(harness.fake.requests[0], reply)
+        assert len(harness.fake.sends) == 1, f"expected one send, got {len(harness.fake.sends)}"
+        self.check_delivered(harness.fake.sends[0], reply)
         # Acked after the report: the queue is empty, one report, nothing on the log.
         async with asyncio.timeout(10):
             while (await harness.nc.jetstream().stream_info(subjects.OUTBOUND_STREAM)).state.messages:
@@ -342,7 +380,8 @@ class ConnectorConformance(ABC):
         reply = await self._send_reply(harness)
         outcome = await self._outcome(harness, reply)
         assert isinstance(outcome, MessageSent), f"expected MessageSent after retries, got {outcome!r}"
-        assert len(harness.fake.requests) == 3
+        sends = len(harness.fake.sends)
+        assert sends == 3, f"expected two failed sends and one that went, got {sends}"
         assert harness.runtime.metrics["delivery_retries"] == 2
 
     async def test_outbound_rejection_is_delivery_failed(self, harness: Harness) -> None:
@@ -351,4 +390,4 @@ class ConnectorConformance(ABC):
         outcome = await self._outcome(harness, reply)
         assert isinstance(outcome, DeliveryFailed), f"expected DeliveryFailed, got {outcome!r}"
         assert outcome.reason
-        assert len(harness.fake.requests) == 1, "a permanent rejection must not be retried"
+        assert len(harness.fake.sends) == 1, "a permanent rejection must not be retried"

@@ -50,6 +50,7 @@ def _headers(token: str) -> dict[str, str]:
 class TestChatConformance(ConnectorConformance):
     connector_class = WebChatConnector
     reply_contact: ClassVar[str] = ADDRESS
+    body_signed: ClassVar[bool | None] = False  # a bearer session token
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {"widget_key": WIDGET_KEY, "session_secret": SECRET}

@@ -88,6 +88,7 @@ class SmtpFakeProvider(FakeProvider):
 class TestEmailConformance(ConnectorConformance):
     connector_class = EmailConnector
     reply_contact: ClassVar[str] = "ann@customer.test"
+    body_signed: ClassVar[bool | None] = True  # X-Relaydesk-Signature: an HMAC of the raw MIME
 
     def config(self, provider_url: str) -> dict[str, Any]:
         host, _, port = provider_url.removeprefix("smtp://").rpartition(":")

@@ -36,6 +36,7 @@ class TestTelegramConformance(ConnectorConformance):
     reply_contact: ClassVar[str] = "42"
     expected_sent_id: ClassVar[str | None] = "99"
     supports_attachments: ClassVar[bool | None] = True  # sendDocument with the file's link
+    body_signed: ClassVar[bool | None] = False  # a shared secret in a header, not a signature
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {"bot_token": BOT_TOKEN, "secret_token": SECRET, "api_base_url": provider_url}

@@ -52,6 +52,7 @@ class TestMetaConformance(ConnectorConformance):
     reply_contact: ClassVar[str] = "PSID_1"
     expected_sent_id: ClassVar[str | None] = SENT_MID
     supports_attachments: ClassVar[bool | None] = True  # media messages by link
+    body_signed: ClassVar[bool | None] = True  # X-Hub-Signature-256: an HMAC of the body
 
     def config(self, provider_url: str) -> dict[str, Any]:
         return {
