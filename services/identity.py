@@ -39,6 +39,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events import subjects
+from events.kv import bucket_keys
 from services.config_strict import did_you_mean
 
 log = structlog.get_logger(__name__)
@@ -299,7 +300,7 @@ class IdentityDirectory:
         intake runs. (Bytes of removed messages stay in the bucket's files until NATS drops the
         file block; ``relaydesk customers migrate-identities --compact`` rewrites the bucket.)"""
         moved = 0
-        for key in await self._keys(with_deleted=True):
+        for key in await bucket_keys(self.js, self.bucket):  # deleted ones too: their markers name addresses
             identity = legacy_identity(key)
             if identity is None:
                 continue
@@ -310,26 +311,13 @@ class IdentityDirectory:
             await self.kv.create(HASHED_ONLY_KEY, b"1")
         return moved
 
-    async def _keys(self, *, with_deleted: bool) -> list[str]:
-        """Every key of the bucket (``with_deleted``: those whose last word is a delete or purge marker too)."""
-        watcher = await self.kv.watchall(ignore_deletes=not with_deleted, meta_only=True)
-        keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
-
     async def compact(self) -> int:
         """Rewrite the bucket: read every current entry, delete the bucket's stream (its files
         go, with whatever removed messages they still held), create it again and put the
         entries back. Run with intake and the API stopped (lookups fail meanwhile). Returns
         how many entries were kept."""
         entries: dict[str, bytes] = {}
-        for key in await self._keys(with_deleted=False):
+        for key in await bucket_keys(self.js, self.bucket):  # a deleted one reads as None below
             owner = await self._get(key) if legacy_identity(key) is None else None
             if owner is not None:
                 entries[key] = owner.encode()

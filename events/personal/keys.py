@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events import subjects
+from events.kv import stream_subjects
 from events.raw_delivery import DirectReadRefused, direct_read_all
 from events.skips import count_skip
 
@@ -307,10 +308,9 @@ class CustomerKeys:
     async def _day_subjects(self, customer_id: str) -> list[str]:
         """Subjects of the customer's retention day keys (``rd.keys.<customer>.d<yyyymmdd>``)."""
         try:
-            info = await self.js.stream_info(KEYS_STREAM, subjects_filter=f"{key_subject(customer_id)}.>")
+            return await stream_subjects(self.js, KEYS_STREAM, f"{key_subject(customer_id)}.>")
         except NotFoundError:
             return []
-        return sorted((info.state.subjects or {}).keys())
 
     # -- retention day keys (``[retention] message_days``) -----------------------------
 
