@@ -33,6 +33,20 @@ def visible(driver: Any, css: str, text: str | None = None, timeout: float = 15.
     return wait.until(found, f"no visible {css} with {text!r}")
 
 
+def read(driver: Any, css: str, text: str | None = None, *, attribute: str = "", timeout: float = 15.0) -> str:
+    """The text (or ``attribute``) of the visible node ``visible`` finds, read inside the same
+    wait: a node re-rendered between finding and reading (the work lists, the queue table and
+    the timeline redraw as news comes) is found again, not a stale reference (a CI failure)."""
+
+    def value(d: Any) -> Any:
+        node = visible(d, css, text, timeout=timeout)
+        got = node.get_attribute(attribute) if attribute else node.text
+        return got if got is not None else ""
+
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return str(wait.until(value, f"could not read {css}"))
+
+
 def displayed(driver: Any, css: str) -> bool:
     """Whether any node matching ``css`` is on screen (a missing one is not)."""
     return any(node.is_displayed() for node in driver.find_elements(By.CSS_SELECTOR, css))
@@ -128,7 +142,7 @@ async def test_an_agent_accepts_an_offer_and_replies_in_the_console(
         await in_thread(start_a_draft)
         status, body = await s.call("POST", f"/v1/conversations/{cid}/transfer", body={"to_agent": "bruno"})
         assert status == 200, body
-        notice = await in_thread(lambda: visible(browser, "#message", "is no longer yours", timeout=20).text)
+        notice = await in_thread(lambda: read(browser, "#message", "is no longer yours", timeout=20))
         assert cid in notice and "Half-written answer about the invoice" in notice, notice
 
 

@@ -18,7 +18,7 @@ from tests.browser import in_thread, needs_chromium
 
 from .console_pages import create_customer, fit_window, open_message, screenshot
 from .helpers import AgentSystem, agent_system, agents_config, eventually
-from .test_console_browser import click, displayed, gone, visible
+from .test_console_browser import click, displayed, gone, read, visible
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 
@@ -73,7 +73,7 @@ async def test_an_agent_starts_conversations_to_an_address_and_to_the_current_cu
             visible(browser, "#conv-title", "(assigned)")
             visible(browser, "#timeline li.out", "Your replacement ships today.", timeout=20)
             assert not displayed(browser, "#new-form")
-            return str(visible(browser, "#assigned li.selected").get_attribute("data-id"))
+            return read(browser, "#assigned li.selected", attribute="data-id")
 
         cid = await in_thread(text_a_new_number)
         conv = await eventually(lambda: s.conversation(cid, "assigned"))
@@ -113,7 +113,7 @@ async def test_an_agent_starts_conversations_to_an_address_and_to_the_current_cu
             visible(browser, "#message", "Conversation started.")
             visible(browser, "#conv-title .ch-email")
             visible(browser, "#timeline li.out", "Here is the invoice you asked for.", timeout=20)
-            return str(visible(browser, "#assigned li.selected").get_attribute("data-id"))
+            return read(browser, "#assigned li.selected", attribute="data-id")
 
         email_cid = await in_thread(email_the_current_customer)
         assert email_cid != "cv-maria-sms"

@@ -13,7 +13,7 @@ from tests.browser import in_thread, needs_chromium
 
 from .console_pages import fit_window, screenshot
 from .helpers import agent_system, agents_config, eventually
-from .test_console_browser import click, displayed, visible
+from .test_console_browser import click, displayed, read, visible
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 
@@ -42,9 +42,8 @@ async def test_a_supervisor_sees_why_work_waits_moves_it_and_sets_an_agents_stat
             visible(browser, "#nav-supervisor.current")
             assert not displayed(browser, "#agent-view")
             # The queue says why it waits: nobody eligible, and the first blocking requirement.
-            row = visible(browser, "#queues tbody tr", "fr")
-            assert "speaks fr" in row.find_element("css selector", ".blocking").text
-            assert "0 online of 0" in row.text
+            assert "speaks fr" in read(browser, "#queues tbody tr .blocking", "fr")
+            assert "0 online of 0" in read(browser, "#queues tbody tr", "fr")
             visible(browser, "#agents td", "Bruno")
             visible(browser, f'#open-conversations tr[data-id="{french}"]')
             visible(browser, f'#open-conversations tr[data-id="{english}"]', "offered")

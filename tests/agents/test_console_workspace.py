@@ -16,7 +16,7 @@ from tests.browser import in_thread, needs_chromium
 
 from .console_pages import create_customer, fit_window, open_message, screenshot
 from .helpers import agent_system, agents_config, eventually
-from .test_console_browser import click, displayed, visible
+from .test_console_browser import click, displayed, read, visible
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 
@@ -86,7 +86,7 @@ async def test_an_agent_works_an_email_with_the_customer_panel_notes_and_canned_
         def an_offer_arrives() -> None:
             offer = visible(browser, f'#offers li[data-id="{offered}"]', timeout=20)
             assert "Tom Baker" in offer.text and "double charged" in offer.text
-            first = int(visible(browser, f'#offers li[data-id="{offered}"] .countdown', " s").text.split()[0])
+            first = int(read(browser, f'#offers li[data-id="{offered}"] .countdown', " s").split()[0])
             assert 0 < first <= 60
             visible(browser, "#alert", "New offer on sms")
             click(browser, f'#offers li[data-id="{offered}"]')
@@ -101,12 +101,15 @@ async def test_an_agent_works_an_email_with_the_customer_panel_notes_and_canned_
             visible(browser, "#conv-subject", "Invoice 1042 charged twice")
             visible(browser, "#timeline li.in", "charged twice this month", timeout=20)
             # System facts are one collapsed line, not messages.
-            facts = visible(browser, "#timeline li.facts summary", "routing requested")
-            assert not facts.find_element("xpath", "..").get_attribute("open")
-            for row in browser.find_elements("css selector", "#timeline li.in, #timeline li.out"):
-                assert "routing requested" not in row.text
-            link = visible(browser, "#timeline li.in a.attachment", "statement.pdf")
-            assert "/v1/attachments/" in link.get_attribute("href")
+            visible(browser, "#timeline li.facts summary", "routing requested")
+            # Read in one script (atomic): the timeline redraws as news comes (no stale nodes).
+            summary = "document.querySelector('#timeline li.facts summary')"
+            assert browser.execute_script(f"return {summary}.parentElement.open") is False
+            rows = "document.querySelectorAll('#timeline li.in, #timeline li.out')"
+            texts = browser.execute_script(f"return [...{rows}].map((n) => n.textContent)")
+            assert texts and not any("routing requested" in text for text in texts)
+            link = read(browser, "#timeline li.in a.attachment", "statement.pdf", attribute="href")
+            assert "/v1/attachments/" in link
             # The customer panel: profile, tier, CRM link, identities, the earlier conversation.
             visible(browser, "#cust-name", "Maria Lopez")
             visible(browser, "#cust-tier .tier", "gold")

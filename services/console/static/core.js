@@ -18,6 +18,7 @@ export function freshState() {
     seenOffers: new Set(),
     alerted: null, // the newest offer, for the banner
     selected: null,
+    lettingGo: null, // the conversation she just declined, resolved or moved: its going is not news
     wanted: null,
     wantedNotice: null, // said once the wanted conversation opens
     timeline: [],

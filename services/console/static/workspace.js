@@ -33,8 +33,11 @@ export function setWork(work, first = false) {
     const gone = state.selected;
     const draft = $("reply-text").value.trim();
     state.selected = null; state.customer = null; state.timeline = [];
-    const kept = draft ? ` Your unsent text, to copy: «${draft}»` : "";
-    say(`Conversation ${gone} is no longer yours (transferred, resolved or taken back).${kept}`, true);
+    if (gone === state.lettingGo) state.lettingGo = null; // her own decline, resolve or transfer
+    else {
+      const kept = draft ? ` Your unsent text, to copy: «${draft}»` : "";
+      say(`Conversation ${gone} is no longer yours (transferred, resolved or taken back).${kept}`, true);
+    }
   }
   renderWork();
   renderConversation();
@@ -334,9 +337,13 @@ export async function loadLists() {
 
 // --- commands -----------------------------------------------------------------------
 
+// Actions after which the conversation leaves her lists: its going is no news to her.
+const LETTING_GO = new Set(["decline", "resolve", "transfer", "escalate"]);
+
 async function act(path, body, done) {
   const cid = state.selected;
   if (!cid) return false;
+  if (LETTING_GO.has(path)) state.lettingGo = cid;
   try {
     await api("POST", "/v1/conversations/" + encodeURIComponent(cid) + "/" + path, body || {});
     say(done);
@@ -344,6 +351,7 @@ async function act(path, body, done) {
     debounce("timeline", loadTimeline, 300);
     return true;
   } catch (err) {
+    if (state.lettingGo === cid) state.lettingGo = null;
     if (!(err instanceof Stale)) say(err.message, true);
     return false;
   }
