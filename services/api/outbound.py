@@ -51,6 +51,7 @@ from services.api.conversations import queue_reply
 from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from services.api.replies import ReplyRoute
 from services.api.views import conversation_json
+from services.config_names import BUILT_IN_CHANNELS
 from services.customers import CustomerError, Customers
 from services.identity import InvalidAddress, identity_for
 
@@ -134,13 +135,24 @@ def choose_agent(deps: ApiDeps, request: web.Request, named: str | None) -> str:
     return agent_id
 
 
+def plugin_channels(deps: ApiDeps) -> tuple[str, ...]:
+    """The channels of connectors made with the SDK (``[connectors.<name>]``, installed): an
+    agent may write first there too, to ``<channel>:<address>``, the connector's own contact."""
+    return tuple(c for c in deps.registry.channels if c not in BUILT_IN_CHANNELS and c not in PLATFORMS)
+
+
 def parse_address(address: str, channel: str, deps: ApiDeps) -> tuple[str, str, str]:
     """(platform, channel, raw address) of ``<kind>:<address>``."""
     kind, colon, raw = address.strip().partition(":")
     kind = kind.strip().lower()
-    if not colon or kind not in PLATFORMS or not raw.strip():
-        kinds = ", ".join(f"{k}:…" for k in PLATFORMS)
+    plugins = plugin_channels(deps)
+    if not colon or (kind not in PLATFORMS and kind not in plugins) or not raw.strip():
+        kinds = ", ".join(f"{k}:…" for k in (*PLATFORMS, *plugins))
         raise _refuse(400, f"address must be <kind>:<address>, one of {kinds}", address_kind=kind)
+    if kind in plugins:
+        if channel and channel != kind:
+            raise _refuse(400, f"{kind} goes out on {kind}, not {channel}")
+        return kind, kind, raw.strip()
     return kind, pick_channel(kind, channel, deps), raw.strip()
 
 
@@ -168,6 +180,8 @@ def contact_for(platform: str, channel: str, identity: str) -> str:
 
 def platform_of_identity(identity: str, channel: str) -> str | None:
     kind = identity.partition(":")[0]
+    if kind == channel and channel not in BUILT_IN_CHANNELS:
+        return channel  # a plug-in channel's own identity (``telegram:42``)
     if channel == "sms" and kind == "phone":
         return "sms"
     if channel == "social" and kind == "phone":
@@ -222,7 +236,10 @@ class OutboundStarter:
 
     async def _identity_of(self, customer_id: str, channel: str) -> tuple[str, str, str, str]:
         if not channel:
-            raise _refuse(400, "with customer_id, name the channel (sms, email, social)")
+            channels = ", ".join(("sms", "email", "social", *plugin_channels(self.deps)))
+            raise _refuse(400, f"with customer_id, name the channel ({channels})")
+        if channel not in self.deps.registry.channels:
+            raise _refuse(400, f"unknown channel {channel!r}", known_channels=list(self.deps.registry.channels))
         try:
             facts = await self.customers.existing(customer_id)
             survivor = await self.customers.survivor(facts.customer_id)

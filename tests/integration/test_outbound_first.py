@@ -398,3 +398,31 @@ def test_the_router_leaves_a_conversation_opened_already_assigned_to_its_agent()
     assert (view.status, view.agent_id) == ("assigned", "ava")
     assert log.state.agents["ava"].load == {"sms": 1}
     assert log.replay().conversations["cv-1"].agent_id == "ava"  # a replay gives the same
+
+
+async def test_an_agent_writes_first_on_a_plugin_channel_by_address_and_by_customer(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    """Found by an integrator: on a channel of a connector made with the SDK, an agent could
+    not write first; the refusals named other kinds and said the customer had no address."""
+    config = system_config(tmp_path, clean_nats.url)
+    config.connectors["telegram"] = {"enabled": False}  # its table: the channel is known (run elsewhere)
+    async with running_system(config, clean_nats) as system:
+        token = await agent_token(system, "ava")
+        start = {"address": "telegram:4242", "text": "Your order shipped."}
+        status, body, _ = await call(system, "POST", "/v1/conversations", token, start)
+        assert status == 201, body
+        assert body["conversation"]["channel"] == "telegram"
+        customer_id = body["customer_id"]
+        path = f"/v1/conversations/{body['conversation']['id']}/resolve"
+        assert (await call(system, "POST", path, token, {}))[0] == 200
+        again = {"customer_id": customer_id, "channel": "telegram", "text": "One more thing."}
+        status, body, _ = await call(system, "POST", "/v1/conversations", token, again)
+        assert status == 201, body
+        status, body, _ = await call(system, "POST", "/v1/conversations", token, {**again, "channel": "telegran"})
+        assert (status, body["error"]) == (400, "unknown channel 'telegran'"), body
+        status, body, _ = await call(system, "POST", "/v1/conversations", token, {"address": "fax:1", "text": "x"})
+        assert status == 400 and "telegram:…" in body["error"], body
+        events = await system.customer_log(customer_id)
+    replies = of_type(events, ReplyRequested)
+    assert [r.channel for r in replies] == ["telegram", "telegram"]  # (their text is sealed)
