@@ -384,8 +384,13 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "delivery":
         return _run_service(runners.run_delivery, config, role="delivery")
     if args.command == "connector":
+        from connectors.sdk import ConnectorNotFound, registry
         from services.nats_permissions import connector_user
 
+        try:  # a misspelt name says so first, not that NATS or the health port is not there
+            registry.load(args.name)
+        except ConnectorNotFound as err:
+            raise SystemExit(f"relaydesk connector: {err}") from None
         return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
     if args.command == "sink":
         from services.nats_permissions import sink_user

@@ -65,6 +65,7 @@ def named_channels(config: Config) -> list[tuple[str, Iterable[str]]]:
         ("[router] release_on_offline", policy.release_on_offline),
         ("[router] exclusive_channels", policy.exclusive_channels),
         *((f"[[agents]] #{i} capacity", a.capacity) for i, a in enumerate(config.agents, 1)),
+        *((f"[[intake.rules]] #{i} channels", r.channels) for i, r in enumerate(config.intake.rules, 1)),
     ]
 
 

@@ -109,11 +109,16 @@ capacity = { smss = 3, telegram = 2 }
         "[router] sla_seconds: each value: expected `float` > 0.0",
         "[[agents]] #1 tier: expected `int` <= 3",
     ]
-    path = write(tmp_path, '[router]\nsla_seconds = { emial = 60 }\n[[agents]]\nid = "b"\ncapacity = { smss = 3 }\n')
+    path = write(
+        tmp_path,
+        '[router]\nsla_seconds = { emial = 60 }\n[[agents]]\nid = "b"\ncapacity = { smss = 3 }\n'
+        '[[intake.rules]]\nchannels = ["sms", "emial"]\nskills = { billing = 1 }\n',  # a rule that never matched
+    )
     _, problems = check(path, env={})
     assert problems == [
         "[router] sla_seconds: unknown channel 'emial' (did you mean 'email'?)",
         "[[agents]] #1 capacity: unknown channel 'smss' (did you mean 'sms'?)",
+        "[[intake.rules]] #1 channels: unknown channel 'emial' (did you mean 'email'?)",
     ]
     # A channel of its own (a connector made with the SDK) is not a typo.
     path = write(
