@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from events.personal import KeyDestroyed
+from events.streams import IDEMPOTENCY_BUCKET
 from services.api import (
     access,
     agent_api,
@@ -58,11 +59,12 @@ def build_app(deps: ApiDeps) -> web.Application:
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
     authn = authenticate(deps.token, table)
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
+    signed_out = session.SessionsEnded(lambda: deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
     middlewares = [
         # aiohttp's own errors (404, 405, 413), a body that does not decode (400) and NATS away
         # or slow (503; aiohttp answers a TimeoutError with a blank 504) as {"error": ...} too
         json_errors(BODY_LIMIT),
-        session.cookie_session(sessions),  # a console session cookie becomes the bearer (session.py)
+        session.cookie_session(sessions, signed_out),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),
         authorize(deps),
@@ -77,7 +79,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))
     app.add_routes(stream.routes(deps, table))
-    app.add_routes(session.routes(sessions, authn, refused=lambda agent_id: deactivated(deps, agent_id)))
+    app.add_routes(session.routes(sessions, signed_out, authn, refused=lambda agent_id: deactivated(deps, agent_id)))
     app.add_routes(console.routes())
     app.add_routes(docs.routes())  # /openapi.json and /docs, no token
     return app

@@ -2,9 +2,10 @@
 
 ``POST /v1/session`` with ``{"token"}`` checks the token exactly as a bearer header would be
 checked (the API's own ``authenticate`` middleware) and answers with a cookie holding the
-token sealed (AES-GCM) under a key derived from the API's signing key, with an expiry inside
-the seal. Nothing is stored server-side, so a session survives an API restart and works on
-every API replica; rotating the signing key ends every session (as it ends every agent token).
+token sealed (AES-GCM) under a key derived from the API's signing key, with an expiry and a
+session id inside the seal. The session lives in the cookie (only its end is stored), so it
+survives an API restart and works on every API replica; rotating the signing key ends every
+session (as it ends every agent token).
 
 ``cookie_session`` runs before authentication: a request without an ``Authorization`` header
 but with a valid session cookie is cloned with ``Authorization: Bearer <token>``, so every
@@ -17,9 +18,13 @@ must come from the console itself: an ``Origin`` naming this host, or the ``X-Re
 header (a cross-site page cannot set a custom header without a CORS preflight, which this API
 never grants). Otherwise 403, nothing done. Bearer-token callers are not affected.
 
-``DELETE /v1/session`` expires the cookie in the browser. The session is the sealed token, so
-a copy of the cookie taken before logout (HttpOnly keeps it from scripts) stays valid until
-its expiry (``SESSION_SECONDS``) or until the token is revoked.
+``DELETE /v1/session`` expires the cookie in the browser and ends the session on the server:
+each cookie carries a random session id, and signing out records it as ended (a key in the
+API's KV bucket ``rd_idempotency``, whose day-long TTL outlives any session), which every API
+replica checks on every cookie request. Found by an audit: a copy of the cookie taken before
+logout (a shared desk, a proxy or an extension that saw it) kept working for 12 hours. Cookies
+sealed before session ids existed hold until they expire. A live stream opened with a copy
+before the logout runs until it reconnects.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -41,8 +47,11 @@ from aiohttp.typedefs import Middleware
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from multidict import CIMultiDict
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
+from events.skips import count_skip
 from services.api.auth import AGENT, Handler
 from services.api.common import ACTOR, Body, json_error, ok, read_body
 
@@ -60,7 +69,7 @@ PROBE_PATH = "/v1/session/probe"
 SESSIONS_REFUSED = Counter(
     "relaydesk_console_sessions_refused_total",
     "Console session cookies or sign-ins refused",
-    ["reason"],  # unreadable (bad seal or expired), cross_site, invalid_token, refused_agent
+    ["reason"],  # unreadable (bad seal or expired), signed_out, cross_site, invalid_token, refused_agent
 )
 
 
@@ -88,18 +97,55 @@ class SessionSealer:
     def seal(self, token: str, lifetime: float = SESSION_SECONDS) -> tuple[str, float]:
         expires = self.clock() + lifetime
         nonce = os.urandom(12)
-        sealed = nonce + self.aead.encrypt(nonce, msgspec.json.encode([token, expires]), SEAL_CONTEXT)
+        session_id = os.urandom(16).hex()
+        payload = msgspec.json.encode([token, expires, session_id])
+        sealed = nonce + self.aead.encrypt(nonce, payload, SEAL_CONTEXT)
         return base64.urlsafe_b64encode(sealed).decode().rstrip("="), expires
 
-    def open(self, value: str) -> str | None:
+    def open(self, value: str) -> Opened | None:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            token, expires = msgspec.json.decode(self.aead.decrypt(raw[:12], raw[12:], SEAL_CONTEXT))
-        except (InvalidTag, ValueError, binascii.Error, msgspec.DecodeError):
+            token, expires, *rest = msgspec.json.decode(self.aead.decrypt(raw[:12], raw[12:], SEAL_CONTEXT))
+        except (InvalidTag, ValueError, TypeError, binascii.Error, msgspec.DecodeError):
             return None
         if not isinstance(token, str) or not isinstance(expires, (int, float)) or expires <= self.clock():
             return None
-        return token
+        session_id = rest[0] if rest and isinstance(rest[0], str) else ""  # "": sealed before ids
+        return Opened(token, session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    token: str
+    session_id: str  # "" for a cookie sealed before sessions had ids (it holds until it expires)
+
+
+class SessionsEnded:
+    """The sessions signed out, as keys of the API's KV bucket (shared by its replicas); a key
+    lives the bucket's TTL (a day), longer than any session."""
+
+    def __init__(self, bucket: Callable[[], Awaitable[KeyValue]]) -> None:
+        self._open_bucket = bucket
+        self._bucket: KeyValue | None = None
+
+    async def bucket(self) -> KeyValue:
+        if self._bucket is None:  # looked up once (a stream info request), then kept
+            self._bucket = await self._open_bucket()
+        return self._bucket
+
+    @staticmethod
+    def key(session_id: str) -> str:
+        return f"session_ended.{session_id}"
+
+    async def end(self, session_id: str) -> None:
+        await (await self.bucket()).put(self.key(session_id), b"1")
+
+    async def ended(self, session_id: str) -> bool:
+        try:
+            await (await self.bucket()).get(self.key(session_id))
+        except KeyNotFoundError:
+            return False
+        return True
 
 
 def _is_https(request: web.Request) -> bool:
@@ -139,7 +185,7 @@ def _forget(response: web.StreamResponse) -> None:
     response.del_cookie(COOKIE, path="/")
 
 
-def cookie_session(sealer: SessionSealer) -> Middleware:
+def cookie_session(sealer: SessionSealer, ended: SessionsEnded) -> Middleware:
     """Turns a valid session cookie into the bearer identity (before ``authenticate``)."""
 
     @web.middleware
@@ -147,11 +193,20 @@ def cookie_session(sealer: SessionSealer) -> Middleware:
         value = request.cookies.get(COOKIE)
         if value is None or "Authorization" in request.headers or request.path == "/v1/session":
             return await handler(request)
-        token = sealer.open(value)
-        if token is None:
-            # Expired or sealed with a former key: as if signed out; the answer forgets it.
-            SESSIONS_REFUSED.labels("unreadable").inc()
-            log.info("api.session_unreadable", path=request.path)
+        opened = sealer.open(value)
+        why = "unreadable" if opened is None else None
+        if opened is not None and opened.session_id:
+            try:
+                if await ended.ended(opened.session_id):
+                    why = "signed_out"
+            except Exception as err:  # NATS away: the session cannot be vouched for
+                log.warning("api.session_unchecked", path=request.path, error=repr(err))
+                count_skip("api.session_check")
+                return json_error(503, "cannot check the session now; try again", retryable=True)
+        if opened is None or why is not None:
+            # Expired, sealed with a former key, or signed out: as if signed out; the answer forgets it.
+            SESSIONS_REFUSED.labels(why).inc()
+            log.info("api.session_refused", reason=why, path=request.path)
             response = await handler(request)
             if not response.prepared:
                 _forget(response)
@@ -159,7 +214,7 @@ def cookie_session(sealer: SessionSealer) -> Middleware:
         if request.method in UNSAFE_METHODS and not _from_console(request):
             return _refuse_cross_site(request)
         headers = CIMultiDict(request.headers)
-        headers["Authorization"] = f"Bearer {token}"
+        headers["Authorization"] = f"Bearer {opened.token}"
         response = await handler(request.clone(headers=headers))
         if response.status == 401 and not response.prepared:
             _forget(response)  # the token was revoked: the session ends with it
@@ -169,7 +224,10 @@ def cookie_session(sealer: SessionSealer) -> Middleware:
 
 
 def routes(
-    sealer: SessionSealer, authenticate: Middleware, refused: Callable[[str], str | None] = lambda _agent: None
+    sealer: SessionSealer,
+    ended: SessionsEnded,
+    authenticate: Middleware,
+    refused: Callable[[str], str | None] = lambda _agent: None,
 ) -> web.RouteTableDef:
     """``authenticate``: the app's own middleware, so a sign-in checks what a bearer would;
     ``refused``: why an agent's tokens are refused whatever they ask (deactivated), if so."""
@@ -224,6 +282,15 @@ def routes(
     async def sign_out(request: web.Request) -> web.StreamResponse:
         if not _from_console(request):
             return _refuse_cross_site(request)
+        value = request.cookies.get(COOKIE)
+        opened = sealer.open(value) if value is not None else None
+        if opened is not None and opened.session_id:
+            try:
+                await ended.end(opened.session_id)
+            except Exception as err:  # the cookie stays: signing out again may end it
+                log.warning("api.session_not_ended", error=repr(err))
+                count_skip("api.session_end")
+                return json_error(503, "could not end the session on the server; sign out again", retryable=True)
         response = ok(SignedOut(signed_out=True))
         _forget(response)
         log.info("api.session_ended")

@@ -115,13 +115,17 @@ async def test_log_out_ends_the_session_and_revoking_the_token_ends_it_too(
     s: AgentSystem, browser_like: aiohttp.ClientSession
 ) -> None:
     token, token_id = await s.issue_token("ava")
-    assert (await sign_in(browser_like, s.api, token))[0] == 200
+    _, _, set_cookie = await sign_in(browser_like, s.api, token)
+    copied = SimpleCookie(set_cookie)[COOKIE].value  # what a proxy or an extension saw
     assert (await call(browser_like, "DELETE", s.api + "/v1/session"))[0] == 403  # not from the console
     async with browser_like.delete(s.api + "/v1/session", headers={CSRF_HEADER: "1"}) as r:
         assert r.status == 200 and (await r.json())["signed_out"] is True
         forgotten = SimpleCookie(r.headers["Set-Cookie"])[COOKIE]
         assert forgotten.value == "" and forgotten["max-age"] == "0"
     assert (await call(browser_like, "GET", s.api + "/v1/agent/me"))[0] == 401
+    # The copy taken before the logout is refused too (found by an audit: it worked 12 hours).
+    async with aiohttp.ClientSession(cookies={COOKIE: copied}) as thief:
+        assert (await call(thief, "GET", s.api + "/v1/agent/me"))[0] == 401
 
     # Signed in again, then an operator revokes the token: the session ends at once.
     assert (await sign_in(browser_like, s.api, token))[0] == 200
@@ -137,14 +141,17 @@ async def test_log_out_ends_the_session_and_revoking_the_token_ends_it_too(
 
 
 def test_a_session_survives_a_restart_of_the_api_but_not_a_new_signing_key_or_its_expiry() -> None:
-    """Nothing is kept server-side: an API started again with the same signing key (or another
+    """The session is in the cookie: an API started again with the same signing key (or another
     replica) opens the cookie; another key, a changed byte or the passing of its expiry do not."""
     now = [1_000_000.0]
     before = SessionSealer(b"signing key", clock=lambda: now[0])
     value, expires = before.seal("rdat_token", lifetime=60)
     assert expires == now[0] + 60
     after_restart = SessionSealer(b"signing key", clock=lambda: now[0])
-    assert after_restart.open(value) == "rdat_token"
+    opened = after_restart.open(value)
+    assert opened is not None and opened.token == "rdat_token" and len(opened.session_id) == 32
+    another = before.open(before.seal("rdat_token")[0])  # each sign-in is a session of its own
+    assert another is not None and another.session_id != opened.session_id
     assert SessionSealer(b"another key", clock=lambda: now[0]).open(value) is None
     tampered = value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]
     assert after_restart.open(tampered) is None
