@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import secrets
 import time
 from importlib import resources
 
@@ -59,8 +60,19 @@ class SessionEndpoints(ChatPart):
     async def demo(self, _request: ProviderRequest) -> web.StreamResponse:
         # The widget key is public: every embedding page carries it.
         key = json.dumps(self.settings.widget_key).replace("<", "\\u003c")
-        page = _static("index.html").replace("{{WIDGET_KEY}}", key)
-        return web.Response(text=page, content_type="text/html", charset="utf-8")
+        nonce = secrets.token_urlsafe(16)
+        page = _static("index.html").replace("{{WIDGET_KEY}}", key).replace("{{NONCE}}", nonce)
+        # As the console's: found by an audit, the demo page sent no CSP and could be framed.
+        # The widget styles itself from its script (a <style> it adds): style-src allows that.
+        headers = {
+            "Content-Security-Policy": (
+                f"default-src 'none'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+                "connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        return web.Response(text=page, content_type="text/html", charset="utf-8", headers=headers)
 
     async def create(self, request: ProviderRequest) -> web.StreamResponse:
         origin = request.headers.get("Origin", "")

@@ -83,7 +83,10 @@ class ConnectorApp:
             middlewares=[http_metrics(f"connector {self.connector.name}")],
         )
         for route in self.connector.routes():
-            app.router.add_route(route.method, route.path, self._wrap(route))
+            if route.method == "GET":  # HEAD too, as aiohttp's add_get does: CDNs and uptime checks use it
+                app.router.add_get(route.path, self._wrap(route))
+            else:
+                app.router.add_route(route.method, route.path, self._wrap(route))
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

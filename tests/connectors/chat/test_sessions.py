@@ -195,9 +195,15 @@ async def test_demo_page_and_widget_are_served(chat: tuple[ConnectorRuntime, str
         async with http.get(url + "/widget.js") as resp:
             assert resp.status == 200 and resp.content_type == "application/javascript"
             assert "RelaydeskChat" in await resp.text()
+        async with http.head(url + "/widget.js") as resp:  # CDNs and uptime checks ask HEAD (was 405)
+            assert resp.status == 200 and resp.content_type == "application/javascript"
         async with http.get(url + "/") as resp:
             page = await resp.text()
             assert resp.status == 200 and f"var WIDGET_KEY = {json.dumps(WIDGET_KEY)};" in page
+            policy = resp.headers["Content-Security-Policy"]  # as the console's (there was none)
+            assert "frame-ancestors 'none'" in policy and "script-src 'self' 'nonce-" in policy
+            nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+            assert f'<script nonce="{nonce}">' in page and resp.headers["X-Content-Type-Options"] == "nosniff"
         async with http.get(url + "/ws") as resp:
             assert resp.status == 400  # a plain GET is not an upgrade
 
