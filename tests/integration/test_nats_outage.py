@@ -22,7 +22,9 @@ from tests.integration.system import accept_if_offered, eventually, open_convers
 
 pytestmark = pytest.mark.integration
 
-OUTAGE_SECONDS = 10.0
+# Longer than the router's and the delivery service's lease (5 s): the leases lapse during it, so
+# the services must stand down and take them again, not just reconnect.
+OUTAGE_SECONDS = 7.0
 
 
 async def outage(server: EmbeddedNats, seconds: float = OUTAGE_SECONDS) -> None:
