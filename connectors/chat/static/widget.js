@@ -6,6 +6,8 @@
  *   RelaydeskChat.mount({server: "https://chat.example.com", widgetKey: "KEY",
  *                        identityToken: function () { return fetch("/chat-jwt").then(r => r.text()); },
  *                        container: document.getElementById("chat")});
+ * chat.forget() closes it and forgets the visitor id kept in localStorage (a shared computer:
+ * call it from your site's logout; the next visitor starts afresh, without this history).
  *
  * Protocol (connectors/chat/README.md): POST /sessions -> token; WebSocket /ws?after_seq=N&epoch=E,
  * first frame {"type":"auth","token":...}; {"type":"message","client_msg_id","text","browser_language",
@@ -329,6 +331,14 @@
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.ws) this.ws.close(1000);
     this.root.remove();
+  };
+
+  // Closes the widget and forgets this browser's visitor id: the next visitor at a shared
+  // computer starts afresh and sees none of this history (call it from your site's logout).
+  Chat.prototype.forget = function () {
+    this.close();
+    if (storage()) storage().removeItem(this.storeKey);
+    this.visitorId = "";
   };
 
   var api = {

@@ -69,16 +69,25 @@ async def test_widget_sends_is_acked_and_shows_the_agent_reply(
             reply_id="rep_" + uuid.uuid4().hex[:12],
             contact=address,
             text="An agent answers <b>not bold</b>",
+            metadata={"agent_name": "Ava S."},  # the API sets it: who answers
         )
         await nc.jetstream().publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
         node = await in_thread(wait_for, browser, ".rd-reply", reply.text)
         assert await in_thread(node.get_attribute, "data-seq") == "2"
         assert await in_thread(lambda: browser.find_elements(By.CSS_SELECTOR, ".rd-reply b")) == []  # text, not HTML
 
+        assert await in_thread(node.get_attribute, "title") == "Ava S."
+
         # A reload keeps the visitor (localStorage) and shows the conversation again.
         await in_thread(browser.refresh)
         await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', text)
         await in_thread(wait_for, browser, ".rd-reply", reply.text)
+        # forget() (a site's logout, a shared computer): the next page load is a new visitor.
+        await in_thread(browser.execute_script, "window.chat.forget()")
+        assert await in_thread(browser.execute_script, "return Object.keys(localStorage)") == []
+        await in_thread(browser.refresh)
+        await in_thread(wait_for, browser, "#rd-chat-status", "online")
+        assert await in_thread(lambda: browser.find_elements(By.CSS_SELECTOR, ".rd-mine, .rd-reply")) == []
     finally:
         await connector.stopping()
         await runtime.stop()
