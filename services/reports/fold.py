@@ -39,7 +39,9 @@ from events.model import (
 from events.store import StoredEvent
 from services.reports.voice import CallFacts, note_assignment, note_message
 
-REPORT_FOLD_VERSION = 4  # 3: channels_seen (channels are open: connectors bring their own); 4: call facts
+# 3: channels_seen (channels are open: connectors bring their own); 4: call facts;
+# 5: outbound, escalations, first_reply_after_message_at (found by a team lead's audit)
+REPORT_FOLD_VERSION = 5
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
@@ -73,6 +75,11 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     first_agent: str | None = None  # who took it first: the agent metrics are attributed to
     agent_id: str | None = None  # who holds it now (or held it when it was resolved)
     first_response_at: datetime | None = None  # first ReplyRequested or MessageSent
+    # The first reply at or after the customer's first message: an agent who wrote first
+    # (outbound) answers the customer with the reply after the customer's answer.
+    first_reply_after_message_at: datetime | None = None
+    outbound: bool = False  # opened by an agent or operator (``ConversationOpened.initiated_by``)
+    escalations: int = 0
     resolved_at: datetime | None = None  # first resolution
     resolved_by: str | None = None
     erased: bool = False  # resolved by a customer's erasure: nobody served it to an end
@@ -184,7 +191,11 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             conv.channel = ev.channel
             if conv.opened_at is None:
                 conv.opened_at = at
-                _link_reopen(state, conv, ev.channel, at)
+                conv.outbound = bool(ev.initiated_by)
+                # An agent's own follow-up is not the customer coming back: no reopen (found
+                # by an audit: it cost the conversation before it its first-contact resolution).
+                if not conv.outbound:
+                    _link_reopen(state, conv, ev.channel, at)
         case MessageReceived():
             conv.channel = conv.channel or ev.channel
             if conv.first_message_at is None:
@@ -232,7 +243,11 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             conv.transfers += 1
             conv.transferred_by.append(ev.from_agent or conv.agent_id or "")
             conv.agent_id = None
-        case ConversationEscalated() | ConversationReleased():
+        case ConversationEscalated():
+            _settle_offer(state, cid, "withdrawn", at)
+            conv.escalations += 1
+            conv.agent_id = None
+        case ConversationReleased():
             _settle_offer(state, cid, "withdrawn", at)
             conv.agent_id = None
         case ConversationResolved():
@@ -248,6 +263,8 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
         case ReplyRequested() | MessageSent():
             if conv.first_response_at is None:
                 conv.first_response_at = at
+            if conv.first_message_at is not None and conv.first_reply_after_message_at is None:
+                conv.first_reply_after_message_at = at
     return state
 
 

@@ -3,10 +3,18 @@
 Definitions (all times UTC, durations in seconds):
 
 * **first response time**: the customer's first message (``MessageReceived.at``) to the first
-  agent reply (``ReplyRequested`` or ``MessageSent``, whichever is first).
+  agent reply after it (``ReplyRequested`` or ``MessageSent``, whichever is first). In a
+  conversation an agent opened (outbound), her opening message is not a response: the reply
+  to the customer's answer is; without an answer there is none.
 * **time to assign** (also the *wait* in the hourly series): the first ``RoutingRequested`` to
   the first ``ConversationAssigned`` or ``OfferAccepted``.
-* **handle time**: first assignment to resolution.
+* **handle time**: first assignment to resolution (not for a conversation ended by the
+  customer's erasure, whose resolution served nobody).
+* **resolved**: closed after an agent took it (or opened it), not by an erasure. **Abandoned**:
+  closed before any agent took it (the customer left, or it was closed unanswered); abandon
+  rate = abandoned / (resolved + abandoned). **Erased**: ended by the customer's erasure,
+  counted apart. (Found by a team lead's audit: customers who left counted as resolved, and
+  as first-contact resolutions.)
 * **SLA attainment**: share of conversations assigned at or before their due time, the first
   routing request's ``requirements.sla_due`` or else routing time + ``[router] sla_seconds`` of
   the channel. Still waiting and past due counts as breached; still waiting and not yet due,
@@ -14,7 +22,9 @@ Definitions (all times UTC, durations in seconds):
 * **reopen**: a resolved conversation is *reopened* when the same customer opens a new
   conversation on the same channel within ``reopen_hours`` (default 24) of its resolution.
   Reopen rate = reopened / resolved.
-* **first-contact resolution**: resolved with no transfer and not reopened; rate = FCR / resolved.
+* **first-contact resolution**: resolved with no transfer, no escalation and not reopened;
+  rate = FCR / resolved. A conversation an agent opens herself after a resolution is her
+  follow-up, not the customer's reopen.
 * **offer decline / expiry rate**: declined (expired) offers / offers answered (accepted,
   declined or expired; offers withdrawn by a transfer or still pending are not answered).
 
@@ -61,6 +71,9 @@ class ConversationFigures:
     sla: str | None  # "met", "breached" or None (not counted)
     transfers: int
     call: CallFigures | None = None  # voice conversations only
+    escalations: int = 0
+    abandoned: bool = False  # closed before any agent took it (not by an erasure)
+    erased: bool = False  # ended by the customer's erasure
     # Held by an agent at some time: routed and taken, or opened by an agent (outbound-first,
     # never routed, so no time to assign; found by an audit counted as not assigned).
     assigned: bool = False
@@ -87,7 +100,6 @@ def figures(
     conv: ConversationFacts, *, now: datetime, sla_seconds: Mapping[str, float], reopen_hours: float
 ) -> ConversationFigures:
     window = timedelta(hours=reopen_hours)
-    resolved = conv.resolved_at is not None
     reopened = (
         conv.resolved_at is not None
         and conv.next_opened_at is not None
@@ -97,6 +109,9 @@ def figures(
     is_reopen = (
         conv.previous_resolved_at is not None and opened is not None and opened - conv.previous_resolved_at <= window
     )
+    served = conv.first_assigned_at is not None or conv.outbound
+    closed = conv.resolved_at is not None
+    resolved = closed and served and not conv.erased
     due = sla_due(conv, sla_seconds)
     sla: str | None = None
     if due is not None:
@@ -104,19 +119,25 @@ def figures(
             sla = "met" if conv.first_assigned_at <= due else "breached"
         elif (conv.resolved_at or now) > due:
             sla = "breached"
+    if conv.first_message_at is not None:
+        first_response = _seconds(conv.first_message_at, conv.first_reply_after_message_at)
+    else:
+        first_response = None if conv.outbound else _seconds(conv.opened_at, conv.first_response_at)
     return ConversationFigures(
-        first_response=_seconds(conv.first_message_at or conv.opened_at, conv.first_response_at),
+        first_response=first_response,
         time_to_assign=_seconds(conv.routed_at, conv.first_assigned_at),
-        handle=_seconds(conv.first_assigned_at, conv.resolved_at),
+        handle=None if conv.erased else _seconds(conv.first_assigned_at, conv.resolved_at),
         resolved=resolved,
         reopened=reopened,
         is_reopen=is_reopen,
-        # An erasure's resolution served nobody: not a first-contact resolution.
-        fcr=resolved and not conv.erased and conv.transfers == 0 and not reopened,
+        fcr=resolved and conv.transfers == 0 and conv.escalations == 0 and not reopened,
         sla=sla,
         transfers=conv.transfers,
         call=call_figures(conv.call or CallFacts(), due) if conv.channel == "voice" else None,
         assigned=conv.first_assigned_at is not None,
+        escalations=conv.escalations,
+        abandoned=closed and not served and not conv.erased,
+        erased=closed and conv.erased,
     )
 
 
@@ -147,6 +168,10 @@ class Bucket:
     handle: list[float] = field(default_factory=list)
     transfers: int = 0
     transferred: int = 0
+    escalations: int = 0
+    escalated: int = 0
+    abandoned: int = 0
+    erased: int = 0
     reopened: int = 0
     reopens: int = 0
     fcr: int = 0
@@ -172,6 +197,10 @@ class Bucket:
         self.resolved += f.resolved
         self.transfers += f.transfers
         self.transferred += f.transfers > 0
+        self.escalations += f.escalations
+        self.escalated += f.escalations > 0
+        self.abandoned += f.abandoned
+        self.erased += f.erased
         self.reopened += f.reopened
         self.reopens += f.is_reopen
         self.fcr += f.fcr
@@ -193,11 +222,16 @@ class Bucket:
             "assigned": self.assigned,
             "responded": self.responded,
             "resolved": self.resolved,
+            "abandoned": self.abandoned,
+            "abandon_rate": _rate(self.abandoned, self.resolved + self.abandoned),
+            "erased": self.erased,
             "first_response_seconds": stats(self.first_response),
             "time_to_assign_seconds": stats(self.time_to_assign),
             "handle_seconds": stats(self.handle),
             "transfers": self.transfers,
             "transferred_conversations": self.transferred,
+            "escalations": self.escalations,
+            "escalated_conversations": self.escalated,
             "reopened": self.reopened,
             "reopens": self.reopens,
             "reopen_rate": _rate(self.reopened, self.resolved),

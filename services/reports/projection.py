@@ -186,11 +186,13 @@ def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
             moment = datetime.combine(day, time(0), tzinfo=UTC)
             return moment + timedelta(days=1) if end else moment
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError as err:  # 9999-12-31 as a whole day ends past the last date there is
+        raise BadQuery(f"{name} {raw!r} is out of range") from err
     except ValueError as err:
         raise BadQuery(
             f"{name} must be an ISO date (2026-11-23) or date-time (2026-11-23T08:00:00Z), not {raw!r}"
         ) from err
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
@@ -200,9 +202,13 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
     if unknown:
         raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours")
     end = parse_instant("to", params["to"], end=True) if params.get("to") else now
-    start = end - timedelta(days=DEFAULT_DAYS)
     if params.get("from"):
         start = parse_instant("from", params["from"], end=False)
+    else:
+        try:
+            start = end - timedelta(days=DEFAULT_DAYS)
+        except OverflowError as err:  # a `to` in year 1 has no week before it
+            raise BadQuery(f"to {params['to']!r} is out of range: give from as well") from err
     if start >= end:
         raise BadQuery(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
     group_by = params.get("group_by") or None

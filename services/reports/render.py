@@ -30,12 +30,14 @@ def duration(seconds: float | None) -> str:
 
 
 def percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.0f}%"
+    """One decimal, rounded down: one breach in 2,500 is 99.9%, never "100%" (found by an audit)."""
+    return "-" if rate is None else f"{math.floor(rate * 1000 + 1e-9) / 10:.1f}%"
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("conv.", "conversations"),
     ("re-\nsolved", "resolved"),
+    ("aban-\ndoned", "abandoned"),
     ("FRT", "first_response_seconds"),
     ("as-\nsign", "time_to_assign_seconds"),
     ("p90", "time_to_assign_seconds"),
@@ -178,9 +180,11 @@ def write_chart(report: Report, path: str | Path) -> Path:
 
     hours = report["by_hour"]
     x = [h["hour"] for h in hours]
-    waits = [h["median_wait_seconds"] or 0.0 for h in hours]
+    # An hour with nobody assigned has no wait: no bar, not a bar of 0 s (found by an audit).
+    waits = [math.nan if h["median_wait_seconds"] is None else h["median_wait_seconds"] for h in hours]
     attainment = [math.nan if h["sla_attainment"] is None else h["sla_attainment"] * 100 for h in hours]
-    use_minutes = max(waits, default=0.0) >= 180
+    known = [w for w in waits if not math.isnan(w)]
+    use_minutes = max(known, default=0.0) >= 180
     scale, unit = (60.0, "min") if use_minutes else (1.0, "s")
 
     fig = Figure(figsize=(10, 5), dpi=100, layout="constrained")
@@ -191,7 +195,7 @@ def write_chart(report: Report, path: str | Path) -> Path:
         if h["conversations"]:
             ax.annotate(
                 str(h["conversations"]),
-                (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                (rect.get_x() + rect.get_width() / 2, 0.0 if math.isnan(rect.get_height()) else rect.get_height()),
                 xytext=(0, 2),
                 textcoords="offset points",
                 ha="center",
@@ -203,7 +207,7 @@ def write_chart(report: Report, path: str | Path) -> Path:
     ax.set_xticks(x, [f"{h:02d}" for h in x])
     ax.set_xlim(-0.6, 23.6)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(bottom=0, top=None if any(waits) else 1)
+    ax.set_ylim(bottom=0, top=None if any(known) else 1)
     if not report["total"]["conversations"]:
         ax.text(0.5, 0.5, "no conversations in this window", transform=ax.transAxes, ha="center", color="#555555")
 

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from events import subjects
-from events.model import ConversationOpened, ConversationResolved, LogEvent
+from events.model import ConversationEscalated, ConversationOpened, ConversationResolved, LogEvent, MessageReceived
 from events.store import StoredEvent
 from services.reports import ReportQuery, ReportState, evolve, fold_all, service_report
 from services.reports.metrics import figures
@@ -106,14 +106,16 @@ def test_the_reopen_window_is_a_report_parameter() -> None:
 
 
 def test_a_conversation_resolved_by_an_erasure_is_no_first_contact_resolution() -> None:
-    """An operator's report read FCR 100% when its one resolution was an erasure's."""
+    """An operator's report read FCR 100% when its one resolution was an erasure's; later (a
+    team lead's audit) the erasure still counted as resolved, the denominator of the rates."""
     served = Conv("x1", "S", "sms").open(0).assign(10, "ava").resolve(100, "ava")
     erased = Conv("x2", "E", "sms").open(0)
     erased.events.append(
         ConversationResolved(at=at(50), customer_id="x2", conversation_id="E", agent_id=None, erased=True)
     )
     total = report([*served.events, *erased.events])["total"]
-    assert (total["resolved"], total["first_contact_resolutions"], total["fcr_rate"]) == (2, 1, 0.5)
+    assert (total["resolved"], total["first_contact_resolutions"], total["fcr_rate"]) == (1, 1, 1.0)
+    assert (total["erased"], total["abandoned"]) == (1, 0)
 
 
 def test_a_conversation_an_agent_started_counts_as_assigned_without_a_time_to_assign() -> None:
@@ -197,3 +199,52 @@ def test_reopens_follow_a_customer_merge() -> None:
     assert state.conversations["B"].previous_conversation_id == "A"
     assert state.conversations["C"].previous_conversation_id == "H"
     assert state.merged_into == {"old": "new"}
+
+
+def test_a_team_leads_day_abandons_follow_ups_escalations_and_outbound_first_responses() -> None:
+    """Found by a team lead's audit, each figure checked by hand: customers who left before an
+    agent counted as resolved and as first-contact resolutions; an agent's own follow-up as
+    the customer's reopen; an escalation did not cost the FCR; an outbound conversation's
+    first response was 0 s (her opening message came before the customer's)."""
+    handled = Conv("c1", "H", "chat").open(0).assign(10, "ava").reply(30, "ava").resolve(300, "ava")
+    left = Conv("c2", "L", "chat").open(0).resolve(600)  # the customer left after 10 minutes
+    escalated = Conv("c3", "E", "sms").open(0).assign(10, "ava").reply(40, "ava")
+    escalated.events.append(ConversationEscalated(at=at(60), customer_id="c3", conversation_id="E", to_tier=2))
+    escalated.assign(90, "fay").resolve(400, "fay")
+    # chen resolves F, then writes first to the same customer (a follow-up), who answers later.
+    followed = Conv("c4", "F", "email").open(0).assign(5, "chen").reply(20, "chen").resolve(100, "chen")
+    follow_up = Conv("c4", "G", "email")
+    follow_up.events.append(
+        ConversationOpened(
+            at=at(200),
+            customer_id="c4",
+            conversation_id="G",
+            channel="email",
+            contact="a@b.c",
+            initiated_by="agent:chen",
+        )
+    )
+    follow_up.assign(200, "chen").reply(200, "chen")
+    follow_up.events.append(
+        MessageReceived(
+            at=at(800),
+            customer_id="c4",
+            conversation_id="G",
+            channel="email",
+            message_id="m-g",
+            provider_message_id="p-g",
+            text="thanks",
+        )
+    )
+    follow_up.reply(900, "chen").resolve(1000, "chen")
+    events = [*handled.events, *left.events, *escalated.events, *followed.events, *follow_up.events]
+    by_conv = groups(report(events, ReportQuery(start=DAY.start, end=DAY.end, group_by="conversation")))
+    total = report(events)["total"]
+    # H, E, F and G resolved; L abandoned. FCR: H, F (no reopen: G is chen's own), G; not E.
+    assert (total["resolved"], total["abandoned"], total["abandon_rate"]) == (4, 1, 0.2)
+    assert (total["first_contact_resolutions"], total["fcr_rate"]) == (3, 0.75)
+    assert (total["escalations"], total["escalated_conversations"], total["reopened"]) == (1, 1, 0)
+    assert (by_conv["L"]["resolved"], by_conv["L"]["first_contact_resolutions"]) == (0, 0)
+    # First responses: H 30, E 40, F 20, and G 100 (the customer's answer at 800, the reply at 900).
+    assert by_conv["G"]["first_response_seconds"]["mean"] == 100.0
+    assert total["first_response_seconds"] == {"count": 4, "mean": 47.5, "median": 35.0, "p90": 100.0}

@@ -103,6 +103,8 @@ async def test_the_api_serves_the_figures_of_the_log(api_only: System) -> None:
         ({"reopen_hours": "soon"}, "reopen_hours must be a number"),
         ({"reopen_hours": "-1"}, "reopen_hours goes from 0"),
         ({"groupby": "agent"}, "unknown parameter(s) groupby"),
+        ({"to": "9999-12-31"}, "to '9999-12-31' is out of range"),  # was a 500 (found by an audit)
+        ({"to": "0001-01-03"}, "to '0001-01-03' is out of range: give from as well"),
     ],
 )
 async def test_bad_parameters_get_a_clear_400(api_only: System, params: dict[str, str], reason: str) -> None:
