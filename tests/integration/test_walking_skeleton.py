@@ -94,6 +94,7 @@ async def test_a_full_agent_gets_no_more_than_capacity(system: System) -> None:
     await asyncio.sleep(1.0)  # give the router every chance to over-assign
     status, bruno = await system.get("/v1/agents/bruno")
     assert bruno["load"]["sms"] == 3
+    assert bruno["free_slots"]["sms"] == 0  # full on SMS, whatever her other channels' slots
     status, body = await system.get("/v1/conversations", status="waiting")
     assert status == 200
     assert body["count"] == 2
