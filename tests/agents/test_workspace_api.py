@@ -172,7 +172,7 @@ async def test_a_note_is_on_the_timeline_and_never_reaches_the_customer(w: Agent
         assert status == 202, body
         queued = await asyncio.wait_for(outbound.get(), 10)
         assert queued.subject == subjects.outbound("sms")
-        assert b"reply_id" in queued.data and b"nt_" not in queued.data
+        assert b"reply_id" in queued.data and first["note_id"].encode() not in queued.data
     finally:
         await sub.unsubscribe()
         await nc.drain()
