@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 from events import subjects
 from events.streams import SetupFailed, patiently
 from services.api.app import ApiDeps, build_app
+from services.api.health import health_check as api_health_check
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
 from services.api.registry import Registry, channel_connectors, known_channels
@@ -174,28 +175,27 @@ async def run_api(
     timelines = await _open_projection(config, readonly=True, service="API")
     rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
     directory = IdentityDirectory(await _identity_bucket(bus), rules)
-    app = build_app(
-        ApiDeps(
-            nc=bus.nc,
-            store=bus.store,
-            live=live,
-            timelines=timelines,
-            directory=directory,
-            token=token,
-            policy=config.router,
-            reply_requeue_after=config.api.reply_requeue_seconds,
-            view_stale_after=config.api.view_stale_seconds,
-            signing_key=api_signing_key(config, config.data_dir),
-            replicas=config.nats.replicas,
-            slack=config.slack,
-            console=config.console,
-            connectors=config.connectors,
-            channel_connectors=channel_connectors(config),
-            registry=Registry.from_config(config),
-            templates=config.templates,
-            public_url=config.api.public_url or f"http://{config.api.host}:{config.api.port}",
-        )
+    deps = ApiDeps(
+        nc=bus.nc,
+        store=bus.store,
+        live=live,
+        timelines=timelines,
+        directory=directory,
+        token=token,
+        policy=config.router,
+        reply_requeue_after=config.api.reply_requeue_seconds,
+        view_stale_after=config.api.view_stale_seconds,
+        signing_key=api_signing_key(config, config.data_dir),
+        replicas=config.nats.replicas,
+        slack=config.slack,
+        console=config.console,
+        connectors=config.connectors,
+        channel_connectors=channel_connectors(config),
+        registry=Registry.from_config(config),
+        templates=config.templates,
+        public_url=config.api.public_url or f"http://{config.api.host}:{config.api.port}",
     )
+    app = build_app(deps)
     app.middlewares.insert(0, until_caught_up(live))
     app.middlewares.insert(0, http_metrics("api"))  # outermost: 503s while catching up are timed too
     runner = web.AppRunner(app, access_log=None)
@@ -210,14 +210,7 @@ async def run_api(
         raise ServiceFailed(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
     log.info("api.listening", url=f"http://{config.api.host}:{config.api.port}")
     if health is not None:
-        health.add(
-            "api",
-            service_check(
-                bus.nc,
-                lambda: {"view": live.progress()},
-                ready=lambda: None if live.caught_up.is_set() else "the API's view has not caught up with the log yet",
-            ),
-        )
+        health.add("api", api_health_check(deps))  # what GET /readyz of the API says
     retention: asyncio.Task[None] | None = None
     upload_sweep: asyncio.Task[None] | None = None
     try:

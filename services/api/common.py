@@ -16,7 +16,7 @@ from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
 from services.api.console_settings import ConsoleSettings
-from services.api.readiness import STALE_AFTER_S
+from services.api.readiness import STALE_AFTER_S, Freshness
 from services.api.readmodel import LiveState
 from services.api.registry import Registry
 from services.api.templates import TemplateSettings
@@ -40,6 +40,9 @@ class ApiDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # /readyz says not ready when the view leaves an end of the log unreached this long (readiness.py).
     view_stale_after: float = STALE_AFTER_S
+    # What /readyz and the health port's check have seen of the log's end: one memory, so both
+    # say the same (services.api.health).
+    freshness: Freshness = field(init=False)
     # A reply with no outcome after this long is queued for its connector again (replies.py).
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.
@@ -61,6 +64,9 @@ class ApiDeps:
     templates: tuple[TemplateSettings, ...] = ()
     # The API as providers reach it: the base of signed file links (services.api.uploads).
     public_url: str = "http://127.0.0.1:8080"
+
+    def __post_init__(self) -> None:
+        self.freshness = Freshness(self.view_stale_after)
 
     def connector_table(self, channel: str) -> dict[str, Any]:
         """The ``[connectors.<name>]`` table of the connector serving ``channel`` (may be empty)."""
