@@ -73,9 +73,12 @@ class ApiDeps:
         return self.connectors.get(self.channel_connectors.get(channel, channel)) or {}
 
     async def append(self, event: LogEvent, expected: int | None) -> int:
-        """Append, then wait until the live view includes it (read-your-writes)."""
+        """Append, then wait until the live view includes it (read-your-writes). When the view
+        does not within its wait, ``ViewBehind``: found by a burst audit, a command answered 500
+        after its write (a token issued, its secret never shown), or 200 with what it replaced."""
         seq = await self.store.append(Append(event, expected=expected))
-        await self.live.wait_for(seq)
+        if not await self.live.wait_for(seq):
+            raise ViewBehind(seq)
         return seq
 
 
@@ -115,6 +118,26 @@ class ApiError(web.HTTPException):
     def __init__(self, status: int, reason: str, **extra: object) -> None:
         self.status_code = status
         super().__init__(text=msgspec.json.encode({"error": reason, **extra}).decode(), content_type="application/json")
+
+
+# On an answer whose command is on the log although the answer could not show it: the
+# Idempotency-Key record keeps it (services.api.idempotency), so a retry does not do it twice.
+RECORDED_HEADER = "X-Relaydesk-Recorded-Seq"
+
+
+class ViewBehind(ApiError):
+    """The command is recorded (event ``seq``), but this API's view has not read it yet."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(
+            503,
+            f"recorded as event {seq}, but this API's view of the log is behind and does not show it yet: "
+            "the change is made; read it back in a moment (sending it again would make it again, unless "
+            "with the same Idempotency-Key)",
+            recorded_seq=seq,
+        )
+        self.headers["Retry-After"] = "5"
+        self.headers[RECORDED_HEADER] = str(seq)
 
 
 # The largest stream sequence a cursor may name (a signed 64-bit integer, as SQLite and

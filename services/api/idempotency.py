@@ -44,7 +44,7 @@ from nats.js.kv import KeyValue
 from events.streams import IDEMPOTENCY_BUCKET
 from events.subjects import is_token
 from services.api.auth import TOKEN_ID, Handler
-from services.api.common import ACTOR, ApiDeps, json_error
+from services.api.common import ACTOR, RECORDED_HEADER, ApiDeps, json_error
 from services.api.tokens import signing_key
 from services.nats_errors import NATS_UNAVAILABLE
 
@@ -238,9 +238,11 @@ async def _finish(
     bound: structlog.BoundLogger,
     request: web.Request,
 ) -> None:
-    """Keep a 2xx or 4xx answer (but 409, 429); drop the record otherwise (the command may be retried)."""
+    """Keep a 2xx or 4xx answer (but 409, 429), or one saying the command is recorded; drop the
+    record otherwise (the command may be retried)."""
     body = response.body if isinstance(response, web.Response) else None
     kept_status = (200 <= response.status < 300 or 400 <= response.status < 500) and response.status not in RETRYABLE
+    kept_status = kept_status or RECORDED_HEADER in response.headers  # done, though unseen: not again
     if not isinstance(body, bytes) or len(body) > MAX_KEPT_BODY or not kept_status:
         await _release(kv, kv_key, revision, bound)
         return

@@ -315,11 +315,29 @@ async def test_a_view_that_stops_following_the_log_is_not_ready_and_unprojected_
             assert "fallen behind the log" in body["reason"], body
             assert body["view"]["lag_events"] > 0 and body["view"]["caught_up"] is True
 
+            # A command meanwhile is recorded, and says so: not a 500 after the write (found by
+            # a burst audit), and its Idempotency-Key replays that answer rather than doing it again.
+            issue = {**auth, "Idempotency-Key": "token-while-behind"}
+            for attempt in ("first", "retry"):
+                async with http.post(base + "/v1/agents/ag0/tokens", json={"label": "x"}, headers=issue) as r:
+                    answer = await r.json()
+                    assert r.status == 503 and "recorded as event" in answer["error"], (attempt, answer)
+                    replayed = r.headers.get("Idempotent-Replayed") == "true"
+                    assert replayed == (attempt == "retry"), attempt
+                    if not replayed:
+                        assert r.headers["X-Relaydesk-Recorded-Seq"] == str(answer["recorded_seq"])
+
             gate.open.set()
+
+            async def one_token() -> bool:
+                async with http.get(base + "/v1/agents/ag0/tokens", headers=auth) as r:
+                    return r.status == 200 and len((await r.json())["tokens"]) == 1
+
+            await eventually(one_token, timeout=30)
 
             async def ready_again() -> bool:
                 status, body = await readyz()
-                return status == 200 and body["view"]["position"] == written[-1]
+                return status == 200 and body["view"]["position"] >= written[-1]  # the token's event after it
 
             await eventually(ready_again, timeout=30)
         finally:
