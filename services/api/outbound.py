@@ -285,6 +285,20 @@ class OutboundStarter:
             events.extend(await self.deps.store.read_customer_direct(facts.customer_id))
         return events
 
+    async def nothing_open(self, target: Target, cid: str) -> int:
+        """The customer's last sequence on the log, once the view has read up to it and shows
+        no open conversation on the channel: the opening is appended only if nothing of this
+        customer was written since (``append_missing``). Found by a burst audit: 20 starts at
+        once, each checking the view alone, opened 20 conversations for one customer."""
+        guard = await self.deps.store.last_subject_seq(subjects.customer_filter(target.customer_id))
+        if guard and not await self.deps.live.wait_for(guard):
+            raise _refuse(503, "this API's view of the log is behind; retry in a moment", retryable=True)
+        if (open_cid := self.open_on_channel(target)) is not None and open_cid != cid:
+            raise _refuse(
+                409, f"the customer has an open conversation on {target.channel}: reply in it", conversation_id=open_cid
+            )
+        return guard
+
     def open_on_channel(self, target: Target) -> str | None:
         """An open conversation of this customer on this channel from this address: the
         customer's answer would join that one, so the agent writes there instead."""
@@ -381,6 +395,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         target.metadata = route_metadata(target, last, body)
         files = await uploads.attachments_for(deps, body.attachments, target.channel)
         await starter.ensure_customer(target)
+        guard = await starter.nothing_open(target, cid) if existing is None else None
         event = ReplyRequested(
             at=deps.clock(),
             customer_id=target.customer_id,
@@ -394,7 +409,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             template_values=chosen.values_json if chosen is not None else "",
             attachments=files,
         )
-        seq = await append_missing(deps, target, cid, agent_id, request[ACTOR], event)
+        seq = await append_missing(deps, target, cid, agent_id, request[ACTOR], event, guard=guard)
         await queue_reply(deps, event, ReplyRoute(target.contact, None, dict(target.metadata), target.channel))
         bound = log.bind(customer_id=target.customer_id, channel=target.channel, agent_id=agent_id)
         bound.info("api.outbound_started", conversation_id=cid, reply_id=reply_id, new_customer=target.created)
@@ -430,10 +445,19 @@ def route_metadata(target: Target, last: MessageReceived | None, body: StartBody
 
 
 async def append_missing(
-    deps: ApiDeps, target: Target, cid: str, agent_id: str, actor: str, reply: ReplyRequested
+    deps: ApiDeps,
+    target: Target,
+    cid: str,
+    agent_id: str,
+    actor: str,
+    reply: ReplyRequested,
+    *,
+    guard: int | None = None,
 ) -> int:
     """Append what the conversation still lacks of opened → assigned → first reply (all of
-    it, unless a retry of the same command finds a part already written)."""
+    it, unless a retry of the same command finds a part already written). ``guard``: the
+    customer's last sequence the checks were made on; the opening is appended only if it is
+    still the last (another start or a message meanwhile: 409)."""
     subject = subjects.conversation(target.customer_id, cid)
     written = await deps.store.read(subject)
     kinds = {type(s.event) for s in written}
@@ -466,10 +490,16 @@ async def append_missing(
     if not any(isinstance(s.event, ReplyRequested) and s.event.reply_id == reply.reply_id for s in written):
         steps.append(reply)
     for step in steps:
+        guarded = guard is not None and isinstance(step, ConversationOpened)
         try:
-            last_seq = await deps.store.append(Append(step, expected=last_seq))
+            if guarded:
+                customer = subjects.customer_filter(target.customer_id)
+                last_seq = await deps.store.append(Append(step, expected=guard, expected_subject=customer))
+            else:
+                last_seq = await deps.store.append(Append(step, expected=last_seq))
         except ConcurrencyError as err:
-            raise _refuse(409, "the conversation changed meanwhile; try again with the same Idempotency-Key") from err
+            what = "the customer" if guarded else "the conversation"
+            raise _refuse(409, f"{what} changed meanwhile; try again with the same Idempotency-Key") from err
     if last_seq:
         await deps.live.wait_for(last_seq)
     return last_seq

@@ -32,7 +32,7 @@ from events.store import StoredEvent
 from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.fake_graph import FakeGraph, fake_graph_server
 from tests.integration.fake_twilio import OUR_NUMBER, FakeTwilio, with_fake_twilio
-from tests.integration.system import System, eventually, running_system, system_config
+from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration
 
@@ -426,3 +426,29 @@ async def test_an_agent_writes_first_on_a_plugin_channel_by_address_and_by_custo
         events = await system.customer_log(customer_id)
     replies = of_type(events, ReplyRequested)
     assert [r.channel for r in replies] == ["telegram", "telegram"]  # (their text is sealed)
+
+
+async def test_starts_at_once_to_one_customer_open_one_conversation(
+    tmp_path: Path, clean_nats: EmbeddedNats, fake_twilio: tuple[FakeTwilio, str]
+) -> None:
+    """Found by a burst audit: 20 starts at once (each with its own Idempotency-Key) opened 20
+    conversations and sent 20 SMS; each had checked only the API's view for an open one."""
+    _, base_url = fake_twilio
+    config = system_config(tmp_path, clean_nats.url)
+    with_fake_twilio(config, base_url)
+    async with running_system(config, clean_nats) as system:
+
+        async def start(i: int) -> tuple[int, Any]:
+            body = {"address": "sms:+15551230077", "text": f"Start {i}", "agent_id": "ava"}
+            status, answer, _ = await call(
+                system, "POST", "/v1/conversations", API_TOKEN, body, **{"Idempotency-Key": f"k{i}"}
+            )
+            return status, answer
+
+        answers = await asyncio.gather(*(start(i) for i in range(8)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [201] + [409] * 7, answers
+        [opened] = [answer for status, answer in answers if status == 201]
+        events = await system.customer_log(opened["customer_id"])
+    assert len(of_type(events, ConversationOpened)) == 1
+    assert len(of_type(events, ReplyRequested)) == 1
