@@ -343,7 +343,11 @@ class EventStore:
         """A live view of the log from ``from_seq``: an ordered consumer (recreated by the
         client at the next sequence after a reconnect) feeding a local queue, so callers
         can both wait for the next event and drain what has arrived without waiting."""
-        tail = Tail(on_undecodable=self._screen_soon, opener=self.opened if self.cipher is not None else None)
+        tail = Tail(
+            on_undecodable=self._screen_soon,
+            opener=self.opened if self.cipher is not None else None,
+            reconnects=self._reconnects,
+        )
 
         async def subscribe(start: int) -> JetStreamContext.PushSubscription:
             return await self.js.subscribe(
@@ -363,6 +367,10 @@ class EventStore:
 
         await tail.start(subscribe, from_seq)
         return tail
+
+    def _reconnects(self) -> int:
+        stats = getattr(self.nc, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
 
     def _screen_soon(self, stored: StoredEvent) -> None:
         if isinstance(stored.event, Undecodable):

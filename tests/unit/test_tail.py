@@ -101,3 +101,32 @@ async def test_a_slow_opener_holds_the_backlog_where_the_pause_sees_it_and_keeps
         await asyncio.sleep(0.01)
     assert [c.start for c in consumers] == [1, 6]
     await tail.close()
+
+
+async def test_after_a_reconnect_a_fresh_consumer_starts_after_the_last_event_queued() -> None:
+    """Found by timing the NATS-outage tests: nats-py noticed its ordered consumer gone (the
+    server restarted) only from missed heartbeats, and the router routed a waiting conversation
+    11 s after NATS came back. The tail starts a fresh one at its next wait."""
+    consumers: list[SlowToStop] = []
+    reconnects = [0]
+
+    async def subscribe(start: int) -> SlowToStop:
+        consumers.append(SlowToStop(start))
+        return consumers[-1]
+
+    tail = Tail(reconnects=lambda: reconnects[0])
+    await tail.start(subscribe, 1)  # type: ignore[arg-type]
+    for seq in (1, 2, 3):
+        await tail.on_msg(_msg(seq))
+    assert [s.seq for s in tail.drain()] == [1, 2, 3]
+    assert not await tail.wait(timeout=0.01)  # no reconnect: the same consumer
+    assert [c.start for c in consumers] == [1]
+    reconnects[0] += 1
+    for _ in range(100):
+        await tail.wait(timeout=0.01)
+        if len(consumers) == 2:
+            break
+    assert consumers[0].stopped and [c.start for c in consumers] == [1, 4]
+    await tail.on_msg(_msg(4))
+    assert [s.seq for s in tail.drain()] == [4]
+    await tail.close()
