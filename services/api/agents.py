@@ -131,7 +131,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def guarded(aid: str) -> int:
         """The agent subject's last sequence, once the live view has folded it."""
         last = await deps.store.last_subject_seq(subjects.agent(aid))
-        await deps.live.wait_for(last)
+        await deps.has_read(last)
         return last
 
     async def change_profile(request: web.Request) -> web.Response:

@@ -77,9 +77,22 @@ class ApiDeps:
         does not within its wait, ``ViewBehind``: found by a burst audit, a command answered 500
         after its write (a token issued, its secret never shown), or 200 with what it replaced."""
         seq = await self.store.append(Append(event, expected=expected))
+        await self.shows(seq)
+        return seq
+
+    async def shows(self, seq: int) -> None:
+        """Until the view includes ``seq``, an event this command wrote; ``ViewBehind`` when it
+        does not within the wait (every read-your-writes of the API waits here)."""
         if not await self.live.wait_for(seq):
             raise ViewBehind(seq)
-        return seq
+
+    async def has_read(self, seq: int) -> None:
+        """Until the view includes ``seq``, read before a command decides on the view (nothing
+        written yet); a 503 to retry when it does not within the wait."""
+        if seq and not await self.live.wait_for(seq):
+            error = ApiError(503, "this API's view of the log is behind; retry in a moment", retryable=True)
+            error.headers["Retry-After"] = "5"
+            raise error
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

@@ -85,7 +85,7 @@ def _profile_of(event: CustomerProfileUpdated) -> dict[str, Any]:
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
-    customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
+    customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.shows)
     workspace_facts = workspace.of(deps.live, deps.store)
     links = attachments.links_for(deps)
 

@@ -196,7 +196,7 @@ def platform_of_identity(identity: str, channel: str) -> str | None:
 class OutboundStarter:
     def __init__(self, deps: ApiDeps) -> None:
         self.deps = deps
-        self.customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.live.wait_for)
+        self.customers = Customers(deps.store, deps.directory, deps.policy, deps.clock, appended=deps.shows)
 
     async def target(self, body: StartBody) -> Target:
         deps = self.deps
@@ -291,8 +291,7 @@ class OutboundStarter:
         customer was written since (``append_missing``). Found by a burst audit: 20 starts at
         once, each checking the view alone, opened 20 conversations for one customer."""
         guard = await self.deps.store.last_subject_seq(subjects.customer_filter(target.customer_id))
-        if guard and not await self.deps.live.wait_for(guard):
-            raise _refuse(503, "this API's view of the log is behind; retry in a moment", retryable=True)
+        await self.deps.has_read(guard)
         if (open_cid := self.open_on_channel(target)) is not None and open_cid != cid:
             raise _refuse(
                 409, f"the customer has an open conversation on {target.channel}: reply in it", conversation_id=open_cid
@@ -501,5 +500,5 @@ async def append_missing(
             what = "the customer" if guarded else "the conversation"
             raise _refuse(409, f"{what} changed meanwhile; try again with the same Idempotency-Key") from err
     if last_seq:
-        await deps.live.wait_for(last_seq)
+        await deps.shows(last_seq)
     return last_seq
