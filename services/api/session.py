@@ -54,6 +54,7 @@ from prometheus_client import Counter
 from events.skips import count_skip
 from services.api.auth import AGENT, Handler
 from services.api.common import ACTOR, Body, json_error, ok, read_body
+from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -199,7 +200,7 @@ def cookie_session(sealer: SessionSealer, ended: SessionsEnded) -> Middleware:
             try:
                 if await ended.ended(opened.session_id):
                     why = "signed_out"
-            except Exception as err:  # NATS away: the session cannot be vouched for
+            except NATS_ERRORS as err:  # NATS away: the session cannot be vouched for
                 log.warning("api.session_unchecked", path=request.path, error=repr(err))
                 count_skip("api.session_check")
                 return json_error(503, "cannot check the session now; try again", retryable=True)
@@ -287,7 +288,7 @@ def routes(
         if opened is not None and opened.session_id:
             try:
                 await ended.end(opened.session_id)
-            except Exception as err:  # the cookie stays: signing out again may end it
+            except NATS_ERRORS as err:  # the cookie stays: signing out again may end it
                 log.warning("api.session_not_ended", error=repr(err))
                 count_skip("api.session_end")
                 return json_error(503, "could not end the session on the server; sign out again", retryable=True)
