@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from events import subjects
 from events.model import ConversationLanguageChanged, RoutingRequested
 from events.store import EventStore
+from router import wrap_up
 from router.effective import effective
 from router.explain import explained_queues, waiting_because
 from router.index import signature
@@ -123,17 +124,12 @@ def agent_json(agent_id: str, agent: AgentView) -> dict[str, Any]:
 
 
 def free_slots(agent: AgentView) -> dict[str, int]:
-    """Per channel, how many more conversations she may take there now (capacity less load,
-    and no more than ``max_total`` leaves overall); wrap-ups not counted."""
-    load = agent.load
-    left_overall = None if agent.profile.max_total is None else agent.profile.max_total - sum(load.values())
-    out = {}
-    for channel, slots in agent.profile.capacity.items():
-        free = slots - load.get(channel, 0)
-        if left_overall is not None:
-            free = min(free, left_overall)
-        out[channel] = max(0, free)
-    return out
+    """Per channel, how many more conversations she may take there now (``wrap_up.room``:
+    capacity less load, no more than ``max_total`` leaves); wrap-ups not counted."""
+    return {channel: wrap_up.room(agent, channel, 0.0, _NO_WRAP_UP) for channel in agent.profile.capacity}
+
+
+_NO_WRAP_UP = RouterPolicy(wrap_up_seconds={})
 
 
 def waiting_because_json(state: RouterState, conv: ConversationView, now: datetime, policy: RouterPolicy) -> Any:
