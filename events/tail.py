@@ -192,9 +192,9 @@ class Tail:
 
     async def wait(self, timeout: float | None) -> bool:
         """Until something has arrived (True) or ``timeout`` passed (False); takes nothing."""
-        self._after_reconnect()
         if not self.queue.empty():
             return True
+        self._after_reconnect()  # only with nothing to hand on: not a cost per event
         self._arrived.clear()
         try:
             await asyncio.wait_for(self._arrived.wait(), timeout)
@@ -204,7 +204,8 @@ class Tail:
 
     async def next(self, timeout: float | None) -> StoredEvent | None:
         """The next event, or None when ``timeout`` passes without one."""
-        self._after_reconnect()
+        if self.queue.empty():
+            self._after_reconnect()
         try:
             stored = await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
