@@ -20,7 +20,7 @@ from datetime import datetime
 
 from events.model import AgentStatusChanged, ConversationReleased, EscalationStepReached
 from router import effective as eff_
-from router import timers, wrap_up
+from router import step_plan, timers, wrap_up
 from router.heaps import in_order
 from router.index import conversation_valid, signature
 from router.lifecycle import DEACTIVATED_REASON
@@ -33,6 +33,7 @@ __all__ = ["Decision", "decide"]
 
 
 def decide(state: RouterState, now: datetime, policy: RouterPolicy) -> list[Decision]:
+    step_plan.ensure(state, policy)
     rnd = Round(state, now, policy)
     work = state.pending
     if work.full:

@@ -91,7 +91,9 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
     if state.for_reading:
         return
     state.pending.queues.add(key)
-    timers = state.step_timers.setdefault(conv.step, [])
+    plan = state.step_plan
+    step = plan.next_step(key, sig) if plan is not None else conv.step
+    timers = state.step_timers.setdefault(step, [])
     heapq.heappush(timers, entry)
     heaps.compact(timers, lambda e: conversation_valid(state, e), state.queued)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
 from events.model import AgentProfile, DecisionReason, Requirements
+
+if TYPE_CHECKING:
+    from router.step_plan import StepPlan
 
 AGENT_STATUSES = ("available", "away", "offline")
 # A resolved conversation leaves ``RouterState.conversations`` (see router.fold), so
@@ -252,6 +255,16 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
             work = PendingWork()
             self.__dict__["_pending"] = work
         return cast(PendingWork, work)
+
+    @property
+    def step_plan(self) -> StepPlan | None:
+        """Decide's plan of which escalation step each queue waits for next
+        (``router.step_plan``): set by decide, not snapshotted; None until decide runs."""
+        return cast("StepPlan | None", self.__dict__.get("_step_plan"))
+
+    @step_plan.setter
+    def step_plan(self, plan: StepPlan | None) -> None:
+        self.__dict__["_step_plan"] = plan
 
     def customer(self, customer_id: str) -> CustomerView | None:
         """The view that stands for ``customer_id``: its own, or after a merge the survivor's

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 from events import subjects
 from events.model import (
     AgentProfile,
@@ -18,10 +20,25 @@ from events.model import (
 )
 from router.decide import Decision, decide
 from router.fold import evolve
+from router.index import conversation_valid
 from router.policy import RouterPolicy
 from router.state import RouterState
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def same_routing_state(a: RouterState, b: RouterState) -> bool:
+    """Equal facts and indexes; the step timers compared by what they hold (decide files them
+    again in one go when its policy changes, so their heap layout depends on when that was)."""
+
+    def timers(state: RouterState) -> dict[int, list[tuple[float, str, int]]]:
+        timers = state.step_timers.items()
+        held = {step: sorted(e for e in heap if conversation_valid(state, e)) for step, heap in timers}
+        return {step: entries for step, entries in held.items() if entries}
+
+    if timers(a) != timers(b):
+        return False
+    return msgspec.structs.replace(a, step_timers={}) == msgspec.structs.replace(b, step_timers={})
 
 
 def at(seconds: float) -> datetime:
@@ -65,7 +82,10 @@ class Log:
         return decisions
 
     def replay(self) -> RouterState:
+        """The state folded again from the log, as a router restarted with the same policy
+        has it (its escalation step plan, ``router.step_plan``, is decide's, not the log's)."""
         state = RouterState()
+        state.step_plan = self.state.step_plan
         for seq, subject, event in self.entries:
             evolve(state, seq, subject, event)
         return state

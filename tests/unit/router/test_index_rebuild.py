@@ -25,6 +25,7 @@ from tests.unit.router.test_properties import OPS, POLICIES, World, act
 def rebuilt(state: RouterState) -> RouterState:
     """A copy of ``state`` whose indexes are filed again from the facts (agents, conversations)."""
     fresh = snapshot.load(snapshot.dump(state))
+    fresh.step_plan = state.step_plan  # decide's, not snapshotted: files step timers as the live state does
     fresh.queues, fresh.queue_signatures, fresh.queue_sizes, fresh.queue_lookup = {}, {}, {}, {}
     fresh.queued = 0
     fresh.held, fresh.held_timers, fresh.step_timers, fresh.offer_timers = {}, [], {}, []
