@@ -34,7 +34,6 @@ from typing import Any
 import phonenumbers
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -312,25 +311,11 @@ class IdentityDirectory:
         return moved
 
     async def compact(self) -> int:
-        """Rewrite the bucket: read every current entry, delete the bucket's stream (its files
-        go, with whatever removed messages they still held), create it again and put the
-        entries back. Run with intake and the API stopped (lookups fail meanwhile). Returns
-        how many entries were kept."""
-        entries: dict[str, bytes] = {}
-        for key in await bucket_keys(self.js, self.bucket):  # a deleted one reads as None below
-            owner = await self._get(key) if legacy_identity(key) is None else None
-            if owner is not None:
-                entries[key] = owner.encode()
-        info = await self.js.stream_info(f"KV_{self.bucket}")
-        status = await self.kv.status()
-        await self.js.delete_key_value(self.bucket)
-        self.kv = await self.js.create_key_value(
-            KeyValueConfig(bucket=self.bucket, history=status.history, replicas=info.config.num_replicas or 1)
-        )
-        for key, value in entries.items():
-            await self.kv.put(key, value)
-        log.info("identity.compacted", entries=len(entries))
-        return len(entries)
+        """Rewrite the bucket so no removed entry's bytes stay on disk, safely against being
+        cut short (``services.identity_compaction``). Returns how many entries were kept."""
+        from services.identity_compaction import compact  # it builds on this module
+
+        return await compact(self)
 
     async def forget(self, identity: str) -> bool:
         """Remove ``identity``'s mapping (hashed and legacy keys)."""

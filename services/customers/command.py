@@ -28,6 +28,7 @@ from services.customers.erase import Eraser, ErasureTargets
 from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
+from services.identity_compaction import CompactionFailed, intake_reading
 
 HELP = """\
 Customers, straight on the event log (needs RELAYDESK_NATS_URL or --nats-url):
@@ -182,8 +183,18 @@ async def run_migrate_identities(config: Config, *, compact: bool = False) -> in
             moved = await customers.directory.migrate_all()
         console.print(f"{moved} identity mappings re-keyed (hashed); no key holds an address now")
         if compact:
-            with console.status("rewriting rd_identity…"):
-                kept = await customers.directory.compact()
+            if waiting := await intake_reading(customers.directory.js):
+                console.print(
+                    f"[red]relaydesk customers: intake is running ({waiting} pull requests waiting on its consumer):"
+                    " stop every intake process (and the API) first, then run this again"
+                )
+                return 1
+            with console.status("rewriting rd_identity (cut short, run it again: nothing is lost)…"):
+                try:
+                    kept = await customers.directory.compact()
+                except CompactionFailed as err:
+                    console.print(f"[red]relaydesk customers: {err}")
+                    return 1
             console.print(f"rd_identity rewritten: {kept} entries kept, the old files deleted")
     return 0
 

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
 
 from events import subjects
+from services import identity_compaction
 from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
 from tests.integration.system import eventually
 
@@ -106,6 +108,71 @@ async def test_compacting_rewrites_the_bucket_and_keeps_every_current_entry(nc: 
     info = await js.stream_info(f"KV_{bucket}")
     assert info.state.messages == 4  # no purge marker, no removed value left in the new files
     await js.delete_key_value(bucket)
+
+
+class Cut(Exception):
+    """Stands for the operator's Ctrl-C, a crash or NATS going away mid-compaction."""
+
+
+@pytest.mark.parametrize("cut_at", ["copy", "refill"])
+async def test_a_compaction_cut_short_loses_nothing_and_running_it_again_finishes(
+    nc: NATS, uid: str, cut_at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The audit's Ctrl-C between the bucket's delete and the end of its refill lost every
+    # mapping (they were held only in the process), and the next message split a customer.
+    js = nc.jetstream()
+    bucket = f"rd_identity_cut_{cut_at}_{uid}"
+    d = IdentityDirectory(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), bucket=bucket)
+    owners = {
+        f"phone:+1555{uid_digits(uid)}{n:03d}": (await d.resolve(f"phone:+1555{uid_digits(uid)}{n:03d}"))[0]
+        for n in range(600)
+    }
+    real_put_all = identity_compaction._put_all
+    calls = 0
+
+    async def cut_short(kv: Any, entries: dict[str, bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        half = dict(list(entries.items())[: len(entries) // 2])
+        if (cut_at == "copy" and calls == 1) or (cut_at == "refill" and calls == 2):
+            await real_put_all(kv, half)
+            raise Cut
+        await real_put_all(kv, entries)
+
+    monkeypatch.setattr(identity_compaction, "_put_all", cut_short)
+    with pytest.raises(Cut):
+        await d.compact()
+    monkeypatch.setattr(identity_compaction, "_put_all", real_put_all)
+
+    again = IdentityDirectory(await js.key_value(bucket), bucket=bucket)  # a new run of the command
+    assert await again.compact() == len(owners) + 1  # with the "no legacy key" marker
+    for identity, owner in owners.items():
+        assert await again.lookup(identity) == owner
+    with pytest.raises(BucketNotFoundError):
+        await js.key_value(bucket + identity_compaction.COPY_SUFFIX)  # the copy is dropped once checked
+    await js.delete_key_value(bucket)
+
+
+def uid_digits(uid: str) -> str:
+    return str(int(uid[:6], 16) % 10_000).zfill(4)
+
+
+async def test_a_running_intake_is_seen_before_compacting(nc: NATS, uid: str) -> None:
+    # The command refuses to rewrite the bucket while intake would look identities up in it.
+    js = nc.jetstream()
+    stream = f"RD_INBOUND_{uid}"
+    await js.add_stream(name=stream, subjects=[f"cut.{uid}.>"])
+    try:
+        assert await identity_compaction.intake_reading(js, stream) == 0  # no intake ever ran
+        await js.add_consumer(stream, durable_name="intake", ack_policy="explicit")
+        sub = await js.pull_subscribe_bind("intake", stream)
+        fetch = asyncio.create_task(sub.fetch(1, timeout=30))
+        try:
+            await eventually(lambda: identity_compaction.intake_reading(js, stream))
+        finally:
+            fetch.cancel()
+    finally:
+        await js.delete_stream(stream)
 
 
 class HeldMarkerRead(IdentityDirectory):
