@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
+from nats.js.errors import NotFoundError
 
 from events import subjects
 from events.replay import replay_batches
@@ -116,10 +117,15 @@ class Projector(BatchApplier):
         """If the store's rows were built by another ``FOLD_VERSION`` (an upgrade changed the
         fold), rebuild them from the log into a shadow copy and swap it in; the old rows keep
         serving meanwhile. Only partition 0 does it; the others resume after the swap."""
-        version = await self.timelines.fold_version()
-        if version == FOLD_VERSION or self.index != 0:
+        if self.index != 0:
             return False
-        log.warning("projector.stale_store", found=version, expected=FOLD_VERSION, action="rebuild from the log")
+        version = await self.timelines.fold_version()
+        if version != FOLD_VERSION:
+            log.warning("projector.stale_store", found=version, expected=FOLD_VERSION, action="rebuild from the log")
+        elif (other := await self._other_log()) is not None:
+            log.warning("projector.store_of_another_log", reason=other, action="rebuild from the log")
+        else:
+            return False
         fresh = await self.timelines.begin_rebuild()
         try:
             from services.rebuild import fill_fresh  # (which imports this module)
@@ -134,6 +140,29 @@ class Projector(BatchApplier):
         await self.timelines.swap_in(fresh)
         log.info("projector.rebuilt", checkpoint=checkpoint, fold_version=FOLD_VERSION)
         return True
+
+    async def _other_log(self) -> str | None:
+        """Why the store's rows cannot be of this log, or None. After NATS is restored from an
+        older backup the log is shorter than what the store applied, or, once new events came,
+        holds other events at the sequences the store applied: resumed from its checkpoint the
+        projector skipped the new events up to it and kept rows of events that no longer exist,
+        and said it was caught up."""
+        end = await self.store.last_seq()
+        applied = max((await self.timelines.checkpoints()).values(), default=0)
+        if applied > end:
+            return f"the store applied events up to {applied}; the log ends at {end} (restored from an older backup?)"
+        last = await self.timelines.last_entry()
+        if last is None or not isinstance(self.store, EventStore):
+            return None
+        seq, customer_id = last
+        try:
+            subject = (await self.store.js.get_msg(subjects.EVENTS_STREAM, seq)).subject or ""
+        except NotFoundError:
+            return f"event {seq}, the store's latest row, is not on the log"
+        parsed = subjects.parse_conversation_subject(subject)
+        if parsed is None or parsed[0] != subjects.token(customer_id):
+            return f"event {seq} on the log is not the one the store's latest row was made from"
+        return None
 
     # -- internals --------------------------------------------------------------------
 

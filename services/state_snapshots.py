@@ -37,7 +37,7 @@ async def read_state(js: JetStreamContext, name: str, *, reader: str) -> RouterS
     if not data:
         return None
     try:
-        return snapshot.load(data)
+        state = snapshot.load(data)
     except snapshot.UnreadableSnapshot as err:
         _ignored(reader, name, str(err))
     except snapshot.IncompatibleSnapshot as err:
@@ -46,6 +46,13 @@ async def read_state(js: JetStreamContext, name: str, *, reader: str) -> RouterS
         _said(reader, name, str(err))
     except Exception as err:  # not a snapshot we can use, whatever is wrong with it
         _ignored(reader, name, f"cannot load: {err!r}")
+    else:
+        # A snapshot past the log's end is of another log (the snapshots restored from a newer
+        # backup than the log): resumed after it, every event up to its sequence would be skipped.
+        end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+        if state.last_seq <= end:
+            return state
+        _ignored(reader, name, f"of another log: it folded events up to {state.last_seq}, the log ends at {end}")
     return None
 
 

@@ -81,11 +81,20 @@ async def read(js: JetStreamContext) -> ViewSnapshot | None:
     if not found:
         return None
     try:
-        return load(found)
+        snap = load(found)
     except UnusableSnapshot as err:
         log.warning("api.snapshot_ignored", reason=str(err), action="fold the whole log")
         QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
         return None
+    # Past the log's end it is of another log (snapshots restored from a newer backup than the
+    # log): resumed after it, every event up to its position would be skipped.
+    end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+    if snap.position > end:
+        reason = f"of another log: it folded events up to {snap.position}, the log ends at {end}"
+        log.warning("api.snapshot_ignored", reason=reason, action="fold the whole log")
+        QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
+        return None
+    return snap
 
 
 async def write(js: JetStreamContext, snap: ViewSnapshot) -> int:

@@ -211,6 +211,11 @@ class PlannedStore:
     async def checkpoints(self) -> dict[str, int]:
         return await self._query(Fetch(self.sql.select_checkpoints), lambda rows: {k: int(s) for k, s in rows})
 
+    async def last_entry(self) -> tuple[int, str] | None:
+        return await self._query(
+            Fetch(self.sql.select_last_entry), lambda rows: (int(rows[0][0]), str(rows[0][1])) if rows else None
+        )
+
     async def timeline(
         self, customer_id: str, *, after: int = 0, limit: int = 100, channel: str | None = None
     ) -> list[TimelineEntry]:

@@ -64,6 +64,7 @@ class Sql:
         )
         self.select_checkpoint = f"SELECT seq FROM {self.checkpoints} WHERE key = {p}"
         self.select_checkpoints = f"SELECT key, seq FROM {self.checkpoints}"
+        self.select_last_entry = f"SELECT seq, customer_id FROM {self.timeline} ORDER BY seq DESC LIMIT 1"
         self.select_fold_version = f"SELECT value FROM {self.meta} WHERE key = 'fold_version'"
         self.insert_fold_version = (
             f"INSERT INTO {self.meta} (key, value) VALUES ('fold_version', {p}) ON CONFLICT DO NOTHING"

@@ -78,6 +78,12 @@ class TimelineStore(Protocol):
         """Every checkpoint key and its sequence."""
         ...
 
+    async def last_entry(self) -> tuple[int, str] | None:
+        """The sequence and customer of the latest timeline row (None: no row yet): what the
+        projector checks against the log at start (a log restored from an older backup holds
+        other events at the same sequences)."""
+        ...
+
     async def timeline(
         self, customer_id: str, *, after: int = 0, limit: int = 100, channel: str | None = None
     ) -> list[TimelineEntry]:

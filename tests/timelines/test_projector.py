@@ -254,6 +254,45 @@ async def test_a_store_built_by_another_fold_version_is_rebuilt(store: EventStor
     assert not await projector.rebuild_if_stale()
 
 
+@pytest.mark.parametrize("restored", ["shorter than the store", "grown past the store since"])
+async def test_a_store_of_a_log_restored_from_an_older_backup_is_rebuilt(
+    clean_nats: EmbeddedNats, backend: Backend, tmp_path: Path, restored: str
+) -> None:
+    # An operator audit restored NATS from a backup: the projector resumed from its checkpoint,
+    # skipped the new events up to it, kept rows of events no longer on the log, and said it
+    # was caught up.
+    ts = await backend.open()
+    before = EmbeddedNats(store_dir=tmp_path / "before" / "js")
+    before.start()
+    try:
+        nc = await nats.connect(before.url)
+        await ensure_streams(nc.jetstream())
+        gone = [Script(new_id("cu"), new_id("cv")) for _ in range(3)]
+        await append_all(EventStore(nc, nc.jetstream()), [e for s in gone for e in (s.opened(), s.message("x"))])
+        await Projector(EventStore(nc, nc.jetstream()), ts).catch_up()
+        await nc.drain()
+    finally:
+        before.stop()
+    assert await ts.checkpoint() == 6
+
+    nc = await nats.connect(clean_nats.url)  # the log as restored, and what came after
+    await ensure_streams(nc.jetstream())
+    store = EventStore(nc, nc.jetstream())
+    try:
+        fresh = [Script(new_id("cu"), new_id("cv")) for _ in range(1 if restored.startswith("shorter") else 4)]
+        await append_all(store, [e for s in fresh for e in (s.opened(), s.message("y"))])
+        projector = Projector(store, ts)
+        assert await projector.rebuild_if_stale()
+        for s in fresh:
+            assert [e.seq for e in await ts.timeline(s.customer)], "an event of the restored log is missing"
+        for s in gone:
+            assert await ts.timeline(s.customer) == [], "rows of events no longer on the log stayed"
+        assert await ts.checkpoint() == await store.last_seq()
+        assert not await projector.rebuild_if_stale()
+    finally:
+        await nc.drain()
+
+
 OLD_CONVERSATIONS = """CREATE TABLE conversations (
     conversation_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, channel TEXT, status TEXT NOT NULL,
     agent_id TEXT, opened_at TEXT, last_activity_at TEXT NOT NULL, resolved_at TEXT,
