@@ -98,3 +98,9 @@ def _known_tags() -> frozenset[str]:
 
 
 _KNOWN_TAGS = _known_tags()
+
+
+def known_tag(tag: str) -> bool:
+    """Whether this version decodes events of type ``tag`` (a fold that skipped one as unknown
+    must fold it again: ``router.snapshot``)."""
+    return tag in _KNOWN_TAGS

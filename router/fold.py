@@ -59,6 +59,8 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
         # Nothing to interpret (a newer writer's fact, or a quarantined one), but its subject
         # moved on: decisions on that conversation are appended with this sequence as the
         # expected one, or every one of them would conflict until the next event we know.
+        if type(event) is UnknownEvent and event.type not in state.skipped_types:
+            state.skipped_types[event.type] = seq  # a newer writer's: see router.snapshot.load
         known = _conversation_for(state, subject, create=False)
         if known is not None:
             known.subject_seq = seq

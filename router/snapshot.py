@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from events.codec import known_tag
 from router.state import RouterState
 
 # Bump whenever the meaning or layout of RouterState's indexes changes.
@@ -20,7 +21,10 @@ from router.state import RouterState
 # (AgentView.active and AgentView.wrap_up are facts with defaults, not index layout: a
 # format-4 snapshot without them reads as active agents with no wrap-up, which is what they
 # were, since no earlier router had events that set them. So the format stays 4.)
-FORMAT = 4
+# 5: RouterState.skipped_types. A state folded while another version wrote events this one
+#    did not know has them as gaps; a format-4 snapshot cannot say whether it has any (an
+#    operator audit: an agent deactivated during a rolling upgrade kept getting work).
+FORMAT = 5
 
 
 class IncompatibleSnapshot(ValueError):
@@ -51,4 +55,14 @@ def load(data: bytes) -> RouterState:
         raise UnreadableSnapshot(f"not a router snapshot of format {FORMAT}: {err}") from err
     if snap.format != FORMAT:
         raise IncompatibleSnapshot(f"snapshot format {snap.format}, this router reads {FORMAT}")
+    check_skipped(snap.state)
     return snap.state
+
+
+def check_skipped(state: RouterState) -> None:
+    """Raise ``IncompatibleSnapshot`` if ``state`` skipped events this version folds."""
+    if now_known := sorted(t for t in state.skipped_types if known_tag(t)):
+        first = min(state.skipped_types[t] for t in now_known)
+        raise IncompatibleSnapshot(
+            f"folded without {', '.join(now_known)} (a newer writer's, from event {first}), which this version folds"
+        )

@@ -240,6 +240,9 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
     release_pending: set[str] = set()
     # Agents whose last offer outcomes were expiries.
     streaking_agents: set[str] = set()
+    # Event types a newer writer put on the log that this fold skipped, with the first
+    # sequence of each: a version that knows them must not resume from this state.
+    skipped_types: dict[str, int] = {}
 
     @property
     def for_reading(self) -> bool:

@@ -63,6 +63,10 @@ def load(data: bytes) -> ViewSnapshot:
         raise UnusableSnapshot(
             f"format {snap.format}/{snap.router_format}, this API reads {FORMAT}/{router_snapshot.FORMAT}"
         )
+    try:
+        router_snapshot.check_skipped(snap.state)  # its other folds skipped the same events
+    except router_snapshot.IncompatibleSnapshot as err:
+        raise UnusableSnapshot(str(err)) from err
     return snap
 
 

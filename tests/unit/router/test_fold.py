@@ -113,6 +113,21 @@ def test_a_snapshot_of_another_format_is_refused_so_the_log_is_replayed() -> Non
         snapshot.load(msgspec.msgpack.encode({"last_seq": 5}))  # an unversioned (older) snapshot
 
 
+def test_a_snapshot_that_skipped_events_this_version_knows_is_refused_so_the_log_is_replayed() -> None:
+    # A rolling upgrade: the new API writes AgentDeactivated while the old router leads and
+    # snapshots a state that skipped it as unknown. The new router must not resume from that
+    # state (the agent would stay active): it replays the log.
+    log = Log()
+    log.extend(agent("ava"))
+    future = UnknownEvent(type="agent_from_the_future", raw=b"{}")
+    evolve(log.state, 100, "rd.evt.a.ava", future)
+    assert snapshot.load(snapshot.dump(log.state)) == log.state  # still unknown to this version
+    skipped = UnknownEvent(type="agent_deactivated", raw=b'{"type":"agent_deactivated"}')
+    evolve(log.state, 101, "rd.evt.a.ava", skipped)
+    with pytest.raises(snapshot.IncompatibleSnapshot, match="agent_deactivated"):
+        snapshot.load(snapshot.dump(log.state))
+
+
 def test_every_event_the_fold_interprets_is_dispatched_to_it() -> None:
     """``evolve`` calls ``_apply`` only for the event types it lists (the rest only move
     their subject's sequence): a case added to ``_apply`` must be listed too."""
