@@ -54,6 +54,7 @@ from events.personal.cipher import (
     PERSONAL_FIELDS,
     Fields,
     PersonalDataCipher,
+    clear_personal_fields,
 )
 from events.personal.keys import (
     KEYS_ALL,
@@ -79,6 +80,7 @@ __all__ = [
     "KeyDestroyed",
     "KeyRecord",
     "PersonalDataCipher",
+    "clear_personal_fields",
     "day_subject",
     "key_subject",
     "system_key_subject",

@@ -156,6 +156,20 @@ def apply(event: E, fields: Fields, change: Transform, *, only_envelopes: bool) 
     return msgspec.structs.replace(event, **changes) if changes else event
 
 
+def clear_fields(event: E, fields: Fields) -> list[str]:
+    """The personal fields of ``event`` that hold a value in clear (written before sealing
+    existed, or with it turned off): what destroying the customer's key cannot make unreadable."""
+    found: list[str] = []
+
+    def note(name: str, value: str) -> str:
+        if not value.startswith(ENVELOPE) and value not in (ERASED, EXPIRED):  # placeholders hold nothing
+            found.append(name)
+        return value
+
+    apply(event, fields, note, only_envelopes=False)
+    return found
+
+
 def has_envelope(event: msgspec.Struct, fields: Fields) -> bool:
     for name in fields.strings:
         value = getattr(event, name)

@@ -35,6 +35,7 @@ from events.personal.box import (
     Fields,
     Transform,
     apply,
+    clear_fields,
     envelope_day,
     has_envelope,
 )
@@ -79,6 +80,12 @@ PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
     ConversationEscalated: Fields(strings=("reason",)),
     DeliverReply: Fields(strings=("contact", "text", "template_values"), attachments=True, metadata=True),
 }
+
+
+def clear_personal_fields(event: msgspec.Struct) -> list[str]:
+    """Personal fields of ``event`` in clear (not sealed): destroying a key cannot erase them."""
+    fields = PERSONAL_FIELDS.get(type(event))
+    return clear_fields(event, fields) if fields is not None else []
 
 
 def retention_cutoff(message_days: int, today: date | None = None) -> date:

@@ -132,7 +132,8 @@ def _confirmed(console: Console, customer_id: str) -> bool:
 
 async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes: bool = False) -> int:
     """Erase ``customer_id`` (see ``services.customers.erase``): each step on the spinner as it
-    ends, then what was removed. Exit 1 when refused (unknown customer: 404 …), 2 unconfirmed."""
+    ends, then what was removed. Exit 1 when refused (unknown customer: 404 …), 2 unconfirmed,
+    3 erased but personal data in clear is left on the log (named)."""
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     if not assume_yes and not _confirmed(console, customer_id):
         return 2
@@ -173,6 +174,15 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
     ):
         console.print(f"  {label:<34} {count}")
     console.print("timelines show the customer redacted once the projector has read the erasure")
+    if report.left_in_clear:
+        seqs = ", ".join(map(str, report.left_in_clear_seqs))
+        console.print(
+            f"[red]{report.left_in_clear} events on {subjects.EVENTS_STREAM} hold their personal data in clear"
+            f" (written before sealing, or with encrypt_personal_data = false): no key erases them"
+            f" (events {seqs}{', …' if report.left_in_clear > len(report.left_in_clear_seqs) else ''})."
+            " See README: Erasure."
+        )
+        return 3
     return 0
 
 

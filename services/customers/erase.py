@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -52,8 +52,8 @@ from events import subjects
 from events.model import ConversationOpened, ConversationResolved, CustomerErased, MessageReceived, ReplyRequested
 from events.msg_get import stored_messages
 from events.parking import PARKED_BUCKET
-from events.personal import ERASED, CustomerKeys
-from events.store import Append, ConcurrencyError
+from events.personal import ERASED, CustomerKeys, clear_personal_fields
+from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
 from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
 from services.customers.scan import erase_msg, scan
@@ -106,6 +106,11 @@ class ErasureReport:
     delivery_records: int = 0
     conversations_resolved: int = 0
     keys_destroyed: int = 0
+    # Events of the family whose personal data is in clear on the log (written before sealing
+    # existed, or with [security] encrypt_personal_data = false): no key to destroy makes
+    # them unreadable, and RD_EVENTS is append-only. Named so the operator knows.
+    left_in_clear: int = 0
+    left_in_clear_seqs: list[int] = field(default_factory=list)  # the first 20
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +176,15 @@ class Eraser:
             report.keys_destroyed += await self.keys.destroy(member)
         self.progress(f"data keys destroyed: {report.keys_destroyed}")
         report.seq = await self._record(survivor, family.ids, reason, actor)
+        report.left_in_clear, report.left_in_clear_seqs = await self._left_in_clear(family)
+        if report.left_in_clear:
+            bound.warning(
+                "customers.erasure_left_clear_data",
+                events=report.left_in_clear,
+                first_seqs=report.left_in_clear_seqs,
+                stream=subjects.EVENTS_STREAM,
+                why="written in clear (before sealing, or with encrypt_personal_data = false)",
+            )
         bound.info("customers.erased", **{k: v for k, v in report.to_json().items() if isinstance(v, int)})
         return report
 
@@ -199,6 +213,18 @@ class Eraser:
                 elif isinstance(event, ConversationResolved):
                     family.open_conversations.pop(event.conversation_id, None)
         return family
+
+    async def _left_in_clear(self, family: Family) -> tuple[int, list[int]]:
+        """Events of the family with personal data in clear, read as stored (not opened)."""
+        store = self.customers.store
+        as_stored = EventStore(store.nc, store.js, reader="erase", quarantine=store.quarantine)
+        seqs = [
+            stored.seq
+            for member in family.ids
+            for stored in await as_stored.read_customer(member)
+            if clear_personal_fields(stored.event)
+        ]
+        return len(seqs), sorted(seqs)[:20]
 
     # -- 2. rd_identity ---------------------------------------------------------------------
 

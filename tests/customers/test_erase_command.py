@@ -15,9 +15,10 @@ from nats.js.errors import KeyNotFoundError
 
 from events import subjects
 from events.codec import encode
-from events.model import CustomerErased, InboundMessage
+from events.model import CustomerCreated, CustomerErased, InboundMessage, MessageReceived
 from events.parking import ParkedMessage, ParkingLot
 from events.personal import ERASED
+from events.store import Append, EventStore
 from events.streams import IDEMPOTENCY_BUCKET, ensure_streams
 from services import logs
 from services.api.idempotency import Record, Sealer, command_refs
@@ -145,3 +146,39 @@ def test_erase_removes_the_family_and_says_what_went(
     assert run_cli("erase", survivor, "--reason", "ticket 7", "--yes", "--nats-url", nats_url) == 0
     assert "erased before" in capsys.readouterr().err
     assert sum(isinstance(e, CustomerErased) for e in asyncio.run(after(nats_url, uid, survivor))[1]) == 1
+
+
+async def seed_in_clear(url: str, uid: str) -> str:
+    """A customer written as an older version (or with sealing off) wrote her: in clear."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        customer_id = f"cu_clear{uid[:12]}"
+        now = datetime.now(UTC)
+        store = EventStore(nc, js)  # no cipher: the fields go on the log as they are
+        await store.append(Append(CustomerCreated(at=now, customer_id=customer_id, identity=f"email:{uid}@x.example")))
+        await store.append(
+            Append(
+                MessageReceived(
+                    at=now, customer_id=customer_id, conversation_id=f"cv_{uid[:12]}", channel="email",
+                    message_id=f"msg_{uid[:12]}", provider_message_id=f"<{uid}@x>", text=f"my card {uid}",
+                )
+            )
+        )  # fmt: skip
+        return customer_id
+    finally:
+        await nc.close()
+
+
+def test_erase_names_personal_data_left_in_clear_on_the_log(
+    nats_url: str, uid: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator audit: erasing a customer an older version wrote in clear printed success
+    # while her words stayed readable in RD_EVENTS (destroying a key erases only sealed data).
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    customer_id = asyncio.run(seed_in_clear(nats_url, uid))
+    assert run_cli("erase", customer_id, "--reason", "DSR-1", "--yes", "--nats-url", nats_url) == 3
+    out = capsys.readouterr().err
+    assert f"erased {customer_id}" in out
+    assert "2 events on RD_EVENTS hold their personal data in clear" in out
