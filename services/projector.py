@@ -94,7 +94,8 @@ class Projector(BatchApplier):
                 raise RuntimeError("projector: the NATS connection is closed")
             try:
                 if not checked:
-                    await self.rebuild_if_stale()
+                    if not await self._rebuild_unless_stopped(stop):
+                        break
                     checked = True
                 await self._follow(stop)
                 delay = 0.1
@@ -112,6 +113,31 @@ class Projector(BatchApplier):
                         await stop.wait()
                 delay = min(delay * 2, self.max_backoff)
         log.info("projector.stop", key=self.key, position=self.position)
+
+    async def _rebuild_unless_stopped(self, stop: asyncio.Event) -> bool:
+        """``rebuild_if_stale``, given up when ``stop`` is set (False then): a rebuild at start
+        takes minutes on a long log, longer than a container's grace period, and a SIGKILL
+        mid-way left the shadow copy for the next start to throw away anyway."""
+        rebuild = asyncio.create_task(self.rebuild_if_stale(), name=f"projector-rebuild-{self.key}")
+        stopping = asyncio.create_task(stop.wait(), name=f"projector-stop-{self.key}")
+        try:
+            await asyncio.wait({rebuild, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this task cancelled: the rebuild goes with it
+            await cancel_and_wait(rebuild)
+            raise
+        finally:
+            await cancel_and_wait(stopping)
+        if not rebuild.done():
+            log.warning(
+                "projector.rebuild_abandoned",
+                key=self.key,
+                reason="stopping",
+                action="the shadow copy is dropped; the old rows keep serving; the next start rebuilds",
+            )
+            await cancel_and_wait(rebuild)
+            return False
+        rebuild.result()  # its failure, if it failed: retried with back-off like any other
+        return True
 
     async def rebuild_if_stale(self) -> bool:
         """If the store's rows were built by another ``FOLD_VERSION`` (an upgrade changed the

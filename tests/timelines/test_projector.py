@@ -352,3 +352,32 @@ async def test_partitioned_projectors_running_side_by_side(store: EventStore, ba
         assert [e.text for e in entries] == [f"m{i}" for i in range(5)]
         conv = await stores[1].conversation(s.conversation)
         assert conv is not None and conv.message_count == 5
+
+
+class RebuildingForever(Projector):
+    """A rebuild at start that would take longer than the process is given to stop."""
+
+    started = asyncio.Event()
+    given_up = False
+
+    async def rebuild_if_stale(self) -> bool:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.given_up = True
+            raise
+        return True
+
+
+async def test_a_stop_during_the_rebuild_at_start_gives_it_up_at_once(store: EventStore, backend: Backend) -> None:
+    # An operator audit: SIGTERM during the rebuild an upgrade starts was ignored until the
+    # rebuild ended (minutes on a long log); Kubernetes then SIGKILLs after its grace period.
+    projector = RebuildingForever(store, await backend.open())
+    projector.started = asyncio.Event()
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    await asyncio.wait_for(projector.started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert projector.given_up
