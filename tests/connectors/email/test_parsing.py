@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
+from connectors.email import parse
 from connectors.email.charsets import clean_text, decode_bytes
 from connectors.email.connector import EmailConnector
 from connectors.email.html import html_to_text
@@ -203,3 +205,66 @@ def test_reply_all_copies_the_others_but_not_us_or_the_customer() -> None:
     assert mail.cc == ("bob@customer.test",)
     assert mail.message["Cc"] == "bob@customer.test"
     assert build_reply(reply, settings(from_address="support@support.test", reply_all=False)).cc == ()
+
+
+def reply_bytes(text: str, *, in_reply_to: str | None = "<rd.rp_1@support.test>") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "ann@customer.test"
+    msg["To"] = "support@support.test"
+    msg["Subject"] = "Re: Invoice"
+    msg["Message-ID"] = "<q@customer.test>"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    msg.set_content(text, cte="quoted-printable")
+    return msg.as_bytes()
+
+
+def parsed_text(raw: bytes) -> tuple[str, dict[str, str]]:
+    p = parse_email(raw, recipients=["support@support.test"], settings=settings(), received_at=NOW, source="t")
+    return p.message.text, p.message.metadata
+
+
+def test_the_quote_stripper_sees_only_short_lines_of_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An email audit: one 80 KB paragraph full of "on" held the event loop (and every service
+    # of `relaydesk up`) for 144 s in the stripper's backtracking quote-header patterns, whose
+    # cost grows with the square of a line's length. What it is shown is bounded instead.
+    from mailparser_reply import EmailReplyParser
+
+    shown: list[str] = []
+    real = EmailReplyParser.parse_reply
+
+    def spy(self: EmailReplyParser, text: str) -> str:
+        shown.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(EmailReplyParser, "parse_reply", spy)
+    huge = "on the table on the chair on the floor " * 2000  # 78 KB on one line
+    text, metadata = parsed_text(reply_bytes(huge + "\n\nOn Mon, Ann wrote:\n> old\n"))
+    assert text.startswith(huge.strip()) and "quote_stripped" not in metadata  # its header is past the head
+    long = "on the table on the chair on the floor " * 100  # 3.9 KB on one line, then the quote
+    text, metadata = parsed_text(reply_bytes(long + "\n\nOn Mon, Ann wrote:\n> old\n"))
+    assert text == long.strip() and metadata["quote_stripped"] == "true"  # the long line put back
+    assert len(shown) == 2
+    for seen in shown:
+        assert len(seen) <= parse.STRIP_SCAN_CHARS
+        assert max(len(line) for line in seen.splitlines()) <= parse.STRIP_LINE_CHARS
+
+
+def test_a_long_reply_keeps_its_tail_when_the_cut_is_no_quote() -> None:
+    body = "\n".join(f"line {i} of what the customer wrote" for i in range(1500))
+    text, metadata = parsed_text(reply_bytes("Please fix.\n\n" + body + "\n-- \nAnn\n"))
+    assert "line 1499 of what the customer wrote" in text
+    quoted = "Please fix.\n\nOn Mon, Nov 23, 2026 Support <s@support.test> wrote:\n" + "> quoted\n" * 3000
+    text, metadata = parsed_text(reply_bytes(quoted))
+    assert text == "Please fix." and metadata["quote_stripped"] == "true"
+
+
+def test_a_new_mail_keeps_what_it_forwards() -> None:
+    # Without thread evidence a mail is not a reply to us: its forwarded block is the evidence.
+    forwarded = (
+        "Please see the invoice below, the amount is wrong.\n\n"
+        "---------- Forwarded message ---------\nFrom: Billing <billing@shop.test>\n"
+        "Date: Mon, 23 Nov 2026\nSubject: Invoice 123\n\nInvoice 123: amount due EUR 4,999.00\n"
+    )
+    text, metadata = parsed_text(reply_bytes(forwarded, in_reply_to=None))
+    assert "amount due EUR 4,999.00" in text and "quote_stripped" not in metadata

@@ -268,7 +268,8 @@ async def test_quoted_history_is_stripped(nc: NATS, email: EmailConnector, uid: 
         "On Mon, Nov 23, 2026 at 10:00 AM Support <support@support.test> wrote:\n"
         "> Please restart the router.\n> \n> Regards\n"
     )
-    await smtp_send(addr(email), mail(uid, text=text).as_bytes())
+    replying = {"In-Reply-To": "<rd.rp_1@support.test>"}  # only a reply to us has history of ours
+    await smtp_send(addr(email), mail(uid, text=text, headers=replying).as_bytes())
     [item] = await inbound_for(nc, msg_id(uid))
     assert item.message.text == "Thanks, that fixed it!"
     assert item.message.metadata["quote_stripped"] == "true"
@@ -279,7 +280,8 @@ async def test_html_quoted_history_is_stripped(nc: NATS, email: EmailConnector, 
         "<div>Still broken.</div><div>On Tue, Nov 24, 2026 at 9:00 AM Support wrote:</div>"
         "<blockquote>Try again</blockquote>"
     )
-    await smtp_send(addr(email), mail(uid, text=None, html=html).as_bytes())
+    replying = {"References": "<rd.rp_1@support.test>"}
+    await smtp_send(addr(email), mail(uid, text=None, html=html, headers=replying).as_bytes())
     [item] = await inbound_for(nc, msg_id(uid))
     assert item.message.text == "Still broken."
 
