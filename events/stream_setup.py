@@ -205,7 +205,19 @@ def normalise(name: str, value: Any) -> Any:
     return value
 
 
-Status = Literal["differs", "updated", "refused"]
+Status = Literal["differs", "updated", "refused", "kept"]
+
+# Limits whose tightening deletes stored messages at once (the oldest beyond the new limit).
+_DELETING_LIMITS = {"max_age": 0.0, "max_bytes": -1, "max_msgs": -1, "max_msgs_per_subject": -1}
+
+
+def deletes_data(field_name: str, old: Any, new: Any) -> bool:
+    """Whether changing ``field_name`` from ``old`` to ``new`` (normalised) deletes messages:
+    a retention or size limit set where there was none, or set lower."""
+    unlimited = _DELETING_LIMITS.get(field_name)
+    if field_name not in _DELETING_LIMITS or new == unlimited:
+        return False
+    return bool(old == unlimited or new < old)
 
 
 @dataclass(frozen=True)
@@ -274,13 +286,16 @@ async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
 
 
 async def ensure_store(
-    js: JetStreamContext, spec: StoreSpec, *, create: bool = True, update: bool = True
+    js: JetStreamContext, spec: StoreSpec, *, create: bool = True, update: bool = True, shrink: bool = False
 ) -> tuple[list[Drift], StreamConfig | None]:
     """Create ``spec`` if missing (``create``), else compare it with the wanted config and, with
     ``update``, change the drifted fields in place (``streams.updated``): all at once, and on a
     refusal one at a time, so each refusal names its field (``streams.update_refused``).
-    Returns the drift found (each with its outcome) and the stream's config as it stands
-    (None: missing, not created)."""
+    A change that would delete stored messages (a retention or size limit set lower, or where
+    there was none) is made only with ``shrink`` (``relaydesk setup``): a service starting
+    with an older or different config kept deleting what an operator chose to keep
+    (``streams.limit_kept`` says so instead). Returns the drift found (each with its outcome)
+    and the stream's config as it stands (None: missing, not created)."""
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
@@ -295,6 +310,15 @@ async def ensure_store(
         return found, current
     if not found:
         return [], current
+    kept: list[Drift] = []
+    if not shrink:
+        kept = [dataclasses.replace(d, status="kept") for d in found if deletes_data(d.field, d.old, d.new)]
+        for d in kept:
+            log.warning("streams.limit_kept", name=spec.name, field=d.field, old=d.old, new=d.new,
+                        why="lowering it would delete stored messages now", fix="relaydesk setup")  # fmt: skip
+        found = [d for d in found if not deletes_data(d.field, d.old, d.new)]
+        if not found:
+            return kept, current
     changes = {d.field: _raw(spec, d) for d in found}
     try:
         # All at once first: some fields only change together (max_age below the duplicate window).
@@ -303,10 +327,10 @@ async def ensure_store(
         if is_transient(err):
             raise
         # Refused: one field at a time, so each refusal names its field and the rest still apply.
-        return await _update_each(js, spec, found, current), current
+        return kept + await _update_each(js, spec, found, current), current
     for d in found:
         log.warning("streams.updated", name=spec.name, field=d.field, old=d.old, new=d.new)
-    return [dataclasses.replace(d, status="updated") for d in found], current
+    return kept + [dataclasses.replace(d, status="updated") for d in found], current
 
 
 def _raw(spec: StoreSpec, drift: Drift) -> Any:

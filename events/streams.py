@@ -168,15 +168,15 @@ class StreamsMissing(RuntimeError):
         )
 
 
-async def _ensure_once(js: JetStreamContext, s: StreamSettings, *, create: bool) -> Outcome:
+async def _ensure_once(js: JetStreamContext, s: StreamSettings, *, create: bool, shrink: bool) -> Outcome:
     out = Outcome()
     for spec in stores(s):
         if spec.owner == "setup" and create:
-            drift, _ = await ensure_store(js, spec)
+            drift, _ = await ensure_store(js, spec, shrink=shrink)
         else:
             # Only check (a role that may not manage streams), or a lazily created store:
             # setup brings an existing one in line but leaves its creation to its owner.
-            drift, current = await ensure_store(js, spec, create=False, update=create)
+            drift, current = await ensure_store(js, spec, create=False, update=create, shrink=shrink)
             if current is None and spec.required:
                 out.missing.append(spec.name)
         out.drift += drift
@@ -188,18 +188,21 @@ async def ensure_streams(
     settings: StreamSettings | None = None,
     *,
     create: bool = True,
+    shrink: bool = False,
     budget: float = SETUP_BUDGET_S,
     give_up: Callable[[BaseException], str] | None = None,
 ) -> list[Drift]:
     """Create what is missing, update what drifted (``streams.updated``); never deletes
-    anything. Waits out a busy NATS for ``budget`` s (``SetupFailed`` after it). Raises
-    ``DriftRefused`` when NATS refuses to change a field in place (storage, retention, replicas
-    on a single server), naming stream and field. With ``create`` false (a NATS role that may
-    not manage streams) only check: ``StreamsMissing`` names what does not exist, and drift is
-    logged as a warning (``streams.drift``). Returns the drift found, each with its outcome."""
+    anything: a limit that would delete stored messages is lowered only with ``shrink``
+    (``relaydesk setup``), else kept and said (``streams.limit_kept``). Waits out a busy
+    NATS for ``budget`` s (``SetupFailed`` after it). Raises ``DriftRefused`` when NATS
+    refuses to change a field in place (storage, retention, replicas on a single server),
+    naming stream and field. With ``create`` false (a NATS role that may not manage streams)
+    only check: ``StreamsMissing`` names what does not exist, and drift is logged as a
+    warning (``streams.drift``). Returns the drift found, each with its outcome."""
     s = settings or StreamSettings()
     outcome = await patiently(
-        lambda: _ensure_once(js, s, create=create), what="stream set-up", budget=budget, give_up=give_up
+        lambda: _ensure_once(js, s, create=create, shrink=shrink), what="stream set-up", budget=budget, give_up=give_up
     )
     if outcome.missing:
         raise StreamsMissing(outcome.missing)

@@ -73,6 +73,7 @@ async def connect(
     auth: NatsAuth | None = None,
     role: str = TOOL,
     streams_ready: bool = False,
+    shrink_limits: bool = False,
 ) -> AsyncIterator[Bus]:
     """Connect as ``auth`` (default: ``auth_for(config, role)``), make sure the streams exist
     (only check, for a role that may not manage them; neither with ``streams_ready``, when the
@@ -85,7 +86,8 @@ async def connect(
     try:
         if not streams_ready:
             settings = StreamSettings(replicas=config.nats.replicas)
-            await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams)
+            # Only `relaydesk setup` lowers a limit that deletes stored messages (shrink_limits).
+            await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams, shrink=shrink_limits)
         yield Bus(nc, event_store(nc, config), auth)
     finally:
         forget(nc)
@@ -108,7 +110,9 @@ def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relayd
 STREAMS_PATIENCE_S = SETUP_BUDGET_S
 
 
-async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, create: bool = True) -> None:
+async def _ensure_streams_patiently(
+    nc: NATS, settings: StreamSettings, *, create: bool = True, shrink: bool = False
+) -> None:
     denial = denials_from_now(nc)
 
     def refused(_err: BaseException) -> str:
@@ -120,7 +124,9 @@ async def _ensure_streams_patiently(nc: NATS, settings: StreamSettings, *, creat
         )
 
     try:
-        await ensure_streams(nc.jetstream(), settings, create=create, budget=STREAMS_PATIENCE_S, give_up=refused)
+        await ensure_streams(
+            nc.jetstream(), settings, create=create, shrink=shrink, budget=STREAMS_PATIENCE_S, give_up=refused
+        )
     except (StreamsMissing, DriftRefused, SetupFailed) as err:
         raise SystemExit(str(err)) from err
 

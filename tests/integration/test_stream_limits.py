@@ -6,6 +6,8 @@ and then parked, and the services said ready."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import nats
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
@@ -42,5 +44,24 @@ async def test_a_stream_with_limits_of_its_own_is_set_to_ours(clean_nats: Embedd
         assert await stream_drift(js, StreamSettings()) == []
         for i in range(20):  # more than it had room for
             await js.publish(f"rd.evt.c.cu{i}.cv{i}", b"{}")
+    finally:
+        await nc.close()
+
+
+async def test_a_service_start_never_lowers_a_limit_so_far_that_stored_messages_go(clean_nats: EmbeddedNats) -> None:
+    # An operator audit: RD_INBOUND kept for 30 days by hand went back to 14 (deleting what
+    # was older at once) when any service started. Only `relaydesk setup` (shrink) lowers it.
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, StreamSettings())
+        info = await js.stream_info(subjects.INBOUND_STREAM)
+        await js.update_stream(dataclasses.replace(info.config, max_age=30 * 86400.0))
+        await js.publish("rd.inbound.sms", b"{}")
+        kept = [d for d in await ensure_streams(js, StreamSettings()) if d.stream == subjects.INBOUND_STREAM]
+        assert [(d.field, d.status) for d in kept] == [("max_age", "kept")]
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
+        await ensure_streams(js, StreamSettings(), shrink=True)  # relaydesk setup
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == StreamSettings().inbound_max_age
     finally:
         await nc.close()
