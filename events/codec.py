@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 
+from events import subjects
 from events.model import DeliverReply, Event, InboundMessage, InboundRecord, LogEvent, UnknownEvent
 from events.redact import redact_error
 
@@ -49,12 +52,46 @@ def decode_log_event(data: bytes, *, subject: str = "") -> LogEvent | UnknownEve
     ``subject`` (where the payload was stored) names the customer of an ``Undecodable``.
     """
     try:
-        return _log_decoder.decode(data)
+        event = _log_decoder.decode(data)
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
         tag = _tag_of(data)
         if tag and tag not in _KNOWN_TAGS and isinstance(err, msgspec.ValidationError):
             return UnknownEvent(type=tag, raw=bytes(data))
         return Undecodable(type=tag, raw=bytes(data), error=redact_error(str(err)), customer_id=_customer_of(subject))
+    if subject.startswith(_LOG_PREFIX) and (wrong := _misplaced(event, subject)):
+        return Undecodable(type=_tag_of(data), raw=bytes(data), error=wrong, customer_id=_customer_of(subject))
+    return event
+
+
+_LOG_PREFIX = "rd.evt."
+# Times a reader can do arithmetic with (a year-9999 event overflowed the reports' sums).
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _misplaced(event: LogEvent, subject: str) -> str:
+    """Why ``event`` cannot stand at ``subject`` on the log ("" when it can). Readers take a
+    conversation from the subject and its ids from the body: one naming another conversation
+    (a hand-published or restored event) resolved one in the router and another in the
+    timelines, and its customer guard kept intake conflicting until it gave up."""
+    place = _PLACES.get(type(event))
+    if place == "conversation":  # the common case, checked without building a token list
+        fast = f"rd.evt.c.{event.customer_id}.{event.conversation_id}"  # type: ignore[union-attr]
+        placed = subject == fast and subject.count(".") == 4
+    elif place == "agent":
+        placed = subject == f"rd.evt.a.{event.agent_id}" and subject.count(".") == 3  # type: ignore[union-attr]
+    else:
+        placed = False
+    if not placed:
+        try:
+            expected = subjects.for_event(event)
+        except (TypeError, ValueError) as err:
+            return f"no place on the log: {err}"
+        if expected != subject:
+            return f"its ids belong on {expected}, not on {subject}"
+    if not _EARLIEST <= event.at < _LATEST:
+        return f"its time {event.at.isoformat()} is outside {_EARLIEST.year}-{_LATEST.year}"
+    return ""
 
 
 def _tag_of(data: bytes) -> str:
@@ -98,6 +135,20 @@ def _known_tags() -> frozenset[str]:
 
 
 _KNOWN_TAGS = _known_tags()
+
+
+def _places() -> dict[type, str]:
+    """Per log event class, the kind of subject it stands on (as ``subjects.for_event`` says)."""
+    places: dict[type, str] = {}
+    for cls in LogEvent.__args__:
+        if issubclass(cls, subjects.AGENT_FACTS):
+            places[cls] = "agent"
+        elif "conversation_id" in cls.__struct_fields__ and "customer_id" in cls.__struct_fields__:
+            places[cls] = "conversation"
+    return places
+
+
+_PLACES = _places()
 
 
 def known_tag(tag: str) -> bool:

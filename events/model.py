@@ -21,6 +21,12 @@ AgentStatus = Literal["available", "away", "offline"]
 
 DEFAULT_CAPACITY: dict[str, int] = {"chat": 3, "sms": 3, "social": 3, "email": 5}
 
+# Every time on the log and on the wire carries its offset: a naive one (a writer's
+# ``datetime.now()``) decoded fine and then crashed every reader that compared it with an
+# aware one (delivery, the router's decide, the reply outbox), for good, on every restart.
+# Decoding refuses it instead: the event is quarantined like any other undecodable one.
+Instant: TypeAlias = Annotated[datetime, msgspec.Meta(tz=True)]
+
 
 class Attachment(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None
@@ -38,7 +44,7 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     fallback_languages: tuple[str, ...] = ()
     min_tier: int = 1
     priority: int = 0
-    sla_due: datetime | None = None
+    sla_due: Instant | None = None
     preferred_agent: str | None = None
     excluded_agents: tuple[str, ...] = ()
 
@@ -81,7 +87,7 @@ class LanguageReason(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    at: datetime
+    at: Instant
 
 
 # --- on rd.inbound.<channel>: what a connector heard from a provider ---------------
@@ -253,7 +259,7 @@ class ConversationLanguageChanged(ConversationEvent, tag="conversation_language_
 
 class AgentOffered(ConversationEvent, tag="agent_offered", frozen=True, kw_only=True):
     agent_id: str
-    expires_at: datetime
+    expires_at: Instant
     reason: DecisionReason
 
 

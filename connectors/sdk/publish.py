@@ -70,6 +70,10 @@ class InboundPublisher:
         self.ack_timeout = ack_timeout
 
     async def publish_one(self, message: InboundMessage) -> Published:
+        if message.at.tzinfo is None:
+            # Intake refuses it (events.model.Instant); said here, where the connector's author
+            # sees it, rather than as a dead letter later.
+            raise TypeError("InboundMessage.at has no time zone: use datetime.now(UTC) or the provider's own offset")
         subject = subjects.inbound(message.channel)
         headers = {MSG_ID: msg_id(message)}
         tracer = trace_inbound

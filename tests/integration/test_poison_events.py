@@ -289,9 +289,12 @@ async def test_poison_on_a_customers_subjects_stops_nothing_and_blocks_no_one(
             assert status == 200, body
 
             # Poison as the last messages on the customer's subjects: garbage on the conversation,
-            # a known tag with invalid fields on the customer's own subject.
+            # on the customer's own subject a valid event naming another customer (an audit: the
+            # router and timelines took it for the other, and intake's customer guard conflicted
+            # until the customer's messages were dead letters).
             garbage = (await js.publish(subjects.conversation(customer, first["id"]), GARBAGE)).seq
-            bad = (await js.publish(subjects.customer_scope(customer), BAD_FIELDS)).seq
+            elsewhere = b'{"type":"customer_profile_updated","at":"2026-11-23T12:00:00Z","customer_id":"cu_typo"}'
+            bad = (await js.publish(subjects.customer_scope(customer), elsewhere)).seq
 
             # The customer's next SMS is recorded and routed all the same.
             assert await system.send_sms("SM" + "2" * 32, phone, "another invoice question") == 200
@@ -304,9 +307,15 @@ async def test_poison_on_a_customers_subjects_stops_nothing_and_blocks_no_one(
 
             await eventually(on_timeline)
 
-            # Poison on the open conversation: commands on it still go through (the views count
-            # its sequence, so a command's expected sequence is not stale for good).
-            on_open = (await js.publish(subjects.conversation(customer, second["id"]), BAD_FIELDS)).seq
+            # Poison on the open conversation: a resolve whose time has no offset (an audit: it
+            # crashed delivery and the router's decide on every restart, and `up` with them).
+            # Commands on it still go through (the views count its sequence, so a command's
+            # expected sequence is not stale for good).
+            naive = (
+                f'{{"type":"conversation_resolved","at":"2026-12-07T00:05:00","customer_id":"{customer}",'
+                f'"conversation_id":"{second["id"]}"}}'
+            ).encode()
+            on_open = (await js.publish(subjects.conversation(customer, second["id"]), naive)).seq
 
             async def accepted_and_resolved() -> bool:
                 for action in ("accept", "resolve") if second["status"] == "offered" else ("resolve",):

@@ -35,6 +35,15 @@ POISON = {
     "not an object": b"[1,2,3]",
     "tag not a string": b'{"type":7}',
     "empty": b"",
+    # A writer's datetime.now(): compared with an aware time it crashed delivery and decide.
+    "time without offset": b'{"type":"conversation_opened","at":"2026-11-23T12:00:00","customer_id":"cu1",'
+    b'"conversation_id":"cv1","channel":"sms","contact":"x"}',
+    # Arithmetic on it overflowed the reports.
+    "time out of range": b'{"type":"conversation_opened","at":"9999-12-31T23:59:59Z","customer_id":"cu1",'
+    b'"conversation_id":"cv1","channel":"sms","contact":"x"}',
+    # Valid, but its ids name another conversation than the subject it stands on.
+    "on another subject": b'{"type":"conversation_opened","at":"2026-11-23T12:00:00Z","customer_id":"cu1",'
+    b'"conversation_id":"cv2","channel":"sms","contact":"x"}',
 }
 
 
