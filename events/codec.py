@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
+import structlog
+from prometheus_client import Counter
 
 from events import subjects
 from events.model import DeliverReply, Event, InboundMessage, InboundRecord, LogEvent, UnknownEvent
 from events.redact import redact_error
+
+log = structlog.get_logger("relaydesk.events")
 
 _encoder = msgspec.json.Encoder()
 _log_decoder: msgspec.json.Decoder[LogEvent] = msgspec.json.Decoder(LogEvent)
@@ -56,11 +60,34 @@ def decode_log_event(data: bytes, *, subject: str = "") -> LogEvent | UnknownEve
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
         tag = _tag_of(data)
         if tag and tag not in _KNOWN_TAGS and isinstance(err, msgspec.ValidationError):
+            _unknown_type_seen(tag, subject)
             return UnknownEvent(type=tag, raw=bytes(data))
         return Undecodable(type=tag, raw=bytes(data), error=redact_error(str(err)), customer_id=_customer_of(subject))
     if subject.startswith(_LOG_PREFIX) and (wrong := _misplaced(event, subject)):
         return Undecodable(type=_tag_of(data), raw=bytes(data), error=wrong, customer_id=_customer_of(subject))
     return event
+
+
+# A type this version does not know is skipped by every fold: said once per type and
+# process, and counted, so a typo'd or newer writer's event is not invisible. Types come
+# from the log: the first few dozen are named, the rest counted together.
+UNKNOWN_EVENTS = Counter(
+    "relaydesk_unknown_events_total", "Log events of a type this version does not know, skipped", ["type"]
+)
+_NAMED_UNKNOWN = 50
+_unknown_seen: set[str] = set()
+
+
+def _unknown_type_seen(tag: str, subject: str) -> None:
+    if tag not in _unknown_seen and len(_unknown_seen) < _NAMED_UNKNOWN:
+        _unknown_seen.add(tag)
+        log.warning(
+            "log.unknown_event_type",
+            type=tag[:64],
+            nats_subject=subject,
+            action="skipped by every fold of this version (a newer writer's, or a mistake)",
+        )
+    UNKNOWN_EVENTS.labels(type=tag[:64] if tag in _unknown_seen else "other").inc()
 
 
 _LOG_PREFIX = "rd.evt."

@@ -3,11 +3,13 @@ never an exception, and every fold skips it while counting its sequence."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from events.codec import Undecodable, decode_log_event, encode
@@ -72,6 +74,21 @@ def test_a_newer_writers_fact_is_unknown_not_undecodable() -> None:
     event = decode_log_event(b'{"type":"sentiment_scored","at":"2026-11-23T12:00:00Z","score":0.4}')
     assert type(event) is UnknownEvent
     assert event.type == "sentiment_scored"
+
+
+def test_an_unknown_type_is_said_once_and_counted_not_skipped_unseen() -> None:
+    # A poison audit: a typo'd type ("conversation_resolve") left no log line and no count.
+    tag = f"conversation_resolve_{uuid.uuid4().hex[:8]}"
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("relaydesk_unknown_events_total", {"type": tag}) or 0.0
+
+    typo = f'{{"type":"{tag}","at":"2026-11-23T12:00:00Z","customer_id":"cu1"}}'.encode()
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert type(decode_log_event(typo, subject=SUBJECT)) is UnknownEvent
+    said = [e for e in logs if e["event"] == "log.unknown_event_type"]
+    assert [e["type"] for e in said] == [tag] and counted() == 3  # said once, counted each time
 
 
 def test_a_good_event_still_decodes() -> None:
