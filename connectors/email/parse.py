@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import mimetypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from events.skips import count_skip
 
 from . import threads
 from .calendar import invitation_text
-from .charsets import clean_text, decode_bytes, utf8_header_section
-from .html import html_to_text
+from .charsets import clean_text, decode_bytes, decode_words, utf8_header_section
+from .html import cap_html, html_to_text
 from .settings import EmailSettings
 
 log = structlog.get_logger(__name__)
@@ -105,6 +106,8 @@ def parse_email(
 
     sender, sender_name = _sender(msg, mail_from)
     metadata: dict[str, str] = {"source": source}
+    # Before anything reads the body: a multipart the parser could not split is split again.
+    resplit, unsplit = _mend_multiparts(msg)
 
     message_ids = threads.msgids(_header(msg, "Message-ID"))
     if message_ids:
@@ -114,7 +117,7 @@ def parse_email(
         # No Message-ID: the same bytes retried are still one event.
         provider_message_id = "sha256:" + hashlib.sha256(raw).hexdigest()[:40]
 
-    subject = _header(msg, "Subject")[:500]
+    subject = _text_header(msg, "Subject")[:500]
     if subject:
         metadata["subject"] = subject
     if date := _header(msg, "Date"):
@@ -157,12 +160,16 @@ def parse_email(
             report = delivery_report(msg)
 
     # -- body -------------------------------------------------------------------------------
-    text, html_only = _body_text(msg)
+    text, html_only, html_cut = _body_text(msg, unsplit)
     if html_only:
         metadata["html_only"] = "true"
+    if unsplit or resplit:
+        # "raw": a multipart with no delimiter we could find, its body as sent is in the text;
+        # "resplit": split on the delimiter its body uses instead of the one its header names.
+        metadata["mime_defect"] = "raw" if unsplit else "resplit"
     if not text.strip() and (invite := invitation_text(msg)):
         text = invite
-    if len(text) > settings.max_text_chars:
+    if len(text) > settings.max_text_chars or html_cut:
         text = text[: settings.max_text_chars]
         metadata["truncated"] = "true"
     # Only a reply quotes our thread: a new mail's "wrote:" or forwarded block is the
@@ -239,6 +246,23 @@ def _header(msg: Message, name: str) -> str:
     return clean_text(" ".join(str(value).split())) if value is not None else ""
 
 
+def _raw_header(msg: Message, name: str) -> str | None:
+    """The first ``name`` field as sent (unfolded; RFC 2047 words and RFC 2231 values still
+    encoded), or None."""
+    wanted = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == wanted:
+            return re.sub(r"\r?\n", "", str(value))
+    return None
+
+
+def _text_header(msg: Message, name: str) -> str:
+    """A free-text field (Subject) with its RFC 2047 words read by ``charsets.decode_words``
+    (labels as in a body), not by Python's header registry (U+FFFD for a label it does not know)."""
+    raw = _raw_header(msg, name)
+    return clean_text(" ".join(decode_words(raw).split())) if raw is not None else ""
+
+
 def _copied(msg: EmailMessage, sender: str, ours: frozenset[str]) -> list[str]:
     """The other people on the thread: To and Cc addresses beyond the sender and our own
     domains (a reply to all copies them), at most ``MAX_CC``."""
@@ -268,6 +292,13 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
     name, address = clean_text(name or ""), clean_text(address or "")
     if not address:
         name, address = parseaddr(_header(msg, "From"))
+    raw = _raw_header(msg, "From") or ""
+    if "=?" in raw:
+        # The display name's encoded words read under their labels as a body is. Parsed first,
+        # decoded after: a decoded name can never make or change an address.
+        pairs = getaddresses([raw])
+        if pairs and pairs[0][1] and clean_text(pairs[0][1]).lower() == address.lower():
+            name = clean_text(decode_words(pairs[0][0]))
     if not address or not is_address(address):
         if mail_from and is_address(mail_from):
             address = mail_from
@@ -386,18 +417,81 @@ def _decoded(part: Message) -> str:
     return decode_bytes(payload, part.get_content_charset())
 
 
-def _body_text(msg: EmailMessage) -> tuple[str, bool]:
-    """(text, came from HTML only). Plain preferred; HTML converted when there is no plain
-    part or the plain part is blank (a multipart/alternative whose text/plain is empty)."""
+def _body_text(msg: EmailMessage, unsplit: Sequence[Message] = ()) -> tuple[str, bool, bool]:
+    """(text, came from HTML only, the HTML was cut). Plain preferred; HTML converted when there
+    is no plain part or the plain part is blank (a multipart/alternative whose text/plain is
+    empty). The bodies of ``unsplit`` multiparts follow as they were sent: never dropped."""
+    text, html_only, html_cut = "", False, False
     plain = msg.get_body(preferencelist=("plain",))
     if isinstance(plain, EmailMessage):
         text = _decoded(plain).replace("\r\n", "\n").strip()
-        if text:
-            return text, False
-    html = msg.get_body(preferencelist=("html",))
+    html = msg.get_body(preferencelist=("html",)) if not text else None
     if isinstance(html, EmailMessage):
-        return html_to_text(_decoded(html)), True
-    return "", False
+        source = _decoded(html)
+        capped = cap_html(source)  # one mail must not hold the event loop for seconds
+        html_cut = len(capped) < len(source)
+        text, html_only = html_to_text(capped, partial=html_cut), True
+    raw = [body for body in (_decoded(part).replace("\r\n", "\n").strip() for part in unsplit) if body]
+    if raw:
+        text = "\n\n".join([text, *raw] if text else raw)
+    return text, html_only, html_cut
+
+
+# A delimiter line as RFC 2046 allows a boundary (1-70 of its characters, no space at the end).
+_DELIMITER = re.compile(rb"^--([0-9A-Za-z'()+_,./:=?-][0-9A-Za-z'()+_,./:=? -]{0,69})(?<! )[ \t]*\r?$", re.M)
+_MEND_DEPTH = 8
+
+
+def _mend_multiparts(msg: Message) -> tuple[bool, list[Message]]:
+    """(any split again, those left whole): the multiparts under ``msg`` (itself included, attached
+    messages not entered) whose body the parser could not split into parts, with a boundary
+    parameter that no delimiter in the body matches (``StartBoundaryNotFoundDefect``) or none at
+    all (``NoBoundaryInMultipartDefect``): Python keeps such a body as one string, and it held
+    the whole mail ("My account number is …") while the mail read as empty. Each is split again
+    on the first delimiter its body does use where that gives MIME parts; the rest stay whole
+    for ``_body_text`` to give as they were sent."""
+    whole: list[Message] = []
+    resplit = False
+
+    def visit(part: Message, depth: int) -> None:
+        nonlocal resplit
+        if part.get_content_maintype() != "multipart":
+            return
+        if not part.is_multipart():
+            if depth >= _MEND_DEPTH or not _resplit(part):
+                whole.append(part)
+                return
+            resplit = True
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                visit(sub, depth + 1)
+
+    visit(msg, 0)
+    return resplit, whole
+
+
+def _resplit(part: Message) -> bool:
+    """Split ``part`` (a multipart Python left as one string) on the first delimiter line in
+    its body, if every part that gives has a ``Content-*`` field (MIME, not prose with a "--")."""
+    try:
+        body = part.get_payload(decode=True)
+        if not isinstance(body, bytes) or (found := _DELIMITER.search(body)) is None:
+            return False
+        boundary = found.group(1).decode("ascii")
+        head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\r\n\r\n'.encode()
+        again = email.message_from_bytes(head + body, policy=POLICY)
+        parts = again.get_payload()
+        if not isinstance(parts, list) or not parts:
+            return False
+        if not all(isinstance(p, Message) and any(k.lower().startswith("content-") for k in p) for p in parts):
+            return False
+        part.set_payload(parts)
+        part.set_boundary(boundary)
+        part.preamble, part.epilogue = again.preamble, again.epilogue
+        return True
+    except Exception as err:  # a guess at a broken mail: never worth losing the mail over
+        _forgiven("resplit", err)
+        return False
 
 
 # What the quote stripper is shown. Its quote-header patterns backtrack on long lines full of
@@ -469,9 +563,13 @@ def _leaves(msg: Message) -> list[EmailMessage]:
 
 def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentBody]:
     out: list[AttachmentBody] = []
-    if not msg.is_multipart():
-        return out
-    parts = [p for p in msg.iter_attachments() if isinstance(p, EmailMessage)]
+    if msg.get_content_maintype() != "multipart":
+        # A mail that is one file (a scanner's or fax gateway's PDF, a lone photo): that file
+        # is its attachment, as in a multipart holding nothing but a file; the text is empty.
+        one = msg.get_content_maintype() in _FILE_TYPES or msg.is_attachment()
+        parts = [msg] if one or msg.get_content_type() == "message/rfc822" else []
+    else:
+        parts = [p for p in msg.iter_attachments() if isinstance(p, EmailMessage)]
     # Files the top level does not list: inline images of an HTML body (multipart/related
     # inside multipart/alternative), files inside a nested multipart. Text parts and
     # report parts are the body or bounce machinery, not files.
@@ -489,17 +587,65 @@ def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentB
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
         digest = hashlib.sha256(data).hexdigest()
-        try:
-            name = part.get_filename()
-        except Exception as err:  # an RFC 2231 parameter the parser cannot read: kept without a name
-            _forgiven("attachment_name", err)
-            name = None
+        name = _filename(part)
         meta = Attachment(
             url=attachment_url(settings.attachment_bucket, digest),
             content_type=ctype,
-            name=clean_text(str(name))[:255] if name else None,
+            name=safe_filename(name, ctype) if name is not None else None,
             size=len(data),
             sha256=digest,
         )
         out.append(AttachmentBody(meta, data))
     return out
+
+
+def _filename(part: Message) -> str | None:
+    """The file name a part gives (Content-Disposition ``filename``, else Content-Type ``name``),
+    read from the field as sent: an RFC 2231 value and RFC 2047 words under their labels by
+    ``charsets`` (Python's header registry reads a label it does not know as U+FFFD)."""
+    try:
+        for field, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
+            raw = _raw_header(part, field)
+            if raw is None:
+                continue
+            holder = Message()  # compat32: the parameters as sent, an RFC 2231 value still bytes
+            holder[field] = clean_text(raw)  # raw UTF-8 (RFC 6532) as text, not as unknown-8bit
+            value = holder.get_param(param, header=field)
+            if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded bytes as latin-1)
+                try:
+                    data = value[2].encode("latin-1")
+                except UnicodeEncodeError:  # not %-encoded after all: already text
+                    return value[2] or None
+                return decode_bytes(data, value[0]) or None
+            if isinstance(value, str) and value:
+                return decode_words(value)
+        return None
+    except Exception as err:  # a parameter beyond reading: kept without a name
+        _forgiven("attachment_name", err)
+        return None
+
+
+# What makes a name display as another: bidi embeddings, overrides and isolates (U+202A-E,
+# U+2066-9: "invoice\u202egpj.exe" shows as "invoiceexe.jpg"), direction marks (U+200E/F,
+# U+061C), invisible spaces (U+200B, U+FEFF), line separators and every control character.
+_NAME_HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u200e\u200f\u061c\ufeff\u2028\u2029\x00-\x1f\x7f-\x9f]")
+MAX_NAME_CHARS = 200
+_TYPES = mimetypes.MimeTypes()  # Python's own table, not the host's: the same name on every host
+
+
+def safe_filename(name: str, content_type: str) -> str:
+    """An attachment's name as the console and helpdesk sinks may show it: the base name only
+    (no ``../`` or ``C:\\``), nothing that changes how it displays, no leading dots (a hidden file,
+    ``..``), runs of spaces as one (an extension pushed out of sight), at most ``MAX_NAME_CHARS``
+    with its extension kept. A name that leaves nothing is ``attachment`` plus an extension for
+    ``content_type``."""
+    name = _NAME_HIDDEN.sub("", clean_text(name))
+    name = " ".join(re.split(r"[/\\]", name)[-1].split())
+    name = name.lstrip(". ").rstrip(". ")  # Windows drops trailing dots and spaces when saving
+    if len(name) > MAX_NAME_CHARS:
+        stem, dot, extension = name.rpartition(".")
+        if dot and stem and 0 < len(extension) <= 16:
+            name = stem[: MAX_NAME_CHARS - len(extension) - 1].rstrip(". ") + "." + extension
+        else:
+            name = name[:MAX_NAME_CHARS]
+    return name or "attachment" + (_TYPES.guess_extension(content_type) or "")
