@@ -12,14 +12,24 @@ delivery-status report says ``Action: failed`` (or that has no report at all), b
 email.bounce:<reply_id>`` (the connector never writes the log). Intake appends
 ``DeliveryFailed`` on the reply's conversation once: it reads the conversation first, so a
 bounce delivered again (minutes or days later, past any dedupe window) appends nothing.
+
+Only the customer's copy fails the reply: the entry keeps a hash of the address the reply was
+sent To (``to_hash``), and a report whose failed recipients (``Final-Recipient`` /
+``Original-Recipient``) are all someone else (a Cc'd copy refused) is ``CopyBounce``: logged
+and counted by the connector, no outcome. Entries written before ``to_hash`` existed, and
+reports that do not name who failed, are taken as about the customer (as before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import datetime
+from email.message import Message
 
 import msgspec
 from nats.js import JetStreamContext
@@ -28,6 +38,8 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.model import DeliverReply, ReplyOutcomeReported
+
+from .parse import DeliveryReport
 
 KEY_PREFIX = "email.sent."
 _OUR_ID = re.compile(r"^<?rd\.([A-Za-z0-9._-]{1,100})@[^@>\s]+>?$")
@@ -39,6 +51,16 @@ class SentReply(msgspec.Struct, frozen=True, kw_only=True):
     customer_id: str
     conversation_id: str
     sent_at: datetime
+    # ``recipient_hash`` of the customer's address (To): a hash, so ``rd_state`` holds no
+    # address an erasure would have to find. None in entries written before it existed.
+    to_hash: str | None = None
+
+
+def recipient_hash(reply_id: str, address: str) -> str:
+    """The customer's address as a ``SentReply`` keeps it (salted with the reply, so two
+    entries for one person do not look alike)."""
+    normal = address.strip().strip("<>").lower()
+    return hashlib.sha256(f"{reply_id}\n{normal}".encode()).hexdigest()[:32]
 
 
 def our_id(message_id: str | None) -> str | None:
@@ -70,12 +92,17 @@ class SentReplies:
             self._kv = await self.js.key_value(subjects.STATE_BUCKET)
         return self._kv
 
-    async def remember(self, reply: DeliverReply, message_id: str, at: datetime) -> None:
+    async def remember(self, reply: DeliverReply, message_id: str, at: datetime, *, to: str) -> None:
+        """``to``: the address the reply was sent To (the customer; copies are Cc)."""
         local = our_id(message_id)
         if local is None:
             raise ValueError("not one of our Message-IDs")
         entry = SentReply(
-            reply_id=reply.reply_id, customer_id=reply.customer_id, conversation_id=reply.conversation_id, sent_at=at
+            reply_id=reply.reply_id,
+            customer_id=reply.customer_id,
+            conversation_id=reply.conversation_id,
+            sent_at=at,
+            to_hash=recipient_hash(reply.reply_id, to),
         )
         async with asyncio.timeout(self.timeout):
             kv = await self._bucket()
@@ -107,3 +134,85 @@ def bounce_report(sent: SentReply, reason: str, at: datetime) -> ReplyOutcomeRep
         outcome="bounced",
         reason=reason,
     )
+
+
+# -- who a delivery-status report says failed ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    """One ``Action: failed`` block of a delivery-status report: the addresses it names
+    (``Final-Recipient``, ``Original-Recipient``; lower-case, possibly none) and its fields."""
+
+    addresses: tuple[str, ...]
+    report: DeliveryReport
+
+
+@dataclass(frozen=True)
+class CopyBounce:
+    """The report names failed recipients, and the customer is not among them: a Cc'd copy
+    was refused, the reply reached the customer."""
+
+    failed: int  # how many failed blocks
+
+
+def _field(block: Message, name: str) -> str:
+    value = block.get(name)
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _report_address(value: str) -> str | None:
+    """``rfc822; bob@example.com`` (RFC 3464; ``utf-8;`` RFC 6533) → ``bob@example.com``."""
+    _, _, address = value.partition(";")
+    address = (address or value).strip().strip("<>").strip().lower()
+    return address if "@" in address else None
+
+
+def failed_recipients(raw: bytes) -> list[FailedRecipient]:
+    """The ``Action: failed`` blocks of ``raw``'s ``message/delivery-status`` part (none when it
+    has no such part). ``parse.delivery_report`` says what the first failure was; this says
+    whom each failure was about."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        blocks: list[Message] = []
+        for part in msg.walk():
+            if part.get_content_type() == "message/delivery-status":
+                payload = part.get_payload()
+                if isinstance(payload, list):
+                    blocks = [b for b in payload if isinstance(b, Message)]
+                elif isinstance(payload, str):  # a parser that left it as text
+                    chunks = re.split(r"\r?\n\s*\r?\n", payload.strip())
+                    blocks = [email.message_from_string(c, policy=email.policy.compat32) for c in chunks]
+                break
+    except Exception:  # what the parser could not read names nobody: the caller falls back
+        return []
+    out: list[FailedRecipient] = []
+    for block in blocks:
+        if _field(block, "Action").lower() != "failed":
+            continue
+        named = (_report_address(_field(block, h)) for h in ("Final-Recipient", "Original-Recipient"))
+        addresses = tuple(dict.fromkeys(a for a in named if a))
+        report = DeliveryReport(
+            action="failed",
+            status=_field(block, "Status")[:40],
+            diagnostic=_field(block, "Diagnostic-Code")[:500],
+        )
+        out.append(FailedRecipient(addresses, report))
+    return out
+
+
+def customer_failure(
+    sent: SentReply, failed: list[FailedRecipient], report: DeliveryReport | None
+) -> DeliveryReport | CopyBounce | None:
+    """What a bounce of ``sent`` says about the customer's copy: the failed block naming the
+    customer (its fields make the reason), ``CopyBounce`` when every failed block names
+    someone else, else ``report`` (an entry without ``to_hash``, a report that names no
+    failed recipient or no recipient at all: taken as the customer's, as before)."""
+    if sent.to_hash is None or not failed:
+        return report
+    for block in failed:
+        if any(recipient_hash(sent.reply_id, a) == sent.to_hash for a in block.addresses):
+            return block.report
+    if all(block.addresses for block in failed):
+        return CopyBounce(failed=len(failed))
+    return report

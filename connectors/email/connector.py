@@ -12,7 +12,9 @@ Outbound: ``DeliverReply`` on ``rd.out.email`` is sent by SMTP (``send_*`` setti
 threaded under the customer's message (see ``outbound.py`` for what the reply must carry).
 A bounce of one of our replies is reported as that reply's outcome (``bounced``) instead of
 being published as a customer message; intake records ``DeliveryFailed`` on the reply's
-conversation (``bounces.py``). The connector never writes the log.
+conversation (``bounces.py``); a bounce of a Cc'd copy only is logged and counted. Our own mail
+come back (a journalled or forwarding mailbox, an agent notice) is never published
+(``own_mail``). The connector never writes the log.
 
 Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
 """
@@ -20,8 +22,11 @@ Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -52,13 +57,13 @@ from events.skips import count_skip
 from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
 from events.streams import attachments_store
 
-from . import outbound
-from .bounces import SentReplies, bounce_report, our_id
+from . import outbound, threads
+from .bounces import CopyBounce, SentReplies, bounce_report, customer_failure, failed_recipients, our_id
 from .imap import ImapPoller
 from .parse import AttachmentBody, ParsedEmail, bounce_reason, header_recipients, is_address, parse_email
 from .settings import EmailSettings
 from .smtp_server import EmailHandler, SmtpServer
-from .unparsed import park_unparsed
+from .unparsed import park_too_large, park_unparsed
 
 log = structlog.get_logger("relaydesk.connector.email")
 
@@ -66,6 +71,12 @@ SIGNATURE_HEADER = "X-Relaydesk-Signature"
 ENVELOPE_TO_HEADER = "X-Envelope-To"
 ENVELOPE_FROM_HEADER = "X-Envelope-From"
 INBOUND_PATH = "/email/inbound"
+# Every agent notice of the delivery service carries it (services/delivery/render.py).
+NOTICE_HEADER = "X-Relaydesk-Delivery"
+# Agent notices' Message-IDs are ``rd.notice.<hash>@<domain>`` (services/delivery/render.py).
+NOTICE_ID_PREFIX = "notice."
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+HEADER_SCAN_BYTES = 256 * 1024  # where a header section ends, in any mail worth reading
 
 
 def fingerprint(value: str) -> str:
@@ -77,6 +88,46 @@ class Parked:
     """A mail that could not be parsed, kept raw and parked (``unparsed.py``): accepted."""
 
     key: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Accepted and not published, on purpose: ``why`` (``own_mail``: ours come back;
+    ``bounce_of_copy``: a Cc'd copy of a reply refused, the customer got it)."""
+
+    why: str
+
+    @property
+    def key(self) -> str:
+        return f"dropped.{self.why}"
+
+
+def own_mail(parsed: ParsedEmail, raw: bytes, settings: EmailSettings) -> str | None:
+    """Why ``parsed`` is mail Relaydesk sent itself (an agent's reply, an agent notice) come
+    back, or an answer to a notice; None for anybody else's. Such mail published would make
+    us a customer of ours, with a conversation whose notice comes back again: a mail loop.
+    Checked here, on our own identity, not in the parser (``classify_auto`` reads what mail
+    says about itself, and ours says nothing of the kind)."""
+    message = parsed.message
+    domains = settings.own_id_domains()
+
+    def ours(message_id: str | None) -> str | None:
+        ids = threads.msgids(message_id)
+        local = our_id(ids[0]) if ids else None
+        if local is None or ids[0].rpartition("@")[2].lower() not in domains:
+            return None
+        return local
+
+    if ours(message.metadata.get("message_id")) is not None:
+        return "own_message_id"  # an agent's reply or a notice, journalled or forwarded back
+    if message.sender.lower() in settings.own_senders():
+        return "own_sender"
+    head = _HEADER_END.split(raw[:HEADER_SCAN_BYTES], 1)[0]
+    if email.message_from_bytes(head, policy=email.policy.compat32).get(NOTICE_HEADER) is not None:
+        return "notice_header"  # a notice whose From a forwarder rewrote
+    if (local := ours(message.metadata.get("in_reply_to"))) is not None and local.startswith(NOTICE_ID_PREFIX):
+        return "notice_reply"  # an agent (or her out-of-office) answering a notice, not a customer
+    return None
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -143,7 +194,7 @@ class EmailConnector(Connector):
         if s.imap_host:
             assert self.js is not None
             kv = await self.js.key_value(subjects.STATE_BUCKET)
-            self.imap = ImapPoller(s, kv, self._ingest_imap)
+            self.imap = ImapPoller(s, kv, self._ingest_imap, self._park_too_large_imap)
             self.imap.start()
 
     async def shutdown(self) -> None:
@@ -195,10 +246,12 @@ class EmailConnector(Connector):
 
     async def ingest(
         self, raw: bytes, *, recipients: Sequence[str], source: str, mail_from: str | None = None
-    ) -> Published | Parked:
+    ) -> Published | Parked | Dropped:
         """Parse, store attachments, publish; returns once JetStream acknowledged. A mail that
         cannot be parsed is stored raw and parked (``Parked``): it is never refused for its
-        content. Raises ``Unavailable`` (retry later) only: NATS did not answer."""
+        content. Our own mail come back, and the bounce of a reply's Cc'd copy, are accepted
+        and not published (``Dropped``). Raises ``Unavailable`` (retry later) only: NATS did
+        not answer."""
         if self.publisher is None:
             raise Unavailable("email connector not started")
         try:
@@ -209,9 +262,19 @@ class EmailConnector(Connector):
             encode(parsed.message)  # what the bus will be given must encode: else it is parked now
         except Exception as err:  # Malformed, or a mail no code path foresaw: kept, not refused
             return await self._park(raw, source, err)
-        recorded = await self._bounce_of_ours(parsed)
+        recorded = await self._bounce_of_ours(parsed, raw)
         if recorded is not None:
             return recorded
+        if (why := own_mail(parsed, raw, self.settings)) is not None:
+            # Accepted (refused, it would bounce to our own address: one more turn of the loop).
+            self.metrics.reject("own_mail")
+            log.info(
+                "inbound.own_mail_dropped",
+                source=source,
+                rule=why,
+                message_ref=fingerprint(parsed.message.provider_message_id),
+            )
+            return Dropped("own_mail")
         await self.store_attachments(parsed.attachments)
         self.metrics.inc("received")
         [item] = await self.publisher.publish([parsed.message])
@@ -239,23 +302,45 @@ class EmailConnector(Connector):
         )  # fmt: skip
         return Parked(key)
 
-    async def _bounce_of_ours(self, parsed: ParsedEmail) -> Published | None:
+    async def _bounce_of_ours(self, parsed: ParsedEmail, raw: bytes) -> Published | Dropped | None:
         """A failed-delivery bounce of one of our replies: reported as the reply's outcome
         (``bounced``; intake appends ``DeliveryFailed`` on its conversation once), and not
-        published as a customer message. None for everything else
-        (unknown Message-ID, delay/success reports, any other mail): published as usual."""
+        published as a customer message; when it names only other recipients than the
+        customer (a Cc'd copy refused), dropped and counted, no outcome. None for everything
+        else (unknown Message-ID, delay/success reports, any other mail): published as usual."""
         md = parsed.message.metadata
         if md.get("auto") != "bounce" or self.sent is None or self.publisher is None:
             return None
         local = our_id(md.get("bounced_message_id"))
-        if local is None or (parsed.report is not None and not parsed.report.failed):
+        if local is None or local.startswith(NOTICE_ID_PREFIX):
+            return None  # not ours, or an agent notice's (never remembered)
+        if parsed.report is not None and not parsed.report.failed:
             return None
+        timeout = self.settings.ack_timeout * 4
         try:
-            async with asyncio.timeout(self.settings.ack_timeout * 4):
+            async with asyncio.timeout(timeout):
                 sent = await self.sent.lookup(local)
-                if sent is None:
-                    return None
-                reason = bounce_reason(parsed.report)
+        except Exception as err:
+            raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
+        if sent is None:
+            return None
+        # Whom the report says failed: a Cc'd copy refused is not the customer's reply failed.
+        failed = failed_recipients(raw) if parsed.report is not None else []
+        about = customer_failure(sent, failed, parsed.report)
+        if isinstance(about, CopyBounce):
+            self.metrics.reject("bounce_of_copy")
+            log.info(
+                "inbound.bounce_of_copy",
+                reply_id=sent.reply_id,
+                customer_id=sent.customer_id,
+                conversation_id=sent.conversation_id,
+                failed=about.failed,
+                reason=bounce_reason(failed[0].report),  # addresses masked
+            )
+            return Dropped("bounce_of_copy")
+        reason = bounce_reason(about)
+        try:
+            async with asyncio.timeout(timeout):
                 reported = await self.publisher.report(bounce_report(sent, reason, self.now()))
         except Exception as err:
             raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
@@ -279,7 +364,7 @@ class EmailConnector(Connector):
         except Unavailable:
             self.metrics.inc("unavailable")
             raise
-        return item.key if isinstance(item, Parked) else str(item.seq)
+        return item.key if isinstance(item, Parked | Dropped) else str(item.seq)
 
     def mailbox_recipients(self, raw: bytes) -> list[str]:
         domains = self.settings.domain_set()
@@ -289,9 +374,22 @@ class EmailConnector(Connector):
         fallback = self.settings.imap_recipient or self.settings.imap_user
         return [fallback] if is_address(fallback) else []
 
-    async def _ingest_imap(self, raw: bytes) -> bool:
+    async def _ingest_imap(self, raw: bytes) -> str:
         item = await self.ingest(raw, recipients=self.mailbox_recipients(raw), source="imap")
-        return not isinstance(item, Parked)
+        return "parked" if isinstance(item, Parked) else "dropped" if isinstance(item, Dropped) else "published"
+
+    async def _park_too_large_imap(self, head: bytes, size: int, uid: int) -> str:
+        """A mailbox's mail over ``max_body_bytes`` (SMTP refuses it 552): parked with its first
+        64 KiB for an operator, counted as a rejection ``too_large``, as SMTP counts it."""
+        if self.js is None:
+            raise Unavailable("email connector not started")
+        key = await park_too_large(
+            self.js, head=head, size=size, limit=self.settings.max_body_bytes, source="imap",
+            timeout=self.settings.ack_timeout * 4,
+            headers={"Relaydesk-Imap-Uid": str(uid), "Relaydesk-Imap-Mailbox": self.settings.imap_mailbox},
+        )  # fmt: skip
+        self.metrics.reject("too_large")
+        return key
 
     # -- HTTP: raw MIME posted by an MTA or relay ----------------------------------------------
 
@@ -332,6 +430,8 @@ class EmailConnector(Connector):
         )
         if isinstance(item, Parked):
             return web.json_response({"accepted": 0, "parked": item.key})
+        if isinstance(item, Dropped):
+            return web.json_response({"accepted": 0, "dropped": item.why})
         return web.json_response({"accepted": 1, "duplicate": item.duplicate})
 
     # -- outbound -------------------------------------------------------------------------------
@@ -346,10 +446,10 @@ class EmailConnector(Connector):
             return DeliveryResult.failed(f"email connector: {err}")
         result = await asyncio.to_thread(outbound.send, mail, s)
         if result.ok:
-            await self._remember_sent(reply, mail.message_id)
+            await self._remember_sent(reply, mail.message_id, mail.to)
         return result
 
-    async def _remember_sent(self, reply: DeliverReply, message_id: str) -> None:
+    async def _remember_sent(self, reply: DeliverReply, message_id: str, to: str) -> None:
         """Keep reply → conversation for its bounce. Best effort: the mail is gone, and a
         failure here must not turn a sent reply into a failed one (its bounce, should one
         come, is then published as an unmatched bounce, as before)."""
@@ -357,7 +457,7 @@ class EmailConnector(Connector):
             return
         for attempt in range(3):
             try:
-                await self.sent.remember(reply, message_id, self.now())
+                await self.sent.remember(reply, message_id, self.now(), to=to)
                 return
             except Exception as err:
                 if attempt == 2:

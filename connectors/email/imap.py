@@ -32,10 +32,15 @@ from .settings import EmailSettings
 
 log = structlog.get_logger("relaydesk.connector.email.imap")
 
-# raw message -> True if it was published, False if it could not be parsed and was parked
-# instead; raises Unavailable (stop, retry later). Anything else is about that one mail.
-Ingest = Callable[[bytes], Awaitable[bool]]
+# raw message -> what became of it: "published", "parked" (it could not be parsed) or
+# "dropped" (our own mail come back); raises Unavailable (stop, retry later). Anything else
+# is about that one mail.
+Ingest = Callable[[bytes], Awaitable[str]]
+# (first bytes of a mail over max_body_bytes, its size, its UID) -> the parked record's key;
+# raises Unavailable.
+ParkTooLarge = Callable[[bytes, int, int], Awaitable[str]]
 FETCH_BATCH = 25
+HEAD_BYTES = 64 * 1024  # what is read of a mail too large to take, to park it
 
 
 @dataclass(frozen=True)
@@ -60,16 +65,20 @@ def state_key(settings: EmailSettings) -> str:
 
 
 class ImapPoller:
-    def __init__(self, settings: EmailSettings, kv: KeyValue, ingest: Ingest) -> None:
+    def __init__(self, settings: EmailSettings, kv: KeyValue, ingest: Ingest, park_too_large: ParkTooLarge) -> None:
         self.settings = settings
         self.kv = kv
         self.ingest = ingest
+        self.park_too_large = park_too_large
         self.key = state_key(settings)
         self.client: IMAPClient | None = None
         self.state = "idle"
         self.last_error = ""
         self.published = 0
-        self.parked = 0  # mails that could not be parsed: stored raw and parked, then passed
+        # Mails that could not be parsed (stored raw) or were too large to take (their first
+        # 64 KiB): parked, then passed.
+        self.parked = 0
+        self.dropped = 0  # our own mail come back (a mail loop): never a customer's
         self.skipped = 0  # mails that failed in a way nobody foresaw: logged and passed
         self.rounds = 0
         self._stopping = False
@@ -104,6 +113,7 @@ class ImapPoller:
             "rounds": self.rounds,
             "published": self.published,
             "parked": self.parked,
+            "dropped": self.dropped,
             "skipped": self.skipped,
         }
         if self.last_error:
@@ -206,10 +216,13 @@ class ImapPoller:
         what it is must never hold the mailbox: it is parked by ``ingest`` or, failing in a
         way nobody foresaw, logged, counted and passed (the state moves past its UID)."""
         try:
-            if await self.ingest(raw):
+            outcome = await self.ingest(raw)
+            if outcome == "published":
                 self.published += 1
-            else:
+            elif outcome == "parked":
                 self.parked += 1
+            else:
+                self.dropped += 1
         except Unavailable:
             raise
         except Malformed as err:
@@ -220,6 +233,18 @@ class ImapPoller:
             self.skipped += 1
             count_skip("email.imap_mail")
             log.warning("email.imap_mail_skipped", uid=uid, error=type(err).__name__)
+
+    async def _too_large(self, client: IMAPClient, uid: int, size: int) -> None:
+        """Not taken (as SMTP answers 552), but never lost silently: its first 64 KiB (the
+        header section and the start of the body) are parked for an operator, then the
+        mailbox goes on. NATS away: ``Unavailable``, the round is retried from this UID."""
+        section = f"BODY.PEEK[]<0.{HEAD_BYTES}>"
+        fetched = await asyncio.to_thread(client.fetch, [uid], [section])
+        found = fetched.get(uid, {})
+        head = next((v for k, v in found.items() if k.startswith(b"BODY[]") and isinstance(v, bytes)), b"")
+        key = await self.park_too_large(head, size, uid)
+        self.parked += 1
+        log.warning("email.imap_too_large", uid=uid, size=size, parked=key)
 
     async def poll_once(self) -> int:
         """Publish every message newer than the saved state; returns how many were handled."""
@@ -258,7 +283,7 @@ class ImapPoller:
                     return handled
                 size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
                 if size > s.max_body_bytes:
-                    log.warning("email.imap_too_large", uid=uid, size=size)
+                    await self._too_large(client, uid, size)
                 else:
                     fetched = await asyncio.to_thread(client.fetch, [uid], ["BODY.PEEK[]"])
                     raw = fetched.get(uid, {}).get(b"BODY[]")

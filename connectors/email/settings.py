@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Literal
 
 import msgspec
@@ -86,7 +87,27 @@ class EmailSettings(ConnectorSettings, kw_only=True):
     # Replies copy (Cc) the other people the customer's mail was addressed to (its To and Cc
     # beyond our own domains), as "Reply all" does; false: the customer only.
     reply_all: bool = True
+    # Other addresses Relaydesk sends from, besides from_address and bounce_address: the
+    # delivery service's agent notices ([delivery] smtp_from; its default is here). Mail From
+    # any of them is our own come back (a mail loop), never a customer's. A list, or a
+    # comma-separated string from env.
+    own_addresses: list[str] | str = msgspec.field(default_factory=lambda: ["relaydesk@localhost"])
 
     def domain_set(self) -> frozenset[str]:
         raw = self.domains.split(",") if isinstance(self.domains, str) else self.domains
         return frozenset(d.strip().lower().lstrip("@") for d in raw if d.strip())
+
+    def own_senders(self) -> frozenset[str]:
+        """Every address Relaydesk sends from (lower-case): mail From one is never a customer's."""
+        raw = self.own_addresses.split(",") if isinstance(self.own_addresses, str) else self.own_addresses
+        every = [self.from_address, self.bounce_address, *raw]
+        addresses = (parseaddr(a)[1] for a in every if a.strip())
+        return frozenset(a.strip().lower() for a in addresses if "@" in a)
+
+    def own_id_domains(self) -> frozenset[str]:
+        """The domains our Message-IDs (``rd.<id>@<domain>``) are made with: replies use
+        ``message_id_domain`` or their From's (``from_address``, or one of ``domains``);
+        agent notices their sender's."""
+        senders = {a.rpartition("@")[2] for a in self.own_senders()}
+        extra = {self.message_id_domain.strip().lower()} if self.message_id_domain.strip() else set()
+        return frozenset(self.domain_set() | senders | extra)

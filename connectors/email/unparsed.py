@@ -14,6 +14,10 @@ on with the next mail), and:
   (``relaydesk dlq show email.<n>``, or the object), answers the customer by hand if it was
   one, and drops it.
 
+A mail the IMAP poller finds over ``max_body_bytes`` is not fetched whole: its first
+``PREVIEW_BYTES`` (the header section and the start of the body) are parked the same way
+(``park_too_large``, error ``too large: …``), with no raw object, and the poller goes on.
+
 Storing or parking needs NATS: when NATS is away that raises ``Unavailable`` (SMTP ``451``,
 the sender retries later), which is about the server, never the mail.
 """
@@ -84,4 +88,39 @@ async def park_unparsed(
         error=error[:300],
         already_parked=not new,
     )
+    return record.key
+
+
+async def park_too_large(
+    js: JetStreamContext,
+    *,
+    head: bytes,
+    size: int,
+    limit: int,
+    source: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> str:
+    """Park a mail too large to take (only its first bytes, ``head``, were read); returns the
+    record's key. The same mail seen again parks one record. Raises ``Unavailable``."""
+    head = head[:PREVIEW_BYTES]
+    digest = hashlib.sha256(head + b"\0" + str(size).encode()).hexdigest()
+    error = f"too large: {size} bytes, over max_body_bytes ({limit}); not taken, its first {len(head)} bytes kept here"
+    record = ParkedMessage(
+        stream=PARKED_STREAM,
+        seq=parked_seq(digest),
+        subject=subjects.inbound("email"),
+        kind="quarantined",
+        reader=READER,
+        error=error,
+        parked_at=now(),
+        data=head,
+        headers={"Relaydesk-Raw-Size": str(size), "Relaydesk-Source": source, **(headers or {})},
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            new = await ParkingLot(js).park(record)
+    except Exception as err:
+        raise Unavailable(f"oversize mail not parked: {type(err).__name__}") from err
+    log.warning("email.too_large_parked", key=record.key, source=source, size=size, limit=limit, already_parked=not new)
     return record.key

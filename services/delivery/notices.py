@@ -3,7 +3,8 @@
 ``Facts`` folds the log (the router's own ``evolve`` plus the little a notification adds:
 the customer's masked address and the first lines of their last message) and turns each
 new fact into notices: ``offer`` (AgentOffered), ``assigned`` (ConversationAssigned),
-``message`` (a customer wrote again on a conversation an agent holds), ``offer_expired``,
+``message`` (a customer wrote again on a conversation an agent holds; automatic mail such as
+an out-of-office is not a customer writing), ``offer_expired``,
 ``released``. ``Holders`` is the light version the live stream uses to know which agent an
 event concerns.
 """
@@ -106,8 +107,10 @@ class Facts:
         if isinstance(event, ConversationOpened):
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
+            if event.metadata.get("auto"):
+                return  # an out-of-office, a bounce: not what the customer said (no preview, no subject)
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
-            if (subject := event.metadata.get("subject", "").strip()) and not event.metadata.get("auto"):
+            if subject := event.metadata.get("subject", "").strip():
                 self.subjects.setdefault(event.conversation_id, subject[:200])
         elif isinstance(event, ConversationResolved):
             self._forget(event.conversation_id)
@@ -151,7 +154,9 @@ class Facts:
         elif isinstance(event, OfferAccepted | OfferDeclined):
             kind = "accepted" if isinstance(event, OfferAccepted) else "declined"
             notices.append(self._notice(kind, event.agent_id, stored, event.conversation_id, event.customer_id))
-        elif isinstance(event, MessageReceived):
+        elif isinstance(event, MessageReceived) and not event.metadata.get("auto"):
+            # Automatic mail (out-of-office, bounce) is recorded in its thread and routed to
+            # nobody: it pings nobody either.
             conv = self.state.conversations.get(event.conversation_id)
             if conv is not None and conv.status == "assigned" and conv.agent_id:
                 notices.append(self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id))

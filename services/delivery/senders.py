@@ -6,6 +6,7 @@ import asyncio
 import smtplib
 import time
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any
 
 import aiohttp
@@ -123,7 +124,11 @@ class Senders:
                     smtp.starttls()
                 if s.smtp_username:
                     smtp.login(s.smtp_username, s.smtp_password)
-                smtp.send_message(message)
+                # Envelope sender: smtp_from, stated rather than read back from the headers. Not
+                # the null sender: RFC 5321 4.5.5 wants a real one for notifications, and
+                # submission services refuse <>. What comes back to it (bounces, responders
+                # ignoring Auto-Submitted) the email connector knows as ours.
+                smtp.send_message(message, from_addr=parseaddr(s.smtp_from)[1] or s.smtp_from)
 
         try:
             await asyncio.to_thread(send)

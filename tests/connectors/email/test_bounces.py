@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -16,11 +17,21 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from connectors.email.bounces import SentReply, bounce_report, our_id, sent_key
+from connectors.email.bounces import (
+    CopyBounce,
+    SentReply,
+    bounce_report,
+    customer_failure,
+    failed_recipients,
+    our_id,
+    recipient_hash,
+    sent_key,
+)
 from connectors.email.connector import EmailConnector
 from connectors.email.parse import DeliveryReport, bounce_reason, parse_email
 from connectors.email.settings import EmailSettings
@@ -328,3 +339,122 @@ async def test_nats_away_is_451_and_the_retry_reports_it(tmp_path: Path) -> None
         reports = await read_outcomes(w.nc.jetstream(), "email", reply.reply_id)
         [bounce] = [r for r in reports if r.report.outcome == "bounced"]
         assert isinstance(bounce.recorded, DeliveryFailed) and bounce.recorded.reason == REASON
+
+
+# -- a bounce of a Cc'd copy -------------------------------------------------------------------
+
+CAROL_DIAGNOSTIC = "smtp; 550 5.1.1 <carol@partner.test>: mailbox unavailable"
+
+
+def dsn_for(bounce_id: str, original_id: str, failed: list[tuple[str, str]]) -> bytes:
+    """A delivery-status report about ``original_id`` with one ``Action: failed`` block per
+    (address, diagnostic) in ``failed``."""
+    blocks = "\n".join(
+        f"Final-Recipient: rfc822; {address}\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: {diagnostic}\n"
+        for address, diagnostic in failed
+    )
+    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.partner.test>
+To: support@support.test
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <{bounce_id}>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
+
+--B1
+Content-Type: text/plain
+
+Your message could not be delivered to some recipients.
+
+--B1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.partner.test
+
+{blocks}
+--B1
+Content-Type: text/rfc822-headers
+
+From: Acme Support <support@support.test>
+To: ann@customer.test
+Cc: carol@partner.test
+Message-ID: <{original_id}>
+
+--B1--
+""".encode()
+
+
+def test_whom_a_report_names_decides_whose_copy_failed() -> None:
+    sent = SentReply(
+        reply_id="rep_1",
+        customer_id="cu_1",
+        conversation_id="cv_1",
+        sent_at=datetime.now(UTC),
+        to_hash=recipient_hash("rep_1", "Ann@Customer.test"),
+    )
+    carol = failed_recipients(dsn_for("b@mx", "rd.rep_1@support.test", [("carol@partner.test", CAROL_DIAGNOSTIC)]))
+    assert [f.addresses for f in carol] == [("carol@partner.test",)]
+    assert customer_failure(sent, carol, carol[0].report) == CopyBounce(failed=1)
+    both = failed_recipients(
+        dsn_for("b@mx", "x", [("carol@partner.test", CAROL_DIAGNOSTIC), ("<ANN@customer.test>", DIAGNOSTIC)])
+    )
+    # The customer's block is what the reason says, not the first one's.
+    assert customer_failure(sent, both, both[0].report) == DeliveryReport("failed", "5.1.1", DIAGNOSTIC)
+    # Entries from before the address was kept, and reports naming nobody: as before.
+    old = SentReply(reply_id="rep_1", customer_id="cu_1", conversation_id="cv_1", sent_at=datetime.now(UTC))
+    assert customer_failure(old, carol, carol[0].report) == carol[0].report
+    nameless = failed_recipients(dsn_for("b@mx", "x", [("", CAROL_DIAGNOSTIC)]))
+    assert nameless[0].addresses == () and customer_failure(sent, nameless, None) is None
+    assert failed_recipients(b"From: a@b.test\r\n\r\nno report\r\n") == []
+    # The entry keeps no address in clear.
+    assert b"ann@" not in msgspec.json.encode(sent).lower()
+
+
+def reply_to_all() -> DeliverReply:
+    reply = new_reply()
+    return msgspec.structs.replace(reply, metadata={**reply.metadata, "cc": "carol@partner.test"})
+
+
+@pytest.mark.integration
+async def test_a_bounce_of_a_cc_copy_does_not_fail_the_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        reply = reply_to_all()
+        message_id = await send_reply(w, reply)
+        [sent] = await w.sink.wait_for(1)
+        assert sorted(sent.rcpt_tos) == ["ann@customer.test", "carol@partner.test"]
+
+        carol = dsn_for("b1@mx.partner.test", message_id, [("carol@partner.test", CAROL_DIAGNOSTIC)])
+        assert (await smtp_send(w.smtp, carol, mail_from="")).data == 250
+        await intake_caught_up(w.nc)
+        assert [r.report.outcome for r in await read_outcomes(w.nc.jetstream(), "email", reply.reply_id)] == ["sent"]
+        assert failures(await conversation_events(w.store, reply)) == []
+        assert await inbound_for(w.nc, "b1@mx.partner.test") == []  # not a customer message either
+        assert w.connector.metrics.rejected_by_reason["bounce_of_copy"] == 1
+
+        # Ann's copy failing too (in the second block) is the reply failed, for Ann's reason.
+        both = dsn_for(
+            "b2@mx.customer.test",
+            message_id,
+            [("carol@partner.test", CAROL_DIAGNOSTIC), ("ann@customer.test", DIAGNOSTIC)],
+        )
+        assert (await smtp_send(w.smtp, both, mail_from="")).data == 250
+        await intake_caught_up(w.nc)
+        [failed] = failures(await conversation_events(w.store, reply))
+        assert failed.reason == REASON
+
+
+@pytest.mark.integration
+async def test_a_reply_remembered_without_its_address_fails_on_any_bounce_as_before(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        reply = reply_to_all()
+        message_id = await send_reply(w, reply)
+        # The entry as versions before this one wrote it: no to_hash.
+        kv = await w.nc.jetstream().key_value(subjects.STATE_BUCKET)
+        entry = {k: v for k, v in json.loads((await kv.get(f"email.sent.{reply.reply_id}")).value or b"").items()}
+        assert entry.pop("to_hash")
+        await kv.put(f"email.sent.{reply.reply_id}", json.dumps(entry).encode())
+
+        carol = dsn_for("b3@mx.partner.test", message_id, [("carol@partner.test", CAROL_DIAGNOSTIC)])
+        assert (await smtp_send(w.smtp, carol, mail_from="")).data == 250
+        await intake_caught_up(w.nc)
+        [failed] = failures(await conversation_events(w.store, reply))
+        assert failed.reason.startswith("bounced: 5.1.1") and "@" not in failed.reason

@@ -24,6 +24,7 @@ from connectors.email.imap import MailboxState, state_key
 from connectors.sdk.conformance.helpers import read_inbound
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
+from events.parking import ParkingLot
 
 from .helpers import inbound_for, mail
 
@@ -250,3 +251,50 @@ async def test_a_mail_that_fails_is_parked_and_the_mailbox_goes_on(nc: NATS, ima
         health = connector.imap.health()
     assert first.message.sender_name == "Jürgen Müller" and first.message.text == "Grüße"
     assert (health["published"], health["parked"], health["skipped"]) == (2, 1, 0)
+
+
+async def test_an_oversize_mail_is_parked_with_its_head_and_the_mailbox_goes_on(nc: NATS, imap_port: int) -> None:
+    """Over max_body_bytes: not taken (SMTP would answer 552), but parked with its header
+    section and first 64 KiB, counted, and passed; the next mail is published."""
+    uid = uuid.uuid4().hex[:12]
+    mailbox = f"Big{uid}"
+    await asyncio.to_thread(create, imap_port, mailbox)
+    big = mail(uid, n=1, to="help@support.test", subject=f"Big {uid}", text="x" * 100 + "\n" + "y" * 200_000)
+    await asyncio.to_thread(append, imap_port, big.as_bytes(), mailbox)
+    await asyncio.to_thread(append, imap_port, mail(uid, n=2, to="help@support.test").as_bytes(), mailbox)
+    raw = settings(imap_port, mailbox, imap_start="all", max_body_bytes=100_000)
+    async with running(nc, raw) as connector:
+        assert len(await inbound_for(nc, f"{uid}.2@customer.test", wait=10)) == 1
+        await rounds(connector, 1)
+        assert connector.imap is not None
+        health = connector.imap.health()
+        assert connector.metrics.rejected_by_reason["too_large"] == 1
+    assert await inbound_for(nc, f"{uid}.1@customer.test") == []
+    assert (health["published"], health["parked"], health["skipped"]) == (1, 1, 0)
+    parked = [r for r in await ParkingLot(nc.jetstream()).list() if r.data and f"Big {uid}".encode() in r.data[:2000]]
+    [record] = parked
+    assert record.reader == "connector:email" and record.error.startswith("too large:")
+    assert len(record.data) == 64 * 1024 and record.data.startswith(b"From: Ann Example")
+    assert int(record.headers["Relaydesk-Raw-Size"]) > 100_000 and record.headers["Relaydesk-Source"] == "imap"
+    assert (await saved_state(nc, raw)).last_uid >= 2  # moved past both
+
+
+async def test_our_own_mail_in_the_mailbox_is_not_published(nc: NATS, imap_port: int) -> None:
+    """A journalled mailbox holds the replies Relaydesk sent: they are passed, not customers."""
+    uid = uuid.uuid4().hex[:12]
+    mailbox = f"Journal{uid}"
+    await asyncio.to_thread(create, imap_port, mailbox)
+    ours = mail(uid, n=1, to="ann@customer.test")
+    del ours["From"], ours["Message-ID"]
+    ours["From"] = "Acme Support <support@support.test>"
+    ours["Message-ID"] = f"<rd.rep_{uid}@support.test>"
+    await asyncio.to_thread(append, imap_port, ours.as_bytes(), mailbox)
+    await asyncio.to_thread(append, imap_port, mail(uid, n=2, to="help@support.test").as_bytes(), mailbox)
+    raw = settings(imap_port, mailbox, imap_start="all", from_address="support@support.test")
+    async with running(nc, raw) as connector:
+        assert len(await inbound_for(nc, f"{uid}.2@customer.test", wait=10)) == 1
+        await rounds(connector, 1)
+        assert connector.imap is not None
+        health = connector.imap.health()
+    assert await inbound_for(nc, f"rd.rep_{uid}@support.test") == []
+    assert (health["published"], health["dropped"], health["parked"]) == (1, 1, 0)
