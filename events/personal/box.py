@@ -39,6 +39,7 @@ CLEAR_METADATA: frozenset[str] = frozenset(
         "quote_stripped",
         "truncated",
         "attachments_dropped",
+        "mime_defect",
         "last_customer_message_at",
     }
 )
