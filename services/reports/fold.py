@@ -40,16 +40,29 @@ from events.store import StoredEvent
 from services.reports.voice import CallFacts, note_assignment, note_message
 
 # 3: channels_seen (channels are open: connectors bring their own); 4: call facts;
-# 5: outbound, escalations, first_reply_after_message_at (found by a team lead's audit)
-REPORT_FOLD_VERSION = 5
+# 5: outbound, escalations, first_reply_after_message_at (found by a team lead's audit);
+# 6: routable (decisions on a conversation the router has no view of are ignored, as it does)
+REPORT_FOLD_VERSION = 6
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
 
 
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
 def utc(value: datetime) -> datetime:
-    """Events carry aware datetimes; a naive one is taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """Events carry aware datetimes; a naive one is taken as UTC. An explicit ``sla_due`` is
+    not range-checked by the decoder (event times are): one within hours of year 1 or 9999
+    whose UTC time does not exist is the nearest UTC time there is, which compares the same
+    with every event time (it used to raise, and the report quarantined the routing request)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return _FIRST if value.year == 1 else _LAST
 
 
 def queue_name(channel: str, requirements: Requirements) -> str:
@@ -95,6 +108,9 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     next_conversation_id: str | None = None
     next_opened_at: datetime | None = None
     call: CallFacts | None = None  # a voice conversation's call (services.reports.voice)
+    # The router holds a view of it (router.fold): seen opened or routed, and not resolved since.
+    # Offers, assignments and accepts count only then, as the router applies them only then.
+    routable: bool = False
     last_seq: int = 0
 
     @property
@@ -165,10 +181,15 @@ def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
             state.last_resolved[key] = moved
 
 
+# The events that start a conversation's facts, as they start the router's view of it.
+_CREATING = (ConversationOpened, RoutingRequested)
+
+
 def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
     """Fold one stored event into ``state`` (in place; also returned). Events at or below
     ``state.last_seq`` are ignored, so a replay of an overlapping range counts nothing twice.
-    Non-conversation events (customers, agents, unknown tags) only advance the sequence."""
+    Non-conversation events (customers, agents, unknown tags), and events of a conversation
+    never seen opened or routed, only advance the sequence."""
     if stored.seq <= state.last_seq:
         return state
     state.last_seq = stored.seq
@@ -181,6 +202,11 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
     cid = ev.conversation_id
     conv = state.conversations.get(cid)
     if conv is None:
+        # Only an opening or a routing request starts a conversation, as in the router
+        # (router.fold._CREATING): a mid-life event of one never seen opened (an assignment
+        # published before its opening, a late delivery) is no conversation of its own.
+        if not isinstance(ev, _CREATING):
+            return state
         conv = ConversationFacts(conversation_id=cid, customer_id=ev.customer_id)
         state.conversations[cid] = conv
     conv.last_seq = stored.seq
@@ -188,6 +214,7 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
 
     match ev:
         case ConversationOpened():
+            conv.routable = True
             conv.channel = ev.channel
             if conv.opened_at is None:
                 conv.opened_at = at
@@ -204,12 +231,17 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
                 conv.call = conv.call or CallFacts()
                 note_message(conv.call, ev.metadata.get("kind", ""), ev.provider_message_id, at)
         case RoutingRequested():
+            conv.routable = True  # a routing request after a resolution routes it again
             conv.channel = conv.channel or ev.channel
             if conv.routed_at is None:
                 conv.routed_at = at
                 conv.queue = queue_name(ev.channel, ev.requirements)
                 conv.priority = ev.requirements.priority
                 conv.sla_due = None if ev.requirements.sla_due is None else utc(ev.requirements.sla_due)
+        case AgentOffered() | OfferAccepted() | ConversationAssigned() if not conv.routable:
+            # The router has no view of it (resolved, and not routed again): it ignores these
+            # decisions, and reports must not credit an agent it never assigned.
+            pass
         case AgentOffered():
             _settle_offer(state, cid, "withdrawn", at)
             conv.offers += 1
@@ -252,6 +284,7 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             conv.agent_id = None
         case ConversationResolved():
             _settle_offer(state, cid, "withdrawn", at)
+            conv.routable = False  # the router drops its view of a resolved conversation
             if conv.resolved_at is None:
                 conv.resolved_at = at
                 conv.resolved_by = ev.agent_id or conv.agent_id

@@ -39,9 +39,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
+from events.skips import count_skip
 from services.reports.fold import ConversationFacts, OfferFact, ReportState
 from services.reports.voice import CallFacts, CallFigures, VoiceBucket, call_figures
 
@@ -49,6 +52,10 @@ GROUP_BYS = ("channel", "agent", "queue", "day", "conversation")
 DEFAULT_REOPEN_HOURS = 24.0
 UNASSIGNED = "(unassigned)"
 NOT_ROUTED = "(not routed)"
+SKIP_WHERE = "report_figures"
+"""``relaydesk_skipped_total{where}`` of a conversation whose figures could not be computed."""
+
+log = structlog.get_logger("relaydesk.reports")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,12 @@ def sla_due(conv: ConversationFacts, sla_seconds: Mapping[str, float]) -> dateti
     seconds = sla_seconds.get(conv.channel)
     if seconds is None or not math.isfinite(seconds):
         return None
-    return conv.routed_at + timedelta(seconds=seconds)
+    try:
+        return conv.routed_at + timedelta(seconds=seconds)
+    except OverflowError:
+        # A policy may give any finite SLA (1e12 s is 31,700 years): due after the last time
+        # there is compares as "not yet due" with every event time, like the exact sum would.
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def figures(
@@ -320,7 +332,14 @@ def service_report(
     ckey = conversation_key(query.group_by) if query.group_by else None
     okey = offer_key(query.group_by) if query.group_by else None
     for conv in convs:
-        f = figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
+        try:
+            f = figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
+        except OverflowError as err:
+            # One conversation whose times defeat the arithmetic must not cost the whole report
+            # (a 500): its figures are left out, said and counted.
+            log.warning("reports.conversation_skipped", conversation_id=conv.conversation_id, error=repr(err))
+            count_skip(SKIP_WHERE)
+            continue
         total.add(f)
         if ckey is not None:
             groups.setdefault(ckey(conv), Bucket()).add(f)

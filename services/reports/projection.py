@@ -177,12 +177,16 @@ class BadQuery(ValueError):
 
 
 def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
-    """``2026-11-23`` (a whole day: the start of it, or for ``to`` the end of it) or an ISO
+    """An ISO date in any form ``date.fromisoformat`` reads (``2026-11-23``, ``20261123``,
+    ``2026-W48-1``: a whole day, the start of it, or for ``to`` the end of it) or an ISO
     date-time (``2026-11-23T08:00:00Z``; without an offset, UTC)."""
     text = raw.strip()
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
+        try:
+            day = date.fromisoformat(text)  # a date and nothing else (a time part is refused)
+        except ValueError:
+            day = None  # a date-time, or nothing that parses (said below)
+        if day is not None:
             moment = datetime.combine(day, time(0), tzinfo=UTC)
             return moment + timedelta(days=1) if end else moment
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
