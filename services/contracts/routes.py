@@ -604,7 +604,7 @@ ROUTES: tuple[Route, ...] = (
         "reports",
         {200: rs.ServiceReport},
         query=(
-            Query("from", "start (ISO 8601; default: 24 hours before to)"),
+            Query("from", "start (ISO 8601; default: 7 days before to)"),
             Query("to", "end (ISO 8601; default: now)"),
             Query("group_by", "channel, agent, queue, day or conversation"),
             Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
