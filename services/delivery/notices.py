@@ -141,9 +141,12 @@ class Facts:
                 kind = "resolved" if resolved else "transferred"
                 notices.append(self._notice(kind, holder, stored, event.conversation_id, event.customer_id))
         self.state = evolve(self.state, stored.seq, stored.subject, event)
-        if isinstance(event, AgentOffered):
+        # An offer or assignment of a conversation the fold never saw opened is one the router
+        # ignores too (a hand-published event): an agent told of it could act on nothing.
+        known = getattr(event, "conversation_id", None) in self.state.conversations
+        if isinstance(event, AgentOffered) and known:
             notices.append(self._notice("offer", event.agent_id, stored, event.conversation_id, event.customer_id))
-        elif isinstance(event, ConversationAssigned):
+        elif isinstance(event, ConversationAssigned) and known:
             notices.append(self._notice("assigned", event.agent_id, stored, event.conversation_id, event.customer_id))
         elif isinstance(event, OfferExpired):
             notices.append(

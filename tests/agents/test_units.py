@@ -9,10 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from events.model import (
+    AgentOffered,
     AgentProfile,
     AgentProfileUpdated,
     ConversationOpened,
     ConversationResolved,
+    DecisionReason,
     MessageReceived,
     ReplyRequested,
 )
@@ -182,6 +184,24 @@ def test_a_conversation_resolved_by_an_erasure_is_notified_without_quoting_the_c
             assert quoted == ("", None, None)
         else:  # an ordinary resolution says what it was about
             assert quoted[:2] == ("my passport number is X123", "+155•••4567")
+
+
+FIT = DecisionReason(rule="best_fit")
+
+
+def test_no_notice_of_an_offer_on_a_conversation_never_opened() -> None:
+    # A poison audit: a hand-published AgentOffered for a conversation that never existed sent
+    # the agent an offer notice the router and API knew nothing of.
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    facts = Facts(console_url="http://c", api_url="http://a")
+    phantom = AgentOffered(
+        at=at, customer_id="cu1", conversation_id="cv_phantom", agent_id="bruno", expires_at=at, reason=FIT
+    )
+    assert facts.apply(StoredEvent(1, "rd.evt.c.cu1.cv_phantom", phantom)) == []
+    opened = ConversationOpened(at=at, customer_id="cu1", conversation_id="cv1", channel="sms", contact="+15551234567")
+    facts.apply(StoredEvent(2, "rd.evt.c.cu1.cv1", opened))
+    real = AgentOffered(at=at, customer_id="cu1", conversation_id="cv1", agent_id="bruno", expires_at=at, reason=FIT)
+    assert [n.kind for n in facts.apply(StoredEvent(3, "rd.evt.c.cu1.cv1", real))] == ["offer"]
 
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
