@@ -358,10 +358,16 @@ def check(
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            return None, [f"config file not found: {p}"]
         try:
-            raw = msgspec.toml.decode(p.read_bytes())
+            data = p.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None, [f"config file not found: {p}"]
+        except OSError as err:
+            # A directory, a file this user may not read: a problem like any other, not a
+            # traceback from every command (found by an audit).
+            return None, [f"cannot read {p}: {err.strerror or err}"]
+        try:
+            raw = msgspec.toml.decode(data)
         except msgspec.DecodeError as err:
             return None, [f"{p}: not valid TOML: {err}"]
     env, problems = strict.read_secret_files(env)
