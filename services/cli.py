@@ -8,13 +8,16 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import structlog
 
 from services import logs
 from services.config import Config, ConfigError, load
+
+T = TypeVar("T")
 
 HELP = """\
 Relaydesk: an event-sourced conversation router for customer service.
@@ -57,12 +60,44 @@ def _common(parser: argparse.ArgumentParser) -> None:
     nats_auth.add_argument("--nats-tls-ca", metavar="FILE", help="CA bundle to verify the NATS server (TLS)")
     nats_auth.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate for NATS (TLS)")
     nats_auth.add_argument("--nats-tls-key", metavar="FILE", help="client certificate's key")
+    # The same names RELAYDESK_LOG_LEVEL and RELAYDESK_LOG_FORMAT take (services/logs.py): a
+    # typo is refused here, not logged at info (found by an audit).
     parser.add_argument(
-        "--log-level", default=None, help="debug, info, warning, error (default: info; warning for one-shot tools)"
+        "--log-level",
+        type=_log_level,
+        choices=logs.LEVELS,
+        default=None,
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical (default: RELAYDESK_LOG_LEVEL, else info; "
+        "warning for one-shot tools)",
     )
     parser.add_argument(
-        "--log-format", choices=("console", "json"), default=None, help="default: console on a terminal"
+        "--log-format",
+        type=str.lower,
+        choices=logs.FORMATS,
+        default=None,
+        help="default: RELAYDESK_LOG_FORMAT, else console on a terminal and json off one",
     )
+
+
+def _log_level(text: str) -> str:
+    return logs.LEVEL_ALIASES.get(text.lower(), text.lower())
+
+
+def _port(text: str, *, lowest: int = 1) -> int:
+    """A port flag's value: refused when parsed, not after NATS and every service have started
+    (``--api-port 70000`` failed in bind(); found by an audit)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, {lowest} to 65535 (got {text!r})")
+    return port
+
+
+def _port_or_any(text: str) -> int:
+    return _port(text, lowest=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run everything on this machine (embedded NATS unless RELAYDESK_NATS_URL)")
     _common(up)
     up.add_argument("--data-dir", metavar="DIR", help="where the log and timelines live (default ./.relaydesk)")
-    up.add_argument("--nats-port", type=int, metavar="N", help="embedded NATS port (default 4222, or a free one)")
-    up.add_argument("--api-port", type=int, metavar="N", help="API port (default 8080)")
-    up.add_argument("--sms-port", type=int, metavar="N", help="SMS connector port (default 8081)")
+    up.add_argument(
+        "--nats-port",
+        type=_port_or_any,
+        metavar="N",
+        help="embedded NATS port, 0 to 65535 (default 4222; a free one if it is taken; 0: any free port)",
+    )
+    up.add_argument("--api-port", type=_port, metavar="N", help="API port, 1 to 65535 (default 8080)")
+    up.add_argument("--sms-port", type=_port, metavar="N", help="SMS connector port, 1 to 65535 (default 8081)")
 
     projector = sub.add_parser("projector", help="fold the log into customer timelines")
     _common(projector)
@@ -204,9 +244,10 @@ def _config(args: argparse.Namespace) -> Config:
         from services.up import embedded_url
 
         config.nats.url = embedded_url(config.data_dir)
-    if getattr(args, "nats_port", None):
+    # `is not None`: --nats-port 0 (any free port) was dropped as false (found by an audit).
+    if getattr(args, "nats_port", None) is not None:
         config.nats.port = args.nats_port
-    if getattr(args, "api_port", None):
+    if getattr(args, "api_port", None) is not None:
         config.api.port = args.api_port
     if getattr(args, "partition", None):
         config.projection.partition = args.partition
@@ -214,7 +255,7 @@ def _config(args: argparse.Namespace) -> Config:
         config.projection.partition_pair()
     except ConfigError as err:
         raise SystemExit(f"relaydesk: {err}") from err
-    if getattr(args, "sms_port", None):
+    if getattr(args, "sms_port", None) is not None:
         config.connectors.setdefault("sms", {})["port"] = args.sms_port
     return config
 
@@ -260,6 +301,122 @@ def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Conf
     return 0
 
 
+def run_tool(job: Coroutine[Any, Any, T], *, interrupted: str) -> T:
+    """Run a one-shot tool's coroutine. Ctrl-C or SIGTERM cancels it, as ``_run_service`` stops a
+    service that is starting: its cleanups run (NATS drained, a rebuild's writer process killed),
+    then one line, ``relaydesk: interrupted; <interrupted>`` (what the tool left: say it true),
+    and exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports them; no traceback (found by an
+    audit: ~40 lines of CancelledError, and SIGTERM ended it with nothing said). A job that gets
+    to its end all the same (a rebuild finishes a swap it began) returns as usual."""
+    received: list[int] = []
+    finished: list[T] = []
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        pending: list[threading.Timer] = []
+
+        def cancel() -> None:
+            for nudge in pending:
+                nudge.cancel()
+            pending.clear()
+            me.cancel()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            received.append(signum)
+            if pending:
+                # The loop has not run since the last signal: something blocks it (a prompt
+                # waiting for a line), which a cancellation never reaches. Stop there.
+                raise KeyboardInterrupt
+            loop.call_soon_threadsafe(cancel)
+            # Still blocked a moment later: the signal again, to the main thread, interrupts
+            # the blocking call (so one Ctrl-C ends `customers erase`'s confirmation prompt).
+            nudge = threading.Timer(BLOCKED_LOOP_SECONDS, _interrupt_main, (pending,))
+            nudge.daemon = True
+            pending.append(nudge)
+            nudge.start()
+
+        # signal.signal, not loop.add_signal_handler (as _run_service): the loop's handler runs
+        # only once the loop runs again, so a second Ctrl-C could not break a blocked prompt.
+        signals = (signal.SIGINT, signal.SIGTERM) if _main_thread() else ()
+        before = {sig: signal.signal(sig, on_signal) for sig in signals}
+        try:
+            finished.append(await job)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+        return finished[0]
+
+    with _interrupted(interrupted, received):
+        try:
+            return asyncio.run(main())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if finished:
+                return finished[0]
+            if not received:
+                raise  # not cancelled by a signal of ours (a KeyboardInterrupt is said as one)
+            raise KeyboardInterrupt from None  # said by _interrupted
+
+
+# How long a signal's cancellation may wait for the event loop before the loop is taken as
+# blocked (a prompt) and the main thread is interrupted where it waits.
+BLOCKED_LOOP_SECONDS = 0.5
+
+
+def _interrupt_main(pending: list[threading.Timer]) -> None:
+    if pending and threading.main_thread().ident is not None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+def _main_thread() -> bool:
+    """Signal handlers are set in the main thread only (a test runs the CLI in another)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _interrupted(note: str, received: list[int] | None = None) -> Iterator[None]:
+    """A one-shot tool stopped by Ctrl-C or SIGTERM: ``relaydesk: interrupted; <note>`` and exit
+    128 + the signal. SIGTERM is taken as Ctrl-C, so a tool that runs ``asyncio.run`` itself
+    (dlq, status) gets asyncio's own handling of it: the main task cancelled, its cleanups run,
+    a second signal stops at once. ``received``: the signals ``run_tool`` saw."""
+    seen: list[int] = [] if received is None else received
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):  # asyncio.run's (cancel its main task), else the default (raise)
+            handler(signal.SIGINT, frame)
+        else:  # Ctrl-C ignored (started in the background): stop all the same
+            raise KeyboardInterrupt
+
+    on_sigterm.relaydesk = True  # type: ignore[attr-defined]
+    before = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    # Not over a handler someone else chose (SIGTERM ignored, a test's); over ours (nested) yes.
+    ours = before == signal.SIG_DFL or getattr(before, "relaydesk", False)
+    if ours:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"relaydesk: interrupted; {note}", file=sys.stderr)
+        raise SystemExit(128 + (seen[0] if seen else signal.SIGINT)) from None
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _interrupted_note(args: argparse.Namespace) -> str:
+    """What a one-shot tool that does not say it itself (``run_tool``) leaves when interrupted."""
+    if args.command == "dlq" and args.action == "retry":
+        return "run it again to be sure the retry is done (a re-publish is deduplicated)"
+    if args.command == "dlq" and args.action == "drop":
+        return "run it again to be sure the drop is done (it says so if the record is gone)"
+    # A tool that says it itself was not under way yet (it was loading its configuration,
+    # connecting); the others only read (status, report, dlq list and show).
+    return "nothing was changed"
+
+
 def _cluster_auth_config(config: Config) -> str:
     """``--nats-auth-config``: deploy/nats/auth.conf's users, plus a user ``connector-<name>``
     (as ``relaydesk up`` names them) for every installed plug-in connector and every enabled
@@ -292,7 +449,8 @@ def _setup(config: Config, *, print_auth: bool) -> int:
         async with connect(config, name="relaydesk-setup", role="tool") as bus:
             print(f"streams and buckets ready on {config.nats.url} (as {bus.auth.describe()})")
 
-    asyncio.run(main())
+    # Each stream and bucket is created or updated on its own: running it again completes the set.
+    run_tool(main(), interrupted="some streams or buckets may be missing; run it again to finish")
     return 0
 
 
@@ -306,14 +464,27 @@ def _rebuild(args: argparse.Namespace, config: Config) -> int:
 
     if not config.nats.url:
         raise SystemExit("relaydesk rebuild: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
-    return asyncio.run(rebuild_command(config.nats.url, args.target or config.projection_target, args.customer))
+    target = args.target or config.projection_target
+    # A swap (or a customer's replacement) once begun is let finish (services/rebuild.py): an
+    # interruption that ends the command came before it.
+    replaced = f"customer {args.customer}'s rows were not replaced" if args.customer else "nothing was swapped in"
+    return run_tool(
+        rebuild_command(config.nats.url, target, args.customer),
+        interrupted=f"{replaced}, the live timelines are as they were; safe to run again",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _main(parser, args)
+        try:
+            with _interrupted(_interrupted_note(args)) if args.command in ONE_SHOT else contextlib.nullcontext():
+                return _main(parser, args)
+        except logs.LogSettingError as err:
+            # RELAYDESK_LOG_LEVEL or _FORMAT mistyped: one line at start wherever logging is set
+            # up first (here, or a benchmark), not a service quietly logging at info.
+            raise SystemExit(f"relaydesk: {err}") from None
     except SystemExit as err:
         # A service's last word in the log's format: one JSON line a log pipeline keeps, not a
         # plain-text line among the JSON ones (found by an audit). Tools speak to a person.

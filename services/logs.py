@@ -124,9 +124,48 @@ def _stdlib_to_structlog(renderer: Any, level: int) -> None:
     root.setLevel(max(level, logging.WARNING))  # libraries' info and debug chatter stays out
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+# Spelt as the logging module also takes it (logging.WARN): it worked before levels were checked.
+LEVEL_ALIASES = {"warn": "warning"}
+FORMATS = ("json", "console")
+
+
+class LogSettingError(ValueError):
+    """A log level or format that is none of the known ones: refused at start, so a typo cannot
+    quietly log at info, or switch a container's JSON lines to console text (found by an audit)."""
+
+
+def _choice(given: str | None, what: str, known: tuple[str, ...], aliases: dict[str, str] | None = None) -> str | None:
+    """``given``, else RELAYDESK_LOG_<WHAT>, in lower case; None when neither is set."""
+    variable = f"RELAYDESK_LOG_{what.upper()}"
+    source, value = (f"log {what}", given) if given else (variable, os.environ.get(variable))
+    value = (value or "").strip()
+    if not value:
+        return None
+    chosen = (aliases or {}).get(value.lower(), value.lower())
+    if chosen not in known:
+        raise LogSettingError(f"{source} must be {', '.join(known[:-1])} or {known[-1]} (got {value!r})")
+    return chosen
+
+
+def log_format(fmt: str | None = None) -> str:
+    """``fmt``, else RELAYDESK_LOG_FORMAT, else console on a terminal and JSON off one.
+    Raises ``LogSettingError`` for a format that is neither."""
+    return _choice(fmt, "format", FORMATS) or ("console" if sys.stderr.isatty() else "json")
+
+
+def log_level(level: str | None = None) -> str:
+    """``level``, else RELAYDESK_LOG_LEVEL, else info. Raises ``LogSettingError`` for no level."""
+    return _choice(level, "level", LEVELS, LEVEL_ALIASES) or "info"
+
+
 def is_json(fmt: str | None = None) -> bool:
-    """Whether lines go out as JSON: ``fmt``, else RELAYDESK_LOG_FORMAT, else JSON off a terminal."""
-    return (fmt or os.environ.get("RELAYDESK_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")) == "json"
+    """Whether lines go out as JSON: ``fmt``, else RELAYDESK_LOG_FORMAT, else JSON off a terminal.
+    A format that is neither is not JSON here (``configure`` refuses it)."""
+    try:
+        return log_format(fmt) == "json"
+    except LogSettingError:
+        return False
 
 
 def fatal(reason: str, **fields: Any) -> None:
@@ -138,8 +177,10 @@ def fatal(reason: str, **fields: Any) -> None:
 
 
 def configure(level: str | None = None, fmt: str | None = None) -> None:
-    level_name = (level or os.environ.get("RELAYDESK_LOG_LEVEL") or "info").upper()
-    fmt = "json" if is_json(fmt) else "console"
+    """Log at ``level`` (else RELAYDESK_LOG_LEVEL, else info) in ``fmt`` (else
+    RELAYDESK_LOG_FORMAT, else by the terminal). Raises ``LogSettingError`` for an unknown one."""
+    number = getattr(logging, log_level(level).upper())
+    fmt = log_format(fmt)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -155,8 +196,8 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
             redact_pii,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    _stdlib_to_structlog(renderer, getattr(logging, level_name, logging.INFO))
+    _stdlib_to_structlog(renderer, number)

@@ -15,12 +15,13 @@ mistyped id) is refused (``NoCustomerEvents``) before the store is opened: nothi
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 from nats.errors import Error as NatsError
@@ -33,12 +34,14 @@ from events.store import EventStore, StoredEvent, reading_as
 from services.projector import REBUILD_BATCH, Projector
 from services.timelines import CheckpointMismatch, TimelineStore, open_store
 
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
 log = structlog.get_logger("relaydesk.rebuild")
 
+T = TypeVar("T")
 Writer = Literal["process", "inline"]  # where a whole-store rebuild folds and writes
+# How progress is shown: True, a bar (a person at a terminal); "lines", a plain line every
+# PROGRESS_LINE_SECONDS (a Kubernetes Job's log, `kubectl exec` without -t); False, nothing.
+ShowProgress = bool | Literal["lines"]
+PROGRESS_LINE_SECONDS = 10.0
 
 
 class NoCustomerEvents(LookupError):
@@ -75,10 +78,75 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
-@contextmanager
-def _progress(enabled: bool, description: str, total: int | None) -> Iterator[tuple[Progress | None, TaskID | None]]:
-    if not enabled:
-        yield None, None
+class _Shown(Protocol):
+    def update(self, completed: int) -> None: ...
+
+    def done(self, total: int) -> None: ...
+
+
+class _Nothing:
+    def update(self, completed: int) -> None:
+        pass
+
+    def done(self, total: int) -> None:
+        pass
+
+
+class _Bar:
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar, self.task = bar, task
+
+    def update(self, completed: int) -> None:
+        self.bar.update(self.task, completed=completed)
+
+    def done(self, total: int) -> None:
+        self.bar.update(self.task, total=total, completed=total)
+
+
+class _Lines:
+    """Progress as a plain line on stderr every ``every`` seconds: off a terminal the bar was
+    not shown at all, and a long rebuild in a Job said nothing until its end (found by an audit)."""
+
+    def __init__(self, description: str, total: int | None, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.completed = 0
+        self.started = self.last_at = time.monotonic()
+        self.last = 0
+
+    def update(self, completed: int) -> None:
+        self.completed = completed
+
+    def done(self, total: int) -> None:
+        self.completed = total
+
+    def line(self) -> str:
+        """``rebuild timelines: 1,200,000 of 2,000,000 events (60%), 48,000 ev/s, 25s``: the rate
+        since the last line (events: log sequences, as the bar counts them)."""
+        now = time.monotonic()
+        rate = (self.completed - self.last) / (now - self.last_at) if now > self.last_at else 0.0
+        self.last, self.last_at = self.completed, now
+        of = f" of {self.total:,}" if self.total else ""
+        share = f" ({min(self.completed / self.total, 1):.0%})" if self.total else ""
+        return f"{self.description}: {self.completed:,}{of} events{share}, {rate:,.0f} ev/s, {now - self.started:,.0f}s"
+
+    async def say_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            print(self.line(), file=sys.stderr, flush=True)
+
+
+@asynccontextmanager
+async def _progress(show: ShowProgress, description: str, total: int | None) -> AsyncIterator[_Shown]:
+    if show == "lines":
+        lines = _Lines(description, total, PROGRESS_LINE_SECONDS)
+        ticker = asyncio.create_task(lines.say_every())
+        try:
+            yield lines
+        finally:
+            ticker.cancel()
+        return
+    if not show:
+        yield _Nothing()
         return
     # rich only when a person watches (it costs imports a scripted rebuild does without)
     from rich.console import Console
@@ -103,7 +171,34 @@ def _progress(enabled: bool, description: str, total: int | None) -> Iterator[tu
         transient=False,
     )
     with bar:
-        yield bar, bar.add_task(description, total=total)
+        yield _Bar(bar, bar.add_task(description, total=total))
+
+
+async def _let_finish(step: Coroutine[Any, Any, T], what: str) -> T:
+    """``step`` carried to its end even when this task is cancelled meanwhile (Ctrl-C, SIGTERM),
+    and the cancellation then dropped: the step is one transaction (the swap, a customer's rows)
+    that SQLite's thread commits whatever the task does, so stopping while it runs would leave
+    unknown whether the live copy is the old one or the new one. It takes seconds; afterwards
+    the command ends as it would have, saying what it did."""
+    running = asyncio.ensure_future(step)
+    interrupted = 0
+    while True:
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if running.cancelled():
+                raise  # the step itself was cancelled: nothing left to wait for
+            interrupted += 1
+            if not running.done():
+                if interrupted == 1:
+                    print(f"relaydesk: interrupted; finishing {what} first (one transaction)", file=sys.stderr)
+                continue
+        break
+    me = asyncio.current_task()
+    if me is not None:
+        for _ in range(interrupted):
+            me.uncancel()
+    return running.result()
 
 
 async def rebuild_timelines(
@@ -111,14 +206,15 @@ async def rebuild_timelines(
     target: str,
     *,
     customer: str | None = None,
-    progress: bool = True,
+    progress: ShowProgress = True,
     schema: str | None = None,
     batch_size: int = REBUILD_BATCH,
     writer: Writer = "process",
 ) -> RebuildResult:
     """Rebuild the timeline store at ``target`` (a path or a postgresql:// DSN) from the log.
     ``writer``: ``"process"`` folds and writes in a second process while this one reads
-    (``services.timelines.bulk``); ``"inline"`` does everything here."""
+    (``services.timelines.bulk``); ``"inline"`` does everything here. Cancelled (Ctrl-C) before
+    the swap, nothing is swapped in; once the swap has begun, it finishes (``_let_finish``)."""
     if customer is not None:
         return await _rebuild_customer(store, target, customer, progress=progress, schema=schema)
     started = time.monotonic()
@@ -126,21 +222,16 @@ async def rebuild_timelines(
     try:
         fresh = await live.begin_rebuild()
         try:
-            with _progress(progress, "rebuild timelines", await store.last_seq() or None) as (bar, task):
-
-                def on_batch(through: int) -> None:
-                    if bar is not None and task is not None:
-                        bar.update(task, completed=through)  # log sequence: the bar's total is the log's end
-
+            async with _progress(progress, "rebuild timelines", await store.last_seq() or None) as shown:
+                # By log sequence: the total is the log's end.
                 folded, checkpoint = await fill_fresh(
-                    store, fresh, batch_size=batch_size, on_batch=on_batch, writer=writer
+                    store, fresh, batch_size=batch_size, on_batch=shown.update, writer=writer
                 )
-                if bar is not None and task is not None:
-                    bar.update(task, total=bar.tasks[0].completed)
+                shown.done(checkpoint)
         except BaseException:
             await fresh.close()
             raise
-        checkpoint = await live.swap_in(fresh)
+        checkpoint = await _let_finish(live.swap_in(fresh), "the swap")
     finally:
         await live.close()
     seconds = time.monotonic() - started
@@ -248,17 +339,16 @@ async def _fill_inline(
 
 
 async def _rebuild_customer(
-    store: EventStore, target: str, customer: str, *, progress: bool, schema: str | None
+    store: EventStore, target: str, customer: str, *, progress: ShowProgress, schema: str | None
 ) -> RebuildResult:
     started = time.monotonic()
     filter_subject = subjects.customer_filter(customer)
-    with _progress(progress, f"rebuild {customer}", None) as (bar, task):
+    async with _progress(progress, f"rebuild {customer}", None) as shown:
         through = await store.last_seq()
         events: list[StoredEvent] = []
         async for chunk in store.replay(filter_subject, 1):
             events.extend(e for e in chunk if e.seq <= through)
-            if bar is not None and task is not None:
-                bar.update(task, completed=len(events))
+            shown.update(len(events))
         if not events:
             # Checked before the store is opened: replacing the rows with nothing would delete
             # whatever rows that id has, and a SQLite target would be created.
@@ -267,7 +357,9 @@ async def _rebuild_customer(
         try:
             while True:
                 try:
-                    await live.replace_customer(customer, events, through=through)
+                    await _let_finish(
+                        live.replace_customer(customer, events, through=through), f"replacing {customer}'s rows"
+                    )
                     break
                 except CheckpointMismatch as ahead:
                     # A projector applied events past our read: read up to there and retry.
@@ -275,8 +367,7 @@ async def _rebuild_customer(
                     async for chunk in store.replay(filter_subject, start):
                         events.extend(e for e in chunk if start <= e.seq <= ahead.actual)
                     through = ahead.actual
-            if bar is not None and task is not None:
-                bar.update(task, total=len(events), completed=len(events))
+            shown.done(len(events))
         finally:
             await live.close()
     seconds = time.monotonic() - started
@@ -310,7 +401,9 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
                 console.print(f"[red]{err}")
                 return 2
         store = EventStore(nc, js, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
-        result = await rebuild_timelines(store, target, customer=customer, progress=sys.stderr.isatty())
+        # A bar for a person at a terminal; else a plain line every PROGRESS_LINE_SECONDS.
+        show: ShowProgress = True if sys.stderr.isatty() else "lines"
+        result = await rebuild_timelines(store, target, customer=customer, progress=show)
         await store.quarantine.settle()
     except NoCustomerEvents as err:
         console.print(f"[red]{err}", soft_wrap=True)

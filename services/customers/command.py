@@ -8,7 +8,6 @@ These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -106,17 +105,34 @@ async def _customers(config: Config) -> AsyncIterator[Customers]:
 
 
 def customers_command(args: argparse.Namespace, config: Config) -> int:
+    from services.cli import run_tool  # Ctrl-C and SIGTERM: one line saying what was left, 130 / 143
+
     if not config.nats.url:
         raise SystemExit("relaydesk customers: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
     if args.action == "import":
-        return asyncio.run(
-            run_import(config, Path(args.file), dry_run=args.dry_run, fmt=args.format, concurrency=args.concurrency)
+        return run_tool(
+            run_import(config, Path(args.file), dry_run=args.dry_run, fmt=args.format, concurrency=args.concurrency),
+            interrupted="nothing was written (a dry run)"
+            if args.dry_run
+            else "the lines imported so far stay; run it again for the rest (lines already in change nothing)",
         )
     if args.action == "erase":
-        return asyncio.run(run_erase(config, args.customer, args.reason, assume_yes=args.yes))
+        return run_tool(
+            run_erase(config, args.customer, args.reason, assume_yes=args.yes),
+            interrupted="if the erasure had begun, run the same command again to finish it (what is gone stays gone)",
+        )
     if args.action == "migrate-identities":
-        return asyncio.run(run_migrate_identities(config, compact=args.compact))
-    return asyncio.run(_operator_action(config, args))
+        return run_tool(
+            run_migrate_identities(config, compact=args.compact),
+            # services/identity_compaction.py: cut short anywhere, the next run finishes it.
+            interrupted="run it again to finish: cut short anywhere, the next run completes it (keep intake stopped)"
+            if args.compact
+            else "the mappings re-keyed so far stay re-keyed; run it again to finish",
+        )
+    return run_tool(
+        _operator_action(config, args),
+        interrupted="run the same command again to be sure it is done (it says so if it is)",
+    )
 
 
 def _confirmed(console: Console, customer_id: str) -> bool:
