@@ -39,7 +39,7 @@ from nats.js.kv import KeyValue
 from events import subjects
 from events.model import DeliverReply, ReplyOutcomeReported
 
-from .parse import DeliveryReport
+from .parse import DeliveryReport, status_blocks
 
 KEY_PREFIX = "email.sent."
 _OUR_ID = re.compile(r"^<?rd\.([A-Za-z0-9._-]{1,100})@[^@>\s]+>?$")
@@ -173,17 +173,7 @@ def failed_recipients(raw: bytes) -> list[FailedRecipient]:
     has no such part). ``parse.delivery_report`` says what the first failure was; this says
     whom each failure was about."""
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        blocks: list[Message] = []
-        for part in msg.walk():
-            if part.get_content_type() == "message/delivery-status":
-                payload = part.get_payload()
-                if isinstance(payload, list):
-                    blocks = [b for b in payload if isinstance(b, Message)]
-                elif isinstance(payload, str):  # a parser that left it as text
-                    chunks = re.split(r"\r?\n\s*\r?\n", payload.strip())
-                    blocks = [email.message_from_string(c, policy=email.policy.compat32) for c in chunks]
-                break
+        blocks = status_blocks(email.message_from_bytes(raw, policy=email.policy.compat32))
     except Exception:  # what the parser could not read names nobody: the caller falls back
         return []
     out: list[FailedRecipient] = []

@@ -363,19 +363,24 @@ def _bounced_message_id(msg: EmailMessage) -> str | None:
     return None
 
 
-def delivery_report(msg: Message) -> DeliveryReport | None:
-    """The per-recipient fields of the ``message/delivery-status`` part, if there is one."""
-    blocks: list[Message] = []
+def status_blocks(msg: Message) -> list[Message]:
+    """The field blocks of ``msg``'s first ``message/delivery-status`` part (RFC 3464): the
+    per-message block, then one per recipient; none without such a part."""
     for part in msg.walk():
         if part.get_content_type() == "message/delivery-status":
             payload = part.get_payload()
             if isinstance(payload, list):
-                blocks = [b for b in payload if isinstance(b, Message)]
-            elif isinstance(payload, str):  # a parser that left it as text
+                return [b for b in payload if isinstance(b, Message)]
+            if isinstance(payload, str):  # a parser that left it as text
                 chunks = re.split(r"\r?\n\s*\r?\n", payload.strip())
-                blocks = [email.message_from_string(c, policy=email.policy.compat32) for c in chunks]
-            break
-    recipients = [b for b in blocks if _header(b, "Action")]
+                return [email.message_from_string(c, policy=email.policy.compat32) for c in chunks]
+            return []
+    return []
+
+
+def delivery_report(msg: Message) -> DeliveryReport | None:
+    """The per-recipient fields of the ``message/delivery-status`` part, if there is one."""
+    recipients = [b for b in status_blocks(msg) if _header(b, "Action")]
     if not recipients:
         return None
     chosen = next((b for b in recipients if _header(b, "Action").lower() == "failed"), recipients[0])
