@@ -62,16 +62,11 @@ async def park_unparsed(
     """Store ``raw`` and park it; returns the parked record's key. Raises ``Unavailable``."""
     digest = hashlib.sha256(raw).hexdigest()
     url = f"nats-object://{bucket}/{digest}"
-    record = ParkedMessage(
-        stream=PARKED_STREAM,
-        seq=parked_seq(digest),
-        subject=subjects.inbound("email"),
-        kind="quarantined",
-        reader=READER,
-        error=error[:2000],
-        parked_at=now(),
-        data=raw[:PREVIEW_BYTES],
-        headers={RAW_OBJECT_HEADER: url, "Relaydesk-Raw-Size": str(len(raw)), "Relaydesk-Source": source},
+    record = _record(
+        digest,
+        error[:2000],
+        raw[:PREVIEW_BYTES],
+        {RAW_OBJECT_HEADER: url, "Relaydesk-Raw-Size": str(len(raw)), "Relaydesk-Source": source},
     )
     try:
         async with asyncio.timeout(timeout):
@@ -106,16 +101,8 @@ async def park_too_large(
     head = head[:PREVIEW_BYTES]
     digest = hashlib.sha256(head + b"\0" + str(size).encode()).hexdigest()
     error = f"too large: {size} bytes, over max_body_bytes ({limit}); not taken, its first {len(head)} bytes kept here"
-    record = ParkedMessage(
-        stream=PARKED_STREAM,
-        seq=parked_seq(digest),
-        subject=subjects.inbound("email"),
-        kind="quarantined",
-        reader=READER,
-        error=error,
-        parked_at=now(),
-        data=head,
-        headers={"Relaydesk-Raw-Size": str(size), "Relaydesk-Source": source, **(headers or {})},
+    record = _record(
+        digest, error, head, {"Relaydesk-Raw-Size": str(size), "Relaydesk-Source": source, **(headers or {})}
     )
     try:
         async with asyncio.timeout(timeout):
@@ -124,3 +111,18 @@ async def park_too_large(
         raise Unavailable(f"oversize mail not parked: {type(err).__name__}") from err
     log.warning("email.too_large_parked", key=record.key, source=source, size=size, limit=limit, already_parked=not new)
     return record.key
+
+
+def _record(digest: str, error: str, data: bytes, headers: dict[str, str]) -> ParkedMessage:
+    """A parked record of a mail the connector could not take, one per ``digest``."""
+    return ParkedMessage(
+        stream=PARKED_STREAM,
+        seq=parked_seq(digest),
+        subject=subjects.inbound("email"),
+        kind="quarantined",
+        reader=READER,
+        error=error,
+        parked_at=now(),
+        data=data,
+        headers=headers,
+    )
