@@ -22,7 +22,15 @@ from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.personal import CustomerKeys, PersonalDataCipher
 from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
-from events.streams import SETUP_BUDGET_S, DriftRefused, SetupFailed, StreamSettings, StreamsMissing, ensure_streams
+from events.streams import (
+    DAY,
+    SETUP_BUDGET_S,
+    DriftRefused,
+    SetupFailed,
+    StreamSettings,
+    StreamsMissing,
+    ensure_streams,
+)
 from services.config import Config, ConfigError, load
 from services.data_dir import keep, make_data_dir, read_kept
 from services.nats_auth import NatsAuth, role_credentials, server_list
@@ -85,7 +93,7 @@ async def connect(
     nc = await connect_nats(target, name=name, timeout=config.nats.connect_timeout, auth=auth)
     try:
         if not streams_ready:
-            settings = StreamSettings(replicas=config.nats.replicas)
+            settings = stream_settings(config)
             # Only `relaydesk setup` lowers a limit that deletes stored messages (shrink_limits).
             await _ensure_streams_patiently(nc, settings, create=auth.may_manage_streams, shrink=shrink_limits)
         yield Bus(nc, event_store(nc, config), auth)
@@ -93,6 +101,11 @@ async def connect(
         forget(nc)
         with skipping("bus.drain"):
             await nc.drain()
+
+
+def stream_settings(config: Config) -> StreamSettings:
+    """The streams as this config wants them (replicas, raw message retention)."""
+    return StreamSettings(replicas=config.nats.replicas, inbound_max_age=config.retention.raw_message_days * DAY)
 
 
 def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relaydesk") -> EventStore:

@@ -446,7 +446,8 @@ def _setup(config: Config, *, print_auth: bool) -> int:
     from services.bootstrap import connect
 
     async def main() -> None:
-        async with connect(config, name="relaydesk-setup", role="tool") as bus:
+        # Only setup lowers a retention limit that deletes stored messages (shrink_limits).
+        async with connect(config, name="relaydesk-setup", role="tool", shrink_limits=True) as bus:
             print(f"streams and buckets ready on {config.nats.url} (as {bus.auth.describe()})")
 
     # Each stream and bucket is created or updated on its own: running it again completes the set.

@@ -69,6 +69,10 @@ class RetentionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     # Message bodies older than this many days become unreadable (their day keys are
     # destroyed by a sweep); 0 keeps them.
     message_days: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # How long RD_INBOUND keeps the raw provider messages (an audit trail, a `dlq retry`
+    # source). At least 3 days: providers retry for up to 36 hours and the dedupe window is 48.
+    # Lowering it on an existing stream takes `relaydesk setup` (it deletes what is older).
+    raw_message_days: Annotated[int, msgspec.Meta(ge=3, le=3650)] = 14
 
 
 class HealthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

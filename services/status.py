@@ -27,10 +27,11 @@ from events import subjects
 from events.parking import ParkingLot
 from events.replay import replay_batches
 from events.store import EventStore
-from events.streams import StreamSettings, stream_drift
+from events.streams import stream_drift
 from router.fold import evolve
 from router.queues import queue_summaries
 from router.state import RouterState
+from services.bootstrap import stream_settings
 from services.config import Config
 from services.lease import LeaseValue
 from services.state_snapshots import read_state
@@ -159,7 +160,7 @@ async def status(nc: NATS, config: Config | None = None) -> dict[str, Any]:
         "routing": routing_summary(await routing_state(nc), config, datetime.now(UTC)),
         "parked": await ParkingLot(js).counts(),
         # Streams and buckets that differ from the wanted config ([nats] replicas, …).
-        "drift": [d.as_dict() for d in await stream_drift(js, StreamSettings(replicas=config.nats.replicas))],
+        "drift": [d.as_dict() for d in await stream_drift(js, stream_settings(config))],
     }
 
 

@@ -14,6 +14,8 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from events import subjects
 from events.streams import StreamSettings, ensure_streams, stream_drift
+from services.bootstrap import stream_settings
+from services.config import load as load_config
 from services.embedded_nats import EmbeddedNats
 
 pytestmark = pytest.mark.integration
@@ -63,5 +65,23 @@ async def test_a_service_start_never_lowers_a_limit_so_far_that_stored_messages_
         assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
         await ensure_streams(js, StreamSettings(), shrink=True)  # relaydesk setup
         assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == StreamSettings().inbound_max_age
+    finally:
+        await nc.close()
+
+
+async def test_raw_message_retention_is_a_setting_setup_applies(clean_nats: EmbeddedNats) -> None:
+    # The audit's operator wanted 90 days of raw messages for an audit trail; it was hard-coded.
+    config = load_config(None, {"RELAYDESK_RETENTION_RAW_MESSAGE_DAYS": "90"})
+    assert stream_settings(config).inbound_max_age == 90 * 86400.0
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, stream_settings(config))
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 90 * 86400.0
+        shorter = load_config(None, {"RELAYDESK_RETENTION_RAW_MESSAGE_DAYS": "30"})
+        await ensure_streams(js, stream_settings(shorter))  # a service start: kept
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 90 * 86400.0
+        await ensure_streams(js, stream_settings(shorter), shrink=True)  # relaydesk setup
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
     finally:
         await nc.close()
