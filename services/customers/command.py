@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import BucketNotFoundError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -27,7 +28,7 @@ from services.customers.erase import Eraser, ErasureTargets
 from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
-from services.identity_compaction import CompactionFailed, intake_reading
+from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 
 HELP = """\
 Customers, straight on the event log (needs RELAYDESK_NATS_URL or --nats-url):
@@ -85,7 +86,7 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
 
 
 @asynccontextmanager
-async def _customers(config: Config) -> AsyncIterator[Customers]:
+async def _customers(config: Config, *, finishing_compaction: bool = False) -> AsyncIterator[Customers]:
     url = config.nats.url
     try:
         nc = await connect_for_tool(url, config)
@@ -95,7 +96,18 @@ async def _customers(config: Config) -> AsyncIterator[Customers]:
         js = nc.jetstream()
         if not await streams_exist(js):
             raise SystemExit(f"relaydesk customers: no Relaydesk event log on {url} (run relaydesk up first)")
-        kv = await js.key_value(subjects.IDENTITY_BUCKET)
+        try:
+            kv = await js.key_value(subjects.IDENTITY_BUCKET)
+        except BucketNotFoundError:
+            # A compaction cut short between the bucket's delete and its create: only finishing
+            # it may recreate the bucket (an empty one would split every customer).
+            found = await recreate_if_cut_short(js, subjects.IDENTITY_BUCKET) if finishing_compaction else None
+            if found is None:
+                raise SystemExit(
+                    f"relaydesk customers: {subjects.IDENTITY_BUCKET} is missing on {url}; if a compaction was cut"
+                    " short, `relaydesk customers migrate-identities --compact` finishes it"
+                ) from None
+            kv = found
         rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
         directory = IdentityDirectory(kv, rules)
         # Sealing and opening personal data like every service (events.personal).
@@ -204,7 +216,7 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
 
 async def run_migrate_identities(config: Config, *, compact: bool = False) -> int:
     console = Console(stderr=True, soft_wrap=True, highlight=False)
-    async with _customers(config) as customers:
+    async with _customers(config, finishing_compaction=compact) as customers:
         with console.status("re-keying rd_identity…"):
             moved = await customers.directory.migrate_all()
         console.print(f"{moved} identity mappings re-keyed (hashed); no key holds an address now")

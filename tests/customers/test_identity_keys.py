@@ -106,7 +106,7 @@ async def test_compacting_rewrites_the_bucket_and_keeps_every_current_entry(nc: 
     assert await d.lookup(f"email:gone-{uid}@example.com") is None
     assert await d.merged_into(gone) == kept
     info = await js.stream_info(f"KV_{bucket}")
-    assert info.state.messages == 4  # no purge marker, no removed value left in the new files
+    assert info.state.messages == 5  # the four and the compaction's own mark: no purge marker, no removed value
     await js.delete_key_value(bucket)
 
 
@@ -150,6 +150,64 @@ async def test_a_compaction_cut_short_loses_nothing_and_running_it_again_finishe
         assert await again.lookup(identity) == owner
     with pytest.raises(BucketNotFoundError):
         await js.key_value(bucket + identity_compaction.COPY_SUFFIX)  # the copy is dropped once checked
+    await js.delete_key_value(bucket)
+
+
+async def test_a_copy_left_behind_by_a_finished_compaction_is_never_refilled_from(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A review: cut after the refill was checked but before the copy was dropped, the next
+    # compaction (weeks later) refilled the bucket from that old copy, losing every mapping
+    # made since and bringing back every identity forgotten since.
+    js = nc.jetstream()
+    bucket = f"rd_identity_left_{uid}"
+    d = IdentityDirectory(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), bucket=bucket)
+    old, _ = await d.resolve(f"phone:+1555{uid_digits(uid)}001")
+    real_delete = js.delete_key_value
+
+    async def cut_at_the_copy(name: str) -> bool:
+        if name.endswith(identity_compaction.COPY_SUFFIX):
+            raise Cut
+        return await real_delete(name)
+
+    monkeypatch.setattr(js, "delete_key_value", cut_at_the_copy)
+    with pytest.raises(Cut):
+        await d.compact()
+    monkeypatch.setattr(js, "delete_key_value", real_delete)
+    later = IdentityDirectory(await js.key_value(bucket), bucket=bucket)
+    new, _ = await later.resolve(f"phone:+1555{uid_digits(uid)}002")  # made after the refill
+    await later.forget(f"phone:+1555{uid_digits(uid)}001")  # an erasure after it
+    await later.compact()
+    assert await later.lookup(f"phone:+1555{uid_digits(uid)}002") == new
+    assert await later.lookup(f"phone:+1555{uid_digits(uid)}001") is None, f"{old} came back"
+    await js.delete_key_value(bucket)
+
+
+async def test_a_compaction_cut_between_the_delete_and_the_create_is_finished_by_running_it_again(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = nc.jetstream()
+    bucket = f"rd_identity_gap_{uid}"
+    d = IdentityDirectory(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), bucket=bucket)
+    owner, _ = await d.resolve(f"phone:+1555{uid_digits(uid)}003")
+    real_create = js.create_key_value
+
+    async def cut_before_the_create(config: KeyValueConfig) -> Any:
+        if config.bucket == bucket:
+            raise Cut
+        return await real_create(config)
+
+    monkeypatch.setattr(js, "create_key_value", cut_before_the_create)
+    with pytest.raises(Cut):
+        await d.compact()
+    monkeypatch.setattr(js, "create_key_value", real_create)
+    with pytest.raises(BucketNotFoundError):
+        await js.key_value(bucket)  # the gap the command must get past
+    kv = await identity_compaction.recreate_if_cut_short(js, bucket)  # what the command does first
+    assert kv is not None
+    again = IdentityDirectory(kv, bucket=bucket)
+    await again.compact()
+    assert await again.lookup(f"phone:+1555{uid_digits(uid)}003") == owner
     await js.delete_key_value(bucket)
 
 
