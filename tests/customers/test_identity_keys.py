@@ -224,11 +224,12 @@ async def test_a_running_intake_is_seen_before_compacting(nc: NATS, uid: str) ->
         assert await identity_compaction.intake_reading(js, stream) == 0  # no intake ever ran
         await js.add_consumer(stream, durable_name="intake", ack_policy="explicit")
         sub = await js.pull_subscribe_bind("intake", stream)
-        fetch = asyncio.create_task(sub.fetch(1, timeout=30))
+        fetch = asyncio.create_task(sub.fetch(1, timeout=5))
         try:
             await eventually(lambda: identity_compaction.intake_reading(js, stream))
         finally:
             fetch.cancel()
+            await sub.unsubscribe()  # or the connection's drain waits out the request
     finally:
         await js.delete_stream(stream)
 
