@@ -10,12 +10,13 @@ import dataclasses
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import nats.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 log = structlog.get_logger(__name__)
@@ -312,11 +313,16 @@ async def ensure_store(
         return [], current
     kept: list[Drift] = []
     if not shrink:
-        kept = [dataclasses.replace(d, status="kept") for d in found if deletes_data(d.field, d.old, d.new)]
+        kept = [
+            dataclasses.replace(d, status="kept")
+            for d in found
+            if deletes_data(d.field, d.old, d.new) and await _would_delete(js, info, d)
+        ]
         for d in kept:
             log.warning("streams.limit_kept", name=spec.name, field=d.field, old=d.old, new=d.new,
                         why="lowering it would delete stored messages now", fix="relaydesk setup")  # fmt: skip
-        found = [d for d in found if not deletes_data(d.field, d.old, d.new)]
+        held = {d.field for d in kept}
+        found = [d for d in found if d.field not in held]
         if not found:
             return kept, current
     changes = {d.field: _raw(spec, d) for d in found}
@@ -331,6 +337,27 @@ async def ensure_store(
     for d in found:
         log.warning("streams.updated", name=spec.name, field=d.field, old=d.old, new=d.new)
     return kept + [dataclasses.replace(d, status="updated") for d in found], current
+
+
+async def _would_delete(js: JetStreamContext, info: StreamInfo, drift: Drift) -> bool:
+    """Whether lowering ``drift``'s limit deletes a message the stream holds now (a limit
+    still above what it holds deletes nothing, and is applied at any start)."""
+    state = info.state
+    if not state.messages:
+        return False
+    if drift.field == "max_bytes":
+        return bool(state.bytes > drift.new)
+    if drift.field == "max_msgs":
+        return bool(state.messages > drift.new)
+    if drift.field == "max_age":
+        try:
+            oldest = await js.get_msg(info.config.name or "", state.first_seq)
+        except (NotFoundError, APIError):
+            return True  # not known: keep what is there
+        if not isinstance(oldest.time, datetime):
+            return True
+        return bool(datetime.now(UTC) - oldest.time > timedelta(seconds=float(drift.new)))
+    return True  # per-subject counts are not known without reading every subject
 
 
 def _raw(spec: StoreSpec, drift: Drift) -> Any:

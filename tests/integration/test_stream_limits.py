@@ -6,7 +6,7 @@ and then parked, and the services said ready."""
 
 from __future__ import annotations
 
-import dataclasses
+from datetime import UTC, datetime
 
 import nats
 import pytest
@@ -17,6 +17,7 @@ from events.streams import StreamSettings, ensure_streams, stream_drift
 from services.bootstrap import stream_settings
 from services.config import load as load_config
 from services.embedded_nats import EmbeddedNats
+from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +53,29 @@ async def test_a_stream_with_limits_of_its_own_is_set_to_ours(clean_nats: Embedd
 
 async def test_a_service_start_never_lowers_a_limit_so_far_that_stored_messages_go(clean_nats: EmbeddedNats) -> None:
     # An operator audit: RD_INBOUND kept for 30 days by hand went back to 14 (deleting what
-    # was older at once) when any service started. Only `relaydesk setup` (shrink) lowers it.
+    # was older at once) when any service started. Only `relaydesk setup` (shrink) deletes;
+    # a lower limit that deletes nothing (a review) is applied at any start.
     nc = await nats.connect(clean_nats.url)
     try:
         js = nc.jetstream()
         await ensure_streams(js, StreamSettings())
-        info = await js.stream_info(subjects.INBOUND_STREAM)
-        await js.update_stream(dataclasses.replace(info.config, max_age=30 * 86400.0))
         await js.publish("rd.inbound.sms", b"{}")
-        kept = [d for d in await ensure_streams(js, StreamSettings()) if d.stream == subjects.INBOUND_STREAM]
-        assert [(d.field, d.status) for d in kept] == [("max_age", "kept")]
-        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
-        await ensure_streams(js, StreamSettings(), shrink=True)  # relaydesk setup
-        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == StreamSettings().inbound_max_age
+        fresh_only = StreamSettings(inbound_max_age=7 * 86400.0)
+        applied = [d for d in await ensure_streams(js, fresh_only) if d.stream == subjects.INBOUND_STREAM]
+        assert [(d.field, d.status) for d in applied] == [("max_age", "updated")]  # its one message is new
+
+        tight = StreamSettings(inbound_max_age=2.0, inbound_dedupe_window=1.0)
+
+        async def older_than_the_limit() -> bool:
+            oldest = await js.get_msg(subjects.INBOUND_STREAM, 1)
+            return oldest.time is not None and (datetime.now(UTC) - oldest.time).total_seconds() > 2.5
+
+        await eventually(older_than_the_limit)
+        kept = [d for d in await ensure_streams(js, tight) if d.stream == subjects.INBOUND_STREAM]
+        assert ("max_age", "kept") in [(d.field, d.status) for d in kept]
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).state.messages == 1
+        await ensure_streams(js, tight, shrink=True)  # relaydesk setup
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 2.0
     finally:
         await nc.close()
 
@@ -79,9 +90,7 @@ async def test_raw_message_retention_is_a_setting_setup_applies(clean_nats: Embe
         await ensure_streams(js, stream_settings(config))
         assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 90 * 86400.0
         shorter = load_config(None, {"RELAYDESK_RETENTION_RAW_MESSAGE_DAYS": "30"})
-        await ensure_streams(js, stream_settings(shorter))  # a service start: kept
-        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 90 * 86400.0
-        await ensure_streams(js, stream_settings(shorter), shrink=True)  # relaydesk setup
+        await ensure_streams(js, stream_settings(shorter))  # nothing is older: any start applies it
         assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
     finally:
         await nc.close()
