@@ -12,7 +12,11 @@ Freshdesk → Relaydesk: an automation rule ("Ticket is updated") triggers a web
 with the ticket id and the shared secret in a header (Freshdesk webhooks are not signed).
 The webhook is only a nudge: the sink reads the ticket's conversations and status from the
 API itself, sends every public agent reply it has not sent yet (by conversation id) to the
-customer, and resolves the conversation when the status is 4 (resolved) or 5 (closed).
+customer, and resolves the conversation when the status is 4 (resolved) or 5 (closed). The
+conversations are read page by page (100 a page, up to ``MAX_PAGES``), not only the first 30.
+
+A note is never posted twice blind: after a timeout or 5xx the event is tried again and a note
+with the same text already on the ticket is adopted; its text is known as ours for ten minutes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from .sdk.errors import Malformed
 
 TOKEN_HEADER = "X-Relaydesk-Webhook-Token"
 OPEN, RESOLVED, CLOSED = 2, 4, 5
+PER_PAGE = 100  # Freshdesk's largest page of a ticket's conversations (the default is 30)
+MAX_PAGES = 50  # 5,000 entries: a bound, not a limit any real ticket reaches
 
 
 class FreshdeskSettings(SinkSettings, kw_only=True):
@@ -159,11 +165,41 @@ class FreshdeskSink(Sink):
         note: dict[str, Any] = {"body": _html(text), "private": False, "incoming": incoming}
         if user:
             note["user_id"] = int(user)
-        await self.state.posting(link.ticket_id, text)
-        answer = await self.api.call("POST", f"/api/v2/tickets/{link.ticket_id}/notes", json=note)
+        if await self.state.posting(link.ticket_id, text):
+            # An earlier attempt's answer never came: Freshdesk may have stored the note.
+            found = await self._stored_note(link.ticket_id, text, user)
+            if found:
+                await self.state.posted(link.ticket_id, text, found)
+                await self.state.mark_synced(item_id, found)
+                return
+        answer = await self.api.call("POST", f"/api/v2/tickets/{link.ticket_id}/notes", json=note, retry=False)
         note_id = str((answer or {}).get("id") or "")
         await self.state.posted(link.ticket_id, text, note_id)
         await self.state.mark_synced(item_id, note_id)
+
+    async def _stored_note(self, ticket_id: str, text: str, user: str) -> str:
+        """The id of a note on the ticket with this text (and author) no post of ours claimed, or ""."""
+        for entry in await self._conversations(ticket_id):
+            entry_id = str(entry.get("id") or "")
+            if str(entry.get("body_text") or "").strip() != text.strip():
+                continue
+            if user and str(entry.get("user_id") or "") != user:
+                continue
+            if await self.state.adoptable(entry_id):
+                return entry_id
+        return ""
+
+    async def _conversations(self, ticket_id: str) -> list[Mapping[str, Any]]:
+        """Every conversation entry of the ticket: Freshdesk pages them (``per_page`` up to 100),
+        so pages are read until one comes back short (at most ``MAX_PAGES``)."""
+        out: list[Mapping[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            params = {"per_page": str(PER_PAGE), "page": str(page)}
+            chunk = await self.api.call("GET", f"/api/v2/tickets/{ticket_id}/conversations", params=params) or []
+            out.extend(entry for entry in chunk if isinstance(entry, Mapping))
+            if len(chunk) < PER_PAGE:
+                break
+        return out
 
     # -- Freshdesk → Relaydesk -----------------------------------------------------------------
 
@@ -186,7 +222,7 @@ class FreshdeskSink(Sink):
         if link is None:
             return {"acted": False, "ignored": "not a Relaydesk ticket"}
         sent = 0
-        for entry in await self.api.call("GET", f"/api/v2/tickets/{ticket_id}/conversations") or []:
+        for entry in await self._conversations(ticket_id):
             if await self._relay(link, ticket_id, entry):
                 sent += 1
         status = (await self.api.call("GET", f"/api/v2/tickets/{ticket_id}") or {}).get("status")

@@ -23,8 +23,11 @@ body)):
 - status solved or closed → ``ConversationResolved``.
 
 Nothing loops: comments the sink posted are known by id (and by body while the post is in
-flight) and never sent back; customers' comments (not staff) are not replies; facts the sink
-appended itself are never synced back to Zendesk (the SDK skips them).
+flight and ten minutes after) and never sent back; a comment write is never retried blind
+after a timeout or 5xx (Zendesk may have stored it): the event is tried again and a stored
+comment with the same body is adopted instead of posting a second one; customers' comments
+(not staff) are not replies; facts the sink appended itself are never synced back to Zendesk
+(the SDK skips them).
 """
 
 from __future__ import annotations
@@ -203,13 +206,35 @@ class ZendeskSink(Sink):
         comment: dict[str, Any] = {"body": text, "public": True}
         if author:
             comment["author_id"] = int(author)
-        await self.state.posting(link.ticket_id, text)
+        if await self.state.posting(link.ticket_id, text):
+            # An earlier attempt's answer never came: Zendesk may have stored the comment.
+            found = await self._stored_comment(link.ticket_id, text, author)
+            if found:
+                await self.state.posted(link.ticket_id, text, found)
+                await self.state.mark_synced(item_id, found)
+                return
         answer = await self.api.call(
-            "PUT", f"/api/v2/tickets/{link.ticket_id}.json", json={"ticket": {"comment": comment}}
+            "PUT", f"/api/v2/tickets/{link.ticket_id}.json", json={"ticket": {"comment": comment}}, retry=False
         )
         comment_id = _comment_id(answer)
         await self.state.posted(link.ticket_id, text, comment_id)
         await self.state.mark_synced(item_id, comment_id)
+
+    async def _stored_comment(self, ticket_id: str, text: str, author: str) -> str:
+        """The id of a recent comment on the ticket with this body (and author) that no post of
+        ours claimed yet, or "" (the newest 100 comments are looked at)."""
+        answer = await self.api.call(
+            "GET", f"/api/v2/tickets/{ticket_id}/comments.json", params={"sort_order": "desc", "per_page": "100"}
+        )
+        for comment in (answer or {}).get("comments") or []:
+            comment_id = str(comment.get("id") or "")
+            if str(comment.get("body") or "").strip() != text.strip():
+                continue
+            if author and str(comment.get("author_id") or "") != author:
+                continue
+            if await self.state.adoptable(comment_id):
+                return comment_id
+        return ""
 
     # -- Zendesk → Relaydesk -------------------------------------------------------------------
 

@@ -126,7 +126,14 @@ class FakeFreshdesk(FakeHelpdesk):
         ticket = self.tickets.get(request.match_info["id"])
         if ticket is None:
             return web.json_response({"code": "access_denied"}, status=404)
-        return web.json_response([self._entry(c, source=0) for c in ticket.comments if c.id != "desc"])
+        # Freshdesk pages a ticket's conversations: 30 by default, per_page up to 100, Link: next.
+        entries = [self._entry(c, source=0) for c in ticket.comments if c.id != "desc"]
+        page = int(request.query.get("page", "1"))
+        per_page = min(int(request.query.get("per_page", "30")), 100)
+        headers = {}
+        if page * per_page < len(entries):
+            headers["Link"] = f'<{self.url}{request.path}?page={page + 1}&per_page={per_page}>; rel="next"'
+        return web.json_response(entries[(page - 1) * per_page : page * per_page], headers=headers)
 
     # -- webhooks ------------------------------------------------------------------------------
 

@@ -62,3 +62,14 @@ async def test_refusals_are_not_retried(served: tuple[Script, ProviderApi]) -> N
     with pytest.raises(AuthFailed, match="403"):
         await api.call("PUT", "/x", json={})
     assert script.calls == 2
+
+
+async def test_a_write_that_is_not_idempotent_is_not_sent_again_blind(served: tuple[Script, ProviderApi]) -> None:
+    script, api = served
+    script.statuses = [503, 200]
+    with pytest.raises(Transient, match="not retried"):
+        await api.call("POST", "/notes", json={}, retry=False)
+    assert script.calls == 1  # the helpdesk may have stored it: the sink looks before posting again
+    script.statuses = [429, 200]  # a 429 was not carried out: waited out and sent again
+    assert (await api.call("POST", "/notes", json={}, retry=False))["ok"] is True
+    assert script.calls == 3

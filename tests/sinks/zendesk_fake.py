@@ -35,6 +35,7 @@ class FakeZendesk(FakeHelpdesk):
         app.router.add_get("/api/v2/tickets.json", self._list)
         app.router.add_post("/api/v2/tickets.json", self._create)
         app.router.add_put("/api/v2/tickets/{id}.json", self._update)
+        app.router.add_get("/api/v2/tickets/{id}/comments.json", self._comments)
 
     async def _user(self, request: web.Request) -> web.Response:
         user = (await request.json())["user"]
@@ -59,6 +60,23 @@ class FakeZendesk(FakeHelpdesk):
         wanted = request.query.get("external_id")
         found = [self._ticket_json(t) for t in self.tickets.values() if t.conversation_id == wanted]
         return web.json_response({"tickets": found, "count": len(found), "next_page": None})
+
+    async def _comments(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"error": "RecordNotFound"}, status=404)
+        found = [
+            {
+                "id": int(c.id),
+                "body": c.body,
+                "author_id": int(c.author) if c.author.isdigit() else None,
+                "public": c.public,
+            }
+            for c in ticket.comments
+        ]
+        if request.query.get("sort_order") == "desc":
+            found.reverse()
+        return web.json_response({"comments": found, "next_page": None, "count": len(found)})
 
     def _audit(self, ticket: FakeTicket, comment: dict[str, Any] | None) -> dict[str, Any]:
         events = []

@@ -7,6 +7,11 @@ as long as its ``Retry-After`` says (capped by ``max_retry_after``), and raises:
 - ``AuthFailed`` on 401/403 (never retried: credentials do not fix themselves),
 - ``Rejected`` on any other 4xx (the request is wrong; retrying cannot help),
 - ``Transient`` once the attempts are spent (the caller tries the whole event again later).
+
+A write that is not idempotent (a comment, a note) is sent with ``retry=False``: after a
+timeout, a connection error or a 5xx the helpdesk may have stored it all the same, so it is not
+sent again blind; ``Transient`` is raised at once and the sink, trying the event again, looks
+for the comment before posting (``Sink`` authors: see ``SinkState.posting``).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class ProviderApi:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        retry: bool = True,
     ) -> Any:
         """The JSON answer of ``method path`` (None for an empty body); see the module docstring."""
         await self.open()
@@ -130,6 +136,9 @@ class ProviderApi:
                 # The exception text may carry the URL (a token in it): keep the type only.
                 SINK_API_CALLS.labels(sink=self.sink, status="error").inc()
                 reason = f"{method} {path}: helpdesk unreachable ({type(err).__name__})"
+            if not retry and not reason.endswith("(429)"):
+                # A timeout or 5xx: the request may have been carried out; not sent twice blind.
+                raise Transient(f"{reason} (not retried: the helpdesk may have stored it)")
             if attempt < self.attempts:
                 self.log.info("sink.api_retry", path=path, attempt=attempt, wait_s=round(wait, 2), reason=reason)
                 await self._sleep(wait)

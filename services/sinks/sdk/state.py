@@ -8,8 +8,10 @@ Keys (all written by the sink only):
 - ``ticket.<ticket id>``: the conversation id (webhooks name the ticket);
 - ``synced.<message or reply id>``: the helpdesk comment posted for it (no second comment);
 - ``ours.<comment id>``: a comment the sink posted (never sent back to the customer);
-- ``posting.<ticket id>.<body hash>``: set while a comment is being posted, so a webhook
-  that arrives before the post returns is still recognised as ours;
+- ``posting.<ticket id>.<body hash>``: set while a comment is being posted (``pending``) and
+  kept for ``OURS_TTL`` seconds after (its expiry time), so a webhook that arrives before the
+  post returns, or about a copy of the comment the helpdesk stored although its answer timed
+  out, is still recognised as ours;
 - ``relayed.<comment id>``: a helpdesk comment already sent to the customer (the reply id);
 - ``parked.<sequence>``: a log event the sink could not sync (``ParkedEvent``).
 """
@@ -17,6 +19,7 @@ Keys (all written by the sink only):
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime
 
 import msgspec
@@ -46,6 +49,12 @@ class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     parked_at: datetime
     auth: bool = False  # parked because the helpdesk refused the sink's credentials
+
+
+# How long (s) after a post returned a comment with the same body on the same ticket is still
+# taken for the sink's own (a duplicate the helpdesk stored while our call timed out).
+OURS_TTL = 600.0
+PENDING = b"pending"
 
 
 def bucket_name(sink: str) -> str:
@@ -133,21 +142,47 @@ class SinkState:
     async def mark_synced(self, item_id: str, comment_id: str) -> None:
         await self.put(f"synced.{item_id}", comment_id or "-")
 
-    async def posting(self, ticket_id: str, text: str) -> None:
-        await self.put(f"posting.{ticket_id}.{body_hash(text)}", "1")
+    async def posting(self, ticket_id: str, text: str) -> bool:
+        """Mark a post of ``text`` on the ticket as in flight; True if an earlier attempt's
+        marker was there already (its comment may exist although its answer never came)."""
+        key = f"posting.{ticket_id}.{body_hash(text)}"
+        earlier = await self.get(key)
+        await self.put(key, PENDING)
+        return earlier is not None
 
-    async def posted(self, ticket_id: str, text: str, comment_id: str) -> None:
-        """The post returned: remember its id; the body marker goes (an agent may later write
-        the same words in the helpdesk, and those must reach the customer)."""
+    async def posted(self, ticket_id: str, text: str, comment_id: str, *, now: float | None = None) -> None:
+        """The post returned: remember its id; the body marker stays for ``OURS_TTL`` seconds
+        (a copy stored by a timed-out attempt is ours too), then goes: an agent may later write
+        the same words in the helpdesk, and those must reach the customer."""
         if comment_id:
             await self.put(f"ours.{comment_id}", ticket_id)
-        await self.delete(f"posting.{ticket_id}.{body_hash(text)}")
+        expires = (time.time() if now is None else now) + OURS_TTL
+        await self.put(f"posting.{ticket_id}.{body_hash(text)}", f"{expires:.0f}")
 
-    async def is_ours(self, ticket_id: str, comment_id: str, text: str) -> bool:
-        """A comment the sink posted itself (by id, or by body while its post was in flight)."""
+    async def is_ours(self, ticket_id: str, comment_id: str, text: str, *, now: float | None = None) -> bool:
+        """A comment the sink posted itself: by id, or by body while its post is in flight and
+        for ``OURS_TTL`` seconds after it returned."""
         if comment_id and await self.get(f"ours.{comment_id}") is not None:
             return True
-        return await self.get(f"posting.{ticket_id}.{body_hash(text)}") is not None
+        key = f"posting.{ticket_id}.{body_hash(text)}"
+        marker = await self.get(key)
+        if marker is None:
+            return False
+        if marker != PENDING:
+            try:
+                expired = float(marker) <= (time.time() if now is None else now)
+            except ValueError:
+                expired = False
+            if expired:
+                await self.delete(key)
+                return False
+        if comment_id:
+            await self.put(f"ours.{comment_id}", ticket_id)
+        return True
+
+    async def adoptable(self, comment_id: str) -> bool:
+        """A comment with our body that no earlier post of ours claimed."""
+        return bool(comment_id) and await self.get(f"ours.{comment_id}") is None
 
     async def relayed(self, comment_id: str) -> str | None:
         raw = await self.get(f"relayed.{comment_id}")
