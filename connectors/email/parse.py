@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
-import mimetypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,27 +13,21 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 
 import structlog
-from mailparser_reply import EmailReplyParser  # type: ignore[import-untyped]
 
 from connectors.sdk import Malformed
 from events.model import Attachment, InboundMessage
-from events.skips import count_skip
 
 from . import threads
 from .calendar import invitation_text
 from .charsets import clean_text, decode_bytes, decode_words, utf8_header_section
+from .filenames import filename, raw_header, safe_filename
 from .html import cap_html, html_to_text
+from .lenient import forgiven
+from .mime_repair import mend_multiparts
+from .quotes import latest_reply
 from .settings import EmailSettings
 
 log = structlog.get_logger(__name__)
-
-
-def _forgiven(what: str, err: Exception) -> None:
-    """A part of a mail the parser could not read, passed over so the mail is still accepted:
-    said (which part, the error's type; never the content) and counted (``relaydesk_skipped_total``
-    with ``where="email.parse.<what>"``)."""
-    log.info("email.parse_forgiven", part=what, error=type(err).__name__)
-    count_skip(f"email.parse.{what}")
 
 
 PROVIDER = "email"
@@ -107,7 +100,7 @@ def parse_email(
     sender, sender_name = _sender(msg, mail_from)
     metadata: dict[str, str] = {"source": source}
     # Before anything reads the body: a multipart the parser could not split is split again.
-    resplit, unsplit = _mend_multiparts(msg)
+    resplit, unsplit = mend_multiparts(msg)
 
     message_ids = threads.msgids(_header(msg, "Message-ID"))
     if message_ids:
@@ -176,7 +169,7 @@ def parse_email(
     # customer's evidence (an invoice forwarded below one line), not history to drop.
     replying = bool(thread_ref or "thread_token" in metadata or "subject_tag" in metadata)
     if settings.strip_quotes and text and auto is None and replying:
-        latest = _latest_reply(text, settings.quote_languages)
+        latest = latest_reply(text, settings.quote_languages)
         if latest and latest.strip() != text.strip():
             text = latest.strip()
             metadata["quote_stripped"] = "true"
@@ -241,25 +234,15 @@ def _header(msg: Message, name: str) -> str:
     try:
         value = msg.get(name)
     except Exception as err:  # a header the policy cannot parse at all
-        _forgiven(f"header.{name.lower()}", err)
+        forgiven(f"header.{name.lower()}", err)
         return ""
     return clean_text(" ".join(str(value).split())) if value is not None else ""
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    """The first ``name`` field as sent (unfolded; RFC 2047 words and RFC 2231 values still
-    encoded), or None."""
-    wanted = name.lower()
-    for key, value in msg.raw_items():
-        if key.lower() == wanted:
-            return re.sub(r"\r?\n", "", str(value))
-    return None
 
 
 def _text_header(msg: Message, name: str) -> str:
     """A free-text field (Subject) with its RFC 2047 words read by ``charsets.decode_words``
     (labels as in a body), not by Python's header registry (U+FFFD for a label it does not know)."""
-    raw = _raw_header(msg, name)
+    raw = raw_header(msg, name)
     return clean_text(" ".join(decode_words(raw).split())) if raw is not None else ""
 
 
@@ -288,11 +271,11 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
             first = addresses[0]
             name, address = first.display_name, first.addr_spec
     except Exception as err:  # read again below from the raw header
-        _forgiven("from", err)
+        forgiven("from", err)
     name, address = clean_text(name or ""), clean_text(address or "")
     if not address:
         name, address = parseaddr(_header(msg, "From"))
-    raw = _raw_header(msg, "From") or ""
+    raw = raw_header(msg, "From") or ""
     if "=?" in raw:
         # The display name's encoded words read under their labels as a body is. Parsed first,
         # decoded after: a decoded name can never make or change an address.
@@ -414,7 +397,7 @@ def _decoded(part: Message) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception as err:  # a transfer encoding broken beyond what the parser forgives
-        _forgiven("transfer_encoding", err)
+        forgiven("transfer_encoding", err)
         payload = None
     if not isinstance(payload, bytes):
         raw = part.get_payload()
@@ -440,116 +423,6 @@ def _body_text(msg: EmailMessage, unsplit: Sequence[Message] = ()) -> tuple[str,
     if raw:
         text = "\n\n".join([text, *raw] if text else raw)
     return text, html_only, html_cut
-
-
-# A delimiter line as RFC 2046 allows a boundary (1-70 of its characters, no space at the end).
-_DELIMITER = re.compile(rb"^--([0-9A-Za-z'()+_,./:=?-][0-9A-Za-z'()+_,./:=? -]{0,69})(?<! )[ \t]*\r?$", re.M)
-_MEND_DEPTH = 8
-
-
-def _mend_multiparts(msg: Message) -> tuple[bool, list[Message]]:
-    """(any split again, those left whole): the multiparts under ``msg`` (itself included, attached
-    messages not entered) whose body the parser could not split into parts, with a boundary
-    parameter that no delimiter in the body matches (``StartBoundaryNotFoundDefect``) or none at
-    all (``NoBoundaryInMultipartDefect``): Python keeps such a body as one string, and it held
-    the whole mail ("My account number is …") while the mail read as empty. Each is split again
-    on the first delimiter its body does use where that gives MIME parts; the rest stay whole
-    for ``_body_text`` to give as they were sent."""
-    whole: list[Message] = []
-    resplit = False
-
-    def visit(part: Message, depth: int) -> None:
-        nonlocal resplit
-        if part.get_content_maintype() != "multipart":
-            return
-        if not part.is_multipart():
-            if depth >= _MEND_DEPTH or not _resplit(part):
-                whole.append(part)
-                return
-            resplit = True
-        for sub in part.get_payload():
-            if isinstance(sub, Message):
-                visit(sub, depth + 1)
-
-    visit(msg, 0)
-    return resplit, whole
-
-
-def _resplit(part: Message) -> bool:
-    """Split ``part`` (a multipart Python left as one string) on the first delimiter line in
-    its body, if every part that gives has a ``Content-*`` field (MIME, not prose with a "--")."""
-    try:
-        body = part.get_payload(decode=True)
-        if not isinstance(body, bytes) or (found := _DELIMITER.search(body)) is None:
-            return False
-        boundary = found.group(1).decode("ascii")
-        head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\r\n\r\n'.encode()
-        again = email.message_from_bytes(head + body, policy=POLICY)
-        parts = again.get_payload()
-        if not isinstance(parts, list) or not parts:
-            return False
-        if not all(isinstance(p, Message) and any(k.lower().startswith("content-") for k in p) for p in parts):
-            return False
-        part.set_payload(parts)
-        part.set_boundary(boundary)
-        part.preamble, part.epilogue = again.preamble, again.epilogue
-        return True
-    except Exception as err:  # a guess at a broken mail: never worth losing the mail over
-        _forgiven("resplit", err)
-        return False
-
-
-# What the quote stripper is shown. Its quote-header patterns backtrack on long lines full of
-# "on" (a quadratic cost per line: one 80 KB paragraph held the event loop, and every service
-# of `relaydesk up` with it, for 144 s). A quote header is a short line near the top of a
-# reply, so the stripper sees only the first lines, each long line replaced by a placeholder
-# (no header is that long) and put back in what it keeps.
-STRIP_SCAN_CHARS = 20_000
-STRIP_LINE_CHARS = 160
-_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
-
-
-def _latest_reply(text: str, languages: list[str]) -> str | None:
-    """The reply without the quoted history, or None where no quote header was found."""
-    if "\ue000" in text or "\ue001" in text:
-        return None  # the placeholders' own characters: not worth the risk of mixing them up
-    long_lines: list[str] = []
-
-    def shortened(line: str) -> str:
-        if len(line) <= STRIP_LINE_CHARS:
-            return line
-        long_lines.append(line)
-        return f"\ue000{len(long_lines) - 1}\ue001"
-
-    head = "\n".join(shortened(line) for line in text[:STRIP_SCAN_CHARS].split("\n"))
-    try:
-        latest = EmailReplyParser(languages=languages).parse_reply(head)
-    except Exception as err:  # the parser is heuristic; never lose the message over it
-        _forgiven("quoted_history", err)
-        return None
-    if not isinstance(latest, str) or _lines(latest) == _lines(head):
-        return None  # no quote header in the head (the parser also trims each line's end)
-    if len(text) > STRIP_SCAN_CHARS and not _quote_follows(head, latest):
-        return None  # a cut that may not be a quote (a signature?): the tail beyond the head stays
-    restored = _PLACEHOLDER.sub(lambda m: long_lines[int(m.group(1))], latest)
-    if "\ue000" in restored or "\ue001" in restored:
-        return None  # the parser cut through a placeholder: keep everything
-    return restored
-
-
-def _lines(text: str) -> list[str]:
-    return [line.rstrip() for line in text.strip().splitlines()]
-
-
-_QUOTE_START = re.compile(r"^(>|From:|-{3,}|_{5,})|:$")
-
-
-def _quote_follows(head: str, latest: str) -> bool:
-    """Whether what the parser cut off ``head`` starts like quoted history: quoted lines, a
-    header line ("On … wrote:", "From: …") or a separator, among its first three lines."""
-    kept = len(_lines(latest))
-    rest = [line for line in _lines(head)[kept:] if line.strip()][:3]
-    return any(_QUOTE_START.search(line.strip()) for line in rest)
 
 
 def _leaves(msg: Message) -> list[EmailMessage]:
@@ -592,7 +465,7 @@ def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentB
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
         digest = hashlib.sha256(data).hexdigest()
-        name = _filename(part)
+        name = filename(part)
         meta = Attachment(
             url=attachment_url(settings.attachment_bucket, digest),
             content_type=ctype,
@@ -602,55 +475,3 @@ def _attachments(msg: EmailMessage, settings: EmailSettings) -> list[AttachmentB
         )
         out.append(AttachmentBody(meta, data))
     return out
-
-
-def _filename(part: Message) -> str | None:
-    """The file name a part gives (Content-Disposition ``filename``, else Content-Type ``name``),
-    read from the field as sent: an RFC 2231 value and RFC 2047 words under their labels by
-    ``charsets`` (Python's header registry reads a label it does not know as U+FFFD)."""
-    try:
-        for field, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
-            raw = _raw_header(part, field)
-            if raw is None:
-                continue
-            holder = Message()  # compat32: the parameters as sent, an RFC 2231 value still bytes
-            holder[field] = clean_text(raw)  # raw UTF-8 (RFC 6532) as text, not as unknown-8bit
-            value = holder.get_param(param, header=field)
-            if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded bytes as latin-1)
-                try:
-                    data = value[2].encode("latin-1")
-                except UnicodeEncodeError:  # not %-encoded after all: already text
-                    return value[2] or None
-                return decode_bytes(data, value[0]) or None
-            if isinstance(value, str) and value:
-                return decode_words(value)
-        return None
-    except Exception as err:  # a parameter beyond reading: kept without a name
-        _forgiven("attachment_name", err)
-        return None
-
-
-# What makes a name display as another: bidi embeddings, overrides and isolates (U+202A-E,
-# U+2066-9: "invoice\u202egpj.exe" shows as "invoiceexe.jpg"), direction marks (U+200E/F,
-# U+061C), invisible spaces (U+200B, U+FEFF), line separators and every control character.
-_NAME_HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u200e\u200f\u061c\ufeff\u2028\u2029\x00-\x1f\x7f-\x9f]")
-MAX_NAME_CHARS = 200
-_TYPES = mimetypes.MimeTypes()  # Python's own table, not the host's: the same name on every host
-
-
-def safe_filename(name: str, content_type: str) -> str:
-    """An attachment's name as the console and helpdesk sinks may show it: the base name only
-    (no ``../`` or ``C:\\``), nothing that changes how it displays, no leading dots (a hidden file,
-    ``..``), runs of spaces as one (an extension pushed out of sight), at most ``MAX_NAME_CHARS``
-    with its extension kept. A name that leaves nothing is ``attachment`` plus an extension for
-    ``content_type``."""
-    name = _NAME_HIDDEN.sub("", clean_text(name))
-    name = " ".join(re.split(r"[/\\]", name)[-1].split())
-    name = name.lstrip(". ").rstrip(". ")  # Windows drops trailing dots and spaces when saving
-    if len(name) > MAX_NAME_CHARS:
-        stem, dot, extension = name.rpartition(".")
-        if dot and stem and 0 < len(extension) <= 16:
-            name = stem[: MAX_NAME_CHARS - len(extension) - 1].rstrip(". ") + "." + extension
-        else:
-            name = name[:MAX_NAME_CHARS]
-    return name or "attachment" + (_TYPES.guess_extension(content_type) or "")

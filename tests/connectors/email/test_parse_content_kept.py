@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors.email import filenames, parse
 from connectors.email import html as email_html
-from connectors.email import parse
 from connectors.email.charsets import _READ_AS, decode_bytes, decode_words
 from connectors.email.connector import EmailConnector
-from connectors.email.parse import ParsedEmail, parse_email, safe_filename
+from connectors.email.filenames import safe_filename
+from connectors.email.parse import ParsedEmail, parse_email
 from connectors.email.settings import EmailSettings
 from events.codec import encode
 
@@ -250,10 +251,10 @@ def test_attachment_names_cannot_pose_as_other_files(disposition: str, ctype: st
 
 def test_a_long_name_is_cut_keeping_its_extension() -> None:
     name = safe_filename("x" * 400 + ".pdf", "application/pdf")
-    assert len(name) == parse.MAX_NAME_CHARS and name.endswith("x.pdf")
-    assert len(safe_filename("y" * 400, "application/pdf")) == parse.MAX_NAME_CHARS
+    assert len(name) == filenames.MAX_NAME_CHARS and name.endswith("x.pdf")
+    assert len(safe_filename("y" * 400, "application/pdf")) == filenames.MAX_NAME_CHARS
     [meta] = parsed(one_file(f'attachment; filename="{"z" * 300}.docx"')).message.attachments
-    assert meta.name is not None and len(meta.name) == parse.MAX_NAME_CHARS and meta.name.endswith(".docx")
+    assert meta.name is not None and len(meta.name) == filenames.MAX_NAME_CHARS and meta.name.endswith(".docx")
 
 
 def test_a_name_that_was_fine_stays_as_it_was() -> None:

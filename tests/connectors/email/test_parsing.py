@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from connectors.email import parse
+from connectors.email import quotes
 from connectors.email.charsets import clean_text, decode_bytes
 from connectors.email.connector import EmailConnector
 from connectors.email.html import html_to_text
@@ -246,8 +246,8 @@ def test_the_quote_stripper_sees_only_short_lines_of_the_head(monkeypatch: pytes
     assert text == long.strip() and metadata["quote_stripped"] == "true"  # the long line put back
     assert len(shown) == 2
     for seen in shown:
-        assert len(seen) <= parse.STRIP_SCAN_CHARS
-        assert max(len(line) for line in seen.splitlines()) <= parse.STRIP_LINE_CHARS
+        assert len(seen) <= quotes.STRIP_SCAN_CHARS
+        assert max(len(line) for line in seen.splitlines()) <= quotes.STRIP_LINE_CHARS
 
 
 def test_a_long_reply_keeps_its_tail_when_the_cut_is_no_quote() -> None:
