@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from connectors.sdk.conformance.helpers import conformance_nats
+from events.model import ConversationResolved
 from services.bootstrap import event_store
 from services.sinks.conformance.fake import FakeHelpdesk
 from services.sinks.conformance.rig import Rig, eventually
@@ -155,3 +157,46 @@ async def test_freshdesk_reply_after_the_first_page_of_conversations_reaches_the
             return [r.text for r in await rig.replies(customer) if r.actor == "sink:freshdesk"]
 
         assert await eventually(sent, timeout=10) == ["Refund issued, sorry!"]
+
+
+@pytest.mark.parametrize("which", ["zendesk", "freshdesk"])
+async def test_an_expired_token_holds_every_event_until_it_is_fixed(tmp_path: Path, which: str) -> None:
+    """Audit: the assignment was parked on 401 and the later events of its conversation (the
+    agent's reply, the resolve) found no ticket and were dropped; --retry-parked then made a
+    ticket without the reply, left open. Now the sink waits on the first refused event."""
+    if which == "zendesk":
+        fake: FakeHelpdesk = FakeZendesk()
+        cls, cfg = ZendeskSink, zendesk_config
+    else:
+        fake, cls, cfg = FakeFreshdesk(), FreshdeskSink, freshdesk_config
+    async with make_rig(tmp_path, fake, cls, cfg, auth_retry_pause=0.2) as rig:
+        fake.refuse_auth = True  # the API token expired
+        customer, conversation = await rig.open_assigned("My invoice is wrong")
+        await rig.message(customer, conversation, "hello?")
+        await rig.agent_replies(customer, conversation, "Refund issued.")
+        await rig.append(
+            ConversationResolved(
+                at=datetime.now(UTC),
+                customer_id=customer,
+                conversation_id=conversation,
+                agent_id="ava",
+                actor="agent:ava",
+            )
+        )
+        await eventually(lambda: _value(rig.runtime.stalled_on))
+        await asyncio.sleep(0.5)
+        assert rig.runtime.auth_failed and await rig.sink.state.parked() == []
+        assert fake.ticket_of(conversation) is None
+
+        fake.refuse_auth = False  # the operator fixed the token
+        await rig.caught_up(customer, timeout=30)
+        ticket = fake.ticket_of(conversation)
+        assert ticket is not None
+        bodies = [c.body for c in ticket.comments]
+        assert "hello?" in bodies and "Refund issued." in bodies
+        assert ticket.status in ("solved", 4, "4")
+        assert not rig.runtime.auth_failed and await rig.sink.state.parked() == []
+
+
+async def _value(value: Any) -> Any:
+    return value

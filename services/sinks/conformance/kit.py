@@ -18,12 +18,15 @@ Contract checked:
     back to the helpdesk;
   * solving the ticket resolves the conversation (once);
   * 429 with ``Retry-After``: waited out as long as it says, then the same call succeeds;
-  * 401 from the helpdesk: the event is parked (loudly, with a metric, visible in
-    ``/healthz``), and not retried in a loop.
+  * 401 from the helpdesk: the sink waits on that event (loudly, with a metric, ``/readyz``
+    503, ``stalled_on`` in ``/healthz``), trying it again every ``auth_retry_pause`` seconds,
+    not in a tight loop, and nothing is parked; once the credentials work every event flows in
+    order (the ticket, then the later messages).
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,6 +71,7 @@ class SinkConformance(ABC):
             "retry_pause": 0.05,
             "lease_seconds": 2.0,
             "max_retry_after": 5.0,
+            "auth_retry_pause": 1.0,
         }
         return self.sink_class.from_config(raw)
 
@@ -173,27 +177,31 @@ class SinkConformance(ABC):
         await rig.caught_up(customer)
         assert len(rig.fake.tickets_of(conversation)) == 1
 
-    async def test_refused_credentials_park_the_event_loudly_and_stop_there(self, rig: Rig) -> None:
+    async def test_refused_credentials_stall_the_sink_loudly_until_they_work(self, rig: Rig) -> None:
         rig.fake.refuse_auth = True
         customer, conversation = await rig.open_assigned()
-        await rig.caught_up(customer)
-        calls = len(rig.fake.seen)
-        parked = await rig.sink.state.parked()
-        assert parked and all(p.auth for p in parked), parked
+        await rig.message(customer, conversation, "hello?")
+        await eventually(lambda: _async(rig.runtime.stalled_on))
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/healthz") as resp:
             health = await resp.json()
-        assert health["auth_failed"] is True and health["parked"] == len(parked)
+        assert health["auth_failed"] is True and health["parked"] == 0 and health["stalled_on"]
+        assert "401" in health["last_error"]
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
             assert resp.status == 503
-        # not redelivered in a loop: the number of calls stays where it was
-        await rig.message(customer, conversation, "hello?")
-        await rig.caught_up(customer)
-        assert len(rig.fake.seen) <= calls + 1
+        # not retried in a tight loop: about one try per auth_retry_pause (1 s)
+        calls = len(rig.fake.seen)
+        await asyncio.sleep(1.5)
+        assert len(rig.fake.seen) <= calls + 3
+        assert await rig.sink.state.parked() == []
 
-        rig.fake.refuse_auth = False  # the operator fixed the token and re-drives the parked events
-        synced, still = await rig.runtime.retry_parked()
-        assert still == 0 and synced >= 1
-        assert rig.fake.ticket_of(conversation) is not None
+        rig.fake.refuse_auth = False  # the operator fixed the token: everything flows, in order
+        await rig.caught_up(customer)
+        ticket = rig.fake.ticket_of(conversation)
+        assert ticket is not None
+        assert [c.body for c in ticket.comments][-1] == "hello?"
+        assert rig.runtime.stalled_on is None and rig.runtime.auth_failed is False
+        async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
+            assert resp.status == 200
 
 
 async def _async(value: Any) -> Any:

@@ -4,7 +4,8 @@
 timeouts, connection errors and 5xx with exponential backoff and jitter, waits out a 429 for
 as long as its ``Retry-After`` says (capped by ``max_retry_after``), and raises:
 
-- ``AuthFailed`` on 401/403 (never retried: credentials do not fix themselves),
+- ``AuthFailed`` on 401/403 (not retried here: the runtime waits on the event, trying it again
+  every ``auth_retry_pause`` seconds, until an operator fixes the credentials),
 - ``Rejected`` on any other 4xx (the request is wrong; retrying cannot help),
 - ``Transient`` once the attempts are spent (the caller tries the whole event again later).
 
@@ -125,7 +126,7 @@ class ProviderApi:
                             "sink.auth_failed",
                             path=path,
                             status=status,
-                            action="check the sink's API credentials; the event is parked",
+                            action="check the sink's API credentials; the sink waits on this event until then",
                         )
                         raise AuthFailed(f"{method} {path}: the helpdesk refused our credentials ({status})")
                     elif 400 <= status < 500 and status != 408:

@@ -65,6 +65,10 @@ class SinkSettings(msgspec.Struct, kw_only=True):
     # After an event failed for a passing reason (helpdesk down), wait this long (s) and try
     # the same event again: events are never skipped for a passing failure.
     retry_pause: float = 5.0
+    # While the helpdesk refuses the sink's credentials (401/403), the sink waits on that event
+    # and tries it again this often (s); later events wait behind it, in order, until an
+    # operator fixes the credentials (nothing is parked or skipped).
+    auth_retry_pause: float = 60.0
     # One active instance per sink: the lease's time to live (s).
     lease_seconds: float = 10.0
     # Replicas of the sink's KV bucket; `relaydesk` passes `[nats] replicas` unless set.

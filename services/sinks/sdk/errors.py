@@ -33,9 +33,10 @@ class Transient(SinkError):
 
 
 class AuthFailed(SinkError):
-    """The helpdesk refused the sink's credentials (401/403). The event is parked, the failure
-    logged at error level and counted (``relaydesk_sink_auth_failures_total``), never retried
-    in a loop: credentials do not fix themselves."""
+    """The helpdesk refused the sink's credentials (401/403). The failure is logged at error
+    level and counted (``relaydesk_sink_auth_failures_total``); the sink waits on the event
+    (``/readyz`` 503), trying it again every ``auth_retry_pause`` seconds, so that once an
+    operator fixes the credentials every event flows in order (none parked, none skipped)."""
 
     status = 502
 

@@ -210,8 +210,25 @@ class SinkRuntime:
                 if not await lease.renew():
                     return "lost"
                 continue
-            except (AuthFailed, Rejected) as err:
-                await self._park(stored, err.reason, auth=isinstance(err, AuthFailed))
+            except AuthFailed as err:
+                # Expired or revoked credentials: an operator fixes them, then every event
+                # flows in order. Parking this one and going on would find later events of
+                # its conversation without a ticket and drop them, so the sink waits here.
+                self.stalled_on, self.last_error, self.auth_failed = stored.seq, err.reason, True
+                SINK_EVENTS.labels(sink=self.sink.name, outcome="retried").inc()
+                pause = self.sink.settings.auth_retry_pause
+                bound.error(
+                    "sink.auth_stalled",
+                    reason=err.reason,
+                    pause_s=pause,
+                    action=f"fix the {self.sink.name} sink's API credentials; it waits on this event until then",
+                )
+                await self._pause(pause)
+                if not await lease.renew():
+                    return "lost"
+                continue
+            except Rejected as err:
+                await self._park(stored, err.reason)
                 return "handled"
             except NATS_ERRORS:
                 raise
@@ -220,7 +237,9 @@ class SinkRuntime:
                 await self._park(stored, f"sink error ({type(err).__name__}: {str(err)[:200]})")
                 return "handled"
             if self.stalled_on is not None:
-                self.stalled_on, self.last_error = None, ""
+                if self.auth_failed:
+                    bound.info("sink.auth_recovered")
+                self.stalled_on, self.last_error, self.auth_failed = None, "", False
             SINK_EVENTS.labels(sink=self.sink.name, outcome="handled").inc()
             bound.debug("sink.event_handled")
             return "handled"
@@ -261,7 +280,7 @@ class SinkRuntime:
                 continue
             await self.sink.state.unpark(record.seq)
             done += 1
-        if not failed:
+        if not failed and self.stalled_on is None:
             self.auth_failed = False
         return done, failed
 
