@@ -117,7 +117,7 @@ async def _customers(config: Config, *, finishing_compaction: bool = False) -> A
 
 
 def customers_command(args: argparse.Namespace, config: Config) -> int:
-    from services.cli import run_tool  # Ctrl-C and SIGTERM: one line saying what was left, 130 / 143
+    from services.tool_runner import run_tool  # Ctrl-C and SIGTERM: one line saying what was left, 130 / 143
 
     if not config.nats.url:
         raise SystemExit("relaydesk customers: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
