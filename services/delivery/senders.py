@@ -1,4 +1,9 @@
-"""One delivery attempt per endpoint kind: an outcome, never an exception."""
+"""One delivery attempt per endpoint kind: an outcome, never an exception.
+
+A sender never waits out a receiver's ``Retry-After`` itself: the outcome carries it
+(``retry_after``) and the delivery service waits before the next attempt, without holding a
+concurrency slot meanwhile (services.delivery.service).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from services.delivery.slack_app import SlackApp
 from services.delivery.slack_settings import SlackSettings
 
 RETRYABLE_HTTP = frozenset({408, 425, 429})
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After still gets a pause
 USER_AGENT = "Relaydesk-Delivery/1"
 
 
@@ -32,6 +38,9 @@ class Outcome:
     status_code: int | None = None
     error: str = ""
     ms: int = 0
+    # Seconds the receiver asked to be left alone before the next attempt (a 429's, or a
+    # 503's, ``Retry-After``); None when it did not say.
+    retry_after: float | None = None
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -49,7 +58,7 @@ class Senders:
         # Slack endpoints that name a channel post with the [slack] app's bot token (slack_app).
         self.slack = slack or SlackSettings()
         self.slack_app = (
-            SlackApp(SlackApi(self.slack, self.http, max_wait=settings.backoff_max), js, self.slack.slack_user_of)
+            SlackApp(SlackApi(self.slack, self.http, max_wait=0.0), js, self.slack.slack_user_of)
             if js is not None
             else None
         )
@@ -76,12 +85,19 @@ class Senders:
         elif endpoint.kind == "slack":
             outcome = await self._post(endpoint.url, msgspec.json.encode(render.slack(body)), {})
         elif endpoint.kind == "teams":
-            posted = await teams.post(self.http(), endpoint.url, body, max_wait=self.settings.backoff_max)
-            outcome = Outcome(posted.ok, posted.retryable, posted.status_code, _short(posted.error))
+            # max_wait 0: the service waits out Retry-After, outside its concurrency slots.
+            posted = await teams.post(self.http(), endpoint.url, body, max_wait=0.0)
+            wait = _asked_wait(posted.status_code, posted.retry_after)
+            outcome = Outcome(posted.ok, posted.retryable, posted.status_code, _short(posted.error), retry_after=wait)
         else:
             outcome = await self._email(endpoint, delivery_id, body)
         return Outcome(
-            outcome.ok, outcome.retryable, outcome.status_code, outcome.error, int((time.monotonic() - started) * 1000)
+            outcome.ok,
+            outcome.retryable,
+            outcome.status_code,
+            outcome.error,
+            int((time.monotonic() - started) * 1000),
+            outcome.retry_after,
         )
 
     async def _webhook(self, endpoint: Endpoint, delivery_id: str, body: dict[str, Any]) -> Outcome:
@@ -97,7 +113,8 @@ class Senders:
         if self.slack_app is None:
             return Outcome(False, False, None, "slack app endpoints need the delivery service's NATS connection")
         result = await self.slack_app.send(endpoint_id, endpoint, body)
-        return Outcome(result.ok, result.retryable, result.status_code, _short(result.error))
+        wait = _asked_wait(result.status_code, result.retry_after)
+        return Outcome(result.ok, result.retryable, result.status_code, _short(result.error), retry_after=wait)
 
     async def _post(self, url: str, raw: bytes, headers: dict[str, str]) -> Outcome:
         try:
@@ -106,9 +123,13 @@ class Senders:
                 if 200 <= r.status < 300:
                     return Outcome(True, False, r.status)
                 retryable = r.status >= 500 or r.status in RETRYABLE_HTTP
+                # A 429 (Slack's incoming webhooks: "rate_limited") or a 503 may say when to
+                # come back: the next attempt waits that long (up to backoff_max, the service).
+                wait = _asked_wait(r.status, teams.retry_after_seconds(r.headers.get("Retry-After")))
                 # Not the body: a receiver's refusal may quote what it refused (the notice's
                 # preview, the customer's words), and this reason is logged and stored.
-                return Outcome(False, retryable, r.status, f"HTTP {r.status} (a body of {len(text)} characters)")
+                error = f"HTTP {r.status} (a body of {len(text)} characters)"
+                return Outcome(False, retryable, r.status, error, retry_after=wait)
         except TimeoutError:
             return Outcome(False, True, None, f"timed out after {self.settings.timeout:g} s")
         except aiohttp.ClientError as err:
@@ -145,3 +166,13 @@ class Senders:
         except (OSError, smtplib.SMTPException) as err:
             return Outcome(False, True, None, _short(f"{type(err).__name__}: {err}"))
         return Outcome(True, False, 250)
+
+
+def _asked_wait(status: int | None, retry_after: float | None) -> float | None:
+    """How long a refusal asked the next attempt to wait: a 429's ``Retry-After`` (a pause
+    of ``DEFAULT_RETRY_AFTER`` when it gave none readable), a 503's when it gave one."""
+    if status == 429:
+        return retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
+    if status == 503:
+        return retry_after
+    return None

@@ -4,8 +4,11 @@ It folds ``rd.evt.>`` from the start (the same fold as the router, so it knows t
 requirements and waits), and for every fact after its checkpoint (``delivery.checkpoint``
 in the ``rd_state`` KV bucket) creates one delivery record per (endpoint, agent) in the
 ``rd_deliveries`` bucket, then delivers it: up to ``max_attempts`` tries with exponential
-backoff and full jitter on 5xx, 408/429, timeouts and connection errors; a 4xx other than
-those, or the last failed try, dead-letters the record (status ``failed``, reason kept).
+backoff and full jitter on 5xx, 408/429, timeouts and connection errors (never sooner than a
+429's or 503's ``Retry-After``, up to ``backoff_max``); a 4xx other than those, or the last
+failed try, dead-letters the record (status ``failed``, reason kept). A concurrency slot is held
+for one attempt only, not while backing off, and one endpoint gets at most ``endpoint_limit``
+of them: a slow or broken endpoint does not hold up the notices to the others.
 
 A watcher on the bucket picks up records an operator asked to retry
 (``POST /v1/deliveries/{id}/retry`` sets ``retry_requested``) and records left ``pending``
@@ -86,6 +89,11 @@ def settings_problems(settings: DeliverySettings, slack: SlackSettings | None = 
     return problems
 
 
+def endpoint_limit(concurrency: int) -> int:
+    """Attempts in flight at once to one endpoint: a quarter of ``concurrency`` (at least one)."""
+    return max(1, concurrency // 4)
+
+
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter."""
     return float(rng() * min(cap, base * 2.0 ** (attempt - 1)))
@@ -115,7 +123,13 @@ class DeliveryService:
         self.checkpoint = 0
         self._kv: KeyValue | None = None
         self._state_kv: KeyValue | None = None
+        # Attempts in flight at once (``concurrency``), and per endpoint (``endpoint_limit``):
+        # a slot is held for one attempt only, never while backing off or waiting out a
+        # Retry-After, and one slow or broken endpoint cannot take the whole pool (the other
+        # agents' notices would wait behind it, offers past their expiry).
         self._gate = asyncio.Semaphore(max(1, settings.concurrency))
+        self.endpoint_limit = endpoint_limit(settings.concurrency)
+        self._endpoint_gates: dict[str, asyncio.Semaphore] = {}
         self._inflight: set[str] = set()
         # The revision of this instance's last write of each record. The watcher sees every
         # write to the bucket, some time later: a record's creation seen after its delivery
@@ -388,14 +402,22 @@ class DeliveryService:
         trace = self._traces.get(record.seq)
         with tracing.span("delivery.notify", trace, new_trace=False, kind="client", attributes=attributes):
             try:
-                async with self._gate:
-                    await self._round(record, bound)
+                await self._round(record, bound)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a bug must not stop the other deliveries
                 bound.exception("delivery.crashed", error=repr(err))
             finally:
                 self._inflight.discard(record.id)
+
+    async def _attempt(self, endpoint: Endpoint, record: DeliveryRecord) -> Outcome:
+        """One attempt, holding a slot of its endpoint and then one of the pool: a delivery
+        waiting for its endpoint's turn holds none of the pool."""
+        gate = self._endpoint_gates.get(record.endpoint_id)
+        if gate is None:
+            gate = self._endpoint_gates[record.endpoint_id] = asyncio.Semaphore(self.endpoint_limit)
+        async with gate, self._gate:
+            return await self.senders.send(endpoint, record.id, record.body, record.endpoint_id)
 
     async def _round(self, record: DeliveryRecord, bound: structlog.typing.FilteringBoundLogger) -> None:
         endpoint = self.endpoints.get(record.endpoint_id)
@@ -413,7 +435,7 @@ class DeliveryService:
         done = sum(1 for a in record.attempts if a.round == record.rounds)
         outcome: Outcome | None = None
         for n in range(done + 1, self.settings.max_attempts + 1):
-            outcome = await self.senders.send(endpoint, record.id, record.body, record.endpoint_id)
+            outcome = await self._attempt(endpoint, record)
             record.attempts.append(
                 Attempt(
                     round=record.rounds,
@@ -435,6 +457,8 @@ class DeliveryService:
             if not outcome.retryable or n == self.settings.max_attempts:
                 break
             delay = backoff(n, self.settings.backoff_base, self.settings.backoff_max)
+            if outcome.retry_after is not None:  # never sooner than the receiver asked (up to the cap)
+                delay = max(delay, min(outcome.retry_after, self.settings.backoff_max))
             record.next_attempt_at = self.clock() + timedelta(seconds=delay)
             await self._save(record)
             await asyncio.sleep(delay)
