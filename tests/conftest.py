@@ -75,6 +75,12 @@ def clean_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNat
 
 
 @pytest.fixture
+async def own_store(clean_nc: NATS) -> EventStore:
+    """An event store on this test's own nats-server (``clean_nats``), its streams made."""
+    return EventStore(clean_nc, clean_nc.jetstream())
+
+
+@pytest.fixture
 async def clean_nc(clean_nats: EmbeddedNats) -> AsyncIterator[NATS]:
     """A connection to this test's own nats-server (``clean_nats``), its streams made."""
     client = await nats.connect(clean_nats.url)

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import nats
 import pytest
 
 from events.model import (
@@ -20,7 +19,6 @@ from events.model import (
     LogEvent,
 )
 from events.store import Append, EventStore
-from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import NoCustomerEvents, rebuild_command, rebuild_timelines
@@ -30,16 +28,6 @@ from tests.timelines.helpers import T0, Backend, Script, make_backend, new_id
 pytestmark = pytest.mark.integration
 
 BACKENDS = ["sqlite", "postgres"]  # postgres: skips, saying why, when no server answers (helpers.postgres)
-
-
-@pytest.fixture
-async def own_store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    try:
-        yield EventStore(nc, nc.jetstream())
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture(params=BACKENDS)

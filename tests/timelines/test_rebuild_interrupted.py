@@ -13,14 +13,11 @@ import asyncio
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 
 from events.store import Append, EventStore
-from events.streams import ensure_streams
 from services import rebuild
 from services.embedded_nats import EmbeddedNats
 from services.rebuild import rebuild_command, rebuild_timelines
@@ -32,16 +29,6 @@ from tests.timelines.test_rebuild import traffic
 pytestmark = pytest.mark.integration
 
 PROGRESS_LINE = re.compile(r"^rebuild timelines: [\d,]+ of [\d,]+ events \(\d+%\), [\d,]+ ev/s, [\d,]+s$", re.M)
-
-
-@pytest.fixture
-async def own_store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    try:
-        yield EventStore(nc, nc.jetstream())
-    finally:
-        await nc.drain()
 
 
 def writer_of(pid: int) -> int | None:

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 
 from events.parking import ParkingLot
 from events.store import EventStore
-from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import rebuild_timelines
 from services.timelines.bulk_parent import BulkWriter, WriterFailed
@@ -27,16 +24,6 @@ from tests.timelines.helpers import Backend, Script, make_backend, new_id
 from tests.timelines.test_rebuild import append_all, live_projection, traffic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def own_store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    try:
-        yield EventStore(nc, nc.jetstream())
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
