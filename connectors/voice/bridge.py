@@ -16,8 +16,11 @@ the agent's endpoint (her profile's ``voice``, else ``[connectors.voice] agents`
   answers, the customer is dialled from ``caller_id`` (or the number the customer called).
 
 A transfer (a new ``OfferAccepted`` on the same conversation) redirects the live call to the
-new agent the same way. A failed bridge is logged and counted; the event is acked (the call
-may have moved on: retrying an old bridge later would be wrong).
+new agent the same way. A redirect refused with 429 (``Retry-After`` honoured, capped) or 5xx is
+tried again a few times within ``dial_timeout``; if Twilio still refuses, the call is handed back
+(``TwilioVoiceConnector.hand_back``: intake makes it wait again without that agent). Any other
+failed bridge is logged and counted; the event is acked (the call may have moved on: retrying an
+old bridge later would be wrong).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import base64
 import contextlib
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
@@ -53,6 +57,10 @@ log = structlog.get_logger("relaydesk.connector.voice.bridge")
 DURABLE = "connector_voice_bridge"
 # Twilio: "Call is not in-progress. Cannot redirect."
 NOT_IN_PROGRESS = 21220
+# A redirect Twilio refused for a while (429, 5xx, no answer) is tried again, within the dial
+# timeout, at most this often; Retry-After is honoured up to MAX_RETRY_AFTER seconds.
+MAX_ATTEMPTS = 4
+MAX_RETRY_AFTER = 5.0
 
 
 class VoiceBridge:
@@ -152,22 +160,44 @@ class VoiceBridge:
             self.connector.metrics.inc("delivery_failed")
             return
         call_sid = opened.provider_message_id
+        # The agent rung rides on the <Dial> action: if she does not answer, the status webhook
+        # names her, and intake hands the call back without her.
         document = twiml.dial(
             endpoint,
             timeout=s.dial_timeout,
-            action=self.connector.url("/twilio/voice/status"),
+            action=self.connector.url("/twilio/voice/status") + "?" + urlencode({"agent": agent_id}),
             message="Connecting you to an agent.",
         )
-        status, body = await self._post(f"Calls/{call_sid}.json", {"Twiml": document})
-        if status in (200, 201):
-            blog.info("voice.bridged", call_sid=call_sid)
-            self.connector.metrics.inc("delivered")
-            return
-        if status == 404 or body.get("code") == NOT_IN_PROGRESS:
-            await self.call_back(opened, endpoint, blog)
-            return
-        blog.error("voice.bridge_refused", call_sid=call_sid, status=status, code=body.get("code"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(float(s.dial_timeout), 1.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, body, retry_after = await self._post_once(f"Calls/{call_sid}.json", {"Twiml": document})
+            except (aiohttp.ClientError, TimeoutError) as err:
+                status, body, retry_after = 0, {"error": type(err).__name__}, None
+            if status in (200, 201):
+                blog.info("voice.bridged", call_sid=call_sid, attempts=attempt)
+                self.connector.metrics.inc("delivered")
+                return
+            if status == 404 or body.get("code") == NOT_IN_PROGRESS:
+                await self.call_back(opened, endpoint, blog)
+                return
+            transient = status == 0 or status == 429 or status >= 500
+            pause = _pause(attempt, retry_after)
+            if not transient or attempt >= MAX_ATTEMPTS or loop.time() + pause > deadline:
+                break
+            blog.warning("voice.bridge_retry", call_sid=call_sid, status=status, code=body.get("code"), pause=pause)
+            await asyncio.sleep(pause)
+        blog.error("voice.bridge_refused", call_sid=call_sid, status=status, code=body.get("code"), attempts=attempt)
         self.connector.metrics.inc("delivery_failed")
+        if transient:
+            # Twilio kept refusing: the call goes back to the router (without this agent), not
+            # left on hold until the wait limit (found by an audit).
+            opened = await self.cipher.open(opened)
+            reason = f"Calls API {status or 'unreachable'}"
+            await self.connector.hand_back(call_sid, opened.contact, "", agent_id, reason)
 
     async def call_back(self, opened: ConversationOpened, endpoint: str, blog: Any) -> None:
         """The caller is gone: ring the agent, then dial the customer once she answers."""
@@ -193,6 +223,10 @@ class VoiceBridge:
             self.connector.metrics.inc("delivery_failed")
 
     async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body, _ = await self._post_once(path, form)
+        return status, body
+
+    async def _post_once(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any], str | None]:
         s = self.connector.settings
         url = f"{s.api_base_url.rstrip('/')}/2010-04-01/Accounts/{s.account_sid}/{path}"
         credentials = base64.b64encode(f"{s.account_sid}:{s.auth_token}".encode()).decode("ascii")
@@ -200,8 +234,21 @@ class VoiceBridge:
         async with self.connector.http.post(url, data=form, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
+            retry_after = resp.headers.get("Retry-After")
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
             data = {}
-        return status, data if isinstance(data, dict) else {}
+        return status, data if isinstance(data, dict) else {}, retry_after
+
+
+def _pause(attempt: int, retry_after: str | None) -> float:
+    """Before another try: Twilio's ``Retry-After`` (seconds) when it gives one, capped; else backoff."""
+    if retry_after:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            seconds = -1.0
+        if seconds >= 0 and seconds == seconds:  # not NaN
+            return min(seconds, MAX_RETRY_AFTER)
+    return min(0.25 * 2 ** (attempt - 1), MAX_RETRY_AFTER)

@@ -15,7 +15,10 @@ Webhooks (form-encoded, ``X-Twilio-Signature`` checked like SMS, every one answe
   as an attachment, then ``kind=transcript`` with Twilio's transcription when it comes);
 - ``POST /twilio/voice/status`` (call status callback, and the bridge's ``<Dial>`` action):
   ``kind=call_status`` messages ("Call completed (125 s)"), recorded on the open conversation's
-  timeline and never opening one (``auto=1``).
+  timeline and never opening one (``auto=1``). The agent's leg completed: ``resolves=1``; it
+  ended otherwise (the ``<Dial>`` action names the agent, ``?agent=``): ``releases=<agent>``, so
+  intake hands the call back without her; the caller's own call ended: ``ends_call=1`` (intake
+  resolves the conversation unless a callback or a voicemail keeps it open).
 
 Accepted calls are bridged by ``connectors.voice.bridge.VoiceBridge``. Replies typed into a
 voice conversation are refused (``deliver``): the call is the reply.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 import phonenumbers
 import structlog
@@ -220,10 +224,21 @@ class TwilioVoiceConnector(Connector):
         text = f"Call {status.replace('-', ' ')}" + (f" ({duration} s)" if duration else "")
         # Leg and status in the id, which the log keeps in clear (metadata values are sealed):
         # services.reports.voice reads them from here. Keep the format.
-        sid = f"{call_sid}:{'dial' if dial else 'call'}:{status}"
+        agent = _query(request, "agent") if dial else ""
+        # The agent rung in the id too: a second agent's "no-answer" on the same call is not a
+        # duplicate of the first's (services.reports.voice reads the last two parts only).
+        sid = f"{call_sid}{'~' + agent if agent else ''}:{'dial' if dial else 'call'}:{status}"
         extra = {"call_status": status, "duration": duration, "leg": "agent" if dial else "caller"}
         if dial and status == "completed":
             extra["resolves"] = "1"  # the agent talked to the caller and the call ended: done
+        elif dial and status in FINAL_STATUSES and agent:
+            # She did not answer (busy, failed, canceled): intake hands the call back, without
+            # her, while she still holds it (found by an audit: it stayed hers for ever).
+            extra["releases"] = agent
+        elif not dial and status in FINAL_STATUSES:
+            # The caller's call is over: unless an agent talked to them (resolved already) or
+            # they asked for a callback or left a voicemail, nobody is left to put through.
+            extra["ends_call"] = "1"
         message = self._message(form, "call_status", sid, text=text, auto=True, extra=extra)
         await self._publish(message)
         log.info(
@@ -233,6 +248,26 @@ class TwilioVoiceConnector(Connector):
             # The agent did not pick up: the caller waits in the queue again.
             return _xml(twiml.enqueue(self.settings.queue_name, self.url(WAIT_PATH), self.url(LEFT_PATH)))
         return _xml(twiml.response())
+
+    async def hand_back(self, call_sid: str, caller: str, called: str, agent_id: str, reason: str) -> None:
+        """The bridge could not put the call through to ``agent_id``: the same hand-back as her
+        not answering (``releases``), so the router offers the call to someone else."""
+        metadata = {"kind": "call_status", "call_sid": call_sid, "platform": "voice", "auto": "1"}
+        metadata.update({"call_status": "failed", "leg": "agent", "releases": agent_id})
+        if called:
+            metadata["from"] = called
+        message = InboundMessage(
+            at=self.now(),
+            channel="voice",
+            provider="twilio",
+            # Not "<CallSid>:dial:<status>": no leg of the agent's was ever placed.
+            provider_message_id=f"{call_sid}~{agent_id}:bridge:{self.now().timestamp():.0f}",
+            sender=caller,
+            recipient=called,
+            text=f"Call not put through to the agent ({reason})",
+            metadata=metadata,
+        )
+        await self._publish(message)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -290,6 +325,13 @@ def _is_phone_number(caller: str) -> bool:
     except phonenumbers.NumberParseException:
         return False
     return phonenumbers.is_possible_number(number)
+
+
+def _query(request: ProviderRequest, name: str) -> str:
+    """A parameter of the webhook's own URL (the bridge names the agent rung in the ``<Dial>`` action)."""
+    query = request.raw_path.partition("?")[2]
+    value = parse_qs(query).get(name, [""])[0].strip()
+    return value if len(value) <= 200 and value.isprintable() else ""
 
 
 def _call_sid(form: MultiDictProxy[str]) -> str:

@@ -22,9 +22,14 @@ from typing import TYPE_CHECKING
 
 from events import subjects
 from events.model import (
+    AgentOffered,
+    ConversationAssigned,
+    ConversationEscalated,
     ConversationLanguageChanged,
     ConversationOpened,
+    ConversationReleased,
     ConversationResolved,
+    ConversationTransferred,
     CustomerCreated,
     CustomerProfileUpdated,
     CustomersMerged,
@@ -32,6 +37,8 @@ from events.model import (
     LogEvent,
     MessageReceived,
     MessageSent,
+    OfferDeclined,
+    OfferExpired,
     Requirements,
     RoutingRequested,
 )
@@ -56,6 +63,10 @@ class OpenConversation:
     customer_id: str = ""
     contact: str = ""  # the address the customer wrote from
     opened_by: str = ""  # the provider message id that opened it (empty on older events)
+    holder: str = ""  # the agent offered it or holding it now (connectors.voice hands a call back)
+    # Provider message ids received in it (connectors.voice: a callback request or a voicemail
+    # keeps the conversation open after the caller's call ended).
+    received: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +165,8 @@ def fold_into(h: CustomerHistory, events: Sequence[StoredEvent], customer_id: st
             h.seen.add((e.channel, e.provider_message_id))
             h.received_in[(e.channel, e.provider_message_id)] = e.conversation_id
             h.threads[e.provider_message_id] = e.conversation_id
+            if e.channel == "voice" and e.conversation_id in h.open:
+                h.open[e.conversation_id].received.append(e.provider_message_id)
             texts = h.texts.setdefault(e.conversation_id, [])
             texts.append(e.text)
             if len(texts) > LANGUAGE_TEXTS:
@@ -168,6 +181,16 @@ def fold_into(h: CustomerHistory, events: Sequence[StoredEvent], customer_id: st
                 h.languages[e.conversation_id] = e.requirements.language
         elif isinstance(e, ConversationLanguageChanged):
             h.languages[e.conversation_id] = e.language
+        elif isinstance(e, AgentOffered | ConversationAssigned):
+            if e.conversation_id in h.open:
+                h.open[e.conversation_id].holder = e.agent_id
+        elif isinstance(e, OfferDeclined | OfferExpired | ConversationReleased):
+            conv = h.open.get(e.conversation_id)
+            if conv is not None and conv.holder == e.agent_id:
+                conv.holder = ""
+        elif isinstance(e, ConversationTransferred | ConversationEscalated):
+            if e.conversation_id in h.open:
+                h.open[e.conversation_id].holder = ""
         elif isinstance(e, ConversationResolved):
             h.open.pop(e.conversation_id, None)
             h.texts.pop(e.conversation_id, None)
@@ -254,7 +277,22 @@ def plan(
         events.append(_routing(history, customer_id, conv.conversation_id, message, triage, now, language))
     elif not automatic:
         events.extend(_correction(history, customer_id, conv.conversation_id, message, now, language, unseen=True))
-    if message.metadata.get("resolves") == "1" and _same_call(conv, message):
+    released = message.metadata.get("releases", "")
+    if released and released == conv.holder and _same_call(conv, message):
+        # connectors.voice: the agent did not answer the call (or it could not be put through
+        # to her): it waits again, without her (a transfer away from her, to anyone).
+        events.append(
+            ConversationTransferred(
+                at=message.at,
+                customer_id=customer_id,
+                conversation_id=conv.conversation_id,
+                from_agent=released,
+                actor=f"connector:{message.channel}",
+                note=message.text,
+            )
+        )
+    ends = message.metadata.get("ends_call") == "1" and not _kept(conv, message)
+    if (message.metadata.get("resolves") == "1" or ends) and _same_call(conv, message):
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
             ConversationResolved(
@@ -273,6 +311,13 @@ def _with_sender_name(message: InboundMessage) -> dict[str, str]:
     if message.sender_name and "sender_name" not in metadata:
         metadata["sender_name"] = message.sender_name[:200]
     return metadata
+
+
+def _kept(conv: OpenConversation, message: InboundMessage) -> bool:
+    """The caller asked for a callback or left a voicemail on this call: an agent still owes
+    them a call, so the end of theirs does not resolve the conversation."""
+    call = message.metadata.get("call_sid", "")
+    return any(pmid in (f"{call}:callback", f"{call}:voicemail") or pmid.startswith("RE") for pmid in conv.received)
 
 
 def _same_call(conv: OpenConversation, message: InboundMessage) -> bool:

@@ -39,6 +39,8 @@ class FakeTwilio:
 
     ended: set[str] = field(default_factory=set)
     provider: FakeProvider | None = None
+    # Answers to give call updates before the usual one: (status, Retry-After or "").
+    refusals: list[tuple[int, str]] = field(default_factory=list)
 
     async def start(self) -> str:
         self.provider = FakeProvider(handler=self._answer)
@@ -53,6 +55,13 @@ class FakeTwilio:
         if tail == ".json":
             return web.json_response({"sid": "CA" + "f" * 32, "status": "queued"}, status=201)
         sid = tail.strip("/").removesuffix(".json")
+        if self.refusals:
+            status, retry_after = self.refusals.pop(0)
+            code = 20429 if status == 429 else 20500
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            return web.json_response(
+                {"code": code, "message": "refused", "status": status}, status=status, headers=headers
+            )
         if sid in self.ended:
             return web.json_response(NOT_IN_PROGRESS, status=400)
         return web.json_response({"sid": sid, "status": "in-progress"})

@@ -62,7 +62,7 @@ async def test_a_call_is_queued_assigned_and_bridged_to_the_agent(tmp_path: Path
         assert update["path"] == f"/2010-04-01/Accounts/{update['path'].split('/')[3]}/Calls/{sid}.json"
         dial = twiml(update["Twiml"]).find("Dial")
         assert dial is not None and dial.findtext("Client") == "ava"
-        assert dial.get("action") == "/twilio/voice/status"
+        assert dial.get("action") == "/twilio/voice/status?agent=ava"
 
         # Meanwhile a chat-like message (SMS) from another customer: Ava is on the call.
         assert await voice.system.send_sms("SM" + "5" * 32, "+15556660000", "hello, my invoice is wrong") == 200
