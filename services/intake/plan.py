@@ -291,7 +291,10 @@ def plan(
                 note=message.text,
             )
         )
-    ends = message.metadata.get("ends_call") == "1" and not _kept(conv, message)
+    # The caller's call ended while an agent held it (her phone rang, or she never picked up):
+    # nobody is left to put through, so it ends, abandoned. A caller who hung up while waiting
+    # in the queue stays waiting: the next free agent calls them back (callbacks placed).
+    ends = message.metadata.get("ends_call") == "1" and bool(conv.holder) and not _kept(conv, message)
     if (message.metadata.get("resolves") == "1" or ends) and _same_call(conv, message):
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(

@@ -86,6 +86,16 @@ def test_the_callers_end_resolves_the_call() -> None:
     assert events[1].conversation_id == conv
 
 
+def test_a_caller_who_hung_up_in_the_queue_stays_waiting_for_a_call_back() -> None:
+    # No agent held it: the next free agent calls them back (tests/reports/test_voice_system.py).
+    make_id = ids()
+    history = plan(fold_history([]), "cu1", voice(SID, kind="call"), TRIAGE, NOW, make_id)
+    events = plan(
+        fold_history(stored(history)), "cu1", status(f"{SID}:call:completed", ends_call="1"), TRIAGE, NOW, make_id
+    )
+    assert [type(e) for e in events] == [MessageReceived]
+
+
 @pytest.mark.parametrize("kept", [f"{SID}:callback", "RE" + "2" * 32])
 def test_the_callers_end_after_a_callback_request_or_a_voicemail_keeps_it_open(kept: str) -> None:
     make_id = ids()
