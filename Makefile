@@ -23,8 +23,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers by default (PYTEST_WORKERS=0 runs in one process); each test file runs whole on one
+# worker (--dist loadfile), with a nats-server of that worker's own.
+PYTEST_WORKERS ?= 2
 test: lint typecheck deploy-check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
