@@ -341,7 +341,8 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
         console.print(f"Try: curl -s -H 'Authorization: Bearer {started.token}' {api}/v1/agents", soft_wrap=True)
     else:
         where = "RELAYDESK_API_TOKEN / config" if config.api.token else str(config.data_dir / "api-token")
-        console.print(f"Operator token: the one in {where} (not shown again)")
+        # soft_wrap: a long data dir path stays one piece to copy (it was folded mid-name)
+        console.print(f"Operator token: the one in {where} (not shown again)", soft_wrap=True)
         console.print(f'Try: curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/agents', soft_wrap=True)
     console.print("Ctrl-C stops everything.")
 
