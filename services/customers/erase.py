@@ -152,7 +152,7 @@ class Eraser:
         )
         bound = log.bind(customer_id=survivor, requested=customer_id, family=len(report.erased_ids))
         self.progress(f"erasing {survivor} and {len(report.erased_ids) - 1} merged customers")
-        family = await self._gather(family_facts)
+        family, in_clear = await self._gather(family_facts)
         self.progress(f"read the log: {len(family.identities)} addresses, {len(family.provider_ids)} messages")
         report.identity_mappings = await self._identity_mappings(family)
         self.progress(f"identity mappings erased: {report.identity_mappings}")
@@ -176,7 +176,7 @@ class Eraser:
             report.keys_destroyed += await self.keys.destroy(member)
         self.progress(f"data keys destroyed: {report.keys_destroyed}")
         report.seq = await self._record(survivor, family.ids, reason, actor)
-        report.left_in_clear, report.left_in_clear_seqs = await self._left_in_clear(family)
+        report.left_in_clear, report.left_in_clear_seqs = len(in_clear), sorted(in_clear)[:20]
         if report.left_in_clear:
             bound.warning(
                 "customers.erasure_left_clear_data",
@@ -190,13 +190,20 @@ class Eraser:
 
     # -- 1. what the log says ---------------------------------------------------------------
 
-    async def _gather(self, facts: Iterable[CustomerFacts]) -> Family:
+    async def _gather(self, facts: Iterable[CustomerFacts]) -> tuple[Family, list[int]]:
+        """The family's targets, and the sequences of its events whose personal data is in clear
+        (no key destroyed makes them unreadable): one read of the log, as stored, then opened."""
         facts = list(facts)
         family = Family(ids=[f.customer_id for f in facts])
         family.identities = {i for f in facts for i in f.identities if _readable(i)}
         bucket = self.targets.attachment_bucket
+        store = self.customers.store
+        as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
+        in_clear: list[int] = []
         for member in family.ids:
-            for stored in await self.customers.store.read_customer(member):
+            raw = await as_stored.read_customer(member)
+            in_clear += [stored.seq for stored in raw if clear_personal_fields(stored.event)]
+            for stored in await store.opened_all(raw):
                 event = stored.event
                 if isinstance(event, MessageReceived):
                     family.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
@@ -212,19 +219,7 @@ class Eraser:
                     family.conversations.add(event.conversation_id)
                 elif isinstance(event, ConversationResolved):
                     family.open_conversations.pop(event.conversation_id, None)
-        return family
-
-    async def _left_in_clear(self, family: Family) -> tuple[int, list[int]]:
-        """Events of the family with personal data in clear, read as stored (not opened)."""
-        store = self.customers.store
-        as_stored = EventStore(store.nc, store.js, reader="erase", quarantine=store.quarantine)
-        seqs = [
-            stored.seq
-            for member in family.ids
-            for stored in await as_stored.read_customer(member)
-            if clear_personal_fields(stored.event)
-        ]
-        return len(seqs), sorted(seqs)[:20]
+        return family, in_clear
 
     # -- 2. rd_identity ---------------------------------------------------------------------
 
