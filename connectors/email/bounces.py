@@ -39,6 +39,7 @@ from nats.js.kv import KeyValue
 from events import subjects
 from events.model import DeliverReply, ReplyOutcomeReported
 
+from .lenient import forgiven
 from .parse import DeliveryReport, status_blocks
 
 KEY_PREFIX = "email.sent."
@@ -174,7 +175,8 @@ def failed_recipients(raw: bytes) -> list[FailedRecipient]:
     whom each failure was about."""
     try:
         blocks = status_blocks(email.message_from_bytes(raw, policy=email.policy.compat32))
-    except Exception:  # what the parser could not read names nobody: the caller falls back
+    except Exception as err:  # what the parser could not read names nobody: the caller falls back
+        forgiven("failed_recipients", err)  # said (the part, the error's type) and counted
         return []
     out: list[FailedRecipient] = []
     for block in blocks:
