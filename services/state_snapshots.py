@@ -47,13 +47,18 @@ async def read_state(js: JetStreamContext, name: str, *, reader: str) -> RouterS
     except Exception as err:  # not a snapshot we can use, whatever is wrong with it
         _ignored(reader, name, f"cannot load: {err!r}")
     else:
-        # A snapshot past the log's end is of another log (the snapshots restored from a newer
-        # backup than the log): resumed after it, every event up to its sequence would be skipped.
-        end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
-        if state.last_seq <= end:
+        if not (other := await of_another_log(js, state.last_seq)):
             return state
-        _ignored(reader, name, f"of another log: it folded events up to {state.last_seq}, the log ends at {end}")
+        _ignored(reader, name, other)
     return None
+
+
+async def of_another_log(js: JetStreamContext, folded: int) -> str:
+    """Why a snapshot that folded the log up to ``folded`` is of another log ("" when it is not).
+    Past the log's end it is (snapshots restored from a newer backup than the log): resumed after
+    it, every event up to that sequence would be skipped."""
+    end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
+    return f"of another log: it folded events up to {folded}, the log ends at {end}" if folded > end else ""
 
 
 def _said(reader: str, name: str, reason: str) -> None:

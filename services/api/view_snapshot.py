@@ -23,6 +23,7 @@ from events.quarantine import QUARANTINED
 from router import snapshot as router_snapshot
 from router.state import RouterState
 from services.nats_errors import NATS_UNAVAILABLE
+from services.state_snapshots import of_another_log
 
 log = structlog.get_logger(__name__)
 
@@ -90,12 +91,8 @@ async def read(js: JetStreamContext) -> ViewSnapshot | None:
         log.warning("api.snapshot_ignored", reason=str(err), action="fold the whole log")
         QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
         return None
-    # Past the log's end it is of another log (snapshots restored from a newer backup than the
-    # log): resumed after it, every event up to its position would be skipped.
-    end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
-    if snap.position > end:
-        reason = f"of another log: it folded events up to {snap.position}, the log ends at {end}"
-        log.warning("api.snapshot_ignored", reason=reason, action="fold the whole log")
+    if other := await of_another_log(js, snap.position):
+        log.warning("api.snapshot_ignored", reason=other, action="fold the whole log")
         QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
         return None
     return snap
