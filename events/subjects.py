@@ -24,6 +24,8 @@ AGENT_FACTS = (
     AgentTokenRevoked,
 )
 INBOUND_STREAM = "RD_INBOUND"
+# The durable pull consumer every intake process shares on it (services.intake).
+INTAKE_DURABLE = "intake"
 EVENTS_STREAM = "RD_EVENTS"
 OUTBOUND_STREAM = "RD_OUTBOUND"
 IDENTITY_BUCKET = "rd_identity"

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("relaydesk.identity")
 
-INTAKE_DURABLE = "intake"  # services.intake.consumer.DURABLE (not imported: it brings the intake stack)
 COPY_SUFFIX = "_compact"
 COPY_COMPLETE = "_meta.copy_complete"  # in the copy only: what the refill must find
 COMPACTED = "_meta.compacted"  # in the bucket: the token of the copy its refill was checked against
@@ -70,7 +69,7 @@ async def intake_reading(js: JetStreamContext, stream: str = subjects.INBOUND_ST
     asks again each second), so above zero intake is running and would look identities up
     while the bucket is refilled. A stopped intake's requests expire within a second."""
     try:
-        info = await js.consumer_info(stream, INTAKE_DURABLE)
+        info = await js.consumer_info(stream, subjects.INTAKE_DURABLE)
     except NotFoundError:
         return 0  # no intake ever ran here
     return info.num_waiting or 0

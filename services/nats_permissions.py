@@ -144,9 +144,9 @@ def _role_publish(role: str) -> list[str]:
             *APPEND_LOG,
             *READ_LOG,
             *WRITE_KEYS,
-            *durable_consumer(subjects.INBOUND_STREAM, "intake", subjects.INBOUND_ALL),
+            *durable_consumer(subjects.INBOUND_STREAM, subjects.INTAKE_DURABLE, subjects.INBOUND_ALL),
             f"{API}.CONSUMER.UPDATE.{subjects.INBOUND_STREAM}.intake.>",
-            f"{API}.CONSUMER.DURABLE.CREATE.{subjects.INBOUND_STREAM}.intake",
+            f"{API}.CONSUMER.DURABLE.CREATE.{subjects.INBOUND_STREAM}.{subjects.INTAKE_DURABLE}",
             f"{API}.STREAM.MSG.GET.{subjects.INBOUND_STREAM}",  # a dead letter's payload
             # the window other intake processes hold (services/intake/ordering.py)
             f"{API}.DIRECT.GET.{subjects.INBOUND_STREAM}",

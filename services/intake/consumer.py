@@ -59,7 +59,7 @@ RECORDED = Counter(
     ["channel", "new_customer"],
 )
 
-DURABLE = "intake"
+DURABLE = subjects.INTAKE_DURABLE
 INBOX_PREFIX = b"_INBOX_intake."
 READER = "intake"
 # A failing inbound message is tried 6 times over about 7.5 minutes, then dead-lettered. One

@@ -17,7 +17,7 @@ from events import subjects
 
 log = structlog.get_logger(__name__)
 
-DURABLE = "intake"
+DURABLE = subjects.INTAKE_DURABLE
 
 PENDING = Gauge(
     "relaydesk_intake_pending_messages",
