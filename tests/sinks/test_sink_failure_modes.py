@@ -19,6 +19,7 @@ from connectors.sdk.conformance.helpers import conformance_nats
 from events.model import ConversationResolved
 from services.bootstrap import event_store
 from services.sinks.conformance.fake import FakeHelpdesk
+from services.sinks.conformance.kit import KIT_SETTINGS
 from services.sinks.conformance.rig import Rig, eventually
 from services.sinks.freshdesk import FreshdeskSink
 from services.sinks.sdk import Sink, SinkRuntime
@@ -64,19 +65,7 @@ class SlowFirstAgentNote(FakeFreshdesk):
 
 
 def settings(raw: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        **raw,
-        "host": "127.0.0.1",
-        "port": 0,
-        "start": "beginning",
-        "api_backoff": 0.01,
-        "api_attempts": 3,
-        "retry_pause": 0.05,
-        "lease_seconds": 2.0,
-        "max_retry_after": 5.0,
-        "api_timeout": 0.5,
-        **extra,
-    }
+    return {**raw, **KIT_SETTINGS, "api_timeout": 0.5, **extra}
 
 
 @contextlib.asynccontextmanager

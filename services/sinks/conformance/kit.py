@@ -43,6 +43,19 @@ from ..sdk import Sink, SinkRuntime
 from .fake import FakeHelpdesk
 from .rig import Rig, eventually
 
+# What the kit sets on every sink it runs: local, from the start of the log, quick retries.
+KIT_SETTINGS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "start": "beginning",
+    "api_backoff": 0.01,
+    "api_attempts": 3,
+    "retry_pause": 0.05,
+    "lease_seconds": 2.0,
+    "max_retry_after": 5.0,
+    "auth_retry_pause": 1.0,
+}
+
 
 class SinkConformance(ABC):
     """Base class of a sink's conformance tests (see the module docstring)."""
@@ -61,19 +74,7 @@ class SinkConformance(ABC):
         ``ava`` mapped to a helpdesk user. The kit sets host, port and timings."""
 
     def make_sink(self, api_url: str) -> Sink:
-        raw = {
-            **self.config(api_url),
-            "host": "127.0.0.1",
-            "port": 0,
-            "start": "beginning",
-            "api_backoff": 0.01,
-            "api_attempts": 3,
-            "retry_pause": 0.05,
-            "lease_seconds": 2.0,
-            "max_retry_after": 5.0,
-            "auth_retry_pause": 1.0,
-        }
-        return self.sink_class.from_config(raw)
+        return self.sink_class.from_config({**self.config(api_url), **KIT_SETTINGS})
 
     @pytest_asyncio.fixture
     async def rig(self, tmp_path: Path) -> AsyncIterator[Rig]:
