@@ -64,9 +64,9 @@ class OpenConversation:
     contact: str = ""  # the address the customer wrote from
     opened_by: str = ""  # the provider message id that opened it (empty on older events)
     holder: str = ""  # the agent offered it or holding it now (connectors.voice hands a call back)
-    # Provider message ids received in it (connectors.voice: a callback request or a voicemail
-    # keeps the conversation open after the caller's call ended).
-    received: list[str] = field(default_factory=list)
+    # The callback requests and voicemails received in it, by provider message id (connectors.voice:
+    # either keeps the conversation open after the caller's call ended).
+    keeping: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -165,8 +165,8 @@ def fold_into(h: CustomerHistory, events: Sequence[StoredEvent], customer_id: st
             h.seen.add((e.channel, e.provider_message_id))
             h.received_in[(e.channel, e.provider_message_id)] = e.conversation_id
             h.threads[e.provider_message_id] = e.conversation_id
-            if e.channel == "voice" and e.conversation_id in h.open:
-                h.open[e.conversation_id].received.append(e.provider_message_id)
+            if e.channel == "voice" and e.conversation_id in h.open and _keeps_open(e.provider_message_id):
+                h.open[e.conversation_id].keeping.append(e.provider_message_id)
             texts = h.texts.setdefault(e.conversation_id, [])
             texts.append(e.text)
             if len(texts) > LANGUAGE_TEXTS:
@@ -320,7 +320,13 @@ def _kept(conv: OpenConversation, message: InboundMessage) -> bool:
     """The caller asked for a callback or left a voicemail on this call: an agent still owes
     them a call, so the end of theirs does not resolve the conversation."""
     call = message.metadata.get("call_sid", "")
-    return any(pmid in (f"{call}:callback", f"{call}:voicemail") or pmid.startswith("RE") for pmid in conv.received)
+    return any(pmid in (f"{call}:callback", f"{call}:voicemail") or pmid.startswith("RE") for pmid in conv.keeping)
+
+
+def _keeps_open(pmid: str) -> bool:
+    """A callback request (``<CallSid>:callback``) or a voicemail (``<CallSid>:voicemail``, or
+    its recording ``RE…``): the ids connectors.voice gives them (metadata is sealed on the log)."""
+    return pmid.endswith((":callback", ":voicemail")) or pmid.startswith("RE")
 
 
 def _same_call(conv: OpenConversation, message: InboundMessage) -> bool:
