@@ -35,10 +35,10 @@ from events.model import ConversationEscalated, ConversationTransferred
 from router import effective as eff_
 from router import wrap_up
 from router.effective import Effective
-from router.fold import forgive, redirect
 from router.index import signature
 from router.policy import FORGIVE_DECLINES, RouterPolicy
 from router.queues import QueueSummary
+from router.redirect import forgive, redirect
 from router.state import AgentView, ConversationView, RouterState
 from router.timers import hold_seconds
 

@@ -5,7 +5,9 @@ event would cost more than the routing itself. Callers that need the old state k
 snapshot (``router.snapshot.dump``) instead. It ignores events at or below
 ``state.last_seq`` (a replay after a snapshot folds nothing twice), and of an ``UnknownEvent``
 (a newer writer's fact this version cannot interpret, or a payload that did not decode) it
-keeps only the sequences.
+keeps only the sequences. An event re-published at a later sequence (same content) is folded
+once: it moves its subject's sequence and nothing else (``router.replays``; counted as
+``relaydesk_skipped_total{where="router.fold.repeated"}``).
 
 The fold records facts only; policy is applied by ``router.decide``.
 """
@@ -38,16 +40,19 @@ from events.model import (
     OfferAccepted,
     OfferDeclined,
     OfferExpired,
-    Requirements,
     RoutingRequested,
     UnknownEvent,
 )
-from router import customers, index, lifecycle, wrap_up
+from events.skips import count_skip
+from router import customers, index, lifecycle, replays, wrap_up
 from router.policy import FORGIVE_DECLINES
+from router.redirect import exclude, forgive, redirect
 from router.state import AgentView, ConversationView, RouterState
 
 # The relaxation name that drops the case-owner / transfer-target preference.
 DROP_PREFERRED = "drop_preferred"
+# Where a re-published event the fold stepped past is counted (``relaydesk_skipped_total``).
+REPEATED = "router.fold.repeated"
 
 
 def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | UnknownEvent) -> RouterState:
@@ -69,12 +74,17 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
     conversation = _conversation_for(state, subject, create=kind in _CREATING)
     if conversation is not None:
         conversation.subject_seq = seq
-    if kind in _APPLIED:
+        repeat = kind in replays.REMEMBERED and replays.folded_before(conversation, event)
+    else:
+        repeat = kind in _CREATING  # of a resolved conversation (``_conversation_for``)
+    if not repeat and kind in _APPLIED:
         _apply(state, conversation, event)
     if conversation is not None:
         conversation_id = subject.rsplit(".", 1)[1]
         index.touched(state, conversation_id, conversation)
-    if kind in _TIMED:
+    if repeat:
+        count_skip(REPEATED)  # nothing changed: no timer went stale either
+    elif kind in _TIMED:
         index.tidy_timers(state)
     return state
 
@@ -115,13 +125,14 @@ _APPLIED: frozenset[type] = _TIMED | {
 def _conversation_for(state: RouterState, subject: str, *, create: bool) -> ConversationView | None:
     """The view of the conversation the subject names. Only an opening or a routing request
     creates one: a reply delivered after the conversation was resolved (and dropped) must
-    not bring it back."""
+    not bring it back, nor an opening or routing request of a resolved one (a conversation
+    is never opened again: that is a re-published event)."""
     parsed = subjects.parse_conversation_subject(subject)
     if parsed is None or parsed[1] == subjects.CUSTOMER_SCOPE:
         return None
     customer_id, conversation_id = parsed
     found = state.conversations.get(conversation_id)
-    if found is None and create:
+    if found is None and create and not replays.was_resolved(state.customers.get(customer_id), conversation_id):
         found = ConversationView(customer_id=customer_id)
         state.conversations[conversation_id] = found
     return found
@@ -216,7 +227,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 else:
                     agent.expired_in_a_row = 0
                 index.streak_changed(state, event.agent_id, agent)
-                _exclude(conv, event.agent_id, declined=True)
+                exclude(conv, event.agent_id, declined=True)
                 _drop_holder(state, event.conversation_id, conv)
                 _wait(state, event.conversation_id, conv)
         case EscalationStepReached():
@@ -249,6 +260,8 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             if wrapping is not None:
                 wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
             conv.status = "resolved"
+            # Its own customer (the subject's) remembers it was resolved, merged or not.
+            replays.resolved(customers.customer(state, conv.customer_id), event.conversation_id)
             customer = customers.survivor(state, conv.customer_id)
             customer.open_conversations.discard(event.conversation_id)
             if holder is not None:
@@ -285,61 +298,6 @@ def _routing_requested(
     elif conv.status == "waiting":
         index.requeue(state, conversation_id, conv)
     # Offered or assigned: the new requirements apply if it is routed again.
-
-
-def redirect(conv: ConversationView, event: ConversationTransferred | ConversationEscalated) -> None:
-    """What a transfer or an escalation changes in who may take ``conv``: the exclusions, the
-    skills, the tier and the agent it waits for (the holder lets go in the fold). The API
-    applies it to a copy to refuse a command nobody could take (``router.explain``)."""
-    if isinstance(event, ConversationEscalated):
-        conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
-        conv.preferred_agent = None
-        conv.preferred_is_transfer = False
-        return
-    conv.transfer_count = max(conv.transfer_count + 1, event.transfer_count)
-    away_from = event.from_agent or conv.agent_id
-    if away_from is not None and away_from != event.to_agent:
-        _exclude(conv, away_from)
-    if event.to_skill is not None:
-        level = conv.requirements.skills.get(event.to_skill, 1)
-        conv.requirements = _with_skills(conv, {event.to_skill: level})
-    if event.to_tier is not None:
-        conv.escalated_tier = max(conv.escalated_tier, event.to_tier)
-    conv.preferred_agent = event.to_agent
-    conv.preferred_is_transfer = event.to_agent is not None
-    if event.to_agent is not None:
-        _unexclude(conv, event.to_agent)
-
-
-def _with_skills(conv: ConversationView, skills: dict[str, int]) -> Requirements:
-    return msgspec.structs.replace(conv.requirements, skills=skills)
-
-
-def _exclude(conv: ConversationView, agent_id: str, *, declined: bool = False) -> None:
-    """``declined``: excluded for declining or letting the offer expire (``forgive_declines``
-    may lift it); otherwise by name (a transfer away), which nothing but a transfer to that
-    agent lifts, even if the agent had declined before."""
-    if agent_id not in conv.excluded:
-        conv.excluded.append(agent_id)
-        if declined:
-            conv.declined.append(agent_id)
-    elif not declined and agent_id in conv.declined:
-        conv.declined.remove(agent_id)
-
-
-def _unexclude(conv: ConversationView, agent_id: str) -> None:
-    if agent_id in conv.excluded:
-        conv.excluded.remove(agent_id)
-    if agent_id in conv.declined:
-        conv.declined.remove(agent_id)
-
-
-def forgive(conv: ConversationView) -> None:
-    """Exclusions from declines and expiries so far no longer apply (later ones count again)."""
-    if conv.declined:
-        forgiven = set(conv.declined)
-        conv.excluded = [agent_id for agent_id in conv.excluded if agent_id not in forgiven]
-        conv.declined = []
 
 
 def _take(state: RouterState, conversation_id: str, conv: ConversationView, agent_id: str, at: datetime) -> None:

@@ -24,7 +24,9 @@ from router.state import RouterState
 # 5: RouterState.skipped_types. A state folded while another version wrote events this one
 #    did not know has them as gaps; a format-4 snapshot cannot say whether it has any (an
 #    operator audit: an agent deactivated during a rolling upgrade kept getting work).
-FORMAT = 5
+# 6: ConversationView.folded and CustomerView.closed (``router.replays``): a format-5 state
+#    does not know which conversations were resolved, so a re-published opening would reopen one.
+FORMAT = 6
 
 
 class IncompatibleSnapshot(ValueError):

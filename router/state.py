@@ -118,6 +118,9 @@ class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # timers so an entry left behind by an earlier wait is recognised as stale.
     queue_key: str = ""
     enqueued: int = 0
+    # The 8-byte digests of the events folded into this view (``router.replays``): one
+    # re-published later is folded once. Dropped with the view at resolution.
+    folded: bytes = b""
 
     def is_held(self) -> bool:
         """Waiting for its preferred agent (case owner or transfer target) rather than anyone."""
@@ -136,6 +139,9 @@ class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Set when this customer was merged into another (``CustomersMerged``): the survivor's
     # view then stands for this one (see ``RouterState.customer``).
     merged_into: str | None = None
+    # The 8-byte digests of this customer's conversation ids that were resolved (``router.replays``):
+    # one is never opened or routed again, so an opening re-published later is ignored.
+    closed: bytes = b""
 
 
 class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -1,0 +1,104 @@
+"""Events folded twice: a fact re-published onto the log at a later sequence (an operator's
+partial restore after JetStream's duplicate window, a replay tool run twice) changes nothing.
+
+Events carry no id of their own, so an event is known by its content: the 8-byte digest of its
+encoding (``fingerprint``). Two genuine events of one conversation never encode alike (each
+has its own time, agent, step, message id...). What is remembered, and for how long:
+
+* an open conversation keeps the digests of the events the fold applied to it
+  (``ConversationView.folded``): bounded by open work, dropped with the view at resolution;
+* a customer keeps the digest of each of its conversations that was resolved
+  (``CustomerView.closed``, 8 bytes each): a conversation is never opened again (a returning
+  customer's message opens a new one, intake and the API's outbound start both make a new id),
+  so an opening or a routing request for a resolved conversation can only be a re-publication.
+
+Messages, replies and deliveries are not remembered: the router folds nothing of them but
+their subject's sequence, which a repeat moves too (it is the subject's last message)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from events.model import (
+    AgentOffered,
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationLanguageChanged,
+    ConversationOpened,
+    ConversationReleased,
+    ConversationResolved,
+    ConversationTransferred,
+    EscalationStepReached,
+    LogEvent,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    RoutingRequested,
+)
+from router.state import ConversationView, CustomerView
+
+DIGEST = 8  # bytes: 2^-64 a pair, among one conversation's events or one customer's conversations
+
+_encoder = msgspec.msgpack.Encoder()
+
+# The conversation events the fold interprets: each is folded once.
+REMEMBERED: frozenset[type] = frozenset(
+    {
+        ConversationOpened,
+        RoutingRequested,
+        ConversationLanguageChanged,
+        AgentOffered,
+        ConversationAssigned,
+        OfferAccepted,
+        OfferDeclined,
+        OfferExpired,
+        EscalationStepReached,
+        ConversationTransferred,
+        ConversationEscalated,
+        ConversationReleased,
+        ConversationResolved,
+    }
+)
+
+
+def fingerprint(event: LogEvent) -> bytes:
+    """The digest of the event's content (its tag and every field)."""
+    return hashlib.blake2b(_encoder.encode(event), digest_size=DIGEST).digest()
+
+
+def id_digest(conversation_id: str) -> bytes:
+    return hashlib.blake2b(conversation_id.encode(), digest_size=DIGEST).digest()
+
+
+def holds(digests: bytes, digest: bytes) -> bool:
+    """``digest`` is one of the DIGEST-byte digests ``digests`` is made of (aligned)."""
+    at = digests.find(digest)
+    while at >= 0:
+        if at % DIGEST == 0:
+            return True
+        at = digests.find(digest, at + 1)
+    return False
+
+
+def folded_before(conv: ConversationView, event: LogEvent) -> bool:
+    """``event`` was folded into ``conv`` already (or opens a conversation already open: one is
+    never opened twice); otherwise it is remembered as folded now."""
+    if isinstance(event, ConversationOpened) and conv.opened_at is not None:
+        return True
+    digest = fingerprint(event)
+    if holds(conv.folded, digest):
+        return True
+    conv.folded += digest
+    return False
+
+
+def was_resolved(customer: CustomerView | None, conversation_id: str) -> bool:
+    return customer is not None and bool(customer.closed) and holds(customer.closed, id_digest(conversation_id))
+
+
+def resolved(customer: CustomerView, conversation_id: str) -> None:
+    digest = id_digest(conversation_id)
+    if not holds(customer.closed, digest):
+        customer.closed += digest
