@@ -49,6 +49,7 @@ from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services import logs
+from services.bench.args import at_least, output_file, positive
 from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, IdentityRules
@@ -265,13 +266,19 @@ def report(runs: list[Run], labels: dict[str, str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench crypto", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000, help="events per ingest pass (default 20,000)")
-    parser.add_argument("--customers", type=int, default=1_000, help="customers (keys) they belong to (default 1,000)")
-    parser.add_argument("--messages", type=int, default=500, help="SMS per intake pass; 0 skips intake (default 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="clear/sealed pairs (default 3)")
-    parser.add_argument("--chunk", type=int, default=2_000, help="events per append_many call (default 2,000)")
+    parser.add_argument("--events", type=positive, default=20_000, help="events per ingest pass (default 20,000)")
+    parser.add_argument(
+        "--customers", type=positive, default=1_000, help="customers (keys) they belong to (default 1,000)"
+    )
+    parser.add_argument(
+        "--messages", type=at_least(0), default=500, help="SMS per intake pass; 0 skips intake (default 500)"
+    )
+    parser.add_argument("--rounds", type=positive, default=3, help="clear/sealed pairs (default 3)")
+    parser.add_argument("--chunk", type=positive, default=2_000, help="events per append_many call (default 2,000)")
     parser.add_argument("--quick", action="store_true", help="2,000 events, 100 SMS, 1 round: for development")
-    parser.add_argument("--json", metavar="FILE", help="also write every round's rates and CPU per item as JSON")
+    parser.add_argument(
+        "--json", metavar="FILE", type=output_file, help="also write every round's rates and CPU per item as JSON"
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.events, args.customers, args.messages, args.rounds = 2_000, 100, 100, 1

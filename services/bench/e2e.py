@@ -44,6 +44,8 @@ from nats.aio.msg import Msg
 from events import subjects
 from events.codec import decode_log_event
 from events.model import AgentOffered, MessageReceived
+from services.bench.args import counts as process_counts
+from services.bench.args import output_file, positive
 from services.bench.ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
 from services.bench.loadgen import LoadGenerator
 from services.config import AgentSeed, Config, load
@@ -365,17 +367,21 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench e2e", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--webhooks", type=int, default=3_000, help="webhooks (new customers) per run (default 3,000)")
-    parser.add_argument("--agents", type=int, default=500, help="agents registered (default 500)")
-    parser.add_argument("--concurrency", type=int, default=64, help="connections in flight (default 64)")
-    parser.add_argument("--connectors", default="1,2", help="SMS connector process counts to run (default 1,2)")
+    parser.add_argument(
+        "--webhooks", type=positive, default=3_000, help="webhooks (new customers) per run (default 3,000)"
+    )
+    parser.add_argument("--agents", type=positive, default=500, help="agents registered (default 500)")
+    parser.add_argument("--concurrency", type=positive, default=64, help="connections in flight (default 64)")
+    parser.add_argument(
+        "--connectors", type=process_counts, default=[1, 2], help="SMS connector process counts to run (default 1,2)"
+    )
     parser.add_argument("--quick", action="store_true", help="500 webhooks: for development")
     parser.add_argument("--log-file", default=os.devnull, help="where the services' and connectors' logs go")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="also write the figures as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.webhooks = 500
-    counts = [int(k) for k in args.connectors.split(",") if k.strip()]
+    counts = args.connectors
     configure_logs("info", args.log_file)
     print(
         f"{args.webhooks:,} signed webhooks from new customers per run, {args.agents} agents, "

@@ -50,6 +50,7 @@ from nats.js import JetStreamContext
 from events import subjects
 from events.streams import ensure_streams
 from services import logs
+from services.bench.args import log_level, output_file, positive
 from services.bench.loadgen import Load, LoadGenerator
 from services.embedded_nats import EmbeddedNats
 
@@ -259,13 +260,13 @@ def configure_logs(level: str, path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--webhooks", type=int, default=5_000, help="webhooks per side per round (default 5,000)")
-    parser.add_argument("--rounds", type=int, default=4, help="ceiling/connector pairs (default 4)")
-    parser.add_argument("--concurrency", type=int, default=64, help="connections in flight (default 64)")
+    parser.add_argument("--webhooks", type=positive, default=5_000, help="webhooks per side per round (default 5,000)")
+    parser.add_argument("--rounds", type=positive, default=4, help="ceiling/connector pairs (default 4)")
+    parser.add_argument("--concurrency", type=positive, default=64, help="connections in flight (default 64)")
     parser.add_argument("--quick", action="store_true", help="1,000 webhooks, 2 rounds: for development")
-    parser.add_argument("--log-level", default="info", help="the connector's log level (default info)")
+    parser.add_argument("--log-level", type=log_level, default="info", help="the connector's log level (default info)")
     parser.add_argument("--log-file", default=os.devnull, help="where the connector's JSON logs go")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="also write the figures as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.webhooks, args.rounds = 1_000, 2

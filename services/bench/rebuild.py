@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from events.skips import skipping
+from services.bench import progress
+from services.bench.args import output_file, positive
 
 TARGETS = {"sqlite": 50_000.0, "postgresql": 30_000.0}
 CEILING_SHARE = 0.30
@@ -219,7 +221,7 @@ async def write_log(url: str, total: int, chunk: int = 5_000) -> tuple[int, floa
             last = sealed[-1]
             assert not isinstance(last, Exception)
             await js.publish("rd.evt.a.bench-barrier", b"", timeout=60)  # an agent subject: not replayed
-            print(f"\r  writing the log: {written:,}/{total:,}", end="", file=sys.stderr, flush=True)
+            progress.show(f"  writing the log: {written:,}/{total:,}", milestone=written % 100_000 < chunk)
 
         for event in log_events(total):
             pending.append(event)
@@ -227,7 +229,7 @@ async def write_log(url: str, total: int, chunk: int = 5_000) -> tuple[int, floa
                 await flush()
         if pending:
             await flush()
-        print(file=sys.stderr)
+        progress.done()
         state = (await js.stream_info(subjects.EVENTS_STREAM)).state
         customer_events = int(state.messages) - (total + chunk - 1) // chunk
         return customer_events, time.perf_counter() - started
@@ -311,6 +313,8 @@ def child(stage: str, url: str, target: str = "", schema: str | None = None) -> 
 
 def pg_answers(dsn: str) -> str | None:
     """None when PostgreSQL answers at ``dsn``, else why not."""
+    if not dsn.strip():
+        return "--pg-dsn is empty"
     try:
         import psycopg
     except ImportError:
@@ -413,11 +417,16 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench rebuild", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
+    parser.add_argument("--events", type=positive, default=1_000_000, help="events in the log (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 events, one round")
-    parser.add_argument("--rounds", type=int, default=1, help="times each stage runs (default 1)")
-    parser.add_argument("--pg-dsn", default=os.environ.get("RELAYDESK_TEST_PG_DSN", DEFAULT_PG))
-    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument("--rounds", type=positive, default=1, help="times each stage runs (default 1)")
+    parser.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("RELAYDESK_TEST_PG_DSN", DEFAULT_PG),
+        help=f"PostgreSQL to rebuild into (default: RELAYDESK_TEST_PG_DSN, else {DEFAULT_PG}); "
+        "'' skips PostgreSQL, as does a server that does not answer",
+    )
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the figures as JSON")
     # internal: one stage in this process
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)

@@ -35,6 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services.bench import progress
+from services.bench.args import output_file, positive
+
 TARGET_S = 5.0
 STAGES = ("ceiling", "router-cold", "router-snapshot", "api-cold", "api-snapshot", "delivery-cold", "delivery-snapshot")
 
@@ -103,10 +106,11 @@ async def write_log(url: str, total: int) -> tuple[int, float]:
             if len(chunk) >= 20_000:
                 await store.append_many(chunk, in_flight=2_000)
                 chunk = []
-                print(f"\rwriting the log: {await store.last_seq():,}", end="", file=sys.stderr, flush=True)
+                written = await store.last_seq()
+                progress.show(f"writing the log: {written:,}", milestone=written % 100_000 < 20_000)
         if chunk:
             await store.append_many(chunk, in_flight=2_000)
-        print(file=sys.stderr)
+        progress.done()
         return await store.last_seq(), time.perf_counter() - started
     finally:
         await nc.drain()
@@ -242,9 +246,9 @@ def report(stages: list[dict[str, Any]], about: dict[str, Any]) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench restart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
+    parser.add_argument("--events", type=positive, default=1_000_000, help="events in the log (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="50,000 events")
-    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the figures as JSON")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

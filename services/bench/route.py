@@ -46,6 +46,7 @@ from events import subjects
 from events.codec import encode
 from events.model import InboundMessage
 from events.store import EXPECTED_LAST_SUBJECT_SEQ, EventStore
+from services.bench.args import log_level, output_file, positive, positive_seconds
 from services.bench.e2e import Offers, process_cpu
 from services.bench.ingest import throwaway_server
 from services.bootstrap import seed_agents
@@ -426,13 +427,15 @@ def print_cpu_budget(runs: list[RunFigures]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relaydesk bench route", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=5_000, help="burst size at saturation (default 5,000)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per fixed rate (default 10)")
-    parser.add_argument("--agents", type=int, default=500, help="agents (default 500)")
-    parser.add_argument("--intakes", type=int, nargs="+", default=[1, 3], help="intake process counts (default 1 3)")
+    parser.add_argument("--messages", type=positive, default=5_000, help="burst size at saturation (default 5,000)")
+    parser.add_argument("--seconds", type=positive_seconds, default=10.0, help="seconds per fixed rate (default 10)")
+    parser.add_argument("--agents", type=positive, default=500, help="agents (default 500)")
+    parser.add_argument(
+        "--intakes", type=positive, nargs="+", default=[1, 3], help="intake process counts (default 1 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 messages, 3 s per rate: for development")
-    parser.add_argument("--log-level", default="info", help="the services' log level (default info)")
-    parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument("--log-level", type=log_level, default="info", help="the services' log level (default info)")
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the figures as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.seconds = 1_000, 3.0
