@@ -65,7 +65,11 @@ REMEMBERED: frozenset[type] = frozenset(
 
 def fingerprint(event: LogEvent) -> bytes:
     """The digest of the event's content (its tag and every field)."""
-    return hashlib.blake2b(_encoder.encode(event), digest_size=DIGEST).digest()
+    try:
+        content = _encoder.encode(event)
+    except (OverflowError, ValueError):  # a time at the edge of the calendar has no UTC form
+        content = repr(event).encode()
+    return hashlib.blake2b(content, digest_size=DIGEST).digest()
 
 
 def id_digest(conversation_id: str) -> bytes:

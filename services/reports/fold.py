@@ -36,13 +36,17 @@ from events.model import (
     Requirements,
     RoutingRequested,
 )
+from events.skips import count_skip
 from events.store import StoredEvent
+from router import replays
 from services.reports.voice import CallFacts, note_assignment, note_message
 
 # 3: channels_seen (channels are open: connectors bring their own); 4: call facts;
 # 5: outbound, escalations, first_reply_after_message_at (found by a team lead's audit);
 # 6: routable (decisions on a conversation the router has no view of are ignored, as it does)
-REPORT_FOLD_VERSION = 6
+# 7: folded: an event re-published at a later sequence counts once, and a resolved conversation
+#    is never routed again (router.replays)
+REPORT_FOLD_VERSION = 7
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
@@ -112,6 +116,10 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     # Offers, assignments and accepts count only then, as the router applies them only then.
     routable: bool = False
     last_seq: int = 0
+    # The 8-byte digests of the decisions, answers and lifecycle events folded (and of a
+    # call's messages), as the router keeps them (``router.replays``): a re-published one
+    # counts once.
+    folded: bytes = b""
 
     @property
     def day_at(self) -> datetime | None:
@@ -183,6 +191,24 @@ def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
 
 # The events that start a conversation's facts, as they start the router's view of it.
 _CREATING = (ConversationOpened, RoutingRequested)
+# Where a re-published event the fold stepped past is counted (``relaydesk_skipped_total``).
+REPEATED = "reports.fold.repeated"
+
+
+def _repeated(conv: ConversationFacts, ev: ConversationEvent) -> bool:
+    """Folded before (a re-published event), or routing a resolved conversation again (one is
+    never opened again: a returning customer gets a new one), as ``router.fold`` judges it.
+    Anything else is remembered when it changes facts more than once."""
+    kind = type(ev)
+    if conv.resolved_at is not None and kind in _CREATING:
+        return True
+    if kind not in replays.REMEMBERED and not (isinstance(ev, MessageReceived) and ev.channel == "voice"):
+        return False  # messages and replies: only first times are kept (idempotent)
+    digest = replays.fingerprint(ev)
+    if replays.holds(conv.folded, digest):
+        return True
+    conv.folded += digest
+    return False
 
 
 def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
@@ -210,6 +236,9 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
         conv = ConversationFacts(conversation_id=cid, customer_id=ev.customer_id)
         state.conversations[cid] = conv
     conv.last_seq = stored.seq
+    if _repeated(conv, ev):
+        count_skip(REPEATED)
+        return state
     at = utc(ev.at)
 
     match ev:
@@ -231,7 +260,7 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
                 conv.call = conv.call or CallFacts()
                 note_message(conv.call, ev.metadata.get("kind", ""), ev.provider_message_id, at)
         case RoutingRequested():
-            conv.routable = True  # a routing request after a resolution routes it again
+            conv.routable = True  # never after a resolution (``_repeated``)
             conv.channel = conv.channel or ev.channel
             if conv.routed_at is None:
                 conv.routed_at = at

@@ -81,9 +81,10 @@ def test_a_mid_life_event_alone_makes_no_conversation() -> None:
     assert by_agent([*ghost.events, routed, *assigned])["ava"]["time_to_assign_seconds"]["mean"] == 20.0
 
 
-def test_an_assignment_after_the_resolution_counts_only_once_routed_again() -> None:
-    """The router drops a resolved conversation's view: a later assignment is ignored unless
-    a routing request brought the conversation back."""
+def test_an_assignment_after_the_resolution_counts_nowhere() -> None:
+    """The router drops a resolved conversation's view: a later assignment is ignored, even
+    after a routing request (a resolved conversation is never routed again: that request can
+    only be a re-published one, router.replays)."""
     left = Conv("c1", "L", "chat").open(0).resolve(100)  # the customer left: abandoned
     late = Conv("c1", "L", "chat").offer(150, "bruno").accept(160, "bruno").assign(200, "bruno")
     events = [*left.events, *late.events]
@@ -96,8 +97,8 @@ def test_an_assignment_after_the_resolution_counts_only_once_routed_again() -> N
         at=at(180), customer_id="c1", conversation_id="L", channel="chat", requirements=Requirements()
     )
     again = [*left.events, rerouted, *Conv("c1", "L", "chat").assign(200, "bruno").events]
-    assert router_holder(again, "L") == "bruno"
-    assert fold_all(stored(again)).conversations["L"].first_agent == "bruno"
+    assert router_holder(again, "L") is None
+    assert fold_all(stored(again)).conversations["L"].first_agent is None
 
 
 def test_the_shared_scenario_keeps_its_figures() -> None:
