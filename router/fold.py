@@ -84,6 +84,7 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
         index.touched(state, conversation_id, conversation)
     if repeat:
         count_skip(REPEATED)  # nothing changed: no timer went stale either
+        state.__dict__[replays.LAST_REPEAT] = seq
     elif kind in _TIMED:
         index.tidy_timers(state)
     return state

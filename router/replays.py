@@ -37,8 +37,10 @@ from events.model import (
     OfferExpired,
     RoutingRequested,
 )
-from router.state import ConversationView, CustomerView
+from router.state import ConversationView, CustomerView, RouterState
 
+# Beside the facts (not snapshotted): the sequence of the last event the fold found repeated.
+LAST_REPEAT = "_last_repeat"
 DIGEST = 8  # bytes: 2^-64 a pair, among one conversation's events or one customer's conversations
 
 _encoder = msgspec.msgpack.Encoder()
@@ -106,3 +108,9 @@ def resolved(customer: CustomerView, conversation_id: str) -> None:
     digest = id_digest(conversation_id)
     if not holds(customer.closed, digest):
         customer.closed += digest
+
+
+def was_repeat(state: RouterState, seq: int) -> bool:
+    """The fold found the event at ``seq`` (the last it folded) folded before: it changed nothing,
+    so whoever tells people about events (delivery's notices) says nothing of it either."""
+    return state.__dict__.get(LAST_REPEAT) == seq

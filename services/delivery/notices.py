@@ -38,6 +38,7 @@ from events.model import (
     ReplyRequested,
 )
 from events.store import StoredEvent
+from router import replays
 from router.fold import evolve
 from router.state import RouterState, reading_only
 
@@ -137,10 +138,13 @@ class Facts:
             resolved = isinstance(event, ConversationResolved)
             named = event.agent_id if isinstance(event, ConversationResolved) else event.from_agent
             holder = named or (held.agent_id if held is not None else None)
-            if holder and (resolved or getattr(event, "to_agent", None) != holder):
+            # Not of a conversation already resolved (a re-published event: router.replays).
+            if held is not None and holder and (resolved or getattr(event, "to_agent", None) != holder):
                 kind = "resolved" if resolved else "transferred"
                 notices.append(self._notice(kind, holder, stored, event.conversation_id, event.customer_id))
         self.state = evolve(self.state, stored.seq, stored.subject, event)
+        if replays.was_repeat(self.state, stored.seq):
+            return []  # folded before (re-published): its notices were sent then
         # An offer or assignment of a conversation the fold never saw opened is one the router
         # ignores too (a hand-published event): an agent told of it could act on nothing.
         known = getattr(event, "conversation_id", None) in self.state.conversations
@@ -148,6 +152,8 @@ class Facts:
             notices.append(self._notice("offer", event.agent_id, stored, event.conversation_id, event.customer_id))
         elif isinstance(event, ConversationAssigned) and known:
             notices.append(self._notice("assigned", event.agent_id, stored, event.conversation_id, event.customer_id))
+        elif not known:
+            pass  # a conversation resolved (or never opened): its answers were told when they happened
         elif isinstance(event, OfferExpired):
             notices.append(
                 self._notice("offer_expired", event.agent_id, stored, event.conversation_id, event.customer_id)
