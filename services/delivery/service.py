@@ -69,6 +69,19 @@ def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
 
 def settings_problems(settings: DeliverySettings, slack: SlackSettings | None = None) -> list[str]:
     problems = []
+    if settings.concurrency < 1:
+        problems.append(f"concurrency must be 1 or more (got {settings.concurrency})")
+    if not 0 <= settings.per_endpoint_concurrency <= max(1, settings.concurrency):
+        problems.append(
+            f"per_endpoint_concurrency must be 0 (a quarter of concurrency) to concurrency "
+            f"({settings.concurrency}) (got {settings.per_endpoint_concurrency})"
+        )
+    if settings.max_attempts < 1:
+        problems.append(f"max_attempts must be 1 or more (got {settings.max_attempts})")
+    if not settings.timeout > 0:
+        problems.append(f"timeout must be more than 0 seconds (got {settings.timeout})")
+    if settings.backoff_base < 0 or settings.backoff_max < 0:
+        problems.append("backoff_base and backoff_max must be 0 or more")
     for eid, endpoint in endpoint_ids(settings).items():
         try:
             subjects.token(eid)
@@ -89,9 +102,10 @@ def settings_problems(settings: DeliverySettings, slack: SlackSettings | None = 
     return problems
 
 
-def endpoint_limit(concurrency: int) -> int:
-    """Attempts in flight at once to one endpoint: a quarter of ``concurrency`` (at least one)."""
-    return max(1, concurrency // 4)
+def endpoint_limit(settings: DeliverySettings) -> int:
+    """Attempts in flight at once to one endpoint: ``per_endpoint_concurrency``, else a quarter
+    of ``concurrency`` (at least one)."""
+    return settings.per_endpoint_concurrency or max(1, settings.concurrency // 4)
 
 
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -128,7 +142,7 @@ class DeliveryService:
         # Retry-After, and one slow or broken endpoint cannot take the whole pool (the other
         # agents' notices would wait behind it, offers past their expiry).
         self._gate = asyncio.Semaphore(max(1, settings.concurrency))
-        self.endpoint_limit = endpoint_limit(settings.concurrency)
+        self.endpoint_limit = endpoint_limit(settings)
         self._endpoint_gates: dict[str, asyncio.Semaphore] = {}
         self._inflight: set[str] = set()
         # The revision of this instance's last write of each record. The watcher sees every
@@ -137,6 +151,9 @@ class DeliveryService:
         # this instance's last write is a state it has moved past.
         self._written: OrderedDict[str, int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deliveries waiting out a backoff or a Retry-After, their record saved with the time of
+        # the next attempt: a stop cancels them at once instead of waiting for them.
+        self._backing_off: set[asyncio.Task[object]] = set()
         # Facts after the checkpoint not yet turned into records: (seq, notices).
         self._pending: deque[tuple[int, list[Notice]]] = deque()
         self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
@@ -235,17 +252,24 @@ class DeliveryService:
                     next_lease_check = asyncio.get_running_loop().time() + backoff
                     backoff = min(backoff * 2, 5.0)
         finally:
-            await cancel_and_wait(watcher)
-            with contextlib.suppress(*NATS_UNAVAILABLE):
-                await tail.close()
-            await self.snapshots.finish()
-            await self._finish_in_flight(lease)
-            await cancel_all_and_wait(list(self._tasks))
-            await self.senders.close()
-            if lease.held:
-                with skipping("delivery.lease_release"):
-                    await lease.release()
-            log.info("delivery.stopped", checkpoint=self.checkpoint)
+            # Each step in its own ``finally``: a stop cancelled part way (``up`` cancels a
+            # service still stopping after its grace) still closes the HTTP session and hands
+            # the lease back, instead of leaving the next instance to wait out its TTL.
+            try:
+                await cancel_and_wait(watcher)
+                with contextlib.suppress(*NATS_UNAVAILABLE):
+                    await tail.close()
+                await self.snapshots.finish()
+                await self._finish_in_flight(lease)
+            finally:
+                try:
+                    await cancel_all_and_wait(list(self._tasks))
+                finally:
+                    await self.senders.close()
+                    if lease.held:
+                        with skipping("delivery.lease_release"):
+                            await lease.release()
+                    log.info("delivery.stopped", checkpoint=self.checkpoint)
 
     async def _finish_in_flight(self, lease: Lease) -> None:
         """On a stop, let deliveries in flight record their outcome (for up to
@@ -256,6 +280,9 @@ class DeliveryService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE_SECONDS
         while self._tasks and lease.held and loop.time() < deadline:
+            # One waiting out a backoff has nothing in flight: its record says when to go on.
+            for task in self._backing_off & self._tasks:
+                task.cancel()
             await asyncio.wait(set(self._tasks), timeout=min(self.lease_ttl / 4, deadline - loop.time()))
             await lease.renew()  # False (lost, or NATS away) ends the wait: someone else may act now
         if self._tasks:
@@ -419,6 +446,15 @@ class DeliveryService:
         async with gate, self._gate:
             return await self.senders.send(endpoint, record.id, record.body, record.endpoint_id)
 
+    async def _back_off(self, delay: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._backing_off.add(task)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._backing_off.discard(task)
+
     async def _round(self, record: DeliveryRecord, bound: structlog.typing.FilteringBoundLogger) -> None:
         endpoint = self.endpoints.get(record.endpoint_id)
         if record.status == "retry_requested":
@@ -461,7 +497,7 @@ class DeliveryService:
                 delay = max(delay, min(outcome.retry_after, self.settings.backoff_max))
             record.next_attempt_at = self.clock() + timedelta(seconds=delay)
             await self._save(record)
-            await asyncio.sleep(delay)
+            await self._back_off(delay)
         record.status = "failed"
         record.next_attempt_at = None
         last = outcome.error if outcome is not None else "no attempt made"

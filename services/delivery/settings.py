@@ -75,6 +75,9 @@ class DeliverySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     max_age_seconds: float = 900.0
     # Deliveries in flight at once.
     concurrency: int = 32
+    # Of those, to any one endpoint at once (0: a quarter of ``concurrency``, at least 1), so a
+    # slow or throttled endpoint cannot take every slot.
+    per_endpoint_concurrency: int = 0
     # One delivery service is active (lease "delivery" in rd_leases); others stand by and
     # take over this long after it stops renewing.
     lease_seconds: float = 5.0

@@ -12,12 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import nats
 import pytest
 from aiohttp import web
 
+from events.subjects import LEASE_BUCKET
 from services.config import AgentSeed
 from services.delivery.senders import Senders
-from services.delivery.service import endpoint_limit
+from services.delivery.service import endpoint_limit, settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
 
@@ -104,7 +107,7 @@ async def test_a_hanging_endpoint_does_not_hold_up_another_agents_offer(
             # Delivered while the team Slack's requests still hang, their records pending.
             assert not team.release.is_set() and team.hanging >= 1
             assert len(_of(await s.deliveries("pending"), "team-slack")) == 5
-            assert team.most_hanging <= endpoint_limit(4)  # one endpoint never takes the pool
+            assert team.most_hanging <= endpoint_limit(cfg.delivery)  # one endpoint never takes the pool
             team.release.set()
 
 
@@ -143,6 +146,27 @@ async def test_a_retry_after_is_waited_out_without_holding_up_other_agents(
             assert all(len(r["attempts"]) <= 1 for r in team_records)
 
 
+@pytest.mark.integration
+async def test_a_stop_while_a_delivery_waits_out_retry_after_hands_the_lease_back(
+    tmp_path: Path, clean_nats: EmbeddedNats
+) -> None:
+    # The stop used to wait for the 20 s Retry-After until `up` cancelled delivery part way
+    # through its stop: the lease was never handed back (a standby waited out its TTL) and
+    # the HTTP session was left open.
+    async with stuck(status=429, headers={"Retry-After": "20"}) as team:
+        endpoints = (Endpoint(kind="slack", id="team-slack", agent="*", url=team.url),)
+        cfg = agents_config(tmp_path, clean_nats.url, endpoints, backoff_max=60.0, max_attempts=5)
+        async with agent_system(cfg, clean_nats) as s:
+            await s.open(language="es")
+            await eventually(lambda: _backing_off(s))
+    nc = await nats.connect(clean_nats.url)
+    try:
+        entry = await (await nc.jetstream().key_value(LEASE_BUCKET)).get("delivery")
+        assert msgspec.json.decode(entry.value or b"{}")["expires"] == 0.0  # handed back, not left to lapse
+    finally:
+        await nc.close()
+
+
 async def _backing_off(s: Any) -> list[dict[str, Any]] | None:
     found = [r for r in _of(await s.deliveries("pending"), "team-slack") if r["next_attempt_at"]]
     return found or None
@@ -171,6 +195,23 @@ async def test_retry_after_is_read_from_slack_and_webhook_refusals() -> None:
 
 
 def test_one_endpoint_gets_a_share_of_the_pool() -> None:
-    assert endpoint_limit(32) == 8
-    assert endpoint_limit(4) == 1
-    assert endpoint_limit(1) == 1
+    assert endpoint_limit(DeliverySettings(concurrency=32)) == 8
+    assert endpoint_limit(DeliverySettings(concurrency=4)) == 1
+    assert endpoint_limit(DeliverySettings(concurrency=1)) == 1
+    # An operator who knows the tool takes more (a helpdesk's API) sets the share outright.
+    assert endpoint_limit(DeliverySettings(concurrency=32, per_endpoint_concurrency=20)) == 20
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (DeliverySettings(concurrency=0), "concurrency must be 1 or more"),
+        (DeliverySettings(concurrency=8, per_endpoint_concurrency=9), "per_endpoint_concurrency"),
+        (DeliverySettings(per_endpoint_concurrency=-1), "per_endpoint_concurrency"),
+        (DeliverySettings(max_attempts=0), "max_attempts"),
+        (DeliverySettings(timeout=0), "timeout"),
+        (DeliverySettings(backoff_max=-1), "backoff_max"),
+    ],
+)
+def test_delivery_refuses_limits_that_cannot_work_naming_the_setting(settings: DeliverySettings, named: str) -> None:
+    assert any(named in p for p in settings_problems(settings))

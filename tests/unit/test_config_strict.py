@@ -13,7 +13,7 @@ from connectors.sdk.errors import ConnectorConfigError
 from connectors.sms.connector import TwilioSmsConnector
 from services.cli import build_parser, main
 from services.config import ConfigError, check, load
-from services.config_command import connector_problems
+from services.config_command import check_command, connector_problems
 from services.nats_auth import server_list
 
 
@@ -432,3 +432,13 @@ def test_every_command_says_what_it_does_in_its_help() -> None:
     for name, parser in commands:
         assert parser.description, f"`relaydesk {name} --help` has no description line"
         assert parser.description.split("\n")[0][:40] in parser.format_help(), name
+
+
+def test_config_check_refuses_what_delivery_would_refuse_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "ok" to a file the delivery service then refused to start with.
+    path = tmp_path / "relaydesk.toml"
+    path.write_text("[delivery]\nconcurrency = 4\nper_endpoint_concurrency = 9\n")
+    assert check_command(str(path), env={}) == 1
+    assert "[delivery] per_endpoint_concurrency must be" in capsys.readouterr().err
