@@ -29,7 +29,7 @@ Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|
                  relaydesk rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
-                 relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day] [--png FILE]
+                 relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day|conversation] [--png FILE]
                  relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality
 Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
 Operations:      relaydesk status [--json]   streams, consumer lag, leaders, agents, queues, parked (1: no NATS)
@@ -45,6 +45,7 @@ Every service serves /healthz, /readyz and /metrics on [health] port (9090).
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    """--config, NATS and log options: every service and every tool that speaks to NATS."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
     parser.add_argument(
         "--nats-url", metavar="URL", help="NATS server, or several comma-separated (overrides RELAYDESK_NATS_URL)"
@@ -60,6 +61,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     nats_auth.add_argument("--nats-tls-ca", metavar="FILE", help="CA bundle to verify the NATS server (TLS)")
     nats_auth.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate for NATS (TLS)")
     nats_auth.add_argument("--nats-tls-key", metavar="FILE", help="client certificate's key")
+    _log_options(parser)
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
     # The same names RELAYDESK_LOG_LEVEL and RELAYDESK_LOG_FORMAT take (services/logs.py): a
     # typo is refused here, not logged at info (found by an audit).
     parser.add_argument(
@@ -109,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything on this machine (embedded NATS unless RELAYDESK_NATS_URL)")
     _common(up)
-    up.add_argument("--data-dir", metavar="DIR", help="where the log and timelines live (default ./.relaydesk)")
+    up.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the embedded NATS store, SQLite timelines, generated secrets and the operator token "
+        "(default: [data] dir / RELAYDESK_DATA_DIR, else ./.relaydesk)",
+    )
     up.add_argument(
         "--nats-port",
         type=_port_or_any,
@@ -149,15 +159,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="only print the NATS users and permissions (deploy/nats/auth.conf; passwords from env variables)",
     )
 
-    bench = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
-    bench.add_argument("what", choices=("decide", "crypto", "rebuild", "ingest", "e2e", "route", "restart", "language"))
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for the benchmark (try: decide --help)")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks (print figures; not tests)",
+        description="Benchmarks: each prints its figures beside a ceiling measured in the same run\n"
+        "(README, Performance); they are not tests.",
+        epilog="\n".join(f"  {name:<9} {text}" for name, text in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("what", choices=tuple(BENCHMARKS), metavar="BENCHMARK", help="one of those below")
+    bench.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="the benchmark's own options (relaydesk bench BENCHMARK --help)"
+    )
 
     rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
     _common(rebuild)
-    rebuild.add_argument("what", choices=("timelines",))
-    rebuild.add_argument("--customer", metavar="ID", help="rebuild only this customer's timeline")
-    rebuild.add_argument("--target", metavar="PATH_OR_DSN", help="default: the configured projection store")
+    rebuild.add_argument(
+        "what",
+        choices=("timelines",),
+        help="timelines: a fresh copy of the timeline store from the log, swapped in while the live one serves",
+    )
+    rebuild.add_argument(
+        "--customer",
+        metavar="ID",
+        help="rebuild only this customer's timeline (exit 1 if the log has none of its events)",
+    )
+    rebuild.add_argument(
+        "--target",
+        metavar="PATH_OR_DSN",
+        help="a SQLite file or a postgresql:// DSN (default: [projection] dsn, else <data dir>/timelines.db)",
+    )
 
     from services.customers.command import add_parser as add_customers_parser
 
@@ -172,14 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(sub, _common)
 
     docs = sub.add_parser("docs", help="print the OpenAPI or AsyncAPI document (generated from the code)")
-    docs.add_argument("what", choices=("openapi", "asyncapi"))
-    docs.add_argument("--check", action="store_true", help="compare with services/contracts/WHAT.json (1: differs)")
+    docs.add_argument(
+        "what", choices=("openapi", "asyncapi"), help="openapi: the HTTP API; asyncapi: the NATS subjects"
+    )
+    docs.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with the committed services/contracts/<what>.json instead of printing (exit 1: differs)",
+    )
 
     report = sub.add_parser("report", help="service metrics (from the API): a table, and a PNG chart with --png")
-    _common(report)
+    # It asks the API over HTTP, not NATS: no NATS options.
+    report.add_argument("--config", metavar="FILE", help="TOML config file (default: none, built-in defaults)")
+    _log_options(report)
     report.add_argument("--from", dest="start", metavar="DATE", help="ISO date or date-time (default: 7 days ago)")
     report.add_argument("--to", dest="end", metavar="DATE", help="exclusive; a plain date includes that day")
-    report.add_argument("--group-by", choices=("channel", "agent", "queue", "day", "conversation"))
+    report.add_argument(
+        "--group-by",
+        choices=("channel", "agent", "queue", "day", "conversation"),
+        help="one row per group (default: the totals only)",
+    )
     report.add_argument("--reopen-hours", type=float, metavar="H", help="reopen window (default 24)")
     report.add_argument("--png", metavar="FILE", help="also write a chart: SLA attainment and waiting time per hour")
     report.add_argument("--json", action="store_true", help="print the API's JSON instead of the table")
@@ -196,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_parser(sub)
     _describe(parser)
     return parser
+
+
+# `relaydesk bench <name>`: one module each in services/bench/.
+BENCHMARKS = {
+    "decide": "the cost of one routing decision, 100-10,000 agents x 1,000-100,000 waiting",
+    "crypto": "append, replay, rebuild and intake with and without sealing personal data",
+    "rebuild": "`rebuild timelines` of an N-event log into SQLite and PostgreSQL",
+    "ingest": "signed Twilio webhooks per second through one SMS connector",
+    "e2e": "signed webhooks to an offer on the log, the whole system",
+    "route": "rd.inbound.sms to an offer on the log: rate, p50/p99 latency, CPU",
+    "restart": "router, API and delivery start on a long log, with and without a snapshot",
+    "language": "how often intake detects a short message's language right (labelled corpus)",
+}
 
 
 def _version() -> str:

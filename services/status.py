@@ -168,8 +168,7 @@ def add_parser(sub: Any, common: Any) -> None:
     st = sub.add_parser(
         "status",
         help="NATS, streams, consumer lag, leaders, agents, queues, parked counts",
-        description=STATUS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=STATUS_HELP,  # one paragraph, wrapped to the terminal (as the NATS options' text)
     )
     common(st)
     st.add_argument("--json", action="store_true", help="print JSON")
