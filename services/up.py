@@ -318,7 +318,9 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
     console = Console(stderr=True)
     table = Table(title="Relaydesk is up", show_header=True, header_style="bold")
     table.add_column("service")
-    table.add_column("where")
+    # fold, not rich's default ellipsis: off a terminal (80 columns, `make run > log`) a data dir
+    # or the NATS passwords' folder ended in "…", which an operator cannot open.
+    table.add_column("where", overflow="fold")
     table.add_row("NATS" + (" (embedded)" if embedded else ""), started.nats_url)
     if embedded:
         table.add_row("data dir", str(config.data_dir.resolve()))
