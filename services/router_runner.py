@@ -337,13 +337,18 @@ class RouterRunner:
             await cancel_and_wait(gauges)
             with contextlib.suppress(*NATS_UNAVAILABLE):
                 await tail.close()
-            if self._saving is not None and not self._saving.done():
-                await asyncio.wait([self._saving])  # a snapshot being stored is finished, not cut off
-            if lease.held:
-                with skipping("router.stop_snapshot_and_release"):
-                    if self.use_snapshot and self._since_snapshot:
+            try:
+                if self._saving is not None and not self._saving.done():
+                    await asyncio.wait([self._saving])  # a snapshot being stored is finished, not cut off
+                if lease.held and self.use_snapshot and self._since_snapshot:
+                    with skipping("router.stop_snapshot"):
                         await self._save_soon()
-                    await lease.release()
+            finally:
+                # Even when the stop is cancelled while a snapshot is stored (``up`` cancels a
+                # service still stopping after its grace): a standby takes over at once.
+                if lease.held:
+                    with skipping("router.lease_release"):
+                        await lease.release()
             self.leading.clear()
             self._clear_queue_gauges()
             if self.ready.is_set():
