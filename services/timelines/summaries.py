@@ -24,8 +24,12 @@ def merge(current: ConversationSummary | None, change: SummaryChange) -> Convers
             opened_at=None,
             last_activity_at=change.at,
         )
-    elif change.seq <= current.last_seq:
+    elif change.seq <= current.last_seq or (current.status == "resolved" and not _after_resolution(change)):
+        # A resolved conversation is never opened, routed or counted again (a returning
+        # customer's message opens a new one): such a change is a re-published event's.
         return current
+    elif change.opened and current.opened_at is not None:
+        return current  # opened twice: a re-published opening (router.replays)
     # Every field computed here and one struct made (a rebuild merges once an event): what a
     # dict of updates and ``structs.replace`` did, without the dict.
     at = change.at
@@ -56,6 +60,17 @@ def merge(current: ConversationSummary | None, change: SummaryChange) -> Convers
         first_response_at=at if change.responded and current.first_response_at is None else current.first_response_at,
         offers_declined=current.offers_declined + change.declined,
         offers_expired=current.offers_expired + change.expired,
+    )
+
+
+def _after_resolution(change: SummaryChange) -> bool:
+    """What may still happen to a resolved conversation: a reply's outcome (sent, failed,
+    bounced) or a note; nothing that changes its status, agent or counts."""
+    return (
+        change.status is KEEP
+        and change.agent_id is KEEP
+        and not (change.opened or change.resolved or change.messages or change.transfers)
+        and not (change.declined or change.expired or change.assigned or change.responded)
     )
 
 

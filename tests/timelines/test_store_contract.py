@@ -306,7 +306,9 @@ class StoreContract:
         await ts.apply([*batch[-3:], *more])
         assert len(await ts.timeline(s.customer, limit=1000)) == len(batch) + 1
         conv = await ts.conversation(s.conversation)
-        assert conv is not None and conv.message_count == 4  # 1 in + 2 replies + "again"
+        # "again" came after the resolution, which only a re-published message can (intake
+        # opens a new conversation): on the timeline, not counted (1 in + 2 replies)
+        assert conv is not None and conv.message_count == 3
 
     async def test_through_and_expect(self, ts: TimelineStore) -> None:
         s = Script(new_id("cu"), new_id("cv"))
