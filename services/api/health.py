@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from events import subjects
 from events.skips import count_skip
 from events.streams import streams_exist
 from services.api.common import ApiDeps, ok
@@ -47,8 +48,16 @@ async def projection_progress(deps: ApiDeps, log_end: int | None) -> dict[str, A
         return {"error": repr(err)[:200]}
     out: dict[str, Any] = {"checkpoints": checkpoints}
     # One projector over the whole log: its lag is plain (partitions each see a share of it).
+    # Measured as the projector measures it (services.health.checks.projector_check), against
+    # the last customer event: agent events are not its to fold, and counting them showed an
+    # idle system lagging, on the same gauge the projector sets to 0 (found by an audit).
     if log_end is not None and set(checkpoints) <= {DEFAULT_KEY}:
-        out["lag_events"] = max(0, log_end - checkpoints.get(DEFAULT_KEY, 0))
+        try:
+            end = await deps.store.last_subject_seq(subjects.CUSTOMER_EVENTS_ALL)
+        except NATS_ERRORS as err:
+            log.debug("api.readyz_projection_end_unknown", error=repr(err))
+            return out
+        out["lag_events"] = max(0, end - checkpoints.get(DEFAULT_KEY, 0))
         PROJECTOR_LAG.labels(projector=DEFAULT_KEY).set(out["lag_events"])
     return out
 

@@ -172,3 +172,27 @@ async def test_intake_that_records_nothing_for_a_while_is_not_ready_and_says_why
         assert result.detail["reason"].startswith("no message recorded for 31 s, each failing: maximum messages")
     finally:
         await watch.stop()
+
+
+async def test_agent_events_are_no_projector_lag(clean_nats: EmbeddedNats, tmp_path: Path) -> None:
+    # The API counted agent events (which the projector does not fold) as the projector's lag,
+    # on the gauge the projector sets from its own measure: an idle system showed a lag of 1
+    # after an agent went away, until a customer wrote (found by an audit).
+    config, health = with_health_port(system_config(tmp_path, clean_nats.url))
+    async with running_system(config, clean_nats) as system:
+        http = system.http
+        await eventually(answers(http, system.api + "/readyz", 200), timeout=30)
+        agent = config.agents[0].id
+        status, _ = await system.post(f"/v1/agents/{agent}/status", {"status": "away"})
+        assert status == 200
+
+        async def no_lag_anywhere() -> Any:
+            _, api = await fetch(http, system.api + "/readyz")
+            _, metrics = await fetch(http, health + "/metrics")
+            if not isinstance(api, dict) or not isinstance(metrics, str):
+                return None
+            gauge = [ln for ln in metrics.splitlines() if ln.startswith("relaydesk_projector_lag_events{")]
+            lag = api.get("projection", {}).get("lag_events")
+            return (lag, gauge) if lag == 0 and gauge and all(ln.endswith(" 0.0") for ln in gauge) else None
+
+        await eventually(no_lag_anywhere, timeout=30)
