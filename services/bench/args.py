@@ -66,3 +66,8 @@ def output_file(text: str) -> Path:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"cannot write {text}")
     return path
+
+
+def described(doc: str | None) -> str:
+    """A benchmark's ``--help`` description: its docstring's first paragraph, as plain text."""
+    return (doc or "").split("\n\n")[0].replace("``", "")

@@ -49,7 +49,7 @@ from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services import logs
-from services.bench.args import at_least, output_file, positive
+from services.bench.args import at_least, described, output_file, positive
 from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, IdentityRules
@@ -265,7 +265,7 @@ def report(runs: list[Run], labels: dict[str, str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench crypto", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench crypto", description=described(__doc__))
     parser.add_argument("--events", type=positive, default=20_000, help="events per ingest pass (default 20,000)")
     parser.add_argument(
         "--customers", type=positive, default=1_000, help="customers (keys) they belong to (default 1,000)"

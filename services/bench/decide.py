@@ -59,7 +59,7 @@ from router import snapshot
 from router.decide import decide
 from router.policy import RouterPolicy
 from router.state import RouterState, reading_only
-from services.bench.args import at_least, output_file, positive
+from services.bench.args import at_least, described, output_file, positive
 from services.bench.decide_report import (
     BEFORE_10K_100K,
     BEFORE_FOLD_US,
@@ -283,7 +283,7 @@ def run_isolated(cell: Cell) -> Result:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench decide", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench decide", description=described(__doc__))
     parser.add_argument("--quick", action="store_true", help="a smaller grid (100/1,000 agents x 1,000/10,000 waiting)")
     parser.add_argument("--agents", type=positive, nargs="+", help="agent counts (default 100 1000 10000)")
     parser.add_argument("--waiting", type=at_least(0), nargs="+", help="waiting counts (default 1000 100000)")

@@ -45,7 +45,7 @@ from events import subjects
 from events.codec import decode_log_event
 from events.model import AgentOffered, MessageReceived
 from services.bench.args import counts as process_counts
-from services.bench.args import output_file, positive
+from services.bench.args import described, output_file, positive
 from services.bench.ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
 from services.bench.loadgen import LoadGenerator
 from services.config import AgentSeed, Config, load
@@ -366,7 +366,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench e2e", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench e2e", description=described(__doc__))
     parser.add_argument(
         "--webhooks", type=positive, default=3_000, help="webhooks (new customers) per run (default 3,000)"
     )

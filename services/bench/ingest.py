@@ -50,7 +50,7 @@ from nats.js import JetStreamContext
 from events import subjects
 from events.streams import ensure_streams
 from services import logs
-from services.bench.args import log_level, output_file, positive
+from services.bench.args import described, log_level, output_file, positive
 from services.bench.loadgen import Load, LoadGenerator
 from services.embedded_nats import EmbeddedNats
 
@@ -259,7 +259,7 @@ def configure_logs(level: str, path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench ingest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench ingest", description=described(__doc__))
     parser.add_argument("--webhooks", type=positive, default=5_000, help="webhooks per side per round (default 5,000)")
     parser.add_argument("--rounds", type=positive, default=4, help="ceiling/connector pairs (default 4)")
     parser.add_argument("--concurrency", type=positive, default=64, help="connections in flight (default 64)")

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from events.model import InboundMessage
-from services.bench.args import output_file
+from services.bench.args import described, output_file
 from services.config import IntakeSettings
 from services.intake.language import LanguageDetector, priors_for
 from services.intake.language_lexicon import words
@@ -129,7 +129,7 @@ def report(results: dict[str, object], languages: Sequence[str], show_misses: bo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench language", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench language", description=described(__doc__))
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="TSV of <language> TAB <text> (default: ours)")
     parser.add_argument("--json", type=output_file, help="also write the figures (and every miss) as JSON to this file")
     parser.add_argument("--misses", action="store_true", help="print every message each mode got wrong")

@@ -44,7 +44,7 @@ from typing import Any
 
 from events.skips import skipping
 from services.bench import progress
-from services.bench.args import output_file, positive
+from services.bench.args import described, output_file, positive
 
 TARGETS = {"sqlite": 50_000.0, "postgresql": 30_000.0}
 CEILING_SHARE = 0.30
@@ -416,7 +416,7 @@ def report(stages: list[Stage], about: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench rebuild", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench rebuild", description=described(__doc__))
     parser.add_argument("--events", type=positive, default=1_000_000, help="events in the log (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 events, one round")
     parser.add_argument("--rounds", type=positive, default=1, help="times each stage runs (default 1)")

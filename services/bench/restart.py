@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from services.bench import progress
-from services.bench.args import output_file, positive
+from services.bench.args import described, output_file, positive
 
 TARGET_S = 5.0
 STAGES = ("ceiling", "router-cold", "router-snapshot", "api-cold", "api-snapshot", "delivery-cold", "delivery-snapshot")
@@ -245,7 +245,7 @@ def report(stages: list[dict[str, Any]], about: dict[str, Any]) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench restart", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench restart", description=described(__doc__))
     parser.add_argument("--events", type=positive, default=1_000_000, help="events in the log (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="50,000 events")
     parser.add_argument("--json", metavar="FILE", type=output_file, help="write the figures as JSON")

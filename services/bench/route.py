@@ -46,7 +46,7 @@ from events import subjects
 from events.codec import encode
 from events.model import InboundMessage
 from events.store import EXPECTED_LAST_SUBJECT_SEQ, EventStore
-from services.bench.args import log_level, output_file, positive, positive_seconds
+from services.bench.args import described, log_level, output_file, positive, positive_seconds
 from services.bench.e2e import Offers, process_cpu
 from services.bench.ingest import throwaway_server
 from services.bootstrap import seed_agents
@@ -426,7 +426,7 @@ def print_cpu_budget(runs: list[RunFigures]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relaydesk bench route", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="relaydesk bench route", description=described(__doc__))
     parser.add_argument("--messages", type=positive, default=5_000, help="burst size at saturation (default 5,000)")
     parser.add_argument("--seconds", type=positive_seconds, default=10.0, help="seconds per fixed rate (default 10)")
     parser.add_argument("--agents", type=positive, default=500, help="agents (default 500)")
