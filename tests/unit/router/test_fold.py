@@ -16,7 +16,7 @@ from events.model import (
 from router import snapshot
 from router.fold import evolve
 from router.policy import RouterPolicy
-from tests.unit.router.helpers import Log, agent, at, conversation, holder, same_routing_state
+from tests.unit.router.helpers import Log, agent, at, conversation, same_routing_state
 
 AUTO = RouterPolicy(offer_channels=(), escalation_steps=())
 
