@@ -151,7 +151,8 @@ def _int(value: str | None) -> int:
 # -- the command line ---------------------------------------------------------------------
 
 DLQ_HELP = """\
-Parked messages (RELAYDESK_NATS_URL or --nats-url; beside `relaydesk up`, its embedded NATS is found):
+Parked messages:
+(RELAYDESK_NATS_URL or --nats-url; beside `relaydesk up`, its embedded NATS is found)
 
   relaydesk dlq list [--kind dead_letter|quarantined] [--json]
                                   every parked message: key, kind, reader, subject, deliveries, error

@@ -31,7 +31,8 @@ from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 
 HELP = """\
-Customers, straight on the event log (RELAYDESK_NATS_URL or --nats-url; beside `relaydesk up`, its embedded NATS is found):
+Customers, straight on the event log:
+(RELAYDESK_NATS_URL or --nats-url; beside `relaydesk up`, its embedded NATS is found)
 
   relaydesk customers import FILE [--dry-run]     CSV or JSON Lines: identity/identities, tier, flags,
                                                   preferred_language, crm_id; bad lines are reported
