@@ -56,6 +56,7 @@ class FreshdeskSink(Sink):
     name: ClassVar[str] = "freshdesk"
     Settings: ClassVar[type[SinkSettings]] = FreshdeskSettings
     webhook_paths: ClassVar[tuple[str, ...]] = ("/freshdesk/webhook",)
+    api_settings: ClassVar[tuple[str, ...]] = ("domain", "api_url", "api_key")
 
     settings: FreshdeskSettings
 

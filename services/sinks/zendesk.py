@@ -74,6 +74,7 @@ class ZendeskSink(Sink):
     name: ClassVar[str] = "zendesk"
     Settings: ClassVar[type[SinkSettings]] = ZendeskSettings
     webhook_paths: ClassVar[tuple[str, ...]] = ("/zendesk/webhook",)
+    api_settings: ClassVar[tuple[str, ...]] = ("subdomain", "api_url", "email", "api_token")
 
     settings: ZendeskSettings
 

@@ -5,6 +5,7 @@ from .actions import ConversationFacts, Relaydesk, stable_id
 from .api import ProviderApi, retry_after_seconds
 from .base import Sink, SinkEvent, SinkSettings, WebhookRequest, numeric_id
 from .errors import AuthFailed, Malformed, Rejected, SinkConfigError, SinkError, SinkNotFound, Transient, Unauthentic
+from .reload import SettingsSource, SettingsUnavailable
 from .runtime import SinkRuntime
 from .state import Link, ParkedEvent, SinkState
 
@@ -17,6 +18,8 @@ __all__ = [
     "ProviderApi",
     "Rejected",
     "Relaydesk",
+    "SettingsSource",
+    "SettingsUnavailable",
     "Sink",
     "SinkConfigError",
     "SinkError",

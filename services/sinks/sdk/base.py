@@ -75,6 +75,10 @@ class SinkSettings(msgspec.Struct, kw_only=True):
     replicas: int = 1
 
 
+# The settings ``basic_auth_api`` builds every helpdesk client with.
+API_TIMINGS = ("api_attempts", "api_backoff", "api_timeout", "max_retry_after")
+
+
 @dataclass(frozen=True)
 class SinkEvent:
     """One log event for ``handle``: its stream sequence, subject and the event (personal
@@ -133,6 +137,10 @@ class Sink(ABC):
     )
     # POST routes for the helpdesk's webhooks.
     webhook_paths: ClassVar[tuple[str, ...]] = ("/webhook",)
+    # The settings ``make_api`` reads besides the SDK's API timings (``API_TIMINGS``): its URL
+    # and credentials. Changed in the config or a secret file while the helpdesk refuses the
+    # credentials, they are taken without a restart and the client is rebuilt (``reload``).
+    api_settings: ClassVar[tuple[str, ...]] = ()
 
     # Given by the runtime before anything is handled (``attach``).
     state: SinkState
@@ -170,6 +178,10 @@ class Sink(ABC):
     def problems(self) -> list[str]:
         """Settings that are missing or inconsistent (empty: fine)."""
         return []
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every setting the API client is built from (``api_settings`` and the timings)."""
+        return (*self.api_settings, *API_TIMINGS)
 
     @abstractmethod
     def make_api(self) -> ProviderApi:

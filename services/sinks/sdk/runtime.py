@@ -27,6 +27,7 @@ from .actions import Relaydesk
 from .base import Sink, SinkEvent, WebhookRequest
 from .errors import AuthFailed, Malformed, Rejected, SinkError, Transient, Unauthentic
 from .metrics import SINK_EVENTS, SINK_WEBHOOKS
+from .reload import SettingsSource, reload_api
 from .state import ParkedEvent, SinkState
 
 log = structlog.get_logger("relaydesk.sink")
@@ -40,8 +41,18 @@ class SinkRuntime:
     listens on. ``await stop()`` stops both (after the event being handled) and releases the
     lease. The NATS connection and the store belong to the caller."""
 
-    def __init__(self, sink: Sink, nc: NATS, store: EventStore, *, instance_id: str = "") -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        nc: NATS,
+        store: EventStore,
+        *,
+        instance_id: str = "",
+        settings: SettingsSource | None = None,
+    ) -> None:
         self.sink = sink
+        # Read again while the helpdesk refuses the credentials (``reload``); None: never.
+        self.settings = settings
         self.nc = nc
         self.store = store.for_reader(f"sink:{sink.name}") if isinstance(store, EventStore) else store
         self.instance_id = instance_id or f"sink-{sink.name}-{uuid.uuid4().hex[:8]}"
@@ -211,7 +222,8 @@ class SinkRuntime:
                     return "lost"
                 continue
             except AuthFailed as err:
-                # Expired or revoked credentials: an operator fixes them, then every event
+                # Expired or revoked credentials: an operator fixes them (in the config or a
+                # secret file, read again before each retry: ``reload``), then every event
                 # flows in order. Parking this one and going on would find later events of
                 # its conversation without a ticket and drop them, so the sink waits here.
                 self.stalled_on, self.last_error, self.auth_failed = stored.seq, err.reason, True
@@ -221,11 +233,14 @@ class SinkRuntime:
                     "sink.auth_stalled",
                     reason=err.reason,
                     pause_s=pause,
-                    action=f"fix the {self.sink.name} sink's API credentials; it waits on this event until then",
+                    action=f"fix the {self.sink.name} sink's API credentials (config or secret file, read again "
+                    "before each retry); it waits on this event until then",
                 )
                 await self._pause(pause)
                 if not await lease.renew():
                     return "lost"
+                if self.settings is not None and not self._stop.is_set():
+                    await reload_api(self.sink, self.settings, bound)  # a rotated token, before the retry
                 continue
             except Rejected as err:
                 await self._park(stored, err.reason)
