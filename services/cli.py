@@ -490,7 +490,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "up":
         from services.up import main as up_main
 
-        return up_main(config)
+        return up_main(config, config_path=args.config)  # sinks read it again for a rotated token
     if args.command == "intake":
         if not config.nats.url:
             raise SystemExit("relaydesk intake: set RELAYDESK_NATS_URL or [nats] url")
@@ -519,7 +519,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from services.nats_permissions import sink_user
         from services.sinks import runner as sinks
 
-        job = sinks.retry_parked if args.retry_parked else sinks.run_sink
+        # Running, it reads its table again (this file, the environment, secret files) while the
+        # helpdesk refuses its credentials: a rotated token needs no restart.
+        job = sinks.retry_parked if args.retry_parked else sinks.sink_service(args.config, args.name)
         return _run_service(job, config, args.name, role=sink_user(args.name))
     if args.command == "report":
         from services.reports.command import report_command

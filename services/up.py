@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -31,6 +31,9 @@ from services.runners import (
     run_projector,
     run_router,
 )
+
+if TYPE_CHECKING:
+    from services.sinks.sdk import SettingsSource
 
 log = structlog.get_logger(__name__)
 
@@ -127,13 +130,16 @@ async def serve_all(
     on_started: Callable[[Started], None] | None = None,
     services: tuple[str, ...] = SERVICES,
     credentials: RoleCredentials | None = None,
+    sink_settings: Callable[[str], SettingsSource] | None = None,
 ) -> int:
     """Run ``services`` and every enabled connector until ``stop``; a service that fails
     stops the others at once (its reason printed first). Returns an exit code.
 
     Each service and connector has its own NATS connection. With ``credentials`` (the users
     ``up`` generated for its embedded server) each connects as its own role, and the tool role
-    sets up the streams first; without, all use ``[nats]``'s credentials (or none)."""
+    sets up the streams first; without, all use ``[nats]``'s credentials (or none).
+    ``sink_settings``: where each sink reads its table again while its helpdesk refuses the
+    credentials (None: it keeps the table it started with)."""
     base = NatsAuth.from_settings(config.nats)
 
     def auth(user: str) -> NatsAuth:
@@ -183,7 +189,8 @@ async def serve_all(
             sink_bus = await stack.enter_async_context(
                 connect(config, nats_url, name=f"relaydesk-sink-{name}", auth=auth(sink_user(name)), streams_ready=True)
             )
-            jobs[f"sink {name}"] = run_sink(config, sink_bus, name, stop, health=health)
+            source = sink_settings(name) if sink_settings is not None else None
+            jobs[f"sink {name}"] = run_sink(config, sink_bus, name, stop, health=health, settings=source)
         tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
@@ -263,7 +270,7 @@ class _Failures:
         return bool(self.seen)
 
 
-async def up(config: Config, lock: DataDirLock) -> int:
+async def up(config: Config, lock: DataDirLock, config_path: str | Path | None = None) -> int:
     """Everything, until Ctrl-C or SIGTERM, holding the data dir's ``lock``
     (services.data_dir): the files it writes there are its own until it exits, and the
     embedded nats-server holds the lock with it."""
@@ -302,7 +309,10 @@ async def up(config: Config, lock: DataDirLock) -> int:
         def banner(started: Started) -> None:
             print_banner(config, started, embedded is not None, new_token)
 
-        return await serve_all(config, nats_url, token, stop, banner, credentials=credentials)
+        from services.sinks.runner import config_settings
+
+        sinks = config_settings(config_path)  # each sink reads the file again for a rotated token
+        return await serve_all(config, nats_url, token, stop, banner, credentials=credentials, sink_settings=sinks)
     finally:
         if embedded is not None:
             await embedded.astop()
@@ -349,7 +359,7 @@ def print_banner(config: Config, started: Started, embedded: bool, new_token: bo
     console.print("Ctrl-C stops everything.")
 
 
-def main(config: Config) -> int:
+def main(config: Config, config_path: str | Path | None = None) -> int:
     """``relaydesk up``: refused at once, touching nothing, while another holds the data dir."""
     try:
         lock = lock_data_dir(config.data_dir)
@@ -357,7 +367,7 @@ def main(config: Config) -> int:
         raise SystemExit(f"relaydesk: {err}") from None
     with lock, contextlib.suppress(KeyboardInterrupt):
         try:
-            return asyncio.run(up(config, lock))
+            return asyncio.run(up(config, lock, config_path))
         except (NatsServerError, DataDirUnusable) as err:  # the embedded server's log says why; a file in the way
             raise SystemExit(f"relaydesk: {err}") from None
     return 0

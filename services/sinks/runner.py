@@ -8,17 +8,29 @@ the log, appends replies and resolutions on conversation subjects, queues replie
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from services.bootstrap import Bus
-from services.config import Config
+from services.config import Config, check
 from services.health import Health
 from services.health.checks import service_check
 from services.runners import ServiceFailed
 
-from .sdk import Sink, SinkConfigError, SinkError, SinkNotFound, SinkRuntime, registry
+from .sdk import (
+    SettingsSource,
+    SettingsUnavailable,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    SinkNotFound,
+    SinkRuntime,
+    registry,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -31,14 +43,51 @@ def enabled_sinks(config: Config) -> list[str]:
     return [name for name, table in tables if not isinstance(table, dict) or is_enabled(table.get("enabled"))]
 
 
+def sink_table(config: Config, name: str) -> dict[str, Any]:
+    """The raw ``[sinks.<name>]`` table a sink is built from: its bucket follows ``[nats]
+    replicas`` unless the table says."""
+    return {"replicas": config.nats.replicas, **config.sinks.get(name, {})}
+
+
 def build_sink(config: Config, name: str) -> Sink:
     """The sink ``name`` from its ``[sinks.<name>]`` table, or ``ServiceFailed`` saying why not."""
     try:
-        sink_cls = registry.load(name)
-        # Its bucket follows [nats] replicas unless its table says.
-        return sink_cls.from_config({"replicas": config.nats.replicas, **config.sinks.get(name, {})})
+        return registry.load(name).from_config(sink_table(config, name))
     except (SinkNotFound, SinkConfigError) as err:
         raise ServiceFailed(f"sink {name}: {err}") from err
+
+
+class ConfigSettings(SettingsSource):
+    """A sink's table read again from where the process read it at start: the config file
+    ``path`` (None: none), then the environment (``env``, default ``os.environ`` as it is
+    then) with its ``RELAYDESK_<NAME>_FILE`` secret files read again, all checked as
+    ``relaydesk`` checks them at start. What ``relaydesk sink NAME`` and ``relaydesk up``
+    give a sink's runtime, so a rotated token is picked up without a restart."""
+
+    def __init__(self, name: str, path: str | Path | None, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.env = env
+
+    def __call__(self) -> dict[str, Any]:
+        config, problems = check(self.path, self.env)
+        if config is None or problems:
+            # The problems name keys, variables and files, never their values.
+            raise SettingsUnavailable("; ".join(problems) or "the configuration cannot be read")
+        if self.name not in config.sinks:
+            raise SettingsUnavailable(f"[sinks.{self.name}] is no longer configured")
+        return sink_table(config, self.name)
+
+
+def config_settings(path: str | Path | None) -> Callable[[str], SettingsSource]:
+    """For ``relaydesk up``: each sink's ``ConfigSettings`` over the config file ``path``."""
+    return functools.partial(ConfigSettings, path=path)
+
+
+def sink_service(path: str | Path | None, name: str) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``relaydesk sink NAME``: ``run_sink`` re-reading the config file ``path`` and the
+    environment while the helpdesk refuses the credentials."""
+    return functools.partial(run_sink, settings=ConfigSettings(name, path))
 
 
 async def run_sink(
@@ -49,8 +98,11 @@ async def run_sink(
     started: list[str] | None = None,
     *,
     health: Health | None = None,
+    settings: SettingsSource | None = None,
 ) -> None:
-    runtime = SinkRuntime(build_sink(config, name), bus.nc, bus.store)
+    """Run the sink ``name`` until ``stop``. ``settings``: where its table is read again while
+    the helpdesk refuses its credentials (None: it keeps the table it started with)."""
+    runtime = SinkRuntime(build_sink(config, name), bus.nc, bus.store, settings=settings)
     try:
         urls = await runtime.start()
     except SinkError as err:  # cannot listen
