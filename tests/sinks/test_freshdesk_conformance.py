@@ -23,3 +23,6 @@ class TestFreshdeskConformance(SinkConformance):
 
     def config(self, api_url: str) -> dict[str, Any]:
         return freshdesk_config(api_url)
+
+    def rotated_credentials(self, table: dict[str, Any]) -> dict[str, Any] | None:
+        return {**table, "api_key": "fd-rotated-key"}

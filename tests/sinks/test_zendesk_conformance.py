@@ -23,3 +23,6 @@ class TestZendeskConformance(SinkConformance):
 
     def config(self, api_url: str) -> dict[str, Any]:
         return zendesk_config(api_url)
+
+    def rotated_credentials(self, table: dict[str, Any]) -> dict[str, Any] | None:
+        return {**table, "api_token": "zd-rotated-token"}

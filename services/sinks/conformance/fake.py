@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from connectors.sdk.conformance.helpers import serve_locally
+
+from ..sdk import SettingsSource, SettingsUnavailable
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,20 @@ class FakeHelpdesk(ABC):
     @abstractmethod
     def forge(self, call: WebhookCall) -> WebhookCall:
         """``call`` as an impostor would send it (a wrong signature or secret)."""
+
+
+class FakeSettings(SettingsSource):
+    """A sink's settings source for tests: ``table`` is what the config says now (change it
+    to rotate a token), ``problem`` a re-read that fails (a secret file gone, invalid TOML);
+    ``reads`` counts the re-reads."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self.table = dict(table)
+        self.problem = ""
+        self.reads = 0
+
+    def __call__(self) -> Mapping[str, Any]:
+        self.reads += 1
+        if self.problem:
+            raise SettingsUnavailable(self.problem)
+        return dict(self.table)

@@ -21,7 +21,11 @@ Contract checked:
   * 401 from the helpdesk: the sink waits on that event (loudly, with a metric, ``/readyz``
     503, ``stalled_on`` in ``/healthz``), trying it again every ``auth_retry_pause`` seconds,
     not in a tight loop, and nothing is parked; once the credentials work every event flows in
-    order (the ticket, then the later messages).
+    order (the ticket, then the later messages);
+  * rotated credentials (``rotated_credentials``): while the sink waits on a 401 it reads its
+    settings again before each retry; a re-read that fails changes nothing, and once the table
+    holds the credentials the helpdesk now wants, every waiting event flows in order, without
+    a restart.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from connectors.sdk.conformance.helpers import conformance_nats
 from services.bootstrap import event_store
 
 from ..sdk import Sink, SinkRuntime
-from .fake import FakeHelpdesk
+from .fake import FakeHelpdesk, FakeSettings
 from .rig import Rig, eventually
 
 # What the kit sets on every sink it runs: local, from the start of the log, quick retries.
@@ -73,6 +77,11 @@ class SinkConformance(ABC):
         """The raw ``[sinks.<name>]`` table pointing the sink at ``api_url``, with agent
         ``ava`` mapped to a helpdesk user. The kit sets host, port and timings."""
 
+    def rotated_credentials(self, table: dict[str, Any]) -> dict[str, Any] | None:
+        """``table`` with other API credentials (a rotated token), for the rotation check;
+        None skips it."""
+        return None
+
     def make_sink(self, api_url: str) -> Sink:
         return self.sink_class.from_config({**self.config(api_url), **KIT_SETTINGS})
 
@@ -85,9 +94,10 @@ class SinkConformance(ABC):
             try:
                 url = await fake.start()
                 store = event_store(nc)
-                runtime = SinkRuntime(self.make_sink(url), nc, store)
+                settings = FakeSettings({**self.config(url), **KIT_SETTINGS})
+                runtime = SinkRuntime(self.make_sink(url), nc, store, settings=settings)
                 await runtime.start()
-                rig = Rig(nc, store, fake, runtime, lambda: self.make_sink(url))
+                rig = Rig(nc, store, fake, runtime, lambda: self.make_sink(url), settings)
                 yield rig
             finally:
                 if rig is not None:
@@ -203,6 +213,32 @@ class SinkConformance(ABC):
         assert rig.runtime.stalled_on is None and rig.runtime.auth_failed is False
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
             assert resp.status == 200
+
+    async def test_rotated_credentials_are_taken_while_waiting_without_a_restart(self, rig: Rig) -> None:
+        settings = rig.settings
+        assert isinstance(settings, FakeSettings)
+        rotated = self.rotated_credentials(dict(settings.table))
+        if rotated is None:
+            pytest.skip("rotated_credentials() gives no rotated table for this sink")
+        # The helpdesk now wants the new credentials: the sink's are refused.
+        rig.fake.authorization = self.sink_class.from_config(rotated).make_api().authorization
+        customer, conversation = await rig.open_assigned("My invoice is wrong")
+        await rig.message(customer, conversation, "hello?")
+        await eventually(lambda: _async(rig.runtime.stalled_on))
+        instance, api, before = rig.runtime.instance_id, rig.sink.api, rig.sink.settings
+
+        settings.problem = "RELAYDESK_SINK_X_API_TOKEN_FILE: cannot read /run/secrets/x"  # a broken re-read
+        reads = settings.reads
+        await eventually(lambda: _async(settings.reads >= reads + 2), timeout=10)
+        assert rig.sink.api is api and rig.sink.settings == before, "a failed re-read changed the settings"
+        assert rig.runtime.auth_failed and rig.fake.ticket_of(conversation) is None
+
+        settings.problem, settings.table = "", rotated  # the operator rotated the token
+        await rig.caught_up(customer)
+        ticket = rig.fake.ticket_of(conversation)
+        assert ticket is not None and [c.body for c in ticket.comments] == ["My invoice is wrong", "hello?"]
+        assert rig.runtime.instance_id == instance and rig.runtime.stalled_on is None
+        assert not rig.runtime.auth_failed and await rig.sink.state.parked() == []
 
 
 async def _async(value: Any) -> Any:

@@ -32,7 +32,7 @@ from events.model import (
 )
 from events.store import Append, EventStore
 
-from ..sdk import Sink, SinkRuntime
+from ..sdk import SettingsSource, Sink, SinkRuntime
 from .fake import FakeHelpdesk, WebhookCall
 
 T = TypeVar("T")
@@ -57,6 +57,8 @@ class Rig:
     fake: FakeHelpdesk
     runtime: SinkRuntime
     make_sink: Callable[[], Sink]
+    # Where the sink reads its settings again while the helpdesk refuses its credentials.
+    settings: SettingsSource | None = None
     channel: str = "sms"
     contact: str = "+15550001111"
 
@@ -175,5 +177,5 @@ class Rig:
         await self.runtime.stop()
         if replay:
             await self.sink.state.save_position(0)
-        self.runtime = SinkRuntime(self.make_sink(), self.nc, self.store)
+        self.runtime = SinkRuntime(self.make_sink(), self.nc, self.store, settings=self.settings)
         await self.runtime.start()
