@@ -2,8 +2,9 @@
 partial restore after JetStream's duplicate window, a replay tool run twice) changes nothing.
 
 Events carry no id of their own, so an event is known by its content: the 8-byte digest of its
-encoding (``fingerprint``). Two genuine events of one conversation never encode alike (each
-has its own time, agent, step, message id...). What is remembered, and for how long:
+encoding with its personal fields blanked (``events.digests.fingerprint``). Two genuine events
+of one conversation never encode alike (each has its own time, agent, step, message id...).
+What is remembered, and for how long:
 
 * an open conversation keeps the digests of the events the fold applied to it
   (``ConversationView.folded``): bounded by open work, dropped with the view at resolution;
@@ -19,8 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-import msgspec
-
+from events.digests import DIGEST, fingerprint, holds
 from events.model import (
     AgentOffered,
     ConversationAssigned,
@@ -41,9 +41,6 @@ from router.state import ConversationView, CustomerView, RouterState
 
 # Beside the facts (not snapshotted): the sequence of the last event the fold found repeated.
 LAST_REPEAT = "_last_repeat"
-DIGEST = 8  # bytes: 2^-64 a pair, among one conversation's events or one customer's conversations
-
-_encoder = msgspec.msgpack.Encoder()
 
 # The conversation events the fold interprets: each is folded once.
 REMEMBERED: frozenset[type] = frozenset(
@@ -65,27 +62,8 @@ REMEMBERED: frozenset[type] = frozenset(
 )
 
 
-def fingerprint(event: LogEvent) -> bytes:
-    """The digest of the event's content (its tag and every field)."""
-    try:
-        content = _encoder.encode(event)
-    except (OverflowError, ValueError):  # a time at the edge of the calendar has no UTC form
-        content = repr(event).encode()
-    return hashlib.blake2b(content, digest_size=DIGEST).digest()
-
-
 def id_digest(conversation_id: str) -> bytes:
     return hashlib.blake2b(conversation_id.encode(), digest_size=DIGEST).digest()
-
-
-def holds(digests: bytes, digest: bytes) -> bool:
-    """``digest`` is one of the DIGEST-byte digests ``digests`` is made of (aligned)."""
-    at = digests.find(digest)
-    while at >= 0:
-        if at % DIGEST == 0:
-            return True
-        at = digests.find(digest, at + 1)
-    return False
 
 
 def folded_before(conv: ConversationView, event: LogEvent) -> bool:

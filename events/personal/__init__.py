@@ -46,26 +46,54 @@ on its subject: a destroyed customer never gets a new key, and sealing for them 
 ``KeyDestroyed`` rather than writing readable data about an erased person.
 """
 
-from events.personal.cipher import (
-    CLEAR_METADATA,
-    ENVELOPE,
-    ERASED,
-    EXPIRED,
-    PERSONAL_FIELDS,
-    Fields,
-    PersonalDataCipher,
-    clear_personal_fields,
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from events.personal.cipher import (
+        CLEAR_METADATA,
+        ENVELOPE,
+        ERASED,
+        EXPIRED,
+        PERSONAL_FIELDS,
+        Fields,
+        PersonalDataCipher,
+        clear_personal_fields,
+    )
+    from events.personal.keys import (
+        KEYS_ALL,
+        KEYS_STREAM,
+        CustomerKeys,
+        KeyDestroyed,
+        KeyRecord,
+        day_subject,
+        key_subject,
+        system_key_subject,
+    )
+
+_FROM_KEYS = frozenset(
+    {
+        "KEYS_ALL",
+        "KEYS_STREAM",
+        "CustomerKeys",
+        "KeyDestroyed",
+        "KeyRecord",
+        "day_subject",
+        "key_subject",
+        "system_key_subject",
+    }
 )
-from events.personal.keys import (
-    KEYS_ALL,
-    KEYS_STREAM,
-    CustomerKeys,
-    KeyDestroyed,
-    KeyRecord,
-    day_subject,
-    key_subject,
-    system_key_subject,
-)
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded when first asked for: a module that only needs a light part of this package
+    # (``fields``, ``box``: the rebuild's writer process, through ``events.digests``) does not
+    # pull in the cipher's keys and with them nats-py.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from events.personal import cipher, keys
+
+    return getattr(keys if name in _FROM_KEYS else cipher, name)
+
 
 __all__ = [
     "CLEAR_METADATA",

@@ -11,17 +11,7 @@ import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.model import (
-    ConversationEscalated,
-    ConversationOpened,
-    ConversationTransferred,
-    CustomerCreated,
-    CustomerProfileUpdated,
     DeliverReply,
-    DeliveryFailed,
-    IdentityLinked,
-    MessageReceived,
-    NoteAdded,
-    ReplyRequested,
     UnknownEvent,
 )
 from events.personal.box import (
@@ -39,6 +29,7 @@ from events.personal.box import (
     envelope_day,
     has_envelope,
 )
+from events.personal.fields import PERSONAL_FIELDS
 from events.personal.keys import PRELOAD_LIMIT, CustomerKeys
 from events.skips import count_skip
 
@@ -66,20 +57,6 @@ PRELOAD_AT = 64
 SEAL_PRELOAD_LIMIT = 100_000
 # Keys a batch (seal_many) reads or creates at once.
 KEYS_IN_FLIGHT = 256
-
-PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
-    CustomerCreated: Fields(strings=("identity",)),
-    IdentityLinked: Fields(strings=("identity",)),
-    CustomerProfileUpdated: Fields(strings=("crm_id", "name")),
-    ConversationOpened: Fields(strings=("contact",), metadata=True),
-    MessageReceived: Fields(strings=("text", "contact"), attachments=True, metadata=True, bodies=("text",)),
-    ReplyRequested: Fields(strings=("text", "template_values"), attachments=True, bodies=("text",)),
-    NoteAdded: Fields(strings=("text",), bodies=("text",)),
-    DeliveryFailed: Fields(strings=("reason",)),
-    ConversationTransferred: Fields(strings=("note",)),
-    ConversationEscalated: Fields(strings=("reason",)),
-    DeliverReply: Fields(strings=("contact", "text", "template_values"), attachments=True, metadata=True),
-}
 
 
 def clear_personal_fields(event: msgspec.Struct) -> list[str]:

@@ -97,6 +97,7 @@ def summary_json(summary: Any) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(summary)
     body["id"] = body.pop("conversation_id")
     body["reason"] = body.pop("last_reason", None)
+    body.pop("folded", None)  # the fold's own bookkeeping (re-published events)
     return body
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 import msgspec
 
+from events.digests import fingerprint, holds
 from events.model import (
     AgentOffered,
     ConversationAssigned,
@@ -204,8 +205,8 @@ def _repeated(conv: ConversationFacts, ev: ConversationEvent) -> bool:
         return True
     if kind not in replays.REMEMBERED and not (isinstance(ev, MessageReceived) and ev.channel == "voice"):
         return False  # messages and replies: only first times are kept (idempotent)
-    digest = replays.fingerprint(ev)
-    if replays.holds(conv.folded, digest):
+    digest = fingerprint(ev)
+    if holds(conv.folded, digest):
         return True
     conv.folded += digest
     return False

@@ -15,13 +15,15 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
 from events.model import CustomerErased, CustomerEvent
+from events.skips import SKIPPED
 from events.stored import StoredEvent
 from services.timelines.batch import fold_batch
 from services.timelines.queries import Sql
 from services.timelines.redact import redact_customer, redact_entry
-from services.timelines.rowmap import CUSTOMER_COLUMNS, SUMMARY_COLUMNS, RowCodec
+from services.timelines.rowmap import CUSTOMER_COLUMNS, FOLD_SUMMARY_COLUMNS, RowCodec
 from services.timelines.rows import ConversationSummary, CustomerSummary, TimelineEntry
 from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, single
 from services.timelines.store import DEFAULT_KEY, CheckpointMismatch, FaultHook, ReadOnlyStore
@@ -29,6 +31,7 @@ from services.timelines.summaries import with_family
 
 T = TypeVar("T")
 K = TypeVar("K")
+log = structlog.get_logger("relaydesk.timelines")
 
 
 _SEQ = attrgetter("seq")
@@ -147,11 +150,15 @@ class PlannedStore:
             return []
         sql, codec = self.sql, self.rows
         conversation_ids, customer_ids = touched(events)
-        found = yield from fetch_all(sql.select_by(sql.conversations, SUMMARY_COLUMNS, conversation_ids))
+        found = yield from fetch_all(sql.select_by(sql.conversations, FOLD_SUMMARY_COLUMNS, conversation_ids))
         summaries = {r[0]: codec.row_summary(r) for r in found}
         found = yield from fetch_all(sql.select_by(sql.customers, CUSTOMER_COLUMNS, customer_ids))
         customers = {r[0]: codec.row_customer(r) for r in found}
         rows = fold_batch(events, summaries.get, customers.get)
+        if rows.repeats:
+            SKIPPED.labels(where="timelines.fold.repeated").inc(rows.repeats)
+            first, last = events[0].seq, events[-1].seq
+            log.info("timelines.repeats_left_out", events=rows.repeats, first_seq=first, last_seq=last)
         hook = self.fault_hook
         if hook is None:
             if rows.entries:

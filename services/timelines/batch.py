@@ -9,6 +9,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from events.digests import fingerprint, holds
+from events.model import ConversationEvent
 from events.stored import StoredEvent
 from services.timelines.fold_event import fold
 from services.timelines.redact import redact_customer, redact_entry
@@ -26,6 +28,8 @@ class BatchRows(msgspec.Struct, kw_only=True):
     # Customers erased in this batch (CustomerErased): the store redacts the rows it already
     # holds of them (the entries above are redacted already).
     erased: list[str] = []
+    # Events of the batch folded before (re-published): left out.
+    repeats: int = 0
 
 
 def _none(_key: str) -> None:
@@ -69,10 +73,21 @@ def fold_batch(
     customers = _Known(load_customer)
     links: list[CustomerLink] = []
     erased: list[str] = []
+    repeats = 0
     # Bound once: this loop runs once an event of the log in a rebuild.
     known_summaries, known_customers = summaries.rows, customers.rows
     summary_of, customer_of, add_entry = summaries.get, customers.get, entries.append
     for stored in events:
+        event = stored.event
+        digest = b""
+        if isinstance(event, ConversationEvent):
+            # A re-published event (the same fact again at a later sequence) folds to nothing:
+            # no second entry, no second count (``events.digests``).
+            digest = fingerprint(event)
+            current = summary_of(event.conversation_id)
+            if current is not None and holds(current.folded, digest):
+                repeats += 1
+                continue
         folded = fold(stored)
         if folded.link is not None:
             links.append(folded.link)
@@ -91,14 +106,26 @@ def fold_batch(
         e = folded.entry
         if folded.change is not None:
             cid = folded.change.conversation_id
-            summary = merge(summary_of(cid), folded.change)
+            summary = merge(summary_of(cid), folded.change, digest)
             known_summaries[cid] = summary
             if e is not None and e.channel is None and summary.channel is not None:
                 e = msgspec.structs.replace(e, channel=summary.channel)
+        elif digest and e is not None:  # an entry without a summary change: remembered all the same
+            cid = e.conversation_id or ""
+            current = summary_of(cid) if cid else None
+            if current is not None:
+                known_summaries[cid] = msgspec.structs.replace(current, folded=current.folded + digest)
         if e is not None:
             add_entry(e)
     # Entries of customers erased (in this batch or before it) lose their personal data.
     gone = {c for c in {e.customer_id for e in entries} if _erased(customers.get(c))}
     if gone:
         entries = [redact_entry(e) if e.customer_id in gone else e for e in entries]
-    return BatchRows(entries=entries, summaries=summaries.rows, customers=customers.rows, links=links, erased=erased)
+    return BatchRows(
+        entries=entries,
+        summaries=summaries.rows,
+        customers=customers.rows,
+        links=links,
+        erased=erased,
+        repeats=repeats,
+    )

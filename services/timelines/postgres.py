@@ -77,6 +77,7 @@ ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_assigned_at timesta
 ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_response_at timestamptz;
 ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_declined integer NOT NULL DEFAULT 0;
 ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_expired integer NOT NULL DEFAULT 0;
+ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS folded bytea NOT NULL DEFAULT ''::bytea;
 CREATE INDEX IF NOT EXISTS conversations_status ON {s}.conversations (status, last_activity_at);
 CREATE INDEX IF NOT EXISTS conversations_agent ON {s}.conversations (agent_id, last_activity_at);
 CREATE INDEX IF NOT EXISTS conversations_customer ON {s}.conversations (customer_id, last_activity_at);

@@ -14,6 +14,7 @@ from typing import Any
 from services.timelines.rowmap import (
     CUSTOMER_COLUMNS,
     ENTRY_COLUMNS,
+    FOLD_SUMMARY_COLUMNS,
     LINK_COLUMNS,
     SUMMARY_COLUMNS,
     column_names,
@@ -55,7 +56,7 @@ class Sql:
             f"INSERT INTO {self.timeline} ({ENTRY_COLUMNS}) VALUES ({self.params(ENTRY_COLUMNS)})"
             " ON CONFLICT (customer_id, seq) DO NOTHING"
         )
-        self.upsert_summary = self._upsert(self.conversations, SUMMARY_COLUMNS)
+        self.upsert_summary = self._upsert(self.conversations, FOLD_SUMMARY_COLUMNS)
         self.upsert_customer = self._upsert(self.customers, CUSTOMER_COLUMNS)
         self.upsert_link = (
             f"INSERT INTO {self.links} AS x ({LINK_COLUMNS}) VALUES ({self.params(LINK_COLUMNS)})"

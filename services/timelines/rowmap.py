@@ -29,6 +29,9 @@ CUSTOMER_COLUMNS = (
     " conversation_count, last_seq, search, erased"
 )
 LINK_COLUMNS = "merged_id, survivor_id, seq"
+# What the fold reads and writes of a summary: the columns readers see, and the digests of the
+# events folded into it (``ConversationSummary.folded``), which readers have no use for.
+FOLD_SUMMARY_COLUMNS = SUMMARY_COLUMNS + ", folded"
 
 
 _times = msgspec.json.Encoder()
@@ -166,6 +169,7 @@ class RowCodec:
                 next(times),  # first_response_at
                 s.offers_declined,
                 s.offers_expired,
+                s.folded,
             )
             for s in summaries
         ]
@@ -191,6 +195,7 @@ class RowCodec:
             first_response_at=t(r[15]),
             offers_declined=int(r[16]),
             offers_expired=int(r[17]),
+            folded=bytes(r[18]) if len(r) > 18 and r[18] is not None else b"",
         )
 
     # -- customer summaries -------------------------------------------------------------

@@ -50,6 +50,9 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
     first_response_at: datetime | None = None
     offers_declined: int = 0
     offers_expired: int = 0
+    # The digests of the conversation's events folded so far (``events.digests``, 8 bytes each):
+    # a re-published event is recognised and folded into nothing. Not part of what the API shows.
+    folded: bytes = b""
 
 
 class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):

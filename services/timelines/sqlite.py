@@ -55,6 +55,7 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("first_response_at", "TEXT"),
         ("offers_declined", "INTEGER NOT NULL DEFAULT 0"),
         ("offers_expired", "INTEGER NOT NULL DEFAULT 0"),
+        ("folded", "BLOB NOT NULL DEFAULT x''"),
     ],
     "customers": [("erased", "INTEGER NOT NULL DEFAULT 0")],
 }
@@ -102,7 +103,8 @@ def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
                 first_assigned_at TEXT,
                 first_response_at TEXT,
                 offers_declined INTEGER NOT NULL DEFAULT 0,
-                offers_expired INTEGER NOT NULL DEFAULT 0
+                offers_expired INTEGER NOT NULL DEFAULT 0,
+                folded BLOB NOT NULL DEFAULT x''
             )""",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_status ON {c} (status, last_activity_at)",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_agent ON {c} (agent_id, last_activity_at)",

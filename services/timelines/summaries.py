@@ -12,8 +12,9 @@ from services.timelines.changes import KEEP, CustomerChange, SummaryChange
 from services.timelines.rows import ConversationSummary, CustomerSummary
 
 
-def merge(current: ConversationSummary | None, change: SummaryChange) -> ConversationSummary:
-    """The summary after ``change``; a change not newer than the summary is ignored."""
+def merge(current: ConversationSummary | None, change: SummaryChange, digest: bytes = b"") -> ConversationSummary:
+    """The summary after ``change``, remembering ``digest`` (the event's, ``events.digests``) as
+    folded; a change not newer than the summary is ignored."""
     if current is None:
         current = ConversationSummary(
             conversation_id=change.conversation_id,
@@ -60,6 +61,7 @@ def merge(current: ConversationSummary | None, change: SummaryChange) -> Convers
         first_response_at=at if change.responded and current.first_response_at is None else current.first_response_at,
         offers_declined=current.offers_declined + change.declined,
         offers_expired=current.offers_expired + change.expired,
+        folded=current.folded + digest,
     )
 
 

@@ -18,6 +18,7 @@ from events.model import (
     UnknownEvent,
 )
 from events.store import StoredEvent
+from services.api.views import summary_json
 from services.timelines import CheckpointMismatch, ConversationSummary, ReadOnlyStore, TimelineStore, open_store
 from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend, new_id
 
@@ -189,6 +190,28 @@ class StoreContract:
         assert c.first_response_at == at["message_out"]
         assert (c.offers_declined, c.offers_expired) == (1, 1)
         assert await ts.conversation(new_id("none")) is None
+
+    async def test_a_republished_event_writes_no_second_row(self, ts: TimelineStore) -> None:
+        # The same facts again at later sequences (a partial restore after JetStream's
+        # duplicate window, a replay tool run twice): one entry each, each message counted once,
+        # whether the copy comes in a later batch or in the same one, open or resolved.
+        s = Script(new_id("cu"), new_id("cv"))
+        seq = Seq()
+        first = [s.opened(), s.message("where is my parcel?"), s.routing(), s.offered("ava"), s.accepted("ava")]
+        await ts.apply(seq(first))
+        await ts.apply(seq([first[1], s.message("any news?"), first[1]]))
+        entries = await ts.timeline(s.customer, limit=1000)
+        assert [e.text for e in entries if e.kind == "message_in"] == ["where is my parcel?", "any news?"]
+        open_ = await ts.conversation(s.conversation)
+        assert open_ is not None and (open_.status, open_.message_count) == ("assigned", 2)
+        resolved = s.resolved("ava")
+        await ts.apply(seq([resolved]))
+        before = await ts.timeline(s.customer, limit=1000)
+        await ts.apply(seq([*first, resolved]))  # everything again, after the resolution
+        assert await ts.timeline(s.customer, limit=1000) == before
+        c = await ts.conversation(s.conversation)
+        assert c is not None and (c.status, c.agent_id, c.message_count) == ("resolved", "ava", 2)
+        assert "folded" not in summary_json(c)  # the fold's bookkeeping, not the API's
 
     async def test_conversations_filtered_by_status_and_agent(self, ts: TimelineStore) -> None:
         cust = new_id("cu")
