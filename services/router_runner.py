@@ -95,6 +95,10 @@ class RouterRunner:
         self.state = RouterState()
         self.pending_until = 0  # highest sequence we appended and have not yet folded
         self.decisions_appended = 0
+        # Decision rounds run as leader, and the log position each began at (for tests and
+        # status: that a router has looked at what is on the log, and decided nothing).
+        self.rounds = 0
+        self.round_seq = 0
         self._since_snapshot = 0
         self._saving: asyncio.Task[None] | None = None  # a snapshot being stored
         self._snapshot_spacing = Spacing(SNAPSHOT_DUTY)
@@ -320,7 +324,9 @@ class RouterRunner:
                         elif not lease.held and self.leading.is_set():
                             self._stand_down("lease lost" if not lease.unavailable else "NATS unavailable")
                     if self.leading.is_set() and self.ready.is_set():
+                        self.round_seq = self.state.last_seq
                         await self.decide_once()
+                        self.rounds += 1
                     if self._snapshot_due():
                         self._save_soon()
                 except NATS_ERRORS as err:

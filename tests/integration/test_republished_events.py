@@ -23,6 +23,7 @@ from services.bootstrap import seed_agents
 from services.config import Config
 from services.embedded_nats import EmbeddedNats
 from services.reports import fold_all
+from services.router_runner import RouterRunner
 from services.timelines.fold import fold_batch
 from tests.integration.system import eventually, open_conversation
 from tests.integration.test_router_runner import running_router
@@ -48,7 +49,7 @@ async def test_a_resolved_conversation_republished_is_not_routed_again(
     clean_nats: EmbeddedNats, store: EventStore
 ) -> None:
     subject = subjects.conversation("cu1", "cv1")
-    async with running_router(clean_nats.url, RouterPolicy()):
+    async with running_router(clean_nats.url, RouterPolicy()) as live:
         await open_conversation(store, "cu1", "cv1", channel="email")
         [assigned] = await eventually(lambda: _found(_decisions(store)))
         agent = assigned.event.agent_id
@@ -59,12 +60,14 @@ async def test_a_resolved_conversation_republished_is_not_routed_again(
         # Re-published in order, each with a new message id: the duplicate window does not catch them.
         for stored in history[:-1]:
             await store.append(Append(stored.event))
-        await asyncio.sleep(1.0)  # many router rounds
+        end = await store.last_seq()
+        await _decided_on(live, end)
         # No new decision: the one made, and its re-published copy.
         assert [d.event for d in await _decisions(store)] == [assigned.event, assigned.event]
     async with running_router(clean_nats.url, RouterPolicy(), use_snapshot=False) as runner:
         await asyncio.wait_for(runner.ready.wait(), 10)
-        await asyncio.sleep(0.5)
+        end = await store.last_seq()
+        await _decided_on(runner, end)
         assert runner.decisions_appended == 0
         assert "cv1" not in runner.state.conversations
 
@@ -79,8 +82,22 @@ async def test_a_resolved_conversation_republished_is_not_routed_again(
     facts = fold_all(log).conversations["cv1"]
     assert (facts.offers, facts.first_agent, facts.routable) == (0, agent, False)
 
-    summary = fold_batch(log, lambda _key: None).summaries["cv1"]
+    rows = fold_batch(log, lambda _key: None)
+    summary = rows.summaries["cv1"]
     assert (summary.status, summary.message_count, summary.agent_id) == ("resolved", 1, agent)
+    assert len(rows.entries) == len(history) and rows.repeats == len(history) - 1  # one entry per fact
+
+
+async def _decided_on(runner: RouterRunner, end: int) -> None:
+    """Wait until the router has run a whole decision round on the log up to ``end``."""
+    seen: list[int] = []
+
+    async def round_done() -> bool | None:
+        if runner.round_seq >= end:
+            seen.append(runner.rounds)
+        return True if len(seen) > 1 and seen[-1] > seen[0] else None
+
+    await eventually(round_done)
 
 
 async def _found(probe):  # type: ignore[no-untyped-def]
