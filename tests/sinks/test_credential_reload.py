@@ -113,6 +113,7 @@ async def running(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> 
         write_config(config_file, tmp_path / "data", await fake.start())
         config = load(config_file)
         stop = asyncio.Event()
+        task: asyncio.Task[Any]
         if how == "sink":  # what `relaydesk sink zendesk --config FILE` runs (services.cli)
             job = sink_service(config_file, "zendesk")
             task = asyncio.create_task(job(config, Bus(nc, event_store(nc)), "zendesk", stop, health=None))
