@@ -143,6 +143,39 @@ async def _task_dump_when_hung(request: pytest.FixtureRequest) -> AsyncIterator[
         handle.cancel()
 
 
+def _reconnecting_after_close() -> list[asyncio.Task[Any]]:
+    """The NATS clients' reconnect loops still running after their client was closed."""
+    lost = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        if getattr(coro, "__qualname__", "") != "Client._attempt_reconnect":
+            continue
+        frame = getattr(coro, "cr_frame", None)
+        client = frame.f_locals.get("self") if frame is not None else None
+        if task.cancelling() or (client is not None and client.is_closed):
+            lost.append(task)
+    return lost
+
+
+@pytest.fixture(autouse=True)
+async def _no_reconnecting_after_close() -> AsyncIterator[None]:
+    """nats-py's ``close()`` cancels the client's reconnect loop, and on Python 3.11 that
+    cancellation is lost when it lands as a connect attempt fails (``asyncio.wait_for`` returns
+    the attempt's error instead): the closed client goes on trying its stopped server for the
+    rest of the session, logging "nats: encountered error" with a traceback every
+    ``reconnect_time_wait``, into whatever test runs next on that worker (a CI failure: a test
+    that asserts its own log has no traceback). After each test such a loop is cancelled until
+    it ends."""
+    yield
+    for _ in range(50):
+        lost = _reconnecting_after_close()
+        if not lost:
+            return
+        for task in lost:
+            task.cancel()
+        await asyncio.wait(lost, timeout=0.5)
+
+
 @pytest.fixture
 def log_lines() -> Iterator[list[dict[str, Any]]]:
     """Every log line the test causes, debug included, as structlog event dicts."""
