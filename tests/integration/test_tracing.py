@@ -74,7 +74,9 @@ async def headers_on(url: str, stream: str, filter_subject: str) -> list[dict[st
         try:
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=1.0)
+                    # A deadline, not a pause: it ends at the message with nothing pending after
+                    # it. (1 s was short for the first message from a new consumer under load.)
+                    msg = await sub.next_msg(timeout=10.0)
                 except TimeoutError:
                     return out
                 out.append(dict(msg.headers or {}))
