@@ -120,7 +120,7 @@ async def test_an_agent_reads_the_customers_she_serves_or_served_and_writes_none
     await ok(s, "POST", f"/v1/conversations/{cid}/accept", ava)
     await ok(s, "POST", f"/v1/conversations/{cid}/resolve", ava)
     await eventually(lambda: _status(s, f"/v1/customers/{customer}", ava, 200))
-    assert (await ok(s, "GET", f"/v1/customers/{customer}/timeline", ava))["entries"]
+    await eventually(lambda: _has_entries(s, customer, ava))  # the timeline is a projection: it may lag
     status, _ = await s.call("GET", f"/v1/customers/{customer}", bruno)
     assert status == 403
 
@@ -128,6 +128,10 @@ async def test_an_agent_reads_the_customers_she_serves_or_served_and_writes_none
 async def _status(s: AgentSystem, path: str, token: str, wanted: int) -> bool | None:
     status, _ = await s.call("GET", path, token)
     return True if status == wanted else None
+
+
+async def _has_entries(s: AgentSystem, customer: str, token: str) -> bool:
+    return bool((await ok(s, "GET", f"/v1/customers/{customer}/timeline", token))["entries"])
 
 
 def test_custody_follows_merges_and_survives_a_snapshot() -> None:

@@ -56,7 +56,7 @@ async def test_a_supervisor_sees_everything_moves_work_and_administers_nothing(s
     assert {a["id"] for a in (await ok(s, "GET", "/v1/agents", sam))["agents"]} == {"ava", "bruno", "sam"}
     assert (await ok(s, "GET", "/v1/agents/ava", sam))["id"] == "ava"
     await eventually(lambda: _reads(s, f"/v1/customers/{customer}", sam))
-    assert (await ok(s, "GET", f"/v1/customers/{customer}/timeline", sam))["entries"]
+    await eventually(lambda: _has_entries(s, customer, sam))  # the timeline is a projection: it may lag
     assert (await ok(s, "GET", "/v1/reports/service", sam)) is not None
     # Acts: sets Bruno's status, moves Ava's conversation to him.
     assert (await ok(s, "POST", "/v1/agents/bruno/status", sam, {"status": "available"}))["status"] == "available"
@@ -104,6 +104,10 @@ async def test_a_supervisor_sees_everything_moves_work_and_administers_nothing(s
 async def _reads(s: AgentSystem, path: str, token: str) -> bool | None:
     status, _ = await s.call("GET", path, token)
     return True if status == 200 else None
+
+
+async def _has_entries(s: AgentSystem, customer: str, token: str) -> bool:
+    return bool((await ok(s, "GET", f"/v1/customers/{customer}/timeline", token))["entries"])
 
 
 async def test_a_role_written_into_the_log_by_hand_is_refused(s: AgentSystem) -> None:
