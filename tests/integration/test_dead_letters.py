@@ -5,6 +5,8 @@ it and drops it. (Connector outbound and the API: ``test_dead_letters_outbound.p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections import Counter
 from datetime import UTC, datetime
@@ -216,6 +218,29 @@ async def test_an_older_durable_gets_the_bounded_settings_on_start(private: tupl
         await watch.stop()
 
 
+async def nak_deliveries(sub: Any, wanted: int, timeout: float = 30.0) -> int:
+    """Fetch the consumer's message and hand it back (nak) until it was delivered ``wanted``
+    times, then pull once more: how many times it was delivered. A deadline, not a count of
+    fetches: a fetch may time out on a loaded machine (a delivery it missed comes again after
+    the ack wait). The last pull is what a consumer at its max deliveries answers with nothing,
+    and the server's max-deliveries advisory comes only then."""
+    deliveries = 0
+
+    async def pull() -> None:
+        nonlocal deliveries
+        for msg in await sub.fetch(1, timeout=1.0):
+            deliveries += 1
+            await msg.nak()
+
+    async with asyncio.timeout(timeout):
+        while deliveries < wanted:
+            with contextlib.suppress(TimeoutError):
+                await pull()
+    with contextlib.suppress(TimeoutError):
+        await pull()
+    return deliveries
+
+
 async def test_a_message_the_server_stops_redelivering_is_parked_from_the_advisory(
     private: tuple[str, NATS, EventStore],
 ) -> None:
@@ -234,16 +259,8 @@ async def test_a_message_the_server_stops_redelivering_is_parked_from_the_adviso
     try:
         ack = await js.publish(subjects.inbound("probe"), b"crashes its reader")
         sub = await js.pull_subscribe(subjects.inbound("probe"), durable="crashy", stream=subjects.INBOUND_STREAM)
-        deliveries = 0
-        for _ in range(4):
-            try:
-                msgs = await sub.fetch(1, timeout=0.5)
-            except TimeoutError:
-                continue
-            for msg in msgs:
-                deliveries += 1
-                await msg.nak()  # "crashed": handed back, never terminated by the reader
-        assert deliveries == 2
+        # "crashed": handed back, never terminated by the reader; not delivered a third time
+        assert await nak_deliveries(sub, 2) == 2
         parked = await eventually(lambda: lot.get(f"{subjects.INBOUND_STREAM}.{ack.seq}"))
         assert parked.reader == "crashy-reader" and parked.deliveries == 2
         assert parked.data == b"crashes its reader"
@@ -284,13 +301,7 @@ async def test_a_dead_letter_its_reader_cannot_read_is_parked_without_payload_an
     try:
         ack = await js.publish(subjects.inbound("blind"), b"crashes a reader that cannot read it back")
         sub = await js.pull_subscribe(subjects.inbound("blind"), durable="blind", stream=subjects.INBOUND_STREAM)
-        for _ in range(4):
-            try:
-                msgs = await sub.fetch(1, timeout=0.5)
-            except TimeoutError:
-                continue
-            for msg in msgs:
-                await msg.nak()
+        assert await nak_deliveries(sub, 2) == 2
         key = f"{subjects.INBOUND_STREAM}.{ack.seq}"
         parked = await eventually(lambda: lot.get(key))
         assert parked.data == b"" and parked.subject == ""  # parked all the same, payload left in the stream
