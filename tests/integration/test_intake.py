@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake, register
+from tests.connectors.intake_rig import intake_caught_up
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ async def test_inbound_sms_becomes_a_routed_conversation_once(private: tuple[str
             return events if any(isinstance(e.event, RoutingRequested) for e in events) else None
 
         events = [e.event for e in await eventually(routed)]
-        await asyncio.sleep(0.5)  # let the second copy be processed too
+        await intake_caught_up(nc)  # the second copy processed too
         events = [e.event for e in await store.read_customer(customer_id)]
     kinds = [type(e) for e in events]
     assert kinds == [CustomerCreated, ConversationOpened, MessageReceived, RoutingRequested]
