@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from events import subjects
+from events.digests import fingerprint, holds
 from events.model import (
     AgentOffered,
     AgentProfileUpdated,
@@ -75,6 +76,9 @@ class Facts:
         self.previews: dict[str, str] = {}
         self.contacts: dict[str, str] = {}
         self.subjects: dict[str, str] = {}  # the first email subject (email notices only: senders.py)
+        # The digests of each open conversation's customer messages (``events.digests``): the
+        # router remembers no messages (``router.replays``), so a re-published one is told here once.
+        self.heard: dict[str, bytes] = {}
         # Started from a snapshot: the conversations open in it, whose contact, preview and
         # subject (personal data, not in a snapshot) are still to be read from the log, as
         # they stood at ``unread_until`` (``unread_in``, then ``absorb``).
@@ -104,30 +108,39 @@ class Facts:
                 self._remember(stored.event)
         self.unread.discard(conversation_id)
 
-    def _remember(self, event: object) -> None:
+    def _remember(self, event: object) -> bool:
+        """Keep what a notice shows of ``event``; True: a customer message folded before."""
         if isinstance(event, ConversationOpened):
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
+            digest = fingerprint(event)
+            heard = self.heard.get(event.conversation_id, b"")
+            if holds(heard, digest):
+                return True  # re-published: its preview and its notice were made when it came
+            self.heard[event.conversation_id] = heard + digest
             if event.metadata.get("auto"):
-                return  # an out-of-office, a bounce: not what the customer said (no preview, no subject)
+                return False  # an out-of-office, a bounce: not what the customer said (no preview, no subject)
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)
             if subject := event.metadata.get("subject", "").strip():
                 self.subjects.setdefault(event.conversation_id, subject[:200])
         elif isinstance(event, ConversationResolved):
             self._forget(event.conversation_id)
+        return False
 
     def _forget(self, conversation_id: str) -> None:
         self.previews.pop(conversation_id, None)
         self.contacts.pop(conversation_id, None)
         self.subjects.pop(conversation_id, None)
+        self.heard.pop(conversation_id, None)
         self.unread.discard(conversation_id)
 
     def apply(self, stored: StoredEvent) -> list[Notice]:
         """Fold one event; the notices it makes (computed on the state after it)."""
         event = stored.event
-        if isinstance(event, ConversationOpened | MessageReceived):
-            self._remember(event)
-        elif isinstance(event, ConversationResolved) and event.erased:
+        if isinstance(event, ConversationOpened | MessageReceived) and self._remember(event):
+            self.state = evolve(self.state, stored.seq, stored.subject, event)
+            return []
+        if isinstance(event, ConversationResolved) and event.erased:
             # The person is being erased (their delivery records were just purged): the
             # resolved notice, and its record, quote nothing of theirs.
             self._forget(event.conversation_id)
@@ -143,6 +156,11 @@ class Facts:
                 kind = "resolved" if resolved else "transferred"
                 notices.append(self._notice(kind, holder, stored, event.conversation_id, event.customer_id))
         self.state = evolve(self.state, stored.seq, stored.subject, event)
+        conversation_id = getattr(event, "conversation_id", None)
+        if conversation_id is not None and conversation_id not in self.state.conversations:
+            # Resolved, or an opening the fold did not take (re-published after the resolution):
+            # nothing will be told of it, so nothing of the customer's is kept for it.
+            self._forget(conversation_id)
         if replays.was_repeat(self.state, stored.seq):
             return []  # folded before (re-published): its notices were sent then
         # An offer or assignment of a conversation the fold never saw opened is one the router
@@ -169,8 +187,6 @@ class Facts:
             conv = self.state.conversations.get(event.conversation_id)
             if conv is not None and conv.status == "assigned" and conv.agent_id:
                 notices.append(self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id))
-        if isinstance(event, ConversationResolved):
-            self._forget(event.conversation_id)
         return notices
 
     def _notice(self, kind: str, agent_id: str, stored: StoredEvent, cid: str, customer_id: str) -> Notice:
