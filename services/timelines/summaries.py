@@ -25,12 +25,16 @@ def merge(current: ConversationSummary | None, change: SummaryChange, digest: by
             opened_at=None,
             last_activity_at=change.at,
         )
-    elif change.seq <= current.last_seq or (current.status == "resolved" and not _after_resolution(change)):
-        # A resolved conversation is never opened, routed or counted again (a returning
-        # customer's message opens a new one): such a change is a re-published event's.
+    elif change.seq <= current.last_seq:
         return current
-    elif change.opened and current.opened_at is not None:
-        return current  # opened twice: a re-published opening (router.replays)
+    elif (current.status == "resolved" and not _after_resolution(change)) or (
+        change.opened and current.opened_at is not None
+    ):
+        # A resolved conversation is never opened, routed or counted again (a returning
+        # customer's message opens a new one), nor is one opened twice. Its entry is written
+        # all the same (a decision that raced the resolution), so its digest is remembered:
+        # the same event re-published later writes no second entry.
+        return msgspec.structs.replace(current, folded=current.folded + digest) if digest else current
     # Every field computed here and one struct made (a rebuild merges once an event): what a
     # dict of updates and ``structs.replace`` did, without the dict.
     at = change.at
