@@ -75,6 +75,8 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
     if conversation is not None:
         conversation.subject_seq = seq
         repeat = kind in replays.REMEMBERED and replays.folded_before(conversation, event)
+    elif kind in _DATED:
+        repeat = _stale(state, event)  # type: ignore[arg-type]  # _DATED holds only those types
     else:
         repeat = kind in _CREATING  # of a resolved conversation (``_conversation_for``)
     if not repeat and kind in _APPLIED:
@@ -88,6 +90,32 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
     elif kind in _TIMED:
         index.tidy_timers(state)
     return state
+
+
+AgentFact = AgentStatusChanged | AgentProfileUpdated | AgentDeactivated | AgentReactivated
+# Facts that replace what they are about (a status, a profile): an old one re-published after a
+# newer one is not applied (``router.replays.stale``).
+_DATED: frozenset[type] = frozenset(
+    {AgentStatusChanged, AgentProfileUpdated, AgentDeactivated, AgentReactivated, CustomerProfileUpdated}
+)
+
+
+def _stale(state: RouterState, event: AgentFact | CustomerProfileUpdated) -> bool:
+    """Whether ``event`` is an old fact re-published after a newer one of its kind; if not,
+    its time is the newest now."""
+    if isinstance(event, CustomerProfileUpdated):
+        customer = customers.customer(state, event.customer_id)
+        if replays.stale(customer.profile_at, event.at):
+            return True
+        if customer.profile_at is None or event.at > customer.profile_at:
+            customer.profile_at = event.at
+        return False
+    agent = _agent(state, event.agent_id)
+    if replays.stale(agent.changed_at, event.at):
+        return True
+    if agent.changed_at is None or event.at > agent.changed_at:
+        agent.changed_at = event.at
+    return False
 
 
 # Events that open a conversation's view; events ``_apply`` interprets (the rest, such as

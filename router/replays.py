@@ -19,6 +19,7 @@ their subject's sequence, which a repeat moves too (it is the subject's last mes
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 
 from events.digests import DIGEST, fingerprint, holds
 from events.model import (
@@ -60,6 +61,17 @@ REMEMBERED: frozenset[type] = frozenset(
         ConversationResolved,
     }
 )
+
+
+# How much older than the newest fact of its kind an agent's status or profile fact, or a
+# customer's profile, may be and still be folded: writers' clocks differ by seconds, never by
+# this; a re-published fact (a restore, a replay) is hours or days older.
+STALE_AFTER = timedelta(minutes=5)
+
+
+def stale(newest: datetime | None, at: datetime) -> bool:
+    """A fact written at ``at`` is a re-published old one, given the newest of its kind folded."""
+    return newest is not None and at < newest - STALE_AFTER
 
 
 def id_digest(conversation_id: str) -> bytes:

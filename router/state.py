@@ -46,6 +46,9 @@ class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # of them, see ``router.wrap_up``). Each keeps a slot taken until resolved_at +
     # ``RouterPolicy.wrap_up_seconds[channel]``: a fact here, a duration in the policy.
     wrap_up: dict[str, list[datetime]] = {}
+    # The time of the newest status, profile or (de)activation fact folded for her: one
+    # written well before it is a re-published old fact (``router.replays.stale``).
+    changed_at: datetime | None = None
 
     def total_load(self) -> int:
         return sum(self.load.values())
@@ -142,6 +145,8 @@ class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # The 8-byte digests of this customer's conversation ids that were resolved (``router.replays``):
     # one is never opened or routed again, so an opening re-published later is ignored.
     closed: bytes = b""
+    # The time of the newest profile fact folded for this customer (``router.replays.stale``).
+    profile_at: datetime | None = None
 
 
 class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from events import subjects
 from events.model import (
     AgentOffered,
+    AgentProfileUpdated,
+    AgentStatusChanged,
     ConversationEvent,
     ConversationResolved,
     ConversationTransferred,
@@ -183,3 +185,32 @@ def test_folding_a_log_with_repeats_inserted_gives_the_same_state(
     for seq, event in enumerate(repeated, start=1):
         evolve(state, seq, subjects.for_event(event), event)
     assert same_routing_state(_facts(state), _facts(log.replay()))
+
+
+def test_an_agents_old_status_and_profile_republished_do_not_replace_newer_ones() -> None:
+    # Found by review: a partial restore re-published yesterday's "available" after today's
+    # "away", and the router offered work to an agent who had left.
+    log = Log()
+    yesterday = at(0)
+    log.extend(agent("ava", when=yesterday))
+    old_profile = next(e for _, _, e in log.entries if isinstance(e, AgentProfileUpdated))
+    old_available = next(e for _, _, e in log.entries if isinstance(e, AgentStatusChanged))
+    today = yesterday + timedelta(days=1)
+    log.append(AgentStatusChanged(at=today, agent_id="ava", status="away"))
+    log.append(
+        msgspec.structs.replace(old_profile, at=today, profile=msgspec.structs.replace(old_profile.profile, tier=2))
+    )
+    log.extend([old_available, old_profile])
+    assert log.state.agents["ava"].status == "away"
+    assert log.state.agents["ava"].profile.tier == 2
+    log.extend(conversation("c1"))
+    assert log.step(today + timedelta(seconds=1), AUTO) == []  # nobody available
+
+
+def test_facts_a_few_seconds_apart_from_two_writers_are_folded_in_log_order() -> None:
+    # Two API replicas whose clocks differ by seconds: the log's order wins, as before.
+    log = Log()
+    log.extend(agent("ava", when=at(0)))
+    log.append(AgentStatusChanged(at=at(100), agent_id="ava", status="away"))
+    log.append(AgentStatusChanged(at=at(97), agent_id="ava", status="available"))
+    assert log.state.agents["ava"].status == "available"
