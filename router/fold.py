@@ -123,24 +123,9 @@ def _stale(state: RouterState, event: AgentFact | CustomerProfileUpdated) -> boo
 # make a timer entry stale (change a conversation's status or queue entry, or drop it), after
 # which the timer heaps are tidied (otherwise their tops are still live: nothing to pop).
 _CREATING: frozenset[type] = frozenset({ConversationOpened, RoutingRequested})
-_TIMED: frozenset[type] = frozenset(
-    {
-        RoutingRequested,
-        ConversationLanguageChanged,
-        AgentOffered,
-        ConversationAssigned,
-        OfferAccepted,
-        OfferDeclined,
-        OfferExpired,
-        EscalationStepReached,
-        ConversationTransferred,
-        ConversationEscalated,
-        ConversationReleased,
-        ConversationResolved,
-        CustomerProfileUpdated,
-        CustomersMerged,
-    }
-)
+# Every conversation event the fold interprets but the opening (``router.replays.REMEMBERED``),
+# and the customer facts that move a waiting conversation in its queue.
+_TIMED: frozenset[type] = (replays.REMEMBERED - {ConversationOpened}) | {CustomerProfileUpdated, CustomersMerged}
 _APPLIED: frozenset[type] = _TIMED | {
     AgentProfileUpdated,
     AgentStatusChanged,
