@@ -40,6 +40,7 @@ from services.nats_connection import (
     forget,
     is_credentials_error,
     is_permission_error,
+    reconnecting_stopped,
 )
 from services.nats_permissions import TOOL
 
@@ -101,6 +102,7 @@ async def connect(
         forget(nc)
         with skipping("bus.drain"):
             await nc.drain()
+        await reconnecting_stopped(nc)
 
 
 def stream_settings(config: Config) -> StreamSettings:

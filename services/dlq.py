@@ -26,6 +26,7 @@ from rich.console import Console
 
 from events.parking import ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from services.config import Config
+from services.nats_connection import reconnecting_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -240,6 +241,7 @@ async def _dlq(args: argparse.Namespace, config: Config) -> int:
         return 1
     finally:
         await nc.drain()
+        await reconnecting_stopped(nc)
     return 0
 
 

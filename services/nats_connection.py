@@ -102,6 +102,23 @@ def forget(nc: NATS) -> None:
     _DENIED.pop(id(nc), None)
 
 
+async def reconnecting_stopped(nc: NATS, *, give_up_after: float = 10.0) -> None:
+    """After ``nc`` was closed or drained: make sure its reconnect loop has ended. nats-py's
+    close cancels it, and on Python 3.11 that cancellation is lost when it lands as a connect
+    attempt fails (``asyncio.wait_for`` hands back the attempt's error instead): a client
+    closed during an outage went on trying the server, logging a traceback every
+    ``reconnect_time_wait``, and could hold up the process's exit (found by a test audit)."""
+    task: asyncio.Task[None] | None = getattr(nc, "_reconnection_task", None)
+    deadline = asyncio.get_running_loop().time() + give_up_after
+    while task is not None and not task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("nats.reconnect_loop_left", client=nc.options.get("name"), skipped="ending its reconnect loop")
+            count_skip("nats.reconnect_loop")
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+
+
 def is_permission_error(err: Exception) -> bool:
     return "permissions violation" in str(err).lower()
 

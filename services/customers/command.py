@@ -29,6 +29,7 @@ from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
+from services.nats_connection import reconnecting_stopped
 
 HELP = """\
 Customers, straight on the event log:
@@ -115,6 +116,7 @@ async def _customers(config: Config, *, finishing_compaction: bool = False) -> A
         yield Customers(event_store(nc, config).for_reader("customers"), directory, config.router)
     finally:
         await nc.drain()
+        await reconnecting_stopped(nc)
 
 
 def customers_command(args: argparse.Namespace, config: Config) -> int:
