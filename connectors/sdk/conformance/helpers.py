@@ -19,6 +19,7 @@ from events.codec import decode_inbound
 from events.model import DeliveryFailed, InboundMessage, InboundRecord, MessageSent, ReplyOutcomeReported
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
+from services.nats_connection import reconnecting_stopped
 
 from ..publish import MSG_ID
 
@@ -48,6 +49,7 @@ async def conformance_nats(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, 
             # nothing is left to undo on a server that is about to be removed.
             with contextlib.suppress(nats.errors.Error, OSError):
                 await nc.close()
+            await reconnecting_stopped(nc)  # its loop, had the close lost its cancel (Python 3.11)
     finally:
         await server.astop()
 
