@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import socket
@@ -62,14 +63,30 @@ def _ephemeral_low() -> int:
 _handed_out: set[int] = set()
 
 
+# Processes that pick ports side by side (the test suite's workers) each draw from their own
+# slice of the range, "k/n" (slice k of n): two of them cannot pick the same port between one's
+# pick and its bind (a CI failure: a connector's port, picked by both, bound by the other).
+PORT_SLICE_ENV = "RELAYDESK_PORT_SLICE"
+
+
+def _slice(low: int, high: int) -> tuple[int, int]:
+    k, _, n = os.environ.get(PORT_SLICE_ENV, "").partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        return low, high
+    width = (high - low) // int(n)
+    return low + int(k) * width, low + (int(k) + 1) * width
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on, to bind a moment later. Drawn below the kernel's ephemeral
     range, so the local port of some outgoing connection (NATS clients, HTTP clients) cannot
-    take it between this pick and the bind, and never handed out twice by this process."""
+    take it between this pick and the bind, never handed out twice by this process, and from
+    this process's slice of the range (``RELAYDESK_PORT_SLICE``)."""
     low = _ephemeral_low()
     if low > 11_000:
+        first, end = _slice(10_000, low)
         for _ in range(200):
-            port = secrets.randbelow(low - 10_000) + 10_000
+            port = secrets.randbelow(end - first) + first
             if port in _handed_out:
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
