@@ -66,7 +66,7 @@ _handed_out: set[int] = set()
 # Processes that pick ports side by side (the test suite's workers) each draw from their own
 # slice of the range, "k/n" (slice k of n): two of them cannot pick the same port between one's
 # pick and its bind (a CI failure: a connector's port, picked by both, bound by the other).
-PORT_SLICE_ENV = "RELAYDESK_PORT_SLICE"
+PORT_SLICE_ENV = "FREE_PORT_SLICE"  # not RELAYDESK_…: those name settings, and an unknown one is refused
 
 
 def _slice(low: int, high: int) -> tuple[int, int]:
@@ -81,7 +81,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on, to bind a moment later. Drawn below the kernel's ephemeral
     range, so the local port of some outgoing connection (NATS clients, HTTP clients) cannot
     take it between this pick and the bind, never handed out twice by this process, and from
-    this process's slice of the range (``RELAYDESK_PORT_SLICE``)."""
+    this process's slice of the range (``FREE_PORT_SLICE``)."""
     low = _ephemeral_low()
     if low > 11_000:
         first, end = _slice(10_000, low)

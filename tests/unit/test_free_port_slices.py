@@ -1,4 +1,4 @@
-"""Side-by-side test workers pick ports from slices of their own (``RELAYDESK_PORT_SLICE``): two
+"""Side-by-side test workers pick ports from slices of their own (``FREE_PORT_SLICE``): two
 of them cannot pick the same port between one's pick and its bind (a CI failure: a voice
 connector's port, picked by both workers, bound by the other's)."""
 
