@@ -38,6 +38,13 @@ def fingerprint(event: msgspec.Struct) -> bytes:
     return hashlib.blake2b(content, digest_size=DIGEST).digest()
 
 
+def remembered(digests: bytes, event: msgspec.Struct) -> bytes | None:
+    """``digests`` with ``event``'s digest added; None when it is among them already (the event
+    was folded before: a re-published one)."""
+    digest = fingerprint(event)
+    return None if holds(digests, digest) else digests + digest
+
+
 def holds(digests: bytes, digest: bytes) -> bool:
     """``digest`` is one of the DIGEST-byte digests ``digests`` is made of (aligned)."""
     at = digests.find(digest)

@@ -19,8 +19,8 @@ SKIPPED = Counter(
 )
 
 
-def count_skip(where: str) -> None:
-    SKIPPED.labels(where=where).inc()
+def count_skip(where: str, n: int = 1) -> None:
+    SKIPPED.labels(where=where).inc(n)
 
 
 @contextmanager

@@ -101,21 +101,11 @@ _DATED: frozenset[type] = frozenset(
 
 
 def _stale(state: RouterState, event: AgentFact | CustomerProfileUpdated) -> bool:
-    """Whether ``event`` is an old fact re-published after a newer one of its kind; if not,
-    its time is the newest now."""
+    """Whether ``event`` is an old fact re-published after a newer one about the same agent or
+    customer (``router.replays.stale``)."""
     if isinstance(event, CustomerProfileUpdated):
-        customer = customers.customer(state, event.customer_id)
-        if replays.stale(customer.profile_at, event.at):
-            return True
-        if customer.profile_at is None or event.at > customer.profile_at:
-            customer.profile_at = event.at
-        return False
-    agent = _agent(state, event.agent_id)
-    if replays.stale(agent.changed_at, event.at):
-        return True
-    if agent.changed_at is None or event.at > agent.changed_at:
-        agent.changed_at = event.at
-    return False
+        return replays.stale(customers.customer(state, event.customer_id), event.at)
+    return replays.stale(_agent(state, event.agent_id), event.at)
 
 
 # Events that open a conversation's view; events ``_apply`` interprets (the rest, such as

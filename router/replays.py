@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from events.digests import DIGEST, fingerprint, holds
+from events.digests import DIGEST, holds, remembered
 from events.model import (
     AgentOffered,
     ConversationAssigned,
@@ -38,7 +38,7 @@ from events.model import (
     OfferExpired,
     RoutingRequested,
 )
-from router.state import ConversationView, CustomerView, RouterState
+from router.state import AgentView, ConversationView, CustomerView, RouterState
 
 # Beside the facts (not snapshotted): the sequence of the last event the fold found repeated.
 LAST_REPEAT = "_last_repeat"
@@ -69,9 +69,15 @@ REMEMBERED: frozenset[type] = frozenset(
 STALE_AFTER = timedelta(minutes=5)
 
 
-def stale(newest: datetime | None, at: datetime) -> bool:
-    """A fact written at ``at`` is a re-published old one, given the newest of its kind folded."""
-    return newest is not None and at < newest - STALE_AFTER
+def stale(about: AgentView | CustomerView, at: datetime) -> bool:
+    """Whether a fact about an agent or customer written at ``at`` is a re-published old one,
+    given the newest such fact folded (``changed_at``); if not, ``at`` is the newest now."""
+    newest = about.changed_at
+    if newest is not None and at < newest - STALE_AFTER:
+        return True
+    if newest is None or at > newest:
+        about.changed_at = at
+    return False
 
 
 def id_digest(conversation_id: str) -> bytes:
@@ -83,10 +89,10 @@ def folded_before(conv: ConversationView, event: LogEvent) -> bool:
     never opened twice); otherwise it is remembered as folded now."""
     if isinstance(event, ConversationOpened) and conv.opened_at is not None:
         return True
-    digest = fingerprint(event)
-    if holds(conv.folded, digest):
+    folded = remembered(conv.folded, event)
+    if folded is None:
         return True
-    conv.folded += digest
+    conv.folded = folded
     return False
 
 

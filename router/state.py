@@ -146,7 +146,7 @@ class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # one is never opened or routed again, so an opening re-published later is ignored.
     closed: bytes = b""
     # The time of the newest profile fact folded for this customer (``router.replays.stale``).
-    profile_at: datetime | None = None
+    changed_at: datetime | None = None
 
 
 class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

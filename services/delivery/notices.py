@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from events import subjects
-from events.digests import fingerprint, holds
+from events.digests import remembered
 from events.model import (
     AgentOffered,
     AgentProfileUpdated,
@@ -113,11 +113,10 @@ class Facts:
         if isinstance(event, ConversationOpened):
             self.contacts[event.conversation_id] = event.contact
         elif isinstance(event, MessageReceived):
-            digest = fingerprint(event)
-            heard = self.heard.get(event.conversation_id, b"")
-            if holds(heard, digest):
+            heard = remembered(self.heard.get(event.conversation_id, b""), event)
+            if heard is None:
                 return True  # re-published: its preview and its notice were made when it came
-            self.heard[event.conversation_id] = heard + digest
+            self.heard[event.conversation_id] = heard
             if event.metadata.get("auto"):
                 return False  # an out-of-office, a bounce: not what the customer said (no preview, no subject)
             self.previews[event.conversation_id] = preview(event.text, self.preview_lines)

@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from events.digests import fingerprint, holds
+from events.digests import remembered
 from events.model import (
     AgentOffered,
     ConversationAssigned,
@@ -205,10 +205,10 @@ def _repeated(conv: ConversationFacts, ev: ConversationEvent) -> bool:
         return True
     if kind not in replays.REMEMBERED and not (isinstance(ev, MessageReceived) and ev.channel == "voice"):
         return False  # messages and replies: only first times are kept (idempotent)
-    digest = fingerprint(ev)
-    if holds(conv.folded, digest):
+    folded = remembered(conv.folded, ev)
+    if folded is None:
         return True
-    conv.folded += digest
+    conv.folded = folded
     return False
 
 

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from events.model import CustomerErased, CustomerEvent
-from events.skips import SKIPPED
+from events.skips import count_skip
 from events.stored import StoredEvent
 from services.timelines.batch import fold_batch
 from services.timelines.queries import Sql
@@ -156,7 +156,7 @@ class PlannedStore:
         customers = {r[0]: codec.row_customer(r) for r in found}
         rows = fold_batch(events, summaries.get, customers.get)
         if rows.repeats:
-            SKIPPED.labels(where="timelines.fold.repeated").inc(rows.repeats)
+            count_skip("timelines.fold.repeated", rows.repeats)
             first, last = events[0].seq, events[-1].seq
             log.info("timelines.repeats_left_out", events=rows.repeats, first_seq=first, last_seq=last)
         hook = self.fault_hook
