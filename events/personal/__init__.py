@@ -92,7 +92,9 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from events.personal import cipher, keys
 
-    return getattr(keys if name in _FROM_KEYS else cipher, name)
+    value = getattr(keys if name in _FROM_KEYS else cipher, name)
+    globals()[name] = value  # asked once: later lookups find it without this function
+    return value
 
 
 __all__ = [

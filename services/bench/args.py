@@ -40,7 +40,7 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def counts(text: str) -> list[int]:
+def process_counts(text: str) -> list[int]:
     """A comma-separated list of process counts, each 1 or more (``1,2``)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
@@ -49,10 +49,13 @@ def counts(text: str) -> list[int]:
 
 
 def log_level(text: str) -> str:
-    level = logs.LEVEL_ALIASES.get(text.lower(), text.lower())
-    if level not in logs.LEVELS:
-        raise argparse.ArgumentTypeError(f"must be {', '.join(logs.LEVELS[:-1])} or {logs.LEVELS[-1]} (got {text!r})")
-    return level
+    """A level as ``RELAYDESK_LOG_LEVEL`` takes it (``services.logs.log_level`` checks it)."""
+    try:
+        if not text.strip():
+            raise logs.LogSettingError("log level is empty")
+        return logs.log_level(text)
+    except logs.LogSettingError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def output_file(text: str) -> Path:

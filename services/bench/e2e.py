@@ -44,8 +44,7 @@ from nats.aio.msg import Msg
 from events import subjects
 from events.codec import decode_log_event
 from events.model import AgentOffered, MessageReceived
-from services.bench.args import counts as process_counts
-from services.bench.args import described, output_file, positive
+from services.bench.args import described, output_file, positive, process_counts
 from services.bench.ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
 from services.bench.loadgen import LoadGenerator
 from services.config import AgentSeed, Config, load
@@ -381,13 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.quick:
         args.webhooks = 500
-    counts = args.connectors
     configure_logs("info", args.log_file)
     print(
         f"{args.webhooks:,} signed webhooks from new customers per run, {args.agents} agents, "
-        f"{args.concurrency} connections, SMS connector processes: {', '.join(map(str, counts))}"
+        f"{args.concurrency} connections, SMS connector processes: {', '.join(map(str, args.connectors))}"
     )
-    figures = asyncio.run(bench(args.webhooks, args.agents, args.concurrency, counts, args.log_file))
+    figures = asyncio.run(bench(args.webhooks, args.agents, args.concurrency, args.connectors, args.log_file))
     summary = report(figures)
     if args.json:
         out = {

@@ -23,6 +23,8 @@ from typing import Any
 
 import msgspec
 
+from events.skips import count_skip
+
 from .base import Sink
 from .errors import SinkConfigError
 
@@ -79,6 +81,7 @@ async def reload_api(sink: Sink, source: SettingsSource, log: Any) -> list[str]:
 
 
 def _failed(log: Any, problem: str) -> None:
+    count_skip("sink.credentials_reload")
     log.error(
         "sink.credentials_reload_failed",
         problem=problem,
