@@ -164,13 +164,13 @@ class Facts:
             return []  # folded before (re-published): its notices were sent then
         # An offer or assignment of a conversation the fold never saw opened is one the router
         # ignores too (a hand-published event): an agent told of it could act on nothing.
-        known = getattr(event, "conversation_id", None) in self.state.conversations
-        if isinstance(event, AgentOffered) and known:
+        # Nor of a conversation resolved: its answers were told when they happened.
+        if conversation_id not in self.state.conversations:
+            return notices
+        if isinstance(event, AgentOffered):
             notices.append(self._notice("offer", event.agent_id, stored, event.conversation_id, event.customer_id))
-        elif isinstance(event, ConversationAssigned) and known:
+        elif isinstance(event, ConversationAssigned):
             notices.append(self._notice("assigned", event.agent_id, stored, event.conversation_id, event.customer_id))
-        elif not known:
-            pass  # a conversation resolved (or never opened): its answers were told when they happened
         elif isinstance(event, OfferExpired):
             notices.append(
                 self._notice("offer_expired", event.agent_id, stored, event.conversation_id, event.customer_id)
