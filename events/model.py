@@ -443,6 +443,10 @@ class DeliverReply(msgspec.Struct, frozen=True, kw_only=True, tag="deliver_reply
     # Send this template instead of free text (``ReplyRequested.template``); values as there.
     template: TemplateMessage | None = None
     template_values: str = ""
+    # Not a reply but a notice the customer sees where the channel can show one (``resolved``:
+    # the conversation ended; the web chat says so). ``text`` is empty; no outcome is reported
+    # (the log asked for no reply), and a connector that shows no notices acknowledges it unsent.
+    notice: str = ""
 
 
 LogEvent: TypeAlias = (

@@ -251,6 +251,9 @@ class Connector(ABC):
     provider: ClassVar[str] = ""
     Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
     inbound_paths: ClassVar[tuple[str, ...]] = ()
+    # The ``DeliverReply.notice`` kinds ``deliver`` shows the customer (the web chat: ``resolved``);
+    # the outbound worker acknowledges any other notice without calling ``deliver``.
+    notices: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ConnectorSettings) -> None:
         self.settings = settings

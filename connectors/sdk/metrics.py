@@ -39,6 +39,8 @@ COUNTERS: dict[str, str] = {
     "delivered": "Replies the provider accepted",
     "delivery_failed": "Replies that ended in DeliveryFailed",
     "delivery_retries": "Provider calls retried after a transient failure",
+    "notices_shown": "Notices (a conversation resolved) shown to the customer",
+    "notices_failed": "Notices the connector could not show",
 }
 
 # Connector counter name -> the outcome it is in relaydesk_inbound_messages_total.

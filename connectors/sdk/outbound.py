@@ -249,6 +249,9 @@ class OutboundWorker:
             count_skip("outbound.open_reply")
             await self._retry_or_park(msg, rlog, f"the reply could not be opened: {describe_error(err)}")
             return
+        if reply.notice:
+            await self._notice(reply, msg, rlog)
+            return
         outcome = self._done.get(reply.reply_id)
         if outcome is None:
             if ERASED in (reply.contact, reply.text):  # the customer was erased: nothing to send, nowhere
@@ -274,6 +277,24 @@ class OutboundWorker:
             count_skip("outbound.report_outcome")
             error = f"the outcome ({outcome.outcome}) could not be reported: {describe_error(err)}"
             await self._retry_or_park(msg, rlog, error)
+
+    async def _notice(self, reply: DeliverReply, msg: Msg, rlog: Any) -> None:
+        """A notice is shown once if the connector can (its ``notices``), then acknowledged:
+        no outcome is reported, as the log asked for no reply, and one that cannot be shown is
+        logged, not parked (the conversation it speaks of is over; nothing waits on it)."""
+        rlog = rlog.bind(notice=reply.notice)
+        if reply.notice not in self.connector.notices or ERASED in (reply.contact, reply.text):
+            rlog.info("outbound.notice_not_shown", reason="the channel shows no such notice or the customer was erased")
+        else:
+            result = await self._deliver(reply, msg, rlog)
+            if result.ok:
+                self.metrics.inc("notices_shown")
+                rlog.info("outbound.notice_shown", provider_message_id=result.provider_message_id)
+            else:
+                self.metrics.inc("notices_failed")
+                rlog.warning("outbound.notice_failed", reason=scrub(result.reason or "delivery failed"))
+        with skipping("outbound.notice_ack", nats_subject=msg.subject):
+            await msg.ack()
 
     async def _retry_or_park(self, msg: Msg, rlog: Any, error: str) -> None:
         """Hand ``msg`` back after the next pause, or, at its last allowed delivery, terminate

@@ -72,14 +72,15 @@ class Rig:
     runtime: ConnectorRuntime
     script: Script
 
-    async def send(self, contact: str = "c1") -> DeliverReply:
+    async def send(self, contact: str = "c1", notice: str = "") -> DeliverReply:
         reply = DeliverReply(
             conversation_id="conv_" + uuid.uuid4().hex[:10],
             customer_id="cus_" + uuid.uuid4().hex[:10],
             channel="chat",
             reply_id="rep_" + uuid.uuid4().hex[:10],
             contact=contact,
-            text="hi",
+            text="" if notice else "hi",
+            notice=notice,
         )
         await self.nc.jetstream().publish(subjects.outbound("chat"), encode(reply))
         return reply
@@ -127,6 +128,31 @@ async def test_sent_is_reported_on_inbound_and_acked(rig: Rig) -> None:
     assert reported.msg_id == f"chat.outcome:{reply.reply_id}"
     # The connector wrote nothing to the log.
     assert (await js.stream_info(subjects.EVENTS_STREAM)).state.messages == 0
+
+
+async def test_a_notice_is_shown_only_where_the_connector_shows_notices_and_reports_no_outcome(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = rig.nc.jetstream()
+
+    async def drained() -> None:
+        async with asyncio.timeout(10):
+            while (await js.stream_info(subjects.OUTBOUND_STREAM)).state.messages:
+                await asyncio.sleep(0.05)
+
+    unshown = await rig.send("visitor", notice="resolved")  # MemoryConnector shows no notices
+    await drained()
+    assert rig.script.calls == []
+    monkeypatch.setattr(MemoryConnector, "notices", frozenset({"resolved"}))
+    shown = await rig.send("visitor", notice="resolved")
+    await drained()
+    assert [(c.reply_id, c.notice) for c in rig.script.calls] == [(shown.reply_id, "resolved")]
+    assert rig.runtime.metrics["notices_shown"] == 1
+    # Neither became a reply outcome: the log asked for no reply, so intake has nothing to record.
+    reply = await rig.send()
+    assert isinstance(await rig.outcome(reply), MessageSent)
+    assert await read_outcomes(js, "chat", unshown.reply_id) == []
+    assert await read_outcomes(js, "chat", shown.reply_id) == []
 
 
 async def test_transient_errors_are_retried_then_fail(rig: Rig) -> None:
