@@ -63,6 +63,7 @@ class WebChatConnector(Connector):
     provider: ClassVar[str] = "webchat"
     Settings: ClassVar[type[ConnectorSettings]] = ChatSettings
     inbound_paths: ClassVar[tuple[str, ...]] = ("/messages",)
+    notices: ClassVar[frozenset[str]] = frozenset({"resolved"})
 
     settings: ChatSettings
     publisher: InboundPublisher  # from attach(): the runtime's inbound publisher
@@ -132,6 +133,8 @@ class WebChatConnector(Connector):
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
         if not tokens.valid_address(reply.contact):
             return DeliveryResult.failed("contact is not a web chat address")
+        if reply.notice == "resolved":
+            return await self._closed(reply)
         sender_name = reply.metadata.get("agent_name", "")
         try:
             text = with_file_links(reply)
@@ -141,6 +144,17 @@ class WebChatConnector(Connector):
             return DeliveryResult.failed("chat history unavailable", retryable=True)
         # Every instance holding a socket of the contact pushes it (the stream's live copy).
         self.log.info("chat.reply_stored", reply_id=reply.reply_id, seq=frame.seq, new=new)
+        return DeliveryResult.sent(f"{self.history.epoch}-{frame.seq}")
+
+    async def _closed(self, reply: DeliverReply) -> DeliveryResult:
+        """The conversation was resolved: one ``closed`` frame per conversation (the history's
+        dedupe window, a day, makes the API's repeats and redeliveries one frame)."""
+        try:
+            frame, new = await self.history.append(reply.contact, "closed", reply.conversation_id, "")
+        except HistoryUnavailable as err:
+            self.log.warning("chat.closed_not_stored", conversation_id=reply.conversation_id, reason=str(err))
+            return DeliveryResult.failed("chat history unavailable", retryable=True)
+        self.log.info("chat.closed_stored", conversation_id=reply.conversation_id, seq=frame.seq, new=new)
         return DeliveryResult.sent(f"{self.history.epoch}-{frame.seq}")
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -41,7 +41,10 @@ from events.stream_setup import SETUP_BUDGET_S, SetupFailed, describe, ensure_st
 
 from .ratelimit import RateLimiter as RateLimiter  # it lived here; importable from here still
 
-FrameKind = Literal["message", "reply"]
+# A visitor's message, an agent's reply, or the notice that the conversation was resolved
+# (``closed``, keyed by the conversation id: the widget says so, and a next message opens a new one).
+FrameKind = Literal["message", "reply", "closed"]
+FRAME_KINDS: tuple[FrameKind, ...] = ("message", "reply", "closed")
 
 MSG_ID = "Nats-Msg-Id"
 ORIGIN = "Rd-Chat-Socket"  # the socket a visitor message came from (it gets the ack, not the echo)
@@ -66,7 +69,7 @@ class _Stored(msgspec.Struct, omit_defaults=True):
 class Frame:
     seq: int
     kind: FrameKind
-    key: str  # client_msg_id (message) or reply_id (reply): the dedupe key within the address
+    key: str  # client_msg_id (message), reply_id (reply), conversation id (closed): the dedupe key
     text: str
     at: datetime
     sender_name: str = ""
@@ -75,7 +78,7 @@ class Frame:
         out: dict[str, Any] = {"type": self.kind, "seq": self.seq, "text": self.text, "at": self.at.isoformat()}
         if self.kind == "message":
             out["client_msg_id"] = self.key
-        else:
+        elif self.kind == "reply":
             out["reply_id"] = self.key
             if self.sender_name:
                 out["from"] = self.sender_name
@@ -87,9 +90,9 @@ class Frame:
     @classmethod
     def decode(cls, seq: int, data: bytes) -> Frame:
         raw = msgspec.json.decode(data, type=_Stored)
-        if raw.kind not in ("message", "reply"):
+        kind = next((k for k in FRAME_KINDS if k == raw.kind), None)
+        if kind is None:
             raise ValueError(f"unknown frame kind {raw.kind!r}")
-        kind: FrameKind = "message" if raw.kind == "message" else "reply"
         return cls(seq, kind, raw.key, raw.text, raw.at, raw.name)
 
 

@@ -5,7 +5,8 @@
  * or mount it yourself (e.g. for a logged-in user whose identity JWT your backend signed):
  *   RelaydeskChat.mount({server: "https://chat.example.com", widgetKey: "KEY",
  *                        identityToken: function () { return fetch("/chat-jwt").then(r => r.text()); },
- *                        container: document.getElementById("chat")});
+ *                        container: document.getElementById("chat"),
+ *                        closedText: "…"});  // optional: what a resolved conversation says
  * chat.forget() closes it and forgets the visitor id kept in localStorage (a shared computer:
  * call it from your site's logout; the next visitor starts afresh, without this history).
  *
@@ -13,7 +14,8 @@
  * first frame {"type":"auth","token":...}; {"type":"message","client_msg_id","text","browser_language",
  * "page_language"} -> ack with seq (the two language hints help the router pick the visitor's language
  * when a message is a word or two);
- * replies arrive as {"type":"reply","seq","text"}. Unacknowledged messages are sent again, with the
+ * replies arrive as {"type":"reply","seq","text"}; {"type":"closed","seq"} says the conversation was
+ * resolved (shown as opts.closedText; the next message opens a new one). Unacknowledged messages are sent again, with the
  * same client_msg_id, after a reconnect (the server makes that idempotent).
  * seq is the frame's sequence in the server's history stream: it only grows (across restarts and
  * instances) but is not dense, so it is compared, never counted. epoch names that stream; a new
@@ -36,6 +38,7 @@
     ".rd-mine[data-state=failed]{background:#fbdfdf}" +
     ".rd-reply{align-self:flex-start;background:#eee}" +
     ".rd-note{align-self:center;color:#a33;font-size:12px}" +
+    ".rd-closed{align-self:center;color:#556;font-size:12px;text-align:center}" +
     ".rd-form{display:flex;border-top:1px solid #ccd}" +
     ".rd-form textarea{flex:1;border:0;padding:8px;resize:none;font:inherit}" +
     ".rd-form button{border:0;background:#24408e;color:#fff;padding:0 14px;cursor:pointer}";
@@ -80,6 +83,7 @@
     this.server = (opts.server || window.location.origin).replace(/\/+$/, "");
     this.widgetKey = opts.widgetKey;
     this.identityToken = opts.identityToken || null;
+    this.closedText = opts.closedText || "This conversation has ended. Write again any time to start a new one.";
     this.storeKey = "relaydesk.chat." + this.server + "." + this.widgetKey + ".visitor";
     this.visitorId = (storage() && storage().getItem(this.storeKey)) || "";
     this.lastSeq = 0;          // highest seq seen on this page; a fresh page fetches all kept history
@@ -249,6 +253,13 @@
           reply.setAttribute("data-seq", frame.seq);
           if (frame.from) reply.title = frame.from;
           self.append(reply);
+        }
+        break;
+      case "closed":       // an agent resolved the conversation
+        if (self.mark(frame.seq)) {
+          var closed = el("div", "rd-msg rd-closed", self.closedText);
+          closed.setAttribute("data-seq", frame.seq);
+          self.append(closed);
         }
         break;
       case "error":

@@ -78,10 +78,28 @@ async def test_widget_sends_is_acked_and_shows_the_agent_reply(
 
         assert await in_thread(node.get_attribute, "title") == "Ava S."
 
+        # The agent resolves: the API queues a notice (twice here, as two API processes would).
+        notice = DeliverReply(
+            conversation_id=reply.conversation_id,
+            customer_id=reply.customer_id,
+            channel="chat",
+            reply_id=f"resolved:{reply.conversation_id}",
+            contact=address,
+            text="",
+            notice="resolved",
+        )
+        for _ in range(2):
+            await nc.jetstream().publish(subjects.outbound("chat"), encode(notice))
+        closed = await in_thread(wait_for, browser, ".rd-closed")
+        assert "conversation has ended" in await in_thread(lambda: closed.text)
+        assert await in_thread(closed.get_attribute, "data-seq") == "3"
+
         # A reload keeps the visitor (localStorage) and shows the conversation again.
         await in_thread(browser.refresh)
         await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', text)
         await in_thread(wait_for, browser, ".rd-reply", reply.text)
+        await in_thread(wait_for, browser, ".rd-closed")
+        assert len(await in_thread(lambda: browser.find_elements(By.CSS_SELECTOR, ".rd-closed"))) == 1
         # forget() (a site's logout, a shared computer): the next page load is a new visitor.
         await in_thread(browser.execute_script, "window.chat.forget()")
         assert await in_thread(browser.execute_script, "return Object.keys(localStorage)") == []
