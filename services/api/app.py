@@ -15,6 +15,7 @@ from services.api import (
     agents,
     attachments,
     canned,
+    closings,
     conversations,
     customers,
     deliveries,
@@ -75,6 +76,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     stream.install(app, deps.live)
     access.install(app, deps.live)  # who held what: the access rules (services.api.access)
     replies.install(app, deps)
+    closings.install(app, deps)  # the web chat hears that its conversation was resolved
     for group in ROUTE_GROUPS:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))
