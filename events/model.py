@@ -306,10 +306,15 @@ class ConversationEscalated(ConversationEvent, tag="conversation_escalated", fro
 
 
 class ConversationReleased(ConversationEvent, tag="conversation_released", frozen=True, kw_only=True):
-    """An agent handed a conversation back (went offline); it routes again."""
+    """An agent handed a conversation back (went offline, or her phone did not answer the
+    call: ``reason`` says which); it routes again."""
 
     agent_id: str
     reason: str = ""
+    # She did not take it (a call she never answered): left out of it like an offer she
+    # declined, until a ``forgive_declines`` step. Not a transfer: reports and
+    # ``specialist_after_transfers`` do not count it as one.
+    declined: bool = False
 
 
 class ConversationResolved(ConversationEvent, tag="conversation_resolved", frozen=True, kw_only=True):

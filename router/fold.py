@@ -248,6 +248,8 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationReleased():
             if conv.agent_id == event.agent_id and conv.status in ("offered", "assigned"):
+                if event.declined:
+                    exclude(conv, event.agent_id, declined=True)
                 _drop_holder(state, event.conversation_id, conv)
                 # The owner just left: waiting for them again would only delay the customer.
                 conv.preferred_agent = None

@@ -47,6 +47,8 @@ from services.intake.language import CORRECTION_CONFIDENCE, LanguageDecision, pr
 
 # The conversation's latest messages a language decision reads (a long chat costs no more).
 LANGUAGE_TEXTS = 10
+# ``ConversationReleased.reason`` of a call handed back because the agent's phone did not answer.
+CALL_NOT_ANSWERED = "call_not_answered"
 
 if TYPE_CHECKING:
     from services.intake.language import LanguageDetector
@@ -280,15 +282,17 @@ def plan(
     released = message.metadata.get("releases", "")
     if released and released == conv.holder and _same_call(conv, message):
         # connectors.voice: the agent did not answer the call (or it could not be put through
-        # to her): it waits again, without her (a transfer away from her, to anyone).
+        # to her): it waits again, without her, as after an offer she declined (until 2026-12-07
+        # this was a transfer away from her, which reports counted and which sent a third
+        # unanswered ring to a specialist).
         events.append(
-            ConversationTransferred(
+            ConversationReleased(
                 at=message.at,
                 customer_id=customer_id,
                 conversation_id=conv.conversation_id,
-                from_agent=released,
-                actor=f"connector:{message.channel}",
-                note=message.text,
+                agent_id=released,
+                reason=CALL_NOT_ANSWERED,
+                declined=True,
             )
         )
     # The caller's call ended while an agent held it (her phone rang, or she never picked up):

@@ -12,8 +12,8 @@ import pytest
 
 from events.model import (
     ConversationAssigned,
+    ConversationReleased,
     ConversationResolved,
-    ConversationTransferred,
     InboundMessage,
     LogEvent,
     MessageReceived,
@@ -61,10 +61,13 @@ def test_an_unanswered_ring_hands_the_call_back_without_the_agent() -> None:
     events = plan(
         fold_history(stored(history)), "cu1", status(f"{SID}~ava:dial:no-answer", releases="ava"), TRIAGE, NOW, make_id
     )
-    assert [type(e) for e in events] == [MessageReceived, ConversationTransferred]
-    moved = events[1]
-    assert isinstance(moved, ConversationTransferred)
-    assert (moved.conversation_id, moved.from_agent, moved.to_agent) == (conv, "ava", None)
+    # Handed back as a release she declined, not a transfer (reports and the third-transfer
+    # rule counted every unanswered ring as one).
+    assert [type(e) for e in events] == [MessageReceived, ConversationReleased]
+    released = events[1]
+    assert isinstance(released, ConversationReleased)
+    assert (released.conversation_id, released.agent_id, released.declined) == (conv, "ava", True)
+    assert released.reason == "call_not_answered"
 
 
 def test_an_unanswered_ring_of_an_agent_who_no_longer_holds_it_changes_nothing() -> None:

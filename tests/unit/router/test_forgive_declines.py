@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from events.model import (
     AgentOffered,
+    ConversationReleased,
     ConversationTransferred,
     EscalationStepReached,
     OfferAccepted,
@@ -130,3 +131,43 @@ def test_forgive_declines_is_a_late_default_step() -> None:
         second += 10
     assert holder(log, "c1") == "ava"
     assert second > DEFAULT_STEPS[-1].after_seconds
+
+
+def test_a_call_she_did_not_answer_leaves_her_out_until_forgiven_and_is_no_transfer() -> None:
+    """connectors.voice: her phone did not answer, intake hands the call back as a declined
+    release. It was a transfer away from her: never forgiven, and counted towards
+    ``specialist_after_transfers``."""
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1", when=at(0)))
+    log.step(at(1), POLICY)
+    assert holder(log, "c1") == "ava"
+    log.append(
+        ConversationReleased(
+            at=at(2),
+            customer_id="cu-c1",
+            conversation_id="c1",
+            agent_id="ava",
+            reason="call_not_answered",
+            declined=True,
+        )
+    )
+    conv = log.state.conversations["c1"]
+    assert (conv.status, conv.excluded, conv.declined, conv.transfer_count) == ("waiting", ["ava"], ["ava"], 0)
+    assert log.step(at(3), POLICY) == []  # she is left out: it waits
+    log.step(at(62), POLICY)  # forgive_declines, a minute after it went back to waiting
+    log.step(at(63), POLICY)
+    assert holder(log, "c1") == "ava"
+
+
+def test_going_offline_is_a_release_she_is_not_left_out_of() -> None:
+    log = Log()
+    log.extend(agent("ava"))
+    log.extend(conversation("c1", when=at(0)))
+    log.step(at(1), POLICY)
+    log.append(
+        ConversationReleased(
+            at=at(2), customer_id="cu-c1", conversation_id="c1", agent_id="ava", reason="agent_offline"
+        )
+    )
+    assert log.state.conversations["c1"].excluded == []
