@@ -5,6 +5,7 @@ actor and the conversation's last sequence as the expected one."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -24,11 +25,11 @@ from events.model import (
     ReplyRequested,
 )
 from events.skips import count_skip
-from events.store import ConcurrencyError
+from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, replies, templates, uploads, workspace
+from services.api import access, idempotency, replies, templates, uploads, workspace
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
 from services.api.views import (
@@ -82,6 +83,8 @@ class ReplyBody(Body):
 # reply, a note.
 AFTER_A_REPLY: tuple[type[LogEvent], ...] = (MessageSent, DeliveryFailed, ReplyRequested, NoteAdded)
 Tolerated = tuple[type[LogEvent], ...]
+# "This event is the one the command would write" (a retry finds its first attempt's reply).
+Written = Callable[[LogEvent], bool]
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
 # ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
@@ -156,6 +159,10 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
         count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log
 
 
+def same_reply(reply_id: str) -> Written:
+    return lambda event: isinstance(event, ReplyRequested) and event.reply_id == reply_id
+
+
 def _nobody(command: str, blocking: str) -> web.Response:
     """Found by an audit: a transfer to a skill only its sender had, or to a tier nobody had,
     was accepted and the work waited for ever (and later one to a skill whose agents were all
@@ -192,11 +199,19 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         return await deps.store.last_subject_seq(subjects.conversation_filter(conversation_id))
 
     async def command(
-        event: LogEvent, conv: ConversationView, cid: str, status: int = 200, *, tolerates: Tolerated = ()
+        event: LogEvent,
+        conv: ConversationView,
+        cid: str,
+        status: int = 200,
+        *,
+        tolerates: Tolerated = (),
+        written: Written | None = None,
     ) -> web.Response:
         """Append ``event`` if the conversation is as the caller saw it; events of the kinds it
         ``tolerates`` written meanwhile are no conflict (found by a burst audit: an agent's
-        replies and resolve were 409 because intake recorded her previous reply as sent)."""
+        replies and resolve were 409 because intake recorded her previous reply as sent).
+        An event meanwhile that is ``written`` (this command's own, by an earlier attempt) is
+        the answer: nothing is appended again."""
         expected = conv.subject_seq
         for _ in range(4):
             try:
@@ -204,12 +219,22 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 break
             except ConcurrencyError:
                 newer = await deps.store.read(subjects.conversation(conv.customer_id, cid), from_seq=expected + 1)
+                if written is not None and (mine := [s for s in newer if written(s.event)]):
+                    return answered(mine[0], cid, status)
                 if not tolerates or not newer or not all(isinstance(s.event, tolerates) for s in newer):
                     return json_error(409, "the conversation changed meanwhile; fetch it and try again")
                 expected = newer[-1].seq
         else:
             return json_error(409, "the conversation kept changing; fetch it and try again")
         log.info("api.command", command=type(event).__name__, conversation_id=cid, customer_id=conv.customer_id)
+        return answered(None, cid, status, seq)
+
+    def answered(earlier: StoredEvent | None, cid: str, status: int, seq: int = 0) -> web.Response:
+        """A command's answer: the event's sequence and the conversation now; ``earlier``: the
+        event an earlier attempt of the same command wrote (a retry with the same key)."""
+        if earlier is not None:
+            seq = earlier.seq
+            log.info("api.command_found_written", command=type(earlier.event).__name__, conversation_id=cid, seq=seq)
         now = deps.live.state.conversations.get(cid)
         # A resolved conversation has left the routing view: say what happened to it.
         body = conversation_json(cid, now) if now is not None else {"id": cid, "status": "resolved"}
@@ -375,15 +400,50 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if blank(body.text) and chosen is None and not body.attachments:
             return json_error(400, "text is empty")
         conv = await conversation(cid)
+        # With an Idempotency-Key the reply's id comes from it: a retry of a reply whose outcome
+        # was unknown (503) finds the reply on the log instead of sending a second one.
+        reply_id = idempotency.command_id(request, "rp")
+        earlier, sent = await written_before(conv, cid, reply_id)
         prepared = await reply_request(
-            deps, conv, cid, body.text, request[ACTOR], template=chosen, attachments=body.attachments
+            deps,
+            conv,
+            cid,
+            body.text,
+            request[ACTOR],
+            reply_id or "",
+            template=chosen,
+            attachments=body.attachments,
         )
         if prepared is None:
             return json_error(409, f"conversation {cid} has no customer address to reply to")
+        if earlier is not None:
+            if not sent and isinstance(earlier.event, ReplyRequested):
+                # Its first attempt may have stopped before queuing it (RD_OUTBOUND drops a second copy).
+                await queue_reply(deps, earlier.event, prepared[1])
+            return answered(earlier, cid, 202)
         # The customer writing meanwhile is no reason to hold a reply back (it is, to resolve).
-        response = await command(prepared[0], conv, cid, status=202, tolerates=(*AFTER_A_REPLY, MessageReceived))
+        response = await command(
+            prepared[0],
+            conv,
+            cid,
+            status=202,
+            tolerates=(*AFTER_A_REPLY, MessageReceived),
+            written=same_reply(reply_id) if reply_id else None,
+        )
         if response.status == 202:
             await queue_reply(deps, *prepared)
         return response
+
+    async def written_before(conv: ConversationView, cid: str, reply_id: str | None) -> tuple[StoredEvent | None, bool]:
+        """The reply ``reply_id`` if the log holds it already (an earlier attempt of this
+        command), and whether it has an outcome (sent or failed)."""
+        if reply_id is None:
+            return None, False
+        mine = same_reply(reply_id)
+        events = await deps.store.read_direct(subjects.conversation(conv.customer_id, cid))
+        earlier = next((s for s in events if mine(s.event)), None)
+        outcomes = (s.event for s in events if isinstance(s.event, MessageSent | DeliveryFailed))
+        outcome = any(e.reply_id == reply_id for e in outcomes)
+        return earlier, outcome
 
     return r

@@ -127,6 +127,20 @@ def _collect_ids(value: object, refs: set[str]) -> None:
                 _collect_ids(item, refs)
 
 
+def command_id(request: web.Request, prefix: str) -> str | None:
+    """The id of what a command creates (a reply, a note), derived from its ``Idempotency-Key``
+    and its caller, method and path; None without a key. A command whose outcome was unknown
+    (NATS did not answer in time: 503, and the record is let go) is run again by a retry with
+    the same key: with this id it finds what the first attempt wrote and answers that, instead
+    of writing it a second time (found by a retry audit: a reply sent twice to the customer)."""
+    key = request.headers.get(HEADER)
+    if not key:
+        return None
+    scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else request.get(ACTOR, "")
+    digest = hashlib.sha256(msgspec.json.encode([prefix, scope, request.method, request.path, key])).hexdigest()
+    return f"{prefix}_{digest[:20]}"
+
+
 def fingerprint(query: str, body: bytes) -> str:
     """The request's content; JSON bodies by their value (key order and spaces aside)."""
     try:

@@ -6,7 +6,9 @@ the conversation. Its text is sealed like a message body. Who may write one: the
 holding the conversation (``services.api.access``: like a reply), a supervisor or the
 operator. A note on a resolved conversation
 (a wrap-up remark) is taken from the operator, and from the agent who held it last.
-Retries are safe with ``Idempotency-Key`` (the middleware answers the first result again).
+Retries are safe with ``Idempotency-Key`` (the middleware answers the first result again; a
+retry of a note whose outcome was unknown, a 503, finds it on the log by its id, derived from
+the key, and answers it instead of adding it twice).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from events import subjects
 from events.model import NoteAdded
 from events.text import blank
+from services.api import idempotency
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 
@@ -63,7 +67,13 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             if agent_of_request is not None and summary.agent_id != agent_of_request:
                 return json_error(403, f"conversation {cid} was not held by you")
             customer_id, holder = summary.customer_id, summary.agent_id
-        note_id = "nt_" + uuid.uuid4().hex[:20]
+        note_id = idempotency.command_id(request, "nt")
+        if note_id is not None:
+            events = await deps.store.read_direct(subjects.conversation(customer_id, cid))
+            earlier = next((s for s in events if isinstance(s.event, NoteAdded) and s.event.note_id == note_id), None)
+            if earlier is not None:  # written by an earlier attempt of this command
+                return ok(NoteResult(note_id=note_id, seq=earlier.seq, conversation_id=cid), 201)
+        note_id = note_id or "nt_" + uuid.uuid4().hex[:20]
         event = NoteAdded(
             at=deps.clock(),
             customer_id=customer_id,

@@ -1,0 +1,84 @@
+"""A command whose outcome was unknown, retried with the same ``Idempotency-Key``, over a real
+nats-server: the append is stored but its acknowledgement never comes (NATS too slow), so the
+API answers 503 "the outcome is unknown: retry (with the same key a command is done at most
+once)" and lets the key's record go. Found by a retry audit: the retry of a reply then sent
+the customer a second message (a reply tolerates other replies written meanwhile, so the
+first attempt's own reply was no conflict), and the retry of a note added it twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+import events.store
+from events.acked import Ack, publish_acked
+from events.model import NoteAdded, ReplyRequested
+
+from .helpers import API_TOKEN, AgentSystem, eventually
+
+pytestmark = pytest.mark.integration
+
+
+class LostAck:
+    """``publish_acked`` that stores the next event of ``tag`` and then loses its acknowledgement."""
+
+    def __init__(self) -> None:
+        self.armed: bytes | None = None
+        self.lost = 0
+
+    def arm(self, tag: str) -> None:
+        self.armed = f'"type":"{tag}"'.encode()
+
+    async def __call__(
+        self, nc: NATS, subject: str, payload: bytes, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Ack:
+        ack = await publish_acked(nc, subject, payload, timeout=timeout, headers=headers)
+        if self.armed is not None and self.armed in payload:
+            self.armed = None
+            self.lost += 1
+            raise nats.errors.TimeoutError  # stored, but the API never hears so
+        return ack
+
+
+async def send(s: AgentSystem, path: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {API_TOKEN}", "Idempotency-Key": key}
+    async with s.system.http.post(s.api + path, json=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_a_reply_and_a_note_retried_after_an_unknown_outcome_are_written_once(
+    s: AgentSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost = LostAck()
+    monkeypatch.setattr(events.store, "publish_acked", lost)
+    customer, cid = await s.open()
+    await eventually(lambda: s.conversation(cid, "offered"))
+    status, body = await send(s, f"/v1/conversations/{cid}/accept", {}, "accept-1")
+    assert status == 200, body
+
+    lost.arm("reply_requested")
+    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
+    assert (status, lost.lost) == (503, 1), body  # the outcome is unknown: the client retries
+    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
+    assert status == 202, body
+
+    lost.arm("note_added")
+    status, body = await send(s, f"/v1/conversations/{cid}/notes", {"text": "Called them"}, "note-1")
+    assert (status, lost.lost) == (503, 2), body
+    status, again = await send(s, f"/v1/conversations/{cid}/notes", {"text": "Called them"}, "note-1")
+    assert status == 201, again
+
+    events_ = [stored.event for stored in await s.log(customer)]
+    replies = [e for e in events_ if isinstance(e, ReplyRequested)]
+    notes = [e for e in events_ if isinstance(e, NoteAdded)]
+    assert len(replies) == 1, replies  # one message to the customer
+    assert [n.note_id for n in notes] == [again["note_id"]]
+
+    # Another key is another reply, as before.
+    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-2")
+    assert status == 202, body
+    events_ = [stored.event for stored in await s.log(customer)]
+    assert sum(isinstance(e, ReplyRequested) for e in events_) == 2
