@@ -48,6 +48,7 @@ __all__ = [
     "INTAKE_OLDEST_AGE",
     "INTAKE_PENDING",
     "INTAKE_RECORDED",
+    "LEADER",
     "OFFERS",
     "PROJECTOR_LAG",
     "QUARANTINED",
@@ -84,6 +85,15 @@ OFFERS = Counter(
     "relaydesk_offers_total",
     "Offer outcomes the router saw on the log after it caught up (offered, accepted, declined, expired)",
     ["outcome"],
+)
+
+# -- leadership (router, delivery) -------------------------------------------------------
+
+LEADER = Gauge(
+    "relaydesk_leader",
+    "1 while this instance holds its lease and acts (router, delivery), 0 while it stands by; "
+    "gone once it stops. No series at 1 for a lease: nobody routes (delivers), whatever else waits",
+    ["lease", "instance"],
 )
 
 # -- delivery -----------------------------------------------------------------------

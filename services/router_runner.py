@@ -36,7 +36,7 @@ from router.queues import queue_depth
 from router.state import RouterState
 from services import tracing
 from services.lease import Lease
-from services.metrics import DECIDE_SECONDS, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
+from services.metrics import DECIDE_SECONDS, LEADER, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.spacing import Spacing
 from services.state_snapshots import read_state
@@ -296,6 +296,9 @@ class RouterRunner:
         next_lease_check = 0.0
         backoff = self.lease_ttl / 3
         log.info("router.started", instance=self.instance_id, from_seq=self.state.last_seq + 1)
+        # Standing by until it leads: the leading router's queue gauges go with it, so without
+        # this one a router outage looked, on /metrics, like nobody waiting (found by an audit).
+        LEADER.labels("router", self.instance_id).set(0)
         gauges = asyncio.create_task(self._queue_gauges_forever(), name="router-queue-gauges")
         try:
             while not stop.is_set():
@@ -357,6 +360,8 @@ class RouterRunner:
                         await lease.release()
             self.leading.clear()
             self._clear_queue_gauges()
+            with contextlib.suppress(KeyError):
+                LEADER.remove("router", self.instance_id)
             if self.ready.is_set():
                 gc.unfreeze()  # what was frozen can be collected again once this router is gone
             log.info("router.stopped", instance=self.instance_id)
@@ -368,8 +373,10 @@ class RouterRunner:
         self.pending_until = max(self.pending_until, await self.store.last_seq())
         log.info("router.leading", instance=self.instance_id, from_seq=self.pending_until)
         self.leading.set()
+        LEADER.labels("router", self.instance_id).set(1)
 
     def _stand_down(self, reason: str) -> None:
         log.warning("router.standing_down", instance=self.instance_id, reason=reason)
         self.leading.clear()
+        LEADER.labels("router", self.instance_id).set(0)
         self._clear_queue_gauges()

@@ -46,7 +46,7 @@ from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.slack_settings import SlackSettings, endpoint_problems
 from services.delivery.snapshots import FactSnapshots
 from services.lease import Lease
-from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES
+from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES, LEADER
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -234,6 +234,7 @@ class DeliveryService:
                                 self.checkpoint = saved = max(self.checkpoint, await self._read_checkpoint())
                                 self._drop_done()
                         self.role = "leader" if lease.held else "standby"
+                        LEADER.labels("delivery", self.instance_id).set(1 if lease.held else 0)
                     if lease.held:
                         await self._notify_pending()
                         if self.checkpoint > saved:
@@ -247,6 +248,7 @@ class DeliveryService:
                     log.warning("delivery.nats_unavailable", instance=self.instance_id, error=repr(err))
                     lease.forget()
                     self.role = "standby"
+                    LEADER.labels("delivery", self.instance_id).set(0)
                     await self._stand_down(watcher)
                     watcher = None
                     next_lease_check = asyncio.get_running_loop().time() + backoff
@@ -269,6 +271,8 @@ class DeliveryService:
                     if lease.held:
                         with skipping("delivery.lease_release"):
                             await lease.release()
+                    with contextlib.suppress(KeyError):
+                        LEADER.remove("delivery", self.instance_id)
                     log.info("delivery.stopped", checkpoint=self.checkpoint)
 
     async def _finish_in_flight(self, lease: Lease) -> None:
