@@ -26,6 +26,9 @@ from services.timelines.store import TimelineStore
 
 # Who is acting: "operator" or "agent:<id>"; set by the auth middleware, put on every event.
 ACTOR = web.RequestKey("actor", str)
+# A command's body as the Idempotency-Key middleware read it to fingerprint it, kept for a
+# handler that would stream it (an upload): that read has consumed the stream.
+READ_BODY = web.RequestKey("read_body", bytes)
 
 
 @dataclass

@@ -43,8 +43,9 @@ from nats.js.kv import KeyValue
 
 from events.streams import IDEMPOTENCY_BUCKET
 from events.subjects import is_token
+from services.api import uploads
 from services.api.auth import TOKEN_ID, Handler
-from services.api.common import ACTOR, RECORDED_HEADER, ApiDeps, json_error
+from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error
 from services.api.tokens import signing_key
 from services.nats_errors import NATS_UNAVAILABLE
 
@@ -169,7 +170,7 @@ def idempotency(deps: ApiDeps) -> Middleware:
             return json_error(400, f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
         scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else actor
         kv_key = record_key(scope, request.method, request.path, key)
-        print_ = fingerprint(request.query_string, await request.read())
+        print_ = fingerprint(request.query_string, await _body(request))
         bound = log.bind(actor=actor, method=request.method, path=request.path, idempotency_record=kv_key[:16])
         try:
             kv = await records()
@@ -196,6 +197,22 @@ def idempotency(deps: ApiDeps) -> Middleware:
         return response
 
     return middleware
+
+
+async def _body(request: web.Request) -> bytes:
+    """The command's body, read once to fingerprint it and kept for the handler (``READ_BODY``).
+    An upload is read with its own limit (its handler streams a body larger than the API's)."""
+    if READ_BODY in request:
+        return request[READ_BODY]
+    if request.method == "POST" and request.path == uploads.UPLOADS_PATH:
+        try:
+            body = await request.clone(client_max_size=uploads.MAX_UPLOAD_REQUEST_BYTES).read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, uploads.TOO_LARGE) from None
+    else:
+        body = await request.read()
+    request[READ_BODY] = body
+    return body
 
 
 class _Answer(Exception):
@@ -267,7 +284,7 @@ async def _finish(
         status=response.status,
         body=sealer.seal(kv_key, body),
         content_type=response.headers.get("Content-Type", ""),
-        refs=command_refs(request.path, await request.read(), body),
+        refs=command_refs(request.path, await _body(request), body),
     )
     try:
         await kv.update(kv_key, msgspec.json.encode(done), last=revision)

@@ -41,7 +41,8 @@ from urllib.parse import quote, unquote
 
 import msgspec
 import structlog
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from aiohttp.base_protocol import BaseProtocol
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
@@ -52,13 +53,19 @@ from events.model import Attachment, DeliverReply
 from events.objects import ObjectUnreadable, read_object
 from events.skips import count_skip
 from events.streams import ATTACHMENTS_BUCKET, attachments_store
-from services.api.common import ApiDeps, ApiError, json_error, ok
+from services.api.common import READ_BODY, ApiDeps, ApiError, json_error, ok
 from services.api.tokens import signing_key
 from services.customers.scan import scan
 
 log = structlog.get_logger(__name__)
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # the largest any channel takes (Messenger: 25 MB)
+# The upload route, and the largest request body it reads (a multipart form's file, its headers
+# and boundaries): more than the API's body limit, so the Idempotency-Key middleware reads an
+# upload's body with this one (services.api.idempotency).
+UPLOADS_PATH = "/v1/uploads"
+MAX_UPLOAD_REQUEST_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+TOO_LARGE = f"a file takes at most {MAX_UPLOAD_BYTES} bytes"
 LINK_SECONDS = 3600
 CHAT_LINK_SECONDS = 7 * 24 * 3600
 OBJECT_PREFIX = f"nats-object://{ATTACHMENTS_BUCKET}/"
@@ -161,13 +168,33 @@ async def _read_limited(reader: web.Request | BodyPartReader) -> bytes:
             return bytes(out)
         out += chunk
         if len(out) > MAX_UPLOAD_BYTES:
-            raise ApiError(413, f"a file takes at most {MAX_UPLOAD_BYTES} bytes")
+            raise ApiError(413, TOO_LARGE)
+
+
+def _within_limit(data: bytes) -> bytes:
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ApiError(413, TOO_LARGE)
+    return data
+
+
+def _multipart_of(request: web.Request, body: bytes) -> MultipartReader:
+    """A multipart reader over a body read already (by the Idempotency-Key middleware)."""
+    loop = asyncio.get_running_loop()
+    # A stream of its own, not the connection's: its limit above the body, so feeding it never
+    # asks a protocol to pause reading.
+    content = StreamReader(BaseProtocol(loop), max(len(body), 2**16), loop=loop)
+    content.feed_data(body)
+    content.feed_eof()
+    return MultipartReader(request.headers, content)
 
 
 async def _received(request: web.Request) -> tuple[bytes, str, str]:
-    """(bytes, name, content type) from a raw body or a multipart form's ``file`` part."""
+    """(bytes, name, content type) from a raw body or a multipart form's ``file`` part. A body
+    the Idempotency-Key middleware read already is taken from there (found by a retry audit:
+    every upload sent with a key was "the file is empty", a 400 then kept for the key)."""
+    read = request.get(READ_BODY)
     if request.content_type == "multipart/form-data":
-        multipart = await request.multipart()
+        multipart = await request.multipart() if read is None else _multipart_of(request, read)
         async for part in multipart:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 kind = part.headers.get("Content-Type", "application/octet-stream")
@@ -178,7 +205,8 @@ async def _received(request: web.Request) -> tuple[bytes, str, str]:
     disposition = request.headers.get("Content-Disposition", "")
     if not name and (found := re.search(r'filename="?([^";]+)"?', disposition)):
         name = found.group(1)
-    return await _read_limited(request), name or "file", request.content_type or "application/octet-stream"
+    data = await _read_limited(request) if read is None else _within_limit(read)
+    return data, name or "file", request.content_type or "application/octet-stream"
 
 
 async def upload(deps: ApiDeps, data: bytes, name: str, content_type: str) -> tuple[str, StoredFile]:
@@ -346,7 +374,7 @@ def with_links(deps: ApiDeps, deliver: DeliverReply) -> DeliverReply:
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
 
-    @r.post("/v1/uploads")
+    @r.post(UPLOADS_PATH)
     async def create_upload(request: web.Request) -> web.Response:
         data, name, content_type = await _received(request)
         upload_id, stored = await upload(deps, data, name, content_type)
