@@ -42,8 +42,16 @@ class _Snapshot(msgspec.Struct, kw_only=True):
     state: RouterState
 
 
+class _Format(msgspec.Struct):
+    """Only the format of a snapshot: read before the state, whose layout another format may
+    not share (a field of another type would fail the decode, reported as damage)."""
+
+    format: int
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Snapshot)
+_format_decoder = msgspec.msgpack.Decoder(_Format)
 
 
 def dump(state: RouterState) -> bytes:
@@ -51,14 +59,24 @@ def dump(state: RouterState) -> bytes:
 
 
 def load(data: bytes) -> RouterState:
+    check_format(data)
     try:
         snap = _decoder.decode(data)
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
         raise UnreadableSnapshot(f"not a router snapshot of format {FORMAT}: {err}") from err
-    if snap.format != FORMAT:
-        raise IncompatibleSnapshot(f"snapshot format {snap.format}, this router reads {FORMAT}")
     check_skipped(snap.state)
     return snap.state
+
+
+def check_format(data: bytes) -> None:
+    """Raise ``IncompatibleSnapshot`` if ``data`` is a snapshot of another format (written by
+    another version: nothing is wrong with it), ``UnreadableSnapshot`` if it is no snapshot."""
+    try:
+        found = _format_decoder.decode(data).format
+    except msgspec.DecodeError as err:
+        raise UnreadableSnapshot(f"not a router snapshot of format {FORMAT}: {err}") from err
+    if found != FORMAT:
+        raise IncompatibleSnapshot(f"snapshot format {found}, this router reads {FORMAT}")
 
 
 def check_skipped(state: RouterState) -> None:

@@ -7,7 +7,9 @@ fed again (a fold whose state holds personal data, which must not sit in clear i
 is fed again instead): the subjects it needs, each from a sequence (the open conversations of
 the workspace, the conversations with replies waiting), or the sequence to read the log from.
 One that cannot be read, or was written by another version, is ignored: the view is then
-folded from the whole log (and saved again).
+folded from the whole log (and saved again). As for the router's (``services.state_snapshots``),
+a damaged one is counted with the quarantined log messages; one of another version is only
+said (every upgrade that changes a format meets one: nothing is wrong with it).
 """
 
 from __future__ import annotations
@@ -47,8 +49,23 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ViewSnapshot)
 
 
+class _Formats(msgspec.Struct):
+    """Only the formats: read before the rest, whose layout another format may not share."""
+
+    format: int
+    router_format: int
+
+
+_formats_decoder = msgspec.msgpack.Decoder(_Formats)
+
+
 class UnusableSnapshot(ValueError):
     """Damaged, or written by another version: fold the whole log instead."""
+
+
+class OtherVersionSnapshot(UnusableSnapshot):
+    """Written by another version (another format, or folded without events this one folds):
+    fold the whole log instead, but nothing is wrong with it (not counted as quarantined)."""
 
 
 def dump(snap: ViewSnapshot) -> bytes:
@@ -57,17 +74,21 @@ def dump(snap: ViewSnapshot) -> bytes:
 
 def load(data: bytes) -> ViewSnapshot:
     try:
+        formats = _formats_decoder.decode(data)
+    except msgspec.DecodeError as err:
+        raise UnusableSnapshot(f"not an API view snapshot: {err}") from err
+    if formats.format != FORMAT or formats.router_format != router_snapshot.FORMAT:
+        raise OtherVersionSnapshot(
+            f"format {formats.format}/{formats.router_format}, this API reads {FORMAT}/{router_snapshot.FORMAT}"
+        )
+    try:
         snap = _decoder.decode(data)
     except msgspec.DecodeError as err:
         raise UnusableSnapshot(f"not an API view snapshot: {err}") from err
-    if snap.format != FORMAT or snap.router_format != router_snapshot.FORMAT:
-        raise UnusableSnapshot(
-            f"format {snap.format}/{snap.router_format}, this API reads {FORMAT}/{router_snapshot.FORMAT}"
-        )
     try:
         router_snapshot.check_skipped(snap.state)  # its other folds skipped the same events
     except router_snapshot.IncompatibleSnapshot as err:
-        raise UnusableSnapshot(str(err)) from err
+        raise OtherVersionSnapshot(str(err)) from err
     return snap
 
 
@@ -89,7 +110,8 @@ async def read(js: JetStreamContext) -> ViewSnapshot | None:
         snap = load(found)
     except UnusableSnapshot as err:
         log.warning("api.snapshot_ignored", reason=str(err), action="fold the whole log")
-        QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
+        if not isinstance(err, OtherVersionSnapshot):
+            QUARANTINED.labels(reader="api", stream=subjects.SNAPSHOT_BUCKET).inc()
         return None
     if other := await of_another_log(js, snap.position):
         log.warning("api.snapshot_ignored", reason=other, action="fold the whole log")
