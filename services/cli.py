@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="one row per group (default: the totals only)",
     )
     report.add_argument("--reopen-hours", type=float, metavar="H", help="reopen window (default 24)")
+    report.add_argument(
+        "--tz", metavar="ZONE", help="IANA time zone of the days, hours and plain dates (default UTC): Europe/Paris"
+    )
     report.add_argument("--png", metavar="FILE", help="also write a chart: SLA attainment and waiting time per hour")
     report.add_argument("--json", action="store_true", help="print the API's JSON instead of the table")
     report.add_argument("--api", metavar="URL", help="default: http://<[api] host>:<[api] port>")
@@ -532,6 +535,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             end=args.end,
             group_by=args.group_by,
             reopen_hours=args.reopen_hours,
+            tz=args.tz,
             png=args.png,
             as_json=args.json,
             api=args.api,

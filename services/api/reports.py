@@ -1,4 +1,4 @@
-"""Service reports: ``GET /v1/reports/service?from=&to=&group_by=&reopen_hours=``.
+"""Service reports: ``GET /v1/reports/service?from=&to=&group_by=&reopen_hours=&tz=``.
 
 Figures are computed from the metrics projection (``services.reports``), which this process
 keeps folded from the event log: it starts folding when the API starts, and every request

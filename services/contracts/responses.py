@@ -334,6 +334,7 @@ class ServiceReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
 
     from_: datetime
     to: datetime
+    tz: str  # the IANA time zone of the days, hours and the two bounds above
     group_by: str | None
     reopen_hours: float
     sla_seconds: dict[str, float]

@@ -608,6 +608,7 @@ ROUTES: tuple[Route, ...] = (
             Query("to", "end (ISO 8601; default: now)"),
             Query("group_by", "channel, agent, queue, day or conversation"),
             Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
+            Query("tz", "IANA time zone of the days, hours and plain dates (default UTC), e.g. Europe/Paris"),
         ),
         errors={400: "invalid query", 503: "the report projection is still folding the log, or NATS is away"},
     ),

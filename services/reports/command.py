@@ -66,6 +66,7 @@ def report_command(
     end: str | None = None,
     group_by: str | None = None,
     reopen_hours: float | None = None,
+    tz: str | None = None,
     png: str | None = None,
     as_json: bool = False,
     api: str | None = None,
@@ -75,7 +76,13 @@ def report_command(
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     params = {
         key: str(value)
-        for key, value in (("from", start), ("to", end), ("group_by", group_by), ("reopen_hours", reopen_hours))
+        for key, value in (
+            ("from", start),
+            ("to", end),
+            ("group_by", group_by),
+            ("reopen_hours", reopen_hours),
+            ("tz", tz),
+        )
         if value is not None
     }
     try:

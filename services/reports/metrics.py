@@ -1,6 +1,6 @@
 """Service figures from the folded facts: pure, given the window, the policy and "now".
 
-Definitions (all times UTC, durations in seconds):
+Definitions (durations in seconds; days and hours in the query's ``tz``, UTC by default):
 
 * **first response time**: the customer's first message (``MessageReceived.at``) to the first
   agent reply after it (``ReplyRequested`` or ``MessageSent``, whichever is first). In a
@@ -28,7 +28,7 @@ Definitions (all times UTC, durations in seconds):
 * **offer decline / expiry rate**: declined (expired) offers / offers answered (accepted,
   declined or expired; offers withdrawn by a transfer or still pending are not answered).
 
-Grouping: a conversation belongs to the window, day and hour of its opening and to the
+Grouping: a conversation belongs to the window, day and hour (in ``tz``) of its opening and to the
 agent who first took it (``(unassigned)`` if nobody did yet), its channel and its queue
 (channel and required skills at first routing). An offer belongs to the day it was made, the
 agent it was made to, and its conversation's channel and queue.
@@ -36,11 +36,13 @@ agent it was made to, and its conversation's channel and queue.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -64,6 +66,25 @@ class ReportQuery:
     end: datetime  # exclusive
     group_by: str | None = None
     reopen_hours: float = DEFAULT_REOPEN_HOURS
+    # The IANA time zone whose days and hours the report counts in (``group_by=day``,
+    # ``by_hour``, a plain date as ``from``/``to``): a team's own day, not UTC's.
+    tz: str = "UTC"
+
+    @property
+    def zone(self) -> tzinfo:
+        return zone(self.tz)
+
+
+@functools.lru_cache(maxsize=64)
+def zone(name: str) -> tzinfo:
+    """The time zone named ``name`` (``UTC`` or an IANA name); raises ``ValueError`` for a
+    name the time zone database does not hold."""
+    if name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError) as err:  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"unknown time zone {name!r}") from err
 
 
 @dataclass(frozen=True)
@@ -282,7 +303,7 @@ def voice_json(bucket: VoiceBucket) -> dict[str, Any] | None:
     }
 
 
-def conversation_key(group_by: str) -> Callable[[ConversationFacts], str]:
+def conversation_key(group_by: str, tz: tzinfo = UTC) -> Callable[[ConversationFacts], str]:
     def key(conv: ConversationFacts) -> str:
         match group_by:
             case "channel":
@@ -292,13 +313,13 @@ def conversation_key(group_by: str) -> Callable[[ConversationFacts], str]:
             case "queue":
                 return conv.queue or NOT_ROUTED
             case "day":
-                return conv.day_at.date().isoformat() if conv.day_at else "unknown"
+                return conv.day_at.astimezone(tz).date().isoformat() if conv.day_at else "unknown"
         return conv.conversation_id
 
     return key
 
 
-def offer_key(group_by: str) -> Callable[[OfferFact], str]:
+def offer_key(group_by: str, tz: tzinfo = UTC) -> Callable[[OfferFact], str]:
     def key(offer: OfferFact) -> str:
         match group_by:
             case "channel":
@@ -308,7 +329,7 @@ def offer_key(group_by: str) -> Callable[[OfferFact], str]:
             case "queue":
                 return offer.queue or NOT_ROUTED
             case "day":
-                return offer.offered_at.date().isoformat()
+                return offer.offered_at.astimezone(tz).date().isoformat()
         return offer.conversation_id
 
     return key
@@ -329,8 +350,9 @@ def service_report(
     total = Bucket()
     groups: dict[str, Bucket] = {}
     hours = [Bucket() for _ in range(24)]
-    ckey = conversation_key(query.group_by) if query.group_by else None
-    okey = offer_key(query.group_by) if query.group_by else None
+    tz = query.zone
+    ckey = conversation_key(query.group_by, tz) if query.group_by else None
+    okey = offer_key(query.group_by, tz) if query.group_by else None
     for conv in convs:
         try:
             f = figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
@@ -345,15 +367,16 @@ def service_report(
             groups.setdefault(ckey(conv), Bucket()).add(f)
         start = conv.routed_at or conv.day_at
         if start is not None:
-            hours[start.hour].add(f)
+            hours[start.astimezone(tz).hour].add(f)
     for offer in offers:
         total.add_offer(offer)
         if okey is not None:
             groups.setdefault(okey(offer), Bucket()).add_offer(offer)
-        hours[offer.offered_at.hour].add_offer(offer)
+        hours[offer.offered_at.astimezone(tz).hour].add_offer(offer)
     return {
-        "from": query.start.isoformat(),
-        "to": query.end.isoformat(),
+        "from": query.start.astimezone(tz).isoformat(),
+        "to": query.end.astimezone(tz).isoformat(),
+        "tz": query.tz,
         "group_by": query.group_by,
         "reopen_hours": query.reopen_hours,
         "sla_seconds": {channel: sla_seconds[channel] for channel in sorted(sla_seconds)},

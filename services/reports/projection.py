@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import msgspec
 import nats.errors
@@ -21,13 +21,14 @@ from events import subjects
 from events.objects import read_object, save_object
 from events.store import EventStore, reading_as
 from services.reports.fold import REPORT_FOLD_VERSION, ReportState, evolve
-from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery
+from services.reports.metrics import DEFAULT_REOPEN_HOURS, GROUP_BYS, ReportQuery, zone
 from services.spacing import Spacing
 
 log = structlog.get_logger("relaydesk.reports")
 
 DEFAULT_DAYS = 7
 MAX_REOPEN_HOURS = 24 * 90
+MAX_TZ_NAME = 64  # the longest IANA name is ~32 characters; more is not a zone
 SNAPSHOT_NAME = "reports"
 SNAPSHOT_EVERY = 50_000
 # Encoding stops the API's loop: at most this share of the time (services.spacing).
@@ -176,10 +177,10 @@ class BadQuery(ValueError):
     """A report parameter that cannot be used; the message says which and why."""
 
 
-def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
+def parse_instant(name: str, raw: str, *, end: bool, tz: tzinfo = UTC) -> datetime:
     """An ISO date in any form ``date.fromisoformat`` reads (``2026-11-23``, ``20261123``,
-    ``2026-W48-1``: a whole day, the start of it, or for ``to`` the end of it) or an ISO
-    date-time (``2026-11-23T08:00:00Z``; without an offset, UTC)."""
+    ``2026-W48-1``: a whole day in ``tz``, the start of it, or for ``to`` the end of it) or an
+    ISO date-time (``2026-11-23T08:00:00Z``; without an offset, in ``tz``). Returned in UTC."""
     text = raw.strip()
     try:
         try:
@@ -187,10 +188,10 @@ def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
         except ValueError:
             day = None  # a date-time, or nothing that parses (said below)
         if day is not None:
-            moment = datetime.combine(day, time(0), tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
+            # The local midnight, so a day across a change of daylight saving time is 23 or 25 hours.
+            return datetime.combine(day + timedelta(days=1) if end else day, time(0), tzinfo=tz).astimezone(UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return (parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed).astimezone(UTC)
     except OverflowError as err:  # 9999-12-31 as a whole day ends past the last date there is
         raise BadQuery(f"{name} {raw!r} is out of range") from err
     except ValueError as err:
@@ -201,13 +202,23 @@ def parse_instant(name: str, raw: str, *, end: bool) -> datetime:
 
 def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
     """``from`` (inclusive), ``to`` (exclusive; a plain date includes that day), ``group_by``,
-    ``reopen_hours``. Defaults: the last 7 days up to now, no grouping, 24 hours."""
-    unknown = sorted(set(params) - {"from", "to", "group_by", "reopen_hours"})
+    ``reopen_hours``, ``tz`` (an IANA time zone: the report's days and hours, and the plain
+    dates and offset-less times it is given). Defaults: the last 7 days up to now, no grouping,
+    24 hours, UTC."""
+    unknown = sorted(set(params) - {"from", "to", "group_by", "reopen_hours", "tz"})
     if unknown:
-        raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours")
-    end = parse_instant("to", params["to"], end=True) if params.get("to") else now
+        raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours, tz")
+    tz_name = (params.get("tz") or "").strip() or "UTC"
+    try:
+        if len(tz_name) > MAX_TZ_NAME:
+            raise ValueError("too long for a time zone name")
+        tz = zone(tz_name)
+    except ValueError as err:
+        shown = tz_name[:MAX_TZ_NAME] + ("…" if len(tz_name) > MAX_TZ_NAME else "")
+        raise BadQuery(f"tz must be an IANA time zone such as Europe/Paris or America/New_York, not {shown!r}") from err
+    end = parse_instant("to", params["to"], end=True, tz=tz) if params.get("to") else now
     if params.get("from"):
-        start = parse_instant("from", params["from"], end=False)
+        start = parse_instant("from", params["from"], end=False, tz=tz)
     else:
         try:
             start = end - timedelta(days=DEFAULT_DAYS)
@@ -215,6 +226,10 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
             raise BadQuery(f"to {params['to']!r} is out of range: give from as well") from err
     if start >= end:
         raise BadQuery(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
+    try:  # the report gives both bounds in tz: the first and last days there are have no room for an offset
+        start.astimezone(tz), end.astimezone(tz)
+    except OverflowError as err:
+        raise BadQuery(f"from and to must be within the years 1 to 9999 in {tz_name}") from err
     group_by = params.get("group_by") or None
     if group_by is not None and group_by not in GROUP_BYS:
         raise BadQuery(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}")
@@ -226,4 +241,4 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
             raise BadQuery("reopen_hours must be a number of hours") from err
         if not 0 <= reopen_hours <= MAX_REOPEN_HOURS:
             raise BadQuery(f"reopen_hours goes from 0 to {MAX_REOPEN_HOURS}")
-    return ReportQuery(start=start, end=end, group_by=group_by, reopen_hours=reopen_hours)
+    return ReportQuery(start=start, end=end, group_by=group_by, reopen_hours=reopen_hours, tz=tz_name)

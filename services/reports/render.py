@@ -67,7 +67,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 def window(report: Report) -> str:
     """``2026-11-23``, ``2026-11-01 to 2026-11-23`` (whole days, inclusive) or
-    ``2026-11-23 08:00 to 2026-11-23 12:00`` (UTC)."""
+    ``2026-11-23 08:00 to 2026-11-23 12:00``, in the report's time zone (``zone_of``)."""
     start, end = datetime.fromisoformat(report["from"]), datetime.fromisoformat(report["to"])
     if start.time() == end.time() == time(0):
         last = (end - timedelta(days=1)).date()
@@ -75,9 +75,14 @@ def window(report: Report) -> str:
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
 
 
+def zone_of(report: Report) -> str:
+    """The time zone the report's days and hours are in (``tz``; UTC from an API before it)."""
+    return str(report.get("tz") or "UTC")
+
+
 def title(report: Report) -> str:
     by = f" by {report['group_by']}" if report.get("group_by") else ""
-    return f"Service report{by}, {window(report)} (UTC)"
+    return f"Service report{by}, {window(report)} ({zone_of(report)})"
 
 
 def _table(
@@ -154,7 +159,7 @@ def voice_table(report: Report) -> Table | None:
         return None
     return _table(
         report,
-        f"Calls{' by ' + report['group_by'] if report.get('group_by') else ''}, {window(report)} (UTC)",
+        f"Calls{' by ' + report['group_by'] if report.get('group_by') else ''}, {window(report)} ({zone_of(report)})",
         "in SLA: answered with the agent rung within the voice SLA, of all calls; AHT: mean handle time "
         "(ringing the agent who answered to the end of the call); placed: callbacks placed.",
         VOICE_COLUMNS,
@@ -173,7 +178,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
 
 def write_chart(report: Report, path: str | Path) -> Path:
     """A PNG of SLA attainment (line, right axis) and median time to assign (bars, left axis)
-    per hour of the day the conversations were routed (UTC), for the report's window."""
+    per hour of the day the conversations were routed (in the report's time zone), for its window."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
@@ -202,7 +207,7 @@ def write_chart(report: Report, path: str | Path) -> Path:
                 fontsize=7,
                 color="#555555",
             )
-    ax.set_xlabel("hour of day the conversation was routed (UTC); numbers: conversations")
+    ax.set_xlabel(f"hour of day the conversation was routed ({zone_of(report)}); numbers: conversations")
     ax.set_ylabel(f"median time to assign ({unit})")
     ax.set_xticks(x, [f"{h:02d}" for h in x])
     ax.set_xlim(-0.6, 23.6)
@@ -224,7 +229,7 @@ def write_chart(report: Report, path: str | Path) -> Path:
         handles.append(ref)
     total = report["total"]
     ax.set_title(
-        f"SLA attainment and waiting time per hour\n{window(report)} (UTC): "
+        f"SLA attainment and waiting time per hour\n{window(report)} ({zone_of(report)}): "
         f"{total['conversations']} conversations, median wait "
         f"{duration(total['time_to_assign_seconds']['median'])}",
         fontsize=11,

@@ -98,6 +98,24 @@ def test_hourly_series_of_wait_and_sla() -> None:
     assert hours[3]["conversations"] == 0 and hours[3]["sla_attainment"] is None
 
 
+def test_days_and_hours_are_the_teams_own_in_its_time_zone() -> None:
+    """``tz``: a team in another zone saw its day split at UTC's midnight (a known limitation
+    until 2026-12-07). The scenario's conversations open at 10:00 to 12:00 UTC."""
+    events = scenario()
+    utc = report(events, ReportQuery(start=DAY.start, end=DAY.end, group_by="day"))
+    assert list(groups(utc)) == ["2026-11-23"] and utc["tz"] == "UTC"
+    # At +14:00 the same moments are the next day, from midnight on.
+    line = report(events, ReportQuery(start=DAY.start, end=DAY.end, group_by="day", tz="Pacific/Kiritimati"))
+    assert list(groups(line)) == ["2026-11-24"] and line["tz"] == "Pacific/Kiritimati"
+    assert line["from"] == "2026-11-23T14:00:00+14:00"
+    assert line["total"] == utc["total"]  # the same conversations, only filed by another clock
+    # Half-hour zones keep their hour: 10:00 UTC is 15:30 in Kolkata.
+    hours = {
+        h["hour"]: h for h in report(events, ReportQuery(start=DAY.start, end=DAY.end, tz="Asia/Kolkata"))["by_hour"]
+    }
+    assert (hours[15]["conversations"], hours[16]["conversations"], hours[17]["conversations"]) == (1, 1, 2)
+
+
 def test_the_reopen_window_is_a_report_parameter() -> None:
     half_hour = ReportQuery(start=DAY.start, end=DAY.end, reopen_hours=0.5)
     total = report(scenario(), half_hour)["total"]

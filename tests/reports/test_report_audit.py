@@ -133,9 +133,23 @@ def test_date_times_stay_instants() -> None:
     assert (naive.start, naive.end) == (datetime(2026, 12, 7, tzinfo=UTC), datetime(2026, 12, 7, 6, tzinfo=UTC))
 
 
+def test_dates_and_offset_less_times_are_read_in_the_reports_time_zone() -> None:
+    # Paris moves to summer time on 2026-03-29: that day is 23 hours long there.
+    spring = parse_query({"from": "2026-03-29", "to": "2026-03-29", "tz": "Europe/Paris"}, NOW)
+    assert (spring.start, spring.end) == (datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 3, 29, 22, tzinfo=UTC))
+    assert spring.tz == "Europe/Paris"
+    naive = parse_query({"from": "2026-12-07T08:00", "to": "2026-12-07T15:00Z", "tz": "America/New_York"}, NOW)
+    assert (naive.start, naive.end) == (datetime(2026, 12, 7, 13, tzinfo=UTC), datetime(2026, 12, 7, 15, tzinfo=UTC))
+    assert parse_query({}, NOW).tz == parse_query({"tz": " "}, NOW).tz == "UTC"
+
+
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
+        ({"tz": "Mars/Olympus_Mons"}, "tz must be an IANA time zone such as Europe/Paris"),
+        ({"tz": "../../etc/passwd"}, "tz must be an IANA time zone"),
+        ({"tz": "Europe/" + "x" * 100}, "…'"),
+        ({"from": "0001-01-01T00:00Z", "to": "0001-01-02", "tz": "America/Los_Angeles"}, "within the years 1 to"),
         ({"to": "2026-341"}, "to must be an ISO date (2026-11-23) or date-time"),
         ({"from": "2026-12"}, "from must be an ISO date (2026-11-23) or date-time"),
         ({"from": "2026-W54-1"}, "from must be an ISO date"),

@@ -85,6 +85,18 @@ async def test_the_api_serves_the_figures_of_the_log(api_only: System) -> None:
         assert status == 200, body
         assert figures_only(body) == figures_only(expected(events, group_by, "2026-11-23", "2026-11-23"))
 
+    # The team's own time zone: the bounds are its midnights, the groups its days.
+    status, body = await api_only.get(
+        "/v1/reports/service", **{"from": "2026-11-23", "to": "2026-11-23", "group_by": "day", "tz": "Asia/Tokyo"}
+    )
+    assert status == 200, body
+    assert (body["from"], body["to"], body["tz"]) == (
+        "2026-11-23T00:00:00+09:00",
+        "2026-11-24T00:00:00+09:00",
+        "Asia/Tokyo",
+    )
+    assert [g["key"] for g in body["groups"]] == ["2026-11-23"]  # 10:00-12:00 UTC is the evening in Tokyo
+
     # What the log gains later shows in the next report (the projection folds the new events).
     more = Conv("c9", "E", "chat").open(9000).offer(9001, "dana").decline(9002, "dana").events
     await append_all(api_only.nats.url, more)
@@ -103,6 +115,7 @@ async def test_the_api_serves_the_figures_of_the_log(api_only: System) -> None:
         ({"reopen_hours": "soon"}, "reopen_hours must be a number"),
         ({"reopen_hours": "-1"}, "reopen_hours goes from 0"),
         ({"groupby": "agent"}, "unknown parameter(s) groupby"),
+        ({"tz": "CET-1CEST"}, "tz must be an IANA time zone such as Europe/Paris"),
         ({"to": "9999-12-31"}, "to '9999-12-31' is out of range"),  # was a 500 (found by an audit)
         ({"to": "0001-01-03"}, "to '0001-01-03' is out of range: give from as well"),
     ],
