@@ -64,7 +64,9 @@ class PendingClosings:
     def apply(self, stored: StoredEvent) -> None:
         self.seen = max(self.seen, stored.seq)
         event = stored.event
-        if isinstance(event, ConversationResolved) and self.clock() - event.at <= NOTICE_HORIZON:
+        # An erasure's closing says nothing: the customer asked to be forgotten, and a frame
+        # stored after the chat history was erased would outlive it.
+        if isinstance(event, ConversationResolved) and not event.erased and self.clock() - event.at <= NOTICE_HORIZON:
             self.by_conversation.setdefault(event.conversation_id, Closing(stored.seq, event))
 
     def refeed_from(self) -> int:
