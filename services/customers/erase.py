@@ -303,6 +303,8 @@ class Eraser:
 
     async def _resolve_open(self, family: Family, actor: str) -> int:
         store = self.customers.store
+        # Read as stored (only the kinds of events count): another erasure may have destroyed the keys.
+        as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
         resolved = 0
         for conversation_id, owner in sorted(family.open_conversations.items()):
             subject = subjects.conversation(owner, conversation_id)
@@ -310,8 +312,13 @@ class Eraser:
                 at=self.customers.clock(), customer_id=owner, conversation_id=conversation_id, actor=actor, erased=True
             )
             for _ in range(CONFLICT_RETRIES):
+                # Resolved meanwhile (another erasure of the family running at once, an agent):
+                # nothing to add. Decided on what was read, appended guarded by its end.
+                events = await as_stored.read_direct(subject)
+                if any(isinstance(s.event, ConversationResolved) for s in events):
+                    break
                 try:
-                    await store.append(Append(event, expected=await store.last_subject_seq(subject)))
+                    await store.append(Append(event, expected=events[-1].seq if events else 0))
                 except ConcurrencyError:
                     continue
                 resolved += 1

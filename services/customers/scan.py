@@ -9,7 +9,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from events.msg_get import stored_messages
 from events.skips import skipping
@@ -17,6 +17,8 @@ from events.skips import skipping
 log = structlog.get_logger(__name__)
 
 READ_TIMEOUT = 5.0
+# JetStream's "no message found" (a get of a deleted message).
+MESSAGE_NOT_FOUND = 10037
 
 
 async def scan(
@@ -60,11 +62,29 @@ async def scan(
 
 async def erase_msg(js: JetStreamContext, stream: str, seq: int) -> bool:
     """Delete one message with JetStream's secure erase (``$JS.API.STREAM.MSG.DELETE`` without
-    ``no_erase``: the server overwrites its bytes on disk). False if it was gone already."""
+    ``no_erase``: the server overwrites its bytes on disk). False if it was gone already (found
+    by a retry audit: an erasure sent twice at once was a 500 for the one that came second to a
+    message, "sequence N not found")."""
     try:
         return bool(await js.delete_msg(stream, seq))
     except NotFoundError:
         return False
+    except APIError:
+        # Deleted by someone else just now, JetStream answers 400 "sequence N not found" or
+        # 500 "message delete failed" rather than 404: gone is gone; anything else is raised.
+        if await _gone(js, stream, seq):
+            return False
+        raise
+
+
+async def _gone(js: JetStreamContext, stream: str, seq: int) -> bool:
+    try:
+        await js.get_msg(stream, seq)
+    except NotFoundError:
+        return True
+    except APIError as err:
+        return err.err_code == MESSAGE_NOT_FOUND
+    return False
 
 
 async def erase_subject(js: JetStreamContext, stream: str, subject: str, *, limit: int = 100_000) -> int:

@@ -318,13 +318,21 @@ class Customers:
         except BaseException:
             await self.directory.unmark_merged(other)
             raise
+        if seq is None:  # the same merge, sent twice at once: the other one wrote it (its marker stays)
+            raise CustomerError(409, f"{other} was already merged into {survivor}", merged_into=survivor)
         moved = await self._move_identities(survivor, other)
         log.info("customers.merged", customer_id=survivor, merged_id=other, identities_moved=len(moved), seq=seq)
         return {"customer_id": survivor, "merged_id": other, "identities_moved": moved, "seq": seq}
 
-    async def _append_merge(self, survivor: str, other: str, actor: str) -> int:
+    async def _append_merge(self, survivor: str, other: str, actor: str) -> int | None:
+        """The merge's sequence; None when the survivor's subject holds this merge already: a
+        concurrent request for the same merge wrote it between the checks and this append
+        (found by a retry audit: two merges sent at once both answered 200 and wrote two
+        ``CustomersMerged``; one after the other, the second is 409 "already merged")."""
         for _ in range(CONFLICT_RETRIES):
             facts = await self.existing(survivor)
+            if other in facts.merged:
+                return None
             event = CustomersMerged(at=self.clock(), customer_id=survivor, merged_id=other, actor=actor)
             try:
                 return await self._append(event, facts.last_seq)
