@@ -6,7 +6,9 @@ is the current one (a new agent: the defaults) with the named fields changed. ``
 ``languages``, when named, replace the agent's whole map (so a skill can be removed);
 ``capacity`` changes only the channels it names (0 closes a channel); ``max_total: null``
 lifts the overall cap. Each change reads the agent's subject's last sequence and appends with
-it as the expected one, so two concurrent changes never lose one another's fields.
+it as the expected one, so two concurrent changes never lose one another's fields. A change
+that changes nothing (a retry, an empty body) appends nothing (found by a retry audit: each
+repeat wrote another ``AgentProfileUpdated``).
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             problem = profile_problem(profile)
             if problem:
                 return json_error(400, problem)
+            if current is not None and profile == current.profile:
+                # Nothing changes (a retry, an empty body): nothing appended, as for a customer.
+                return ok(agent_json(aid, current))
             event = AgentProfileUpdated(at=deps.clock(), agent_id=aid, profile=profile, actor=request[ACTOR])
             try:
                 await deps.append(event, last)
