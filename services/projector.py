@@ -87,16 +87,20 @@ class Projector(BatchApplier):
         """Follow the log until ``stop`` is set; on NATS or store errors, back off and resume
         from the checkpoint. Pending events are flushed before returning."""
         delay = 0.1
-        checked = not self.auto_rebuild
+        # The store is checked against the log at start and again after each reconnect: NATS
+        # restored from an older backup under a running projector comes back as a reconnect,
+        # and followed from its checkpoint the restored log's new events up to it were skipped
+        # while it said it was caught up (an operator audit).
+        checked_at: int | None = None  # the client's reconnect count when last checked
         log.info("projector.start", key=self.key, batch_size=self.batch_size)
         while not stop.is_set():
             if self.store.nc.is_closed:
                 raise RuntimeError("projector: the NATS connection is closed")
             try:
-                if not checked:
+                if self.auto_rebuild and checked_at != (reconnects := self._reconnects()):
                     if not await self._rebuild_unless_stopped(stop):
                         break
-                    checked = True
+                    checked_at = reconnects
                 await self._follow(stop)
                 delay = 0.1
             except CheckpointMismatch as moved:
