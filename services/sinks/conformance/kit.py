@@ -214,6 +214,28 @@ class SinkConformance(ABC):
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
             assert resp.status == 200
 
+    async def test_a_webhook_met_with_refused_credentials_says_so_until_one_works(self, rig: Rig) -> None:
+        """Found by an audit: the webhook answered 503 and nothing else said why; readiness
+        stayed green until a log event stalled the sink."""
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        await rig.caught_up(customer)
+        rig.fake.refuse_auth = True
+        status, body = await rig.post(rig.fake.solve(ticket))
+        if status == 200:
+            pytest.skip(f"{rig.sink.name}'s webhook did not call the helpdesk's API: no credentials to refuse")
+        assert status == 503, body
+        async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
+            ready = await resp.json()
+            assert resp.status == 503 and ready["auth_failed"] is True, ready
+        assert "credentials" in ready["problem"] and rig.runtime.stalled_on is None
+
+        rig.fake.refuse_auth = False  # the operator fixed the token; the helpdesk retries
+        status, body = await rig.post(rig.fake.solve(ticket))
+        assert status == 200, body
+        async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
+            assert resp.status == 200, await resp.json()
+
     async def test_rotated_credentials_are_taken_while_waiting_without_a_restart(self, rig: Rig) -> None:
         settings = rig.settings
         assert isinstance(settings, FakeSettings)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +63,10 @@ class SinkRuntime:
         self.position = 0
         self.last_error = ""
         self.auth_failed = False
+        # The helpdesk refused our credentials while the sink answered its webhook (no log event
+        # need be waiting for the sink to find out); cleared by the next webhook that works.
+        self.webhook_auth_failed = False
+        self._webhook_reloaded_at = -math.inf  # monotonic time of the last settings re-read for a webhook
         self.stalled_on: int | None = None  # the event being retried after a passing failure
         self._runner: web.AppRunner | None = None
         self._follow: asyncio.Task[None] | None = None
@@ -124,7 +130,7 @@ class SinkRuntime:
             "instance": self.instance_id,
             "position": self.position,
             "nats": "connected" if self.nc.is_connected else "disconnected",
-            "auth_failed": self.auth_failed,
+            "auth_failed": self.auth_failed or self.webhook_auth_failed,
             "stalled_on": self.stalled_on,
             "last_error": self.last_error,
         }
@@ -320,6 +326,18 @@ class SinkRuntime:
             SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
             self.log.warning("sink.webhook_refused", status=err.status, reason=err.reason)
             return web.json_response({"error": err.reason}, status=err.status)
+        except AuthFailed as err:
+            # Found by an audit: a webhook met with refused credentials answered 503 and said
+            # nothing else; readiness stayed green until a log event stalled the sink.
+            SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
+            self.webhook_auth_failed, self.last_error = True, err.reason
+            self.log.error(
+                "sink.webhook_auth_failed",
+                reason=err.reason,
+                action=f"fix the {name} sink's API credentials; the helpdesk retries the webhook",
+            )
+            await self._reload_for_webhook()
+            return web.json_response({"error": err.reason}, status=503, headers={"Retry-After": "5"})
         except SinkError as err:
             SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
             self.log.warning("sink.webhook_failed", reason=err.reason)
@@ -341,7 +359,19 @@ class SinkRuntime:
             return web.json_response({"error": "internal error"}, status=500)
         outcome = "acted" if answer.get("acted") else "ignored"
         SINK_WEBHOOKS.labels(sink=name, outcome=outcome).inc()
+        if self.webhook_auth_failed:
+            self.webhook_auth_failed = False
+            self.log.info("sink.auth_recovered", by="webhook")
         return web.json_response(dict(answer))
+
+    async def _reload_for_webhook(self) -> None:
+        """Re-read the settings (a rotated token) at most once per ``auth_retry_pause``, so the
+        helpdesk's retry of the webhook can pass without a restart or a log event to wait on."""
+        now = time.monotonic()
+        if self.settings is None or now - self._webhook_reloaded_at < self.sink.settings.auth_retry_pause:
+            return
+        self._webhook_reloaded_at = now
+        await reload_api(self.sink, self.settings, self.log)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         parked = len(await self.sink.state.parked())
@@ -352,7 +382,7 @@ class SinkRuntime:
         problem = ""
         if not self.nc.is_connected:
             problem = "NATS is not connected"
-        elif self.auth_failed:
+        elif self.auth_failed or self.webhook_auth_failed:
             problem = "the helpdesk refuses the sink's credentials"
         return web.json_response({"ready": not problem, "problem": problem, **health}, status=503 if problem else 200)
 
