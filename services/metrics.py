@@ -7,6 +7,26 @@ The registry is process-global: ``relaydesk up`` (and a test session) runs many 
 process, so counters are labelled by what tells them apart (channel, reader, server), and a
 reader compares before/after values rather than absolute ones.
 
+Which process exports what: a metric is exported only by a process that measures it, so a
+series missing from a scrape means "not measured here", never a made-up 0 (``absent()`` alerts
+rely on it). A labelled metric exports no series until a label set is used, so it needs nothing
+more: the queue gauges, ``relaydesk_leader`` and the routing counters appear on routers (and
+``relaydesk_leader`` on delivery), the delivery counters on delivery, the projector lag on the
+projector (and the API, for the default projection), the inbound and connector counters on
+connectors, the sink counters on sinks, and the shared ones (events appended, quarantined,
+skipped, dead letters, HTTP latencies) wherever it happens. An unlabelled metric is exported at 0
+from the moment it is registered, so each one only one kind of process measures is made with
+``registry=None`` and registered by that process through ``measured()`` (idempotent: ``relaydesk
+up`` exports each once):
+
+- ``relaydesk_intake_pending_messages`` / ``relaydesk_intake_oldest_pending_age_seconds``:
+  intake (``services.intake.lag.export_forever``) and the API (at each ``/readyz``), from their
+  first reading of the consumer on;
+- ``relaydesk_api_view_lag_events``: the API, from its first ``/readyz`` on;
+- ``relaydesk_routing_decide_seconds`` (histogram): routers, from their start;
+- ``relaydesk_agent_tokens_refused_total`` (services.api.tokens) and
+  ``relaydesk_api_language_reason_unread_total`` (services.api.views): the API, from its start.
+
 Metrics ``events`` and ``connectors`` keep themselves (they never import ``services``) are
 re-exported here so this module is the catalogue:
 
@@ -16,14 +36,16 @@ re-exported here so this module is the catalogue:
 - ``relaydesk_dead_letters_total{reader, stream}`` (connectors.sdk.deadletter),
 - ``relaydesk_inbound_messages_total{channel, outcome}`` and the per-connector
   ``relaydesk_connector_*_total`` (connectors.sdk.metrics),
-- ``relaydesk_intake_pending_messages`` / ``relaydesk_intake_oldest_pending_age_seconds``
-  (services.intake.lag), ``relaydesk_intake_recorded_total{channel, new_customer}``
-  (services.intake.consumer).
+- ``relaydesk_intake_recorded_total{channel, new_customer}`` (services.intake.consumer).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from typing import TypeVar
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 from connectors.sdk.deadletter import DEAD_LETTERS as DEAD_LETTERS
 from connectors.sdk.metrics import HTTP_REQUEST_SECONDS as HTTP_REQUEST_SECONDS
@@ -33,8 +55,6 @@ from events.counters import EVENTS_APPENDED as EVENTS_APPENDED
 from events.quarantine import QUARANTINED as QUARANTINED
 from events.skips import SKIPPED as SKIPPED
 from services.intake.consumer import RECORDED as INTAKE_RECORDED
-from services.intake.lag import OLDEST_AGE as INTAKE_OLDEST_AGE
-from services.intake.lag import PENDING as INTAKE_PENDING
 
 __all__ = [
     "API_VIEW_LAG",
@@ -57,7 +77,37 @@ __all__ = [
     "ROUTING_DECISIONS",
     "SKIPPED",
     "http_metrics",
+    "measured",
 ]
+
+M = TypeVar("M", bound=Collector)
+
+_measured: set[Collector] = set()
+_measured_lock = threading.Lock()
+
+
+def measured(metric: M) -> M:
+    """``metric`` registered in the default registry, once per process (idempotent, thread-safe),
+    and returned: what the process that measures a metric calls, for a metric made with
+    ``registry=None`` because only one kind of process measures it.
+
+    An unlabelled metric is exported from its definition on, at 0: defined at import time in
+    the default registry, every process that imports it (all of them, through the CLI) showed
+    ``relaydesk_api_view_lag_events 0`` or ``relaydesk_intake_pending_messages 0``, so
+    ``absent()`` never fired and a process that never measured intake lag said there was none
+    (found by an observability audit). A gauge is registered where it is first set (it has no
+    value before); a counter or histogram when its owner starts (a count of 0 from then on is
+    true, and ``rate()`` sees its first increase). ``relaydesk up`` runs every service in one
+    process: each metric is still registered, and exported, once. Labelled metrics need none of
+    this: they export no series until a label set is used."""
+    if metric in _measured:
+        return metric
+    with _measured_lock:
+        if metric not in _measured:
+            REGISTRY.register(metric)
+            _measured.add(metric)
+    return metric
+
 
 # -- router -------------------------------------------------------------------------
 
@@ -66,10 +116,11 @@ ROUTING_DECISIONS = Counter(
     "Routing decisions the active router appended and that stood (no conflict), by decision event",
     ["decision"],
 )
-DECIDE_SECONDS = Histogram(
+DECIDE_SECONDS = Histogram(  # the router's: measured(DECIDE_SECONDS) when it starts
     "relaydesk_routing_decide_seconds",
     "One routing round that decided something: the policy's decide() plus appending its decisions",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=None,
 )
 QUEUE_DEPTH = Gauge(
     "relaydesk_queue_waiting",
@@ -111,9 +162,23 @@ DELIVERY_FAILURES = Counter(
 
 # -- API ----------------------------------------------------------------------------
 
-API_VIEW_LAG = Gauge(
+API_VIEW_LAG = Gauge(  # the API's: measured(API_VIEW_LAG).set(…) at /readyz
     "relaydesk_api_view_lag_events",
     "Events on the log the API's view has not folded yet (log end minus its position, at the last /readyz)",
+    registry=None,
+)
+
+# -- intake (set by services.intake.lag: in intake, and in the API at /readyz) ------
+
+INTAKE_PENDING = Gauge(
+    "relaydesk_intake_pending_messages",
+    "Inbound messages not yet recorded by intake: not delivered yet plus delivered and not acked",
+    registry=None,
+)
+INTAKE_OLDEST_AGE = Gauge(
+    "relaydesk_intake_oldest_pending_age_seconds",
+    "Age of the oldest inbound message intake has not recorded yet (0 when none waits)",
+    registry=None,
 )
 
 # -- projector ----------------------------------------------------------------------

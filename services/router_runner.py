@@ -36,7 +36,15 @@ from router.queues import queue_depth
 from router.state import RouterState
 from services import tracing
 from services.lease import Lease
-from services.metrics import DECIDE_SECONDS, LEADER, OFFERS, QUEUE_DEPTH, QUEUE_OLDEST_WAIT, ROUTING_DECISIONS
+from services.metrics import (
+    DECIDE_SECONDS,
+    LEADER,
+    OFFERS,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_WAIT,
+    ROUTING_DECISIONS,
+    measured,
+)
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.spacing import Spacing
 from services.state_snapshots import read_state
@@ -299,6 +307,7 @@ class RouterRunner:
         # Standing by until it leads: the leading router's queue gauges go with it, so without
         # this one a router outage looked, on /metrics, like nobody waiting (found by an audit).
         LEADER.labels("router", self.instance_id).set(0)
+        measured(DECIDE_SECONDS)  # the router's histogram, exported by routers alone
         gauges = asyncio.create_task(self._queue_gauges_forever(), name="router-queue-gauges")
         try:
             while not stop.is_set():

@@ -38,6 +38,8 @@ from services.api import (
 from services.api.auth import authenticate, authorize, deactivated
 from services.api.common import ApiDeps
 from services.api.errors import json_errors
+from services.api.views import LANGUAGE_REASON_UNREAD
+from services.metrics import measured
 
 __all__ = ["ApiDeps", "build_app"]
 
@@ -56,6 +58,9 @@ ROUTE_GROUPS = (
 def build_app(deps: ApiDeps) -> web.Application:
     from services import console
 
+    # Counted by the API alone, so exported by it alone, from its start (services.metrics.measured).
+    measured(tokens.TOKENS_REFUSED)
+    measured(LANGUAGE_REASON_UNREAD)
     table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
     authn = authenticate(deps.token, table)

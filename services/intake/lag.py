@@ -1,6 +1,7 @@
 """Intake lag: how many inbound messages wait on the ``intake`` consumer, and how old the
-oldest unprocessed one is. Exported as Prometheus gauges by every intake process and shown
-in the API's ``/readyz`` detail (both read the consumer's info; nothing is stored)."""
+oldest unprocessed one is. Exported as Prometheus gauges by every intake process and by the API
+(which shows it in its ``/readyz`` detail), from their first reading on, and by no other process
+(``services.metrics.measured``); both read the consumer's info, nothing is stored."""
 
 from __future__ import annotations
 
@@ -11,22 +12,17 @@ from datetime import UTC, datetime
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from prometheus_client import Gauge
 
 from events import subjects
+from services.metrics import INTAKE_OLDEST_AGE as OLDEST_AGE
+from services.metrics import INTAKE_PENDING as PENDING
+from services.metrics import measured
 
 log = structlog.get_logger(__name__)
 
 DURABLE = subjects.INTAKE_DURABLE
 
-PENDING = Gauge(
-    "relaydesk_intake_pending_messages",
-    "Inbound messages not yet recorded by intake: not delivered yet plus delivered and not acked",
-)
-OLDEST_AGE = Gauge(
-    "relaydesk_intake_oldest_pending_age_seconds",
-    "Age of the oldest inbound message intake has not recorded yet (0 when none waits)",
-)
+__all__ = ["DURABLE", "OLDEST_AGE", "PENDING", "Lag", "export", "export_forever", "read_lag"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +58,9 @@ async def read_lag(js: JetStreamContext, *, now: datetime | None = None) -> Lag:
 
 
 def export(lag: Lag) -> None:
-    PENDING.set(lag.unprocessed)
-    OLDEST_AGE.set(lag.oldest_age_s)
+    """Set the gauges: this process measures intake's lag, so it exports them from now on."""
+    measured(PENDING).set(lag.unprocessed)
+    measured(OLDEST_AGE).set(lag.oldest_age_s)
 
 
 async def export_forever(js: JetStreamContext, stop: asyncio.Event, every: float = 5.0) -> None:
