@@ -143,7 +143,8 @@ class ClosingNotices:
 def install(app: web.Application, deps: ApiDeps) -> None:
     """Fold resolutions from the API's log reader; queue their notices while the app runs."""
     pending = PendingClosings(deps.clock)
-    deps.live.add_fold(pending.apply, name="closings_pending", refeed_from=pending.refeed_from)
+    # A snapshot from before notices existed owes none: the whole log is not read again for it.
+    deps.live.add_fold(pending.apply, name="closings_pending", refeed_from=pending.refeed_from, needs_the_past=False)
     notices = ClosingNotices(deps, pending)
 
     async def start(app: web.Application) -> None:

@@ -64,6 +64,7 @@ class _FoldEntry:
     saved: SavedFold | None
     refeed_from: Callable[[], int] | None
     refeed_subjects: Callable[[], dict[str, int]] | None = None
+    needs_the_past: bool = True
 
 
 class Listener:
@@ -144,6 +145,7 @@ class LiveState:
         saved: SavedFold | None = None,
         refeed_from: Callable[[], int] | None = None,
         refeed_subjects: Callable[[], dict[str, int]] | None = None,
+        needs_the_past: bool = True,
     ) -> None:
         """``saved``: the fold's state goes into the view's snapshot; ``refeed_subjects``:
         after a snapshot the fold is fed again the events of only these subjects, each from
@@ -151,11 +153,13 @@ class LiveState:
         taken): what a fold of personal data about open conversations needs, however old
         the oldest is; ``refeed_from``: fed again the whole log from that sequence (and
         from it when a snapshot has no subjects for it); none: fed the whole log again (the
-        routing view still starts from the snapshot)."""
+        routing view still starts from the snapshot). ``needs_the_past=False``: a snapshot
+        written before this fold existed (an upgrade) is not a reason to read the whole log
+        again for it; it starts after the snapshot."""
         if self._task is not None:
             raise RuntimeError("add folds before LiveState.start(): a late fold would miss the past")
         label = name or str(getattr(fold, "__qualname__", None) or repr(fold))
-        self._folds.append(_FoldEntry(label, fold, saved, refeed_from, refeed_subjects))
+        self._folds.append(_FoldEntry(label, fold, saved, refeed_from, refeed_subjects, needs_the_past))
 
     def listen(self, limit: int = 10_000) -> Listener:
         """Events applied from now on (after ``position``), for a reader that follows the log
@@ -189,8 +193,10 @@ class LiveState:
             elif fold.refeed_subjects is not None and fold.name in snap.refeed_subjects:
                 self._refeed_subjects[fold.name] = snap.refeed_subjects[fold.name]
             else:
-                # fed again from where its snapshot says, or from the start
-                self._refeed[fold.name] = min(max(1, snap.refeed_from.get(fold.name, 1)), snap.position + 1)
+                # fed again from where its snapshot says, or from the start (or, for a fold that
+                # needs no past, from after a snapshot that never heard of it)
+                unknown = 1 if fold.needs_the_past else snap.position + 1
+                self._refeed[fold.name] = min(max(1, snap.refeed_from.get(fold.name, unknown)), snap.position + 1)
         self._refeed = {name: seq for name, seq in self._refeed.items() if seq <= snap.position}
         self.state = reading_only(snap.state)
         self.position = snap.position

@@ -125,6 +125,34 @@ async def test_a_restart_reads_only_the_log_after_the_snapshot(clean_nats: Embed
             await second.stop()
 
 
+async def test_a_fold_added_by_an_upgrade_that_needs_no_past_reads_only_after_the_snapshot(
+    clean_nats: EmbeddedNats,
+) -> None:
+    """The web chat's resolution notices (services.api.closings) came with a fold a snapshot of
+    the release before never named: its first start read the whole log again for it, as slow as
+    a cold start, for notices that only look ten minutes back."""
+    async with connected(clean_nats) as (_, store):
+        await write(store, agents(5))
+        first_end = await write_conversations(store, "a", 1_000, 5)
+        first = LiveState(store)
+        await first.start()
+        await first.save_snapshot()  # a release without the fold
+        await first.stop()
+        end = await write_conversations(store, "b", 10, 5)
+
+        new, old = Counting(), Counting()
+        second = LiveState(store)
+        second.add_fold(new.apply, name="new", refeed_from=lambda: 1, needs_the_past=False)
+        second.add_fold(old.apply, name="old", refeed_from=lambda: 1)
+        await second.start()
+        try:
+            assert second.snapshot_position == first_end
+            assert new.seen == end - first_end  # the log after the snapshot only
+            assert old.seen == end  # a fold that needs the past still reads it all again
+        finally:
+            await second.stop()
+
+
 async def test_after_a_snapshot_a_conversation_open_for_months_costs_its_own_events_not_the_log_since(
     clean_nats: EmbeddedNats,
 ) -> None:
