@@ -90,10 +90,21 @@ async def readiness(deps: ApiDeps) -> tuple[bool, dict[str, Any]]:
         "projection": await projection_progress(deps, view["log_end"]),
     }
     stale = deps.freshness.stale(view["position"], view["log_end"]) if view["log_end"] is not None else 0.0
-    if streams and view["caught_up"] and not stale:
+    # The position is read before the log's end: only a log restored or replaced under the
+    # running API (an older backup) ends before it. The view then holds facts the log no longer
+    # has and reads nothing new until the log passes it again (found by the upgrade audit: it
+    # stayed ready, 'lag 0', while every later change went unseen). A restart folds the log as it is.
+    ahead = view["log_end"] is not None and view["position"] > view["log_end"]
+    if streams and view["caught_up"] and not stale and not ahead:
         return True, {"status": "ready", **body}
     if not streams:
         reason = "NATS or its streams unavailable"
+    elif ahead:
+        reason = (
+            f"the API's view is ahead of the log (at event {view['position']}, the log ends at "
+            f"{view['log_end']}): the log was restored or replaced under it; restart the API"
+        )
+        log.error("api.view_ahead_of_log", position=view["position"], log_end=view["log_end"], action="restart the API")
     elif not view["caught_up"]:
         reason = "the API's view has not caught up with the log yet"
     else:
