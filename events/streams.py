@@ -65,6 +65,10 @@ DELIVERIES_BUCKET = "rd_deliveries"
 DELIVERY_RECORD_TTL = 14 * DAY  # records vanish two weeks after their last change
 # Email attachments (connectors.email, ``attachment_bucket``), created by the email connector.
 ATTACHMENTS_BUCKET = "rd_attachments"
+# Canned replies kept by the API beside the config file's (services.api.canned_store): one
+# document, its last versions kept; created by the API when missing.
+CANNED_BUCKET = "rd_canned_replies"
+CANNED_HISTORY = 10
 # The web chat's catch-up history (connectors.chat.history, ``history_stream``), created by
 # the chat connector from its own settings; setup only keeps its replicas in line.
 CHAT_STREAM = "RD_CHAT"
@@ -131,6 +135,10 @@ def deliveries_bucket(replicas: int) -> KeyValueConfig:
     return KeyValueConfig(bucket=DELIVERIES_BUCKET, history=1, ttl=DELIVERY_RECORD_TTL, replicas=replicas)
 
 
+def canned_bucket(replicas: int) -> KeyValueConfig:
+    return KeyValueConfig(bucket=CANNED_BUCKET, history=CANNED_HISTORY, replicas=replicas)
+
+
 def attachments_store(replicas: int, bucket: str = ATTACHMENTS_BUCKET) -> ObjectStoreConfig:
     return ObjectStoreConfig(bucket=bucket, replicas=replicas)
 
@@ -150,6 +158,7 @@ def stores(s: StreamSettings | None = None) -> list[StoreSpec]:
     out.append(objects_spec(ObjectStoreConfig(bucket=subjects.SNAPSHOT_BUCKET, replicas=s.replicas)))
     # Created lazily by their service (from the replicas it is given); setup keeps them in line.
     out.append(kv_spec(deliveries_bucket(s.replicas), owner="delivery", required=False))
+    out.append(kv_spec(canned_bucket(s.replicas), owner="api", required=False))
     out.append(objects_spec(attachments_store(s.replicas), owner="connector email", required=False))
     chat = StreamConfig(name=CHAT_STREAM, num_replicas=s.replicas)
     out.append(StoreSpec(CHAT_STREAM, "stream", "connector chat", chat, ("num_replicas",), required=False))

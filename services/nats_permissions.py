@@ -16,6 +16,7 @@ from typing import Any
 
 from events import subjects
 from events.parking import PARKED_BUCKET
+from events.streams import CANNED_BUCKET
 
 SERVICE_ROLES = ("intake", "router", "projector", "delivery", "api")
 TOOL = "tool"
@@ -195,6 +196,9 @@ def _role_publish(role: str) -> list[str]:
             *create_stream(_kv_stream(IDEMPOTENCY_BUCKET)),
             *read_kv(IDEMPOTENCY_BUCKET),
             *write_kv(IDEMPOTENCY_BUCKET),
+            *create_stream(_kv_stream(CANNED_BUCKET)),  # canned replies kept by the API (canned_store)
+            *read_kv(CANNED_BUCKET),
+            *write_kv(CANNED_BUCKET),
             *read_objects(subjects.SNAPSHOT_BUCKET),
             *write_objects(subjects.SNAPSHOT_BUCKET, ("api", "reports")),  # its view; service reports
             # Erasure removes a customer's raw messages and attachments.

@@ -322,6 +322,8 @@ RULES: tuple[Rule, ...] = (
     Rule("GET", "/v1/skills", allowed, allowed),
     Rule("GET", "/v1/languages", allowed, allowed),
     Rule("GET", "/v1/canned-replies", allowed, allowed),
+    Rule("PUT", "/v1/canned-replies/{id}", operator_only, allowed, "the team's replies: kept by the API"),
+    Rule("DELETE", "/v1/canned-replies/{id}", operator_only, allowed),
     Rule("GET", "/v1/templates", allowed, allowed),
     Rule("POST", "/v1/uploads", allowed, allowed, "a file for a reply"),
     Rule("GET", "/v1/attachments/{token}", allowed, allowed, "the signed link is the permission"),

@@ -1,4 +1,7 @@
-"""Canned replies from ``[console] canned_replies``, raw or filled in for one conversation.
+"""Canned replies, raw or filled in for one conversation: those of ``[console]
+canned_replies`` (read-only here: the file is theirs), then those supervisors and operators keep
+through the API (``PUT``/``DELETE /v1/canned-replies/{id}``, ``services.api.canned_store``),
+changed without a restart and seen by every API process at once.
 
 Placeholders: ``{customer.name}`` (the team's name for the customer, else the display name the
 channel gave; unknown: ``there``, so "Hi {customer.name}," reads "Hi there,"), ``{agent.name}``
@@ -11,15 +14,29 @@ The text is only a suggestion: the agent edits it and sends it with the reply co
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from services.api import workspace
 from services.api.auth import AGENT
-from services.api.common import ApiDeps, json_error, ok
-from services.api.console_settings import PLACEHOLDER, CannedReply
+from services.api.canned_store import (
+    ID_PATTERN,
+    MAX_REPLIES,
+    MAX_TEXT,
+    MAX_TITLE,
+    CannedConflict,
+    CannedStore,
+    Document,
+    StoredReply,
+)
+from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
+from services.api.console_settings import PLACEHOLDER, PLACEHOLDERS, CannedReply, placeholders_in
+from services.nats_errors import NATS_UNAVAILABLE
+
+log = structlog.get_logger(__name__)
 
 NAME_FALLBACK = "there"
 
@@ -40,13 +57,105 @@ def fill(text: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(one, text)
 
 
+class CannedReplyBody(Body):
+    title: str
+    text: str
+
+
+def problems(reply_id: str, title: str, text: str) -> list[str]:
+    """What is wrong with a canned reply sent to the API, one line each (empty: nothing)."""
+    out = []
+    if not ID_PATTERN.match(reply_id):
+        out.append("id must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+    if not title.strip() or len(title) > MAX_TITLE:
+        out.append(f"title must be 1 to {MAX_TITLE} characters")
+    if not text.strip() or len(text) > MAX_TEXT:
+        out.append(f"text must be 1 to {MAX_TEXT} characters")
+    for name in placeholders_in(text):
+        if name not in PLACEHOLDERS:
+            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            out.append(f"unknown placeholder {{{name}}} (known: {known}; {{{{ is a brace)")
+    return out
+
+
+def as_reply(stored: StoredReply) -> CannedReply:
+    return CannedReply(id=stored.id, title=stored.title, text=stored.text)
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     facts = workspace.of(deps.live, deps.store)
+    store = CannedStore(deps.nc.jetstream, deps.replicas)
+    configured = {reply.id for reply in deps.console.canned_replies}
+
+    async def every_reply() -> list[CannedReply]:
+        """The file's, then the API's (by id)."""
+        document, _ = await store.read()
+        kept = sorted(document.replies, key=lambda reply: reply.id)
+        return [*deps.console.canned_replies, *(as_reply(reply) for reply in kept)]
 
     @r.get("/v1/canned-replies")
     async def raw(request: web.Request) -> web.Response:
-        return ok(CannedReplies(canned_replies=list(deps.console.canned_replies)))
+        return ok(CannedReplies(canned_replies=await every_reply()))
+
+    @r.put("/v1/canned-replies/{id}")
+    async def save(request: web.Request) -> web.Response:
+        """Add or replace one (the whole reply: a PUT names every field)."""
+        reply_id = request.match_info["id"]
+        body = await read_body(request, CannedReplyBody)
+        if found := problems(reply_id, body.title, body.text):
+            return json_error(400, "; ".join(found))
+        if reply_id in configured:
+            return json_error(
+                409, f"canned reply {reply_id} is set in the configuration file ([console]); change it there"
+            )
+        saved = StoredReply(
+            id=reply_id, title=body.title, text=body.text, updated_at=deps.clock(), updated_by=request[ACTOR]
+        )
+        outcome: dict[str, str] = {}
+
+        def put(document: Document) -> bool:
+            others = [reply for reply in document.replies if reply.id != reply_id]
+            before = next((reply for reply in document.replies if reply.id == reply_id), None)
+            if before is not None and (before.title, before.text) == (saved.title, saved.text):
+                outcome["status"] = "unchanged"  # a retry: nothing to store
+                return False
+            if before is None and len(others) >= MAX_REPLIES:
+                outcome["status"] = "full"
+                return False
+            outcome["status"] = "replaced" if before is not None else "added"
+            document.replies = [*others, saved]
+            return True
+
+        if (failed := await _changed(store, put)) is not None:
+            return failed
+        if outcome["status"] == "full":
+            return json_error(409, f"at most {MAX_REPLIES} canned replies are kept; remove one first")
+        log.info("api.canned_reply_saved", reply_id=reply_id, status=outcome["status"], actor=request[ACTOR])
+        status = 201 if outcome["status"] == "added" else 200
+        return ok(CannedReply(id=reply_id, title=body.title, text=body.text), status=status)
+
+    @r.delete("/v1/canned-replies/{id}")
+    async def remove(request: web.Request) -> web.Response:
+        """Remove one; removing one already gone answers ``removed: false`` (safe to retry)."""
+        reply_id = request.match_info["id"]
+        if reply_id in configured:
+            return json_error(
+                409, f"canned reply {reply_id} is set in the configuration file ([console]); remove it there"
+            )
+        gone: list[bool] = []
+
+        def drop(document: Document) -> bool:
+            kept = [reply for reply in document.replies if reply.id != reply_id]
+            gone.append(len(kept) < len(document.replies))
+            document.replies = kept
+            return gone[-1]
+
+        if (failed := await _changed(store, drop)) is not None:
+            return failed
+        if gone[-1]:
+            log.info("api.canned_reply_removed", reply_id=reply_id, actor=request[ACTOR])
+        return ok({"id": reply_id, "removed": gone[-1]})
 
     @r.get("/v1/conversations/{id}/canned-replies")
     async def filled(request: web.Request) -> web.Response:
@@ -64,9 +173,20 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             "conversation.id": cid,
         }
         replies = [
-            CannedReply(id=reply.id, title=reply.title, text=fill(reply.text, values))
-            for reply in deps.console.canned_replies
+            CannedReply(id=reply.id, title=reply.title, text=fill(reply.text, values)) for reply in await every_reply()
         ]
         return ok(CannedReplies(canned_replies=replies, conversation_id=cid))
 
     return r
+
+
+async def _changed(store: CannedStore, edit: Callable[[Document], bool]) -> web.Response | None:
+    """Make a change of the document; the error answer when it could not be made."""
+    try:
+        await store.change(edit)
+    except CannedConflict as err:
+        return json_error(409, str(err))
+    except NATS_UNAVAILABLE as err:
+        log.warning("api.canned_replies_unavailable", error=repr(err))
+        return json_error(503, "canned replies unavailable (NATS): retry the request")
+    return None

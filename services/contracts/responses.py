@@ -329,6 +329,11 @@ class ReportHour(msgspec.Struct, kw_only=True):
     sla_attainment: float | None
 
 
+class CannedReplyRemoved(msgspec.Struct, kw_only=True):
+    id: str
+    removed: bool  # false: it was gone already (a retry)
+
+
 class ServiceReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     """Totals, one row per group (``group_by``) and the hourly series, as of ``as_of_seq``."""
 

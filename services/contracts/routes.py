@@ -27,6 +27,7 @@ from services.api import (
     tokens,
     uploads,
 )
+from services.api.console_settings import CannedReply
 from services.contracts import responses as rs
 
 # Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
@@ -443,10 +444,34 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/canned-replies",
-        "The canned replies as configured ([console] canned_replies), placeholders unfilled",
+        "The canned replies ([console] canned_replies, then those kept by the API), placeholders unfilled",
         "conversations",
         {200: canned.CannedReplies},
         auth=BOTH,
+    ),
+    Route(
+        "PUT",
+        "/v1/canned-replies/{id}",
+        "Add or replace a canned reply kept by the API (title and text; placeholders as in the config)",
+        "conversations",
+        {200: CannedReply, 201: CannedReply},
+        auth=BOTH,
+        body=canned.CannedReplyBody,
+        body_required=True,
+        errors={
+            400: "a bad id, an empty or too long title or text, an unknown placeholder",
+            409: "set in the configuration file, 200 kept already (remove one first), or changed meanwhile too often",
+            503: "NATS is away",
+        },
+    ),
+    Route(
+        "DELETE",
+        "/v1/canned-replies/{id}",
+        "Remove a canned reply kept by the API (removed: false when it was gone already)",
+        "conversations",
+        {200: rs.CannedReplyRemoved},
+        auth=BOTH,
+        errors={409: "set in the configuration file", 503: "NATS is away"},
     ),
     Route(
         "GET",
