@@ -20,7 +20,6 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.model import AgentProfileUpdated, AgentStatusChanged
 from events.personal import CustomerKeys, PersonalDataCipher
-from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import (
     DAY,
@@ -40,7 +39,7 @@ from services.nats_connection import (
     forget,
     is_credentials_error,
     is_permission_error,
-    reconnecting_stopped,
+    let_go,
 )
 from services.nats_permissions import TOOL
 
@@ -100,9 +99,7 @@ async def connect(
         yield Bus(nc, event_store(nc, config), auth)
     finally:
         forget(nc)
-        with skipping("bus.drain"):
-            await nc.drain()
-        await reconnecting_stopped(nc)
+        await let_go(nc)
 
 
 def stream_settings(config: Config) -> StreamSettings:

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from events.parking import ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from services.config import Config
-from services.nats_connection import reconnecting_stopped
+from services.nats_connection import let_go
 
 log = structlog.get_logger(__name__)
 
@@ -240,8 +240,7 @@ async def _dlq(args: argparse.Namespace, config: Config) -> int:
         print(f"relaydesk dlq {args.action}: {err.reason}", file=sys.stderr)
         return 1
     finally:
-        await nc.drain()
-        await reconnecting_stopped(nc)
+        await let_go(nc)
     return 0
 
 

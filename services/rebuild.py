@@ -31,7 +31,7 @@ from events.personal.keys import PRELOAD_LIMIT
 from events.replay import bulk_gc, replay_arrivals
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent, reading_as
-from services.nats_connection import reconnecting_stopped
+from services.nats_connection import let_go
 from services.projector import REBUILD_BATCH, Projector
 from services.timelines import CheckpointMismatch, TimelineStore, open_store
 
@@ -414,8 +414,7 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
         console.print(f"[red]rebuild failed: {err!r}")
         return 1
     finally:
-        await nc.drain()
-        await reconnecting_stopped(nc)
+        await let_go(nc)
     what = f"customer {customer}" if customer else "all timelines"
     console.print(
         f"rebuilt {what}: {result.events:,} events up to sequence {result.checkpoint:,} "

@@ -34,7 +34,7 @@ from router.state import RouterState
 from services.bootstrap import stream_settings
 from services.config import Config
 from services.lease import LeaseValue
-from services.nats_connection import reconnecting_stopped
+from services.nats_connection import let_go
 from services.state_snapshots import read_state
 
 log = structlog.get_logger(__name__)
@@ -196,8 +196,7 @@ async def _status(config: Config, *, as_json: bool) -> int:
     try:
         report = await status(nc, config)
     finally:
-        await nc.drain()
-        await reconnecting_stopped(nc)
+        await let_go(nc)
     if as_json:
         print(msgspec.json.encode(report).decode())
     else:

@@ -29,7 +29,7 @@ from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
-from services.nats_connection import reconnecting_stopped
+from services.nats_connection import let_go
 
 HELP = """\
 Customers, straight on the event log:
@@ -115,8 +115,7 @@ async def _customers(config: Config, *, finishing_compaction: bool = False) -> A
         # Sealing and opening personal data like every service (events.personal).
         yield Customers(event_store(nc, config).for_reader("customers"), directory, config.router)
     finally:
-        await nc.drain()
-        await reconnecting_stopped(nc)
+        await let_go(nc)
 
 
 def customers_command(args: argparse.Namespace, config: Config) -> int:
