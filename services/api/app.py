@@ -15,6 +15,7 @@ from services.api import (
     agents,
     attachments,
     canned,
+    caught_up,
     closings,
     conversations,
     customers,
@@ -63,7 +64,8 @@ def build_app(deps: ApiDeps) -> web.Application:
     measured(LANGUAGE_REASON_UNREAD)
     table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
-    authn = authenticate(deps.token, table)
+    # An agent token issued through another API process a moment ago is looked up again (caught_up.py).
+    authn = authenticate(deps.token, table, catch_up=lambda: caught_up.agent_events(deps))
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     signed_out = session.SessionsEnded(lambda: deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
     middlewares = [
@@ -73,6 +75,8 @@ def build_app(deps: ApiDeps) -> web.Application:
         session.cookie_session(sessions, signed_out),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),
+        # a command's conversation or agent as the log has it, whichever API wrote it (caught_up.py)
+        caught_up.caught_up(deps),
         authorize(deps),
         refuse_for_erased_customers,
     ]

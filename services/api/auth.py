@@ -23,7 +23,7 @@ from aiohttp.typedefs import Middleware
 
 from services.api.access import CUSTODY, Custody, Role, refusal
 from services.api.common import ACTOR, ApiDeps, json_error
-from services.api.tokens import TokenTable
+from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/session"})
@@ -71,8 +71,15 @@ def bearer_auth(token: str, tokens: TokenTable | None, deps: ApiDeps | None) -> 
     return middleware
 
 
-def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
-    """Sets ``ACTOR`` (and for an agent ``AGENT`` and ``TOKEN_ID``) or answers 401."""
+def authenticate(
+    token: str, tokens: TokenTable | None, catch_up: Callable[[], Awaitable[object]] | None = None
+) -> Middleware:
+    """Sets ``ACTOR`` (and for an agent ``AGENT`` and ``TOKEN_ID``) or answers 401.
+
+    An agent token this process does not know may have been issued through another API process
+    a moment ago (a scale-out audit: a token issued on one API was 401 on the other): before
+    the 401, ``catch_up`` (``caught_up.agent_events``) lets this view fold the log's last agent
+    event, and the token is looked up again."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -88,6 +95,9 @@ def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
         record = tokens.record_for(bearer.strip()) if tokens is not None and scheme == "Bearer" else None
+        if record is None and tokens is not None and catch_up is not None and looks_issued(scheme, bearer.strip()):
+            await catch_up()
+            record = tokens.record_for(bearer.strip())
         if record is None:
             return json_error(401, "invalid token")
         request[ACTOR] = f"{record.role}:{record.agent_id}"
@@ -97,6 +107,11 @@ def authenticate(token: str, tokens: TokenTable | None) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def looks_issued(scheme: str, bearer: str) -> bool:
+    """Shaped like a token ``POST /v1/agents/{id}/tokens`` hands out (``tokens.new_token``)."""
+    return scheme == "Bearer" and bearer.startswith(TOKEN_PREFIX) and len(bearer) == TOKEN_LENGTH
 
 
 def authorize(deps: ApiDeps | None) -> Middleware:

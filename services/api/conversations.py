@@ -29,7 +29,7 @@ from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, idempotency, replies, templates, uploads, workspace
+from services.api import access, caught_up, idempotency, replies, templates, uploads, workspace
 from services.api.auth import AGENT, role_of
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
 from services.api.views import (
@@ -337,6 +337,9 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(400, f"give {targets[0]} or {targets[1]}, not both")
         if len(targets) > 2:
             return json_error(400, "give one of to_agent, to_skill or to_tier, not several")
+        if body.to_agent and body.to_agent not in deps.live.state.agents and subjects.is_token(body.to_agent):
+            # Perhaps registered through another API process a moment ago (caught_up.py).
+            await caught_up.has_read_subject(deps, subjects.agent(body.to_agent))
         if body.to_agent and body.to_agent not in deps.live.state.agents:
             return json_error(404, f"no agent {body.to_agent}")
         if body.to_agent and not getattr(deps.live.state.agents[body.to_agent], "active", True):

@@ -35,6 +35,7 @@ from services.api.readmodel import LiveState
 log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "rdat_"
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 43  # 32 random bytes, url-safe base64 without padding
 PROOF_CONTEXT = "relaydesk agent token v1"
 ROLE_PROOF_CONTEXT = "relaydesk token with role v2"
 ROLES = ("agent", "supervisor")

@@ -412,10 +412,21 @@ async def test_a_reply_or_resolve_is_no_conflict_with_what_replies_wrote_meanwhi
             await asyncio.wait_for(ready.wait(), 30)
 
             async def behind_by(event: LogEvent) -> None:
-                """The view stands at the gate while ``event`` is written after what it saw."""
+                """The view stands at the gate while ``event`` is written after what it saw:
+                once the next command has read the conversation's last event to catch up
+                (services/api/caught_up.py), so between that read and its decision."""
                 gate.open.clear()
                 await asyncio.wait_for(gate.holding.wait(), 30)
-                await store.append(Append(event))
+                read_last = EventStore.last_subject_seq
+
+                async def then_written(reader: EventStore, subject: str) -> int:
+                    last = await read_last(reader, subject)
+                    if subject == subjects.conversation_filter("cv-r-1"):
+                        monkeypatch.setattr(EventStore, "last_subject_seq", read_last)
+                        await store.append(Append(event))
+                    return last
+
+                monkeypatch.setattr(EventStore, "last_subject_seq", then_written)
 
             async def post(action: str, body: dict[str, Any]) -> tuple[int, Any]:
                 async with http.post(f"{base}/v1/conversations/cv-r-1/{action}", json=body, headers=auth) as r:

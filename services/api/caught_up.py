@@ -1,0 +1,84 @@
+"""A command decides on a view that has read what it is about, whichever API process wrote it.
+
+Several API processes behind a load balancer each fold the log on their own, a few milliseconds
+apart. An agent created by one (201) was ``404 no agent`` to a status change sent at once to
+the other; a conversation started on one was ``409 … is resolved`` to a reply sent at once to
+the other (not in that view yet, but on the log: read as resolved), and an offer another API
+already showed was ``409 has no open offer`` (or, for the agent's own token, 403) where the
+view had not folded it. Found by a scale-out audit (two APIs, alternate requests).
+
+So before a command on ``/v1/conversations/{id}/…`` or ``/v1/agents/{id}…`` (and an agent's
+own ``/v1/agent/…``) is authorised and decided, this middleware reads the last sequence of that
+conversation's or agent's subject (one direct get) and waits until this process's view has
+folded it (``ApiDeps.has_read``: a 503 to retry when it does not within its wait). The view
+then includes every write any API process answered before this request arrived, as on one
+process (``ApiDeps.append`` waits for its own writes). Reads are not held: they show this
+process's view as it is. An agent token this process does not know is looked up again once the
+view has folded the log's last agent event (``agent_events``, from ``auth.authenticate``): one
+issued through another API a moment ago was 401 there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from events import subjects
+from services.api.auth import AGENT
+from services.api.common import ApiDeps
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+COMMANDS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def subject_of(request: web.Request) -> str | None:
+    """The log subject (or a filter) of what a command request is about; None: none to wait for."""
+    if request.method not in COMMANDS:
+        return None
+    path = request.path
+    named = request.match_info.get("id", "")
+    if path.startswith("/v1/conversations/") and subjects.is_token(named):
+        return subjects.conversation_filter(named)
+    if path.startswith("/v1/agents/") and subjects.is_token(named):
+        return subjects.agent(named)
+    if path.startswith("/v1/agent/"):
+        agent_id = request.get(AGENT) or request.query.get("agent", "")
+        if agent_id and subjects.is_token(agent_id):
+            return subjects.agent(agent_id)
+    return None
+
+
+async def has_read_subject(deps: ApiDeps, subject: str) -> None:
+    """Until this process's view has folded the last event of ``subject`` (none: at once)."""
+    await deps.has_read(await deps.store.last_subject_seq(subject))
+
+
+async def agent_events(deps: ApiDeps) -> None:
+    """Until this view has folded the log's last agent event, or gave up waiting (an agent
+    token unknown here: issued through another API process a moment ago?)."""
+    try:
+        last = await deps.store.last_subject_seq(subjects.AGENT_EVENTS_ALL)
+    except Exception as err:  # NATS away: the token is as unknown as it was (401), not a 503
+        log.info("api.token_catch_up_failed", error=type(err).__name__)
+        return
+    if last:
+        await deps.live.wait_for(last)
+
+
+def caught_up(deps: ApiDeps) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The middleware: after authentication (an anonymous request costs NATS nothing), before
+    the access rules and the handler, which read the view."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        subject = subject_of(request)
+        if subject is not None:
+            await has_read_subject(deps, subject)
+        return await handler(request)
+
+    return middleware
