@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import msgspec
 import structlog
@@ -41,8 +42,16 @@ log = structlog.get_logger(__name__)
 NAME_FALLBACK = "there"
 
 
+class ListedReply(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    title: str
+    text: str
+    # "config": from [console] canned_replies (read-only here); "team": kept by the API.
+    source: Literal["config", "team"] = "config"
+
+
 class CannedReplies(msgspec.Struct, kw_only=True):
-    canned_replies: list[CannedReply]
+    canned_replies: list[ListedReply]
     conversation_id: str | None = None
 
 
@@ -78,8 +87,9 @@ def problems(reply_id: str, title: str, text: str) -> list[str]:
     return out
 
 
-def as_reply(stored: StoredReply) -> CannedReply:
-    return CannedReply(id=stored.id, title=stored.title, text=stored.text)
+def listed(reply: CannedReply | StoredReply) -> ListedReply:
+    source: Literal["config", "team"] = "team" if isinstance(reply, StoredReply) else "config"
+    return ListedReply(id=reply.id, title=reply.title, text=reply.text, source=source)
 
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:
@@ -88,11 +98,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     store = CannedStore(deps.nc.jetstream, deps.replicas)
     configured = {reply.id for reply in deps.console.canned_replies}
 
-    async def every_reply() -> list[CannedReply]:
-        """The file's, then the API's (by id)."""
+    async def every_reply() -> list[ListedReply]:
+        """The file's, then the team's (by id)."""
         document, _ = await store.read()
         kept = sorted(document.replies, key=lambda reply: reply.id)
-        return [*deps.console.canned_replies, *(as_reply(reply) for reply in kept)]
+        return [*(listed(reply) for reply in deps.console.canned_replies), *(listed(reply) for reply in kept)]
 
     @r.get("/v1/canned-replies")
     async def raw(request: web.Request) -> web.Response:
@@ -133,7 +143,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(409, f"at most {MAX_REPLIES} canned replies are kept; remove one first")
         log.info("api.canned_reply_saved", reply_id=reply_id, status=outcome["status"], actor=request[ACTOR])
         status = 201 if outcome["status"] == "added" else 200
-        return ok(CannedReply(id=reply_id, title=body.title, text=body.text), status=status)
+        return ok(listed(saved), status=status)
 
     @r.delete("/v1/canned-replies/{id}")
     async def remove(request: web.Request) -> web.Response:
@@ -172,9 +182,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             "agent.name": (agent.profile.name if agent is not None else "") or agent_id or "",
             "conversation.id": cid,
         }
-        replies = [
-            CannedReply(id=reply.id, title=reply.title, text=fill(reply.text, values)) for reply in await every_reply()
-        ]
+        replies = [msgspec.structs.replace(reply, text=fill(reply.text, values)) for reply in await every_reply()]
         return ok(CannedReplies(canned_replies=replies, conversation_id=cid))
 
     return r

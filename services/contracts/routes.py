@@ -27,7 +27,6 @@ from services.api import (
     tokens,
     uploads,
 )
-from services.api.console_settings import CannedReply
 from services.contracts import responses as rs
 
 # Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
@@ -454,7 +453,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/canned-replies/{id}",
         "Add or replace a canned reply kept by the API (title and text; placeholders as in the config)",
         "conversations",
-        {200: CannedReply, 201: CannedReply},
+        {200: canned.ListedReply, 201: canned.ListedReply},
         auth=BOTH,
         body=canned.CannedReplyBody,
         body_required=True,

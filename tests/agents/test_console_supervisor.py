@@ -90,3 +90,43 @@ async def test_a_supervisor_sees_why_work_waits_moves_it_and_sets_an_agents_stat
             assert not displayed(browser, "#supervisor-view") and not displayed(browser, "#nav")
 
         await in_thread(a_plain_agent_has_no_supervisor_page)
+
+
+async def test_a_supervisor_keeps_the_teams_canned_replies_in_the_page(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        status, issued = await s.call("POST", "/v1/agents/ava/tokens", body={"role": "supervisor"})
+        assert status == 201, issued
+        lead = issued["token"]
+
+        def add_one() -> None:
+            fit_window(browser)
+            browser.get(s.api + "/console#supervisor")
+            visible(browser, "#token").send_keys(lead)
+            click(browser, "#login-form button")
+            visible(browser, "#nav-supervisor.current")
+            visible(browser, "#canned-id").send_keys("refund-sent")
+            visible(browser, "#canned-title").send_keys("Refund sent")
+            visible(browser, "#canned-text").send_keys("Hi {customer.name}, your refund is on its way.")
+            click(browser, "#canned-form button")
+            visible(browser, "#canned-message", "Saved canned reply refund-sent.")
+            visible(browser, '#canned-replies tr[data-id="refund-sent"] td', "Refund sent")
+
+        await in_thread(add_one)
+        _, listed = await s.call("GET", "/v1/canned-replies")
+        assert [(r["id"], r["source"]) for r in listed["canned_replies"]] == [("refund-sent", "team")]
+
+        def a_placeholder_nobody_knows_is_refused_then_the_reply_is_removed() -> None:
+            click(browser, '#canned-replies tr[data-id="refund-sent"] button.edit-canned')
+            text = visible(browser, "#canned-text")
+            text.clear()
+            text.send_keys("Hi {customer.email}")
+            click(browser, "#canned-form button")
+            assert "unknown placeholder {customer.email}" in read(browser, "#canned-message", "placeholder")
+            click(browser, '#canned-replies tr[data-id="refund-sent"] button.remove-canned')
+            visible(browser, "#canned-message", "Removed canned reply refund-sent.")
+
+        await in_thread(a_placeholder_nobody_knows_is_refused_then_the_reply_is_removed)
+        _, listed = await s.call("GET", "/v1/canned-replies")
+        assert listed["canned_replies"] == []

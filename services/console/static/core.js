@@ -32,7 +32,7 @@ export function freshState() {
     newKey: null, // the Idempotency-Key of the new conversation being written (outbound.js)
     roster: null, // agents for transfer (null: could not be loaded)
     skills: null,
-    supervisor: { queues: null, agents: [], conversations: [] },
+    supervisor: { queues: null, agents: [], conversations: [], canned: [] },
     stream: null,
     timers: {},
     intervals: [],

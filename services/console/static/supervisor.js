@@ -1,5 +1,5 @@
 // The supervisor page (#supervisor): queues and why they wait, agents with load and status,
-// open conversations to move. For operator and supervisor tokens.
+// open conversations to move, the team's canned replies to keep. For operator and supervisor tokens.
 "use strict";
 
 import { $, api, channelIcon, el, listOf, say, since, Stale, state } from "./core.js";
@@ -9,8 +9,8 @@ const STATUSES = ["available", "away", "offline"];
 export async function refresh() {
   if (!state.me || state.role === "agent") return;
   const epoch = state.epoch;
-  const [queues, agents, conversations] = await Promise.allSettled([
-    api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/conversations"),
+  const [queues, agents, conversations, canned] = await Promise.allSettled([
+    api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/conversations"), api("GET", "/v1/canned-replies"),
   ]);
   if (epoch !== state.epoch) return;
   const sup = state.supervisor;
@@ -20,6 +20,7 @@ export async function refresh() {
     try { state.skills = listOf(await api("GET", "/v1/skills"), "skills"); } catch (err) { state.skills = null; }
     if (epoch !== state.epoch) return;
   }
+  if (canned.status === "fulfilled") sup.canned = listOf(canned.value, "canned_replies");
   if (conversations.status === "fulfilled") {
     sup.conversations = listOf(conversations.value, "conversations").filter((c) => c.status !== "resolved");
   }
@@ -45,6 +46,7 @@ function render() {
   const withoutTimes = sup.conversations.map((c) => ({ ...c, waiting_since: undefined }));
   if (changed("agents", sup.agents)) renderAgents(sup.agents);
   if (changed("conversations", [withoutTimes, sup.agents.map((a) => [a.id, a.status])])) renderConversations();
+  if (changed("canned", sup.canned || [])) renderCanned(sup.canned || []);
   for (const node of document.querySelectorAll("#open-conversations td.waiting[data-since]")) node.textContent = since(node.dataset.since);
 }
 
@@ -98,6 +100,48 @@ function renderConversations() {
   }));
 }
 
+// The file's replies are shown, not changed (the API refuses: change them in [console]).
+function renderCanned(replies) {
+  $("canned-replies").tBodies[0].replaceChildren(...replies.map((r) => {
+    const team = r.source === "team";
+    const actions = el("td", {});
+    if (team) {
+      const edit = el("button", { className: "edit-canned", textContent: "Edit" });
+      edit.addEventListener("click", () => { $("canned-id").value = r.id; $("canned-title").value = r.title; $("canned-text").value = r.text; });
+      const remove = el("button", { className: "remove-canned", textContent: "Remove" });
+      remove.addEventListener("click", () => removeCanned(r.id));
+      actions.append(edit, " ", remove);
+    }
+    const row = el("tr", {}, cell(r.id), cell(r.title), el("td", { className: "canned-text", textContent: r.text }),
+      cell(team ? "team" : "config file"), actions);
+    row.dataset.id = r.id;
+    return row;
+  }));
+}
+
+async function saveCanned(ev) {
+  ev.preventDefault();
+  const id = $("canned-id").value.trim();
+  try {
+    await api("PUT", "/v1/canned-replies/" + encodeURIComponent(id), { title: $("canned-title").value, text: $("canned-text").value });
+    say("Saved canned reply " + id + ".", false, "canned-message");
+    $("canned-form").reset();
+  } catch (err) {
+    if (!(err instanceof Stale)) say(err.message, true, "canned-message");
+  }
+  refresh();
+}
+
+async function removeCanned(id) {
+  try {
+    await api("DELETE", "/v1/canned-replies/" + encodeURIComponent(id));
+    say("Removed canned reply " + id + ".", false, "canned-message");
+  } catch (err) {
+    if (!(err instanceof Stale)) say(err.message, true, "canned-message");
+  }
+  refresh();
+}
+
 function waitingCell(iso) {
   const node = el("td", { className: "waiting", textContent: iso ? since(iso) : "" });
   if (iso) node.dataset.since = iso;
@@ -135,11 +179,15 @@ async function move(cid, target) {
   refresh();
 }
 
-export function wire() {}
+export function wire() {
+  $("canned-form").addEventListener("submit", saveCanned);
+}
 
 export function clear() {
   for (const key of Object.keys(shown)) delete shown[key];
-  for (const id of ["queues", "agents", "open-conversations"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["queues", "agents", "open-conversations", "canned-replies"]) $(id).tBodies[0].replaceChildren();
   $("held").textContent = "";
   $("sup-message").textContent = "";
+  $("canned-message").textContent = "";
+  $("canned-form").reset();
 }
