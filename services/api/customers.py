@@ -20,6 +20,7 @@ from services.api import customer_panel as panel
 from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, query_int, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
+from services.customers.export import export_customer
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
 from services.identity import InvalidAddress
 
@@ -289,12 +290,31 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         reason = (body.reason or request.query.get("reason", "")).strip()
         cipher = deps.store.cipher
         keys = cipher.keys if cipher is not None else CustomerKeys(deps.store.js)
-        targets = getattr(deps, "erasure_targets", None) or ErasureTargets()
+        # The chat history and attachment bucket the connectors were configured with (found while
+        # adding the export: the API erased and read the default ones whatever the config said).
+        targets = ErasureTargets.from_connectors(deps.connectors)
         try:
             report = await Eraser(customers, keys, targets).erase(request.match_info["id"], reason, request[ACTOR])
         except CustomerError as err:
             return _refusal(err)
         return ok(report.to_json())
+
+    @r.get("/v1/customers/{id}/export")
+    async def export(request: web.Request) -> web.Response:
+        """Everything held about the customer and the customers merged into it (operator only:
+        a subject access request, GDPR Art. 15; ``services.customers.export``). Reads only."""
+        if request[ACTOR] != "operator":
+            return json_error(403, "only an operator may export a customer's data")
+        # The chat history and attachment bucket the connectors were configured with (found while
+        # adding the export: the API erased and read the default ones whatever the config said).
+        targets = ErasureTargets.from_connectors(deps.connectors)
+        try:
+            found = await export_customer(
+                customers, deps.store.js, request.match_info["id"], request[ACTOR], now=deps.clock(), targets=targets
+            )
+        except CustomerError as err:
+            return _refusal(err)
+        return ok(found.to_json())
 
     @r.post("/v1/customers/{id}/merge")
     async def merge_customers(request: web.Request) -> web.Response:

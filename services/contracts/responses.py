@@ -329,6 +329,22 @@ class ReportHour(msgspec.Struct, kw_only=True):
     sla_attainment: float | None
 
 
+class CustomerExport(msgspec.Struct, kw_only=True):
+    """``services.customers.export``: every event of the family opened, oldest first."""
+
+    format: int
+    requested: str
+    customer_id: str  # the survivor of the family
+    customers: list[str]
+    erased: bool
+    exported_at: datetime
+    profile: dict[str, Any]
+    identities: list[str]
+    events: list[dict[str, Any]]  # each event's own fields, with its seq and subject
+    chat_history: list[dict[str, Any]]  # per chat address: its frames
+    notes: str
+
+
 class CannedReplyRemoved(msgspec.Struct, kw_only=True):
     id: str
     removed: bool  # false: it was gone already (a retry)

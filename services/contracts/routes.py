@@ -539,6 +539,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/customers/{id}/export",
+        "Everything held about a customer and the customers merged into it (a subject access request)",
+        "customers",
+        {200: rs.CustomerExport},
+        errors={400: "invalid customer id", 403: "not the operator", 404: "no such customer"},
+    ),
+    Route(
+        "GET",
         "/v1/customers/{id}/timeline",
         "A customer's timeline across every channel, paged",
         "customers",

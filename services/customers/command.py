@@ -1,5 +1,5 @@
 """``relaydesk customers import FILE | link CUSTOMER IDENTITY | merge SURVIVOR OTHER |
-erase CUSTOMER --reason TEXT | migrate-identities``.
+export CUSTOMER [--out FILE] | erase CUSTOMER --reason TEXT | migrate-identities``.
 
 These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 ``RELAYDESK_NATS_URL`` or ``--nats-url``.
@@ -8,12 +8,15 @@ These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.js.errors import BucketNotFoundError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -25,6 +28,7 @@ from services.api.registry import known_channels
 from services.bootstrap import connect_for_tool, event_store
 from services.config import Config
 from services.customers.erase import Eraser, ErasureTargets
+from services.customers.export import export_customer
 from services.customers.importer import FileError, LineError, import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
@@ -40,6 +44,10 @@ Customers, straight on the event log:
                                                   by number, the others imported; re-running changes nothing
   relaydesk customers link CUSTOMER IDENTITY [--merge]
   relaydesk customers merge SURVIVOR OTHER        OTHER is merged into SURVIVOR
+  relaydesk customers export CUSTOMER [--out FILE]
+                                                  everything held about a customer and the customers
+                                                  merged into it, as JSON (GDPR Art. 15): profile,
+                                                  addresses, every event opened, chat history
   relaydesk customers erase CUSTOMER --reason TEXT [--yes]
                                                   erase a customer and every customer merged into
                                                   it for good (GDPR Art. 17): keys, addresses, raw
@@ -73,6 +81,12 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     common(merge)
     merge.add_argument("survivor", metavar="SURVIVOR")
     merge.add_argument("other", metavar="OTHER")
+    export = actions.add_parser("export", help="everything held about a customer, as JSON (a subject access request)")
+    common(export)
+    export.add_argument("customer", metavar="CUSTOMER")
+    export.add_argument(
+        "--out", metavar="FILE", help="write it to FILE (made readable by its owner only); default: stdout"
+    )
     erase = actions.add_parser("erase", help="erase a customer (and the customers merged into it) for good")
     common(erase)
     erase.add_argument("customer", metavar="CUSTOMER")
@@ -130,6 +144,8 @@ def customers_command(args: argparse.Namespace, config: Config) -> int:
             if args.dry_run
             else "the lines imported so far stay; run it again for the rest (lines already in change nothing)",
         )
+    if args.action == "export":
+        return run_tool(run_export(config, args.customer, args.out), interrupted="nothing was changed; run it again")
     if args.action == "erase":
         return run_tool(
             run_erase(config, args.customer, args.reason, assume_yes=args.yes),
@@ -158,6 +174,42 @@ def _confirmed(console: Console, customer_id: str) -> bool:
         " raw messages, chat history and attachments. It cannot be undone."
     )
     return console.input(f"Type the customer id ({customer_id}) to go on: ").strip() == customer_id
+
+
+async def run_export(config: Config, customer_id: str, out: str | None) -> int:
+    """Export ``customer_id``'s family (``services.customers.export``) to ``out`` or stdout.
+    Exit 1 when refused (unknown customer: 404 …), 2 when the file cannot be written."""
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    async with _customers(config) as customers:
+        try:
+            found = await export_customer(
+                customers,
+                customers.store.js,
+                customer_id,
+                "cli",
+                now=datetime.now(UTC),
+                targets=ErasureTargets.from_config(config),
+            )
+        except CustomerError as err:
+            console.print(f"[red]refused ({err.status}): {err.reason}")
+            return 1
+    data = msgspec.json.format(msgspec.json.encode(found.to_json()), indent=2) + b"\n"
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    try:
+        # Personal data: readable by its owner only, from the first byte written.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError as err:
+        console.print(f"[red]cannot write {out}: {err.strerror or err}")
+        return 2
+    console.print(
+        f"exported {found.customer_id} ({len(found.customers)} customers, {len(found.events)} events) to {out}"
+    )
+    return 0
 
 
 async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes: bool = False) -> int:

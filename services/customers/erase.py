@@ -40,7 +40,7 @@ what is gone stays gone, and ``CustomerErased`` is written once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,8 +81,13 @@ class ErasureTargets:
 
     @classmethod
     def from_config(cls, config: Any) -> ErasureTargets:
-        chat = dict(config.connectors.get("chat", {}))
-        email = dict(config.connectors.get("email", {}))
+        return cls.from_connectors(config.connectors)
+
+    @classmethod
+    def from_connectors(cls, tables: Mapping[str, Any]) -> ErasureTargets:
+        """From the ``[connectors.<name>]`` tables (the API has them as ``ApiDeps.connectors``)."""
+        chat = dict(tables.get("chat") or {})
+        email = dict(tables.get("email") or {})
         return cls(
             chat_stream=str(chat.get("history_stream", cls.chat_stream)),
             chat_subject=str(chat.get("history_subject", cls.chat_subject)),
