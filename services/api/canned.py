@@ -30,6 +30,7 @@ from services.api.canned_store import (
     MAX_TITLE,
     CannedConflict,
     CannedStore,
+    CannedTooLarge,
     Document,
     StoredReply,
 )
@@ -192,7 +193,7 @@ async def _changed(store: CannedStore, edit: Callable[[Document], bool]) -> web.
     """Make a change of the document; the error answer when it could not be made."""
     try:
         await store.change(edit)
-    except CannedConflict as err:
+    except (CannedConflict, CannedTooLarge) as err:
         return json_error(409, str(err))
     except NATS_UNAVAILABLE as err:
         log.warning("api.canned_replies_unavailable", error=repr(err))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -34,6 +35,10 @@ MAX_REPLIES = 200
 MAX_TITLE = 200
 MAX_TEXT = 4_000
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The whole document, encoded: one NATS message, so under the server's max_payload (1 MiB by
+# default) with room to spare. 200 replies of 4,000 characters do not fit (nor 40 of control
+# characters, six bytes each in JSON): found by an audit, the save past 1 MiB was a 500.
+MAX_DOCUMENT_BYTES = 512 * 1024
 CHANGE_TRIES = 30  # each lost race waits a little longer, at random: saves at once all get in
 
 
@@ -51,6 +56,11 @@ class Document(msgspec.Struct, kw_only=True):
 
 class CannedConflict(Exception):
     """The document kept changing under a compare-and-set (``CHANGE_TRIES`` times)."""
+
+
+class CannedTooLarge(Exception):
+    """The document after the change would not fit in ``MAX_DOCUMENT_BYTES`` (or in the NATS
+    server's max_payload, when that is set lower): nothing was stored."""
 
 
 class CannedStore:
@@ -90,6 +100,8 @@ class CannedStore:
             if not edit(document):
                 return document
             data = msgspec.json.encode(document)
+            if len(data) > MAX_DOCUMENT_BYTES:
+                raise CannedTooLarge(too_large(len(data)))
             try:
                 if revision:
                     await kv.update(KEY, data, last=revision)
@@ -97,5 +109,14 @@ class CannedStore:
                     await kv.create(KEY, data)
             except KeyWrongLastSequenceError:
                 continue
+            except MaxPayloadError as err:  # a server whose max_payload is below ours
+                raise CannedTooLarge(too_large(len(data))) from err
             return document
         raise CannedConflict("the canned replies kept changing; try again")
+
+
+def too_large(size: int) -> str:
+    return (
+        f"the team's canned replies would take {size} bytes, over {MAX_DOCUMENT_BYTES} "
+        "(all of them together): shorten or remove some first"
+    )

@@ -109,3 +109,26 @@ async def test_saves_at_once_are_all_kept(s: AgentSystem) -> None:
     )
     assert [status for status, _ in answers] == [201] * 12, answers
     assert set(await titles(s, (await s.issue_token("ava"))[0])) == {"hello", *(f"r{i}" for i in range(12))}
+
+
+async def test_replies_too_large_together_are_refused_and_the_kept_ones_stay(s: AgentSystem) -> None:
+    """The replies are one NATS message: a save that would take the document past its limit is
+    409 naming it (it was a 500 once the document passed NATS's max_payload), and nothing of it
+    is stored. Control characters take six bytes each in JSON, so few replies get there."""
+    heavy = {"title": "t" * 200, "text": "\u0001" * 4000}
+    refused: tuple[int, dict[str, object]] | None = None
+    for i in range(60):
+        status, body = await s.call("PUT", f"/v1/canned-replies/r{i}", body=heavy)
+        if status != 201:
+            refused = (i, body)
+            assert status == 409, (i, status, body)
+            break
+    assert refused is not None, "60 replies of 24 KB each were all kept: past NATS's max_payload"
+    count, body = refused
+    assert "shorten or remove some" in str(body["error"]), body
+    kept = await titles(s, (await s.issue_token("ava"))[0])
+    assert set(kept) == {"hello", *(f"r{i}" for i in range(count))}
+    # A removal still works, and makes room again.
+    await ok(s, "DELETE", "/v1/canned-replies/r0")
+    status, body = await s.call("PUT", f"/v1/canned-replies/r{count}", body=heavy)
+    assert status == 201, body
