@@ -83,7 +83,9 @@ def zone(name: str) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(name)
-    except (KeyError, ValueError) as err:  # ZoneInfoNotFoundError is a KeyError
+    # ZoneInfoNotFoundError is a KeyError; a folder of the database (``America``, ``Etc``) is an
+    # IsADirectoryError, an OSError (found by a security audit: a 500 with a traceback each time).
+    except (KeyError, ValueError, OSError) as err:
         raise ValueError(f"unknown time zone {name!r}") from err
 
 
