@@ -8,8 +8,10 @@ These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -199,10 +201,7 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
         sys.stdout.flush()
         return 0
     try:
-        # Personal data: readable by its owner only, from the first byte written.
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
+        write_private(Path(out), data)
     except OSError as err:
         console.print(f"[red]cannot write {out}: {err.strerror or err}")
         return 2
@@ -210,6 +209,25 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
         f"exported {found.customer_id} ({len(found.customers)} customers, {len(found.events)} events) to {out}"
     )
     return 0
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` (personal data) to ``path``, readable by its owner only from the first byte.
+
+    A new file is made beside it (0600, created, never opened if it existed) and renamed over
+    ``path``: opening ``path`` itself kept the mode of a file already there (an earlier
+    export's 0644 kept 0644: the permission asked at creation applies to new files only), and
+    followed a symlink planted at it into a file its planter can read (found by a security
+    audit). A path someone else owns in a sticky folder such as /tmp is refused (OSError)."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes: bool = False) -> int:

@@ -73,12 +73,25 @@ async def test_an_export_holds_everything_of_the_person_and_changes_nothing(
         assert (await s.call("GET", "/v1/customers/cu-nobody/export"))[0] == 404
         assert (await s.call("GET", "/v1/customers/a%20b/export"))[0] == 400
 
-        # The CLI writes the same, readable by its owner only.
+        # The CLI writes the same, readable by its owner only: also over a file already there
+        # that others could read (it kept its 0644), and never through a symlink planted there.
         out = tmp_path / "ann.json"
+        out.write_text("an earlier export")
+        out.chmod(0o644)
+        elsewhere = tmp_path / "planted.json"
+        elsewhere.write_text("")
+        elsewhere.chmod(0o666)
+        linked = tmp_path / "linked.json"
+        linked.symlink_to(elsewhere)
         monkeypatch.setenv("RELAYDESK_NATS_URL", clean_nats.url)
-        code = await asyncio.to_thread(main, ["customers", "export", ann, "--out", str(out), "--log-level", "warning"])
-        assert code == 0
-        assert os.stat(out).st_mode & 0o777 == 0o600
+        for path in (out, linked):
+            code = await asyncio.to_thread(
+                main, ["customers", "export", ann, "--out", str(path), "--log-level", "warning"]
+            )
+            assert code == 0
+            assert os.lstat(path).st_mode & 0o777 == 0o600, oct(os.lstat(path).st_mode)
+        assert elsewhere.read_text() == "" and not linked.is_symlink()
+        assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
         written = json.loads(out.read_text())
         assert texts(written) == texts(export) and written["customers"] == export["customers"]
         assert await asyncio.to_thread(main, ["customers", "export", "cu-nobody", "--log-level", "warning"]) == 1
