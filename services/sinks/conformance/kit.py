@@ -236,6 +236,26 @@ class SinkConformance(ABC):
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
             assert resp.status == 200, await resp.json()
 
+    async def test_a_webhook_auth_failure_does_not_keep_the_sink_unready_for_good(self, rig: Rig) -> None:
+        """Readiness 503 takes the sink out of its load balancer, so the helpdesk's retry that
+        would clear it cannot arrive: the webhook's refusal lapses after ``auth_retry_pause``
+        (found by a security audit: fixed credentials left the sink unready for good)."""
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        await rig.caught_up(customer)
+        rig.fake.refuse_auth = True
+        status, body = await rig.post(rig.fake.solve(ticket))
+        if status == 200:
+            pytest.skip(f"{rig.sink.name}'s webhook did not call the helpdesk's API: no credentials to refuse")
+        assert status == 503, body
+        rig.fake.refuse_auth = False  # the operator fixed the token; no webhook reaches the sink
+
+        async def ready() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
+                return resp.status == 200
+
+        assert await eventually(ready, timeout=15)
+
     async def test_rotated_credentials_are_taken_while_waiting_without_a_restart(self, rig: Rig) -> None:
         settings = rig.settings
         assert isinstance(settings, FakeSettings)

@@ -63,9 +63,9 @@ class SinkRuntime:
         self.position = 0
         self.last_error = ""
         self.auth_failed = False
-        # The helpdesk refused our credentials while the sink answered its webhook (no log event
-        # need be waiting for the sink to find out); cleared by the next webhook that works.
-        self.webhook_auth_failed = False
+        # When the helpdesk last refused our credentials while the sink answered its webhook (no
+        # log event need be waiting for the sink to find out): see ``webhook_auth_failed``.
+        self._webhook_auth_failed_at: float | None = None
         self._webhook_reloaded_at = -math.inf  # monotonic time of the last settings re-read for a webhook
         self.stalled_on: int | None = None  # the event being retried after a passing failure
         self._runner: web.AppRunner | None = None
@@ -260,6 +260,7 @@ class SinkRuntime:
             if self.stalled_on is not None:
                 if self.auth_failed:
                     bound.info("sink.auth_recovered")
+                    self._webhook_auth_failed_at = None  # the same credentials: they work now
                 self.stalled_on, self.last_error, self.auth_failed = None, "", False
             SINK_EVENTS.labels(sink=self.sink.name, outcome="handled").inc()
             bound.debug("sink.event_handled")
@@ -330,7 +331,7 @@ class SinkRuntime:
             # Found by an audit: a webhook met with refused credentials answered 503 and said
             # nothing else; readiness stayed green until a log event stalled the sink.
             SINK_WEBHOOKS.labels(sink=name, outcome="failed").inc()
-            self.webhook_auth_failed, self.last_error = True, err.reason
+            self._webhook_auth_failed_at, self.last_error = time.monotonic(), err.reason
             self.log.error(
                 "sink.webhook_auth_failed",
                 reason=err.reason,
@@ -359,8 +360,8 @@ class SinkRuntime:
             return web.json_response({"error": "internal error"}, status=500)
         outcome = "acted" if answer.get("acted") else "ignored"
         SINK_WEBHOOKS.labels(sink=name, outcome=outcome).inc()
-        if self.webhook_auth_failed:
-            self.webhook_auth_failed = False
+        if self._webhook_auth_failed_at is not None:
+            self._webhook_auth_failed_at = None
             self.log.info("sink.auth_recovered", by="webhook")
         return web.json_response(dict(answer))
 
@@ -372,6 +373,18 @@ class SinkRuntime:
             return
         self._webhook_reloaded_at = now
         await reload_api(self.sink, self.settings, self.log)
+
+    @property
+    def webhook_auth_failed(self) -> bool:
+        """A webhook met refused credentials within the last ``auth_retry_pause`` (when the
+        settings are read again), and no webhook or credentialled event worked since.
+
+        It lapses by itself: readiness 503 takes the sink out of its load balancer (a
+        Kubernetes Service), so the helpdesk's retry that was to clear it never arrived, and
+        the sink stayed unready for good once the token was fixed (found by a security audit).
+        Still refused, the next webhook says so again."""
+        at = self._webhook_auth_failed_at
+        return at is not None and time.monotonic() - at < self.sink.settings.auth_retry_pause
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         parked = len(await self.sink.state.parked())
