@@ -110,11 +110,21 @@ async def run_sink(
     if started is not None:
         started.extend(urls)
     if health is not None:
-        health.add(f"sink {name}", service_check(bus.nc, runtime.health))
+        health.add(f"sink {name}", service_check(bus.nc, runtime.health, ready=functools.partial(_not_ready, runtime)))
     try:
         await stop.wait()
     finally:
         await runtime.stop()
+
+
+def _not_ready(runtime: SinkRuntime) -> str | None:
+    """The health port's readiness (what Kubernetes and ``relaydesk up``'s ``/readyz`` read)
+    says what the sink's own ``/readyz`` says: not ready while the helpdesk refuses its
+    credentials (found by a docs audit: the health port stayed ready, ``auth_failed: true`` in
+    its detail, so the probe never saw the refusal the sink README promises)."""
+    if runtime.auth_failed or runtime.webhook_auth_failed:
+        return "the helpdesk refuses the sink's credentials"
+    return None
 
 
 async def retry_parked(config: Config, bus: Bus, name: str, stop: asyncio.Event, **_: Any) -> None:

@@ -24,6 +24,7 @@ from connectors.sdk.conformance.helpers import conformance_nats
 from events.model import ConversationResolved
 from services.bootstrap import Bus, event_store
 from services.config import load
+from services.health import Health
 from services.sinks.conformance import FakeTicket, Rig, eventually
 from services.sinks.runner import config_settings, sink_service
 from services.sinks.sdk import SinkRuntime
@@ -101,7 +102,9 @@ class Setup:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Setup]:
+async def running(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, health: Health | None = None
+) -> AsyncIterator[Setup]:
     """The Zendesk sink started from a config file and a secret file, ``how`` ``relaydesk
     sink zendesk`` or ``relaydesk up`` start it."""
     fake = FakeZendesk()
@@ -116,7 +119,7 @@ async def running(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> 
         task: asyncio.Task[Any]
         if how == "sink":  # what `relaydesk sink zendesk --config FILE` runs (services.cli)
             job = sink_service(config_file, "zendesk")
-            task = asyncio.create_task(job(config, Bus(nc, event_store(nc)), "zendesk", stop, health=None))
+            task = asyncio.create_task(job(config, Bus(nc, event_store(nc)), "zendesk", stop, health=health))
         else:  # what `relaydesk up --config FILE` runs (services.up.up), here with the sink alone
             settings = config_settings(config_file)
             task = asyncio.create_task(serve_all(config, server.url, "t", stop, services=(), sink_settings=settings))
@@ -161,6 +164,32 @@ async def test_a_token_rotated_in_the_secret_file_unblocks_the_stalled_sink_with
     assert len(events_named(log_lines, "sink.started")) == 1, "the sink was restarted"
     assert events_named(log_lines, "sink.auth_recovered")
     assert secrets_in(log_lines) == []
+
+
+async def test_the_health_port_is_not_ready_while_the_helpdesk_refuses_the_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Kubernetes probes (the health port's ``/readyz``) says what the sink README says of
+    ``/readyz``: 503 while the helpdesk refuses the token, ready again once it works."""
+    health = Health()
+    async with running(tmp_path, "sink", monkeypatch, health=health) as setup:
+        _, conversation = await setup.stalled_conversation()
+
+        async def unready() -> dict[str, Any] | None:
+            ok, detail = await health.run()
+            return None if ok else detail["sink zendesk"]
+
+        refused = await eventually(unready)
+        assert refused["auth_failed"] and refused["reason"] == "the helpdesk refuses the sink's credentials"
+
+        rewrite(setup.token_file, TOKEN + "\n")
+        await setup.synced(conversation)
+
+        async def ready() -> bool:
+            ok, _ = await health.run()
+            return ok
+
+        await eventually(ready)
 
 
 @pytest.mark.parametrize(
