@@ -38,6 +38,7 @@ from events.model import (
     OfferExpired,
     ReplyRequested,
 )
+from events.personal import ERASED
 from events.store import StoredEvent
 from router import replays
 from router.fold import evolve
@@ -55,7 +56,11 @@ class Notice:
 
 
 def mask_contact(contact: str) -> str:
-    """Enough to recognise, not enough to use: ``+1555•••4567``, ``j•••@example.com``."""
+    """Enough to recognise, not enough to use: ``+1555•••4567``, ``j•••@example.com``. An
+    erased contact stays ``[erased]`` (found by a docs audit: it was masked as an address,
+    ``[era•••sed]``, in the notices of an erased customer's conversation)."""
+    if contact == ERASED:
+        return contact
     if "@" in contact:
         local, _, domain = contact.partition("@")
         return f"{local[:1]}•••@{domain}"

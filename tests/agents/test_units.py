@@ -82,6 +82,7 @@ def test_masking_and_preview() -> None:
     assert mask_contact("+15551234567") == "+155•••4567"
     assert mask_contact("jane@example.com") == "j•••@example.com"
     assert mask_contact("12") == "•••"
+    assert mask_contact("[erased]") == "[erased]"  # an erased customer's, not an address
     assert preview("a\n\n b \nc\nd", 3) == "a\nb\nc"
     assert preview("x" * 400, 3).endswith("…")
 
