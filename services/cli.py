@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--reopen-hours", type=float, metavar="H", help="reopen window (default 24)")
     report.add_argument(
-        "--tz", metavar="ZONE", help="IANA time zone of the days, hours and plain dates (default UTC): Europe/Paris"
+        "--tz", metavar="ZONE", help="IANA zone of the days, hours and plain dates, e.g. Europe/Paris (default UTC)"
     )
     report.add_argument("--png", metavar="FILE", help="also write a chart: SLA attainment and waiting time per hour")
     report.add_argument("--json", action="store_true", help="print the API's JSON instead of the table")

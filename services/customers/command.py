@@ -205,10 +205,13 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
     except OSError as err:
         console.print(f"[red]cannot write {out}: {err.strerror or err}")
         return 2
-    console.print(
-        f"exported {found.customer_id} ({len(found.customers)} customers, {len(found.events)} events) to {out}"
-    )
+    family, events = _count(len(found.customers), "customer"), _count(len(found.events), "event")
+    console.print(f"exported {found.customer_id} ({family}, {events}) to {out}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def write_private(path: Path, data: bytes) -> None:
