@@ -32,6 +32,13 @@ async def test_a_supervisor_sees_why_work_waits_moves_it_and_sets_an_agents_stat
         await eventually(lambda: s.conversation(french, "waiting"))
         _, english = await s.open(text="hello there")
         await eventually(lambda: s.conversation(english, "offered"))
+        # One of the team's canned replies, so the page's last section shows one (the screenshot).
+        status, _ = await s.call(
+            "PUT",
+            "/v1/canned-replies/refund-sent",
+            body={"title": "Refund sent", "text": "Hi {customer.name}, your refund is on its way."},
+        )
+        assert status == 201
 
         def look() -> None:
             fit_window(browser)
