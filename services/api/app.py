@@ -86,6 +86,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     access.install(app, deps.live)  # who held what: the access rules (services.api.access)
     replies.install(app, deps)
     closings.install(app, deps)  # the web chat hears that its conversation was resolved
+    canned.install(app, deps)  # the bucket of the team's canned replies
     for group in ROUTE_GROUPS:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))

@@ -21,6 +21,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from events.skips import count_skip
+from events.streams import CANNED_BUCKET
 from services.api import workspace
 from services.api.auth import AGENT
 from services.api.canned_store import (
@@ -91,6 +93,20 @@ def problems(reply_id: str, title: str, text: str) -> list[str]:
 def listed(reply: CannedReply | StoredReply) -> ListedReply:
     source: Literal["config", "team"] = "team" if isinstance(reply, StoredReply) else "config"
     return ListedReply(id=reply.id, title=reply.title, text=reply.text, source=source)
+
+
+def install(app: web.Application, deps: ApiDeps) -> None:
+    """The bucket of the team's replies made at start (not at the first request): a missing one
+    is said then, and every store exists once the services run."""
+
+    async def start(app: web.Application) -> None:
+        try:
+            await CannedStore(deps.nc.jetstream, deps.replicas).open()
+        except Exception as err:  # NATS away or refusing: said now; each request tries again (503)
+            log.error("api.canned_bucket_unavailable", bucket=CANNED_BUCKET, error=repr(err)[:200])
+            count_skip("api.canned_bucket")
+
+    app.on_startup.append(start)
 
 
 def routes(deps: ApiDeps) -> web.RouteTableDef:

@@ -78,6 +78,11 @@ class CannedStore:
             self._kv = await js.key_value(CANNED_BUCKET)
         return self._kv
 
+    async def open(self) -> None:
+        """Create the bucket now if it is missing (the API at start: every store exists once
+        the services run, as ``relaydesk status`` and the replicas check expect)."""
+        await self._bucket()
+
     async def read(self) -> tuple[Document, int]:
         """The document and its revision (0: never written)."""
         kv = await self._bucket()

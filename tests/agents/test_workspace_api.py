@@ -291,7 +291,7 @@ async def test_canned_replies_are_filled_for_the_conversation(w: AgentSystem) ->
     ava, _ = await w.issue_token("ava")
     status, body = await w.call("GET", "/v1/canned-replies", ava)
     assert status == 200, body
-    assert body["canned_replies"][0] == {"id": "hello", "title": "Greeting", "text": CANNED[0].text}
+    assert body["canned_replies"][0] == {"id": "hello", "title": "Greeting", "text": CANNED[0].text, "source": "config"}
 
     named, cid, _ = await open_with(w)
     await name_customer(w, named, "Ann Example")
