@@ -56,6 +56,9 @@ CHECKPOINT_KEY = "delivery.checkpoint"
 STOP_GRACE_SECONDS = 5.0
 TRACES_KEPT = 10_000  # facts whose trace context is remembered for their deliveries (tracing on)
 WRITES_KEPT = 100_000  # records whose last write by this instance is remembered (see ``_written``)
+# A fact folded this long after it happened is notified late (catching up): its offer or
+# assignment notice goes out only if the log has not answered it meanwhile (``_moot``).
+LATE_AFTER = timedelta(seconds=30)
 
 
 def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
@@ -155,7 +158,8 @@ class DeliveryService:
         # the next attempt: a stop cancels them at once instead of waiting for them.
         self._backing_off: set[asyncio.Task[object]] = set()
         # Facts after the checkpoint not yet turned into records: (seq, notices).
-        self._pending: deque[tuple[int, list[Notice]]] = deque()
+        # (sequence, its notices, whether the fact was already late when folded: see _moot)
+        self._pending: deque[tuple[int, list[Notice], bool]] = deque()
         self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
         self.lease_ttl = settings.lease_seconds
         # Tracing on: the trace context of recent facts by stream sequence, continued by the
@@ -325,8 +329,9 @@ class DeliveryService:
         if stored.seq <= self.checkpoint:
             return
         at = getattr(stored.event, "at", None)
-        fresh = at is None or self.clock() - at <= timedelta(seconds=self.settings.max_age_seconds)
-        self._pending.append((stored.seq, notices if fresh else []))
+        age = self.clock() - at if at is not None else timedelta(0)
+        fresh = age <= timedelta(seconds=self.settings.max_age_seconds)
+        self._pending.append((stored.seq, notices if fresh else [], age > LATE_AFTER))
 
     def _drop_done(self) -> None:
         while self._pending and self._pending[0][0] <= self.checkpoint:
@@ -335,12 +340,37 @@ class DeliveryService:
     async def _notify_pending(self) -> None:
         self._drop_done()
         while self._pending:
-            seq, notices = self._pending[0]
+            seq, notices, late = self._pending[0]
             for notice in notices:
+                if late and self._moot(notice):
+                    continue
                 for eid, endpoint in self.endpoints_for(notice.agent_id, notice.kind):
                     await self._create(notice, eid, endpoint)
             self._pending.popleft()
             self.checkpoint = seq
+
+    def _moot(self, notice: Notice) -> bool:
+        """An offer or assignment notified late (a first start, a restart after an outage, an
+        endpoint added) that the log has already answered: the offer was accepted, declined or
+        let expire, the conversation moved or was resolved. Found by a docs audit: a new endpoint
+        was sent "offer" notices for offers long accepted, an erased customer's among them.
+        Notified live, a notice goes out whatever follows it at once (the agent may be quicker
+        than her tool)."""
+        if notice.kind not in ("offer", "assigned"):
+            return False
+        conv = self.facts.state.conversations.get(notice.conversation_id)
+        wanted = "offered" if notice.kind == "offer" else "assigned"
+        if conv is not None and conv.status == wanted and conv.agent_id == notice.agent_id:
+            return False
+        log.info(
+            "delivery.late_notice_moot",
+            notice=notice.kind,
+            seq=notice.seq,
+            agent_id=notice.agent_id,
+            conversation_id=notice.conversation_id,
+            now=conv.status if conv is not None else "resolved",
+        )
+        return True
 
     async def _create(self, notice: Notice, eid: str, endpoint: Endpoint) -> None:
         assert self._kv is not None
