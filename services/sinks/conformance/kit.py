@@ -217,14 +217,7 @@ class SinkConformance(ABC):
     async def test_a_webhook_met_with_refused_credentials_says_so_until_one_works(self, rig: Rig) -> None:
         """Found by an audit: the webhook answered 503 and nothing else said why; readiness
         stayed green until a log event stalled the sink."""
-        customer, conversation = await rig.open_assigned()
-        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
-        await rig.caught_up(customer)
-        rig.fake.refuse_auth = True
-        status, body = await rig.post(rig.fake.solve(ticket))
-        if status == 200:
-            pytest.skip(f"{rig.sink.name}'s webhook did not call the helpdesk's API: no credentials to refuse")
-        assert status == 503, body
+        ticket = await _a_webhook_refused_for_credentials(rig)
         async with aiohttp.ClientSession() as http, http.get(rig.base_url + "/readyz") as resp:
             ready = await resp.json()
             assert resp.status == 503 and ready["auth_failed"] is True, ready
@@ -240,14 +233,7 @@ class SinkConformance(ABC):
         """Readiness 503 takes the sink out of its load balancer, so the helpdesk's retry that
         would clear it cannot arrive: the webhook's refusal lapses after ``auth_retry_pause``
         (found by a security audit: fixed credentials left the sink unready for good)."""
-        customer, conversation = await rig.open_assigned()
-        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
-        await rig.caught_up(customer)
-        rig.fake.refuse_auth = True
-        status, body = await rig.post(rig.fake.solve(ticket))
-        if status == 200:
-            pytest.skip(f"{rig.sink.name}'s webhook did not call the helpdesk's API: no credentials to refuse")
-        assert status == 503, body
+        await _a_webhook_refused_for_credentials(rig)
         rig.fake.refuse_auth = False  # the operator fixed the token; no webhook reaches the sink
 
         async def ready() -> bool:
@@ -285,3 +271,17 @@ class SinkConformance(ABC):
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def _a_webhook_refused_for_credentials(rig: Rig) -> Any:
+    """A conversation's ticket, then the helpdesk refusing the sink's credentials while the sink
+    answers that ticket's webhook (503); skips a sink whose webhook calls no helpdesk API."""
+    customer, conversation = await rig.open_assigned()
+    ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+    await rig.caught_up(customer)
+    rig.fake.refuse_auth = True
+    status, body = await rig.post(rig.fake.solve(ticket))
+    if status == 200:
+        pytest.skip(f"{rig.sink.name}'s webhook did not call the helpdesk's API: no credentials to refuse")
+    assert status == 503, body
+    return ticket
