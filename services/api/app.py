@@ -64,8 +64,9 @@ def build_app(deps: ApiDeps) -> web.Application:
     measured(LANGUAGE_REASON_UNREAD)
     table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
-    # An agent token issued through another API process a moment ago is looked up again (caught_up.py).
-    authn = authenticate(deps.token, table, catch_up=lambda: caught_up.agent_events(deps))
+    # An agent token issued through another API process a moment ago is looked up again
+    # (caught_up.py), one look-up at a time for every unknown token: anyone may send one.
+    authn = authenticate(deps.token, table, catch_up=caught_up.SharedCatchUp(lambda: caught_up.agent_events(deps)))
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     signed_out = session.SessionsEnded(lambda: deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
     middlewares = [

@@ -20,7 +20,10 @@ issued through another API a moment ago was 401 there.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -68,6 +71,43 @@ async def agent_events(deps: ApiDeps) -> None:
         return
     if last:
         await deps.live.wait_for(last)
+
+
+class SharedCatchUp:
+    """``agent_events`` for every unknown token at once, one look-up at a time.
+
+    Anyone may send a token shaped like an issued one, without any other credential: each
+    was a NATS read of its own and a waiter of its own on the view (found by a security
+    audit: a flood of made-up tokens was as many reads of the log, all at once). Callers now
+    share: a caller that finds no look-up under way starts one; one that finds a look-up
+    under way, begun before it arrived (so perhaps before a token issued elsewhere was on the
+    log), waits for the next, which all such callers share. So at most one look-up runs and
+    one waits to, however many requests come, and each caller still gets a look-up that
+    began after it arrived. A caller that goes away does not stop the look-up of the others.
+    """
+
+    def __init__(self, look_up: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._look_up = look_up
+        self._running: asyncio.Task[None] | None = None
+        self._next: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._look_up(), name="api-token-catch-up")
+            mine = self._running
+        else:
+            if self._next is None or self._next.done():
+                self._next = asyncio.create_task(self._after(self._running), name="api-token-catch-up-next")
+            mine = self._next
+        await asyncio.shield(mine)
+
+    async def _after(self, running: asyncio.Task[None]) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(running)
+        current = asyncio.current_task()
+        assert current is not None
+        self._running, self._next = current, None  # callers from now on wait for the one after
+        await self._look_up()
 
 
 def caught_up(deps: ApiDeps) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
