@@ -6,6 +6,12 @@ address's sockets on every instance. A socket's catch-up is read after the subsc
 with live frames held back meanwhile; a gap (``Nats-Last-Sequence`` above what a socket has
 seen, or a NATS reconnect) is read from the stream. If the stream does not answer, the socket is
 closed with 1013 and the widget reconnects with ``after_seq``.
+
+Replays a client asks for (a socket's catch-up from its ``after_seq``, a ``resume`` frame) are
+at most ``REPLAYS_PER_MINUTE`` per address on this instance: each read is one request to the
+stream per frame kept (up to ``history_frames``), so a visitor sending ``resume`` from 0 in a
+loop, or opening sockets with ``after_seq=0`` in a loop, had NATS read their history again
+each time: 300 resume frames of 40 bytes were 9,000 stream reads (found by a security audit).
 """
 
 from __future__ import annotations
@@ -29,10 +35,18 @@ from . import tokens
 from .history import HistoryUnavailable, LiveFrame
 from .part import ChatPart, Shared
 from .protocol import CLOSE_TOO_SLOW, CLOSE_TRY_LATER, error_frame
+from .ratelimit import RateLimiter
 
 log = structlog.get_logger("relaydesk.connector.chat")
 
 SEND_QUEUE = 1000
+# Catch-ups a client asks for, per address and instance (a burst of as many): a widget asks one
+# per socket it opens (a page load, a reconnect) and never sends ``resume``.
+REPLAYS_PER_MINUTE = 30
+
+
+class TooManyReplays(HistoryUnavailable):
+    """The address asked for more catch-ups than ``REPLAYS_PER_MINUTE``: reconnect later."""
 
 
 @dataclass(eq=False)
@@ -91,6 +105,7 @@ class LivePush(ChatPart):
         super().__init__(shared)
         self.watches: dict[str, Watch] = {}
         self._resync: asyncio.Task[None] | None = None
+        self.replays = RateLimiter(REPLAYS_PER_MINUTE)
 
     def start(self) -> None:
         if self.settings.resync_interval > 0:
@@ -135,6 +150,10 @@ class LivePush(ChatPart):
                     }
                 )
                 if after < last:
+                    if wait := self.replays.take(client.address):
+                        raise TooManyReplays(
+                            f"more than {REPLAYS_PER_MINUTE} catch-ups a minute: reconnect in {max(1, round(wait))} s"
+                        )
                     for frame in await self.history.read(client.address, after, upto=last):
                         client.push(frame.to_json())
                 client.last = last
@@ -194,6 +213,16 @@ class LivePush(ChatPart):
         """The client asked for every kept frame after ``after`` again."""
         watch = client.watch
         if watch is None:
+            return
+        if wait := self.replays.take(client.address):
+            client.push(
+                error_frame(
+                    "rate_limited",
+                    f"more than {REPLAYS_PER_MINUTE} catch-ups a minute",
+                    retryable=True,
+                    retry_after=round(max(wait, 1.0), 1),
+                )
+            )
             return
         async with watch.lock:
             try:

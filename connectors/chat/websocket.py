@@ -19,7 +19,7 @@ from . import tokens
 from .history import HistoryUnavailable
 from .inbound import Inbound
 from .language import HINT_FIELDS
-from .live import Client, LivePush
+from .live import Client, LivePush, TooManyReplays
 from .origins import origin_allowed, refused
 from .part import ChatPart, Shared
 from .protocol import (
@@ -90,10 +90,12 @@ class WebSocketEndpoint(ChatPart):
         try:
             await self.live.join(client, after)
         except HistoryUnavailable as err:
-            self.log.warning("socket.history_unavailable", reason=str(err))
+            limited = isinstance(err, TooManyReplays)
+            self.log.warning("socket.replays_limited" if limited else "socket.history_unavailable", reason=str(err))
             writer.cancel()
+            reason = str(err).encode()[:120] if limited else b"history unavailable: try again later"
             with skipping("chat.socket_close"):
-                await ws.close(code=CLOSE_TRY_LATER, message=b"history unavailable: try again later")
+                await ws.close(code=CLOSE_TRY_LATER, message=reason)
             return
         except BaseException:
             writer.cancel()

@@ -240,6 +240,41 @@ async def test_reconnect_with_after_seq_gets_what_was_missed(chat: tuple[Connect
         assert await recv(ws) == {"type": "pong"}
 
 
+async def test_replays_a_client_asks_for_are_limited_per_address(chat: tuple[ConnectorRuntime, str]) -> None:
+    """Each replay reads the address's history from the stream, a request per frame kept: a
+    visitor sending resume frames from 0 in a loop (or opening sockets with after_seq=0) had
+    NATS read it all again each time (found by a security audit: 300 resume frames of 40 bytes
+    were 9,000 stream reads). At most REPLAYS_PER_MINUTE per address are served."""
+    from connectors.chat.live import REPLAYS_PER_MINUTE
+
+    _, url = chat
+    _, session = await open_session(url)
+    async with chat_socket(url, session["token"]) as (ws, first):  # nothing kept yet: no replay
+        await ws.send(json.dumps({"type": "message", "client_msg_id": "q", "text": "question"}))
+        seq = (await recv(ws))["seq"]
+        asked = REPLAYS_PER_MINUTE + 20
+        for _ in range(asked):
+            await ws.send(json.dumps({"type": "resume", "after_seq": 0}))
+        answers = [await recv(ws) for _ in range(asked)]  # one frame kept: one frame per replay
+    served = [a for a in answers if a["type"] == "message"]
+    refused = [a for a in answers if a["type"] == "error"]
+    assert len(served) == REPLAYS_PER_MINUTE and len(refused) == 20, answers[-3:]
+    assert all(a["seq"] == seq for a in served)
+    assert refused[0]["code"] == "rate_limited" and refused[0]["retryable"] and refused[0]["retry_after"] >= 1
+    # A socket asking to be caught up from 0 is told to come back later (1013) …
+    async with connect(ws_url(url), origin=SITE, open_timeout=5) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"type": "auth", "token": session["token"], "after_seq": 0}))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            while True:
+                assert (await recv(ws))["type"] == "ready"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert "catch-ups a minute" in closed.value.rcvd.reason
+    # … while one that is up to date needs no replay and is served.
+    async with chat_socket(url, session["token"], after_seq=seq, epoch=first["epoch"]) as (ws, _):
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv(ws) == {"type": "pong"}
+
+
 async def test_rate_limit_per_session(start_chat: StartChat, nc: NATS) -> None:
     _, url = await start_chat(rate_limit_per_minute=3)
     _, session = await open_session(url)
