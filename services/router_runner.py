@@ -36,6 +36,7 @@ from router.queues import queue_depth
 from router.state import RouterState
 from services import tracing
 from services.lease import Lease
+from services.log_end import LogEndWatch
 from services.metrics import (
     DECIDE_SECONDS,
     LEADER,
@@ -45,6 +46,7 @@ from services.metrics import (
     ROUTING_DECISIONS,
     measured,
 )
+from services.nats_connection import ServiceFailed
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.spacing import Spacing
 from services.state_snapshots import read_state
@@ -303,6 +305,7 @@ class RouterRunner:
         caught_up_at = await self.store.last_seq()
         next_lease_check = 0.0
         backoff = self.lease_ttl / 3
+        log_end = LogEndWatch(self.store, "router")
         log.info("router.started", instance=self.instance_id, from_seq=self.state.last_seq + 1)
         # Standing by until it leads: the leading router's queue gauges go with it, so without
         # this one a router outage looked, on /metrics, like nobody waiting (found by an audit).
@@ -313,6 +316,11 @@ class RouterRunner:
             while not stop.is_set():
                 await tail.wait(timeout=self.tick)  # wake on an event or a tick
                 self._fold(tail)
+                try:
+                    await log_end.check(self.state.last_seq)
+                except ServiceFailed:
+                    self._since_snapshot = 0  # this view is of another log: nothing of it is kept
+                    raise
                 if not self.ready.is_set() and self.state.last_seq >= caught_up_at:
                     self.ready.set()
                     # The state folded so far (a million objects at a long log) is long-lived:

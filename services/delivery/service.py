@@ -46,6 +46,7 @@ from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.slack_settings import SlackSettings, endpoint_problems
 from services.delivery.snapshots import FactSnapshots
 from services.lease import Lease
+from services.log_end import LogEndWatch
 from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES, LEADER
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
@@ -206,6 +207,7 @@ class DeliveryService:
         saved = self.checkpoint
         next_lease_check = 0.0
         backoff = self.lease_ttl / 4
+        log_end = LogEndWatch(self.store, "delivery")
         try:
             while not stop.is_set():
                 # Renew well inside the lease: a late renewal lets a standby take over while
@@ -216,6 +218,7 @@ class DeliveryService:
                     await self.snapshots.read_unread(batch)
                 for stored in batch:
                     self._fold(stored)
+                await log_end.check(self.facts.state.last_seq)
                 now = asyncio.get_running_loop().time()
                 try:
                     if now >= next_lease_check:
