@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from events import subjects
+from events.skips import count_skip
 from services.api.auth import AGENT
 from services.api.common import ApiDeps
 
@@ -72,7 +73,8 @@ async def agent_events(deps: ApiDeps) -> None:
     try:
         last = await deps.store.last_subject_seq(subjects.AGENT_EVENTS_ALL)
     except Exception as err:  # NATS away: the token is as unknown as it was (401), not a 503
-        log.info("api.token_catch_up_failed", error=type(err).__name__)
+        log.warning("api.token_catch_up_failed", error=type(err).__name__, skipped="the look-up of unknown tokens")
+        count_skip("api.token_catch_up")
         return
     if last:
         await deps.live.wait_for(last)

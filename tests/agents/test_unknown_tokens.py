@@ -99,3 +99,22 @@ async def test_each_caller_gets_a_look_up_begun_after_it_arrived() -> None:
     gates[3].set()
     await asyncio.wait_for(stays, 5)
     assert began == [0, 1, 2, 3] and gone.cancelled()
+
+
+async def test_a_look_up_nats_did_not_answer_is_counted_as_skipped() -> None:
+    """Every broad except logs what it stepped past and counts it: an unknown token whose
+    look-up NATS did not answer is a 401 without the look-up, which ``relaydesk_skipped_total``
+    says (it was logged at info level only)."""
+    from types import SimpleNamespace
+
+    from events.skips import SKIPPED
+    from services.api.caught_up import agent_events
+
+    class Away:
+        async def last_subject_seq(self, subject: str) -> int:
+            raise TimeoutError
+
+    skipped = SKIPPED.labels(where="api.token_catch_up")
+    before = skipped._value.get()
+    await agent_events(SimpleNamespace(store=Away()))  # type: ignore[arg-type]
+    assert skipped._value.get() == before + 1
