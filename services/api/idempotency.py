@@ -130,15 +130,21 @@ def _collect_ids(value: object, refs: set[str]) -> None:
 
 def command_id(request: web.Request, prefix: str) -> str | None:
     """The id of what a command creates (a reply, a note), derived from its ``Idempotency-Key``
-    and its caller, method and path; None without a key. A command whose outcome was unknown
-    (NATS did not answer in time: 503, and the record is let go) is run again by a retry with
-    the same key: with this id it finds what the first attempt wrote and answers that, instead
-    of writing it a second time (found by a retry audit: a reply sent twice to the customer)."""
+    and its caller, method, path and content; None without a key. A command whose outcome was
+    unknown (NATS did not answer in time: 503, and the record is let go) is run again by a retry
+    with the same key: with this id it finds what the first attempt wrote and answers that,
+    instead of writing it a second time (found by a retry audit: a reply sent twice to the
+    customer). The content counts as it does for the record (``fingerprint``): a key used again
+    for another text, once its record is gone (after 24 h, or let go after a 503), is another
+    command; without it, that reply was answered 202 with the earlier one and never sent."""
     key = request.headers.get(HEADER)
     if not key:
         return None
     scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else request.get(ACTOR, "")
-    digest = hashlib.sha256(msgspec.json.encode([prefix, scope, request.method, request.path, key])).hexdigest()
+    content = fingerprint(request.query_string, request.get(READ_BODY, b""))
+    digest = hashlib.sha256(
+        msgspec.json.encode([prefix, scope, request.method, request.path, key, content])
+    ).hexdigest()
     return f"{prefix}_{digest[:20]}"
 
 

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 import events.store
 from events.acked import Ack, publish_acked
 from events.model import NoteAdded, ReplyRequested
+from events.streams import IDEMPOTENCY_BUCKET
 
 from .helpers import API_TOKEN, AgentSystem, eventually
 
@@ -82,3 +83,36 @@ async def test_a_reply_and_a_note_retried_after_an_unknown_outcome_are_written_o
     assert status == 202, body
     events_ = [stored.event for stored in await s.log(customer)]
     assert sum(isinstance(e, ReplyRequested) for e in events_) == 2
+
+
+async def test_a_key_used_again_for_another_text_once_its_record_is_gone_sends_that_text(s: AgentSystem) -> None:
+    """The reply's id derives from the key: found by a review, a key used again once its record
+    was gone (24 h later, or let go after a 503) with another text was answered 202 with the
+    first reply, and the new text never reached the customer. The content counts, as for the
+    record: the same text is the same command, another text another one."""
+    customer, cid = await s.open()
+    await eventually(lambda: s.conversation(cid, "offered"))
+    status, body = await send(s, f"/v1/conversations/{cid}/accept", {}, "accept-1")
+    assert status == 200, body
+    status, first = await send(s, f"/v1/conversations/{cid}/reply", {"text": "Your refund is on its way"}, "k-1")
+    assert status == 202, first
+    status, note = await send(s, f"/v1/conversations/{cid}/notes", {"text": "Refund sent"}, "k-2")
+    assert status == 201, note
+
+    async def records_expire() -> None:  # as after 24 h
+        kv = await s.store.js.key_value(IDEMPOTENCY_BUCKET)
+        for key in await kv.keys():
+            await kv.purge(key)
+
+    await records_expire()
+    status, second = await send(s, f"/v1/conversations/{cid}/reply", {"text": "Anything else?"}, "k-1")
+    assert status == 202 and second["seq"] != first["seq"], second
+    status, other = await send(s, f"/v1/conversations/{cid}/notes", {"text": "Asked for more"}, "k-2")
+    assert status == 201 and other["note_id"] != note["note_id"], other
+    await records_expire()
+    status, again = await send(s, f"/v1/conversations/{cid}/reply", {"text": "Your refund is on its way"}, "k-1")
+    assert (status, again["seq"]) == (202, first["seq"]), again  # the same command: found, not sent again
+
+    events_ = [stored.event for stored in await s.log(customer)]
+    assert [e.text for e in events_ if isinstance(e, ReplyRequested)] == ["Your refund is on its way", "Anything else?"]
+    assert [e.text for e in events_ if isinstance(e, NoteAdded)] == ["Refund sent", "Asked for more"]
