@@ -49,8 +49,9 @@ async def test_a_router_and_a_delivery_service_stop_when_the_log_ends_before_the
         delivering = asyncio.create_task(delivery.run(stop))
         await asyncio.wait_for(router.ready.wait(), 30)
         end = await store.last_seq()
-        while delivery.facts.state.last_seq < end:
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):  # a deadline: a delivery that never folds it fails, not hangs
+            while delivery.facts.state.last_seq < end:
+                await asyncio.sleep(0.05)
 
         # The operator puts back an older, shorter log under them.
         await js.delete_stream(subjects.EVENTS_STREAM)
