@@ -116,9 +116,10 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     configured = {reply.id for reply in deps.console.canned_replies}
 
     async def every_reply() -> list[ListedReply]:
-        """The file's, then the team's (by id)."""
+        """The file's, then the team's (by id). A team reply whose id the file took later is
+        the file's: listed once (it can still be removed, below)."""
         document, _ = await store.read()
-        kept = sorted(document.replies, key=lambda reply: reply.id)
+        kept = sorted((reply for reply in document.replies if reply.id not in configured), key=lambda reply: reply.id)
         return [*(listed(reply) for reply in deps.console.canned_replies), *(listed(reply) for reply in kept)]
 
     @r.get("/v1/canned-replies")
@@ -166,10 +167,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def remove(request: web.Request) -> web.Response:
         """Remove one; removing one already gone answers ``removed: false`` (safe to retry)."""
         reply_id = request.match_info["id"]
-        if reply_id in configured:
-            return json_error(
-                409, f"canned reply {reply_id} is set in the configuration file ([console]); remove it there"
-            )
         gone: list[bool] = []
 
         def drop(document: Document) -> bool:
@@ -181,7 +178,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if (failed := await _changed(store, drop)) is not None:
             return failed
         if gone[-1]:
+            # A team copy of an id the file took later goes too (found in review: it was stuck).
             log.info("api.canned_reply_removed", reply_id=reply_id, actor=request[ACTOR])
+        elif reply_id in configured:
+            return json_error(
+                409, f"canned reply {reply_id} is set in the configuration file ([console]); remove it there"
+            )
         return ok({"id": reply_id, "removed": gone[-1]})
 
     @r.get("/v1/conversations/{id}/canned-replies")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -13,7 +14,7 @@ import nats
 import pytest
 
 from events.streams import CANNED_BUCKET
-from services.api.canned_store import KEY
+from services.api.canned_store import KEY, CannedStore, Document, StoredReply
 from services.api.console_settings import CannedReply, ConsoleSettings
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats
@@ -132,3 +133,27 @@ async def test_replies_too_large_together_are_refused_and_the_kept_ones_stay(s: 
     await ok(s, "DELETE", "/v1/canned-replies/r0")
     status, body = await s.call("PUT", f"/v1/canned-replies/r{count}", body=heavy)
     assert status == 201, body
+
+
+async def test_a_team_reply_whose_id_the_file_took_later_is_listed_once_and_can_be_removed(s: AgentSystem) -> None:
+    """Found in review: a team reply saved before the config file gained the same id was listed
+    twice and could not be removed (every DELETE was 409 'set in the configuration file')."""
+    nc = await nats.connect(s.system.nats.url)
+    try:
+        store = CannedStore(nc.jetstream)
+        stale = StoredReply(
+            id="hello", title="Old hello", text="Hi", updated_at=datetime.now(UTC), updated_by="operator"
+        )
+
+        def add(document: Document) -> bool:
+            document.replies = [*document.replies, stale]
+            return True
+
+        await store.change(add)
+    finally:
+        await nc.close()
+    listed = (await ok(s, "GET", "/v1/canned-replies"))["canned_replies"]
+    assert [(r["id"], r["title"], r["source"]) for r in listed] == [("hello", "Greeting", "config")]
+    assert (await ok(s, "DELETE", "/v1/canned-replies/hello")) == {"id": "hello", "removed": True}
+    status, body = await s.call("DELETE", "/v1/canned-replies/hello")
+    assert status == 409 and "set in the configuration file" in body["error"], body
