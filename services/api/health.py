@@ -104,7 +104,11 @@ async def readiness(deps: ApiDeps) -> tuple[bool, dict[str, Any]]:
             f"the API's view is ahead of the log (at event {view['position']}, the log ends at "
             f"{view['log_end']}): the log was restored or replaced under it; restart the API"
         )
-        log.error("api.view_ahead_of_log", position=view["position"], log_end=view["log_end"], action="restart the API")
+        if deps.freshness.ahead_said != (view["position"], view["log_end"]):  # once, not at every probe
+            deps.freshness.ahead_said = (view["position"], view["log_end"])
+            log.error(
+                "api.view_ahead_of_log", position=view["position"], log_end=view["log_end"], action="restart the API"
+            )
     elif not view["caught_up"]:
         reason = "the API's view has not caught up with the log yet"
     else:

@@ -57,6 +57,8 @@ class Freshness:
         self.after = after
         self.clock = clock
         self._seen: deque[tuple[float, int]] = deque()  # (when, log end) the view had not reached
+        # The (position, log end) last said to be "ahead of the log": said once, not at every probe.
+        self.ahead_said: tuple[int, int] | None = None
 
     def behind_for(self, position: int, log_end: int) -> float:
         """Seconds since the oldest log end the view has not reached was seen (0: none)."""
