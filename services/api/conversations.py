@@ -4,33 +4,27 @@ actor and the conversation's last sequence as the expected one."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
 import structlog
 from aiohttp import web
 
 from events import subjects
 from events.model import (
     ConversationEscalated,
-    ConversationResolved,
     ConversationTransferred,
     DeliveryFailed,
     LogEvent,
     MessageReceived,
     MessageSent,
     NoteAdded,
-    OfferAccepted,
-    OfferDeclined,
     ReplyRequested,
 )
-from events.skips import count_skip
 from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, caught_up, idempotency, replies, templates, uploads, workspace
+from services.api import access, caught_up, idempotency, templates, workspace
 from services.api.auth import AGENT, role_of
+from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
 from services.api.views import (
     conversation_json,
@@ -83,84 +77,10 @@ class ReplyBody(Body):
 # reply, a note.
 AFTER_A_REPLY: tuple[type[LogEvent], ...] = (MessageSent, DeliveryFailed, ReplyRequested, NoteAdded)
 Tolerated = tuple[type[LogEvent], ...]
-# "This event is the one the command would write" (a retry finds its first attempt's reply).
-Written = Callable[[LogEvent], bool]
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
 # ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
 STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
-
-
-# The events behind the commands, shared by the HTTP routes and the Slack app (slack_routes).
-
-
-def offer_answer(
-    deps: ApiDeps, conv: ConversationView, cid: str, agent_id: str, actor: str, *, accepted: bool
-) -> OfferAccepted | OfferDeclined:
-    cls = OfferAccepted if accepted else OfferDeclined
-    return cls(at=deps.clock(), customer_id=conv.customer_id, conversation_id=cid, agent_id=agent_id, actor=actor)
-
-
-def resolution(deps: ApiDeps, conv: ConversationView, cid: str, actor: str) -> ConversationResolved:
-    return ConversationResolved(
-        at=deps.clock(),
-        customer_id=conv.customer_id,
-        conversation_id=cid,
-        agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
-        actor=actor,
-    )
-
-
-async def reply_request(
-    deps: ApiDeps,
-    conv: ConversationView,
-    cid: str,
-    text: str,
-    actor: str,
-    reply_id: str = "",
-    *,
-    template: templates.ChosenTemplate | None = None,
-    attachments: list[str] | None = None,
-) -> tuple[ReplyRequested, replies.ReplyRoute] | None:
-    """The reply event and where it goes; None when the conversation has no address to reply to."""
-    route = await replies.reply_route(deps.store, conv.customer_id, cid)
-    if route is None:
-        return None
-    platform = route.metadata.get("platform") or route.channel or conv.channel
-    if template is not None and platform != "whatsapp":
-        # As POST /v1/conversations says: found by an integrator, a connector without templates
-        # was handed one and sent its preview as plain text.
-        raise ApiError(400, f"templates are WhatsApp messages; this conversation's replies go out on {platform}")
-    event = ReplyRequested(
-        at=deps.clock(),
-        customer_id=conv.customer_id,
-        conversation_id=cid,
-        channel=route.channel or conv.channel,  # the customer's last message's channel
-        reply_id=reply_id or "rp_" + uuid.uuid4().hex[:20],
-        agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
-        text=template.preview if template is not None else text,
-        actor=actor,
-        template=template.message if template is not None else None,
-        template_values=template.values_json if template is not None else "",
-        attachments=await uploads.attachments_for(deps, attachments or [], route.channel or conv.channel),
-    )
-    return event, route
-
-
-async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.ReplyRoute) -> None:
-    """After the reply is in the log: from here on it will go out. Queue it now; if that
-    fails, the relay (replies.py) queues it from the log a little later."""
-    try:
-        command = replies.deliver_command(event, route, replies.agent_name(deps.live.state, event))
-        deliver = uploads.with_links(deps, command)
-        await replies.queue(deps.nc, deliver, deps.store.cipher)
-    except Exception as err:
-        log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))
-        count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log
-
-
-def same_reply(reply_id: str) -> Written:
-    return lambda event: isinstance(event, ReplyRequested) and event.reply_id == reply_id
 
 
 def _nobody(command: str, blocking: str) -> web.Response:

@@ -46,8 +46,8 @@ from events.text import blank
 from services.api import templates, uploads
 from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, TOKEN_ID, role_of
+from services.api.commands import queue_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, ok, read_body
-from services.api.conversations import queue_reply
 from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from services.api.replies import ReplyRoute
 from services.api.views import conversation_json

@@ -6,7 +6,7 @@ No bearer token: each request must carry Slack's signature (``services.delivery.
 made with ``[slack] signing_secret`` within five minutes, else 401. The Slack user acting is
 mapped to an agent by ``[slack] users``; what that agent may do is what its agent token may do
 (``services.api.auth.agent_refusal``), and the events are built by the same functions as the
-API's commands (``services.api.conversations``), with ``actor = "agent:<id>"``. A refusal is
+API's commands (``services.api.commands``), with ``actor = "agent:<id>"``. A refusal is
 answered to that user alone (``chat.postEphemeral``); nothing changes.
 
 Slack retries an event it did not see answered within 3 s (``X-Slack-Retry-Num``) and a
@@ -37,7 +37,7 @@ from events.skips import count_skip
 from events.store import ConcurrencyError
 from events.streams import IDEMPOTENCY_BUCKET
 from router.state import ConversationView
-from services.api import conversations
+from services.api import commands
 from services.api.auth import agent_refusal
 from services.api.common import ApiDeps, json_error, ok
 from services.api.replies import ReplyRoute
@@ -178,8 +178,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         async def build(conv: ConversationView) -> LogEvent | str:
             actor = f"agent:{agent_id}"
             if command == "resolve":
-                return conversations.resolution(deps, conv, cid, actor)
-            return conversations.offer_answer(deps, conv, cid, agent_id, actor, accepted=command == "accept")
+                return commands.resolution(deps, conv, cid, actor)
+            return commands.offer_answer(deps, conv, cid, agent_id, actor, accepted=command == "accept")
 
         try:
             event, why = await act(cid, agent_id, command, build)
@@ -253,7 +253,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         made: list[tuple[ReplyRequested, ReplyRoute]] = []
 
         async def build(conv: ConversationView) -> LogEvent | str:
-            prepared = await conversations.reply_request(deps, conv, cid, text, f"agent:{agent_id}", reply_id)
+            prepared = await commands.reply_request(deps, conv, cid, text, f"agent:{agent_id}", reply_id)
             if prepared is None:
                 return f"Conversation {cid} has no customer address to reply to."
             made[:] = [prepared]
@@ -264,7 +264,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             bound.info("slack.reply_refused", agent_id=agent_id, reason=why)
             await tell(channel, user, why, thread_ts)
             return
-        await conversations.queue_reply(deps, *made[0])
+        await commands.queue_reply(deps, *made[0])
         bound.info("slack.reply_requested", agent_id=agent_id, reply_id=reply_id)
 
     return r
