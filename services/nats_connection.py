@@ -130,6 +130,10 @@ async def let_go(nc: NATS, *, drain: bool = True) -> None:
         await (nc.drain() if drain else nc.close())
     except asyncio.CancelledError:
         if task is not None and task.cancelling():
+            # The caller is going: its reconnect loop is told to end too, without waiting.
+            loop_task: asyncio.Task[None] | None = getattr(nc, "_reconnection_task", None)
+            if loop_task is not None:
+                loop_task.cancel()
             raise
         log.warning("nats.close_interrupted", client=nc.options.get("name"), skipped="waiting for the socket to close")
         count_skip("nats.close")

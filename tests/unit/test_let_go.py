@@ -46,11 +46,16 @@ async def test_a_cancelled_caller_is_cancelled() -> None:
         started.set()
         await asyncio.sleep(3600)
 
-    closing = asyncio.create_task(let_go(ClosingClient(slow_close)))  # type: ignore[arg-type]
+    loop_task = asyncio.create_task(asyncio.sleep(3600))
+    client = ClosingClient(slow_close)
+    client._reconnection_task = loop_task
+    closing = asyncio.create_task(let_go(client))  # type: ignore[arg-type]
     await started.wait()
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
+    await asyncio.sleep(0)
+    assert loop_task.cancelled()  # its reconnect loop is told to end as well (found in review)
 
 
 async def test_a_failing_close_still_ends_the_reconnect_loop() -> None:
