@@ -5,14 +5,30 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
+from events.streams import ensure_streams
+from services.bootstrap import seed_agents
+from services.config import Config
 from services.embedded_nats import EmbeddedNats
 from tests.integration.dead_letters import private_nats, quiet_cli_logging
 from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server
 from tests.integration.routers import CONFIG, RouterProcesses
+
+
+@pytest.fixture
+async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
+    """A store on the test server, its streams made and the default roster seeded (a test file
+    may define its own ``store``: it wins)."""
+    nc = await nats.connect(clean_nats.url)
+    await ensure_streams(nc.jetstream())
+    s = EventStore(nc, nc.jetstream())
+    await seed_agents(s, Config())
+    yield s
+    await nc.drain()
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
 
 from events.store import EventStore
-from events.streams import ensure_streams
-from services.bootstrap import seed_agents
 from services.config import Config
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings, Endpoint
@@ -33,16 +31,6 @@ pytestmark = pytest.mark.integration
 
 def leader(lease: str, instance: str) -> float | None:
     return REGISTRY.get_sample_value("relaydesk_leader", {"lease": lease, "instance": instance})
-
-
-@pytest.fixture
-async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    s = EventStore(nc, nc.jetstream())
-    await seed_agents(s, Config())
-    yield s
-    await nc.drain()
 
 
 @contextlib.asynccontextmanager

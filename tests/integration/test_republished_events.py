@@ -6,21 +6,16 @@ reports, the timelines' summaries) count each event once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import nats
 import pytest
 
 from events import subjects
 from events.model import AgentOffered, ConversationAssigned, ConversationResolved
 from events.store import Append, EventStore
-from events.streams import ensure_streams
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState, reading_only
-from services.bootstrap import seed_agents
-from services.config import Config
 from services.embedded_nats import EmbeddedNats
 from services.reports import fold_all
 from services.router_runner import RouterRunner
@@ -29,16 +24,6 @@ from tests.integration.system import eventually, open_conversation
 from tests.integration.test_router_runner import running_router
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    s = EventStore(nc, nc.jetstream())
-    await seed_agents(s, Config())
-    yield s
-    await nc.drain()
 
 
 async def _decisions(store: EventStore) -> list:  # type: ignore[type-arg]

@@ -13,25 +13,12 @@ import pytest
 
 from events.model import AgentOffered, ConversationAssigned
 from events.store import EventStore
-from events.streams import ensure_streams
 from router.policy import RouterPolicy
-from services.bootstrap import seed_agents
-from services.config import Config
 from services.embedded_nats import EmbeddedNats
 from services.router_runner import RouterRunner
 from tests.integration.system import eventually, open_conversation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    nc = await nats.connect(clean_nats.url)
-    await ensure_streams(nc.jetstream())
-    s = EventStore(nc, nc.jetstream())
-    await seed_agents(s, Config())
-    yield s
-    await nc.drain()
 
 
 @contextlib.asynccontextmanager
