@@ -18,7 +18,7 @@ from services.api.app import ApiDeps, build_app
 from services.api.health import health_check as api_health_check
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
-from services.api.registry import Registry, channel_connectors, known_channels
+from services.api.registry import Registry, channel_connectors, known_channels, notice_channels
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
@@ -194,6 +194,7 @@ async def run_api(
         registry=Registry.from_config(config),
         templates=config.templates,
         public_url=config.api.public_url or f"http://{config.api.host}:{config.api.port}",
+        notice_channels=notice_channels(),
     )
     app = build_app(deps)
     app.middlewares.insert(0, until_caught_up(live))

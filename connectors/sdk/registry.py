@@ -46,3 +46,10 @@ def channels(named: Iterable[str] = ()) -> dict[str, str]:
     taken to serve the channel of its name."""
     installed = set(available())
     return {name: str(load(name).channel) if name in installed else name for name in sorted(installed | set(named))}
+
+
+def notice_channels(notice: str = "resolved") -> frozenset[str]:
+    """The channels of every installed connector whose ``notices`` holds ``notice``: where
+    the API sends it (``services.api.closings``). A connector must be installed where the API
+    runs for its channel to get notices."""
+    return frozenset(str(cls.channel) for cls in map(load, available()) if notice in cls.notices)

@@ -3,9 +3,11 @@
 A visitor whose conversation an agent resolved saw nothing: their next message opened a new
 conversation, perhaps with another agent, and they never knew why. Every API process folds the
 log's ``ConversationResolved`` facts (whoever resolved: an agent, a supervisor, a helpdesk sink,
-the operator) and, for a conversation whose customer last wrote on the web chat, queues a
-``DeliverReply`` with ``notice="resolved"`` on ``rd.out.chat``; the chat connector stores it
-as a ``closed`` frame and the widget says the conversation ended.
+the operator) and, for a conversation whose customer last wrote on a channel whose connector
+shows the notice (``ApiDeps.notice_channels``: the web chat, and any installed connector whose
+``notices`` holds ``resolved``), queues a ``DeliverReply`` with ``notice="resolved"`` on
+``rd.out.<channel>``, routed like a reply; the chat connector stores it as a ``closed`` frame
+and the widget says the conversation ended.
 
 Safe to repeat, like the reply relay (``replies.py``): the notice's id is
 ``resolved:<conversation id>``, which ``RD_OUTBOUND`` and the chat history each deduplicate for
@@ -36,8 +38,10 @@ from services.api.replies import queue, reply_route
 log = structlog.get_logger(__name__)
 
 NOTICE_HORIZON = timedelta(minutes=10)
-# Channels whose connector shows a ``resolved`` notice (``Connector.notices``). Only these get
-# one: a connector from before notices would send the empty text as a message.
+# Channels whose connector shows a ``resolved`` notice when nothing else is known (a test's
+# ``ApiDeps``). The API is given ``ApiDeps.notice_channels``: the channel of every installed
+# connector whose ``Connector.notices`` holds ``resolved`` (``connectors.sdk.registry``). Only
+# these get one: a connector from before notices would send the empty text as a message.
 NOTICE_CHANNELS = frozenset({"chat"})
 SWEEP_EVERY_S = 0.5
 CLOSINGS_TASK = web.AppKey("closing_notices", asyncio.Task[None])
@@ -112,7 +116,9 @@ class ClosingNotices:
                 route = await reply_route(
                     self.deps.store, event.customer_id, event.conversation_id, before_seq=closing.seq
                 )
-                if route is not None and route.channel in NOTICE_CHANNELS:
+                if route is not None and route.channel in self.deps.notice_channels:
+                    # Where a reply would go, with what a reply carries to get there (the
+                    # number, page or thread the customer wrote to: ``DeliverReply.metadata``).
                     notice = DeliverReply(
                         conversation_id=event.conversation_id,
                         customer_id=event.customer_id,
@@ -120,6 +126,8 @@ class ClosingNotices:
                         reply_id=notice_id(event.conversation_id),
                         contact=route.contact,
                         text="",
+                        thread_ref=route.thread_ref,
+                        metadata=route.metadata,
                         notice="resolved",
                     )
                     await queue(self.deps.nc, notice, self.deps.store.cipher)

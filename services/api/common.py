@@ -67,6 +67,9 @@ class ApiDeps:
     templates: tuple[TemplateSettings, ...] = ()
     # The API as providers reach it: the base of signed file links (services.api.uploads).
     public_url: str = "http://127.0.0.1:8080"
+    # Channels whose connector shows a ``resolved`` notice (services.api.closings): the
+    # runner gives the installed connectors' (``connectors.sdk.registry.notice_channels``).
+    notice_channels: frozenset[str] = frozenset({"chat"})
 
     def __post_init__(self) -> None:
         self.freshness = Freshness(self.view_stale_after)

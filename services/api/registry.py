@@ -62,6 +62,14 @@ def channel_connectors(config: Config) -> dict[str, str]:
     return {channel: name for name, channel in served.items() if name != channel and name in config.connectors}
 
 
+def notice_channels() -> frozenset[str]:
+    """The channels whose installed connector shows a ``resolved`` notice (``Connector.notices``):
+    where ``services.api.closings`` sends one."""
+    from connectors.sdk import registry
+
+    return registry.notice_channels("resolved")
+
+
 # Where the refusal tells a person to look, per kind of name.
 WHERE = {
     "skill": "see [routing] skills",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
-from events.model import ConversationResolved, LogEvent, MessageReceived
+from events.codec import decode_reply
+from events.model import ConversationOpened, ConversationResolved, DeliverReply, LogEvent, MessageReceived
 from events.store import StoredEvent
-from services.api.closings import NOTICE_HORIZON, PendingClosings, notice_id
+from services.api.closings import NOTICE_HORIZON, ClosingNotices, PendingClosings, notice_id
+from services.api.registry import notice_channels
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -64,3 +68,68 @@ def test_a_notice_not_queued_within_the_horizon_is_given_up() -> None:
     assert len(pending.due()) == 1
     clock.now = T0 + NOTICE_HORIZON + timedelta(seconds=1)
     assert pending.due() == [] and pending.by_conversation == {}
+
+
+class FakeStore:
+    """What ``ClosingNotices`` reads: one conversation's events, nothing sealed."""
+
+    cipher = None
+
+    def __init__(self, events: list[StoredEvent]) -> None:
+        self.events = events
+
+    async def read(self, filter_subject: str, from_seq: int = 1) -> list[StoredEvent]:
+        return [e for e in self.events if e.subject == filter_subject and e.seq >= from_seq]
+
+
+class FakeJetStream:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, DeliverReply]] = []
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.published.append((subject, decode_reply(payload)))
+
+
+class FakeNats:
+    def __init__(self) -> None:
+        self.js = FakeJetStream()
+
+    def jetstream(self) -> FakeJetStream:
+        return self.js
+
+
+async def test_a_connector_channel_that_shows_notices_gets_one_routed_like_a_reply() -> None:
+    """Not only the web chat: a connector made with the SDK whose ``notices`` holds ``resolved``
+    gets the notice on its own queue, with the route's thread and metadata (the number or page
+    the customer wrote to), which its ``deliver`` needs to answer from the right place."""
+    opened = ConversationOpened(at=T0, customer_id="cu1", conversation_id="a", channel="pigeon", contact="coop-7")
+    message = MessageReceived(
+        at=T0,
+        customer_id="cu1",
+        conversation_id="a",
+        channel="pigeon",
+        message_id="m1",
+        provider_message_id="p1",
+        contact="coop-7",
+        metadata={"roost": "r1"},
+    )
+    events = [stored(1, opened), stored(2, message)]
+    nc = FakeNats()
+    deps: Any = SimpleNamespace(store=FakeStore(events), nc=nc, notice_channels=frozenset({"chat", "pigeon"}))
+    pending = PendingClosings(Clock())
+    pending.apply(stored(3, resolved("a")))
+    assert await ClosingNotices(deps, pending).sweep() == 1
+    [(subject, notice)] = nc.js.published
+    assert subject == "rd.out.pigeon"
+    assert (notice.notice, notice.contact, notice.text, notice.thread_ref) == ("resolved", "coop-7", "", "p1")
+    assert notice.metadata["roost"] == "r1"
+
+    # A channel whose connector shows no notices gets none (its connector would send the empty text).
+    nc.js.published.clear()
+    deps.notice_channels = frozenset({"chat"})
+    pending.apply(stored(4, resolved("a", T0 + timedelta(seconds=1))))
+    assert await ClosingNotices(deps, pending).sweep() == 0 and nc.js.published == []
+
+
+def test_the_installed_connectors_that_show_the_notice_are_its_channels() -> None:
+    assert "chat" in notice_channels() and "sms" not in notice_channels()

@@ -25,6 +25,9 @@ Contract checked:
     its bytes, fetched from the link) reaches the provider (``check_delivered_file``); with
     ``False`` it is reported failed with a reason, never sent as text alone (the customer
     would miss the file without anyone knowing). Undeclared (None): skipped, with a hint;
+  * a ``resolved`` notice (``DeliverReply.notice``, empty text): shown once
+    (``check_notice``) when the connector lists it in ``notices``, never sent otherwise, and
+    no outcome reported either way;
   * ``/metrics`` and ``/healthz`` answer.
 """
 
@@ -374,6 +377,30 @@ class ConnectorConformance(ABC):
                 "a connector that cannot send files must fail such a reply with a reason, not send its text alone"
             )
         await self._log_is_untouched(harness)
+
+    async def test_a_resolved_notice_is_shown_only_where_declared(self, harness: Harness) -> None:
+        """``DeliverReply.notice = "resolved"`` (empty ``text``): a connector listing it in
+        ``notices`` shows it once (one send, ``check_notice``); any other acknowledges it unsent.
+        Either way no outcome is reported (the log asked for no reply)."""
+        reply = msgspec.structs.replace(self.outbound_reply(), text="", notice="resolved")
+        js = harness.nc.jetstream()
+        await js.publish(subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        async with asyncio.timeout(10):
+            while (await js.stream_info(subjects.OUTBOUND_STREAM)).state.messages:
+                await asyncio.sleep(0.05)
+        if "resolved" in self.connector_class.notices:
+            assert len(harness.fake.sends) == 1, f"a declared notice must be shown once, got {len(harness.fake.sends)}"
+            self.check_notice(harness.fake.sends[0], reply)
+        else:
+            assert harness.fake.sends == [], "a notice the connector does not declare in `notices` reached the provider"
+        assert await read_outcomes(js, reply.channel, reply.reply_id) == [], "a notice must report no outcome"
+        await self._log_is_untouched(harness)
+
+    def check_notice(self, request: RecordedRequest, notice: DeliverReply) -> None:
+        """Assert the fake provider received the ``resolved`` notice in words the customer
+        can read (``notice.text`` is empty: ``deliver`` words it). By default: the request has
+        a body; override to check your provider's shape."""
+        assert request.body, "the resolved notice reached the provider with an empty body"
 
     async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
         harness.fake.fail_next = 2

@@ -17,6 +17,7 @@ provider failure to retry (nothing remote is called).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from connectors.chat import tokens
 from connectors.chat.connector import WebChatConnector
-from connectors.sdk.conformance import ConnectorConformance, Harness, RecordedRequest, SampleRequest
+from connectors.sdk.conformance import ConnectorConformance, Harness, RecordedRequest, SampleRequest, read_outcomes
 from events import subjects
 from events.codec import encode
 from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
@@ -123,6 +124,19 @@ class TestChatConformance(ConnectorConformance):
         outcome = await self._outcome(harness, reply)
         assert isinstance(outcome, DeliveryFailed) and outcome.reason == "contact is not a web chat address"
         assert harness.runtime.metrics["delivery_retries"] == 0
+
+    async def test_a_resolved_notice_is_shown_only_where_declared(self, harness: Harness) -> None:
+        # Shown as one ``closed`` frame in the visitor's history, not a provider request.
+        reply = msgspec.structs.replace(self.outbound_reply(), text="", notice="resolved")
+        js = harness.nc.jetstream()
+        await js.publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        connector = harness.connector
+        assert isinstance(connector, WebChatConnector)
+        async with asyncio.timeout(10):
+            while not (frames := await connector.history.read(ADDRESS, 0)):
+                await asyncio.sleep(0.05)
+        assert [(f.kind, f.key) for f in frames] == [("closed", reply.conversation_id)]
+        assert await read_outcomes(js, "chat", reply.reply_id) == [] and harness.fake.requests == []
 
     # -- sessions: the other HTTP entry ---------------------------------------------------
 
