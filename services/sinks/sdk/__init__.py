@@ -1,5 +1,5 @@
 """Sink SDK: subclass ``Sink``, run it with ``SinkRuntime``, test it with
-``services.sinks.conformance``. See the README section "Helpdesk sync"."""
+``services.sinks.conformance``. See ``services/sinks/README.md``, "Writing a sink"."""
 
 from .actions import ConversationFacts, Relaydesk, stable_id
 from .api import ProviderApi, retry_after_seconds
