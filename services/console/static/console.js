@@ -44,11 +44,15 @@ async function enter() {
   $("who").textContent = state.agentId ? (me.agent.name || state.agentId) + (state.role === "supervisor" ? " · supervisor" : "") : "operator";
   const supervises = state.role === "operator" || state.role === "supervisor";
   $("nav").hidden = !(supervises && state.agentId);
+  const draft = unsent;
+  unsent = null;
   if (state.agentId) {
     $("status").hidden = false;
     workspace.setWork(me, true);
+    if (draft && draft.agentId === state.agentId) workspace.giveBack(draft.conversation, draft.text);
     workspace.loadLists();
     every(workspace.tick, 1000);
+    every(workspace.refreshCanned, 30000);
   }
   if (supervises) {
     supervisor.refresh();
@@ -64,8 +68,17 @@ function showLogin(reason) {
   $("token").focus();
 }
 
+// What she was writing when her session ended (expired, not logged out): given back only to
+// her own next sign-in in this page, kept in memory only (never in the DOM while signed out,
+// never for someone else at the desk). Found by a shift audit: the draft went with the session.
+let unsent = null;
+
 // Everything the last person saw goes: DOM, memory, the stream, the URL's conversation, the cookie.
-async function signOut(reason) {
+// `keepDraft`: the session ended under her (a 401), so her unsent text waits for her sign-in.
+async function signOut(reason, keepDraft = false) {
+  unsent = keepDraft && state.agentId && state.selected
+    ? { agentId: state.agentId, conversation: state.selected, text: $("reply-text").value }
+    : null;
   if (state.stream) state.stream.abort();
   for (const id of state.intervals) clearInterval(id);
   for (const id of Object.values(state.timers)) clearTimeout(id);
@@ -86,7 +99,7 @@ async function signOut(reason) {
   }
 }
 
-hooks.unauthorized = (reason) => signOut(reason);
+hooks.unauthorized = (reason) => signOut(reason, true);
 
 // --- the live stream (fetch: the cookie goes along; frames parsed by hand) -----------
 
@@ -97,7 +110,7 @@ async function follow(epoch) {
     try {
       const r = await fetch("/v1/agent/stream", { credentials: "same-origin", headers: { Accept: "text/event-stream" }, signal: ctrl.signal });
       if (epoch !== state.epoch) return;
-      if (r.status === 401) { signOut("Your session ended: sign in again."); return; }
+      if (r.status === 401) { signOut("Your session ended: sign in again.", true); return; }
       if (r.ok) {
         $("live").classList.add("on");
         const reader = r.body.getReader();

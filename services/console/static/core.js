@@ -47,6 +47,15 @@ export const hooks = { unauthorized: () => {} };
 
 export class Stale extends Error {}
 
+// A 401 while signed in: the session expired (12 h) or was ended elsewhere. The page goes to
+// the sign-in form (keeping her unsent text for her own next sign-in, console.js), and the
+// call is Stale: its caller must not write the API's "missing bearer token" into the fresh page.
+function sessionEnded(r) {
+  if (r.status !== 401 || !state.me) return;
+  hooks.unauthorized("Your session ended: sign in again.");
+  throw new Stale("the session ended");
+}
+
 export async function api(method, path, body, extraHeaders) {
   const epoch = state.epoch;
   const headers = { ...CSRF, ...(extraHeaders || {}) };
@@ -61,7 +70,7 @@ export async function api(method, path, body, extraHeaders) {
   try { data = await r.json(); } catch (_) { /* an empty body */ }
   // Signed out (or in as someone else) while this was on its way: its answer is not shown.
   if (epoch !== state.epoch) throw new Stale("signed out meanwhile");
-  if (r.status === 401 && state.me) hooks.unauthorized("Your session ended: sign in again.");
+  sessionEnded(r);
   if (!r.ok) {
     const err = new Error(data.error || "HTTP " + r.status);
     err.status = r.status;
@@ -83,7 +92,7 @@ export async function upload(file) {
   let data = {};
   try { data = await r.json(); } catch (_) { /* an empty body */ }
   if (epoch !== state.epoch) throw new Stale("signed out meanwhile");
-  if (r.status === 401 && state.me) hooks.unauthorized("Your session ended: sign in again.");
+  sessionEnded(r);
   if (!r.ok) {
     const err = new Error(data.error || "HTTP " + r.status);
     err.status = r.status;

@@ -158,6 +158,19 @@ export async function expect(cid, notice) {
   await refreshWork();
 }
 
+// Signed in again after her session ended: the conversation she had open, and what she had
+// written in it and not sent (nothing was sent: the API refused the expired session).
+export function giveBack(cid, text) {
+  const kept = text.trim() ? ` Your unsent text, to copy: «${text.trim()}»` : "";
+  if (!find(cid)) {
+    if (kept) say(`Conversation ${cid} is no longer yours (transferred, resolved or taken back).${kept}`, true);
+    return;
+  }
+  select(cid);
+  $("reply-text").value = text;
+  if (text.trim()) say("Your session had ended: your unsent text is back in the box (it was not sent).");
+}
+
 // A link's conversation: shown when it is in her work, else said why not.
 export function open(cid) {
   if (find(cid)) select(cid);
@@ -306,8 +319,16 @@ function renderCustomer() {
 
 // --- canned replies and the pick lists ------------------------------------------------
 
+// Loaded when a conversation opens, again when she opens the list and every 30 s: supervisors
+// add, change and remove the team's replies during her shift (PUT /v1/canned-replies/{id}), and
+// a list loaded hours ago offered a removed reply and lacked a new one (found by a shift audit).
+export function refreshCanned() {
+  if (state.selected) loadCanned();
+}
+
 async function loadCanned() {
   const cid = state.selected;
+  if (!cid) return;
   try {
     // Filled in for this conversation ({customer.name} …); the plain list when that is missing.
     let data;
@@ -316,9 +337,13 @@ async function loadCanned() {
     if (state.selected !== cid) return;
     state.canned = listOf(data, "canned_replies").length ? listOf(data, "canned_replies") : listOf(data, "replies");
   } catch (err) {
-    if (err instanceof Stale) return;
-    state.canned = [];
+    // Not loaded: the list stands as it was (empty for a conversation just opened).
+    if (err instanceof Stale || state.selected !== cid) return;
   }
+  // Redrawn only when it changed, so a list she is opening is not replaced under her.
+  const shown = cid + " " + JSON.stringify(state.canned);
+  if ($("canned").dataset.shown === shown) return;
+  $("canned").dataset.shown = shown;
   $("canned").replaceChildren(el("option", { value: "", textContent: state.canned.length ? "—" : "none" }),
     ...state.canned.map((c) => el("option", { value: c.id, textContent: c.title })));
 }
@@ -378,6 +403,7 @@ export function wire() {
     if (text.trim() && await act("notes", { text }, "Note added (the customer does not see it).")) $("reply-text").value = "";
   });
   compose.wire(say);
+  $("canned").addEventListener("focus", refreshCanned);
   $("canned").addEventListener("change", () => {
     const picked = state.canned.find((c) => c.id === $("canned").value);
     if (picked) $("reply-text").value = picked.text;
@@ -403,6 +429,7 @@ export function clear() {
   clearIds("offers", "assigned", "timeline", "conv-title", "conv-subject", "conv-facts", "countdown", "message", "alert",
     "cust-name", "cust-tier", "cust-facts", "cust-identities", "cust-history", "to-agent", "to-skill");
   $("canned").replaceChildren(el("option", { value: "", textContent: "—" }));
+  delete $("canned").dataset.shown;
   for (const id of ["reply-text", "note", "esc-reason"]) $(id).value = "";
   compose.clear();
   $("alert").hidden = true;

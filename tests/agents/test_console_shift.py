@@ -1,0 +1,151 @@
+"""An agent's long shift in the console (a real browser): the team's canned replies change
+under an open conversation, and the session ends while she is writing. Found by a shift audit:
+the list stayed as it was loaded when the conversation opened, and an expired session took her
+unsent reply with it (and left the API's "missing bearer token" on the page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.model import ReplyRequested
+from services.embedded_nats import EmbeddedNats
+from tests.browser import in_thread, needs_chromium
+
+from .helpers import agent_system, agents_config, eventually
+from .test_console_browser import click, read, visible
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+pytestmark = [pytest.mark.integration, needs_chromium]
+
+
+def canned_titles(driver: Any) -> list[str]:
+    return [option.text for option in Select(visible(driver, "#canned")).options]
+
+
+def until(driver: Any, condition: Any, message: str, timeout: float = 15.0) -> Any:
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(lambda d: condition(), message)
+
+
+async def test_the_teams_canned_replies_changed_during_the_shift_reach_an_open_conversation(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        _, cid = await s.open(text="where is my refund")
+        await s.offered_to(cid, "ava")
+
+        def open_the_conversation() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#accept")
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, "#reply-text")
+            until(browser, lambda: canned_titles(browser) == ["none"], "the list is not loaded")
+
+        await in_thread(open_the_conversation)
+        # A supervisor adds one while the conversation is open: she finds it when she opens the list.
+        status, _ = await s.call("PUT", "/v1/canned-replies/refund", body={"title": "Refund", "text": "Refund sent."})
+        assert status == 201
+
+        def pick(title: str) -> str:
+            click(browser, "#canned")
+            until(browser, lambda: title in canned_titles(browser), f"{title} is not offered: {canned_titles(browser)}")
+            Select(visible(browser, "#canned")).select_by_visible_text(title)
+            return read(browser, "#reply-text", attribute="value")
+
+        assert await in_thread(pick, "Refund") == "Refund sent."
+        # Changed, then removed: she gets the text as it is now, and a removed one is no longer offered.
+        status, _ = await s.call(
+            "PUT", "/v1/canned-replies/refund", body={"title": "Refund", "text": "Refund sent today."}
+        )
+        assert status == 200
+        await in_thread(lambda: visible(browser, "#reply-text").clear())
+
+        def picks_the_new_text() -> None:
+            click(browser, "#reply-text")
+            until(browser, lambda: pick("Refund") == "Refund sent today.", "the old text is offered")
+
+        await in_thread(picks_the_new_text)
+        status, _ = await s.call("DELETE", "/v1/canned-replies/refund")
+        assert status == 200
+
+        def removed() -> None:
+            click(browser, "#reply-text")
+            click(browser, "#canned")
+            until(browser, lambda: "Refund" not in canned_titles(browser), "a removed reply is still offered")
+
+        await in_thread(removed)
+
+
+async def test_a_reply_written_when_the_session_ended_waits_for_her_next_sign_in(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        ava, _ = await s.issue_token("ava")
+        bruno, _ = await s.issue_token("bruno")
+        customer, cid = await s.open(text="my parcel never came")
+        await s.offered_to(cid, "ava")
+
+        def send_unless_signed_out_already() -> None:
+            # The page's own background calls (the timeline's) may meet the ended session first.
+            browser.execute_script("document.getElementById('reply-form').requestSubmit()")
+
+        draft = "I checked with the courier: it leaves the depot today"
+
+        def write_when_the_session_has_ended() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(ava)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#accept")
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, "#reply-text").send_keys(draft)
+            browser.delete_cookie("relaydesk_session")  # 12 hours are up (or it ended elsewhere)
+            send_unless_signed_out_already()
+            visible(browser, "#login-error", "Your session ended")
+            # Signed out, the page shows nothing of hers: not the draft, not the API's raw refusal.
+            assert draft not in browser.find_element("tag name", "body").text
+            assert browser.execute_script("return document.getElementById('reply-text').value") == ""
+            assert browser.execute_script("return document.getElementById('message').textContent") == ""
+
+        await in_thread(write_when_the_session_has_ended)
+
+        def sign_in_again() -> None:
+            visible(browser, "#token").send_keys(ava)
+            click(browser, "#login-form button")
+            visible(browser, f'#assigned li.selected[data-id="{cid}"]')
+            until(browser, lambda: read(browser, "#reply-text", attribute="value") == draft, "the draft is not back")
+            visible(browser, "#message", "unsent text is back")
+            assert "bearer" not in read(browser, "#message")
+            click(browser, "#send")
+            visible(browser, "#message", "Reply sent.")
+
+        await in_thread(sign_in_again)
+
+        async def replied() -> ReplyRequested | None:
+            replies = [e.event for e in await s.log(customer) if isinstance(e.event, ReplyRequested)]
+            return replies[0] if replies else None
+
+        assert (await eventually(replied)).text == draft
+
+        def someone_else_signs_in_next() -> None:
+            visible(browser, "#reply-text").send_keys("a second draft")
+            browser.delete_cookie("relaydesk_session")
+            send_unless_signed_out_already()
+            visible(browser, "#login-error", "Your session ended")
+            visible(browser, "#token").send_keys(bruno)
+            click(browser, "#login-form button")
+            visible(browser, "#who", "Bruno")
+            assert "a second draft" not in browser.find_element("tag name", "body").text
+            assert browser.execute_script("return document.getElementById('reply-text').value") == ""
+
+        await in_thread(someone_else_signs_in_next)
