@@ -1,16 +1,21 @@
 """An agent's long shift in the console (a real browser): the team's canned replies change
-under an open conversation, and the session ends while she is writing. Found by a shift audit:
-the list stayed as it was loaded when the conversation opened, and an expired session took her
-unsent reply with it (and left the API's "missing bearer token" on the page)."""
+under an open conversation, the session ends while she is writing, the network goes away and
+comes back. Found by a shift audit: the list stayed as it was loaded when the conversation
+opened; an expired session took her unsent reply with it (and left the API's "missing bearer
+token" on the page); what the customer wrote while the page was offline never showed in the
+open conversation (its reload had failed, and nothing loaded it again)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from events.model import ReplyRequested
+from events.model import MessageReceived, ReplyRequested
+from events.store import Append
 from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
@@ -149,3 +154,53 @@ async def test_a_reply_written_when_the_session_ended_waits_for_her_next_sign_in
             assert browser.execute_script("return document.getElementById('reply-text').value") == ""
 
         await in_thread(someone_else_signs_in_next)
+
+
+async def test_what_the_customer_wrote_while_the_page_was_offline_shows_when_it_is_back(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        customer, cid = await s.open(text="first words")
+        await s.offered_to(cid, "ava")
+
+        def open_the_conversation() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#accept")
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, "#timeline li", "first words")
+            visible(browser, "#live.on")
+            browser.execute_cdp_cmd("Network.enable", {})
+            offline(True)
+
+        def offline(yes: bool) -> None:
+            conditions = {"offline": yes, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+            browser.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
+
+        await in_thread(open_the_conversation)
+        await s.store.append(
+            Append(
+                MessageReceived(
+                    at=datetime.now(UTC),
+                    customer_id=customer,
+                    conversation_id=cid,
+                    channel="sms",
+                    message_id="m-" + uuid.uuid4().hex,
+                    provider_message_id="SM" + uuid.uuid4().hex,
+                    text="second words, while you were offline",
+                )
+            )
+        )
+
+        def back_online() -> None:
+            # The news reached the page, and loading the timeline for it failed: offline.
+            visible(browser, "#message", "Timeline:", timeout=20)
+            offline(False)
+            visible(browser, "#timeline li", "second words, while you were offline", timeout=20)
+            visible(browser, f'#assigned li[data-id="{cid}"]', "second words")
+            visible(browser, "#live.on")
+
+        await in_thread(back_online)

@@ -103,22 +103,35 @@ hooks.unauthorized = (reason) => signOut(reason, true);
 
 // --- the live stream (fetch: the cookie goes along; frames parsed by hand) -----------
 
+// The API writes at least every 15 s (a ping): a stream silent for 40 s is dead without having
+// said so (a laptop asleep and woken, a network that changed under it) and is opened again.
+const SILENT_MS = 40000;
+let resync = false; // a reconnected stream's work frame: what the gap held is read again
+
 async function follow(epoch) {
+  let opened = 0;
   while (epoch === state.epoch) {
     const ctrl = new AbortController();
     state.stream = ctrl;
+    let heard = Date.now();
+    const watch = setInterval(() => { if (Date.now() - heard > SILENT_MS) restartStream(ctrl); }, 5000);
     try {
       const r = await fetch("/v1/agent/stream", { credentials: "same-origin", headers: { Accept: "text/event-stream" }, signal: ctrl.signal });
       if (epoch !== state.epoch) return;
       if (r.status === 401) { signOut("Your session ended: sign in again.", true); return; }
       if (r.ok) {
         $("live").classList.add("on");
+        opened += 1;
+        // Events of the gap are not replayed (no Last-Event-ID): the first frame, `work`, is the
+        // lists as they are now, and the open conversation's timeline is loaded again with it.
+        resync = opened > 1;
         const reader = r.body.getReader();
         const decoder = new TextDecoder();
         let buffer = "";
         for (;;) {
           const { value, done } = await reader.read();
           if (done || epoch !== state.epoch) break;
+          heard = Date.now();
           buffer += decoder.decode(value, { stream: true });
           let cut;
           while ((cut = buffer.indexOf("\n\n")) >= 0) {
@@ -128,13 +141,25 @@ async function follow(epoch) {
         }
       }
     } catch (err) {
-      if (err.name === "AbortError") return;
+      // Aborted by signing out (the epoch moved on: below) or restarted as dead: open it again.
+      if (err.name === "AbortError" && !ctrl.restarted) return;
+    } finally {
+      clearInterval(watch);
     }
     if (epoch !== state.epoch) return;
     $("live").classList.remove("on");
-    await new Promise((done) => setTimeout(done, 1000));
+    await new Promise((done) => setTimeout(done, ctrl.restarted ? 0 : 1000));
   }
 }
+
+function restartStream(ctrl) {
+  if (!ctrl || ctrl.signal.aborted) return;
+  ctrl.restarted = true;
+  ctrl.abort();
+}
+
+// Back online (the requests made meanwhile failed): a new stream, and with it fresh lists and timeline.
+window.addEventListener("online", () => { if (state.me) restartStream(state.stream); });
 
 function onFrame(chunk) {
   let kind = "message";
@@ -148,7 +173,11 @@ function onFrame(chunk) {
   if (kind === "revoked") { signOut("Your token was revoked."); return; }
   if (state.role !== "agent") debounce("supervisor", supervisor.refresh, 200);
   if (!state.agentId) return;
-  if (kind === "work") { workspace.setWork(body); return; }
+  if (kind === "work") {
+    workspace.setWork(body);
+    if (resync) { resync = false; workspace.reloadOpen(); }
+    return;
+  }
   workspace.onEvent(kind, body);
 }
 

@@ -158,6 +158,14 @@ export async function expect(cid, notice) {
   await refreshWork();
 }
 
+// After the live stream was away: the open conversation's timeline and replies, read again
+// (what was said meanwhile came with no event to this page).
+export function reloadOpen() {
+  if (!find(state.selected)) return;
+  debounce("timeline", loadTimeline, 0);
+  refreshCanned();
+}
+
 // Signed in again after her session ended: the conversation she had open, and what she had
 // written in it and not sent (nothing was sent: the API refused the expired session).
 export function giveBack(cid, text) {
@@ -229,6 +237,7 @@ async function loadTimeline(attempt = 0) {
     renderConversation();
     state.timeline = entries.slice(-200);
     renderTimeline();
+    if ($("message").textContent.startsWith("Timeline: ")) say(""); // an earlier failure, now mended
     // A conversation just started (or just routed) may not be on the timeline yet: look again shortly.
     const spoken = entries.some((e) => e.conversation_id === cid && SPOKEN.has(e.kind));
     if (!spoken && attempt < 5) debounce("timeline", () => loadTimeline(attempt + 1), 1000);
