@@ -7,6 +7,7 @@ open conversation (its reload had failed, and nothing loaded it again)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,3 +205,49 @@ async def test_what_the_customer_wrote_while_the_page_was_offline_shows_when_it_
             visible(browser, "#live.on")
 
         await in_thread(back_online)
+
+
+async def test_a_customer_with_a_long_history_shows_the_newest_messages(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """The timeline comes in pages of at most 1000 entries, oldest first: the console read only
+    the first page, so past 1000 entries the open conversation never showed what was new."""
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        customer, cid = await s.open(text="first words")
+        await s.offered_to(cid, "ava")
+
+        def said(text: str) -> Append:
+            return Append(
+                MessageReceived(
+                    at=datetime.now(UTC),
+                    customer_id=customer,
+                    conversation_id=cid,
+                    channel="sms",
+                    message_id="m-" + uuid.uuid4().hex,
+                    provider_message_id="SM" + uuid.uuid4().hex,
+                    text=text,
+                )
+            )
+
+        for start in range(0, 1000, 100):
+            await asyncio.gather(*(s.store.append(said(f"line {n}")) for n in range(start, start + 100)))
+        await s.store.append(said("the newest words"))
+
+        async def projected() -> bool:
+            _, page = await s.call("GET", f"/v1/customers/{customer}/timeline?limit=1000")
+            if page["next_after"] is None:
+                return False
+            _, rest = await s.call("GET", f"/v1/customers/{customer}/timeline?limit=1000&after={page['next_after']}")
+            return any(e.get("text") == "the newest words" for e in rest["entries"])
+
+        await eventually(projected, timeout=30)
+
+        def open_the_conversation() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            visible(browser, "#timeline li", "the newest words", timeout=20)
+
+        await in_thread(open_the_conversation)

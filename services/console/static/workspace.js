@@ -230,9 +230,8 @@ async function loadTimeline(attempt = 0) {
   if (!conv) return;
   const cid = conv.id;
   try {
-    const data = await api("GET", "/v1/customers/" + encodeURIComponent(conv.customer_id) + "/timeline?limit=1000");
+    const entries = await wholeTimeline(conv.customer_id);
     if (state.selected !== cid) return;
-    const entries = listOf(data, "entries");
     compose.setWindow(conv, entries); // WhatsApp's window: from the customer's last message's `at`
     renderConversation();
     state.timeline = entries.slice(-200);
@@ -244,6 +243,24 @@ async function loadTimeline(attempt = 0) {
   } catch (err) {
     if (!(err instanceof Stale) && err.status !== 403) say("Timeline: " + err.message, true);
   }
+}
+
+// The timeline is paged oldest first, at most 1000 entries a page: a customer with a longer
+// history showed only the first 1000 and never the newest messages (found by a shift audit).
+const PAGE = 1000;
+const MAX_PAGES = 100;
+
+async function wholeTimeline(customerId) {
+  const path = "/v1/customers/" + encodeURIComponent(customerId) + "/timeline?limit=" + PAGE;
+  let entries = [];
+  let after = null;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const data = await api("GET", path + (after === null ? "" : "&after=" + after));
+    entries = entries.concat(listOf(data, "entries"));
+    after = data && data.next_after != null ? data.next_after : null;
+    if (after === null) break;
+  }
+  return entries;
 }
 
 function renderTimeline() {
