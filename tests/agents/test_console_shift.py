@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from events.model import MessageReceived, ReplyRequested
@@ -21,7 +22,7 @@ from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import agent_system, agents_config, eventually
-from .test_console_browser import click, read, visible
+from .test_console_browser import click, displayed, read, visible
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
@@ -251,3 +252,28 @@ async def test_a_customer_with_a_long_history_shows_the_newest_messages(
             visible(browser, "#timeline li", "the newest words", timeout=20)
 
         await in_thread(open_the_conversation)
+
+
+async def test_an_offer_left_open_until_it_expires_says_so(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """She opens an offer and does not answer it: when it expires the page says the offer
+    ended, not that a conversation of hers was transferred, resolved or taken back."""
+    config = agents_config(tmp_path, clean_nats.url)
+    config.router = msgspec.structs.replace(config.router, offer_timeout_seconds=4.0)
+    async with agent_system(config, clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        _, cid = await s.open(text="anyone there?")
+        await s.offered_to(cid, "ava")
+
+        def let_it_expire() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            visible(browser, "#accept")
+            notice = read(browser, "#message", "offer of conversation", timeout=30)
+            assert cid in notice and "expired" in notice and "no longer yours" not in notice, notice
+            assert not displayed(browser, "#accept")
+
+        await in_thread(let_it_expire)

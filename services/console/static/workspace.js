@@ -12,6 +12,7 @@ const isNote = (e) => e.kind === "note" || e.kind === "note_added";
 // --- work lists ---------------------------------------------------------------------
 
 export function setWork(work, first = false) {
+  const wasOffer = !!state.selected && state.work.offers.some((c) => c.id === state.selected);
   state.work = { offers: work.offers || [], assigned: work.assigned || [] };
   if (work.agent && work.agent.status) $("status").value = work.agent.status;
   const fresh = state.work.offers.filter((c) => !state.seenOffers.has(c.id));
@@ -34,7 +35,11 @@ export function setWork(work, first = false) {
     const draft = $("reply-text").value.trim();
     state.selected = null; state.customer = null; state.timeline = [];
     if (gone === state.lettingGo) state.lettingGo = null; // her own decline, resolve or transfer
-    else {
+    else if (wasOffer) {
+      // An offer she had open and did not answer: it expired (or the router took it back), it
+      // was never hers. (It was announced as "no longer yours (transferred, resolved…)".)
+      say(`The offer of conversation ${gone} has ended: it expired or was taken back before you accepted it.`, true);
+    } else {
       const kept = draft ? ` Your unsent text, to copy: «${draft}»` : "";
       say(`Conversation ${gone} is no longer yours (transferred, resolved or taken back).${kept}`, true);
     }
