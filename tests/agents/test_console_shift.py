@@ -277,3 +277,49 @@ async def test_an_offer_left_open_until_it_expires_says_so(
             assert not displayed(browser, "#accept")
 
         await in_thread(let_it_expire)
+
+
+async def test_a_reply_sent_again_after_its_answer_was_lost_goes_once(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """The network drops the answer to her reply (it reached the API): she sends it again, and
+    the customer gets it once. The page's fetch loses the first /reply answer on purpose."""
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        customer, cid = await s.open(text="did you get my photo?")
+        await s.offered_to(cid, "ava")
+        lose_one_answer = """
+            const real = window.fetch;
+            window.__lost = 0;
+            window.fetch = async (url, init) => {
+              const r = await real(url, init);
+              if (String(url).endsWith('/reply') && window.__lost === 0) {
+                window.__lost = 1;
+                throw new TypeError('Failed to fetch');
+              }
+              return r;
+            };"""
+
+        def reply_twice() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(token)
+            click(browser, "#login-form button")
+            click(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#accept")
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            browser.execute_script(lose_one_answer)
+            visible(browser, "#reply-text").send_keys("Yes, it came through, thanks.")
+            click(browser, "#send")
+            visible(browser, "#message", "Failed to fetch")
+            assert read(browser, "#reply-text", attribute="value") == "Yes, it came through, thanks."
+            click(browser, "#send")
+            visible(browser, "#message", "Reply sent.")
+
+        await in_thread(reply_twice)
+
+        async def replies() -> list[ReplyRequested]:
+            return [e.event for e in await s.log(customer) if isinstance(e.event, ReplyRequested)]
+
+        # Both sends were answered (the API answers once the reply is on the log): a second one
+        # would be there by now.
+        assert [r.text for r in await replies()] == ["Yes, it came through, thanks."]

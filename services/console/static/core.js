@@ -30,6 +30,7 @@ export function freshState() {
     window: null, // the selected conversation's {whatsapp, lastAt} (compose.js)
     shownMode: null,
     newKey: null, // the Idempotency-Key of the new conversation being written (outbound.js)
+    sending: {}, // "reply" | "notes" -> {cid, body, key}: kept while the outcome is unknown (workspace.js)
     roster: null, // agents for transfer (null: could not be loaded)
     skills: null,
     supervisor: { queues: null, agents: [], conversations: [], canned: [] },

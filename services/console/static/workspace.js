@@ -2,7 +2,7 @@
 // facts collapsed), the customer panel, replies, notes, canned replies, transfer and escalate.
 "use strict";
 
-import { $, api, channelIcon, clear as clearIds, debounce, el, listOf, say, secondsUntil, since, Stale, state } from "./core.js";
+import { $, api, channelIcon, clear as clearIds, debounce, el, idempotencyKey, listOf, say, secondsUntil, since, Stale, state } from "./core.js";
 import * as compose from "./compose.js";
 
 // Timeline kinds that are words between people; anything else is a system fact.
@@ -396,19 +396,42 @@ export async function loadLists() {
 // Actions after which the conversation leaves her lists: its going is no news to her.
 const LETTING_GO = new Set(["decline", "resolve", "transfer", "escalate"]);
 
+// Words to the customer or the team go with an Idempotency-Key, the same one while the outcome
+// of the last try is unknown (no answer: the network dropped; a 5xx: "retry"): sending again
+// then answers the first reply instead of sending it twice (found by a shift audit: a flaky
+// network and a second click gave the customer the reply twice). An answer, or other words, is a new key.
+const ONCE = new Set(["reply", "notes"]);
+
+function keyFor(path, cid, body) {
+  const text = JSON.stringify(body);
+  const last = state.sending[path];
+  if (last && last.cid === cid && last.body === text) return last.key;
+  state.sending[path] = { cid, body: text, key: idempotencyKey() };
+  return state.sending[path].key;
+}
+
 async function act(path, body, done) {
   const cid = state.selected;
   if (!cid) return false;
   if (LETTING_GO.has(path)) state.lettingGo = cid;
+  const headers = ONCE.has(path) ? { "Idempotency-Key": keyFor(path, cid, body || {}) } : undefined;
   try {
-    await api("POST", "/v1/conversations/" + encodeURIComponent(cid) + "/" + path, body || {});
+    try {
+      await api("POST", "/v1/conversations/" + encodeURIComponent(cid) + "/" + path, body || {}, headers);
+    } catch (err) {
+      if (headers && err.status && err.status < 500) delete state.sending[path]; // refused: known, not kept
+      throw err;
+    }
+    if (headers) delete state.sending[path];
     say(done);
     await refreshWork();
     debounce("timeline", loadTimeline, 300);
     return true;
   } catch (err) {
     if (state.lettingGo === cid) state.lettingGo = null;
-    if (!(err instanceof Stale)) say(err.message, true);
+    if (err instanceof Stale) return false;
+    const unknown = headers && !err.status; // fetch failed: the request may have arrived
+    say(unknown ? "No answer from the server (" + err.message + "): it may have gone. Send again: it will not go twice." : err.message, true);
     return false;
   }
 }
