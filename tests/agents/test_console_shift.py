@@ -323,3 +323,41 @@ async def test_a_reply_sent_again_after_its_answer_was_lost_goes_once(
         # Both sends were answered (the API answers once the reply is on the log): a second one
         # would be there by now.
         assert [r.text for r in await replies()] == ["Yes, it came through, thanks."]
+
+
+async def test_two_tabs_follow_a_sign_in_and_a_log_out_in_either(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """The tabs of a browser share one session cookie: a tab left showing Ava's work after Bruno
+    signed in in another acted as Bruno; one left open after Log out kept showing the work."""
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        ava, _ = await s.issue_token("ava")
+        bruno, _ = await s.issue_token("bruno")
+        _, cid = await s.open(text="hello from a customer")
+        await s.offered_to(cid, "ava")
+
+        def two_tabs() -> None:
+            browser.get(s.api + "/console")
+            visible(browser, "#token").send_keys(ava)
+            click(browser, "#login-form button")
+            visible(browser, f'#offers li[data-id="{cid}"]')
+            first = browser.current_window_handle
+            browser.switch_to.new_window("tab")
+            browser.get(s.api + "/console")
+            visible(browser, "#who", "Ava")
+            click(browser, "#logout")
+            visible(browser, "#token").send_keys(bruno)
+            click(browser, "#login-form button")
+            visible(browser, "#who", "Bruno")
+            second = browser.current_window_handle
+            browser.switch_to.window(first)
+            visible(browser, "#who", "Bruno")  # the first tab is Bruno's now too
+            assert not displayed(browser, f'#offers li[data-id="{cid}"]')
+            click(browser, "#logout")
+            visible(browser, "#token")
+            browser.switch_to.window(second)
+            visible(browser, "#token")  # logged out here too: nothing of Bruno's stays on screen
+            assert not displayed(browser, "#agent-view")
+            assert browser.execute_script("return document.getElementById('who').textContent") == ""
+
+        await in_thread(two_tabs)

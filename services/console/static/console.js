@@ -23,6 +23,7 @@ async function signIn(token) {
     return;
   }
   workspace.unlockAlerts(); // a click: the one moment a page may start audio and ask to notify
+  announce("in");
   await enter();
 }
 
@@ -76,9 +77,22 @@ let unsent = null;
 // Everything the last person saw goes: DOM, memory, the stream, the URL's conversation, the cookie.
 // `keepDraft`: the session ended under her (a 401), so her unsent text waits for her sign-in.
 async function signOut(reason, keepDraft = false) {
-  unsent = keepDraft && state.agentId && state.selected
-    ? { agentId: state.agentId, conversation: state.selected, text: $("reply-text").value }
-    : null;
+  leave(reason, keepDraft);
+  announce(keepDraft ? "ended" : "out");
+  try {
+    const r = await fetch("/v1/session", { method: "DELETE", credentials: "same-origin", headers: { "X-Relaydesk-CSRF": "1" } });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+  } catch (err) {
+    $("login-error").textContent = "The session could not be ended on the server (" + err.message + "): log out again before you leave.";
+  }
+}
+
+// The page emptied to the sign-in form (this tab's part of signing out).
+function leave(reason, keepDraft) {
+  // Signed out here already (a draft kept from then stays kept, unless this is a Log out).
+  if (!keepDraft) unsent = null;
+  else if (state.agentId && state.selected) unsent = { agentId: state.agentId, conversation: state.selected, text: $("reply-text").value };
+  else if (state.me) unsent = null;
   if (state.stream) state.stream.abort();
   for (const id of state.intervals) clearInterval(id);
   for (const id of Object.values(state.timers)) clearTimeout(id);
@@ -91,13 +105,26 @@ async function signOut(reason, keepDraft = false) {
   for (const id of ["status", "logout", "nav", "agent-view", "supervisor-view"]) $(id).hidden = true;
   history.replaceState(null, "", location.pathname);
   showLogin(reason);
-  try {
-    const r = await fetch("/v1/session", { method: "DELETE", credentials: "same-origin", headers: { "X-Relaydesk-CSRF": "1" } });
-    if (!r.ok) throw new Error("HTTP " + r.status);
-  } catch (err) {
-    $("login-error").textContent = "The session could not be ended on the server (" + err.message + "): log out again before you leave.";
-  }
 }
+
+// Every tab of the browser shares the one session cookie: a sign-in or sign-out in one tab is
+// followed by the others (announced through localStorage; no token in it). Found by a shift
+// audit: a tab kept showing Ava's work while its commands went out as whoever signed in in
+// the other tab, and a tab left open after Log out elsewhere kept showing the work.
+const SESSION_KEY = "relaydesk.session";
+
+function announce(kind) {
+  try { localStorage.setItem(SESSION_KEY, kind + ":" + Date.now() + ":" + Math.random()); } catch (_) { /* storage off */ }
+}
+
+window.addEventListener("storage", (e) => {
+  if (e.key !== SESSION_KEY || !e.newValue) return;
+  const kind = e.newValue.split(":")[0];
+  if (kind !== "in" && !state.me) return; // signed out here already
+  // Her own sign-in elsewhere (or a session ended): what she was writing waits, as after a 401.
+  leave(kind === "in" ? "" : "Signed out in another tab.", kind !== "out");
+  if (kind === "in") enter();
+});
 
 hooks.unauthorized = (reason) => signOut(reason, true);
 
