@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from events.store import Append
 from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
+from .console_pages import open_message
 from .helpers import agent_system, agents_config, eventually
 from .test_console_browser import click, displayed, read, visible
 
@@ -361,3 +362,29 @@ async def test_two_tabs_follow_a_sign_in_and_a_log_out_in_either(
             assert browser.execute_script("return document.getElementById('who').textContent") == ""
 
         await in_thread(two_tabs)
+
+
+async def test_the_supervisor_reads_a_wait_of_hours_in_hours(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """A queue's oldest wait read "10800 s" after three hours; it reads "3 h"."""
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        for agent in ("ava", "bruno"):
+            status, _ = await s.call("POST", f"/v1/agents/{agent}/status", body={"status": "away"})
+            assert status == 200
+        status, issued = await s.call("POST", "/v1/agents/ava/tokens", body={"role": "supervisor"})
+        assert status == 201, issued
+        three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+        await open_message(
+            s.store, "cu" + uuid.uuid4().hex[:10], "cv" + uuid.uuid4().hex[:10], channel="sms",
+            contact="+15550001234", sender="Olga", text="still waiting", at=three_hours_ago,
+        )  # fmt: skip
+
+        def look() -> None:
+            browser.get(s.api + "/console#supervisor")
+            visible(browser, "#token").send_keys(issued["token"])
+            click(browser, "#login-form button")
+            row = read(browser, "#queues tbody tr", "3 h", timeout=20)
+            assert "10800" not in row, row
+
+        await in_thread(look)

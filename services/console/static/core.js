@@ -147,7 +147,12 @@ export function secondsUntil(iso) {
 
 export function since(iso) {
   if (!iso) return "";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return duration((Date.now() - Date.parse(iso)) / 1000);
+}
+
+// "42 s", "12 min", "3 h": a wait read at a glance (found by a shift audit: "10800 s").
+export function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds || 0));
   return s < 90 ? s + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
 }
 

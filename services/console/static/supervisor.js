@@ -2,7 +2,7 @@
 // open conversations to move, the team's canned replies to keep. For operator and supervisor tokens.
 "use strict";
 
-import { $, api, channelIcon, el, listOf, say, since, Stale, state } from "./core.js";
+import { $, api, channelIcon, duration, el, listOf, say, since, Stale, state } from "./core.js";
 
 const STATUSES = ["available", "away", "offline"];
 
@@ -61,7 +61,7 @@ function renderQueues(data) {
     return el("tr", { className: q.blocking ? "blocked" : "" },
       cell(channelIcon(q.channel)), cell(Object.entries(q.skills || {}).map(([k, v]) => k + "≥" + v).join(", ") || "—"),
       cell(q.language || "any"), cell(q.min_tier), cell(q.customer_tier), cell(q.waiting),
-      cell(Math.round(q.oldest_wait_seconds || 0) + " s"), cell(q.sla_at_risk ?? 0), cell(q.sla_breached ?? 0),
+      cell(duration(q.oldest_wait_seconds)), cell(q.sla_at_risk ?? 0), cell(q.sla_breached ?? 0),
       cell(eligible), el("td", { className: "blocking", textContent: q.blocking || "" }));
   }));
   const held = data.held_for_agents || [];
