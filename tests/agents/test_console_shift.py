@@ -41,6 +41,20 @@ def until(driver: Any, condition: Any, message: str, timeout: float = 15.0) -> A
     return wait.until(lambda d: condition(), message)
 
 
+def sign_in(driver: Any, api: str, token: str) -> None:
+    driver.get(api + "/console")
+    visible(driver, "#token").send_keys(token)
+    click(driver, "#login-form button")
+
+
+def take_and_open(driver: Any, api: str, token: str, cid: str) -> None:
+    """Signed in, she accepts the offer of ``cid`` and opens the conversation."""
+    sign_in(driver, api, token)
+    click(driver, f'#offers li[data-id="{cid}"]')
+    click(driver, "#accept")
+    click(driver, f'#assigned li[data-id="{cid}"]')
+
+
 async def test_the_teams_canned_replies_changed_during_the_shift_reach_an_open_conversation(
     tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
 ) -> None:
@@ -50,12 +64,7 @@ async def test_the_teams_canned_replies_changed_during_the_shift_reach_an_open_c
         await s.offered_to(cid, "ava")
 
         def open_the_conversation() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(token)
-            click(browser, "#login-form button")
-            click(browser, f'#offers li[data-id="{cid}"]')
-            click(browser, "#accept")
-            click(browser, f'#assigned li[data-id="{cid}"]')
+            take_and_open(browser, s.api, token, cid)
             visible(browser, "#reply-text")
             until(browser, lambda: canned_titles(browser) == ["none"], "the list is not loaded")
 
@@ -110,12 +119,7 @@ async def test_a_reply_written_when_the_session_ended_waits_for_her_next_sign_in
         draft = "I checked with the courier: it leaves the depot today"
 
         def write_when_the_session_has_ended() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(ava)
-            click(browser, "#login-form button")
-            click(browser, f'#offers li[data-id="{cid}"]')
-            click(browser, "#accept")
-            click(browser, f'#assigned li[data-id="{cid}"]')
+            take_and_open(browser, s.api, ava, cid)
             visible(browser, "#reply-text").send_keys(draft)
             browser.delete_cookie("relaydesk_session")  # 12 hours are up (or it ended elsewhere)
             send_unless_signed_out_already()
@@ -168,12 +172,7 @@ async def test_what_the_customer_wrote_while_the_page_was_offline_shows_when_it_
         await s.offered_to(cid, "ava")
 
         def open_the_conversation() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(token)
-            click(browser, "#login-form button")
-            click(browser, f'#offers li[data-id="{cid}"]')
-            click(browser, "#accept")
-            click(browser, f'#assigned li[data-id="{cid}"]')
+            take_and_open(browser, s.api, token, cid)
             visible(browser, "#timeline li", "first words")
             visible(browser, "#live.on")
             browser.execute_cdp_cmd("Network.enable", {})
@@ -246,9 +245,7 @@ async def test_a_customer_with_a_long_history_shows_the_newest_messages(
         await eventually(projected, timeout=30)
 
         def open_the_conversation() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(token)
-            click(browser, "#login-form button")
+            sign_in(browser, s.api, token)
             click(browser, f'#offers li[data-id="{cid}"]')
             visible(browser, "#timeline li", "the newest words", timeout=20)
 
@@ -268,9 +265,7 @@ async def test_an_offer_left_open_until_it_expires_says_so(
         await s.offered_to(cid, "ava")
 
         def let_it_expire() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(token)
-            click(browser, "#login-form button")
+            sign_in(browser, s.api, token)
             click(browser, f'#offers li[data-id="{cid}"]')
             visible(browser, "#accept")
             notice = read(browser, "#message", "offer of conversation", timeout=30)
@@ -302,12 +297,7 @@ async def test_a_reply_sent_again_after_its_answer_was_lost_goes_once(
             };"""
 
         def reply_twice() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(token)
-            click(browser, "#login-form button")
-            click(browser, f'#offers li[data-id="{cid}"]')
-            click(browser, "#accept")
-            click(browser, f'#assigned li[data-id="{cid}"]')
+            take_and_open(browser, s.api, token, cid)
             browser.execute_script(lose_one_answer)
             visible(browser, "#reply-text").send_keys("Yes, it came through, thanks.")
             click(browser, "#send")
@@ -338,9 +328,7 @@ async def test_two_tabs_follow_a_sign_in_and_a_log_out_in_either(
         await s.offered_to(cid, "ava")
 
         def two_tabs() -> None:
-            browser.get(s.api + "/console")
-            visible(browser, "#token").send_keys(ava)
-            click(browser, "#login-form button")
+            sign_in(browser, s.api, ava)
             visible(browser, f'#offers li[data-id="{cid}"]')
             first = browser.current_window_handle
             browser.switch_to.new_window("tab")
