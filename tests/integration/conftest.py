@@ -20,9 +20,9 @@ from tests.integration.routers import CONFIG, RouterProcesses
 
 
 @pytest.fixture
-async def store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
-    """A store on the test server, its streams made and the default roster seeded (a test file
-    may define its own ``store``: it wins)."""
+async def seeded_store(clean_nats: EmbeddedNats) -> AsyncIterator[EventStore]:
+    """A store on this test's own server, its streams made and the default roster seeded (not
+    named ``store``: that is tests/conftest.py's, on the session's server)."""
     nc = await nats.connect(clean_nats.url)
     await ensure_streams(nc.jetstream())
     s = EventStore(nc, nc.jetstream())

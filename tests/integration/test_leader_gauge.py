@@ -29,6 +29,11 @@ from tests.integration.system import eventually
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def store(seeded_store: EventStore) -> EventStore:
+    return seeded_store
+
+
 def leader(lease: str, instance: str) -> float | None:
     return REGISTRY.get_sample_value("relaydesk_leader", {"lease": lease, "instance": instance})
 

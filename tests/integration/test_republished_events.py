@@ -26,6 +26,11 @@ from tests.integration.test_router_runner import running_router
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def store(seeded_store: EventStore) -> EventStore:
+    return seeded_store
+
+
 async def _decisions(store: EventStore) -> list:  # type: ignore[type-arg]
     return [e for e in await store.read() if isinstance(e.event, AgentOffered | ConversationAssigned)]
 

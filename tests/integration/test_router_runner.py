@@ -21,6 +21,11 @@ from tests.integration.system import eventually, open_conversation
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def store(seeded_store: EventStore) -> EventStore:
+    return seeded_store
+
+
 @contextlib.asynccontextmanager
 async def running_router(url: str, policy: RouterPolicy, **options) -> AsyncIterator[RouterRunner]:  # type: ignore[no-untyped-def]
     nc = await nats.connect(url)
