@@ -21,7 +21,6 @@ issued through another API a moment ago was 401 there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -109,8 +108,8 @@ class SharedCatchUp:
         await asyncio.shield(mine)
 
     async def _after(self, running: asyncio.Task[None]) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(running)
+        # Only its end is awaited, not its outcome: agent_events logs and counts its own failures.
+        await asyncio.wait([running])
         current = asyncio.current_task()
         assert current is not None
         self._running, self._next = current, None  # callers from now on wait for the one after

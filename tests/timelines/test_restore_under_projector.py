@@ -18,6 +18,7 @@ from events.model import LogEvent
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
+from services.nats_errors import NATS_ERRORS
 from services.projector import Projector
 from services.timelines import TimelineStore
 from tests.timelines.helpers import Script, make_backend, new_id
@@ -51,7 +52,7 @@ async def append(store: EventStore, events: list[LogEvent]) -> None:
     async def appended() -> bool:
         try:
             await store.append_many([Append(e) for e in events])
-        except Exception:  # not reconnected yet, or the stream not loaded yet
+        except NATS_ERRORS:  # not reconnected yet, or the stream not loaded yet
             return False
         return True
 
