@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 from nats.aio.msg import Msg
@@ -90,10 +90,9 @@ class Frame:
     @classmethod
     def decode(cls, seq: int, data: bytes) -> Frame:
         raw = msgspec.json.decode(data, type=_Stored)
-        kind = next((k for k in FRAME_KINDS if k == raw.kind), None)
-        if kind is None:
+        if raw.kind not in FRAME_KINDS:
             raise ValueError(f"unknown frame kind {raw.kind!r}")
-        return cls(seq, kind, raw.key, raw.text, raw.at, raw.name)
+        return cls(seq, cast(FrameKind, raw.kind), raw.key, raw.text, raw.at, raw.name)
 
 
 @dataclass(frozen=True)

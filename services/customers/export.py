@@ -86,7 +86,7 @@ async def export_customer(
     identities = sorted({i for f in family for i in f.identities})
     events: list[dict[str, Any]] = []
     for member in ids:
-        for stored in await customers.store.read_customer(member):
+        for stored in await customers.store.read_customer_direct(member):  # batched gets, no consumer
             fields = msgspec.to_builtins(stored.event)
             events.append({"seq": stored.seq, "subject": stored.subject, **fields})
     events.sort(key=lambda e: int(e["seq"]))
