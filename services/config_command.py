@@ -67,7 +67,7 @@ def config_command(args: argparse.Namespace) -> int:
 def check_command(path: str, env: Mapping[str, str] | None = None) -> int:
     config, problems = check(path, env, connectors=connector_problems)
     if config is not None:  # [sinks.<name>] tables, each against its installed sink
-        from services.delivery.service import settings_problems as delivery_problems
+        from services.delivery.endpoints import settings_problems as delivery_problems
         from services.sinks.sdk.registry import table_problems
 
         problems += table_problems(config.sinks)

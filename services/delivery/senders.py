@@ -2,7 +2,7 @@
 
 A sender never waits out a receiver's ``Retry-After`` itself: the outcome carries it
 (``retry_after``) and the delivery service waits before the next attempt, without holding a
-concurrency slot meanwhile (services.delivery.service).
+concurrency slot meanwhile (services.delivery.attempts).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -32,22 +31,23 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from connectors.sdk.deadletter import DEAD_LETTERS
 from events import subjects
 from events.skips import skipping
 from events.stopping import cancel_all_and_wait, cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services import tracing
 from services.delivery import records
+from services.delivery.attempts import Rounds
+from services.delivery.endpoints import endpoint_ids, endpoints_for, settings_problems
 from services.delivery.notices import Facts, Notice
-from services.delivery.records import Attempt, DeliveryRecord
-from services.delivery.senders import Outcome, Senders
+from services.delivery.records import DeliveryRecord
+from services.delivery.senders import Senders
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.delivery.slack_settings import SlackSettings, endpoint_problems
+from services.delivery.slack_settings import SlackSettings
 from services.delivery.snapshots import FactSnapshots
 from services.lease import Lease
 from services.log_end import LogEndWatch
-from services.metrics import DELIVERY_ATTEMPTS, DELIVERY_FAILURES, LEADER
+from services.metrics import LEADER
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -60,61 +60,6 @@ WRITES_KEPT = 100_000  # records whose last write by this instance is remembered
 # A fact folded this long after it happened is notified late (catching up): its offer or
 # assignment notice goes out only if the log has not answered it meanwhile (``_moot``).
 LATE_AFTER = timedelta(seconds=30)
-
-
-def endpoint_ids(settings: DeliverySettings) -> dict[str, Endpoint]:
-    """Endpoints by id (ids filled in where the config left them out)."""
-    out: dict[str, Endpoint] = {}
-    for n, endpoint in enumerate(settings.endpoints, 1):
-        eid = endpoint.id or f"{endpoint.agent or endpoint.team or 'all'}-{endpoint.kind}-{n}".replace("*", "all")
-        out[eid] = endpoint
-    return out
-
-
-def settings_problems(settings: DeliverySettings, slack: SlackSettings | None = None) -> list[str]:
-    problems = []
-    if settings.concurrency < 1:
-        problems.append(f"concurrency must be 1 or more (got {settings.concurrency})")
-    if not 0 <= settings.per_endpoint_concurrency <= max(1, settings.concurrency):
-        problems.append(
-            f"per_endpoint_concurrency must be 0 (a quarter of concurrency) to concurrency "
-            f"({settings.concurrency}) (got {settings.per_endpoint_concurrency})"
-        )
-    if settings.max_attempts < 1:
-        problems.append(f"max_attempts must be 1 or more (got {settings.max_attempts})")
-    if not settings.timeout > 0:
-        problems.append(f"timeout must be more than 0 seconds (got {settings.timeout})")
-    if settings.backoff_base < 0 or settings.backoff_max < 0:
-        problems.append("backoff_base and backoff_max must be 0 or more")
-    for eid, endpoint in endpoint_ids(settings).items():
-        try:
-            subjects.token(eid)
-        except subjects.InvalidToken:
-            problems.append(f"endpoint id {eid!r}: letters, digits, '-' and '_' only")
-        if not (endpoint.agent or endpoint.team):
-            problems.append(f"endpoint {eid}: name an agent (or '*') or a team")
-        if endpoint.team and endpoint.team not in settings.teams:
-            problems.append(f"endpoint {eid}: no team {endpoint.team!r} in [delivery.teams]")
-        if endpoint.kind == "slack":
-            problems += endpoint_problems(eid, endpoint.url, endpoint.channel, slack or SlackSettings())
-        elif endpoint.kind in ("webhook", "teams") and not endpoint.url.startswith(("http://", "https://")):
-            problems.append(f"endpoint {eid}: {endpoint.kind} needs an http(s) url")
-        if endpoint.kind == "webhook" and not endpoint.secret:
-            problems.append(f"endpoint {eid}: a webhook needs a secret to sign with")
-        if endpoint.kind == "email" and "@" not in endpoint.address:
-            problems.append(f"endpoint {eid}: email needs an address")
-    return problems
-
-
-def endpoint_limit(settings: DeliverySettings) -> int:
-    """Attempts in flight at once to one endpoint: ``per_endpoint_concurrency``, else a quarter
-    of ``concurrency`` (at least one)."""
-    return settings.per_endpoint_concurrency or max(1, settings.concurrency // 4)
-
-
-def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based): full jitter."""
-    return float(rng() * min(cap, base * 2.0 ** (attempt - 1)))
 
 
 class DeliveryService:
@@ -141,13 +86,8 @@ class DeliveryService:
         self.checkpoint = 0
         self._kv: KeyValue | None = None
         self._state_kv: KeyValue | None = None
-        # Attempts in flight at once (``concurrency``), and per endpoint (``endpoint_limit``):
-        # a slot is held for one attempt only, never while backing off or waiting out a
-        # Retry-After, and one slow or broken endpoint cannot take the whole pool (the other
-        # agents' notices would wait behind it, offers past their expiry).
-        self._gate = asyncio.Semaphore(max(1, settings.concurrency))
-        self.endpoint_limit = endpoint_limit(settings)
-        self._endpoint_gates: dict[str, asyncio.Semaphore] = {}
+        # One round of attempts at a record (concurrency gates, backoff, dead letters).
+        self.rounds = Rounds(settings, self.endpoints, self.senders, clock=clock, save=self._save)
         self._inflight: set[str] = set()
         # The revision of this instance's last write of each record. The watcher sees every
         # write to the bucket, some time later: a record's creation seen after its delivery
@@ -155,9 +95,6 @@ class DeliveryService:
         # this instance's last write is a state it has moved past.
         self._written: OrderedDict[str, int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Deliveries waiting out a backoff or a Retry-After, their record saved with the time of
-        # the next attempt: a stop cancels them at once instead of waiting for them.
-        self._backing_off: set[asyncio.Task[object]] = set()
         # Facts after the checkpoint not yet turned into records: (seq, notices).
         # (sequence, its notices, whether the fact was already late when folded: see _moot)
         self._pending: deque[tuple[int, list[Notice], bool]] = deque()
@@ -169,19 +106,6 @@ class DeliveryService:
         # What /readyz says: starting, idle (nothing to deliver), leader or standby.
         self.role = "starting"
         self.snapshots = FactSnapshots(self.store, self.facts, enabled=use_snapshot, every=settings.snapshot_every)
-
-    # -- which endpoints --------------------------------------------------------------
-
-    def endpoints_for(self, agent_id: str, notice: str) -> list[tuple[str, Endpoint]]:
-        out = []
-        for eid, endpoint in self.endpoints.items():
-            if not endpoint.wants(notice):
-                continue
-            if endpoint.agent in ("*", agent_id) or (
-                endpoint.team and agent_id in self.settings.teams.get(endpoint.team, ())
-            ):
-                out.append((eid, endpoint))
-        return out
 
     # -- running ----------------------------------------------------------------------
 
@@ -292,7 +216,7 @@ class DeliveryService:
         deadline = loop.time() + STOP_GRACE_SECONDS
         while self._tasks and lease.held and loop.time() < deadline:
             # One waiting out a backoff has nothing in flight: its record says when to go on.
-            for task in self._backing_off & self._tasks:
+            for task in self.rounds.backing_off & self._tasks:
                 task.cancel()
             await asyncio.wait(set(self._tasks), timeout=min(self.lease_ttl / 4, deadline - loop.time()))
             await lease.renew()  # False (lost, or NATS away) ends the wait: someone else may act now
@@ -347,7 +271,7 @@ class DeliveryService:
             for notice in notices:
                 if late and self._moot(notice):
                     continue
-                for eid, endpoint in self.endpoints_for(notice.agent_id, notice.kind):
+                for eid, endpoint in endpoints_for(self.endpoints, self.settings.teams, notice.agent_id, notice.kind):
                     await self._create(notice, eid, endpoint)
             self._pending.popleft()
             self.checkpoint = seq
@@ -466,81 +390,10 @@ class DeliveryService:
         trace = self._traces.get(record.seq)
         with tracing.span("delivery.notify", trace, new_trace=False, kind="client", attributes=attributes):
             try:
-                await self._round(record, bound)
+                await self.rounds.run(record, bound)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a bug must not stop the other deliveries
                 bound.exception("delivery.crashed", error=repr(err))
             finally:
                 self._inflight.discard(record.id)
-
-    async def _attempt(self, endpoint: Endpoint, record: DeliveryRecord) -> Outcome:
-        """One attempt, holding a slot of its endpoint and then one of the pool: a delivery
-        waiting for its endpoint's turn holds none of the pool."""
-        gate = self._endpoint_gates.get(record.endpoint_id)
-        if gate is None:
-            gate = self._endpoint_gates[record.endpoint_id] = asyncio.Semaphore(self.endpoint_limit)
-        async with gate, self._gate:
-            return await self.senders.send(endpoint, record.id, record.body, record.endpoint_id)
-
-    async def _back_off(self, delay: float) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._backing_off.add(task)
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self._backing_off.discard(task)
-
-    async def _round(self, record: DeliveryRecord, bound: structlog.typing.FilteringBoundLogger) -> None:
-        endpoint = self.endpoints.get(record.endpoint_id)
-        if record.status == "retry_requested":
-            record.rounds += 1
-        record.status = "pending"
-        record.next_attempt_at = None
-        if endpoint is None:
-            record.status, record.reason = "failed", f"endpoint {record.endpoint_id} is no longer configured"
-            await self._save(record)
-            DELIVERY_FAILURES.labels(kind="gone").inc()
-            bound.warning("delivery.failed", reason=record.reason)
-            return
-        # A pending record resumed after a restart continues its round where it stopped.
-        done = sum(1 for a in record.attempts if a.round == record.rounds)
-        outcome: Outcome | None = None
-        for n in range(done + 1, self.settings.max_attempts + 1):
-            outcome = await self._attempt(endpoint, record)
-            record.attempts.append(
-                Attempt(
-                    round=record.rounds,
-                    n=n,
-                    at=self.clock(),
-                    ok=outcome.ok,
-                    status_code=outcome.status_code,
-                    error=outcome.error,
-                    ms=outcome.ms,
-                )
-            )
-            DELIVERY_ATTEMPTS.labels(kind=endpoint.kind, result="ok" if outcome.ok else "failed").inc()
-            if outcome.ok:
-                record.status, record.reason, record.next_attempt_at = "delivered", "", None
-                await self._save(record)
-                bound.info("delivery.delivered", attempt=n, round=record.rounds, kind=record.kind)
-                return
-            bound.info("delivery.attempt_failed", attempt=n, status_code=outcome.status_code, error=outcome.error)
-            if not outcome.retryable or n == self.settings.max_attempts:
-                break
-            delay = backoff(n, self.settings.backoff_base, self.settings.backoff_max)
-            if outcome.retry_after is not None:  # never sooner than the receiver asked (up to the cap)
-                delay = max(delay, min(outcome.retry_after, self.settings.backoff_max))
-            record.next_attempt_at = self.clock() + timedelta(seconds=delay)
-            await self._save(record)
-            await self._back_off(delay)
-        record.status = "failed"
-        record.next_attempt_at = None
-        last = outcome.error if outcome is not None else "no attempt made"
-        tries = sum(1 for a in record.attempts if a.round == record.rounds)
-        record.reason = f"{last} (after {tries} attempt{'s' if tries != 1 else ''})"
-        await self._save(record)
-        DEAD_LETTERS.labels(reader="delivery", stream=records.BUCKET).inc()
-        DELIVERY_FAILURES.labels(kind=endpoint.kind).inc()
-        bound.warning("delivery.dead_lettered", reason=record.reason, round=record.rounds)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.config import load
 from services.delivery import slack_blocks
-from services.delivery.service import settings_problems
+from services.delivery.endpoints import settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.slack_settings import SlackSettings
 from services.delivery.slack_signing import refusal, signature

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from services.delivery import teams
-from services.delivery.service import settings_problems
+from services.delivery.endpoints import settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
 

@@ -24,8 +24,9 @@ from router.state import ConversationView, RouterState
 from services.api.auth import agent_refusal
 from services.api.replies import ReplyRoute, agent_name, deliver_command
 from services.delivery import render
+from services.delivery.attempts import backoff
+from services.delivery.endpoints import endpoint_ids, settings_problems
 from services.delivery.notices import Facts, mask_contact, preview
-from services.delivery.service import backoff, endpoint_ids, settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.signing import sign, verify
 
