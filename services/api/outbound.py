@@ -23,8 +23,6 @@ WhatsApp outside its 24-hour window takes only a template (409 naming the templa
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,40 +32,32 @@ from aiohttp import web
 
 from events import subjects
 from events.model import (
-    ConversationAssigned,
     ConversationOpened,
-    DecisionReason,
-    LogEvent,
     MessageReceived,
     ReplyRequested,
 )
-from events.store import Append, ConcurrencyError, StoredEvent
+from events.store import StoredEvent
 from events.text import blank
 from services.api import templates, uploads
 from services.api.access import CUSTODY, serves_customer
-from services.api.auth import AGENT, TOKEN_ID, role_of
+from services.api.auth import AGENT, role_of
 from services.api.commands import queue_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, ok, read_body
-from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from services.api.outbound_address import (
+    WINDOWED,
+    Target,
+    contact_for,
+    parse_address,
+    platform_of_identity,
+    plugin_channels,
+)
+from services.api.outbound_log import append_missing, derived_ids
 from services.api.replies import ReplyRoute
 from services.api.views import conversation_json
-from services.config_names import BUILT_IN_CHANNELS
 from services.customers import CustomerError, Customers
 from services.identity import InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
-
-OUTBOUND_RULE = "outbound_first"
-# What an address's kind (``sms:+1…``) means: the platform, and the channel it goes out on
-# unless the body names one (WhatsApp goes through the Cloud API connector when one runs).
-PLATFORMS: dict[str, tuple[str, ...]] = {
-    "sms": ("sms",),
-    "whatsapp": ("social", "sms"),
-    "email": ("email",),
-    "messenger": ("social",),
-    "instagram": ("social",),
-}
-WINDOWED = frozenset({"whatsapp", "messenger", "instagram"})
 
 
 class StartBody(Body):
@@ -92,19 +82,6 @@ class StartResult(msgspec.Struct, kw_only=True):
     customer_id: str
     customer_created: bool
     reply_id: str
-
-
-@dataclass
-class Target:
-    """Whom to write to, where, and what the log says about them."""
-
-    customer_id: str
-    identity: str  # ``<kind>:<normalised address>``
-    platform: str
-    channel: str
-    contact: str
-    metadata: dict[str, str] = field(default_factory=dict)
-    created: bool = False
 
 
 def _refuse(status: int, reason: str, **extra: object) -> ApiError:
@@ -133,64 +110,6 @@ def choose_agent(deps: ApiDeps, request: web.Request, named: str | None) -> str:
     if not getattr(agent, "active", True):
         raise _refuse(409, f"agent {agent_id} is deactivated")
     return agent_id
-
-
-def plugin_channels(deps: ApiDeps) -> tuple[str, ...]:
-    """The channels of connectors made with the SDK (``[connectors.<name>]``, installed): an
-    agent may write first there too, to ``<channel>:<address>``, the connector's own contact."""
-    return tuple(c for c in deps.registry.channels if c not in BUILT_IN_CHANNELS and c not in PLATFORMS)
-
-
-def parse_address(address: str, channel: str, deps: ApiDeps) -> tuple[str, str, str]:
-    """(platform, channel, raw address) of ``<kind>:<address>``."""
-    kind, colon, raw = address.strip().partition(":")
-    kind = kind.strip().lower()
-    plugins = plugin_channels(deps)
-    if not colon or (kind not in PLATFORMS and kind not in plugins) or not raw.strip():
-        kinds = ", ".join(f"{k}:…" for k in (*PLATFORMS, *plugins))
-        raise _refuse(400, f"address must be <kind>:<address>, one of {kinds}", address_kind=kind)
-    if kind in plugins:
-        if channel and channel != kind:
-            raise _refuse(400, f"{kind} goes out on {kind}, not {channel}")
-        return kind, kind, raw.strip()
-    return kind, pick_channel(kind, channel, deps), raw.strip()
-
-
-def pick_channel(platform: str, channel: str, deps: ApiDeps) -> str:
-    allowed = PLATFORMS[platform]
-    if channel:
-        if channel not in allowed:
-            raise _refuse(400, f"{platform} goes out on {' or '.join(allowed)}, not {channel}")
-        return channel
-    if len(allowed) > 1:
-        # The Cloud API connector when one is configured, else WhatsApp through Twilio.
-        configured = [c for c in allowed if c in deps.connectors]
-        return (configured or list(allowed))[0]
-    return allowed[0]
-
-
-def contact_for(platform: str, channel: str, identity: str) -> str:
-    """The contact a connector sends to, as that connector's inbound messages spell it."""
-    address = identity.partition(":")[2]
-    if platform == "whatsapp":
-        # Twilio: whatsapp:+E164; the Cloud API: the wa_id, digits with the country code.
-        return f"whatsapp:{address}" if channel == "sms" else address.lstrip("+")
-    return address
-
-
-def platform_of_identity(identity: str, channel: str) -> str | None:
-    kind = identity.partition(":")[0]
-    if kind == channel and channel not in BUILT_IN_CHANNELS:
-        return channel  # a plug-in channel's own identity (``telegram:42``)
-    if channel == "sms" and kind == "phone":
-        return "sms"
-    if channel == "social" and kind == "phone":
-        return "whatsapp"
-    if channel == "email" and kind == "email":
-        return "email"
-    if channel == "social" and kind == "social":
-        return "messenger"  # the platform is corrected from the customer's messages (last_inbound)
-    return None
 
 
 class OutboundStarter:
@@ -337,19 +256,6 @@ def _ago(delta: timedelta) -> str:
     return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
-def derived_ids(request: web.Request) -> tuple[str, str]:
-    """Conversation and reply ids: from the Idempotency-Key (and the caller) when there is
-    one, so a retry finds what the first attempt wrote; random otherwise."""
-    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-    if not key:
-        from services.intake.plan import new_id
-
-        return new_id("cv"), new_id("rp")
-    scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else request.get(ACTOR, "")
-    digest = hashlib.sha256(msgspec.json.encode(["outbound", scope, key])).hexdigest()
-    return f"cv_{digest[:20]}", f"rp_{digest[20:40]}"
-
-
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
     starter = OutboundStarter(deps)
@@ -441,64 +347,3 @@ def route_metadata(target: Target, last: MessageReceived | None, body: StartBody
     if target.channel == "email" and body.subject.strip():
         metadata["subject"] = " ".join(body.subject.split())
     return metadata
-
-
-async def append_missing(
-    deps: ApiDeps,
-    target: Target,
-    cid: str,
-    agent_id: str,
-    actor: str,
-    reply: ReplyRequested,
-    *,
-    guard: int | None = None,
-) -> int:
-    """Append what the conversation still lacks of opened → assigned → first reply (all of
-    it, unless a retry of the same command finds a part already written). ``guard``: the
-    customer's last sequence the checks were made on; the opening is appended only if it is
-    still the last (another start or a message meanwhile: 409)."""
-    subject = subjects.conversation(target.customer_id, cid)
-    written = await deps.store.read(subject)
-    kinds = {type(s.event) for s in written}
-    last_seq = max((s.seq for s in written), default=0)
-    steps: list[LogEvent] = []
-    now = deps.clock()
-    if ConversationOpened not in kinds:
-        steps.append(
-            ConversationOpened(
-                at=now,
-                customer_id=target.customer_id,
-                conversation_id=cid,
-                channel=target.channel,
-                contact=target.contact,
-                initiated_by=actor,
-                metadata=dict(target.metadata),
-            )
-        )
-    if ConversationAssigned not in kinds:
-        steps.append(
-            ConversationAssigned(
-                at=now,
-                customer_id=target.customer_id,
-                conversation_id=cid,
-                agent_id=agent_id,
-                channel=target.channel,
-                reason=DecisionReason(rule=OUTBOUND_RULE),
-            )
-        )
-    if not any(isinstance(s.event, ReplyRequested) and s.event.reply_id == reply.reply_id for s in written):
-        steps.append(reply)
-    for step in steps:
-        guarded = guard is not None and isinstance(step, ConversationOpened)
-        try:
-            if guarded:
-                customer = subjects.customer_filter(target.customer_id)
-                last_seq = await deps.store.append(Append(step, expected=guard, expected_subject=customer))
-            else:
-                last_seq = await deps.store.append(Append(step, expected=last_seq))
-        except ConcurrencyError as err:
-            what = "the customer" if guarded else "the conversation"
-            raise _refuse(409, f"{what} changed meanwhile; try again with the same Idempotency-Key") from err
-    if last_seq:
-        await deps.shows(last_seq)
-    return last_seq
