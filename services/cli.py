@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.config_command import add_parser as add_config_parser
 
     add_config_parser(sub)
+
+    from services.operators_command import add_parser as add_operators_parser
+
+    add_operators_parser(sub)
     _describe(parser)
     return parser
 
@@ -465,6 +469,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from services.config_command import config_command
 
         return config_command(args)
+    if args.command == "operators":  # offline: a token made here, or the config file read
+        from services.operators_command import operators_command
+
+        return operators_command(args)
     if args.command == "bench":
         import importlib
 

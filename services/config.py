@@ -23,6 +23,7 @@ from events.model import AgentProfile
 from router.policy import AgentTier, RouterPolicy, Seconds
 from services import config_strict as strict
 from services.api.console_settings import ConsoleSettings, console_problems
+from services.api.operators import problems as operator_problems
 from services.api.templates import TemplateSettings
 from services.delivery.settings import DeliverySettings
 from services.delivery.slack_settings import SlackSettings
@@ -114,6 +115,9 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # generated into <data dir>/api-signing-key, else one derived from the operator token.
     # Rotating it invalidates every agent token issued before.
     signing_key: str = ""
+    # Named operator tokens, name -> "sha256:<hex>" (services.api.operators): each acts as
+    # operator:<name>. `relaydesk operators new-token <name>` prints a token and its line.
+    operators: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class ProjectionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -417,6 +421,7 @@ def check(
 
     problems += registry_problems(config)
     problems += console_problems(config.console)
+    problems += operator_problems(config.api.operators)
     return config, problems
 
 

@@ -186,6 +186,7 @@ async def run_api(
         reply_requeue_after=config.api.reply_requeue_seconds,
         view_stale_after=config.api.view_stale_seconds,
         signing_key=api_signing_key(config, config.data_dir),
+        operators=config.api.operators,
         replicas=config.nats.replicas,
         slack=config.slack,
         console=config.console,

@@ -94,7 +94,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if request.get(AGENT) is None and "agent" not in request.query:
             return ok({"actor": request[ACTOR], "operator": True, "role": "operator"})
         agent_id = calling_agent(request, deps)
-        who = {"actor": request[ACTOR], "operator": request[ACTOR] == "operator", "role": role_of(request)}
+        who = {"actor": request[ACTOR], "operator": role_of(request) == "operator", "role": role_of(request)}
         return ok({**who, **await enriched_work(agent_id)})
 
     @r.get("/v1/agent/work")

@@ -66,7 +66,12 @@ def build_app(deps: ApiDeps) -> web.Application:
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
     # An agent token issued through another API process a moment ago is looked up again
     # (caught_up.py), one look-up at a time for every unknown token: anyone may send one.
-    authn = authenticate(deps.token, table, catch_up=caught_up.SharedCatchUp(lambda: caught_up.agent_events(deps)))
+    authn = authenticate(
+        deps.token,
+        table,
+        catch_up=caught_up.SharedCatchUp(lambda: caught_up.agent_events(deps)),
+        operators=deps.operators,
+    )
     sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
     signed_out = session.SessionsEnded(lambda: deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
     middlewares = [

@@ -1,6 +1,8 @@
 """Bearer-token authentication and who may do what.
 
-The operator token (``[api] token``) acts as ``operator`` on everything. A token issued with
+The operator token (``[api] token``) acts as ``operator`` on everything; a named operator token
+(``[api.operators]``, services.api.operators) acts with the same rights as ``operator:<name>``.
+A token issued with
 ``POST /v1/agents/{id}/tokens`` (see ``services.api.tokens``) acts as ``agent:<id>``, or as
 ``supervisor:<id>`` when it was issued with ``"role": "supervisor"``; what each role may do
 is one table, ``services.api.access.RULES``. Anything else is 403 with a reason; no token or
@@ -15,12 +17,13 @@ command answers its first result even when the first run changed what the caller
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from services.api import operators as named_operators
 from services.api.access import CUSTODY, Custody, Role, refusal
 from services.api.common import ACTOR, ApiDeps, json_error
 from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
@@ -42,7 +45,7 @@ def role_of(request: web.Request) -> Role:
     """Who is calling, as a role: ``operator``, ``supervisor`` or ``agent``. (The rules for
     notes, canned replies and every other route are in ``services.api.access.RULES``.)"""
     role = request.get(ROLE)
-    if role in ("supervisor", "agent"):
+    if role in ("operator", "supervisor", "agent"):
         return cast(Role, role)
     return "operator" if request.get(ACTOR) == "operator" else "agent"  # unknown: the least
 
@@ -56,9 +59,11 @@ def _is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in PUBLIC_PREFIXES)
 
 
-def bearer_auth(token: str, tokens: TokenTable | None, deps: ApiDeps | None) -> Middleware:
+def bearer_auth(
+    token: str, tokens: TokenTable | None, deps: ApiDeps | None, operators: Mapping[str, str] | None = None
+) -> Middleware:
     """``authenticate`` then ``authorize`` in one middleware."""
-    first = authenticate(token, tokens)
+    first = authenticate(token, tokens, operators=operators)
     second = authorize(deps)
 
     @web.middleware
@@ -72,15 +77,21 @@ def bearer_auth(token: str, tokens: TokenTable | None, deps: ApiDeps | None) -> 
 
 
 def authenticate(
-    token: str, tokens: TokenTable | None, catch_up: Callable[[], Awaitable[object]] | None = None
+    token: str,
+    tokens: TokenTable | None,
+    catch_up: Callable[[], Awaitable[object]] | None = None,
+    *,
+    operators: Mapping[str, str] | None = None,
 ) -> Middleware:
     """Sets ``ACTOR`` (and for an agent ``AGENT`` and ``TOKEN_ID``) or answers 401.
+    ``operators``: the ``[api.operators]`` table (name -> "sha256:<hex>").
 
     An agent token this process does not know may have been issued through another API process
     a moment ago (a scale-out audit: a token issued on one API was 401 on the other): before
     the 401, ``catch_up`` (``caught_up.agent_events``) lets this view fold the log's last agent
     event, and the token is looked up again."""
     expected = f"Bearer {token}".encode()
+    named = named_operators.by_hash(operators or {})
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -94,6 +105,11 @@ def authenticate(
             request[ROLE] = "operator"
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
+        # A dict look-up by hash: what its timing could tell is a hash, not the token.
+        if named and scheme == "Bearer" and (name := named.get(named_operators.digest(bearer.strip()))):
+            request[ACTOR] = f"operator:{name}"
+            request[ROLE] = "operator"
+            return await handler(request)
         record = tokens.record_for(bearer.strip()) if tokens is not None and scheme == "Bearer" else None
         if record is None and tokens is not None and catch_up is not None and looks_issued(scheme, bearer.strip()):
             await catch_up()

@@ -24,11 +24,18 @@ from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
 from services.timelines.store import TimelineStore
 
-# Who is acting: "operator" or "agent:<id>"; set by the auth middleware, put on every event.
+# Who is acting: "operator", "operator:<name>", "agent:<id>" or "supervisor:<id>"; set by the
+# auth middleware, put on every event.
 ACTOR = web.RequestKey("actor", str)
 # A command's body as the Idempotency-Key middleware read it to fingerprint it, kept for a
 # handler that would stream it (an upload): that read has consumed the stream.
 READ_BODY = web.RequestKey("read_body", bytes)
+
+
+def is_operator(request: web.Request) -> bool:
+    """Whether the shared operator token or a named one (``operator:<name>``) is calling."""
+    actor = request.get(ACTOR, "")
+    return actor == "operator" or actor.startswith("operator:")
 
 
 @dataclass
@@ -50,6 +57,8 @@ class ApiDeps:
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.
     signing_key: str = ""
+    # Named operator tokens, name -> "sha256:<hex>" ([api.operators], services.api.operators).
+    operators: dict[str, str] = field(default_factory=dict)
     # Replicas of a bucket the API creates when it is missing ([nats] replicas).
     replicas: int = 1
     # The Slack app (/slack/interactions, /slack/events): signing secret, users, bot token.

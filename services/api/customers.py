@@ -17,7 +17,7 @@ from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
-from services.api.common import ACTOR, ApiDeps, Body, json_error, name_problem, ok, query_int, read_body
+from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, query_int, read_body
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
@@ -284,7 +284,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         """Erasure on request (operator only): ``{"reason": "…"}`` or ``?reason=`` (400 without).
         The customer and every customer merged into it; 404 for an unknown customer; asking
         again answers the same way (``already_erased``) and removes whatever was left."""
-        if request[ACTOR] != "operator":
+        if not is_operator(request):
             return json_error(403, "only an operator may erase a customer")
         body = await read_body(request, EraseBody)
         reason = (body.reason or request.query.get("reason", "")).strip()
@@ -303,7 +303,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def export(request: web.Request) -> web.Response:
         """Everything held about the customer and the customers merged into it (operator only:
         a subject access request, GDPR Art. 15; ``services.customers.export``). Reads only."""
-        if request[ACTOR] != "operator":
+        if not is_operator(request):
             return json_error(403, "only an operator may export a customer's data")
         # The chat history and attachment bucket the connectors were configured with (found while
         # adding the export: the API erased and read the default ones whatever the config said).

@@ -13,7 +13,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from events.kv import bucket_keys
-from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, query_int
+from services.api.common import ACTOR, ApiDeps, ApiError, is_operator, json_error, ok, query_int
 from services.delivery import records
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         return kv_holder[0]
 
     def operator_only(request: web.Request) -> None:
-        if request[ACTOR] != "operator":
+        if not is_operator(request):
             raise ApiError(403, "delivery records are for operators")
 
     async def load(delivery_id: str) -> tuple[records.DeliveryRecord, KeyValue, int]:

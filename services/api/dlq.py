@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from events.parking import ParkedKind
-from services.api.common import ACTOR, ApiDeps, ApiError, json_error, ok, query_int
+from services.api.common import ACTOR, ApiDeps, ApiError, is_operator, json_error, ok, query_int
 from services.api.health import intake_lag
 from services.dlq import DeadLetters, DlqError, summary
 
@@ -39,7 +39,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         return holder[0]
 
     def operator_only(request: web.Request) -> None:
-        if request[ACTOR] != "operator":
+        if not is_operator(request):
             raise ApiError(403, "parked messages are for operators")
 
     @r.get("/v1/dlq")

@@ -29,7 +29,7 @@ from prometheus_client import Counter
 
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
-from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, ok, read_body
 from services.api.readmodel import LiveState
 
 log = structlog.get_logger(__name__)
@@ -194,7 +194,7 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
     r = web.RouteTableDef()
 
     def operator_only(request: web.Request) -> web.Response | None:
-        if request[ACTOR] != "operator":
+        if not is_operator(request):
             return json_error(403, "only an operator manages agent tokens")
         return None
 

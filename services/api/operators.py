@@ -1,0 +1,79 @@
+"""Named operator tokens: each person who operates Relaydesk signs their own actions.
+
+``[api] token`` is one shared secret, and everything done with it carries the actor
+``operator``: an erasure, a merge or a token issued could not be traced to a person. A named
+operator token is configured by its hash only, under ``[api.operators]``::
+
+    [api.operators]
+    maria = "sha256:3b1f…"   # relaydesk operators new-token maria prints the token and this line
+
+A request bearing it acts with the operator's rights as ``operator:maria``, the actor put on
+every event it causes, in the logs and in the console. Only the sha256 is kept in the config
+(it is not a secret; the token is shown once, by ``relaydesk operators new-token``). Taking a
+name out of the table and restarting the API revokes its token and the console sessions opened
+with it. The shared token keeps working as ``operator`` (``relaydesk up`` and the CLI's
+reports use it); keep it to automation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping
+
+TOKEN_PREFIX = "rdot_"  # agent tokens are rdat_ (services.api.tokens)
+HASH_PREFIX = "sha256:"
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def new_token() -> str:
+    """256 random bits, url-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hashed(token: str) -> str:
+    """The value ``[api.operators]`` keeps for ``token``."""
+    return HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def name_problem(name: str) -> str | None:
+    if _NAME.fullmatch(name) is None:
+        return (
+            f"[api.operators] {name!r}: a name is 1-64 lowercase letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return None
+
+
+def problems(operators: Mapping[str, str]) -> list[str]:
+    """What is wrong with an ``[api.operators]`` table, each naming its key."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for name, value in operators.items():
+        if (why := name_problem(name)) is not None:
+            out.append(why)
+            continue
+        digest = value.removeprefix(HASH_PREFIX)
+        if not value.startswith(HASH_PREFIX) or _HEX.fullmatch(digest) is None:
+            out.append(
+                f"[api.operators] {name}: expected 'sha256:' and 64 lowercase hex digits"
+                f" (relaydesk operators new-token {name} prints it), not a token"
+            )
+            continue
+        if digest in seen:
+            out.append(f"[api.operators] {name}: the same token hash as {seen[digest]}; one token per person")
+            continue
+        seen[digest] = name
+    return out
+
+
+def by_hash(operators: Mapping[str, str]) -> dict[str, str]:
+    """sha256 hex digest -> operator name, for the authentication middleware (valid entries only:
+    the configuration was checked at load)."""
+    return {value.removeprefix(HASH_PREFIX): name for name, value in operators.items()}
+
+
+def digest(bearer: str) -> str:
+    return hashlib.sha256(bearer.encode()).hexdigest()

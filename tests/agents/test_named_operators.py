@@ -1,0 +1,87 @@
+"""Named operator tokens ([api.operators], services.api.operators): each person who operates
+Relaydesk acts with the operator's rights under their own name, on every event and session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+
+from events.model import AgentStatusChanged, AgentTokenIssued
+from services.api import operators
+from services.cli import main as cli
+from services.config import check
+from services.embedded_nats import EmbeddedNats
+
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, ok
+
+MARIA = operators.new_token()
+
+
+@pytest.fixture
+async def s(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[AgentSystem]:
+    config = agents_config(tmp_path, clean_nats.url)
+    config.api = msgspec.structs.replace(config.api, operators={"maria": operators.hashed(MARIA)})
+    async with agent_system(config, clean_nats) as system:
+        yield system
+
+
+@pytest.mark.integration
+async def test_a_named_operator_acts_as_operator_under_her_own_name(s: AgentSystem) -> None:
+    me = await ok(s, "GET", "/v1/agent/me", MARIA)
+    assert (me["actor"], me["role"], me["operator"]) == ("operator:maria", "operator", True)
+    await ok(s, "GET", "/v1/deliveries", MARIA)  # operator only
+    await ok(s, "GET", "/v1/dlq", MARIA)
+    issued = await ok(s, "POST", "/v1/agents/ava/tokens", MARIA, {"label": "desk"})
+    await ok(s, "POST", "/v1/agents/bruno/status", MARIA, {"status": "away"})
+    await ok(s, "POST", "/v1/agents/bruno/status", API_TOKEN, {"status": "available"})
+
+    tokens = [e.event for e in await s.store.read("rd.evt.a.ava") if isinstance(e.event, AgentTokenIssued)]
+    assert [(t.token_id, t.actor) for t in tokens] == [(issued["token_id"], "operator:maria")]
+    changes = [e.event for e in await s.store.read("rd.evt.a.bruno") if isinstance(e.event, AgentStatusChanged)]
+    assert [c.actor for c in changes[-2:]] == ["operator:maria", "operator"]  # the shared token stays "operator"
+    # The token she issued works as Ava's.
+    assert (await ok(s, "GET", "/v1/agent/me", issued["token"]))["actor"] == "agent:ava"
+
+
+@pytest.mark.integration
+async def test_a_token_not_in_the_table_is_refused_and_a_named_one_signs_the_console_in(s: AgentSystem) -> None:
+    status, body = await s.call("GET", "/v1/deliveries", operators.new_token())
+    assert (status, body["error"]) == (401, "invalid token")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.post(s.api + "/v1/session", json={"token": MARIA}) as r:
+            assert r.status == 200 and (await r.json())["actor"] == "operator:maria"
+        async with browser.get(s.api + "/v1/deliveries") as r:
+            assert r.status == 200
+
+
+def _problems(tmp_path: Path, table: str) -> list[str]:
+    path = tmp_path / "relaydesk.toml"
+    path.write_text(f"[api.operators]\n{table}\n")
+    return check(path, env={})[1]
+
+
+def test_the_table_holds_hashes_under_plain_names_one_per_person(tmp_path: Path) -> None:
+    good = operators.hashed(MARIA)
+    assert _problems(tmp_path, f'maria = "{good}"') == []
+    assert _problems(tmp_path, f'"Maria Lopez" = "{good}"') == [
+        "[api.operators] 'Maria Lopez': a name is 1-64 lowercase letters, digits, '.', '_' or '-',"
+        " starting with a letter or digit"
+    ]
+    (raw,) = _problems(tmp_path, f'maria = "{MARIA}"')  # the token itself pasted in
+    assert raw.startswith("[api.operators] maria: expected 'sha256:'")
+    (twice,) = _problems(tmp_path, f'maria = "{good}"\nmarta = "{good}"')
+    assert twice == "[api.operators] marta: the same token hash as maria; one token per person"
+
+
+def test_new_token_prints_a_token_once_and_the_line_that_grants_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["operators", "new-token", "maria"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith(operators.TOKEN_PREFIX)
+    assert f'maria = "{operators.hashed(token)}"' in err.splitlines()
+    assert cli(["operators", "new-token", "Maria"]) == 2
+    assert "a name is 1-64 lowercase" in capsys.readouterr().err
