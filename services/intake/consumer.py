@@ -44,10 +44,11 @@ from events.store import Append, ConcurrencyError, EventStore, reading_as
 from services import tracing
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
+from services.intake.customer_history import CustomerHistory
 from services.intake.histories import Histories
 from services.intake.language import LanguageDetector
 from services.intake.outcomes import record_outcome
-from services.intake.plan import CustomerHistory, Triage, customer_guard, is_automatic, plan
+from services.intake.plan import Triage, customer_guard, is_automatic, plan
 from services.intake.rules import RoutingRules
 from services.intake.turns import SenderTurns, Ticket
 

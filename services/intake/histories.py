@@ -10,7 +10,7 @@ replies, other intake processes' messages, this process's own appends) and folds
 
 Why that is the history a whole read gives: a sequence read on a customer's subjects is the
 last one there at the time of the read, so whatever is appended later has a higher one; the
-fold (``plan.fold_into``) is a left fold per customer and order-free across a family.
+fold (``customer_history.fold_into``) is a left fold per customer and order-free across a family.
 
 What is kept of a customer is dropped once unused for ``HISTORY_IDLE_S``: intake does not
 follow the log, so an erasure (which resolves the customer's open conversations and makes
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from events.model import CustomerErased, CustomersMerged
 from events.store import EventStore, StoredEvent
-from services.intake.plan import CustomerHistory, fold_into
+from services.intake.customer_history import CustomerHistory, fold_into
 
 # Customers whose history is kept. Each holds what a plan reads (open conversations with their
 # last texts, the message ids seen, the conversations' languages): a few KB for most.

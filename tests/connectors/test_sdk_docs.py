@@ -20,7 +20,8 @@ from router.policy import RouterPolicy
 from services.api.replies import deliver_command, route_of
 from services.config import check, load
 from services.config_command import check_command
-from services.intake.plan import Triage, fold_history, plan
+from services.intake.customer_history import fold_history
+from services.intake.plan import Triage, plan
 from services.up import connector_channels, enabled_connectors, with_built_in_connectors
 
 from .example_telegram.connector import SECRET_HEADER, TelegramConnector

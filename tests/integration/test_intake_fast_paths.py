@@ -15,7 +15,7 @@ from events.store import EventStore
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, InvalidAddress, identity_for
 from services.intake import Intake
-from services.intake.plan import CustomerHistory
+from services.intake.customer_history import CustomerHistory
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from events.store import Append, EventStore, StoredEvent
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake
+from services.intake.customer_history import fold_history
 from services.intake.histories import Histories
-from services.intake.plan import fold_history
 from tests.integration.test_intake_fast_paths import phone_for, sms
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import StoredEvent
-from services.intake.plan import LANGUAGE_TEXTS, CustomerHistory, fold_history, fold_into
+from services.intake.customer_history import LANGUAGE_TEXTS, CustomerHistory, fold_history, fold_into
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 FAMILY = ("cu1", "cu2")  # cu2 is merged into cu1 at some point

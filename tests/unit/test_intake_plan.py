@@ -24,7 +24,8 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import StoredEvent
-from services.intake.plan import Triage, fold_history, is_automatic, plan
+from services.intake.customer_history import fold_history
+from services.intake.plan import Triage, is_automatic, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TRIAGE = Triage(identity="phone:+15551234567", language="en", skills={"billing": 1}, priority=0)

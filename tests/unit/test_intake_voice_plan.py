@@ -19,7 +19,8 @@ from events.model import (
     MessageReceived,
 )
 from events.store import StoredEvent
-from services.intake.plan import Triage, fold_history, plan
+from services.intake.customer_history import fold_history
+from services.intake.plan import Triage, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TRIAGE = Triage(identity="phone:+15551234567", language="en", skills={"general": 1}, priority=0)

@@ -17,9 +17,10 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import StoredEvent
+from services.intake.customer_history import fold_history
 from services.intake.language import LanguageDetector, Prior, decide, priors_for
 from services.intake.language_priors import email_region, locale_language, phone_region
-from services.intake.plan import Triage, fold_history, plan
+from services.intake.plan import Triage, plan
 
 LANGUAGES = ("en", "es", "fr", "de", "pt", "it")
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)

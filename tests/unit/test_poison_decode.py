@@ -19,7 +19,7 @@ from events.store import StoredEvent, to_stored
 from router.fold import evolve as route_fold
 from router.state import RouterState
 from services.customers.service import fold_facts
-from services.intake.plan import fold_history
+from services.intake.customer_history import fold_history
 from services.reports.fold import ReportState
 from services.reports.fold import evolve as report_fold
 from services.timelines.fold_event import NOTHING, fold
