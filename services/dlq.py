@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from rich.console import Console
 
-from events.parking import ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
+from events.parking import PARKED_BUCKET, ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from services.config import Config
+from services.metrics import PARKED
 from services.nats_connection import let_go
+from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +153,110 @@ def _int(value: str | None) -> int:
         return int(value or 0)
     except ValueError:
         return 0
+
+
+# -- what is parked now, as a gauge (the API exports it) -----------------------------------
+
+PARKED_STREAM = f"KV_{PARKED_BUCKET}"
+_PARKED_SUBJECTS = f"$KV.{PARKED_BUCKET}.>"
+# How often the API reads what changed in rd_parked: one STREAM.INFO when nothing did.
+PARKED_REFRESH_S = 15.0
+
+Labels = tuple[str, str, str]  # (kind, stream, reader)
+
+
+class _Labels(msgspec.Struct):
+    """The fields of a parked record the gauge is labelled by (the rest is not decoded)."""
+
+    kind: str
+    stream: str
+    reader: str
+
+
+_labels_decoder = msgspec.json.Decoder(_Labels)
+
+
+class ParkedNow:
+    """How many messages are parked right now, by (kind, stream, reader), from the bucket
+    itself: the same records ``relaydesk status``, ``relaydesk dlq list`` and ``GET /v1/dlq``
+    count (``ParkingLot.counts``), without reading every record at every refresh.
+
+    The bucket's stream keeps one message per key (history 1): a record as parked, or the
+    purge marker ``drop`` leaves (empty data; a key once dropped is never parked again, see
+    ``ParkingLot.park``). A refresh asks the stream's last sequence (one request) and reads only
+    the messages written since the last refresh, one ``STREAM.MSG.GET`` each: a new record
+    counts, a marker uncounts its key. The first refresh reads the whole bucket once."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.folded = 0  # the bucket stream's last sequence read
+        self.live: dict[str, Labels] = {}  # key -> its labels, for every record parked now
+        self.reads = 0  # messages read (for tests: a refresh with nothing new reads none)
+        self._exported: set[Labels] = set()
+
+    async def refresh(self) -> dict[Labels, int]:
+        """Read what changed since the last refresh; the counts now. NATS errors propagate
+        (the counts then stay as last read)."""
+        info = await self.js.stream_info(PARKED_STREAM)
+        last = int(info.state.last_seq or 0)
+        if last < self.folded:  # the bucket was made again (or restored): read it again
+            self.folded, self.live = 0, {}
+        while self.folded < last:
+            try:
+                raw = await self.js.get_msg(PARKED_STREAM, seq=self.folded + 1, subject=_PARKED_SUBJECTS, next=True)
+            except NotFoundError:  # nothing left after it (the last ones were rolled up)
+                break
+            seq = int(raw.seq or 0)
+            if seq <= self.folded:
+                break
+            self.reads += 1
+            self._fold((raw.subject or "").removeprefix(_PARKED_SUBJECTS[:-1]), raw.data or b"")
+            self.folded = seq
+        return self.counts()
+
+    def _fold(self, key: str, data: bytes) -> None:
+        if not data:  # a purge (or delete) marker: the record was dropped
+            self.live.pop(key, None)
+            return
+        try:
+            record = _labels_decoder.decode(data)
+        except msgspec.DecodeError:
+            log.warning("dlq.parked_record_unreadable", key=key, skipped="not counted in relaydesk_parked_messages")
+            return
+        self.live[key] = (record.kind, record.stream, record.reader)
+
+    def counts(self) -> dict[Labels, int]:
+        return dict(Counter(self.live.values()))
+
+    def export(self) -> dict[Labels, int]:
+        """``relaydesk_parked_messages`` set from the counts: a label set no longer parked
+        reads 0 (not gone: a series that vanished would look unmeasured)."""
+        counts = self.counts()
+        for labels in self._exported | set(counts):
+            kind, stream, reader = labels
+            PARKED.labels(kind=kind, stream=stream, reader=reader).set(counts.get(labels, 0))
+        self._exported |= set(counts)
+        return counts
+
+
+async def export_parked(nc: NATS, stop: asyncio.Event, *, every: float | None = None) -> None:
+    """``relaydesk_parked_messages``, refreshed every ``every`` seconds (``PARKED_REFRESH_S``)
+    until ``stop``: the API runs it, so one process exports it (services.metrics). While
+    NATS is away the gauge keeps the counts last read."""
+    parked = ParkedNow(nc.jetstream())
+    failing = False
+    while not stop.is_set():
+        try:
+            await parked.refresh()
+            parked.export()
+            failing = False
+        except NATS_ERRORS as err:
+            if not failing:  # said once per outage, not at every refresh
+                log.info("dlq.parked_unknown", error=repr(err)[:200], keeps="the counts last read")
+            failing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PARKED_REFRESH_S if every is None else every):
+                await stop.wait()
 
 
 # -- the command line ---------------------------------------------------------------------

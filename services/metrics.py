@@ -12,9 +12,11 @@ series missing from a scrape means "not measured here", never a made-up 0 (``abs
 rely on it). A labelled metric exports no series until a label set is used, so it needs nothing
 more: the queue gauges, ``relaydesk_leader`` and the routing counters appear on routers (and
 ``relaydesk_leader`` on delivery), the delivery counters on delivery, the projector lag on the
-projector (and the API, for the default projection), the inbound and connector counters on
-connectors, the sink counters on sinks, and the shared ones (events appended, quarantined,
-skipped, dead letters, HTTP latencies) wherever it happens. An unlabelled metric is exported at 0
+projector (and the API, for the default projection), ``relaydesk_projector_stalled_seconds`` on
+the projector, ``relaydesk_parked_messages`` on the API (from the first message it sees parked:
+``services.dlq.export_parked``), the inbound and connector counters on connectors, the sink
+counters on sinks, and the shared ones (events appended, quarantined, skipped, dead letters,
+HTTP latencies) wherever it happens. An unlabelled metric is exported at 0
 from the moment it is registered, so each one only one kind of process measures is made with
 ``registry=None`` and registered by that process through ``measured()`` (idempotent: ``relaydesk
 up`` exports each once):
@@ -70,7 +72,9 @@ __all__ = [
     "INTAKE_RECORDED",
     "LEADER",
     "OFFERS",
+    "PARKED",
     "PROJECTOR_LAG",
+    "PROJECTOR_STALLED",
     "QUARANTINED",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST_WAIT",
@@ -187,4 +191,19 @@ PROJECTOR_LAG = Gauge(
     "relaydesk_projector_lag_events",
     "Events on the log the projector has not folded yet (log end minus its checkpoint)",
     ["projector"],
+)
+PROJECTOR_STALLED = Gauge(
+    "relaydesk_projector_stalled_seconds",
+    "Seconds the projector's position has not moved while events wait for it (0 while it is "
+    "caught up or advancing; at each of its health checks)",
+    ["projector"],
+)
+
+# -- parked messages (set by the API, services.dlq.export_parked) ---------------------
+
+PARKED = Gauge(
+    "relaydesk_parked_messages",
+    "Messages parked now in rd_parked (dead letters and quarantined events not yet retried or "
+    "dropped), by kind, the stream they came from and the reader that parked them",
+    ["kind", "stream", "reader"],
 )

@@ -23,6 +23,7 @@ from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
 from services.config import Config
 from services.data_dir import make_data_dir
+from services.dlq import export_parked
 from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory, IdentityRules
@@ -215,6 +216,7 @@ async def run_api(
         health.add("api", api_health_check(deps))  # what GET /readyz of the API says
     retention: asyncio.Task[None] | None = None
     upload_sweep: asyncio.Task[None] | None = None
+    parked: asyncio.Task[None] | None = None
     try:
         await live.begin()  # after build_app: its folds (agent tokens) must see the whole log
         caught_up = asyncio.create_task(live.caught_up.wait())
@@ -231,12 +233,16 @@ async def run_api(
             retention = asyncio.create_task(run_retention(bus.nc.jetstream(), config.retention.message_days, stop))
         # Uploads no reply named within a day are erased (services/api/uploads.py).
         upload_sweep = asyncio.create_task(run_upload_sweep(bus.nc.jetstream(), stop))
+        # relaydesk_parked_messages: what is parked now, exported by the API alone (services/dlq.py).
+        parked = asyncio.create_task(export_parked(bus.nc, stop))
         await stop.wait()
     finally:
         if retention is not None:
             await retention
         if upload_sweep is not None:
             await upload_sweep
+        if parked is not None:
+            await parked
         await runner.cleanup()
         await live.stop()
         if timelines is not None:
