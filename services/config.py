@@ -126,6 +126,9 @@ class ProjectionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     batch_size: OneOrMore = 500
     # "I/N": one of N projectors sharing the work by customer (each keeps its own checkpoint).
     partition: str = "0/1"
+    # The projector's /readyz says not ready when events wait for it and its position has not
+    # moved this long (a store that refuses, a lost subscription); a slow fold that moves is no stall.
+    stale_seconds: Seconds = 120.0
 
     def partition_pair(self) -> tuple[int, int]:
         index, _, count = self.partition.partition("/")

@@ -65,6 +65,7 @@ class Projector(BatchApplier):
         self.resubscribe_after = resubscribe_after
         self.max_backoff = max_backoff
         self.auto_rebuild = rebuild_if_stale
+        self.rebuilding = False  # a rebuild from the log into a shadow copy runs (health: no stall)
 
     # -- public -----------------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class Projector(BatchApplier):
         else:
             return False
         fresh = await self.timelines.begin_rebuild()
+        self.rebuilding = True
         try:
             from services.rebuild import fill_fresh  # (which imports this module)
 
@@ -167,6 +169,8 @@ class Projector(BatchApplier):
         except BaseException:
             await fresh.close()
             raise
+        finally:
+            self.rebuilding = False
         await self.timelines.swap_in(fresh)
         log.info("projector.rebuilt", checkpoint=checkpoint, fold_version=FOLD_VERSION)
         return True

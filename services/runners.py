@@ -151,7 +151,14 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health
         partition = config.projection.partition_pair()
         projector = Projector(bus.store, timelines, batch_size=config.projection.batch_size, partition=partition)
         if health is not None:
-            check = projector_check(bus.store, lambda: projector.position, projector.key, projector.filter_subject)
+            check = projector_check(
+                bus.store,
+                lambda: projector.position,
+                projector.key,
+                projector.filter_subject,
+                stale_after=config.projection.stale_seconds,
+                rebuilding=lambda: projector.rebuilding,
+            )
             health.add("projector", check)
         await projector.run(stop)
     finally:

@@ -19,7 +19,7 @@ from events import subjects
 from events.store import EventStore
 from events.streams import streams_exist
 from services.intake.lag import DURABLE as INTAKE_DURABLE
-from services.metrics import PROJECTOR_LAG
+from services.metrics import PROJECTOR_LAG, PROJECTOR_STALLED
 
 log = structlog.get_logger(__name__)
 
@@ -141,9 +141,52 @@ def intake_check(nc: NATS, failing: Callable[[], tuple[float | None, str]] | Non
     return check
 
 
-def projector_check(store: EventStore, position: Callable[[], int], key: str, filter_subject: str) -> Check:
-    """Projector: ready when NATS and the streams are there; its lag (the last event on its
-    subjects minus its position) in the detail and the ``relaydesk_projector_lag_events`` gauge."""
+# The projector's default [projection] stale_seconds (services.config).
+PROJECTOR_STALE_S = 120.0
+
+
+class Stall:
+    """How long a reader has had events waiting without its position moving, as its health
+    checks see it: each check notes (position, lag); the time counts from the first check that
+    saw it behind at that position, and starts again when it moves or has nothing to wait for.
+    A lag in events alone says nothing of time: at low traffic a stalled projector showed a
+    small, steady lag and stayed ready (the observability audit)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._at: int | None = None  # the position it was last seen behind at
+        self._since = 0.0  # when it was first seen behind there
+
+    def behind_for(self, position: int, lag: int) -> float:
+        now = self.clock()
+        if lag <= 0:
+            self._at = None
+            return 0.0
+        if self._at != position:
+            self._at, self._since = position, now
+        return now - self._since
+
+    def reset(self) -> None:
+        self._at = None
+
+
+def projector_check(
+    store: EventStore,
+    position: Callable[[], int],
+    key: str,
+    filter_subject: str,
+    *,
+    stale_after: float = PROJECTOR_STALE_S,
+    rebuilding: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> Check:
+    """Projector: ready when NATS and the streams are there and it is not stalled: events wait
+    for it (lag > 0) and its position has not moved for ``stale_after`` seconds (``[projection]
+    stale_seconds``). Its lag (the last event on its subjects minus its position) and how long
+    it has been stalled are in the detail and the ``relaydesk_projector_lag_events`` and
+    ``relaydesk_projector_stalled_seconds`` gauges. A rebuild of the store (``rebuilding``: the
+    old rows serve meanwhile, the position moves at the swap) is no stall."""
+    stall = Stall(clock)
 
     async def check() -> CheckResult:
         ok, detail = await nats_detail(store.nc)
@@ -151,8 +194,22 @@ def projector_check(store: EventStore, position: Callable[[], int], key: str, fi
             end = await store.last_subject_seq(filter_subject)
             at = position()
             lag = max(0, end - at)
+            if rebuilding():
+                stall.reset()
+                stalled, detail["rebuilding"] = 0.0, True
+            else:
+                stalled = stall.behind_for(at, lag)
             PROJECTOR_LAG.labels(projector=key).set(lag)
-            detail.update(position=at, last_event=end, lag_events=lag)
+            PROJECTOR_STALLED.labels(projector=key).set(round(stalled, 3))
+            detail.update(position=at, last_event=end, lag_events=lag, stalled_seconds=round(stalled, 1))
+            if stalled >= stale_after:
+                ok = False
+                detail["reason"] = (
+                    f"the projector has not moved for {stalled:.0f} s while {lag} events wait "
+                    f"(at event {at}, [projection] stale_seconds {stale_after:g}): see its log "
+                    "(projector.retry names the error); restarting it resumes from its checkpoint"
+                )
+                log.warning("projector.stalled", key=key, position=at, lag_events=lag, seconds=round(stalled, 1))
         return CheckResult(ok, detail)
 
     return check
