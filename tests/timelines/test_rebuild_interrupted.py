@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from events.store import Append, EventStore
-from services import rebuild
+from services import rebuild, rebuild_progress
 from services.embedded_nats import EmbeddedNats
 from services.rebuild import rebuild_command, rebuild_timelines
 from services.timelines import open_store
@@ -149,7 +149,7 @@ async def test_off_a_terminal_the_rebuild_prints_a_plain_progress_line(
     await own_store.append_many([Append(e) for e in events])
     last = await own_store.last_seq()
     # Every 10 s in real use; the writer process's start alone outlasts this.
-    monkeypatch.setattr(rebuild, "PROGRESS_LINE_SECONDS", 0.01)
+    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.01)
     capsys.readouterr()
     assert await rebuild_command(clean_nats.url, str(tmp_path / "t.db"), None) == 0
     err = capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""How a rebuild shows its progress (``relaydesk rebuild timelines``, services.rebuild).
+
+A bar on stderr for a person at a terminal (rich, imported only then); off a terminal (a
+Kubernetes Job's log, ``kubectl exec`` without -t) a plain line every ``PROGRESS_LINE_SECONDS``;
+or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal, Protocol
+
+# How progress is shown: True, a bar (a person at a terminal); "lines", a plain line every
+# PROGRESS_LINE_SECONDS (a Kubernetes Job's log, `kubectl exec` without -t); False, nothing.
+ShowProgress = bool | Literal["lines"]
+PROGRESS_LINE_SECONDS = 10.0
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.speed
+            return Text("-- ev/s" if speed is None else f"{speed:,.0f} ev/s", style="progress.data.speed")
+
+    return RateColumn()
+
+
+class _Shown(Protocol):
+    def update(self, completed: int) -> None: ...
+
+    def done(self, total: int) -> None: ...
+
+
+class _Nothing:
+    def update(self, completed: int) -> None:
+        pass
+
+    def done(self, total: int) -> None:
+        pass
+
+
+class _Bar:
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar, self.task = bar, task
+
+    def update(self, completed: int) -> None:
+        self.bar.update(self.task, completed=completed)
+
+    def done(self, total: int) -> None:
+        self.bar.update(self.task, total=total, completed=total)
+
+
+class _Lines:
+    """Progress as a plain line on stderr every ``every`` seconds: off a terminal the bar was
+    not shown at all, and a long rebuild in a Job said nothing until its end (found by an audit)."""
+
+    def __init__(self, description: str, total: int | None, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.completed = 0
+        self.started = self.last_at = time.monotonic()
+        self.last = 0
+
+    def update(self, completed: int) -> None:
+        self.completed = completed
+
+    def done(self, total: int) -> None:
+        self.completed = total
+
+    def line(self) -> str:
+        """``rebuild timelines: 1,200,000 of 2,000,000 events (60%), 48,000 ev/s, 25s``: the rate
+        since the last line (events: log sequences, as the bar counts them)."""
+        now = time.monotonic()
+        rate = (self.completed - self.last) / (now - self.last_at) if now > self.last_at else 0.0
+        self.last, self.last_at = self.completed, now
+        of = f" of {self.total:,}" if self.total else ""
+        share = f" ({min(self.completed / self.total, 1):.0%})" if self.total else ""
+        return f"{self.description}: {self.completed:,}{of} events{share}, {rate:,.0f} ev/s, {now - self.started:,.0f}s"
+
+    async def say_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            print(self.line(), file=sys.stderr, flush=True)
+
+
+@asynccontextmanager
+async def showing_progress(show: ShowProgress, description: str, total: int | None) -> AsyncIterator[_Shown]:
+    if show == "lines":
+        lines = _Lines(description, total, PROGRESS_LINE_SECONDS)
+        ticker = asyncio.create_task(lines.say_every())
+        try:
+            yield lines
+        finally:
+            ticker.cancel()
+        return
+    if not show:
+        yield _Nothing()
+        return
+    # rich only when a person watches (it costs imports a scripted rebuild does without)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _rate_column(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with bar:
+        yield _Bar(bar, bar.add_task(description, total=total))
