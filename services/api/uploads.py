@@ -6,9 +6,10 @@
    type, size and sha256 beside it) and answered with the id.
 2. ``POST /v1/conversations/{id}/reply`` (and ``POST /v1/conversations``) with
    ``"attachments": ["up_…"]``: each file is checked against the limits of the channel the
-   reply goes out on (``CHANNEL_LIMITS``, or ``max_attachment_bytes`` / ``attachment_types``
-   in ``[connectors.<channel>]``) and recorded on ``ReplyRequested.attachments`` (url
-   ``nats-object://rd_attachments/up_…``, name sealed like a message's attachments).
+   reply goes out on (``services.api.attachment_limits``: ``CHANNEL_LIMITS``, or
+   ``max_attachment_bytes`` / ``attachment_types`` in ``[connectors.<channel>]``) and recorded
+   on ``ReplyRequested.attachments`` (url ``nats-object://rd_attachments/up_…``, name sealed
+   like a message's attachments).
 3. When the reply is queued for its connector (``with_links``), each url becomes a
    short-lived signed public link, ``{[api] public_url}/v1/files/<token>``: no bearer, since
    the provider fetches it (Twilio ``MediaUrl``, WhatsApp/Messenger media ``link``), the
@@ -35,7 +36,6 @@ import hmac
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
@@ -53,6 +53,7 @@ from events.model import Attachment, DeliverReply
 from events.objects import ObjectUnreadable, read_object
 from events.skips import count_skip
 from events.streams import ATTACHMENTS_BUCKET, attachments_store
+from services.api.attachment_limits import limits_for
 from services.api.common import READ_BODY, ApiDeps, ApiError, json_error, ok
 from services.api.tokens import signing_key
 from services.customers.scan import scan
@@ -76,41 +77,6 @@ _SAFE_NAME = re.compile(r"[^\w .()+-]")
 # An upload no reply named within this long is erased (an agent's abandoned draft).
 UNUSED_UPLOAD_HOURS = 24.0
 SWEEP_EVERY_S = 3600.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int
-    types: tuple[str, ...]  # exact types or prefixes ending in "/"; empty: any
-
-    def refusal(self, channel: str, attachment: Attachment) -> str | None:
-        size, kind = attachment.size or 0, (attachment.content_type or "").lower()
-        if size > self.max_bytes:
-            return f"{attachment.name or 'file'} is {size} bytes; {channel} takes at most {self.max_bytes}"
-        if self.types and not any(kind == t or (t.endswith("/") and kind.startswith(t)) for t in self.types):
-            return f"{channel} does not take {kind or 'files without a type'} (takes {', '.join(self.types)})"
-        return None
-
-
-# What each provider documents (the smallest of its surfaces where they differ).
-CHANNEL_LIMITS: dict[str, Limits] = {
-    # Twilio MMS: 5 MB per message; images, audio, video, PDF, vCard.
-    "sms": Limits(5 * 1024 * 1024, ("image/", "audio/", "video/", "application/pdf", "text/vcard", "text/plain")),
-    # WhatsApp: images 5 MB, audio/video 16 MB, documents 100 MB; Messenger 25 MB.
-    "social": Limits(
-        5 * 1024 * 1024, ("image/jpeg", "image/png", "audio/", "video/mp4", "application/pdf", "text/plain")
-    ),
-    "email": Limits(10 * 1024 * 1024, ()),
-    "chat": Limits(10 * 1024 * 1024, ()),
-}
-
-
-def limits_for(deps: ApiDeps, channel: str) -> Limits:
-    base = CHANNEL_LIMITS.get(channel, Limits(5 * 1024 * 1024, ()))
-    table = deps.connector_table(channel)
-    configured_bytes = int(table.get("max_attachment_bytes") or 0)
-    configured_types = tuple(str(t).lower() for t in table.get("attachment_types") or ())
-    return Limits(configured_bytes or base.max_bytes, configured_types or base.types)
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
