@@ -12,7 +12,7 @@ from events import subjects
 from events.model import ConversationEscalated, ConversationOpened, ConversationResolved, LogEvent, MessageReceived
 from events.store import StoredEvent
 from services.reports import ReportQuery, ReportState, evolve, fold_all, service_report
-from services.reports.metrics import figures
+from services.reports.conversation_figures import figures
 from tests.reports.scenario import NOW, SLA, T0, Conv, at, scenario
 
 DAY = ReportQuery(start=T0 - timedelta(hours=10), end=T0 + timedelta(hours=14))
