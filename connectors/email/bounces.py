@@ -39,8 +39,8 @@ from nats.js.kv import KeyValue
 from events import subjects
 from events.model import DeliverReply, ReplyOutcomeReported
 
+from .automatic import DeliveryReport, status_blocks
 from .lenient import forgiven
-from .parse import DeliveryReport, status_blocks
 
 KEY_PREFIX = "email.sent."
 _OUR_ID = re.compile(r"^<?rd\.([A-Za-z0-9._-]{1,100})@[^@>\s]+>?$")

@@ -58,9 +58,11 @@ from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, pati
 from events.streams import attachments_store
 
 from . import outbound, threads
+from .automatic import bounce_reason
+from .body import AttachmentBody
 from .bounces import CopyBounce, SentReplies, bounce_report, customer_failure, failed_recipients, our_id
 from .imap import ImapPoller
-from .parse import AttachmentBody, ParsedEmail, bounce_reason, header_recipients, is_address, parse_email
+from .parse import ParsedEmail, header_recipients, is_address, parse_email
 from .settings import EmailSettings
 from .smtp_server import EmailHandler, SmtpServer
 from .unparsed import park_too_large, park_unparsed

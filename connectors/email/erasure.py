@@ -1,7 +1,7 @@
 """Erasure hook: a customer's attachment bodies leave the object store for good.
 
 Attachments are stored under their sha256 (``nats-object://<bucket>/<sha256>``, see
-``connectors.email.parse.attachment_url``). An object store's ``delete`` purges the chunks,
+``connectors.email.body.attachment_url``). An object store's ``delete`` purges the chunks,
 which removes the messages but leaves their bytes in the stream's files until the block is
 compacted; so the chunks are first deleted one by one with JetStream's secure erase (the
 server overwrites them), then the object is marked deleted. Content addressing means one

@@ -22,6 +22,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from connectors.email.automatic import DeliveryReport, bounce_reason
 from connectors.email.bounces import (
     CopyBounce,
     SentReply,
@@ -33,7 +34,7 @@ from connectors.email.bounces import (
     sent_key,
 )
 from connectors.email.connector import EmailConnector
-from connectors.email.parse import DeliveryReport, bounce_reason, parse_email
+from connectors.email.parse import parse_email
 from connectors.email.settings import EmailSettings
 from connectors.sdk.conformance import read_outcomes
 from connectors.sdk.runtime import ConnectorRuntime

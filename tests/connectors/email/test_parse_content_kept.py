@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.email import filenames, parse
+from connectors.email import body as email_body
+from connectors.email import filenames
 from connectors.email import html as email_html
 from connectors.email.charsets import _READ_AS, decode_bytes, decode_words
 from connectors.email.connector import EmailConnector
@@ -275,7 +276,7 @@ def test_a_huge_html_body_is_cut_before_it_is_converted(monkeypatch: pytest.Monk
         given.append((len(html), partial))
         return real(html, partial=partial)
 
-    monkeypatch.setattr(parse, "html_to_text", spy)
+    monkeypatch.setattr(email_body, "html_to_text", spy)
     row = "<tr><td style='padding:4px;font-family:Arial'>Order 12345</td><td>charged twice</td></tr>\n"
     body = "<html><body><p>Please refund the second charge.</p><table>" + row * 8000 + "</table></body></html>"
     assert len(body) > email_html.MAX_HTML_CHARS
