@@ -12,9 +12,9 @@ Outbound: ``DeliverReply`` on ``rd.out.email`` is sent by SMTP (``send_*`` setti
 threaded under the customer's message (see ``outbound.py`` for what the reply must carry).
 A bounce of one of our replies is reported as that reply's outcome (``bounced``) instead of
 being published as a customer message; intake records ``DeliveryFailed`` on the reply's
-conversation (``bounces.py``); a bounce of a Cc'd copy only is logged and counted. Our own mail
-come back (a journalled or forwarding mailbox, an agent notice) is never published
-(``own_mail``). The connector never writes the log.
+conversation (``bounces.py``, ``returning.py``); a bounce of a Cc'd copy only is logged and
+counted. Our own mail come back (a journalled or forwarding mailbox, an agent notice) is never
+published (``returning.own_mail``). The connector never writes the log.
 
 Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
 """
@@ -22,11 +22,8 @@ Settings: ``connectors/email/settings.py`` (``[connectors.email]``).
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -57,12 +54,12 @@ from events.skips import count_skip
 from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
 from events.streams import attachments_store
 
-from . import outbound, threads
-from .automatic import bounce_reason
+from . import outbound
 from .body import AttachmentBody
-from .bounces import CopyBounce, SentReplies, bounce_report, customer_failure, failed_recipients, our_id
+from .bounces import SentReplies
 from .imap import ImapPoller
 from .parse import ParsedEmail, header_recipients, is_address, parse_email
+from .returning import Dropped, bounce_of_ours, own_mail
 from .settings import EmailSettings
 from .smtp_server import EmailHandler, SmtpServer
 from .unparsed import park_too_large, park_unparsed
@@ -73,12 +70,6 @@ SIGNATURE_HEADER = "X-Relaydesk-Signature"
 ENVELOPE_TO_HEADER = "X-Envelope-To"
 ENVELOPE_FROM_HEADER = "X-Envelope-From"
 INBOUND_PATH = "/email/inbound"
-# Every agent notice of the delivery service carries it (services/delivery/render.py).
-NOTICE_HEADER = "X-Relaydesk-Delivery"
-# Agent notices' Message-IDs are ``rd.notice.<hash>@<domain>`` (services/delivery/render.py).
-NOTICE_ID_PREFIX = "notice."
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-HEADER_SCAN_BYTES = 256 * 1024  # where a header section ends, in any mail worth reading
 
 
 def fingerprint(value: str) -> str:
@@ -90,46 +81,6 @@ class Parked:
     """A mail that could not be parsed, kept raw and parked (``unparsed.py``): accepted."""
 
     key: str
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """Accepted and not published, on purpose: ``why`` (``own_mail``: ours come back;
-    ``bounce_of_copy``: a Cc'd copy of a reply refused, the customer got it)."""
-
-    why: str
-
-    @property
-    def key(self) -> str:
-        return f"dropped.{self.why}"
-
-
-def own_mail(parsed: ParsedEmail, raw: bytes, settings: EmailSettings) -> str | None:
-    """Why ``parsed`` is mail Relaydesk sent itself (an agent's reply, an agent notice) come
-    back, or an answer to a notice; None for anybody else's. Such mail published would make
-    us a customer of ours, with a conversation whose notice comes back again: a mail loop.
-    Checked here, on our own identity, not in the parser (``classify_auto`` reads what mail
-    says about itself, and ours says nothing of the kind)."""
-    message = parsed.message
-    domains = settings.own_id_domains()
-
-    def ours(message_id: str | None) -> str | None:
-        ids = threads.msgids(message_id)
-        local = our_id(ids[0]) if ids else None
-        if local is None or ids[0].rpartition("@")[2].lower() not in domains:
-            return None
-        return local
-
-    if ours(message.metadata.get("message_id")) is not None:
-        return "own_message_id"  # an agent's reply or a notice, journalled or forwarded back
-    if message.sender.lower() in settings.own_senders():
-        return "own_sender"
-    head = _HEADER_END.split(raw[:HEADER_SCAN_BYTES], 1)[0]
-    if email.message_from_bytes(head, policy=email.policy.compat32).get(NOTICE_HEADER) is not None:
-        return "notice_header"  # a notice whose From a forwarder rewrote
-    if (local := ours(message.metadata.get("in_reply_to"))) is not None and local.startswith(NOTICE_ID_PREFIX):
-        return "notice_reply"  # an agent (or her out-of-office) answering a notice, not a customer
-    return None
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -264,7 +215,10 @@ class EmailConnector(Connector):
             encode(parsed.message)  # what the bus will be given must encode: else it is parked now
         except Exception as err:  # Malformed, or a mail no code path foresaw: kept, not refused
             return await self._park(raw, source, err)
-        recorded = await self._bounce_of_ours(parsed, raw)
+        recorded = await bounce_of_ours(
+            parsed, raw, replies=self.sent, publisher=self.publisher, metrics=self.metrics,
+            timeout=self.settings.ack_timeout * 4, now=self.now,
+        )  # fmt: skip
         if recorded is not None:
             return recorded
         if (why := own_mail(parsed, raw, self.settings)) is not None:
@@ -303,62 +257,6 @@ class EmailConnector(Connector):
             bucket=self.settings.attachment_bucket, timeout=self.settings.ack_timeout * 4,
         )  # fmt: skip
         return Parked(key)
-
-    async def _bounce_of_ours(self, parsed: ParsedEmail, raw: bytes) -> Published | Dropped | None:
-        """A failed-delivery bounce of one of our replies: reported as the reply's outcome
-        (``bounced``; intake appends ``DeliveryFailed`` on its conversation once), and not
-        published as a customer message; when it names only other recipients than the
-        customer (a Cc'd copy refused), dropped and counted, no outcome. None for everything
-        else (unknown Message-ID, delay/success reports, any other mail): published as usual."""
-        md = parsed.message.metadata
-        if md.get("auto") != "bounce" or self.sent is None or self.publisher is None:
-            return None
-        local = our_id(md.get("bounced_message_id"))
-        if local is None or local.startswith(NOTICE_ID_PREFIX):
-            return None  # not ours, or an agent notice's (never remembered)
-        if parsed.report is not None and not parsed.report.failed:
-            return None
-        timeout = self.settings.ack_timeout * 4
-        try:
-            async with asyncio.timeout(timeout):
-                sent = await self.sent.lookup(local)
-        except Exception as err:
-            raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
-        if sent is None:
-            return None
-        # Whom the report says failed: a Cc'd copy refused is not the customer's reply failed.
-        failed = failed_recipients(raw) if parsed.report is not None else []
-        about = customer_failure(sent, failed, parsed.report)
-        if isinstance(about, CopyBounce):
-            self.metrics.reject("bounce_of_copy")
-            log.info(
-                "inbound.bounce_of_copy",
-                reply_id=sent.reply_id,
-                customer_id=sent.customer_id,
-                conversation_id=sent.conversation_id,
-                failed=about.failed,
-                reason=bounce_reason(failed[0].report),  # addresses masked
-            )
-            return Dropped("bounce_of_copy")
-        reason = bounce_reason(about)
-        try:
-            async with asyncio.timeout(timeout):
-                reported = await self.publisher.report(bounce_report(sent, reason, self.now()))
-        except Exception as err:
-            raise Unavailable(f"bounce not recorded: {type(err).__name__}") from err
-        # The SDK's counters: a reported bounce counts as a message received and acknowledged.
-        self.metrics.inc("received")
-        self.metrics.inc("duplicates" if reported.duplicate else "published")
-        log.info(
-            "inbound.bounce_reported",
-            reply_id=sent.reply_id,
-            customer_id=sent.customer_id,
-            conversation_id=sent.conversation_id,
-            seq=reported.seq,
-            duplicate=reported.duplicate,
-            reason=reason,
-        )
-        return Published(parsed.message, reported.seq, reported.duplicate)
 
     async def _ingest_smtp(self, raw: bytes, recipients: list[str], mail_from: str) -> str:
         try:

@@ -102,7 +102,7 @@ def notice_message_id(delivery_id: str, sender: str) -> str:
     """``<rd.notice.<hash>@<sender's domain>>``: the same on every attempt of one delivery (a
     retry after an ambiguous failure is collapsed by mail clients), and in the form the email
     connector knows as ours (``rd.<id>@``), so a notice that comes back, or an answer to one,
-    never becomes a customer's mail (connectors/email/connector.py ``own_mail``)."""
+    never becomes a customer's mail (connectors/email/returning.py ``own_mail``)."""
     domain = sender.rpartition("@")[2].strip().strip(">").lower() or "localhost"
     return f"<rd.notice.{hashlib.sha256(delivery_id.encode()).hexdigest()[:32]}@{domain}>"
 
