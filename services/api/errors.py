@@ -4,10 +4,17 @@ the limit (413, the limit in KiB). An error already JSON (``ApiError``, ``json_e
 as it is; answers below 400 (redirects) and every non-error answer (the console's HTML and
 scripts, ``/docs``, the event stream) are untouched. A body that cannot be decoded (a corrupt
 gzip or deflate ``Content-Encoding``) is a JSON 400, not a crash. And NATS not answering in time (or at all)
-is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``."""
+is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``.
+
+Any other exception a handler lets out is a fault of the API, not of the request: a JSON 500
+(``{"error": "internal error …", "incident": <id>}``) that says nothing of the exception, and
+one ``api.unhandled_error`` line with the traceback under the same id. Found by a fuzzing
+audit: a signed link with a non-ASCII character (``GET /v1/files/é.é``) or a multipart upload
+without a boundary was aiohttp's plain-text 500, outside the contract's ``Error`` shape."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
@@ -52,8 +59,35 @@ def json_errors(body_limit: int) -> Middleware:
         except NATS_UNAVAILABLE as err:
             log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))
             return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
+        except Exception as err:
+            if _answer_started(request):
+                raise  # a stream under way (its client gone, say): no second answer to give
+            return unhandled(err, request)
 
     return middleware
+
+
+INTERNAL = "internal error: the API failed on this request; it is logged under this incident id"
+
+
+def unhandled(err: BaseException, request: web.Request) -> web.Response:
+    """The JSON 500 for an exception no handler expected: its id, never its text (it may quote
+    what the request held); the traceback goes to the log under that id."""
+    incident = uuid.uuid4().hex[:16]
+    log.error(
+        "api.unhandled_error",
+        method=request.method,
+        path=request.path,
+        incident=incident,
+        error=type(err).__name__,
+        exc_info=err,
+    )
+    return web.json_response({"error": INTERNAL, "incident": incident}, status=500)
+
+
+def _answer_started(request: web.Request) -> bool:
+    """Whether the handler began writing its own answer (an event stream) before it failed."""
+    return bool(getattr(request.writer, "output_size", 0))
 
 
 def describe(err: web.HTTPException, request: web.Request, body_limit: int) -> tuple[str, dict[str, Any]]:
