@@ -35,7 +35,17 @@ same key answers the first result (with `Idempotent-Replayed: true`) and does th
 
 
 def is_command(route: Route) -> bool:
-    return route.method in COMMAND_METHODS and route.path.startswith("/v1/")
+    """A command the ``Idempotency-Key`` middleware keeps: under ``/v1``, with a token (a
+    public route, the console's sign-in, has no caller to scope a key to: it ignores one)."""
+    return route.method in COMMAND_METHODS and route.path.startswith("/v1/") and bool(route.auth)
+
+
+# What every route under /v1 may answer whatever it is: NATS away or slow, or the API's view
+# still reading the log after a start (services.api.errors, services.api.readiness).
+UNAVAILABLE = "NATS did not answer in time, or this API's view is still reading the log: retry (Retry-After)"
+# Idempotency-Key: printable ASCII, as the header's draft standard (a structured-field string)
+# has it and services.api.idempotency checks it; no space at either end (HTTP drops it).
+KEY_PATTERN = "^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$"
 
 
 def _errors(route: Route) -> dict[int, str]:
@@ -54,10 +64,14 @@ def _errors(route: Route) -> dict[int, str]:
             else "an agent or supervisor token (operators only)"
         )
     if is_command(route):
+        out[400] = f"{out[400]}; or an invalid Idempotency-Key" if 400 in out else "an invalid Idempotency-Key"
         out[409] = "the first request with this Idempotency-Key is still running"
+        out[413] = "the request body is larger than the API's limit"
         out[422] = "this Idempotency-Key was used for another request"
+    if route.path.startswith("/v1/"):
+        out[503] = UNAVAILABLE
     for status, when in route.errors.items():
-        out[status] = f"{out[status]}; or {when}" if status in out and status in (400, 409) else when
+        out[status] = f"{out[status]}; or {when}" if status in out and status in (400, 409, 503) else when
     return out
 
 
@@ -65,8 +79,24 @@ def _schema_for(kind: Any, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     return refs[kind]
 
 
+# One Server-Sent Event as a client parses it (OpenAPI 3.1 has an event stream's schema
+# describe each event; 3.2 names it itemSchema): its name, its JSON text and, for a log
+# event, its sequence (services.api.stream).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "work, hello, reset, revoked, behind, or a log event's type"},
+        "data": {"type": "string", "description": "a JSON object"},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the log sequence (resume after it)"},
+    },
+    "required": ["event", "data"],
+}
+
+
 def _content(kind: Any, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
-    if isinstance(kind, str):  # a media type that is not JSON (HTML, event stream, metrics)
+    if kind == "text/event-stream":
+        return {kind: {"schema": SSE_EVENT}}
+    if isinstance(kind, str):  # a media type that is not JSON (HTML, metrics, a file)
         return {kind: {"schema": {"type": "string"}}}
     return {"application/json": {"schema": _schema_for(kind, refs)}}
 
@@ -172,7 +202,7 @@ def build() -> dict[str, Any]:
                     "required": False,
                     "description": "makes the command safe to retry: the same key (per token, method and path)"
                     " answers the first result for 24 hours and does the thing once",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": KEY_PATTERN},
                 }
             },
             "headers": {

@@ -237,7 +237,7 @@ ROUTES: tuple[Route, ...] = (
         {200: rs.AgentMe},
         auth=BOTH,
         query=(AGENT_FOR_OPERATOR,),
-        errors={404: "no such agent"},
+        errors={400: "an empty ?agent=", 404: "no such agent"},
     ),
     Route(
         "GET",
