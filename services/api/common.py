@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,10 +134,21 @@ def id_problem(kind: str, value: str) -> str | None:
 MAX_NAME = 200  # a display name (an agent's, a customer's): shown in the console, kept in events
 
 
+# Characters no display name holds: control characters (NUL, CR, LF, ESC, DEL, C1), line and
+# paragraph separators, and the bidirectional embeddings, overrides and isolates that make
+# text read otherwise than it is stored.
+_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def name_problem(name: str, field: str = "name") -> str | None:
-    """A display name over ``MAX_NAME`` characters (a runaway script, a paste) is refused."""
+    """A display name over ``MAX_NAME`` characters (a runaway script, a paste) is refused, and
+    so is one holding a character that is no part of a name (``_NOT_IN_NAMES``): found by a
+    fuzzing audit, an agent's name of a line break and a ``Bcc:`` header (or a NUL, an escape
+    sequence for a terminal reading the logs) was stored and shown wherever the name goes."""
     if len(name) > MAX_NAME:
         return f"{field} takes at most {MAX_NAME} characters, not {len(name)}"
+    if found := _NOT_IN_NAMES.search(name):
+        return f"{field} may not hold control or text-direction characters (U+{ord(found.group()):04X})"
     return None
 
 

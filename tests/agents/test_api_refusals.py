@@ -210,3 +210,27 @@ async def test_a_signed_link_with_non_ascii_text_is_refused_not_a_crash(s: Agent
     status, kind, _, body = await raw(s, "GET", path)
     assert (status, kind) == (403, "application/json"), body
     assert "not valid" in body["error"] or "invalid" in body["error"], body
+
+
+async def test_a_display_name_holds_no_control_or_text_direction_characters(s: AgentSystem) -> None:
+    """Found by a fuzzing audit: a name with a line break and a header after it, a NUL or a
+    right-to-left override was stored and shown wherever the name goes (console, notices, logs)."""
+    customer, _ = await s.open()
+    refused = {
+        "Bruno\r\nBcc: evil@example.com": "U+000D",
+        "Ava\x00": "U+0000",
+        "\x1b[31mAva": "U+001B",
+        "Ava\u202etxt.exe": "U+202E",
+        "Ava\u2028Bruno": "U+2028",
+        "Ava\x85": "U+0085",
+    }
+    for name, code in refused.items():
+        for path in ("/v1/agents/ava", f"/v1/customers/{customer}"):
+            status, body = await s.call("PATCH", path, body={"name": name})
+            assert status == 400, (path, name, body)
+            assert body == {"error": f"name may not hold control or text-direction characters ({code})"}, body
+    status, body = await s.call("GET", "/v1/agents/ava")
+    assert status == 200 and body["name"] == "Ava", body
+    for name in ("Zoë O'Brien-Łukasz", "王小明", "Ana 👩\u200d💻", "محمد"):
+        status, body = await s.call("PATCH", "/v1/agents/ava", body={"name": name})
+        assert status == 200 and body["name"] == name, body
