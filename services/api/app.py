@@ -24,6 +24,7 @@ from services.api import (
     docs,
     health,
     idempotency,
+    known_conversations,
     notes,
     outbound,
     registry,
@@ -89,7 +90,8 @@ def build_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
     tokens.install(app, table, deps.live)
     stream.install(app, deps.live)
-    access.install(app, deps.live)  # who held what: the access rules (services.api.access)
+    custody = access.install(app, deps.live)  # who held what: the access rules (services.api.access)
+    known_conversations.install(deps, custody)  # and what was resolved unheld: ids known without a search
     replies.install(app, deps)
     closings.install(app, deps)  # the web chat hears that its conversation was resolved
     canned.install(app, deps)  # the bucket of the team's canned replies

@@ -39,19 +39,31 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COMMANDS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def subject_of(request: web.Request, customer_of: Callable[[str], str | None] = lambda _: None) -> str | None:
+# What a command waits for when its conversation is unknown to this view: the log's end as it
+# stood when the command came (one STREAM.INFO), not a search under every customer.
+LOG_END = "<the log's end>"
+
+
+def subject_of(
+    request: web.Request, customer_of: Callable[[str], str | None] = lambda _: None, *, search: bool = True
+) -> str | None:
     """The log subject (or a filter) of what a command request is about; None: none to wait for.
-    A conversation whose customer the view knows (``customer_of``) is its own subject; another
-    is looked for under every customer (``rd.evt.c.*.<id>``), which the server answers by walking
-    every customer's subjects (found by a security audit: on a log of millions of customers,
-    the cost of every accept and reply, and of any made-up id an agent token sends)."""
+    A conversation whose customer the view knows (``customer_of``) is its own subject. Another,
+    where the view knows every conversation it has read (``search=False``,
+    services.api.known_conversations), is ``LOG_END``: once the view has read that far it knows
+    the conversation, or there is none. Else it is looked for under every customer
+    (``rd.evt.c.*.<id>``), which the server answers by walking every customer's subjects (found
+    by a security audit: on a log of millions of customers, the cost of any made-up id an agent
+    token sends)."""
     if request.method not in COMMANDS:
         return None
     path = request.path
     named = request.match_info.get("id", "")
     if path.startswith("/v1/conversations/") and subjects.is_token(named):
         customer_id = customer_of(named)
-        return subjects.conversation(customer_id, named) if customer_id else subjects.conversation_filter(named)
+        if customer_id:
+            return subjects.conversation(customer_id, named)
+        return subjects.conversation_filter(named) if search else LOG_END
     if path.startswith("/v1/agents/") and subjects.is_token(named):
         return subjects.agent(named)
     if path.startswith("/v1/agent/"):
@@ -62,8 +74,10 @@ def subject_of(request: web.Request, customer_of: Callable[[str], str | None] = 
 
 
 async def has_read_subject(deps: ApiDeps, subject: str) -> None:
-    """Until this process's view has folded the last event of ``subject`` (none: at once)."""
-    await deps.has_read(await deps.store.last_subject_seq(subject))
+    """Until this process's view has folded the last event of ``subject`` (none: at once), or
+    the whole log as it ends now (``LOG_END``)."""
+    last = await (deps.store.last_seq() if subject == LOG_END else deps.store.last_subject_seq(subject))
+    await deps.has_read(last)
 
 
 async def agent_events(deps: ApiDeps) -> None:
@@ -120,13 +134,17 @@ def caught_up(deps: ApiDeps) -> Callable[[web.Request, Handler], Awaitable[web.S
     """The middleware: after authentication (an anonymous request costs NATS nothing), before
     the access rules and the handler, which read the view."""
 
-    def known_customer(conversation_id: str) -> str | None:
-        conv = deps.live.state.conversations.get(conversation_id)
-        return conv.customer_id if conv is not None else None
-
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        subject = subject_of(request, known_customer)
+        known = deps.known_conversations
+
+        def known_customer(conversation_id: str) -> str | None:
+            conv = deps.live.state.conversations.get(conversation_id)
+            if conv is not None:
+                return conv.customer_id
+            return known.customer(conversation_id) if known is not None else None
+
+        subject = subject_of(request, known_customer, search=known is None)
         if subject is not None:
             await has_read_subject(deps, subject)
         return await handler(request)

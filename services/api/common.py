@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -25,6 +25,9 @@ from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
 from services.timelines.store import TimelineStore
 
+if TYPE_CHECKING:
+    from services.api.known_conversations import ResolvedUnassigned
+
 # Who is acting: "operator", "operator:<name>", "agent:<id>" or "supervisor:<id>"; set by the
 # auth middleware, put on every event.
 ACTOR = web.RequestKey("actor", str)
@@ -35,7 +38,7 @@ READ_BODY = web.RequestKey("read_body", bytes)
 
 def is_operator(request: web.Request) -> bool:
     """Whether the shared operator token or a named one (``operator:<name>``) is calling."""
-    actor = request.get(ACTOR, "")
+    actor: str = request.get(ACTOR, "")
     return actor == "operator" or actor.startswith("operator:")
 
 
@@ -80,6 +83,9 @@ class ApiDeps:
     # Channels whose connector shows a ``resolved`` notice (services.api.closings): the
     # runner gives the installed connectors' (``connectors.sdk.registry.notice_channels``).
     notice_channels: frozenset[str] = frozenset({"chat"})
+    # Conversations resolved unassigned (services.api.known_conversations; set by build_app):
+    # with the view and custody, every conversation the view has read, found without a search.
+    known_conversations: ResolvedUnassigned | None = None
 
     def __post_init__(self) -> None:
         self.freshness = Freshness(self.view_stale_after)

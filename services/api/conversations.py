@@ -103,14 +103,20 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         conv = deps.live.state.conversations.get(conversation_id)
         if conv is not None:
             return conv
-        if await last_event_of(conversation_id):
-            # On the log and not open: resolved. A 404 read as "lost" to a caller retrying.
-            raise ApiError(
-                409,
-                f"conversation {conversation_id} is resolved: only an open conversation takes this",
-                conversation_status="resolved",
-            )
-        raise ApiError(404, f"no conversation {conversation_id}")
+        known = deps.known_conversations
+        if known is not None:
+            # Every conversation the view has read is known (services.api.known_conversations);
+            # a command waited for the log's end as it stood (caught_up.py): no search.
+            if known.customer(conversation_id) is None:
+                raise ApiError(404, f"no conversation {conversation_id}")
+        elif not await last_event_of(conversation_id):
+            raise ApiError(404, f"no conversation {conversation_id}")
+        # On the log and not open: resolved. A 404 read as "lost" to a caller retrying.
+        raise ApiError(
+            409,
+            f"conversation {conversation_id} is resolved: only an open conversation takes this",
+            conversation_status="resolved",
+        )
 
     async def last_event_of(conversation_id: str) -> int:
         """The log's last event of a conversation, whoever its customer (0: none, or not an id)."""

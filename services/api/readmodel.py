@@ -194,8 +194,12 @@ class LiveState:
                 self._refeed_subjects[fold.name] = snap.refeed_subjects[fold.name]
             else:
                 # fed again from where its snapshot says, or from the start (or, for a fold that
-                # needs no past, from after a snapshot that never heard of it)
+                # needs no past, from after a snapshot that never heard of it; told so if it asks)
                 unknown = 1 if fold.needs_the_past else snap.position + 1
+                if not fold.needs_the_past and fold.name not in snap.refeed_from:
+                    missed = getattr(fold.saved, "missed_the_past", None)
+                    if missed is not None:
+                        missed()
                 self._refeed[fold.name] = min(max(1, snap.refeed_from.get(fold.name, unknown)), snap.position + 1)
         self._refeed = {name: seq for name, seq in self._refeed.items() if seq <= snap.position}
         self.state = reading_only(snap.state)
