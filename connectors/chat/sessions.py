@@ -19,7 +19,7 @@ from . import tokens
 from .history import HistoryUnavailable
 from .origins import cors_headers, origin_allowed, refused
 from .part import ChatPart, Shared
-from .ratelimit import NewVisitorLimit
+from .ratelimit import NewVisitorLimit, RateLimiter
 
 
 def _static(name: str) -> str:
@@ -41,6 +41,9 @@ class SessionEndpoints(ChatPart):
     def __init__(self, shared: Shared) -> None:
         super().__init__(shared)
         self.new_visitors = NewVisitorLimit(self.settings.new_visitors_per_minute)
+        # Any session, a returning visitor's too: each is a NATS read (found by a security audit:
+        # a known visitor_id, sent again and again, was an unlimited stream of reads).
+        self.sessions = RateLimiter(self.settings.sessions_per_minute)
         self.metrics: Metrics | None = None  # the runtime's, once attached
 
     async def preflight(self, request: ProviderRequest) -> web.StreamResponse:
@@ -85,6 +88,21 @@ class SessionEndpoints(ChatPart):
             self.log.warning("session.rejected", status=status, reason=reason)
             return web.json_response({"error": reason}, status=status, headers=cors)
 
+        def too_many(wait: float, limit: str, what: str, per_minute: int) -> web.Response:
+            if self.metrics is not None:
+                self.metrics.reject(limit)
+            self.log.warning("session.rejected", status=429, reason=f"{what} per minute from one address")
+            retry = max(1, math.ceil(wait))
+            return web.json_response(
+                {
+                    "error": f"too many {what} from one address: {per_minute} a minute; retry in {retry} s",
+                    "retryable": True,
+                    "retry_after": retry,
+                },
+                status=429,
+                headers={**cors, "Retry-After": str(retry)},
+            )
+
         try:
             body = request.json()
         except Malformed as err:
@@ -94,6 +112,9 @@ class SessionEndpoints(ChatPart):
         key = body.get("widget_key")
         if not isinstance(key, str) or not hmac.compare_digest(key.encode(), self.settings.widget_key.encode()):
             return fail(403, "unknown widget key")
+        client = client_address(request, self.settings.client_address_header)
+        if wait := self.sessions.take(client):
+            return too_many(wait, "session_limit", "sessions", self.settings.sessions_per_minute)
         visitor_id = body.get("visitor_id")
         if visitor_id is None or visitor_id == "":
             visitor_id = tokens.new_visitor_id()
@@ -121,23 +142,8 @@ class SessionEndpoints(ChatPart):
                 status=503,
                 headers={**cors, "Retry-After": "5"},
             )
-        if last_seq == 0:
-            client = client_address(request, self.settings.client_address_header)
-            if wait := self.new_visitors.take(client, address):
-                if self.metrics is not None:
-                    self.metrics.reject("new_visitor_limit")
-                self.log.warning("session.rejected", status=429, reason="new visitors per minute from one address")
-                retry = max(1, math.ceil(wait))
-                return web.json_response(
-                    {
-                        "error": f"too many new visitors from one address: {self.settings.new_visitors_per_minute} a "
-                        f"minute; retry in {retry} s",
-                        "retryable": True,
-                        "retry_after": retry,
-                    },
-                    status=429,
-                    headers={**cors, "Retry-After": str(retry)},
-                )
+        if last_seq == 0 and (wait := self.new_visitors.take(client, address)):
+            return too_many(wait, "new_visitor_limit", "new visitors", self.settings.new_visitors_per_minute)
         expires = int(time.time() + self.settings.token_ttl)
         claims = tokens.SessionClaims(address, expires, name, verified_email)
         token = tokens.issue_token(self.settings.session_secret, claims)

@@ -36,6 +36,9 @@ class ChatSettings(ConnectorSettings, kw_only=True):
     # New visitors (an address with no history yet) one client address may open sessions for,
     # per minute, bursts up to the same number; a returning visitor is never counted; 0 = off.
     new_visitors_per_minute: int = 10
+    # Sessions (new or returning visitors, token renewals) one client address may open per
+    # minute, bursts up to the same number; each costs a read of the history; 0 = off.
+    sessions_per_minute: int = 300
     # Behind a reverse proxy: the header carrying the client's address, whose last value (the
     # one your proxy appended) is taken, e.g. "X-Forwarded-For"; "" = the peer's own address.
     client_address_header: str = ""

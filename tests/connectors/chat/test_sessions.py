@@ -169,6 +169,27 @@ async def test_new_visitors_from_one_address_are_limited_and_returning_ones_neve
     assert runtime.metrics.rejected_by_reason["new_visitor_limit"] == 2
 
 
+async def test_sessions_from_one_address_are_limited_returning_visitors_too(start_chat: StartChat) -> None:
+    """Found by a security audit: a returning visitor's session (a known visitor_id) was never
+    limited, and each costs a read of the history: one client could send reads without end."""
+    runtime, url = await start_chat(
+        sessions_per_minute=3, new_visitors_per_minute=0, client_address_header="X-Forwarded-For"
+    )
+    status, body = await open_session(url)
+    assert status == 200, body
+    for _ in range(2):
+        assert (await open_session(url, visitor_id=body["visitor_id"]))[0] == 200
+    status, refused = await open_session(url, visitor_id=body["visitor_id"])
+    assert status == 429 and refused["retryable"] is True and refused["retry_after"] >= 1, refused
+    assert refused["error"].startswith("too many sessions from one address: 3 a minute"), refused
+    headers = {"Origin": SITE, "X-Forwarded-For": "203.0.113.9"}  # another client is not held back
+    async with aiohttp.ClientSession() as http:
+        payload = {"widget_key": WIDGET_KEY, "visitor_id": body["visitor_id"]}
+        async with http.post(url + "/sessions", json=payload, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+    assert runtime.metrics.rejected_by_reason["session_limit"] == 1
+
+
 # -- HTTP details ---------------------------------------------------------------------------
 
 
