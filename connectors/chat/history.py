@@ -31,15 +31,19 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import msgspec
+import structlog
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import RePublish, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import NotFoundError
 
+from events.skips import count_skip
 from events.stream_setup import SETUP_BUDGET_S, SetupFailed, describe, ensure_store, patiently, stream_spec
 
 from .ratelimit import RateLimiter as RateLimiter  # it lived here; importable from here still
+
+log = structlog.get_logger(__name__)
 
 # A visitor's message, an agent's reply, or the notice that the conversation was resolved
 # (``closed``, keyed by the conversation id: the widget says so, and a next message opens a new one).
@@ -216,8 +220,19 @@ class ChatHistory:
                 stored = int(raw.seq or 0)
                 if stored < seq or (upto is not None and stored > upto):
                     break
-                with contextlib.suppress(ValueError, msgspec.DecodeError):
+                try:
                     out.append(Frame.decode(stored, raw.data or b""))
+                except (ValueError, msgspec.DecodeError) as err:
+                    # Not a frame this version writes (written by hand, or by a later version):
+                    # the rest of the history still replays.
+                    log.warning(
+                        "chat.history_frame_skipped",
+                        stream=self.stream,
+                        seq=stored,
+                        subject=subject,
+                        error=type(err).__name__,
+                    )
+                    count_skip("chat.history_frame")
                 seq = stored + 1
         except (TimeoutError, NatsError, OSError) as err:
             raise HistoryUnavailable(f"history stream did not answer: {type(err).__name__}") from err

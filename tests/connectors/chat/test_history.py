@@ -16,6 +16,7 @@ import nats
 import pytest
 import websockets
 from nats.aio.client import Client as NATS
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 
 from connectors.chat import tokens
@@ -304,4 +305,25 @@ async def test_erasure_deletes_every_frame_of_one_address_and_no_other(nc: NATS)
     assert await history.read(ann, 0) == []
     assert [f.text for f in await history.read(bob, 0)] == ["bob's words"]
     assert await history.erase(ann) == 0
+    await nc.jetstream().delete_stream(history.stream)
+
+
+async def test_a_frame_this_version_cannot_read_is_logged_and_the_rest_replays(nc: NATS) -> None:
+    """It was skipped in silence (a suppress): a visitor's history had a hole nobody heard of."""
+    from connectors.chat.history import ChatHistory
+    from events.skips import SKIPPED
+
+    suffix = uuid.uuid4().hex[:8]
+    history = ChatHistory(stream=f"RD_CHAT_ODD_{suffix}", prefix=f"rd.chatodd{suffix}", js=nc.jetstream())
+    await history.ensure()
+    ann = f"user:ann-{suffix}"
+    await history.append(ann, "message", "a0", "first")
+    await nc.jetstream().publish(history.subject(ann), b'{"not": "a frame"}')
+    await history.append(ann, "message", "a1", "second")
+    skipped = SKIPPED.labels(where="chat.history_frame")
+    before = skipped._value.get()
+    with capture_logs() as logs:
+        assert [f.text for f in await history.read(ann, 0)] == ["first", "second"]
+    assert skipped._value.get() == before + 1
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["chat.history_frame_skipped"]
     await nc.jetstream().delete_stream(history.stream)
