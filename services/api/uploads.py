@@ -315,7 +315,9 @@ def _claims(deps: ApiDeps, token: str) -> str | None:
     claims, _, mac = token.partition(".")
     try:
         expected = _b64(hmac.new(_key(deps), claims.encode(), hashlib.sha256).digest()[:20])
-        if not hmac.compare_digest(expected, mac):
+        # As bytes: on str, compare_digest raises TypeError for any non-ASCII character, and a
+        # link's text comes from whoever sends it (a fuzzing audit: GET /v1/files/é.é was a 500).
+        if not hmac.compare_digest(expected.encode(), mac.encode("utf-8", "surrogatepass")):
             return None
         upload_id, expires = msgspec.json.decode(_unb64(claims), type=tuple[str, int])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):

@@ -192,16 +192,13 @@ async def test_a_body_that_cannot_be_decoded_is_a_json_400(s: AgentSystem, encod
 
 # Non-ASCII in a link's payload, in its signature, or both; %ED%A0%80 is an encoded surrogate.
 LINKS = ["%C3%A9.%C3%A9", "abc.%F0%9F%98%80", "%C3%A9%C3%A9.abc", "%ED%A0%80.x"]
-UPLOADS_FIX = pytest.mark.xfail(
-    strict=True, reason="services/api/uploads.py _claims compares str with hmac.compare_digest (its owner's fix)"
-)
 
 
 @pytest.mark.parametrize(
     "path",
     [
         *(f"/v1/attachments/{link}" for link in LINKS),
-        *(pytest.param(f"/v1/files/{link}", marks=UPLOADS_FIX if link in LINKS[:2] else ()) for link in LINKS),
+        *(f"/v1/files/{link}" for link in LINKS),
     ],
 )
 async def test_a_signed_link_with_non_ascii_text_is_refused_not_a_crash(s: AgentSystem, path: str) -> None:
