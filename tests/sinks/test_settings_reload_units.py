@@ -3,15 +3,19 @@ and nothing from a re-read that fails (``services.sinks.sdk.reload``)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from services.sinks.conformance import FakeSettings
 from services.sinks.runner import ConfigSettings
 from services.sinks.sdk import SettingsUnavailable
+from services.sinks.sdk.api import ProviderApi
 from services.sinks.sdk.reload import reload_api
 from services.sinks.zendesk import ZendeskSink
 
@@ -27,6 +31,13 @@ async def started() -> ZendeskSink:
     return sink
 
 
+async def closed(api: ProviderApi, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while api._http is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the old client was never closed"
+        await asyncio.sleep(0.01)
+
+
 async def test_only_the_api_clients_settings_are_taken_and_the_old_client_is_closed(
     log_lines: list[dict[str, Any]],
 ) -> None:
@@ -35,10 +46,41 @@ async def test_only_the_api_clients_settings_are_taken_and_the_old_client_is_clo
     source = FakeSettings({**TABLE, "api_token": "rotated", "webhook_secret": "new-secret", "agents": {}})
     assert await reload_api(sink, source, structlog.get_logger()) == ["api_token"]
     logs = log_lines
-    assert sink.settings.api_token == "rotated" and sink.api is not old and old._http is None
+    assert sink.settings.api_token == "rotated" and sink.api is not old
+    await closed(old)  # once idle, in the background: here at once
     assert sink.settings.webhook_secret == TABLE["webhook_secret"] and sink.settings.agents == TABLE["agents"]
     assert [line["event"] for line in logs] == ["sink.credentials_reloaded"] and "rotated" not in repr(logs)
     await sink.api.close()
+
+
+async def test_a_call_under_way_on_the_old_client_finishes_on_it() -> None:
+    """The old client was closed at once: a call another event (or a webhook) had under way on
+    it failed as if the helpdesk were unreachable, and its event was tried again for nothing."""
+    answer = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def slow(_request: web.Request) -> web.Response:
+        arrived.set()
+        await answer.wait()
+        return web.json_response({"ticket": {"id": 7}})
+
+    app = web.Application()
+    app.router.add_get("/api/v2/tickets/7.json", slow)
+    async with TestServer(app) as server:
+        sink = ZendeskSink.from_config(zendesk_config(str(server.make_url("")).rstrip("/")))
+        sink.api = sink.make_api()
+        await sink.api.open()
+        old = sink.api
+        call = asyncio.create_task(old.call("GET", "/api/v2/tickets/7.json"))
+        await asyncio.wait_for(arrived.wait(), 10)
+        table = {**zendesk_config(str(server.make_url("")).rstrip("/")), "api_token": "rotated"}
+        assert await reload_api(sink, FakeSettings(table), structlog.get_logger()) == ["api_token"]
+        await asyncio.sleep(0)
+        assert old._http is not None and not call.done()  # still serving the call under way
+        answer.set()
+        assert await asyncio.wait_for(call, 10) == {"ticket": {"id": 7}}
+        await closed(old)  # and closed once it was done
+        await sink.api.close()
 
 
 async def test_unchanged_credentials_keep_the_client() -> None:

@@ -79,6 +79,9 @@ class ProviderApi:
         self.max_retry_after = max_retry_after
         self._sleep = sleep
         self._http: aiohttp.ClientSession | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.log = log.bind(sink=sink)
 
     async def open(self) -> None:
@@ -89,6 +92,17 @@ class ProviderApi:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    async def close_when_idle(self) -> None:
+        """Close once no call is under way (a client replaced by new credentials: a call still
+        in its retries keeps the session it runs on), or once the longest call could have
+        ended (every attempt timing out, every pause waited)."""
+        longest = self.attempts * (self.timeout + self.max_retry_after)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=longest)
+        except TimeoutError:
+            self.log.warning("sink.api_closed_busy", in_flight=self._in_flight, waited_s=longest)
+        await self.close()
 
     async def call(
         self,
@@ -101,6 +115,25 @@ class ProviderApi:
         retry: bool = True,
     ) -> Any:
         """The JSON answer of ``method path`` (None for an empty body); see the module docstring."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._call(method, path, json=json, params=params, headers=headers, retry=retry)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        retry: bool,
+    ) -> Any:
         await self.open()
         assert self._http is not None
         url = self.base_url + path

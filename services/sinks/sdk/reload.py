@@ -71,13 +71,28 @@ async def reload_api(sink: Sink, source: SettingsSource, log: Any) -> list[str]:
         _failed(log, f"a new API client could not be built ({type(err).__name__})")
         return []
     sink.api = api
-    await old_api.close()
+    # Calls under way on the old client (another event's, a webhook's) finish on it: closing it
+    # now failed them as if the helpdesk were unreachable.
+    _closing.add(task := asyncio.create_task(_close_when_idle(old_api, log), name="sink-old-api-close"))
+    task.add_done_callback(_closing.discard)
     log.info(
         "sink.credentials_reloaded",
         changed=changed,
         action="the event waiting on refused credentials is tried again with the new settings",
     )
     return changed
+
+
+_closing: set[asyncio.Task[None]] = set()  # held until done: a bare task may be collected
+
+
+async def _close_when_idle(api: Any, log: Any) -> None:
+    close = getattr(api, "close_when_idle", None) or api.close
+    try:
+        await close()
+    except Exception as err:  # the old client only: the new one serves
+        count_skip("sink.old_api_close")
+        log.warning("sink.old_api_close_failed", error=type(err).__name__)
 
 
 def _failed(log: Any, problem: str) -> None:
