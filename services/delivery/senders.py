@@ -19,6 +19,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from events.redact import scrub
+from services import tracing
 from services.delivery import render, teams
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.delivery.signing import HEADER, sign
@@ -106,6 +107,8 @@ class Senders:
             HEADER: sign(endpoint.secret, raw),
             "X-Relaydesk-Delivery": delivery_id,
             "X-Relaydesk-Notice": str(body.get("notice", "")),
+            # Tracing on: the tool that hears of the offer may continue its trace (W3C trace context).
+            **(tracing.headers() or {}),
         }
         return await self._post(endpoint.url, raw, headers)
 

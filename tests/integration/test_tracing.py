@@ -117,6 +117,11 @@ async def test_one_sms_is_one_trace_from_connector_to_delivery(
             for name in STAGES[1:]:
                 assert stages[name].parent is not None, name
 
+            # The agent's webhook heard it under the delivery's span: her tool may continue it.
+            assert stages["delivery.notify"].context is not None
+            notify_span = format(stages["delivery.notify"].context.span_id, "016x")
+            told = [seen.headers.get("traceparent", "").split("-")[1:3] for seen in hook.ok()]
+            assert told and all(ids == [trace_id, notify_span] for ids in told), told
             # The context traveled in NATS headers, kept by JetStream beside each event.
             inbound = await headers_on(clean_nats.url, subjects.INBOUND_STREAM, subjects.INBOUND_ALL)
             assert [h["traceparent"].split("-")[1] for h in inbound] == [trace_id]
