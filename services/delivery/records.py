@@ -54,6 +54,9 @@ class DeliveryRecord(msgspec.Struct, kw_only=True):
     reason: str = ""
     next_attempt_at: datetime | None = None
     body: dict[str, Any] = {}
+    # The W3C trace context of the fact it tells of (tracing on): a delivery resumed after a
+    # restart continues that trace too; an operator finds the trace of a delivery by it.
+    trace: dict[str, str] = {}
 
 
 def record_id(seq: int, endpoint_id: str, agent_id: str) -> str:

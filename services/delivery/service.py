@@ -101,7 +101,7 @@ class DeliveryService:
         self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
         self.lease_ttl = settings.lease_seconds
         # Tracing on: the trace context of recent facts by stream sequence, continued by the
-        # deliveries they cause (in memory: a delivery resumed after a restart starts none).
+        # deliveries they cause (a delivery resumed after a restart: from its record's).
         self._traces: OrderedDict[int, Mapping[str, str]] = OrderedDict()
         # What /readyz says: starting, idle (nothing to deliver), leader or standby.
         self.role = "starting"
@@ -314,6 +314,7 @@ class DeliveryService:
             created_at=now,
             updated_at=now,
             body=notice.body,
+            trace=dict(self._traces.get(notice.seq) or {}),
         )
         if record.id in self._inflight:
             return
@@ -387,7 +388,7 @@ class DeliveryService:
         )
         # Tracing on: span ``delivery.notify`` continues the trace of the fact (the offer).
         attributes = {"relaydesk.endpoint_kind": record.kind, "relaydesk.notice": record.notice}
-        trace = self._traces.get(record.seq)
+        trace = self._traces.get(record.seq) or record.trace or None  # the record's: resumed after a restart
         with tracing.span("delivery.notify", trace, new_trace=False, kind="client", attributes=attributes):
             try:
                 await self.rounds.run(record, bound)

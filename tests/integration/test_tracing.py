@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 import structlog
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from events import subjects
 from services import logs, tracing
 from services.config import TracingSettings
+from services.delivery import records
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import agent_system, agents_config, eventually, holds, receiver
@@ -160,3 +162,27 @@ async def test_with_tracing_off_no_trace_context_is_written(tmp_path: Path, clea
     assert not [h for h in inbound + logged if "traceparent" in h or "tracestate" in h]
     assert customer
     assert "traceparent" not in {k.lower() for k in hook.ok()[0].headers}
+
+
+async def test_a_delivery_resumed_after_a_restart_continues_the_trace_its_record_keeps(
+    tmp_path: Path, clean_nats: EmbeddedNats, spans: InMemorySpanExporter
+) -> None:
+    """The trace context of recent facts is in the delivery service's memory only: a delivery
+    resumed by another instance (a restart, a failover, an operator's retry) started none."""
+    async with receiver(then=503) as hook:
+        config = agents_config(tmp_path, clean_nats.url, ava_hook(hook.url))
+        async with agent_system(config, clean_nats) as s:
+            assert await s.system.send_sms("SM" + "8" * 32, "+15551230008", "Please refund my invoice") == 200
+            [failed] = await eventually(lambda: s.deliveries("failed"))
+            inbound = next(span for span in spans.get_finished_spans() if span.name == "connector.inbound")
+            assert failed["trace"]["traceparent"].split("-")[1] == trace_hex(inbound)
+
+            fresh = s.delivery_service(config)  # another instance: it folded nothing
+            seen: list[tuple[str, str] | None] = []
+
+            async def run(record: object, bound: object) -> None:
+                seen.append(tracing.current_ids())
+
+            fresh.rounds.run = run  # type: ignore[method-assign]
+            await fresh._deliver(records.decode(msgspec.json.encode(failed)))
+            assert seen and seen[0] is not None and seen[0][0] == trace_hex(inbound)
