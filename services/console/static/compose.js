@@ -168,6 +168,7 @@ function resetTemplate() {
 function renderFiles() {
   $("reply-files").replaceChildren(...state.files.map((f) => {
     const remove = el("button", { type: "button", className: "remove", textContent: "remove", title: "remove " + f.name });
+    remove.setAttribute("aria-label", "remove " + f.name); // each file's button says which file it removes
     remove.addEventListener("click", () => { state.files = state.files.filter((x) => x.id !== f.id); renderFiles(); });
     return el("li", { className: "file" }, el("span", { textContent: f.name + " (" + size(f.size) + ")" }), " ", remove);
   }));

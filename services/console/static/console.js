@@ -101,7 +101,7 @@ function leave(reason, keepDraft) {
   outbound.clear();
   supervisor.clear();
   $("who").textContent = "";
-  $("live").classList.remove("on");
+  setLive(false);
   for (const id of ["status", "logout", "nav", "agent-view", "supervisor-view"]) $(id).hidden = true;
   history.replaceState(null, "", location.pathname);
   showLogin(reason);
@@ -130,6 +130,14 @@ hooks.unauthorized = (reason) => signOut(reason, true);
 
 // --- the live stream (fetch: the cookie goes along; frames parsed by hand) -----------
 
+// The dot says in words too whether the stream is up (its colour alone told nobody who cannot see it).
+function setLive(on) {
+  const words = on ? "live stream: connected" : "live stream: not connected";
+  $("live").classList.toggle("on", on);
+  $("live").title = words;
+  $("live").setAttribute("aria-label", words);
+}
+
 // The API writes at least every 15 s (a ping): a stream silent for 40 s is dead without having
 // said so (a laptop asleep and woken, a network that changed under it) and is opened again.
 const SILENT_MS = 40000;
@@ -147,7 +155,7 @@ async function follow(epoch) {
       if (epoch !== state.epoch) return;
       if (r.status === 401) { signOut("Your session ended: sign in again.", true); return; }
       if (r.ok) {
-        $("live").classList.add("on");
+        setLive(true);
         opened += 1;
         // Events of the gap are not replayed (no Last-Event-ID): the first frame, `work`, is the
         // lists as they are now, and the open conversation's timeline is loaded again with it.
@@ -174,7 +182,7 @@ async function follow(epoch) {
       clearInterval(watch);
     }
     if (epoch !== state.epoch) return;
-    $("live").classList.remove("on");
+    setLive(false);
     await new Promise((done) => setTimeout(done, ctrl.restarted ? 0 : 1000));
   }
 }
@@ -219,6 +227,10 @@ function showPage() {
   $("supervisor-view").hidden = state.page !== "supervisor";
   $("nav-work").classList.toggle("current", state.page === "work");
   $("nav-supervisor").classList.toggle("current", state.page === "supervisor");
+  for (const [id, page] of [["nav-work", "work"], ["nav-supervisor", "supervisor"]]) {
+    if (state.page === page) $(id).setAttribute("aria-current", "page");
+    else $(id).removeAttribute("aria-current");
+  }
 }
 
 // #conversation=<id> (the link in Slack, Teams and email; #accept=<id> too), #supervisor, #work.

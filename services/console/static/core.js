@@ -17,6 +17,8 @@ export function freshState() {
     work: { offers: [], assigned: [] },
     seenOffers: new Set(),
     alerted: null, // the newest offer, for the banner
+    warned: new Set(), // offers whose last seconds were announced (workspace.js)
+    heard: null, // {cid, seqs}: the open conversation's entries already shown, so only new ones are announced
     selected: null,
     lettingGo: null, // the conversation she just declined, resolved or moved: its going is not news
     wanted: null,

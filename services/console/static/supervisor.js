@@ -89,9 +89,9 @@ function renderConversations() {
     ...(state.skills || skillsFromQueues()).map((s) => ["skill:" + s, "skill " + s]),
   ];
   $("open-conversations").tBodies[0].replaceChildren(...sup.conversations.map((c) => {
-    const pick = el("select", { className: "move-to" }, el("option", { value: "", textContent: "—" }),
+    const pick = el("select", { className: "move-to", ariaLabel: "move " + c.id + " to" }, el("option", { value: "", textContent: "—" }),
       ...targets.map(([value, label]) => el("option", { value, textContent: label })));
-    const button = el("button", { className: "move", textContent: "Move" });
+    const button = el("button", { className: "move", textContent: "Move", ariaLabel: "Move " + c.id });
     button.addEventListener("click", () => move(c.id, pick.value));
     const row = el("tr", {}, cell(c.id), cell(channelIcon(c.channel)), cell(c.status), cell(c.agent_id || "—"),
       waitingCell(c.waiting_since), el("td", {}, pick, " ", button));
@@ -106,9 +106,12 @@ function renderCanned(replies) {
     const team = r.source === "team";
     const actions = el("td", {});
     if (team) {
-      const edit = el("button", { className: "edit-canned", textContent: "Edit" });
-      edit.addEventListener("click", () => { $("canned-id").value = r.id; $("canned-title").value = r.title; $("canned-text").value = r.text; });
-      const remove = el("button", { className: "remove-canned", textContent: "Remove" });
+      const edit = el("button", { className: "edit-canned", textContent: "Edit", ariaLabel: "Edit " + r.id });
+      edit.addEventListener("click", () => {
+        $("canned-id").value = r.id; $("canned-title").value = r.title; $("canned-text").value = r.text;
+        $("canned-text").focus(); // to the form it filled: a keyboard user edits on from there
+      });
+      const remove = el("button", { className: "remove-canned", textContent: "Remove", ariaLabel: "Remove " + r.id });
       remove.addEventListener("click", () => removeCanned(r.id));
       actions.append(edit, " ", remove);
     }

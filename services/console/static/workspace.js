@@ -13,7 +13,9 @@ const isNote = (e) => e.kind === "note" || e.kind === "note_added";
 
 export function setWork(work, first = false) {
   const wasOffer = !!state.selected && state.work.offers.some((c) => c.id === state.selected);
+  const before = state.work.offers;
   state.work = { offers: work.offers || [], assigned: work.assigned || [] };
+  if (!first) offersEnded(before);
   if (work.agent && work.agent.status) $("status").value = work.agent.status;
   const fresh = state.work.offers.filter((c) => !state.seenOffers.has(c.id));
   for (const c of state.work.offers) state.seenOffers.add(c.id);
@@ -74,24 +76,34 @@ function renderWork() {
 }
 
 function renderList(list, items, offers) {
+  // The lists are drawn anew at every news: the item she had focused by keyboard keeps the focus.
+  const focused = list.contains(document.activeElement) ? document.activeElement.closest("li") : null;
+  const keep = focused ? focused.dataset.id : null;
   list.replaceChildren(...items.map((c) => {
     const who = c.customer || {};
     const tier = who.tier || c.customer_tier || "standard";
     const flags = who.flags || c.customer_flags || [];
     const req = c.requirements || {};
     const facts = ["tier " + tier, req.language || "", ...flags].filter(Boolean).join(" · ");
-    const item = el("li", { className: (offers ? "offer" : "assigned") + (c.id === state.selected ? " selected" : "") },
-      el("div", { className: "line" }, channelIcon(c.channel), el("b", { className: "name", textContent: customerName(c) }),
+    // A button, so Tab reaches it and Enter or Space opens it (a bare <li> took only a mouse click: WCAG 2.1.1).
+    const pick = el("button", { type: "button", className: "pick" },
+      el("span", { className: "line" }, channelIcon(c.channel), el("b", { className: "name", textContent: customerName(c) }),
         offers ? el("span", { className: "countdown" }) : null),
       who.name && who.address ? el("small", { className: "address", textContent: who.address }) : null,
       c.subject ? el("small", { className: "subject", textContent: c.subject }) : null,
       c.preview ? el("small", { className: "preview", textContent: c.preview }) : null,
       el("small", { className: "facts", textContent: facts }));
+    if (c.id === state.selected) pick.setAttribute("aria-current", "true");
+    const item = el("li", { className: (offers ? "offer" : "assigned") + (c.id === state.selected ? " selected" : "") }, pick);
     item.dataset.id = c.id;
     if (offers && c.offer_expires_at) item.dataset.expires = c.offer_expires_at;
     item.addEventListener("click", () => select(c.id));
     return item;
   }));
+  if (keep) {
+    const again = [...list.children].find((li) => li.dataset.id === keep);
+    if (again) again.querySelector("button.pick").focus();
+  }
   tick();
 }
 
@@ -113,6 +125,12 @@ export function tick() {
     const label = node.querySelector(".countdown");
     label.textContent = left > 0 ? left + " s" : "expired";
     label.classList.toggle("urgent", left <= 10);
+    // The time limit is said once before it runs out (WCAG 2.2.1), not each second.
+    const offer = state.work.offers.find((c) => c.id === node.dataset.id);
+    if (offer && left > 0 && left <= WARN_SECONDS && !state.warned.has(offer.id)) {
+      state.warned.add(offer.id);
+      announceOffer("Offer from " + customerName(offer) + " on " + offer.channel + ": " + left + " seconds left to accept.");
+    }
   }
   const conv = find(state.selected);
   const left = conv && conv.status === "offered" ? secondsUntil(conv.offer_expires_at) : null;
@@ -130,9 +148,34 @@ export function unlockAlerts() {
   }
 }
 
+// What a screen reader says about offers: once per news, assertive (an offer waits for no one).
+const WARN_SECONDS = 10;
+
+function announceOffer(text) {
+  $("announce-offer").textContent = text;
+}
+
+// New words in the open conversation: said politely, without moving the focus.
+function announceMessage(text) {
+  $("announce-message").textContent = text;
+}
+
+// Offers gone from the list with no answer of hers (expired, or taken back by the router):
+// said, as their arrival was. Accepted ones are in Assigned; declined ones are her own doing.
+function offersEnded(before) {
+  for (const c of before) {
+    if (state.work.offers.some((o) => o.id === c.id) || find(c.id) || c.id === state.lettingGo) continue;
+    if (c.id === state.selected) continue; // she had it open: the message under it says so (setWork)
+    announceOffer("The offer from " + customerName(c) + " on " + c.channel + " has ended: it expired or was taken back.");
+  }
+}
+
 function alertOffer(offer) {
   state.alerted = offer;
   renderAlert();
+  const left = secondsUntil(offer.offer_expires_at);
+  announceOffer("New offer on " + offer.channel + " from " + customerName(offer) + (left ? ": " + left + " seconds to accept" : "") +
+    ". It is in the Offers list.");
   beep();
   if (window.Notification && Notification.permission === "granted" && document.visibilityState !== "visible") {
     const note = new Notification("Relaydesk: new offer", { body: offer.channel + " · " + customerName(offer), tag: offer.id });
@@ -202,7 +245,12 @@ function select(cid) {
     const conv = find(cid);
     compose.setWindow(conv, []); // until the timeline says when the customer last wrote
   }
-  for (const li of document.querySelectorAll("ul.work li")) li.classList.toggle("selected", li.dataset.id === cid);
+  for (const li of document.querySelectorAll("ul.work li")) {
+    li.classList.toggle("selected", li.dataset.id === cid);
+    const pick = li.querySelector("button.pick");
+    if (pick && li.dataset.id === cid) pick.setAttribute("aria-current", "true");
+    else if (pick) pick.removeAttribute("aria-current");
+  }
   renderConversation();
   loadTimeline();
   loadCustomer();
@@ -277,8 +325,24 @@ function renderTimeline() {
     else facts.push(e);
   }
   flush();
+  announceNew();
   $("timeline").replaceChildren(...rows);
   $("timeline").scrollTop = $("timeline").scrollHeight;
+}
+
+// The customer's new messages in the open conversation, said once each (the timeline is drawn
+// anew at every load, so a live region on it would read it all again). The first drawing of a
+// conversation is what she opened, not news.
+function announceNew() {
+  const cid = state.selected;
+  const seqs = state.timeline.map((e) => e.seq);
+  const known = state.heard && state.heard.cid === cid ? state.heard.seqs : null;
+  state.heard = { cid, seqs: new Set([...(known || []), ...seqs]) };
+  if (!known) return;
+  const fresh = state.timeline.filter((e) => !known.has(e.seq) && e.conversation_id === cid && e.direction === "in" && SPOKEN.has(e.kind));
+  if (!fresh.length) return;
+  const name = customerName(find(cid) || {});
+  announceMessage(fresh.map((e) => name + " wrote: " + (e.text || "") + (attachmentsOf(e).length ? " (with " + attachmentsOf(e).length + " file(s))" : "")).join(" "));
 }
 
 function attachmentsOf(e) {
@@ -426,6 +490,7 @@ async function act(path, body, done) {
     say(done);
     await refreshWork();
     debounce("timeline", loadTimeline, 300);
+    focusAfter(path);
     return true;
   } catch (err) {
     if (state.lettingGo === cid) state.lettingGo = null;
@@ -434,6 +499,15 @@ async function act(path, body, done) {
     say(unknown ? "No answer from the server (" + err.message + "): it may have gone. Send again: it will not go twice." : err.message, true);
     return false;
   }
+}
+
+// The button she pressed may be gone (Accept and Decline hide, a resolved conversation leaves):
+// the focus goes where the work goes on, not to the top of the page (WCAG 2.4.3).
+function focusAfter(path) {
+  if (path === "accept" && !$("reply-form").hidden) { $("reply-text").focus(); return; }
+  if (!LETTING_GO.has(path) || find(state.selected)) return;
+  const next = document.querySelector("#offers button.pick, #assigned button.pick");
+  (next || $("new-open")).focus();
 }
 
 export function wire() {
@@ -481,6 +555,7 @@ export function wire() {
 // Signing out: every region that showed someone's work is emptied (state is already fresh).
 export function clear() {
   clearIds("offers", "assigned", "timeline", "conv-title", "conv-subject", "conv-facts", "countdown", "message", "alert",
+    "announce-offer", "announce-message",
     "cust-name", "cust-tier", "cust-facts", "cust-identities", "cust-history", "to-agent", "to-skill");
   $("canned").replaceChildren(el("option", { value: "", textContent: "—" }));
   delete $("canned").dataset.shown;
