@@ -26,22 +26,38 @@
   // What events/text.py's blank() counts as nothing: whitespace, format characters, fillers.
   var INVISIBLE = /[\s\p{Cf}\u115f\u1160\u3164\uffa0\u2800]/gu;
 
+  // Accessibility (WCAG 2.2 AA; tests/connectors/chat/test_widget_accessibility.py and
+  // tests/unit/test_contrast.py): the text colour is set here, not taken from the host page (whose
+  // own could be light on this white box); colour pairs hold 4.5:1 for text and 3:1 for the input's
+  // edge; focus rings are the widget's own; the box can be minimized (fixed over the page, it could
+  // hide what has the page's focus) and fits a 320 px wide screen.
   var CSS =
-    ".rd-chat{font:14px/1.4 system-ui,sans-serif;width:320px;border:1px solid #ccd;border-radius:8px;" +
+    ".rd-chat{font:14px/1.4 system-ui,sans-serif;color:#223;width:320px;max-width:calc(100vw - 32px);" +
+    "border:1px solid #ccd;border-radius:8px;" +
     "background:#fff;display:flex;flex-direction:column;box-shadow:0 4px 16px rgba(0,0,0,.12)}" +
     ".rd-chat.rd-floating{position:fixed;right:16px;bottom:16px;z-index:2147483000}" +
     ".rd-head{padding:8px 12px;background:#24408e;color:#fff;border-radius:8px 8px 0 0;display:flex;" +
-    "justify-content:space-between}" +
+    "justify-content:space-between;align-items:center;gap:8px}" +
+    ".rd-title{flex:1}" +
+    ".rd-toggle{border:0;background:none;color:#fff;font:inherit;font-weight:700;padding:0 6px;cursor:pointer}" +
+    ".rd-head :focus-visible{outline:2px solid #fff;outline-offset:1px}" +
+    ".rd-body{display:flex;flex-direction:column}.rd-min .rd-body{display:none}" +
     ".rd-log{height:300px;overflow-y:auto;padding:8px;display:flex;flex-direction:column;gap:6px}" +
+    ".rd-floating .rd-log{max-height:calc(100vh - 160px)}" +
+    ".rd-log:focus-visible,.rd-form textarea:focus-visible{outline:2px solid #24408e;outline-offset:-2px}" +
     ".rd-msg{max-width:80%;padding:6px 10px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}" +
-    ".rd-mine{align-self:flex-end;background:#dfe7fb}.rd-mine[data-state=pending]{opacity:.6}" +
+    ".rd-mine{align-self:flex-end;background:#dfe7fb}.rd-mine[data-state=pending]{opacity:.75}" +
+    // Who said it, for screen readers (alternative text of generated content; nothing is shown).
+    ".rd-mine::before{content:\"\";content:\"\"/\"You:\"}.rd-reply::before{content:\"\";content:\"\"/\"Agent:\"}" +
     ".rd-mine[data-state=failed]{background:#fbdfdf}" +
+    ".rd-mine[data-state=failed]::after{content:\" (not sent)\";color:#a33;font-size:12px}" +
     ".rd-reply{align-self:flex-start;background:#eee}" +
     ".rd-note{align-self:center;color:#a33;font-size:12px}" +
     ".rd-closed{align-self:center;color:#556;font-size:12px;text-align:center}" +
-    ".rd-form{display:flex;border-top:1px solid #ccd}" +
-    ".rd-form textarea{flex:1;border:0;padding:8px;resize:none;font:inherit}" +
-    ".rd-form button{border:0;background:#24408e;color:#fff;padding:0 14px;cursor:pointer}";
+    ".rd-form{display:flex;border-top:1px solid #8b8fa3}" +
+    ".rd-form textarea{flex:1;border:0;padding:8px;resize:none;font:inherit;color:inherit;background:#fff}" +
+    ".rd-form button{border:0;background:#24408e;color:#fff;padding:0 14px;cursor:pointer}" +
+    ".rd-form button:focus-visible{outline:2px solid #fff;outline-offset:-4px}";
 
   function randomId() {
     if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
@@ -106,29 +122,54 @@
       style.textContent = CSS;
       document.head.appendChild(style);
     }
+    // A named region (a screen reader's list of landmarks finds it), a log that reads out new
+    // messages without moving the focus, a status that says when the chat is offline, and a
+    // button that minimizes and opens it again.
     var root = el("div", "rd-chat" + (container ? "" : " rd-floating"));
+    root.setAttribute("role", "region");
+    root.setAttribute("aria-labelledby", "rd-chat-title");
     var head = el("div", "rd-head");
-    head.appendChild(el("span", "", "Chat with us"));
+    var title = el("span", "rd-title", "Chat with us");
+    title.id = "rd-chat-title";
+    head.appendChild(title);
     this.statusNode = el("span", "rd-status", "connecting…");
     this.statusNode.id = "rd-chat-status";
+    this.statusNode.setAttribute("role", "status");
     head.appendChild(this.statusNode);
+    this.toggle = el("button", "rd-toggle", "\u2013");
+    this.toggle.id = "rd-chat-toggle";
+    this.toggle.type = "button";
+    this.toggle.setAttribute("aria-controls", "rd-chat-body");
+    head.appendChild(this.toggle);
+    var body = el("div", "rd-body");
+    body.id = "rd-chat-body";
     this.log = el("div", "rd-log");
     this.log.id = "rd-chat-log";
+    this.log.setAttribute("role", "log");
     this.log.setAttribute("aria-live", "polite");
+    this.log.setAttribute("aria-label", "Messages");
+    this.log.tabIndex = 0; // scrolled by keyboard too
     var form = el("form", "rd-form");
     this.input = el("textarea");
     this.input.id = "rd-chat-input";
     this.input.rows = 2;
     this.input.placeholder = "Type a message…";
+    this.input.setAttribute("aria-label", "Message");
     var button = el("button", "", "Send");
     button.id = "rd-chat-send";
     button.type = "submit";
     form.appendChild(this.input);
     form.appendChild(button);
+    body.appendChild(this.log);
+    body.appendChild(form);
     root.appendChild(head);
-    root.appendChild(this.log);
-    root.appendChild(form);
+    root.appendChild(body);
+    this.connection = "connecting…";
+    this.unread = 0;
+    this.minimized = false;
+    this.showToggle();
     var self = this;
+    this.toggle.addEventListener("click", function () { self.minimize(!self.minimized); });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       // A lone surrogate (half an emoji, pasted) becomes U+FFFD, which the server stores; a
@@ -143,7 +184,34 @@
     this.root = root;
   };
 
-  Chat.prototype.status = function (text) { this.statusNode.textContent = text; };
+  // The connection's state; while minimized, the replies not read yet are said instead.
+  Chat.prototype.status = function (text) {
+    this.connection = text;
+    if (!(this.minimized && this.unread)) this.statusNode.textContent = text;
+  };
+
+  Chat.prototype.showToggle = function () {
+    this.toggle.setAttribute("aria-expanded", this.minimized ? "false" : "true");
+    this.toggle.setAttribute("aria-label", this.minimized ? "Open chat" : "Minimize chat");
+    this.toggle.title = this.minimized ? "Open chat" : "Minimize chat";
+    this.toggle.textContent = this.minimized ? "+" : "\u2013";
+  };
+
+  // Minimized: only the title bar stays (the focus stays on the button); opened: as it was.
+  Chat.prototype.minimize = function (on) {
+    this.minimized = !!on;
+    this.root.classList.toggle("rd-min", this.minimized);
+    this.unread = 0;
+    this.showToggle();
+    this.statusNode.textContent = this.connection;
+    if (!this.minimized) this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  Chat.prototype.unreadReply = function () {
+    if (!this.minimized) return;
+    this.unread += 1;
+    this.statusNode.textContent = this.unread === 1 ? "1 new message" : this.unread + " new messages";
+  };
 
   Chat.prototype.note = function (text) { this.append(el("div", "rd-msg rd-note", text)); };
 
@@ -253,6 +321,7 @@
           reply.setAttribute("data-seq", frame.seq);
           if (frame.from) reply.title = frame.from;
           self.append(reply);
+          self.unreadReply();
         }
         break;
       case "closed":       // an agent resolved the conversation
