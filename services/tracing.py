@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
-    from events.model import InboundMessage
+    from events.model import DeliverReply, InboundMessage
     from services.config import TracingSettings
 
 __all__ = [
@@ -260,7 +260,22 @@ def _inbound_span(message: InboundMessage, subject: str) -> Iterator[dict[str, s
         yield headers() or {}
 
 
+@contextlib.contextmanager
+def _outbound_span(reply: DeliverReply, queued_with: Mapping[str, str] | None) -> Iterator[dict[str, str]]:
+    """Around the delivery of one reply and the report of its outcome: its span, continuing the
+    trace the reply was queued with (the API's command), and the headers the report carries."""
+    attributes = {
+        "messaging.system": "nats",
+        "relaydesk.channel": reply.channel,
+        "relaydesk.reply_id": reply.reply_id,
+        "relaydesk.conversation_id": reply.conversation_id,
+    }
+    with span("connector.deliver", trace_context(queued_with), kind="consumer", attributes=attributes):
+        yield headers() or {}
+
+
 def _set_connector_hook(hook: Any) -> None:
     from connectors.sdk import publish
 
     publish.trace_inbound = hook
+    publish.trace_outbound = _outbound_span if hook is not None else None

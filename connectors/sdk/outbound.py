@@ -32,6 +32,8 @@ import asyncio
 import dataclasses
 import random
 from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import aiohttp
@@ -53,6 +55,7 @@ from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
+from . import publish
 from .base import Connector, DeliveryResult, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .errors import PermanentDeliveryError, TransientDeliveryError
@@ -249,9 +252,14 @@ class OutboundWorker:
             count_skip("outbound.open_reply")
             await self._retry_or_park(msg, rlog, f"the reply could not be opened: {describe_error(err)}")
             return
-        if reply.notice:
-            await self._notice(reply, msg, rlog)
-            return
+        tracer = publish.trace_outbound  # tracing on: a span around delivery and report
+        with tracer(reply, msg.headers) if tracer is not None else nullcontext({}) as trace:
+            if reply.notice:
+                await self._notice(reply, msg, rlog)
+                return
+            await self._send_and_report(reply, msg, rlog, trace)
+
+    async def _send_and_report(self, reply: DeliverReply, msg: Msg, rlog: Any, trace: Mapping[str, str]) -> None:
         outcome = self._done.get(reply.reply_id)
         if outcome is None:
             if ERASED in (reply.contact, reply.text):  # the customer was erased: nothing to send, nowhere
@@ -267,7 +275,7 @@ class OutboundWorker:
                 self.metrics.inc("delivery_failed")
                 rlog.warning("outbound.failed", reason=scrub(outcome.reason))
         try:
-            reported = await self.publisher.report(outcome)
+            reported = await self.publisher.report(outcome, trace or None)
             rlog.debug("outbound.outcome_reported", seq=reported.seq, duplicate=reported.duplicate)
             await msg.ack()
             self._done.pop(reply.reply_id, None)

@@ -16,7 +16,7 @@ from nats.errors import Error as NatsError
 from events import subjects
 from events.acked import publish_acked
 from events.codec import encode
-from events.model import InboundMessage, ReplyOutcomeReported
+from events.model import DeliverReply, InboundMessage, ReplyOutcomeReported
 from events.redact import scrub
 
 from .errors import Unavailable
@@ -27,6 +27,12 @@ MSG_ID = "Nats-Msg-Id"
 # ``services``): around the publish of one message, its span, yielding the W3C trace context
 # headers to send with it. None (off, the default): nothing added, nothing imported.
 trace_inbound: Callable[[InboundMessage, str], AbstractContextManager[Mapping[str, str]]] | None = None
+# The same for a reply delivered: around its delivery and the report of its outcome, a span
+# continuing the trace the reply was queued with (its NATS headers), yielding the headers
+# the outcome report carries on to intake.
+trace_outbound: Callable[[DeliverReply, Mapping[str, str] | None], AbstractContextManager[Mapping[str, str]]] | None = (
+    None
+)
 
 
 def msg_id(message: InboundMessage) -> str:
@@ -114,7 +120,7 @@ class InboundPublisher:
             out.append(result)
         return out
 
-    async def report(self, report: ReplyOutcomeReported) -> Reported:
+    async def report(self, report: ReplyOutcomeReported, trace: Mapping[str, str] | None = None) -> Reported:
         """Publish a reply's outcome on ``rd.inbound.<channel>``; return only when JetStream
         acknowledged it. A retry (same reply, same kind) is deduplicated by JetStream, and
         intake records one fact per reply whatever arrives. Raises ``Unavailable``."""
@@ -131,7 +137,7 @@ class InboundPublisher:
                 subjects.inbound(report.channel),
                 encode(report),
                 timeout=self.ack_timeout,
-                headers={MSG_ID: outcome_msg_id(report)},
+                headers={MSG_ID: outcome_msg_id(report), **(trace or {})},
             )
         except (TimeoutError, NatsError, OSError) as err:
             raise Unavailable(f"event bus did not acknowledge: {type(err).__name__}") from err

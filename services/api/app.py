@@ -9,6 +9,7 @@ from aiohttp import web
 
 from events.personal import KeyDestroyed
 from events.streams import IDEMPOTENCY_BUCKET
+from services import tracing
 from services.api import (
     access,
     agent_api,
@@ -35,6 +36,7 @@ from services.api import (
     stream,
     templates,
     tokens,
+    traced,
     uploads,
 )
 from services.api.auth import authenticate, authorize, deactivated
@@ -87,6 +89,8 @@ def build_app(deps: ApiDeps) -> web.Application:
         authorize(deps),
         refuse_for_erased_customers,
     ]
+    if tracing.enabled():  # each command a span, continued by what it appends (traced.py)
+        middlewares.insert(middlewares.index(authn) + 1, traced.traced_commands)
     app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
     tokens.install(app, table, deps.live)
     stream.install(app, deps.live)

@@ -16,6 +16,7 @@ from events import subjects
 from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
+from services import tracing
 from services.api.console_settings import ConsoleSettings
 from services.api.readiness import STALE_AFTER_S, Freshness
 from services.api.readmodel import LiveState
@@ -98,7 +99,7 @@ class ApiDeps:
         """Append, then wait until the live view includes it (read-your-writes). When the view
         does not within its wait, ``ViewBehind``: found by a burst audit, a command answered 500
         after its write (a token issued, its secret never shown), or 200 with what it replaced."""
-        seq = await self.store.append(Append(event, expected=expected))
+        seq = await self.store.append(Append(event, expected=expected, trace=tracing.headers()))
         await self.shows(seq)
         return seq
 

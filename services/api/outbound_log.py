@@ -16,6 +16,7 @@ from aiohttp import web
 from events import subjects
 from events.model import ConversationAssigned, ConversationOpened, DecisionReason, LogEvent, ReplyRequested
 from events.store import Append, ConcurrencyError
+from services import tracing
 from services.api.auth import TOKEN_ID
 from services.api.common import ACTOR, ApiDeps, ApiError
 from services.api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -87,9 +88,11 @@ async def append_missing(
         try:
             if guarded:
                 customer = subjects.customer_filter(target.customer_id)
-                last_seq = await deps.store.append(Append(step, expected=guard, expected_subject=customer))
+                last_seq = await deps.store.append(
+                    Append(step, expected=guard, expected_subject=customer, trace=tracing.headers())
+                )
             else:
-                last_seq = await deps.store.append(Append(step, expected=last_seq))
+                last_seq = await deps.store.append(Append(step, expected=last_seq, trace=tracing.headers()))
         except ConcurrencyError as err:
             what = "the customer" if guarded else "the conversation"
             raise ApiError(409, f"{what} changed meanwhile; try again with the same Idempotency-Key") from err

@@ -28,6 +28,7 @@ from events.personal import KeyDestroyed, PersonalDataCipher
 from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent
 from router.state import RouterState
+from services import tracing
 from services.api import uploads
 from services.api.common import ApiDeps
 
@@ -127,9 +128,9 @@ async def queue(nc: NATS, deliver: DeliverReply, cipher: PersonalDataCipher | No
     messages are removed from disk, not erased, so they must not hold personal data."""
     if cipher is not None:
         deliver = await cipher.seal_reply(deliver)
-    await nc.jetstream().publish(
-        subjects.outbound(deliver.channel), encode(deliver), headers={"Nats-Msg-Id": deliver.reply_id}
-    )
+    # Tracing on: the command's trace travels with the work, as the log's events carry theirs.
+    headers = {"Nats-Msg-Id": deliver.reply_id, **(tracing.headers() or {})}
+    await nc.jetstream().publish(subjects.outbound(deliver.channel), encode(deliver), headers=headers)
 
 
 @dataclass(slots=True)

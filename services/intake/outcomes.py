@@ -33,6 +33,7 @@ import structlog
 from events import subjects
 from events.model import DeliveryFailed, MessageSent, ReplyOutcomeReported, ReplyRequested
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
+from services import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +103,11 @@ async def record_outcome(store: EventStore, report: ReplyOutcomeReported) -> int
             return None
         fact = report.recorded()
         try:
-            seq = await store.append(Append(fact, subject=subject, expected=last, msg_id=outcome_msg_id(report)))
+            # Tracing on: the connector's delivery span, continued by intake.record (consumer.py).
+            trace = tracing.headers()
+            seq = await store.append(
+                Append(fact, subject=subject, expected=last, msg_id=outcome_msg_id(report), trace=trace)
+            )
         except ConcurrencyError:
             bound.debug("intake.outcome_conflict_retry", attempt=attempt)
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -211,10 +211,10 @@ async def test_outcome_that_could_not_be_reported_is_not_sent_twice(rig: Rig, mo
     real_report = rig.runtime.publisher.report
     failures = [ConnectionError("event bus unreachable")]
 
-    async def flaky_report(report: ReplyOutcomeReported) -> Reported:
+    async def flaky_report(report: ReplyOutcomeReported, trace: Mapping[str, str] | None = None) -> Reported:
         if failures:
             raise failures.pop()
-        return await real_report(report)
+        return await real_report(report, trace)
 
     monkeypatch.setattr(rig.runtime.publisher, "report", flaky_report)
     reply = await rig.send()

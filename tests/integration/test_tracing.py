@@ -18,12 +18,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from events import subjects
+from events.model import MessageSent, ReplyRequested
 from services import logs, tracing
 from services.config import TracingSettings
 from services.delivery import records
 from services.delivery.settings import Endpoint
 from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import agent_system, agents_config, eventually, holds, receiver
+from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
+from tests.integration.system import API_TOKEN, running_system, system_config
+from tests.integration.test_replies import sent_for, sms_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +190,33 @@ async def test_a_delivery_resumed_after_a_restart_continues_the_trace_its_record
             fresh.rounds.run = run  # type: ignore[method-assign]
             await fresh._deliver(records.decode(msgspec.json.encode(failed)))
             assert seen and seen[0] is not None and seen[0][0] == trace_hex(inbound)
+
+
+async def test_an_agents_reply_is_one_trace_from_the_api_to_the_recorded_outcome(
+    tmp_path: Path, clean_nats: EmbeddedNats, spans: InMemorySpanExporter, fake_twilio: tuple[FakeTwilio, str]
+) -> None:
+    """The reply path was untraced: the API's command, the connector's delivery and the outcome
+    intake records were three stories. A caller's own traceparent is continued."""
+    fake, base_url = fake_twilio
+    config = system_config(tmp_path, clean_nats.url)
+    with_fake_twilio(config, base_url)
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with running_system(config, clean_nats) as system:
+        customer_id, conv = await sms_conversation(system, "SM" + "9" * 32, "+15551230009")
+        headers = {"Authorization": f"Bearer {API_TOKEN}", "traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+        url = f"{system.api}/v1/conversations/{conv['id']}/reply"
+        async with system.http.post(url, json={"text": "A refund is on its way."}, headers=headers) as r:
+            assert r.status == 202, await r.text()
+        await eventually(lambda: sent_for(system, customer_id))
+        assert len(fake.messages) == 1
+        logged = await system.customer_log(customer_id)
+
+    def named(name: str) -> list[ReadableSpan]:
+        return [span for span in spans.get_finished_spans() if span.name == name and trace_hex(span) == caller_trace]
+
+    assert [span.attributes["http.route"] for span in named("api.command")] == ["/v1/conversations/{id}/reply"]
+    assert len(named("connector.deliver")) == 1
+    assert named("intake.record"), "intake continued the outcome's trace"
+    requested = [e for e in logged if isinstance(e.event, ReplyRequested)]
+    sent = [e for e in logged if isinstance(e.event, MessageSent)]
+    assert [e.trace and e.trace["traceparent"].split("-")[1] for e in requested + sent] == [caller_trace] * 2
