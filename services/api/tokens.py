@@ -29,7 +29,7 @@ from prometheus_client import Counter
 
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
-from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, ok, read_body
+from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, read_body
 from services.api.readmodel import LiveState
 
 log = structlog.get_logger(__name__)
@@ -208,6 +208,8 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
         body = await read_body(request, IssueBody)
         if body.role not in ROLES:
             return json_error(400, f"role is one of {', '.join(ROLES)}")
+        if (why := name_problem(body.label[:200], "label")) is not None:  # shown in the console's token list
+            return json_error(400, why)
         token = new_token()
         token_id = "tk_" + uuid.uuid4().hex[:16]
         token_hash = hash_token(token)

@@ -43,6 +43,7 @@ import msgspec
 import structlog
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
@@ -160,12 +161,16 @@ async def _received(request: web.Request) -> tuple[bytes, str, str]:
     every upload sent with a key was "the file is empty", a 400 then kept for the key)."""
     read = request.get(READ_BODY)
     if request.content_type == "multipart/form-data":
-        multipart = await request.multipart() if read is None else _multipart_of(request, read)
-        async for part in multipart:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                kind = part.headers.get("Content-Type", "application/octet-stream")
-                # Clients percent-encode non-ASCII and spaces (RFC 7578 filename*=): decode it.
-                return await _read_limited(part), unquote(part.filename or "file"), kind
+        try:
+            multipart = await request.multipart() if read is None else _multipart_of(request, read)
+            async for part in multipart:
+                if isinstance(part, BodyPartReader) and part.name == "file":
+                    kind = part.headers.get("Content-Type", "application/octet-stream")
+                    # Clients percent-encode non-ASCII and spaces (RFC 7578 filename*=): decode it.
+                    return await _read_limited(part), unquote(part.filename or "file"), kind
+        except (ValueError, HttpProcessingError) as err:
+            # No boundary, a part header aiohttp cannot parse (found by a fuzzing audit: a 500).
+            raise ApiError(400, f"not a readable multipart form ({type(err).__name__})") from err
         raise ApiError(400, "multipart upload without a 'file' part")
     name = request.query.get("name") or ""
     disposition = request.headers.get("Content-Disposition", "")

@@ -429,7 +429,10 @@ ROUTES: tuple[Route, ...] = (
         "conversations",
         {201: uploads.UploadResult},
         auth=BOTH,
-        errors={400: "an empty file", 413: "larger than the largest file any channel takes"},
+        errors={
+            400: "an empty file, or a multipart form that cannot be read (no boundary, a broken part)",
+            413: "larger than the largest file any channel takes",
+        },
     ),
     Route(
         "GET",

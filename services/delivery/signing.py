@@ -41,4 +41,7 @@ def verify(
     if abs((time.time() if now is None else now) - t) > tolerance:
         return False
     expected = signature(secret, body, t)
-    return any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", []))
+    # As bytes: on str, compare_digest raises TypeError for any non-ASCII character, and the
+    # header is whoever sent the request's (the check must say False, not crash the receiver).
+    given = [candidate.encode("utf-8", "surrogatepass") for candidate in parts.get("v1", [])]
+    return any(hmac.compare_digest(expected.encode(), candidate) for candidate in given)

@@ -231,3 +231,30 @@ async def test_a_display_name_holds_no_control_or_text_direction_characters(s: A
     for name in ("Zoë O'Brien-Łukasz", "王小明", "Ana 👩\u200d💻", "محمد"):
         status, body = await s.call("PATCH", "/v1/agents/ava", body={"name": name})
         assert status == 200 and body["name"] == name, body
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\nhi\r\n--x--\r\n"),
+        ("multipart/form-data; boundary=x", b"--x\r\nbroken header line\r\n\r\nhi\r\n--x--\r\n"),
+    ],
+)
+async def test_an_upload_whose_multipart_form_cannot_be_read_is_400(
+    s: AgentSystem, content_type: str, body: bytes
+) -> None:
+    """No boundary, or a part header aiohttp cannot parse, was a 500 (found by a fuzzing audit)."""
+    headers = {**AUTH, "Content-Type": content_type}
+    async with s.system.http.post(s.api + "/v1/uploads", data=body, headers=headers) as r:
+        status, kind = r.status, r.content_type
+        answer = await r.json() if kind == "application/json" else await r.text()
+    assert (status, kind) == (400, "application/json"), answer
+    assert answer["error"].startswith("not a readable multipart form"), answer
+
+
+async def test_a_token_label_holds_no_control_or_text_direction_characters(s: AgentSystem) -> None:
+    """A token's label is shown wherever tokens are listed: the same rule as a display name."""
+    status, body = await s.call("POST", "/v1/agents/ava/tokens", body={"label": "desk\r\nBcc: x@example.com"})
+    assert (status, body) == (400, {"error": "label may not hold control or text-direction characters (U+000D)"})
+    status, body = await s.call("POST", "/v1/agents/ava/tokens", body={"label": "Ava's desk 👩\u200d💻"})
+    assert status == 201 and body["label"] == "Ava's desk 👩\u200d💻", body

@@ -40,6 +40,8 @@ def test_signature_is_hmac_sha256_of_t_dot_body() -> None:
     assert not verify("secret", header, body + b" ", now=1_700_000_100)  # body changed
     assert not verify("other", header, body, now=1_700_000_100)  # wrong secret
     assert not verify("secret", header, body, now=1_700_000_000 + 301)  # too old: a replay
+    # Whoever sends the request writes the header: non-ASCII is a refusal, not a TypeError.
+    assert not verify("secret", "t=1700000000,v1=é", body, now=1_700_000_100)
     assert not verify("secret", "v1=abc", body)
     assert not verify("secret", "t=x,v1=abc", body)
     # Several v1 values (secret rotation on the sender's side): one match is enough.
