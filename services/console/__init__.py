@@ -15,6 +15,7 @@ FILES = (
     "index.html",
     "console.js",
     "core.js",
+    "drafts.js",
     "workspace.js",
     "compose.js",
     "outbound.js",

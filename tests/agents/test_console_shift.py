@@ -376,3 +376,47 @@ async def test_the_supervisor_reads_a_wait_of_hours_in_hours(
             assert "10800" not in row, row
 
         await in_thread(look)
+
+
+async def test_an_unsent_reply_stays_with_its_conversation_across_switches_and_a_reload(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """Found by a shift audit: opening another conversation emptied the box, and a reload lost
+    what she was writing. Log out drops it (a shared desk)."""
+    async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
+        ava, _ = await s.issue_token("ava")
+        _, first = await s.open(text="where is my parcel")
+        await s.offered_to(first, "ava")
+        _, second = await s.open(text="my invoice is wrong")
+        await s.offered_to(second, "ava")
+
+        def box() -> str:
+            return str(browser.execute_script("return document.getElementById('reply-text').value"))
+
+        def open_conversation(cid: str) -> None:
+            click(browser, f'#assigned li[data-id="{cid}"]')
+            visible(browser, f'#assigned li.selected[data-id="{cid}"]')
+
+        def write_in_both_then_reload() -> None:
+            take_and_open(browser, s.api, ava, first)
+            click(browser, f'#offers li[data-id="{second}"]')
+            click(browser, "#accept")
+            open_conversation(first)
+            visible(browser, "#reply-text").send_keys("the parcel leaves today")
+            open_conversation(second)
+            until(browser, lambda: box() == "", "the first draft showed in the second conversation")
+            visible(browser, "#reply-text").send_keys("a refund is on its way")
+            open_conversation(first)
+            until(browser, lambda: box() == "the parcel leaves today", "the first draft is gone")
+            browser.refresh()
+            visible(browser, "#who", "Ava")
+            open_conversation(second)
+            until(browser, lambda: box() == "a refund is on its way", "the reload lost the draft")
+            click(browser, "#logout")
+            visible(browser, "#token").send_keys(ava)
+            click(browser, "#login-form button")
+            visible(browser, "#who", "Ava")
+            open_conversation(second)
+            until(browser, lambda: box() == "", "a draft outlived Log out")
+
+        await in_thread(write_in_both_then_reload)

@@ -6,6 +6,7 @@ import { $, api, debounce, every, freshState, hooks, say, Stale, state } from ".
 import * as workspace from "./workspace.js";
 import * as supervisor from "./supervisor.js";
 import * as outbound from "./outbound.js";
+import * as drafts from "./drafts.js";
 
 // --- signing in and out -------------------------------------------------------------
 
@@ -47,6 +48,7 @@ async function enter() {
   $("nav").hidden = !(supervises && state.agentId);
   const draft = unsent;
   unsent = null;
+  drafts.dropOthers(state.agentId); // someone else's unsent replies are never given to whoever signs in here
   if (state.agentId) {
     $("status").hidden = false;
     workspace.setWork(me, true);
@@ -90,7 +92,7 @@ async function signOut(reason, keepDraft = false) {
 // The page emptied to the sign-in form (this tab's part of signing out).
 function leave(reason, keepDraft) {
   // Signed out here already (a draft kept from then stays kept, unless this is a Log out).
-  if (!keepDraft) unsent = null;
+  if (!keepDraft) { unsent = null; drafts.dropOthers(null); }
   else if (state.agentId && state.selected) unsent = { agentId: state.agentId, conversation: state.selected, text: $("reply-text").value };
   else if (state.me) unsent = null;
   if (state.stream) state.stream.abort();

@@ -4,6 +4,7 @@
 
 import { $, api, channelIcon, clear as clearIds, debounce, el, idempotencyKey, listOf, say, secondsUntil, since, Stale, state } from "./core.js";
 import * as compose from "./compose.js";
+import * as drafts from "./drafts.js";
 
 // Timeline kinds that are words between people; anything else is a system fact.
 const SPOKEN = new Set(["message_in", "message_out", "message", "reply", "note", "note_added"]);
@@ -240,7 +241,8 @@ function select(cid) {
   const changed = cid !== state.selected;
   state.selected = cid;
   if (changed) {
-    state.timeline = []; state.customer = null; state.canned = []; $("reply-text").value = ""; say("");
+    state.timeline = []; state.customer = null; state.canned = []; say("");
+    $("reply-text").value = drafts.load(state.agentId, cid); // what she wrote here and did not send
     compose.reset();
     const conv = find(cid);
     compose.setWindow(conv, []); // until the timeline says when the customer last wrote
@@ -513,7 +515,10 @@ function focusAfter(path) {
 export function wire() {
   $("accept").addEventListener("click", () => act("accept", {}, "Accepted."));
   $("decline").addEventListener("click", () => act("decline", {}, "Declined."));
-  $("resolve").addEventListener("click", () => act("resolve", {}, "Resolved."));
+  $("resolve").addEventListener("click", async () => {
+    const cid = state.selected;
+    if (await act("resolve", {}, "Resolved.")) drafts.drop(state.agentId, cid); // nothing left to answer
+  });
   $("reply-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const text = $("reply-text").value;
@@ -521,20 +526,32 @@ export function wire() {
     try { body = compose.replyBody(text); } catch (err) { say(err.message, true); return; }
     if (!body) return;
     const sent = body.template ? "Template sent." : body.attachments ? "Reply sent with " + body.attachments.length + " file(s)." : "Reply sent.";
+    const cid = state.selected;
     if (await act("reply", body, sent)) {
-      if (!body.template) $("reply-text").value = ""; // outside the window the box holds a note draft
+      if (!body.template) { // outside the window the box holds a note draft
+        $("reply-text").value = "";
+        drafts.drop(state.agentId, cid);
+      }
       compose.reset();
     }
   });
   $("add-note").addEventListener("click", async () => {
     const text = $("reply-text").value;
-    if (text.trim() && await act("notes", { text }, "Note added (the customer does not see it).")) $("reply-text").value = "";
+    const cid = state.selected;
+    if (text.trim() && await act("notes", { text }, "Note added (the customer does not see it).")) {
+      $("reply-text").value = "";
+      drafts.drop(state.agentId, cid);
+    }
   });
+  $("reply-text").addEventListener("input", () => drafts.save(state.agentId, state.selected, $("reply-text").value));
   compose.wire(say);
   $("canned").addEventListener("focus", refreshCanned);
   $("canned").addEventListener("change", () => {
     const picked = state.canned.find((c) => c.id === $("canned").value);
-    if (picked) $("reply-text").value = picked.text;
+    if (picked) {
+      $("reply-text").value = picked.text;
+      drafts.save(state.agentId, state.selected, picked.text);
+    }
     $("canned").value = "";
   });
   $("transfer-form").addEventListener("submit", (e) => {
