@@ -16,7 +16,7 @@ import yaml
 
 from connectors.sdk import registry
 from deploy import check
-from services.cli import build_parser
+from services.cli_parser import build_parser
 from services.config import load
 from services.runners import ServiceFailed
 from services.sinks.runner import build_sink

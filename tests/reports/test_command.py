@@ -9,7 +9,7 @@ import pytest
 
 from events import subjects
 from events.store import StoredEvent
-from services.cli import build_parser
+from services.cli_parser import build_parser
 from services.config import load
 from services.reports import ReportQuery, fold_all, service_report
 from services.reports.command import ReportError, operator_token

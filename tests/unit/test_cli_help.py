@@ -11,7 +11,7 @@ import io
 
 import pytest
 
-from services import cli
+from services import cli_parser as cli
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
