@@ -5,9 +5,20 @@ The reply command appends ``ReplyRequested`` and then queues a ``DeliverReply`` 
 process killed in between), the log says an agent replied and no connector ever hears of it.
 So the log is the outbox: every API process folds the replies still waiting for an outcome
 (``MessageSent`` or ``DeliveryFailed``) and, when one has waited ``requeue_after`` seconds,
-queues it again. That is always safe: ``RD_OUTBOUND`` drops a second message with the same
-``Nats-Msg-Id`` (the reply id) for a day, so a reply that was queued after all, or is being
-sent right now, is not sent twice; several API processes doing the same are harmless too.
+queues it again. ``RD_OUTBOUND`` drops a second message with the same ``Nats-Msg-Id`` (the
+reply id) for a day, so a reply that was queued after all, or is being sent right now, is not
+sent twice; several API processes doing the same are harmless too.
+
+That window is not enough on its own: the server keeps it in memory and, after a restart,
+rebuilds it from the messages still stored, and ``RD_OUTBOUND`` is a work queue, so the id of
+every reply already delivered (acknowledged, so deleted) is forgotten. A reply this fold still
+holds as waiting then went out a second time (found by a chaos audit): one whose outcome was on
+the log but not yet in this API's view (a view catching up after a pause or a start), or one
+whose connector had reported it on ``rd.inbound`` while intake had not recorded it yet (intake
+lagging or stopped). So a reply is queued again only when, at that moment, intake has recorded
+every inbound message (a connector reports the outcome there before it acknowledges the reply)
+and the log itself, read then, holds no outcome for it (``ReplyRelay.intake_caught_up``,
+``outcome_recorded``); under a backlog intake never clears, a lost reply waits for it.
 """
 
 from __future__ import annotations
@@ -199,11 +210,19 @@ class ReplyRelay:
         """Queue every due reply once; returns how many were queued."""
         now = self.clock()
         queued = 0
-        for item in self.pending.due(now, self.requeue_after):
+        due = self.pending.due(now, self.requeue_after)
+        if due and not await self.intake_caught_up():
+            log.info("reply.requeue_deferred", due=len(due), reason="intake has inbound messages not recorded yet")
+            return 0
+        for item in due:
             reply = item.reply
             bound = log.bind(
                 conversation_id=reply.conversation_id, customer_id=reply.customer_id, reply_id=reply.reply_id
             )
+            if await self.outcome_recorded(item):
+                bound.info("reply.outcome_on_log", skipped="queuing it again: the log has its outcome")
+                self.pending.by_id.pop(reply.reply_id, None)
+                continue
             route = await reply_route(self.deps.store, reply.customer_id, reply.conversation_id, before_seq=item.seq)
             if route is None:
                 bound.warning("reply.no_route")
@@ -221,6 +240,27 @@ class ReplyRelay:
             queued += 1
             bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))
         return queued
+
+    async def intake_caught_up(self) -> bool:
+        """Intake has recorded every message ``RD_INBOUND`` held a moment ago, so an outcome a
+        connector reported before then is on the log (read after this, never before)."""
+        js = self.deps.nc.jetstream()
+        last = (await js.stream_info(subjects.INBOUND_STREAM)).state.last_seq
+        info = await js.consumer_info(subjects.INBOUND_STREAM, subjects.INTAKE_DURABLE)
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        return floor >= last
+
+    async def outcome_recorded(self, item: Pending) -> bool:
+        """The log, read now, has ``MessageSent`` or ``DeliveryFailed`` for the reply (this
+        API's view may not have folded it yet)."""
+        reply = item.reply
+        after = await self.deps.store.read_direct(
+            subjects.conversation(reply.customer_id, reply.conversation_id), item.seq + 1
+        )
+        return any(
+            isinstance(stored.event, MessageSent | DeliveryFailed) and stored.event.reply_id == reply.reply_id
+            for stored in after
+        )
 
     async def run(self) -> None:
         every = max(0.2, min(self.requeue_after / 2, 10.0))
