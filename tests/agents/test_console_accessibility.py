@@ -19,6 +19,7 @@ import pytest
 
 from events.model import MessageReceived
 from events.store import Append
+from router.policy import FORGIVE_DECLINES, EscalationStep
 from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
@@ -215,3 +216,31 @@ async def test_an_offer_running_out_is_said_before_and_when_it_ends(
             if where == "announce-offer"
         ]
         assert sum("seconds left to accept" in t for t in texts) == 1, texts
+
+
+async def test_the_same_conversation_offered_again_is_announced_again(
+    tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
+) -> None:
+    """An offer was known by its conversation alone: offered to her again after the first offer
+    ran out, it came without a word (found by the accessibility audit)."""
+    config = agents_config(tmp_path, clean_nats.url)
+    # She lets it run out (12 s: long enough to be said as new before its last seconds are);
+    # after 14 s of waiting the router may offer it to her again.
+    again = (EscalationStep(after_seconds=14, relaxation=FORGIVE_DECLINES),)
+    config.router = msgspec.structs.replace(
+        config.router, offer_timeout_seconds=12.0, expiries_before_away=0, escalation_steps=again
+    )
+    async with agent_system(config, clean_nats) as s:
+        token, _ = await s.issue_token("ava")
+        await in_thread(log_in_by_keyboard, browser, s.api, token)
+        _, cid = await s.open(text="anyone there?")
+        await s.offered_to(cid, "ava")
+
+        def offered_twice() -> None:
+            def count(d: Any) -> Any:
+                texts = [t for where, t in d.execute_script("return window.__heard") if where == "announce-offer"]
+                return sum("New offer on sms" in t for t in texts) >= 2
+
+            WebDriverWait(browser, 45, poll_frequency=0.2).until(count, "the second offer was never announced")
+
+        await in_thread(offered_twice)

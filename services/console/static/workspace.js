@@ -18,8 +18,11 @@ export function setWork(work, first = false) {
   state.work = { offers: work.offers || [], assigned: work.assigned || [] };
   if (!first) offersEnded(before);
   if (work.agent && work.agent.status) $("status").value = work.agent.status;
-  const fresh = state.work.offers.filter((c) => !state.seenOffers.has(c.id));
-  for (const c of state.work.offers) state.seenOffers.add(c.id);
+  // An offer is its conversation and its deadline: the same conversation offered to her again
+  // (after she declined it, or it ran out) is a new offer, announced as one.
+  const offerKey = (c) => c.id + "@" + (c.offer_expires_at || "");
+  const fresh = state.work.offers.filter((c) => !state.seenOffers.has(offerKey(c)));
+  for (const c of state.work.offers) state.seenOffers.add(offerKey(c));
   if (fresh.length && !first) alertOffer(fresh[0]);
   if (state.wanted && find(state.wanted)) {
     const cid = state.wanted;
