@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -15,8 +16,11 @@ from services.api import operators
 from services.cli import main as cli
 from services.config import check
 from services.embedded_nats import EmbeddedNats
+from tests.browser import in_thread, needs_chromium
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, ok
+from .test_console_browser import visible
+from .test_console_shift import sign_in
 
 MARIA = operators.new_token()
 
@@ -85,3 +89,13 @@ def test_new_token_prints_a_token_once_and_the_line_that_grants_it(capsys: pytes
     assert f'maria = "{operators.hashed(token)}"' in err.splitlines()
     assert cli(["operators", "new-token", "Maria"]) == 2
     assert "a name is 1-64 lowercase" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@needs_chromium
+async def test_the_console_says_which_operator_signed_in(s: AgentSystem, browser: Any) -> None:
+    def signed_in() -> None:
+        sign_in(browser, s.api, MARIA)
+        visible(browser, "#who", "operator:maria")
+
+    await in_thread(signed_in)

@@ -43,7 +43,7 @@ async function enter() {
   state.agentId = me.agent ? me.agent.id : null;
   $("login").hidden = true;
   $("logout").hidden = false;
-  $("who").textContent = state.agentId ? (me.agent.name || state.agentId) + (state.role === "supervisor" ? " · supervisor" : "") : "operator";
+  $("who").textContent = state.agentId ? (me.agent.name || state.agentId) + (state.role === "supervisor" ? " · supervisor" : "") : (me.actor || "operator"); // a named operator token says whose (operator:maria)
   const supervises = state.role === "operator" || state.role === "supervisor";
   $("nav").hidden = !(supervises && state.agentId);
   const draft = unsent;
