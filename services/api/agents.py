@@ -43,7 +43,7 @@ from services.api.common import (
     read_body,
 )
 from services.api.views import agent_json
-from services.config import MAX_SLOTS
+from services.config_agents import MAX_SLOTS
 
 log = structlog.get_logger(__name__)
 
