@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -70,6 +71,18 @@ Outcome = ReplyOutcomeReported
 # A command whose outcome cannot be reported is tried 6 times over about 7.5 minutes, then
 # dead-lettered (terminated and parked in rd_parked); an undecodable one at once.
 REDELIVERY = Redelivery(max_deliver=6, retry_delays=(2.0, 10.0, 30.0, 120.0, 300.0))
+
+
+class HoldLapsed(Exception):
+    """This process may no longer hold the command: its ack wait may have run out unseen (the
+    process paused, stopped with SIGSTOP, starved), so NATS may have handed it to another
+    process of the channel, which sends it. Sending it here too would send it twice."""
+
+
+def hold_margin(ack_wait: float) -> float:
+    """How long before the ack wait runs out a hold counts as lapsed: a fifth, at most 5 s
+    (round trips, scheduling)."""
+    return min(ack_wait * 0.2, 5.0)
 
 
 def template_values(reply: DeliverReply) -> list[str] | None:
@@ -112,6 +125,10 @@ class OutboundWorker:
         self._task: asyncio.Task[None] | None = None
         # reply_id -> outcome already decided; a redelivery only reports it again.
         self._done: OrderedDict[str, Outcome] = OrderedDict()
+        # The consumer's ack wait, and when the hold of the command being handled was last
+        # known to be renewed (time.monotonic): a command is never sent once it may have lapsed.
+        self._ack_wait = 30.0
+        self._held_since = time.monotonic()
         self.log = log.bind(connector=connector.name, channel=connector.channel)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -151,6 +168,7 @@ class OutboundWorker:
         ack_wait = max(30.0, s.deliver_timeout * 2 + s.deliver_backoff * 2**s.deliver_attempts)
         # Bounded: max_deliver (the pause between tries is each nak's delay; see deadletter.py).
         bounded = dataclasses.replace(self.redelivery, ack_wait=ack_wait)
+        self._ack_wait = ack_wait
         return bounded.apply(
             ConsumerConfig(
                 durable_name=self.durable,
@@ -192,9 +210,12 @@ class OutboundWorker:
                     self.log.info("outbound.subscribed", subject=self.subject, durable=self.durable)
                 try:
                     self._idle = True
+                    # No message of this fetch was handed to us before this moment.
+                    fetched_at = time.monotonic()
                     msgs = await sub.fetch(s.outbound_batch, s.outbound_fetch_timeout)
                 finally:
                     self._idle = False
+                held = [fetched_at] * len(msgs)
                 for i, msg in enumerate(msgs):
                     if self._stopping:
                         # Hand the rest back now rather than after ack_wait.
@@ -202,6 +223,8 @@ class OutboundWorker:
                             with skipping("outbound.nak_on_stop", nats_subject=rest.subject):
                                 await rest.nak()
                         break
+                    await self._keep_holding(msgs, held, i)
+                    self._held_since = held[i]
                     await self._handle(msg)
                 pause = 0.2
             except asyncio.CancelledError:
@@ -226,6 +249,21 @@ class OutboundWorker:
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
+
+    def _hold_may_have_lapsed(self, since: float) -> bool:
+        return time.monotonic() - since >= self._ack_wait - hold_margin(self._ack_wait)
+
+    async def _keep_holding(self, msgs: list[Msg], held: list[float], start: int) -> None:
+        """Renew the hold of the batch's commands still waiting their turn (``held``: when
+        each was last known held), so that slow deliveries ahead of them in the batch do not
+        let them lapse; one that may have lapsed already is left as it is (``_deliver``)."""
+        for j in range(start, len(msgs)):
+            if self._hold_may_have_lapsed(held[j]):
+                continue
+            renewing = time.monotonic()
+            with skipping("outbound.in_progress", nats_subject=msgs[j].subject):
+                await msgs[j].in_progress()
+                held[j] = renewing
 
     # -- one command ----------------------------------------------------------------------
 
@@ -265,7 +303,11 @@ class OutboundWorker:
             if ERASED in (reply.contact, reply.text):  # the customer was erased: nothing to send, nowhere
                 result = DeliveryResult.failed("the customer's personal data was erased")
             else:
-                result = await self._deliver(reply, msg, rlog)
+                try:
+                    result = await self._deliver(reply, msg, rlog)
+                except HoldLapsed:
+                    self._hold_lapsed(msg, rlog)
+                    return
             outcome = self._outcome(reply, result)
             self._remember(reply.reply_id, outcome)
             if outcome.outcome == "sent":
@@ -294,7 +336,11 @@ class OutboundWorker:
         if reply.notice not in self.connector.notices or ERASED in (reply.contact, reply.text):
             rlog.info("outbound.notice_not_shown", reason="the channel shows no such notice or the customer was erased")
         else:
-            result = await self._deliver(reply, msg, rlog)
+            try:
+                result = await self._deliver(reply, msg, rlog)
+            except HoldLapsed:
+                self._hold_lapsed(msg, rlog)
+                return
             if result.ok:
                 self.metrics.inc("notices_shown")
                 rlog.info("outbound.notice_shown", provider_message_id=result.provider_message_id)
@@ -303,6 +349,18 @@ class OutboundWorker:
                 rlog.warning("outbound.notice_failed", reason=scrub(result.reason or "delivery failed"))
         with skipping("outbound.notice_ack", nats_subject=msg.subject):
             await msg.ack()
+
+    def _hold_lapsed(self, msg: Msg, rlog: Any) -> None:
+        """Neither sent, acknowledged nor handed back (a nak could hand it to a third process
+        while another sends it): NATS gives it to a process of the channel once its ack wait
+        has run out, if it has not already."""
+        count_skip("outbound.hold_lapsed")
+        rlog.warning(
+            "outbound.hold_lapsed",
+            stream_seq=msg.metadata.sequence.stream,
+            delivery=msg.metadata.num_delivered,
+            skipped="sending it here: its ack wait may have run out, so another process may send it",
+        )
 
     async def _retry_or_park(self, msg: Msg, rlog: Any, error: str) -> None:
         """Hand ``msg`` back after the next pause, or, at its last allowed delivery, terminate
@@ -345,8 +403,12 @@ class OutboundWorker:
         attempts = max(1, s.deliver_attempts)
         result = DeliveryResult.failed("not attempted")
         for attempt in range(1, attempts + 1):
+            if self._hold_may_have_lapsed(self._held_since):
+                raise HoldLapsed
+            renewing = time.monotonic()
             with skipping("outbound.in_progress", nats_subject=msg.subject):
                 await msg.in_progress()
+                self._held_since = renewing
             result = await self._attempt(reply)
             if result.ok or not result.retryable:
                 return result

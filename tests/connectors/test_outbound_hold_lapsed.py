@@ -1,0 +1,152 @@
+"""A reply whose ack wait ran out while this connector process held it unseen is not sent by it
+(found by a chaos audit: a connector process stopped with SIGSTOP for longer than the ack wait,
+with a reply already handed to it, went on to send that reply when it resumed, after NATS had
+given it to the channel's other process, which had sent it: the customer got it twice).
+
+The same happens to the commands at the end of a fetched batch when the deliveries ahead of them
+take longer than the ack wait together (each is sent in turn). Here: a short ack wait, a slow
+provider and two processes of one channel sharing the durable, on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
+
+from connectors.sdk import Connector, DeliveryResult, ProviderRequest
+from connectors.sdk.conformance import read_outcomes
+from connectors.sdk.outbound import OutboundWorker
+from connectors.sdk.runtime import ConnectorRuntime
+from events import subjects
+from events.codec import encode
+from events.model import Channel, DeliverReply, InboundMessage
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+
+pytestmark = pytest.mark.integration
+
+ACK_WAIT = 2.0  # seconds; each delivery below takes less, the batch as a whole more
+
+
+class SlowConnector(Connector):
+    """A provider answering each send after ``seconds``; every process records its own calls."""
+
+    name: ClassVar[str] = "slowmem"
+    channel: ClassVar[Channel] = "chat"
+    provider: ClassVar[str] = "slowmem"
+    seconds: float
+    slow: dict[str, float]  # reply id -> seconds for that one
+    calls: list[str]
+
+    def verify(self, request: ProviderRequest) -> None:
+        return None
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        return []
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        self.calls.append(reply.reply_id)
+        await asyncio.sleep(self.slow.get(reply.reply_id, self.seconds))
+        return DeliveryResult.sent(f"prov-{reply.reply_id}")
+
+
+async def _process(
+    url: str, seconds: float, slow: dict[str, float] | None = None
+) -> tuple[NATS, ConnectorRuntime, SlowConnector]:
+    nc = await nats.connect(url)
+    connector = SlowConnector.from_config({"port": 0, "outbound_batch": 10, "outbound_fetch_timeout": 0.3})
+    connector.seconds, connector.slow, connector.calls = seconds, slow or {}, []
+    runtime = ConnectorRuntime(connector, nc)
+    await runtime.start()
+    return nc, runtime, connector
+
+
+@pytest.mark.parametrize("stall", ["slow_batch", "stalled_process"])
+async def test_a_command_whose_ack_wait_ran_out_in_this_process_is_not_sent_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall: str
+) -> None:
+    """``slow_batch``: each send takes 0.8 s, five in one batch; the process keeps the holds of
+    those waiting their turn. ``stalled_process``: the first send takes longer than the ack
+    wait (as a process stopped or starved does), so the holds of the four behind it run out;
+    NATS hands them to the other process, and this one must not send them too. (The first
+    reply itself, its call still under way when its ack wait ran out, may go twice: at least
+    once, see README's Decisions.)"""
+    made = OutboundWorker._consumer_config
+
+    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
+        config = dataclasses.replace(made(self), ack_wait=ACK_WAIT)
+        self._ack_wait = ACK_WAIT
+        return config
+
+    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
+    server = EmbeddedNats(store_dir=tmp_path / "js")
+    await server.astart()
+    processes: list[tuple[NATS, ConnectorRuntime, SlowConnector]] = []
+    try:
+        nc = await nats.connect(server.url)
+        await ensure_streams(nc.jetstream())
+        replies = [
+            DeliverReply(
+                conversation_id="conv_" + uuid.uuid4().hex[:10],
+                customer_id="cus_" + uuid.uuid4().hex[:10],
+                channel="chat",
+                reply_id=f"rep_{n}_" + uuid.uuid4().hex[:8],
+                contact="c1",
+                text="hi",
+            )
+            for n in range(5)
+        ]
+        if stall == "slow_batch":
+            first = await _process(server.url, seconds=0.8)
+        else:
+            first = await _process(server.url, seconds=0.05, slow={replies[0].reply_id: ACK_WAIT * 1.5})
+        processes.append(first)
+        for reply in replies:  # one batch for the first process: 5 × 0.8 s > the ack wait
+            await nc.jetstream().publish(subjects.outbound("chat"), encode(reply))
+        await _eventually(lambda: first[2].calls, "the first process has its batch")
+        processes.append(await _process(server.url, seconds=0.05))  # the channel's other process
+
+        async def every_outcome_reported() -> bool:
+            found = [await read_outcomes(nc.jetstream(), "chat", r.reply_id) for r in replies]
+            return all(found)
+
+        await _eventually(every_outcome_reported, "an outcome for every reply", timeout=60)
+        # The first process has been through its whole batch (sent or left each).
+        await _eventually(lambda: _done_with_batch(first[1]), "the first process idle again", timeout=60)
+        calls = first[2].calls + processes[1][2].calls
+        once = [r.reply_id for r in replies] if stall == "slow_batch" else [r.reply_id for r in replies[1:]]
+        assert sorted(c for c in calls if c in once) == sorted(once), calls
+    finally:
+        for pnc, runtime, _ in processes:
+            await runtime.stop()
+            with contextlib.suppress(Exception):
+                await pnc.close()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await server.astop()
+
+
+def _done_with_batch(runtime: ConnectorRuntime) -> bool:
+    worker = runtime.worker
+    return worker is not None and worker._idle
+
+
+async def _eventually(probe: Any, what: str, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = probe()
+            if asyncio.iscoroutine(found):
+                found = await found
+            if found:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(what)
