@@ -248,7 +248,9 @@ class ReplyRelay:
         last = (await js.stream_info(subjects.INBOUND_STREAM)).state.last_seq
         info = await js.consumer_info(subjects.INBOUND_STREAM, subjects.INTAKE_DURABLE)
         floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
-        return floor >= last
+        # Nothing left to deliver or to acknowledge says the same where the newest messages
+        # were deleted before intake read them (an erasure): the floor would stay below them.
+        return floor >= last or not (info.num_pending or info.num_ack_pending)
 
     async def outcome_recorded(self, item: Pending) -> bool:
         """The log, read now, has ``MessageSent`` or ``DeliveryFailed`` for the reply (this
