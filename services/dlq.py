@@ -30,7 +30,7 @@ from rich.console import Console
 
 from events.parking import PARKED_BUCKET, ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from services.config import Config
-from services.metrics import PARKED
+from services.metrics import MEASURED_AT, PARKED
 from services.nats_connection import let_go
 from services.nats_errors import NATS_ERRORS
 
@@ -249,6 +249,7 @@ async def export_parked(nc: NATS, stop: asyncio.Event, *, every: float | None = 
         try:
             await parked.refresh()
             parked.export()
+            MEASURED_AT.labels(what="parked").set_to_current_time()
             failing = False
         except NATS_ERRORS as err:
             if not failing:  # said once per outage, not at every refresh

@@ -71,6 +71,7 @@ __all__ = [
     "INTAKE_PENDING",
     "INTAKE_RECORDED",
     "LEADER",
+    "MEASURED_AT",
     "OFFERS",
     "PARKED",
     "PROJECTOR_LAG",
@@ -201,6 +202,13 @@ PROJECTOR_STALLED = Gauge(
 
 # -- parked messages (set by the API, services.dlq.export_parked) ---------------------
 
+# Labelled, so no series before a first reading; the process that measures sets it at each.
+MEASURED_AT = Gauge(
+    "relaydesk_measured_timestamp_seconds",
+    "When a gauge measured from NATS (intake_lag, parked) was last read successfully (Unix time): "
+    "while NATS is away those gauges keep their last value, and this says how old it is",
+    ["what"],
+)
 PARKED = Gauge(
     "relaydesk_parked_messages",
     "Messages parked now in rd_parked (dead letters and quarantined events not yet retried or "

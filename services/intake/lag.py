@@ -14,9 +14,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from events import subjects
+from events.skips import count_skip
 from services.metrics import INTAKE_OLDEST_AGE as OLDEST_AGE
 from services.metrics import INTAKE_PENDING as PENDING
-from services.metrics import measured
+from services.metrics import MEASURED_AT, measured
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,7 @@ def export(lag: Lag) -> None:
     """Set the gauges: this process measures intake's lag, so it exports them from now on."""
     measured(PENDING).set(lag.unprocessed)
     measured(OLDEST_AGE).set(lag.oldest_age_s)
+    MEASURED_AT.labels(what="intake_lag").set_to_current_time()
 
 
 async def export_forever(js: JetStreamContext, stop: asyncio.Event, every: float = 5.0) -> None:
@@ -69,7 +71,9 @@ async def export_forever(js: JetStreamContext, stop: asyncio.Event, every: float
         try:
             export(await read_lag(js))
         except Exception as err:  # NATS away or the consumer not there yet: the gauges keep their last value
+            # (relaydesk_measured_timestamp_seconds{what="intake_lag"} says how old it is)
             log.warning("intake.lag_unreadable", error=repr(err))
+            count_skip("intake.lag_reading")
         try:
             await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:

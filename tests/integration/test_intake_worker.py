@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,7 @@ from services.intake import Intake
 from services.intake.consumer import prepare
 from services.intake.lag import OLDEST_AGE, PENDING, export, read_lag
 from services.intake.worker import IntakeWorker
+from services.metrics import MEASURED_AT
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -62,8 +64,11 @@ async def test_lag_counts_what_waits_then_the_worker_records_it_all(private: tup
         lag = await read_lag(js, now=datetime.now(UTC) + timedelta(seconds=60))
         assert lag.unprocessed == 41 and lag.ack_floor == 0
         assert 59.0 <= lag.oldest_age_s < 120.0
+        before = time.time()
         export(lag)
         assert PENDING._value.get() == 41 and OLDEST_AGE._value.get() == lag.oldest_age_s
+        # ...and when it was read: while NATS is away the two keep their value, this says how old.
+        assert MEASURED_AT.labels(what="intake_lag")._value.get() >= before
 
         directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
         stop = asyncio.Event()

@@ -9,6 +9,7 @@ not every record at every scrape."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,3 +156,6 @@ async def test_the_api_exports_what_is_parked_now(api_only: System, uid: str) ->
     async with api_only.http.delete(f"{api_only.api}/v1/dlq/{subjects.OUTBOUND_STREAM}.9", headers=headers) as resp:
         assert resp.status == 200, await resp.text()
     await eventually(lambda: scraped(0.0), timeout=15)
+    # ...with when it was read, so a value kept through a NATS outage is seen to be old.
+    measured_at = REGISTRY.get_sample_value("relaydesk_measured_timestamp_seconds", {"what": "parked"})
+    assert measured_at is not None and measured_at > time.time() - 60
