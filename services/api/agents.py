@@ -163,7 +163,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 await deps.append(event, last)
             except ConcurrencyError:
                 continue  # another change landed first: apply ours to it
-            log.info("api.agent_profile_changed", agent_id=aid, fields=sorted(changes.named()))
+            log.info("api.agent_profile_changed", agent_id=aid, fields=sorted(changes.named()), actor=request[ACTOR])
             return ok(agent_json(aid, deps.live.state.agents[aid]), status=201 if current is None else 200)
         return json_error(409, f"agent {aid} kept changing meanwhile; try again")
 
@@ -212,7 +212,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 await deps.append(event, last)
             except ConcurrencyError:
                 continue
-            log.info("api.agent_activation", agent_id=aid, active=active)
+            log.info("api.agent_activation", agent_id=aid, active=active, actor=request[ACTOR])
             return ok(agent_json(aid, deps.live.state.agents[aid]))
         return json_error(409, f"agent {aid} kept changing meanwhile; try again")
 

@@ -152,7 +152,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 expected = newer[-1].seq
         else:
             return json_error(409, "the conversation kept changing; fetch it and try again")
-        log.info("api.command", command=type(event).__name__, conversation_id=cid, customer_id=conv.customer_id)
+        # The actor too (found by a docs audit: a named operator's commands were in no log line).
+        actor = getattr(event, "actor", "")
+        log.info(
+            "api.command", command=type(event).__name__, conversation_id=cid, customer_id=conv.customer_id, actor=actor
+        )
         return answered(None, cid, status, seq)
 
     def answered(earlier: StoredEvent | None, cid: str, status: int, seq: int = 0) -> web.Response:

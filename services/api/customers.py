@@ -253,7 +253,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                     await deps.append(event, facts.last_seq)
                 except ConcurrencyError:
                     continue  # another change landed first: apply ours to it
-                log.info("api.customer_profile_changed", customer_id=customer_id, fields=sorted(changes))
+                log.info(
+                    "api.customer_profile_changed",
+                    customer_id=customer_id,
+                    fields=sorted(changes),
+                    actor=request[ACTOR],
+                )
                 return ok(_profile_of(event))
         except CustomerError as err:
             return _refusal(err)

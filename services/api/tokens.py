@@ -224,7 +224,7 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
             role=body.role,
         )
         await deps.append(event, None)
-        log.info("api.agent_token_issued", agent_id=aid, token_id=token_id, role=body.role)
+        log.info("api.agent_token_issued", agent_id=aid, token_id=token_id, role=body.role, actor=request[ACTOR])
         answer = record_json(table.by_id[token_id])
         return ok({**answer, "token": token, "note": "shown once; only its hash is kept"}, status=201)
 
@@ -247,7 +247,7 @@ def routes(deps: ApiDeps, table: TokenTable) -> web.RouteTableDef:
             await deps.append(
                 AgentTokenRevoked(at=deps.clock(), agent_id=aid, token_id=token_id, actor=request[ACTOR]), None
             )
-            log.info("api.agent_token_revoked", agent_id=aid, token_id=token_id)
+            log.info("api.agent_token_revoked", agent_id=aid, token_id=token_id, actor=request[ACTOR])
         return ok(record_json(record))
 
     return r

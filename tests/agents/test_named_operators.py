@@ -3,6 +3,7 @@ Relaydesk acts with the operator's rights under their own name, on every event a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+import structlog.testing
 
 from events.model import AgentStatusChanged, AgentTokenIssued
 from services.api import operators
@@ -18,7 +20,7 @@ from services.config import check
 from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
-from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, ok
+from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 from .test_console_browser import visible
 from .test_console_shift import sign_in
 
@@ -99,3 +101,24 @@ async def test_the_console_says_which_operator_signed_in(s: AgentSystem, browser
         visible(browser, "#who", "operator:maria")
 
     await in_thread(signed_in)
+
+
+@pytest.mark.integration
+async def test_a_named_operator_is_named_on_the_log_lines_of_what_she_does(s: AgentSystem) -> None:
+    # Found by a docs audit: the README says her name is "in the logs", but the api.command
+    # line of a conversation command and the token and profile lines named no actor.
+    _customer, cid = await s.open()
+    await eventually(lambda: s.conversation(cid))
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            issued = await ok(s, "POST", "/v1/agents/ava/tokens", MARIA, {"label": "desk"})
+            await ok(s, "DELETE", f"/v1/agents/ava/tokens/{issued['token_id']}", MARIA)
+            await ok(s, "PATCH", "/v1/agents/ava", MARIA, {"max_total": 4})
+            await ok(s, "POST", f"/v1/conversations/{cid}/resolve", MARIA)
+    finally:
+        structlog.configure(**saved)
+    actors = {line["event"]: line.get("actor") for line in logs if line["event"].startswith("api.")}
+    for event in ("api.agent_token_issued", "api.agent_token_revoked", "api.agent_profile_changed", "api.command"):
+        assert actors.get(event) == "operator:maria", (event, actors)
