@@ -18,7 +18,9 @@ The messages are nats-py ``Msg`` objects: ``ack``, ``nak``, ``in_progress`` and
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -40,6 +42,24 @@ DRAIN_WAIT_S = 2.0
 # Ends of a request: no messages, and request timeout or requests pending. A 409 (max waiting
 # exceeded, the consumer deleted, a leadership change) ends it too, an error when it came alone.
 _ENDS = frozenset({"404", "408"})
+
+
+ASKED_AT = "_relaydesk_asked_at"
+
+
+def asked_at(msg: Msg) -> float | None:
+    """A time (``time.monotonic()``) the server handed ``msg`` over no earlier than: when the
+    oldest request it may answer was sent. A process stopped or starved reads what the server
+    sent meanwhile late; its ack wait ran from the handing over, not from the reading."""
+    found = getattr(msg, ASKED_AT, None)
+    return found if isinstance(found, float) else None
+
+
+@dataclass(slots=True)
+class _Asked:
+    subject: str
+    at: float
+    left: int
 
 
 class _Request(msgspec.Struct):
@@ -69,12 +89,27 @@ class Puller:
         self._open: str | None = None  # the reply subject of a request the server may still answer
         self._open_left = 0  # messages it may still bring
         self._open_until = 0.0  # loop time after which it is given up for lost
+        # Requests the server may still answer, oldest first (it serves a consumer's waiting
+        # requests in order): a message is taken for the oldest one's (``asked_at``).
+        self._asked: deque[_Asked] = deque()
 
     async def start(self) -> Puller:
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._receive)
         return self
 
     async def _receive(self, msg: Msg) -> None:
+        status = JetStreamContext.is_status_msg(msg)
+        if status is None:
+            oldest = self._asked[0] if self._asked else None
+            setattr(msg, ASKED_AT, oldest.at if oldest is not None else time.monotonic())
+            if oldest is not None:
+                oldest.left -= 1
+                if oldest.left <= 0:
+                    self._asked.popleft()
+        elif status != "100":  # the end of a request: it and those sent before it are over
+            ended = next((i for i, asked in enumerate(self._asked) if asked.subject == msg.subject), -1)
+            for _ in range(ended + 1):
+                self._asked.popleft()
         self._got.append(msg)
         self._arrived.set()
 
@@ -114,6 +149,7 @@ class Puller:
         self._open = f"{self._inbox}.{self._sent}"
         self._open_left = batch
         self._open_until = now + wait + LOST_AFTER_S
+        self._asked.append(_Asked(self._open, time.monotonic(), batch))
         request = msgspec.json.encode(_Request(batch=batch, expires=int(wait * 1e9), no_wait=True))
         await self.nc.publish(self.subject, request, reply=self._open)
 

@@ -51,7 +51,7 @@ from events.errors import describe_error
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
-from events.pull import Puller
+from events.pull import Puller, asked_at
 from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
@@ -210,12 +210,13 @@ class OutboundWorker:
                     self.log.info("outbound.subscribed", subject=self.subject, durable=self.durable)
                 try:
                     self._idle = True
-                    # No message of this fetch was handed to us before this moment.
                     fetched_at = time.monotonic()
                     msgs = await sub.fetch(s.outbound_batch, s.outbound_fetch_timeout)
                 finally:
                     self._idle = False
-                held = [fetched_at] * len(msgs)
+                # Each hold runs from when the server handed the command over: no earlier than
+                # its request was sent (read late after a stall, it may have lapsed already).
+                held = [min(fetched_at, asked_at(msg) or fetched_at) for msg in msgs]
                 for i, msg in enumerate(msgs):
                     if self._stopping:
                         # Hand the rest back now rather than after ack_wait.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
 from connectors.sdk.conformance import read_outcomes
@@ -60,10 +62,10 @@ class SlowConnector(Connector):
 
 
 async def _process(
-    url: str, seconds: float, slow: dict[str, float] | None = None
+    url: str, seconds: float, slow: dict[str, float] | None = None, fetch_timeout: float = 0.3
 ) -> tuple[NATS, ConnectorRuntime, SlowConnector]:
     nc = await nats.connect(url)
-    connector = SlowConnector.from_config({"port": 0, "outbound_batch": 10, "outbound_fetch_timeout": 0.3})
+    connector = SlowConnector.from_config({"port": 0, "outbound_batch": 10, "outbound_fetch_timeout": fetch_timeout})
     connector.seconds, connector.slow, connector.calls = seconds, slow or {}, []
     runtime = ConnectorRuntime(connector, nc)
     await runtime.start()
@@ -80,14 +82,7 @@ async def test_a_command_whose_ack_wait_ran_out_in_this_process_is_not_sent_by_i
     NATS hands them to the other process, and this one must not send them too. (The first
     reply itself, its call still under way when its ack wait ran out, may go twice: at least
     once, see README's Decisions.)"""
-    made = OutboundWorker._consumer_config
-
-    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
-        config = dataclasses.replace(made(self), ack_wait=ACK_WAIT)
-        self._ack_wait = ACK_WAIT
-        return config
-
-    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
+    _short_ack_wait(monkeypatch)
     server = EmbeddedNats(store_dir=tmp_path / "js")
     await server.astart()
     processes: list[tuple[NATS, ConnectorRuntime, SlowConnector]] = []
@@ -125,6 +120,73 @@ async def test_a_command_whose_ack_wait_ran_out_in_this_process_is_not_sent_by_i
         calls = first[2].calls + processes[1][2].calls
         once = [r.reply_id for r in replies] if stall == "slow_batch" else [r.reply_id for r in replies[1:]]
         assert sorted(c for c in calls if c in once) == sorted(once), calls
+    finally:
+        for pnc, runtime, _ in processes:
+            await runtime.stop()
+            with contextlib.suppress(Exception):
+                await pnc.close()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await server.astop()
+
+
+def _short_ack_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = OutboundWorker._consumer_config
+
+    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
+        config = dataclasses.replace(made(self), ack_wait=ACK_WAIT)
+        self._ack_wait = ACK_WAIT
+        return config
+
+    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
+
+
+async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_it_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of the channel wait with a request open; the reply is handed to one; then
+    everything here stalls past the ack wait (the loop blocked, as SIGSTOP, a VM pause or
+    starvation does), so NATS hands the reply to the other one's open request meanwhile. Each
+    reads its copy late, from the socket: neither may send it then (its ack wait ran from the
+    handing over, not from the reading). It goes out once, to whoever NATS gives it next."""
+    _short_ack_wait(monkeypatch)
+    server = EmbeddedNats(store_dir=tmp_path / "js")
+    await server.astart()
+    processes: list[tuple[NATS, ConnectorRuntime, SlowConnector]] = []
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_streams(js)
+        for _ in range(2):
+            # Requests open past the ack wait, but their wait here ends within the stall.
+            processes.append(await _process(server.url, seconds=0.05, fetch_timeout=ACK_WAIT * 1.25))
+
+        async def both_waiting() -> bool:
+            try:
+                info = await js.consumer_info(subjects.OUTBOUND_STREAM, "connector_slowmem")
+            except NotFoundError:  # not made yet
+                return False
+            return (info.num_waiting or 0) >= 2
+
+        await _eventually(both_waiting, "both processes waiting with a request open")
+        reply = DeliverReply(
+            conversation_id="conv_" + uuid.uuid4().hex[:10],
+            customer_id="cus_" + uuid.uuid4().hex[:10],
+            channel="chat",
+            reply_id="rep_" + uuid.uuid4().hex[:8],
+            contact="c1",
+            text="hi",
+        )
+        await js.publish(subjects.outbound("chat"), encode(reply))
+        time.sleep(ACK_WAIT * 2.25)  # noqa: ASYNC251 - the stall itself: nothing here runs meanwhile
+
+        async def reported() -> bool:
+            return bool(await read_outcomes(js, "chat", reply.reply_id))
+
+        await _eventually(reported, "the reply's outcome", timeout=30)
+        await _eventually(lambda: all(_done_with_batch(p[1]) for p in processes), "both idle again", timeout=30)
+        calls = [c for p in processes for c in p[2].calls]
+        assert calls == [reply.reply_id]
     finally:
         for pnc, runtime, _ in processes:
             await runtime.stop()
