@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.streams import SetupFailed, patiently
+from services.api import operators
 from services.api.app import ApiDeps, build_app
 from services.api.health import health_check as api_health_check
 from services.api.readiness import until_caught_up
@@ -177,6 +178,10 @@ async def run_api(
     """Listens at once (a port taken is reported before anything is read); answers 503 on
     what needs the view until the view has caught up with the log (``/readyz`` says so);
     ``ready`` is set once it has."""
+    if (shared := operators.shared_token_named(token, config.api.operators)) is not None:
+        # It would act as plain "operator": the name would never be on what it does.
+        why = f"[api.operators] {shared}: that is the shared [api] token; give {shared} a token of their own"
+        raise ServiceFailed(why)
     live = LiveState(bus.store)
     # A store it cannot open fails the start: serving without timelines while /readyz says
     # ready hid a wrong DSN or a database that is down.

@@ -77,3 +77,8 @@ def by_hash(operators: Mapping[str, str]) -> dict[str, str]:
 
 def digest(bearer: str) -> str:
     return hashlib.sha256(bearer.encode()).hexdigest()
+
+
+def shared_token_named(shared: str, operators: Mapping[str, str]) -> str | None:
+    """The name whose hash is the shared ``[api] token``'s, if any (it would act as ``operator``)."""
+    return by_hash(operators).get(digest(shared)) if shared else None

@@ -3,6 +3,7 @@ Relaydesk acts with the operator's rights under their own name, on every event a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +17,10 @@ import structlog.testing
 from events.model import AgentStatusChanged, AgentTokenIssued
 from services.api import operators
 from services.cli import main as cli
-from services.config import check
+from services.config import Config, check
 from services.embedded_nats import EmbeddedNats
+from services.nats_connection import ServiceFailed
+from services.runners import run_api
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
@@ -122,3 +125,13 @@ async def test_a_named_operator_is_named_on_the_log_lines_of_what_she_does(s: Ag
     actors = {line["event"]: line.get("actor") for line in logs if line["event"].startswith("api.")}
     for event in ("api.agent_token_issued", "api.agent_token_revoked", "api.agent_profile_changed", "api.command"):
         assert actors.get(event) == "operator:maria", (event, actors)
+
+
+async def test_an_api_whose_shared_token_is_named_does_not_start() -> None:
+    """It would authenticate as plain "operator" (the shared token is checked first): the name
+    the configuration gives it would never be on what it does."""
+    config = Config()
+    config.api = msgspec.structs.replace(config.api, operators={"maria": operators.hashed(MARIA)})
+    with pytest.raises(ServiceFailed, match=r"\[api.operators\] maria: that is the shared \[api\] token"):
+        await run_api(config, None, MARIA, asyncio.Event())  # type: ignore[arg-type]  # stops before NATS
+    assert operators.shared_token_named("another-token", config.api.operators) is None
