@@ -257,11 +257,15 @@ class OutboundWorker:
     async def _keep_holding(self, msgs: list[Msg], held: list[float], start: int) -> None:
         """Renew the hold of the batch's commands still waiting their turn (``held``: when
         each was last known held), so that slow deliveries ahead of them in the batch do not
-        let them lapse; one that may have lapsed already is left as it is (``_deliver``)."""
+        let them lapse; one that may have lapsed already is left as it is (``_deliver``). Only
+        holds older than a quarter of the ack wait are renewed: not every waiting command's at
+        every send (a batch of 10 cost up to 45 renewals)."""
         for j in range(start, len(msgs)):
             if self._hold_may_have_lapsed(held[j]):
                 continue
             renewing = time.monotonic()
+            if renewing - held[j] < self._ack_wait / 4:
+                continue  # held recently enough: no publish per waiting command per send
             with skipping("outbound.in_progress", nats_subject=msgs[j].subject):
                 await msgs[j].in_progress()
                 held[j] = renewing
