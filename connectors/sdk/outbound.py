@@ -51,7 +51,7 @@ from events.errors import describe_error
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
-from events.pull import Puller, asked_at
+from events.pull import LOST_AFTER_S, Puller, asked_at
 from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
@@ -164,8 +164,15 @@ class OutboundWorker:
 
     def _consumer_config(self) -> ConsumerConfig:
         s = self.connector.settings
-        # Long enough for every attempt; `in_progress` extends it before each try anyway.
-        ack_wait = max(30.0, s.deliver_timeout * 2 + s.deliver_backoff * 2**s.deliver_attempts)
+        # Long enough for every attempt; `in_progress` extends it before each try anyway. And
+        # well beyond a fetch's wait: a hold counts from when the request was sent
+        # (``events.pull.asked_at``), so a command handed over late in a long wait would count
+        # as lapsed on arrival and be left, delivery after delivery, never sent.
+        ack_wait = max(
+            30.0,
+            s.deliver_timeout * 2 + s.deliver_backoff * 2**s.deliver_attempts,
+            2 * (s.outbound_fetch_timeout + LOST_AFTER_S),
+        )
         # Bounded: max_deliver (the pause between tries is each nak's delay; see deadletter.py).
         bounded = dataclasses.replace(self.redelivery, ack_wait=ack_wait)
         self._ack_wait = ack_wait
