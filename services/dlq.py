@@ -29,6 +29,7 @@ from nats.js.errors import NotFoundError
 from rich.console import Console
 
 from events.parking import PARKED_BUCKET, ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
+from events.skips import count_skip
 from services.config import Config
 from services.metrics import MEASURED_AT, PARKED
 from services.nats_connection import let_go
@@ -222,6 +223,7 @@ class ParkedNow:
             record = _labels_decoder.decode(data)
         except msgspec.DecodeError:
             log.warning("dlq.parked_record_unreadable", key=key, skipped="not counted in relaydesk_parked_messages")
+            count_skip("dlq.parked_record")
             return
         self.live[key] = (record.kind, record.stream, record.reader)
 

@@ -104,6 +104,17 @@ async def test_parked_and_dropped_between_two_refreshes_is_not_counted(clean_nc:
     assert await parked.refresh() == {}
 
 
+def test_a_record_it_cannot_read_is_logged_and_counted_as_a_skip() -> None:
+    """Not counted in the gauge, so said where it happened: a log line and
+    ``relaydesk_skipped_total{where="dlq.parked_record"}``."""
+    parked = ParkedNow(None)  # type: ignore[arg-type]  # folding reads nothing from NATS
+    where = {"where": "dlq.parked_record"}
+    before = REGISTRY.get_sample_value("relaydesk_skipped_total", where) or 0.0
+    parked._fold("RD_EVENTS.9", b"not a parked record")
+    assert parked.counts() == {}
+    assert REGISTRY.get_sample_value("relaydesk_skipped_total", where) == before + 1
+
+
 async def test_export_parked_keeps_going_until_stopped(clean_nc: NATS, uid: str) -> None:
     lot = ParkingLot(clean_nc.jetstream())
     reader = f"delivery-{uid}"
