@@ -203,12 +203,14 @@ def _done_with_batch(runtime: ConnectorRuntime) -> bool:
 
 
 async def _eventually(probe: Any, what: str, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = probe()
-            if asyncio.iscoroutine(found):
-                found = await found
-            if found:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(what)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = probe()
+                if asyncio.iscoroutine(found):
+                    found = await found
+                if found:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
