@@ -50,30 +50,8 @@ def role_of(request: web.Request) -> Role:
     return "operator" if request.get(ACTOR) == "operator" else "agent"  # unknown: the least
 
 
-def operator_auth(token: str) -> Middleware:
-    """The operator token only (kept for callers without an agent token table)."""
-    return bearer_auth(token, None, None)
-
-
 def _is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in PUBLIC_PREFIXES)
-
-
-def bearer_auth(
-    token: str, tokens: TokenTable | None, deps: ApiDeps | None, operators: Mapping[str, str] | None = None
-) -> Middleware:
-    """``authenticate`` then ``authorize`` in one middleware."""
-    first = authenticate(token, tokens, operators=operators)
-    second = authorize(deps)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        async def then(req: web.Request) -> web.StreamResponse:
-            return await second(req, handler)
-
-        return await first(request, then)
-
-    return middleware
 
 
 def authenticate(
