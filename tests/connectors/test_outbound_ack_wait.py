@@ -5,6 +5,7 @@ handed over late again at each redelivery, was never sent."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -40,3 +41,30 @@ def test_a_command_handed_over_at_the_end_of_a_fetch_wait_is_still_held(fetch_ti
     assert ack_wait is not None and ack_wait >= 30.0
     # The oldest a hold can be when a fetch returns, in a process that did not stall.
     assert fetch_timeout + LOST_AFTER_S < ack_wait - hold_margin(ack_wait)
+
+
+class Held:
+    """A fetched command: counts the renewals of its hold (``+WPI``)."""
+
+    def __init__(self) -> None:
+        self.subject = "rd.out.chat"
+        self.renewed = 0
+
+    async def in_progress(self) -> None:
+        self.renewed += 1
+
+
+async def test_waiting_commands_are_renewed_only_once_their_hold_has_aged() -> None:
+    """Before each send every command still waiting in the batch was renewed (a batch of 10:
+    up to 45 renewals); now only a hold older than a quarter of the ack wait is, and one that
+    may have lapsed is left as it is."""
+    connector = Quiet.from_config({"port": 0})
+    nobody: Any = object()
+    worker = OutboundWorker(connector, nobody, nobody, nobody, nobody)
+    worker._ack_wait = 40.0
+    now = time.monotonic()
+    msgs = [Held() for _ in range(4)]
+    held = [now - 1.0, now - 11.0, now - 30.0, now - 39.0]  # fresh, aged, aged, may have lapsed
+    await worker._keep_holding(msgs, held, 0)  # type: ignore[arg-type]
+    assert [m.renewed for m in msgs] == [0, 1, 1, 0]
+    assert held[0] == now - 1.0 and held[1] >= now and held[2] >= now and held[3] == now - 39.0
