@@ -55,6 +55,7 @@ from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, pati
 from events.streams import attachments_store
 
 from . import outbound
+from .authresults import ForgedSender
 from .body import AttachmentBody
 from .bounces import SentReplies
 from .imap import ImapPoller
@@ -249,7 +250,7 @@ class EmailConnector(Connector):
 
     async def _park(self, raw: bytes, source: str, err: Exception) -> Parked:
         reason = err.reason if isinstance(err, Malformed) else f"{type(err).__name__}: {err}"
-        self.metrics.reject("unparseable")
+        self.metrics.reject("forged_sender" if isinstance(err, ForgedSender) else "unparseable")
         if self.js is None:
             raise Unavailable("email connector not started")
         key = await park_unparsed(

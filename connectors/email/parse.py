@@ -18,6 +18,7 @@ from connectors.sdk import Malformed
 from events.model import InboundMessage
 
 from . import threads
+from .authresults import ForgedSender, dmarc_verdict
 from .automatic import DeliveryReport, bounced_message_id, classify_auto, delivery_report
 from .body import AttachmentBody, attachment_bodies, body_text
 from .calendar import invitation_text
@@ -153,7 +154,15 @@ def parse_email(
         metadata["attachments_dropped"] = str(len(attachments) - settings.max_attachments)
         attachments = attachments[: settings.max_attachments]
 
-    if cc := _copied(msg, sender, settings.domain_set()):
+    verified = True
+    if settings.trusted_authserv_id:
+        verdict = dmarc_verdict(msg, settings.trusted_authserv_id)
+        metadata["dmarc"] = verdict
+        if verdict == "fail":
+            # Its From is not the sender's: filed, it would be that customer's (parked instead).
+            raise ForgedSender(f"DMARC failed at {settings.trusted_authserv_id}: the From address is forged")
+        verified = verdict == "pass"
+    if verified and (cc := _copied(msg, sender, settings.domain_set())):
         metadata["cc"] = ",".join(cc)
 
     message = InboundMessage(

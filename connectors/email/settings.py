@@ -87,6 +87,11 @@ class EmailSettings(ConnectorSettings, kw_only=True):
     # Replies copy (Cc) the other people the customer's mail was addressed to (its To and Cc
     # beyond our own domains), as "Reply all" does; false: the customer only.
     reply_all: bool = True
+    # The authserv-id your receiving mail server stamps on its Authentication-Results field
+    # (RFC 8601; e.g. "mx.example.com"; connectors/email/authresults.py). Set: a mail whose
+    # DMARC check it failed is parked, not filed under the address it claims, and a reply to a
+    # mail that did not pass copies nobody (reply_all needs a sender the server vouched for).
+    trusted_authserv_id: str = ""
     # Other addresses Relaydesk sends from, besides from_address and bounce_address: the
     # delivery service's agent notices ([delivery] smtp_from; its default is here). Mail From
     # any of them is our own come back (a mail loop), never a customer's. A list, or a

@@ -375,3 +375,21 @@ async def test_smtp_port_taken_is_a_clear_exit(nc: NATS) -> None:
         await runtime.stop()
     finally:
         blocker.close()
+
+
+async def test_a_mail_whose_dmarc_check_failed_is_parked_not_filed(nc: NATS, uid: str) -> None:
+    """With ``trusted_authserv_id``, the receiving server's verdict counts: a forged From is
+    parked for an operator (counted as forged_sender), never a message of the customer it names."""
+    async with running(nc, trusted_authserv_id="mx.support.test") as connector:
+        forged = mail(uid, headers={"Authentication-Results": "mx.support.test; dmarc=fail header.from=customer.test"})
+        result = await smtp_send(addr(connector), forged.as_bytes())
+        assert result.data == 250, result
+        assert await inbound_for(nc, msg_id(uid)) == []
+        record = await ParkingLot(nc.jetstream()).get(result.data_text.rsplit(" ", 1)[-1])
+        assert record is not None and "DMARC failed at mx.support.test" in record.error
+        assert connector.metrics.rejected_by_reason["forged_sender"] == 1
+
+        vouched = mail(uid, n=1, headers={"Authentication-Results": "mx.support.test; dmarc=pass"})
+        assert (await smtp_send(addr(connector), vouched.as_bytes())).data == 250
+        [published] = await inbound_for(nc, msg_id(uid, 1), wait=10.0)
+        assert published.message.metadata["dmarc"] == "pass"

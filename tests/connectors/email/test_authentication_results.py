@@ -1,0 +1,83 @@
+"""A mail's Authentication-Results, as the trusted receiving server wrote them: a forged From
+(DMARC failed) is parked instead of filed as that customer's, and only a sender the server
+vouched for gets a reply copied to the other people it names (``trusted_authserv_id``).
+
+Without it (the README's known limitation) a mail forging a customer's From was filed as
+theirs, and with reply_all the agent's answer copied whatever Cc it claimed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.email.connector import EmailConnector
+from connectors.email.parse import ParsedEmail, parse_email
+from connectors.email.settings import EmailSettings
+from connectors.sdk import Malformed
+
+NOW = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def settings(**extra: object) -> EmailSettings:
+    s = EmailConnector.from_config({"domains": ["support.test"], **extra}).settings
+    assert isinstance(s, EmailSettings)
+    return s
+
+
+def parsed(*results: str, trusted: str = "mx.support.test") -> ParsedEmail:
+    fields = b"".join(b"Authentication-Results: " + r.encode() + b"\r\n" for r in results)
+    raw = (
+        b"From: Ann <ann@customer.test>\r\nTo: support@support.test\r\nCc: boss@customer.test\r\n"
+        + fields
+        + b"Subject: invoice\r\nMessage-ID: <m1@customer.test>\r\n\r\nmy invoice is wrong\r\n"
+    )
+    return parse_email(
+        raw,
+        recipients=["support@support.test"],
+        settings=settings(trusted_authserv_id=trusted),
+        received_at=NOW,
+        source="t",
+    )
+
+
+def test_a_mail_the_trusted_server_passed_is_filed_with_its_cc() -> None:
+    p = parsed(
+        "mx.support.test; spf=pass smtp.mailfrom=customer.test; dkim=pass header.d=customer.test;"
+        " dmarc=pass (p=reject) header.from=customer.test"
+    )
+    assert p.message.metadata["dmarc"] == "pass" and p.message.metadata["cc"] == "boss@customer.test"
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        ("mx.support.test; dmarc=fail (p=reject) header.from=customer.test",),
+        ("MX.support.test 1; spf=fail; dmarc=fail header.from=customer.test",),  # id case, a version
+        ("mx.support.test; dmarc=pass header.from=customer.test", "mx.support.test; dmarc=fail"),
+    ],
+)
+def test_a_forged_from_is_parked_not_filed(results: tuple[str, ...]) -> None:
+    with pytest.raises(Malformed, match=r"DMARC failed at mx\.support\.test"):
+        parsed(*results)
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        (),  # the server wrote nothing
+        ("mx.support.test; dmarc=none header.from=customer.test",),  # no DMARC policy published
+        ("mx.support.test; dmarc=temperror",),
+        # Written by the sender, or by another server: never trusted, whatever it says.
+        ("evil.example; dmarc=pass header.from=customer.test",),
+        ("mail.customer.test; dmarc=pass",),
+    ],
+)
+def test_a_sender_nobody_vouched_for_is_filed_but_copies_nobody(results: tuple[str, ...]) -> None:
+    p = parsed(*results)
+    assert p.message.metadata["dmarc"] == "none" and "cc" not in p.message.metadata
+
+
+def test_without_a_trusted_server_nothing_is_checked() -> None:
+    p = parsed("mx.support.test; dmarc=fail", trusted="")
+    assert "dmarc" not in p.message.metadata and p.message.metadata["cc"] == "boss@customer.test"
