@@ -33,6 +33,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from connectors.sdk.signatures import constant_time_equal
 from events import subjects
 from events.model import Attachment, MessageReceived
 from events.objects import ObjectUnreadable, read_object
@@ -66,13 +67,6 @@ class LinkClaims(msgspec.Struct, array_like=True, frozen=True):
     expires: int
 
 
-def same_bytes(given: str, expected: str) -> bool:
-    """``hmac.compare_digest`` of two strings as UTF-8, whatever they hold: on ``str`` it raises
-    TypeError for any non-ASCII character, and a link's text comes from whoever sends it (found
-    by a fuzzing audit: ``GET /v1/attachments/é.é`` answered 500 and logged a traceback)."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
-
-
 class Links:
     """Makes and checks attachment links for one API process."""
 
@@ -88,7 +82,7 @@ class Links:
     def check(self, token: str) -> LinkClaims | str:
         """The claims of a valid, unexpired token, or why it is refused."""
         payload, _, signature = token.partition(".")
-        if not payload or not signature or not same_bytes(signature, self._sign(payload)):
+        if not payload or not signature or not constant_time_equal(self._sign(payload), signature):
             return "this attachment link is not valid"
         try:
             claims = msgspec.json.decode(_unb64(payload), type=LinkClaims)

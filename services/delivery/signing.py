@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import time
 
+from connectors.sdk.signatures import constant_time_equal
+
 HEADER = "X-Relaydesk-Signature"
 DEFAULT_TOLERANCE = 300.0
 
@@ -41,7 +43,5 @@ def verify(
     if abs((time.time() if now is None else now) - t) > tolerance:
         return False
     expected = signature(secret, body, t)
-    # As bytes: on str, compare_digest raises TypeError for any non-ASCII character, and the
-    # header is whoever sent the request's (the check must say False, not crash the receiver).
-    given = [candidate.encode("utf-8", "surrogatepass") for candidate in parts.get("v1", [])]
-    return any(hmac.compare_digest(expected.encode(), candidate) for candidate in given)
+    # The header is whoever sent the request's: non-ASCII in it is a refusal, not a TypeError.
+    return any(constant_time_equal(expected, candidate) for candidate in parts.get("v1", []))
