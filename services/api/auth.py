@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 
 from services.api import operators as named_operators
 from services.api.access import CUSTODY, Custody, Role, refusal
-from services.api.common import ACTOR, ApiDeps, json_error
+from services.api.common import ACTOR, ROLE, ApiDeps, json_error
 from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,17 +37,13 @@ PUBLIC_PREFIXES = ("/console", "/slack", "/v1/files")  # /slack/…: Slack signs
 AGENT = web.RequestKey("agent", str)
 # The token's id (absent for the operator): the scope of its Idempotency-Keys.
 TOKEN_ID = web.RequestKey("token_id", str)
-# "operator", "supervisor" or "agent" (see role_of).
-ROLE = web.RequestKey("role", str)
 
 
 def role_of(request: web.Request) -> Role:
     """Who is calling, as a role: ``operator``, ``supervisor`` or ``agent``. (The rules for
     notes, canned replies and every other route are in ``services.api.access.RULES``.)"""
     role = request.get(ROLE)
-    if role in ("operator", "supervisor", "agent"):
-        return cast(Role, role)
-    return "operator" if request.get(ACTOR) == "operator" else "agent"  # unknown: the least
+    return cast(Role, role) if role in ("operator", "supervisor", "agent") else "agent"  # unknown: the least
 
 
 def _is_public(path: str) -> bool:

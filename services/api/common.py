@@ -37,10 +37,13 @@ ACTOR = web.RequestKey("actor", str)
 READ_BODY = web.RequestKey("read_body", bytes)
 
 
+# "operator", "supervisor" or "agent", set with ACTOR by the auth middleware (services.api.auth).
+ROLE = web.RequestKey("role", str)
+
+
 def is_operator(request: web.Request) -> bool:
     """Whether the shared operator token or a named one (``operator:<name>``) is calling."""
-    actor: str = request.get(ACTOR, "")
-    return actor == "operator" or actor.startswith("operator:")
+    return request.get(ROLE) == "operator"
 
 
 @dataclass
