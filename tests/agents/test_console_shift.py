@@ -22,7 +22,7 @@ from services.embedded_nats import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .console_pages import open_message
-from .helpers import agent_system, agents_config, eventually
+from .helpers import AgentSystem, agent_system, agents_config, eventually
 from .test_console_browser import click, displayed, read, visible
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
@@ -55,13 +55,34 @@ def take_and_open(driver: Any, api: str, token: str, cid: str) -> None:
     click(driver, f'#assigned li[data-id="{cid}"]')
 
 
+async def offer_for_ava(s: AgentSystem, text: str) -> tuple[str, str, str]:
+    """Ava's token and a customer's new conversation (``text``) offered to her: (token, customer, cid)."""
+    token, _ = await s.issue_token("ava")
+    customer, cid = await s.open(text=text)
+    await s.offered_to(cid, "ava")
+    return token, customer, cid
+
+
+def customer_wrote(customer: str, cid: str, text: str) -> Append:
+    """What intake appends when the customer writes again in ``cid`` (sms)."""
+    return Append(
+        MessageReceived(
+            at=datetime.now(UTC),
+            customer_id=customer,
+            conversation_id=cid,
+            channel="sms",
+            message_id="m-" + uuid.uuid4().hex,
+            provider_message_id="SM" + uuid.uuid4().hex,
+            text=text,
+        )
+    )
+
+
 async def test_the_teams_canned_replies_changed_during_the_shift_reach_an_open_conversation(
     tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
 ) -> None:
     async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
-        token, _ = await s.issue_token("ava")
-        _, cid = await s.open(text="where is my refund")
-        await s.offered_to(cid, "ava")
+        token, _, cid = await offer_for_ava(s, "where is my refund")
 
         def open_the_conversation() -> None:
             take_and_open(browser, s.api, token, cid)
@@ -167,9 +188,7 @@ async def test_what_the_customer_wrote_while_the_page_was_offline_shows_when_it_
     tmp_path: Path, clean_nats: EmbeddedNats, browser: Any
 ) -> None:
     async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
-        token, _ = await s.issue_token("ava")
-        customer, cid = await s.open(text="first words")
-        await s.offered_to(cid, "ava")
+        token, customer, cid = await offer_for_ava(s, "first words")
 
         def open_the_conversation() -> None:
             take_and_open(browser, s.api, token, cid)
@@ -183,19 +202,7 @@ async def test_what_the_customer_wrote_while_the_page_was_offline_shows_when_it_
             browser.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
 
         await in_thread(open_the_conversation)
-        await s.store.append(
-            Append(
-                MessageReceived(
-                    at=datetime.now(UTC),
-                    customer_id=customer,
-                    conversation_id=cid,
-                    channel="sms",
-                    message_id="m-" + uuid.uuid4().hex,
-                    provider_message_id="SM" + uuid.uuid4().hex,
-                    text="second words, while you were offline",
-                )
-            )
-        )
+        await s.store.append(customer_wrote(customer, cid, "second words, while you were offline"))
 
         def back_online() -> None:
             # The news reached the page, and loading the timeline for it failed: offline.
@@ -214,26 +221,12 @@ async def test_a_customer_with_a_long_history_shows_the_newest_messages(
     """The timeline comes in pages of at most 1000 entries, oldest first: the console read only
     the first page, so past 1000 entries the open conversation never showed what was new."""
     async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
-        token, _ = await s.issue_token("ava")
-        customer, cid = await s.open(text="first words")
-        await s.offered_to(cid, "ava")
-
-        def said(text: str) -> Append:
-            return Append(
-                MessageReceived(
-                    at=datetime.now(UTC),
-                    customer_id=customer,
-                    conversation_id=cid,
-                    channel="sms",
-                    message_id="m-" + uuid.uuid4().hex,
-                    provider_message_id="SM" + uuid.uuid4().hex,
-                    text=text,
-                )
-            )
+        token, customer, cid = await offer_for_ava(s, "first words")
 
         for start in range(0, 1000, 100):
-            await asyncio.gather(*(s.store.append(said(f"line {n}")) for n in range(start, start + 100)))
-        await s.store.append(said("the newest words"))
+            lines = (customer_wrote(customer, cid, f"line {n}") for n in range(start, start + 100))
+            await asyncio.gather(*(s.store.append(line) for line in lines))
+        await s.store.append(customer_wrote(customer, cid, "the newest words"))
 
         async def projected() -> bool:
             _, page = await s.call("GET", f"/v1/customers/{customer}/timeline?limit=1000")
@@ -260,9 +253,7 @@ async def test_an_offer_left_open_until_it_expires_says_so(
     config = agents_config(tmp_path, clean_nats.url)
     config.router = msgspec.structs.replace(config.router, offer_timeout_seconds=4.0)
     async with agent_system(config, clean_nats) as s:
-        token, _ = await s.issue_token("ava")
-        _, cid = await s.open(text="anyone there?")
-        await s.offered_to(cid, "ava")
+        token, _, cid = await offer_for_ava(s, "anyone there?")
 
         def let_it_expire() -> None:
             sign_in(browser, s.api, token)
@@ -281,9 +272,7 @@ async def test_a_reply_sent_again_after_its_answer_was_lost_goes_once(
     """The network drops the answer to her reply (it reached the API): she sends it again, and
     the customer gets it once. The page's fetch loses the first /reply answer on purpose."""
     async with agent_system(agents_config(tmp_path, clean_nats.url), clean_nats) as s:
-        token, _ = await s.issue_token("ava")
-        customer, cid = await s.open(text="did you get my photo?")
-        await s.offered_to(cid, "ava")
+        token, customer, cid = await offer_for_ava(s, "did you get my photo?")
         lose_one_answer = """
             const real = window.fetch;
             window.__lost = 0;
