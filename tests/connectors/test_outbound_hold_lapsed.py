@@ -121,13 +121,18 @@ async def test_a_command_whose_ack_wait_ran_out_in_this_process_is_not_sent_by_i
         once = [r.reply_id for r in replies] if stall == "slow_batch" else [r.reply_id for r in replies[1:]]
         assert sorted(c for c in calls if c in once) == sorted(once), calls
     finally:
-        for pnc, runtime, _ in processes:
-            await runtime.stop()
-            with contextlib.suppress(Exception):
-                await pnc.close()
+        await _stop_all(processes, nc, server)
+
+
+async def _stop_all(processes: list[Any], nc: NATS, server: Any) -> None:
+    """Stop every connector process, close the connections (already closed by a stop: fine), stop the server."""
+    for pnc, runtime, _ in processes:
+        await runtime.stop()
         with contextlib.suppress(Exception):
-            await nc.close()
-        await server.astop()
+            await pnc.close()
+    with contextlib.suppress(Exception):
+        await nc.close()
+    await server.astop()
 
 
 def _short_ack_wait(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,13 +193,7 @@ async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_
         calls = [c for p in processes for c in p[2].calls]
         assert calls == [reply.reply_id]
     finally:
-        for pnc, runtime, _ in processes:
-            await runtime.stop()
-            with contextlib.suppress(Exception):
-                await pnc.close()
-        with contextlib.suppress(Exception):
-            await nc.close()
-        await server.astop()
+        await _stop_all(processes, nc, server)
 
 
 def _done_with_batch(runtime: ConnectorRuntime) -> bool:
