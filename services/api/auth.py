@@ -26,7 +26,7 @@ from aiohttp.typedefs import Middleware
 from services.api import operators as named_operators
 from services.api.access import CUSTODY, Custody, Role, refusal
 from services.api.common import ACTOR, ROLE, ApiDeps, json_error
-from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
+from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable, hash_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/session"})
@@ -80,7 +80,7 @@ def authenticate(
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
         # A dict look-up by hash: what its timing could tell is a hash, not the token.
-        if named and scheme == "Bearer" and (name := named.get(named_operators.digest(bearer.strip()))):
+        if named and scheme == "Bearer" and (name := named.get(hash_token(bearer.strip()))):
             request[ACTOR] = f"operator:{name}"
             request[ROLE] = "operator"
             return await handler(request)

@@ -33,9 +33,14 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def hash_token(token: str) -> str:
+    """A bearer token's sha256 in hex: all the API keeps of any token (agent tokens too, tokens.py)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def hashed(token: str) -> str:
     """The value ``[api.operators]`` keeps for ``token``."""
-    return HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    return HASH_PREFIX + hash_token(token)
 
 
 def name_problem(name: str) -> str | None:
@@ -75,10 +80,6 @@ def by_hash(operators: Mapping[str, str]) -> dict[str, str]:
     return {value.removeprefix(HASH_PREFIX): name for name, value in operators.items()}
 
 
-def digest(bearer: str) -> str:
-    return hashlib.sha256(bearer.encode()).hexdigest()
-
-
 def shared_token_named(shared: str, operators: Mapping[str, str]) -> str | None:
     """The name whose hash is the shared ``[api] token``'s, if any (it would act as ``operator``)."""
-    return by_hash(operators).get(digest(shared)) if shared else None
+    return by_hash(operators).get(hash_token(shared)) if shared else None

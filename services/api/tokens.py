@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
 from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, read_body
+from services.api.operators import hash_token
 from services.api.readmodel import LiveState
 
 log = structlog.get_logger(__name__)
@@ -63,10 +64,6 @@ def token_proof(key: bytes, agent_id: str, token_id: str, token_hash: str, role:
     else:
         message = msgspec.json.encode([ROLE_PROOF_CONTEXT, agent_id, token_id, token_hash, role])
     return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token() -> str:
