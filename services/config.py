@@ -170,7 +170,7 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_region: str = "US"
     # How long a message intake took may go unacknowledged before NATS hands it to another
     # intake (one that died mid-plan): a message accepted before a crash is routed this long
-    # after. Longer plans send in-progress acks (services.intake.consumer).
+    # after. Longer plans send in-progress acks (services.intake.settling).
     ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 5.0
     # Provider-specific email rules, only for the domains listed (services.identity.IdentityRules):
     # e.g. email_ignore_dots = ["gmail.com"], email_strip_plus = ["gmail.com"],

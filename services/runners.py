@@ -29,7 +29,7 @@ from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory, IdentityRules
 from services.intake import Intake
-from services.intake.consumer import prepare as prepare_intake_consumer
+from services.intake.settling import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
 from services.nats_connection import ServiceFailed, denials_from_now

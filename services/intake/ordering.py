@@ -22,8 +22,9 @@ from nats.js import JetStreamContext
 from events import subjects
 from events.direct import DirectBatches, Raw
 from events.model import InboundMessage
-from services.intake.consumer import DURABLE, Intake, decode_record
+from services.intake.consumer import Intake
 from services.intake.plan import is_automatic
+from services.intake.settling import DURABLE, decode_record
 
 log = structlog.get_logger(__name__)
 

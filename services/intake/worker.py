@@ -3,7 +3,7 @@ thread hop per message.
 
 Each fetched message becomes a task at once (in delivery order, so a sender's messages take
 their sender's lock in that order: ``Intake.handle_message``); the tasks record and settle
-(``services.intake.consumer.settle``: ack, bounded redelivery, dead letters), and the loop
+(``services.intake.settling.settle``: ack, bounded redelivery, dead letters), and the loop
 fetches again as soon as there is room under ``in_flight``. Several intake processes share
 the durable ``intake``: different customers in parallel, and one sender's messages in the
 order they were published (``services.intake.ordering``).
@@ -37,9 +37,10 @@ from events.parking import ParkingLot
 from events.pull import Puller
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
-from services.intake.consumer import DURABLE, Intake, decode_record, redelivery_for, settle
+from services.intake.consumer import Intake
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
+from services.intake.settling import DURABLE, decode_record, redelivery_for, settle
 from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)

@@ -20,7 +20,7 @@ from events.store import Append, EventStore
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
 from services.intake import Intake, register
-from services.intake.consumer import DURABLE
+from services.intake.settling import DURABLE
 
 
 async def make_intake(nc: NATS) -> Intake:

@@ -27,7 +27,7 @@ from services.config import IntakeSettings
 from services.dlq import RETRY_HEADER
 from services.identity import IdentityDirectory, identity_for
 from services.intake import Intake, register
-from services.intake.consumer import DURABLE, REDELIVERY, prepare
+from services.intake.settling import DURABLE, REDELIVERY, prepare
 from tests.integration.dead_letters import (
     FAST,
     MALFORMED,
@@ -211,7 +211,7 @@ async def test_an_older_durable_gets_the_bounded_settings_on_start(private: tupl
         assert not info.config.backoff and info.config.ack_wait == REDELIVERY.ack_wait
         assert info.config.filter_subject == subjects.INBOUND_ALL  # the rest is kept
         # Already right: nothing to do.
-        from services.intake.consumer import consumer_config
+        from services.intake.settling import consumer_config
 
         assert await ensure_consumer(js, subjects.INBOUND_STREAM, consumer_config()) == "unchanged"
     finally:

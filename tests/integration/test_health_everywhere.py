@@ -157,7 +157,7 @@ async def test_intake_that_records_nothing_for_a_while_is_not_ready_and_says_why
     import time
 
     from services.health.checks import INTAKE_FAILING_S, intake_check
-    from services.intake.consumer import REDELIVERY, prepare
+    from services.intake.settling import REDELIVERY, prepare
 
     watch = await prepare(clean_nc, REDELIVERY)
     try:

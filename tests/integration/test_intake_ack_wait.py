@@ -31,7 +31,8 @@ from events.store import EventStore
 from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
-from services.intake.consumer import DURABLE, Intake, prepare, redelivery_for
+from services.intake.consumer import Intake
+from services.intake.settling import DURABLE, prepare, redelivery_for
 from services.intake.worker import IntakeWorker
 from tests.integration.system import eventually
 

@@ -22,8 +22,8 @@ from services.config import IntakeSettings
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake import Intake
-from services.intake.consumer import prepare
 from services.intake.lag import OLDEST_AGE, PENDING, export, read_lag
+from services.intake.settling import prepare
 from services.intake.worker import IntakeWorker
 from services.metrics import MEASURED_AT
 from tests.integration.system import eventually

@@ -25,7 +25,7 @@ from services.api.readmodel import LiveState
 from services.api.replies import PendingReplies, ReplyRelay
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
-from services.intake.consumer import consumer_config
+from services.intake.settling import consumer_config
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import eventually, running_system, system_config
 from tests.integration.test_replies import reply, sent_for, sms_conversation

@@ -123,7 +123,7 @@ def test_off_costs_no_opentelemetry_import() -> None:
         "import sys\n"
         "from services import logs, tracing\n"
         "from services.config import TracingSettings\n"
-        "import connectors.sdk.publish, events.store, services.intake.consumer, services.router_runner\n"
+        "import connectors.sdk.publish, events.store, services.intake.settling, services.router_runner\n"
         "import services.delivery.service\n"
         "tracing.configure(TracingSettings())\n"
         "with tracing.span('x'):\n"
