@@ -3,7 +3,8 @@
 Every service takes the same file (``--config``). An override names a table and a key:
 ``RELAYDESK_API_PORT=9000`` sets ``[api] port``. A few well-known secrets have short names
 (``RELAYDESK_NATS_URL``, ``RELAYDESK_API_TOKEN``, ``RELAYDESK_TWILIO_AUTH_TOKEN``).
-``RELAYDESK_<NAME>_FILE=/run/secrets/x`` reads ``RELAYDESK_<NAME>`` from a file.
+``RELAYDESK_<NAME>_FILE=/run/secrets/x`` reads ``RELAYDESK_<NAME>`` from a file (the overrides:
+``services/config_env.py``).
 
 Mistakes are errors, not silently ignored (services/config_strict.py): an unknown key in any
 table, an unknown RELAYDESK_* variable (except the few in ``config_strict.NOT_CONFIG``), a
@@ -13,7 +14,7 @@ value of the wrong type. Each ``[connectors.<name>]`` table is checked by its co
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -233,68 +234,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return self.projection.dsn or str(self.data_dir / "timelines.db")
 
 
-SHORT_NAMES = {
-    "RELAYDESK_NATS_URL": ("nats", "url"),
-    "RELAYDESK_API_TOKEN": ("api", "token"),
-    "RELAYDESK_TWILIO_AUTH_TOKEN": ("connectors", "sms.auth_token"),
-    "RELAYDESK_META_APP_SECRET": ("connectors", "social.app_secret"),
-    "RELAYDESK_DATA_DIR": ("data", "dir"),
-}
-CONNECTOR_PREFIX = "RELAYDESK_CONNECTOR_"
-SINK_PREFIX = "RELAYDESK_SINK_"  # RELAYDESK_SINK_ZENDESK_API_TOKEN -> [sinks.zendesk] api_token
-# Tables an environment variable may set a key of (not the arrays of tables, not connectors).
-_ENV_TABLES = {
-    f.name: f.type
-    for f in msgspec.structs.fields(Config)
-    if f.name not in ("agents", "connectors", "sinks")
-    and isinstance(f.type, type)
-    and issubclass(f.type, msgspec.Struct)
-}
-_ENV_KEYS = {table: {f.name for f in msgspec.structs.fields(t)} for table, t in _ENV_TABLES.items()}
-
-
-class _Overrides(msgspec.Struct):
-    values: dict[str, dict[str, str]]  # table -> key -> value ("connectors": "<name>.<key>")
-    origins: dict[tuple[str, str], str]  # (table, key) -> the variable that set it
-    problems: list[str]
-
-
-def _overrides(
-    env: Mapping[str, str], connector_names: Iterable[str] = (), sink_names: Iterable[str] = ()
-) -> _Overrides:
-    """``connector_names`` / ``sink_names``: the names a ``RELAYDESK_CONNECTOR_<NAME>_<KEY>`` /
-    ``RELAYDESK_SINK_<NAME>_<KEY>`` may mean (their tables and the installed ones), so a name
-    with ``_`` in it (``my_chan``) is split from its key unambiguously."""
-    out = _Overrides({}, {}, [])
-    known = strict.env_names(_ENV_KEYS, SHORT_NAMES)
-    for name, value in sorted(env.items()):
-        if not name.startswith(strict.ENV_PREFIX) or strict.is_not_config(name):
-            continue
-        if name in SHORT_NAMES:
-            table, key = SHORT_NAMES[name]
-        elif name.startswith(CONNECTOR_PREFIX):
-            # Connector keys are the connector's to check (Connector.from_config).
-            connector, setting = strict.split_name_and_key(name[len(CONNECTOR_PREFIX) :], connector_names)
-            if not connector or not setting:
-                out.problems.append(f"{name}: name a connector and a key, e.g. RELAYDESK_CONNECTOR_SMS_PORT")
-                continue
-            table, key = "connectors", f"{connector}.{setting}"
-        elif name.startswith(SINK_PREFIX):
-            sink, setting = strict.split_name_and_key(name[len(SINK_PREFIX) :], sink_names)
-            if not sink or not setting:
-                out.problems.append(f"{name}: name a sink and a key, e.g. RELAYDESK_SINK_ZENDESK_API_TOKEN")
-                continue
-            table, key = "sinks", f"{sink}.{setting}"
-        else:
-            table, _, key = name[len(strict.ENV_PREFIX) :].lower().partition("_")
-            if key not in _ENV_KEYS.get(table, ()):
-                out.problems.append(strict.unknown_variable(name, known))
-                continue
-        out.values.setdefault(table, {})[key] = value
-        out.origins[(table, key)] = name
-    return out
-
-
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (if any), apply environment overrides, validate. Raises
     ``ConfigError`` listing every problem found."""
@@ -329,8 +268,10 @@ def check(
             raw = msgspec.toml.decode(data)
         except msgspec.DecodeError as err:
             return None, [f"{p}: not valid TOML: {err}"]
+    from services.config_env import blame, overrides_of  # it reads Config
+
     env, problems = strict.read_secret_files(env)
-    overrides = _overrides(env, *_named_tables(raw, env))
+    overrides = overrides_of(env, raw)
     problems += overrides.problems
     for table, values in overrides.values.items():
         for key, value in values.items():
@@ -356,7 +297,7 @@ def check(
             problem = strict.validation_problem(err, [table])
             if "unknown field" not in problem:  # a nested table's unknown key: said above
                 problems.append(problem)
-    problems = [_blame(problem, overrides.origins) for problem in problems]
+    problems = [blame(problem, overrides.origins) for problem in problems]
     if problems:
         return None, problems
     try:
@@ -382,33 +323,6 @@ def _known_keys(value: Any, table_type: Any) -> Any:
         return value
     known = {f.encode_name for f in msgspec.structs.fields(table_type)}
     return {key: item for key, item in value.items() if key in known}
-
-
-def _named_tables(raw: Mapping[str, Any], env: Mapping[str, str]) -> tuple[set[str], set[str]]:
-    """The connector and sink names an environment variable may name: the file's
-    ``[connectors.<name>]`` / ``[sinks.<name>]`` tables and the installed ones (entry points,
-    read only when such a variable is set)."""
-    connectors = set(raw.get("connectors") or {}) if isinstance(raw.get("connectors"), dict) else set()
-    sinks = set(raw.get("sinks") or {}) if isinstance(raw.get("sinks"), dict) else set()
-    if any(name.startswith(CONNECTOR_PREFIX) for name in env):
-        from connectors.sdk import registry  # not at the top: the SDK is the connectors' business
-
-        connectors.update(registry.available())
-    if any(name.startswith(SINK_PREFIX) for name in env):
-        from services.sinks.sdk import registry as sink_registry
-
-        sinks.update(sink_registry.available())
-    return connectors, sinks
-
-
-def _blame(problem: str, origins: Mapping[tuple[str, str], str]) -> str:
-    """``problem`` with the environment variable that set the key it names, if one did."""
-    for (table, key), name in origins.items():
-        if table == "connectors":
-            table, _, key = f"connectors.{key}".rpartition(".")
-        if problem.startswith((f"[{table}] {key}:", f"[{table}] unknown key {key!r}")):
-            return f"{problem} (set by {name})"
-    return problem
 
 
 def _nats_urls(raw: dict[str, Any]) -> list[str]:
