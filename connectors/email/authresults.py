@@ -26,14 +26,21 @@ class ForgedSender(Malformed):
 
 
 _COMMENT = re.compile(r"\([^()]*\)")
-_DMARC = re.compile(r"(?:^|\s)dmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+_RESULT = re.compile(r"(?:^|\s)(dmarc|dkim|spf)\s*=\s*([a-z]+)", re.IGNORECASE)
+_PROPERTY = re.compile(r"(?:^|\s)(header\.d|smtp\.mailfrom)\s*=\s*(\S+)", re.IGNORECASE)
 
 
-def dmarc_verdict(msg: EmailMessage, authserv_id: str) -> Verdict:
+def dmarc_verdict(msg: EmailMessage, authserv_id: str, from_domain: str = "") -> Verdict:
     """``fail`` when the trusted server says the DMARC check failed (in any of its fields),
-    ``pass`` when it says passed, else ``none`` (not checked, no policy, a temporary error)."""
+    ``pass`` when it says passed, else ``none`` (not checked, a temporary error).
+
+    A domain that publishes no DMARC policy (``dmarc=none``, or no DMARC result at all) passes
+    when what DMARC would have asked for holds: the server saw a DKIM signature of
+    ``from_domain`` (or of a domain it is under) pass, or SPF pass for an envelope sender
+    there. Without this, mail from such a domain never passed and its Cc was never copied."""
     wanted = authserv_id.strip().lower()
     verdicts: set[str] = set()
+    aligned = False
     for field in msg.get_all("Authentication-Results") or ():
         text = _COMMENT.sub(" ", str(field))
         server, _, results = text.partition(";")
@@ -41,8 +48,29 @@ def dmarc_verdict(msg: EmailMessage, authserv_id: str) -> Verdict:
         if not parts or parts[0].lower() != wanted:
             continue  # another server's, or one the sender wrote
         for item in results.split(";"):
-            if found := _DMARC.search(item):
-                verdicts.add(found.group(1).lower())
+            found = _RESULT.search(item)
+            if found is None:
+                continue
+            method, result = found.group(1).lower(), found.group(2).lower()
+            if method == "dmarc":
+                verdicts.add(result)
+            elif result == "pass" and _aligned(item, from_domain):
+                aligned = True
     if "fail" in verdicts:
         return "fail"
-    return "pass" if "pass" in verdicts else "none"
+    return "pass" if "pass" in verdicts or aligned else "none"
+
+
+def _aligned(item: str, from_domain: str) -> bool:
+    """Whether a passing DKIM or SPF result ``item`` vouches for ``from_domain``: the signing
+    domain (``header.d``) or the envelope sender's domain (``smtp.mailfrom``) is the From's
+    domain or one it is under (DMARC's relaxed alignment, without the public suffix list: a
+    bare top-level domain never counts)."""
+    domain = from_domain.strip().lower().rstrip(".")
+    if not domain:
+        return False
+    for _, value in _PROPERTY.findall(item):
+        vouched = value.strip().strip('"').rpartition("@")[2].lower().rstrip(".")
+        if "." in vouched and (domain == vouched or domain.endswith("." + vouched)):
+            return True
+    return False

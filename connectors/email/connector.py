@@ -250,12 +250,14 @@ class EmailConnector(Connector):
 
     async def _park(self, raw: bytes, source: str, err: Exception) -> Parked:
         reason = err.reason if isinstance(err, Malformed) else f"{type(err).__name__}: {err}"
-        self.metrics.reject("forged_sender" if isinstance(err, ForgedSender) else "unparseable")
+        why = "forged_sender" if isinstance(err, ForgedSender) else "unparseable"
+        self.metrics.reject(why)
         if self.js is None:
             raise Unavailable("email connector not started")
         key = await park_unparsed(
             self.js, self._object_store, raw=raw, source=source, error=reason,
             bucket=self.settings.attachment_bucket, timeout=self.settings.ack_timeout * 4,
+            logged_as=f"email.{why}_parked",
         )  # fmt: skip
         return Parked(key)
 

@@ -156,7 +156,7 @@ def parse_email(
 
     verified = True
     if settings.trusted_authserv_id:
-        verdict = dmarc_verdict(msg, settings.trusted_authserv_id)
+        verdict = dmarc_verdict(msg, settings.trusted_authserv_id, sender.rpartition("@")[2])
         metadata["dmarc"] = verdict
         if verdict == "fail":
             # Its From is not the sender's: filed, it would be that customer's (parked instead).

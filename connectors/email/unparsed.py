@@ -58,8 +58,10 @@ async def park_unparsed(
     error: str,
     bucket: str,
     timeout: float,
+    logged_as: str = "email.unparseable_parked",
 ) -> str:
-    """Store ``raw`` and park it; returns the parked record's key. Raises ``Unavailable``."""
+    """Store ``raw`` and park it; returns the parked record's key. Raises ``Unavailable``.
+    ``logged_as``: the log line's event (a forged sender is not an unparseable mail)."""
     digest = hashlib.sha256(raw).hexdigest()
     url = f"nats-object://{bucket}/{digest}"
     record = _record(
@@ -76,7 +78,7 @@ async def park_unparsed(
     except Exception as err:
         raise Unavailable(f"unparseable mail not parked: {type(err).__name__}") from err
     log.warning(
-        "email.unparseable_parked",
+        logged_as,
         key=record.key,
         source=source,
         size=len(raw),

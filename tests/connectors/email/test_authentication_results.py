@@ -81,3 +81,40 @@ def test_a_sender_nobody_vouched_for_is_filed_but_copies_nobody(results: tuple[s
 def test_without_a_trusted_server_nothing_is_checked() -> None:
     p = parsed("mx.support.test; dmarc=fail", trusted="")
     assert "dmarc" not in p.message.metadata and p.message.metadata["cc"] == "boss@customer.test"
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        # No DMARC policy published, but the domain signed it: what DMARC would have asked.
+        ("mx.support.test; dkim=pass header.d=customer.test header.s=sel; dmarc=none",),
+        ("mx.support.test; dkim=pass (good signature) header.d=customer.test",),  # no DMARC result
+        ("mx.support.test; spf=pass smtp.mailfrom=bounces@customer.test",),
+        ("mx.support.test; dkim=pass header.d=CUSTOMER.test.",),  # case, a trailing dot
+    ],
+)
+def test_a_domain_without_dmarc_passes_on_its_own_signature(results: tuple[str, ...]) -> None:
+    """Without this a domain that publishes no DMARC policy never passed: its mail copied nobody."""
+    p = parsed(*results)
+    assert p.message.metadata["dmarc"] == "pass" and p.message.metadata["cc"] == "boss@customer.test"
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        ("mx.support.test; dkim=pass header.d=evil.test; dmarc=none",),  # someone else's signature
+        ("mx.support.test; dkim=pass header.d=test",),  # a bare top-level domain vouches for nobody
+        ("mx.support.test; dkim=pass header.d=mail.customer.test",),  # a subdomain's, not the From's
+        ("mx.support.test; dkim=fail header.d=customer.test",),
+        ("mx.support.test; spf=pass smtp.mailfrom=x@evil.test",),
+        ("evil.example; dkim=pass header.d=customer.test",),  # another server's word
+    ],
+)
+def test_a_signature_that_does_not_vouch_for_the_from_passes_nothing(results: tuple[str, ...]) -> None:
+    p = parsed(*results)
+    assert p.message.metadata["dmarc"] == "none" and "cc" not in p.message.metadata
+
+
+def test_dmarc_fail_wins_over_a_passing_signature() -> None:
+    with pytest.raises(Malformed, match="DMARC failed"):
+        parsed("mx.support.test; dkim=pass header.d=customer.test; dmarc=fail")

@@ -18,6 +18,7 @@ from typing import Any
 
 import nats
 import pytest
+import structlog
 from nats.aio.client import Client as NATS
 
 from connectors.email.connector import EmailConnector
@@ -382,8 +383,11 @@ async def test_a_mail_whose_dmarc_check_failed_is_parked_not_filed(nc: NATS, uid
     parked for an operator (counted as forged_sender), never a message of the customer it names."""
     async with running(nc, trusted_authserv_id="mx.support.test") as connector:
         forged = mail(uid, headers={"Authentication-Results": "mx.support.test; dmarc=fail header.from=customer.test"})
-        result = await smtp_send(addr(connector), forged.as_bytes())
+        with structlog.testing.capture_logs() as logs:
+            result = await smtp_send(addr(connector), forged.as_bytes())
         assert result.data == 250, result
+        # Said as what it is: a forged sender, not a mail that could not be read.
+        assert [e["event"] for e in logs if e["event"].endswith("_parked")] == ["email.forged_sender_parked"]
         assert await inbound_for(nc, msg_id(uid)) == []
         record = await ParkingLot(nc.jetstream()).get(result.data_text.rsplit(" ", 1)[-1])
         assert record is not None and "DMARC failed at mx.support.test" in record.error
