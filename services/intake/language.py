@@ -14,6 +14,7 @@ the priors, and with nothing to go on the default language wins (it is the base 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,9 @@ CORRECTION_CONFIDENCE = 0.9
 SCORE_CACHE = 4096
 # Characters of a message scored for its language: its opening (see ``_score``).
 SCORED_CHARS = 4_000
+# A text with no Latin-script word (Arabic, Cyrillic, Han, Kana, Greek, ...) is evidence only
+# when py3langid, over every language it knows, gives the team's languages at least this share.
+SERVED_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,11 @@ class LanguageDetector:
         self.min_confidence = min_confidence
         self.lexicon = lexicon  # off: py3langid alone (``relaydesk bench language``'s baseline)
         self.languages = tuple(dict.fromkeys([*languages, default]))
-        self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        # Every language the model knows (for texts in other scripts, see ``_score``) and the
+        # team's: two views of one model (the large table is shared, not loaded twice).
+        full = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self._all = full
+        self._identifier = copy.copy(full)  # ``set_languages`` re-points it, ``full`` is left whole
         self._identifier.set_languages(list(self.languages))
         # The same least-recently-used cache as intake's identities (``Intake._identity``).
         self._scored = functools.lru_cache(maxsize=SCORE_CACHE)(self._score)
@@ -175,7 +183,7 @@ class LanguageDetector:
         # forged 600 KB text) held intake's loop, and every service's under `up`, for seconds.
         text = text[:SCORED_CHARS]
         words = language_lexicon.words(text)
-        if not words:
+        if not words and not self._served_script(text):
             return {}
         logs = {lang: LANGID_TEMPER * math.log(max(p, 1e-12)) for lang, p in self._identifier.rank(text)}
         for word in words if self.lexicon else ():
@@ -185,6 +193,18 @@ class LanguageDetector:
                 for lang in found & logs.keys():
                     logs[lang] += odds
         return _normalised(logs)
+
+    def _served_script(self, text: str) -> bool:
+        """Whether a text without a Latin-script word is worth scoring: it has letters, and the
+        model over all its languages gives the team's a real share (``SERVED_SHARE``). Found by
+        an audit: such texts were never scored (the lexicon reads Latin letters only), so with
+        ``ar``, ``zh``, ``ru`` or ``ja`` configured an Arabic, Chinese, Russian or Japanese
+        message still went to the default language; and scored by the restricted model
+        alone, a Greek text read as Italian where only Latin-script languages are served."""
+        if not any(ch.isalpha() for ch in text):
+            return False
+        served = set(self.languages)
+        return sum(p for lang, p in self._all.rank(text) if lang in served) >= SERVED_SHARE
 
     def conversation_scores(self, texts: Sequence[str]) -> dict[str, float]:
         """All the customer's messages of a conversation, oldest first: each message's evidence

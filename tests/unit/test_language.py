@@ -246,3 +246,32 @@ def test_a_huge_message_is_scored_by_its_opening_and_a_huge_word_costs_no_deleti
     text = "Hola, necesito un reembolso de mi pedido, gracias. " + "x" * 600_000
     assert detector.detect(text) == "es"
     assert seen and max(seen) <= 4_000
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("مرحبا، لدي مشكلة في فاتورتي الأخيرة", "ar"),
+        ("شكرا", "ar"),
+        ("你好，我的账单有问题", "zh"),
+        ("Здравствуйте, у меня проблема со счётом", "ru"),
+        ("Спасибо", "ru"),
+        ("こんにちは、請求書に問題があります", "ja"),
+        ("Γεια σας, έχω ένα πρόβλημα", "el"),
+    ],
+)
+def test_texts_in_other_scripts_are_read_when_their_language_is_served(text: str, language: str) -> None:
+    # The lexicon reads Latin letters only: such texts were never scored, so a team serving
+    # Arabic or Chinese had every Arabic or Chinese message routed in the default language.
+    served = LanguageDetector((*LANGUAGES, "ar", "zh", "ru", "ja", "el"), "en")
+    assert served.detect(text) == language
+    assert served.decide([text]).language == language
+
+
+@pytest.mark.parametrize(
+    "text", ["مرحبا، لدي مشكلة في فاتورتي", "Γεια σας, έχω ένα πρόβλημα", "你好，我的账单有问题", "😀😀", "12345"]
+)
+def test_a_text_in_a_script_no_served_language_uses_gives_no_evidence(detector: LanguageDetector, text: str) -> None:
+    # Scored against en..it alone, Greek read as Italian: nothing to go on, the default wins.
+    assert detector.text_scores(text) == {}
+    assert detector.decide([text]).language == "en"
