@@ -26,11 +26,13 @@ import contextlib
 import hashlib
 import hmac
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import idna
 import phonenumbers
 import structlog
 from nats.js import JetStreamContext
@@ -111,11 +113,28 @@ class IdentityRules:
 PLAIN = IdentityRules()
 
 
+def email_domain(domain: str) -> str:
+    """A mail domain in one form however it was written: lower case, and an internationalised
+    one (``Bücher.de``, ``xn--bcher-kva.de``) in its Unicode form under IDNA 2008 (UTS #46
+    mapping, non-transitional: ``straße.de`` stays itself, for ``strasse.de`` is another
+    domain). One IDNA rejects (an ``_`` in a label) is lower-cased as it is, in NFC."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()
+    try:
+        return str(idna.decode(idna.encode(domain, uts46=True, transitional=False)))
+    except (idna.IDNAError, UnicodeError):
+        return unicodedata.normalize("NFC", domain).lower()
+
+
 def normalise_email(raw: str, rules: IdentityRules = PLAIN) -> str:
+    """``local@domain`` as one identity: the local part in NFC (``josé`` typed on a Mac, in
+    NFD, is the same address; its case is kept, see README *Known limitations*), the domain as
+    ``email_domain`` gives it, then the provider rules configured for that domain."""
     local, at, domain = raw.strip().rpartition("@")
     if not at or not local or not domain or any(c.isspace() for c in local + domain):
         raise InvalidAddress("not an email address")
-    domain = domain.casefold()
+    local = unicodedata.normalize("NFC", local)
+    domain = email_domain(domain)
     domain = rules.email_domain_aliases.get(domain, domain)
     special = False
     if domain in rules.email_strip_plus:
@@ -146,6 +165,23 @@ def identity_for(
     if not address.strip():
         raise InvalidAddress("empty address")
     return f"{kind}:{address.strip()}"
+
+
+def earlier_forms(identity: str) -> tuple[str, ...]:
+    """The other forms earlier versions gave an email identity that is now written one way
+    (``normalise_email``): its local part in NFD, its domain as an A-label (``xn--…``).
+    Found by an audit: ``josé@example.com`` in NFC and in NFD, and ``ann@Bücher.de`` and
+    ``ann@xn--bcher-kva.de``, were two customers each. A key of such a form found by a lookup
+    moves to the identity's own key (``IdentityDirectory._adopt``). An ASCII identity has none."""
+    kind, _, address = identity.partition(":")
+    if kind != "email" or address.isascii():
+        return ()
+    local, _, domain = address.rpartition("@")
+    locals_ = {local, unicodedata.normalize("NFD", local)}
+    domains = {domain}
+    with contextlib.suppress(idna.IDNAError, UnicodeError):
+        domains.add(idna.encode(domain, uts46=True, transitional=False).decode("ascii"))
+    return tuple(sorted({f"email:{lp}@{d}" for lp in locals_ for d in domains} - {identity}))
 
 
 def parse_identity(text: str, rules: IdentityRules = PLAIN) -> str:
@@ -318,8 +354,10 @@ class IdentityDirectory:
         return await compact(self)
 
     async def forget(self, identity: str) -> bool:
-        """Remove ``identity``'s mapping (hashed and legacy keys)."""
+        """Remove ``identity``'s mapping (hashed and legacy keys, and its earlier forms')."""
         dropped = await self.drop_key(await self.key(identity))
+        for earlier in earlier_forms(identity):
+            dropped = await self.drop_key(await self.key(earlier)) or dropped
         return await self.drop_key(kv_key(identity)) or dropped
 
     def identity(self, channel: str, address: str, *, platform: str | None = None) -> str:
@@ -333,9 +371,28 @@ class IdentityDirectory:
 
     async def _lookup(self, identity: str, hashed: str) -> str | None:
         found = await self._get(hashed)
-        if found is not None or not await self._legacy_possible():
+        if found is not None:
             return found
+        for earlier in earlier_forms(identity):
+            if (owner := await self._adopt(earlier, identity, hashed)) is not None:
+                return owner
+        if not await self._legacy_possible():
+            return None
         return await self._migrate(identity, hashed)
+
+    async def _adopt(self, earlier: str, identity: str, hashed: str) -> str | None:
+        """A key of an earlier form of ``identity`` (``earlier_forms``): moved to the
+        identity's own key (create-only: one written meanwhile wins), then dropped, so an
+        erasure finds it. Returns the owner now on record, None when there was no such key."""
+        old = await self.key(earlier)
+        owner = await self._get(old)
+        if owner is None:
+            return None
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self.kv.create(hashed, owner.encode())
+        await self.drop_key(old)
+        log.info("identity.adopted_earlier_form", customer_id=owner, identity=mask(identity))
+        return await self._get(hashed)
 
     async def _legacy_possible(self) -> bool:
         """Checked once per directory: False when the bucket says it holds no legacy key, or
@@ -364,7 +421,7 @@ class IdentityDirectory:
         read and a create; a known customer it had not met costs a failed create, then a read).
         Only where the bucket holds no legacy key: a legacy one must be found before a create."""
         hashed = await self.key(identity)
-        if hashed not in self._met and self._legacy is False:
+        if hashed not in self._met and self._legacy is False and not earlier_forms(identity):
             candidate = new_customer_id()
             try:
                 await self.kv.update(hashed, candidate.encode(), last=0)  # create-only, no read

@@ -19,6 +19,7 @@ from services.timelines.rowmap import (
     SUMMARY_COLUMNS,
     column_names,
 )
+from services.timelines.rows import search_form
 from services.timelines.steps import Execute, Fetch, Plan, Step
 from services.timelines.store import DEFAULT_KEY
 
@@ -198,7 +199,7 @@ class Sql:
         args: list[Any] = []
         if q:
             where.append(f"{self.contains}(search, {self.param}) > 0")
-            args.append(q.lower())
+            args.append(search_form(q))
         if tier is not None:
             where.append(f"tier = {self.param}")
             args.append(tier)

@@ -3,6 +3,7 @@ conversation summaries, customer summaries and merge links. Plain data, stored a
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -75,8 +76,14 @@ class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):
     merged: list[str] = []  # customers merged into this one, directly or through others
 
     def search_text(self) -> str:
-        """What ``customers(q=...)`` matches against (lower case)."""
-        return " ".join([self.customer_id, *self.identities, self.crm_id or ""]).lower()
+        """What ``customers(q=...)`` matches against (``search_form``)."""
+        return search_form(" ".join([self.customer_id, *self.identities, self.crm_id or ""]))
+
+
+def search_form(text: str) -> str:
+    """Lower case in NFC, for the customer search and its query alike: ``josé`` typed in NFD
+    (a Mac's) finds the customer stored in NFC, and the other way round."""
+    return unicodedata.normalize("NFC", text).lower()
 
 
 class CustomerLink(msgspec.Struct, frozen=True, kw_only=True):

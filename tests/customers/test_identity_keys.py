@@ -9,11 +9,19 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from events import subjects
 from services import identity_compaction
-from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
+from services.identity import (
+    HASHED_ONLY_KEY,
+    HASHED_PREFIX,
+    IdentityDirectory,
+    hashed_key,
+    identity_for,
+    kv_key,
+    legacy_identity,
+)
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -327,3 +335,22 @@ async def test_a_bucket_that_may_hold_legacy_keys_is_read_before_a_create(nc: NA
         assert await d.resolve(identity) == ("cu_from_before", False)
     finally:
         await js.delete_key_value(bucket)
+
+
+async def test_a_customer_an_earlier_version_filed_under_another_form_of_the_address_is_found(
+    nc: NATS, uid: str
+) -> None:
+    # Before addresses were normalised to NFC and IDN domains to one form, josé typed in NFD
+    # and ann@xn--bcher-kva.de were keys of their own: their customers must not be split now.
+    d = await directory(nc)
+    nfd, a_label = f"email:jose\u0301-{uid}@example.com", f"email:ann-{uid}@xn--bcher-kva.de"
+    for earlier, owner in ((nfd, "cu_nfd_" + uid[:6]), (a_label, "cu_alabel_" + uid[:6])):
+        await d.kv.put(await d.key(earlier), owner.encode())  # as the earlier version wrote it
+    assert await d.resolve(identity_for("email", f"jos\u00e9-{uid}@example.com")) == ("cu_nfd_" + uid[:6], False)
+    assert await d.lookup(identity_for("email", f"ann-{uid}@B\u00fccher.de")) == "cu_alabel_" + uid[:6]
+    # moved to the identity's own key, so an erasure (forget) finds it
+    for earlier in (nfd, a_label):
+        with pytest.raises(KeyNotFoundError):
+            await d.kv.get(await d.key(earlier))
+    assert await d.forget(identity_for("email", f"jos\u00e9-{uid}@example.com"))
+    assert await d.lookup(identity_for("email", f"jose\u0301-{uid}@example.com")) is None

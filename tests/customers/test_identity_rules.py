@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.config import IntakeSettings
-from services.identity import IdentityRules, InvalidAddress, identity_for, mask, parse_identity
+from services.identity import IdentityRules, InvalidAddress, earlier_forms, identity_for, mask, parse_identity
 
 GMAIL = IdentityRules.from_settings(
     IntakeSettings(
@@ -79,3 +79,35 @@ def test_intake_applies_the_configured_rules() -> None:
     configured = IntakeSettings(email_ignore_dots=("gmail.com",), email_strip_plus=("gmail.com",))
     assert sender("A.B+shop@Gmail.com", configured) == sender("ab@gmail.com", configured) == "email:ab@gmail.com"
     assert sender("A.B+shop@Gmail.com", IntakeSettings()) == "email:A.B+shop@gmail.com"
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("jos\u00e9@example.com", "jose\u0301@example.com"),  # NFC and NFD (a Mac's keyboard)
+        ("ann@B\u00fccher.de", "ann@xn--bcher-kva.de"),  # an IDN domain, Unicode and A-label
+        ("ann@b\u00fccher.de", "ann@XN--BCHER-KVA.DE"),
+        ("ann@stra\u00dfe.de", "ann@xn--strae-oqa.de"),
+    ],
+)
+def test_one_address_written_two_ways_is_one_identity(one: str, other: str) -> None:
+    assert identity_for("email", one) == identity_for("email", other)
+
+
+def test_an_idn_domain_is_kept_in_its_unicode_form_and_eszett_is_not_folded_to_ss() -> None:
+    # straße.de (xn--strae-oqa.de) and strasse.de are two domains, two people: case folding
+    # made them one customer.
+    assert identity_for("email", "ann@xn--bcher-kva.de") == "email:ann@b\u00fccher.de"
+    assert identity_for("email", "ann@Stra\u00dfe.de") == "email:ann@stra\u00dfe.de"
+    assert identity_for("email", "ann@STRASSE.de") == "email:ann@strasse.de"
+    assert identity_for("email", "a@foo_bar.COM") == "email:a@foo_bar.com"  # not IDNA-valid: lower-cased
+
+
+def test_earlier_forms_name_what_earlier_versions_stored() -> None:
+    assert earlier_forms("email:ann@example.com") == ()
+    assert earlier_forms("phone:+15551234567") == ()
+    assert earlier_forms("email:jos\u00e9@b\u00fccher.de") == (
+        "email:jose\u0301@b\u00fccher.de",
+        "email:jose\u0301@xn--bcher-kva.de",
+        "email:jos\u00e9@xn--bcher-kva.de",
+    )

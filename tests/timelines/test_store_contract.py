@@ -266,6 +266,20 @@ class StoreContract:
         assert other.customer not in [x.customer_id for x in await ts.customers(tier="gold", limit=1000)]
         assert await ts.customers(q="100%_nobody") == []
 
+    async def test_a_search_finds_a_name_typed_in_either_unicode_form(self, ts: TimelineStore) -> None:
+        # "josé" from a Mac's keyboard is NFD (e + combining acute): it found no NFC customer.
+        nfc, nfd = new_id("cu"), new_id("cu")
+        await ts.apply(
+            Seq()(
+                [
+                    CustomerCreated(at=T0, customer_id=nfc, identity=f"email:jos\u00e9.{nfc}@example.com"),
+                    CustomerCreated(at=T0, customer_id=nfd, identity=f"email:Jose\u0301.{nfd}@example.com"),
+                ]
+            )
+        )
+        assert [x.customer_id for x in await ts.customers(q=f"jose\u0301.{nfc}")] == [nfc]
+        assert [x.customer_id for x in await ts.customers(q=f"JOS\u00c9.{nfd}")] == [nfd]
+
     async def test_a_merge_shows_both_histories_on_the_survivor(self, ts: TimelineStore) -> None:
         a = Script(new_id("cua"), new_id("cv"), channel="sms")
         b = Script(new_id("cub"), new_id("cv"), channel="email")
