@@ -55,6 +55,9 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     # Tries per reply (first included) for transient provider failures, and backoff base (s).
     deliver_attempts: int = 4
     deliver_backoff: float = 0.5
+    # The longest pause before a retry that a provider's Retry-After gets (s): a throttled
+    # provider is not asked again sooner than it said, up to this (the reply stays held).
+    deliver_retry_after_max: float = 60.0
     # Total time for one provider API call (s).
     deliver_timeout: float = 15.0
     # Fetch batch and idle wait of the outbound pull consumer.
@@ -86,6 +89,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("max_body_bytes", 1, math.inf),
     ("deliver_attempts", 1, math.inf),
     ("deliver_backoff", 0, math.inf),
+    ("deliver_retry_after_max", 0, math.inf),
     ("deliver_timeout", _TINY, math.inf),
     ("outbound_batch", 1, math.inf),
     ("outbound_fetch_timeout", _TINY, math.inf),
@@ -191,21 +195,23 @@ class Route:
 @dataclass(frozen=True)
 class DeliveryResult:
     """What ``deliver`` reports. ``retryable`` failures are tried again with backoff,
-        up to ``deliver_attempts``; the last failure is reported as failed with ``reason`` (and
-    recorded by intake as ``DeliveryFailed(reason)``)."""
+    up to ``deliver_attempts``, never sooner than ``retry_after`` seconds (the provider's
+    ``Retry-After``, up to ``deliver_retry_after_max``); the last failure is reported as failed
+    with ``reason`` (and recorded by intake as ``DeliveryFailed(reason)``)."""
 
     ok: bool
     provider_message_id: str = ""
     reason: str = ""
     retryable: bool = False
+    retry_after: float | None = None
 
     @classmethod
     def sent(cls, provider_message_id: str = "") -> DeliveryResult:
         return cls(ok=True, provider_message_id=provider_message_id)
 
     @classmethod
-    def failed(cls, reason: str, *, retryable: bool = False) -> DeliveryResult:
-        return cls(ok=False, reason=reason, retryable=retryable)
+    def failed(cls, reason: str, *, retryable: bool = False, retry_after: float | None = None) -> DeliveryResult:
+        return cls(ok=False, reason=reason, retryable=retryable, retry_after=retry_after)
 
 
 SettingsT = TypeVar("SettingsT", bound=msgspec.Struct)

@@ -38,7 +38,12 @@ class Unavailable(ConnectorError):
 
 
 class TransientDeliveryError(ConnectorError):
-    """Raised by ``deliver`` for a failure worth retrying (provider 5xx, timeout, rate limit)."""
+    """Raised by ``deliver`` for a failure worth retrying (provider 5xx, timeout, rate limit);
+    ``retry_after``: the seconds the provider asked to wait (its ``Retry-After``), if it did."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(ConnectorError):

@@ -2,7 +2,9 @@
 
 A durable pull consumer on the ``RD_OUTBOUND`` work queue, filtered to the connector's
 channel. For each ``DeliverReply`` it calls ``Connector.deliver`` (transient failures are
-retried with exponential backoff and jitter), publishes the outcome (``ReplyOutcomeReported``:
+retried with exponential backoff and jitter, never sooner than the provider's ``Retry-After``;
+the reply stays held meanwhile, and a worker stopping between tries hands it back instead of
+failing it), publishes the outcome (``ReplyOutcomeReported``:
 sent with the provider's message id, or failed with the reason) on ``rd.inbound.<channel>``
 and acks once JetStream acknowledged it; intake records it on the log as ``MessageSent`` or
 ``DeliveryFailed``, once per reply (a connector never writes the log). A fresh fetch request
@@ -73,6 +75,11 @@ Outcome = ReplyOutcomeReported
 REDELIVERY = Redelivery(max_deliver=6, retry_delays=(2.0, 10.0, 30.0, 120.0, 300.0))
 
 
+class HandBack(Exception):
+    """The worker is stopping while a reply waits for its next try: it is handed back (nak)
+    for the next process of the channel, not reported failed with tries left unused."""
+
+
 class HoldLapsed(Exception):
     """This process may no longer hold the command: its ack wait may have run out unseen (the
     process paused, stopped with SIGSTOP, starved), so NATS may have handed it to another
@@ -129,16 +136,22 @@ class OutboundWorker:
         # known to be renewed (time.monotonic): a command is never sent once it may have lapsed.
         self._ack_wait = 30.0
         self._held_since = time.monotonic()
+        # The batch being handled and the index of its next command: their holds are renewed
+        # while a delivery waits out a long backoff or Retry-After (``_pause``).
+        self._waiting: tuple[list[Msg], list[float], int] | None = None
+        self._stop_requested = asyncio.Event()
         self.log = log.bind(connector=connector.name, channel=connector.channel)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         self._stopping = False
+        self._stop_requested.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbound-{self.connector.name}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
+        self._stop_requested.set()  # a pause before a retry ends now: the reply is handed back
         task = self._task
         if task is None:
             return
@@ -233,7 +246,11 @@ class OutboundWorker:
                         break
                     await self._keep_holding(msgs, held, i)
                     self._held_since = held[i]
-                    await self._handle(msg)
+                    self._waiting = (msgs, held, i + 1)
+                    try:
+                        await self._handle(msg)
+                    finally:
+                        self._waiting = None
                 pause = 0.2
             except asyncio.CancelledError:
                 break
@@ -320,6 +337,9 @@ class OutboundWorker:
                 except HoldLapsed:
                     self._hold_lapsed(msg, rlog)
                     return
+                except HandBack:
+                    await self._hand_back(msg, rlog)
+                    return
             outcome = self._outcome(reply, result)
             self._remember(reply.reply_id, outcome)
             if outcome.outcome == "sent":
@@ -353,6 +373,9 @@ class OutboundWorker:
             except HoldLapsed:
                 self._hold_lapsed(msg, rlog)
                 return
+            except HandBack:
+                await self._hand_back(msg, rlog)
+                return
             if result.ok:
                 self.metrics.inc("notices_shown")
                 rlog.info("outbound.notice_shown", provider_message_id=result.provider_message_id)
@@ -373,6 +396,18 @@ class OutboundWorker:
             delivery=msg.metadata.num_delivered,
             skipped="sending it here: its ack wait may have run out, so another process may send it",
         )
+
+    async def _hand_back(self, msg: Msg, rlog: Any) -> None:
+        """Stopping between two tries: the command goes back to the queue now (the next process
+        of the channel tries it), neither sent nor failed here."""
+        rlog.info(
+            "outbound.handed_back",
+            stream_seq=msg.metadata.sequence.stream,
+            delivery=msg.metadata.num_delivered,
+            reason="stopping while the provider was being retried",
+        )
+        with skipping("outbound.nak_on_stop", nats_subject=msg.subject):
+            await msg.nak()
 
     async def _retry_or_park(self, msg: Msg, rlog: Any, error: str) -> None:
         """Hand ``msg`` back after the next pause, or, at its last allowed delivery, terminate
@@ -424,21 +459,52 @@ class OutboundWorker:
             result = await self._attempt(reply)
             if result.ok or not result.retryable:
                 return result
-            rlog.info("outbound.transient_failure", attempt=attempt, reason=scrub(result.reason))
-            if attempt < attempts and not self._stopping:
-                self.metrics.inc("delivery_retries")
-                delay = s.deliver_backoff * 2 ** (attempt - 1)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            else:
+            rlog.info(
+                "outbound.transient_failure",
+                attempt=attempt,
+                reason=scrub(result.reason),
+                retry_after=result.retry_after,
+            )
+            if attempt == attempts:
                 break
+            if self._stopping:
+                raise HandBack  # tries are left: the next process makes them
+            self.metrics.inc("delivery_retries")
+            delay = s.deliver_backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+            if result.retry_after is not None:  # never sooner than the provider asked (up to the cap)
+                delay = max(delay, min(result.retry_after, s.deliver_retry_after_max))
+            await self._pause(msg, delay)
         return DeliveryResult.failed(f"{result.reason} (after {attempt} attempts)")
+
+    async def _pause(self, msg: Msg, delay: float) -> None:
+        """Wait ``delay`` seconds before the next try of ``msg``, renewing its hold and the
+        batch's waiting commands' (a Retry-After may be longer than the ack wait: NATS would
+        hand them to another process, which sends them too). Raises ``HandBack`` when the
+        worker stops meanwhile."""
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                async with asyncio.timeout(min(left, self._ack_wait / 4)):
+                    await self._stop_requested.wait()
+            except TimeoutError:
+                pass
+            else:
+                raise HandBack
+            if deadline - time.monotonic() <= 0 or self._hold_may_have_lapsed(self._held_since):
+                break  # lapsed (the process stalled): the next try's check leaves it
+            renewing = time.monotonic()
+            with skipping("outbound.in_progress", nats_subject=msg.subject):
+                await msg.in_progress()
+                self._held_since = renewing
+            if self._waiting is not None:
+                await self._keep_holding(*self._waiting)
 
     async def _attempt(self, reply: DeliverReply) -> DeliveryResult:
         try:
             async with asyncio.timeout(self.connector.settings.deliver_timeout + 1.0):
                 return await self.connector.deliver(reply)
         except TransientDeliveryError as err:
-            return DeliveryResult.failed(err.reason, retryable=True)
+            return DeliveryResult.failed(err.reason, retryable=True, retry_after=err.retry_after)
         except PermanentDeliveryError as err:
             return DeliveryResult.failed(err.reason)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:

@@ -42,6 +42,7 @@ from connectors.sdk import (
     Route,
 )
 from connectors.sdk.outbound import template_values
+from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, ReplyOutcomeReported
 
 from . import twilio
@@ -227,6 +228,7 @@ class TwilioSmsConnector(Connector):
         async with self.http.post(self.messages_url(), data=fields, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
         data = _json_object(raw)
         if status in (200, 201):
             sid = data.get("sid")
@@ -236,7 +238,7 @@ class TwilioSmsConnector(Connector):
         code = data.get("code")
         message = data.get("message") or raw[:200].decode("utf-8", "replace") or "no detail"
         reason = f"twilio {status}" + (f" error {code}" if code else "") + f": {message}"
-        return DeliveryResult.failed(reason, retryable=status == 429 or status >= 500)
+        return DeliveryResult.failed(reason, retryable=status == 429 or status >= 500, retry_after=retry_after)
 
 
 # The reply a status callback is about, named in the callback URL (ids only, no personal data).

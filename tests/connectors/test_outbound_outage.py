@@ -1,0 +1,207 @@
+"""A provider that throttles or is down while agents reply: the outbound worker waits out a
+``Retry-After`` (keeping its hold on the reply meanwhile) instead of spending its tries at once,
+and a connector stopped while it retries hands the reply back instead of failing it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import nats
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig
+
+from connectors.sdk import Connector, DeliveryResult, ProviderRequest
+from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
+from connectors.sdk.outbound import OutboundWorker
+from connectors.sdk.runtime import ConnectorRuntime
+from connectors.sms.connector import TwilioSmsConnector
+from events import subjects
+from events.codec import encode
+from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT = "AC" + "d" * 32
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
+    server = EmbeddedNats(store_dir=tmp_path / "js")
+    await server.astart()
+    client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    await ensure_streams(client.jetstream())
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+        await server.astop()
+
+
+def a_reply(channel: str, contact: str) -> DeliverReply:
+    return DeliverReply(
+        conversation_id="conv_" + uuid.uuid4().hex[:10],
+        customer_id="cus_" + uuid.uuid4().hex[:10],
+        channel=channel,
+        reply_id="rep_" + uuid.uuid4().hex[:10],
+        contact=contact,
+        text="Your refund is on its way",
+    )
+
+
+async def queue(nc: NATS, reply: DeliverReply) -> None:
+    await nc.jetstream().publish(
+        subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id}
+    )
+
+
+class Throttling:
+    """Twilio's Messages API throttling the account: the first request is refused with 429 and
+    ``Retry-After``, and so is every request sent before that time has passed."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.until: float | None = None
+        self.answers: list[int] = []
+
+    async def __call__(self, _request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        if self.until is None or now < self.until:
+            if self.until is None:
+                self.until = now + self.retry_after
+            self.answers.append(429)
+            body = {"code": 20429, "message": "Too Many Requests", "status": 429}
+            return web.json_response(body, status=429, headers={"Retry-After": f"{self.retry_after:g}"})
+        self.answers.append(201)
+        return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
+
+
+async def sms_runtime(nc: NATS, fake: FakeProvider, **settings: Any) -> ConnectorRuntime:
+    connector = TwilioSmsConnector.from_config(
+        {
+            "port": 0,
+            "auth_token": "tok",
+            "account_sid": ACCOUNT,
+            "from_number": "+15550000000",
+            "api_base_url": fake.url + "/",
+            "outbound_fetch_timeout": 0.3,
+            **settings,
+        }
+    )
+    runtime = ConnectorRuntime(connector, nc)
+    await runtime.start()
+    return runtime
+
+
+async def test_a_throttled_reply_waits_out_retry_after_and_is_sent(nc: NATS) -> None:
+    """Found by an outage audit: Twilio's 429 ``Retry-After`` was ignored. The tries (0.5 s
+    backoff) were all spent inside the throttling window, so every reply an agent wrote while
+    the account was throttled ended ``DeliveryFailed``, after hammering Twilio four times."""
+    throttling = Throttling(retry_after=1.5)
+    fake = FakeProvider(handler=throttling)
+    await fake.start()
+    runtime = await sms_runtime(nc, fake, deliver_attempts=3, deliver_backoff=0.01)
+    try:
+        reply = a_reply("sms", "+15551230000")
+        await queue(nc, reply)
+        found = await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=20)
+    finally:
+        await runtime.stop()
+        await fake.stop()
+    assert isinstance(found.recorded, MessageSent), found.report.reason
+    # One refusal, then the try Twilio asked for: not a burst inside its window.
+    assert throttling.answers == [429, 201]
+
+
+async def test_a_retry_after_longer_than_the_ack_wait_keeps_the_reply_held(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting out a Retry-After longer than the consumer's ack wait renews the hold, so NATS
+    does not hand the reply to another process meanwhile (which would send it as well) and
+    this process does not give it up as lapsed."""
+    made = OutboundWorker._consumer_config
+
+    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
+        config = dataclasses.replace(made(self), ack_wait=2.0)
+        self._ack_wait = 2.0
+        return config
+
+    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
+    throttling = Throttling(retry_after=4.0)
+    fake = FakeProvider(handler=throttling)
+    await fake.start()
+    runtime = await sms_runtime(nc, fake, deliver_attempts=2, deliver_backoff=0.01)
+    try:
+        reply = a_reply("sms", "+15551230000")
+        await queue(nc, reply)
+        found = await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=20)
+        info = await nc.jetstream().consumer_info(subjects.OUTBOUND_STREAM, "connector_sms")
+    finally:
+        await runtime.stop()
+        await fake.stop()
+    assert isinstance(found.recorded, MessageSent), found.report.reason
+    assert throttling.answers == [429, 201]
+    assert info.num_redelivered == 0
+
+
+class Down(Connector):
+    """A provider that is down (every call a passing failure) until ``up`` is set."""
+
+    name: ClassVar[str] = "downmem"
+    channel: ClassVar[Channel] = "chat"
+    provider: ClassVar[str] = "downmem"
+    up: ClassVar[bool] = False
+    calls: ClassVar[list[str]] = []
+
+    def verify(self, request: ProviderRequest) -> None:
+        return None
+
+    def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
+        return []
+
+    async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        Down.calls.append(reply.reply_id)
+        if Down.up:
+            return DeliveryResult.sent(f"prov-{len(Down.calls)}")
+        return DeliveryResult.failed("provider 503", retryable=True)
+
+
+async def test_a_reply_being_retried_when_the_connector_stops_is_handed_back_not_failed(nc: NATS) -> None:
+    """Found by an outage audit: a connector stopped (a rolling update, a restart) while it
+    retried a reply during a provider outage reported that reply failed at once
+    (``DeliveryFailed``), though it had not used its tries: the next process never tried it."""
+    Down.up, Down.calls = False, []
+    settings = {"port": 0, "deliver_attempts": 10, "deliver_backoff": 0.4, "outbound_fetch_timeout": 0.3}
+    first = ConnectorRuntime(Down.from_config(settings), nc)
+    await first.start()
+    reply = a_reply("chat", "c1")
+    try:
+        await queue(nc, reply)
+        async with asyncio.timeout(10):
+            while len(Down.calls) < 2:
+                await asyncio.sleep(0.02)
+    finally:
+        await first.stop()
+    assert await read_outcomes(nc.jetstream(), "chat", reply.reply_id) == []
+
+    Down.up = True  # the provider is back; the next process sends the reply
+    second = ConnectorRuntime(Down.from_config(settings), nc)
+    await second.start()
+    try:
+        found = await wait_for_outcome(nc.jetstream(), "chat", reply.reply_id, timeout=20)
+    finally:
+        await second.stop()
+    assert isinstance(found.recorded, MessageSent)
+    assert not isinstance(found.recorded, DeliveryFailed)
+    assert len(await read_outcomes(nc.jetstream(), "chat", reply.reply_id)) == 1
