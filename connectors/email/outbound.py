@@ -27,6 +27,8 @@ from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
+import idna
+
 from connectors.sdk import DeliveryResult
 from events.model import Attachment, DeliverReply
 
@@ -55,9 +57,25 @@ def from_address(reply: DeliverReply, settings: EmailSettings) -> str:
     return settings.from_address
 
 
+def deliverable(address: str) -> str:
+    """``address`` as any mail server takes it: an internationalised domain as its A-label
+    (``ann@bücher.de`` → ``ann@xn--bcher-kva.de``) when the local part is ASCII. Found by an
+    audit: a reply to a customer of an IDN domain failed outright ("the server does not
+    advertise the required SMTPUTF8 capability") on a relay without SMTPUTF8, though the
+    A-label form reaches the same mailbox everywhere. A non-ASCII local part needs SMTPUTF8
+    whatever is done, and a domain IDNA refuses is left as written."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True, transitional=False).decode('ascii')}"
+    except (idna.IDNAError, UnicodeError):
+        return address
+
+
 def build_reply(reply: DeliverReply, settings: EmailSettings) -> OutgoingMail:
     """The reply as a MIME message. Raises ValueError when it cannot be addressed."""
-    to = reply.contact.strip()
+    to = deliverable(reply.contact.strip())
     if not is_address(to):
         raise ValueError("contact is not an email address")
     sender = from_address(reply, settings)
@@ -103,7 +121,7 @@ def copied(reply: DeliverReply, settings: EmailSettings, *, customer: str, sende
     skip = {customer.lower(), sender.lower()}
     out: list[str] = []
     for address in reply.metadata.get("cc", "").split(","):
-        address = address.strip()
+        address = deliverable(address.strip())
         if not address or not is_address(address) or address.lower() in skip:
             continue
         if threads.split_address(address).domain in ours:

@@ -282,3 +282,18 @@ async def test_reply_all_off_answers_the_customer_only(tmp_path: Path) -> None:
         [got] = await w.sink.wait_for(1)
         assert got.rcpt_tos == ["ann@customer.test"]
         assert parsed(got.data)["Cc"] is None
+
+
+async def test_a_reply_to_an_idn_domain_reaches_a_relay_without_smtputf8(tmp_path: Path) -> None:
+    # The sink, like many relays, offers no SMTPUTF8: ann@bücher.test was "smtp: … requires
+    # internationalized email support" and the customer got nothing; its A-label is the same mailbox.
+    async with world(tmp_path) as w:
+        reply = msgspec.structs.replace(
+            reply_to("<c11@customer.test>", cc="bob@b\u00fccher.test,Ann@B\u00fccher.test"),
+            contact="ann@b\u00fccher.test",
+        )
+        await publish(w.nc, reply)
+        assert isinstance(sent := await outcome(w.nc, reply), MessageSent), sent
+        [got] = await w.sink.wait_for(1)
+        assert got.rcpt_tos == ["ann@xn--bcher-kva.test", "bob@xn--bcher-kva.test"]
+        assert parsed(got.data)["To"] == "ann@xn--bcher-kva.test"
