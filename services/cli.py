@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -251,7 +252,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from services.bootstrap import api_token
 
         token, _ = api_token(config, None)
-        return _run_service(runners.run_api, config, token, role="api")
+        api = functools.partial(runners.run_api, config_path=args.config)  # [api.operators] taken again on a change
+        return _run_service(api, config, token, role="api")
     if args.command == "delivery":
         return _run_service(runners.run_delivery, config, role="delivery")
     if args.command == "connector":

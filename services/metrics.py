@@ -73,6 +73,7 @@ __all__ = [
     "LEADER",
     "MEASURED_AT",
     "OFFERS",
+    "OPERATOR_TABLE_RELOADS",
     "PARKED",
     "PROJECTOR_LAG",
     "PROJECTOR_STALLED",
@@ -171,6 +172,14 @@ API_VIEW_LAG = Gauge(  # the API's: measured(API_VIEW_LAG).set(…) at /readyz
     "relaydesk_api_view_lag_events",
     "Events on the log the API's view has not folded yet (log end minus its position, at the last /readyz)",
     registry=None,
+)
+
+OPERATOR_TABLE_RELOADS = Counter(
+    "relaydesk_api_operator_table_reloads_total",
+    "Times the API read [api.operators] again because its config file changed: reloaded (the new "
+    "table serves), unchanged (other settings changed; they need a restart), refused (the file has "
+    "problems; the table before serves on)",
+    ["outcome"],
 )
 
 # -- intake (set by services.intake.lag: in intake, and in the API at /readyz) ------

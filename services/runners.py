@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -17,6 +18,8 @@ from events.streams import SetupFailed, patiently
 from services.api import operators
 from services.api.app import ApiDeps, build_app
 from services.api.health import health_check as api_health_check
+from services.api.operators import OperatorTable
+from services.api.operators_reload import follow_operators
 from services.api.readiness import until_caught_up
 from services.api.readmodel import LiveState
 from services.api.registry import Registry, channel_connectors, known_channels, notice_channels
@@ -174,10 +177,12 @@ async def run_api(
     ready: asyncio.Event | None = None,
     *,
     health: Health | None = None,
+    config_path: str | Path | None = None,
 ) -> None:
     """Listens at once (a port taken is reported before anything is read); answers 503 on
     what needs the view until the view has caught up with the log (``/readyz`` says so);
-    ``ready`` is set once it has."""
+    ``ready`` is set once it has. ``config_path``: the file ``config`` was read from, whose
+    ``[api.operators]`` is taken again when it changes (``services.api.operators_reload``)."""
     if (shared := operators.shared_token_named(token, config.api.operators)) is not None:
         # It would act as plain "operator": the name would never be on what it does.
         why = f"[api.operators] {shared}: that is the shared [api] token; give {shared} a token of their own"
@@ -199,7 +204,7 @@ async def run_api(
         reply_requeue_after=config.api.reply_requeue_seconds,
         view_stale_after=config.api.view_stale_seconds,
         signing_key=api_signing_key(config, config.data_dir),
-        operators=config.api.operators,
+        operators=OperatorTable(config.api.operators),
         replicas=config.nats.replicas,
         slack=config.slack,
         console=config.console,
@@ -229,6 +234,9 @@ async def run_api(
     retention: asyncio.Task[None] | None = None
     upload_sweep: asyncio.Task[None] | None = None
     parked: asyncio.Task[None] | None = None
+    operator_table: asyncio.Task[None] | None = None
+    if config_path is not None:
+        operator_table = asyncio.create_task(follow_operators(Path(config_path), deps.operators, token, stop))
     try:
         await live.begin()  # after build_app: its folds (agent tokens) must see the whole log
         caught_up = asyncio.create_task(live.caught_up.wait())
@@ -255,6 +263,10 @@ async def run_api(
             await upload_sweep
         if parked is not None:
             await parked
+        if operator_table is not None:
+            operator_table.cancel()  # (stop is not set when the start failed)
+            with contextlib.suppress(asyncio.CancelledError):
+                await operator_table
         await runner.cleanup()
         await live.stop()
         if timelines is not None:

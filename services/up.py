@@ -131,6 +131,7 @@ async def serve_all(
     services: tuple[str, ...] = SERVICES,
     credentials: RoleCredentials | None = None,
     sink_settings: Callable[[str], SettingsSource] | None = None,
+    config_path: str | Path | None = None,
 ) -> int:
     """Run ``services`` and every enabled connector until ``stop``; a service that fails
     stops the others at once (its reason printed first). Returns an exit code.
@@ -139,7 +140,9 @@ async def serve_all(
     ``up`` generated for its embedded server) each connects as its own role, and the tool role
     sets up the streams first; without, all use ``[nats]``'s credentials (or none).
     ``sink_settings``: where each sink reads its table again while its helpdesk refuses the
-    credentials (None: it keeps the table it started with)."""
+    credentials (None: it keeps the table it started with). ``config_path``: the file
+    ``config`` came from; the API takes a changed ``[api.operators]`` from it (None: only at a
+    restart)."""
     base = NatsAuth.from_settings(config.nats)
 
     def auth(user: str) -> NatsAuth:
@@ -171,7 +174,9 @@ async def serve_all(
             "intake": lambda: run_intake(config, buses["intake"], nats_url, stop, health=health),
             "router": lambda: run_router(config, buses["router"], stop, health=health),
             "projector": lambda: run_projector(config, buses["projector"], stop, health=health),
-            "api": lambda: run_api(config, buses["api"], token, stop, api_ready, health=health),
+            "api": lambda: run_api(
+                config, buses["api"], token, stop, api_ready, health=health, config_path=config_path
+            ),
             "delivery": lambda: run_delivery(config, buses["delivery"], stop, health=health),
         }
         jobs = {name: runners[name]() for name in services}
@@ -312,7 +317,9 @@ async def up(config: Config, lock: DataDirLock, config_path: str | Path | None =
         from services.sinks.runner import config_settings
 
         sinks = config_settings(config_path)  # each sink reads the file again for a rotated token
-        return await serve_all(config, nats_url, token, stop, banner, credentials=credentials, sink_settings=sinks)
+        return await serve_all(
+            config, nats_url, token, stop, banner, credentials=credentials, sink_settings=sinks, config_path=config_path
+        )
     finally:
         if embedded is not None:
             await embedded.astop()

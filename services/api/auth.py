@@ -26,7 +26,7 @@ from aiohttp.typedefs import Middleware
 from services.api import operators as named_operators
 from services.api.access import CUSTODY, Custody, Role, refusal
 from services.api.common import ACTOR, ROLE, ApiDeps, json_error
-from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable, hash_token
+from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/session"})
@@ -55,17 +55,20 @@ def authenticate(
     tokens: TokenTable | None,
     catch_up: Callable[[], Awaitable[object]] | None = None,
     *,
-    operators: Mapping[str, str] | None = None,
+    operators: named_operators.OperatorTable | Mapping[str, str] | None = None,
 ) -> Middleware:
     """Sets ``ACTOR`` (and for an agent ``AGENT`` and ``TOKEN_ID``) or answers 401.
-    ``operators``: the ``[api.operators]`` table (name -> "sha256:<hex>").
+    ``operators``: the ``[api.operators]`` table (name -> "sha256:<hex>"); an ``OperatorTable``
+    is read at every request (the API replaces its content when the config file changes).
 
     An agent token this process does not know may have been issued through another API process
     a moment ago (a scale-out audit: a token issued on one API was 401 on the other): before
     the 401, ``catch_up`` (``caught_up.agent_events``) lets this view fold the log's last agent
     event, and the token is looked up again."""
     expected = f"Bearer {token}".encode()
-    named = named_operators.by_hash(operators or {})
+    named = operators
+    if not isinstance(named, named_operators.OperatorTable):
+        named = named_operators.OperatorTable(named)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -79,8 +82,7 @@ def authenticate(
             request[ROLE] = "operator"
             return await handler(request)
         scheme, _, bearer = given.partition(" ")
-        # A dict look-up by hash: what its timing could tell is a hash, not the token.
-        if named and scheme == "Bearer" and (name := named.get(hash_token(bearer.strip()))):
+        if named and scheme == "Bearer" and (name := named.name_of(bearer.strip())):
             request[ACTOR] = f"operator:{name}"
             request[ROLE] = "operator"
             return await handler(request)

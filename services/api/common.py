@@ -18,6 +18,7 @@ from events.store import Append, EventStore
 from router.policy import RouterPolicy
 from services import tracing
 from services.api.console_settings import ConsoleSettings
+from services.api.operators import OperatorTable
 from services.api.readiness import STALE_AFTER_S, Freshness
 from services.api.readmodel import LiveState
 from services.api.registry import Registry
@@ -65,8 +66,9 @@ class ApiDeps:
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.
     signing_key: str = ""
-    # Named operator tokens, name -> "sha256:<hex>" ([api.operators], services.api.operators).
-    operators: dict[str, str] = field(default_factory=dict)
+    # Named operator tokens, name -> "sha256:<hex>" ([api.operators], services.api.operators),
+    # replaced when the config file changes (services.api.operators_reload).
+    operators: OperatorTable = field(default_factory=OperatorTable)
     # Replicas of a bucket the API creates when it is missing ([nats] replicas).
     replicas: int = 1
     # The Slack app (/slack/interactions, /slack/events): signing secret, users, bot token.

@@ -10,9 +10,10 @@ operator token is configured by its hash only, under ``[api.operators]``::
 A request bearing it acts with the operator's rights as ``operator:maria``, the actor put on
 every event it causes, in the logs and in the console. Only the sha256 is kept in the config
 (it is not a secret; the token is shown once, by ``relaydesk operators new-token``). Taking a
-name out of the table and restarting the API revokes its token and the console sessions opened
-with it. The shared token keeps working as ``operator`` (``relaydesk up`` and the CLI's
-reports use it); keep it to automation.
+name out of the table revokes its token and the console sessions opened with it: the API reads
+the table again when its config file changes (``services.api.operators_reload``). The shared
+token keeps working as ``operator`` (``relaydesk up`` and the CLI's reports use it); keep it to
+automation.
 """
 
 from __future__ import annotations
@@ -83,3 +84,25 @@ def by_hash(operators: Mapping[str, str]) -> dict[str, str]:
 def shared_token_named(shared: str, operators: Mapping[str, str]) -> str | None:
     """The name whose hash is the shared ``[api] token``'s, if any (it would act as ``operator``)."""
     return by_hash(operators).get(hash_token(shared)) if shared else None
+
+
+class OperatorTable:
+    """The ``[api.operators]`` table the API authenticates with now; ``replace`` swaps it whole
+    (the config file changed) for every request after."""
+
+    def __init__(self, table: Mapping[str, str] | None = None) -> None:
+        self.table: dict[str, str] = {}
+        self._by_hash: dict[str, str] = {}
+        self.replace(table or {})
+
+    def replace(self, table: Mapping[str, str]) -> None:
+        self.table = dict(table)
+        self._by_hash = by_hash(self.table)
+
+    def name_of(self, token: str) -> str | None:
+        """The operator ``token`` is the named token of, if any. A dict look-up by hash: what
+        its timing could tell is a hash, not the token."""
+        return self._by_hash.get(hash_token(token)) if self._by_hash else None
+
+    def __bool__(self) -> bool:
+        return bool(self._by_hash)

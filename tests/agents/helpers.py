@@ -166,12 +166,12 @@ def agents_config(tmp_path: Path, nats_url: str, endpoints: tuple[Endpoint, ...]
 
 @contextlib.asynccontextmanager
 async def agent_system(
-    config: Config, server: EmbeddedNats, services: tuple[str, ...] | None = None
+    config: Config, server: EmbeddedNats, services: tuple[str, ...] | None = None, config_path: Path | None = None
 ) -> AsyncIterator[AgentSystem]:
     nc = await nats.connect(server.url)
     await ensure_streams(nc.jetstream())
     try:
-        async with running_system(config, server, services) as system:
+        async with running_system(config, server, services, config_path) as system:
             yield AgentSystem(system, event_store(nc))  # opens what the services sealed
     finally:
         await nc.drain()

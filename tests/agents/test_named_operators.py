@@ -15,7 +15,7 @@ import pytest
 import structlog.testing
 
 from events.model import AgentStatusChanged, AgentTokenIssued
-from services.api import operators
+from services.api import operators, operators_reload
 from services.cli import main as cli
 from services.config import Config, check
 from services.embedded_nats import EmbeddedNats
@@ -135,3 +135,47 @@ async def test_an_api_whose_shared_token_is_named_does_not_start() -> None:
     with pytest.raises(ServiceFailed, match=r"\[api.operators\] maria: that is the shared \[api\] token"):
         await run_api(config, None, MARIA, asyncio.Event())  # type: ignore[arg-type]  # stops before NATS
     assert operators.shared_token_named("another-token", config.api.operators) is None
+
+
+LENA = operators.new_token()
+
+
+@pytest.mark.integration
+async def test_a_changed_table_grants_and_revokes_without_a_restart(
+    tmp_path: Path, clean_nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoking a named operator took an edit and a restart of every API: until then her token
+    (and a console session opened with it) kept the operator's rights."""
+    monkeypatch.setattr(operators_reload, "RELOAD_EVERY_S", 0.05)
+    path = tmp_path / "operators.toml"
+    path.write_text(f'[api.operators]\nmaria = "{operators.hashed(MARIA)}"\n')
+    config = agents_config(tmp_path, clean_nats.url)
+    config.api = msgspec.structs.replace(config.api, operators={"maria": operators.hashed(MARIA)})
+    async with agent_system(config, clean_nats, config_path=path) as s:
+        assert (await ok(s, "GET", "/v1/agent/me", MARIA))["actor"] == "operator:maria"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as console:
+            async with console.post(s.api + "/v1/session", json={"token": MARIA}) as r:
+                assert r.status == 200
+
+            path.write_text(f'[api.operators]\nlena = "{operators.hashed(LENA)}"\n')
+
+            async def swapped() -> bool:
+                gone = (await s.call("GET", "/v1/deliveries", MARIA))[0] == 401
+                return gone and (await s.call("GET", "/v1/deliveries", LENA))[0] == 200
+
+            await eventually(swapped)
+            assert (await ok(s, "GET", "/v1/agent/me", LENA))["actor"] == "operator:lena"
+            async with console.get(s.api + "/v1/deliveries") as r:
+                assert r.status == 401  # her console session went with her token
+
+        # A file with a problem (or naming the shared token) changes nothing, and says why.
+        for broken in ("[api.operators\n", f'[api.operators]\nlena = "{operators.hashed(API_TOKEN)}"\n'):
+            with structlog.testing.capture_logs() as logs:
+
+                async def refused() -> bool:
+                    return any(e["event"] == "api.operators_not_reloaded" for e in logs)
+
+                path.write_text(broken)
+                await eventually(refused)
+            assert (await s.call("GET", "/v1/deliveries", LENA))[0] == 200
+            assert (await s.call("GET", "/v1/deliveries", API_TOKEN))[0] == 200

@@ -187,12 +187,15 @@ def system_config(tmp_path: Path, nats_url: str, **router: Any) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_system(
-    config: Config, nats: EmbeddedNats, services: tuple[str, ...] | None = None
+    config: Config, nats: EmbeddedNats, services: tuple[str, ...] | None = None, config_path: Path | None = None
 ) -> AsyncIterator[System]:
+    """``config_path``: a file the API follows for ``[api.operators]`` (as ``relaydesk up --config``)."""
     stop = asyncio.Event()
     started: list[Started] = []
-    kwargs = {"services": services} if services is not None else {}
-    task = asyncio.create_task(serve_all(config, nats.url, API_TOKEN, stop, started.append, **kwargs))
+    kwargs: dict[str, Any] = {"services": services} if services is not None else {}
+    task = asyncio.create_task(
+        serve_all(config, nats.url, API_TOKEN, stop, started.append, config_path=config_path, **kwargs)
+    )
     try:
         await eventually(lambda: _ready(started, task), timeout=20)
         sms_url = started[0].connector_urls["sms"][0].rstrip("/") + "/twilio/sms"
