@@ -354,9 +354,22 @@ function attachmentsOf(e) {
   return (e.attachments || (e.detail && e.detail.attachments) || []).filter((a) => a && (a.url || a.name));
 }
 
+// What became of a reply: "sent", "failed" (with the provider's reason) or "waiting" (no
+// outcome yet: the provider is slow, down or throttling). Found by an outage audit: a reply that
+// never went out looked like any other, its "delivery failed" folded away among system facts.
+function outcomeOf(e) {
+  if (e.direction !== "out" || isNote(e) || !e.message_id) return null;
+  const outcome = (kind) => state.timeline.find((o) => o.message_id === e.message_id && o.kind === kind);
+  const failed = outcome("delivery_failed"); // a bounce is recorded after the reply's "sent"
+  if (!failed) return outcome("message_sent") ? { state: "sent", text: "" } : { state: "waiting", text: "Not sent yet" };
+  const reason = (failed.detail && failed.detail.reason) || "";
+  return { state: "failed", text: "Not delivered" + (reason ? ": " + reason : "") + ". Write it again once the channel works." };
+}
+
 function spokenRow(e) {
   const other = e.conversation_id && e.conversation_id !== state.selected ? " other" : "";
-  const cls = (isNote(e) ? "note" : e.direction === "out" ? "out" : "in") + other;
+  const outcome = outcomeOf(e);
+  const cls = (isNote(e) ? "note" : e.direction === "out" ? "out" : "in") + other + (outcome && outcome.state !== "sent" ? " " + outcome.state : "");
   const who = isNote(e) ? "internal note" + (e.agent_id ? " · " + e.agent_id : "") : e.direction === "out" ? (e.agent_id || "agent") : "customer";
   const links = attachmentsOf(e).map((a) => {
     // Only the API's own (authorised) links open; a provider's raw reference would not.
@@ -365,7 +378,8 @@ function spokenRow(e) {
       : el("span", { className: "attachment", textContent: (a.name || "attachment") + " (not available)" });
   });
   return el("li", { className: cls }, el("span", { className: "text", textContent: e.text || "" }), ...links,
-    el("small", { textContent: who + " · " + new Date(e.at).toLocaleTimeString() }));
+    el("small", { textContent: who + " · " + new Date(e.at).toLocaleTimeString() }),
+    outcome && outcome.text ? el("small", { className: "outcome", textContent: outcome.text }) : null);
 }
 
 function factsRow(facts) {
