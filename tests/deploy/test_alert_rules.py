@@ -133,6 +133,11 @@ def test_the_rules_cover_what_operators_are_paged_for() -> None:
         "relaydesk_api_view_lag_events",
         "relaydesk_delivery_failures_total",
         'relaydesk_dead_letters_total{reader=~"connector:.*"}',
+        # A helpdesk down or throttling for long, refused credentials, refused events (found by
+        # an outage audit: a sink stalled for hours on a helpdesk outage told no one).
+        'relaydesk_sink_events_total{outcome="retried"}',
+        "relaydesk_sink_auth_failures_total",
+        'relaydesk_sink_events_total{outcome="parked"}',
         "up{",
     ):
         assert needed in exprs, needed
