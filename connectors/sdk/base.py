@@ -52,9 +52,13 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     max_body_bytes: int = 1024 * 1024
     # Outbound: run the worker that delivers rd.out.<channel> commands.
     outbound: bool = True
-    # Tries per reply (first included) for transient provider failures, and backoff base (s).
-    deliver_attempts: int = 4
+    # Tries per reply (first included) for transient provider failures, the pause before the
+    # second (s; doubled before each next) and the longest pause. The defaults ride out a
+    # provider outage of about two minutes (0.5 + 1 + … + 30 s): with 4 tries and no ceiling,
+    # every reply written during a blip of more than ~3.5 s failed for good (an outage audit).
+    deliver_attempts: int = 10
     deliver_backoff: float = 0.5
+    deliver_backoff_max: float = 30.0
     # The longest pause before a retry that a provider's Retry-After gets (s): a throttled
     # provider is not asked again sooner than it said, up to this (the reply stays held).
     deliver_retry_after_max: float = 60.0
@@ -89,6 +93,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("max_body_bytes", 1, math.inf),
     ("deliver_attempts", 1, math.inf),
     ("deliver_backoff", 0, math.inf),
+    ("deliver_backoff_max", 0, math.inf),
     ("deliver_retry_after_max", 0, math.inf),
     ("deliver_timeout", _TINY, math.inf),
     ("outbound_batch", 1, math.inf),

@@ -59,7 +59,7 @@ from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
 from . import publish
-from .base import Connector, DeliveryResult, utcnow
+from .base import Connector, ConnectorSettings, DeliveryResult, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .errors import PermanentDeliveryError, TransientDeliveryError
 from .metrics import Metrics
@@ -90,6 +90,18 @@ def hold_margin(ack_wait: float) -> float:
     """How long before the ack wait runs out a hold counts as lapsed: a fifth, at most 5 s
     (round trips, scheduling)."""
     return min(ack_wait * 0.2, 5.0)
+
+
+def pause_before_retry(settings: ConnectorSettings, attempt: int, retry_after: float | None, jitter: float) -> float:
+    """Seconds to wait after try ``attempt`` failed: ``deliver_backoff`` doubled per try up to
+    ``deliver_backoff_max``, times 0.5..1 (``jitter`` in [0, 1): processes retrying after one
+    outage do not come back together); never sooner than the provider's ``retry_after`` asked,
+    up to ``deliver_retry_after_max``."""
+    delay = min(settings.deliver_backoff * 2 ** min(attempt - 1, 32), settings.deliver_backoff_max)
+    delay *= 0.5 + jitter / 2
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.deliver_retry_after_max))
+    return delay
 
 
 def template_values(reply: DeliverReply) -> list[str] | None:
@@ -177,15 +189,12 @@ class OutboundWorker:
 
     def _consumer_config(self) -> ConsumerConfig:
         s = self.connector.settings
-        # Long enough for every attempt; `in_progress` extends it before each try anyway. And
-        # well beyond a fetch's wait: a hold counts from when the request was sent
-        # (``events.pull.asked_at``), so a command handed over late in a long wait would count
-        # as lapsed on arrival and be left, delivery after delivery, never sent.
-        ack_wait = max(
-            30.0,
-            s.deliver_timeout * 2 + s.deliver_backoff * 2**s.deliver_attempts,
-            2 * (s.outbound_fetch_timeout + LOST_AFTER_S),
-        )
+        # Long enough for one try (`in_progress` renews the hold before each, and every quarter
+        # of this during a pause between tries: ``_pause``), so a crashed process's reply goes
+        # to another soon. And well beyond a fetch's wait: a hold counts from when the request
+        # was sent (``events.pull.asked_at``), so a command handed over late in a long wait
+        # would count as lapsed on arrival and be left, delivery after delivery, never sent.
+        ack_wait = max(30.0, s.deliver_timeout * 2, 2 * (s.outbound_fetch_timeout + LOST_AFTER_S))
         # Bounded: max_deliver (the pause between tries is each nak's delay; see deadletter.py).
         bounded = dataclasses.replace(self.redelivery, ack_wait=ack_wait)
         self._ack_wait = ack_wait
@@ -470,10 +479,7 @@ class OutboundWorker:
             if self._stopping:
                 raise HandBack  # tries are left: the next process makes them
             self.metrics.inc("delivery_retries")
-            delay = s.deliver_backoff * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-            if result.retry_after is not None:  # never sooner than the provider asked (up to the cap)
-                delay = max(delay, min(result.retry_after, s.deliver_retry_after_max))
-            await self._pause(msg, delay)
+            await self._pause(msg, pause_before_retry(s, attempt, result.retry_after, random.random()))
         return DeliveryResult.failed(f"{result.reason} (after {attempt} attempts)")
 
     async def _pause(self, msg: Msg, delay: float) -> None:
@@ -483,8 +489,11 @@ class OutboundWorker:
         worker stops meanwhile."""
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
+            # Renewed once a quarter of the ack wait old: at once after a long try (a try
+            # may take most of the ack wait), then every quarter.
+            renew_in = self._held_since + self._ack_wait / 4 - time.monotonic()
             try:
-                async with asyncio.timeout(min(left, self._ack_wait / 4)):
+                async with asyncio.timeout(max(0.0, min(left, renew_in))):
                     await self._stop_requested.wait()
             except TimeoutError:
                 pass

@@ -20,8 +20,9 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
+from connectors.sdk.base import ConnectorSettings
 from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
-from connectors.sdk.outbound import OutboundWorker
+from connectors.sdk.outbound import OutboundWorker, pause_before_retry
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
@@ -205,3 +206,53 @@ async def test_a_reply_being_retried_when_the_connector_stops_is_handed_back_not
     assert isinstance(found.recorded, MessageSent)
     assert not isinstance(found.recorded, DeliveryFailed)
     assert len(await read_outcomes(nc.jetstream(), "chat", reply.reply_id)) == 1
+
+
+def test_the_default_tries_ride_out_a_minute_long_outage_and_pauses_stay_bounded() -> None:
+    """Found by an outage audit: 4 tries 0.5 s apart (doubling) failed every reply written during
+    a provider blip of more than ~3.5 s, for good. The defaults now pause, even at the shortest
+    jitter, more than a minute in all before giving up, and no pause is longer than
+    ``deliver_backoff_max`` (a throttled provider's own Retry-After aside)."""
+    s = ConnectorSettings()
+    shortest = [pause_before_retry(s, attempt, None, 0.0) for attempt in range(1, s.deliver_attempts)]
+    longest = [pause_before_retry(s, attempt, None, 0.999) for attempt in range(1, s.deliver_attempts)]
+    assert sum(shortest) >= 60.0
+    assert max(longest) <= s.deliver_backoff_max
+    assert pause_before_retry(s, 3, 45.0, 0.0) == 45.0  # the provider asked: never sooner
+    assert pause_before_retry(s, 3, 3600.0, 0.0) == s.deliver_retry_after_max
+
+
+class Unavailable:
+    """A provider answering 503 for ``seconds`` from the first request on, then 201."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since: float | None = None
+        self.answers: list[int] = []
+
+    async def __call__(self, _request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        if now - self.since < self.seconds:
+            self.answers.append(503)
+            return web.json_response({"code": 20503, "message": "Service Unavailable"}, status=503)
+        self.answers.append(201)
+        return web.json_response({"sid": "SM" + "f" * 32, "status": "queued"}, status=201)
+
+
+async def test_a_reply_written_during_an_outage_goes_out_once_the_provider_is_back(nc: NATS) -> None:
+    """The default number of tries with the pauses scaled down 10x and 75x (at least 1.4 s of
+    pauses in all against a 1 s outage): the reply is sent, once, when the provider answers."""
+    down = Unavailable(seconds=1.0)
+    fake = FakeProvider(handler=down)
+    await fake.start()
+    runtime = await sms_runtime(nc, fake, deliver_backoff=0.05, deliver_backoff_max=0.4)
+    try:
+        reply = a_reply("sms", "+15551230002")
+        await queue(nc, reply)
+        found = await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=30)
+    finally:
+        await runtime.stop()
+        await fake.stop()
+    assert isinstance(found.recorded, MessageSent), found.report.reason
+    assert down.answers.count(201) == 1 and down.answers[0] == 503
