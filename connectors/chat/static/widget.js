@@ -52,6 +52,9 @@
     ".rd-mine[data-state=failed]{background:#fbdfdf}" +
     ".rd-mine[data-state=failed]::after{content:\" (not sent)\";color:#a33;font-size:12px}" +
     ".rd-reply{align-self:flex-start;background:#eee}" +
+    // What people wrote is an isolate of its own: a U+202E in it reverses only itself, never the
+    // " (not sent)" the widget adds after it; its direction comes from its own letters (dir=auto).
+    ".rd-text{unicode-bidi:isolate}" +
     ".rd-note{align-self:center;color:#a33;font-size:12px}" +
     ".rd-closed{align-self:center;color:#556;font-size:12px;text-align:center}" +
     ".rd-form{display:flex;border-top:1px solid #8b8fa3}" +
@@ -70,6 +73,17 @@
     var node = document.createElement(tag);
     if (cls) node.className = cls;
     if (text !== undefined) node.textContent = text; // never innerHTML: texts come from people
+    return node;
+  }
+
+  // A bubble of what someone wrote: the text in its own isolate, right to left when it starts so
+  // (dir=auto on the bubble only: an element with a dir of its own is not read for the bubble's).
+  function bubble(cls, text, links) {
+    var node = el("div", cls);
+    var inner = el("span", "rd-text");
+    node.dir = "auto";
+    if (links) withFileLinks(inner, text); else inner.textContent = text;
+    node.appendChild(inner);
     return node;
   }
 
@@ -308,7 +322,7 @@
       case "message":      // a message of this visitor: from another tab, or history after a reload
         if (self.pending[frame.client_msg_id]) { self.acked(frame.client_msg_id, frame.seq); break; }
         if (self.mark(frame.seq)) {
-          var mine = el("div", "rd-msg rd-mine", frame.text);
+          var mine = bubble("rd-msg rd-mine", frame.text || "");
           mine.setAttribute("data-state", "acked");
           mine.setAttribute("data-seq", frame.seq);
           mine.setAttribute("data-client-msg-id", frame.client_msg_id);
@@ -317,7 +331,7 @@
         break;
       case "reply":
         if (self.mark(frame.seq)) {
-          var reply = withFileLinks(el("div", "rd-msg rd-reply"), frame.text || "");
+          var reply = bubble("rd-msg rd-reply", frame.text || "", true);
           reply.setAttribute("data-seq", frame.seq);
           if (frame.from) reply.title = frame.from;
           self.append(reply);
@@ -348,7 +362,7 @@
 
   Chat.prototype.send = function (text) {
     var id = randomId();
-    var node = el("div", "rd-msg rd-mine", text);
+    var node = bubble("rd-msg rd-mine", text);
     node.setAttribute("data-state", "pending");
     node.setAttribute("data-client-msg-id", id);
     this.append(node);

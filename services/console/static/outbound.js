@@ -22,7 +22,9 @@ function renderTargets() {
   const platform = $("new-channel").value;
   const c = state.customer;
   const own = c ? (c.identities || []).map(identityOf).filter((i) => i.startsWith(KIND[platform] + ":")) : [];
-  const who = c ? c.name || c.customer_id : "";
+  // An option holds text only: the name between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE,
+  // so a U+202E in it cannot reverse the address after it.
+  const who = c ? "\u2068" + (c.name || c.customer_id) + "\u2069" : "";
   $("new-to").replaceChildren(el("option", { value: "", textContent: "an address…" }),
     ...own.map((i) => el("option", { value: i.slice(i.indexOf(":") + 1), textContent: who + " · " + i.slice(i.indexOf(":") + 1) })));
   if (own.length) $("new-to").value = own[0].slice(own[0].indexOf(":") + 1);

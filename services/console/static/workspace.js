@@ -91,11 +91,11 @@ function renderList(list, items, offers) {
     const facts = ["tier " + tier, req.language || "", ...flags].filter(Boolean).join(" · ");
     // A button, so Tab reaches it and Enter or Space opens it (a bare <li> took only a mouse click: WCAG 2.1.1).
     const pick = el("button", { type: "button", className: "pick" },
-      el("span", { className: "line" }, channelIcon(c.channel), el("b", { className: "name", textContent: customerName(c) }),
+      el("span", { className: "line" }, channelIcon(c.channel), el("b", { className: "name", dir: "auto", textContent: customerName(c) }),
         offers ? el("span", { className: "countdown" }) : null),
-      who.name && who.address ? el("small", { className: "address", textContent: who.address }) : null,
-      c.subject ? el("small", { className: "subject", textContent: c.subject }) : null,
-      c.preview ? el("small", { className: "preview", textContent: c.preview }) : null,
+      who.name && who.address ? el("small", { className: "address", dir: "auto", textContent: who.address }) : null,
+      c.subject ? el("small", { className: "subject", dir: "auto", textContent: c.subject }) : null,
+      c.preview ? el("small", { className: "preview", dir: "auto", textContent: c.preview }) : null,
       el("small", { className: "facts", textContent: facts }));
     if (c.id === state.selected) pick.setAttribute("aria-current", "true");
     const item = el("li", { className: (offers ? "offer" : "assigned") + (c.id === state.selected ? " selected" : "") }, pick);
@@ -269,7 +269,9 @@ function renderConversation() {
   if (!conv) { renderCustomer(); clearIds("timeline", "conv-title", "conv-subject", "conv-facts"); return; }
   const req = conv.requirements || {};
   const whatsapp = state.window && state.window.whatsapp; // WhatsApp through Twilio is on the sms channel
-  $("conv-title").replaceChildren(channelIcon(whatsapp ? "whatsapp" : conv.channel), " " + customerName(conv) + " (" + conv.status + ")");
+  // The name in an isolate of its own: a customer's U+202E (or any right-to-left text) reorders only itself, not " (assigned)".
+  $("conv-title").replaceChildren(channelIcon(whatsapp ? "whatsapp" : conv.channel), " ",
+    el("span", { className: "name", dir: "auto", textContent: customerName(conv) }), " (" + conv.status + ")");
   $("conv-subject").textContent = conv.subject || "";
   const skills = Object.entries(req.skills || {}).map(([k, v]) => k + "≥" + v).join(", ");
   const wait = conv.waiting_since ? since(conv.waiting_since) + " waiting" : "";
@@ -375,9 +377,9 @@ function spokenRow(e) {
     // Only the API's own (authorised) links open; a provider's raw reference would not.
     const usable = a.url && (a.url.startsWith("/") || /^https?:\/\//.test(a.url));
     return usable ? el("a", { className: "attachment", href: a.url, target: "_blank", rel: "noopener", textContent: a.name || "attachment" })
-      : el("span", { className: "attachment", textContent: (a.name || "attachment") + " (not available)" });
+      : el("span", { className: "attachment" }, el("bdi", { textContent: a.name || "attachment" }), " (not available)");
   });
-  return el("li", { className: cls }, el("span", { className: "text", textContent: e.text || "" }), ...links,
+  return el("li", { className: cls }, el("span", { className: "text", dir: "auto", textContent: e.text || "" }), ...links,
     el("small", { textContent: who + " · " + new Date(e.at).toLocaleTimeString() }),
     outcome && outcome.text ? el("small", { className: "outcome", textContent: outcome.text }) : null);
 }
@@ -424,7 +426,7 @@ function renderCustomer() {
   for (const [k, v] of facts) if (v) dl.push(el("dt", { textContent: k }), el("dd", { textContent: v }));
   if (crm) dl.push(el("dt", { textContent: "CRM" }), el("dd", {}, crm));
   $("cust-facts").replaceChildren(...dl);
-  $("cust-identities").replaceChildren(...(c.identities || []).map((i) => el("li", { textContent: typeof i === "string" ? i : i.address || JSON.stringify(i) })));
+  $("cust-identities").replaceChildren(...(c.identities || []).map((i) => el("li", { dir: "auto", textContent: typeof i === "string" ? i : i.address || JSON.stringify(i) })));
   const history = (c.conversations || c.previous_conversations || []).filter((h) => (h.conversation_id || h.id) !== state.selected);
   $("cust-history").replaceChildren(...(history.length ? history.map((h) => el("li", {},
     channelIcon(h.channel), " " + (h.status || "") + " · " + (h.opened_at || h.last_activity_at ? new Date(h.opened_at || h.last_activity_at).toLocaleDateString() : "") +

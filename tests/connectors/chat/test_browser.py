@@ -178,3 +178,62 @@ async def test_a_visitor_is_routed_to_an_agent_and_sees_the_reply(
         status, body = await system.post(f"/v1/conversations/{conv['id']}/reply", {"text": "Ava here, checking it."})
         assert status == 202, body
         await in_thread(wait_for, browser, ".rd-reply", "Ava here, checking it.")
+
+
+# The right edge of the rightmost character of the visitor's own text in the failed bubble, and
+# the bubble's inner right edge (where " (not sent)" ends).
+TEXT_AND_BUBBLE_RIGHT = """
+const bubble = document.querySelector('.rd-mine[data-state="failed"]');
+const walker = document.createTreeWalker(bubble, NodeFilter.SHOW_TEXT);
+let right = 0;
+for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+  for (let i = 0; i < t.data.length; i++) {
+    const r = document.createRange();
+    r.setStart(t, i); r.setEnd(t, i + 1);
+    right = Math.max(right, r.getBoundingClientRect().right);
+  }
+}
+const box = bubble.getBoundingClientRect();
+return [right, box.right - parseFloat(getComputedStyle(bubble).paddingRight)];
+"""
+
+
+async def test_a_right_to_left_override_in_a_message_does_not_reverse_what_the_widget_adds(
+    own_nats: tuple[EmbeddedNats, NATS], browser: Any
+) -> None:
+    """A visitor's text ending in U+202E (RIGHT-TO-LEFT OVERRIDE) reversed the " (not sent)" the
+    widget puts after a refused message, and moved it before the text's own words; an Arabic
+    agent reply ran left to right. Each bubble's text is now an isolate with dir=auto."""
+    _, nc = own_nats
+    connector = WebChatConnector.from_config(chat_config(outbound=True, max_message_bytes=24))
+    runtime = ConnectorRuntime(connector, nc)
+    [url, *_] = await runtime.start()
+    try:
+        await in_thread(browser.get, url + "/")
+        await in_thread(wait_for, browser, "#rd-chat-status", "online")
+        hello = "hi " + uuid.uuid4().hex[:6]
+        await in_thread(browser.execute_script, "window.chat.send(arguments[0])", hello)
+        await in_thread(wait_for, browser, '.rd-mine[data-state="acked"]', hello)
+        [event] = [p for p in await read_inbound(nc.jetstream(), "chat") if p.message.text == hello]
+        # Over 24 bytes: refused for its size, so the bubble says " (not sent)" after it.
+        text = "ok \u202ezyx wvu tsr qpo nml"
+        await in_thread(browser.execute_script, "window.chat.send(arguments[0])", text)
+        await in_thread(wait_for, browser, '.rd-mine[data-state="failed"]')
+        right, inner_right = await in_thread(browser.execute_script, TEXT_AND_BUBBLE_RIGHT)
+        # " (not sent)" is drawn after the visitor's words, not in the middle of them.
+        assert right < inner_right - 20, (right, inner_right)
+
+        # An agent's reply in Arabic runs right to left (the widget's page is left to right).
+        reply = DeliverReply(
+            conversation_id="conv_" + uuid.uuid4().hex[:12],
+            customer_id="cus_" + uuid.uuid4().hex[:12],
+            channel="chat",
+            reply_id="rep_" + uuid.uuid4().hex[:12],
+            contact=event.message.sender,
+            text="شكرا لك! طلبك رقم 42 في الطريق.",
+        )
+        await nc.jetstream().publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        node = await in_thread(wait_for, browser, ".rd-reply", reply.text)
+        assert await in_thread(browser.execute_script, "return getComputedStyle(arguments[0]).direction", node) == "rtl"
+    finally:
+        await connector.stopping()
