@@ -80,6 +80,8 @@ __all__ = [
     "QUARANTINED",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST_WAIT",
+    "RETENTION_EXPIRED",
+    "RETENTION_SWEEPS",
     "ROUTING_DECISIONS",
     "SKIPPED",
     "http_metrics",
@@ -207,6 +209,21 @@ PROJECTOR_STALLED = Gauge(
     "Seconds the projector's position has not moved while events wait for it (0 while it is "
     "caught up or advancing; at each of its health checks)",
     ["projector"],
+)
+
+# -- retention ([retention] message_days, services.retention) ------------------------
+
+RETENTION_SWEEPS = Counter(
+    "relaydesk_retention_sweeps_total",
+    "Retention sweeps of message bodies past [retention] message_days, by what they sweep "
+    "(day_keys: the API; timelines: the projector) and outcome (ok, failed: tried again next time)",
+    ["what", "outcome"],
+)
+RETENTION_EXPIRED = Counter(
+    "relaydesk_retention_expired_total",
+    "What retention made unreadable: day keys erased (day_keys), timeline entries whose text now "
+    "reads [expired] (timelines)",
+    ["what"],
 )
 
 # -- parked messages (set by the API, services.dlq.export_parked) ---------------------

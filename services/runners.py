@@ -38,7 +38,7 @@ from services.metrics import http_metrics
 from services.nats_connection import ServiceFailed, denials_from_now
 from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
-from services.retention import run_retention
+from services.retention import run_retention, run_timelines_retention
 from services.router_runner import RouterRunner
 from services.timelines import TimelineStore, open_store
 
@@ -164,7 +164,16 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health
                 rebuilding=lambda: projector.rebuilding,
             )
             health.add("projector", check)
-        await projector.run(stop)
+        # [retention] message_days: the timelines' copies of message bodies expire too.
+        days = config.retention.message_days
+        retention = asyncio.create_task(run_timelines_retention(timelines, days, stop)) if days > 0 else None
+        try:
+            await projector.run(stop)
+        finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
     finally:
         await timelines.close()
 

@@ -11,6 +11,7 @@ one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -180,6 +181,13 @@ class PlannedStore:
         if rows.erased:
             yield from self._redact_stored(rows.erased)
         return rows.erased
+
+    async def expire_bodies(self, before: datetime) -> int:
+        self._write_guard()
+        changed = await self._write(single(self.sql.expire_bodies(self.rows.time_out(before))))
+        if changed:
+            await self._scrub()  # the old text leaves the backend's files too, as after an erasure
+        return len(changed)
 
     def _redact_stored(self, customer_ids: Sequence[str]) -> Plan[None]:
         """Redact every stored timeline row and the customer row of ``customer_ids``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from services.timelines.redact import BODY_KINDS, ERASED, EXPIRED
 from services.timelines.rowmap import (
     CUSTOMER_COLUMNS,
     ENTRY_COLUMNS,
@@ -129,6 +130,17 @@ class Sql:
         p = self.param
         return (
             f"UPDATE {self.timeline} SET channel = {p}, text = {p}, detail = {p} WHERE customer_id = {p} AND seq = {p}"
+        )
+
+    def expire_bodies(self, before: Any) -> Fetch:
+        """Message bodies of entries before ``before`` (as the backend stores a time) read
+        ``EXPIRED``; an erased or empty one stays as it is. Returns the sequences it changed."""
+        p = self.param
+        kinds = ", ".join(f"'{kind}'" for kind in BODY_KINDS)
+        return Fetch(
+            f"UPDATE {self.timeline} SET text = {p} WHERE kind IN ({kinds}) AND at < {p}"
+            f" AND text IS NOT NULL AND text NOT IN ('', {p}, {p}) RETURNING seq",
+            (EXPIRED, before, EXPIRED, ERASED),
         )
 
     def delete_customer(self, customer_id: str) -> list[Step]:

@@ -21,6 +21,11 @@ from services.timelines.rows import CustomerSummary, TimelineEntry
 
 ERASED = "[erased]"
 """What an erased value reads as (the same word ``events.personal`` uses for a destroyed key)."""
+EXPIRED = "[expired]"
+"""A message body past ``[retention] message_days`` (the same word ``events.personal`` uses)."""
+BODY_KINDS = ("message_in", "message_out", "note")
+"""Entries whose text is a message body (``MessageReceived``, ``ReplyRequested``, ``NoteAdded``):
+what ``[retention] message_days`` expires (``TimelineStore.expire_bodies``)."""
 
 # Detail keys that hold personal data, by what replaces them.
 _ERASED_DETAIL = ("contact", "identity", "note", "crm_id", "subject")

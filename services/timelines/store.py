@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from events.stored import StoredEvent
@@ -118,6 +119,13 @@ class TimelineStore(Protocol):
         """Replace every row of one customer by the fold of ``events`` (all of that customer's
         events up to ``through``), in one transaction. Raises CheckpointMismatch (with the
         highest checkpoint) if a projector has applied beyond ``through``: read further and retry."""
+        ...
+
+    async def expire_bodies(self, before: datetime) -> int:
+        """``[retention] message_days``: the text of every message, reply and note written
+        before ``before`` reads ``[expired]`` (an erased one stays ``[erased]``), in one
+        transaction; the backend's files are then scrubbed as after an erasure. Returns how
+        many entries changed."""
         ...
 
     async def begin_rebuild(self) -> TimelineStore:
