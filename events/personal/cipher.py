@@ -204,7 +204,21 @@ class PersonalDataCipher:
             self._observe(event)
             return event
         opened = self._opened_now(event, fields)
-        return opened if opened is not None else await self._open_slowly(event, fields)
+        return self._past_retention(opened if opened is not None else await self._open_slowly(event, fields), fields)
+
+    def _past_retention(self, event: E, fields: Fields) -> E:
+        """With ``message_days``: the bodies of an event of a day before the cutoff read
+        ``EXPIRED`` however they were written. A day key's are already; these are the ones
+        written before retention was turned on (sealed with the customer's own key, which only
+        an erasure destroys) or in clear (``encrypt_personal_data = false``), which every reader,
+        a rebuild of the timelines too, gave back in full for ever."""
+        if not (self.message_days and fields.bodies):
+            return event
+        at: datetime = getattr(event, "at")  # noqa: B009 - every log event has one
+        if at.astimezone(UTC).date() >= self._retire_days():
+            return event
+        changes = {name: EXPIRED for name in fields.bodies if getattr(event, name) not in ("", ERASED, EXPIRED)}
+        return msgspec.structs.replace(event, **changes) if changes else event
 
     def _opened_now(self, event: E, fields: Fields) -> E | None:
         """``event`` opened when that needs no request (its customer's box is cached, no day
@@ -299,7 +313,9 @@ class PersonalDataCipher:
                 out.append(event)
                 continue
             opened = self._opened_now(event, fields)
-            out.append(opened if opened is not None else await self._open_slowly(event, fields))
+            out.append(
+                self._past_retention(opened if opened is not None else await self._open_slowly(event, fields), fields)
+            )
         return out
 
     async def seal_reply(self, reply: DeliverReply) -> DeliverReply:

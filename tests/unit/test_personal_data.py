@@ -285,6 +285,27 @@ async def test_retention_seals_bodies_with_a_day_key_and_expires_them(keys: Memo
     assert (await PersonalDataCipher(keys).open(recent)).text == EXPIRED
 
 
+async def test_bodies_written_before_retention_was_on_expire_too(keys: MemoryKeys) -> None:
+    """A deployment turns ``message_days`` on after months: its older messages were sealed with
+    the customer's own key (or written in clear). They read ``[expired]`` past the cutoff like
+    day-key ones; before, every reader (and a rebuild of the timelines) gave them back in full."""
+    now = datetime.now(UTC)
+    before_retention = PersonalDataCipher(keys)  # message_days 0 when these were written
+    old_sealed = await before_retention.seal(msgspec.structs.replace(message(), at=now - timedelta(days=31)))
+    old_clear = msgspec.structs.replace(message("cu2"), at=now - timedelta(days=31))
+    recent = await before_retention.seal(msgspec.structs.replace(message(), at=now - timedelta(days=29)))
+    reader = PersonalDataCipher(keys, message_days=30)
+    for opened in (
+        [await reader.open(e) for e in (old_sealed, old_clear, recent)],
+        await reader.open_many([old_sealed, old_clear, recent]),
+    ):
+        assert [e.text for e in opened] == [EXPIRED, EXPIRED, message().text]
+        assert opened[0].metadata["subject"] == "Refund for Ana Pérez"  # only bodies expire
+    assert (await PersonalDataCipher(keys).open(old_sealed)).text == message().text  # a reader without it
+    await keys.destroy("cu1")
+    assert (await reader.open(old_sealed)).text == ERASED  # erased wins
+
+
 async def test_seal_many_seals_like_seal_and_puts_a_refusal_in_place(keys: MemoryKeys) -> None:
     cipher = PersonalDataCipher(keys)
     keys.keys["cu9"] = None  # erased: nothing new is sealed for them
