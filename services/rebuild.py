@@ -49,6 +49,24 @@ class NoCustomerEvents(LookupError):
         self.customer = customer
 
 
+class StoreUnavailable(RuntimeError):
+    """The target store could not be opened (a directory, no permission, a database down, a
+    wrong DSN): said in one line naming the target, its password masked."""
+
+    def __init__(self, target: str, err: BaseException) -> None:
+        from services.nats_auth import redact_url
+
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        super().__init__(f"cannot open the timelines store {redact_url(target)}: {reason}")
+
+
+async def _open_target(target: str, schema: str | None) -> TimelineStore:
+    try:
+        return await open_store(target, schema=schema)
+    except Exception as err:
+        raise StoreUnavailable(target, err) from err
+
+
 @dataclass(frozen=True)
 class RebuildResult:
     target: str
@@ -107,7 +125,7 @@ async def rebuild_timelines(
     if customer is not None:
         return await _rebuild_customer(store, target, customer, progress=progress, schema=schema)
     started = time.monotonic()
-    live = await open_store(target, schema=schema)
+    live = await _open_target(target, schema)
     try:
         fresh = await live.begin_rebuild()
         try:
@@ -242,7 +260,7 @@ async def _rebuild_customer(
             # Checked before the store is opened: replacing the rows with nothing would delete
             # whatever rows that id has, and a SQLite target would be created.
             raise NoCustomerEvents(customer)
-        live = await open_store(target, schema=schema)
+        live = await _open_target(target, schema)
         try:
             while True:
                 try:
@@ -265,46 +283,49 @@ async def _rebuild_customer(
 
 
 async def rebuild_command(nats_url: str, target: str, customer: str | None) -> int:
-    """The CLI entry: connect, rebuild, print a one-line summary; returns the exit code."""
-    from rich.console import Console
-
+    """The CLI entry: connect, rebuild, print a one-line summary; returns the exit code.
+    A failure is one plain line on stderr: no markup (``[nats] user`` in a reason was eaten as
+    a style tag), no wrapping at 80 columns off a terminal, no traceback for a store that
+    cannot be opened."""
     from events.personal import CustomerKeys, PersonalDataCipher
     from events.streams import streams_exist
     from services.bootstrap import connect_for_tool
 
-    console = Console(stderr=True)
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     try:
         nc = await connect_for_tool(nats_url)
     except Exception as err:
-        console.print(f"[red]cannot connect to NATS at {nats_url}: {err}")
+        say(f"relaydesk rebuild: cannot connect to NATS at {nats_url}: {err}")
         return 2
     try:
         js = nc.jetstream()
         if not await streams_exist(js):
-            console.print(f"[red]no Relaydesk event log on {nats_url} (stream {subjects.EVENTS_STREAM} missing)")
+            say(f"relaydesk rebuild: no Relaydesk event log on {nats_url} (stream {subjects.EVENTS_STREAM} missing)")
             return 2
         if customer is not None:
             try:
                 subjects.token(customer)
             except subjects.InvalidToken as err:
-                console.print(f"[red]{err}")
+                say(f"relaydesk rebuild: {err}")
                 return 2
         store = EventStore(nc, js, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
         # A bar for a person at a terminal; else a plain line every PROGRESS_LINE_SECONDS (rebuild_progress).
         show: ShowProgress = True if sys.stderr.isatty() else "lines"
         result = await rebuild_timelines(store, target, customer=customer, progress=show)
         await store.quarantine.settle()
-    except NoCustomerEvents as err:
-        console.print(f"[red]{err}", soft_wrap=True)
+    except (NoCustomerEvents, StoreUnavailable) as err:
+        say(f"relaydesk rebuild: {err}")
         return 1
     except Exception as err:
         log.error("rebuild.failed", error=repr(err), exc_info=True)
-        console.print(f"[red]rebuild failed: {err!r}")
+        say(f"relaydesk rebuild: failed: {(str(err).strip().splitlines() or [type(err).__name__])[0]}")
         return 1
     finally:
         await let_go(nc)
     what = f"customer {customer}" if customer else "all timelines"
-    console.print(
+    say(
         f"rebuilt {what}: {result.events:,} events up to sequence {result.checkpoint:,} "
         f"in {result.seconds:.1f}s ({result.rate:,.0f} ev/s)" + (", swapped in" if result.swapped else "")
     )

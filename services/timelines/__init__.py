@@ -1,7 +1,8 @@
 """Customer timelines and conversation summaries, projected from the event log.
 
 ``open_store(target)`` picks the backend: a ``postgresql://`` (or ``postgres://``) DSN opens
-the PostgreSQL store, anything else is the path of an SQLite file.
+the PostgreSQL store, a path an SQLite file; any other URL (``mysql://…``, ``sqlite:///…``) is
+refused (``target_problem``) instead of becoming a file named after it.
 """
 
 from __future__ import annotations
@@ -37,11 +38,22 @@ __all__ = [
     "open_store",
     "partition_key",
     "partition_of",
+    "target_problem",
 ]
 
 
 def is_dsn(target: str) -> bool:
     return target.startswith(DSN_PREFIXES)
+
+
+def target_problem(target: str) -> str | None:
+    """Why ``target`` is neither a PostgreSQL DSN nor an SQLite path, or None. Any other URL was
+    taken as a relative file path: ``mysql://db/x`` quietly became ``./mysql:/db/x``, a store
+    nobody else reads."""
+    if is_dsn(target) or "://" not in target:
+        return None
+    scheme = target.split("://", 1)[0]
+    return f"{scheme}:// is not a timelines store: give a postgresql:// DSN or the path of an SQLite file"
 
 
 def default_target(data_dir: str | Path, dsn: str | None = None) -> str:
@@ -51,7 +63,10 @@ def default_target(data_dir: str | Path, dsn: str | None = None) -> str:
 
 async def open_store(dsn_or_path: str, *, readonly: bool = False, schema: str | None = None) -> TimelineStore:
     """Open (and create if needed) the timeline store at ``dsn_or_path``. ``schema`` names
-    the PostgreSQL schema (default ``relaydesk_timelines``); ignored for SQLite."""
+    the PostgreSQL schema (default ``relaydesk_timelines``); ignored for SQLite. A URL of
+    another scheme is a ``ValueError`` (``target_problem``)."""
+    if (problem := target_problem(dsn_or_path)) is not None:
+        raise ValueError(problem)
     if is_dsn(dsn_or_path):
         from services.timelines.postgres import DEFAULT_SCHEMA, PostgresTimelineStore
 

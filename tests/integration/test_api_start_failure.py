@@ -39,3 +39,32 @@ def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: 
     reason = exit_reason(proc.stderr)
     assert f"{who} cannot open the projection store postgresql://nobody:****@127.0.0.1:1/x" in reason, proc.stderr
     assert "hunter2" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["api", "projector"])
+def test_a_projection_dsn_of_another_database_fails_the_start(nats_url: str, tmp_path: Path, command: str) -> None:
+    """``RELAYDESK_PROJECTION_DSN=mysql://…`` was taken as a relative SQLite path: the service
+    started, writing timelines into ``./mysql:/…`` where nothing else reads them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
+    env.update(
+        {
+            "RELAYDESK_NATS_URL": nats_url,
+            "RELAYDESK_DATA_DIR": str(tmp_path / "data"),
+            "RELAYDESK_API_TOKEN": "test-operator-token",
+            "RELAYDESK_API_PORT": str(free_port()),
+            "RELAYDESK_HEALTH_PORT": "0",
+            "RELAYDESK_PROJECTION_DSN": "mysql://rd:hunter2@db.internal/relaydesk",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "mysql:// is not a timelines store" in exit_reason(proc.stderr), proc.stderr
+    assert "hunter2" not in proc.stderr
+    assert not (tmp_path / "mysql:").exists()

@@ -278,6 +278,41 @@ async def test_rebuild_command(own_store: EventStore, clean_nats: EmbeddedNats, 
     assert await rebuild_command("nats://127.0.0.1:1", target, None) == 2
 
 
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("{tmp}", "cannot open the timelines store {tmp}: "),  # a directory
+        ("mysql://db.internal/relaydesk", "mysql:// is not a timelines store"),
+        (
+            "postgresql://rd:hunter2@127.0.0.1:1/x",
+            "cannot open the timelines store postgresql://rd:****@127.0.0.1:1/x: ",
+        ),
+    ],
+)
+async def test_rebuild_into_a_store_it_cannot_open_says_so_in_one_line(
+    own_store: EventStore, clean_nats: EmbeddedNats, tmp_path: Path, target: str, said: str
+) -> None:
+    """An operator's wrong --target (or [projection] dsn) ends in one line naming the store, exit
+    1: it printed a traceback in a log line and ``rebuild failed: OperationalError('unable to
+    open database file')`` wrapped over three lines, and ``mysql://…`` was quietly rebuilt into
+    a file named ``./mysql:/…``."""
+    s = Script(new_id("cu"), new_id("cv"))
+    await append_all(own_store, [s.opened(), s.message()])
+    target, said = target.format(tmp=tmp_path), said.format(tmp=tmp_path)
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "rebuild", "timelines", "--nats-url", clean_nats.url,
+        "--target", target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    _, err_bytes = await asyncio.wait_for(done.communicate(), 60)
+    err = err_bytes.decode()
+    assert done.returncode == 1, err
+    assert err.startswith("relaydesk rebuild: ") and said in err, err
+    assert err.count("\n") == 1, err  # one line
+    assert "Traceback" not in err and "hunter2" not in err
+    assert not (tmp_path / "mysql:").exists()
+
+
 async def test_rebuild_of_a_customer_without_events_is_refused_and_touches_nothing(
     own_store: EventStore, clean_nats: EmbeddedNats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
