@@ -102,9 +102,23 @@ async def connect(
         await let_go(nc)
 
 
+# RD_INBOUND keeps a provider's raw message at least this long: providers retry for up to 36
+# hours and its dedupe window is 48 (``[retention] raw_message_days`` has the same floor).
+RAW_MESSAGE_DAYS_MIN = 3
+
+
+def raw_message_days(config: Config) -> int:
+    """How many days RD_INBOUND keeps the providers' raw messages: ``raw_message_days``, but
+    with ``message_days`` set no longer than that (nor under ``RAW_MESSAGE_DAYS_MIN``). A raw
+    message holds the customer's text in clear: with the default 14 days and ``message_days = 7``
+    each text stayed readable there a week after it read ``[expired]`` everywhere else."""
+    days, keep = config.retention.raw_message_days, config.retention.message_days
+    return min(days, max(keep, RAW_MESSAGE_DAYS_MIN)) if keep > 0 else days
+
+
 def stream_settings(config: Config) -> StreamSettings:
     """The streams as this config wants them (replicas, raw message retention)."""
-    return StreamSettings(replicas=config.nats.replicas, inbound_max_age=config.retention.raw_message_days * DAY)
+    return StreamSettings(replicas=config.nats.replicas, inbound_max_age=raw_message_days(config) * DAY)
 
 
 def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relaydesk") -> EventStore:

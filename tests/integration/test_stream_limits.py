@@ -94,3 +94,23 @@ async def test_raw_message_retention_is_a_setting_setup_applies(clean_nats: Embe
         assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 30 * 86400.0
     finally:
         await nc.close()
+
+
+async def test_raw_messages_are_not_kept_past_message_retention(clean_nats: EmbeddedNats) -> None:
+    """A raw provider message holds the customer's text in clear: with ``message_days = 7`` and
+    the default 14 raw days, each text stayed in RD_INBOUND a week after it read ``[expired]``."""
+    config = load_config(None, {"RELAYDESK_RETENTION_MESSAGE_DAYS": "7"})
+    assert config.retention.raw_message_days == 14
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, stream_settings(config))
+        assert (await js.stream_info(subjects.INBOUND_STREAM)).config.max_age == 7 * 86400.0
+    finally:
+        await nc.close()
+    # Never under the 3 days the dedupe window needs; and a shorter raw retention stays shorter.
+    one_day = load_config(None, {"RELAYDESK_RETENTION_MESSAGE_DAYS": "1"})
+    assert stream_settings(one_day).inbound_max_age == 3 * 86400.0
+    both = {"RELAYDESK_RETENTION_MESSAGE_DAYS": "30", "RELAYDESK_RETENTION_RAW_MESSAGE_DAYS": "5"}
+    assert stream_settings(load_config(None, both)).inbound_max_age == 5 * 86400.0
+    assert stream_settings(load_config(None, {})).inbound_max_age == 14 * 86400.0  # retention off
