@@ -38,6 +38,10 @@ def operator_token(config: Config, explicit: str | None) -> str:
 
 
 def fetch_report(api: str, token: str, params: dict[str, str], timeout: float = 60.0) -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(api)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # urllib raised a bare ValueError ("unknown url type"): a traceback for a typo.
+        raise ReportError(f"--api must be an http:// or https:// URL, e.g. http://127.0.0.1:8080, not {api!r}")
     url = api.rstrip("/") + "/v1/reports/service"
     if params:
         url += "?" + urllib.parse.urlencode(params)
@@ -73,6 +77,8 @@ def report_command(
     token: str | None = None,
     console: Console | None = None,
 ) -> int:
+    """The report on stdout (``console``); a failure is one line on stderr and exit 2, so
+    ``relaydesk report --json > report.json`` never leaves an error message in the file."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     params = {
         key: str(value)
@@ -88,13 +94,21 @@ def report_command(
     try:
         body = fetch_report(api or f"http://{config.api.host}:{config.api.port}", operator_token(config, token), params)
     except ReportError as err:
-        console.print(f"[red]relaydesk report:[/red] {err}")
-        return 2
+        return _failed(str(err))
     if as_json:
         console.print_json(data=body)
     else:
         print_report(body, console)
     if png:
-        written = write_chart(body, Path(png))
+        try:
+            written = write_chart(body, Path(png))
+        except OSError as err:  # a directory, no permission, a read-only file system
+            return _failed(f"cannot write the chart to {png}: {err.strerror or err}")
         console.print(f"chart written to {written}")
     return 0
+
+
+def _failed(reason: str) -> int:
+    """One plain line on stderr (not through rich: a reason's ``[api] port`` is no markup)."""
+    print(f"relaydesk report: {reason}", file=sys.stderr, flush=True)
+    return 2

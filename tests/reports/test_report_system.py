@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -131,7 +132,9 @@ async def test_reports_need_the_operator_token(api_only: System) -> None:
         assert r.status == 401
 
 
-async def test_relaydesk_report_prints_a_table_and_writes_a_png(api_only: System, tmp_path: Path) -> None:
+async def test_relaydesk_report_prints_a_table_and_writes_a_png(
+    api_only: System, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     events, day = busy_day()
     await append_all(api_only.nats.url, events)
     png = tmp_path / "report.png"
@@ -161,24 +164,58 @@ async def test_relaydesk_report_prints_a_table_and_writes_a_png(api_only: System
     )
     assert code == 0
     assert msgspec.json.decode(console.export_text())["total"]["conversations"] == 240
+    # Failures on stderr, nothing on stdout (`--json > file` gets no error text).
     console = Console(record=True, width=200)
+    capsys.readouterr()
     code = await asyncio.to_thread(
         report_command, api_only.config, start="2026-11-21", end="2026-11-20", console=console
     )
     assert code == 2
-    assert "refused the report (400)" in console.export_text()
-    console = Console(record=True, width=200)
+    assert "refused the report (400)" in capsys.readouterr().err
     code = await asyncio.to_thread(report_command, api_only.config, token="wrong", console=console)
-    assert code == 2 and "(401)" in console.export_text()
+    assert code == 2 and "(401)" in capsys.readouterr().err
+    assert console.export_text() == ""
 
 
-async def test_relaydesk_report_says_when_the_api_is_unreachable(tmp_path: Path) -> None:
+async def test_relaydesk_report_says_when_the_api_is_unreachable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from services.config import load
 
     config = load(env={"RELAYDESK_API_PORT": "1", "RELAYDESK_API_TOKEN": API_TOKEN})
     console = Console(record=True, width=200)
     assert await asyncio.to_thread(report_command, config, console=console) == 2
-    assert "cannot reach the API at http://127.0.0.1:1" in console.export_text()
+    assert "cannot reach the API at http://127.0.0.1:1" in capsys.readouterr().err
+    assert console.export_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--api", "127.0.0.1:8080"], "--api must be an http:// or https:// URL"),
+        (["--api", "ftp://h/"], "--api must be an http:// or https:// URL"),
+        (["--png", "{tmp}"], "cannot write the chart to {tmp}: Is a directory"),
+    ],
+)
+async def test_relaydesk_report_wrong_arguments_are_one_line(
+    api_only: System, tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """An operator's --api without its scheme or a --png that is a directory ended in a Python
+    traceback (urllib's "unknown url type", PIL's IsADirectoryError); now one line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    if "--api" not in argv:
+        argv += ["--api", api_only.api]
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "report", "--token", API_TOKEN, *argv,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err_bytes = await asyncio.wait_for(done.communicate(), 120)
+    err = err_bytes.decode()
+    assert done.returncode == 2, err
+    assert err == f"relaydesk report: {said.format(tmp=tmp_path)}\n" or (
+        err.startswith(f"relaydesk report: {said.format(tmp=tmp_path)}") and err.count("\n") == 1
+    ), err
 
 
 async def test_a_fresh_api_folds_the_same_log_into_the_same_figures(tmp_path: Path, clean_nats: EmbeddedNats) -> None:
