@@ -590,7 +590,7 @@ ROUTES: tuple[Route, ...] = (
         "deliveries",
         {200: rs.DeliveryList},
         query=(
-            Query("status", "pending, delivered, failed or retry_requested"),
+            Query("status", "pending, delivered, failed, retry_requested or superseded"),
             Query("agent", "for this agent"),
             LIMIT,
         ),

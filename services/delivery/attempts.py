@@ -3,8 +3,10 @@
 Up to ``max_attempts`` tries with exponential backoff and full jitter on 5xx, 408/429,
 timeouts and connection errors (never sooner than a 429's or 503's ``Retry-After``, up to
 ``backoff_max``); a 4xx other than those, or the last failed try, dead-letters the record
-(status ``failed``, reason kept). A concurrency slot is held for one attempt only, not while
-backing off, and one endpoint gets at most ``endpoint_limit`` of them. The delivery service
+(status ``failed``, reason kept); a record whose notice the log has answered meanwhile (an
+offer accepted or expired) is not tried again (status ``superseded``). A concurrency slot is
+held for one attempt only, not while backing off, and one endpoint gets at most
+``endpoint_limit`` of them. The delivery service
 (``services.delivery.service``) decides which records to deliver; ``Rounds`` delivers one.
 """
 
@@ -43,8 +45,13 @@ class Rounds:
         *,
         clock: Callable[[], datetime],
         save: Callable[[DeliveryRecord], Awaitable[None]],
+        superseded: Callable[[DeliveryRecord], str | None] = lambda _record: None,
     ) -> None:
         self.settings = settings
+        # Why a record's notice no longer stands (None: it does), asked before every try but a
+        # fresh record's first: an offer retried through an endpoint's outage went out long
+        # after it was accepted or had expired (found by an outage audit).
+        self.superseded = superseded
         self.endpoints = endpoints
         self.senders = senders
         self.clock = clock
@@ -94,6 +101,11 @@ class Rounds:
         done = sum(1 for a in record.attempts if a.round == record.rounds)
         outcome: Outcome | None = None
         for n in range(done + 1, self.settings.max_attempts + 1):
+            if record.attempts and (why := self.superseded(record)) is not None:
+                record.status, record.reason, record.next_attempt_at = "superseded", why, None
+                await self._save(record)
+                bound.info("delivery.superseded", reason=why, attempts=len(record.attempts))
+                return
             outcome = await self._attempt(endpoint, record)
             record.attempts.append(
                 Attempt(

@@ -23,8 +23,10 @@ from events.streams import DELIVERIES_BUCKET, DELIVERY_RECORD_TTL, deliveries_bu
 BUCKET = DELIVERIES_BUCKET
 RECORD_TTL = DELIVERY_RECORD_TTL  # records vanish two weeks after their last change
 
-Status = Literal["pending", "delivered", "failed", "retry_requested"]
-STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "retry_requested")
+# superseded: the log answered the notice before it could go out (an offer accepted,
+# declined or expired, the conversation moved or resolved while its endpoint was down).
+Status = Literal["pending", "delivered", "failed", "retry_requested", "superseded"]
+STATUSES: tuple[str, ...] = ("pending", "delivered", "failed", "retry_requested", "superseded")
 
 
 class Attempt(msgspec.Struct, kw_only=True):

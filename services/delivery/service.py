@@ -87,7 +87,9 @@ class DeliveryService:
         self._kv: KeyValue | None = None
         self._state_kv: KeyValue | None = None
         # One round of attempts at a record (concurrency gates, backoff, dead letters).
-        self.rounds = Rounds(settings, self.endpoints, self.senders, clock=clock, save=self._save)
+        self.rounds = Rounds(
+            settings, self.endpoints, self.senders, clock=clock, save=self._save, superseded=self._superseded
+        )
         self._inflight: set[str] = set()
         # The revision of this instance's last write of each record. The watcher sees every
         # write to the bucket, some time later: a record's creation seen after its delivery
@@ -283,11 +285,8 @@ class DeliveryService:
         was sent "offer" notices for offers long accepted, an erased customer's among them.
         Notified live, a notice goes out whatever follows it at once (the agent may be quicker
         than her tool)."""
-        if notice.kind not in ("offer", "assigned"):
-            return False
-        conv = self.facts.state.conversations.get(notice.conversation_id)
-        wanted = "offered" if notice.kind == "offer" else "assigned"
-        if conv is not None and conv.status == wanted and conv.agent_id == notice.agent_id:
+        now = self._answered(notice.kind, notice.conversation_id, notice.agent_id)
+        if now is None:
             return False
         log.info(
             "delivery.late_notice_moot",
@@ -295,9 +294,25 @@ class DeliveryService:
             seq=notice.seq,
             agent_id=notice.agent_id,
             conversation_id=notice.conversation_id,
-            now=conv.status if conv is not None else "resolved",
+            now=now,
         )
         return True
+
+    def _answered(self, kind: str, conversation_id: str, agent_id: str) -> str | None:
+        """Where the conversation of an offer or assignment notice to ``agent_id`` is now, if the
+        log has answered that notice (None: it still stands, or the notice is of another kind)."""
+        if kind not in ("offer", "assigned"):
+            return None
+        conv = self.facts.state.conversations.get(conversation_id)
+        wanted = "offered" if kind == "offer" else "assigned"
+        if conv is not None and conv.status == wanted and conv.agent_id == agent_id:
+            return None
+        return conv.status if conv is not None else "resolved"
+
+    def _superseded(self, record: DeliveryRecord) -> str | None:
+        """Why a record's offer or assignment notice should not be tried again (``Rounds``)."""
+        now = self._answered(record.notice, record.conversation_id, record.agent_id)
+        return None if now is None else f"the {record.notice} no longer stands: the conversation is {now} now"
 
     async def _create(self, notice: Notice, eid: str, endpoint: Endpoint) -> None:
         assert self._kv is not None

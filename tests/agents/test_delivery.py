@@ -222,3 +222,32 @@ async def test_each_notice_goes_out_once_however_fast_the_receiver_answers(
             assert len(ids) == messages and len(set(ids)) == messages
             assert len(refusing.seen) == messages + 1
             assert all(d["attempt_count"] == 1 for d in await s.deliveries("delivered"))
+
+
+async def test_an_offer_answered_while_its_endpoint_is_down_is_not_tried_again(
+    tmp_path: Path, clean_nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an outage audit: a notice retried through an endpoint's outage went out when
+    the endpoint came back, though the offer had been accepted (or had expired) long before;
+    the log's answer was looked at only when the notice was made. Now each retry asks first,
+    and the record ends ``superseded``, not sent, not counted as a failure."""
+    monkeypatch.setattr("services.delivery.attempts.backoff", lambda *_args, **_kw: 2.0)
+    async with receiver(then=503) as hook:
+        endpoints = tuple(
+            Endpoint(kind="webhook", id=f"{agent}-hook", agent=agent, url=hook.url, secret=SECRET)
+            for agent in ("ava", "bruno")
+        )
+        async with agent_system(agents_config(tmp_path, clean_nats.url, endpoints), clean_nats) as s:
+            _, cid = await s.open()
+            conv = await eventually(lambda: s.conversation(cid, "offered"))
+            await eventually(holds(lambda: hook.seen))  # its first try failed; the next in 2 s
+            offer_delivery = hook.seen[0].headers["X-Relaydesk-Delivery"]
+            token, _ = await s.issue_token(conv["agent_id"])
+            status, body = await s.call("POST", f"/v1/conversations/{cid}/accept", token)
+            assert status == 200, body
+
+            [superseded] = await eventually(lambda: _by_endpoint(s, "superseded", 1))
+            assert superseded["id"] == offer_delivery
+            assert superseded["reason"] == "the offer no longer stands: the conversation is assigned now"
+            assert [h.headers["X-Relaydesk-Delivery"] for h in hook.seen].count(offer_delivery) == 1
+            assert offer_delivery not in {d["id"] for d in await s.deliveries("failed")}
