@@ -216,13 +216,13 @@ PROJECTOR_STALLED = Gauge(
 RETENTION_SWEEPS = Counter(
     "relaydesk_retention_sweeps_total",
     "Retention sweeps of message bodies past [retention] message_days, by what they sweep "
-    "(day_keys: the API; timelines: the projector) and outcome (ok, failed: tried again next time)",
+    "(day_keys, parked: the API; timelines: the projector) and outcome (ok, failed: tried again next time)",
     ["what", "outcome"],
 )
 RETENTION_EXPIRED = Counter(
     "relaydesk_retention_expired_total",
-    "What retention made unreadable: day keys erased (day_keys), timeline entries whose text now "
-    "reads [expired] (timelines)",
+    "What retention made unreadable: day keys erased (day_keys), parked records dropped (parked), "
+    "timeline entries whose text now reads [expired] (timelines)",
     ["what"],
 )
 

@@ -9,6 +9,11 @@ With retention on, message bodies (``MessageReceived.text``, ``ReplyRequested.te
   rebuild, while the rest of the event (who, when, which channel, routing) stays. Readers
   configured with the setting show ``[expired]`` from the first day past retention even
   before the sweep ran.
+- the API drops the parked records (``rd_parked``) parked before the cutoff, but those of
+  ``RD_EVENTS`` (their bodies are sealed with day keys): a dead letter keeps the provider's raw
+  message, a queued reply or a notice as it was, the customer's words in clear or sealed with
+  their own key, and an unparseable mail's raw bytes in the attachments store (erased with it).
+  They were kept for good.
 - the projector rewrites the copies it made: the text of every timeline entry (message,
   reply, note) before the cutoff reads ``[expired]`` (``TimelineStore.expire_bodies``), once
   each time the cutoff moves (a UTC day), and again after a failure. Without it the timelines
@@ -28,6 +33,10 @@ from datetime import UTC, date, datetime, time
 import structlog
 from nats.js import JetStreamContext
 
+from connectors.email.erasure import attachment_ref, erase_attachments
+from connectors.email.unparsed import RAW_OBJECT_HEADER
+from events import subjects
+from events.parking import ParkingLot
 from events.personal import CustomerKeys
 from events.personal.cipher import retention_cutoff
 from services.metrics import RETENTION_EXPIRED, RETENTION_SWEEPS
@@ -55,6 +64,26 @@ async def sweep(js: JetStreamContext, message_days: int, today: date | None = No
     return await CustomerKeys(js).expire_days(retention_cutoff(message_days, today))
 
 
+async def expire_parked(js: JetStreamContext, message_days: int, today: date | None = None) -> int:
+    """Drop the parked records past retention that hold a message as it came (every stream's
+    but the log's), and an unparseable mail's raw bytes with its record; returns how many."""
+    if message_days <= 0:
+        return 0
+    cutoff = cutoff_instant(message_days, today)
+    lot = ParkingLot(js)
+    dropped = 0
+    for record in await lot.list():
+        if record.stream == subjects.EVENTS_STREAM or record.parked_at >= cutoff:
+            continue
+        raw = attachment_ref(record.headers.get(RAW_OBJECT_HEADER), None, "")
+        if raw is not None:
+            await erase_attachments(js, [raw])
+        if await lot.drop(record.key):
+            dropped += 1
+            log.info("retention.parked_dropped", key=record.key, kind=record.kind, reader=record.reader)
+    return dropped
+
+
 async def expire_timelines(timelines: TimelineStore, message_days: int, today: date | None = None) -> int:
     """The timeline entries' texts past retention read ``[expired]``; returns how many changed."""
     if message_days <= 0:
@@ -80,15 +109,17 @@ async def run_retention(
     """Sweep now and then every ``every`` seconds (``SWEEP_EVERY_S``) until ``stop``; a failed
     sweep is tried at the next. ``clock``: what "now" is (UTC; tests move it)."""
     while not stop.is_set():
-        try:
-            erased = await sweep(js, message_days, (clock or _utc_now)().date())
-        except Exception as err:  # NATS away: the next sweep tries again
-            log.warning("retention.sweep_failed", what="day_keys", error=repr(err), skipped="this sweep")
-            RETENTION_SWEEPS.labels(what="day_keys", outcome="failed").inc()
-        else:
-            log.info("retention.swept", message_days=message_days, day_keys_erased=erased)
-            RETENTION_SWEEPS.labels(what="day_keys", outcome="ok").inc()
-            RETENTION_EXPIRED.labels(what="day_keys").inc(erased)
+        today = (clock or _utc_now)().date()
+        for what, step in (("day_keys", sweep), ("parked", expire_parked)):
+            try:
+                done = await step(js, message_days, today)
+            except Exception as err:  # NATS away: the next sweep tries again
+                log.warning("retention.sweep_failed", what=what, error=repr(err), skipped="this sweep")
+                RETENTION_SWEEPS.labels(what=what, outcome="failed").inc()
+            else:
+                log.info("retention.swept", what=what, message_days=message_days, expired=done)
+                RETENTION_SWEEPS.labels(what=what, outcome="ok").inc()
+                RETENTION_EXPIRED.labels(what=what).inc(done)
         await _wait(stop, every or SWEEP_EVERY_S)
 
 

@@ -8,14 +8,20 @@ Before, the day key was erased and the log read ``[expired]``, but the timeline 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 
+from connectors.email.unparsed import RAW_OBJECT_HEADER
+from events import subjects
 from events.model import MessageReceived
+from events.parking import ParkedMessage, ParkingLot
 from events.personal import EXPIRED, CustomerKeys, PersonalDataCipher
 from events.store import EventStore
 from services import retention
@@ -81,3 +87,45 @@ def holding(directory: Path, secret: str) -> list[str]:
     files = [f for f in directory.iterdir() if f.name.startswith("timelines.db")]
     assert files
     return [f.name for f in files if secret.encode() in f.read_bytes()]
+
+
+async def test_parked_messages_past_retention_are_dropped(clean_nc: NATS) -> None:
+    """A dead letter keeps the raw provider message (the customer's text in clear), an
+    unparseable mail its raw bytes in the attachments store: kept for good before. Past the
+    cutoff they go; a quarantined log event (its body sealed with a day key) stays visible."""
+    js = clean_nc.jetstream()
+    lot = ParkingLot(js)
+    parked_at = datetime(2026, 1, 9, 23, 59, tzinfo=UTC)
+    raw_mail = f"From: ann@example.com\r\nSubject: x\r\n\r\n{TEXT}".encode()
+    digest = hashlib.sha256(raw_mail).hexdigest()
+    objects = await js.create_object_store("rd_attachments")
+    await objects.put(digest, raw_mail)
+
+    def record(stream: str, seq: int, data: bytes, **headers: str) -> ParkedMessage:
+        return ParkedMessage(
+            stream=stream,
+            seq=seq,
+            subject=f"rd.inbound.sms.{seq}",
+            kind="dead_letter",
+            reader="intake",
+            error="boom",
+            parked_at=parked_at,
+            data=data,
+            headers=headers,
+        )
+
+    await lot.park(record(subjects.INBOUND_STREAM, 1, f"Body={TEXT}".encode()))
+    await lot.park(record("email", 2, raw_mail, **{RAW_OBJECT_HEADER: f"nats-object://rd_attachments/{digest}"}))
+    await lot.park(msgspec.structs.replace(record(subjects.EVENTS_STREAM, 3, b"{}"), kind="quarantined"))
+    await lot.park(
+        msgspec.structs.replace(
+            record(subjects.INBOUND_STREAM, 4, b"Body=recent"), parked_at=parked_at + timedelta(days=1)
+        )
+    )
+
+    kept_day = (parked_at + timedelta(days=30)).date()  # the day it was parked is still kept
+    assert await retention.expire_parked(js, 30, kept_day) == 0
+    assert await retention.expire_parked(js, 30, kept_day + timedelta(days=1)) == 2
+    assert [(r.stream, r.seq) for r in await lot.list()] == [(subjects.EVENTS_STREAM, 3), (subjects.INBOUND_STREAM, 4)]
+    info = await objects.get_info(digest, show_deleted=True)
+    assert info.deleted  # the raw mail went with its record
