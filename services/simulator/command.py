@@ -16,7 +16,7 @@ import msgspec
 
 from services.simulator import charts
 from services.simulator.runner import run
-from services.simulator.scenario import POLICIES, Scenario, ScenarioError, load
+from services.simulator.scenario import POLICIES, Scenario, ScenarioError, check_simulation, load
 
 LEGEND = (
     "SL: answered within the channel's target (abandoned: missed); SL right agent: by an agent with the skill "
@@ -53,7 +53,9 @@ def _overridden(scenario: Scenario, args: argparse.Namespace) -> Scenario:
         changes["policies"] = names
     if not changes:
         return scenario
-    return msgspec.structs.replace(scenario, simulation=msgspec.structs.replace(scenario.simulation, **changes))
+    simulation = msgspec.structs.replace(scenario.simulation, **changes)
+    check_simulation(simulation)
+    return msgspec.structs.replace(scenario, simulation=simulation)
 
 
 def _pct(value: float | None) -> str:
@@ -127,11 +129,16 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ScenarioError, ValueError) as exc:
         print(f"relaydesk simulate: {exc}", file=sys.stderr)
         return 2
-    result = run(scenario)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.scenario).stem
     json_path = out / f"{stem}.json"
+    try:  # before the run: a --out that is a file or not writable was a traceback after it
+        out.mkdir(parents=True, exist_ok=True)
+        json_path.open("a").close()
+    except OSError as exc:
+        print(f"relaydesk simulate: cannot write to --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    result = run(scenario)
     json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

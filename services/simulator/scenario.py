@@ -107,14 +107,29 @@ class ScenarioError(ValueError):
     pass
 
 
+def check_simulation(simulation: Simulation) -> None:
+    """The ``[simulation]`` table (after ``--hours``/``--seed``/``--policies``): a negative or
+    zero length ran and printed a table of nothing."""
+    for policy in simulation.policies:
+        if policy not in POLICIES:
+            raise ScenarioError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+    if not simulation.hours > 0:
+        raise ScenarioError(f"simulation.hours must be above 0, not {simulation.hours:g}")
+    if not 0 <= simulation.warmup_hours < simulation.hours:
+        raise ScenarioError(
+            f"simulation.warmup_hours must be 0 or more and below hours ({simulation.hours:g}), "
+            f"not {simulation.warmup_hours:g}"
+        )
+    if not simulation.sample_seconds > 0:
+        raise ScenarioError(f"simulation.sample_seconds must be above 0, not {simulation.sample_seconds:g}")
+
+
 def parse(table: dict[str, Any]) -> Scenario:
     try:
         scenario = msgspec.convert(table, Scenario, strict=False)
     except msgspec.ValidationError as exc:
         raise ScenarioError(str(exc)) from exc
-    for policy in scenario.simulation.policies:
-        if policy not in POLICIES:
-            raise ScenarioError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+    check_simulation(scenario.simulation)
     for name, channel in scenario.channels.items():
         if channel.profile and len(channel.profile) != 24:
             raise ScenarioError(f"channels.{name}.profile needs 24 hourly multipliers")

@@ -134,3 +134,28 @@ def test_the_command_says_what_is_wrong_with_a_scenario(tmp_path: Path, capsys: 
     )
     assert cli_main(["simulate", str(bad), "--out", str(tmp_path)]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--hours", "-1"], "simulation.hours must be above 0, not -1"),
+        (["--hours", "0"], "simulation.hours must be above 0, not 0"),
+        (["--out", "{file}"], "cannot write to --out {file}: File exists"),
+    ],
+)
+def test_the_command_refuses_wrong_options_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], said: str
+) -> None:
+    """``--hours -1`` ran and printed a table of nothing; ``--out`` naming a file ended, after
+    the whole run, in a FileExistsError traceback. Now one line on stderr, exit 2, before any run."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("")
+    extra = [arg.format(file=taken) for arg in extra]
+    argv = ["simulate", str(SCENARIOS / "retail.toml"), "--no-chart"]
+    if "--out" not in extra:
+        argv += ["--out", str(tmp_path / "out")]
+    assert cli_main([*argv, *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"relaydesk simulate: {said.format(file=taken)}\n"
+    assert captured.out == ""
