@@ -166,7 +166,7 @@ def _rebuild(args: argparse.Namespace, config: Config) -> int:
     # interruption that ends the command came before it.
     replaced = f"customer {args.customer}'s rows were not replaced" if args.customer else "nothing was swapped in"
     return run_tool(
-        rebuild_command(config.nats.url, target, args.customer),
+        rebuild_command(config.nats.url, target, args.customer, message_days=config.retention.message_days),
         interrupted=f"{replaced}, the live timelines are as they were; safe to run again",
     )
 

@@ -282,7 +282,7 @@ async def _rebuild_customer(
     return RebuildResult(target, customer, len(events), through, seconds, False)
 
 
-async def rebuild_command(nats_url: str, target: str, customer: str | None) -> int:
+async def rebuild_command(nats_url: str, target: str, customer: str | None, *, message_days: int = 0) -> int:
     """The CLI entry: connect, rebuild, print a one-line summary; returns the exit code.
     A failure is one plain line on stderr: no markup (``[nats] user`` in a reason was eaten as
     a style tag), no wrapping at 80 columns off a terminal, no traceback for a store that
@@ -310,7 +310,10 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None) -> i
             except subjects.InvalidToken as err:
                 say(f"relaydesk rebuild: {err}")
                 return 2
-        store = EventStore(nc, js, reader="rebuild", cipher=PersonalDataCipher(CustomerKeys(js)))
+        # [retention] message_days: bodies past it read [expired] however they were sealed (one
+        # written before retention was on came back in full, until the projector's next sweep).
+        cipher = PersonalDataCipher(CustomerKeys(js), message_days=message_days)
+        store = EventStore(nc, js, reader="rebuild", cipher=cipher)
         # A bar for a person at a terminal; else a plain line every PROGRESS_LINE_SECONDS (rebuild_progress).
         show: ShowProgress = True if sys.stderr.isatty() else "lines"
         result = await rebuild_timelines(store, target, customer=customer, progress=show)
