@@ -38,6 +38,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from connectors.sdk.deadletter import ensure_consumer
+from connectors.sdk.retry_after import retry_after_seconds
 from events import subjects
 from events.codec import decode_log_event
 from events.model import ConversationAssigned, ConversationOpened, OfferAccepted
@@ -244,11 +245,6 @@ class VoiceBridge:
 
 def _pause(attempt: int, retry_after: str | None) -> float:
     """Before another try: Twilio's ``Retry-After`` (seconds) when it gives one, capped; else backoff."""
-    if retry_after:
-        try:
-            seconds = float(retry_after)
-        except ValueError:
-            seconds = -1.0
-        if seconds >= 0 and seconds == seconds:  # not NaN
-            return min(seconds, MAX_RETRY_AFTER)
+    if (seconds := retry_after_seconds(retry_after)) is not None:
+        return min(seconds, MAX_RETRY_AFTER)
     return min(0.25 * 2 ** (attempt - 1), MAX_RETRY_AFTER)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import msgspec
 import structlog
 
+from connectors.sdk.retry_after import retry_after_seconds as retry_after_seconds  # senders read it here
 from services.delivery.render import TITLES, skills_text, wait_text
 
 log = structlog.get_logger(__name__)
@@ -140,22 +139,3 @@ async def post(
         await sleep(wait)
     retryable = status >= 500 or status in RETRYABLE_HTTP
     return Posted(False, retryable, status, f"HTTP {status}: {text}", retry_after)
-
-
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3);
-    None when missing or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())

@@ -21,12 +21,12 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import structlog
 
+from connectors.sdk.retry_after import retry_after_seconds as connector_retry_after
 from events.redact import scrub
 
 from .errors import AuthFailed, Rejected, Transient
@@ -38,21 +38,10 @@ log = structlog.get_logger("relaydesk.sink")
 def retry_after_seconds(
     value: str | None, default: float, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> float:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return default
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``default`` when absent or
+    unreadable."""
+    found = connector_retry_after(value, now)
+    return default if found is None else found
 
 
 class ProviderApi:
