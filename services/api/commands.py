@@ -12,7 +12,7 @@ import structlog
 from events.model import ConversationResolved, LogEvent, OfferAccepted, OfferDeclined, ReplyRequested, UnknownEvent
 from events.skips import count_skip
 from router.state import ConversationView
-from services.api import replies, templates, uploads
+from services.api import replies, templates, text_limits, uploads
 from services.api.common import ApiDeps, ApiError
 
 log = structlog.get_logger(__name__)
@@ -58,18 +58,21 @@ async def reply_request(
         # As POST /v1/conversations says: found by an integrator, a connector without templates
         # was handed one and sent its preview as plain text.
         raise ApiError(400, f"templates are WhatsApp messages; this conversation's replies go out on {platform}")
+    channel = route.channel or conv.channel
+    if template is None and (why := text_limits.refusal(channel, route.metadata, text, with_files=bool(attachments))):
+        raise ApiError(400, why)  # it could never be delivered: refused before it is on the log
     event = ReplyRequested(
         at=deps.clock(),
         customer_id=conv.customer_id,
         conversation_id=cid,
-        channel=route.channel or conv.channel,  # the customer's last message's channel
+        channel=channel,  # the customer's last message's channel
         reply_id=reply_id or "rp_" + uuid.uuid4().hex[:20],
         agent_id=conv.agent_id if conv.status == "assigned" else None,  # an offer is not a hold
         text=template.preview if template is not None else text,
         actor=actor,
         template=template.message if template is not None else None,
         template_values=template.values_json if template is not None else "",
-        attachments=await uploads.attachments_for(deps, attachments or [], route.channel or conv.channel),
+        attachments=await uploads.attachments_for(deps, attachments or [], channel),
     )
     return event, route
 

@@ -38,7 +38,7 @@ from events.model import (
 )
 from events.store import StoredEvent
 from events.text import blank
-from services.api import templates, uploads
+from services.api import templates, text_limits, uploads
 from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, role_of
 from services.api.commands import queue_reply
@@ -280,6 +280,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         chosen = templates.resolve(deps, body.template, body.parameters) if body.template else None
         if chosen is not None and target.platform != "whatsapp":
             raise _refuse(400, f"templates are WhatsApp messages; this address is {target.platform}")
+        platform = {"platform": target.platform}
+        if chosen is None and (
+            why := text_limits.refusal(target.channel, platform, body.text, with_files=bool(body.attachments))
+        ):
+            raise _refuse(400, why)
         cid, reply_id = derived_ids(request)
         existing = deps.live.state.conversations.get(cid)
         if existing is None and (open_cid := starter.open_on_channel(target)) is not None:
