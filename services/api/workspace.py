@@ -31,6 +31,7 @@ from events import subjects
 from events.model import ConversationOpened, ConversationResolved, CustomerProfileUpdated, MessageReceived
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent
+from events.text import shorten
 from router.state import RouterState
 
 log = structlog.get_logger(__name__)
@@ -74,7 +75,7 @@ def mask_address(contact: str | None) -> str | None:
 
 def preview_of(text: str) -> str:
     one_line = " ".join(text.split())
-    return one_line if len(one_line) <= PREVIEW_CHARS else one_line[: PREVIEW_CHARS - 1] + "…"
+    return shorten(one_line, PREVIEW_CHARS)
 
 
 class WorkspaceFacts:

@@ -40,6 +40,7 @@ from events.model import (
 )
 from events.personal import ERASED
 from events.store import StoredEvent
+from events.text import shorten
 from router import replays
 from router.fold import evolve
 from router.state import RouterState, reading_only
@@ -72,7 +73,7 @@ def mask_contact(contact: str) -> str:
 def preview(text: str, lines: int, limit: int = 300) -> str:
     kept = [line.strip() for line in text.splitlines() if line.strip()][:lines]
     out = "\n".join(kept)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
+    return shorten(out, limit)
 
 
 class Facts:

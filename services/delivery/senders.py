@@ -19,6 +19,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from events.redact import scrub
+from events.text import shorten
 from services import tracing
 from services.delivery import render, teams
 from services.delivery.settings import DeliverySettings, Endpoint
@@ -47,7 +48,7 @@ class Outcome:
 def _short(text: str, limit: int = 200) -> str:
     """One line, bounded, with addresses and phone numbers masked (it is logged and stored)."""
     text = scrub(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 class Senders:
