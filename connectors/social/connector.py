@@ -49,7 +49,7 @@ import hmac
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -67,6 +67,7 @@ from connectors.sdk import (
     utcnow,
 )
 from connectors.sdk.outbound import template_values
+from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 
 from . import signature, window
@@ -78,6 +79,9 @@ WEBHOOK_PATH = "/meta/webhook"
 # Longest text each surface takes.
 TEXT_LIMITS = {"messenger": 2000, "instagram": 1000, "whatsapp": 4096, "facebook": 8000}
 # Graph error codes worth retrying (throttling, temporary outages).
+# WhatsApp's pair rate limit: one business number may write to one user about once every 6 s.
+PAIR_RATE_LIMIT = 131056
+PAIR_RATE_LIMIT_WAIT_S = 6.0
 RETRYABLE_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, 80006, 80007, 130429, 131000, 131048, 131056})
 # Graph errors meaning "outside the messaging window".
 WINDOW_ERRORS = frozenset({(10, 2018278), (10, 2534022), (131047, None), (551, 1545041)})
@@ -237,10 +241,10 @@ class MetaConnector(Connector):
         }
         if decision.tag:
             body["tag"] = decision.tag
-        status, data = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
+        status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
         if status == 200:
             return DeliveryResult.sent(_str(data.get("message_id")))
-        return _failure(platform, status, data)
+        return _failure(platform, status, data, wait)
 
     async def _send_whatsapp(self, reply: DeliverReply) -> DeliveryResult:
         number_id = reply.metadata.get("phone_number_id") or self.settings.phone_number_id
@@ -265,12 +269,12 @@ class MetaConnector(Connector):
         quoted = reply.metadata.get("context_message_id")
         if quoted and reply.template is None:
             body["context"] = {"message_id": quoted}
-        status, data = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
+        status, data, wait = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
         if status == 200:
             messages = data.get("messages")
             first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
             return DeliveryResult.sent(_str(first.get("id")))
-        return _failure("whatsapp", status, data)
+        return _failure("whatsapp", status, data, wait)
 
     async def _send_with_files(
         self, reply: DeliverReply, platform: str, decision: window.WindowDecision
@@ -316,12 +320,12 @@ class MetaConnector(Connector):
             "type": kind,
             kind: media,
         }
-        status, data = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
+        status, data, wait = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
         if status == 200:
             messages = data.get("messages")
             first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
             return DeliveryResult.sent(_str(first.get("id")))
-        return _failure("whatsapp", status, data)
+        return _failure("whatsapp", status, data, wait)
 
     async def _send_messenger_file(
         self, reply: DeliverReply, platform: str, decision: window.WindowDecision, file: Attachment
@@ -338,10 +342,10 @@ class MetaConnector(Connector):
         }
         if decision.tag:
             body["tag"] = decision.tag
-        status, data = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
+        status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
         if status == 200:
             return DeliveryResult.sent(_str(data.get("message_id")))
-        return _failure(platform, status, data)
+        return _failure(platform, status, data, wait)
 
     async def _reply_in_public(self, reply: DeliverReply, platform: str) -> DeliveryResult:
         meta = reply.metadata
@@ -355,28 +359,31 @@ class MetaConnector(Connector):
             if not _NODE.match(page_id):
                 return DeliveryResult.failed("social connector: a private reply needs metadata page_id")
             body: dict[str, Any] = {"recipient": {"comment_id": comment_id}, "message": {"text": reply.text}}
-            status, data = await self._post(self.graph_url(page_id, "messages"), body, token)
+            status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, token)
             sent_id = _str(data.get("message_id"))
         else:
             edge = "replies" if platform == "instagram" else "comments"
-            status, data = await self._post(self.graph_url(comment_id, edge), {"message": reply.text}, token)
+            status, data, wait = await self._post(self.graph_url(comment_id, edge), {"message": reply.text}, token)
             sent_id = _str(data.get("id"))
         if status == 200:
             return DeliveryResult.sent(sent_id)
-        return _failure(platform, status, data)
+        return _failure(platform, status, data, wait)
 
-    async def _post(self, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+    async def _post(self, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any], float | None]:
+        """The answer's status, its JSON body and how long Meta asked us to wait (None: it
+        did not say)."""
         if not token:
-            return 401, {"error": {"message": "social connector: no access_token configured", "code": 190}}
+            return 401, {"error": {"message": "social connector: no access_token configured", "code": 190}}, None
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         async with self.http.post(url, json=body, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
+            wait = meta_wait(resp.headers) if status != 200 else None
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
             data = {"error": {"message": raw[:200].decode("utf-8", "replace") or "no detail"}}
-        return status, data if isinstance(data, dict) else {}
+        return status, data if isinstance(data, dict) else {}, wait
 
 
 def _whatsapp_kind(file: Attachment) -> str:
@@ -397,8 +404,29 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
 
 
-def _failure(platform: str, status: int, data: dict[str, Any]) -> DeliveryResult:
-    """A Graph API error as a DeliveryResult: 5xx, 429 and throttling codes retry; other 4xx don't."""
+def meta_wait(headers: Mapping[str, str]) -> float | None:
+    """How long a throttled Graph API call asks us to wait, in seconds: a ``Retry-After``, or
+    the longest ``estimated_time_to_regain_access`` (minutes) of ``X-Business-Use-Case-Usage``
+    (Meta's rate-limit header; it seldom sends ``Retry-After``). None when neither says."""
+    waits = [w for w in (retry_after_seconds(headers.get("Retry-After")),) if w is not None]
+    usage = headers.get("X-Business-Use-Case-Usage")
+    if usage:
+        try:
+            decoded = json.loads(usage)
+        except (ValueError, RecursionError):
+            decoded = None
+        for entries in decoded.values() if isinstance(decoded, dict) else ():
+            for entry in entries if isinstance(entries, list) else ():
+                minutes = entry.get("estimated_time_to_regain_access") if isinstance(entry, dict) else None
+                if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
+                    waits.append(float(minutes) * 60.0)
+    return max(waits) if waits else None
+
+
+def _failure(platform: str, status: int, data: dict[str, Any], wait: float | None = None) -> DeliveryResult:
+    """A Graph API error as a DeliveryResult: 5xx, 429 and throttling codes retry; other 4xx
+    don't. A throttled call is not retried sooner than Meta asked (``wait``), nor a message to
+    a recipient Meta says is written to too fast (131056) sooner than its pair limit allows."""
     raw_error = data.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
@@ -413,4 +441,6 @@ def _failure(platform: str, status: int, data: dict[str, Any]) -> DeliveryResult
         template = "; WhatsApp needs an approved template message" if platform == "whatsapp" else ""
         return DeliveryResult.failed(f"outside the 24-hour messaging window{template} ({where}: {message})")
     retryable = status >= 500 or status == 429 or (code in RETRYABLE_CODES)
-    return DeliveryResult.failed(f"{where}: {message}", retryable=retryable)
+    if code == PAIR_RATE_LIMIT:
+        wait = max(wait or 0.0, PAIR_RATE_LIMIT_WAIT_S)
+    return DeliveryResult.failed(f"{where}: {message}", retryable=retryable, retry_after=wait if retryable else None)

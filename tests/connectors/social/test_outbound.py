@@ -194,6 +194,43 @@ async def test_meta_errors(
     assert expect in result.reason
 
 
+@pytest.mark.parametrize(
+    ("status", "error", "headers", "wait"),
+    [
+        # Meta seldom sends Retry-After: its usage header says when access comes back (minutes).
+        (
+            400,
+            {"message": "(#80007) Rate limit hit", "code": 80007},
+            {"X-Business-Use-Case-Usage": '{"1234": [{"type": "whatsapp", "estimated_time_to_regain_access": 2}]}'},
+            120.0,
+        ),
+        (429, {"message": "Rate limit hit", "code": 130429}, {"Retry-After": "7"}, 7.0),
+        # Too many messages to one user: WhatsApp's pair limit allows one about every 6 s.
+        (400, {"message": "(#131056) Pair rate limit hit", "code": 131056}, {}, 6.0),
+        (500, {"message": "An unknown error occurred", "code": 1}, {}, None),
+        # A refusal is not retried, whatever wait it names.
+        (400, {"message": "(#100) Invalid parameter", "code": 100}, {"Retry-After": "30"}, None),
+    ],
+)
+async def test_a_throttled_reply_is_not_retried_sooner_than_meta_asks(
+    meta: MetaConnector,
+    graph: FakeProvider,
+    status: int,
+    error: dict[str, Any],
+    headers: dict[str, str],
+    wait: float | None,
+) -> None:
+    """Found by an outage audit: Meta's rate limits were retried within ~3.5 s, inside the
+    window Meta asked to be left alone for, so each reply written meanwhile failed."""
+
+    async def throttled(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    graph.handler = throttled
+    result = await meta.deliver(reply(platform="messenger", page_id=PAGE_ID))
+    assert not result.ok and result.retry_after == wait
+
+
 async def test_meta_window_refusal_is_a_clear_reason(meta: MetaConnector, graph: FakeProvider) -> None:
     async def refused(_request: web.Request) -> web.StreamResponse:
         error = {
