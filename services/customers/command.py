@@ -21,12 +21,15 @@ from typing import Any
 import msgspec
 from nats.js.errors import BucketNotFoundError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
 from services.api.registry import known_channels
+from services.bench.args import positive
 from services.bootstrap import connect_for_tool, event_store
 from services.config import Config
 from services.customers.erase import Eraser, ErasureTargets
@@ -73,7 +76,9 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--dry-run", action="store_true", help="check every line and say what would change; write nothing")
     imp.add_argument("--format", choices=("csv", "jsonl"), help="default: by the file name, else by its content")
-    imp.add_argument("--concurrency", type=int, default=8, metavar="N", help="lines imported side by side (default 8)")
+    imp.add_argument(
+        "--concurrency", type=positive, default=8, metavar="N", help="lines imported side by side (default 8)"
+    )
     link = actions.add_parser("link", help="give an address to a customer")
     common(link)
     link.add_argument("customer", metavar="CUSTOMER")
@@ -193,7 +198,7 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
                 targets=ErasureTargets.from_config(config),
             )
         except CustomerError as err:
-            console.print(f"[red]refused ({err.status}): {err.reason}")
+            console.print(f"[red]refused ({err.status}): {escape(err.reason)}")
             return 1
     data = msgspec.json.format(msgspec.json.encode(found.to_json()), indent=2) + b"\n"
     if out is None:
@@ -203,10 +208,10 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
     try:
         write_private(Path(out), data)
     except OSError as err:
-        console.print(f"[red]cannot write {out}: {err.strerror or err}")
+        console.print(f"[red]cannot write {escape(out)}: {escape(str(err.strerror or err))}")
         return 2
     family, events = _count(len(found.customers), "customer"), _count(len(found.events), "event")
-    console.print(f"exported {found.customer_id} ({family}, {events}) to {out}")
+    console.print(escape(f"exported {found.customer_id} ({family}, {events}) to {out}"))
     return 0
 
 
@@ -243,24 +248,24 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
     async with _customers(config) as customers:
         keys = customers.store.cipher.keys if customers.store.cipher is not None else CustomerKeys(customers.store.js)
         # Each step shows on the spinner as it ends; the counts are printed once, at the end.
-        status = console.status(f"erasing {customer_id}…")
+        status = console.status(Text(f"erasing {customer_id}…"))
         eraser = Eraser(
             customers,
             keys,
             ErasureTargets.from_config(config),
-            progress=lambda line: status.update(f"erasing {customer_id}: {line}"),
+            progress=lambda line: status.update(Text(f"erasing {customer_id}: {line}")),
         )
         try:
             with status:
                 report = await eraser.erase(customer_id, reason, "cli")
         except CustomerError as err:
-            console.print(f"[red]refused ({err.status}): {err.reason}")
+            console.print(f"[red]refused ({err.status}): {escape(err.reason)}")
             return 1
     family = ", ".join(report.erased_ids)
     console.print(
-        f"[bold]erased {report.customer_id}[/bold] (with: {family})"
+        f"[bold]erased {escape(report.customer_id)}[/bold] (with: {escape(family)})"
         if len(report.erased_ids) > 1
-        else f"[bold]erased {report.customer_id}[/bold]"
+        else f"[bold]erased {escape(report.customer_id)}[/bold]"
     )
     if report.already_erased:
         console.print("it had been erased before: whatever was left was removed now")
@@ -306,7 +311,7 @@ async def run_migrate_identities(config: Config, *, compact: bool = False) -> in
                 try:
                     kept = await customers.directory.compact()
                 except CompactionFailed as err:
-                    console.print(f"[red]relaydesk customers: {err}")
+                    console.print(f"[red]relaydesk customers: {escape(str(err))}")
                     return 1
             console.print(f"rd_identity rewritten: {kept} entries kept, the old files deleted")
     return 0
@@ -314,19 +319,22 @@ async def run_migrate_identities(config: Config, *, compact: bool = False) -> in
 
 async def _operator_action(config: Config, args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True, highlight=False)
+    errors = Console(stderr=True, soft_wrap=True, highlight=False)  # a refusal is no output for a script
     async with _customers(config) as customers:
         try:
             if args.action == "link":
                 result = await customers.link(args.customer, args.identity, "cli", merge=args.merge)
                 what = "linked" if result["linked"] else "already linked"
                 merged = f" (merged {result['merged']} in)" if result["merged"] else ""
-                console.print(f"{result['identity']}: {what} to {result['customer_id']}{merged}")
+                console.print(escape(f"{result['identity']}: {what} to {result['customer_id']}{merged}"))
             else:
                 result = await customers.merge(args.survivor, args.other, "cli")
                 moved = len(result["identities_moved"])
-                console.print(f"merged {result['merged_id']} into {result['customer_id']} ({moved} addresses moved)")
+                console.print(
+                    escape(f"merged {result['merged_id']} into {result['customer_id']} ({moved} addresses moved)")
+                )
         except CustomerError as err:
-            console.print(f"[red]refused ({err.status}): {err.reason}")
+            errors.print(f"[red]refused ({err.status}): {escape(err.reason)}")
             return 1
     return 0
 
@@ -356,7 +364,7 @@ async def run_import(
     )
 
     def on_error(error: LineError) -> None:
-        bar.console.print(f"[red]line {error.line}[/red]: {error.reason}", markup=True, highlight=False)
+        bar.console.print(f"[red]line {error.line}[/red]: {escape(error.reason)}", markup=True, highlight=False)
 
     async with _customers(config) as customers:
         try:
@@ -365,10 +373,10 @@ async def run_import(
                     path, customers, dry_run=dry_run, fmt=fmt, progress=bar, on_error=on_error, concurrency=concurrency
                 )
         except FileError as err:
-            out.print(f"[red]relaydesk customers import: {err}")
+            out.print(f"[red]relaydesk customers import: {escape(str(err))}")
             return 2
     if report.ignored_columns:
-        out.print(f"ignored columns: {', '.join(report.ignored_columns)}")
+        out.print(escape(f"ignored columns: {', '.join(report.ignored_columns)}"))
     prefix = "dry run, nothing written: " if dry_run else ""
     out.print(prefix + report.summary(), highlight=False)
     if report.errors:

@@ -172,3 +172,37 @@ async def test_an_import_keeps_the_name_the_team_gave_the_customer(nc: nats.NATS
     assert report.updated == 1
     facts = await customers.facts(customer_id)
     assert (facts.profile.tier, facts.profile.name) == ("platinum", "Eve Adams")
+
+
+def test_text_from_the_file_or_the_command_line_is_printed_as_it_is(
+    nats_url: str, tmp_path: Path, uid: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cell, a column name or an id that looks like rich markup (``[/b]``) is shown as it is:
+    it ended the import in a MarkupError traceback at the first bad line (the lines after it
+    never imported), and ``customers erase '[/b]'`` or ``link … email:[/b]@x.org`` the same way."""
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    asyncio.run(prepare(nats_url))
+    path = tmp_path / "markup.csv"
+    path.write_text(f"identity,tier,[/note]\nsms:{phone(uid, 3)},[/b],x\nsms:{phone(uid, 4)},gold,y\n")
+
+    assert run_cli("import", str(path), "--nats-url", nats_url) == 1
+    err = capsys.readouterr().err
+    assert "line 2: unknown tier '[/b]'" in err, err
+    assert "ignored columns: [/note]" in err
+    assert "2 lines: 1 created, 0 updated, 0 unchanged, 1 failed" in err, err
+
+    assert run_cli("erase", "[/b]", "--reason", "ticket 1", "--yes", "--nats-url", nats_url) == 1
+    assert "refused (400): not a customer id" in capsys.readouterr().err
+    customer_id, _ = asyncio.run(customer_events(nats_url, f"phone:{phone(uid, 4)}"))
+    assert customer_id is not None
+    assert run_cli("link", customer_id, f"email:[/b]{uid}@example.org", "--nats-url", nats_url) == 0
+    assert f"email:[/b]{uid}@example.org: linked to {customer_id}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_concurrency_below_one_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--concurrency 0`` and ``-3`` were taken (and quietly run one line at a time)."""
+    with pytest.raises(SystemExit) as stopped:
+        run_cli("import", "customers.csv", "--concurrency", value, "--nats-url", "nats://127.0.0.1:1")
+    assert stopped.value.code == 2
+    assert "argument --concurrency: must be" in capsys.readouterr().err
