@@ -298,8 +298,13 @@ async def run_connector(
 
     try:
         connector_cls = registry.load(name)
-        # The streams and buckets a connector creates follow [nats] replicas unless its table says.
-        raw = {"replicas": config.nats.replicas, **config.connectors.get(name, {})}
+        # The streams and buckets a connector creates follow [nats] replicas, and what it keeps
+        # of message text [retention] message_days, unless its table says.
+        raw = {
+            "replicas": config.nats.replicas,
+            "message_days": config.retention.message_days,
+            **config.connectors.get(name, {}),
+        }
         connector = connector_cls.from_config(raw)
     except (registry.ConnectorNotFound, ConnectorConfigError) as err:
         raise ServiceFailed(f"connector {name}: {err}") from err

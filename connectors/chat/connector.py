@@ -49,12 +49,21 @@ from .origins import origin_allowed, parse_origins
 from .part import Shared
 from .ratelimit import RateLimiter
 from .sessions import SessionEndpoints
-from .settings import ChatSettings, check
+from .settings import DAY, ChatSettings, check
 from .websocket import WebSocketEndpoint
 
 __all__ = ["ChatSettings", "Client", "WebChatConnector"]  # Client: the tests' handle on one socket
 
 log = structlog.get_logger("relaydesk.connector.chat")
+
+
+def history_max_age(settings: ChatSettings) -> float:
+    """How long a visitor's history is kept (s): ``history_max_age``, and no longer than the
+    deployment keeps message text (``message_days``, ``[retention]``). Found by a retention
+    audit: the history kept every chat message 30 days whatever ``message_days`` said."""
+    if settings.message_days > 0:
+        return min(settings.history_max_age, settings.message_days * DAY)
+    return settings.history_max_age
 
 
 class WebChatConnector(Connector):
@@ -78,7 +87,7 @@ class WebChatConnector(Connector):
             stream=settings.history_stream,
             prefix=settings.history_subject,
             max_frames=settings.history_frames,
-            max_age=settings.history_max_age,
+            max_age=history_max_age(settings),
             max_bytes=settings.history_bytes,
             replicas=settings.history_replicas or settings.replicas,
             dedupe_window=settings.history_dedupe_window,

@@ -70,6 +70,10 @@ class ConnectorSettings(msgspec.Struct, kw_only=True):
     # Replicas of the streams and buckets the connector creates (the chat history, email
     # attachments); `relaydesk` passes `[nats] replicas` unless the table sets it.
     replicas: int = 1
+    # Days a customer's message text is kept (`[retention] message_days`, which `relaydesk`
+    # passes unless the table sets it; 0: no limit). What a connector keeps of message text
+    # itself (the web chat's history) it keeps no longer.
+    message_days: int = 0
     # Files in replies: the largest file and the types (exact, or prefixes like "image/") the
     # API lets a reply on this channel carry; 0 / empty: the channel's defaults (services.api.uploads).
     max_attachment_bytes: int = 0
@@ -99,6 +103,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("outbound_batch", 1, math.inf),
     ("outbound_fetch_timeout", _TINY, math.inf),
     ("replicas", 1, 5),
+    ("message_days", 0, math.inf),
     ("max_attachment_bytes", 0, math.inf),
 )
 

@@ -6,17 +6,21 @@ and then parked, and the services said ready."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import msgspec
 import nats
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from events import subjects
 from events.streams import StreamSettings, ensure_streams, stream_drift
-from services.bootstrap import stream_settings
+from services.bootstrap import connect, stream_settings
+from services.config import Config
 from services.config import load as load_config
 from services.embedded_nats import EmbeddedNats
+from services.runners import run_connector
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -114,3 +118,28 @@ async def test_raw_messages_are_not_kept_past_message_retention(clean_nats: Embe
     both = {"RELAYDESK_RETENTION_MESSAGE_DAYS": "30", "RELAYDESK_RETENTION_RAW_MESSAGE_DAYS": "5"}
     assert stream_settings(load_config(None, both)).inbound_max_age == 5 * 86400.0
     assert stream_settings(load_config(None, {})).inbound_max_age == 14 * 86400.0  # retention off
+
+
+async def test_the_web_chat_history_keeps_no_text_past_message_retention(clean_nats: EmbeddedNats) -> None:
+    """Found by a retention audit: the chat's catch-up history (``RD_CHAT``) kept every chat
+    message 30 days whatever ``[retention] message_days`` said; `relaydesk` now hands the
+    setting to every connector, and the chat keeps its history no longer."""
+    config = Config()
+    config.retention = msgspec.structs.replace(config.retention, message_days=7)
+    config.connectors = {"chat": {"port": 0, "widget_key": "wk-test", "session_secret": "s" * 32}}
+    stop = asyncio.Event()
+    started: list[str] = []
+    async with connect(config, clean_nats.url, name="test-chat") as bus:
+        task = asyncio.create_task(run_connector(config, bus, "chat", stop, started))
+        try:
+
+            async def listening() -> bool:
+                assert not task.done(), task
+                return bool(started)
+
+            await eventually(listening)
+            info = await bus.nc.jetstream().stream_info("RD_CHAT")
+            assert info.config.max_age == 7 * 24 * 3600
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
