@@ -319,7 +319,7 @@ def dlq_command(args: argparse.Namespace, config: Config) -> int:
 
 async def _dlq(args: argparse.Namespace, config: Config) -> int:
     url = config.nats.url
-    out = Console(soft_wrap=True, highlight=False)
+    out = Console(soft_wrap=True, highlight=False, markup=False)  # parked data and errors as they are
     try:
         nc = await _connect(url, config)
     except Exception as err:

@@ -200,7 +200,7 @@ async def _status(config: Config, *, as_json: bool) -> int:
     if as_json:
         print(msgspec.json.encode(report).decode())
     else:
-        print_report(report, Console(soft_wrap=True, highlight=False))
+        print_report(report, Console(soft_wrap=True, highlight=False, markup=False))  # names as they are
     return 0
 
 

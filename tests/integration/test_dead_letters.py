@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
@@ -21,7 +23,7 @@ from connectors.sdk.deadletter import MaxDeliveriesWatch, Redelivery, ensure_con
 from events import subjects
 from events.codec import encode
 from events.model import InboundMessage, MessageReceived
-from events.parking import ParkingLot
+from events.parking import ParkedMessage, ParkingLot
 from events.store import EventStore
 from services.config import IntakeSettings
 from services.dlq import RETRY_HEADER
@@ -346,3 +348,42 @@ async def test_a_message_naming_another_channel_than_its_subject_is_parked_not_r
         assert parked.deliveries == 1
         await eventually(lambda: directory.lookup(identity_for("sms", "+15551110002")))  # the rest goes on
         assert await directory.lookup(identity_for("email", "victim.ceo@example.com")) is None
+
+
+async def test_dlq_shows_parked_data_and_errors_as_they_are(
+    private: tuple[str, NATS, EventStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provider's payload or an error naming a table (``[intake] …``) is shown as it is: the
+    text went through rich markup, so ``[intake]`` vanished from what the operator read and a
+    payload with ``[/b]`` in it ended ``dlq show`` and ``dlq list`` in a MarkupError traceback."""
+    url, nc, _ = private
+    lot = ParkingLot(nc.jetstream())
+    record = ParkedMessage(
+        stream=subjects.INBOUND_STREAM,
+        seq=424242,
+        subject=subjects.inbound("sms"),
+        kind="dead_letter",
+        reader="intake",
+        error="[intake] cannot read it: closing [/b] tag",
+        parked_at=datetime.now(UTC),
+        data=b'{"text": "see [/b] and [red]"}',
+    )
+    await lot.park(record)
+    code, out = await cli(capsys, "dlq", "show", record.key, "--nats-url", url)
+    assert code == 0
+    assert '"see [/b] and [red]"' in out and "[intake] cannot read it: closing [/b] tag" in out, out
+    code, out = await cli(capsys, "dlq", "list", "--nats-url", url)
+    assert code == 0 and "[intake] cannot read it: closing [/b] tag" in out, out
+
+
+async def test_status_shows_a_leader_named_like_markup_as_it_is(
+    private: tuple[str, NATS, EventStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``[runner] instance_id`` is free text: ``router-[/b]`` ended ``relaydesk status`` in a
+    MarkupError traceback, and ``[a]`` vanished from the holder's name."""
+    url, nc, _ = private
+    kv = await nc.jetstream().key_value(subjects.LEASE_BUCKET)
+    await kv.put("router", msgspec.json.encode({"holder": "router-[a]-[/b]", "expires": time.time() + 600}))
+    code, out = await cli(capsys, "status", "--nats-url", url)
+    assert code == 0
+    assert "router-[a]-[/b]" in out, out
