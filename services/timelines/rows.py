@@ -81,9 +81,15 @@ class CustomerSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def search_form(text: str) -> str:
-    """Lower case in NFC, for the customer search and its query alike: ``josé`` typed in NFD
-    (a Mac's) finds the customer stored in NFC, and the other way round."""
-    return unicodedata.normalize("NFC", text).lower()
+    """Case-folded in NFC, for the customer search and its query alike: ``josé`` typed in NFD
+    (a Mac's) finds the customer stored in NFC, and the other way round. Unicode case folding,
+    not lower case (found by an i18n audit): ``strasse`` finds ``Straße`` and ``STRASSE`` finds
+    ``straße``; the dotted capital ``İ`` (Turkish, Azeri) folds to ``i`` + U+0307 COMBINING DOT
+    ABOVE, and that dot is dropped after an ``i``, so ``istanbul`` and ``ISTANBUL`` find
+    ``İstanbul``. The dotless i (U+0131) stays a letter of its own, as Turkish reads it.
+    Rows written before this are folded again on their customer's next event or by
+    ``relaydesk rebuild timelines``; until then ``ß`` in them is found only as typed."""
+    return unicodedata.normalize("NFC", text).casefold().replace("i\u0307", "i")
 
 
 class CustomerLink(msgspec.Struct, frozen=True, kw_only=True):

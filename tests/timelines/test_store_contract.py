@@ -280,6 +280,27 @@ class StoreContract:
         assert [x.customer_id for x in await ts.customers(q=f"jose\u0301.{nfc}")] == [nfc]
         assert [x.customer_id for x in await ts.customers(q=f"JOS\u00c9.{nfd}")] == [nfd]
 
+    async def test_a_search_folds_case_as_unicode_does(self, ts: TimelineStore) -> None:
+        # Lower case is not case folding: "strasse" found no "Straße", "istanbul" no "İstanbul"
+        # (whose lower case is i + U+0307 COMBINING DOT ABOVE).
+        german, turkish, dotless = new_id("cu"), new_id("cu"), new_id("cu")
+        await ts.apply(
+            Seq()(
+                [
+                    CustomerCreated(at=T0, customer_id=german, identity=f"chat:user:Straße-{german}"),
+                    CustomerCreated(at=T0, customer_id=turkish, identity=f"chat:user:İstanbul-{turkish}"),
+                    CustomerCreated(at=T0, customer_id=dotless, identity=f"chat:user:ıslak-{dotless}"),
+                ]
+            )
+        )
+        for q in (f"strasse-{german}", f"STRASSE-{german}", f"straße-{german}"):
+            assert [x.customer_id for x in await ts.customers(q=q)] == [german], q
+        for q in (f"istanbul-{turkish}", f"ISTANBUL-{turkish}", f"İSTANBUL-{turkish}"):
+            assert [x.customer_id for x in await ts.customers(q=q)] == [turkish], q
+        # The dotless ı is another letter: "islak" is not "ıslak".
+        assert await ts.customers(q=f"islak-{dotless}") == []
+        assert [x.customer_id for x in await ts.customers(q=f"ıslak-{dotless}")] == [dotless]
+
     async def test_a_merge_shows_both_histories_on_the_survivor(self, ts: TimelineStore) -> None:
         a = Script(new_id("cua"), new_id("cv"), channel="sms")
         b = Script(new_id("cub"), new_id("cv"), channel="email")
