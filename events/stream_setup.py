@@ -165,7 +165,8 @@ def kv_spec(config: KeyValueConfig, owner: str = "setup", *, required: bool = Tr
 
 
 def objects_spec(config: ObjectStoreConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
-    return StoreSpec(f"OBJ_{config.bucket}", "objects", owner, config, ("num_replicas", "max_bytes"), required)
+    checked = ("num_replicas", "max_bytes") + (("max_age",) if config.ttl else ())
+    return StoreSpec(f"OBJ_{config.bucket}", "objects", owner, config, checked, required)
 
 
 # What the server reports for a field left unset.

@@ -81,6 +81,9 @@ class StreamSettings:
     inbound_dedupe_window: float = 48 * 3600.0
     inbound_max_age: float = 14 * DAY
     events_max_age: float = 0.0  # 0 keeps the log forever
+    # Files of messages (mail attachments, agents' uploads): 0 keeps them; with [retention]
+    # message_days, as long as the text of the messages they came with.
+    attachments_max_age: float = 0.0
 
 
 def _stream_configs(s: StreamSettings) -> list[StreamConfig]:
@@ -139,8 +142,15 @@ def canned_bucket(replicas: int) -> KeyValueConfig:
     return KeyValueConfig(bucket=CANNED_BUCKET, history=CANNED_HISTORY, replicas=replicas)
 
 
-def attachments_store(replicas: int, bucket: str = ATTACHMENTS_BUCKET) -> ObjectStoreConfig:
-    return ObjectStoreConfig(bucket=bucket, replicas=replicas)
+def attachments_store(replicas: int, bucket: str = ATTACHMENTS_BUCKET, *, max_age: float = 0.0) -> ObjectStoreConfig:
+    """The files of messages; ``max_age`` > 0: each kept that many seconds (``retention_max_age``)."""
+    return ObjectStoreConfig(bucket=bucket, replicas=replicas, ttl=max_age or None)
+
+
+def retention_max_age(message_days: int) -> float:
+    """How long a message's files are kept under ``[retention] message_days`` (s; 0: for ever):
+    its UTC day and ``message_days`` more, as its text (``services.retention``)."""
+    return (message_days + 1) * DAY if message_days > 0 else 0.0
 
 
 def stores(s: StreamSettings | None = None) -> list[StoreSpec]:
@@ -159,7 +169,8 @@ def stores(s: StreamSettings | None = None) -> list[StoreSpec]:
     # Created lazily by their service (from the replicas it is given); setup keeps them in line.
     out.append(kv_spec(deliveries_bucket(s.replicas), owner="delivery", required=False))
     out.append(kv_spec(canned_bucket(s.replicas), owner="api", required=False))
-    out.append(objects_spec(attachments_store(s.replicas), owner="connector email", required=False))
+    attachments = attachments_store(s.replicas, max_age=s.attachments_max_age)
+    out.append(objects_spec(attachments, owner="connector email", required=False))
     chat = StreamConfig(name=CHAT_STREAM, num_replicas=s.replicas)
     out.append(StoreSpec(CHAT_STREAM, "stream", "connector chat", chat, ("num_replicas",), required=False))
     return out

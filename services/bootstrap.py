@@ -29,6 +29,7 @@ from events.streams import (
     StreamSettings,
     StreamsMissing,
     ensure_streams,
+    retention_max_age,
 )
 from services.config import Config, ConfigError, load
 from services.data_dir import keep, make_data_dir, read_kept
@@ -118,7 +119,11 @@ def raw_message_days(config: Config) -> int:
 
 def stream_settings(config: Config) -> StreamSettings:
     """The streams as this config wants them (replicas, raw message retention)."""
-    return StreamSettings(replicas=config.nats.replicas, inbound_max_age=raw_message_days(config) * DAY)
+    return StreamSettings(
+        replicas=config.nats.replicas,
+        inbound_max_age=raw_message_days(config) * DAY,
+        attachments_max_age=retention_max_age(config.retention.message_days),
+    )
 
 
 def event_store(nc: NATS, config: Config | None = None, *, reader: str = "relaydesk") -> EventStore:

@@ -215,6 +215,7 @@ async def run_api(
         signing_key=api_signing_key(config, config.data_dir),
         operators=OperatorTable(config.api.operators),
         replicas=config.nats.replicas,
+        message_days=config.retention.message_days,
         slack=config.slack,
         console=config.console,
         connectors=config.connectors,

@@ -52,7 +52,7 @@ from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.skips import count_skip
 from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
-from events.streams import attachments_store
+from events.streams import attachments_store, retention_max_age
 
 from . import outbound
 from .authresults import ForgedSender
@@ -168,7 +168,11 @@ class EmailConnector(Connector):
             raise Unavailable("not connected")
         js, bucket = self.js, self.settings.attachment_bucket
         # Created with the replicas relaydesk passes ([nats] replicas), config from events.streams.
-        spec = objects_spec(attachments_store(self.settings.replicas, bucket), owner="connector email", required=False)
+        # Kept as long as the messages' text ([retention] message_days, which relaydesk passes).
+        config = attachments_store(
+            self.settings.replicas, bucket, max_age=retention_max_age(self.settings.message_days)
+        )
+        spec = objects_spec(config, owner="connector email", required=False)
 
         async def open_store() -> ObjectStore:
             await ensure_store(js, spec)

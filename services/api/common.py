@@ -71,6 +71,8 @@ class ApiDeps:
     operators: OperatorTable = field(default_factory=OperatorTable)
     # Replicas of a bucket the API creates when it is missing ([nats] replicas).
     replicas: int = 1
+    # [retention] message_days (0: none): how long the files of messages are kept.
+    message_days: int = 0
     # The Slack app (/slack/interactions, /slack/events): signing secret, users, bot token.
     slack: SlackSettings = field(default_factory=SlackSettings)
     # The console's workspace: canned replies, the CRM link ([console], services.api.canned).

@@ -54,7 +54,7 @@ from connectors.sdk.signatures import constant_time_equal
 from events.model import Attachment, DeliverReply
 from events.objects import ObjectUnreadable, read_object
 from events.skips import count_skip
-from events.streams import ATTACHMENTS_BUCKET, attachments_store
+from events.streams import ATTACHMENTS_BUCKET, attachments_store, retention_max_age
 from services.api.attachment_limits import limits_for
 from services.api.common import READ_BODY, ApiDeps, ApiError, json_error, ok
 from services.api.tokens import signing_key
@@ -120,7 +120,8 @@ async def _store(deps: ApiDeps) -> ObjectStore:
         return await js.object_store(ATTACHMENTS_BUCKET)
     except BucketNotFoundError:
         # Made by the email connector when it runs; the API makes it otherwise.
-        return await js.create_object_store(ATTACHMENTS_BUCKET, config=attachments_store(deps.replicas))
+        config = attachments_store(deps.replicas, max_age=retention_max_age(deps.message_days))
+        return await js.create_object_store(ATTACHMENTS_BUCKET, config=config)
 
 
 def _file_name(raw: str) -> str:

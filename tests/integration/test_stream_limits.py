@@ -15,7 +15,7 @@ import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from events import subjects
-from events.streams import StreamSettings, ensure_streams, stream_drift
+from events.streams import ATTACHMENTS_BUCKET, StreamSettings, ensure_streams, stream_drift
 from services.bootstrap import connect, stream_settings
 from services.config import Config
 from services.config import load as load_config
@@ -143,3 +143,23 @@ async def test_the_web_chat_history_keeps_no_text_past_message_retention(clean_n
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
+
+
+async def test_files_of_messages_are_kept_no_longer_than_their_text(clean_nats: EmbeddedNats) -> None:
+    """Found by a retention audit: mail attachments and agents' files (``rd_attachments``) were
+    kept for ever, though the text of the messages they came with read ``[expired]`` after
+    ``message_days``. A start brings the store an older version made in line; a file from
+    before the change stays until it is as old as the limit."""
+    config = Config()
+    config.retention = msgspec.structs.replace(config.retention, message_days=7)
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        made_before = await js.create_object_store(ATTACHMENTS_BUCKET)  # as an older version made it
+        await made_before.put("invoice.pdf", b"%PDF-1.7 ...")
+        await ensure_streams(js, stream_settings(config))
+        info = await js.stream_info(f"OBJ_{ATTACHMENTS_BUCKET}")
+        assert info.config.max_age == 8 * 24 * 3600  # its UTC day and 7 more, as the text
+        assert (await made_before.get("invoice.pdf")).data == b"%PDF-1.7 ..."
+    finally:
+        await nc.close()
