@@ -1,18 +1,24 @@
 """How a rebuild shows its progress (``relaydesk rebuild timelines``, services.rebuild).
 
 A bar on stderr for a person at a terminal (rich, imported only then); off a terminal (a
-Kubernetes Job's log, ``kubectl exec`` without -t) a plain line every ``PROGRESS_LINE_SECONDS``;
-or nothing.
+Kubernetes Job's log, ``kubectl exec`` without -t) a line every ``PROGRESS_LINE_SECONDS``, in the
+log format (``services.logs``): a JSON object (``"event": "rebuild.progress"``) where the logs are
+JSON, as they are off a terminal by default, so a log pipeline parses it like every other line;
+else plain text. Or nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+from services import logs
 
 # How progress is shown: True, a bar (a person at a terminal); "lines", a plain line every
 # PROGRESS_LINE_SECONDS (a Kubernetes Job's log, `kubectl exec` without -t); False, nothing.
@@ -83,10 +89,29 @@ class _Lines:
         share = f" ({min(self.completed / self.total, 1):.0%})" if self.total else ""
         return f"{self.description}: {self.completed:,}{of} events{share}, {rate:,.0f} ev/s, {now - self.started:,.0f}s"
 
+    def record(self) -> dict[str, Any]:
+        """The same as ``line`` for a JSON log: ``{"event": "rebuild.progress", "events": …}``."""
+        now = time.monotonic()
+        rate = (self.completed - self.last) / (now - self.last_at) if now > self.last_at else 0.0
+        self.last, self.last_at = self.completed, now
+        return {
+            "event": "rebuild.progress",
+            "level": "info",
+            "what": self.description,
+            "events": self.completed,
+            "total": self.total,
+            "share": round(min(self.completed / self.total, 1), 3) if self.total else None,
+            "events_per_second": round(rate),
+            "seconds": round(now - self.started, 1),
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+
     async def say_every(self) -> None:
+        as_json = logs.is_json()
         while True:
             await asyncio.sleep(self.every)
-            print(self.line(), file=sys.stderr, flush=True)
+            text = json.dumps(self.record()) if as_json else self.line()
+            print(text, file=sys.stderr, flush=True)
 
 
 @asynccontextmanager

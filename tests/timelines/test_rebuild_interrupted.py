@@ -10,6 +10,7 @@ once begun is finished first; and a plain progress line every ``PROGRESS_LINE_SE
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -101,7 +102,11 @@ async def test_an_interrupted_rebuild_says_so_in_one_line_and_leaves_the_live_co
     err = err_bytes.decode()
     assert proc.returncode == code, err
     assert no_traceback(err), err
-    said = [line for line in err.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
+    said = [
+        line
+        for line in err.splitlines()
+        if line.strip() and not PROGRESS_LINE.match(line) and '"event": "rebuild.progress"' not in line
+    ]
     assert said == [
         "relaydesk: interrupted; nothing was swapped in, the live timelines are as they were; safe to run again"
     ], err
@@ -150,6 +155,7 @@ async def test_off_a_terminal_the_rebuild_prints_a_plain_progress_line(
     last = await own_store.last_seq()
     # Every 10 s in real use; the writer process's start alone outlasts this.
     monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.01)
+    monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "console")  # plain text where the logs are
     capsys.readouterr()
     assert await rebuild_command(clean_nats.url, str(tmp_path / "t.db"), None) == 0
     err = capsys.readouterr().err
@@ -157,3 +163,26 @@ async def test_off_a_terminal_the_rebuild_prints_a_plain_progress_line(
     assert lines, err
     assert f" of {last:,} events (" in lines[0]
     assert "\x1b[" not in err  # no bar's escape codes
+
+
+async def test_off_a_terminal_with_json_logs_the_progress_is_a_json_line(
+    own_store: EventStore, clean_nats: EmbeddedNats, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """In a container (RELAYDESK_LOG_FORMAT=json, the image's default, and the default off a
+    terminal) the progress was plain text among JSON log lines, which a log pipeline cannot
+    parse; now each is a JSON object like the log's."""
+    events, _ = traffic(4)
+    await own_store.append_many([Append(e) for e in events])
+    last = await own_store.last_seq()
+    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.01)
+    monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "json")
+    capsys.readouterr()
+    assert await rebuild_command(clean_nats.url, str(tmp_path / "t.db"), None) == 0
+    err = capsys.readouterr().err
+    assert not PROGRESS_LINE.findall(err), err
+    shown = [json.loads(line) for line in err.splitlines() if '"rebuild.progress"' in line]
+    assert shown, err
+    assert shown[0]["total"] == last and shown[0]["what"] == "rebuild timelines"
+    assert all(0 <= p["events"] <= last and p["level"] == "info" for p in shown)
+    assert err.splitlines()[-1].startswith("rebuilt all timelines: ")  # the answer stays a sentence
