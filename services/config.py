@@ -309,6 +309,11 @@ def check(
         config.projection.partition_pair()
     except ConfigError as err:
         problems += err.problems
+    if config.projection.dsn:
+        from services.timelines import target_problem  # not at the top: the stores are heavy
+
+        if (problem := target_problem(config.projection.dsn)) is not None:
+            problems.append(f"[projection] dsn: {problem}")
     from services.config_names import registry_problems  # it reads Config
 
     problems += registry_problems(config)

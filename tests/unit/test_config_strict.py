@@ -442,3 +442,16 @@ def test_config_check_refuses_what_delivery_would_refuse_at_start(
     path.write_text("[delivery]\nconcurrency = 4\nper_endpoint_concurrency = 9\n")
     assert check_command(str(path), env={}) == 1
     assert "[delivery] per_endpoint_concurrency must be" in capsys.readouterr().err
+
+
+def test_config_check_refuses_a_timelines_store_of_another_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an ops audit: the services refuse ``mysql://…`` at start (it was quietly an
+    SQLite file named ``./mysql:/…``), but ``config check`` said ok."""
+    bad = write(tmp_path, '[projection]\ndsn = "mysql://rd:secret@db/relaydesk"\n')
+    assert main(["config", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "[projection] dsn: mysql:// is not a timelines store" in err and "secret" not in err
+    good = write(tmp_path, '[projection]\ndsn = "postgresql://rd@db/relaydesk"\n')
+    assert main(["config", "check", str(good)]) == 0
