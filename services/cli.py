@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import structlog
 
 from services import logs
-from services.cli_parser import build_parser
+from services.cli_parser import build_parser, parse
 from services.config import Config, ConfigError, load
 from services.tool_runner import interrupted_as, run_tool
 
@@ -173,7 +173,7 @@ def _rebuild(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         try:
             with interrupted_as(_interrupted_note(args)) if args.command in ONE_SHOT else contextlib.nullcontext():
@@ -268,6 +268,13 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "sink":
         from services.nats_permissions import sink_user
         from services.sinks import runner as sinks
+        from services.sinks.sdk import SinkNotFound
+        from services.sinks.sdk import registry as sink_registry
+
+        try:  # as for connectors: a misspelt name says so before NATS or the health port
+            sink_registry.load(args.name)
+        except SinkNotFound as err:
+            raise SystemExit(f"relaydesk sink: {err}") from None
 
         # Running, it reads its table again (this file, the environment, secret files) while the
         # helpdesk refuses its credentials: a rotated token needs no restart.

@@ -15,14 +15,16 @@ One service:     relaydesk intake | router | projector | api | delivery | connec
                  (each needs RELAYDESK_NATS_URL or [nats] url; built for containers)
 Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|language
                  relaydesk rebuild timelines [--customer ID]
-                 relaydesk customers import FILE [--dry-run] | link CUSTOMER IDENTITY | merge SURVIVOR OTHER
-                 relaydesk customers erase CUSTOMER --reason TEXT [--yes] | migrate-identities [--compact]
+                 relaydesk customers import FILE [--dry-run] | export CUSTOMER | link CUSTOMER IDENTITY
+                 relaydesk customers merge SURVIVOR OTHER | erase CUSTOMER --reason TEXT [--yes]
+                 relaydesk customers migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day|conversation] [--png FILE]
                  relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality
 Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
 Operations:      relaydesk status [--json]   streams, consumer lag, leaders, agents, queues, parked (1: no NATS)
                  relaydesk dlq list|show KEY|retry KEY|drop KEY   dead letters and quarantined events
                  relaydesk setup [--nats-auth-config]   streams and buckets (tool role); NATS users config
+                 relaydesk operators new-token NAME | list   named operator tokens ([api.operators])
                  relaydesk docs openapi|asyncapi [--check]   the API's and the NATS subjects' contracts
 
 Configuration: --config FILE (TOML), then RELAYDESK_* environment variables, e.g.
@@ -91,6 +93,21 @@ def _port(text: str, *, lowest: int = 1) -> int:
 
 def _port_or_any(text: str) -> int:
     return _port(text, lowest=0)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an argument no command knows is refused by the command it was
+    given to, with that command's usage: argparse leaves a sub-command's unknown arguments to
+    the top parser, so ``relaydesk intake --bogus`` printed the top-level usage (an ops audit)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        chosen = parser
+        while (subs := next((a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)), None)) and (
+            name := getattr(args, subs.dest, None)
+        ) in subs.choices:
+            chosen = subs.choices[name]
+        chosen.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,3 +78,29 @@ def test_the_top_help_lists_every_report_grouping() -> None:
     group_by = next(a for a in report._actions if a.dest == "group_by")
     assert group_by.choices is not None
     assert f"--group-by {'|'.join(group_by.choices)}]" in cli.HELP
+
+
+def test_the_top_help_names_every_command() -> None:
+    """Found by an ops audit: the summary left out ``operators`` and ``customers export``."""
+    for command in _commands():
+        if command != "relaydesk" and command not in ("bench", "docs") and not command.startswith(("bench ", "docs ")):
+            *group, last = command.split()
+            assert last in cli.HELP and (not group or group[0] in cli.HELP), command
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["intake", "--bogus"], "usage: relaydesk intake"),
+        (["customers", "erase", "cu_1", "--reason", "asked", "--bogus"], "usage: relaydesk customers erase"),
+        (["--bogus"], "usage: relaydesk [-h]"),
+    ],
+)
+def test_an_unknown_argument_is_refused_with_its_commands_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an ops audit: ``relaydesk intake --bogus`` printed the top-level usage."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(cli.build_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(usage) and "unrecognized arguments: --bogus" in err
