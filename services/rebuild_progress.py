@@ -1,4 +1,4 @@
-"""How a rebuild shows its progress (``relaydesk rebuild timelines``, services.rebuild).
+"""How long jobs show their progress (``relaydesk rebuild timelines``, ``customers import``).
 
 A bar on stderr for a person at a terminal (rich, imported only then); off a terminal (a
 Kubernetes Job's log, ``kubectl exec`` without -t) a line every ``PROGRESS_LINE_SECONDS``, in the
@@ -63,12 +63,22 @@ class _Bar:
         self.bar.update(self.task, total=total, completed=total)
 
 
-class _Lines:
-    """Progress as a plain line on stderr every ``every`` seconds: off a terminal the bar was
-    not shown at all, and a long rebuild in a Job said nothing until its end (found by an audit)."""
+class ProgressLines:
+    """Progress as a line on stderr every ``every`` seconds: off a terminal the bar was not
+    shown at all, and a long rebuild in a Job said nothing until its end (found by an audit).
+    ``unit``: what is counted (events, lines); ``event``: the JSON line's event name."""
 
-    def __init__(self, description: str, total: int | None, every: float) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        every: float,
+        *,
+        unit: str = "events",
+        event: str = "rebuild.progress",
+    ) -> None:
         self.description, self.total, self.every = description, total, every
+        self.unit, self.event = unit, event
         self.completed = 0
         self.started = self.last_at = time.monotonic()
         self.last = 0
@@ -87,7 +97,11 @@ class _Lines:
         self.last, self.last_at = self.completed, now
         of = f" of {self.total:,}" if self.total else ""
         share = f" ({min(self.completed / self.total, 1):.0%})" if self.total else ""
-        return f"{self.description}: {self.completed:,}{of} events{share}, {rate:,.0f} ev/s, {now - self.started:,.0f}s"
+        per_second = "ev/s" if self.unit == "events" else f"{self.unit}/s"
+        return (
+            f"{self.description}: {self.completed:,}{of} {self.unit}{share}, {rate:,.0f} {per_second},"
+            f" {now - self.started:,.0f}s"
+        )
 
     def record(self) -> dict[str, Any]:
         """The same as ``line`` for a JSON log: ``{"event": "rebuild.progress", "events": …}``."""
@@ -95,13 +109,13 @@ class _Lines:
         rate = (self.completed - self.last) / (now - self.last_at) if now > self.last_at else 0.0
         self.last, self.last_at = self.completed, now
         return {
-            "event": "rebuild.progress",
+            "event": self.event,
             "level": "info",
             "what": self.description,
-            "events": self.completed,
+            self.unit: self.completed,
             "total": self.total,
             "share": round(min(self.completed / self.total, 1), 3) if self.total else None,
-            "events_per_second": round(rate),
+            f"{self.unit}_per_second": round(rate),
             "seconds": round(now - self.started, 1),
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
@@ -114,10 +128,35 @@ class _Lines:
             print(text, file=sys.stderr, flush=True)
 
 
+class LineTasks:
+    """What a rich ``Progress`` offers a long job (``add_task``, ``advance``), shown as a line
+    every ``PROGRESS_LINE_SECONDS`` (JSON where the logs are, as ``event``) for a job off a
+    terminal: a ``customers import`` of a million lines in a Job said nothing for an hour
+    (found by an ops audit)."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.lines: ProgressLines | None = None
+        self.ticker: asyncio.Task[None] | None = None
+
+    def add_task(self, description: str, total: int | None = None) -> int:
+        self.lines = ProgressLines(description, total, PROGRESS_LINE_SECONDS, unit="lines", event=self.event)
+        self.ticker = asyncio.create_task(self.lines.say_every())
+        return 0
+
+    def advance(self, _task: int, advance: int = 1) -> None:
+        if self.lines is not None:
+            self.lines.completed += advance
+
+    def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+
+
 @asynccontextmanager
 async def showing_progress(show: ShowProgress, description: str, total: int | None) -> AsyncIterator[_Shown]:
     if show == "lines":
-        lines = _Lines(description, total, PROGRESS_LINE_SECONDS)
+        lines = ProgressLines(description, total, PROGRESS_LINE_SECONDS)
         ticker = asyncio.create_task(lines.say_every())
         try:
             yield lines

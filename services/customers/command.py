@@ -28,6 +28,7 @@ from rich.text import Text
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
+from services import rebuild_progress
 from services.api.registry import known_channels
 from services.bench.args import positive
 from services.bootstrap import connect_for_tool, event_store
@@ -366,15 +367,26 @@ async def run_import(
     def on_error(error: LineError) -> None:
         bar.console.print(f"[red]line {error.line}[/red]: {escape(error.reason)}", markup=True, highlight=False)
 
+    # Off a terminal (and not told to stay quiet): a line every few seconds instead of the bar.
+    lines = rebuild_progress.LineTasks("customers.import_progress") if progress is None and not show else None
     async with _customers(config) as customers:
         try:
             with bar:
                 report = await import_file(
-                    path, customers, dry_run=dry_run, fmt=fmt, progress=bar, on_error=on_error, concurrency=concurrency
+                    path,
+                    customers,
+                    dry_run=dry_run,
+                    fmt=fmt,
+                    progress=lines or bar,
+                    on_error=on_error,
+                    concurrency=concurrency,
                 )
         except FileError as err:
             out.print(f"[red]relaydesk customers import: {escape(str(err))}")
             return 2
+        finally:
+            if lines is not None:
+                lines.stop()
     if report.ignored_columns:
         out.print(escape(f"ignored columns: {', '.join(report.ignored_columns)}"))
     prefix = "dry run, nothing written: " if dry_run else ""
