@@ -217,7 +217,7 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -330,10 +330,16 @@ async def _operator_action(config: Config, args: argparse.Namespace) -> int:
                 console.print(escape(f"{result['identity']}: {what} to {result['customer_id']}{merged}"))
             else:
                 result = await customers.merge(args.survivor, args.other, "cli")
-                moved = len(result["identities_moved"])
-                console.print(
-                    escape(f"merged {result['merged_id']} into {result['customer_id']} ({moved} addresses moved)")
-                )
+                moved = _count(len(result["identities_moved"]), "address")
+                if result["already_merged"]:  # a retry: nothing new written, the addresses checked
+                    console.print(
+                        escape(
+                            f"{result['merged_id']} was already merged into {result['customer_id']}:"
+                            f" nothing new written ({moved} pointed at the survivor)"
+                        )
+                    )
+                else:
+                    console.print(escape(f"merged {result['merged_id']} into {result['customer_id']} ({moved} moved)"))
         except CustomerError as err:
             errors.print(f"[red]refused ({err.status}): {escape(err.reason)}")
             return 1

@@ -70,6 +70,7 @@ class CustomerFacts:
     profile: Profile = field(default_factory=Profile)
     profiled: bool = False  # a CustomerProfileUpdated exists
     merged: list[str] = field(default_factory=list)  # customers merged into this one, directly
+    merge_seqs: dict[str, int] = field(default_factory=dict)  # merged customer → its CustomersMerged
     erased: bool = False  # a CustomerErased stands on its subject (this customer was erased)
 
     @property
@@ -94,6 +95,7 @@ def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
             facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id, e.name)
         elif isinstance(e, CustomersMerged) and e.merged_id not in facts.merged:
             facts.merged.append(e.merged_id)
+            facts.merge_seqs[e.merged_id] = stored.seq
         elif isinstance(e, CustomerErased):
             facts.erased = True
     return facts
@@ -178,9 +180,19 @@ class Customers:
     async def _not_merged_away(self, customer_id: str, doing: str) -> None:
         into = await self.directory.merged_into(customer_id)
         if into is not None:
+            # Name the customer that stands for it now: after a chain of merges (A into B, then B
+            # into C) "merge into B instead" was refused in turn (found by a merges audit).
+            now = await self.survivor(into)
             raise CustomerError(
-                409, f"{customer_id} was merged into {into}; {doing} that customer instead", merged_into=into
+                409,
+                f"{customer_id} was merged into {into}{self._now_part_of(into, now)}; {doing} {now} instead",
+                merged_into=into,
+                survivor=now,
             )
+
+    @staticmethod
+    def _now_part_of(into: str, now: str) -> str:
+        return "" if now == into else f" (since merged into {now})"
 
     # -- writing ------------------------------------------------------------------------
 
@@ -302,27 +314,59 @@ class Customers:
             raise CustomerError(400, "a customer cannot be merged into itself")
         await self.existing(survivor)
         await self.existing(other)
-        await self._not_merged_away(survivor, "merge into")
         on_record = await self.directory.merged_into(other)
+        if on_record == survivor and (done := (await self.facts(survivor)).merge_seqs.get(other)):
+            return await self._merged_already(survivor, other, done)
+        await self._not_merged_away(survivor, "merge into")
         if on_record is not None:
-            facts = await self.facts(on_record)
-            if on_record != survivor or other in facts.merged:
-                raise CustomerError(409, f"{other} was already merged into {on_record}", merged_into=on_record)
+            if on_record != survivor:
+                raise await self._merged_elsewhere(other, on_record)
             # A merge that stopped between the marker and the event (a crash): finish it.
         else:
             on_record = await self.directory.mark_merged(other, survivor)
             if on_record != survivor:
-                raise CustomerError(409, f"{other} was already merged into {on_record}", merged_into=on_record)
+                raise await self._merged_elsewhere(other, on_record)
         try:
             seq = await self._append_merge(survivor, other, actor)
         except BaseException:
             await self.directory.unmark_merged(other)
             raise
         if seq is None:  # the same merge, sent twice at once: the other one wrote it (its marker stays)
-            raise CustomerError(409, f"{other} was already merged into {survivor}", merged_into=survivor)
+            return await self._merged_already(survivor, other, (await self.facts(survivor)).merge_seqs.get(other, 0))
         moved = await self._move_identities(survivor, other)
         log.info("customers.merged", customer_id=survivor, merged_id=other, identities_moved=len(moved), seq=seq)
-        return {"customer_id": survivor, "merged_id": other, "identities_moved": moved, "seq": seq}
+        return {
+            "customer_id": survivor,
+            "merged_id": other,
+            "identities_moved": moved,
+            "seq": seq,
+            "already_merged": False,
+        }
+
+    async def _merged_already(self, survivor: str, other: str, seq: int) -> dict[str, Any]:
+        """The same merge asked again (a retry, a second operator, a script run twice): nothing
+        new is written, and the answer says it was done already. Its addresses are pointed at
+        the customer that stands for the family now, which finishes a merge cut short between
+        its event and moving them (found by a merges audit: asking again was refused 409
+        "already merged" and the addresses kept resolving to the merged-away customer for good)."""
+        moved = await self._move_identities(await self.survivor(survivor), other)
+        log.info("customers.merge_repeated", customer_id=survivor, merged_id=other, identities=len(moved), seq=seq)
+        return {
+            "customer_id": survivor,
+            "merged_id": other,
+            "identities_moved": moved,
+            "seq": seq,
+            "already_merged": True,
+        }
+
+    async def _merged_elsewhere(self, other: str, into: str) -> CustomerError:
+        now = await self.survivor(into)
+        return CustomerError(
+            409,
+            f"{other} was already merged into {into}{self._now_part_of(into, now)}",
+            merged_into=into,
+            survivor=now,
+        )
 
     async def _append_merge(self, survivor: str, other: str, actor: str) -> int | None:
         """The merge's sequence; None when the survivor's subject holds this merge already: a
