@@ -5,7 +5,9 @@ Every line is checked and imported on its own: a bad line is reported with its n
 reason, and the others go on. Re-running the same file changes nothing: a line's identities
 find the customer they already belong to, missing ones are linked, and the profile is written
 only when it differs. A line whose identities belong to two different customers is refused
-(merge them first): the importer never merges on its own.
+(merge them first): the importer never merges on its own. Lines naming one customer are
+imported in file order, and one giving it another value than an earlier line gave is refused
+(else each run would write both again).
 
 CSV: a header row; columns ``identity`` or ``identities`` (several separated by ``;``, e.g.
 ``sms:+15551234567;email:ann@example.com``), ``tier``, ``flags`` (``;``-separated),
@@ -22,13 +24,17 @@ import dataclasses
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
+
 from services.customers.service import KNOWN_FLAGS, CustomerError, Customers, Profile
 from services.identity import InvalidAddress, mask, new_customer_id, parse_identity
+
+log = structlog.get_logger(__name__)
 
 Outcome = Literal["created", "updated", "unchanged"]
 COLUMNS = ("identity", "identities", "tier", "flags", "preferred_language", "crm_id")
@@ -115,18 +121,39 @@ def read_records(
                     ignored.append(key)
             yield number, record
         return
-    reader = csv.DictReader(io.StringIO(text))
-    header = [(name or "").strip().lower() for name in reader.fieldnames or []]
+    reader = csv.reader(io.StringIO(text))
+    header = [name.strip().lower() for name in next(reader, [])]
     if not {"identity", "identities"} & set(header):
         raise FileError("the file has no identity or identities column (first line: the column names)")
     ignored.extend(name for name in header if name not in COLUMNS and name)
-    reader.fieldnames = header
-    for raw in reader:
-        number = reader.line_num
-        if None in raw:
-            yield number, LineError(number, f"more cells than columns ({len(header)})")
+    lines = text.splitlines()
+    end = reader.line_num
+    for cells in reader:
+        # A record is numbered by the line it starts on (a quoted cell may span lines).
+        start, end = end + 1, reader.line_num
+        if not cells:
+            continue  # a blank line
+        if len(cells) > len(header):
+            yield start, LineError(start, f"more cells than columns ({len(header)})")
             continue
-        yield number, {k: v for k, v in raw.items() if k in COLUMNS}
+        record = {k: v for k, v in zip(header, cells, strict=False) if k in COLUMNS}
+        if end > start and (
+            sum(line.count('"') for line in lines[start - 1 : end]) % 2
+            or any("\n" in v or "\r" in v for v in record.values())
+        ):
+            # A quote left open swallows the lines after it into one cell: say so, with the
+            # lines it took (found by a merges audit: they were neither imported nor reported,
+            # and the error named the last line of the run).
+            yield (
+                start,
+                LineError(
+                    start,
+                    f"a quote opened on line {start} runs to line {end}: lines {start}-{end} were read as one"
+                    " line and none of them imported; close the quote and import again",
+                ),
+            )
+            continue
+        yield start, record
 
 
 def _as_list(value: Any, splitter: re.Pattern[str], what: str) -> list[str]:
@@ -205,20 +232,55 @@ class Importer:
     # identities they would have given out, and the profiles of customers they would create.
     planned: dict[str, str] = field(default_factory=dict)
     planned_profiles: dict[str, Profile] = field(default_factory=dict)
+    # customer → profile field → (the line that gave it, its value): a later line of the file
+    # giving the same customer another value is refused (``_agrees``).
+    given: dict[str, dict[str, tuple[int, Any]]] = field(default_factory=dict)
+
+    async def owner(self, identity: str) -> str | None:
+        """The customer ``identity`` stands for now (after merges: the survivor), if any."""
+        owner = self.planned.get(identity) or await self.customers.directory.lookup(identity)
+        if owner is None or owner in self.planned_profiles:
+            return owner
+        return await self.customers.survivor(owner)
+
+    def _agrees(self, customer_id: str, row: Row) -> None:
+        """Refuse a line that gives a customer another tier (flags, language, CRM id) than an
+        earlier line of the file gave it. Found by a merges audit: two lines naming one customer
+        (the same address twice, or the addresses of two merged customers) were applied in turn,
+        so each run of the same file wrote both again, and a re-run was never a no-op."""
+        earlier = self.given.get(customer_id, {})
+        for key, value in row.profile.items():
+            line, before = earlier.get(key, (row.line, value))
+            if before != value and line != row.line:
+                shown = ";".join(before) if isinstance(before, tuple) else before
+                raise RowError(
+                    f"line {line} gave this customer {key} {shown!r} already: one line per customer"
+                    f" ({', '.join(mask(i) for i in row.identities)}); put what both lines say on one"
+                )
+
+    def _gave(self, customer_id: str, row: Row) -> None:
+        """Remember what an imported line gave its customer."""
+        earlier = self.given.setdefault(customer_id, {})
+        for key, value in row.profile.items():
+            earlier.setdefault(key, (row.line, value))
 
     async def import_row(self, row: Row) -> Outcome:
         directory = self.customers.directory
         owners: dict[str, str] = {}
         for identity in row.identities:
-            owner = self.planned.get(identity) or await directory.lookup(identity)
+            owner = await self.owner(identity)
             if owner is not None:
-                owners[identity] = owner if owner in self.planned_profiles else await self.customers.survivor(owner)
+                owners[identity] = owner
         distinct = sorted(set(owners.values()))
         if len(distinct) > 1:
             found = ", ".join(f"{mask(i)} belongs to {c}" for i, c in owners.items())
             raise RowError(f"identities of different customers: {found}; merge those customers first")
         if self.dry_run:
-            return await self._dry_run(row, distinct[0] if distinct else None)
+            customer_id = distinct[0] if distinct else f"(new, line {row.line})"
+            self._agrees(customer_id, row)
+            outcome = await self._dry_run(row, distinct[0] if distinct else None)
+            self._gave(customer_id, row)
+            return outcome
         created = False
         if distinct:
             customer_id = distinct[0]
@@ -227,6 +289,7 @@ class Importer:
             customer_id = await directory.claim(row.identities[0], candidate)
             if customer_id != candidate:  # someone (intake, another import) was quicker
                 customer_id = await self.customers.survivor(customer_id)
+        self._agrees(customer_id, row)
         facts = await self.customers.facts(customer_id)
         if not facts.created:
             first = next((i for i in row.identities if owners.get(i, customer_id) == customer_id), row.identities[0])
@@ -243,6 +306,7 @@ class Importer:
             changed = changed or bool(result["linked"])
         if row.profile:
             changed = await self._set_profile(customer_id, row) or changed
+        self._gave(customer_id, row)
         return "created" if created else "updated" if changed else "unchanged"
 
     async def _set_profile(self, customer_id: str, row: Row) -> bool:
@@ -346,14 +410,30 @@ async def import_file(
             for row in members:
                 await one(row)
 
-    await asyncio.gather(*(lane(members) for members in lanes(rows)))
+    # Lines naming one customer through different addresses (two customers merged since) go in
+    # one lane too, so the earlier line is the one that stands (``Importer._agrees``).
+    owners: dict[str, str] = {}
+
+    async def look_up(identity: str) -> None:
+        async with gate:
+            try:
+                owner = await importer.owner(identity)
+            except Exception as err:  # the line looks it up again when imported, and says if that fails
+                log.warning("customers.import_lookup_failed", identity=mask(identity), error=repr(err))
+                return
+            if owner is not None:
+                owners[identity] = owner
+
+    await asyncio.gather(*(look_up(i) for i in dict.fromkeys(i for row in rows for i in row.identities)))
+    await asyncio.gather(*(lane(members) for members in lanes(rows, owners)))
     report.errors.sort(key=lambda e: e.line)
     return report
 
 
-def lanes(rows: list[Row]) -> list[list[Row]]:
-    """Rows grouped so that rows sharing an identity (directly or through other rows) are in
-    one group, in file order: each group is imported in order, groups side by side."""
+def lanes(rows: list[Row], owners: Mapping[str, str] | None = None) -> list[list[Row]]:
+    """Rows grouped so that rows sharing an identity, or naming addresses of one customer
+    (``owners``: identity → customer), directly or through other rows, are in one group, in
+    file order: each group is imported in order, groups side by side."""
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:
@@ -365,8 +445,10 @@ def lanes(rows: list[Row]) -> list[list[Row]]:
     first_row: dict[str, int] = {}
     for i, row in enumerate(rows):
         for identity in row.identities:
-            j = first_row.setdefault(identity, i)
-            parent[find(i)] = find(j)
+            for key in (identity, "customer " + owners[identity] if owners and identity in owners else None):
+                if key is not None:
+                    j = first_row.setdefault(key, i)
+                    parent[find(i)] = find(j)
     groups: dict[int, list[Row]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(find(i), []).append(row)
