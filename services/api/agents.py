@@ -31,6 +31,7 @@ from events.model import (
 )
 from events.store import ConcurrencyError
 from router.state import AgentView
+from services.api import paging
 from services.api.common import (
     ACTOR,
     ApiDeps,
@@ -127,6 +128,10 @@ def is_active(agent: AgentView) -> bool:
     return bool(getattr(agent, "active", True))
 
 
+def _by_id(item: tuple[str, AgentView]) -> tuple[str]:
+    return (item[0],)
+
+
 def routes(deps: ApiDeps) -> web.RouteTableDef:
     r = web.RouteTableDef()
 
@@ -169,8 +174,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
 
     @r.get("/v1/agents")
     async def list_agents(request: web.Request) -> web.Response:
-        agents = [agent_json(aid, agent) for aid, agent in sorted(deps.live.state.agents.items())]
-        return ok({"agents": agents})
+        # By id, a page at a time (services.api.paging): 10,000 agents were one answer of
+        # megabytes, fetched every 3 s by each supervisor page.
+        after = paging.cursor_of(request, (str,))
+        found = paging.page(deps.live.state.agents.items(), _by_id, after, paging.limit_of(request))
+        agents = [agent_json(aid, agent) for aid, agent in found.items]
+        return ok({"agents": agents, "count": len(agents), "total": found.total, "next_cursor": found.next_cursor})
 
     @r.get("/v1/agents/{id}")
     async def get_agent(request: web.Request) -> web.Response:

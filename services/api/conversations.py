@@ -4,6 +4,8 @@ actor and the conversation's last sequence as the expected one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import structlog
 from aiohttp import web
 
@@ -22,7 +24,7 @@ from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, caught_up, idempotency, templates, workspace
+from services.api import access, caught_up, idempotency, paging, templates, workspace
 from services.api.auth import AGENT, role_of
 from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
@@ -81,6 +83,22 @@ Tolerated = tuple[type[LogEvent], ...]
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
 # ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
 STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _opened_order(item: tuple[str, ConversationView]) -> tuple[int, str]:
+    """An open conversation's place in the list: when it opened (microseconds; none: first),
+    then its id. Both stay as they are for its whole life, so a cursor on them is stable."""
+    cid, conv = item
+    opened = conv.opened_at
+    if opened is None:
+        return (-1, cid)
+    if opened.tzinfo is None:  # the log's times are aware; a naive one is UTC
+        opened = opened.replace(tzinfo=UTC)
+    return ((opened - _EPOCH) // _MICROSECOND, cid)
 
 
 def _nobody(command: str, blocking: str) -> web.Response:
@@ -179,18 +197,28 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if role_of(request) == "agent":  # only hers (services.api.access)
             custody = request.app.get(access.CUSTODY)
             return await access.agent_conversations(deps, custody, request[AGENT], status, agent)
+        limit = paging.limit_of(request)
         if status == "resolved":
             if deps.timelines is None:
                 return json_error(503, "resolved conversations are read from the timelines, not available here")
-            summaries = await deps.timelines.conversations(status="resolved", agent_id=agent, limit=500)
+            summaries = await deps.timelines.conversations(status="resolved", agent_id=agent, limit=limit)
             resolved = [summary_json(s) for s in summaries]
             return ok({"conversations": resolved, "count": len(resolved)})
-        out = [
-            conversation_json(cid, conv)
-            for cid, conv in deps.live.state.conversations.items()
-            if (status is None or conv.status == status) and (agent is None or conv.agent_id == agent)
-        ]
-        return ok({"conversations": out, "count": len(out)})
+        # Oldest opened first, a page at a time (services.api.paging): 80,000 open conversations
+        # were one answer of tens of megabytes.
+        after = paging.cursor_of(request, (int, str))
+        found = paging.page(
+            (
+                (cid, conv)
+                for cid, conv in deps.live.state.conversations.items()
+                if (status is None or conv.status == status) and (agent is None or conv.agent_id == agent)
+            ),
+            _opened_order,
+            after,
+            limit,
+        )
+        out = [conversation_json(cid, conv) for cid, conv in found.items]
+        return ok({"conversations": out, "count": len(out), "total": found.total, "next_cursor": found.next_cursor})
 
     @r.get("/v1/conversations/{id}")
     async def get_conversation(request: web.Request) -> web.Response:

@@ -113,6 +113,9 @@ class Agent(msgspec.Struct, kw_only=True):
 
 class AgentList(msgspec.Struct, kw_only=True):
     agents: list[Agent]
+    count: int  # on this page
+    total: int  # every agent
+    next_cursor: str | None  # ?cursor= for the next page; null: the last one
 
 
 class Effective(msgspec.Struct, kw_only=True):
@@ -158,7 +161,11 @@ class Conversation(msgspec.Struct, kw_only=True):
 
 class ConversationList(msgspec.Struct, kw_only=True):
     conversations: list[Conversation]
-    count: int
+    count: int  # on this page
+    # Open conversations only: every one that matches, and ?cursor= for the next page (null:
+    # the last one).
+    total: int | msgspec.UnsetType = msgspec.UNSET
+    next_cursor: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class CommandResult(msgspec.Struct, kw_only=True):

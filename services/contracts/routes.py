@@ -69,6 +69,8 @@ class Route:
 
 
 LIMIT = Query("limit", "at most this many (default 100)", int)
+PAGE_LIMIT = Query("limit", "at most this many (default 100, at most 1000: more is 400)", int)
+CURSOR = Query("cursor", "the next page: next_cursor of the page before, as it came", str)
 AGENT_FOR_OPERATOR = Query("agent", "with the operator token: the agent to act for (the console's operator view)")
 
 NO_PARKED = {404: "no such parked message"}
@@ -137,7 +139,15 @@ ROUTES: tuple[Route, ...] = (
         errors={403: "a cross-site request (no Origin of this host, no X-Relaydesk-CSRF header)"},
     ),
     # --- agents ---------------------------------------------------------------------
-    Route("GET", "/v1/agents", "List agents with status and load", "agents", {200: rs.AgentList}),
+    Route(
+        "GET",
+        "/v1/agents",
+        "List agents with status and load, by id, a page at a time",
+        "agents",
+        {200: rs.AgentList},
+        query=(PAGE_LIMIT, CURSOR),
+        errors={400: "limit out of 1-1000, or a cursor this endpoint did not give"},
+    ),
     Route("GET", "/v1/agents/{id}", "One agent", "agents", {200: rs.Agent}, auth=BOTH, errors={404: "no such agent"}),
     Route(
         "PUT",
@@ -278,14 +288,20 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/conversations",
-        "Open conversations from the routing view (status=resolved: from the timelines)",
+        "Open conversations from the routing view, oldest opened first, a page at a time"
+        " (status=resolved: the most recently active, from the timelines, one page)",
         "conversations",
         {200: rs.ConversationList},
         query=(
             Query("status", "new, waiting, offered, assigned or resolved"),
             Query("agent", "held or offered to this agent"),
+            PAGE_LIMIT,
+            CURSOR,
         ),
-        errors={400: "status is not one of its values", 503: "resolved conversations need the timelines"},
+        errors={
+            400: "status is not one of its values, limit out of 1-1000, or a cursor this endpoint did not give",
+            503: "resolved conversations need the timelines",
+        },
     ),
     Route(
         "GET",

@@ -62,6 +62,7 @@ async def test_a_supervisor_sees_why_work_waits_moves_it_and_sets_an_agents_stat
             from selenium.webdriver.support.ui import Select
 
             row = f'#open-conversations tr[data-id="{french}"]'
+            click(browser, row + " select.move-to")  # its choices are made when it is first used
             Select(visible(browser, row + " select.move-to")).select_by_value("agent:bruno")
             click(browser, row + " button.move")
             visible(browser, "#sup-message", f"Moved {french} to agent bruno")

@@ -7,6 +7,13 @@ export const $ = (id) => document.getElementById(id);
 // Sent on every call: the API refuses a cookie-signed command without it (CSRF, services/api/session.py).
 const CSRF = { "X-Relaydesk-CSRF": "1" };
 
+export const PAGE = 100; // rows a list shows at first, and adds with "Show more"
+export const MOST = 1000; // the API's largest page
+
+function freshPage() {
+  return { shown: PAGE, cursor: null, total: 0, next: null };
+}
+
 export function freshState() {
   return {
     epoch: 0, // bumped at every sign-in and sign-out: answers of an earlier session are dropped
@@ -35,7 +42,9 @@ export function freshState() {
     sending: {}, // "reply" | "notes" -> {cid, body, key}: kept while the outcome is unknown (workspace.js)
     roster: null, // agents for transfer (null: could not be loaded)
     skills: null,
-    supervisor: { queues: null, agents: [], conversations: [], canned: [] },
+    // Agents and open conversations come a page at a time (GET ...?limit=&cursor=): `pages` holds,
+    // for each, how many are shown, from which cursor (null: the first), the total and the next cursor.
+    supervisor: { queues: null, agents: [], conversations: [], canned: [], pages: { agents: freshPage(), conversations: freshPage() } },
     stream: null,
     timers: {},
     intervals: [],

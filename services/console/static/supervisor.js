@@ -2,20 +2,22 @@
 // open conversations to move, the team's canned replies to keep. For operator and supervisor tokens.
 "use strict";
 
-import { $, api, channelIcon, duration, el, listOf, say, since, Stale, state } from "./core.js";
+import { $, api, channelIcon, duration, el, listOf, MOST, PAGE, say, since, Stale, state } from "./core.js";
 
 const STATUSES = ["available", "away", "offline"];
 
 export async function refresh() {
   if (!state.me || state.role === "agent") return;
   const epoch = state.epoch;
+  const pages = state.supervisor.pages;
   const [queues, agents, conversations, canned] = await Promise.allSettled([
-    api("GET", "/v1/queues"), api("GET", "/v1/agents"), api("GET", "/v1/conversations"), api("GET", "/v1/canned-replies"),
+    api("GET", "/v1/queues"), api("GET", pagePath("/v1/agents", pages.agents)),
+    api("GET", pagePath("/v1/conversations", pages.conversations)), api("GET", "/v1/canned-replies"),
   ]);
   if (epoch !== state.epoch) return;
   const sup = state.supervisor;
   if (queues.status === "fulfilled") sup.queues = queues.value;
-  if (agents.status === "fulfilled") sup.agents = listOf(agents.value, "agents");
+  if (agents.status === "fulfilled") { sup.agents = listOf(agents.value, "agents"); paged(pages.agents, agents.value, sup.agents); }
   if (state.skills === null) {
     try { state.skills = listOf(await api("GET", "/v1/skills"), "skills"); } catch (err) { state.skills = null; }
     if (epoch !== state.epoch) return;
@@ -23,11 +25,48 @@ export async function refresh() {
   if (canned.status === "fulfilled") sup.canned = listOf(canned.value, "canned_replies");
   if (conversations.status === "fulfilled") {
     sup.conversations = listOf(conversations.value, "conversations").filter((c) => c.status !== "resolved");
+    paged(pages.conversations, conversations.value, sup.conversations);
   }
   const failed = [queues, agents, conversations].find((r) => r.status === "rejected" && !(r.reason instanceof Stale));
   // A failure is said; success leaves the last command's answer in place.
   if (failed) say("Could not refresh: " + failed.reason.message, true, "sup-message");
   render();
+}
+
+// A page of a list (found by a scale audit: with 80,000 open conversations and 5,000 agents the page
+// asked for every one every 3 s and drew a row, and a menu of every agent, for each: the tab froze).
+function pagePath(path, page) {
+  return path + "?limit=" + page.shown + (page.cursor ? "&cursor=" + encodeURIComponent(page.cursor) : "");
+}
+
+function paged(page, answer, items) {
+  page.total = answer && typeof answer.total === "number" ? answer.total : items.length;
+  page.next = answer && answer.next_cursor ? answer.next_cursor : null;
+}
+
+// "Show more" adds a page's rows up to the API's largest page; past it, the next rows replace these.
+function more(name) {
+  const page = state.supervisor.pages[name];
+  if (page.shown < MOST) page.shown = Math.min(MOST, page.shown + PAGE);
+  else if (page.next) page.cursor = page.next;
+  refresh();
+}
+
+function first(name) {
+  const page = state.supervisor.pages[name];
+  page.cursor = null;
+  page.shown = PAGE;
+  refresh();
+}
+
+function renderPaging(name, what, count) {
+  const page = state.supervisor.pages[name];
+  const whence = page.cursor ? "further " : "";
+  $(name + "-shown").textContent = "Showing " + count + " " + whence + "of " + page.total + " " + what + ".";
+  const button = $(name + "-more");
+  button.hidden = !page.next;
+  button.textContent = page.shown < MOST ? "Show more" : "Next " + MOST;
+  $(name + "-first").hidden = !page.cursor;
 }
 
 // Re-rendered only when the data changed, so a menu someone is opening is not replaced under them.
@@ -48,6 +87,8 @@ function render() {
   if (changed("conversations", [withoutTimes, sup.agents.map((a) => [a.id, a.status])])) renderConversations();
   if (changed("canned", sup.canned || [])) renderCanned(sup.canned || []);
   for (const node of document.querySelectorAll("#open-conversations td.waiting[data-since]")) node.textContent = since(node.dataset.since);
+  renderPaging("agents", "agents", sup.agents.length);
+  renderPaging("conversations", "open conversations (oldest first)", sup.conversations.length);
 }
 
 function cell(value) {
@@ -89,8 +130,14 @@ function renderConversations() {
     ...(state.skills || skillsFromQueues()).map((s) => ["skill:" + s, "skill " + s]),
   ];
   $("open-conversations").tBodies[0].replaceChildren(...sup.conversations.map((c) => {
-    const pick = el("select", { className: "move-to", ariaLabel: "move " + c.id + " to" }, el("option", { value: "", textContent: "—" }),
-      ...targets.map(([value, label]) => el("option", { value, textContent: label })));
+    // Its choices are made when it is first used: a menu of every agent in every row was
+    // rows × agents elements (100 × 5,000: half a million) at each change.
+    const pick = el("select", { className: "move-to", ariaLabel: "move " + c.id + " to" }, el("option", { value: "", textContent: "—" }));
+    const fill = () => {
+      if (pick.options.length > 1) return;
+      pick.append(...targets.map(([value, label]) => el("option", { value, textContent: label })));
+    };
+    for (const event of ["focus", "pointerdown", "keydown"]) pick.addEventListener(event, fill);
     const button = el("button", { className: "move", textContent: "Move", ariaLabel: "Move " + c.id });
     button.addEventListener("click", () => move(c.id, pick.value));
     const row = el("tr", {}, cell(c.id), cell(channelIcon(c.channel)), cell(c.status), cell(c.agent_id || "—"),
@@ -184,12 +231,21 @@ async function move(cid, target) {
 
 export function wire() {
   $("canned-form").addEventListener("submit", saveCanned);
+  for (const name of ["agents", "conversations"]) {
+    $(name + "-more").addEventListener("click", () => more(name));
+    $(name + "-first").addEventListener("click", () => first(name));
+  }
 }
 
 export function clear() {
   for (const key of Object.keys(shown)) delete shown[key];
   for (const id of ["queues", "agents", "open-conversations", "canned-replies"]) $(id).tBodies[0].replaceChildren();
   $("held").textContent = "";
+  for (const name of ["agents", "conversations"]) {
+    $(name + "-shown").textContent = "";
+    $(name + "-more").hidden = true;
+    $(name + "-first").hidden = true;
+  }
   $("sup-message").textContent = "";
   $("canned-message").textContent = "";
   $("canned-form").reset();

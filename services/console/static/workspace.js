@@ -464,9 +464,22 @@ async function loadCanned() {
     ...state.canned.map((c) => el("option", { value: c.id, textContent: c.title })));
 }
 
+// Every agent, for the transfer menu: GET /v1/agents answers a page at a time (at most 1000).
+async function wholeRoster() {
+  let agents = [];
+  let cursor = null;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const data = await api("GET", "/v1/agents?limit=1000" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+    agents = agents.concat(listOf(data, "agents"));
+    cursor = data && data.next_cursor ? data.next_cursor : null;
+    if (!cursor) break;
+  }
+  return agents;
+}
+
 export async function loadLists() {
-  const [agents, skills] = await Promise.allSettled([api("GET", "/v1/agents"), api("GET", "/v1/skills")]);
-  if (agents.status === "fulfilled") state.roster = listOf(agents.value, "agents");
+  const [agents, skills] = await Promise.allSettled([wholeRoster(), api("GET", "/v1/skills")]);
+  if (agents.status === "fulfilled") state.roster = agents.value;
   compose.loadTemplates();
   if (skills.status === "fulfilled") state.skills = listOf(skills.value, "skills").map((s) => (typeof s === "string" ? s : s.name));
   const others = (state.roster || []).filter((a) => a.id !== state.agentId && a.active !== false);
