@@ -260,7 +260,8 @@ class MergeResult(msgspec.Struct, kw_only=True):
     customer_id: str
     merged_id: str
     identities_moved: list[str]
-    seq: int
+    seq: int  # of the CustomersMerged event (the first one, when already_merged)
+    already_merged: bool = False  # the same merge asked again: nothing new written
 
 
 class TokenRecord(msgspec.Struct, kw_only=True):

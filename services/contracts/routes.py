@@ -591,12 +591,16 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/customers/{id}/merge",
-        "Merge another customer into this one",
+        "Merge another customer into this one (again: 200 with already_merged, nothing new written)",
         "customers",
         {200: rs.MergeResult},
         body=customers.MergeBody,
         body_required=True,
-        errors={400: "a customer merged into itself", 404: "no such customer", 409: "already merged"},
+        errors={
+            400: "a customer merged into itself",
+            404: "no such customer",
+            409: "one of them was merged into another customer (merged_into, survivor)",
+        },
     ),
     # --- deliveries, parked messages, metrics, reports -----------------------------------
     Route(
