@@ -28,12 +28,12 @@ from services.api import access, caught_up, idempotency, paging, templates, work
 from services.api.auth import AGENT, role_of
 from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
+from services.api.queue_board import QueueBoard
 from services.api.views import (
     conversation_json,
     conversation_subject,
     effective_json,
     language_reason_json,
-    queues_json,
     summary_json,
     waiting_because_json,
 )
@@ -260,9 +260,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         response.headers["Retry-After"] = "2"
         return response
 
+    board = QueueBoard()
+
     @r.get("/v1/queues")
     async def queues(request: web.Request) -> web.Response:
-        return ok(queues_json(deps.live.state, deps.clock(), deps.policy))
+        return ok(board.answer(deps.live.state, deps.clock(), deps.policy))
 
     async def answer_offer(request: web.Request, *, accepted: bool) -> web.Response:
         cid = request.match_info["id"]

@@ -179,6 +179,8 @@ class Queues(msgspec.Struct, kw_only=True):
     queues: list[ExplainedQueue]
     held_for_agents: list[HeldSummary]
     total_waiting: int
+    # When this board was computed: it is shared for a few seconds (services.api.queue_board).
+    as_of: str
 
 
 class WorkCustomer(msgspec.Struct, kw_only=True):
