@@ -210,6 +210,9 @@ class PostgresTimelineStore(PlannedStore):
         self.schema = schema
         self._conn = conn
         self._lock = asyncio.Lock()
+        # Customer searches: a read-only connection of their own, one at a time (``_search``).
+        self._search_conn: psycopg.AsyncConnection[Any] | None = None
+        self._search_lock = asyncio.Lock()
         # Set on a shadow copy by ``begin_rebuild``: written by one rebuild, from empty, in
         # log order, so no timeline row can already be there and COPY replaces the inserts.
         self.bulk_load = False
@@ -250,6 +253,18 @@ class PostgresTimelineStore(PlannedStore):
             return
         self._closed = True
         await self._conn.close()
+        if self._search_conn is not None:
+            await self._search_conn.close()
+
+    async def _search(self, plan: Plan[T]) -> T:
+        """On a read-only connection of its own: a search that scans every customer no longer
+        holds up the reads waiting for the store's connection."""
+        async with self._search_lock:
+            self._check_open()
+            if self._search_conn is None or self._search_conn.closed or self._search_conn.broken:
+                self._search_conn = await self._connect(self.dsn, True)
+            async with self._search_conn.cursor() as cur:
+                return await run_async(plan, lambda step: _execute(cur, step))
 
     async def _read(self, plan: Plan[T]) -> T:
         async with self._lock:

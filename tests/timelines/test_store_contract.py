@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,7 +23,10 @@ from events.model import (
 from events.store import StoredEvent
 from services.api.views import summary_json
 from services.timelines import CheckpointMismatch, ConversationSummary, ReadOnlyStore, TimelineStore, open_store
-from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend, new_id
+from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend, new_id, pg_dsn
+
+# An awaitable step of a test: (wait until a search is held in the database, release it).
+Step = Callable[[], Awaitable[None]]
 
 
 class Crash(Exception):
@@ -453,15 +459,102 @@ class StoreContract:
         conv = msgspec.json.decode(msgspec.json.encode(await ts.conversation(s.conversation)))
         assert conv["status"] == "resolved"
 
+    # -- a search beside the other reads ----------------------------------------------
+
+    async def hold_searches(self, ts: TimelineStore) -> tuple[Step, Step]:
+        """Make the next customer search stop inside the database until released: (wait until
+        it is held there, release it). Per backend."""
+        raise NotImplementedError
+
+    async def test_a_search_does_not_hold_up_the_other_reads(self, ts: TimelineStore) -> None:
+        """Found by a scale audit: a search scans every customer (0.5-1.5 s at a million) on
+        the store's one connection, and every timeline the console asked for meanwhile waited."""
+        s = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(Seq(gap=1)([s.created(), *s.full()]))
+        held, release = await self.hold_searches(ts)
+        search = asyncio.create_task(ts.customers(q="nobody by this name"))
+        try:
+            await held()
+            entries = await asyncio.wait_for(ts.timeline(s.customer, limit=5), 10)
+            assert len(entries) == 5 and not search.done()
+        finally:
+            await release()
+        assert await asyncio.wait_for(search, 30) == []
+
 
 class TestSqliteStore(StoreContract):
     backend_name = "sqlite"
+
+    async def hold_searches(self, ts: TimelineStore) -> tuple[Step, Step]:
+        from services.timelines.sqlite import SqliteTimelineStore
+
+        assert isinstance(ts, SqliteTimelineStore)
+        await ts.customers(q="opens a search connection if the store keeps one")
+        inside, gate = threading.Event(), threading.Event()
+
+        def wait_here() -> int:
+            inside.set()
+            gate.wait(60)
+            return 1
+
+        for conn in (ts._conn, *(ts._search_lane or ())[:1]):
+            conn.create_function("held_here", 0, wait_here)
+        listing = ts.sql.customer_list
+
+        def held_list(q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
+            sql, args = listing(q, tier, limit)
+            return sql.replace(" WHERE ", " WHERE held_here() = 1 AND ", 1), args
+
+        ts.sql.customer_list = held_list  # type: ignore[method-assign]
+
+        async def held() -> None:
+            assert await asyncio.to_thread(inside.wait, 30), "the search never reached the database"
+
+        async def release() -> None:
+            gate.set()
+
+        return held, release
 
 
 class TestPostgresStore(StoreContract):
     """Skips, saying why, when no PostgreSQL answers (``make_backend``; see ``helpers.postgres``)."""
 
     backend_name = "postgres"
+
+    async def hold_searches(self, ts: TimelineStore) -> tuple[Step, Step]:
+        import psycopg
+
+        from services.timelines.postgres import PostgresTimelineStore
+
+        assert isinstance(ts, PostgresTimelineStore)
+        key = random.randrange(1, 2**31)
+        holder = await psycopg.AsyncConnection.connect(pg_dsn(), autocommit=True)
+        await holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        listing = ts.sql.customer_list
+
+        def held_list(q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
+            sql, args = listing(q, tier, limit)
+            wait = f"(SELECT 1 FROM (SELECT pg_advisory_lock_shared({key})) AS held) = 1 AND "
+            return sql.replace(" WHERE ", " WHERE " + wait, 1), args
+
+        ts.sql.customer_list = held_list  # type: ignore[method-assign]
+
+        async def held() -> None:
+            for _ in range(600):
+                cur = await holder.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted", (key,)
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0]:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("the search never reached the database")
+
+        async def release() -> None:
+            await holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            await holder.close()
+
+        return held, release
 
     async def test_a_dropped_connection_is_replaced(self, ts: TimelineStore) -> None:
         from services.timelines.postgres import PostgresTimelineStore
