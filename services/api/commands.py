@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import structlog
 
+from events import subjects
 from events.model import ConversationResolved, LogEvent, OfferAccepted, OfferDeclined, ReplyRequested, UnknownEvent
 from events.skips import count_skip
 from router.state import ConversationView
@@ -78,9 +79,21 @@ async def reply_request(
 
 
 async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.ReplyRoute) -> None:
-    """After the reply is in the log: from here on it will go out. Queue it now; if that
-    fails, the relay (replies.py) queues it from the log a little later."""
+    """After the reply is in the log: from here on it will go out. Queue it now, unless an
+    earlier reply of the conversation has no outcome yet (the relay, replies.py, queues it as
+    soon as they all have: replies go out in the order they were written); if queuing fails,
+    the relay queues it from the log a little later."""
     try:
+        subject = subjects.conversation(event.customer_id, event.conversation_id)
+        earlier = replies.earlier_unsent(await deps.store.read_direct(subject), event, deps.clock())
+        if earlier:
+            log.info(
+                "reply.held_for_order",
+                conversation_id=event.conversation_id,
+                reply_id=event.reply_id,
+                waiting_for=len(earlier),
+            )
+            return
         command = replies.deliver_command(event, route, replies.agent_name(deps.live.state, event))
         deliver = uploads.with_links(deps, command)
         await replies.queue(deps.nc, deliver, deps.store.cipher)

@@ -19,11 +19,21 @@ lagging or stopped). So a reply is queued again only when, at that moment, intak
 every inbound message (a connector reports the outcome there before it acknowledges the reply)
 and the log itself, read then, holds no outcome for it (``ReplyRelay.intake_caught_up``,
 ``outcome_recorded``); under a backlog intake never clears, a lost reply waits for it.
+
+A conversation's replies go out in the order they were written: one is queued only once every
+earlier reply of its conversation has an outcome (``earlier_unsent``), and the relay queues it
+as soon as the last of them has one (``Pending.held``). Found by a chaos audit: with two
+connector processes of a channel, a reply held by one (retrying through an outage, or its
+process killed or stopped until its ack wait ran out) went out after the later replies the
+other process had sent meanwhile; 18 of 48 conversations read out of order, one reply sent
+after the eleven written after it. A reply requested more than ``ORDER_WAIT`` ago (stuck:
+parked, or older than the requeue horizon) no longer holds the later ones back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +58,10 @@ log = structlog.get_logger(__name__)
 # Older replies are beyond RD_OUTBOUND's duplicate window (a day): queuing them again could
 # send them twice, so they are left for an operator (the timeline shows no outcome).
 REQUEUE_HORIZON = timedelta(hours=23)
+# An earlier reply of the conversation without an outcome holds a later one back at most this
+# long after it was requested: longer than a connector's tries take through an outage with the
+# defaults (10 tries, pauses up to 30 s, a Retry-After up to 60 s, redeliveries after a crash).
+ORDER_WAIT = timedelta(minutes=15)
 RELAY_TASK = web.AppKey("reply_relay", asyncio.Task[None])
 
 
@@ -144,11 +158,31 @@ async def queue(nc: NATS, deliver: DeliverReply, cipher: PersonalDataCipher | No
     await nc.jetstream().publish(subjects.outbound(deliver.channel), encode(deliver), headers=headers)
 
 
+def earlier_unsent(events: Iterable[StoredEvent], reply: ReplyRequested, now: datetime) -> list[str]:
+    """The replies requested before ``reply`` on its conversation's ``events`` that have no
+    outcome (``MessageSent`` / ``DeliveryFailed``) yet, requested within ``ORDER_WAIT``: it is
+    not queued before them."""
+    before: dict[str, ReplyRequested] = {}
+    mine = False  # the outcomes after ``reply`` count too: only the requests before it do
+    for stored in events:
+        event = stored.event
+        if isinstance(event, ReplyRequested) and not mine:
+            mine = event.reply_id == reply.reply_id
+            if not mine:
+                before[event.reply_id] = event
+        elif isinstance(event, MessageSent | DeliveryFailed):
+            before.pop(event.reply_id, None)
+    return [rid for rid, earlier in before.items() if now - earlier.at < ORDER_WAIT]
+
+
 @dataclass(slots=True)
 class Pending:
     seq: int
     reply: ReplyRequested
     queued_again_at: datetime | None = None
+    # An earlier reply of its conversation had no outcome when it was requested: it was not
+    # queued then (``earlier_unsent``), and goes as soon as nothing earlier holds it back.
+    held: bool = False
 
 
 class PendingReplies:
@@ -156,15 +190,37 @@ class PendingReplies:
 
     def __init__(self) -> None:
         self.by_id: dict[str, Pending] = {}
+        self.by_conversation: dict[str, dict[str, Pending]] = {}  # in the log's order
         self.seen = 0  # last sequence applied
+        # Set when an outcome lets a held reply go: the relay queues it now, not at its next sweep.
+        self.released = asyncio.Event()
 
     def apply(self, stored: StoredEvent) -> None:
         self.seen = max(self.seen, stored.seq)
         event = stored.event
         if isinstance(event, ReplyRequested):
-            self.by_id[event.reply_id] = Pending(stored.seq, event)
+            same = self.by_conversation.setdefault(event.conversation_id, {})
+            pending = Pending(stored.seq, event, held=any(p.seq < stored.seq for p in same.values()))
+            self.by_id[event.reply_id] = pending
+            same[event.reply_id] = pending
         elif isinstance(event, MessageSent | DeliveryFailed):
-            self.by_id.pop(event.reply_id, None)
+            self.forget(event.reply_id)
+
+    def forget(self, reply_id: str) -> None:
+        pending = self.by_id.pop(reply_id, None)
+        if pending is None:
+            return
+        same = self.by_conversation.get(pending.reply.conversation_id, {})
+        same.pop(reply_id, None)
+        if not same:
+            self.by_conversation.pop(pending.reply.conversation_id, None)
+        elif any(p.held for p in same.values()):
+            self.released.set()
+
+    def held_back(self, pending: Pending, now: datetime) -> bool:
+        """An earlier reply of its conversation, requested within ``ORDER_WAIT``, has no outcome."""
+        same = self.by_conversation.get(pending.reply.conversation_id, {})
+        return any(p.seq < pending.seq and now - p.reply.at < ORDER_WAIT for p in same.values())
 
     def refeed_from(self) -> int:
         """Where to read the log again from to rebuild this fold after a snapshot of the API's
@@ -182,15 +238,18 @@ class PendingReplies:
 
     def due(self, now: datetime, requeue_after: float) -> list[Pending]:
         """Replies waiting longer than ``requeue_after`` (and not queued again within that
-        time), oldest first; replies past the horizon are forgotten."""
+        time), and held ones nothing earlier holds back any more, oldest first; none behind an
+        earlier reply of its conversation still waiting; replies past the horizon are forgotten."""
         wait = timedelta(seconds=requeue_after)
         out = []
         for reply_id, pending in list(self.by_id.items()):
             if now - pending.reply.at > REQUEUE_HORIZON:
-                del self.by_id[reply_id]
+                self.forget(reply_id)
+                continue
+            if self.held_back(pending, now):
                 continue
             last = pending.queued_again_at or pending.reply.at
-            if now - last >= wait:
+            if (pending.held and pending.queued_again_at is None) or now - last >= wait:
                 out.append(pending)
         return sorted(out, key=lambda p: p.seq)
 
@@ -221,12 +280,12 @@ class ReplyRelay:
             )
             if await self.outcome_recorded(item):
                 bound.info("reply.outcome_on_log", skipped="queuing it again: the log has its outcome")
-                self.pending.by_id.pop(reply.reply_id, None)
+                self.pending.forget(reply.reply_id)
                 continue
             route = await reply_route(self.deps.store, reply.customer_id, reply.conversation_id, before_seq=item.seq)
             if route is None:
                 bound.warning("reply.no_route")
-                self.pending.by_id.pop(reply.reply_id, None)
+                self.pending.forget(reply.reply_id)
                 continue
             try:
                 command = deliver_command(reply, route, agent_name(self.deps.live.state, reply))
@@ -234,11 +293,15 @@ class ReplyRelay:
                 await queue(self.deps.nc, deliver, self.deps.store.cipher)
             except KeyDestroyed:
                 bound.warning("reply.customer_erased", skipped="the reply: its customer was erased")
-                self.pending.by_id.pop(reply.reply_id, None)
+                self.pending.forget(reply.reply_id)
                 continue
             item.queued_again_at = now
             queued += 1
-            bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))
+            if item.held:
+                item.held = False
+                bound.info("reply.queued_in_turn", waited_s=round((now - reply.at).total_seconds(), 1))
+            else:
+                bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))
         return queued
 
     async def intake_caught_up(self) -> bool:
@@ -266,12 +329,20 @@ class ReplyRelay:
 
     async def run(self) -> None:
         every = max(0.2, min(self.requeue_after / 2, 10.0))
+        wait = every
         while True:
-            await asyncio.sleep(every)
+            # A held reply let go by an outcome is queued at once (its turn came), not at the next sweep.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.pending.released.wait()
+            self.pending.released.clear()
+            wait = every
             try:
                 await self.sweep()
             except Exception as err:  # NATS away: the next sweep tries again
                 log.warning("reply.relay_failed", error=repr(err))
+            if any(p.held and not self.pending.held_back(p, self.clock()) for p in self.pending.by_id.values()):
+                wait = min(every, 0.25)  # deferred (intake not caught up yet): soon again
 
 
 def install(app: web.Application, deps: ApiDeps) -> None:
