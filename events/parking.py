@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from events.kv import bucket_keys
+from events.stream_scan import bucket_values
 
 PARKED_BUCKET = "rd_parked"
 
@@ -125,12 +125,15 @@ class ParkingLot:
         return True
 
     async def list(self, kind: ParkedKind | None = None) -> list[ParkedMessage]:
-        """Every parked record (oldest stream position first within a stream)."""
-        keys = await bucket_keys(self.js, PARKED_BUCKET)
+        """Every parked record (oldest stream position first within a stream), read in one pass
+        over the bucket (a get per record was a round trip each: the parked-messages gauge and
+        every listing paid it for every record)."""
         out: list[ParkedMessage] = []
-        for key in keys:
-            record = await self.get(key)
-            if record is not None and (kind is None or record.kind == kind):
+        async for key, value in bucket_values(self.js, PARKED_BUCKET):
+            if not is_parked_key(key):
+                continue
+            record = _decoder.decode(value)
+            if kind is None or record.kind == kind:
                 out.append(record)
         return sorted(out, key=lambda r: (r.stream, r.seq))
 

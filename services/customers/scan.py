@@ -1,63 +1,19 @@
-"""Reading a whole stream (or bucket) once, and deleting single messages for good: the tools of
-an erasure (``services.customers.erase``)."""
+"""Reading a whole stream (or bucket) once (``events.stream_scan``), and deleting single messages
+for good: the tools of an erasure (``services.customers.erase``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import structlog
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events.msg_get import stored_messages
-from events.skips import skipping
+from events.stream_scan import scan as scan
 
 log = structlog.get_logger(__name__)
 
-READ_TIMEOUT = 5.0
 # JetStream's "no message found" (a get of a deleted message).
 MESSAGE_NOT_FOUND = 10037
-
-
-async def scan(
-    js: JetStreamContext, stream: str, filter_subject: str, *, last_per_subject: bool = False
-) -> AsyncIterator[Msg]:
-    """Every message of ``stream`` on ``filter_subject`` as it stands now (with
-    ``last_per_subject``: the last one of each subject, as a KV bucket's current values),
-    through an ordered consumer (fast, nothing left on the server). Nothing when the stream
-    does not exist."""
-    try:
-        info = await js.stream_info(stream)
-    except NotFoundError:
-        return
-    if not info.state.messages:
-        return
-    policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
-    sub = await js.subscribe(
-        filter_subject,
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=policy, ack_policy=AckPolicy.NONE),
-        pending_msgs_limit=100_000,
-    )
-    try:
-        consumer = await sub.consumer_info()
-        if not consumer.num_pending and not (consumer.delivered and consumer.delivered.consumer_seq):
-            return
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=READ_TIMEOUT)
-            except TimeoutError:
-                log.warning("erase.scan_timeout", stream=stream)  # nothing more came: end of what is there
-                return
-            yield msg
-            if msg.metadata.num_pending == 0:
-                return
-    finally:
-        with skipping("customers.scan_unsubscribe"):  # the ordered consumer is ephemeral: gone with us anyway
-            await sub.unsubscribe()
 
 
 async def erase_msg(js: JetStreamContext, stream: str, seq: int) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from nats.js.kv import KeyValue
 
 from events.model import MessageReceived
 from events.store import Append
@@ -77,6 +78,20 @@ async def test_an_offer_reaches_a_signed_webhook_and_slack(tmp_path: Path, clean
             delivered = await eventually(lambda: _by_endpoint(s, "delivered", 2))
             assert {d["endpoint_id"] for d in delivered} == {"ava-hook", "billing-slack"}
             assert all(d["attempt_count"] == 1 for d in delivered)
+            # The list is read in one pass over the bucket, not a request per record (a scale
+            # audit: two weeks of notices were ~100,000 round trips per listing).
+            gets = 0
+            get = KeyValue.get
+
+            async def counted(self: KeyValue, key: str, revision: int | None = None) -> KeyValue.Entry:
+                nonlocal gets
+                gets += 1
+                return await get(self, key, revision)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(KeyValue, "get", counted)
+                assert len(await s.deliveries()) == 2
+            assert gets == 0
 
 
 async def _by_endpoint(s: Any, status: str, n: int) -> list[dict[str, Any]] | None:
