@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from nats.js.kv import KeyValue
 
 from events.model import MessageReceived
 from events.store import Append
 from services.delivery.settings import Endpoint
 from services.delivery.signing import HEADER, verify
 from services.embedded_nats import EmbeddedNats, free_port
+from tests.kv_gets import counting_kv_gets
 
 from .helpers import agent_system, agents_config, eventually, holds, receiver
 
@@ -80,18 +80,9 @@ async def test_an_offer_reaches_a_signed_webhook_and_slack(tmp_path: Path, clean
             assert all(d["attempt_count"] == 1 for d in delivered)
             # The list is read in one pass over the bucket, not a request per record (a scale
             # audit: two weeks of notices were ~100,000 round trips per listing).
-            gets = 0
-            get = KeyValue.get
-
-            async def counted(self: KeyValue, key: str, revision: int | None = None) -> KeyValue.Entry:
-                nonlocal gets
-                gets += 1
-                return await get(self, key, revision)
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(KeyValue, "get", counted)
+            with counting_kv_gets() as asked:
                 assert len(await s.deliveries()) == 2
-            assert gets == 0
+            assert asked == []
 
 
 async def _by_endpoint(s: Any, status: str, n: int) -> list[dict[str, Any]] | None:

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ from services.embedded_nats import EmbeddedNats
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "AC" + "d" * 32
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
@@ -105,21 +106,26 @@ async def sms_runtime(nc: NATS, fake: FakeProvider, **settings: Any) -> Connecto
     return runtime
 
 
+async def one_reply_through(nc: NATS, provider: Handler, contact: str, **settings: Any) -> Any:
+    """One SMS reply queued to a connector whose Twilio is ``provider``, and its recorded outcome."""
+    fake = FakeProvider(handler=provider)
+    await fake.start()
+    runtime = await sms_runtime(nc, fake, **settings)
+    try:
+        reply = a_reply("sms", contact)
+        await queue(nc, reply)
+        return await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=30)
+    finally:
+        await runtime.stop()
+        await fake.stop()
+
+
 async def test_a_throttled_reply_waits_out_retry_after_and_is_sent(nc: NATS) -> None:
     """Found by an outage audit: Twilio's 429 ``Retry-After`` was ignored. The tries (0.5 s
     backoff) were all spent inside the throttling window, so every reply an agent wrote while
     the account was throttled ended ``DeliveryFailed``, after hammering Twilio four times."""
     throttling = Throttling(retry_after=1.5)
-    fake = FakeProvider(handler=throttling)
-    await fake.start()
-    runtime = await sms_runtime(nc, fake, deliver_attempts=3, deliver_backoff=0.01)
-    try:
-        reply = a_reply("sms", "+15551230000")
-        await queue(nc, reply)
-        found = await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=20)
-    finally:
-        await runtime.stop()
-        await fake.stop()
+    found = await one_reply_through(nc, throttling, "+15551230000", deliver_attempts=3, deliver_backoff=0.01)
     assert isinstance(found.recorded, MessageSent), found.report.reason
     # One refusal, then the try Twilio asked for: not a burst inside its window.
     assert throttling.answers == [429, 201]
@@ -244,15 +250,6 @@ async def test_a_reply_written_during_an_outage_goes_out_once_the_provider_is_ba
     """The default number of tries with the pauses scaled down 10x and 75x (at least 1.4 s of
     pauses in all against a 1 s outage): the reply is sent, once, when the provider answers."""
     down = Unavailable(seconds=1.0)
-    fake = FakeProvider(handler=down)
-    await fake.start()
-    runtime = await sms_runtime(nc, fake, deliver_backoff=0.05, deliver_backoff_max=0.4)
-    try:
-        reply = a_reply("sms", "+15551230002")
-        await queue(nc, reply)
-        found = await wait_for_outcome(nc.jetstream(), "sms", reply.reply_id, timeout=30)
-    finally:
-        await runtime.stop()
-        await fake.stop()
+    found = await one_reply_through(nc, down, "+15551230002", deliver_backoff=0.05, deliver_backoff_max=0.4)
     assert isinstance(found.recorded, MessageSent), found.report.reason
     assert down.answers.count(201) == 1 and down.answers[0] == 503

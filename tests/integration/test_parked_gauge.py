@@ -25,6 +25,7 @@ from events.parking import ParkedMessage, ParkingLot
 from services.dlq import ParkedNow, export_parked
 from services.embedded_nats import EmbeddedNats
 from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config
+from tests.kv_gets import counting_kv_gets
 
 pytestmark = pytest.mark.integration
 
@@ -172,27 +173,15 @@ async def test_the_api_exports_what_is_parked_now(api_only: System, uid: str) ->
     assert measured_at is not None and measured_at > time.time() - 60
 
 
-async def test_a_listing_reads_the_parking_lot_in_one_pass(
-    clean_nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_listing_reads_the_parking_lot_in_one_pass(clean_nc: NATS, uid: str) -> None:
     """``relaydesk dlq list`` and ``GET /v1/dlq``: a get per parked record was a round trip each
     (found by a scale audit); dropped records stay out of the list."""
-    from nats.js.kv import KeyValue
-
     lot = ParkingLot(clean_nc.jetstream())
     reader = f"intake-{uid}"
     records = [_record(subjects.INBOUND_STREAM, seq, "dead_letter", reader) for seq in range(1, 6)]
     for record in records:
         assert await lot.park(record)
     assert await lot.drop(records[0].key)
-    gets = 0
-    get = KeyValue.get
-
-    async def counted(self: KeyValue, key: str, revision: int | None = None) -> KeyValue.Entry:
-        nonlocal gets
-        gets += 1
-        return await get(self, key, revision)
-
-    monkeypatch.setattr(KeyValue, "get", counted)
-    listed = [r for r in await lot.list("dead_letter") if r.reader == reader]
-    assert [r.seq for r in listed] == [2, 3, 4, 5] and gets == 0
+    with counting_kv_gets() as asked:
+        listed = [r for r in await lot.list("dead_letter") if r.reader == reader]
+    assert [r.seq for r in listed] == [2, 3, 4, 5] and asked == []
