@@ -56,6 +56,10 @@ class Redelivery:
     retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 300.0)
     # How long a delivery may go unanswered before the server hands it out again.
     ack_wait: float = 30.0
+    # How long a reader that has done the work (a connector that sent a reply) tries again, in
+    # place and still holding the message, to record it (report, ack) before handing it back:
+    # a NATS restart of a few seconds does not hand a sent reply to another process to send.
+    report_retry: float = 15.0
 
     def delay_after(self, delivered: int) -> float:
         if not self.retry_delays:

@@ -10,10 +10,12 @@ and acks once JetStream acknowledged it; intake records it on the log as ``Messa
 ``DeliveryFailed``, once per reply (a connector never writes the log). A fresh fetch request
 is issued every round and the subscription is rebuilt after errors or reconnects (nats.py
 pull subscriptions may not resume after a server restart). An outcome that could not be
-published is kept in memory: the command is handed back and its redelivery publishes the
-outcome without sending again. (A connector killed between the provider's answer and the
-ack sends that reply again when the command is redelivered: at least once, and intake still
-records one outcome.)
+published is reported again in place while the command is held (a NATS restart), so no other
+process gets the command and sends it again; past that it is kept in memory, the command is
+handed back and its redelivery here publishes the outcome without sending again. A try that did
+not send and ended after the hold may have lapsed reports nothing (another process has it).
+(A connector killed between the provider's answer and the ack sends that reply again when the
+command is redelivered: at least once, and intake still records one outcome.)
 
 What a ``DeliverReply`` asks of a connector, beyond ``text`` to ``contact``:
 
@@ -358,9 +360,7 @@ class OutboundWorker:
                 self.metrics.inc("delivery_failed")
                 rlog.warning("outbound.failed", reason=scrub(outcome.reason))
         try:
-            reported = await self.publisher.report(outcome, trace or None)
-            rlog.debug("outbound.outcome_reported", seq=reported.seq, duplicate=reported.duplicate)
-            await msg.ack()
+            await self._report(outcome, msg, rlog, trace)
             self._done.pop(reply.reply_id, None)
         except Exception as err:
             # The outcome is remembered: the redelivery reports it without sending again.
@@ -368,6 +368,36 @@ class OutboundWorker:
             count_skip("outbound.report_outcome")
             error = f"the outcome ({outcome.outcome}) could not be reported: {describe_error(err)}"
             await self._retry_or_park(msg, rlog, error)
+
+    async def _report(self, outcome: Outcome, msg: Msg, rlog: Any, trace: Mapping[str, str]) -> None:
+        """Report ``outcome`` and acknowledge ``msg``, tried again in place while the command is
+        still held here (NATS restarting, a publish timing out). Found by a chaos audit: the
+        command was handed back at the first failure, and another process of the channel, not
+        knowing it was sent, sent it again. Raises the last error once the hold may lapse."""
+        pause = 0.2
+        give_up_at = time.monotonic() + self.redelivery.report_retry  # then handed back (_retry_or_park)
+        while True:
+            try:
+                reported = await self.publisher.report(outcome, trace or None)
+                rlog.debug("outbound.outcome_reported", seq=reported.seq, duplicate=reported.duplicate)
+                await msg.ack()
+                return
+            except Exception as err:
+                if time.monotonic() + pause >= min(give_up_at, self._hold_ends()):
+                    raise
+                count_skip("outbound.report_retry")
+                rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            if self.nc.is_connected and not self._hold_may_have_lapsed(self._held_since):
+                renewing = time.monotonic()
+                with skipping("outbound.in_progress", nats_subject=msg.subject):
+                    await msg.in_progress()
+                    self._held_since = renewing
+
+    def _hold_ends(self) -> float:
+        """When the hold renewed last counts as lapsed (``time.monotonic``)."""
+        return self._held_since + self._ack_wait - hold_margin(self._ack_wait)
 
     async def _notice(self, reply: DeliverReply, msg: Msg, rlog: Any) -> None:
         """A notice is shown once if the connector can (its ``notices``), then acknowledged:
@@ -466,6 +496,10 @@ class OutboundWorker:
                 await msg.in_progress()
                 self._held_since = renewing
             result = await self._attempt(reply)
+            if not result.ok and self._hold_may_have_lapsed(self._held_since):
+                # Found by a chaos audit: a last try that outlived the hold (the process stopped
+                # mid-try) reported the reply failed while the process NATS handed it to sent it.
+                raise HoldLapsed
             if result.ok or not result.retryable:
                 return result
             rlog.info(

@@ -21,7 +21,7 @@ from events.streams import ensure_streams
 from services.cli import main as cli_main
 from services.embedded_nats import EmbeddedNats
 
-FAST = Redelivery(max_deliver=3, retry_delays=(0.05, 0.1), ack_wait=5.0)
+FAST = Redelivery(max_deliver=3, retry_delays=(0.05, 0.1), ack_wait=5.0, report_retry=0.3)
 MALFORMED = b'{"type": "inbound_message", "channel": "sms", "sender": '
 
 
