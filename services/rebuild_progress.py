@@ -1,4 +1,5 @@
-"""How long jobs show their progress (``relaydesk rebuild timelines``, ``customers import``).
+"""How long jobs show their progress (``relaydesk rebuild timelines``, ``customers import``,
+``report`` paging through its groups).
 
 A bar on stderr for a person at a terminal (rich, imported only then); off a terminal (a
 Kubernetes Job's log, ``kubectl exec`` without -t) a line every ``PROGRESS_LINE_SECONDS``, in the
@@ -120,12 +121,21 @@ class ProgressLines:
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
 
+    def say(self) -> None:
+        """One line on stderr, in the log format."""
+        text = json.dumps(self.record()) if logs.is_json() else self.line()
+        print(text, file=sys.stderr, flush=True)
+
+    def say_when_due(self) -> None:
+        """A line when ``every`` seconds have passed since the last (or the start): for a job
+        that waits in blocking calls rather than on an event loop (``relaydesk report``)."""
+        if time.monotonic() - self.last_at >= self.every:
+            self.say()
+
     async def say_every(self) -> None:
-        as_json = logs.is_json()
         while True:
             await asyncio.sleep(self.every)
-            text = json.dumps(self.record()) if as_json else self.line()
-            print(text, file=sys.stderr, flush=True)
+            self.say()
 
 
 class LineTasks:

@@ -361,7 +361,8 @@ class CannedReplyRemoved(msgspec.Struct, kw_only=True):
 
 
 class ServiceReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
-    """Totals, one row per group (``group_by``) and the hourly series, as of ``as_of_seq``."""
+    """Totals, one row per group (``group_by``, a page of them) and the hourly series, as of
+    ``as_of_seq``."""
 
     from_: datetime
     to: datetime
@@ -371,6 +372,9 @@ class ServiceReport(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     sla_seconds: dict[str, float]
     as_of_seq: int
     generated_at: datetime
-    total: dict[str, Any]
-    groups: list[dict[str, Any]]
-    by_hour: list[ReportHour]
+    total: dict[str, Any] | None  # null on a page asked with ?cursor= (the first page has it)
+    groups: list[dict[str, Any]]  # by key
+    count: int  # groups on this page
+    total_groups: int  # groups in the window, on every page
+    next_cursor: str | None  # ?cursor= for the next page of groups; null: the last one
+    by_hour: list[ReportHour] | None  # null on a page asked with ?cursor=

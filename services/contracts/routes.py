@@ -664,8 +664,23 @@ ROUTES: tuple[Route, ...] = (
             Query("group_by", "channel, agent, queue, day or conversation"),
             Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
             Query("tz", "IANA time zone of the days, hours and plain dates (default UTC), e.g. Europe/Paris"),
+            Query(
+                "limit",
+                "groups on a page (group_by=conversation: default 100; the other groupings: all unless asked;"
+                " at most 1000: more is 400)",
+                int,
+            ),
+            Query(
+                "cursor",
+                "the next page of groups: next_cursor of the page before, as it came, with the same from and to"
+                " (the page carries its groups only: total and by_hour are null)",
+                str,
+            ),
         ),
-        errors={400: "invalid query", 503: "the report projection is still folding the log, or NATS is away"},
+        errors={
+            400: "invalid query, limit out of 1-1000, or a cursor this endpoint did not give",
+            503: "the report projection is still folding the log, or NATS is away",
+        },
     ),
     # --- the Slack app (no token: Slack's signature, services.api.slack_routes) ----------------
     Route(

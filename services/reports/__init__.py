@@ -6,7 +6,7 @@ grouping), ``projection`` (the fold kept up to date from the log; report paramet
 """
 
 from services.reports.fold import REPORT_FOLD_VERSION, ConversationFacts, OfferFact, ReportState, evolve, fold_all
-from services.reports.metrics import GROUP_BYS, ReportQuery, service_report
+from services.reports.metrics import GROUP_BYS, GroupPage, ReportQuery, service_report
 from services.reports.projection import BadQuery, ReportProjection, parse_query
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "REPORT_FOLD_VERSION",
     "BadQuery",
     "ConversationFacts",
+    "GroupPage",
     "OfferFact",
     "ReportProjection",
     "ReportQuery",

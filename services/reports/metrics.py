@@ -36,6 +36,7 @@ agent it was made to, and its conversation's channel and queue.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -255,40 +256,120 @@ def in_window(conversations: Iterable[ConversationFacts], start: datetime, end: 
     return [c for c in conversations if c.day_at is not None and start <= c.day_at < end]
 
 
-def service_report(
-    state: ReportState, query: ReportQuery, *, now: datetime, sla_seconds: Mapping[str, float]
-) -> dict[str, Any]:
-    """The report as the API serves it: totals, one row per group, and the hourly series."""
-    if query.group_by is not None and query.group_by not in GROUP_BYS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}")
+@dataclass(frozen=True)
+class GroupPage:
+    """Which of a report's groups to answer: those after ``after`` in key order, at most
+    ``limit`` (None: all of them); ``totals``: the window's total and hourly series too.
+
+    Found by a scale audit: ``group_by=conversation`` answered a group per conversation, 54 MB
+    and 3.5 s at 100,000 conversations. A page builds the buckets of its own groups only, and
+    a page after the first (``totals`` False) computes the figures of its own conversations
+    only."""
+
+    after: str | None = None
+    limit: int | None = None
+    totals: bool = True
+
+
+@dataclass(frozen=True)
+class GroupIndex:
+    """A window's conversations and offers, each also in the order of its group's key (the
+    facts themselves, which the fold updates in place), and the keys of the groups in order.
+    A page finds its groups' conversations and offers by bisecting, without a pass over the
+    window: ``services.api.reports`` keeps the first page's index for the pages after it.
+    Lists of the facts, no container per group: 100,000 small lists cost more in garbage
+    collection than the pass they save."""
+
+    conversations: list[ConversationFacts]
+    offers: list[OfferFact]
+    keys: list[str]  # the groups' keys, sorted
+    conversation_keys: list[str]  # sorted; conversation_keys[i] is the key of grouped_conversations[i]
+    grouped_conversations: list[ConversationFacts]
+    offer_keys: list[str]  # sorted, as above
+    grouped_offers: list[OfferFact]
+
+
+def _by_key(items: list[Any], key: Callable[[Any], str]) -> tuple[list[str], list[Any]]:
+    keys = [key(item) for item in items]
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    return [keys[i] for i in order], [items[i] for i in order]
+
+
+def group_index(state: ReportState, query: ReportQuery) -> GroupIndex:
     convs = in_window(state.conversations.values(), query.start, query.end)
     offers = [o for o in state.offers if query.start <= o.offered_at < query.end]
-    total = Bucket()
-    groups: dict[str, Bucket] = {}
-    hours = [Bucket() for _ in range(24)]
+    if query.group_by is None:
+        return GroupIndex(convs, offers, [], [], [], [], [])
+    conv_keys, grouped_convs = _by_key(convs, conversation_key(query.group_by, query.zone))
+    offer_keys, grouped_offers = _by_key(offers, offer_key(query.group_by, query.zone))
+    keys = sorted(set(conv_keys).union(offer_keys))
+    return GroupIndex(convs, offers, keys, conv_keys, grouped_convs, offer_keys, grouped_offers)
+
+
+def _within(keys: list[str], items: list[Any], first: str, last: str) -> list[tuple[str, Any]]:
+    """The items whose key (``keys``, sorted) is from ``first`` to ``last``."""
+    lo, hi = bisect.bisect_left(keys, first), bisect.bisect_right(keys, last)
+    return list(zip(keys[lo:hi], items[lo:hi], strict=True))
+
+
+def service_report(
+    state: ReportState,
+    query: ReportQuery,
+    *,
+    now: datetime,
+    sla_seconds: Mapping[str, float],
+    page: GroupPage | None = None,
+    index: GroupIndex | None = None,
+) -> dict[str, Any]:
+    """The report as the API serves it: totals, one row per group (a page of them: ``page``),
+    and the hourly series. ``total_groups``: the groups of the window; ``next_after``: the key
+    the next page starts after (None: this page is the last). ``index``: the window's
+    ``group_index`` (of this state and query) when the caller kept one."""
+    if query.group_by is not None and query.group_by not in GROUP_BYS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}")
+    page = page or GroupPage()
+    index = index or group_index(state, query)
     tz = query.zone
-    ckey = conversation_key(query.group_by, tz) if query.group_by else None
-    okey = offer_key(query.group_by, tz) if query.group_by else None
-    for conv in convs:
+    first = 0 if page.after is None else bisect.bisect_right(index.keys, page.after)
+    last = len(index.keys) if page.limit is None else min(first + page.limit, len(index.keys))
+    shown = index.keys[first:last]
+
+    def conversation_figures(conv: ConversationFacts) -> ConversationFigures | None:
         try:
-            f = figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
+            return figures(conv, now=now, sla_seconds=sla_seconds, reopen_hours=query.reopen_hours)
         except OverflowError as err:
             # One conversation whose times defeat the arithmetic must not cost the whole report
             # (a 500): its figures are left out, said and counted.
             log.warning("reports.conversation_skipped", conversation_id=conv.conversation_id, error=repr(err))
             count_skip(SKIP_WHERE)
-            continue
-        total.add(f)
-        if ckey is not None:
-            groups.setdefault(ckey(conv), Bucket()).add(f)
-        start = conv.routed_at or conv.day_at
-        if start is not None:
-            hours[start.astimezone(tz).hour].add(f)
-    for offer in offers:
-        total.add_offer(offer)
-        if okey is not None:
-            groups.setdefault(okey(offer), Bucket()).add_offer(offer)
-        hours[offer.offered_at.astimezone(tz).hour].add_offer(offer)
+            return None
+
+    total = Bucket()
+    hours = [Bucket() for _ in range(24)]
+    computed: dict[str, ConversationFigures | None] = {}
+    if page.totals:
+        for conv in index.conversations:
+            f = computed[conv.conversation_id] = conversation_figures(conv)
+            if f is None:
+                continue
+            total.add(f)
+            start = conv.routed_at or conv.day_at
+            if start is not None:
+                hours[start.astimezone(tz).hour].add(f)
+        for offer in index.offers:
+            total.add_offer(offer)
+            hours[offer.offered_at.astimezone(tz).hour].add_offer(offer)
+    groups: dict[str, Bucket] = {key: Bucket() for key in shown}
+    if shown:
+        for key, conv in _within(index.conversation_keys, index.grouped_conversations, shown[0], shown[-1]):
+            cid = conv.conversation_id
+            f = computed[cid] if cid in computed else conversation_figures(conv)
+            if f is not None:
+                groups[key].add(f)
+        for key, offer in _within(index.offer_keys, index.grouped_offers, shown[0], shown[-1]):
+            groups[key].add_offer(offer)
+    # Not a group of one skipped conversation (the figures its times defeated).
+    rows = [{"key": key, **b.json()} for key, b in groups.items() if b.conversations or b.offers]
     return {
         "from": query.start.astimezone(tz).isoformat(),
         "to": query.end.astimezone(tz).isoformat(),
@@ -298,9 +379,12 @@ def service_report(
         "sla_seconds": {channel: sla_seconds[channel] for channel in sorted(sla_seconds)},
         "as_of_seq": state.last_seq,
         "generated_at": now.isoformat(),
-        "total": total.json(),
-        "groups": [{"key": key, **groups[key].json()} for key in sorted(groups)],
-        "by_hour": [_hour_json(hour, bucket) for hour, bucket in enumerate(hours)],
+        "total": total.json() if page.totals else None,
+        "groups": rows,
+        "count": len(rows),
+        "total_groups": len(index.keys),
+        "next_after": shown[-1] if last < len(index.keys) else None,
+        "by_hour": [_hour_json(hour, bucket) for hour, bucket in enumerate(hours)] if page.totals else None,
     }
 
 

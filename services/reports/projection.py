@@ -205,9 +205,12 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
     ``reopen_hours``, ``tz`` (an IANA time zone: the report's days and hours, and the plain
     dates and offset-less times it is given). Defaults: the last 7 days up to now, no grouping,
     24 hours, UTC."""
-    unknown = sorted(set(params) - {"from", "to", "group_by", "reopen_hours", "tz"})
+    # limit and cursor (a page of the groups) are read by the API (services.api.paging).
+    unknown = sorted(set(params) - {"from", "to", "group_by", "reopen_hours", "tz", "limit", "cursor"})
     if unknown:
-        raise BadQuery(f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours, tz")
+        raise BadQuery(
+            f"unknown parameter(s) {', '.join(unknown)}; use from, to, group_by, reopen_hours, tz, limit, cursor"
+        )
     tz_name = (params.get("tz") or "").strip() or "UTC"
     try:
         if len(tz_name) > MAX_TZ_NAME:
