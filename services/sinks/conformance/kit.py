@@ -142,6 +142,19 @@ class SinkConformance(ABC):
         await rig.caught_up(customer)
         assert [c.body for c in ticket.comments].count("We refunded you.") == 1, "the sink's own reply came back"
 
+    async def test_an_agent_reply_in_the_helpdesk_waits_its_turn(self, rig: Rig) -> None:
+        """A conversation's replies go out in the order they were written: one written in the
+        helpdesk while an earlier reply has no outcome yet is on the log but not queued (the
+        API's reply relay queues it once the earlier one has an outcome). Found by a chaos
+        audit: the sinks queued theirs at once, past the API's order check."""
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        await rig.agent_replies(customer, conversation, "Looking into it")  # no outcome yet
+        status, body = await rig.post(rig.fake.agent_reply(ticket, "We refunded you."))
+        assert status == 200, body
+        assert [r.text for r in await rig.replies(customer)] == ["Looking into it", "We refunded you."]
+        assert [o.text for o in await rig.outbound()] == []
+
     async def test_a_forged_webhook_is_refused_and_does_nothing(self, rig: Rig) -> None:
         customer, conversation = await rig.open_assigned()
         ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
