@@ -201,9 +201,19 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if status == "resolved":
             if deps.timelines is None:
                 return json_error(503, "resolved conversations are read from the timelines, not available here")
-            summaries = await deps.timelines.conversations(status="resolved", agent_id=agent, limit=limit)
-            resolved = [summary_json(s) for s in summaries]
-            return ok({"conversations": resolved, "count": len(resolved)})
+            # Most recently resolved first, a page at a time (found by a scale audit: a limit and
+            # no cursor, by last activity): resolved_at then id, a key a resolved conversation
+            # keeps for good, so paging while others resolve lists each one there all along
+            # once. No total: that would count every resolved conversation there ever was.
+            after = resolved_cursor(request)
+            summaries = await deps.timelines.resolved_conversations(agent_id=agent, after=after, limit=limit + 1)
+            shown = summaries[:limit]
+            last = shown[-1] if len(summaries) > limit else None
+            resolved = [summary_json(s) for s in shown]
+            next_cursor = None
+            if last is not None and last.resolved_at is not None:
+                next_cursor = paging.encode_cursor((last.resolved_at.isoformat(), last.conversation_id))
+            return ok({"conversations": resolved, "count": len(resolved), "next_cursor": next_cursor})
         # Oldest opened first, a page at a time (services.api.paging): 80,000 open conversations
         # were one answer of tens of megabytes.
         after = paging.cursor_of(request, (int, str))
@@ -410,3 +420,15 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         return earlier, outcome
 
     return r
+
+
+def resolved_cursor(request: web.Request) -> tuple[datetime, str] | None:
+    """``?cursor=`` of ``status=resolved``: the last conversation's resolution time and id."""
+    key = paging.cursor_of(request, (str, str))
+    if key is None:
+        return None
+    try:
+        at = datetime.fromisoformat(str(key[0]))
+    except ValueError:
+        raise ApiError(400, "cursor is not one this endpoint gave (pass next_cursor back as it came)") from None
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)), str(key[1])

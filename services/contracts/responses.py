@@ -162,9 +162,10 @@ class Conversation(msgspec.Struct, kw_only=True):
 class ConversationList(msgspec.Struct, kw_only=True):
     conversations: list[Conversation]
     count: int  # on this page
-    # Open conversations only: every one that matches, and ?cursor= for the next page (null:
-    # the last one).
+    # Open conversations only: every one that matches.
     total: int | msgspec.UnsetType = msgspec.UNSET
+    # ?cursor= for the next page (null: the last one); open conversations and status=resolved
+    # (not an agent token's own list).
     next_cursor: str | msgspec.UnsetType | None = msgspec.UNSET
 
 

@@ -289,7 +289,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/conversations",
         "Open conversations from the routing view, oldest opened first, a page at a time"
-        " (status=resolved: the most recently active, from the timelines, one page)",
+        " (status=resolved: from the timelines, most recently resolved first, a page at a time)",
         "conversations",
         {200: rs.ConversationList},
         query=(

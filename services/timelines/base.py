@@ -271,6 +271,15 @@ class PlannedStore:
             lambda rows: [self.rows.row_summary(r) for r in rows],
         )
 
+    async def resolved_conversations(
+        self, *, agent_id: str | None = None, after: tuple[datetime, str] | None = None, limit: int = 100
+    ) -> list[ConversationSummary]:
+        key = None if after is None else (self.rows.time_out(after[0]), after[1])
+        return await self._query(
+            Fetch(*self.sql.resolved_list(agent_id, key, limit)),
+            lambda rows: [self.rows.row_summary(r) for r in rows],
+        )
+
     async def customer(self, customer_id: str) -> CustomerSummary | None:
         def plan() -> Plan[CustomerSummary | None]:
             own_step, family_step, merged_step, into_step = self.sql.customer_family(customer_id)

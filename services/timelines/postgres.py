@@ -81,6 +81,9 @@ ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS folded bytea NOT NULL DEF
 CREATE INDEX IF NOT EXISTS conversations_status ON {s}.conversations (status, last_activity_at);
 CREATE INDEX IF NOT EXISTS conversations_agent ON {s}.conversations (agent_id, last_activity_at);
 CREATE INDEX IF NOT EXISTS conversations_customer ON {s}.conversations (customer_id, last_activity_at);
+CREATE INDEX IF NOT EXISTS conversations_resolved ON {s}.conversations (status, resolved_at, conversation_id);
+CREATE INDEX IF NOT EXISTS conversations_agent_resolved ON {s}.conversations (agent_id, resolved_at, conversation_id)
+    WHERE status = 'resolved';
 CREATE TABLE IF NOT EXISTS {s}.checkpoints (key text PRIMARY KEY, seq bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.customers (
     customer_id text PRIMARY KEY,

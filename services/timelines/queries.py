@@ -191,6 +191,28 @@ class Sql:
         args.append(max(0, limit))
         return sql + f" ORDER BY last_activity_at DESC, conversation_id LIMIT {self.param}", args
 
+    def resolved_list(self, agent_id: str | None, after: tuple[Any, str] | None, limit: int) -> tuple[str, list[Any]]:
+        """Resolved conversations, newest resolution first, after ``after`` (``resolved_at`` as
+        the backend stores a time, and the id) in that order: a range of the index on
+        (``status``, ``resolved_at``, ``conversation_id``), or with an agent of the partial one on
+        (``agent_id``, ``resolved_at``, ``conversation_id``) of the resolved rows (``status =
+        'resolved'`` is written out, not a parameter, so SQLite can use it)."""
+        p = self.param
+        where = ["status = 'resolved'"]
+        args: list[Any] = []
+        if agent_id is not None:
+            where.append(f"agent_id = {p}")
+            args.append(agent_id)
+        if after is not None:
+            where.append(f"(resolved_at, conversation_id) < ({p}, {self.text_param})")
+            args += [after[0], after[1]]
+        args.append(max(0, limit))
+        return (
+            f"SELECT {SUMMARY_COLUMNS} FROM {self.conversations} WHERE {' AND '.join(where)}"
+            f" ORDER BY resolved_at DESC, conversation_id DESC LIMIT {p}",
+            args,
+        )
+
     def customer_family(self, customer_id: str) -> list[Fetch]:
         """One customer's row, the rows of the customers merged into it, their ids, and the
         customer it was merged into."""

@@ -109,6 +109,11 @@ def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_status ON {c} (status, last_activity_at)",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_agent ON {c} (agent_id, last_activity_at)",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_customer ON {c} (customer_id, last_activity_at)",
+            # Resolved ones newest first, a page at a time (GET /v1/conversations?status=resolved).
+            # (Not partial: SQLite's planner preferred (status, last_activity_at) and a sort to it.)
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_resolved ON {c} (status, resolved_at, conversation_id)",
+            f"CREATE INDEX IF NOT EXISTS ix_{tag}_conv_agent_resolved ON {c} (agent_id, resolved_at, conversation_id)"
+            " WHERE status = 'resolved'",
         ],
         k: [f"CREATE TABLE IF NOT EXISTS {k} (key TEXT PRIMARY KEY, seq INTEGER NOT NULL)"],
         u: [
@@ -404,6 +409,22 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             pause = min(pause * 2, 0.1)
 
 
+def _add_missing_indexes(table: str, statements: list[str], columns: set[str]) -> Plan[None]:
+    """The indexes of ``statements`` an older file's ``table`` lacks (e.g. the resolved
+    conversations' ones), of those whose ``columns`` it has (a file too old for one is
+    rebuilt: its fold version is stale). Index names carry their generation's tag, so an
+    index is known by what follows its table's name (SQLite quotes it after a rename)."""
+    found = yield Fetch(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+    )
+    kept = [str(r[0]) for r in found]
+    for stmt in statements:
+        shape = stmt.split(f" ON {table} ", 1)[1]
+        indexed = {name.strip() for name in shape[1 : shape.index(")")].split(",")}
+        if indexed <= columns and not any(sql.endswith(shape) for sql in kept):
+            yield Execute(stmt)
+
+
 def _ensure_schema(suffix: str) -> Plan[None]:
     """Create the tables that are missing, add the columns older files lack."""
     created: set[str] = set()
@@ -418,6 +439,9 @@ def _ensure_schema(suffix: str) -> Plan[None]:
         for column, decl in ADDED_COLUMNS.get(table.removesuffix(suffix) if suffix else table, []):
             if column not in have:
                 yield Execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        if not suffix:  # the live tables (a rebuild's copy gets its indexes at the swap)
+            columns = have | {column for column, _ in ADDED_COLUMNS.get(table, [])}
+            yield from _add_missing_indexes(table, statements[1:], columns)
     if "timeline" + suffix in created:
         # Rows from an older Relaydesk without a meta table have no version: stale.
         yield Execute(_sql(suffix).insert_fold_version, (str(FOLD_VERSION),))

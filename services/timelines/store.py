@@ -104,6 +104,16 @@ class TimelineStore(Protocol):
         """Most recently active first."""
         ...
 
+    async def resolved_conversations(
+        self, *, agent_id: str | None = None, after: tuple[datetime, str] | None = None, limit: int = 100
+    ) -> list[ConversationSummary]:
+        """Resolved conversations, most recently resolved first: by ``resolved_at``, then
+        ``conversation_id``, both descending, a key a resolved conversation keeps for good
+        (``merge_summary`` never changes a resolved one's ``resolved_at``; its last activity
+        stays only as long as nothing after a resolution counts as activity). ``after``: the
+        ``(resolved_at, conversation_id)`` of the last one of the page before; at most ``limit``."""
+        ...
+
     async def customer(self, customer_id: str) -> CustomerSummary | None:
         """One customer: identities, profile (tier, flags, language, CRM id), activity."""
         ...

@@ -21,6 +21,7 @@ from events.model import (
     ConversationOpened,
     ConversationResolved,
     DecisionReason,
+    NoteAdded,
     Requirements,
     RoutingRequested,
 )
@@ -170,3 +171,83 @@ async def test_agents_come_in_pages(s: AgentSystem) -> None:
         if (cursor := body["next_cursor"]) is None:
             break
     assert ids == sorted(set(ids)) and len(ids) == many + roster
+
+
+@pytest.fixture
+async def with_timelines(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[AgentSystem]:
+    """The API and the projector (resolved conversations are read from the timelines)."""
+    config = agents_config(tmp_path, clean_nats.url)
+    async with agent_system(config, clean_nats, services=("api", "projector")) as system:
+        yield system
+
+
+async def _resolved_ids(s: AgentSystem, query: str = "") -> list[str]:
+    status, body, _ = await _get(s, f"/v1/conversations?status=resolved&limit={MAX_LIMIT}{query}")
+    assert status == 200 and body["next_cursor"] is None, body
+    return [c["id"] for c in body["conversations"]]
+
+
+async def test_resolved_conversations_come_in_pages_that_notes_do_not_reorder(with_timelines: AgentSystem) -> None:
+    """Found by a scale audit: ``status=resolved`` took a limit but had no cursor (the
+    ``limit`` most recently active, and nothing after them). Now most recently resolved first,
+    a page at a time, on a key a resolved conversation keeps."""
+    s = with_timelines
+    count = 12
+    batch: list[Append] = []
+    customers: dict[str, str] = {}
+    for i in range(count):
+        opened = _opened(i, T0 + timedelta(minutes=i))
+        first = opened[0].event
+        assert isinstance(first, ConversationOpened)
+        customers[first.conversation_id] = first.customer_id
+        resolution = ConversationResolved(
+            at=T0 + timedelta(hours=1, minutes=i // 2),  # pairs resolved in the same second
+            customer_id=first.customer_id,
+            conversation_id=first.conversation_id,
+            actor="operator",
+        )
+        batch += [*opened, Append(resolution)]
+    await s.store.append_many(batch)
+
+    async def all_resolved() -> bool:
+        return len(await _resolved_ids(s)) == count
+
+    await eventually(all_resolved)
+    everything = await _resolved_ids(s)
+    status, body, _ = await _get(s, "/v1/conversations?status=resolved&cursor=not-a-cursor")
+    assert status == 400 and "cursor" in body["error"]
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        path = "/v1/conversations?status=resolved&limit=5" + (f"&cursor={cursor}" if cursor else "")
+        status, body, _ = await _get(s, path)
+        assert status == 200, body
+        assert body["count"] == len(body["conversations"]) <= 5
+        page = [c["id"] for c in body["conversations"]]
+        if not seen:
+            # Notes on one listed and on one not listed yet, on the timelines before the next
+            # page: written after the resolution, they change nothing of the order.
+            await _notes_on(s, {cid: customers[cid] for cid in (page[0], everything[8])})
+        seen += page
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert seen == everything  # each once, most recently resolved first
+
+
+async def _notes_on(s: AgentSystem, conversations: dict[str, str]) -> None:
+    at = T0 + timedelta(days=2)
+    for cid, customer in conversations.items():
+        note = NoteAdded(
+            at=at, customer_id=customer, conversation_id=cid, note_id=f"nt{uuid.uuid4().hex[:8]}", text="wrap-up"
+        )
+        await s.store.append(Append(note))
+
+    async def written() -> bool:
+        for cid, customer in conversations.items():
+            _, body, _ = await _get(s, f"/v1/customers/{customer}/timeline")
+            if not any(e["kind"] == "note" and e["conversation_id"] == cid for e in body.get("entries", [])):
+                return False
+        return True
+
+    await eventually(written)

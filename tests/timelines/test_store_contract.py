@@ -242,6 +242,74 @@ class StoreContract:
         )
         assert len(await ts.conversations(customer_id=cust, limit=2)) == 2
 
+    async def test_resolved_conversations_page_by_resolution_while_notes_come(self, ts: TimelineStore) -> None:
+        """Found by a scale audit: resolved conversations were listed by last activity with a
+        limit and no cursor. Now newest resolution first, then id, after a cursor of both: notes
+        written after a resolution and new resolutions between pages neither repeat nor skip one."""
+        from datetime import timedelta
+
+        from events.model import NoteAdded
+
+        seq = Seq()
+        scripts: list[Script] = []
+        for n in range(9):
+            s = Script(new_id("cu"), f"cv_{n:02d}")
+            s.clock = T0 + timedelta(minutes=n // 2)  # pairs resolved in the same second: ties
+            scripts.append(s)
+            await ts.apply(seq([s.opened(), s.assigned("ava" if n % 3 else "bruno"), s.resolved("ava")]))
+        open_one = Script(new_id("cu"), new_id("cv"))
+        await ts.apply(seq([open_one.opened()]))
+
+        def key(c: ConversationSummary) -> tuple[Any, str]:
+            return c.resolved_at, c.conversation_id
+
+        def note(s: Script) -> NoteAdded:
+            return NoteAdded(**s._ids(), note_id=new_id("nt"), text="wrap-up", actor="ava")
+
+        everything = await ts.resolved_conversations(limit=100)
+        assert [c.status for c in everything] == ["resolved"] * 9
+        assert [key(c) for c in everything] == sorted(map(key, everything), reverse=True)
+        first = await ts.resolved_conversations(limit=4)
+        assert first == everything[:4]
+        # Meanwhile: notes on one shown and one not yet shown, and a new resolution (the newest
+        # of all: before the first page, not after it).
+        by_id = {s.conversation: s for s in scripts}
+        later = everything[6].conversation_id
+        await ts.apply(seq([note(by_id[first[0].conversation_id]), note(by_id[later])]))
+        late = Script(new_id("cu"), "cv_late", clock=T0 + timedelta(hours=1))
+        await ts.apply(seq([late.opened(), late.resolved("ava")]))
+        pages, after = [first], key(first[-1])
+        while True:
+            page = await ts.resolved_conversations(after=after, limit=4)
+            if not page:
+                break
+            pages.append(page)
+            after = key(page[-1])
+        listed = [c.conversation_id for page in pages for c in page]
+        assert listed == [c.conversation_id for c in everything]  # each once, in order
+        assert later in listed and "cv_late" not in listed
+
+        # One agent's, paged the same way.
+        bruno = [c.conversation_id for c in everything if c.agent_id == "bruno"]
+        assert len(bruno) == 3
+        one = await ts.resolved_conversations(agent_id="bruno", limit=2)
+        rest = await ts.resolved_conversations(agent_id="bruno", after=key(one[-1]), limit=2)
+        assert [c.conversation_id for c in one + rest] == bruno
+
+    async def test_resolved_conversations_have_their_index_after_a_rebuild(self, ts: TimelineStore) -> None:
+        assert await self.resolved_indexes(ts) == 2
+        fresh = await ts.begin_rebuild()
+        await fresh.for_bulk_load()  # a rebuild fills its copy without the secondary indexes
+        s = Script(new_id("cu"), new_id("cv"))
+        await fresh.apply(Seq()([s.opened(), s.resolved("ava")]))
+        await ts.swap_in(fresh)
+        assert await self.resolved_indexes(ts) == 2
+        assert [c.conversation_id for c in await ts.resolved_conversations()] == [s.conversation]
+
+    async def resolved_indexes(self, ts: TimelineStore) -> int:
+        """How many indexes of the live conversations table serve resolved_conversations. Per backend."""
+        raise NotImplementedError
+
     async def test_customer_summaries_and_search(self, ts: TimelineStore) -> None:
         cust = new_id("cu")
         sms = Script(cust, new_id("cv"), channel="sms")
@@ -485,6 +553,40 @@ class StoreContract:
 class TestSqliteStore(StoreContract):
     backend_name = "sqlite"
 
+    async def resolved_indexes(self, ts: TimelineStore) -> int:
+        from services.timelines.sqlite import SqliteTimelineStore
+
+        assert isinstance(ts, SqliteTimelineStore)
+        rows = ts._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'conversations'"
+        ).fetchall()
+        return sum(
+            str(r[0]).endswith(
+                (
+                    "(status, resolved_at, conversation_id)",
+                    "(agent_id, resolved_at, conversation_id) WHERE status = 'resolved'",
+                )
+            )
+            for r in rows
+        )
+
+    async def test_resolved_pages_are_a_range_of_the_index(self, ts: TimelineStore, backend: Backend) -> None:
+        """Each page a range of the index, no sort of every resolved conversation; a file from
+        before the index gets it when opened."""
+        from services.timelines.sqlite import SqliteTimelineStore
+
+        assert isinstance(ts, SqliteTimelineStore)
+        for agent in (None, "ava"):
+            sql, args = ts.sql.resolved_list(agent, ("2026-01-01T00:00:00+00:00", "cv_1"), 10)
+            plan = " | ".join(str(r[3]) for r in ts._conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+            assert "resolved_at,conversation_id)<" in plan and "TEMP B-TREE" not in plan, plan
+        for (name,) in ts._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%resolved_at, conversation_id)%'"
+        ).fetchall():
+            ts._conn.execute(f"DROP INDEX {name}")
+        await ts.close()
+        assert await self.resolved_indexes(await backend.open()) == 2
+
     async def hold_searches(self, ts: TimelineStore) -> tuple[Step, Step]:
         from services.timelines.sqlite import SqliteTimelineStore
 
@@ -520,6 +622,25 @@ class TestPostgresStore(StoreContract):
     """Skips, saying why, when no PostgreSQL answers (``make_backend``; see ``helpers.postgres``)."""
 
     backend_name = "postgres"
+
+    async def resolved_indexes(self, ts: TimelineStore) -> int:
+        from services.timelines.postgres import PostgresTimelineStore
+
+        assert isinstance(ts, PostgresTimelineStore)
+        async with await psycopg_connect(pg_dsn()) as conn:
+            cur = await conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'conversations'", (ts.schema,)
+            )
+            rows = await cur.fetchall()
+        return sum(
+            str(r[0]).endswith(
+                (
+                    "(status, resolved_at, conversation_id)",
+                    "(agent_id, resolved_at, conversation_id) WHERE (status = 'resolved'::text)",
+                )
+            )
+            for r in rows
+        )
 
     async def hold_searches(self, ts: TimelineStore) -> tuple[Step, Step]:
         import psycopg
@@ -596,3 +717,9 @@ class TestPostgresStore(StoreContract):
             await ts.close()
         finally:
             await drop_schemas(dsn, schema)
+
+
+async def psycopg_connect(dsn: str) -> Any:
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
