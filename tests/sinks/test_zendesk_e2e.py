@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from connectors.sdk.publish import InboundPublisher
-from events.model import ConversationResolved, DeliverReply, InboundMessage, ReplyRequested
+from events.model import ConversationResolved, DeliverReply, InboundMessage, MessageSent, ReplyRequested
 from services.bootstrap import event_store
 from services.embedded_nats import EmbeddedNats
 from services.sinks.conformance import Rig
@@ -87,6 +87,13 @@ async def test_sms_to_zendesk_and_back(system: AgentSystem, rig: Rig) -> None:
     assert ours.author == "9001"
     code, body = await rig.post(rig.fake.echo(ticket, ours))
     assert code == 200 and body["acted"] is False, body
+    # ... and it went out (as the SMS connector would report): replies go out in turn, so the
+    # one written in Zendesk next is queued once this one has its outcome.
+    [console_reply] = [r for r in await rig.replies(customer) if r.text == "Looking into it"]
+    went = MessageSent(
+        at=datetime.now(UTC), customer_id=customer, conversation_id=cid, channel="sms", reply_id=console_reply.reply_id
+    )
+    await rig.append(went)
 
     # a public reply written in Zendesk goes out on the customer's SMS channel
     code, body = await rig.post(rig.fake.agent_reply(ticket, "We refunded the second charge."))
@@ -97,8 +104,12 @@ async def test_sms_to_zendesk_and_back(system: AgentSystem, rig: Rig) -> None:
 
     [reply] = await eventually(from_zendesk)
     assert reply.text == "We refunded the second charge." and reply.channel == "sms" and reply.agent_id == "ava"
-    out = await eventually(rig.outbound)
-    sent = {o.reply_id: o for o in out}
+
+    async def zendesk_reply_queued() -> dict[str, DeliverReply] | None:
+        sent = {o.reply_id: o for o in await rig.outbound()}
+        return sent if reply.reply_id in sent else None
+
+    sent = await eventually(zendesk_reply_queued)
     assert sent[reply.reply_id].contact == phone and sent[reply.reply_id].text == reply.text
     await rig.caught_up(customer)
     texts = [c.body for c in ticket.comments]
