@@ -24,7 +24,7 @@ from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, caught_up, idempotency, paging, templates, workspace
+from services.api import access, caught_up, idempotency, paging, replies, templates, workspace
 from services.api.auth import AGENT, role_of
 from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
@@ -390,9 +390,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if prepared is None:
             return json_error(409, f"conversation {cid} has no customer address to reply to")
         if earlier is not None:
-            if not sent and isinstance(earlier.event, ReplyRequested):
-                # Its first attempt may have stopped before queuing it (RD_OUTBOUND drops a second copy).
-                await queue_reply(deps, earlier.event, prepared[1])
+            # Its first attempt may have stopped before queuing it (RD_OUTBOUND drops a second
+            # copy it still knows; where it may not, the relay queues it once intake caught up).
+            reply = None if sent else earlier.event
+            if isinstance(reply, ReplyRequested) and await replies.may_queue_again(deps, earlier.seq, reply):
+                await queue_reply(deps, reply, prepared[1])
             return answered(earlier, cid, 202)
         # The customer writing meanwhile is no reason to hold a reply back (it is, to resolve).
         response = await command(

@@ -158,6 +158,36 @@ async def queue(nc: NATS, deliver: DeliverReply, cipher: PersonalDataCipher | No
     await nc.jetstream().publish(subjects.outbound(deliver.channel), encode(deliver), headers=headers)
 
 
+async def intake_caught_up(deps: ApiDeps) -> bool:
+    """Intake has recorded every message ``RD_INBOUND`` held a moment ago, so an outcome a
+    connector reported before then is on the log (read after this, never before)."""
+    js = deps.nc.jetstream()
+    last = (await js.stream_info(subjects.INBOUND_STREAM)).state.last_seq
+    info = await js.consumer_info(subjects.INBOUND_STREAM, subjects.INTAKE_DURABLE)
+    floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    # Nothing left to deliver or to acknowledge says the same where the newest messages
+    # were deleted before intake read them (an erasure): the floor would stay below them.
+    return floor >= last or not (info.num_pending or info.num_ack_pending)
+
+
+async def outcome_recorded(deps: ApiDeps, seq: int, reply: ReplyRequested) -> bool:
+    """The log, read now, has ``MessageSent`` or ``DeliveryFailed`` for ``reply`` (stored at
+    ``seq``; this API's view may not have folded it yet)."""
+    after = await deps.store.read_direct(subjects.conversation(reply.customer_id, reply.conversation_id), seq + 1)
+    return any(
+        isinstance(stored.event, MessageSent | DeliveryFailed) and stored.event.reply_id == reply.reply_id
+        for stored in after
+    )
+
+
+async def may_queue_again(deps: ApiDeps, seq: int, reply: ReplyRequested) -> bool:
+    """Whether ``reply``, on the log without an outcome, may be queued again now: intake has
+    recorded every outcome connectors reported, and the log read after that holds none for it
+    (a reply a connector sent, whose report intake had not recorded yet, would go out twice
+    once a NATS restart forgot ``RD_OUTBOUND``'s duplicate ids)."""
+    return await intake_caught_up(deps) and not await outcome_recorded(deps, seq, reply)
+
+
 def earlier_unsent(events: Iterable[StoredEvent], reply: ReplyRequested, now: datetime) -> list[str]:
     """The replies requested before ``reply`` on its conversation's ``events`` that have no
     outcome (``MessageSent`` / ``DeliveryFailed``) yet, requested within ``ORDER_WAIT``: it is
@@ -305,27 +335,10 @@ class ReplyRelay:
         return queued
 
     async def intake_caught_up(self) -> bool:
-        """Intake has recorded every message ``RD_INBOUND`` held a moment ago, so an outcome a
-        connector reported before then is on the log (read after this, never before)."""
-        js = self.deps.nc.jetstream()
-        last = (await js.stream_info(subjects.INBOUND_STREAM)).state.last_seq
-        info = await js.consumer_info(subjects.INBOUND_STREAM, subjects.INTAKE_DURABLE)
-        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
-        # Nothing left to deliver or to acknowledge says the same where the newest messages
-        # were deleted before intake read them (an erasure): the floor would stay below them.
-        return floor >= last or not (info.num_pending or info.num_ack_pending)
+        return await intake_caught_up(self.deps)
 
     async def outcome_recorded(self, item: Pending) -> bool:
-        """The log, read now, has ``MessageSent`` or ``DeliveryFailed`` for the reply (this
-        API's view may not have folded it yet)."""
-        reply = item.reply
-        after = await self.deps.store.read_direct(
-            subjects.conversation(reply.customer_id, reply.conversation_id), item.seq + 1
-        )
-        return any(
-            isinstance(stored.event, MessageSent | DeliveryFailed) and stored.event.reply_id == reply.reply_id
-            for stored in after
-        )
+        return await outcome_recorded(self.deps, item.seq, item.reply)
 
     async def run(self) -> None:
         every = max(0.2, min(self.requeue_after / 2, 10.0))

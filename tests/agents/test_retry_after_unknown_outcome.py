@@ -15,8 +15,9 @@ from nats.aio.client import Client as NATS
 
 import events.store
 from events.acked import Ack, publish_acked
-from events.model import NoteAdded, ReplyRequested
+from events.model import DeliverReply, NoteAdded, ReplyRequested
 from events.streams import IDEMPOTENCY_BUCKET
+from services.api import replies
 
 from .helpers import API_TOKEN, AgentSystem, eventually
 
@@ -116,3 +117,36 @@ async def test_a_key_used_again_for_another_text_once_its_record_is_gone_sends_t
     events_ = [stored.event for stored in await s.log(customer)]
     assert [e.text for e in events_ if isinstance(e, ReplyRequested)] == ["Your refund is on its way", "Anything else?"]
     assert [e.text for e in events_ if isinstance(e, NoteAdded)] == ["Refund sent", "Asked for more"]
+
+
+async def test_a_retried_reply_is_not_queued_again_while_intake_has_outcomes_to_record(
+    s: AgentSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left by a chaos audit: the retry of a reply whose first attempt is on the log queued it
+    again at once. Had a connector sent it meanwhile and intake not yet recorded its report, a
+    NATS restart in between (RD_OUTBOUND forgets the ids of what was taken) sent it twice. It is
+    queued again only as the relay would: once intake has recorded every report."""
+    lost = LostAck()
+    monkeypatch.setattr(events.store, "publish_acked", lost)
+    _customer, cid = await s.open()
+    await eventually(lambda: s.conversation(cid, "offered"))
+    status, body = await send(s, f"/v1/conversations/{cid}/accept", {}, "accept-1")
+    assert status == 200, body
+    lost.arm("reply_requested")
+    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
+    assert (status, lost.lost) == (503, 1), body
+
+    queued: list[str] = []
+    queue = replies.queue
+
+    async def counted(nc: NATS, deliver: DeliverReply, cipher: Any) -> None:
+        queued.append(deliver.reply_id)
+        await queue(nc, deliver, cipher)
+
+    async def lagging(_deps: Any) -> bool:
+        return False  # reports on RD_INBOUND intake has not recorded yet
+
+    monkeypatch.setattr(replies, "queue", counted)
+    monkeypatch.setattr(replies, "intake_caught_up", lagging)
+    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
+    assert status == 202 and queued == [], (body, queued)  # the relay queues it once intake caught up
