@@ -26,8 +26,8 @@ def add_parser(sub: Any) -> None:
         "new-token",
         help="print a new token for NAME and the [api.operators] line that grants it",
         description="Print a new token for NAME (shown once: hand it to that person) and the line to put "
-        "under [api.operators] in the API's config file; restart the API to apply it. Taking the line out "
-        "and restarting revokes the token. Nothing is stored by this command.",
+        "under [api.operators] in the API's config file: an API started with --config takes it within 5 s, "
+        "no restart. Taking the line out revokes the token the same way. Nothing is stored by this command.",
     )
     new.add_argument("name", metavar="NAME", help="who will hold it: lowercase letters, digits, '.', '_', '-'")
     listing = actions.add_parser("list", help="the operator names a config file grants")
@@ -42,7 +42,8 @@ def operators_command(args: argparse.Namespace) -> int:
         token = operators.new_token()
         print(token)
         print(
-            f"\nAdd under [api.operators] in the API's config file, then restart the API:\n"
+            "\nAdd under [api.operators] in the API's config file (an API started with --config takes it"
+            " within 5 s, no restart):\n"
             f'{args.name} = "{operators.hashed(token)}"\n'
             f"The token above is shown once; give it to {args.name} alone.",
             file=sys.stderr,

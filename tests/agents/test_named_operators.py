@@ -96,6 +96,16 @@ def test_new_token_prints_a_token_once_and_the_line_that_grants_it(capsys: pytes
     assert "a name is 1-64 lowercase" in capsys.readouterr().err
 
 
+def test_new_token_does_not_ask_for_a_restart_the_api_does_not_need(capsys: pytest.CaptureFixture[str]) -> None:
+    """The API takes a changed [api.operators] within 5 s (2014f87); the command still told the
+    operator to restart every API to grant a token, and its help to restart to revoke one."""
+    assert cli(["operators", "new-token", "maria"]) == 0
+    assert "restart the api" not in " ".join(capsys.readouterr().err.lower().split())
+    with pytest.raises(SystemExit):
+        cli(["operators", "new-token", "--help"])
+    assert "restarting revokes" not in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.integration
 @needs_chromium
 async def test_the_console_says_which_operator_signed_in(s: AgentSystem, browser: Any) -> None:
