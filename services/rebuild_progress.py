@@ -164,9 +164,11 @@ class LineTasks:
 
 
 @asynccontextmanager
-async def showing_progress(show: ShowProgress, description: str, total: int | None) -> AsyncIterator[_Shown]:
+async def showing_progress(
+    show: ShowProgress, description: str, total: int | None, *, event: str = "rebuild.progress"
+) -> AsyncIterator[_Shown]:
     if show == "lines":
-        lines = ProgressLines(description, total, PROGRESS_LINE_SECONDS)
+        lines = ProgressLines(description, total, PROGRESS_LINE_SECONDS, event=event)
         ticker = asyncio.create_task(lines.say_every())
         try:
             yield lines

@@ -1,9 +1,16 @@
 """``relaydesk status``: one look at a running deployment, for an operator.
 
 NATS and its streams, every durable consumer's lag, who leads (router, delivery), agents
-online and queue depths (the routing state folded from the router's snapshot plus the log
-after it, the way the router itself starts), and the parked counts. A table on a terminal,
-``--json`` for scripts. Read-only: it connects as the tool role and appends nothing.
+online and queue depths (the routing state: the newest snapshot of it, the router's or the
+API's, plus at most ``FOLD_LIMIT`` events of the log after it), and the parked counts. A table
+on a terminal, ``--json`` for scripts. Read-only: it connects as the tool role and appends nothing.
+
+Bounded (found by a scale audit: with no router snapshot it folded the whole log, 62 s and
+725 MB over 1.5 million events, in an incident when an operator needs the answer at once).
+Everything but agents and queues is a handful of NATS requests. Agents and queues: with no
+snapshot and a log longer than ``FOLD_LIMIT`` they are not shown, and the report says why;
+with a snapshot further behind than that they are shown as of where the fold stopped, said.
+``--fold-all`` folds whatever it takes, with a progress line.
 """
 
 from __future__ import annotations
@@ -13,17 +20,19 @@ import asyncio
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from rich.console import Console
 from rich.table import Table
 
 from events import subjects
+from events.objects import read_object
 from events.parking import ParkingLot
 from events.replay import replay_batches
 from events.store import EventStore
@@ -35,7 +44,9 @@ from services.bootstrap import stream_settings
 from services.config import Config
 from services.lease import LeaseValue
 from services.nats_connection import let_go
-from services.state_snapshots import read_state
+from services.nats_errors import NATS_UNAVAILABLE
+from services.rebuild_progress import ShowProgress, showing_progress
+from services.state_snapshots import of_another_log, read_state
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +54,15 @@ STATUS_HELP = """\
 Is NATS reachable; each stream's messages; each durable consumer's pending, unacknowledged
 and redelivered counts; who leads (router, delivery) and until when; agents by status; the
 waiting conversations per queue with the oldest wait; parked messages (dead letters,
-quarantined events). Exits 1 when NATS cannot be reached.
+quarantined events). Agents and queues come from the newest snapshot of the routing state
+(the router's or the API's) and at most 100,000 events after it: with none on a longer log
+they are not shown (--fold-all folds the whole log). Exits 1 when NATS cannot be reached.
 """
 
 LEASES = ("router", "delivery")
+
+FOLD_LIMIT = 100_000
+"""Events of the log ``status`` folds after the newest snapshot at most (a few seconds)."""
 
 
 async def _streams(nc: NATS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -113,25 +129,120 @@ async def _leaders(nc: NATS, now: float) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def routing_state(nc: NATS) -> RouterState:
-    """The router's state now: its last snapshot, then every event after it (as it starts)."""
+@dataclass
+class Routing:
+    """The routing state as far as ``status`` folded it, and from what."""
+
+    state: RouterState | None  # None: not folded (no snapshot, and a log too long to fold)
+    source: str  # "router snapshot", "api snapshot" or "log" (no snapshot)
+    snapshot_seq: int  # the snapshot's last folded sequence (0: none)
+    log_seq: int  # the end of the log when status looked
+    note: str = ""  # what an operator should know about these figures ("" when complete)
+
+    @property
+    def complete(self) -> bool:
+        return self.state is not None and self.state.last_seq >= self.log_seq
+
+
+async def _api_view_state(js: Any) -> RouterState | None:
+    """The routing view in the API's snapshot (``services.api.view_snapshot``), or None."""
+    from services.api import view_snapshot  # the API's modules: only on this path
+
+    try:
+        data = await read_object(js, subjects.SNAPSHOT_BUCKET, view_snapshot.SNAPSHOT_NAME)
+    except (ObjectNotFoundError, NotFoundError):
+        return None
+    except NATS_UNAVAILABLE:
+        raise
+    except Exception as err:  # a damaged object: the router's snapshot or the log instead
+        log.warning("status.snapshot_ignored", snapshot="api", reason=f"unreadable: {err!r}")
+        return None
+    if not data:
+        return None
+    try:
+        snap = view_snapshot.load(data)
+    except view_snapshot.UnusableSnapshot as err:
+        log.warning("status.snapshot_ignored", snapshot="api", reason=str(err))
+        return None
+    if other := await of_another_log(js, snap.state.last_seq):
+        log.warning("status.snapshot_ignored", snapshot="api", reason=other)
+        return None
+    return snap.state
+
+
+async def routing_state(nc: NATS, *, limit: int | None = None, progress: ShowProgress = False) -> Routing:
+    """The router's state: the newest snapshot of it (the router's or the API's), then the log
+    after it, at most ``limit`` events (default ``FOLD_LIMIT``; None from ``fold_all``)."""
     js = nc.jetstream()
     from services.router_runner import SNAPSHOT_NAME  # the service stack: only on this path
 
+    limit = FOLD_LIMIT if limit is None else limit
+    end = (await js.stream_info(subjects.EVENTS_STREAM)).state.last_seq
     # Read as the router reads it: one it would ignore, we ignore too, and say so.
-    state = await read_state(js, SNAPSHOT_NAME, reader="status") or RouterState()
+    found = [
+        (state, source)
+        for state, source in (
+            (await read_state(js, SNAPSHOT_NAME, reader="status"), "router snapshot"),
+            (await _api_view_state(js), "api snapshot"),
+        )
+        if state is not None
+    ]
+    state, source = max(found, key=lambda f: f[0].last_seq) if found else (RouterState(), "log")
+    snapshot_seq = state.last_seq
+    behind = end - snapshot_seq
+    if not found and behind > limit:
+        note = (
+            f"no snapshot of the routing state (neither the router's nor the API's in {subjects.SNAPSHOT_BUCKET})"
+            f" and the log holds {end:,} events: agents and queues not folded (status folds at most {limit:,});"
+            " the router saves one every [runner] snapshot_every events while it leads;"
+            " relaydesk status --fold-all folds the whole log"
+        )
+        return Routing(None, source, 0, end, note)
+    stop = min(end, snapshot_seq + limit)
     store = EventStore(nc, js, reader="status", timeout=30.0)
-    async for batch in replay_batches(store, subjects.EVENTS_ALL, state.last_seq + 1):
-        for stored in batch:
-            try:
-                state = evolve(state, stored.seq, stored.subject, stored.event)
-            except Exception as err:  # the router quarantines these; status only counts them
-                log.warning("status.event_skipped", seq=stored.seq, subject=stored.subject, error=repr(err))
-                state.last_seq = max(state.last_seq, stored.seq)
-    return state
+    async with showing_progress(
+        progress, "status: folding the log", (stop - snapshot_seq) or None, event="status.progress"
+    ) as shown:
+        async for batch in replay_batches(store, subjects.EVENTS_ALL, snapshot_seq + 1, end=stop):
+            for stored in batch:
+                if stored.seq > stop:
+                    break
+                try:
+                    state = evolve(state, stored.seq, stored.subject, stored.event)
+                except Exception as err:  # the router quarantines these; status only counts them
+                    log.warning("status.event_skipped", seq=stored.seq, subject=stored.subject, error=repr(err))
+                    state.last_seq = max(state.last_seq, stored.seq)
+            shown.update(state.last_seq - snapshot_seq)
+        shown.done(stop - snapshot_seq)
+    state.last_seq = max(state.last_seq, stop)  # agent-less gaps and events past stop alike
+    note = ""
+    if stop < end:
+        note = (
+            f"as of event {stop:,}: the newest snapshot ({source}, event {snapshot_seq:,}) is {behind:,} events"
+            f" behind the log, status folds at most {limit:,} after it (is the router leading and saving"
+            " snapshots?); relaydesk status --fold-all folds the rest"
+        )
+    return Routing(state, source, snapshot_seq, end, note)
 
 
-def routing_summary(state: RouterState, config: Config, now: datetime) -> dict[str, Any]:
+def routing_summary(routing: Routing, config: Config, now: datetime) -> dict[str, Any]:
+    about = {
+        "source": routing.source,
+        "snapshot_seq": routing.snapshot_seq,
+        "log_seq": routing.log_seq,
+        "complete": routing.complete,
+        "note": routing.note or None,
+    }
+    state = routing.state
+    if state is None:
+        return {
+            "folded_to_seq": None,
+            "agents": None,
+            "agents_online": None,
+            "queues": None,
+            "total_waiting": None,
+            **about,
+        }
     agents = Counter(agent.status for agent in state.agents.values())
     queues = msgspec.to_builtins(queue_summaries(state, now.timestamp(), config.router))
     return {
@@ -140,11 +251,15 @@ def routing_summary(state: RouterState, config: Config, now: datetime) -> dict[s
         "agents_online": sum(n for status, n in agents.items() if status != "offline"),
         "queues": queues,
         "total_waiting": sum(q["waiting"] for q in queues),
+        **about,
     }
 
 
-async def status(nc: NATS, config: Config | None = None) -> dict[str, Any]:
-    """Everything ``relaydesk status`` shows, as one JSON-friendly report."""
+async def status(
+    nc: NATS, config: Config | None = None, *, fold_all: bool = False, progress: ShowProgress = False
+) -> dict[str, Any]:
+    """Everything ``relaydesk status`` shows, as one JSON-friendly report. ``fold_all``: fold
+    the whole log after the newest snapshot, however long (``progress``: how to show it)."""
     config = config or Config()
     streams, consumers = await _streams(nc)
     js = nc.jetstream()
@@ -158,7 +273,11 @@ async def status(nc: NATS, config: Config | None = None) -> dict[str, Any]:
         "streams": streams,
         "consumers": consumers,
         "leaders": await _leaders(nc, time.time()),
-        "routing": routing_summary(await routing_state(nc), config, datetime.now(UTC)),
+        "routing": routing_summary(
+            await routing_state(nc, limit=sys.maxsize if fold_all else None, progress=progress),
+            config,
+            datetime.now(UTC),
+        ),
         "parked": await ParkingLot(js).counts(),
         # Streams and buckets that differ from the wanted config ([nats] replicas, …).
         "drift": [d.as_dict() for d in await stream_drift(js, stream_settings(config))],
@@ -173,15 +292,21 @@ def add_parser(sub: Any, common: Any) -> None:
     )
     common(st)
     st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument(
+        "--fold-all",
+        action="store_true",
+        help=f"fold every event after the newest snapshot for agents and queues, however many"
+        f" (default: at most {FOLD_LIMIT:,}; a progress line on stderr)",
+    )
 
 
 def status_command(args: argparse.Namespace, config: Config) -> int:
     if not config.nats.url:
         raise SystemExit("relaydesk status: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
-    return asyncio.run(_status(config, as_json=args.json))
+    return asyncio.run(_status(config, as_json=args.json, fold_all=args.fold_all))
 
 
-async def _status(config: Config, *, as_json: bool) -> int:
+async def _status(config: Config, *, as_json: bool, fold_all: bool = False) -> int:
     from services.bootstrap import connect_for_tool
 
     url = config.nats.url
@@ -194,7 +319,8 @@ async def _status(config: Config, *, as_json: bool) -> int:
             print(f"NATS at {url}: not reachable ({err})", file=sys.stderr)
         return 1
     try:
-        report = await status(nc, config)
+        progress: ShowProgress = (True if sys.stderr.isatty() else "lines") if fold_all else False
+        report = await status(nc, config, fold_all=fold_all, progress=progress)
     finally:
         await let_go(nc)
     if as_json:
@@ -247,12 +373,20 @@ def print_report(report: dict[str, Any], out: Console) -> None:
     out.print("")
     out.print(_table("Leaders", ("LEASE", "HOLDER", "CURRENT"), leaders))
     routing = report["routing"]
-    agents = ", ".join(f"{n} {status}" for status, n in routing["agents"].items()) or "none"
-    out.print(f"\nAgents: {routing['agents_online']} online ({agents})")
-    queues = [
-        (_queue_name(q), q["waiting"], round(q["oldest_wait_seconds"], 1), q["sla_breached"]) for q in routing["queues"]
-    ]
-    out.print(f"Waiting: {routing['total_waiting']} (state folded to sequence {routing['folded_to_seq']})")
+    if routing["agents"] is None:
+        out.print(f"\nAgents and queues: not shown: {routing['note']}")
+        queues = []
+    else:
+        agents = ", ".join(f"{n} {status}" for status, n in routing["agents"].items()) or "none"
+        out.print(f"\nAgents: {routing['agents_online']} online ({agents})")
+        queues = [
+            (_queue_name(q), q["waiting"], round(q["oldest_wait_seconds"], 1), q["sla_breached"])
+            for q in routing["queues"]
+        ]
+        source = f", {routing['source']} at {routing['snapshot_seq']}" if routing["snapshot_seq"] else ""
+        out.print(f"Waiting: {routing['total_waiting']} (state folded to sequence {routing['folded_to_seq']}{source})")
+        if routing["note"]:
+            out.print(f"Note: {routing['note']}")
     if queues:
         out.print("")
         out.print(_table("Queues", ("QUEUE", "WAITING", "OLDEST WAIT S", "SLA BREACHED"), queues))
