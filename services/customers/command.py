@@ -67,7 +67,7 @@ Customers, straight on the event log:
 def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = sub.add_parser(
         "customers",
-        help="import customers from CSV / JSON Lines, link an address, merge two customers",
+        help="import from CSV / JSON Lines, link an address, merge, export or erase a customer",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
