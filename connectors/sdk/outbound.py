@@ -99,7 +99,7 @@ def pause_before_retry(settings: ConnectorSettings, attempt: int, retry_after: f
     ``deliver_backoff_max``, times 0.5..1 (``jitter`` in [0, 1): processes retrying after one
     outage do not come back together); never sooner than the provider's ``retry_after`` asked,
     up to ``deliver_retry_after_max``."""
-    delay = min(settings.deliver_backoff * 2 ** min(attempt - 1, 32), settings.deliver_backoff_max)
+    delay = min(settings.deliver_backoff * 2.0 ** min(attempt - 1, 32), settings.deliver_backoff_max)
     delay *= 0.5 + jitter / 2
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.deliver_retry_after_max))
@@ -390,10 +390,16 @@ class OutboundWorker:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
             if self.nc.is_connected and not self._hold_may_have_lapsed(self._held_since):
-                renewing = time.monotonic()
-                with skipping("outbound.in_progress", nats_subject=msg.subject):
-                    await msg.in_progress()
-                    self._held_since = renewing
+                await self._renew_hold(msg)
+
+    async def _renew_hold(self, msg: Msg) -> None:
+        """Ask NATS for a fresh ack wait on ``msg``, the command being handled. ``_held_since``
+        moves only once the server took the request: a renewal that failed leaves the hold to
+        lapse when it would have (``_hold_may_have_lapsed`` then says so)."""
+        renewing = time.monotonic()
+        with skipping("outbound.in_progress", nats_subject=msg.subject):
+            await msg.in_progress()
+            self._held_since = renewing
 
     def _hold_ends(self) -> float:
         """When the hold renewed last counts as lapsed (``time.monotonic``)."""
@@ -491,10 +497,7 @@ class OutboundWorker:
         for attempt in range(1, attempts + 1):
             if self._hold_may_have_lapsed(self._held_since):
                 raise HoldLapsed
-            renewing = time.monotonic()
-            with skipping("outbound.in_progress", nats_subject=msg.subject):
-                await msg.in_progress()
-                self._held_since = renewing
+            await self._renew_hold(msg)
             result = await self._attempt(reply)
             if not result.ok and self._hold_may_have_lapsed(self._held_since):
                 # Found by a chaos audit: a last try that outlived the hold (the process stopped
@@ -535,10 +538,7 @@ class OutboundWorker:
                 raise HandBack
             if deadline - time.monotonic() <= 0 or self._hold_may_have_lapsed(self._held_since):
                 break  # lapsed (the process stalled): the next try's check leaves it
-            renewing = time.monotonic()
-            with skipping("outbound.in_progress", nats_subject=msg.subject):
-                await msg.in_progress()
-                self._held_since = renewing
+            await self._renew_hold(msg)
             if self._waiting is not None:
                 await self._keep_holding(*self._waiting)
 
