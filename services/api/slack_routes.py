@@ -39,7 +39,7 @@ from events.streams import IDEMPOTENCY_BUCKET
 from router.state import ConversationView
 from services.api import commands
 from services.api.auth import agent_refusal
-from services.api.common import ApiDeps, json_error, ok
+from services.api.common import ApiDeps, ApiError, json_error, ok
 from services.api.replies import ReplyRoute
 from services.delivery import slack_blocks, slack_signing
 from services.delivery.slack_api import SlackApi
@@ -253,7 +253,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         made: list[tuple[ReplyRequested, ReplyRoute]] = []
 
         async def build(conv: ConversationView) -> LogEvent | str:
-            prepared = await commands.reply_request(deps, conv, cid, text, f"agent:{agent_id}", reply_id)
+            try:
+                prepared = await commands.reply_request(deps, conv, cid, text, f"agent:{agent_id}", reply_id)
+            except ApiError as err:
+                # Refused before the log (a text over the channel's limit): the API's 400, told in
+                # the thread; raised, it was an error answer to Slack and the agent heard nothing.
+                return refusal_of(err)
             if prepared is None:
                 return f"Conversation {cid} has no customer address to reply to."
             made[:] = [prepared]
@@ -268,6 +273,16 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         bound.info("slack.reply_requested", agent_id=agent_id, reply_id=reply_id)
 
     return r
+
+
+def refusal_of(err: ApiError) -> str:
+    """What an ``ApiError`` says (its ``{"error": …}``), as a sentence for the agent in Slack."""
+    try:
+        said = msgspec.json.decode(err.text or "{}")
+    except msgspec.DecodeError:
+        said = {}
+    why = str(said.get("error") or "refused") if isinstance(said, dict) else "refused"
+    return why[:1].upper() + why[1:] + ("" if why.endswith(".") else ".")
 
 
 # What of Slack's payloads is read, typed: a payload of another shape (a user that is a

@@ -358,3 +358,30 @@ async def test_the_slack_app_needs_no_nats_permission_beyond_the_services_own_ro
     assert code == 0
     log = (server.store_dir / "nats-server.log").read_text(errors="replace")
     assert [line for line in log.splitlines() if "Violation" in line] == []
+
+
+async def test_a_thread_reply_too_long_for_the_channel_is_refused_and_the_agent_told_in_the_thread(
+    tmp_path: Path, clean_nats: EmbeddedNats, slack: FakeSlack
+) -> None:
+    """An SMS reply over Twilio's 1,600 characters is refused before the log (260b7d3): written in
+    a Slack thread, the refusal was an API error raised out of the event handler, so Slack got
+    an error for the event (and sent it again) and Ava was told nothing: her words went nowhere."""
+    config = slack_config(tmp_path, clean_nats.url, slack)
+    async with agent_system(config, clean_nats) as s:
+        http, api = s.system.http, s.api
+        customer, cid = await s.open(text="refund please")
+        offer = await eventually(header_of(slack, cid, "New offer for Ava"))
+        assert await slack.click(http, api, "U0AVA", offer, "relaydesk_accept") == 200
+        accepted = await eventually(header_of(slack, cid, "Accepted by Ava"))
+
+        status, _ = await slack.thread_reply(http, api, "U0AVA", accepted, "a" * 1601, event_id="Ev0long")
+        assert status == 200  # answered: Slack does not send the event again
+        await eventually(holds(lambda: slack.ephemerals_for("U0AVA")))
+        [told] = slack.ephemerals_for("U0AVA")
+        assert "1601 characters" in told and "1600" in told
+        assert await events_of(s, customer, ReplyRequested) == []
+
+        # A reply that fits goes out as usual.
+        assert (await slack.thread_reply(http, api, "U0AVA", accepted, "a" * 1600, event_id="Ev0fits"))[0] == 200
+        [reply] = await eventually(lambda: events_of(s, customer, ReplyRequested))
+        assert len(reply.text) == 1600
