@@ -62,6 +62,13 @@ WRITES_KEPT = 100_000  # records whose last write by this instance is remembered
 LATE_AFTER = timedelta(seconds=30)
 
 
+def superseded_reason(notice: str, status: str) -> str:
+    """Why a notice the log has answered is not tried again, as its record's ``reason`` says it
+    (``GET /v1/deliveries``): an ``assigned`` notice read "the assigned no longer stands"."""
+    what = {"offer": "offer", "assigned": "assignment"}.get(notice, notice)
+    return f"the {what} no longer stands: the conversation is {status} now"
+
+
 class DeliveryService:
     def __init__(
         self,
@@ -312,7 +319,7 @@ class DeliveryService:
     def _superseded(self, record: DeliveryRecord) -> str | None:
         """Why a record's offer or assignment notice should not be tried again (``Rounds``)."""
         now = self._answered(record.notice, record.conversation_id, record.agent_id)
-        return None if now is None else f"the {record.notice} no longer stands: the conversation is {now} now"
+        return None if now is None else superseded_reason(record.notice, now)
 
     async def _create(self, notice: Notice, eid: str, endpoint: Endpoint) -> None:
         assert self._kv is not None

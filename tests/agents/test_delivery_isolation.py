@@ -21,6 +21,7 @@ from events.subjects import LEASE_BUCKET
 from services.config import AgentSeed
 from services.delivery.endpoints import endpoint_limit, settings_problems
 from services.delivery.senders import Senders
+from services.delivery.service import superseded_reason
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
 
@@ -215,3 +216,12 @@ def test_one_endpoint_gets_a_share_of_the_pool() -> None:
 )
 def test_delivery_refuses_limits_that_cannot_work_naming_the_setting(settings: DeliverySettings, named: str) -> None:
     assert any(named in p for p in settings_problems(settings))
+
+
+def test_a_superseded_notice_says_in_words_which_notice_no_longer_stands() -> None:
+    # GET /v1/deliveries shows the reason to an operator: an assignment notice read
+    # "the assigned no longer stands" (found by a docs audit).
+    assert superseded_reason("offer", "assigned") == "the offer no longer stands: the conversation is assigned now"
+    assert (
+        superseded_reason("assigned", "resolved") == "the assignment no longer stands: the conversation is resolved now"
+    )
