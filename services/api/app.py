@@ -18,6 +18,7 @@ from services.api import (
     canned,
     caught_up,
     closings,
+    conversation_queries,
     conversations,
     customers,
     deliveries,
@@ -53,7 +54,8 @@ log = structlog.get_logger(__name__)
 BODY_LIMIT = 256 * 1024
 
 ROUTE_GROUPS = (
-    *(health, conversations, customers, agents, agent_api, deliveries, dlq, reports, registry, slack_routes),
+    *(health, conversation_queries, conversations, customers, agents, agent_api, deliveries, dlq, reports),
+    *(registry, slack_routes),
     *(notes, canned, attachments),  # the console's workspace: internal notes, canned replies, attachment links
     *(outbound, templates, uploads),  # agents start conversations, WhatsApp templates, files in replies
 )

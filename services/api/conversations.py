@@ -1,10 +1,8 @@
-"""Conversations: queries over the live routing view, and the actions on one conversation
-(accept, decline, transfer, escalate, resolve, reply), each appended as an event with its
-actor and the conversation's last sequence as the expected one."""
+"""The actions on one conversation (accept, decline, transfer, escalate, resolve, reply), each
+appended as an event with its actor and the conversation's last sequence as the expected one.
+Reading conversations (the list, one, the queue board) is ``services.api.conversation_queries``."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
@@ -24,18 +22,12 @@ from events.store import ConcurrencyError, StoredEvent
 from events.text import blank
 from router.explain import nobody_could_take
 from router.state import ConversationView
-from services.api import access, caught_up, idempotency, paging, replies, templates, workspace
-from services.api.auth import AGENT, role_of
+from services.api import caught_up, idempotency, replies, templates
 from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
-from services.api.queue_board import QueueBoard
+from services.api.conversation_queries import last_event_of
 from services.api.views import (
     conversation_json,
-    conversation_subject,
-    effective_json,
-    language_reason_json,
-    summary_json,
-    waiting_because_json,
 )
 
 log = structlog.get_logger(__name__)
@@ -81,24 +73,6 @@ AFTER_A_REPLY: tuple[type[LogEvent], ...] = (MessageSent, DeliveryFailed, ReplyR
 Tolerated = tuple[type[LogEvent], ...]
 
 TIER_RANGE = "to_tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
-# ``GET /v1/conversations?status=``: the routing view's statuses, and resolved (the timelines).
-STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _opened_order(item: tuple[str, ConversationView]) -> tuple[int, str]:
-    """An open conversation's place in the list: when it opened (microseconds; none: first),
-    then its id. Both stay as they are for its whole life, so a cursor on them is stable."""
-    cid, conv = item
-    opened = conv.opened_at
-    if opened is None:
-        return (-1, cid)
-    if opened.tzinfo is None:  # the log's times are aware; a naive one is UTC
-        opened = opened.replace(tzinfo=UTC)
-    return ((opened - _EPOCH) // _MICROSECOND, cid)
 
 
 def _nobody(command: str, blocking: str) -> web.Response:
@@ -127,7 +101,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             # a command waited for the log's end as it stood (caught_up.py): no search.
             if known.customer(conversation_id) is None:
                 raise ApiError(404, f"no conversation {conversation_id}")
-        elif not await last_event_of(conversation_id):
+        elif not await last_event_of(deps, conversation_id):
             raise ApiError(404, f"no conversation {conversation_id}")
         # On the log and not open: resolved. A 404 read as "lost" to a caller retrying.
         raise ApiError(
@@ -135,12 +109,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             f"conversation {conversation_id} is resolved: only an open conversation takes this",
             conversation_status="resolved",
         )
-
-    async def last_event_of(conversation_id: str) -> int:
-        """The log's last event of a conversation, whoever its customer (0: none, or not an id)."""
-        if not subjects.is_token(conversation_id):
-            return 0
-        return await deps.store.last_subject_seq(subjects.conversation_filter(conversation_id))
 
     async def command(
         event: LogEvent,
@@ -187,94 +155,6 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         # A resolved conversation has left the routing view: say what happened to it.
         body = conversation_json(cid, now) if now is not None else {"id": cid, "status": "resolved"}
         return ok({"seq": seq, "conversation": body}, status)
-
-    @r.get("/v1/conversations")
-    async def list_conversations(request: web.Request) -> web.Response:
-        status = request.query.get("status")
-        agent = request.query.get("agent")
-        if status is not None and status not in STATUSES:
-            return json_error(400, f"status is one of {', '.join(STATUSES)}, not {status!r}", statuses=list(STATUSES))
-        if role_of(request) == "agent":  # only hers (services.api.access)
-            custody = request.app.get(access.CUSTODY)
-            return await access.agent_conversations(deps, custody, request[AGENT], status, agent)
-        limit = paging.limit_of(request)
-        if status == "resolved":
-            if deps.timelines is None:
-                return json_error(503, "resolved conversations are read from the timelines, not available here")
-            # Most recently resolved first, a page at a time (found by a scale audit: a limit and
-            # no cursor, by last activity): resolved_at then id, a key a resolved conversation
-            # keeps for good, so paging while others resolve lists each one there all along
-            # once. No total: that would count every resolved conversation there ever was.
-            after = resolved_cursor(request)
-            summaries = await deps.timelines.resolved_conversations(agent_id=agent, after=after, limit=limit + 1)
-            shown = summaries[:limit]
-            last = shown[-1] if len(summaries) > limit else None
-            resolved = [summary_json(s) for s in shown]
-            next_cursor = None
-            if last is not None and last.resolved_at is not None:
-                next_cursor = paging.encode_cursor((last.resolved_at.isoformat(), last.conversation_id))
-            return ok({"conversations": resolved, "count": len(resolved), "next_cursor": next_cursor})
-        # Oldest opened first, a page at a time (services.api.paging): 80,000 open conversations
-        # were one answer of tens of megabytes.
-        after = paging.cursor_of(request, (int, str))
-        found = paging.page(
-            (
-                (cid, conv)
-                for cid, conv in deps.live.state.conversations.items()
-                if (status is None or conv.status == status) and (agent is None or conv.agent_id == agent)
-            ),
-            _opened_order,
-            after,
-            limit,
-        )
-        out = [conversation_json(cid, conv) for cid, conv in found.items]
-        return ok({"conversations": out, "count": len(out), "total": found.total, "next_cursor": found.next_cursor})
-
-    @r.get("/v1/conversations/{id}")
-    async def get_conversation(request: web.Request) -> web.Response:
-        cid = request.match_info["id"]
-        state = deps.live.state
-        conv = state.conversations.get(cid)
-        if conv is not None:
-            return ok(
-                {
-                    **conversation_json(cid, conv),
-                    "subject": conversation_subject(workspace.of(deps.live, deps.store), cid),
-                    "effective": effective_json(state, conv, deps.policy),
-                    "waiting_because": waiting_because_json(state, conv, deps.clock(), deps.policy),
-                    "language_reason": await language_reason_json(deps.store, conv.customer_id, cid),
-                }
-            )
-        # The routing view forgets resolved conversations; their summary lives on.
-        summary = await deps.timelines.conversation(cid) if deps.timelines else None
-        if summary is None:
-            return await not_found_or_not_yet(cid)
-        return ok(summary_json(summary))
-
-    async def not_found_or_not_yet(cid: str) -> web.Response:
-        """404 only for a conversation the log does not hold: one resolved while the timelines
-        projection lags (the projector stopped, a rebuild) is 503 with ``Retry-After``."""
-        if deps.timelines is None or not (last := await last_event_of(cid)):
-            return json_error(404, f"no conversation {cid}")
-        projected = await deps.timelines.checkpoints()
-        at = min(projected.values(), default=0)
-        if projected and at >= last:
-            return json_error(404, f"no conversation {cid}")  # projected, and not there: erased
-        response = json_error(
-            503,
-            f"conversation {cid} is resolved, and the timelines projection has not recorded it yet "
-            f"(its last event is {last}; the projection stands at {at})",
-            last_event=last,
-            projection=projected,
-        )
-        response.headers["Retry-After"] = "2"
-        return response
-
-    board = QueueBoard()
-
-    @r.get("/v1/queues")
-    async def queues(request: web.Request) -> web.Response:
-        return ok(board.answer(deps.live.state, deps.clock(), deps.policy))
 
     async def answer_offer(request: web.Request, *, accepted: bool) -> web.Response:
         cid = request.match_info["id"]
@@ -422,15 +302,3 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         return earlier, outcome
 
     return r
-
-
-def resolved_cursor(request: web.Request) -> tuple[datetime, str] | None:
-    """``?cursor=`` of ``status=resolved``: the last conversation's resolution time and id."""
-    key = paging.cursor_of(request, (str, str))
-    if key is None:
-        return None
-    try:
-        at = datetime.fromisoformat(str(key[0]))
-    except ValueError:
-        raise ApiError(400, "cursor is not one this endpoint gave (pass next_cursor back as it came)") from None
-    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)), str(key[1])
