@@ -17,8 +17,9 @@ the log but not yet in this API's view (a view catching up after a pause or a st
 whose connector had reported it on ``rd.inbound`` while intake had not recorded it yet (intake
 lagging or stopped). So a reply is queued again only when, at that moment, intake has recorded
 every inbound message (a connector reports the outcome there before it acknowledges the reply)
-and the log itself, read then, holds no outcome for it (``ReplyRelay.intake_caught_up``,
-``outcome_recorded``); under a backlog intake never clears, a lost reply waits for it.
+and the log itself, read then, holds no outcome for it (``intake_caught_up``,
+``outcome_recorded``; the retry of a reply command asks the same, ``may_queue_again``); under
+a backlog intake never clears, a lost reply waits for it.
 
 A conversation's replies go out in the order they were written: one is queued only once every
 earlier reply of its conversation has an outcome (``earlier_unsent``), and the relay queues it
@@ -46,6 +47,7 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, DeliverReply, DeliveryFailed, MessageReceived, MessageSent, ReplyRequested
 from events.personal import KeyDestroyed, PersonalDataCipher
+from events.skips import count_skip
 from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent
 from router.state import RouterState
@@ -300,7 +302,7 @@ class ReplyRelay:
         now = self.clock()
         queued = 0
         due = self.pending.due(now, self.requeue_after)
-        if due and not await self.intake_caught_up():
+        if due and not await intake_caught_up(self.deps):
             log.info("reply.requeue_deferred", due=len(due), reason="intake has inbound messages not recorded yet")
             return 0
         for item in due:
@@ -308,7 +310,7 @@ class ReplyRelay:
             bound = log.bind(
                 conversation_id=reply.conversation_id, customer_id=reply.customer_id, reply_id=reply.reply_id
             )
-            if await self.outcome_recorded(item):
+            if await outcome_recorded(self.deps, item.seq, item.reply):
                 bound.info("reply.outcome_on_log", skipped="queuing it again: the log has its outcome")
                 self.pending.forget(reply.reply_id)
                 continue
@@ -334,12 +336,6 @@ class ReplyRelay:
                 bound.info("reply.queued_again", waited_s=round((now - reply.at).total_seconds(), 1))
         return queued
 
-    async def intake_caught_up(self) -> bool:
-        return await intake_caught_up(self.deps)
-
-    async def outcome_recorded(self, item: Pending) -> bool:
-        return await outcome_recorded(self.deps, item.seq, item.reply)
-
     async def run(self) -> None:
         every = max(0.2, min(self.requeue_after / 2, 10.0))
         wait = every
@@ -353,7 +349,8 @@ class ReplyRelay:
             try:
                 await self.sweep()
             except Exception as err:  # NATS away: the next sweep tries again
-                log.warning("reply.relay_failed", error=repr(err))
+                log.warning("reply.relay_failed", error=repr(err), skipped="this sweep")
+                count_skip("reply.relay_sweep")
             if any(p.held and not self.pending.held_back(p, self.clock()) for p in self.pending.by_id.values()):
                 wait = min(every, 0.25)  # deferred (intake not caught up yet): soon again
 
