@@ -17,8 +17,9 @@ from tests.integration.system import exit_reason
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(("command", "who"), [("api", "API"), ("projector", "projector")])
-def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: Path, command: str, who: str) -> None:
+def start_with_dsn(command: str, dsn: str, nats_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``relaydesk <command>`` with ``RELAYDESK_PROJECTION_DSN=dsn``, run in ``tmp_path`` until it
+    exits. A deadline, not a sleep: a service that starts anyway would still be running at it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
     env.update(
         {
@@ -27,14 +28,23 @@ def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: 
             "RELAYDESK_API_TOKEN": "test-operator-token",
             "RELAYDESK_API_PORT": str(free_port()),
             "RELAYDESK_HEALTH_PORT": "0",
-            # Port 1: nobody listens, the connection is refused at once.
-            "RELAYDESK_PROJECTION_DSN": "postgresql://nobody:hunter2@127.0.0.1:1/x",
+            "RELAYDESK_PROJECTION_DSN": dsn,
         }
     )
-    # A deadline, not a sleep: a service that starts anyway would still be running at it.
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", command], env=env, capture_output=True, text=True, timeout=120
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
+
+
+@pytest.mark.parametrize(("command", "who"), [("api", "API"), ("projector", "projector")])
+def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: Path, command: str, who: str) -> None:
+    # Port 1: nobody listens, the connection is refused at once.
+    proc = start_with_dsn(command, "postgresql://nobody:hunter2@127.0.0.1:1/x", nats_url, tmp_path)
     assert proc.returncode != 0
     reason = exit_reason(proc.stderr)
     assert f"{who} cannot open the projection store postgresql://nobody:****@127.0.0.1:1/x" in reason, proc.stderr
@@ -45,25 +55,7 @@ def test_an_unreachable_projection_dsn_fails_the_start(nats_url: str, tmp_path: 
 def test_a_projection_dsn_of_another_database_fails_the_start(nats_url: str, tmp_path: Path, command: str) -> None:
     """``RELAYDESK_PROJECTION_DSN=mysql://…`` was taken as a relative SQLite path: the service
     started, writing timelines into ``./mysql:/…`` where nothing else reads them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
-    env.update(
-        {
-            "RELAYDESK_NATS_URL": nats_url,
-            "RELAYDESK_DATA_DIR": str(tmp_path / "data"),
-            "RELAYDESK_API_TOKEN": "test-operator-token",
-            "RELAYDESK_API_PORT": str(free_port()),
-            "RELAYDESK_HEALTH_PORT": "0",
-            "RELAYDESK_PROJECTION_DSN": "mysql://rd:hunter2@db.internal/relaydesk",
-        }
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    proc = start_with_dsn(command, "mysql://rd:hunter2@db.internal/relaydesk", nats_url, tmp_path)
     assert proc.returncode != 0
     assert "mysql:// is not a timelines store" in exit_reason(proc.stderr), proc.stderr
     assert "hunter2" not in proc.stderr

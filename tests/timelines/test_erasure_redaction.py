@@ -5,29 +5,17 @@ untouched; SQLite leaves no copy of the old rows in its files."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from events.model import Attachment, CustomerCreated, CustomerErased, CustomersMerged, IdentityLinked, MessageReceived
 from events.store import StoredEvent
 from services.timelines import TimelineStore
 from services.timelines.redact import ERASED, redact_entry
 from services.timelines.rows import TimelineEntry
-from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend
+from tests.timelines.helpers import T0, Backend, Script, Seq
 
 SECRET_TEXT = "my card number is 4111 and I live at 12 Elm Street"
 OTHER_TEXT = "the other customer keeps every word"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = make_backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        await b.close_all()
 
 
 def history(seq: Seq) -> tuple[list[StoredEvent], list[StoredEvent]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nats
@@ -16,20 +16,9 @@ from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.timelines import TimelineStore, partition_of
-from tests.timelines.helpers import T0, Backend, Script, make_backend, new_id
+from tests.timelines.helpers import T0, Backend, Script, new_id
 
 pytestmark = pytest.mark.integration
-
-BACKENDS = ["sqlite", "postgres"]  # postgres: skips, saying why, when no server answers (helpers.postgres)
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = make_backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        await b.close_all()
 
 
 async def append_all(store: EventStore, events: Sequence[LogEvent]) -> list[int]:

@@ -23,11 +23,9 @@ from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import NoCustomerEvents, rebuild_command, rebuild_timelines
 from services.timelines import open_store
-from tests.timelines.helpers import T0, Backend, Script, make_backend, new_id
+from tests.timelines.helpers import BACKENDS, T0, Backend, Script, make_backend, new_id
 
 pytestmark = pytest.mark.integration
-
-BACKENDS = ["sqlite", "postgres"]  # postgres: skips, saying why, when no server answers (helpers.postgres)
 
 
 @pytest.fixture(params=BACKENDS)

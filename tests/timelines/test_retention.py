@@ -6,18 +6,15 @@ for ever and the API served it on the customer's timeline."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from services.metrics import RETENTION_EXPIRED, RETENTION_SWEEPS
 from services.retention import cutoff_instant, expire_timelines, run_timelines_retention
 from services.timelines import TimelineStore, open_store
 from services.timelines.redact import ERASED, EXPIRED
 from tests.integration.system import eventually
-from tests.timelines.helpers import Backend, Script, Seq, make_backend
+from tests.timelines.helpers import Backend, Script, Seq
 
 OLD_TEXT = "my card ending 4242 was charged twice"
 OLD_REPLY = "refunded the second charge to 4242"
@@ -25,15 +22,6 @@ OLD_NOTE = "customer sounds upset, VIP"
 NEW_TEXT = "and my new address is 12 Elm Street"
 OLD = datetime(2026, 1, 9, 23, 59, tzinfo=UTC)  # the last minute of its UTC day
 NEW = datetime(2026, 2, 9, 0, 0, tzinfo=UTC)  # 31 days on, the first minute of its day
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = make_backend(request.param, tmp_path)
-    try:
-        yield b
-    finally:
-        await b.close_all()
 
 
 def history(seq: Seq) -> list[object]:
