@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,10 +25,10 @@ from connectors.sdk.outbound import OutboundWorker, pause_before_retry
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
-from events.codec import encode
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
+from tests.connectors.outbound_rig import a_reply, queue
 
 pytestmark = pytest.mark.integration
 
@@ -49,23 +48,6 @@ async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
         with contextlib.suppress(Exception):
             await client.close()
         await server.astop()
-
-
-def a_reply(channel: str, contact: str) -> DeliverReply:
-    return DeliverReply(
-        conversation_id="conv_" + uuid.uuid4().hex[:10],
-        customer_id="cus_" + uuid.uuid4().hex[:10],
-        channel=channel,
-        reply_id="rep_" + uuid.uuid4().hex[:10],
-        contact=contact,
-        text="Your refund is on its way",
-    )
-
-
-async def queue(nc: NATS, reply: DeliverReply) -> None:
-    await nc.jetstream().publish(
-        subjects.outbound(reply.channel), encode(reply), headers={"Nats-Msg-Id": reply.reply_id}
-    )
 
 
 class Throttling:

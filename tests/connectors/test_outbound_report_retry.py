@@ -10,23 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
 from connectors.sdk.conformance import read_outcomes, wait_for_outcome
 from connectors.sdk.publish import InboundPublisher
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
-from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage, MessageSent
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
+from tests.connectors.outbound_rig import a_reply, queue
 
 pytestmark = pytest.mark.integration
 
@@ -91,15 +91,8 @@ async def test_a_sent_reply_whose_report_failed_is_not_sent_again_by_the_other_p
     await first.start()
     second: ConnectorRuntime | None = None
     try:
-        reply = DeliverReply(
-            conversation_id="conv_" + uuid.uuid4().hex[:10],
-            customer_id="cus_" + uuid.uuid4().hex[:10],
-            channel="chat",
-            reply_id="rep_" + uuid.uuid4().hex[:10],
-            contact="c1",
-            text="hi",
-        )
-        await nc.jetstream().publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        reply = a_reply("chat", "c1", "hi")
+        await queue(nc, reply)
         async with asyncio.timeout(10):
             while not failing.failures:
                 await asyncio.sleep(0.01)
@@ -122,7 +115,7 @@ async def test_a_sent_reply_whose_report_failed_is_not_sent_again_by_the_other_p
     assert len(outcomes) == 1
 
 
-async def _drained(nc: nats.NATS, durable: str = "connector_reportmem") -> None:
+async def _drained(nc: NATS, durable: str = "connector_reportmem") -> None:
     async with asyncio.timeout(20):
         while True:
             info = await nc.jetstream().consumer_info(subjects.OUTBOUND_STREAM, durable)
@@ -176,15 +169,8 @@ async def test_a_try_that_outlived_its_hold_reports_no_failure_for_a_reply_anoth
         first.stall = True
         runtimes.append(ConnectorRuntime(first, connections[1]))
         await runtimes[0].start()
-        reply = DeliverReply(
-            conversation_id="conv_" + uuid.uuid4().hex[:10],
-            customer_id="cus_" + uuid.uuid4().hex[:10],
-            channel="chat",
-            reply_id="rep_" + uuid.uuid4().hex[:10],
-            contact="c1",
-            text="hi",
-        )
-        await nc.jetstream().publish(subjects.outbound("chat"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        reply = a_reply("chat", "c1", "hi")
+        await queue(nc, reply)
         second = Stalled.from_config(settings)
         second.stall = False
         runtimes.append(ConnectorRuntime(second, connections[2]))
