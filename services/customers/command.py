@@ -35,7 +35,8 @@ from services.bootstrap import connect_for_tool, event_store
 from services.config import Config
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
-from services.customers.importer import FileError, LineError, import_file
+from services.customers.import_rows import FileError, LineError
+from services.customers.importer import import_file
 from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short

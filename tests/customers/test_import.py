@@ -18,7 +18,8 @@ from events.streams import ensure_streams
 from services import logs, rebuild_progress
 from services.bootstrap import event_store
 from services.cli import main
-from services.customers.importer import FileError, import_file
+from services.customers.import_rows import FileError
+from services.customers.importer import import_file
 from services.customers.service import Customers
 from services.identity import IdentityDirectory
 

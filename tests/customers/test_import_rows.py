@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.customers.importer import LineError, Row, RowError, lanes, parse_row, read_records
+from services.customers.import_rows import LineError, Row, RowError, parse_row, read_records
+from services.customers.importer import lanes
 from services.customers.service import Customers
 from services.identity import IdentityDirectory
 
