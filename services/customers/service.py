@@ -335,13 +335,7 @@ class Customers:
             return await self._merged_already(survivor, other, (await self.facts(survivor)).merge_seqs.get(other, 0))
         moved = await self._move_identities(survivor, other)
         log.info("customers.merged", customer_id=survivor, merged_id=other, identities_moved=len(moved), seq=seq)
-        return {
-            "customer_id": survivor,
-            "merged_id": other,
-            "identities_moved": moved,
-            "seq": seq,
-            "already_merged": False,
-        }
+        return _merge_answer(survivor, other, moved, seq, already_merged=False)
 
     async def _merged_already(self, survivor: str, other: str, seq: int) -> dict[str, Any]:
         """The same merge asked again (a retry, a second operator, a script run twice): nothing
@@ -351,13 +345,7 @@ class Customers:
         "already merged" and the addresses kept resolving to the merged-away customer for good)."""
         moved = await self._move_identities(await self.survivor(survivor), other)
         log.info("customers.merge_repeated", customer_id=survivor, merged_id=other, identities=len(moved), seq=seq)
-        return {
-            "customer_id": survivor,
-            "merged_id": other,
-            "identities_moved": moved,
-            "seq": seq,
-            "already_merged": True,
-        }
+        return _merge_answer(survivor, other, moved, seq, already_merged=True)
 
     async def _merged_elsewhere(self, other: str, into: str) -> CustomerError:
         now = await self.survivor(into)
@@ -389,3 +377,14 @@ class Customers:
         for identity in moved:
             await self.directory.link(identity, survivor)
         return moved
+
+
+def _merge_answer(survivor: str, other: str, moved: list[str], seq: int, *, already_merged: bool) -> dict[str, Any]:
+    """What a merge answers (POST /v1/customers/{id}/merge, relaydesk customers merge)."""
+    return {
+        "customer_id": survivor,
+        "merged_id": other,
+        "identities_moved": moved,
+        "seq": seq,
+        "already_merged": already_merged,
+    }
