@@ -26,9 +26,26 @@ import html
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
+from events.model import (
+    ConversationAssigned,
+    ConversationResolved,
+    DeliveryFailed,
+    MessageReceived,
+    OfferAccepted,
+    ReplyRequested,
+)
 
-from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest, numeric_id
+from .sdk import (
+    Link,
+    ProviderApi,
+    Sink,
+    SinkEvent,
+    SinkSettings,
+    Unauthentic,
+    WebhookRequest,
+    not_delivered,
+    numeric_id,
+)
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
 
@@ -89,6 +106,9 @@ class FreshdeskSink(Sink):
             await self._note(link, event.message_id, event.text or "(no text)", user=link.requester_id, incoming=True)
         elif isinstance(event, ReplyRequested):
             await self._note(link, event.reply_id, event.text, user=self._agent(event.agent_id), incoming=False)
+        elif isinstance(event, DeliveryFailed):  # a private note: the agents see it, the customer does not
+            text = not_delivered(event)
+            await self._note(link, f"failed-{event.reply_id}", text, user="", incoming=False, private=True)
         elif isinstance(event, ConversationResolved):
             await self.api.call("PUT", f"/api/v2/tickets/{link.ticket_id}", json={"status": RESOLVED})
 
@@ -160,10 +180,12 @@ class FreshdeskSink(Sink):
         tags += [f"skill_{skill}" for skill in sorted(facts.skills)]
         return tags + list(self.settings.tags)
 
-    async def _note(self, link: Link, item_id: str, text: str, *, user: str, incoming: bool) -> None:
+    async def _note(
+        self, link: Link, item_id: str, text: str, *, user: str, incoming: bool, private: bool = False
+    ) -> None:
         if await self.state.synced(item_id):
             return
-        note: dict[str, Any] = {"body": _html(text), "private": False, "incoming": incoming}
+        note: dict[str, Any] = {"body": _html(text), "private": private, "incoming": incoming}
         if user:
             note["user_id"] = int(user)
         if await self.state.posting(link.ticket_id, text):

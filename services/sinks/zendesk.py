@@ -38,9 +38,26 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from connectors.sdk.signatures import hmac_sha256_base64, verify_hmac_sha256
-from events.model import ConversationAssigned, ConversationResolved, MessageReceived, OfferAccepted, ReplyRequested
+from events.model import (
+    ConversationAssigned,
+    ConversationResolved,
+    DeliveryFailed,
+    MessageReceived,
+    OfferAccepted,
+    ReplyRequested,
+)
 
-from .sdk import Link, ProviderApi, Sink, SinkEvent, SinkSettings, Unauthentic, WebhookRequest, numeric_id
+from .sdk import (
+    Link,
+    ProviderApi,
+    Sink,
+    SinkEvent,
+    SinkSettings,
+    Unauthentic,
+    WebhookRequest,
+    not_delivered,
+    numeric_id,
+)
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
 
@@ -107,6 +124,10 @@ class ZendeskSink(Sink):
             link = await self.state.link(event.conversation_id)
             if link is not None:
                 await self._comment(link, event.reply_id, event.text, author=self._zendesk_user(event.agent_id))
+        elif isinstance(event, DeliveryFailed):
+            link = await self.state.link(event.conversation_id)
+            if link is not None:  # an internal note: the agents see it, the customer does not
+                await self._comment(link, f"failed-{event.reply_id}", not_delivered(event), author="", public=False)
         elif isinstance(event, ConversationResolved):
             link = await self.state.link(event.conversation_id)
             if link is not None:
@@ -200,11 +221,11 @@ class ZendeskSink(Sink):
         tags += list(self.settings.tags)
         return [_tag(t) for t in tags]
 
-    async def _comment(self, link: Link, item_id: str, text: str, *, author: str) -> None:
-        """One public comment for a message or reply, once (``synced.<id>``)."""
+    async def _comment(self, link: Link, item_id: str, text: str, *, author: str, public: bool = True) -> None:
+        """One comment for a message, a reply or a reply's failure, once (``synced.<id>``)."""
         if await self.state.synced(item_id):
             return
-        comment: dict[str, Any] = {"body": text, "public": True}
+        comment: dict[str, Any] = {"body": text, "public": public}
         if author:
             comment["author_id"] = int(author)
         if await self.state.posting(link.ticket_id, text):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +42,7 @@ import pytest
 import pytest_asyncio
 
 from connectors.sdk.conformance.helpers import conformance_nats
+from events.model import DeliveryFailed
 from services.bootstrap import event_store
 
 from ..sdk import Sink, SinkRuntime
@@ -154,6 +156,30 @@ class SinkConformance(ABC):
         assert status == 200, body
         assert [r.text for r in await rig.replies(customer)] == ["Looking into it", "We refunded you."]
         assert [o.text for o in await rig.outbound()] == []
+
+    async def test_a_reply_that_did_not_reach_the_customer_is_an_internal_note(self, rig: Rig) -> None:
+        """A reply the provider refused (too long for SMS, outside WhatsApp's window, a number
+        that does not exist) is said on the ticket, to the agents only, with the reason (found by
+        a docs audit: a reply written in the helpdesk failed on the log and nobody there knew)."""
+        customer, conversation = await rig.open_assigned()
+        ticket = await eventually(lambda: _async(rig.fake.ticket_of(conversation)))
+        reply_id = await rig.agent_replies(customer, conversation, "Your refund is on its way")
+        await rig.fake.wait_for(lambda: any(c.body == "Your refund is on its way" for c in ticket.comments))
+        failed = DeliveryFailed(
+            at=datetime.now(UTC),
+            customer_id=customer,
+            conversation_id=conversation,
+            channel=rig.channel,
+            reply_id=reply_id,
+            reason="provider refused: the message is longer than 1600 characters",
+        )
+        await rig.append(failed)
+        await rig.caught_up(customer)
+        await rig.restart(replay=True)  # a sink reading the log again posts no second note
+        await rig.caught_up(customer)
+        notes = [c for c in ticket.comments if "could not be delivered" in c.body]
+        assert len(notes) == 1 and not notes[0].public, [(c.body, c.public) for c in ticket.comments]
+        assert "longer than 1600 characters" in notes[0].body
 
     async def test_a_forged_webhook_is_refused_and_does_nothing(self, rig: Rig) -> None:
         customer, conversation = await rig.open_assigned()

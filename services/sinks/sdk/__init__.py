@@ -3,7 +3,7 @@
 
 from .actions import ConversationFacts, Relaydesk, stable_id
 from .api import ProviderApi, retry_after_seconds
-from .base import Sink, SinkEvent, SinkSettings, WebhookRequest, numeric_id
+from .base import Sink, SinkEvent, SinkSettings, WebhookRequest, not_delivered, numeric_id
 from .errors import AuthFailed, Malformed, Rejected, SinkConfigError, SinkError, SinkNotFound, Transient, Unauthentic
 from .reload import SettingsSource, SettingsUnavailable
 from .runtime import SinkRuntime
@@ -31,6 +31,7 @@ __all__ = [
     "Transient",
     "Unauthentic",
     "WebhookRequest",
+    "not_delivered",
     "numeric_id",
     "retry_after_seconds",
     "stable_id",

@@ -31,6 +31,7 @@ from connectors.sdk.base import convert_settings
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
+    DeliveryFailed,
     LogEvent,
     MessageReceived,
     OfferAccepted,
@@ -119,6 +120,14 @@ def numeric_id(value: object, field: str) -> str:
     return text
 
 
+def not_delivered(event: DeliveryFailed) -> str:
+    """What a helpdesk agent reads, as an internal note on the ticket, of a reply that did not
+    reach the customer (found by a docs audit: a reply written in the helpdesk that the provider
+    refused, too long for SMS say, failed on the log and nobody in the helpdesk was told)."""
+    what = "A reply bounced" if event.bounced else "A reply could not be delivered"
+    return f"Relaydesk: {what} to the customer on {event.channel}: {event.reason or 'no reason given'}"
+
+
 class Sink(ABC):
     """Base class of every sink (see the module docstring). Build one with
     ``MySink.from_config(raw_table)``; run it with ``SinkRuntime(sink, nc, store)``."""
@@ -133,6 +142,7 @@ class Sink(ABC):
         OfferAccepted,
         MessageReceived,
         ReplyRequested,
+        DeliveryFailed,  # a reply that did not reach the customer: tell the helpdesk's agents
         ConversationResolved,
     )
     # POST routes for the helpdesk's webhooks.
