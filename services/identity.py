@@ -36,7 +36,7 @@ import idna
 import phonenumbers
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events import subjects
@@ -256,6 +256,12 @@ def new_customer_id() -> str:
 MERGED_PREFIX = "_merged."
 """``_merged.<customer>`` → the customer it was merged into: written create-only before the
 ``CustomersMerged`` event, so two operators cannot merge one customer into two others."""
+
+
+ERASED_PREFIX = "_erased."
+"""``_erased.<customer>``: that customer's family is being erased, or was (written before the
+erasure's first step, never removed): a merge will not point addresses at it any more, and
+``relaydesk customers`` refuses to merge into or out of it (services/customers/README.md)."""
 
 
 class IdentityDirectory:
@@ -478,6 +484,39 @@ class IdentityDirectory:
         except KeyNotFoundError:
             return None
         return entry.value.decode() if entry.value else None
+
+    async def mark_erased(self, customer_id: str) -> None:
+        """Record that ``customer_id`` is being erased (before the erasure's first step)."""
+        await self.kv.put(ERASED_PREFIX + customer_id, b"1")
+
+    async def erased(self, *customer_ids: str) -> str | None:
+        """The first of ``customer_ids`` marked by ``mark_erased``, None if none is."""
+        for customer_id in customer_ids:
+            if await self._get(ERASED_PREFIX + customer_id) is not None:
+                return customer_id
+        return None
+
+    async def forget_if(self, identity: str, customer_id: str) -> bool:
+        """Remove ``identity``'s mapping only while it names ``customer_id`` (a purge guarded by
+        the entry's revision: one a racing intake or link wrote meanwhile stays)."""
+        key = await self.key(identity)
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return False
+        if entry.value is None or entry.value.decode() != customer_id or entry.revision is None:
+            return False
+        headers = {
+            "KV-Operation": "PURGE",
+            "Nats-Rollup": "sub",
+            "Nats-Expected-Last-Subject-Sequence": str(entry.revision),
+        }
+        try:
+            await self.js.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
+        except BadRequestError:  # wrong last sequence: rewritten meanwhile, it is someone else's now
+            return False
+        self._met.pop(key, None)
+        return True
 
     async def mark_merged(self, customer_id: str, survivor_id: str) -> str:
         """Record (create-only) that ``customer_id`` goes into ``survivor_id``; returns the

@@ -7,6 +7,9 @@ merged-away customer erases the family of the customer it was merged into (the s
 In this order, so that a retry after a crash anywhere still knows what to delete (the keys,
 which make the log's copy of the identities readable, go last but one):
 
+0. mark every customer of the family erased in ``rd_identity`` (``_erased.<id>``, kept for good):
+   from then on a merge will not point addresses at the family (a merge racing this erasure
+   checks the mark after pointing them, and takes them back), nor merge into or out of it;
 1. read the family from the log: identities, provider message ids, attachments, open conversations;
 2. erase the identity mappings in ``rd_identity`` (new messages from those addresses make a new
    customer from now on);
@@ -29,7 +32,9 @@ which make the log's copy of the identities readable, go last but one):
 7. destroy the family's data keys (``events.personal``): their personal data in ``RD_EVENTS``
    reads as ``[erased]`` for good;
 8. append ``CustomerErased`` on the survivor's ``_customer`` subject (once): the projector
-   redacts the timelines, and every reader forgets the keys it cached.
+   redacts the timelines, and every reader forgets the keys it cached. A merge into the
+   family written meanwhile (it checked before the mark was there) makes the erasure start
+   again with that customer in the family; none can be written after ``CustomerErased``.
 
 Every delete from a stream is a JetStream secure erase (the bytes on disk are overwritten),
 never a purge; KV buckets deny message deletes, so their entries are purged (the identity
@@ -58,7 +63,7 @@ from events.streams import IDEMPOTENCY_BUCKET
 from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
 from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
-from services.identity import HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
+from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +126,10 @@ class ErasureReport:
         return asdict(self)
 
 
+class _FamilyGrew(Exception):
+    """A customer was merged into the family after the erasure read it (before its end)."""
+
+
 def _readable(identity: str) -> bool:
     return bool(identity) and ERASED not in identity
 
@@ -148,13 +157,29 @@ class Eraser:
         if not (await self.customers.facts(customer_id)).exists:
             raise CustomerError(404, f"no customer {customer_id}")
         survivor = await self.customers.survivor(customer_id)
-        family_facts = await self.customers.family(survivor)
-        report = ErasureReport(
-            requested=customer_id,
-            customer_id=survivor,
-            erased_ids=[f.customer_id for f in family_facts],
-            already_erased=family_facts[0].erased,
-        )
+        for _ in range(CONFLICT_RETRIES):
+            family_facts = await self.customers.family(survivor)
+            # Before the first step: a merge racing this erasure no longer points addresses at
+            # the family (it checks the mark after pointing them, and takes them back).
+            for facts in family_facts:
+                await self.customers.directory.mark_erased(facts.customer_id)
+            report = ErasureReport(
+                requested=customer_id,
+                customer_id=survivor,
+                erased_ids=[f.customer_id for f in family_facts],
+                already_erased=family_facts[0].erased,
+            )
+            try:
+                return await self._erase_family(report, family_facts, reason, actor)
+            except _FamilyGrew:
+                # A merge into the family was written while this ran: erase again, with its customer.
+                log.info("customers.erasure_family_grew", customer_id=survivor)
+        raise CustomerError(409, "customers kept being merged into this one; run the erasure again")
+
+    async def _erase_family(
+        self, report: ErasureReport, family_facts: list[CustomerFacts], reason: str, actor: str
+    ) -> ErasureReport:
+        survivor, customer_id = report.customer_id, report.requested
         bound = log.bind(customer_id=survivor, requested=customer_id, family=len(report.erased_ids))
         self.progress(f"erasing {survivor} and {len(report.erased_ids) - 1} merged customers")
         family, in_clear = await self._gather(family_facts)
@@ -238,7 +263,7 @@ class Eraser:
         bucket = directory.bucket
         async for msg in scan(self.js, f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True):
             key = msg.subject.removeprefix(f"$KV.{bucket}.")
-            if key.startswith(MERGED_PREFIX) or not msg.data:
+            if key.startswith((MERGED_PREFIX, ERASED_PREFIX)) or not msg.data:
                 continue
             if msg.data.decode(errors="replace") in family.ids:
                 erased += await directory.drop_key(key)
@@ -352,6 +377,8 @@ class Eraser:
             facts = await self.customers.facts(survivor)
             if facts.erased:
                 return None
+            if not set(facts.merged) <= set(ids):
+                raise _FamilyGrew
             event = CustomerErased(
                 at=self.customers.clock(), customer_id=survivor, reason=reason, actor=actor, merged_ids=merged
             )

@@ -314,6 +314,7 @@ class Customers:
             raise CustomerError(400, "a customer cannot be merged into itself")
         await self.existing(survivor)
         await self.existing(other)
+        await self._not_being_erased(survivor, other)
         on_record = await self.directory.merged_into(other)
         if on_record == survivor and (done := (await self.facts(survivor)).merge_seqs.get(other)):
             return await self._merged_already(survivor, other, done)
@@ -372,10 +373,30 @@ class Customers:
                 continue
         raise CustomerError(409, "the customer changed meanwhile; try again")
 
+    async def _not_being_erased(self, *customer_ids: str) -> None:
+        """410 when one of them is marked erased (``IdentityDirectory.mark_erased``): its
+        family's erasure began, though ``CustomerErased`` may not be on the log yet."""
+        erased = await self.directory.erased(*customer_ids)
+        if erased is not None:
+            raise CustomerError(410, f"customer {erased} is being erased or was erased", erased=erased)
+
     async def _move_identities(self, survivor: str, other: str) -> list[str]:
+        """Point ``other``'s addresses at ``survivor``, unless either family is being erased.
+
+        Checked before and again after: an erasure marks its family before it removes the
+        addresses, so a merge that pointed them at an erased family after that removal sees the
+        mark when it looks again, and takes them back (found by a merges audit: a merge racing
+        an erasure put the mappings back, and the next message from such an address was
+        recorded on the erased customer)."""
+        await self._not_being_erased(survivor, other)
         moved = await self.identities(other)
         for identity in moved:
             await self.directory.link(identity, survivor)
+        if await self.directory.erased(survivor, other) is not None:
+            for identity in moved:
+                await self.directory.forget_if(identity, survivor)
+            log.warning("customers.merge_met_erasure", customer_id=survivor, merged_id=other, identities=len(moved))
+            await self._not_being_erased(survivor, other)
         return moved
 
 

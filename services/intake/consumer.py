@@ -31,7 +31,7 @@ from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore, reading_as
 from services import tracing
 from services.config import IntakeSettings
-from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for
+from services.identity import IdentityDirectory, IdentityRules, InvalidAddress, identity_for, mask
 from services.intake.customer_history import CustomerHistory
 from services.intake.histories import Histories
 from services.intake.language import LanguageDetector
@@ -207,18 +207,32 @@ class Intake:
             await asyncio.sleep(ORDER_POLL_S if customer_id is not None else ORDER_POLL_S * 10)
 
     async def _resolve_and_record(self, message: InboundMessage, triage: Triage, bound: Any) -> str | None:
-        if is_automatic(message):
-            # Automatic mail never creates a customer: only a known one's thread records it.
-            known = await self.directory.lookup(triage.identity)
-            if known is None:
-                bound.info("intake.automatic_dropped", auto=message.metadata.get("auto"))
-                return None
-            customer_id, created = known, False
-        else:
-            customer_id, created = await self.directory.resolve(triage.identity)
-        bound = bound.bind(customer_id=customer_id)
-        async with self._lock(customer_id):
-            return await self._record(message, triage, customer_id, created, bound)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if is_automatic(message):
+                # Automatic mail never creates a customer: only a known one's thread records it.
+                known = await self.directory.lookup(triage.identity)
+                if known is None:
+                    bound.info("intake.automatic_dropped", auto=message.metadata.get("auto"))
+                    return None
+                customer_id, created = known, False
+            else:
+                customer_id, created = await self.directory.resolve(triage.identity)
+            async with self._lock(customer_id):
+                # A customer this call created (a fresh id) has nothing on its subjects but what
+                # a racing process appended since, and the first append's guard (expected 0 on
+                # the whole customer) catches that and reads again. One round trip saved.
+                history = CustomerHistory() if created else await self.read_history(customer_id)
+                if not history.erased:
+                    return await self._record(
+                        message, triage, customer_id, created, history, bound.bind(customer_id=customer_id)
+                    )
+            # The address still names an erased customer (a merge or a link raced the erasure):
+            # that person is gone for good, so the message starts a new customer.
+            if await self.directory.forget_if(triage.identity, customer_id):
+                bound.warning("intake.erased_customer_address", customer_id=customer_id, identity=mask(triage.identity))
+        raise RuntimeError(
+            f"intake: the sender's address kept naming erased customers ({customer_id}); giving up for redelivery"
+        )
 
     async def _record(
         self,
@@ -226,15 +240,9 @@ class Intake:
         triage: Triage,
         customer_id: str,
         created: bool,
+        history: CustomerHistory,
         bound: Any,
     ) -> str | None:
-        if created:
-            # This call created the customer (a fresh id): nothing can be on its subjects but
-            # what a racing process appended since, and the first append's guard (expected 0
-            # on the whole customer) catches that and reads again. One round trip saved.
-            history = CustomerHistory()
-        else:
-            history = await self.read_history(customer_id)
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
                 history = await self.read_history(customer_id)

@@ -23,6 +23,7 @@ from events.model import (
     ConversationResolved,
     ConversationTransferred,
     CustomerCreated,
+    CustomerErased,
     CustomerProfileUpdated,
     CustomersMerged,
     InboundMessage,
@@ -65,6 +66,9 @@ class CustomerHistory:
     # belong to this one (intake reads them too).
     merged: set[str] = field(default_factory=set)
     created: bool = False
+    # A ``CustomerErased`` stands in the family: the person is gone for good, and a message
+    # from one of their addresses starts a new customer (``services.intake.consumer``).
+    erased: bool = False
     preferred_language: str | None = None
     seen: set[tuple[str, str]] = field(default_factory=set)
     # (channel, provider message id) → the conversation the message was received in.
@@ -140,6 +144,8 @@ def fold_into(h: CustomerHistory, events: Sequence[StoredEvent], customer_id: st
             h.created = True
         elif isinstance(e, CustomersMerged):
             h.merged.add(e.merged_id)
+        elif isinstance(e, CustomerErased):
+            h.erased = True
         elif isinstance(e, CustomerProfileUpdated):
             if customer_id is None or e.customer_id == customer_id:
                 h.preferred_language = e.preferred_language or h.preferred_language

@@ -1,0 +1,165 @@
+"""A merge racing an erasure of the same family, and a message from an address that still names
+an erased customer, over a real nats-server. Found by a merges audit: a merge (the first one, or
+the same one asked again, which points the merged customer's addresses at the survivor) that
+moved addresses after the erasure removed them put the mappings back, and the next message from
+such an address was recorded on the erased customer, whose data key is destroyed.
+
+The races are made deterministic by ordering the steps: the merge (or the erasure) waits at a
+chosen step until the other has done what it must do first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import subjects
+from events.personal import CustomerKeys
+from events.store import EventStore
+from services.customers.erase import Eraser
+from services.customers.service import CustomerError, Customers
+from services.embedded_nats import EmbeddedNats
+from services.identity import IdentityDirectory
+from tests.customers.helpers import Desk, running_desk
+from tests.integration.system import API_TOKEN, eventually
+
+pytestmark = pytest.mark.integration
+
+STEP_TIMEOUT = 20.0
+
+
+async def customers_of(nc: NATS, store: EventStore) -> Customers:
+    return Customers(store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)))
+
+
+async def customer(customers: Customers, identity: str) -> str:
+    customer_id, _ = await customers.directory.resolve(identity)
+    await customers.create(customer_id, identity)
+    return customer_id
+
+
+def eraser(nc: NATS, customers: Customers) -> Eraser:
+    return Eraser(customers, CustomerKeys(nc.jetstream()))
+
+
+class Gate:
+    """Holds a coroutine at one step: ``reached`` once it gets there, it goes on after ``open``."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self._open = asyncio.Event()
+        self.used = False
+
+    def around(self, real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            if not self.used:  # the first call only
+                self.used = True
+                self.reached.set()
+                await asyncio.wait_for(self._open.wait(), STEP_TIMEOUT)
+            return await real(*args, **kwargs)
+
+        return held
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.reached.wait(), STEP_TIMEOUT)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+async def test_a_repeated_merge_racing_an_erasure_does_not_put_the_addresses_back(
+    nc: NATS, store: EventStore, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = await customers_of(nc, store)
+    ann_address, other_address = f"email:ann-{uid}@example.com", f"email:ann-other-{uid}@example.com"
+    ann = await customer(customers, ann_address)
+    other = await customer(customers, other_address)
+    await customers.merge(ann, other, "operator")
+
+    # The same merge asked again (a retry) has read the addresses and is about to point them at
+    # Ann when the erasure of Ann's family runs, whole; then the merge goes on.
+    gate = Gate()
+    monkeypatch.setattr(IdentityDirectory, "link", gate.around(IdentityDirectory.link))
+    retry = asyncio.create_task(customers.merge(ann, other, "operator"))
+    await gate.wait()
+    report = await eraser(nc, customers).erase(ann, "DSR-1", "operator")
+    assert sorted(report.erased_ids) == sorted([ann, other])
+    gate.open()
+    with pytest.raises(CustomerError) as refused:
+        await retry
+    assert refused.value.status == 410
+
+    # Nothing points at the erased family: a new message from those addresses makes a new customer.
+    assert await customers.directory.lookup(other_address) is None
+    assert await customers.directory.lookup(ann_address) is None
+    # And the same merge asked later still refuses (it was erased), changing nothing.
+    with pytest.raises(CustomerError) as later:
+        await customers.merge(ann, other, "operator")
+    assert later.value.status == 410
+    assert await customers.directory.lookup(other_address) is None
+
+
+async def test_a_merge_written_while_an_erasure_runs_is_erased_with_the_family(
+    nc: NATS, store: EventStore, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = await customers_of(nc, store)
+    ann = await customer(customers, f"email:ann-{uid}@example.com")
+    dan_address = f"email:dan-{uid}@example.com"
+    dan = await customer(customers, dan_address)
+
+    # The merge has checked both customers (nobody was being erased yet) and waits before
+    # marking Dan merged; the erasure of Ann marks her family and reads it (without Dan), and
+    # waits after removing its addresses; the merge then writes its event: Dan joins the family.
+    merge_gate, erase_gate = Gate(), Gate()
+    monkeypatch.setattr(IdentityDirectory, "mark_merged", merge_gate.around(IdentityDirectory.mark_merged))
+    monkeypatch.setattr(Eraser, "_chat", erase_gate.around(Eraser._chat))
+    merging = asyncio.create_task(customers.merge(ann, dan, "operator"))
+    await merge_gate.wait()
+    erasing = asyncio.create_task(eraser(nc, customers).erase(ann, "DSR-2", "operator"))
+    await erase_gate.wait()
+    merge_gate.open()
+    with pytest.raises(CustomerError) as refused:
+        await merging  # its event is written; pointing Dan's addresses at an erased family is not
+    assert refused.value.status == 410
+    erase_gate.open()
+    report = await erasing
+
+    # The erasure started again with Dan in the family: his addresses and data went too.
+    assert sorted(report.erased_ids) == sorted([ann, dan])
+    assert await customers.directory.lookup(dan_address) is None
+    assert (await customers.facts(ann)).erased
+
+
+@pytest.fixture
+async def desk(tmp_path: Path, clean_nats: EmbeddedNats) -> AsyncIterator[Desk]:
+    async with running_desk(tmp_path, clean_nats) as d:
+        yield d
+
+
+async def test_a_message_from_an_address_still_naming_an_erased_customer_starts_a_new_customer(desk: Desk) -> None:
+    await desk.write("sms", "+15550003333", "SMS from Cy: before the erasure")
+    cy = await desk.customer_of("sms:+15550003333")
+    await desk.timeline_texts(cy, "SMS from Cy: before the erasure")
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    url = f"{desk.system.api}/v1/customers/{cy}"
+    async with desk.system.http.delete(url, json={"reason": "DSR-3"}, headers=headers) as r:
+        assert r.status == 200, await r.text()
+
+    # What a merge or a link racing the erasure left behind: the address names Cy again.
+    directory = IdentityDirectory(await desk.nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    await directory.link("phone:+15550003333", cy)
+
+    await desk.write("sms", "+15550003333", "SMS from the number's next owner")
+
+    async def new_owner() -> str | None:
+        found = await directory.lookup("phone:+15550003333")
+        return found if found not in (None, cy) else None
+
+    newcomer = await eventually(new_owner)
+    await desk.timeline_texts(newcomer, "SMS from the number's next owner")
+    status, body = await desk.system.get(f"/v1/customers/{cy}")
+    assert status == 200 and body["erased"] is True and body["identities"] == [], body
