@@ -281,6 +281,11 @@ class Customers:
                     " to merge that customer into this one",
                     customer_id=owner,
                 )
+        if await self.directory.erased(customer_id) is not None:
+            # An erasure of this customer began meanwhile: it marks the family before it removes
+            # the addresses, so one given to it after that removal is taken back here.
+            await self.directory.forget_if(identity, customer_id)
+            await self._not_being_erased(customer_id)
         linked = await self._record_link(customer_id, identity, actor)
         log.info("customers.linked", customer_id=customer_id, identity=mask(identity), merged=merged, new=linked)
         return {

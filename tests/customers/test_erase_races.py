@@ -163,3 +163,23 @@ async def test_a_message_from_an_address_still_naming_an_erased_customer_starts_
     await desk.timeline_texts(newcomer, "SMS from the number's next owner")
     status, body = await desk.system.get(f"/v1/customers/{cy}")
     assert status == 200 and body["erased"] is True and body["identities"] == [], body
+
+
+async def test_a_link_racing_an_erasure_does_not_give_the_erased_customer_an_address(
+    nc: NATS, store: EventStore, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = await customers_of(nc, store)
+    ann = await customer(customers, f"email:ann-{uid}@example.com")
+    new_address = f"email:ann-new-{uid}@example.com"
+
+    # The link has checked Ann (not erased) and is about to claim the address when her erasure runs.
+    gate = Gate()
+    monkeypatch.setattr(IdentityDirectory, "claim", gate.around(IdentityDirectory.claim))
+    linking = asyncio.create_task(customers.link(ann, new_address, "operator"))
+    await gate.wait()
+    await eraser(nc, customers).erase(ann, "DSR-4", "operator")
+    gate.open()
+    with pytest.raises(CustomerError) as refused:
+        await linking
+    assert refused.value.status == 410
+    assert await customers.directory.lookup(new_address) is None
