@@ -14,6 +14,11 @@ the agent token's id), the method, the path and the header's value:
 - again, another body (or query): 422 with the reason, nothing done;
 - again while the first still runs: 409 with the reason (and ``Retry-After``). A ``running``
   record older than ``STALE_AFTER`` (its API process died mid-command) is taken over.
+  So is, at once, a ``running`` record this process knows nothing runs for: a claim whose
+  create NATS did not answer (503) but wrote after all (a publish the client buffered while
+  NATS restarted and flushed on reconnect), or a record it could not drop. Found by a chaos
+  audit: after a 7 s NATS restart an agent's retried reply or resolve was 409 "still running"
+  for two minutes, though nothing ran. Another API process still waits ``STALE_AFTER``.
 
 It sits between authentication and authorization (see ``services.api.auth``): a retried
 accept answers the first accept's result although the offer is no longer open.
@@ -75,6 +80,30 @@ class Record(msgspec.Struct, kw_only=True):
     # The ids the command named (its path, its body's and its answer's ``id``/``*_id``/``*_ids``
     # fields), in clear: how an erasure finds the answers about a customer it cannot open.
     refs: list[str] = []
+    # Which claim wrote it (random): how its process knows a record it let go (``Abandoned``).
+    claim: str = ""
+
+
+class Abandoned:
+    """The claims this process let go of without being able to drop their record (NATS did not
+    answer): kv key -> claim, at most ``limit``, each for ``STALE_AFTER`` (then any process
+    takes the record over anyway)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.claims: dict[str, tuple[str, float]] = {}
+
+    def add(self, kv_key: str, claim: str) -> None:
+        self.claims.pop(kv_key, None)
+        while len(self.claims) >= self.limit:
+            self.claims.pop(next(iter(self.claims)))
+        self.claims[kv_key] = (claim, time.monotonic())
+
+    def holds(self, kv_key: str, claim: str) -> bool:
+        left = self.claims.get(kv_key)
+        if left is None or time.monotonic() - left[1] > STALE_AFTER:
+            return False
+        return bool(claim) and left[0] == claim
 
 
 class Sealer:
@@ -167,6 +196,7 @@ def fingerprint(query: str, body: bytes) -> str:
 def idempotency(deps: ApiDeps) -> Middleware:
     bucket: list[KeyValue] = []
     sealer = Sealer(signing_key(deps.signing_key, deps.token))
+    abandoned = Abandoned()
 
     async def records() -> KeyValue:
         if not bucket:
@@ -185,14 +215,18 @@ def idempotency(deps: ApiDeps) -> Middleware:
         kv_key = record_key(scope, request.method, request.path, key)
         print_ = fingerprint(request.query_string, await _body(request))
         bound = log.bind(actor=actor, method=request.method, path=request.path, idempotency_record=kv_key[:16])
+        claim = os.urandom(8).hex()
         try:
             kv = await records()
-            revision = await _claim(kv, kv_key, print_, sealer)
+            revision = await _claim(kv, kv_key, print_, sealer, claim, abandoned)
         except _Answer as answer:
             if answer.replayed:
                 bound.info("api.idempotent_replay", status=answer.response.status)
             return answer.response
         except NATS_UNAVAILABLE as err:
+            # The record may be written all the same (a publish flushed on reconnect): nothing
+            # runs for it, so this process's retry takes it over instead of a 409 for minutes.
+            abandoned.add(kv_key, claim)
             bound.warning("api.idempotency_unavailable", error=repr(err))
             return json_error(503, "idempotency records unavailable (NATS): retry the request")
         except BucketNotFoundError:
@@ -201,12 +235,15 @@ def idempotency(deps: ApiDeps) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request)
+            if not await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request):
+                abandoned.add(kv_key, claim)
             raise
         except BaseException:
-            await _release(kv, kv_key, revision, bound)
+            if not await _release(kv, kv_key, revision, bound):
+                abandoned.add(kv_key, claim)
             raise
-        await _finish(kv, kv_key, revision, print_, response, sealer, bound, request)
+        if not await _finish(kv, kv_key, revision, print_, response, sealer, bound, request):
+            abandoned.add(kv_key, claim)
         return response
 
     return middleware
@@ -234,10 +271,10 @@ class _Answer(Exception):
         self.replayed = replayed
 
 
-async def _claim(kv: KeyValue, kv_key: str, print_: str, sealer: Sealer) -> int:
+async def _claim(kv: KeyValue, kv_key: str, print_: str, sealer: Sealer, claim: str, abandoned: Abandoned) -> int:
     """Create the ``running`` record and return its revision, or raise ``_Answer`` with
     what to say instead (the first result, 409 or 422)."""
-    running = msgspec.json.encode(Record(state="running", fingerprint=print_, started_at=time.time()))
+    running = msgspec.json.encode(Record(state="running", fingerprint=print_, started_at=time.time(), claim=claim))
     for _ in range(3):
         try:
             return int(await kv.create(kv_key, running))
@@ -261,7 +298,7 @@ async def _claim(kv: KeyValue, kv_key: str, print_: str, sealer: Sealer) -> int:
             if first.content_type:
                 headers["Content-Type"] = first.content_type
             raise _Answer(web.Response(status=first.status, body=body, headers=headers), replayed=True)
-        if time.time() - first.started_at < STALE_AFTER:
+        if time.time() - first.started_at < STALE_AFTER and not abandoned.holds(kv_key, first.claim):
             answer = json_error(409, f"a request with this {HEADER} is still running; retry in a moment")
             answer.headers["Retry-After"] = "1"
             raise _Answer(answer)
@@ -281,15 +318,15 @@ async def _finish(
     sealer: Sealer,
     bound: structlog.BoundLogger,
     request: web.Request,
-) -> None:
+) -> bool:
     """Keep a 2xx or 4xx answer (but 409, 429), or one saying the command is recorded; drop the
-    record otherwise (the command may be retried)."""
+    record otherwise (the command may be retried). False when a record to drop is left
+    ``running`` (NATS did not answer): nothing runs for it."""
     body = response.body if isinstance(response, web.Response) else None
     kept_status = (200 <= response.status < 300 or 400 <= response.status < 500) and response.status not in RETRYABLE
     kept_status = kept_status or RECORDED_HEADER in response.headers  # done, though unseen: not again
     if not isinstance(body, bytes) or len(body) > MAX_KEPT_BODY or not kept_status:
-        await _release(kv, kv_key, revision, bound)
-        return
+        return await _release(kv, kv_key, revision, bound)
     done = Record(
         state="done",
         fingerprint=print_,
@@ -306,13 +343,17 @@ async def _finish(
     except NATS_UNAVAILABLE as err:
         # The command is done; only its record is lost: a retry would run it again.
         bound.warning("api.idempotency_record_not_kept", status=response.status, error=repr(err))
+    return True
 
 
-async def _release(kv: KeyValue, kv_key: str, revision: int, bound: structlog.BoundLogger) -> None:
+async def _release(kv: KeyValue, kv_key: str, revision: int, bound: structlog.BoundLogger) -> bool:
+    """Drop the record; False when NATS did not answer (left ``running``: this process's retry
+    takes it over, another's waits ``STALE_AFTER``)."""
     try:
         await kv.delete(kv_key, last=revision)
     except KeyWrongLastSequenceError:
         bound.warning("api.idempotency_record_taken_over")
     except NATS_UNAVAILABLE as err:
-        # Left "running": retries get 409 until STALE_AFTER, then run.
         bound.warning("api.idempotency_record_not_released", error=repr(err))
+        return False
+    return True

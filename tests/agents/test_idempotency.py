@@ -111,7 +111,7 @@ class Probe:
 
 
 @contextlib.asynccontextmanager
-async def serving(nc: NATS, probe: Probe, signing_key: str = "test-signing-key") -> AsyncIterator[str]:
+async def serving(nc: Any, probe: Probe, signing_key: str = "test-signing-key") -> AsyncIterator[str]:
     """One "API process": a caller already authenticated as the operator, then the middleware."""
 
     @web.middleware
@@ -182,6 +182,48 @@ async def test_a_record_left_running_by_a_dead_process_is_taken_over(nc: NATS) -
         assert (await post(url, recent))[0] == 409
         assert await post(url, stale) == (200, {"run": 1}, None)
         assert await post(url, stale) == (200, {"run": 1}, "true")
+    assert probe.runs == 1
+
+
+class LateWrite:
+    """NATS as it restarts: the first record created is written, but its answer never comes
+    (the client flushed the publish on reconnect, after the request had timed out)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.lost = 0
+
+    def jetstream(self) -> Any:
+        return SimpleNamespace(key_value=self.key_value)
+
+    async def key_value(self, bucket: str) -> Any:
+        kv = await self.nc.jetstream().key_value(bucket)
+        real_create = kv.create
+
+        async def create(key: str, value: bytes) -> int:
+            revision = await real_create(key, value)
+            if not self.lost:
+                self.lost += 1
+                raise TimeoutError
+            return int(revision)
+
+        kv.create = create  # type: ignore[method-assign]
+        return kv
+
+
+async def test_a_record_written_after_its_claim_timed_out_does_not_hold_the_retry(nc: NATS) -> None:
+    """Found by a chaos audit: NATS restarting, the claim's create timed out (503) but was
+    written on reconnect, and every retry of the agent's reply was 409 "still running" for
+    two minutes though nothing ran. The process that let it go takes it over at once."""
+    late = LateWrite(nc)
+    probe = Probe([202])
+    key = uuid.uuid4().hex
+    async with serving(late, probe) as url:
+        status, body, _ = await post(url, key)
+        assert status == 503 and "retry" in body["error"], body
+        assert late.lost == 1 and probe.runs == 0
+        assert await post(url, key) == (202, {"run": 1}, None)
+        assert await post(url, key) == (202, {"run": 1}, "true")
     assert probe.runs == 1
 
 
