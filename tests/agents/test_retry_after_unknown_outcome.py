@@ -51,19 +51,25 @@ async def send(s: AgentSystem, path: str, body: dict[str, Any], key: str) -> tup
         return r.status, await r.json()
 
 
-async def test_a_reply_and_a_note_retried_after_an_unknown_outcome_are_written_once(
-    s: AgentSystem, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def a_reply_whose_outcome_was_lost(s: AgentSystem, monkeypatch: pytest.MonkeyPatch) -> tuple[LostAck, str, str]:
+    """An accepted conversation and a reply (key ``reply-1``) stored on the log whose answer was
+    lost: 503, the outcome is unknown, the client retries. Returns (the lost acks, customer, conversation)."""
     lost = LostAck()
     monkeypatch.setattr(events.store, "publish_acked", lost)
     customer, cid = await s.open()
     await eventually(lambda: s.conversation(cid, "offered"))
     status, body = await send(s, f"/v1/conversations/{cid}/accept", {}, "accept-1")
     assert status == 200, body
-
     lost.arm("reply_requested")
     status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
-    assert (status, lost.lost) == (503, 1), body  # the outcome is unknown: the client retries
+    assert (status, lost.lost) == (503, 1), body
+    return lost, customer, cid
+
+
+async def test_a_reply_and_a_note_retried_after_an_unknown_outcome_are_written_once(
+    s: AgentSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost, customer, cid = await a_reply_whose_outcome_was_lost(s, monkeypatch)
     status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
     assert status == 202, body
 
@@ -126,15 +132,7 @@ async def test_a_retried_reply_is_not_queued_again_while_intake_has_outcomes_to_
     again at once. Had a connector sent it meanwhile and intake not yet recorded its report, a
     NATS restart in between (RD_OUTBOUND forgets the ids of what was taken) sent it twice. It is
     queued again only as the relay would: once intake has recorded every report."""
-    lost = LostAck()
-    monkeypatch.setattr(events.store, "publish_acked", lost)
-    _customer, cid = await s.open()
-    await eventually(lambda: s.conversation(cid, "offered"))
-    status, body = await send(s, f"/v1/conversations/{cid}/accept", {}, "accept-1")
-    assert status == 200, body
-    lost.arm("reply_requested")
-    status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
-    assert (status, lost.lost) == (503, 1), body
+    _lost, _customer, cid = await a_reply_whose_outcome_was_lost(s, monkeypatch)
 
     queued: list[str] = []
     queue = replies.queue

@@ -19,7 +19,9 @@ from events.codec import encode
 from events.model import Channel, InboundMessage
 from events.store import EventStore
 from services.bootstrap import event_store
+from services.customers.service import Customers
 from services.embedded_nats import EmbeddedNats
+from services.identity import IdentityDirectory
 from tests.integration.system import System, eventually, running_system, system_config
 
 SERVICES = ("intake", "router", "projector", "api")
@@ -82,3 +84,15 @@ async def running_desk(tmp_path: Path, server: EmbeddedNats) -> AsyncIterator[De
             yield Desk(system, nc, event_store(nc, system.config))
         finally:
             await nc.drain()
+
+
+async def customers_of(nc: NATS, store: EventStore) -> Customers:
+    """The customers' commands as the API and the CLI run them, on ``nc``."""
+    return Customers(store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)))
+
+
+async def customer(customers: Customers, identity: str) -> str:
+    """A new customer known by ``identity``."""
+    customer_id, _ = await customers.directory.resolve(identity)
+    await customers.create(customer_id, identity)
+    return customer_id

@@ -24,22 +24,12 @@ from services.customers.erase import Eraser
 from services.customers.service import CustomerError, Customers
 from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
-from tests.customers.helpers import Desk, running_desk
+from tests.customers.helpers import Desk, customer, customers_of, running_desk
 from tests.integration.system import API_TOKEN, eventually
 
 pytestmark = pytest.mark.integration
 
 STEP_TIMEOUT = 20.0
-
-
-async def customers_of(nc: NATS, store: EventStore) -> Customers:
-    return Customers(store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)))
-
-
-async def customer(customers: Customers, identity: str) -> str:
-    customer_id, _ = await customers.directory.resolve(identity)
-    await customers.create(customer_id, identity)
-    return customer_id
 
 
 def eraser(nc: NATS, customers: Customers) -> Eraser:

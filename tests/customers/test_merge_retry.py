@@ -17,20 +17,11 @@ from events.store import EventStore
 from events.streams import ensure_streams
 from services import logs
 from services.cli import main
-from services.customers.service import CustomerError, Customers
+from services.customers.service import CustomerError
 from services.identity import IdentityDirectory
+from tests.customers.helpers import customer, customers_of
 
 pytestmark = pytest.mark.integration
-
-
-async def customers_of(nc: NATS, store: EventStore) -> Customers:
-    return Customers(store, IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)))
-
-
-async def customer(customers: Customers, identity: str) -> str:
-    customer_id, _ = await customers.directory.resolve(identity)
-    await customers.create(customer_id, identity)
-    return customer_id
 
 
 async def merges_on(store: EventStore, customer_id: str) -> list[str]:
