@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,18 +20,17 @@ from typing import Any, ClassVar
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
 from connectors.sdk.conformance import read_outcomes
-from connectors.sdk.outbound import OutboundWorker
 from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
+from tests.connectors.outbound_rig import short_ack_wait
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +82,7 @@ async def test_a_command_whose_ack_wait_ran_out_in_this_process_is_not_sent_by_i
     NATS hands them to the other process, and this one must not send them too. (The first
     reply itself, its call still under way when its ack wait ran out, may go twice: at least
     once, see README's Decisions.)"""
-    _short_ack_wait(monkeypatch)
+    short_ack_wait(monkeypatch, ACK_WAIT)
     server = EmbeddedNats(store_dir=tmp_path / "js")
     await server.astart()
     processes: list[tuple[NATS, ConnectorRuntime, SlowConnector]] = []
@@ -137,17 +135,6 @@ async def _stop_all(processes: list[Any], nc: NATS, server: Any) -> None:
     await server.astop()
 
 
-def _short_ack_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    made = OutboundWorker._consumer_config
-
-    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
-        config = dataclasses.replace(made(self), ack_wait=ACK_WAIT)
-        self._ack_wait = ACK_WAIT
-        return config
-
-    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
-
-
 async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_it_to(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,7 +143,7 @@ async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_
     starvation does), so NATS hands the reply to the other one's open request meanwhile. Each
     reads its copy late, from the socket: neither may send it then (its ack wait ran from the
     handing over, not from the reading). It goes out once, to whoever NATS gives it next."""
-    _short_ack_wait(monkeypatch)
+    short_ack_wait(monkeypatch, ACK_WAIT)
     server = EmbeddedNats(store_dir=tmp_path / "js")
     await server.astart()
     processes: list[tuple[NATS, ConnectorRuntime, SlowConnector]] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,19 +15,18 @@ import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
 from connectors.sdk.base import ConnectorSettings
 from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
-from connectors.sdk.outbound import OutboundWorker, pause_before_retry
+from connectors.sdk.outbound import pause_before_retry
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
-from tests.connectors.outbound_rig import a_reply, queue
+from tests.connectors.outbound_rig import a_reply, queue, short_ack_wait
 
 pytestmark = pytest.mark.integration
 
@@ -119,14 +117,7 @@ async def test_a_retry_after_longer_than_the_ack_wait_keeps_the_reply_held(
     """Waiting out a Retry-After longer than the consumer's ack wait renews the hold, so NATS
     does not hand the reply to another process meanwhile (which would send it as well) and
     this process does not give it up as lapsed."""
-    made = OutboundWorker._consumer_config
-
-    def short_ack_wait(self: OutboundWorker) -> ConsumerConfig:
-        config = dataclasses.replace(made(self), ack_wait=2.0)
-        self._ack_wait = 2.0
-        return config
-
-    monkeypatch.setattr(OutboundWorker, "_consumer_config", short_ack_wait)
+    short_ack_wait(monkeypatch, 2.0)
     throttling = Throttling(retry_after=4.0)
     fake = FakeProvider(handler=throttling)
     await fake.start()
