@@ -35,6 +35,7 @@ from events import subjects
 from events.objects import read_object
 from events.parking import ParkingLot
 from events.replay import replay_batches
+from events.skips import count_skip
 from events.store import EventStore
 from events.streams import stream_drift
 from router.fold import evolve
@@ -156,6 +157,7 @@ async def _api_view_state(js: Any) -> RouterState | None:
         raise
     except Exception as err:  # a damaged object: the router's snapshot or the log instead
         log.warning("status.snapshot_ignored", snapshot="api", reason=f"unreadable: {err!r}")
+        count_skip("status.api_snapshot")
         return None
     if not data:
         return None
@@ -211,6 +213,7 @@ async def routing_state(nc: NATS, *, limit: int | None = None, progress: ShowPro
                     state = evolve(state, stored.seq, stored.subject, stored.event)
                 except Exception as err:  # the router quarantines these; status only counts them
                     log.warning("status.event_skipped", seq=stored.seq, subject=stored.subject, error=repr(err))
+                    count_skip("status.fold")
                     state.last_seq = max(state.last_seq, stored.seq)
             shown.update(state.last_seq - snapshot_seq)
         shown.done(stop - snapshot_seq)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import structlog
 
+from events.skips import count_skip
 from services.customers.import_rows import (
     LineError,
     Row,
@@ -255,6 +256,7 @@ async def import_file(
                 owner = await importer.owner(identity)
             except Exception as err:  # the line looks it up again when imported, and says if that fails
                 log.warning("customers.import_lookup_failed", identity=mask(identity), error=repr(err))
+                count_skip("customers.import_lookup")
                 return
             if owner is not None:
                 owners[identity] = owner
