@@ -31,8 +31,8 @@ from events.replay import bulk_gc, replay_arrivals
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent, reading_as
 from services.nats_connection import let_go
+from services.progress import ShowProgress, showing_progress
 from services.projector import REBUILD_BATCH, Projector
-from services.rebuild_progress import ShowProgress, showing_progress
 from services.timelines import CheckpointMismatch, TimelineStore, open_store
 
 log = structlog.get_logger("relaydesk.rebuild")
@@ -314,7 +314,7 @@ async def rebuild_command(nats_url: str, target: str, customer: str | None, *, m
         # written before retention was on came back in full, until the projector's next sweep).
         cipher = PersonalDataCipher(CustomerKeys(js), message_days=message_days)
         store = EventStore(nc, js, reader="rebuild", cipher=cipher)
-        # A bar for a person at a terminal; else a plain line every PROGRESS_LINE_SECONDS (rebuild_progress).
+        # A bar for a person at a terminal; else a plain line every PROGRESS_LINE_SECONDS (services.progress).
         show: ShowProgress = True if sys.stderr.isatty() else "lines"
         result = await rebuild_timelines(store, target, customer=customer, progress=show)
         await store.quarantine.settle()

@@ -46,7 +46,7 @@ from services.config import Config
 from services.lease import LeaseValue
 from services.nats_connection import let_go
 from services.nats_errors import NATS_UNAVAILABLE
-from services.rebuild_progress import ShowProgress, showing_progress
+from services.progress import ShowProgress, showing_progress
 from services.state_snapshots import of_another_log, read_state
 
 log = structlog.get_logger(__name__)

@@ -28,7 +28,6 @@ from rich.text import Text
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
-from services import rebuild_progress
 from services.api.registry import known_channels
 from services.bench.args import positive
 from services.bootstrap import connect_for_tool, event_store
@@ -41,6 +40,7 @@ from services.customers.service import CustomerError, Customers
 from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 from services.nats_connection import let_go
+from services.progress import LineTasks
 
 HELP = """\
 Customers, straight on the event log:
@@ -375,7 +375,7 @@ async def run_import(
         bar.console.print(f"[red]line {error.line}[/red]: {escape(error.reason)}", markup=True, highlight=False)
 
     # Off a terminal (and not told to stay quiet): a line every few seconds instead of the bar.
-    lines = rebuild_progress.LineTasks("customers.import_progress") if progress is None and not show else None
+    lines = LineTasks("customers.import_progress") if progress is None and not show else None
     async with _customers(config) as customers:
         try:
             with bar:

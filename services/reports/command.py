@@ -5,7 +5,7 @@ the log), so the command works from any machine that can reach it, with the oper
 A grouped report comes a page of groups at a time (``GET /v1/reports/service`` answers at most
 1000 groups: 100,000 conversations were one answer of 54 MB); the command follows
 ``next_cursor`` with the first page's window and prints every group, with a progress bar at a
-terminal and a line every 10 s off one (``services.rebuild_progress``).
+terminal and a line every 10 s off one (``services.progress``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
-from services import rebuild_progress
 from services.config import Config
+from services.progress import BlockingProgress
 from services.reports.render import print_report, write_chart
 
 PAGE_LIMIT = 1000
@@ -71,47 +71,6 @@ def fetch_report(api: str, token: str, params: dict[str, str], timeout: float = 
         ) from err
 
 
-class _Progress:
-    """How far the pages are: a bar on stderr at a terminal, a line every
-    ``PROGRESS_LINE_SECONDS`` off one (JSON where the logs are), as rebuild and import show theirs."""
-
-    def __init__(self, total: int) -> None:
-        self.bar: Any = None
-        self.lines: rebuild_progress.ProgressLines | None = None
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.task = self.bar.add_task("report groups", total=total)
-            self.bar.start()
-        else:
-            self.lines = rebuild_progress.ProgressLines(
-                "report groups",
-                total,
-                rebuild_progress.PROGRESS_LINE_SECONDS,
-                unit="groups",
-                event="report.progress",
-            )
-
-    def update(self, completed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed)
-        elif self.lines is not None:
-            self.lines.update(completed)
-            self.lines.say_when_due()
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def fetch_all_groups(
     api: str, token: str, params: dict[str, str], *, limit: int | None = None, timeout: float = 60.0
 ) -> dict[str, Any]:
@@ -127,7 +86,8 @@ def fetch_all_groups(
     if cursor is None:
         return first
     pinned = {**params, "from": first["from"], "to": first["to"], "limit": str(limit)}
-    progress = _Progress(int(first.get("total_groups") or 0))
+    total = int(first.get("total_groups") or 0)
+    progress = BlockingProgress("report groups", total, unit="groups", event="report.progress")
     try:
         while cursor is not None:
             progress.update(len(groups))

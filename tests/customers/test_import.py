@@ -15,7 +15,7 @@ from events import subjects
 from events.model import CustomerCreated, CustomerProfileUpdated, IdentityLinked
 from events.store import EventStore
 from events.streams import ensure_streams
-from services import logs, rebuild_progress
+from services import logs
 from services.bootstrap import event_store
 from services.cli import main
 from services.customers.import_rows import FileError
@@ -215,7 +215,7 @@ def test_an_import_off_a_terminal_says_how_far_it_is(
     """Found by an ops audit: off a terminal (a Kubernetes Job) an import showed nothing until
     its summary; a million lines ran an hour in silence. Now a line every few seconds."""
     monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
-    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.001)
+    monkeypatch.setattr("services.progress.PROGRESS_LINE_SECONDS", 0.001)
     asyncio.run(prepare(nats_url))
     path = tmp_path / "many.csv"
     path.write_text("identities\n" + "".join(f"email:many-{uid}-{n}@example.com\n" for n in range(200)))

@@ -70,7 +70,6 @@ async def test_status_folds_a_bounded_part_of_the_log(
     from router import snapshot
     from router.fold import evolve
     from router.state import RouterState
-    from services import rebuild_progress
     from services import status as status_module
     from services.cli import main as cli_main
 
@@ -93,7 +92,7 @@ async def test_status_folds_a_bounded_part_of_the_log(
 
         monkeypatch.setattr(status_module, "FOLD_LIMIT", limit)
         monkeypatch.setattr(status_module, "evolve", counted)
-        monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.0)
+        monkeypatch.setattr("services.progress.PROGRESS_LINE_SECONDS", 0.0)
         monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "json")
 
         async def run(*argv: str) -> tuple[dict[str, Any], str]:

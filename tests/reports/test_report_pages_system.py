@@ -16,7 +16,6 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from services import rebuild_progress
 from services.embedded_nats import EmbeddedNats
 from services.reports import command
 from services.reports.command import report_command
@@ -84,7 +83,7 @@ async def test_relaydesk_report_follows_the_pages_and_says_how_far_off_a_termina
 ) -> None:
     api, day = api_with_a_day
     monkeypatch.setattr(command, "PAGE_LIMIT", 50)  # five pages of 240 conversations
-    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.0)  # a line after each page
+    monkeypatch.setattr("services.progress.PROGRESS_LINE_SECONDS", 0.0)  # a line after each page
     monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "json")
     console = Console(record=True, width=200)
     code = await asyncio.to_thread(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from events.store import Append, EventStore
-from services import rebuild, rebuild_progress
+from services import rebuild
 from services.embedded_nats import EmbeddedNats
 from services.rebuild import rebuild_command, rebuild_timelines
 from services.timelines import open_store
@@ -154,7 +154,7 @@ async def test_off_a_terminal_the_rebuild_prints_a_plain_progress_line(
     await own_store.append_many([Append(e) for e in events])
     last = await own_store.last_seq()
     # Every 10 s in real use; the writer process's start alone outlasts this.
-    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.01)
+    monkeypatch.setattr("services.progress.PROGRESS_LINE_SECONDS", 0.01)
     monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "console")  # plain text where the logs are
     capsys.readouterr()
     assert await rebuild_command(clean_nats.url, str(tmp_path / "t.db"), None) == 0
@@ -175,7 +175,7 @@ async def test_off_a_terminal_with_json_logs_the_progress_is_a_json_line(
     events, _ = traffic(4)
     await own_store.append_many([Append(e) for e in events])
     last = await own_store.last_seq()
-    monkeypatch.setattr(rebuild_progress, "PROGRESS_LINE_SECONDS", 0.01)
+    monkeypatch.setattr("services.progress.PROGRESS_LINE_SECONDS", 0.01)
     monkeypatch.setenv("RELAYDESK_LOG_FORMAT", "json")
     capsys.readouterr()
     assert await rebuild_command(clean_nats.url, str(tmp_path / "t.db"), None) == 0

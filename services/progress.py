@@ -1,5 +1,5 @@
 """How long jobs show their progress (``relaydesk rebuild timelines``, ``customers import``,
-``report`` paging through its groups).
+``report`` paging through its groups, ``status --fold-all``).
 
 A bar on stderr for a person at a terminal (rich, imported only then); off a terminal (a
 Kubernetes Job's log, ``kubectl exec`` without -t) a line every ``PROGRESS_LINE_SECONDS``, in the
@@ -136,6 +136,43 @@ class ProgressLines:
         while True:
             await asyncio.sleep(self.every)
             self.say()
+
+
+class BlockingProgress:
+    """Progress of a job that waits in blocking calls rather than on an event loop
+    (``relaydesk report`` following its pages): a bar on stderr at a terminal, else a line every
+    ``PROGRESS_LINE_SECONDS`` when the job next reports how far it is (JSON where the logs are)."""
+
+    def __init__(self, description: str, total: int, *, unit: str, event: str) -> None:
+        self.bar: Any = None
+        self.lines: ProgressLines | None = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.task = self.bar.add_task(description, total=total)
+            self.bar.start()
+        else:
+            self.lines = ProgressLines(description, total, PROGRESS_LINE_SECONDS, unit=unit, event=event)
+
+    def update(self, completed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed)
+        elif self.lines is not None:
+            self.lines.update(completed)
+            self.lines.say_when_due()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 class LineTasks:
