@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import structlog
 
-from events import subjects
 from events.model import ConversationResolved, LogEvent, OfferAccepted, OfferDeclined, ReplyRequested, UnknownEvent
 from events.skips import count_skip
 from router.state import ConversationView
@@ -84,8 +83,7 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
     soon as they all have: replies go out in the order they were written); if queuing fails,
     the relay queues it from the log a little later."""
     try:
-        subject = subjects.conversation(event.customer_id, event.conversation_id)
-        earlier = replies.earlier_unsent(await deps.store.read_direct(subject), event, deps.clock())
+        earlier = await replies.waiting_before(deps.store, event, deps.clock())
         if earlier:
             log.info(
                 "reply.held_for_order",

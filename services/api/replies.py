@@ -190,6 +190,13 @@ async def may_queue_again(deps: ApiDeps, seq: int, reply: ReplyRequested) -> boo
     return await intake_caught_up(deps) and not await outcome_recorded(deps, seq, reply)
 
 
+async def waiting_before(store: EventStore, reply: ReplyRequested, now: datetime) -> list[str]:
+    """The earlier replies of ``reply``'s conversation that hold it back, read from the log now
+    (``earlier_unsent``): what the API and the sinks ask before queuing a reply."""
+    events = await store.read_direct(subjects.conversation(reply.customer_id, reply.conversation_id))
+    return earlier_unsent(events, reply, now)
+
+
 def earlier_unsent(events: Iterable[StoredEvent], reply: ReplyRequested, now: datetime) -> list[str]:
     """The replies requested before ``reply`` on its conversation's ``events`` that have no
     outcome (``MessageSent`` / ``DeliveryFailed``) yet, requested within ``ORDER_WAIT``: it is

@@ -170,8 +170,7 @@ class Relaydesk:
     async def _queue(self, reply: ReplyRequested, bound: structlog.typing.FilteringBoundLogger) -> None:
         # In turn, as the API queues its own (services.api.replies): behind an earlier reply of
         # the conversation with no outcome yet, the API's relay queues it once that one has one.
-        subject = subjects.conversation(reply.customer_id, reply.conversation_id)
-        earlier = replies.earlier_unsent(await self.store.read_direct(subject), reply, self.clock())
+        earlier = await replies.waiting_before(self.store, reply, self.clock())
         if earlier:
             bound.info("sink.reply_held_for_order", waiting_for=len(earlier))
             return
