@@ -180,19 +180,19 @@ class Customers:
     async def _not_merged_away(self, customer_id: str, doing: str) -> None:
         into = await self.directory.merged_into(customer_id)
         if into is not None:
-            # Name the customer that stands for it now: after a chain of merges (A into B, then B
-            # into C) "merge into B instead" was refused in turn (found by a merges audit).
-            now = await self.survivor(into)
-            raise CustomerError(
-                409,
-                f"{customer_id} was merged into {into}{self._now_part_of(into, now)}; {doing} {now} instead",
-                merged_into=into,
-                survivor=now,
-            )
+            raise await self._merged_into(customer_id, into, doing=doing)
 
-    @staticmethod
-    def _now_part_of(into: str, now: str) -> str:
-        return "" if now == into else f" (since merged into {now})"
+    async def _merged_into(
+        self, customer_id: str, into: str, *, already: str = "", doing: str | None = None
+    ) -> CustomerError:
+        """409: ``customer_id`` was merged into ``into``, naming the customer that stands for it
+        now (after a chain of merges, A into B then B into C, "merge into B instead" was refused
+        in turn: found by a merges audit); ``doing``: what to do with that one instead."""
+        now = await self.survivor(into)
+        text = f"{customer_id} was {already}merged into {into}" + ("" if now == into else f" (since merged into {now})")
+        if doing is not None:
+            text += f"; {doing} {now} instead"
+        return CustomerError(409, text, merged_into=into, survivor=now)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -326,12 +326,12 @@ class Customers:
         await self._not_merged_away(survivor, "merge into")
         if on_record is not None:
             if on_record != survivor:
-                raise await self._merged_elsewhere(other, on_record)
+                raise await self._merged_into(other, on_record, already="already ")
             # A merge that stopped between the marker and the event (a crash): finish it.
         else:
             on_record = await self.directory.mark_merged(other, survivor)
             if on_record != survivor:
-                raise await self._merged_elsewhere(other, on_record)
+                raise await self._merged_into(other, on_record, already="already ")
         try:
             seq = await self._append_merge(survivor, other, actor)
         except BaseException:
@@ -352,15 +352,6 @@ class Customers:
         moved = await self._move_identities(await self.survivor(survivor), other)
         log.info("customers.merge_repeated", customer_id=survivor, merged_id=other, identities=len(moved), seq=seq)
         return _merge_answer(survivor, other, moved, seq, already_merged=True)
-
-    async def _merged_elsewhere(self, other: str, into: str) -> CustomerError:
-        now = await self.survivor(into)
-        return CustomerError(
-            409,
-            f"{other} was already merged into {into}{self._now_part_of(into, now)}",
-            merged_into=into,
-            survivor=now,
-        )
 
     async def _append_merge(self, survivor: str, other: str, actor: str) -> int | None:
         """The merge's sequence; None when the survivor's subject holds this merge already: a
