@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -171,8 +172,10 @@ async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_
             contact="c1",
             text="hi",
         )
-        await js.publish(subjects.outbound("chat"), encode(reply))
-        time.sleep(ACK_WAIT * 2.25)  # noqa: ASYNC251 - the stall itself: nothing here runs meanwhile
+        # The stall begins before the reply is published: published from here, the loop ran while
+        # it waited for the ack, and a process could read the reply and start sending it before
+        # the stall (a send under way when its hold runs out may go twice: at least once).
+        _stall_while_published(server.url, reply, ACK_WAIT * 2.25)
 
         async def reported() -> bool:
             return bool(await read_outcomes(js, "chat", reply.reply_id))
@@ -183,6 +186,34 @@ async def test_a_reply_read_late_after_a_stall_is_left_to_the_process_nats_gave_
         assert calls == [reply.reply_id]
     finally:
         await _stop_all(processes, nc, server)
+
+
+def _stall_while_published(url: str, reply: DeliverReply, stall: float) -> None:
+    """Block this thread's event loop (every connector process here) while another thread
+    publishes ``reply`` and then for ``stall`` seconds more."""
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().publish(subjects.outbound("chat"), encode(reply))
+        finally:
+            await nc.close()
+
+    failed: list[BaseException] = []
+
+    def publish_then_wait() -> None:
+        try:
+            asyncio.run(publish())
+        except BaseException as err:  # raised in the test's thread below
+            failed.append(err)
+            return
+        time.sleep(stall)
+
+    publisher = threading.Thread(target=publish_then_wait, name="stall-publisher")
+    publisher.start()
+    publisher.join()  # the stall itself: nothing on this loop runs meanwhile
+    if failed:
+        raise failed[0]
 
 
 def _done_with_batch(runtime: ConnectorRuntime) -> bool:

@@ -131,6 +131,7 @@ class Stalled(Connector):
     channel: ClassVar[Channel] = "chat"
     provider: ClassVar[str] = "stallmem"
     tries: ClassVar[list[tuple[str, bool]]] = []
+    begun: ClassVar[list[str]] = []  # the reply ids whose try has begun, in every process
     stall: bool
 
     def verify(self, request: ProviderRequest) -> None:
@@ -140,6 +141,7 @@ class Stalled(Connector):
         return []
 
     async def deliver(self, reply: DeliverReply) -> DeliveryResult:
+        Stalled.begun.append(reply.reply_id)
         if self.stall:
             await asyncio.sleep(ACK_WAIT * 1.1)
             Stalled.tries.append((reply.reply_id, False))
@@ -158,7 +160,7 @@ async def test_a_try_that_outlived_its_hold_reports_no_failure_for_a_reply_anoth
     server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     short_ack_wait(monkeypatch, ACK_WAIT)
-    Stalled.tries = []
+    Stalled.tries, Stalled.begun = [], []
     settings = {"port": 0, "outbound_fetch_timeout": 0.3, "deliver_attempts": 1}
     connections = [await nats.connect(server.url) for _ in range(3)]
     nc = connections[0]
@@ -171,6 +173,11 @@ async def test_a_try_that_outlived_its_hold_reports_no_failure_for_a_reply_anoth
         await runtimes[0].start()
         reply = a_reply("chat", "c1", "hi")
         await queue(nc, reply)
+        # The second process starts once the first is trying the reply: started earlier, it
+        # could be handed the reply first, and the stalled process would never see it.
+        async with asyncio.timeout(20):
+            while not Stalled.begun:
+                await asyncio.sleep(0.02)
         second = Stalled.from_config(settings)
         second.stall = False
         runtimes.append(ConnectorRuntime(second, connections[2]))
