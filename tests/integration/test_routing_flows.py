@@ -25,6 +25,7 @@ from events.model import (
     OfferAccepted,
     OfferDeclined,
     OfferExpired,
+    RoutingRequested,
 )
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
@@ -47,6 +48,9 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def move_to(self, when: datetime) -> None:
+        self.now = max(self.now, when)
 
 
 class Flow:
@@ -72,6 +76,14 @@ class Flow:
     async def act(self, customer: str, conversation: str, event: LogEvent) -> None:
         subject = subjects.conversation(customer, conversation)
         await self.store.append(Append(event, expected=await self.store.last_subject_seq(subject)))
+
+    async def waited(self, conversation: str, seconds: float) -> None:
+        """The clock moved to ``seconds`` after the conversation began waiting: its routing
+        request's ``at`` (the wall clock when it was written), not the router's clock, which
+        starts before the router does: a router slow to take its lease on a loaded machine
+        left the wait short of an escalation step counted from the router's start."""
+        requested = [e.event for e in await self.events(conversation) if isinstance(e.event, RoutingRequested)]
+        self.clock.move_to(requested[0].at + timedelta(seconds=seconds))
 
     async def agent_status(self, agent: str, status: str) -> None:
         await self.store.append(Append(AgentStatusChanged(at=self.clock(), agent_id=agent, status=status)))  # type: ignore[arg-type]
@@ -141,7 +153,7 @@ async def test_escalation_step_reached_after_its_wait(clean_nats: EmbeddedNats) 
         await open_conversation(flow.store, "cu1", "cv1", skills={"technical": 1}, language="es")
         await asyncio.sleep(0.3)
         assert await flow.offers("cv1") == []
-        flow.clock.advance(61)
+        await flow.waited("cv1", 61)
         offer = await flow.next_offer("cv1")
         steps = [e.event for e in await flow.events("cv1") if isinstance(e.event, EscalationStepReached)]
     assert offer.agent_id == "chen"
