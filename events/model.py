@@ -198,6 +198,17 @@ class IdentityLinked(CustomerEvent, tag="identity_linked", frozen=True, kw_only=
     actor: str = ""
 
 
+class IdentityUnlinked(CustomerEvent, tag="identity_unlinked", frozen=True, kw_only=True):
+    """An operator took an address (``<kind>:<address>``) away from this customer: linked by
+    mistake, or a number that passed to someone else. The next message from it starts a new
+    customer; what came from it before stays this customer's. On the ``_customer`` subject of
+    the family member whose ``CustomerCreated`` or ``IdentityLinked`` recorded the address."""
+
+    identity: str
+    actor: str = ""
+    reason: str = ""
+
+
 class CustomerErased(CustomerEvent, tag="customer_erased", frozen=True, kw_only=True):
     """An operator erased this customer on request (GDPR Art. 17), with ``merged_ids``: every
     customer merged into it, erased together. On the customer's ``_customer`` subject. The
@@ -459,6 +470,7 @@ LogEvent: TypeAlias = (
     | CustomerProfileUpdated
     | CustomersMerged
     | IdentityLinked
+    | IdentityUnlinked
     | CustomerErased
     | ConversationOpened
     | MessageReceived

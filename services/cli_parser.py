@@ -16,7 +16,8 @@ One service:     relaydesk intake | router | projector | api | delivery | connec
 Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|language
                  relaydesk rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | export CUSTOMER | link CUSTOMER IDENTITY
-                 relaydesk customers merge SURVIVOR OTHER | erase CUSTOMER --reason TEXT [--yes]
+                 relaydesk customers unlink CUSTOMER IDENTITY [--reason TEXT] | merge SURVIVOR OTHER
+                 relaydesk customers erase CUSTOMER --reason TEXT [--yes]
                  relaydesk customers migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day|conversation] [--png FILE]
                  relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality

@@ -20,6 +20,7 @@ event                       sealed fields
 =========================== =============================================================
 CustomerCreated             identity (``<kind>:<address>``)
 IdentityLinked              identity
+IdentityUnlinked            identity, reason
 CustomerProfileUpdated      crm_id, name
 ConversationOpened          contact
 MessageReceived             text; attachments' name and url; metadata values, except the

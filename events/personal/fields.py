@@ -15,6 +15,7 @@ from events.model import (
     DeliverReply,
     DeliveryFailed,
     IdentityLinked,
+    IdentityUnlinked,
     MessageReceived,
     NoteAdded,
     ReplyRequested,
@@ -24,6 +25,7 @@ from events.personal.box import Fields
 PERSONAL_FIELDS: dict[type[msgspec.Struct], Fields] = {
     CustomerCreated: Fields(strings=("identity",)),
     IdentityLinked: Fields(strings=("identity",)),
+    IdentityUnlinked: Fields(strings=("identity", "reason")),
     CustomerProfileUpdated: Fields(strings=("crm_id", "name")),
     ConversationOpened: Fields(strings=("contact",), metadata=True),
     MessageReceived: Fields(strings=("text", "contact"), attachments=True, metadata=True, bodies=("text",)),

@@ -22,6 +22,7 @@ from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
+from services.customers.unlink import unlink
 from services.identity import InvalidAddress
 
 __all__ = ["KNOWN_FLAGS", "routes"]
@@ -60,6 +61,10 @@ class MergeBody(Body):
 
 
 class EraseBody(Body):
+    reason: str = ""
+
+
+class UnlinkBody(Body):
     reason: str = ""
 
 
@@ -176,7 +181,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
                 preferred_language=facts.profile.preferred_language,
                 crm_id=facts.profile.crm_id,
             )
-        body["identities"] = sorted({*body["identities"], *await customers.identities(customer_id)})
+        # The log's addresses (it is never behind the projection), and the projection's but for
+        # one the log says was taken away (the projection may not have folded that yet).
+        family = await customers.family(customer_id)
+        unlinked = {i for member in family for i in member.unlinked}
+        on_log = {i for member in family for i in member.identities}
+        body["identities"] = sorted({*(i for i in body["identities"] if i not in unlinked), *on_log})
         body["merged_into"] = await deps.directory.merged_into(customer_id) or body.get("merged_into")
         # The console's customer panel (services.api.customer_panel).
         state = deps.live.state
@@ -280,6 +290,20 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         body = await read_body(request, LinkBody)
         try:
             result = await customers.link(request.match_info["id"], body.identity, request[ACTOR], merge=body.merge)
+        except CustomerError as err:
+            return _refusal(err)
+        return ok(result)
+
+    @r.delete("/v1/customers/{id}/identities/{identity}")
+    async def unlink_identity(request: web.Request) -> web.Response:
+        """Take an address away (``{"reason": "…"}`` or ``?reason=``, optional): the next message
+        from it starts a new customer. Again: 200 with ``already_unlinked``."""
+        body = await read_body(request, UnlinkBody)
+        reason = body.reason or request.query.get("reason", "")
+        try:
+            result = await unlink(
+                customers, request.match_info["id"], request.match_info["identity"], request[ACTOR], reason=reason
+            )
         except CustomerError as err:
             return _refusal(err)
         return ok(result)

@@ -259,6 +259,13 @@ class LinkResult(msgspec.Struct, kw_only=True):
     merged: str | None
 
 
+class UnlinkResult(msgspec.Struct, kw_only=True):
+    customer_id: str
+    identity: str
+    unlinked: bool  # written now
+    already_unlinked: bool  # a retry: the log said so already (the index is made to agree)
+
+
 class MergeResult(msgspec.Struct, kw_only=True):
     customer_id: str
     merged_id: str

@@ -589,6 +589,22 @@ ROUTES: tuple[Route, ...] = (
         errors={400: "invalid address", 404: "no such customer", 409: "the address belongs to another customer"},
     ),
     Route(
+        "DELETE",
+        "/v1/customers/{id}/identities/{identity}",
+        "Take an address away from a customer: the next message from it starts a new customer"
+        " (again: 200 with already_unlinked)",
+        "customers",
+        {200: rs.UnlinkResult},
+        body=customers.UnlinkBody,
+        query=(Query("reason", "why (instead of the body's reason; optional, kept sealed on the log)"),),
+        errors={
+            400: "invalid address or reason",
+            404: "no such customer, or the customer never had that address",
+            409: "the customer was merged into another (survivor): unlink from that one",
+            410: "the customer was erased",
+        },
+    ),
+    Route(
         "POST",
         "/v1/customers/{id}/merge",
         "Merge another customer into this one (again: 200 with already_merged, nothing new written)",

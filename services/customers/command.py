@@ -1,4 +1,5 @@
-"""``relaydesk customers import FILE | link CUSTOMER IDENTITY | merge SURVIVOR OTHER |
+"""``relaydesk customers import FILE | link CUSTOMER IDENTITY | unlink CUSTOMER IDENTITY |
+merge SURVIVOR OTHER |
 export CUSTOMER [--out FILE] | erase CUSTOMER --reason TEXT | migrate-identities``.
 
 These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
@@ -37,6 +38,7 @@ from services.customers.export import export_customer
 from services.customers.import_rows import FileError, LineError
 from services.customers.importer import import_file
 from services.customers.service import CustomerError, Customers
+from services.customers.unlink import unlink
 from services.identity import IdentityDirectory, IdentityRules
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 from services.nats_connection import let_go
@@ -50,6 +52,9 @@ Customers, straight on the event log:
                                                   preferred_language, crm_id; bad lines are reported
                                                   by number, the others imported; re-running changes nothing
   relaydesk customers link CUSTOMER IDENTITY [--merge]
+  relaydesk customers unlink CUSTOMER IDENTITY [--reason TEXT]
+                                                  take an address away (linked by mistake, a number
+                                                  passed on): its next message starts a new customer
   relaydesk customers merge SURVIVOR OTHER        OTHER is merged into SURVIVOR
   relaydesk customers export CUSTOMER [--out FILE]
                                                   everything held about a customer and the customers
@@ -68,7 +73,7 @@ Customers, straight on the event log:
 def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = sub.add_parser(
         "customers",
-        help="import from CSV / JSON Lines, link an address, merge, export or erase a customer",
+        help="import from CSV / JSON Lines, link or unlink an address, merge, export or erase a customer",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -86,6 +91,11 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     link.add_argument("customer", metavar="CUSTOMER")
     link.add_argument("identity", metavar="IDENTITY", help="e.g. email:ann@example.com or sms:+15551234567")
     link.add_argument("--merge", action="store_true", help="if another customer has the address, merge it in")
+    unlinking = actions.add_parser("unlink", help="take an address away from a customer")
+    common(unlinking)
+    unlinking.add_argument("customer", metavar="CUSTOMER")
+    unlinking.add_argument("identity", metavar="IDENTITY", help="e.g. sms:+15551234567")
+    unlinking.add_argument("--reason", default="", help="why (kept on the log, sealed like the address)")
     merge = actions.add_parser("merge", help="merge OTHER into SURVIVOR")
     common(merge)
     merge.add_argument("survivor", metavar="SURVIVOR")
@@ -329,6 +339,10 @@ async def _operator_action(config: Config, args: argparse.Namespace) -> int:
                 what = "linked" if result["linked"] else "already linked"
                 merged = f" (merged {result['merged']} in)" if result["merged"] else ""
                 console.print(escape(f"{result['identity']}: {what} to {result['customer_id']}{merged}"))
+            elif args.action == "unlink":
+                result = await unlink(customers, args.customer, args.identity, "cli", reason=args.reason)
+                what = "unlinked from" if result["unlinked"] else "was already unlinked from"
+                console.print(escape(f"{result['identity']}: {what} {result['customer_id']}"))
             else:
                 result = await customers.merge(args.survivor, args.other, "cli")
                 moved = _count(len(result["identities_moved"]), "address")

@@ -383,7 +383,7 @@ class Eraser:
                 at=self.customers.clock(), customer_id=survivor, reason=reason, actor=actor, merged_ids=merged
             )
             try:
-                return await self.customers._append(event, facts.last_seq)
+                return await self.customers.append(event, facts.last_seq)
             except ConcurrencyError:
                 continue
         raise CustomerError(409, "the customer kept changing; run the erasure again")

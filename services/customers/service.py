@@ -28,6 +28,7 @@ from events.model import (
     CustomerProfileUpdated,
     CustomersMerged,
     IdentityLinked,
+    IdentityUnlinked,
     LogEvent,
 )
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
@@ -67,6 +68,7 @@ class CustomerFacts:
     last_seq: int = 0  # of rd.evt.c.<customer>._customer (0: no such customer)
     created: bool = False
     identities: list[str] = field(default_factory=list)
+    unlinked: list[str] = field(default_factory=list)  # addresses taken away (IdentityUnlinked)
     profile: Profile = field(default_factory=Profile)
     profiled: bool = False  # a CustomerProfileUpdated exists
     merged: list[str] = field(default_factory=list)  # customers merged into this one, directly
@@ -90,6 +92,13 @@ def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
         elif isinstance(e, IdentityLinked):
             if e.identity not in facts.identities:
                 facts.identities.append(e.identity)
+            if e.identity in facts.unlinked:
+                facts.unlinked.remove(e.identity)
+        elif isinstance(e, IdentityUnlinked):
+            if e.identity in facts.identities:
+                facts.identities.remove(e.identity)
+            if e.identity not in facts.unlinked:
+                facts.unlinked.append(e.identity)
         elif isinstance(e, CustomerProfileUpdated):
             facts.profiled = True
             facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id, e.name)
@@ -177,7 +186,7 @@ class Customers:
             current = into
         return current
 
-    async def _not_merged_away(self, customer_id: str, doing: str) -> None:
+    async def not_merged_away(self, customer_id: str, doing: str) -> None:
         into = await self.directory.merged_into(customer_id)
         if into is not None:
             raise await self._merged_into(customer_id, into, doing=doing)
@@ -196,7 +205,7 @@ class Customers:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def _append(self, event: LogEvent, expected: int | None, expected_subject: str | None = None) -> int:
+    async def append(self, event: LogEvent, expected: int | None, expected_subject: str | None = None) -> int:
         seq = await self.store.append(Append(event, expected=expected, expected_subject=expected_subject))
         if self.appended is not None:
             await self.appended(seq)
@@ -231,7 +240,7 @@ class Customers:
             actor=actor,
         )
         try:
-            await self._append(event, facts.last_seq)
+            await self.append(event, facts.last_seq)
         except ConcurrencyError as err:
             raise CustomerError(409, "the customer changed meanwhile; try again") from err
         return True
@@ -247,7 +256,7 @@ class Customers:
             try:
                 # Guarded on the _customer subject, where intake writes CustomerCreated too:
                 # whoever comes second re-reads and finds the customer created.
-                await self._append(
+                await self.append(
                     CustomerCreated(at=self.clock(), customer_id=customer_id, identity=identity), facts.last_seq
                 )
             except ConcurrencyError:
@@ -264,7 +273,7 @@ class Customers:
         except InvalidAddress as err:
             raise CustomerError(400, str(err)) from err
         await self.existing(customer_id)
-        await self._not_merged_away(customer_id, "link to")
+        await self.not_merged_away(customer_id, "link to")
         owner = await self.directory.claim(identity, customer_id)
         merged: str | None = None
         if owner != customer_id:
@@ -285,7 +294,7 @@ class Customers:
             # An erasure of this customer began meanwhile: it marks the family before it removes
             # the addresses, so one given to it after that removal is taken back here.
             await self.directory.forget_if(identity, customer_id)
-            await self._not_being_erased(customer_id)
+            await self.not_being_erased(customer_id)
         linked = await self._record_link(customer_id, identity, actor)
         log.info("customers.linked", customer_id=customer_id, identity=mask(identity), merged=merged, new=linked)
         return {
@@ -303,7 +312,7 @@ class Customers:
                 return False
             event = IdentityLinked(at=self.clock(), customer_id=customer_id, identity=identity, actor=actor)
             try:
-                await self._append(event, family[0].last_seq)
+                await self.append(event, family[0].last_seq)
             except ConcurrencyError:
                 continue
             return True
@@ -319,11 +328,11 @@ class Customers:
             raise CustomerError(400, "a customer cannot be merged into itself")
         await self.existing(survivor)
         await self.existing(other)
-        await self._not_being_erased(survivor, other)
+        await self.not_being_erased(survivor, other)
         on_record = await self.directory.merged_into(other)
         if on_record == survivor and (done := (await self.facts(survivor)).merge_seqs.get(other)):
             return await self._merged_already(survivor, other, done)
-        await self._not_merged_away(survivor, "merge into")
+        await self.not_merged_away(survivor, "merge into")
         if on_record is not None:
             if on_record != survivor:
                 raise await self._merged_into(other, on_record, already="already ")
@@ -364,12 +373,12 @@ class Customers:
                 return None
             event = CustomersMerged(at=self.clock(), customer_id=survivor, merged_id=other, actor=actor)
             try:
-                return await self._append(event, facts.last_seq)
+                return await self.append(event, facts.last_seq)
             except ConcurrencyError:
                 continue
         raise CustomerError(409, "the customer changed meanwhile; try again")
 
-    async def _not_being_erased(self, *customer_ids: str) -> None:
+    async def not_being_erased(self, *customer_ids: str) -> None:
         """410 when one of them is marked erased (``IdentityDirectory.mark_erased``): its
         family's erasure began, though ``CustomerErased`` may not be on the log yet."""
         erased = await self.directory.erased(*customer_ids)
@@ -384,7 +393,7 @@ class Customers:
         mark when it looks again, and takes them back (found by a merges audit: a merge racing
         an erasure put the mappings back, and the next message from such an address was
         recorded on the erased customer)."""
-        await self._not_being_erased(survivor, other)
+        await self.not_being_erased(survivor, other)
         moved = await self.identities(other)
         for identity in moved:
             await self.directory.link(identity, survivor)
@@ -392,7 +401,7 @@ class Customers:
             for identity in moved:
                 await self.directory.forget_if(identity, survivor)
             log.warning("customers.merge_met_erasure", customer_id=survivor, merged_id=other, identities=len(moved))
-            await self._not_being_erased(survivor, other)
+            await self.not_being_erased(survivor, other)
         return moved
 
 

@@ -50,6 +50,7 @@ class CustomerChange(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     at: datetime
     identity: str | None = None  # an identity to add
+    unlinked: str | None = None  # an identity to take away (IdentityUnlinked)
     profile: dict[str, Any] | None = None  # tier, flags, preferred_language, crm_id: set all
     created: bool = False
     conversations: int = 0

@@ -14,6 +14,7 @@ from events.model import (
     CustomerProfileUpdated,
     CustomersMerged,
     IdentityLinked,
+    IdentityUnlinked,
 )
 from events.stored import StoredEvent
 from services.timelines.changes import NOTHING, CustomerChange, Folded
@@ -71,6 +72,14 @@ def _identity_linked(ev: IdentityLinked, seq: int, at: datetime) -> Folded:
     )
 
 
+def _identity_unlinked(ev: IdentityUnlinked, seq: int, at: datetime) -> Folded:
+    detail = compact({"identity": ev.identity, "actor": ev.actor, "reason": ev.reason})
+    return Folded(
+        entry=entry_of(ev, seq, at, "identity_unlinked", detail=detail),
+        customer=CustomerChange(customer_id=ev.customer_id, seq=seq, at=at, unlinked=ev.identity),
+    )
+
+
 def _customer_created(ev: CustomerCreated, seq: int, at: datetime) -> Folded:
     kind_channel = ev.identity.partition(":")[0]
     return Folded(
@@ -112,6 +121,7 @@ _FOLDS: dict[type, Fold] = {
     CustomerErased: _customer_erased,
     CustomersMerged: _customers_merged,
     IdentityLinked: _identity_linked,
+    IdentityUnlinked: _identity_unlinked,
     CustomerCreated: _customer_created,
     CustomerProfileUpdated: _profile_updated,
     **CONVERSATION_FOLDS,

@@ -31,7 +31,7 @@ what ``[retention] message_days`` expires (``TimelineStore.expire_bodies``)."""
 _ERASED_DETAIL = ("contact", "identity", "note", "crm_id", "subject")
 # Free text whose meaning depends on the entry: a failure reason may quote the address
 # (``bounced: 550 <ann@example.com> unknown``), an escalation reason is an agent's words.
-_ERASED_REASON_KINDS = ("delivery_failed", "escalated")
+_ERASED_REASON_KINDS = ("delivery_failed", "escalated", "identity_unlinked")
 _ATTACHMENT_KEEP = ("content_type", "size")
 
 

@@ -89,6 +89,7 @@ def merge_customer(current: CustomerSummary | None, change: CustomerChange) -> C
     if (
         change.activity
         and change.identity is None
+        and change.unlinked is None
         and change.profile is None
         and not change.created
         and not change.conversations
@@ -98,6 +99,8 @@ def merge_customer(current: CustomerSummary | None, change: CustomerChange) -> C
     updates: dict[str, Any] = {"last_seq": change.seq}
     if change.identity is not None and change.identity not in current.identities:
         updates["identities"] = sorted([*current.identities, change.identity])
+    if change.unlinked is not None and change.unlinked in current.identities:
+        updates["identities"] = [i for i in current.identities if i != change.unlinked]
     if change.profile is not None:
         updates.update(change.profile)
     if change.created and current.created_at is None:

@@ -74,6 +74,11 @@ class Desk:
         async with self.system.http.put(self.system.api + path, json=body, headers=headers) as r:
             return r.status, await r.json()
 
+    async def delete(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": "Bearer test-operator-token"}
+        async with self.system.http.delete(self.system.api + path, json=body or {}, headers=headers) as r:
+            return r.status, await r.json()
+
 
 @contextlib.asynccontextmanager
 async def running_desk(tmp_path: Path, server: EmbeddedNats) -> AsyncIterator[Desk]:

@@ -1,0 +1,89 @@
+"""Taking an address away from a customer (``IdentityUnlinked``).
+
+An address linked by mistake, or a phone number that passed to someone else, kept resolving
+to the customer for good: every message from it landed on their timeline. Unlinking writes
+``IdentityUnlinked`` on the ``_customer`` subject of each member of the family whose log gives
+it the address (the customer, or one merged into it), then removes the address from the
+``rd_identity`` index where it still names one of them. The next message from it starts a new
+customer; what came from it before stays this customer's (their conversations, timeline and
+an erasure of them included).
+
+Safe to retry: the log is written first, so a retry after a crash finds the address unlinked
+and only finishes the index (``already_unlinked``). A message intake resolved just before the
+index changed still lands on this customer: the same window as a link's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from events.model import IdentityUnlinked
+from events.store import ConcurrencyError
+from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
+from services.identity import InvalidAddress, mask
+
+log = structlog.get_logger(__name__)
+
+REASON_MAX = 500
+
+
+async def unlink(
+    customers: Customers, customer_id: str, raw_identity: str, actor: str, *, reason: str = ""
+) -> dict[str, Any]:
+    """Take ``raw_identity`` away from ``customer_id``'s family. 404 when the family never had
+    it; 409 for a customer merged into another (unlink from the survivor); 410 once erased."""
+    check_customer_id(customer_id)
+    try:
+        identity = customers.directory.parse(raw_identity)
+    except InvalidAddress as err:
+        raise CustomerError(400, str(err)) from err
+    reason = reason.strip()
+    if len(reason) > REASON_MAX:
+        raise CustomerError(400, f"reason: at most {REASON_MAX} characters")
+    await customers.existing(customer_id)
+    await customers.not_merged_away(customer_id, "unlink from")
+    await customers.not_being_erased(customer_id)
+    written = await _record_unlinks(customers, customer_id, identity, actor, reason)
+    family = [facts.customer_id for facts in await customers.family(customer_id)]
+    index_cleared = False
+    for member in family:
+        index_cleared = await customers.directory.forget_if(identity, member) or index_cleared
+    log.info(
+        "customers.unlinked",
+        customer_id=customer_id,
+        identity=mask(identity),
+        new=bool(written),
+        index_cleared=index_cleared,
+    )
+    return {
+        "customer_id": customer_id,
+        "identity": identity,
+        "unlinked": bool(written),
+        "already_unlinked": not written,
+    }
+
+
+async def _record_unlinks(customers: Customers, customer_id: str, identity: str, actor: str, reason: str) -> int:
+    """``IdentityUnlinked`` on every family member whose log gives it ``identity``; how many
+    were written (0: unlinked before, a retry). 404 when no member ever had it."""
+    written = 0
+    for _ in range(CONFLICT_RETRIES):
+        family = await customers.family(customer_id)
+        holders = [facts for facts in family if identity in facts.identities]
+        if not holders:
+            if written or any(identity in facts.unlinked for facts in family):
+                return written
+            raise CustomerError(404, f"customer {customer_id} has no address {identity}")
+        try:
+            for facts in holders:
+                event = IdentityUnlinked(
+                    at=customers.clock(), customer_id=facts.customer_id, identity=identity, actor=actor, reason=reason
+                )
+                await customers.append(event, facts.last_seq)
+                written += 1
+        except ConcurrencyError:
+            continue  # a member's subject moved on: read the family again (those written stand)
+        return written
+    raise CustomerError(409, "the customer changed meanwhile; try again")
