@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import signal
 import sys
@@ -31,6 +32,7 @@ from services.runners import (
     run_projector,
     run_router,
 )
+from services.supervision import Start, supervised
 
 if TYPE_CHECKING:
     from services.sinks.sdk import SettingsSource
@@ -179,15 +181,13 @@ async def serve_all(
             ),
             "delivery": lambda: run_delivery(config, buses["delivery"], stop, health=health),
         }
-        jobs = {name: runners[name]() for name in services}
+        jobs: dict[str, Start] = {name: runners[name] for name in services}
         if "api" not in services:
             api_ready.set()
         for name in connectors:
             started.connector_urls[name] = []
             bus = buses[connector_user(name)]
-            jobs[f"connector {name}"] = run_connector(
-                config, bus, name, stop, started.connector_urls[name], health=health
-            )
+            jobs[f"connector {name}"] = _connector_job(config, bus, name, stop, started, health)
         from services.sinks.runner import enabled_sinks, run_sink
 
         for name in enabled_sinks(config):  # [sinks.<name>] tables, each as its own sink-<name> role
@@ -195,8 +195,10 @@ async def serve_all(
                 connect(config, nats_url, name=f"relaydesk-sink-{name}", auth=auth(sink_user(name)), streams_ready=True)
             )
             source = sink_settings(name) if sink_settings is not None else None
-            jobs[f"sink {name}"] = run_sink(config, sink_bus, name, stop, health=health, settings=source)
-        tasks = {asyncio.create_task(_guarded(job), name=name): name for name, job in jobs.items()}
+            jobs[f"sink {name}"] = functools.partial(
+                run_sink, config, sink_bus, name, stop, health=health, settings=source
+            )
+        tasks = {asyncio.create_task(supervised(name, job, stop), name=name): name for name, job in jobs.items()}
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
         stop_wait = asyncio.create_task(stop.wait())
@@ -232,13 +234,13 @@ def _url_host(host: str) -> str:
 STOP_GRACE_SECONDS = 3.0
 
 
-async def _guarded(job: Coroutine[Any, Any, None]) -> None:
-    """``SystemExit`` raised inside a task escapes the event loop (skipping the orderly stop of
-    the others): turn it into an ordinary failure with the same reason."""
-    try:
-        await job
-    except SystemExit as err:
-        raise ServiceFailed(str(err.code) if err.code is not None else "exited") from err
+def _connector_job(config: Config, bus: Bus, name: str, stop: asyncio.Event, started: Started, health: Health) -> Start:
+    async def start() -> None:
+        urls = started.connector_urls[name]
+        urls.clear()  # started again (services.supervision): where it listens now
+        await run_connector(config, bus, name, stop, urls, health=health)
+
+    return start
 
 
 async def _stop_all(tasks: dict[asyncio.Task[None], str]) -> None:
