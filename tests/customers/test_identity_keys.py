@@ -299,28 +299,36 @@ class CountingReads(IdentityDirectory):
 async def test_a_new_customer_costs_one_create_and_a_known_one_is_found_by_a_process_that_never_met_it(
     nc: NATS, uid: str
 ) -> None:
-    kv = await nc.jetstream().key_value(subjects.IDENTITY_BUCKET)
-    first, second = CountingReads(kv), CountingReads(kv)
-    await first.warm_up()
-    await second.warm_up()
-    ann, bob = f"email:ann-{uid}@example.com", f"phone:+1555{int(uid[:7], 16) % 10_000_000:07d}"
+    # A bucket of its own, as a deployment's starts: empty, so it holds no legacy key. The shared
+    # rd_identity of the test session may not say so, depending on which test wrote to it first
+    # (a merge's put before any lookup leaves it without the "hashed keys only" mark).
+    js = nc.jetstream()
+    bucket = f"rd_identity_create_first_{uid}"
+    kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    try:
+        first, second = CountingReads(kv, bucket=bucket), CountingReads(kv, bucket=bucket)
+        await first.warm_up()
+        await second.warm_up()
+        ann, bob = f"email:ann-{uid}@example.com", f"phone:+1555{int(uid[:7], 16) % 10_000_000:07d}"
 
-    before = first.reads
-    ann_id, created = await first.resolve(ann)
-    assert created and first.reads == before  # created without reading the bucket first
-    # Another process has never met Ann: it must find her, not make a second customer.
-    assert await second.resolve(ann) == (ann_id, False)
-    assert await first.resolve(ann) == (ann_id, False)
+        before = first.reads
+        ann_id, created = await first.resolve(ann)
+        assert created and first.reads == before  # created without reading the bucket first
+        # Another process has never met Ann: it must find her, not make a second customer.
+        assert await second.resolve(ann) == (ann_id, False)
+        assert await first.resolve(ann) == (ann_id, False)
 
-    # Two processes meeting a new customer at once make one customer between them.
-    results = await asyncio.gather(first.resolve(bob), second.resolve(bob))
-    assert results[0][0] == results[1][0] and sorted(c for _, c in results) == [False, True]
+        # Two processes meeting a new customer at once make one customer between them.
+        results = await asyncio.gather(first.resolve(bob), second.resolve(bob))
+        assert results[0][0] == results[1][0] and sorted(c for _, c in results) == [False, True]
 
-    # An erased customer who writes again is a new customer, even for a process that met them.
-    assert await first.forget(ann)
-    again, created = await first.resolve(ann)
-    assert created and again != ann_id
-    assert await second.resolve(ann) == (again, False)
+        # An erased customer who writes again is a new customer, even for a process that met them.
+        assert await first.forget(ann)
+        again, created = await first.resolve(ann)
+        assert created and again != ann_id
+        assert await second.resolve(ann) == (again, False)
+    finally:
+        await js.delete_key_value(bucket)
 
 
 async def test_a_bucket_that_may_hold_legacy_keys_is_read_before_a_create(nc: NATS, uid: str) -> None:
