@@ -18,7 +18,8 @@ the agent token's id), the method, the path and the header's value:
   create NATS did not answer (503) but wrote after all (a publish the client buffered while
   NATS restarted and flushed on reconnect), or a record it could not drop. Found by a chaos
   audit: after a 7 s NATS restart an agent's retried reply or resolve was 409 "still running"
-  for two minutes, though nothing ran. Another API process still waits ``STALE_AFTER``.
+  for two minutes, though nothing ran. Another API process's retry waits until this one settles
+  the record in the background once NATS answers (``Abandoned``: dropped, or its answer kept).
 
 It sits between authentication and authorization (see ``services.api.auth``): a retried
 accept answers the first accept's result although the offer is no longer open.
@@ -35,7 +36,6 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Literal
 
 import msgspec
 import structlog
@@ -51,6 +51,7 @@ from events.subjects import is_token
 from services.api import uploads
 from services.api.auth import TOKEN_ID, Handler
 from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error
+from services.api.idempotency_records import STALE_AFTER, Abandoned, Record
 from services.api.tokens import signing_key
 from services.nats_errors import NATS_UNAVAILABLE
 
@@ -60,50 +61,12 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_KEY_LENGTH = 255
-# A record still "running" after this long belongs to a request whose API process died.
-STALE_AFTER = 120.0
 # Larger answers are not kept (the command still ran once; a retry runs it again).
 MAX_KEPT_BODY = 512 * 1024
 # 4xx answers that say "not now" rather than "no": the same request may succeed later.
 RETRYABLE = frozenset({409, 429})
 # At most this many ids per record (``command_refs``).
 MAX_REFS = 64
-
-
-class Record(msgspec.Struct, kw_only=True):
-    state: Literal["running", "done"]
-    fingerprint: str
-    started_at: float
-    status: int = 0
-    body: bytes = b""  # sealed: nonce + AES-GCM ciphertext (see the module docstring)
-    content_type: str = ""
-    # The ids the command named (its path, its body's and its answer's ``id``/``*_id``/``*_ids``
-    # fields), in clear: how an erasure finds the answers about a customer it cannot open.
-    refs: list[str] = []
-    # Which claim wrote it (random): how its process knows a record it let go (``Abandoned``).
-    claim: str = ""
-
-
-class Abandoned:
-    """The claims this process let go of without being able to drop their record (NATS did not
-    answer): kv key -> claim, at most ``limit``, each for ``STALE_AFTER`` (then any process
-    takes the record over anyway)."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self.limit = limit
-        self.claims: dict[str, tuple[str, float]] = {}
-
-    def add(self, kv_key: str, claim: str) -> None:
-        self.claims.pop(kv_key, None)
-        while len(self.claims) >= self.limit:
-            self.claims.pop(next(iter(self.claims)))
-        self.claims[kv_key] = (claim, time.monotonic())
-
-    def holds(self, kv_key: str, claim: str) -> bool:
-        left = self.claims.get(kv_key)
-        if left is None or time.monotonic() - left[1] > STALE_AFTER:
-            return False
-        return bool(claim) and left[0] == claim
 
 
 class Sealer:
@@ -227,6 +190,7 @@ def idempotency(deps: ApiDeps) -> Middleware:
             # The record may be written all the same (a publish flushed on reconnect): nothing
             # runs for it, so this process's retry takes it over instead of a 409 for minutes.
             abandoned.add(kv_key, claim)
+            abandoned.settle_soon(records)
             bound.warning("api.idempotency_unavailable", error=repr(err))
             return json_error(503, "idempotency records unavailable (NATS): retry the request")
         except BucketNotFoundError:
@@ -235,15 +199,18 @@ def idempotency(deps: ApiDeps) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            if not await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request):
+            if not await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request, abandoned, claim):
                 abandoned.add(kv_key, claim)
+            abandoned.settle_soon(records)
             raise
         except BaseException:
             if not await _release(kv, kv_key, revision, bound):
                 abandoned.add(kv_key, claim)
+            abandoned.settle_soon(records)
             raise
-        if not await _finish(kv, kv_key, revision, print_, response, sealer, bound, request):
+        if not await _finish(kv, kv_key, revision, print_, response, sealer, bound, request, abandoned, claim):
             abandoned.add(kv_key, claim)
+        abandoned.settle_soon(records)
         return response
 
     return middleware
@@ -318,6 +285,8 @@ async def _finish(
     sealer: Sealer,
     bound: structlog.BoundLogger,
     request: web.Request,
+    abandoned: Abandoned,
+    claim: str,
 ) -> bool:
     """Keep a 2xx or 4xx answer (but 409, 429), or one saying the command is recorded; drop the
     record otherwise (the command may be retried). False when a record to drop is left
@@ -341,14 +310,16 @@ async def _finish(
     except KeyWrongLastSequenceError:
         bound.warning("api.idempotency_record_taken_over", status=response.status)
     except NATS_UNAVAILABLE as err:
-        # The command is done; only its record is lost: a retry would run it again.
+        # The command is done; its answer is kept once NATS answers (``Abandoned.settle_soon``),
+        # and until then a retry is 409 "still running" rather than run again.
         bound.warning("api.idempotency_record_not_kept", status=response.status, error=repr(err))
+        abandoned.add(kv_key, claim, msgspec.json.encode(done))
     return True
 
 
 async def _release(kv: KeyValue, kv_key: str, revision: int, bound: structlog.BoundLogger) -> bool:
     """Drop the record; False when NATS did not answer (left ``running``: this process's retry
-    takes it over, another's waits ``STALE_AFTER``)."""
+    takes it over; ``Abandoned`` drops it once NATS answers)."""
     try:
         await kv.delete(kv_key, last=revision)
     except KeyWrongLastSequenceError:

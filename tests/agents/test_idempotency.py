@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 
 from events.model import OfferAccepted, ReplyRequested
 from events.streams import IDEMPOTENCY_BUCKET
-from services.api import idempotency
+from services.api import idempotency, idempotency_records
 from services.api.auth import Handler
 from services.api.common import ACTOR, ApiDeps, ok
 from services.embedded_nats import free_port
@@ -225,6 +225,61 @@ async def test_a_record_written_after_its_claim_timed_out_does_not_hold_the_retr
         assert await post(url, key) == (202, {"run": 1}, None)
         assert await post(url, key) == (202, {"run": 1}, "true")
     assert probe.runs == 1
+
+
+class LostSettle:
+    """NATS restarting under a command: the first drop (``delete``) or answer (``update``) of a
+    record is never done and never answered."""
+
+    def __init__(self, nc: NATS, lose: str) -> None:
+        self.nc = nc
+        self.lose = lose
+        self.lost = 0
+
+    def jetstream(self) -> Any:
+        return SimpleNamespace(key_value=self.key_value)
+
+    async def key_value(self, bucket: str) -> Any:
+        kv = await self.nc.jetstream().key_value(bucket)
+        real = getattr(kv, self.lose)
+
+        async def lost_once(*args: Any, **kwargs: Any) -> Any:
+            if not self.lost:
+                self.lost += 1
+                raise TimeoutError
+            return await real(*args, **kwargs)
+
+        setattr(kv, self.lose, lost_once)
+        return kv
+
+
+@pytest.mark.parametrize("lose", ["delete", "update"])
+async def test_a_record_its_process_could_not_settle_is_settled_once_nats_answers(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch, lose: str
+) -> None:
+    """Another API process's retry of such a command waited two minutes ("still running"), and
+    then ran it again even when it had been done (its answer was never kept). Now the process
+    that ran it drops the record (a 503: the retry runs) or keeps its answer (a 201: the retry
+    replays it) as soon as NATS answers again."""
+    monkeypatch.setattr(idempotency_records, "SETTLE_EVERY_S", 0.1)
+    lossy = LostSettle(nc, lose)
+    probe = Probe([503] if lose == "delete" else [201])
+    key = uuid.uuid4().hex
+    async with serving(lossy, probe) as url, serving(nc, probe) as other_process:
+        first = await post(url, key)
+        assert first[0] == (503 if lose == "delete" else 201) and lossy.lost == 1, first
+
+        async def settled() -> tuple[int, Any, str | None] | None:
+            answer = await post(other_process, key)
+            return None if answer[0] == 409 else answer
+
+        answer = await eventually(settled, timeout=10)
+    if lose == "delete":
+        assert answer == (200, {"run": 2}, None)  # nothing was kept: the retry ran
+        assert probe.runs == 2
+    else:
+        assert answer == (201, {"run": 1}, "true")  # done once, its answer kept late
+        assert probe.runs == 1
 
 
 async def test_a_kept_answer_is_sealed_in_nats(nc: NATS) -> None:
