@@ -16,32 +16,19 @@ handed back and its redelivery here publishes the outcome without sending again.
 not send and ended after the hold may have lapsed reports nothing (another process has it).
 (A connector killed between the provider's answer and the ack sends that reply again when the
 command is redelivered: at least once, and intake still records one outcome.)
-
-What a ``DeliverReply`` asks of a connector, beyond ``text`` to ``contact``:
-
-- ``attachments``: files to send with the text. Each ``Attachment.url`` is a short-lived
-  signed public link to the file (``GET /v1/files/{token}`` on the API, no bearer needed),
-  with ``name``, ``content_type`` and ``size``; a provider that fetches media by URL (Twilio
-  MMS ``MediaUrl``, WhatsApp/Messenger ``link`` / ``url``) is handed the link, others download
-  it and send the bytes (email: a MIME part). A connector that cannot send files fails the
-  reply with a reason rather than sending the text alone.
-- ``template`` (with ``template_values``, see ``template_values``): a provider-approved
-  template message (WhatsApp) to send *instead of* ``text`` (which then holds a preview).
-  Connectors without templates fail such a reply with a reason.
+What a ``DeliverReply`` asks of a connector: ``connectors.sdk.reply_command``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
-import aiohttp
 import msgspec
 import structlog
 from nats.aio.client import Client as NATS
@@ -61,11 +48,12 @@ from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
 from . import publish
-from .base import Connector, ConnectorSettings, DeliveryResult, utcnow
+from .base import Connector, DeliveryResult, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
-from .errors import PermanentDeliveryError, TransientDeliveryError
+from .hold import Hold, HoldLapsed
 from .metrics import Metrics
 from .publish import InboundPublisher
+from .tries import HandBack, Tries
 
 log = structlog.get_logger("relaydesk.connector.outbound")
 
@@ -75,47 +63,6 @@ Outcome = ReplyOutcomeReported
 # A command whose outcome cannot be reported is tried 6 times over about 7.5 minutes, then
 # dead-lettered (terminated and parked in rd_parked); an undecodable one at once.
 REDELIVERY = Redelivery(max_deliver=6, retry_delays=(2.0, 10.0, 30.0, 120.0, 300.0))
-
-
-class HandBack(Exception):
-    """The worker is stopping while a reply waits for its next try: it is handed back (nak)
-    for the next process of the channel, not reported failed with tries left unused."""
-
-
-class HoldLapsed(Exception):
-    """This process may no longer hold the command: its ack wait may have run out unseen (the
-    process paused, stopped with SIGSTOP, starved), so NATS may have handed it to another
-    process of the channel, which sends it. Sending it here too would send it twice."""
-
-
-def hold_margin(ack_wait: float) -> float:
-    """How long before the ack wait runs out a hold counts as lapsed: a fifth, at most 5 s
-    (round trips, scheduling)."""
-    return min(ack_wait * 0.2, 5.0)
-
-
-def pause_before_retry(settings: ConnectorSettings, attempt: int, retry_after: float | None, jitter: float) -> float:
-    """Seconds to wait after try ``attempt`` failed: ``deliver_backoff`` doubled per try up to
-    ``deliver_backoff_max``, times 0.5..1 (``jitter`` in [0, 1): processes retrying after one
-    outage do not come back together); never sooner than the provider's ``retry_after`` asked,
-    up to ``deliver_retry_after_max``."""
-    delay = min(settings.deliver_backoff * 2.0 ** min(attempt - 1, 32), settings.deliver_backoff_max)
-    delay *= 0.5 + jitter / 2
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.deliver_retry_after_max))
-    return delay
-
-
-def template_values(reply: DeliverReply) -> list[str] | None:
-    """The values of ``reply.template``'s parameters, in order; None when they cannot be read
-    (the customer was erased, or the command is malformed): do not send then."""
-    try:
-        values = msgspec.json.decode(reply.template_values or "[]", type=list[str])
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    if reply.template is not None and len(values) != len(reply.template.parameters):
-        return None
-    return values
 
 
 def durable_name(connector: Connector) -> str:
@@ -146,15 +93,13 @@ class OutboundWorker:
         self._task: asyncio.Task[None] | None = None
         # reply_id -> outcome already decided; a redelivery only reports it again.
         self._done: OrderedDict[str, Outcome] = OrderedDict()
-        # The consumer's ack wait, and when the hold of the command being handled was last
-        # known to be renewed (time.monotonic): a command is never sent once it may have lapsed.
-        self._ack_wait = 30.0
-        self._held_since = time.monotonic()
-        # The batch being handled and the index of its next command: their holds are renewed
-        # while a delivery waits out a long backoff or Retry-After (``_pause``).
-        self._waiting: tuple[list[Msg], list[float], int] | None = None
+        # A command is never sent once its hold may have lapsed (connectors.sdk.hold).
+        self.hold = Hold()
         self._stop_requested = asyncio.Event()
         self.log = log.bind(connector=connector.name, channel=connector.channel)
+        # The batch being handled and the index of its next command (``tries.waiting``): their
+        # holds are renewed while a delivery waits out a long backoff or Retry-After.
+        self.tries = Tries(connector, self.hold, metrics, self._stop_requested, self.log)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -199,7 +144,7 @@ class OutboundWorker:
         ack_wait = max(30.0, s.deliver_timeout * 2, 2 * (s.outbound_fetch_timeout + LOST_AFTER_S))
         # Bounded: max_deliver (the pause between tries is each nak's delay; see deadletter.py).
         bounded = dataclasses.replace(self.redelivery, ack_wait=ack_wait)
-        self._ack_wait = ack_wait
+        self.hold.ack_wait = ack_wait
         return bounded.apply(
             ConsumerConfig(
                 durable_name=self.durable,
@@ -255,13 +200,13 @@ class OutboundWorker:
                             with skipping("outbound.nak_on_stop", nats_subject=rest.subject):
                                 await rest.nak()
                         break
-                    await self._keep_holding(msgs, held, i)
-                    self._held_since = held[i]
-                    self._waiting = (msgs, held, i + 1)
+                    await self.hold.keep(msgs, held, i)
+                    self.hold.since = held[i]
+                    self.tries.waiting = (msgs, held, i + 1)
                     try:
                         await self._handle(msg)
                     finally:
-                        self._waiting = None
+                        self.tries.waiting = None
                 pause = 0.2
             except asyncio.CancelledError:
                 break
@@ -285,25 +230,6 @@ class OutboundWorker:
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
-
-    def _hold_may_have_lapsed(self, since: float) -> bool:
-        return time.monotonic() - since >= self._ack_wait - hold_margin(self._ack_wait)
-
-    async def _keep_holding(self, msgs: list[Msg], held: list[float], start: int) -> None:
-        """Renew the hold of the batch's commands still waiting their turn (``held``: when
-        each was last known held), so that slow deliveries ahead of them in the batch do not
-        let them lapse; one that may have lapsed already is left as it is (``_deliver``). Only
-        holds older than a quarter of the ack wait are renewed: not every waiting command's at
-        every send (a batch of 10 cost up to 45 renewals)."""
-        for j in range(start, len(msgs)):
-            if self._hold_may_have_lapsed(held[j]):
-                continue
-            renewing = time.monotonic()
-            if renewing - held[j] < self._ack_wait / 4:
-                continue  # held recently enough: no publish per waiting command per send
-            with skipping("outbound.in_progress", nats_subject=msgs[j].subject):
-                await msgs[j].in_progress()
-                held[j] = renewing
 
     # -- one command ----------------------------------------------------------------------
 
@@ -344,7 +270,7 @@ class OutboundWorker:
                 result = DeliveryResult.failed("the customer's personal data was erased")
             else:
                 try:
-                    result = await self._deliver(reply, msg, rlog)
+                    result = await self.tries.deliver(reply, msg, rlog)
                 except HoldLapsed:
                     self._hold_lapsed(msg, rlog)
                     return
@@ -383,27 +309,14 @@ class OutboundWorker:
                 await msg.ack()
                 return
             except Exception as err:
-                if time.monotonic() + pause >= min(give_up_at, self._hold_ends()):
+                if time.monotonic() + pause >= min(give_up_at, self.hold.ends()):
                     raise
                 count_skip("outbound.report_retry")
                 rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
-            if self.nc.is_connected and not self._hold_may_have_lapsed(self._held_since):
-                await self._renew_hold(msg)
-
-    async def _renew_hold(self, msg: Msg) -> None:
-        """Ask NATS for a fresh ack wait on ``msg``, the command being handled. ``_held_since``
-        moves only once the server took the request: a renewal that failed leaves the hold to
-        lapse when it would have (``_hold_may_have_lapsed`` then says so)."""
-        renewing = time.monotonic()
-        with skipping("outbound.in_progress", nats_subject=msg.subject):
-            await msg.in_progress()
-            self._held_since = renewing
-
-    def _hold_ends(self) -> float:
-        """When the hold renewed last counts as lapsed (``time.monotonic``)."""
-        return self._held_since + self._ack_wait - hold_margin(self._ack_wait)
+            if self.nc.is_connected and not self.hold.lapsed():
+                await self.hold.renew(msg)
 
     async def _notice(self, reply: DeliverReply, msg: Msg, rlog: Any) -> None:
         """A notice is shown once if the connector can (its ``notices``), then acknowledged:
@@ -414,7 +327,7 @@ class OutboundWorker:
             rlog.info("outbound.notice_not_shown", reason="the channel shows no such notice or the customer was erased")
         else:
             try:
-                result = await self._deliver(reply, msg, rlog)
+                result = await self.tries.deliver(reply, msg, rlog)
             except HoldLapsed:
                 self._hold_lapsed(msg, rlog)
                 return
@@ -489,73 +402,6 @@ class OutboundWorker:
             provider_message_id=result.provider_message_id if result.ok else "",
             reason="" if result.ok else (result.reason or "delivery failed"),
         )
-
-    async def _deliver(self, reply: DeliverReply, msg: Msg, rlog: Any) -> DeliveryResult:
-        s = self.connector.settings
-        attempts = max(1, s.deliver_attempts)
-        result = DeliveryResult.failed("not attempted")
-        for attempt in range(1, attempts + 1):
-            if self._hold_may_have_lapsed(self._held_since):
-                raise HoldLapsed
-            await self._renew_hold(msg)
-            result = await self._attempt(reply)
-            if not result.ok and self._hold_may_have_lapsed(self._held_since):
-                # Found by a chaos audit: a last try that outlived the hold (the process stopped
-                # mid-try) reported the reply failed while the process NATS handed it to sent it.
-                raise HoldLapsed
-            if result.ok or not result.retryable:
-                return result
-            rlog.info(
-                "outbound.transient_failure",
-                attempt=attempt,
-                reason=scrub(result.reason),
-                retry_after=result.retry_after,
-            )
-            if attempt == attempts:
-                break
-            if self._stopping:
-                raise HandBack  # tries are left: the next process makes them
-            self.metrics.inc("delivery_retries")
-            await self._pause(msg, pause_before_retry(s, attempt, result.retry_after, random.random()))
-        return DeliveryResult.failed(f"{result.reason} (after {attempt} attempts)")
-
-    async def _pause(self, msg: Msg, delay: float) -> None:
-        """Wait ``delay`` seconds before the next try of ``msg``, renewing its hold and the
-        batch's waiting commands' (a Retry-After may be longer than the ack wait: NATS would
-        hand them to another process, which sends them too). Raises ``HandBack`` when the
-        worker stops meanwhile."""
-        deadline = time.monotonic() + delay
-        while (left := deadline - time.monotonic()) > 0:
-            # Renewed once a quarter of the ack wait old: at once after a long try (a try
-            # may take most of the ack wait), then every quarter.
-            renew_in = self._held_since + self._ack_wait / 4 - time.monotonic()
-            try:
-                async with asyncio.timeout(max(0.0, min(left, renew_in))):
-                    await self._stop_requested.wait()
-            except TimeoutError:
-                pass
-            else:
-                raise HandBack
-            if deadline - time.monotonic() <= 0 or self._hold_may_have_lapsed(self._held_since):
-                break  # lapsed (the process stalled): the next try's check leaves it
-            await self._renew_hold(msg)
-            if self._waiting is not None:
-                await self._keep_holding(*self._waiting)
-
-    async def _attempt(self, reply: DeliverReply) -> DeliveryResult:
-        try:
-            async with asyncio.timeout(self.connector.settings.deliver_timeout + 1.0):
-                return await self.connector.deliver(reply)
-        except TransientDeliveryError as err:
-            return DeliveryResult.failed(err.reason, retryable=True, retry_after=err.retry_after)
-        except PermanentDeliveryError as err:
-            return DeliveryResult.failed(err.reason)
-        except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            # The exception text may carry the API URL (and a token in it): keep the type only.
-            return DeliveryResult.failed(f"provider unreachable ({type(err).__name__})", retryable=True)
-        except Exception as err:
-            self.log.exception("outbound.deliver_crashed", reply_id=reply.reply_id)
-            return DeliveryResult.failed(f"connector error ({type(err).__name__})")
 
 
 async def _drop(sub: Puller | None) -> None:

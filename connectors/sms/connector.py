@@ -41,7 +41,7 @@ from connectors.sdk import (
     ProviderRequest,
     Route,
 )
-from connectors.sdk.outbound import template_values
+from connectors.sdk.reply_command import template_values
 from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, ReplyOutcomeReported
 

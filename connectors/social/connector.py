@@ -66,7 +66,7 @@ from connectors.sdk import (
     Unauthentic,
     utcnow,
 )
-from connectors.sdk.outbound import template_values
+from connectors.sdk.reply_command import template_values
 from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 

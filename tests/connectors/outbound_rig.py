@@ -41,7 +41,7 @@ def short_ack_wait(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
 
     def shortened(self: OutboundWorker) -> ConsumerConfig:
         config = dataclasses.replace(made(self), ack_wait=seconds)
-        self._ack_wait = seconds
+        self.hold.ack_wait = seconds
         return config
 
     monkeypatch.setattr(OutboundWorker, "_consumer_config", shortened)

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import pytest
 
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
-from connectors.sdk.outbound import OutboundWorker, hold_margin
+from connectors.sdk.hold import hold_margin
+from connectors.sdk.outbound import OutboundWorker
 from events.model import Channel, DeliverReply, InboundMessage
 from events.pull import LOST_AFTER_S
 
@@ -61,10 +62,10 @@ async def test_waiting_commands_are_renewed_only_once_their_hold_has_aged() -> N
     connector = Quiet.from_config({"port": 0})
     nobody: Any = object()
     worker = OutboundWorker(connector, nobody, nobody, nobody, nobody)
-    worker._ack_wait = 40.0
+    worker.hold.ack_wait = 40.0
     now = time.monotonic()
     msgs = [Held() for _ in range(4)]
     held = [now - 1.0, now - 11.0, now - 30.0, now - 39.0]  # fresh, aged, aged, may have lapsed
-    await worker._keep_holding(msgs, held, 0)  # type: ignore[arg-type]
+    await worker.hold.keep(msgs, held, 0)  # type: ignore[arg-type]
     assert [m.renewed for m in msgs] == [0, 1, 1, 0]
     assert held[0] == now - 1.0 and held[1] >= now and held[2] >= now and held[3] == now - 39.0

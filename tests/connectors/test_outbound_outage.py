@@ -19,8 +19,8 @@ from nats.aio.client import Client as NATS
 from connectors.sdk import Connector, DeliveryResult, ProviderRequest
 from connectors.sdk.base import ConnectorSettings
 from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
-from connectors.sdk.outbound import pause_before_retry
 from connectors.sdk.runtime import ConnectorRuntime
+from connectors.sdk.tries import pause_before_retry
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
