@@ -21,11 +21,11 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import structlog
@@ -34,7 +34,8 @@ from services.timelines.base import PlannedStore
 from services.timelines.codec import dump_json, iso, load_json, parse_iso
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
-from services.timelines.rowmap import RowCodec, iso_many
+from services.timelines.rowmap import RowCodec, iso_many, text_entry_rows
+from services.timelines.rows import TimelineEntry
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
 from services.timelines.store import TimelineStore
 
@@ -59,6 +60,16 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     "customers": [("erased", "INTEGER NOT NULL DEFAULT 0")],
 }
+
+
+# sqlite3 binds str, int, float and bytearray as they are and passes every other value (None
+# included) through its adapter lookup first: with no adapter for None it then looks for
+# ``__adapt__``/``__conform__`` and clears the AttributeError each raised, ~1,200 instructions a
+# NULL. A timeline row binds five or six NULLs; a rebuild binds one row an event (callgrind on
+# the rebuild's writer: 4.8% of its instructions). An adapter for None that gives None back
+# (a dict's ``get``, a C call) ends the lookup at once; NULL is bound as before. Process-wide,
+# and the same NULL for every connection.
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 
 
 def _schema(suffix: str, tag: str) -> dict[str, list[str]]:
@@ -165,6 +176,9 @@ class SqliteRows(RowCodec):
 
     def times_out(self, values: Sequence[datetime | None]) -> list[Any]:
         return iso_many(values)  # one C pass for a batch's timestamps
+
+    def entry_rows(self, entries: Iterable[TimelineEntry]) -> list[tuple[Any, ...]]:
+        return text_entry_rows(entries)  # this class's hooks written in (a rebuild: one row an event)
 
 
 ROWS = SqliteRows()
