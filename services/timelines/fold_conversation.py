@@ -86,14 +86,20 @@ def actor_detail(actor: str | None) -> dict[str, Any] | None:
     return {"actor": actor} if actor else None
 
 
+# The folds below build their entry, summary change and customer change in place, naming only
+# the fields that differ from the defaults: a rebuild runs one of them for each event of the log,
+# and each helper call or keyword left at its default cost more than the struct it built
+# (``entry_of`` and ``conversation_rows`` say the same for the folds elsewhere).
+
+
 def _opened(ev: ConversationOpened, seq: int, at: datetime) -> Folded:
-    cid = ev.conversation_id
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "opened",
-        cid,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="opened",
         channel=ev.channel,
         # The platform of an outbound-first conversation (WhatsApp on Twilio or the Cloud
         # API) before the customer answers: the console offers templates only by it.
@@ -102,20 +108,15 @@ def _opened(ev: ConversationOpened, seq: int, at: datetime) -> Folded:
     return Folded(
         entry=entry,
         change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            channel=ev.channel,
-            status="waiting",
-            opened=True,
+            conversation_id=cid, customer_id=customer, seq=seq, at=at, channel=ev.channel, status="waiting", opened=True
         ),
-        customer=CustomerChange(customer_id=ev.customer_id, seq=seq, at=at, conversations=1, activity=True),
+        customer=CustomerChange(customer_id=customer, seq=seq, at=at, conversations=1, activity=True),
     )
 
 
 def _routing_requested(ev: RoutingRequested, seq: int, at: datetime) -> Folded:
     req = ev.requirements
+    cid, customer = ev.conversation_id, ev.customer_id
     detail = {
         "skills": dict(sorted(req.skills.items())),
         "language": req.language,
@@ -126,18 +127,18 @@ def _routing_requested(ev: RoutingRequested, seq: int, at: datetime) -> Folded:
         # Why this language: each piece of evidence and its weight (intake).
         "language_reason": msgspec.to_builtins(ev.language_reason) if ev.language_reason else None,
     }
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "routing_requested",
-        ev.conversation_id,
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="routing_requested",
         channel=ev.channel,
         detail=compact(detail),
     )
     change = SummaryChange(
-        conversation_id=ev.conversation_id,
-        customer_id=ev.customer_id,
+        conversation_id=cid,
+        customer_id=customer,
         seq=seq,
         at=at,
         channel=ev.channel,
@@ -149,149 +150,129 @@ def _routing_requested(ev: RoutingRequested, seq: int, at: datetime) -> Folded:
 
 
 def _offered(ev: AgentOffered, seq: int, at: datetime) -> Folded:
+    cid, customer, agent = ev.conversation_id, ev.customer_id, ev.agent_id
     reason = reason_dict(ev.reason)  # one dict for the entry and the summary: neither changes it
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "offered",
-        ev.conversation_id,
-        agent_id=ev.agent_id,
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="offered",
+        agent_id=agent,
         reason=reason,
         detail={"expires_at": msgspec.to_builtins(utc(ev.expires_at))},
     )
     change = SummaryChange(
-        conversation_id=ev.conversation_id,
-        customer_id=ev.customer_id,
+        conversation_id=cid,
+        customer_id=customer,
         seq=seq,
         at=at,
         status="offered",
-        agent_id=ev.agent_id,
+        agent_id=agent,
         last_reason=reason,
     )
-    return conversation_rows(entry, change)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
+    )
 
 
 def _offer_accepted(ev: OfferAccepted, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "offer_accepted",
-        ev.conversation_id,
-        agent_id=ev.agent_id,
-        detail=actor_detail(ev.actor),
+    cid, customer, agent, actor = ev.conversation_id, ev.customer_id, ev.agent_id, ev.actor
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="offer_accepted",
+        agent_id=agent,
+        detail={"actor": actor} if actor else None,
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="assigned",
-            agent_id=ev.agent_id,
-            assigned=True,
-        ),
+    change = SummaryChange(
+        conversation_id=cid, customer_id=customer, seq=seq, at=at, status="assigned", agent_id=agent, assigned=True
+    )
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _offer_declined(ev: OfferDeclined, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "offer_declined",
-        ev.conversation_id,
+    cid, customer, actor = ev.conversation_id, ev.customer_id, ev.actor
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="offer_declined",
         agent_id=ev.agent_id,
-        detail=actor_detail(ev.actor),
+        detail={"actor": actor} if actor else None,
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="waiting",
-            agent_id=None,
-            declined=1,
-        ),
+    change = SummaryChange(
+        conversation_id=cid, customer_id=customer, seq=seq, at=at, status="waiting", agent_id=None, declined=1
+    )
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _offer_expired(ev: OfferExpired, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "offer_expired",
-        ev.conversation_id,
-        agent_id=ev.agent_id,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer, seq=seq, conversation_id=cid, at=at, kind="offer_expired", agent_id=ev.agent_id
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="waiting",
-            agent_id=None,
-            expired=1,
-        ),
+    change = SummaryChange(
+        conversation_id=cid, customer_id=customer, seq=seq, at=at, status="waiting", agent_id=None, expired=1
+    )
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _assigned(ev: ConversationAssigned, seq: int, at: datetime) -> Folded:
+    cid, customer, agent = ev.conversation_id, ev.customer_id, ev.agent_id
     reason = reason_dict(ev.reason)  # one dict for the entry and the summary: neither changes it
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "assigned",
-        ev.conversation_id,
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="assigned",
         channel=ev.channel,
-        agent_id=ev.agent_id,
+        agent_id=agent,
         reason=reason,
     )
     change = SummaryChange(
-        conversation_id=ev.conversation_id,
-        customer_id=ev.customer_id,
+        conversation_id=cid,
+        customer_id=customer,
         seq=seq,
         at=at,
         channel=ev.channel,
         status="assigned",
-        agent_id=ev.agent_id,
+        agent_id=agent,
         last_reason=reason,
         assigned=True,
     )
-    return conversation_rows(entry, change)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
+    )
 
 
 def _escalation_step(ev: EscalationStepReached, seq: int, at: datetime) -> Folded:
-    detail = {"step": ev.step, "relaxation": ev.relaxation}
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "escalation_step",
-        ev.conversation_id,
-        detail=detail,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="escalation_step",
+        detail={"step": ev.step, "relaxation": ev.relaxation},
     )
     return Folded(
-        entry=entry,
-        change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            activity=False,
-        ),
+        entry=entry, change=SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, activity=False)
     )
 
 
 def _transferred(ev: ConversationTransferred, seq: int, at: datetime) -> Folded:
+    cid, customer = ev.conversation_id, ev.customer_id
     detail = {
         "from_agent": ev.from_agent,
         "to_agent": ev.to_agent,
@@ -301,118 +282,82 @@ def _transferred(ev: ConversationTransferred, seq: int, at: datetime) -> Folded:
         "actor": ev.actor,
         "note": ev.note,
     }
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "transferred",
-        ev.conversation_id,
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="transferred",
         agent_id=ev.from_agent,
         detail=compact(detail),
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="waiting",
-            agent_id=None,
-            transfers=1,
-        ),
+    change = SummaryChange(
+        conversation_id=cid, customer_id=customer, seq=seq, at=at, status="waiting", agent_id=None, transfers=1
+    )
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _escalated(ev: ConversationEscalated, seq: int, at: datetime) -> Folded:
-    detail = compact({"to_tier": ev.to_tier, "reason": ev.reason, "actor": ev.actor})
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "escalated",
-        ev.conversation_id,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="escalated",
         agent_id=ev.from_agent,
-        detail=detail,
+        detail=compact({"to_tier": ev.to_tier, "reason": ev.reason, "actor": ev.actor}),
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="waiting",
-            agent_id=None,
-        ),
+    change = SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, status="waiting", agent_id=None)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _language_changed(ev: ConversationLanguageChanged, seq: int, at: datetime) -> Folded:
+    cid, customer = ev.conversation_id, ev.customer_id
     detail = {"language": ev.language, "previous": ev.previous, "reason": msgspec.to_builtins(ev.reason)}
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "language_changed",
-        ev.conversation_id,
-        detail=compact(detail),
+    entry = TimelineEntry(
+        customer_id=customer, seq=seq, conversation_id=cid, at=at, kind="language_changed", detail=compact(detail)
     )
     return Folded(
-        entry=entry,
-        change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            activity=False,
-        ),
+        entry=entry, change=SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, activity=False)
     )
 
 
 def _released(ev: ConversationReleased, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "released",
-        ev.conversation_id,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="released",
         agent_id=ev.agent_id,
         detail=compact({"reason": ev.reason}),
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="waiting",
-            agent_id=None,
-        ),
+    change = SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, status="waiting", agent_id=None)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _resolved(ev: ConversationResolved, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "resolved",
-        ev.conversation_id,
+    cid, customer, actor = ev.conversation_id, ev.customer_id, ev.actor
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="resolved",
         agent_id=ev.agent_id,
-        detail=actor_detail(ev.actor),
+        detail={"actor": actor} if actor else None,
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            status="resolved",
-            resolved=True,
-        ),
+    change = SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, status="resolved", resolved=True)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 

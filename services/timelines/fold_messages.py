@@ -11,102 +11,91 @@ from typing import Any
 import msgspec
 
 from events.model import DeliveryFailed, MessageReceived, MessageSent, NoteAdded, ReplyRequested
-from services.timelines.changes import Folded, SummaryChange
-from services.timelines.fold_conversation import Fold, actor_detail, compact, conversation_rows, entry_of
+from services.timelines.changes import CustomerChange, Folded, SummaryChange
+from services.timelines.fold_conversation import Fold
+from services.timelines.rows import TimelineEntry
 
 
 def _message_received(ev: MessageReceived, seq: int, at: datetime) -> Folded:
-    attachments = [msgspec.to_builtins(a) for a in ev.attachments]
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "message_in",
-        ev.conversation_id,
+    cid, customer = ev.conversation_id, ev.customer_id
+    # The platform tells WhatsApp from SMS on one Twilio channel, and Messenger from Instagram
+    # on social. ``subject``: an email's Subject (personal, erased like the text). Written out
+    # as ``compact`` would leave it (metadata values are text: kept when not empty).
+    detail: dict[str, Any] = {}
+    if ev.language:
+        detail["language"] = ev.language
+    metadata = ev.metadata
+    if metadata:
+        if platform := metadata.get("platform"):
+            detail["platform"] = platform
+        if subject := metadata.get("subject"):
+            detail["subject"] = subject
+    if ev.attachments:
+        detail["attachments"] = [msgspec.to_builtins(a) for a in ev.attachments]
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="message_in",
         channel=ev.channel,
         direction="in",
         message_id=ev.message_id,
         text=ev.text,
-        # The platform tells WhatsApp from SMS on one Twilio channel, and Messenger from
-        # Instagram on social. ``subject``: an email's Subject (personal, erased like the text).
-        detail=compact(
-            {
-                "language": ev.language,
-                "platform": ev.metadata.get("platform"),
-                "subject": ev.metadata.get("subject"),
-                "attachments": attachments,
-            }
-        ),
+        detail=detail or None,
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            channel=ev.channel,
-            messages=1,
-        ),
+    change = SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, channel=ev.channel, messages=1)
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _reply_requested(ev: ReplyRequested, seq: int, at: datetime) -> Folded:
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "message_out",
-        ev.conversation_id,
+    cid, customer, actor = ev.conversation_id, ev.customer_id, ev.actor
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="message_out",
         channel=ev.channel,
         direction="out",
         agent_id=ev.agent_id,
         message_id=ev.reply_id,
         text=ev.text,
-        detail=actor_detail(ev.actor),
+        detail={"actor": actor} if actor else None,
     )
-    return conversation_rows(
-        entry,
-        SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            channel=ev.channel,
-            messages=1,
-            responded=True,
-        ),
+    change = SummaryChange(
+        conversation_id=cid, customer_id=customer, seq=seq, at=at, channel=ev.channel, messages=1, responded=True
+    )
+    return Folded(
+        entry=entry, change=change, customer=CustomerChange(customer_id=customer, seq=seq, at=at, activity=True)
     )
 
 
 def _note(ev: NoteAdded, seq: int, at: datetime) -> Folded:
     # An internal note: on the timeline for the team, never a message (no direction, not
     # counted); erasure redacts its text like a message body.
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        "note",
-        ev.conversation_id,
+    cid, customer, actor = ev.conversation_id, ev.customer_id, ev.actor
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind="note",
         agent_id=ev.agent_id,
         message_id=ev.note_id,
         text=ev.text,
-        detail=actor_detail(ev.actor),
+        detail={"actor": actor} if actor else None,
     )
     return Folded(
-        entry=entry,
-        change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            activity=False,
-        ),
+        entry=entry, change=SummaryChange(conversation_id=cid, customer_id=customer, seq=seq, at=at, activity=False)
     )
 
 
 def _message_sent(ev: MessageSent, seq: int, at: datetime) -> Folded:
-    return _reply_outcome(ev, seq, at, "message_sent", compact({"provider_message_id": ev.provider_message_id}))
+    provider_id = ev.provider_message_id
+    return _reply_outcome(ev, seq, at, "message_sent", {"provider_message_id": provider_id} if provider_id else None)
 
 
 def _delivery_failed(ev: DeliveryFailed, seq: int, at: datetime) -> Folded:
@@ -115,12 +104,13 @@ def _delivery_failed(ev: DeliveryFailed, seq: int, at: datetime) -> Folded:
 
 def _reply_outcome(ev: MessageSent | DeliveryFailed, seq: int, at: datetime, kind: str, detail: Any) -> Folded:
     """What became of a reply: on the timeline, not a message of its own (not counted)."""
-    entry = entry_of(
-        ev,
-        seq,
-        at,
-        kind,
-        ev.conversation_id,
+    cid, customer = ev.conversation_id, ev.customer_id
+    entry = TimelineEntry(
+        customer_id=customer,
+        seq=seq,
+        conversation_id=cid,
+        at=at,
+        kind=kind,
         channel=ev.channel,
         direction="out",
         message_id=ev.reply_id,
@@ -129,12 +119,7 @@ def _reply_outcome(ev: MessageSent | DeliveryFailed, seq: int, at: datetime, kin
     return Folded(
         entry=entry,
         change=SummaryChange(
-            conversation_id=ev.conversation_id,
-            customer_id=ev.customer_id,
-            seq=seq,
-            at=at,
-            channel=ev.channel,
-            activity=False,
+            conversation_id=cid, customer_id=customer, seq=seq, at=at, channel=ev.channel, activity=False
         ),
     )
 
