@@ -17,7 +17,7 @@ from events.streams import ensure_streams
 from services.bootstrap import seed_agents
 from services.config import load
 from services.embedded_nats import EmbeddedNats
-from tests.integration.routers import RouterProcesses, leader, routed
+from tests.integration.routers import STARTING_S, RouterProcesses, leader, routed
 from tests.integration.system import accept_if_offered, eventually, open_conversation, running_system, system_config
 
 pytestmark = pytest.mark.integration
@@ -55,9 +55,9 @@ async def test_routers_survive_an_outage_and_route_afterwards(
 ) -> None:
     routers.start("alpha")
     routers.start("beta")  # a hot standby: it must survive too
-    await eventually(lambda: leader(clean_nats.url), timeout=20)
+    await eventually(lambda: leader(clean_nats.url), timeout=STARTING_S)
     for name in ("alpha", "beta"):  # both running, not still starting, when NATS goes away
-        await eventually(lambda name=name: routers.started(name), timeout=30)
+        await eventually(lambda name=name: routers.started(name), timeout=STARTING_S)
     store = await connected_store(clean_nats.url)
     await open_conversation(store, "cu-before", "cv-before")
     await eventually(lambda: _routed(store, "cv-before"), timeout=20)

@@ -16,7 +16,7 @@ from events.streams import ensure_streams
 from services.bootstrap import seed_agents
 from services.config import load
 from services.embedded_nats import EmbeddedNats
-from tests.integration.routers import RouterProcesses, leader, routed
+from tests.integration.routers import STARTING_S, RouterProcesses, leader, routed
 from tests.integration.system import eventually, open_conversation
 
 pytestmark = pytest.mark.integration
@@ -45,13 +45,13 @@ async def open_many(store: EventStore, prefix: str, count: int) -> None:
 async def test_killed_router_restarts_and_reassigns_nothing(store: EventStore, routers: RouterProcesses) -> None:
     routers.start("first")
     await open_many(store, "a", 20)
-    await eventually(lambda: _all_routed(store, 20), timeout=30)
+    await eventually(lambda: _all_routed(store, 20), timeout=STARTING_S)
     before = await routed(store)
 
     routers.kill("first")  # SIGKILL: no snapshot saved, lease left to lapse
     await open_many(store, "b", 10)  # arrives while no router runs
     routers.start("second")
-    await eventually(lambda: _all_routed(store, 30), timeout=30)
+    await eventually(lambda: _all_routed(store, 30), timeout=STARTING_S)
     await asyncio.sleep(1.0)  # several ticks in which a confused router could re-decide
 
     after = await routed(store)
@@ -64,9 +64,9 @@ async def test_standby_takes_over_during_a_burst_and_routes_each_once(
 ) -> None:
     routers.start("alpha")
     routers.start("beta")
-    first = await eventually(lambda: leader(clean_nats.url), timeout=20)
+    first = await eventually(lambda: leader(clean_nats.url), timeout=STARTING_S)
     standby = "beta" if first == "alpha" else "alpha"
-    await eventually(lambda: routers.started(standby), timeout=60)  # a hot standby, following the log
+    await eventually(lambda: routers.started(standby), timeout=STARTING_S)  # a hot standby, following the log
     burst = asyncio.create_task(open_many(store, "c", 500))
     await eventually(lambda: _routed_at_least(store, 20), timeout=60)
     routers.kill(first)  # the active router dies mid-burst
