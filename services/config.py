@@ -173,7 +173,7 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # intake (one that died mid-plan): a message accepted before a crash is routed this long
     # after. Longer plans send in-progress acks (services.intake.settling).
     ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 5.0
-    # Provider-specific email rules, only for the domains listed (services.identity.IdentityRules):
+    # Provider-specific email rules, only for the domains listed (services.addresses.IdentityRules):
     # e.g. email_ignore_dots = ["gmail.com"], email_strip_plus = ["gmail.com"],
     # email_domain_aliases = { "googlemail.com" = "gmail.com" }.
     email_ignore_dots: tuple[str, ...] = ()

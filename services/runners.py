@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.streams import SetupFailed, patiently
+from services.addresses import IdentityRules
 from services.api import operators
 from services.api.app import ApiDeps, build_app
 from services.api.health import health_check as api_health_check
@@ -30,7 +31,7 @@ from services.data_dir import make_data_dir
 from services.dlq import export_parked
 from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
-from services.identity import IdentityDirectory, IdentityRules
+from services.identity import IdentityDirectory
 from services.intake import Intake
 from services.intake.settling import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker

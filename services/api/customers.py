@@ -15,6 +15,7 @@ from events import subjects
 from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
 from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
+from services.addresses import InvalidAddress
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
 from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, query_int, read_body
@@ -23,7 +24,6 @@ from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
 from services.customers.unlink import unlink
-from services.identity import InvalidAddress
 
 __all__ = ["KNOWN_FLAGS", "routes"]
 

@@ -38,6 +38,7 @@ from events.model import (
 )
 from events.store import StoredEvent
 from events.text import blank
+from services.addresses import InvalidAddress, identity_for
 from services.api import templates, text_limits, uploads
 from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, role_of
@@ -55,7 +56,6 @@ from services.api.outbound_log import append_missing, derived_ids
 from services.api.replies import ReplyRoute
 from services.api.views import conversation_json
 from services.customers import CustomerError, Customers
-from services.identity import InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
 

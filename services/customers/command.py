@@ -29,6 +29,7 @@ from rich.text import Text
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
+from services.addresses import IdentityRules
 from services.api.registry import known_channels
 from services.bench.args import positive
 from services.bootstrap import connect_for_tool, event_store
@@ -39,7 +40,7 @@ from services.customers.import_rows import FileError, LineError
 from services.customers.importer import import_file
 from services.customers.service import CustomerError, Customers
 from services.customers.unlink import unlink
-from services.identity import IdentityDirectory, IdentityRules
+from services.identity import IdentityDirectory
 from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 from services.nats_connection import let_go
 from services.progress import LineTasks

@@ -60,10 +60,11 @@ from events.parking import PARKED_BUCKET
 from events.personal import ERASED, CustomerKeys, clear_personal_fields
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
+from services.addresses import InvalidAddress, identity_for
 from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
 from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
-from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX, InvalidAddress, identity_for
+from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX
 
 log = structlog.get_logger(__name__)
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import structlog
 
 from events.skips import count_skip
+from services.addresses import mask
 from services.customers.import_rows import (
     LineError,
     Row,
@@ -38,7 +39,7 @@ from services.customers.import_rows import (
     read_text,
 )
 from services.customers.service import CustomerError, Customers, Profile
-from services.identity import mask, new_customer_id
+from services.identity import new_customer_id
 
 log = structlog.get_logger(__name__)
 

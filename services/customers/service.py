@@ -33,7 +33,8 @@ from events.model import (
 )
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
 from router.policy import RouterPolicy
-from services.identity import IdentityDirectory, InvalidAddress, mask
+from services.addresses import InvalidAddress, mask
+from services.identity import IdentityDirectory
 
 log = structlog.get_logger(__name__)
 

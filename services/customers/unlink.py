@@ -21,8 +21,8 @@ import structlog
 
 from events.model import IdentityUnlinked
 from events.store import ConcurrencyError
+from services.addresses import InvalidAddress, mask
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
-from services.identity import InvalidAddress, mask
 
 log = structlog.get_logger(__name__)
 

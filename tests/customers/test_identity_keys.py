@@ -13,15 +13,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from events import subjects
 from services import identity_compaction
-from services.identity import (
-    HASHED_ONLY_KEY,
-    HASHED_PREFIX,
-    IdentityDirectory,
-    hashed_key,
-    identity_for,
-    kv_key,
-    legacy_identity,
-)
+from services.addresses import identity_for
+from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,10 @@ from events.codec import encode
 from events.model import InboundMessage, MessageReceived
 from events.parking import ParkedMessage, ParkingLot
 from events.store import EventStore
+from services.addresses import identity_for
 from services.config import IntakeSettings
 from services.dlq import RETRY_HEADER
-from services.identity import IdentityDirectory, identity_for
+from services.identity import IdentityDirectory
 from services.intake import Intake, register
 from services.intake.settling import DURABLE, REDELIVERY, prepare
 from tests.integration.dead_letters import (

@@ -12,7 +12,7 @@ from connectors.social import window
 from connectors.social.payload import UNSUPPORTED_TEXT, PayloadParser
 from connectors.social.signature import sign, valid
 from events.model import InboundMessage
-from services.identity import identity_for
+from services.addresses import identity_for
 
 from .payloads import (
     APP_SECRET,
