@@ -64,6 +64,7 @@ from connectors.sdk import (
     ProviderRequest,
     Route,
     Unauthentic,
+    text_limits,
     utcnow,
 )
 from connectors.sdk.reply_command import template_values
@@ -77,7 +78,6 @@ log = structlog.get_logger("relaydesk.connector.social")
 
 WEBHOOK_PATH = "/meta/webhook"
 # Longest text each surface takes.
-TEXT_LIMITS = {"messenger": 2000, "instagram": 1000, "whatsapp": 4096, "facebook": 8000}
 # Graph error codes worth retrying (throttling, temporary outages).
 # WhatsApp's pair rate limit: one business number may write to one user about once every 6 s.
 PAIR_RATE_LIMIT = 131056
@@ -196,7 +196,7 @@ class MetaConnector(Connector):
         contact = reply.contact.strip()
         platform = meta.get("platform") or ("whatsapp" if contact.startswith("+") else "messenger")
         kind = meta.get("kind") or "message"
-        if platform not in TEXT_LIMITS:
+        if platform not in text_limits.SOCIAL:
             return DeliveryResult.failed(f"social connector: unknown platform {platform!r}")
         if reply.template is not None:
             # Templates are how WhatsApp lets a business write outside the 24-hour window.
@@ -205,10 +205,9 @@ class MetaConnector(Connector):
             return await self._send_whatsapp(reply)
         if not reply.text.strip() and not reply.attachments:
             return DeliveryResult.failed("social connector: empty reply text")
-        if len(reply.text) > TEXT_LIMITS[platform]:
-            return DeliveryResult.failed(
-                f"reply is {len(reply.text)} characters; {platform} takes at most {TEXT_LIMITS[platform]}"
-            )
+        limits = {**meta, "platform": platform}
+        if why := text_limits.refusal(self.channel, limits, reply.text, with_files=bool(reply.attachments)):
+            return DeliveryResult.failed(why)  # counted as the API counts (UTF-16 units)
         if kind in ("comment", "post"):
             return await self._reply_in_public(reply, platform)
         if platform == "facebook":

@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import structlog
 
+from connectors.sdk import text_limits
 from events.model import ConversationResolved, LogEvent, OfferAccepted, OfferDeclined, ReplyRequested, UnknownEvent
 from events.skips import count_skip
 from router.state import ConversationView
-from services.api import replies, templates, text_limits, uploads
+from services.api import replies, templates, uploads
 from services.api.common import ApiDeps, ApiError
 
 log = structlog.get_logger(__name__)

@@ -30,6 +30,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from connectors.sdk import text_limits
 from events import subjects
 from events.model import (
     ConversationOpened,
@@ -39,7 +40,7 @@ from events.model import (
 from events.store import StoredEvent
 from events.text import blank
 from services.addresses import InvalidAddress, identity_for
-from services.api import templates, text_limits, uploads
+from services.api import templates, uploads
 from services.api.access import CUSTODY, serves_customer
 from services.api.auth import AGENT, role_of
 from services.api.commands import queue_reply

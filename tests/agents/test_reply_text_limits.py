@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from connectors.sdk import text_limits
 from events.model import ReplyRequested
-from services.api import text_limits
 from services.embedded_nats import EmbeddedNats
 
 from .console_pages import create_customer, open_message

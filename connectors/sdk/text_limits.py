@@ -4,8 +4,10 @@ A reply over its provider's limit can never be delivered: Twilio refuses a ``Bod
 characters (error 21617) and Meta a Messenger text over 2,000, so such a reply used to be
 accepted (202), written to the log and end as ``DeliveryFailed`` a moment later, the agent's
 words lost in a failure reason. The API refuses it first (400 naming the limit and the length),
-and nothing is written. Nothing is ever cut or split: a cut could fall inside a surrogate pair,
-an emoji sequence or a letter and its accent, and a reply split in two arrives out of order.
+and nothing is written; a connector checks the same limits before it calls its provider (a
+reply written in a helpdesk reaches it unchecked). Nothing is ever cut or split: a cut could
+fall inside a surrogate pair, an emoji sequence or a letter and its accent, and a reply split in
+two arrives out of order.
 
 Lengths are counted as the providers count them: in UTF-16 code units, so an emoji (outside the
 Basic Multilingual Plane) counts 2, and a flag or a family emoji counts every part. A template's
