@@ -280,6 +280,8 @@ async def test_window_hours_setting(meta: MetaConnector, graph: FakeProvider) ->
     ("contact", "text", "metadata", "reason"),
     [
         ("PSID_1", "x" * 2001, {"platform": "messenger", "page_id": PAGE_ID}, "at most 2000"),
+        # Counted as Meta counts, in UTF-16 units (as the API does): 1,001 code points, 2,002 units.
+        ("PSID_1", "😀" * 1001, {"platform": "messenger", "page_id": PAGE_ID}, "the reply is 2002 characters"),
         ("PSID_1", "   ", {"platform": "messenger", "page_id": PAGE_ID}, "empty"),
         ("PSID_1", "hi", {"platform": "telegram"}, "unknown platform"),
         ("PSID_1", "hi", {"platform": "messenger", "page_id": "../../me"}, "page_id"),
