@@ -67,10 +67,25 @@ class QueueRef:
         self.ceiling = 0
 
 
+class Listed(list[QueueRef]):
+    """The records of one lookup and group, with the highest tier ceiling among them as decide
+    last worked it out (``max_ceiling`` for the ``Round.ceilings`` in ``ceilings_for``): an agent
+    above it may take none of them, so a specialist's search passes the group by without
+    reading its records (most queues' ceiling is the frontline tier). Adding a record forgets
+    it; removing one leaves it an upper bound, which is all the search needs."""
+
+    __slots__ = ("ceilings_for", "max_ceiling")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ceilings_for: object = None
+        self.max_ceiling = 0
+
+
 # channel -> skill -> language -> other skill ('' for none) -> primary minimum -> records:
 # ``queue_lookup`` with its keys and groups (``index_keys.queue_group``) taken apart, so that an
 # agent's search finds its skills, languages and levels without building a string.
-Tree = dict[str, dict[str, dict[str, dict[str, dict[int, list[QueueRef]]]]]]
+Tree = dict[str, dict[str, dict[str, dict[str, dict[int, Listed]]]]]
 
 
 def _parts(lookup: str, group: str) -> tuple[str, str, str, str, int]:
@@ -97,14 +112,17 @@ class QueueRefs:
             for group, keys in groups.items():
                 self.listed(lookup, group).extend(self.by_key[key] for key in sorted(keys))
 
-    def listed(self, lookup: str, group: str) -> list[QueueRef]:
+    def listed(self, lookup: str, group: str) -> Listed:
         channel, skill, language, other, floor = _parts(lookup, group)
         by_skill = self.tree.setdefault(channel, {})
         by_other = by_skill.setdefault(skill, {}).setdefault(language, {}).setdefault(other, {})
-        return by_other.setdefault(floor, [])
+        found = by_other.get(floor)
+        if found is None:
+            found = by_other[floor] = Listed()
+        return found
 
 
-def agent_groups(refs: QueueRefs, agent: AgentView, channel: str) -> Iterator[list[QueueRef]]:
+def agent_groups(refs: QueueRefs, agent: AgentView, channel: str) -> Iterator[Listed]:
     """The records of the queues filed where ``index_keys.agent_lookups`` sends the agent: under
     each skill it has (and '*') in each language it speaks, '*' and '~' (escalated), in the
     groups of another skill it has (or none) and a minimum it meets."""
@@ -171,7 +189,9 @@ def queue_filed(state: RouterState, key: str, heap: list[Entry], lookups: list[s
         return
     ref = refs.by_key[key] = QueueRef(key, heap[0] if heap else _NO_ENTRY)
     for lookup in lookups:
-        refs.listed(lookup, group).append(ref)
+        listed = refs.listed(lookup, group)
+        listed.append(ref)
+        listed.ceilings_for = None  # its ceiling is not yet among the group's
 
 
 def queue_dropped(state: RouterState, key: str, lookups: list[str], group: str) -> None:

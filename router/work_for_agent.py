@@ -9,7 +9,7 @@ from math import inf
 from router.heaps import in_order
 from router.index import conversation_valid
 from router.matching import EXCLUDING_DEPTH, Candidate, OpenHead, QueueHead, Rank, Round
-from router.queue_refs import QueueRef, agent_groups, queue_refs
+from router.queue_refs import Listed, QueueRef, agent_groups, queue_refs
 from router.state import AgentView, ConversationView, Entry
 
 
@@ -46,6 +46,12 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
     best_sla = 0.0
     seen: set[QueueRef] = set()  # escalated queues are filed under two lookups
     for refs in agent_groups(queue_refs(state), agent, channel):
+        if tier > 1:
+            # Above every ceiling of the group: it would reject each record at the ceiling check.
+            if refs.ceilings_for is not ceilings:
+                _group_ceiling(rnd, refs)
+            if tier > refs.max_ceiling:
+                continue
         for ref in refs:
             if ref.heads_for is not heads:
                 _cache_head(ref, rnd.queue_head(ref.key), heads)
@@ -118,6 +124,22 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
                 else:
                     best_since = inf
     return best
+
+
+def _group_ceiling(rnd: Round, refs: Listed) -> None:
+    """The highest tier ceiling among a group's queues under this round's roster (each record
+    keeps its own, as the search would work it out on reaching it)."""
+    heads, ceilings = rnd.heads, rnd.ceilings
+    highest = 0
+    for ref in refs:
+        if ref.heads_for is not heads:
+            _cache_head(ref, rnd.queue_head(ref.key), heads)
+        if ref.ceiling_for is not ceilings:
+            ref.ceiling = rnd.ceiling(ref.key, ref.head.eff)  # type: ignore[union-attr]
+            ref.ceiling_for = ceilings
+        highest = max(highest, ref.ceiling)
+    refs.max_ceiling = highest
+    refs.ceilings_for = ceilings
 
 
 def _cache_head(ref: QueueRef, head: QueueHead, heads: object) -> None:
