@@ -34,7 +34,9 @@ which make the log's copy of the identities readable, go last but one):
 8. append ``CustomerErased`` on the survivor's ``_customer`` subject (once): the projector
    redacts the timelines, and every reader forgets the keys it cached. A merge into the
    family written meanwhile (it checked before the mark was there) makes the erasure start
-   again with that customer in the family; none can be written after ``CustomerErased``.
+   again with that customer in the family; none can be written after ``CustomerErased``;
+9. resolve what was opened on the family while this ran (an intake that had resolved the sender
+   before step 2 and read the key before step 7): intake records nothing on it after step 8.
 
 Every delete from a stream is a JetStream secure erase (the bytes on disk are overwritten),
 never a purge; KV buckets deny message deletes, so their entries are purged (the identity
@@ -207,6 +209,16 @@ class Eraser:
             report.keys_destroyed += await self.keys.destroy(member)
         self.progress(f"data keys destroyed: {report.keys_destroyed}")
         report.seq = await self._record(survivor, family.ids, reason, actor)
+        # A conversation opened on the family while this ran (an intake that had resolved the
+        # sender before the addresses went, and sealed with a key read before it was destroyed)
+        # stayed open and was offered to an agent: resolved too. Intake records nothing more
+        # on the family once it reads CustomerErased.
+        late = await self._opened_since(family)
+        if late:
+            bound.warning("customers.erasure_met_new_conversations", conversations=len(late))
+            report.conversations_resolved += await self._resolve_open(
+                Family(ids=family.ids, open_conversations=late), actor
+            )
         report.left_in_clear, report.left_in_clear_seqs = len(in_clear), sorted(in_clear)[:20]
         if report.left_in_clear:
             bound.warning(
@@ -357,6 +369,21 @@ class Eraser:
             else:
                 log.warning("customers.erase_conversation_left_open", conversation_id=conversation_id)
         return resolved
+
+    async def _opened_since(self, family: Family) -> dict[str, str]:
+        """The family's conversations open now that ``_gather`` did not see open (conversation
+        -> customer), read as stored (the keys are destroyed: only ids and kinds count)."""
+        store = self.customers.store
+        as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
+        open_now: dict[str, str] = {}
+        for member in family.ids:
+            for stored in await as_stored.read_customer(member):
+                event = stored.event
+                if isinstance(event, ConversationOpened):
+                    open_now[event.conversation_id] = event.customer_id
+                elif isinstance(event, ConversationResolved):
+                    open_now.pop(event.conversation_id, None)
+        return {c: owner for c, owner in open_now.items() if c not in family.open_conversations}
 
     async def _queued_replies(self, family: Family) -> int:
         """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the

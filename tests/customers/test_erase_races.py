@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
+from events.model import ConversationOpened, ConversationResolved
 from events.personal import CustomerKeys
-from events.store import EventStore
+from events.store import Append, EventStore
 from services.customers.erase import Eraser
 from services.customers.service import CustomerError, Customers
 from services.embedded_nats import EmbeddedNats
@@ -173,3 +175,31 @@ async def test_a_link_racing_an_erasure_does_not_give_the_erased_customer_an_add
         await linking
     assert refused.value.status == 410
     assert await customers.directory.lookup(new_address) is None
+
+
+async def test_a_conversation_opened_while_an_erasure_runs_is_resolved_with_the_family(
+    nc: NATS, store: EventStore, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An intake that resolved the sender before the erasure removed the address, and recorded
+    the message after the erasure resolved the family's open conversations (with the key it read
+    before the erasure destroyed it): the conversation stayed open for good, offered to agents
+    with its words erased. Now the erasure resolves what was opened meanwhile, after its record."""
+    customers = await customers_of(nc, store)
+    ann = await customer(customers, f"email:ann-late-{uid}@example.com")
+    gate = Gate()
+    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
+    erasing = asyncio.create_task(eraser(nc, customers).erase(ann, "DSR-5", "operator"))
+    await gate.wait()  # the open conversations are resolved, the keys about to go
+    late = f"cv_late_{uid}"
+    opened = ConversationOpened(
+        at=datetime.now(UTC), customer_id=ann, conversation_id=late, channel="email", contact="ann@example.com"
+    )
+    await store.append(Append(opened, expected=0))
+    gate.open()
+    report = await erasing
+
+    on_late = [s.event for s in await store.read(subjects.conversation(ann, late))]
+    assert [type(e) for e in on_late] == [ConversationOpened, ConversationResolved]
+    closed = on_late[-1]
+    assert isinstance(closed, ConversationResolved) and closed.erased
+    assert report.conversations_resolved == 1
