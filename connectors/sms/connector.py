@@ -40,6 +40,7 @@ from connectors.sdk import (
     Malformed,
     ProviderRequest,
     Route,
+    text_limits,
 )
 from connectors.sdk.reply_command import template_values
 from connectors.sdk.retry_after import retry_after_seconds
@@ -188,6 +189,8 @@ class TwilioSmsConnector(Connector):
         if not s.account_sid or not s.auth_token:
             return DeliveryResult.failed("sms connector: account_sid and auth_token are needed to send")
         whatsapp = reply.metadata.get("platform", _platform(reply.contact)) == "whatsapp"
+        if reply.template is None and (why := text_limits.refusal(self.channel, reply.metadata, reply.text)):
+            return DeliveryResult.failed(why)  # Twilio would refuse it (21617): a helpdesk's reply comes unchecked
         form = {"To": _on_platform(reply.contact, whatsapp), "Body": reply.text}
         if reply.template is not None:
             # WhatsApp templates through Twilio's Content API: the sid and {"1": …} variables.

@@ -147,3 +147,18 @@ async def test_missing_outbound_settings_fail_clearly(twilio: FakeProvider) -> N
     finally:
         await c.close_http()
     assert twilio.requests == []
+
+
+async def test_a_reply_over_twilios_limit_fails_without_calling_twilio(twilio: FakeProvider) -> None:
+    """A helpdesk's reply reaches the connector unchecked (the API refuses an over-long one
+    itself): failed with the limit and the length, as the console is told, not sent to be
+    refused with Twilio's error 21617."""
+    c = await connector(twilio, from_number="+15557654321")
+    try:
+        result = await c.deliver(msgspec.structs.replace(reply(), text="x" * 1601))
+        fits = await c.deliver(msgspec.structs.replace(reply(), text="x" * 1600))
+    finally:
+        await c.close_http()
+    assert not result.ok and not result.retryable
+    assert "the reply is 1601 characters; SMS (Twilio) takes at most 1600" in result.reason
+    assert fits.ok and len(twilio.requests) == 1
