@@ -13,6 +13,7 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from events.skips import count_skip
 from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger("services.api.idempotency")
@@ -81,6 +82,9 @@ class Abandoned:
                     await self._settle_one(kv, kv_key)
             except NATS_UNAVAILABLE as err:  # still away: the next round tries again
                 log.debug("api.idempotency_settle_waiting", error=repr(err), left=len(self.claims))
+            except Exception as err:  # an answer NATS should not give: tried again, each at most STALE_AFTER
+                log.warning("api.idempotency_settle_failed", error=repr(err), left=len(self.claims))
+                count_skip("api.idempotency_settle")
 
     async def _settle_one(self, kv: KeyValue, kv_key: str) -> None:
         claim, since, done = self.claims[kv_key]
