@@ -13,6 +13,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.model import CustomerCreated, IdentityLinked, IdentityUnlinked
@@ -21,7 +22,8 @@ from events.stored import StoredEvent
 from events.streams import ensure_streams
 from services import logs
 from services.cli import main
-from services.customers.service import fold_facts
+from services.customers.service import CustomerError, fold_facts
+from services.customers.unlink import unlink
 from services.embedded_nats import EmbeddedNats
 from services.timelines.changes import CustomerChange
 from services.timelines.rows import CustomerSummary
@@ -180,3 +182,24 @@ def test_the_cli_unlinks_and_says_so_again(
     never = ["customers", "unlink", customer_id, "chat:someone-else", "--nats-url", nats_url]
     assert main([*never, "--log-level", "warning"]) == 1
     assert "refused (404)" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+async def test_an_address_only_the_index_gives_the_customer_is_unlinked_too(
+    nc: NATS, store: EventStore, uid: str
+) -> None:
+    """rd_identity may point an address at a customer whose log never named it (a pointer a
+    merge moved, a mapping from before): messages from it land on the customer, so it can be
+    taken away as well, and the fact is on the customer's log."""
+    customers = await customers_of(nc, store)
+    owner = await customer(customers, f"chat:owner-{uid}")
+    ghost = f"chat:ghost-{uid}"
+    await customers.directory.link(ghost, owner)
+    answer = await unlink(customers, owner, ghost, "operator", reason="not theirs")
+    assert (answer["unlinked"], answer["already_unlinked"]) == (True, False)
+    assert await customers.directory.lookup(ghost) is None
+    assert (await customers.facts(owner)).unlinked == [ghost]
+    assert (await unlink(customers, owner, ghost, "operator"))["already_unlinked"] is True
+    with pytest.raises(CustomerError) as never:
+        await unlink(customers, owner, f"chat:nobody-{uid}", "operator")
+    assert never.value.status == 404
