@@ -26,7 +26,7 @@ from router.index import conversation_valid, signature
 from router.lifecycle import DEACTIVATED_REASON
 from router.matching import EXCLUDED_FAILURES, Candidate, Decision, Round, best_agent
 from router.policy import DROP_PREFERRED, RouterPolicy
-from router.state import AgentView, ConversationView, PendingWork, RouterState
+from router.state import AgentView, ConversationView, Entry, PendingWork, RouterState
 from router.work_for_agent import best_waiting_for
 
 __all__ = ["Decision", "decide"]
@@ -58,7 +58,10 @@ def _take_marks(rnd: Round, work: PendingWork, name: str) -> Iterator[str]:
     """The marks in ``work.<name>``, in order, each unmarked as it is taken; when the round is
     full the rest stay marked for the next one. The set is swapped for a new one: a set keeps
     its table size after discards, and one may have held every agent once."""
-    todo = sorted(getattr(work, name))
+    marked: set[str] = getattr(work, name)
+    if not marked:
+        return  # most rounds: nothing marked (and no set to swap)
+    todo = sorted(marked)
     marks: set[str] = set()
     setattr(work, name, marks)
     for n, item in enumerate(todo):
@@ -267,7 +270,12 @@ def _route_queues(rnd: Round, work: PendingWork) -> None:
     heads: list[tuple[tuple[int, float, float, str], str]] = []
     for key in todo:
         queue = state.queues.get(key)
-        head = next((e for e in in_order(queue) if conversation_valid(state, e)), None) if queue else None
+        if not queue:
+            continue
+        # The fold keeps a queue's top live (``index_queues.leave_queue``): the walk is the fallback.
+        head: Entry | None = queue[0]
+        if not conversation_valid(state, queue[0]):
+            head = next((e for e in in_order(queue) if conversation_valid(state, e)), None)
         if head is not None:
             conv = state.conversations[head[1]]
             heads.append((rnd.rank(conv, state.queue_signatures[key], rnd.queue_effective(key), head[1]), key))

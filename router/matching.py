@@ -10,6 +10,7 @@ SLA due time, then waiting since, then id.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,7 +127,13 @@ class Round:
         return len(self.decisions) >= self.policy.max_decisions_per_call
 
     def room(self, agent_id: str, agent: AgentView, channel: str) -> int:
+        """Slots left (callers only ask whether any): the channel's own count first, since every
+        term after it only takes slots away, and a freed agent is asked about each channel of
+        hers, most of them full."""
         profile = agent.profile
+        free = profile.capacity.get(channel, 0) - agent.load.get(channel, 0)
+        if free <= 0:
+            return free
         if self.policy.exclusive_channels and self._cross_channel_blocks(agent_id, agent, channel):
             return 0
         # Slots in wrap-up are taken (router.wrap_up): the index files such an agent as free.
@@ -282,8 +289,12 @@ def _search_bucket(
     agents (other skills missing, excluded, used up in this round) hands over to
     ``_exhaustive``, which is exact, so "None" always means "nobody eligible here"."""
     free_agents = rnd.state.free_agents
+    keys = _bucket_keys(eff.channel, eff.primary, language, tier)
     for level in levels:
-        heap = free_agents.get(agent_key(eff.channel, eff.primary, language, tier, level))
+        # (A requirement may name a level outside 1..5: no agent is filed there.)
+        heap = free_agents.get(
+            keys[level] if 0 <= level <= MAX_LEVEL else agent_key(eff.channel, eff.primary, language, tier, level)
+        )
         if not heap:
             continue
         for looked, entry in enumerate(_free_in_order(rnd.state, heap, eff.channel), start=1):
@@ -293,6 +304,13 @@ def _search_bucket(
             if looked >= SEARCH_DEPTH:
                 return _exhaustive(rnd, eff, conv, tier, language, levels)
     return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _bucket_keys(channel: str, skill: str, language: str, tier: int) -> tuple[str, ...]:
+    """``agent_key`` for each level 0..MAX_LEVEL: the same few buckets are looked in on every
+    arrival and freed slot, and building five keys cost more than looking in the heaps."""
+    return tuple(agent_key(channel, skill, language, tier, level) for level in range(MAX_LEVEL + 1))
 
 
 def _exhaustive(
