@@ -17,6 +17,9 @@ def customer(state: RouterState, customer_id: str) -> CustomerView:
 
 def survivor(state: RouterState, customer_id: str) -> CustomerView:
     """The view that stands for ``customer_id``: its own, or the survivor's after a merge."""
+    found = state.customers.get(customer_id)
+    if found is not None and found.merged_into is None:
+        return found  # the usual case, with one look-up instead of two
     return customer(state, root_id(state, customer_id))
 
 

@@ -95,7 +95,10 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
     step = plan.next_step(key, sig) if plan is not None else conv.step
     timers = state.step_timers.setdefault(step, [])
     heapq.heappush(timers, entry)
-    heaps.compact(timers, lambda e: conversation_valid(state, e), state.queued)
+    if len(timers) > 2 * state.queued + 64:
+        heaps.compact(timers, lambda e: conversation_valid(state, e), state.queued)
+    else:
+        _drop_stale_tops(state.conversations, timers)  # ``heaps.compact``'s prune, without a closure
 
 
 def leave_queue(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
@@ -109,7 +112,10 @@ def leave_queue(state: RouterState, conversation_id: str, conv: ConversationView
         if size > 0:
             state.queue_sizes[key] = size
             queue = state.queues[key]
-            heaps.compact(queue, lambda e: conversation_valid(state, e), size)
+            if len(queue) > 2 * size + 64:
+                heaps.compact(queue, lambda e: conversation_valid(state, e), size)
+            else:
+                _drop_stale_tops(state.conversations, queue)  # ``heaps.compact``'s prune, without a closure
             queue_refs.top_changed(state, key, queue)
         else:
             _drop_queue(state, key)
@@ -163,11 +169,30 @@ def offer_made(state: RouterState, conversation_id: str, conv: ConversationView)
 
 
 def tidy_timers(state: RouterState) -> None:
-    """Pop timers that no longer apply off the tops, so decide's scans start at live ones."""
-    heaps.prune(state.offer_timers, lambda e: offer_valid(state, e))
-    heaps.prune(state.held_timers, lambda e: conversation_valid(state, e))
-    for step in list(state.step_timers):
-        timers = state.step_timers[step]
-        heaps.prune(timers, lambda e: conversation_valid(state, e))
-        if not timers:
-            del state.step_timers[step]
+    """Pop timers that no longer apply off the tops, so decide's scans start at live ones.
+
+    Runs after every event that can make a timer stale: ``heaps.prune`` with ``offer_valid``
+    and ``conversation_valid`` written out, so no closure is made per heap and event."""
+    conversations = state.conversations
+    offers = state.offer_timers
+    while offers:
+        top = offers[0]
+        conv = conversations.get(top[1])
+        if conv is not None and conv.enqueued == top[2] and conv.status == "offered":
+            break
+        heapq.heappop(offers)
+    _drop_stale_tops(conversations, state.held_timers)
+    emptied = [step for step, timers in state.step_timers.items() if not _drop_stale_tops(conversations, timers)]
+    for step in emptied:
+        del state.step_timers[step]
+
+
+def _drop_stale_tops(conversations: dict[str, ConversationView], timers: list[Entry]) -> bool:
+    """``heaps.prune(timers, conversation_valid)``; whether any timer is left."""
+    while timers:
+        top = timers[0]
+        conv = conversations.get(top[1])
+        if conv is not None and conv.enqueued == top[2]:
+            return True
+        heapq.heappop(timers)
+    return False
