@@ -198,11 +198,13 @@ async def run_api(
         why = f"[api.operators] {shared}: that is the shared [api] token; give {shared} a token of their own"
         raise ServiceFailed(why)
     live = LiveState(bus.store)
+    rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
+    # Before the store is opened: a NATS answer that does not come here leaves nothing open
+    # (``relaydesk up`` starts the API again then: services.supervision).
+    directory = IdentityDirectory(await _identity_bucket(bus), rules)
     # A store it cannot open fails the start: serving without timelines while /readyz says
     # ready hid a wrong DSN or a database that is down.
     timelines = await _open_projection(config, readonly=True, service="API")
-    rules = IdentityRules.from_settings(config.intake, channels=known_channels(config))
-    directory = IdentityDirectory(await _identity_bucket(bus), rules)
     deps = ApiDeps(
         nc=bus.nc,
         store=bus.store,
