@@ -29,7 +29,7 @@ class Record(msgspec.Struct, kw_only=True):
     fingerprint: str
     started_at: float
     status: int = 0
-    body: bytes = b""  # sealed: nonce + AES-GCM ciphertext (see the module docstring)
+    body: bytes = b""  # sealed: nonce + AES-GCM ciphertext (``services.api.idempotency.Sealer``)
     content_type: str = ""
     # The ids the command named (its path, its body's and its answer's ``id``/``*_id``/``*_ids``
     # fields), in clear: how an erasure finds the answers about a customer it cannot open.
