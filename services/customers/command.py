@@ -1,9 +1,10 @@
 """``relaydesk customers import FILE | link CUSTOMER IDENTITY | unlink CUSTOMER IDENTITY |
-merge SURVIVOR OTHER |
-export CUSTOMER [--out FILE] | erase CUSTOMER --reason TEXT | migrate-identities``.
+merge SURVIVOR OTHER | export CUSTOMER [--out FILE] | erase CUSTOMER --reason TEXT |
+migrate-identities``.
 
 These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
-``RELAYDESK_NATS_URL`` or ``--nats-url``.
+``RELAYDESK_NATS_URL`` or ``--nats-url``; beside ``relaydesk up`` (the same data dir), its
+embedded NATS is found.
 """
 
 from __future__ import annotations
