@@ -59,8 +59,11 @@ async def test_a_standby_delivery_service_takes_over_without_sending_twice(
         config = agents_config(tmp_path, clean_nats.url, endpoints, lease_seconds=1.0)
         async with agent_system(config, clean_nats, services=("router", "api")) as s:
             stops = {"a": asyncio.Event(), "b": asyncio.Event()}
-            first = asyncio.create_task(s.delivery_service(config, "a").run(stops["a"]))
-            await asyncio.sleep(0.5)  # "a" takes the lease
+            a = s.delivery_service(config, "a")
+            first = asyncio.create_task(a.run(stops["a"]))
+            # "b" starts once "a" leads: after a fixed 0.5 s, a slow start of "a" on a loaded
+            # machine let "b" take the lease, and the test no longer saw a standby take over.
+            await eventually(holds(lambda: a.role == "leader"), timeout=20)
             second = asyncio.create_task(s.delivery_service(config, "b").run(stops["b"]))
             try:
                 _, one = await s.open()
