@@ -12,9 +12,12 @@ import msgspec
 import nats
 import pytest
 from aiohttp import web
+from nats.aio.client import Client as NATS
 
+from connectors.sdk.outbound import durable_name
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
+from events import subjects
 from events.model import DeliveryFailed, MessageSent
 from services.embedded_nats import EmbeddedNats
 from tests.fake_http import serving_posts
@@ -56,6 +59,10 @@ async def test_a_reply_retried_by_one_connector_process_is_not_overtaken_by_the_
             second = ConnectorRuntime(TwilioSmsConnector.from_config({**config.connectors["sms"], "port": 0}), nc)
             await second.start()
             try:
+                # Both processes pulling before the first reply: the second's worker subscribes
+                # after start() returns, and one not yet there left the other process to send
+                # both replies in turn, and the test passed without the race it is about.
+                await eventually(lambda: _pulling(nc, durable_name(second.connector), 2), timeout=30)
                 customer_id, conv = await sms_conversation(system, "SM" + "a" * 32, "+15551230190")
                 await reply(system, conv, "first")
                 # One process is retrying it (pausing between tries); the other is free.
@@ -82,3 +89,9 @@ async def test_a_reply_retried_by_one_connector_process_is_not_overtaken_by_the_
 
 async def _at_least(n: int, wanted: int) -> bool:
     return n >= wanted
+
+
+async def _pulling(nc: NATS, durable: str, processes: int) -> bool:
+    """``processes`` fetch requests wait on the outbound ``durable`` (one per process)."""
+    info = await nc.jetstream().consumer_info(subjects.OUTBOUND_STREAM, durable)
+    return (info.num_waiting or 0) >= processes
