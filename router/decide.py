@@ -229,7 +229,8 @@ def _route_agents(rnd: Round, work: PendingWork) -> None:
 def _fill_agent(rnd: Round, agent_id: str, agent: AgentView) -> None:
     """Give an agent with free slots its held conversations, then the best waiting work."""
     state = rnd.state
-    for entry in list(in_order(state.held.get(agent_id, []))):
+    held = state.held.get(agent_id)
+    for entry in list(in_order(held)) if held else ():
         if rnd.full():
             return
         conversation_id = entry[1]

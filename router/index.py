@@ -97,7 +97,7 @@ class LoadMark(NamedTuple):
 
 def load_changing(agent: AgentView) -> LoadMark:
     """Call before an agent's load (or last work) changes; pass the mark to ``load_changed``."""
-    return LoadMark(tuple(free_channels(agent)), rank_now(agent))
+    return LoadMark(tuple(agent.free_channels()), rank_now(agent))
 
 
 def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: LoadMark) -> None:
@@ -114,10 +114,10 @@ def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: Lo
     """
     if agent.status != "available" or state.for_reading:
         return  # not filed anywhere (its entries went stale when it stopped being available)
-    free = tuple(free_channels(agent))
+    free = agent.free_channels()
     keys = keys_by_channel(state, agent_id, agent)
     rank = rank_now(agent)
-    if set(free) <= set(before.free) and rank >= before.rank:
+    if rank >= before.rank and all(channel in before.free for channel in free):
         free_agents = state.free_agents
         ranks: Ranks = {agent_id: rank}
         for channel in before.free:
@@ -208,24 +208,30 @@ def _file_free(
     occupancy, last = rank_now(agent)
     entries: dict[int, AgentEntry] = {}
     ranks: Ranks = {agent_id: (occupancy, last)}
+    free_agents, free_live, version = state.free_agents, state.free_live, agent.version
     for channel in free:
-
-        def valid(e: AgentEntry, channel: str = channel) -> bool:
-            return agent_valid(state, e, channel)
-
+        recount = channel not in counted
         for key, language_level in keys.get(channel, ()):
             entry = entries.get(language_level)
             if entry is None:
-                entry = entries[language_level] = (-language_level, occupancy, last, agent_id, agent.version)
-            heap = state.free_agents.get(key)
+                entry = entries[language_level] = (-language_level, occupancy, last, agent_id, version)
+            heap = free_agents.get(key)
             if heap is None:
-                heap = state.free_agents[key] = []
-            live = state.free_live.get(key, 0)
-            if channel not in counted:
+                # Nobody else with room here (the usual case while everyone is busy).
+                free_agents[key] = [entry]
+                if recount:
+                    free_live[key] = free_live.get(key, 0) + 1
+                continue
+            live = free_live.get(key, 0)
+            if recount:
                 live += 1
-                state.free_live[key] = live
+                free_live[key] = live
             heapq.heappush(heap, entry)
             if len(heap) > 2 * live + 64:
+
+                def valid(e: AgentEntry, channel: str = channel) -> bool:
+                    return agent_valid(state, e, channel)
+
                 heaps.compact(heap, valid, live)
                 settle_top(state, heap, channel, ranks)
             # Else the top is the entry just pushed, or the one before, which the fold keeps

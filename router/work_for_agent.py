@@ -80,6 +80,8 @@ def best_waiting_for(rnd: Round, agent_id: str, agent: AgentView, channel: str) 
                 prio = ref.base
                 if aging > 0 and now_ts > since:
                     prio += int((now_ts - since) // aging)
+                if best_rank is not None and -prio > best_rank[0]:
+                    continue  # lower priority: the rank's first part decides, no tuple needed
                 rank: Rank = (-prio, since + ref.sla, since, top[1])
                 if best_rank is not None and rank >= best_rank:
                     continue
