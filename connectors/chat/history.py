@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -238,10 +239,11 @@ class ChatHistory:
             raise HistoryUnavailable(f"history stream did not answer: {type(err).__name__}") from err
         return out
 
-    async def erase(self, address: str) -> int:
-        """Erasure (``relaydesk customers erase``): delete every frame of ``address`` with
-        JetStream's secure erase (the server overwrites the bytes on disk; the subject is a
-        hash, so no address is left). Returns how many frames went. The live copies were
+    async def erase(self, address: str, only: Callable[[Frame], bool] | None = None) -> int:
+        """Erasure (``relaydesk customers erase``): delete every frame of ``address`` (or those
+        ``only`` picks: an address taken away from the customer holds its next owner's frames
+        too) with JetStream's secure erase (the server overwrites the bytes on disk; the subject
+        is a hash, so no address is left). Returns how many frames went. The live copies were
         never stored. Raises ``HistoryUnavailable`` when the stream does not answer."""
         js = self._js()
         subject = self.subject(address)
@@ -255,13 +257,24 @@ class ChatHistory:
                 stored = int(raw.seq or 0)
                 if stored < seq:
                     break
+                seq = stored + 1
+                if only is not None and not self._picked(only, stored, raw.data or b"", subject):
+                    continue
                 with contextlib.suppress(NotFoundError):  # gone meanwhile (its age, its limit)
                     await js.delete_msg(self.stream, stored)
                     erased += 1
-                seq = stored + 1
         except (TimeoutError, NatsError, OSError) as err:
             raise HistoryUnavailable(f"history stream did not answer: {type(err).__name__}") from err
         return erased
+
+    def _picked(self, only: Callable[[Frame], bool], seq: int, data: bytes, subject: str) -> bool:
+        try:
+            return only(Frame.decode(seq, data))
+        except (ValueError, msgspec.DecodeError) as err:  # whose it is cannot be told: kept
+            error = type(err).__name__
+            log.warning("chat.erase_frame_unread", stream=self.stream, seq=seq, subject=subject, error=error)
+            count_skip("chat.erase_frame")
+            return False
 
     async def last_seq(self, address: str) -> int:
         """The sequence of the address's newest frame (0: none kept)."""

@@ -63,7 +63,7 @@ from events.personal import ERASED, CustomerKeys, clear_personal_fields
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
 from services.addresses import InvalidAddress, identity_for
-from services.customers.erase_match import Family, FamilyMatcher, attachment_refs
+from services.customers.erase_match import Family, FamilyMatcher, attachment_refs, chat_frames_of
 from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
 from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX
@@ -239,6 +239,7 @@ class Eraser:
         facts = list(facts)
         family = Family(ids=[f.customer_id for f in facts])
         family.identities = {i for f in facts for i in f.identities if _readable(i)}
+        family.unlinked = {i for f in facts for i in f.unlinked if _readable(i)} - family.identities
         bucket = self.targets.attachment_bucket
         store = self.customers.store
         as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
@@ -254,6 +255,7 @@ class Eraser:
                         if ref := attachment_ref(a.url, a.sha256, bucket):
                             family.attachments.add(ref)
                 elif isinstance(event, ReplyRequested):
+                    family.reply_ids.add(event.reply_id)
                     for a in event.attachments:  # the url stays clear (only the text is sealed)
                         if a.url and (m := _UPLOAD_URL.match(a.url)):
                             family.uploads.add((m.group(1), m.group(2)))
@@ -295,6 +297,12 @@ class Eraser:
             kind, _, address = identity.partition(":")
             if kind == "chat" and address:
                 erased += await history.erase(address)
+        # An address taken away from the family holds its next owner's frames too: only the
+        # family's go (its messages, its replies, its conversations' "closed" notices).
+        for identity in sorted(family.unlinked):
+            kind, _, address = identity.partition(":")
+            if kind == "chat" and address:
+                erased += await history.erase(address, only=chat_frames_of(family, address))
         return erased
 
     # -- 4. RD_INBOUND ----------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from connectors.chat.history import Frame
+from connectors.chat.tokens import provider_message_id as chat_message_id
 from connectors.email.erasure import attachment_ref
 from connectors.email.unparsed import PARKED_STREAM as UNPARSED_MAIL
 from connectors.email.unparsed import RAW_OBJECT_HEADER
@@ -36,7 +38,9 @@ class Family:
 
     ids: list[str]
     identities: set[str] = field(default_factory=set)
+    unlinked: set[str] = field(default_factory=set)  # addresses taken away from it (IdentityUnlinked)
     provider_ids: set[str] = field(default_factory=set)
+    reply_ids: set[str] = field(default_factory=set)
     attachments: set[tuple[str, str]] = field(default_factory=set)
     uploads: set[tuple[str, str]] = field(default_factory=set)  # (bucket, up_…) sent in replies
     open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
@@ -181,3 +185,16 @@ def _bytes(value: Any) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error:
         return value.encode()
+
+
+def chat_frames_of(family: Family, address: str) -> Callable[[Frame], bool]:
+    """Whether a frame of ``address``'s chat history is the family's."""
+
+    def ours(frame: Frame) -> bool:
+        if frame.kind == "message":
+            return f"chat:{chat_message_id(address, frame.key)}" in family.provider_ids
+        if frame.kind == "reply":
+            return frame.key in family.reply_ids
+        return frame.key in family.conversations
+
+    return ours

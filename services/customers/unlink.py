@@ -6,8 +6,10 @@ to the customer for good: every message from it landed on their timeline. Unlink
 it the address (the customer, or one merged into it), then removes the address from the
 ``rd_identity`` index where it still names one of them. The next message from it starts a new
 customer; what came from it before stays this customer's (their conversations, timeline and
-an erasure of them included), but for a chat address's web chat history (``RD_CHAT``), kept
-per address: it stays with the address, and an erasure of this customer leaves it.
+an erasure of them included). A chat address's web chat history (``RD_CHAT``) is kept per
+address: the widget still shows it to whoever holds the visitor id, and an erasure of this
+customer takes this customer's frames from it (``erase_match.chat_frames_of``), not the next
+owner's.
 
 Safe to retry: the log is written first, so a retry after a crash finds the address unlinked
 and only finishes the index (``already_unlinked``). A message intake resolved just before the

@@ -15,13 +15,17 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from connectors.chat.history import ChatHistory
+from connectors.chat.tokens import provider_message_id as chat_message_id
 from events import subjects
-from events.model import CustomerCreated, IdentityLinked, IdentityUnlinked
-from events.store import EventStore
+from events.model import CustomerCreated, IdentityLinked, IdentityUnlinked, MessageReceived, ReplyRequested
+from events.personal import CustomerKeys
+from events.store import Append, EventStore
 from events.stored import StoredEvent
 from events.streams import ensure_streams
 from services import logs
 from services.cli import main
+from services.customers.erase import Eraser, ErasureTargets
 from services.customers.service import CustomerError, fold_facts
 from services.customers.unlink import unlink
 from services.embedded_nats import EmbeddedNats
@@ -203,3 +207,48 @@ async def test_an_address_only_the_index_gives_the_customer_is_unlinked_too(
     with pytest.raises(CustomerError) as never:
         await unlink(customers, owner, f"chat:nobody-{uid}", "operator")
     assert never.value.status == 404
+
+
+@pytest.mark.integration
+async def test_an_erasure_takes_the_customers_chat_frames_from_an_address_taken_away_and_leaves_the_next_owners(
+    nc: NATS, store: EventStore, uid: str
+) -> None:
+    """Found by a docs walkthrough: a web chat address (a visitor id) keeps its history by
+    address; once unlinked, erasing the customer who had it erased none of that history, and
+    their words stayed readable to whoever holds the visitor id. Now the family's frames go (its
+    messages, replies and conversations' notices), and the next owner's stay."""
+    js = nc.jetstream()
+    history = ChatHistory(stream=f"RD_CHAT_T{uid}", prefix=f"t{uid}.chat", js=js)
+    await history.ensure()
+    try:
+        customers = await customers_of(nc, store)
+        visitor = f"v-{uid}"
+        ann = await customer(customers, f"chat:{visitor}")
+        conversation = f"cv_{uid}"
+        await history.append(visitor, "message", "m-ann", "my order is late")
+        said = MessageReceived(
+            at=AT,
+            customer_id=ann,
+            conversation_id=conversation,
+            channel="chat",
+            message_id=f"msg_{uid}",
+            provider_message_id=chat_message_id(visitor, "m-ann"),
+            text="my order is late",
+        )
+        await store.append(Append(said))
+        await history.append(visitor, "reply", f"rp_{uid}", "we are on it")
+        answered = ReplyRequested(
+            at=AT, customer_id=ann, conversation_id=conversation, channel="chat", reply_id=f"rp_{uid}", text="on it"
+        )
+        await store.append(Append(answered))
+        await unlink(customers, ann, f"chat:{visitor}", "operator", reason="a shared computer")
+        bob = await customer(customers, f"chat:{visitor}")  # the visitor id's next owner
+        assert bob != ann
+        await history.append(visitor, "message", "m-bob", "hello")
+
+        targets = ErasureTargets(chat_stream=history.stream, chat_subject=history.prefix)
+        report = await Eraser(customers, CustomerKeys(js), targets).erase(ann, "DSR-6", "operator")
+        assert report.chat_frames == 2
+        assert [frame.key for frame in await history.read(visitor, 0)] == ["m-bob"]
+    finally:
+        await js.delete_stream(history.stream)
