@@ -1,6 +1,6 @@
-"""Who a customer is: channel addresses normalised to identities, resolved to customer ids
-through the ``rd_identity`` KV bucket with create-only writes (two racing first messages
-cannot make two customers).
+"""Who a customer is: identities (channel addresses normalised by ``services.addresses``)
+resolved to customer ids through the ``rd_identity`` KV bucket with create-only writes (two
+racing first messages cannot make two customers).
 
 Keys hold no address: an identity's key is ``h.<HMAC-SHA256(identity) hex>`` under the system
 key ``identity`` (``events.personal.CustomerKeys.system_key``), since a KV key stays on disk in

@@ -211,13 +211,16 @@ PROJECTOR_STALLED = Gauge(
     ["projector"],
 )
 
-# -- retention ([retention] message_days, services.retention) ------------------------
+# -- relaydesk up (services.supervision) ---------------------------------------------
 
 SERVICE_RESTARTS = Counter(
     "relaydesk_up_service_restarts_total",
     "Services relaydesk up started again after NATS did not answer in time (services.supervision)",
     ["service"],
 )
+
+# -- retention ([retention] message_days, services.retention) ------------------------
+
 RETENTION_SWEEPS = Counter(
     "relaydesk_retention_sweeps_total",
     "Retention sweeps of message bodies past [retention] message_days, by what they sweep "

@@ -40,6 +40,7 @@ async def supervised(name: str, start: Start, stop: asyncio.Event) -> None:
     restarts: deque[float] = deque()
     pause = FIRST_PAUSE_S
     while True:
+        began = time.monotonic()
         try:
             await start()
             return
@@ -49,6 +50,8 @@ async def supervised(name: str, start: Start, stop: asyncio.Event) -> None:
             if stop.is_set():
                 return  # stopping anyway: what NATS did not answer no longer matters
             now = time.monotonic()
+            if now - began > MAX_PAUSE_S * 2:
+                pause = FIRST_PAUSE_S  # it had been running well: a new trouble, not the same one
             restarts.append(now)
             while restarts and restarts[0] < now - RESTART_WINDOW_S:
                 restarts.popleft()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats.errors
 import pytest
+import structlog.testing
 
 from services import supervision
 from services.embedded_nats import EmbeddedNats
@@ -79,3 +80,21 @@ async def test_any_other_failure_is_not_retried(monkeypatch: pytest.MonkeyPatch)
         raise nats.errors.TimeoutError
 
     await supervision.supervised("router", timed_out_while_stopping, stop)  # stopping anyway: no restart
+
+
+async def test_the_pause_starts_short_again_after_a_service_ran_well(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervision, "FIRST_PAUSE_S", 0.01)
+    monkeypatch.setattr(supervision, "MAX_PAUSE_S", 0.05)
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 3:
+            await asyncio.sleep(0.15)  # a long healthy run, then a new trouble
+        if len(runs) < 4:
+            raise nats.errors.TimeoutError
+
+    with structlog.testing.capture_logs() as logs:
+        await supervision.supervised("router", flaky, asyncio.Event())
+    pauses = [entry["in_seconds"] for entry in logs if entry["event"] == "up.service_restarting"]
+    assert pauses == [0.01, 0.02, 0.01]
