@@ -34,7 +34,7 @@ from events import subjects
 from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
-from events.pull import Puller
+from events.pull import Puller, asked_at
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
 from services.intake.consumer import Intake
@@ -133,19 +133,31 @@ class IntakeWorker:
             log.warning("intake.ordering_window_unreadable", error=repr(err))
             count_skip("intake.ordering_window")
             earlier = {}
+        every = self._renew_every()
         for msg, record in decoded:
             seq = msg.metadata.sequence.stream
-            self._start(msg, record, earlier.get(seq, ()))
+            taken_at = self._start(msg, record, earlier.get(seq, ()))
+            if time.monotonic() - taken_at >= every:
+                # The reads above took a good part of the ack wait: renewed now, not at the
+                # keep-alive's next turn, which could come after the ack wait ran out.
+                await self._renew(msg)
 
     def held(self) -> set[int]:
         """Stream sequences this process holds (in flight)."""
         return set(self._tasks.values())
 
-    def _start(self, msg: Msg, record: Decoded, earlier: tuple[tuple[str, str], ...]) -> None:
+    def _start(self, msg: Msg, record: Decoded, earlier: tuple[tuple[str, str], ...]) -> float:
+        """Start recording ``msg``; returns since when it is held (``time.monotonic``)."""
         task = asyncio.create_task(settle(self.intake, self.lot, msg, self.redelivery, record=record, earlier=earlier))
         self._tasks[task] = msg.metadata.sequence.stream
-        self._deliveries[task] = (msg, time.monotonic())
+        # Held since the server handed it over (no earlier than its request was sent), not since
+        # now: the ordering window's reads, or a loop that was busy, ate into the ack wait, and
+        # the first in-progress ack could come after it ran out (found by a flake hunt).
+        now = time.monotonic()
+        taken_at = min(now, asked_at(msg) or now)
+        self._deliveries[task] = (msg, taken_at)
         task.add_done_callback(self._done)
+        return taken_at
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -159,10 +171,13 @@ class IntakeWorker:
         """Every third of the ack wait, an in-progress ack for each delivery in flight at least
         that long (younger ones are far from their ack wait): one loop, not a timer per message.
         Runs until cancelled, through the drain of what is in flight after ``stop``."""
-        every = max(0.1, self.redelivery.ack_wait / 3)
+        every = self._renew_every()
         while True:
             await asyncio.sleep(every)
             await self.still_working(time.monotonic() - every)
+
+    def _renew_every(self) -> float:
+        return max(0.1, self.redelivery.ack_wait / 3)
 
     async def still_working(self, taken_before: float) -> int:
         """``+WPI`` for the deliveries in flight taken before ``taken_before`` (monotonic) and
@@ -179,12 +194,16 @@ class IntakeWorker:
                     "intake.plan_stuck", stream_seq=msg.metadata.sequence.stream, held_s=round(now - taken_at, 1)
                 )
                 continue
-            try:
-                await msg.in_progress()  # a publish: no round trip
-            except Exception as err:  # NATS away: the delivery may be redelivered; the plan is idempotent
-                IN_PROGRESS_ACKS.labels(outcome="failed").inc()
-                log.warning("intake.in_progress_failed", stream_seq=msg.metadata.sequence.stream, error=repr(err))
-                continue
-            IN_PROGRESS_ACKS.labels(outcome="sent").inc()
-            sent += 1
+            sent += await self._renew(msg)
         return sent
+
+    async def _renew(self, msg: Msg) -> int:
+        """``+WPI`` for ``msg``; 1 if sent."""
+        try:
+            await msg.in_progress()  # a publish: no round trip
+        except Exception as err:  # NATS away: the delivery may be redelivered; the plan is idempotent
+            IN_PROGRESS_ACKS.labels(outcome="failed").inc()
+            log.warning("intake.in_progress_failed", stream_seq=msg.metadata.sequence.stream, error=repr(err))
+            return 0
+        IN_PROGRESS_ACKS.labels(outcome="sent").inc()
+        return 1

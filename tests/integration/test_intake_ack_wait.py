@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -207,6 +208,56 @@ async def test_a_plan_longer_than_the_ack_wait_is_recorded_once(private: tuple[s
     running = asyncio.create_task(worker.run(stop))
     try:
         sid = "SMslowplan" + "0" * 24
+        await js.publish(subjects.inbound("sms"), encode(sms(sid)), headers={"Nats-Msg-Id": f"sms:{sid}"})
+        await eventually(lambda: routed(store, sid), timeout=30)
+
+        async def acked() -> bool:
+            info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
+            return bool(info.num_ack_pending == 0)
+
+        await eventually(acked, timeout=10)
+        info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
+        assert info.num_redelivered == 0 and info.delivered.consumer_seq == 1
+        assert calls == [sid]
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 15)
+        await watch.stop()
+
+
+async def test_a_message_whose_ordering_reads_took_most_of_the_ack_wait_is_recorded_once(
+    private: tuple[str, NATS, EventStore],
+) -> None:
+    """Found by a flake hunt: a plan was held from when intake started it, after the ordering
+    window's reads, and its first in-progress ack came up to two thirds of the ack wait later;
+    reads that took most of the ack wait let the server hand the message out again while it was
+    being recorded. Now it is held from when it was handed over, and renewed at once."""
+    _, nc, store = private
+    js = nc.jetstream()
+    settings = IntakeSettings(ack_wait_seconds=3.0)
+    watch = await prepare(nc, redelivery_for(settings))
+    calls: list[str] = []
+
+    class SlowIntake(Intake):
+        async def handle_message(self, message: InboundMessage, **kwargs: object) -> str | None:
+            calls.append(message.provider_message_id)
+            await asyncio.sleep(1.5 * settings.ack_wait_seconds)
+            return await super().handle_message(message)
+
+    directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
+    worker = IntakeWorker(nc, SlowIntake(store, directory, settings), batch=4, in_flight=8, lag_every=1.0)
+    real_earlier = worker.window.earlier
+
+    async def slow_earlier(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.75 * settings.ack_wait_seconds)  # a loaded NATS answering the reads
+        return await real_earlier(*args, **kwargs)
+
+    worker.window.earlier = slow_earlier  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        sid = "SMslowreads" + "0" * 23
         await js.publish(subjects.inbound("sms"), encode(sms(sid)), headers={"Nats-Msg-Id": f"sms:{sid}"})
         await eventually(lambda: routed(store, sid), timeout=30)
 
