@@ -185,45 +185,9 @@ async def test_a_message_taken_by_an_intake_killed_mid_plan_is_routed_one_ack_wa
 
 async def test_a_plan_longer_than_the_ack_wait_is_recorded_once(private: tuple[str, NATS, EventStore]) -> None:
     """In process: a plan taking three ack waits is neither redelivered nor recorded twice."""
-    _, nc, store = private
-    js = nc.jetstream()
-    # 2 s, not the 1 s minimum: the first in-progress ack of a plan comes up to two thirds of
-    # the ack wait after it started (services/intake/worker.py), and the fetch and the ordering
-    # window's reads before it; at 1 s the 0.33 s left was less than a loaded machine takes
-    # (with those reads slowed 0.4 s, 1 of 4 plans ran twice at 1 s, none at 2 s).
-    settings = IntakeSettings(ack_wait_seconds=2.0)
-    watch = await prepare(nc, redelivery_for(settings))
-    calls: list[str] = []
-
-    class SlowIntake(Intake):
-        async def handle_message(self, message: InboundMessage, **kwargs: object) -> str | None:
-            calls.append(message.provider_message_id)
-            await asyncio.sleep(3 * settings.ack_wait_seconds)
-            return await super().handle_message(message)
-
-    directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
-    worker = IntakeWorker(nc, SlowIntake(store, directory, settings), batch=4, in_flight=8, lag_every=1.0)
-    assert worker.redelivery.ack_wait == 2.0
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        sid = "SMslowplan" + "0" * 24
-        await js.publish(subjects.inbound("sms"), encode(sms(sid)), headers={"Nats-Msg-Id": f"sms:{sid}"})
-        await eventually(lambda: routed(store, sid), timeout=30)
-
-        async def acked() -> bool:
-            info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
-            return bool(info.num_ack_pending == 0)
-
-        await eventually(acked, timeout=10)
-        info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
-        assert info.num_redelivered == 0 and info.delivered.consumer_seq == 1
-        assert calls == [sid]
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(running, 15)
-        await watch.stop()
+    # 2 s, not the 1 s minimum: the keep-alive renews every third of the ack wait, and at 1 s
+    # the margin was less than a loaded machine's scheduling takes (1 of 4 plans ran twice).
+    await _recorded_once(private, "SMslowplan" + "0" * 24, ack_wait=2.0, plan_waits=3.0)
 
 
 async def test_a_message_whose_ordering_reads_took_most_of_the_ack_wait_is_recorded_once(
@@ -233,31 +197,40 @@ async def test_a_message_whose_ordering_reads_took_most_of_the_ack_wait_is_recor
     window's reads, and its first in-progress ack came up to two thirds of the ack wait later;
     reads that took most of the ack wait let the server hand the message out again while it was
     being recorded. Now it is held from when it was handed over, and renewed at once."""
+    await _recorded_once(private, "SMslowreads" + "0" * 23, ack_wait=3.0, plan_waits=1.5, reads_waits=0.75)
+
+
+async def _recorded_once(
+    private: tuple[str, NATS, EventStore], sid: str, *, ack_wait: float, plan_waits: float, reads_waits: float = 0.0
+) -> None:
+    """One SMS through an in-process intake whose plan takes ``plan_waits`` ack waits (and its
+    ordering window's reads ``reads_waits``): handed over once, recorded once."""
     _, nc, store = private
     js = nc.jetstream()
-    settings = IntakeSettings(ack_wait_seconds=3.0)
+    settings = IntakeSettings(ack_wait_seconds=ack_wait)
     watch = await prepare(nc, redelivery_for(settings))
     calls: list[str] = []
 
     class SlowIntake(Intake):
         async def handle_message(self, message: InboundMessage, **kwargs: object) -> str | None:
             calls.append(message.provider_message_id)
-            await asyncio.sleep(1.5 * settings.ack_wait_seconds)
+            await asyncio.sleep(plan_waits * ack_wait)
             return await super().handle_message(message)
 
     directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
     worker = IntakeWorker(nc, SlowIntake(store, directory, settings), batch=4, in_flight=8, lag_every=1.0)
-    real_earlier = worker.window.earlier
+    assert worker.redelivery.ack_wait == ack_wait
+    if reads_waits:
+        real_earlier = worker.window.earlier
 
-    async def slow_earlier(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.75 * settings.ack_wait_seconds)  # a loaded NATS answering the reads
-        return await real_earlier(*args, **kwargs)
+        async def slow_earlier(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(reads_waits * ack_wait)  # a loaded NATS answering the reads
+            return await real_earlier(*args, **kwargs)
 
-    worker.window.earlier = slow_earlier  # type: ignore[method-assign]
+        worker.window.earlier = slow_earlier  # type: ignore[method-assign]
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        sid = "SMslowreads" + "0" * 23
         await js.publish(subjects.inbound("sms"), encode(sms(sid)), headers={"Nats-Msg-Id": f"sms:{sid}"})
         await eventually(lambda: routed(store, sid), timeout=30)
 
