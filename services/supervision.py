@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from services.health.checks import Check, CheckResult, Health
 from services.metrics import SERVICE_RESTARTS
 from services.nats_connection import ServiceFailed
 from services.nats_errors import NATS_UNAVAILABLE
@@ -34,9 +35,12 @@ MAX_PAUSE_S = 30.0
 Start = Callable[[], Coroutine[Any, Any, None]]
 
 
-async def supervised(name: str, start: Start, stop: asyncio.Event) -> None:
+async def supervised(name: str, start: Start, stop: asyncio.Event, health: Health | None = None) -> None:
     """Run ``start()`` until it returns (the service stopped when ``stop`` was set); after a
-    NATS answer that did not come, start it again after a pause (doubling from 1 s to 30 s)."""
+    NATS answer that did not come, start it again after a pause (doubling from 1 s to 30 s).
+    Meanwhile its readiness check (``health``, by ``name``) says it is restarting: the check
+    the stopped service left said ready (NATS is up), and /readyz hid a router that was down
+    for up to 30 s; its next start adds its own check again."""
     restarts: deque[float] = deque()
     pause = FIRST_PAUSE_S
     while True:
@@ -61,6 +65,8 @@ async def supervised(name: str, start: Start, stop: asyncio.Event) -> None:
                     f" answering (last: {type(err).__name__}: {err}); is NATS up and not overloaded?"
                 ) from err
             SERVICE_RESTARTS.labels(service=name).inc()
+            if health is not None:
+                health.add(name, _restarting(type(err).__name__, len(restarts)))
             log.warning(
                 "up.service_restarting",
                 service=name,
@@ -75,3 +81,12 @@ async def supervised(name: str, start: Start, stop: asyncio.Event) -> None:
             except TimeoutError:
                 pass
             pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def _restarting(error: str, restarts: int) -> Check:
+    async def check() -> CheckResult:
+        return CheckResult(
+            False, {"reason": "restarting: NATS did not answer in time", "error": error, "restarts": restarts}
+        )
+
+    return check

@@ -198,7 +198,9 @@ async def serve_all(
             jobs[f"sink {name}"] = functools.partial(
                 run_sink, config, sink_bus, name, stop, health=health, settings=source
             )
-        tasks = {asyncio.create_task(supervised(name, job, stop), name=name): name for name, job in jobs.items()}
+        tasks = {
+            asyncio.create_task(supervised(name, job, stop, health), name=name): name for name, job in jobs.items()
+        }
         failures = _Failures(tasks)
         ready_wait = asyncio.create_task(api_ready.wait())
         stop_wait = asyncio.create_task(stop.wait())
