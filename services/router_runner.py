@@ -34,7 +34,7 @@ from router.fold import evolve
 from router.policy import RouterPolicy
 from router.queues import queue_depth
 from router.state import RouterState
-from services import tracing
+from services import collector, tracing
 from services.lease import Lease
 from services.log_end import LogEndWatch
 from services.metrics import (
@@ -306,6 +306,7 @@ class RouterRunner:
         next_lease_check = 0.0
         backoff = self.lease_ttl / 3
         log_end = LogEndWatch(self.store, "router")
+        gc_before: tuple[int, int, int] | None = None  # the collector's thresholds before catch-up
         log.info("router.started", instance=self.instance_id, from_seq=self.state.last_seq + 1)
         # Standing by until it leads: the leading router's queue gauges go with it, so without
         # this one a router outage looked, on /metrics, like nobody waiting (found by an audit).
@@ -325,8 +326,9 @@ class RouterRunner:
                     self.ready.set()
                     # The state folded so far (a million objects at a long log) is long-lived:
                     # out of the collector's sight, a full collection no longer walks it in the
-                    # middle of a decision (~0.3 s each, measured by bench decide).
-                    gc.freeze()
+                    # middle of a decision (~0.3 s each, measured by bench decide); and the
+                    # young generation is collected less often (services.collector).
+                    gc_before = collector.settle_in()
                     log.info("router.caught_up", seq=self.state.last_seq, frozen_objects=gc.get_freeze_count())
                 now = time.monotonic()
                 try:
@@ -379,8 +381,8 @@ class RouterRunner:
             self._clear_queue_gauges()
             with contextlib.suppress(KeyError):
                 LEADER.remove("router", self.instance_id)
-            if self.ready.is_set():
-                gc.unfreeze()  # what was frozen can be collected again once this router is gone
+            if gc_before is not None:
+                collector.let_go(gc_before)  # what was frozen can be collected again once this router is gone
             log.info("router.stopped", instance=self.instance_id)
 
     async def _take_the_lead(self) -> None:

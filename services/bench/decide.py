@@ -59,6 +59,7 @@ from router import snapshot
 from router.decide import decide
 from router.policy import RouterPolicy
 from router.state import RouterState, reading_only
+from services import collector
 from services.bench.args import at_least, described, output_file, positive
 from services.bench.decide_report import (
     BEFORE_10K_100K,
@@ -205,13 +206,14 @@ def run_cell(cell: Cell) -> Result:
     bench = build(cell)
     build_s = time.perf_counter() - started
     build_fold_us = bench.fold_ns / 1000 / bench.seq
-    # As the router does once caught up (services.router_runner): the state folded so far is
-    # out of the collector's sight, so what is timed is the router's own collections.
-    gc.freeze()
+    # As the router does once caught up (services.router_runner, services.collector): the state
+    # folded so far is out of the collector's sight, so what is timed is the router's own
+    # collections, at the router's thresholds.
+    before = collector.settle_in()
     try:
         return _measure_cell(cell, bench, build_s, build_fold_us)
     finally:
-        gc.unfreeze()  # cells run one after another in one process with --in-process
+        collector.let_go(before)  # cells run one after another in one process with --in-process
 
 
 def _measure_cell(cell: Cell, bench: Bench, build_s: float, build_fold_us: float) -> Result:
