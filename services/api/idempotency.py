@@ -48,6 +48,7 @@ from nats.js.kv import KeyValue
 
 from events.streams import IDEMPOTENCY_BUCKET
 from events.subjects import is_token
+from services.addresses import mask
 from services.api import uploads
 from services.api.auth import TOKEN_ID, Handler
 from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error
@@ -96,6 +97,13 @@ def valid_key(key: str) -> bool:
 def record_key(scope: str, method: str, path: str, key: str) -> str:
     """The KV key: a hash, so any header value and path make a valid NATS KV key."""
     return hashlib.sha256(msgspec.json.encode([scope, method, path, key])).hexdigest()
+
+
+def loggable_path(request: web.Request) -> str:
+    """``request.path`` with a route's ``{identity}`` (an address: ``DELETE
+    /v1/customers/{id}/identities/{identity}``) masked as ``services.addresses.mask`` does."""
+    identity = request.match_info.get("identity")
+    return request.path.replace(identity, mask(identity)) if identity else request.path
 
 
 def command_refs(path: str, *bodies: bytes) -> list[str]:
@@ -177,7 +185,9 @@ def idempotency(deps: ApiDeps) -> Middleware:
         scope = f"token:{request[TOKEN_ID]}" if TOKEN_ID in request else actor
         kv_key = record_key(scope, request.method, request.path, key)
         print_ = fingerprint(request.query_string, await _body(request))
-        bound = log.bind(actor=actor, method=request.method, path=request.path, idempotency_record=kv_key[:16])
+        bound = log.bind(
+            actor=actor, method=request.method, path=loggable_path(request), idempotency_record=kv_key[:16]
+        )
         claim = os.urandom(8).hex()
         try:
             kv = await records()
