@@ -50,6 +50,10 @@ async def unlink(
     await customers.not_being_erased(customer_id)
     written = await _record_unlinks(customers, customer_id, identity, actor, reason)
     family = [facts.customer_id for facts in await customers.family(customer_id)]
+    # A mapping still under an earlier form of the address (an email in NFD) or a legacy key is
+    # moved to its own key by a lookup, as the next message's would: forget_if sees only that
+    # key, and the earlier one gave the address back to the family at its next message.
+    await customers.directory.lookup(identity)
     index_cleared = False
     for member in family:
         index_cleared = await customers.directory.forget_if(identity, member) or index_cleared
