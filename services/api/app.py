@@ -41,7 +41,7 @@ from services.api import (
     uploads,
 )
 from services.api.auth import authenticate, authorize, deactivated
-from services.api.common import ApiDeps
+from services.api.common import ApiDeps, loggable_path
 from services.api.errors import json_errors
 from services.api.views import LANGUAGE_REASON_UNREAD
 from services.metrics import measured
@@ -120,5 +120,5 @@ async def refuse_for_erased_customers(
     try:
         return await handler(request)
     except KeyDestroyed as err:
-        log.info("api.customer_erased_refused", method=request.method, path=request.path, key=str(err))
+        log.info("api.customer_erased_refused", method=request.method, path=loggable_path(request), key=str(err))
         return web.json_response({"error": "this customer was erased: nothing about them can be recorded"}, status=410)

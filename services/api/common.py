@@ -17,6 +17,7 @@ from events.model import LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
 from services import tracing
+from services.addresses import mask
 from services.api.console_settings import ConsoleSettings
 from services.api.operators import OperatorTable
 from services.api.readiness import STALE_AFTER_S, Freshness
@@ -236,3 +237,10 @@ async def read_body(request: web.Request, kind: type[B]) -> B:
         raise ApiError(400, f"invalid body: {err}") from err
     except msgspec.DecodeError as err:
         raise ApiError(400, "body is not valid JSON") from err
+
+
+def loggable_path(request: web.Request) -> str:
+    """``request.path`` with a route's ``{identity}`` (an address: ``DELETE
+    /v1/customers/{id}/identities/{identity}``) masked as ``services.addresses.mask`` does."""
+    identity = request.match_info.get("identity")
+    return request.path.replace(identity, mask(identity)) if identity else request.path

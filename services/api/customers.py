@@ -21,9 +21,19 @@ from events.store import ConcurrencyError, StoredEvent
 from services.addresses import InvalidAddress
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
-from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, query_int, read_body
+from services.api.common import (
+    ACTOR,
+    ApiDeps,
+    Body,
+    is_operator,
+    json_error,
+    loggable_path,
+    name_problem,
+    ok,
+    query_int,
+    read_body,
+)
 from services.api.errors import INTERNAL, NATS_AWAY
-from services.api.idempotency import loggable_path
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from connectors.sdk.http import unreadable_body
 from events.redact import redact_error
+from services.api.common import loggable_path
 from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -52,12 +53,11 @@ def json_errors(body_limit: int) -> Middleware:
             return web.json_response({"error": reason, **extra}, status=err.status, headers=headers)
         except web.RequestPayloadError as err:
             # Wherever a handler or a middleware read the body; a gzip bomb is aiohttp's 413 above.
-            log.info(
-                "api.body_undecodable", method=request.method, path=request.path, error=redact_error(str(err).strip())
-            )
+            error = redact_error(str(err).strip())
+            log.info("api.body_undecodable", method=request.method, path=loggable_path(request), error=error)
             return web.json_response({"error": unreadable_body(request)}, status=400)
         except NATS_UNAVAILABLE as err:
-            log.warning("api.nats_unavailable", method=request.method, path=request.path, error=repr(err))
+            log.warning("api.nats_unavailable", method=request.method, path=loggable_path(request), error=repr(err))
             return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
         except Exception as err:
             if _answer_started(request):
@@ -77,7 +77,7 @@ def unhandled(err: BaseException, request: web.Request) -> web.Response:
     log.error(
         "api.unhandled_error",
         method=request.method,
-        path=request.path,
+        path=loggable_path(request),
         incident=incident,
         error=type(err).__name__,
         exc_info=err,

@@ -48,10 +48,9 @@ from nats.js.kv import KeyValue
 
 from events.streams import IDEMPOTENCY_BUCKET
 from events.subjects import is_token
-from services.addresses import mask
 from services.api import uploads
 from services.api.auth import TOKEN_ID, Handler
-from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error
+from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error, loggable_path
 from services.api.idempotency_records import STALE_AFTER, Abandoned, Record
 from services.api.tokens import signing_key
 from services.nats_errors import NATS_UNAVAILABLE
@@ -97,13 +96,6 @@ def valid_key(key: str) -> bool:
 def record_key(scope: str, method: str, path: str, key: str) -> str:
     """The KV key: a hash, so any header value and path make a valid NATS KV key."""
     return hashlib.sha256(msgspec.json.encode([scope, method, path, key])).hexdigest()
-
-
-def loggable_path(request: web.Request) -> str:
-    """``request.path`` with a route's ``{identity}`` (an address: ``DELETE
-    /v1/customers/{id}/identities/{identity}``) masked as ``services.addresses.mask`` does."""
-    identity = request.match_info.get("identity")
-    return request.path.replace(identity, mask(identity)) if identity else request.path
 
 
 def command_refs(path: str, *bodies: bytes) -> list[str]:
