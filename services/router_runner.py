@@ -302,7 +302,13 @@ class RouterRunner:
         lease = Lease(kv, "router", self.instance_id, ttl=self.lease_ttl)
         await self._load_snapshot()
         tail = await self.store.tail(subjects.EVENTS_ALL, self.state.last_seq + 1)
-        caught_up_at = await self.store.last_seq()
+        try:
+            caught_up_at = await self.store.last_seq()
+        except BaseException:
+            # NATS did not answer (relaydesk up starts the router again): its tail goes with it.
+            with contextlib.suppress(*NATS_UNAVAILABLE):
+                await tail.close()
+            raise
         next_lease_check = 0.0
         backoff = self.lease_ttl / 3
         log_end = LogEndWatch(self.store, "router")
