@@ -218,6 +218,13 @@ class OutboundWorker:
                 sub = None
                 if self._stopping:
                     break
+                if self.nc.is_closed:
+                    # Closed for good (nats-py gave up reconnecting, or its owner closed it without
+                    # stopping this worker): no fetch can succeed; a warning every 5 s forever helps
+                    # nobody. The connector's /readyz says "stopped".
+                    self.state = "stopped"
+                    self.log.error("outbound.connection_closed", reason="the NATS connection is closed for good")
+                    break
                 self._idle = True
                 try:
                     await asyncio.sleep(pause)

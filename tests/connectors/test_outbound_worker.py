@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import nats
 import pytest
+import structlog.testing
 from nats.aio.client import Client as NATS
 
 from connectors.sdk import (
@@ -223,3 +224,20 @@ async def test_outcome_that_could_not_be_reported_is_not_sent_twice(rig: Rig, mo
     assert not failures
     assert len(rig.script.calls) == 1  # redelivered, reported, not delivered again
     assert len(await read_outcomes(rig.nc.jetstream(), "chat", reply.reply_id)) == 1
+
+
+async def test_a_worker_whose_connection_is_closed_for_good_stops_instead_of_retrying_forever(rig: Rig) -> None:
+    """A connection closed under a running worker (its owner closed it without stopping the
+    connector) left the worker fetching and warning every 5 s for the life of the process (one
+    such leftover showed up in another test's captured warnings)."""
+    worker = rig.runtime.worker
+    assert worker is not None and worker._task is not None
+    with structlog.testing.capture_logs() as logs:
+        await rig.nc.close()
+        async with asyncio.timeout(15):
+            await asyncio.shield(worker._task)
+    assert worker.health()["state"] == "stopped"
+    failures = [line for line in logs if line["event"] == "outbound.fetch_failed"]
+    assert len(failures) <= 1 and [line["event"] for line in logs if line["log_level"] == "error"] == [
+        "outbound.connection_closed"
+    ]

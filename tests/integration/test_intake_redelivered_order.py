@@ -83,4 +83,6 @@ async def test_a_sender_whose_earlier_message_never_comes_is_recorded_after_the_
     assert customer_id is not None
     texts = [e.event.text for e in await events.read_customer(customer_id) if isinstance(e.event, MessageReceived)]
     assert texts == ["message 4", "message 5", "message 6"]
-    assert {line["event"] for line in log_lines if line["log_level"] == "warning"} == {"intake.order_wait_expired"}
+    # Intake's own warnings (another test's leftover in this process may log too).
+    warned = {line["event"] for line in log_lines if line["log_level"] == "warning"}
+    assert {event for event in warned if event.startswith("intake.")} == {"intake.order_wait_expired"}
