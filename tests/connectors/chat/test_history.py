@@ -325,5 +325,6 @@ async def test_a_frame_this_version_cannot_read_is_logged_and_the_rest_replays(n
     with capture_logs() as logs:
         assert [f.text for f in await history.read(ann, 0)] == ["first", "second"]
     assert skipped._value.get() == before + 1
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["chat.history_frame_skipped"]
+    warned = [e["event"] for e in logs if e["log_level"] == "warning" and e["event"].startswith("chat.")]
+    assert warned == ["chat.history_frame_skipped"]  # (the history's own: another test's leftover may log too)
     await nc.jetstream().delete_stream(history.stream)
