@@ -4,19 +4,16 @@ link addresses to them, merge two of them and erase one (``services.customers`` 
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import msgspec
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from connectors.sdk.http import unreadable_body
 from events import subjects
 from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
-from events.personal import CustomerKeys, KeyDestroyed
-from events.redact import redact_error
+from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
 from services.addresses import InvalidAddress
 from services.api import attachments, workspace
@@ -27,19 +24,16 @@ from services.api.common import (
     Body,
     is_operator,
     json_error,
-    loggable_path,
     name_problem,
     ok,
     query_int,
     read_body,
 )
-from services.api.errors import INTERNAL, NATS_AWAY
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
 from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
 from services.customers.unlink import unlink
-from services.nats_errors import NATS_UNAVAILABLE
 
 __all__ = ["KNOWN_FLAGS", "routes"]
 
@@ -86,29 +80,6 @@ class UnlinkBody(Body):
 
 def _refusal(err: CustomerError) -> web.Response:
     return json_error(err.status, err.reason, **err.extra)
-
-
-def _unlink_failed(request: web.Request, err: Exception) -> web.Response:
-    path = loggable_path(request)
-    if isinstance(err, KeyDestroyed):  # erased meanwhile: its key went after the check
-        log.info("api.customer_erased_refused", method=request.method, path=path, key=str(err))
-        return json_error(410, "this customer was erased: nothing about them can be recorded")
-    if isinstance(err, web.RequestPayloadError):  # a body that cannot be decoded (its gzip, say)
-        log.info("api.body_undecodable", method=request.method, path=path, error=redact_error(str(err).strip()))
-        return web.json_response({"error": unreadable_body(request)}, status=400)
-    if isinstance(err, NATS_UNAVAILABLE):
-        log.warning("api.nats_unavailable", method=request.method, path=path, error=repr(err))
-        return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
-    incident = uuid.uuid4().hex[:16]  # as errors.unhandled answers, with the path masked
-    log.error(
-        "api.unhandled_error",
-        method=request.method,
-        path=path,
-        incident=incident,
-        error=type(err).__name__,
-        exc_info=err,
-    )
-    return web.json_response({"error": INTERNAL, "incident": incident}, status=500)
 
 
 def _last_profile(stored: list[StoredEvent]) -> CustomerProfileUpdated | None:
@@ -337,20 +308,16 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def unlink_identity(request: web.Request) -> web.Response:
         """Take an address away (``{"reason": "…"}`` or ``?reason=``, optional): the next message
         from it starts a new customer. Again: 200 with ``already_unlinked``."""
+        # What fails beyond a refusal is answered by the outer middlewares, which log the path
+        # with its address masked (``common.loggable_path``).
+        body = await read_body(request, UnlinkBody)
+        reason = body.reason or request.query.get("reason", "")
         try:
-            body = await read_body(request, UnlinkBody)
-            reason = body.reason or request.query.get("reason", "")
             result = await unlink(
                 customers, request.match_info["id"], request.match_info["identity"], request[ACTOR], reason=reason
             )
         except CustomerError as err:
             return _refusal(err)
-        except web.HTTPException:
-            raise  # an answer already (a body that is not JSON: 400), nothing logged with the path
-        except Exception as err:
-            # Answered here as the outer middlewares would (errors.json_errors, the erased-key
-            # 410), for they log the path in clear, and this path holds the address.
-            return _unlink_failed(request, err)
         return ok(result)
 
     @r.delete("/v1/customers/{id}")
