@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 
 from events.model import DeliverReply
 from events.redact import scrub
+from events.skips import count_skip
 
 from .base import Connector, ConnectorSettings, DeliveryResult
 from .errors import PermanentDeliveryError, TransientDeliveryError
@@ -119,6 +120,7 @@ class Tries:
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             # The exception text may carry the API URL (and a token in it): keep the type only.
             return DeliveryResult.failed(f"provider unreachable ({type(err).__name__})", retryable=True)
-        except Exception as err:
+        except Exception as err:  # a bug in the connector: the reply fails with the reason, counted
             self.log.exception("outbound.deliver_crashed", reply_id=reply.reply_id)
+            count_skip("outbound.deliver_crashed")
             return DeliveryResult.failed(f"connector error ({type(err).__name__})")
