@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -159,12 +160,13 @@ def fingerprint(query: str, body: bytes) -> str:
 def idempotency(deps: ApiDeps) -> Middleware:
     bucket: list[KeyValue] = []
     sealer = Sealer(signing_key(deps.signing_key, deps.token))
-    abandoned = Abandoned()
 
     async def records() -> KeyValue:
         if not bucket:
             bucket.append(await deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
         return bucket[0]
+
+    abandoned = Abandoned(records)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -192,27 +194,21 @@ def idempotency(deps: ApiDeps) -> Middleware:
             # The record may be written all the same (a publish flushed on reconnect): nothing
             # runs for it, so this process's retry takes it over instead of a 409 for minutes.
             abandoned.add(kv_key, claim)
-            abandoned.settle_soon(records)
             bound.warning("api.idempotency_unavailable", error=repr(err))
             return json_error(503, "idempotency records unavailable (NATS): retry the request")
         except BucketNotFoundError:
             bound.error("api.idempotency_bucket_missing", bucket=IDEMPOTENCY_BUCKET)
             return json_error(503, f"no KV bucket {IDEMPOTENCY_BUCKET}: run `relaydesk setup` to create it")
+        held = _Held(kv, kv_key, revision, claim, abandoned, bound)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            if not await _finish(kv, kv_key, revision, print_, exc, sealer, bound, request, abandoned, claim):
-                abandoned.add(kv_key, claim)
-            abandoned.settle_soon(records)
+            await _finish(held, print_, exc, sealer, request)
             raise
         except BaseException:
-            if not await _release(kv, kv_key, revision, bound):
-                abandoned.add(kv_key, claim)
-            abandoned.settle_soon(records)
+            await _release(held)
             raise
-        if not await _finish(kv, kv_key, revision, print_, response, sealer, bound, request, abandoned, claim):
-            abandoned.add(kv_key, claim)
-        abandoned.settle_soon(records)
+        await _finish(held, print_, response, sealer, request)
         return response
 
     return middleware
@@ -278,55 +274,54 @@ async def _claim(kv: KeyValue, kv_key: str, print_: str, sealer: Sealer, claim: 
     raise _Answer(json_error(409, f"a request with this {HEADER} is still running; retry in a moment"))
 
 
-async def _finish(
-    kv: KeyValue,
-    kv_key: str,
-    revision: int,
-    print_: str,
-    response: web.StreamResponse,
-    sealer: Sealer,
-    bound: structlog.BoundLogger,
-    request: web.Request,
-    abandoned: Abandoned,
-    claim: str,
-) -> bool:
+async def _finish(held: _Held, print_: str, response: web.StreamResponse, sealer: Sealer, request: web.Request) -> None:
     """Keep a 2xx or 4xx answer (but 409, 429), or one saying the command is recorded; drop the
-    record otherwise (the command may be retried). False when a record to drop is left
-    ``running`` (NATS did not answer): nothing runs for it."""
+    record otherwise (the command may be retried). What NATS did not take is settled later
+    (``Abandoned``)."""
     body = response.body if isinstance(response, web.Response) else None
     kept_status = (200 <= response.status < 300 or 400 <= response.status < 500) and response.status not in RETRYABLE
     kept_status = kept_status or RECORDED_HEADER in response.headers  # done, though unseen: not again
     if not isinstance(body, bytes) or len(body) > MAX_KEPT_BODY or not kept_status:
-        return await _release(kv, kv_key, revision, bound)
+        return await _release(held)
     done = Record(
         state="done",
         fingerprint=print_,
         started_at=time.time(),
         status=response.status,
-        body=sealer.seal(kv_key, body),
+        body=sealer.seal(held.kv_key, body),
         content_type=response.headers.get("Content-Type", ""),
         refs=command_refs(request.path, await _body(request), body),
     )
     try:
-        await kv.update(kv_key, msgspec.json.encode(done), last=revision)
+        await held.kv.update(held.kv_key, msgspec.json.encode(done), last=held.revision)
     except KeyWrongLastSequenceError:
-        bound.warning("api.idempotency_record_taken_over", status=response.status)
+        held.bound.warning("api.idempotency_record_taken_over", status=response.status)
     except NATS_UNAVAILABLE as err:
-        # The command is done; its answer is kept once NATS answers (``Abandoned.settle_soon``),
-        # and until then a retry is 409 "still running" rather than run again.
-        bound.warning("api.idempotency_record_not_kept", status=response.status, error=repr(err))
-        abandoned.add(kv_key, claim, msgspec.json.encode(done))
-    return True
+        # The command is done; its answer is kept once NATS answers (``Abandoned``), and until
+        # then a retry is 409 "still running" rather than run again.
+        held.bound.warning("api.idempotency_record_not_kept", status=response.status, error=repr(err))
+        held.abandoned.add(held.kv_key, held.claim, msgspec.json.encode(done))
 
 
-async def _release(kv: KeyValue, kv_key: str, revision: int, bound: structlog.BoundLogger) -> bool:
-    """Drop the record; False when NATS did not answer (left ``running``: this process's retry
-    takes it over; ``Abandoned`` drops it once NATS answers)."""
+async def _release(held: _Held) -> None:
+    """Drop the record; when NATS does not answer it is left ``running``: this process's retry
+    takes it over, and ``Abandoned`` drops it once NATS answers."""
     try:
-        await kv.delete(kv_key, last=revision)
+        await held.kv.delete(held.kv_key, last=held.revision)
     except KeyWrongLastSequenceError:
-        bound.warning("api.idempotency_record_taken_over")
+        held.bound.warning("api.idempotency_record_taken_over")
     except NATS_UNAVAILABLE as err:
-        bound.warning("api.idempotency_record_not_released", error=repr(err))
-        return False
-    return True
+        held.bound.warning("api.idempotency_record_not_released", error=repr(err))
+        held.abandoned.add(held.kv_key, held.claim)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A command's claimed record: where it is, the revision and claim it was written with."""
+
+    kv: KeyValue
+    kv_key: str
+    revision: int
+    claim: str
+    abandoned: Abandoned
+    bound: structlog.BoundLogger

@@ -44,22 +44,26 @@ class Abandoned:
     write or None to drop it), at most ``limit``, each for ``STALE_AFTER`` (then any process
     takes the record over anyway).
 
-    They are settled in the background once NATS answers again (``settle``, every
+    They are settled in the background once NATS answers again (``_settle``, every
     ``SETTLE_EVERY_S``): another API process's retry no longer waits ``STALE_AFTER`` for a
     record nothing runs for, and a command that was done gets its answer kept, so that a retry
     after those two minutes does not run it again (found by an audit of the chaos audit's fix,
     which helped this process's retries only)."""
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, records: Callable[[], Awaitable[KeyValue]], limit: int = 10_000) -> None:
+        self.records = records  # the bucket, when NATS answers
         self.limit = limit
         self.claims: dict[str, tuple[str, float, bytes | None]] = {}
         self._settling: asyncio.Task[None] | None = None
 
     def add(self, kv_key: str, claim: str, done: bytes | None = None) -> None:
+        """Let ``claim``'s record go: dropped (``done`` None) or given ``done`` once NATS answers."""
         self.claims.pop(kv_key, None)
         while len(self.claims) >= self.limit:
             self.claims.pop(next(iter(self.claims)))
         self.claims[kv_key] = (claim, time.monotonic(), done)
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.create_task(self._settle(), name="idempotency-settle")
 
     def holds(self, kv_key: str, claim: str) -> bool:
         """Whether nothing runs for the record ``claim`` wrote: this process let it go, with no
@@ -69,15 +73,11 @@ class Abandoned:
             return False
         return bool(claim) and left[0] == claim
 
-    def settle_soon(self, records: Callable[[], Awaitable[KeyValue]]) -> None:
-        if self.claims and (self._settling is None or self._settling.done()):
-            self._settling = asyncio.create_task(self._settle(records), name="idempotency-settle")
-
-    async def _settle(self, records: Callable[[], Awaitable[KeyValue]]) -> None:
+    async def _settle(self) -> None:
         while self.claims:
             await asyncio.sleep(SETTLE_EVERY_S)
             try:
-                kv = await records()
+                kv = await self.records()
                 for kv_key in list(self.claims):
                     await self._settle_one(kv, kv_key)
             except NATS_UNAVAILABLE as err:  # still away: the next round tries again
