@@ -246,6 +246,7 @@ class Eraser:
         in_clear: list[int] = []
         for member in family.ids:
             raw = await as_stored.read_customer(member)
+            family.read_to = max([family.read_to, *(stored.seq for stored in raw)])
             in_clear += [stored.seq for stored in raw if clear_personal_fields(stored.event)]
             for stored in await store.opened_all(raw):
                 event = stored.event
@@ -379,19 +380,20 @@ class Eraser:
         return resolved
 
     async def _opened_since(self, family: Family) -> dict[str, str]:
-        """The family's conversations open now that ``_gather`` did not see open (conversation
-        -> customer), read as stored (the keys are destroyed: only ids and kinds count)."""
+        """The family's conversations opened since ``_gather`` read its log and open still
+        (conversation -> customer): only what came after ``family.read_to`` is read, as stored
+        (the keys are destroyed: only ids and kinds count)."""
         store = self.customers.store
         as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
         open_now: dict[str, str] = {}
         for member in family.ids:
-            for stored in await as_stored.read_customer(member):
+            for stored in await as_stored.read(subjects.customer_filter(member), from_seq=family.read_to + 1):
                 event = stored.event
                 if isinstance(event, ConversationOpened):
                     open_now[event.conversation_id] = event.customer_id
                 elif isinstance(event, ConversationResolved):
                     open_now.pop(event.conversation_id, None)
-        return {c: owner for c, owner in open_now.items() if c not in family.open_conversations}
+        return open_now
 
     async def _queued_replies(self, family: Family) -> int:
         """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the

@@ -45,6 +45,7 @@ class Family:
     uploads: set[tuple[str, str]] = field(default_factory=set)  # (bucket, up_…) sent in replies
     open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
     conversations: set[str] = field(default_factory=set)  # every conversation of the family
+    read_to: int = 0  # the last stream sequence of the family's log read for this (RD_EVENTS)
 
     def needles(self) -> list[bytes]:
         """The family's ids and addresses as lower-case bytes, for bytes no reader could
