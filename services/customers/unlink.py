@@ -48,8 +48,7 @@ async def unlink(
     await customers.existing(customer_id)
     await customers.not_merged_away(customer_id, "unlink from")
     await customers.not_being_erased(customer_id)
-    written = await _record_unlinks(customers, customer_id, identity, actor, reason)
-    family = [facts.customer_id for facts in await customers.family(customer_id)]
+    written, family = await _record_unlinks(customers, customer_id, identity, actor, reason)
     # A mapping still under an earlier form of the address (an email in NFD) or a legacy key is
     # moved to its own key by a lookup, as the next message's would: forget_if sees only that
     # key, and the earlier one gave the address back to the family at its next message.
@@ -72,17 +71,21 @@ async def unlink(
     }
 
 
-async def _record_unlinks(customers: Customers, customer_id: str, identity: str, actor: str, reason: str) -> int:
+async def _record_unlinks(
+    customers: Customers, customer_id: str, identity: str, actor: str, reason: str
+) -> tuple[int, list[str]]:
     """``IdentityUnlinked`` on every family member whose log gives it ``identity``; how many
-    were written (0: unlinked before, a retry). 404 when no member ever had it."""
+    were written (0: unlinked before, a retry) and the family's ids as last read. 404 when no
+    member ever had it."""
     written = 0
     for _ in range(CONFLICT_RETRIES):
         family = await customers.family(customer_id)
         holders = [facts for facts in family if identity in facts.identities]
+        ids = [facts.customer_id for facts in family]
         if not holders:
             if written or any(identity in facts.unlinked for facts in family):
-                return written
-            if await customers.directory.lookup(identity) not in {facts.customer_id for facts in family}:
+                return written, ids
+            if await customers.directory.lookup(identity) not in ids:
                 raise CustomerError(404, f"customer {customer_id} has no address {identity}")
             # Found in rd_identity only (a pointer a merge moved, an address written before the
             # log named every one): the fact goes on the customer's own subject all the same.
@@ -96,5 +99,5 @@ async def _record_unlinks(customers: Customers, customer_id: str, identity: str,
                 written += 1
         except ConcurrencyError:
             continue  # a member's subject moved on: read the family again (those written stand)
-        return written
+        return written, ids
     raise CustomerError(409, "the customer changed meanwhile; try again")
