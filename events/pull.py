@@ -55,6 +55,14 @@ def asked_at(msg: Msg) -> float | None:
     return found if isinstance(found, float) else None
 
 
+def held_since(msg: Msg, now: float) -> float:
+    """Since when the process reading ``msg`` at ``now`` (``time.monotonic()``) may count itself
+    its holder: the handing over (``asked_at``), ``now`` for a message not fetched by ``Puller``.
+    Its ack wait runs from there, not from the reading."""
+    found = asked_at(msg)
+    return now if found is None else min(now, found)
+
+
 @dataclass(slots=True)
 class _Asked:
     subject: str

@@ -42,7 +42,7 @@ from events.errors import describe_error
 from events.model import DeliverReply, ReplyOutcomeReported
 from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
-from events.pull import LOST_AFTER_S, Puller, asked_at
+from events.pull import LOST_AFTER_S, Puller, held_since
 from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
@@ -192,7 +192,7 @@ class OutboundWorker:
                     self._idle = False
                 # Each hold runs from when the server handed the command over: no earlier than
                 # its request was sent (read late after a stall, it may have lapsed already).
-                held = [min(fetched_at, asked_at(msg) or fetched_at) for msg in msgs]
+                held = [held_since(msg, fetched_at) for msg in msgs]
                 for i, msg in enumerate(msgs):
                     if self._stopping:
                         # Hand the rest back now rather than after ack_wait.

@@ -34,7 +34,7 @@ from events import subjects
 from events.direct import DirectBatches
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
-from events.pull import Puller, asked_at
+from events.pull import Puller, held_since
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
 from services.intake.consumer import Intake
@@ -153,8 +153,7 @@ class IntakeWorker:
         # Held since the server handed it over (no earlier than its request was sent), not since
         # now: the ordering window's reads, or a loop that was busy, ate into the ack wait, and
         # the first in-progress ack could come after it ran out (found by a flake hunt).
-        now = time.monotonic()
-        taken_at = min(now, asked_at(msg) or now)
+        taken_at = held_since(msg, time.monotonic())
         self._deliveries[task] = (msg, taken_at)
         task.add_done_callback(self._done)
         return taken_at
