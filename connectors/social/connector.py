@@ -24,7 +24,8 @@ plus ``last_customer_message_at``):
 ==========================  ================================================================
 
 Without ``platform``, a ``+<digits>`` contact is WhatsApp and anything else Messenger; missing
-ids fall back to the ``page_id`` / ``phone_number_id`` settings.
+ids fall back to the ``page_id`` / ``phone_number_id`` settings. What Meta's answers mean (ids,
+errors that retry, how long to wait) is read in ``graph_answers``.
 
 Settings (``[connectors.social]``; ``RELAYDESK_META_APP_SECRET`` sets ``app_secret``)::
 
@@ -46,10 +47,9 @@ Settings (``[connectors.social]``; ``RELAYDESK_META_APP_SECRET`` sets ``app_secr
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -68,23 +68,15 @@ from connectors.sdk import (
     utcnow,
 )
 from connectors.sdk.reply_command import template_values
-from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 
 from . import signature, window
+from .graph_answers import answer_body, answer_text, failure, meta_wait, whatsapp_message_id
 from .payload import PayloadParser
 
 log = structlog.get_logger("relaydesk.connector.social")
 
 WEBHOOK_PATH = "/meta/webhook"
-# Longest text each surface takes.
-# Graph error codes worth retrying (throttling, temporary outages).
-# WhatsApp's pair rate limit: one business number may write to one user about once every 6 s.
-PAIR_RATE_LIMIT = 131056
-PAIR_RATE_LIMIT_WAIT_S = 6.0
-RETRYABLE_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, 80006, 80007, 130429, 131000, 131048, 131056})
-# Graph errors meaning "outside the messaging window".
-WINDOW_ERRORS = frozenset({(10, 2018278), (10, 2534022), (131047, None), (551, 1545041)})
 _NODE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -242,8 +234,8 @@ class MetaConnector(Connector):
             body["tag"] = decision.tag
         status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
         if status == 200:
-            return DeliveryResult.sent(_str(data.get("message_id")))
-        return _failure(platform, status, data, wait)
+            return DeliveryResult.sent(answer_text(data.get("message_id")))
+        return failure(platform, status, data, wait)
 
     async def _send_whatsapp(self, reply: DeliverReply) -> DeliveryResult:
         number_id = reply.metadata.get("phone_number_id") or self.settings.phone_number_id
@@ -270,10 +262,8 @@ class MetaConnector(Connector):
             body["context"] = {"message_id": quoted}
         status, data, wait = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
         if status == 200:
-            messages = data.get("messages")
-            first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
-            return DeliveryResult.sent(_str(first.get("id")))
-        return _failure("whatsapp", status, data, wait)
+            return DeliveryResult.sent(whatsapp_message_id(data))
+        return failure("whatsapp", status, data, wait)
 
     async def _send_with_files(
         self, reply: DeliverReply, platform: str, decision: window.WindowDecision
@@ -321,10 +311,8 @@ class MetaConnector(Connector):
         }
         status, data, wait = await self._post(self.graph_url(number_id, "messages"), body, self.token_for(number_id))
         if status == 200:
-            messages = data.get("messages")
-            first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
-            return DeliveryResult.sent(_str(first.get("id")))
-        return _failure("whatsapp", status, data, wait)
+            return DeliveryResult.sent(whatsapp_message_id(data))
+        return failure("whatsapp", status, data, wait)
 
     async def _send_messenger_file(
         self, reply: DeliverReply, platform: str, decision: window.WindowDecision, file: Attachment
@@ -343,8 +331,8 @@ class MetaConnector(Connector):
             body["tag"] = decision.tag
         status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, self.token_for(page_id))
         if status == 200:
-            return DeliveryResult.sent(_str(data.get("message_id")))
-        return _failure(platform, status, data, wait)
+            return DeliveryResult.sent(answer_text(data.get("message_id")))
+        return failure(platform, status, data, wait)
 
     async def _reply_in_public(self, reply: DeliverReply, platform: str) -> DeliveryResult:
         meta = reply.metadata
@@ -359,14 +347,14 @@ class MetaConnector(Connector):
                 return DeliveryResult.failed("social connector: a private reply needs metadata page_id")
             body: dict[str, Any] = {"recipient": {"comment_id": comment_id}, "message": {"text": reply.text}}
             status, data, wait = await self._post(self.graph_url(page_id, "messages"), body, token)
-            sent_id = _str(data.get("message_id"))
+            sent_id = answer_text(data.get("message_id"))
         else:
             edge = "replies" if platform == "instagram" else "comments"
             status, data, wait = await self._post(self.graph_url(comment_id, edge), {"message": reply.text}, token)
-            sent_id = _str(data.get("id"))
+            sent_id = answer_text(data.get("id"))
         if status == 200:
             return DeliveryResult.sent(sent_id)
-        return _failure(platform, status, data, wait)
+        return failure(platform, status, data, wait)
 
     async def _post(self, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any], float | None]:
         """The answer's status, its JSON body and how long Meta asked us to wait (None: it
@@ -378,11 +366,7 @@ class MetaConnector(Connector):
             raw = await resp.read()
             status = resp.status
             wait = meta_wait(resp.headers) if status != 200 else None
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            data = {"error": {"message": raw[:200].decode("utf-8", "replace") or "no detail"}}
-        return status, data if isinstance(data, dict) else {}, wait
+        return status, answer_body(raw), wait
 
 
 def _whatsapp_kind(file: Attachment) -> str:
@@ -397,49 +381,3 @@ def whatsapp_template(template: TemplateMessage, values: list[str]) -> dict[str,
     if values:
         out["components"] = [{"type": "body", "parameters": [{"type": "text", "text": v} for v in values]}]
     return out
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
-
-
-def meta_wait(headers: Mapping[str, str]) -> float | None:
-    """How long a throttled Graph API call asks us to wait, in seconds: a ``Retry-After``, or
-    the longest ``estimated_time_to_regain_access`` (minutes) of ``X-Business-Use-Case-Usage``
-    (Meta's rate-limit header; it seldom sends ``Retry-After``). None when neither says."""
-    waits = [w for w in (retry_after_seconds(headers.get("Retry-After")),) if w is not None]
-    usage = headers.get("X-Business-Use-Case-Usage")
-    if usage:
-        try:
-            decoded = json.loads(usage)
-        except (ValueError, RecursionError):
-            decoded = None
-        for entries in decoded.values() if isinstance(decoded, dict) else ():
-            for entry in entries if isinstance(entries, list) else ():
-                minutes = entry.get("estimated_time_to_regain_access") if isinstance(entry, dict) else None
-                if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
-                    waits.append(float(minutes) * 60.0)
-    return max(waits) if waits else None
-
-
-def _failure(platform: str, status: int, data: dict[str, Any], wait: float | None = None) -> DeliveryResult:
-    """A Graph API error as a DeliveryResult: 5xx, 429 and throttling codes retry; other 4xx
-    don't. A throttled call is not retried sooner than Meta asked (``wait``), nor a message to
-    a recipient Meta says is written to too fast (131056) sooner than its pair limit allows."""
-    raw_error = data.get("error")
-    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-    code = error.get("code") if isinstance(error.get("code"), int) else None
-    subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
-    message = _str(error.get("message")) or "no detail"
-    error_data = error.get("error_data")
-    details = _str(error_data.get("details")) if isinstance(error_data, dict) else ""
-    if details and details not in message:
-        message = f"{message} ({details})"
-    where = f"meta {status}" + (f" error {code}" if code is not None else "") + (f"/{subcode}" if subcode else "")
-    if (code, subcode) in WINDOW_ERRORS or (code, None) in WINDOW_ERRORS:
-        template = "; WhatsApp needs an approved template message" if platform == "whatsapp" else ""
-        return DeliveryResult.failed(f"outside the 24-hour messaging window{template} ({where}: {message})")
-    retryable = status >= 500 or status == 429 or (code in RETRYABLE_CODES)
-    if code == PAIR_RATE_LIMIT:
-        wait = max(wait or 0.0, PAIR_RATE_LIMIT_WAIT_S)
-    return DeliveryResult.failed(f"{where}: {message}", retryable=retryable, retry_after=wait if retryable else None)
