@@ -7,13 +7,13 @@ it the address (the customer, or one merged into it), then removes the address f
 ``rd_identity`` index where it still names one of them. The next message from it starts a new
 customer; what came from it before stays this customer's (their conversations, timeline and
 an erasure of them included). A chat address's web chat history (``RD_CHAT``) is kept per
-address: the widget still shows it to whoever holds the visitor id, and an erasure of this
-customer takes this customer's frames from it (``erase_match.chat_frames_of``), not the next
-owner's.
+address, and the widget shows it to whoever holds the visitor id next: the family's frames are
+taken from it last (``unlink_chat``: as an erasure picks them, ``erase_match.chat_frames_of``),
+another customer's stay.
 
 Safe to retry: the log is written first, so a retry after a crash finds the address unlinked
-and only finishes the index (``already_unlinked``). A message intake resolved just before the
-index changed still lands on this customer: the same window as a link's.
+and only finishes the index and the chat history (``already_unlinked``). A message intake
+resolved just before the index changed still lands on this customer: the same window as a link's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import structlog
 from events.model import IdentityUnlinked
 from events.store import ConcurrencyError
 from services.addresses import InvalidAddress, mask
+from services.customers.erase import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
+from services.customers.unlink_chat import purge_chat_frames
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +35,18 @@ REASON_MAX = 500
 
 
 async def unlink(
-    customers: Customers, customer_id: str, raw_identity: str, actor: str, *, reason: str = ""
+    customers: Customers,
+    customer_id: str,
+    raw_identity: str,
+    actor: str,
+    *,
+    reason: str = "",
+    targets: ErasureTargets | None = None,
 ) -> dict[str, Any]:
     """Take ``raw_identity`` away from ``customer_id``'s family. 404 when the family never had
-    it; 409 for a customer merged into another (unlink from the survivor); 410 once erased."""
+    it; 409 for a customer merged into another (unlink from the survivor); 410 once erased; 503
+    when the chat history did not answer (unlinked all the same: ask again to finish).
+    ``targets``: where the chat connector keeps its history (the defaults otherwise)."""
     check_customer_id(customer_id)
     try:
         identity = customers.directory.parse(raw_identity)
@@ -56,12 +66,16 @@ async def unlink(
     index_cleared = False
     for member in family:
         index_cleared = await customers.directory.forget_if(identity, member) or index_cleared
+    # After the index: a message from the address now makes a new customer, whose frames stay.
+    # On every call, so a retry after a crash before this point finishes it.
+    chat_frames = await purge_chat_frames(customers, family, identity, targets or ErasureTargets())
     log.info(
         "customers.unlinked",
         customer_id=customer_id,
         identity=mask(identity),
         new=bool(written),
         index_cleared=index_cleared,
+        chat_frames_removed=chat_frames,
     )
     return {
         "customer_id": customer_id,

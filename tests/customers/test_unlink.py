@@ -241,6 +241,8 @@ async def test_an_erasure_takes_the_customers_chat_frames_from_an_address_taken_
             at=AT, customer_id=ann, conversation_id=conversation, channel="chat", reply_id=f"rp_{uid}", text="on it"
         )
         await store.append(Append(answered))
+        # Not told where this history is (the default RD_CHAT): the frames stay, as an unlink
+        # before 2026-12-07 left them (test_unlink_chat_history: an unlink takes them now).
         await unlink(customers, ann, f"chat:{visitor}", "operator", reason="a shared computer")
         bob = await customer(customers, f"chat:{visitor}")  # the visitor id's next owner
         assert bob != ann
