@@ -9,6 +9,8 @@ backoff and full jitter on 5xx, 408/429, timeouts and connection errors (never s
 failed try, dead-letters the record (status ``failed``, reason kept). A concurrency slot is held
 for one attempt only, not while backing off, and one endpoint gets at most ``endpoint_limit``
 of them: a slow or broken endpoint does not hold up the notices to the others.
+An offer or assignment notified late that the log has already answered is left out, and a
+record of one is not tried again (``late_notices``).
 
 A watcher on the bucket picks up records an operator asked to retry
 (``POST /v1/deliveries/{id}/retry`` sets ``retry_requested``) and records left ``pending``
@@ -39,6 +41,7 @@ from services import tracing
 from services.delivery import records
 from services.delivery.attempts import Rounds
 from services.delivery.endpoints import endpoint_ids, endpoints_for, settings_problems
+from services.delivery.late_notices import LATE_AFTER, moot, superseded
 from services.delivery.notices import Facts, Notice
 from services.delivery.records import DeliveryRecord
 from services.delivery.senders import Senders
@@ -57,16 +60,6 @@ CHECKPOINT_KEY = "delivery.checkpoint"
 STOP_GRACE_SECONDS = 5.0
 TRACES_KEPT = 10_000  # facts whose trace context is remembered for their deliveries (tracing on)
 WRITES_KEPT = 100_000  # records whose last write by this instance is remembered (see ``_written``)
-# A fact folded this long after it happened is notified late (catching up): its offer or
-# assignment notice goes out only if the log has not answered it meanwhile (``_moot``).
-LATE_AFTER = timedelta(seconds=30)
-
-
-def superseded_reason(notice: str, status: str) -> str:
-    """Why a notice the log has answered is not tried again, as its record's ``reason`` says it
-    (``GET /v1/deliveries``): an ``assigned`` notice read "the assigned no longer stands"."""
-    what = {"offer": "offer", "assigned": "assignment"}.get(notice, notice)
-    return f"the {what} no longer stands: the conversation is {status} now"
 
 
 class DeliveryService:
@@ -95,7 +88,12 @@ class DeliveryService:
         self._state_kv: KeyValue | None = None
         # One round of attempts at a record (concurrency gates, backoff, dead letters).
         self.rounds = Rounds(
-            settings, self.endpoints, self.senders, clock=clock, save=self._save, superseded=self._superseded
+            settings,
+            self.endpoints,
+            self.senders,
+            clock=clock,
+            save=self._save,
+            superseded=lambda record: superseded(self.facts.state, record),
         )
         self._inflight: set[str] = set()
         # The revision of this instance's last write of each record. The watcher sees every
@@ -105,7 +103,7 @@ class DeliveryService:
         self._written: OrderedDict[str, int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Facts after the checkpoint not yet turned into records: (seq, notices).
-        # (sequence, its notices, whether the fact was already late when folded: see _moot)
+        # (sequence, its notices, whether the fact was already late when folded: see late_notices)
         self._pending: deque[tuple[int, list[Notice], bool]] = deque()
         self.instance_id = instance_id or f"delivery-{uuid.uuid4().hex[:8]}"
         self.lease_ttl = settings.lease_seconds
@@ -278,48 +276,12 @@ class DeliveryService:
         while self._pending:
             seq, notices, late = self._pending[0]
             for notice in notices:
-                if late and self._moot(notice):
+                if late and moot(self.facts.state, notice):
                     continue
                 for eid, endpoint in endpoints_for(self.endpoints, self.settings.teams, notice.agent_id, notice.kind):
                     await self._create(notice, eid, endpoint)
             self._pending.popleft()
             self.checkpoint = seq
-
-    def _moot(self, notice: Notice) -> bool:
-        """An offer or assignment notified late (a first start, a restart after an outage, an
-        endpoint added) that the log has already answered: the offer was accepted, declined or
-        let expire, the conversation moved or was resolved. Found by a docs audit: a new endpoint
-        was sent "offer" notices for offers long accepted, an erased customer's among them.
-        Notified live, a notice goes out whatever follows it at once (the agent may be quicker
-        than her tool)."""
-        now = self._answered(notice.kind, notice.conversation_id, notice.agent_id)
-        if now is None:
-            return False
-        log.info(
-            "delivery.late_notice_moot",
-            notice=notice.kind,
-            seq=notice.seq,
-            agent_id=notice.agent_id,
-            conversation_id=notice.conversation_id,
-            now=now,
-        )
-        return True
-
-    def _answered(self, kind: str, conversation_id: str, agent_id: str) -> str | None:
-        """Where the conversation of an offer or assignment notice to ``agent_id`` is now, if the
-        log has answered that notice (None: it still stands, or the notice is of another kind)."""
-        if kind not in ("offer", "assigned"):
-            return None
-        conv = self.facts.state.conversations.get(conversation_id)
-        wanted = "offered" if kind == "offer" else "assigned"
-        if conv is not None and conv.status == wanted and conv.agent_id == agent_id:
-            return None
-        return conv.status if conv is not None else "resolved"
-
-    def _superseded(self, record: DeliveryRecord) -> str | None:
-        """Why a record's offer or assignment notice should not be tried again (``Rounds``)."""
-        now = self._answered(record.notice, record.conversation_id, record.agent_id)
-        return None if now is None else superseded_reason(record.notice, now)
 
     async def _create(self, notice: Notice, eid: str, endpoint: Endpoint) -> None:
         assert self._kv is not None

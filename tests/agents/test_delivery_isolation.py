@@ -20,8 +20,8 @@ from aiohttp import web
 from events.subjects import LEASE_BUCKET
 from services.config import AgentSeed
 from services.delivery.endpoints import endpoint_limit, settings_problems
+from services.delivery.late_notices import superseded_reason
 from services.delivery.senders import Senders
-from services.delivery.service import superseded_reason
 from services.delivery.settings import DeliverySettings, Endpoint
 from services.embedded_nats import EmbeddedNats, free_port
 
