@@ -314,7 +314,12 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         reason = body.reason or request.query.get("reason", "")
         try:
             result = await unlink(
-                customers, request.match_info["id"], request.match_info["identity"], request[ACTOR], reason=reason
+                customers,
+                request.match_info["id"],
+                request.match_info["identity"],
+                request[ACTOR],
+                reason=reason,
+                targets=ErasureTargets.from_connectors(deps.connectors),
             )
         except CustomerError as err:
             return _refusal(err)

@@ -602,6 +602,7 @@ ROUTES: tuple[Route, ...] = (
             404: "no such customer, or the customer never had that address",
             409: "the customer was merged into another (survivor): unlink from that one",
             410: "the customer was erased",
+            503: "the chat history did not answer (unlinked all the same: ask again to finish)",
         },
     ),
     Route(

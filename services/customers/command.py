@@ -342,7 +342,14 @@ async def _operator_action(config: Config, args: argparse.Namespace) -> int:
                 merged = f" (merged {result['merged']} in)" if result["merged"] else ""
                 console.print(escape(f"{result['identity']}: {what} to {result['customer_id']}{merged}"))
             elif args.action == "unlink":
-                result = await unlink(customers, args.customer, args.identity, "cli", reason=args.reason)
+                result = await unlink(
+                    customers,
+                    args.customer,
+                    args.identity,
+                    "cli",
+                    reason=args.reason,
+                    targets=ErasureTargets.from_config(config),
+                )
                 what = "unlinked from" if result["unlinked"] else "was already unlinked from"
                 console.print(escape(f"{result['identity']}: {what} {result['customer_id']}"))
             else:
