@@ -37,6 +37,9 @@ which make the log's copy of the identities readable, go last but one):
    again with that customer in the family; none can be written after ``CustomerErased``;
 9. resolve what was opened on the family while this ran (an intake that had resolved the sender
    before step 2 and read the key before step 7): intake records nothing on it after step 8.
+   Then read ``RD_INBOUND`` again after where step 4 ended: what arrived meanwhile from the
+   family's addresses, and those conversations' messages (by their provider ids), go with
+   their attachments (``services.customers.erase_inbound``).
 
 Every delete from a stream is a JetStream secure erase (the bytes on disk are overwritten),
 never a purge; KV buckets deny message deletes, so their entries are purged (the identity
@@ -47,9 +50,7 @@ what is gone stays gone, and ``CustomerErased`` is written once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -63,7 +64,9 @@ from events.personal import ERASED, CustomerKeys, clear_personal_fields
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
 from services.addresses import InvalidAddress, identity_for
-from services.customers.erase_match import Family, FamilyMatcher, attachment_refs, chat_frames_of
+from services.customers.erase_inbound import erase_inbound
+from services.customers.erase_match import Family, FamilyMatcher, chat_frames_of
+from services.customers.erase_report import ErasureReport, ErasureTargets
 from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
 from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX
@@ -76,57 +79,6 @@ Progress = Callable[[str], None]
 # A reply's file as ReplyRequested names it (services.api.uploads: OBJECT_PREFIX + "up_<hex>";
 # not imported: it pulls in the API).
 _UPLOAD_URL = re.compile(r"^nats-object://([A-Za-z0-9_-]+)/(up_[0-9a-f]{32})$")
-
-
-@dataclass(frozen=True)
-class ErasureTargets:
-    """Where the channels keep what an erasure must find (from ``[connectors.chat]`` and
-    ``[connectors.email]``; the defaults otherwise)."""
-
-    chat_stream: str = "RD_CHAT"
-    chat_subject: str = "rd.chat"
-    attachment_bucket: str = "rd_attachments"
-
-    @classmethod
-    def from_config(cls, config: Any) -> ErasureTargets:
-        return cls.from_connectors(config.connectors)
-
-    @classmethod
-    def from_connectors(cls, tables: Mapping[str, Any]) -> ErasureTargets:
-        """From the ``[connectors.<name>]`` tables (the API has them as ``ApiDeps.connectors``)."""
-        chat = dict(tables.get("chat") or {})
-        email = dict(tables.get("email") or {})
-        return cls(
-            chat_stream=str(chat.get("history_stream", cls.chat_stream)),
-            chat_subject=str(chat.get("history_subject", cls.chat_subject)),
-            attachment_bucket=str(email.get("attachment_bucket", cls.attachment_bucket)),
-        )
-
-
-@dataclass
-class ErasureReport:
-    requested: str  # the id asked for
-    customer_id: str  # the survivor of its family, whose subject holds CustomerErased
-    erased_ids: list[str]  # the whole family
-    already_erased: bool = False
-    seq: int | None = None  # of CustomerErased (None: it stood on the log already)
-    identity_mappings: int = 0
-    chat_frames: int = 0
-    inbound_messages: int = 0
-    attachments: int = 0
-    reply_files: int = 0  # files agents sent the family (uploads named by their replies)
-    queued_replies: int = 0  # replies to them not yet sent (RD_OUTBOUND)
-    delivery_records: int = 0
-    conversations_resolved: int = 0
-    keys_destroyed: int = 0
-    # Events of the family whose personal data is in clear on the log (written before sealing
-    # existed, or with [security] encrypt_personal_data = false): no key to destroy makes
-    # them unreadable, and RD_EVENTS is append-only. Named so the operator knows.
-    left_in_clear: int = 0
-    left_in_clear_seqs: list[int] = field(default_factory=list)  # the first 20
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _FamilyGrew(Exception):
@@ -191,7 +143,9 @@ class Eraser:
         self.progress(f"identity mappings erased: {report.identity_mappings}")
         report.chat_frames = await self._chat(family)
         self.progress(f"web chat history frames erased: {report.chat_frames}")
-        report.inbound_messages = await self._inbound(family)
+        inbound = await erase_inbound(self.js, self._matcher(family), self.targets.attachment_bucket)
+        family.attachments |= inbound.attachments
+        report.inbound_messages = inbound.erased
         self.progress(f"raw messages erased from {subjects.INBOUND_STREAM}: {report.inbound_messages}")
         report.attachments = await erase_attachments(self.js, family.attachments)
         self.progress(f"attachments erased: {report.attachments}")
@@ -213,11 +167,26 @@ class Eraser:
         # sender before the addresses went, and sealed with a key read before it was destroyed)
         # stayed open and was offered to an agent: resolved too. Intake records nothing more
         # on the family once it reads CustomerErased.
-        late = await self._opened_since(family)
-        if late:
-            bound.warning("customers.erasure_met_new_conversations", conversations=len(late))
-            report.conversations_resolved += await self._resolve_open(
-                Family(ids=family.ids, open_conversations=late), actor
+        late = await self._recorded_since(family)
+        if late.open_conversations:
+            bound.warning("customers.erasure_met_new_conversations", conversations=len(late.open_conversations))
+            report.conversations_resolved += await self._resolve_open(late, actor)
+        # What reached RD_INBOUND after step 4 read it: those conversations' messages, and any
+        # other of the family's addresses (services.customers.erase_inbound).
+        family.provider_ids |= late.provider_ids
+        arrived = await erase_inbound(
+            self.js, self._matcher(family), self.targets.attachment_bucket, after=inbound.read_to
+        )
+        arrived_files = await erase_attachments(self.js, arrived.attachments)
+        report.inbound_messages += arrived.erased
+        report.attachments += arrived_files
+        self.progress(f"raw messages that arrived meanwhile erased from {subjects.INBOUND_STREAM}: {arrived.erased}")
+        if arrived.erased:
+            bound.warning(
+                "customers.erasure_met_new_inbound",
+                messages=arrived.erased,
+                attachments=arrived_files,
+                after_seq=inbound.read_to,
             )
         report.left_in_clear, report.left_in_clear_seqs = len(in_clear), sorted(in_clear)[:20]
         if report.left_in_clear:
@@ -317,18 +286,6 @@ class Eraser:
     def _matcher(self, family: Family) -> FamilyMatcher:
         return FamilyMatcher(family, self._sender_identity, self.targets.attachment_bucket)
 
-    async def _inbound(self, family: Family) -> int:
-        stream = subjects.INBOUND_STREAM
-        matcher = self._matcher(family)
-        erased = 0
-        async for msg in scan(self.js, stream, subjects.INBOUND_ALL):
-            item = matcher.inbound(msg.data)
-            if item is None:
-                continue
-            family.attachments.update(attachment_refs(item.attachments, self.targets.attachment_bucket))
-            erased += await erase_msg(self.js, stream, msg.metadata.sequence.stream)
-        return erased
-
     # -- 5. rd_deliveries -------------------------------------------------------------------
 
     async def _deliveries(self, family: Family) -> int:
@@ -379,21 +336,23 @@ class Eraser:
                 log.warning("customers.erase_conversation_left_open", conversation_id=conversation_id)
         return resolved
 
-    async def _opened_since(self, family: Family) -> dict[str, str]:
-        """The family's conversations opened since ``_gather`` read its log and open still
-        (conversation -> customer): only what came after ``family.read_to`` is read, as stored
-        (the keys are destroyed: only ids and kinds count)."""
+    async def _recorded_since(self, family: Family) -> Family:
+        """What was recorded on the family since ``_gather`` read its log: the conversations
+        opened and open still, the provider ids of the messages received. Only what came after
+        ``family.read_to`` is read, as stored (the keys are destroyed: ids and kinds count)."""
         store = self.customers.store
         as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
-        open_now: dict[str, str] = {}
+        late = Family(ids=family.ids)
         for member in family.ids:
             for stored in await as_stored.read(subjects.customer_filter(member), from_seq=family.read_to + 1):
                 event = stored.event
                 if isinstance(event, ConversationOpened):
-                    open_now[event.conversation_id] = event.customer_id
+                    late.open_conversations[event.conversation_id] = event.customer_id
                 elif isinstance(event, ConversationResolved):
-                    open_now.pop(event.conversation_id, None)
-        return open_now
+                    late.open_conversations.pop(event.conversation_id, None)
+                elif isinstance(event, MessageReceived):  # the provider id stays clear
+                    late.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
+        return late
 
     async def _queued_replies(self, family: Family) -> int:
         """Replies still waiting in ``RD_OUTBOUND`` for the family: a connector that kept the

@@ -1,8 +1,9 @@
-"""A merge racing an erasure of the same family, and a message from an address that still names
-an erased customer, over a real nats-server. Found by a merges audit: a merge (the first one, or
-the same one asked again, which points the merged customer's addresses at the survivor) that
-moved addresses after the erasure removed them put the mappings back, and the next message from
-such an address was recorded on the erased customer, whose data key is destroyed.
+"""A merge racing an erasure of the same family, a message from an address that still names
+an erased customer, and raw messages arriving while an erasure runs, over a real nats-server.
+Found by a merges audit: a merge (the first one, or the same one asked again, which points the
+merged customer's addresses at the survivor) that moved addresses after the erasure removed
+them put the mappings back, and the next message from such an address was recorded on the
+erased customer, whose data key is destroyed.
 
 The races are made deterministic by ordering the steps: the merge (or the erasure) waits at a
 chosen step until the other has done what it must do first."""
@@ -19,9 +20,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import subjects
-from events.model import ConversationOpened, ConversationResolved
+from events.codec import encode
+from events.model import ConversationOpened, ConversationResolved, InboundMessage, MessageReceived
+from events.msg_get import stored_messages
 from events.personal import CustomerKeys
 from events.store import Append, EventStore
+from services.bootstrap import event_store
+from services.customers import erase
 from services.customers.erase import Eraser
 from services.customers.service import CustomerError, Customers
 from services.embedded_nats import EmbeddedNats
@@ -203,3 +208,113 @@ async def test_a_conversation_opened_while_an_erasure_runs_is_resolved_with_the_
     closed = on_late[-1]
     assert isinstance(closed, ConversationResolved) and closed.erased
     assert report.conversations_resolved == 1
+
+
+async def publish_raw(nc: NATS, sender: str, provider_id: str) -> None:
+    """A provider message as the email connector writes it to ``RD_INBOUND``."""
+    message = InboundMessage(
+        at=datetime.now(UTC),
+        channel="email",
+        provider="test",
+        provider_message_id=provider_id,
+        sender=sender,
+        recipient="support@localhost",
+        text=f"words of {sender}",
+    )
+    await nc.jetstream().publish(
+        subjects.inbound("email"), encode(message), headers={"Nats-Msg-Id": f"email:{provider_id}"}
+    )
+
+
+async def inbound_naming(nc: NATS, *needles: str) -> int:
+    """How many messages of ``RD_INBOUND`` hold one of ``needles``."""
+    wanted = [n.encode() for n in needles]
+    held = 0
+    async for _, data in stored_messages(nc.jetstream(), subjects.INBOUND_STREAM, subjects.INBOUND_ALL):
+        held += any(n in data for n in wanted)
+    return held
+
+
+async def record_late_conversation(store: EventStore, ann: str, conversation_id: str, provider_id: str) -> None:
+    """What an intake that resolved the sender before the erasure removed the address records
+    (with the key it read before the erasure destroyed it): a conversation and its first message."""
+    now = datetime.now(UTC)
+    opened = ConversationOpened(
+        at=now, customer_id=ann, conversation_id=conversation_id, channel="email", contact="sealed"
+    )
+    seq = await store.append(Append(opened, expected=0))
+    received = MessageReceived(
+        at=now,
+        customer_id=ann,
+        conversation_id=conversation_id,
+        channel="email",
+        message_id=f"m_{provider_id}",
+        provider_message_id=provider_id,
+        text="sealed",
+    )
+    await store.append(Append(received, expected=seq))
+
+
+async def test_raw_messages_that_arrive_while_an_erasure_runs_are_erased_too(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RD_INBOUND was read once, before the keys went: the first message of a conversation
+    opened meanwhile (resolved after CustomerErased), and any other message from the customer's
+    address written after that read, stayed there in clear until retention."""
+    store = event_store(nc)  # seals personal data, as the services do
+    customers = await customers_of(nc, store)
+    ann_address, bob_address = f"ann-arrives-{uid}@example.com", f"bob-arrives-{uid}@example.com"
+    ann = await customer(customers, f"email:{ann_address}")
+    await publish_raw(nc, ann_address, f"before-{uid}")
+    gate = Gate()
+    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
+    erasing = asyncio.create_task(eraser(nc, customers).erase(ann, "DSR-6", "operator"))
+    await gate.wait()  # RD_INBOUND read, the open conversations resolved, the keys about to go
+
+    await publish_raw(nc, ann_address, f"late-{uid}")  # intake took it for Ann before her address went
+    await record_late_conversation(store, ann, f"cv_arrives_{uid}", f"late-{uid}")
+    await publish_raw(nc, ann_address, f"arrived-{uid}")  # not recorded anywhere yet
+    await publish_raw(nc, bob_address, f"bob-{uid}")  # someone else's: stays
+    gate.open()
+    report = await erasing
+
+    assert await inbound_naming(nc, ann_address, f"late-{uid}", f"arrived-{uid}") == 0
+    assert await inbound_naming(nc, bob_address) == 1
+    assert report.inbound_messages == 3  # the one before, and the two that came meanwhile
+    assert report.conversations_resolved == 1
+
+
+async def test_a_retry_erases_the_raw_messages_of_a_late_conversation_a_crash_left(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure stops after CustomerErased, before it reads RD_INBOUND again: run again (a
+    new process, the keys gone, so the address no longer reads), it finds the late
+    conversation's raw message by the provider id on the log."""
+    customers = await customers_of(nc, event_store(nc))
+    ann_address = f"ann-retry-{uid}@example.com"
+    ann = await customer(customers, f"email:{ann_address}")
+    gate = Gate()
+    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
+    real = erase.erase_inbound
+
+    async def crashing_second_read(*args: Any, after: int = 0, **kwargs: Any) -> Any:
+        if after:
+            raise ConnectionError("the erasure's process died here")
+        return await real(*args, after=after, **kwargs)
+
+    monkeypatch.setattr(erase, "erase_inbound", crashing_second_read)
+    erasing = asyncio.create_task(eraser(nc, customers).erase(ann, "DSR-7", "operator"))
+    await gate.wait()
+    await publish_raw(nc, ann_address, f"late-{uid}")
+    await record_late_conversation(customers.store, ann, f"cv_retry_{uid}", f"late-{uid}")
+    gate.open()
+    with pytest.raises(ConnectionError):
+        await erasing
+    assert (await customers.facts(ann)).erased
+    assert await inbound_naming(nc, f"late-{uid}") == 1
+
+    monkeypatch.setattr(erase, "erase_inbound", real)
+    again = await eraser(nc, await customers_of(nc, event_store(nc))).erase(ann, "DSR-7", "operator")
+    assert again.already_erased
+    assert await inbound_naming(nc, ann_address, f"late-{uid}") == 0
+    assert again.inbound_messages == 1

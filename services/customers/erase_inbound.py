@@ -1,0 +1,105 @@
+"""The raw provider messages of an erasure's family in ``RD_INBOUND`` (``services.customers.erase``,
+step 4, and again after ``CustomerErased``).
+
+A connector writes every message it is handed to ``RD_INBOUND`` (before intake reads it), and the
+stream keeps it until retention. Step 4 reads the stream once, to its end as it stood then: a
+message written after that read ended was never looked at. Two kinds come then, and both held
+the customer's words in clear until retention: one a customer of the family sent while the
+erasure ran, and the first message of a conversation intake opened on the family meanwhile
+(it had resolved the sender before the addresses went; the erasure resolves that conversation
+after ``CustomerErased``). So once ``CustomerErased`` is written (intake records nothing on the
+family after it), the stream is read again, only after where the first read ended
+(``InboundPass.read_to``), matching the family's addresses, ids and provider message ids, with
+those of the messages recorded on the family meanwhile added.
+
+A retry after a crash reads the stream whole again: a late conversation's messages are found by
+their provider ids (on the family's log, in clear). With the keys destroyed, the family's
+addresses no longer read, so a message from one of them that intake recorded on a new customer
+(it arrived after the addresses went) is that customer's to the retry: only a run that reached
+its second read erases those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from events import subjects
+from events.skips import skipping
+from events.stream_scan import READ_TIMEOUT
+from services.customers.erase_match import FamilyMatcher, attachment_refs
+from services.customers.scan import erase_msg
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class InboundPass:
+    """What one read of ``RD_INBOUND`` erased, and where it ended."""
+
+    read_to: int = 0  # the last stream sequence read (the next read starts after it)
+    erased: int = 0
+    attachments: set[tuple[str, str]] = field(default_factory=set)  # (bucket, object) the messages name
+
+
+async def erase_inbound(
+    js: JetStreamContext, matcher: FamilyMatcher, attachment_bucket: str, *, after: int = 0
+) -> InboundPass:
+    """Securely erase the messages of ``RD_INBOUND`` after sequence ``after`` (0: all) that
+    ``matcher`` says are the family's; the attachments they name are returned, not erased."""
+    stream = subjects.INBOUND_STREAM
+    done = InboundPass(read_to=after)
+    async for msg in scan_after(js, stream, subjects.INBOUND_ALL, after):
+        seq = msg.metadata.sequence.stream
+        done.read_to = max(done.read_to, seq)
+        item = matcher.inbound(msg.data)
+        if item is None:
+            continue
+        done.attachments.update(attachment_refs(item.attachments, attachment_bucket))
+        done.erased += await erase_msg(js, stream, seq)
+    return done
+
+
+async def scan_after(js: JetStreamContext, stream: str, filter_subject: str, after: int) -> AsyncIterator[Msg]:
+    """Every message of ``stream`` on ``filter_subject`` after sequence ``after``, to the end
+    as it stands when the read catches up with it: ``events.stream_scan.scan`` (an ordered
+    consumer, nothing left on the server) from a start sequence, which that one does not take."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return
+    if not info.state.messages or info.state.last_seq <= after:
+        return
+    sub = await js.subscribe(
+        filter_subject,
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, ack_policy=AckPolicy.NONE
+        ),
+        pending_msgs_limit=100_000,
+    )
+    try:
+        consumer = await sub.consumer_info()
+        if not consumer.num_pending and not (consumer.delivered and consumer.delivered.consumer_seq):
+            return
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=READ_TIMEOUT)
+            except TimeoutError:
+                # Nothing more came: the end of what is there. What was not read is read by the
+                # next pass, which starts after the last sequence this one gave.
+                log.warning("customers.erase_inbound_scan_timeout", stream=stream, after=after)
+                return
+            yield msg
+            if msg.metadata.num_pending == 0:
+                return
+    finally:
+        with skipping("customers.erase_inbound_unsubscribe"):  # ephemeral: gone with us anyway
+            await sub.unsubscribe()
