@@ -70,7 +70,7 @@ async def test_status_folds_a_bounded_part_of_the_log(
     from router import snapshot
     from router.fold import evolve
     from router.state import RouterState
-    from services import status as status_module
+    from services import status_routing as status_module
     from services.cli import main as cli_main
 
     nc = await nats.connect(clean_nats.url)
