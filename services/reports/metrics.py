@@ -31,16 +31,16 @@ Definitions (durations in seconds; days and hours in the query's ``tz``, UTC by 
 Grouping: a conversation belongs to the window, day and hour (in ``tz``) of its opening and to the
 agent who first took it (``(unassigned)`` if nobody did yet), its channel and its queue
 (channel and required skills at first routing). An offer belongs to the day it was made, the
-agent it was made to, and its conversation's channel and queue.
+agent it was made to, and its conversation's channel and queue. The sums per group, per hour
+and for the window are ``services.reports.buckets``.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,9 +48,9 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from events.skips import count_skip
+from services.reports.buckets import Bucket, hour_json
 from services.reports.conversation_figures import ConversationFigures, figures
 from services.reports.fold import ConversationFacts, OfferFact, ReportState
-from services.reports.voice import VoiceBucket
 
 GROUP_BYS = ("channel", "agent", "queue", "day", "conversation")
 DEFAULT_REOPEN_HOURS = 24.0
@@ -89,135 +89,6 @@ def zone(name: str) -> tzinfo:
     # IsADirectoryError, an OSError (found by a security audit: a 500 with a traceback each time).
     except (KeyError, ValueError, OSError) as err:
         raise ValueError(f"unknown time zone {name!r}") from err
-
-
-def stats(values: list[float]) -> dict[str, Any]:
-    """Count, mean, median and 90th percentile (nearest rank), rounded to milliseconds."""
-    if not values:
-        return {"count": 0, "mean": None, "median": None, "p90": None}
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    p90 = ordered[max(0, math.ceil(0.9 * n) - 1)]
-    return {"count": n, "mean": round(sum(ordered) / n, 3), "median": round(median, 3), "p90": round(p90, 3)}
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-@dataclass
-class Bucket:
-    conversations: int = 0
-    assigned: int = 0
-    responded: int = 0
-    resolved: int = 0
-    first_response: list[float] = field(default_factory=list)
-    time_to_assign: list[float] = field(default_factory=list)
-    handle: list[float] = field(default_factory=list)
-    transfers: int = 0
-    transferred: int = 0
-    escalations: int = 0
-    escalated: int = 0
-    abandoned: int = 0
-    erased: int = 0
-    reopened: int = 0
-    reopens: int = 0
-    fcr: int = 0
-    sla_met: int = 0
-    sla_breached: int = 0
-    offers: int = 0
-    accepted: int = 0
-    declined: int = 0
-    expired: int = 0
-    voice: VoiceBucket = field(default_factory=VoiceBucket)  # the calls among the conversations
-
-    def add(self, f: ConversationFigures) -> None:
-        self.conversations += 1
-        if f.assigned or f.time_to_assign is not None:
-            self.assigned += 1
-        if f.time_to_assign is not None:
-            self.time_to_assign.append(f.time_to_assign)
-        if f.first_response is not None:
-            self.responded += 1
-            self.first_response.append(f.first_response)
-        if f.handle is not None:
-            self.handle.append(f.handle)
-        self.resolved += f.resolved
-        self.transfers += f.transfers
-        self.transferred += f.transfers > 0
-        self.escalations += f.escalations
-        self.escalated += f.escalations > 0
-        self.abandoned += f.abandoned
-        self.erased += f.erased
-        self.reopened += f.reopened
-        self.reopens += f.is_reopen
-        self.fcr += f.fcr
-        self.sla_met += f.sla == "met"
-        self.sla_breached += f.sla == "breached"
-        if f.call is not None:
-            self.voice.add(f.call)
-
-    def add_offer(self, offer: OfferFact) -> None:
-        self.offers += 1
-        self.accepted += offer.outcome == "accepted"
-        self.declined += offer.outcome == "declined"
-        self.expired += offer.outcome == "expired"
-
-    def json(self) -> dict[str, Any]:
-        answered = self.accepted + self.declined + self.expired
-        return {
-            "conversations": self.conversations,
-            "assigned": self.assigned,
-            "responded": self.responded,
-            "resolved": self.resolved,
-            "abandoned": self.abandoned,
-            "abandon_rate": _rate(self.abandoned, self.resolved + self.abandoned),
-            "erased": self.erased,
-            "first_response_seconds": stats(self.first_response),
-            "time_to_assign_seconds": stats(self.time_to_assign),
-            "handle_seconds": stats(self.handle),
-            "transfers": self.transfers,
-            "transferred_conversations": self.transferred,
-            "escalations": self.escalations,
-            "escalated_conversations": self.escalated,
-            "reopened": self.reopened,
-            "reopens": self.reopens,
-            "reopen_rate": _rate(self.reopened, self.resolved),
-            "first_contact_resolutions": self.fcr,
-            "fcr_rate": _rate(self.fcr, self.resolved),
-            "sla_met": self.sla_met,
-            "sla_breached": self.sla_breached,
-            "sla_attainment": _rate(self.sla_met, self.sla_met + self.sla_breached),
-            "offers": self.offers,
-            "offers_accepted": self.accepted,
-            "offers_declined": self.declined,
-            "offers_expired": self.expired,
-            "decline_rate": _rate(self.declined, answered),
-            "expiry_rate": _rate(self.expired, answered),
-            "voice": voice_json(self.voice),
-        }
-
-
-def voice_json(bucket: VoiceBucket) -> dict[str, Any] | None:
-    """The call figures (``services.reports.voice``); None when the bucket holds no call."""
-    if not bucket.calls:
-        return None
-    return {
-        "calls": bucket.calls,
-        "answered": bucket.answered,
-        "answered_within_sla": bucket.answered_within_sla,
-        "service_level": _rate(bucket.answered_within_sla, bucket.calls),
-        "abandoned": bucket.abandoned,
-        "abandon_rate": _rate(bucket.abandoned, bucket.calls),
-        "missed": bucket.missed,
-        "agent_no_answer": bucket.agent_no_answer,
-        "voicemails": bucket.voicemails,
-        "callbacks_requested": bucket.callbacks_requested,
-        "callbacks_placed": bucket.callbacks_placed,
-        "handle_seconds": stats(bucket.handle),
-    }
 
 
 def conversation_key(group_by: str, tz: tzinfo = UTC) -> Callable[[ConversationFacts], str]:
@@ -384,20 +255,5 @@ def service_report(
         "count": len(rows),
         "total_groups": len(index.keys),
         "next_after": shown[-1] if last < len(index.keys) else None,
-        "by_hour": [_hour_json(hour, bucket) for hour, bucket in enumerate(hours)] if page.totals else None,
-    }
-
-
-def _hour_json(hour: int, bucket: Bucket) -> dict[str, Any]:
-    wait = stats(bucket.time_to_assign)
-    return {
-        "hour": hour,
-        "conversations": bucket.conversations,
-        "assigned": bucket.assigned,
-        "mean_wait_seconds": wait["mean"],
-        "median_wait_seconds": wait["median"],
-        "p90_wait_seconds": wait["p90"],
-        "sla_met": bucket.sla_met,
-        "sla_breached": bucket.sla_breached,
-        "sla_attainment": _rate(bucket.sla_met, bucket.sla_met + bucket.sla_breached),
+        "by_hour": [hour_json(hour, bucket) for hour, bucket in enumerate(hours)] if page.totals else None,
     }
