@@ -9,7 +9,8 @@ import pytest
 
 from connectors.sdk import Malformed
 from connectors.social import window
-from connectors.social.payload import UNSUPPORTED_TEXT, PayloadParser
+from connectors.social.batch import UNSUPPORTED_TEXT
+from connectors.social.payload import PayloadParser
 from connectors.social.signature import sign, valid
 from events.model import InboundMessage
 from services.addresses import identity_for
