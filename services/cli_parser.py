@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a SQLite file or a postgresql:// DSN (default: [projection] dsn, else <data dir>/timelines.db)",
     )
 
-    from services.customers.command import add_parser as add_customers_parser
+    from services.customers.command_parser import add_parser as add_customers_parser
 
     add_customers_parser(sub, _common)
 
