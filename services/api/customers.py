@@ -32,7 +32,8 @@ from services.api.common import (
 from services.customers import CustomerError, Customers, Profile
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
-from services.customers.service import KNOWN_FLAGS, check_customer_id, fold_facts
+from services.customers.facts import fold_facts
+from services.customers.service import KNOWN_FLAGS, check_customer_id
 from services.customers.unlink import unlink
 
 __all__ = ["KNOWN_FLAGS", "routes"]

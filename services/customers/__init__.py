@@ -1,5 +1,6 @@
 """Customers: linking addresses, merging customers, profiles and the importer."""
 
-from services.customers.service import CustomerError, CustomerFacts, Customers, Profile
+from services.customers.facts import CustomerFacts, Profile
+from services.customers.service import CustomerError, Customers
 
 __all__ = ["CustomerError", "CustomerFacts", "Customers", "Profile"]

@@ -67,8 +67,9 @@ from services.addresses import InvalidAddress, identity_for
 from services.customers.erase_inbound import erase_inbound
 from services.customers.erase_match import Family, FamilyMatcher, chat_frames_of
 from services.customers.erase_report import ErasureReport, ErasureTargets
+from services.customers.facts import CustomerFacts
 from services.customers.scan import erase_msg, scan
-from services.customers.service import CONFLICT_RETRIES, CustomerError, CustomerFacts, Customers, check_customer_id
+from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX
 
 log = structlog.get_logger(__name__)

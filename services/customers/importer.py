@@ -29,6 +29,7 @@ import structlog
 
 from events.skips import count_skip
 from services.addresses import mask
+from services.customers.facts import Profile
 from services.customers.import_rows import (
     LineError,
     Row,
@@ -38,7 +39,7 @@ from services.customers.import_rows import (
     read_records,
     read_text,
 )
-from services.customers.service import CustomerError, Customers, Profile
+from services.customers.service import CustomerError, Customers
 from services.identity import new_customer_id
 
 log = structlog.get_logger(__name__)

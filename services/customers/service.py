@@ -6,14 +6,15 @@ merged into it its ``CustomersMerged`` events, all on ``rd.evt.c.<customer>._cus
 ``rd_identity`` bucket is the index intake resolves addresses with: a link claims an address
 create-only, a merge moves the merged customer's addresses to the survivor. A merge is written
 as ONE ``CustomersMerged`` on the survivor's subject; nothing is rewritten, and the router, the
-timelines and intake read the merged customer's history through the survivor.
+timelines and intake read the merged customer's history through the survivor. What one
+customer's ``_customer`` subject says, folded (``CustomerFacts``, ``Profile``), is ``facts.py``.
 
 Used by the API (``services.api.customers``) and the CLI (``relaydesk customers ...``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,18 +23,11 @@ import structlog
 from nats.js.errors import NotFoundError
 
 from events import subjects
-from events.model import (
-    CustomerCreated,
-    CustomerErased,
-    CustomerProfileUpdated,
-    CustomersMerged,
-    IdentityLinked,
-    IdentityUnlinked,
-    LogEvent,
-)
+from events.model import CustomerCreated, CustomerProfileUpdated, CustomersMerged, IdentityLinked, LogEvent
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
 from router.policy import RouterPolicy
 from services.addresses import InvalidAddress, mask
+from services.customers.facts import CustomerFacts, Profile, fold_facts
 from services.identity import IdentityDirectory
 
 log = structlog.get_logger(__name__)
@@ -50,65 +44,6 @@ class CustomerError(Exception):
         self.status = status
         self.reason = reason
         self.extra = extra
-
-
-@dataclass(frozen=True)
-class Profile:
-    tier: str = "standard"
-    flags: tuple[str, ...] = ()
-    preferred_language: str | None = None
-    crm_id: str | None = None
-    name: str | None = None
-
-
-@dataclass
-class CustomerFacts:
-    """What a customer's own ``_customer`` subject says."""
-
-    customer_id: str
-    last_seq: int = 0  # of rd.evt.c.<customer>._customer (0: no such customer)
-    created: bool = False
-    identities: list[str] = field(default_factory=list)
-    unlinked: list[str] = field(default_factory=list)  # addresses taken away (IdentityUnlinked)
-    profile: Profile = field(default_factory=Profile)
-    profiled: bool = False  # a CustomerProfileUpdated exists
-    merged: list[str] = field(default_factory=list)  # customers merged into this one, directly
-    merge_seqs: dict[str, int] = field(default_factory=dict)  # merged customer → its CustomersMerged
-    erased: bool = False  # a CustomerErased stands on its subject (this customer was erased)
-
-    @property
-    def exists(self) -> bool:
-        return self.last_seq > 0
-
-
-def fold_facts(customer_id: str, events: Sequence[Any]) -> CustomerFacts:
-    facts = CustomerFacts(customer_id)
-    for stored in events:
-        facts.last_seq = max(facts.last_seq, stored.seq)
-        e = stored.event
-        if isinstance(e, CustomerCreated):
-            facts.created = True
-            if e.identity not in facts.identities:
-                facts.identities.append(e.identity)
-        elif isinstance(e, IdentityLinked):
-            if e.identity not in facts.identities:
-                facts.identities.append(e.identity)
-            if e.identity in facts.unlinked:
-                facts.unlinked.remove(e.identity)
-        elif isinstance(e, IdentityUnlinked):
-            if e.identity in facts.identities:
-                facts.identities.remove(e.identity)
-            if e.identity not in facts.unlinked:
-                facts.unlinked.append(e.identity)
-        elif isinstance(e, CustomerProfileUpdated):
-            facts.profiled = True
-            facts.profile = Profile(e.tier, tuple(e.flags), e.preferred_language, e.crm_id, e.name)
-        elif isinstance(e, CustomersMerged) and e.merged_id not in facts.merged:
-            facts.merged.append(e.merged_id)
-            facts.merge_seqs[e.merged_id] = stored.seq
-        elif isinstance(e, CustomerErased):
-            facts.erased = True
-    return facts
 
 
 def check_customer_id(customer_id: str) -> str:

@@ -26,7 +26,8 @@ from events.streams import ensure_streams
 from services import logs
 from services.cli import main
 from services.customers.erase import Eraser, ErasureTargets
-from services.customers.service import CustomerError, fold_facts
+from services.customers.facts import fold_facts
+from services.customers.service import CustomerError
 from services.customers.unlink import unlink
 from services.embedded_nats import EmbeddedNats
 from services.timelines.changes import CustomerChange

@@ -18,7 +18,7 @@ from events.quarantine import QUARANTINED, Quarantine
 from events.store import StoredEvent, to_stored
 from router.fold import evolve as route_fold
 from router.state import RouterState
-from services.customers.service import fold_facts
+from services.customers.facts import fold_facts
 from services.intake.customer_history import fold_history
 from services.reports.fold import ReportState
 from services.reports.fold import evolve as report_fold
