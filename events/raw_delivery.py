@@ -8,7 +8,7 @@ registered in the table it returns gets its messages as plain bytes (subject, re
 raw headers) in a plain function call; every other message goes on to nats-py as before. The
 last ``drop_raw_handler`` removes the dispatcher. Where this nats-py has no such entry point
 ``raw_handlers`` returns None and the caller subscribes with a callback as usual
-(``events.replay`` does both; its tests run both).
+(``events.ordered_reader``, under ``events.replay``, does both; its tests run both).
 
 While the dispatcher is in place the parser itself takes a shortcut (``_fast_parse``): a
 message with headers (every message of the log) that is whole in the buffer is cut out with

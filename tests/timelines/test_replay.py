@@ -12,11 +12,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from events import replay, subjects
+from events import ordered_reader, subjects
 from events.codec import Undecodable
 from events.model import AgentStatusChanged, LogEvent
+from events.ordered_reader import OrderedReader
 from events.parking import ParkingLot
-from events.replay import _OrderedReader, replay_batches, replay_discard
+from events.replay import replay_batches, replay_discard
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
 from services.embedded_nats import EmbeddedNats
@@ -57,7 +58,7 @@ def delivery(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """Messages straight from nats-py's protocol parser (``raw``, the default where nats-py
     allows it), or through a subscription callback (the fallback): the same events either way."""
     if request.param == "callback":
-        monkeypatch.setattr(replay, "raw_handlers", lambda nc: None)
+        monkeypatch.setattr(ordered_reader, "raw_handlers", lambda nc: None)
     return str(request.param)
 
 
@@ -114,10 +115,10 @@ async def test_flow_control_held_back_loses_and_repeats_nothing(
     await own_store.append_many([Append(s.message("x" * 60_000 + str(n))) for n in range(150)])
     await a_log(own_store, 20)
     expected = await own_store.read(subjects.CUSTOMER_EVENTS_ALL)
-    original = _OrderedReader.take
+    original = OrderedReader.take
     held: list[int] = []
 
-    async def take(self: _OrderedReader, batch: int) -> list[tuple[int, Any]]:
+    async def take(self: OrderedReader, batch: int) -> list[tuple[int, Any]]:
         # A slow reader (a busy fold): the server's deliveries pile up past the high-water mark
         # while a flow control request waits, however fast this machine is today.
         await asyncio.sleep(0.02)
@@ -125,7 +126,7 @@ async def test_flow_control_held_back_loses_and_repeats_nothing(
             held.append(len(self.arrived))
         return await original(self, batch)
 
-    monkeypatch.setattr(_OrderedReader, "take", take)
+    monkeypatch.setattr(OrderedReader, "take", take)
     # A tiny high-water mark: the reader withholds its flow control answers, the server waits.
     chunks = await read_all(own_store, subjects.CUSTOMER_EVENTS_ALL, batch=20, high_water=30)
     assert held, "flow control was never held back"
@@ -137,17 +138,17 @@ async def test_a_gap_in_delivery_is_read_again_not_skipped(
 ) -> None:
     await a_log(own_store, 20)
     expected = await own_store.read(subjects.CUSTOMER_EVENTS_ALL)
-    original = _OrderedReader._take_in
+    original = OrderedReader._take_in
     dropped: list[int] = []
 
-    def lossy(self: _OrderedReader, cseq: int, sseq: int, *rest: Any) -> None:
+    def lossy(self: OrderedReader, cseq: int, sseq: int, *rest: Any) -> None:
         # The client loses one message (as a slow consumer would): the next one shows a gap.
         if self.sseq == 100 and not dropped:
             dropped.append(sseq)
             return
         original(self, cseq, sseq, *rest)
 
-    monkeypatch.setattr(_OrderedReader, "_take_in", lossy)
+    monkeypatch.setattr(OrderedReader, "_take_in", lossy)
     chunks = await read_all(own_store, subjects.CUSTOMER_EVENTS_ALL, batch=37)
     assert dropped, "the test never dropped a message"
     assert key([e for c in chunks for e in c]) == key(expected)
