@@ -1,7 +1,8 @@
 """Service metrics as a projection of the event log (issue 5): see ``README.md`` here.
 
 ``fold`` (pure facts per conversation and offer), ``metrics`` (pure figures for a window and
-grouping), ``projection`` (the fold kept up to date from the log; report parameters),
+grouping), ``buckets`` (pure sums per group, per hour and for the window, and how they read:
+counts, rates, statistics), ``projection`` (the fold kept up to date from the log; report parameters),
 ``render`` (rich table and matplotlib chart for ``relaydesk report``).
 """
 
