@@ -16,7 +16,8 @@ handed back and its redelivery here publishes the outcome without sending again.
 not send and ended after the hold may have lapsed reports nothing (another process has it).
 (A connector killed between the provider's answer and the ack sends that reply again when the
 command is redelivered: at least once, and intake still records one outcome.)
-What a ``DeliverReply`` asks of a connector: ``connectors.sdk.reply_command``.
+What a ``DeliverReply`` asks of a connector: ``connectors.sdk.reply_command``; what becomes of a
+command neither sent nor reported (left, handed back, redelivered or parked): ``connectors.sdk.settling``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
 
-from . import publish
+from . import publish, settling
 from .base import Connector, DeliveryResult, utcnow
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .hold import Hold, HoldLapsed
@@ -261,7 +262,10 @@ class OutboundWorker:
                 skipped="this delivery, for now",
             )
             count_skip("outbound.open_reply")
-            await self._retry_or_park(msg, rlog, f"the reply could not be opened: {describe_error(err)}")
+            error = f"the reply could not be opened: {describe_error(err)}"
+            await settling.retry_or_park(
+                msg, rlog, error, redelivery=self.redelivery, parking=self.parking, reader=self.reader
+            )
             return
         tracer = publish.trace_outbound  # tracing on: a span around delivery and report
         with tracer(reply, msg.headers) if tracer is not None else nullcontext({}) as trace:
@@ -279,10 +283,10 @@ class OutboundWorker:
                 try:
                     result = await self.tries.deliver(reply, msg, rlog)
                 except HoldLapsed:
-                    self._hold_lapsed(msg, rlog)
+                    settling.hold_lapsed(msg, rlog)
                     return
                 except HandBack:
-                    await self._hand_back(msg, rlog)
+                    await settling.hand_back(msg, rlog)
                     return
             outcome = self._outcome(reply, result)
             self._remember(reply.reply_id, outcome)
@@ -300,7 +304,9 @@ class OutboundWorker:
             rlog.warning("outbound.report_failed", error=type(err).__name__, stream_seq=msg.metadata.sequence.stream)
             count_skip("outbound.report_outcome")
             error = f"the outcome ({outcome.outcome}) could not be reported: {describe_error(err)}"
-            await self._retry_or_park(msg, rlog, error)
+            await settling.retry_or_park(
+                msg, rlog, error, redelivery=self.redelivery, parking=self.parking, reader=self.reader
+            )
 
     async def _report(self, outcome: Outcome, msg: Msg, rlog: Any, trace: Mapping[str, str]) -> None:
         """Report ``outcome`` and acknowledge ``msg``, tried again in place while the command is
@@ -308,7 +314,7 @@ class OutboundWorker:
         command was handed back at the first failure, and another process of the channel, not
         knowing it was sent, sent it again. Raises the last error once the hold may lapse."""
         pause = 0.2
-        give_up_at = time.monotonic() + self.redelivery.report_retry  # then handed back (_retry_or_park)
+        give_up_at = time.monotonic() + self.redelivery.report_retry  # then handed back (settling.retry_or_park)
         while True:
             try:
                 reported = await self.publisher.report(outcome, trace or None)
@@ -336,10 +342,10 @@ class OutboundWorker:
             try:
                 result = await self.tries.deliver(reply, msg, rlog)
             except HoldLapsed:
-                self._hold_lapsed(msg, rlog)
+                settling.hold_lapsed(msg, rlog)
                 return
             except HandBack:
-                await self._hand_back(msg, rlog)
+                await settling.hand_back(msg, rlog)
                 return
             if result.ok:
                 self.metrics.inc("notices_shown")
@@ -349,49 +355,6 @@ class OutboundWorker:
                 rlog.warning("outbound.notice_failed", reason=scrub(result.reason or "delivery failed"))
         with skipping("outbound.notice_ack", nats_subject=msg.subject):
             await msg.ack()
-
-    def _hold_lapsed(self, msg: Msg, rlog: Any) -> None:
-        """Neither sent, acknowledged nor handed back (a nak could hand it to a third process
-        while another sends it): NATS gives it to a process of the channel once its ack wait
-        has run out, if it has not already."""
-        count_skip("outbound.hold_lapsed")
-        rlog.warning(
-            "outbound.hold_lapsed",
-            stream_seq=msg.metadata.sequence.stream,
-            delivery=msg.metadata.num_delivered,
-            skipped="sending it here: its ack wait may have run out, so another process may send it",
-        )
-
-    async def _hand_back(self, msg: Msg, rlog: Any) -> None:
-        """Stopping between two tries: the command goes back to the queue now (the next process
-        of the channel tries it), neither sent nor failed here."""
-        rlog.info(
-            "outbound.handed_back",
-            stream_seq=msg.metadata.sequence.stream,
-            delivery=msg.metadata.num_delivered,
-            reason="stopping while the provider was being retried",
-        )
-        with skipping("outbound.nak_on_stop", nats_subject=msg.subject):
-            await msg.nak()
-
-    async def _retry_or_park(self, msg: Msg, rlog: Any, error: str) -> None:
-        """Hand ``msg`` back after the next pause, or, at its last allowed delivery, terminate
-        it and park it as a dead letter with ``error``: bounded, never a hot loop."""
-        delivered = msg.metadata.num_delivered or 1
-        try:
-            if self.redelivery.exhausted(delivered):
-                await dead_letter(self.parking, msg, reader=self.reader, error=error)
-            else:
-                await msg.nak(delay=self.redelivery.delay_after(delivered))
-        except Exception as settle_err:  # NATS away: the server redelivers after ack_wait
-            rlog.warning(
-                "outbound.settle_failed",
-                error=type(settle_err).__name__,
-                delivery=delivered,
-                stream_seq=msg.metadata.sequence.stream,
-                nats_subject=msg.subject,
-            )
-            count_skip("outbound.settle")
 
     def _remember(self, reply_id: str, outcome: Outcome) -> None:
         self._done[reply_id] = outcome
