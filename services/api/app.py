@@ -11,7 +11,6 @@ from events.personal import KeyDestroyed
 from events.streams import IDEMPOTENCY_BUCKET
 from services import tracing
 from services.api import (
-    access,
     agent_api,
     agents,
     attachments,
@@ -20,6 +19,7 @@ from services.api import (
     closings,
     conversation_queries,
     conversations,
+    custody,
     customers,
     deliveries,
     dlq,
@@ -96,8 +96,8 @@ def build_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
     tokens.install(app, table, deps.live)
     stream.install(app, deps.live)
-    custody = access.install(app, deps.live)  # who held what: the access rules (services.api.access)
-    known_conversations.install(deps, custody)  # and what was resolved unheld: ids known without a search
+    held = custody.install(app, deps.live)  # who held what: the access rules (services.api.custody)
+    known_conversations.install(deps, held)  # and what was resolved unheld: ids known without a search
     replies.install(app, deps)
     closings.install(app, deps)  # the web chat hears that its conversation was resolved
     canned.install(app, deps)  # the bucket of the team's canned replies

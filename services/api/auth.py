@@ -24,8 +24,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from services.api import operators as named_operators
-from services.api.access import CUSTODY, Custody, Role, refusal
+from services.api.access import Role, refusal
 from services.api.common import ACTOR, ROLE, ApiDeps, json_error
+from services.api.custody import CUSTODY, Custody
 from services.api.tokens import TOKEN_LENGTH, TOKEN_PREFIX, TokenTable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

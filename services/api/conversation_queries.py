@@ -13,6 +13,7 @@ from router.state import ConversationView
 from services.api import access, paging, workspace
 from services.api.auth import AGENT, role_of
 from services.api.common import ApiDeps, ApiError, json_error, ok
+from services.api.custody import CUSTODY
 from services.api.queue_board import QueueBoard
 from services.api.views import (
     conversation_json,
@@ -60,7 +61,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if status is not None and status not in STATUSES:
             return json_error(400, f"status is one of {', '.join(STATUSES)}, not {status!r}", statuses=list(STATUSES))
         if role_of(request) == "agent":  # only hers (services.api.access)
-            custody = request.app.get(access.CUSTODY)
+            custody = request.app.get(CUSTODY)
             return await access.agent_conversations(deps, custody, request[AGENT], status, agent)
         limit = paging.limit_of(request)
         if status == "resolved":

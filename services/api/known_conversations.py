@@ -1,6 +1,6 @@
 """Every conversation on the log, known to the API's view without asking NATS to search.
 
-The routing view holds open conversations, custody (``services.api.access``) every one ever
+The routing view holds open conversations, custody (``services.api.custody``) every one ever
 assigned. A conversation resolved without ever being assigned (a customer who left, an
 erasure, an operator closing spam) was in neither: to tell "resolved" (409) from "no such
 conversation" (404), and to find an unknown conversation's customer, the API asked NATS for
@@ -28,8 +28,8 @@ from events.model import ConversationResolved
 from events.store import StoredEvent
 from router.replays import id_digest
 from router.state import RouterState
-from services.api.access import Custody
 from services.api.common import ApiDeps
+from services.api.custody import Custody
 
 
 class _Dumped(msgspec.Struct, array_like=True):
@@ -84,7 +84,7 @@ class ResolvedUnassigned:
 
 
 def install(deps: ApiDeps, custody: Custody) -> ResolvedUnassigned:
-    """After ``access.install``: its fold must see each event after custody's."""
+    """After ``custody.install``: its fold must see each event after custody's."""
     known = ResolvedUnassigned(custody, lambda: deps.live.state)
     deps.known_conversations = known
     deps.live.add_fold(known.apply, name="resolved_unassigned", saved=known, needs_the_past=False)

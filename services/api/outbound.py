@@ -41,10 +41,11 @@ from events.store import StoredEvent
 from events.text import blank
 from services.addresses import InvalidAddress, identity_for
 from services.api import templates, uploads
-from services.api.access import CUSTODY, serves_customer
+from services.api.access import serves_customer
 from services.api.auth import AGENT, role_of
 from services.api.commands import queue_reply
 from services.api.common import ACTOR, ApiDeps, ApiError, Body, ok, read_body
+from services.api.custody import CUSTODY
 from services.api.outbound_address import (
     WINDOWED,
     Target,

@@ -13,7 +13,8 @@ import pytest
 from events.model import ConversationAssigned, ConversationResolved, DecisionReason
 from events.store import StoredEvent
 from router.state import CustomerView, RouterState
-from services.api.access import Custody, customers_reachable, refusal
+from services.api.access import customers_reachable, refusal
+from services.api.custody import Custody
 from services.config import AgentSeed
 from services.embedded_nats import EmbeddedNats
 

@@ -16,8 +16,8 @@ from aiohttp.test_utils import make_mocked_request
 from events.model import ConversationResolved
 from events.store import StoredEvent
 from router.state import RouterState
-from services.api.access import Custody
 from services.api.caught_up import LOG_END, subject_of
+from services.api.custody import Custody
 from services.api.known_conversations import ResolvedUnassigned
 from services.api.readmodel import LiveState
 from services.embedded_nats import EmbeddedNats
