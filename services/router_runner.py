@@ -1,5 +1,6 @@
 """The router process: folds the log into routing state, and while it holds the lease,
 decides and appends. Policy lives in ``router``; this module only moves events and time.
+The leading router's queue gauges: ``services.queue_gauges``.
 
 Protocol: decisions are always made on state that already contains every decision this
 instance appended before. After appending, the runner waits until its own appends have
@@ -32,22 +33,14 @@ from router import snapshot
 from router.decide import decide
 from router.fold import evolve
 from router.policy import RouterPolicy
-from router.queues import queue_depth
 from router.state import RouterState
 from services import collector, tracing
 from services.lease import Lease
 from services.log_end import LogEndWatch
-from services.metrics import (
-    DECIDE_SECONDS,
-    LEADER,
-    OFFERS,
-    QUEUE_DEPTH,
-    QUEUE_OLDEST_WAIT,
-    ROUTING_DECISIONS,
-    measured,
-)
+from services.metrics import DECIDE_SECONDS, LEADER, OFFERS, ROUTING_DECISIONS, measured
 from services.nats_connection import ServiceFailed
 from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
+from services.queue_gauges import QueueGauges
 from services.spacing import Spacing
 from services.state_snapshots import read_state
 
@@ -58,13 +51,6 @@ log = structlog.get_logger(__name__)
 
 SNAPSHOT_NAME = "router"
 MAX_BACKOFF = 5.0  # seconds between lease attempts while NATS is away
-# Queue gauges walk every waiting conversation (router.queues.queue_depth): at most this
-# often, a slice of queues at a time between which the loop folds and decides (in one go,
-# 100,000 waiting stopped it for 0.65 s), and spaced so walking takes at most GAUGES_DUTY
-# of the router's time.
-QUEUE_GAUGES_EVERY = 1.0
-GAUGES_SLICE_S = 0.002
-GAUGES_DUTY = 0.02
 OFFER_OUTCOMES = {
     "AgentOffered": "offered",
     "OfferAccepted": "accepted",
@@ -113,11 +99,12 @@ class RouterRunner:
         self._saving: asyncio.Task[None] | None = None  # a snapshot being stored
         self._snapshot_spacing = Spacing(SNAPSHOT_DUTY)
         self.ready = asyncio.Event()  # caught up with the log as it stood at start
-        self._queue_keys: set[tuple[str, str]] = set()
         # Tracing on: the trace context of each conversation's latest traced event, which a
         # decision on that conversation continues (oldest forgotten first).
         self._traces: OrderedDict[str, Mapping[str, str]] = OrderedDict()
         self.leading = asyncio.Event()
+        # Walked while leading (services.queue_gauges), of the state as it is at each walk.
+        self.queue_gauges = QueueGauges(lambda: self.state, lambda: self.clock(), self.leading)
 
     # -- state ----------------------------------------------------------------------
 
@@ -251,50 +238,6 @@ class RouterRunner:
         self.decisions_appended += stood
         return stood
 
-    async def _queue_gauges_forever(self) -> None:
-        """Waiting conversations and the oldest wait per queue while leading, walked a slice
-        at a time (``GAUGES_SLICE_S``), at most every ``QUEUE_GAUGES_EVERY`` and spaced so the
-        walk takes at most ``GAUGES_DUTY`` of the time."""
-        while True:
-            began = time.monotonic()
-            spent = await self._walk_queue_gauges() if self.leading.is_set() else 0.0
-            elapsed = time.monotonic() - began
-            await asyncio.sleep(max(QUEUE_GAUGES_EVERY, spent / GAUGES_DUTY) - elapsed)
-
-    async def _walk_queue_gauges(self) -> float:
-        """One walk over every queue; returns the CPU seconds it took (its slices)."""
-        now_ts = self.clock().timestamp()
-        seen: set[tuple[str, str]] = set()
-        spent = 0.0
-        slice_began = time.perf_counter()
-        for key in list(self.state.queues):
-            signature = self.state.queue_signatures.get(key)
-            if signature is not None:
-                waiting, oldest = queue_depth(self.state, key, now_ts)
-                if waiting:
-                    labels = (key, signature.channel)
-                    seen.add(labels)
-                    self._queue_keys.add(labels)  # so a stand-down mid-walk clears it too
-                    QUEUE_DEPTH.labels(*labels).set(waiting)
-                    QUEUE_OLDEST_WAIT.labels(*labels).set(oldest)
-            if time.perf_counter() - slice_began >= GAUGES_SLICE_S:
-                spent += time.perf_counter() - slice_began
-                await asyncio.sleep(0)  # the loop folds and decides in between
-                if not self.leading.is_set():
-                    return spent  # stood down: _stand_down cleared the gauges
-                slice_began = time.perf_counter()
-        spent += time.perf_counter() - slice_began
-        self._clear_queue_gauges(keep=seen)
-        return spent
-
-    def _clear_queue_gauges(self, keep: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> None:
-        """Drop this runner's queue series that are gone (all of them when it stops leading):
-        the registry is per process, and a stale gauge would read as a queue still waiting."""
-        for labels in self._queue_keys - keep:
-            QUEUE_DEPTH.remove(*labels)
-            QUEUE_OLDEST_WAIT.remove(*labels)
-        self._queue_keys = self._queue_keys & keep
-
     # -- the loop -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -318,7 +261,7 @@ class RouterRunner:
         # this one a router outage looked, on /metrics, like nobody waiting (found by an audit).
         LEADER.labels("router", self.instance_id).set(0)
         measured(DECIDE_SECONDS)  # the router's histogram, exported by routers alone
-        gauges = asyncio.create_task(self._queue_gauges_forever(), name="router-queue-gauges")
+        gauges = asyncio.create_task(self.queue_gauges.forever(), name="router-queue-gauges")
         try:
             while not stop.is_set():
                 await tail.wait(timeout=self.tick)  # wake on an event or a tick
@@ -384,7 +327,7 @@ class RouterRunner:
                     with skipping("router.lease_release"):
                         await lease.release()
             self.leading.clear()
-            self._clear_queue_gauges()
+            self.queue_gauges.clear()
             with contextlib.suppress(KeyError):
                 LEADER.remove("router", self.instance_id)
             if gc_before is not None:
@@ -404,4 +347,4 @@ class RouterRunner:
         log.warning("router.standing_down", instance=self.instance_id, reason=reason)
         self.leading.clear()
         LEADER.labels("router", self.instance_id).set(0)
-        self._clear_queue_gauges()
+        self.queue_gauges.clear()
