@@ -7,7 +7,8 @@ sequence as the expected one, so a stale view gets a conflict, never a wrong wri
 It starts from a snapshot of itself (``services.api.view_snapshot``) when there is a usable
 one, reads the log after it with a reader that never skips (``services.api.logreader``), and
 says whether it has caught up with the log as it stood at start (``caught_up``): the API
-listens at once and answers 503 until then (``services.api.readiness``).
+listens at once and answers 503 until then (``services.api.readiness``). A live stream follows
+what it applies through a ``Listener`` (``services.api.view_listener``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from router.fold import evolve
 from router.state import RouterState, reading_only
 from services.api import view_snapshot
 from services.api.logreader import LogReader
+from services.api.view_listener import Listener
 from services.spacing import Spacing
 
 log = structlog.get_logger(__name__)
@@ -65,40 +67,6 @@ class _FoldEntry:
     refeed_from: Callable[[], int] | None
     refeed_subjects: Callable[[], dict[str, int]] | None = None
     needs_the_past: bool = True
-
-
-class Listener:
-    """Every event the live view applies after ``LiveState.listen()``, in order, for one
-    reader (a live stream). Bounded: a reader that falls ``limit`` events behind is cut off
-    (``overflowed``) rather than holding the process's memory; it resumes from the log."""
-
-    def __init__(self, owner: LiveState, limit: int) -> None:
-        self._owner = owner
-        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(limit)
-        self.overflowed = False
-
-    def offer(self, stored: StoredEvent) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(stored)
-        except asyncio.QueueFull:
-            self.overflowed = True
-
-    async def next(self, timeout: float) -> StoredEvent | None:
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
-
-    def drain(self) -> list[StoredEvent]:
-        out: list[StoredEvent] = []
-        while not self.queue.empty():
-            out.append(self.queue.get_nowait())
-        return out
-
-    def close(self) -> None:
-        self._owner._listeners.discard(self)
 
 
 class LiveState:
@@ -164,7 +132,7 @@ class LiveState:
     def listen(self, limit: int = 10_000) -> Listener:
         """Events applied from now on (after ``position``), for a reader that follows the log
         without a consumer of its own on the server."""
-        listener = Listener(self, limit)
+        listener = Listener(self._listeners, limit)
         self._listeners.add(listener)
         return listener
 
