@@ -66,12 +66,12 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
         # expected one, or every one of them would conflict until the next event we know.
         if type(event) is UnknownEvent and event.type not in state.skipped_types:
             state.skipped_types[event.type] = seq  # a newer writer's: see router.snapshot.load
-        known = _conversation_for(state, subject, create=False)
+        known = _conversation_for(state, subject, create=False)[1]
         if known is not None:
             known.subject_seq = seq
         return state
     kind = type(event)
-    conversation = _conversation_for(state, subject, create=kind in _CREATING)
+    conversation_id, conversation = _conversation_for(state, subject, create=kind in _CREATING)
     if conversation is not None:
         conversation.subject_seq = seq
         repeat = kind in replays.REMEMBERED and replays.folded_before(conversation, event)
@@ -82,7 +82,6 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
     if not repeat and kind in _APPLIED:
         _apply(state, conversation, event)
     if conversation is not None:
-        conversation_id = subject.rsplit(".", 1)[1]
         index.touched(state, conversation_id, conversation)
     if repeat:
         count_skip(REPEATED)  # nothing changed: no timer went stale either
@@ -126,20 +125,26 @@ _APPLIED: frozenset[type] = _TIMED | {
 }
 
 
-def _conversation_for(state: RouterState, subject: str, *, create: bool) -> ConversationView | None:
-    """The view of the conversation the subject names. Only an opening or a routing request
-    creates one: a reply delivered after the conversation was resolved (and dropped) must
-    not bring it back, nor an opening or routing request of a resolved one (a conversation
-    is never opened again: that is a re-published event)."""
-    parsed = subjects.parse_conversation_subject(subject)
-    if parsed is None or parsed[1] == subjects.CUSTOMER_SCOPE:
-        return None
-    customer_id, conversation_id = parsed
+# ``subjects.parse_conversation_subject`` with the prefix tested first (one split per event).
+_CONVERSATION_PREFIX = "rd.evt.c."
+
+
+def _conversation_for(state: RouterState, subject: str, *, create: bool) -> tuple[str, ConversationView | None]:
+    """The id and view of the conversation the subject names (("", None): none). Only an
+    opening or a routing request creates one: a reply delivered after the conversation was
+    resolved (and dropped) must not bring it back, nor an opening or routing request of a
+    resolved one (a conversation is never opened again: that is a re-published event)."""
+    if not subject.startswith(_CONVERSATION_PREFIX):
+        return "", None
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[4] == subjects.CUSTOMER_SCOPE:
+        return "", None
+    customer_id, conversation_id = parts[3], parts[4]
     found = state.conversations.get(conversation_id)
     if found is None and create and not replays.was_resolved(state.customers.get(customer_id), conversation_id):
         found = ConversationView(customer_id=customer_id)
         state.conversations[conversation_id] = found
-    return found
+    return conversation_id, found
 
 
 def _agent(state: RouterState, agent_id: str) -> AgentView:

@@ -84,8 +84,14 @@ def current_entry(state: RouterState, entry: AgentEntry, channel: str) -> AgentE
 
 def rank_now(agent: AgentView) -> tuple[float, float]:
     """The agent's changing part of its place in a free-agent heap: occupancy, then last work."""
+    # ``AgentView.occupancy`` written out: the fold asks this around every load change.
+    profile = agent.profile
+    total = sum(profile.capacity.values())
+    cap = profile.max_total
+    if cap is not None and cap < total:
+        total = cap
     when = agent.last_work_at
-    return agent.occupancy(), (when.timestamp() if when else 0.0)
+    return (sum(agent.load.values()) / total if total > 0 else 1.0), (when.timestamp() if when else 0.0)
 
 
 class LoadMark(NamedTuple):
@@ -117,7 +123,13 @@ def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: Lo
     free = agent.free_channels()
     keys = keys_by_channel(state, agent_id, agent)
     rank = rank_now(agent)
-    if rank >= before.rank and all(channel in before.free for channel in free):
+    worse = rank >= before.rank
+    if worse:
+        for channel in free:
+            if channel not in before.free:
+                worse = False  # room it did not have: filed there below
+                break
+    if worse:
         free_agents = state.free_agents
         ranks: Ranks = {agent_id: rank}
         for channel in before.free:
@@ -135,7 +147,7 @@ def load_changed(state: RouterState, agent_id: str, agent: AgentView, before: Lo
             if channel not in free:
                 for key, _ in keys.get(channel, ()):
                     _free_gone(state, key, channel, agent_id)
-        _file_free(state, agent_id, agent, free, keys, counted=before.free)
+        _file_free(state, agent_id, agent, free, keys, counted=before.free, rank=rank)
     if free:
         state.pending.agents.add(agent_id)
 
@@ -202,12 +214,13 @@ def _file_free(
     keys: ChannelKeys,
     *,
     counted: tuple[str, ...] = (),
+    rank: tuple[float, float] | None = None,
 ) -> None:
     """Push the agent's entries (current version and rank) under every key of the channels it
-    has room on; ``counted``: channels whose live counts already include it (they stay)."""
-    occupancy, last = rank_now(agent)
+    has room on; ``counted``: channels whose live counts already include it (they stay);
+    ``rank``: ``rank_now(agent)`` when the caller has it."""
+    occupancy, last = rank if rank is not None else rank_now(agent)
     entries: dict[int, AgentEntry] = {}
-    ranks: Ranks = {agent_id: (occupancy, last)}
     free_agents, free_live, version = state.free_agents, state.free_live, agent.version
     for channel in free:
         recount = channel not in counted
@@ -233,7 +246,7 @@ def _file_free(
                     return agent_valid(state, e, channel)
 
                 heaps.compact(heap, valid, live)
-                settle_top(state, heap, channel, ranks)
+                settle_top(state, heap, channel, {agent_id: (occupancy, last)})
             # Else the top is the entry just pushed, or the one before, which the fold keeps
             # live and ranked as its agent is (``settle_top``): nothing to prune.
 

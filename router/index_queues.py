@@ -182,9 +182,16 @@ def tidy_timers(state: RouterState) -> None:
             break
         heapq.heappop(offers)
     _drop_stale_tops(conversations, state.held_timers)
-    emptied = [step for step, timers in state.step_timers.items() if not _drop_stale_tops(conversations, timers)]
-    for step in emptied:
-        del state.step_timers[step]
+    step_timers = state.step_timers
+    emptied: list[int] | None = None
+    for step, timers in step_timers.items():
+        if not _drop_stale_tops(conversations, timers):
+            if emptied is None:
+                emptied = []
+            emptied.append(step)
+    if emptied is not None:
+        for step in emptied:
+            del step_timers[step]
 
 
 def _drop_stale_tops(conversations: dict[str, ConversationView], timers: list[Entry]) -> bool:

@@ -262,12 +262,13 @@ class RouterState(msgspec.Struct, kw_only=True, dict=True):
 
     @property
     def pending(self) -> PendingWork:
-        if self.for_reading:
+        found = self.__dict__  # ``for_reading`` read here directly: the fold asks on every event
+        if found.get("_for_reading", False):
             return PendingWork()  # decide never runs here: its marks would only pile up
-        work = self.__dict__.get("_pending")
+        work = found.get("_pending")
         if work is None:
             work = PendingWork()
-            self.__dict__["_pending"] = work
+            found["_pending"] = work
         return cast(PendingWork, work)
 
     @property
