@@ -1,5 +1,6 @@
 """Conformance kit for connector authors: subclass ``ConnectorConformance`` (see ``connectors/README.md``)."""
 
+from .harness import Harness, SampleRequest
 from .helpers import (
     FakeProvider,
     Published,
@@ -9,7 +10,7 @@ from .helpers import (
     read_outcomes,
     wait_for_outcome,
 )
-from .kit import ConnectorConformance, Harness, SampleRequest
+from .kit import ConnectorConformance
 
 __all__ = [
     "ConnectorConformance",

