@@ -214,6 +214,7 @@ class PlannedStore:
                 yield ExecuteMany(
                     sql.upsert_customer, [codec.customer_row(redact_customer(codec.row_customer(found[0])))]
                 )
+        yield from sql.forget_search()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -301,11 +302,16 @@ class PlannedStore:
     async def customers(
         self, *, q: str | None = None, tier: str | None = None, limit: int = 100
     ) -> list[CustomerSummary]:
-        return await self._query(
-            Fetch(*self.sql.customer_list(q, tier, limit)),
-            lambda rows: [msgspec.structs.replace(self.rows.row_customer(r), merged_into=r[12]) for r in rows],
-            read=self._search if q else None,
-        )
+        def found(rows: Rows) -> list[CustomerSummary]:
+            return [msgspec.structs.replace(self.rows.row_customer(r), merged_into=r[12]) for r in rows]
+
+        if not q:
+            return await self._query(Fetch(*self.sql.customer_list(q, tier, limit)), found)
+
+        def plan() -> Plan[list[CustomerSummary]]:
+            return found((yield from self.sql.customer_search(q, tier, limit)))
+
+        return await self._search(plan())
 
     async def dump(self) -> dict[str, list[tuple[object, ...]]]:
         def plan() -> Plan[dict[str, list[tuple[object, ...]]]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -30,6 +31,10 @@ from services.timelines.base import PlannedStore
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
 from services.timelines.rowmap import ENTRY_COLUMNS, RowCodec
+from services.timelines.search_pg import TABLE as SEARCH_TABLE
+from services.timelines.search_pg import build as build_search
+from services.timelines.search_pg import ensure_index as ensure_search
+from services.timelines.search_pg import search_plan
 from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, each, run_async, send
 from services.timelines.store import TimelineStore
 
@@ -131,6 +136,10 @@ class PostgresSql(Sql):
 
     def __init__(self, schema: str) -> None:
         super().__init__({name: f"{quoted(schema)}.{name}" for name in TABLES})
+        self.schema = quoted(schema)
+
+    def customer_search(self, q: str, tier: str | None, limit: int) -> Plan[Rows]:
+        return search_plan(self, self.schema, q, tier, limit)  # through pg_trgm (search_pg.py)
 
     def in_ids(self, column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
         # One id (the usual case for a timeline): a plain index range scan.
@@ -266,6 +275,9 @@ class PostgresTimelineStore(PlannedStore):
             self._check_open()
             if self._search_conn is None or self._search_conn.closed or self._search_conn.broken:
                 self._search_conn = await self._connect(self.dsn, True)
+                # A search's plan depends on its text (a rare one through the trigram index, a
+                # common one by a scan): never one generic plan for every text.
+                await self._search_conn.execute("SET plan_cache_mode = force_custom_plan")
             async with self._search_conn.cursor() as cur:
                 return await run_async(plan, lambda step: _execute(cur, step))
 
@@ -290,7 +302,11 @@ class PostgresTimelineStore(PlannedStore):
         stay in freed page space and in PostgreSQL's WAL until reused; see the README.)"""
         async with self._lock:
             conn = await self._connection()
-            for table in (self.sql.timeline, self.sql.customers):
+            cur = await conn.execute("SELECT to_regclass(%s)", (f"{quoted(self.schema)}.{SEARCH_TABLE}",))
+            row = await cur.fetchone()
+            search = [f"{quoted(self.schema)}.{SEARCH_TABLE}"] if row and row[0] else []
+            # The search table too: its old rows (and their GIN entries) held the erased addresses.
+            for table in (self.sql.timeline, self.sql.customers, *search):
                 try:
                     await conn.execute(f"VACUUM {table}")
                 except psycopg.Error as err:  # e.g. not the table owner: the rows are redacted all the same
@@ -331,6 +347,10 @@ class PostgresTimelineStore(PlannedStore):
         # keeps them), built before the swap so its lock is held no longer than before.
         shadow = quoted(fresh.schema)
         await self._write(each(Execute(stmt.format(s=shadow)) for stmt in SECONDARY_INDEXES))
+        async with self._lock:  # the customer search's index, once, from the copy's customers
+            conn = await self._connection()
+            async with conn.transaction():
+                await build_search(conn, fresh.schema)
         return await self._write(self._swap(fresh.schema))
 
     def _swap(self, shadow: str) -> Plan[int]:
@@ -366,3 +386,9 @@ async def _ensure_schema(dsn: str, schema: str) -> None:
         if fresh:
             # Rows from an older Relaydesk without a meta table have no version: stale.
             await conn.execute(PostgresSql(schema).insert_fold_version, (str(FOLD_VERSION),))
+        started = time.monotonic()
+        if await ensure_search(conn, schema):
+            cur = await conn.execute(f"SELECT count(*) FROM {s}.customers")
+            row = await cur.fetchone()
+            count = row[0] if row else 0
+            log.info("timelines.search_index_built", customers=count, seconds=round(time.monotonic() - started, 2))

@@ -21,7 +21,7 @@ from services.timelines.rowmap import (
     column_names,
 )
 from services.timelines.rows import search_form
-from services.timelines.steps import Execute, Fetch, Plan, Step
+from services.timelines.steps import Execute, Fetch, Plan, Rows, Step
 from services.timelines.store import DEFAULT_KEY
 
 TABLES = ("timeline", "conversations", "checkpoints", "customers", "meta", "customer_links")
@@ -228,9 +228,18 @@ class Sql:
             Fetch(f"SELECT survivor_id FROM {self.links} WHERE merged_id = {p}", (customer_id,)),
         ]
 
-    def customer_list(self, q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
+    def customer_list(
+        self, q: str | None, tier: str | None, limit: int, within: tuple[str, list[Any]] | None = None
+    ) -> tuple[str, list[Any]]:
+        """The customers whose search text holds ``q`` (``search_form``), of ``tier``, newest
+        activity first. ``within``: a condition (and its arguments) that narrows the rows to
+        read first, from a search index (``search.py``); the substring test stays, so the rows
+        are those of the scan whatever the index answers."""
         where: list[str] = []
         args: list[Any] = []
+        if within is not None:
+            where.append(within[0])
+            args += within[1]
         if q:
             where.append(f"{self.contains}(search, {self.param}) > 0")
             args.append(search_form(q))
@@ -245,6 +254,15 @@ class Sql:
             sql += " WHERE " + " AND ".join(where)
         args.append(max(0, limit))
         return sql + f" ORDER BY last_activity_at DESC{self.nulls_last}, customer_id LIMIT {self.param}", args
+
+    def customer_search(self, q: str, tier: str | None, limit: int) -> Plan[Rows]:
+        """``customer_list`` with ``q``: a scan here; a backend with a search index overrides it."""
+        rows: Rows = yield Fetch(*self.customer_list(q, tier, limit))
+        return rows
+
+    def forget_search(self) -> Plan[None]:
+        """In an erasure's transaction: make a search index let go of the old text (none here)."""
+        yield from ()
 
     def dump(self) -> dict[str, str]:
         return {

@@ -36,6 +36,7 @@ from services.timelines.fold import FOLD_VERSION
 from services.timelines.queries import SHADOW, TABLES, Sql
 from services.timelines.rowmap import RowCodec, iso_many, text_entry_rows
 from services.timelines.rows import TimelineEntry
+from services.timelines.search import SqliteSql, count_customers, drop_index, ensure_index, fts_available
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
 from services.timelines.store import TimelineStore
 
@@ -185,7 +186,7 @@ ROWS = SqliteRows()
 
 
 def _sql(suffix: str) -> Sql:
-    return Sql({name: name + suffix for name in TABLES})
+    return SqliteSql(suffix)
 
 
 def _transaction(conn: sqlite3.Connection, plan: Plan[T]) -> T:
@@ -259,7 +260,13 @@ class SqliteTimelineStore(PlannedStore):
         # The writer's page cache: large batches touch pages all over the timeline's key
         # (customer, seq); 64 MiB keeps a rebuild's working set in memory (default 2 MiB).
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-        _transaction(conn, _ensure_schema(suffix))
+        started = time.monotonic()
+        if _transaction(conn, _ensure_schema(suffix, search=not suffix and fts_available(conn))):
+            log.info(
+                "timelines.search_index_built",
+                customers=count_customers(conn),
+                seconds=round(time.monotonic() - started, 2),
+            )
         return conn
 
     @staticmethod
@@ -358,9 +365,13 @@ class SqliteTimelineStore(PlannedStore):
     def _swap(self, fresh: Sql) -> Plan[int]:
         yield from _create_indexes(SHADOW)
         seq = yield from self.sql.carry_checkpoints(fresh)
+        yield from drop_index()  # the live customers' search index (its triggers go with the table)
         for name in TABLES:
             yield Execute(f"DROP TABLE IF EXISTS {name}")
             yield Execute(f"ALTER TABLE {name}{SHADOW} RENAME TO {name}")
+        if fts_available(self._conn):
+            # Built once from the copy's customers (the rebuild wrote them without it).
+            yield from ensure_index()
         return seq
 
 
@@ -439,8 +450,9 @@ def _add_missing_indexes(table: str, statements: list[str], columns: set[str]) -
             yield Execute(stmt)
 
 
-def _ensure_schema(suffix: str) -> Plan[None]:
-    """Create the tables that are missing, add the columns older files lack."""
+def _ensure_schema(suffix: str, *, search: bool = False) -> Plan[bool]:
+    """Create the tables that are missing, add the columns older files lack, and with
+    ``search`` the customer search's index (``search.py``); whether that was built now."""
     created: set[str] = set()
     for table, statements in _schema(suffix, uuid.uuid4().hex[:8]).items():
         exists = yield Fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
@@ -459,3 +471,4 @@ def _ensure_schema(suffix: str) -> Plan[None]:
     if "timeline" + suffix in created:
         # Rows from an older Relaydesk without a meta table have no version: stale.
         yield Execute(_sql(suffix).insert_fold_version, (str(FOLD_VERSION),))
+    return (yield from ensure_index(suffix)) if search else False

@@ -540,14 +540,15 @@ class StoreContract:
         s = Script(new_id("cu"), new_id("cv"))
         await ts.apply(Seq(gap=1)([s.created(), *s.full()]))
         held, release = await self.hold_searches(ts)
-        search = asyncio.create_task(ts.customers(q="nobody by this name"))
+        # A text that finds the customer: with the index, a search that finds nothing reads no row.
+        search = asyncio.create_task(ts.customers(q=s.customer))
         try:
             await held()
             entries = await asyncio.wait_for(ts.timeline(s.customer, limit=5), 10)
             assert len(entries) == 5 and not search.done()
         finally:
             await release()
-        assert await asyncio.wait_for(search, 30) == []
+        assert [c.customer_id for c in await asyncio.wait_for(search, 30)] == [s.customer]
 
 
 class TestSqliteStore(StoreContract):
@@ -603,8 +604,8 @@ class TestSqliteStore(StoreContract):
             conn.create_function("held_here", 0, wait_here)
         listing = ts.sql.customer_list
 
-        def held_list(q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
-            sql, args = listing(q, tier, limit)
+        def held_list(q: str | None, tier: str | None, limit: int, *within: Any) -> tuple[str, list[Any]]:
+            sql, args = listing(q, tier, limit, *within)
             return sql.replace(" WHERE ", " WHERE held_here() = 1 AND ", 1), args
 
         ts.sql.customer_list = held_list  # type: ignore[method-assign]
@@ -653,8 +654,8 @@ class TestPostgresStore(StoreContract):
         await holder.execute("SELECT pg_advisory_lock(%s)", (key,))
         listing = ts.sql.customer_list
 
-        def held_list(q: str | None, tier: str | None, limit: int) -> tuple[str, list[Any]]:
-            sql, args = listing(q, tier, limit)
+        def held_list(q: str | None, tier: str | None, limit: int, *within: Any) -> tuple[str, list[Any]]:
+            sql, args = listing(q, tier, limit, *within)
             wait = f"(SELECT 1 FROM (SELECT pg_advisory_lock_shared({key})) AS held) = 1 AND "
             return sql.replace(" WHERE ", " WHERE " + wait, 1), args
 
