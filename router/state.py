@@ -24,8 +24,15 @@ AGENT_STATUSES = ("available", "away", "offline")
 # 'resolved' is only ever seen on the view the fold is about to drop.
 CONVERSATION_STATUSES = ("new", "waiting", "offered", "assigned", "resolved")
 
+# The views below are untracked by the garbage collector (``gc=False``): they hold strings,
+# numbers, times, events' structs and containers of those, never a view or the state, so they
+# can be in no reference cycle and reference counting frees them. Tracked, every conversation
+# and customer the router opened counted towards the next young collection (the state only
+# grows between resolutions), and each view carried the collector's header.
+# ``tests/unit/router/test_untracked.py`` holds them to it.
 
-class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
+
+class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     profile: AgentProfile = msgspec.field(default_factory=AgentProfile)
     # 'available' | 'away' | 'offline'; an agent known only by its profile is offline.
     status: str = "offline"
@@ -86,7 +93,7 @@ class AgentView(msgspec.Struct, kw_only=True, omit_defaults=True):
         return sum(self.load.values()) / total if total > 0 else 1.0
 
 
-class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     customer_id: str
     channel: str = "chat"
     # 'new' (opened, no routing request yet) | 'waiting' | 'offered' | 'assigned'
@@ -130,7 +137,7 @@ class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.preferred_agent is not None and not self.preference_dropped
 
 
-class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
+class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     tier: str = "standard"
     flags: tuple[str, ...] = ()
     preferred_language: str | None = None
@@ -149,7 +156,7 @@ class CustomerView(msgspec.Struct, kw_only=True, omit_defaults=True):
     changed_at: datetime | None = None
 
 
-class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class QueueSignature(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The facts that decide who may take a waiting conversation; equal signatures share a queue.
 
     Only facts, no policy: decide turns a signature into effective requirements.
