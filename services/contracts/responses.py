@@ -264,6 +264,9 @@ class UnlinkResult(msgspec.Struct, kw_only=True):
     identity: str
     unlinked: bool  # written now
     already_unlinked: bool  # a retry: the log said so already (the index is made to agree)
+    # The customer's conversations open on the address, resolved by this call (a retry: those
+    # still open, none resolved twice): a reply to one would have gone to the address's new holder.
+    conversations_resolved: int
 
 
 class MergeResult(msgspec.Struct, kw_only=True):

@@ -600,7 +600,8 @@ ROUTES: tuple[Route, ...] = (
         errors={
             400: "invalid address or reason",
             404: "no such customer, or the customer never had that address",
-            409: "the customer was merged into another (survivor): unlink from that one",
+            409: "the customer was merged into another (survivor): unlink from that one; or a conversation"
+            " on the address kept changing (unlinked all the same: ask again to resolve it)",
             410: "the customer was erased",
             503: "the chat history did not answer (unlinked all the same: ask again to finish)",
         },

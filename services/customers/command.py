@@ -275,7 +275,9 @@ async def _operator_action(config: Config, args: argparse.Namespace) -> int:
                     targets=ErasureTargets.from_config(config),
                 )
                 what = "unlinked from" if result["unlinked"] else "was already unlinked from"
-                console.print(escape(f"{result['identity']}: {what} {result['customer_id']}"))
+                resolved = _count(result["conversations_resolved"], "open conversation")
+                line = f"{result['identity']}: {what} {result['customer_id']} ({resolved} on it resolved)"
+                console.print(escape(line))
             else:
                 result = await customers.merge(args.survivor, args.other, "cli")
                 moved = _count(len(result["identities_moved"]), "address")

@@ -9,11 +9,14 @@ customer; what came from it before stays this customer's (their conversations, t
 an erasure of them included). A chat address's web chat history (``RD_CHAT``) is kept per
 address, and the widget shows it to whoever holds the visitor id next: the family's frames are
 taken from it last (``unlink_chat``: as an erasure picks them, ``erase_match.chat_frames_of``),
-another customer's stay.
+another customer's stay. Before that, the family's conversations still open on the address are
+resolved (``unlink_conversations``): an agent's reply to one would go to whoever holds the
+address now.
 
 Safe to retry: the log is written first, so a retry after a crash finds the address unlinked
-and only finishes the index and the chat history (``already_unlinked``). A message intake
-resolved just before the index changed still lands on this customer: the same window as a link's.
+and only finishes the index, the conversations and the chat history (``already_unlinked``). A
+message intake resolved just before the index changed still lands on this customer: the same
+window as a link's (a conversation it opened on the address is resolved by asking again).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from services.addresses import InvalidAddress, mask
 from services.customers.erase import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.customers.unlink_chat import purge_chat_frames
+from services.customers.unlink_conversations import resolve_on_address
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +48,9 @@ async def unlink(
     targets: ErasureTargets | None = None,
 ) -> dict[str, Any]:
     """Take ``raw_identity`` away from ``customer_id``'s family. 404 when the family never had
-    it; 409 for a customer merged into another (unlink from the survivor); 410 once erased; 503
-    when the chat history did not answer (unlinked all the same: ask again to finish).
+    it; 409 for a customer merged into another (unlink from the survivor), or when a conversation
+    on the address kept changing; 410 once erased; 503 when the chat history did not answer
+    (unlinked all the same for both: ask again to finish).
     ``targets``: where the chat connector keeps its history (the defaults otherwise)."""
     check_customer_id(customer_id)
     try:
@@ -66,8 +71,13 @@ async def unlink(
     index_cleared = False
     for member in family:
         index_cleared = await customers.directory.forget_if(identity, member) or index_cleared
+    # After the index (a message from the address now opens a new customer's conversation, not
+    # one of this family's) and before the chat history (a reply to one until then is purged
+    # with the family's frames). On every call, so a retry after a crash before this point
+    # finishes it; what is resolved already is not resolved again.
+    resolved = await resolve_on_address(customers, family, identity, actor)
     # After the index: a message from the address now makes a new customer, whose frames stay.
-    # On every call, so a retry after a crash before this point finishes it.
+    # On every call too.
     chat_frames = await purge_chat_frames(customers, family, identity, targets or ErasureTargets())
     log.info(
         "customers.unlinked",
@@ -75,6 +85,7 @@ async def unlink(
         identity=mask(identity),
         new=bool(written),
         index_cleared=index_cleared,
+        conversations_resolved=resolved,
         chat_frames_removed=chat_frames,
     )
     return {
@@ -82,6 +93,7 @@ async def unlink(
         "identity": identity,
         "unlinked": bool(written),
         "already_unlinked": not written,
+        "conversations_resolved": resolved,
     }
 
 

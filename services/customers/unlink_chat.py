@@ -2,11 +2,14 @@
 
 The history is kept per address (a visitor or user id), not per customer: left as it was, the
 address's next holder saw the earlier customer's messages and replies in the widget, and their
-export listed them. ``services.customers.unlink`` calls ``purge_chat_frames`` after the log and
-the index: the frames are told apart as an erasure tells them (``erase_match.chat_frames_of``:
-the family's messages by provider message id, its replies by reply id, its conversations'
-``closed`` notices), so a frame another customer wrote on the address stays. Each goes by
-sequence with JetStream's secure erase (``ChatHistory.erase``), as an erasure's do.
+export listed them. ``services.customers.unlink`` calls ``purge_chat_frames`` after the log, the
+index and the resolution of the family's conversations open on the address (no agent can reply
+to one once this has run; a reply queued before, and the resolved notice, may still land after
+it: see the customers README). The frames are told apart as an erasure tells them
+(``erase_match.chat_frames_of``: the family's messages by provider message id, its replies by
+reply id, its conversations' ``closed`` notices), so a frame another customer wrote on the
+address stays. Each goes by sequence with JetStream's secure erase (``ChatHistory.erase``), as
+an erasure's do.
 
 Running it again removes nothing more, so the unlink runs it on every call, a retry included.
 No history stream (the chat connector is not deployed) is no frame to remove.
