@@ -28,7 +28,7 @@ import structlog
 from events.model import IdentityUnlinked
 from events.store import ConcurrencyError
 from services.addresses import InvalidAddress, mask
-from services.customers.erase import ErasureTargets
+from services.customers.erase_report import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.customers.unlink_chat import purge_chat_frames
 from services.customers.unlink_conversations import resolve_on_address

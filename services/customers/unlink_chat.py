@@ -21,8 +21,8 @@ from collections.abc import Iterable
 
 from connectors.chat.history import ChatHistory, HistoryUnavailable
 from events.model import ConversationOpened, MessageReceived, ReplyRequested
-from services.customers.erase import ErasureTargets
 from services.customers.erase_match import Family, chat_frames_of
+from services.customers.erase_report import ErasureTargets
 from services.customers.service import CustomerError, Customers
 
 

@@ -5,7 +5,8 @@ A table of its own, ``customer_search (customer_id, search)``, with a ``pg_trgm`
 ``search``, kept by triggers on ``customers`` that write it only when a row is inserted or
 deleted or its ``search`` value changes. Not a GIN index on ``customers.search`` itself: the
 customers table is indexed on ``last_activity_at``, which nearly every event moves, so its
-updates that move it are not HOT (an index column changed) and each would insert every trigram of the row into the GIN index again.
+updates that move it are not HOT (an index column changed) and each would insert every trigram
+of the row into the GIN index again.
 A search reads ``customer_search`` through ``LIKE`` (what the trigram index serves) for the ids
 of at most ``search.CANDIDATES`` matches, then reads those customers with the substring test
 kept, so it finds what the scan finds.
