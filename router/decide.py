@@ -241,10 +241,12 @@ def _fill_agent(rnd: Round, agent_id: str, agent: AgentView) -> None:
         if conv.is_held() and _preferred_counts(rnd, conv, eff):
             _give_to_preferred(rnd, conversation_id, conv, eff)
     # Across channels too, the most urgent work first (an overall cap makes channels compete).
+    capacity, load = agent.profile.capacity, agent.load
     while not rnd.full():
         best: Candidate | None = None
-        for channel in agent.profile.capacity:
-            if rnd.room(agent_id, agent, channel) > 0:
+        for channel, slots in capacity.items():
+            # ``Round.room``'s first test inlined: a freed agent is full on most channels.
+            if slots - load.get(channel, 0) > 0 and rnd.room(agent_id, agent, channel) > 0:
                 found = best_waiting_for(rnd, agent_id, agent, channel)
                 if found is not None and (best is None or found.rank < best.rank):
                     best = found
@@ -269,6 +271,8 @@ def _route_queues(rnd: Round, work: PendingWork) -> None:
     state = rnd.state
     todo, work.queues = work.queues, set()
     heads: list[tuple[tuple[int, float, float, str], str]] = []
+    # The ranks only order the queues: one queue (a round after an arrival) needs none.
+    alone = len(todo) == 1
     for key in todo:
         queue = state.queues.get(key)
         if not queue:
@@ -277,9 +281,13 @@ def _route_queues(rnd: Round, work: PendingWork) -> None:
         head: Entry | None = queue[0]
         if not conversation_valid(state, queue[0]):
             head = next((e for e in in_order(queue) if conversation_valid(state, e)), None)
-        if head is not None:
-            conv = state.conversations[head[1]]
-            heads.append((rnd.rank(conv, state.queue_signatures[key], rnd.queue_effective(key), head[1]), key))
+        if head is None:
+            continue
+        if alone:
+            heads.append((_UNRANKED, key))
+            continue
+        conv = state.conversations[head[1]]
+        heads.append((rnd.rank(conv, state.queue_signatures[key], rnd.queue_effective(key), head[1]), key))
     heads.sort()
     for n, (_, key) in enumerate(heads):
         if rnd.full():
@@ -287,6 +295,9 @@ def _route_queues(rnd: Round, work: PendingWork) -> None:
             return
         if _route_queue(rnd, key) > 0:
             work.queues.add(key)  # looked at again once these decisions are folded
+
+
+_UNRANKED = (0, 0.0, 0.0, "")
 
 
 def _route_queue(rnd: Round, key: str) -> int:

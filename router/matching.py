@@ -297,6 +297,15 @@ def _search_bucket(
         )
         if not heap:
             continue
+        if len(heap) == 1:
+            # The usual heap here (one agent with room under the key): its one entry as the
+            # agent ranks now is what the walk below would yield, without two generators.
+            only = current_entry(rnd.state, heap[0], eff.channel)
+            if only is not None:
+                agent = rnd.state.agents[only[3]]
+                if _eligible(rnd, only[3], agent, eff, conv):
+                    return only[3], agent, level
+            continue
         for looked, entry in enumerate(_free_in_order(rnd.state, heap, eff.channel), start=1):
             agent = rnd.state.agents[entry[3]]
             if _eligible(rnd, entry[3], agent, eff, conv):
