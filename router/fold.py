@@ -14,7 +14,9 @@ The fold records facts only; policy is applied by ``router.decide``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -156,6 +158,13 @@ def _agent(state: RouterState, agent_id: str) -> AgentView:
 
 
 def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -> None:
+    if conv is not None:
+        # The facts of every routed conversation, by their exact type: the match below tries
+        # its cases one after another, and these came after most of them.
+        on_conversation = _ON_CONVERSATION.get(type(event))
+        if on_conversation is not None:
+            on_conversation(state, conv, event)
+            return
     match event:
         case AgentProfileUpdated():
             agent = _agent(state, event.agent_id)
@@ -194,11 +203,7 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
         case _ if conv is None:
             return
         case ConversationOpened():
-            conv.customer_id = event.customer_id
-            conv.channel = event.channel
-            conv.public = event.public
-            conv.opened_at = event.at
-            customers.survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
+            _opened(state, conv, event)
         case RoutingRequested():
             _routing_requested(state, event.conversation_id, conv, event)
         case ConversationLanguageChanged():
@@ -208,26 +213,11 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             if conv.status == "waiting":
                 index.requeue(state, event.conversation_id, conv)
         case AgentOffered():
-            _take(state, event.conversation_id, conv, event.agent_id, event.at)
-            conv.status = "offered"
-            conv.offer_expires_at = event.expires_at
-            conv.reason = event.reason
-            index.offer_made(state, event.conversation_id, conv)
+            _offered(state, conv, event)
         case ConversationAssigned():
-            if conv.agent_id != event.agent_id:
-                _take(state, event.conversation_id, conv, event.agent_id, event.at)
-            conv.status = "assigned"
-            conv.offer_expires_at = None
-            conv.reason = event.reason
-            _became_owner(state, conv, event.agent_id)
+            _assigned(state, conv, event)
         case OfferAccepted():
-            if conv.status == "offered" and conv.agent_id == event.agent_id:
-                conv.status = "assigned"
-                conv.offer_expires_at = None
-                accepted_by = _agent(state, event.agent_id)
-                accepted_by.expired_in_a_row = 0
-                index.streak_changed(state, event.agent_id, accepted_by)
-                _became_owner(state, conv, event.agent_id)
+            _accepted(state, conv, event)
         case OfferDeclined() | OfferExpired():
             if conv.status == "offered" and conv.agent_id == event.agent_id:
                 agent = _agent(state, event.agent_id)
@@ -261,32 +251,81 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 conv.preferred_is_transfer = False
                 _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationResolved():
-            # Only an agent who took the conversation becomes its case owner, not one merely offered it.
-            holder = (conv.agent_id if conv.status == "assigned" else None) or event.agent_id
-            # Wrap-up: the slot of the agent who held it and is named as resolving it stays taken.
-            wrapping = conv.agent_id if conv.status == "assigned" and conv.agent_id == event.agent_id else None
-            if conv.status in ("waiting",):
-                index.leave_queue(state, event.conversation_id, conv)
-            _drop_holder(state, event.conversation_id, conv)
-            if wrapping is not None:
-                wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
-            conv.status = "resolved"
-            # Its own customer (the subject's) remembers it was resolved, merged or not.
-            replays.resolved(customers.customer(state, conv.customer_id), event.conversation_id)
-            customer = customers.survivor(state, conv.customer_id)
-            customer.open_conversations.discard(event.conversation_id)
-            if holder is not None:
-                customer.last_agent = holder
-                customer.last_agent_resolved_at = event.at
-                index.case_owner_changed(state, customer)
-            # A resolved conversation needs no routing state: what routing still needs (the
-            # case owner) is on the customer. Dropping it keeps memory and snapshots in step
-            # with open work, not with history. A later event on its subject starts a fresh
-            # view whose subject sequence is that event's, which is all a re-route needs.
-            del state.conversations[event.conversation_id]
+            _resolved(state, conv, event)
         case _:
             # Messages, replies, deliveries: only the subject sequence (set above) matters here.
             return
+
+
+def _opened(state: RouterState, conv: ConversationView, event: ConversationOpened) -> None:
+    conv.customer_id = event.customer_id
+    conv.channel = event.channel
+    conv.public = event.public
+    conv.opened_at = event.at
+    customers.survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
+
+
+def _offered(state: RouterState, conv: ConversationView, event: AgentOffered) -> None:
+    _take(state, event.conversation_id, conv, event.agent_id, event.at)
+    conv.status = "offered"
+    conv.offer_expires_at = event.expires_at
+    conv.reason = event.reason
+    index.offer_made(state, event.conversation_id, conv)
+
+
+def _assigned(state: RouterState, conv: ConversationView, event: ConversationAssigned) -> None:
+    if conv.agent_id != event.agent_id:
+        _take(state, event.conversation_id, conv, event.agent_id, event.at)
+    conv.status = "assigned"
+    conv.offer_expires_at = None
+    conv.reason = event.reason
+    _became_owner(state, conv, event.agent_id)
+
+
+def _accepted(state: RouterState, conv: ConversationView, event: OfferAccepted) -> None:
+    if conv.status == "offered" and conv.agent_id == event.agent_id:
+        conv.status = "assigned"
+        conv.offer_expires_at = None
+        accepted_by = _agent(state, event.agent_id)
+        accepted_by.expired_in_a_row = 0
+        index.streak_changed(state, event.agent_id, accepted_by)
+        _became_owner(state, conv, event.agent_id)
+
+
+def _resolved(state: RouterState, conv: ConversationView, event: ConversationResolved) -> None:
+    # Only an agent who took the conversation becomes its case owner, not one merely offered it.
+    holder = (conv.agent_id if conv.status == "assigned" else None) or event.agent_id
+    # Wrap-up: the slot of the agent who held it and is named as resolving it stays taken.
+    wrapping = conv.agent_id if conv.status == "assigned" and conv.agent_id == event.agent_id else None
+    if conv.status in ("waiting",):
+        index.leave_queue(state, event.conversation_id, conv)
+    _drop_holder(state, event.conversation_id, conv)
+    if wrapping is not None:
+        wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
+    conv.status = "resolved"
+    # Its own customer (the subject's) remembers it was resolved, merged or not.
+    replays.resolved(customers.customer(state, conv.customer_id), event.conversation_id)
+    customer = customers.survivor(state, conv.customer_id)
+    customer.open_conversations.discard(event.conversation_id)
+    if holder is not None:
+        customer.last_agent = holder
+        customer.last_agent_resolved_at = event.at
+        index.case_owner_changed(state, customer)
+    # A resolved conversation needs no routing state: what routing still needs (the
+    # case owner) is on the customer. Dropping it keeps memory and snapshots in step
+    # with open work, not with history. A later event on its subject starts a fresh
+    # view whose subject sequence is that event's, which is all a re-route needs.
+    del state.conversations[event.conversation_id]
+
+
+_ON_CONVERSATION: dict[type, Callable[[RouterState, ConversationView, Any], None]] = {
+    ConversationOpened: _opened,
+    RoutingRequested: lambda state, conv, event: _routing_requested(state, event.conversation_id, conv, event),
+    AgentOffered: _offered,
+    ConversationAssigned: _assigned,
+    OfferAccepted: _accepted,
+    ConversationResolved: _resolved,
+}
 
 
 def _routing_requested(
