@@ -267,6 +267,10 @@ class UnlinkResult(msgspec.Struct, kw_only=True):
     # The customer's conversations open on the address, resolved by this call (a retry: those
     # still open, none resolved twice): a reply to one would have gone to the address's new holder.
     conversations_resolved: int
+    # The replies written before the unlink on the customer's conversations on the address (open
+    # or resolved) that had no outcome, taken back by this call: DeliveryFailed on the log ("the
+    # address was unlinked from the customer"), erased from RD_OUTBOUND. A retry: none twice.
+    replies_withdrawn: int
 
 
 class MergeResult(msgspec.Struct, kw_only=True):

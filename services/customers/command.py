@@ -276,7 +276,12 @@ async def _operator_action(config: Config, args: argparse.Namespace) -> int:
                 )
                 what = "unlinked from" if result["unlinked"] else "was already unlinked from"
                 resolved = _count(result["conversations_resolved"], "open conversation")
-                line = f"{result['identity']}: {what} {result['customer_id']} ({resolved} on it resolved)"
+                taken_back = result["replies_withdrawn"]
+                withdrawn = f"{taken_back} unsent {'reply' if taken_back == 1 else 'replies'}"
+                line = (
+                    f"{result['identity']}: {what} {result['customer_id']}"
+                    f" ({resolved} on it resolved, {withdrawn} taken back)"
+                )
                 console.print(escape(line))
             else:
                 result = await customers.merge(args.survivor, args.other, "cli")

@@ -11,12 +11,15 @@ address, and the widget shows it to whoever holds the visitor id next: the famil
 taken from it last (``unlink_chat``: as an erasure picks them, ``erase_match.chat_frames_of``),
 another customer's stay. Before that, the family's conversations still open on the address are
 resolved (``unlink_conversations``): an agent's reply to one would go to whoever holds the
-address now.
+address now; then the replies written before the unlink that have no outcome yet, on any of
+the family's conversations on the address, are taken back (``unlink_replies``: failed on the
+log, erased from ``RD_OUTBOUND``).
 
 Safe to retry: the log is written first, so a retry after a crash finds the address unlinked
-and only finishes the index, the conversations and the chat history (``already_unlinked``). A
-message intake resolved just before the index changed still lands on this customer: the same
-window as a link's (a conversation it opened on the address is resolved by asking again).
+and only finishes the index, the conversations, the replies and the chat history
+(``already_unlinked``). A message intake resolved just before the index changed still lands on
+this customer: the same window as a link's (a conversation it opened on the address is resolved
+by asking again).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from services.customers.erase_report import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.customers.unlink_chat import purge_chat_frames
 from services.customers.unlink_conversations import resolve_on_address
+from services.customers.unlink_replies import withdraw_replies
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +53,8 @@ async def unlink(
 ) -> dict[str, Any]:
     """Take ``raw_identity`` away from ``customer_id``'s family. 404 when the family never had
     it; 409 for a customer merged into another (unlink from the survivor), or when a conversation
-    on the address kept changing; 410 once erased; 503 when the chat history did not answer
-    (unlinked all the same for both: ask again to finish).
+    on the address kept changing (resolving it or taking its replies back); 410 once erased; 503
+    when the chat history did not answer (unlinked all the same for both: ask again to finish).
     ``targets``: where the chat connector keeps its history (the defaults otherwise)."""
     check_customer_id(customer_id)
     try:
@@ -76,6 +80,13 @@ async def unlink(
     # with the family's frames). On every call, so a retry after a crash before this point
     # finishes it; what is resolved already is not resolved again.
     resolved = await resolve_on_address(customers, family, identity, actor)
+    # After the resolutions: a reply command appends only on an open conversation (guarded by
+    # its last sequence, a resolution meanwhile is a 409), so no reply is written after this
+    # reads the log; taken back first, an agent could reply between the two and that reply went
+    # out. A relay sweep between the two only queues again a copy this then erases (the
+    # DeliveryFailed goes on the log before RD_OUTBOUND is read: unlink_replies). Before the
+    # chat history: a web chat reply its connector took after the purge would land there again.
+    withdrawn = await withdraw_replies(customers, family, identity)
     # After the index: a message from the address now makes a new customer, whose frames stay.
     # On every call too.
     chat_frames = await purge_chat_frames(customers, family, identity, targets or ErasureTargets())
@@ -86,6 +97,8 @@ async def unlink(
         new=bool(written),
         index_cleared=index_cleared,
         conversations_resolved=resolved,
+        replies_withdrawn=withdrawn.replies,
+        outbound_removed=withdrawn.removed,
         chat_frames_removed=chat_frames,
     )
     return {
@@ -94,6 +107,7 @@ async def unlink(
         "unlinked": bool(written),
         "already_unlinked": not written,
         "conversations_resolved": resolved,
+        "replies_withdrawn": withdrawn.replies,
     }
 
 

@@ -43,6 +43,7 @@ class _Conversation:
     owner: str
     opened: ConversationOpened
     messages: list[MessageReceived] = field(default_factory=list)
+    resolved: bool = False  # as the family's logs said when read
 
     def addresses(self, rules: IdentityRules) -> set[str]:
         """The identities it is on: its opening's, and its reply route's."""
@@ -65,8 +66,9 @@ def _identity(channel: str, contact: str, platform: str | None, rules: IdentityR
         return None
 
 
-async def open_on(customers: Customers, ids: list[str], identity: str) -> list[_Conversation]:
-    """The family's conversations open on ``identity`` (the members' logs, opened)."""
+async def on_address(customers: Customers, ids: list[str], identity: str) -> list[_Conversation]:
+    """The family's conversations on ``identity``, open or resolved (``_Conversation.resolved``),
+    from the members' logs, opened: ``unlink_replies`` takes back the replies of either."""
     conversations: dict[str, _Conversation] = {}
     resolved: set[str] = set()
     for member in ids:
@@ -79,9 +81,15 @@ async def open_on(customers: Customers, ids: list[str], identity: str) -> list[_
             elif isinstance(event, ConversationResolved):
                 resolved.add(event.conversation_id)
     rules = customers.directory.rules
-    return [
-        conv for cid, conv in sorted(conversations.items()) if cid not in resolved and identity in conv.addresses(rules)
-    ]
+    found = [conv for _, conv in sorted(conversations.items()) if identity in conv.addresses(rules)]
+    for conv in found:
+        conv.resolved = conv.opened.conversation_id in resolved
+    return found
+
+
+async def open_on(customers: Customers, ids: list[str], identity: str) -> list[_Conversation]:
+    """The family's conversations open on ``identity``."""
+    return [conv for conv in await on_address(customers, ids, identity) if not conv.resolved]
 
 
 async def resolve_on_address(customers: Customers, ids: list[str], identity: str, actor: str) -> int:

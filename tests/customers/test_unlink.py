@@ -67,6 +67,7 @@ async def test_a_number_unlinked_from_a_customer_starts_a_new_customer_with_its_
         "unlinked": True,
         "already_unlinked": False,
         "conversations_resolved": 1,
+        "replies_withdrawn": 0,
     }
     # On the log, on Ann's own subject, with who and why.
     on_ann = [s.event for s in await desk.store.read(subjects.customer_scope(ann))]
@@ -187,7 +188,10 @@ def test_the_cli_unlinks_and_says_so_again(
     customer_id = asyncio.run(one())
     unlink = ["customers", "unlink", customer_id, address, "--reason", "typo", "--nats-url", nats_url]
     assert main([*unlink, "--log-level", "warning"]) == 0
-    assert f"{address}: unlinked from {customer_id} (0 open conversations on it resolved)" in capsys.readouterr().out
+    assert (
+        f"{address}: unlinked from {customer_id} (0 open conversations on it resolved, 0 unsent replies taken back)"
+        in capsys.readouterr().out
+    )
     assert main([*unlink, "--log-level", "warning"]) == 0
     assert f"{address}: was already unlinked from {customer_id}" in capsys.readouterr().out
     never = ["customers", "unlink", customer_id, "chat:someone-else", "--nats-url", nats_url]
