@@ -23,6 +23,9 @@ def hold_seconds(policy: p.RouterPolicy) -> float:
 
 def expire_offers(rnd: Round) -> None:
     state = rnd.state
+    # Most rounds nothing is due: the earliest timer says so without a walk (the same for each below).
+    if not state.offer_timers or state.offer_timers[0][0] > rnd.now_ts:
+        return
     for entry in in_order(state.offer_timers):
         if entry[0] > rnd.now_ts or rnd.full():
             return
@@ -43,6 +46,8 @@ def end_wrap_ups(rnd: Round) -> None:
 
     Per channel the wrap-up lasts the same, so each channel's heap ends in resolution order."""
     work = rnd.state.pending
+    if not work.wrap_ups:
+        return
     for channel in sorted(work.wrap_ups):
         heap = work.wrap_ups[channel]
         seconds = rnd.policy.wrap_up_seconds.get(channel, 0.0)
@@ -55,7 +60,11 @@ def end_wrap_ups(rnd: Round) -> None:
 def end_holds(rnd: Round) -> None:
     """A conversation held for its preferred agent past the hold routes to anyone (step 0)."""
     state = rnd.state
+    if not state.held_timers:
+        return
     cutoff = rnd.now_ts - hold_seconds(rnd.policy)
+    if state.held_timers[0][0] > cutoff:
+        return
     for entry in in_order(state.held_timers):
         if entry[0] > cutoff or rnd.full():
             return
@@ -69,6 +78,8 @@ def reach_steps(rnd: Round) -> None:
             continue  # no step left for these
         step = steps[reached]
         cutoff = rnd.now_ts - step.after_seconds
+        if not timers or timers[0][0] > cutoff:
+            continue
         for entry in in_order(timers):
             if entry[0] > cutoff or rnd.full():
                 break
