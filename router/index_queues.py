@@ -80,10 +80,12 @@ def enter_queue(state: RouterState, conversation_id: str, conv: ConversationView
         for lookup in lookups:
             state.queue_lookup.setdefault(lookup, {}).setdefault(group, set()).add(key)
     due = conv.requirements.sla_due
-    heapq.heappush(queue, (due.timestamp(), conversation_id, conv.enqueued) if due is not None else entry)
+    queued = (due.timestamp(), conversation_id, conv.enqueued) if due is not None else entry
+    heapq.heappush(queue, queued)
     if new:
         queue_refs.queue_filed(state, key, queue, lookups, group)
-    else:
+    elif queue[0] is queued:
+        # Else the top is the one the record holds already (each top change is passed on).
         queue_refs.top_changed(state, key, queue)
     state.queue_sizes[key] += 1
     state.queued += 1
