@@ -6,6 +6,7 @@ per agent profile beside the state (``state.__dict__``: caches, not facts, never
 from __future__ import annotations
 
 import functools
+import sys
 
 from events.model import AgentProfile
 from router.state import ANY, RELAXED, AgentView, QueueSignature, RouterState
@@ -46,9 +47,12 @@ def keys_by_channel(state: RouterState, agent_id: str, agent: AgentView) -> Chan
     skills = agent_skills(agent)
     languages = [*agent.profile.languages.items(), (ANY, 0)]
     tier = agent.profile.tier
+    # Interned: every agent with room under a key looks it up in the same few dicts
+    # (``free_agents``, ``free_live``, ``capable``), which then find it by identity instead of
+    # comparing it with another agent's copy (one string per key, not one per agent and key).
     by_channel: ChannelKeys = {
         channel: [
-            (agent_key(channel, skill, language, tier, level), language_level)
+            (sys.intern(agent_key(channel, skill, language, tier, level)), language_level)
             for skill, level in skills
             for language, language_level in languages
         ]

@@ -11,6 +11,7 @@ SLA due time, then waiting since, then id.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -138,7 +139,7 @@ class Round:
             return 0
         # Slots in wrap-up are taken (router.wrap_up): the index files such an agent as free.
         wrapping, wrapping_total = (0, 0)
-        if agent.wrap_up and self.policy.wrap_up_seconds:
+        if self.policy.wrap_up_seconds and agent.wrap_up:  # the policy first: the agent's is a cold read
             wrapping, wrapping_total = wrap_up.busy(agent, channel, self.now_ts, self.policy)
         free = (
             profile.capacity.get(channel, 0)
@@ -152,7 +153,7 @@ class Round:
 
     def _cross_channel_blocks(self, agent_id: str, agent: AgentView, channel: str) -> bool:
         """``router.cross_channel``: a call (or other exclusive work) takes the agent whole."""
-        wrapping = bool(agent.wrap_up and self.policy.wrap_up_seconds)
+        wrapping = bool(self.policy.wrap_up_seconds and agent.wrap_up)
         if not wrapping and channel not in self.policy.exclusive_channels:
             # The usual case, inlined (this runs for every agent a search visits).
             load, used = agent.load, self.used
@@ -319,7 +320,7 @@ def _search_bucket(
 def _bucket_keys(channel: str, skill: str, language: str, tier: int) -> tuple[str, ...]:
     """``agent_key`` for each level 0..MAX_LEVEL: the same few buckets are looked in on every
     arrival and freed slot, and building five keys cost more than looking in the heaps."""
-    return tuple(agent_key(channel, skill, language, tier, level) for level in range(MAX_LEVEL + 1))
+    return tuple(sys.intern(agent_key(channel, skill, language, tier, level)) for level in range(MAX_LEVEL + 1))
 
 
 def _exhaustive(
