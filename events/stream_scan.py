@@ -22,25 +22,27 @@ KV_GONE = ("DEL", "PURGE")  # the KV-Operation header of a deleted or purged key
 
 
 async def scan(
-    js: JetStreamContext, stream: str, filter_subject: str, *, last_per_subject: bool = False
+    js: JetStreamContext, stream: str, filter_subject: str, *, last_per_subject: bool = False, after: int = 0
 ) -> AsyncIterator[Msg]:
     """Every message of ``stream`` on ``filter_subject`` as it stands now (with
-    ``last_per_subject``: the last one of each subject, as a KV bucket's current values),
-    through an ordered consumer (fast, nothing left on the server). Nothing when the stream
-    does not exist."""
+    ``last_per_subject``: the last one of each subject, as a KV bucket's current values; with
+    ``after``: only those after that stream sequence), through an ordered consumer (fast,
+    nothing left on the server). Nothing when the stream does not exist."""
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
         return
-    if not info.state.messages:
+    if not info.state.messages or info.state.last_seq <= after:
         return
-    policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
+    if after:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, ack_policy=AckPolicy.NONE
+        )
+    else:
+        policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
+        config = ConsumerConfig(deliver_policy=policy, ack_policy=AckPolicy.NONE)
     sub = await js.subscribe(
-        filter_subject,
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=policy, ack_policy=AckPolicy.NONE),
-        pending_msgs_limit=100_000,
+        filter_subject, stream=stream, ordered_consumer=True, config=config, pending_msgs_limit=100_000
     )
     try:
         consumer = await sub.consumer_info()
@@ -49,8 +51,8 @@ async def scan(
         while True:
             try:
                 msg = await sub.next_msg(timeout=READ_TIMEOUT)
-            except TimeoutError:
-                log.warning("stream_scan.timeout", stream=stream)  # nothing more came: end of what is there
+            except TimeoutError:  # nothing more came: the end of what is there
+                log.warning("stream_scan.timeout", stream=stream, after=after)
                 return
             yield msg
             if msg.metadata.num_pending == 0:

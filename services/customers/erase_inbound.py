@@ -12,8 +12,10 @@ family after it), the stream is read again, only after where the first read ende
 (``InboundPass.read_to``), matching the family's addresses, ids and provider message ids, with
 those of the messages recorded on the family meanwhile added.
 
-A retry after a crash reads the stream whole again: a late conversation's messages are found by
-their provider ids (on the family's log, in clear). With the keys destroyed, the family's
+A read that times out ends there (``events.stream_scan``): a second pass starts after the last
+sequence the first gave, and a retry after a crash reads the stream whole again: a late
+conversation's messages are found by their provider ids (on the family's log, in clear). With
+the keys destroyed, the family's
 addresses no longer read, so a message from one of them that intake recorded on a new customer
 (it arrived after the addresses went) is that customer's to the retry: only a run that reached
 its second read erases those.
@@ -21,22 +23,13 @@ its second read erases those.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import structlog
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from events import subjects
-from events.skips import skipping
-from events.stream_scan import READ_TIMEOUT
 from services.customers.erase_match import FamilyMatcher, attachment_refs
-from services.customers.scan import erase_msg
-
-log = structlog.get_logger(__name__)
+from services.customers.scan import erase_msg, scan
 
 
 @dataclass
@@ -55,7 +48,7 @@ async def erase_inbound(
     ``matcher`` says are the family's; the attachments they name are returned, not erased."""
     stream = subjects.INBOUND_STREAM
     done = InboundPass(read_to=after)
-    async for msg in scan_after(js, stream, subjects.INBOUND_ALL, after):
+    async for msg in scan(js, stream, subjects.INBOUND_ALL, after=after):
         seq = msg.metadata.sequence.stream
         done.read_to = max(done.read_to, seq)
         item = matcher.inbound(msg.data)
@@ -64,42 +57,3 @@ async def erase_inbound(
         done.attachments.update(attachment_refs(item.attachments, attachment_bucket))
         done.erased += await erase_msg(js, stream, seq)
     return done
-
-
-async def scan_after(js: JetStreamContext, stream: str, filter_subject: str, after: int) -> AsyncIterator[Msg]:
-    """Every message of ``stream`` on ``filter_subject`` after sequence ``after``, to the end
-    as it stands when the read catches up with it: ``events.stream_scan.scan`` (an ordered
-    consumer, nothing left on the server) from a start sequence, which that one does not take."""
-    try:
-        info = await js.stream_info(stream)
-    except NotFoundError:
-        return
-    if not info.state.messages or info.state.last_seq <= after:
-        return
-    sub = await js.subscribe(
-        filter_subject,
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, ack_policy=AckPolicy.NONE
-        ),
-        pending_msgs_limit=100_000,
-    )
-    try:
-        consumer = await sub.consumer_info()
-        if not consumer.num_pending and not (consumer.delivered and consumer.delivered.consumer_seq):
-            return
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=READ_TIMEOUT)
-            except TimeoutError:
-                # Nothing more came: the end of what is there. What was not read is read by the
-                # next pass, which starts after the last sequence this one gave.
-                log.warning("customers.erase_inbound_scan_timeout", stream=stream, after=after)
-                return
-            yield msg
-            if msg.metadata.num_pending == 0:
-                return
-    finally:
-        with skipping("customers.erase_inbound_unsubscribe"):  # ephemeral: gone with us anyway
-            await sub.unsubscribe()
