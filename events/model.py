@@ -334,6 +334,9 @@ class ConversationResolved(ConversationEvent, tag="conversation_resolved", froze
     # Resolved by the customer's erasure (services.customers.erase): a notice of it quotes
     # nothing of theirs.
     erased: bool = False
+    # Resolved because its address was unlinked from the customer (services.customers.unlink):
+    # the address is someone else's now, so no closing notice goes to it.
+    address_unlinked: bool = False
 
 
 class TemplateMessage(msgspec.Struct, frozen=True, kw_only=True):

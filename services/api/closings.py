@@ -15,6 +15,10 @@ a day, so several API processes, a restart that folds the same resolution again,
 failed and is tried again show one notice. A resolution older than ``NOTICE_HORIZON`` when it is
 folded (a first start reading a long log) or still unqueued after it is left: the visitor has
 gone, and a late notice under a newer conversation would mislead.
+
+None for a resolution by the customer's erasure (``erased``) or by an unlink of the address
+the conversation was on (``address_unlinked``): the address is someone else's now, and a web
+chat's ``closed`` frame could be stored in its history after the unlink removed the customer's.
 """
 
 from __future__ import annotations
@@ -70,8 +74,20 @@ class PendingClosings:
         event = stored.event
         # An erasure's closing says nothing: the customer asked to be forgotten, and a frame
         # stored after the chat history was erased would outlive it.
-        if isinstance(event, ConversationResolved) and not event.erased and self.clock() - event.at <= NOTICE_HORIZON:
-            self.by_conversation.setdefault(event.conversation_id, Closing(stored.seq, event))
+        if not isinstance(event, ConversationResolved) or event.erased or self.clock() - event.at > NOTICE_HORIZON:
+            return
+        # Nor an unlink's: the address is someone else's now, and on the web chat the frame
+        # could land in its history after the unlink took the customer's frames out of it.
+        if event.address_unlinked:
+            log.info(
+                "closing.notice_skipped",
+                conversation_id=event.conversation_id,
+                customer_id=event.customer_id,
+                seq=stored.seq,
+                reason="resolved by an unlink: the address is no longer the customer's",
+            )
+            return
+        self.by_conversation.setdefault(event.conversation_id, Closing(stored.seq, event))
 
     def refeed_from(self) -> int:
         """After a snapshot of the API's view: read the log again from the oldest resolution

@@ -103,7 +103,11 @@ async def resolve_on_address(customers: Customers, ids: list[str], identity: str
     for conv in await open_on(customers, ids, identity):
         cid = conv.opened.conversation_id
         subject = subjects.conversation(conv.owner, cid)
-        event = ConversationResolved(at=customers.clock(), customer_id=conv.owner, conversation_id=cid, actor=actor)
+        # Marked: the API's closing notice (``services.api.closings``) would go to the address,
+        # i.e. to its next holder, and could land in its chat history after the unlink's purge.
+        event = ConversationResolved(
+            at=customers.clock(), customer_id=conv.owner, conversation_id=cid, actor=actor, address_unlinked=True
+        )
         for _ in range(CONFLICT_RETRIES):
             events = await as_stored.read_direct(subject)
             if any(isinstance(s.event, ConversationResolved) for s in events):

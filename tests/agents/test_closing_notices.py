@@ -44,6 +44,8 @@ def test_a_recent_resolution_owes_a_notice_once_and_an_old_one_none() -> None:
     pending.apply(stored(5, resolved("b")))
     erased = ConversationResolved(at=T0, customer_id="cu1", conversation_id="e", erased=True)
     pending.apply(stored(6, erased))  # the customer's erasure closed it: nothing is said
+    unlinked = ConversationResolved(at=T0, customer_id="cu1", conversation_id="u", actor="op", address_unlinked=True)
+    pending.apply(stored(7, unlinked))  # its address was unlinked: it is someone else's now
     assert [(c.seq, c.event.conversation_id) for c in pending.due()] == [(3, "a"), (5, "b")]
     assert notice_id("a") == "resolved:a"
 
