@@ -9,7 +9,8 @@ keeps only the sequences. An event re-published at a later sequence (same conten
 once: it moves its subject's sequence and nothing else (``router.replays``; counted as
 ``relaydesk_skipped_total{where="router.fold.repeated"}``).
 
-The fold records facts only; policy is applied by ``router.decide``.
+The fold records facts only; policy is applied by ``router.decide``. Who holds a conversation
+(an agent's capacity taken and freed) is ``router.holding``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from events.model import (
 )
 from events.skips import count_skip
 from router import customers, index, lifecycle, replays, wrap_up
+from router.holding import agent_view, drop_holder, take
 from router.policy import FORGIVE_DECLINES
 from router.redirect import exclude, forgive, redirect
-from router.state import AgentView, ConversationView, RouterState
+from router.state import ConversationView, RouterState
 
 # The relaxation name that drops the case-owner / transfer-target preference.
 DROP_PREFERRED = "drop_preferred"
@@ -106,7 +108,7 @@ def _stale(state: RouterState, event: AgentFact | CustomerProfileUpdated) -> boo
     customer (``router.replays.stale``)."""
     if isinstance(event, CustomerProfileUpdated):
         return replays.stale(customers.customer(state, event.customer_id), event.at)
-    return replays.stale(_agent(state, event.agent_id), event.at)
+    return replays.stale(agent_view(state, event.agent_id), event.at)
 
 
 # Events that open a conversation's view; events ``_apply`` interprets (the rest, such as
@@ -149,14 +151,6 @@ def _conversation_for(state: RouterState, subject: str, *, create: bool) -> tupl
     return conversation_id, found
 
 
-def _agent(state: RouterState, agent_id: str) -> AgentView:
-    found = state.agents.get(agent_id)
-    if found is None:
-        found = AgentView()
-        state.agents[agent_id] = found
-    return found
-
-
 def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -> None:
     if conv is not None:
         # The facts of every routed conversation, by their exact type: the match below tries
@@ -167,13 +161,13 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             return
     match event:
         case AgentProfileUpdated():
-            agent = _agent(state, event.agent_id)
+            agent = agent_view(state, event.agent_id)
             index.agent_leaving(state, event.agent_id, agent)
             agent.profile = event.profile
             index.agent_changed(state, event.agent_id, agent, roster=True)
             index.holds_changed(state, event.agent_id)  # it may no longer fit what waits for it
         case AgentStatusChanged():
-            agent = _agent(state, event.agent_id)
+            agent = agent_view(state, event.agent_id)
             if not agent.active:
                 return  # deactivated: offline until reactivated (router.lifecycle)
             index.agent_leaving(state, event.agent_id, agent)
@@ -183,9 +177,9 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             index.agent_changed(state, event.agent_id, agent, roster=True)
             index.status_changed(state, event.agent_id, agent)
         case AgentDeactivated():
-            lifecycle.deactivate(state, event.agent_id, _agent(state, event.agent_id))
+            lifecycle.deactivate(state, event.agent_id, agent_view(state, event.agent_id))
         case AgentReactivated():
-            lifecycle.reactivate(state, event.agent_id, _agent(state, event.agent_id))
+            lifecycle.reactivate(state, event.agent_id, agent_view(state, event.agent_id))
         case CustomerCreated():
             customers.customer(state, event.customer_id)
         case CustomerProfileUpdated():
@@ -220,14 +214,14 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
             _accepted(state, conv, event)
         case OfferDeclined() | OfferExpired():
             if conv.status == "offered" and conv.agent_id == event.agent_id:
-                agent = _agent(state, event.agent_id)
+                agent = agent_view(state, event.agent_id)
                 if isinstance(event, OfferExpired):
                     agent.expired_in_a_row += 1
                 else:
                     agent.expired_in_a_row = 0
                 index.streak_changed(state, event.agent_id, agent)
                 exclude(conv, event.agent_id, declined=True)
-                _drop_holder(state, event.conversation_id, conv)
+                drop_holder(state, event.conversation_id, conv)
                 _wait(state, event.conversation_id, conv)
         case EscalationStepReached():
             if event.step == 0 or event.relaxation == DROP_PREFERRED:
@@ -239,13 +233,13 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
                 index.requeue(state, event.conversation_id, conv)
         case ConversationTransferred() | ConversationEscalated():
             redirect(conv, event)
-            _drop_holder(state, event.conversation_id, conv)
+            drop_holder(state, event.conversation_id, conv)
             _restart_wait(state, event.conversation_id, conv, event.at)
         case ConversationReleased():
             if conv.agent_id == event.agent_id and conv.status in ("offered", "assigned"):
                 if event.declined:
                     exclude(conv, event.agent_id, declined=True)
-                _drop_holder(state, event.conversation_id, conv)
+                drop_holder(state, event.conversation_id, conv)
                 # The owner just left: waiting for them again would only delay the customer.
                 conv.preferred_agent = None
                 conv.preferred_is_transfer = False
@@ -266,7 +260,7 @@ def _opened(state: RouterState, conv: ConversationView, event: ConversationOpene
 
 
 def _offered(state: RouterState, conv: ConversationView, event: AgentOffered) -> None:
-    _take(state, event.conversation_id, conv, event.agent_id, event.at)
+    take(state, event.conversation_id, conv, event.agent_id, event.at)
     conv.status = "offered"
     conv.offer_expires_at = event.expires_at
     conv.reason = event.reason
@@ -275,7 +269,7 @@ def _offered(state: RouterState, conv: ConversationView, event: AgentOffered) ->
 
 def _assigned(state: RouterState, conv: ConversationView, event: ConversationAssigned) -> None:
     if conv.agent_id != event.agent_id:
-        _take(state, event.conversation_id, conv, event.agent_id, event.at)
+        take(state, event.conversation_id, conv, event.agent_id, event.at)
     conv.status = "assigned"
     conv.offer_expires_at = None
     conv.reason = event.reason
@@ -286,7 +280,7 @@ def _accepted(state: RouterState, conv: ConversationView, event: OfferAccepted) 
     if conv.status == "offered" and conv.agent_id == event.agent_id:
         conv.status = "assigned"
         conv.offer_expires_at = None
-        accepted_by = _agent(state, event.agent_id)
+        accepted_by = agent_view(state, event.agent_id)
         accepted_by.expired_in_a_row = 0
         index.streak_changed(state, event.agent_id, accepted_by)
         _became_owner(state, conv, event.agent_id)
@@ -299,9 +293,9 @@ def _resolved(state: RouterState, conv: ConversationView, event: ConversationRes
     wrapping = conv.agent_id if conv.status == "assigned" and conv.agent_id == event.agent_id else None
     if conv.status in ("waiting",):
         index.leave_queue(state, event.conversation_id, conv)
-    _drop_holder(state, event.conversation_id, conv)
+    drop_holder(state, event.conversation_id, conv)
     if wrapping is not None:
-        wrap_up.record(state, wrapping, _agent(state, wrapping), conv.channel, event.at)
+        wrap_up.record(state, wrapping, agent_view(state, wrapping), conv.channel, event.at)
     conv.status = "resolved"
     # Its own customer (the subject's) remembers it was resolved, merged or not.
     replays.resolved(customers.customer(state, conv.customer_id), event.conversation_id)
@@ -348,40 +342,6 @@ def _routing_requested(
     elif conv.status == "waiting":
         index.requeue(state, conversation_id, conv)
     # Offered or assigned: the new requirements apply if it is routed again.
-
-
-def _take(state: RouterState, conversation_id: str, conv: ConversationView, agent_id: str, at: datetime) -> None:
-    """``agent_id`` now holds the conversation (offer or assignment): capacity is taken."""
-    if conv.status == "waiting":
-        index.leave_queue(state, conversation_id, conv)
-    _drop_holder(state, conversation_id, conv)
-    agent = _agent(state, agent_id)
-    before = index.load_changing(agent)
-    agent.load[conv.channel] = agent.load.get(conv.channel, 0) + 1
-    agent.holding.add(conversation_id)
-    agent.last_work_at = at
-    index.load_changed(state, agent_id, agent, before)
-    conv.agent_id = agent_id
-    lifecycle.took_work(state, conversation_id, agent)
-
-
-def _drop_holder(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
-    """The holding agent (if any) lets go: capacity is freed."""
-    if conv.agent_id is None:
-        return
-    agent = state.agents.get(conv.agent_id)
-    if agent is not None and conversation_id in agent.holding:
-        before = index.load_changing(agent)
-        agent.holding.discard(conversation_id)
-        left = agent.load.get(conv.channel, 0) - 1
-        if left > 0:
-            agent.load[conv.channel] = left
-        else:
-            agent.load.pop(conv.channel, None)
-        index.load_changed(state, conv.agent_id, agent, before)
-    state.release_pending.discard(conversation_id)
-    conv.agent_id = None
-    conv.offer_expires_at = None
 
 
 def _became_owner(state: RouterState, conv: ConversationView, agent_id: str) -> None:
