@@ -43,6 +43,7 @@ from services.api import (
 from services.api.auth import authenticate, authorize, deactivated
 from services.api.common import ApiDeps, loggable_path
 from services.api.errors import json_errors
+from services.api.nul_refusal import refuse_nul
 from services.api.views import LANGUAGE_REASON_UNREAD
 from services.metrics import measured
 
@@ -83,6 +84,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         # aiohttp's own errors (404, 405, 413), a body that does not decode (400) and NATS away
         # or slow (503; aiohttp answers a TimeoutError with a blank 504) as {"error": ...} too
         json_errors(BODY_LIMIT),
+        refuse_nul,  # no value kept can hold a NUL: a 400, not a database's 500 (nul_refusal.py)
         session.cookie_session(sessions, signed_out),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),

@@ -51,7 +51,8 @@ class SqliteSql(Sql):
 
     def customer_search(self, q: str, tier: str | None, limit: int) -> Plan[Rows]:
         needle = search_form(q)
-        if len(needle) >= MIN_INDEXED:
+        # FTS5's query language cannot quote a NUL (the API refuses one: services.api.nul_refusal).
+        if len(needle) >= MIN_INDEXED and "\x00" not in needle:
             have = yield Fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.search_index,))
             if have:
                 found = yield Fetch(
