@@ -249,7 +249,7 @@ class RouterRunner:
             caught_up_at = await self.store.last_seq()
         except BaseException:
             # NATS did not answer (relaydesk up starts the router again): its tail goes with it.
-            with contextlib.suppress(*NATS_UNAVAILABLE):
+            with skipping("router.tail_close", subject=subjects.EVENTS_ALL):
                 await tail.close()
             raise
         next_lease_check = 0.0
