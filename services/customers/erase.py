@@ -220,19 +220,17 @@ class Eraser:
             in_clear += [stored.seq for stored in raw if clear_personal_fields(stored.event)]
             for stored in await store.opened_all(raw):
                 event = stored.event
+                family.note(event)
                 if isinstance(event, MessageReceived):
-                    family.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
                     for a in event.attachments:
                         if ref := attachment_ref(a.url, a.sha256, bucket):
                             family.attachments.add(ref)
                 elif isinstance(event, ReplyRequested):
-                    family.reply_ids.add(event.reply_id)
                     for a in event.attachments:  # the url stays clear (only the text is sealed)
                         if a.url and (m := _UPLOAD_URL.match(a.url)):
                             family.uploads.add((m.group(1), m.group(2)))
                 elif isinstance(event, ConversationOpened):
                     family.open_conversations[event.conversation_id] = event.customer_id
-                    family.conversations.add(event.conversation_id)
                 elif isinstance(event, ConversationResolved):
                     family.open_conversations.pop(event.conversation_id, None)
         return family, in_clear

@@ -25,6 +25,7 @@ from connectors.email.erasure import attachment_ref
 from connectors.email.unparsed import PARKED_STREAM as UNPARSED_MAIL
 from connectors.email.unparsed import RAW_OBJECT_HEADER
 from events import subjects
+from events.model import ConversationOpened, MessageReceived, ReplyRequested
 
 # A needle shorter than this matches too much of other people's bytes to erase on.
 MIN_NEEDLE = 6
@@ -46,6 +47,16 @@ class Family:
     open_conversations: dict[str, str] = field(default_factory=dict)  # conversation -> customer
     conversations: set[str] = field(default_factory=set)  # every conversation of the family
     read_to: int = 0  # the last stream sequence of the family's log read for this (RD_EVENTS)
+
+    def note(self, event: object) -> None:
+        """Add what the family's raw messages, queued replies and chat frames are told by, from
+        one event of its log (opened): provider message ids, reply ids, conversations."""
+        if isinstance(event, MessageReceived):
+            self.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
+        elif isinstance(event, ReplyRequested):
+            self.reply_ids.add(event.reply_id)
+        elif isinstance(event, ConversationOpened):
+            self.conversations.add(event.conversation_id)
 
     def needles(self) -> list[bytes]:
         """The family's ids and addresses as lower-case bytes, for bytes no reader could

@@ -17,10 +17,7 @@ No history stream (the chat connector is not deployed) is no frame to remove.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from connectors.chat.history import ChatHistory, HistoryUnavailable
-from events.model import ConversationOpened, MessageReceived, ReplyRequested
 from services.customers.erase_match import Family, chat_frames_of
 from services.customers.erase_report import ErasureTargets
 from services.customers.service import CustomerError, Customers
@@ -30,18 +27,6 @@ def chat_address(identity: str) -> str | None:
     """The history address of a ``chat:`` identity (as the erasure reads it); None otherwise."""
     kind, _, address = identity.partition(":")
     return address if kind == "chat" and address else None
-
-
-def add_chat_keys(family: Family, events: Iterable[object]) -> None:
-    """What ``chat_frames_of`` tells the family's frames by, from events of its log (opened):
-    provider message ids, reply ids, conversations."""
-    for event in events:
-        if isinstance(event, MessageReceived):
-            family.provider_ids.add(f"{event.channel}:{event.provider_message_id}")
-        elif isinstance(event, ReplyRequested):
-            family.reply_ids.add(event.reply_id)
-        elif isinstance(event, ConversationOpened):
-            family.conversations.add(event.conversation_id)
 
 
 async def purge_chat_frames(customers: Customers, ids: list[str], identity: str, targets: ErasureTargets) -> int:
@@ -59,7 +44,8 @@ async def purge_chat_frames(customers: Customers, ids: list[str], identity: str,
             return 0
         family = Family(ids=list(ids))
         for member in ids:
-            add_chat_keys(family, (s.event for s in await customers.store.read_customer_direct(member)))
+            for stored in await customers.store.read_customer_direct(member):
+                family.note(stored.event)
         return await history.erase(address, only=chat_frames_of(family, address))
     except HistoryUnavailable as err:
         raise CustomerError(
