@@ -34,7 +34,7 @@ from services.addresses import InvalidAddress, mask
 from services.customers.erase_report import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.customers.unlink_chat import purge_chat_frames
-from services.customers.unlink_conversations import resolve_on_address
+from services.customers.unlink_conversations import on_address, resolve_on_address
 from services.customers.unlink_replies import withdraw_replies
 
 log = structlog.get_logger(__name__)
@@ -79,14 +79,17 @@ async def unlink(
     # one of this family's) and before the chat history (a reply to one until then is purged
     # with the family's frames). On every call, so a retry after a crash before this point
     # finishes it; what is resolved already is not resolved again.
-    resolved = await resolve_on_address(customers, family, identity, actor)
+    # One read of the family's log names the conversations on the address, open or resolved:
+    # both steps below read each one's own subject again when they act on it.
+    on_it = await on_address(customers, family, identity)
+    resolved = await resolve_on_address(customers, on_it, actor)
     # After the resolutions: a reply command appends only on an open conversation (guarded by
     # its last sequence, a resolution meanwhile is a 409), so no reply is written after this
     # reads the log; taken back first, an agent could reply between the two and that reply went
     # out. A relay sweep between the two only queues again a copy this then erases (the
     # DeliveryFailed goes on the log before RD_OUTBOUND is read: unlink_replies). Before the
     # chat history: a web chat reply its connector took after the purge would land there again.
-    withdrawn = await withdraw_replies(customers, family, identity)
+    withdrawn = await withdraw_replies(customers, on_it)
     # After the index: a message from the address now makes a new customer, whose frames stay.
     # On every call too.
     chat_frames = await purge_chat_frames(customers, family, identity, targets or ErasureTargets())

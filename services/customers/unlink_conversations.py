@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass
-class _Conversation:
+class ConversationOnAddress:
     owner: str
     opened: ConversationOpened
     messages: list[MessageReceived] = field(default_factory=list)
@@ -66,16 +66,16 @@ def _identity(channel: str, contact: str, platform: str | None, rules: IdentityR
         return None
 
 
-async def on_address(customers: Customers, ids: list[str], identity: str) -> list[_Conversation]:
-    """The family's conversations on ``identity``, open or resolved (``_Conversation.resolved``),
+async def on_address(customers: Customers, ids: list[str], identity: str) -> list[ConversationOnAddress]:
+    """The family's conversations on ``identity``, open or resolved (``ConversationOnAddress.resolved``),
     from the members' logs, opened: ``unlink_replies`` takes back the replies of either."""
-    conversations: dict[str, _Conversation] = {}
+    conversations: dict[str, ConversationOnAddress] = {}
     resolved: set[str] = set()
     for member in ids:
         for stored in await customers.store.read_customer_direct(member):
             event = stored.event
             if isinstance(event, ConversationOpened):
-                conversations.setdefault(event.conversation_id, _Conversation(event.customer_id, event))
+                conversations.setdefault(event.conversation_id, ConversationOnAddress(event.customer_id, event))
             elif isinstance(event, MessageReceived) and event.conversation_id in conversations:
                 conversations[event.conversation_id].messages.append(event)
             elif isinstance(event, ConversationResolved):
@@ -87,20 +87,14 @@ async def on_address(customers: Customers, ids: list[str], identity: str) -> lis
     return found
 
 
-async def open_on(customers: Customers, ids: list[str], identity: str) -> list[_Conversation]:
-    """The family's conversations open on ``identity``."""
-    return [conv for conv in await on_address(customers, ids, identity) if not conv.resolved]
-
-
-async def resolve_on_address(customers: Customers, ids: list[str], identity: str, actor: str) -> int:
-    """Resolve the conversations of the family ``ids`` open on ``identity``; how many were
-    resolved now. 409 when one kept changing (the address is unlinked all the same: asking
-    again resolves it)."""
+async def resolve_on_address(customers: Customers, on_it: list[ConversationOnAddress], actor: str) -> int:
+    """Resolve those of ``on_it`` (``on_address``) still open; how many were resolved now. 409
+    when one kept changing (the address is unlinked all the same: asking again resolves it)."""
     store = customers.store
     # Only the kinds of events count here: read as stored, nothing to open.
     as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
     resolved = 0
-    for conv in await open_on(customers, ids, identity):
+    for conv in (conv for conv in on_it if not conv.resolved):
         cid = conv.opened.conversation_id
         subject = subjects.conversation(conv.owner, cid)
         # Marked: the API's closing notice (``services.api.closings``) would go to the address,

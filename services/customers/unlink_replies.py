@@ -42,7 +42,7 @@ from events.skips import count_skip
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
 from services.customers.scan import erase_msg
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers
-from services.customers.unlink_conversations import on_address
+from services.customers.unlink_conversations import ConversationOnAddress
 
 log = structlog.get_logger(__name__)
 
@@ -64,14 +64,14 @@ class Withdrawn:
     taken: dict[str, str] = field(default_factory=dict)
 
 
-async def withdraw_replies(customers: Customers, ids: list[str], identity: str) -> Withdrawn:
-    """Take back the unsent replies on the family ``ids``'s conversations on ``identity``.
-    409 when a conversation kept changing (the address is unlinked all the same: ask again)."""
+async def withdraw_replies(customers: Customers, on_it: list[ConversationOnAddress]) -> Withdrawn:
+    """Take back the unsent replies of the conversations ``on_it`` (``on_address``: each one's
+    own subject is read now). 409 when one kept changing (unlinked all the same: ask again)."""
     store = customers.store
     # Only ids and kinds count here: read as stored, nothing to open.
     as_stored = EventStore(store.nc, store.js, reader=store.reader, quarantine=store.quarantine)
     out = Withdrawn()
-    for conv in await on_address(customers, ids, identity):
+    for conv in on_it:
         out.replies += await _fail_unsent(customers, as_stored, conv.owner, conv.opened.conversation_id, out.taken)
     # After the DeliveryFailed, never before: from then on the relay sees the outcome and does
     # not queue the reply again, so an erased message cannot come back from it (erased first, a
