@@ -19,6 +19,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
+from events.stream_overlap import OVERLAP_ERROR, who_overlaps
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -283,7 +285,10 @@ async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
         if is_transient(err):
             raise
         # e.g. replicas > 1 on a single server: no wait helps, the config must change.
-        raise SetupFailed(f"NATS refused to create {spec.name}: {describe(err)}") from err
+        why = describe(err)
+        if err.err_code == OVERLAP_ERROR and isinstance(c, StreamConfig):
+            why += await who_overlaps(js, spec.name, list(c.subjects or ()))
+        raise SetupFailed(f"NATS refused to create {spec.name}: {why}") from err
     log.info("streams.created", name=spec.name, kind=spec.kind, replicas=spec.wanted().get("num_replicas"))
 
 
