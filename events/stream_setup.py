@@ -272,6 +272,16 @@ def compare(spec: StoreSpec, actual: StreamConfig) -> list[Drift]:
     return out
 
 
+def _subjects_of(name: str, c: StreamConfig | KeyValueConfig | ObjectStoreConfig) -> list[str]:
+    """The subjects the store's stream takes (a bucket's are nats-py's naming of them)."""
+    if isinstance(c, StreamConfig):
+        return list(c.subjects or ())
+    if isinstance(c, KeyValueConfig):
+        return [f"$KV.{c.bucket}.>"]
+    bucket = c.bucket or name.removeprefix("OBJ_")
+    return [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"]
+
+
 async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
     c = spec.config
     try:
@@ -286,8 +296,8 @@ async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
             raise
         # e.g. replicas > 1 on a single server: no wait helps, the config must change.
         why = describe(err)
-        if err.err_code == OVERLAP_ERROR and isinstance(c, StreamConfig):
-            why += await who_overlaps(js, spec.name, list(c.subjects or ()))
+        if err.err_code == OVERLAP_ERROR:
+            why += await who_overlaps(js, spec.name, _subjects_of(spec.name, c))
         raise SetupFailed(f"NATS refused to create {spec.name}: {why}") from err
     log.info("streams.created", name=spec.name, kind=spec.kind, replicas=spec.wanted().get("num_replicas"))
 

@@ -29,3 +29,15 @@ async def test_a_neighbours_stream_on_relaydesks_subjects_is_named_in_the_refusa
         assert (await js.stream_info("NEIGHBOUR")).config.subjects == ["orders.>", "rd.*.sms"]
     finally:
         await nc.close()
+
+
+async def test_a_neighbours_stream_on_a_bucket_subject_is_named_too(clean_nats: EmbeddedNats) -> None:
+    nc = await nats.connect(clean_nats.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="SNOOP", subjects=["$KV.rd_identity.>"])
+        with pytest.raises(SetupFailed) as refused:
+            await ensure_streams(js)
+        assert "SNOOP takes $KV.rd_identity.>" in str(refused.value)
+    finally:
+        await nc.close()
