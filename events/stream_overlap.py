@@ -12,12 +12,23 @@ from collections.abc import Iterable, Sequence
 
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig
 
 from events.skips import count_skip
 
 log = structlog.get_logger(__name__)
 
 OVERLAP_ERROR = 10065
+
+
+def subjects_of(name: str, c: StreamConfig | KeyValueConfig | ObjectStoreConfig) -> list[str]:
+    """The subjects the store's stream takes (a bucket's are nats-py's naming of them)."""
+    if isinstance(c, StreamConfig):
+        return list(c.subjects or ())
+    if isinstance(c, KeyValueConfig):
+        return [f"$KV.{c.bucket}.>"]
+    bucket = c.bucket or name.removeprefix("OBJ_")
+    return [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"]
 
 
 def subjects_overlap(a: str, b: str) -> bool:

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
-from events.stream_overlap import OVERLAP_ERROR, who_overlaps
+from events.stream_overlap import OVERLAP_ERROR, subjects_of, who_overlaps
 
 log = structlog.get_logger(__name__)
 
@@ -272,16 +272,6 @@ def compare(spec: StoreSpec, actual: StreamConfig) -> list[Drift]:
     return out
 
 
-def _subjects_of(name: str, c: StreamConfig | KeyValueConfig | ObjectStoreConfig) -> list[str]:
-    """The subjects the store's stream takes (a bucket's are nats-py's naming of them)."""
-    if isinstance(c, StreamConfig):
-        return list(c.subjects or ())
-    if isinstance(c, KeyValueConfig):
-        return [f"$KV.{c.bucket}.>"]
-    bucket = c.bucket or name.removeprefix("OBJ_")
-    return [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"]
-
-
 async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
     c = spec.config
     try:
@@ -297,7 +287,7 @@ async def _create(js: JetStreamContext, spec: StoreSpec) -> None:
         # e.g. replicas > 1 on a single server: no wait helps, the config must change.
         why = describe(err)
         if err.err_code == OVERLAP_ERROR:
-            why += await who_overlaps(js, spec.name, _subjects_of(spec.name, c))
+            why += await who_overlaps(js, spec.name, subjects_of(spec.name, c))
         raise SetupFailed(f"NATS refused to create {spec.name}: {why}") from err
     log.info("streams.created", name=spec.name, kind=spec.kind, replicas=spec.wanted().get("num_replicas"))
 
