@@ -26,14 +26,13 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from events.store import EXPECTED_LAST_SUBJECT_SEQ, EventStore
 from services.bench.args import described, log_level, output_file, positive, positive_seconds
 from services.bench.e2e import Offers, process_cpu
 from services.bench.ingest import throwaway_server
+from services.bench.route_report import RATES, RateFigures, RunFigures, fmt, report
 from services.bootstrap import seed_agents
 from services.config import AgentSeed, Config
 
@@ -56,37 +56,6 @@ from services.config import AgentSeed, Config
 # the burst's 5,000 offers expired during the 1,000/s phase and the router re-offered ~4,700
 # of them at once and set agents away for missing them, a storm a roster that answers never makes.
 OFFER_HELD_S = 3600.0
-TARGET_RATIO = 0.5
-TARGET_P99_MS = 50.0
-RATES = (100, 500, 1000)
-
-
-@dataclass
-class RateFigures:
-    rate: int
-    sent: int
-    offered: int
-    p50_ms: float | None
-    p99_ms: float | None
-    # The same, up to intake's MessageReceived on the log: the rest is the router's decision.
-    intake_p50_ms: float | None = None
-    intake_p99_ms: float | None = None
-
-
-@dataclass
-class RunFigures:
-    intakes: int
-    saturation_per_s: float | None = None
-    saturation_offered: int = 0
-    saturation_sent: int = 0
-    ceiling_msgs_per_s: float = 0.0  # the bare loop on the same server, just before
-    # CPU per message of the bare loop (its client, and the server serving it)
-    ceiling_client_cpu_ms: float | None = None
-    ceiling_server_cpu_ms: float | None = None
-    intake_cpu_ms: float | None = None  # CPU of the intake processes per conversation at saturation
-    router_cpu_ms: float | None = None
-    server_cpu_ms: float | None = None  # the nats-server's, per conversation at saturation
-    rates: list[RateFigures] = field(default_factory=list)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -354,75 +323,12 @@ async def bench_one(args: argparse.Namespace, nats_url: str, server_pid: int, k:
                     figures.rates.append(await paced(nc, offers, r, args.seconds, 30.0))
                     f = figures.rates[-1]
                     print(
-                        f"  {k} intake: {r}/s p50 {_fmt(f.p50_ms, '.1f')} ms, p99 {_fmt(f.p99_ms, '.1f')} ms"
-                        f" (recorded by intake: p50 {_fmt(f.intake_p50_ms, '.1f')}, p99 {_fmt(f.intake_p99_ms, '.1f')})"
+                        f"  {k} intake: {r}/s p50 {fmt(f.p50_ms, '.1f')} ms, p99 {fmt(f.p99_ms, '.1f')} ms"
+                        f" (recorded by intake: p50 {fmt(f.intake_p50_ms, '.1f')}, p99 {fmt(f.intake_p99_ms, '.1f')})"
                     )
         finally:
             procs.stop()
     return figures
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def report(runs: list[RunFigures], args: argparse.Namespace) -> dict[str, Any]:
-    print()
-    print("ceiling: bare fetch + conditional append, pipelined, msg/s on the same server just before")
-    header = (
-        f"{'intakes':>7} | {'ceiling':>7} | {'conv/s':>7} | {'× ceiling':>9} | {'CPU ms/conv':>14} | "
-        + " | ".join(f"{r}/s p50 / p99 ms".rjust(20) for r in RATES)
-    )
-    print(header)
-    print("-" * len(header))
-    for run in runs:
-        ceiling = run.ceiling_msgs_per_s
-        ratio = run.saturation_per_s / ceiling if run.saturation_per_s and ceiling else None
-        cells = " | ".join(
-            f"{_fmt(f.p50_ms, '.1f')} / {_fmt(f.p99_ms, '.1f')}{'' if f.offered == f.sent else '*'}".rjust(20)
-            for f in run.rates
-        )
-        cpu = f"{_fmt(run.intake_cpu_ms, '.2f')} + {_fmt(run.router_cpu_ms, '.2f')}"
-        rate = _fmt(run.saturation_per_s, ",.0f")
-        print(f"{run.intakes:>7} | {ceiling:>7,.0f} | {rate:>7} | {_fmt(ratio, '.3f'):>9} | {cpu:>14} | {cells}")
-    print(f"targets: ≥ {TARGET_RATIO} × ceiling; p99 < {TARGET_P99_MS:.0f} ms at 500/s   (* not every message offered)")
-    print("CPU ms/conv: intake processes + router, at saturation")
-    print_cpu_budget(runs)
-    return {
-        "benchmark": "route",
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "settings": {"messages": args.messages, "seconds": args.seconds, "agents": args.agents},
-        "targets": {"ratio": TARGET_RATIO, "p99_ms_at_500": TARGET_P99_MS},
-        "runs": [
-            {**asdict(run), "ratio": run.saturation_per_s / run.ceiling_msgs_per_s if run.saturation_per_s else None}
-            for run in runs
-        ],
-    }
-
-
-def print_cpu_budget(runs: list[RunFigures]) -> None:
-    """What a unit of work costs in CPU, client and server together, and how many units the
-    machine's cores could do at that cost: where the rates are CPU-bound, their ratio follows."""
-    cores = os.cpu_count() or 1
-    print()
-    print(f"CPU per unit at saturation, ms: clients + nats-server = all; what {cores} cores allow at that cost")
-    header = f"{'':<36} | {'clients':>13} | {'server':>6} | {'all':>6} | {'cores allow/s':>13}"
-    print(header)
-    print("-" * len(header))
-    for run in runs:
-        ceiling = f"ceiling, per message ({run.intakes} intake run)"
-        rows = [
-            (ceiling, [run.ceiling_client_cpu_ms], run.ceiling_server_cpu_ms),
-            (f"{run.intakes} intake, per conversation", [run.intake_cpu_ms, run.router_cpu_ms], run.server_cpu_ms),
-        ]
-        for label, clients, server in rows:
-            if server is None or any(c is None for c in clients):
-                continue
-            known = [c for c in clients if c is not None]
-            total = sum(known) + server
-            shown = " + ".join(f"{c:.2f}" for c in known)
-            allow = f"{1000 * cores / total:,.0f}" if total > 0 else "—"
-            print(f"{label:<36} | {shown:>13} | {server:>6.2f} | {total:>6.2f} | {allow:>13}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
