@@ -107,12 +107,13 @@ def index_statements(suffix: str = "") -> list[str]:
     )
     return [
         f"CREATE TABLE {k} (key INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE)",
-        # In customer id order: the UNIQUE index is appended to, not written all over.
-        f"INSERT INTO {k} (customer_id) SELECT customer_id FROM {u} ORDER BY customer_id",
+        # Any distinct integers will do for keys: the rowids as they are now are, and with them
+        # the index is filled in one pass over the table, in its order (a fill in key order
+        # through a join on customer_id read the table all over: 46 s against 37 s, one run at
+        # a million customers). Renumbering later moves rowids, not keys; a new key is max + 1.
+        f"INSERT INTO {k} (key, customer_id) SELECT rowid, customer_id FROM {u}",
         f"CREATE VIRTUAL TABLE {f} USING fts5(search, content='', tokenize='trigram case_sensitive 1')",
-        # In key order (CROSS JOIN: the keys outside), each customer by its primary key.
-        f"INSERT INTO {f} (rowid, search) SELECT k.key, u.search FROM {k} k CROSS JOIN {u} u"
-        " ON u.customer_id = k.customer_id",
+        f"INSERT INTO {f} (rowid, search) SELECT rowid, search FROM {u}",
         f"CREATE TRIGGER {ins} AFTER INSERT ON {u}"
         f" BEGIN INSERT INTO {k} (customer_id) VALUES (new.customer_id); {add}; END",
         f"CREATE TRIGGER {dele} AFTER DELETE ON {u}"
