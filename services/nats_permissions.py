@@ -266,6 +266,11 @@ def _max_deliveries(stream: str, durable: str) -> str:
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
 
 
+def _terminated(stream: str, durable: str) -> str:
+    """The advisory of a work consumer's commands deleted while held (connectors.sdk.withdrawals)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{durable}"
+
+
 def permissions(user: str, channel: str = "") -> dict[str, Any]:
     """The nats-server ``permissions`` block of ``user``; the tool role has none (all)."""
     if user == TOOL:
@@ -273,7 +278,13 @@ def permissions(user: str, channel: str = "") -> dict[str, Any]:
     if user.startswith(CONNECTOR_PREFIX):
         name = user[len(CONNECTOR_PREFIX) :]
         publish = _connector_publish(name, channel or name)
-        subscribe = [f"{inbox_prefix(user)}.>", _max_deliveries(subjects.OUTBOUND_STREAM, f"connector_{name}")]
+        durable = f"connector_{name}"
+        subscribe = [
+            f"{inbox_prefix(user)}.>",
+            _max_deliveries(subjects.OUTBOUND_STREAM, durable),
+            # Commands deleted while held (connectors.sdk.withdrawals): an unlink, an erasure.
+            _terminated(subjects.OUTBOUND_STREAM, durable),
+        ]
         if name == "chat":
             subscribe.append("rd.chat.live.>")
     elif user.startswith(SINK_PREFIX):

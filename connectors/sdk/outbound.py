@@ -17,7 +17,8 @@ not send and ended after the hold may have lapsed reports nothing (another proce
 (A connector killed between the provider's answer and the ack sends that reply again when the
 command is redelivered: at least once, and intake still records one outcome.)
 What a ``DeliverReply`` asks of a connector: ``connectors.sdk.reply_command``; what becomes of a
-command neither sent nor reported (left, handed back, redelivered or parked): ``connectors.sdk.settling``.
+command neither sent nor reported (left, handed back, redelivered or parked): ``connectors.sdk.settling``;
+of one deleted from the stream while held here (an unlink, an erasure): ``connectors.sdk.withdrawals``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_cons
 from .hold import Hold, HoldLapsed
 from .metrics import Metrics
 from .publish import InboundPublisher
-from .tries import HandBack, Tries
+from .tries import HandBack, Tries, Withdrawn
+from .withdrawals import WITHDRAWN_REASON, Withdrawals
 
 log = structlog.get_logger("relaydesk.connector.outbound")
 
@@ -100,7 +102,11 @@ class OutboundWorker:
         self.log = log.bind(connector=connector.name, channel=connector.channel)
         # The batch being handled and the index of its next command (``tries.waiting``): their
         # holds are renewed while a delivery waits out a long backoff or Retry-After.
-        self.tries = Tries(connector, self.hold, metrics, self._stop_requested, self.log)
+        # Commands deleted from the stream while held here (an unlink, an erasure): not tried again.
+        self.withdrawals = Withdrawals(nc, subjects.OUTBOUND_STREAM, self.durable)
+        self.tries = Tries(
+            connector, self.hold, metrics, self._stop_requested, self.log, withdrawn=self.withdrawals.withdrawn
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -162,6 +168,7 @@ class OutboundWorker:
         if self._watch is None:
             self._watch = MaxDeliveriesWatch(self.nc, self.js, subjects.OUTBOUND_STREAM, self.durable, self.reader)
             await self._watch.start()
+        await self.withdrawals.start()
         # Messages as soon as there are any: connector processes of a channel share the
         # durable, and nats-py's fetch would hold a part batch up to its timeout (events.pull).
         return await Puller(self.nc, subjects.OUTBOUND_STREAM, self.durable).start()
@@ -238,6 +245,7 @@ class OutboundWorker:
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
+        await self.withdrawals.stop()
 
     # -- one command ----------------------------------------------------------------------
 
@@ -288,6 +296,9 @@ class OutboundWorker:
                 except HandBack:
                     await settling.hand_back(msg, rlog)
                     return
+                except Withdrawn:
+                    rlog.info("outbound.withdrawn", stream_seq=msg.metadata.sequence.stream)
+                    result = DeliveryResult.failed(WITHDRAWN_REASON)
             outcome = self._outcome(reply, result)
             self._remember(reply.reply_id, outcome)
             if outcome.outcome == "sent":
@@ -347,6 +358,8 @@ class OutboundWorker:
             except HandBack:
                 await settling.hand_back(msg, rlog)
                 return
+            except Withdrawn:
+                result = DeliveryResult.failed(WITHDRAWN_REASON)
             if result.ok:
                 self.metrics.inc("notices_shown")
                 rlog.info("outbound.notice_shown", provider_message_id=result.provider_message_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,11 @@ from .base import Connector, ConnectorSettings, DeliveryResult
 from .errors import PermanentDeliveryError, TransientDeliveryError
 from .hold import Hold, HoldLapsed
 from .metrics import Metrics
+
+
+class Withdrawn(Exception):
+    """The command held was deleted from its stream meanwhile (``connectors.sdk.withdrawals``):
+    no further try goes out."""
 
 
 class HandBack(Exception):
@@ -45,9 +51,16 @@ class Tries:
     renewed during a long pause)."""
 
     def __init__(
-        self, connector: Connector, hold: Hold, metrics: Metrics, stop_requested: asyncio.Event, log: Any
+        self,
+        connector: Connector,
+        hold: Hold,
+        metrics: Metrics,
+        stop_requested: asyncio.Event,
+        log: Any,
+        withdrawn: Callable[[Msg], bool] = lambda _msg: False,
     ) -> None:
         self.connector = connector
+        self.withdrawn = withdrawn
         self.hold = hold
         self.metrics = metrics
         self.stop_requested = stop_requested
@@ -57,7 +70,7 @@ class Tries:
     async def deliver(self, reply: DeliverReply, msg: Msg, rlog: Any) -> DeliveryResult:
         """The outcome of ``reply`` after up to ``deliver_attempts`` tries. Raises ``HoldLapsed``
         when the command may be another process's now, ``HandBack`` when the worker stops
-        between two tries."""
+        between two tries, ``Withdrawn`` when the command was deleted from its stream."""
         s = self.connector.settings
         attempts = max(1, s.deliver_attempts)
         result = DeliveryResult.failed("not attempted")
@@ -65,6 +78,8 @@ class Tries:
             if self.hold.lapsed():
                 raise HoldLapsed
             await self.hold.renew(msg)
+            if self.withdrawn(msg):
+                raise Withdrawn
             result = await self._attempt(reply)
             if not result.ok and self.hold.lapsed():
                 # Found by a chaos audit: a last try that outlived the hold (the process stopped
@@ -93,6 +108,8 @@ class Tries:
         worker stops meanwhile."""
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
+            if self.withdrawn(msg):
+                return  # the next try's check says so, now rather than after a long Retry-After
             # Renewed once a quarter of the ack wait old: at once after a long try (a try
             # may take most of the ack wait), then every quarter.
             renew_in = self.hold.since + self.hold.ack_wait / 4 - time.monotonic()

@@ -19,9 +19,10 @@ gets none, and none gets two. Running it again writes nothing more; it still era
 ``RD_OUTBOUND`` what carries a reply this unlink failed before, so a retry after a crash
 between the two steps, or a copy queued late (below), finishes the job.
 
-Not taken back: a reply a connector has already fetched from ``RD_OUTBOUND`` (being sent, or
-retried through a provider's outage) still goes out, and its ``MessageSent`` then follows the
-``DeliveryFailed`` on the log, as an erasure leaves a send under way. A reply the API appended
+A reply a connector has already fetched from ``RD_OUTBOUND`` hears of the erase (the server's
+advisory of a held command deleted: ``connectors.sdk.withdrawals``) and is not tried again, also
+through a provider's outage; only a try already under way then still reaches the provider, and
+its ``MessageSent`` follows the ``DeliveryFailed`` on the log. A reply the API appended
 just before the resolution and queued only after this read ``RD_OUTBOUND`` (its two writes), or
 one a relay sweep found without an outcome just before the ``DeliveryFailed`` and queued after
 the read, waits there: asking again removes it.

@@ -1,0 +1,84 @@
+"""A reply taken back while a connector holds it: an unlink (or an erasure) deletes its
+``DeliverReply`` from ``RD_OUTBOUND`` while the SMS connector waits to try it again after a
+provider's outage. Found reviewing the unlink: the connector kept the command it had fetched in
+memory, opened, and sent it on its next try, to an address that was no longer the customer's.
+Now the server's advisory of the deletion reaches every process of the channel, and no further
+try goes out; the reply is reported failed, saying why."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
+from connectors.sdk.runtime import ConnectorRuntime
+from connectors.sdk.withdrawals import WITHDRAWN_REASON
+from connectors.sms.connector import TwilioSmsConnector
+from events import subjects
+from events.codec import encode
+from events.streams import ensure_streams
+from services.embedded_nats import EmbeddedNats
+from tests.connectors.outbound_rig import a_reply
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
+    server = EmbeddedNats(store_dir=tmp_path / "js")
+    await server.astart()
+    client = await nats.connect(server.url)
+    await ensure_streams(client.jetstream())
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+        await server.astop()
+
+
+async def sent(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
+
+
+async def test_a_reply_deleted_from_the_queue_while_it_waits_for_a_retry_is_not_sent(nc: NATS) -> None:
+    fake = FakeProvider(handler=sent, fail_next=1)  # Twilio down for the first try
+    await fake.start()
+    connector = TwilioSmsConnector.from_config(
+        {
+            "port": 0,
+            "auth_token": "tok",
+            "account_sid": "AC" + "d" * 32,
+            "from_number": "+15550000000",
+            "api_base_url": fake.url + "/",
+            "outbound_fetch_timeout": 0.3,
+            "deliver_attempts": 3,
+            "deliver_backoff": 4.0,  # 2-4 s before the second try: the unlink comes meanwhile
+        }
+    )
+    runtime = ConnectorRuntime(connector, nc)
+    await runtime.start()
+    try:
+        js = nc.jetstream()
+        reply = a_reply("sms", "+15551230000")
+        ack = await js.publish(subjects.outbound("sms"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        await fake.wait_for(1, timeout=15)
+        assert len(fake.sends) == 1  # the first try, refused
+        # What the unlink does to the replies it takes back (services.customers.scan.erase_msg).
+        assert await js.delete_msg(subjects.OUTBOUND_STREAM, ack.seq)
+
+        found = await wait_for_outcome(js, "sms", reply.reply_id, timeout=30)
+        assert found.report.outcome == "failed"
+        assert found.report.reason == WITHDRAWN_REASON
+        # The outcome is reported once the tries are over: a second try would have come first.
+        assert len(fake.sends) == 1, "the reply taken back was sent to the address after all"
+        assert len(await read_outcomes(js, "sms", reply.reply_id)) == 1
+    finally:
+        await runtime.stop()
+        await fake.stop()
