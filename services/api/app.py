@@ -44,6 +44,7 @@ from services.api.auth import authenticate, authorize, deactivated
 from services.api.common import ApiDeps, loggable_path
 from services.api.errors import json_errors
 from services.api.nul_refusal import refuse_nul
+from services.api.repeated_query import refuse_repeated_query
 from services.api.views import LANGUAGE_REASON_UNREAD
 from services.metrics import measured
 
@@ -85,6 +86,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         # or slow (503; aiohttp answers a TimeoutError with a blank 504) as {"error": ...} too
         json_errors(BODY_LIMIT),
         refuse_nul,  # no value kept can hold a NUL: a 400, not a database's 500 (nul_refusal.py)
+        refuse_repeated_query,  # ?limit=1&limit=x: a 400, not the first value read (repeated_query.py)
         session.cookie_session(sessions, signed_out),  # a console session cookie becomes the bearer (session.py)
         authn,
         idempotency.idempotency(deps),

@@ -198,6 +198,8 @@ class ViewBehind(ApiError):
 # The largest stream sequence a cursor may name (a signed 64-bit integer, as SQLite and
 # PostgreSQL store one).
 MAX_SEQ = 2**63 - 1
+# The most records a list read whole from a bucket answers at once (?limit= of /v1/deliveries, /v1/dlq).
+MAX_RECORDS = 10_000
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int = MAX_SEQ) -> int:

@@ -13,7 +13,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from events.stream_scan import bucket_values
-from services.api.common import ACTOR, ApiDeps, ApiError, is_operator, json_error, ok, query_int
+from services.api.common import ACTOR, MAX_RECORDS, ApiDeps, ApiError, is_operator, json_error, ok, query_int
 from services.delivery import records
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         if status is not None and status not in records.STATUSES:
             return json_error(400, f"status is one of {', '.join(records.STATUSES)}")
         agent = request.query.get("agent")
-        limit = query_int(request, "limit", 100, low=1, high=10_000)
+        limit = query_int(request, "limit", 100, low=1, high=MAX_RECORDS)
         bucket = await kv()
         if bucket is None:
             return ok({"deliveries": [], "count": 0})

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from events.parking import ParkedKind
-from services.api.common import ACTOR, ApiDeps, ApiError, is_operator, json_error, ok, query_int
+from services.api.common import ACTOR, MAX_RECORDS, ApiDeps, ApiError, is_operator, json_error, ok, query_int
 from services.api.health import intake_lag
 from services.dlq import DeadLetters, DlqError, summary
 
@@ -48,7 +48,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         kind = request.query.get("kind")
         if kind is not None and kind not in KINDS:
             return json_error(400, f"kind is one of {', '.join(KINDS)}")
-        limit = query_int(request, "limit", 100, low=1, high=10_000)
+        limit = query_int(request, "limit", 100, low=1, high=MAX_RECORDS)
         found = await dead_letters().list(kind)  # type: ignore[arg-type]
         return ok({"parked": [summary(record) for record in found[:limit]], "count": len(found)})
 

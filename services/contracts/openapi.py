@@ -11,7 +11,7 @@ import msgspec
 from services.api.access import roles_reaching
 from services.api.idempotency import COMMAND_METHODS, HEADER, MAX_KEY_LENGTH, REPLAYED
 from services.contracts import responses as rs
-from services.contracts.routes import ROUTES, Route, by_key
+from services.contracts.routes import ROUTES, Query, Route, by_key
 
 REF = "#/components/schemas/{name}"
 PATH_PARAM = re.compile(r"\{([^}/]+)\}")
@@ -43,6 +43,8 @@ def is_command(route: Route) -> bool:
 # What every route under /v1 may answer whatever it is: NATS away or slow, or the API's view
 # still reading the log after a start (services.api.errors, services.api.readiness).
 UNAVAILABLE = "NATS did not answer in time, or this API's view is still reading the log: retry (Retry-After)"
+# What every route refuses before its handler runs (services.api.nul_refusal, .repeated_query).
+MALFORMED = "a query parameter given more than once, or a NUL (U+0000) in the query or the path"
 # Idempotency-Key: printable ASCII, as the header's draft standard (a structured-field string)
 # has it and services.api.idempotency checks it; no space at either end (HTTP drops it).
 KEY_PATTERN = "^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$"
@@ -72,6 +74,7 @@ def _errors(route: Route) -> dict[int, str]:
         out[503] = UNAVAILABLE
     for status, when in route.errors.items():
         out[status] = f"{out[status]}; or {when}" if status in out and status in (400, 409, 503) else when
+    out[400] = f"{out[400]}; or {MALFORMED}" if 400 in out else MALFORMED
     return out
 
 
@@ -111,7 +114,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             "name": q.name,
             "in": "query",
             "description": q.description,
-            "schema": msgspec.json.schema(q.type),
+            "schema": msgspec.json.schema(q.type) | _bounds(q),
         }
         if q.required:
             param["required"] = True
@@ -119,6 +122,12 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     if is_command(route):
         params.append({"$ref": "#/components/parameters/IdempotencyKey"})
     return params
+
+
+def _bounds(q: Query) -> dict[str, int]:
+    """An integer parameter's range as the API checks it (``minimum``, ``maximum``)."""
+    bounds = {"minimum": q.low, "maximum": q.high}
+    return {k: v for k, v in bounds.items() if v is not None}
 
 
 def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from services.api import (
     customers,
     notes,
     outbound,
+    paging,
     registry,
     session,
     templates,
@@ -48,6 +49,10 @@ class Query:
     description: str
     type: Any = str
     required: bool = False
+    # An integer's range as the API checks it (``common.query_int``): outside it is 400. Found
+    # by a fuzzing audit: ``limit=0`` was "valid" by the document and refused by every route.
+    low: int | None = None
+    high: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,11 @@ class Route:
         return self.method, self.path
 
 
-LIMIT = Query("limit", "at most this many (default 100)", int)
-PAGE_LIMIT = Query("limit", "at most this many (default 100, at most 1000: more is 400)", int)
+LIMIT = Query("limit", "at most this many (default 100)", int, low=1, high=paging.MAX_LIMIT)
+RECORDS_LIMIT = Query("limit", "at most this many (default 100)", int, low=1, high=common.MAX_RECORDS)
+PAGE_LIMIT = Query(
+    "limit", "at most this many (default 100, at most 1000: more is 400)", int, low=1, high=paging.MAX_LIMIT
+)
 CURSOR = Query("cursor", "the next page: next_cursor of the page before, as it came", str)
 AGENT_FOR_OPERATOR = Query("agent", "with the operator token: the agent to act for (the console's operator view)")
 
@@ -280,7 +288,13 @@ ROUTES: tuple[Route, ...] = (
         auth=BOTH,
         query=(
             AGENT_FOR_OPERATOR,
-            Query("after", "resume after this log sequence (or the Last-Event-ID header)", int),
+            Query(
+                "after",
+                "resume after this log sequence (or the Last-Event-ID header)",
+                int,
+                low=0,
+                high=common.MAX_SEQ,
+            ),
         ),
         errors={400: "after is not a sequence", 404: "no such agent"},
     ),
@@ -572,7 +586,13 @@ ROUTES: tuple[Route, ...] = (
         {200: rs.Timeline},
         auth=BOTH,
         query=(
-            Query("after", "entries after this log sequence (next_after of the previous page)", int),
+            Query(
+                "after",
+                "entries after this log sequence (next_after of the previous page)",
+                int,
+                low=0,
+                high=common.MAX_SEQ,
+            ),
             LIMIT,
             Query("channel", "only this channel"),
         ),
@@ -630,7 +650,7 @@ ROUTES: tuple[Route, ...] = (
         query=(
             Query("status", "pending, delivered, failed, retry_requested or superseded"),
             Query("agent", "for this agent"),
-            LIMIT,
+            RECORDS_LIMIT,
         ),
         errors={400: "invalid status or limit"},
     ),
@@ -656,7 +676,7 @@ ROUTES: tuple[Route, ...] = (
         "Parked messages: dead letters and quarantined log events",
         "dlq",
         {200: rs.ParkedList},
-        query=(Query("kind", "dead_letter or quarantined"), LIMIT),
+        query=(Query("kind", "dead_letter or quarantined"), RECORDS_LIMIT),
         errors={400: "invalid kind or limit"},
     ),
     Route("GET", "/v1/dlq/{key}", "One parked message with its payload", "dlq", {200: rs.Parked}, errors=NO_PARKED),
@@ -687,6 +707,8 @@ ROUTES: tuple[Route, ...] = (
                 "groups on a page (group_by=conversation: default 100; the other groupings: all unless asked;"
                 " at most 1000: more is 400)",
                 int,
+                low=1,
+                high=paging.MAX_LIMIT,
             ),
             Query(
                 "cursor",
