@@ -15,7 +15,7 @@ from events.model import AgentStatusChanged
 from router.state import RouterState
 from services.api import workspace
 from services.api.auth import AGENT, role_of
-from services.api.common import ACTOR, ApiDeps, ApiError, Body, json_error, ok, read_body
+from services.api.common import ACTOR, AGENT_STATUSES, ApiDeps, ApiError, Body, StatusField, json_error, ok, read_body
 from services.api.views import agent_json, conversation_json
 from services.api.workspace import WorkspaceFacts
 
@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 
 class StatusBody(Body):
-    status: str
+    status: StatusField
     reason: str = ""
 
 
@@ -105,8 +105,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def status(request: web.Request) -> web.Response:
         agent_id = calling_agent(request, deps)
         body = await read_body(request, StatusBody)
-        if body.status not in ("available", "away", "offline"):
-            return json_error(400, "status is one of available, away, offline")
+        if body.status not in AGENT_STATUSES:
+            return json_error(400, f"status is one of {', '.join(AGENT_STATUSES)}")
         event = AgentStatusChanged(
             at=deps.clock(),
             agent_id=agent_id,

@@ -34,9 +34,13 @@ from router.state import AgentView
 from services.api import paging
 from services.api.common import (
     ACTOR,
+    AGENT_STATUSES,
+    TIERS,
     ApiDeps,
     Body,
     EmptyBody,
+    StatusField,
+    TierField,
     id_problem,
     json_error,
     name_problem,
@@ -55,7 +59,7 @@ MAX_CAPACITY = MAX_TOTAL = MAX_SLOTS
 
 
 class StatusBody(Body):
-    status: str
+    status: StatusField
     reason: str = ""
 
 
@@ -66,7 +70,7 @@ class AgentChanges(Body):
     name: str | UnsetType = UNSET
     skills: dict[str, int] | UnsetType = UNSET  # replaces the agent's skills
     languages: dict[str, int] | UnsetType = UNSET  # replaces the agent's languages
-    tier: int | UnsetType = UNSET
+    tier: TierField | UnsetType = UNSET
     capacity: dict[str, int] | UnsetType = UNSET  # per channel: the channels named change
     max_total: int | UnsetType | None = UNSET  # null: no overall cap
     voice: str | UnsetType = UNSET  # where calls ring: "client:<id>", "sip:<uri>", "+E164"; "" unsets
@@ -88,7 +92,7 @@ class DeactivateBody(Body):
 def profile_problem(profile: AgentProfile) -> str | None:
     if problem := name_problem(profile.name):
         return problem
-    if not 1 <= profile.tier <= 3:
+    if profile.tier not in TIERS:
         return "tier must be 1 (frontline), 2 (specialist) or 3 (supervisor)"
     if any(not 1 <= level <= 5 for level in profile.skills.values()):
         return "skill levels go from 1 to 5"
@@ -239,8 +243,8 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def agent_status(request: web.Request) -> web.Response:
         aid = request.match_info["id"]
         body = await read_body(request, StatusBody)
-        if body.status not in ("available", "away", "offline"):
-            return json_error(400, "status is one of available, away, offline")
+        if body.status not in AGENT_STATUSES:
+            return json_error(400, f"status is one of {', '.join(AGENT_STATUSES)}")
         if aid not in deps.live.state.agents:
             return json_error(404, f"no agent {aid}")
         event = AgentStatusChanged(

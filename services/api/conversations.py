@@ -24,7 +24,7 @@ from router.explain import nobody_could_take
 from router.state import ConversationView
 from services.api import caught_up, idempotency, replies, templates
 from services.api.commands import Written, offer_answer, queue_reply, reply_request, resolution, same_reply
-from services.api.common import ACTOR, ApiDeps, ApiError, Body, EmptyBody, json_error, ok, read_body
+from services.api.common import ACTOR, TIERS, ApiDeps, ApiError, Body, EmptyBody, TierField, json_error, ok, read_body
 from services.api.conversation_queries import last_event_of
 from services.api.views import (
     conversation_json,
@@ -40,7 +40,7 @@ class AgentActionBody(Body):
 class TransferBody(Body):
     to_agent: str | None = None
     to_skill: str | None = None
-    to_tier: int | None = None
+    to_tier: TierField | None = None
     note: str = ""
     # A skill no active agent has is refused (409) unless this is set: then it waits for one.
     queue_anyway: bool = False
@@ -52,7 +52,7 @@ class TransferBody(Body):
 
 
 class EscalateBody(Body):
-    to_tier: int
+    to_tier: TierField
     reason: str = ""
     # A tier no active agent who could take it has is refused (409) unless this is set.
     queue_anyway: bool = False
@@ -196,7 +196,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             return json_error(409, f"agent {body.to_agent} is deactivated")
         if body.to_skill and (refusal := deps.registry.unknown_skills([body.to_skill])):
             return json_error(400, refusal.reason, **refusal.extra("skill"))
-        if body.to_tier is not None and not 1 <= body.to_tier <= 3:
+        if body.to_tier is not None and body.to_tier not in TIERS:
             return json_error(400, TIER_RANGE)
         conv = await conversation(cid)
         if body.to_agent and body.to_agent == conv.agent_id:
@@ -222,7 +222,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def escalate(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
         body = await read_body(request, EscalateBody)
-        if not 1 <= body.to_tier <= 3:
+        if body.to_tier not in TIERS:
             return json_error(400, TIER_RANGE)
         conv = await conversation(cid)
         event = ConversationEscalated(

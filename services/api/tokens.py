@@ -21,6 +21,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 import structlog
@@ -173,7 +174,9 @@ def install(app: web.Application, table: TokenTable, live: LiveState) -> None:
 
 class IssueBody(Body):
     label: str = ""
-    role: str = "agent"  # or "supervisor"
+    # Checked by the handler (400 naming the roles); its values declared to the document as
+    # common.StatusField's are.
+    role: Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(ROLES)})] = "agent"
 
 
 def record_json(record: TokenRecord) -> dict[str, object]:

@@ -17,8 +17,10 @@ from services.api import (
     agents,
     canned,
     common,
+    conversation_queries,
     conversations,
     customers,
+    dlq,
     notes,
     outbound,
     paging,
@@ -29,6 +31,8 @@ from services.api import (
     uploads,
 )
 from services.contracts import responses as rs
+from services.delivery import records
+from services.reports.metrics import GROUP_BYS
 
 # Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
 # agent) the document lists comes from the access table, services.api.access.RULES.
@@ -53,6 +57,8 @@ class Query:
     # by a fuzzing audit: ``limit=0`` was "valid" by the document and refused by every route.
     low: int | None = None
     high: int | None = None
+    # The only values the API takes (another is 400), from the code's own tuple: an ``enum``.
+    values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,7 @@ ROUTES: tuple[Route, ...] = (
         "conversations",
         {200: rs.ConversationList},
         query=(
-            Query("status", "new, waiting, offered, assigned or resolved"),
+            Query("status", "new, waiting, offered, assigned or resolved", values=conversation_queries.STATUSES),
             Query("agent", "held or offered to this agent"),
             PAGE_LIMIT,
             CURSOR,
@@ -648,7 +654,7 @@ ROUTES: tuple[Route, ...] = (
         "deliveries",
         {200: rs.DeliveryList},
         query=(
-            Query("status", "pending, delivered, failed, retry_requested or superseded"),
+            Query("status", "pending, delivered, failed, retry_requested or superseded", values=records.STATUSES),
             Query("agent", "for this agent"),
             RECORDS_LIMIT,
         ),
@@ -676,7 +682,7 @@ ROUTES: tuple[Route, ...] = (
         "Parked messages: dead letters and quarantined log events",
         "dlq",
         {200: rs.ParkedList},
-        query=(Query("kind", "dead_letter or quarantined"), RECORDS_LIMIT),
+        query=(Query("kind", "dead_letter or quarantined", values=dlq.KINDS), RECORDS_LIMIT),
         errors={400: "invalid kind or limit"},
     ),
     Route("GET", "/v1/dlq/{key}", "One parked message with its payload", "dlq", {200: rs.Parked}, errors=NO_PARKED),
@@ -699,7 +705,7 @@ ROUTES: tuple[Route, ...] = (
         query=(
             Query("from", "start (ISO 8601; default: 7 days before to)"),
             Query("to", "end (ISO 8601; default: now)"),
-            Query("group_by", "channel, agent, queue, day or conversation"),
+            Query("group_by", "channel, agent, queue, day or conversation (empty: none)", values=("", *GROUP_BYS)),
             Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
             Query("tz", "IANA time zone of the days, hours and plain dates (default UTC), e.g. Europe/Paris"),
             Query(

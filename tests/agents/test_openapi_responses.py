@@ -218,3 +218,67 @@ async def test_every_integer_query_parameter_has_the_range_the_api_checks(s: Age
                     assert status == 400 and name in body["error"], (template, name, value, body)
                 tried.append((template, name))
     assert len(tried) == 8, tried  # limit on six lists and the report, after on a timeline
+
+
+async def test_every_query_parameter_with_values_takes_those_and_no_other(s: AgentSystem) -> None:
+    """Found by the same audit: ``status``, ``kind`` and ``group_by`` were any string by the
+    document and 400 for all but a few. Each declares its values (``enum``): the API takes
+    every one and refuses another with a 400 that names the parameter."""
+    tried = []
+    for template, operations in generate("openapi")["paths"].items():
+        for method, operation in operations.items():
+            for param in operation.get("parameters", []):
+                values = param.get("schema", {}).get("enum")
+                if param.get("in") != "query" or values is None:
+                    continue
+                name = param["name"]
+                for value in values:
+                    status, body = await s.call(method.upper(), f"{template}?{name}={value}")
+                    assert status == 200, (template, name, value, body)
+                status, body = await s.call(method.upper(), f"{template}?{name}=none-of-those")
+                assert status == 400 and name in body["error"], (template, name, body)
+                tried.append((template, name))
+    assert len(tried) == 4, tried  # conversations by status, deliveries by status, dlq by kind, report groups
+
+
+async def test_body_fields_declare_the_values_and_ranges_the_api_takes(s: AgentSystem) -> None:
+    """Found by the same audit: ``"status": ""``, ``"role": ""`` and ``"tier": 0`` fit the
+    document and were refused. The document now has what each handler checks: every value
+    or number in it is taken, one outside is a 400 that names the field."""
+    document = generate("openapi")
+
+    def field(method: str, path: str, name: str) -> dict[str, Any]:
+        ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        return document["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"][name]  # type: ignore[no-any-return]
+
+    async def takes(method: str, path: str, name: str, value: Any) -> tuple[int, Any]:
+        return await s.call(method, path, body={name: value})
+
+    for template, path in (
+        ("/v1/agents/{id}/status", "/v1/agents/ava/status"),
+        ("/v1/agent/status", "/v1/agent/status?agent=ava"),
+    ):
+        for value in field("post", template, "status")["enum"]:
+            assert (await takes("POST", path, "status", value))[0] == 200, (path, value)
+        status, body = await takes("POST", path, "status", "busy")
+        assert status == 400 and body["error"].startswith("status is one of"), body
+    for value in field("post", "/v1/agents/{id}/tokens", "role")["enum"]:
+        assert (await takes("POST", "/v1/agents/bruno/tokens", "role", value))[0] == 201, value
+    status, body = await takes("POST", "/v1/agents/bruno/tokens", "role", "admin")
+    assert status == 400 and body["error"].startswith("role is one of"), body
+
+    tier = field("patch", "/v1/agents/{id}", "tier")
+    for value in range(tier["minimum"], tier["maximum"] + 1):
+        assert (await takes("PATCH", "/v1/agents/bruno", "tier", value))[0] == 200, value
+    _, cid = await s.open()
+    for method, template, path in (
+        ("PATCH", "/v1/agents/{id}", "/v1/agents/bruno"),
+        ("POST", "/v1/conversations/{id}/transfer", f"/v1/conversations/{cid}/transfer"),
+        ("POST", "/v1/conversations/{id}/escalate", f"/v1/conversations/{cid}/escalate"),
+    ):
+        name = "tier" if method == "PATCH" else "to_tier"
+        bounds = field(method.lower(), template, name)
+        bounds = bounds["anyOf"][0] if "anyOf" in bounds else bounds  # to_tier may be null
+        for value in (bounds["minimum"] - 1, bounds["maximum"] + 1):
+            status, body = await takes(method, path, name, value)
+            assert status == 400 and body["error"].startswith(f"{name} must be 1"), (template, value, body)
