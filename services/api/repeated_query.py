@@ -37,5 +37,5 @@ async def refuse_repeated_query(request: web.Request, handler: Handler) -> web.S
     if found is None:
         return await handler(request)
     name, times = found
-    log.info("api.repeated_query_refused", method=request.method, path=loggable_path(request), parameter=name)
+    log.info("api.repeated_query_refused", method=request.method, path=loggable_path(request), parameter=repr(name))
     return json_error(400, f"query parameter {name!r} is given {times} times: give it once")
