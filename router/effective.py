@@ -78,20 +78,27 @@ def effective(sig: QueueSignature, policy: p.RouterPolicy) -> Effective:
     )
 
 
+def lowest_level(minimum: int) -> int:
+    """The lowest level to look for agents at, for a required ``minimum``: agents are filed
+    at levels 1 to ``MAX_LEVEL`` (and '*' at 0), so nothing below 0 needs looking at. A
+    requirement of level -2**62 (well-typed, on the log) made every walk from it endless."""
+    return min(max(minimum, 0), MAX_LEVEL)
+
+
 def levels(eff: Effective, policy: p.RouterPolicy) -> range | tuple[int, ...]:
     """Skill levels of the primary skill to look at, best fit first."""
     if eff.primary == ANY:
         return (0,)
     if policy.skill_fit == "closest":
-        return range(eff.primary_min, MAX_LEVEL + 1)
-    return range(MAX_LEVEL, eff.primary_min - 1, -1)
+        return range(lowest_level(eff.primary_min), MAX_LEVEL + 1)
+    return range(MAX_LEVEL, lowest_level(eff.primary_min) - 1, -1)
 
 
 def natural_tier(state: RouterState, eff: Effective) -> int:
     """The lowest tier (at or above the minimum) with an available agent on shift who could
     take this work, busy or not; the highest tier known when nobody could."""
     languages = eff.languages or (ANY,)
-    low = range(eff.primary_min, MAX_LEVEL + 1) if eff.primary != ANY else (0,)
+    low = range(lowest_level(eff.primary_min), MAX_LEVEL + 1) if eff.primary != ANY else (0,)
     for tier in range(eff.min_tier, state.max_agent_tier + 1):
         for language in languages:
             for level in low:

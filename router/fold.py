@@ -48,8 +48,8 @@ from events.model import (
 )
 from events.skips import count_skip
 from router import customers, index, lifecycle, replays, wrap_up
-from router.holding import agent_view, drop_holder, take
-from router.policy import FORGIVE_DECLINES
+from router.holding import agent_view, drop_holder, move_channel, take
+from router.policy import AGENT_TIERS, FORGIVE_DECLINES
 from router.redirect import exclude, forgive, redirect
 from router.state import ConversationView, RouterState
 
@@ -63,6 +63,8 @@ def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | Unknown
     """Fold one stored event into ``state`` (in place) and return it."""
     if seq <= state.last_seq:
         return state
+    if type(event) is AgentProfileUpdated:
+        refuse_tier(event.profile.tier)  # before anything changes: the event is quarantined
     state.last_seq = seq
     if isinstance(event, UnknownEvent):
         # Nothing to interpret (a newer writer's fact, or a quarantined one), but its subject
@@ -101,6 +103,16 @@ AgentFact = AgentStatusChanged | AgentProfileUpdated | AgentDeactivated | AgentR
 _DATED: frozenset[type] = frozenset(
     {AgentStatusChanged, AgentProfileUpdated, AgentDeactivated, AgentReactivated, CustomerProfileUpdated}
 )
+
+
+def refuse_tier(tier: int) -> None:
+    """Raise for an agent's tier outside ``AGENT_TIERS`` (what the API and the config write).
+    decide walks the tiers from a queue's minimum up to the highest on the roster, so one
+    profile of tier 2**62 on the log (hand-written, or a neighbour's) kept every round
+    walking for ever: its fold fails instead, before anything changed, and every reader
+    quarantines it (the agent keeps the profile she had)."""
+    if tier not in AGENT_TIERS:
+        raise ValueError(f"an agent's tier goes from {AGENT_TIERS[0]} to {AGENT_TIERS[-1]}, not {tier}")
 
 
 def _stale(state: RouterState, event: AgentFact | CustomerProfileUpdated) -> bool:
@@ -252,11 +264,17 @@ def _apply(state: RouterState, conv: ConversationView | None, event: LogEvent) -
 
 
 def _opened(state: RouterState, conv: ConversationView, event: ConversationOpened) -> None:
+    # An opening after its routing request (out of order, or a second one naming another
+    # channel) changes what the waiting conversation is queued by: filed again, as a new
+    # language is.
+    refile = conv.status == "waiting" and (conv.channel != event.channel or conv.public != event.public)
     conv.customer_id = event.customer_id
-    conv.channel = event.channel
+    move_channel(state, event.conversation_id, conv, event.channel)
     conv.public = event.public
     conv.opened_at = event.at
     customers.survivor(state, event.customer_id).open_conversations.add(event.conversation_id)
+    if refile:
+        index.requeue(state, event.conversation_id, conv)
 
 
 def _offered(state: RouterState, conv: ConversationView, event: AgentOffered) -> None:
@@ -325,7 +343,7 @@ _ON_CONVERSATION: dict[type, Callable[[RouterState, ConversationView, Any], None
 def _routing_requested(
     state: RouterState, conversation_id: str, conv: ConversationView, event: RoutingRequested
 ) -> None:
-    conv.channel = event.channel
+    move_channel(state, conversation_id, conv, event.channel)
     conv.requirements = event.requirements
     customer = customers.survivor(state, conv.customer_id)
     customer.open_conversations.add(conversation_id)

@@ -37,6 +37,33 @@ def take(state: RouterState, conversation_id: str, conv: ConversationView, agent
     lifecycle.took_work(state, conversation_id, agent)
 
 
+def move_channel(state: RouterState, conversation_id: str, conv: ConversationView, channel: str) -> None:
+    """The conversation is on ``channel`` now (a routing request or an opening naming another
+    one). The slot its holder (if any) gives it moves with it: changed alone, the holder's
+    load stayed on the old channel for good, and the slot freed at its end was taken from the
+    new one (found by tests/unit/router/test_hostile_log.py)."""
+    if channel == conv.channel:
+        return
+    agent_id = conv.agent_id
+    agent = state.agents.get(agent_id) if agent_id is not None else None
+    if agent_id is None or agent is None or conversation_id not in agent.holding:
+        conv.channel = channel
+        return
+    _count(state, agent_id, agent, conv.channel, -1)
+    conv.channel = channel
+    _count(state, agent_id, agent, channel, 1)
+
+
+def _count(state: RouterState, agent_id: str, agent: AgentView, channel: str, change: int) -> None:
+    before = index.load_changing(agent)
+    load = agent.load.get(channel, 0) + change
+    if load > 0:
+        agent.load[channel] = load
+    else:
+        agent.load.pop(channel, None)
+    index.load_changed(state, agent_id, agent, before)
+
+
 def drop_holder(state: RouterState, conversation_id: str, conv: ConversationView) -> None:
     """The holding agent (if any) lets go: capacity is freed."""
     if conv.agent_id is None:

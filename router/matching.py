@@ -337,7 +337,7 @@ def _exhaustive(
     counts = {
         name: sum(
             state.free_live.get(agent_key(eff.channel, name, language, tier, level), 0)
-            for level in range(min(minimum, MAX_LEVEL), MAX_LEVEL + 1)
+            for level in range(eff_.lowest_level(minimum), MAX_LEVEL + 1)
         )
         for name, minimum in eff.skills.items()
     }
@@ -355,7 +355,7 @@ def _exhaustive(
         return None
     order = {level: n for n, level in enumerate(levels)}
     best: tuple[tuple[int, int, float, float, str], str, AgentView, int] | None = None
-    for level in range(min(eff.skills[rarest], MAX_LEVEL), MAX_LEVEL + 1):
+    for level in range(eff_.lowest_level(eff.skills[rarest]), MAX_LEVEL + 1):
         for stored in state.free_agents.get(agent_key(eff.channel, rarest, language, tier, level), ()):
             now = current_entry(state, stored, eff.channel)
             if now is None:

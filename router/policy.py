@@ -17,6 +17,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]  # ``inf`` included (no SLA)
 Wait = Annotated[float, msgspec.Meta(ge=0)]  # 0: none, or off
 Count = Annotated[int, msgspec.Meta(ge=0)]
 AgentTier = Annotated[int, msgspec.Meta(ge=1, le=3)]  # frontline, specialist, supervisor
+AGENT_TIERS = range(1, 4)  # the same, for the fold (``router.fold.refuse_tier``)
 
 # Relaxations an escalation step may apply (``EscalationStep.relaxation``).
 DROP_PREFERRED = "drop_preferred"  # stop holding the conversation for its case owner / transfer target
