@@ -125,7 +125,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
 
 
 def _bounds(q: Query) -> dict[str, Any]:
-    """What the API checks of a parameter beyond its type: an integer's range (``minimum``,
+    """What the API checks of a parameter beyond its type: a number's range (``minimum``,
     ``maximum``), the values a string may take (``enum``)."""
     bounds: dict[str, Any] = {"minimum": q.low, "maximum": q.high, "enum": list(q.values) or None}
     return {k: v for k, v in bounds.items() if v is not None}

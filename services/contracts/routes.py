@@ -33,6 +33,7 @@ from services.api import (
 from services.contracts import responses as rs
 from services.delivery import records
 from services.reports.metrics import GROUP_BYS
+from services.reports.projection import MAX_REOPEN_HOURS
 
 # Who may call: a token, or nobody needs one (PUBLIC). Which tokens (operator, supervisor,
 # agent) the document lists comes from the access table, services.api.access.RULES.
@@ -53,10 +54,10 @@ class Query:
     description: str
     type: Any = str
     required: bool = False
-    # An integer's range as the API checks it (``common.query_int``): outside it is 400. Found
+    # A number's range as the API checks it (``common.query_int``): outside it is 400. Found
     # by a fuzzing audit: ``limit=0`` was "valid" by the document and refused by every route.
-    low: int | None = None
-    high: int | None = None
+    low: float | None = None
+    high: float | None = None
     # The only values the API takes (another is 400), from the code's own tuple: an ``enum``.
     values: tuple[str, ...] = ()
 
@@ -706,7 +707,13 @@ ROUTES: tuple[Route, ...] = (
             Query("from", "start (ISO 8601; default: 7 days before to)"),
             Query("to", "end (ISO 8601; default: now)"),
             Query("group_by", "channel, agent, queue, day or conversation (empty: none)", values=("", *GROUP_BYS)),
-            Query("reopen_hours", "a conversation reopened within this many hours counts as reopened", float),
+            Query(
+                "reopen_hours",
+                "a conversation reopened within this many hours counts as reopened",
+                float,
+                low=0,
+                high=MAX_REOPEN_HOURS,
+            ),
             Query("tz", "IANA time zone of the days, hours and plain dates (default UTC), e.g. Europe/Paris"),
             Query(
                 "limit",
