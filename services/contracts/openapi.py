@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from events import subjects
 from services.api.access import roles_reaching
 from services.api.idempotency import COMMAND_METHODS, HEADER, MAX_KEY_LENGTH, REPLAYED
 from services.contracts import responses as rs
@@ -104,9 +105,21 @@ def _content(kind: Any, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     return {"application/json": {"schema": _schema_for(kind, refs)}}
 
 
+# Path parts the API refuses (400) unless they are a NATS subject token, as the log keeps the
+# id (``services.customers.service.check_customer_id``): (path prefix, part). Found by a
+# fuzzing audit: any string was a customer id by the document.
+TOKEN_PARTS = (("/v1/customers/", "id"),)
+TOKEN_SCHEMA = {"type": "string", "minLength": 1, "maxLength": subjects.TOKEN_MAX_LENGTH, "pattern": "^[A-Za-z0-9_-]+$"}
+
+
+def _path_schema(route: Route, name: str) -> dict[str, Any]:
+    token = any(route.path.startswith(prefix) and name == part for prefix, part in TOKEN_PARTS)
+    return dict(TOKEN_SCHEMA) if token else {"type": "string"}
+
+
 def _parameters(route: Route) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
         for name in PATH_PARAM.findall(route.path)
     ]
     for q in route.query:

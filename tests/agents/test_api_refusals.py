@@ -8,6 +8,7 @@ whose Content-Encoding does not decode is a JSON 400."""
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from typing import Any
 
@@ -299,3 +300,30 @@ async def test_a_query_parameter_given_twice_is_a_400_on_every_route(s: AgentSys
         assert status == 200 and body["status"] == "available", body
     for path in ("/v1/agents?limit=1", "/v1/customers?q=ab&tier=gold", "/healthz?probe=1"):
         assert (await raw(s, "GET", path))[0] == 200, path
+
+
+async def test_a_path_part_the_document_patterns_is_refused_outside_it(s: AgentSystem) -> None:
+    """Found by a fuzzing audit: a customer id was any string by the document, and every
+    customer route refused one that is no subject token. Each path part with a pattern in the
+    document: a real id fits it, and one outside it is 400 on every route that has it."""
+    from services.contracts import generate
+
+    customer, _ = await s.open()
+    bodies = {
+        "/v1/customers/{id}/identities": {"identity": "sms:+15551234567"},
+        "/v1/customers/{id}/merge": {"other": customer},
+    }
+    tried = []
+    for template, operations in generate("openapi")["paths"].items():
+        for method, operation in operations.items():
+            for param in operation.get("parameters", []):
+                pattern = param.get("schema", {}).get("pattern")
+                if param.get("in") != "path" or pattern is None:
+                    continue
+                assert re.fullmatch(pattern, customer), (template, pattern)
+                for bad in ("a.b", "x" * (param["schema"]["maxLength"] + 1), "ab%20cd"):
+                    path = template.replace("{" + param["name"] + "}", bad).replace("{identity}", "sms:+15551234567")
+                    status, _, _, body = await raw(s, method.upper(), path + "?reason=x", json=bodies.get(template))
+                    assert (status, body) == (400, {"error": "not a customer id"}), (method, template, bad)
+                tried.append((method, template))
+    assert len(tried) == 9, tried  # every route under /v1/customers/{id}
