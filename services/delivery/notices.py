@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from events import subjects
 from events.digests import remembered
@@ -39,11 +40,16 @@ from events.model import (
     ReplyRequested,
 )
 from events.personal import ERASED
+from events.skips import count_skip
 from events.store import StoredEvent
 from events.text import shorten
 from router import replays
 from router.fold import evolve
 from router.state import RouterState, reading_only
+
+log = structlog.get_logger(__name__)
+# Where a notice for an id no agent can have is counted (``relaydesk_skipped_total``).
+UNADDRESSED = "delivery.notice_for_nobody"
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,32 @@ class Facts:
         self.unread.discard(conversation_id)
 
     def apply(self, stored: StoredEvent) -> list[Notice]:
-        """Fold one event; the notices it makes (computed on the state after it)."""
+        """Fold one event; the notices it makes (computed on the state after it). A notice
+        for an agent id that is no subject token (every agent's id is one: it names her
+        ``rd.evt.a.<id>``) is for nobody: a hand-written offer to ``"a b"`` made a record key
+        NATS refuses, outside the quarantine, and delivery stood down and tried it again for
+        ever. Left out, logged and counted instead (``relaydesk_skipped_total``)."""
+        notices = self._apply(stored)
+        for notice in notices:
+            if not subjects.is_token(notice.agent_id):
+                return [n for n in notices if self._addressed(n)]
+        return notices
+
+    def _addressed(self, notice: Notice) -> bool:
+        if subjects.is_token(notice.agent_id):
+            return True
+        count_skip(UNADDRESSED)
+        log.warning(
+            "delivery.notice_for_nobody",
+            notice=notice.kind,
+            seq=notice.seq,
+            conversation_id=notice.conversation_id,
+            agent_id=notice.agent_id[:64],
+            action="no notice: no agent can have this id",
+        )
+        return False
+
+    def _apply(self, stored: StoredEvent) -> list[Notice]:
         event = stored.event
         if isinstance(event, ConversationOpened | MessageReceived) and self._remember(event):
             self.state = evolve(self.state, stored.seq, stored.subject, event)

@@ -255,10 +255,10 @@ def check_outside_the_boundary(log: HostileLog, now: datetime, policy: RouterPol
 OPS = ("valid", "valid", "hostile", "hostile", "hostile", "round", "wait", "replay")
 
 
-def aimed(data: st.DataObject, log: HostileLog, event: LogEvent) -> LogEvent:
+def aimed_at(data: st.DataObject, state: RouterState, event: LogEvent) -> LogEvent:
     """``event``, most times about a conversation the router holds now (its ids, its holder):
     drawn from the pools alone, few would meet one in the state they contradict."""
-    conversations = sorted(log.router.conversations.items())
+    conversations = sorted(state.conversations.items())
     if not conversations or not isinstance(event, ConversationEvent) or data.draw(st.integers(0, 3)) == 0:
         return event
     conversation_id, conv = data.draw(st.sampled_from(conversations))
@@ -277,7 +277,7 @@ def run_hostile(data: st.DataObject, policy: RouterPolicy, ops: list[str]) -> No
             for event in valid_lifecycle(data, now):
                 log.append(event)
         elif op == "hostile":
-            log.append(aimed(data, log, data.draw(HOSTILE)))
+            log.append(aimed_at(data, log.router, data.draw(HOSTILE)))
         elif op == "replay" and log.events:
             # A duplicate: an event already on the log, appended again later (same content).
             log.append(data.draw(st.sampled_from(log.events)))
