@@ -41,7 +41,10 @@ def dmarc_verdict(msg: EmailMessage, authserv_id: str, from_domain: str = "") ->
     wanted = authserv_id.strip().lower()
     verdicts: set[str] = set()
     aligned = False
-    for field in msg.get_all("Authentication-Results") or ():
+    # As sent, not through the header registry (which sees a bounded part of a field: a
+    # ``dmarc=fail`` past it would go unseen).
+    fields = (value for key, value in msg.raw_items() if key.lower() == "authentication-results")
+    for field in fields:
         text = _COMMENT.sub(" ", str(field))
         server, _, results = text.partition(";")
         parts = server.split()

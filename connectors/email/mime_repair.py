@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import email
-import email.policy
 import re
 from email.message import Message
 
+from .bounds import POLICY, delimiters_over
 from .lenient import forgiven
 
 # A delimiter line as RFC 2046 allows a boundary (1-70 of its characters, no space at the end).
@@ -49,9 +49,11 @@ def _resplit(part: Message) -> bool:
         body = part.get_payload(decode=True)
         if not isinstance(body, bytes) or (found := _DELIMITER.search(body)) is None:
             return False
+        if delimiters_over(body, found.group(1)):
+            return False  # more parts than a mail is parsed with (``bounds``): kept whole
         boundary = found.group(1).decode("ascii")
         head = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\r\n\r\n'.encode()
-        again = email.message_from_bytes(head + body, policy=email.policy.SMTPUTF8)
+        again = email.message_from_bytes(head + body, policy=POLICY)
         parts = again.get_payload()
         if not isinstance(parts, list) or not parts:
             return False

@@ -17,7 +17,7 @@ import structlog
 from connectors.sdk import Malformed
 from events.model import InboundMessage
 
-from . import threads
+from . import bounds, threads
 from .authresults import ForgedSender, dmarc_verdict
 from .automatic import DeliveryReport, bounced_message_id, classify_auto, delivery_report
 from .body import AttachmentBody, attachment_bodies, body_text
@@ -37,8 +37,9 @@ PROVIDER = "email"
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+\.?[^\s@<>()\[\],;:\"]*$")
 _ID_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 # RFC 6532: header fields may carry raw UTF-8. (Python's parser still hands 8-bit header bytes
-# over as surrogate escapes whatever the policy: ``charsets.clean_text`` resolves them.)
-POLICY = email.policy.SMTPUTF8
+# over as surrogate escapes whatever the policy: ``charsets.clean_text`` resolves them.) Bounded:
+# the header registry sees at most 4 KiB of a field (``bounds``).
+POLICY = bounds.POLICY
 MAX_CC = 20
 
 
@@ -68,6 +69,8 @@ def parse_email(
     when known. Raises ``Malformed`` when the message has no usable sender."""
     if not raw.strip():
         raise Malformed("empty message")
+    if bounds.mime_parts_over(raw):
+        raise Malformed(f"more than {bounds.MAX_MIME_PARTS} MIME parts: not parsed")
     msg = email.message_from_bytes(utf8_header_section(raw), policy=POLICY)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise Malformed("not an RFC 5322 message (no header fields)")
@@ -77,7 +80,8 @@ def parse_email(
     # Before anything reads the body: a multipart the parser could not split is split again.
     resplit, unsplit = mend_multiparts(msg)
 
-    message_ids = threads.msgids(header_value(msg, "Message-ID"))
+    # Threading fields as sent (read linearly; the header registry would cut a long References).
+    message_ids = threads.msgids(raw_header(msg, "Message-ID"))
     if message_ids:
         provider_message_id = _ID_UNSAFE.sub("", message_ids[0])[:250]
         metadata["message_id"] = f"<{provider_message_id}>"
@@ -108,8 +112,8 @@ def parse_email(
     if tag and (conversation := threads.read_token(tag, settings.thread_token_secret)):
         metadata["subject_tag"] = conversation
 
-    in_reply_to = threads.msgids(header_value(msg, "In-Reply-To"))
-    references = threads.msgids(header_value(msg, "References"))[-threads.MAX_REFERENCES :]
+    in_reply_to = threads.msgids(raw_header(msg, "In-Reply-To"))
+    references = threads.msgids(raw_header(msg, "References"))[-threads.MAX_REFERENCES :]
     if in_reply_to:
         metadata["in_reply_to"] = threads.bracket(in_reply_to[:1])
     if references:
@@ -215,11 +219,12 @@ def content_language(msg: EmailMessage) -> str | None:
 
 def _copied(msg: EmailMessage, sender: str, ours: frozenset[str]) -> list[str]:
     """The other people on the thread: To and Cc addresses beyond the sender and our own
-    domains (a reply to all copies them), at most ``MAX_CC``."""
+    domains (a reply to all copies them), at most ``MAX_CC``. Only the first To and Cc
+    fields, read as sent."""
     out: list[str] = []
     seen = {sender.lower()}
     for name in ("To", "Cc"):
-        for _, address in getaddresses([header_value(msg, name)]):
+        for _, address in getaddresses([clean_text(raw_header(msg, name) or "")]):  # as sent: linear
             address = address.strip()
             domain = address.rpartition("@")[2].lower()
             if not is_address(address) or domain in ours or address.lower() in seen:
@@ -240,9 +245,9 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
     except Exception as err:  # read again below from the raw header
         forgiven("from", err)
     name, address = clean_text(name or ""), clean_text(address or "")
-    if not address:
-        name, address = parseaddr(header_value(msg, "From"))
     raw = raw_header(msg, "From") or ""
+    if not is_address(address):
+        name, address = parseaddr(clean_text(raw))  # as sent: the registry saw only 4 KiB of it
     if "=?" in raw:
         # The display name's encoded words read under their labels as a body is. Parsed first,
         # decoded after: a decoded name can never make or change an address.

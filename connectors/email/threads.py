@@ -22,10 +22,7 @@ def msgids(header: str | None) -> list[str]:
     """The bare ids in a Message-ID / In-Reply-To / References value, in order, no duplicates."""
     if not header:
         return []
-    out: list[str] = []
-    for found in _MSGID.findall(str(header)):
-        if found not in out:
-            out.append(found)
+    out = list(dict.fromkeys(_MSGID.findall(str(header))))  # linear: 100,000 ids took minutes
     if not out:
         # Some clients send a bare id without brackets.
         bare = str(header).strip()
