@@ -6,7 +6,7 @@ import mimetypes
 import re
 from email.message import Message
 
-from .bounds import capped
+from .bounds import MAX_ADDRESS_FIELD_CHARS, capped
 from .charsets import clean_text, decode_bytes, decode_words
 from .lenient import forgiven
 
@@ -32,8 +32,9 @@ def filename(part: Message) -> str | None:
                 continue
             holder = Message()  # compat32: the parameters as sent, an RFC 2231 value still bytes
             # Raw UTF-8 (RFC 6532) as text, not as unknown-8bit; at most 4 KiB of the field: the
-            # parameter parser is quadratic (100,000 ``name*<n>*`` sections took 6 s).
-            holder[field] = capped(clean_text(raw))
+            # parameter parser is quadratic (100,000 ``name*<n>*`` sections took 6 s); a long RFC
+            # 2231 name (200 CJK characters, ~2,000) fits.
+            holder[field] = capped(clean_text(raw), MAX_ADDRESS_FIELD_CHARS)
             value = holder.get_param(param, header=field)
             if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded bytes as latin-1)
                 try:
