@@ -35,12 +35,17 @@ Ingest = Callable[[bytes, list[str], str], Awaitable[str]]
 Reject = Callable[[str], None]
 
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+MAX_LINE_BYTES = 1024 * 1024  # one line of a mail (or command) the listener reads
 
 
 class _RelaydeskSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on its own size refusals, and a second
     STARTTLS refused (aiosmtpd would answer 220 and then fail the handshake inside the TLS
-    layer, with tracebacks in the log)."""
+    layer, with tracebacks in the log). Lines up to ``MAX_LINE_BYTES``: aiosmtpd refuses a
+    mail with a line over RFC 5321's 1,000 octets ``500`` (its sender bounces it), and senders
+    do send unwrapped HTML lines; its reader buffers at most twice this per connection."""
+
+    line_length_limit = MAX_LINE_BYTES
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):

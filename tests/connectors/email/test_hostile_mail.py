@@ -120,3 +120,15 @@ def test_a_dmarc_fail_far_into_its_field_is_still_seen() -> None:
     )  # fmt: skip
     with pytest.raises(ForgedSender):
         parse(raw, trusted_authserv_id="mx.support.test")
+
+
+@pytest.mark.integration
+async def test_a_line_over_a_thousand_octets_is_taken_not_refused(nc: NATS, email: EmailConnector, uid: str) -> None:
+    # aiosmtpd answered it "500 Line too long", a permanent refusal: the sender bounced it.
+    assert email.smtp_address is not None
+    line = "<p>" + "word " * 2_000 + "</p>"
+    raw = HEAD + f"Message-ID: <{uid}.0@customer.test>\r\nContent-Type: text/html\r\n\r\n{line}\r\n".encode()
+    result = await smtp_send(email.smtp_address, raw)
+    assert result.data == 250, result
+    [item] = await inbound_for(nc, f"{uid}.0@customer.test", wait=5)
+    assert item.message.text.count("word") == 2_000
