@@ -20,6 +20,8 @@ from typing import Any
 
 import structlog
 
+from events.errors import describe_error
+from events.storage_full import STORAGE_FULL, note_storage_full, storage_full
 from services.health.checks import Check, CheckResult, Health
 from services.metrics import SERVICE_RESTARTS
 from services.nats_connection import ServiceFailed
@@ -59,10 +61,14 @@ async def supervised(name: str, start: Start, stop: asyncio.Event, health: Healt
             restarts.append(now)
             while restarts and restarts[0] < now - RESTART_WINDOW_S:
                 restarts.popleft()
+            full = storage_full(err)  # not an absence: JetStream answers, and refuses to store
+            if full:
+                note_storage_full(f"up.{name}", err)
             if len(restarts) > RESTART_LIMIT:
+                question = STORAGE_FULL if full else "is NATS up and not overloaded?"
                 raise ServiceFailed(
                     f"{name} stopped {len(restarts)} times within {RESTART_WINDOW_S:.0f} s on NATS not"
-                    f" answering (last: {type(err).__name__}: {err}); is NATS up and not overloaded?"
+                    f" answering (last: {describe_error(err)}); {question}"
                 ) from err
             SERVICE_RESTARTS.labels(service=name).inc()
             if health is not None:
@@ -73,7 +79,7 @@ async def supervised(name: str, start: Start, stop: asyncio.Event, health: Healt
                 error=repr(err),
                 in_seconds=pause,
                 restarts=len(restarts),
-                reason="NATS did not answer in time",
+                reason=STORAGE_FULL if full else "NATS did not answer in time",
             )
             try:
                 await asyncio.wait_for(stop.wait(), pause)

@@ -18,6 +18,7 @@ from events.acked import publish_acked
 from events.codec import encode
 from events.model import DeliverReply, InboundMessage, ReplyOutcomeReported
 from events.redact import scrub
+from events.storage_full import nats_words, note_storage_full, storage_full
 
 from .errors import Unavailable
 
@@ -114,7 +115,7 @@ class InboundPublisher:
         out: list[Published] = []
         for result in results:
             if isinstance(result, (TimeoutError, NatsError, OSError)):
-                raise Unavailable(f"event bus did not acknowledge: {type(result).__name__}") from result
+                raise _unavailable(result, messages[0].channel) from result
             if isinstance(result, BaseException):
                 raise result
             out.append(result)
@@ -140,5 +141,14 @@ class InboundPublisher:
                 headers={MSG_ID: outcome_msg_id(report), **(trace or {})},
             )
         except (TimeoutError, NatsError, OSError) as err:
-            raise Unavailable(f"event bus did not acknowledge: {type(err).__name__}") from err
+            raise _unavailable(err, report.channel) from err
         return Reported(report, ack.seq, ack.duplicate)
+
+
+def _unavailable(err: BaseException, channel: str) -> Unavailable:
+    """What the provider (or the outbound worker) is told when JetStream did not take a message:
+    that its storage is full when that is why (``events.storage_full``), else NATS's own words."""
+    if storage_full(err):
+        note_storage_full("connector", err, channel=channel)  # the log says what to do
+        return Unavailable("event bus refused the message: its storage is full")
+    return Unavailable(f"event bus did not acknowledge: {nats_words(err)}")

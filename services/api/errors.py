@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from connectors.sdk.http import unreadable_body
 from events.redact import redact_error
+from events.storage_full import STORAGE_FULL, nats_words, note_storage_full, storage_full
 from services.api.common import loggable_path
 from services.nats_errors import NATS_UNAVAILABLE
 
@@ -57,7 +58,12 @@ def json_errors(body_limit: int) -> Middleware:
             log.info("api.body_undecodable", method=request.method, path=loggable_path(request), error=error)
             return web.json_response({"error": unreadable_body(request)}, status=400)
         except NATS_UNAVAILABLE as err:
-            log.warning("api.nats_unavailable", method=request.method, path=loggable_path(request), error=repr(err))
+            if storage_full(err):  # not a moment's absence: no write succeeds until space is freed
+                note_storage_full("api", err, method=request.method, path=loggable_path(request))
+                return web.json_response({"error": STORAGE_FULL}, status=503, headers={hdrs.RETRY_AFTER: "60"})
+            log.warning(
+                "api.nats_unavailable", method=request.method, path=loggable_path(request), error=nats_words(err)
+            )
             return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
         except Exception as err:
             if _answer_started(request):

@@ -31,9 +31,11 @@ from events.codec import decode_inbound
 from events.errors import describe_error
 from events.model import InboundMessage, InboundRecord
 from events.parking import ParkingLot
+from events.storage_full import storage_full
 from services import tracing
 from services.config import IntakeSettings
 from services.intake.consumer import STREAM_SEQ, Intake
+from services.intake.storage_wait import StorageWait
 
 log = structlog.get_logger(__name__)
 
@@ -107,16 +109,18 @@ async def settle(
     *,
     record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None = None,
     earlier: Sequence[tuple[str, str]] = (),
+    storage: StorageWait | None = None,
 ) -> None:
     """Record one delivered inbound message and settle it: ack after its events are in the
     log; park an undecodable one at once; hand a failing one back after
     ``redelivery.delay_after(n)`` and park it after ``redelivery.max_deliver`` deliveries.
     ``record``: the message already decoded (or its decode error), when the caller did it.
     In span ``intake.record``, continuing the connector's trace, when tracing is on (off: a
-    no-op). Nothing is awaited before ``intake.handle`` takes the sender's lock (ordering)."""
+    no-op). Nothing is awaited before ``intake.handle`` takes the sender's lock (ordering).
+    ``storage``: the worker's wait for a full JetStream (``services.intake.storage_wait``)."""
     attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
     with tracing.span("intake.record", raw.headers, kind="consumer", attributes=attributes):
-        await _record_and_settle(intake, lot, raw, redelivery, record, earlier)
+        await _record_and_settle(intake, lot, raw, redelivery, record, earlier, storage)
 
 
 async def _record_and_settle(
@@ -126,6 +130,7 @@ async def _record_and_settle(
     redelivery: Redelivery,
     record: InboundRecord | msgspec.DecodeError | msgspec.ValidationError | None,
     earlier: Sequence[tuple[str, str]],
+    storage: StorageWait | None = None,
 ) -> None:
     delivered = raw.metadata.num_delivered or 1
     STREAM_SEQ.set(raw.metadata.sequence.stream)  # this task's own context: its turn among its sender's
@@ -149,11 +154,23 @@ async def _record_and_settle(
             bound().warning("intake.wrong_channel", channel=record.channel, parked=True)
             await dead_letter(lot, raw, reader=READER, error=reason)
             return
-        try:
+        recorded = record
+
+        async def handle() -> None:
             if earlier:
-                await intake.handle(record, subject=raw.subject, earlier=earlier)
+                await intake.handle(recorded, subject=raw.subject, earlier=earlier)
             else:  # (the signature older subclasses, e.g. tests' doubles, override)
-                await intake.handle(record, subject=raw.subject)
+                await intake.handle(recorded, subject=raw.subject)
+
+        try:
+            try:
+                await handle()
+            except Exception as first:
+                if storage is None or not storage_full(first):
+                    raise
+                failed = await storage.retry(raw.metadata.sequence.stream, handle, first)
+                if failed is not None:
+                    raise failed from None
         except Exception as err:
             if intake.failing_since is None:
                 intake.failing_since = time.monotonic()

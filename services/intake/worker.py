@@ -41,6 +41,7 @@ from services.intake.consumer import Intake
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
 from services.intake.settling import DURABLE, decode_record, redelivery_for, settle
+from services.intake.storage_wait import FIRST_PAUSE_S, StorageWait
 from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -83,6 +84,8 @@ class IntakeWorker:
         self._deliveries: dict[asyncio.Task[None], tuple[Msg, float]] = {}  # in flight → (message, taken at)
         self._room = asyncio.Event()
         self._room.set()
+        # Deliveries held while JetStream's storage is full: nothing new is fetched meanwhile.
+        self.storage = StorageWait()
 
     async def run(self, stop: asyncio.Event) -> None:
         # Fetches are answered on the connection's own inbox prefix (``_INBOX_intake`` under
@@ -99,6 +102,9 @@ class IntakeWorker:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                if self.storage.blocked:  # fetched now, a message would only spend its deliveries
+                    await asyncio.wait([stopping], timeout=FIRST_PAUSE_S)
+                    continue
                 room = self.in_flight - len(self._tasks)
                 if room <= 0:
                     self._room.clear()
@@ -117,6 +123,7 @@ class IntakeWorker:
                     await self._dispatch(msgs)
         finally:
             stopping.cancel()
+            self.storage.stopping.set()  # a delivery waiting for storage is handed back
             if self._tasks:  # let what is in flight finish (acked or handed back)
                 await asyncio.wait(list(self._tasks), timeout=10.0)
             await cancel_all_and_wait((lag, alive))
@@ -148,7 +155,10 @@ class IntakeWorker:
 
     def _start(self, msg: Msg, record: Decoded, earlier: tuple[tuple[str, str], ...]) -> float:
         """Start recording ``msg``; returns since when it is held (``time.monotonic``)."""
-        task = asyncio.create_task(settle(self.intake, self.lot, msg, self.redelivery, record=record, earlier=earlier))
+        settling = settle(
+            self.intake, self.lot, msg, self.redelivery, record=record, earlier=earlier, storage=self.storage
+        )
+        task = asyncio.create_task(settling)
         self._tasks[task] = msg.metadata.sequence.stream
         # Held since the server handed it over (no earlier than its request was sent), not since
         # now: the ordering window's reads, or a loop that was busy, ate into the ack wait, and
@@ -185,7 +195,7 @@ class IntakeWorker:
         for task, (msg, taken_at) in list(self._deliveries.items()):
             if taken_at > taken_before or task.done():
                 continue
-            if now - taken_at > IN_PROGRESS_LIMIT_S:
+            if now - taken_at > IN_PROGRESS_LIMIT_S and msg.metadata.sequence.stream not in self.storage.held:
                 # Stuck: let the server hand it out again (it counts towards max_deliver).
                 self._deliveries.pop(task, None)
                 IN_PROGRESS_ACKS.labels(outcome="let_go").inc()
