@@ -28,6 +28,7 @@ from events import subjects
 from events.objects import save_object
 from events.skips import skipping
 from events.stopping import cancel_and_wait
+from events.storage_full import note_storage_full, storage_full
 from events.store import Append, ConcurrencyError, EventStore, Tail
 from router import snapshot
 from router.decide import decide
@@ -304,7 +305,10 @@ class RouterRunner:
                     # An append that may or may not have happened: stop deciding
                     # (the expected-sequence guards refuse whatever a stale leader appends),
                     # and take the lease again once NATS answers.
-                    log.warning("router.nats_unavailable", instance=self.instance_id, error=repr(err))
+                    if storage_full(err):  # JetStream answers, and refuses to store: said as such
+                        note_storage_full("router", err, instance=self.instance_id)
+                    else:
+                        log.warning("router.nats_unavailable", instance=self.instance_id, error=repr(err))
                     lease.forget()
                     if self.leading.is_set():
                         self._stand_down("NATS unavailable")
