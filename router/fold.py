@@ -57,6 +57,8 @@ from router.state import ConversationView, RouterState
 DROP_PREFERRED = "drop_preferred"
 # Where a re-published event the fold stepped past is counted (``relaydesk_skipped_total``).
 REPEATED = "router.fold.repeated"
+# Where an event naming a conversation open for another customer is counted (``_conversation_for``).
+OTHER_CUSTOMER = "router.fold.other_customer"
 
 
 def evolve(state: RouterState, seq: int, subject: str, event: LogEvent | UnknownEvent) -> RouterState:
@@ -157,6 +159,12 @@ def _conversation_for(state: RouterState, subject: str, *, create: bool) -> tupl
         return "", None
     customer_id, conversation_id = parts[3], parts[4]
     found = state.conversations.get(conversation_id)
+    if found is not None and found.customer_id != customer_id:
+        # The id of a conversation open for another customer (a hand-written event): not
+        # this one. Folded into it, its subject's sequence became the conversation's, and
+        # every decision on it conflicted, for good.
+        count_skip(OTHER_CUSTOMER)
+        return conversation_id, None
     if found is None and create and not replays.was_resolved(state.customers.get(customer_id), conversation_id):
         found = ConversationView(customer_id=customer_id)
         state.conversations[conversation_id] = found

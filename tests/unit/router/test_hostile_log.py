@@ -235,6 +235,9 @@ def check_outside_the_boundary(log: HostileLog, now: datetime, policy: RouterPol
     check_holding(as_log)
     check_indexes(as_log)
     for conversation_id, conv in log.router.conversations.items():
+        # decide appends on the conversation's subject expecting this sequence there.
+        subject = subjects.conversation(conv.customer_id, conversation_id)
+        assert conv.subject_seq == log.subject_last.get(subject), (conversation_id, subject)
         if conv.status == "waiting" and conv.queue_key:  # queued by what it is now
             assert log.router.queue_signatures[conv.queue_key] == signature(log.router, conv), conversation_id
     loaded = snapshot.load(snapshot.dump(log.router))
@@ -400,3 +403,21 @@ def test_a_required_skill_level_at_any_extreme_is_looked_for_in_bounded_time(ski
     policy = RouterPolicy(skill_fit=fit)  # type: ignore[arg-type]
     log.round(T0, policy)
     check_outside_the_boundary(log, T0, policy)
+
+
+def test_an_event_naming_another_customers_open_conversation_leaves_it_alone() -> None:
+    """Folded into it, its subject's sequence became the conversation's expected one: every
+    decision on it conflicted, for good."""
+    log = HostileLog()
+    for event in agent_events("a0"):
+        log.append(event)
+    ids = {"at": T0, "conversation_id": "c0"}
+    log.append(ConversationOpened(**ids, customer_id="k0", channel="chat", contact="x"))  # type: ignore[arg-type]
+    log.append(RoutingRequested(**ids, customer_id="k0", channel="chat", requirements=Requirements()))  # type: ignore[arg-type]
+    log.append(ConversationResolved(**ids, customer_id="k1"))  # type: ignore[arg-type]
+    log.append(RoutingRequested(**ids, customer_id="k1", channel="sms", requirements=Requirements()))  # type: ignore[arg-type]
+    conv = log.router.conversations["c0"]
+    assert conv.customer_id == "k0" and conv.channel == "chat"
+    log.round(T0, RouterPolicy())
+    assert log.router.conversations["c0"].agent_id == "a0"  # the assignment stood
+    check_outside_the_boundary(log, T0, RouterPolicy())

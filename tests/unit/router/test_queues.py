@@ -51,7 +51,7 @@ def test_a_channel_without_an_sla_puts_nothing_at_risk_and_its_own_due_time_coun
 
 def test_the_router_gauges_depth_is_the_summary_waiting_and_oldest_wait() -> None:
     log = three_queues(email_at=5)
-    log.append(ConversationResolved(at=at(50), customer_id="k", conversation_id="c1"))  # its entry stays, stale
+    log.append(ConversationResolved(at=at(50), customer_id="cu-c1", conversation_id="c1"))  # its entry stays, stale
     now = at(70).timestamp()
     summaries = queue_summaries(log.state, now, POLICY)
     assert [queue_depth(log.state, q.key, now) for q in summaries] == [
