@@ -28,3 +28,12 @@ def text_header(msg: Message, name: str) -> str:
     (labels as in a body), not by Python's header registry (U+FFFD for a label it does not know)."""
     raw = raw_header(msg, name)
     return clean_text(" ".join(decode_words(raw).split())) if raw is not None else ""
+
+
+def raw_text(msg: Message, name: str) -> str:
+    """A field as sent (no header registry: linear whatever its length), as one line of clean
+    text: what ``header_value`` gives for a field the registry would only read in part
+    (Message-ID, In-Reply-To, References). Line and paragraph separators (U+2028, NEL) of raw
+    UTF-8 are spaces, as in ``header_value``."""
+    raw = raw_header(msg, name)
+    return " ".join(clean_text(raw).split()) if raw is not None else ""

@@ -24,7 +24,7 @@ from .body import AttachmentBody, attachment_bodies, body_text
 from .calendar import invitation_text
 from .charsets import clean_text, decode_words, utf8_header_section
 from .filenames import raw_header
-from .headers import header_value, text_header
+from .headers import header_value, raw_text, text_header
 from .lenient import forgiven
 from .mime_repair import mend_multiparts
 from .quotes import latest_reply
@@ -81,7 +81,7 @@ def parse_email(
     resplit, unsplit = mend_multiparts(msg)
 
     # Threading fields as sent (read linearly; the header registry would cut a long References).
-    message_ids = threads.msgids(raw_header(msg, "Message-ID"))
+    message_ids = threads.msgids(raw_text(msg, "Message-ID"))
     if message_ids:
         provider_message_id = _ID_UNSAFE.sub("", message_ids[0])[:250]
         metadata["message_id"] = f"<{provider_message_id}>"
@@ -112,8 +112,8 @@ def parse_email(
     if tag and (conversation := threads.read_token(tag, settings.thread_token_secret)):
         metadata["subject_tag"] = conversation
 
-    in_reply_to = threads.msgids(raw_header(msg, "In-Reply-To"))
-    references = threads.msgids(raw_header(msg, "References"))[-threads.MAX_REFERENCES :]
+    in_reply_to = threads.msgids(raw_text(msg, "In-Reply-To"))
+    references = threads.msgids(raw_text(msg, "References"))[-threads.MAX_REFERENCES :]
     if in_reply_to:
         metadata["in_reply_to"] = threads.bracket(in_reply_to[:1])
     if references:
@@ -245,9 +245,11 @@ def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str | None]:
     except Exception as err:  # read again below from the raw header
         forgiven("from", err)
     name, address = clean_text(name or ""), clean_text(address or "")
+    if not address:
+        # Not read again as sent when over the registry's bound: another parser could read
+        # another address than the receiving server checked (the envelope sender is used).
+        name, address = parseaddr(header_value(msg, "From"))
     raw = raw_header(msg, "From") or ""
-    if not is_address(address):
-        name, address = parseaddr(clean_text(raw))  # as sent: the registry saw only 4 KiB of it
     if "=?" in raw:
         # The display name's encoded words read under their labels as a body is. Parsed first,
         # decoded after: a decoded name can never make or change an address.

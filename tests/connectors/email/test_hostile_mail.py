@@ -32,8 +32,11 @@ def settings(**extra: object) -> EmailSettings:
     return s
 
 
-def parse(raw: bytes, **extra: object) -> tuple[str, dict[str, str]]:
-    got = parse_email(raw, recipients=["support@support.test"], settings=settings(**extra), received_at=NOW, source="t")
+def parse(raw: bytes, mail_from: str | None = None, **extra: object) -> tuple[str, dict[str, str]]:
+    got = parse_email(
+        raw, recipients=["support@support.test"], settings=settings(**extra), received_at=NOW, source="t",
+        mail_from=mail_from,
+    )  # fmt: skip
     return got.message.sender, dict(got.message.metadata)
 
 
@@ -92,13 +95,14 @@ def test_a_long_from_is_never_cut_into_another_address(limit: int) -> None:
     # Cut where a limit falls, "<ann@customer.test.evil.example>" would read as ann@customer.test.
     padding = "x" * (limit - len('"" <ann@customer.test'))
     raw = f'From: "{padding}" <ann@customer.test.evil.example>\r\nTo: support@support.test\r\n\r\nhi\r\n'
-    sender, _ = parse(raw.encode())
-    assert sender == "ann@customer.test.evil.example"
+    sender, _ = parse(raw.encode(), mail_from="envelope@evil.example")
+    # Read whole, or (over the address field bound) not at all: the envelope sender.
+    assert sender in ("ann@customer.test.evil.example", "envelope@evil.example")
 
 
 def test_many_addresses_in_from_and_cc_read_the_first_ones() -> None:
     many = ", ".join(f"u{i}@other.test" for i in range(20_000))
-    raw = f"From: {many}\r\nTo: support@support.test\r\nCc: {many}\r\n\r\nhi\r\n".encode()
+    raw = f"From: u0@other.test\r\nTo: support@support.test\r\nCc: {many}\r\n\r\nhi\r\n".encode()
     sender, metadata = parse(raw)
     assert sender == "u0@other.test"
     assert metadata["cc"].split(",")[:2] == ["u1@other.test", "u2@other.test"]
@@ -132,3 +136,11 @@ async def test_a_line_over_a_thousand_octets_is_taken_not_refused(nc: NATS, emai
     assert result.data == 250, result
     [item] = await inbound_for(nc, f"{uid}.0@customer.test", wait=5)
     assert item.message.text.count("word") == 2_000
+
+
+def test_a_message_id_with_a_raw_line_separator_is_no_id() -> None:
+    # U+2028 in raw UTF-8: kept in the id, it made every reply fail ("Header values may not
+    # contain linefeed"): Python's email splits header values on it.
+    raw = HEAD + "Message-ID: <a@b\u2028X-Injected:1>\r\n\r\nhi\r\n".encode()
+    got = parse_email(raw, recipients=["support@support.test"], settings=settings(), received_at=NOW, source="t")
+    assert "\u2028" not in got.message.provider_message_id and "message_id" not in got.message.metadata
