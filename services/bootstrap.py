@@ -31,10 +31,8 @@ from events.streams import (
     ensure_streams,
     retention_max_age,
 )
-from services.config import Config, ConfigError, load
-from services.data_dir import keep, make_data_dir, read_kept
-from services.nats_auth import NatsAuth, role_credentials, server_list
-from services.nats_connection import (
+from services.bus.auth import NatsAuth, role_credentials, server_list
+from services.bus.connection import (
     connect_nats,
     denials_from_now,
     forget,
@@ -42,7 +40,9 @@ from services.nats_connection import (
     is_permission_error,
     let_go,
 )
-from services.nats_permissions import TOOL
+from services.bus.permissions import TOOL
+from services.config import Config, ConfigError, load
+from services.data_dir import keep, make_data_dir, read_kept
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,7 @@ def _config(args: argparse.Namespace) -> Config:
     except ConfigError as err:
         raise SystemExit("\n".join(f"relaydesk: {problem}" for problem in err.problems)) from err
     if getattr(args, "nats_url", None):
-        from services.nats_auth import server_list
+        from services.bus.auth import server_list
 
         try:
             config.nats.url = ",".join(server_list(args.nats_url))
@@ -64,7 +64,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _run_service(service: Callable[..., Coroutine[Any, Any, None]], config: Config, *extra: Any, role: str) -> int:
     """Run one service as NATS role ``role`` (intake, router, …, connector-<name>)."""
     from services.bootstrap import connect
-    from services.nats_connection import until_connection_lost
+    from services.bus.connection import until_connection_lost
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -119,7 +119,7 @@ def _cluster_auth_config(config: Config) -> str:
     ``[connectors.<name>]`` table of the config; nothing more without either."""
     from connectors.sdk import registry
     from connectors.sdk.errors import ConnectorNotFound
-    from services.nats_permissions import cluster_auth_config, cluster_connectors
+    from services.bus.permissions import cluster_auth_config, cluster_connectors
     from services.up import is_enabled
 
     named = [name for name, table in config.connectors.items() if is_enabled(table.get("enabled", True))]
@@ -258,7 +258,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _run_service(runners.run_delivery, config, role="delivery")
     if args.command == "connector":
         from connectors.sdk import ConnectorNotFound, registry
-        from services.nats_permissions import connector_user
+        from services.bus.permissions import connector_user
 
         try:  # a misspelt name says so first, not that NATS or the health port is not there
             registry.load(args.name)
@@ -266,7 +266,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             raise SystemExit(f"relaydesk connector: {err}") from None
         return _run_service(runners.run_connector, config, args.name, role=connector_user(args.name))
     if args.command == "sink":
-        from services.nats_permissions import sink_user
+        from services.bus.permissions import sink_user
         from services.sinks import runner as sinks
         from services.sinks.sdk import SinkNotFound
         from services.sinks.sdk import registry as sink_registry

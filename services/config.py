@@ -49,7 +49,7 @@ class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: Port = 4222  # the embedded server's preferred port; another if taken
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1  # JetStream's own limit
     connect_timeout: Seconds = 5.0
-    # Credentials (services/nats_auth.py). Empty: the role's credentials that `relaydesk up`
+    # Credentials (services/bus/auth.py). Empty: the role's credentials that `relaydesk up`
     # generated in the data dir, if any, else anonymous. RELAYDESK_NATS_USER, … set them.
     user: str = ""
     password: str = ""
@@ -173,7 +173,7 @@ class IntakeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # intake (one that died mid-plan): a message accepted before a crash is routed this long
     # after. Longer plans send in-progress acks (services.intake.settling).
     ack_wait_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 5.0
-    # Provider-specific email rules, only for the domains listed (services.addresses.IdentityRules):
+    # Provider-specific email rules, only for the domains listed (services.identity.addresses.IdentityRules):
     # e.g. email_ignore_dots = ["gmail.com"], email_strip_plus = ["gmail.com"],
     # email_domain_aliases = { "googlemail.com" = "gmail.com" }.
     email_ignore_dots: tuple[str, ...] = ()
@@ -332,7 +332,7 @@ def _known_keys(value: Any, table_type: Any) -> Any:
 
 def _nats_urls(raw: dict[str, Any]) -> list[str]:
     """``[nats] url`` may be a list (TOML) or a comma-separated string: checked here, kept as
-    one comma-separated string (what ``services.nats_auth.server_list`` splits again)."""
+    one comma-separated string (what ``services.bus.auth.server_list`` splits again)."""
     nats = raw.get("nats")
     if not isinstance(nats, dict) or "url" not in nats:
         return []
@@ -343,7 +343,7 @@ def _nats_urls(raw: dict[str, Any]) -> list[str]:
         url = nats["url"] = ",".join(item.strip() for item in url)
     if not isinstance(url, str) or not url.strip():
         return []  # empty: the embedded server; a wrong type is reported by the conversion
-    from services.nats_auth import server_list  # not at the top: nats_auth imports this module
+    from services.bus.auth import server_list  # not at the top: services.bus.auth imports this module
 
     try:
         nats["url"] = ",".join(server_list(url))

@@ -1,4 +1,4 @@
-"""Parked messages for operators: ``relaydesk dlq list|show|retry|drop`` (``relaydesk status`` is services/status.py).
+"""Parked messages for operators: ``relaydesk dlq list|show|retry|drop`` (``relaydesk status``: ``services.status``).
 
 Both kinds of parked records (``events.parking``) are listed: ``dead_letter`` (a work message
 on ``RD_INBOUND`` or ``RD_OUTBOUND`` that could not be decoded or failed every bounded
@@ -30,10 +30,10 @@ from rich.console import Console
 
 from events.parking import PARKED_BUCKET, ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from events.skips import count_skip
+from services.bus.connection import let_go
+from services.bus.errors import NATS_ERRORS
 from services.config import Config
 from services.metrics import MEASURED_AT, PARKED
-from services.nats_connection import let_go
-from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 

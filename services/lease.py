@@ -20,7 +20,7 @@ import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
+from services.bus.errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

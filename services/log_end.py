@@ -16,8 +16,8 @@ import time
 import structlog
 
 from events.store import EventStore
-from services.nats_connection import ServiceFailed
-from services.nats_errors import NATS_ERRORS
+from services.bus.connection import ServiceFailed
+from services.bus.errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,7 @@ from events.personal.keys import PRELOAD_LIMIT
 from events.replay import bulk_gc, replay_arrivals
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent, reading_as
-from services.nats_connection import let_go
+from services.bus.connection import let_go
 from services.progress import ShowProgress, showing_progress
 from services.projector import REBUILD_BATCH, Projector
 from services.timelines import CheckpointMismatch, TimelineStore, open_store
@@ -54,7 +54,7 @@ class StoreUnavailable(RuntimeError):
     wrong DSN): said in one line naming the target, its password masked."""
 
     def __init__(self, target: str, err: BaseException) -> None:
-        from services.nats_auth import redact_url
+        from services.bus.auth import redact_url
 
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         super().__init__(f"cannot open the timelines store {redact_url(target)}: {reason}")

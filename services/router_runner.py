@@ -36,11 +36,11 @@ from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState
 from services import collector, tracing
+from services.bus.connection import ServiceFailed
+from services.bus.errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.lease import Lease
 from services.log_end import LogEndWatch
 from services.metrics import DECIDE_SECONDS, LEADER, OFFERS, ROUTING_DECISIONS, measured
-from services.nats_connection import ServiceFailed
-from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.queue_gauges import QueueGauges
 from services.spacing import Spacing
 from services.state_snapshots import read_state

@@ -15,7 +15,6 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.streams import SetupFailed, patiently
-from services.addresses import IdentityRules
 from services.api import operators
 from services.api.app import ApiDeps, build_app
 from services.api.health import health_check as api_health_check
@@ -26,18 +25,19 @@ from services.api.readmodel import LiveState
 from services.api.registry import Registry, channel_connectors, known_channels, notice_channels
 from services.api.uploads import run_upload_sweep
 from services.bootstrap import Bus, api_signing_key
+from services.bus.connection import ServiceFailed, denials_from_now
+from services.bus.errors import NATS_UNAVAILABLE
 from services.config import Config
 from services.data_dir import make_data_dir
 from services.dlq import export_parked
 from services.health import Health, HealthPortTaken, serving
 from services.health.checks import intake_check, projector_check, service_check
 from services.identity import IdentityDirectory
+from services.identity.addresses import IdentityRules
 from services.intake import Intake
 from services.intake.settling import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
-from services.nats_connection import ServiceFailed, denials_from_now
-from services.nats_errors import NATS_UNAVAILABLE
 from services.projector import Projector
 from services.retention import run_retention, run_timelines_retention
 from services.router_runner import RouterRunner
@@ -143,7 +143,7 @@ async def _open_projection(config: Config, *, readonly: bool, service: str) -> T
             make_data_dir(config.data_dir)  # SQLite in the data dir
         return await open_store(config.projection_target, readonly=readonly)
     except Exception as err:
-        from services.nats_auth import redact_url
+        from services.bus.auth import redact_url
 
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         target = redact_url(config.projection_target)

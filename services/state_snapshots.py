@@ -17,7 +17,7 @@ from events.objects import read_object
 from events.quarantine import QUARANTINED
 from router import snapshot
 from router.state import RouterState
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

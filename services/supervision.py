@@ -22,10 +22,10 @@ import structlog
 
 from events.errors import describe_error
 from events.storage_full import STORAGE_FULL, note_storage_full, storage_full
+from services.bus.connection import ServiceFailed
+from services.bus.errors import NATS_UNAVAILABLE
 from services.health.checks import Check, CheckResult, Health
 from services.metrics import SERVICE_RESTARTS
-from services.nats_connection import ServiceFailed
-from services.nats_errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

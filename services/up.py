@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from services.bootstrap import Bus, api_signing_key, api_token, connect, seed_agents
+from services.bus.auth import NatsAuth, RoleCredentials
+from services.bus.embedded import EmbeddedNats, NatsServerError, pick_port
+from services.bus.permissions import TOOL, connector_user, sink_user
 from services.config import Config
 from services.data_dir import DataDirBusy, DataDirLock, DataDirUnusable, lock_data_dir
-from services.embedded_nats import EmbeddedNats, NatsServerError, pick_port
 from services.health import Health, serving
-from services.nats_auth import NatsAuth, RoleCredentials
-from services.nats_permissions import TOOL, connector_user, sink_user
 from services.runners import (
     ServiceFailed,
     run_api,

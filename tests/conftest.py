@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from events.store import EventStore
 from events.streams import ensure_streams
 from services import logs
-from services.embedded_nats import PORT_SLICE_ENV, EmbeddedNats
+from services.bus.embedded import PORT_SLICE_ENV, EmbeddedNats
 from tests.natsserver import nats_server
 
 logs.configure(level="warning", fmt="console")
@@ -25,7 +25,7 @@ logs.configure(level="warning", fmt="console")
 # it is taken: the services tests start as subprocesses (two routers, several intakes, other
 # people's test runs on this machine) inherit "off" here. Tests of the health listener set a port.
 os.environ.setdefault("RELAYDESK_HEALTH_PORT", "0")
-# Each pytest-xdist worker picks ports from its own slice (services.embedded_nats.free_port),
+# Each pytest-xdist worker picks ports from its own slice (services.bus.embedded.free_port),
 # and so do the processes its tests start (they inherit it).
 if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
     os.environ[PORT_SLICE_ENV] = (

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from services.embedded_nats import free_port
+from services.bus.embedded import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from services.embedded_nats import NatsServerError, _die_with_parent, find_binary, free_port
+from services.bus.embedded import NatsServerError, _die_with_parent, find_binary, free_port
 
 
 @dataclass

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 
 def docker_answers() -> bool:

@@ -96,7 +96,7 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         info = await js.consumer_info(stream, durable)
     except NotFoundError:
         # Named too: nats-py then creates it with $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>,
-        # a subject NATS permissions pin to one filter (services/nats_auth.py); the legacy
+        # a subject NATS permissions pin to one filter (services/bus/auth.py); the legacy
         # DURABLE.CREATE subject carries the filter only in its body.
         await js.add_consumer(stream, dataclasses.replace(config, name=durable))
         bound.info("consumer.created", **_settings(config))

@@ -318,7 +318,7 @@ class TwilioVoiceConnector(Connector):
 
 
 def _is_phone_number(caller: str) -> bool:
-    """A number intake can know the caller by (as ``services.addresses.normalise_phone``
+    """A number intake can know the caller by (as ``services.identity.addresses.normalise_phone``
     takes it): not "anonymous", a withheld number's stand-in, or a ``client:`` identity."""
     try:
         number = phonenumbers.parse(caller.strip(), None)

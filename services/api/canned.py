@@ -38,7 +38,7 @@ from services.api.canned_store import (
 )
 from services.api.common import ACTOR, ApiDeps, Body, json_error, ok, read_body
 from services.api.console_settings import PLACEHOLDER, PLACEHOLDERS, CannedReply, placeholders_in
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

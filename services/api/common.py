@@ -17,7 +17,6 @@ from events.model import AgentStatus, LogEvent
 from events.store import Append, EventStore
 from router.policy import RouterPolicy
 from services import tracing
-from services.addresses import mask
 from services.api.console_settings import ConsoleSettings
 from services.api.operators import OperatorTable
 from services.api.readiness import STALE_AFTER_S, Freshness
@@ -26,6 +25,7 @@ from services.api.registry import Registry
 from services.api.templates import TemplateSettings
 from services.delivery.slack_settings import SlackSettings
 from services.identity import IdentityDirectory
+from services.identity.addresses import mask
 from services.timelines.store import TimelineStore
 
 if TYPE_CHECKING:
@@ -253,6 +253,6 @@ async def read_body(request: web.Request, kind: type[B]) -> B:
 
 def loggable_path(request: web.Request) -> str:
     """``request.path`` with a route's ``{identity}`` (an address: ``DELETE
-    /v1/customers/{id}/identities/{identity}``) masked as ``services.addresses.mask`` does."""
+    /v1/customers/{id}/identities/{identity}``) masked as ``services.identity.addresses.mask`` does."""
     identity = request.match_info.get("identity")
     return request.path.replace(identity, mask(identity)) if identity else request.path

@@ -15,7 +15,6 @@ from events import subjects
 from events.model import CHANNEL_PATTERN, CHANNELS, CustomerProfileUpdated
 from events.personal import CustomerKeys
 from events.store import ConcurrencyError, StoredEvent
-from services.addresses import InvalidAddress
 from services.api import attachments, workspace
 from services.api import customer_panel as panel
 from services.api.common import (
@@ -35,6 +34,7 @@ from services.customers.export import export_customer
 from services.customers.facts import fold_facts
 from services.customers.service import KNOWN_FLAGS, check_customer_id
 from services.customers.unlink import unlink
+from services.identity.addresses import InvalidAddress
 
 __all__ = ["KNOWN_FLAGS", "routes"]
 

@@ -25,7 +25,7 @@ from connectors.sdk.http import unreadable_body
 from events.redact import redact_error
 from events.storage_full import STORAGE_FULL, nats_words, note_storage_full, storage_full
 from services.api.common import loggable_path
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

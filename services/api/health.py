@@ -12,10 +12,10 @@ from events import subjects
 from events.skips import count_skip
 from events.streams import streams_exist
 from services.api.common import ApiDeps, ok
+from services.bus.errors import NATS_ERRORS
 from services.health.checks import Check, CheckResult
 from services.intake.lag import export, read_lag
 from services.metrics import API_VIEW_LAG, PROJECTOR_LAG, measured
-from services.nats_errors import NATS_ERRORS
 from services.timelines.store import DEFAULT_KEY
 
 log = structlog.get_logger(__name__)

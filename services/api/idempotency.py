@@ -54,7 +54,7 @@ from services.api.auth import TOKEN_ID, Handler
 from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error, loggable_path
 from services.api.idempotency_records import STALE_AFTER, Abandoned, Record
 from services.api.tokens import signing_key
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events.skips import count_skip
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger("services.api.idempotency")
 

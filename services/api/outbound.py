@@ -39,7 +39,6 @@ from events.model import (
 )
 from events.store import StoredEvent
 from events.text import blank
-from services.addresses import InvalidAddress, identity_for
 from services.api import templates, uploads
 from services.api.access import serves_customer
 from services.api.auth import AGENT, role_of
@@ -58,6 +57,7 @@ from services.api.outbound_log import append_missing, derived_ids
 from services.api.replies import ReplyRoute
 from services.api.views import conversation_json
 from services.customers import CustomerError, Customers
+from services.identity.addresses import InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
 

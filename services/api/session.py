@@ -54,7 +54,7 @@ from prometheus_client import Counter
 from events.skips import count_skip
 from services.api.auth import AGENT, Handler
 from services.api.common import ACTOR, Body, json_error, ok, read_body
-from services.nats_errors import NATS_ERRORS
+from services.bus.errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from events.objects import read_object
 from events.quarantine import QUARANTINED
 from router import snapshot as router_snapshot
 from router.state import RouterState
-from services.nats_errors import NATS_UNAVAILABLE
+from services.bus.errors import NATS_UNAVAILABLE
 from services.state_snapshots import of_another_log
 
 log = structlog.get_logger(__name__)

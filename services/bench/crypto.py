@@ -49,11 +49,11 @@ from events.personal import CustomerKeys, PersonalDataCipher
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services import logs
-from services.addresses import IdentityRules
 from services.bench.args import at_least, described, output_file, positive
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
+from services.identity.addresses import IdentityRules
 from services.intake import Intake
 from services.rebuild import rebuild_timelines
 

@@ -47,8 +47,8 @@ from events.model import AgentOffered, MessageReceived
 from services.bench.args import described, output_file, positive, process_counts
 from services.bench.ingest import TOKEN, configure_logs, serving_minimal, throwaway_nats
 from services.bench.loadgen import LoadGenerator
+from services.bus.embedded import free_port
 from services.config import AgentSeed, Config, load
-from services.embedded_nats import free_port
 from services.up import Started, serve_all
 
 TARGET = 0.75  # offers/s over the ceiling's webhooks/s

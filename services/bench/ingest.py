@@ -52,7 +52,7 @@ from events.streams import ensure_streams
 from services import logs
 from services.bench.args import described, log_level, output_file, positive
 from services.bench.loadgen import Load, LoadGenerator
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 TOKEN = "bench-token"
 RATE_TARGET = 0.75  # connector webhooks/s over the ceiling's

@@ -184,7 +184,7 @@ def drop_schema(dsn: str, schema: str) -> None:
 
 
 def bench(events: int, pg_dsn: str, rounds: int) -> tuple[list[Stage], dict[str, Any]]:
-    from services.embedded_nats import EmbeddedNats
+    from services.bus.embedded import EmbeddedNats
 
     stages: list[Stage] = []
     about: dict[str, Any] = {"events_requested": events, "cpus": os.cpu_count(), "python": sys.version.split()[0]}

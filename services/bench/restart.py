@@ -211,7 +211,7 @@ def child(stage: str, url: str) -> dict[str, Any]:
 
 
 def bench(events: int) -> dict[str, Any]:
-    from services.embedded_nats import EmbeddedNats
+    from services.bus.embedded import EmbeddedNats
 
     about: dict[str, Any] = {"events_requested": events, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,9 +30,9 @@ from rich.text import Text
 from events import subjects
 from events.personal import CustomerKeys
 from events.streams import streams_exist
-from services.addresses import IdentityRules
 from services.api.registry import known_channels
 from services.bootstrap import connect_for_tool, event_store
+from services.bus.connection import let_go
 from services.config import Config
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.export import export_customer
@@ -41,8 +41,8 @@ from services.customers.importer import import_file
 from services.customers.service import CustomerError, Customers
 from services.customers.unlink import unlink
 from services.identity import IdentityDirectory
-from services.identity_compaction import CompactionFailed, intake_reading, recreate_if_cut_short
-from services.nats_connection import let_go
+from services.identity.addresses import IdentityRules
+from services.identity.compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 from services.progress import LineTasks
 
 
@@ -99,7 +99,7 @@ def customers_command(args: argparse.Namespace, config: Config) -> int:
     if args.action == "migrate-identities":
         return run_tool(
             run_migrate_identities(config, compact=args.compact),
-            # services/identity_compaction.py: cut short anywhere, the next run finishes it.
+            # services/identity/compaction.py: cut short anywhere, the next run finishes it.
             interrupted="run it again to finish: cut short anywhere, the next run completes it (keep intake stopped)"
             if args.compact
             else "the mappings re-keyed so far stay re-keyed; run it again to finish",

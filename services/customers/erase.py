@@ -63,7 +63,6 @@ from events.parking import PARKED_BUCKET
 from events.personal import ERASED, CustomerKeys, clear_personal_fields
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
-from services.addresses import InvalidAddress, identity_for
 from services.customers.erase_inbound import erase_inbound
 from services.customers.erase_match import Family, FamilyMatcher, chat_frames_of
 from services.customers.erase_report import ErasureReport, ErasureTargets
@@ -71,6 +70,7 @@ from services.customers.facts import CustomerFacts
 from services.customers.scan import erase_msg, scan
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.identity import ERASED_PREFIX, HASHED_PREFIX, MERGED_PREFIX
+from services.identity.addresses import InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from services.addresses import InvalidAddress, mask, parse_identity
 from services.customers.service import KNOWN_FLAGS, Customers
+from services.identity.addresses import InvalidAddress, mask, parse_identity
 
 COLUMNS = ("identity", "identities", "tier", "flags", "preferred_language", "crm_id")
 _SPLIT = re.compile(r"[;,|]")

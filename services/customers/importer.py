@@ -28,7 +28,6 @@ from typing import Any, Literal
 import structlog
 
 from events.skips import count_skip
-from services.addresses import mask
 from services.customers.facts import Profile
 from services.customers.import_rows import (
     LineError,
@@ -41,6 +40,7 @@ from services.customers.import_rows import (
 )
 from services.customers.service import CustomerError, Customers
 from services.identity import new_customer_id
+from services.identity.addresses import mask
 
 log = structlog.get_logger(__name__)
 

@@ -26,9 +26,9 @@ from events import subjects
 from events.model import CustomerCreated, CustomerProfileUpdated, CustomersMerged, IdentityLinked, LogEvent
 from events.store import Append, ConcurrencyError, EventStore, StoredEvent
 from router.policy import RouterPolicy
-from services.addresses import InvalidAddress, mask
 from services.customers.facts import CustomerFacts, Profile, fold_facts
 from services.identity import IdentityDirectory
+from services.identity.addresses import InvalidAddress, mask
 
 log = structlog.get_logger(__name__)
 

@@ -30,12 +30,12 @@ import structlog
 
 from events.model import IdentityUnlinked
 from events.store import ConcurrencyError
-from services.addresses import InvalidAddress, mask
 from services.customers.erase_report import ErasureTargets
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers, check_customer_id
 from services.customers.unlink_chat import purge_chat_frames
 from services.customers.unlink_conversations import on_address, resolve_on_address
 from services.customers.unlink_replies import withdraw_replies
+from services.identity.addresses import InvalidAddress, mask
 
 log = structlog.get_logger(__name__)
 

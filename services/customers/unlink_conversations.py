@@ -11,7 +11,7 @@ from an address still theirs opens a new one.
 A conversation is on the address when it was opened on it (``ConversationOpened``'s channel and
 contact, with the platform of its opening) or when its replies go to it now (the address of its
 last customer message, as ``services.api.replies.route_of`` picks it): the address formed as
-intake forms a sender's identity (``services.addresses.identity_for``, the directory's rules).
+intake forms a sender's identity (``services.identity.addresses.identity_for``, the directory's rules).
 A conversation the customer moved onto another address of theirs (a linked number, a merged
 customer's) is thus resolved when it was opened on this one: a voice callback dials the
 opening's number.
@@ -32,8 +32,8 @@ from events import subjects
 from events.model import ConversationOpened, ConversationResolved, MessageReceived
 from events.skips import count_skip
 from events.store import Append, ConcurrencyError, EventStore
-from services.addresses import IdentityRules, InvalidAddress, identity_for
 from services.customers.service import CONFLICT_RETRIES, CustomerError, Customers
+from services.identity.addresses import IdentityRules, InvalidAddress, identity_for
 
 log = structlog.get_logger(__name__)
 

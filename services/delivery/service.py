@@ -38,6 +38,7 @@ from events.skips import skipping
 from events.stopping import cancel_all_and_wait, cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services import tracing
+from services.bus.errors import NATS_ERRORS, NATS_UNAVAILABLE
 from services.delivery import records
 from services.delivery.attempts import Rounds
 from services.delivery.endpoints import endpoint_ids, endpoints_for, settings_problems
@@ -51,7 +52,6 @@ from services.delivery.snapshots import FactSnapshots
 from services.lease import Lease
 from services.log_end import LogEndWatch
 from services.metrics import LEADER
-from services.nats_errors import NATS_ERRORS, NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

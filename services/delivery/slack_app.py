@@ -20,11 +20,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from events import subjects
+from services.bus.errors import NATS_ERRORS
 from services.delivery import slack_blocks
 from services.delivery.settings import Endpoint
 from services.delivery.slack_api import SlackApi, SlackResult
 from services.delivery.slack_refs import MessageRef, SlackRefs
-from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 

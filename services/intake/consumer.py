@@ -30,9 +30,9 @@ from events.model import CustomerEvent, InboundMessage, InboundRecord, ReplyOutc
 from events.skips import skipping
 from events.store import Append, ConcurrencyError, EventStore, reading_as
 from services import tracing
-from services.addresses import IdentityRules, InvalidAddress, identity_for, mask
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
+from services.identity.addresses import IdentityRules, InvalidAddress, identity_for, mask
 from services.intake.customer_history import CustomerHistory
 from services.intake.histories import Histories
 from services.intake.language import LanguageDetector

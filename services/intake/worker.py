@@ -37,12 +37,12 @@ from events.parking import ParkingLot
 from events.pull import Puller, held_since
 from events.skips import count_skip
 from events.stopping import cancel_all_and_wait
+from services.bus.errors import NATS_ERRORS
 from services.intake.consumer import Intake
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
 from services.intake.settling import DURABLE, decode_record, redelivery_for, settle
 from services.intake.storage_wait import FIRST_PAUSE_S, StorageWait
-from services.nats_errors import NATS_ERRORS
 
 log = structlog.get_logger(__name__)
 

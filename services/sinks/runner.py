@@ -1,6 +1,6 @@
 """``relaydesk sink NAME`` and the sinks ``relaydesk up`` runs: one configured sink, until stopped.
 
-A sink connects as its own NATS role ``sink-<name>`` (services/nats_permissions.py): it reads
+A sink connects as its own NATS role ``sink-<name>`` (services/bus/permissions.py): it reads
 the log, appends replies and resolutions on conversation subjects, queues replies on
 ``rd.out.<channel>``, keeps its own bucket ``rd_sink_<name>`` and its lease key ``sink.<name>``.
 """

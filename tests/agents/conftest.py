@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import AgentSystem, agent_system, agents_config
 

@@ -24,8 +24,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from services.bus.embedded import free_port
 from services.delivery.slack_signing import headers as slack_headers
-from services.embedded_nats import free_port
 
 BOT_TOKEN = "xoxb-test-0000-relaydesk"
 SIGNING_SECRET = "slack-signing-secret-test-0123456789"

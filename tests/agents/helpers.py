@@ -21,10 +21,10 @@ from events.store import EventStore, StoredEvent
 from events.stream_setup import ensure_store, objects_spec
 from events.streams import ATTACHMENTS_BUCKET, attachments_store, ensure_streams
 from services.bootstrap import event_store
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import AgentSeed, Config
 from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import API_TOKEN, System, eventually, open_conversation, running_system, system_config
 
 __all__ = ["API_TOKEN", "AgentSystem", "Receiver", "agent_system", "eventually", "holds", "receiver"]

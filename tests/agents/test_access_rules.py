@@ -15,8 +15,8 @@ from events.store import StoredEvent
 from router.state import CustomerView, RouterState
 from services.api.access import customers_reachable, refusal
 from services.api.custody import Custody
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 

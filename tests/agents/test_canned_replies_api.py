@@ -16,8 +16,8 @@ import pytest
 from events.streams import CANNED_BUCKET
 from services.api.canned_store import KEY, CannedStore, Document, StoredReply
 from services.api.console_settings import CannedReply, ConsoleSettings
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import AgentSystem, agent_system, agents_config, ok
 

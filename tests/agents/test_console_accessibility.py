@@ -20,7 +20,7 @@ import pytest
 from events.model import MessageReceived
 from events.store import Append
 from router.policy import FORGIVE_DECLINES, EscalationStep
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import agent_system, agents_config, eventually

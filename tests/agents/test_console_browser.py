@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from events.model import OfferAccepted, ReplyRequested
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import API_TOKEN, agent_system, agents_config, eventually

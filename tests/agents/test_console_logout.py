@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.api.session import COOKIE
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import agent_system, agents_config, eventually

@@ -13,7 +13,7 @@ import pytest
 
 from events.model import ConversationAssigned, ConversationOpened, ReplyRequested
 from services.api.templates import TemplateSettings, values_of
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .console_pages import create_customer, fit_window, open_message, screenshot

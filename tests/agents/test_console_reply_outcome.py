@@ -13,7 +13,7 @@ import pytest
 
 from events.model import DeliveryFailed, MessageSent, ReplyRequested
 from events.store import Append
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .console_pages import fit_window, open_message

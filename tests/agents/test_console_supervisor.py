@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .console_pages import fit_window, screenshot

@@ -11,7 +11,7 @@ import pytest
 
 from events.model import Attachment, NoteAdded, ReplyRequested
 from services.api.console_settings import CannedReply, ConsoleSettings
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .console_pages import create_customer, fit_window, open_message, screenshot

@@ -14,9 +14,9 @@ from aiosmtpd.controller import Controller
 
 from events.model import MessageReceived
 from events.store import Append
+from services.bus.embedded import EmbeddedNats, free_port
 from services.delivery.settings import Endpoint
 from services.delivery.signing import HEADER, verify
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.kv_gets import counting_kv_gets
 
 from .helpers import agent_system, agents_config, eventually, holds, receiver

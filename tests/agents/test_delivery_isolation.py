@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 
 from events.subjects import LEASE_BUCKET
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import AgentSeed
 from services.delivery.endpoints import endpoint_limit, settings_problems
 from services.delivery.late_notices import superseded_reason
 from services.delivery.senders import Senders
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.embedded_nats import EmbeddedNats, free_port
 
 from .helpers import agent_system, agents_config, eventually, holds, receiver
 

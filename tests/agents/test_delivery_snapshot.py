@@ -21,10 +21,10 @@ from events.model import ConversationOpened, MessageReceived, Requirements, Rout
 from events.store import Append, EventStore, StoredEvent
 from router import snapshot
 from router.policy import RouterPolicy
+from services.bus.embedded import EmbeddedNats
 from services.delivery.notices import Facts, Notice
 from services.delivery.settings import Endpoint
 from services.delivery.snapshots import SNAPSHOT_NAME
-from services.embedded_nats import EmbeddedNats
 from services.state_snapshots import read_state
 from tests.unit.router.test_properties import OPS, POLICIES, World, act
 

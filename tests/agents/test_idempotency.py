@@ -23,7 +23,7 @@ from events.streams import IDEMPOTENCY_BUCKET
 from services.api import idempotency, idempotency_records
 from services.api.auth import Handler
 from services.api.common import ACTOR, ApiDeps, ok
-from services.embedded_nats import free_port
+from services.bus.embedded import free_port
 
 from .helpers import API_TOKEN, AgentSystem, eventually
 

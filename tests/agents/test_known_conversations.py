@@ -20,7 +20,7 @@ from services.api.caught_up import LOG_END, subject_of
 from services.api.custody import Custody
 from services.api.known_conversations import ResolvedUnassigned
 from services.api.readmodel import LiveState
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import AgentSystem, eventually, holds, ok
 from .test_view_catch_up import connected

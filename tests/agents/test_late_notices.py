@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from services.bus.embedded import EmbeddedNats
 from services.delivery.service import DeliveryService
 from services.delivery.settings import Endpoint
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import agent_system, agents_config, eventually, holds, ok, receiver
 

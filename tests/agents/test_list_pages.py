@@ -27,7 +27,7 @@ from events.model import (
 )
 from events.store import Append
 from services.api.paging import DEFAULT_LIMIT, MAX_LIMIT
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import API_TOKEN, ROSTER, AgentSystem, agent_system, agents_config, eventually
 

@@ -16,10 +16,10 @@ import structlog.testing
 
 from events.model import AgentStatusChanged, AgentTokenIssued
 from services.api import operators, operators_reload
+from services.bus.connection import ServiceFailed
+from services.bus.embedded import EmbeddedNats
 from services.cli import main as cli
 from services.config import Config, check
-from services.embedded_nats import EmbeddedNats
-from services.nats_connection import ServiceFailed
 from services.runners import run_api
 from tests.browser import in_thread, needs_chromium
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from connectors.sdk import text_limits
 from events.model import ReplyRequested
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .console_pages import create_customer, open_message
 from .helpers import agent_system, agents_config, eventually

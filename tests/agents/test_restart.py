@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from services.bus.embedded import EmbeddedNats
 from services.delivery.settings import Endpoint
-from services.embedded_nats import EmbeddedNats
 from tests.fake_http import serving_posts
 
 from .helpers import AgentSystem, agent_system, agents_config, eventually, holds, receiver

@@ -19,12 +19,12 @@ import pytest
 from aiohttp import web
 
 from events.model import ConversationResolved, OfferAccepted, OfferDeclined, ReplyRequested
+from services.bus.auth import RoleCredentials
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import Config
 from services.delivery.settings import Endpoint
 from services.delivery.slack_settings import SlackSettings
 from services.delivery.slack_signing import headers as slack_headers
-from services.embedded_nats import EmbeddedNats, free_port
-from services.nats_auth import RoleCredentials
 from services.up import Started, connector_channels, enabled_connectors, serve_all
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import API_TOKEN, System

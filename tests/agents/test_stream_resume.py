@@ -29,8 +29,8 @@ from events.model import (
 )
 from events.store import Append, StoredEvent
 from services.api.stream import HolderJournal
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, holds
 

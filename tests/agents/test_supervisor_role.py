@@ -14,8 +14,8 @@ import pytest
 from events.model import AgentStatusChanged, AgentTokenIssued, ConversationTransferred
 from events.store import Append, StoredEvent
 from services.api.tokens import TokenTable, hash_token, new_token, token_proof
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 

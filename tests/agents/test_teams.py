@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from services.bus.embedded import EmbeddedNats, free_port
 from services.delivery import teams
 from services.delivery.endpoints import settings_problems
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.embedded_nats import EmbeddedNats, free_port
 
 from .helpers import agent_system, agents_config, eventually, holds, receiver
 

@@ -31,8 +31,8 @@ from events.streams import ensure_streams
 from services.api.logreader import LogReader
 from services.api.readmodel import LiveState
 from services.bootstrap import Bus
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, free_port
 from services.runners import run_api
 from tests.integration.system import API_TOKEN, eventually, system_config
 

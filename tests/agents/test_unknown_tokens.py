@@ -16,7 +16,7 @@ import pytest
 
 from events import subjects
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import agent_system, agents_config, ok
 

@@ -15,8 +15,8 @@ import yarl
 
 from events.model import CustomerCreated, IdentityUnlinked
 from events.store import Append
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, ok
 

@@ -14,7 +14,7 @@ import pytest
 from events import subjects
 from events.streams import ensure_streams
 from services.bootstrap import Bus
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.runners import run_api
 from tests.integration.system import eventually, system_config
 

@@ -34,7 +34,7 @@ from services.api.logreader import LogReader
 from services.api.readmodel import LiveState
 from services.api.replies import PendingReplies
 from services.bootstrap import Bus
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.health import Health
 from services.runners import ServiceFailed, run_api
 from tests.integration.system import API_TOKEN, eventually, system_config

@@ -14,7 +14,7 @@ import pytest
 from events.model import ConversationOpened, Requirements, RoutingRequested
 from events.store import Append
 from router.policy import FALLBACK_LANGUAGE, EscalationStep
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import AgentSystem, agent_system, agents_config, eventually
 

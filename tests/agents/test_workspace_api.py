@@ -36,8 +36,8 @@ from services.api.console_settings import CannedReply, ConsoleSettings
 from services.api.tokens import signing_key
 from services.api.workspace import WorkspaceFacts
 from services.bootstrap import api_signing_key
+from services.bus.embedded import EmbeddedNats
 from services.config import ConfigError, load
-from services.embedded_nats import EmbeddedNats
 from tests.fake_http import serving
 
 from .helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, stored_attachment

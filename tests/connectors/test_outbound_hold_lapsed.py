@@ -30,7 +30,7 @@ from events import subjects
 from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.connectors.outbound_rig import short_ack_wait
 
 pytestmark = pytest.mark.integration

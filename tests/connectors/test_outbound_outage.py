@@ -25,7 +25,7 @@ from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.connectors.outbound_rig import a_reply, queue, short_ack_wait
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.codec import encode
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.connectors.outbound_rig import a_reply
 
 pytestmark = pytest.mark.integration

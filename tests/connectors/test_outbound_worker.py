@@ -30,7 +30,7 @@ from events import subjects
 from events.codec import encode
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent, ReplyOutcomeReported
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import pytest
 
 from connectors.chat.connector import with_file_links
 from events.model import Attachment, DeliverReply
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.fake_graph import FakeGraph, fake_graph_server
 from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server, with_fake_twilio
 from tests.integration.system import API_TOKEN, System, accept_if_offered, eventually, running_system, system_config

@@ -34,7 +34,7 @@ from events.model import (
 )
 from events.store import EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import eventually
 
 from .intake_rig import intake_caught_up, make_intake, request_reply, running_intake

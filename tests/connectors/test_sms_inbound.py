@@ -25,7 +25,7 @@ from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TWIML_EMPTY, TwilioSmsConnector
 from events.redact import scrub
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 TOKEN = "test-auth-token"
 pytestmark = pytest.mark.integration

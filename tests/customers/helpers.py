@@ -19,8 +19,8 @@ from events.codec import encode
 from events.model import Channel, InboundMessage
 from events.store import EventStore
 from services.bootstrap import event_store
+from services.bus.embedded import EmbeddedNats
 from services.customers.service import Customers
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from tests.integration.system import System, eventually, running_system, system_config
 

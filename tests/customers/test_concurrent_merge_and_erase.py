@@ -16,7 +16,7 @@ import pytest
 from events import subjects
 from events.model import ConversationOpened, ConversationResolved, CustomerErased, CustomersMerged
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.customers.helpers import Desk, running_desk
 from tests.integration.system import API_TOKEN
 

@@ -11,7 +11,7 @@ import pytest
 
 from events import subjects
 from events.model import ConversationOpened, CustomersMerged, IdentityLinked, MessageReceived
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.identity import IdentityDirectory
 from tests.customers.helpers import Desk, running_desk
 from tests.integration.system import eventually

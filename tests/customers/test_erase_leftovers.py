@@ -30,7 +30,7 @@ from events.model import DeliverReply, InboundMessage
 from events.msg_get import stored_messages
 from events.streams import ATTACHMENTS_BUCKET, IDEMPOTENCY_BUCKET
 from services.api.idempotency import Record
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

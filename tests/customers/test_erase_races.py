@@ -26,10 +26,10 @@ from events.msg_get import stored_messages
 from events.personal import CustomerKeys
 from events.store import Append, EventStore
 from services.bootstrap import event_store
+from services.bus.embedded import EmbeddedNats
 from services.customers import erase
 from services.customers.erase import Eraser
 from services.customers.service import CustomerError, Customers
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from tests.customers.helpers import Desk, customer, customers_of, running_desk
 from tests.integration.system import API_TOKEN, eventually

@@ -16,7 +16,7 @@ from nats.js.errors import ObjectNotFoundError
 
 from events.streams import ATTACHMENTS_BUCKET
 from services.api.uploads import sweep_unused_uploads
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server, with_fake_twilio
 from tests.integration.system import API_TOKEN, System, accept_if_offered, eventually, running_system, system_config
 

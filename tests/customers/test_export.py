@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from services.bus.embedded import EmbeddedNats
 from services.cli import main
-from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import AgentSystem, agent_system, agents_config, eventually, ok
 
 pytestmark = pytest.mark.integration

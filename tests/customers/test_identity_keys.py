@@ -12,9 +12,9 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from events import subjects
-from services import identity_compaction
-from services.addresses import identity_for
 from services.identity import HASHED_ONLY_KEY, HASHED_PREFIX, IdentityDirectory, hashed_key, kv_key, legacy_identity
+from services.identity import compaction as identity_compaction
+from services.identity.addresses import identity_for
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration

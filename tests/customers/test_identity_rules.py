@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.addresses import IdentityRules, InvalidAddress, earlier_forms, identity_for, mask, parse_identity
 from services.config import IntakeSettings
+from services.identity.addresses import IdentityRules, InvalidAddress, earlier_forms, identity_for, mask, parse_identity
 
 GMAIL = IdentityRules.from_settings(
     IntakeSettings(

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 
 from events import subjects
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import eventually
 from tests.interrupting import RELAYDESK, asleep_in_epoll, default_sigint, handled, no_traceback
 

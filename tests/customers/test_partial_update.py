@@ -12,7 +12,7 @@ import pytest
 
 from events import subjects
 from events.model import CustomerProfileUpdated
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.customers.helpers import Desk, running_desk
 
 pytestmark = pytest.mark.integration

@@ -24,12 +24,12 @@ from events.store import Append, EventStore
 from events.stored import StoredEvent
 from events.streams import ensure_streams
 from services import logs
+from services.bus.embedded import EmbeddedNats
 from services.cli import main
 from services.customers.erase import Eraser, ErasureTargets
 from services.customers.facts import fold_facts
 from services.customers.service import CustomerError
 from services.customers.unlink import unlink
-from services.embedded_nats import EmbeddedNats
 from services.timelines.changes import CustomerChange
 from services.timelines.rows import CustomerSummary
 from services.timelines.summaries import merge_customer

@@ -23,7 +23,7 @@ from events.model import ConversationResolved, CustomerCreated, DeliverReply
 from events.msg_get import stored_messages
 from events.store import Append
 from services.api.closings import notice_id
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.agents.helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 from tests.customers.test_unlink_conversations import _open
 

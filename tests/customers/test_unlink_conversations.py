@@ -27,9 +27,9 @@ from events.model import (
     RoutingRequested,
 )
 from events.store import Append, EventStore
+from services.bus.embedded import EmbeddedNats
 from services.customers import unlink as unlink_module
 from services.customers.unlink import unlink
-from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 from tests.customers.helpers import customer, customers_of
 

@@ -1,5 +1,5 @@
 """An address whose ``rd_identity`` mapping is still under an earlier form of it (an email's local
-part in NFD, as earlier versions wrote it: ``services.addresses.earlier_forms``) is unlinked for
+part in NFD, as earlier versions wrote it: ``services.identity.addresses.earlier_forms``) is unlinked for
 good. Found by a review of unlinking: only the identity's own key was removed, so the answer
 said "unlinked" and the next message from the address found the earlier form's key, moved it
 back (``IdentityDirectory._adopt``) and landed on the customer it was taken from."""

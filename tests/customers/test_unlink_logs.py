@@ -15,7 +15,7 @@ import pytest
 
 from events.personal import KeyDestroyed
 from services.api import customers as api_customers
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.customers.helpers import Desk, running_desk
 
 pytestmark = pytest.mark.integration

@@ -26,10 +26,10 @@ from events.msg_get import stored_messages
 from events.store import Append, EventStore
 from services.api import replies
 from services.api.replies import PendingReplies
+from services.bus.embedded import EmbeddedNats
 from services.customers import unlink_replies
 from services.customers.unlink import unlink
 from services.customers.unlink_replies import UNLINKED_REASON
-from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import API_TOKEN, AgentSystem, agent_system, agents_config, eventually, ok
 from tests.customers.helpers import customer, customers_of
 from tests.customers.test_unlink_conversations import _open

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.embedded_nats import find_binary, free_port
+from services.bus.embedded import find_binary, free_port
 from tests.deploy import compose_rig as rig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from nats.aio.client import Client as NATS
 from events.store import EventStore
 from events.streams import ensure_streams
 from services.bootstrap import seed_agents
+from services.bus.embedded import EmbeddedNats
 from services.config import Config
-from services.embedded_nats import EmbeddedNats
 from tests.integration.dead_letters import private_nats, quiet_cli_logging
 from tests.integration.fake_twilio import FakeTwilio, fake_twilio_server
 from tests.integration.routers import CONFIG, RouterProcesses

@@ -18,8 +18,8 @@ from events.model import InboundMessage
 from events.parking import ParkedMessage, ParkingLot
 from events.store import EventStore
 from events.streams import ensure_streams
+from services.bus.embedded import EmbeddedNats
 from services.cli import main as cli_main
-from services.embedded_nats import EmbeddedNats
 
 FAST = Redelivery(max_deliver=3, retry_delays=(0.05, 0.1), ack_wait=5.0, report_retry=0.3)
 MALFORMED = b'{"type": "inbound_message", "channel": "sms", "sender": '

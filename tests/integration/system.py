@@ -17,8 +17,8 @@ from twilio.request_validator import RequestValidator
 
 from events.model import ConversationOpened, MessageReceived, Requirements, RoutingRequested
 from events.store import Append, EventStore, StoredEvent
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import Config, load
-from services.embedded_nats import EmbeddedNats, free_port
 from services.up import Started, serve_all
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import free_port
+from services.bus.embedded import free_port
 from tests.integration.system import exit_reason
 
 pytestmark = pytest.mark.integration

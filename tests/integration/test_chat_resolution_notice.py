@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from connectors.chat.history import ChatHistory, Frame
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import System, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

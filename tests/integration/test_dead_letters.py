@@ -25,10 +25,10 @@ from events.codec import encode
 from events.model import InboundMessage, MessageReceived
 from events.parking import ParkedMessage, ParkingLot
 from events.store import EventStore
-from services.addresses import identity_for
 from services.config import IntakeSettings
 from services.dlq import RETRY_HEADER
 from services.identity import IdentityDirectory
+from services.identity.addresses import identity_for
 from services.intake import Intake, register
 from services.intake.settling import DURABLE, REDELIVERY, prepare
 from tests.integration.dead_letters import (
@@ -186,7 +186,7 @@ async def test_a_message_that_keeps_failing_is_tried_a_bounded_number_of_times_t
 
 
 async def test_status_exits_1_when_nats_is_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    from services.embedded_nats import free_port
+    from services.bus.embedded import free_port
 
     code, out = await cli(capsys, "status", "--json", "--nats-url", f"nats://127.0.0.1:{free_port()}")
     assert code == 1

@@ -22,8 +22,8 @@ from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.parking import ParkedMessage, ParkingLot, now
 from events.store import EventStore
+from services.bus.embedded import EmbeddedNats
 from services.dlq import RETRY_HEADER
-from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import agent_system, agents_config
 from tests.integration.dead_letters import (
     FAST,

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats, port_is_free
+from services.bus.embedded import EmbeddedNats, port_is_free
 
 pytestmark = pytest.mark.integration
 
 STARTS_AND_DIES = """
 import os, sys
 from pathlib import Path
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 server = EmbeddedNats(store_dir=Path(sys.argv[1]))
 server.start()
 print(server.process.pid, flush=True)

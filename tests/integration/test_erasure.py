@@ -24,7 +24,7 @@ import pytest
 from events.model import ConversationResolved
 from events.personal import ERASED
 from services.bootstrap import event_store
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.rebuild import rebuild_timelines
 from services.timelines import open_store
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio

@@ -19,8 +19,8 @@ import nats
 import pytest
 
 from events.streams import ensure_streams
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.routers import RouterProcesses
 from tests.integration.system import eventually, running_system, system_config
 

@@ -15,10 +15,10 @@ from events.codec import encode
 from events.model import ConversationOpened, CustomerCreated, InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
 from events.streams import ensure_streams
-from services.addresses import identity_for
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
+from services.identity.addresses import identity_for
 from services.intake import Intake, register
 from tests.connectors.intake_rig import intake_caught_up
 from tests.integration.system import eventually

@@ -29,8 +29,8 @@ from events import subjects
 from events.codec import encode
 from events.model import InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake.consumer import Intake
 from services.intake.settling import DURABLE, prepare, redelivery_for

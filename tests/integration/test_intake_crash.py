@@ -24,7 +24,7 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from events import subjects
 from events.model import ConversationOpened, CustomerCreated, InboundMessage, MessageReceived, RoutingRequested
 from events.skips import SKIPPED
 from events.store import EventStore
-from services.addresses import InvalidAddress, identity_for
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
+from services.identity.addresses import InvalidAddress, identity_for
 from services.intake import Intake
 from services.intake.customer_history import CustomerHistory
 

@@ -19,9 +19,9 @@ from events.model import (
     MessageReceived,
 )
 from events.store import Append, EventStore, StoredEvent
-from services.addresses import identity_for
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
+from services.identity.addresses import identity_for
 from services.intake import Intake
 from services.intake.customer_history import fold_history
 from services.intake.histories import Histories

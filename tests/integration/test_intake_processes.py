@@ -21,9 +21,9 @@ from events import subjects
 from events.codec import encode
 from events.model import ConversationOpened, CustomerCreated, InboundMessage, MessageReceived, RoutingRequested
 from events.store import EventStore
-from services.addresses import identity_for
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.identity import IdentityDirectory
+from services.identity.addresses import identity_for
 from tests.integration.system import eventually
 from tests.integration.test_intake_crash import IntakeProcess
 

@@ -17,9 +17,9 @@ from nats.aio.client import Client as NATS
 from events import subjects
 from events.model import InboundMessage, MessageReceived
 from events.store import EventStore
-from services.addresses import identity_for
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
+from services.identity.addresses import identity_for
 from services.intake import Intake
 from services.intake.consumer import STREAM_SEQ
 

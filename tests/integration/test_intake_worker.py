@@ -18,8 +18,8 @@ from events.model import InboundMessage, MessageReceived
 from events.parking import ParkingLot
 from events.store import EventStore
 from events.streams import ensure_streams
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake import Intake
 from services.intake.lag import OLDEST_AGE, PENDING, export, read_lag

@@ -28,8 +28,8 @@ from events.model import (
 from events.store import Append, EventStore
 from events.streams import ensure_streams
 from router.policy import RouterPolicy
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake import Intake
 from services.router_runner import RouterRunner

@@ -19,10 +19,10 @@ from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
 
 from events.store import EventStore
+from services.bus.embedded import EmbeddedNats
 from services.config import Config
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.embedded_nats import EmbeddedNats
 from services.router_runner import RouterRunner
 from tests.integration.system import eventually
 

@@ -16,11 +16,11 @@ from events.store import EventStore
 from events.streams import ensure_streams
 from router.policy import RouterPolicy
 from services.bootstrap import seed_agents
+from services.bus.connection import ServiceFailed
+from services.bus.embedded import EmbeddedNats
 from services.config import Config
 from services.delivery.service import DeliveryService
 from services.delivery.settings import DeliverySettings, Endpoint
-from services.embedded_nats import EmbeddedNats
-from services.nats_connection import ServiceFailed
 from services.router_runner import RouterRunner
 from tests.integration.system import open_conversation
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import API_TOKEN, AUTH_TOKEN, eventually
 
 pytestmark = pytest.mark.integration

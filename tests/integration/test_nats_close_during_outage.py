@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
-from services.nats_connection import connect_nats, forget, let_go, reconnecting_stopped
+from services.bus.connection import connect_nats, forget, let_go, reconnecting_stopped
+from services.bus.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
-from services.nats_connection import connect_nats
+from services.bus.connection import connect_nats
+from services.bus.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import eventually, exit_reason
 
 pytestmark = pytest.mark.integration

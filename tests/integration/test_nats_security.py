@@ -1,5 +1,5 @@
 """Issue 9, guarded: NATS security on by default. Real nats-servers started with the config
-``relaydesk up`` generates (services/nats_auth.py): anonymous clients are refused, a connector
+``relaydesk up`` generates (services/bus/auth.py): anonymous clients are refused, a connector
 can neither append to the log nor read another channel's replies, and the whole system, each
 service and connector with its own role, still works end to end without one permission
 violation in the server's log."""
@@ -34,10 +34,10 @@ from events.model import AgentTokenIssued, DeliverReply, MessageSent
 from events.store import EventStore
 from events.streams import StreamsMissing, ensure_streams
 from services.bootstrap import connect
+from services.bus.auth import CREDENTIALS_DIR, NatsAuth, RoleCredentials
+from services.bus.embedded import EmbeddedNats, free_port
+from services.bus.permissions import connector_user, object_key
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, free_port
-from services.nats_auth import CREDENTIALS_DIR, NatsAuth, RoleCredentials
-from services.nats_permissions import connector_user, object_key
 from services.up import BUILT_IN_CONNECTORS, Started, connector_channels, serve_all, with_built_in_connectors
 from tests.connectors.chat.helpers import SECRET, SITE, WIDGET_KEY, chat_socket, open_session, recv_until
 from tests.integration.fake_twilio import ACCOUNT_SID, OUR_NUMBER, FakeTwilio
@@ -429,7 +429,7 @@ DEPLOY_NATS = Path(__file__).parents[2] / "deploy" / "nats"
 
 
 def test_the_shipped_cluster_users_are_the_generated_ones() -> None:
-    from services.nats_permissions import cluster_auth_config
+    from services.bus.permissions import cluster_auth_config
 
     assert (DEPLOY_NATS / "auth.conf").read_text() == cluster_auth_config(), (
         "deploy/nats/auth.conf is stale: relaydesk setup --nats-auth-config > deploy/nats/auth.conf"
@@ -440,7 +440,7 @@ def test_the_shipped_cluster_users_are_the_generated_ones() -> None:
 async def test_a_server_with_the_cluster_users_takes_passwords_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.nats_permissions import password_env
+    from services.bus.permissions import password_env
 
     users = ["tool", "intake", "router", "projector", "delivery", "api"]
     users += [connector_user(name) for name in (*BUILT_IN_CONNECTORS, "voice")]

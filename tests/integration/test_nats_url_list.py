@@ -16,8 +16,8 @@ from events import subjects
 from events.model import AgentStatusChanged
 from events.store import Append
 from services.bootstrap import connect
+from services.bus.embedded import free_port
 from services.config import Config, load
-from services.embedded_nats import free_port
 
 pytestmark = pytest.mark.integration
 

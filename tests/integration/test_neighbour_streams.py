@@ -8,7 +8,7 @@ import nats
 import pytest
 
 from events.streams import SetupFailed, ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 

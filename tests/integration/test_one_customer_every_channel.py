@@ -17,8 +17,8 @@ from typing import Any
 import jwt
 import pytest
 
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

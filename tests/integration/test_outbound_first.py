@@ -29,7 +29,7 @@ from events.model import (
     ReplyRequested,
 )
 from events.store import StoredEvent
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.fake_graph import FakeGraph, fake_graph_server
 from tests.integration.fake_twilio import OUR_NUMBER, FakeTwilio, with_fake_twilio
 from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import services.dlq
 from events import subjects
 from events.parking import ParkedMessage, ParkingLot
+from services.bus.embedded import EmbeddedNats
 from services.dlq import ParkedNow, export_parked
-from services.embedded_nats import EmbeddedNats
 from tests.integration.system import API_TOKEN, System, eventually, running_system, system_config
 from tests.kv_gets import counting_kv_gets
 

@@ -29,7 +29,7 @@ from events.personal import ERASED, EXPIRED, KEYS_STREAM, CustomerKeys, KeyDestr
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
 from services.api.replies import queue
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.retention import sweep
 from tests.integration.system import eventually
 

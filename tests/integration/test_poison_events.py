@@ -25,8 +25,8 @@ from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
 from router import snapshot
 from services.api.readmodel import LiveState
+from services.bus.embedded import EmbeddedNats
 from services.delivery.settings import Endpoint
-from services.embedded_nats import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import rebuild_command
 from services.router_runner import SNAPSHOT_NAME, RouterRunner

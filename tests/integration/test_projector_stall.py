@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from services.health.checks import projector_check
 from services.projector import Projector
 from tests.integration.system import eventually, open_conversation, running_system, system_config

@@ -26,8 +26,8 @@ from events.streams import (
     stream_drift,
 )
 from services.bootstrap import connect
+from services.bus.embedded import free_port
 from services.delivery.settings import Endpoint
-from services.embedded_nats import free_port
 from services.status import status
 from services.up import Started, serve_all, with_built_in_connectors
 from tests.integration.system import API_TOKEN, eventually, system_config

@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 
 from events.model import MessageSent, ReplyRequested
 from events.store import Append, EventStore
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.fake_twilio import OUR_NUMBER, FakeTwilio, with_fake_twilio
 from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 

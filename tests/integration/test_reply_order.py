@@ -19,7 +19,7 @@ from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.model import DeliveryFailed, MessageSent
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.fake_http import serving_posts
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import eventually, running_system, system_config

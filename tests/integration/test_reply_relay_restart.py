@@ -23,7 +23,7 @@ from events.store import Append, EventStore, StoredEvent
 from services.api.common import ApiDeps
 from services.api.readmodel import LiveState
 from services.api.replies import PendingReplies, ReplyRelay
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake.settling import consumer_config
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio

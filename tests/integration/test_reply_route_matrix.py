@@ -27,7 +27,7 @@ from events.model import ConversationOpened, DeliverReply, MessageReceived, Repl
 from events.store import EventStore
 from services.api.replies import route_of
 from services.bootstrap import event_store
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import System, eventually, running_system, system_config
 

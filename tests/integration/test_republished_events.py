@@ -16,7 +16,7 @@ from events.store import Append, EventStore
 from router.fold import evolve
 from router.policy import RouterPolicy
 from router.state import RouterState, reading_only
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.reports import fold_all
 from services.router_runner import RouterRunner
 from services.timelines.fold import fold_batch

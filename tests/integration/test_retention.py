@@ -25,8 +25,8 @@ from events.parking import ParkedMessage, ParkingLot
 from events.personal import EXPIRED, CustomerKeys, PersonalDataCipher
 from events.store import EventStore
 from services import retention
+from services.bus.embedded import EmbeddedNats
 from services.config import RetentionSettings
-from services.embedded_nats import EmbeddedNats
 from tests.integration.system import eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from events.store import EventStore
 from events.streams import ensure_streams
 from services.bootstrap import seed_agents
+from services.bus.embedded import EmbeddedNats
 from services.config import load
-from services.embedded_nats import EmbeddedNats
 from tests.integration.routers import STARTING_S, RouterProcesses, leader, routed
 from tests.integration.system import eventually, open_conversation
 

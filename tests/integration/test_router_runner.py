@@ -14,7 +14,7 @@ import pytest
 from events.model import AgentOffered, ConversationAssigned
 from events.store import EventStore
 from router.policy import RouterPolicy
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.router_runner import RouterRunner
 from tests.integration.system import eventually, open_conversation
 

@@ -31,8 +31,8 @@ from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
 from router.policy import RouterPolicy
 from services.bootstrap import seed_agents
+from services.bus.embedded import EmbeddedNats
 from services.config import Config
-from services.embedded_nats import EmbeddedNats
 from services.router_runner import RouterRunner
 from tests.integration.system import eventually, open_conversation
 

@@ -28,7 +28,7 @@ from events import subjects
 from events.model import MessageReceived
 from events.store import EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration

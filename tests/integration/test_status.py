@@ -12,7 +12,7 @@ import pytest
 
 from events import subjects
 from events.store import EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.dead_letters import cli
 from tests.integration.system import eventually, open_conversation, running_system, system_config
 
@@ -70,8 +70,8 @@ async def test_status_folds_a_bounded_part_of_the_log(
     from router import snapshot
     from router.fold import evolve
     from router.state import RouterState
-    from services import status_routing as status_module
     from services.cli import main as cli_main
+    from services.status import routing as status_module
 
     nc = await nats.connect(clean_nats.url)
     try:

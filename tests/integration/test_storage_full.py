@@ -29,8 +29,8 @@ from events.parking import PARKED_BUCKET
 from events.storage_full import STORAGE_FULL_REFUSALS, storage_full
 from events.store import EventStore
 from events.streams import ensure_streams
+from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
-from services.embedded_nats import EmbeddedNats
 from services.identity import IdentityDirectory
 from services.intake import Intake
 from services.intake.settling import prepare

@@ -17,9 +17,9 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from events import subjects
 from events.streams import ATTACHMENTS_BUCKET, StreamSettings, ensure_streams, stream_drift
 from services.bootstrap import connect, stream_settings
+from services.bus.embedded import EmbeddedNats
 from services.config import Config
 from services.config import load as load_config
-from services.embedded_nats import EmbeddedNats
 from services.runners import run_connector
 from tests.integration.system import eventually
 

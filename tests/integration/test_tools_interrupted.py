@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import eventually
 from tests.interrupting import RELAYDESK, asleep_in_epoll, default_sigint, no_traceback
 
@@ -28,7 +28,7 @@ MIGRATE = "the mappings re-keyed so far stay re-keyed; run it again to finish"
 @pytest.mark.parametrize(
     ("command", "sig", "said"),
     [
-        (["status"], signal.SIGTERM, "nothing was changed"),  # its own asyncio.run (services/status.py)
+        (["status"], signal.SIGTERM, "nothing was changed"),  # its own asyncio.run (services/status/__init__.py)
         (["dlq", "list"], signal.SIGINT, "nothing was changed"),
         (["dlq", "retry", "inbound.1"], signal.SIGTERM, RETRY),
         (["setup"], signal.SIGINT, "some streams or buckets may be missing; run it again to finish"),

@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from events import subjects
 from events.model import MessageSent, ReplyRequested
 from services import logs, tracing
+from services.bus.embedded import EmbeddedNats
 from services.config import TracingSettings
 from services.delivery import records
 from services.delivery.settings import Endpoint
-from services.embedded_nats import EmbeddedNats
 from tests.agents.helpers import agent_system, agents_config, eventually, holds, receiver
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio
 from tests.integration.system import API_TOKEN, running_system, system_config

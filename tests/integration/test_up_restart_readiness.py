@@ -12,7 +12,7 @@ import nats.errors
 import pytest
 
 from services import supervision
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.router_runner import RouterRunner
 from tests.integration.system import running_system, system_config
 from tests.integration.test_health_everywhere import eventually, fetch, with_health_port

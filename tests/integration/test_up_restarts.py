@@ -13,9 +13,9 @@ import pytest
 import structlog.testing
 
 from services import supervision
-from services.embedded_nats import EmbeddedNats
+from services.bus.connection import ServiceFailed
+from services.bus.embedded import EmbeddedNats
 from services.metrics import SERVICE_RESTARTS
-from services.nats_connection import ServiceFailed
 from services.router_runner import RouterRunner
 from tests.integration.system import running_system, system_config
 

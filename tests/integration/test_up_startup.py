@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import load
-from services.embedded_nats import EmbeddedNats, free_port
 from services.up import Started, enabled_connectors, serve_all, with_built_in_connectors
 from tests.integration.system import API_TOKEN, exit_reason, system_config
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.system import System, accept_if_offered, eventually, running_system, system_config
 
 pytestmark = pytest.mark.integration

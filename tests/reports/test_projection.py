@@ -16,7 +16,7 @@ from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
 from services.api import reports as reports_api
 from services.api.common import ApiDeps
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.reports import ReportProjection
 from tests.reports.scenario import scenario
 

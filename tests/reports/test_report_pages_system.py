@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.reports import command
 from services.reports.command import report_command
 from tests.integration.system import API_TOKEN, System, running_system, system_config

@@ -21,7 +21,7 @@ from events import subjects
 from events.model import LogEvent
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.reports import ReportQuery, fold_all, service_report
 from services.reports.command import report_command
 from tests.integration.system import API_TOKEN, System, running_system, system_config

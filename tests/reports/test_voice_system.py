@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 from tests.connectors.voice.helpers import call_params, call_sid, soon, voice_system
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""A sink runs as its own NATS role (``sink-<name>``, services/nats_permissions.py), not as the
+"""A sink runs as its own NATS role (``sink-<name>``, services/bus/permissions.py), not as the
 tool role: on a nats-server with the users ``relaydesk up`` generates, the Zendesk round trip
 (SMS in → ticket → a Zendesk reply → ``rd.out.sms`` → solved → resolved) works without one
 permission violation, and the sink's user cannot write what is not its own."""
@@ -22,10 +22,10 @@ from events.model import ConversationResolved, DeliverReply, ReplyRequested
 from events.store import EventStore
 from events.streams import ensure_streams
 from services.bootstrap import auth_for, event_store
+from services.bus.auth import RoleCredentials
+from services.bus.embedded import EmbeddedNats, free_port
+from services.bus.permissions import permissions, sink_user
 from services.config import Config
-from services.embedded_nats import EmbeddedNats, free_port
-from services.nats_auth import RoleCredentials
-from services.nats_permissions import permissions, sink_user
 from services.sinks.conformance import WebhookCall
 from services.up import Started, serve_all
 from tests.agents.helpers import agents_config

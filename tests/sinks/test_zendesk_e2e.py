@@ -16,7 +16,7 @@ import pytest
 from connectors.sdk.publish import InboundPublisher
 from events.model import ConversationResolved, DeliverReply, InboundMessage, MessageSent, ReplyRequested
 from services.bootstrap import event_store
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.sinks.conformance import Rig
 from services.sinks.sdk import SinkRuntime
 from services.sinks.zendesk import ZendeskSink

@@ -13,7 +13,7 @@ import pytest
 from events.model import AgentStatusChanged, LogEvent
 from events.store import Append, EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.projector import Projector
 from services.timelines import TimelineStore, partition_of
 from tests.timelines.helpers import T0, Backend, Script, new_id

@@ -19,7 +19,7 @@ from events.model import (
     LogEvent,
 )
 from events.store import Append, EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.projector import Projector
 from services.rebuild import NoCustomerEvents, rebuild_command, rebuild_timelines
 from services.timelines import open_store

@@ -20,7 +20,7 @@ import pytest
 
 from events.store import Append, EventStore
 from services import rebuild
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.rebuild import rebuild_command, rebuild_timelines
 from services.timelines import open_store
 from tests.integration.system import eventually

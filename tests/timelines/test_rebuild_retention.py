@@ -10,7 +10,7 @@ from pathlib import Path
 
 from events.personal import EXPIRED, CustomerKeys, PersonalDataCipher
 from events.store import Append, EventStore
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.rebuild import rebuild_command
 from services.timelines import open_store
 from tests.timelines.helpers import Script

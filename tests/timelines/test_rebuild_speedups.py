@@ -14,7 +14,7 @@ import pytest
 from events.personal import keys as keys_module
 from events.personal.keys import KEYS_ALL, CustomerKeys, _record_decoder
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from services.timelines.codec import iso
 from services.timelines.rowmap import iso_many
 

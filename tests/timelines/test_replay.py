@@ -20,7 +20,7 @@ from events.parking import ParkingLot
 from events.replay import replay_batches, replay_discard
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.integration.test_nats_security import Secured, as_role, secured, tool  # noqa: F401 (fixtures)
 from tests.timelines.helpers import T0, Script, new_id
 

@@ -17,8 +17,8 @@ import pytest
 from events.model import LogEvent
 from events.store import Append, EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
-from services.nats_errors import NATS_ERRORS
+from services.bus.embedded import EmbeddedNats
+from services.bus.errors import NATS_ERRORS
 from services.projector import Projector
 from services.timelines import TimelineStore
 from tests.timelines.helpers import Script, make_backend, new_id

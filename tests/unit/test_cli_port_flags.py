@@ -43,7 +43,7 @@ def test_port_flags_reach_the_config_zero_included(monkeypatch: pytest.MonkeyPat
         monkeypatch.delenv(name)
     args = cli.build_parser().parse_args(["up", "--nats-port", "0", "--api-port", "9000", "--sms-port", "9001"])
     config = cli._config(args)
-    assert config.nats.port == 0  # any free port (services.embedded_nats.pick_port)
+    assert config.nats.port == 0  # any free port (services.bus.embedded.pick_port)
     assert config.api.port == 9000
     assert config.connectors["sms"]["port"] == 9001
     defaults = cli._config(cli.build_parser().parse_args(["up"]))

@@ -11,10 +11,10 @@ import pytest
 
 from connectors.sdk.errors import ConnectorConfigError
 from connectors.sms.connector import TwilioSmsConnector
+from services.bus.auth import server_list
 from services.cli import build_parser, main
 from services.config import ConfigError, check, load
 from services.config_command import check_command, connector_problems
-from services.nats_auth import server_list
 
 
 def write(tmp_path: Path, text: str) -> Path:

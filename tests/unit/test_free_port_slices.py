@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from services import embedded_nats
-from services.embedded_nats import PORT_SLICE_ENV, free_port
+from services.bus import embedded as embedded_nats
+from services.bus.embedded import PORT_SLICE_ENV, free_port
 
 
 def test_each_worker_draws_from_its_own_slice(monkeypatch: pytest.MonkeyPatch) -> None:

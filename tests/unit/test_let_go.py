@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.nats_connection import let_go
+from services.bus.connection import let_go
 
 
 class ClosingClient:

@@ -15,12 +15,12 @@ from msgspec import UNSET
 
 from connectors.sdk import registry as sdk_registry
 from events.model import DEFAULT_CAPACITY, AgentProfile, Channel
-from services.addresses import IdentityRules
 from services.api.agents import AgentChanges
 from services.api.attachment_limits import limits_for
 from services.api.common import ApiDeps
 from services.api.registry import Registry, channel_connectors, known_channels
 from services.config import ConfigError, load
+from services.identity.addresses import IdentityRules
 from tests.connectors.example_telegram.connector import TelegramConnector
 
 ADD_SKILL = " (add it to [routing] skills to use it)"

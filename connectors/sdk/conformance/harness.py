@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from nats.aio.client import Client as NATS
 
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from ..base import Connector
 from ..runtime import ConnectorRuntime

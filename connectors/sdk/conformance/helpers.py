@@ -18,8 +18,8 @@ from events import subjects
 from events.codec import decode_inbound
 from events.model import DeliveryFailed, InboundMessage, InboundRecord, MessageSent, ReplyOutcomeReported
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
-from services.nats_connection import let_go
+from services.bus.connection import let_go
+from services.bus.embedded import EmbeddedNats
 
 from ..publish import MSG_ID
 

@@ -20,8 +20,8 @@ from events.codec import Undecodable
 from events.model import UnknownEvent
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent, Tail
+from services.bus.errors import NATS_ERRORS
 from services.lease import Lease
-from services.nats_errors import NATS_ERRORS
 
 from .actions import Relaydesk
 from .base import Sink, SinkEvent

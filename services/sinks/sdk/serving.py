@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import InvalidKeyError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.nats_errors import NATS_ERRORS
+from services.bus.errors import NATS_ERRORS
 
 from .base import Sink, WebhookRequest
 from .errors import AuthFailed, Malformed, SinkError, Unauthentic

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from connectors.chat.connector import WebChatConnector
 from connectors.sdk.runtime import ConnectorRuntime
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import chat_config
 

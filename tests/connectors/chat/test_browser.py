@@ -16,7 +16,7 @@ from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.browser import in_thread, needs_chromium
 from tests.integration.system import accept_if_offered, eventually, running_system, system_config
 

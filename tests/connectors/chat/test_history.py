@@ -26,7 +26,7 @@ from events import subjects
 from events.codec import encode
 from events.model import DeliverReply
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import SECRET, SITE, chat_config, chat_socket, open_session, recv, recv_until, ws_url
 

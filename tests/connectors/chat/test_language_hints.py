@@ -18,8 +18,8 @@ from connectors.email.connector import EmailConnector
 from connectors.email.parse import parse_email
 from connectors.email.settings import EmailSettings
 from connectors.sdk.runtime import ConnectorRuntime
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import eventually, running_system, system_config
 
 from .helpers import SECRET, SITE, WIDGET_KEY, chat_socket, inbound_for, open_session, recv

@@ -20,7 +20,7 @@ from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, MessageSent
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .conftest import StartChat
 from .helpers import (

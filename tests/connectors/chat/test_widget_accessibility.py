@@ -20,7 +20,7 @@ from connectors.sdk.runtime import ConnectorRuntime
 from events import subjects
 from events.codec import encode
 from events.model import DeliverReply
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 from tests.browser import in_thread, needs_chromium
 
 from .helpers import chat_config

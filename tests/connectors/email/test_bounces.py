@@ -43,7 +43,7 @@ from events.codec import encode
 from events.model import DeliverReply, DeliveryFailed, MessageSent
 from events.store import Append, EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from ..intake_rig import intake_caught_up, make_intake, request_reply, running_intake
 from .helpers import SmtpSink, inbound_for, smtp_send

@@ -25,7 +25,7 @@ from events import subjects
 from events.codec import encode
 from events.model import DeliverReply, DeliveryFailed, MessageSent
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import SmtpSink, inbound_for, mail, smtp_send
 

@@ -27,7 +27,7 @@ from connectors.sdk import registry
 from connectors.sdk.runtime import ConnectorRuntime
 from events.parking import ParkingLot
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .helpers import inbound_for, mail, msg_id, smtp_send
 

@@ -20,7 +20,7 @@ import pytest
 
 from connectors.sdk import registry
 from events import subjects
-from services.embedded_nats import EmbeddedNats, free_port
+from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.system import eventually
 
 from .connector import SECRET_HEADER, TelegramConnector

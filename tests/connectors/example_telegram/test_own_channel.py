@@ -18,8 +18,8 @@ from connectors.sdk import registry
 from connectors.sdk.conformance import FakeProvider
 from events.model import MessageSent
 from events.store import EventStore
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import accept_if_offered, eventually, running_system, system_config
 
 from .connector import SECRET_HEADER

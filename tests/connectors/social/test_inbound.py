@@ -24,7 +24,7 @@ from connectors.sdk.conformance.helpers import Published, read_inbound
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.social.connector import MetaConnector, MetaSettings
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
+from services.bus.embedded import EmbeddedNats
 
 from .payloads import (
     APP_SECRET,

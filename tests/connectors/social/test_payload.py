@@ -13,7 +13,7 @@ from connectors.social.batch import UNSUPPORTED_TEXT
 from connectors.social.payload import PayloadParser
 from connectors.social.signature import sign, valid
 from events.model import InboundMessage
-from services.addresses import identity_for
+from services.identity.addresses import identity_for
 
 from .payloads import (
     APP_SECRET,

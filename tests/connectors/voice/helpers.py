@@ -15,8 +15,8 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from connectors.sdk.conformance import FakeProvider
+from services.bus.embedded import EmbeddedNats, free_port
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats, free_port
 from tests.integration.system import System, eventually, running_system, system_config
 
 T = TypeVar("T")

@@ -25,9 +25,9 @@ from events.model import (
 )
 from events.store import Append, EventStore
 from events.streams import ensure_streams
-from services.embedded_nats import EmbeddedNats
-from services.nats_auth import RoleCredentials
-from services.nats_permissions import connector_user
+from services.bus.auth import RoleCredentials
+from services.bus.embedded import EmbeddedNats
+from services.bus.permissions import connector_user
 from services.up import BUILT_IN_CONNECTORS, connector_channels
 
 from .helpers import ACCOUNT, CALLER, VOICE_TOKEN, FakeTwilio, call_sid, soon

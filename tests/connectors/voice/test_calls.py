@@ -13,8 +13,8 @@ from multidict import MultiDict, MultiDictProxy
 
 from connectors.sdk import Malformed
 from connectors.voice.connector import _call_sid
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import CALLER, OUR_NUMBER, Voice, call_params, call_sid, soon, twiml, voice_system
 

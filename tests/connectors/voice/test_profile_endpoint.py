@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from services.api.agents import voice_endpoint_problem
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 from tests.integration.system import API_TOKEN
 
 from .helpers import Voice, call_params, call_sid, soon, twiml, voice_system

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from services.bus.embedded import EmbeddedNats
 from services.config import AgentSeed
-from services.embedded_nats import EmbeddedNats
 
 from .helpers import Voice, call_params, call_sid, soon, twiml, voice_system
 from .test_calls import _calls, _conversation, _resolved, _texts, customer_of

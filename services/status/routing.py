@@ -29,8 +29,8 @@ from events.store import EventStore
 from router.fold import evolve
 from router.queues import queue_summaries
 from router.state import RouterState
+from services.bus.errors import NATS_UNAVAILABLE
 from services.config import Config
-from services.nats_errors import NATS_UNAVAILABLE
 from services.progress import ShowProgress, showing_progress
 from services.state_snapshots import of_another_log, read_state
 

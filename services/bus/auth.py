@@ -12,7 +12,7 @@ Roles: ``connector-<name>`` (one per connector), ``intake``, ``router``, ``proje
 only role that may create, update, purge or delete the core streams). Each role user gets its
 own reply inbox prefix ``_INBOX_<user>`` so no role can read another's request replies.
 
-The roles' permissions and the server config: ``services/nats_permissions.py``. Here: the
+The roles' permissions and the server config: ``services/bus/permissions.py``. Here: the
 credentials ``relaydesk up`` generates and keeps, and how a client connects with them.
 """
 
@@ -29,8 +29,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from services.config import ConfigError
-from services.nats_permissions import (
+from services.bus.permissions import (
     SERVICE_ROLES,
     TOOL,
     connector_user,
@@ -39,6 +38,7 @@ from services.nats_permissions import (
     server_config,
     sink_user,
 )
+from services.config import ConfigError
 
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity

@@ -1,4 +1,4 @@
-"""Who a customer is: identities (channel addresses normalised by ``services.addresses``)
+"""Who a customer is: identities (channel addresses normalised by ``services.identity.addresses``)
 resolved to customer ids through the ``rd_identity`` KV bucket with create-only writes (two
 racing first messages cannot make two customers).
 
@@ -35,7 +35,7 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from events.kv import bucket_keys
-from services.addresses import PLAIN, IdentityRules, earlier_forms, identity_for, mask, parse_identity
+from services.identity.addresses import PLAIN, IdentityRules, earlier_forms, identity_for, mask, parse_identity
 
 log = structlog.get_logger(__name__)
 
@@ -185,8 +185,8 @@ class IdentityDirectory:
 
     async def compact(self) -> int:
         """Rewrite the bucket so no removed entry's bytes stay on disk, safely against being
-        cut short (``services.identity_compaction``). Returns how many entries were kept."""
-        from services.identity_compaction import compact  # it builds on this module
+        cut short (``services.identity.compaction``). Returns how many entries were kept."""
+        from services.identity.compaction import compact  # it builds on this module
 
         return await compact(self)
 

@@ -6,7 +6,7 @@ API's, plus at most ``FOLD_LIMIT`` events of the log after it), and the parked c
 on a terminal, ``--json`` for scripts. Read-only: it connects as the tool role and appends nothing.
 
 Bounded: everything but agents and queues is a handful of NATS requests; agents and queues
-come from ``services.status_routing`` (at most ``FOLD_LIMIT`` events folded, and why not all
+come from ``services.status.routing`` (at most ``FOLD_LIMIT`` events folded, and why not all
 said; ``--fold-all`` folds whatever it takes, with a progress line).
 """
 
@@ -30,11 +30,11 @@ from events import subjects
 from events.parking import ParkingLot
 from events.streams import stream_drift
 from services.bootstrap import stream_settings
+from services.bus.connection import let_go
 from services.config import Config
 from services.lease import LeaseValue
-from services.nats_connection import let_go
 from services.progress import ShowProgress
-from services.status_routing import FOLD_LIMIT, routing_state, routing_summary
+from services.status.routing import FOLD_LIMIT, routing_state, routing_summary
 
 log = structlog.get_logger(__name__)
 

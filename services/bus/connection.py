@@ -15,8 +15,8 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from events.skips import count_skip
+from services.bus.auth import NatsAuth, describe_servers, server_list
 from services.config import ConfigError
-from services.nats_auth import NatsAuth, describe_servers, server_list
 
 log = structlog.get_logger(__name__)
 

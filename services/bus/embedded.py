@@ -114,7 +114,7 @@ class EmbeddedNats:
     host: str = "127.0.0.1"
     port: int = 0
     monitor_port: int | None = None
-    # A server config file (users and permissions: services/nats_auth.py); flags win over it.
+    # A server config file (users and permissions: services/bus/auth.py); flags win over it.
     config_file: Path | None = None
     # Descriptors the server inherits: ``relaydesk up``'s data dir lock, so that the lock lasts
     # as long as the server uses the store, even if ``up`` is killed first (services.data_dir).
