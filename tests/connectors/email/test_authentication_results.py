@@ -71,6 +71,10 @@ def test_a_forged_from_is_parked_not_filed(results: tuple[str, ...]) -> None:
         # Written by the sender, or by another server: never trusted, whatever it says.
         ("evil.example; dmarc=pass header.from=customer.test",),
         ("mail.customer.test; dmarc=pass",),
+        # The trusted server's pass, but for another From than the one filed (two From fields,
+        # say: the attacker's domain passed, the customer's address is filed).
+        ("mx.support.test; dmarc=pass header.from=evil.example",),
+        ("mx.support.test; dmarc=pass header.from=customer.test.evil.example",),
     ],
 )
 def test_a_sender_nobody_vouched_for_is_filed_but_copies_nobody(results: tuple[str, ...]) -> None:
