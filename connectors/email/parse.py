@@ -160,6 +160,10 @@ def parse_email(
 
     verified = True
     if settings.trusted_authserv_id:
+        if sum(1 for key in msg if key.lower() == "from") > 1:
+            # RFC 5322 allows one; a server may judge one and this parser file the other
+            # (DMARC, RFC 7489 6.6.1: such mail is not to be trusted).
+            raise ForgedSender("the mail has more than one From field: which one sent it is not known")
         verdict = dmarc_verdict(msg, settings.trusted_authserv_id, sender.rpartition("@")[2])
         metadata["dmarc"] = verdict
         if verdict == "fail":

@@ -122,3 +122,21 @@ def test_a_signature_that_does_not_vouch_for_the_from_passes_nothing(results: tu
 def test_dmarc_fail_wins_over_a_passing_signature() -> None:
     with pytest.raises(Malformed, match="DMARC failed"):
         parsed("mx.support.test; dkim=pass header.d=customer.test; dmarc=fail")
+
+
+def test_a_mail_with_two_from_fields_is_parked_when_senders_are_checked() -> None:
+    """The trusted server may have judged one From and the parser filed the other: a pass for
+    the attacker's own domain filed under the customer's address (found by a hostile-mail audit)."""
+    raw = (
+        b"From: Ann <ann@customer.test>\r\nFrom: Eve <eve@evil.example>\r\nTo: support@support.test\r\n"
+        b"Authentication-Results: mx.support.test; dmarc=pass header.from=evil.example\r\n"
+        b"Subject: invoice\r\nMessage-ID: <m2@evil.example>\r\n\r\npay here\r\n"
+    )
+    with pytest.raises(Malformed, match="more than one From"):
+        parse_email(
+            raw,
+            recipients=["support@support.test"],
+            settings=settings(trusted_authserv_id="mx.support.test"),
+            received_at=NOW,
+            source="t",
+        )
