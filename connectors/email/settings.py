@@ -24,6 +24,9 @@ class EmailSettings(ConnectorSettings, kw_only=True):
     smtp_port: int = 2525
     smtp_hostname: str = ""  # name in the greeting; "" = this machine's host name
     smtp_timeout: float = 300.0  # idle seconds before a client is dropped
+    # Sessions open at once; one more is answered 421 4.3.2 and closed (the sender retries).
+    # Each may hold a mail of max_body_bytes in memory: 100 x 25 MiB bounds it to ~2.5 GiB.
+    max_smtp_sessions: int = 100
     # Recipient domains accepted (case-insensitive); any other recipient gets 550 5.1.1.
     # A comma-separated string is accepted too (from the environment).
     domains: list[str] | str = msgspec.field(default_factory=lambda: ["localhost"])

@@ -21,6 +21,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from connectors.sdk import Malformed, Unavailable
+from events.skips import count_skip
 
 from . import threads
 from .settings import EmailSettings
@@ -38,6 +39,20 @@ TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 MAX_LINE_BYTES = 1024 * 1024  # one line of a mail (or command) the listener reads
 
 
+BUSY = "421 4.3.2 Too many connections, try again later"
+
+
+class Sessions:
+    """The SMTP sessions open now, against ``max_smtp_sessions``. Found by a hostile-mail
+    audit: nothing bounded them, and each may hold a whole mail in memory (``max_body_bytes``,
+    25 MiB by default): a thousand slow senders could take the connector's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+
+
 class _RelaydeskSMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on its own size refusals, and a second
     STARTTLS refused (aiosmtpd would answer 220 and then fail the handshake inside the TLS
@@ -46,6 +61,33 @@ class _RelaydeskSMTP(SMTP):
     do send unwrapped HTML lines; its reader buffers at most twice this per connection."""
 
     line_length_limit = MAX_LINE_BYTES
+    sessions: Sessions | None = None
+    _counted = False
+    _turned_away = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sessions = self.sessions
+        if sessions is not None and sessions.open >= sessions.limit:
+            # Before the greeting: a sender reads 421 as "try again later" (RFC 5321 3.8).
+            sessions.refused += 1
+            log.warning("email.smtp_busy", open=sessions.open, limit=sessions.limit, refused=sessions.refused)
+            count_skip("email.smtp_busy")
+            self._turned_away = True
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"{BUSY}\r\n".encode())
+            transport.close()
+            return
+        if sessions is not None:
+            sessions.open += 1
+            self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted and self.sessions is not None:
+            self.sessions.open -= 1
+            self._counted = False
+        if not self._turned_away:  # a session aiosmtpd never started has nothing to end
+            super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
@@ -135,11 +177,12 @@ class SmtpServer:
         self.server: asyncio.base_events.Server | None = None
         self.address: tuple[str, int] | None = None
         self._tls: ssl.SSLContext | None = None
+        self.sessions = Sessions(settings.max_smtp_sessions)
 
     def _factory(self) -> SMTP:
         s = self.settings
         users = dict(s.auth_users)
-        return _RelaydeskSMTP(
+        smtp = _RelaydeskSMTP(
             self.handler,
             data_size_limit=s.max_body_bytes,
             enable_SMTPUTF8=True,
@@ -153,6 +196,8 @@ class SmtpServer:
             authenticator=Authenticator(users) if users else None,
             loop=asyncio.get_running_loop(),
         )
+        smtp.sessions = self.sessions
+        return smtp
 
     async def start(self) -> tuple[str, int]:
         s = self.settings

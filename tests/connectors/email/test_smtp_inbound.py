@@ -397,3 +397,34 @@ async def test_a_mail_whose_dmarc_check_failed_is_parked_not_filed(nc: NATS, uid
         assert (await smtp_send(addr(connector), vouched.as_bytes())).data == 250
         [published] = await inbound_for(nc, msg_id(uid, 1), wait=10.0)
         assert published.message.metadata["dmarc"] == "pass"
+
+
+async def test_sessions_over_the_limit_are_told_to_come_back_later(nc: NATS, uid: str) -> None:
+    """Found by a hostile-mail audit: nothing bounded the sessions open at once, and each may
+    hold a whole mail in memory (max_body_bytes): a thousand slow senders could take the
+    connector's memory. One over ``max_smtp_sessions`` is answered 421 and closed; a session
+    that ends makes room again."""
+    async with running(nc, max_smtp_sessions=2) as connector:
+        host, port = addr(connector)
+        held = [await asyncio.open_connection(host, port) for _ in range(2)]
+        for reader, _ in held:
+            assert (await reader.readline()).startswith(b"220 ")
+        reader, writer = await asyncio.open_connection(host, port)
+        assert (await reader.readline()).startswith(b"421 4.3.2")
+        assert await reader.read() == b""  # closed by the server
+        writer.close()
+        for _, w in held:
+            w.close()
+            await w.wait_closed()
+
+        async def delivered() -> bool:
+            try:
+                await smtp_send(addr(connector), mail(uid, text="after the crowd left").as_bytes())
+            except (smtplib.SMTPException, OSError):
+                return False
+            return True
+
+        async with asyncio.timeout(15):
+            while not await delivered():
+                await asyncio.sleep(0.05)
+        assert await inbound_for(nc, msg_id(uid), wait=10)
