@@ -213,9 +213,12 @@ class EmailConnector(Connector):
         if self.publisher is None:
             raise Unavailable("email connector not started")
         try:
-            parsed: ParsedEmail = parse_email(
-                raw, recipients=recipients, settings=self.settings, received_at=self.now(), source=source,
-                mail_from=mail_from,
+            # In a thread: a hostile mail costs seconds of parsing even within bounds
+            # (connectors.email.bounds), and on the event loop it held every other SMTP
+            # session, the health checks and the replies going out meanwhile.
+            parsed: ParsedEmail = await asyncio.to_thread(
+                parse_email, raw, recipients=recipients, settings=self.settings, received_at=self.now(),
+                source=source, mail_from=mail_from,
             )  # fmt: skip
             encode(parsed.message)  # what the bus will be given must encode: else it is parked now
         except Exception as err:  # Malformed, or a mail no code path foresaw: kept, not refused

@@ -428,3 +428,42 @@ async def test_sessions_over_the_limit_are_told_to_come_back_later(nc: NATS, uid
             while not await delivered():
                 await asyncio.sleep(0.05)
         assert await inbound_for(nc, msg_id(uid), wait=10)
+
+
+async def test_a_mail_that_takes_long_to_parse_holds_nothing_else(
+    nc: NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a hostile-mail audit: a crafted mail costs seconds of parsing even within the
+    bounds, and it was parsed on the event loop, holding every other SMTP session, the health
+    checks and the replies going out. Parsed in a thread now: while one parse is under way
+    the connector's /healthz answers."""
+    import threading
+
+    import aiohttp
+
+    from connectors.email import connector as email_connector
+
+    entered, release = threading.Event(), threading.Event()
+    seen_release: list[bool] = []
+    real = email_connector.parse_email
+
+    def slow_parse(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        seen_release.append(release.wait(5))  # on the event loop this would hold it 5 s
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(email_connector, "parse_email", slow_parse)
+    connector = EmailConnector.from_config(BASE)
+    runtime = ConnectorRuntime(connector, nc)
+    [base] = await runtime.start()
+    try:
+        sending = asyncio.create_task(smtp_send(addr(connector), mail(uid).as_bytes()))
+        assert await asyncio.to_thread(entered.wait, 10)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        release.set()
+        assert (await sending).data == 250
+        assert seen_release == [True], "the parse held the event loop: /healthz waited for it"
+    finally:
+        release.set()
+        await runtime.stop()
