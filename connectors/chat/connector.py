@@ -109,7 +109,7 @@ class WebChatConnector(Connector):
     @property
     def sockets(self) -> set[web.WebSocketResponse]:
         """The open sockets of this instance."""
-        return self.websocket.sockets
+        return set(self.websocket.sockets)
 
     # -- routes ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from events.skips import skipping
 from events.stopping import cancel_and_wait
 
 from . import tokens
+from .cutoff import close_within, cut
 from .history import HistoryUnavailable, LiveFrame
 from .part import ChatPart, Shared
 from .protocol import CLOSE_TOO_SLOW, CLOSE_TRY_LATER, error_frame
@@ -40,13 +42,27 @@ from .ratelimit import RateLimiter
 log = structlog.get_logger("relaydesk.connector.chat")
 
 SEND_QUEUE = 1000
+# What may wait for one socket, in bytes of JSON (a replay of a full history of long messages
+# fits: 200 frames of 4 KiB escaped \uXXXX are ~5 MiB); more and the socket is closed 4429.
+SEND_QUEUE_BYTES = 8 * 1024 * 1024
+# Sockets one address may hold on an instance (tabs, devices): each takes every frame of the
+# address, so 1,000 sockets opened with one token made one reply 1,000 sends (an audit).
+SOCKETS_PER_ADDRESS = 20
 # Catch-ups a client asks for, per address and instance (a burst of as many): a widget asks one
 # per socket it opens (a page load, a reconnect) and never sends ``resume``.
 REPLAYS_PER_MINUTE = 30
 
 
-class TooManyReplays(HistoryUnavailable):
+class Limited(HistoryUnavailable):
+    """A limit of the address on this instance: the socket is closed 1013 with the reason."""
+
+
+class TooManyReplays(Limited):
     """The address asked for more catch-ups than ``REPLAYS_PER_MINUTE``: reconnect later."""
+
+
+class TooManySockets(Limited):
+    """The address holds ``SOCKETS_PER_ADDRESS`` sockets on this instance already."""
 
 
 @dataclass(eq=False)
@@ -57,8 +73,11 @@ class Client:
     address: str
     claims: tokens.SessionClaims
     ws: web.WebSocketResponse
-    outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
-    closing: asyncio.Task[bool] | None = None
+    # Frames as JSON text, waiting for the socket's writer, and their bytes.
+    outbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+    closing: asyncio.Task[None] | None = None
+    transport: asyncio.BaseTransport | None = None  # to abort a connection that takes nothing
+    queued: int = 0
     # The highest history sequence this socket has been given (or was shown as caught up to),
     # and whether it takes live frames yet (false while its catch-up is read).
     last: int = 0
@@ -70,19 +89,25 @@ class Client:
         (it reconnects with ``after_seq`` and misses nothing)."""
         if self.closing is not None:
             return False
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            log.warning("socket.too_slow", pending=self.outbox.qsize())
-            self.closing = asyncio.get_running_loop().create_task(
-                self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: reconnect with after_seq")
-            )
+        data = json.dumps(frame)
+        if self.outbox.full() or self.queued + len(data) > SEND_QUEUE_BYTES:
+            cut("too_slow", pending=self.outbox.qsize(), pending_bytes=self.queued)
+            self.close_soon(CLOSE_TOO_SLOW, "too slow: reconnect with after_seq")
             return False
+        self.outbox.put_nowait(data)
+        self.queued += len(data)
         return True
 
+    def taken(self, data: str) -> None:
+        """``data`` left the outbox for the socket."""
+        self.queued -= len(data)
+
     def close_soon(self, code: int, reason: str) -> None:
+        """Close the socket (aborted if the client does not take the close frame in time)."""
         if self.closing is None:
-            self.closing = asyncio.get_running_loop().create_task(self.ws.close(code=code, message=reason.encode()))
+            self.closing = asyncio.get_running_loop().create_task(
+                close_within(self.ws, self.transport, code, reason.encode())
+            )
 
 
 @dataclass(eq=False)
@@ -125,6 +150,9 @@ class LivePush(ChatPart):
         watch = self.watches.get(client.address)
         if watch is None:
             watch = self.watches[client.address] = Watch(client.address)
+        if len(watch.clients) >= SOCKETS_PER_ADDRESS:
+            cut("too_many_sockets", sockets=len(watch.clients))
+            raise TooManySockets(f"more than {SOCKETS_PER_ADDRESS} sockets of one visitor: close one")
         watch.clients.add(client)
         client.watch = watch
         try:

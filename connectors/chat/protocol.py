@@ -14,6 +14,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
 
+# Past any JetStream sequence (a uint64): a client's larger after_seq (JSON takes 4,000 digits)
+# was sent to NATS as is, refused as a bad request and answered "history unavailable" (an audit).
+MAX_SEQ = 2**63 - 1
+
 
 def error_frame(
     code: str,
@@ -51,4 +55,4 @@ def after_seq(after: object, epoch: object, current_epoch: str) -> int:
         return 0
     if isinstance(epoch, str) and epoch and epoch != current_epoch:
         return 0
-    return max(seq, 0)
+    return min(max(seq, 0), MAX_SEQ)

@@ -12,14 +12,14 @@ from aiohttp import WSMsgType, web
 
 from connectors.sdk import ConnectorError, Malformed, ProviderRequest, TooLarge, Unauthentic, Unavailable
 from connectors.sdk.metrics import Metrics
-from events.skips import skipping
 from events.stopping import cancel_all_and_wait
 
-from . import tokens
+from . import cutoff, tokens
+from .cutoff import close_within
 from .history import HistoryUnavailable
 from .inbound import Inbound
 from .language import HINT_FIELDS
-from .live import Client, LivePush, TooManyReplays
+from .live import Client, Limited, LivePush
 from .origins import origin_allowed, refused
 from .part import ChatPart, Shared
 from .protocol import (
@@ -51,14 +51,15 @@ class WebSocketEndpoint(ChatPart):
         super().__init__(shared)
         self.live = live
         self.inbound = inbound
-        self.sockets: set[web.WebSocketResponse] = set()
+        # The open sockets and their connections (to abort one that takes nothing).
+        self.sockets: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
         self.closing = False
 
     async def close_all(self) -> None:
         """Refuse new sockets and close every open one with 1001, those still authenticating included."""
         self.closing = True
         await asyncio.gather(
-            *(ws.close(code=CLOSE_GOING_AWAY, message=b"server going away") for ws in list(self.sockets)),
+            *(close_within(ws, t, CLOSE_GOING_AWAY, b"server going away") for ws, t in list(self.sockets.items())),
             return_exceptions=True,
         )
 
@@ -74,12 +75,12 @@ class WebSocketEndpoint(ChatPart):
         ws = web.WebSocketResponse(heartbeat=self.settings.heartbeat or None, max_msg_size=self.settings.max_body_bytes)
         if not ws.can_prepare(raw).ok:
             return web.json_response({"error": "WebSocket upgrade expected"}, status=400)
-        self.sockets.add(ws)
+        self.sockets[ws] = raw.transport
         try:
             await ws.prepare(raw)
             await self._serve(ws, raw)
         finally:
-            self.sockets.discard(ws)
+            self.sockets.pop(ws, None)
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, raw: web.Request) -> None:
@@ -90,12 +91,11 @@ class WebSocketEndpoint(ChatPart):
         try:
             await self.live.join(client, after)
         except HistoryUnavailable as err:
-            limited = isinstance(err, TooManyReplays)
-            self.log.warning("socket.replays_limited" if limited else "socket.history_unavailable", reason=str(err))
+            limited = isinstance(err, Limited)
+            self.log.warning("socket.limited" if limited else "socket.history_unavailable", reason=str(err))
             writer.cancel()
             reason = str(err).encode()[:120] if limited else b"history unavailable: try again later"
-            with skipping("chat.socket_close"):
-                await ws.close(code=CLOSE_TRY_LATER, message=reason)
+            await close_within(ws, client.transport, CLOSE_TRY_LATER, reason)
             return
         except BaseException:
             writer.cancel()
@@ -108,8 +108,7 @@ class WebSocketEndpoint(ChatPart):
         finally:
             await cancel_all_and_wait((sender, writer))
             await self.live.leave(client)
-            with skipping("chat.socket_close"):
-                await ws.close()
+            await close_within(ws, client.transport, 1000)
             self.log.info("socket.closed", code=ws.close_code)
 
     async def _authenticate(self, ws: web.WebSocketResponse, raw: web.Request) -> tuple[Client | None, int]:
@@ -136,7 +135,7 @@ class WebSocketEndpoint(ChatPart):
         except tokens.TokenError as err:
             await close(CLOSE_UNAUTHORIZED, str(err))
             return None, 0
-        client = Client(secrets.token_hex(8), claims.address, claims, ws)
+        client = Client(secrets.token_hex(8), claims.address, claims, ws, transport=raw.transport)
         after = frame.get("after_seq", raw.query.get("after_seq", "0"))
         epoch = frame.get("epoch", raw.query.get("epoch", ""))
         return client, after_seq(after, epoch, self.history.epoch)
@@ -171,11 +170,19 @@ class WebSocketEndpoint(ChatPart):
                 client.push(error_frame("bad_frame", "unknown frame type"))
 
     async def _writer(self, client: Client) -> None:
+        """Send what is queued for the socket; a client that does not take a frame within
+        ``SEND_TIMEOUT`` is cut off (aiohttp's send waits for the transport without a deadline)."""
         while True:
-            frame = await client.outbox.get()
+            data = await client.outbox.get()
+            client.taken(data)
             if client.ws.closed:
                 return
-            await client.ws.send_json(frame)
+            try:
+                async with asyncio.timeout(cutoff.SEND_TIMEOUT):
+                    await client.ws.send_str(data)
+            except TimeoutError:
+                cutoff.abort(client.transport, "send_timeout")
+                return
 
     async def _sender(self, client: Client, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         """Each visitor message, in order, published directly with the runtime's publisher."""
