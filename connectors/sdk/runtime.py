@@ -17,6 +17,14 @@ from .publish import InboundPublisher
 log = structlog.get_logger("relaydesk.connector")
 
 
+# A connection with no request under way (none yet, between two, or a request's head still
+# coming in a byte at a time) is closed after this (s). aiohttp's default is 3,630 s: a hostile
+# client held 200 silent connections (and any number it liked) to the public chat port for an
+# hour each (found by the hostile-client audit, 2026-12-07). Sockets and requests being served
+# are not idle.
+IDLE_CONNECTION_TIMEOUT = 30.0
+
+
 class ConnectorRuntime:
     """``await start()`` serves the connector's routes on ``settings.host:settings.port``
     (port 0: any free port) and starts the outbound worker (unless ``settings.outbound`` is
@@ -58,7 +66,13 @@ class ConnectorRuntime:
             await self.connector.close_http()
             raise
         app = ConnectorApp(self.connector, self.publisher, self.metrics, self.health).build()
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=IDLE_CONNECTION_TIMEOUT,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, s.host, s.port)

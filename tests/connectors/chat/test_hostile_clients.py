@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from connectors.chat import cutoff, live, tokens
 from connectors.chat.connector import WebChatConnector
 from connectors.chat.protocol import CLOSE_TRY_LATER, MAX_SEQ, after_seq
+from connectors.sdk import runtime as runtime_module
 from connectors.sdk.runtime import ConnectorRuntime
 from events.model import DeliverReply
 
@@ -180,3 +181,32 @@ async def test_after_seq_past_any_sequence_is_nothing_to_replay(chat: tuple[Conn
         await ws.send('{"type":"resume","after_seq":' + "9" * 4000 + "}")
         await ws.send(json.dumps({"type": "ping"}))
         assert await recv(ws) == {"type": "pong"}
+
+
+async def test_a_connection_that_says_nothing_is_closed_and_a_socket_is_not_idle(
+    start_chat: StartChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp keeps a connection with no request for 3,630 s: 200 silent ones (or a request
+    head sent a byte at a time) held the chat port's descriptors for an hour."""
+    monkeypatch.setattr(runtime_module, "IDLE_CONNECTION_TIMEOUT", 1.0)
+    _, url = await start_chat()
+    host, port = url.removeprefix("http://").split(":")
+    silent = await asyncio.open_connection(host, int(port))
+    slow = await asyncio.open_connection(host, int(port))
+    slow[1].write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+    _, session = await open_session(url)
+    loop = asyncio.get_running_loop()
+    try:
+        async with chat_socket(url, session["token"]) as (ws, _):
+            opened = loop.time()
+            for reader, _ in (silent, slow):
+                async with asyncio.timeout(15):
+                    while await reader.read(1 << 16):
+                        pass  # until the server closes it
+            # A socket is served past the idle timeout: it is not idle, it is being served.
+            while loop.time() - opened < 3 * runtime_module.IDLE_CONNECTION_TIMEOUT:
+                await ws.send(json.dumps({"type": "ping"}))
+                assert await recv_until(ws, "pong") == {"type": "pong"}
+    finally:
+        for _, writer in (silent, slow):
+            writer.transport.abort()
