@@ -7,11 +7,6 @@ try goes out; the reply is reported failed, saying why."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -22,32 +17,17 @@ from connectors.sdk.withdrawals import WITHDRAWN_REASON
 from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.codec import encode
-from events.streams import ensure_streams
-from services.bus.embedded import EmbeddedNats
 from tests.connectors.outbound_rig import a_reply
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
-    server = EmbeddedNats(store_dir=tmp_path / "js")
-    await server.astart()
-    client = await nats.connect(server.url)
-    await ensure_streams(client.jetstream())
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(Exception):
-            await client.close()
-        await server.astop()
 
 
 async def sent(_request: web.Request) -> web.StreamResponse:
     return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
 
 
-async def test_a_reply_deleted_from_the_queue_while_it_waits_for_a_retry_is_not_sent(nc: NATS) -> None:
+async def test_a_reply_deleted_from_the_queue_while_it_waits_for_a_retry_is_not_sent(clean_nc: NATS) -> None:
+    nc = clean_nc
     fake = FakeProvider(handler=sent, fail_next=1)  # Twilio down for the first try
     await fake.start()
     connector = TwilioSmsConnector.from_config(
