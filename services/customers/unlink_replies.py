@@ -55,6 +55,7 @@ class _Queued(msgspec.Struct):
 
     reply_id: str = ""
     conversation_id: str = ""
+    notice: str = ""
 
 
 @dataclass
@@ -78,8 +79,11 @@ async def withdraw_replies(customers: Customers, on_it: list[ConversationOnAddre
     # not queue the reply again, so an erased message cannot come back from it (erased first, a
     # sweep in between queued it again, and after a NATS restart RD_OUTBOUND no longer drops the
     # copy as a duplicate). A crash in between leaves the message: the next call erases it.
-    if out.taken:
-        out.removed = await _erase_queued(store.js, out.taken)
+    # A closing notice queued for one of them (an agent resolved it just before) would store
+    # its "conversation ended" in the address's web chat history after the purge: erased too.
+    notices_for = {conv.opened.conversation_id for conv in on_it}
+    if out.taken or notices_for:
+        out.removed = await _erase_queued(store.js, out.taken, notices_for)
     return out
 
 
@@ -136,8 +140,9 @@ def _unsent(events: list[StoredEvent]) -> tuple[list[ReplyRequested], list[str]]
     return [reply for rid, reply in requested.items() if rid not in outcomes], failed_before
 
 
-async def _erase_queued(js: JetStreamContext, taken: dict[str, str]) -> int:
-    """Securely erase the ``DeliverReply`` messages in ``RD_OUTBOUND`` of the ``taken`` replies."""
+async def _erase_queued(js: JetStreamContext, taken: dict[str, str], notices_for: set[str]) -> int:
+    """Securely erase the ``DeliverReply`` messages in ``RD_OUTBOUND`` of the ``taken`` replies,
+    and the notices queued for the conversations ``notices_for``."""
     stream = subjects.OUTBOUND_STREAM
     erased = 0
     async for seq, data in stored_messages(js, stream, subjects.OUTBOUND_ALL):
@@ -145,6 +150,8 @@ async def _erase_queued(js: JetStreamContext, taken: dict[str, str]) -> int:
             queued = msgspec.json.decode(data, type=_Queued)
         except msgspec.DecodeError:  # not a reply a connector could read either: not one of these
             continue
-        if queued.reply_id in taken and taken[queued.reply_id] == queued.conversation_id:
+        if (queued.reply_id in taken and taken[queued.reply_id] == queued.conversation_id) or (
+            queued.notice and queued.conversation_id in notices_for
+        ):
             erased += await erase_msg(js, stream, seq)
     return erased

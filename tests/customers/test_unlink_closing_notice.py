@@ -95,3 +95,34 @@ async def test_a_chat_resolved_by_an_unlink_gets_no_closing_notice_and_an_agents
 async def _has(nc: NATS, reply_id: str) -> dict[str, DeliverReply] | None:
     notices = await _notices(nc)
     return notices if reply_id in notices else None
+
+
+async def test_a_closing_notice_queued_just_before_the_unlink_is_taken_back(s: AgentSystem) -> None:
+    """An agent resolved the visitor's chat just before the unlink: its closing notice waited in
+    ``RD_OUTBOUND`` and, once delivered, stored "the conversation ended" in the visitor id's
+    history after the unlink had purged it, for the id's next holder to see. The unlink erases
+    the notices queued for the conversations on the address; another visitor's stays."""
+    ava, _ = await s.issue_token("ava")
+    ann, cy = "cu_unlinklate", "cu_keepslate"
+    now = datetime.now(UTC)
+    await s.store.append(Append(CustomerCreated(at=now, customer_id=ann, identity=f"chat:{ANNS}")))
+    await s.store.append(Append(CustomerCreated(at=now, customer_id=cy, identity=f"chat:{CYS}")))
+    on_ann, on_cy = "cv_late_ann", "cv_late_cy"
+    for customer, cid, visitor in ((ann, on_ann, ANNS), (cy, on_cy, CYS)):
+        await _open(s.store, customer, cid, "chat", visitor)
+        await s.offered_to(cid, "ava")
+        await ok(s, "POST", f"/v1/conversations/{cid}/accept", ava)
+        await ok(s, "POST", f"/v1/conversations/{cid}/resolve", ava)
+    nc = s.store.nc
+
+    async def both_queued() -> dict[str, DeliverReply] | None:
+        notices = await _notices(nc)
+        return notices if {notice_id(on_ann), notice_id(on_cy)} <= notices.keys() else None
+
+    await eventually(both_queued, timeout=20)
+
+    status, body = await s.call("DELETE", f"/v1/customers/{ann}/identities/chat:{ANNS}", API_TOKEN)
+    assert status == 200, body
+    notices = await _notices(nc)
+    assert notice_id(on_ann) not in notices, "the notice would reach the address's next holder"
+    assert notice_id(on_cy) in notices
