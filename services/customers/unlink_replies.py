@@ -11,7 +11,8 @@ outcome on the log gets ``DeliveryFailed`` with ``UNLINKED_REASON`` (the relay t
 a retried reply command does not queue it again, and the console shows it failed with that
 reason), and its ``DeliverReply`` messages still in ``RD_OUTBOUND`` are securely erased, as an
 erasure erases a customer's queued replies (``erase.Eraser._queued_replies``), matched by the
-reply and conversation ids the message carries in clear: nothing personal is opened.
+reply and conversation ids the message carries in clear: nothing personal is opened. So are
+the closing notices queued for those conversations (an agent resolved one just before).
 
 Decided on the conversation's log read as stored, appended guarded by its last sequence
 (``ConcurrencyError``: read again): a reply whose outcome appeared meanwhile (sent, failed)
