@@ -240,7 +240,10 @@ async def run_api(
         await runner.cleanup()
         if timelines is not None:
             await timelines.close()
-        raise ServiceFailed(f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}") from err
+        raise ServiceFailed(
+            f"API cannot listen on {config.api.host}:{config.api.port}: {err.strerror}"
+            " (choose another port: [api] port, RELAYDESK_API_PORT, or relaydesk up --api-port N)"
+        ) from err
     log.info("api.listening", url=f"http://{config.api.host}:{config.api.port}")
     if health is not None:
         health.add("api", api_health_check(deps))  # what GET /readyz of the API says

@@ -80,8 +80,10 @@ class ConnectorRuntime:
         except OSError as err:
             await runner.cleanup()
             await self._close_connector()
+            name = self.connector.name
             raise SystemExit(
-                f"connector {self.connector.name} cannot listen on {s.host}:{s.port}: {err.strerror}"
+                f"connector {name} cannot listen on {s.host}:{s.port}: {err.strerror} (choose another"
+                f" port: [connectors.{name}] port or RELAYDESK_CONNECTOR_{name.upper()}_PORT)"
             ) from err
         except BaseException:
             await runner.cleanup()

@@ -91,6 +91,7 @@ def test_up_with_the_sms_port_taken_exits_1_at_once_with_the_reason_first(tmp_pa
     assert proc.returncode == 1, stderr[-3000:]
     reason = f"connector sms cannot listen on 127.0.0.1:{taken_port}"
     assert reason in stderr, stderr[-3000:]
+    assert "RELAYDESK_CONNECTOR_SMS_PORT" in stderr, stderr[-3000:]
     assert "relaydesk: stopped" in stderr
     assert stderr.index(reason) < stderr.index("relaydesk: stopped"), stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -112,6 +113,8 @@ def test_a_service_run_alone_with_its_port_taken_says_why_in_one_line(
     assert proc.returncode == 1, proc.stderr[-3000:]
     # One line, in the logs' format (JSON off a terminal): a log pipeline keeps it.
     assert exit_reason(proc.stderr).startswith(f"API cannot listen on 127.0.0.1:{taken_port}"), proc.stderr[-3000:]
+    # ...and how to choose another (a neighbour often has 8080).
+    assert "RELAYDESK_API_PORT" in exit_reason(proc.stderr) and "--api-port" in exit_reason(proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
