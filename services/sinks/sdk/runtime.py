@@ -102,7 +102,11 @@ class SinkRuntime(SinkHttp):
         except OSError as err:
             await runner.cleanup()
             await api.close()
-            raise SinkError(f"sink {self.sink.name} cannot listen on {s.host}:{s.port}: {err.strerror}") from err
+            name = self.sink.name
+            raise SinkError(
+                f"sink {name} cannot listen on {s.host}:{s.port}: {err.strerror} (choose another port:"
+                f" [sinks.{name}] port or RELAYDESK_SINK_{name.upper()}_PORT)"
+            ) from err
         self._runner = runner
         self.urls = [_url(addr) for addr in runner.addresses]
         self._stop.clear()
