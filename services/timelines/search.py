@@ -17,7 +17,7 @@ An FTS5 row is known by an integer, and a contentless table can hand back nothin
 not the customers table's rowid: that table has no INTEGER PRIMARY KEY, so SQLite may renumber
 its rows (``VACUUM`` may; a dump and restore does), and an index keyed by rowid then points at
 other customers, whose rows the substring test drops: searches would miss customers, silently.
-The integer is a key of the index's own, ``customers_search_keys (key INTEGER PRIMARY KEY,
+The integer is a key of the index's own, ``customers_trigram_keys (key INTEGER PRIMARY KEY,
 customer_id UNIQUE)`` (a rowid alias: kept by ``VACUUM`` and by a dump), which the same triggers
 write; a search reads the matching keys' customer ids, then those customers by their primary
 key. (Giving the customers table an INTEGER PRIMARY KEY instead would mean copying the table in
@@ -42,9 +42,15 @@ log = structlog.get_logger(__name__)
 MIN_INDEXED = 3  # a trigram index knows nothing shorter
 CANDIDATES = 5000  # more matches than this: the scan finds the newest of them sooner
 
-INDEX = "customers_search"
-KEYS = "customers_search_keys"  # the index's own key of each customer (see above)
-TRIGGERS = ("customers_search_insert", "customers_search_delete", "customers_search_update")
+INDEX = "customers_trigrams"
+KEYS = "customers_trigram_keys"  # the index's own key of each customer (see above)
+TRIGGERS = ("customers_trigrams_insert", "customers_trigrams_delete", "customers_trigrams_update")
+# The rowid-keyed index of the release before (2026-12-07): names of its own, so that release,
+# run again on a file this one opened (a rollback), finds its index missing and builds it beside
+# this one (both kept by their triggers) instead of reading this one's keys as rowids and
+# missing customers; this release drops it when it opens the file again.
+LEGACY_INDEX = "customers_search"
+LEGACY_TRIGGERS = ("customers_search_insert", "customers_search_delete", "customers_search_update")
 
 
 def fts_phrase(needle: str) -> str:
@@ -135,6 +141,7 @@ def ensure_index(suffix: str = "") -> Plan[bool]:
     names = [INDEX + suffix, KEYS + suffix, *(t + suffix for t in TRIGGERS)]
     found = yield Fetch(f"SELECT name FROM sqlite_master WHERE name IN ({', '.join('?' * len(names))})", names)
     if len(found) == len(names):
+        yield from drop_legacy_index(suffix)  # a rollback's, kept beside this one meanwhile
         return False
     yield from drop_index(suffix)
     for stmt in index_statements(suffix):
@@ -142,11 +149,22 @@ def ensure_index(suffix: str = "") -> Plan[bool]:
     return True
 
 
+def drop_legacy_index(suffix: str = "") -> Plan[bool]:
+    """Drop the rowid-keyed index of the release before (left by a rollback, or by an older
+    file's upgrade); whether there was one. Its triggers would keep it, at a cost, for nobody."""
+    found = yield Fetch("SELECT 1 FROM sqlite_master WHERE name = ?", (LEGACY_INDEX + suffix,))
+    for trigger in LEGACY_TRIGGERS:
+        yield Execute(f"DROP TRIGGER IF EXISTS {trigger}{suffix}")
+    yield Execute(f"DROP TABLE IF EXISTS {LEGACY_INDEX}{suffix}")
+    return bool(found)
+
+
 def drop_index(suffix: str = "") -> Plan[None]:
     for trigger in TRIGGERS:
         yield Execute(f"DROP TRIGGER IF EXISTS {trigger}{suffix}")
     yield Execute(f"DROP TABLE IF EXISTS {INDEX}{suffix}")
     yield Execute(f"DROP TABLE IF EXISTS {KEYS}{suffix}")
+    yield from drop_legacy_index(suffix)
 
 
 _fts_checked: dict[str, bool] = {}

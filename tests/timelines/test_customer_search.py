@@ -23,6 +23,7 @@ from events.model import (
 )
 from services.timelines import TimelineStore
 from services.timelines.rows import search_form
+from services.timelines.search import INDEX
 from services.timelines.steps import Fetch, Rows, Step, single
 from tests.timelines.helpers import T0, Backend, Script, Seq, make_backend, new_id, pg_dsn
 
@@ -304,7 +305,7 @@ class TestSqliteSearch(SearchContract):
         # key table, by its rowid alias); the scan walks the activity index
         last = plans[-1]
         found = any(
-            "customers_search VIRTUAL TABLE" in plan and "SEARCH k USING INTEGER PRIMARY KEY (rowid=?)" in plan
+            f"{INDEX} VIRTUAL TABLE" in plan and "SEARCH k USING INTEGER PRIMARY KEY (rowid=?)" in plan
             for plan in plans[:-1]
         )
         by_id = "SEARCH customers USING INDEX sqlite_autoindex_customers_1 (customer_id=?)"
@@ -312,14 +313,14 @@ class TestSqliteSearch(SearchContract):
 
     async def index_version(self, ts: TimelineStore, customer_id: str) -> Any:
         conn = ts._conn  # type: ignore[attr-defined]
-        return conn.execute("SELECT group_concat(id || ':' || hex(block)) FROM customers_search_data").fetchone()
+        return conn.execute(f"SELECT group_concat(id || ':' || hex(block)) FROM {INDEX}_data").fetchone()
 
     async def index_holds(self, ts: TimelineStore, text: str) -> bool:
         """Whether ``text`` is anywhere in the index's pages: FTS5 deletes by
         writing the term again with a tombstone, and both stay until the segments merge."""
         conn = ts._conn  # type: ignore[attr-defined]
-        pages = [r[0] for r in conn.execute("SELECT block FROM customers_search_data") if r[0]]
-        pages += [r[0] for r in conn.execute("SELECT term FROM customers_search_idx") if r[0]]
+        pages = [r[0] for r in conn.execute(f"SELECT block FROM {INDEX}_data") if r[0]]
+        pages += [r[0] for r in conn.execute(f"SELECT term FROM {INDEX}_idx") if r[0]]
         return any(text.encode() in bytes(page) for page in pages)
 
     async def drop_the_index(self, backend: Backend, ts: TimelineStore) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from events.model import CustomerCreated, IdentityLinked
 from services.timelines import TimelineStore
-from services.timelines.search import drop_index
+from services.timelines.search import INDEX, KEYS, drop_index
 from services.timelines.steps import run
 from tests.timelines.helpers import T0, Backend, Seq, make_backend, new_id
 from tests.timelines.test_customer_search import corpus, queries
@@ -77,7 +77,7 @@ async def assert_same_as_scan(ts: TimelineStore, qs: list[str]) -> None:
 
 
 def keys(ts: TimelineStore) -> list[str]:
-    return sorted(r[0] for r in conn_of(ts).execute("SELECT customer_id FROM customers_search_keys"))
+    return sorted(r[0] for r in conn_of(ts).execute(f"SELECT customer_id FROM {KEYS}"))
 
 
 def customer_ids(ts: TimelineStore) -> list[str]:
@@ -126,7 +126,7 @@ async def test_a_dump_restored_into_a_new_file_finds_everyone(backend: Backend, 
     rowids = dict(conn_of(ts).execute("SELECT customer_id, rowid FROM customers"))
     # Python 3.11's iterdump writes a row into the FTS5 table itself too, which no restore can
     # run (``sqlite3 .dump`` does not): left out, the rest is what the CLI writes.
-    dump = [line for line in conn_of(ts).iterdump() if not line.startswith('INSERT INTO "customers_search" ')]
+    dump = [line for line in conn_of(ts).iterdump() if not line.startswith(f'INSERT INTO "{INDEX}" ')]
     await ts.close()
 
     restored = Backend("sqlite", str(tmp_path / "restored.db"))
@@ -173,3 +173,36 @@ async def test_a_store_with_the_rowid_keyed_index_gets_the_keyed_one_when_opened
     await assert_same_as_scan(ts, queries(tag, ids))
     reader = await backend.open(readonly=True)
     assert await search(reader, f"new.{tag}") == [ids["moved"]]
+
+
+async def test_a_rollback_to_the_rowid_keyed_release_still_finds_everyone(backend: Backend) -> None:
+    """The release before laid its index down under the names ``customers_search*``; had this
+    one kept them, that release, run again on a file this one opened (a rollback), would have
+    found "its" index complete and read this one's keys as rowids, missing customers. Under
+    names of their own it finds its index missing and builds it beside this one; both are kept
+    by their triggers; this release drops the old one when it opens the file again."""
+    ts = await backend.open()
+    tag = new_id("t")
+    events, ids = corpus(tag)
+    seq = Seq()
+    await ts.apply(seq(events[:10]))
+    conn = conn_of(ts)
+    # The release before opens the file: its index is missing (not this one's names), it builds it.
+    assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'customers_search'").fetchall()
+    for stmt in ROWID_KEYED:
+        conn.execute(stmt)
+    await ts.apply(seq(events[10:]))  # written while rolled back: both indexes' triggers fire
+    # What the release before searches by (its index, keyed by rowid) holds every customer.
+    for customer_id in customer_ids(ts):
+        (search_text,) = conn.execute("SELECT search FROM customers WHERE customer_id = ?", (customer_id,)).fetchone()
+        phrase = '"' + search_text[:40].replace('"', '""') + '"'
+        old = conn.execute("SELECT rowid FROM customers_search WHERE customers_search MATCH ?", (phrase,)).fetchall()
+        rowid = conn.execute("SELECT rowid FROM customers WHERE customer_id = ?", (customer_id,)).fetchone()[0]
+        assert rowid in {r[0] for r in old}, customer_id
+    await ts.close()
+
+    ts = await backend.open()  # this release again: its index kept up, the old one dropped
+    assert await missed(ts) == []
+    await assert_same_as_scan(ts, queries(tag, ids))
+    names = {r[0] for r in conn_of(ts).execute("SELECT name FROM sqlite_master")}
+    assert not {n for n in names if n.startswith("customers_search")}, names
