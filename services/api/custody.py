@@ -10,12 +10,19 @@ API's log reader and keeps it in the view's snapshot (ids only). The rules that 
 from __future__ import annotations
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from events import subjects
 from events.model import ConversationAssigned, ConversationResolved, OfferAccepted
+from events.skips import count_skip
 from events.store import StoredEvent
 from services.api.readmodel import LiveState
+
+log = structlog.get_logger(__name__)
+
+# Where an event naming a conversation custody knows under another customer is counted.
+OTHER_CUSTOMER = "api.custody.other_customer"
 
 
 class _Dumped(msgspec.Struct):
@@ -56,7 +63,7 @@ class Custody:
             self._held(stored, event.agent_id)
         elif isinstance(event, ConversationResolved):
             parsed = subjects.parse_conversation_subject(stored.subject)
-            if parsed is None:
+            if parsed is None or self._other_customer(stored, *parsed):
                 return
             if event.agent_id:
                 self._held(stored, event.agent_id)
@@ -66,7 +73,7 @@ class Custody:
 
     def _held(self, stored: StoredEvent, agent_id: str) -> None:
         parsed = subjects.parse_conversation_subject(stored.subject)
-        if parsed is None:
+        if parsed is None or self._other_customer(stored, *parsed):
             return
         customer_id, cid = parsed
         self.customer_of[cid] = customer_id
@@ -77,6 +84,24 @@ class Custody:
         self.served.setdefault(agent_id, set()).add(customer_id)
         self.last_seq[cid] = stored.seq
         self.resolved.pop(cid, None)  # reopened work is open again
+
+    def _other_customer(self, stored: StoredEvent, customer_id: str, cid: str) -> bool:
+        """An event on another customer's subject naming a conversation held for a customer (a
+        hand-written event reusing its id, as ``router.fold`` leaves alone): left out, logged and
+        counted. Folded, it moved the conversation to that customer and gave its holders both."""
+        known = self.customer_of.get(cid)
+        if known is None or known == customer_id:
+            return False
+        log.warning(
+            "custody.other_customer",
+            conversation_id=cid,
+            customer_id=customer_id,
+            held_for=known,
+            seq=stored.seq,
+            skipped="an event naming a conversation held for another customer",
+        )
+        count_skip(OTHER_CUSTOMER)
+        return True
 
     def held(self, agent_id: str, cid: str) -> bool:
         return agent_id in self.holders.get(cid, ())

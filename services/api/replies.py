@@ -65,6 +65,8 @@ REQUEUE_HORIZON = timedelta(hours=23)
 # defaults (10 tries, pauses up to 30 s, a Retry-After up to 60 s, redeliveries after a crash).
 ORDER_WAIT = timedelta(minutes=15)
 RELAY_TASK = web.AppKey("reply_relay", asyncio.Task[None])
+# Where a request for a reply id already waiting is counted (``PendingReplies.apply``).
+REPEATED_REQUEST = "api.replies.repeated_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +240,21 @@ class PendingReplies:
         self.seen = max(self.seen, stored.seq)
         event = stored.event
         if isinstance(event, ReplyRequested):
+            if event.reply_id in self.by_id:
+                # Waiting already: the same request re-published, or a hand-written one reusing
+                # its id (on another conversation it was kept there for good, holding that
+                # conversation's later replies back, and only the new one could be taken out).
+                earlier = self.by_id[event.reply_id]
+                log.warning(
+                    "reply.request_repeated",
+                    reply_id=event.reply_id,
+                    conversation_id=event.conversation_id,
+                    seq=stored.seq,
+                    waiting_since_seq=earlier.seq,
+                    skipped="a request for a reply id already waiting",
+                )
+                count_skip(REPEATED_REQUEST)
+                return
             same = self.by_conversation.setdefault(event.conversation_id, {})
             pending = Pending(stored.seq, event, held=any(p.seq < stored.seq for p in same.values()))
             self.by_id[event.reply_id] = pending

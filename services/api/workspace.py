@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 PREVIEW_CHARS = 80
 NAMES_KEPT = 50_000
 NO_NAME: tuple[int, str | None] = (0, None)
+# Where an event naming another customer's open conversation is counted (``WorkspaceFacts.apply``).
+OTHER_CUSTOMER = "api.workspace.other_customer"
 
 
 @dataclass(slots=True)
@@ -92,6 +94,22 @@ class WorkspaceFacts:
     def apply(self, stored: StoredEvent) -> None:
         self.seen = max(self.seen, stored.seq)
         event = stored.event
+        if isinstance(event, ConversationOpened | MessageReceived | ConversationResolved):
+            known = self.conversations.get(event.conversation_id)
+            if known is not None and known.customer_id != event.customer_id:
+                # A hand-written event reusing the id of another customer's open conversation
+                # (``router.fold`` leaves that conversation alone too): its address and words
+                # were shown in that customer's work item, and its resolution took the item away.
+                log.warning(
+                    "workspace.other_customer",
+                    conversation_id=event.conversation_id,
+                    customer_id=event.customer_id,
+                    open_for=known.customer_id,
+                    seq=stored.seq,
+                    skipped="an event naming another customer's open conversation",
+                )
+                count_skip(OTHER_CUSTOMER)
+                return
         if isinstance(event, ConversationOpened):
             opened = self.conversations.setdefault(
                 event.conversation_id, ConversationFacts(event.customer_id, stored.seq)
