@@ -47,7 +47,8 @@ from services.reports.voice import CallFacts, note_assignment, note_message
 # 6: routable (decisions on a conversation the router has no view of are ignored, as it does)
 # 7: folded: an event re-published at a later sequence counts once, and a resolved conversation
 #    is never routed again (router.replays)
-REPORT_FOLD_VERSION = 7
+# 8: an event on another customer's subject naming a conversation is not that conversation's
+REPORT_FOLD_VERSION = 8
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
@@ -194,6 +195,8 @@ def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
 _CREATING = (ConversationOpened, RoutingRequested)
 # Where a re-published event the fold stepped past is counted (``relaydesk_skipped_total``).
 REPEATED = "reports.fold.repeated"
+# Where an event naming another customer's conversation is counted.
+OTHER_CUSTOMER = "reports.fold.other_customer"
 
 
 def _repeated(conv: ConversationFacts, ev: ConversationEvent) -> bool:
@@ -236,6 +239,11 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             return state
         conv = ConversationFacts(conversation_id=cid, customer_id=ev.customer_id)
         state.conversations[cid] = conv
+    elif conv.customer_id != ev.customer_id:
+        # A hand-written event reusing another customer's conversation id: not that
+        # conversation's, as ``router.fold`` judges it (it re-routed, resolved and credited it).
+        count_skip(OTHER_CUSTOMER)
+        return state
     conv.last_seq = stored.seq
     if _repeated(conv, ev):
         count_skip(REPEATED)
