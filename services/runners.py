@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 from nats.js.kv import KeyValue
 
+from connectors.sdk import runtime as connector_runtime
 from events import subjects
 from events.streams import SetupFailed, patiently
 from services.api import operators
@@ -231,7 +232,9 @@ async def run_api(
     app = build_app(deps)
     app.middlewares.insert(0, until_caught_up(live))
     app.middlewares.insert(0, http_metrics("api"))  # outermost: 503s while catching up are timed too
-    runner = web.AppRunner(app, access_log=None)
+    # Idle connections closed as on the connectors' ports (a held one is a descriptor a client
+    # keeps at will); the event stream and requests being served are not idle.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=connector_runtime.IDLE_CONNECTION_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, config.api.host, config.api.port)
     try:

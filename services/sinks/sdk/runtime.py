@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
+from connectors.sdk import runtime as connector_runtime
 from events import subjects
 from events.codec import Undecodable
 from events.model import UnknownEvent
@@ -95,7 +96,13 @@ class SinkRuntime(SinkHttp):
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=connector_runtime.IDLE_CONNECTION_TIMEOUT,  # as the connectors' ports
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, s.host, s.port).start()
