@@ -176,8 +176,9 @@ async def intake_caught_up(deps: ApiDeps) -> bool:
 
 async def outcome_recorded(deps: ApiDeps, seq: int, reply: ReplyRequested) -> bool:
     """The log, read now, has ``MessageSent`` or ``DeliveryFailed`` for ``reply`` (stored at
-    ``seq``; this API's view may not have folded it yet)."""
-    after = await deps.store.read_direct(subjects.conversation(reply.customer_id, reply.conversation_id), seq + 1)
+    ``seq``; this API's view may not have folded it yet), before ``seq`` too: a request
+    re-published after its outcome (a partial restore) was sent again."""
+    after = await deps.store.read_direct(subjects.conversation(reply.customer_id, reply.conversation_id))
     return any(
         isinstance(stored.event, MessageSent | DeliveryFailed) and stored.event.reply_id == reply.reply_id
         for stored in after

@@ -10,8 +10,10 @@ nothing will ever take out)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -44,7 +46,7 @@ from router.state import RouterState, reading_only
 from services.api.closings import PendingClosings
 from services.api.custody import Custody
 from services.api.known_conversations import ResolvedUnassigned
-from services.api.replies import PendingReplies, earlier_unsent
+from services.api.replies import PendingReplies, earlier_unsent, outcome_recorded
 from services.api.stream import HolderJournal, event_json, frame
 from services.api.tokens import TokenTable, record_json
 from services.api.workspace import WorkspaceFacts
@@ -299,3 +301,26 @@ def test_an_event_naming_another_customers_open_conversation_leaves_its_work_ite
     api.append(ConversationResolved(**IDS, customer_id="k1"))  # type: ignore[arg-type]
     assert api.workspace.conversations["c0"].customer_id == "k0"
     check_folds(api)
+
+
+class _Log:
+    """A store's ``read_direct`` over a list of stored events (``replies.outcome_recorded``)."""
+
+    def __init__(self, stored: list[StoredEvent]) -> None:
+        self.stored = stored
+
+    async def read_direct(self, subject: str, from_seq: int = 1) -> list[StoredEvent]:
+        return [s for s in self.stored if s.subject == subject and s.seq >= from_seq]
+
+
+def test_a_request_re_published_after_its_outcome_is_not_queued_again() -> None:
+    """The fold holds it as waiting again, at its new sequence; the relay read the log for an
+    outcome after that sequence alone, found none, and sent the reply a second time."""
+    api = ApiFolds()
+    request = ReplyRequested(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r1")
+    api.append(request)
+    api.append(MessageSent(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r1"))
+    api.append(request)  # the same fact again, later
+    waiting = api.replies.by_id["r1"]
+    deps = SimpleNamespace(store=_Log(api.stored))
+    assert asyncio.run(outcome_recorded(deps, waiting.seq, waiting.reply))  # type: ignore[arg-type]
