@@ -67,6 +67,7 @@ ORDER_WAIT = timedelta(minutes=15)
 RELAY_TASK = web.AppKey("reply_relay", asyncio.Task[None])
 # Where a request for a reply id already waiting is counted (``PendingReplies.apply``).
 REPEATED_REQUEST = "api.replies.repeated_request"
+OUTCOME_ELSEWHERE = "api.replies.outcome_elsewhere"  # an outcome on another conversation's subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,19 +242,10 @@ class PendingReplies:
         self.seen = max(self.seen, stored.seq)
         event = stored.event
         if isinstance(event, ReplyRequested):
-            if event.reply_id in self.by_id:
-                # Waiting already: the same request re-published, or a hand-written one reusing
-                # its id (on another conversation it was kept there for good, holding that
-                # conversation's later replies back, and only the new one could be taken out).
-                earlier = self.by_id[event.reply_id]
-                log.warning(
-                    "reply.request_repeated",
-                    reply_id=event.reply_id,
-                    conversation_id=event.conversation_id,
-                    seq=stored.seq,
-                    waiting_since_seq=earlier.seq,
-                    skipped="a request for a reply id already waiting",
-                )
+            if (earlier := self.by_id.get(event.reply_id)) is not None:
+                # Waiting already: re-published, or a hand-written one reusing its id (on another
+                # conversation the first was kept there for good, holding its later replies back).
+                log.warning("reply.request_repeated", reply_id=event.reply_id, seq=stored.seq, first=earlier.seq)
                 count_skip(REPEATED_REQUEST)
                 return
             same = self.by_conversation.setdefault(event.conversation_id, {})
@@ -261,6 +253,16 @@ class PendingReplies:
             self.by_id[event.reply_id] = pending
             same[event.reply_id] = pending
         elif isinstance(event, MessageSent | DeliveryFailed):
+            waiting = self.by_id.get(event.reply_id)
+            if waiting is not None and (waiting.reply.customer_id, waiting.reply.conversation_id) != (
+                event.customer_id,
+                event.conversation_id,
+            ):
+                # Hand-written (connectors report the reply's own): it took the reply out, never
+                # queued again if lost. ``outcome_recorded`` reads the reply's conversation alone.
+                log.warning("reply.outcome_elsewhere", reply_id=event.reply_id, seq=stored.seq, subject=stored.subject)
+                count_skip(OUTCOME_ELSEWHERE)
+                return
             self.forget(event.reply_id)
 
     def forget(self, reply_id: str) -> None:

@@ -41,8 +41,10 @@ from events.model import (
     ReplyRequested,
 )
 from events.stored import StoredEvent
+from router import snapshot as router_snapshot
 from router.fold import evolve
 from router.state import RouterState, reading_only
+from services.api import view_snapshot
 from services.api.closings import PendingClosings
 from services.api.custody import Custody
 from services.api.known_conversations import ResolvedUnassigned
@@ -209,6 +211,33 @@ def check_folds(api: ApiFolds) -> None:
     journal = HolderJournal()
     journal.load(api.journal.dump())
     assert journal.holders.holder == api.journal.holders.holder
+    check_view_snapshot(api)
+
+
+def check_view_snapshot(api: ApiFolds) -> None:
+    """The API view's snapshot (``LiveState._save_soon``) loads; the folds kept out of it, fed
+    again only their subjects' events up to it (``_feed_subjects_again``), are what they were."""
+    snap = view_snapshot.ViewSnapshot(
+        format=view_snapshot.FORMAT,
+        router_format=router_snapshot.FORMAT,
+        position=api.seq,
+        state=api.view,
+        dumps={"custody": api.custody.dump(), "agent_tokens": api.tokens.dump(), "stream": api.journal.dump()},
+        refeed_subjects={"replies": api.replies.refeed_subjects(), "workspace": api.workspace.refeed_subjects()},
+    )
+    loaded = view_snapshot.load(view_snapshot.dump(snap))
+    assert loaded.dumps == snap.dumps and loaded.refeed_subjects == snap.refeed_subjects
+    replies, workspace = PendingReplies(), WorkspaceFacts(None)
+    for fold, wanted in (
+        (replies.apply, loaded.refeed_subjects["replies"]),
+        (workspace.apply, loaded.refeed_subjects["workspace"]),
+    ):
+        for stored in api.stored:
+            if stored.seq >= wanted.get(stored.subject, api.seq + 1):
+                fold(stored)
+    replies.due(api.clock, 30.0)  # as the live fold was asked: those past the horizon forgotten
+    assert {rid: p.seq for rid, p in replies.by_id.items()} == {rid: p.seq for rid, p in api.replies.by_id.items()}
+    assert workspace.conversations == api.workspace.conversations
 
 
 def run_api(data: st.DataObject, ops: list[str]) -> ApiFolds:
@@ -324,3 +353,16 @@ def test_a_request_re_published_after_its_outcome_is_not_queued_again() -> None:
     waiting = api.replies.by_id["r1"]
     deps = SimpleNamespace(store=_Log(api.stored))
     assert asyncio.run(outcome_recorded(deps, waiting.seq, waiting.reply))  # type: ignore[arg-type]
+
+
+def test_an_outcome_on_another_conversation_leaves_a_waiting_reply_waiting() -> None:
+    """It took the reply out: lost on its way, it was never queued again (the relay looks for
+    its outcome on its own conversation alone)."""
+    api = ApiFolds()
+    api.append(ReplyRequested(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r1"))
+    api.append(MessageSent(at=T0, customer_id="k1", conversation_id="c1", channel="chat", reply_id="r1"))
+    api.append(DeliveryFailed(at=T0, customer_id="k0", conversation_id="c1", channel="chat", reply_id="r1", reason="x"))
+    assert list(api.replies.by_id) == ["r1"]
+    api.append(MessageSent(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r1"))
+    assert api.replies.by_id == {} and api.replies.by_conversation == {}
+    check_folds(api)
