@@ -48,6 +48,7 @@ from events.pull import LOST_AFTER_S, Puller, held_since
 from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
+from events.storage_full import storage_full
 
 from . import publish, settling
 from .base import Connector, DeliveryResult, utcnow
@@ -323,7 +324,10 @@ class OutboundWorker:
         """Report ``outcome`` and acknowledge ``msg``, tried again in place while the command is
         still held here (NATS restarting, a publish timing out). Found by a chaos audit: the
         command was handed back at the first failure, and another process of the channel, not
-        knowing it was sent, sent it again. Raises the last error once the hold may lapse."""
+        knowing it was sent, sent it again. Raises the last error once the hold may lapse.
+        While JetStream's storage is full (``events.storage_full``) it is tried for as long as
+        the hold is kept, not handed back: each hand-back spent a delivery, and after the last
+        one parking failed too (it needs storage), so the outcome was never recorded."""
         pause = 0.2
         give_up_at = time.monotonic() + self.redelivery.report_retry  # then handed back (settling.retry_or_park)
         while True:
@@ -333,12 +337,15 @@ class OutboundWorker:
                 await msg.ack()
                 return
             except Exception as err:
-                if time.monotonic() + pause >= min(give_up_at, self.hold.ends()):
+                waiting_for_room = storage_full(err) and not self._stopping and not self.hold.lapsed()
+                if not waiting_for_room and time.monotonic() + pause >= min(give_up_at, self.hold.ends()):
                     raise
                 count_skip("outbound.report_retry")
-                rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
+                if not waiting_for_room:  # storage full: said once a minute by the publisher
+                    rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            # Waiting for room, a pause up to a quarter of the hold, renewed after each.
+            pause = min(pause * 2, self.hold.ack_wait / 4 if waiting_for_room else 2.0)
             if self.nc.is_connected and not self.hold.lapsed():
                 await self.hold.renew(msg)
 

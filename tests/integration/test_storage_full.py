@@ -16,12 +16,17 @@ from pathlib import Path
 
 import nats
 import pytest
+from aiohttp import web
 from nats.aio.client import Client as NATS
-from nats.js.errors import NoKeysError, ServiceUnavailableError
+from nats.js.errors import NoKeysError, NotFoundError, ServiceUnavailableError
 
+from connectors.sdk import outbound
+from connectors.sdk.conformance import FakeProvider, wait_for_outcome
 from connectors.sdk.deadletter import Redelivery
 from connectors.sdk.errors import Unavailable
 from connectors.sdk.publish import InboundPublisher
+from connectors.sdk.runtime import ConnectorRuntime
+from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.codec import encode
 from events.model import InboundMessage, MessageReceived
@@ -36,6 +41,7 @@ from services.intake import Intake
 from services.intake.settling import prepare
 from services.intake.storage_wait import StorageWait
 from services.intake.worker import IntakeWorker
+from tests.connectors.outbound_rig import a_reply
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -146,3 +152,65 @@ async def test_a_connector_tells_the_provider_to_retry_and_says_why(small_nats: 
         await publisher.publish([message])
     assert refused.value.reason == "event bus refused the message: its storage is full"
     assert refusals("connector") == before + 1
+
+
+async def test_a_connector_keeps_a_sent_replys_outcome_until_it_can_be_recorded(
+    small_nats: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply went out, and its outcome could not be stored: the command was handed back
+    after 15 s like any failure, each time spending a delivery, until parking it failed too and
+    the outcome was never recorded (another process of the channel, not knowing it was sent,
+    could send it again). Now the connector holds it and reports once there is room."""
+    nc = small_nats
+    js = nc.jetstream()
+    # Handed back at once after a failed report, as often as the consumer allows (the old way).
+    monkeypatch.setattr(outbound, "REDELIVERY", Redelivery(max_deliver=6, retry_delays=(0.05,), report_retry=0.2))
+    fake = FakeProvider(handler=sent)
+    await fake.start()
+    runtime: ConnectorRuntime | None = None
+    try:
+        reply = a_reply("sms", "+15551230000")
+        await js.publish(subjects.outbound("sms"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        await fill_up(nc)
+        before = refusals("connector")
+        runtime = ConnectorRuntime(sms_connector(fake.url), nc)
+        await runtime.start()
+        durable = f"connector_{subjects.token('sms')}"
+
+        async def long_enough() -> bool:
+            try:
+                info = await js.consumer_info(subjects.OUTBOUND_STREAM, durable)
+            except NotFoundError:  # the worker has not made its consumer yet
+                return False
+            return refusals("connector") - before >= 3 or (info.delivered.consumer_seq or 0) >= 6
+
+        await eventually(long_enough, timeout=60)
+        info = await js.consumer_info(subjects.OUTBOUND_STREAM, durable)
+        assert info.num_redelivered == 0, "the command was handed back, spending its deliveries"
+        assert len(fake.sends) == 1
+
+        await js.delete_stream(FILLER)  # the operator frees space
+        found = await wait_for_outcome(js, "sms", reply.reply_id, timeout=60)
+        assert found.report.outcome == "sent"
+        assert len(fake.sends) == 1
+    finally:
+        if runtime is not None:
+            await runtime.stop()
+        await fake.stop()
+
+
+async def sent(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
+
+
+def sms_connector(api_base: str) -> TwilioSmsConnector:
+    return TwilioSmsConnector.from_config(
+        {
+            "port": 0,
+            "auth_token": "tok",
+            "account_sid": "AC" + "d" * 32,
+            "from_number": "+15550000000",
+            "api_base_url": api_base + "/",
+            "outbound_fetch_timeout": 0.3,
+        }
+    )
