@@ -64,6 +64,8 @@ KEEPALIVE = 15.0
 # Changes of who holds what remembered for exact resumes (~150 bytes each).
 RESUME_CHANGES_KEPT = 100_000
 STREAMS = web.AppKey("agent_streams", set[asyncio.Event])
+# Where an event on another customer's conversation reusing a held one's id is counted.
+OTHER_CUSTOMER = "api.stream.other_customer"
 
 
 def event_json(stored: StoredEvent) -> dict[str, Any]:
@@ -116,8 +118,10 @@ class HolderJournal:
         self.position = max(self.position, stored.seq)
         parsed = subjects.parse_conversation_subject(stored.subject)
         cid = parsed[1] if parsed else ""
-        before = self.holders.holder.get(cid)
+        before, skipped = self.holders.holder.get(cid), self.holders.other_customer
         self.holders.concerned(stored)
+        if self.holders.other_customer != skipped:
+            count_skip(OTHER_CUSTOMER)  # counted here once, not by every stream
         if self.holders.holder.get(cid) != before:
             self.changes.append((stored.seq, cid, before))
             if len(self.changes) > self.keep:
@@ -205,7 +209,7 @@ def routes(deps: ApiDeps, tokens: TokenTable) -> web.RouteTableDef:
                 bound.warning("api.stream_resume_not_exact", after=after, exact_from=journal.exact_from, now=now)
                 count_skip("api.stream_resume")
                 held = dict(journal.holders.holder)
-        holders = Holders(held)
+        holders = Holders(held, {cid: c for cid, c in journal.holders.customer.items() if cid in held})
         work = work_json(state, agent_id, workspace.of(deps.live)) if agent_id else {"seq": now}
         work["seq"] = now
         response = web.StreamResponse(

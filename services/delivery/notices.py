@@ -266,19 +266,29 @@ class Facts:
 class Holders:
     """Which agent each conversation is with (offered or assigned), from the events alone."""
 
-    def __init__(self, initial: dict[str, str] | None = None) -> None:
+    def __init__(self, initial: dict[str, str] | None = None, customers: dict[str, str] | None = None) -> None:
         self.holder: dict[str, str] = dict(initial or {})
+        # The customer of each conversation held, where known (a holder loaded from a snapshot
+        # has none until it is held again); ``other_customer``: events left out for it.
+        self.customer: dict[str, str] = dict(customers or {})
+        self.other_customer = 0
 
     def concerned(self, stored: StoredEvent) -> set[str]:
         """Agents ``stored`` concerns; updates who holds what."""
         event = stored.event
         parsed = subjects.parse_conversation_subject(stored.subject)
-        cid = parsed[1] if parsed else ""
+        customer_id, cid = parsed if parsed else ("", "")
+        if self.customer.get(cid, customer_id) != customer_id:
+            # Another customer's conversation reusing the id of one held (a hand-written event):
+            # not the holder's (her stream got its messages), nor a change of who holds it.
+            self.other_customer += 1
+            return Holders().concerned(stored)
         before = self.holder.get(cid)
         out: set[str] = {before} if before else set()
         match event:
             case AgentOffered() | ConversationAssigned():
                 self.holder[cid] = event.agent_id
+                self.customer[cid] = customer_id
                 out.add(event.agent_id)
             case OfferAccepted():
                 out.add(event.agent_id)
@@ -295,4 +305,6 @@ class Holders:
                 out.add(event.agent_id)
             case AgentStatusChanged() | AgentProfileUpdated() | AgentTokenIssued() | AgentTokenRevoked():
                 out = {event.agent_id}
+        if cid not in self.holder:
+            self.customer.pop(cid, None)  # kept for what is held alone
         return out

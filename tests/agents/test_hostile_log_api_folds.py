@@ -366,3 +366,28 @@ def test_an_outcome_on_another_conversation_leaves_a_waiting_reply_waiting() -> 
     api.append(MessageSent(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r1"))
     assert api.replies.by_id == {} and api.replies.by_conversation == {}
     check_folds(api)
+
+
+def test_an_event_on_another_customers_conversation_of_a_held_id_is_not_streamed_to_its_holder() -> None:
+    """The live stream sent the other conversation's messages to the agent holding this one,
+    and its resolution ended her hold (every later event of hers went unsent)."""
+    api = ApiFolds()
+    reason = DecisionReason(rule="x")
+    api.append(AgentOffered(**IDS, customer_id="k0", agent_id="a0", expires_at=T0, reason=reason))  # type: ignore[arg-type]
+    message = MessageReceived(
+        **IDS,  # type: ignore[arg-type]
+        customer_id="k1",
+        channel="chat",
+        message_id="m1",
+        provider_message_id="p1",
+        text="k1's words",
+    )
+    assert (
+        api.stream.concerned(StoredEvent(seq=api.seq + 1, subject=subjects.for_event(message), event=message)) == set()
+    )
+    api.append(message)
+    api.append(ConversationResolved(**IDS, customer_id="k1"))  # type: ignore[arg-type]
+    assert api.journal.holders.holder == {"c0": "a0"} == api.stream.holder
+    own = msgspec.structs.replace(message, customer_id="k0")
+    assert api.stream.concerned(StoredEvent(seq=api.seq + 1, subject=subjects.for_event(own), event=own)) == {"a0"}
+    check_folds(api)
