@@ -20,6 +20,8 @@ import structlog
 from nats.js.errors import APIError
 from prometheus_client import Counter
 
+from events.errors import describe_error
+
 log = structlog.get_logger("relaydesk.nats")
 
 # JetStream's error codes for "no room": insufficient resources (a write with the server's
@@ -53,18 +55,10 @@ def storage_full(err: BaseException | None) -> bool:
     return False
 
 
-def nats_words(err: BaseException) -> str:
-    """JetStream's own code and description of a refusal (they quote no customer's data), or the
-    error's type."""
-    if isinstance(err, APIError):
-        return f"{type(err).__name__} {err.err_code or err.code or ''} {err.description or ''}".strip()
-    return type(err).__name__
-
-
 def note_storage_full(where: str, err: BaseException, **context: object) -> None:
     """Count a refusal for want of storage and say it (at most once a minute per ``where``)."""
     STORAGE_FULL_REFUSALS.labels(where=where).inc()
     now = time.monotonic()
     if now - _said.get(where, -SAY_EVERY_S) >= SAY_EVERY_S:
         _said[where] = now
-        log.error("nats.storage_full", where=where, refused=nats_words(err), hint=STORAGE_FULL, **context)
+        log.error("nats.storage_full", where=where, refused=describe_error(err), hint=STORAGE_FULL, **context)

@@ -18,7 +18,7 @@ from events.acked import publish_acked
 from events.codec import encode
 from events.model import DeliverReply, InboundMessage, ReplyOutcomeReported
 from events.redact import scrub
-from events.storage_full import nats_words, note_storage_full, storage_full
+from events.storage_full import note_storage_full, storage_full
 
 from .errors import Unavailable
 
@@ -147,8 +147,8 @@ class InboundPublisher:
 
 def _unavailable(err: BaseException, channel: str) -> Unavailable:
     """What the provider (or the outbound worker) is told when JetStream did not take a message:
-    that its storage is full when that is why (``events.storage_full``), else NATS's own words."""
+    that its storage is full when that is why (``events.storage_full``), else the error's type."""
     if storage_full(err):
         note_storage_full("connector", err, channel=channel)  # the log says what to do
         return Unavailable("event bus refused the message: its storage is full")
-    return Unavailable(f"event bus did not acknowledge: {nats_words(err)}")
+    return Unavailable(f"event bus did not acknowledge: {type(err).__name__}")

@@ -22,8 +22,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from connectors.sdk.http import unreadable_body
+from events.errors import describe_error
 from events.redact import redact_error
-from events.storage_full import STORAGE_FULL, nats_words, note_storage_full, storage_full
+from events.storage_full import STORAGE_FULL, note_storage_full, storage_full
 from services.api.common import loggable_path
 from services.bus.errors import NATS_UNAVAILABLE
 
@@ -62,7 +63,7 @@ def json_errors(body_limit: int) -> Middleware:
                 note_storage_full("api", err, method=request.method, path=loggable_path(request))
                 return web.json_response({"error": STORAGE_FULL}, status=503, headers={hdrs.RETRY_AFTER: "60"})
             log.warning(
-                "api.nats_unavailable", method=request.method, path=loggable_path(request), error=nats_words(err)
+                "api.nats_unavailable", method=request.method, path=loggable_path(request), error=describe_error(err)
             )
             return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
         except Exception as err:
