@@ -21,16 +21,14 @@ from connectors.sdk.base import ConnectorSettings
 from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sdk.tries import pause_before_retry
-from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.model import Channel, DeliverReply, DeliveryFailed, InboundMessage, MessageSent
 from events.streams import ensure_streams
 from services.bus.embedded import EmbeddedNats
-from tests.connectors.outbound_rig import a_reply, queue, short_ack_wait
+from tests.connectors.outbound_rig import a_reply, queue, short_ack_wait, sms_runtime
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT = "AC" + "d" * 32
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,23 +65,6 @@ class Throttling:
             return web.json_response(body, status=429, headers={"Retry-After": f"{self.retry_after:g}"})
         self.answers.append(201)
         return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
-
-
-async def sms_runtime(nc: NATS, fake: FakeProvider, **settings: Any) -> ConnectorRuntime:
-    connector = TwilioSmsConnector.from_config(
-        {
-            "port": 0,
-            "auth_token": "tok",
-            "account_sid": ACCOUNT,
-            "from_number": "+15550000000",
-            "api_base_url": fake.url + "/",
-            "outbound_fetch_timeout": 0.3,
-            **settings,
-        }
-    )
-    runtime = ConnectorRuntime(connector, nc)
-    await runtime.start()
-    return runtime
 
 
 async def one_reply_through(nc: NATS, provider: Handler, contact: str, **settings: Any) -> Any:

@@ -8,50 +8,30 @@ try goes out; the reply is reported failed, saying why."""
 from __future__ import annotations
 
 import pytest
-from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from connectors.sdk.conformance import FakeProvider, read_outcomes, wait_for_outcome
-from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sdk.withdrawals import WITHDRAWN_REASON
-from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
-from events.codec import encode
-from tests.connectors.outbound_rig import a_reply
+from tests.connectors.outbound_rig import a_reply, queue, sms_runtime, twilio_queued
 
 pytestmark = pytest.mark.integration
 
 
-async def sent(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
-
-
 async def test_a_reply_deleted_from_the_queue_while_it_waits_for_a_retry_is_not_sent(clean_nc: NATS) -> None:
     nc = clean_nc
-    fake = FakeProvider(handler=sent, fail_next=1)  # Twilio down for the first try
+    fake = FakeProvider(handler=twilio_queued, fail_next=1)  # Twilio down for the first try
     await fake.start()
-    connector = TwilioSmsConnector.from_config(
-        {
-            "port": 0,
-            "auth_token": "tok",
-            "account_sid": "AC" + "d" * 32,
-            "from_number": "+15550000000",
-            "api_base_url": fake.url + "/",
-            "outbound_fetch_timeout": 0.3,
-            "deliver_attempts": 3,
-            "deliver_backoff": 4.0,  # 2-4 s before the second try: the unlink comes meanwhile
-        }
-    )
-    runtime = ConnectorRuntime(connector, nc)
-    await runtime.start()
+    # 2-4 s before the second try: the unlink comes meanwhile.
+    runtime = await sms_runtime(nc, fake, deliver_attempts=3, deliver_backoff=4.0)
     try:
         js = nc.jetstream()
         reply = a_reply("sms", "+15551230000")
-        ack = await js.publish(subjects.outbound("sms"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        seq = await queue(nc, reply)
         await fake.wait_for(1, timeout=15)
         assert len(fake.sends) == 1  # the first try, refused
         # What the unlink does to the replies it takes back (services.customers.scan.erase_msg).
-        assert await js.delete_msg(subjects.OUTBOUND_STREAM, ack.seq)
+        assert await js.delete_msg(subjects.OUTBOUND_STREAM, seq)
 
         found = await wait_for_outcome(js, "sms", reply.reply_id, timeout=30)
         assert found.report.outcome == "failed"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import nats
 import pytest
-from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js.errors import NoKeysError, NotFoundError, ServiceUnavailableError
 
@@ -26,7 +25,6 @@ from connectors.sdk.deadletter import Redelivery
 from connectors.sdk.errors import Unavailable
 from connectors.sdk.publish import InboundPublisher
 from connectors.sdk.runtime import ConnectorRuntime
-from connectors.sms.connector import TwilioSmsConnector
 from events import subjects
 from events.codec import encode
 from events.model import InboundMessage, MessageReceived
@@ -41,7 +39,7 @@ from services.intake import Intake
 from services.intake.settling import prepare
 from services.intake.storage_wait import StorageWait
 from services.intake.worker import IntakeWorker
-from tests.connectors.outbound_rig import a_reply
+from tests.connectors.outbound_rig import a_reply, queue, sms_runtime, twilio_queued
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -165,16 +163,15 @@ async def test_a_connector_keeps_a_sent_replys_outcome_until_it_can_be_recorded(
     js = nc.jetstream()
     # Handed back at once after a failed report, as often as the consumer allows (the old way).
     monkeypatch.setattr(outbound, "REDELIVERY", Redelivery(max_deliver=6, retry_delays=(0.05,), report_retry=0.2))
-    fake = FakeProvider(handler=sent)
+    fake = FakeProvider(handler=twilio_queued)
     await fake.start()
     runtime: ConnectorRuntime | None = None
     try:
         reply = a_reply("sms", "+15551230000")
-        await js.publish(subjects.outbound("sms"), encode(reply), headers={"Nats-Msg-Id": reply.reply_id})
+        await queue(nc, reply)
         await fill_up(nc)
         before = refusals("connector")
-        runtime = ConnectorRuntime(sms_connector(fake.url), nc)
-        await runtime.start()
+        runtime = await sms_runtime(nc, fake)
         durable = f"connector_{subjects.token('sms')}"
 
         async def long_enough() -> bool:
@@ -197,20 +194,3 @@ async def test_a_connector_keeps_a_sent_replys_outcome_until_it_can_be_recorded(
         if runtime is not None:
             await runtime.stop()
         await fake.stop()
-
-
-async def sent(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"sid": "SM" + "e" * 32, "status": "queued"}, status=201)
-
-
-def sms_connector(api_base: str) -> TwilioSmsConnector:
-    return TwilioSmsConnector.from_config(
-        {
-            "port": 0,
-            "auth_token": "tok",
-            "account_sid": "AC" + "d" * 32,
-            "from_number": "+15550000000",
-            "api_base_url": api_base + "/",
-            "outbound_fetch_timeout": 0.3,
-        }
-    )
