@@ -35,3 +35,23 @@ def skipping(where: str, **context: object) -> Iterator[None]:
     except Exception as err:
         _log.warning("skipped", where=where, error=type(err).__name__, **context)
         count_skip(where)
+
+
+def another_customers(where: str, known: str | None, customer_id: str, conversation_id: str, seq: int) -> bool:
+    """Whether an event on ``customer_id``'s subject names ``conversation_id``, which a fold
+    knows under ``known``, another customer (a hand-written event reusing its id: folded, it
+    moved that conversation and whatever the fold keeps of it to the other customer). Said and
+    counted under ``where`` when so, by ids only; the fold leaves the event out."""
+    if known is None or known == customer_id:
+        return False
+    _log.warning(
+        "skipped",
+        where=where,
+        conversation_id=conversation_id,
+        customer_id=customer_id,
+        known_for=known,
+        seq=seq,
+        reason="an event naming another customer's conversation",
+    )
+    count_skip(where)
+    return True

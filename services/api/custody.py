@@ -10,16 +10,13 @@ API's log reader and keeps it in the view's snapshot (ids only). The rules that 
 from __future__ import annotations
 
 import msgspec
-import structlog
 from aiohttp import web
 
 from events import subjects
 from events.model import ConversationAssigned, ConversationResolved, OfferAccepted
-from events.skips import count_skip
+from events.skips import another_customers
 from events.store import StoredEvent
 from services.api.readmodel import LiveState
-
-log = structlog.get_logger(__name__)
 
 # Where an event naming a conversation custody knows under another customer is counted.
 OTHER_CUSTOMER = "api.custody.other_customer"
@@ -86,22 +83,10 @@ class Custody:
         self.resolved.pop(cid, None)  # reopened work is open again
 
     def _other_customer(self, stored: StoredEvent, customer_id: str, cid: str) -> bool:
-        """An event on another customer's subject naming a conversation held for a customer (a
-        hand-written event reusing its id, as ``router.fold`` leaves alone): left out, logged and
-        counted. Folded, it moved the conversation to that customer and gave its holders both."""
-        known = self.customer_of.get(cid)
-        if known is None or known == customer_id:
-            return False
-        log.warning(
-            "custody.other_customer",
-            conversation_id=cid,
-            customer_id=customer_id,
-            held_for=known,
-            seq=stored.seq,
-            skipped="an event naming a conversation held for another customer",
-        )
-        count_skip(OTHER_CUSTOMER)
-        return True
+        """An event on another customer's subject naming a conversation held for a customer (as
+        ``router.fold`` leaves alone): folded, it moved the conversation to that customer and
+        gave its holders both."""
+        return another_customers(OTHER_CUSTOMER, self.customer_of.get(cid), customer_id, cid, stored.seq)
 
     def held(self, agent_id: str, cid: str) -> bool:
         return agent_id in self.holders.get(cid, ())

@@ -29,7 +29,7 @@ import structlog
 
 from events import subjects
 from events.model import ConversationOpened, ConversationResolved, CustomerProfileUpdated, MessageReceived
-from events.skips import count_skip
+from events.skips import another_customers, count_skip
 from events.store import EventStore, StoredEvent
 from events.text import shorten
 from router.state import RouterState
@@ -96,19 +96,11 @@ class WorkspaceFacts:
         event = stored.event
         if isinstance(event, ConversationOpened | MessageReceived | ConversationResolved):
             known = self.conversations.get(event.conversation_id)
-            if known is not None and known.customer_id != event.customer_id:
-                # A hand-written event reusing the id of another customer's open conversation
-                # (``router.fold`` leaves that conversation alone too): its address and words
-                # were shown in that customer's work item, and its resolution took the item away.
-                log.warning(
-                    "workspace.other_customer",
-                    conversation_id=event.conversation_id,
-                    customer_id=event.customer_id,
-                    open_for=known.customer_id,
-                    seq=stored.seq,
-                    skipped="an event naming another customer's open conversation",
-                )
-                count_skip(OTHER_CUSTOMER)
+            # A hand-written event reusing the id of another customer's open conversation
+            # (``router.fold`` leaves that conversation alone too): its address and words were
+            # shown in that customer's work item, and its resolution took the item away.
+            cid = event.conversation_id
+            if another_customers(OTHER_CUSTOMER, known and known.customer_id, event.customer_id, cid, stored.seq):
                 return
         if isinstance(event, ConversationOpened):
             opened = self.conversations.setdefault(
