@@ -102,6 +102,18 @@ def for_event(event: Event) -> str:
     raise TypeError(f"{type(event).__name__} has no place in {EVENTS_STREAM}")
 
 
+def max_deliveries_advisory(stream: str, durable: str) -> str:
+    """Where the server says a work consumer's message reached ``max_deliver`` without a term
+    (``connectors.sdk.deadletter``: parked by every listener; the roles may subscribe to it)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
+
+
+def terminated_advisory(stream: str, durable: str) -> str:
+    """Where the server says a work consumer's message was terminated, a held one deleted among
+    them (``connectors.sdk.withdrawals``; the connector roles may subscribe to it)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{durable}"
+
+
 def parse_conversation_subject(subject: str) -> tuple[str, str] | None:
     """(customer_id, conversation_id) for an ``rd.evt.c`` subject, else None."""
     parts = subject.split(".")

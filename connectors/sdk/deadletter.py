@@ -33,6 +33,7 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from prometheus_client import Counter
 
+from events import subjects
 from events.parking import ParkedMessage, ParkingLot, now
 from events.skips import count_skip
 
@@ -43,8 +44,6 @@ DEAD_LETTERS = Counter(
     "Work messages terminated and parked as dead letters (undecodable, or failed every bounded redelivery)",
     ["reader", "stream"],
 )
-
-ADVISORY_MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ class MaxDeliveriesWatch:
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        subject = f"{ADVISORY_MAX_DELIVERIES}.{self.stream}.{self.durable}"
+        subject = subjects.max_deliveries_advisory(self.stream, self.durable)
         self._sub = await self.nc.subscribe(subject, cb=self._on_advisory)
 
     async def stop(self) -> None:

@@ -26,17 +26,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from events import subjects
 from events.skips import count_skip
 
 log = structlog.get_logger("relaydesk.connector.withdrawals")
 
-ADVISORY_TERMINATED = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
 WITHDRAWN_REASON = "the reply was taken back before it was sent (its address was unlinked or its customer erased)"
 KEEP = 10_000  # withdrawn sequences remembered: far more than a worker holds at once
-
-
-def advisory_subject(stream: str, durable: str) -> str:
-    return f"{ADVISORY_TERMINATED}.{stream}.{durable}"
 
 
 class Withdrawals:
@@ -44,7 +40,7 @@ class Withdrawals:
 
     def __init__(self, nc: NATS, stream: str, durable: str) -> None:
         self.nc = nc
-        self.subject = advisory_subject(stream, durable)
+        self.subject = subjects.terminated_advisory(stream, durable)
         self._seqs: OrderedDict[int, None] = OrderedDict()
         self._sub: Subscription | None = None
 

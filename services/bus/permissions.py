@@ -261,16 +261,6 @@ def _sink_publish(name: str) -> list[str]:
     ]
 
 
-def _max_deliveries(stream: str, durable: str) -> str:
-    """The advisory a work consumer's dead-letter watch listens to (connectors.sdk.deadletter)."""
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
-
-
-def _terminated(stream: str, durable: str) -> str:
-    """The advisory of a work consumer's commands deleted while held (connectors.sdk.withdrawals)."""
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{durable}"
-
-
 def permissions(user: str, channel: str = "") -> dict[str, Any]:
     """The nats-server ``permissions`` block of ``user``; the tool role has none (all)."""
     if user == TOOL:
@@ -281,9 +271,9 @@ def permissions(user: str, channel: str = "") -> dict[str, Any]:
         durable = f"connector_{name}"
         subscribe = [
             f"{inbox_prefix(user)}.>",
-            _max_deliveries(subjects.OUTBOUND_STREAM, durable),
+            subjects.max_deliveries_advisory(subjects.OUTBOUND_STREAM, durable),
             # Commands deleted while held (connectors.sdk.withdrawals): an unlink, an erasure.
-            _terminated(subjects.OUTBOUND_STREAM, durable),
+            subjects.terminated_advisory(subjects.OUTBOUND_STREAM, durable),
         ]
         if name == "chat":
             subscribe.append("rd.chat.live.>")
@@ -294,7 +284,7 @@ def permissions(user: str, channel: str = "") -> dict[str, Any]:
         publish = _role_publish(user)
         subscribe = [f"{inbox_prefix(user)}.>"]
         if user == "intake":
-            subscribe.append(_max_deliveries(subjects.INBOUND_STREAM, "intake"))
+            subscribe.append(subjects.max_deliveries_advisory(subjects.INBOUND_STREAM, "intake"))
     return {
         "publish": {"allow": sorted(set(EVERYONE + publish))},
         "subscribe": {"allow": subscribe},
