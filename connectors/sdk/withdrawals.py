@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from events import subjects
-from events.skips import count_skip
+from events.skips import count_skip, skipping
 
 log = structlog.get_logger("relaydesk.connector.withdrawals")
 
@@ -54,11 +54,8 @@ class Withdrawals:
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
+            with skipping("withdrawals.unsubscribe", nats_subject=self.subject):  # closing, or gone
                 await sub.unsubscribe()
-            except Exception as err:  # the connection is closing or gone: nothing to undo
-                log.debug("withdrawals.unsubscribe_skipped", nats_subject=self.subject, error=repr(err))
-                count_skip("withdrawals.unsubscribe")
 
     async def _on_advisory(self, msg: Msg) -> None:
         try:
