@@ -28,17 +28,12 @@ from events.personal.keys import KEYS_ALL, KEYS_STREAM
 from events.stream_setup import (
     SETUP_BUDGET_S,
     TRANSIENT,
-    Drift,
-    DriftRefused,
     Outcome,
     SetupFailed,
-    StoreSpec,
     ensure_store,
-    kv_spec,
-    objects_spec,
     patiently,
-    stream_spec,
 )
+from events.stream_specs import Drift, DriftRefused, StoreSpec, kv_spec, objects_spec, stream_spec
 
 __all__ = [
     "SETUP_BUDGET_S",

@@ -40,7 +40,8 @@ from nats.js.api import RePublish, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import NotFoundError
 
 from events.skips import count_skip
-from events.stream_setup import SETUP_BUDGET_S, SetupFailed, describe, ensure_store, patiently, stream_spec
+from events.stream_setup import SETUP_BUDGET_S, SetupFailed, describe, ensure_store, patiently
+from events.stream_specs import stream_spec
 
 from .ratelimit import RateLimiter as RateLimiter  # it lived here; importable from here still
 

@@ -51,7 +51,8 @@ from events import subjects
 from events.codec import encode
 from events.model import Channel, DeliverReply, InboundMessage
 from events.skips import count_skip
-from events.stream_setup import SETUP_BUDGET_S, ensure_store, objects_spec, patiently
+from events.stream_setup import SETUP_BUDGET_S, ensure_store, patiently
+from events.stream_specs import objects_spec
 from events.streams import attachments_store, retention_max_age
 
 from . import outbound

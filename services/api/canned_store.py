@@ -27,7 +27,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from events.stream_setup import ensure_store, kv_spec
+from events.stream_setup import ensure_store
+from events.stream_specs import kv_spec
 from events.streams import CANNED_BUCKET, canned_bucket
 
 KEY = "replies"

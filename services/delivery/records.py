@@ -17,7 +17,8 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from events.stream_setup import SETUP_BUDGET_S, ensure_store, kv_spec, patiently
+from events.stream_setup import SETUP_BUDGET_S, ensure_store, patiently
+from events.stream_specs import kv_spec
 from events.streams import DELIVERIES_BUCKET, DELIVERY_RECORD_TTL, deliveries_bucket
 
 BUCKET = DELIVERIES_BUCKET

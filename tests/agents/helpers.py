@@ -18,7 +18,8 @@ from aiohttp import web
 
 from events.model import Attachment
 from events.store import EventStore, StoredEvent
-from events.stream_setup import ensure_store, objects_spec
+from events.stream_setup import ensure_store
+from events.stream_specs import objects_spec
 from events.streams import ATTACHMENTS_BUCKET, attachments_store, ensure_streams
 from services.bootstrap import event_store
 from services.bus.embedded import EmbeddedNats, free_port
