@@ -37,7 +37,7 @@ from events.skips import count_skip
 from events.stopping import cancel_and_wait
 from events.store import StoredEvent
 from services.api.common import ApiDeps
-from services.api.replies import queue, reply_route
+from services.api.reply_routing import queue, reply_route
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from connectors.sdk import text_limits
 from events.model import ConversationResolved, LogEvent, OfferAccepted, OfferDeclined, ReplyRequested, UnknownEvent
 from events.skips import count_skip
 from router.state import ConversationView
-from services.api import replies, templates, uploads
+from services.api import replies, reply_routing, templates, uploads
 from services.api.common import ApiDeps, ApiError
 
 log = structlog.get_logger(__name__)
@@ -49,9 +49,9 @@ async def reply_request(
     *,
     template: templates.ChosenTemplate | None = None,
     attachments: list[str] | None = None,
-) -> tuple[ReplyRequested, replies.ReplyRoute] | None:
+) -> tuple[ReplyRequested, reply_routing.ReplyRoute] | None:
     """The reply event and where it goes; None when the conversation has no address to reply to."""
-    route = await replies.reply_route(deps.store, conv.customer_id, cid)
+    route = await reply_routing.reply_route(deps.store, conv.customer_id, cid)
     if route is None:
         return None
     platform = route.metadata.get("platform") or route.channel or conv.channel
@@ -78,7 +78,7 @@ async def reply_request(
     return event, route
 
 
-async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.ReplyRoute) -> None:
+async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: reply_routing.ReplyRoute) -> None:
     """After the reply is in the log: from here on it will go out. Queue it now, unless an
     earlier reply of the conversation has no outcome yet (the relay, replies.py, queues it as
     soon as they all have: replies go out in the order they were written); if queuing fails,
@@ -93,9 +93,9 @@ async def queue_reply(deps: ApiDeps, event: ReplyRequested, route: replies.Reply
                 waiting_for=len(earlier),
             )
             return
-        command = replies.deliver_command(event, route, replies.agent_name(deps.live.state, event))
+        command = reply_routing.deliver_command(event, route, reply_routing.agent_name(deps.live.state, event))
         deliver = uploads.with_links(deps, command)
-        await replies.queue(deps.nc, deliver, deps.store.cipher)
+        await reply_routing.queue(deps.nc, deliver, deps.store.cipher)
     except Exception as err:
         log.warning("reply.queue_deferred", conversation_id=event.conversation_id, error=repr(err))
         count_skip("api.reply_queue")  # not lost: the reply relay queues it from the log

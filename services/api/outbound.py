@@ -54,7 +54,7 @@ from services.api.outbound_address import (
     plugin_channels,
 )
 from services.api.outbound_log import append_missing, derived_ids
-from services.api.replies import ReplyRoute
+from services.api.reply_routing import ReplyRoute
 from services.api.views import conversation_json
 from services.customers import CustomerError, Customers
 from services.identity.addresses import InvalidAddress, identity_for

@@ -40,7 +40,7 @@ from router.state import ConversationView
 from services.api import commands
 from services.api.auth import agent_refusal
 from services.api.common import ApiDeps, ApiError, json_error, ok
-from services.api.replies import ReplyRoute
+from services.api.reply_routing import ReplyRoute
 from services.delivery import slack_blocks, slack_signing
 from services.delivery.slack_api import SlackApi
 from services.delivery.slack_refs import SlackRefs, is_thread

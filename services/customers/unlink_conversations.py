@@ -10,7 +10,7 @@ from an address still theirs opens a new one.
 
 A conversation is on the address when it was opened on it (``ConversationOpened``'s channel and
 contact, with the platform of its opening) or when its replies go to it now (the address of its
-last customer message, as ``services.api.replies.route_of`` picks it): the address formed as
+last customer message, as ``services.api.reply_routing.route_of`` picks it): the address formed as
 intake forms a sender's identity (``services.identity.addresses.identity_for``, the directory's rules).
 A conversation the customer moved onto another address of theirs (a linked number, a merged
 customer's) is thus resolved when it was opened on this one: a voice callback dials the

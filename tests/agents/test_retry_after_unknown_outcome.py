@@ -17,7 +17,7 @@ import events.store
 from events.acked import Ack, publish_acked
 from events.model import DeliverReply, NoteAdded, ReplyRequested
 from events.streams import IDEMPOTENCY_BUCKET
-from services.api import replies
+from services.api import replies, reply_routing
 
 from .helpers import API_TOKEN, AgentSystem, eventually
 
@@ -135,7 +135,7 @@ async def test_a_retried_reply_is_not_queued_again_while_intake_has_outcomes_to_
     _lost, _customer, cid = await a_reply_whose_outcome_was_lost(s, monkeypatch)
 
     queued: list[str] = []
-    queue = replies.queue
+    queue = reply_routing.queue
 
     async def counted(nc: NATS, deliver: DeliverReply, cipher: Any) -> None:
         queued.append(deliver.reply_id)
@@ -144,7 +144,8 @@ async def test_a_retried_reply_is_not_queued_again_while_intake_has_outcomes_to_
     async def lagging(_deps: Any) -> bool:
         return False  # reports on RD_INBOUND intake has not recorded yet
 
-    monkeypatch.setattr(replies, "queue", counted)
+    monkeypatch.setattr(replies, "queue", counted)  # the relay's
+    monkeypatch.setattr(reply_routing, "queue", counted)  # the reply command's
     monkeypatch.setattr(replies, "intake_caught_up", lagging)
     status, body = await send(s, f"/v1/conversations/{cid}/reply", {"text": "On its way"}, "reply-1")
     assert status == 202 and queued == [], (body, queued)  # the relay queues it once intake caught up

@@ -22,7 +22,7 @@ from events.stored import StoredEvent
 from router.fold import evolve
 from router.state import ConversationView, RouterState
 from services.api.auth import agent_refusal
-from services.api.replies import ReplyRoute, agent_name, deliver_command
+from services.api.reply_routing import ReplyRoute, agent_name, deliver_command
 from services.delivery import render
 from services.delivery.attempts import backoff
 from services.delivery.endpoints import endpoint_ids, settings_problems

@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from connectors.sdk import ProviderRequest, msg_id, registry
 from events.model import DEFAULT_CAPACITY, ConversationOpened, MessageReceived, ReplyRequested
 from router.policy import RouterPolicy
-from services.api.replies import deliver_command, route_of
+from services.api.reply_routing import deliver_command, route_of
 from services.config import check, load
 from services.config_command import check_command
 from services.intake.customer_history import fold_history

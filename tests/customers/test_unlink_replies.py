@@ -24,7 +24,7 @@ from events.codec import decode_reply
 from events.model import CustomerCreated, DeliveryFailed, IdentityLinked, ReplyRequested
 from events.msg_get import stored_messages
 from events.store import Append, EventStore
-from services.api import replies
+from services.api import reply_routing
 from services.api.replies import PendingReplies
 from services.bus.embedded import EmbeddedNats
 from services.customers import unlink_replies
@@ -147,9 +147,9 @@ async def test_a_retry_after_a_crash_before_the_queue_was_read_erases_it(
     first, held = _reply(ann, cid, f"rp_first_{uid}"), _reply(ann, cid, f"rp_held_{uid}")
     await store.append(Append(first))
     await store.append(Append(held))
-    route = await replies.reply_route(store, ann, cid)
+    route = await reply_routing.reply_route(store, ann, cid)
     assert route is not None
-    await replies.queue(nc, replies.deliver_command(first, route))
+    await reply_routing.queue(nc, reply_routing.deliver_command(first, route))
     assert first.reply_id in await _queued(nc)
 
     async def crash(*args: Any, **kwargs: Any) -> int:

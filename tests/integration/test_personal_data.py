@@ -28,7 +28,7 @@ from events.model import Requirements as Req
 from events.personal import ERASED, EXPIRED, KEYS_STREAM, CustomerKeys, KeyDestroyed, PersonalDataCipher, key_subject
 from events.store import Append, EventStore, StoredEvent
 from events.streams import ensure_streams
-from services.api.replies import queue
+from services.api.reply_routing import queue
 from services.bus.embedded import EmbeddedNats
 from services.retention import sweep
 from tests.integration.system import eventually

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from events.codec import decode_reply
 from events.model import ConversationOpened, DeliverReply, MessageReceived, ReplyRequested
 from events.store import EventStore
-from services.api.replies import route_of
+from services.api.reply_routing import route_of
 from services.bootstrap import event_store
 from services.bus.embedded import EmbeddedNats, free_port
 from tests.integration.fake_twilio import FakeTwilio, with_fake_twilio

@@ -38,7 +38,7 @@ from events.model import (
 from events.skips import count_skip
 from events.store import Append, ConcurrencyError, EventStore
 from events.subjects import parse_conversation_subject
-from services.api import replies
+from services.api import replies, reply_routing
 
 from .errors import Transient
 
@@ -152,7 +152,7 @@ class Relaydesk:
                 at=self.clock(),
                 customer_id=customer_id,
                 conversation_id=conversation_id,
-                channel=replies.reply_channel(facts.channel, facts.messages),  # the customer's last message's
+                channel=reply_routing.reply_channel(facts.channel, facts.messages),  # the customer's last message's
                 reply_id=reply_id,
                 agent_id=facts.agent_id,
                 text=text,
@@ -174,12 +174,12 @@ class Relaydesk:
         if earlier:
             bound.info("sink.reply_held_for_order", waiting_for=len(earlier))
             return
-        route = await replies.reply_route(self.store, reply.customer_id, reply.conversation_id)
+        route = await reply_routing.reply_route(self.store, reply.customer_id, reply.conversation_id)
         if route is None:
             bound.warning("sink.reply_no_route")
             return
         try:
-            await replies.queue(self.nc, replies.deliver_command(reply, route), self.store.cipher)
+            await reply_routing.queue(self.nc, reply_routing.deliver_command(reply, route), self.store.cipher)
         except Exception as err:  # in the log already: the API's reply relay queues it again
             bound.warning("sink.reply_queue_deferred", error=repr(err))
             count_skip("sink.reply_queue")
