@@ -160,10 +160,19 @@ def validation_problem(err: msgspec.ValidationError, path: Sequence[str | int]) 
 # -- the environment ---------------------------------------------------------------------------
 
 
+# What deploy/k8s/secret.template.yaml holds in every key until the operator writes the real one.
+SECRET_PLACEHOLDER = "REPLACE_ME"
+
+
 def read_secret_files(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """``env`` with every ``RELAYDESK_<NAME>_FILE=/path`` replaced by ``RELAYDESK_<NAME>=<the
-    file's content>`` (trailing newline stripped): the Docker/Kubernetes secrets convention.
-    Both set, or a file that cannot be read, is a problem naming the variable and the path."""
+    file's content>`` (trailing newlines stripped, CRLF too, and a UTF-8 byte order mark): the
+    Docker/Kubernetes secrets convention. Both set, a file that cannot be read, an empty one or
+    one still holding the template's ``REPLACE_ME`` is a problem naming the variable and the path.
+
+    Empty and placeholder files were taken as the secret (found by an audit): the Secret template
+    applied unfilled ran every service with the publicly known operator token ``REPLACE_ME``, and
+    an empty Twilio token file gave an SMS connector that said ready and refused every webhook."""
     out = {name: value for name, value in env.items() if not _is_file_ref(name)}
     problems: list[str] = []
     for name, path in env.items():
@@ -174,10 +183,21 @@ def read_secret_files(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]
             problems.append(f"{name} and {target} are both set: keep one")
             continue
         try:
-            out[target] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            # utf-8-sig: a file saved by a Windows editor starts with a BOM the secret is not.
+            value = Path(path).read_text(encoding="utf-8-sig").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             problems.append(f"{name}: cannot read {path}: {reason}")
+            continue
+        if not value.strip():
+            problems.append(f"{name}: {path} is empty: write the secret into it, or unset {name}")
+        elif SECRET_PLACEHOLDER in value:
+            problems.append(
+                f"{name}: {path} still holds the placeholder {SECRET_PLACEHOLDER}"
+                " (deploy/k8s/secret.template.yaml): write the real secret"
+            )
+        else:
+            out[target] = value
     return out, problems
 
 
