@@ -248,6 +248,28 @@ class CustomerKeys:
             return self._remember(subject, await self._read(subject, direct=False))
         return self._remember(subject, new)
 
+    async def find_system_key(self, name: str) -> bytes | None:
+        """A system key made before by ``system_key``; None if there is none (never made, or erased)."""
+        return await self._get(system_key_subject(name))
+
+    async def system_key_names(self) -> list[str]:
+        """The names of the system keys in ``RD_KEYS`` now (``system_key``)."""
+        prefix = system_key_subject("x")[:-1]
+        try:
+            found = await stream_subjects(self.js, KEYS_STREAM, prefix + "*")
+        except NotFoundError:
+            return []
+        return [subject.removeprefix(prefix) for subject in found]
+
+    async def erase_system_key(self, name: str) -> bool:
+        """Securely erase a system key made for one task (an erasure's job record), leaving no
+        tombstone (the name is not used again). True if there was one."""
+        subject = system_key_subject(name)
+        erased = await self._erase(subject, tombstone=False)
+        self._cache.pop(subject, None)
+        self.generation += 1
+        return erased
+
     # -- destroying ---------------------------------------------------------------------
 
     async def destroy(self, customer_id: str) -> bool:

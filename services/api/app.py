@@ -24,6 +24,7 @@ from services.api import (
     deliveries,
     dlq,
     docs,
+    erasure_jobs,
     health,
     idempotency,
     known_conversations,
@@ -105,6 +106,7 @@ def build_app(deps: ApiDeps) -> web.Application:
     replies.install(app, deps)
     closings.install(app, deps)  # the web chat hears that its conversation was resolved
     canned.install(app, deps)  # the bucket of the team's canned replies
+    erasure_jobs.install(app, deps)  # erasures a crash left unfinished are run again
     for group in ROUTE_GROUPS:
         app.add_routes(group.routes(deps))
     app.add_routes(tokens.routes(deps, table))

@@ -41,6 +41,10 @@ which make the log's copy of the identities readable, go last but one):
    family's addresses, and those conversations' messages (by their provider ids), go with
    their attachments (``services.customers.erase_inbound``).
 
+Between 1 and 2 the erasure records itself with the family's addresses sealed
+(``services.customers.erase_job``): after step 7 they no longer read on the log, and a retry
+or the API's resume at start reads them there; the record and its key go after step 9.
+
 Every delete from a stream is a JetStream secure erase (the bytes on disk are overwritten),
 never a purge; KV buckets deny message deletes, so their entries are purged (the identity
 keys are HMACs, delivery records expire with their file blocks). Running it again is safe:
@@ -64,6 +68,7 @@ from events.personal import ERASED, CustomerKeys, clear_personal_fields
 from events.store import Append, ConcurrencyError, EventStore
 from events.streams import IDEMPOTENCY_BUCKET
 from services.customers.erase_inbound import erase_inbound
+from services.customers.erase_job import ErasureJobs
 from services.customers.erase_match import Family, FamilyMatcher, chat_frames_of
 from services.customers.erase_report import ErasureReport, ErasureTargets
 from services.customers.facts import CustomerFacts
@@ -103,6 +108,7 @@ class Eraser:
         self.targets = targets or ErasureTargets()
         self.progress = progress or (lambda _line: None)
         self.js = customers.store.js
+        self.jobs = ErasureJobs(customers.directory, keys)
 
     async def erase(self, customer_id: str, reason: str, actor: str) -> ErasureReport:
         """Erase ``customer_id``'s family (see the module docstring). Raises ``CustomerError``:
@@ -139,6 +145,9 @@ class Eraser:
         bound = log.bind(customer_id=survivor, requested=customer_id, family=len(report.erased_ids))
         self.progress(f"erasing {survivor} and {len(report.erased_ids) - 1} merged customers")
         family, in_clear = await self._gather(family_facts)
+        # Recorded before anything is erased, the addresses sealed: a run that dies after the
+        # keys went (they no longer read on the log) is finished by a retry or the API's resume.
+        await self.jobs.begin(family, survivor, customer_id, reason, actor)
         self.progress(f"read the log: {len(family.identities)} addresses, {len(family.provider_ids)} messages")
         report.identity_mappings = await self._identity_mappings(family)
         self.progress(f"identity mappings erased: {report.identity_mappings}")
@@ -198,6 +207,7 @@ class Eraser:
                 stream=subjects.EVENTS_STREAM,
                 why="written in clear (before sealing, or with encrypt_personal_data = false)",
             )
+        await self.jobs.finish(survivor)
         bound.info("customers.erased", **{k: v for k, v in report.to_json().items() if isinstance(v, int)})
         return report
 

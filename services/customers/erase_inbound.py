@@ -14,11 +14,9 @@ those of the messages recorded on the family meanwhile added.
 
 A read that times out ends there (``events.stream_scan``): a second pass starts after the last
 sequence the first gave, and a retry after a crash reads the stream whole again: a late
-conversation's messages are found by their provider ids (on the family's log, in clear). With
-the keys destroyed, the family's
-addresses no longer read, so a message from one of them that intake recorded on a new customer
-(it arrived after the addresses went) is that customer's to the retry: only a run that reached
-its second read erases those.
+conversation's messages are found by their provider ids (on the family's log, in clear), and
+those from the family's addresses by the addresses the erasure recorded before the keys went
+(``services.customers.erase_job``: they no longer read on the log after).
 """
 
 from __future__ import annotations
