@@ -18,7 +18,8 @@ not send and ended after the hold may have lapsed reports nothing (another proce
 command is redelivered: at least once, and intake still records one outcome.)
 What a ``DeliverReply`` asks of a connector: ``connectors.sdk.reply_command``; what becomes of a
 command neither sent nor reported (left, handed back, redelivered or parked): ``connectors.sdk.settling``;
-of one deleted from the stream while held here (an unlink, an erasure): ``connectors.sdk.withdrawals``.
+of one deleted from the stream while held here (an unlink, an erasure): ``connectors.sdk.withdrawals``;
+an outcome decided and reported until it is on ``rd.inbound``: ``connectors.sdk.reporting``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -41,27 +41,25 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from events import subjects
 from events.codec import decode_reply
 from events.errors import describe_error
-from events.model import DeliverReply, ReplyOutcomeReported
+from events.model import DeliverReply
 from events.parking import ParkingLot
 from events.personal import ERASED, CustomerKeys, PersonalDataCipher
 from events.pull import LOST_AFTER_S, Puller, held_since
 from events.redact import scrub
 from events.skips import count_skip, skipping
 from events.stopping import cancel_and_wait
-from events.storage_full import storage_full
 
 from . import publish, settling
-from .base import Connector, DeliveryResult, utcnow
+from .base import Connector, DeliveryResult
 from .deadletter import MaxDeliveriesWatch, Redelivery, dead_letter, ensure_consumer
 from .hold import Hold, HoldLapsed
 from .metrics import Metrics
 from .publish import InboundPublisher
+from .reporting import OutcomeReports, outcome_of
 from .tries import HandBack, Tries, Withdrawn
 from .withdrawals import WITHDRAWN_REASON, Withdrawals
 
 log = structlog.get_logger("relaydesk.connector.outbound")
-
-Outcome = ReplyOutcomeReported
 
 
 # A command whose outcome cannot be reported is tried 6 times over about 7.5 minutes, then
@@ -95,10 +93,9 @@ class OutboundWorker:
         self._stopping = False
         self._idle = True
         self._task: asyncio.Task[None] | None = None
-        # reply_id -> outcome already decided; a redelivery only reports it again.
-        self._done: OrderedDict[str, Outcome] = OrderedDict()
         # A command is never sent once its hold may have lapsed (connectors.sdk.hold).
         self.hold = Hold()
+        self.reports = OutcomeReports(nc, publisher, self.hold, lambda: self._stopping)
         self._stop_requested = asyncio.Event()
         self.log = log.bind(connector=connector.name, channel=connector.channel)
         # The batch being handled and the index of its next command (``tries.waiting``): their
@@ -284,7 +281,7 @@ class OutboundWorker:
             await self._send_and_report(reply, msg, rlog, trace)
 
     async def _send_and_report(self, reply: DeliverReply, msg: Msg, rlog: Any, trace: Mapping[str, str]) -> None:
-        outcome = self._done.get(reply.reply_id)
+        outcome = self.reports.decided(reply.reply_id)
         if outcome is None:
             if ERASED in (reply.contact, reply.text):  # the customer was erased: nothing to send, nowhere
                 result = DeliveryResult.failed("the customer's personal data was erased")
@@ -300,8 +297,8 @@ class OutboundWorker:
                 except Withdrawn:
                     rlog.info("outbound.withdrawn", stream_seq=msg.metadata.sequence.stream)
                     result = DeliveryResult.failed(WITHDRAWN_REASON)
-            outcome = self._outcome(reply, result)
-            self._remember(reply.reply_id, outcome)
+            outcome = outcome_of(reply, result)
+            self.reports.remember(reply.reply_id, outcome)
             if outcome.outcome == "sent":
                 self.metrics.inc("delivered")
                 rlog.info("outbound.delivered", provider_message_id=outcome.provider_message_id)
@@ -309,8 +306,7 @@ class OutboundWorker:
                 self.metrics.inc("delivery_failed")
                 rlog.warning("outbound.failed", reason=scrub(outcome.reason))
         try:
-            await self._report(outcome, msg, rlog, trace)
-            self._done.pop(reply.reply_id, None)
+            await self.reports.report(outcome, msg, rlog, trace, report_retry=self.redelivery.report_retry)
         except Exception as err:
             # The outcome is remembered: the redelivery reports it without sending again.
             rlog.warning("outbound.report_failed", error=type(err).__name__, stream_seq=msg.metadata.sequence.stream)
@@ -319,35 +315,6 @@ class OutboundWorker:
             await settling.retry_or_park(
                 msg, rlog, error, redelivery=self.redelivery, parking=self.parking, reader=self.reader
             )
-
-    async def _report(self, outcome: Outcome, msg: Msg, rlog: Any, trace: Mapping[str, str]) -> None:
-        """Report ``outcome`` and acknowledge ``msg``, tried again in place while the command is
-        still held here (NATS restarting, a publish timing out). Found by a chaos audit: the
-        command was handed back at the first failure, and another process of the channel, not
-        knowing it was sent, sent it again. Raises the last error once the hold may lapse.
-        While JetStream's storage is full (``events.storage_full``) it is tried for as long as
-        the hold is kept, not handed back: each hand-back spent a delivery, and after the last
-        one parking failed too (it needs storage), so the outcome was never recorded."""
-        pause = 0.2
-        give_up_at = time.monotonic() + self.redelivery.report_retry  # then handed back (settling.retry_or_park)
-        while True:
-            try:
-                reported = await self.publisher.report(outcome, trace or None)
-                rlog.debug("outbound.outcome_reported", seq=reported.seq, duplicate=reported.duplicate)
-                await msg.ack()
-                return
-            except Exception as err:
-                waiting_for_room = storage_full(err) and not self._stopping and not self.hold.lapsed()
-                if not waiting_for_room and time.monotonic() + pause >= min(give_up_at, self.hold.ends()):
-                    raise
-                count_skip("outbound.report_retry")
-                if not waiting_for_room:  # storage full: said once a minute by the publisher
-                    rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
-            await asyncio.sleep(pause)
-            # Waiting for room, a pause up to a quarter of the hold, renewed after each.
-            pause = min(pause * 2, self.hold.ack_wait / 4 if waiting_for_room else 2.0)
-            if self.nc.is_connected and not self.hold.lapsed():
-                await self.hold.renew(msg)
 
     async def _notice(self, reply: DeliverReply, msg: Msg, rlog: Any) -> None:
         """A notice is shown once if the connector can (its ``notices``), then acknowledged:
@@ -375,23 +342,6 @@ class OutboundWorker:
                 rlog.warning("outbound.notice_failed", reason=scrub(result.reason or "delivery failed"))
         with skipping("outbound.notice_ack", nats_subject=msg.subject):
             await msg.ack()
-
-    def _remember(self, reply_id: str, outcome: Outcome) -> None:
-        self._done[reply_id] = outcome
-        while len(self._done) > 10_000:
-            self._done.popitem(last=False)
-
-    def _outcome(self, reply: DeliverReply, result: DeliveryResult) -> Outcome:
-        return ReplyOutcomeReported(
-            at=utcnow(),
-            customer_id=reply.customer_id,
-            conversation_id=reply.conversation_id,
-            channel=reply.channel,
-            reply_id=reply.reply_id,
-            outcome="sent" if result.ok else "failed",
-            provider_message_id=result.provider_message_id if result.ok else "",
-            reason="" if result.ok else (result.reason or "delivery failed"),
-        )
 
 
 async def _drop(sub: Puller | None) -> None:
