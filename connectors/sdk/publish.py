@@ -5,6 +5,7 @@ never writes the log: intake records both (see ``services.intake``)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,9 +21,16 @@ from events.model import DeliverReply, InboundMessage, ReplyOutcomeReported
 from events.redact import scrub
 from events.storage_full import note_storage_full, storage_full
 
-from .errors import Unavailable
+from .errors import Malformed, TooLarge, Unavailable
 
 MSG_ID = "Nats-Msg-Id"
+# The longest provider message id taken (characters): Twilio's sids are 34, Meta's ids a few
+# hundred at most, an email Message-ID within a 998-character header line. The id rides in a
+# NATS header and JetStream keeps it in its dedupe table for the whole window.
+MAX_MESSAGE_ID_CHARS = 1000
+# What a NATS message carries besides the header's values: "NATS/1.0", the name, separators.
+_HEADER_OVERHEAD = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # Tracing plugs in here when it is on (``services.tracing.configure``; connectors do not import
 # ``services``): around the publish of one message, its span, yielding the W3C trace context
@@ -39,6 +47,18 @@ trace_outbound: Callable[[DeliverReply, Mapping[str, str] | None], AbstractConte
 def msg_id(message: InboundMessage) -> str:
     """The dedupe id: ``<channel>:<provider message id>``."""
     return f"{message.channel}:{message.provider_message_id}"
+
+
+def unusable_message_id(provider_message_id: str) -> str | None:
+    """Why ``provider_message_id`` cannot name a message on the bus (None: it can). It is sent
+    as the ``Nats-Msg-Id`` header, which nats-py writes as given: a CR or LF in it started
+    headers of the sender's choosing (found by an audit: a signed Meta ``mid`` ending in
+    ``\\r\\nNats-Expected-Last-Sequence: 5`` was published with that header)."""
+    if len(provider_message_id) > MAX_MESSAGE_ID_CHARS:
+        return f"provider message id over {MAX_MESSAGE_ID_CHARS} characters"
+    if _CONTROL.search(provider_message_id):
+        return "provider message id holds control characters"
+    return None
 
 
 def outcome_msg_id(report: ReplyOutcomeReported) -> str:
@@ -77,39 +97,62 @@ class InboundPublisher:
         self.ack_timeout = ack_timeout
 
     async def publish_one(self, message: InboundMessage) -> Published:
+        return await self._publish_one(message, self._checked(message))
+
+    def _checked(self, message: InboundMessage) -> bytes:
+        """``message`` encoded, once it is known the bus can take it: ``Malformed`` for an id no
+        header can carry, ``TooLarge`` for more than the server's ``max_payload``. nats-py
+        checks the payload alone; with the headers over the limit the server closed the
+        connection, failing every request in flight (found by an audit: one 600 KB ``mid``),
+        and a payload over it was "unavailable, try again" for ever (Meta retries for 36 h)."""
         if message.at.tzinfo is None:
             # Intake refuses it (events.model.Instant); said here, where the connector's author
             # sees it, rather than as a dead letter later.
             raise TypeError("InboundMessage.at has no time zone: use datetime.now(UTC) or the provider's own offset")
+        if why := unusable_message_id(message.provider_message_id):
+            raise Malformed(why)
+        payload = encode(message)
+        size = len(payload) + len(msg_id(message).encode()) + _HEADER_OVERHEAD
+        limit = getattr(self.nc, "max_payload", 0)  # from the server's INFO; 0 before connecting
+        if isinstance(limit, int) and 0 < limit < size:
+            raise TooLarge(f"a message of {size} bytes is over the event bus's limit of {limit} bytes")
+        return payload
+
+    async def _publish_one(self, message: InboundMessage, payload: bytes) -> Published:
         subject = subjects.inbound(message.channel)
         headers = {MSG_ID: msg_id(message)}
         tracer = trace_inbound
         if tracer is None:
-            ack = await publish_acked(self.nc, subject, encode(message), timeout=self.ack_timeout, headers=headers)
+            ack = await publish_acked(self.nc, subject, payload, timeout=self.ack_timeout, headers=headers)
             return Published(message, ack.seq, ack.duplicate)
         with tracer(message, subject) as trace:
             headers.update(trace)
-            ack = await publish_acked(self.nc, subject, encode(message), timeout=self.ack_timeout, headers=headers)
+            ack = await publish_acked(self.nc, subject, payload, timeout=self.ack_timeout, headers=headers)
         return Published(message, ack.seq, ack.duplicate, _ids(trace))
 
     async def publish(self, messages: Sequence[InboundMessage]) -> list[Published]:
         """Publish all concurrently; return only when JetStream acknowledged each one.
         Any failure (timeout, disconnected, no stream, error) raises ``Unavailable``: the
-        provider must retry, and dedupe makes the retry of the acked ones harmless."""
+        provider must retry, and dedupe makes the retry of the acked ones harmless. A message
+        the bus cannot take raises ``Malformed``/``TooLarge`` before any is published."""
         if not messages:
             return []
         if self.nc.is_closed:
             raise Unavailable("event bus connection is closed")
+        payloads = [self._checked(m) for m in messages]
         results: list[Published | BaseException] = []
         if len(messages) == 1:  # the usual webhook: no task, no gather, one timer (the ack's own)
             try:
-                results.append(await self.publish_one(messages[0]))
+                results.append(await self._publish_one(messages[0], payloads[0]))
             except (TimeoutError, NatsError, OSError) as err:
                 results.append(err)
         else:
             try:
                 async with asyncio.timeout(self.ack_timeout + 0.5):
-                    results = await asyncio.gather(*(self.publish_one(m) for m in messages), return_exceptions=True)
+                    results = await asyncio.gather(
+                        *(self._publish_one(m, p) for m, p in zip(messages, payloads, strict=True)),
+                        return_exceptions=True,
+                    )
             except TimeoutError as err:
                 raise Unavailable("event bus did not acknowledge in time") from err
         out: list[Published] = []

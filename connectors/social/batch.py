@@ -27,7 +27,7 @@ _FUTURE_SLACK = timedelta(minutes=5)
 @dataclass
 class ParsedBatch:
     messages: list[InboundMessage] = field(default_factory=list)
-    # Not published: echo, status, receipt, reaction, own_post, ignored_field, skipped, batch_duplicate…
+    # Not published: echo, status, receipt, reaction, own_post, ignored_field, skipped, bad_id, batch_duplicate…
     counts: Counter[str] = field(default_factory=Counter)
     # WhatsApp delivery receipts: (wamid of our message, status), for logs.
     statuses: list[tuple[str, str]] = field(default_factory=list)
@@ -59,7 +59,7 @@ def meta_time(value: Any, now: datetime, *, millis: bool) -> datetime:
     WhatsApp and feed changes) as an aware datetime; ``now`` when absent, bad or in the future."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308 (found by an audit: a 500)
         return now
     if millis:
         number /= 1000.0

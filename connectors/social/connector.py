@@ -141,7 +141,8 @@ class MetaConnector(Connector):
         if mode != "subscribe" or not hmac.compare_digest(token.encode(), expected.encode()):
             raise Unauthentic("verification refused: hub.mode must be subscribe and hub.verify_token must match")
         log.info("social.verified")
-        return web.Response(text=challenge, content_type="text/plain")
+        # The challenge is echoed as given: nosniff keeps a browser from reading it as HTML.
+        return web.Response(text=challenge, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"})
 
     def verify(self, request: ProviderRequest) -> None:
         if not self.settings.app_secret:

@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 
 from connectors.sdk import Malformed
+from connectors.sdk.publish import unusable_message_id
 from events.model import Attachment, InboundMessage
 
 from .batch import (
@@ -81,6 +82,12 @@ class PayloadParser:
         seen: set[str] = set()
         unique: list[InboundMessage] = []
         for message in batch.messages:
+            if unusable_message_id(message.provider_message_id):
+                # An id the bus cannot carry (control characters, thousands of characters) is
+                # one odd item: skipped and counted, the rest of the batch goes (the SDK would
+                # refuse the whole POST, and Meta retry it, good messages and all, for 36 h).
+                batch.counts["bad_id"] += 1
+                continue
             if message.provider_message_id in seen:
                 batch.counts["batch_duplicate"] += 1
                 continue
