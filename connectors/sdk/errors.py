@@ -31,6 +31,12 @@ class TooLarge(ConnectorError):
     status = 413
 
 
+class TooSlow(ConnectorError):
+    """The request body did not arrive in time (``connectors.sdk.http.BODY_TIMEOUT``): HTTP 408."""
+
+    status = 408
+
+
 class Unavailable(ConnectorError):
     """NATS did not acknowledge in time (or is unreachable): HTTP 503, so the provider retries."""
 

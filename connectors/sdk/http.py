@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,16 +13,24 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from events.model import InboundMessage
 
 from .base import Connector, ProviderRequest, Route
-from .errors import ConnectorError, Malformed, TooLarge, Unauthentic, Unavailable
+from .errors import ConnectorError, Malformed, TooLarge, TooSlow, Unauthentic, Unavailable
 from .metrics import Metrics, exposition, http_metrics
 from .publish import InboundPublisher
 
 log = structlog.get_logger("relaydesk.connector")
 
+# The longest a request's body may take to arrive once its head has (s). The runtime's idle
+# timeout closes a connection whose head trickles in, not one whose body does: a client that
+# sent a head with Content-Length and then a byte now and then held its request, and a
+# handler, for as long as it liked (found by an audit: still open after 50 s of silence).
+# Twilio gives up after 15 s and Meta after 20 s, so a provider's body is never this slow.
+BODY_TIMEOUT = 30.0
+
 _REJECT_KIND: dict[type[ConnectorError], str] = {
     Unauthentic: "authenticity",
     Malformed: "malformed",
     TooLarge: "too_large",
+    TooSlow: "too_slow",
 }
 
 
@@ -39,12 +48,16 @@ def error_response(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status, headers=headers)
 
 
-async def read_request(request: web.Request, limit: int) -> ProviderRequest:
-    """The request with its whole body, refusing more than ``limit`` bytes (413)."""
+async def read_request(request: web.Request, limit: int, timeout: float = BODY_TIMEOUT) -> ProviderRequest:
+    """The request with its whole body, refusing more than ``limit`` bytes (413) and a body
+    not all there within ``timeout`` seconds (408)."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"body over {limit} bytes")
     try:
-        body = await request.read()
+        async with asyncio.timeout(timeout):
+            body = await request.read()
+    except TimeoutError as err:
+        raise TooSlow(f"the request body did not arrive within {timeout:g} s") from err
     except web.HTTPRequestEntityTooLarge as err:  # also a gzip bomb: over the limit once inflated
         raise TooLarge(f"body over {limit} bytes") from err
     except web.RequestPayloadError as err:  # corrupt gzip/deflate: the client's fault, not ours
@@ -96,6 +109,7 @@ class ConnectorApp:
         # Everything that does not depend on the request is looked up once, here.
         rlog = self.log.bind(path=route.path)
         limit = self.connector.settings.max_body_bytes
+        body_timeout = BODY_TIMEOUT
         verify = self.connector.verify if route.verify else None
         handler = route.handler
         metrics = self.metrics
@@ -103,13 +117,13 @@ class ConnectorApp:
         async def handle(request: web.Request) -> web.StreamResponse:
             metrics.inc("requests")
             try:
-                req = await read_request(request, limit)
+                req = await read_request(request, limit, body_timeout)
                 if verify is not None:
                     verify(req)
                 if handler is not None:
                     return await handler(req)
                 return await self._inbound(req, rlog)
-            except (Unauthentic, Malformed, TooLarge) as err:
+            except (Unauthentic, Malformed, TooLarge, TooSlow) as err:
                 self.metrics.reject(_REJECT_KIND[type(err)])
                 rlog.warning("inbound.rejected", status=err.status, reason=err.reason)
                 return error_response(err.status, err.reason)
