@@ -233,8 +233,12 @@ async def run_api(
     app.middlewares.insert(0, until_caught_up(live))
     app.middlewares.insert(0, http_metrics("api"))  # outermost: 503s while catching up are timed too
     # Idle connections closed as on the connectors' ports (a held one is a descriptor a client
-    # keeps at will); the event stream and requests being served are not idle.
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=connector_runtime.IDLE_CONNECTION_TIMEOUT)
+    # keeps at will); the event stream and requests being served are not idle. A stop waits 10 s
+    # for requests under way (aiohttp's default, 60 s, outlasted the runtime's 30 s grace: the
+    # SIGKILL then cut the view's and the stores' own stop short).
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=connector_runtime.IDLE_CONNECTION_TIMEOUT, shutdown_timeout=10.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.api.host, config.api.port)
     try:

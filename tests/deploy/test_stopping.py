@@ -10,6 +10,7 @@ from typing import Any
 
 from connectors.sdk.outbound import OutboundWorker
 from connectors.sdk.runtime import ConnectorRuntime
+from services.runners import run_api
 from services.sinks.sdk.runtime import SinkRuntime
 from tests.deploy.deploy_files import k8s_docs, relaydesk_services, workloads
 
@@ -26,10 +27,11 @@ def _shutdown_timeout(method: object) -> float:
 
 def longest_stop_s() -> float:
     """A connector's stop: its HTTP port closed (requests under way waited for), then the reply
-    being sent waited for (``OutboundWorker.stop``), one after the other; a sink's the same way."""
+    being sent waited for (``OutboundWorker.stop``), one after the other; a sink's the same way;
+    the API's: its requests under way."""
     reply = inspect.signature(OutboundWorker.stop).parameters["timeout"].default
     http = max(_shutdown_timeout(ConnectorRuntime.start), _shutdown_timeout(SinkRuntime))
-    return float(reply) + http + MARGIN_S
+    return max(float(reply) + http, _shutdown_timeout(run_api)) + MARGIN_S
 
 
 def _seconds(duration: str) -> float:
