@@ -66,7 +66,9 @@ class PendingClosings:
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self.clock = clock
-        self.by_conversation: dict[str, Closing] = {}
+        # By (customer, conversation): a hand-written resolution reusing a conversation id under
+        # another customer took the place of (or was kept instead of) the real one's notice.
+        self.by_conversation: dict[tuple[str, str], Closing] = {}
         self.seen = 0  # last sequence applied
 
     def apply(self, stored: StoredEvent) -> None:
@@ -87,7 +89,7 @@ class PendingClosings:
                 reason="resolved by an unlink: the address is no longer the customer's",
             )
             return
-        self.by_conversation.setdefault(event.conversation_id, Closing(stored.seq, event))
+        self.by_conversation.setdefault((event.customer_id, event.conversation_id), Closing(stored.seq, event))
 
     def refeed_from(self) -> int:
         """After a snapshot of the API's view: read the log again from the oldest resolution
@@ -98,12 +100,12 @@ class PendingClosings:
         """Every waiting resolution, oldest first; those past the horizon are dropped, logged."""
         now = self.clock()
         out = []
-        for conversation_id, closing in list(self.by_conversation.items()):
+        for key, closing in list(self.by_conversation.items()):
             if now - closing.event.at > NOTICE_HORIZON:
-                del self.by_conversation[conversation_id]
+                del self.by_conversation[key]
                 log.warning(
                     "closing.notice_given_up",
-                    conversation_id=conversation_id,
+                    conversation_id=closing.event.conversation_id,
                     customer_id=closing.event.customer_id,
                     seq=closing.seq,
                     reason="not queued within the horizon",
@@ -155,7 +157,7 @@ class ClosingNotices:
                 bound.warning("closing.notice_not_queued", error=type(err).__name__, seq=closing.seq)
                 count_skip("api.closing_notice_queue")
                 continue
-            self.pending.by_conversation.pop(event.conversation_id, None)
+            self.pending.by_conversation.pop((event.customer_id, event.conversation_id), None)
         return queued
 
     async def run(self) -> None:

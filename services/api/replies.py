@@ -137,7 +137,9 @@ class PendingReplies:
 
     def __init__(self) -> None:
         self.by_id: dict[str, Pending] = {}
-        self.by_conversation: dict[str, dict[str, Pending]] = {}  # in the log's order
+        # By (customer, conversation), each in the log's order: a hand-written request reusing a
+        # conversation id under another customer held this conversation's replies back.
+        self.by_conversation: dict[tuple[str, str], dict[str, Pending]] = {}
         self.seen = 0  # last sequence applied
         # Set when an outcome lets a held reply go: the relay queues it now, not at its next sweep.
         self.released = asyncio.Event()
@@ -152,7 +154,7 @@ class PendingReplies:
                 log.warning("reply.request_repeated", reply_id=event.reply_id, seq=stored.seq, first=earlier.seq)
                 count_skip(REPEATED_REQUEST)
                 return
-            same = self.by_conversation.setdefault(event.conversation_id, {})
+            same = self.by_conversation.setdefault((event.customer_id, event.conversation_id), {})
             pending = Pending(stored.seq, event, held=any(p.seq < stored.seq for p in same.values()))
             self.by_id[event.reply_id] = pending
             same[event.reply_id] = pending
@@ -173,16 +175,17 @@ class PendingReplies:
         pending = self.by_id.pop(reply_id, None)
         if pending is None:
             return
-        same = self.by_conversation.get(pending.reply.conversation_id, {})
+        key = (pending.reply.customer_id, pending.reply.conversation_id)
+        same = self.by_conversation.get(key, {})
         same.pop(reply_id, None)
         if not same:
-            self.by_conversation.pop(pending.reply.conversation_id, None)
+            self.by_conversation.pop(key, None)
         elif any(p.held for p in same.values()):
             self.released.set()
 
     def held_back(self, pending: Pending, now: datetime) -> bool:
         """An earlier reply of its conversation, requested within ``ORDER_WAIT``, has no outcome."""
-        same = self.by_conversation.get(pending.reply.conversation_id, {})
+        same = self.by_conversation.get((pending.reply.customer_id, pending.reply.conversation_id), {})
         return any(p.seq < pending.seq and now - p.reply.at < ORDER_WAIT for p in same.values())
 
     def refeed_from(self) -> int:

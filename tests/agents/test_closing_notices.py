@@ -56,9 +56,9 @@ def test_after_a_snapshot_the_log_is_read_again_from_the_oldest_notice_owed() ->
     pending.apply(stored(7, resolved("a")))
     pending.apply(stored(9, resolved("b")))
     assert pending.refeed_from() == 7
-    del pending.by_conversation["a"]  # queued
+    del pending.by_conversation["cu1", "a"]  # queued
     assert pending.refeed_from() == 9
-    del pending.by_conversation["b"]
+    del pending.by_conversation["cu1", "b"]
     assert pending.refeed_from() == 10  # nothing owed: nothing read again
 
 

@@ -310,6 +310,29 @@ def test_a_request_reusing_a_waiting_reply_id_is_not_kept_for_good() -> None:
     check_folds(api)
 
 
+def test_a_request_on_another_customers_conversation_of_the_same_id_holds_no_reply_back() -> None:
+    """The replies waiting were indexed by conversation id alone: a hand-written request reusing
+    the id under another customer held this conversation's replies back (up to ``ORDER_WAIT``)."""
+    api = ApiFolds()
+    api.append(ReplyRequested(at=T0, customer_id="k1", conversation_id="c0", channel="chat", reply_id="r1"))
+    api.append(ReplyRequested(at=T0, customer_id="k0", conversation_id="c0", channel="chat", reply_id="r2"))
+    mine = api.replies.by_id["r2"]
+    assert not mine.held and not api.replies.held_back(mine, T0)
+    check_folds(api)
+
+
+def test_a_resolution_on_another_customers_conversation_of_the_same_id_leaves_its_notice_owed() -> None:
+    """Resolutions owing a closing notice were kept by conversation id alone: a hand-written one
+    under another customer, folded first, was kept instead of the real one (whose notice never
+    went), and one folded after the real one's notice was queued took its place."""
+    api = ApiFolds()
+    api.append(ConversationResolved(at=T0, customer_id="k1", conversation_id="c0"))
+    api.append(ConversationResolved(at=T0, customer_id="k0", conversation_id="c0"))
+    owed = {(c.event.customer_id, c.event.conversation_id) for c in api.closings.due()}
+    assert owed == {("k0", "c0"), ("k1", "c0")}
+    check_folds(api)
+
+
 def test_an_event_naming_another_customers_open_conversation_leaves_its_work_item_alone() -> None:
     """The other customer's address and words were shown in this customer's work item, and
     its resolution took the item's facts away."""
