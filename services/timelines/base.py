@@ -25,7 +25,7 @@ from services.timelines.batch import fold_batch
 from services.timelines.queries import Sql
 from services.timelines.redact import redact_customer, redact_entry
 from services.timelines.rowmap import CUSTOMER_COLUMNS, FOLD_SUMMARY_COLUMNS, RowCodec
-from services.timelines.rows import ConversationSummary, CustomerSummary, TimelineEntry
+from services.timelines.rows import ConversationSummary, CustomerSummary, ErasureRecord, TimelineEntry
 from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, single
 from services.timelines.store import DEFAULT_KEY, CheckpointMismatch, FaultHook, ReadOnlyStore
 from services.timelines.summaries import with_family
@@ -187,7 +187,17 @@ class PlannedStore:
                 yield ExecuteMany(statement, values)
         if rows.erased:
             yield from self._redact_stored(rows.erased)
+        registered = [self._erasure_row(e) for e in events if isinstance(e.event, CustomerErased)]
+        if registered:
+            yield ExecuteMany(sql.upsert_erasure, registered)
         return rows.erased
+
+    def _erasure_row(self, stored: StoredEvent) -> tuple[Any, ...]:
+        """The register's row of one ``CustomerErased``: ids, time, sequence, reason."""
+        e = stored.event
+        assert isinstance(e, CustomerErased)
+        codec = self.rows
+        return (e.customer_id, stored.seq, codec.time_out(e.at), e.reason, codec.json_out(list(e.merged_ids)))
 
     async def expire_bodies(self, before: datetime) -> int:
         self._write_guard()
@@ -240,6 +250,22 @@ class PlannedStore:
         return await self._query(
             Fetch(self.sql.select_last_entry), lambda rows: (int(rows[0][0]), str(rows[0][1])) if rows else None
         )
+
+    async def erasures(self) -> list[ErasureRecord]:
+        def convert(rows: Rows) -> list[ErasureRecord]:
+            codec = self.rows
+            return [
+                ErasureRecord(
+                    customer_id=r[0],
+                    seq=int(r[1]),
+                    at=codec._required_time(r[2]),
+                    reason=r[3] or "",
+                    merged_ids=codec.list_in(r[4]),
+                )
+                for r in rows
+            ]
+
+        return await self._query(Fetch(self.sql.select_erasures), convert)
 
     async def timeline(
         self, customer_id: str, *, after: int = 0, limit: int = 100, channel: str | None = None

@@ -112,6 +112,13 @@ CREATE TABLE IF NOT EXISTS {s}.customer_links (
     seq bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS customer_links_survivor ON {s}.customer_links (survivor_id);
+CREATE TABLE IF NOT EXISTS {s}.erasures (
+    customer_id text PRIMARY KEY,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL,
+    reason text NOT NULL,
+    merged_ids jsonb NOT NULL
+);
 """
 
 
@@ -358,6 +365,7 @@ class PostgresTimelineStore(PlannedStore):
         # First: make running batches finish and new ones wait (see the module docstring).
         yield Execute(f"LOCK TABLE {self.sql.checkpoints} IN ACCESS EXCLUSIVE MODE")
         seq = yield from self.sql.carry_checkpoints(PostgresSql(shadow))
+        yield self.sql.carry_erasures(PostgresSql(shadow))  # the register outlives the rebuild
         yield Execute(f"ALTER SCHEMA {live} RENAME TO {old}")
         yield Execute(f"ALTER SCHEMA {quoted(shadow)} RENAME TO {live}")
         yield Execute(f"DROP SCHEMA {old} CASCADE")

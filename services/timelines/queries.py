@@ -24,7 +24,9 @@ from services.timelines.rows import search_form
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step
 from services.timelines.store import DEFAULT_KEY
 
-TABLES = ("timeline", "conversations", "checkpoints", "customers", "meta", "customer_links")
+TABLES = ("timeline", "conversations", "checkpoints", "customers", "meta", "customer_links", "erasures")
+# The erasure register (``rows.ErasureRecord``): never refolded away, carried over by a swap.
+ERASURE_COLUMNS = "customer_id, seq, at, reason, merged_ids"
 SHADOW = "__next"
 """Suffix of the shadow copy a rebuild fills (SQLite: of each table; PostgreSQL: of the schema)."""
 
@@ -47,6 +49,7 @@ class Sql:
         self.customers = names["customers"]
         self.meta = names["meta"]
         self.links = names["customer_links"]
+        self.erasures = names["erasures"]
         p = self.param
         # Every customer whose history shows on a customer's timeline: itself and whoever was
         # merged into it, directly or through others (UNION, not UNION ALL: cycles end).
@@ -65,6 +68,10 @@ class Sql:
             " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = excluded.survivor_id, seq = excluded.seq"
             " WHERE excluded.seq > x.seq"
         )
+        # The latest CustomerErased folded for a customer stands (one a log holds at most; after a
+        # restore and a new erasure, the new one, at whatever sequence the restored log gave it).
+        self.upsert_erasure = self._upsert(self.erasures, ERASURE_COLUMNS)
+        self.select_erasures = f"SELECT {ERASURE_COLUMNS} FROM {self.erasures} ORDER BY customer_id"
         self.select_checkpoint = f"SELECT seq FROM {self.checkpoints} WHERE key = {p}"
         self.select_checkpoints = f"SELECT key, seq FROM {self.checkpoints}"
         self.select_last_entry = f"SELECT seq, customer_id FROM {self.timeline} ORDER BY seq DESC LIMIT 1"
@@ -273,6 +280,15 @@ class Sql:
         }
 
     # -- swap -------------------------------------------------------------------------------
+
+    def carry_erasures(self, fresh: Sql) -> Step:
+        """In the swap transaction: every erasure this (live) copy registered that ``fresh``
+        has not folded itself goes over to it. The register is what outlives a restore of NATS
+        from an older backup; the fresh copy's own rows (the log as it is now) win."""
+        return Execute(
+            f"INSERT INTO {fresh.erasures} ({ERASURE_COLUMNS}) SELECT {ERASURE_COLUMNS} FROM {self.erasures}"
+            " WHERE true ON CONFLICT (customer_id) DO NOTHING"
+        )
 
     def carry_checkpoints(self, fresh: Sql) -> Plan[int]:
         """In the swap transaction: give ``fresh`` (the shadow copy) every checkpoint key of

@@ -1,5 +1,5 @@
 """The rows the timeline projection writes and the API serves: timeline entries,
-conversation summaries, customer summaries and merge links. Plain data, stored as UTC."""
+conversation summaries, customer summaries, merge links and the erasure register. Plain data, stored as UTC."""
 
 from __future__ import annotations
 
@@ -98,6 +98,19 @@ class CustomerLink(msgspec.Struct, frozen=True, kw_only=True):
     merged_id: str
     survivor_id: str
     seq: int
+
+
+class ErasureRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``CustomerErased`` the projector folded: the erasure register (table ``erasures``),
+    which a rebuild carries over instead of refolding, so it outlives a restore of NATS from a
+    backup taken before the erasure (``services.erasures_undone``). Ids, times and the
+    operator's reason (clear on the log too): no personal data."""
+
+    customer_id: str  # the survivor the erasure was written on
+    seq: int  # the log sequence of its CustomerErased (on the log it was folded from)
+    at: datetime
+    reason: str = ""  # the request's reference, as the operator gave it
+    merged_ids: list[str] = []  # the customers merged into it, erased with it
 
 
 def utc(value: datetime) -> datetime:

@@ -266,6 +266,7 @@ class SqliteTimelineStore(PlannedStore):
     def _swap(self, fresh: Sql) -> Plan[int]:
         yield from create_indexes(SHADOW)
         seq = yield from self.sql.carry_checkpoints(fresh)
+        yield self.sql.carry_erasures(fresh)  # the register outlives the rebuild
         yield from drop_index()  # the live customers' search index (its triggers go with the table)
         for name in TABLES:
             yield Execute(f"DROP TABLE IF EXISTS {name}")

@@ -34,7 +34,7 @@ ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
 def schema(suffix: str, tag: str) -> dict[str, list[str]]:
     """Per table: its CREATE TABLE, then its indexes. Index names stay with their table across
     a rename, so each generation of tables gets its own ``tag`` in its index names."""
-    t, c, k, u, m, lk = (name + suffix for name in TABLES)
+    t, c, k, u, m, lk, er = (name + suffix for name in TABLES)
     return {
         t: [
             f"""CREATE TABLE IF NOT EXISTS {t} (
@@ -111,6 +111,16 @@ def schema(suffix: str, tag: str) -> dict[str, list[str]]:
                 seq INTEGER NOT NULL
             )""",
             f"CREATE INDEX IF NOT EXISTS ix_{tag}_links_survivor ON {lk} (survivor_id)",
+        ],
+        # The erasure register (``rows.ErasureRecord``; carried over by a swap, never refolded).
+        er: [
+            f"""CREATE TABLE IF NOT EXISTS {er} (
+                customer_id TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                merged_ids TEXT NOT NULL
+            )"""
         ],
     }
 

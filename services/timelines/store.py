@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from events.stored import StoredEvent
 from services.timelines.fold import ConversationSummary, CustomerSummary, TimelineEntry
+from services.timelines.rows import ErasureRecord
 
 DEFAULT_KEY = "all"
 
@@ -83,6 +84,13 @@ class TimelineStore(Protocol):
         """The sequence and customer of the latest timeline row (None: no row yet): what the
         projector checks against the log at start (a log restored from an older backup holds
         other events at the same sequences)."""
+        ...
+
+    async def erasures(self) -> list[ErasureRecord]:
+        """The erasure register: every ``CustomerErased`` this store folded, the latest per
+        customer, by customer id. Written in the batch's transaction; a rebuild's swap carries
+        it over (``carry_erasures``), a one-customer rebuild leaves it, so it outlives a restore
+        of the log from an older backup."""
         ...
 
     async def timeline(
