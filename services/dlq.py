@@ -34,6 +34,7 @@ from services.bus.connection import let_go
 from services.bus.errors import NATS_ERRORS
 from services.config import Config
 from services.metrics import MEASURED_AT, PARKED
+from services.terminal_text import printable
 
 log = structlog.get_logger(__name__)
 
@@ -359,7 +360,8 @@ async def _dlq(args: argparse.Namespace, config: Config) -> int:
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:
     """Plain aligned columns (no wrapping or truncation, so keys can be copied and grepped)."""
-    cells = [header, *[tuple(str(c) for c in row) for row in rows]]
+    # Keys, subjects and errors may carry what a customer sent (a parse error quoting a mail).
+    cells = [header, *[tuple(printable(str(c)) for c in row) for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
@@ -377,9 +379,12 @@ def _print_list(out: Console, records: list[ParkedMessage]) -> None:
 
 
 def _print_one(out: Console, r: ParkedMessage) -> None:
+    """Escapes shown, not obeyed: the data of an unparseable mail is the first 64 KiB of what its
+    sender wrote (connectors/email/unparsed.py), ESC and C1 sequences included (found by an
+    audit: one cleared the operator's screen and wrote her clipboard through OSC 52)."""
     for name, value in summary(r).items():
         if name != "preview":
-            out.print(f"{name:>11}: {value}")
+            out.print(f"{name:>11}: {printable(str(value))}")
     for name, value in r.headers.items():
-        out.print(f"{'header':>11}: {name}: {value}")
-    out.print(f"{'data':>11}: {encode_payload_for_display(r.data)}")
+        out.print(f"{'header':>11}: {printable(name)}: {printable(value)}")
+    out.print(f"{'data':>11}: {printable(encode_payload_for_display(r.data), lines=True)}")

@@ -15,6 +15,7 @@ import structlog
 
 from events.redact import scrub
 from services import tracing
+from services.terminal_text import printable
 
 # Keys whose values are message bodies or contact addresses: logged only as a short hash,
 # which still lets an operator correlate lines about the same address.
@@ -45,6 +46,22 @@ def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
         value = event_dict[key]
         if isinstance(value, str):
             event_dict[key] = scrub(value)
+    return event_dict
+
+
+def terminal_safe(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For the console format only: the renderer writes ``event`` (a library's message, through
+    ``logging``) and ``exception``/``stack`` (whose text may quote a header, a name, a mail)
+    as they are, where every other value is shown as its repr. An ESC or C1 sequence in them
+    cleared the operator's terminal or wrote her clipboard (OSC 52), a CR LF forged a line
+    (found by an audit); they are shown escaped. JSON lines escape them already."""
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = printable(event)
+    for key in ("exception", "stack"):
+        value = event_dict.get(key)
+        if isinstance(value, str):
+            event_dict[key] = printable(value, lines=True)
     return event_dict
 
 
@@ -98,14 +115,14 @@ class ClientFaults(logging.Filter):
         return True
 
 
-def _stdlib_to_structlog(renderer: Any, level: int) -> None:
+def _stdlib_to_structlog(renderer: Any, level: int, safe: list[Any]) -> None:
     """Lines logged by libraries through ``logging`` (aiohttp, nats-py, asyncio) rendered like
     ours, one JSON line each in containers: without it they came as multi-line plain text
     tracebacks amid the JSON."""
     handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_pii, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_pii, *safe, renderer],
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
@@ -186,6 +203,7 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    safe: list[Any] = [] if fmt == "json" else [terminal_safe]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -194,10 +212,11 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_pii,
+            *safe,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    _stdlib_to_structlog(renderer, number)
+    _stdlib_to_structlog(renderer, number, safe)
