@@ -22,11 +22,20 @@ FILES = (
     "supervisor.js",
     "console.css",
 )
+# The page renders what customers wrote (names, subjects, messages, file names) as text only;
+# the policy is the second wall. default-src covers neither <base> nor where a form posts, so an
+# injected <base href> or <form action> would redirect the page's relative URLs or a typed-in
+# token to another host: both are pinned (found by an audit). X-Frame-Options for the browsers
+# that predate frame-ancestors.
 HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
 }
 
 
