@@ -11,9 +11,11 @@ a resolve sets status 4 (resolved).
 Freshdesk → Relaydesk: an automation rule ("Ticket is updated") triggers a webhook to the sink
 with the ticket id and the shared secret in a header (Freshdesk webhooks are not signed).
 The webhook is only a nudge: the sink reads the ticket's conversations and status from the
-API itself, sends every public agent reply it has not sent yet (by conversation id) to the
-customer, and resolves the conversation when the status is 4 (resolved) or 5 (closed). The
-conversations are read page by page (100 a page, up to ``MAX_PAGES``), not only the first 30.
+API itself, sends every public reply or note it has not sent yet (by conversation id) to the
+customer if the agent holding the conversation wrote it (``agents``; another agent's gets a
+private note saying it was not sent; a forward is never sent), and resolves the conversation
+when the status is 4 (resolved) or 5 (closed). The conversations are read page by page (100
+a page, up to ``MAX_PAGES``), not only the first 30.
 
 A note is never posted twice blind: after a timeout or 5xx the event is tried again and a note
 with the same text already on the ticket is adopted; its text is known as ours for ten minutes.
@@ -48,9 +50,15 @@ from .sdk import (
 )
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
+from .sdk.state import NOT_SENT
 
 TOKEN_HEADER = "X-Relaydesk-Webhook-Token"
 OPEN, RESOLVED, CLOSED = 2, 4, 5
+# A conversation entry's ``source`` that is written to the requester: 0 a reply, 2 a note (and
+# none given). Not 8, a forwarded email: its text was for a third party (found by a security
+# audit: a public forward to a vendor, "customer looks like a fraud, please check", went out
+# to the customer), nor a logged call (9) or a social post (5, 7).
+TO_THE_REQUESTER = (None, 0, 2)
 PER_PAGE = 100  # Freshdesk's largest page of a ticket's conversations (the default is 30)
 MAX_PAGES = 50  # 5,000 entries: a bound, not a limit any real ticket reaches
 
@@ -261,11 +269,19 @@ class FreshdeskSink(Sink):
         text = str(entry.get("body_text") or "").strip()
         if not entry_id or not text or entry.get("incoming") or entry.get("private"):
             return False
-        if str(entry.get("user_id") or "") == link.requester_id:
+        if entry.get("source") not in TO_THE_REQUESTER:
+            return False  # a forward (to a third party: a vendor, a colleague), a logged call…
+        author = str(entry.get("user_id") or "")
+        if author == link.requester_id:
             return False
         if await self.state.relayed(entry_id) or await self.state.is_ours(ticket_id, entry_id, text):
             return False
-        outcome = await self.reply(link.conversation_id, text, key=f"conversation:{entry_id}")
+        outcome = await self.reply(link.conversation_id, text, key=f"conversation:{entry_id}", author=author)
+        if outcome == "not_holder":  # told on the ticket, to the agents only; never sent later
+            note = self.not_sent_note(entry_id)
+            await self._note(link, f"not-sent-{entry_id}", note, user="", incoming=False, private=True)
+            await self.state.mark_relayed(entry_id, NOT_SENT)
+            return False
         if outcome in ("done", "already"):
             await self.state.mark_relayed(entry_id, link.conversation_id)
         return outcome == "done"

@@ -18,8 +18,10 @@ Zendesk → Relaydesk (a webhook subscribed to the ticket events "Comment added"
 changed", signed: ``X-Zendesk-Webhook-Signature`` = base64 HMAC-SHA256(secret, timestamp +
 body)):
 
-- a public comment by a staff member on a linked ticket → ``ReplyRequested`` and a
-  ``DeliverReply`` on the customer's own channel, once per comment id;
+- a public comment on a linked ticket by the Zendesk user of the Relaydesk agent holding the
+  conversation (``agents``) → ``ReplyRequested`` and a ``DeliverReply`` on the customer's own
+  channel, once per comment id; one by another staff member is not sent (an internal note on
+  the ticket says so);
 - status solved or closed → ``ConversationResolved``.
 
 Nothing loops: comments the sink posted are known by id (and by body while the post is in
@@ -60,6 +62,7 @@ from .sdk import (
 )
 from .sdk.actions import ConversationFacts
 from .sdk.errors import Malformed
+from .sdk.state import NOT_SENT
 
 SIGNATURE = "X-Zendesk-Webhook-Signature"
 SIGNATURE_TIMESTAMP = "X-Zendesk-Webhook-Signature-Timestamp"
@@ -323,7 +326,20 @@ class ZendeskSink(Sink):
             return {"acted": False, "ignored": "posted by Relaydesk"}
         if not body.strip():
             return {"acted": False, "ignored": "an empty comment"}
-        outcome = await self.reply(link.conversation_id, body, key=f"comment:{comment_id}")
+        if await self.state.relayed(comment_id) == NOT_SENT:
+            return {"acted": False, "ignored": "not written by the agent holding the conversation"}
+        author_id = author.get("id")
+        outcome = await self.reply(
+            link.conversation_id,
+            body,
+            key=f"comment:{comment_id}",
+            author=str(author_id) if isinstance(author_id, int | str) and not isinstance(author_id, bool) else "",
+        )
+        if outcome == "not_holder":  # told on the ticket, to the agents only; never sent later
+            note = self.not_sent_note(comment_id)
+            await self._comment(link, f"not-sent-{comment_id}", note, author="", public=False)
+            await self.state.mark_relayed(comment_id, NOT_SENT)
+            return {"acted": False, "ignored": "not written by the agent holding the conversation"}
         if outcome in ("done", "already"):
             await self.state.mark_relayed(comment_id, link.conversation_id)
         return {"acted": outcome == "done", "outcome": outcome}

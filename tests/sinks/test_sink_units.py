@@ -119,12 +119,15 @@ class _LinkedTicket:
     async def mark_relayed(self, comment_id: str, reply_id: str) -> None:
         self.asked.append(f"relayed.{comment_id}")
 
+    async def relayed(self, comment_id: str) -> str | None:
+        return None
+
 
 def with_state(sink: ZendeskSink | FreshdeskSink) -> tuple[_LinkedTicket, list[str]]:
     state, replies = _LinkedTicket(), []
     sink.state = cast(SinkState, state)
 
-    async def reply(conversation_id: str, text: str, *, key: str) -> str:
+    async def reply(conversation_id: str, text: str, *, key: str, author: str) -> str:
         replies.append(text)
         return "done"
 

@@ -44,7 +44,9 @@ from .errors import Transient
 
 log = structlog.get_logger("relaydesk.sink")
 
-Outcome = Literal["done", "already", "resolved", "unknown"]
+# not_holder: the helpdesk user who wrote the reply is not the Relaydesk agent holding the
+# conversation (nobody holds it, another agent does, or the user is mapped to no agent).
+Outcome = Literal["done", "already", "resolved", "unknown", "not_holder"]
 
 
 @dataclass
@@ -134,8 +136,14 @@ class Relaydesk:
                 facts.status, facts.agent_id = "resolved", None
         return facts if opened else None
 
-    async def reply(self, customer_id: str, conversation_id: str, text: str, *, key: str) -> Outcome:
-        """Send ``text`` to the customer on the conversation's own channel, once per ``key``."""
+    async def reply(
+        self, customer_id: str, conversation_id: str, text: str, *, key: str, authors: frozenset[str]
+    ) -> Outcome:
+        """Send ``text`` to the customer on the conversation's own channel, once per ``key``,
+        if one of ``authors`` (the Relaydesk agents the helpdesk user who wrote it is mapped to)
+        holds the conversation: what the agent API lets an agent do (reply to what is assigned
+        to her). Found by a security audit: any helpdesk user's public comment went out as the
+        holder's reply, or with none at all on a conversation waiting after a transfer."""
         reply_id = stable_id("rp_", self.actor, key)
         bound = log.bind(actor=self.actor, conversation_id=conversation_id, customer_id=customer_id, reply_id=reply_id)
         for _ in range(5):
@@ -148,6 +156,15 @@ class Relaydesk:
             if facts.status == "resolved":
                 bound.info("sink.reply_refused", reason="the conversation is resolved")
                 return "resolved"
+            if facts.agent_id is None or facts.agent_id not in authors:
+                bound.warning(
+                    "sink.reply_refused",
+                    reason="not written by the agent holding the conversation",
+                    holder=facts.agent_id,
+                    authors=sorted(authors),
+                )
+                count_skip("sink.reply_not_holder")
+                return "not_holder"
             event = ReplyRequested(
                 at=self.clock(),
                 customer_id=customer_id,

@@ -233,13 +233,32 @@ class Sink(ABC):
         self.relaydesk = relaydesk
         self.api = api
 
-    async def reply(self, conversation_id: str, text: str, *, key: str) -> Outcome:
+    def agents_of(self, helpdesk_user: str) -> frozenset[str]:
+        """The Relaydesk agents mapped to this helpdesk user id (the settings' ``agents``,
+        Relaydesk agent id → helpdesk user id); empty for a user mapped to none."""
+        agents = getattr(self.settings, "agents", None) or {}
+        wanted = helpdesk_user.strip()
+        return frozenset(agent for agent, user in agents.items() if wanted and str(user) == wanted)
+
+    async def reply(self, conversation_id: str, text: str, *, key: str, author: str) -> Outcome:
         """Send ``text`` to the customer of a linked conversation on the customer's own
-        channel; ``key`` (the helpdesk's comment id) makes it happen once."""
+        channel; ``key`` (the helpdesk's comment id) makes it happen once. ``author`` is the
+        helpdesk user id of who wrote it: only the agent holding the conversation may answer
+        its customer ("not_holder" otherwise; say so on the ticket with ``not_sent_note``)."""
         link = await self.state.link(conversation_id)
         if link is None:
             return "unknown"
-        return await self.relaydesk.reply(link.customer_id, conversation_id, text, key=f"{self.name}:{key}")
+        return await self.relaydesk.reply(
+            link.customer_id, conversation_id, text, key=f"{self.name}:{key}", authors=self.agents_of(author)
+        )
+
+    def not_sent_note(self, comment_id: str) -> str:
+        """The internal note that tells the helpdesk's agents a reply of theirs was not sent."""
+        return (
+            f"Relaydesk did not send comment {comment_id} to the customer: only the agent who holds the "
+            f"conversation in Relaydesk (mapped in [sinks.{self.name}] agents) answers it from here. "
+            "Take the conversation in Relaydesk first, or ask the agent who holds it."
+        )
 
     async def resolve(self, conversation_id: str, *, key: str) -> Outcome:
         """Resolve a linked conversation (once)."""

@@ -9,6 +9,7 @@ unready for a while (``webhook_auth_failed``) and have the settings read again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import InvalidKeyError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors.sdk import http as connector_http
 from services.bus.errors import NATS_ERRORS
 
 from .base import Sink, WebhookRequest
@@ -61,7 +63,22 @@ class SinkHttp:
         if request.content_length is not None and request.content_length > limit:
             SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
             return web.json_response({"error": f"body over {limit} bytes"}, status=413)
-        body = await request.read()
+        # A deadline on the body, as the connectors' ports have (connectors.sdk.http.BODY_TIMEOUT):
+        # the idle timeout closes a connection whose head trickles in, not one whose body does, so
+        # a head with Content-Length and then silence held a request open for as long as anyone
+        # liked, before any signature was checked (found by a security audit).
+        try:
+            async with asyncio.timeout(connector_http.BODY_TIMEOUT):
+                body = await request.read()
+        except TimeoutError:
+            SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
+            self.log.warning("sink.webhook_refused", status=408, reason="the body was too slow")
+            timeout = connector_http.BODY_TIMEOUT
+            return web.json_response({"error": f"the request body did not arrive within {timeout:g} s"}, status=408)
+        except web.RequestPayloadError:  # a corrupt gzip or chunked body: the client's fault, not a 500
+            SINK_WEBHOOKS.labels(sink=name, outcome="refused").inc()
+            self.log.warning("sink.webhook_refused", status=400, reason="the body cannot be read")
+            return web.json_response({"error": connector_http.unreadable_body(request)}, status=400)
         req = WebhookRequest(request.method, request.path, request.headers, body)
         try:
             self.sink.verify(req)

@@ -12,7 +12,9 @@ Keys (all written by the sink only):
   kept for ``OURS_TTL`` seconds after (its expiry time), so a webhook that arrives before the
   post returns, or about a copy of the comment the helpdesk stored although its answer timed
   out, is still recognised as ours;
-- ``relayed.<comment id>``: a helpdesk comment already sent to the customer (the reply id);
+- ``relayed.<comment id>``: a helpdesk comment already sent to the customer (the reply id), or
+  ``NOT_SENT``: refused for good (not written by the agent holding the conversation), so it
+  is not sent later when its author comes to hold the conversation;
 - ``parked.<sequence>``: a log event the sink could not sync (``ParkedEvent``).
 """
 
@@ -55,6 +57,7 @@ class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):
 # taken for the sink's own (a duplicate the helpdesk stored while our call timed out).
 OURS_TTL = 600.0
 PENDING = b"pending"
+NOT_SENT = "not-sent"  # relayed.<comment id>: refused, never sent (see the module docstring)
 
 
 def bucket_name(sink: str) -> str:
