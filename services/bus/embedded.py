@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,14 @@ log = structlog.get_logger(__name__)
 
 class NatsServerError(RuntimeError):
     pass
+
+
+# The server's log in the store dir, rotated by the server at this size with this many files
+# kept (the current one included): ``relaydesk up`` runs for months, and a client retrying
+# with a wrong password or speaking garbage writes an error line per attempt. Appended to by
+# every start, it grew without bound (found by the long-run audit, 2026-12-07).
+LOG_SIZE_LIMIT = 10 * 1024 * 1024
+LOG_FILES_KEPT = 3
 
 
 def _die_with_parent() -> None:
@@ -119,6 +128,7 @@ class EmbeddedNats:
     # Descriptors the server inherits: ``relaydesk up``'s data dir lock, so that the lock lasts
     # as long as the server uses the store, even if ``up`` is killed first (services.data_dir).
     pass_fds: tuple[int, ...] = ()
+    log_size_limit: int = LOG_SIZE_LIMIT  # bytes per log file (see LOG_SIZE_LIMIT)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -143,10 +153,13 @@ class EmbeddedNats:
         ]
         if self.monitor_port:
             args += ["-m", str(self.monitor_port)]
-        if self.config_file is not None:
-            args += ["-c", str(self.config_file)]
         log_path = self.store_dir / "nats-server.log"
-        self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        args += ["-c", str(self._write_config()), "-l", str(log_path)]
+        # What the server says before its log is open (a config it refuses) or past it (a
+        # crash's trace): small, and cut at a start once it is over the log's limit.
+        out_path = self.store_dir / "nats-server.out"
+        fresh = not out_path.exists() or out_path.stat().st_size > self.log_size_limit
+        self._log_file = open(out_path, "wb" if fresh else "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             args,
             stdout=self._log_file,
@@ -160,7 +173,9 @@ class EmbeddedNats:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self.process.returncode}; see {log_path}")
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}; see {out_path} and {log_path}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     log.info(
@@ -174,6 +189,20 @@ class EmbeddedNats:
                 time.sleep(0.05)
         self.stop()
         raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def _write_config(self) -> Path:
+        """The server's config: the given one (users and permissions), included, and the
+        log's rotation, which only a config file can set (``logfile_max_num``). Paths in an
+        ``include`` are relative to the including file, so the given one is named from here."""
+        lines = []
+        if self.config_file is not None:
+            included = os.path.relpath(self.config_file.resolve(), self.store_dir.resolve())
+            lines.append(f"include {json.dumps(included)}")
+        lines += [f"logfile_size_limit: {self.log_size_limit}", f"logfile_max_num: {LOG_FILES_KEPT}"]
+        path = self.store_dir / "nats-server.conf"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
 
     def stop(self, timeout: float = 10.0) -> None:
         proc = self.process
