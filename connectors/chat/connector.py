@@ -152,7 +152,8 @@ class WebChatConnector(Connector):
             self.log.warning("chat.reply_not_stored", reply_id=reply.reply_id, reason=str(err))
             return DeliveryResult.failed("chat history unavailable", retryable=True)
         # Every instance holding a socket of the contact pushes it (the stream's live copy).
-        self.log.info("chat.reply_stored", reply_id=reply.reply_id, seq=frame.seq, new=new)
+        # Once per reply: at debug (the outcome is on the log as MessageSent).
+        self.log.debug("chat.reply_stored", reply_id=reply.reply_id, seq=frame.seq, new=new)
         return DeliveryResult.sent(f"{self.history.epoch}-{frame.seq}")
 
     async def _closed(self, reply: DeliverReply) -> DeliveryResult:
@@ -163,7 +164,7 @@ class WebChatConnector(Connector):
         except HistoryUnavailable as err:
             self.log.warning("chat.closed_not_stored", conversation_id=reply.conversation_id, reason=str(err))
             return DeliveryResult.failed("chat history unavailable", retryable=True)
-        self.log.info("chat.closed_stored", conversation_id=reply.conversation_id, seq=frame.seq, new=new)
+        self.log.debug("chat.closed_stored", conversation_id=reply.conversation_id, seq=frame.seq, new=new)
         return DeliveryResult.sent(f"{self.history.epoch}-{frame.seq}")
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -164,7 +164,9 @@ class MetaConnector(Connector):
         self.ignored.update(batch.counts)
         for wamid, status in batch.statuses:
             log.debug("social.status", provider_message_id=wamid, status=status)
-        log.info(
+        # Once per webhook (receipts and echoes too: several per reply): at debug; what was
+        # not routed is kept in ``ignored`` too.
+        log.debug(
             "social.batch",
             object=payload.get("object") if isinstance(payload, dict) else None,
             messages=len(batch.messages),

@@ -150,7 +150,8 @@ class ClosingNotices:
                     )
                     await queue(self.deps.nc, notice, self.deps.store.cipher)
                     queued += 1
-                    bound.info("closing.notice_queued", channel=route.channel)
+                    # Once per web chat resolution in every API process: at debug.
+                    bound.debug("closing.notice_queued", channel=route.channel)
             except KeyDestroyed:
                 bound.info("closing.customer_erased", skipped="the notice: its customer was erased")
             except Exception as err:  # NATS away: the next sweep tries again, until the horizon

@@ -112,6 +112,7 @@ async def record_outcome(store: EventStore, report: ReplyOutcomeReported) -> int
             bound.debug("intake.outcome_conflict_retry", attempt=attempt)
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
             continue
-        bound.info("intake.outcome_recorded", seq=seq, fact=type(fact).__name__)
+        # Once per reply: at debug, like intake.recorded (README, Observability).
+        bound.debug("intake.outcome_recorded", seq=seq, fact=type(fact).__name__)
         return seq
     raise RuntimeError(f"intake: conversation {report.conversation_id} kept changing; giving up for redelivery")
