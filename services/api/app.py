@@ -114,7 +114,15 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.add_routes(session.routes(sessions, signed_out, authn, refused=lambda agent_id: deactivated(deps, agent_id)))
     app.add_routes(console.routes())
     app.add_routes(docs.routes())  # /openapi.json and /docs, no token
+    app.on_response_prepare.append(no_sniffing)
     return app
+
+
+async def no_sniffing(_request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer is read as the type it says: a JSON answer quoting what a customer wrote
+    (a name, a subject) is never sniffed into a page on the console's origin. Answers that set
+    their own (files, the console) keep theirs."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 @web.middleware

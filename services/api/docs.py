@@ -12,7 +12,10 @@ from aiohttp import web
 from services.contracts import generate
 from services.contracts.routes import ROUTES
 
-REDOC = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
+# Pinned, with its hash (sha384 of the file in the npm package redoc 2.5.4): the page is served
+# on the console's origin, where a script the CDN changed would act as whoever is signed in.
+REDOC = "https://cdn.jsdelivr.net/npm/redoc@2.5.4/bundles/redoc.standalone.js"
+REDOC_INTEGRITY = "sha384-w447zOpYfw/1Tv/5AK9NfHTlQIqE3RVR6KY62jCyy9zNDgO64cMwGGP1Fj0zJVf5"
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
@@ -35,7 +38,7 @@ table{{border-collapse:collapse}} td{{padding:.15rem .6rem;border-bottom:1px sol
 <noscript>Without JavaScript (or offline), the route list below and the JSON document are all there is.</noscript>
 <details id="routes"><summary>Every route (token: who may call)</summary>
 <table>{rows}</table></details>
-<script src="{REDOC}"></script>
+<script src="{REDOC}" integrity="{REDOC_INTEGRITY}" crossorigin="anonymous"></script>
 </body></html>
 """
 

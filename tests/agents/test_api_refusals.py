@@ -147,8 +147,12 @@ async def test_aiohttp_own_errors_are_json_too(s: AgentSystem) -> None:
     assert (status, kind) == (413, "application/json"), body
     assert body == {"error": "the request body is larger than the limit of 256 KiB"}
 
-    status, kind, _, body = await raw(s, "GET", "/console/nope.js")
+    status, kind, headers, body = await raw(s, "GET", "/console/nope.js")
     assert (status, kind) == (404, "application/json"), body
+    # Never sniffed into a page on the console's origin (a JSON answer quotes customers' words).
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    status, kind, headers, _ = await raw(s, "GET", "/v1/agents")
+    assert (status, kind, headers["X-Content-Type-Options"]) == (200, "application/json", "nosniff")
     # The pages that are not JSON still are not (only errors changed).
     for path, expected in (("/console", "text/html"), ("/console/core.js", "text/javascript"), ("/docs", "text/html")):
         status, kind, _, body = await raw(s, "GET", path)
