@@ -18,6 +18,7 @@ the ``event_id``, so even an unclaimed retry cannot send the customer the same r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from aiohttp import web
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from connectors.sdk import http as connector_http
 from events import subjects
 from events.model import LogEvent, ReplyRequested
 from events.redact import redact_error
@@ -48,6 +50,7 @@ from services.delivery.slack_refs import SlackRefs, is_thread
 log = structlog.get_logger(__name__)
 
 ACTION_COMMANDS = {slack_blocks.ACCEPT: "accept", slack_blocks.DECLINE: "decline", slack_blocks.RESOLVE: "resolve"}
+REPLY_SUBTYPES = (None, "", "thread_broadcast")  # a person's message in a thread
 CONFLICT_RETRIES = 3  # the conversation changed meanwhile (a customer wrote): check again and retry
 NOT_LINKED = "Your Slack user is not linked to a Relaydesk agent (ask an operator to add it to [slack] users)."
 
@@ -72,7 +75,19 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def verified(request: web.Request) -> bytes:
         if not settings.interactive:
             raise web.HTTPNotFound(text="the Slack app is not configured ([slack] signing_secret)")
-        raw = await request.read()
+        # A deadline on the body (connectors.sdk.http.BODY_TIMEOUT, as the connectors' ports): the
+        # idle timeout closes a connection whose head trickles in, not one whose body does, and
+        # these routes read the body before anything proves who sends it (found by a security
+        # audit: a head with Content-Length and then silence held an API request for good).
+        try:
+            async with asyncio.timeout(connector_http.BODY_TIMEOUT):
+                raw = await request.read()
+        except TimeoutError:
+            log.warning("slack.request_refused", path=request.path, reason="the body was too slow")
+            count_skip("slack.slow_request")
+            raise web.HTTPRequestTimeout(
+                text=f"the request body did not arrive within {connector_http.BODY_TIMEOUT:g} s"
+            ) from None
         why = slack_signing.refusal(
             settings.signing_secret,
             request.headers.get(slack_signing.TIMESTAMP),
@@ -209,8 +224,10 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
         got = body.get("event") or {}
         if body.get("type") != "event_callback" or not isinstance(got, dict) or got.get("type") != "message":
             return ok({})
-        # Bots (our own thread posts among them) and edits, joins, deletions: never a reply.
-        if got.get("bot_id") or got.get("subtype") or not got.get("thread_ts"):
+        # Bots (our own thread posts among them) and edits, joins, deletions: never a reply. A
+        # reply also sent to the channel (subtype thread_broadcast) is one: ignored, the agent
+        # believed the customer had her answer (found by a security audit).
+        if got.get("bot_id") or got.get("subtype") not in REPLY_SUBTYPES or not got.get("thread_ts"):
             return ok({})
         try:
             event = msgspec.convert(got, MessageEvent)
