@@ -25,6 +25,8 @@ up`` exports each once):
   intake (``services.intake.lag.export_forever``) and the API (at each ``/readyz``), from their
   first reading of the consumer on;
 - ``relaydesk_api_view_lag_events``: the API, from its first ``/readyz`` on;
+- ``relaydesk_erasures_undone``: the projector of partition 0, from its first comparison of the
+  erasure register with the log (``services.erasures_undone``) on;
 - ``relaydesk_routing_decide_seconds`` (histogram): routers, from their start;
 - ``relaydesk_agent_tokens_refused_total`` (services.api.tokens) and
   ``relaydesk_api_language_reason_unread_total`` (services.api.views): the API, from its start.
@@ -209,6 +211,14 @@ PROJECTOR_STALLED = Gauge(
     "Seconds the projector's position has not moved while events wait for it (0 while it is "
     "caught up or advancing; at each of its health checks)",
     ["projector"],
+)
+
+ERASURES_UNDONE = Gauge(  # the projector's (partition 0): measured(ERASURES_UNDONE) at its first check
+    "relaydesk_erasures_undone",
+    "Customers the erasure register (the timelines store) says were erased whose CustomerErased is "
+    "not on the log any more: NATS restored from a backup taken before the erasure. "
+    "relaydesk customers erase-again erases them again",
+    registry=None,
 )
 
 # -- relaydesk up (services.supervision) ---------------------------------------------

@@ -30,6 +30,7 @@ from events.replay import replay_batches
 from events.skips import count_skip
 from events.stopping import cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
+from services.erasures_undone import UndoneWatch
 from services.timelines.applier import BatchApplier
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.store import CheckpointMismatch, TimelineStore
@@ -66,6 +67,8 @@ class Projector(BatchApplier):
         self.max_backoff = max_backoff
         self.auto_rebuild = rebuild_if_stale
         self.rebuilding = False  # a rebuild from the log into a shadow copy runs (health: no stall)
+        # Erasures a restore of NATS undid: the register in the store against the log.
+        self.erasures = UndoneWatch(timelines)
 
     # -- public -----------------------------------------------------------------------
 
@@ -98,9 +101,10 @@ class Projector(BatchApplier):
             if self.store.nc.is_closed:
                 raise RuntimeError("projector: the NATS connection is closed")
             try:
-                if self.auto_rebuild and checked_at != (reconnects := self._reconnects()):
-                    if not await self._rebuild_unless_stopped(stop):
+                if checked_at != (reconnects := self._reconnects()):
+                    if self.auto_rebuild and not await self._rebuild_unless_stopped(stop):
                         break
+                    await self._check_erasures()
                     checked_at = reconnects
                 await self._follow(stop)
                 delay = 0.1
@@ -174,6 +178,17 @@ class Projector(BatchApplier):
         await self.timelines.swap_in(fresh)
         log.info("projector.rebuilt", checkpoint=checkpoint, fold_version=FOLD_VERSION)
         return True
+
+    async def _check_erasures(self) -> None:
+        """Compare the erasure register with the log (``services.erasures_undone``): after the
+        rebuild check, so a store of another log has been rebuilt from this one (its register
+        carried over). Partition 0 only, as the rebuild: the store and the log are shared."""
+        if self.index == 0 and isinstance(self.store, EventStore):
+            await self.erasures.check(self.store.js)
+
+    async def _apply(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
+        await super()._apply(chunk, through=through)
+        self.erasures.folded(chunk)  # an undone erasure applied again is done
 
     async def _other_log(self) -> str | None:
         """Why the store's rows cannot be of this log, or None. After NATS is restored from an

@@ -164,6 +164,7 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health
                 projector.filter_subject,
                 stale_after=config.projection.stale_seconds,
                 rebuilding=lambda: projector.rebuilding,
+                erasures_undone=lambda: projector.erasures.count,
             )
             health.add("projector", check)
         # [retention] message_days: the timelines' copies of message bodies expire too.

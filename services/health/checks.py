@@ -178,6 +178,7 @@ def projector_check(
     *,
     stale_after: float = PROJECTOR_STALE_S,
     rebuilding: Callable[[], bool] = lambda: False,
+    erasures_undone: Callable[[], int] = lambda: 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Check:
     """Projector: ready when NATS and the streams are there and it is not stalled: events wait
@@ -185,7 +186,9 @@ def projector_check(
     stale_seconds``). Its lag (the last event on its subjects minus its position) and how long
     it has been stalled are in the detail and the ``relaydesk_projector_lag_events`` and
     ``relaydesk_projector_stalled_seconds`` gauges. A rebuild of the store (``rebuilding``: the
-    old rows serve meanwhile, the position moves at the swap) is no stall."""
+    old rows serve meanwhile, the position moves at the swap) is no stall. Erasures a restore of
+    NATS undid (``erasures_undone``, ``services.erasures_undone``) are named in the detail with
+    what to run; they leave it ready (it folds the log as it is)."""
     stall = Stall(clock)
 
     async def check() -> CheckResult:
@@ -202,6 +205,12 @@ def projector_check(
             PROJECTOR_LAG.labels(projector=key).set(lag)
             PROJECTOR_STALLED.labels(projector=key).set(round(stalled, 3))
             detail.update(position=at, last_event=end, lag_events=lag, stalled_seconds=round(stalled, 1))
+            if undone := erasures_undone():
+                detail["erasures_undone"] = undone
+                detail["erasures_undone_action"] = (
+                    "erasures done since the backup NATS was restored from are undone: "
+                    "run `relaydesk customers erase-again` (see README: Backup and restore)"
+                )
             if stalled >= stale_after:
                 ok = False
                 detail["reason"] = (
