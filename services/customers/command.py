@@ -1,6 +1,6 @@
 """``relaydesk customers import FILE | link CUSTOMER IDENTITY | unlink CUSTOMER IDENTITY |
 merge SURVIVOR OTHER | export CUSTOMER [--out FILE] | erase CUSTOMER --reason TEXT |
-migrate-identities``.
+erase-again [--dry-run] | migrate-identities``.
 
 These talk to NATS directly (like ``relaydesk rebuild``), not to the API: set
 ``RELAYDESK_NATS_URL`` or ``--nats-url``; beside ``relaydesk up`` (the same data dir), its
@@ -95,6 +95,13 @@ def customers_command(args: argparse.Namespace, config: Config) -> int:
         return run_tool(
             run_erase(config, args.customer, args.reason, assume_yes=args.yes),
             interrupted="if the erasure had begun, run the same command again to finish it (what is gone stays gone)",
+        )
+    if args.action == "erase-again":
+        return run_tool(
+            run_erase_again(config, dry_run=args.dry_run),
+            interrupted="nothing was changed (a dry run)"
+            if args.dry_run
+            else "what was erased stays erased; run it again to finish (a customer cut short is finished then)",
         )
     if args.action == "migrate-identities":
         return run_tool(
@@ -228,6 +235,32 @@ async def run_erase(config: Config, customer_id: str, reason: str, *, assume_yes
             f" (events {seqs}{', …' if report.left_in_clear > len(report.left_in_clear_seqs) else ''})."
             " See README: Erasure."
         )
+        return 3
+    return 0
+
+
+async def run_erase_again(config: Config, *, dry_run: bool = False) -> int:
+    """Erase again the erasures a restore of NATS undid (``services.customers.erase_again``),
+    from the register in the timelines store. Exit 1 when one was refused, 3 when personal data
+    in clear is left on the log (as ``erase``)."""
+    from services.customers.erase_again import erase_again, read_register
+
+    try:
+        register = await read_register(config.projection_target)
+    except Exception as err:
+        raise SystemExit(f"relaydesk customers erase-again: cannot read the erasure register: {err}") from err
+    async with _customers(config) as customers:
+        report = await erase_again(
+            customers,
+            register,
+            ErasureTargets.from_config(config),
+            dry_run=dry_run,
+            say=lambda line: print(line, flush=True),
+        )
+    if report.refused:
+        return 1
+    if report.left_in_clear:
+        print(f"{report.left_in_clear} events hold personal data in clear on the log: see README, Erasure")
         return 3
     return 0
 

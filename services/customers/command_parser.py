@@ -31,6 +31,10 @@ Customers, straight on the event log:
                                                   erase a customer and every customer merged into
                                                   it for good (GDPR Art. 17): keys, addresses, raw
                                                   messages, chat history, attachments; timelines redacted
+  relaydesk customers erase-again [--dry-run]
+                                                  after NATS was restored from a backup taken before
+                                                  some erasures: erase those customers again, from the
+                                                  register in the timelines store (safe to run again)
   relaydesk customers migrate-identities [--compact]
                                                   re-key rd_identity entries written before keys were
                                                   hashed; --compact rewrites the bucket (intake stopped)
@@ -40,7 +44,8 @@ Customers, straight on the event log:
 def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = sub.add_parser(
         "customers",
-        help="import from CSV / JSON Lines, link or unlink an address, merge, export or erase a customer",
+        help="import from CSV / JSON Lines, link or unlink an address, merge, export or erase a customer"
+        " (again, after a restore)",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -78,6 +83,18 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     erase.add_argument("customer", metavar="CUSTOMER")
     erase.add_argument("--reason", required=True, help="why (the request's reference); kept on the log")
     erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    again = actions.add_parser(
+        "erase-again",
+        help="erase again the customers whose erasure a restore of NATS from an older backup undid",
+        description="After NATS was restored from a backup taken before some erasures, those customers are"
+        " back, keys included. This reads the erasure register the projector keeps in the timelines store"
+        " (it survives the restore), erases again every registered customer whose CustomerErased is not on"
+        " the log any more (with the reason first given), one line per customer, and finishes any of their"
+        " erasures left under way. Safe to run again: a run cut short is finished by the next one. The"
+        " projector's relaydesk_erasures_undone gauge goes to 0 as it reads the new erasures.",
+    )
+    common(again)
+    again.add_argument("--dry-run", action="store_true", help="list the erasures to apply again; change nothing")
     migrate = actions.add_parser("migrate-identities", help="re-key rd_identity entries of earlier versions")
     common(migrate)
     migrate.add_argument(
