@@ -42,6 +42,7 @@ from services.api import (
     uploads,
 )
 from services.api.auth import authenticate, authorize, deactivated
+from services.api.body_deadline import body_deadline
 from services.api.common import ApiDeps, loggable_path
 from services.api.errors import json_errors
 from services.api.nul_refusal import refuse_nul
@@ -86,6 +87,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         # aiohttp's own errors (404, 405, 413), a body that does not decode (400) and NATS away
         # or slow (503; aiohttp answers a TimeoutError with a blank 504) as {"error": ...} too
         json_errors(BODY_LIMIT),
+        body_deadline,  # a body not all there within 30 s: 408 (body_deadline.py)
         refuse_nul,  # no value kept can hold a NUL: a 400, not a database's 500 (nul_refusal.py)
         refuse_repeated_query,  # ?limit=1&limit=x: a 400, not the first value read (repeated_query.py)
         session.cookie_session(sessions, signed_out),  # a console session cookie becomes the bearer (session.py)

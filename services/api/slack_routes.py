@@ -18,7 +18,6 @@ the ``event_id``, so even an unclaimed retry cannot send the customer the same r
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,6 @@ from aiohttp import web
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from connectors.sdk import http as connector_http
 from events import subjects
 from events.model import LogEvent, ReplyRequested
 from events.redact import redact_error
@@ -75,19 +73,7 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
     async def verified(request: web.Request) -> bytes:
         if not settings.interactive:
             raise web.HTTPNotFound(text="the Slack app is not configured ([slack] signing_secret)")
-        # A deadline on the body (connectors.sdk.http.BODY_TIMEOUT, as the connectors' ports): the
-        # idle timeout closes a connection whose head trickles in, not one whose body does, and
-        # these routes read the body before anything proves who sends it (found by a security
-        # audit: a head with Content-Length and then silence held an API request for good).
-        try:
-            async with asyncio.timeout(connector_http.BODY_TIMEOUT):
-                raw = await request.read()
-        except TimeoutError:
-            log.warning("slack.request_refused", path=request.path, reason="the body was too slow")
-            count_skip("slack.slow_request")
-            raise web.HTTPRequestTimeout(
-                text=f"the request body did not arrive within {connector_http.BODY_TIMEOUT:g} s"
-            ) from None
+        raw = await request.read()  # within the API's deadline on bodies (body_deadline.py)
         why = slack_signing.refusal(
             settings.signing_secret,
             request.headers.get(slack_signing.TIMESTAMP),
