@@ -2,8 +2,11 @@
 
 Sending: after the SMTP server accepted a reply, ``SentReplies.remember`` keeps
 ``email.sent.<id>`` in the ``rd_state`` KV bucket: the reply, its customer and conversation
-(``<id>`` is the ``<id>`` of our Message-ID ``rd.<id>@<domain>``). No TTL: the bucket has
-none and per-message TTLs need a bucket created for them; an entry is ~200 bytes.
+(``<id>`` is the ``<id>`` of our Message-ID ``rd.<id>@<domain>``), for ``SENT_KEPT`` (a
+per-message TTL, ``events.kv_expiry``): mail servers give up on a message within days (RFC
+5321 asks for 4-5), and kept for good each reply left ~200 bytes in ``rd_state`` for as long
+as the deployment ran (found by the long-run audit). A bounce arriving later than that is
+taken as mail from the customer, as one of a reply sent before entries existed.
 
 Receiving: a bounce whose bounced Message-ID is ``rd.<id>@…`` with an entry, and whose
 delivery-status report says ``Action: failed`` (or that has no report at all), becomes
@@ -37,12 +40,14 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from events import subjects
+from events.kv_expiry import put_expiring
 from events.model import DeliverReply, ReplyOutcomeReported
 
 from .automatic import DeliveryReport, status_blocks
 from .lenient import forgiven
 
 KEY_PREFIX = "email.sent."
+SENT_KEPT = 14 * 24 * 3600.0  # seconds an entry is kept (then the server removes it)
 _OUR_ID = re.compile(r"^<?rd\.([A-Za-z0-9._-]{1,100})@[^@>\s]+>?$")
 _PLAIN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -106,8 +111,7 @@ class SentReplies:
             to_hash=recipient_hash(reply.reply_id, to),
         )
         async with asyncio.timeout(self.timeout):
-            kv = await self._bucket()
-            await kv.put(sent_key(local), msgspec.json.encode(entry))
+            await put_expiring(self.js, subjects.STATE_BUCKET, sent_key(local), msgspec.json.encode(entry), SENT_KEPT)
 
     async def lookup(self, local_id: str) -> SentReply | None:
         async with asyncio.timeout(self.timeout):

@@ -9,7 +9,10 @@ NATS role may write there; the API's may read), two keys per message:
 - ``delivery.slack.ts.<channel>.<ts>``: the same reference (API: a thread reply's conversation).
 
 A reference holds ids only (no customer data: erasure need not look here) and is removed once
-the message reaches its last state (declined, expired, handed back, resolved).
+the message reaches its last state (declined, expired, handed back, resolved): purged with a
+marker that lapses after ``MARKER_TTL`` (``events.kv_expiry``), so nothing of it stays. A
+plain delete left a marker per key for good: two messages in ``rd_state`` per Slack message
+ever posted (found by the long-run audit).
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from events.kv_expiry import purge_expiring
+
 PREFIX = "delivery.slack"
+MARKER_TTL = 3600.0  # seconds a removed reference's marker stays (then the key is gone)
 
 
 class MessageRef(msgspec.Struct, kw_only=True):
@@ -85,4 +91,4 @@ class SlackRefs:
             conversation_key(ref.conversation_id, ref.endpoint_id, ref.agent_id),
             thread_key(ref.channel, ref.ts),
         ):
-            await self.kv.delete(key)  # a tombstone, whether or not the key was there
+            await purge_expiring(self.kv, key, MARKER_TTL)  # whether or not the key was there
