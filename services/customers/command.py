@@ -44,6 +44,7 @@ from services.identity import IdentityDirectory
 from services.identity.addresses import IdentityRules
 from services.identity.compaction import CompactionFailed, intake_reading, recreate_if_cut_short
 from services.progress import LineTasks
+from services.terminal_text import printable_json
 
 
 @asynccontextmanager
@@ -145,7 +146,7 @@ async def run_export(config: Config, customer_id: str, out: str | None) -> int:
         except CustomerError as err:
             console.print(f"[red]refused ({err.status}): {escape(err.reason)}")
             return 1
-    data = msgspec.json.format(msgspec.json.encode(found.to_json()), indent=2) + b"\n"
+    data = printable_json(msgspec.json.format(msgspec.json.encode(found.to_json()), indent=2)) + b"\n"
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

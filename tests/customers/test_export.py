@@ -20,6 +20,8 @@ from tests.agents.helpers import AgentSystem, agent_system, agents_config, event
 pytestmark = pytest.mark.integration
 
 ANN, ANN_AGAIN = "+15557770001", "+15557770002"
+# A terminal would obey the CSI (U+009B) and the right-to-left override if printed raw.
+NOTE = "She sounded upset.\x9b2J\u202e"
 
 
 async def customer(s: AgentSystem, phone: str) -> str:
@@ -45,7 +47,7 @@ async def test_an_export_holds_everything_of_the_person_and_changes_nothing(
         await s.offered_to(conv["id"], "ava")
         await ok(s, "POST", f"/v1/conversations/{conv['id']}/accept", ava)
         await ok(s, "POST", f"/v1/conversations/{conv['id']}/reply", ava, {"text": "We are on it, Ann."})
-        await ok(s, "POST", f"/v1/conversations/{conv['id']}/notes", ava, {"text": "She sounded upset."})
+        await ok(s, "POST", f"/v1/conversations/{conv['id']}/notes", ava, {"text": NOTE})
         # Her second number was a customer of its own until an operator merged it in.
         assert await s.system.send_sms("SM" + "b" * 32, ANN_AGAIN, "It is Ann again") == 200
         again = await customer(s, ANN_AGAIN)
@@ -63,7 +65,7 @@ async def test_an_export_holds_everything_of_the_person_and_changes_nothing(
         found = texts(export)
         assert found["message_received"] == ["My invoice is wrong, the parcel never came", "It is Ann again"]
         assert found["reply_requested"] == ["We are on it, Ann."]
-        assert found["note_added"] == ["She sounded upset."]
+        assert found["note_added"] == [NOTE]
         assert {"customer_created", "conversation_opened", "customers_merged"} <= {e["type"] for e in export["events"]}
         assert [e["seq"] for e in export["events"]] == sorted(e["seq"] for e in export["events"])
 
@@ -94,4 +96,7 @@ async def test_an_export_holds_everything_of_the_person_and_changes_nothing(
         assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
         written = json.loads(out.read_text())
         assert texts(written) == texts(export) and written["customers"] == export["customers"]
+        # The same data, with nothing a terminal obeys when it is printed (to stdout, or `cat`).
+        raw = out.read_text()
+        assert "\x9b" not in raw and "\u202e" not in raw and "\\u009b" in raw, raw
         assert await asyncio.to_thread(main, ["customers", "export", "cu-nobody", "--log-level", "warning"]) == 1
