@@ -7,7 +7,6 @@ Over a real nats-server and a fake Slack (tests/agents/fake_slack.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from connectors.sdk import http as connector_http
 from events.model import ReplyRequested
 from services.bus.embedded import EmbeddedNats
+from tests.trickle import answer_to_trickling_body
 
 from .fake_slack import BOT_ID, fake_slack
 from .helpers import agent_system, eventually
@@ -31,18 +31,14 @@ async def test_a_slack_request_whose_body_trickles_in_is_408_not_held_for_ever(
     async with fake_slack() as slack:
         config = slack_config(tmp_path, clean_nats.url, slack)
         async with agent_system(config, clean_nats, services=("api",)):
-            reader, writer = await asyncio.open_connection(config.api.host, config.api.port)
-            try:
-                writer.write(
-                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
-                    + b'X-Slack-Request-Timestamp: 1\r\nX-Slack-Signature: v0=00\r\nContent-Length: 100\r\n\r\n{"t'
-                )
-                await writer.drain()
-                async with asyncio.timeout(10):  # a deadline, not the expected time (0.5 s)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 408 "), head
-            finally:
-                writer.close()
+            head = await answer_to_trickling_body(
+                f"http://{config.api.host}:{config.api.port}",
+                path,
+                content_type="application/json",
+                start=b'{"t',
+                headers="X-Slack-Request-Timestamp: 1\r\nX-Slack-Signature: v0=00\r\n",
+            )
+            assert head.startswith(b"HTTP/1.1 408 "), head
 
 
 async def test_a_thread_reply_also_sent_to_the_channel_reaches_the_customer(

@@ -6,9 +6,8 @@ Over the session's nats-server, outbound off (see ``test_sms_inbound``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -19,6 +18,7 @@ from connectors.sdk.conformance.helpers import read_inbound
 from connectors.sdk.runtime import ConnectorRuntime
 from connectors.sms.connector import TwilioSmsConnector
 from connectors.voice.connector import TwilioVoiceConnector
+from tests.trickle import answer_to_trickling_body
 
 from .test_sms_inbound import TOKEN, signed_headers
 
@@ -40,20 +40,10 @@ async def sms(nc: NATS, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
 async def test_a_body_that_trickles_in_is_408_not_held_for_ever(sms: str) -> None:
     """The idle timeout closed a connection whose head trickled in, not one whose body did:
     a head with Content-Length and then silence held a request (and its handler) open."""
-    url = urlsplit(sms)
-    assert url.hostname is not None and url.port is not None
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    try:
-        writer.write(
-            b"POST /twilio/sms HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: 100\r\n\r\nMessageSid=SM"
-        )
-        await writer.drain()
-        async with asyncio.timeout(10):  # a deadline, not the expected time (BODY_TIMEOUT: 0.5 s)
-            head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 408 ")
-    finally:
-        writer.close()
+    head = await answer_to_trickling_body(
+        sms, "/twilio/sms", content_type="application/x-www-form-urlencoded", start=b"MessageSid=SM"
+    )
+    assert head.startswith(b"HTTP/1.1 408 "), head
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ Over a real nats-server, beside the fake helpdesks (``tests/sinks/*_fake.py``)."
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -20,6 +18,7 @@ from services.sinks.conformance import FakeComment, FakeTicket
 from services.sinks.conformance.rig import Rig, eventually
 from services.sinks.freshdesk import FreshdeskSink
 from services.sinks.zendesk import COMMENT_ADDED, ZendeskSink
+from tests.trickle import answer_to_trickling_body
 
 from .freshdesk_fake import AGENTS as FRESHDESK_AGENTS
 from .freshdesk_fake import FakeFreshdesk, freshdesk_config
@@ -45,20 +44,10 @@ async def test_a_webhook_body_that_trickles_in_is_408_not_held_for_ever(
     head with Content-Length and then silence held a request open, before any signature check."""
     monkeypatch.setattr(connector_http, "BODY_TIMEOUT", 0.5)
     async with make_rig(tmp_path, FakeZendesk(), ZendeskSink, zendesk_config) as rig:
-        url = urlsplit(rig.base_url)
-        assert url.hostname is not None and url.port is not None
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
-        try:
-            writer.write(
-                b"POST /zendesk/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b'Content-Length: 100\r\n\r\n{"type":'
-            )
-            await writer.drain()
-            async with asyncio.timeout(10):  # a deadline, not the expected time (0.5 s)
-                head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 408 ")
-        finally:
-            writer.close()
+        head = await answer_to_trickling_body(
+            rig.base_url, "/zendesk/webhook", content_type="application/json", start=b'{"type":'
+        )
+        assert head.startswith(b"HTTP/1.1 408 "), head
 
 
 def _zendesk_comment(fake: FakeZendesk, ticket: FakeTicket, text: str, author: str) -> Any:
