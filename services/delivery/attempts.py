@@ -122,7 +122,8 @@ class Rounds:
             if outcome.ok:
                 record.status, record.reason, record.next_attempt_at = "delivered", "", None
                 await self._save(record)
-                bound.info("delivery.delivered", attempt=n, round=record.rounds, kind=record.kind)
+                # Once per notice: at debug (the record and relaydesk_delivery_attempts_total keep it).
+                bound.debug("delivery.delivered", attempt=n, round=record.rounds, kind=record.kind)
                 return
             bound.info("delivery.attempt_failed", attempt=n, status_code=outcome.status_code, error=outcome.error)
             if not outcome.retryable or n == self.settings.max_attempts:

@@ -87,7 +87,8 @@ class SlackApp:
             result = await self.api.update(ref.channel, ref.ts, text, blocks)
             if result.ok and kind in slack_blocks.FINAL:
                 await refs.forget(ref)
-            bound.info("slack.updated", ok=result.ok, error=result.error)
+            # Once per notice: at debug when it went (a refusal is said at info).
+            (bound.debug if result.ok else bound.info)("slack.updated", ok=result.ok, error=result.error)
             return result
         elif kind not in ("offer", "assigned") or kind not in endpoint.notices:
             return NOTHING_TO_UPDATE  # nothing posted to update (or not wanted as a new message)
@@ -116,5 +117,5 @@ class SlackApp:
                     ts=ts,
                 )
             )
-        bound.info("slack.posted", channel=posted_in)
+        bound.debug("slack.posted", channel=posted_in)  # once per notice
         return result

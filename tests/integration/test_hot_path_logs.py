@@ -13,7 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
+from nats.aio.client import Client as NATS
 
 from connectors.chat.connector import WebChatConnector
 from connectors.chat.settings import ChatSettings
@@ -22,6 +24,12 @@ from connectors.social.connector import MetaConnector
 from events.model import ConversationOpened, ConversationResolved, DeliverReply, ReplyOutcomeReported
 from events.store import EventStore, StoredEvent
 from services.api.closings import ClosingNotices, PendingClosings
+from services.delivery.attempts import Rounds
+from services.delivery.records import DeliveryRecord
+from services.delivery.senders import Outcome
+from services.delivery.settings import DeliverySettings, Endpoint
+from services.delivery.slack_api import SlackResult
+from services.delivery.slack_app import SlackApp
 from services.intake.outcomes import record_outcome
 from tests.agents.test_closing_notices import Clock, FakeNats, FakeStore
 from tests.connectors.intake_rig import request_reply
@@ -30,6 +38,7 @@ from tests.connectors.social.test_inbound import settings as meta_settings
 
 Logs = list[dict[str, Any]]
 PER_EVENT = {
+    "delivery.delivered",
     "intake.outcome_recorded",
     "chat.reply_stored",
     "chat.closed_stored",
@@ -131,3 +140,42 @@ def test_a_meta_webhook_of_receipts_is_taken_without_an_info_line(log_lines: Log
     assert list(connector.parse(request)) == []
     assert any(e["event"] == "social.batch" for e in log_lines)
     assert said_above_debug(log_lines) == []
+
+
+async def test_a_delivered_notice_is_said_at_debug(log_lines: Logs) -> None:
+    class Sent:
+        async def send(self, *_: object) -> Outcome:
+            return Outcome(ok=True, retryable=False, status_code=200)
+
+    async def save(_record: DeliveryRecord) -> None:
+        return None
+
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    endpoint = Endpoint(kind="webhook", id="ep", agent="ava", url="https://x.example/h", secret="s")
+    attempts = Rounds(DeliverySettings(), {"ep": endpoint}, Sent(), clock=lambda: now, save=save)  # type: ignore[arg-type]
+    record = DeliveryRecord(
+        id="dl-1-ep-ava", endpoint_id="ep", kind="webhook", agent_id="ava", notice="offer", seq=1,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    await attempts.run(record, structlog.get_logger().bind(delivery_id=record.id))
+    assert record.status == "delivered"
+    assert any(e["event"] == "delivery.delivered" for e in log_lines)
+    assert said_above_debug(log_lines) == []
+
+
+@pytest.mark.integration
+async def test_a_slack_message_posted_and_updated_is_said_at_debug(nc: NATS, uid: str, log_lines: Logs) -> None:
+    class Api:
+        async def post_message(self, channel: str, *_: object, **__: object) -> SlackResult:
+            return SlackResult(True, data={"channel": "C1", "ts": f"17.{uid[:6]}"})
+
+        async def update(self, *_: object) -> SlackResult:
+            return SlackResult(True)
+
+    app = SlackApp(Api(), nc.jetstream(), lambda _agent: None)  # type: ignore[arg-type]
+    endpoint = Endpoint(kind="slack", id="ep", agent="ava", channel="C1")
+    for notice in ("offer", "resolved"):
+        body = {"notice": notice, "agent_id": "ava", "conversation": {"id": f"cv{uid}", "customer_id": "cu1"}}
+        assert (await app.send("ep", endpoint, body)).ok
+    assert {e["event"] for e in log_lines} >= {"slack.posted", "slack.updated"}
+    assert [e["event"] for e in log_lines if e["event"].startswith("slack.") and e["log_level"] != "debug"] == []
