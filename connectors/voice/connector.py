@@ -241,7 +241,9 @@ class TwilioVoiceConnector(Connector):
             extra["ends_call"] = "1"
         message = self._message(form, "call_status", sid, text=text, auto=True, extra=extra)
         await self._publish(message)
-        log.info(
+        # Several per call (each leg's ringing, answer, end), each a message published: at debug,
+        # as inbound.published is (the timeline and relaydesk_connector_published_total keep it).
+        log.debug(
             "voice.status", call_sid=call_sid, status=status, duration=duration or None, leg=message.metadata["leg"]
         )
         if dial and status != "completed":

@@ -21,7 +21,14 @@ from connectors.chat.connector import WebChatConnector
 from connectors.chat.settings import ChatSettings
 from connectors.sdk import ProviderRequest
 from connectors.social.connector import MetaConnector
-from events.model import ConversationOpened, ConversationResolved, DeliverReply, ReplyOutcomeReported
+from connectors.voice.connector import TwilioVoiceConnector
+from events.model import (
+    ConversationOpened,
+    ConversationResolved,
+    DeliverReply,
+    InboundMessage,
+    ReplyOutcomeReported,
+)
 from events.store import EventStore, StoredEvent
 from services.api.closings import ClosingNotices, PendingClosings
 from services.delivery.attempts import Rounds
@@ -179,3 +186,29 @@ async def test_a_slack_message_posted_and_updated_is_said_at_debug(nc: NATS, uid
         assert (await app.send("ep", endpoint, body)).ok
     assert {e["event"] for e in log_lines} >= {"slack.posted", "slack.updated"}
     assert [e["event"] for e in log_lines if e["event"].startswith("slack.") and e["log_level"] != "debug"] == []
+
+
+async def test_a_call_status_callback_is_said_at_debug(log_lines: Logs) -> None:
+    connector = TwilioVoiceConnector.from_config(
+        {"port": 0, "auth_token": "t", "account_sid": "AC1", "outbound": False}
+    )
+    assert isinstance(connector, TwilioVoiceConnector)
+    published: list[InboundMessage] = []
+
+    async def publish(message: InboundMessage) -> None:
+        published.append(message)
+
+    connector._publish = publish  # type: ignore[method-assign]
+    form = "CallSid=CA123&CallStatus=ringing&From=%2B15551230000&To=%2B15559870000"
+    request = ProviderRequest(
+        method="POST",
+        scheme="https",
+        host="x",
+        raw_path="/twilio/voice/status",
+        headers=CIMultiDictProxy(CIMultiDict({"Content-Type": "application/x-www-form-urlencoded"})),
+        body=form.encode(),
+    )
+    assert (await connector.on_status(request)).status == 200
+    assert len(published) == 1
+    assert any(e["event"] == "voice.status" for e in log_lines)
+    assert [e["event"] for e in log_lines if e["event"] == "voice.status" and e["log_level"] != "debug"] == []
