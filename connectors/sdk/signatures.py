@@ -130,3 +130,11 @@ def verify_timestamped(
         return False
     mac_ok = verify_hmac_sha256(secret, signed(timestamp, body), given, prefix=prefix, encoding=encoding)
     return timestamp_fresh(timestamp, tolerance=tolerance, now=now) and mac_ok
+
+
+def secret_list(value: list[str] | str) -> list[str]:
+    """The secrets a rotation key names (``extra_auth_tokens``, ``extra_app_secrets`` …): a TOML
+    list, or one string of comma-separated secrets, so an environment variable or a secret file
+    (``RELAYDESK_…_FILE``) can set it too. Empty entries are dropped."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [item.strip() for item in items if item.strip()]

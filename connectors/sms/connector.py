@@ -10,6 +10,7 @@ Settings (``[connectors.sms]``; ``RELAYDESK_TWILIO_AUTH_TOKEN`` sets ``auth_toke
 
     host = "127.0.0.1"            port = 8081
     auth_token = ""               # Twilio auth token: checks inbound signatures, authenticates outbound
+    extra_auth_tokens = []        # also accepted on webhooks, never sent: the other token while rotating
     public_base_url = ""          # e.g. "https://relay.example.com" behind a proxy; "" = URL as received
     account_sid = ""              # outbound: the account sending replies
     from_number = ""              # outbound: From (or set messaging_service_sid)

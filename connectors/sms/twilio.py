@@ -6,17 +6,25 @@ public URL Twilio called plus the form parameters.
 
 from __future__ import annotations
 
+import structlog
 from multidict import MultiDictProxy
 
 from connectors.sdk import ConnectorSettings, Malformed, ProviderRequest, Unauthentic
+from connectors.sdk.signatures import secret_list
 
 from . import signature
+
+log = structlog.get_logger("relaydesk.connector.twilio")
 
 
 class TwilioSettings(ConnectorSettings, kw_only=True):
     """A Twilio account: the auth token checks webhook signatures and authenticates API calls."""
 
     auth_token: str = ""
+    # Also accepted on webhooks, never used to send: while rotating, Twilio's secondary token
+    # (before it is promoted) or the old primary (after), as a list or comma-separated, so
+    # replicas holding either token accept what Twilio signs with the other.
+    extra_auth_tokens: list[str] | str = []
     # e.g. "https://relay.example.com" behind a proxy; "" = URL as received.
     public_base_url: str = ""
     account_sid: str = ""
@@ -48,13 +56,22 @@ def verify(settings: TwilioSettings, request: ProviderRequest, connector: str, *
         raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
     settings_header = request.headers.get(signature.SETTINGS_HEADER)
     algorithm = signature.algorithm_of(settings_header)
-    key = s.signing_key_secret if settings_header and s.signing_key_secret else s.auth_token
+    if settings_header and s.signing_key_secret:
+        keys = [s.signing_key_secret]
+    else:
+        keys = [s.auth_token, *secret_list(s.extra_auth_tokens)]
     url = public_url(s, request)
     body_ok = signature.body_hash_ok(url, request.body) if body_hash else None
     if body_ok is False:
         raise Unauthentic("bodySHA256 does not match the body")
     params: MultiDictProxy[str] | tuple[()] = () if body_ok else form(request)
-    if not signature.valid(key, url, params, sig, algorithm):
+    matched = [signature.valid(key, url, params, sig, algorithm) for key in keys]
+    if not any(matched):
         where = url.split("?", 1)[0]
         hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
-        raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {where}{hint}")
+        # A rotated token refuses every webhook exactly like a wrong URL: say both.
+        rotated = "; or signed with another auth token: rotated? list the other in extra_auth_tokens"
+        raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {where}{hint}{rotated}")
+    if not matched[0] and len(keys) > 1:
+        # So the operator sees when the old token stops being used and it can be dropped.
+        log.info("twilio.signed_with_extra_token", connector=connector, index=matched.index(True) - 1)

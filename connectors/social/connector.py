@@ -32,6 +32,7 @@ Settings (``[connectors.social]``; ``RELAYDESK_META_APP_SECRET`` sets ``app_secr
     host = "127.0.0.1"        port = 8082
     app_secret = ""           # checks X-Hub-Signature-256; empty: every POST gets 403
     extra_app_secrets = []    # also accepted: an Instagram app's secret, the old one while rotating
+                              # (a list, or comma-separated: an env variable or secret file sets it)
     verify_token = ""         # the token typed into the app dashboard; empty: GET gets 403
     access_token = ""         # bearer token for the Send API (system-user or page token)
     page_tokens = {}          # per Page / IG account / phone number id tokens, over access_token
@@ -68,6 +69,7 @@ from connectors.sdk import (
     utcnow,
 )
 from connectors.sdk.reply_command import template_values
+from connectors.sdk.signatures import secret_list
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 
 from . import signature, window
@@ -88,7 +90,7 @@ class MetaSettings(ConnectorSettings, kw_only=True):
     app_secret: str = ""
     # More secrets accepted for X-Hub-Signature-256: an Instagram app's own secret, or the
     # previous secret while rotating.
-    extra_app_secrets: list[str] = []
+    extra_app_secrets: list[str] | str = []
     verify_token: str = ""
     access_token: str = ""
     page_tokens: dict[str, str] = {}
@@ -150,11 +152,15 @@ class MetaConnector(Connector):
         header = request.headers.get(signature.SIGNATURE_HEADER)
         if not header:
             raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
-        secrets = [self.settings.app_secret, *self.settings.extra_app_secrets]
+        secrets = [self.settings.app_secret, *secret_list(self.settings.extra_app_secrets)]
         # Check every secret (no early exit), so timing does not tell which one matched.
         matches = [signature.valid(secret, request.body, header) for secret in secrets if secret]
         if not any(matches):
-            raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER}")
+            # A rotated app secret refuses every webhook: say so, not only "invalid".
+            raise Unauthentic(
+                f"invalid {signature.SIGNATURE_HEADER}: signed with another app secret? rotated? "
+                "list the other in extra_app_secrets"
+            )
 
     def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
         if request.content_type not in ("application/json", ""):
