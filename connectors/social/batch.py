@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from events.model import Channel, InboundMessage
@@ -19,9 +19,6 @@ from events.model import Channel, InboundMessage
 UNSUPPORTED_TEXT = "(The customer sent a message this channel cannot show.)"
 CHANNEL: Channel = "social"
 PROVIDER = "meta"
-
-# A provider timestamp further than this in the future is not trusted (clock skew).
-_FUTURE_SLACK = timedelta(minutes=5)
 
 
 @dataclass
@@ -54,17 +51,20 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def meta_time(value: Any, now: datetime, *, millis: bool) -> datetime:
+def provider_at(value: Any, *, millis: bool) -> str:
     """A provider timestamp (epoch ms for Messenger/IG, epoch s — often a string — for
-    WhatsApp and feed changes) as an aware datetime; ``now`` when absent, bad or in the future."""
+    WhatsApp and feed changes) as ISO 8601 UTC, for ``metadata.provider_at``; "" when absent
+    or no time at all. Metadata only: what Meta claims is never the message's ``at``, which
+    is when the connector received it (a 1970 timestamp made a message expire under
+    ``[retention] message_days`` at once and put a first response time at 56 years; an old
+    one, Meta's or a forger's, still does neither)."""
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308 (found by an audit: a 500)
-        return now
+        return ""
     if millis:
         number /= 1000.0
     try:
-        at = datetime.fromtimestamp(number, UTC)
+        return datetime.fromtimestamp(number, UTC).isoformat()
     except (OverflowError, OSError, ValueError):
-        return now
-    return now if at > now + _FUTURE_SLACK else at
+        return ""

@@ -44,7 +44,7 @@ from .batch import (
     as_obj,
     as_str,
     as_text,
-    meta_time,
+    provider_at,
 )
 from .whatsapp_payload import whatsapp_entry
 
@@ -133,9 +133,11 @@ class PayloadParser:
     ) -> InboundMessage | None:
         sender = as_str(as_obj(event.get("sender")).get("id"))
         recipient = as_str(as_obj(event.get("recipient")).get("id"))
-        at = meta_time(event.get("timestamp"), now, millis=True)
+        at = now  # when we received it; Meta's own time is metadata (``provider_at``)
         page = page_id or recipient
         metadata = {"platform": platform, "kind": "message", "page_id": page}
+        if sent := provider_at(event.get("timestamp"), millis=True):
+            metadata["provider_at"] = sent
         if "message" in event:
             msg = as_obj(event.get("message"))
             if msg.get("is_echo"):
@@ -243,9 +245,13 @@ class PayloadParser:
             sender_name=as_str(author.get("name")),
             item_id=as_str(value.get("comment_id")) if item == "comment" else post_id,
             text=as_text(value.get("message")),
-            at=meta_time(value.get("created_time"), now, millis=False),
+            at=now,
             thread_ref=post_id,
-            extra={"post_id": post_id, "parent_id": parent if parent != post_id else ""},
+            extra={
+                "post_id": post_id,
+                "parent_id": parent if parent != post_id else "",
+                "provider_at": provider_at(value.get("created_time"), millis=False),
+            },
         )
 
     def _ig_comment(self, entry: dict[str, Any], value: dict[str, Any], now: datetime, batch: ParsedBatch) -> None:
@@ -260,9 +266,13 @@ class PayloadParser:
             sender_name=as_str(author.get("username")),
             item_id=as_str(value.get("id")),
             text=as_text(value.get("text")),
-            at=meta_time(entry.get("time"), now, millis=False),
+            at=now,
             thread_ref=media_id,
-            extra={"media_id": media_id, "parent_id": as_str(value.get("parent_id"))},
+            extra={
+                "media_id": media_id,
+                "parent_id": as_str(value.get("parent_id")),
+                "provider_at": provider_at(entry.get("time"), millis=False),
+            },
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from events.model import Attachment, InboundMessage
 
-from .batch import CHANNEL, PROVIDER, UNSUPPORTED_TEXT, ParsedBatch, as_list, as_obj, as_str, as_text, meta_time
+from .batch import CHANNEL, PROVIDER, UNSUPPORTED_TEXT, ParsedBatch, as_list, as_obj, as_str, as_text, provider_at
 
 # WhatsApp message types carrying a media object ({id, mime_type, caption?, filename?}).
 _WA_MEDIA = ("image", "video", "audio", "document", "sticker")
@@ -105,10 +105,12 @@ def _whatsapp_message(
     # location, contacts, order…: routed with empty text; agents see the type in metadata.
     if display:
         metadata["display_phone_number"] = display
+    if sent := provider_at(msg.get("timestamp"), millis=False):
+        metadata["provider_at"] = sent  # Meta's time: metadata only, never the message's ``at``
     context = as_obj(msg.get("context"))
     sender = "+" + digits  # E.164: resolves in the phone identity space shared with SMS
     return InboundMessage(
-        at=meta_time(msg.get("timestamp"), now, millis=False),
+        at=now,
         channel=CHANNEL,
         provider=PROVIDER,
         provider_message_id=wamid,

@@ -76,7 +76,12 @@ class TestMetaConformance(ConnectorConformance):
                 "recipient": PAGE_ID,
                 "text": "hello, world!",
                 "public": False,
-                "metadata": {"platform": "messenger", "kind": "message", "page_id": PAGE_ID},
+                "metadata": {
+                    "platform": "messenger",
+                    "kind": "message",
+                    "page_id": PAGE_ID,
+                    "provider_at": "2016-03-23T00:25:52.478000+00:00",  # Meta's time: metadata only
+                },
             },
         )
 

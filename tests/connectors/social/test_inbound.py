@@ -156,7 +156,12 @@ async def test_instagram_message(nc: NATS, social: tuple[ConnectorRuntime, str],
     assert (await post(url, body, signed(body)))[0] == 200
     [item] = await mine(nc, uid)
     assert item.message.sender == "IGSID_9"
-    assert item.message.metadata == {"platform": "instagram", "kind": "message", "page_id": IG_ID}
+    assert item.message.metadata == {
+        "platform": "instagram",
+        "kind": "message",
+        "page_id": IG_ID,
+        "provider_at": "2023-11-14T22:13:20+00:00",  # Meta's time: metadata only
+    }
     assert item.message.public is False
 
 

@@ -90,8 +90,9 @@ def test_vector_payload() -> None:
         "PAGE_ID",
         "hello, world!",
     )
-    assert m.metadata == {"platform": "messenger", "kind": "message", "page_id": "PAGE_ID"}
-    assert m.at == datetime.fromtimestamp(1458692752.478, UTC)
+    sent = datetime.fromtimestamp(1458692752.478, UTC).isoformat()
+    assert m.metadata == {"platform": "messenger", "kind": "message", "page_id": "PAGE_ID", "provider_at": sent}
+    assert m.at == NOW, "when the connector received it; Meta's time is metadata only"
     assert m.public is False
 
 
@@ -141,7 +142,12 @@ def test_attachments_postbacks_and_unknown_items() -> None:
 def test_instagram_message() -> None:
     payload = page_batch(page_entry(messaging("IGSID_1", "aWdfZAG1", "hola", page=IG_ID), page=IG_ID), obj="instagram")
     [m], _ = parse(payload)
-    assert m.metadata == {"platform": "instagram", "kind": "message", "page_id": IG_ID}
+    assert m.metadata == {
+        "platform": "instagram",
+        "kind": "message",
+        "page_id": IG_ID,
+        "provider_at": "2023-11-14T22:13:20+00:00",
+    }
     assert m.sender == "IGSID_1"
 
 
@@ -157,7 +163,8 @@ def test_whatsapp_text() -> None:
     assert m.text == "¿Dónde está mi pedido?"
     assert m.metadata["platform"] == "whatsapp"
     assert m.metadata["phone_number_id"] == PHONE_NUMBER_ID
-    assert m.at == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert m.at == NOW
+    assert m.metadata["provider_at"] == datetime.fromtimestamp(1_700_000_000, UTC).isoformat()
 
 
 def test_whatsapp_statuses_only_is_nothing() -> None:
@@ -235,7 +242,9 @@ def test_page_comment_is_public() -> None:
         "page_id": PAGE_ID,
         "comment_id": "POST_1_COMMENT_1",
         "post_id": "PAGE_ID_POST_1",
+        "provider_at": "2023-11-14T22:13:20+00:00",
     }
+    assert m.at == NOW
 
 
 def test_page_post_own_post_and_edits() -> None:
@@ -271,6 +280,26 @@ def test_unknown_object_and_bad_timestamps() -> None:
     assert m.at == NOW, "a timestamp in the future is not trusted"
     [m], _ = parse(json.loads(dumps(whatsapp([wa_text("wamid.T", "x", ts="soon")]))))
     assert m.at == NOW
+    assert "provider_at" not in m.metadata
+
+
+# Meta's clock, or a forger's: 1970, before 1970, 2099, seconds sent as milliseconds, ms past
+# any calendar, a leap second's 60, an offset that is none. Whatever it says, the message is
+# dated when the connector received it (what orders, retains and measures it: a message dated
+# 1970 was erased at once under [retention] message_days, its first response time 56 years).
+HOSTILE_TIMES = [0, -1, -86_400_000, 1, 4_070_908_800_000, 1_700_000_000, 10**20, 2**63, "1e400", "60", "+99:99"]
+
+
+@pytest.mark.parametrize("ts", HOSTILE_TIMES)
+def test_metas_time_is_never_the_messages_time(ts: object) -> None:
+    messages = [
+        *parse(page_batch(page_entry(messaging("PSID_1", "m1", "x", ts=ts))))[0],  # type: ignore[arg-type]
+        *parse(json.loads(dumps(whatsapp([wa_text("wamid.T", "x", ts=str(ts))]))))[0],
+    ]
+    assert [m.at for m in messages] == [NOW, NOW]
+    for m in messages:
+        if "provider_at" in m.metadata:  # what Meta said, as a time: metadata only
+            datetime.fromisoformat(m.metadata["provider_at"])
 
 
 # -- window ------------------------------------------------------------------------------
