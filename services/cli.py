@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -145,6 +146,10 @@ def _setup(config: Config, *, print_auth: bool) -> int:
         # Only setup lowers a retention limit that deletes stored messages (shrink_limits).
         async with connect(config, name="relaydesk-setup", role="tool", shrink_limits=True) as bus:
             print(f"streams and buckets ready on {config.nats.url} (as {bus.auth.describe()})")
+            # What rd_state kept for good before its keys expired by themselves.
+            from services.state_sweep import sweep_state
+
+            print(await sweep_state(bus.nc.jetstream(), datetime.now(UTC)))
 
     # Each stream and bucket is created or updated on its own: running it again completes the set.
     run_tool(main(), interrupted="some streams or buckets may be missing; run it again to finish")
