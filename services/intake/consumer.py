@@ -58,6 +58,8 @@ ORDER_POLL_S = 0.005
 # The stream sequence of the delivery being handled (set by ``settle``, one per task): a
 # sender's messages held here are recorded lowest sequence first (services.intake.turns).
 STREAM_SEQ: contextvars.ContextVar[int | None] = contextvars.ContextVar("intake_stream_seq", default=None)
+# When JetStream stored that delivery's message (``services.intake.plan.received_at``).
+STREAM_TIME: contextvars.ContextVar[datetime | None] = contextvars.ContextVar("intake_stream_time", default=None)
 # Senders whose identity is kept: asked for three times a message, and a phone parse is dear.
 IDENTITY_CACHE = 16_384
 
@@ -247,7 +249,9 @@ class Intake:
         for attempt in range(MAX_CONFLICT_RETRIES):
             if attempt:
                 history = await self.read_history(customer_id)
-            events = plan(history, customer_id, message, triage, self.clock(), language=self.detector)
+            events = plan(
+                history, customer_id, message, triage, self.clock(), language=self.detector, stored=STREAM_TIME.get()
+            )
             if not events:
                 bound.info("intake.nothing_to_record", automatic=is_automatic(message))
                 return None

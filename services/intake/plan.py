@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from events import subjects
@@ -35,6 +35,12 @@ from events.model import (
 )
 from services.intake.customer_history import LANGUAGE_TEXTS, CustomerHistory, OpenConversation
 from services.intake.language import CORRECTION_CONFIDENCE, LanguageDecision, priors_for
+
+# How far a connector's ``InboundMessage.at`` may stand from the time JetStream stored the
+# message and still be taken as when it was received: a connector publishes within seconds of
+# hearing a message (its provider is answered only after the ack), so beyond this the time is
+# a provider's (an SDK connector passing one on) or a clock that stepped.
+RECEIVED_SKEW = timedelta(minutes=5)
 
 # ``ConversationReleased.reason`` of a call handed back because the agent's phone did not answer.
 CALL_NOT_ANSWERED = "call_not_answered"
@@ -67,8 +73,12 @@ def plan(
     make_id: Callable[[str], str] = new_id,
     *,
     language: LanguageDetector | None = None,
+    stored: datetime | None = None,
 ) -> list[LogEvent]:
     """The events to append, in order; empty when the message was already recorded whole.
+
+    ``stored``: when JetStream stored the message on ``rd.inbound`` (its delivery's timestamp),
+    which bounds the time it is recorded as received (``received_at``).
 
     For a message recorded in part (a crash between two appends), only what is missing.
     ``language``: decide the conversation's language from all the evidence (the text of its
@@ -101,9 +111,10 @@ def plan(
                 provider_message_id=message.provider_message_id,
             )
         )
+    received = received_at(message, now, stored)
     events.append(
         MessageReceived(
-            at=message.at,
+            at=received,
             customer_id=customer_id,
             conversation_id=conv.conversation_id,
             channel=message.channel,
@@ -131,7 +142,7 @@ def plan(
         # unanswered ring to a specialist).
         events.append(
             ConversationReleased(
-                at=message.at,
+                at=received,
                 customer_id=customer_id,
                 conversation_id=conv.conversation_id,
                 agent_id=released,
@@ -147,13 +158,26 @@ def plan(
         # A fact that ends the conversation (connectors.voice: the call with the agent ended).
         events.append(
             ConversationResolved(
-                at=message.at,
+                at=received,
                 customer_id=customer_id,
                 conversation_id=conv.conversation_id,
                 actor=f"connector:{message.channel}",
             )
         )
     return events
+
+
+def received_at(message: InboundMessage, now: datetime, stored: datetime | None = None) -> datetime:
+    """When Relaydesk received the message: what orders, retains (the day key of
+    ``[retention] message_days``) and measures it (first response times). The connector's
+    ``at`` (when it heard the message) unless it stands more than ``RECEIVED_SKEW`` from when
+    JetStream stored it (then that), and never after ``now``. A provider's time is metadata:
+    a connector that passed one on as ``at`` (1970, 2099, a retried webhook's) dated the message
+    by it, so it expired at once, was kept past retention, or measured a reply 56 years late."""
+    at = message.at
+    if stored is not None and not stored - RECEIVED_SKEW <= at <= stored + RECEIVED_SKEW:
+        at = stored
+    return min(at, now)
 
 
 def _with_sender_name(message: InboundMessage) -> dict[str, str]:

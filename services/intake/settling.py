@@ -34,7 +34,7 @@ from events.parking import ParkingLot
 from events.storage_full import storage_full
 from services import tracing
 from services.config import IntakeSettings
-from services.intake.consumer import STREAM_SEQ, Intake
+from services.intake.consumer import STREAM_SEQ, STREAM_TIME, Intake
 from services.intake.storage_wait import StorageWait
 
 log = structlog.get_logger(__name__)
@@ -134,6 +134,7 @@ async def _record_and_settle(
 ) -> None:
     delivered = raw.metadata.num_delivered or 1
     STREAM_SEQ.set(raw.metadata.sequence.stream)  # this task's own context: its turn among its sender's
+    STREAM_TIME.set(raw.metadata.timestamp)  # when JetStream stored it: bounds its received time
 
     def bound() -> Any:
         # Bound only when something is logged: a bind costs a logger (no caching, by config).
