@@ -30,6 +30,7 @@ from aiohttp import web
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from connectors.sdk.signatures import secret_list
 from events import subjects
 from events.model import LogEvent, ReplyRequested
 from events.redact import redact_error
@@ -80,9 +81,11 @@ def routes(deps: ApiDeps) -> web.RouteTableDef:
             request.headers.get(slack_signing.SIGNATURE),
             raw,
             settings.tolerance_seconds,
+            extra=secret_list(settings.extra_signing_secrets),
         )
         if why is not None:
-            log.warning("slack.request_refused", path=request.path, reason=why)
+            hint = slack_signing.ROTATED_HINT if why == slack_signing.BAD_SIGNATURE else None
+            log.warning("slack.request_refused", path=request.path, reason=why, hint=hint)
             count_skip("slack.unsigned_request")
             raise _Refused(why)
         return raw

@@ -21,6 +21,9 @@ class SlackSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The app's signing secret (RELAYDESK_SLACK_SIGNING_SECRET): requests to /slack/… are
     # refused (401) unless signed with it; empty, both routes answer 404.
     signing_secret: str = ""
+    # Also accepted, as a list or comma-separated (RELAYDESK_SLACK_EXTRA_SIGNING_SECRETS, or its
+    # _FILE): the other secret while rotating, so no replica refuses what Slack signs meanwhile.
+    extra_signing_secrets: list[str] | str = []
     # Slack user id -> Relaydesk agent id, e.g. users = { U0123ABCD = "ava" }.
     users: dict[str, str] = {}
     # Requests whose X-Slack-Request-Timestamp is further than this from our clock are refused.

@@ -10,12 +10,16 @@ from its clock (a replayed request).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from connectors.sdk.signatures import constant_time_equal, sign, timestamp_fresh
 
 SIGNATURE = "X-Slack-Signature"
 TIMESTAMP = "X-Slack-Request-Timestamp"
 TOLERANCE = 300.0
+BAD_SIGNATURE = "bad signature"
+# What the log adds to a bad signature: a regenerated signing secret refuses every request alike.
+ROTATED_HINT = "signed with another signing secret? rotated? list the other in [slack] extra_signing_secrets"
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -35,14 +39,17 @@ def refusal(
     body: bytes,
     tolerance: float = TOLERANCE,
     now: float | None = None,
+    extra: Sequence[str] = (),
 ) -> str | None:
-    """Why the request is not Slack's (None: it is)."""
+    """Why the request is not Slack's (None: it is). ``extra``: other secrets accepted too
+    (``[slack] extra_signing_secrets``: the old one while Slack's is regenerated)."""
     if not timestamp or not given:
         return f"missing {TIMESTAMP} or {SIGNATURE}"
     if not timestamp.isdigit():
         return f"{TIMESTAMP} is not a number"
     if not timestamp_fresh(timestamp, tolerance=tolerance, now=now):
         return f"{TIMESTAMP} is more than {tolerance:g} s from our clock"
-    if not constant_time_equal(signature(secret, timestamp, body), given):
-        return "bad signature"
+    # Every secret is checked (no early exit), so timing does not tell which one matched.
+    if not any([constant_time_equal(signature(key, timestamp, body), given) for key in (secret, *extra) if key]):
+        return BAD_SIGNATURE
     return None

@@ -28,6 +28,7 @@ import html
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from connectors.sdk.signatures import secret_list
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
@@ -71,6 +72,8 @@ class FreshdeskSettings(SinkSettings, kw_only=True):
     api_key: str = ""
     # The value the automation rule sends in the X-Relaydesk-Webhook-Token header.
     webhook_secret: str = ""
+    # Also accepted, as a list or comma-separated: the old token while the rule's is changed.
+    extra_webhook_secrets: list[str] | str = []
     # Relaydesk agent id → Freshdesk agent id (responder, author of her replies' notes).
     agents: dict[str, int] = {}
     tags: list[str] = []
@@ -236,8 +239,12 @@ class FreshdeskSink(Sink):
 
     def verify(self, request: WebhookRequest) -> None:
         token = request.headers.get(TOKEN_HEADER, "")
-        if not token or not hmac.compare_digest(token.encode(), self.settings.webhook_secret.encode()):
-            raise Unauthentic(f"missing or wrong {TOKEN_HEADER}")
+        if not token:
+            raise Unauthentic(f"missing {TOKEN_HEADER}")
+        keys = [self.settings.webhook_secret, *secret_list(self.settings.extra_webhook_secrets)]
+        # Every secret is compared (no early exit), so timing does not tell which one matched.
+        if not any([hmac.compare_digest(token.encode(), key.encode()) for key in keys if key]):
+            raise Unauthentic(f"wrong {TOKEN_HEADER}: another secret? rotated? list the other in extra_webhook_secrets")
 
     async def webhook(self, request: WebhookRequest) -> Mapping[str, Any]:
         payload = request.json()

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from connectors.sdk.signatures import hmac_sha256_base64, verify_hmac_sha256
+from connectors.sdk.signatures import hmac_sha256_base64, secret_list, verify_hmac_sha256
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
@@ -80,6 +80,8 @@ class ZendeskSettings(SinkSettings, kw_only=True):
     api_token: str = ""
     # The webhook's signing secret (Admin Center → Webhooks → the webhook → Reveal secret).
     webhook_secret: str = ""
+    # Also accepted, as a list or comma-separated: the old secret while the webhook's is rotated.
+    extra_webhook_secrets: list[str] | str = []
     # A webhook signed longer ago than this (s) is refused as a replay; 0: not checked.
     signature_tolerance: float = 300.0
     # Relaydesk agent id → Zendesk user id (the ticket's assignee, the author of her replies).
@@ -269,8 +271,12 @@ class ZendeskSink(Sink):
         if not signature or not timestamp:
             raise Unauthentic(f"missing {SIGNATURE} or {SIGNATURE_TIMESTAMP}")
         signed = timestamp.encode() + request.body
-        if not verify_hmac_sha256(self.settings.webhook_secret, signed, signature, encoding="base64"):
-            raise Unauthentic("bad webhook signature")
+        keys = [self.settings.webhook_secret, *secret_list(self.settings.extra_webhook_secrets)]
+        # Every secret is checked (no early exit), so timing does not tell which one matched.
+        if not any([verify_hmac_sha256(key, signed, signature, encoding="base64") for key in keys]):
+            raise Unauthentic(
+                "bad webhook signature: signed with another secret? rotated? list the other in extra_webhook_secrets"
+            )
         tolerance = self.settings.signature_tolerance
         if tolerance > 0:
             try:

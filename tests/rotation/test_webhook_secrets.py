@@ -5,6 +5,7 @@ environment variable or a secret file; a refusal says the secret may have been r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -12,12 +13,20 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from connectors.sdk import Connector, ProviderRequest, Unauthentic
+from connectors.sdk.signatures import secret_list
 from connectors.sms import signature as twilio_signature
 from connectors.sms.connector import TwilioSmsConnector
 from connectors.social import signature as meta_signature
 from connectors.social.connector import MetaConnector
 from connectors.voice.connector import TwilioVoiceConnector
 from services import config
+from services.delivery import slack_signing
+from services.sinks.freshdesk import TOKEN_HEADER, FreshdeskSink
+from services.sinks.sdk import Unauthentic as SinkUnauthentic
+from services.sinks.sdk import WebhookRequest
+from services.sinks.zendesk import SIGNATURE, SIGNATURE_TIMESTAMP, ZendeskSink, sign
+from tests.sinks.freshdesk_fake import freshdesk_config
+from tests.sinks.zendesk_fake import zendesk_config
 
 OLD, NEW = "old-auth-token-0123456789abcdef", "new-auth-token-fedcba9876543210"
 FORM = {"MessageSid": "SM" + "1" * 32, "From": "+15550001111", "To": "+15550002222", "Body": "hi"}
@@ -77,3 +86,55 @@ def test_meta_extra_app_secrets_from_the_environment(tmp_path: Path) -> None:
     connector.verify(meta_request(NEW))
     with pytest.raises(Unauthentic, match="rotated"):
         connector.verify(meta_request("a-third-secret"))
+
+
+def test_slack_accepts_the_other_signing_secret_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "old").write_text(OLD + "\n")
+    env = {"RELAYDESK_SLACK_SIGNING_SECRET": NEW, "RELAYDESK_SLACK_EXTRA_SIGNING_SECRETS_FILE": str(tmp_path / "old")}
+    slack = config.load(env=env).slack
+    body = b"payload=%7B%7D"
+
+    def refusal(secret: str) -> str | None:
+        headers = slack_signing.headers(secret, body)
+        return slack_signing.refusal(
+            slack.signing_secret,
+            headers[slack_signing.TIMESTAMP],
+            headers[slack_signing.SIGNATURE],
+            body,
+            extra=secret_list(slack.extra_signing_secrets),
+        )
+
+    assert refusal(OLD) is None
+    assert refusal(NEW) is None
+    assert refusal("a-third-secret") == slack_signing.BAD_SIGNATURE
+
+
+def sink_request(path: str, body: bytes, **headers: str) -> WebhookRequest:
+    return WebhookRequest("POST", path, CIMultiDictProxy(CIMultiDict(headers)), body)
+
+
+@pytest.mark.parametrize("extra", [[OLD], OLD])
+def test_helpdesk_webhooks_signed_with_the_other_secret_are_taken(extra: object) -> None:
+    body = b'{"type": "zen:event-type:ticket.comment_added"}'
+    zendesk = ZendeskSink.from_config(
+        {**zendesk_config("http://x"), "webhook_secret": NEW, "extra_webhook_secrets": extra}
+    )
+    stamp = datetime.now(UTC).isoformat()
+    for secret in (OLD, NEW):
+        zendesk.verify(
+            sink_request("/zendesk/webhook", body, **{SIGNATURE: sign(secret, stamp, body), SIGNATURE_TIMESTAMP: stamp})
+        )
+    with pytest.raises(SinkUnauthentic, match="rotated"):
+        zendesk.verify(
+            sink_request(
+                "/zendesk/webhook", body, **{SIGNATURE: sign("third", stamp, body), SIGNATURE_TIMESTAMP: stamp}
+            )
+        )
+
+    freshdesk = FreshdeskSink.from_config(
+        {**freshdesk_config("http://x"), "webhook_secret": NEW, "extra_webhook_secrets": extra}
+    )
+    for secret in (OLD, NEW):
+        freshdesk.verify(sink_request("/freshdesk/webhook", b"{}", **{TOKEN_HEADER: secret}))
+    with pytest.raises(SinkUnauthentic, match="rotated"):
+        freshdesk.verify(sink_request("/freshdesk/webhook", b"{}", **{TOKEN_HEADER: "third"}))
