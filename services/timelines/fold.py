@@ -39,11 +39,13 @@ from services.timelines.rows import (
 )
 from services.timelines.summaries import merge, merge_customer, with_family
 
-FOLD_VERSION = 8  # 3: identity_linked entries and linked identities on the customer; 4: platform of messages
+FOLD_VERSION = 9  # 3: identity_linked entries and linked identities on the customer; 4: platform of messages
 # 5: customer_erased entries, erased customers redacted
 # 6: note entries (NoteAdded)
 # 7: a resolved conversation's summary is final (a re-published opening, message or decision changes nothing)
 # 8: each conversation's summary keeps its events' digests: a re-published event writes no entry, counts nothing
+# 9: every CustomerErased in the erasure register (table erasures): a store of 8 got the table empty at
+#    the upgrade, missing the erasures it had folded (tests/timelines/test_fold_version_schema.py)
 """Bump whenever the fold writes different rows for the same events: a projector that finds a
 store built by another version rebuilds it from the log (see ``Projector.run``)."""
 

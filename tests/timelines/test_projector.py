@@ -370,3 +370,42 @@ async def test_a_stop_during_the_rebuild_at_start_gives_it_up_at_once(store: Eve
     stop.set()
     await asyncio.wait_for(task, 10)
     assert projector.given_up
+
+
+# The FOLD_VERSION of the last landed release (9a243af): its stores have no erasure register.
+RELEASED_FOLD_VERSION = 8
+
+
+async def test_an_upgraded_store_registers_the_erasures_it_folded_before(store: EventStore, backend: Backend) -> None:
+    """A store the previous release built (no ``erasures`` table, so no rows in the one an
+    upgrade creates) from a log holding a ``CustomerErased``: the upgraded projector refolds it
+    and the register holds that erasure. Kept at the old version the register stayed empty, so
+    a restore of NATS from a backup older than that erasure brought the customer back unreported
+    (``projector.erasure_undone`` never said it, ``customers erase-again`` found nothing)."""
+    from events.model import CustomerErased
+    from services.timelines.fold import FOLD_VERSION
+
+    s = Script(new_id("cu"), new_id("cv"))
+    erased = CustomerErased(at=T0, customer_id=s.customer, reason="DSR-7", actor="cli")
+    [*_, erased_seq] = await append_all(store, [s.created(), s.opened(), s.message("mine"), erased])
+    ts = await backend.open()
+    await Projector(store, ts).catch_up()
+    # As the release left it: every event folded, the register (created empty at open) empty.
+    await _clear_register(ts)
+    await set_fold_version(ts, RELEASED_FOLD_VERSION)
+    assert await Projector(store, ts).rebuild_if_stale()
+    assert await ts.fold_version() == FOLD_VERSION
+    [record] = [r for r in await ts.erasures() if r.customer_id == s.customer]
+    assert (record.seq, record.reason) == (erased_seq, "DSR-7")
+
+
+async def _clear_register(ts: TimelineStore) -> None:
+    from services.timelines.postgres import PostgresTimelineStore
+    from services.timelines.sqlite import SqliteTimelineStore
+
+    if isinstance(ts, SqliteTimelineStore):
+        await ts._run(ts._conn.execute, "DELETE FROM erasures")
+    else:
+        assert isinstance(ts, PostgresTimelineStore)
+        conn = await ts._connection()
+        await conn.execute(f'DELETE FROM "{ts.schema}".erasures')
