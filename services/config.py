@@ -114,8 +114,11 @@ class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     public_url: str = ""
     # The key the API signs agent tokens with (services.api.tokens): empty, the one `up`
     # generated into <data dir>/api-signing-key, else one derived from the operator token.
-    # Rotating it invalidates every agent token issued before.
+    # Rotating it invalidates every agent token issued before, unless the old key is listed in
+    # extra_signing_keys: accepted (tokens, sessions, idempotency records, file links), never
+    # used to sign; a list or comma-separated, so RELAYDESK_API_EXTRA_SIGNING_KEYS(_FILE) sets it.
     signing_key: str = ""
+    extra_signing_keys: list[str] | str = []
     # Named operator tokens, name -> "sha256:<hex>" (services.api.operators): each acts as
     # operator:<name>. `relaydesk operators new-token <name>` prints a token and its line.
     operators: dict[str, str] = msgspec.field(default_factory=dict)

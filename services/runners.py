@@ -14,6 +14,7 @@ from aiohttp import web
 from nats.js.kv import KeyValue
 
 from connectors.sdk import runtime as connector_runtime
+from connectors.sdk.signatures import secret_list
 from events import subjects
 from events.streams import SetupFailed, patiently
 from services.api import operators
@@ -218,6 +219,7 @@ async def run_api(
         reply_requeue_after=config.api.reply_requeue_seconds,
         view_stale_after=config.api.view_stale_seconds,
         signing_key=api_signing_key(config, config.data_dir),
+        extra_signing_keys=tuple(secret_list(config.api.extra_signing_keys)),
         operators=OperatorTable(config.api.operators),
         replicas=config.nats.replicas,
         message_days=config.retention.message_days,

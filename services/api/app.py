@@ -71,7 +71,8 @@ def build_app(deps: ApiDeps) -> web.Application:
     # Counted by the API alone, so exported by it alone, from its start (services.metrics.measured).
     measured(tokens.TOKENS_REFUSED)
     measured(LANGUAGE_REASON_UNREAD)
-    table = tokens.TokenTable(tokens.signing_key(deps.signing_key, deps.token))
+    keys = tokens.accepted_keys(deps)  # signs with the first; the others are the old ones, accepted
+    table = tokens.TokenTable(*keys)
     # Idempotency-Key between who is calling and what they may do (services.api.idempotency).
     # An agent token issued through another API process a moment ago is looked up again
     # (caught_up.py), one look-up at a time for every unknown token: anyone may send one.
@@ -81,7 +82,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         catch_up=caught_up.SharedCatchUp(lambda: caught_up.agent_events(deps)),
         operators=deps.operators,
     )
-    sessions = session.SessionSealer(tokens.signing_key(deps.signing_key, deps.token))
+    sessions = session.SessionSealer(*keys)
     signed_out = session.SessionsEnded(lambda: deps.nc.jetstream().key_value(IDEMPOTENCY_BUCKET))
     middlewares = [
         # aiohttp's own errors (404, 405, 413), a body that does not decode (400) and NATS away

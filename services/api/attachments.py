@@ -41,7 +41,7 @@ from events.personal import ERASED
 from events.skips import count_skip
 from events.streams import ATTACHMENTS_BUCKET
 from services.api.common import ACTOR, ApiDeps, json_error
-from services.api.tokens import signing_key
+from services.api.tokens import accepted_keys
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +70,10 @@ class LinkClaims(msgspec.Struct, array_like=True, frozen=True):
 class Links:
     """Makes and checks attachment links for one API process."""
 
-    def __init__(self, key: bytes, clock: Any = time.time) -> None:
+    def __init__(self, key: bytes, *extra: bytes, clock: Any = time.time) -> None:
         self.key = hmac.new(key, _CONTEXT, hashlib.sha256).digest()
+        # [api] extra_signing_keys: links signed with the old key hold until they expire.
+        self.checking = [self.key, *(hmac.new(k, _CONTEXT, hashlib.sha256).digest() for k in extra)]
         self.clock = clock
 
     def token(self, customer_id: str, seq: int, message_id: str, index: int, actor: str) -> str:
@@ -82,7 +84,9 @@ class Links:
     def check(self, token: str) -> LinkClaims | str:
         """The claims of a valid, unexpired token, or why it is refused."""
         payload, _, signature = token.partition(".")
-        if not payload or not signature or not constant_time_equal(self._sign(payload), signature):
+        if not payload or not signature:
+            return "this attachment link is not valid"
+        if not any([constant_time_equal(self._sign(payload, key), signature) for key in self.checking]):
             return "this attachment link is not valid"
         try:
             claims = msgspec.json.decode(_unb64(payload), type=LinkClaims)
@@ -92,8 +96,9 @@ class Links:
             return "this attachment link has expired: reload the conversation for a fresh one"
         return claims
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self.key, payload.encode("utf-8", "surrogatepass"), hashlib.sha256).digest())
+    def _sign(self, payload: str, key: bytes | None = None) -> str:
+        message = payload.encode("utf-8", "surrogatepass")
+        return _b64(hmac.new(self.key if key is None else key, message, hashlib.sha256).digest())
 
     def with_urls(self, entries: list[dict[str, Any]], actor: str) -> list[dict[str, Any]]:
         """Timeline entries (as served) with each inbound attachment's ``url`` a signed link;
@@ -133,7 +138,7 @@ class MediaUnavailable(Exception):
 
 
 def links_for(deps: ApiDeps) -> Links:
-    return Links(signing_key(deps.signing_key, deps.token))
+    return Links(*accepted_keys(deps))
 
 
 async def fetch_provider_media(

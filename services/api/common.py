@@ -67,6 +67,8 @@ class ApiDeps:
     reply_requeue_after: float = 30.0
     # Signs agent tokens (tokens.py); empty: derived from the operator token.
     signing_key: str = ""
+    # Also accepted, never used to sign ([api] extra_signing_keys): the old key while rotating.
+    extra_signing_keys: tuple[str, ...] = ()
     # Named operator tokens, name -> "sha256:<hex>" ([api.operators], services.api.operators),
     # replaced when the config file changes (services.api.operators_reload).
     operators: OperatorTable = field(default_factory=OperatorTable)

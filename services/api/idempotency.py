@@ -53,7 +53,7 @@ from services.api import uploads
 from services.api.auth import TOKEN_ID, Handler
 from services.api.common import ACTOR, READ_BODY, RECORDED_HEADER, ApiDeps, ApiError, json_error, loggable_path
 from services.api.idempotency_records import STALE_AFTER, Abandoned, Record
-from services.api.tokens import signing_key
+from services.api.tokens import accepted_keys
 from services.bus.errors import NATS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -73,18 +73,25 @@ MAX_REFS = 64
 class Sealer:
     """AES-GCM for kept answers, keyed from the API's signing key, bound to the record."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, *extra: bytes) -> None:
         self.aead = AESGCM(hmac.new(secret, b"relaydesk idempotency records v1", hashlib.sha256).digest())
+        # [api] extra_signing_keys: a record sealed with the old key is still answered from.
+        self.opening = [
+            self.aead,
+            *(AESGCM(hmac.new(k, b"relaydesk idempotency records v1", hashlib.sha256).digest()) for k in extra),
+        ]
 
     def seal(self, kv_key: str, body: bytes) -> bytes:
         nonce = os.urandom(12)
         return nonce + self.aead.encrypt(nonce, body, kv_key.encode())
 
     def open(self, kv_key: str, sealed: bytes) -> bytes | None:
-        try:
-            return self.aead.decrypt(sealed[:12], sealed[12:], kv_key.encode())
-        except (InvalidTag, ValueError):
-            return None
+        for aead in self.opening:
+            try:
+                return aead.decrypt(sealed[:12], sealed[12:], kv_key.encode())
+            except (InvalidTag, ValueError):
+                continue  # sealed with another of the keys, or altered
+        return None
 
 
 def valid_key(key: str) -> bool:
@@ -159,7 +166,7 @@ def fingerprint(query: str, body: bytes) -> str:
 
 def idempotency(deps: ApiDeps) -> Middleware:
     bucket: list[KeyValue] = []
-    sealer = Sealer(signing_key(deps.signing_key, deps.token))
+    sealer = Sealer(*accepted_keys(deps))
 
     async def records() -> KeyValue:
         if not bucket:

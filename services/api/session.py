@@ -91,8 +91,10 @@ class SessionSealer:
     """Seals a token and its expiry into a cookie value; opens it again (None: not ours, or
     expired). The key is derived from the API's signing key, distinct from its other uses."""
 
-    def __init__(self, signing_key: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, signing_key: bytes, *extra: bytes, clock: Callable[[], float] = time.time) -> None:
         self.aead = AESGCM(hmac.new(signing_key, SEAL_CONTEXT, hashlib.sha256).digest())
+        # [api] extra_signing_keys: a session sealed with the old key stays open while it is listed.
+        self.opening = [self.aead, *(AESGCM(hmac.new(key, SEAL_CONTEXT, hashlib.sha256).digest()) for key in extra)]
         self.clock = clock
 
     def seal(self, token: str, lifetime: float = SESSION_SECONDS) -> tuple[str, float]:
@@ -106,13 +108,21 @@ class SessionSealer:
     def open(self, value: str) -> Opened | None:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            token, expires, *rest = msgspec.json.decode(self.aead.decrypt(raw[:12], raw[12:], SEAL_CONTEXT))
+            token, expires, *rest = msgspec.json.decode(self._decrypt(raw))
         except (InvalidTag, ValueError, TypeError, binascii.Error, msgspec.DecodeError):
             return None
         if not isinstance(token, str) or not isinstance(expires, (int, float)) or expires <= self.clock():
             return None
         session_id = rest[0] if rest and isinstance(rest[0], str) else ""  # "": sealed before ids
         return Opened(token, session_id)
+
+    def _decrypt(self, raw: bytes) -> bytes:
+        for aead in self.opening[:-1]:
+            try:
+                return aead.decrypt(raw[:12], raw[12:], SEAL_CONTEXT)
+            except InvalidTag:
+                continue  # sealed with another of the keys: the next one
+        return self.opening[-1].decrypt(raw[:12], raw[12:], SEAL_CONTEXT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,14 @@ def signing_key(configured: str, operator_token: str) -> bytes:
     return hmac.new(operator_token.encode(), b"relaydesk api signing key v1", hashlib.sha256).digest()
 
 
+def accepted_keys(deps: ApiDeps) -> list[bytes]:
+    """The keys what the API signed is checked with: the one it signs with, then ``[api]
+    extra_signing_keys`` (the old key while rotating: tokens, sessions, idempotency records and
+    file links it signed stay good until it is taken out)."""
+    extra: tuple[str, ...] = getattr(deps, "extra_signing_keys", ())  # a test's stand-in may lack it
+    return [signing_key(deps.signing_key, deps.token), *(key.encode() for key in extra if key)]
+
+
 def token_proof(key: bytes, agent_id: str, token_id: str, token_hash: str, role: str = "agent") -> str:
     """HMAC-SHA256 over the token's identity and role, unambiguous whatever the ids hold. An
     agent token's message is the one used before roles existed, so those tokens stay valid."""
@@ -87,8 +95,9 @@ class TokenTable:
     hands it every event (``install``), so tokens issued before a restart count at once.
     Only tokens whose proof checks with ``key`` count (see the module docstring)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *extra: bytes) -> None:
         self.key = key
+        self.extra = extra  # [api] extra_signing_keys: proofs by these hold too
         self.by_hash: dict[str, TokenRecord] = {}
         self.by_id: dict[str, TokenRecord] = {}
         self.refused = 0
@@ -113,8 +122,10 @@ class TokenTable:
         event = stored.event
         if isinstance(event, AgentTokenIssued):
             role = event.role
-            expected = self.proof(event.agent_id, event.token_id, event.token_hash, role)
-            if not hmac.compare_digest(event.proof.encode(), expected.encode()):
+            given = event.proof.encode()
+            keys = (self.key, *self.extra)
+            proofs = [token_proof(key, event.agent_id, event.token_id, event.token_hash, role) for key in keys]
+            if not any([hmac.compare_digest(given, expected.encode()) for expected in proofs]):
                 self._refuse(stored, event, "no valid proof: not issued by this API, or before its signing key changed")
                 return
             if role not in ROLES:

@@ -57,7 +57,7 @@ from events.skips import count_skip
 from events.streams import ATTACHMENTS_BUCKET, attachments_store, retention_max_age
 from services.api.attachment_limits import limits_for
 from services.api.common import READ_BODY, ApiDeps, ApiError, json_error, ok
-from services.api.tokens import signing_key
+from services.api.tokens import accepted_keys
 from services.customers.scan import scan
 
 log = structlog.get_logger(__name__)
@@ -300,7 +300,13 @@ async def run_upload_sweep(js: JetStreamContext, stop: asyncio.Event) -> None:
 
 
 def _key(deps: ApiDeps) -> bytes:
-    return hmac.new(signing_key(deps.signing_key, deps.token), _CONTEXT, hashlib.sha256).digest()
+    return _keys(deps)[0]
+
+
+def _keys(deps: ApiDeps) -> list[bytes]:
+    """The link keys: the one links are signed with, then those of ``[api] extra_signing_keys``
+    (a link signed before a rotation holds until it expires: Twilio may fetch it late)."""
+    return [hmac.new(key, _CONTEXT, hashlib.sha256).digest() for key in accepted_keys(deps)]
 
 
 def _b64(data: bytes) -> str:
@@ -321,9 +327,9 @@ def _claims(deps: ApiDeps, token: str) -> str | None:
     """The upload id a valid, unexpired token names (None: forged, altered or expired)."""
     claims, _, mac = token.partition(".")
     try:
-        expected = _b64(hmac.new(_key(deps), claims.encode(), hashlib.sha256).digest()[:20])
+        expected = [_b64(hmac.new(key, claims.encode(), hashlib.sha256).digest()[:20]) for key in _keys(deps)]
         # A link's text is whoever sends it's (a fuzzing audit: GET /v1/files/é.é was a 500).
-        if not constant_time_equal(expected, mac):
+        if not any([constant_time_equal(one, mac) for one in expected]):
             return None
         upload_id, expires = msgspec.json.decode(_unb64(claims), type=tuple[str, int])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
