@@ -15,6 +15,7 @@ from email.utils import getaddresses, parseaddr
 import structlog
 
 from connectors.sdk import Malformed
+from connectors.sdk.signatures import secret_list
 from events.model import InboundMessage
 
 from . import bounds, threads
@@ -103,13 +104,14 @@ def parse_email(
         first = threads.split_address(recipients[0])
         recipient = first.base
         metadata["recipients"] = ",".join(threads.split_address(r).base for r in recipients[:20])
+    extra = secret_list(settings.extra_thread_token_secrets)  # tokens made before a rotation
     for rcpt in recipients:
         token = threads.split_address(rcpt).token
-        if token and (conversation := threads.read_token(token, settings.thread_token_secret)):
+        if token and (conversation := threads.read_token(token, settings.thread_token_secret, extra)):
             metadata["thread_token"] = conversation
             break
     tag = threads.subject_token(subject)
-    if tag and (conversation := threads.read_token(tag, settings.thread_token_secret)):
+    if tag and (conversation := threads.read_token(tag, settings.thread_token_secret, extra)):
         metadata["subject_tag"] = conversation
 
     in_reply_to = threads.msgids(raw_text(msg, "In-Reply-To"))

@@ -56,6 +56,9 @@ class EmailSettings(ConnectorSettings, kw_only=True):
     # -- threading ----------------------------------------------------------------------
     # Signs plus-address tokens and subject tags (support+cv_x.<sig>@…); "" = unsigned.
     thread_token_secret: str = ""
+    # Also accepted, never used to sign (a list or comma-separated, so an env variable or secret
+    # file sets it): the old secret after a rotation, so replies to mail sent before still thread.
+    extra_thread_token_secrets: list[str] | str = []
     reply_to_token: bool = True  # replies carry Reply-To: <local>+<token>@<domain>
     subject_tag: bool = False  # replies carry "[#<token>]" in the subject
 

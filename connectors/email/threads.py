@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -46,13 +47,17 @@ def make_token(conversation_id: str, secret: str = "") -> str:
     return f"{conversation_id}.{_sig(secret, conversation_id)}" if secret else conversation_id
 
 
-def read_token(token: str, secret: str = "") -> str | None:
-    """The conversation id a token names, or None when it is not a valid (signed) token."""
+def read_token(token: str, secret: str = "", extra: Sequence[str] = ()) -> str | None:
+    """The conversation id a token names, or None when it is not a valid (signed) token.
+    ``extra``: other secrets a token may be signed with (the old one after a rotation)."""
     if not _TOKEN.match(token):
         return None
     conversation_id, _, sig = token.partition(".")
     if secret:
-        return conversation_id if sig and hmac.compare_digest(sig, _sig(secret, conversation_id)) else None
+        keys = [secret, *(key for key in extra if key)]
+        return (
+            conversation_id if sig and any([hmac.compare_digest(sig, _sig(k, conversation_id)) for k in keys]) else None
+        )
     return conversation_id
 
 
