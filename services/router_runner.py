@@ -282,7 +282,9 @@ class RouterRunner:
                     log.info("router.caught_up", seq=self.state.last_seq, frozen_objects=gc.get_freeze_count())
                 now = time.monotonic()
                 try:
-                    if now >= next_lease_check:
+                    # A leader whose lease stopped counting (a pause, a suspended VM: no lease
+                    # check came due on the monotonic clock meanwhile) checks before it decides.
+                    if now >= next_lease_check or (self.leading.is_set() and not lease.held):
                         next_lease_check = now + self.lease_ttl / 3
                         await (lease.renew() if lease.held else lease.try_acquire())
                         if lease.unavailable:
