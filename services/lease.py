@@ -68,7 +68,7 @@ class Lease:
         self.wall = wall  # the expiry written in the value, for display and older standbys
         self._revision: int | None = None
         self._valid_until = 0.0  # on ``clock``: when this holder stops counting on the lease
-        self._seen: tuple[int, float] | None = None  # another holder's revision, first seen at (``clock``)
+        self._seen: tuple[int | None, float] | None = None  # another holder's revision, first seen at (``clock``)
         self.unavailable = False  # the last call could not reach NATS
 
     @property
@@ -84,7 +84,7 @@ class Lease:
         self._seen = None
         self._valid_until = sent + self.ttl * HOLD_SHARE
 
-    def _lapsed(self, current: LeaseValue, revision: int) -> bool:
+    def _lapsed(self, current: LeaseValue, revision: int | None) -> bool:
         """Whether another holder's lease may be taken: released, or the same revision seen
         for ``ttl`` on this process's clock (its holder stopped renewing)."""
         if current.expires <= 0:
