@@ -49,7 +49,7 @@ from .origins import origin_allowed, parse_origins
 from .part import Shared
 from .ratelimit import RateLimiter
 from .sessions import SessionEndpoints
-from .settings import DAY, ChatSettings, check
+from .settings import DAY, ChatSettings, check, session_secrets
 from .websocket import WebSocketEndpoint
 
 __all__ = ["ChatSettings", "Client", "WebChatConnector"]  # Client: the tests' handle on one socket
@@ -132,10 +132,10 @@ class WebChatConnector(Connector):
     # -- inbound: POST /messages (socket messages take the same path, see inbound.py) -------
 
     def verify(self, request: ProviderRequest) -> None:
-        bearer_claims(request, self.settings.session_secret)
+        bearer_claims(request, session_secrets(self.settings))
 
     def parse(self, request: ProviderRequest) -> Sequence[InboundMessage]:
-        return [self.inbound.message(bearer_claims(request, self.settings.session_secret), request.json())]
+        return [self.inbound.message(bearer_claims(request, session_secrets(self.settings)), request.json())]
 
     # -- outbound -------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ success only after the JetStream ack), then store the frame in the history strea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from connectors.sdk import Malformed, ProviderRequest, TooLarge, Unauthentic, Unavailable, utcnow
@@ -18,9 +20,10 @@ from .language import language_hints
 from .origins import cors_headers
 from .part import ChatPart, Shared
 from .ratelimit import RateLimited, RateLimiter
+from .settings import session_secrets
 
 
-def bearer_claims(request: ProviderRequest, secret: str) -> tokens.SessionClaims:
+def bearer_claims(request: ProviderRequest, secret: str | Sequence[str]) -> tokens.SessionClaims:
     """The session of ``Authorization: Bearer <session token>``; ``Unauthentic`` otherwise."""
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
@@ -108,7 +111,7 @@ class Inbound(ChatPart):
     async def post_message(self, request: ProviderRequest) -> web.StreamResponse:
         """``POST /messages``: the SDK has verified the token; its error mapping and metrics
         (403/400/413/429/503) apply to what ``accept`` raises."""
-        client_msg_id, seq = await self.accept(bearer_claims(request, self.settings.session_secret), request.json())
+        client_msg_id, seq = await self.accept(bearer_claims(request, session_secrets(self.settings)), request.json())
         return web.json_response(
             {"client_msg_id": client_msg_id, "seq": seq, "epoch": self.history.epoch},
             headers=cors_headers(self.origins, request),

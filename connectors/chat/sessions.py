@@ -20,6 +20,7 @@ from .history import HistoryUnavailable
 from .origins import cors_headers, origin_allowed, refused
 from .part import ChatPart, Shared
 from .ratelimit import NewVisitorLimit, RateLimiter
+from .settings import address_secret
 
 
 def _static(name: str) -> str:
@@ -132,7 +133,7 @@ class SessionEndpoints(ChatPart):
             address = tokens.user_address(identity.subject)
             name, verified_email = identity.name, identity.verified_email
         else:
-            address = tokens.visitor_address(self.settings.session_secret, visitor_id)
+            address = tokens.visitor_address(address_secret(self.settings), visitor_id)
         try:
             last_seq = await self.history.last_seq(address)
         except HistoryUnavailable as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from connectors.sdk import ConnectorConfigError, ConnectorSettings
+from connectors.sdk.signatures import secret_list
 
 DAY = 24 * 3600.0
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -25,6 +26,12 @@ class ChatSettings(ConnectorSettings, kw_only=True):
     # Signs session tokens and derives visitor addresses (required, >= 32 chars, stable
     # across restarts and shared by every instance).
     session_secret: str = ""
+    # Also accepted for session tokens, never used to seal one (a list or comma-separated, so an
+    # env variable or secret file sets it): the other secret while instances are rolled over.
+    extra_session_secrets: list[str] | str = []
+    # What visitor addresses derive from; "" = session_secret. Rotating session_secret with this
+    # set to the old one keeps every returning visitor the customer they were (>= 32 chars).
+    address_secret: str = ""
     # HS256 secret shared with the site's backend for logged-in users' identity JWTs; "" = off.
     identity_jwt_secret: str = ""
     # If set, identity JWTs must carry this `aud`.
@@ -77,6 +84,8 @@ def check(settings: ChatSettings) -> None:
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`): it signs session tokens and "
             "derives visitor addresses, so it must be the same across restarts and instances"
         )
+    if settings.address_secret and len(settings.address_secret) < 32:
+        raise ConnectorConfigError("[connectors.chat] address_secret must be at least 32 characters")
     if settings.identity_jwt_secret and len(settings.identity_jwt_secret) < 32:
         raise ConnectorConfigError("[connectors.chat] identity_jwt_secret must be at least 32 characters (HS256)")
     if not 0 < settings.token_ttl <= 3600:
@@ -87,3 +96,14 @@ def check(settings: ChatSettings) -> None:
         raise ConnectorConfigError("[connectors.chat] history_stream must be a stream name (A-Z a-z 0-9 _ -)")
     if not _SUBJECT_PREFIX.fullmatch(settings.history_subject):
         raise ConnectorConfigError("[connectors.chat] history_subject must be dot-separated subject tokens")
+
+
+def session_secrets(settings: ChatSettings) -> list[str]:
+    """The secrets a session token may be sealed with: ``session_secret`` (which seals), then
+    ``extra_session_secrets``."""
+    return [settings.session_secret, *secret_list(settings.extra_session_secrets)]
+
+
+def address_secret(settings: ChatSettings) -> str:
+    """The secret visitor addresses derive from: kept over a rotation of ``session_secret``."""
+    return settings.address_secret or settings.session_secret

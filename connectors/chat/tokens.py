@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,10 +141,19 @@ def _claims_of(secret: str, parts: list[str]) -> bytes:
     raise TokenError("session token malformed")
 
 
-def verify_token(secret: str, token: object, *, now: float | None = None) -> SessionClaims:
+def verify_token(secret: str | Sequence[str], token: object, *, now: float | None = None) -> SessionClaims:
+    """``secret``: one, or several (the first seals; the others are the old ones, still accepted)."""
     if not isinstance(token, str) or not token:
         raise TokenError("session token missing")
-    payload = _claims_of(secret, token.split("."))
+    keys = [secret] if isinstance(secret, str) else [key for key in secret if key]
+    payload = b""
+    for i, key in enumerate(keys):
+        try:
+            payload = _claims_of(key, token.split("."))
+            break
+        except TokenError:
+            if i == len(keys) - 1:
+                raise
     try:
         raw = json.loads(payload)
         claims = SessionClaims(

@@ -33,6 +33,7 @@ from .protocol import (
     json_object,
 )
 from .ratelimit import RateLimited
+from .settings import session_secrets
 
 PENDING_MESSAGES = 100
 _REJECT_KIND: dict[type[ConnectorError], str] = {
@@ -131,7 +132,7 @@ class WebSocketEndpoint(ChatPart):
             await close(CLOSE_BAD_FRAME, 'first frame must be {"type":"auth","token":...}')
             return None, 0
         try:
-            claims = tokens.verify_token(self.settings.session_secret, frame.get("token"))
+            claims = tokens.verify_token(session_secrets(self.settings), frame.get("token"))
         except tokens.TokenError as err:
             await close(CLOSE_UNAUTHORIZED, str(err))
             return None, 0
