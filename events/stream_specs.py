@@ -40,6 +40,9 @@ class StoreSpec:
                 "max_age": c.ttl,
                 "max_bytes": c.max_bytes,
                 "max_msg_size": c.max_value_size,
+                # What nats-py sets on every bucket it creates: a bucket made by an older client
+                # refused the TTL on entries and markers meant to lapse (``events.kv_expiry``).
+                "allow_msg_ttl": True,
             }
             return {f: kv[f] for f in self.checked}
         obj = {"num_replicas": c.replicas, "max_age": c.ttl, "max_bytes": c.max_bytes}
@@ -73,7 +76,7 @@ def stream_spec(config: StreamConfig, owner: str = "setup", *, required: bool = 
 
 
 def kv_spec(config: KeyValueConfig, owner: str = "setup", *, required: bool = True) -> StoreSpec:
-    checked = ("num_replicas", "max_msgs_per_subject", "max_bytes", "max_msg_size") + (
+    checked = ("num_replicas", "max_msgs_per_subject", "max_bytes", "max_msg_size", "allow_msg_ttl") + (
         ("max_age",) if config.ttl else ()
     )
     return StoreSpec(f"KV_{config.bucket}", "kv", owner, config, checked, required)
@@ -99,6 +102,7 @@ _UNSET: dict[str, Any] = {
     "max_msgs": -1,
     "max_msg_size": -1,
     "republish": None,
+    "allow_msg_ttl": False,
 }
 
 

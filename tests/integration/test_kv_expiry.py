@@ -9,13 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import StreamConfig
+from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from connectors.email import bounces
 from connectors.email.bounces import SentReplies
 from events import kv_expiry, subjects
 from events.model import DeliverReply
+from events.stream_setup import ensure_store
+from events.stream_specs import kv_spec
 from services.delivery import slack_refs
 from services.delivery.slack_refs import MessageRef, SlackRefs, conversation_key, thread_key
 from tests.integration.system import eventually
@@ -95,4 +97,25 @@ async def test_a_bucket_without_message_ttls_keeps_markers_as_before(
     assert await refs.of_conversation(ref.conversation_id, "ep", "ava") is None
     said = [line["bucket"] for line in log_lines if line["event"] == "kv.no_message_ttl"]
     assert said == [bucket]
+    await js.delete_stream(f"KV_{bucket}")
+
+
+async def test_setup_lets_a_bucket_made_without_message_ttls_take_them(nc: NATS, uid: str) -> None:
+    """A bucket made by an older client (no ``allow_msg_ttl``) refused every TTL, so its markers
+    stayed for good; set-up turns them on in place (a change that deletes nothing)."""
+    bucket = f"t{uid}"
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], max_msgs_per_subject=1, allow_rollup_hdrs=True)
+    )
+    await js.publish(f"$KV.{bucket}.kept", b"x")
+    drift, _ = await ensure_store(js, kv_spec(KeyValueConfig(bucket=bucket, history=1)))
+    assert [(d.field, d.status) for d in drift] == [("allow_msg_ttl", "updated")]
+    assert (await js.stream_info(f"KV_{bucket}")).state.messages == 1  # nothing deleted
+    await kv_expiry.put_expiring(js, bucket, "lapses", b"y", ttl=1.0)
+
+    async def lapsed() -> bool:
+        return await messages_on(nc, f"KV_{bucket}", f"$KV.{bucket}.lapses") == 0
+
+    await eventually(lapsed)
     await js.delete_stream(f"KV_{bucket}")
