@@ -73,7 +73,12 @@ def channel_typos(config: Config) -> list[str]:
     """Channel names that look like a misspelt known one (``capacity = { smss = 3 }``). Any
     other name is taken as a channel of its own (a connector made with the SDK may run from
     another config), so only a near miss of a channel something serves is refused."""
-    known = set(served_channels(config))
+    from connectors.sdk.errors import ConnectorNotFound
+
+    try:
+        known = set(served_channels(config))
+    except ConnectorNotFound as err:  # an installed plug-in that cannot be used: every command says why
+        return [f"installed connectors: {err}"]
     problems: list[str] = []
     for where, names in named_channels(config):
         for name in dict.fromkeys(names):

@@ -9,10 +9,12 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from .base import Connector
+from .errors import ConnectorConfigError
 from .http import ConnectorApp
 from .metrics import Metrics
 from .outbound import OutboundWorker
 from .publish import InboundPublisher
+from .registry import name_problem
 
 log = structlog.get_logger("relaydesk.connector")
 
@@ -33,6 +35,11 @@ class ConnectorRuntime:
     connector's HTTP client. The NATS connection belongs to the caller and stays open."""
 
     def __init__(self, connector: Connector, nc: NATS) -> None:
+        for kind in ("name", "channel"):
+            if problem := name_problem(kind, getattr(connector, kind, None)):
+                # Else a dot failed every webhook 500 (no subject token) and an uppercase letter had
+                # every message parked by intake (events.model.Channel): said at start instead.
+                raise ConnectorConfigError(f"{type(connector).__name__}: {problem}")
         self.connector = connector
         self.nc = nc
         self.js = nc.jetstream()

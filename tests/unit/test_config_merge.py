@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -13,6 +14,11 @@ from events.model import DEFAULT_CAPACITY
 from router.policy import RouterPolicy
 from services.config import check, load
 from services.config_strict import split_name_and_key
+from tests.connectors.example_telegram.connector import TelegramConnector
+
+
+class MyChan(TelegramConnector):
+    name: ClassVar[str] = "my_chan"  # a class's name is its entry point's (connectors.sdk.registry)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -24,7 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.fixture
 def my_chan_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A plug-in connector named ``my_chan`` installed (its entry point), no table in the file."""
-    ep = EntryPoint("my_chan", "tests.connectors.example_telegram.connector:TelegramConnector", registry.GROUP)
+    ep = EntryPoint("my_chan", f"{__name__}:MyChan", registry.GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda *, group: [*entry_points(group=group), ep])
 
 
