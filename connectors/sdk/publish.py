@@ -108,7 +108,7 @@ class InboundPublisher:
         if message.at.tzinfo is None:
             # Intake refuses it (events.model.Instant); said here, where the connector's author
             # sees it, rather than as a dead letter later.
-            raise TypeError("InboundMessage.at has no time zone: use datetime.now(UTC) or the provider's own offset")
+            raise TypeError("InboundMessage.at has no time zone: date a message when it arrives, self.now() (UTC)")
         if why := unusable_message_id(message.provider_message_id):
             raise Malformed(why)
         payload = encode(message)

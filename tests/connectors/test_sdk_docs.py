@@ -86,7 +86,7 @@ def test_deliver_reply_metadata_is_the_last_messages_metadata() -> None:
     [first] = connector.parse(telegram_request(update(update_id=1, text="hi")))
     [second] = connector.parse(telegram_request(update(update_id=2, text="still there?")))
     triage = Triage(identity="telegram:42", language="en", skills={}, priority=0)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime.now(UTC)  # after the messages arrived (dated self.now()): intake keeps their time
     events = plan(fold_history([]), "cus_1", first, triage, now)
     [opened] = [e for e in events if isinstance(e, ConversationOpened)]
     later = plan(fold_history([]), "cus_1", second, triage, now)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from services.bus.embedded import EmbeddedNats
 from ..base import Connector
 from ..runtime import ConnectorRuntime
 from .helpers import FakeProvider, Published, conformance_nats, read_inbound
+from .hygiene import LoopWatch, captured_logs
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Harness:
     fake: FakeProvider
     runtime: ConnectorRuntime
     base_url: str
+    # Stalls of the event loop, and every log line (structlog and logging) since the start.
+    loop: LoopWatch = field(default_factory=LoopWatch)
+    logs: list[MutableMapping[str, Any]] = field(default_factory=list)
 
     @property
     def connector(self) -> Connector:
@@ -68,24 +72,40 @@ async def running_harness(
     tmp_path: Path,
 ) -> AsyncIterator[Harness]:
     """``connector_class`` configured by ``config(provider_url)`` (host, port and timeouts
-    overridden), a nats-server and ``fake``, running; all stopped on the way out."""
+    overridden), a nats-server and ``fake``, running; all stopped on the way out. The loop is
+    watched and every log line kept from before the connector starts to after it stops."""
+    with captured_logs() as logs:
+        async with (
+            LoopWatch().running() as loop,
+            conformance_nats(tmp_path) as (server, nc),
+            _running(connector_class, config, fake, nc) as (runtime, base_url),
+        ):
+            yield Harness(server, nc, fake, runtime, base_url, loop, logs)
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    connector_class: type[Connector],
+    config: Callable[[str], dict[str, Any]],
+    fake: FakeProvider,
+    nc: NATS,
+) -> AsyncIterator[tuple[ConnectorRuntime, str]]:
     runtime: ConnectorRuntime | None = None
-    async with conformance_nats(tmp_path) as (server, nc):
-        try:
-            await fake.start()
-            raw = {
-                **config(fake.url),
-                "host": "127.0.0.1",
-                "port": 0,
-                "ack_timeout": 1.0,
-                "deliver_backoff": 0.05,
-                "deliver_timeout": 5.0,
-                "outbound_fetch_timeout": 0.5,
-            }
-            runtime = ConnectorRuntime(connector_class.from_config(raw), nc)
-            [base_url, *_] = await runtime.start()
-            yield Harness(server, nc, fake, runtime, base_url)
-        finally:
-            if runtime is not None:
-                await runtime.stop()
-            await fake.stop()
+    try:
+        await fake.start()
+        raw = {
+            **config(fake.url),
+            "host": "127.0.0.1",
+            "port": 0,
+            "ack_timeout": 1.0,
+            "deliver_backoff": 0.05,
+            "deliver_timeout": 5.0,
+            "outbound_fetch_timeout": 0.5,
+        }
+        runtime = ConnectorRuntime(connector_class.from_config(raw), nc)
+        [base_url, *_] = await runtime.start()
+        yield runtime, base_url
+    finally:
+        if runtime is not None:
+            await runtime.stop()
+        await fake.stop()

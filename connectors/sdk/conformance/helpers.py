@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,9 +144,20 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() when the fake received it
 
 
 FakeHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def throttled(seconds: float) -> web.Response:
+    """A provider's "too many requests, come back in ``seconds``": 429 with ``Retry-After`` (and
+    the wait in the body too, where Telegram and others put it)."""
+    wait = f"{seconds:g}"
+    body = {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {wait}"}
+    return web.json_response(
+        {**body, "parameters": {"retry_after": seconds}}, status=429, headers={"Retry-After": wait}
+    )
 
 
 @dataclass
@@ -160,6 +172,10 @@ class FakeProvider:
     # the kit and failed by ``fail_next``; others (an OAuth token fetch, say) just answered.
     is_send: Callable[[RecordedRequest], bool] = lambda _request: True
     fail_next: int = 0
+    # Sends answered "come back in ``throttle_seconds``" (``throttle``: 429 with Retry-After) first.
+    throttle_next: int = 0
+    throttle_seconds: float = 1.0
+    throttle: FakeHandler | None = None
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -171,8 +187,14 @@ class FakeProvider:
             query=dict(request.query),
             headers=dict(request.headers),
             body=body,
+            at=time.monotonic(),
         )
         self.requests.append(recorded)
+        if self.throttle_next > 0 and self.is_send(recorded):
+            self.throttle_next -= 1
+            if self.throttle is not None:
+                return await self.throttle(request)
+            return throttled(self.throttle_seconds)
         if self.fail_next > 0 and self.is_send(recorded):
             self.fail_next -= 1
             return web.json_response({"message": "temporarily unavailable (fake)"}, status=503)

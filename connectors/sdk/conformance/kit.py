@@ -29,7 +29,11 @@ Contract checked:
   * a ``resolved`` notice (``DeliverReply.notice``, empty text): shown once
     (``check_notice``) when the connector lists it in ``notices``, never sent otherwise, and
     no outcome reported either way;
-  * ``/metrics`` and ``/healthz`` answer.
+  * ``/metrics`` and ``/healthz`` answer;
+  * (``checks.ContractChecks``) ``name`` and ``channel`` are channel names; a message is dated
+    when received (``at``: aware, now, never the provider's time); bodies the provider never
+    sends are a 4xx, never a 5xx; a provider's ``Retry-After`` is waited out; the event loop is
+    never blocked; no log line holds a message's text or an address.
 """
 
 from __future__ import annotations
@@ -53,13 +57,14 @@ from events import subjects
 from events.codec import encode
 from events.model import Attachment, DeliverReply, DeliveryFailed, MessageSent
 
-from ..base import Connector
+from ..base import Connector, utcnow
 from ..publish import outcome_msg_id
+from .checks import ContractChecks
 from .harness import Harness, SampleRequest, running_harness  # Harness, SampleRequest: still public here
 from .helpers import FakeProvider, RecordedRequest, read_outcomes, wait_for_outcome
 
 
-class ConnectorConformance(ABC):
+class ConnectorConformance(ContractChecks, ABC):
     """Base class of a connector's conformance tests (see the module docstring)."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
@@ -164,19 +169,31 @@ class ConnectorConformance(ABC):
     async def test_valid_request_publishes_exactly_one_event(self, harness: Harness) -> None:
         sample = self.valid_request(harness.base_url)
         assert "provider_message_id" in sample.expect, "valid_request().expect must name provider_message_id"
+        before = utcnow()
         status, body, _ = await harness.send(sample)
-        assert 200 <= status < 300, f"valid request answered {status}: {body[:200]!r}"
+        after = utcnow()
+        assert 200 <= status < 300, f"valid request answered {status}: {body[:200]!r}{self._crash(harness)}"
         published = await harness.published()
-        assert len(published) == 1, f"expected one event, got {len(published)}"
+        assert len(published) == 1, (
+            f"expected one event, got {len(published)}: the SDK publishes what parse returns (and answers"
+            " success only once JetStream acked it): a route of your own must not answer before that"
+        )
         item = published[0]
         channel = self.connector_class.channel
-        assert item.msg_id == f"{channel}:{sample.expect['provider_message_id']}"
+        assert item.msg_id == f"{channel}:{sample.expect['provider_message_id']}", (
+            f"published with Nats-Msg-Id {item.msg_id!r}: provider_message_id must be the provider's own id"
+            " of the message, without the channel (the SDK prefixes it)"
+        )
         assert item.message.channel == channel
         if self.connector_class.provider:
             assert item.message.provider == self.connector_class.provider
         assert item.message.sender, "sender must be set"
         for name, value in sample.expect.items():
             assert getattr(item.message, name) == value, f"{name}: {getattr(item.message, name)!r} != {value!r}"
+        self._dated_when_received(item.message, before, after)
+        self._loop_not_blocked(harness)
+        m = item.message
+        self._nothing_private_logged(harness, {"text": m.text, "sender": m.sender, "sender_name": m.sender_name})
 
     async def test_same_provider_id_twice_is_one_event(self, harness: Harness) -> None:
         first = self.valid_request(harness.base_url)
@@ -185,12 +202,20 @@ class ConnectorConformance(ABC):
         for sample in (first, again):
             status, body, _ = await harness.send(sample)
             assert 200 <= status < 300, f"answered {status}: {body[:200]!r}"
-        assert len(await harness.published()) == 1
+        published = await harness.published()
+        assert len(published) == 1, (
+            f"the provider's retry of one message became {len(published)} events (Nats-Msg-Ids"
+            f" {[p.msg_id for p in published]}): provider_message_id must be the provider's id of the"
+            " message, the same on every retry (no clock, no counter, no random part)"
+        )
         assert harness.runtime.metrics["duplicates"] == 1
 
     async def test_bad_authenticity_is_rejected_and_publishes_nothing(self, harness: Harness) -> None:
         status, body, ctype = await harness.send(self.forged_request(harness.base_url))
-        assert status in (401, 403), f"forged request answered {status}"
+        assert status in (401, 403), (
+            f"forged request answered {status}: verify must raise Unauthentic unless the request proves it"
+            " comes from the provider (connectors.sdk.signatures)"
+        )
         assert ctype == "application/json" and b'"error"' in body
         assert await harness.published() == []
 
@@ -198,7 +223,10 @@ class ConnectorConformance(ABC):
         sample = self.valid_request(harness.base_url)
         kept = {k: v for k, v in sample.headers.items() if k.lower() == "content-type"}
         status, _, _ = await harness.send(SampleRequest(sample.path, sample.body, kept, sample.method))
-        assert status in (401, 403), f"the valid request without its authentication headers answered {status}"
+        assert status in (401, 403), (
+            f"the valid request without its authentication headers answered {status}: verify must refuse"
+            " a request that proves nothing"
+        )
         assert await harness.published() == []
 
     async def test_a_valid_request_with_a_changed_body_is_rejected(self, harness: Harness) -> None:
@@ -255,7 +283,12 @@ class ConnectorConformance(ABC):
         """The fact intake will record for ``reply``, from the outcome the connector reported
         on ``rd.inbound.<channel>`` (connectors never write the log)."""
         js = harness.nc.jetstream()
-        found = await wait_for_outcome(js, reply.channel, reply.reply_id, timeout=timeout)
+        try:
+            found = await wait_for_outcome(js, reply.channel, reply.reply_id, timeout=timeout)
+        except TimeoutError:
+            self._loop_not_blocked(harness)  # the likelier cause, said first
+            raise AssertionError(f"no outcome reported for the reply within {timeout:g} s") from None
+        self._loop_not_blocked(harness)
         report = found.report
         assert found.msg_id == outcome_msg_id(report), f"outcome published with Nats-Msg-Id {found.msg_id!r}"
         assert (report.customer_id, report.conversation_id, report.channel) == (
@@ -288,6 +321,8 @@ class ConnectorConformance(ABC):
                 await asyncio.sleep(0.05)
         assert len(await read_outcomes(harness.nc.jetstream(), reply.channel, reply.reply_id)) == 1
         await self._log_is_untouched(harness)
+        self._loop_not_blocked(harness)
+        self._nothing_private_logged(harness, {"reply text": reply.text, "contact": reply.contact})
 
     async def test_outbound_reply_with_a_file(self, harness: Harness) -> None:
         if self.supports_attachments is None:
@@ -349,6 +384,10 @@ class ConnectorConformance(ABC):
         harness.fake.handler = self.provider_rejects
         reply = await self._send_reply(harness)
         outcome = await self._outcome(harness, reply)
-        assert isinstance(outcome, DeliveryFailed), f"expected DeliveryFailed, got {outcome!r}"
+        assert isinstance(outcome, DeliveryFailed), (
+            f"the provider refused the reply (4xx) and the connector reported {outcome!r}: return"
+            " DeliveryResult.failed(reason) unless the provider's answer says it took the message"
+        )
         assert outcome.reason
         assert len(harness.fake.sends) == 1, "a permanent rejection must not be retried"
+        self._nothing_private_logged(harness, {"reply text": reply.text, "contact": reply.contact})

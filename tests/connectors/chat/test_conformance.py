@@ -117,6 +117,9 @@ class TestChatConformance(ConnectorConformance):
     async def test_outbound_transient_failure_is_retried(self, harness: Harness) -> None:
         pytest.skip("chat delivery calls no remote provider: there is no transient provider failure to retry")
 
+    async def test_outbound_retry_after_is_honoured(self, harness: Harness) -> None:
+        pytest.skip("chat delivery calls no remote provider: nothing answers Retry-After")
+
     async def test_outbound_rejection_is_delivery_failed(self, harness: Harness) -> None:
         reply = msgspec.structs.replace(self.outbound_reply(), contact="+15550001111")
         js = harness.nc.jetstream()

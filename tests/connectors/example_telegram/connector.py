@@ -19,6 +19,7 @@ from connectors.sdk import (
     ProviderRequest,
     Unauthentic,
 )
+from connectors.sdk.retry_after import retry_after_seconds
 from events.model import Channel, DeliverReply, InboundMessage
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -64,7 +65,7 @@ class TelegramConnector(Connector):
         date = message.get("date")
         return [
             InboundMessage(
-                at=datetime.fromtimestamp(date, UTC) if isinstance(date, int) else self.now(),
+                at=self.now(),  # when it arrived: Telegram's own time (a retry's is old) is metadata
                 channel=self.channel,
                 provider=self.provider,
                 # update_id is unique per bot: Telegram's retries of one update carry the same.
@@ -77,6 +78,7 @@ class TelegramConnector(Connector):
                     "platform": "telegram",
                     "chat_id": str(chat["id"]),
                     "message_id": str(message.get("message_id", "")),
+                    "provider_at": datetime.fromtimestamp(date, UTC).isoformat() if _epoch(date) else "",
                 },
             )
         ]
@@ -101,4 +103,12 @@ class TelegramConnector(Connector):
         if isinstance(data, dict) and data.get("ok"):
             return DeliveryResult.sent(str(data["result"]["message_id"]))
         reason = f"telegram {resp.status}: {data.get('description') if isinstance(data, dict) else 'no detail'}"
-        return DeliveryResult.failed(reason, retryable=resp.status == 429 or resp.status >= 500)
+        # A 429 says when to come back (the header, or parameters.retry_after): not sooner.
+        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+        if wait is None and isinstance(data, dict) and isinstance(data.get("parameters"), dict):
+            wait = retry_after_seconds(str(data["parameters"].get("retry_after", "")))
+        return DeliveryResult.failed(reason, retryable=resp.status == 429 or resp.status >= 500, retry_after=wait)
+
+
+def _epoch(value: object) -> bool:
+    return isinstance(value, int) and 0 <= value < 2**35  # datetime.fromtimestamp refuses beyond year 9999
