@@ -4,8 +4,10 @@ only; ``services.cli`` runs what was asked)."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from services import logs
+from services.cli_args import customer_id, epilog, writable_file
 
 HELP = """\
 Relaydesk: an event-sourced conversation router for customer service.
@@ -17,7 +19,7 @@ Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|
                  relaydesk rebuild timelines [--customer ID]
                  relaydesk customers import FILE [--dry-run] | export CUSTOMER | link CUSTOMER IDENTITY
                  relaydesk customers unlink CUSTOMER IDENTITY [--reason TEXT] | merge SURVIVOR OTHER
-                 relaydesk customers erase CUSTOMER --reason TEXT [--yes]
+                 relaydesk customers erase CUSTOMER --reason TEXT [--yes] | erase-again [--dry-run]
                  relaydesk customers migrate-identities [--compact]
                  relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day|conversation] [--png FILE]
                  relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality
@@ -43,8 +45,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     nats_auth = parser.add_argument_group(
         "NATS credentials",
-        "default: [nats] in the config / RELAYDESK_NATS_USER, _PASSWORD, _TOKEN, …; else the role's credentials "
-        "`relaydesk up` generated in the data dir. Passwords and tokens only by environment or config file.",
+        # Filled here: a command whose examples are laid out by hand (a raw formatter) keeps it as given.
+        textwrap.fill(
+            "default: [nats] in the config / RELAYDESK_NATS_USER, _PASSWORD, _TOKEN, …; else the role's credentials "
+            "`relaydesk up` generated in the data dir. Passwords and tokens only by environment or config file.",
+            76,
+        ),
     )
     nats_auth.add_argument("--nats-user", metavar="USER", help="NATS user (password: RELAYDESK_NATS_PASSWORD)")
     nats_auth.add_argument("--nats-creds", metavar="FILE", help="NATS .creds file (JWT + nkey; needs nkeys)")
@@ -157,7 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("name", help="sink name (installed sinks: relaydesk.sinks entry points)")
     sink.add_argument("--retry-parked", action="store_true", help="sync the events it parked once more, then exit")
 
-    setup = sub.add_parser("setup", help="create the streams and buckets on NATS (as the tool role)")
+    setup = sub.add_parser(
+        "setup",
+        help="create the streams and buckets on NATS (as the tool role)",
+        epilog=epilog(
+            {
+                0: "every stream and bucket is there and up to date (or, --nats-auth-config, printed)",
+                1: "NATS cannot be reached or refused a change (the URL, stream or bucket is named)",
+                2: "a bad option",
+            },
+            "relaydesk setup --nats-url nats://nats.internal:4222",
+            "relaydesk setup --nats-auth-config > deploy/nats/auth.conf",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(setup)
     setup.add_argument(
         "--nats-auth-config",
@@ -178,7 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER, help="the benchmark's own options (relaydesk bench BENCHMARK --help)"
     )
 
-    rebuild = sub.add_parser("rebuild", help="rebuild projections from the event log")
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="rebuild projections from the event log",
+        epilog=epilog(
+            {
+                0: "rebuilt and swapped in",
+                1: "the rebuild failed (the store cannot be opened, the customer has no events…): the live"
+                " timelines are as they were",
+                2: "it could not start: NATS cannot be reached (the URL is named), no event log there, or a bad option",
+            },
+            "relaydesk rebuild timelines                      # beside `relaydesk up`",
+            "relaydesk rebuild timelines --customer cu_7f3a9c --nats-url nats://nats.internal:4222",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(rebuild)
     rebuild.add_argument(
         "what",
@@ -188,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--customer",
         metavar="ID",
+        type=customer_id,
         help="rebuild only this customer's timeline (exit 1 if the log has none of its events)",
     )
     rebuild.add_argument(
@@ -200,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_customers_parser(sub, _common)
 
-    from services.dlq import add_parsers as add_dlq_parsers
+    from services.dlq_parser import add_parsers as add_dlq_parsers
 
     add_dlq_parsers(sub, _common)
 
@@ -233,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--tz", metavar="ZONE", help="IANA zone of the days, hours and plain dates, e.g. Europe/Paris (default UTC)"
     )
-    report.add_argument("--png", metavar="FILE", help="also write a chart: SLA attainment and waiting time per hour")
+    report.add_argument(
+        "--png", metavar="FILE", type=writable_file, help="also write a chart: SLA attainment and waiting time per hour"
+    )
     report.add_argument("--json", action="store_true", help="print the API's JSON instead of the table")
     report.add_argument("--api", metavar="URL", help="default: http://<[api] host>:<[api] port>")
     report.add_argument("--token", help="operator token (default: RELAYDESK_API_TOKEN or <data dir>/api-token)")

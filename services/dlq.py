@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -264,46 +264,6 @@ async def export_parked(nc: NATS, stop: asyncio.Event, *, every: float | None = 
 
 
 # -- the command line ---------------------------------------------------------------------
-
-DLQ_HELP = """\
-Parked messages:
-(RELAYDESK_NATS_URL or --nats-url; beside `relaydesk up`, its embedded NATS is found)
-
-  relaydesk dlq list [--kind dead_letter|quarantined] [--json]
-                                  every parked message: key, kind, reader, subject, deliveries, error
-  relaydesk dlq show KEY [--json] one record with its headers and raw data
-  relaydesk dlq retry KEY         publish a dead letter again on its subject (fresh Nats-Msg-Id
-                                  retry:KEY:N), then drop the record; quarantined log events are
-                                  refused (the log is append-only: fix forward, then drop)
-  relaydesk dlq drop KEY          forget a record (after fixing forward, or when it is junk)
-
-A KEY is <stream>.<sequence>, e.g. RD_INBOUND.42.
-"""
-
-
-def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    dlq = sub.add_parser(
-        "dlq",
-        help="dead letters and quarantined events: list, show, retry, drop",
-        description=DLQ_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="list parked messages")
-    common(listing)
-    listing.add_argument("--kind", choices=KINDS, help="only this kind (default: both)")
-    listing.add_argument("--json", action="store_true", help="print JSON (one object with a list)")
-    show = actions.add_parser("show", help="show one parked message with its headers and data")
-    common(show)
-    show.add_argument("key", metavar="KEY", help="<stream>.<sequence>, as `dlq list` prints it")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    for name, text in (
-        ("retry", "publish a dead letter again on its original subject, then drop the record"),
-        ("drop", "forget a parked record"),
-    ):
-        action = actions.add_parser(name, help=text)
-        common(action)
-        action.add_argument("key", metavar="KEY", help="<stream>.<sequence>, as `dlq list` prints it")
 
 
 async def _connect(url: str, config: Config) -> NATS:

@@ -104,3 +104,36 @@ def test_an_unknown_argument_is_refused_with_its_commands_usage(
         cli.parse(cli.build_parser(), argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith(usage) and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_every_positional_says_what_it_takes(command: str) -> None:
+    """Found by an ops audit: ``customers erase --help`` showed a bare ``CUSTOMER``, ``customers
+    import`` a bare ``FILE`` (its columns only in the parent command's help)."""
+    parser = _commands()[command]
+    bare = [
+        a.dest
+        for a in parser._actions
+        if not a.option_strings and not a.help and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert not bare, f"relaydesk {command}: {bare} without a help text"
+
+
+# The tools an operator (or a script) runs whose exit codes mean something beyond 0 and 2.
+TOOLS_WITH_EXIT_CODES = sorted(
+    {"setup", "rebuild", "dlq list", "dlq show", "dlq retry", "dlq drop"}
+    | {f"customers {action}" for action in ("import", "link", "unlink", "merge", "export", "erase", "erase-again")}
+    | {"customers migrate-identities"}
+)
+
+
+@pytest.mark.parametrize("command", TOOLS_WITH_EXIT_CODES)
+def test_a_tools_help_gives_an_example_and_its_exit_codes(command: str) -> None:
+    """Found by an ops audit: none of these said what its exit codes mean (``customers erase``
+    exits 2 unconfirmed and 3 with data left in clear; ``rebuild`` 2 when it cannot start), nor
+    how Ctrl-C ends it, nor gave an example."""
+    text = _help(_commands()[command])
+    examples, codes = text.split("\nexamples:\n")[-1].split("\nexit codes:\n")
+    assert f"relaydesk {command}" in examples
+    assert codes.startswith("  0 ") and "\n  1 " in codes and "\n  130, 143 " in codes, codes
+    assert "NATS cannot be reached" in " ".join(codes.split()), codes
