@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from services.bus.connection import (
     is_credentials_error,
     is_permission_error,
     let_go,
+    why_unreachable,
 )
 from services.bus.permissions import TOOL
 from services.config import Config, ConfigError, load
@@ -189,6 +191,7 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
     auth = auth_for(config or _config_for_tools(), TOOL)
 
     refused: list[str] = []
+    failures: list[str] = []  # why each attempt failed: the last is said, not "no servers available"
 
     async def error_cb(err: Exception) -> None:
         if is_permission_error(err):
@@ -196,12 +199,14 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
             return
         if is_credentials_error(err):
             refused.append(str(err))
+        failures.append(why_unreachable(err))
         log.debug("nats.error", error=str(err))
 
     try:
         servers = server_list(url)
     except ConfigError as err:
         raise SystemExit(f"relaydesk: {err}") from err
+    started = time.monotonic()
     try:
         return await nats.connect(
             servers, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb, **auth.connect_options()
@@ -211,6 +216,11 @@ async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
             raise nats.errors.Error(
                 f"NATS refused the credentials ({auth.describe()}): set [nats] user and RELAYDESK_NATS_PASSWORD, "
                 "or run where `relaydesk up` keeps its data dir (RELAYDESK_DATA_DIR)"
+            ) from err
+        if failures:  # every tool says "cannot connect to NATS at <url>: " before it
+            raise nats.errors.Error(
+                f"{failures[-1]} (tried {len(failures)} times in {time.monotonic() - started:.0f} s); is NATS running"
+                " there? Set RELAYDESK_NATS_URL or --nats-url, or run beside `relaydesk up`"
             ) from err
         raise
 

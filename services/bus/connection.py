@@ -188,10 +188,12 @@ class SlowConsumerLog:
             self.subjects.clear()
 
 
-def _why_unreachable(err: BaseException) -> str:
+def why_unreachable(err: BaseException) -> str:
     """What a failed connection attempt says, for a person ("connection refused", …)."""
     if isinstance(err, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(err, TimeoutError):  # said "TimeoutError" (found by an ops audit)
+        return "no answer (a firewall dropping packets, or not a NATS port?)"
     if isinstance(err, OSError) and err.strerror:
         return err.strerror.lower()
     return str(err) or type(err).__name__
@@ -229,7 +231,7 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
         if isinstance(err, nats.errors.SlowConsumerError):
             slow.note(err)
             return
-        failures.append(_why_unreachable(err))
+        failures.append(why_unreachable(err))
         del failures[:-3]
         log.warning("nats.error", error=str(err), client=name)
 

@@ -110,3 +110,18 @@ def test_a_good_customer_id_and_file_get_as_far_as_nats(tmp_path: Path, capsys: 
             cli.main([*argv, "--nats-url", NOWHERE])
         said = f"{exit_.value.code} {capsys.readouterr().err}"
         assert exit_.value.code != 2 and "cannot connect to NATS at nats://127.0.0.1:1" in said, said
+
+
+@pytest.mark.parametrize("argv", [["customers", "export", "cu_7f3a9c"], ["dlq", "list"], ["rebuild", "timelines"]])
+def test_nats_refusing_is_said_as_such_naming_the_url_and_what_to_do(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an ops audit: every tool said ``nats: no servers available for connection``,
+    neither why (refused? no answer?) nor how long it had tried nor what to do."""
+    try:
+        code: int | str | None = cli.main([*argv, "--nats-url", NOWHERE])
+    except SystemExit as exit_:
+        code = exit_.code
+    said = " ".join(f"{code if isinstance(code, str) else ''} {capsys.readouterr().err}".split())
+    assert f"cannot connect to NATS at {NOWHERE}: connection refused (tried " in said, said
+    assert "is NATS running there? Set RELAYDESK_NATS_URL or --nats-url" in said, said
