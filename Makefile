@@ -24,7 +24,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Four workers by default on any core count: a test mostly waits (for a nats-server, a subprocess,
-# a deadline), and on a 2-core VM two workers took 19 minutes, four about 13 (PYTEST_WORKERS=0
+# a deadline), and on a 2-core VM two workers took 19 minutes, four 14 (PYTEST_WORKERS=0
 # runs in one process); each test file runs whole on one
 # worker (--dist loadfile), with a nats-server of that worker's own.
 PYTEST_WORKERS ?= 4
