@@ -68,6 +68,23 @@ class Gate:
         self._open.set()
 
 
+def crash_at_the_second_read(monkeypatch: pytest.MonkeyPatch) -> tuple[Gate, Callable[..., Awaitable[Any]]]:
+    """An erasure held just before it destroys the keys (the gate) that dies at its second read
+    of ``RD_INBOUND`` (after ``CustomerErased``), as a process killed there would; returns the
+    gate and the real ``erase_inbound``, to put back for the retry."""
+    gate = Gate()
+    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
+    real = erase.erase_inbound
+
+    async def crashing_second_read(*args: Any, after: int = 0, **kwargs: Any) -> Any:
+        if after:
+            raise ConnectionError("the erasure's process died here")
+        return await real(*args, after=after, **kwargs)
+
+    monkeypatch.setattr(erase, "erase_inbound", crashing_second_read)
+    return gate, real
+
+
 async def test_a_repeated_merge_racing_an_erasure_does_not_put_the_addresses_back(
     nc: NATS, store: EventStore, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -293,16 +310,7 @@ async def test_a_retry_erases_the_raw_messages_of_a_late_conversation_a_crash_le
     customers = await customers_of(nc, event_store(nc))
     ann_address = f"ann-retry-{uid}@example.com"
     ann = await customer(customers, f"email:{ann_address}")
-    gate = Gate()
-    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
-    real = erase.erase_inbound
-
-    async def crashing_second_read(*args: Any, after: int = 0, **kwargs: Any) -> Any:
-        if after:
-            raise ConnectionError("the erasure's process died here")
-        return await real(*args, after=after, **kwargs)
-
-    monkeypatch.setattr(erase, "erase_inbound", crashing_second_read)
+    gate, real = crash_at_the_second_read(monkeypatch)
     erasing = asyncio.create_task(eraser(nc, customers).erase(ann, "DSR-7", "operator"))
     await gate.wait()
     await publish_raw(nc, ann_address, f"late-{uid}")

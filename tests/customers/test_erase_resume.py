@@ -25,7 +25,7 @@ from services.customers.erase_report import ErasureTargets
 from services.customers.scan import scan
 from services.identity import IDENTITY_KEY_NAME
 from tests.customers.helpers import customer, customers_of
-from tests.customers.test_erase_races import Gate, inbound_naming, publish_raw
+from tests.customers.test_erase_races import crash_at_the_second_read, inbound_naming, publish_raw
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,7 @@ async def crash_after_the_keys(nc: NATS, monkeypatch: pytest.MonkeyPatch, ann: s
     and the process dies after the keys went, at the second read of ``RD_INBOUND``."""
     customers = await customers_of(nc, event_store(nc))
     await publish_raw(nc, ann_address, f"before-{uid}")  # RD_INBOUND is not empty: there is a second read
-    gate = Gate()
-    monkeypatch.setattr(CustomerKeys, "destroy", gate.around(CustomerKeys.destroy))
-    real = erase.erase_inbound
-
-    async def crashing_second_read(*args: Any, after: int = 0, **kwargs: Any) -> Any:
-        if after:
-            raise ConnectionError("the erasure's process died here")
-        return await real(*args, after=after, **kwargs)
-
-    monkeypatch.setattr(erase, "erase_inbound", crashing_second_read)
+    gate, real = crash_at_the_second_read(monkeypatch)
     erasing = asyncio.create_task(Eraser(customers, CustomerKeys(nc.jetstream())).erase(ann, "DSR-8", "operator"))
     await gate.wait()  # RD_INBOUND read once, the keys about to go
     await publish_raw(nc, ann_address, f"arrived-{uid}")
