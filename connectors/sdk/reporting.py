@@ -86,7 +86,12 @@ class OutcomeReports:
                     raise
                 count_skip("outbound.report_retry")
                 if not waiting_for_room:  # storage full: said once a minute by the publisher
-                    rlog.warning("outbound.report_retrying", error=type(err).__name__, outcome=outcome.outcome)
+                    rlog.warning(
+                        "outbound.report_retrying",
+                        error=type(err).__name__,
+                        outcome=outcome.outcome,
+                        stream_seq=msg.metadata.sequence.stream,
+                    )
             await asyncio.sleep(pause)
             # Waiting for room, a pause up to a quarter of the hold, renewed after each.
             pause = min(pause * 2, self.hold.ack_wait / 4 if waiting_for_room else 2.0)

@@ -21,7 +21,7 @@ from events.skips import count_skip
 from events.stopping import cancel_and_wait
 from services.api.common import ApiDeps
 from services.customers.erase import Eraser
-from services.customers.erase_job import ErasureJobs
+from services.customers.erase_job import JOB_PREFIX, ErasureJobs
 from services.customers.erase_report import ErasureTargets
 from services.customers.service import CustomerError, Customers
 
@@ -74,7 +74,11 @@ def install(app: web.Application, deps: ApiDeps) -> None:
             try:
                 await resume_erasures(customers, keys, targets, grace=grace)
             except Exception as err:  # NATS away: the next pass tries again
-                log.warning("customers.erasure_resume_failed", error=type(err).__name__)
+                log.warning(
+                    "customers.erasure_resume_failed",
+                    error=type(err).__name__,
+                    skipped=f"this pass over the recorded erasures ({JOB_PREFIX}* in rd_identity); the next in an hour",
+                )
                 count_skip("api.erasure_resume")
             grace = RUNNING_GRACE
             await asyncio.sleep(RESUME_EVERY_S)
