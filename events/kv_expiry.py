@@ -58,10 +58,9 @@ async def put_expiring(js: JetStreamContext, bucket: str, key: str, value: bytes
     return (await js.publish(subject, value)).seq
 
 
-async def purge_expiring(kv: KeyValue, key: str, ttl: float) -> None:
-    """Remove ``key`` (a purge: its history goes) with a marker the server removes ``ttl``
-    seconds after, so that nothing of the key is left."""
-    bucket = str(kv._name)  # nats-py keeps the bucket's name there alone
+async def purge_expiring(kv: KeyValue, bucket: str, key: str, ttl: float) -> None:
+    """Remove ``key`` of ``bucket`` (``kv`` is that bucket; a purge: its history goes) with a
+    marker the server removes ``ttl`` seconds after, so that nothing of the key is left."""
     try:
         await kv.purge(key, msg_ttl=ttl)
     except APIError as err:

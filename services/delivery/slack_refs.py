@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from events.kv_expiry import purge_expiring
+from events.subjects import STATE_BUCKET
 
 PREFIX = "delivery.slack"
 MARKER_TTL = 3600.0  # seconds a removed reference's marker stays (then the key is gone)
@@ -61,8 +62,9 @@ _decoder = msgspec.json.Decoder(MessageRef)
 
 
 class SlackRefs:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, bucket: str = STATE_BUCKET) -> None:
         self.kv = kv
+        self.bucket = bucket  # kv's name: nats-py keeps it only in a private attribute
 
     async def _get(self, key: str) -> MessageRef | None:
         try:
@@ -91,4 +93,4 @@ class SlackRefs:
             conversation_key(ref.conversation_id, ref.endpoint_id, ref.agent_id),
             thread_key(ref.channel, ref.ts),
         ):
-            await purge_expiring(self.kv, key, MARKER_TTL)  # whether or not the key was there
+            await purge_expiring(self.kv, self.bucket, key, MARKER_TTL)  # whether or not the key was there

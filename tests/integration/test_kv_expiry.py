@@ -90,7 +90,7 @@ async def test_a_bucket_without_message_ttls_keeps_markers_as_before(
     await js.add_stream(
         StreamConfig(name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], max_msgs_per_subject=1, allow_rollup_hdrs=True)
     )
-    refs = SlackRefs(await js.key_value(bucket))
+    refs = SlackRefs(await js.key_value(bucket), bucket)
     ref = ref_of(uid)
     await refs.save(ref)
     await refs.forget(ref)
