@@ -23,10 +23,12 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
 
 Encoding = Literal["hex", "base64"]
+Secret = TypeVar("Secret", str, bytes)
+Opened = TypeVar("Opened")
 DEFAULT_TOLERANCE = 300.0  # seconds; Slack's and Stripe's five minutes
 
 
@@ -138,3 +140,43 @@ def secret_list(value: list[str] | str) -> list[str]:
     (``RELAYDESK_…_FILE``) can set it too. Empty entries are dropped."""
     items = value.split(",") if isinstance(value, str) else value
     return [item.strip() for item in items if item.strip()]
+
+
+# Rotation (the ``extra_*`` companions): one secret signs, the others are accepted too. Every
+# site checks them all through these two, so none stops at the first that matches (the time
+# taken would tell which secret an attacker's guess is near) and none takes an empty secret (an
+# unset ``extra_*`` entry would let anyone sign with the empty key).
+
+
+def first_match(secrets: Iterable[Secret], check: Callable[[Secret], bool]) -> int | None:
+    """The index in ``secrets`` of the first one ``check`` holds for (None: none does).
+    ``check`` runs for every non-empty secret, also after one matched; empty ones are skipped."""
+    found: int | None = None
+    for index, secret in enumerate(secrets):
+        if not secret:
+            continue
+        if check(secret) and found is None:
+            found = index
+    return found
+
+
+def open_with_any(
+    secrets: Iterable[Secret],
+    open_: Callable[[Secret], Opened | None],
+    refusals: tuple[type[Exception], ...] = (),
+) -> Opened | None:
+    """What ``open_`` gives for the first secret that opens (None, or one of ``refusals``
+    raised: not this secret), or None when none does. Every non-empty secret is tried, also
+    after one opened; empty ones are skipped. An opened value may be falsy (``b""``): test the
+    result with ``is None``."""
+    found: Opened | None = None
+    for secret in secrets:
+        if not secret:
+            continue
+        try:
+            opened = open_(secret)
+        except refusals:
+            continue
+        if found is None:
+            found = opened
+    return found

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from connectors.sdk.signatures import (
     constant_time_equal,
+    first_match,
     hmac_sha256_base64,
     hmac_sha256_hex,
+    open_with_any,
     sign,
     timestamp_fresh,
     verify_hmac_sha256,
@@ -90,3 +94,50 @@ def test_constant_time_equal() -> None:
     assert not constant_time_equal("abc", "abd")
     assert not constant_time_equal("abc", "ab")
     assert not constant_time_equal("abc", "ábc")
+
+
+def test_first_match_checks_every_secret_and_names_the_first_that_matched() -> None:
+    checked: list[str] = []
+
+    def check(secret: str) -> bool:
+        checked.append(secret)
+        return secret in ("b", "c")
+
+    assert first_match(["a", "b", "c", "d"], check) == 1
+    assert checked == ["a", "b", "c", "d"]  # no early exit: the time does not say which one
+    assert first_match(["a", "d"], check) is None
+    assert first_match([], check) is None
+
+
+def test_first_match_never_takes_an_empty_secret() -> None:
+    checked: list[str | bytes] = []
+
+    def anything(secret: str | bytes) -> bool:
+        checked.append(secret)
+        return True
+
+    assert first_match(["", "new"], anything) == 1  # indexes count the skipped ones
+    assert first_match([b"", b""], anything) is None
+    assert checked == ["new"]
+
+
+class Refused(Exception):
+    pass
+
+
+def test_open_with_any_tries_every_key_and_gives_the_first_opening() -> None:
+    tried: list[str] = []
+
+    def open_(key: str) -> bytes | None:
+        tried.append(key)
+        if key == "bad":
+            raise Refused
+        return {"old": b"", "new": b"plain"}.get(key)
+
+    assert open_with_any(["bad", "old", "new", "other"], open_, (Refused,)) == b""  # falsy yet opened
+    assert tried == ["bad", "old", "new", "other"]
+    assert open_with_any(["new", "old"], open_, (Refused,)) == b"plain"
+    assert open_with_any(["other", "bad"], open_, (Refused,)) is None
+    assert open_with_any(["", ""], lambda key: b"opened by anything", (Refused,)) is None
+    with pytest.raises(Refused):  # only the refusals named are "not this key"
+        open_with_any(["bad"], open_)
