@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from connectors.sdk.signatures import first_match
+
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}(?:\.[0-9a-f]{10})?$")
 _TAG = re.compile(r"\[#([A-Za-z0-9_-]{1,64}(?:\.[0-9a-f]{10})?)\]")
@@ -53,12 +55,10 @@ def read_token(token: str, secret: str = "", extra: Sequence[str] = ()) -> str |
     if not _TOKEN.match(token):
         return None
     conversation_id, _, sig = token.partition(".")
-    if secret:
-        keys = [secret, *(key for key in extra if key)]
-        return (
-            conversation_id if sig and any([hmac.compare_digest(sig, _sig(k, conversation_id)) for k in keys]) else None
-        )
-    return conversation_id
+    if not secret:
+        return conversation_id
+    matched = first_match([secret, *extra], lambda key: hmac.compare_digest(sig, _sig(key, conversation_id)))
+    return conversation_id if sig and matched is not None else None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import structlog
 from multidict import MultiDictProxy
 
 from connectors.sdk import ConnectorSettings, Malformed, ProviderRequest, Unauthentic
-from connectors.sdk.signatures import secret_list
+from connectors.sdk.signatures import first_match, secret_list
 
 from . import signature
 
@@ -65,13 +65,13 @@ def verify(settings: TwilioSettings, request: ProviderRequest, connector: str, *
     if body_ok is False:
         raise Unauthentic("bodySHA256 does not match the body")
     params: MultiDictProxy[str] | tuple[()] = () if body_ok else form(request)
-    matched = [signature.valid(key, url, params, sig, algorithm) for key in keys]
-    if not any(matched):
+    matched = first_match(keys, lambda key: signature.valid(key, url, params, sig, algorithm))
+    if matched is None:
         where = url.split("?", 1)[0]
         hint = "" if s.public_base_url else "; behind a proxy, set public_base_url"
         # A rotated token refuses every webhook exactly like a wrong URL: say both.
         rotated = "; or signed with another auth token: rotated? list the other in extra_auth_tokens"
         raise Unauthentic(f"invalid {signature.SIGNATURE_HEADER} for {where}{hint}{rotated}")
-    if not matched[0] and len(keys) > 1:
+    if matched > 0:
         # So the operator sees when the old token stops being used and it can be dropped.
-        log.info("twilio.signed_with_extra_token", connector=connector, index=matched.index(True) - 1)
+        log.info("twilio.signed_with_extra_token", connector=connector, index=matched - 1)

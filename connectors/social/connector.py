@@ -69,7 +69,7 @@ from connectors.sdk import (
     utcnow,
 )
 from connectors.sdk.reply_command import template_values
-from connectors.sdk.signatures import secret_list
+from connectors.sdk.signatures import first_match, secret_list
 from events.model import Attachment, Channel, DeliverReply, InboundMessage, TemplateMessage
 
 from . import signature, window
@@ -153,9 +153,7 @@ class MetaConnector(Connector):
         if not header:
             raise Unauthentic(f"missing {signature.SIGNATURE_HEADER} header")
         secrets = [self.settings.app_secret, *secret_list(self.settings.extra_app_secrets)]
-        # Check every secret (no early exit), so timing does not tell which one matched.
-        matches = [signature.valid(secret, request.body, header) for secret in secrets if secret]
-        if not any(matches):
+        if first_match(secrets, lambda secret: signature.valid(secret, request.body, header)) is None:
             # A rotated app secret refuses every webhook: say so, not only "invalid".
             raise Unauthentic(
                 f"invalid {signature.SIGNATURE_HEADER}: signed with another app secret? rotated? "

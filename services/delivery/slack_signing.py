@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from connectors.sdk.signatures import constant_time_equal, sign, timestamp_fresh
+from connectors.sdk.signatures import constant_time_equal, first_match, sign, timestamp_fresh
 
 SIGNATURE = "X-Slack-Signature"
 TIMESTAMP = "X-Slack-Request-Timestamp"
@@ -49,7 +49,6 @@ def refusal(
         return f"{TIMESTAMP} is not a number"
     if not timestamp_fresh(timestamp, tolerance=tolerance, now=now):
         return f"{TIMESTAMP} is more than {tolerance:g} s from our clock"
-    # Every secret is checked (no early exit), so timing does not tell which one matched.
-    if not any([constant_time_equal(signature(key, timestamp, body), given) for key in (secret, *extra) if key]):
+    if first_match([secret, *extra], lambda key: constant_time_equal(signature(key, timestamp, body), given)) is None:
         return BAD_SIGNATURE
     return None

@@ -28,7 +28,7 @@ import html
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from connectors.sdk.signatures import secret_list
+from connectors.sdk.signatures import first_match, secret_list
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
@@ -242,8 +242,7 @@ class FreshdeskSink(Sink):
         if not token:
             raise Unauthentic(f"missing {TOKEN_HEADER}")
         keys = [self.settings.webhook_secret, *secret_list(self.settings.extra_webhook_secrets)]
-        # Every secret is compared (no early exit), so timing does not tell which one matched.
-        if not any([hmac.compare_digest(token.encode(), key.encode()) for key in keys if key]):
+        if first_match(keys, lambda key: hmac.compare_digest(token.encode(), key.encode())) is None:
             raise Unauthentic(f"wrong {TOKEN_HEADER}: another secret? rotated? list the other in extra_webhook_secrets")
 
     async def webhook(self, request: WebhookRequest) -> Mapping[str, Any]:

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from connectors.sdk.signatures import hmac_sha256_base64, secret_list, verify_hmac_sha256
+from connectors.sdk.signatures import first_match, hmac_sha256_base64, secret_list, verify_hmac_sha256
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
@@ -272,8 +272,7 @@ class ZendeskSink(Sink):
             raise Unauthentic(f"missing {SIGNATURE} or {SIGNATURE_TIMESTAMP}")
         signed = timestamp.encode() + request.body
         keys = [self.settings.webhook_secret, *secret_list(self.settings.extra_webhook_secrets)]
-        # Every secret is checked (no early exit), so timing does not tell which one matched.
-        if not any([verify_hmac_sha256(key, signed, signature, encoding="base64") for key in keys]):
+        if first_match(keys, lambda key: verify_hmac_sha256(key, signed, signature, encoding="base64")) is None:
             raise Unauthentic(
                 "bad webhook signature: signed with another secret? rotated? list the other in extra_webhook_secrets"
             )

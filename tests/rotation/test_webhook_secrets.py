@@ -5,11 +5,13 @@ environment variable or a secret file; a refusal says the secret may have been r
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from connectors.sdk import Connector, ProviderRequest, Unauthentic
@@ -51,6 +53,21 @@ def test_twilio_accepts_the_other_token_while_rotating(connector: type[Connector
     rotated.verify(twilio_request(NEW))  # promoted
     with pytest.raises(Unauthentic, match="rotated\\? list the other in extra_auth_tokens"):
         rotated.verify(twilio_request("a-third-token-nobody-knows-000"))
+
+
+def test_twilio_logs_which_extra_token_signed() -> None:
+    """So the operator sees when the old token stops being used; the primary logs nothing."""
+    connector = TwilioSmsConnector.from_config({"auth_token": NEW, "extra_auth_tokens": ["", "second", OLD]})
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))  # the line is info
+    try:
+        with structlog.testing.capture_logs() as logs:
+            connector.verify(twilio_request(NEW))
+            connector.verify(twilio_request(OLD))
+    finally:
+        structlog.configure(**saved)
+    signed = [entry for entry in logs if entry["event"] == "twilio.signed_with_extra_token"]
+    assert [(entry["connector"], entry["index"]) for entry in signed] == [("sms", 1)]
 
 
 def test_extra_tokens_are_never_used_to_send() -> None:
