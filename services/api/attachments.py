@@ -33,7 +33,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from connectors.sdk.signatures import constant_time_equal
+from connectors.sdk.signatures import constant_time_equal, first_match
 from events import subjects
 from events.model import Attachment, MessageReceived
 from events.objects import ObjectUnreadable, read_object
@@ -72,8 +72,9 @@ class Links:
 
     def __init__(self, key: bytes, *extra: bytes, clock: Any = time.time) -> None:
         self.key = hmac.new(key, _CONTEXT, hashlib.sha256).digest()
-        # [api] extra_signing_keys: links signed with the old key hold until they expire.
-        self.checking = [self.key, *(hmac.new(k, _CONTEXT, hashlib.sha256).digest() for k in extra)]
+        # [api] extra_signing_keys: links signed with the old key hold until they expire. By the
+        # key they derive from, so an empty one is never taken (first_match skips it).
+        self.checking = {k: hmac.new(k, _CONTEXT, hashlib.sha256).digest() for k in (key, *extra)}
         self.clock = clock
 
     def token(self, customer_id: str, seq: int, message_id: str, index: int, actor: str) -> str:
@@ -86,7 +87,8 @@ class Links:
         payload, _, signature = token.partition(".")
         if not payload or not signature:
             return "this attachment link is not valid"
-        if not any([constant_time_equal(self._sign(payload, key), signature) for key in self.checking]):
+        checking = self.checking
+        if first_match(checking, lambda k: constant_time_equal(self._sign(payload, checking[k]), signature)) is None:
             return "this attachment link is not valid"
         try:
             claims = msgspec.json.decode(_unb64(payload), type=LinkClaims)

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from connectors.sdk.signatures import open_with_any
 from events.streams import IDEMPOTENCY_BUCKET
 from events.subjects import is_token
 from services.api import uploads
@@ -75,23 +76,23 @@ class Sealer:
 
     def __init__(self, secret: bytes, *extra: bytes) -> None:
         self.aead = AESGCM(hmac.new(secret, b"relaydesk idempotency records v1", hashlib.sha256).digest())
-        # [api] extra_signing_keys: a record sealed with the old key is still answered from.
-        self.opening = [
-            self.aead,
-            *(AESGCM(hmac.new(k, b"relaydesk idempotency records v1", hashlib.sha256).digest()) for k in extra),
-        ]
+        # [api] extra_signing_keys: a record sealed with the old key is still answered from. By
+        # the key they derive from, so an empty one is never tried (open_with_any skips it).
+        self.opening = {
+            k: AESGCM(hmac.new(k, b"relaydesk idempotency records v1", hashlib.sha256).digest())
+            for k in (secret, *extra)
+        }
 
     def seal(self, kv_key: str, body: bytes) -> bytes:
         nonce = os.urandom(12)
         return nonce + self.aead.encrypt(nonce, body, kv_key.encode())
 
     def open(self, kv_key: str, sealed: bytes) -> bytes | None:
-        for aead in self.opening:
-            try:
-                return aead.decrypt(sealed[:12], sealed[12:], kv_key.encode())
-            except (InvalidTag, ValueError):
-                continue  # sealed with another of the keys, or altered
-        return None
+        """The body, or None: sealed with none of the keys, or altered."""
+        opening, bound = self.opening, kv_key.encode()
+        return open_with_any(
+            opening, lambda k: opening[k].decrypt(sealed[:12], sealed[12:], bound), (InvalidTag, ValueError)
+        )
 
 
 def valid_key(key: str) -> bool:

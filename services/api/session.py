@@ -51,6 +51,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
+from connectors.sdk.signatures import open_with_any
 from events.skips import count_skip
 from services.api.auth import AGENT, Handler
 from services.api.common import ACTOR, Body, json_error, ok, read_body
@@ -94,7 +95,10 @@ class SessionSealer:
     def __init__(self, signing_key: bytes, *extra: bytes, clock: Callable[[], float] = time.time) -> None:
         self.aead = AESGCM(hmac.new(signing_key, SEAL_CONTEXT, hashlib.sha256).digest())
         # [api] extra_signing_keys: a session sealed with the old key stays open while it is listed.
-        self.opening = [self.aead, *(AESGCM(hmac.new(key, SEAL_CONTEXT, hashlib.sha256).digest()) for key in extra)]
+        # By the key they derive from, so an empty one is never tried (open_with_any skips it).
+        self.opening = {
+            key: AESGCM(hmac.new(key, SEAL_CONTEXT, hashlib.sha256).digest()) for key in (signing_key, *extra)
+        }
         self.clock = clock
 
     def seal(self, token: str, lifetime: float = SESSION_SECONDS) -> tuple[str, float]:
@@ -108,7 +112,10 @@ class SessionSealer:
     def open(self, value: str) -> Opened | None:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            token, expires, *rest = msgspec.json.decode(self._decrypt(raw))
+            plain = self._decrypt(raw)
+            if plain is None:
+                return None
+            token, expires, *rest = msgspec.json.decode(plain)
         except (InvalidTag, ValueError, TypeError, binascii.Error, msgspec.DecodeError):
             return None
         if not isinstance(token, str) or not isinstance(expires, (int, float)) or expires <= self.clock():
@@ -116,13 +123,9 @@ class SessionSealer:
         session_id = rest[0] if rest and isinstance(rest[0], str) else ""  # "": sealed before ids
         return Opened(token, session_id)
 
-    def _decrypt(self, raw: bytes) -> bytes:
-        for aead in self.opening[:-1]:
-            try:
-                return aead.decrypt(raw[:12], raw[12:], SEAL_CONTEXT)
-            except InvalidTag:
-                continue  # sealed with another of the keys: the next one
-        return self.opening[-1].decrypt(raw[:12], raw[12:], SEAL_CONTEXT)
+    def _decrypt(self, raw: bytes) -> bytes | None:
+        opening = self.opening
+        return open_with_any(opening, lambda key: opening[key].decrypt(raw[:12], raw[12:], SEAL_CONTEXT), (InvalidTag,))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
+from connectors.sdk.signatures import first_match
 from events.model import AgentTokenIssued, AgentTokenRevoked
 from events.store import StoredEvent
 from services.api.common import ACTOR, ApiDeps, Body, is_operator, json_error, name_problem, ok, read_body
@@ -123,9 +124,12 @@ class TokenTable:
         if isinstance(event, AgentTokenIssued):
             role = event.role
             given = event.proof.encode()
-            keys = (self.key, *self.extra)
-            proofs = [token_proof(key, event.agent_id, event.token_id, event.token_hash, role) for key in keys]
-            if not any([hmac.compare_digest(given, expected.encode()) for expected in proofs]):
+
+            def proven(key: bytes) -> bool:
+                expected = token_proof(key, event.agent_id, event.token_id, event.token_hash, role)
+                return hmac.compare_digest(given, expected.encode())
+
+            if first_match((self.key, *self.extra), proven) is None:
                 self._refuse(stored, event, "no valid proof: not issued by this API, or before its signing key changed")
                 return
             if role not in ROLES:

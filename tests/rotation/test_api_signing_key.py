@@ -11,11 +11,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from connectors.sdk.signatures import secret_list
 from events.model import AgentTokenIssued
 from events.store import StoredEvent
 from services import config
-from services.api import uploads
+from services.api import idempotency, session, uploads
 from services.api.attachments import Links
 from services.api.idempotency import Sealer
 from services.api.session import SessionSealer
@@ -80,3 +83,60 @@ def test_console_sessions_idempotency_records_and_links_of_the_old_key_hold() ->
     signed = url.rsplit("/", 1)[1]
     assert uploads._claims(deps(NEW, OLD), signed) == "up_" + "a" * 32
     assert uploads._claims(deps(NEW), signed) is None
+
+
+def test_an_empty_extra_key_never_verifies() -> None:
+    """Each of these took an empty extra key given to it directly: whatever anyone signed or
+    sealed with the empty key (no secret at all) was taken. ``accepted_keys`` drops empty
+    entries, but the rule now holds wherever the keys come from."""
+    new, empty = NEW.encode(), b""
+    token = new_token()
+    event = AgentTokenIssued(
+        at=datetime.now(UTC),
+        agent_id="ava",
+        token_id="tk_1",
+        token_hash=hash_token(token),
+        proof=token_proof(empty, "ava", "tk_1", hash_token(token)),
+    )
+    table = TokenTable(new, empty)
+    table.apply(StoredEvent(1, "rd.evt.a.ava", event))
+    assert table.record_for(token) is None and table.refused == 1
+
+    assert SessionSealer(new, empty).open(SessionSealer(empty).seal("rdat_x")[0]) is None
+    assert Sealer(new, empty).open("k", Sealer(empty).seal("k", b"answer")) is None
+    assert isinstance(Links(new, empty).check(Links(empty).token("cu_1", 7, "m_1", 0, "operator")), str)
+
+
+class CountingAESGCM:
+    """AESGCM, counting the decryptions (how many keys were tried)."""
+
+    decrypted = 0
+
+    def __init__(self, key: bytes) -> None:
+        self.inner = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
+        return self.inner.encrypt(nonce, data, associated)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
+        CountingAESGCM.decrypted += 1
+        return self.inner.decrypt(nonce, data, associated)
+
+
+def test_sessions_and_idempotency_records_try_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They stopped at the first key that opened: a cookie or record sealed with the signing
+    key took one decryption, one sealed with an old key two, so the time told which key."""
+    monkeypatch.setattr(session, "AESGCM", CountingAESGCM)
+    monkeypatch.setattr(idempotency, "AESGCM", CountingAESGCM)
+    rotated = accepted_keys(deps(NEW, OLD))
+
+    cookie, _ = SessionSealer(*rotated).seal("rdat_x")
+    CountingAESGCM.decrypted = 0
+    opened = SessionSealer(*rotated).open(cookie)
+    assert opened is not None and opened.token == "rdat_x"
+    assert CountingAESGCM.decrypted == 2
+
+    record = Sealer(*rotated).seal("k", b"")
+    CountingAESGCM.decrypted = 0
+    assert Sealer(*rotated).open("k", record) == b""  # an empty answer is an answer
+    assert CountingAESGCM.decrypted == 2
