@@ -35,6 +35,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.types import Options
 
+from connectors.sdk.signatures import open_with_any
+
 TOKEN_VERSION = "v2"
 SIGNED_ONLY = "v1"  # accepted until expiry, never issued
 NONCE_BYTES = 12
@@ -115,45 +117,50 @@ def issue_token(secret: str, claims: SessionClaims) -> str:
     return f"{TOKEN_VERSION}.{_b64(nonce + sealed)}"
 
 
-def _claims_of(secret: str, parts: list[str]) -> bytes:
-    """The JSON claims of a v2 (sealed) or v1 (signed) token; ``TokenError`` if they do not hold."""
-    if parts[0] == TOKEN_VERSION and len(parts) == 2:
-        try:
+@dataclass(frozen=True)
+class _Read:
+    """A session token's parts, before any secret is tried: v2 (sealed) or v1 (signed)."""
+
+    version: str
+    head: bytes  # v2: the nonce; v1: the text signed
+    body: bytes  # v2: the sealed claims; v1: the claims
+    mac: bytes = b""  # v1: the signature
+
+
+def _read(token: str) -> _Read:
+    """``TokenError`` for a token of no known shape: whatever the secret, it says the same."""
+    parts = token.split(".")
+    try:
+        if parts[0] == TOKEN_VERSION and len(parts) == 2:
             data = _unb64(parts[1])
-        except ValueError as err:
-            raise TokenError("session token malformed") from err
-        if len(data) <= NONCE_BYTES:
-            raise TokenError("session token malformed")
-        try:
-            return _token_key(secret).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], TOKEN_VERSION.encode())
-        except InvalidTag as err:  # another secret, or altered
-            raise TokenError("session token signature invalid") from err
-    if parts[0] == SIGNED_ONLY and len(parts) == 3:
-        signed = f"{parts[0]}.{parts[1]}"
-        try:
-            given = _unb64(parts[2])
-            payload = _unb64(parts[1])
-        except ValueError as err:
-            raise TokenError("session token malformed") from err
-        if not hmac.compare_digest(given, _mac(secret, b"session-token", signed.encode())):
-            raise TokenError("session token signature invalid")
-        return payload
+            if len(data) > NONCE_BYTES:
+                return _Read(TOKEN_VERSION, data[:NONCE_BYTES], data[NONCE_BYTES:])
+        elif parts[0] == SIGNED_ONLY and len(parts) == 3:
+            mac = _unb64(parts[2])
+            return _Read(SIGNED_ONLY, f"{parts[0]}.{parts[1]}".encode(), _unb64(parts[1]), mac)
+    except ValueError as err:
+        raise TokenError("session token malformed") from err
     raise TokenError("session token malformed")
+
+
+def _claims_of(secret: str, read: _Read) -> bytes | None:
+    """The JSON claims, if ``secret`` sealed (v2) or signed (v1) the token; None otherwise."""
+    if read.version == TOKEN_VERSION:
+        try:
+            return _token_key(secret).decrypt(read.head, read.body, TOKEN_VERSION.encode())
+        except InvalidTag:  # another secret, or altered
+            return None
+    return read.body if hmac.compare_digest(read.mac, _mac(secret, b"session-token", read.head)) else None
 
 
 def verify_token(secret: str | Sequence[str], token: object, *, now: float | None = None) -> SessionClaims:
     """``secret``: one, or several (the first seals; the others are the old ones, still accepted)."""
     if not isinstance(token, str) or not token:
         raise TokenError("session token missing")
-    keys = [secret] if isinstance(secret, str) else [key for key in secret if key]
-    payload = b""
-    for i, key in enumerate(keys):
-        try:
-            payload = _claims_of(key, token.split("."))
-            break
-        except TokenError:
-            if i == len(keys) - 1:
-                raise
+    read = _read(token)
+    payload = open_with_any([secret] if isinstance(secret, str) else secret, lambda key: _claims_of(key, read))
+    if payload is None:
+        raise TokenError("session token signature invalid")
     try:
         raw = json.loads(payload)
         claims = SessionClaims(

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.chat import tokens
 from connectors.chat.connector import WebChatConnector
@@ -44,3 +45,42 @@ def test_tokens_sealed_with_the_old_secret_hold_and_new_ones_use_the_new(tmp_pat
         tokens.verify_token(OLD, new)
     with pytest.raises(tokens.TokenError, match="signature invalid"):
         tokens.verify_token(session_secrets(settings), tokens.issue_token("t" * 40, claims))
+
+
+class CountingAESGCM:
+    """AESGCM, counting the decryptions (how many secrets were tried)."""
+
+    decrypted = 0
+
+    def __init__(self, key: bytes) -> None:
+        self.inner = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
+        return self.inner.encrypt(nonce, data, associated)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
+        CountingAESGCM.decrypted += 1
+        return self.inner.decrypt(nonce, data, associated)
+
+
+def test_every_secret_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify_token stopped at the first secret that opened: a token sealed with
+    session_secret took one decryption, one sealed with an old secret two."""
+    monkeypatch.setattr(tokens, "AESGCM", CountingAESGCM)
+    claims = tokens.SessionClaims("visitor:" + "a" * 32, int(time.time()) + 300)
+    token = tokens.issue_token(NEW, claims)
+    CountingAESGCM.decrypted = 0
+    assert tokens.verify_token([NEW, OLD], token) == claims
+    assert CountingAESGCM.decrypted == 2
+
+
+def test_an_empty_secret_never_verifies() -> None:
+    """One secret given as a string was used even when empty: a token anyone sealed with the
+    empty secret was taken (a list dropped empty entries)."""
+    claims = tokens.SessionClaims("visitor:" + "a" * 32, int(time.time()) + 300)
+    with pytest.raises(tokens.TokenError, match="signature invalid"):
+        tokens.verify_token("", tokens.issue_token("", claims))
+    with pytest.raises(tokens.TokenError, match="signature invalid"):
+        tokens.verify_token([NEW, ""], tokens.issue_token("", claims))
+    with pytest.raises(tokens.TokenError, match="malformed"):  # the token's shape is judged first
+        tokens.verify_token([NEW, OLD], "v2.x")
