@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 
@@ -32,17 +30,15 @@ from events.streams import (
     ensure_streams,
     retention_max_age,
 )
-from services.bus.auth import NatsAuth, role_credentials, server_list
+from services.bus.auth import NatsAuth, role_credentials
 from services.bus.connection import (
     connect_nats,
     denials_from_now,
     forget,
-    is_credentials_error,
-    is_permission_error,
     let_go,
-    why_unreachable,
 )
 from services.bus.permissions import TOOL
+from services.bus.tool_connect import connect_tool
 from services.config import Config, ConfigError, load
 from services.data_dir import keep, make_data_dir, read_kept
 
@@ -185,44 +181,11 @@ def _config_for_tools() -> Config:
 
 
 async def connect_for_tool(url: str, config: Config | None = None) -> NATS:
-    """A connection for a one-shot command (import, rebuild): a few quick tries, and failures
-    said once by the caller, not as one traceback per try from nats.py's default handler.
-    Connects as the tool role (see ``auth_for``)."""
-    auth = auth_for(config or _config_for_tools(), TOOL)
-
-    refused: list[str] = []
-    failures: list[str] = []  # why each attempt failed: the last is said, not "no servers available"
-
-    async def error_cb(err: Exception) -> None:
-        if is_permission_error(err):
-            log.error("nats.permission_denied", error=str(err), who=auth.describe())
-            return
-        if is_credentials_error(err):
-            refused.append(str(err))
-        failures.append(why_unreachable(err))
-        log.debug("nats.error", error=str(err))
-
-    try:
-        servers = server_list(url)
-    except ConfigError as err:
-        raise SystemExit(f"relaydesk: {err}") from err
-    started = time.monotonic()
-    try:
-        return await nats.connect(
-            servers, connect_timeout=5, max_reconnect_attempts=3, error_cb=error_cb, **auth.connect_options()
-        )
-    except nats.errors.NoServersError as err:
-        if refused:
-            raise nats.errors.Error(
-                f"NATS refused the credentials ({auth.describe()}): set [nats] user and RELAYDESK_NATS_PASSWORD, "
-                "or run where `relaydesk up` keeps its data dir (RELAYDESK_DATA_DIR)"
-            ) from err
-        if failures:  # every tool says "cannot connect to NATS at <url>: " before it
-            raise nats.errors.Error(
-                f"{failures[-1]} (tried {len(failures)} times in {time.monotonic() - started:.0f} s); is NATS running"
-                " there? Set RELAYDESK_NATS_URL or --nats-url, or run beside `relaydesk up`"
-            ) from err
-        raise
+    """A connection for a one-shot command (import, rebuild): a few quick tries within three times
+    ``[nats] connect_timeout``, said on stderr while NATS does not answer, and failures said once
+    by the caller (``services.bus.tool_connect``). Connects as the tool role (see ``auth_for``)."""
+    config = config or _config_for_tools()
+    return await connect_tool(url, auth_for(config, TOOL), timeout=config.nats.connect_timeout)
 
 
 async def seed_agents(store: EventStore, config: Config) -> int:

@@ -85,13 +85,24 @@ def writable_file(text: str) -> str:
 INTERRUPTED = "stopped by Ctrl-C (130) or SIGTERM (143): one line says what was left and how to finish"
 
 
-def epilog(codes: dict[int, str], *examples: str) -> str:
+def epilog(codes: dict[int, str], *examples: str, json_failures: bool = False) -> str:
     """The end of a tool's ``--help``: examples, then what each exit code means (set it with
-    ``argparse.RawDescriptionHelpFormatter`` so the lines stay as laid out here)."""
+    ``argparse.RawDescriptionHelpFormatter`` so the lines stay as laid out here); with
+    ``json_failures``, what its ``--json`` prints on a failure (``tool_runner.say_failure``)."""
     lines = []
     if examples:
         lines += ["examples:", *(f"  {example}" for example in examples), ""]
     lines.append("exit codes:")
     for code, text in [*sorted(codes.items()), ("130, 143", INTERRUPTED)]:
         lines += textwrap.wrap(text, 78, initial_indent=f"  {code:<9} ", subsequent_indent=" " * 12)
+    if json_failures:
+        lines += ["", *textwrap.wrap(JSON_FAILURES, 78)]
     return "\n".join(lines)
+
+
+# What a tool's --json prints when it fails (services.tool_runner.say_failure).
+JSON_FAILURES = (
+    'With --json, a failure still prints one JSON object on stdout, {"error": {"code": CODE, "message": TEXT}}, '
+    "besides its line on stderr and the exit code above; CODE is one of nats_unreachable, "
+    "nats_credentials_refused, nats_no_answer, permission_denied, not_set_up, not_found, conflict, unavailable."
+)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -25,16 +24,19 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from rich.console import Console
 
 from events.parking import PARKED_BUCKET, ParkedKind, ParkedMessage, ParkingLot, encode_payload_for_display
 from events.skips import count_skip
-from services.bus.connection import let_go
+from services.bus.auth import describe_servers
+from services.bus.connection import let_go, permission_denied
 from services.bus.errors import NATS_ERRORS
+from services.bus.tool_connect import CredentialsRefused
 from services.config import Config
 from services.metrics import MEASURED_AT, PARKED
 from services.terminal_text import printable
+from services.tool_runner import say_failure
 
 log = structlog.get_logger(__name__)
 
@@ -274,29 +276,38 @@ async def _connect(url: str, config: Config) -> NATS:
 
 def dlq_command(args: argparse.Namespace, config: Config) -> int:
     if not config.nats.url:
-        raise SystemExit("relaydesk dlq: set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)")
+        say_failure(
+            "dlq",
+            "nats_unreachable",
+            "set RELAYDESK_NATS_URL or --nats-url (or run beside `relaydesk up`)",
+            as_json=bool(getattr(args, "json", False)),
+        )
+        return 1
     return asyncio.run(_dlq(args, config))
 
 
 async def _dlq(args: argparse.Namespace, config: Config) -> int:
-    url = config.nats.url
+    as_json = bool(getattr(args, "json", False))
+    tool = f"dlq {args.action}"
+    where = describe_servers(config.nats.url)
     out = Console(soft_wrap=True, highlight=False, markup=False)  # parked data and errors as they are
     try:
-        nc = await _connect(url, config)
+        nc = await _connect(config.nats.url, config)
     except Exception as err:
-        print(f"relaydesk dlq: cannot connect to NATS at {url}: {err}", file=sys.stderr)
+        code = "nats_credentials_refused" if isinstance(err, CredentialsRefused) else "nats_unreachable"
+        say_failure(tool, code, f"cannot connect to NATS at {where}: {err}", as_json=as_json)
         return 1
     try:
         dl = DeadLetters(nc)
         if args.action == "list":
             records = await dl.list(args.kind)
-            if args.json:
+            if as_json:
                 print(msgspec.json.encode({"parked": [summary(r) for r in records], "count": len(records)}).decode())
             else:
                 _print_list(out, records)
         elif args.action == "show":
             record = await dl.get(args.key)
-            if args.json:
+            if as_json:
                 print(msgspec.json.encode(summary(record, with_data=True)).decode())
             else:
                 _print_one(out, record)
@@ -311,11 +322,32 @@ async def _dlq(args: argparse.Namespace, config: Config) -> int:
             await dl.drop(args.key, "cli")
             out.print(f"{args.key}: dropped")
     except DlqError as err:
-        print(f"relaydesk dlq {args.action}: {err.reason}", file=sys.stderr)
+        say_failure(tool, _STATUS_CODES.get(err.status, "unavailable"), err.reason, as_json=as_json)
+        return 1
+    except BucketNotFoundError:
+        say_failure(
+            tool,
+            "not_set_up",
+            f"NATS at {where} has no {PARKED_BUCKET} bucket: run `relaydesk setup` (or `relaydesk up`) first",
+            as_json=as_json,
+        )
+        return 1
+    except NATS_ERRORS as err:
+        # A request this role may not make is answered with nothing: it reads as a timeout, and
+        # only the server's permissions violation, reported aside, says why (was a traceback).
+        if denied := permission_denied(nc):
+            code, why = "permission_denied", f"NATS at {where} refused it ({denied}): run it as the tool role"
+        else:
+            code, why = "nats_no_answer", f"NATS at {where} did not answer ({type(err).__name__}: {err})"
+        say_failure(tool, code, why, as_json=as_json)
         return 1
     finally:
         await let_go(nc)
     return 0
+
+
+# A refused operation's HTTP-like status (DlqError), as a --json failure's code.
+_STATUS_CODES = {404: "not_found", 409: "conflict", 503: "unavailable"}
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:

@@ -34,14 +34,20 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
-    nats_down = "NATS cannot be reached (the URL tried is named)"
+    nats_down = "NATS cannot be reached (the URL tried is named), refuses the login or the request, or does not answer"
 
-    def action(name: str, text: str, codes: dict[int, str], example: str) -> argparse.ArgumentParser:
+    def action(
+        name: str, text: str, codes: dict[int, str], example: str, *, json: bool = False
+    ) -> argparse.ArgumentParser:
         # What each exit code means, and an example (found by an ops audit: none said either).
         made: argparse.ArgumentParser = actions.add_parser(
             name,
             help=text,
-            epilog=epilog({2: "KEY is not of the shape <stream>.<sequence>, or a bad option", **codes}, example),
+            epilog=epilog(
+                {2: "KEY is not of the shape <stream>.<sequence>, or a bad option", **codes},
+                example,
+                json_failures=json,
+            ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         common(made)
@@ -52,6 +58,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         "list parked messages",
         {0: "listed (maybe none)", 1: nats_down, 2: "a bad option"},
         "relaydesk dlq list --json",
+        json=True,
     )
     listing.add_argument("--kind", choices=KINDS, help="only this kind (default: both)")
     listing.add_argument("--json", action="store_true", help="print JSON (one object with a list)")
@@ -61,6 +68,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         "show one parked message with its headers and data",
         {0: "shown", 1: f"{gone}; or {nats_down}"},
         "relaydesk dlq show RD_INBOUND.42",
+        json=True,
     )
     show.add_argument("key", metavar="KEY", type=parked_key, help=KEY_HELP)
     show.add_argument("--json", action="store_true", help="print JSON")

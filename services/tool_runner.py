@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
+
+from services.bus.waiting import a_person_waits
 
 T = TypeVar("T")
 
@@ -72,6 +75,17 @@ def run_tool(job: Coroutine[Any, Any, T], *, interrupted: str) -> T:
             raise KeyboardInterrupt from None  # said by interrupted_as
 
 
+def say_failure(tool: str, code: str, message: str, *, as_json: bool) -> None:
+    """A one-shot tool's failure: one line on stderr for a person (``relaydesk <tool>: <message>``)
+    and, with ``--json``, one JSON object on stdout, ``{"error": {"code": ..., "message": ...}}``,
+    so a script reading stdout into jq reads why instead of nothing (found by an ops audit:
+    ``dlq list --json | jq`` got empty input when NATS was away). The caller's exit code says it
+    failed either way; ``code`` is a stable word (``nats_unreachable``, ``not_found``, …)."""
+    print(f"relaydesk {tool}: {message}", file=sys.stderr, flush=True)
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False), flush=True)
+
+
 # How long a signal's cancellation may wait for the event loop before the loop is taken as
 # blocked (a prompt) and the main thread is interrupted where it waits.
 BLOCKED_LOOP_SECONDS = 0.5
@@ -110,7 +124,8 @@ def interrupted_as(note: str, received: list[int] | None = None) -> Iterator[Non
     if ours:
         signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield
+        with a_person_waits():  # a NATS that does not answer is said on stderr, not left silent
+            yield
     except KeyboardInterrupt:
         print(f"relaydesk: interrupted; {note}", file=sys.stderr)
         raise SystemExit(128 + (seen[0] if seen else signal.SIGINT)) from None

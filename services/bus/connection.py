@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from events.skips import count_skip
 from services.bus.auth import NatsAuth, describe_servers, server_list
+from services.bus.waiting import said_while_connecting
 from services.config import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -74,6 +75,11 @@ def permission_denied(nc: NATS) -> str:
     """The last permission violation the server reported on ``nc`` ("" if none)."""
     seen = _DENIED.get(id(nc))
     return seen[-1] if seen else ""
+
+
+def keep_denials(nc: NATS, denied: list[str]) -> None:
+    """``nc``'s permission violations are the ones its error callback keeps in ``denied``."""
+    _DENIED[id(nc)] = denied
 
 
 def denials_from_now(nc: NATS) -> Callable[[], str]:
@@ -280,7 +286,8 @@ async def connect_nats(url: str, *, name: str, timeout: float = 5.0, auth: NatsA
         **options,
     )
     try:
-        nc = await asyncio.wait_for(connecting, timeout * 3)
+        async with said_while_connecting(where, timeout * 3, timeout, failures):
+            nc = await asyncio.wait_for(connecting, timeout * 3)
     except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as err:
         if refused or is_credentials_error(err):
             raise SystemExit(f"NATS at {where} refused the connection ({who}): check [nats] user/password") from err
