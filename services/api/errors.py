@@ -4,7 +4,8 @@ the limit (413, the limit in KiB). An error already JSON (``ApiError``, ``json_e
 as it is; answers below 400 (redirects) and every non-error answer (the console's HTML and
 scripts, ``/docs``, the event stream) are untouched. A body that cannot be decoded (a corrupt
 gzip or deflate ``Content-Encoding``) is a JSON 400, not a crash. And NATS not answering in time (or at all)
-is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``.
+is a JSON 503 that says the outcome is unknown, not aiohttp's blank 504 for a ``TimeoutError``;
+the timelines database not answering (``StoreUnavailable``) a JSON 503 that says so.
 
 Any other exception a handler lets out is a fault of the API, not of the request: a JSON 500
 (``{"error": "internal error …", "incident": <id>}``) that says nothing of the exception, and
@@ -27,6 +28,7 @@ from events.redact import redact_error
 from events.storage_full import STORAGE_FULL, note_storage_full, storage_full
 from services.api.common import loggable_path
 from services.bus.errors import NATS_UNAVAILABLE
+from services.timelines.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +38,9 @@ _BODY_HEADERS = frozenset({hdrs.CONTENT_TYPE.lower(), hdrs.CONTENT_LENGTH.lower(
 NATS_AWAY = (
     "NATS did not answer in time, so the outcome is unknown: retry the request "
     "(a command retried with the same Idempotency-Key is done at most once)"
+)
+TIMELINES_AWAY = (
+    "the timelines database did not answer (restarting, unreachable, or a lock held on its tables): retry the request"
 )
 
 
@@ -66,6 +71,15 @@ def json_errors(body_limit: int) -> Middleware:
                 "api.nats_unavailable", method=request.method, path=loggable_path(request), error=describe_error(err)
             )
             return web.json_response({"error": NATS_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "1"})
+        except StoreUnavailable as err:
+            if _answer_started(request):
+                raise
+            # A read of the timelines store (services.timelines): the database's fault, not the
+            # request's; was a 500 with an incident id (found by the projection-database audit).
+            log.warning(
+                "api.timelines_unavailable", method=request.method, path=loggable_path(request), error=str(err)[:300]
+            )
+            return web.json_response({"error": TIMELINES_AWAY}, status=503, headers={hdrs.RETRY_AFTER: "2"})
         except Exception as err:
             if _answer_started(request):
                 raise  # a stream under way (its client gone, say): no second answer to give

@@ -3,9 +3,12 @@
 One transaction per batch: the rows and the checkpoint together (``TimelineStore.apply``,
 which checks the checkpoint it expects). A batch the store refuses is applied again one
 event at a time; an event it keeps refusing while it answers otherwise is quarantined
-(``_quarantine``) and the checkpoint moves past it. ``Projector`` (the live projector)
-and the rebuild's writer process (``services.timelines.bulk``, which must start without
-the service stack) are both appliers, so rebuilt rows are live rows.
+(``_quarantine``) and the checkpoint moves past it. A fault the store says is its own
+(``StoreUnavailable``: connection lost, lock timeout, disk full, read-only) quarantines
+nothing: it is raised, and the caller backs off and resumes from the checkpoint.
+``Projector`` (the live projector) and the rebuild's writer process
+(``services.timelines.bulk``, which must start without the service stack) are both
+appliers, so rebuilt rows are live rows.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import structlog
 from events import subjects
 from events.errors import describe_error
 from events.stored import StoredEvent
-from services.timelines.store import CheckpointMismatch, TimelineStore, partition_key, partition_of
+from services.timelines.store import (
+    CheckpointMismatch,
+    StoreUnavailable,
+    TimelineStore,
+    partition_key,
+    partition_of,
+)
 
 log = structlog.get_logger("relaydesk.projector")
 
@@ -61,8 +70,8 @@ class BatchApplier:
         through = max(through or 0, chunk[-1].seq if chunk else 0)
         try:
             await self.timelines.apply(mine, key=self.key, expect=self.position, through=through)
-        except CheckpointMismatch:
-            raise
+        except (CheckpointMismatch, StoreUnavailable):
+            raise  # the store's state, not the batch's: the caller resumes from the checkpoint
         except Exception as err:
             first = mine[0] if mine else chunk[0] if chunk else None
             scope = subjects.parse_conversation_subject(first.subject) if first else None
@@ -106,7 +115,7 @@ class BatchApplier:
                     await self.timelines.apply(mine, key=self.key, expect=self.position, through=stored.seq)
                     self.applied += len(mine)
                     break
-                except CheckpointMismatch:
+                except (CheckpointMismatch, StoreUnavailable):
                     raise
                 except Exception as err:
                     await self.timelines.checkpoint(self.key)  # raises if the store itself is away

@@ -11,126 +11,77 @@ Rebuild and swap: a rebuild fills a shadow schema ``<schema>__next``; ``swap_in`
 live schema away, renames the shadow one into its place and drops the old one, all in one
 transaction. Readers keep reading the old rows until it commits; their next statement
 resolves the names to the new tables (PostgreSQL re-plans prepared statements after DDL).
+
+Faults of the database's own (``store_fault``: a connection lost or refused, a lock held past
+``WRITE_LOCK_TIMEOUT_S``/``READ_LOCK_TIMEOUT_S``, a full disk, a read-only standby) leave as
+``StoreUnavailable``, a lock timeout naming who holds the lock; connecting gives up after
+``CONNECT_TIMEOUT_S`` unless the DSN says otherwise. The tables and ``ensure_schema``, run at
+every open, are ``postgres_schema.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from services.timelines.base import PlannedStore
-from services.timelines.fold import FOLD_VERSION
+from services.timelines.postgres_schema import INDEX_NAME, SECONDARY_INDEXES, ensure_schema, quoted
 from services.timelines.queries import SHADOW, TABLES, Sql
 from services.timelines.rowmap import ENTRY_COLUMNS, RowCodec
 from services.timelines.search_pg import TABLE as SEARCH_TABLE
 from services.timelines.search_pg import build as build_search
-from services.timelines.search_pg import ensure_index as ensure_search
 from services.timelines.search_pg import search_plan
 from services.timelines.steps import Execute, ExecuteMany, Fetch, Plan, Rows, Step, each, run_async, send
-from services.timelines.store import TimelineStore
+from services.timelines.store import StoreUnavailable, TimelineStore
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 DEFAULT_SCHEMA = "relaydesk_timelines"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
-_ADD_COLUMN = re.compile(r"^ALTER TABLE \{s\}\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) ")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS {s}.timeline (
-    customer_id text NOT NULL,
-    seq bigint NOT NULL,
-    conversation_id text,
-    at timestamptz NOT NULL,
-    kind text NOT NULL,
-    channel text,
-    direction text NOT NULL,
-    agent_id text,
-    message_id text,
-    text text,
-    reason jsonb,
-    detail jsonb,
-    PRIMARY KEY (customer_id, seq)
-);
-CREATE INDEX IF NOT EXISTS timeline_channel ON {s}.timeline (customer_id, channel, seq);
-CREATE TABLE IF NOT EXISTS {s}.conversations (
-    conversation_id text PRIMARY KEY,
-    customer_id text NOT NULL,
-    channel text,
-    status text NOT NULL,
-    agent_id text,
-    opened_at timestamptz,
-    last_activity_at timestamptz NOT NULL,
-    resolved_at timestamptz,
-    transfer_count integer NOT NULL,
-    message_count integer NOT NULL,
-    last_reason jsonb,
-    last_seq bigint NOT NULL
-);
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS sla_due timestamptz;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_assigned_at timestamptz;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS first_response_at timestamptz;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_declined integer NOT NULL DEFAULT 0;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS offers_expired integer NOT NULL DEFAULT 0;
-ALTER TABLE {s}.conversations ADD COLUMN IF NOT EXISTS folded bytea NOT NULL DEFAULT ''::bytea;
-CREATE INDEX IF NOT EXISTS conversations_status ON {s}.conversations (status, last_activity_at);
-CREATE INDEX IF NOT EXISTS conversations_agent ON {s}.conversations (agent_id, last_activity_at);
-CREATE INDEX IF NOT EXISTS conversations_customer ON {s}.conversations (customer_id, last_activity_at);
-CREATE INDEX IF NOT EXISTS conversations_resolved ON {s}.conversations (status, resolved_at, conversation_id);
-CREATE INDEX IF NOT EXISTS conversations_agent_resolved ON {s}.conversations (agent_id, resolved_at, conversation_id)
-    WHERE status = 'resolved';
-CREATE TABLE IF NOT EXISTS {s}.checkpoints (key text PRIMARY KEY, seq bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.customers (
-    customer_id text PRIMARY KEY,
-    identities jsonb NOT NULL,
-    tier text,
-    flags jsonb NOT NULL,
-    preferred_language text,
-    crm_id text,
-    created_at timestamptz,
-    last_activity_at timestamptz,
-    conversation_count integer NOT NULL,
-    last_seq bigint NOT NULL,
-    search text NOT NULL
-);
-ALTER TABLE {s}.customers ADD COLUMN IF NOT EXISTS erased boolean NOT NULL DEFAULT false;
-CREATE INDEX IF NOT EXISTS customers_activity ON {s}.customers (last_activity_at);
-CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.customer_links (
-    merged_id text PRIMARY KEY,
-    survivor_id text NOT NULL,
-    seq bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS customer_links_survivor ON {s}.customer_links (survivor_id);
-CREATE TABLE IF NOT EXISTS {s}.erasures (
-    customer_id text PRIMARY KEY,
-    seq bigint NOT NULL,
-    at timestamptz NOT NULL,
-    reason text NOT NULL,
-    merged_ids jsonb NOT NULL
-);
-"""
+# A connection attempt's limit where the DSN (or PGCONNECT_TIMEOUT) sets none: libpq waits
+# for ever on a server that accepts and never answers, and the start hung without a word.
+CONNECT_TIMEOUT_S = 10
+# How long a statement waits for a lock another session holds (an operator's LOCK TABLE, a
+# migration) before it fails as ``StoreUnavailable``: the projector then says so in its
+# log and retries, the API answers 503; both waited silently for as long as it was held.
+WRITE_LOCK_TIMEOUT_S = 30.0
+READ_LOCK_TIMEOUT_S = 10.0
 
 
-# The secondary indexes (every CREATE INDEX of the DDL): a rebuild's shadow copy is filled
-# without them and they are built once, sorted, before the swap (``for_bulk_load``).
-SECONDARY_INDEXES = [stmt.strip() for stmt in DDL.split(";") if stmt.strip().startswith("CREATE INDEX")]
-_INDEX_NAME = re.compile(r"^CREATE INDEX IF NOT EXISTS (\w+) ")
+def store_fault(err: BaseException) -> bool:
+    """Whether ``err`` is a fault of the database, the connection or the session, never of the
+    rows being written: a connection lost or refused, a server shutting down, a lock or
+    statement timeout, a deadlock, a full disk, a read-only standby, a privilege revoked. A
+    row beyond a limit of PostgreSQL's (class 54: an index entry too large) is the event's."""
+    if isinstance(err, psycopg.errors.ProgramLimitExceeded):
+        return False
+    return isinstance(
+        err,
+        psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg.errors.ReadOnlySqlTransaction
+        | psycopg.errors.InsufficientPrivilege,
+    )
 
 
-def quoted(schema: str) -> str:
-    """The schema as an SQL identifier (``open`` only accepts names that need no escaping)."""
-    return f'"{schema}"'
+def connect_options(dsn: str) -> dict[str, Any]:
+    """``connect_timeout`` (``CONNECT_TIMEOUT_S``) unless the DSN or the environment sets it."""
+    if "connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT"):
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 class PostgresSql(Sql):
@@ -246,7 +197,7 @@ class PostgresTimelineStore(PlannedStore):
         if not _NAME.match(schema):
             raise ValueError(f"not a usable schema name: {schema!r} (lower case letters, digits, _)")
         try:
-            await _ensure_schema(dsn, schema)
+            await ensure_schema(dsn, schema, **connect_options(dsn))
         except psycopg.errors.InsufficientPrivilege:
             if not readonly:
                 raise  # a reader may run as a user that cannot create; the projector creates
@@ -255,8 +206,12 @@ class PostgresTimelineStore(PlannedStore):
 
     @staticmethod
     async def _connect(dsn: str, readonly: bool) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name="relaydesk-timelines")
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, application_name="relaydesk-timelines", **connect_options(dsn)
+        )
         await conn.execute("SET TIME ZONE 'UTC'")
+        wait = READ_LOCK_TIMEOUT_S if readonly else WRITE_LOCK_TIMEOUT_S
+        await conn.execute(f"SET lock_timeout = {int(wait * 1000)}")
         if readonly:
             await conn.execute("SET default_transaction_read_only = on")
         return conn
@@ -267,6 +222,15 @@ class PostgresTimelineStore(PlannedStore):
             self._conn = await self._connect(self.dsn, self.readonly)
         return self._conn
 
+    async def _unavailable(self, err: psycopg.Error) -> StoreUnavailable:
+        """The fault said in one line: its kind, PostgreSQL's first line, and for a lock timeout
+        who holds a lock on the schema's tables (the session an operator finds and ends)."""
+        said = (str(err).strip().splitlines() or [""])[0]
+        reason = f"{self._describe()}: {type(err).__name__}: {said}"
+        if isinstance(err, psycopg.errors.LockNotAvailable):
+            reason += await lock_holders(self.dsn, self.schema)
+        return StoreUnavailable(reason)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -275,10 +239,20 @@ class PostgresTimelineStore(PlannedStore):
         if self._search_conn is not None:
             await self._search_conn.close()
 
+    @contextlib.asynccontextmanager
+    async def _faults(self) -> AsyncIterator[None]:
+        """A fault of the database's own (``store_fault``) leaves as ``StoreUnavailable``."""
+        try:
+            yield
+        except psycopg.Error as err:
+            if not store_fault(err):
+                raise
+            raise await self._unavailable(err) from err
+
     async def _search(self, plan: Plan[T]) -> T:
         """On a read-only connection of its own: a search that scans every customer no longer
         holds up the reads waiting for the store's connection."""
-        async with self._search_lock:
+        async with self._search_lock, self._faults():
             self._check_open()
             if self._search_conn is None or self._search_conn.closed or self._search_conn.broken:
                 self._search_conn = await self._connect(self.dsn, True)
@@ -289,7 +263,7 @@ class PostgresTimelineStore(PlannedStore):
                 return await run_async(plan, lambda step: _execute(cur, step))
 
     async def _read(self, plan: Plan[T]) -> T:
-        async with self._lock:
+        async with self._lock, self._faults():
             conn = await self._connection()
             async with conn.cursor() as cur:
                 return await run_async(plan, lambda step: _execute(cur, step))
@@ -298,7 +272,7 @@ class PostgresTimelineStore(PlannedStore):
         copy = None
         if self.bulk_load and self.fault_hook is None:
             copy = (self.sql.insert_entry, f"COPY {self.sql.timeline} ({ENTRY_COLUMNS}) FROM STDIN")
-        async with self._lock:
+        async with self._lock, self._faults():
             conn = await self._connection()
             async with conn.transaction(), conn.cursor() as cur:
                 return await run_async(plan, lambda step: _execute(cur, step, copy))
@@ -307,7 +281,7 @@ class PostgresTimelineStore(PlannedStore):
         """After an erasure: VACUUM the tables an erasure rewrites, so the dead versions of the
         redacted rows are removed rather than left until autovacuum comes by. (Their bytes may
         stay in freed page space and in PostgreSQL's WAL until reused; see the README.)"""
-        async with self._lock:
+        async with self._lock, self._faults():
             conn = await self._connection()
             cur = await conn.execute("SELECT to_regclass(%s)", (f"{quoted(self.schema)}.{SEARCH_TABLE}",))
             row = await cur.fetchone()
@@ -339,7 +313,7 @@ class PostgresTimelineStore(PlannedStore):
         waits for the flush, comes after every one of them in the WAL."""
         self.bulk_load = True
         s = quoted(self.schema)
-        names = [m[1] for m in map(_INDEX_NAME.match, SECONDARY_INDEXES) if m]
+        names = [m[1] for m in map(INDEX_NAME.match, SECONDARY_INDEXES) if m]
         await self._write(each(Execute(f"DROP INDEX IF EXISTS {s}.{name}") for name in names))
         async with self._lock:
             conn = await self._connection()
@@ -362,6 +336,9 @@ class PostgresTimelineStore(PlannedStore):
 
     def _swap(self, shadow: str) -> Plan[int]:
         live, old = quoted(self.schema), quoted(f"{self.schema}__old_{uuid.uuid4().hex[:8]}")
+        # The swap waits for every lock it needs however long (a reader's long query on the
+        # old tables): failing it on WRITE_LOCK_TIMEOUT_S threw away the whole rebuild.
+        yield Execute("SET LOCAL lock_timeout = 0")
         # First: make running batches finish and new ones wait (see the module docstring).
         yield Execute(f"LOCK TABLE {self.sql.checkpoints} IN ACCESS EXCLUSIVE MODE")
         seq = yield from self.sql.carry_checkpoints(PostgresSql(shadow))
@@ -372,31 +349,25 @@ class PostgresTimelineStore(PlannedStore):
         return seq
 
 
-async def _ensure_schema(dsn: str, schema: str) -> None:
-    s = quoted(schema)
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn, conn.transaction():
-        # Two processes starting at once must not race on CREATE ... IF NOT EXISTS.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"relaydesk:{schema}",))
-        cur = await conn.execute("SELECT to_regclass(%s)", (f"{s}.timeline",))
-        row = await cur.fetchone()
-        fresh = row is None or row[0] is None
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        cur = await conn.execute(
-            "SELECT table_name || '.' || column_name FROM information_schema.columns WHERE table_schema = %s",
-            (schema,),
-        )
-        have = {r[0] for r in await cur.fetchall()}
-        for stmt in (x.strip() for x in DDL.split(";")):
-            added = _ADD_COLUMN.match(stmt)
-            if not stmt or (added and f"{added[1]}.{added[2]}" in have):
-                continue  # ALTER TABLE takes an exclusive lock even when there is nothing to add
-            await conn.execute(stmt.format(s=s))
-        if fresh:
-            # Rows from an older Relaydesk without a meta table have no version: stale.
-            await conn.execute(PostgresSql(schema).insert_fold_version, (str(FOLD_VERSION),))
-        started = time.monotonic()
-        if await ensure_search(conn, schema):
-            cur = await conn.execute(f"SELECT count(*) FROM {s}.customers")
-            row = await cur.fetchone()
-            count = row[0] if row else 0
-            log.info("timelines.search_index_built", customers=count, seconds=round(time.monotonic() - started, 2))
+async def lock_holders(dsn: str, schema: str) -> str:
+    """Who holds a lock on a table of ``schema`` that a writer waits for (``; held by pid 4242
+    (postgres, psql) for 95 s``), asked on a connection of its own; empty when none is seen or
+    the question fails (a lock timeout is said all the same)."""
+    query = """
+        SELECT DISTINCT a.pid, a.usename, a.application_name,
+               extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int
+        FROM pg_locks l
+        JOIN pg_class c ON c.oid = l.relation
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE n.nspname = %s AND l.granted AND a.pid <> pg_backend_pid()
+          AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+        ORDER BY 4 DESC NULLS LAST LIMIT 3
+    """
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn)) as conn:
+            rows = await (await conn.execute(query, (schema,))).fetchall()
+    except psycopg.Error:
+        return ""
+    held = [f"pid {pid} ({user}, {app or 'no application_name'}) for {age} s" for pid, user, app, age in rows]
+    return f"; held by {', '.join(held)}" if held else ""

@@ -39,7 +39,7 @@ from services.timelines.rows import TimelineEntry
 from services.timelines.search import SqliteSql, count_customers, drop_index, ensure_index, fts_available
 from services.timelines.sqlite_schema import create_indexes, drop_indexes, ensure_schema
 from services.timelines.steps import Execute, Fetch, Plan, Rows, Step, each, run, send
-from services.timelines.store import TimelineStore
+from services.timelines.store import StoreUnavailable, TimelineStore
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -90,6 +90,18 @@ def _sql(suffix: str) -> Sql:
     return SqliteSql(suffix)
 
 
+# Primary result codes that are faults of the file, the disk or another connection, never of
+# the rows being written (https://sqlite.org/rescode.html): BUSY, LOCKED, NOMEM, READONLY,
+# IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+STORE_FAULTS = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def store_fault(err: BaseException) -> bool:
+    """Whether ``err`` is SQLite saying the fault is the store's (``StoreUnavailable``)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return isinstance(err, sqlite3.Error) and isinstance(code, int) and code & 0xFF in STORE_FAULTS
+
+
 def _transaction(conn: sqlite3.Connection, plan: Plan[T]) -> T:
     """Run ``plan`` in one write transaction on ``conn``."""
     conn.execute("BEGIN IMMEDIATE")
@@ -97,7 +109,10 @@ def _transaction(conn: sqlite3.Connection, plan: Plan[T]) -> T:
         out = run(plan, lambda step: _execute(conn, step))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has already rolled back after some errors (a full disk, an I/O error): a
+        # ROLLBACK then fails with "no transaction is active" and hid the error that said why.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return out
 
@@ -119,6 +134,7 @@ class SqliteTimelineStore(PlannedStore):
         # Customer searches: a read-only connection and a thread of their own (``_search``).
         self._search_lane: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None
         self._search_opening = asyncio.Lock()
+        self._file = _file_identity(path)  # the file the connection holds open (``_write``)
 
     def _describe(self) -> str:
         return str(self.path)
@@ -207,16 +223,38 @@ class SqliteTimelineStore(PlannedStore):
                     raise
                 self._search_lane = (conn, pool)
         conn, pool = self._search_lane
-        return await loop.run_in_executor(pool, run, plan, lambda step: _execute(conn, step))
+        try:
+            return await loop.run_in_executor(pool, run, plan, lambda step: _execute(conn, step))
+        except sqlite3.Error as err:
+            if store_fault(err):
+                raise self._unavailable(err) from err
+            raise
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except sqlite3.Error as err:
+            if store_fault(err):
+                raise self._unavailable(err) from err
+            raise
+
+    def _unavailable(self, err: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(f"{self.path}: {err} ({getattr(err, 'sqlite_errorname', 'SQLite error')})")
 
     async def _read(self, plan: Plan[T]) -> T:
         return await self._run(run, plan, lambda step: _execute(self._conn, step))
 
     async def _write(self, plan: Plan[T]) -> T:
+        # The file deleted (``rm timelines.db*``) or replaced (``mv``) under a running writer:
+        # its connection went on writing into the unlinked file, nobody opening the path read
+        # what it wrote (a restarted API saw an empty store for good) and it said it was caught
+        # up (found by the projection-database audit). Refused, once per batch (one stat).
+        if _file_identity(self.path) != self._file:
+            raise StoreUnavailable(
+                f"{self.path} was deleted or replaced while the projector had it open: restart the "
+                "projector (it folds the log into the file it then finds) and the API processes"
+            )
         return await self._run(_transaction, self._conn, plan)
 
     async def _scrub(self) -> None:
@@ -289,6 +327,14 @@ def _private_file(path: Path) -> None:
                 item.chmod(0o600)
     else:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:

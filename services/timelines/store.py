@@ -38,6 +38,16 @@ class ReadOnlyStore(Exception):
     pass
 
 
+class StoreUnavailable(Exception):
+    """The store could not do what was asked for a reason of its own, not the event's or the
+    request's: the connection lost (a server restart, a terminated backend), a lock another
+    session holds past the wait allowed, the disk full, the file read-only or gone. The
+    projector backs off and resumes from its checkpoint, never quarantining the events it was
+    applying (found by the projection-database audit: an SQLite disk full or a PostgreSQL lock
+    timeout parked every event as refused while the checkpoint read still worked); the API
+    answers 503. The cause is chained (``__cause__``)."""
+
+
 def partition_key(index: int, count: int) -> str:
     if count <= 1:
         return DEFAULT_KEY

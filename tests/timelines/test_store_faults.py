@@ -1,0 +1,348 @@
+"""The timelines database misbehaving under a running projector (the projection-database audit):
+a fault of the store's own (a full disk, a read-only file, a lock another session holds, a
+connection killed) is raised as ``StoreUnavailable``: the projector backs off and resumes from
+its checkpoint, quarantining nothing, and every event lands once when the store is back; a
+reader gets ``StoreUnavailable`` (the API's 503) and then answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from events.model import LogEvent
+from events.store import Append, EventStore, StoredEvent
+from services.projector import Projector
+from services.timelines import StoreUnavailable, TimelineStore, open_store
+from services.timelines import postgres as pgstore
+from services.timelines.sqlite import SqliteTimelineStore
+from tests.timelines.helpers import Backend, Script, make_backend, new_id
+
+pytestmark = pytest.mark.integration
+
+
+class Recording(Projector):
+    """A projector that keeps what it would quarantine (instead of parking it on NATS)."""
+
+    quarantined: list[int]
+
+    async def _quarantine(self, stored: StoredEvent, error: str) -> None:
+        self.quarantined.append(stored.seq)
+
+
+def record_faults(ts: TimelineStore) -> list[BaseException]:
+    """Every error ``ts.apply`` raises, kept in the list returned."""
+    seen: list[BaseException] = []
+    apply = ts.apply
+
+    async def recorded(*args: Any, **kwargs: Any) -> None:
+        try:
+            await apply(*args, **kwargs)
+        except Exception as err:
+            seen.append(err)
+            raise
+
+    ts.apply = recorded  # type: ignore[method-assign]
+    return seen
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(projector: Projector) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def appended(store: EventStore, s: Script, n: int, tag: str) -> list[int]:
+    return [await store.append(Append(s.message(f"{tag} {i} " + "x" * 3000))) for i in range(n)]
+
+
+async def assert_all_once(ts: TimelineStore, s: Script, seqs: list[int]) -> None:
+    async def arrived() -> bool:
+        return await ts.checkpoint() >= seqs[-1]
+
+    await until(arrived)
+    got = [e.seq for e in await ts.timeline(s.customer, limit=1000)]
+    assert got == sorted(set(got)) and set(seqs) <= set(got)
+    conv = await ts.conversation(s.conversation)
+    assert conv is not None and conv.message_count == len(got) - 1  # the opening is no message
+
+
+# -- SQLite: a full disk, a read-only file ----------------------------------------------------
+
+# What the writer's connection is told to make SQLite refuse every write the way the machine
+# would: no page beyond those it has (SQLITE_FULL, as a full disk), or no write at all
+# (SQLITE_READONLY, as a file or a mount made read-only). Root ignores file modes, so chmod
+# could not stand in for the latter here.
+FAULTS = {
+    "disk full": ("PRAGMA max_page_count = {pages}", "PRAGMA max_page_count = 1073741823", "full"),
+    "read-only": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF", "readonly"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_a_full_or_read_only_sqlite_file_quarantines_nothing(
+    store: EventStore, tmp_path: Path, fault: str
+) -> None:
+    ts = await open_store(str(tmp_path / "timelines.db"))
+    assert isinstance(ts, SqliteTimelineStore)
+    try:
+        s = Script(new_id("cu"), new_id("cv"))
+        seqs = [await store.append(Append(s.opened()))]
+        projector = Recording(store, ts, batch_size=10, idle=0.01, max_backoff=0.2, rebuild_if_stale=False)
+        projector.quarantined = []
+        faults = record_faults(ts)
+        async with running(projector):
+
+            async def opened() -> bool:
+                return await ts.checkpoint() >= seqs[0]
+
+            await until(opened)
+            on, off, said = FAULTS[fault]
+            pages = (await ts._run(lambda: ts._conn.execute("PRAGMA page_count").fetchone()))[0]
+            await ts._run(ts._conn.execute, on.format(pages=pages))
+            seqs += await appended(store, s, 30, "while refused")
+
+            async def refused_often() -> bool:
+                return len(faults) >= 5
+
+            await until(refused_often)
+            assert projector.quarantined == []
+            assert all(isinstance(f, StoreUnavailable) and said in str(f) for f in faults), faults
+            await ts._run(ts._conn.execute, off)
+            await assert_all_once(ts, s, seqs)
+        assert projector.quarantined == []
+    finally:
+        await ts.close()
+
+
+async def test_sqlites_own_rollback_does_not_hide_why(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back itself on a full disk; our ROLLBACK then failed with
+    "cannot rollback - no transaction is active", which was all the log said."""
+    ts = await open_store(str(tmp_path / "timelines.db"))
+    assert isinstance(ts, SqliteTimelineStore)
+    try:
+        s = Script(new_id("cu"), new_id("cv"))
+        pages = (await ts._run(lambda: ts._conn.execute("PRAGMA page_count").fetchone()))[0]
+        await ts._run(ts._conn.execute, f"PRAGMA max_page_count = {pages}")
+        written: list[LogEvent] = [s.opened(), *(s.message("y" * 5000) for _ in range(20))]
+        events = [
+            StoredEvent(seq=i + 1, subject=f"rd.evt.c.{s.customer}.{s.conversation}", event=e)
+            for i, e in enumerate(written)
+        ]
+        with pytest.raises(StoreUnavailable, match="database or disk is full"):
+            await ts.apply(events)
+        assert not ts._conn.in_transaction
+    finally:
+        await ts.close()
+
+
+def remove(directory: Path, pattern: str) -> None:
+    for item in directory.glob(pattern):
+        item.unlink()
+
+
+async def test_a_sqlite_file_deleted_under_the_projector_is_said_not_written_into(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """``rm timelines.db*`` under a running projector: it went on writing into the unlinked
+    file and said it was caught up, while an API (re)opening the path read an empty store."""
+    path = tmp_path / "timelines.db"
+    ts = await open_store(str(path))
+    s = Script(new_id("cu"), new_id("cv"))
+    seqs = [await store.append(Append(s.opened()))]
+    projector = Recording(store, ts, batch_size=10, idle=0.01, max_backoff=0.2, rebuild_if_stale=False)
+    projector.quarantined = []
+    faults = record_faults(ts)
+    try:
+        async with running(projector):
+
+            async def opened() -> bool:
+                return projector.position >= seqs[0]
+
+            await until(opened)
+            remove(tmp_path, "timelines.db*")
+            seqs += await appended(store, s, 5, "after the rm")
+
+            async def said() -> bool:
+                return len(faults) >= 3
+
+            await until(said)
+            assert all(isinstance(f, StoreUnavailable) and "deleted or replaced" in str(f) for f in faults), faults
+            assert projector.position == seqs[0] and projector.quarantined == []
+    finally:
+        await ts.close()
+    # Restarted, it folds the log into the file it finds (a new one) and the API reads it there.
+    ts = await open_store(str(path))
+    try:
+        await Projector(store, ts, rebuild_if_stale=False).catch_up()
+        reader = await open_store(str(path), readonly=True)
+        try:
+            await assert_all_once(reader, s, seqs)
+        finally:
+            await reader.close()
+    finally:
+        await ts.close()
+
+
+# -- PostgreSQL: a lock held, connections killed, a server that never answers -----------------
+
+
+@pytest.fixture
+async def pg(tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = make_backend("postgres", tmp_path)  # a schema of its own; skips without PostgreSQL
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
+
+
+async def test_a_lock_held_by_another_session_is_said_and_waited_out(
+    store: EventStore, pg: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's ``LOCK TABLE`` on the timeline: the projector waited on it without a word
+    for as long as it was held (and the API's reads with it, behind an ACCESS EXCLUSIVE lock)."""
+    monkeypatch.setattr(pgstore, "WRITE_LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(pgstore, "READ_LOCK_TIMEOUT_S", 0.3)
+    ts = await pg.open()
+    reader = await pg.open(readonly=True)
+    s = Script(new_id("cu"), new_id("cv"))
+    seqs = [await store.append(Append(s.opened()))]
+    projector = Recording(store, ts, batch_size=10, idle=0.01, max_backoff=0.2, rebuild_if_stale=False)
+    projector.quarantined = []
+    faults = record_faults(ts)
+    async with running(projector):
+
+        async def opened() -> bool:
+            return await ts.checkpoint() >= seqs[0]
+
+        await until(opened)
+        async with await psycopg.AsyncConnection.connect(pg.target, application_name="operator-psql") as operator:
+            await operator.execute(f'LOCK TABLE "{pg.schema}".timeline IN ACCESS EXCLUSIVE MODE')
+            seqs += await appended(store, s, 5, "while locked")
+
+            async def said() -> bool:
+                return len(faults) >= 6  # past the tries one event at a time that end in quarantine
+
+            await until(said)
+            assert projector.quarantined == []
+            for f in faults:
+                assert isinstance(f, StoreUnavailable) and "LockNotAvailable" in str(f), f
+            assert any("held by pid" in str(f) and "operator-psql" in str(f) for f in faults), faults
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                await reader.timeline(s.customer)
+            await operator.rollback()
+        await assert_all_once(ts, s, seqs)
+        assert len(await reader.timeline(s.customer, limit=1000)) == len(seqs)
+    assert projector.quarantined == []
+
+
+def terminate(dsn: str, *stores: TimelineStore) -> None:
+    """``pg_terminate_backend`` on the stores' connections (only theirs: other tests share the
+    server)."""
+    pids = [store._conn.info.backend_pid for store in stores if isinstance(store, pgstore.PostgresTimelineStore)]
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+
+
+async def test_killed_connections_lose_nothing_and_readers_come_back(store: EventStore, pg: Backend) -> None:
+    """``pg_terminate_backend`` on every backend of the store (a failover, a restart, an
+    operator) while the projector folds: no event lost, none applied twice, none quarantined,
+    and a reader answers again after its ``StoreUnavailable``."""
+    ts = await pg.open()
+    reader = await pg.open(readonly=True)
+    s = Script(new_id("cu"), new_id("cv"))
+    seqs = [await store.append(Append(s.opened()))]
+    projector = Recording(store, ts, batch_size=5, idle=0.005, max_backoff=0.2, rebuild_if_stale=False)
+    projector.quarantined = []
+    faults = record_faults(ts)
+    reader_faults = 0
+    async with running(projector):
+
+        async def opened() -> bool:
+            return await ts.checkpoint() >= seqs[0]
+
+        await until(opened)
+        for round_ in range(6):
+            seqs += [await store.append(Append(s.message(f"m{round_} {i}"))) for i in range(20)]
+            terminate(pg.target, ts, reader)
+            try:
+                await reader.timeline(s.customer, limit=1000)
+            except StoreUnavailable:
+                reader_faults += 1
+        await assert_all_once(ts, s, seqs)
+    assert projector.quarantined == []
+    assert reader_faults >= 1  # the killed reader's next read said so, as a StoreUnavailable
+    assert all(isinstance(f, StoreUnavailable) for f in faults), faults
+    assert len(await reader.timeline(s.customer, limit=1000)) == len(seqs)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (a server hung, a proxy with
+    nothing behind it)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+async def test_a_server_that_never_answers_fails_the_open_in_time(
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq waits for ever without ``connect_timeout``: the projector's and the API's start hung
+    without a line (the README says they stop with the reason)."""
+    monkeypatch.setattr(pgstore, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="timeout"):
+        await asyncio.wait_for(open_store(f"postgresql://nobody@127.0.0.1:{silent_server}/x"), 30)
+    assert time.monotonic() - started < 30
+    # A DSN's own connect_timeout is kept.
+    assert pgstore.connect_options("postgresql://h/x?connect_timeout=3") == {}
+
+
+async def test_the_api_answers_a_503_to_retry_and_then_the_timeline(pg: Backend) -> None:
+    """A read of the timelines after the database dropped the API's connection (a restart, a
+    failover) was a 500 with an incident id and a traceback in the log; it is a JSON 503 saying
+    to retry, and the retry is answered."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.api.errors import TIMELINES_AWAY, json_errors
+
+    writer = await pg.open()
+    reader = await pg.open(readonly=True)
+    s = Script(new_id("cu"), new_id("cv"))
+    await writer.apply([StoredEvent(seq=1, subject=f"rd.evt.c.{s.customer}.{s.conversation}", event=s.opened())])
+
+    async def timeline(_request: web.Request) -> web.Response:
+        return web.json_response({"entries": len(await reader.timeline(s.customer))})
+
+    app = web.Application(middlewares=[json_errors(1024)])
+    app.router.add_get("/timeline", timeline)
+    async with TestClient(TestServer(app)) as client:
+        assert (await (await client.get("/timeline")).json()) == {"entries": 1}
+        terminate(pg.target, reader)
+        response = await client.get("/timeline")
+        assert response.status == 503 and response.headers["Retry-After"] == "2"
+        assert await response.json() == {"error": TIMELINES_AWAY}
+        assert (await (await client.get("/timeline")).json()) == {"entries": 1}
