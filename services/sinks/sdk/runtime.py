@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from connectors.sdk import runtime as connector_runtime
 from events import subjects
 from events.codec import Undecodable
-from events.model import UnknownEvent
+from events.model import ConversationResolved, UnknownEvent
 from events.skips import count_skip
 from events.store import EventStore, StoredEvent, Tail
 from services.bus.errors import NATS_ERRORS
@@ -71,6 +71,7 @@ class SinkRuntime(SinkHttp):
         self._runner: web.AppRunner | None = None
         self._follow: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._parked = -1  # the sequence of the last event parked
         self.log = log.bind(sink=sink.name, instance=self.instance_id)
 
     # -- life cycle ----------------------------------------------------------------------
@@ -202,7 +203,15 @@ class SinkRuntime(SinkHttp):
     async def _apply(self, stored: StoredEvent, lease: Lease) -> str:
         """Hand one event to the sink: "handled" (or parked), "passed" (not a kind the sink
         handles), "lost" (the lease went while the event was being retried: the next leader
-        takes it from the saved position)."""
+        takes it from the saved position). A resolution the sink is done with (synced, its own,
+        or one it does not sync) starts its link's last ``LINK_KEPT`` (``SinkState.link_ends``);
+        a parked one keeps it, for ``--retry-parked``."""
+        outcome = await self._hand_over(stored, lease)
+        if outcome != "lost" and isinstance(stored.event, ConversationResolved) and self._parked != stored.seq:
+            await self.sink.state.link_ends(stored.event.conversation_id)
+        return outcome
+
+    async def _hand_over(self, stored: StoredEvent, lease: Lease) -> str:
         event = stored.event
         if isinstance(event, UnknownEvent | Undecodable) or not isinstance(event, self.sink.handles):
             return "passed"
@@ -275,6 +284,7 @@ class SinkRuntime(SinkHttp):
             auth=auth,
         )
         await self.sink.state.park(record)
+        self._parked = stored.seq
         SINK_EVENTS.labels(sink=self.sink.name, outcome="parked").inc()
         self.last_error = reason
         if auth:

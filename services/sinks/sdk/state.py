@@ -16,6 +16,17 @@ Keys (all written by the sink only):
   ``NOT_SENT``: refused for good (not written by the agent holding the conversation), so it
   is not sent later when its author comes to hold the conversation;
 - ``parked.<sequence>``: a log event the sink could not sync (``ParkedEvent``).
+
+What goes by itself (JetStream per-message TTL, ``events.kv_expiry``): a ``posting.*`` marker
+``OURS_TTL`` (and a minute) after its post returned; a removed key's marker after
+``MARKER_TTL``; a conversation's ``conv.*`` and ``ticket.*`` ``LINK_KEPT`` after it was resolved
+(``link_ends``: a resolved conversation never opens again, Relaydesk refuses a reply to it, and a
+webhook about its ticket is then "not a Relaydesk ticket"). What stays: ``position``, parked
+events (an operator's), a customer's helpdesk user, the links of open conversations (however
+long they stay open) and the ``synced.``, ``ours.`` and ``relayed.`` keys: named after a message
+or a comment, not its ticket, they cannot be told to lapse with their conversation, and lapsing
+alone while it is open, a Freshdesk webhook (which reads every entry of the ticket again) would
+send the agent's old replies to the customer a second time.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from events.kv import bucket_keys
+from events.kv_expiry import purge_expiring, put_expiring
 
 
 class Link(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +64,13 @@ class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):
     parked_at: datetime
     auth: bool = False  # parked because the helpdesk refused the sink's credentials
 
+
+# How long (s) a resolved conversation's link is kept: Zendesk closes a solved ticket within 28
+# days at most (then it takes no comment), a bounce's DeliveryFailed comes within days, and an
+# operator has that long to `--retry-parked` an event of it.
+LINK_KEPT = 30 * 86400.0
+# How long the marker of a removed key stays (a purge leaves one, for good without a TTL).
+MARKER_TTL = 3600.0
 
 # How long (s) after a post returned a comment with the same body on the same ticket is still
 # taken for the sink's own (a duplicate the helpdesk stored while our call timed out).
@@ -105,9 +124,15 @@ class SinkState:
             return False
         return True
 
+    async def put_expiring(self, key: str, value: bytes | str, ttl: float) -> None:
+        """``put`` of a value the server removes ``ttl`` seconds after."""
+        data = value.encode() if isinstance(value, str) else value
+        await put_expiring(self.js, self.bucket, key, data, ttl)
+
     async def delete(self, key: str) -> None:
+        """Remove ``key``; its marker lapses after ``MARKER_TTL`` (no sink key is create-only)."""
         try:
-            await self.kv.purge(key)
+            await purge_expiring(self.kv, self.bucket, key, MARKER_TTL)
         except (KeyNotFoundError, NotFoundError):
             return
 
@@ -137,6 +162,17 @@ class SinkState:
         await self.put(f"ticket.{link.ticket_id}", link.conversation_id)
         await self.put(f"conv.{link.conversation_id}", msgspec.json.encode(link))
 
+    async def link_ends(self, conversation_id: str) -> bool:
+        """The conversation is resolved: its link (both keys) lapses ``LINK_KEPT`` seconds from
+        now. False if it has none (never synced, or it lapsed already)."""
+        link = await self.link(conversation_id)
+        if link is None:
+            return False
+        # The ticket first: a webhook about it finds no conversation before the conversation goes.
+        await self.put_expiring(f"ticket.{link.ticket_id}", link.conversation_id, LINK_KEPT)
+        await self.put_expiring(f"conv.{link.conversation_id}", msgspec.json.encode(link), LINK_KEPT)
+        return True
+
     # -- comments -----------------------------------------------------------------------------------
 
     async def synced(self, item_id: str) -> bool:
@@ -160,7 +196,8 @@ class SinkState:
         if comment_id:
             await self.put(f"ours.{comment_id}", ticket_id)
         expires = (time.time() if now is None else now) + OURS_TTL
-        await self.put(f"posting.{ticket_id}.{body_hash(text)}", f"{expires:.0f}")
+        # The server removes it a minute after it stops counting (is_ours reads the time in it).
+        await self.put_expiring(f"posting.{ticket_id}.{body_hash(text)}", f"{expires:.0f}", OURS_TTL + 60)
 
     async def is_ours(self, ticket_id: str, comment_id: str, text: str, *, now: float | None = None) -> bool:
         """A comment the sink posted itself: by id, or by body while its post is in flight and
