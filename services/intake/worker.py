@@ -4,7 +4,9 @@ thread hop per message.
 Each fetched message becomes a task at once (in delivery order, so a sender's messages take
 their sender's lock in that order: ``Intake.handle_message``); the tasks record and settle
 (``services.intake.settling.settle``: ack, bounded redelivery, dead letters), and the loop
-fetches again as soon as there is room under ``in_flight``. Several intake processes share
+fetches again as soon as there is room under ``in_flight``, where a sender's held messages take
+one slot however many there are (``services.intake.shares``: a flood from one sender leaves
+room for everyone else), up to ``max_held`` messages in all. Several intake processes share
 the durable ``intake``: different customers in parallel, and one sender's messages in the
 order they were published (``services.intake.ordering``).
 
@@ -42,6 +44,7 @@ from services.intake.consumer import Intake
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
 from services.intake.settling import DURABLE, decode_record, redelivery_for, settle
+from services.intake.shares import SenderShares, sender_of
 from services.intake.storage_wait import FIRST_PAUSE_S, StorageWait
 
 log = structlog.get_logger(__name__)
@@ -67,6 +70,7 @@ class IntakeWorker:
         *,
         batch: int = 128,
         in_flight: int = 512,
+        max_held: int | None = None,
         redelivery: Redelivery | None = None,
         lag_every: float = 5.0,
     ) -> None:
@@ -74,7 +78,13 @@ class IntakeWorker:
         self.js: JetStreamContext = nc.jetstream()
         self.intake = intake
         self.batch = batch
+        # Slots: a sender holding messages takes one however many (services.intake.shares).
         self.in_flight = in_flight
+        # Messages held at most (queued behind their sender's included): under the durable's
+        # max_ack_pending (the server's default 1,000), past which the server hands out nothing.
+        self.max_held = max_held if max_held is not None else max(in_flight, 960)
+        self.shares = SenderShares()
+        self._senders: dict[asyncio.Task[None], str] = {}  # in flight -> its sender's slot
         # The configured ack wait (``[intake] ack_wait_seconds``) unless a test names another.
         self.redelivery = redelivery or redelivery_for(intake.settings)
         self.lag_every = lag_every
@@ -105,7 +115,7 @@ class IntakeWorker:
                 if self.storage.blocked:  # fetched now, a message would only spend its deliveries
                     await asyncio.wait([stopping], timeout=FIRST_PAUSE_S)
                     continue
-                room = self.in_flight - len(self._tasks)
+                room = min(self.in_flight - self.shares.active, self.max_held - len(self._tasks))
                 if room <= 0:
                     self._room.clear()
                     waiter = asyncio.create_task(self._room.wait())
@@ -160,6 +170,9 @@ class IntakeWorker:
         )
         task = asyncio.create_task(settling)
         self._tasks[task] = msg.metadata.sequence.stream
+        sender = sender_of(record, self.intake.identity_of)
+        self._senders[task] = sender
+        self.shares.take(sender)
         # Held since the server handed it over (no earlier than its request was sent), not since
         # now: the ordering window's reads, or a loop that was busy, ate into the ack wait, and
         # the first in-progress ack could come after it ran out (found by a flake hunt).
@@ -171,6 +184,9 @@ class IntakeWorker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         self._deliveries.pop(task, None)
+        sender = self._senders.pop(task, None)
+        if sender is not None:
+            self.shares.give_back(sender)
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             # settle logged it (intake.settle_failed); the server redelivers after ack_wait

@@ -1,0 +1,96 @@
+"""One sender's flood does not hold other customers' messages in intake (the flood audit).
+
+A sender's messages are recorded one at a time, so a flood from one sender is recorded at the
+speed of one chain of round trips. Intake counted each of them against its in-flight limit:
+the flood took every slot and another customer's message, published just after it, was
+recorded only once nearly all of the flood was (services/intake/shares.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from events import subjects
+from events.codec import decode_log_event, encode
+from events.model import InboundMessage, MessageReceived
+from events.store import EventStore
+from events.streams import ensure_streams
+from services.bus.embedded import EmbeddedNats
+from services.config import IntakeSettings
+from services.identity import IdentityDirectory
+from services.intake import Intake
+from services.intake.settling import prepare
+from services.intake.worker import IntakeWorker
+from tests.integration.system import eventually
+
+pytestmark = pytest.mark.integration
+
+FLOOD = 400
+
+
+@pytest.fixture
+async def private(clean_nats: EmbeddedNats) -> AsyncIterator[tuple[NATS, EventStore]]:
+    nc = await nats.connect(clean_nats.url)
+    await ensure_streams(nc.jetstream())
+    yield nc, EventStore(nc, nc.jetstream())
+    await nc.drain()
+
+
+def sms(pmid: str, sender: str, text: str) -> InboundMessage:
+    return InboundMessage(
+        at=datetime.now(UTC), channel="sms", provider="twilio", provider_message_id=pmid, sender=sender, text=text
+    )
+
+
+async def test_a_flood_from_one_sender_leaves_room_for_everyone_else(private: tuple[NATS, EventStore]) -> None:
+    nc, store = private
+    js = nc.jetstream()
+    watch = await prepare(nc)
+    recorded: list[str] = []
+
+    async def seen(msg: Msg) -> None:
+        event = decode_log_event(msg.data, subject=msg.subject)
+        if isinstance(event, MessageReceived):
+            recorded.append(event.provider_message_id)
+
+    sub = await nc.subscribe(subjects.EVENTS_ALL, cb=seen, pending_msgs_limit=1_000_000)
+    try:
+        flood = [sms(f"SMflood{n:04d}", "+15550000001", f"buy now {n}") for n in range(FLOOD)]
+        others = [sms(f"SMother{n}", f"+1555000010{n}", "where is my order?") for n in range(3)]
+        for message in [*flood, *others]:
+            await js.publish(subjects.inbound("sms"), encode(message))
+
+        directory = IdentityDirectory(await js.key_value(subjects.IDENTITY_BUCKET))
+        stop = asyncio.Event()
+        worker = IntakeWorker(nc, Intake(store, directory, IntakeSettings()), batch=8, in_flight=16, lag_every=0.2)
+        running = asyncio.create_task(worker.run(stop))
+        try:
+
+            async def all_recorded() -> bool:
+                return len(recorded) >= FLOOD + len(others)
+
+            await eventually(all_recorded, timeout=120)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, 15)
+    finally:
+        await sub.unsubscribe()
+        await watch.stop()
+
+    flood_ids = [m.provider_message_id for m in flood]
+    # The flood keeps its own order...
+    assert [pmid for pmid in recorded if pmid.startswith("SMflood")] == flood_ids
+    # ...and the others, published after all of it, do not wait for it: each is recorded while
+    # most of the flood still waits (before: after all but the last in-flight slots of it).
+    for other in others:
+        before = recorded.index(other.provider_message_id)
+        assert before < FLOOD // 2, f"{other.provider_message_id} recorded after {before} of the flood"
