@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from services.timelines.base import PlannedStore
-from services.timelines.postgres_schema import INDEX_NAME, SECONDARY_INDEXES, ensure_schema, quoted
+from services.timelines.postgres_schema import INDEX_NAME, SECONDARY_INDEXES, ensure_schema, lock_holders, quoted
 from services.timelines.queries import SHADOW, TABLES, Sql
 from services.timelines.rowmap import ENTRY_COLUMNS, RowCodec
 from services.timelines.search_pg import TABLE as SEARCH_TABLE
@@ -228,7 +228,7 @@ class PostgresTimelineStore(PlannedStore):
         said = (str(err).strip().splitlines() or [""])[0]
         reason = f"{self._describe()}: {type(err).__name__}: {said}"
         if isinstance(err, psycopg.errors.LockNotAvailable):
-            reason += await lock_holders(self.dsn, self.schema)
+            reason += await lock_holders(self.dsn, self.schema, **connect_options(self.dsn))
         return StoreUnavailable(reason)
 
     async def close(self) -> None:
@@ -347,27 +347,3 @@ class PostgresTimelineStore(PlannedStore):
         yield Execute(f"ALTER SCHEMA {quoted(shadow)} RENAME TO {live}")
         yield Execute(f"DROP SCHEMA {old} CASCADE")
         return seq
-
-
-async def lock_holders(dsn: str, schema: str) -> str:
-    """Who holds a lock on a table of ``schema`` that a writer waits for (``; held by pid 4242
-    (postgres, psql) for 95 s``), asked on a connection of its own; empty when none is seen or
-    the question fails (a lock timeout is said all the same)."""
-    query = """
-        SELECT DISTINCT a.pid, a.usename, a.application_name,
-               extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int
-        FROM pg_locks l
-        JOIN pg_class c ON c.oid = l.relation
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE n.nspname = %s AND l.granted AND a.pid <> pg_backend_pid()
-          AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-        ORDER BY 4 DESC NULLS LAST LIMIT 3
-    """
-    try:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect_options(dsn)) as conn:
-            rows = await (await conn.execute(query, (schema,))).fetchall()
-    except psycopg.Error:
-        return ""
-    held = [f"pid {pid} ({user}, {app or 'no application_name'}) for {age} s" for pid, user, app, age in rows]
-    return f"; held by {', '.join(held)}" if held else ""

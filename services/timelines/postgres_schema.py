@@ -13,8 +13,15 @@ import structlog
 
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.search_pg import ensure_index as ensure_search
+from services.timelines.store import StoreUnavailable
 
 log = structlog.get_logger("services.timelines.postgres")
+
+# How long opening waits for a lock another session holds on the schema's tables (an
+# operator's LOCK TABLE: a CREATE INDEX IF NOT EXISTS waits for it) before the start fails
+# naming who holds it; it hung without a line (the projection-database audit). The wait for
+# another Relaydesk process opening the same schema (the advisory lock) is not limited.
+OPEN_LOCK_TIMEOUT_S = 30.0
 
 _ADD_COLUMN = re.compile(r"^ALTER TABLE \{s\}\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) ")
 
@@ -108,11 +115,22 @@ def quoted(schema: str) -> str:
 
 async def ensure_schema(dsn: str, schema: str, **connect: Any) -> None:
     """Create the schema, its tables, indexes and the columns added since, where missing.
-    ``connect``: psycopg's connection options (the store's ``connect_timeout``)."""
+    ``connect``: psycopg's connection options (the store's ``connect_timeout``). A lock held
+    past ``OPEN_LOCK_TIMEOUT_S`` is ``StoreUnavailable`` naming who holds it."""
+    try:
+        await _ensure_schema(dsn, schema, **connect)
+    except psycopg.errors.LockNotAvailable as err:
+        said = (str(err).strip().splitlines() or [""])[0]
+        holders = await lock_holders(dsn, schema, **connect)
+        raise StoreUnavailable(f"schema {schema}: {said}{holders}") from err
+
+
+async def _ensure_schema(dsn: str, schema: str, **connect: Any) -> None:
     s = quoted(schema)
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect) as conn, conn.transaction():
         # Two processes starting at once must not race on CREATE ... IF NOT EXISTS.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"relaydesk:{schema}",))
+        await conn.execute(f"SET LOCAL lock_timeout = {int(OPEN_LOCK_TIMEOUT_S * 1000)}")
         cur = await conn.execute("SELECT to_regclass(%s)", (f"{s}.timeline",))
         row = await cur.fetchone()
         fresh = row is None or row[0] is None
@@ -139,3 +157,27 @@ async def ensure_schema(dsn: str, schema: str, **connect: Any) -> None:
             row = await cur.fetchone()
             count = row[0] if row else 0
             log.info("timelines.search_index_built", customers=count, seconds=round(time.monotonic() - started, 2))
+
+
+async def lock_holders(dsn: str, schema: str, **connect: Any) -> str:
+    """Who holds a lock on a table of ``schema`` that a writer waits for (``; held by pid 4242
+    (postgres, psql) for 95 s``), asked on a connection of its own; empty when none is seen or
+    the question fails (a lock timeout is said all the same)."""
+    query = """
+        SELECT DISTINCT a.pid, a.usename, a.application_name,
+               extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int
+        FROM pg_locks l
+        JOIN pg_class c ON c.oid = l.relation
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE n.nspname = %s AND l.granted AND a.pid <> pg_backend_pid()
+          AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+        ORDER BY 4 DESC NULLS LAST LIMIT 3
+    """
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect) as conn:
+            rows = await (await conn.execute(query, (schema,))).fetchall()
+    except psycopg.Error:
+        return ""
+    held = [f"pid {pid} ({user}, {app or 'no application_name'}) for {age} s" for pid, user, app, age in rows]
+    return f"; held by {', '.join(held)}" if held else ""

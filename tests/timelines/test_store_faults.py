@@ -346,3 +346,22 @@ async def test_the_api_answers_a_503_to_retry_and_then_the_timeline(pg: Backend)
         assert response.status == 503 and response.headers["Retry-After"] == "2"
         assert await response.json() == {"error": TIMELINES_AWAY}
         assert (await (await client.get("/timeline")).json()) == {"entries": 1}
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["projector", "API"])
+async def test_opening_under_a_lock_held_fails_naming_its_holder(
+    pg: Backend, readonly: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening lays down the indexes (``CREATE INDEX IF NOT EXISTS`` waits for an operator's
+    ``LOCK TABLE``): the projector's and the API's start hung without a line for as long as it
+    was held; it fails with who holds it (the README: what a service cannot open stops it)."""
+    from services.timelines import postgres_schema
+
+    await pg.open()  # the schema there
+    monkeypatch.setattr(postgres_schema, "OPEN_LOCK_TIMEOUT_S", 0.3)
+    async with await psycopg.AsyncConnection.connect(pg.target, application_name="operator-psql") as operator:
+        await operator.execute(f'LOCK TABLE "{pg.schema}".timeline')
+        with pytest.raises(StoreUnavailable, match=r"lock timeout; held by pid \d+ \(\w+, operator-psql\)"):
+            await asyncio.wait_for(pg.open(readonly=readonly), 30)
+        await operator.rollback()
+    assert (await pg.open(readonly=readonly)) is not None
