@@ -46,6 +46,7 @@ from events.text import shorten
 from router import replays
 from router.fold import evolve
 from router.state import RouterState, reading_only
+from services.delivery.pacing import MessagePacing
 
 log = structlog.get_logger(__name__)
 # Where a notice for an id no agent can have is counted (``relaydesk_skipped_total``).
@@ -91,6 +92,9 @@ class Facts:
         # The digests of each open conversation's customer messages (``events.digests``): the
         # router remembers no messages (``router.replays``), so a re-published one is told here once.
         self.heard: dict[str, bytes] = {}
+        # A conversation's customer messages ping its agent at a bounded rate (a flood is a few
+        # notices, each saying how many messages it stands for: services.delivery.pacing).
+        self.pacing = MessagePacing()
         # Started from a snapshot: the conversations open in it, whose contact, preview and
         # subject (personal data, not in a snapshot) are still to be read from the log, as
         # they stood at ``unread_until`` (``unread_in``, then ``absorb``).
@@ -143,6 +147,7 @@ class Facts:
         self.contacts.pop(conversation_id, None)
         self.subjects.pop(conversation_id, None)
         self.heard.pop(conversation_id, None)
+        self.pacing.forget(conversation_id)
         self.unread.discard(conversation_id)
 
     def apply(self, stored: StoredEvent) -> list[Notice]:
@@ -222,7 +227,11 @@ class Facts:
             # nobody: it pings nobody either.
             conv = self.state.conversations.get(event.conversation_id)
             if conv is not None and conv.status == "assigned" and conv.agent_id:
-                notices.append(self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id))
+                told = self.pacing.take(event.conversation_id, event.at)
+                if told:
+                    notice = self._notice("message", conv.agent_id, stored, event.conversation_id, event.customer_id)
+                    notice.body["messages"] = told
+                    notices.append(notice)
         return notices
 
     def _notice(self, kind: str, agent_id: str, stored: StoredEvent, cid: str, customer_id: str) -> Notice:
