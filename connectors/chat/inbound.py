@@ -4,6 +4,7 @@ success only after the JetStream ack), then store the frame in the history strea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from .history import HistoryUnavailable
 from .language import language_hints
 from .origins import cors_headers
 from .part import ChatPart, Shared
-from .ratelimit import RateLimited, RateLimiter
+from .ratelimit import RateLimited, RateLimiter, Refusals
 from .settings import session_secrets
 
 
@@ -44,6 +45,7 @@ class Inbound(ChatPart):
     def __init__(self, shared: Shared, limiter: RateLimiter, *, channel: Channel, provider: str) -> None:
         super().__init__(shared)
         self.limiter = limiter
+        self.refusals = Refusals()
         self.channel = channel
         self.provider = provider
 
@@ -108,10 +110,29 @@ class Inbound(ChatPart):
             raise Unavailable("message history unavailable; send it again") from err
         return client_msg_id, frame.seq
 
+    def refused(self, address: str, err: RateLimited, path: str) -> float:
+        """Count a rate-limited message and say it (a warning once a minute per visitor); the
+        seconds until the visitor may send again (at least 1)."""
+        self.metrics.reject("rate_limit")
+        say = self.log.warning if self.refusals.worth_a_warning(address) else self.log.debug
+        say("inbound.rate_limited", path=path, status=err.status, reason=err.reason)
+        return max(self.limiter.take_wait(address), 1.0)
+
     async def post_message(self, request: ProviderRequest) -> web.StreamResponse:
         """``POST /messages``: the SDK has verified the token; its error mapping and metrics
-        (403/400/413/429/503) apply to what ``accept`` raises."""
-        client_msg_id, seq = await self.accept(bearer_claims(request, session_secrets(self.settings)), request.json())
+        (403/400/413/503) apply to what ``accept`` raises. A rate-limited message is 429 as a
+        refused session is: ``Retry-After`` and ``retry_after``, with the CORS headers, or the
+        widget's script sees a network error and sends again at once."""
+        claims = bearer_claims(request, session_secrets(self.settings))
+        try:
+            client_msg_id, seq = await self.accept(claims, request.json())
+        except RateLimited as err:
+            retry = math.ceil(self.refused(claims.address, err, "/messages"))
+            return web.json_response(
+                {"error": err.reason, "retryable": True, "retry_after": retry},
+                status=429,
+                headers={**cors_headers(self.origins, request), "Retry-After": str(retry)},
+            )
         return web.json_response(
             {"client_msg_id": client_msg_id, "seq": seq, "epoch": self.history.epoch},
             headers=cors_headers(self.origins, request),

@@ -80,3 +80,25 @@ class NewVisitorLimit:
             while len(self._counted) > self.max_visitors:
                 self._counted.popitem(last=False)
         return wait
+
+
+@dataclass
+class Refusals:
+    """Whether a refusal of ``key`` is worth a warning: the first in ``every_s`` seconds is, the
+    rest are debug. A flooding visitor is refused hundreds of times a second (found by the
+    flood audit: one warning line each, the operator's log flooded with the visitor)."""
+
+    every_s: float = 60.0
+    max_keys: int = 50_000
+    _last: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def worth_a_warning(self, key: str, now: float | None = None) -> bool:
+        t = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if last is not None and t - last < self.every_s:
+            return False
+        self._last[key] = t
+        self._last.move_to_end(key)
+        while len(self._last) > self.max_keys:
+            self._last.popitem(last=False)
+        return True

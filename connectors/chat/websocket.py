@@ -202,8 +202,7 @@ class WebSocketEndpoint(ChatPart):
             self.log.warning("inbound.rejected", path="ws", status=err.status, reason=err.reason)
             return error_frame("too_large" if isinstance(err, TooLarge) else "invalid", err.reason, frame)
         except RateLimited as err:
-            self.log.warning("inbound.error", path="ws", status=err.status, reason=err.reason)
-            wait = max(self.inbound.limiter.take_wait(client.address), 1.0)
+            wait = self.inbound.refused(client.address, err, "ws")
             return error_frame("rate_limited", err.reason, frame, retryable=True, retry_after=round(wait, 1))
         except Unavailable as err:
             self.metrics.inc("unavailable")
