@@ -17,6 +17,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
 
+from events.object_put import put_unless_replaced
 from events.skips import count_skip
 
 log = structlog.get_logger(__name__)
@@ -59,10 +60,12 @@ async def save_object(js: JetStreamContext, bucket: str, name: str, data: bytes,
     sequence it reflects) and counted as ``skip_as``. For snapshots: the log stays the truth,
     and the next one may succeed."""
     try:
-        obs = await js.object_store(bucket)
-        await obs.put(name, data)
+        stored = await put_unless_replaced(js, bucket, name, data)
     except Exception as err:
         log.warning("object.not_saved", where=skip_as, bucket=bucket, name=name, seq=seq, error=repr(err))
         count_skip(skip_as)
         return False
-    return True
+    if not stored:
+        # Another process (an API replica at the same log position) saved it meanwhile: theirs stands.
+        log.info("object.saved_by_another", where=skip_as, bucket=bucket, name=name, seq=seq)
+    return stored
