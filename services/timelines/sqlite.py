@@ -134,7 +134,7 @@ class SqliteTimelineStore(PlannedStore):
         # Customer searches: a read-only connection and a thread of their own (``_search``).
         self._search_lane: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None
         self._search_opening = asyncio.Lock()
-        self._file = _file_identity(path)  # the file the connection holds open (``_write``)
+        self._file = _file_identity(path)  # the file the connection holds open (``_write``, ``_read``)
 
     def _describe(self) -> str:
         return str(self.path)
@@ -208,6 +208,10 @@ class SqliteTimelineStore(PlannedStore):
             pool.shutdown(wait=True)
 
     async def _search(self, plan: Plan[T]) -> T:
+        await self._follow_file()
+        return await self._search_on_lane(plan)
+
+    async def _search_on_lane(self, plan: Plan[T]) -> T:
         """On a read-only connection and a thread of its own (WAL readers do not wait for each
         other, and sqlite3 lets go of the GIL while it scans): a search over a million
         customers no longer holds up the timelines every other request reads."""
@@ -243,7 +247,31 @@ class SqliteTimelineStore(PlannedStore):
         return StoreUnavailable(f"{self.path}: {err} ({getattr(err, 'sqlite_errorname', 'SQLite error')})")
 
     async def _read(self, plan: Plan[T]) -> T:
+        await self._follow_file()
         return await self._run(run, plan, lambda step: _execute(self._conn, step))
+
+    async def _follow_file(self) -> None:
+        """A reader (the API) whose file was deleted and made again (a projector restarted after
+        ``rm timelines.db*``) or replaced (``mv``) reads the file now at the path: its connection
+        held the old one, and it answered "disk I/O error" (503) until restarted. With no file
+        at the path it says so; it does not make one (an empty store would answer 404s)."""
+        if not self.readonly or _file_identity(self.path) == self._file:
+            return
+        async with self._search_opening:  # one reopening at a time; the search lane goes too
+            now = _file_identity(self.path)
+            if now == self._file:
+                return
+            if now is None:
+                raise StoreUnavailable(f"{self.path} was deleted: the projector makes it again when restarted")
+            old, self._conn = self._conn, await self._run(self._connect_readonly, self.path)
+            self._file = now
+            await self._run(old.close)
+            if self._search_lane is not None:
+                conn, pool = self._search_lane
+                self._search_lane = None
+                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+                pool.shutdown(wait=False)
+            log.warning("timelines.file_replaced", path=str(self.path), action="reading the file now at the path")
 
     async def _write(self, plan: Plan[T]) -> T:
         # The file deleted (``rm timelines.db*``) or replaced (``mv``) under a running writer:

@@ -163,10 +163,12 @@ def remove(directory: Path, pattern: str) -> None:
 async def test_a_sqlite_file_deleted_under_the_projector_is_said_not_written_into(
     store: EventStore, tmp_path: Path
 ) -> None:
-    """``rm timelines.db*`` under a running projector: it went on writing into the unlinked
-    file and said it was caught up, while an API (re)opening the path read an empty store."""
+    """``rm timelines.db*`` under a running projector and API: the projector went on writing
+    into the unlinked file and said it was caught up, an API (re)opening the path read an empty
+    store, and the running API answered "disk I/O error" until restarted."""
     path = tmp_path / "timelines.db"
     ts = await open_store(str(path))
+    api = await open_store(str(path), readonly=True)
     s = Script(new_id("cu"), new_id("cv"))
     seqs = [await store.append(Append(s.opened()))]
     projector = Recording(store, ts, batch_size=10, idle=0.01, max_backoff=0.2, rebuild_if_stale=False)
@@ -176,7 +178,7 @@ async def test_a_sqlite_file_deleted_under_the_projector_is_said_not_written_int
         async with running(projector):
 
             async def opened() -> bool:
-                return projector.position >= seqs[0]
+                return projector.position >= seqs[0] and len(await api.timeline(s.customer)) == 1
 
             await until(opened)
             remove(tmp_path, "timelines.db*")
@@ -188,19 +190,18 @@ async def test_a_sqlite_file_deleted_under_the_projector_is_said_not_written_int
             await until(said)
             assert all(isinstance(f, StoreUnavailable) and "deleted or replaced" in str(f) for f in faults), faults
             assert projector.position == seqs[0] and projector.quarantined == []
-    finally:
+            with pytest.raises(StoreUnavailable, match="was deleted"):
+                await api.timeline(s.customer)
+        # Restarted, it folds the log into the file it finds (a new one); the running API
+        # reads that one.
         await ts.close()
-    # Restarted, it folds the log into the file it finds (a new one) and the API reads it there.
-    ts = await open_store(str(path))
-    try:
+        ts = await open_store(str(path))
         await Projector(store, ts, rebuild_if_stale=False).catch_up()
-        reader = await open_store(str(path), readonly=True)
-        try:
-            await assert_all_once(reader, s, seqs)
-        finally:
-            await reader.close()
+        await assert_all_once(api, s, seqs)
+        assert [c.customer_id for c in await api.customers(q=s.customer)] == [s.customer]  # its search too
     finally:
         await ts.close()
+        await api.close()
 
 
 # -- PostgreSQL: a lock held, connections killed, a server that never answers -----------------
