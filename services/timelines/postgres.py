@@ -77,11 +77,27 @@ def store_fault(err: BaseException) -> bool:
     )
 
 
+# A peer gone without a reset (a partition, a host powered off) is otherwise noticed when the
+# kernel gives up retransmitting, ~15 minutes, all the while the projector and the API's reads
+# wait on it: probe an idle connection after 30 s and give up on unacknowledged data after 60 s.
+# libpq ignores these on a Unix socket.
+TCP_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+
+
 def connect_options(dsn: str) -> dict[str, Any]:
-    """``connect_timeout`` (``CONNECT_TIMEOUT_S``) unless the DSN or the environment sets it."""
-    if "connect_timeout" in conninfo_to_dict(dsn) or os.environ.get("PGCONNECT_TIMEOUT"):
-        return {}
-    return {"connect_timeout": CONNECT_TIMEOUT_S}
+    """``connect_timeout`` (``CONNECT_TIMEOUT_S``) and ``TCP_OPTIONS``, each unless the DSN (or,
+    for the timeout, the environment) sets it."""
+    given = conninfo_to_dict(dsn)
+    options = {key: value for key, value in TCP_OPTIONS.items() if key not in given}
+    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+        options["connect_timeout"] = CONNECT_TIMEOUT_S
+    return options
 
 
 class PostgresSql(Sql):

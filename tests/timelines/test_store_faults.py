@@ -318,7 +318,22 @@ async def test_a_server_that_never_answers_fails_the_open_in_time(
         await asyncio.wait_for(open_store(f"postgresql://nobody@127.0.0.1:{silent_server}/x"), 30)
     assert time.monotonic() - started < 30
     # A DSN's own connect_timeout is kept.
-    assert pgstore.connect_options("postgresql://h/x?connect_timeout=3") == {}
+    assert "connect_timeout" not in pgstore.connect_options("postgresql://h/x?connect_timeout=3")
+
+
+async def test_a_connection_to_a_peer_gone_silent_is_given_up_within_a_minute(pg: Backend) -> None:
+    """A partition or a host powered off (no reset) left the projector and the API's reads waiting
+    ~15 minutes on the kernel's retransmissions; the store's connections carry keepalives and a
+    TCP user timeout (the DSN's own values win). No partition can be made here: the test reads
+    what libpq was given on a real connection."""
+    store = await pg.open()
+    assert isinstance(store, pgstore.PostgresTimelineStore)
+    given = (await store._connection()).info.get_parameters()
+    assert given.get("keepalives_idle") == "30", given
+    assert given.get("tcp_user_timeout") == "60000", given
+    options = pgstore.connect_options("postgresql://h/x?keepalives_idle=5&tcp_user_timeout=0")
+    assert "keepalives_idle" not in options and "tcp_user_timeout" not in options
+    assert options["keepalives_count"] == 3
 
 
 async def test_the_api_answers_a_503_to_retry_and_then_the_timeline(pg: Backend) -> None:
