@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 import aiohttp
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from connectors.sdk.deadletter import ensure_consumer
@@ -62,6 +63,8 @@ NOT_IN_PROGRESS = 21220
 # timeout, at most this often; Retry-After is honoured up to MAX_RETRY_AFTER seconds.
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER = 5.0
+# The bridge consumer's ack wait (s).
+ACK_WAIT_S = 60.0
 
 
 class VoiceBridge:
@@ -91,7 +94,7 @@ class VoiceBridge:
             filter_subject=subjects.CUSTOMER_EVENTS_ALL,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.NEW,  # calls from before the first start are long over
-            ack_wait=60,
+            ack_wait=ACK_WAIT_S,
             max_ack_pending=1000,
         )
         await ensure_consumer(self.js, subjects.EVENTS_STREAM, config)
@@ -108,9 +111,8 @@ class VoiceBridge:
                     sub = await self._subscribe()
                     self._ready.set()
                 msgs = await sub.fetch(100, self.fetch_timeout)
-                for msg in msgs:
-                    await self._handle(msg.subject, msg.data)
-                    await msg.ack()
+                if msgs:
+                    await self._handle_batch(msgs)
                 pause = 0.2
             except asyncio.CancelledError:
                 raise
@@ -123,6 +125,20 @@ class VoiceBridge:
                 sub = None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        """Each event in turn, every one not yet acked kept ours meanwhile: a bridge may take
+        ``dial_timeout`` and more, and an event past its ack wait went to the other voice
+        process, which bridged the same call again (a second redirect, a second callback)."""
+        waiting = list(msgs)
+        keeper = asyncio.create_task(_keep_in_progress(waiting, ACK_WAIT_S / 3), name="voice-bridge-in-progress")
+        try:
+            for msg in msgs:
+                await self._handle(msg.subject, msg.data)
+                waiting.remove(msg)
+                await msg.ack()
+        finally:
+            await cancel_and_wait(keeper)
 
     async def _handle(self, subject: str, data: bytes) -> None:
         event = decode_log_event(data, subject=subject)
@@ -248,3 +264,11 @@ def _pause(attempt: int, retry_after: str | None) -> float:
     if (seconds := retry_after_seconds(retry_after)) is not None:
         return min(seconds, MAX_RETRY_AFTER)
     return min(0.25 * 2 ** (attempt - 1), MAX_RETRY_AFTER)
+
+
+async def _keep_in_progress(waiting: list[Msg], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        for msg in list(waiting):
+            with skipping("voice.bridge_in_progress", durable=DURABLE):
+                await msg.in_progress()
