@@ -67,6 +67,9 @@ class Projector(BatchApplier):
         self.max_backoff = max_backoff
         self.auto_rebuild = rebuild_if_stale
         self.rebuilding = False  # a rebuild from the log into a shadow copy runs (health: no stall)
+        # Why it is retrying, until the store or the log answers again (health: said at once,
+        # not only once stale_seconds have passed).
+        self.last_error: str | None = None
         # Erasures a restore of NATS undid: the register in the store against the log.
         self.erasures = UndoneWatch(timelines)
 
@@ -114,6 +117,7 @@ class Projector(BatchApplier):
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                self.last_error = _first_line(err)
                 log.warning(
                     "projector.retry", key=self.key, position=self.position, error=repr(err), backoff=round(delay, 2)
                 )
@@ -188,6 +192,7 @@ class Projector(BatchApplier):
 
     async def _apply(self, chunk: Sequence[StoredEvent], *, through: int | None = None) -> None:
         await super()._apply(chunk, through=through)
+        self.last_error = None
         self.erasures.folded(chunk)  # an undone erasure applied again is done
 
     async def _other_log(self) -> str | None:
@@ -244,6 +249,7 @@ class Projector(BatchApplier):
 
     async def _follow(self, stop: asyncio.Event) -> None:
         self.position = await self.timelines.checkpoint(self.key)
+        self.last_error = None  # the store answers again
         queue: asyncio.Queue[StoredEvent | BaseException] = asyncio.Queue(maxsize=self.batch_size * 4)
         pump = asyncio.create_task(self._pump(self.position + 1, queue), name=f"projector-pump-{self.key}")
         loop = asyncio.get_running_loop()
@@ -291,3 +297,9 @@ class Projector(BatchApplier):
                 await self._apply(batch)
         finally:
             await cancel_and_wait(pump)
+
+
+def _first_line(err: BaseException) -> str:
+    """The error's type and first line, short enough for a health detail."""
+    words = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {words}"[:200] if words else type(err).__name__

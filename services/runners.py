@@ -166,6 +166,7 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health
                 stale_after=config.projection.stale_seconds,
                 rebuilding=lambda: projector.rebuilding,
                 erasures_undone=lambda: projector.erasures.count,
+                last_error=lambda: projector.last_error,
             )
             health.add("projector", check)
         # [retention] message_days: the timelines' copies of message bodies expire too.

@@ -179,6 +179,7 @@ def projector_check(
     stale_after: float = PROJECTOR_STALE_S,
     rebuilding: Callable[[], bool] = lambda: False,
     erasures_undone: Callable[[], int] = lambda: 0,
+    last_error: Callable[[], str | None] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Check:
     """Projector: ready when NATS and the streams are there and it is not stalled: events wait
@@ -188,7 +189,9 @@ def projector_check(
     ``relaydesk_projector_stalled_seconds`` gauges. A rebuild of the store (``rebuilding``: the
     old rows serve meanwhile, the position moves at the swap) is no stall. Erasures a restore of
     NATS undid (``erasures_undone``, ``services.erasures_undone``) are named in the detail with
-    what to run; they leave it ready (it folds the log as it is)."""
+    what to run; they leave it ready (it folds the log as it is). While it retries (its store or
+    the log refusing), ``last_error`` says why in the detail at once; readiness still waits
+    ``stale_after`` (a database restart of a few seconds is no outage)."""
     stall = Stall(clock)
 
     async def check() -> CheckResult:
@@ -205,6 +208,8 @@ def projector_check(
             PROJECTOR_LAG.labels(projector=key).set(lag)
             PROJECTOR_STALLED.labels(projector=key).set(round(stalled, 3))
             detail.update(position=at, last_event=end, lag_events=lag, stalled_seconds=round(stalled, 1))
+            if error := last_error():
+                detail["retrying"] = error
             if undone := erasures_undone():
                 detail["erasures_undone"] = undone
                 detail["erasures_undone_action"] = (
@@ -215,8 +220,9 @@ def projector_check(
                 ok = False
                 detail["reason"] = (
                     f"the projector has not moved for {stalled:.0f} s while {lag} events wait "
-                    f"(at event {at}, [projection] stale_seconds {stale_after:g}): see its log "
-                    "(projector.retry names the error); restarting it resumes from its checkpoint"
+                    f"(at event {at}, [projection] stale_seconds {stale_after:g}): "
+                    + (f"it retries after {error}; " if error else "see its log (projector.retry); ")
+                    + "restarting it resumes from its checkpoint"
                 )
                 log.warning("projector.stalled", key=key, position=at, lag_events=lag, seconds=round(stalled, 1))
         return CheckResult(ok, detail)

@@ -122,3 +122,55 @@ async def test_a_stuck_projector_says_so_on_its_readyz(
                 return resp.status == 200
 
         await eventually(ready_again, timeout=30, every=0.2)
+
+
+async def test_a_projector_retrying_says_why_on_its_readyz_at_once(
+    clean_nats: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its store refusing (a lock held, a disk full): /readyz named nothing until stale_seconds
+    had passed, and then only 'see its log'; now the detail says why it retries while it does,
+    and nothing once the store answers again. A short outage leaves it ready."""
+    from services.timelines import StoreUnavailable
+
+    release = asyncio.Event()
+    original = Projector._apply
+
+    async def refused_apply(self: Projector, chunk: Any, *, through: int | None = None) -> None:
+        if chunk and not release.is_set():
+            raise StoreUnavailable("lock held by pid 4242 (postgres, psql) for 95 s")
+        await original(self, chunk, through=through)
+
+    monkeypatch.setattr(Projector, "_apply", refused_apply)
+    config = system_config(tmp_path, clean_nats.url)
+    config.health = msgspec.structs.replace(config.health, port=free_port())
+    config.projection = msgspec.structs.replace(config.projection, stale_seconds=600.0)
+    health = f"http://127.0.0.1:{config.health.port}/readyz"
+    async with running_system(config, clean_nats, services=("projector",)) as system:
+        import nats
+
+        nc = await nats.connect(clean_nats.url)
+        try:
+            tag = uuid.uuid4().hex[:10]
+            await open_conversation(EventStore(nc, nc.jetstream()), f"cu{tag}", f"cv{tag}")
+
+            async def projector_detail() -> Any:
+                async with system.http.get(health) as resp:
+                    body = await resp.json()
+                return resp.status, body["checks"]["projector"]
+
+            async def retrying() -> Any:
+                status, detail = await projector_detail()
+                return (status, detail) if "retrying" in detail else None
+
+            status, detail = await eventually(retrying, timeout=30, every=0.2)
+            assert status == 200  # not stale yet
+            assert detail["retrying"] == "StoreUnavailable: lock held by pid 4242 (postgres, psql) for 95 s"
+        finally:
+            release.set()
+            await nc.drain()
+
+        async def answered_again() -> Any:
+            status, detail = await projector_detail()
+            return status == 200 and "retrying" not in detail and detail["lag_events"] == 0
+
+        await eventually(answered_again, timeout=30, every=0.2)
