@@ -45,7 +45,14 @@ def facts(body: dict[str, Any]) -> list[tuple[str, str]]:
         ("Language", str(body.get("requirements", {}).get("language") or "—")),
         ("Skills", skills_text(body)),
         ("Wait", wait_text(body)),
+        # A paced notice stands for the messages held since the last (services.delivery.pacing).
+        *([("Messages", f"{told} since the last notice (the newest shown)")] if (told := _told(body)) > 1 else []),
     ]
+
+
+def _told(body: dict[str, Any]) -> int:
+    told = body.get("messages", 1)
+    return told if isinstance(told, int) else 1
 
 
 def _escape(text: str) -> str:

@@ -3,6 +3,7 @@ services/delivery/pacing.py through delivery's fold (services.delivery.notices.F
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from events.model import (
@@ -16,6 +17,7 @@ from events.model import (
     RoutingRequested,
 )
 from events.stored import StoredEvent
+from services.delivery import render
 from services.delivery.notices import Facts, Notice
 from services.delivery.pacing import BURST, EVERY_S
 
@@ -84,3 +86,17 @@ def test_a_person_typing_quickly_pings_for_each_message() -> None:
     log.apply("cu1", "cv1", assigned("cu1", "cv1", "ava", AT))
     lines = [message("cu1", "cv1", n, AT + timedelta(seconds=2 * n)) for n in range(BURST)]
     assert [n.body["messages"] for n in log.apply("cu1", "cv1", list(lines))] == [1] * BURST
+
+
+def test_a_paced_notice_says_how_many_messages_it_stands_for() -> None:
+    log = Log()
+    log.apply("cubot", "cvbot", assigned("cubot", "cvbot", "ava", AT))
+    flood = [message("cubot", "cvbot", n, AT + timedelta(seconds=n * 0.1)) for n in range(400)]
+    told = [n for n in log.apply("cubot", "cvbot", list(flood)) if n.kind == "message"]
+    many = told[-1].body
+    assert many["messages"] > 1
+    mail = render.email(many, sender="desk@support.test", to="ava@support.test", delivery_id="d1")
+    for rendered in (json.dumps(render.slack(many)), mail.get_content()):
+        assert f"{many['messages']} since the last notice" in rendered
+    assert ("Messages", f"{many['messages']} since the last notice (the newest shown)") in render.facts(many)
+    assert all(name != "Messages" for name, _ in render.facts(told[0].body))
