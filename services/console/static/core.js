@@ -124,9 +124,23 @@ export function say(text, isError, id = "message") {
   node.className = isError ? "error" : "";
 }
 
+// Runs the last fn asked for `name` once, `ms` after the first call since it last ran (a call
+// asking for sooner moves it sooner), not `ms` after the last call. Found by the flood audit:
+// the timer began again at every call, so while one customer wrote faster than every 100 ms the
+// agent's work list (her new offers too) and every supervisor's board never reloaded.
+const pending = {}; // name -> {due, fn}: what runs when state.timers[name] fires
+
 export function debounce(name, fn, ms) {
+  const due = Date.now() + ms;
+  const held = pending[name];
+  if (held && state.timers[name] !== undefined && held.due <= due) { held.fn = fn; return; }
   clearTimeout(state.timers[name]);
-  state.timers[name] = setTimeout(fn, ms);
+  const entry = { due, fn };
+  pending[name] = entry;
+  state.timers[name] = setTimeout(() => {
+    if (pending[name] === entry) { delete pending[name]; delete state.timers[name]; }
+    entry.fn();
+  }, ms);
 }
 
 export function every(fn, ms) {
