@@ -10,6 +10,10 @@ stepped forward, or the holder's behind, and no leader for as long as the holder
 jumped ahead when it died. The value still carries it, for ``relaydesk status`` and for
 standbys of earlier versions during an upgrade; 0 means released: take it at once.)
 
+A holder is its name and a token of its own process: a lease under our name with another
+token is another process's (one given the same instance id: it is said, ``lease.name_in_use``,
+and this one stands by), or a previous run of ours, taken over once it lapses.
+
 When NATS does not answer (a timeout, a lost connection, no responders, JetStream
 unavailable) nobody can know who holds the lease: ``try_acquire`` and ``renew`` answer
 False (not held, or unknown), the holder stands down, and the next call, once NATS is back,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from typing import Final
 
@@ -48,6 +53,10 @@ def steady() -> float:
 class LeaseValue(msgspec.Struct):
     holder: str
     expires: float
+    # This process's own, apart from its name: two processes given one instance id (compose's
+    # ``--scale router-a=2``, one ``[runner] instance_id`` in a shared config) each took the
+    # other's lease as its own, and both led. Empty: written by an earlier version.
+    token: str = ""
 
 
 class Lease:
@@ -70,6 +79,9 @@ class Lease:
         self._valid_until = 0.0  # on ``clock``: when this holder stops counting on the lease
         self._seen: tuple[int | None, float] | None = None  # another holder's revision, first seen at (``clock``)
         self.unavailable = False  # the last call could not reach NATS
+        self.token = uuid.uuid4().hex[:16]
+        self._namesake: int | None = None  # a revision written under our name by another process
+        self.namesake_running = False  # another process renews the lease under our name
 
     @property
     def held(self) -> bool:
@@ -78,7 +90,29 @@ class Lease:
         return self._revision is not None and self.clock() < self._valid_until
 
     def _value(self) -> bytes:
-        return msgspec.json.encode(LeaseValue(self.holder, self.wall() + self.ttl))
+        return msgspec.json.encode(LeaseValue(self.holder, self.wall() + self.ttl, self.token))
+
+    def _ours(self, current: LeaseValue, revision: int | None) -> bool:
+        """Written by this process (or, without a token, by an earlier version under our name:
+        a restart of ours). Another process's under our name is another holder's, and said."""
+        if current.holder != self.holder:
+            return False
+        if not current.token or current.token == self.token:
+            return True
+        if self._namesake is not None and self._namesake != revision and current.expires > 0:
+            # Renewed since we last looked: it runs now, not a previous run of ours that died.
+            if not self.namesake_running:
+                log.error(
+                    "lease.name_in_use",
+                    lease=self.name,
+                    holder=self.holder,
+                    action="another process holds this lease under the same instance id; give each "
+                    "process its own ([runner] instance_id, RELAYDESK_RUNNER_INSTANCE_ID, or leave it "
+                    "unset for a random one): this one stands by until that one stops",
+                )
+            self.namesake_running = True
+        self._namesake = revision
+        return False
 
     def _hold_from(self, sent: float) -> None:
         self._seen = None
@@ -134,7 +168,7 @@ class Lease:
                 log.info("lease.acquired", lease=self.name, holder=self.holder)
                 return self.held
             current = msgspec.json.decode(entry.value, type=LeaseValue)
-            if current.holder != self.holder and not self._lapsed(current, entry.revision):
+            if not self._ours(current, entry.revision) and not self._lapsed(current, entry.revision):
                 self._revision = None
                 self._reached()
                 return False
