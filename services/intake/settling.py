@@ -35,6 +35,7 @@ from events.storage_full import storage_full
 from services import tracing
 from services.config import IntakeSettings
 from services.intake.consumer import STREAM_SEQ, STREAM_TIME, Intake
+from services.intake.shares import MAX_ACK_PENDING, widen
 from services.intake.storage_wait import StorageWait
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,8 @@ def consumer_config(redelivery: Redelivery = REDELIVERY) -> ConsumerConfig:
             filter_subject=subjects.INBOUND_ALL,
             ack_policy=JsAckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
+            # Room for a burst of one sender beside everyone else's (services.intake.shares).
+            max_ack_pending=MAX_ACK_PENDING,
         )
     )
 
@@ -72,6 +75,7 @@ async def prepare(nc: NATS, redelivery: Redelivery = REDELIVERY) -> MaxDeliverie
     message that crashed intake on every delivery)."""
     js = nc.jetstream()
     await ensure_consumer(js, subjects.INBOUND_STREAM, consumer_config(redelivery))
+    await widen(js, DURABLE)  # one an older version made has the server's 1,000
     watch = MaxDeliveriesWatch(nc, js, subjects.INBOUND_STREAM, DURABLE, READER)
     await watch.start()
     return watch

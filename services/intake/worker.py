@@ -6,7 +6,7 @@ their sender's lock in that order: ``Intake.handle_message``); the tasks record 
 (``services.intake.settling.settle``: ack, bounded redelivery, dead letters), and the loop
 fetches again as soon as there is room under ``in_flight``, where a sender's held messages take
 one slot however many there are (``services.intake.shares``: a flood from one sender leaves
-room for everyone else), up to ``max_held`` messages in all. Several intake processes share
+room for everyone else), up to ``max_held`` messages (and ``MAX_HELD_BYTES``) in all. Several intake processes share
 the durable ``intake``: different customers in parallel, and one sender's messages in the
 order they were published (``services.intake.ordering``).
 
@@ -44,7 +44,7 @@ from services.intake.consumer import Intake
 from services.intake.lag import export_forever
 from services.intake.ordering import OrderingWindow
 from services.intake.settling import DURABLE, decode_record, redelivery_for, settle
-from services.intake.shares import SenderShares, sender_of
+from services.intake.shares import MAX_HELD_BYTES, SenderShares, held_limit, sender_of
 from services.intake.storage_wait import FIRST_PAUSE_S, StorageWait
 
 log = structlog.get_logger(__name__)
@@ -81,8 +81,11 @@ class IntakeWorker:
         # Slots: a sender holding messages takes one however many (services.intake.shares).
         self.in_flight = in_flight
         # Messages held at most (queued behind their sender's included): under the durable's
-        # max_ack_pending (the server's default 1,000), past which the server hands out nothing.
-        self.max_held = max_held if max_held is not None else max(in_flight, 960)
+        # max_ack_pending, past which the server hands out nothing (read at the start when not
+        # given), and MAX_HELD_BYTES of them.
+        self.max_held = max_held
+        self.held_bytes = 0
+        self._sizes: dict[asyncio.Task[None], int] = {}
         self.shares = SenderShares()
         self._senders: dict[asyncio.Task[None], str] = {}  # in flight -> its sender's slot
         # The configured ack wait (``[intake] ack_wait_seconds``) unless a test names another.
@@ -102,6 +105,9 @@ class IntakeWorker:
         # the role's NATS user), as soon as there is a message: several processes share the
         # durable, and nats-py's fetch would hold a part batch up to its timeout (events.pull).
         sub = await Puller(self.nc, subjects.INBOUND_STREAM, DURABLE).start()
+        if self.max_held is None:
+            info = await self.js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
+            self.max_held = max(self.in_flight, held_limit(int(info.config.max_ack_pending or -1)))
         await self.intake.warm_up()
         # What is alive now (modules, the language model, phone metadata: ~90,000 objects,
         # ~20 ms a full collection) lives as long as the process: out of the collector's
@@ -115,7 +121,9 @@ class IntakeWorker:
                 if self.storage.blocked:  # fetched now, a message would only spend its deliveries
                     await asyncio.wait([stopping], timeout=FIRST_PAUSE_S)
                     continue
-                room = min(self.in_flight - self.shares.active, self.max_held - len(self._tasks))
+                room = min(self.in_flight - self.shares.active, (self.max_held or 0) - len(self._tasks))
+                if self.held_bytes >= MAX_HELD_BYTES:
+                    room = 0
                 if room <= 0:
                     self._room.clear()
                     waiter = asyncio.create_task(self._room.wait())
@@ -173,6 +181,8 @@ class IntakeWorker:
         sender = sender_of(record, self.intake.identity_of)
         self._senders[task] = sender
         self.shares.take(sender)
+        self._sizes[task] = len(msg.data)
+        self.held_bytes += len(msg.data)
         # Held since the server handed it over (no earlier than its request was sent), not since
         # now: the ordering window's reads, or a loop that was busy, ate into the ack wait, and
         # the first in-progress ack could come after it ran out (found by a flake hunt).
@@ -187,6 +197,7 @@ class IntakeWorker:
         sender = self._senders.pop(task, None)
         if sender is not None:
             self.shares.give_back(sender)
+        self.held_bytes -= self._sizes.pop(task, 0)
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             # settle logged it (intake.settle_failed); the server redelivers after ack_wait

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -27,13 +28,14 @@ from services.bus.embedded import EmbeddedNats
 from services.config import IntakeSettings
 from services.identity import IdentityDirectory
 from services.intake import Intake
-from services.intake.settling import prepare
+from services.intake.settling import DURABLE, consumer_config, prepare
+from services.intake.shares import MAX_ACK_PENDING
 from services.intake.worker import IntakeWorker
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
 
-FLOOD = 400
+FLOOD = 1500  # over JetStream's default max_ack_pending (1,000)
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ async def test_a_flood_from_one_sender_leaves_room_for_everyone_else(private: tu
             async def all_recorded() -> bool:
                 return len(recorded) >= FLOOD + len(others)
 
-            await eventually(all_recorded, timeout=120)
+            await eventually(all_recorded, timeout=180)
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
@@ -93,4 +95,20 @@ async def test_a_flood_from_one_sender_leaves_room_for_everyone_else(private: tu
     # most of the flood still waits (before: after all but the last in-flight slots of it).
     for other in others:
         before = recorded.index(other.provider_message_id)
-        assert before < FLOOD // 2, f"{other.provider_message_id} recorded after {before} of the flood"
+        assert before < 300, f"{other.provider_message_id} recorded after {before} of the flood"
+
+
+async def test_a_durable_an_older_version_made_gets_room_for_a_burst(private: tuple[NATS, EventStore]) -> None:
+    """Made with JetStream's default max_ack_pending (1,000): raised in place at the start."""
+    nc, _ = private
+    js = nc.jetstream()
+    old = dataclasses.replace(consumer_config(), max_ack_pending=None, name=DURABLE)
+    await js.add_consumer(subjects.INBOUND_STREAM, old)
+    assert (await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)).config.max_ack_pending == 1000
+    watch = await prepare(nc)
+    try:
+        info = await js.consumer_info(subjects.INBOUND_STREAM, DURABLE)
+        assert info.config.max_ack_pending == MAX_ACK_PENDING
+        assert info.config.max_deliver == consumer_config().max_deliver  # the rest as it was made
+    finally:
+        await watch.stop()
