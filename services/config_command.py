@@ -15,14 +15,13 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from services import config_strict as strict
 from services.config import check
+from services.url_secrets import MASK, redact
 
-MASK = "****"
 # A key naming one of these holds a secret: its string values (and everything under it) are masked.
 SECRET_WORDS = ("secret", "token", "password", "key")
 SECRET_KEYS = frozenset({"auth_users"})  # secrets whose names do not say so (email AUTH user -> password)
@@ -168,30 +167,8 @@ def masked(value: Any, *, secret: bool = False) -> Any:
     if isinstance(value, str):
         if secret:
             return MASK if value else ""
-        return mask_url(value)
+        return redact(value)  # a password in a URL or a DSN, a Slack webhook's path
     return value
-
-
-def mask_url(text: str) -> str:
-    """A password in a URL (``postgresql://u:pw@h/db``, ``nats://u:pw@h``; each entry of a
-    comma-separated list), and a Slack incoming-webhook URL's secret path, as ``****``."""
-    if "://" not in text:
-        return text
-    return ",".join(_mask_one_url(part) for part in text.split(","))
-
-
-def _mask_one_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
-    if parts.hostname == "hooks.slack.com" and parts.path.startswith("/services/"):
-        parts = parts._replace(path=f"/services/{MASK}")  # the path is the credential
-    return parts.geturl()
 
 
 def _drop_none(value: Any) -> Any:

@@ -39,6 +39,7 @@ from services.bus.permissions import (
     sink_user,
 )
 from services.config import ConfigError
+from services.url_secrets import redact
 
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity
@@ -57,16 +58,9 @@ NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password in it replaced by ``****`` (for errors, logs, `config show`)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:****@{host}").geturl()
+    """``url`` with any password in it replaced by ``****`` (for errors, logs, `config show`):
+    ``services.url_secrets.redact``."""
+    return redact(url)
 
 
 def server_list(url: str | Sequence[str]) -> list[str]:

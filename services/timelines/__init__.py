@@ -1,8 +1,9 @@
 """Customer timelines and conversation summaries, projected from the event log.
 
-``open_store(target)`` picks the backend: a ``postgresql://`` (or ``postgres://``) DSN opens
-the PostgreSQL store, a path an SQLite file; any other URL (``mysql://…``, ``sqlite:///…``) is
-refused (``target_problem``) instead of becoming a file named after it.
+``open_store(target)`` picks the backend: a ``postgresql://`` (or ``postgres://``) DSN, or one
+in libpq's keyword/value form (``host=db dbname=relaydesk``), opens the PostgreSQL store, a
+path an SQLite file; any other URL (``mysql://…``, ``sqlite:///…``) is refused
+(``target_problem``) instead of becoming a file named after it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.timelines.store import (
     partition_key,
     partition_of,
 )
+from services.url_secrets import is_keyword_dsn
 
 DEFAULT_FILE = "timelines.db"
 DSN_PREFIXES = ("postgresql://", "postgres://")
@@ -45,7 +47,9 @@ __all__ = [
 
 
 def is_dsn(target: str) -> bool:
-    return target.startswith(DSN_PREFIXES)
+    """A PostgreSQL DSN: a URL, or libpq's keyword/value form (``host=db dbname=relaydesk``),
+    which was taken for the path of an SQLite file named after it."""
+    return target.startswith(DSN_PREFIXES) or is_keyword_dsn(target)
 
 
 def target_problem(target: str) -> str | None:

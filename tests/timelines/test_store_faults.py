@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -381,3 +382,16 @@ async def test_opening_under_a_lock_held_fails_naming_its_holder(
             await asyncio.wait_for(pg.open(readonly=readonly), 30)
         await operator.rollback()
     assert (await pg.open(readonly=readonly)) is not None
+
+
+async def test_a_keyword_dsn_opens_postgresql(pg: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq's keyword/value form of the same DSN became an SQLite file named after it."""
+    monkeypatch.chdir(tmp_path)
+    parts = psycopg.conninfo.conninfo_to_dict(pg.target)
+    keywords = " ".join(f"{key}={value}" for key, value in parts.items() if value)
+    store = await open_store(keywords, schema=pg.schema)
+    try:
+        assert isinstance(store, pgstore.PostgresTimelineStore)
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # no SQLite file named after it
