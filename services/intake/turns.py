@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class _Sender:
     held: dict[Ticket, Key] = field(default_factory=dict)  # ticket -> the message's key
     asking: dict[Ticket, asyncio.Event] = field(default_factory=dict)  # set when its turn comes
     active: Ticket | None = None  # the one recording now
+    moved_at: float = field(default_factory=time.monotonic)  # when one of its messages last left
 
 
 class SenderTurns:
@@ -48,6 +50,12 @@ class SenderTurns:
         ticket = (UNSEQUENCED if seq is None else seq, next(self._serial))
         self._senders.setdefault(sender, _Sender()).held[ticket] = key
         return ticket
+
+    def moved_at(self, sender: str) -> float | None:
+        """When one of ``sender``'s messages held here last left (recorded or failed): a
+        message queued behind a sender whose queue moves is not stuck, however long it waits."""
+        state = self._senders.get(sender)
+        return state.moved_at if state is not None else None
 
     def held_before(self, sender: str, ticket: Ticket, keys: Iterable[Key]) -> set[Key]:
         """Those of ``keys`` held here with a lower sequence than ``ticket``'s: the turn puts
@@ -79,6 +87,7 @@ class SenderTurns:
             return
         state.held.pop(ticket, None)
         state.asking.pop(ticket, None)
+        state.moved_at = time.monotonic()
         if state.active == ticket:
             state.active = None
         if not state.held:

@@ -222,7 +222,11 @@ class IntakeWorker:
         for task, (msg, taken_at) in list(self._deliveries.items()):
             if taken_at > taken_before or task.done():
                 continue
-            if now - taken_at > IN_PROGRESS_LIMIT_S and msg.metadata.sequence.stream not in self.storage.held:
+            # Stuck since it was taken, or since its sender's queue last moved (a message queued
+            # behind its sender's flood waits its turn: not stuck while the queue moves).
+            moved = self.intake.turns.moved_at(self._senders.get(task, ""))
+            stuck_since = taken_at if moved is None else max(taken_at, moved)
+            if now - stuck_since > IN_PROGRESS_LIMIT_S and msg.metadata.sequence.stream not in self.storage.held:
                 # Stuck: let the server hand it out again (it counts towards max_deliver).
                 self._deliveries.pop(task, None)
                 IN_PROGRESS_ACKS.labels(outcome="let_go").inc()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import nats
 import pytest
@@ -30,7 +32,7 @@ from services.identity import IdentityDirectory
 from services.intake import Intake
 from services.intake.settling import DURABLE, consumer_config, prepare
 from services.intake.shares import MAX_ACK_PENDING
-from services.intake.worker import IntakeWorker
+from services.intake.worker import IN_PROGRESS_LIMIT_S, IntakeWorker
 from tests.integration.system import eventually
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,44 @@ async def test_a_durable_an_older_version_made_gets_room_for_a_burst(private: tu
         assert info.config.max_deliver == consumer_config().max_deliver  # the rest as it was made
     finally:
         await watch.stop()
+
+
+class HeldMessage:
+    """What still_working reads of a delivery: its sequence, and an in-progress ack."""
+
+    def __init__(self, seq: int) -> None:
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=seq))
+        self.renewed = 0
+
+    async def in_progress(self) -> None:
+        self.renewed += 1
+
+
+async def test_a_message_queued_behind_its_senders_flood_is_not_let_go_while_the_queue_moves(
+    private: tuple[NATS, EventStore],
+) -> None:
+    """A plan held past IN_PROGRESS_LIMIT_S is let go (redelivered, parked after max_deliver):
+    a message queued behind its sender's 8,000 waits that long when each takes 15 ms, and was let
+    go though its sender's messages were being recorded all along."""
+    nc, store = private
+    directory = IdentityDirectory(await nc.jetstream().key_value(subjects.IDENTITY_BUCKET))
+    worker = IntakeWorker(nc, Intake(store, directory, IntakeSettings()))
+    turns = worker.intake.turns
+    first = turns.hold("bot", 1, ("sms", "SM1"))
+    turns.hold("bot", 2, ("sms", "SM2"))
+    turns.leave("bot", first)  # the sender's queue moved just now
+    queued, stuck = HeldMessage(2), HeldMessage(3)
+    long_ago = time.monotonic() - IN_PROGRESS_LIMIT_S - 10
+    waiting = asyncio.create_task(asyncio.Event().wait())
+    alone = asyncio.create_task(asyncio.Event().wait())
+    try:
+        worker._deliveries[waiting] = (queued, long_ago)  # type: ignore[assignment]
+        worker._senders[waiting] = "bot"
+        worker._deliveries[alone] = (stuck, long_ago)  # type: ignore[assignment]
+        worker._senders[alone] = "someone"  # held nothing else: nothing moved for it
+        assert await worker.still_working(time.monotonic()) == 1
+        assert queued.renewed == 1 and waiting in worker._deliveries
+        assert stuck.renewed == 0 and alone not in worker._deliveries  # let go, as before
+    finally:
+        waiting.cancel()
+        alone.cancel()
