@@ -35,6 +35,7 @@ async def test_a_flood_in_the_open_conversation_reads_only_what_is_new(
 
         def open_it() -> None:
             sign_in(browser, s.api, token)
+            browser.execute_script("performance.setResourceTimingBufferSize(100000)")  # 250 by default
             click(browser, f'#offers li[data-id="{cid}"]')
             visible(browser, "#timeline li", "first words")
 
