@@ -41,6 +41,7 @@ from services.intake.settling import prepare as prepare_intake_consumer
 from services.intake.worker import IntakeWorker
 from services.metrics import http_metrics
 from services.projector import Projector
+from services.projector_claim import ProjectorClaim
 from services.retention import run_retention, run_timelines_retention
 from services.router_runner import RouterRunner
 from services.timelines import TimelineStore, open_store
@@ -154,9 +155,14 @@ async def _open_projection(config: Config, *, readonly: bool, service: str) -> T
 
 async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health: Health | None = None) -> None:
     timelines = await _open_projection(config, readonly=False, service="projector")
+    claim: ProjectorClaim | None = None
     try:
         partition = config.projection.partition_pair()
         projector = Projector(bus.store, timelines, batch_size=config.projection.batch_size, partition=partition)
+        # One projector per partition of the store; a second stands by (services/projector_claim.py).
+        claim = ProjectorClaim(config.projection_target, projector.key)
+        if not await claim.take(stop):
+            return
         if health is not None:
             check = projector_check(
                 bus.store,
@@ -180,6 +186,8 @@ async def run_projector(config: Config, bus: Bus, stop: asyncio.Event, *, health
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention
     finally:
+        if claim is not None:
+            await claim.release()
         await timelines.close()
 
 
