@@ -61,6 +61,7 @@ from .body import AttachmentBody
 from .bounces import SentReplies
 from .imap import ImapPoller
 from .parse import ParsedEmail, header_recipients, is_address, parse_email
+from .parsing_pool import ParsingPool
 from .returning import Dropped, bounce_of_ours, own_mail
 from .settings import EmailSettings
 from .smtp_server import EmailHandler, SmtpServer
@@ -110,6 +111,9 @@ class EmailConnector(Connector):
         self.smtp: SmtpServer | None = None
         self.imap: ImapPoller | None = None
         self._objects: ObjectStore | None = None
+        # Inbound mail is parsed in threads of its own: a flood of it never queues the replies'
+        # sends and IMAP behind it in asyncio's default executor (parsing_pool.py).
+        self.parsing = ParsingPool()
         self.sent: SentReplies | None = None
         self.smtp_address: tuple[str, int] | None = None
 
@@ -153,6 +157,7 @@ class EmailConnector(Connector):
             self.imap.start()
 
     async def shutdown(self) -> None:
+        self.parsing.close()
         if self.smtp is not None:
             await self.smtp.stop()
             self.smtp = None
@@ -217,7 +222,7 @@ class EmailConnector(Connector):
             # In a thread: a hostile mail costs seconds of parsing even within bounds
             # (connectors.email.bounds), and on the event loop it held every other SMTP
             # session, the health checks and the replies going out meanwhile.
-            parsed: ParsedEmail = await asyncio.to_thread(
+            parsed: ParsedEmail = await self.parsing.run(
                 parse_email, raw, recipients=recipients, settings=self.settings, received_at=self.now(),
                 source=source, mail_from=mail_from,
             )  # fmt: skip
