@@ -27,6 +27,7 @@ from services.lease import Lease
 from .actions import Relaydesk
 from .base import Sink, SinkEvent
 from .errors import AuthFailed, Rejected, SinkError, Transient
+from .holding import LeaseLost, while_holding
 from .metrics import SINK_EVENTS
 from .reload import SettingsSource, reload_api
 from .serving import SinkHttp
@@ -224,7 +225,9 @@ class SinkRuntime(SinkHttp):
         bound = self.log.bind(seq=stored.seq, event=type(event).__name__)
         while not self._stop.is_set():
             try:
-                await self.sink.handle(item)
+                await while_holding(lease, self.sink.handle(item))
+            except LeaseLost:
+                return "lost"  # the next leader takes the event again from the saved position
             except Transient as err:
                 # A passing failure: the same event again after a pause, never skipped.
                 self.stalled_on, self.last_error = stored.seq, err.reason
