@@ -66,11 +66,14 @@ class ProjectorClaim:
     async def _try_postgres(self) -> bool:
         import psycopg
 
-        from services.timelines.postgres import DEFAULT_SCHEMA
+        from services.timelines.postgres import DEFAULT_SCHEMA, connect_options
 
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.target, autocommit=True, application_name=f"relaydesk projector {self.key}"
+                self.target,
+                autocommit=True,
+                application_name=f"relaydesk projector {self.key}",
+                **connect_options(self.target),  # the store's bounds: connect timeout, keepalives
             )
         key = lock_id(self.schema or DEFAULT_SCHEMA, self.key)
         cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
