@@ -142,13 +142,13 @@ class FreshdeskSink(Sink):
         if found is not None:
             ticket_id, requester = found
             if messages:
-                await self.state.mark_synced(messages[0].message_id, "")  # the ticket's description
+                await self.state.mark_synced(messages[0].message_id, "", ticket=ticket_id)  # the ticket's description
         else:
             ticket = self._new_ticket(facts, messages[0].text if messages else "", responder)
             answer = await self.api.call("POST", "/api/v2/tickets", json=ticket)
             ticket_id, requester = str(answer["id"]), str(answer.get("requester_id") or "")
             if messages:
-                await self.state.mark_synced(messages[0].message_id, "")
+                await self.state.mark_synced(messages[0].message_id, "", ticket=ticket_id)
         link = Link(
             conversation_id=event.conversation_id,
             customer_id=event.customer_id,
@@ -194,7 +194,7 @@ class FreshdeskSink(Sink):
     async def _note(
         self, link: Link, item_id: str, text: str, *, user: str, incoming: bool, private: bool = False
     ) -> None:
-        if await self.state.synced(item_id):
+        if await self.state.synced(item_id, ticket=link.ticket_id):
             return
         note: dict[str, Any] = {"body": _html(text), "private": private, "incoming": incoming}
         if user:
@@ -204,12 +204,12 @@ class FreshdeskSink(Sink):
             found = await self._stored_note(link.ticket_id, text, user)
             if found:
                 await self.state.posted(link.ticket_id, text, found)
-                await self.state.mark_synced(item_id, found)
+                await self.state.mark_synced(item_id, found, ticket=link.ticket_id)
                 return
         answer = await self.api.call("POST", f"/api/v2/tickets/{link.ticket_id}/notes", json=note, retry=False)
         note_id = str((answer or {}).get("id") or "")
         await self.state.posted(link.ticket_id, text, note_id)
-        await self.state.mark_synced(item_id, note_id)
+        await self.state.mark_synced(item_id, note_id, ticket=link.ticket_id)
 
     async def _stored_note(self, ticket_id: str, text: str, user: str) -> str:
         """The id of a note on the ticket with this text (and author) no post of ours claimed, or ""."""
@@ -219,7 +219,7 @@ class FreshdeskSink(Sink):
                 continue
             if user and str(entry.get("user_id") or "") != user:
                 continue
-            if await self.state.adoptable(entry_id):
+            if await self.state.adoptable(entry_id, ticket=ticket_id):
                 return entry_id
         return ""
 
@@ -280,16 +280,16 @@ class FreshdeskSink(Sink):
         author = str(entry.get("user_id") or "")
         if author == link.requester_id:
             return False
-        if await self.state.relayed(entry_id) or await self.state.is_ours(ticket_id, entry_id, text):
+        if await self.state.relayed(entry_id, ticket=ticket_id) or await self.state.is_ours(ticket_id, entry_id, text):
             return False
         outcome = await self.reply(link.conversation_id, text, key=f"conversation:{entry_id}", author=author)
         if outcome == "not_holder":  # told on the ticket, to the agents only; never sent later
             note = self.not_sent_note(entry_id)
             await self._note(link, f"not-sent-{entry_id}", note, user="", incoming=False, private=True)
-            await self.state.mark_relayed(entry_id, NOT_SENT)
+            await self.state.mark_relayed(entry_id, NOT_SENT, ticket=ticket_id)
             return False
         if outcome in ("done", "already"):
-            await self.state.mark_relayed(entry_id, link.conversation_id)
+            await self.state.mark_relayed(entry_id, link.conversation_id, ticket=ticket_id)
         return outcome == "done"
 
 

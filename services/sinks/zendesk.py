@@ -159,7 +159,7 @@ class ZendeskSink(Sink):
         ticket_id = await self._existing_ticket(event.conversation_id)
         first = next((m for m in facts.messages if not m.metadata.get("auto")), None)
         if ticket_id is not None and first is not None:
-            await self.state.mark_synced(first.message_id, "")  # the ticket was created with it
+            await self.state.mark_synced(first.message_id, "", ticket=ticket_id)  # the ticket was created with it
         if ticket_id is None:
             text = (first.text if first else "") or "(no text)"
             ticket: dict[str, Any] = {
@@ -184,7 +184,7 @@ class ZendeskSink(Sink):
             ticket_id = str(answer["ticket"]["id"])
             await self.state.posted(ticket_id, text, _comment_id(answer))
             if first is not None:
-                await self.state.mark_synced(first.message_id, _comment_id(answer))
+                await self.state.mark_synced(first.message_id, _comment_id(answer), ticket=ticket_id)
         link = Link(
             conversation_id=event.conversation_id,
             customer_id=event.customer_id,
@@ -228,7 +228,7 @@ class ZendeskSink(Sink):
 
     async def _comment(self, link: Link, item_id: str, text: str, *, author: str, public: bool = True) -> None:
         """One comment for a message, a reply or a reply's failure, once (``synced.<id>``)."""
-        if await self.state.synced(item_id):
+        if await self.state.synced(item_id, ticket=link.ticket_id):
             return
         comment: dict[str, Any] = {"body": text, "public": public}
         if author:
@@ -238,14 +238,14 @@ class ZendeskSink(Sink):
             found = await self._stored_comment(link.ticket_id, text, author)
             if found:
                 await self.state.posted(link.ticket_id, text, found)
-                await self.state.mark_synced(item_id, found)
+                await self.state.mark_synced(item_id, found, ticket=link.ticket_id)
                 return
         answer = await self.api.call(
             "PUT", f"/api/v2/tickets/{link.ticket_id}.json", json={"ticket": {"comment": comment}}, retry=False
         )
         comment_id = _comment_id(answer)
         await self.state.posted(link.ticket_id, text, comment_id)
-        await self.state.mark_synced(item_id, comment_id)
+        await self.state.mark_synced(item_id, comment_id, ticket=link.ticket_id)
 
     async def _stored_comment(self, ticket_id: str, text: str, author: str) -> str:
         """The id of a recent comment on the ticket with this body (and author) that no post of
@@ -259,7 +259,7 @@ class ZendeskSink(Sink):
                 continue
             if author and str(comment.get("author_id") or "") != author:
                 continue
-            if await self.state.adoptable(comment_id):
+            if await self.state.adoptable(comment_id, ticket=ticket_id):
                 return comment_id
         return ""
 
@@ -331,7 +331,7 @@ class ZendeskSink(Sink):
             return {"acted": False, "ignored": "posted by Relaydesk"}
         if not body.strip():
             return {"acted": False, "ignored": "an empty comment"}
-        if await self.state.relayed(comment_id) == NOT_SENT:
+        if await self.state.relayed(comment_id, ticket=ticket_id) == NOT_SENT:
             return {"acted": False, "ignored": "not written by the agent holding the conversation"}
         author_id = author.get("id")
         outcome = await self.reply(
@@ -343,10 +343,10 @@ class ZendeskSink(Sink):
         if outcome == "not_holder":  # told on the ticket, to the agents only; never sent later
             note = self.not_sent_note(comment_id)
             await self._comment(link, f"not-sent-{comment_id}", note, author="", public=False)
-            await self.state.mark_relayed(comment_id, NOT_SENT)
+            await self.state.mark_relayed(comment_id, NOT_SENT, ticket=ticket_id)
             return {"acted": False, "ignored": "not written by the agent holding the conversation"}
         if outcome in ("done", "already"):
-            await self.state.mark_relayed(comment_id, link.conversation_id)
+            await self.state.mark_relayed(comment_id, link.conversation_id, ticket=ticket_id)
         return {"acted": outcome == "done", "outcome": outcome}
 
 

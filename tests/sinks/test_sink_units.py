@@ -116,10 +116,10 @@ class _LinkedTicket:
     async def is_ours(self, ticket_id: str, comment_id: str, text: str) -> bool:
         return False
 
-    async def mark_relayed(self, comment_id: str, reply_id: str) -> None:
-        self.asked.append(f"relayed.{comment_id}")
+    async def mark_relayed(self, comment_id: str, reply_id: str, *, ticket: str = "") -> None:
+        self.asked.append(f"relayed.{ticket}.{comment_id}")
 
-    async def relayed(self, comment_id: str) -> str | None:
+    async def relayed(self, comment_id: str, *, ticket: str = "") -> str | None:
         return None
 
 

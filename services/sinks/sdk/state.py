@@ -6,27 +6,33 @@ Keys (all written by the sink only):
 - ``position``: the last ``RD_EVENTS`` sequence handled (the next run resumes after it);
 - ``conv.<conversation id>``: the ``Link`` (ticket id, customer, requester id);
 - ``ticket.<ticket id>``: the conversation id (webhooks name the ticket);
-- ``synced.<message or reply id>``: the helpdesk comment posted for it (no second comment);
-- ``ours.<comment id>``: a comment the sink posted (never sent back to the customer);
+- ``synced.<ticket id>.<message or reply id>``: the helpdesk comment posted for it (no second
+  comment);
+- ``ours.<ticket id>.<comment id>``: a comment the sink posted (never sent back to the customer);
 - ``posting.<ticket id>.<body hash>``: set while a comment is being posted (``pending``) and
   kept for ``OURS_TTL`` seconds after (its expiry time), so a webhook that arrives before the
   post returns, or about a copy of the comment the helpdesk stored although its answer timed
   out, is still recognised as ours;
-- ``relayed.<comment id>``: a helpdesk comment already sent to the customer (the reply id), or
-  ``NOT_SENT``: refused for good (not written by the agent holding the conversation), so it
-  is not sent later when its author comes to hold the conversation;
+- ``relayed.<ticket id>.<comment id>``: a helpdesk comment already sent to the customer (the
+  reply id), or ``NOT_SENT``: refused for good (not written by the agent holding the
+  conversation), so it is not sent later when its author comes to hold the conversation;
+- ``ends.<ticket id>``: when the ticket's resolved conversation's link lapses (``link_ends``);
 - ``parked.<sequence>``: a log event the sink could not sync (``ParkedEvent``).
 
 What goes by itself (JetStream per-message TTL, ``events.kv_expiry``): a ``posting.*`` marker
 ``OURS_TTL`` (and a minute) after its post returned; a removed key's marker after
 ``MARKER_TTL``; a conversation's ``conv.*`` and ``ticket.*`` ``LINK_KEPT`` after it was resolved
 (``link_ends``: a resolved conversation never opens again, Relaydesk refuses a reply to it, and a
-webhook about its ticket is then "not a Relaydesk ticket"). What stays: ``position``, parked
-events (an operator's), a customer's helpdesk user, the links of open conversations (however
-long they stay open) and the ``synced.``, ``ours.`` and ``relayed.`` keys: named after a message
-or a comment, not its ticket, they cannot be told to lapse with their conversation, and lapsing
-alone while it is open, a Freshdesk webhook (which reads every entry of the ticket again) would
-send the agent's old replies to the customer a second time.
+webhook about its ticket is then "not a Relaydesk ticket"), and with it the ticket's
+``synced.``, ``ours.`` and ``relayed.`` keys, ``ITEM_GRACE`` later (while the link is there, a
+Freshdesk webhook reads every entry of the ticket again: without them it would send the agent's
+old replies to the customer a second time); one written after the resolution gets the same end
+(``ends.<ticket>``). What stays: ``position``, parked events (an operator's), a customer's
+helpdesk user, the links and per-comment keys of open conversations (however long they stay
+open), and the per-comment keys an older version wrote without the ticket in their name
+(``synced.<id>``, ``ours.<id>``, ``relayed.<id>``): still read when the ticket's own key is
+missing, so an upgrade sends no old comment again, but nothing tells which ticket they belong
+to. A sink that passes no ``ticket`` keeps that layout.
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class ParkedEvent(msgspec.Struct, frozen=True, kw_only=True):
 LINK_KEPT = 30 * 86400.0
 # How long the marker of a removed key stays (a purge leaves one, for good without a TTL).
 MARKER_TTL = 3600.0
+# How much longer (s) than its link a ticket's per-comment keys are kept: gone first, the link
+# turns a webhook about the ticket away before it could read an entry as new.
+ITEM_GRACE = 3600.0
+PER_COMMENT = ("synced", "ours", "relayed")  # the keys named after a message or a comment
 
 # How long (s) after a post returned a comment with the same body on the same ticket is still
 # taken for the sink's own (a duplicate the helpdesk stored while our call timed out).
@@ -164,22 +174,57 @@ class SinkState:
 
     async def link_ends(self, conversation_id: str) -> bool:
         """The conversation is resolved: its link (both keys) lapses ``LINK_KEPT`` seconds from
-        now. False if it has none (never synced, or it lapsed already)."""
+        now, its ticket's per-comment keys ``ITEM_GRACE`` after. False if it has no link (never
+        synced, or it lapsed already)."""
         link = await self.link(conversation_id)
         if link is None:
             return False
+        ticket = link.ticket_id
+        # First the end, so a key written while the others are being given theirs gets one too.
+        until = time.time() + LINK_KEPT
+        await self.put_expiring(f"ends.{ticket}", f"{until:.0f}", LINK_KEPT + ITEM_GRACE)
+        for kind in PER_COMMENT:
+            for key in await self.keys(f"{kind}.{ticket}."):
+                value = await self.get(key)
+                if value is not None:
+                    await self.put_expiring(key, value, LINK_KEPT + ITEM_GRACE)
         # The ticket first: a webhook about it finds no conversation before the conversation goes.
-        await self.put_expiring(f"ticket.{link.ticket_id}", link.conversation_id, LINK_KEPT)
+        await self.put_expiring(f"ticket.{ticket}", link.conversation_id, LINK_KEPT)
         await self.put_expiring(f"conv.{link.conversation_id}", msgspec.json.encode(link), LINK_KEPT)
         return True
 
+    async def _item(self, kind: str, ticket: str, item_id: str) -> bytes | None:
+        """A per-comment key: the ticket's own, else the name an older version wrote it under."""
+        if ticket:
+            found = await self.get(f"{kind}.{ticket}.{item_id}")
+            if found is not None:
+                return found
+        return await self.get(f"{kind}.{item_id}")
+
+    async def _put_item(self, kind: str, ticket: str, item_id: str, value: str) -> None:
+        """Write a per-comment key under its ticket; once the ticket's conversation is resolved,
+        with the end its other keys were given (``link_ends``)."""
+        if not ticket:
+            await self.put(f"{kind}.{item_id}", value)  # a sink that names no ticket: kept for good
+            return
+        key = f"{kind}.{ticket}.{item_id}"
+        ends = await self.get(f"ends.{ticket}")
+        if ends is None:
+            await self.put(key, value)
+            return
+        try:
+            left = float(ends) - time.time()
+        except ValueError:
+            left = LINK_KEPT
+        await self.put_expiring(key, value, max(left, 0.0) + ITEM_GRACE)
+
     # -- comments -----------------------------------------------------------------------------------
 
-    async def synced(self, item_id: str) -> bool:
-        return await self.get(f"synced.{item_id}") is not None
+    async def synced(self, item_id: str, *, ticket: str = "") -> bool:
+        return await self._item("synced", ticket, item_id) is not None
 
-    async def mark_synced(self, item_id: str, comment_id: str) -> None:
-        await self.put(f"synced.{item_id}", comment_id or "-")
+    async def mark_synced(self, item_id: str, comment_id: str, *, ticket: str = "") -> None:
+        await self._put_item("synced", ticket, item_id, comment_id or "-")
 
     async def posting(self, ticket_id: str, text: str) -> bool:
         """Mark a post of ``text`` on the ticket as in flight; True if an earlier attempt's
@@ -194,7 +239,7 @@ class SinkState:
         (a copy stored by a timed-out attempt is ours too), then goes: an agent may later write
         the same words in the helpdesk, and those must reach the customer."""
         if comment_id:
-            await self.put(f"ours.{comment_id}", ticket_id)
+            await self._put_item("ours", ticket_id, comment_id, ticket_id)
         expires = (time.time() if now is None else now) + OURS_TTL
         # The server removes it a minute after it stops counting (is_ours reads the time in it).
         await self.put_expiring(f"posting.{ticket_id}.{body_hash(text)}", f"{expires:.0f}", OURS_TTL + 60)
@@ -202,7 +247,7 @@ class SinkState:
     async def is_ours(self, ticket_id: str, comment_id: str, text: str, *, now: float | None = None) -> bool:
         """A comment the sink posted itself: by id, or by body while its post is in flight and
         for ``OURS_TTL`` seconds after it returned."""
-        if comment_id and await self.get(f"ours.{comment_id}") is not None:
+        if comment_id and await self._item("ours", ticket_id, comment_id) is not None:
             return True
         key = f"posting.{ticket_id}.{body_hash(text)}"
         marker = await self.get(key)
@@ -217,19 +262,19 @@ class SinkState:
                 await self.delete(key)
                 return False
         if comment_id:
-            await self.put(f"ours.{comment_id}", ticket_id)
+            await self._put_item("ours", ticket_id, comment_id, ticket_id)
         return True
 
-    async def adoptable(self, comment_id: str) -> bool:
+    async def adoptable(self, comment_id: str, *, ticket: str = "") -> bool:
         """A comment with our body that no earlier post of ours claimed."""
-        return bool(comment_id) and await self.get(f"ours.{comment_id}") is None
+        return bool(comment_id) and await self._item("ours", ticket, comment_id) is None
 
-    async def relayed(self, comment_id: str) -> str | None:
-        raw = await self.get(f"relayed.{comment_id}")
+    async def relayed(self, comment_id: str, *, ticket: str = "") -> str | None:
+        raw = await self._item("relayed", ticket, comment_id)
         return raw.decode() if raw else None
 
-    async def mark_relayed(self, comment_id: str, reply_id: str) -> None:
-        await self.put(f"relayed.{comment_id}", reply_id)
+    async def mark_relayed(self, comment_id: str, reply_id: str, *, ticket: str = "") -> None:
+        await self._put_item("relayed", ticket, comment_id, reply_id)
 
     # -- parked ------------------------------------------------------------------------------------
 
