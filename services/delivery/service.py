@@ -39,7 +39,7 @@ from events.stopping import cancel_all_and_wait, cancel_and_wait
 from events.store import EventStore, StoredEvent, reading_as
 from services import tracing
 from services.bus.errors import NATS_ERRORS, NATS_UNAVAILABLE
-from services.delivery import records
+from services.delivery import erasure, records
 from services.delivery.attempts import Rounds
 from services.delivery.endpoints import endpoint_ids, endpoints_for, settings_problems
 from services.delivery.late_notices import LATE_AFTER, moot, superseded
@@ -265,7 +265,11 @@ class DeliveryService:
         at = getattr(stored.event, "at", None)
         age = self.clock() - at if at is not None else timedelta(0)
         fresh = age <= timedelta(seconds=self.settings.max_age_seconds)
-        self._pending.append((stored.seq, notices if fresh else [], age > LATE_AFTER))
+        notices = notices if fresh else []
+        # However late: a receiver still holds what it was told of the customer.
+        if (erased := erasure.notice(stored)) is not None:
+            notices.append(erased)
+        self._pending.append((stored.seq, notices, age > LATE_AFTER))
 
     def _drop_done(self) -> None:
         while self._pending and self._pending[0][0] <= self.checkpoint:
@@ -278,7 +282,12 @@ class DeliveryService:
             for notice in notices:
                 if late and moot(self.facts.state, notice):
                     continue
-                for eid, endpoint in endpoints_for(self.endpoints, self.settings.teams, notice.agent_id, notice.kind):
+                if notice.kind == erasure.NOTICE:
+                    await erasure.with_conversations(self.store.js, notice)
+                    targets = erasure.endpoints(self.endpoints)
+                else:
+                    targets = endpoints_for(self.endpoints, self.settings.teams, notice.agent_id, notice.kind)
+                for eid, endpoint in targets:
                     await self._create(notice, eid, endpoint)
             self._pending.popleft()
             self.checkpoint = seq
@@ -369,6 +378,7 @@ class DeliveryService:
             agent_id=record.agent_id,
             conversation_id=record.conversation_id,
             endpoint_id=record.endpoint_id,
+            customer_id=record.customer_id,
         )
         # Tracing on: span ``delivery.notify`` continues the trace of the fact (the offer).
         attributes = {"relaydesk.endpoint_kind": record.kind, "relaydesk.notice": record.notice}
@@ -376,6 +386,7 @@ class DeliveryService:
         with tracing.span("delivery.notify", trace, new_trace=False, kind="client", attributes=attributes):
             try:
                 await self.rounds.run(record, bound)
+                erasure.counted(record, bound)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a bug must not stop the other deliveries

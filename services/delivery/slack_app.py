@@ -5,14 +5,17 @@ Per (conversation, endpoint, agent) there is one message: the offer (or an assig
 posted with ``chat.postMessage`` and its ``(channel, ts)`` remembered (``slack_refs``); later
 notices about that conversation redraw it with ``chat.update`` ("Accepted by Ava",
 "Declined", "Expired", "Resolved"), and a new customer message is posted in its thread, where
-the agent answers. Notices of one conversation are handled one at a time, in the order the
-delivery service hands them over, so an update never overtakes the post it updates.
+the agent answers. A ``customer.erased`` notice redraws the erased family's messages still
+referenced as ``[erased]`` (``services.delivery.erasure``). Notices of one conversation are
+handled one at a time, in the order the delivery service hands them over, so an update never
+overtakes the post it updates.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -21,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from events import subjects
 from services.bus.errors import NATS_ERRORS
-from services.delivery import slack_blocks
+from services.delivery import erasure, slack_blocks
 from services.delivery.settings import Endpoint
 from services.delivery.slack_api import SlackApi, SlackResult
 from services.delivery.slack_refs import MessageRef, SlackRefs
@@ -29,6 +32,8 @@ from services.delivery.slack_refs import MessageRef, SlackRefs
 log = structlog.get_logger(__name__)
 
 NOTHING_TO_UPDATE = SlackResult(True, False, None, "")
+# chat.update's answer for a message deleted in Slack meanwhile: nothing left to erase.
+GONE = ": message_not_found"
 
 
 class _Turn:
@@ -52,22 +57,52 @@ class SlackApp:
             self._refs = SlackRefs(kv)
         return self._refs
 
-    async def send(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> SlackResult:
-        cid = str(body.get("conversation", {}).get("id", ""))
+    @contextlib.asynccontextmanager
+    async def _turn(self, endpoint_id: str, cid: str) -> AsyncIterator[None]:
         key = (endpoint_id, cid)
         turn = self._turns.setdefault(key, _Turn())
         turn.users += 1
         try:
             async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                self._turns.pop(key, None)
+
+    async def send(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> SlackResult:
+        cid = str(body.get("conversation", {}).get("id", ""))
+        try:
+            if body.get("notice") == erasure.NOTICE:
+                return await self._erase(endpoint_id, body)
+            async with self._turn(endpoint_id, cid):
                 return await self._send(endpoint_id, endpoint, body)
         except NATS_ERRORS as err:
             # The message may be posted but not remembered: a retry posts it again (at least once).
             log.warning("slack.refs_unavailable", conversation_id=cid, endpoint_id=endpoint_id, error=repr(err))
             return SlackResult(False, True, None, f"NATS: {type(err).__name__}")
-        finally:
-            turn.users -= 1
-            if turn.users == 0:
-                self._turns.pop(key, None)
+
+    async def _erase(self, endpoint_id: str, body: dict[str, Any]) -> SlackResult:
+        """Redraw as ``[erased]`` every message of the erased family's conversations this
+        endpoint still has a reference to, and drop the reference (a retry does the rest)."""
+        refs = await self.refs()
+        text, blocks = erasure.erased_message()
+        for cid in body.get("conversation_ids", []):
+            # In turn with the conversation's other notices: a redraw queued before cannot undo it.
+            async with self._turn(endpoint_id, str(cid)):
+                for ref in await refs.of_conversation_anyone(str(cid), endpoint_id):
+                    result = await self.api.update(ref.channel, ref.ts, text, blocks)
+                    if not result.ok and not result.error.endswith(GONE):
+                        log.info(
+                            "slack.erase_failed",
+                            endpoint_id=endpoint_id,
+                            customer_id=body.get("customer_id"),
+                            conversation_id=cid,
+                            error=result.error,
+                        )
+                        return result
+                    await refs.forget(ref)  # redrawn, or deleted in Slack: nothing of theirs is left there
+        return NOTHING_TO_UPDATE
 
     async def _send(self, endpoint_id: str, endpoint: Endpoint, body: dict[str, Any]) -> SlackResult:
         kind = str(body.get("notice", ""))

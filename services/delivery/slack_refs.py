@@ -8,7 +8,9 @@ NATS role may write there; the API's may read), two keys per message:
 - ``delivery.slack.cv.<conversation>.<endpoint>.<agent>``: the reference (delivery: update it);
 - ``delivery.slack.ts.<channel>.<ts>``: the same reference (API: a thread reply's conversation).
 
-A reference holds ids only (no customer data: erasure need not look here) and is removed once
+A reference holds ids only (no customer data: the erasure's own steps need not look here; the
+delivery service's ``customer.erased`` notice redraws the messages it still points at, then drops
+it: ``services.delivery.erasure``) and is removed once
 the message reaches its last state (declined, expired, handed back, resolved): purged with a
 marker that lapses after ``MARKER_TTL`` (``events.kv_expiry``), so nothing of it stays. A
 plain delete left a marker per key for good: two messages in ``rd_state`` per Slack message
@@ -77,6 +79,20 @@ class SlackRefs:
 
     async def of_conversation(self, conversation_id: str, endpoint_id: str, agent_id: str) -> MessageRef | None:
         return await self._get(conversation_key(conversation_id, endpoint_id, agent_id))
+
+    async def of_conversation_anyone(self, conversation_id: str, endpoint_id: str) -> list[MessageRef]:
+        """Every reference of the conversation's messages on this endpoint, whichever agent's
+        (an erasure redraws them all)."""
+        watcher = await self.kv.watch(f"{PREFIX}.cv.{conversation_id}.{endpoint_id}.*", ignore_deletes=True)
+        out = []
+        try:
+            # The stored values come first; None says there are no more (no live updates wanted).
+            while (entry := await watcher.updates(timeout=5.0)) is not None:  # type: ignore[no-untyped-call]
+                if entry.value:
+                    out.append(_decoder.decode(entry.value))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return out
 
     async def of_thread(self, channel: str, ts: str) -> MessageRef | None:
         if not is_thread(channel, ts):
