@@ -3,7 +3,7 @@
 Relaydesk → Freshdesk: an assignment creates the ticket (``POST /api/v2/tickets``; the
 requester by ``unique_external_id`` = customer id, name, email or phone; ``responder_id`` =
 the agent's Freshdesk agent id; tags ``relaydesk``, channel, tier, language, skills and
-``rdconv_<conversation id>``, by which a ticket created just before a crash is found again);
+``rdconv_<conversation id>``, by which a ticket whose create got no answer is found again);
 customer messages become incoming public notes by the requester, Relaydesk agents' replies
 public notes by the agent (no Freshdesk email: the customer has them on their own channel);
 a resolve sets status 4 (resolved).
@@ -19,12 +19,19 @@ a page, up to ``MAX_PAGES``), not only the first 30.
 
 A note is never posted twice blind: after a timeout or 5xx the event is tried again and a note
 with the same text already on the ticket is adopted; its text is known as ours for ten minutes.
+Nor is a ticket: Freshdesk has no idempotency key, and its search (``/api/v2/search``) lags by
+minutes. A create is marked (``creating.<conversation id>``) before it is sent and sent once
+(no blind retry); when the event is tried again after a timeout, a 5xx or a crash, the
+requester's tickets updated since are listed (``GET /api/v2/tickets?unique_external_id=…&
+updated_since=…``, read from the database) and the one tagged ``rdconv_<conversation id>`` is
+taken instead of creating a second.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -50,8 +57,8 @@ from .sdk import (
     numeric_id,
 )
 from .sdk.actions import ConversationFacts
-from .sdk.errors import Malformed
-from .sdk.state import NOT_SENT
+from .sdk.errors import Malformed, Rejected
+from .sdk.state import LINK_KEPT, NOT_SENT
 
 TOKEN_HEADER = "X-Relaydesk-Webhook-Token"
 OPEN, RESOLVED, CLOSED = 2, 4, 5
@@ -62,6 +69,8 @@ OPEN, RESOLVED, CLOSED = 2, 4, 5
 TO_THE_REQUESTER = (None, 0, 2)
 PER_PAGE = 100  # Freshdesk's largest page of a ticket's conversations (the default is 30)
 MAX_PAGES = 50  # 5,000 entries: a bound, not a limit any real ticket reaches
+CLOCK_SKEW = 900.0  # s: ours against Freshdesk's, taken off a lookup's updated_since
+LOOKUP_PAGES = 10  # the requester's tickets updated since a create: 1,000 is plenty
 
 
 class FreshdeskSettings(SinkSettings, kw_only=True):
@@ -138,14 +147,16 @@ class FreshdeskSink(Sink):
         if facts is None:
             return
         messages = [m for m in facts.messages if not m.metadata.get("auto")]
-        found = await self._existing_ticket(event.conversation_id)
+        found = await self._created_before(event.conversation_id, event.customer_id)
         if found is not None:
             ticket_id, requester = found
             if messages:
                 await self.state.mark_synced(messages[0].message_id, "", ticket=ticket_id)  # the ticket's description
         else:
             ticket = self._new_ticket(facts, messages[0].text if messages else "", responder)
-            answer = await self.api.call("POST", "/api/v2/tickets", json=ticket)
+            # Sent once: after a timeout or a 5xx it may exist, and the next try looks for it.
+            await self.state.put_expiring(f"creating.{event.conversation_id}", f"{time.time():.0f}", LINK_KEPT)
+            answer = await self.api.call("POST", "/api/v2/tickets", json=ticket, retry=False)
             ticket_id, requester = str(answer["id"]), str(answer.get("requester_id") or "")
             if messages:
                 await self.state.mark_synced(messages[0].message_id, "", ticket=ticket_id)
@@ -176,13 +187,45 @@ class FreshdeskSink(Sink):
             ticket["responder_id"] = int(responder)
         return ticket
 
-    async def _existing_ticket(self, conversation_id: str) -> tuple[str, str] | None:
-        query = f"\"tag:'{_conversation_tag(conversation_id)}'\""
-        answer = await self.api.call("GET", "/api/v2/search/tickets", params={"query": query})
-        results = (answer or {}).get("results") or []
-        if not results:
+    async def _created_before(self, conversation_id: str, customer_id: str) -> tuple[str, str] | None:
+        """The ticket (id, requester) an earlier try created for the conversation, when that
+        try's answer never came: among the requester's tickets updated since it, the one tagged
+        for the conversation. None when no try was made, or none was stored."""
+        raw = await self.state.get(f"creating.{conversation_id}")
+        if raw is None:
             return None
-        return str(results[0]["id"]), str(results[0].get("requester_id") or "")
+        try:
+            since = float(raw) - CLOCK_SKEW
+        except ValueError:
+            since = time.time() - LINK_KEPT
+        tag = _conversation_tag(conversation_id)
+        params = {
+            "unique_external_id": customer_id,
+            "updated_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+            "order_by": "created_at",
+            "order_type": "desc",
+            "per_page": str(PER_PAGE),
+        }
+        for page in range(1, LOOKUP_PAGES + 1):
+            try:
+                chunk = await self.api.call("GET", "/api/v2/tickets", params={**params, "page": str(page)}) or []
+            except Rejected as err:
+                # No contact with that id: the try never reached Freshdesk, so no ticket either.
+                if page == 1 and "(400)" in err.reason and "unique_external_id" in err.reason:
+                    return None
+                raise
+            for ticket in chunk:
+                if isinstance(ticket, Mapping) and tag in await self._ticket_tags(ticket):
+                    return str(ticket["id"]), str(ticket.get("requester_id") or "")
+            if len(chunk) < PER_PAGE:
+                break
+        return None
+
+    async def _ticket_tags(self, ticket: Mapping[str, Any]) -> list[str]:
+        tags = ticket.get("tags")
+        if tags is None:  # not in this listing: the ticket's own view has them
+            tags = (await self.api.call("GET", f"/api/v2/tickets/{ticket['id']}") or {}).get("tags")
+        return [str(tag).lower() for tag in tags or []]
 
     def _tags(self, facts: ConversationFacts) -> list[str]:
         tags = ["relaydesk", f"channel_{facts.channel}", f"tier_{facts.tier}", _conversation_tag(facts.conversation_id)]

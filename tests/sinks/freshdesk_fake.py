@@ -1,7 +1,14 @@
 """A fake Freshdesk built from its documented API v2 shapes: tickets (create with
-unique_external_id/name/phone, view, update), notes, a ticket's conversations, ticket search by
-tag, API-key basic auth; and the webhook an automation rule sends (the ticket id, with the
-shared secret in a custom header). Statuses: 2 open, 3 pending, 4 resolved, 5 closed."""
+unique_external_id/name/phone, view, update, list), notes, a ticket's conversations, ticket
+search by tag, API-key basic auth; and the webhook an automation rule sends (the ticket id, with
+the shared secret in a custom header). Statuses: 2 open, 3 pending, 4 resolved, 5 closed.
+
+The list (``GET /api/v2/tickets``) reads the database: filters ``requester_id``, ``email``,
+``unique_external_id`` (a requester unknown to it is a 400 ``invalid_value``, as for an email),
+``updated_since`` (without it, only tickets created in the last 30 days), ``order_by``
+(``created_at`` by default), ``order_type`` (``desc``), ``per_page`` (30, up to 100) and
+``page``. The search reads an index that lags (``search_lag`` seconds: "updates can take a few
+minutes to be searchable"), so a ticket just created is not found by it."""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ import base64
 import html
 import json
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +33,10 @@ def freshdesk_config(api_url: str) -> dict[str, Any]:
     return {"api_url": api_url, "api_key": API_KEY, "webhook_secret": SECRET, "agents": AGENTS}
 
 
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _text(body_html: str) -> str:
     return html.unescape(body_html.replace("<br>", "\n"))
 
@@ -32,9 +45,13 @@ class FakeFreshdesk(FakeHelpdesk):
     def __init__(self) -> None:
         super().__init__("Basic " + base64.b64encode(f"{API_KEY}:X".encode()).decode())
         self.contacts: dict[str, int] = {}  # unique_external_id -> contact id
+        self.emails: dict[str, int] = {}  # a contact's email -> contact id
+        self.times: dict[str, tuple[float, float]] = {}  # ticket id -> (created_at, updated_at)
+        self.search_lag = 120.0  # s before a new ticket shows in search results
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v2/tickets", self._create)
+        app.router.add_get("/api/v2/tickets", self._list)
         app.router.add_get("/api/v2/search/tickets", self._search)
         app.router.add_get("/api/v2/tickets/{id}", self._view)
         app.router.add_put("/api/v2/tickets/{id}", self._update)
@@ -48,7 +65,13 @@ class FakeFreshdesk(FakeHelpdesk):
             "responder_id": int(ticket.assignee) if ticket.assignee else None,
             "status": int(ticket.status),
             "tags": ticket.tags,
+            "created_at": _iso(self.times.get(ticket.id, (0.0, 0.0))[0]),
+            "updated_at": _iso(self.times.get(ticket.id, (0.0, 0.0))[1]),
         }
+
+    def _touch(self, ticket: FakeTicket) -> None:
+        created = self.times.get(ticket.id, (time.time(), 0.0))[0]
+        self.times[ticket.id] = (created, time.time())
 
     async def _create(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -57,6 +80,8 @@ class FakeFreshdesk(FakeHelpdesk):
         if body.get("phone") and not body.get("name"):
             return web.json_response({"description": "Validation failed: name missing"}, status=400)
         requester = self.contacts.setdefault(body["unique_external_id"], int(self.next_id()))
+        if body.get("email"):
+            self.emails.setdefault(body["email"], requester)
         tags = list(body.get("tags", []))
         conv = next((t[len("rdconv_") :] for t in tags if t.startswith("rdconv_")), "")
         ticket = FakeTicket(
@@ -70,13 +95,40 @@ class FakeFreshdesk(FakeHelpdesk):
         # The description is the ticket's first "comment" for the kit; it is not a conversation entry.
         ticket.comments.append(FakeComment(id="desc", body=_text(body["description"]), author=str(requester)))
         self.tickets[ticket.id] = ticket
+        self._touch(ticket)
         return web.json_response(self._json(ticket), status=201)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        query = request.query
+        found = list(self.tickets.values())
+        for field, known in (("unique_external_id", self.contacts), ("email", self.emails)):
+            if field in query:
+                if query[field] not in known:
+                    error = {"field": field, "message": f"There is no contact matching the given {field}"}
+                    return web.json_response(
+                        {"description": "Validation failed", "errors": [{**error, "code": "invalid_value"}]}, status=400
+                    )
+                found = [t for t in found if t.requester == str(known[query[field]])]
+        if "requester_id" in query:
+            found = [t for t in found if t.requester == query["requester_id"]]
+        if "updated_since" in query:
+            since = datetime.fromisoformat(query["updated_since"].replace("Z", "+00:00")).timestamp()
+            found = [t for t in found if self.times[t.id][1] >= since]
+        else:
+            found = [t for t in found if self.times[t.id][0] >= time.time() - 30 * 86400]
+        column = {"created_at": 0, "updated_at": 1}[query.get("order_by", "created_at")]
+        found.sort(key=lambda t: (self.times[t.id][column], int(t.id)), reverse=query.get("order_type") != "asc")
+        page, per_page = int(query.get("page", "1")), min(int(query.get("per_page", "30")), 100)
+        return web.json_response([self._json(t) for t in found[(page - 1) * per_page : page * per_page]])
 
     async def _search(self, request: web.Request) -> web.Response:
         match = re.fullmatch(r"\"tag:'([^']+)'\"", request.query.get("query", ""))
         if match is None:
             return web.json_response({"description": "Invalid query"}, status=400)
-        found = [self._json(t) for t in self.tickets.values() if match.group(1) in t.tags]
+        indexed = time.time() - self.search_lag
+        found = [
+            self._json(t) for t in self.tickets.values() if match.group(1) in t.tags and self.times[t.id][0] <= indexed
+        ]
         return web.json_response({"results": found, "total": len(found)})
 
     async def _view(self, request: web.Request) -> web.Response:
@@ -94,6 +146,7 @@ class FakeFreshdesk(FakeHelpdesk):
             ticket.status = str(body["status"])
         if "responder_id" in body:
             ticket.assignee = str(body["responder_id"])
+        self._touch(ticket)
         return web.json_response(self._json(ticket))
 
     async def _note(self, request: web.Request) -> web.Response:
@@ -109,6 +162,7 @@ class FakeFreshdesk(FakeHelpdesk):
             staff=not body.get("incoming", False),
         )
         ticket.comments.append(note)
+        self._touch(ticket)
         return web.json_response(self._entry(note, source=2), status=201)
 
     def _entry(self, comment: FakeComment, *, source: int) -> dict[str, Any]:
