@@ -4,7 +4,7 @@ Slack app's messages still referenced are redrawn ``[erased]``, and neither hold
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +13,22 @@ import msgspec
 import pytest
 import structlog
 
+from events import subjects
 from events.model import CustomerErased
-from events.store import Append
+from events.store import Append, StoredEvent
+from events.streams import ensure_streams
 from events.subjects import STATE_BUCKET
+from services.bootstrap import event_store
+from services.bus.auth import RoleCredentials
 from services.bus.embedded import EmbeddedNats
+from services.delivery import erasure
 from services.delivery.erasure import ERASURE_NOTICES
 from services.delivery.settings import Endpoint
 from services.delivery.signing import verify
+from services.delivery.slack_refs import MessageRef, SlackRefs
+from services.up import BUILT_IN_CONNECTORS, connector_channels
+from tests.integration.system import open_conversation
+from tests.integration.test_nats_security import Secured, as_role
 
 from .fake_slack import FakeSlack, fake_slack
 from .helpers import agent_system, agents_config, eventually, holds, receiver
@@ -116,3 +125,41 @@ async def test_the_slack_apps_messages_still_referenced_read_erased(
         await eventually(forgotten)
         [record] = [d for d in await s.deliveries("delivered") if d["notice"] == "customer.erased"]
         assert record["kind"] == "slack" and msgspec.json.encode(record).count(b"4111") == 0
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Secured]:
+    """A nats-server with the users and permissions ``relaydesk up`` generates."""
+    data_dir = tmp_path / "data"
+    credentials = RoleCredentials.ensure(data_dir, connector_channels(BUILT_IN_CONNECTORS))
+    server = EmbeddedNats(store_dir=data_dir / "nats", config_file=credentials.write_server_config())
+    server.start()
+    try:
+        yield Secured(server, credentials, data_dir)
+    finally:
+        server.stop()
+
+
+async def test_the_delivery_role_may_find_what_an_erasure_notice_needs(secured: Secured) -> None:
+    """Under the permissions ``relaydesk up`` generates: the conversations of the erased family
+    (the log's subjects) and the Slack references of each (a watch on ``rd_state``)."""
+    customer, cid = "cu0erased01", "cv0erased01"
+    ref = MessageRef(
+        conversation_id=cid, customer_id=customer, agent_id="ava", endpoint_id="e1", channel="C1", ts="1.2"
+    )
+    async with as_role(secured, "tool") as (tool, _):
+        await ensure_streams(tool.jetstream())
+        await open_conversation(event_store(tool), customer, cid)
+        await SlackRefs(await tool.jetstream().key_value(STATE_BUCKET)).save(ref)
+    async with as_role(secured, "delivery") as (nc, client):
+        erased = CustomerErased(at=datetime.now(UTC), customer_id=customer)
+        told = erasure.notice(StoredEvent(seq=9, subject=subjects.customer_scope(customer), event=erased))
+        assert told is not None
+        await erasure.with_conversations(nc.jetstream(), told)
+        assert told.body["conversation_ids"] == [cid]
+        refs = SlackRefs(await nc.jetstream().key_value(STATE_BUCKET))
+        assert await refs.of_conversation_anyone(cid, "e1") == [ref]
+        await refs.forget(ref)
+        assert await refs.of_conversation_anyone(cid, "e1") == []
+        assert not client.errors
+    assert [line for line in secured.violations() if "delivery" in line] == []
