@@ -66,6 +66,7 @@ __all__ = [
     "DECIDE_SECONDS",
     "DELIVERY_ATTEMPTS",
     "DELIVERY_FAILURES",
+    "ERASURE_NOTICES",
     "EVENTS_APPENDED",
     "HTTP_REQUEST_SECONDS",
     "INBOUND_MESSAGES",
@@ -168,6 +169,12 @@ DELIVERY_FAILURES = Counter(
     "relaydesk_delivery_failures_total",
     "Deliveries that failed for good (every try failed, or the endpoint is gone), by endpoint kind",
     ["kind"],
+)
+ERASURE_NOTICES = Counter(
+    "relaydesk_delivery_erasure_notices_total",
+    "customer.erased notices to agents' tools (webhooks, Slack app), by endpoint kind and outcome "
+    "(delivered, failed: dead-lettered, retried by POST /v1/deliveries/{id}/retry)",
+    ["kind", "outcome"],
 )
 
 # -- API ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
-from prometheus_client import Counter
 
 from events import subjects
 from events.model import CustomerErased
@@ -32,6 +31,7 @@ from events.store import StoredEvent
 from services.delivery.notices import Notice
 from services.delivery.records import DeliveryRecord
 from services.delivery.settings import Endpoint
+from services.metrics import ERASURE_NOTICES
 
 log = structlog.get_logger(__name__)
 
@@ -39,14 +39,6 @@ NOTICE = "customer.erased"
 # A notice is per agent (its record key names one); this one is for the endpoint, whoever it serves.
 AGENT = "all"
 ERASED_TEXT = "[erased]"
-
-# Labelled: no series until delivery counts one (services.metrics on labelled metrics).
-ERASURE_NOTICES = Counter(
-    "relaydesk_delivery_erasure_notices_total",
-    "customer.erased notices to agents' tools (webhooks, Slack app), by endpoint kind and outcome "
-    "(delivered, failed: dead-lettered, retried by POST /v1/deliveries/{id}/retry)",
-    ["kind", "outcome"],
-)
 
 
 def notice(stored: StoredEvent) -> Notice | None:

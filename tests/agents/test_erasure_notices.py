@@ -22,10 +22,10 @@ from services.bootstrap import event_store
 from services.bus.auth import RoleCredentials
 from services.bus.embedded import EmbeddedNats
 from services.delivery import erasure
-from services.delivery.erasure import ERASURE_NOTICES
 from services.delivery.settings import Endpoint
 from services.delivery.signing import verify
 from services.delivery.slack_refs import MessageRef, SlackRefs
+from services.metrics import ERASURE_NOTICES
 from services.up import BUILT_IN_CONNECTORS, connector_channels
 from tests.integration.system import open_conversation
 from tests.integration.test_nats_security import Secured, as_role
