@@ -6,7 +6,8 @@ the agent's Freshdesk agent id; tags ``relaydesk``, channel, tier, language, ski
 ``rdconv_<conversation id>``, by which a ticket whose create got no answer is found again);
 customer messages become incoming public notes by the requester, Relaydesk agents' replies
 public notes by the agent (no Freshdesk email: the customer has them on their own channel);
-a resolve sets status 4 (resolved).
+a resolve sets status 4 (resolved); an erased customer's tickets and contact are deleted
+(``freshdesk_erasure``; ``on_erasure = "keep"`` leaves them).
 
 Freshdesk → Relaydesk: an automation rule ("Ticket is updated") triggers a webhook to the sink
 with the ticket id and the shared secret in a header (Freshdesk webhooks are not signed).
@@ -39,12 +40,14 @@ from connectors.sdk.signatures import first_match, secret_list
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
+    CustomerErased,
     DeliveryFailed,
     MessageReceived,
     OfferAccepted,
     ReplyRequested,
 )
 
+from .freshdesk_erasure import erase_customer
 from .sdk import (
     Link,
     ProviderApi,
@@ -57,6 +60,7 @@ from .sdk import (
     numeric_id,
 )
 from .sdk.actions import ConversationFacts
+from .sdk.erasure import is_erased, on_customer_erased
 from .sdk.errors import Malformed, Rejected
 from .sdk.state import LINK_KEPT, NOT_SENT
 
@@ -94,6 +98,7 @@ class FreshdeskSink(Sink):
     Settings: ClassVar[type[SinkSettings]] = FreshdeskSettings
     webhook_paths: ClassVar[tuple[str, ...]] = ("/freshdesk/webhook",)
     api_settings: ClassVar[tuple[str, ...]] = ("domain", "api_url", "api_key")
+    handles = (*Sink.handles, CustomerErased)
 
     settings: FreshdeskSettings
 
@@ -116,6 +121,9 @@ class FreshdeskSink(Sink):
 
     async def handle(self, item: SinkEvent) -> None:
         event = item.event
+        if isinstance(event, CustomerErased):
+            await on_customer_erased(self, event, lambda customer: erase_customer(self, customer))
+            return
         if isinstance(event, ConversationAssigned | OfferAccepted):
             await self._assigned(event)
             return
@@ -143,6 +151,8 @@ class FreshdeskSink(Sink):
             if responder:
                 await self.api.call("PUT", f"/api/v2/tickets/{link.ticket_id}", json={"responder_id": int(responder)})
             return
+        if await is_erased(self, event.customer_id):
+            return  # a replay of the log: its tickets were deleted with the customer
         facts = await self.relaydesk.conversation(event.customer_id, event.conversation_id)
         if facts is None:
             return
@@ -160,6 +170,8 @@ class FreshdeskSink(Sink):
             ticket_id, requester = str(answer["id"]), str(answer.get("requester_id") or "")
             if messages:
                 await self.state.mark_synced(messages[0].message_id, "", ticket=ticket_id)
+        if requester:  # the contact, found again by an erasure after the links lapsed
+            await self.state.put(f"user.{event.customer_id}", requester)
         link = Link(
             conversation_id=event.conversation_id,
             customer_id=event.customer_id,
@@ -215,13 +227,13 @@ class FreshdeskSink(Sink):
                     return None
                 raise
             for ticket in chunk:
-                if isinstance(ticket, Mapping) and tag in await self._ticket_tags(ticket):
+                if isinstance(ticket, Mapping) and tag in await self.ticket_tags(ticket):
                     return str(ticket["id"]), str(ticket.get("requester_id") or "")
             if len(chunk) < PER_PAGE:
                 break
         return None
 
-    async def _ticket_tags(self, ticket: Mapping[str, Any]) -> list[str]:
+    async def ticket_tags(self, ticket: Mapping[str, Any]) -> list[str]:
         tags = ticket.get("tags")
         if tags is None:  # not in this listing: the ticket's own view has them
             tags = (await self.api.call("GET", f"/api/v2/tickets/{ticket['id']}") or {}).get("tags")

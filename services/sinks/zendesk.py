@@ -13,6 +13,9 @@ Relaydesk → Zendesk (``handle``, in log order):
   Zendesk user. (The customer already has it on their own channel: turn off Zendesk's
   "Notify requester" trigger for tickets tagged ``relaydesk``.)
 - ``ConversationResolved`` in Relaydesk: the ticket is solved.
+- ``CustomerErased``: the customer's tickets and end user are permanently deleted
+  (``zendesk_erasure``; ``on_erasure = "keep"`` leaves them), and no ticket is created for
+  them again.
 
 Zendesk → Relaydesk (a webhook subscribed to the ticket events "Comment added" and "Status
 changed", signed: ``X-Zendesk-Webhook-Signature`` = base64 HMAC-SHA256(secret, timestamp +
@@ -43,6 +46,7 @@ from connectors.sdk.signatures import first_match, hmac_sha256_base64, secret_li
 from events.model import (
     ConversationAssigned,
     ConversationResolved,
+    CustomerErased,
     DeliveryFailed,
     MessageReceived,
     OfferAccepted,
@@ -61,8 +65,10 @@ from .sdk import (
     numeric_id,
 )
 from .sdk.actions import ConversationFacts
+from .sdk.erasure import is_erased, on_customer_erased
 from .sdk.errors import Malformed
 from .sdk.state import NOT_SENT
+from .zendesk_erasure import erase_customer
 
 SIGNATURE = "X-Zendesk-Webhook-Signature"
 SIGNATURE_TIMESTAMP = "X-Zendesk-Webhook-Signature-Timestamp"
@@ -97,6 +103,7 @@ class ZendeskSink(Sink):
     Settings: ClassVar[type[SinkSettings]] = ZendeskSettings
     webhook_paths: ClassVar[tuple[str, ...]] = ("/zendesk/webhook",)
     api_settings: ClassVar[tuple[str, ...]] = ("subdomain", "api_url", "email", "api_token")
+    handles = (*Sink.handles, CustomerErased)
 
     settings: ZendeskSettings
 
@@ -119,7 +126,9 @@ class ZendeskSink(Sink):
 
     async def handle(self, item: SinkEvent) -> None:
         event = item.event
-        if isinstance(event, ConversationAssigned | OfferAccepted):
+        if isinstance(event, CustomerErased):
+            await on_customer_erased(self, event, lambda customer: erase_customer(self, customer))
+        elif isinstance(event, ConversationAssigned | OfferAccepted):
             await self._assigned(event)
         elif isinstance(event, MessageReceived):
             link = await self.state.link(event.conversation_id)
@@ -152,6 +161,8 @@ class ZendeskSink(Sink):
                 body = {"ticket": {"assignee_id": int(assignee)}}
                 await self.api.call("PUT", f"/api/v2/tickets/{link.ticket_id}.json", json=body)
             return
+        if await is_erased(self, event.customer_id):
+            return  # a replay of the log: its tickets were deleted with the customer
         facts = await self.relaydesk.conversation(event.customer_id, event.conversation_id)
         if facts is None:
             return

@@ -8,7 +8,13 @@ The list (``GET /api/v2/tickets``) reads the database: filters ``requester_id``,
 ``updated_since`` (without it, only tickets created in the last 30 days), ``order_by``
 (``created_at`` by default), ``order_type`` (``desc``), ``per_page`` (30, up to 100) and
 ``page``. The search reads an index that lags (``search_lag`` seconds: "updates can take a few
-minutes to be searchable"), so a ticket just created is not found by it."""
+minutes to be searchable"), so a ticket just created is not found by it.
+
+Deletion as Freshdesk documents it: ``DELETE /api/v2/tickets/{id}`` moves the ticket to the
+trash (gone from the list and views: 404; kept in ``trash``, restorable); ``DELETE
+/api/v2/contacts/{id}/hard_delete`` deletes a soft-deleted contact for good, or any contact
+with ``force=true`` (400 without it), with all their tickets, trashed ones too; 404 for a
+contact that is not there. ``forbid_deletes``: every delete answers 403 (``access_denied``)."""
 
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ class FakeFreshdesk(FakeHelpdesk):
         self.emails: dict[str, int] = {}  # a contact's email -> contact id
         self.times: dict[str, tuple[float, float]] = {}  # ticket id -> (created_at, updated_at)
         self.search_lag = 120.0  # s before a new ticket shows in search results
+        self.trash: dict[str, FakeTicket] = {}  # deleted tickets, by id
+        self.forbid_deletes = False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v2/tickets", self._create)
@@ -57,6 +65,37 @@ class FakeFreshdesk(FakeHelpdesk):
         app.router.add_put("/api/v2/tickets/{id}", self._update)
         app.router.add_post("/api/v2/tickets/{id}/notes", self._note)
         app.router.add_get("/api/v2/tickets/{id}/conversations", self._conversations)
+        app.router.add_delete("/api/v2/tickets/{id}", self._delete_ticket)
+        app.router.add_delete("/api/v2/contacts/{id}/hard_delete", self._hard_delete_contact)
+
+    def _forbidden(self) -> web.Response:
+        return web.json_response({"code": "access_denied", "message": "You are not authorized"}, status=403)
+
+    async def _delete_ticket(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        ticket = self.tickets.pop(request.match_info["id"], None)
+        if ticket is None:
+            return web.json_response({"code": "access_denied"}, status=404)
+        self.trash[ticket.id] = ticket
+        return web.Response(status=204)
+
+    async def _hard_delete_contact(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        contact = int(request.match_info["id"])
+        if contact not in self.contacts.values():
+            return web.json_response({"code": "access_denied"}, status=404)
+        if request.query.get("force") != "true":  # none of ours is soft-deleted first
+            error = {"field": "force", "message": "Contact is not deleted", "code": "invalid_value"}
+            return web.json_response({"description": "Validation failed", "errors": [error]}, status=400)
+        for book in (self.contacts, self.emails):
+            for key in [k for k, v in book.items() if v == contact]:
+                del book[key]
+        for tickets in (self.tickets, self.trash):
+            for ticket_id in [i for i, t in tickets.items() if t.requester == str(contact)]:
+                del tickets[ticket_id]
+        return web.Response(status=204)
 
     def _json(self, ticket: FakeTicket) -> dict[str, Any]:
         return {

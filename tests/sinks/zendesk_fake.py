@@ -1,7 +1,16 @@
 """A fake Zendesk built from its documented shapes: Users create_or_update, Tickets (create,
 list by external_id, update with a comment; the audit's Comment event carries the comment
 id), and the event webhooks "ticket.comment_added" / "ticket.status_changed", signed
-base64(HMAC-SHA256(secret, timestamp + body)) in X-Zendesk-Webhook-Signature."""
+base64(HMAC-SHA256(secret, timestamp + body)) in X-Zendesk-Webhook-Signature.
+
+Deletion as Zendesk documents it: ``DELETE /api/v2/tickets/{id}`` soft-deletes (the ticket
+leaves every list and view, 404 after), ``DELETE /api/v2/deleted_tickets/{id}`` permanently
+deletes a soft-deleted one (a queued job: ``job_status``; 404 for one not soft-deleted);
+``DELETE /api/v2/users/{id}`` soft-deletes a user (422 while they request a ticket that is not
+closed; ``GET /api/v2/users/{id}`` then shows ``active: false``), ``DELETE
+/api/v2/deleted_users/{id}`` permanently deletes a soft-deleted one; ``GET
+/api/v2/users/{id}/tickets/requested`` lists a user's tickets (paged). ``forbid_deletes``: every
+delete answers 403 (an agent without the right)."""
 
 from __future__ import annotations
 
@@ -29,6 +38,8 @@ class FakeZendesk(FakeHelpdesk):
         super().__init__("Basic " + base64.b64encode(f"{EMAIL}/token:{TOKEN}".encode()).decode())
         self.users: dict[str, dict[str, Any]] = {}  # by external_id
         self.created_with_key: list[str] = []
+        self.deleted_tickets: dict[str, FakeTicket] = {}  # soft-deleted, by id
+        self.forbid_deletes = False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v2/users/create_or_update.json", self._user)
@@ -36,12 +47,86 @@ class FakeZendesk(FakeHelpdesk):
         app.router.add_post("/api/v2/tickets.json", self._create)
         app.router.add_put("/api/v2/tickets/{id}.json", self._update)
         app.router.add_get("/api/v2/tickets/{id}/comments.json", self._comments)
+        app.router.add_delete("/api/v2/tickets/{id}.json", self._delete_ticket)
+        app.router.add_delete("/api/v2/deleted_tickets/{id}.json", self._purge_ticket)
+        app.router.add_get("/api/v2/users/{id}.json", self._show_user)
+        app.router.add_get("/api/v2/users/{id}/tickets/requested.json", self._requested)
+        app.router.add_delete("/api/v2/users/{id}.json", self._delete_user)
+        app.router.add_delete("/api/v2/deleted_users/{id}.json", self._purge_user)
+
+    # -- deletion -----------------------------------------------------------------------------
+
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        return next((u for u in self.users.values() if str(u["id"]) == user_id), None)
+
+    def _forbidden(self) -> web.Response:
+        return web.json_response({"error": "Forbidden", "description": "You do not have access"}, status=403)
+
+    def _not_found(self) -> web.Response:
+        return web.json_response({"error": "RecordNotFound", "description": "Not found"}, status=404)
+
+    async def _delete_ticket(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        ticket = self.tickets.pop(request.match_info["id"], None)
+        if ticket is None:
+            return self._not_found()
+        self.deleted_tickets[ticket.id] = ticket
+        return web.Response(status=204)
+
+    async def _purge_ticket(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        if self.deleted_tickets.pop(request.match_info["id"], None) is None:
+            return self._not_found()
+        job = {"id": uuid.uuid4().hex, "job_type": "ticket_deletion", "status": "queued", "url": None}
+        return web.json_response({"job_status": job})
+
+    async def _show_user(self, request: web.Request) -> web.Response:
+        user = self.user_by_id(request.match_info["id"])
+        return web.json_response({"user": user}) if user is not None else self._not_found()
+
+    async def _requested(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["id"]
+        if self.user_by_id(user_id) is None:
+            return self._not_found()
+        found = [self._ticket_json(t) for t in self.tickets.values() if t.requester == user_id]
+        page, per_page = int(request.query.get("page", "1")), min(int(request.query.get("per_page", "100")), 100)
+        chunk = found[(page - 1) * per_page : page * per_page]
+        more = f"{self.url}{request.path}?page={page + 1}&per_page={per_page}" if page * per_page < len(found) else None
+        return web.json_response({"tickets": chunk, "next_page": more, "count": len(found)})
+
+    async def _delete_user(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        user = self.user_by_id(request.match_info["id"])
+        if user is None or not user.get("active", True):
+            return self._not_found()
+        if any(t.requester == str(user["id"]) and t.status != "closed" for t in self.tickets.values()):
+            error = {"error": "RecordInvalid", "description": "Requester of tickets that are not closed"}
+            return web.json_response(error, status=422)
+        user["active"] = False
+        return web.json_response({"user": user})
+
+    async def _purge_user(self, request: web.Request) -> web.Response:
+        if self.forbid_deletes:
+            return self._forbidden()
+        user = self.user_by_id(request.match_info["id"])
+        if user is None or user.get("active", True):  # only a soft-deleted user
+            return self._not_found()
+        del self.users[user["external_id"]]
+        return web.json_response({"deleted_user": {**user, "email": None, "phone": None}})
 
     async def _user(self, request: web.Request) -> web.Response:
         user = (await request.json())["user"]
         known = self.users.get(user["external_id"])
         if known is None:
-            known = self.users[user["external_id"]] = {**user, "id": int(self.next_id()), "role": "end-user"}
+            known = self.users[user["external_id"]] = {
+                **user,
+                "id": int(self.next_id()),
+                "role": "end-user",
+                "active": True,
+            }
             return web.json_response({"user": known}, status=201)
         known.update(user)
         return web.json_response({"user": known})

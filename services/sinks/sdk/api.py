@@ -102,12 +102,18 @@ class ProviderApi:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
+        forbidden: str = "",
     ) -> Any:
-        """The JSON answer of ``method path`` (None for an empty body); see the module docstring."""
+        """The JSON answer of ``method path`` (None for an empty body); see the module docstring.
+        ``forbidden``: the right a 403 to this call means the API user lacks (a delete the
+        helpdesk lets only some roles do); the 403 is then a refusal (``Rejected``, the event is
+        parked, the reason names the right) and not a credentials failure."""
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self._call(method, path, json=json, params=params, headers=headers, retry=retry)
+            return await self._call(
+                method, path, json=json, params=params, headers=headers, retry=retry, forbidden=forbidden
+            )
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -122,6 +128,7 @@ class ProviderApi:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         retry: bool,
+        forbidden: str = "",
     ) -> Any:
         await self.open()
         assert self._http is not None
@@ -142,6 +149,8 @@ class ProviderApi:
                         wait = min(self.max_retry_after, retry_after_seconds(resp.headers.get("Retry-After"), wait))
                         reason = f"{method} {path}: rate limited (429)"
                         self.log.warning("sink.rate_limited", path=path, retry_after_s=round(wait, 2), attempt=attempt)
+                    elif status == 403 and forbidden:
+                        raise Rejected(f"{method} {path}: forbidden (403): {forbidden}", http_status=403)
                     elif status in (401, 403):
                         SINK_AUTH_FAILURES.labels(sink=self.sink).inc()
                         self.log.error(
@@ -150,9 +159,11 @@ class ProviderApi:
                             status=status,
                             action="check the sink's API credentials; the sink waits on this event until then",
                         )
-                        raise AuthFailed(f"{method} {path}: the helpdesk refused our credentials ({status})")
+                        raise AuthFailed(
+                            f"{method} {path}: the helpdesk refused our credentials ({status})", http_status=status
+                        )
                     elif 400 <= status < 500 and status != 408:
-                        raise Rejected(f"{method} {path}: refused ({status}) {_short(body)}")
+                        raise Rejected(f"{method} {path}: refused ({status}) {_short(body)}", http_status=status)
                     else:
                         reason = f"{method} {path}: helpdesk error ({status})"
             except (aiohttp.ClientError, TimeoutError, OSError) as err:

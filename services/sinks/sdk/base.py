@@ -74,6 +74,10 @@ class SinkSettings(msgspec.Struct, kw_only=True):
     lease_seconds: float = 10.0
     # Replicas of the sink's KV bucket; `relaydesk` passes `[nats] replicas` unless set.
     replicas: int = 1
+    # When a customer is erased (CustomerErased): "delete" what the sink put into the helpdesk
+    # for them (a sink that implements it: Zendesk, Freshdesk), or "keep" it there (a legal hold,
+    # the helpdesk's own retention); see services/sinks/sdk/erasure.py.
+    on_erasure: Literal["delete", "keep"] = "delete"
 
 
 # The settings ``basic_auth_api`` builds every helpdesk client with.

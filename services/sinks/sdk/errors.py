@@ -8,9 +8,11 @@ class SinkError(Exception):
 
     status = 500
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, http_status: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
+        # The helpdesk's HTTP status when it answered one (404: the object is gone already).
+        self.http_status = http_status
 
 
 class Unauthentic(SinkError):
