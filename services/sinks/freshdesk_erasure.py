@@ -54,6 +54,9 @@ async def erase_customer(sink: FreshdeskSink, customer_id: str) -> Removed:
         contact = contact or str(ticket.get("requester_id") or "")
         if await _relaydesks(sink, ticket):
             ours.setdefault(str(ticket["id"]), "")
+    if contact and raw is None:
+        # Kept before its tickets go: a retry (a refused hard delete, parked) lists none of them.
+        await sink.state.put(f"user.{customer_id}", contact)
     for ticket_id, conversation_id in ours.items():
         removed.tickets += int(await delete(sink.api, f"/api/v2/tickets/{ticket_id}", right=TICKETS_RIGHT))
         await forget_links(sink, ticket_id, conversation_id)

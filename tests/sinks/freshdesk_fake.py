@@ -56,6 +56,7 @@ class FakeFreshdesk(FakeHelpdesk):
         self.search_lag = 120.0  # s before a new ticket shows in search results
         self.trash: dict[str, FakeTicket] = {}  # deleted tickets, by id
         self.forbid_deletes = False
+        self.forbid_contact_deletes = False  # a role that may delete tickets, not contacts
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v2/tickets", self._create)
@@ -81,7 +82,7 @@ class FakeFreshdesk(FakeHelpdesk):
         return web.Response(status=204)
 
     async def _hard_delete_contact(self, request: web.Request) -> web.Response:
-        if self.forbid_deletes:
+        if self.forbid_deletes or self.forbid_contact_deletes:
             return self._forbidden()
         contact = int(request.match_info["id"])
         if contact not in self.contacts.values():

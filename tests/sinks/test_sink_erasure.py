@@ -184,6 +184,25 @@ async def test_a_delete_the_api_user_may_not_do_is_parked_naming_the_right(tmp_p
         assert ticket not in fake.tickets and user_of(fake, customer) is None
 
 
+async def test_a_contact_refused_after_its_tickets_went_is_found_again(tmp_path: Path) -> None:
+    """A sink from before kept no ``user.<customer>`` for Freshdesk; once the tickets are in
+    the trash nothing lists the contact, so the one the tickets named is kept for the retry."""
+    fake = FakeFreshdesk()
+    async with make_rig(tmp_path, fake, FreshdeskSink, freshdesk_config) as rig:
+        customer, conversation = await rig.open_assigned("My invoice is wrong")
+        await linked(rig, conversation)
+        await rig.sink.state.delete(f"user.{customer}")
+        await rig.sink.state.delete(f"conv.{conversation}")
+        fake.forbid_contact_deletes = True
+        await erase(rig, customer)
+        assert [p.type for p in await rig.sink.state.parked()] == ["CustomerErased"]
+        assert not fake.tickets and user_of(fake, customer) is not None
+
+        fake.forbid_contact_deletes = False
+        assert await rig.runtime.retry_parked() == (1, 0)
+        assert user_of(fake, customer) is None and not fake.trash
+
+
 def test_an_unknown_on_erasure_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(SinkConfigError, match=r"\[sinks.zendesk\].*on_erasure"):
         ZendeskSink.from_config({**zendesk_config("http://zendesk.invalid"), "on_erasure": "purge"})
