@@ -12,9 +12,13 @@ wait for it.
   ``agent = "*"`` or team endpoint reached depends on who held what when. The notice carries
   ids only (customer, merged ids, conversation ids), so a receiver that never heard of the
   customer learns nothing it could use, and one that did can delete what it stored.
-- **Slack app** endpoints: each message whose reference (``slack_refs``) Relaydesk still holds
-  for the family's conversations is redrawn as ``[erased]`` (``SlackApp``), and its reference
-  dropped. Incoming-webhook Slack, Teams and e-mail cannot take a message back: not notified.
+- **Slack app** endpoints: the posts of the family's conversations that Relaydesk still holds
+  as erasable (``slack_refs``: kept ``ERASABLE_DAYS`` after their message's last state) are
+  taken back (``SlackApp``): the customer's messages in a thread deleted (``chat.delete``, the
+  bot's own posts), the conversation's message redrawn as ``[erased]`` (the channel still shows
+  a conversation was there; agents' replies keep their parent), and their keys dropped.
+  Incoming-webhook Slack posts (no ``ts`` to reach them by), Teams cards (routing facts only)
+  and e-mail cannot be taken back: not notified.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """A fake Slack, from Slack's documented payloads, both ways:
 
 - the Web API the delivery service and the API call (``chat.postMessage``, ``chat.update``,
-  ``chat.postEphemeral``): ``{"ok": true, "channel", "ts", …}``, ``{"ok": false, "error":
-  "invalid_auth"}`` for another token, ``channel_not_found``, ``message_not_found``, and a
-  scripted HTTP 429 with ``Retry-After``;
+  ``chat.delete``, ``chat.postEphemeral``): ``{"ok": true, "channel", "ts", …}``, ``{"ok":
+  false, "error": "invalid_auth"}`` for another token, ``channel_not_found``,
+  ``message_not_found`` (never posted, or deleted), ``cant_update_message`` /
+  ``cant_delete_message`` for a message the bot did not post (a bot token reaches its own
+  messages only: ``user_message``), and a scripted HTTP 429 with ``Retry-After``;
 - what Slack sends the app, signed like Slack signs it (``v0=`` HMAC-SHA256 of
   ``v0:<timestamp>:<body>``): ``block_actions`` interactions (form field ``payload=`` JSON),
   Events API ``event_callback`` ``message`` events in a thread, ``url_verification``.
@@ -40,6 +42,7 @@ class Posted:
     blocks: list[dict[str, Any]]
     thread_ts: str | None = None
     versions: list[list[dict[str, Any]]] = field(default_factory=list)  # blocks after each chat.update
+    user: str | None = None  # who posted it: None for the bot (the app), else a Slack user id
 
     def header(self) -> str:
         return str(next(b["text"]["text"] for b in self.blocks if b["type"] == "header"))
@@ -53,6 +56,7 @@ class Posted:
 class FakeSlack:
     url: str = ""
     messages: list[Posted] = field(default_factory=list)
+    deleted: list[Posted] = field(default_factory=list)  # removed by chat.delete, oldest first
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, int]] = field(default_factory=list)  # (method, HTTP status)
     # Scripted answers per method, used first: (HTTP status, headers, JSON body).
@@ -90,10 +94,17 @@ class FakeSlack:
             return web.json_response(
                 {"ok": True, "channel": channel, "ts": posted.ts, "message": {"text": posted.text, "ts": posted.ts}}
             )
-        if method == "chat.update":
+        if method in ("chat.update", "chat.delete"):
             found = next((m for m in self.messages if m.channel == channel and m.ts == args.get("ts")), None)
             if found is None:
                 return web.json_response({"ok": False, "error": "message_not_found"})
+            if found.user is not None:  # a person's message: a bot token cannot touch it
+                verb = "update" if method == "chat.update" else "delete"
+                return web.json_response({"ok": False, "error": f"cant_{verb}_message"})
+            if method == "chat.delete":
+                self.messages.remove(found)
+                self.deleted.append(found)
+                return web.json_response({"ok": True, "channel": channel, "ts": found.ts})
             found.text, found.blocks = args.get("text", ""), args.get("blocks", [])
             found.versions.append(found.blocks)
             return web.json_response({"ok": True, "channel": channel, "ts": found.ts, "text": found.text})
@@ -101,6 +112,12 @@ class FakeSlack:
             self.ephemerals.append(args)
             return web.json_response({"ok": True, "message_ts": self._new_ts()})
         return web.json_response({"ok": False, "error": "unknown_method"})
+
+    def user_message(self, user: str, parent: Posted, text: str) -> Posted:
+        """``user`` writes ``text`` in ``parent``'s thread (shown in Slack; the app did not post it)."""
+        posted = Posted(parent.channel, self._new_ts(), text, [], parent.ts, user=user)
+        self.messages.append(posted)
+        return posted
 
     # -- what the agents see --------------------------------------------------------------
 
