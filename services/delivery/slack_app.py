@@ -121,8 +121,14 @@ class SlackApp:
         posts = await refs.erasables(cid, endpoint_id)
         refused: SlackResult | None = None
         # The customer's words in the thread: deleted (the bot's own posts).
+        text, blocks = erasure.erased_message()
         for post in (p for p in posts if p.in_thread):
             result = await self.api.call("chat.delete", {"channel": post.channel, "ts": post.ts})
+            if not result.ok and not result.retryable and not result.error.endswith(GONE):
+                # Refused for good (compliance exports on: compliance_exports_prevent_deletion):
+                # at least its words go from what the channel shows.
+                redrawn = await self.api.update(post.channel, post.ts, text, blocks)
+                result = redrawn if redrawn.ok or redrawn.retryable else result
             if result.ok or result.error.endswith(GONE):
                 await refs.forget_erasable(post)
             elif result.retryable:
@@ -133,7 +139,6 @@ class SlackApp:
         # (and its agents' own replies in the thread keep their parent).
         live = await refs.of_conversation_anyone(cid, endpoint_id)
         parents = {(p.channel, p.ts) for p in posts if not p.in_thread} | {(r.channel, r.ts) for r in live}
-        text, blocks = erasure.erased_message()
         for channel, ts in sorted(parents):
             result = await self.api.update(channel, ts, text, blocks)
             if not result.ok and not result.error.endswith(GONE):
