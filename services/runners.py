@@ -364,6 +364,7 @@ async def run_delivery(config: Config, bus: Bus, stop: asyncio.Event, *, health:
         api_url=api_url,
         replicas=config.nats.replicas,
         slack=config.slack,
+        message_days=config.retention.message_days,
     )
     if health is not None:
         health.add(

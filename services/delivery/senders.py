@@ -53,14 +53,21 @@ def _short(text: str, limit: int = 200) -> str:
 
 class Senders:
     def __init__(
-        self, settings: DeliverySettings, *, slack: SlackSettings | None = None, js: JetStreamContext | None = None
+        self,
+        settings: DeliverySettings,
+        *,
+        slack: SlackSettings | None = None,
+        js: JetStreamContext | None = None,
+        message_days: int = 0,
     ) -> None:
         self.settings = settings
         self._http: aiohttp.ClientSession | None = None
         # Slack endpoints that name a channel post with the [slack] app's bot token (slack_app).
         self.slack = slack or SlackSettings()
         self.slack_app = (
-            SlackApp(SlackApi(self.slack, self.http, max_wait=0.0), js, self.slack.slack_user_of)
+            SlackApp(
+                SlackApi(self.slack, self.http, max_wait=0.0), js, self.slack.slack_user_of, message_days=message_days
+            )
             if js is not None
             else None
         )

@@ -75,13 +75,15 @@ class DeliveryService:
         replicas: int = 1,
         slack: SlackSettings | None = None,
         use_snapshot: bool = True,
+        message_days: int = 0,
     ) -> None:
         self.store = reading_as(store, "delivery")
         self.replicas = replicas  # of the rd_deliveries bucket it creates ([nats] replicas)
         self.settings = settings
         self.endpoints = endpoint_ids(settings)
         self.facts = Facts(console_url=console_url, api_url=api_url, preview_lines=settings.preview_lines)
-        self.senders = Senders(settings, slack=slack, js=self.store.js)
+        # [retention] message_days: how long the Slack posts an erasure takes back stay reachable.
+        self.senders = Senders(settings, slack=slack, js=self.store.js, message_days=message_days)
         self.clock = clock
         self.checkpoint = 0
         self._kv: KeyValue | None = None

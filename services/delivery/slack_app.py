@@ -56,7 +56,7 @@ class SlackApp:
         self.api = api
         self.js = js
         self.slack_user_of = slack_user_of  # agent id -> Slack user id (for "dm")
-        # [retention] message_days, when longer than the default (to be passed by Senders).
+        # [retention] message_days, when longer than the default (runners -> DeliveryService -> Senders).
         self.keep_for = keep_for(message_days)
         self._refs: SlackRefs | None = None
         # One notice at a time per (endpoint, conversation), in the order they arrive.

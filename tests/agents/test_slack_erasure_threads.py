@@ -6,6 +6,7 @@ it lapses (a TTL on every key)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -217,3 +218,37 @@ async def test_the_delivery_role_may_keep_renew_and_drop_what_an_erasure_needs(s
         assert await refs.erasables(post.conversation_id, "e1") == []
         assert not client.errors
     assert [line for line in secured.violations() if "delivery" in line] == []
+
+
+async def test_retention_longer_than_the_default_keeps_posts_reachable_that_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[retention] message_days`` of 90: the deployment keeps the customer's words 90 days, so
+    the posts an erasure takes back stay reachable as long (the runner passed nothing: 30 days)."""
+    import types
+
+    import msgspec
+
+    from services import runners
+    from services.config import Config
+    from services.delivery import service as delivery_service
+    from services.delivery.slack_refs import DAY
+
+    seen: dict[str, object] = {}
+
+    class Built(Exception):
+        pass
+
+    def recording(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise Built
+
+    monkeypatch.setattr(delivery_service, "DeliveryService", recording)
+    config = Config()
+    config.retention = msgspec.structs.replace(config.retention, message_days=90)
+    with pytest.raises(Built):
+        await runners.run_delivery(config, types.SimpleNamespace(store=None), asyncio.Event())  # type: ignore[arg-type]
+    assert seen["message_days"] == 90
+    app = SlackApp(SlackApi(SlackSettings(), None, 0.0), None, lambda agent: None, message_days=90)  # type: ignore[arg-type]
+    assert app.keep_for == 90 * DAY
+    assert SlackApp(SlackApi(SlackSettings(), None, 0.0), None, lambda a: None).keep_for == ERASABLE_DAYS * DAY  # type: ignore[arg-type]
