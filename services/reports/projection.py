@@ -191,13 +191,57 @@ def parse_instant(name: str, raw: str, *, end: bool, tz: tzinfo = UTC) -> dateti
             # The local midnight, so a day across a change of daylight saving time is 23 or 25 hours.
             return datetime.combine(day + timedelta(days=1) if end else day, time(0), tzinfo=tz).astimezone(UTC)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        return (parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed).astimezone(UTC)
+        if parsed.tzinfo is None:
+            return _on_the_clock(name, raw, parsed, tz)
+        return parsed.astimezone(UTC)
+    except BadQuery:
+        raise
     except OverflowError as err:  # 9999-12-31 as a whole day ends past the last date there is
         raise BadQuery(f"{name} {raw!r} is out of range") from err
     except ValueError as err:
         raise BadQuery(
             f"{name} must be an ISO date (2026-11-23) or date-time (2026-11-23T08:00:00Z), not {raw!r}"
         ) from err
+
+
+def _on_the_clock(name: str, raw: str, local: datetime, tz: tzinfo) -> datetime:
+    """A time without an offset, on ``tz``'s clock. One the clock skipped (spring forward) or
+    showed twice (fall back) is refused naming the offsets to choose from: read as its first
+    occurrence, ``from=2026-03-29T02:30&to=2026-03-29T03:30`` in Europe/Berlin were the same
+    instant, refused as "from (01:30+00:00) must be before to (01:30+00:00)"."""
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first.astimezone(UTC)
+    offsets = f"{_offset(first)} or {_offset(second)}"
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None, fold=0) != local:
+        raise BadQuery(
+            f"{name} {raw!r} is no time on the clock in {tz} (skipped when daylight saving time began): "
+            f"give an offset ({offsets}) or another time"
+        )
+    raise BadQuery(
+        f"{name} {raw!r} is shown twice on the clock in {tz} (daylight saving time ended): give its offset, {offsets}"
+    )
+
+
+def _local(moment: datetime, tz: tzinfo) -> str:
+    try:
+        return moment.astimezone(tz).isoformat()
+    except OverflowError:
+        return moment.isoformat()
+
+
+def _offset(moment: datetime) -> str:
+    return moment.isoformat(timespec="minutes")[-6:]
+
+
+def _default_start(end: datetime, tz: tzinfo) -> datetime:
+    """``DEFAULT_DAYS`` before ``end`` on ``tz``'s clock, so a plain ``to`` gives whole days:
+    7 times 24 hours before ``to=2026-10-31`` in Europe/Berlin was 01:00 on the 25th (the day
+    clocks went back has 25 hours), the first day's report short of its first hour."""
+    local = end.astimezone(tz)
+    # Aware arithmetic on one tzinfo is wall-clock arithmetic; the offset is recomputed after.
+    earlier = (local - timedelta(days=DEFAULT_DAYS)).replace(fold=local.fold)
+    return earlier.astimezone(UTC)
 
 
 def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
@@ -224,11 +268,18 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ReportQuery:
         start = parse_instant("from", params["from"], end=False, tz=tz)
     else:
         try:
-            start = end - timedelta(days=DEFAULT_DAYS)
+            start = _default_start(end, tz)
         except OverflowError as err:  # a `to` in year 1 has no week before it
             raise BadQuery(f"to {params['to']!r} is out of range: give from as well") from err
     if start >= end:
-        raise BadQuery(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
+        # Quoted as given: from=2026-11-23&to=2026-11-22 said "from (2026-11-23T00:00:00+00:00)
+        # must be before to (2026-11-23T00:00:00+00:00)", the plain to read as its day's end.
+        given = f"from {params['from']!r}" if params.get("from") else f"from (7 days before to, {start.isoformat()})"
+        until = f"to {params['to']!r}" if params.get("to") else f"to (now, {end.isoformat()})"
+        raise BadQuery(
+            f"{given} must be before {until}: the window is {_local(start, tz)} to {_local(end, tz)} "
+            f"in {tz_name} (to is exclusive; a plain date as to includes that day)"
+        )
     try:  # the report gives both bounds in tz: the first and last days there are have no room for an offset
         start.astimezone(tz), end.astimezone(tz)
     except OverflowError as err:
