@@ -82,7 +82,9 @@ class ProjectorClaim:
 
     def _try_file(self) -> bool:
         path = Path(f"{self.target}.projector-{self.key.replace('/', '-')}.lock")
-        handle = open(path, "a+")  # noqa: SIM115 - kept open while the claim is held
+        # 0600 like the store's own files (the data dir is the operator's alone).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        handle = open(fd, "a+")  # noqa: SIM115 - kept open while the claim is held
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
