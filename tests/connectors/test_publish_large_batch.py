@@ -5,17 +5,16 @@ long as Meta retried. Each window of the batch now has the ack's deadline."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from connectors.sdk import publish
-from connectors.sdk.publish import InboundPublisher
+from connectors.sdk.publish import InboundPublisher, Published
 from events import subjects
 from events.model import InboundMessage
-
-pytestmark = pytest.mark.integration
 
 
 def batch_of(count: int) -> list[InboundMessage]:
@@ -28,20 +27,36 @@ def batch_of(count: int) -> list[InboundMessage]:
     ]
 
 
-async def test_a_batch_larger_than_one_deadline_allows_is_acked_whole(
-    clean_nc: NATS, monkeypatch: pytest.MonkeyPatch
+async def test_a_batch_nats_takes_longer_than_one_deadline_to_ack_is_acked_whole(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(publish, "PUBLISH_WINDOW", 200)
-    # A deadline a window fits in many times over, the whole batch not (it would take acks at
-    # 20,000 a second; NATS gives a few thousand to ~11,000 here).
-    publisher = InboundPublisher(clean_nc, ack_timeout=1.0)
-    messages = batch_of(30_000)
+    """NATS as a queue that acks one message at a time, 2 ms each: 2,000 messages take 4 s,
+    more than the 1.5 s one deadline allowed; a window of 100 takes 0.2 s."""
+    monkeypatch.setattr(publish, "PUBLISH_WINDOW", 100)
+    one_at_a_time = asyncio.Lock()
+    acked: list[str] = []
+
+    async def throttled(self: InboundPublisher, message: InboundMessage, payload: bytes) -> Published:
+        async with one_at_a_time:
+            await asyncio.sleep(0.002)
+        acked.append(message.provider_message_id)
+        return Published(message=message, seq=len(acked), duplicate=False)
+
+    monkeypatch.setattr(InboundPublisher, "_publish_one", throttled)
+    open_connection = type("Open", (), {"is_closed": False})()
+    publisher = InboundPublisher(open_connection, ack_timeout=1.0)  # type: ignore[arg-type]
+    messages = batch_of(2_000)
     published = await publisher.publish(messages)
     assert len(published) == len(messages)
-    info = await clean_nc.jetstream().stream_info(subjects.INBOUND_STREAM)
-    assert info.state.messages == len(messages)
-    # The provider sends (part of) it again: duplicates, none stored twice.
-    again = await publisher.publish(messages[:2_000])
-    assert len(again) == 2_000
+    assert acked == [m.provider_message_id for m in messages]
+
+
+@pytest.mark.integration
+async def test_a_large_batch_is_stored_once_and_its_retry_adds_nothing(clean_nc: NATS) -> None:
+    publisher = InboundPublisher(clean_nc)
+    messages = batch_of(5_000)
+    assert len(await publisher.publish(messages)) == len(messages)
+    again = await publisher.publish(messages[:1_000])  # the provider sends part of it again
+    assert len(again) == 1_000 and all(p.duplicate for p in again)
     info = await clean_nc.jetstream().stream_info(subjects.INBOUND_STREAM)
     assert info.state.messages == len(messages)
