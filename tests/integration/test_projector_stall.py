@@ -6,11 +6,14 @@ traffic a stalled projector showed a small, steady lag and stayed ready)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest
 from prometheus_client import REGISTRY
 
@@ -79,10 +82,29 @@ async def test_not_ready_once_behind_without_moving_for_stale_seconds(store: Eve
     assert result.ok and result.detail["lag_events"] == 0 and result.detail["stalled_seconds"] == 0
 
 
+@contextlib.asynccontextmanager
+async def projector_behind_a_conversation(
+    clean_nats: EmbeddedNats, tmp_path: Path, stale_seconds: float
+) -> AsyncIterator[tuple[Any, str]]:
+    """The projector as `relaydesk projector` runs it (config -> check), with one conversation
+    on the log for it to fold: yields the running system and its /readyz URL."""
+    config = system_config(tmp_path, clean_nats.url)
+    config.health = msgspec.structs.replace(config.health, port=free_port())
+    config.projection = msgspec.structs.replace(config.projection, stale_seconds=stale_seconds)
+    async with running_system(config, clean_nats, services=("projector",)) as system:
+        nc = await nats.connect(clean_nats.url)
+        try:
+            tag = uuid.uuid4().hex[:10]
+            await open_conversation(EventStore(nc, nc.jetstream()), f"cu{tag}", f"cv{tag}")
+            yield system, f"http://127.0.0.1:{config.health.port}/readyz"
+        finally:
+            await nc.drain()
+
+
 async def test_a_stuck_projector_says_so_on_its_readyz(
     clean_nats: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The projector as `relaydesk projector` runs it (config -> check): its store stops answering.
+    # Its store stops answering.
     release = asyncio.Event()
     original = Projector._apply
 
@@ -92,17 +114,8 @@ async def test_a_stuck_projector_says_so_on_its_readyz(
         await original(self, chunk, through=through)
 
     monkeypatch.setattr(Projector, "_apply", stuck_apply)
-    config = system_config(tmp_path, clean_nats.url)
-    config.health = msgspec.structs.replace(config.health, port=free_port())
-    config.projection = msgspec.structs.replace(config.projection, stale_seconds=1.0)
-    health = f"http://127.0.0.1:{config.health.port}/readyz"
-    async with running_system(config, clean_nats, services=("projector",)) as system:
-        import nats
-
-        nc = await nats.connect(clean_nats.url)
+    async with projector_behind_a_conversation(clean_nats, tmp_path, stale_seconds=1.0) as (system, health):
         try:
-            tag = uuid.uuid4().hex[:10]
-            await open_conversation(EventStore(nc, nc.jetstream()), f"cu{tag}", f"cv{tag}")
 
             async def not_ready() -> Any:
                 async with system.http.get(health) as resp:
@@ -115,7 +128,6 @@ async def test_a_stuck_projector_says_so_on_its_readyz(
             assert "not moved for" in projector["reason"]
         finally:
             release.set()
-            await nc.drain()
 
         async def ready_again() -> Any:
             async with system.http.get(health) as resp:
@@ -141,33 +153,23 @@ async def test_a_projector_retrying_says_why_on_its_readyz_at_once(
         await original(self, chunk, through=through)
 
     monkeypatch.setattr(Projector, "_apply", refused_apply)
-    config = system_config(tmp_path, clean_nats.url)
-    config.health = msgspec.structs.replace(config.health, port=free_port())
-    config.projection = msgspec.structs.replace(config.projection, stale_seconds=600.0)
-    health = f"http://127.0.0.1:{config.health.port}/readyz"
-    async with running_system(config, clean_nats, services=("projector",)) as system:
-        import nats
+    async with projector_behind_a_conversation(clean_nats, tmp_path, stale_seconds=600.0) as (system, health):
 
-        nc = await nats.connect(clean_nats.url)
+        async def projector_detail() -> Any:
+            async with system.http.get(health) as resp:
+                body = await resp.json()
+            return resp.status, body["checks"]["projector"]
+
+        async def retrying() -> Any:
+            status, detail = await projector_detail()
+            return (status, detail) if "retrying" in detail else None
+
         try:
-            tag = uuid.uuid4().hex[:10]
-            await open_conversation(EventStore(nc, nc.jetstream()), f"cu{tag}", f"cv{tag}")
-
-            async def projector_detail() -> Any:
-                async with system.http.get(health) as resp:
-                    body = await resp.json()
-                return resp.status, body["checks"]["projector"]
-
-            async def retrying() -> Any:
-                status, detail = await projector_detail()
-                return (status, detail) if "retrying" in detail else None
-
             status, detail = await eventually(retrying, timeout=30, every=0.2)
             assert status == 200  # not stale yet
             assert detail["retrying"] == "StoreUnavailable: lock held by pid 4242 (postgres, psql) for 95 s"
         finally:
             release.set()
-            await nc.drain()
 
         async def answered_again() -> Any:
             status, detail = await projector_detail()
