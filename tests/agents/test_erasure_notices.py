@@ -4,7 +4,7 @@ Slack app's messages still referenced are redrawn ``[erased]``, and neither hold
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,14 @@ from events.store import Append, StoredEvent
 from events.streams import ensure_streams
 from events.subjects import STATE_BUCKET
 from services.bootstrap import event_store
-from services.bus.auth import RoleCredentials
 from services.bus.embedded import EmbeddedNats
 from services.delivery import erasure
 from services.delivery.settings import Endpoint
 from services.delivery.signing import verify
 from services.delivery.slack_refs import MessageRef, SlackRefs
 from services.metrics import ERASURE_NOTICES
-from services.up import BUILT_IN_CONNECTORS, connector_channels
 from tests.integration.system import open_conversation
-from tests.integration.test_nats_security import Secured, as_role
+from tests.integration.test_nats_security import Secured, as_role, secured  # noqa: F401 (a fixture: a nats-server with the generated roles)
 
 from .fake_slack import FakeSlack, fake_slack
 from .helpers import agent_system, agents_config, eventually, holds, receiver
@@ -134,20 +132,7 @@ async def test_the_slack_apps_messages_still_referenced_read_erased(
         assert record["kind"] == "slack" and msgspec.json.encode(record).count(b"4111") == 0
 
 
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[Secured]:
-    """A nats-server with the users and permissions ``relaydesk up`` generates."""
-    data_dir = tmp_path / "data"
-    credentials = RoleCredentials.ensure(data_dir, connector_channels(BUILT_IN_CONNECTORS))
-    server = EmbeddedNats(store_dir=data_dir / "nats", config_file=credentials.write_server_config())
-    server.start()
-    try:
-        yield Secured(server, credentials, data_dir)
-    finally:
-        server.stop()
-
-
-async def test_the_delivery_role_may_find_what_an_erasure_notice_needs(secured: Secured) -> None:
+async def test_the_delivery_role_may_find_what_an_erasure_notice_needs(secured: Secured) -> None:  # noqa: F811
     """Under the permissions ``relaydesk up`` generates: the conversations of the erased family
     (the log's subjects) and the Slack references of each (a watch on ``rd_state``)."""
     customer, cid = "cu0erased01", "cv0erased01"
