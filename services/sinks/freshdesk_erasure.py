@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .sdk.erasure import Removed, conversations_of, delete, forget_links
+from .sdk.erasure import Removed, delete, forget_links, linked_tickets
 from .sdk.errors import Rejected
 
 if TYPE_CHECKING:
@@ -41,20 +41,13 @@ MAX_PAGES = 50
 
 async def erase_customer(sink: FreshdeskSink, customer_id: str) -> Removed:
     removed = Removed()
-    raw = await sink.state.get(f"user.{customer_id}")
-    contact = raw.decode() if raw else ""
-    ours: dict[str, str] = {}  # ticket id → conversation id
-    for conversation_id in await conversations_of(sink, customer_id):
-        link = await sink.state.link(conversation_id)
-        if link is not None:
-            ours[link.ticket_id] = conversation_id
-            contact = contact or link.requester_id
+    contact, ours = await linked_tickets(sink, customer_id)  # ours: ticket id → conversation id
     listed = await _tickets(sink, {"unique_external_id": customer_id})
     for ticket in listed:
         contact = contact or str(ticket.get("requester_id") or "")
         if await _relaydesks(sink, ticket):
             ours.setdefault(str(ticket["id"]), "")
-    if contact and raw is None:
+    if contact and await sink.state.get(f"user.{customer_id}") is None:
         # Kept before its tickets go: a retry (a refused hard delete, parked) lists none of them.
         await sink.state.put(f"user.{customer_id}", contact)
     for ticket_id, conversation_id in ours.items():

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .sdk.erasure import Removed, conversations_of, delete, forget_links
+from .sdk.erasure import Removed, delete, forget_links, linked_tickets
 from .sdk.errors import Rejected
 
 if TYPE_CHECKING:
@@ -42,14 +42,7 @@ MAX_PAGES = 50
 
 async def erase_customer(sink: ZendeskSink, customer_id: str) -> Removed:
     removed = Removed()
-    raw = await sink.state.get(f"user.{customer_id}")
-    user = raw.decode() if raw else ""
-    ours: dict[str, str] = {}  # ticket id → conversation id
-    for conversation_id in await conversations_of(sink, customer_id):
-        link = await sink.state.link(conversation_id)
-        if link is not None:
-            ours[link.ticket_id] = conversation_id
-            user = user or link.requester_id
+    user, ours = await linked_tickets(sink, customer_id)  # ours: ticket id → conversation id
     if user:
         for ticket in await _requested(sink, user):
             if _relaydesks(ticket):

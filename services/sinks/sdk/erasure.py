@@ -106,6 +106,20 @@ async def on_customer_erased(sink: Sink, event: CustomerErased, remove: Callable
             bound.info("sink.customer_erased", erased_id=customer, tickets_deleted=removed.tickets, user=removed.user)
 
 
+async def linked_tickets(sink: Sink, customer_id: str) -> tuple[str, dict[str, str]]:
+    """The helpdesk user the sink made for the customer (its ``user.`` key, else a linked
+    ticket's requester; "" if neither) and the tickets its links name (ticket id → conversation)."""
+    raw = await sink.state.get(f"user.{customer_id}")
+    user = raw.decode() if raw else ""
+    ours: dict[str, str] = {}
+    for conversation_id in await conversations_of(sink, customer_id):
+        link = await sink.state.link(conversation_id)
+        if link is not None:
+            ours[link.ticket_id] = conversation_id
+            user = user or link.requester_id
+    return user, ours
+
+
 async def conversations_of(sink: Sink, customer_id: str) -> list[str]:
     """The customer's conversation ids, from the log's subjects (they outlive the erasure)."""
     found: dict[str, None] = {}
