@@ -18,7 +18,6 @@ The object is written in nats-py's own format, so ``ObjectStore.get`` reads it u
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -34,7 +33,10 @@ from nats.js.object_store import (
 )
 from nats.nuid import NUID
 
+from events.skips import skipping
+
 WRONG_LAST_SEQUENCE = 10071  # JetStream's "wrong last sequence" error code
+PURGE_SKIP = "object.purge_own_chunks"
 
 _nuid = NUID()
 
@@ -95,6 +97,8 @@ async def put_unless_replaced(js: JetStreamContext, bucket: str, name: str, data
 
 
 async def _purge(js: JetStreamContext, stream: str, subject: str) -> None:
-    """Our own chunks, after a failed write; a purge that fails too must not hide why."""
-    with contextlib.suppress(Exception):
+    """Our own chunks, after a failed write. A purge that fails too must not hide why the write
+    failed, but its chunks stay in the bucket for good: said (``object.purge_own_chunks``, the
+    stream and subject an operator purges by hand) and counted."""
+    with skipping(PURGE_SKIP, stream=stream, subject=subject):
         await js.purge_stream(stream, subject=subject)
