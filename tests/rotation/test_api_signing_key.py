@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.sdk.signatures import secret_list
 from events.model import AgentTokenIssued
@@ -23,6 +22,7 @@ from services.api.attachments import Links
 from services.api.idempotency import Sealer
 from services.api.session import SessionSealer
 from services.api.tokens import TokenTable, accepted_keys, hash_token, new_token, token_proof
+from tests.rotation.counting_aesgcm import CountingAESGCM
 
 OLD, NEW = "old-signing-key-0123456789abcdef0123", "new-signing-key-fedcba9876543210fedc"
 
@@ -105,22 +105,6 @@ def test_an_empty_extra_key_never_verifies() -> None:
     assert SessionSealer(new, empty).open(SessionSealer(empty).seal("rdat_x")[0]) is None
     assert Sealer(new, empty).open("k", Sealer(empty).seal("k", b"answer")) is None
     assert isinstance(Links(new, empty).check(Links(empty).token("cu_1", 7, "m_1", 0, "operator")), str)
-
-
-class CountingAESGCM:
-    """AESGCM, counting the decryptions (how many keys were tried)."""
-
-    decrypted = 0
-
-    def __init__(self, key: bytes) -> None:
-        self.inner = AESGCM(key)
-
-    def encrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
-        return self.inner.encrypt(nonce, data, associated)
-
-    def decrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
-        CountingAESGCM.decrypted += 1
-        return self.inner.decrypt(nonce, data, associated)
 
 
 def test_sessions_and_idempotency_records_try_every_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.chat import tokens
 from connectors.chat.connector import WebChatConnector
 from connectors.chat.settings import address_secret, session_secrets
 from services import config
+from tests.rotation.counting_aesgcm import CountingAESGCM
 
 OLD, NEW = "o" * 40, "n" * 40
 
@@ -45,22 +45,6 @@ def test_tokens_sealed_with_the_old_secret_hold_and_new_ones_use_the_new(tmp_pat
         tokens.verify_token(OLD, new)
     with pytest.raises(tokens.TokenError, match="signature invalid"):
         tokens.verify_token(session_secrets(settings), tokens.issue_token("t" * 40, claims))
-
-
-class CountingAESGCM:
-    """AESGCM, counting the decryptions (how many secrets were tried)."""
-
-    decrypted = 0
-
-    def __init__(self, key: bytes) -> None:
-        self.inner = AESGCM(key)
-
-    def encrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
-        return self.inner.encrypt(nonce, data, associated)
-
-    def decrypt(self, nonce: bytes, data: bytes, associated: bytes | None) -> bytes:
-        CountingAESGCM.decrypted += 1
-        return self.inner.decrypt(nonce, data, associated)
 
 
 def test_every_secret_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
