@@ -29,11 +29,13 @@ from typing import IO, Any
 
 import structlog
 
+from events.skips import skipping
 from services.timelines import is_dsn
 
 log = structlog.get_logger("relaydesk.projector")
 
 POLL_S = 1.0
+RELEASE_SKIP = "projector.claim_release"
 
 
 def lock_id(schema: str, key: str) -> int:
@@ -61,7 +63,8 @@ class ProjectorClaim:
     async def _try(self) -> bool:
         if is_dsn(self.target):
             return await self._try_postgres()
-        return self._try_file()
+        # A file's open, lock and write: in a thread, never on the loop (a slow or network disk).
+        return await asyncio.to_thread(self._try_file)
 
     async def _try_postgres(self) -> bool:
         import psycopg
@@ -122,8 +125,10 @@ class ProjectorClaim:
 
     async def release(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()  # the session's advisory lock goes with it
+            # The session's advisory lock goes with it; a close that fails leaves it to the server
+            # noticing the session gone (keepalives), so a standby may wait: said and counted.
+            with skipping(RELEASE_SKIP, key=self.key):
+                await self._conn.close()
             self._conn = None
         if self._file is not None:
             self._file.close()
