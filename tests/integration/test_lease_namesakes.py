@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from events import subjects
 from events.streams import ensure_streams
 from services.bus.embedded import EmbeddedNats
 from services.lease import Lease, LeaseValue
+from tests.cli_processes import CliProcesses
 from tests.integration.routers import CONFIG, STARTING_S
 from tests.integration.system import eventually
 from tests.integration.test_lease import FakeClock
@@ -70,39 +69,29 @@ async def test_a_previous_run_under_the_same_name_is_taken_over_without_a_word(
     assert await Lease(kv, name, "router-a", ttl=5, clock=clock).try_acquire()
 
 
-class SameNamed:
+class SameNamed(CliProcesses):
     """``relaydesk router`` processes all given the instance id ``router-a``, as compose's
     ``--scale router-a=2`` runs them."""
 
+    NAMES = ("router-0", "router-1")
+
     def __init__(self, nats_url: str, tmp_path: Path) -> None:
-        self.config = tmp_path / "router.toml"
-        self.config.write_text(CONFIG)
-        self.env = {
+        env = {
             **os.environ,
             "RELAYDESK_NATS_URL": nats_url,
             "RELAYDESK_RUNNER_INSTANCE_ID": "router-a",
             "RELAYDESK_LOG_FORMAT": "json",
         }
-        self.logs = [tmp_path / f"router-{n}.log" for n in range(2)]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__(env, tmp_path, stop_wait_s=10)
+        self.config = tmp_path / "router.toml"
+        self.config.write_text(CONFIG)
 
     def start_all(self) -> None:
-        for log in self.logs:
-            out = open(log, "ab")  # noqa: SIM115 - closed with the process
-            cmd = [sys.executable, "-m", "services.cli", "router", "--config", str(self.config)]
-            self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT))
+        for name in self.NAMES:
+            self.start(name, "router", "--config", str(self.config))
 
-    def said(self, event: str) -> list[int]:
-        return [log.read_text().count(f'"event": "{event}"') if log.exists() else 0 for log in self.logs]
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def said_by_each(self, event: str) -> list[int]:
+        return [self.said(name, event) for name in self.NAMES]
 
 
 @pytest.fixture
@@ -121,7 +110,10 @@ async def test_two_router_processes_given_one_instance_id_never_both_lead(
         same_named.start_all()
 
         async def both_started_one_leads() -> bool:
-            return min(same_named.said("router.started")) > 0 and max(same_named.said("router.leading")) > 0
+            return (
+                min(same_named.said_by_each("router.started")) > 0
+                and max(same_named.said_by_each("router.leading")) > 0
+            )
 
         assert await eventually(both_started_one_leads, timeout=STARTING_S)
         # Ten renewals more (lease_seconds = 1): the other never took the lease as its own.
@@ -137,8 +129,8 @@ async def test_two_router_processes_given_one_instance_id_never_both_lead(
                     break
                 await asyncio.sleep(0.05)
         assert len(tokens) == 1, tokens
-        assert same_named.said("router.leading").count(0) == 1, same_named.said("router.leading")
-        assert same_named.said("lease.lost") == [0, 0]
-        assert sum(same_named.said("lease.name_in_use")) == 1  # the standby says why, once
+        assert same_named.said_by_each("router.leading").count(0) == 1, same_named.said_by_each("router.leading")
+        assert same_named.said_by_each("lease.lost") == [0, 0]
+        assert sum(same_named.said_by_each("lease.name_in_use")) == 1  # the standby says why, once
     finally:
         await client.close()

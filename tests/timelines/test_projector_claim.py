@@ -6,9 +6,6 @@ each other's shadow copy (UndefinedTable, deadlocks) until one outlasted the oth
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +17,7 @@ from events.store import Append, EventStore
 from events.streams import ensure_streams
 from services.bus.embedded import EmbeddedNats
 from services.timelines import is_dsn, open_store
+from tests.cli_processes import CliProcesses
 from tests.integration.system import eventually
 from tests.timelines.helpers import BACKENDS, Script, ensure_database, new_id, pg_dsn
 
@@ -28,37 +26,12 @@ pytestmark = pytest.mark.integration
 STARTING_S = 60.0  # a Python start and a catch-up on a loaded 2-core machine
 
 
-class Projectors:
-    def __init__(self, nats_url: str, target: str, tmp_path: Path) -> None:
-        self.env = {**os.environ, "RELAYDESK_NATS_URL": nats_url, "RELAYDESK_LOG_FORMAT": "json"}
-        if is_dsn(target):
-            self.env["RELAYDESK_PROJECTION_DSN"] = target
-        self.env["RELAYDESK_DATA_DIR"] = str(tmp_path / "data")
-        self.tmp_path = tmp_path
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        out = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        cmd = [sys.executable, "-m", "services.cli", "projector"]
-        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-
-    def said(self, name: str, event: str) -> int:
-        log = self.tmp_path / f"{name}.log"
-        return log.read_text().count(f'"event": "{event}"') if log.exists() else 0
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def projector_env(nats_url: str, target: str, tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "RELAYDESK_NATS_URL": nats_url, "RELAYDESK_LOG_FORMAT": "json"}
+    if is_dsn(target):
+        env["RELAYDESK_PROJECTION_DSN"] = target
+    env["RELAYDESK_DATA_DIR"] = str(tmp_path / "data")
+    return env
 
 
 @pytest.fixture(params=BACKENDS)
@@ -82,14 +55,14 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def projectors(clean_nats: EmbeddedNats, target: str, tmp_path: Path) -> Iterator[Projectors]:
-    group = Projectors(clean_nats.url, target, tmp_path)
+def projectors(clean_nats: EmbeddedNats, target: str, tmp_path: Path) -> Iterator[CliProcesses]:
+    group = CliProcesses(projector_env(clean_nats.url, target, tmp_path), tmp_path)
     yield group
     group.stop_all()
 
 
 async def test_a_second_projector_stands_by_and_takes_over_when_the_first_is_killed(
-    clean_nats: EmbeddedNats, target: str, projectors: Projectors
+    clean_nats: EmbeddedNats, target: str, projectors: CliProcesses
 ) -> None:
     nc = await nats.connect(clean_nats.url)
     await ensure_streams(nc.jetstream())
@@ -98,13 +71,13 @@ async def test_a_second_projector_stands_by_and_takes_over_when_the_first_is_kil
     try:
         first = [Script(new_id("cu"), new_id("cv")) for _ in range(5)]
         await store.append_many([Append(e) for s in first for e in (s.opened(), s.message("one"))])
-        projectors.start("a")
+        projectors.start("a", "projector")
 
         async def a_folded() -> bool:
             return projectors.said("a", "projector.start") == 1
 
         assert await eventually(a_folded, timeout=STARTING_S)
-        projectors.start("b")
+        projectors.start("b", "projector")
 
         async def b_stands_by() -> bool:
             return projectors.said("b", "projector.standing_by") == 1
