@@ -120,8 +120,15 @@ class SlackRefs:
     ) -> None:
         self.kv = kv
         self.bucket = bucket  # kv's name: nats-py keeps it only in a private attribute
-        self.js: JetStreamContext = js if js is not None else kv._js  # writes with a TTL
+        self._js = js  # for the writes with a TTL; readers (the API's Slack routes) need none
         self.keep_for = keep_for
+
+    @property
+    def js(self) -> JetStreamContext:
+        # Passed in, not read from nats-py's private KeyValue._js, which a release may rename.
+        if self._js is None:
+            raise RuntimeError("SlackRefs(js=...) is needed to keep erasable posts (writes with a TTL)")
+        return self._js
 
     async def _get(self, key: str) -> MessageRef | None:
         try:
