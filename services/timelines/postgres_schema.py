@@ -11,11 +11,14 @@ from typing import Any
 import psycopg
 import structlog
 
+from events.skips import count_skip
 from services.timelines.fold import FOLD_VERSION
 from services.timelines.search_pg import ensure_index as ensure_search
 from services.timelines.store import StoreUnavailable
 
 log = structlog.get_logger("services.timelines.postgres")
+
+HOLDERS_SKIP = "timelines.lock_holders"
 
 # How long opening waits for a lock another session holds on the schema's tables (an
 # operator's LOCK TABLE: a CREATE INDEX IF NOT EXISTS waits for it) before the start fails
@@ -177,7 +180,10 @@ async def lock_holders(dsn: str, schema: str, **connect: Any) -> str:
     try:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connect) as conn:
             rows = await (await conn.execute(query, (schema,))).fetchall()
-    except psycopg.Error:
+    except psycopg.Error as err:
+        # The lock timeout is said without its holder; why the question failed is said here.
+        log.warning("skipped", where=HOLDERS_SKIP, schema=schema, error=type(err).__name__)
+        count_skip(HOLDERS_SKIP)
         return ""
     held = [f"pid {pid} ({user}, {app or 'no application_name'}) for {age} s" for pid, user, app, age in rows]
     return f"; held by {', '.join(held)}" if held else ""
