@@ -21,7 +21,8 @@ Tools:           relaydesk bench decide|crypto|rebuild|ingest|e2e|route|restart|
                  relaydesk customers unlink CUSTOMER IDENTITY [--reason TEXT] | merge SURVIVOR OTHER
                  relaydesk customers erase CUSTOMER --reason TEXT [--yes] | erase-again [--dry-run]
                  relaydesk customers migrate-identities [--compact]
-                 relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|day|conversation] [--png FILE]
+                 relaydesk report [--from DATE --to DATE --group-by channel|agent|queue|tier|day|conversation]
+                                  [--png FILE] [--json]
                  relaydesk simulate SCENARIO.toml [--seed N] [--policies relaydesk,chatwoot,...]  routing quality
 Configuration:   relaydesk config check FILE | show [--config FILE]   (secrets masked) | --version
 Operations:      relaydesk status [--json]   streams, consumer lag, leaders, agents, queues, parked (1: no NATS)
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="end", metavar="DATE", help="exclusive; a plain date includes that day")
     report.add_argument(
         "--group-by",
-        choices=("channel", "agent", "queue", "day", "conversation"),
+        choices=("channel", "agent", "queue", "tier", "day", "conversation"),
         help="one row per group (default: the totals only)",
     )
     report.add_argument("--reopen-hours", type=float, metavar="H", help="reopen window (default 24)")

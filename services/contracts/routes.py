@@ -706,7 +706,11 @@ ROUTES: tuple[Route, ...] = (
         query=(
             Query("from", "start (ISO 8601; default: 7 days before to)"),
             Query("to", "end (ISO 8601; default: now)"),
-            Query("group_by", "channel, agent, queue, day or conversation (empty: none)", values=("", *GROUP_BYS)),
+            Query(
+                "group_by",
+                "channel, agent, queue, tier (the customer's at routing), day or conversation (empty: none)",
+                values=("", *GROUP_BYS),
+            ),
             Query(
                 "reopen_hours",
                 "a conversation reopened within this many hours counts as reopened",

@@ -27,6 +27,7 @@ from events.model import (
     ConversationReleased,
     ConversationResolved,
     ConversationTransferred,
+    CustomerProfileUpdated,
     CustomersMerged,
     MessageReceived,
     MessageSent,
@@ -48,11 +49,16 @@ from services.reports.voice import CallFacts, note_assignment, note_message
 # 7: folded: an event re-published at a later sequence counts once, and a resolved conversation
 #    is never routed again (router.replays)
 # 8: an event on another customer's subject naming a conversation is not that conversation's
-REPORT_FOLD_VERSION = 8
+# 9: the customer's tier (``CustomerProfileUpdated``) as of the routing request (group_by=tier)
+#    and a customer already merged is not merged again (router.customers.merge)
+REPORT_FOLD_VERSION = 9
 """Bump whenever ``evolve`` derives different facts from the same events."""
 
 OfferOutcome = Literal["pending", "accepted", "declined", "expired", "withdrawn"]
 
+
+DEFAULT_TIER = "standard"
+"""A customer's tier until a ``CustomerProfileUpdated`` says otherwise, as in the router."""
 
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
@@ -90,6 +96,9 @@ class ConversationFacts(msgspec.Struct, kw_only=True):
     routed_at: datetime | None = None  # first RoutingRequested
     sla_due: datetime | None = None  # first RoutingRequested's explicit requirements.sla_due
     priority: int = 0
+    # The customer's tier (the routing policy's ``customer_tiers``) at the first routing
+    # request, or at the opening of one never routed; None only in a snapshot before version 9.
+    customer_tier: str | None = None
     first_assigned_at: datetime | None = None  # first ConversationAssigned or OfferAccepted
     first_agent: str | None = None  # who took it first: the agent metrics are attributed to
     agent_id: str | None = None  # who holds it now (or held it when it was resolved)
@@ -146,6 +155,7 @@ class ReportState(msgspec.Struct, kw_only=True):
     # (customer, channel) -> the last resolved conversation no newer conversation followed yet
     last_resolved: dict[str, str] = {}
     merged_into: dict[str, str] = {}  # customer merged away -> the customer it was merged into
+    tiers: dict[str, str] = {}  # customer -> tier, for customers whose profile set one
     # Every channel a resolution was recorded on, in order of first sight (a list, not a set,
     # so the state encodes the same however it was built).
     channels_seen: list[str] = []
@@ -167,10 +177,17 @@ def survivor(state: ReportState, customer_id: str) -> str:
     return customer_id
 
 
+def tier_of(state: ReportState, customer_id: str) -> str:
+    """The customer's tier now: after a merge the survivor's profile stands, as in the router."""
+    return state.tiers.get(survivor(state, customer_id), DEFAULT_TIER)
+
+
 def _merged(state: ReportState, survivor_id: str, merged_id: str) -> None:
     """Reopens follow a merge: the merged customer's last resolution per channel becomes the
-    survivor's if it is the more recent one."""
-    if not merged_id or survivor(state, survivor_id) == merged_id or merged_id == survivor_id:
+    survivor's if it is the more recent one. As in the router (``router.customers.merge``), a
+    customer already merged elsewhere stays there (the first merge in the log stands): it was
+    moved to the second survivor, while the router kept it with the first."""
+    if not merged_id or merged_id in state.merged_into or survivor(state, survivor_id) == merged_id:
         return
     state.merged_into[merged_id] = survivor_id
     target = survivor(state, survivor_id)
@@ -227,6 +244,9 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
     if isinstance(ev, CustomersMerged):
         _merged(state, ev.customer_id, ev.merged_id)
         return state
+    if isinstance(ev, CustomerProfileUpdated):
+        state.tiers[ev.customer_id] = ev.tier
+        return state
     if not isinstance(ev, ConversationEvent):
         return state
     cid = ev.conversation_id
@@ -257,6 +277,8 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
             if conv.opened_at is None:
                 conv.opened_at = at
                 conv.outbound = bool(ev.initiated_by)
+                if conv.routed_at is None:  # provisional: the routing request's tier stands
+                    conv.customer_tier = tier_of(state, conv.customer_id)
                 # An agent's own follow-up is not the customer coming back: no reopen (found
                 # by an audit: it cost the conversation before it its first-contact resolution).
                 if not conv.outbound:
@@ -275,6 +297,7 @@ def evolve(state: ReportState, stored: StoredEvent) -> ReportState:
                 conv.routed_at = at
                 conv.queue = queue_name(ev.channel, ev.requirements)
                 conv.priority = ev.requirements.priority
+                conv.customer_tier = tier_of(state, conv.customer_id)
                 conv.sla_due = None if ev.requirements.sla_due is None else utc(ev.requirements.sla_due)
         case AgentOffered() | OfferAccepted() | ConversationAssigned() if not conv.routable:
             # The router has no view of it (resolved, and not routed again): it ignores these

@@ -29,9 +29,12 @@ Definitions (durations in seconds; days and hours in the query's ``tz``, UTC by 
   declined or expired; offers withdrawn by a transfer or still pending are not answered).
 
 Grouping: a conversation belongs to the window, day and hour (in ``tz``) of its opening and to the
-agent who first took it (``(unassigned)`` if nobody did yet), its channel and its queue
-(channel and required skills at first routing). An offer belongs to the day it was made, the
-agent it was made to, and its conversation's channel and queue. The sums per group, per hour
+agent who first took it (``(unassigned)`` if nobody did yet), its channel, its queue
+(channel and required skills at first routing) and its customer's tier (``platinum``,
+``gold``…, ``standard`` unless the profile says otherwise: the routing policy's customer tier,
+as of the first routing request, or the opening of one never routed; ``tier`` groups work by the
+customers it serves, an agent's own tier shows through ``agent``). An offer belongs to the day
+it was made, the agent it was made to, and its conversation's channel, queue and tier. The sums per group, per hour
 and for the window are ``services.reports.buckets``.
 """
 
@@ -50,9 +53,9 @@ import structlog
 from events.skips import count_skip
 from services.reports.buckets import Bucket, hour_json
 from services.reports.conversation_figures import ConversationFigures, figures
-from services.reports.fold import ConversationFacts, OfferFact, ReportState
+from services.reports.fold import DEFAULT_TIER, ConversationFacts, OfferFact, ReportState
 
-GROUP_BYS = ("channel", "agent", "queue", "day", "conversation")
+GROUP_BYS = ("channel", "agent", "queue", "tier", "day", "conversation")
 DEFAULT_REOPEN_HOURS = 24.0
 UNASSIGNED = "(unassigned)"
 NOT_ROUTED = "(not routed)"
@@ -112,6 +115,8 @@ def conversation_key(group_by: str, tz: tzinfo = UTC) -> Callable[[ConversationF
                 return conv.first_agent or UNASSIGNED
             case "queue":
                 return conv.queue or NOT_ROUTED
+            case "tier":
+                return conv.customer_tier or DEFAULT_TIER
             case "day":
                 return conv.day_at.astimezone(tz).date().isoformat() if conv.day_at else "unknown"
         return conv.conversation_id
@@ -119,7 +124,12 @@ def conversation_key(group_by: str, tz: tzinfo = UTC) -> Callable[[ConversationF
     return key
 
 
-def offer_key(group_by: str, tz: tzinfo = UTC) -> Callable[[OfferFact], str]:
+def offer_key(
+    group_by: str, tz: tzinfo = UTC, conversations: Mapping[str, ConversationFacts] | None = None
+) -> Callable[[OfferFact], str]:
+    """``conversations``: the fold's, for ``tier`` (an offer's is its conversation's, read when
+    reporting: an offer made before the routing request counts with the tier set at it)."""
+
     def key(offer: OfferFact) -> str:
         match group_by:
             case "channel":
@@ -128,6 +138,9 @@ def offer_key(group_by: str, tz: tzinfo = UTC) -> Callable[[OfferFact], str]:
                 return offer.agent_id
             case "queue":
                 return offer.queue or NOT_ROUTED
+            case "tier":
+                conv = (conversations or {}).get(offer.conversation_id)
+                return (conv.customer_tier if conv else None) or DEFAULT_TIER
             case "day":
                 return offer.offered_at.astimezone(tz).date().isoformat()
         return offer.conversation_id
@@ -184,7 +197,7 @@ def group_index(state: ReportState, query: ReportQuery) -> GroupIndex:
     if query.group_by is None:
         return GroupIndex(convs, offers, [], [], [], [], [])
     conv_keys, grouped_convs = _by_key(convs, conversation_key(query.group_by, query.zone))
-    offer_keys, grouped_offers = _by_key(offers, offer_key(query.group_by, query.zone))
+    offer_keys, grouped_offers = _by_key(offers, offer_key(query.group_by, query.zone, state.conversations))
     keys = sorted(set(conv_keys).union(offer_keys))
     return GroupIndex(convs, offers, keys, conv_keys, grouped_convs, offer_keys, grouped_offers)
 

@@ -7,7 +7,8 @@ channel), with what makes a supervisor's figures go wrong: conversations across 
 ends and across midnight and daylight-saving changes (Europe/Berlin's last Sunday of October,
 America/New_York's first Sunday of November), transfers and escalations, offers declined and
 timed out, customers coming back (reopens), merged and erased customers, conversations resolved
-with no reply, and decisions the router never acted on (after the resolution)."""
+with no reply, decisions the router never acted on (after the resolution), and customers whose
+tier changes between and during their conversations."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from events.model import (
     ConversationResolved,
     ConversationTransferred,
     CustomerErased,
+    CustomerProfileUpdated,
     CustomersMerged,
     DecisionReason,
     LogEvent,
@@ -52,6 +54,7 @@ REASON = DecisionReason(rule="best_fit")
 SLA = {"chat": 60.0, "sms": 300.0, "email": 14_400.0}
 AGENTS = ("ava", "bruno", "chen")
 CUSTOMERS = ("k1", "k2", "k3")
+TIERS = ("standard", "gold", "platinum")
 # Instants where days and hours are easy to get wrong.
 EDGES = (
     datetime(2026, 10, 25, 1, 0, tzinfo=UTC),  # Berlin: 03:00 CEST becomes 02:00 CET
@@ -176,6 +179,10 @@ def histories(draw: st.DrawFn) -> list[LogEvent]:
         resolved = any(isinstance(e, ConversationResolved) for e in script.events)
         free_at[(family[customer], channel)] = script.t + timedelta(seconds=1) if resolved else STILL_OPEN
         timed += [(e.at, len(timed) + i, e) for i, e in enumerate(script.events)]
+        if draw(st.integers(0, 2)) == 0:  # the profile's tier changes, perhaps mid-conversation
+            at = start + timedelta(seconds=draw(st.sampled_from((-1, 0, 1, 60))))
+            tier = draw(st.sampled_from(TIERS))
+            timed.append((at, len(timed), CustomerProfileUpdated(at=at, customer_id=customer, tier=tier)))
         what = draw(st.sampled_from(("nothing", "nothing", "nothing", "merge", "erase")))
         later = script.t + timedelta(seconds=draw(OFFSETS))
         if what == "merge":
@@ -244,6 +251,7 @@ class Figures:
     sla: str | None = None
     reopened: bool = False
     is_reopen: bool = False
+    tier: str = "standard"
 
     @property
     def fcr(self) -> bool:
@@ -335,12 +343,39 @@ def oracle(events: list[LogEvent], reopen_hours: float) -> tuple[list[Figures], 
                 f.sla = "breached"
         convs.append(f)
     _reopens(events, convs, reopen_hours)
+    _tiers(events, convs)
     return convs, offers
+
+
+def _tiers(events: list[LogEvent], convs: list[Figures]) -> None:
+    """The customer's tier when the conversation was first routed (else opened); after a merge
+    the survivor's profile stands, as in the router."""
+    by_id = {f.cid: f for f in convs}
+    tier: dict[str, str] = {}
+    into: dict[str, str] = {}
+
+    def root(c: str) -> str:
+        while c in into:
+            c = into[c]
+        return c
+
+    routed: set[str] = set()
+    for e in events:
+        if isinstance(e, CustomerProfileUpdated):
+            tier[e.customer_id] = e.tier
+        elif isinstance(e, CustomersMerged):
+            if root(e.customer_id) != root(e.merged_id) and e.merged_id not in into:
+                into[e.merged_id] = e.customer_id
+        elif isinstance(e, (ConversationOpened, RoutingRequested)) and e.conversation_id not in routed:
+            by_id[e.conversation_id].tier = tier.get(root(e.customer_id), "standard")
+            if isinstance(e, RoutingRequested):
+                routed.add(e.conversation_id)
 
 
 def _reopens(events: list[LogEvent], convs: list[Figures], reopen_hours: float) -> None:
     """A resolution is reopened by the first conversation the same customer (counting merged
-    customers as one from the merge on) opens on the same channel after it, within the window."""
+    customers as one from the merge on) opens on the same channel after it, within the window.
+    A customer already merged is not merged again (the router keeps the first merge)."""
     by_id = {f.cid: f for f in convs}
     parent: dict[str, str] = {}
 
@@ -352,9 +387,9 @@ def _reopens(events: list[LogEvent], convs: list[Figures], reopen_hours: float) 
     waiting: list[Figures] = []  # resolved, no new conversation yet
     for e in events:
         if isinstance(e, CustomersMerged):
-            merged, survivor = root(e.merged_id), root(e.customer_id)
-            if merged != survivor:  # merged back into its own family: already one customer
-                parent[merged] = survivor
+            # Merged back into its own family (already one customer), or merged before: no change.
+            if e.merged_id not in parent and root(e.customer_id) != e.merged_id:
+                parent[e.merged_id] = e.customer_id
         elif isinstance(e, ConversationResolved) and by_id[e.conversation_id].resolved_at == e.at:
             f = by_id[e.conversation_id]
             if f not in waiting:
@@ -426,6 +461,7 @@ def group_key(group_by: str, f: Figures, zone: ZoneInfo) -> str:
         "channel": f.channel,
         "agent": f.agent,
         "queue": f.queue,
+        "tier": f.tier,
         "day": f.day_at.astimezone(zone).date().isoformat(),
         "conversation": f.cid,
     }[group_by]
@@ -436,6 +472,7 @@ def offer_group(group_by: str, o: Offer, f: Figures, zone: ZoneInfo) -> str:
         "channel": f.channel,
         "agent": o.agent,
         "queue": f.queue,
+        "tier": f.tier,
         "day": o.at.astimezone(zone).date().isoformat(),
         "conversation": f.cid,
     }[group_by]
@@ -464,7 +501,7 @@ WINDOWS = st.sampled_from(
     events=histories(),
     window=WINDOWS,
     tz=st.sampled_from(ZONES),
-    group_by=st.sampled_from(("channel", "agent", "queue", "day", "conversation")),
+    group_by=st.sampled_from(("channel", "agent", "queue", "tier", "day", "conversation")),
     reopen_hours=st.sampled_from((0.0, 1.0, 24.0)),
 )
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -112,7 +112,7 @@ async def test_the_api_serves_the_figures_of_the_log(api_only: System) -> None:
         ({"from": "yesterday"}, "from must be an ISO date"),
         ({"to": "2026-13-01"}, "to must be an ISO date"),
         ({"from": "2026-11-23", "to": "2026-11-22"}, "must be before"),
-        ({"group_by": "colour"}, "group_by must be one of channel, agent, queue, day, conversation"),
+        ({"group_by": "colour"}, "group_by must be one of channel, agent, queue, tier, day, conversation"),
         ({"reopen_hours": "soon"}, "reopen_hours must be a number"),
         ({"reopen_hours": "-1"}, "reopen_hours goes from 0"),
         ({"groupby": "agent"}, "unknown parameter(s) groupby"),
