@@ -61,8 +61,22 @@ export async function refreshWork() {
 export function onEvent(kind, body) {
   if (kind === "agent_status_changed" && body.status) $("status").value = body.status;
   debounce("work", refreshWork, 100);
-  if (body.conversation_id && body.conversation_id === state.selected) debounce("timeline", loadTimeline, 400);
+  if (body.conversation_id && body.conversation_id === state.selected) {
+    // The customer's message is on the live stream before the projector has put it on the
+    // timeline: the page reads again until it is there (a load in between found nothing new,
+    // and nothing else came to read it later: found by a loaded test run).
+    if (kind === "message_received" && Number.isInteger(body.seq)) {
+      const before = awaited && awaited.cid === body.conversation_id ? awaited.seq : 0;
+      awaited = { cid: body.conversation_id, seq: Math.max(body.seq, before) };
+    }
+    debounce("timeline", loadTimeline, 400);
+  }
 }
+
+// The newest customer message the live stream announced for the open conversation ({cid, seq}),
+// until the timeline holds it.
+let awaited = null;
+const AWAIT_TRIES = 20; // 0.5 s apart: the projector 10 s behind
 
 function find(cid) {
   return state.work.offers.find((c) => c.id === cid) || state.work.assigned.find((c) => c.id === cid) || null;
@@ -303,6 +317,11 @@ async function loadTimeline(attempt = 0) {
     // A conversation just started (or just routed) may not be on the timeline yet: look again shortly.
     const spoken = entries.some((e) => e.conversation_id === cid && SPOKEN.has(e.kind));
     if (!spoken && attempt < 5) debounce("timeline", () => loadTimeline(attempt + 1), 1000);
+    else if (awaited && awaited.cid === cid) {
+      const last = entries.length ? entries[entries.length - 1].seq : 0;
+      if (last >= awaited.seq || attempt >= AWAIT_TRIES) awaited = null;
+      else debounce("timeline", () => loadTimeline(attempt + 1), 500);
+    }
   } catch (err) {
     if (!(err instanceof Stale) && err.status !== 403) say("Timeline: " + err.message, true);
   }
