@@ -30,6 +30,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from events import subjects
+from events.customer_conversations import conversation_ids
 from events.model import CustomerErased
 from events.store import StoredEvent
 from services.delivery.notices import Notice
@@ -64,18 +65,10 @@ def notice(stored: StoredEvent) -> Notice | None:
 
 
 async def with_conversations(js: JetStreamContext, erased: Notice) -> None:
-    """Fill in the conversation ids of the erased family, every one the log has a subject for
-    (``rd.evt.c.<customer>.<conversation>``: asked of the stream, nothing is read or decrypted)."""
+    """Fill in the conversation ids of the erased family (``events.customer_conversations``)."""
     if erased.body["conversation_ids"]:
         return
-    found: set[str] = set()
-    for customer_id in (erased.customer_id, *erased.body["merged_ids"]):
-        info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.customer_filter(customer_id))
-        for subject in (info.state.subjects or {}) if info.state else {}:
-            parsed = subjects.parse_conversation_subject(subject)
-            if parsed is not None and parsed[1] != subjects.CUSTOMER_SCOPE:
-                found.add(parsed[1])
-    erased.body["conversation_ids"] = sorted(found)
+    erased.body["conversation_ids"] = await conversation_ids(js, (erased.customer_id, *erased.body["merged_ids"]))
 
 
 def endpoints(all_endpoints: Mapping[str, Endpoint]) -> Iterable[tuple[str, Endpoint]]:

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import Counter
 
-from events import subjects
+from events.customer_conversations import conversation_ids
 from events.model import CustomerErased
-from events.subjects import parse_conversation_subject
 
 from .errors import Rejected
 
@@ -121,13 +120,9 @@ async def linked_tickets(sink: Sink, customer_id: str) -> tuple[str, dict[str, s
 
 
 async def conversations_of(sink: Sink, customer_id: str) -> list[str]:
-    """The customer's conversation ids, from the log's subjects (they outlive the erasure)."""
-    found: dict[str, None] = {}
-    for stored in await sink.relaydesk.store.read_customer_direct(customer_id):
-        parsed = parse_conversation_subject(stored.subject)
-        if parsed is not None and parsed[1] != subjects.CUSTOMER_SCOPE:
-            found[parsed[1]] = None
-    return list(found)
+    """The customer's conversation ids, from the log's subjects (they outlive the erasure): asked
+    of the stream, nothing read or decrypted (``events.customer_conversations``)."""
+    return await conversation_ids(sink.relaydesk.store.js, (customer_id,))
 
 
 async def delete(api: ProviderApi, path: str, *, right: str, params: dict[str, str] | None = None) -> bool:
