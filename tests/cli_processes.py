@@ -21,12 +21,13 @@ class CliProcesses:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
-    def start(self, name: str, *args: str) -> None:
-        """``relaydesk <args>`` (``python -m services.cli``) as ``name``."""
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        """``relaydesk <args>`` (``python -m services.cli``) as ``name``; ``env`` adds to the
+        processes' environment for this one."""
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop_all
         self._logs[name] = out
         cmd = [sys.executable, "-m", "services.cli", *args]
-        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
     def said(self, name: str, event: str) -> int:
         """How many log lines of ``name`` are ``event``."""

@@ -5,10 +5,8 @@ log says about leadership and routing."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -18,6 +16,7 @@ from events import subjects
 from events.model import AgentOffered, ConversationAssigned
 from events.store import EventStore
 from services.lease import LeaseValue
+from tests.cli_processes import CliProcesses
 
 AGENTS = "\n".join(
     f'[[agents]]\nid = "agent{i:03d}"\nskills = {{ billing = 3 }}\nlanguages = {{ en = 5 }}\ncapacity = {{ sms = 3 }}\n'
@@ -41,47 +40,29 @@ snapshot_every = 200
 STARTING_S = 60.0
 
 
-class RouterProcesses:
+class RouterProcesses(CliProcesses):
+    """``relaydesk router`` processes, each with its own instance id (its name)."""
+
     def __init__(self, nats_url: str, config_file: Path, log_dir: Path) -> None:
+        super().__init__({}, log_dir, stop_wait_s=10.0)
         self.nats_url = nats_url
         self.config_file = config_file
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        # The environment as it is now: a test sets a variable (a health port) after the fixture.
         env = {
             **os.environ,
             "RELAYDESK_NATS_URL": self.nats_url,
             "RELAYDESK_RUNNER_INSTANCE_ID": name,
             "RELAYDESK_LOG_FORMAT": "json",
+            **(env or {}),
         }
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "router", "--config", str(self.config_file)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        super().start(name, *(args or ("router", "--config", str(self.config_file))), env=env)
 
     async def started(self, name: str) -> bool:
         """The process got past start-up (connected, streams checked, following the log)."""
         log = self.log_dir / f"{name}.log"
         return log.exists() and '"router.started"' in log.read_text()
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
 
 
 async def routed(store: EventStore) -> Counter[str]:
